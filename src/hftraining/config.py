@@ -1,0 +1,387 @@
+"""One typed config tree. Each stage receives only its own section.
+
+``load_config(path, overrides)`` reads YAML or JSON, applies ``section.key=value`` overrides and
+validates every key and type: an unknown key or a wrong type raises :class:`ConfigError` naming
+the key. Defaults live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from hftraining.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    type: str = "transformer"
+    """Model architecture from the model registry (``hftraining list models``)."""
+    hidden_size: int = 512
+    """Width of the token embeddings (d_model)."""
+    num_heads: int = 16
+    """Attention heads per layer; must divide ``hidden_size``."""
+    num_layers: int = 8
+    """Encoder layers."""
+    intermediate_size: Optional[int] = None
+    """Feed-forward width; ``None`` means 4 × ``hidden_size``."""
+    dropout: float = 0.15
+    """Dropout in attention, feed-forward and the head."""
+    pooling: Literal["last", "mean"] = "last"
+    """How the sequence is reduced before the head: last valid token, or mean over valid steps."""
+    patch_len: int = 16
+    """PatchTST: patch length in time steps."""
+    patch_stride: int = 8
+    """PatchTST: stride between patches."""
+    moving_avg: int = 25
+    """DLinear: kernel of the moving average that separates trend from seasonal parts."""
+    season_length: int = 5
+    """Seasonal-naive baseline: the season in rows (5 = one trading week)."""
+    classification_threshold: float = 0.0
+    """Buy/hold/sell head: a future return above +threshold is buy, below -threshold is sell (log-return units). 0 disables the head."""
+    quantiles: list[float] = field(default_factory=list)
+    """Quantile head levels (e.g. [0.1, 0.5, 0.9]); empty disables it."""
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    """Weights of the loss components by name (``mse``, ``classification``, ``quantile``); missing ones are 1."""
+
+
+@dataclass
+class DataConfig:
+    data_dir: Optional[str] = None
+    """A CSV/Parquet file, a folder or a glob; ``None`` uses the sample data bundled with the package."""
+    symbols: Optional[list[str]] = None
+    """Keep only these symbols (file stems or values of a ``symbol`` column); ``None`` keeps all."""
+    sequence_length: int = 60
+    """Input window length in rows."""
+    prediction_horizon: int = 5
+    """Number of future log returns of the close to forecast."""
+    batch_size: int = 32
+    """Windows per micro-batch."""
+    eval_batch_size: int = 256
+    """Windows per batch in evaluation and prediction."""
+    features: list[str] = field(
+        default_factory=lambda: ["log_return_1", "rsi_14", "macd_12_26_9", "bbands_20_2", "volume_ratio_20"]
+    )
+    """Causal indicators by name with their parameters (``hftraining list features``)."""
+    train_ratio: float = 0.7
+    """Share of each symbol's rows in the training split (chronological)."""
+    val_ratio: float = 0.15
+    """Share of each symbol's rows in the validation split; the rest is the test split."""
+    embargo: int = 0
+    """Rows left out between consecutive splits (windows never cross a split in any case)."""
+    scaler: Literal["standard", "robust"] = "standard"
+    """Feature scaler fit on the training split only: mean/std or median/IQR."""
+    scale_per_symbol: bool = False
+    """Fit one scaler per symbol instead of one over all symbols."""
+    stride: int = 1
+    """Step in rows between consecutive training windows."""
+    min_rows: int = 0
+    """Symbols with fewer usable rows than this are skipped (0: any symbol that yields a window)."""
+
+
+@dataclass
+class TrainingConfig:
+    optimizer: str = "adamw"
+    """Optimizer from the registry (``hftraining list optimizers``); an unknown name is an error."""
+    learning_rate: float = 3e-4
+    """Peak learning rate after warmup."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay; never applied to biases, norms or embeddings."""
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments passed to the optimizer's constructor."""
+    lr_scheduler: Literal["constant", "linear", "cosine", "cosine_restarts", "wsd"] = "cosine"
+    """Learning-rate schedule after linear warmup; counts optimizer steps."""
+    warmup_ratio: float = 0.05
+    """Warmup length as a share of ``max_steps`` (ignored when ``warmup_steps`` is set)."""
+    warmup_steps: Optional[int] = None
+    """Warmup length in optimizer steps."""
+    min_lr_ratio: float = 0.1
+    """Floor of the schedule as a share of the peak learning rate."""
+    num_cycles: int = 1
+    """Restarts for ``cosine_restarts``."""
+    decay_ratio: float = 0.2
+    """``wsd``: share of the steps spent in the final decay."""
+    max_steps: int = 1000
+    """Optimizer steps (not micro-batches)."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimizer step; the loss is averaged over them."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this (0 disables)."""
+    use_mixed_precision: bool = False
+    """Shorthand for ``precision: bf16`` when ``precision`` is ``auto``."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Autocast precision; fp16 needs CUDA. ``auto``: bf16 if ``use_mixed_precision`` else fp32."""
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in backward to save memory."""
+    seed: int = 42
+    """Seeds Python, NumPy and torch, and the data order."""
+    logging_steps: int = 10
+    """Log training metrics every this many optimizer steps."""
+    save_steps: int = 500
+    """Write a checkpoint every this many optimizer steps (0: only at the end)."""
+    save_total_limit: int = 3
+    """Keep at most this many checkpoints (the latest and the best are never deleted)."""
+    resume_from_checkpoint: Optional[str] = None
+    """``auto`` (latest complete checkpoint of the run folder) or a checkpoint path."""
+    max_consecutive_nonfinite: int = 5
+    """Stop after this many optimizer steps in a row skipped for a NaN/Inf loss or gradient."""
+    early_stopping_patience: int = 0
+    """Stop after this many evaluations without improvement (0 disables)."""
+    early_stopping_threshold: float = 0.0
+    """Minimum improvement of the metric that resets the patience."""
+    load_best_model_at_end: bool = False
+    """Write the best checkpoint (by ``evaluation.metric``) as the final model."""
+    device: str = "auto"
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    """Scale the learning rate with the data-parallel world size."""
+
+
+@dataclass
+class EvaluationConfig:
+    eval_steps: int = 200
+    """Evaluate on the validation split every this many optimizer steps (0: only at the end)."""
+    metric: str = "mse"
+    """Validation metric for early stopping and the best checkpoint (lower is better)."""
+    max_eval_batches: Optional[int] = None
+    """Cap the batches of a periodic validation pass (``None``: the whole split)."""
+
+
+@dataclass
+class OutputConfig:
+    experiment_name: str = "default"
+    """Name of the run; the run folder is ``runs/<experiment_name>`` unless ``output_dir`` is set."""
+    output_dir: Optional[str] = None
+    """Run folder."""
+    overwrite: bool = False
+    """Allow training into a run folder that already holds checkpoints (without resuming)."""
+    tensorboard: bool = True
+    """Write TensorBoard event files under ``<run>/tensorboard``."""
+    progress_bar: Literal["auto", "always", "never"] = "auto"
+    """Progress bar on a terminal (``auto``), plain log lines otherwise."""
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def run_dir(self) -> Path:
+        return Path(self.output.output_dir or Path("runs") / self.output.experiment_name)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def _check_value(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` converted to ``tp`` where that is lossless, else raise ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_value(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        return [_check_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        return {str(k): _check_value(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "5e-5" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported config type {tp} for {key}")  # a bug in this file, not user input
+
+
+def _build_section(cls: type, raw: Any, name: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: expected a mapping of keys, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"{name}.{key}: unknown key; valid keys: {', '.join(sorted(known))}")
+        kwargs[key] = _check_value(value, hints[key], f"{name}.{key}")
+    return cls(**kwargs)
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from a nested mapping."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a mapping of sections, got {type(raw).__name__}")
+    hints = typing.get_type_hints(Config)
+    sections = {}
+    for name, value in raw.items():
+        if name not in hints:
+            raise ConfigError(f"{name}: unknown config section; valid: {', '.join(hints)}")
+        sections[name] = _build_section(hints[name], value, name)
+    cfg = Config(**sections)
+    validate(cfg)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"training.learning_rate=1e-4"`` → (["training", "learning_rate"], 1e-4)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    key, _, raw_value = text.partition("=")
+    parts = key.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else None
+    except yaml.YAMLError:
+        value = raw_value
+    return parts, value
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
+    try:
+        if path.suffix.lower() == ".json":
+            raw = json.loads(text)
+        else:
+            raw = yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        msg = str(e).splitlines()[0]
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {msg}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML/JSON config (or the defaults) and apply ``section.key=value`` overrides."""
+    raw: dict[str, Any] = read_config_file(path) if path else {}
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        if section not in SECTIONS:
+            raise ConfigError(f"{section}.{key}: unknown config section {section!r}; valid: {', '.join(SECTIONS)}")
+        sec = raw.setdefault(section, {})
+        if not isinstance(sec, dict):
+            raise ConfigError(f"{section}: expected a mapping of keys")
+        sec[key] = value
+    try:
+        return config_from_dict(raw)
+    except ConfigError as e:
+        if path:
+            raise ConfigError(f"{path}: {e}") from None
+        raise
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that a type check cannot express."""
+    m, d, t, e = cfg.model, cfg.data, cfg.training, cfg.evaluation
+
+    def positive(section: str, obj: Any, *names: str) -> None:
+        for n in names:
+            if getattr(obj, n) <= 0:
+                raise ConfigError(f"{section}.{n}: must be > 0, got {getattr(obj, n)!r}")
+
+    positive("model", m, "hidden_size", "num_heads", "num_layers", "patch_len", "patch_stride", "moving_avg", "season_length")
+    positive("data", d, "sequence_length", "prediction_horizon", "batch_size", "eval_batch_size", "stride")
+    positive("training", t, "learning_rate", "max_steps", "gradient_accumulation_steps", "logging_steps", "max_consecutive_nonfinite")
+    if m.hidden_size % m.num_heads:
+        raise ConfigError(f"model.num_heads: {m.num_heads} does not divide model.hidden_size {m.hidden_size}")
+    if not 0 <= m.dropout < 1:
+        raise ConfigError(f"model.dropout: must be in [0, 1), got {m.dropout}")
+    if m.classification_threshold < 0:
+        raise ConfigError(f"model.classification_threshold: must be >= 0, got {m.classification_threshold}")
+    for q in m.quantiles:
+        if not 0 < q < 1:
+            raise ConfigError(f"model.quantiles: every level must be in (0, 1), got {q}")
+    if not (0 < d.train_ratio < 1 and 0 <= d.val_ratio < 1 and d.train_ratio + d.val_ratio < 1):
+        raise ConfigError(
+            f"data.train_ratio/data.val_ratio: need 0 < train, 0 <= val and train + val < 1, got {d.train_ratio}, {d.val_ratio}"
+        )
+    if d.embargo < 0:
+        raise ConfigError(f"data.embargo: must be >= 0, got {d.embargo}")
+    if not d.features:
+        raise ConfigError("data.features: at least one feature is needed")
+    if t.weight_decay < 0:
+        raise ConfigError(f"training.weight_decay: must be >= 0, got {t.weight_decay}")
+    if not 0 <= t.min_lr_ratio <= 1:
+        raise ConfigError(f"training.min_lr_ratio: must be in [0, 1], got {t.min_lr_ratio}")
+    if not 0 <= t.warmup_ratio < 1:
+        raise ConfigError(f"training.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
+    if t.warmup_steps is not None and t.warmup_steps < 0:
+        raise ConfigError(f"training.warmup_steps: must be >= 0, got {t.warmup_steps}")
+    if t.save_steps < 0 or e.eval_steps < 0:
+        raise ConfigError("training.save_steps/evaluation.eval_steps: must be >= 0")
+
+
+def resolved_precision(t: TrainingConfig) -> str:
+    """The precision actually used: ``fp32``, ``bf16`` or ``fp16``."""
+    if t.precision == "auto":
+        return "bf16" if t.use_mixed_precision else "fp32"
+    return t.precision
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,1 @@
+"""Data layer: read → validate → features → split → scale → windows. Never imports models/."""

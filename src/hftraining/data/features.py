@@ -1,0 +1,143 @@
+"""Causal technical indicators, registered by name.
+
+A feature spec is a string ``name_param1_param2`` (e.g. ``rsi_14``, ``macd_12_26_9``); the columns it
+produces state their parameters. Every value at row t uses rows ≤ t only (TA-Lib's indicators are
+causal). Price-level indicators are divided by the close so that prices enter the model as ratios,
+never as raw levels. Warm-up rows that an indicator cannot fill stay NaN here and are dropped by
+:func:`build_features`; nothing is ever filled from later rows.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import talib
+
+from hftraining.errors import ConfigError, DataError
+from hftraining.registry import Registry
+
+FeatureFn = Callable[..., dict[str, np.ndarray]]
+FEATURES: Registry[FeatureFn] = Registry("feature", "data.features")
+
+
+def _lag_log_return(close: np.ndarray, k: int) -> np.ndarray:
+    out = np.full_like(close, np.nan)
+    out[k:] = np.log(close[k:] / close[:-k])
+    return out
+
+
+@FEATURES.register("log_return")
+def log_return(f: pd.DataFrame, k: int = 1) -> dict[str, np.ndarray]:
+    """log(close_t / close_{t-k})."""
+    return {f"log_return_{k}": _lag_log_return(f["close"].to_numpy(), k)}
+
+
+@FEATURES.register("rsi")
+def rsi(f: pd.DataFrame, n: int = 14) -> dict[str, np.ndarray]:
+    """Wilder's relative strength index, 0..100."""
+    return {f"rsi_{n}": talib.RSI(f["close"].to_numpy(), timeperiod=n)}
+
+
+@FEATURES.register("macd")
+def macd(f: pd.DataFrame, fast: int = 12, slow: int = 26, signal: int = 9) -> dict[str, np.ndarray]:
+    """MACD line, signal and histogram, each divided by the close."""
+    close = f["close"].to_numpy()
+    line, sig, hist = talib.MACD(close, fastperiod=fast, slowperiod=slow, signalperiod=signal)
+    p = f"{fast}_{slow}_{signal}"
+    return {f"macd_{p}": line / close, f"macd_signal_{p}": sig / close, f"macd_hist_{p}": hist / close}
+
+
+@FEATURES.register("bbands")
+def bbands(f: pd.DataFrame, n: int = 20, k: float = 2) -> dict[str, np.ndarray]:
+    """Bollinger position (0 at the lower band, 1 at the upper) and width (band span / middle)."""
+    close = f["close"].to_numpy()
+    upper, middle, lower = talib.BBANDS(close, timeperiod=n, nbdevup=k, nbdevdn=k, matype=0)
+    span = upper - lower
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pos = np.where(span > 0, (close - lower) / span, 0.5)
+    pos[np.isnan(span)] = np.nan
+    p = f"{n}_{k:g}"
+    return {f"bb_pos_{p}": pos, f"bb_width_{p}": span / middle}
+
+
+@FEATURES.register("volume_ratio")
+def volume_ratio(f: pd.DataFrame, n: int = 20) -> dict[str, np.ndarray]:
+    """Volume over its trailing n-row mean (1 where that mean is 0)."""
+    vol = f["volume"].to_numpy()
+    mean = talib.SMA(vol, timeperiod=n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(mean > 0, vol / mean, 1.0)
+    out[np.isnan(mean)] = np.nan
+    return {f"volume_ratio_{n}": out}
+
+
+def parse_spec(spec: str) -> tuple[str, list[float | int]]:
+    """``"macd_12_26_9"`` → ("macd", [12, 26, 9]). The longest registered name prefix wins."""
+    parts = spec.split("_")
+    for cut in range(len(parts), 0, -1):
+        name = "_".join(parts[:cut])
+        if name in FEATURES:
+            params: list[float | int] = []
+            for raw in parts[cut:]:
+                try:
+                    num = float(raw)
+                except ValueError:
+                    raise ConfigError(f"data.features: {spec!r} has a non-numeric parameter {raw!r}") from None
+                params.append(int(num) if num.is_integer() else num)
+            return name, params
+    FEATURES.get(spec)  # raises the ConfigError listing valid names
+    raise AssertionError
+
+
+def check_specs(specs: list[str]) -> None:
+    """Raise ConfigError for an unknown feature name or bad parameters, before reading any data."""
+    probe = pd.DataFrame({c: np.linspace(1, 2, 64) for c in ("open", "high", "low", "close", "volume")})
+    for spec in specs:
+        name, params = parse_spec(spec)
+        try:
+            FEATURES.get(name)(probe, *params)
+        except (TypeError, ValueError, Exception) as e:  # talib raises its own Exception subclass
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"data.features: {spec!r}: bad parameters ({e})") from None
+
+
+def compute_features(frame: pd.DataFrame, specs: list[str]) -> pd.DataFrame:
+    """All features of ``specs`` for one symbol, row-aligned with ``frame`` (warm-up rows NaN)."""
+    cols: dict[str, np.ndarray] = {}
+    for spec in specs:
+        name, params = parse_spec(spec)
+        for col, values in FEATURES.get(name)(frame, *params).items():
+            if col in cols:
+                raise ConfigError(f"data.features: column {col!r} produced twice")
+            cols[col] = np.asarray(values, dtype=np.float64)
+    return pd.DataFrame(cols, index=frame.index)
+
+
+def build_features(frame: pd.DataFrame, specs: list[str], symbol: str = "?") -> tuple[pd.DataFrame, int]:
+    """Features with the warm-up rows dropped → (features, number of leading rows dropped).
+
+    The returned frame keeps ``timestamp`` and ``close`` (for the targets) beside the features.
+    A NaN after the warm-up (a gap the validator should have caught) is a DataError naming the row.
+    """
+    feats = compute_features(frame, specs)
+    valid = np.isfinite(feats.to_numpy()).all(axis=1)
+    if not valid.any():
+        raise DataError(f"{symbol}: too few rows ({len(frame)}) to compute the features {specs}")
+    first = int(np.argmax(valid))
+    bad = np.flatnonzero(~valid[first:])
+    if bad.size:
+        row = first + int(bad[0])
+        raise DataError(f"{symbol}: non-finite feature value at row {row} ({frame['timestamp'].iloc[row]})")
+    out = feats.iloc[first:].copy()
+    out.insert(0, "close", frame["close"].to_numpy()[first:])
+    out.insert(0, "timestamp", frame["timestamp"].to_numpy()[first:])
+    return out.reset_index(drop=True), first
+
+
+def feature_columns(specs: list[str]) -> list[str]:
+    """The column names ``specs`` produce, in order."""
+    probe = pd.DataFrame({c: np.linspace(1, 2, 256) for c in ("open", "high", "low", "close", "volume")})
+    return list(compute_features(probe, specs).columns)
