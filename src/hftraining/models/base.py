@@ -1,0 +1,113 @@
+"""Shared base of all models: construction from its own config section and HF-style persistence.
+
+A model folder holds ``config.json`` (the model section and the shapes it was built for) and
+``model.safetensors``; loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from hftraining.config import ModelConfig, _build_section
+from hftraining.errors import DataError
+from hftraining.models.outputs import ForecastOutput
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+PREPROCESSING_NAME = "preprocessing.json"
+FORMAT_VERSION = 1
+
+
+class ForecastModel(nn.Module):
+    """Base class. Subclasses implement ``forward(x, mask=None, past=None) -> ForecastOutput``.
+
+    ``x`` is (B, L, F) scaled features; ``mask`` is (B, L) bool, True where a time step is real
+    (short histories are left-padded), or None when every step is real; ``past`` is (B, L), the
+    target series itself (1-step log returns of the close, in scaled target units) over the input
+    window, for models and baselines that forecast from the target's own history.
+    """
+
+    supports_gradient_checkpointing = False
+    needs_training = True
+
+    def __init__(self, cfg: ModelConfig, n_features: int, horizon: int, seq_len: int):
+        super().__init__()
+        self.cfg = cfg
+        self.n_features = n_features
+        self.horizon = horizon
+        self.seq_len = seq_len
+        self.gradient_checkpointing = False
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, past: torch.Tensor | None = None
+    ) -> ForecastOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        if enabled and not self.supports_gradient_checkpointing:
+            from hftraining.errors import ConfigError
+
+            raise ConfigError(
+                f"training.gradient_checkpointing: model.type {self.cfg.type!r} does not support it"
+            )
+        self.gradient_checkpointing = enabled
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ---------------------------------------------------------------- persistence
+    def init_args(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "model": dataclasses.asdict(self.cfg),
+            "n_features": self.n_features,
+            "horizon": self.horizon,
+            "seq_len": self.seq_len,
+        }
+
+    def save_pretrained(self, directory: str | Path, preprocessing: dict[str, Any] | None = None) -> Path:
+        """Write config.json, model.safetensors and (if given) preprocessing.json into ``directory``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / CONFIG_NAME).write_text(json.dumps(self.init_args(), indent=2) + "\n", encoding="utf-8")
+        # contiguous copies: safetensors refuses shared or strided storage
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(d / WEIGHTS_NAME), metadata={"format": "pt"})
+        if preprocessing is not None:
+            (d / PREPROCESSING_NAME).write_text(json.dumps(preprocessing, indent=2) + "\n", encoding="utf-8")
+        return d
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> "ForecastModel":
+        """Rebuild the model saved in ``directory`` (any registered type) with its weights."""
+        from hftraining.models import build_model
+
+        d = Path(directory)
+        try:
+            args = json.loads((d / CONFIG_NAME).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DataError(f"{d}: not a model folder (no {CONFIG_NAME})") from None
+        except json.JSONDecodeError as e:
+            raise DataError(f"{d / CONFIG_NAME}: not valid JSON ({e})") from None
+        cfg = _build_section(ModelConfig, args["model"], "model")
+        model = build_model(cfg, args["n_features"], args["horizon"], args["seq_len"])
+        if not (d / WEIGHTS_NAME).exists():
+            raise DataError(f"{d}: no {WEIGHTS_NAME}")
+        state = load_file(str(d / WEIGHTS_NAME), device=map_location)
+        model.load_state_dict(state)
+        return model
+
+
+def load_preprocessing(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / PREPROCESSING_NAME
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{directory}: no {PREPROCESSING_NAME} (not a model folder written by hftraining)") from None
