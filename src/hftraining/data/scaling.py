@@ -1,0 +1,59 @@
+"""Feature scalers fit on the training split only; serialised as JSON with the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hftraining.errors import DataError
+
+GLOBAL = "*"
+
+
+def _stats(x: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(center, scale) per column of ``x`` (N, F); a constant column gets scale 1."""
+    if kind == "standard":
+        center, scale = x.mean(axis=0), x.std(axis=0)  # population std, as sklearn's StandardScaler
+    elif kind == "robust":
+        q25, center, q75 = np.percentile(x, [25, 50, 75], axis=0)
+        scale = q75 - q25
+    else:
+        raise ValueError(kind)
+    scale = np.where(scale > 1e-12, scale, 1.0)
+    return center, scale
+
+
+@dataclass
+class Scaler:
+    kind: str = "standard"
+    per_symbol: bool = False
+    params: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def fit(self, rows_by_symbol: dict[str, np.ndarray]) -> "Scaler":
+        """``rows_by_symbol``: the training rows (N_s, F) of each symbol, nothing else."""
+        if self.per_symbol:
+            self.params = {s: _stats(x, self.kind) for s, x in rows_by_symbol.items()}
+        else:
+            self.params = {GLOBAL: _stats(np.concatenate(list(rows_by_symbol.values())), self.kind)}
+        return self
+
+    def transform(self, x: np.ndarray, symbol: str) -> np.ndarray:
+        key = symbol if self.per_symbol else GLOBAL
+        if key not in self.params:
+            raise DataError(f"symbol {symbol!r}: the scaler was fit per symbol and has no statistics for it")
+        center, scale = self.params[key]
+        return (x - center) / scale
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "per_symbol": self.per_symbol,
+            "params": {k: {"center": c.tolist(), "scale": s.tolist()} for k, (c, s) in self.params.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Scaler":
+        params = {k: (np.asarray(v["center"]), np.asarray(v["scale"])) for k, v in d["params"].items()}
+        return cls(kind=d["kind"], per_symbol=d["per_symbol"], params=params)

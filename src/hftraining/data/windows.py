@@ -1,0 +1,100 @@
+"""Windows as index arithmetic on one contiguous float32 array per split.
+
+Each split stores its rows once: ``features`` (N, F) and ``returns`` (N,) (scaled 1-step log
+returns of the close). A window is only the row index ``end`` of its last input row; a batch is
+gathered with one fancy-index per array, so memory does not grow with ``sequence_length``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class WindowSet:
+    features: np.ndarray  # (N, F) float32, scaled
+    returns: np.ndarray  # (N,) float32, log return of row t over row t-1, divided by target_scale
+    ends: np.ndarray  # (W,) int64 row of each window's last input step
+    symbol_ids: np.ndarray  # (W,) int32 index into ``symbols``
+    times: np.ndarray  # (W,) int64 ns since epoch (UTC) of each window's last input step
+    last_close: np.ndarray  # (W,) float64 close at each window's last input step
+    symbols: list[str]
+    seq_len: int
+    horizon: int
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def _offsets(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.arange(-self.seq_len + 1, 1), np.arange(1, self.horizon + 1)
+
+    def batch(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        """Windows ``idx`` → {"x": (B, L, F), "past": (B, L), "y": (B, H), "index": (B,)}."""
+        idx = np.asarray(idx, dtype=np.int64)
+        ends = self.ends[idx]
+        back, ahead = self._offsets()
+        rows = ends[:, None] + back  # (B, L)
+        out = {
+            "x": torch.from_numpy(self.features[rows]),
+            "past": torch.from_numpy(self.returns[rows]),
+            "index": torch.from_numpy(idx),
+        }
+        if self.horizon:
+            out["y"] = torch.from_numpy(self.returns[ends[:, None] + ahead])  # (B, H)
+        return out
+
+    def targets(self) -> np.ndarray:
+        """(W, H) scaled targets of every window."""
+        return self.returns[self.ends[:, None] + self._offsets()[1]]
+
+
+class EpochSampler:
+    """Shuffled batches of window indices, epoch after epoch, with a resumable position.
+
+    The order of epoch ``e`` depends only on (seed, e), so a run restored from (epoch, position)
+    continues with exactly the batches an uninterrupted run would have drawn. With ``world_size``
+    > 1 each rank takes a disjoint, equally sized share of every epoch's permutation.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, drop_last: bool = True, rank: int = 0, world_size: int = 1):
+        if n < batch_size * world_size and drop_last:
+            batch_size = max(1, n // world_size)
+        self.n, self.batch_size, self.seed, self.drop_last = n, batch_size, seed, drop_last
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.position = 0, 0
+        self._order: np.ndarray | None = None
+
+    def _epoch_order(self) -> np.ndarray:
+        perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        per_rank = self.n // self.world_size
+        mine = perm[self.rank * per_rank : (self.rank + 1) * per_rank]
+        usable = (len(mine) // self.batch_size) * self.batch_size if self.drop_last else len(mine)
+        return mine[:usable]
+
+    def next_batch(self) -> np.ndarray:
+        if self._order is None:
+            self._order = self._epoch_order()
+        if self.position >= len(self._order):
+            self.epoch, self.position = self.epoch + 1, 0
+            self._order = self._epoch_order()
+        out = self._order[self.position : self.position + self.batch_size]
+        self.position += len(out)
+        return out
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.seed, "epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.seed, self.epoch, self.position = state["seed"], state["epoch"], state["position"]
+        self._order = None
+
+
+def eval_batches(n: int, batch_size: int, max_batches: int | None = None):
+    """Consecutive index batches over all ``n`` windows (no shuffling, nothing dropped)."""
+    for i, start in enumerate(range(0, n, batch_size)):
+        if max_batches is not None and i >= max_batches:
+            return
+        yield np.arange(start, min(n, start + batch_size))
