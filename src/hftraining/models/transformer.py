@@ -1,5 +1,10 @@
 """The transformer forecaster: per-timestep tokens → input projection → sinusoidal positions →
-pre-LayerNorm encoder → pooling → multi-horizon return head."""
+pre-LayerNorm encoder → pooling → heads.
+
+Heads on the pooled vector: the multi-horizon return forecast (always), buy/hold/sell logits
+(``model.classification_threshold > 0``) and forecast quantiles (``model.quantiles`` non-empty).
+Their losses live in :mod:`hftraining.models.losses`.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,11 @@ from torch.utils.checkpoint import checkpoint
 
 from hftraining.config import ModelConfig
 from hftraining.models.base import ForecastModel
+from hftraining.models.layers import last_valid, masked_mean
 from hftraining.models.outputs import ForecastOutput
 from hftraining.models.registry import MODELS
+
+N_CLASSES = 3  # sell / hold / buy, in that order (see losses.direction_labels)
 
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
@@ -27,6 +35,8 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
 
 @MODELS.register("transformer")
 class TransformerForecaster(ForecastModel):
+    """Pre-LayerNorm transformer encoder over time steps, with return, buy/hold/sell and quantile heads."""
+
     supports_gradient_checkpointing = True
 
     def __init__(self, cfg: ModelConfig, n_features: int, horizon: int, seq_len: int):
@@ -36,6 +46,10 @@ class TransformerForecaster(ForecastModel):
         self.input_proj = nn.Linear(n_features, d)
         self.register_buffer("positions", sinusoidal_positions(seq_len, d), persistent=False)
         self.dropout = nn.Dropout(cfg.dropout)
+        # A ModuleList of layers rather than nn.TransformerEncoder: we checkpoint layer by layer,
+        # and TransformerEncoder's eval-mode nested-tensor conversion (which drops padded steps)
+        # does not apply. Each layer may still take PyTorch's fused "fast path" in eval mode
+        # without grad (even head count); tests run the mask check on both paths.
         self.layers = nn.ModuleList(
             nn.TransformerEncoderLayer(
                 d, cfg.num_heads, ff, cfg.dropout, activation="gelu", batch_first=True, norm_first=True
@@ -44,27 +58,54 @@ class TransformerForecaster(ForecastModel):
         )
         self.norm = nn.LayerNorm(d)
         self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(d, horizon))
+        # optional heads: absent (not merely unused) when disabled, so the production config has
+        # exactly the documented parameter count and old checkpoints load strictly
+        self.class_head = nn.Linear(d, horizon * N_CLASSES) if cfg.classification_threshold > 0 else None
+        self.quantile_head = nn.Linear(d, horizon * len(cfg.quantiles)) if cfg.quantiles else None
+        if cfg.quantiles:
+            levels = torch.tensor(cfg.quantiles, dtype=torch.float64)
+            # rank of each configured level among all levels: the sorted head outputs are handed
+            # back in the user's order, so quantiles[..., i] belongs to cfg.quantiles[i]
+            self.register_buffer("quantile_rank", levels.argsort().argsort(), persistent=False)
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """(B, L, F) → pooled (B, d)."""
+        """(B, L, F) scaled features, (B, L) bool mask (True = real step) or None → pooled (B, d)."""
         L = x.shape[1]
-        h = self.dropout(self.input_proj(x) + self.positions[-L:])  # (B, L, d)
-        pad = None if mask is None else ~mask  # PyTorch wants True where a key is padding
+        if L > self.seq_len:
+            raise ValueError(f"window of {L} steps is longer than the {self.seq_len} this model was built for")
+        pad = None
+        if mask is not None:
+            # zero the padded inputs: a NaN there would reach the output through attention
+            # (its weight is exactly 0, but 0 * NaN is NaN)
+            x = x.masked_fill(~mask.unsqueeze(-1), 0.0)
+            pad = ~mask  # PyTorch wants True where a key is padding
+        # positions are aligned to the window's end, so a short unpadded window and the same
+        # window left-padded to seq_len give the real steps the same positions
+        h = self.dropout(self.input_proj(x) + self.positions[self.seq_len - L :])  # (B, L, d)
         for layer in self.layers:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                # bind this layer explicitly: recomputation must use its own weights
+                # non-reentrant checkpoint of this very layer (bound here, not by a late-binding
+                # closure), with the RNG state preserved so dropout masks repeat in recomputation
                 h = checkpoint(layer, h, None, pad, use_reentrant=False)
             else:
-                h = layer(h, src_key_padding_mask=pad)
+                h = layer(h, src_key_padding_mask=pad)  # (B, L, d)
         h = self.norm(h)
         if self.cfg.pooling == "last":
-            return h[:, -1]  # left padding: the last step is always real
-        if mask is None:
-            return h.mean(dim=1)
-        w = mask.to(h.dtype).unsqueeze(-1)  # (B, L, 1)
-        return (h * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+            return last_valid(h, mask)  # (B, d)
+        return masked_mean(h, mask)  # (B, d)
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, past: torch.Tensor | None = None
     ) -> ForecastOutput:
-        return ForecastOutput(prediction=self.head(self.encode(x, mask)))  # (B, H)
+        z = self.encode(x, mask)  # (B, d)
+        B = z.shape[0]
+        out = ForecastOutput(prediction=self.head(z))  # (B, H)
+        if self.class_head is not None:
+            out.class_logits = self.class_head(z).view(B, self.horizon, N_CLASSES)  # (B, H, 3)
+        if self.quantile_head is not None:
+            q = self.quantile_head(z).view(B, self.horizon, -1)  # (B, H, Q)
+            # sorting makes the quantiles non-crossing by construction; it is a permutation, so
+            # pinball-loss gradients flow to whichever output ends up at each level
+            q = q.sort(dim=-1).values.index_select(-1, self.quantile_rank)
+            out.quantiles = q
+        return out
