@@ -84,6 +84,21 @@ class DataConfig:
     """Step in rows between consecutive training windows."""
     min_rows: int = 0
     """Symbols with fewer usable rows than this are skipped (0: any symbol that yields a window)."""
+    invalid_values: Literal["drop", "ffill", "error"] = "drop"
+    """A price/volume cell that is non-numeric, NaN/Inf, a price <= 0 or a volume < 0: drop the row,
+    forward-fill the cell from the previous kept row (never from a later one), or stop with an error."""
+    ohlc_violations: Literal["clip", "drop", "error"] = "clip"
+    """high < max(open, close) or low > min(open, close): widen high/low to cover open and close, drop the row, or stop."""
+    duplicate_timestamps: Literal["first", "last", "error"] = "first"
+    """Rows sharing a timestamp: keep the first or the last of them (the others are dropped), or stop."""
+    unsorted_timestamps: Literal["sort", "drop", "error"] = "sort"
+    """Rows earlier than a preceding row: sort the file by time, drop those rows, or stop."""
+    jump_threshold: float = 0.5
+    """A close-to-close move with |log return| above this is a suspicious jump (e.g. an unadjusted split); 0 disables."""
+    jumps: Literal["flag", "drop", "error"] = "flag"
+    """Suspicious jumps: only report them, drop the row, or stop."""
+    cache_dir: Optional[str] = ".cache/hftraining"
+    """Folder of the on-disk feature cache (keyed by the input files' contents and the feature config); ``None`` disables it."""
 
 
 @dataclass
@@ -319,8 +334,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     """Load a YAML/JSON config (or the defaults) and apply ``section.key=value`` overrides."""
     raw: dict[str, Any] = read_config_file(path) if path else {}
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    overridden = set()
     for text in overrides:
         (section, key), value = parse_override(text)
+        overridden.add(f"{section}.{key}")
         if section not in SECTIONS:
             raise ConfigError(f"{section}.{key}: unknown config section {section!r}; valid: {', '.join(SECTIONS)}")
         sec = raw.setdefault(section, {})
@@ -330,7 +347,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     try:
         return config_from_dict(raw)
     except ConfigError as e:
-        if path:
+        if path and str(e).split(":")[0].split("[")[0] not in overridden:
             raise ConfigError(f"{path}: {e}") from None
         raise
 

@@ -9,6 +9,7 @@ never as raw levels. Warm-up rows that an indicator cannot fill stay NaN here an
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import numpy as np
@@ -73,6 +74,85 @@ def volume_ratio(f: pd.DataFrame, n: int = 20) -> dict[str, np.ndarray]:
     return {f"volume_ratio_{n}": out}
 
 
+@FEATURES.register("return")
+def simple_return(f: pd.DataFrame, k: int = 1) -> dict[str, np.ndarray]:
+    """close_t / close_{t-k} - 1 (a simple return, not a log return)."""
+    close = f["close"].to_numpy()
+    out = np.full_like(close, np.nan)
+    out[k:] = close[k:] / close[:-k] - 1.0
+    return {f"return_{k}": out}
+
+
+@FEATURES.register("atr")
+def atr(f: pd.DataFrame, n: int = 14) -> dict[str, np.ndarray]:
+    """Wilder's average true range divided by the close (a ratio, not a price)."""
+    close = f["close"].to_numpy()
+    return {f"atr_{n}": talib.ATR(f["high"].to_numpy(), f["low"].to_numpy(), close, timeperiod=n) / close}
+
+
+@FEATURES.register("stoch")
+def stoch(f: pd.DataFrame, k: int = 14, smooth_k: int = 3, d: int = 3) -> dict[str, np.ndarray]:
+    """Slow stochastic oscillator %K and %D (simple moving averages), 0..100."""
+    slowk, slowd = talib.STOCH(
+        f["high"].to_numpy(), f["low"].to_numpy(), f["close"].to_numpy(),
+        fastk_period=k, slowk_period=smooth_k, slowk_matype=0, slowd_period=d, slowd_matype=0,
+    )
+    p = f"{k}_{smooth_k}_{d}"
+    return {f"stoch_k_{p}": slowk, f"stoch_d_{p}": slowd}
+
+
+@FEATURES.register("obv")
+def obv(f: pd.DataFrame, n: int = 20) -> dict[str, np.ndarray]:
+    """On-balance volume change over n rows divided by the volume traded in them, -1..1 (0 without volume)."""
+    vol = f["volume"].to_numpy()
+    ob = talib.OBV(f["close"].to_numpy(), vol)
+    change = np.full_like(ob, np.nan)
+    change[n:] = ob[n:] - ob[:-n]
+    traded = talib.SUM(vol, timeperiod=n)  # rows t-n+1..t: the volumes that moved the OBV since t-n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(traded > 0, change / traded, 0.0)
+    out[np.isnan(change)] = np.nan
+    return {f"obv_{n}": out}
+
+
+@FEATURES.register("volatility")
+def volatility(f: pd.DataFrame, n: int = 20) -> dict[str, np.ndarray]:
+    """Standard deviation (population) of the 1-row log returns over the last n rows."""
+    r = _lag_log_return(f["close"].to_numpy(), 1)
+    return {f"volatility_{n}": talib.STDDEV(r, timeperiod=n, nbdev=1)}
+
+
+@FEATURES.register("dist_high")
+def dist_high(f: pd.DataFrame, n: int = 20) -> dict[str, np.ndarray]:
+    """close / (highest high of the last n rows) - 1, <= 0."""
+    close = f["close"].to_numpy()
+    return {f"dist_high_{n}": close / talib.MAX(f["high"].to_numpy(), timeperiod=n) - 1.0}
+
+
+@FEATURES.register("dist_low")
+def dist_low(f: pd.DataFrame, n: int = 20) -> dict[str, np.ndarray]:
+    """close / (lowest low of the last n rows) - 1, >= 0."""
+    close = f["close"].to_numpy()
+    return {f"dist_low_{n}": close / talib.MIN(f["low"].to_numpy(), timeperiod=n) - 1.0}
+
+
+@FEATURES.register("calendar")
+def calendar(f: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Day of week and month of year (UTC) as points on the unit circle: dow_sin/cos, month_sin/cos."""
+    ts = pd.DatetimeIndex(f["timestamp"])
+    dow = 2 * np.pi * ts.dayofweek.to_numpy(dtype=np.float64) / 7
+    month = 2 * np.pi * (ts.month.to_numpy(dtype=np.float64) - 1) / 12
+    return {"dow_sin": np.sin(dow), "dow_cos": np.cos(dow), "month_sin": np.sin(month), "month_cos": np.cos(month)}
+
+
+@FEATURES.register("hour")
+def hour(f: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Time of day (UTC, to the minute) on the unit circle, for intraday data: hour_sin, hour_cos."""
+    ts = pd.DatetimeIndex(f["timestamp"])
+    x = 2 * np.pi * (ts.hour.to_numpy(dtype=np.float64) * 60 + ts.minute.to_numpy(dtype=np.float64)) / 1440
+    return {"hour_sin": np.sin(x), "hour_cos": np.cos(x)}
+
+
 def parse_spec(spec: str) -> tuple[str, list[float | int]]:
     """``"macd_12_26_9"`` → ("macd", [12, 26, 9]). The longest registered name prefix wins."""
     parts = spec.split("_")
@@ -93,7 +173,7 @@ def parse_spec(spec: str) -> tuple[str, list[float | int]]:
 
 def check_specs(specs: list[str]) -> None:
     """Raise ConfigError for an unknown feature name or bad parameters, before reading any data."""
-    probe = pd.DataFrame({c: np.linspace(1, 2, 64) for c in ("open", "high", "low", "close", "volume")})
+    probe = _probe(64)
     for spec in specs:
         name, params = parse_spec(spec)
         try:
@@ -139,5 +219,31 @@ def build_features(frame: pd.DataFrame, specs: list[str], symbol: str = "?") -> 
 
 def feature_columns(specs: list[str]) -> list[str]:
     """The column names ``specs`` produce, in order."""
-    probe = pd.DataFrame({c: np.linspace(1, 2, 256) for c in ("open", "high", "low", "close", "volume")})
-    return list(compute_features(probe, specs).columns)
+    return list(compute_features(_probe(256), specs).columns)
+
+
+def _probe(n: int) -> pd.DataFrame:
+    """A small valid OHLCV frame (a seeded random walk) to try specs on."""
+    rng = np.random.default_rng(0)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    spread = close * rng.uniform(0.001, 0.01, n)
+    return pd.DataFrame({
+        "timestamp": pd.date_range("2000-01-03", periods=n, freq="D", tz="UTC"),
+        "open": close, "high": close + spread, "low": close - spread, "close": close,
+        "volume": rng.uniform(1e5, 1e6, n),
+    })
+
+
+@functools.lru_cache(maxsize=64)
+def _warmup(specs: tuple[str, ...]) -> int:
+    n = 4096
+    feats = compute_features(_probe(n), list(specs)).to_numpy()
+    valid = np.isfinite(feats).all(axis=1)
+    if not valid.any():
+        raise ConfigError(f"data.features: {list(specs)} need more than {n} rows of warm-up")
+    return int(np.argmax(valid))
+
+
+def feature_warmup(specs: list[str]) -> int:
+    """Leading rows that ``specs`` leave NaN (dropped by :func:`build_features`)."""
+    return _warmup(tuple(specs))

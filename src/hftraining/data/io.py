@@ -1,7 +1,15 @@
 """Readers: CSV/Parquet files → one normalised frame per symbol.
 
-A normalised frame has the columns ``timestamp`` (datetime64, UTC), ``open``, ``high``, ``low``,
+A normalised frame has the columns ``timestamp`` (datetime64[ns, UTC]), ``open``, ``high``, ``low``,
 ``close``, ``volume`` (float64), sorted by time with unique timestamps.
+
+Accepted inputs: a file, a folder of files or a glob (or a list of them); one file per symbol (the
+symbol is the file stem) or one long file with a ``symbol`` column. Column names are matched
+case-insensitively with common aliases (``Date``, ``Datetime``, ``Adj Close``, ``Vol`` ...). CSV
+files may use ``,`` ``;`` tab or ``|`` as delimiter (sniffed from the header) and may start with a
+UTF-8 byte-order mark. Timestamps with a UTC offset are converted to UTC; naive ones are taken as UTC.
+
+This module only reads; the rules that drop or repair rows live in :mod:`hftraining.data.validate`.
 """
 
 from __future__ import annotations
@@ -9,23 +17,30 @@ from __future__ import annotations
 import glob
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from hftraining.errors import DataError
 
+if TYPE_CHECKING:
+    from hftraining.config import DataConfig
+
 PRICE_COLUMNS = ("open", "high", "low", "close")
 OHLCV = (*PRICE_COLUMNS, "volume")
 SUFFIXES = (".csv", ".parquet", ".pq")
+DELIMITERS = (",", ";", "\t", "|")
 
-# lower-cased alias → canonical name
+# lower-cased alias → canonical name. An exact canonical name beats an alias ("close" beats "adj close").
 ALIASES = {
     "date": "timestamp", "time": "timestamp", "datetime": "timestamp", "timestamp": "timestamp",
+    "ts": "timestamp", "date_time": "timestamp",
     "open": "open", "o": "open", "high": "high", "h": "high", "low": "low", "l": "low",
     "close": "close", "c": "close", "adj close": "close", "adj_close": "close", "adjclose": "close",
     "volume": "volume", "vol": "volume", "v": "volume", "symbol": "symbol", "ticker": "symbol",
 }
+CANONICAL = ("timestamp", *OHLCV, "symbol")
 
 
 def sample_data_dir() -> Path:
@@ -58,78 +73,131 @@ def resolve_paths(spec: str | Path | list | None) -> list[Path]:
     return out
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read one file as it is, column names canonicalised (case-insensitive, aliases)."""
+def is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
+def first_row_number(path: Path) -> int:
+    """The number users see for the first data row: its line in a CSV (the header is line 1), or 1 in Parquet."""
+    return 1 if is_parquet(path) else 2
+
+
+def _sniff_delimiter(path: Path) -> str:
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            df = pd.read_parquet(path)
-        else:
-            df = pd.read_csv(path, encoding="utf-8-sig")
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: file is empty") from None
-    except (OSError, ValueError, pd.errors.ParserError) as e:
-        raise DataError(f"{path}: cannot read ({str(e).splitlines()[0]})") from None
-    rename = {}
+        line = head.decode("utf-8-sig").splitlines()[0] if head.strip() else ""
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text (is it a CSV file?)") from None
+    if "," in line or not line:
+        return ","
+    counts = {d: line.count(d) for d in DELIMITERS[1:]}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
+def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Rename columns to canonical names (case-insensitive, aliases); other columns are kept as they are."""
+    by_canon: dict[str, list[Any]] = {}
     for col in df.columns:
         canon = ALIASES.get(str(col).strip().lower())
-        if canon and canon not in rename.values():
-            rename[col] = canon
-    df = df.rename(columns=rename)
-    if "timestamp" not in df.columns and isinstance(df.index, pd.DatetimeIndex):
-        df = df.reset_index(names="timestamp")
-    return df
+        if canon:
+            by_canon.setdefault(canon, []).append(col)
+    rename = {}
+    for canon, cols in by_canon.items():
+        exact = [c for c in cols if str(c).strip().lower() == canon]
+        rename[(exact or cols)[0]] = canon
+    # an alias that lost to another column must not keep a name that shadows a canonical one
+    out = df.drop(columns=[c for cols in by_canon.values() for c in cols if c not in rename and c in CANONICAL])
+    return out.rename(columns=rename)
 
 
-def parse_timestamps(values: pd.Series, path: Path) -> pd.Series:
-    """Parse to UTC; naive timestamps are taken as UTC. Unparseable cells become NaT."""
+def read_table(path: Path) -> pd.DataFrame:
+    """Read one file as it is, column names canonicalised. Row i of the result is the file's row i
+    (blank CSV lines are kept as empty rows so that row numbers match the file's line numbers)."""
+    try:
+        if is_parquet(path):
+            df = pd.read_parquet(path)
+            if "timestamp" not in {ALIASES.get(str(c).strip().lower()) for c in df.columns} and isinstance(
+                df.index, pd.DatetimeIndex
+            ):
+                df = df.reset_index(names="timestamp")
+            else:
+                df = df.reset_index(drop=True)
+        else:
+            sep = _sniff_delimiter(path)
+            df = pd.read_csv(path, sep=sep, encoding="utf-8-sig", skip_blank_lines=False, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: file is empty") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text (is it a CSV file?)") from None
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: cannot read ({msg})") from None
+    except Exception as e:  # pyarrow raises its own error types for corrupt Parquet files
+        if type(e).__module__.startswith("pyarrow"):
+            raise DataError(f"{path}: cannot read Parquet ({str(e).splitlines()[0]})") from None
+        raise
+    return canonical_columns(df, path)
+
+
+def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
+    """Parse to datetime64[ns, UTC]; unparseable cells become NaT.
+
+    Strings: ISO 8601 (with or without a UTC offset) or one other format inferred from the first
+    cell and applied to every cell (so ``01/02/2020`` never means two different days in one file).
+    Numbers: Unix epoch seconds, or milliseconds when above 1e11. Naive timestamps are taken as UTC.
+    """
     if pd.api.types.is_datetime64_any_dtype(values):
-        ts = values
+        ts = values if getattr(values.dt, "tz", None) is not None else values.dt.tz_localize("UTC")
+    elif pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        num = values.astype(np.float64)
+        finite = num[np.isfinite(num)]
+        unit = "ms" if len(finite) and np.nanmedian(np.abs(finite)) > 1e11 else "s"
+        ts = pd.to_datetime(num.where(np.isfinite(num)), unit=unit, utc=True, errors="coerce")
     else:
-        ts = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
-    if getattr(ts.dt, "tz", None) is None:
-        ts = ts.dt.tz_localize("UTC")
-    return ts.dt.tz_convert("UTC")
+        text = values.astype("string").str.strip()
+        ts = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+        n_bad = int(ts.isna().sum() - text.isna().sum())
+        if n_bad > len(text) // 2:  # mostly not ISO: try the format of the first cell
+            try:
+                alt = pd.to_datetime(text, utc=True, errors="coerce")
+            except (ValueError, TypeError):
+                alt = None
+            if alt is not None and alt.isna().sum() < ts.isna().sum():
+                ts = alt
+    return ts.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
 
 
-def normalise(df: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Canonical columns and dtypes, sorted by time, exact duplicate timestamps dropped (first kept)."""
-    missing = [c for c in ("timestamp", "close") if c not in df.columns]
-    if missing:
-        raise DataError(f"{path}: missing column {missing[0]!r} (columns: {', '.join(map(str, df.columns))})")
-    out = pd.DataFrame({"timestamp": parse_timestamps(df["timestamp"], path)})
-    for col in OHLCV:
-        if col in df.columns:
-            out[col] = pd.to_numeric(df[col], errors="coerce").astype(np.float64)
-        elif col == "volume":
-            raise DataError(f"{path}: missing column 'volume'")
-        else:  # a close-only file: open/high/low equal the close
-            out[col] = pd.to_numeric(df["close"], errors="coerce").astype(np.float64)
-    out = out.dropna(subset=["timestamp"])
-    out = out.sort_values("timestamp", kind="stable").drop_duplicates("timestamp", keep="first")
-    return out.reset_index(drop=True)
-
-
-def read_symbols(path: Path) -> dict[str, pd.DataFrame]:
-    """One file → {symbol: normalised frame}; the symbol is the ``symbol`` column or the file stem."""
-    df = read_table(path)
-    if len(df) == 0:
-        raise DataError(f"{path}: no data rows")
-    if "symbol" in df.columns:
-        return {str(sym): normalise(g.drop(columns="symbol"), path) for sym, g in df.groupby("symbol", sort=True)}
-    return {path.stem: normalise(df, path)}
+def split_symbols(df: pd.DataFrame, path: Path) -> dict[str, pd.DataFrame]:
+    """{symbol: rows} of one read table; the symbol is the ``symbol`` column or the file stem.
+    Rows with an empty symbol are returned under the key ``""`` (the validator drops them)."""
+    if "symbol" not in df.columns:
+        return {path.stem: df}
+    sym = df["symbol"].astype("string").str.strip()
+    out = {}
+    for name, idx in sym.fillna("").groupby(sym.fillna(""), sort=True).groups.items():
+        out[str(name)] = df.loc[idx].drop(columns="symbol")
+    return out
 
 
 def load_frames(spec: str | Path | list | None, symbols: list[str] | None = None) -> dict[str, pd.DataFrame]:
-    """Read every file of ``spec`` → {symbol: frame}, optionally keeping only ``symbols``."""
-    frames: dict[str, pd.DataFrame] = {}
-    for path in resolve_paths(spec):
-        for sym, frame in read_symbols(path).items():
-            if sym in frames:
-                raise DataError(f"{path}: symbol {sym!r} appears in more than one file")
-            frames[sym] = frame
-    if symbols is not None:
-        unknown = [s for s in symbols if s not in frames]
-        if unknown:
-            raise DataError(f"data.symbols: {unknown[0]!r} not found in the data (found: {', '.join(sorted(frames))})")
-        frames = {s: frames[s] for s in symbols}
+    """Read and validate every file of ``spec`` with the default policies → {symbol: normalised frame}.
+
+    Kept for callers without a :class:`DataConfig`; :func:`load_and_validate` also returns the report.
+    """
+    from hftraining.config import DataConfig
+    from hftraining.data.validate import load_and_validate as _load
+
+    frames, _ = _load(DataConfig(data_dir=None if spec is None else spec, symbols=symbols), enforce_min_rows=False)
     return frames
+
+
+def load_and_validate(data_cfg: "DataConfig") -> tuple[dict[str, pd.DataFrame], dict]:
+    """Read ``data_cfg.data_dir``, apply the validation rules → ({symbol: frame}, JSON-serialisable report).
+
+    See :func:`hftraining.data.validate.load_and_validate`.
+    """
+    from hftraining.data.validate import load_and_validate as _load
+
+    return _load(data_cfg)

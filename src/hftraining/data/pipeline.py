@@ -14,7 +14,7 @@ import pandas as pd
 
 from hftraining.config import DataConfig
 from hftraining.data.features import build_features, check_specs
-from hftraining.data.io import load_frames
+from hftraining.data.io import load_and_validate
 from hftraining.data.scaling import Scaler
 from hftraining.data.splits import SPLITS, Segment, chronological_split, window_ends
 from hftraining.data.windows import WindowSet
@@ -155,7 +155,7 @@ def build_series(frames: dict[str, pd.DataFrame], specs: list[str]) -> list[Symb
 
 def read_frames(d: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """Read (and, where the validating loader is available, validate) the frames of ``d``."""
-    return load_frames(d.data_dir, d.symbols), {}
+    return load_and_validate(d)
 
 
 def prepare(d: DataConfig, frames: dict[str, pd.DataFrame] | None = None) -> PreparedData:
