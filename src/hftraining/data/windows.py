@@ -54,25 +54,24 @@ class WindowSet:
 class EpochSampler:
     """Shuffled batches of window indices, epoch after epoch, with a resumable position.
 
-    The order of epoch ``e`` depends only on (seed, e), so a run restored from (epoch, position)
-    continues with exactly the batches an uninterrupted run would have drawn. With ``world_size``
-    > 1 each rank takes a disjoint, equally sized share of every epoch's permutation.
+    The order of epoch ``e`` depends only on (seed, e). Each draw takes the next global batch of
+    ``batch_size × world_size`` windows of that order and returns this rank's disjoint slice of it,
+    so N processes with batch B see exactly the windows of one process with batch N·B. A run
+    restored from (epoch, position) continues with the batches an uninterrupted run would draw.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, drop_last: bool = True, rank: int = 0, world_size: int = 1):
-        if n < batch_size * world_size and drop_last:
-            batch_size = max(1, n // world_size)
+        if drop_last and n < batch_size * world_size:
+            batch_size = max(1, n // world_size)  # a tiny training split still yields batches
         self.n, self.batch_size, self.seed, self.drop_last = n, batch_size, seed, drop_last
         self.rank, self.world_size = rank, world_size
-        self.epoch, self.position = 0, 0
+        self.epoch, self.position = 0, 0  # position: windows of this epoch's order consumed, all ranks together
         self._order: np.ndarray | None = None
 
     def _epoch_order(self) -> np.ndarray:
         perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
-        per_rank = self.n // self.world_size
-        mine = perm[self.rank * per_rank : (self.rank + 1) * per_rank]
-        usable = (len(mine) // self.batch_size) * self.batch_size if self.drop_last else len(mine)
-        return mine[:usable]
+        step = self.batch_size * self.world_size
+        return perm[: (self.n // step) * step] if self.drop_last else perm
 
     def next_batch(self) -> np.ndarray:
         if self._order is None:
@@ -80,9 +79,10 @@ class EpochSampler:
         if self.position >= len(self._order):
             self.epoch, self.position = self.epoch + 1, 0
             self._order = self._epoch_order()
-        out = self._order[self.position : self.position + self.batch_size]
-        self.position += len(out)
-        return out
+        glob = self._order[self.position : self.position + self.batch_size * self.world_size]
+        self.position += len(glob)
+        share = -(-len(glob) // self.world_size)  # ceil: the last, short batch of an epoch without drop_last
+        return glob[self.rank * share : (self.rank + 1) * share]
 
     def state_dict(self) -> dict[str, int]:
         return {"seed": self.seed, "epoch": self.epoch, "position": self.position}

@@ -1,0 +1,365 @@
+"""The training loop. Counts optimizer steps (not micro-batches); every piece of state that the
+next step depends on is in the checkpoint, so a resumed run continues bit for bit."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from hftraining import optim
+from hftraining.config import Config, resolved_precision, save_config
+from hftraining.data.pipeline import PreparedData, prepare
+from hftraining.data.windows import EpochSampler, WindowSet
+from hftraining.errors import ConfigError, UserError
+from hftraining.eval.evaluate import autocast_context, evaluate_predictions, format_table, predict_scaled
+from hftraining.models import ForecastModel, build_model
+from hftraining.models.losses import compute_loss
+from hftraining.train import checkpoint as ckpt
+from hftraining.train.distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
+from hftraining.train.logging import RunLogger
+
+LOWER_IS_BETTER = {"loss", "mse", "mae"}
+
+
+class NonFiniteError(UserError):
+    """Too many optimizer steps in a row had a NaN/Inf loss or gradient."""
+
+
+@dataclass
+class TrainerState:
+    """Everything about progress that is not a tensor; saved as trainer_state.json."""
+
+    global_step: int = 0
+    skipped_steps: int = 0
+    consecutive_nonfinite: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    best_checkpoint: str | None = None
+    evals_without_improvement: int = 0
+    stopped_early: bool = False
+    sampler: dict[str, int] = field(default_factory=dict)
+    scheduler: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _prepare_run_dir(cfg: Config, info: DistInfo) -> tuple[Path, Path | None]:
+    """Create the run folder; decide what to resume from (None: start fresh)."""
+    run_dir = cfg.run_dir()
+    ckpt_root = run_dir / "checkpoints"
+    t = cfg.training
+    if t.resume_from_checkpoint:
+        return run_dir, ckpt.resolve_resume(t.resume_from_checkpoint, ckpt_root)
+    if ckpt.list_checkpoints(ckpt_root) and not cfg.output.overwrite:
+        raise UserError(
+            f"{run_dir}: already holds checkpoints; continue it with --resume "
+            "(training.resume_from_checkpoint=auto) or start over with output.overwrite=true"
+        )
+    if info.is_main:
+        for name in ("checkpoints", "tensorboard", "final"):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+        for name in ("metrics.jsonl", "train.log", "eval.json"):
+            (run_dir / name).unlink(missing_ok=True)
+    barrier(info)
+    return run_dir, None
+
+
+class Trainer:
+    def __init__(self, cfg: Config, data: PreparedData | None = None, info: DistInfo | None = None):
+        self.cfg = cfg
+        t = cfg.training
+        self.info = info or init_distributed(t.device)
+        self.device = self.info.device
+        self.precision = resolved_precision(t)
+        if self.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError("training.precision: fp16 needs CUDA (use bf16 on CPU)")
+        if hasattr(optim, "check_compatibility"):
+            optim.check_compatibility(t)
+        self.run_dir, self.resume_path = _prepare_run_dir(cfg, self.info)
+        self.ckpt_root = self.run_dir / "checkpoints"
+        seed_everything(t.seed)
+        self.data = data if data is not None else prepare(cfg.data)
+        pre = self.data.preprocessing
+        self.model: ForecastModel = build_model(cfg.model, len(pre.feature_columns), pre.horizon, pre.seq_len).to(self.device)
+        self.model.set_gradient_checkpointing(t.gradient_checkpointing)
+        self.ddp: DDP | None = DDP(self.model) if self.info.enabled and self.model.needs_training else None
+        self.state = TrainerState()
+        self.sampler = EpochSampler(
+            len(self.data.train), cfg.data.batch_size, t.seed, drop_last=True,
+            rank=self.info.rank, world_size=self.info.world_size,
+        )
+        self.optimizer = self.scheduler = None
+        if self.model.needs_training:
+            lr_factor = {"none": 1.0, "linear": float(self.info.world_size), "sqrt": math.sqrt(self.info.world_size)}[t.lr_scaling]
+            self.optimizer = optim.build_optimizer(self.model, t)
+            for g in self.optimizer.param_groups:
+                g["lr"] = g["lr"] * lr_factor
+                g["initial_lr"] = g["lr"]
+            self.scheduler = optim.build_scheduler(self.optimizer, t)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.logger = RunLogger(
+            self.run_dir, enabled=self.info.is_main, tensorboard=cfg.output.tensorboard,
+            progress_bar=cfg.output.progress_bar, total_steps=t.max_steps if self.model.needs_training else 0,
+        )
+
+    # ------------------------------------------------------------------ state
+    def trainer_state(self) -> dict[str, Any]:
+        self.state.sampler = self.sampler.state_dict()
+        self.state.scheduler = self.scheduler.state_dict() if self.scheduler else {}
+        return self.state.to_dict()
+
+    def save_checkpoint(self) -> None:
+        if self.info.is_main:
+            path = ckpt.save_checkpoint(
+                self.ckpt_root, self.state.global_step, self.model, self.optimizer, self.trainer_state(), self.cfg.to_dict()
+            )
+            protect = {path} | ({Path(self.state.best_checkpoint)} if self.state.best_checkpoint else set())
+            ckpt.rotate(self.ckpt_root, self.cfg.training.save_total_limit, protect)
+        barrier(self.info)
+
+    def resume(self, path: Path) -> None:
+        raw = ckpt.load_checkpoint(path, self.model, self.optimizer)
+        known = set(TrainerState.__dataclass_fields__)
+        self.state = TrainerState(**{k: v for k, v in raw.items() if k in known})
+        self.sampler.load_state_dict(self.state.sampler)
+        self.scheduler.load_state_dict(self.state.scheduler)
+        self.logger.info("resumed from %s at step %d", path, self.state.global_step)
+
+    # ------------------------------------------------------------------ steps
+    def _forward_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        net = self.ddp if self.ddp is not None else self.model
+        x, past, y = (batch[k].to(self.device, non_blocking=True) for k in ("x", "past", "y"))
+        with autocast_context(self.device, self.precision):
+            out = net(x, None, past)
+        return compute_loss(self.cfg.model, out, y, self.data.preprocessing.target_scale)
+
+    def _describe(self, idx: np.ndarray) -> str:
+        ws = self.data.train
+        i = int(idx[0])
+        ts = np.datetime64(int(ws.times[i]), "ns").astype("datetime64[s]")
+        return f"window {i} (symbol {ws.symbols[ws.symbol_ids[i]]}, as of {ts}) and {len(idx) - 1} more"
+
+    def train_step(self) -> dict[str, float] | None:
+        """One optimizer step over ``gradient_accumulation_steps`` micro-batches.
+        Returns the step's metrics, or None when the step was skipped for a non-finite value."""
+        t = self.cfg.training
+        accum = t.gradient_accumulation_steps
+        step = self.state.global_step
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step's update uses
+        create_graph = optim.needs_create_graph(self.optimizer, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), dtype=torch.float64)
+        parts_sum: dict[str, float] = {}
+        finite = True
+        for micro in range(accum):
+            idx = self.sampler.next_batch()
+            batch = self.data.train.batch(idx)
+            sync = self.ddp is None or micro == accum - 1
+            with nullcontext() if sync else self.ddp.no_sync():  # all-reduce once per optimizer step
+                try:
+                    loss, parts = self._forward_loss(batch)
+                    scaled = loss / accum  # mean over micro-batches, as one big batch would give
+                    if self.scaler is not None:
+                        scaled = self.scaler.scale(scaled)
+                    scaled.backward(create_graph=create_graph)
+                except RuntimeError as e:
+                    raise RuntimeError(f"training batch failed at {self._describe(idx)}: {e}") from e
+            loss_d = loss.detach().double().cpu()
+            finite &= bool(torch.isfinite(loss_d))
+            total += loss_d / accum
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + float(v.detach()) / accum
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = t.max_grad_norm if t.max_grad_norm > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm).detach().double().cpu()
+        flag = torch.tensor([0.0 if finite and torch.isfinite(grad_norm) else 1.0], dtype=torch.float64)
+        if float(all_reduce_sum(flag, self.info)) > 0:  # every rank skips together
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.update()
+            self.state.skipped_steps += 1
+            self.state.consecutive_nonfinite += 1
+            self.logger.log({"step": step, "nonfinite_skipped": self.state.skipped_steps, "loss": float(total)})
+            if self.state.consecutive_nonfinite >= t.max_consecutive_nonfinite:
+                raise NonFiniteError(
+                    f"training stopped: {self.state.consecutive_nonfinite} optimizer steps in a row had a "
+                    f"non-finite loss or gradient (last at {self._describe(idx)}); last good checkpoint "
+                    f"kept in {self.ckpt_root} (training.max_consecutive_nonfinite={t.max_consecutive_nonfinite})"
+                )
+            return None
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.state.consecutive_nonfinite = 0
+        self.state.global_step += 1
+        out = {"loss": float(total), "learning_rate": lr, "grad_norm": float(grad_norm)}
+        out.update({f"loss_{k}": v for k, v in parts_sum.items()} if len(parts_sum) > 1 else {})
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, ws: WindowSet, max_batches: int | None = None) -> dict[str, float]:
+        """Validation metrics; with several ranks each scores a shard and the sums are all-reduced,
+        so every rank sees the same numbers."""
+        pre = self.data.preprocessing
+        n = len(ws)
+        if max_batches is not None:
+            n = min(n, max_batches * self.cfg.data.eval_batch_size)
+        shard = np.array_split(np.arange(n), self.info.world_size)[self.info.rank]
+        sums = torch.zeros(6, dtype=torch.float64)  # sq err (scaled), sq err, abs err, hits, count, zero sq err
+        if len(shard):
+            sub = _subset(ws, shard)
+            pred = predict_scaled(self.model, sub, self.cfg.data.eval_batch_size, self.device, self.precision).astype(np.float64)
+            true = sub.targets().astype(np.float64)
+            s = pre.target_scale
+            sign_p, sign_t = np.sign(pred), np.sign(true)
+            keep = sign_t != 0
+            hits = np.where(sign_p == 0, 0.5, (sign_p == sign_t)).astype(np.float64)[keep].sum()
+            sums += torch.tensor([
+                ((pred - true) ** 2).sum(), (((pred - true) * s) ** 2).sum(), (np.abs(pred - true) * s).sum(),
+                hits, keep.sum(), ((true * s) ** 2).sum(),
+            ], dtype=torch.float64)
+        count = torch.tensor([float(len(shard) * ws.horizon)], dtype=torch.float64)
+        all_reduce_sum(sums, self.info)
+        all_reduce_sum(count, self.info)
+        c = max(float(count), 1.0)
+        return {
+            "loss": float(sums[0]) / c,
+            "mse": float(sums[1]) / c,
+            "mae": float(sums[2]) / c,
+            "directional_accuracy": float(sums[3]) / max(float(sums[4]), 1.0),
+            "mse_vs_zero": float(sums[1]) / float(sums[5]) if float(sums[5]) > 0 else float("nan"),
+        }
+
+    def _after_eval(self, metrics: dict[str, float]) -> None:
+        """Track the best step and early stopping on ``evaluation.metric``."""
+        name = self.cfg.evaluation.metric
+        value = metrics[name]
+        t = self.cfg.training
+        best = self.state.best_metric
+        if best is None or value < best - t.early_stopping_threshold:
+            self.state.best_metric, self.state.best_step = value, self.state.global_step
+            self.state.evals_without_improvement = 0
+        else:
+            self.state.evals_without_improvement += 1
+            if t.early_stopping_patience and self.state.evals_without_improvement >= t.early_stopping_patience:
+                self.state.stopped_early = True
+                self.logger.info("early stopping at step %d: eval_%s has not improved for %d evaluations",
+                                 self.state.global_step, name, self.state.evals_without_improvement)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> None:
+        t, e = self.cfg.training, self.cfg.evaluation
+        if self.resume_path is not None:
+            self.resume(self.resume_path)
+            self.logger.advance(self.state.global_step)
+        if self.info.is_main:
+            save_config(self.cfg, self.run_dir / "config.json")
+            (self.run_dir / "data_report.json").write_text(json.dumps(self.data.report, indent=2) + "\n")
+        pre = self.data.preprocessing
+        n_params = self.model.num_parameters()
+        self.logger.info(
+            "model %s: %s parameters | windows train %d, val %d, test %d | %d features, L=%d, H=%d | %s, %s, world %d",
+            self.cfg.model.type, f"{n_params:,}", len(self.data.train), len(self.data.val), len(self.data.test),
+            len(pre.feature_columns), pre.seq_len, pre.horizon, self.device, self.precision, self.info.world_size,
+        )
+        self.model.train()
+        window_start, samples = time.perf_counter(), 0
+        losses: list[float] = []
+        while self.state.global_step < t.max_steps and not self.state.stopped_early:
+            rec = self.train_step()
+            if rec is None:
+                continue
+            step = self.state.global_step
+            samples += self.cfg.data.batch_size * t.gradient_accumulation_steps * self.info.world_size
+            losses.append(rec["loss"])
+            self.logger.advance()
+            if step % t.logging_steps == 0 or step == t.max_steps:
+                elapsed = time.perf_counter() - window_start
+                rec.update(step=step, epoch=self.sampler.epoch, loss=float(np.mean(losses)),
+                           samples_per_second=samples / max(elapsed, 1e-9))
+                self.logger.log({"step": step, **{k: v for k, v in rec.items() if k != "step"}})
+                window_start, samples, losses = time.perf_counter(), 0, []
+            evaluated = False
+            if len(self.data.val) and ((e.eval_steps and step % e.eval_steps == 0) or step == t.max_steps):
+                metrics = self.evaluate(self.data.val, e.max_eval_batches)
+                self.logger.log({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}})
+                self._after_eval(metrics)
+                evaluated = True
+            if (t.save_steps and step % t.save_steps == 0) or step == t.max_steps or self.state.stopped_early:
+                self.save_checkpoint()
+                if evaluated and self.state.best_step == step:
+                    self.state.best_checkpoint = str(self.ckpt_root / f"step-{step:08d}")
+
+    def finish(self) -> dict[str, Any]:
+        """Write final/ and evaluate the test split beside the naive forecasts → eval.json."""
+        t = self.cfg.training
+        if t.load_best_model_at_end and self.state.best_checkpoint and Path(self.state.best_checkpoint).exists():
+            from safetensors.torch import load_file
+
+            self.model.load_state_dict(load_file(str(Path(self.state.best_checkpoint) / "model.safetensors")))
+            self.logger.info("final model = best checkpoint (step %s, eval_%s=%.6g)",
+                             self.state.best_step, self.cfg.evaluation.metric, self.state.best_metric)
+        result: dict[str, Any] = {}
+        if self.info.is_main:
+            pre = self.data.preprocessing
+            self.model.save_pretrained(self.run_dir / "final", preprocessing=pre.to_dict())
+            if len(self.data.test):
+                pred = predict_scaled(self.model, self.data.test, self.cfg.data.eval_batch_size, self.device, self.precision)
+                result = {"split": "test", "step": self.state.global_step,
+                          **evaluate_predictions(pred, self.data.test, pre.target_scale)}
+                (self.run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+                self.logger.info(format_table(result))
+            else:
+                self.logger.info("the test split yields no window: nothing to evaluate")
+            self.logger.info("run folder: %s", self.run_dir)
+        barrier(self.info)
+        return result
+
+    def close(self) -> None:
+        self.logger.close()
+
+
+def _subset(ws: WindowSet, idx: np.ndarray) -> WindowSet:
+    """The same rows, only the windows ``idx`` (no copy of the row arrays)."""
+    return WindowSet(ws.features, ws.returns, ws.ends[idx], ws.symbol_ids[idx], ws.times[idx], ws.last_close[idx],
+                     ws.symbols, ws.seq_len, ws.horizon)
+
+
+def train(cfg: Config, data: PreparedData | None = None) -> dict[str, Any]:
+    """Train (or resume) the run of ``cfg``, then evaluate it on the test split; returns eval.json's content."""
+    info = init_distributed(cfg.training.device)
+    trainer = None
+    try:
+        trainer = Trainer(cfg, data, info)
+        if trainer.model.needs_training:
+            trainer.fit()
+        elif info.is_main:
+            save_config(cfg, trainer.run_dir / "config.json")
+        return trainer.finish()
+    finally:
+        if trainer is not None:
+            trainer.close()
+        cleanup(info)
