@@ -309,9 +309,9 @@ class Trainer:
                 self._after_eval(metrics)
                 evaluated = True
             if (t.save_steps and step % t.save_steps == 0) or step == t.max_steps or self.state.stopped_early:
-                self.save_checkpoint()
-                if evaluated and self.state.best_step == step:
+                if evaluated and self.state.best_step == step:  # the best is only ever a saved step
                     self.state.best_checkpoint = str(self.ckpt_root / f"step-{step:08d}")
+                self.save_checkpoint()
 
     def finish(self) -> dict[str, Any]:
         """Write final/ and evaluate the test split beside the naive forecasts → eval.json."""

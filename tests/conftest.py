@@ -1,0 +1,20 @@
+import os
+
+import pytest
+import torch
+
+# Two cores are shared by the whole suite; one intra-op thread per test process keeps it predictable.
+torch.set_num_threads(1)
+os.environ.setdefault("HFTRAINING_TEST", "1")
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path):
+    """Overrides for a run that finishes in seconds on the bundled data."""
+    return [
+        "model.hidden_size=16", "model.num_heads=2", "model.num_layers=1", "model.dropout=0.0",
+        "data.sequence_length=20", "data.prediction_horizon=3", "data.batch_size=32",
+        "data.symbols=[AEM, WPM]", "training.max_steps=30", "training.logging_steps=1",
+        "training.learning_rate=0.003", "training.save_steps=10", "evaluation.eval_steps=10",
+        f"output.output_dir={tmp_path / 'run'}", "output.tensorboard=false",
+    ]

@@ -1,0 +1,90 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hftraining.config import load_config
+from hftraining.errors import ConfigError
+
+PRODUCTION = {
+    "model": {"hidden_size": 512, "num_heads": 16, "num_layers": 8, "dropout": 0.15},
+    "data": {"sequence_length": 60, "prediction_horizon": 5, "batch_size": 32},
+    "training": {"optimizer": "adamw", "learning_rate": 5e-5, "max_steps": 10000,
+                 "gradient_accumulation_steps": 4, "use_mixed_precision": True},
+}
+
+
+def test_production_json_loads_unchanged(tmp_path):
+    path = tmp_path / "prod.json"
+    path.write_text(json.dumps(PRODUCTION))
+    cfg = load_config(path)
+    assert cfg.model.hidden_size == 512 and cfg.model.num_layers == 8
+    assert cfg.training.learning_rate == 5e-5 and cfg.training.gradient_accumulation_steps == 4
+    assert cfg.training.use_mixed_precision is True
+
+
+def test_shipped_production_config_matches_documentation():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "production.json")
+    assert cfg.to_dict()["model"]["num_heads"] == 16 and cfg.data.prediction_horizon == 5
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["training.learning_rate=1e-4", "data.symbols=[AEM, WPM]", "training.seed=7"])
+    assert cfg.training.learning_rate == 1e-4
+    assert cfg.data.symbols == ["AEM", "WPM"]
+    assert cfg.training.seed == 7
+
+
+def test_yaml_scientific_notation_is_a_number(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("training:\n  learning_rate: 5e-5\n")
+    assert load_config(path).training.learning_rate == 5e-5
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("training.max_stepz=3", "training.max_stepz"),
+        ("modle.hidden_size=3", "modle.hidden_size"),
+        ("model.hidden_size=abc", "model.hidden_size"),
+        ("model.hidden_size=1.5", "model.hidden_size"),
+        ("training.use_mixed_precision=maybe", "training.use_mixed_precision"),
+        ("model.pooling=max", "model.pooling"),
+        ("model.num_heads=3", "model.num_heads"),
+        ("data.train_ratio=0.95", "data.train_ratio"),
+    ],
+)
+def test_bad_config_names_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert key.split(".")[0] in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_key_in_file_names_file_and_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  hiden_size: 3\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: model\.hiden_size: unknown key"):
+        load_config(path)
+
+
+def test_unknown_optimizer_lists_valid_names():
+    from hftraining.models import build_model
+    from hftraining.optim import build_optimizer
+
+    cfg = load_config(None, ["training.optimizer=adamw2", "model.hidden_size=8", "model.num_heads=2", "model.num_layers=1"])
+    model = build_model(cfg.model, 3, 2, 10)
+    with pytest.raises(ConfigError, match=r"training\.optimizer: unknown optimizer 'adamw2'; valid: .*adamw"):
+        build_optimizer(model, cfg.training)
+
+
+def test_cli_config_error_is_one_line_exit_2(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{"training": {"learning_rate": "fast"}}')
+    proc = subprocess.run([sys.executable, "-m", "hftraining", "train", "--config", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert "training.learning_rate" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,128 @@
+"""A short real run through every layer: train → run folder → evaluate → predict."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hftraining.config import load_config
+from hftraining.inference.forecaster import Forecaster
+from hftraining.models import ForecastModel
+from hftraining.train.trainer import train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    overrides = [
+        "model.hidden_size=16", "model.num_heads=2", "model.num_layers=1", "model.dropout=0.0",
+        "data.sequence_length=20", "data.prediction_horizon=3", "data.batch_size=32",
+        "data.symbols=[AEM, WPM]", "training.max_steps=40", "training.logging_steps=1",
+        "training.learning_rate=0.003", "training.save_steps=10", "training.save_total_limit=2",
+        "evaluation.eval_steps=20", f"output.output_dir={tmp / 'run'}",
+    ]
+    cfg = load_config(None, overrides)
+    result = train(cfg)
+    return cfg, tmp / "run", result
+
+
+def _records(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_folder_contract(run):
+    cfg, run_dir, result = run
+    for name in ("config.json", "metrics.jsonl", "train.log", "eval.json", "final/config.json",
+                 "final/model.safetensors", "final/preprocessing.json"):
+        assert (run_dir / name).exists(), name
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    state = json.loads((run_dir / "checkpoints" / "step-00000040" / "trainer_state.json").read_text())
+    assert state["global_step"] == 40 and state["best_step"] in (20, 40)
+    # save_total_limit=2 rotated the oldest away, but never the best or the latest
+    expected = ["step-00000030", "step-00000040"] if state["best_step"] == 40 else ["step-00000020", "step-00000040"]
+    assert ckpts == expected
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["training"]["max_steps"] == 40
+
+
+def test_loss_goes_down_and_lr_is_the_one_used(run):
+    cfg, run_dir, _ = run
+    train_recs = [r for r in _records(run_dir) if "loss" in r and "learning_rate" in r]
+    assert [r["step"] for r in train_recs] == list(range(1, 41))
+    losses = np.array([r["loss"] for r in train_recs])
+    assert losses[-10:].mean() < losses[:5].mean()
+    lrs = [r["learning_rate"] for r in train_recs]
+    assert all(lr > 0 for lr in lrs)  # warmup starts above 0
+    assert max(lrs) == pytest.approx(0.003, rel=1e-6)
+    assert lrs[-1] < lrs[len(lrs) // 2]  # cosine decay
+    assert all(r["samples_per_second"] > 0 for r in train_recs)
+    evals = [r for r in _records(run_dir) if "eval_mse" in r]
+    assert [r["step"] for r in evals] == [20, 40]
+
+
+def test_eval_json_has_model_and_naive_baseline(run):
+    _, run_dir, result = run
+    saved = json.loads((run_dir / "eval.json").read_text())
+    assert saved["model"]["mse"] == pytest.approx(result["model"]["mse"])
+    zero = saved["baselines"]["zero"]
+    assert zero["directional_accuracy"] == 0.5 and zero["mse"] > 0
+    assert saved["mse_vs_zero"] == pytest.approx(saved["model"]["mse"] / zero["mse"])
+
+
+def test_final_model_round_trip_identical(run):
+    cfg, run_dir, _ = run
+    m1 = ForecastModel.from_pretrained(run_dir / "final").eval()
+    x, past = torch.randn(4, 20, m1.n_features), torch.randn(4, 20)
+    out1 = m1(x, None, past).prediction
+    m1.save_pretrained(run_dir / "copy")
+    m2 = ForecastModel.from_pretrained(run_dir / "copy").eval()
+    torch.testing.assert_close(m2(x, None, past).prediction, out1, rtol=0, atol=0)
+
+
+def test_evaluate_cli_reproduces_eval_json(run):
+    _, run_dir, _ = run
+    proc = subprocess.run([sys.executable, "-m", "hftraining", "evaluate", str(run_dir), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    saved = json.loads((run_dir / "eval.json").read_text())
+    assert got["n_windows"] == saved["n_windows"]
+    assert got["model"]["mse"] == pytest.approx(saved["model"]["mse"], rel=1e-5)
+
+
+def test_predict_cli_writes_latest_forecasts(run, tmp_path):
+    _, run_dir, _ = run
+    from hftraining.data.io import sample_data_dir
+
+    out = tmp_path / "pred.csv"
+    data = [str(sample_data_dir() / "AEM.csv")]
+    proc = subprocess.run([sys.executable, "-m", "hftraining", "predict", str(run_dir / "final"),
+                           "--data", data[0], "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(out)
+    assert list(table["step"]) == [1, 2, 3] and set(table["symbol"]) == {"AEM"}
+    raw = pd.read_csv(data[0])
+    assert table["last_close"].iloc[0] == pytest.approx(raw["close"].iloc[-1])
+    assert pd.Timestamp(table["as_of"].iloc[0]) == pd.Timestamp(raw["Date"].iloc[-1], tz="UTC")
+    direct = Forecaster.from_pretrained(run_dir).predict(data[0])
+    np.testing.assert_allclose(table["forecast_return"], direct["forecast_return"], rtol=1e-6)
+
+
+def test_existing_run_folder_is_not_overwritten_silently(run):
+    cfg, run_dir, _ = run
+    proc = subprocess.run([sys.executable, "-m", "hftraining", "train", "model.hidden_size=16",
+                           "model.num_heads=2", f"output.output_dir={run_dir}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--resume" in proc.stderr and "Traceback" not in proc.stderr
+    assert (run_dir / "checkpoints" / "step-00000040").exists()
+
+
+def test_predict_missing_model_dir_is_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "hftraining", "predict", str(tmp_path / "nope"), "--data", "x.csv"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "nope" in proc.stderr and proc.stderr.count("\n") == 1
