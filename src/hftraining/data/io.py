@@ -15,6 +15,7 @@ This module only reads; the rules that drop or repair rows live in :mod:`hftrain
 from __future__ import annotations
 
 import glob
+import re
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,7 +118,7 @@ def read_table(path: Path) -> pd.DataFrame:
     (blank CSV lines are kept as empty rows so that row numbers match the file's line numbers)."""
     try:
         if is_parquet(path):
-            df = pd.read_parquet(path)
+            df = _read_parquet(path)
             if "timestamp" not in {ALIASES.get(str(c).strip().lower()) for c in df.columns} and isinstance(
                 df.index, pd.DatetimeIndex
             ):
@@ -134,11 +135,15 @@ def read_table(path: Path) -> pd.DataFrame:
     except (OSError, ValueError, pd.errors.ParserError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"{path}: cannot read ({msg})") from None
-    except Exception as e:  # pyarrow raises its own error types for corrupt Parquet files
-        if type(e).__module__.startswith("pyarrow"):
-            raise DataError(f"{path}: cannot read Parquet ({str(e).splitlines()[0]})") from None
-        raise
     return canonical_columns(df, path)
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as e:  # pyarrow's errors derive from these
+        msg = re.sub(r"^Could not open Parquet input source '.*?': ", "", str(e).strip().splitlines()[0])
+        raise DataError(f"{path}: cannot read Parquet ({msg})") from None
 
 
 def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:

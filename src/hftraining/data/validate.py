@@ -373,23 +373,31 @@ def validate_file(path: Path, cfg: DataConfig, needed: int | None = None) -> tup
             rep.merge(sub)
             continue
         frame, sub = validate_frame(part, cfg, str(path), first, unit, line)
-        if needed is not None and len(frame) < needed:
-            sub.count("too_few_rows", "dropped", np.arange(len(frame)) + 0)  # row numbers are not meaningful here
-            sub.rules["too_few_rows"]["rows"] = []
-            sub.skipped_symbols[sym] = f"{len(frame)} rows kept, {needed} needed"
+        if needed is not None and 0 < len(frame) < needed:
+            sub.count("too_few_rows", "dropped", np.zeros(len(frame), dtype=np.int64))
+            sub.rules["too_few_rows"]["rows"] = []  # the whole symbol: no row is at fault
+            sub.skipped_symbols[sym] = f"{len(frame)} rows kept, {needed} needed for one window"
             sub.rows_kept = 0
-        else:
+        elif len(frame):
             frames[sym] = frame
             sub.symbols[sym] = len(frame)
         rep.merge(sub)
     if not frames:
         if rep.skipped_symbols:
-            reason = next(iter(rep.skipped_symbols.values()))
-            what = "" if len(groups) == 1 and "symbol" not in table.columns else f" for any symbol ({len(rep.skipped_symbols)} symbols)"
-            raise DataError(f"{path}: too few rows{what}: {reason} (data.prediction_horizon + feature warm-up, or data.min_rows)")
+            sym, reason = next(iter(rep.skipped_symbols.items()))
+            what = f" for symbol {sym}" if "symbol" in table.columns else ""
+            raise DataError(f"{path}: too few rows{what}: {reason} ({_needed_text(cfg)})")
         raise DataError(f"{path}: no usable rows (all {rep.rows_in} dropped: "
                         + ", ".join(f"{r} {e['dropped']}" for r, e in rep.rules.items() if e["dropped"]) + ")")
     return frames, rep
+
+
+def _needed_text(cfg: DataConfig) -> str:
+    from hftraining.data.features import feature_warmup
+
+    text = (f"feature warm-up {feature_warmup(cfg.features)} + data.sequence_length {cfg.sequence_length}"
+            f" + data.prediction_horizon {cfg.prediction_horizon}")
+    return text + (f"; data.min_rows {cfg.min_rows}" if cfg.min_rows else "")
 
 
 def check_paths(paths: list[str], cfg: DataConfig) -> tuple[list[dict[str, Any]], list[str]]:
