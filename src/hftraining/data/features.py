@@ -140,7 +140,7 @@ def dist_low(f: pd.DataFrame, n: int = 20) -> dict[str, np.ndarray]:
 def calendar(f: pd.DataFrame) -> dict[str, np.ndarray]:
     """Day of week and month of year (UTC) as points on the unit circle: dow_sin/cos, month_sin/cos."""
     ts = pd.DatetimeIndex(f["timestamp"])
-    dow = 2 * np.pi * ts.dayofweek.to_numpy(dtype=np.float64) / 7
+    dow = 2 * np.pi * ts.day_of_week.to_numpy(dtype=np.float64) / 7
     month = 2 * np.pi * (ts.month.to_numpy(dtype=np.float64) - 1) / 12
     return {"dow_sin": np.sin(dow), "dow_cos": np.cos(dow), "month_sin": np.sin(month), "month_cos": np.cos(month)}
 
