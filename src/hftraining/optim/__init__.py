@@ -1,22 +1,190 @@
-"""Optimizer registry. ``training.optimizer`` selects by name; an unknown name is a ConfigError
-that lists the valid ones. Parameter groups: no weight decay on biases, norms and embeddings."""
+"""Optimizer registry. ``training.optimizer`` selects by name: ours first (``OPTIMIZERS``), then
+any optimizer of pytorch-optimizer by its (case-insensitive) name. An unknown name, an unknown
+keyword in ``training.optimizer_kwargs`` or a bad value is a ConfigError; never a silent fallback.
+
+Parameter groups: no weight decay on biases, norms and embeddings.
+
+What the trainer calls, in order::
+
+    check_compatibility(t)                       # before building anything
+    opt = build_optimizer(model, t); sched = build_scheduler(opt, t)
+    set_train_mode(opt, True)                    # schedule-free optimizers; a no-op otherwise
+    with hessian_context(opt, step):             # every micro-batch of ``step``
+        loss = ...forward...
+        loss.backward(create_graph=needs_create_graph(opt, step))
+    ...clip, opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
+    set_train_mode(opt, False) before evaluation, True after it
+"""
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import inspect
 from typing import Any, Callable
 
+import pytorch_optimizer
 import torch
+from pytorch_optimizer.optimizer.muon.base import MuonBase
 from torch import nn
 
-from hftraining.config import TrainingConfig
+from hftraining.config import TrainingConfig, resolved_precision
 from hftraining.errors import ConfigError
-from hftraining.optim.schedules import lr_multiplier, warmup_steps
+from hftraining.optim.gpro import GPro
+from hftraining.optim.schedules import check_schedule, lr_multiplier, warmup_steps
+from hftraining.optim.sophia import Sophia
+from hftraining.optim.state import optimizer_state_from_flat, optimizer_state_to_flat
 from hftraining.registry import Registry
 
-OptimizerFactory = Callable[[list[dict[str, Any]], TrainingConfig], torch.optim.Optimizer]
-OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer", "training.optimizer")
+__all__ = [
+    "OPTIMIZERS",
+    "GPro",
+    "Sophia",
+    "build_optimizer",
+    "build_scheduler",
+    "check_compatibility",
+    "hessian_context",
+    "lr_multiplier",
+    "needs_create_graph",
+    "optimizer_names",
+    "optimizer_state_from_flat",
+    "optimizer_state_to_flat",
+    "param_groups",
+    "set_train_mode",
+    "warmup_steps",
+]
 
-__all__ = ["OPTIMIZERS", "build_optimizer", "build_scheduler", "param_groups", "lr_multiplier", "warmup_steps"]
+
+class Spec:
+    """How one of our names builds its optimizer: the class and the arguments taken from the
+    config (``optimizer_kwargs`` may override any of them except ``lr``)."""
+
+    def __init__(self, cls: type, from_config: Callable[[TrainingConfig], dict[str, Any]] = lambda t: {}):
+        self.cls = cls
+        self.from_config = from_config
+
+
+OPTIMIZERS: Registry[Spec] = Registry("optimizer", "training.optimizer")
+
+
+def _adam_args(t: TrainingConfig) -> dict[str, Any]:
+    return {"betas": (t.adam_beta1, t.adam_beta2), "eps": t.adam_epsilon}
+
+
+# Our own optimizers and our choices among the library's. The library's defaults stay where the
+# method has its own (Lion's, Adan's and Sophia's betas are not Adam's).
+OPTIMIZERS.register("adamw")(Spec(torch.optim.AdamW, lambda t: {**_adam_args(t), "fused": True}))
+OPTIMIZERS.register("sgd")(Spec(torch.optim.SGD, lambda t: {"momentum": 0.9}))
+OPTIMIZERS.register("gpro")(Spec(GPro, _adam_args))
+OPTIMIZERS.register("lion")(Spec(pytorch_optimizer.Lion))
+OPTIMIZERS.register("lamb")(Spec(pytorch_optimizer.Lamb, _adam_args))
+OPTIMIZERS.register("adan")(Spec(pytorch_optimizer.Adan, lambda t: {"eps": t.adam_epsilon}))
+# Adafactor follows the schedule's learning rate (relative_step would ignore it) and keeps its
+# first moment in float32 (the library's default is bfloat16).
+OPTIMIZERS.register("adafactor")(
+    Spec(
+        pytorch_optimizer.AdaFactor,
+        lambda t: {"betas": (t.adam_beta1, t.adam_beta2), "relative_step": False, "scale_parameter": False,
+                   "warmup_init": False, "momentum_dtype": torch.float32},
+    )
+)
+OPTIMIZERS.register("sophia")(Spec(Sophia))
+
+# pytorch-optimizer names that cannot run in our loop, and why.
+EXCLUDED = {
+    "sophiah": "use training.optimizer: sophia (SophiaH wired to the trainer's Hessian steps)",
+    "adahessian": "needs a create_graph backward the trainer does not make for it; use sophia",
+    "sam": "needs a closure that re-runs forward and backward",
+    "gsam": "needs a closure that re-runs forward and backward",
+    "wsam": "needs a closure that re-runs forward and backward",
+    "bsam": "needs a closure that re-runs forward and backward",
+    "friendlysam": "needs a closure that re-runs forward and backward",
+    "lbfgs": "needs a closure that re-runs forward and backward",
+    "alig": "needs a closure that returns the loss",
+    "lomo": "fuses the update into backward; not a step() optimizer",
+    "adalomo": "fuses the update into backward; not a step() optimizer",
+    "lookahead": "a wrapper of another optimizer, not an optimizer",
+    "orthograd": "a wrapper of another optimizer, not an optimizer",
+    "pcgrad": "a wrapper of another optimizer, not an optimizer",
+    "schedulefreewrapper": "a wrapper of another optimizer, not an optimizer",
+    "trac": "a wrapper of another optimizer, not an optimizer",
+    "distributedmuon": "needs an initialised process group",
+    "adammini": "needs the model itself, not parameter groups",
+    "lorarite": "needs LoRA adapter pairs",
+    "spectralsphere": "supports only 2-D parameters",
+}
+
+
+def _library_names() -> list[str]:
+    return [n for n in pytorch_optimizer.get_supported_optimizers() if n not in EXCLUDED]
+
+
+def optimizer_names() -> list[str]:
+    """Every valid ``training.optimizer``: ours (sorted), then pytorch-optimizer's not shadowed."""
+    ours = OPTIMIZERS.names()
+    return ours + [n for n in _library_names() if n not in ours]
+
+
+def _unknown(name: str) -> ConfigError:
+    close = difflib.get_close_matches(name.lower(), optimizer_names(), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    if name.lower() in EXCLUDED:
+        return ConfigError(f"training.optimizer: {name!r} is not supported: {EXCLUDED[name.lower()]}")
+    return ConfigError(
+        f"training.optimizer: unknown optimizer {name!r}{hint} valid: {', '.join(OPTIMIZERS.names())}"
+        " or any pytorch-optimizer name (hftraining list optimizers)"
+    )
+
+
+def _resolve(t: TrainingConfig) -> tuple[str, Spec]:
+    """(canonical name, spec) for ``t.optimizer``."""
+    name = t.optimizer.lower()
+    if name in OPTIMIZERS:
+        return name, OPTIMIZERS.get(name)
+    if name in EXCLUDED or name not in pytorch_optimizer.get_supported_optimizers():
+        raise _unknown(t.optimizer)
+    return name, Spec(pytorch_optimizer.load_optimizer(name))
+
+
+def _accepted(cls: type) -> set[str]:
+    """Keyword arguments the constructor names. A ``**kwargs`` catch-all swallows typos, so it does
+    not count, except in our own subclasses, which pass it on to their base (walked up)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not (klass.__module__.startswith("hftraining.") and any(p.kind == p.VAR_KEYWORD for p in params)):
+            break
+    return names - {"self", "params"}
+
+
+def _optimizer_kwargs(name: str, spec: Spec, t: TrainingConfig) -> dict[str, Any]:
+    """Constructor keywords: the config's, then ``optimizer_kwargs`` on top; checked by name."""
+    accepted = _accepted(spec.cls)
+    user = {}
+    for key, value in t.optimizer_kwargs.items():
+        if key in ("lr", "params"):
+            raise ConfigError(f"training.optimizer_kwargs.{key}: set training.learning_rate instead")
+        if key == "weight_decay":
+            raise ConfigError("training.optimizer_kwargs.weight_decay: set training.weight_decay instead")
+        if key not in accepted:
+            raise ConfigError(
+                f"training.optimizer_kwargs: {name} takes no argument {key!r}; valid: {', '.join(sorted(accepted))}"
+            )
+        if isinstance(value, list):  # YAML/JSON have no tuples (betas)
+            value = tuple(value)
+        if key.endswith("dtype") and isinstance(value, str):
+            value = getattr(torch, value, value)
+        user[key] = value
+    kwargs = {k: v for k, v in spec.from_config(t).items() if k in accepted}
+    kwargs.update(user)
+    if "lr" in accepted:
+        kwargs["lr"] = t.learning_rate
+    if "num_iterations" in accepted and "num_iterations" not in kwargs:  # Ranger21 plans its own schedule
+        kwargs["num_iterations"] = t.max_steps
+    return kwargs
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -36,32 +204,68 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
-def _kwargs(t: TrainingConfig, allowed: set[str] | None = None) -> dict[str, Any]:
-    return dict(t.optimizer_kwargs)
-
-
-@OPTIMIZERS.register("adamw")
-def _adamw(groups: list[dict[str, Any]], t: TrainingConfig) -> torch.optim.Optimizer:
-    # torch's fused AdamW runs on CPU (and CUDA) since 2.4 and gives the same update as foreach.
-    kwargs = {"fused": True, **_kwargs(t)}
-    return torch.optim.AdamW(groups, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_epsilon, **kwargs)
-
-
-@OPTIMIZERS.register("sgd")
-def _sgd(groups: list[dict[str, Any]], t: TrainingConfig) -> torch.optim.Optimizer:
-    kwargs = {"momentum": 0.9, **_kwargs(t)}
-    return torch.optim.SGD(groups, lr=t.learning_rate, **kwargs)
-
-
 def build_optimizer(model: nn.Module, t: TrainingConfig) -> torch.optim.Optimizer:
     """The optimizer named by ``t.optimizer`` over ``model``'s parameter groups."""
-    factory = OPTIMIZERS.get(t.optimizer)
+    name, spec = _resolve(t)
+    kwargs = _optimizer_kwargs(name, spec, t)
+    groups = param_groups(model, t.weight_decay)
+    if issubclass(spec.cls, MuonBase):
+        # Muon orthogonalises matrices; vectors (biases, norms) go to its AdamW part.
+        for g in groups:
+            g["use_muon"] = all(p.ndim >= 2 for p in g["params"])
+            if not g["use_muon"]:
+                g.pop("weight_decay")  # the AdamW part reads adamw_wd
     try:
-        return factory(param_groups(model, t.weight_decay), t)
-    except TypeError as e:  # an unexpected keyword in optimizer_kwargs
-        raise ConfigError(f"training.optimizer_kwargs: {t.optimizer}: {e}") from None
+        return spec.cls(groups, **kwargs)
+    except (TypeError, ValueError, NotImplementedError) as e:  # pytorch-optimizer's errors are ValueErrors
+        msg = " ".join(str(e).split())
+        raise ConfigError(f"training.optimizer_kwargs: {name}: {msg}") from None
+    except ImportError as e:  # an optional dependency of that optimizer
+        raise ConfigError(f"training.optimizer: {name} needs a package that is not installed: {e}") from None
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, t: TrainingConfig) -> torch.optim.lr_scheduler.LambdaLR:
     """LambdaLR over optimizer steps; ``get_last_lr()`` is the rate the next ``step()`` uses."""
+    check_schedule(t)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(step, t))
+
+
+def needs_create_graph(optimizer: torch.optim.Optimizer, step: int) -> bool:
+    """Whether the backward pass of optimizer step ``step`` must keep its graph (create_graph=True),
+    e.g. for Sophia's Hutchinson Hessian estimate. Optimizers that need it define
+    ``needs_create_graph(step) -> bool``; the trainer calls this before every backward."""
+    fn = getattr(optimizer, "needs_create_graph", None)
+    return bool(fn(step)) if fn is not None else False
+
+
+def hessian_context(optimizer: torch.optim.Optimizer, step: int) -> contextlib.AbstractContextManager[Any]:
+    """Context for the forward and backward of every micro-batch of optimizer step ``step``: on
+    Sophia's refresh steps it selects the math attention kernel (the fused ones have no double
+    backward); a no-op otherwise."""
+    fn = getattr(optimizer, "hessian_context", None)
+    return fn(step) if fn is not None else contextlib.nullcontext()
+
+
+def set_train_mode(optimizer: torch.optim.Optimizer, train: bool) -> None:
+    """Schedule-free optimizers keep two sets of weights: ``train=True`` before training forward
+    passes, ``False`` before evaluation or exporting the model. A no-op for all others."""
+    fn = getattr(optimizer, "train" if train else "eval", None)
+    if callable(fn):
+        fn()
+
+
+def check_compatibility(t: TrainingConfig) -> None:
+    """Raise ConfigError for an optimizer/schedule setting that cannot work, before any work is done:
+    unknown name or keyword, bad schedule values, and fp16 loss scaling with Sophia (the scale
+    would enter its Hessian estimate)."""
+    name, spec = _resolve(t)
+    _optimizer_kwargs(name, spec, t)
+    check_schedule(t)
+    if name == "sophia":
+        # Gradient checkpointing works: non-reentrant checkpoints support the double backward
+        # (tests/test_optim.py); reentrant ones leave gradients without a graph and Sophia says so.
+        if resolved_precision(t) == "fp16":
+            raise ConfigError(
+                "training.precision: fp16 cannot be used with training.optimizer: sophia "
+                "(the loss scale enters its Hessian estimate); use bf16 or fp32"
+            )

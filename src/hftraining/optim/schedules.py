@@ -5,37 +5,53 @@ from __future__ import annotations
 import math
 
 from hftraining.config import TrainingConfig
+from hftraining.errors import ConfigError
 
 
 def warmup_steps(t: TrainingConfig) -> int:
+    """Warmup length in optimizer steps: ``warmup_steps`` if set, else ``warmup_ratio · max_steps``."""
     return t.warmup_steps if t.warmup_steps is not None else int(round(t.warmup_ratio * t.max_steps))
+
+
+def check_schedule(t: TrainingConfig) -> None:
+    """ConfigError for schedule values the formulas cannot use."""
+    if t.lr_scheduler == "cosine_restarts" and t.num_cycles < 1:
+        raise ConfigError(f"training.num_cycles: must be >= 1 for cosine_restarts, got {t.num_cycles}")
+    if t.lr_scheduler == "wsd" and not 0 < t.decay_ratio <= 1:
+        raise ConfigError(f"training.decay_ratio: must be in (0, 1] for wsd, got {t.decay_ratio}")
 
 
 def lr_multiplier(step: int, t: TrainingConfig) -> float:
     """Factor on the peak learning rate for the update made at optimizer step ``step`` (0-based).
 
-    Linear warmup from 1/(warmup+1) to 1 (never 0, so the first update does something), then the
-    chosen decay down to ``min_lr_ratio``.
+    Linear warmup from 1/(warmup+1) to 1 (never 0, so the first update does something); the peak
+    at step ``warmup``; then the chosen decay, which reaches ``min_lr_ratio`` at the last update
+    (step ``max_steps - 1``) and stays there. ``cosine_restarts`` runs ``num_cycles`` cosine
+    cycles, each from the peak down to the floor; ``wsd`` stays at the peak, then decays
+    linearly over the last ``decay_ratio`` of the post-warmup steps.
     """
     warm = warmup_steps(t)
     if step < warm:
         return (step + 1) / (warm + 1)
-    total = max(1, t.max_steps - warm)
-    progress = min(1.0, (step - warm) / total)
+    if t.lr_scheduler == "constant":
+        return 1.0
+    # Decay over steps warm .. max_steps-1, so the last update of the run uses the floor.
+    span = max(1, t.max_steps - 1 - warm)
+    progress = min(1.0, (step - warm) / span)
     floor = t.min_lr_ratio
     kind = t.lr_scheduler
-    if kind == "constant":
-        return 1.0
     if kind == "linear":
         return floor + (1 - floor) * (1 - progress)
     if kind == "cosine":
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
     if kind == "cosine_restarts":
-        cycle = (progress * t.num_cycles) % 1.0 if progress < 1 else 1.0
+        # Integer arithmetic, so a restart lands exactly on its step: cycle = (pos·n mod span)/span.
+        pos = step - warm
+        cycle = 1.0 if pos >= span else (pos * t.num_cycles % span) / span
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * cycle))
-    if kind == "wsd":  # warmup-stable-decay: flat, then linear decay over the last decay_ratio
+    if kind == "wsd":  # warmup-stable-decay: flat, then linear down to the floor at the last update
         start = 1 - t.decay_ratio
-        if progress < start:
+        if progress <= start:
             return 1.0
-        return floor + (1 - floor) * (1 - (progress - start) / max(t.decay_ratio, 1e-12))
+        return floor + (1 - floor) * (1 - (progress - start) / t.decay_ratio)
     raise ValueError(kind)  # the config's Literal type rules this out
