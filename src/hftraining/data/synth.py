@@ -27,6 +27,7 @@ def synth_ohlcv(rows: int, seed: int = 0, start: str = "2000-01-03", freq: str =
     """One symbol: ``rows`` bars → frame with timestamp (UTC), open, high, low, close, volume."""
     if rows < 1:
         raise DataError(f"synth: rows must be >= 1, got {rows}")
+    times = _times(rows, freq, start)
     rng = np.random.default_rng(seed)
     z = rng.standard_t(T_DOF, rows) / np.sqrt(T_DOF / (T_DOF - 2))  # unit variance
     e_abs = np.sqrt(2 / np.pi)  # E|z| of a normal; close enough for Student-t(5) scaling here
@@ -48,8 +49,15 @@ def synth_ohlcv(rows: int, seed: int = 0, start: str = "2000-01-03", freq: str =
     high = top * np.exp(np.abs(rng.standard_normal(rows)) * sigma * 0.5)
     low = bottom * np.exp(-np.abs(rng.standard_normal(rows)) * sigma * 0.5)
     volume = np.round(1e6 * np.exp(0.4 * rng.standard_normal(rows)) * (sigma / DAILY_VOL) ** 1.5)
-    times = pd.date_range(start, periods=rows, freq=freq, tz="UTC").astype("datetime64[ns, UTC]")
     return pd.DataFrame({"timestamp": times, "open": open_, "high": high, "low": low, "close": close, "volume": volume})
+
+
+def _times(rows: int, freq: str, start: str) -> pd.DatetimeIndex:
+    try:
+        return pd.date_range(start, periods=rows, freq=freq, tz="UTC").astype("datetime64[ns, UTC]")
+    except (ValueError, OverflowError) as e:  # e.g. 10 million business days run past the year 2262
+        msg = str(e).splitlines()[0]
+        raise DataError(f"synth: {rows} rows at frequency {freq!r} do not fit ({msg}); use a finer --freq such as 1min") from None
 
 
 def synth_frames(symbols: int, rows: int, seed: int = 0, freq: str = "B") -> dict[str, pd.DataFrame]:
@@ -69,10 +77,7 @@ def write_synth(out_dir: str | Path, symbols: int, rows: int, seed: int = 0, fre
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"{out}: cannot create folder ({e.strerror})") from None
-    try:
-        pd.date_range("2000-01-03", periods=rows, freq=freq)
-    except (ValueError, OverflowError) as e:  # e.g. 10 million business days run past the year 2262
-        raise DataError(f"synth: {rows} rows at frequency {freq!r} do not fit pandas' timestamps ({e}); use a finer --freq such as 1min") from None
+    _times(rows, freq, "2000-01-03")  # fail before writing anything
     paths = []
     for name, frame in synth_frames(symbols, rows, seed, freq).items():
         p = out / f"{name}.{fmt}"

@@ -277,7 +277,8 @@ def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: s
             for col, m in cell_bad[rule].items():
                 if m[i]:
                     raw = raw_text.get(col)
-                    val = raw[c["_pos"][i]] if raw is not None else c[col][i]
+                    val = raw[c["_pos"][i]] if raw is not None else float(c[col][i])
+                    val = float(val) if isinstance(val, (float, np.floating)) else val
                     raise DataError(f"{_where(source, int(rows.line[i]), unit)}: {rule.replace('_', ' ')} "
                                     f"{val!r} in column {col!r} (data.invalid_values=error)")
     if cfg.invalid_values == "drop":

@@ -1,0 +1,100 @@
+"""Feature cache (content-keyed, Parquet only) and the synthetic generator."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hftraining import cli
+from hftraining.config import DataConfig
+from hftraining.data.cache import feature_tables
+from hftraining.data.export import feature_table
+from hftraining.data.synth import synth_frames, synth_ohlcv, write_synth
+from hftraining.data.validate import check_paths
+from hftraining.errors import DataError
+
+
+def test_cache_hits_and_recomputes_on_content_or_config_change(tmp_path):
+    write_synth(tmp_path / "d", 2, 150, seed=1)
+    cfg = DataConfig(data_dir=str(tmp_path / "d"), cache_dir=str(tmp_path / "cache"))
+    first, rep = feature_tables(cfg)
+    assert rep["cache"] == "miss"
+    again, rep = feature_tables(cfg)
+    assert rep["cache"] == "hit" and rep["rows_in"] == 300
+    for sym in first:
+        pd.testing.assert_frame_equal(first[sym], again[sym])
+    stored = {p.suffix for p in (tmp_path / "cache").rglob("*") if p.is_file()}
+    assert stored == {".parquet", ".json"}  # never pickle
+    # a changed file (same name, same size class) is a miss, and its new values are used
+    path = tmp_path / "d" / "SYN001.csv"
+    text = path.read_text().splitlines()
+    cells = text[-1].split(",")
+    cells[4] = f"{float(cells[4]) * 1.01:.6f}"  # the close of the last row, still inside high/low? clip repairs it
+    path.write_text("\n".join(text[:-1] + [",".join(cells)]) + "\n")
+    changed, rep = feature_tables(cfg)
+    assert rep["cache"] == "miss"
+    assert changed["SYN001"]["close"].iloc[-1] != first["SYN001"]["close"].iloc[-1]
+    _, rep = feature_tables(dataclasses.replace(cfg, features=["rsi_14"]))
+    assert rep["cache"] == "miss"
+    _, rep = feature_tables(dataclasses.replace(cfg, cache_dir=None))
+    assert rep["cache"] == "off"
+
+
+def test_corrupt_cache_entry_is_recomputed(tmp_path):
+    write_synth(tmp_path / "d", 1, 150)
+    cfg = DataConfig(data_dir=str(tmp_path / "d"), cache_dir=str(tmp_path / "cache"))
+    feature_tables(cfg)
+    for p in (tmp_path / "cache").rglob("*.parquet"):
+        p.write_bytes(b"garbage")
+    tables, rep = feature_tables(cfg)
+    assert rep["cache"] == "miss" and len(tables["SYN000"]) == 150
+
+
+def test_feature_table_command_writes_symbol_timestamp_and_features(tmp_path, capsys):
+    write_synth(tmp_path / "d", 2, 150)
+    for out in ("f.csv", "f.parquet"):
+        code = cli.main(["data", "features", str(tmp_path / "d"), "--out", str(tmp_path / out),
+                         "--set", f"cache_dir={tmp_path / 'cache'}", "--set", "features=[rsi_14,atr_14]"])
+        assert code == 0
+    a = pd.read_csv(tmp_path / "f.csv")
+    b = pd.read_parquet(tmp_path / "f.parquet")
+    assert list(a.columns) == list(b.columns) == ["symbol", "timestamp", "rsi_14", "atr_14"]
+    assert len(a) == len(b) == 2 * (150 - 14) and a["symbol"].nunique() == 2
+    np.testing.assert_allclose(a["rsi_14"], b["rsi_14"])
+    assert cli.main(["data", "features", str(tmp_path / "d"), "--out", str(tmp_path / "f.xlsx")]) == 2
+    assert "use .csv or .parquet" in capsys.readouterr().err
+
+
+def test_synth_is_seeded_valid_and_clustered():
+    a, b = synth_ohlcv(20_000, seed=7), synth_ohlcv(20_000, seed=7)
+    pd.testing.assert_frame_equal(a, b)
+    assert not synth_ohlcv(20_000, seed=8)["close"].equals(a["close"])
+    assert (a["high"] >= a[["open", "close"]].max(axis=1)).all() and (a["low"] <= a[["open", "close"]].min(axis=1)).all()
+    assert (a["low"] > 0).all() and (a["volume"] >= 0).all()
+    r = np.diff(np.log(a["close"].to_numpy()))
+    acf = lambda x: np.corrcoef(x[1:], x[:-1])[0, 1]  # noqa: E731
+    assert abs(acf(r)) < 0.05 < acf(np.abs(r))  # returns barely autocorrelated, their size clustered
+    kurt = ((r - r.mean()) ** 4).mean() / r.var() ** 2
+    assert kurt > 4  # fat tails (a normal has 3)
+
+
+def test_synth_command_and_validator_keeps_every_row(tmp_path, capsys):
+    assert cli.main(["data", "synth", "--symbols", "3", "--rows", "120", "--out", str(tmp_path)]) == 0
+    reports, errors = check_paths([str(tmp_path)], DataConfig())
+    assert errors == [] and [r["rows_kept"] for r in reports] == [120] * 3
+    assert all(r["rules"] == {} for r in reports)
+    assert cli.main(["data", "synth", "--symbols", "0", "--rows", "10", "--out", str(tmp_path)]) == 2
+    assert "symbols must be >= 1" in capsys.readouterr().err
+    with pytest.raises(DataError, match="use a finer --freq"):
+        write_synth(tmp_path / "x", 1, 10_000_000, freq="B")
+
+
+def test_synth_frames_are_independent_symbols():
+    frames = synth_frames(3, 500, seed=2)
+    assert list(frames) == ["SYN000", "SYN001", "SYN002"]
+    assert not np.allclose(frames["SYN000"]["close"], frames["SYN001"]["close"])
+    table, report = feature_table(DataConfig(data_dir=None, cache_dir=None))
+    assert report["rows_in"] > 0 and table["symbol"].nunique() == 10
