@@ -261,9 +261,12 @@ def test_checkpointing_gives_equal_gradients(name):
 
 
 def layers_of(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The checkpointed blocks: the members of the model's ``layers`` ModuleList (if it has one)."""
-    layers = getattr(model, "layers", None)
-    return list(layers) if isinstance(layers, torch.nn.ModuleList) else []
+    """The checkpointed blocks: members of every ``layers`` ModuleList in the model, at any depth
+    (the transformer holds it directly, PatchTST in its encoder)."""
+    return [
+        layer for name, m in model.named_modules()
+        if name.split(".")[-1] == "layers" and isinstance(m, torch.nn.ModuleList) for layer in m
+    ]
 
 
 def test_checkpointing_refused_where_unsupported():
