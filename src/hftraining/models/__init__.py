@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from hftraining.config import ModelConfig
 from hftraining.models import baselines  # noqa: F401  (registers)
+from hftraining.models import dlinear  # noqa: F401  (registers)
+from hftraining.models import patchtst  # noqa: F401  (registers)
 from hftraining.models import transformer  # noqa: F401  (registers)
 from hftraining.models.base import ForecastModel, load_preprocessing
 from hftraining.models.losses import check_loss_weights, compute_loss

@@ -1,0 +1,1 @@
+"""Public benchmarks reproduced under their published protocols (``hftraining.bench.ett``)."""

@@ -1,0 +1,86 @@
+"""DLinear ("Are Transformers Effective for Time Series Forecasting?", Zeng et al., AAAI 2023):
+a moving average splits each channel into trend and seasonal (remainder) parts, and one linear
+layer per part maps the L inputs to the H outputs; the forecast is their sum.
+
+* :class:`DLinear` (``model.type: dlinear``) is the project's forecaster: the linear heads read
+  every channel (F features plus ``past``, the target's history) → (B, H).
+* :class:`DLinearMultivariate` is the paper's model (B, L, C) → (B, H, C) with the two heads
+  shared across channels (``individual=False``), used by the ETT benchmark.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hftraining.config import ModelConfig
+from hftraining.errors import ConfigError
+from hftraining.models.base import ForecastModel
+from hftraining.models.outputs import ForecastOutput
+from hftraining.models.registry import MODELS
+
+
+def decompose(x: torch.Tensor, kernel: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (N, C, L) → (seasonal, trend), both (N, C, L). The trend is a centred moving average;
+    the ends are padded by repeating the first/last step, as in the paper's code, so the output
+    keeps length L and uses no value outside the window."""
+    front, back = (kernel - 1) // 2, kernel // 2
+    padded = torch.cat([x[..., :1].expand(*x.shape[:-1], front), x, x[..., -1:].expand(*x.shape[:-1], back)], dim=-1)
+    n, c, _ = padded.shape
+    trend = F.avg_pool1d(padded.reshape(n * c, 1, -1), kernel, stride=1).view(n, c, -1)  # (N, C, L)
+    return x - trend, trend
+
+
+def _check_kernel(cfg: ModelConfig, seq_len: int) -> None:
+    if cfg.moving_avg > seq_len:
+        raise ConfigError(f"model.moving_avg: kernel {cfg.moving_avg} is longer than the input window ({seq_len} rows)")
+
+
+class DLinearMultivariate(nn.Module):
+    """(B, L, C) → (B, H, C): decomposition + two linear maps L → H shared by all channels.
+
+    ``subtract_last`` removes each window's last value before the model and adds it back (the NLinear
+    trick against level shifts between the training and test periods); the paper's DLinear has none."""
+
+    def __init__(self, cfg: ModelConfig, n_channels: int, horizon: int, seq_len: int, subtract_last: bool = False):
+        super().__init__()
+        _check_kernel(cfg, seq_len)
+        self.kernel = cfg.moving_avg
+        self.subtract_last = subtract_last
+        self.seasonal = nn.Linear(seq_len, horizon)
+        self.trend = nn.Linear(seq_len, horizon)
+        # the paper initialises both maps to the window average: a sane forecast before training
+        for lin in (self.seasonal, self.trend):
+            nn.init.constant_(lin.weight, 1.0 / seq_len)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = x[:, -1:, :] if self.subtract_last else 0.0  # (B, 1, C)
+        s, t = decompose((x - last).transpose(1, 2), self.kernel)  # (B, C, L) each
+        y = self.seasonal(s) + self.trend(t)  # (B, C, H)
+        return y.transpose(1, 2) + last  # (B, H, C)
+
+
+@MODELS.register("dlinear")
+class DLinear(ForecastModel):
+    """DLinear for the next H log returns: every channel (F features plus ``past`` as channel F; zeros
+    when ``past`` is not given) is decomposed, and two linear heads read all channels' seasonal and
+    trend parts: (B, (F+1)·L) → (B, H) each. Padded steps (``mask`` False) are zeroed first."""
+
+    def __init__(self, cfg: ModelConfig, n_features: int, horizon: int, seq_len: int):
+        super().__init__(cfg, n_features, horizon, seq_len)
+        _check_kernel(cfg, seq_len)
+        n_in = (n_features + 1) * seq_len
+        self.seasonal = nn.Linear(n_in, horizon)
+        self.trend = nn.Linear(n_in, horizon)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, past: torch.Tensor | None = None
+    ) -> ForecastOutput:
+        b, L, _ = x.shape
+        target = x.new_zeros(b, L) if past is None else past.to(x.dtype)
+        h = torch.cat([x, target.unsqueeze(-1)], dim=-1)  # (B, L, F+1)
+        if mask is not None:
+            h = h * mask.to(h.dtype).unsqueeze(-1)
+        s, t = decompose(h.transpose(1, 2), self.cfg.moving_avg)  # (B, F+1, L) each
+        return ForecastOutput(prediction=self.seasonal(s.flatten(1)) + self.trend(t.flatten(1)))  # (B, H)
