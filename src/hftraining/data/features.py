@@ -213,7 +213,7 @@ def build_features(frame: pd.DataFrame, specs: list[str], symbol: str = "?") -> 
         raise DataError(f"{symbol}: non-finite feature value at row {row} ({frame['timestamp'].iloc[row]})")
     out = feats.iloc[first:].copy()
     out.insert(0, "close", frame["close"].to_numpy()[first:])
-    out.insert(0, "timestamp", frame["timestamp"].to_numpy()[first:])
+    out.insert(0, "timestamp", frame["timestamp"].array[first:])  # keeps the dtype (to_numpy of tz-aware is objects)
     return out.reset_index(drop=True), first
 
 

@@ -14,8 +14,10 @@ This module only reads; the rules that drop or repair rows live in :mod:`hftrain
 
 from __future__ import annotations
 
+import csv
 import glob
 import re
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,18 +85,20 @@ def first_row_number(path: Path) -> int:
     return 1 if is_parquet(path) else 2
 
 
-def _sniff_delimiter(path: Path) -> str:
+def _sniff_header(path: Path) -> tuple[str, list[str]]:
+    """(delimiter, column names) from the first line of a CSV file."""
     with open(path, "rb") as fh:
         head = fh.read(65536)
     try:
         line = head.decode("utf-8-sig").splitlines()[0] if head.strip() else ""
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text (is it a CSV file?)") from None
-    if "," in line or not line:
-        return ","
-    counts = {d: line.count(d) for d in DELIMITERS[1:]}
-    best = max(counts, key=counts.get)
-    return best if counts[best] else ","
+    sep = ","
+    if "," not in line and line:
+        counts = {d: line.count(d) for d in DELIMITERS[1:]}
+        best = max(counts, key=counts.get)
+        sep = best if counts[best] else ","
+    return sep, next(csv.reader([line], delimiter=sep), [])
 
 
 def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -126,8 +130,12 @@ def read_table(path: Path) -> pd.DataFrame:
             else:
                 df = df.reset_index(drop=True)
         else:
-            sep = _sniff_delimiter(path)
-            df = pd.read_csv(path, sep=sep, encoding="utf-8-sig", skip_blank_lines=False, low_memory=False)
+            sep, names = _sniff_header(path)
+            # fast path: an ISO 8601 timestamp column is parsed by the reader (a column that does not
+            # parse stays text and goes through parse_timestamps, cell by cell)
+            ts_cols = [n for n in names if ALIASES.get(n.strip().lower()) == "timestamp"]
+            dates = {"parse_dates": ts_cols[:1], "date_format": "ISO8601"} if len(ts_cols) == 1 and names.count(ts_cols[0]) == 1 else {}
+            df = pd.read_csv(path, sep=sep, encoding="utf-8-sig", skip_blank_lines=False, low_memory=False, **dates)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty") from None
     except UnicodeDecodeError:
@@ -153,6 +161,10 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
     cell and applied to every cell (so ``01/02/2020`` never means two different days in one file).
     Numbers: Unix epoch seconds, or milliseconds when above 1e11. Naive timestamps are taken as UTC.
     """
+    if not pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_datetime64_any_dtype(values):
+        num = pd.to_numeric(values, errors="coerce")
+        if num.notna().any() and num.notna().sum() == values.notna().sum():  # numbers stored as text
+            values = num
     if pd.api.types.is_datetime64_any_dtype(values):
         ts = values if getattr(values.dt, "tz", None) is not None else values.dt.tz_localize("UTC")
     elif pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
@@ -166,7 +178,9 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
         n_bad = int(ts.isna().sum() - text.isna().sum())
         if n_bad > len(text) // 2:  # mostly not ISO: try the format of the first cell
             try:
-                alt = pd.to_datetime(text, utc=True, errors="coerce")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # "could not infer format": cells then become NaT
+                    alt = pd.to_datetime(text, utc=True, errors="coerce")
             except (ValueError, TypeError):
                 alt = None
             if alt is not None and alt.isna().sum() < ts.isna().sum():
