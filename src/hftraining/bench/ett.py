@@ -274,6 +274,7 @@ def train_model(model: torch.nn.Module, data: EttData, s: TrainSettings, log: Ca
             loss.backward()
             opt.step()
             step += 1
+            loss = loss.detach()
             if (k + 1) in eval_at:
                 model.eval()
                 val = metrics(predict, Xva, Yva)["mse"]

@@ -80,7 +80,10 @@ class _BatchNorm(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor, update_stats: bool = True) -> torch.Tensor:  # x (N, T, d)
         x = x.transpose(1, 2)  # (N, d, T): BatchNorm1d normalises dim 1
         if self.training and not update_stats:
-            y = F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+            # the same op on throwaway copies of the running buffers: the recomputation must save
+            # exactly the tensors the first forward saved, so the op itself may not change
+            rm, rv = self.running_mean.clone(), self.running_var.clone()
+            y = F.batch_norm(x, rm, rv, self.weight, self.bias, True, self.momentum, self.eps)
         else:
             y = super().forward(x)
         return y.transpose(1, 2)
