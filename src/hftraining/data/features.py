@@ -184,16 +184,27 @@ def check_specs(specs: list[str]) -> None:
             raise ConfigError(f"data.features: {spec!r}: bad parameters ({e})") from None
 
 
-def compute_features(frame: pd.DataFrame, specs: list[str]) -> pd.DataFrame:
-    """All features of ``specs`` for one symbol, row-aligned with ``frame`` (warm-up rows NaN)."""
-    cols: dict[str, np.ndarray] = {}
+def _feature_matrix(frame: pd.DataFrame, specs: list[str]) -> tuple[np.ndarray, list[str]]:
+    """(n, F) float64 matrix of all features of ``specs`` and its column names. Column-major: each
+    column is contiguous, which is also the layout of a pandas block (so no copy when framed)."""
+    parts: list[tuple[str, np.ndarray]] = []
     for spec in specs:
         name, params = parse_spec(spec)
-        for col, values in FEATURES.get(name)(frame, *params).items():
-            if col in cols:
-                raise ConfigError(f"data.features: column {col!r} produced twice")
-            cols[col] = np.asarray(values, dtype=np.float64)
-    return pd.DataFrame(cols, index=frame.index)
+        parts += FEATURES.get(name)(frame, *params).items()
+    names = [c for c, _ in parts]
+    dup = next((c for c in names if names.count(c) > 1), None)
+    if dup:
+        raise ConfigError(f"data.features: column {dup!r} produced twice")
+    out = np.empty((len(parts), len(frame)), dtype=np.float64).T
+    for j, (_, values) in enumerate(parts):
+        out[:, j] = values
+    return out, names
+
+
+def compute_features(frame: pd.DataFrame, specs: list[str]) -> pd.DataFrame:
+    """All features of ``specs`` for one symbol, row-aligned with ``frame`` (warm-up rows NaN)."""
+    values, names = _feature_matrix(frame, specs)
+    return pd.DataFrame(values, columns=names, index=frame.index, copy=False)
 
 
 def build_features(frame: pd.DataFrame, specs: list[str], symbol: str = "?") -> tuple[pd.DataFrame, int]:
@@ -202,8 +213,8 @@ def build_features(frame: pd.DataFrame, specs: list[str], symbol: str = "?") -> 
     The returned frame keeps ``timestamp`` and ``close`` (for the targets) beside the features.
     A NaN after the warm-up (a gap the validator should have caught) is a DataError naming the row.
     """
-    feats = compute_features(frame, specs)
-    valid = np.isfinite(feats.to_numpy()).all(axis=1)
+    values, names = _feature_matrix(frame, specs)
+    valid = np.isfinite(values).all(axis=1)
     if not valid.any():
         raise DataError(f"{symbol}: too few rows ({len(frame)}) to compute the features {specs}")
     first = int(np.argmax(valid))
@@ -211,10 +222,10 @@ def build_features(frame: pd.DataFrame, specs: list[str], symbol: str = "?") -> 
     if bad.size:
         row = first + int(bad[0])
         raise DataError(f"{symbol}: non-finite feature value at row {row} ({frame['timestamp'].iloc[row]})")
-    out = feats.iloc[first:].copy()
+    out = pd.DataFrame(values[first:], columns=names, copy=False)  # a view: no copy of the feature block
     out.insert(0, "close", frame["close"].to_numpy()[first:])
     out.insert(0, "timestamp", frame["timestamp"].array[first:])  # keeps the dtype (to_numpy of tz-aware is objects)
-    return out.reset_index(drop=True), first
+    return out, first
 
 
 def feature_columns(specs: list[str]) -> list[str]:

@@ -246,7 +246,7 @@ def validate_frame(
 
     c = rows.cols
     out = pd.DataFrame({
-        "timestamp": pd.to_datetime(c["ts"], utc=True).astype("datetime64[ns, UTC]"),
+        "timestamp": pd.DatetimeIndex(c["ts"].view("datetime64[ns]")).tz_localize("UTC"),
         **{k: c[k] for k in io.OHLCV},
     })
     rep.rows_kept = len(out)
