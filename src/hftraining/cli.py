@@ -73,6 +73,47 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_config(args: argparse.Namespace, data_dir=None):
+    """The data section of ``--config`` with ``--set`` overrides (``data.`` may be left out)."""
+    from hftraining.config import load_config
+
+    sets = [s if s.startswith(("data.", "model.", "training.", "evaluation.", "output.")) else f"data.{s}" for s in args.set]
+    d = load_config(args.config, sets).data
+    if data_dir is not None:
+        d.data_dir = data_dir
+    return d
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from hftraining.data.validate import check_paths, format_report
+
+    reports, errors = check_paths(args.paths, _data_config(args))
+    if args.json:
+        print(json.dumps({"files": reports, "errors": errors}, indent=2))
+    else:
+        for rep in reports:
+            print(format_report(rep))
+    for line in errors:
+        print(f"hftraining: error: {line}", file=sys.stderr)
+    return 2 if errors else 0
+
+
+def _cmd_data_features(args: argparse.Namespace) -> int:
+    from hftraining.data.export import write_feature_table
+
+    rows, symbols = write_feature_table(_data_config(args, args.path), args.out)
+    print(f"wrote {rows} rows of {symbols} symbol(s) to {args.out}")
+    return 0
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from hftraining.data.synth import write_synth
+
+    paths = write_synth(args.out, args.symbols, args.rows, seed=args.seed, freq=args.freq, fmt=args.format)
+    print(f"wrote {len(paths)} file(s) of {args.rows} rows to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="hftraining", description="Train and honestly evaluate forecasters on OHLCV data.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -99,6 +140,31 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list registered models, optimizers or features")
     ls.add_argument("what", choices=["models", "optimizers", "features"])
     ls.set_defaults(func=_cmd_list)
+
+    data = sub.add_parser("data", help="check, featurise or synthesise OHLCV files")
+    dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    for name, helptext in (("check", "validate files and report every dropped or repaired row"),
+                           ("features", "write the feature table (CSV or Parquet by --out's extension)")):
+        d = dsub.add_parser(name, help=helptext)
+        if name == "check":
+            d.add_argument("paths", nargs="+", metavar="PATH", help="files, folders or globs")
+            d.add_argument("--json", action="store_true", help="print the reports as JSON")
+            d.set_defaults(func=_cmd_data_check)
+        else:
+            d.add_argument("path", metavar="PATH", help="file, folder or glob")
+            d.add_argument("--out", required=True, help="output file: .csv or .parquet")
+            d.set_defaults(func=_cmd_data_features)
+        d.add_argument("--config", help="YAML or JSON config whose data section applies")
+        d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="data setting, e.g. --set invalid_values=ffill (repeatable)")
+    sy = dsub.add_parser("synth", help="write synthetic OHLCV files (one per symbol)")
+    sy.add_argument("--symbols", type=int, required=True)
+    sy.add_argument("--rows", type=int, required=True, help="rows per symbol")
+    sy.add_argument("--out", required=True, metavar="DIR")
+    sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--freq", default="B", help="pandas frequency of the bars (B: business days, 1min, ...)")
+    sy.add_argument("--format", default="csv", choices=["csv", "parquet"])
+    sy.set_defaults(func=_cmd_data_synth)
     return p
 
 
