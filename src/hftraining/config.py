@@ -144,6 +144,8 @@ class TrainingConfig:
     """Log training metrics every this many optimizer steps."""
     save_steps: int = 500
     """Write a checkpoint every this many optimizer steps (0: only at the end)."""
+    save_on_epoch_end: bool = False
+    """Also write a checkpoint whenever an epoch of the training windows ends."""
     save_total_limit: int = 3
     """Keep at most this many checkpoints (the latest and the best are never deleted)."""
     resume_from_checkpoint: Optional[str] = None
@@ -389,6 +391,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"training.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
     if t.warmup_steps is not None and t.warmup_steps < 0:
         raise ConfigError(f"training.warmup_steps: must be >= 0, got {t.warmup_steps}")
+    if e.metric not in ("loss", "mse", "mae", "mse_vs_zero"):
+        raise ConfigError(f"evaluation.metric: {e.metric!r} is not one of 'loss', 'mse', 'mae', 'mse_vs_zero' (lower is better)")
     if t.save_steps < 0 or e.eval_steps < 0:
         raise ConfigError("training.save_steps/evaluation.eval_steps: must be >= 0")
 

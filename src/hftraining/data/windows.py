@@ -84,6 +84,10 @@ class EpochSampler:
         share = -(-len(glob) // self.world_size)  # ceil: the last, short batch of an epoch without drop_last
         return glob[self.rank * share : (self.rank + 1) * share]
 
+    def at_epoch_end(self) -> bool:
+        """True when the last batch drawn was the last of its epoch."""
+        return self._order is not None and self.position >= len(self._order)
+
     def state_dict(self) -> dict[str, int]:
         return {"seed": self.seed, "epoch": self.epoch, "position": self.position}
 

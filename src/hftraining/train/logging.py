@@ -34,7 +34,7 @@ class RunLogger:
     """Writes each record to metrics.jsonl and TensorBoard, and a line to the console/train.log."""
 
     def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True,
-                 progress_bar: str = "auto", total_steps: int = 0, initial_step: int = 0):
+                 progress_bar: str = "auto", total_steps: int = 0, purge_step: int | None = None):
         self.enabled = enabled
         self.run_dir = run_dir
         self._file_handler: logging.Handler | None = None
@@ -44,6 +44,8 @@ class RunLogger:
         if not enabled:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
+        if log.level == logging.NOTSET or log.level > logging.INFO:
+            log.setLevel(logging.INFO)  # train.log gets INFO even when the library is used without the CLI
         fh = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(fh)
@@ -52,12 +54,13 @@ class RunLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+            # purge_step: a resumed run hides the events a killed run wrote after its checkpoint
+            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge_step)
         use_bar = progress_bar == "always" or (progress_bar == "auto" and sys.stderr.isatty())
         if use_bar and total_steps:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True, file=sys.stderr)
+            self._bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, file=sys.stderr)
 
     def info(self, msg: str, *args: Any) -> None:
         if not self.enabled:

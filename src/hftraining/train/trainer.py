@@ -29,8 +29,6 @@ from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from hftraining.train.logging import RunLogger
 
-LOWER_IS_BETTER = {"loss", "mse", "mae"}
-
 
 class NonFiniteError(UserError):
     """Too many optimizer steps in a row had a NaN/Inf loss or gradient."""
@@ -67,6 +65,9 @@ def _prepare_run_dir(cfg: Config, info: DistInfo) -> tuple[Path, Path | None]:
     ckpt_root = run_dir / "checkpoints"
     t = cfg.training
     if t.resume_from_checkpoint:
+        if info.is_main:
+            ckpt.clean_temporary(ckpt_root)  # half-written checkpoints of the run that died
+        barrier(info)
         return run_dir, ckpt.resolve_resume(t.resume_from_checkpoint, ckpt_root)
     if ckpt.list_checkpoints(ckpt_root) and not cfg.output.overwrite:
         raise UserError(
@@ -115,9 +116,15 @@ class Trainer:
                 g["initial_lr"] = g["lr"]
             self.scheduler = optim.build_scheduler(self.optimizer, t)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        resume_step = None
+        if self.resume_path is not None:
+            resume_step = json.loads((self.resume_path / "trainer_state.json").read_text())["global_step"]
+            if self.info.is_main:
+                _truncate_metrics(self.run_dir / "metrics.jsonl", resume_step)
         self.logger = RunLogger(
             self.run_dir, enabled=self.info.is_main, tensorboard=cfg.output.tensorboard,
             progress_bar=cfg.output.progress_bar, total_steps=t.max_steps if self.model.needs_training else 0,
+            purge_step=None if resume_step is None else resume_step + 1,
         )
 
     # ------------------------------------------------------------------ state
@@ -298,7 +305,9 @@ class Trainer:
             self.logger.advance()
             if step % t.logging_steps == 0 or step == t.max_steps:
                 elapsed = time.perf_counter() - window_start
-                rec.update(step=step, epoch=self.sampler.epoch, loss=float(np.mean(losses)),
+                mean_loss = torch.tensor([float(np.mean(losses))], dtype=torch.float64)
+                mean_loss = float(all_reduce_sum(mean_loss, self.info)) / self.info.world_size  # over all ranks
+                rec.update(step=step, epoch=self.sampler.epoch, loss=mean_loss,
                            samples_per_second=samples / max(elapsed, 1e-9))
                 self.logger.log({"step": step, **{k: v for k, v in rec.items() if k != "step"}})
                 window_start, samples, losses = time.perf_counter(), 0, []
@@ -308,7 +317,8 @@ class Trainer:
                 self.logger.log({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}})
                 self._after_eval(metrics)
                 evaluated = True
-            if (t.save_steps and step % t.save_steps == 0) or step == t.max_steps or self.state.stopped_early:
+            epoch_end = t.save_on_epoch_end and self.sampler.at_epoch_end()
+            if (t.save_steps and step % t.save_steps == 0) or step == t.max_steps or self.state.stopped_early or epoch_end:
                 if evaluated and self.state.best_step == step:  # the best is only ever a saved step
                     self.state.best_checkpoint = str(self.ckpt_root / f"step-{step:08d}")
                 self.save_checkpoint()
@@ -340,6 +350,15 @@ class Trainer:
 
     def close(self) -> None:
         self.logger.close()
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop the records a killed run logged after the checkpoint it resumes from (they are redone)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= last_step]
+    path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
 
 
 def _subset(ws: WindowSet, idx: np.ndarray) -> WindowSet:

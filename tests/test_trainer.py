@@ -1,0 +1,103 @@
+"""Trainer behaviour users rely on: non-finite recovery, early stopping, TensorBoard, precision."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hftraining.config import load_config
+from hftraining.data.pipeline import prepare
+from hftraining.errors import ConfigError
+from hftraining.train.checkpoint import list_checkpoints
+from hftraining.train.trainer import NonFiniteError, train
+
+
+def _inject_nan(data, bad_calls):
+    """Make the training batches drawn on call numbers in ``bad_calls`` contain a NaN."""
+    original = data.train.batch
+    calls = {"n": 0}
+
+    def batch(idx):
+        out = original(idx)
+        calls["n"] += 1
+        if calls["n"] in bad_calls:
+            out["x"] = out["x"].clone()
+            out["x"][0, -1, 0] = float("nan")
+        return out
+
+    data.train.batch = batch
+    return calls
+
+
+def test_nan_batches_skip_their_step_and_training_goes_on(tiny_overrides, tmp_path):
+    cfg = load_config(None, tiny_overrides + ["training.gradient_accumulation_steps=2"])
+    data = prepare(cfg.data)
+    _inject_nan(data, bad_calls={3, 10, 11})  # micro-batches of steps 2, 5 and 6 (two per step)
+    train(cfg, data)
+    run = cfg.run_dir()
+    recs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    skipped = [r for r in recs if "nonfinite_skipped" in r]
+    assert [r["nonfinite_skipped"] for r in skipped] == [1, 2, 3]
+    state = json.loads((run / "checkpoints" / "step-00000030" / "trainer_state.json").read_text())
+    assert state["skipped_steps"] == 3 and state["global_step"] == 30
+    from safetensors.torch import load_file
+
+    weights = load_file(str(run / "final" / "model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_too_many_nonfinite_steps_stop_with_last_good_checkpoint(tiny_overrides):
+    cfg = load_config(None, tiny_overrides + ["training.max_consecutive_nonfinite=3"])
+    data = prepare(cfg.data)
+    _inject_nan(data, bad_calls=set(range(13, 1000)))  # every batch after step 12 is poisoned
+    with pytest.raises(NonFiniteError, match=r"3 optimizer steps in a row .*training.max_consecutive_nonfinite=3"):
+        train(cfg, data)
+    ckpts = list_checkpoints(cfg.run_dir() / "checkpoints")
+    assert [s for s, _ in ckpts] == [10]
+    from safetensors.torch import load_file
+
+    weights = load_file(str(ckpts[-1][1] / "model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_early_stopping_stops_and_checkpoints(tiny_overrides):
+    cfg = load_config(None, tiny_overrides + [
+        "training.max_steps=100", "evaluation.eval_steps=5", "training.save_steps=0",
+        "training.early_stopping_patience=2", "training.early_stopping_threshold=1000.0",
+    ])
+    train(cfg)
+    run = cfg.run_dir()
+    evals = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines() if "eval_mse" in l]
+    assert evals == [5, 10, 15]  # first eval sets the best; two without a 1000-unit improvement stop it
+    assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [15]
+    assert json.loads((run / "eval.json").read_text())["step"] == 15
+
+
+def test_tensorboard_events_open_with_tensorboard_reader(tiny_overrides):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = load_config(None, [o for o in tiny_overrides if not o.startswith("output.tensorboard")])
+    train(cfg)
+    acc = EventAccumulator(str(cfg.run_dir() / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/learning_rate", "train/grad_norm", "train/samples_per_second",
+            "eval/mse", "eval/loss", "eval/directional_accuracy"} <= tags
+    recs = [json.loads(l) for l in (cfg.run_dir() / "metrics.jsonl").read_text().splitlines()]
+    jsonl_loss = [r["loss"] for r in recs if "learning_rate" in r]
+    tb_loss = [e.value for e in acc.Scalars("train/loss")]
+    np.testing.assert_allclose(tb_loss, jsonl_loss, rtol=1e-6)
+
+
+def test_fp16_on_cpu_is_a_config_error(tiny_overrides):
+    cfg = load_config(None, tiny_overrides + ["training.precision=fp16", "training.device=cpu"])
+    with pytest.raises(ConfigError, match="training.precision: fp16 needs CUDA"):
+        train(cfg)
+
+
+def test_bf16_autocast_trains(tiny_overrides):
+    cfg = load_config(None, tiny_overrides + ["training.use_mixed_precision=true"])
+    result = train(cfg)
+    assert np.isfinite(result["model"]["mse"])
+    assert "bf16" in (cfg.run_dir() / "train.log").read_text()
