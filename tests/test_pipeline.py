@@ -4,7 +4,7 @@ import pytest
 
 from hftraining.config import DataConfig
 from hftraining.data.io import load_frames
-from hftraining.data.pipeline import apply, latest_windows, prepare
+from hftraining.data.pipeline import apply, build_rows, latest_windows, prepare
 from hftraining.data.splits import chronological_split, window_ends
 
 
@@ -17,28 +17,35 @@ def prepared():
 def test_no_window_crosses_a_symbol_or_split(prepared):
     d, p = prepared
     frames = load_frames(None, d.symbols)
+    rows, _ = build_rows(frames, d.features)
     for name in ("train", "val", "test"):
         ws = p.split(name)
-        # each window's rows (inputs and targets) must come from one symbol's segment of this split
-        starts = ws.ends - d.sequence_length + 1
-        stops = ws.ends + d.prediction_horizon
-        seg_id = np.zeros(len(ws.returns), dtype=np.int64)
-        # rebuild the segment boundaries from the per-symbol row counts
-        bounds, offset = [], 0
-        from hftraining.data.pipeline import build_series
-
-        for s in build_series(frames, d.features):
-            seg = chronological_split(len(s.times), d.train_ratio, d.val_ratio, d.embargo)[name]
-            bounds.append((offset, offset + len(seg), s.symbol))
-            offset += len(seg)
-        assert offset == len(ws.returns)
-        for k, (a, b, sym) in enumerate(bounds):
-            seg_id[a:b] = k
-        assert (seg_id[starts] == seg_id[stops]).all()
-        assert (starts >= 0).all() and (stops < len(ws.returns)).all()
-        for k, (a, b, sym) in enumerate(bounds):
-            mine = seg_id[ws.ends] == k
+        assert len(ws) > 0
+        for k, sym in enumerate(rows.symbols):
+            seg = chronological_split(int(rows.lengths[k]), d.train_ratio, d.val_ratio, d.embargo)[name]
+            lo, hi = int(rows.starts[k]) + seg.start, int(rows.starts[k]) + seg.stop
+            mine = ws.symbol_ids == k
             assert all(ws.symbols[i] == sym for i in ws.symbol_ids[mine])
+            # every input row and every target row of the window lies in this symbol's segment
+            assert (ws.ends[mine] - d.sequence_length + 1 >= lo).all()
+            assert (ws.ends[mine] + d.prediction_horizon < hi).all()
+            assert (ws.first_rows[mine] == lo).all()
+        b = ws.batch(np.arange(min(len(ws), 64)))
+        assert "mask" not in b  # full windows only: min_history defaults to sequence_length
+
+
+def test_short_history_is_left_padded_and_masked():
+    d = DataConfig(symbols=["AEM"], sequence_length=30, prediction_horizon=5, min_history=10)
+    p = prepare(d)
+    ws = p.train
+    first = np.flatnonzero(ws.ends - ws.first_rows + 1 < d.sequence_length)
+    assert len(first) == 20  # windows with 10..29 real rows
+    b = ws.batch(first[:3])
+    mask = b["mask"].numpy()
+    assert mask[:, -10:].all() and mask.sum(axis=1).tolist() == [10, 11, 12]
+    assert (b["x"].numpy()[~mask] == 0).all() and (b["past"].numpy()[~mask] == 0).all()
+    full = prepare(DataConfig(symbols=["AEM"], sequence_length=30, prediction_horizon=5))
+    assert len(ws) == len(full.train) + 20
 
 
 def test_splits_are_chronological_with_embargo(prepared):
@@ -62,8 +69,13 @@ def test_window_ends_keep_targets_inside_segment():
 def test_scaler_uses_training_rows_only(prepared):
     d, p = prepared
     # standardised training features have mean 0 / std 1; validation and test do not in general
-    np.testing.assert_allclose(p.train.features.mean(axis=0), 0, atol=1e-4)
-    np.testing.assert_allclose(p.train.features.std(axis=0), 1, atol=1e-3)
+    rows, _ = build_rows(load_frames(None, d.symbols), d.features)
+    train_rows = np.concatenate([
+        p.train.features[int(rows.starts[k]) : int(rows.starts[k]) + int(rows.lengths[k] * d.train_ratio)]
+        for k in range(len(rows.symbols))
+    ])
+    np.testing.assert_allclose(train_rows.mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(train_rows.std(axis=0), 1, atol=1e-3)
     # changing prices in the test period leaves the fitted scaler untouched
     frames = load_frames(None, d.symbols)
     n = len(frames["AEM"])
@@ -92,7 +104,8 @@ def test_apply_reproduces_training_windows(prepared):
     d, p = prepared
     again = apply(p.preprocessing, load_frames(None, d.symbols), "test")
     np.testing.assert_array_equal(again.ends, p.test.ends)
-    np.testing.assert_array_equal(again.features, p.test.features)
+    idx = np.arange(len(again))
+    np.testing.assert_array_equal(again.batch(idx)["x"], p.test.batch(idx)["x"])
 
 
 def test_latest_window_is_the_last_rows(prepared):

@@ -80,6 +80,8 @@ class DataConfig:
     """Feature scaler fit on the training split only: mean/std or median/IQR."""
     scale_per_symbol: bool = False
     """Fit one scaler per symbol instead of one over all symbols."""
+    min_history: Optional[int] = None
+    """Fewest real rows in an input window; shorter histories are left-padded and masked. ``None``: ``sequence_length`` (no padding)."""
     stride: int = 1
     """Step in rows between consecutive training windows."""
     min_rows: int = 0
@@ -379,6 +381,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"data.train_ratio/data.val_ratio: need 0 < train, 0 <= val and train + val < 1, got {d.train_ratio}, {d.val_ratio}"
         )
+    if d.min_history is not None and not 1 <= d.min_history <= d.sequence_length:
+        raise ConfigError(f"data.min_history: must be in [1, data.sequence_length={d.sequence_length}], got {d.min_history}")
     if d.embargo < 0:
         raise ConfigError(f"data.embargo: must be >= 0, got {d.embargo}")
     if not d.features:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterable, Mapping, Union
 
 import numpy as np
 import pandas as pd
 
 from hftraining.config import DataConfig
-from hftraining.data.features import build_features, check_specs
+from hftraining.data.features import build_features, check_specs, feature_columns
 from hftraining.data.io import load_and_validate
 from hftraining.data.scaling import Scaler
 from hftraining.data.splits import SPLITS, Segment, chronological_split, window_ends
@@ -21,17 +21,6 @@ from hftraining.data.windows import WindowSet
 from hftraining.errors import DataError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SymbolSeries:
-    """One symbol after features: row t holds features using rows ≤ t only."""
-
-    symbol: str
-    times: np.ndarray  # (n,) int64 ns UTC
-    features: np.ndarray  # (n, F) float64, unscaled
-    close: np.ndarray  # (n,) float64
-    returns: np.ndarray  # (n,) float64 log(close_t / close_{t-1})
 
 
 @dataclass
@@ -87,159 +76,221 @@ class PreparedData:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
 
-def series_from_frame(symbol: str, frame: pd.DataFrame, specs: list[str]) -> SymbolSeries:
-    """Features for one symbol, warm-up rows (and the first row, which has no return) dropped."""
-    feats, first = build_features(frame, specs, symbol)
-    close_all = frame["close"].to_numpy(np.float64)
-    ret_all = np.full_like(close_all, np.nan)
-    ret_all[1:] = np.log(close_all[1:] / close_all[:-1])
-    start = 1 if first == 0 else 0  # row 0 of the frame has no previous close
-    feats = feats.iloc[start:]
-    ret = ret_all[first + start :]
-    if not np.isfinite(ret).all():
-        bad = first + start + int(np.flatnonzero(~np.isfinite(ret))[0])
-        raise DataError(f"{symbol}: non-finite log return at row {bad} (close {close_all[bad]!r})")
-    times = pd.to_datetime(feats["timestamp"], utc=True).to_numpy("datetime64[ns]").astype(np.int64)
-    cols = [c for c in feats.columns if c not in ("timestamp", "close")]
-    return SymbolSeries(symbol, times, feats[cols].to_numpy(np.float64), feats["close"].to_numpy(np.float64), ret)
+@dataclass
+class Rows:
+    """All symbols' feature rows in one contiguous float32 block (rows of a symbol are adjacent).
+
+    ``features`` is (N, F), ``returns`` (N,) the log return of each row over the previous row.
+    Symbol k owns rows ``starts[k] : starts[k] + lengths[k]``.
+    """
+
+    symbols: list[str]
+    starts: np.ndarray  # (S,) int64
+    lengths: np.ndarray  # (S,) int64
+    features: np.ndarray  # (N, F) float32
+    returns: np.ndarray  # (N,) float32
+    times: np.ndarray  # (N,) int64 ns UTC
+    close: np.ndarray  # (N,) float64
+
+    def rows(self, k: int) -> slice:
+        return slice(int(self.starts[k]), int(self.starts[k] + self.lengths[k]))
+
+
+FrameSource = Union[Mapping[str, pd.DataFrame], Iterable[tuple[str, pd.DataFrame]]]
+
+
+def build_rows(
+    frames: FrameSource, specs: list[str], min_rows: int = 1, capacity: int | None = None
+) -> tuple[Rows, list[str]]:
+    """Features of every symbol written straight into one float32 block → (rows, skipped symbols).
+
+    ``frames`` is a mapping or an iterable of (symbol, frame) pairs; with an iterable and
+    ``capacity`` (an upper bound of the rows in all), frames can be produced one at a time and
+    released after use, so memory never holds all input frames and the block together.
+    Warm-up rows (and the first row, which has no previous close) are dropped; symbols left with
+    fewer than ``min_rows`` rows are skipped. Only one symbol's float64 features exist at a time.
+    """
+    if isinstance(frames, Mapping):
+        capacity, frames = sum(len(f) for f in frames.values()), frames.items()
+    elif capacity is None:
+        frames = list(frames)
+        capacity = sum(len(f) for _, f in frames)
+    total = capacity
+    F = len(feature_columns(specs))
+    feats = np.empty((total, F), dtype=np.float32)
+    rets = np.empty(total, dtype=np.float32)
+    times = np.empty(total, dtype=np.int64)
+    close = np.empty(total, dtype=np.float64)
+    symbols, starts, lengths, skipped = [], [], [], []
+    off = 0
+    for sym, frame in frames:
+        if off + len(frame) > total:
+            raise ValueError(f"build_rows: more rows than capacity={total}")  # a caller's bug, not user input
+        if len(frame) < 2:
+            skipped.append(sym)
+            continue
+        values, first = build_features(frame, specs, sym)  # (n - first, F+2) frame: timestamp, close, features
+        c_all = frame["close"].to_numpy(np.float64)
+        start = max(first, 1)  # row 0 of the frame has no previous close
+        n = len(frame) - start
+        if n < min_rows:
+            skipped.append(sym)
+            continue
+        r = np.log(c_all[start:] / c_all[start - 1 : -1])
+        if not np.isfinite(r).all():
+            bad = start + int(np.flatnonzero(~np.isfinite(r))[0])
+            raise DataError(f"{sym}: non-finite log return at row {bad} (close {c_all[bad]!r})")
+        block = values.iloc[start - first :]
+        feats[off : off + n] = block.iloc[:, 2:].to_numpy(np.float64)
+        rets[off : off + n] = r
+        ts = pd.DatetimeIndex(block["timestamp"])
+        times[off : off + n] = (ts.tz_convert("UTC") if ts.tz is not None else ts.tz_localize("UTC")).asi8
+        close[off : off + n] = c_all[start:]
+        symbols.append(sym)
+        starts.append(off)
+        lengths.append(n)
+        off += n
+    # views of the first ``off`` rows: the unused tail (warm-up rows) is a few rows per symbol
+    rows = Rows(symbols, np.asarray(starts, np.int64), np.asarray(lengths, np.int64),
+                feats[:off], rets[:off], times[:off], close[:off])
+    return rows, skipped
 
 
 def _segments(n: int, d: DataConfig) -> dict[str, Segment]:
     return chronological_split(n, d.train_ratio, d.val_ratio, d.embargo)
 
 
-def _window_set(
-    series: list[SymbolSeries],
-    segments: list[Segment],
-    pre: Preprocessing,
-    stride: int,
-    symbols: list[str],
-) -> WindowSet:
-    """Concatenate each symbol's segment rows into one array and index the windows inside them."""
-    feats, rets, ends, sym_ids, times, closes = [], [], [], [], [], []
-    offset = 0
-    sym_index = {s: i for i, s in enumerate(symbols)}
-    for s, seg in zip(series, segments):
+SegmentFn = Callable[[int], dict[str, Segment]]
+
+
+def _scale_in_place(rows: Rows, pre: Preprocessing) -> None:
+    """Scale features and returns in place (float32), so no second copy of the block exists."""
+    for k, sym in enumerate(rows.symbols):
+        center, scale = pre.scaler.stats(sym)
+        block = rows.features[rows.rows(k)]
+        block -= center.astype(np.float32)
+        block /= scale.astype(np.float32)
+    rows.returns /= np.float32(pre.target_scale)
+
+
+def _window_set(rows: Rows, segments: list[Segment], pre: Preprocessing, stride: int, min_history: int) -> WindowSet:
+    """Index the windows of one split: each window's inputs and targets lie in one symbol's segment.
+
+    ``segments[k]`` is in symbol k's own row numbers. With ``min_history`` < L, windows may start
+    up to L - min_history rows before the segment; those steps are masked (left padding)."""
+    L, H = pre.seq_len, pre.horizon
+    ends, ids = [], []
+    seg_first = rows.starts.copy()
+    for k, seg in enumerate(segments):
+        seg_first[k] += seg.start
         if len(seg) == 0:
             continue
-        rows = slice(seg.start, seg.stop)
-        feats.append(pre.scaler.transform(s.features[rows], s.symbol).astype(np.float32))
-        rets.append((s.returns[rows] / pre.target_scale).astype(np.float32))
-        e = np.asarray(window_ends(seg, pre.seq_len, pre.horizon, stride), dtype=np.int64)
-        ends.append(e - seg.start + offset)
-        sym_ids.append(np.full(len(e), sym_index[s.symbol], dtype=np.int32))
-        times.append(s.times[e])
-        closes.append(s.close[e])
-        offset += len(seg)
-    F = len(pre.feature_columns)
-
-    def cat(parts: list[np.ndarray], dtype, shape=(0,)) -> np.ndarray:
-        return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(shape, dtype)
-
+        padded = Segment(seg.start - (L - min_history), seg.stop)
+        e = np.asarray(window_ends(padded, L, H, stride), dtype=np.int64)
+        if len(e) == 0:
+            continue
+        ends.append(e + int(rows.starts[k]))
+        ids.append(np.full(len(e), k, dtype=np.int32))
     return WindowSet(
-        features=np.ascontiguousarray(cat(feats, np.float32, (0, F))),
-        returns=cat(rets, np.float32),
-        ends=cat(ends, np.int64),
-        symbol_ids=cat(sym_ids, np.int32),
-        times=cat(times, np.int64),
-        last_close=cat(closes, np.float64),
-        symbols=symbols,
-        seq_len=pre.seq_len,
-        horizon=pre.horizon,
+        features=rows.features, returns=rows.returns,
+        ends=np.concatenate(ends) if ends else np.zeros(0, np.int64),
+        symbol_ids=np.concatenate(ids) if ids else np.zeros(0, np.int32),
+        segment_first=seg_first, row_times=rows.times, row_close=rows.close,
+        symbols=rows.symbols, seq_len=L, horizon=H,
     )
 
 
-def build_series(frames: dict[str, pd.DataFrame], specs: list[str]) -> list[SymbolSeries]:
-    return [series_from_frame(sym, frame, specs) for sym, frame in frames.items()]
-
-
 def read_frames(d: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """Read (and, where the validating loader is available, validate) the frames of ``d``."""
+    """Read and validate the frames of ``d`` (the validation report is the second item)."""
     return load_and_validate(d)
 
 
-def prepare(d: DataConfig, frames: dict[str, pd.DataFrame] | None = None) -> PreparedData:
-    """Fit the preprocessing on the training split and cut the windows of all three splits."""
+def _min_history(d: DataConfig) -> int:
+    return d.sequence_length if d.min_history is None else d.min_history
+
+
+def prepare(
+    d: DataConfig,
+    frames: FrameSource | None = None,
+    segments: SegmentFn | None = None,
+    capacity: int | None = None,
+) -> PreparedData:
+    """Fit the preprocessing on the training split and index the windows of all three splits.
+
+    ``frames``: a mapping or iterable of (symbol, frame) (default: read and validate ``d.data_dir``);
+    ``capacity``: an upper bound of their rows, for streaming (see :func:`build_rows`).
+    ``segments(n_rows) -> {"train": Segment, "val": ..., "test": ...}`` overrides the chronological
+    split by ratio (walk-forward folds use it); the scaler is always fit on the "train" rows only.
+    """
     check_specs(d.features)
     report: dict[str, Any] = {}
     if frames is None:
         frames, report = read_frames(d)
-    series = build_series(frames, d.features)
-    min_rows = max(d.min_rows, d.sequence_length + d.prediction_horizon)
-    kept = [s for s in series if len(s.times) >= min_rows]
-    skipped = sorted(set(frames) - {s.symbol for s in kept})
+    min_hist = _min_history(d)
+    rows, skipped = build_rows(frames, d.features, max(d.min_rows, min_hist + d.prediction_horizon), capacity)
+    del frames  # a streamed source is released as it is consumed; a mapping stays with its owner
     if skipped:
-        log.warning("skipped %d symbol(s) with fewer than %d usable rows: %s", len(skipped), min_rows, ", ".join(skipped))
+        log.warning("skipped %d symbol(s) with too few usable rows: %s", len(skipped), ", ".join(skipped))
     report["skipped_symbols"] = skipped
-    if not kept:
+    if not rows.symbols:
         raise DataError(
-            f"data: no symbol has the {min_rows} rows after feature warm-up that one window of "
+            f"data: no symbol has the {min_hist + d.prediction_horizon} rows after feature warm-up that one window of "
             f"data.sequence_length={d.sequence_length} + data.prediction_horizon={d.prediction_horizon} needs"
         )
-    segs = [_segments(len(s.times), d) for s in kept]
-    train_rows = {s.symbol: s.features[seg["train"].start : seg["train"].stop] for s, seg in zip(kept, segs)}
-    train_rets = np.concatenate([s.returns[seg["train"].start : seg["train"].stop] for s, seg in zip(kept, segs)])
+    seg_fn = segments or (lambda n: _segments(n, d))
+    segs = [seg_fn(int(n)) for n in rows.lengths]
+    train_slices = {
+        sym: slice(int(rows.starts[k]) + seg["train"].start, int(rows.starts[k]) + seg["train"].stop)
+        for k, (sym, seg) in enumerate(zip(rows.symbols, segs))
+    }
+    train_rets = np.concatenate([rows.returns[sl] for sl in train_slices.values()]).astype(np.float64)
     target_scale = float(train_rets.std()) if train_rets.size > 1 and train_rets.std() > 0 else 1.0
-    from hftraining.data.features import feature_columns
-
     pre = Preprocessing(
         features=list(d.features),
         feature_columns=feature_columns(d.features),
-        scaler=Scaler(kind=d.scaler, per_symbol=d.scale_per_symbol).fit(train_rows),
+        scaler=Scaler(kind=d.scaler, per_symbol=d.scale_per_symbol).fit_rows(rows.features, train_slices),
         target_scale=target_scale,
         seq_len=d.sequence_length,
         horizon=d.prediction_horizon,
         data={k: v for k, v in vars(d).items()},
     )
-    symbols = [s.symbol for s in kept]
+    _scale_in_place(rows, pre)
     sets = {
-        name: _window_set(kept, [seg[name] for seg in segs], pre, d.stride if name == "train" else 1, symbols)
+        name: _window_set(rows, [seg[name] for seg in segs], pre, d.stride if name == "train" else 1, min_hist)
         for name in SPLITS
     }
     if len(sets["train"]) == 0:
         raise DataError("data: the training split yields no window; lower data.sequence_length or add rows")
     report["windows"] = {name: len(ws) for name, ws in sets.items()}
-    report["symbols"] = symbols
+    report["symbols"] = rows.symbols
     return PreparedData(sets["train"], sets["val"], sets["test"], pre, report)
 
 
 def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame], split: str = "test") -> WindowSet:
     """Windows of ``split`` (or ``"all"``) of new frames, with the saved preprocessing (nothing refit)."""
     d = pre.data_config()
-    series = [s for s in build_series(frames, pre.features) if len(s.times) >= pre.seq_len + pre.horizon]
-    if not series:
-        raise DataError(f"data: no symbol has the {pre.seq_len + pre.horizon} rows one window needs")
+    min_hist = _min_history(d)
+    rows, _ = build_rows(frames, pre.features, min_hist + pre.horizon)
+    if not rows.symbols:
+        raise DataError(f"data: no symbol has the {min_hist + pre.horizon} rows one window needs")
+    _scale_in_place(rows, pre)
     if split == "all":
-        segs = [Segment(0, len(s.times)) for s in series]
+        segs = [Segment(0, int(n)) for n in rows.lengths]
     else:
-        segs = [_segments(len(s.times), d)[split] for s in series]
-    return _window_set(series, segs, pre, 1, [s.symbol for s in series])
+        segs = [_segments(int(n), d)[split] for n in rows.lengths]
+    return _window_set(rows, segs, pre, 1, min_hist)
 
 
 def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> WindowSet:
     """The most recent input window of each symbol (no targets: they lie in the future)."""
-    series = build_series(frames, pre.features)
-    short = [s.symbol for s in series if len(s.times) < pre.seq_len]
-    if short:
-        raise DataError(f"{short[0]}: fewer than data.sequence_length={pre.seq_len} rows after feature warm-up")
-    feats, rets, ends, times, closes = [], [], [], [], []
-    offset = 0
-    for s in series:
-        rows = slice(len(s.times) - pre.seq_len, len(s.times))
-        feats.append(pre.scaler.transform(s.features[rows], s.symbol).astype(np.float32))
-        rets.append((s.returns[rows] / pre.target_scale).astype(np.float32))
-        offset += pre.seq_len
-        ends.append(offset - 1)
-        times.append(s.times[-1])
-        closes.append(s.close[-1])
+    min_hist = _min_history(pre.data_config())
+    rows, skipped = build_rows(frames, pre.features, min_hist)
+    if skipped:
+        raise DataError(f"{skipped[0]}: fewer than the {min_hist} rows after feature warm-up that one input window needs")
+    _scale_in_place(rows, pre)
+    ends = rows.starts + rows.lengths - 1
     return WindowSet(
-        features=np.ascontiguousarray(np.concatenate(feats)),
-        returns=np.concatenate(rets),
-        ends=np.asarray(ends, dtype=np.int64),
-        symbol_ids=np.arange(len(series), dtype=np.int32),
-        times=np.asarray(times, dtype=np.int64),
-        last_close=np.asarray(closes, dtype=np.float64),
-        symbols=[s.symbol for s in series],
-        seq_len=pre.seq_len,
-        horizon=0,
+        features=rows.features, returns=rows.returns, ends=ends,
+        symbol_ids=np.arange(len(rows.symbols), dtype=np.int32), segment_first=rows.starts.copy(),
+        row_times=rows.times, row_close=rows.close, symbols=rows.symbols, seq_len=pre.seq_len, horizon=0,
     )

@@ -39,11 +39,47 @@ class Scaler:
             self.params = {GLOBAL: _stats(np.concatenate(list(rows_by_symbol.values())), self.kind)}
         return self
 
-    def transform(self, x: np.ndarray, symbol: str) -> np.ndarray:
+    def fit_rows(self, x: np.ndarray, train_rows: dict[str, slice]) -> "Scaler":
+        """Fit on the rows ``x[train_rows[symbol]]`` of one (N, F) block, without copying them all.
+
+        Standard scaling combines per-symbol float64 means and sums of squared deviations (Chan et
+        al.'s parallel update), so only one symbol's rows are ever converted at a time; the robust
+        scaler needs every value for its quantiles and gathers the training rows once."""
+        parts = {s: x[sl] for s, sl in train_rows.items() if sl.stop > sl.start}
+        if not parts:
+            raise DataError("data: the training split has no rows to fit the scaler on")
+        if self.per_symbol or self.kind == "robust":
+            if self.per_symbol:
+                self.params = {s: _stats(p.astype(np.float64), self.kind) for s, p in parts.items()}
+            else:
+                self.params = {GLOBAL: _stats(np.concatenate(list(parts.values())).astype(np.float64), self.kind)}
+            return self
+        n, mean, m2 = 0, None, None
+        for p in parts.values():
+            p64 = p.astype(np.float64)
+            nb, mb = len(p64), p64.mean(axis=0)
+            m2b = ((p64 - mb) ** 2).sum(axis=0)
+            if mean is None:
+                n, mean, m2 = nb, mb, m2b
+            else:
+                delta = mb - mean
+                tot = n + nb
+                mean = mean + delta * nb / tot
+                m2 = m2 + m2b + delta**2 * n * nb / tot
+                n = tot
+        std = np.sqrt(m2 / n)
+        self.params = {GLOBAL: (mean, np.where(std > 1e-12, std, 1.0))}
+        return self
+
+    def stats(self, symbol: str) -> tuple[np.ndarray, np.ndarray]:
+        """(center, scale) applied to ``symbol``'s rows."""
         key = symbol if self.per_symbol else GLOBAL
         if key not in self.params:
             raise DataError(f"symbol {symbol!r}: the scaler was fit per symbol and has no statistics for it")
-        center, scale = self.params[key]
+        return self.params[key]
+
+    def transform(self, x: np.ndarray, symbol: str) -> np.ndarray:
+        center, scale = self.stats(symbol)
         return (x - center) / scale
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,6 +7,8 @@ gathered with one fancy-index per array, so memory does not grow with ``sequence
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,15 +17,38 @@ import torch
 
 @dataclass
 class WindowSet:
-    features: np.ndarray  # (N, F) float32, scaled
+    """The windows of one split. Row arrays are shared with the other splits; per window only its
+    last input row and its symbol are stored (everything else is derived on demand)."""
+
+    features: np.ndarray  # (N, F) float32, scaled; shared by the splits (each only indexes it)
     returns: np.ndarray  # (N,) float32, log return of row t over row t-1, divided by target_scale
     ends: np.ndarray  # (W,) int64 row of each window's last input step
     symbol_ids: np.ndarray  # (W,) int32 index into ``symbols``
-    times: np.ndarray  # (W,) int64 ns since epoch (UTC) of each window's last input step
-    last_close: np.ndarray  # (W,) float64 close at each window's last input step
+    segment_first: np.ndarray  # (S,) int64 first row of each symbol's segment: earlier steps are padding
+    row_times: np.ndarray  # (N,) int64 ns since epoch (UTC) of each row
+    row_close: np.ndarray  # (N,) float64 close of each row
     symbols: list[str]
     seq_len: int
     horizon: int
+
+    @functools.cached_property
+    def times(self) -> np.ndarray:
+        """(W,) int64 ns UTC of each window's last input step (the forecast's as-of time)."""
+        return self.row_times[self.ends]
+
+    @functools.cached_property
+    def last_close(self) -> np.ndarray:
+        """(W,) float64 close at each window's last input step."""
+        return self.row_close[self.ends]
+
+    @property
+    def first_rows(self) -> np.ndarray:
+        """(W,) first row each window may read."""
+        return self.segment_first[self.symbol_ids]
+
+    def subset(self, idx) -> "WindowSet":
+        """The windows ``idx`` (an index array or slice), sharing the row arrays."""
+        return dataclasses.replace(self, ends=self.ends[idx], symbol_ids=self.symbol_ids[idx])
 
     def __len__(self) -> int:
         return len(self.ends)
@@ -32,16 +57,24 @@ class WindowSet:
         return np.arange(-self.seq_len + 1, 1), np.arange(1, self.horizon + 1)
 
     def batch(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
-        """Windows ``idx`` → {"x": (B, L, F), "past": (B, L), "y": (B, H), "index": (B,)}."""
+        """Windows ``idx`` → {"x": (B, L, F), "past": (B, L), "y": (B, H), "index": (B,)}, plus
+        "mask": (B, L) bool (True = real step) when a window of the batch is left-padded."""
         idx = np.asarray(idx, dtype=np.int64)
         ends = self.ends[idx]
         back, ahead = self._offsets()
         rows = ends[:, None] + back  # (B, L)
-        out = {
-            "x": torch.from_numpy(self.features[rows]),
-            "past": torch.from_numpy(self.returns[rows]),
-            "index": torch.from_numpy(idx),
-        }
+        first = self.segment_first[self.symbol_ids[idx]][:, None]  # (B, 1)
+        padded = bool((rows[:, 0:1] < first).any())
+        if padded:
+            mask = rows >= first
+            rows = np.maximum(rows, first)  # never read another symbol's or split's rows
+        x, past = self.features[rows], self.returns[rows]
+        out = {"index": torch.from_numpy(idx)}
+        if padded:
+            x[~mask] = 0.0
+            past[~mask] = 0.0
+            out["mask"] = torch.from_numpy(mask)
+        out["x"], out["past"] = torch.from_numpy(x), torch.from_numpy(past)
         if self.horizon:
             out["y"] = torch.from_numpy(self.returns[ends[:, None] + ahead])  # (B, H)
         return out

@@ -154,8 +154,9 @@ class Trainer:
     def _forward_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         net = self.ddp if self.ddp is not None else self.model
         x, past, y = (batch[k].to(self.device, non_blocking=True) for k in ("x", "past", "y"))
+        mask = batch["mask"].to(self.device) if "mask" in batch else None
         with autocast_context(self.device, self.precision):
-            out = net(x, None, past)
+            out = net(x, mask, past)
         return compute_loss(self.cfg.model, out, y, self.data.preprocessing.target_scale)
 
     def _describe(self, idx: np.ndarray) -> str:
@@ -237,7 +238,7 @@ class Trainer:
         shard = np.array_split(np.arange(n), self.info.world_size)[self.info.rank]
         sums = torch.zeros(6, dtype=torch.float64)  # sq err (scaled), sq err, abs err, hits, count, zero sq err
         if len(shard):
-            sub = _subset(ws, shard)
+            sub = ws.subset(shard)
             pred = predict_scaled(self.model, sub, self.cfg.data.eval_batch_size, self.device, self.precision).astype(np.float64)
             true = sub.targets().astype(np.float64)
             s = pre.target_scale
@@ -359,12 +360,6 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     keep = [line for line in path.read_text(encoding="utf-8").splitlines()
             if line.strip() and json.loads(line).get("step", 0) <= last_step]
     path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-
-
-def _subset(ws: WindowSet, idx: np.ndarray) -> WindowSet:
-    """The same rows, only the windows ``idx`` (no copy of the row arrays)."""
-    return WindowSet(ws.features, ws.returns, ws.ends[idx], ws.symbol_ids[idx], ws.times[idx], ws.last_close[idx],
-                     ws.symbols, ws.seq_len, ws.horizon)
 
 
 def train(cfg: Config, data: PreparedData | None = None) -> dict[str, Any]:
