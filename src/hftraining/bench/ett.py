@@ -285,8 +285,10 @@ def train_model(model: torch.nn.Module, data: EttData, s: TrainSettings, log: Ca
                     bad = 0
                 else:
                     bad += 1
+                if bad >= s.patience:
+                    break
         if bad >= s.patience:
-            log(f"  early stop: {bad} evaluations without improvement")
+            log(f"  early stop: {bad} evaluations without a lower val MSE")
             break
     if best["state"] is not None:
         model.load_state_dict(best["state"])
@@ -320,11 +322,12 @@ def run_ett(
     ridge: float = 1e-6,
     ensemble: bool = True,
     log: Callable[[str], None] = print,
+    save_predictions: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run one dataset × horizon: the closed-form linear map, and (unless ``model == "linear"``) the
     trained model, and their average when ``ensemble`` and the average has the lower val MSE (chosen
     on val only). Returns a JSON-ready dict of metrics, window counts, wall times and the published
-    figures."""
+    figures. ``save_predictions`` writes the val/test forecasts (safetensors) for later combination."""
     if horizon <= 0:
         raise ConfigError(f"--horizon: must be > 0, got {horizon}")
     settings = settings or TrainSettings()
@@ -367,6 +370,11 @@ def run_ett(
                               "test": _mse_mae((1 - w) * net_test + w * lin_test, Yte)}
         result["ours"] = {"name": f"{model} + linear map (w={w})", **{k: result["ensemble"][k] for k in ("val", "test")}}
     result["total_seconds"] = time.perf_counter() - t0
+    if save_predictions:
+        from safetensors.torch import save_file
+
+        save_file({"model_val": net_val.contiguous(), "model_test": net_test.contiguous(), "linear_val": lin_val.contiguous(),
+                   "linear_test": lin_test.contiguous()}, str(save_predictions), metadata={"dataset": dataset, "horizon": str(horizon), "seq_len": str(seq_len), "model": model})
     return result
 
 
@@ -427,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=TrainSettings.seed)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", help="write the results as JSON to this file")
+    p.add_argument("--save-predictions", help="write val/test forecasts to this safetensors file (one dataset × horizon)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     settings = TrainSettings(a.epochs, a.batch_size, a.lr, a.weight_decay, a.patience, a.evals_per_epoch, a.bf16, a.seed)
@@ -443,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
             if a.head_dropout is not None and a.model == "patchtst":
                 kwargs["head_dropout"] = a.head_dropout
             for h in a.horizon:
-                r = run_ett(a.data, ds, h, a.model, a.seq_len, cfg, settings, kwargs, a.ridge, not a.no_ensemble)
+                r = run_ett(a.data, ds, h, a.model, a.seq_len, cfg, settings, kwargs, a.ridge, not a.no_ensemble,
+                            save_predictions=a.save_predictions)
                 results.append(r)
                 print(f"{ds} H={h}: ours ({r['ours']['name']}) test mse {r['ours']['test']['mse']:.4f} mae {r['ours']['test']['mae']:.4f}; "
                       f"linear map {r['linear_map']['test']['mse']:.4f}; {r.get('total_seconds', 0):.0f}s", flush=True)
