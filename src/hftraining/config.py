@@ -80,6 +80,12 @@ class DataConfig:
     """Feature scaler fit on the training split only: mean/std or median/IQR."""
     scale_per_symbol: bool = False
     """Fit one scaler per symbol instead of one over all symbols."""
+    augment_noise_std: float = 0.0
+    """Training only: Gaussian noise of this std added to the scaled input features (0: off)."""
+    augment_scale_std: float = 0.0
+    """Training only: each window's scaled inputs multiplied by 1 + N(0, std) (0: off)."""
+    augment_jitter: int = 0
+    """Training only: each window's end moved back by a random 0..jitter rows inside its split (0: off)."""
     min_history: Optional[int] = None
     """Fewest real rows in an input window; shorter histories are left-padded and masked. ``None``: ``sequence_length`` (no padding)."""
     stride: int = 1
@@ -174,6 +180,23 @@ class EvaluationConfig:
     """Validation metric for early stopping and the best checkpoint (lower is better)."""
     max_eval_batches: Optional[int] = None
     """Cap the batches of a periodic validation pass (``None``: the whole split)."""
+    backtest_positions: Literal["sign", "vol_scaled"] = "sign"
+    """Backtest weights: ``sign`` of the forecast at equal notional per symbol, or ``vol_scaled``
+    (forecast / predicted volatility, normalised so each date's gross exposure is ``backtest_max_gross``)."""
+    backtest_long_only: bool = False
+    """Backtest only long positions (a negative forecast means no position)."""
+    backtest_max_gross: float = 1.0
+    """Cap on gross exposure Σ|weight| as a share of capital (1.0: fully invested, no leverage)."""
+    backtest_cost_bps: float = 5.0
+    """Transaction cost in basis points of traded notional."""
+    backtest_slippage_bps: float = 2.0
+    """Slippage in basis points of traded notional, charged on top of ``backtest_cost_bps``."""
+    backtest_signal: Literal["step1", "mean"] = "step1"
+    """Forecast that decides the position held for the next period: the 1-step forecast, or the mean of the H steps."""
+    periods_per_year: Optional[float] = None
+    """Periods per year for annualising; ``None`` infers it from the timestamps (daily bars: 252)."""
+    report: bool = True
+    """Write report.html and report.md into the run folder after training and evaluation."""
 
 
 @dataclass
@@ -191,12 +214,33 @@ class OutputConfig:
 
 
 @dataclass
+class TuneConfig:
+    search_space: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """``section.key`` → a range ``{type: int|float, low, high, log: false, step: null}`` or a choice
+    ``{choices: [...]}``, e.g. ``training.learning_rate: {type: float, low: 1e-4, high: 1e-2, log: true}``."""
+    study_name: Optional[str] = None
+    """Optuna study name; ``None`` uses ``output.experiment_name``."""
+    sampler: Literal["tpe", "random"] = "tpe"
+    """How trials are drawn: Optuna's TPE sampler or uniform random search."""
+    seed: Optional[int] = None
+    """Seed of the sampler (``None``: a fresh draw each time)."""
+    pruner: Literal["median", "none"] = "median"
+    """Stop a trial whose validation metric at an evaluation is worse than the median of earlier trials at that step."""
+    pruner_startup_trials: int = 2
+    """Complete trials before pruning starts."""
+    pruner_warmup_evals: int = 1
+    """Evaluations of a trial before it may be pruned."""
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    """Hyperparameter search (``hftraining tune``); ignored by ``train``."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -381,6 +425,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"data.train_ratio/data.val_ratio: need 0 < train, 0 <= val and train + val < 1, got {d.train_ratio}, {d.val_ratio}"
         )
+    if d.augment_noise_std < 0 or d.augment_scale_std < 0 or d.augment_jitter < 0:
+        raise ConfigError("data.augment_noise_std/augment_scale_std/augment_jitter: must be >= 0")
     if d.min_history is not None and not 1 <= d.min_history <= d.sequence_length:
         raise ConfigError(f"data.min_history: must be in [1, data.sequence_length={d.sequence_length}], got {d.min_history}")
     if d.embargo < 0:
@@ -399,6 +445,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"evaluation.metric: {e.metric!r} is not one of 'loss', 'mse', 'mae', 'mse_vs_zero' (lower is better)")
     if t.save_steps < 0 or e.eval_steps < 0:
         raise ConfigError("training.save_steps/evaluation.eval_steps: must be >= 0")
+    for name in ("backtest_cost_bps", "backtest_slippage_bps"):
+        if getattr(e, name) < 0:
+            raise ConfigError(f"evaluation.{name}: must be >= 0, got {getattr(e, name)}")
+    if e.backtest_max_gross <= 0:
+        raise ConfigError(f"evaluation.backtest_max_gross: must be > 0, got {e.backtest_max_gross}")
+    if e.periods_per_year is not None and e.periods_per_year <= 0:
+        raise ConfigError(f"evaluation.periods_per_year: must be > 0, got {e.periods_per_year}")
 
 
 def resolved_precision(t: TrainingConfig) -> str:

@@ -11,7 +11,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from hftraining import optim
 from hftraining.config import Config, resolved_precision, save_config
+from hftraining.data import augment
 from hftraining.data.pipeline import PreparedData, prepare
 from hftraining.data.windows import EpochSampler, WindowSet
 from hftraining.errors import ConfigError, UserError
@@ -84,8 +85,10 @@ def _prepare_run_dir(cfg: Config, info: DistInfo) -> tuple[Path, Path | None]:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, data: PreparedData | None = None, info: DistInfo | None = None):
+    def __init__(self, cfg: Config, data: PreparedData | None = None, info: DistInfo | None = None,
+                 on_evaluate: Callable[[int, dict[str, float]], None] | None = None):
         self.cfg = cfg
+        self.on_evaluate = on_evaluate  # called with (step, validation metrics) after each evaluation; may raise to stop
         t = cfg.training
         self.info = info or init_distributed(t.device)
         self.device = self.info.device
@@ -102,6 +105,7 @@ class Trainer:
         self.model: ForecastModel = build_model(cfg.model, len(pre.feature_columns), pre.horizon, pre.seq_len).to(self.device)
         self.model.set_gradient_checkpointing(t.gradient_checkpointing)
         self.ddp: DDP | None = DDP(self.model) if self.info.enabled and self.model.needs_training else None
+        self.augment = augment.enabled(cfg.data)
         self.state = TrainerState()
         self.sampler = EpochSampler(
             len(self.data.train), cfg.data.batch_size, t.seed, drop_last=True,
@@ -179,7 +183,7 @@ class Trainer:
         finite = True
         for micro in range(accum):
             idx = self.sampler.next_batch()
-            batch = self.data.train.batch(idx)
+            batch = augment.training_batch(self.data.train, idx, self.cfg.data) if self.augment else self.data.train.batch(idx)
             sync = self.ddp is None or micro == accum - 1
             with nullcontext() if sync else self.ddp.no_sync():  # all-reduce once per optimizer step
                 try:
@@ -318,6 +322,8 @@ class Trainer:
                 self.logger.log({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}})
                 self._after_eval(metrics)
                 evaluated = True
+                if self.on_evaluate is not None:
+                    self.on_evaluate(step, metrics)
             epoch_end = t.save_on_epoch_end and self.sampler.at_epoch_end()
             if (t.save_steps and step % t.save_steps == 0) or step == t.max_steps or self.state.stopped_early or epoch_end:
                 if evaluated and self.state.best_step == step:  # the best is only ever a saved step
@@ -362,12 +368,14 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
 
 
-def train(cfg: Config, data: PreparedData | None = None) -> dict[str, Any]:
-    """Train (or resume) the run of ``cfg``, then evaluate it on the test split; returns eval.json's content."""
+def train(cfg: Config, data: PreparedData | None = None,
+          on_evaluate: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Train (or resume) the run of ``cfg``, then evaluate it on the test split; returns eval.json's content.
+    ``on_evaluate(step, metrics)`` is called after each validation pass (e.g. a tuner's pruning hook)."""
     info = init_distributed(cfg.training.device)
     trainer = None
     try:
-        trainer = Trainer(cfg, data, info)
+        trainer = Trainer(cfg, data, info, on_evaluate)
         if trainer.model.needs_training:
             trainer.fit()
         elif info.is_main:

@@ -1,0 +1,39 @@
+"""Training-time augmentation. Applied to training batches only (the trainer never calls it for
+validation, test or prediction); draws from torch's global RNG, which checkpoints save, so a
+resumed run augments exactly as an uninterrupted one."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from hftraining.config import DataConfig
+from hftraining.data.windows import WindowSet
+
+
+def enabled(d: DataConfig) -> bool:
+    return d.augment_noise_std > 0 or d.augment_scale_std > 0 or d.augment_jitter > 0
+
+
+def training_batch(ws: WindowSet, idx: np.ndarray, d: DataConfig) -> dict[str, torch.Tensor]:
+    """``ws.batch(idx)`` with jitter, scaling and noise as configured in ``d``."""
+    if d.augment_jitter > 0:
+        # move each end back by 0..jitter rows, never before the earliest end its segment allows
+        shift = torch.randint(0, d.augment_jitter + 1, (len(idx),)).numpy()
+        earliest = ws.first_rows[idx] + (ws.seq_len if d.min_history is None else d.min_history) - 1
+        ends = np.maximum(ws.ends[idx] - shift, earliest)
+        jittered = ws.subset(idx)
+        jittered.ends = ends
+        batch = jittered.batch(np.arange(len(idx)))
+        batch["index"] = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+    else:
+        batch = ws.batch(idx)
+    x = batch["x"]  # (B, L, F)
+    if d.augment_scale_std > 0:
+        x = x * (1 + d.augment_scale_std * torch.randn(x.shape[0], 1, 1))
+    if d.augment_noise_std > 0:
+        x = x + d.augment_noise_std * torch.randn_like(x)
+    if "mask" in batch:
+        x = x * batch["mask"].unsqueeze(-1)  # padding stays exactly zero
+    batch["x"] = x
+    return batch
