@@ -1,16 +1,27 @@
-"""Score a model on a window set beside the naive forecasts, in log-return units."""
+"""Score a model on a window set beside the naive forecasts, in log-return units.
+
+One prediction path for everything: the trained model and the registered baselines (``zero``,
+``repeat``, ``drift``, ``seasonal_naive``) all go through :func:`predict_outputs`, so a baseline is
+scored on exactly the windows, inputs and units the model saw.
+"""
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from hftraining.config import ModelConfig
 from hftraining.data.windows import WindowSet, eval_batches
-from hftraining.eval.metrics import forecast_metrics
-from hftraining.models import ForecastModel
+from hftraining.eval import metrics as M
+from hftraining.models import ForecastModel, build_model
+
+BASELINES = ("zero", "repeat", "drift", "seasonal_naive")
+SIGNIFICANCE = 0.05  # two-sided level of the verdict line
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -21,6 +32,34 @@ def autocast_context(device: torch.device, precision: str):
 
 
 @torch.no_grad()
+def predict_outputs(
+    model: ForecastModel,
+    ws: WindowSet,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    max_batches: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(W, H) forecasts and, for a quantile head, (W, H, Q) quantiles, both in scaled target units."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    outs, qs = [], []
+    try:
+        for idx in eval_batches(len(ws), batch_size, max_batches):
+            b = ws.batch(idx)
+            mask = b["mask"].to(device) if "mask" in b else None  # left-padded short histories
+            with autocast_context(device, precision):
+                out = model(b["x"].to(device), mask, b["past"].to(device))
+            outs.append(out.prediction.float().cpu().numpy())
+            if out.quantiles is not None:
+                qs.append(out.quantiles.float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    pred = np.concatenate(outs) if outs else np.zeros((0, model.horizon), np.float32)
+    return pred, (np.concatenate(qs) if qs else None)
+
+
 def predict_scaled(
     model: ForecastModel,
     ws: WindowSet,
@@ -30,68 +69,247 @@ def predict_scaled(
     max_batches: int | None = None,
 ) -> np.ndarray:
     """(W, H) forecasts in scaled target units for the windows of ``ws`` (all, or the first batches)."""
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    outs = []
-    try:
-        for idx in eval_batches(len(ws), batch_size, max_batches):
-            b = ws.batch(idx)
-            with autocast_context(device, precision):
-                out = model(b["x"].to(device), None, b["past"].to(device))
-            outs.append(out.prediction.float().cpu().numpy())
-    finally:
-        model.train(was_training)
-    return np.concatenate(outs) if outs else np.zeros((0, model.horizon), np.float32)
+    return predict_outputs(model, ws, batch_size, device, precision, max_batches)[0]
 
 
-def naive_forecasts(ws: WindowSet, n: int | None = None) -> dict[str, np.ndarray]:
-    """Forecasts that need no model, scaled units: zero return, and drift (mean return of the window)."""
-    n = len(ws) if n is None else n
-    H = ws.horizon
-    past = ws.returns[ws.ends[:n, None] + np.arange(-ws.seq_len + 1, 1)]  # (n, L)
-    return {
-        "zero": np.zeros((n, H), np.float32),
-        "drift": np.repeat(past.mean(axis=1, keepdims=True), H, axis=1),
-    }
+def baseline_models(n_features: int, horizon: int, seq_len: int) -> dict[str, ForecastModel]:
+    """The registered naive forecasts, built like any model (no parameters, no training)."""
+    out = {}
+    for name in BASELINES:
+        # a season longer than the window cannot be looked up; one season = the whole window then
+        cfg = ModelConfig(type=name, season_length=min(ModelConfig.season_length, seq_len))
+        out[name] = build_model(cfg, n_features, horizon, seq_len)
+    return out
 
 
-def evaluate_predictions(pred_scaled: np.ndarray, ws: WindowSet, target_scale: float) -> dict[str, Any]:
-    """Metrics of ``pred_scaled`` (the first n windows of ``ws``) beside the naive forecasts."""
+def head(ws: WindowSet, n: int) -> WindowSet:
+    """The first ``n`` windows of ``ws`` (row arrays shared, not copied)."""
+    if n >= len(ws):
+        return ws
+    return ws.subset(slice(0, n))
+
+
+@dataclass
+class Forecasts:
+    """Forecasts of the model and the baselines for the same W windows, in log-return units."""
+
+    pred: dict[str, np.ndarray]  # name → (W, H); "model" first, then the baselines
+    true: np.ndarray  # (W, H) realised log returns of steps 1..H after each origin
+    dates: np.ndarray  # (W,) int64 ns UTC of each window's last input row (the forecast origin)
+    symbol_ids: np.ndarray  # (W,) int index into ``symbols``
+    symbols: list[str]
+    last_return: np.ndarray  # (W,) realised log return of the period ending at the origin
+    past_vol: np.ndarray  # (W,) std of the window's L past log returns (a naive volatility forecast)
+    last_close: np.ndarray  # (W,) close at the origin
+    quantiles: np.ndarray | None = None  # (W, H, Q) model quantiles, log-return units
+    levels: list[float] = field(default_factory=list)  # the Q quantile levels
+
+    def __len__(self) -> int:
+        return len(self.true)
+
+    @classmethod
+    def concat(cls, parts: list["Forecasts"]) -> "Forecasts":
+        """Pool the forecasts of several window sets (e.g. walk-forward folds); symbols are matched by name."""
+        symbols = sorted({s for p in parts for s in p.symbols})
+        index = {s: i for i, s in enumerate(symbols)}
+        cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+        has_q = all(p.quantiles is not None for p in parts) and len({tuple(p.levels) for p in parts}) == 1
+        return cls(
+            pred={k: np.concatenate([p.pred[k] for p in parts]) for k in parts[0].pred},
+            true=cat("true"), dates=cat("dates"),
+            symbol_ids=np.concatenate([np.array([index[p.symbols[i]] for i in p.symbol_ids], dtype=np.int64) for p in parts]),
+            symbols=symbols, last_return=cat("last_return"), past_vol=cat("past_vol"), last_close=cat("last_close"),
+            quantiles=np.concatenate([p.quantiles for p in parts]) if has_q else None,
+            levels=list(parts[0].levels) if has_q else [],
+        )
+
+
+def collect_forecasts(
+    model: ForecastModel | None,
+    ws: WindowSet,
+    target_scale: float,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    pred_scaled: np.ndarray | None = None,
+    quantiles_scaled: np.ndarray | None = None,
+    levels: list[float] | None = None,
+) -> Forecasts:
+    """Forecasts of ``model`` (or the given ``pred_scaled`` (n, H), for the first n windows, and
+    ``quantiles_scaled`` (n, H, Q) at ``levels``) and of every baseline on the same windows,
+    converted to log-return units (× ``target_scale``)."""
+    if levels is None:
+        levels = list(getattr(getattr(model, "cfg", None), "quantiles", None) or [])
+    if pred_scaled is None:
+        assert model is not None, "collect_forecasts needs a model or pred_scaled"
+        pred_scaled, quantiles_scaled = predict_outputs(model, ws, batch_size, device, precision)
     n = len(pred_scaled)
-    true = ws.targets()[:n].astype(np.float64) * target_scale
-    result: dict[str, Any] = {"n_windows": int(n), "horizon": int(ws.horizon)}
-    result["model"] = forecast_metrics(pred_scaled.astype(np.float64) * target_scale, true)
-    result["baselines"] = {
-        name: forecast_metrics(p.astype(np.float64) * target_scale, true) for name, p in naive_forecasts(ws, n).items()
+    sub = head(ws, n)
+    preds = {"model": pred_scaled.astype(np.float64) * target_scale}
+    n_features = ws.features.shape[1] if ws.features.ndim == 2 else 1
+    for name, base in baseline_models(n_features, ws.horizon, ws.seq_len).items():
+        preds[name] = predict_scaled(base, sub, batch_size).astype(np.float64) * target_scale
+    rows = sub.ends[:, None] + np.arange(-ws.seq_len + 1, 1)  # (n, L)
+    if hasattr(sub, "first_rows"):  # left-padded windows: never read the rows of another symbol
+        rows = np.maximum(rows, sub.first_rows[:, None])
+    past = ws.returns[rows].astype(np.float64) * target_scale  # (n, L)
+    return Forecasts(
+        pred=preds,
+        true=sub.targets().astype(np.float64) * target_scale,
+        dates=sub.times.astype(np.int64),
+        symbol_ids=sub.symbol_ids.astype(np.int64),
+        symbols=list(ws.symbols),
+        last_return=past[:, -1],
+        past_vol=past.std(axis=1),
+        last_close=sub.last_close.astype(np.float64),
+        quantiles=None if quantiles_scaled is None or not levels else quantiles_scaled[:n].astype(np.float64) * target_scale,
+        levels=list(levels) if quantiles_scaled is not None and levels else [],
+    )
+
+
+def _step_metrics(pred: np.ndarray, true: np.ndarray, dates: np.ndarray) -> list[dict[str, Any]]:
+    return [M.point_metrics(pred[:, h : h + 1], true[:, h : h + 1], dates) for h in range(true.shape[1])]
+
+
+def _symbol_metrics(pred: np.ndarray, true: np.ndarray, fc: Forecasts) -> dict[str, dict[str, Any]]:
+    """Per symbol: pooled metrics and per-step ones; the IC of one symbol is its time-series
+    Spearman correlation (there is no cross-section inside one symbol)."""
+    out = {}
+    for i, sym in enumerate(fc.symbols):
+        m = fc.symbol_ids == i
+        if not m.any():
+            continue
+        p, t = pred[m], true[m]
+
+        def one(pp: np.ndarray, tt: np.ndarray) -> dict[str, Any]:
+            return {"mse": M.mse(pp, tt), "mae": M.mae(pp, tt), "directional_accuracy": M.directional_accuracy(pp, tt),
+                    "ic_pooled": M.spearman(pp, tt)}
+
+        out[sym] = {"n_windows": int(m.sum()), **one(p, t),
+                    "per_step": [one(p[:, h], t[:, h]) for h in range(t.shape[1])]}
+    return out
+
+
+def score(fc: Forecasts) -> dict[str, Any]:
+    """Every metric of the model and of each baseline, and the Diebold–Mariano tests of the model
+    against each baseline (squared error; see :func:`metrics.dm_test`)."""
+    true, dates = fc.true, fc.dates
+    H = true.shape[1]
+    result: dict[str, Any] = {
+        "n_windows": int(len(fc)), "horizon": int(H),
+        "n_symbols": int(len(np.unique(fc.symbol_ids))), "n_dates": int(len(np.unique(dates))),
+        "units": "log returns",
     }
-    zero_mse = result["baselines"]["zero"]["mse"]
-    result["mse_vs_zero"] = result["model"]["mse"] / zero_mse if zero_mse > 0 else float("nan")
+    pooled = {name: M.point_metrics(p, true, dates) for name, p in fc.pred.items()}
+    if fc.quantiles is not None and len(fc):
+        pin = M.pinball_loss(fc.quantiles, true, fc.levels)
+        pooled["model"]["pinball"] = {f"q{q:g}": v for q, v in zip(fc.levels, pin)}
+        pooled["model"]["pinball_mean"] = float(np.mean(pin))
+        pooled["model"]["coverage"] = M.coverage(fc.quantiles, true, fc.levels)
+    result["model"] = pooled["model"]
+    result["baselines"] = {k: v for k, v in pooled.items() if k != "model"}
+    zero_mse = pooled["zero"]["mse"]
+    result["mse_vs_zero"] = pooled["model"]["mse"] / zero_mse if zero_mse > 0 else float("nan")
+    result["dm"] = {name: M.dm_test(fc.pred["model"], fc.pred[name], true, dates) for name in fc.pred if name != "model"}
+    result["dm_vs_zero"] = result["dm"]["zero"]
+    result["dm_vs_zero_per_step"] = [
+        M.diebold_mariano(M.per_date_mean((fc.pred["model"][:, h] - true[:, h]) ** 2, dates),
+                          M.per_date_mean((fc.pred["zero"][:, h] - true[:, h]) ** 2, dates), lag=h)
+        for h in range(H)
+    ]
+    result["per_step"] = {name: _step_metrics(p, true, dates) for name, p in fc.pred.items()}
+    result["per_symbol"] = {name: _symbol_metrics(p, true, fc) for name, p in fc.pred.items()}
+    result["verdict"] = verdict(result)
     return result
 
 
+def verdict(result: dict[str, Any], level: float = SIGNIFICANCE) -> str:
+    """One honest sentence: a lower MSE only counts as "beats" when the DM test rejects equality."""
+    ratio, dm = result["mse_vs_zero"], result.get("dm_vs_zero") or {}
+    p = dm.get("p_value", float("nan"))
+    if not math.isfinite(ratio) or not math.isfinite(p):
+        return f"model MSE / zero-forecast MSE = {ratio:.4f}; the DM test could not be computed"
+    head_ = f"model MSE / zero-forecast MSE = {ratio:.4f}, Diebold–Mariano p = {p:.3g}"
+    if p >= level:
+        return f"{head_}: no significant difference from the zero-return forecast (at {level:g})"
+    if ratio < 1:
+        return f"{head_}: the model beats the zero-return forecast (significant at {level:g})"
+    return f"{head_}: the model is significantly WORSE than the zero-return forecast (at {level:g})"
+
+
+def evaluate_predictions(
+    pred_scaled: np.ndarray,
+    ws: WindowSet,
+    target_scale: float,
+    quantiles_scaled: np.ndarray | None = None,
+    levels: list[float] | None = None,
+) -> dict[str, Any]:
+    """Metrics of ``pred_scaled`` (n, H) (the first n windows of ``ws``) beside the baselines."""
+    fc = collect_forecasts(None, ws, target_scale, pred_scaled=pred_scaled, quantiles_scaled=quantiles_scaled,
+                           levels=list(levels or []))
+    return score(fc)
+
+
+def _fmt(v: Any, spec: str) -> str:
+    """``format(v, spec)``, or a dash of the same width for a missing/NaN value."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return format("—", ">" + spec.lstrip("<>^").split(".")[0])
+    return format(v, spec)
+
+
 def format_table(result: dict[str, Any], title: str = "test") -> str:
-    """A small aligned table: the model beside each baseline."""
+    """A small aligned table: the model beside each baseline, the DM tests and the verdict."""
     rows = [("model", result["model"])] + [(f"naive:{k}", v) for k, v in result["baselines"].items()]
     lines = [f"{title}: {result['n_windows']} windows × {result['horizon']} steps (log-return units)",
-             f"{'forecast':<14}{'MSE':>12}{'MAE':>12}{'dir.acc':>10}"]
+             f"{'forecast':<22}{'MSE':>12}{'MAE':>12}{'dir.acc':>9}{'IC':>9}{'IC pool':>9}{'DM stat':>9}{'DM p':>8}"]
+    dm = result.get("dm", {})
     for name, m in rows:
-        lines.append(f"{name:<14}{m['mse']:>12.6g}{m['mae']:>12.6g}{m['directional_accuracy']:>10.4f}")
-    verdict = "beats" if result["model"]["mse"] < result["baselines"]["zero"]["mse"] else "does NOT beat"
-    lines.append(f"model MSE / zero-forecast MSE = {result['mse_vs_zero']:.4f}: the model {verdict} the zero-return forecast")
+        d = dm.get(name.split(":")[-1], {}) if name != "model" else {}
+        lines.append(
+            f"{name:<22}{_fmt(m['mse'], '>12.6g')}{_fmt(m['mae'], '>12.6g')}{_fmt(m['directional_accuracy'], '>9.4f')}"
+            f"{_fmt(m.get('ic'), '>9.4f')}{_fmt(m.get('ic_pooled'), '>9.4f')}"
+            f"{_fmt(d.get('statistic'), '>9.3f')}{_fmt(d.get('p_value'), '>8.3f')}"
+        )
+    if "pinball_mean" in result["model"]:
+        cov = ", ".join(f"{k} {v:.3f}" for k, v in result["model"]["coverage"].items())
+        lines.append(f"quantile head: mean pinball loss {result['model']['pinball_mean']:.6g}; coverage {cov}")
+    if dm:
+        lines.append("DM: model vs each naive forecast on squared error (negative: the model's loss is lower); "
+                     f"losses averaged over symbols per date, Newey–West lag {result['horizon'] - 1}")
+    lines.append(result.get("verdict") or verdict(result))
     return "\n".join(lines)
 
 
-def evaluate_model_dir(path, data=None, split: str = "test") -> dict[str, Any]:
-    """Score the model of a run/model folder on ``split`` of ``data`` (default: the data it was
-    trained on), beside the naive forecasts."""
+def json_safe(obj: Any) -> Any:
+    """NaN/Inf → None so that the output is strict JSON (browsers and jq reject NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
+    return obj
+
+
+def load_for_eval(path, data=None, split: str = "test"):
+    """(Forecaster, WindowSet) of a run/model folder on ``split`` of ``data`` (default: the data it
+    was trained on); an empty split is a DataError."""
+    from hftraining.errors import DataError
     from hftraining.inference.forecaster import Forecaster
 
     fc = Forecaster.from_pretrained(path)
     ws = fc.windows(data, split)
     if len(ws) == 0:
-        from hftraining.errors import DataError
-
         raise DataError(f"data: the {split} split yields no window")
-    pred = predict_scaled(fc.model, ws)
-    return {"split": split, "model_dir": str(fc.model_dir), **evaluate_predictions(pred, ws, fc.preprocessing.target_scale)}
+    return fc, ws
+
+
+def evaluate_model_dir(path, data=None, split: str = "test", return_forecasts: bool = False):
+    """Score the model of a run/model folder on ``split`` of ``data`` (default: the data it was
+    trained on), beside the naive forecasts. With ``return_forecasts``: (result, Forecasts)."""
+    f, ws = load_for_eval(path, data, split)
+    fc = collect_forecasts(f.model, ws, f.preprocessing.target_scale, levels=f.quantile_levels)
+    result = {"split": split, "model_dir": str(f.model_dir), **score(fc)}
+    return (result, fc) if return_forecasts else result

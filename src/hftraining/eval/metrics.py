@@ -1,16 +1,25 @@
-"""Forecast metrics as pure functions of arrays (W windows × H horizon steps, log-return units)."""
+"""Forecast metrics as pure functions of arrays (W windows × H horizon steps, log-return units).
+
+Everything here is numpy/scipy only: no model, no file. ``evaluate.py`` feeds it the forecasts of
+the model and of the naive baselines through one prediction path.
+"""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
+import pandas as pd
+from scipy import stats
 
 
 def mse(pred: np.ndarray, true: np.ndarray) -> float:
-    return float(np.mean((pred - true) ** 2))
+    return float(np.mean((pred - true) ** 2)) if np.size(true) else float("nan")
 
 
 def mae(pred: np.ndarray, true: np.ndarray) -> float:
-    return float(np.mean(np.abs(pred - true)))
+    return float(np.mean(np.abs(pred - true))) if np.size(true) else float("nan")
 
 
 def directional_accuracy(pred: np.ndarray, true: np.ndarray) -> float:
@@ -27,6 +36,153 @@ def directional_accuracy(pred: np.ndarray, true: np.ndarray) -> float:
     return float(score.mean())
 
 
-def forecast_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """MSE, MAE and directional accuracy pooled over all windows and horizon steps."""
-    return {"mse": mse(pred, true), "mae": mae(pred, true), "directional_accuracy": directional_accuracy(pred, true)}
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of two flat arrays (ties get average ranks); NaN when either is constant."""
+    a, b = np.ravel(a), np.ravel(b)
+    if a.size < 3 or np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan")
+    ra, rb = stats.rankdata(a), stats.rankdata(b)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def cross_sectional_ic(pred: np.ndarray, true: np.ndarray, groups: np.ndarray, min_size: int = 3) -> tuple[float, int]:
+    """Mean over groups (dates) of the Spearman correlation of ``pred`` and ``true`` inside each group.
+
+    ``pred``, ``true``, ``groups``: (N,) flat. Groups with fewer than ``min_size`` members or a
+    constant forecast/realisation are left out (a rank correlation is undefined there). Returns
+    (mean IC, number of groups that counted). Vectorised: ranks per group with pandas, then the
+    Pearson correlation of the ranks from per-group sums.
+    """
+    if len(pred) == 0:
+        return float("nan"), 0
+    df = pd.DataFrame({"g": groups, "p": pred, "t": true})
+    g = df.groupby("g", sort=False)
+    df["rp"] = g["p"].rank(method="average")
+    df["rt"] = g["t"].rank(method="average")
+    df["rpp"], df["rtt"], df["rpt"] = df.rp * df.rp, df.rt * df.rt, df.rp * df.rt
+    s = df.groupby("g", sort=False)[["rp", "rt", "rpp", "rtt", "rpt"]].sum()
+    n = df.groupby("g", sort=False).size().astype(np.float64)
+    cov = s.rpt - s.rp * s.rt / n
+    vp, vt = s.rpp - s.rp**2 / n, s.rtt - s.rt**2 / n
+    ok = (n >= min_size) & (vp > 1e-12) & (vt > 1e-12)
+    if not ok.any():
+        return float("nan"), 0
+    ic = cov[ok] / np.sqrt(vp[ok] * vt[ok])
+    return float(ic.mean()), int(ok.sum())
+
+
+def pinball_loss(q_pred: np.ndarray, true: np.ndarray, levels: list[float]) -> list[float]:
+    """Mean pinball (quantile) loss per level. ``q_pred``: (W, H, Q); ``true``: (W, H); log-return units."""
+    diff = true[..., None] - q_pred  # (W, H, Q)
+    lv = np.asarray(levels, dtype=np.float64)
+    loss = np.maximum(lv * diff, (lv - 1.0) * diff)
+    return [float(x) for x in loss.reshape(-1, len(levels)).mean(axis=0)]
+
+
+def coverage(q_pred: np.ndarray, true: np.ndarray, levels: list[float]) -> dict[str, float]:
+    """Calibration of a quantile forecast: for each level, the share of realisations at or below the
+    forecast quantile (ideal: the level itself); for each symmetric pair (q, 1−q), the share inside
+    the interval (ideal: 1 − 2q)."""
+    out: dict[str, float] = {}
+    below = true[..., None] <= q_pred  # (W, H, Q)
+    for i, q in enumerate(levels):
+        out[f"below_q{q:g}"] = float(below[..., i].mean())
+    for i, lo in enumerate(levels):
+        for j, hi in enumerate(levels):
+            if lo < 0.5 and abs(lo + hi - 1.0) < 1e-9:
+                inside = (true >= q_pred[..., i]) & (true <= q_pred[..., j])
+                out[f"interval_{hi - lo:.0%}"] = float(inside.mean())
+    return out
+
+
+def point_metrics(pred: np.ndarray, true: np.ndarray, dates: np.ndarray) -> dict[str, Any]:
+    """MSE, MAE, directional accuracy and information coefficients of (N, K) forecasts.
+
+    ``pred``, ``true``: (N, K) with K horizon steps (or K = 1); ``dates``: (N,) forecast origin
+    of each row. ``ic``: the per-date cross-sectional Spearman IC, averaged over every (date, step)
+    cross-section with at least 3 symbols; ``ic_pooled``: one Spearman correlation over all pairs.
+    """
+    N, K = pred.shape
+    date_idx = np.unique(np.asarray(dates), return_inverse=True)[1].reshape(-1)
+    groups = np.repeat(date_idx.astype(np.int64) * K, K) + np.tile(np.arange(K), N)  # one group per (date, step)
+    ic, n_ic = cross_sectional_ic(pred.reshape(-1), true.reshape(-1), groups)
+    return {
+        "mse": mse(pred, true),
+        "mae": mae(pred, true),
+        "directional_accuracy": directional_accuracy(pred, true),
+        "ic": ic,
+        "ic_dates": n_ic,
+        "ic_pooled": spearman(pred, true),
+    }
+
+
+def forecast_metrics(pred: np.ndarray, true: np.ndarray, dates: np.ndarray | None = None) -> dict[str, Any]:
+    """MSE, MAE and directional accuracy pooled over all windows and horizon steps (and the ICs when
+    ``dates`` (W,) is given)."""
+    if dates is None:
+        return {"mse": mse(pred, true), "mae": mae(pred, true), "directional_accuracy": directional_accuracy(pred, true)}
+    return point_metrics(pred, true, dates)
+
+
+# --------------------------------------------------------------------------------------------
+# Diebold–Mariano
+
+
+def newey_west_variance(d: np.ndarray, lag: int) -> float:
+    """Long-run variance of the mean-zero part of ``d`` (T,) with Bartlett weights 1 − k/(lag+1).
+
+    Bartlett weights keep the estimate non-negative (the rectangular kernel of the original
+    Diebold–Mariano paper can go negative).
+    """
+    d = np.asarray(d, dtype=np.float64)
+    T = d.size
+    e = d - d.mean()
+    v = float(e @ e) / T
+    for k in range(1, min(lag, T - 1) + 1):
+        w = 1.0 - k / (lag + 1.0)
+        v += 2.0 * w * float(e[k:] @ e[:-k]) / T
+    return v
+
+
+def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lag: int) -> dict[str, float]:
+    """Diebold–Mariano test of equal expected loss of forecasts a and b.
+
+    ``loss_a``, ``loss_b``: (T,) per-period losses in time order (one value per date). ``lag``:
+    Newey–West truncation, H − 1 for H-step forecasts (their errors overlap by H − 1 periods).
+    Statistic = mean(d) / sqrt(LRV / T) with d = loss_a − loss_b: negative means a has the smaller
+    loss. Two-sided p-value from the standard normal.
+    """
+    d = np.asarray(loss_a, dtype=np.float64) - np.asarray(loss_b, dtype=np.float64)
+    T = d.size
+    if T < 2:
+        return {"statistic": float("nan"), "p_value": float("nan"), "mean_diff": float("nan"), "n": int(T), "lag": int(lag)}
+    lrv = newey_west_variance(d, lag)
+    mean = float(d.mean())
+    if lrv <= 0:
+        stat = 0.0 if mean == 0 else math.copysign(math.inf, mean)
+    else:
+        stat = mean / math.sqrt(lrv / T)
+    p = float(2.0 * stats.norm.sf(abs(stat)))
+    return {"statistic": float(stat), "p_value": p, "mean_diff": mean, "n": int(T), "lag": int(lag)}
+
+
+def per_date_mean(values: np.ndarray, dates: np.ndarray) -> np.ndarray:
+    """(N,) values → (D,) their mean per date, in date order. Averaging across symbols first makes
+    the Diebold–Mariano series one observation per date, so the cross-sectional correlation of
+    same-day errors cannot inflate the sample size."""
+    u, inv = np.unique(np.asarray(dates), return_inverse=True)
+    sums = np.bincount(inv, weights=values, minlength=len(u))
+    counts = np.bincount(inv, minlength=len(u))
+    return sums / counts
+
+
+def dm_test(pred_a: np.ndarray, pred_b: np.ndarray, true: np.ndarray, dates: np.ndarray) -> dict[str, Any]:
+    """DM test on squared errors of (W, H) forecasts a vs b: the loss of a window is its mean squared
+    error over the H steps, averaged over the symbols of each date, then tested with Newey–West lag
+    H − 1 (the H-step paths of consecutive dates share H − 1 realised returns)."""
+    H = true.shape[1]
+    la = per_date_mean(((pred_a - true) ** 2).mean(axis=1), dates)
+    lb = per_date_mean(((pred_b - true) ** 2).mean(axis=1), dates)
+    out = diebold_mariano(la, lb, lag=H - 1)
+    out["loss"] = "squared error, mean over steps and over the symbols of each date"
+    return out

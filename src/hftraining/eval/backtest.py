@@ -1,0 +1,248 @@
+"""A cost-aware backtest of forecasts, with explicit timing.
+
+Panels are (T dates, N symbols). ``signal[t]`` is known at the close of date t; ``returns[t]`` is
+the log return of the period that ends at the close of date t. The weights decided from
+``signal[t]`` are traded at the close of t and earn ``returns[t + 1]``: the one shift in
+:func:`simulate` is the whole of the timing discipline, and tests/test_backtest.py fails if it
+moves by one period in either direction.
+
+Costs: ``cost_bps + slippage_bps`` basis points of traded notional, where the trade at t is the
+distance between the new weights and the previous weights after they drifted with the period's
+returns. A portfolio return is the weighted sum of simple returns (weights are shares of capital).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+LOOKAHEAD_HIT_RATE = 0.75  # a daily hit rate above this over many periods is not a forecast, it is a leak
+LOOKAHEAD_MIN_POSITIONS = 100
+
+
+def infer_periods_per_year(dates: np.ndarray) -> tuple[float, str]:
+    """Periods per year of a (T,) int64 ns timestamp axis, and how it was decided.
+
+    From the median spacing of distinct timestamps: about a day → 252 trading days (365 when more
+    than 5% of the dates fall on a weekend, as for crypto); a week → 52; a month → 12; intraday →
+    the median number of bars per calendar day × 252 (or × 365 with weekend bars).
+    """
+    u = np.unique(np.asarray(dates, dtype=np.int64))
+    if len(u) < 2:
+        return 252.0, "fewer than 2 dates: assumed daily (252)"
+    days = np.diff(u) / 86_400e9
+    med = float(np.median(days))
+    dow = ((u // 86_400_000_000_000) + 3) % 7  # 1970-01-01 was a Thursday; 5, 6 = Saturday, Sunday
+    weekend = float(np.mean(dow >= 5)) > 0.05
+    year_days = 365.0 if weekend else 252.0
+    if 0.5 <= med < 4:
+        return year_days, f"median spacing {med:.2f} days: daily bars, {year_days:g} per year"
+    if 4 <= med < 10:
+        return 52.0, f"median spacing {med:.1f} days: weekly bars, 52 per year"
+    if 20 <= med < 40:
+        return 12.0, f"median spacing {med:.0f} days: monthly bars, 12 per year"
+    if med < 0.5:
+        per_day = float(np.median(np.unique(u // 86_400_000_000_000, return_counts=True)[1]))
+        return per_day * year_days, f"intraday: median {per_day:g} bars per day × {year_days:g} days"
+    return 365.25 / med, f"median spacing {med:.1f} days: {365.25 / med:.2f} per year"
+
+
+def positions(
+    signal: np.ndarray,
+    vol: np.ndarray | None = None,
+    rule: str = "sign",
+    long_only: bool = False,
+    max_gross: float = 1.0,
+) -> np.ndarray:
+    """(T, N) weights (shares of capital) from (T, N) forecasts; NaN signal → no position.
+
+    ``sign``: ±1 (long-only: 1 or 0) per symbol, equal notional 1/N_t of ``max_gross``, N_t = symbols
+    with a forecast on date t. ``vol_scaled``: forecast / predicted volatility, normalised so the
+    gross exposure Σ|w| of each date is ``max_gross`` (a flat date stays flat). Gross exposure never
+    exceeds ``max_gross``.
+    """
+    sig = np.asarray(signal, dtype=np.float64)
+    have = np.isfinite(sig)
+    s = np.where(have, sig, 0.0)
+    if rule == "sign":
+        raw = np.sign(s)
+        if long_only:
+            raw = np.maximum(raw, 0.0)
+        n = np.maximum(have.sum(axis=1, keepdims=True), 1)
+        w = raw / n * max_gross
+    elif rule == "vol_scaled":
+        if vol is None:
+            raise ValueError("vol_scaled positions need a (T, N) volatility forecast")
+        v = np.where(np.isfinite(vol) & (vol > 0), vol, np.nan)
+        raw = np.where(have & np.isfinite(v), s / np.where(np.isfinite(v), v, 1.0), 0.0)
+        if long_only:
+            raw = np.maximum(raw, 0.0)
+        tot = np.abs(raw).sum(axis=1, keepdims=True)
+        w = np.where(tot > 0, raw / np.where(tot > 0, tot, 1.0), 0.0) * max_gross
+    else:
+        raise ValueError(f"unknown position rule {rule!r}")
+    gross = np.abs(w).sum(axis=1, keepdims=True)
+    # a safety net for rounding: the cap is a promise, not an approximation
+    return np.where(gross > max_gross, w * (max_gross / np.where(gross > 0, gross, 1.0)), w)
+
+
+@dataclass
+class Simulation:
+    """Per-period results of one strategy; period k runs from the close of dates[k] to the next date."""
+
+    dates: np.ndarray  # (T-1,) int64 ns: the decision date that opens each period
+    returns: np.ndarray  # (T-1,) simple net returns of the portfolio
+    gross_returns: np.ndarray  # (T-1,) before costs
+    turnover: np.ndarray  # (T-1,) Σ|traded weight| at the start of each period
+    hits: int  # positions whose sign matched the asset's return
+    positions_taken: int  # (period, symbol) pairs with a non-zero position and a non-zero return
+
+
+def simulate(weights: np.ndarray, returns: np.ndarray, dates: np.ndarray, cost_bps: float = 0.0, slippage_bps: float = 0.0) -> Simulation:
+    """Hold ``weights[t]`` (T, N) from the close of t to the close of t + 1, earning ``returns[t + 1]``
+    (T, N) log returns (NaN: no row, counts as 0). Costs in bps of traded notional."""
+    w = np.nan_to_num(np.asarray(weights, dtype=np.float64))
+    simple = np.expm1(np.nan_to_num(np.asarray(returns, dtype=np.float64)))  # (T, N)
+    held, earned = w[:-1], simple[1:]  # the timing: weights of t against the return of t + 1
+    gross = (held * earned).sum(axis=1)  # (T-1,)
+    # weights just before the trade at t: those of t-1 after drifting over the period ending at t
+    drifted = np.zeros_like(w)
+    drifted[1:] = w[:-1] * (1.0 + simple[1:]) / (1.0 + gross)[:, None]
+    turnover = np.abs(w - drifted).sum(axis=1)[:-1]  # trades at t = 0..T-2 (the last date trades nothing)
+    net = gross - turnover * (cost_bps + slippage_bps) / 1e4
+    active = (held != 0) & (earned != 0)
+    hits = int((np.sign(held) == np.sign(earned))[active].sum())
+    return Simulation(np.asarray(dates)[:-1], net, gross, turnover, hits, int(active.sum()))
+
+
+def performance(sim: Simulation, periods_per_year: float) -> dict[str, Any]:
+    """Total and annualised return, annualised volatility, Sharpe, Sortino (risk-free rate 0), maximum
+    drawdown (a negative fraction of the peak), Calmar, turnover and hit rate of a simulation."""
+    r = sim.returns
+    T = len(r)
+    nan = float("nan")
+    if T == 0:
+        return {"n_periods": 0}
+    equity = np.cumprod(1.0 + r)
+    total = float(equity[-1] - 1.0)
+    ann = float((1.0 + total) ** (periods_per_year / T) - 1.0) if total > -1 else -1.0
+    sd = float(r.std(ddof=1)) if T > 1 else nan
+    downside = float(np.sqrt(np.mean(np.minimum(r, 0.0) ** 2)))
+    peak = np.maximum.accumulate(np.concatenate([[1.0], equity]))[1:]  # the starting capital is a peak
+    mdd = float(np.min(equity / peak - 1.0))
+    root = math.sqrt(periods_per_year)
+    out = {
+        "n_periods": T,
+        "total_return": total,
+        "annual_return": ann,
+        "annual_volatility": sd * root if T > 1 else nan,
+        "sharpe": float(r.mean()) / sd * root if T > 1 and sd > 0 else nan,
+        "sortino": float(r.mean()) / downside * root if downside > 0 else nan,
+        "max_drawdown": mdd,
+        "calmar": ann / abs(mdd) if mdd < 0 else nan,
+        "turnover": float(sim.turnover.mean()),
+        "annual_turnover": float(sim.turnover.mean()) * periods_per_year,
+        "hit_rate": sim.hits / sim.positions_taken if sim.positions_taken else nan,
+        "cost_drag": float((sim.gross_returns - sim.returns).sum()),
+    }
+    if sim.positions_taken >= LOOKAHEAD_MIN_POSITIONS and out["hit_rate"] > LOOKAHEAD_HIT_RATE:
+        out["warning"] = (f"hit rate {out['hit_rate']:.2f} over {sim.positions_taken} positions is implausible for a "
+                          "forecast: check the signal for look-ahead (a future return in the inputs)")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# From forecasts of windows to panels
+
+
+def panel(dates: np.ndarray, symbol_ids: np.ndarray, values: np.ndarray, n_symbols: int) -> tuple[np.ndarray, np.ndarray]:
+    """(W,) values at (date, symbol) → (unique dates (T,), (T, N) panel with NaN where absent)."""
+    u, inv = np.unique(np.asarray(dates, dtype=np.int64), return_inverse=True)
+    out = np.full((len(u), n_symbols), np.nan)
+    out[inv.reshape(-1), np.asarray(symbol_ids)] = values
+    return u, out
+
+
+def _quantile_vol(fc) -> np.ndarray | None:
+    """(W,) step-1 volatility implied by a symmetric pair of model quantiles (normal scaling), or None."""
+    if fc.quantiles is None:
+        return None
+    lv = list(fc.levels)
+    pairs = [(i, lv.index(1 - q)) for i, q in enumerate(lv) if q < 0.5 and any(abs(1 - q - x) < 1e-9 for x in lv)]
+    if not pairs:
+        return None
+    i, j = min(pairs, key=lambda p: lv[p[0]])  # the widest interval
+    z = stats.norm.ppf(lv[j]) - stats.norm.ppf(lv[i])
+    return (fc.quantiles[:, 0, j] - fc.quantiles[:, 0, i]) / z
+
+
+def backtest_forecasts(fc, ev) -> dict[str, Any]:
+    """Backtest the model's forecasts, each baseline's and buy-and-hold on the same dates.
+
+    ``fc``: :class:`hftraining.eval.evaluate.Forecasts`; ``ev``: the EvaluationConfig (positions
+    rule, long-only, gross cap, costs, signal, periods per year). Returns {"strategies": {name:
+    metrics}, "settings": ..., "curves": {name: (dates, returns)}} (curves are arrays, for the report).
+    """
+    N = len(fc.symbols)
+    dates, R = panel(fc.dates, fc.symbol_ids, fc.last_return, N)  # R[t]: the return that ends at date t
+    if ev.periods_per_year:
+        ppy, how = float(ev.periods_per_year), "evaluation.periods_per_year"
+    else:
+        ppy, how = infer_periods_per_year(dates)
+    _, past_vol = panel(fc.dates, fc.symbol_ids, fc.past_vol, N)
+    qvol = _quantile_vol(fc)
+    model_vol = panel(fc.dates, fc.symbol_ids, qvol, N)[1] if qvol is not None else past_vol
+
+    def run(sig: np.ndarray, vol: np.ndarray, rule: str, long_only: bool, gross: float) -> tuple[dict[str, Any], Simulation]:
+        w = positions(sig, vol, rule, long_only, gross)
+        sim = simulate(w, R, dates, ev.backtest_cost_bps, ev.backtest_slippage_bps)
+        return performance(sim, ppy), sim
+
+    out: dict[str, Any] = {}
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, pred in fc.pred.items():
+        sig = pred[:, 0] if ev.backtest_signal == "step1" else pred.mean(axis=1)
+        key = name if name == "model" else f"naive:{name}"
+        out[key], sim = run(panel(fc.dates, fc.symbol_ids, sig, N)[1], model_vol if name == "model" else past_vol,
+                            ev.backtest_positions, ev.backtest_long_only, ev.backtest_max_gross)
+        curves[key] = (sim.dates, sim.returns)
+    ones = np.where(np.isfinite(R), 1.0, np.nan)
+    out["buy_and_hold"], sim = run(ones, past_vol, "sign", True, 1.0)
+    curves["buy_and_hold"] = (sim.dates, sim.returns)
+    settings = {
+        "positions": ev.backtest_positions, "long_only": ev.backtest_long_only, "max_gross": ev.backtest_max_gross,
+        "cost_bps": ev.backtest_cost_bps, "slippage_bps": ev.backtest_slippage_bps, "signal": ev.backtest_signal,
+        "periods_per_year": ppy, "periods_per_year_from": how, "n_dates": int(len(dates)), "n_symbols": N,
+        "timing": "weights decided at the close of t from forecasts made with data up to t, held over (t, t+1]",
+        "buy_and_hold": "equal weight long in every symbol with data, rebalanced each period (costs included)",
+    }
+    return {"settings": settings, "strategies": out, "curves": curves}
+
+
+def format_backtest(res: dict[str, Any]) -> str:
+    """An aligned table of every strategy's metrics."""
+    s = res["settings"]
+    lines = [
+        f"backtest: {s['n_dates']} dates × {s['n_symbols']} symbols, {s['periods_per_year']:g} periods/year "
+        f"({s['periods_per_year_from']}); positions {s['positions']}{' long-only' if s['long_only'] else ' long-short'}, "
+        f"gross ≤ {s['max_gross']:g}, costs {s['cost_bps']:g} + slippage {s['slippage_bps']:g} bps of traded notional",
+        f"{'strategy':<22}{'total':>9}{'annual':>9}{'vol':>8}{'Sharpe':>8}{'Sortino':>8}{'maxDD':>8}{'Calmar':>8}{'turn':>7}{'hit':>7}",
+    ]
+    from hftraining.eval.evaluate import _fmt as f
+
+    for name, m in res["strategies"].items():
+        if not m.get("n_periods"):
+            lines.append(f"{name:<22} (no periods)")
+            continue
+        lines.append(
+            f"{name:<22}{f(m['total_return'], '>9.2%')}{f(m['annual_return'], '>9.2%')}{f(m['annual_volatility'], '>8.2%')}"
+            f"{f(m['sharpe'], '>8.2f')}{f(m['sortino'], '>8.2f')}{f(m['max_drawdown'], '>8.2%')}{f(m['calmar'], '>8.2f')}"
+            f"{f(m['turnover'], '>7.3f')}{f(m['hit_rate'], '>7.3f')}"
+        )
+        if "warning" in m:
+            lines.append(f"  warning ({name}): {m['warning']}")
+    return "\n".join(lines)
