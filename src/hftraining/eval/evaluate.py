@@ -313,3 +313,58 @@ def evaluate_model_dir(path, data=None, split: str = "test", return_forecasts: b
     fc = collect_forecasts(f.model, ws, f.preprocessing.target_scale, levels=f.quantile_levels)
     result = {"split": split, "model_dir": str(f.model_dir), **score(fc)}
     return (result, fc) if return_forecasts else result
+
+
+def run_folder(path) -> "Path | None":
+    """The run folder of a run or model path (the one holding config.json and metrics.jsonl), or None."""
+    from pathlib import Path
+
+    p = Path(path)
+    for cand in (p, p.parent):
+        if (cand / "final").is_dir() and (cand / "config.json").exists():
+            return cand
+    return None
+
+
+def evaluation_config(path, overrides: list[str] | tuple[str, ...] = ()):
+    """The evaluation section a run was trained with (its config.json), or the defaults, with
+    ``evaluation.key=value`` overrides applied; a bad key or value is a ConfigError naming it."""
+    from hftraining.config import EvaluationConfig, _build_section, validate, Config
+    from hftraining.errors import ConfigError
+
+    run = run_folder(path)
+    raw: dict[str, Any] = {}
+    if run is not None:
+        import json
+
+        try:
+            raw = dict(json.loads((run / "config.json").read_text(encoding="utf-8")).get("evaluation") or {})
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{run / 'config.json'}: cannot read ({e})") from None
+        # a config written by an older version may lack newer keys (their defaults apply) but
+        # never holds unknown ones worth failing on: keep only the keys this version knows
+        known = set(EvaluationConfig.__dataclass_fields__)
+        raw = {k: v for k, v in raw.items() if k in known}
+    from hftraining.config import parse_override
+
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        if section != "evaluation":
+            raise ConfigError(f"{section}.{key}: only evaluation.* settings apply here")
+        raw[key] = value
+    ev = _build_section(EvaluationConfig, raw, "evaluation")
+    validate(Config(evaluation=ev))
+    return ev
+
+
+def evaluate_and_backtest(path, data=None, split: str = "test", ev=None) -> tuple[dict[str, Any], Forecasts, dict[str, Any]]:
+    """Score (:func:`evaluate_model_dir`) and backtest (:func:`hftraining.eval.backtest.backtest_forecasts`)
+    the model of a run/model folder; ``ev``: EvaluationConfig (default: the run's). Returns
+    (result with a "backtest" entry, Forecasts, backtest with its curves)."""
+    from hftraining.eval.backtest import backtest_forecasts
+
+    ev = ev if ev is not None else evaluation_config(path)
+    result, fc = evaluate_model_dir(path, data, split, return_forecasts=True)
+    bt = backtest_forecasts(fc, ev)
+    result["backtest"] = {"settings": bt["settings"], "strategies": bt["strategies"]}
+    return result, fc, bt

@@ -1,0 +1,313 @@
+"""The run report: ``report.html`` (plots embedded as base64 PNG, so the one file opens anywhere)
+and its Markdown twin ``report.md`` (plots as PNG files in ``report_files/`` beside it).
+
+Sections: config summary, data report, loss and learning-rate curves and validation metrics over
+time (from metrics.jsonl), predicted vs realised returns, forecasts over price for a few symbols,
+the equity curve and drawdown beside buy-and-hold, and the metric tables with the baselines and
+the Diebold–Mariano tests. Plots use matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAX_PRICE_SYMBOLS = 3
+DPI = 72  # small PNGs: the report must stay fast to write and light to open
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None  # a missing or broken side file only drops its section of the report
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    recs = []
+    try:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                recs.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a half-written last line of a killed run
+    except OSError:
+        pass
+    return recs
+
+
+def _num(v: Any, spec: str = ".4g") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    if isinstance(v, (int, float, np.floating, np.integer)):
+        return format(v, spec)
+    return str(v)
+
+
+class _Doc:
+    """Builds the HTML and the Markdown side by side, so the two never drift apart."""
+
+    def __init__(self, title: str, files_dir: Path):
+        self.title = title
+        self.html: list[str] = []
+        self.md: list[str] = [f"# {title}", ""]
+        self.files_dir = files_dir
+        self.images: list[tuple[str, bytes]] = []
+
+    def heading(self, text: str) -> None:
+        self.html.append(f"<h2>{html.escape(text)}</h2>")
+        self.md += [f"## {text}", ""]
+
+    def para(self, text: str) -> None:
+        self.html.append(f"<p>{html.escape(text)}</p>")
+        self.md += [text, ""]
+
+    def table(self, header: list[str], rows: list[list[Any]]) -> None:
+        cells = lambda r, tag: "".join(f"<{tag}>{html.escape(str(c))}</{tag}>" for c in r)  # noqa: E731
+        self.html.append("<table><tr>" + cells(header, "th") + "</tr>"
+                         + "".join("<tr>" + cells(r, "td") + "</tr>" for r in rows) + "</table>")
+        esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731
+        self.md += ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
+        self.md += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+        self.md.append("")
+
+    def figure(self, fig, name: str, caption: str) -> None:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+        png = buf.getvalue()
+        self.images.append((name, png))
+        b64 = base64.b64encode(png).decode("ascii")
+        self.html.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{b64}">'
+                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        self.md += [f"![{caption}]({self.files_dir.name}/{name}.png)", ""]
+
+    def write(self, out_dir: Path) -> tuple[Path, Path]:
+        style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+                 "table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 8px;"
+                 "text-align:right;font-size:90%}th{background:#f3f3f3}img{max-width:100%}figcaption{color:#555;font-size:90%}")
+        page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+                f"<style>{style}</style></head><body><h1>{html.escape(self.title)}</h1>" + "\n".join(self.html)
+                + "</body></html>\n")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        for name, png in self.images:
+            (self.files_dir / f"{name}.png").write_bytes(png)
+        html_path, md_path = out_dir / "report.html", out_dir / "report.md"
+        html_path.write_text(page, encoding="utf-8")
+        md_path.write_text("\n".join(self.md) + "\n", encoding="utf-8")
+        return html_path, md_path
+
+
+def _subplots(nrows: int = 1, ncols: int = 1, figsize=(6, 4), **kw):
+    """A figure without pyplot: no global state, no GUI backend, always the Agg renderer."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(nrows, ncols, **kw)
+
+
+def _config_section(doc: _Doc, cfg: dict[str, Any] | None) -> None:
+    if not cfg:
+        return
+    doc.heading("Configuration")
+    keys = {
+        "model": ["type", "hidden_size", "num_heads", "num_layers", "dropout", "quantiles"],
+        "data": ["data_dir", "symbols", "sequence_length", "prediction_horizon", "batch_size", "features",
+                 "train_ratio", "val_ratio", "embargo", "scaler"],
+        "training": ["optimizer", "learning_rate", "lr_scheduler", "max_steps", "weight_decay", "precision", "seed"],
+        "evaluation": ["backtest_positions", "backtest_long_only", "backtest_max_gross", "backtest_cost_bps",
+                       "backtest_slippage_bps", "backtest_signal"],
+    }
+    rows = []
+    for sec, names in keys.items():
+        for k in names:
+            if k in (cfg.get(sec) or {}):
+                v = cfg[sec][k]
+                rows.append([f"{sec}.{k}", ", ".join(map(str, v)) if isinstance(v, list) else v])
+    doc.table(["key", "value"], rows)
+
+
+def _data_section(doc: _Doc, rep: dict[str, Any] | None) -> None:
+    if not rep:
+        return
+    doc.heading("Data")
+    rows = [["symbols", ", ".join(rep.get("symbols", []))],
+            ["skipped symbols", ", ".join(rep.get("skipped_symbols", [])) or "none"]]
+    for split, n in (rep.get("windows") or {}).items():
+        rows.append([f"{split} windows", n])
+    for k, v in rep.items():
+        if k not in ("symbols", "skipped_symbols", "windows") and isinstance(v, (int, float, str)):
+            rows.append([k, v])
+    doc.table(["item", "value"], rows)
+
+
+def _training_section(doc: _Doc, recs: list[dict[str, Any]]) -> None:
+    train = [r for r in recs if "loss" in r and "learning_rate" in r]
+    evals = [r for r in recs if any(k.startswith("eval_") for k in r)]
+    if not train and not evals:
+        return
+    doc.heading("Training")
+    if train:
+        fig, (a1, a2) = _subplots(1, 2, figsize=(10, 3))
+        a1.plot([r["step"] for r in train], [r["loss"] for r in train], label="training loss")
+        if evals and any("eval_loss" in r for r in evals):
+            ev = [r for r in evals if "eval_loss" in r]
+            a1.plot([r["step"] for r in ev], [r["eval_loss"] for r in ev], "o-", label="validation loss")
+        a1.set_xlabel("optimizer step"), a1.set_title("loss (scaled units)"), a1.legend()
+        a2.plot([r["step"] for r in train], [r["learning_rate"] for r in train], color="C2")
+        a2.set_xlabel("optimizer step"), a2.set_title("learning rate")
+        doc.figure(fig, "training_curves", "Training loss and learning rate per logged step")
+    if evals:
+        names = [k for k in ("eval_mse_vs_zero", "eval_directional_accuracy", "eval_mae") if any(k in r for r in evals)]
+        if names:
+            fig, axes = _subplots(1, len(names), figsize=(3.6 * len(names), 3), squeeze=False)
+            for ax, k in zip(axes[0], names):
+                pts = [(r["step"], r[k]) for r in evals if k in r and r[k] is not None]
+                ax.plot(*zip(*pts), "o-") if pts else None
+                ref = {"eval_mse_vs_zero": 1.0, "eval_directional_accuracy": 0.5}.get(k)
+                if ref is not None:
+                    ax.axhline(ref, color="grey", ls="--", lw=1)
+                ax.set_title(k.removeprefix("eval_")), ax.set_xlabel("optimizer step")
+            doc.figure(fig, "validation_metrics", "Validation metrics over training (dashed: the zero-return forecast)")
+
+
+def _metrics_section(doc: _Doc, result: dict[str, Any]) -> None:
+    doc.heading(f"Forecast metrics ({result.get('split', 'test')} split)")
+    doc.para(f"{result['n_windows']} windows × {result['horizon']} steps, {result.get('n_symbols', '?')} symbols, "
+             f"{result.get('n_dates', '?')} dates; log-return units. IC: Spearman correlation of forecast and realised "
+             "return across symbols per date, averaged over dates; IC pooled: over all pairs.")
+    dm = result.get("dm", {})
+    rows = []
+    for name, m in [("model", result["model"])] + list(result["baselines"].items()):
+        d = dm.get(name, {})
+        rows.append([name, _num(m["mse"], ".6g"), _num(m["mae"], ".6g"), _num(m["directional_accuracy"], ".4f"),
+                     _num(m.get("ic"), ".4f"), _num(m.get("ic_pooled"), ".4f"),
+                     _num(d.get("statistic"), ".3f"), _num(d.get("p_value"), ".3g")])
+    doc.table(["forecast", "MSE", "MAE", "dir. acc.", "IC", "IC pooled", "DM stat (model vs)", "DM p"], rows)
+    doc.para(result.get("verdict", ""))
+    doc.para("Diebold–Mariano: squared-error loss of each window averaged over its H steps and over the symbols of "
+             f"each date, Newey–West variance with lag H−1 = {result['horizon'] - 1}; a negative statistic means the "
+             "model's loss is lower.")
+    steps = result.get("per_step", {})
+    if steps:
+        header = ["step"] + [f"{n} MSE" for n in steps] + ["model dir. acc.", "model IC", "DM p vs zero"]
+        per = result.get("dm_vs_zero_per_step", [])
+        rows = []
+        for h in range(result["horizon"]):
+            rows.append([h + 1] + [_num(steps[n][h]["mse"], ".5g") for n in steps]
+                        + [_num(steps["model"][h]["directional_accuracy"], ".4f"), _num(steps["model"][h]["ic"], ".4f"),
+                           _num(per[h]["p_value"], ".3g") if h < len(per) else "—"])
+        doc.table(header, rows)
+    sym = (result.get("per_symbol") or {}).get("model")
+    if sym:
+        zero = result["per_symbol"].get("zero", {})
+        rows = [[s, m["n_windows"], _num(m["mse"], ".5g"), _num(zero.get(s, {}).get("mse"), ".5g"),
+                 _num(m["mse"] / zero[s]["mse"] if s in zero and zero[s]["mse"] else None, ".4f"),
+                 _num(m["directional_accuracy"], ".4f"), _num(m["ic_pooled"], ".4f")] for s, m in sym.items()]
+        doc.table(["symbol", "windows", "model MSE", "zero MSE", "ratio", "dir. acc.", "IC (time series)"], rows)
+    if "pinball_mean" in result["model"]:
+        rows = [[k, _num(v, ".6g")] for k, v in result["model"]["pinball"].items()]
+        rows += [[f"coverage {k}", _num(v, ".3f")] for k, v in result["model"]["coverage"].items()]
+        doc.table(["quantile head", "value"], rows)
+
+
+def _forecast_plots(doc: _Doc, fc) -> None:
+    if fc is None or len(fc) == 0:
+        return
+    doc.heading("Forecasts")
+    pred, true = fc.pred["model"][:, 0], fc.true[:, 0]
+    fig, ax = _subplots(figsize=(4.5, 4))
+    ax.scatter(pred, true, s=4, alpha=0.4)
+    lim = float(np.nanpercentile(np.abs(true), 99)) or 1.0
+    ax.set_ylim(-lim, lim)
+    ax.axhline(0, color="grey", lw=0.5), ax.axvline(0, color="grey", lw=0.5)
+    ax.set_xlabel("forecast 1-step log return"), ax.set_ylabel("realised 1-step log return")
+    doc.figure(fig, "pred_vs_realised", "Predicted vs realised 1-step returns, every window")
+    counts = np.bincount(fc.symbol_ids, minlength=len(fc.symbols))
+    chosen = [int(i) for i in np.argsort(-counts)[:MAX_PRICE_SYMBOLS] if counts[i]]
+    fig, axes = _subplots(len(chosen), 1, figsize=(10, 2.6 * len(chosen)), squeeze=False)
+    H = fc.true.shape[1]
+    for ax, k in zip(axes[:, 0], chosen):
+        m = np.flatnonzero(fc.symbol_ids == k)
+        m = m[np.argsort(fc.dates[m])]
+        t = fc.dates[m].astype("datetime64[ns]")
+        ax.plot(t, fc.last_close[m], color="black", lw=1, label="close")
+        # forecast paths every H origins: the close compounded with the forecast log returns
+        for j in m[::H]:
+            path = fc.last_close[j] * np.exp(np.concatenate([[0.0], np.cumsum(fc.pred["model"][j])]))
+            idx = np.flatnonzero(m == j)[0]
+            tt = fc.dates[m[idx : idx + H + 1]].astype("datetime64[ns]")
+            ax.plot(tt, path[: len(tt)], color="C1", lw=1)
+        ax.set_title(f"{fc.symbols[k]}: close and {H}-step forecast paths (orange)", fontsize=10)
+    doc.figure(fig, "forecast_over_price", "Forecasts over price for the symbols with the most windows")
+
+
+def _backtest_section(doc: _Doc, bt: dict[str, Any] | None) -> None:
+    if not bt:
+        return
+    s = bt["settings"]
+    doc.heading("Backtest")
+    doc.para(f"Positions {s['positions']} ({'long-only' if s['long_only'] else 'long-short'}), gross exposure ≤ "
+             f"{s['max_gross']:g}, costs {s['cost_bps']:g} bps + slippage {s['slippage_bps']:g} bps of traded notional, "
+             f"signal {s['signal']}; {s['periods_per_year']:g} periods per year ({s['periods_per_year_from']}). "
+             f"Timing: {s['timing']}. Buy-and-hold: {s['buy_and_hold']}.")
+    rows = []
+    for name, m in bt["strategies"].items():
+        if not m.get("n_periods"):
+            continue
+        rows.append([name, _num(m["total_return"], ".2%"), _num(m["annual_return"], ".2%"), _num(m["annual_volatility"], ".2%"),
+                     _num(m["sharpe"], ".2f"), _num(m["sortino"], ".2f"), _num(m["max_drawdown"], ".2%"),
+                     _num(m["calmar"], ".2f"), _num(m["turnover"], ".3f"), _num(m["hit_rate"], ".3f")])
+    doc.table(["strategy", "total", "annual", "vol", "Sharpe", "Sortino", "max DD", "Calmar", "turnover", "hit rate"], rows)
+    warnings = [f"{n}: {m['warning']}" for n, m in bt["strategies"].items() if "warning" in m]
+    for w in warnings:
+        doc.para("WARNING " + w)
+    curves = bt.get("curves") or {}
+    if not curves:
+        return
+    fig, (a1, a2) = _subplots(2, 1, figsize=(10, 5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    for name in ("model", "buy_and_hold", "naive:drift"):
+        if name in curves and len(curves[name][1]):
+            d, r = curves[name]
+            eq = np.cumprod(1.0 + r)
+            t = d.astype("datetime64[ns]")
+            a1.plot(t, eq, label=name)
+            a2.plot(t, eq / np.maximum.accumulate(np.maximum(eq, 1.0)) - 1.0, label=name)
+    a1.set_title("equity (net of costs, start = 1)"), a1.legend(fontsize=8)
+    a2.set_title("drawdown"), a2.legend(fontsize=8)
+    doc.figure(fig, "equity_drawdown", "Equity curve and drawdown of the model strategy beside buy-and-hold and the drift forecast")
+
+
+def write_report(
+    out_dir: str | Path,
+    result: dict[str, Any] | None = None,
+    fc=None,
+    backtest: dict[str, Any] | None = None,
+    run_dir: str | Path | None = None,
+    title: str | None = None,
+) -> tuple[Path, Path]:
+    """Write ``out_dir/report.html`` and ``out_dir/report.md`` (+ ``out_dir/report_files/*.png``).
+
+    ``result``: the output of :func:`hftraining.eval.evaluate.score`; ``fc``: its Forecasts;
+    ``backtest``: the output of :func:`hftraining.eval.backtest.backtest_forecasts`; ``run_dir``:
+    where config.json, data_report.json and metrics.jsonl are read from (missing ones are skipped).
+    Returns the two paths.
+    """
+    out = Path(out_dir)
+    run = Path(run_dir) if run_dir is not None else out
+    doc = _Doc(title or f"hftraining report: {run.name}", out / "report_files")
+    _config_section(doc, _read_json(run / "config.json"))
+    _data_section(doc, _read_json(run / "data_report.json"))
+    _training_section(doc, _read_jsonl(run / "metrics.jsonl"))
+    if result:
+        _metrics_section(doc, result)
+    _forecast_plots(doc, fc)
+    _backtest_section(doc, backtest)
+    return doc.write(out)

@@ -1,0 +1,202 @@
+"""Walk-forward evaluation: retrain on successive folds with the real trainer and score each
+fold out of sample, then pool all out-of-sample forecasts.
+
+Folds are cut in each symbol's own rows (like the chronological split): the first
+``data.train_ratio`` share of the rows is the initial training span, the rest is cut into K test
+blocks. For fold k (test rows [b_k, b_{k+1})):
+
+- ``expanding``: training rows [0, b_k − embargo); ``rolling``: the same length as the initial span,
+  ending at b_k − embargo; ``purged_kfold``: every row outside the test block, purged and embargoed
+  (:func:`hftraining.data.splits.purged_kfold`; the test blocks then cover all rows, so the past
+  is also predicted from the future: a cross-validation, not a simulation of live trading);
+- validation: the most recent ``data.val_ratio`` share of the training rows (expanding/rolling),
+  ``data.embargo`` rows apart from training;
+- test windows read their inputs from the L rows before b_k (past information) and all their
+  targets lie in [b_k, b_{k+1}): no target is ever seen in training, and the scaler and target
+  scale are refit on each fold's training rows only.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from hftraining.config import Config
+from hftraining.data.pipeline import PreparedData, prepare, read_frames
+from hftraining.data.splits import Segment, purged_kfold
+from hftraining.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+SCHEMES = ("expanding", "rolling", "purged_kfold")
+
+
+def fold_segments(n_rows: int, k: int, n_folds: int, cfg: Config, scheme: str = "expanding") -> dict[str, Segment]:
+    """Row segments {"train", "val", "test"} of fold ``k`` (0-based) for one symbol of ``n_rows`` rows."""
+    d = cfg.data
+    L, H, emb = d.sequence_length, d.prediction_horizon, d.embargo
+    n0 = int(n_rows * d.train_ratio)
+    b = [n0 + (n_rows - n0) * j // n_folds for j in range(n_folds + 1)]
+    end = max(0, b[k] - emb)
+    start = 0 if scheme == "expanding" else max(0, end - n0)
+    n_val = int((end - start) * d.val_ratio)
+    val = Segment(end - n_val, end) if n_val else Segment(end, end)
+    train = Segment(start, max(start, end - n_val - (emb if n_val else 0)))
+    test = Segment(max(0, b[k] - L), b[k + 1])  # inputs may start L rows early; targets lie in [b_k, b_k+1)
+    del H  # the test windows' targets stay inside [b_k, b_k+1) because window_ends keeps t + H < stop
+    return {"train": train, "val": val, "test": test}
+
+
+def _purged_segments(n_rows: int, k: int, n_folds: int, cfg: Config) -> dict[str, Segment]:
+    """Fold ``k`` of purged k-fold as {"train": before, "val": after, "test"}: the trainer sees
+    both training segments (see :func:`prepare_fold`); the scaler is fit on the rows before the
+    test block only, so no statistic of a later row reaches it."""
+    d = cfg.data
+    folds = purged_kfold(n_rows, n_folds, d.sequence_length, d.prediction_horizon, d.embargo)
+    if not folds:
+        return {"train": Segment(0, 0), "val": Segment(0, 0), "test": Segment(0, 0)}
+    f = folds[k]
+    before = next((s for s in f.train if s.start == 0), Segment(0, 0))
+    after = next((s for s in f.train if s.start > 0), Segment(n_rows, n_rows))
+    if len(before) == 0:  # the first block has nothing before it: train on the rows after it only
+        return {"train": after, "val": Segment(n_rows, n_rows), "test": f.test}
+    return {"train": before, "val": after, "test": f.test}
+
+
+def prepare_fold(cfg: Config, frames: dict, k: int, n_folds: int, scheme: str) -> PreparedData:
+    """The PreparedData of fold ``k``: preprocessing fit on the fold's training rows, windows of its
+    training, validation and test segments (the pipeline's own ``prepare`` with fold segments)."""
+    if scheme == "purged_kfold":
+        data = prepare(cfg.data, frames, segments=lambda n: _purged_segments(n, k, n_folds, cfg))
+        if len(data.val) and len(data.train):
+            # the training windows after the test block join those before it (same row arrays)
+            ends = np.concatenate([data.train.ends, data.val.ends])
+            ids = np.concatenate([data.train.symbol_ids, data.val.symbol_ids])
+            train = dataclasses.replace(data.train, ends=ends, symbol_ids=ids)
+            data = dataclasses.replace(data, train=train, val=data.val.subset(slice(0, 0)))
+        return data
+    return prepare(cfg.data, frames, segments=lambda n: fold_segments(n, k, n_folds, cfg, scheme))
+
+
+def _ci(values: list[float], level: float = 0.95) -> dict[str, float]:
+    """Mean, standard deviation and a Student-t confidence interval of per-fold values."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    if len(v) == 0:
+        return {"mean": float("nan"), "std": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
+    m = float(v.mean())
+    if len(v) < 2:
+        return {"mean": m, "std": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 1}
+    sd = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1)) * sd / np.sqrt(len(v))
+    return {"mean": m, "std": sd, "ci_low": m - half, "ci_high": m + half, "n": int(len(v))}
+
+
+def _fold_summary(res: dict[str, Any]) -> dict[str, Any]:
+    bt = (res.get("backtest") or {}).get("strategies", {})
+    return {
+        "n_windows": res["n_windows"],
+        "mse": res["model"]["mse"],
+        "zero_mse": res["baselines"]["zero"]["mse"],
+        "mse_vs_zero": res["mse_vs_zero"],
+        "directional_accuracy": res["model"]["directional_accuracy"],
+        "ic": res["model"]["ic"],
+        "dm_statistic": res["dm_vs_zero"]["statistic"],
+        "dm_p_value": res["dm_vs_zero"]["p_value"],
+        "sharpe": (bt.get("model") or {}).get("sharpe"),
+        "buy_and_hold_sharpe": (bt.get("buy_and_hold") or {}).get("sharpe"),
+    }
+
+
+def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str = "retrain") -> dict[str, Any]:
+    """Train and score ``n_folds`` folds; returns per-fold summaries, their means with 95% t-intervals,
+    and the metrics/DM test/backtest of all out-of-sample forecasts pooled. Writes walkforward.json and
+    one run folder per fold under ``<run>/walkforward/``."""
+    import json
+
+    from hftraining.eval.backtest import backtest_forecasts
+    from hftraining.eval.evaluate import Forecasts, collect_forecasts, json_safe, score
+    from hftraining.train.distributed import cleanup, init_distributed
+    from hftraining.train.trainer import Trainer
+
+    if n_folds < 2:
+        raise ConfigError(f"--folds: need at least 2 folds, got {n_folds}")
+    if scheme not in SCHEMES:
+        raise ConfigError(f"--scheme: {scheme!r} is not one of {', '.join(SCHEMES)}")
+    if mode == "finetune" and scheme == "purged_kfold":
+        raise ConfigError("--mode finetune: the folds of purged k-fold are not in time order; use --mode retrain")
+    base = cfg.run_dir() / "walkforward"
+    frames, report = read_frames(cfg.data)
+    info = init_distributed(cfg.training.device)
+    folds, parts = [], []
+    prev_state = None
+    try:
+        for k in range(n_folds):
+            data = prepare_fold(cfg, frames, k, n_folds, scheme)
+            if len(data.test) == 0:
+                raise DataError(f"walkforward fold {k + 1}: its test block yields no window; use fewer --folds "
+                                "or a smaller data.sequence_length / data.prediction_horizon")
+            data.report.update({"fold": k + 1, "folds": n_folds, "scheme": scheme})
+            fcfg = copy.deepcopy(cfg)
+            fcfg.output.output_dir = str(base / f"fold-{k + 1}")
+            fcfg.output.overwrite = True
+            fcfg.training.resume_from_checkpoint = None
+            trainer = Trainer(fcfg, data, info)
+            try:
+                if prev_state is not None and mode == "finetune":
+                    trainer.model.load_state_dict(prev_state)  # continue from the previous fold's weights
+                if trainer.model.needs_training:
+                    trainer.fit()
+                res = trainer.finish()
+                fc = collect_forecasts(trainer.model, data.test, data.preprocessing.target_scale,
+                                       cfg.data.eval_batch_size, trainer.device, trainer.precision)
+                prev_state = {n: t.detach().clone() for n, t in trainer.model.state_dict().items()}
+            finally:
+                trainer.close()
+            first, last = (np.datetime64(int(x), "ns") for x in (fc.dates.min(), fc.dates.max()))
+            folds.append({"fold": k + 1, "train_windows": len(data.train), "val_windows": len(data.val),
+                          "test_from": str(first)[:10], "test_to": str(last)[:10], **_fold_summary(res)})
+            parts.append(fc)
+    finally:
+        cleanup(info)
+    pooled_fc = Forecasts.concat(parts)
+    pooled = score(pooled_fc)
+    bt = backtest_forecasts(pooled_fc, cfg.evaluation)
+    pooled["backtest"] = {"settings": bt["settings"], "strategies": bt["strategies"]}
+    keys = ["mse_vs_zero", "directional_accuracy", "ic", "sharpe", "buy_and_hold_sharpe"]
+    out = {
+        "folds": folds,
+        "scheme": scheme, "mode": mode, "n_folds": n_folds, "embargo": cfg.data.embargo,
+        "aggregate": {k: _ci([f[k] for f in folds]) for k in keys},
+        "pooled": pooled,
+        "run_dir": str(base),
+    }
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "walkforward.json").write_text(json.dumps(json_safe(out), indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def format_walkforward(res: dict[str, Any]) -> str:
+    """Per-fold table, the 95% intervals over folds and the pooled out-of-sample verdict."""
+    from hftraining.eval.backtest import format_backtest
+    from hftraining.eval.evaluate import _fmt, format_table
+
+    lines = [f"walk-forward: {res['n_folds']} folds, {res['scheme']} training windows, {res['mode']}, embargo {res['embargo']} rows",
+             f"{'fold':>4} {'test period':<23}{'train':>7}{'test':>6}{'MSE/zero':>9}{'dir.acc':>8}{'IC':>8}{'DM p':>7}{'Sharpe':>8}{'B&H':>7}"]
+    for f in res["folds"]:
+        lines.append(f"{f['fold']:>4} {f['test_from'] + '..' + f['test_to']:<23}{f['train_windows']:>7}{f['n_windows']:>6}"
+                     f"{_fmt(f['mse_vs_zero'], '>9.4f')}{_fmt(f['directional_accuracy'], '>8.4f')}{_fmt(f['ic'], '>8.4f')}"
+                     f"{_fmt(f['dm_p_value'], '>7.3f')}{_fmt(f['sharpe'], '>8.2f')}{_fmt(f['buy_and_hold_sharpe'], '>7.2f')}")
+    lines.append("mean over folds [95% t-interval]:")
+    for k, a in res["aggregate"].items():
+        lines.append(f"  {k:<22}{_fmt(a['mean'], '.4f')} [{_fmt(a['ci_low'], '.4f')}, {_fmt(a['ci_high'], '.4f')}]")
+    lines.append(format_table(res["pooled"], "all out-of-sample folds pooled"))
+    bt = dict(res["pooled"]["backtest"])
+    lines.append(format_backtest(bt))
+    lines.append(f"fold runs and walkforward.json: {res['run_dir']}")
+    return "\n".join(lines)
