@@ -33,11 +33,66 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from hftraining.eval.evaluate import evaluate_model_dir, format_table
+def _report_dir(args: argparse.Namespace):
+    """Where evaluate/backtest write report.html: --report-dir, else the run folder (or model folder)."""
+    from hftraining.eval.evaluate import run_folder
+    from hftraining.inference.forecaster import resolve_model_dir
 
-    result = evaluate_model_dir(args.path, args.data, args.split)
-    print(json.dumps(result, indent=2) if args.json else format_table(result, args.split))
+    if args.report_dir:
+        return Path(args.report_dir)
+    return run_folder(args.path) or resolve_model_dir(args.path)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from hftraining.eval.backtest import format_backtest
+    from hftraining.eval.evaluate import evaluate_and_backtest, evaluation_config, format_table, json_safe, run_folder
+    from hftraining.eval.report import write_report
+
+    ev = evaluation_config(args.path, args.set)
+    result, fc, bt = evaluate_and_backtest(args.path, args.data, args.split, ev)
+    if not args.no_report:
+        html_path, _ = write_report(_report_dir(args), result, fc, bt, run_folder(args.path),
+                                    title=f"hftraining evaluate: {args.path} ({args.split} split)")
+        result["report"] = str(html_path)
+    if args.json:
+        print(json.dumps(json_safe(result), indent=2))
+    else:
+        print(format_table(result, args.split))
+        print(format_backtest(bt))
+        if "report" in result:
+            print(f"report: {result['report']}")
+    return 0
+
+
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from hftraining.eval.backtest import format_backtest
+    from hftraining.eval.evaluate import evaluate_and_backtest, evaluation_config, json_safe
+
+    sets = list(args.set)
+    for flag, key in (("positions", "backtest_positions"), ("max_gross", "backtest_max_gross"),
+                      ("cost_bps", "backtest_cost_bps"), ("slippage_bps", "backtest_slippage_bps"),
+                      ("signal", "backtest_signal"), ("long_only", "backtest_long_only")):
+        if getattr(args, flag) is not None:
+            sets.append(f"evaluation.{key}={str(getattr(args, flag)).lower()}")
+    ev = evaluation_config(args.path, sets)
+    result, _, bt = evaluate_and_backtest(args.path, args.data, args.split, ev)
+    if args.json:
+        print(json.dumps(json_safe({"split": args.split, "model_dir": result["model_dir"], **result["backtest"]}), indent=2))
+    else:
+        print(format_backtest(bt))
+    return 0
+
+
+def _cmd_walkforward(args: argparse.Namespace) -> int:
+    from hftraining.config import load_config
+    from hftraining.eval.evaluate import json_safe
+    from hftraining.eval.walkforward import format_walkforward, walk_forward
+    from hftraining.train.logging import setup_console_logging
+
+    cfg = load_config(args.config, args.overrides)
+    setup_console_logging()
+    res = walk_forward(cfg, args.folds, scheme=args.scheme, mode=args.mode)
+    print(json.dumps(json_safe(res), indent=2) if args.json else format_walkforward(res))
     return 0
 
 
@@ -129,7 +184,37 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="file, folder or glob (default: the data the model was trained on)")
     e.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.add_argument("--report-dir", help="where to write report.html/report.md (default: the run folder)")
+    e.add_argument("--no-report", action="store_true", help="do not write report.html/report.md")
+    e.add_argument("--set", action="append", default=[], metavar="evaluation.KEY=VALUE",
+                   help="evaluation setting, e.g. --set evaluation.backtest_cost_bps=10 (repeatable)")
     e.set_defaults(func=_cmd_evaluate)
+
+    bt = sub.add_parser("backtest", help="trade the forecasts with costs, beside buy-and-hold and the naive forecasts")
+    bt.add_argument("path", metavar="RUN_OR_MODEL_DIR")
+    bt.add_argument("--data", help="file, folder or glob (default: the data the model was trained on)")
+    bt.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    bt.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    bt.add_argument("--positions", choices=["sign", "vol_scaled"], help="position rule (evaluation.backtest_positions)")
+    bt.add_argument("--long-only", dest="long_only", action="store_const", const=True, help="no short positions")
+    bt.add_argument("--long-short", dest="long_only", action="store_const", const=False, help="long and short positions")
+    bt.add_argument("--max-gross", type=float, help="cap on gross exposure, share of capital")
+    bt.add_argument("--cost-bps", type=float, help="transaction cost, bps of traded notional")
+    bt.add_argument("--slippage-bps", type=float, help="slippage, bps of traded notional")
+    bt.add_argument("--signal", choices=["step1", "mean"], help="forecast that decides the position")
+    bt.add_argument("--set", action="append", default=[], metavar="evaluation.KEY=VALUE", help="evaluation setting (repeatable)")
+    bt.set_defaults(func=_cmd_backtest)
+
+    wf = sub.add_parser("walkforward", help="retrain on successive folds and score each out of sample")
+    wf.add_argument("--folds", type=int, required=True, help="number of out-of-sample test folds")
+    wf.add_argument("--config", help="YAML or JSON config file (default: built-in defaults)")
+    wf.add_argument("--scheme", default="expanding", choices=["expanding", "rolling", "purged_kfold"],
+                    help="training windows that grow, slide, or purged k-fold over all rows (default: expanding)")
+    wf.add_argument("--mode", default="retrain", choices=["retrain", "finetune"],
+                    help="train each fold from scratch, or start from the previous fold's weights")
+    wf.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    wf.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+    wf.set_defaults(func=_cmd_walkforward)
 
     pr = sub.add_parser("predict", help="forecast from the latest window of each symbol")
     pr.add_argument("model_dir", metavar="MODEL_DIR")

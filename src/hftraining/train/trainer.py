@@ -343,14 +343,27 @@ class Trainer:
         if self.info.is_main:
             pre = self.data.preprocessing
             self.model.save_pretrained(self.run_dir / "final", preprocessing=pre.to_dict())
+            from hftraining.eval.backtest import backtest_forecasts, format_backtest
+            from hftraining.eval.evaluate import collect_forecasts, json_safe, score
+            from hftraining.eval.report import write_report
+
+            fc = bt = None
             if len(self.data.test):
-                pred = predict_scaled(self.model, self.data.test, self.cfg.data.eval_batch_size, self.device, self.precision)
-                result = {"split": "test", "step": self.state.global_step,
-                          **evaluate_predictions(pred, self.data.test, pre.target_scale)}
-                (self.run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+                # model and baselines through one prediction path; the backtest trades the same forecasts
+                fc = collect_forecasts(self.model, self.data.test, pre.target_scale, self.cfg.data.eval_batch_size,
+                                       self.device, self.precision)
+                bt = backtest_forecasts(fc, self.cfg.evaluation)
+                result = {"split": "test", "step": self.state.global_step, **score(fc),
+                          "backtest": {"settings": bt["settings"], "strategies": bt["strategies"]}}
+                (self.run_dir / "eval.json").write_text(json.dumps(json_safe(result), indent=2) + "\n")
                 self.logger.info(format_table(result))
+                self.logger.info(format_backtest(bt))
             else:
                 self.logger.info("the test split yields no window: nothing to evaluate")
+            if self.cfg.evaluation.report:
+                html_path, _ = write_report(self.run_dir, result or None, fc, bt, self.run_dir,
+                                            title=f"hftraining run {self.run_dir.name}")
+                self.logger.info("report: %s", html_path)
             self.logger.info("run folder: %s", self.run_dir)
         barrier(self.info)
         return result
