@@ -1,0 +1,103 @@
+"""Inference API: predict applies training's preprocessing and gives evaluate's forecasts."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hftraining.config import load_config
+from hftraining.data.io import sample_data_dir
+from hftraining.errors import DataError
+from hftraining.eval.evaluate import predict_scaled
+from hftraining.inference.forecaster import Forecaster
+from hftraining.train.trainer import train
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("inference")
+    cfg = load_config(None, [
+        "model.hidden_size=16", "model.num_heads=2", "model.num_layers=1", "model.dropout=0.0",
+        "model.quantiles=[0.9, 0.1, 0.5]", "model.classification_threshold=0.005",
+        "data.sequence_length=20", "data.prediction_horizon=3", "data.batch_size=32",
+        "data.symbols=[AEM, WPM]", "training.max_steps=8", "training.save_steps=0", "evaluation.eval_steps=0",
+        f"output.output_dir={tmp / 'run'}", "output.tensorboard=false", "output.progress_bar=never",
+    ])
+    train(cfg)
+    return tmp / "run"
+
+
+def _csv(sym):
+    return pd.read_csv(sample_data_dir() / f"{sym}.csv")
+
+
+def test_predict_equals_evaluate_forecast_of_the_same_window(run_dir):
+    fc = Forecaster.from_pretrained(run_dir)
+    ws = fc.windows(None, "test")
+    scored = predict_scaled(fc.model, ws) * fc.preprocessing.target_scale  # what evaluate scores
+    checked = 0
+    for i in (0, len(ws) // 2, len(ws) - 1):
+        sym = ws.symbols[ws.symbol_ids[i]]
+        as_of = pd.Timestamp(int(ws.times[i]), unit="ns", tz="UTC")
+        raw = _csv(sym)
+        cut = raw[pd.to_datetime(raw["Date"], utc=True) <= as_of]  # the data as it was at the window's origin
+        table = fc.predict({sym: cut})
+        assert list(table["step"]) == [1, 2, 3]
+        assert (table["as_of"] == as_of).all() and (table["symbol"] == sym).all()
+        np.testing.assert_allclose(table["forecast_return"], scored[i], rtol=1e-5, atol=1e-7)
+        assert table["last_close"].iloc[0] == pytest.approx(float(cut["close"].iloc[-1]))
+        checked += 1
+    assert checked == 3
+
+
+def test_table_has_quantiles_and_probabilities_in_user_order(run_dir):
+    fc = Forecaster.from_pretrained(run_dir)
+    table = fc.predict([str(sample_data_dir() / "AEM.csv"), str(sample_data_dir() / "WPM.csv")])
+    assert len(table) == 6 and list(table["symbol"].unique()) == ["AEM", "WPM"]
+    for col in ("return_q0.9", "return_q0.1", "return_q0.5", "p_sell", "p_hold", "p_buy"):
+        assert col in table.columns, col
+    assert (table["return_q0.1"] <= table["return_q0.5"]).all() and (table["return_q0.5"] <= table["return_q0.9"]).all()
+    np.testing.assert_allclose(table[["p_sell", "p_hold", "p_buy"]].sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(table["forecast_price"], table["last_close"] * np.exp(table["forecast_cum_return"]))
+    np.testing.assert_allclose(table.groupby("symbol")["forecast_return"].cumsum(), table["forecast_cum_return"])
+
+
+def test_batched_frame_equals_one_symbol_at_a_time(run_dir):
+    fc = Forecaster.from_pretrained(run_dir)
+    long = pd.concat([_csv("AEM").assign(symbol="AEM"), _csv("WPM").assign(Symbol="WPM").rename(columns={"Symbol": "symbol"})])
+    both = fc.predict(long)
+    one = pd.concat([fc.predict({"AEM": _csv("AEM")}), fc.predict({"WPM": _csv("WPM")})], ignore_index=True)
+    np.testing.assert_allclose(both["forecast_return"], one["forecast_return"], rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(both["p_buy"], one["p_buy"], rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda f: f.drop(columns="volume"), ["AEM", "missing column 'volume'"]),
+    (lambda f: f.drop(columns="Date"), ["AEM", "missing column 'timestamp'"]),
+    (lambda f: f.tail(30), ["AEM", "30 usable rows", "needs 53", "data.sequence_length 20"]),
+])
+def test_bad_input_is_a_one_line_error_naming_the_problem(run_dir, mutate, words):
+    fc = Forecaster.from_pretrained(run_dir)
+    with pytest.raises(DataError) as e:
+        fc.predict({"AEM": mutate(_csv("AEM"))})
+    msg = str(e.value)
+    assert "\n" not in msg and all(w in msg for w in words), msg
+
+
+def test_frame_without_symbol_column_and_strict_rows(run_dir):
+    fc = Forecaster.from_pretrained(run_dir)
+    with pytest.raises(DataError, match="'symbol' column"):
+        fc.predict(_csv("AEM"))
+    bad = _csv("AEM")
+    bad.loc[bad.index[-3], "close"] = -1.0
+    assert len(fc.predict({"AEM": bad})) == 3  # training's rule (invalid_values=drop) drops the row
+    with pytest.raises(DataError, match=r"row \d+.*'close'.*invalid_values=error"):
+        fc.predict({"AEM": bad}, strict=True)
+
+
+def test_predict_cli_writes_quantile_and_class_columns(run_dir, tmp_path):
+    from hftraining.cli import main
+
+    out = tmp_path / "f.csv"
+    assert main(["predict", str(run_dir), "--data", str(sample_data_dir() / "AEM.csv"), "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert {"return_q0.5", "p_buy", "forecast_price"} <= set(table.columns) and len(table) == 3
