@@ -29,7 +29,49 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides.append("training.resume_from_checkpoint=auto")
     cfg = load_config(args.config, overrides)
     setup_console_logging()
+    if args.seeds is not None:
+        from hftraining.inference.ensemble import train_seeds
+
+        if args.resume:
+            raise UserError("train: --seeds and --resume cannot be combined (resume each seed-<k>/ folder on its own)")
+        root = train_seeds(cfg, args.seeds)
+        print(f"trained {args.seeds} seed(s) into {root}/seed-<k>/" + (f"; ensemble: {root / 'ensemble'}" if args.seeds > 1 else ""))
+        return 0
     train(cfg)
+    return 0
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from hftraining.inference.ensemble import build_ensemble
+
+    out = build_ensemble(args.model_dirs, args.out, args.method)
+    print(f"wrote an ensemble ({args.method}) of {len(args.model_dirs)} models to {out}")
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from hftraining.train.logging import setup_console_logging
+    from hftraining.tune import run_tune
+
+    setup_console_logging()
+    report = run_tune(args.config, args.trials, storage=args.storage, study_name=args.study, workers=args.workers,
+                      out=args.out, overrides=args.overrides)
+    print(report)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from hftraining.inference.export import export_onnx
+
+    path = export_onnx(args.model_dir, args.out, check=not args.no_check)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from hftraining.inference.serve import serve
+
+    serve(args.model_dir, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes)
     return 0
 
 
@@ -176,8 +218,41 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model, then evaluate it on the test split")
     t.add_argument("--config", help="YAML or JSON config file (default: built-in defaults)")
     t.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint of the run folder")
+    t.add_argument("--seeds", type=int, metavar="N",
+                   help="train N seeds (training.seed + k) into <run>/seed-<k>/ and build <run>/ensemble/")
     t.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     t.set_defaults(func=_cmd_train)
+
+    en = sub.add_parser("ensemble", help="combine trained models that share preprocessing into one model folder")
+    en.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR", help="run or model folders (two or more)")
+    en.add_argument("--out", required=True, metavar="DIR", help="ensemble folder to write")
+    en.add_argument("--method", default="mean", choices=["mean", "median", "weighted"],
+                    help="weighted: weights proportional to 1 / validation MSE")
+    en.set_defaults(func=_cmd_ensemble)
+
+    tu = sub.add_parser("tune", help="hyperparameter search with Optuna over the config's tune.search_space")
+    tu.add_argument("--config", required=True, help="YAML or JSON config with a tune section")
+    tu.add_argument("--trials", type=int, required=True, help="trials in total (over all workers)")
+    tu.add_argument("--storage", help="Optuna storage URL shared by workers, e.g. sqlite:///tune.db")
+    tu.add_argument("--study", help="study name (default: tune.study_name or output.experiment_name)")
+    tu.add_argument("--workers", type=int, default=1, help="worker processes on this machine sharing --storage")
+    tu.add_argument("--out", metavar="DIR", help="folder of the trials and the report (default: runs/tune-<study>)")
+    tu.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+    tu.set_defaults(func=_cmd_tune)
+
+    ex = sub.add_parser("export", help="export a model folder to ONNX")
+    ex.add_argument("model_dir", metavar="MODEL_DIR")
+    ex.add_argument("--format", default="onnx", choices=["onnx"])
+    ex.add_argument("--out", required=True, metavar="FILE", help="the .onnx file to write")
+    ex.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime comparison with PyTorch")
+    ex.set_defaults(func=_cmd_export)
+
+    se = sub.add_parser("serve", help="serve forecasts over HTTP (needs the serve extra)")
+    se.add_argument("model_dir", metavar="MODEL_DIR")
+    se.add_argument("--host", default="127.0.0.1")
+    se.add_argument("--port", type=int, default=8000)
+    se.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024, help="larger requests get 413")
+    se.set_defaults(func=_cmd_serve)
 
     e = sub.add_parser("evaluate", help="score a trained model beside naive forecasts")
     e.add_argument("path", metavar="RUN_OR_MODEL_DIR")

@@ -260,6 +260,7 @@ def _fmt(v: Any, spec: str) -> str:
 def format_table(result: dict[str, Any], title: str = "test") -> str:
     """A small aligned table: the model beside each baseline, the DM tests and the verdict."""
     rows = [("model", result["model"])] + [(f"naive:{k}", v) for k, v in result["baselines"].items()]
+    rows += [(f"member:{k}", v) for k, v in result.get("members", {}).items()]  # an ensemble's members
     lines = [f"{title}: {result['n_windows']} windows × {result['horizon']} steps (log-return units)",
              f"{'forecast':<22}{'MSE':>12}{'MAE':>12}{'dir.acc':>9}{'IC':>9}{'IC pool':>9}{'DM stat':>9}{'DM p':>8}"]
     dm = result.get("dm", {})
@@ -312,6 +313,10 @@ def evaluate_model_dir(path, data=None, split: str = "test", return_forecasts: b
     f, ws = load_for_eval(path, data, split)
     fc = collect_forecasts(f.model, ws, f.preprocessing.target_scale, levels=f.quantile_levels)
     result = {"split": split, "model_dir": str(f.model_dir), **score(fc)}
+    if hasattr(f.model, "members"):  # an ensemble: its members scored on the same windows, beside it
+        scale = f.preprocessing.target_scale
+        result["members"] = {f"member-{k}": M.point_metrics(predict_scaled(m, ws).astype(np.float64) * scale, fc.true, fc.dates)
+                             for k, m in enumerate(f.model.members)}
     return (result, fc) if return_forecasts else result
 
 

@@ -1,0 +1,231 @@
+"""Ensembles of models that share one preprocessing, and the multi-seed training that makes them.
+
+An ensemble folder is plain JSON plus copies of its members' model folders (copied, not
+referenced, so the folder can be moved or served on its own)::
+
+    ensemble.json          {"format_version", "method", "weights", "members": [...], "validation": {...}}
+    preprocessing.json     the members' common preprocessing
+    members/member-0/      config.json, model.safetensors, preprocessing.json of member 0
+    members/member-1/      ...
+
+``Forecaster.from_pretrained(folder)`` loads it and predicts like a single model: the combined
+forecast is the mean, median or weighted mean of the members' forecasts (scaled target units);
+quantiles combine the same way (quantile averaging); buy/hold/sell probabilities are averaged
+(with the weights for ``weighted``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hftraining.config import Config
+from hftraining.data.pipeline import Preprocessing
+from hftraining.errors import ConfigError, DataError
+from hftraining.models import ForecastModel, ForecastOutput, load_preprocessing
+
+log = logging.getLogger("hftraining")
+
+METHODS = ("mean", "median", "weighted")
+FORMAT_VERSION = 1
+# preprocessing keys that must agree between members for them to see the same inputs
+SHARED_KEYS = ("features", "feature_columns", "scaler", "target_scale", "seq_len", "horizon")
+
+
+class EnsembleModel(nn.Module):
+    """Members' outputs combined: ``forward(x, mask, past) -> ForecastOutput`` like any model."""
+
+    def __init__(self, members: list[ForecastModel], method: str, weights: list[float] | None = None):
+        super().__init__()
+        if method not in METHODS:
+            raise ConfigError(f"ensemble method {method!r} is not one of {', '.join(METHODS)}")
+        self.members = nn.ModuleList(members)
+        self.method = method
+        if method != "weighted" or weights is None:
+            weights = [1.0] * len(members)
+        w = torch.tensor(weights, dtype=torch.float32)
+        self.register_buffer("weights", w / w.sum(), persistent=False)  # (M,)
+        first = members[0]
+        self.horizon, self.seq_len, self.n_features = first.horizon, first.seq_len, first.n_features
+        levels = [list(m.cfg.quantiles) for m in members]
+        self.quantile_levels = levels[0] if all(lv == levels[0] for lv in levels) else []
+        self.has_classes = all(m.cfg.classification_threshold > 0 for m in members)
+
+    def _combine(self, stacked: torch.Tensor) -> torch.Tensor:
+        """(M, B, ...) → (B, ...)."""
+        if self.method == "median":
+            return stacked.median(dim=0).values if len(self.members) % 2 else stacked.quantile(0.5, dim=0)
+        w = self.weights.to(stacked.dtype).view(-1, *([1] * (stacked.dim() - 1)))
+        return (stacked * w).sum(dim=0)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, past: torch.Tensor | None = None) -> ForecastOutput:
+        outs = [m(x, mask, past) for m in self.members]
+        res = ForecastOutput(prediction=self._combine(torch.stack([o.prediction.float() for o in outs])))  # (B, H)
+        if self.quantile_levels:
+            res.quantiles = self._combine(torch.stack([o.quantiles.float() for o in outs]))  # (B, H, Q)
+        if self.has_classes:
+            probs = torch.stack([torch.softmax(o.class_logits.float(), dim=-1) for o in outs])  # (M, B, H, 3)
+            w = self.weights.view(-1, 1, 1, 1)  # uniform unless the method is ``weighted``
+            # log of the averaged probabilities: softmax of these logits gives the average back
+            res.class_logits = torch.log((probs * w).sum(dim=0).clamp_min(1e-12))
+        return res
+
+
+# ---------------------------------------------------------------------------------- checks
+
+
+def _member_dir(path: str | Path) -> Path:
+    from hftraining.inference.forecaster import resolve_model_dir
+
+    d = resolve_model_dir(path)
+    if (d / "ensemble.json").exists():
+        raise DataError(f"{path}: is an ensemble; members must be single model folders")
+    return d
+
+
+def check_shared_preprocessing(dirs: list[Path]) -> dict[str, Any]:
+    """The members' common preprocessing dict; a DataError naming the first key that differs."""
+    pres = [load_preprocessing(d) for d in dirs]
+    ref = pres[0]
+    for d, p in zip(dirs[1:], pres[1:]):
+        for key in SHARED_KEYS:
+            if p.get(key) != ref.get(key):
+                raise DataError(
+                    f"{d}: preprocessing.json key {key!r} differs from {dirs[0]}'s; ensemble members must "
+                    "share features, scaler, target scale, sequence length and horizon (train them on the same data)"
+                )
+    return ref
+
+
+def validation_scores(dirs: list[Path], pre: dict[str, Any]) -> list[float]:
+    """Validation MSE (log-return units) of each member, on the validation split of its training data."""
+    from hftraining.eval.evaluate import predict_scaled
+    from hftraining.inference.forecaster import Forecaster
+
+    fc0 = Forecaster.from_pretrained(dirs[0])
+    ws = fc0.windows(None, "val")
+    if len(ws) == 0:
+        raise DataError(f"{dirs[0]}: the validation split of the training data yields no window (data.val_ratio)")
+    true = ws.targets().astype(np.float64)
+    scores = []
+    for d in dirs:
+        model = ForecastModel.from_pretrained(d)
+        pred = predict_scaled(model, ws).astype(np.float64)
+        scores.append(float(np.mean((pred - true) ** 2)) * pre["target_scale"] ** 2)
+    return scores
+
+
+# ---------------------------------------------------------------------------------- build / load
+
+
+def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = "mean") -> Path:
+    """Write an ensemble folder of ``model_dirs`` (run or model folders) to ``out``.
+
+    ``weighted``: weights ∝ 1 / validation MSE of each member (the validation split of the
+    training data, never the test split). Returns the folder.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"--method: {method!r} is not one of {', '.join(METHODS)}")
+    if len(model_dirs) < 2:
+        raise DataError("ensemble: at least two model folders are needed")
+    dirs = [_member_dir(p) for p in model_dirs]
+    if len({d.resolve() for d in dirs}) != len(dirs):
+        raise DataError("ensemble: the same model folder is given twice")
+    pre = check_shared_preprocessing(dirs)
+    for d in dirs:
+        ForecastModel.from_pretrained(d)  # every member loads (a broken folder fails here, not later)
+    scores = validation_scores(dirs, pre) if method == "weighted" else None
+    weights = None
+    if scores is not None:
+        inv = np.array([1.0 / max(s, 1e-30) for s in scores])
+        weights = (inv / inv.sum()).tolist()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not (out / "ensemble.json").exists():
+            raise DataError(f"{out}: exists and is not an ensemble folder; choose another --out")
+        shutil.rmtree(out)
+    (out / "members").mkdir(parents=True)
+    names = []
+    for k, d in enumerate(dirs):
+        name = f"members/member-{k}"
+        shutil.copytree(d, out / name, ignore=shutil.ignore_patterns("*.onnx"))
+        names.append(name)
+    (out / "preprocessing.json").write_text(json.dumps(pre, indent=2) + "\n", encoding="utf-8")
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "method": method,
+        "weights": weights,
+        "members": names,
+        "sources": [str(d) for d in dirs],
+        "validation_mse": scores,
+    }
+    (out / "ensemble.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def read_ensemble_meta(directory: str | Path) -> dict[str, Any]:
+    d = Path(directory)
+    try:
+        meta = json.loads((d / "ensemble.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{d / 'ensemble.json'}: not valid JSON ({e})") from None
+    for key in ("method", "members"):
+        if key not in meta:
+            raise DataError(f"{d / 'ensemble.json'}: missing key {key!r}")
+    return meta
+
+
+def load_ensemble(directory: str | Path) -> tuple[EnsembleModel, Preprocessing]:
+    """(model, preprocessing) of an ensemble folder."""
+    d = Path(directory)
+    meta = read_ensemble_meta(d)
+    dirs = [d / name for name in meta["members"]]
+    for m in dirs:
+        if not m.exists():
+            raise DataError(f"{d / 'ensemble.json'}: member folder {m} is missing")
+    pre = check_shared_preprocessing(dirs)
+    members = [ForecastModel.from_pretrained(m) for m in dirs]
+    return EnsembleModel(members, meta["method"], meta.get("weights")), Preprocessing.from_dict(pre)
+
+
+def member_forecasters(directory: str | Path):
+    """[(name, Forecaster)] of the members of an ensemble folder."""
+    from hftraining.inference.forecaster import Forecaster
+
+    d = Path(directory)
+    return [(Path(name).name, Forecaster.from_pretrained(d / name)) for name in read_ensemble_meta(d)["members"]]
+
+
+# ---------------------------------------------------------------------------------- seeds
+
+
+def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
+    """Train ``n`` copies of ``cfg`` with seeds ``training.seed + k`` into ``<run>/seed-<k>/``, then
+    build ``<run>/ensemble/`` from their final models. Returns the run folder."""
+    from hftraining.data.pipeline import prepare
+    from hftraining.train.trainer import train
+
+    if n < 1:
+        raise ConfigError(f"--seeds: must be >= 1, got {n}")
+    root = cfg.run_dir()
+    data = prepare(cfg.data)  # one preprocessing for every seed: the members share it by construction
+    for k in range(n):
+        sub = dataclasses.replace(
+            cfg,
+            training=dataclasses.replace(cfg.training, seed=cfg.training.seed + k),
+            output=dataclasses.replace(cfg.output, output_dir=str(root / f"seed-{k}")),
+        )
+        log.info("seed %d of %d: training.seed=%d → %s", k + 1, n, sub.training.seed, sub.output.output_dir)
+        train(sub, data)
+    if n >= 2:
+        build_ensemble([root / f"seed-{k}" for k in range(n)], root / "ensemble", method)
+        log.info("ensemble of %d seeds (%s): %s", n, method, root / "ensemble")
+    return root

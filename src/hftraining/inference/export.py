@@ -1,0 +1,149 @@
+"""ONNX export of a model (or ensemble) folder: ``hftraining export MODEL_DIR --format onnx --out FILE``.
+
+The graph takes the scaled inputs the model sees and returns forecasts in log-return units:
+
+    inputs   x     (batch, seq_len, n_features) float32  scaled features (preprocessing.json's scaler)
+             past  (batch, seq_len)             float32  1-step log returns of the close / target_scale
+    outputs  prediction   (batch, horizon)      float32  forecast log returns
+             quantiles    (batch, horizon, Q)   float32  forecast quantiles of the log returns (quantile head)
+             class_probs  (batch, horizon, 3)   float32  sell / hold / buy probabilities (buy/hold/sell head)
+
+The batch axis is dynamic. The file's metadata (``metadata_props``) holds the preprocessing as JSON
+(``hftraining.preprocessing``) so that a consumer can rebuild the inputs, and the output names.
+
+Exporter: ``torch.onnx.export(..., dynamo=True)`` (torch.export + onnxscript). The older
+TorchScript exporter cannot export PatchTST (``Unfold`` with a dynamic size) and drops the ``past``
+input of models that ignore it; the dynamo exporter handles every model of the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hftraining.errors import DataError, UserError
+
+OPSET = 18
+TOLERANCE = 1e-4
+
+
+class OnnxForecaster(nn.Module):
+    """A model's forward as plain tensors in log-return units (what the ONNX graph computes)."""
+
+    def __init__(self, model: nn.Module, target_scale: float, n_quantiles: int, has_classes: bool):
+        super().__init__()
+        self.model = model.eval()
+        self.target_scale = float(target_scale)
+        self.n_quantiles, self.has_classes = n_quantiles, has_classes
+
+    def output_names(self) -> list[str]:
+        return ["prediction"] + (["quantiles"] if self.n_quantiles else []) + (["class_probs"] if self.has_classes else [])
+
+    def forward(self, x: torch.Tensor, past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(x, None, past)
+        res = [out.prediction.float() * self.target_scale]  # (B, H)
+        if self.n_quantiles:
+            res.append(out.quantiles.float() * self.target_scale)  # (B, H, Q)
+        if self.has_classes:
+            res.append(torch.softmax(out.class_logits.float(), dim=-1))  # (B, H, 3)
+        return tuple(res)
+
+
+def _require(module: str) -> None:
+    try:
+        __import__(module)
+    except ImportError:
+        raise UserError(f"export needs {module}: pip install 'hftraining[export]'") from None
+
+
+def wrapper_for(model_dir: str | Path) -> tuple[OnnxForecaster, "object"]:
+    """(OnnxForecaster, Forecaster) of a model/run/ensemble folder."""
+    from hftraining.inference.forecaster import Forecaster
+
+    fc = Forecaster.from_pretrained(model_dir)
+    w = OnnxForecaster(fc.model, fc.preprocessing.target_scale, len(fc.quantile_levels), fc.has_classes)
+    return w, fc
+
+
+def example_inputs(fc, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    pre = fc.preprocessing
+    return (torch.randn(batch, pre.seq_len, len(pre.feature_columns), generator=g),
+            torch.randn(batch, pre.seq_len, generator=g))
+
+
+def export_onnx(model_dir: str | Path, out: str | Path, check: bool = True) -> Path:
+    """Write ``model_dir``'s model as ONNX to ``out``; with ``check``, run ONNX Runtime on random
+    inputs (batch 1 and 3) and require every output within 1e-4 of PyTorch's."""
+    _require("onnx")
+    _require("onnxscript")
+    import onnx
+
+    w, fc = wrapper_for(model_dir)
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise DataError(f"--out {out}: expected a .onnx file name")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    x, past = example_inputs(fc)
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    names = w.output_names()
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # "torchvision is not installed" and similar notices
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                w, (x, past), dynamo=True, opset_version=OPSET, verbose=False,
+                input_names=["x", "past"], output_names=names,
+                dynamic_shapes={"x": {0: batch}, "past": {0: batch}},
+            )
+    finally:
+        quiet.setLevel(level)
+    program.save(str(out))
+    proto = onnx.load(str(out))
+    meta = {
+        "hftraining.preprocessing": json.dumps(fc.preprocessing.to_dict()),
+        "hftraining.outputs": json.dumps(names),
+        "hftraining.quantile_levels": json.dumps(fc.quantile_levels),
+        "hftraining.units": "log returns (prediction, quantiles); probabilities sell/hold/buy (class_probs)",
+    }
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.save(proto, str(out))
+    if check:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            logging.getLogger("hftraining").warning("onnxruntime is not installed: export not checked")
+            return out
+        for b in (1, 3):
+            err = max_abs_difference(w, out, *example_inputs(fc, b, seed=b))
+            if err > TOLERANCE:
+                raise UserError(f"{out}: ONNX Runtime differs from PyTorch by {err:.3g} (> {TOLERANCE}) at batch {b}")
+    return out
+
+
+def onnx_session(path: str | Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def max_abs_difference(w: OnnxForecaster, path: str | Path, x: torch.Tensor, past: torch.Tensor) -> float:
+    """Largest |ONNX Runtime − PyTorch| over every output for inputs (x, past)."""
+    sess = onnx_session(path)
+    with torch.no_grad():
+        ref = [t.numpy() for t in w(x, past)]
+    got = sess.run(None, {"x": x.numpy(), "past": past.numpy()})
+    return max(float(np.abs(g - r).max()) for g, r in zip(got, ref))

@@ -1,0 +1,422 @@
+"""Hyperparameter search with Optuna (the ``tune`` extra): ``hftraining tune --config FILE --trials N``.
+
+The search space is the config's ``tune.search_space``: ``section.key`` → a range
+(``{type: int|float, low, high, log, step}``) or a choice (``{choices: [...]}``), for any key of
+the config tree except ``output.*`` and ``tune.*``.
+
+Objective: ``evaluation.metric`` (lower is better) on **validation** data (the last evaluation, or
+the best one with ``training.load_best_model_at_end``): the validation split of one training run
+per trial, or with ``tune.folds: K`` the mean over K walk-forward folds
+(:mod:`hftraining.eval.walkforward`) of each fold's validation rows. The test split (and a fold's
+test block) is never scored: a trial trains and stops, it does not run the final test evaluation.
+Every evaluation (each ``evaluation.eval_steps``) is reported to Optuna, whose pruner may stop the
+trial there. Trials share one Optuna storage (default ``sqlite:///<out>/tune.db``), so ``--workers K``
+processes on this machine, or the same command on several machines with a shared database URL
+(e.g. PostgreSQL) and the same ``--study``, run one study together.
+
+Written to the output folder (default ``runs/tune-<study>``): ``trial-NNNN/`` run folders,
+``trials.csv`` (the summary table), ``best_config.yaml`` (a full config with the best values, for
+``hftraining train --config``), ``best.json`` and ``importance.png`` (Optuna's parameter-importance
+plot, matplotlib backend).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import typing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hftraining.config import Config, _check_value, load_config
+from hftraining.errors import ConfigError, UserError
+
+log = logging.getLogger("hftraining")
+
+RANGE_KEYS = {"type", "low", "high", "log", "step"}
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise UserError("tune needs Optuna: pip install 'hftraining[tune]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def _field_type(key: str) -> Any:
+    """The annotated type of config key ``section.key``; ConfigError naming it when unknown."""
+    where = f"tune.search_space.{key}"
+    parts = key.split(".")
+    if len(parts) != 2:
+        raise ConfigError(f"{where}: expected a config key of the form section.key")
+    section, name = parts
+    hints = typing.get_type_hints(Config)
+    if section not in hints or section in ("output", "tune"):
+        valid = ", ".join(s for s in hints if s not in ("output", "tune"))
+        raise ConfigError(f"{where}: section {section!r} cannot be searched; valid: {valid}")
+    fields = typing.get_type_hints(hints[section])
+    if name not in fields:
+        raise ConfigError(f"{where}: unknown key; valid keys of {section}: {', '.join(sorted(fields))}")
+    return fields[name]
+
+
+def _number(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise ConfigError(f"{where}: expected a number, got {v!r}")
+    try:
+        return float(v)  # YAML 1.1 reads 1e-4 as a string
+    except ValueError:
+        raise ConfigError(f"{where}: expected a number, got {v!r}") from None
+
+
+def parse_space(space: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Validate ``tune.search_space`` → normalised specs; a ConfigError names the offending key."""
+    if not space:
+        raise ConfigError("tune.search_space: empty; declare at least one key to search, "
+                          "e.g. training.learning_rate: {type: float, low: 1e-4, high: 1e-2, log: true}")
+    out = {}
+    for key, spec in space.items():
+        where = f"tune.search_space.{key}"
+        tp = _field_type(key)
+        if "choices" in spec:
+            if set(spec) != {"choices"}:
+                raise ConfigError(f"{where}: a choice takes only 'choices', got {sorted(spec)}")
+            choices = spec["choices"]
+            if not isinstance(choices, list) or not choices:
+                raise ConfigError(f"{where}.choices: expected a non-empty list")
+            checked = [_check_value(c, tp, f"{where}.choices[{i}]") for i, c in enumerate(choices)]
+            out[key] = {"choices": checked}
+            continue
+        unknown = set(spec) - RANGE_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown field {sorted(unknown)[0]!r}; a range has {', '.join(sorted(RANGE_KEYS))}, a choice has choices")
+        kind = spec.get("type")
+        if kind not in ("int", "float"):
+            raise ConfigError(f"{where}.type: expected 'int' or 'float' (or give choices), got {kind!r}")
+        base = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+        if kind == "int" and int not in base or kind == "float" and float not in base:
+            raise ConfigError(f"{where}.type: {kind!r} does not fit the key's type {getattr(tp, '__name__', tp)}")
+        for k in ("low", "high"):
+            if k not in spec:
+                raise ConfigError(f"{where}: a range needs '{k}'")
+        low, high = _number(spec["low"], f"{where}.low"), _number(spec["high"], f"{where}.high")
+        log_ = spec.get("log", False)
+        if not isinstance(log_, bool):
+            raise ConfigError(f"{where}.log: expected true/false, got {log_!r}")
+        if not low < high:
+            raise ConfigError(f"{where}: low must be < high, got {low} and {high}")
+        if log_ and low <= 0:
+            raise ConfigError(f"{where}.low: a log range needs low > 0, got {low}")
+        step = spec.get("step")
+        if step is not None:
+            step = _number(step, f"{where}.step")
+            if step <= 0 or log_:
+                raise ConfigError(f"{where}.step: must be > 0 and cannot be combined with log")
+        if kind == "int":
+            if not (low.is_integer() and high.is_integer()) or (step is not None and not step.is_integer()):
+                raise ConfigError(f"{where}: an int range needs integer low/high/step")
+            low, high, step = int(low), int(high), None if step is None else int(step)
+        out[key] = {"type": kind, "low": low, "high": high, "log": log_, "step": step}
+    return out
+
+
+def suggest(trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Draw one value per key of the (parsed) space → {section.key: value}."""
+    values = {}
+    for key, spec in space.items():
+        if "choices" in spec:
+            # Optuna stores choices as JSON-able scalars: lists/dicts are chosen by index
+            choices = spec["choices"]
+            if all(c is None or isinstance(c, (str, int, float, bool)) for c in choices):
+                values[key] = trial.suggest_categorical(key, choices)
+            else:
+                labels = [json.dumps(c) for c in choices]
+                values[key] = choices[labels.index(trial.suggest_categorical(key, labels))]
+        elif spec["type"] == "int":
+            kw = {"step": spec["step"]} if spec["step"] else {}
+            values[key] = trial.suggest_int(key, spec["low"], spec["high"], log=spec["log"], **kw)
+        else:
+            values[key] = trial.suggest_float(key, spec["low"], spec["high"], log=spec["log"], step=spec["step"])
+    return values
+
+
+def _value_overrides(values: dict[str, Any]) -> list[str]:
+    """{section.key: value} → ``section.key=<JSON>`` overrides (YAML reads JSON)."""
+    return [f"{k}={json.dumps(v)}" for k, v in values.items()]
+
+
+def _params_to_values(params: dict[str, Any], space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Optuna's stored params → config values (choices of lists/dicts were stored as JSON labels)."""
+    out = {}
+    for key, v in params.items():
+        spec = space.get(key)
+        if spec and "choices" in spec and isinstance(v, str) and v not in spec["choices"]:
+            out[key] = json.loads(v)
+        else:
+            out[key] = v
+    return out
+
+
+# ---------------------------------------------------------------------------------- objective
+
+
+class Objective:
+    """One trial: train the config with the drawn values (once, or once per walk-forward fold);
+    return the validation metric (the mean over folds)."""
+
+    def __init__(self, config_path: str | None, overrides: list[str], space: dict[str, dict[str, Any]], out: Path):
+        self.config_path, self.overrides, self.space, self.out = config_path, list(overrides), space, out
+        self._data = None  # the prepared data (one per fold), reused while no data.* key is searched
+
+    def _prepared(self, cfg: Config) -> list:
+        from hftraining.data.pipeline import prepare, read_frames
+
+        if self._data is None or any(k.startswith("data.") for k in self.space):
+            t = cfg.tune
+            if t.folds >= 2:
+                from hftraining.eval.walkforward import prepare_fold
+
+                frames, _ = read_frames(cfg.data)
+                self._data = [prepare_fold(cfg, frames, k, t.folds, t.fold_scheme) for k in range(t.folds)]
+            else:
+                self._data = [prepare(cfg.data)]
+        for k, d in enumerate(self._data):
+            if len(d.val) == 0:
+                where = f" of walk-forward fold {k}" if len(self._data) > 1 else ""
+                raise ConfigError(f"data.val_ratio: the validation split{where} yields no window; tune scores trials on it")
+        return self._data
+
+    def __call__(self, trial) -> float:
+        optuna = _optuna()
+        from hftraining.train.distributed import cleanup, init_distributed
+        from hftraining.train.trainer import Trainer
+
+        values = suggest(trial, self.space)
+        trial_dir = self.out / f"trial-{trial.number:04d}"
+        cfg = load_config(self.config_path, self.overrides + _value_overrides(values) + [
+            f"output.output_dir={trial_dir}", "output.overwrite=true", "output.progress_bar=never",
+            "training.resume_from_checkpoint=null",
+        ])
+        metric = cfg.evaluation.metric
+        datas = self._prepared(cfg)
+        log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in values.items()))
+        fold_values = []
+        for k, data in enumerate(datas):
+            run_cfg = cfg
+            if len(datas) > 1:
+                run_cfg = load_config(self.config_path, self.overrides + _value_overrides(values) + [
+                    f"output.output_dir={trial_dir / f'fold-{k}'}", "output.overwrite=true",
+                    "output.progress_bar=never", "training.resume_from_checkpoint=null"])
+            offset = k * cfg.training.max_steps  # one step axis over the folds, for the pruner
+            reports: list[float] = []
+
+            def on_evaluate(step: int, metrics: dict[str, float]) -> None:
+                v = float(metrics[metric])
+                reports.append(v)
+                trial.report(v, offset + step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"eval_{metric}={v:.6g} at step {step}")
+
+            info = init_distributed(run_cfg.training.device)
+            trainer = None
+            try:
+                trainer = Trainer(run_cfg, data, info, on_evaluate)
+                trainer.fit()  # no finish(): the test split is never scored while tuning
+            finally:
+                if trainer is not None:
+                    trainer.close()
+                cleanup(info)
+            if not reports:
+                raise ConfigError("evaluation.eval_steps: the trial made no validation report")
+            fold_values.append(min(reports) if cfg.training.load_best_model_at_end else reports[-1])
+        value = float(np.mean(fold_values))
+        log.info("trial %d: eval_%s = %.6g%s", trial.number, metric, value,
+                 f" (mean of {len(fold_values)} folds)" if len(fold_values) > 1 else "")
+        return value if math.isfinite(value) else float("nan")
+
+
+# ---------------------------------------------------------------------------------- study
+
+
+def _storage(optuna, url: str):
+    if url.startswith("sqlite:"):
+        # a busy timeout: several workers write the same file
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    return url
+
+
+def _sampler(optuna, cfg: Config):
+    t = cfg.tune
+    if t.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=t.seed)
+    return optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=max(1, t.pruner_startup_trials))
+
+
+def _pruner(optuna, cfg: Config):
+    t = cfg.tune
+    if t.pruner == "none":
+        return optuna.pruners.NopPruner()
+
+    class WarmupMedian(optuna.pruners.MedianPruner):
+        """Median pruning that waits for ``pruner_warmup_evals`` reports of a trial (counted in
+        evaluations, not steps, so it does not depend on ``evaluation.eval_steps``)."""
+
+        def prune(self, study, trial) -> bool:
+            if len(trial.intermediate_values) < t.pruner_warmup_evals:
+                return False
+            return super().prune(study, trial)
+
+    return WarmupMedian(n_startup_trials=t.pruner_startup_trials, n_warmup_steps=0)
+
+
+def _worker(config_path, overrides, storage, study_name, out, n_trials, threads) -> None:
+    """One worker process: run ``n_trials`` of the shared study."""
+    import torch
+
+    from hftraining.train.logging import setup_console_logging
+
+    setup_console_logging()
+    torch.set_num_threads(threads)
+    optuna = _optuna()
+    cfg = load_config(config_path, overrides)
+    space = parse_space(cfg.tune.search_space)
+    study = optuna.load_study(study_name=study_name, storage=_storage(optuna, storage),
+                              sampler=_sampler(optuna, cfg), pruner=_pruner(optuna, cfg))
+    study.optimize(Objective(config_path, overrides, space, Path(out)), n_trials=n_trials, catch=())
+
+
+def run_tune(
+    config_path: str | None,
+    trials: int,
+    storage: str | None = None,
+    study_name: str | None = None,
+    workers: int = 1,
+    out: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> str:
+    """Run ``trials`` trials (split over ``workers`` processes) of the study; write the report files.
+    Returns the printed summary."""
+    optuna = _optuna()
+    overrides = list(overrides)
+    cfg = load_config(config_path, overrides)
+    space = parse_space(cfg.tune.search_space)
+    if trials < 1:
+        raise ConfigError(f"--trials: must be >= 1, got {trials}")
+    if workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, got {workers}")
+    name = study_name or cfg.tune.study_name or cfg.output.experiment_name
+    out = Path(out) if out else Path("runs") / f"tune-{name}"
+    out.mkdir(parents=True, exist_ok=True)
+    storage = storage or f"sqlite:///{(out / 'tune.db').resolve()}"
+    try:
+        study = optuna.create_study(study_name=name, storage=_storage(optuna, storage), direction="minimize",
+                                    sampler=_sampler(optuna, cfg), pruner=_pruner(optuna, cfg), load_if_exists=True)
+    except (ValueError, ImportError) as e:  # a malformed URL or a missing database driver
+        raise UserError(f"--storage {storage}: {str(e).splitlines()[0]}") from None
+    log.info("study %r in %s: %d trial(s), %d worker(s), objective eval_%s on the validation split",
+             name, storage, trials, workers, cfg.evaluation.metric)
+    if workers == 1:
+        study.optimize(Objective(config_path, overrides, space, out), n_trials=trials, catch=())
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        shares = [trials // workers + (i < trials % workers) for i in range(workers)]
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        procs = [ctx.Process(target=_worker, args=(config_path, overrides, storage, name, str(out), n, threads))
+                 for n in shares if n]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        failed = [p.exitcode for p in procs if p.exitcode]
+        if failed:
+            log.warning("%d worker(s) exited with an error (exit codes %s)", len(failed), failed)
+        study = optuna.load_study(study_name=name, storage=_storage(optuna, storage))
+    return write_report(study, cfg, config_path, overrides, space, out)
+
+
+def write_report(study, cfg: Config, config_path, overrides, space, out: Path) -> str:
+    """trials.csv, best_config.yaml, best.json, importance.png → the summary text."""
+    import yaml
+
+    optuna = _optuna()
+    State = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    keys = list(space)
+    header = ["trial", "state", f"eval_{cfg.evaluation.metric}", "evals", "seconds", *keys]
+    rows = []
+    for t in trials:
+        dur = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        rows.append([t.number, t.state.name.lower(), t.value, len(t.intermediate_values), dur,
+                     *[t.params.get(k) for k in keys]])
+    (out / "trials.csv").write_text(
+        "\n".join(",".join("" if v is None else json.dumps(v) if not isinstance(v, (int, float)) else repr(v) for v in r)
+                  for r in [header, *rows]) + "\n", encoding="utf-8")
+
+    def fmt(v: Any) -> str:
+        if v is None:
+            return "—"
+        if isinstance(v, float):
+            return f"{v:.6g}"
+        return str(v)
+
+    widths = [max(len(fmt(r[i])) if r is not header else len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [f"study {study.study_name}: {len(trials)} trial(s) — "
+             + ", ".join(f"{sum(t.state == s for t in trials)} {s.name.lower()}" for s in (State.COMPLETE, State.PRUNED, State.FAIL)),
+             "  ".join(str(h).ljust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(fmt(v).ljust(w) for v, w in zip(r, widths)) for r in rows]
+    complete = [t for t in trials if t.state == State.COMPLETE and t.value is not None and math.isfinite(t.value)]
+    if complete:
+        best = min(complete, key=lambda t: t.value)
+        values = _params_to_values(best.params, space)
+        best_cfg = load_config(config_path, list(overrides) + _value_overrides(values))
+        d = best_cfg.to_dict()
+        d.pop("tune", None)
+        d["output"]["output_dir"] = None
+        d["output"]["experiment_name"] = f"{study.study_name}-best"
+        header_line = (f"# best trial {best.number} of study {study.study_name}: eval_{cfg.evaluation.metric} = {best.value:.6g}"
+                       f" (validation split)\n# hftraining train --config {out / 'best_config.yaml'}\n")
+        (out / "best_config.yaml").write_text(header_line + yaml.safe_dump(d, sort_keys=False), encoding="utf-8")
+        (out / "best.json").write_text(json.dumps({"trial": best.number, "value": best.value, "metric": f"eval_{cfg.evaluation.metric}",
+                                                   "params": values}, indent=2) + "\n", encoding="utf-8")
+        lines.append(f"best: trial {best.number}, eval_{cfg.evaluation.metric} = {best.value:.6g}: "
+                     + ", ".join(f"{k}={v}" for k, v in values.items()))
+        lines.append(f"best config: {out / 'best_config.yaml'}")
+    else:
+        lines.append("no trial completed: no best config")
+    lines.append(_importance_plot(study, out, len(complete)))
+    return "\n".join(lines)
+
+
+def _importance_plot(study, out: Path, n_complete: int) -> str:
+    if n_complete < 2:
+        return "importance plot: needs at least 2 completed trials"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import warnings
+
+    import matplotlib.pyplot as plt
+    from optuna.visualization.matplotlib import plot_param_importances
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "experimental" warnings of the matplotlib backend
+            ax = plot_param_importances(study)
+    except (RuntimeError, ValueError, ZeroDivisionError) as e:  # e.g. every trial drew the same values
+        return f"importance plot: not computed ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    fig = ax.figure
+    fig.tight_layout()
+    fig.savefig(out / "importance.png", dpi=100)
+    plt.close(fig)
+    return f"importance plot: {out / 'importance.png'}"
+
+
+__all__ = ["parse_space", "suggest", "run_tune", "write_report", "Objective"]

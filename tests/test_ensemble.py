@@ -1,0 +1,85 @@
+"""Multi-seed training and ensemble folders: load and predict like one model."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hftraining.cli import main
+from hftraining.data.io import sample_data_dir
+from hftraining.errors import DataError
+from hftraining.inference.ensemble import build_ensemble
+from hftraining.inference.forecaster import Forecaster
+
+TINY = ["model.hidden_size=8", "model.num_heads=2", "model.num_layers=1", "model.dropout=0.0",
+        "model.quantiles=[0.1, 0.9]", "model.classification_threshold=0.005",
+        "data.sequence_length=16", "data.prediction_horizon=2", "data.symbols=[AEM, WPM]",
+        "training.max_steps=4", "training.save_steps=0", "evaluation.eval_steps=0", "output.tensorboard=false",
+        "output.progress_bar=never"]
+
+
+@pytest.fixture(scope="module")
+def seeds_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seeds") / "run"
+    assert main(["train", "--seeds", "3", *TINY, f"output.output_dir={root}"]) == 0
+    return root
+
+
+def test_seeds_train_distinct_members_and_a_mean_ensemble(seeds_run):
+    for k in range(3):
+        assert (seeds_run / f"seed-{k}" / "final" / "model.safetensors").exists()
+        saved = json.loads((seeds_run / f"seed-{k}" / "config.json").read_text())
+        assert saved["training"]["seed"] == 42 + k
+    meta = json.loads((seeds_run / "ensemble" / "ensemble.json").read_text())
+    assert meta["method"] == "mean" and len(meta["members"]) == 3
+    members = [Forecaster.from_pretrained(seeds_run / f"seed-{k}") for k in range(3)]
+    w0 = next(iter(members[0].model.state_dict().values()))
+    w1 = next(iter(members[1].model.state_dict().values()))
+    assert not torch.equal(w0, w1)  # different seeds, different weights
+
+
+@pytest.mark.parametrize("method", ["mean", "median", "weighted"])
+def test_ensemble_predicts_the_combination_of_its_members(seeds_run, tmp_path, method):
+    dirs = [seeds_run / f"seed-{k}" for k in range(3)]
+    out = tmp_path / f"ens-{method}"
+    assert main(["ensemble", *map(str, dirs), "--out", str(out), "--method", method]) == 0
+    assert not list(out.rglob("*.pt")) and not list(out.rglob("*.pkl"))
+    ens = Forecaster.from_pretrained(out)
+    data = str(sample_data_dir() / "AEM.csv")
+    tables = [Forecaster.from_pretrained(d).predict(data) for d in dirs]
+    got = ens.predict(data)
+    preds = np.stack([t["forecast_return"].to_numpy() for t in tables])  # (M, H)
+    meta = json.loads((out / "ensemble.json").read_text())
+    if method == "mean":
+        want = preds.mean(axis=0)
+    elif method == "median":
+        want = np.median(preds, axis=0)
+    else:
+        w = np.asarray(meta["weights"])
+        assert w.sum() == pytest.approx(1.0) and len(meta["validation_mse"]) == 3
+        np.testing.assert_allclose(w, (1 / np.asarray(meta["validation_mse"])) / (1 / np.asarray(meta["validation_mse"])).sum())
+        want = (w[:, None] * preds).sum(axis=0)
+    np.testing.assert_allclose(got["forecast_return"], want, rtol=1e-5, atol=1e-8)
+    probs = np.stack([t[["p_sell", "p_hold", "p_buy"]].to_numpy() for t in tables])
+    pw = np.asarray(meta["weights"])[:, None, None] if method == "weighted" else np.full((3, 1, 1), 1 / 3)
+    np.testing.assert_allclose(got[["p_sell", "p_hold", "p_buy"]].to_numpy(), (probs * pw).sum(axis=0), rtol=1e-5)
+    assert {"return_q0.1", "return_q0.9"} <= set(got.columns)
+
+
+def test_evaluate_reports_the_ensemble_beside_its_members(seeds_run):
+    from hftraining.eval.evaluate import evaluate_model_dir
+
+    res = evaluate_model_dir(seeds_run / "ensemble", split="val")
+    assert set(res["members"]) == {"member-0", "member-1", "member-2"}
+    assert all("mse" in m for m in res["members"].values())
+    # the mean forecast's MSE is at most the members' mean MSE (convexity of the squared error)
+    assert res["model"]["mse"] <= np.mean([m["mse"] for m in res["members"].values()]) + 1e-12
+
+
+def test_members_must_share_preprocessing(seeds_run, tmp_path):
+    other = tmp_path / "other"
+    assert main(["train", *TINY, "data.sequence_length=12", f"output.output_dir={other}"]) == 0
+    with pytest.raises(DataError, match="seq_len.*differs"):
+        build_ensemble([seeds_run / "seed-0", other], tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()

@@ -1,0 +1,63 @@
+"""ONNX export: ONNX Runtime matches PyTorch to 1e-4, with a dynamic batch axis."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from hftraining.config import ModelConfig, load_config  # noqa: E402
+from hftraining.data.pipeline import prepare  # noqa: E402
+from hftraining.inference.export import export_onnx, onnx_session, wrapper_for  # noqa: E402
+from hftraining.models import build_model  # noqa: E402
+
+
+def make_model_dir(path, **model):
+    """A model folder with real preprocessing and random weights (no training needed for parity)."""
+    cfg = load_config(None, ["data.symbols=[AEM]", "data.sequence_length=24", "data.prediction_horizon=4"])
+    pre = prepare(cfg.data).preprocessing
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(**model), len(pre.feature_columns), pre.horizon, pre.seq_len)
+    m.save_pretrained(path, preprocessing=pre.to_dict())
+    return path
+
+
+@pytest.mark.parametrize("model", [
+    dict(hidden_size=16, num_heads=2, num_layers=2, quantiles=[0.1, 0.5, 0.9], classification_threshold=0.01),
+    pytest.param(dict(type="patchtst", hidden_size=16, num_heads=2, num_layers=1, patch_len=8, patch_stride=4),
+                 marks=pytest.mark.slow),
+])
+def test_onnx_runtime_matches_pytorch(tmp_path, model):
+    d = make_model_dir(tmp_path / "model", **model)
+    from hftraining.cli import main
+
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(d), "--format", "onnx", "--out", str(out), "--no-check"]) == 0
+    w, fc = wrapper_for(d)
+    sess = onnx_session(out)
+    names = [o.name for o in sess.get_outputs()]
+    assert names == w.output_names()
+    for batch in (1, 7, 64):  # the batch axis is dynamic
+        g = torch.Generator().manual_seed(batch)
+        x = torch.randn(batch, 24, len(fc.preprocessing.feature_columns), generator=g)
+        past = torch.randn(batch, 24, generator=g)
+        with torch.no_grad():
+            ref = [t.numpy() for t in w(x, past)]
+        got = sess.run(None, {"x": x.numpy(), "past": past.numpy()})
+        for name, g_, r in zip(names, got, ref):
+            assert g_.shape == r.shape, name
+            np.testing.assert_allclose(g_, r, atol=1e-4, rtol=0, err_msg=name)
+    meta = {p.key: p.value for p in __import__("onnx").load(str(out)).metadata_props}
+    assert json.loads(meta["hftraining.preprocessing"])["seq_len"] == 24
+
+
+def test_export_rejects_a_non_onnx_name(tmp_path, capsys):
+    from hftraining.cli import main
+
+    d = make_model_dir(tmp_path / "model", hidden_size=8, num_heads=2, num_layers=1)
+    assert main(["export", str(d), "--out", str(tmp_path / "m.bin")]) == 2
+    assert "m.bin" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "m.onnx")]) == 2

@@ -1,0 +1,138 @@
+"""The forecasting server, started for real on 127.0.0.1 and called over HTTP."""
+
+import json
+import socket
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from hftraining.config import ModelConfig, load_config  # noqa: E402
+from hftraining.data.io import sample_data_dir  # noqa: E402
+from hftraining.data.pipeline import prepare  # noqa: E402
+from hftraining.inference.forecaster import Forecaster  # noqa: E402
+from hftraining.inference.serve import create_app  # noqa: E402
+from hftraining.models import build_model  # noqa: E402
+
+LIMIT = 64 * 1024
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    d = tmp_path_factory.mktemp("serve") / "model"
+    cfg = load_config(None, ["data.symbols=[AEM]", "data.sequence_length=20", "data.prediction_horizon=3"])
+    pre = prepare(cfg.data).preprocessing
+    torch.manual_seed(0)
+    build_model(ModelConfig(hidden_size=16, num_heads=2, num_layers=1, quantiles=[0.1, 0.9]),
+                len(pre.feature_columns), pre.horizon, pre.seq_len).save_pretrained(d, preprocessing=pre.to_dict())
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(d, max_body_bytes=LIMIT), host="127.0.0.1", port=port,
+                                        log_level="warning", access_log=False))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.05)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        yield client, d
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def _rows(n=80):
+    df = pd.read_csv(sample_data_dir() / "AEM.csv").tail(n)
+    return df, [{"timestamp": r.Date, "open": r.open, "high": r.high, "low": r.low, "close": r.close, "volume": r.volume}
+                for r in df.itertuples()]
+
+
+def test_health_model_and_openapi(server):
+    client, d = server
+    assert client.get("/health").json() == {"status": "ok"}
+    info = client.get("/model").json()
+    assert info["preprocessing"]["sequence_length"] == 20 and info["config"]["model"]["hidden_size"] == 16
+    assert info["quantile_levels"] == [0.1, 0.9] and info["min_rows"] > 20
+    spec = client.get("/openapi.json").json()
+    assert {"/predict", "/predict/csv", "/health", "/model"} <= set(spec["paths"])
+
+
+def test_predict_json_and_csv_equal_the_python_api(server):
+    client, d = server
+    df, rows = _rows()
+    r = client.post("/predict", json={"symbols": {"AEM": rows, "AEM2": rows}})
+    assert r.status_code == 200, r.text
+    got = pd.DataFrame(r.json()["forecasts"])
+    want = Forecaster.from_pretrained(d).predict({"AEM": df})
+    assert list(got["symbol"]) == ["AEM"] * 3 + ["AEM2"] * 3
+    np.testing.assert_allclose(got["forecast_return"][:3], want["forecast_return"], rtol=1e-6)
+    np.testing.assert_allclose(got["return_q0.9"][:3], want["return_q0.9"], rtol=1e-6)
+    assert got["as_of"][0] == want["as_of"][0].isoformat()
+    r = client.post("/predict/csv", files={"file": ("AEM.csv", df.to_csv(index=False).encode(), "text/csv")})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(pd.DataFrame(r.json()["forecasts"])["forecast_return"], want["forecast_return"], rtol=1e-6)
+
+
+def _bad(mutate):
+    _, rows = _rows()
+    rows = [dict(r) for r in rows]
+    mutate(rows)
+    return {"symbols": {"AEM": rows}}
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (_bad(lambda r: r[5].pop("volume")), 422, ["symbols.AEM[5].volume", "required"]),
+    (_bad(lambda r: r[3].update(close="abc")), 422, ["symbols.AEM[3].close"]),
+    (_bad(lambda r: r[7].update(high=float("nan"))), 422, ["symbols.AEM[7].high", "finite"]),
+    (_bad(lambda r: r[7].update(close=-5.0)), 422, ["AEM", "row 7", "'close'"]),
+    (_bad(lambda r: r[4].update(colour=1)), 422, ["symbols.AEM[4].colour"]),
+    (_bad(lambda r: r.__delitem__(slice(0, 60))), 422, ["AEM", "20 usable rows", "needs"]),
+    ({"symbol": {}}, 422, ["symbols", "required"]),
+    ("{not json", 422, ["not valid JSON"]),
+    ({"symbols": {"AEM": [{"close": 1.0}] * 6000}}, 413, ["request body", str(LIMIT)]),
+])
+def test_bad_input_is_4xx_naming_the_field_and_the_server_keeps_serving(server, body, status, words):
+    client, _ = server
+    content = body if isinstance(body, str) else json.dumps(body)  # json.dumps writes NaN as NaN
+    r = client.post("/predict", content=content, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    msg = r.json()["error"]
+    assert all(w in msg for w in words), msg
+    assert client.get("/health").status_code == 200
+
+
+def test_csv_upload_missing_column_names_it(server):
+    client, _ = server
+    df, _ = _rows()
+    r = client.post("/predict/csv", files={"file": ("AEM.csv", df.drop(columns="volume").to_csv(index=False).encode())})
+    assert r.status_code == 422 and "missing column 'volume'" in r.json()["error"] and "hftraining-upload" not in r.json()["error"]
+
+
+def test_serve_without_the_extra_is_one_line(monkeypatch, capsys):
+    import builtins
+
+    from hftraining.cli import main
+
+    real = builtins.__import__
+
+    def no_fastapi(name, *a, **k):
+        if name.split(".")[0] in ("fastapi", "uvicorn"):
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_fastapi)
+    assert main(["serve", "nowhere"]) == 2
+    err = capsys.readouterr().err
+    assert "hftraining[serve]" in err and err.count("\n") == 1
