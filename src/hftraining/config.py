@@ -230,6 +230,11 @@ class TuneConfig:
     """Complete trials before pruning starts."""
     pruner_warmup_evals: int = 1
     """Evaluations of a trial before it may be pruned."""
+    folds: int = 0
+    """0: score each trial on the validation split of one run; K >= 2: train once per walk-forward fold
+    (:mod:`hftraining.eval.walkforward`) and score the mean of the folds' validation metrics."""
+    fold_scheme: Literal["expanding", "rolling"] = "expanding"
+    """Walk-forward scheme of the folds (``tune.folds`` >= 2)."""
 
 
 @dataclass
