@@ -1,0 +1,125 @@
+"""Forecast metrics, the Diebold–Mariano test against hand computations, and the scoring of the
+model beside the baselines through one prediction path."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from hftraining.config import load_config
+from hftraining.data.pipeline import prepare
+from hftraining.eval import metrics as M
+from hftraining.eval.evaluate import collect_forecasts, evaluate_predictions, format_table, score, verdict
+
+
+def test_dm_matches_hand_computation():
+    # d = loss_a - loss_b = [2, 0, 1, 3]; mean 1.5; deviations e = [.5, -1.5, -.5, 1.5]
+    # gamma0 = (0.25 + 2.25 + 0.25 + 2.25) / 4 = 1.25
+    # gamma1 = (e1 e0 + e2 e1 + e3 e2) / 4 = (-0.75 + 0.75 - 0.75) / 4 = -0.1875
+    # Newey–West, lag 1, Bartlett weight 1 - 1/2: LRV = 1.25 + 2 * 0.5 * (-0.1875) = 1.0625
+    out = M.diebold_mariano(np.array([3.0, 1, 2, 4]), np.array([1.0, 1, 1, 1]), lag=1)
+    stat = 1.5 / math.sqrt(1.0625 / 4)
+    assert out["statistic"] == pytest.approx(stat, rel=1e-12)
+    assert out["p_value"] == pytest.approx(math.erfc(stat / math.sqrt(2)), rel=1e-10)
+    assert out["statistic"] == pytest.approx(2.910427, rel=1e-6)
+    # lag 0 is the plain variance of the mean: 1.5 / sqrt(1.25 / 4)
+    assert M.diebold_mariano(np.array([3.0, 1, 2, 4]), np.ones(4), lag=0)["statistic"] == pytest.approx(1.5 / math.sqrt(1.25 / 4))
+
+
+def test_dm_test_averages_symbols_per_date_first():
+    rng = np.random.default_rng(0)
+    dates = np.repeat(np.arange(50), 3)  # 3 symbols per date
+    true = rng.normal(size=(150, 2))
+    a, b = true + rng.normal(0, 0.5, size=true.shape), np.zeros_like(true)
+    got = M.dm_test(a, b, true, dates)
+    la = ((a - true) ** 2).mean(axis=1).reshape(50, 3).mean(axis=1)
+    lb = ((b - true) ** 2).mean(axis=1).reshape(50, 3).mean(axis=1)
+    want = M.diebold_mariano(la, lb, lag=1)
+    assert got["n"] == 50 and got["lag"] == 1
+    assert got["statistic"] == pytest.approx(want["statistic"])
+    assert got["statistic"] < 0  # a, with error variance 0.25, beats b, with 1
+
+
+def test_spearman_and_cross_sectional_ic():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=40), rng.normal(size=40)
+    assert M.spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic)
+    assert math.isnan(M.spearman(np.zeros(5), b[:5]))
+    # date 0: perfectly ranked (+1), date 1: reversed (-1), date 2: only 2 symbols (left out)
+    pred = np.array([1, 2, 3, 1, 2, 3, 1, 2.0])
+    true = np.array([10, 20, 30, 30, 20, 10, 5, 6.0])
+    groups = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    ic, n = M.cross_sectional_ic(pred, true, groups)
+    assert n == 2 and ic == pytest.approx(0.0)
+    ic, n = M.cross_sectional_ic(pred[:3], true[:3] ** 2, groups[:3])  # monotone transform: still 1
+    assert n == 1 and ic == pytest.approx(1.0)
+
+
+def test_pinball_and_coverage_by_hand():
+    true = np.array([[0.0], [1.0]])  # (W=2, H=1)
+    q = np.array([[[-1.0, 0.5]], [[-1.0, 0.5]]])  # levels 0.1, 0.9
+    # level 0.1: diffs 1, 2 → 0.1, 0.2 → mean 0.15; level 0.9: diffs -0.5, 0.5 → 0.05, 0.45 → 0.25
+    assert M.pinball_loss(q, true, [0.1, 0.9]) == pytest.approx([0.15, 0.25])
+    cov = M.coverage(q, true, [0.1, 0.9])
+    assert cov["below_q0.1"] == 0.0 and cov["below_q0.9"] == 0.5 and cov["interval_80%"] == 0.5
+
+
+def test_directional_accuracy_counts_zero_forecast_as_coin_flip():
+    true = np.array([1.0, -1.0, 2.0, 0.0])
+    assert M.directional_accuracy(np.array([1.0, 1.0, 1.0, 1.0]), true) == pytest.approx(2 / 3)
+    assert M.directional_accuracy(np.zeros(4), true) == 0.5
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    cfg = load_config(None, ["data.symbols=[AEM, WPM, NIO]", "data.sequence_length=20", "data.prediction_horizon=3"])
+    return prepare(cfg.data)
+
+
+def test_baselines_go_through_the_model_path(prepared):
+    ws, s = prepared.test, prepared.preprocessing.target_scale
+    fc = collect_forecasts(None, ws, s, pred_scaled=np.zeros((len(ws), 3), np.float32))
+    assert set(fc.pred) == {"model", "zero", "repeat", "drift", "seasonal_naive"}
+    past = ws.returns[ws.ends[:, None] + np.arange(-19, 1)].astype(np.float64) * s  # (W, L)
+    np.testing.assert_allclose(fc.pred["repeat"], np.repeat(past[:, -1:], 3, axis=1), rtol=1e-6)
+    np.testing.assert_allclose(fc.pred["drift"], np.repeat(past.mean(axis=1, keepdims=True), 3, axis=1), rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(fc.pred["seasonal_naive"][:, 0], past[:, -5], rtol=1e-6)  # one season (5 rows) back
+    np.testing.assert_allclose(fc.true, ws.targets() * s, rtol=1e-6)
+    np.testing.assert_allclose(fc.last_return, past[:, -1])
+
+
+def test_score_layout_and_honest_verdict(prepared):
+    ws, s = prepared.test, prepared.preprocessing.target_scale
+    zero = evaluate_predictions(np.zeros((len(ws), 3), np.float32), ws, s)
+    assert zero["mse_vs_zero"] == pytest.approx(1.0)
+    assert zero["dm_vs_zero"]["statistic"] == 0.0 and "no significant difference" in zero["verdict"]
+    assert len(zero["per_step"]["model"]) == 3 and set(zero["per_symbol"]["model"]) == {"AEM", "WPM", "NIO"}
+    # a planted oracle (the realised targets plus noise) beats zero significantly and ranks well
+    rng = np.random.default_rng(0)
+    oracle = ws.targets() + rng.normal(0, 0.3, size=(len(ws), 3)).astype(np.float32)
+    r = evaluate_predictions(oracle, ws, s)
+    assert r["mse_vs_zero"] < 0.3 and r["dm_vs_zero"]["p_value"] < 1e-6 and "beats" in r["verdict"]
+    assert r["model"]["ic"] > 0.5 and r["model"]["directional_accuracy"] > 0.8
+    assert r["per_step"]["model"][0]["mse"] == pytest.approx(np.mean((oracle[:, 0] - ws.targets()[:, 0]) ** 2) * s * s, rel=1e-5)
+    # the pooled MSE is the mean of the per-symbol MSEs weighted by their windows
+    ps = r["per_symbol"]["model"]
+    assert sum(v["mse"] * v["n_windows"] for v in ps.values()) / len(ws) == pytest.approx(r["model"]["mse"], rel=1e-9)
+    assert "model MSE / zero-forecast MSE" in format_table(r)
+
+
+def test_verdict_needs_significance():
+    small_gain = {"mse_vs_zero": 0.9995, "dm_vs_zero": {"p_value": 0.4}}
+    assert "no significant difference" in verdict(small_gain) and "beats" not in verdict(small_gain)
+    assert "WORSE" in verdict({"mse_vs_zero": 1.2, "dm_vs_zero": {"p_value": 0.001}})
+    assert "beats" in verdict({"mse_vs_zero": 0.8, "dm_vs_zero": {"p_value": 0.001}})
+
+
+def test_quantile_head_metrics(prepared):
+    ws, s = prepared.test, prepared.preprocessing.target_scale
+    y = ws.targets().astype(np.float64)
+    q = np.stack([y - 1.0, y + 1.0], axis=-1)  # an interval that always covers
+    r = evaluate_predictions(np.zeros_like(y, dtype=np.float32), ws, s, quantiles_scaled=q, levels=[0.1, 0.9])
+    assert r["model"]["coverage"]["interval_80%"] == 1.0
+    assert r["model"]["pinball"]["q0.1"] == pytest.approx(0.1 * s, rel=1e-5)  # diff +1 (scaled) × 0.1
+    assert r["model"]["pinball"]["q0.9"] == pytest.approx(0.1 * s, rel=1e-5)

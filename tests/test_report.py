@@ -1,0 +1,117 @@
+"""The run report: written by train and by evaluate, every <img> is a real PNG, the Markdown twin's
+images exist beside it; evaluate/backtest CLI output and their one-line errors."""
+
+import base64
+import json
+import struct
+import time
+from html.parser import HTMLParser
+
+import pytest
+
+from hftraining.cli import main
+from hftraining.config import load_config
+from hftraining.eval.evaluate import evaluate_and_backtest
+from hftraining.eval.report import write_report
+from hftraining.train.trainer import train
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.srcs, self.tables = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.srcs.append(dict(attrs).get("src", ""))
+        self.tables += tag == "table"
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def _check_html(path, min_images=5):
+    p = _Images()
+    p.feed(path.read_text(encoding="utf-8"))
+    assert len(p.srcs) >= min_images and p.tables >= 3
+    for src in p.srcs:
+        assert src.startswith("data:image/png;base64,")
+        png = base64.b64decode(src.split(",", 1)[1], validate=True)
+        w, h = _png_size(png)
+        assert w >= 200 and h >= 150 and len(png) > 5000  # a plot, not an empty canvas
+    return p
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    cfg = load_config(None, [
+        "model.hidden_size=8", "model.num_heads=2", "model.num_layers=1", "data.sequence_length=16",
+        "data.prediction_horizon=3", "data.batch_size=32", "data.symbols=[AEM, WPM, NIO]", "training.max_steps=6",
+        "training.logging_steps=1", "evaluation.eval_steps=3", f"output.output_dir={tmp / 'run'}",
+        "output.tensorboard=false", "output.progress_bar=never",
+    ])
+    train(cfg)
+    return tmp / "run"
+
+
+def test_train_writes_html_and_markdown_reports(run):
+    _check_html(run / "report.html")
+    md = (run / "report.md").read_text(encoding="utf-8")
+    refs = [line.split("](", 1)[1].rstrip(")") for line in md.splitlines() if line.startswith("![")]
+    assert len(refs) >= 5
+    for ref in refs:
+        assert _png_size((run / ref).read_bytes())[0] >= 200
+    for section in ("## Configuration", "## Data", "## Training", "## Forecast metrics", "## Backtest", "Diebold"):
+        assert section in md
+    saved = json.loads((run / "eval.json").read_text())
+    assert set(saved["backtest"]["strategies"]) >= {"model", "buy_and_hold", "naive:drift"}
+    assert "NaN" not in (run / "eval.json").read_text()  # strict JSON
+
+
+def test_report_is_fast(run, tmp_path):
+    result, fc, bt = evaluate_and_backtest(run)
+    t0 = time.perf_counter()
+    write_report(tmp_path, result, fc, bt, run)
+    assert time.perf_counter() - t0 < 3.0
+    _check_html(tmp_path / "report.html")
+
+
+def _cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_evaluate_cli_json_and_report_dir(run, tmp_path, capsys):
+    code, out, err = _cli(capsys, "evaluate", run, "--json", "--report-dir", tmp_path)
+    assert code == 0, err
+    got = json.loads(out)
+    for key in ("model", "baselines", "dm_vs_zero", "per_step", "per_symbol", "backtest", "verdict"):
+        assert key in got
+    assert set(got["baselines"]) == {"zero", "repeat", "drift", "seasonal_naive"}
+    assert 0 <= got["dm_vs_zero"]["p_value"] <= 1
+    _check_html(tmp_path / "report.html")  # the training curves come from the run folder
+
+
+def test_backtest_cli(run, capsys):
+    code, out, err = _cli(capsys, "backtest", run, "--json", "--long-only", "--cost-bps", "20")
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["settings"]["long_only"] is True and got["settings"]["cost_bps"] == 20
+    assert got["settings"]["periods_per_year"] == 252
+    assert {"sharpe", "sortino", "max_drawdown", "calmar", "turnover", "hit_rate"} <= set(got["strategies"]["model"])
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["backtest", "{tmp}/nope"], "nope"),
+    (["backtest", "{run}", "--set", "evaluation.backtest_cost_bps=-1"], "evaluation.backtest_cost_bps"),
+    (["evaluate", "{run}", "--set", "evaluation.backtest_positionz=sign"], "backtest_positionz"),
+])
+def test_cli_errors_are_one_line(run, tmp_path, capsys, args, needle):
+    code, _, err = _cli(capsys, *[a.format(run=run, tmp=tmp_path) for a in args])
+    assert code == 2 and needle in err and err.count("\n") == 1, err

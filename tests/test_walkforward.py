@@ -1,0 +1,84 @@
+"""Purged k-fold with embargo and walk-forward folds: no training target ever overlaps a test
+target; a short real walk-forward run through the trainer."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hftraining.config import load_config
+from hftraining.data.splits import purged_kfold, window_ends
+from hftraining.eval.walkforward import fold_segments, walk_forward
+
+
+def _targets(ends, H):
+    return {t + h for t in ends for h in range(1, H + 1)}
+
+
+@pytest.mark.parametrize("n,k,L,H,emb", [(200, 5, 10, 5, 0), (200, 4, 20, 3, 7), (97, 3, 1, 1, 0), (500, 10, 60, 5, 60)])
+def test_purged_kfold_no_training_target_overlaps_a_test_target(n, k, L, H, emb):
+    folds = purged_kfold(n, k, L, H, emb)
+    assert len(folds) == k
+    candidates = set(range(L - 1, n - H))
+    seen = []
+    for i, f in enumerate(folds):
+        test = list(window_ends(f.test, L, H))
+        train = [t for s in f.train for t in window_ends(s, L, H)]
+        seen += test
+        test_targets = _targets(test, H)
+        assert not _targets(train, H) & test_targets  # the purge, both sides
+        last_test_target = max(test_targets)
+        # the embargo: no training target starts within `emb` rows after the last test target
+        assert all(not (last_test_target < t + 1 <= last_test_target + emb) for t in train)
+        # nothing more is removed than the purge and the embargo need
+        removed = len(candidates) - len(test) - len(train)
+        expected = (H - 1 if i > 0 else 0) + (min(H - 1 + emb, max(candidates) - max(test)) if i < k - 1 else 0)
+        assert removed == expected
+    assert sorted(seen) == sorted(candidates)  # every window is tested exactly once
+
+
+def test_walk_forward_fold_segments_keep_targets_out_of_sample():
+    cfg = load_config(None, ["data.sequence_length=20", "data.prediction_horizon=5", "data.embargo=3", "data.val_ratio=0.1"])
+    n, K = 1000, 4
+    prev_test_end = None
+    for k in range(K):
+        for scheme in ("expanding", "rolling"):
+            seg = fold_segments(n, k, K, cfg, scheme)
+            test = list(window_ends(seg["test"], 20, 5))
+            train = list(window_ends(seg["train"], 20, 5)) + list(window_ends(seg["val"], 20, 5))
+            b_k = 700 + 300 * k // K
+            assert min(test) + 1 == b_k  # the first test target is the first row of the block
+            assert max(_targets(train, 5)) < b_k - 3  # all training targets end before the embargo
+            if scheme == "rolling":
+                assert len(seg["train"]) + 3 + len(seg["val"]) == min(700, b_k - 3)  # the initial span's length at most
+        if prev_test_end is not None:
+            assert min(_targets(test, 5)) >= prev_test_end  # blocks follow each other
+        prev_test_end = max(_targets(test, 5)) + 1
+
+
+def test_walk_forward_runs_the_trainer_per_fold(tmp_path):
+    cfg = load_config(None, [
+        "model.hidden_size=8", "model.num_heads=2", "model.num_layers=1", "data.sequence_length=16",
+        "data.prediction_horizon=2", "data.batch_size=32", "data.symbols=[AEM, WPM, NIO]", "training.max_steps=3",
+        "evaluation.eval_steps=0", f"output.output_dir={tmp_path / 'wf'}", "output.tensorboard=false",
+        "output.progress_bar=never", "evaluation.report=false",
+    ])
+    res = walk_forward(cfg, 2, scheme="expanding", mode="finetune")
+    folds = res["folds"]
+    assert [f["fold"] for f in folds] == [1, 2]
+    assert folds[1]["train_windows"] > folds[0]["train_windows"]  # expanding
+    assert folds[0]["test_to"] < folds[1]["test_to"]
+    assert res["pooled"]["n_windows"] == sum(f["n_windows"] for f in folds)
+    agg = res["aggregate"]["mse_vs_zero"]
+    assert agg["n"] == 2 and agg["ci_low"] <= agg["mean"] <= agg["ci_high"]
+    saved = json.loads((tmp_path / "wf" / "walkforward" / "walkforward.json").read_text())
+    assert saved["pooled"]["dm_vs_zero"]["lag"] == 1
+    assert (tmp_path / "wf" / "walkforward" / "fold-2" / "final" / "model.safetensors").exists()
+
+
+def test_walkforward_cli_rejects_one_fold():
+    proc = subprocess.run([sys.executable, "-m", "hftraining", "walkforward", "--folds", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--folds" in proc.stderr and proc.stderr.count("\n") == 1
