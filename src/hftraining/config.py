@@ -114,7 +114,7 @@ class TrainingConfig:
     optimizer: str = "adamw"
     """Optimizer from the registry (``hftraining list optimizers``); an unknown name is an error."""
     learning_rate: float = 3e-4
-    """Peak learning rate after warmup."""
+    """Peak learning rate after warmup (for ``sophia``: the largest step any one coordinate takes)."""
     weight_decay: float = 0.01
     """Decoupled weight decay; never applied to biases, norms or embeddings."""
     adam_beta1: float = 0.9
@@ -131,7 +131,7 @@ class TrainingConfig:
     min_lr_ratio: float = 0.1
     """Floor of the schedule as a share of the peak learning rate."""
     num_cycles: int = 1
-    """Restarts for ``cosine_restarts``."""
+    """Cosine cycles for ``cosine_restarts`` (restarts = num_cycles - 1)."""
     decay_ratio: float = 0.2
     """``wsd``: share of the steps spent in the final decay."""
     max_steps: int = 1000

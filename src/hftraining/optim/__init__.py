@@ -269,3 +269,8 @@ def check_compatibility(t: TrainingConfig) -> None:
                 "training.precision: fp16 cannot be used with training.optimizer: sophia "
                 "(the loss scale enters its Hessian estimate); use bf16 or fp32"
             )
+
+
+def needs_double_backward(t: TrainingConfig) -> bool:
+    """Whether the optimizer named by ``t`` differentiates through the gradient (Sophia)."""
+    return _resolve(t)[0] == "sophia"

@@ -95,8 +95,12 @@ class Trainer:
         self.precision = resolved_precision(t)
         if self.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("training.precision: fp16 needs CUDA (use bf16 on CPU)")
-        if hasattr(optim, "check_compatibility"):
-            optim.check_compatibility(t)
+        optim.check_compatibility(t)
+        if self.info.enabled and optim.needs_double_backward(t):
+            raise ConfigError(
+                f"training.optimizer: {t.optimizer!r} needs a double backward for its Hessian estimate, which "
+                "DistributedDataParallel does not support; train it in one process"
+            )
         self.run_dir, self.resume_path = _prepare_run_dir(cfg, self.info)
         self.ckpt_root = self.run_dir / "checkpoints"
         seed_everything(t.seed)
@@ -185,7 +189,7 @@ class Trainer:
             idx = self.sampler.next_batch()
             batch = augment.training_batch(self.data.train, idx, self.cfg.data) if self.augment else self.data.train.batch(idx)
             sync = self.ddp is None or micro == accum - 1
-            with nullcontext() if sync else self.ddp.no_sync():  # all-reduce once per optimizer step
+            with (nullcontext() if sync else self.ddp.no_sync()), optim.hessian_context(self.optimizer, step):
                 try:
                     loss, parts = self._forward_loss(batch)
                     scaled = loss / accum  # mean over micro-batches, as one big batch would give
@@ -240,6 +244,8 @@ class Trainer:
         if max_batches is not None:
             n = min(n, max_batches * self.cfg.data.eval_batch_size)
         shard = np.array_split(np.arange(n), self.info.world_size)[self.info.rank]
+        if self.optimizer is not None:
+            optim.set_train_mode(self.optimizer, False)  # schedule-free: evaluate the averaged weights
         sums = torch.zeros(6, dtype=torch.float64)  # sq err (scaled), sq err, abs err, hits, count, zero sq err
         if len(shard):
             sub = ws.subset(shard)
@@ -253,6 +259,8 @@ class Trainer:
                 ((pred - true) ** 2).sum(), (((pred - true) * s) ** 2).sum(), (np.abs(pred - true) * s).sum(),
                 hits, keep.sum(), ((true * s) ** 2).sum(),
             ], dtype=torch.float64)
+        if self.optimizer is not None:
+            optim.set_train_mode(self.optimizer, True)
         count = torch.tensor([float(len(shard) * ws.horizon)], dtype=torch.float64)
         all_reduce_sum(sums, self.info)
         all_reduce_sum(count, self.info)
@@ -298,6 +306,7 @@ class Trainer:
             len(pre.feature_columns), pre.seq_len, pre.horizon, self.device, self.precision, self.info.world_size,
         )
         self.model.train()
+        optim.set_train_mode(self.optimizer, True)
         window_start, samples = time.perf_counter(), 0
         losses: list[float] = []
         while self.state.global_step < t.max_steps and not self.state.stopped_early:
@@ -333,6 +342,8 @@ class Trainer:
     def finish(self) -> dict[str, Any]:
         """Write final/ and evaluate the test split beside the naive forecasts → eval.json."""
         t = self.cfg.training
+        if self.optimizer is not None:
+            optim.set_train_mode(self.optimizer, False)  # the final model is the evaluation weights
         if t.load_best_model_at_end and self.state.best_checkpoint and Path(self.state.best_checkpoint).exists():
             from safetensors.torch import load_file
 
