@@ -80,7 +80,7 @@ class _Doc:
 
     def figure(self, fig, name: str, caption: str) -> None:
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+        fig.savefig(buf, format="png", dpi=DPI)  # fixed margins: "tight" bboxes cost a second render
         png = buf.getvalue()
         self.images.append((name, png))
         b64 = base64.b64encode(png).decode("ascii")
@@ -109,8 +109,12 @@ def _subplots(nrows: int = 1, ncols: int = 1, figsize=(6, 4), **kw):
     """A figure without pyplot: no global state, no GUI backend, always the Agg renderer."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=figsize, layout="constrained")
-    return fig, fig.subplots(nrows, ncols, **kw)
+    fig = Figure(figsize=figsize)
+    axes = fig.subplots(nrows, ncols, **kw)
+    # fixed spacing instead of a layout engine (constrained layout doubles the time of a plot)
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.18 if nrows == 1 else 0.07, top=0.88 if nrows == 1 else 0.95,
+                        hspace=0.45, wspace=0.45)
+    return fig, axes
 
 
 def _config_section(doc: _Doc, cfg: dict[str, Any] | None) -> None:
@@ -175,6 +179,7 @@ def _training_section(doc: _Doc, recs: list[dict[str, Any]]) -> None:
                 if ref is not None:
                     ax.axhline(ref, color="grey", ls="--", lw=1)
                 ax.set_title(k.removeprefix("eval_")), ax.set_xlabel("optimizer step")
+                ax.ticklabel_format(axis="y", useOffset=False)  # show 0.9995, not "+1" and -0.0005
             doc.figure(fig, "validation_metrics", "Validation metrics over training (dashed: the zero-return forecast)")
 
 
@@ -239,12 +244,17 @@ def _forecast_plots(doc: _Doc, fc) -> None:
         m = m[np.argsort(fc.dates[m])]
         t = fc.dates[m].astype("datetime64[ns]")
         ax.plot(t, fc.last_close[m], color="black", lw=1, label="close")
-        # forecast paths every H origins: the close compounded with the forecast log returns
-        for j in m[::H]:
+        # forecast paths every H origins: the close compounded with the forecast log returns; all
+        # paths in one line object, separated by NaN (one artist draws much faster than dozens)
+        xs, ys = [], []
+        for idx in range(0, len(m), H):
+            j = m[idx]
             path = fc.last_close[j] * np.exp(np.concatenate([[0.0], np.cumsum(fc.pred["model"][j])]))
-            idx = np.flatnonzero(m == j)[0]
-            tt = fc.dates[m[idx : idx + H + 1]].astype("datetime64[ns]")
-            ax.plot(tt, path[: len(tt)], color="C1", lw=1)
+            tt = fc.dates[m[idx : idx + H + 1]]
+            xs += [tt, [tt[-1]]]
+            ys += [path[: len(tt)], [np.nan]]
+        if xs:
+            ax.plot(np.concatenate(xs).astype("datetime64[ns]"), np.concatenate(ys), color="C1", lw=1)
         ax.set_title(f"{fc.symbols[k]}: close and {H}-step forecast paths (orange)", fontsize=10)
     doc.figure(fig, "forecast_over_price", "Forecasts over price for the symbols with the most windows")
 
