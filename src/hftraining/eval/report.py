@@ -118,7 +118,7 @@ def _subplots(nrows: int = 1, ncols: int = 1, figsize=(6, 4), **kw):
     fig = Figure(figsize=figsize)
     axes = fig.subplots(nrows, ncols, **kw)
     # fixed spacing instead of a layout engine (constrained layout doubles the time of a plot)
-    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.18 if nrows == 1 else 0.07, top=0.88 if nrows == 1 else 0.95,
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.18 if nrows == 1 else 0.1, top=0.88 if nrows == 1 else 0.95,
                         hspace=0.45, wspace=0.45)
     return fig, axes
 
