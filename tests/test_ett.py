@@ -159,3 +159,15 @@ def test_training_keeps_the_weights_with_the_lowest_val_mse(etth1: np.ndarray) -
     assert vals[-1] < vals[0]  # it learned
     again = ett.metrics(model, *data.splits["val"])["mse"]  # the model holds the best weights
     assert again == pytest.approx(out["best_val_mse"], rel=1e-6)
+
+
+def test_average_is_chosen_on_val_only() -> None:
+    g = torch.Generator().manual_seed(3)
+    Yva, Yte = torch.randn(40, 5, 2, generator=g), torch.randn(40, 5, 2, generator=g)
+    noise = lambda: torch.randn(40, 5, 2, generator=g)  # noqa: E731
+    # a and b carry independent errors of equal size on val: their average halves the error
+    members = {"a": (Yva + noise(), Yte), "b": (Yva + noise(), Yte + 5), "c": (Yva + 3 * noise(), Yte)}
+    out = ett.select_average(members, Yva, Yte)
+    assert out["members"] == ["a", "b"]
+    assert out["val"]["mse"] == min(out["val_by_subset"].values())
+    assert out["test"]["mse"] == pytest.approx(6.25, rel=1e-6)  # test is only scored: (0 + 5)/2 squared

@@ -310,6 +310,22 @@ def _mse_mae(p: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
 # The benchmark
 
 
+def select_average(members: dict[str, tuple[torch.Tensor, torch.Tensor]], Yva: torch.Tensor, Yte: torch.Tensor) -> dict[str, Any]:
+    """Uniform average of the subset of ``members`` (name → (val forecast, test forecast)) with the
+    lowest val MSE. Only val decides; test is scored once, for the chosen subset."""
+    names = list(members)
+    best: tuple[float, tuple[str, ...]] = (math.inf, ())
+    val_by_subset = {}
+    for mask in range(1, 2 ** len(names)):
+        subset = tuple(n for i, n in enumerate(names) if mask >> i & 1)
+        val = _mse_mae(sum(members[n][0] for n in subset) / len(subset), Yva)["mse"]
+        val_by_subset[" + ".join(subset)] = val
+        best = min(best, (val, subset))
+    subset = best[1]
+    avg = lambda j: sum(members[n][j] for n in subset) / len(subset)  # noqa: E731
+    return {"members": list(subset), "val_by_subset": val_by_subset, "val": _mse_mae(avg(0), Yva), "test": _mse_mae(avg(1), Yte)}
+
+
 def run_ett(
     data_dir: str | Path,
     dataset: str = "ETTh1",
@@ -323,16 +339,20 @@ def run_ett(
     ensemble: bool = True,
     log: Callable[[str], None] = print,
     save_predictions: str | Path | None = None,
+    linear_lookbacks: tuple[int, ...] = (),
 ) -> dict[str, Any]:
-    """Run one dataset × horizon: the closed-form linear map, and (unless ``model == "linear"``) the
-    trained model, and their average when ``ensemble`` and the average has the lower val MSE (chosen
-    on val only). Returns a JSON-ready dict of metrics, window counts, wall times and the published
-    figures. ``save_predictions`` writes the val/test forecasts (safetensors) for later combination."""
+    """Run one dataset × horizon. Always: the closed-form linear map at ``seq_len`` (the reference).
+    Then the trained ``model`` (``"linear"``: none), and closed-form maps at the other
+    ``linear_lookbacks``. With ``ensemble``, "ours" is the uniform average of the subset of these
+    with the lowest val MSE (chosen on val only); otherwise the trained model alone. Returns a
+    JSON-ready dict of metrics, window counts, wall times and the published figures.
+    ``save_predictions`` writes the val/test forecasts (safetensors) for later combination."""
     if horizon <= 0:
         raise ConfigError(f"--horizon: must be > 0, got {horizon}")
     settings = settings or TrainSettings()
     model_cfg = model_cfg or default_model_config(model, dataset)
-    data = prepare(load_ett(data_dir, dataset), dataset, seq_len, horizon)
+    values = load_ett(data_dir, dataset)
+    data = prepare(values, dataset, seq_len, horizon)
     (Xtr, Ytr), (Xva, Yva), (Xte, Yte) = (data.splits[k] for k in ("train", "val", "test"))
     result: dict[str, Any] = {
         "dataset": dataset, "horizon": horizon, "seq_len": seq_len, "model": model,
@@ -342,39 +362,41 @@ def run_ett(
     }
     t0 = time.perf_counter()
     lin = LinearMap(ridge).fit(Xtr, Ytr)
-    lin_val, lin_test = predictions(lin, Xva), predictions(lin, Xte)
+    members = {f"linear L={seq_len}": (predictions(lin, Xva), predictions(lin, Xte))}
+    lin_val, lin_test = members[f"linear L={seq_len}"]
     result["linear_map"] = {"ridge": ridge, "val": _mse_mae(lin_val, Yva), "test": _mse_mae(lin_test, Yte), "fit_seconds": time.perf_counter() - t0}
     log(f"{dataset} H={horizon} L={seq_len}: windows {result['windows']}; linear map val {result['linear_map']['val']['mse']:.4f} "
         f"test {result['linear_map']['test']['mse']:.4f} ({result['linear_map']['fit_seconds']:.1f}s)")
-    if model == "linear":
-        result["ours"] = {"name": "linear map", **result["linear_map"]}
-        return result
-    net = build_ett_model(model, model_cfg, Xtr.shape[2], horizon, seq_len, **(model_kwargs or {}))
-    log(f"training {model} ({sum(p.numel() for p in net.parameters()):,} parameters), {settings}")
-    train = train_model(net, data, settings, log)
-    predict = _predictor(net, settings.bf16)
-    net_val, net_test = predictions(predict, Xva), predictions(predict, Xte)
-    result["trained"] = {
-        "model_config": {k: getattr(model_cfg, k) for k in ("hidden_size", "num_heads", "num_layers", "intermediate_size", "dropout", "patch_len", "patch_stride", "moving_avg")},
-        "model_kwargs": model_kwargs or {},
-        "settings": vars(settings),
-        "val": _mse_mae(net_val, Yva), "test": _mse_mae(net_test, Yte),
-        **{k: train[k] for k in ("best_val_mse", "best_step", "train_seconds", "history")},
-    }
-    result["ours"] = {"name": model, **{k: result["trained"][k] for k in ("val", "test")}}
-    if ensemble:
-        # the weight of the linear map is chosen on val only; the test split is never consulted
-        cands = {w: _mse_mae((1 - w) * net_val + w * lin_val, Yva)["mse"] for w in (0.0, 0.25, 0.5, 0.75, 1.0)}
-        w = min(cands, key=cands.get)
-        result["ensemble"] = {"linear_weight": w, "val_by_weight": cands, "val": _mse_mae((1 - w) * net_val + w * lin_val, Yva),
-                              "test": _mse_mae((1 - w) * net_test + w * lin_test, Yte)}
-        result["ours"] = {"name": f"{model} + linear map (w={w})", **{k: result["ensemble"][k] for k in ("val", "test")}}
+    result["ours"] = {"name": "linear map", **{k: result["linear_map"][k] for k in ("val", "test")}}
+    for lb in sorted(set(linear_lookbacks) - {seq_len}):
+        # val/test windows target the same rows whatever L is (the segments start L rows early)
+        d = prepare(values, dataset, lb, horizon)
+        m = LinearMap(ridge).fit(*d.splits["train"])
+        members[f"linear L={lb}"] = (predictions(m, d.splits["val"][0]), predictions(m, d.splits["test"][0]))
+    if model != "linear":
+        net = build_ett_model(model, model_cfg, Xtr.shape[2], horizon, seq_len, **(model_kwargs or {}))
+        log(f"training {model} ({sum(p.numel() for p in net.parameters()):,} parameters), {settings}")
+        train = train_model(net, data, settings, log)
+        predict = _predictor(net, settings.bf16)
+        members[model] = (predictions(predict, Xva), predictions(predict, Xte))
+        result["trained"] = {
+            "model_config": {k: getattr(model_cfg, k) for k in ("hidden_size", "num_heads", "num_layers", "intermediate_size", "dropout", "patch_len", "patch_stride", "moving_avg")},
+            "model_kwargs": model_kwargs or {},
+            "settings": vars(settings),
+            "val": _mse_mae(members[model][0], Yva), "test": _mse_mae(members[model][1], Yte),
+            **{k: train[k] for k in ("best_val_mse", "best_step", "train_seconds", "history")},
+        }
+        result["ours"] = {"name": model, **{k: result["trained"][k] for k in ("val", "test")}}
+    result["members"] = {n: {"val": _mse_mae(v, Yva), "test": _mse_mae(t, Yte)} for n, (v, t) in members.items()}
+    if ensemble and len(members) > 1:
+        result["ensemble"] = select_average(members, Yva, Yte)
+        result["ours"] = {"name": "average of " + " + ".join(result["ensemble"]["members"]), **{k: result["ensemble"][k] for k in ("val", "test")}}
     result["total_seconds"] = time.perf_counter() - t0
     if save_predictions:
         from safetensors.torch import save_file
 
-        save_file({"model_val": net_val.contiguous(), "model_test": net_test.contiguous(), "linear_val": lin_val.contiguous(),
-                   "linear_test": lin_test.contiguous()}, str(save_predictions), metadata={"dataset": dataset, "horizon": str(horizon), "seq_len": str(seq_len), "model": model})
+        tensors = {f"{n.replace(' ', '_')}/{split}": p.contiguous() for n, pair in members.items() for split, p in zip(("val", "test"), pair)}
+        save_file(tensors, str(save_predictions), metadata={"dataset": dataset, "horizon": str(horizon), "seq_len": str(seq_len)})
     return result
 
 
@@ -415,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-len", type=int, default=336)
     p.add_argument("--ridge", type=float, default=1e-6, help="λ of the closed-form map, relative to the Gram diagonal")
     p.add_argument("--no-ensemble", action="store_true", help="report the trained model alone")
+    p.add_argument("--linear-lookbacks", nargs="*", type=int, default=[],
+                   help="also fit the closed-form map at these L; ours = the members' average chosen on val")
     p.add_argument("--hidden-size", type=int)
     p.add_argument("--num-layers", type=int)
     p.add_argument("--num-heads", type=int)
@@ -453,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
                 kwargs["head_dropout"] = a.head_dropout
             for h in a.horizon:
                 r = run_ett(a.data, ds, h, a.model, a.seq_len, cfg, settings, kwargs, a.ridge, not a.no_ensemble,
-                            save_predictions=a.save_predictions)
+                            save_predictions=a.save_predictions, linear_lookbacks=tuple(a.linear_lookbacks))
                 results.append(r)
                 print(f"{ds} H={h}: ours ({r['ours']['name']}) test mse {r['ours']['test']['mse']:.4f} mae {r['ours']['test']['mae']:.4f}; "
                       f"linear map {r['linear_map']['test']['mse']:.4f}; {r.get('total_seconds', 0):.0f}s", flush=True)

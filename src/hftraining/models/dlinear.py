@@ -50,7 +50,8 @@ class DLinearMultivariate(nn.Module):
         self.subtract_last = subtract_last
         self.seasonal = nn.Linear(seq_len, horizon)
         self.trend = nn.Linear(seq_len, horizon)
-        # the paper initialises both maps to the window average: a sane forecast before training
+        # start both maps at the window average (an option in the reference code): the untrained
+        # model already forecasts the level, so early validation scores are meaningful
         for lin in (self.seasonal, self.trend):
             nn.init.constant_(lin.weight, 1.0 / seq_len)
 
