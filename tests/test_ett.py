@@ -168,6 +168,18 @@ def test_average_is_chosen_on_val_only() -> None:
     # a and b carry independent errors of equal size on val: their average halves the error
     members = {"a": (Yva + noise(), Yte), "b": (Yva + noise(), Yte + 5), "c": (Yva + 3 * noise(), Yte)}
     out = ett.select_average(members, Yva, Yte)
-    assert out["members"] == ["a", "b"]
-    assert out["val"]["mse"] == min(out["val_by_subset"].values())
-    assert out["test"]["mse"] == pytest.approx(6.25, rel=1e-6)  # test is only scored: (0 + 5)/2 squared
+    assert set(out["weights"]) == {"a", "b"} and sum(out["weights"].values()) == pytest.approx(1.0)
+    assert out["val"]["mse"] < min(out["member_val_mse"].values())
+    b = out["weights"]["b"]
+    assert out["test"]["mse"] == pytest.approx((5 * b) ** 2, rel=1e-6)  # test is only scored, never consulted
+
+
+def test_centred_map_follows_a_level_shift() -> None:
+    # train on series around 0, test on the same dynamics shifted by +10: only the centred map follows
+    g = torch.Generator().manual_seed(4)
+    walk = lambda n: torch.randn(n, 40, 1, generator=g).cumsum(1) * 0.1 + torch.sin(torch.arange(40.0) / 3)[None, :, None]  # noqa: E731
+    tr, te = walk(300), walk(50) + 10
+    plain = ett.LinearMap(1e-2).fit(tr[:, :32], tr[:, 32:])
+    centred = ett.LinearMap(1e-2, center=True).fit(tr[:, :32], tr[:, 32:])
+    err = lambda m: float(((m(te[:, :32]) - te[:, 32:]) ** 2).mean())  # noqa: E731
+    assert err(centred) < 0.1 < err(plain)

@@ -162,11 +162,20 @@ def metrics(predict: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor, Y:
 class LinearMap:
     """Closed-form least squares from the L inputs to the H outputs, one map shared by all channels
     (with a bias). ``ridge`` is λ relative to the mean diagonal of the Gram matrix, so it does not
-    depend on the number of windows; a tiny value only guards the solve."""
+    depend on the number of windows; a tiny value only guards the solve.
 
-    def __init__(self, ridge: float = 1e-6):
+    ``center=True`` fits the map on windows minus their last value and adds it back (NLinear's
+    trick, in closed form): the forecast then moves with the level of the window, whereas the plain
+    map may pull towards the training period's level, which hurts when the test level has shifted
+    (ETTh2)."""
+
+    def __init__(self, ridge: float = 1e-6, center: bool = False):
         self.ridge = ridge
+        self.center = center
         self.weight: torch.Tensor | None = None  # (L+1, H)
+
+    def _offset(self, X: torch.Tensor) -> torch.Tensor | float:
+        return X[:, -1:, :] if self.center else 0.0  # (b, 1, C)
 
     def fit(self, X: torch.Tensor, Y: torch.Tensor, chunk: int = 2048) -> "LinearMap":
         """X (n, L, C), Y (n, H, C). The Gram matrix is accumulated in float64 over chunks of
@@ -175,8 +184,9 @@ class LinearMap:
         G = torch.zeros(L + 1, L + 1, dtype=torch.float64)
         B = torch.zeros(L + 1, Y.shape[1], dtype=torch.float64)
         for i in range(0, X.shape[0], chunk):
-            a = self._design(X[i : i + chunk])  # (b·C, L+1)
-            y = Y[i : i + chunk].transpose(1, 2).reshape(-1, Y.shape[1]).double()  # (b·C, H)
+            x, off = X[i : i + chunk], self._offset(X[i : i + chunk])
+            a = self._design(x - off)  # (b·C, L+1)
+            y = (Y[i : i + chunk] - off).transpose(1, 2).reshape(-1, Y.shape[1]).double()  # (b·C, H)
             G += a.T @ a
             B += a.T @ y
         G += self.ridge * G.diagonal().mean() * torch.eye(L + 1, dtype=torch.float64)
@@ -193,8 +203,9 @@ class LinearMap:
         if self.weight is None:
             raise RuntimeError("LinearMap.fit must be called first")
         b, _, c = X.shape
-        y = self._design(X) @ self.weight  # (b·C, H)
-        return y.view(b, c, -1).transpose(1, 2).float()
+        off = self._offset(X)
+        y = self._design(X - off) @ self.weight  # (b·C, H)
+        return y.view(b, c, -1).transpose(1, 2).float() + off
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,20 +321,51 @@ def _mse_mae(p: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
 # The benchmark
 
 
-def select_average(members: dict[str, tuple[torch.Tensor, torch.Tensor]], Yva: torch.Tensor, Yte: torch.Tensor) -> dict[str, Any]:
-    """Uniform average of the subset of ``members`` (name → (val forecast, test forecast)) with the
-    lowest val MSE. Only val decides; test is scored once, for the chosen subset."""
-    names = list(members)
-    best: tuple[float, tuple[str, ...]] = (math.inf, ())
-    val_by_subset = {}
-    for mask in range(1, 2 ** len(names)):
-        subset = tuple(n for i, n in enumerate(names) if mask >> i & 1)
-        val = _mse_mae(sum(members[n][0] for n in subset) / len(subset), Yva)["mse"]
-        val_by_subset[" + ".join(subset)] = val
-        best = min(best, (val, subset))
-    subset = best[1]
-    avg = lambda j: sum(members[n][j] for n in subset) / len(subset)  # noqa: E731
-    return {"members": list(subset), "val_by_subset": val_by_subset, "val": _mse_mae(avg(0), Yva), "test": _mse_mae(avg(1), Yte)}
+def select_average(members: dict[str, tuple[torch.Tensor, torch.Tensor]], Yva: torch.Tensor, Yte: torch.Tensor,
+                   max_steps: int = 20) -> dict[str, Any]:
+    """Greedy ensemble selection with replacement (Caruana et al., ICML 2004) on val: start from the
+    best member, repeatedly add the member (again, if it helps) whose inclusion lowers the val MSE
+    of the running average the most, stop when none does. ``members`` maps a name to its
+    (val forecast, test forecast). Only val decides; test is scored once, for the result."""
+    val_mse = {n: _mse_mae(v, Yva)["mse"] for n, (v, _) in members.items()}
+    chosen = [min(val_mse, key=val_mse.get)]
+    total = members[chosen[0]][0].double()
+    best = val_mse[chosen[0]]
+    for _ in range(max_steps - 1):
+        trial = {n: _mse_mae((total + v) / (len(chosen) + 1), Yva)["mse"] for n, (v, _) in members.items()}
+        name = min(trial, key=trial.get)
+        if trial[name] >= best:
+            break
+        chosen.append(name)
+        total = total + members[name][0]
+        best = trial[name]
+    weights = {n: chosen.count(n) / len(chosen) for n in dict.fromkeys(chosen)}
+    test = sum(w * members[n][1].double() for n, w in weights.items())
+    val = sum(w * members[n][0].double() for n, w in weights.items())
+    return {"weights": weights, "member_val_mse": val_mse, "val": _mse_mae(val, Yva), "test": _mse_mae(test, Yte)}
+
+
+RIDGES = (1e-4, 1e-2, 1e-1, 1.0)
+"""λ candidates of the extra closed-form members, each chosen on val."""
+
+
+def linear_members(values: np.ndarray, dataset: str, horizon: int, lookbacks: tuple[int, ...], log: Callable[[str], None]
+                   ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Closed-form members for the ensemble: for each L, the plain and the centred map, each with the
+    λ of ``RIDGES`` that has the lowest val MSE → name → (val forecast, test forecast)."""
+    out = {}
+    for lb in lookbacks:
+        # val/test windows target the same rows whatever L is (the segments start L rows early)
+        d = prepare(values, dataset, lb, horizon)
+        (Xtr, Ytr), (Xva, Yva), (Xte, _) = (d.splits[k] for k in ("train", "val", "test"))
+        for center in (False, True):
+            fits = [LinearMap(r, center).fit(Xtr, Ytr) for r in RIDGES]
+            vals = [predictions(m, Xva) for m in fits]
+            i = min(range(len(fits)), key=lambda j: _mse_mae(vals[j], Yva)["mse"])
+            name = f"{'centred' if center else 'plain'} linear L={lb} λ={RIDGES[i]:g}"
+            out[name] = (vals[i], predictions(fits[i], Xte))
+            log(f"  {name}: val mse {_mse_mae(vals[i], Yva)['mse']:.4f}")
+    return out
 
 
 def run_ett(
@@ -342,9 +384,9 @@ def run_ett(
     linear_lookbacks: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """Run one dataset × horizon. Always: the closed-form linear map at ``seq_len`` (the reference).
-    Then the trained ``model`` (``"linear"``: none), and closed-form maps at the other
-    ``linear_lookbacks``. With ``ensemble``, "ours" is the uniform average of the subset of these
-    with the lowest val MSE (chosen on val only); otherwise the trained model alone. Returns a
+    Then the trained ``model`` (``"linear"``: none), and plain and centred closed-form maps at each of
+    ``linear_lookbacks`` (:func:`linear_members`). With ``ensemble``, "ours" is the greedy val-chosen
+    average of all these (:func:`select_average`); otherwise the trained model alone. Returns a
     JSON-ready dict of metrics, window counts, wall times and the published figures.
     ``save_predictions`` writes the val/test forecasts (safetensors) for later combination."""
     if horizon <= 0:
@@ -368,11 +410,7 @@ def run_ett(
     log(f"{dataset} H={horizon} L={seq_len}: windows {result['windows']}; linear map val {result['linear_map']['val']['mse']:.4f} "
         f"test {result['linear_map']['test']['mse']:.4f} ({result['linear_map']['fit_seconds']:.1f}s)")
     result["ours"] = {"name": "linear map", **{k: result["linear_map"][k] for k in ("val", "test")}}
-    for lb in sorted(set(linear_lookbacks) - {seq_len}):
-        # val/test windows target the same rows whatever L is (the segments start L rows early)
-        d = prepare(values, dataset, lb, horizon)
-        m = LinearMap(ridge).fit(*d.splits["train"])
-        members[f"linear L={lb}"] = (predictions(m, d.splits["val"][0]), predictions(m, d.splits["test"][0]))
+    members.update(linear_members(values, dataset, horizon, tuple(sorted(set(linear_lookbacks))), log))
     if model != "linear":
         net = build_ett_model(model, model_cfg, Xtr.shape[2], horizon, seq_len, **(model_kwargs or {}))
         log(f"training {model} ({sum(p.numel() for p in net.parameters()):,} parameters), {settings}")
@@ -390,7 +428,9 @@ def run_ett(
     result["members"] = {n: {"val": _mse_mae(v, Yva), "test": _mse_mae(t, Yte)} for n, (v, t) in members.items()}
     if ensemble and len(members) > 1:
         result["ensemble"] = select_average(members, Yva, Yte)
-        result["ours"] = {"name": "average of " + " + ".join(result["ensemble"]["members"]), **{k: result["ensemble"][k] for k in ("val", "test")}}
+        w = result["ensemble"]["weights"]
+        name = " + ".join(f"{v:.2f}·{n}" for n, v in w.items()) if len(w) > 1 else next(iter(w))
+        result["ours"] = {"name": name, **{k: result["ensemble"][k] for k in ("val", "test")}}
     result["total_seconds"] = time.perf_counter() - t0
     if save_predictions:
         from safetensors.torch import save_file
@@ -438,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ridge", type=float, default=1e-6, help="λ of the closed-form map, relative to the Gram diagonal")
     p.add_argument("--no-ensemble", action="store_true", help="report the trained model alone")
     p.add_argument("--linear-lookbacks", nargs="*", type=int, default=[],
-                   help="also fit the closed-form map at these L; ours = the members' average chosen on val")
+                   help="also fit plain and centred closed-form maps at these L; ours = the members' average chosen on val")
     p.add_argument("--hidden-size", type=int)
     p.add_argument("--num-layers", type=int)
     p.add_argument("--num-heads", type=int)
