@@ -189,9 +189,18 @@ class LinearMap:
             y = (Y[i : i + chunk] - off).transpose(1, 2).reshape(-1, Y.shape[1]).double()  # (b·C, H)
             G += a.T @ a
             B += a.T @ y
-        G += self.ridge * G.diagonal().mean() * torch.eye(L + 1, dtype=torch.float64)
-        self.weight = torch.linalg.solve(G, B)
-        return self
+        self._normal_equations = (G, B)
+        return self.solve(self.ridge)
+
+    def solve(self, ridge: float) -> "LinearMap":
+        """A copy with another λ, solved from the stored normal equations (no pass over the data)."""
+        G, B = self._normal_equations
+        out = LinearMap(ridge, self.center)
+        out._normal_equations = self._normal_equations
+        out.weight = torch.linalg.solve(G + ridge * G.diagonal().mean() * torch.eye(G.shape[0], dtype=G.dtype), B)
+        if ridge == self.ridge:
+            self.weight = out.weight
+        return out
 
     @staticmethod
     def _design(X: torch.Tensor) -> torch.Tensor:
@@ -359,7 +368,8 @@ def linear_members(values: np.ndarray, dataset: str, horizon: int, lookbacks: tu
         d = prepare(values, dataset, lb, horizon)
         (Xtr, Ytr), (Xva, Yva), (Xte, _) = (d.splits[k] for k in ("train", "val", "test"))
         for center in (False, True):
-            fits = [LinearMap(r, center).fit(Xtr, Ytr) for r in RIDGES]
+            base = LinearMap(RIDGES[0], center).fit(Xtr, Ytr)
+            fits = [base.solve(r) for r in RIDGES]
             vals = [predictions(m, Xva) for m in fits]
             i = min(range(len(fits)), key=lambda j: _mse_mae(vals[j], Yva)["mse"])
             name = f"{'centred' if center else 'plain'} linear L={lb} λ={RIDGES[i]:g}"
