@@ -18,3 +18,11 @@ def tiny_overrides(tmp_path):
         "training.learning_rate=0.003", "training.save_steps=10", "evaluation.eval_steps=10",
         f"output.output_dir={tmp_path / 'run'}", "output.tensorboard=false",
     ]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Some commands under test set torch's thread count for their own process (the ETT and tune
+    entry points); restore one thread so later tests are not slowed by oversubscribed cores."""
+    yield
+    torch.set_num_threads(1)
