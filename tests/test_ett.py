@@ -183,3 +183,15 @@ def test_centred_map_follows_a_level_shift() -> None:
     centred = ett.LinearMap(1e-2, center=True).fit(tr[:, :32], tr[:, 32:])
     err = lambda m: float(((m(te[:, :32]) - te[:, 32:]) ** 2).mean())  # noqa: E731
     assert err(centred) < 0.1 < err(plain)
+
+
+def test_correction_on_the_linear_map_starts_at_the_map() -> None:
+    from hftraining.models.patchtst import PatchTSTMultivariate
+
+    torch.manual_seed(5)
+    X, Y = torch.randn(60, 32, 3), torch.randn(60, 8, 3)
+    lin = ett.LinearMap().fit(X, Y)
+    cfg = ett.ModelConfig(type="patchtst", hidden_size=16, num_heads=2, num_layers=1, patch_len=8, patch_stride=4)
+    model = ett.OnLinearMap(lin, PatchTSTMultivariate(cfg, 3, 8, 32)).eval()
+    torch.testing.assert_close(model(X), lin(X), rtol=1e-4, atol=1e-4)  # untrained: exactly the base forecast
+    assert not any(n.startswith("base") for n, _ in model.named_parameters())  # the base map is not trained

@@ -240,6 +240,31 @@ class TrainSettings:
     seed: int = 2021
 
 
+class OnLinearMap(torch.nn.Module):
+    """A fixed closed-form map plus a trained correction: (B, L, C) → (B, H, C).
+
+    The network starts at zero output (its head is zero-initialised) so training starts from the
+    linear map's forecast and early stopping can only keep a correction that lowers val MSE. The
+    network's own level (its RevIN location, the window mean) is removed from the correction: the
+    base map already places the level."""
+
+    def __init__(self, base: LinearMap, net: torch.nn.Module):
+        super().__init__()
+        if base.center or base.weight is None:
+            raise ValueError("OnLinearMap needs a fitted plain LinearMap")
+        self.register_buffer("base_weight", base.weight.float())  # (L+1, H)
+        self.net = net
+        head = getattr(net, "head", None)
+        if isinstance(head, torch.nn.Linear):
+            torch.nn.init.zeros_(head.weight)
+            torch.nn.init.zeros_(head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.base_weight
+        base = (x.transpose(1, 2) @ w[:-1] + w[-1]).transpose(1, 2)  # (B, H, C)
+        return base + self.net(x) - x.mean(dim=1, keepdim=True)
+
+
 def build_ett_model(name: str, cfg: ModelConfig, n_channels: int, horizon: int, seq_len: int, **kwargs: Any) -> torch.nn.Module:
     """(B, L, C) → (B, H, C) model of the benchmark: ``patchtst`` or ``dlinear``."""
     from hftraining.models.dlinear import DLinearMultivariate
@@ -424,19 +449,24 @@ def run_ett(
     result["ours"] = {"name": "linear map", **{k: result["linear_map"][k] for k in ("val", "test")}}
     members.update(linear_members(values, dataset, horizon, tuple(sorted(set(linear_lookbacks))), log))
     if model != "linear":
-        net = build_ett_model(model, model_cfg, Xtr.shape[2], horizon, seq_len, **(model_kwargs or {}))
+        kwargs = dict(model_kwargs or {})
+        on_linear = kwargs.pop("on_linear", False)
+        net = build_ett_model(model, model_cfg, Xtr.shape[2], horizon, seq_len, **kwargs)
+        if on_linear:
+            net = OnLinearMap(lin, net)
         log(f"training {model} ({sum(p.numel() for p in net.parameters()):,} parameters), {settings}")
         train = train_model(net, data, settings, log)
+        name = model + (" on the linear map" if on_linear else "")
         predict = _predictor(net, settings.bf16)
-        members[model] = (predictions(predict, Xva), predictions(predict, Xte))
+        members[name] = (predictions(predict, Xva), predictions(predict, Xte))
         result["trained"] = {
             "model_config": {k: getattr(model_cfg, k) for k in ("hidden_size", "num_heads", "num_layers", "intermediate_size", "dropout", "patch_len", "patch_stride", "moving_avg")},
             "model_kwargs": model_kwargs or {},
             "settings": vars(settings),
-            "val": _mse_mae(members[model][0], Yva), "test": _mse_mae(members[model][1], Yte),
+            "val": _mse_mae(members[name][0], Yva), "test": _mse_mae(members[name][1], Yte),
             **{k: train[k] for k in ("best_val_mse", "best_step", "train_seconds", "history")},
         }
-        result["ours"] = {"name": model, **{k: result["trained"][k] for k in ("val", "test")}}
+        result["ours"] = {"name": name, **{k: result["trained"][k] for k in ("val", "test")}}
     result["members"] = {n: {"val": _mse_mae(v, Yva), "test": _mse_mae(t, Yte)} for n, (v, t) in members.items()}
     if ensemble and len(members) > 1:
         result["ensemble"] = select_average(members, Yva, Yte)
@@ -504,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--moving-avg", type=int)
     p.add_argument("--head-dropout", type=float, help="patchtst: dropout before the flatten head")
     p.add_argument("--subtract-last", action="store_true", help="RevIN (patchtst) / input (dlinear) subtracts the last value")
+    p.add_argument("--on-linear", action="store_true", help="patchtst: train a correction on top of the closed-form map at --seq-len")
     p.add_argument("--epochs", type=int, default=TrainSettings.epochs)
     p.add_argument("--batch-size", type=int, default=TrainSettings.batch_size)
     p.add_argument("--lr", type=float, default=TrainSettings.lr)
@@ -528,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
             kwargs: dict[str, Any] = {}
             if a.subtract_last:
                 kwargs["subtract_last"] = True
+            if a.on_linear and a.model == "patchtst":
+                kwargs["on_linear"] = True
             if a.head_dropout is not None and a.model == "patchtst":
                 kwargs["head_dropout"] = a.head_dropout
             for h in a.horizon:
