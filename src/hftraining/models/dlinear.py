@@ -64,9 +64,11 @@ class DLinearMultivariate(nn.Module):
 
 @MODELS.register("dlinear")
 class DLinear(ForecastModel):
-    """DLinear for the next H log returns: every channel (F features plus ``past`` as channel F; zeros
-    when ``past`` is not given) is decomposed, and two linear heads read all channels' seasonal and
-    trend parts: (B, (F+1)·L) → (B, H) each. Padded steps (``mask`` False) are zeroed first."""
+    """DLinear (Zeng et al. 2023): moving-average trend/seasonal split, one linear head per part.
+
+    Every channel (F features plus ``past`` as channel F; zeros when ``past`` is not given) is
+    decomposed, and the two heads read all channels' seasonal and trend parts: (B, (F+1)·L) → (B, H)
+    each, the next H log returns. Padded steps (``mask`` False) are zeroed first."""
 
     def __init__(self, cfg: ModelConfig, n_features: int, horizon: int, seq_len: int):
         super().__init__(cfg, n_features, horizon, seq_len)

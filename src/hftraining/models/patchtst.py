@@ -213,9 +213,11 @@ class PatchTSTMultivariate(nn.Module):
 
 @MODELS.register("patchtst")
 class PatchTST(ForecastModel):
-    """PatchTST for the next H log returns: F feature channels plus the target's own history
-    (``past``) as channel F, each encoded independently by the same patch encoder; one linear head
-    reads all channels' flattened representations (B, (F+1)·P·d) → (B, H).
+    """PatchTST (Nie et al. 2023): RevIN, patches, channel-independent encoder, flatten head.
+
+    The F feature channels plus the target's own history (``past``) as channel F are encoded
+    independently by the same patch encoder; one linear head reads all channels' flattened
+    representations (B, (F+1)·P·d) → (B, H), the next H log returns.
 
     RevIN statistics of the target channel de-normalise the forecast when ``past`` is given. Without
     ``past`` the target channel is zeros and the forecast stays in the head's own units, so train and
