@@ -4,6 +4,7 @@ SGD keeps the comparison meaningful at 1e-6: Adam's first steps divide each grad
 magnitude, so a last-bit difference in a near-zero gradient (summation order across ranks) can
 flip a whole learning-rate-sized update; SGD's update is linear in the averaged gradient."""
 
+import json
 import os
 import subprocess
 import sys
@@ -74,3 +75,30 @@ def test_ddp_checkpoint_resumes_in_one_process(runs, tmp_path):
     ref = load_file(str(runs[0] / "final" / "model.safetensors"))
     for k in ref:
         torch.testing.assert_close(got[k], ref[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_torchrun_restarts_a_killed_worker_from_the_latest_checkpoint(tmp_path):
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=1",
+           "-m", "hftraining", "train", *COMMON, "training.max_steps=400", "training.save_steps=5", "training.logging_steps=50",
+           "data.batch_size=8", f"output.output_dir={run}", "--resume"]
+    log_file = open(tmp_path / "torchrun.log", "w")  # a file, not a pipe: a full pipe would block the workers
+    proc = subprocess.Popen(cmd, stdout=log_file, stderr=log_file, env=_env())
+    target = run / "checkpoints" / "step-00000010" / "trainer_state.json"
+    deadline = time.time() + 180
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert workers, "no worker processes found"
+    os.kill(int(workers[-1]), signal.SIGKILL)
+    proc.wait(timeout=300)
+    log_file.close()
+    assert proc.returncode == 0, (tmp_path / "torchrun.log").read_text()[-3000:]
+    log = (run / "train.log").read_text()
+    assert "resumed from" in log
+    assert (run / "final" / "model.safetensors").exists()
+    steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+    assert steps[-1] == 400 and steps == sorted(set(steps))

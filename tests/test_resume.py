@@ -39,7 +39,7 @@ def uninterrupted(tmp_path_factory):
 
 def _kill_when(out: Path, step: int) -> int:
     """Start a run, SIGKILL it as soon as checkpoint ``step`` is complete; return the exit status."""
-    proc = subprocess.Popen(_cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+    proc = subprocess.Popen(_cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
     target = out / "checkpoints" / f"step-{step:08d}" / "trainer_state.json"
     deadline = time.time() + 240
     while not target.exists() and proc.poll() is None and time.time() < deadline:

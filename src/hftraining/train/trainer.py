@@ -23,7 +23,7 @@ from hftraining.data import augment
 from hftraining.data.pipeline import PreparedData, prepare
 from hftraining.data.windows import EpochSampler, WindowSet
 from hftraining.errors import ConfigError, UserError
-from hftraining.eval.evaluate import autocast_context, evaluate_predictions, format_table, predict_scaled
+from hftraining.eval.evaluate import autocast_context, format_table, predict_scaled
 from hftraining.models import ForecastModel, build_model
 from hftraining.models.losses import compute_loss
 from hftraining.train import checkpoint as ckpt
