@@ -211,6 +211,12 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from hftraining.bench.ett import main as ett_main
+
+    return ett_main(args.args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="hftraining", description="Train and honestly evaluate forecasters on OHLCV data.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -300,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list registered models, optimizers or features")
     ls.add_argument("what", choices=["models", "optimizers", "features"])
     ls.set_defaults(func=_cmd_list)
+
+    be = sub.add_parser("bench", help="public benchmarks: `bench ett --help` (the ETT protocol of the papers)")
+    be.add_argument("suite", choices=["ett"])
+    be.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the suite (see bench ett --help)")
+    be.set_defaults(func=_cmd_bench)
 
     data = sub.add_parser("data", help="check, featurise or synthesise OHLCV files")
     dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
