@@ -178,7 +178,7 @@ def check_specs(specs: list[str]) -> None:
         name, params = parse_spec(spec)
         try:
             FEATURES.get(name)(probe, *params)
-        except (TypeError, ValueError, Exception) as e:  # talib raises its own Exception subclass
+        except Exception as e:  # talib raises its own Exception subclass; the probe data is valid, so the spec is at fault
             if isinstance(e, ConfigError):
                 raise
             raise ConfigError(f"data.features: {spec!r}: bad parameters ({e})") from None
