@@ -9,9 +9,15 @@ For each parameter tensor, step t (1-based)::
     frobenius:  u ← u·ρ/‖u‖_F    if ‖u‖_F > ρ         (the original rule, default ρ = 0.5)
     p ← p·(1 - lr·wd) - lr·u
 
-Two paths give the same update: ``fused`` runs torch's fused Adam kernel into a scratch buffer
-(one kernel for the moments and u), then one norm and one axpy pass; ``foreach`` uses
-``torch._foreach_*`` ops and works on any device.
+Three implementations give the same update (``implementation=``):
+
+- ``numba`` (CPU float32/64): a compiled two-pass kernel per tensor, as much memory traffic as
+  one fused Adam step (see ``_gpro_numba``);
+- ``fused``: torch's fused Adam kernel into a scratch buffer (the moments and u in one kernel),
+  then one norm and one axpy pass, on any device with torch's fused Adam kernels (CUDA);
+- ``foreach``: ``torch._foreach_*`` ops, on any device.
+
+``auto`` (the default) takes the first that the parameters allow, in that order.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch
 from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
 PROJECTIONS = ("rms", "frobenius")
+IMPLEMENTATIONS = ("auto", "numba", "fused", "foreach")
 DEFAULT_RHO = {"rms": 1.0, "frobenius": 0.5}
 
 
@@ -30,8 +37,8 @@ class GPro(torch.optim.Optimizer):
     """Adam with a per-tensor cap on the update's RMS (or Frobenius norm); decoupled weight decay.
 
     ``rho=None`` takes the projection's default (1.0 for ``rms``, 0.5 for ``frobenius``).
-    ``fused=None`` uses the fused path when every parameter lives on a device with torch's fused
-    Adam kernels (CPU, CUDA, ...); it keeps one scratch buffer per parameter (not checkpointed).
+    ``implementation``: ``auto``, ``numba``, ``fused`` or ``foreach`` (module docstring). The numba
+    and fused paths keep a scratch buffer for u that is not part of the checkpointed state.
     """
 
     def __init__(
@@ -44,7 +51,7 @@ class GPro(torch.optim.Optimizer):
         rho: Optional[float] = None,
         projection: str = "rms",
         amsgrad: bool = False,
-        fused: Optional[bool] = None,
+        implementation: str = "auto",
     ):
         if projection not in PROJECTIONS:
             raise ValueError(f"projection must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
@@ -58,20 +65,33 @@ class GPro(torch.optim.Optimizer):
             raise ValueError(f"eps must be >= 0, got {eps!r}")
         if not weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation must be one of {', '.join(IMPLEMENTATIONS)}, got {implementation!r}")
         if not rho > 0:
             raise ValueError(f"rho must be > 0, got {rho!r}")
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, rho=float(rho),
-            projection=projection, amsgrad=bool(amsgrad), fused=fused,
+            projection=projection, amsgrad=bool(amsgrad), implementation=implementation,
         )
         super().__init__(params, defaults)
         self._scratch: dict[torch.Tensor, torch.Tensor] = {}  # fused path: u per parameter, not state
+        self._numba_scratch: dict[torch.dtype, Any] = {}  # numba path: one tensor's u, reused
 
-    def _use_fused(self, group: dict[str, Any], params: list[torch.Tensor]) -> bool:
-        if group["fused"] is not None:
-            return bool(group["fused"])
-        ok = _get_fused_kernels_supported_devices()
-        return all(p.device.type in ok and p.is_floating_point() for p in params)
+    def _implementation(self, group: dict[str, Any], params: list[torch.Tensor]) -> str:
+        from hftraining.optim import _gpro_numba  # compiled lazily: numba is imported on first use
+
+        choice = group["implementation"]
+        numba_ok = all(_gpro_numba.supported(p) for p in params)
+        fused_ok = all(p.device.type in _get_fused_kernels_supported_devices() and p.is_floating_point() for p in params)
+        if choice == "auto":
+            return "numba" if numba_ok else "fused" if fused_ok else "foreach"
+        if (choice == "numba" and not numba_ok) or (choice == "fused" and not fused_ok):
+            bad = next(p for p in params if not (_gpro_numba.supported(p) if choice == "numba" else p.is_floating_point()))
+            raise RuntimeError(
+                f"GPro implementation={choice!r} cannot update a {bad.dtype} tensor on {bad.device} "
+                "(numba: contiguous float32/64 on CPU; fused: a device with torch's fused Adam); use 'auto'"
+            )
+        return choice
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: D102 - torch.optim.Optimizer.step
@@ -100,16 +120,17 @@ class GPro(torch.optim.Optimizer):
             buckets: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
             for p in params:
                 buckets.setdefault((p.device, p.dtype), []).append(p)
-            fused = self._use_fused(group, params)
             for bucket in buckets.values():
-                (self._fused_step if fused else self._foreach_step)(group, bucket)
+                impl = self._implementation(group, bucket)
+                {"numba": self._numba_step, "fused": self._fused_step, "foreach": self._foreach_step}[impl](group, bucket)
         return loss
 
     def _scale(self, group: dict[str, Any], updates: list[torch.Tensor]) -> torch.Tensor:
-        """Per-tensor factor min(1, ρ/size(u)) as a float32 vector (n_tensors,)."""
-        norms = torch.stack(torch._foreach_norm(updates, 2, dtype=torch.float32))  # (n,)
+        """Per-tensor factor min(1, ρ/size(u)) as a float32 (float64) vector (n_tensors,)."""
+        dtype = torch.promote_types(updates[0].dtype, torch.float32)  # float64 stays float64
+        norms = torch.stack(torch._foreach_norm(updates, 2, dtype=dtype))  # (n,)
         if group["projection"] == "rms":
-            numel = torch.tensor([u.numel() for u in updates], dtype=torch.float32, device=norms.device)
+            numel = torch.tensor([u.numel() for u in updates], dtype=dtype, device=norms.device)
             norms = norms / numel.sqrt()
         return group["rho"] / norms.clamp_min(group["rho"])
 
@@ -127,6 +148,23 @@ class GPro(torch.optim.Optimizer):
             # Elsewhere keep the factors on the device: no host sync.
             torch._foreach_mul_(updates, list(scale.to(updates[0].dtype).unbind()))
             torch._foreach_add_(params, updates, alpha=lr_sign * lr)
+
+    def _numba_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        from hftraining.optim import _gpro_numba
+
+        states = [self.state[p] for p in params]
+        torch._foreach_add_([s["step"] for s in states], 1)
+        dtype = params[0].dtype
+        need = max(p.numel() for p in params)
+        buf = self._numba_scratch.get(dtype)
+        if buf is None or buf.numel() < need:
+            buf = self._numba_scratch[dtype] = torch.empty(need, dtype=dtype)
+        beta1, beta2 = group["betas"]
+        _gpro_numba.gpro_step(
+            params, states, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+            weight_decay=group["weight_decay"], rho=group["rho"], projection=group["projection"],
+            amsgrad=group["amsgrad"], scratch=buf.numpy(),
+        )
 
     def _fused_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
         beta1, beta2 = group["betas"]
