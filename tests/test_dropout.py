@@ -46,3 +46,45 @@ def test_transformer_uses_it_everywhere_but_attention_weights():
 def test_rejects_p_of_one():
     with pytest.raises(ValueError):
         Dropout(1.0)
+
+
+def test_every_16_bit_lane_is_uniform():
+    # four elements share one 64-bit word: each lane position must keep with probability 1 - p,
+    # and neighbouring words must not be correlated
+    from hftraining.models.layers import keep_mask
+
+    torch.manual_seed(0)
+    keep, scale = keep_mask((100_000, 4), 0.5, torch.device("cpu"))
+    assert keep.dtype == torch.uint8 and scale == 2.0
+    frac = keep.float().mean(dim=0)
+    torch.testing.assert_close(frac, torch.full((4,), 0.5), atol=0.006, rtol=0)
+    k = keep.float() - 0.5
+    for lag in (1, 2, 7):
+        corr = (k[:-lag] * k[lag:]).mean(dim=0) / 0.25
+        assert corr.abs().max().item() < 0.02, lag
+
+
+def test_mask_follows_torch_seed_not_thread_count():
+    from hftraining.models.layers import keep_mask
+
+    threads = torch.get_num_threads()
+    masks = []
+    try:
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            torch.manual_seed(7)
+            masks.append(keep_mask((1001, 3), 0.2, torch.device("cpu"))[0])
+    finally:
+        torch.set_num_threads(threads)
+    assert masks[0].shape == (1001, 3) and torch.equal(masks[0], masks[1])
+    assert not torch.equal(masks[0], keep_mask((1001, 3), 0.2, torch.device("cpu"))[0])  # the next draw differs
+
+
+def test_probability_is_rounded_to_a_16_bit_grid_and_stays_unbiased():
+    from hftraining.models.layers import keep_mask
+
+    torch.manual_seed(1)
+    keep, scale = keep_mask((1_000_000,), 0.15, torch.device("cpu"))
+    p_eff = round(0.15 * 65536) / 65536
+    assert scale == pytest.approx(1 / (1 - p_eff))
+    assert 1 - keep.float().mean().item() == pytest.approx(p_eff, abs=0.002)

@@ -211,6 +211,48 @@ def test_padded_window_equals_unpadded(pooling, grad, monkeypatch):
     assert not torch.allclose(unmasked, a.prediction, atol=1e-3)
 
 
+@pytest.mark.parametrize("padded", [False, True])
+def test_cpu_training_layer_equals_torch_layer(padded):
+    # EncoderLayer's own CPU training forward against nn.TransformerEncoderLayer's, dropout off:
+    # the same outputs and the same gradients, with and without key padding
+    from hftraining.models.transformer import EncoderLayer
+
+    torch.manual_seed(0)
+    layer = EncoderLayer(32, 4, 64, 0.0, activation="gelu", batch_first=True, norm_first=True).train()
+    x = torch.randn(5, 11, 32)
+    pad = torch.zeros(5, 11, dtype=torch.bool)
+    if padded:
+        pad[:2, :4] = True
+    pad = pad if padded else None
+
+    def run(forward):
+        layer.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        out = forward(xi)
+        (out * torch.linspace(-1, 1, 32)).sum().backward()
+        return out.detach(), xi.grad, {k: q.grad.clone() for k, q in layer.named_parameters()}
+
+    ours = run(lambda xi: layer(xi, src_key_padding_mask=pad))
+    torch_ = run(lambda xi: torch.nn.TransformerEncoderLayer.forward(layer, xi, src_key_padding_mask=pad))
+    torch.testing.assert_close(ours[0], torch_[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours[1], torch_[1], atol=1e-5, rtol=1e-5)
+    for k in ours[2]:
+        torch.testing.assert_close(ours[2][k], torch_[2][k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_cpu_training_layer_drops_attention_weights():
+    # with dropout on, two forwards differ and the attention dropout is ours (no bernoulli_ call)
+    from hftraining.models.transformer import EncoderLayer
+
+    layer = EncoderLayer(16, 2, 32, 0.3, activation="gelu", batch_first=True, norm_first=True).train()
+    x = torch.randn(4, 7, 16)
+    with torch.profiler.profile() as prof:
+        a, b = layer(x), layer(x)
+    assert not torch.allclose(a, b)
+    names = {e.key for e in prof.key_averages()}
+    assert "aten::bernoulli_" not in names and "aten::random_" in names
+
+
 @pytest.mark.parametrize("name", ["repeat", "drift", "seasonal_naive", "zero"])
 @pytest.mark.parametrize("short", [3, 9])  # shorter and longer than a season of 5
 def test_baseline_padded_window_equals_unpadded(name, short):
