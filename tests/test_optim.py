@@ -410,3 +410,29 @@ def test_check_compatibility_rejects_impossible_combinations():
         check_compatibility(TrainingConfig(optimizer="nope"))
     check_compatibility(TrainingConfig(optimizer="adamw", precision="fp16"))
     check_compatibility(TrainingConfig(optimizer="sophia", precision="bf16"))
+
+
+def test_gpro_numba_workers_give_the_same_bits():
+    # above 2^20 elements the numba path shares tensors out to one Python thread per torch thread;
+    # each tensor is still updated by one worker alone, so the result is bitwise the same
+    torch.manual_seed(0)
+    shapes = [(1024, 1000), (700,), (513, 300), (31, 7), (2048,)]
+    init = [torch.randn(s) for s in shapes]
+    grads = [[torch.randn(s) for s in shapes] for _ in range(3)]
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            params = [nn.Parameter(t.clone()) for t in init]
+            opt = GPro(params, lr=0.01, rho=0.5, implementation="numba")
+            for step_grads in grads:
+                for q, g in zip(params, step_grads):
+                    q.grad = g.clone()
+                opt.step()
+            results.append([q.detach() for q in params])
+            assert len(opt._numba_scratch[torch.float32]) == n_threads
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)

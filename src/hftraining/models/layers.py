@@ -44,15 +44,12 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
     0.149994) and ``scale = 1 / (1 - that p)`` keeps the expectation exact. The mask is uint8
     rather than bool: torch's CPU kernels vectorise bf16 × uint8 and not bf16 with bool.
     """
-    import numba
-
     from hftraining.models._mask_numba import keep_words  # numba compiles lazily, on first use
 
     n = math.prod(shape)
     dropped = round(p * 65536)
     seed = int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64)) % 2**64
     words = torch.empty(((n + 3) // 4, 4), dtype=torch.uint8, device=device)
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     keep_words(np.uint64(seed), np.uint64(dropped), words.numpy())
     return words.view(-1)[:n].view(shape), 65536 / (65536 - dropped)
 

@@ -75,7 +75,7 @@ class GPro(torch.optim.Optimizer):
         )
         super().__init__(params, defaults)
         self._scratch: dict[torch.Tensor, torch.Tensor] = {}  # fused path: u per parameter, not state
-        self._numba_scratch: dict[torch.dtype, Any] = {}  # numba path: one tensor's u, reused
+        self._numba_scratch: dict[torch.dtype, list[torch.Tensor]] = {}  # numba path: u per worker, reused
 
     def _implementation(self, group: dict[str, Any], params: list[torch.Tensor]) -> str:
         from hftraining.optim import _gpro_numba  # compiled lazily: numba is imported on first use
@@ -156,14 +156,16 @@ class GPro(torch.optim.Optimizer):
         torch._foreach_add_([s["step"] for s in states], 1)
         dtype = params[0].dtype
         need = max(p.numel() for p in params)
-        buf = self._numba_scratch.get(dtype)
-        if buf is None or buf.numel() < need:
-            buf = self._numba_scratch[dtype] = torch.empty(need, dtype=dtype)
+        # one worker per torch thread for a large step; a small one is not worth a thread handoff
+        workers = max(1, torch.get_num_threads()) if sum(p.numel() for p in params) >= 1 << 20 else 1
+        bufs = self._numba_scratch.setdefault(dtype, [])
+        if len(bufs) < workers or bufs[0].numel() < need:
+            bufs[:] = [torch.empty(need, dtype=dtype) for _ in range(workers)]
         beta1, beta2 = group["betas"]
         _gpro_numba.gpro_step(
             params, states, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
             weight_decay=group["weight_decay"], rho=group["rho"], projection=group["projection"],
-            amsgrad=group["amsgrad"], scratch=buf.numpy(),
+            amsgrad=group["amsgrad"], scratch=[b.numpy() for b in bufs[:workers]],
         )
 
     def _fused_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
