@@ -135,3 +135,17 @@ def test_load_frames_keeps_its_contract():
     for f in frames.values():
         assert list(f.columns) == ["timestamp", "open", "high", "low", "close", "volume"]
         assert str(f["timestamp"].dtype) == "datetime64[ns, UTC]" and f["timestamp"].is_monotonic_increasing
+
+
+def test_integer_yyyymmdd_dates_are_dates_and_epochs_stay_epochs(tmp_path):
+    df = raw(120)
+    days = pd.to_datetime(df["timestamp"])
+    df["timestamp"] = days.dt.strftime("%Y%m%d").astype(int)  # e.g. 20200102, as some exports write
+    df.to_csv(tmp_path / "Y.csv", index=False)
+    frame = io.load_frames(tmp_path / "Y.csv")["Y"]
+    assert list(frame["timestamp"].dt.strftime("%Y%m%d").astype(int)) == list(df["timestamp"])
+    # a date that does not exist is NaT (then reported by the validator), not a 1970 epoch
+    assert io.parse_timestamps(pd.Series([20240102, 20240230])).isna().tolist() == [False, True]
+    # epoch seconds and milliseconds are unchanged
+    assert io.parse_timestamps(pd.Series([1704153600])).iloc[0] == pd.Timestamp("2024-01-02", tz="UTC")
+    assert io.parse_timestamps(pd.Series([1704153600000])).iloc[0] == pd.Timestamp("2024-01-02", tz="UTC")

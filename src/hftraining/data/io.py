@@ -159,7 +159,9 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
 
     Strings: ISO 8601 (with or without a UTC offset) or one other format inferred from the first
     cell and applied to every cell (so ``01/02/2020`` never means two different days in one file).
-    Numbers: Unix epoch seconds, or milliseconds when above 1e11. Naive timestamps are taken as UTC.
+    Numbers: YYYYMMDD dates when every value is an integer from 19000101 to 21001231 (a date
+    that does not exist, e.g. 20230230, becomes NaT); otherwise Unix epoch seconds, or
+    milliseconds when above 1e11. Naive timestamps are taken as UTC.
     """
     if not pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_datetime64_any_dtype(values):
         num = pd.to_numeric(values, errors="coerce")
@@ -170,8 +172,12 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
     elif pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         num = values.astype(np.float64)
         finite = num[np.isfinite(num)]
-        unit = "ms" if len(finite) and np.nanmedian(np.abs(finite)) > 1e11 else "s"
-        ts = pd.to_datetime(num.where(np.isfinite(num)), unit=unit, utc=True, errors="coerce")
+        if len(finite) and (finite == np.floor(finite)).all() and finite.between(19000101, 21001231).all():
+            # YYYYMMDD integers (as epoch seconds they would all fall in August 1970)
+            ts = pd.to_datetime(num.where(np.isfinite(num)).astype("Int64").astype("string"), format="%Y%m%d", utc=True, errors="coerce")
+        else:
+            unit = "ms" if len(finite) and np.nanmedian(np.abs(finite)) > 1e11 else "s"
+            ts = pd.to_datetime(num.where(np.isfinite(num)), unit=unit, utc=True, errors="coerce")
     else:
         text = values.astype("string").str.strip()
         ts = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
