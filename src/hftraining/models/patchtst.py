@@ -23,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 from hftraining.config import ModelConfig
 from hftraining.errors import ConfigError
 from hftraining.models.base import ForecastModel
+from hftraining.models.layers import Dropout
 from hftraining.models.outputs import ForecastOutput
 from hftraining.models.registry import MODELS
 
@@ -99,9 +100,9 @@ class PatchTSTLayer(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
         self.norm_attn = _BatchNorm(d_model)
-        self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
+        self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), Dropout(dropout), nn.Linear(d_ff, d_model))
         self.norm_ff = _BatchNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(
         self, h: torch.Tensor, key_padding: torch.Tensor | None = None, update_stats: bool = True
@@ -141,7 +142,7 @@ class PatchEncoder(nn.Module):
         self.proj = nn.Linear(patch_len, d_model)
         # learnable positions, initialised as in the paper's reference code
         self.positions = nn.Parameter(torch.empty(self.n_patches, d_model).uniform_(-0.02, 0.02))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.layers = nn.ModuleList(PatchTSTLayer(d_model, n_heads, d_ff, dropout) for _ in range(n_layers))
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
@@ -198,7 +199,7 @@ class PatchTSTMultivariate(nn.Module):
         self.gradient_checkpointing = False
         self.revin = RevIN(n_channels, affine=revin_affine, subtract_last=subtract_last)
         self.encoder = _encoder_from_config(cfg, seq_len)
-        self.head_dropout = nn.Dropout(head_dropout)
+        self.head_dropout = Dropout(head_dropout)
         self.head = nn.Linear(self.encoder.n_patches * cfg.hidden_size, horizon)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -230,7 +231,7 @@ class PatchTST(ForecastModel):
         self.n_channels = n_features + 1  # + the target's history
         self.revin = RevIN(self.n_channels)
         self.encoder = _encoder_from_config(cfg, seq_len)
-        self.head_dropout = nn.Dropout(cfg.dropout)
+        self.head_dropout = Dropout(cfg.dropout)
         self.head = nn.Linear(self.n_channels * self.encoder.n_patches * cfg.hidden_size, horizon)
 
     def forward(
