@@ -11,14 +11,15 @@ thread count. It is about 4x faster than drawing the same bits with torch's Mers
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from hftraining._jit import njit_cached
 
 _U = np.uint64
 
 
 # Serial on purpose: a Numba thread pool beside torch's spins and waits on its barrier whenever
 # the cores are busy (two DDP ranks on two cores); one core makes a (1920, 2048) mask in ~1.3 ms.
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit_cached(nogil=True, error_model="numpy")
 def keep_words(seed, dropped, out):  # pragma: no cover - compiled
     """out: (words, 4) uint8, set to 1 where the element's 16-bit lane is >= ``dropped``."""
     for j in range(out.shape[0]):

@@ -5,8 +5,8 @@ Pass 1 reads g, m, v, writes the new m, v and the update u into a scratch buffer
 cache when pass 2 reads it, so main memory sees the same traffic as one fused Adam step:
 ``benchmarks/bench_optim.py`` measures the ratio.
 
-Numba compiles on first use (about a second) and caches the machine code beside this file (or in
-the user's cache directory when the package folder is read-only).
+Numba compiles on first use (about a second) and caches the machine code beside this file, in the
+user's cache directory when the package folder is read-only, or nowhere (``hftraining._jit``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from numba import njit
+
+from hftraining._jit import njit_cached
 
 # Reassociation lets the Σu² reduction vectorise; no-NaN/no-Inf assumptions are left out so that
 # a non-finite gradient propagates exactly as in torch's kernels.
@@ -63,12 +64,12 @@ def _pass2(p, u, decay, step):  # pragma: no cover - compiled
 # and waits on its barrier whenever the cores are busy (two DDP ranks on two cores made a step
 # 30x slower). error_model="numpy" drops Python's zero-division check, which otherwise keeps
 # LLVM from vectorising the division.
-_kw = dict(fastmath=_FLAGS, cache=True, nogil=True, error_model="numpy")
+_kw = dict(fastmath=_FLAGS, nogil=True, error_model="numpy")
 # One compiled variant per Python function: Numba's cache is keyed by the function, so compiling
 # the same function twice with different options would load one variant's code for the other.
-pass1 = njit(**_kw)(_pass1)
-pass1_amsgrad = njit(**_kw)(_pass1_amsgrad)
-pass2 = njit(**_kw)(_pass2)
+pass1 = njit_cached(**_kw)(_pass1)
+pass1_amsgrad = njit_cached(**_kw)(_pass1_amsgrad)
+pass2 = njit_cached(**_kw)(_pass2)
 
 
 def supported(p: torch.Tensor) -> bool:
