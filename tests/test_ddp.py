@@ -85,21 +85,41 @@ def test_torchrun_restarts_a_killed_worker_from_the_latest_checkpoint(tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=3",
            "-m", "hftraining", "train", *COMMON, "training.max_steps=400", "training.save_steps=5", "training.logging_steps=50",
-           "data.batch_size=8", f"output.output_dir={run}", "--resume"]
+           # a restarted group that cannot form fails within a minute and torchrun restarts it again
+           "training.ddp_timeout=60", "data.batch_size=8", f"output.output_dir={run}", "--resume"]
     log_file = open(tmp_path / "torchrun.log", "w")  # a file, not a pipe: a full pipe would block the workers
-    proc = subprocess.Popen(cmd, stdout=log_file, stderr=log_file, env=_env())
-    target = run / "checkpoints" / "step-00000010" / "trainer_state.json"
-    deadline = time.time() + 180
-    while not target.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    assert workers, "no worker processes found"
-    os.kill(int(workers[-1]), signal.SIGKILL)
-    proc.wait(timeout=300)
-    log_file.close()
+    # its own session, so that whatever happens the whole process tree is killed at the end
+    proc = subprocess.Popen(cmd, stdout=log_file, stderr=log_file, env=_env(), start_new_session=True)
+    try:
+        target = run / "checkpoints" / "step-00000010" / "trainer_state.json"
+        deadline = time.time() + 180
+        while not target.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert workers, "no worker processes found"
+        os.kill(int(workers[-1]), signal.SIGKILL)
+        proc.wait(timeout=400)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log_file.close()
     assert proc.returncode == 0, (tmp_path / "torchrun.log").read_text()[-3000:]
     log = (run / "train.log").read_text()
     assert "resumed from" in log
     assert (run / "final" / "model.safetensors").exists()
     steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
     assert steps[-1] == 400 and steps == sorted(set(steps))
+
+
+def test_distributed_setup_errors_name_what_is_wrong(monkeypatch):
+    from hftraining.errors import ConfigError
+    from hftraining.train.distributed import init_distributed
+
+    with pytest.raises(ConfigError, match="training.ddp_timeout"):
+        init_distributed("cpu", 0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with pytest.raises(ConfigError, match="MASTER_ADDR and MASTER_PORT not set"):
+        init_distributed("cpu", 60)

@@ -168,6 +168,9 @@ class TrainingConfig:
     """Write the best checkpoint (by ``evaluation.metric``) as the final model."""
     device: str = "auto"
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    ddp_timeout: float = 1800.0
+    """Seconds a rank waits for the others (process-group setup, each collective) before it fails;
+    under ``torchrun --max-restarts`` the failure restarts the group instead of hanging it."""
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
     """Scale the learning rate with the data-parallel world size."""
 

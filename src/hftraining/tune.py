@@ -223,7 +223,7 @@ class Objective:
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"eval_{metric}={v:.6g} at step {step}")
 
-            info = init_distributed(run_cfg.training.device)
+            info = init_distributed(run_cfg.training.device, run_cfg.training.ddp_timeout)
             trainer = None
             try:
                 trainer = Trainer(run_cfg, data, info, on_evaluate)

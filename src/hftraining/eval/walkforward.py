@@ -132,7 +132,7 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
         raise ConfigError("--mode finetune: the folds of purged k-fold are not in time order; use --mode retrain")
     base = cfg.run_dir() / "walkforward"
     frames, report = read_frames(cfg.data)
-    info = init_distributed(cfg.training.device)
+    info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     folds, parts = [], []
     prev_state = None
     try:

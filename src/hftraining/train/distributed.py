@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -42,7 +43,29 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     return dev
 
 
-def init_distributed(device_spec: str) -> DistInfo:
+def _attempt_store(rank: int, world: int, timeout: timedelta) -> dist.Store:
+    """The rendezvous store of this (re)start, its keys prefixed by torchrun's restart count.
+
+    Under ``torchrun --standalone`` the agent's store outlives a restart, and torch does not prefix
+    the process group's keys per attempt (it assumes a fresh store): a restarted rank could read the
+    address its dead peer published and fail with "Connection refused" (or wait for it until the
+    timeout). The prefix gives every attempt keys of its own."""
+    missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
+    if missing:
+        raise ConfigError(f"WORLD_SIZE={world} but {' and '.join(missing)} not set: launch with torchrun (see README)")
+    use_agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size=world,
+        is_master=not use_agent_store and rank == 0, timeout=timeout, multi_tenant=not use_agent_store,
+    )
+    return dist.PrefixStore(f"hftraining/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
+
+def init_distributed(device_spec: str, timeout: float = 1800.0) -> DistInfo:
+    """Join the torchrun process group (gloo on CPU, nccl on CUDA) when there is one; ``timeout``
+    (seconds, ``training.ddp_timeout``) bounds every wait for the other ranks."""
+    if not timeout > 0:
+        raise ConfigError(f"training.ddp_timeout: must be > 0 seconds, got {timeout}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -50,7 +73,9 @@ def init_distributed(device_spec: str) -> DistInfo:
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        limit = timedelta(seconds=timeout)
+        dist.init_process_group(backend, store=_attempt_store(rank, world, limit), rank=rank, world_size=world, timeout=limit)
     return DistInfo(rank, world, local, device)
 
 

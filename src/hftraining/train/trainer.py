@@ -90,7 +90,7 @@ class Trainer:
         self.cfg = cfg
         self.on_evaluate = on_evaluate  # called with (step, validation metrics) after each evaluation; may raise to stop
         t = cfg.training
-        self.info = info or init_distributed(t.device)
+        self.info = info or init_distributed(t.device, t.ddp_timeout)
         self.device = self.info.device
         self.precision = resolved_precision(t)
         if self.precision == "fp16" and self.device.type != "cuda":
@@ -396,7 +396,7 @@ def train(cfg: Config, data: PreparedData | None = None,
           on_evaluate: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Train (or resume) the run of ``cfg``, then evaluate it on the test split; returns eval.json's content.
     ``on_evaluate(step, metrics)`` is called after each validation pass (e.g. a tuner's pruning hook)."""
-    info = init_distributed(cfg.training.device)
+    info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     trainer = None
     try:
         trainer = Trainer(cfg, data, info, on_evaluate)
