@@ -195,3 +195,63 @@ def test_correction_on_the_linear_map_starts_at_the_map() -> None:
     model = ett.OnLinearMap(lin, PatchTSTMultivariate(cfg, 3, 8, 32)).eval()
     torch.testing.assert_close(model(X), lin(X), rtol=1e-4, atol=1e-4)  # untrained: exactly the base forecast
     assert not any(n.startswith("base") for n, _ in model.named_parameters())  # the base map is not trained
+
+
+def test_time_of_day_map_equals_least_squares_with_one_hot_columns() -> None:
+    rng = np.random.default_rng(6)
+    n, L, H, C, P, lam = 60, 10, 3, 2, 4, 0.05
+    X = torch.from_numpy(rng.normal(size=(n, L, C)).astype(np.float32))
+    Y = torch.from_numpy(rng.normal(size=(n, H, C)).astype(np.float32))
+    phase = torch.from_numpy(rng.integers(0, 50, size=n))  # reduced mod P inside
+    lin = ett.LinearMap(ridge=lam, period=P).fit(X, Y, phase, chunk=7)
+    x = X.numpy().transpose(0, 2, 1).reshape(-1, L).astype(np.float64)  # rows: (window, channel)
+    group = (np.arange(C)[None, :] * P + (phase.numpy() % P)[:, None]).reshape(-1)
+    A = np.c_[x, np.ones(n * C), np.eye(C * P)[group]]
+    B = Y.numpy().transpose(0, 2, 1).reshape(-1, H).astype(np.float64)
+    xa = A[:, : L + 1]
+    pen = np.r_[np.full(L + 1, lam * np.diag(xa.T @ xa).mean()), np.full(C * P, lam * n * C / (C * P))]
+    W = np.linalg.solve(A.T @ A + np.diag(pen), A.T @ B)
+    np.testing.assert_allclose(np.r_[lin.weight.numpy(), lin.phase_bias.numpy()], W, atol=1e-8)
+    expected = (A @ W).reshape(n, C, H).transpose(0, 2, 1)
+    np.testing.assert_allclose(lin(X, phase).numpy(), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="phase of each"):
+        lin(X)
+
+
+def test_time_of_day_map_learns_a_daily_cycle_the_plain_map_cannot() -> None:
+    # noise plus a fixed 24-step profile per channel; the look-back (12 steps) is shorter than a day
+    g = torch.Generator().manual_seed(7)
+    T, C, L, H = 24 * 200, 3, 12, 6
+    profile = torch.randn(24, C, generator=g)
+    rows = torch.arange(T)
+    z = profile[rows % 24] + 0.3 * torch.randn(T, C, generator=g)
+    X, Y = ett.windows(z, L, H)
+    phase = (rows[: X.shape[0]] + L) % 24  # the first forecast row's hour
+    tr, te = slice(0, 3000), slice(3000, None)
+    daily = ett.LinearMap(1e-4, period=24).fit(X[tr], Y[tr], phase[tr])
+    plain = ett.LinearMap(1e-4).fit(X[tr], Y[tr])
+    err_daily = float(((daily(X[te], phase[te]) - Y[te]) ** 2).mean())
+    err_plain = float(((plain(X[te]) - Y[te]) ** 2).mean())
+    assert err_daily < 0.1 < err_plain  # 0.09 is the noise floor (0.3²)
+
+
+@needs_data
+def test_phase_is_the_hour_of_the_first_forecast_row(etth1: np.ndarray) -> None:
+    dates = np.loadtxt(ETT_DIR / "ETTh1.csv", delimiter=",", skiprows=1, usecols=0, dtype=str)
+    data = ett.prepare(etth1, "ETTh1", 336, 96)
+    for split in ("train", "val", "test"):
+        first = data.borders[split][0] + 336
+        ph = ett.phases(data, split, 24)
+        for i in (0, 1, 17, data.count(split) - 1):
+            assert int(ph[i]) == int(dates[first + i][11:13])  # "YYYY-MM-DD HH:MM:SS"
+
+
+@needs_data
+def test_trained_result_follows_the_seed_not_the_process_rng() -> None:
+    s = ett.TrainSettings(epochs=1, batch_size=64, lr=0.005, patience=1, evals_per_epoch=1, seed=11)
+    runs = []
+    for noise in (1, 2):
+        torch.manual_seed(noise)  # stands for a fresh process: torch seeds its generator at random
+        r = ett.run_ett(ETT_DIR, "ETTh1", 24, "dlinear", seq_len=48, settings=s, ensemble=False, log=lambda _: None)
+        runs.append(r["trained"]["test"]["mse"])
+    assert runs[0] == runs[1]

@@ -167,39 +167,72 @@ class LinearMap:
     ``center=True`` fits the map on windows minus their last value and adds it back (NLinear's
     trick, in closed form): the forecast then moves with the level of the window, whereas the plain
     map may pull towards the training period's level, which hurts when the test level has shifted
-    (ETTh2)."""
+    (ETTh2).
 
-    def __init__(self, ridge: float = 1e-6, center: bool = False):
+    ``period > 0`` adds one bias per channel and phase of the cycle (the forecast origin's hour of
+    the day for ``period`` = steps per day), an H-vector each: CycleNet's learned cycle (Lin et al.,
+    NeurIPS 2024) in closed form, since for a linear map removing a cycle Q from the input and adding
+    it back to the output, ``W(x − Q_past) + Q_future``, is the map plus a bias that depends only on
+    the phase and the channel. The windows' phases are then passed to :meth:`fit` and the call
+    (:func:`phases`); the time of day of a forecast is known in advance, so this uses no future
+    values. The biases' ridge is λ relative to the mean number of windows per phase and channel."""
+
+    def __init__(self, ridge: float = 1e-6, center: bool = False, period: int = 0):
         self.ridge = ridge
         self.center = center
+        self.period = period
         self.weight: torch.Tensor | None = None  # (L+1, H)
+        self.phase_bias: torch.Tensor | None = None  # (C·period, H) when period > 0
 
     def _offset(self, X: torch.Tensor) -> torch.Tensor | float:
         return X[:, -1:, :] if self.center else 0.0  # (b, 1, C)
 
-    def fit(self, X: torch.Tensor, Y: torch.Tensor, chunk: int = 2048) -> "LinearMap":
-        """X (n, L, C), Y (n, H, C). The Gram matrix is accumulated in float64 over chunks of
-        windows, so ETTm's 240k series never materialise as one (n·C, L) matrix."""
-        L = X.shape[1]
+    def _groups(self, phase: torch.Tensor | None, b: int, c: int) -> torch.Tensor:
+        """Row (window i, channel k) of the design → bias index k·period + phase_i."""
+        if phase is None or phase.shape != (b,):
+            raise ValueError(f"LinearMap(period={self.period}) needs the phase of each of the {b} windows")
+        return (torch.arange(c) * self.period + phase.long()[:, None] % self.period).reshape(-1)  # (b·C,)
+
+    def fit(self, X: torch.Tensor, Y: torch.Tensor, phase: torch.Tensor | None = None, chunk: int = 2048) -> "LinearMap":
+        """X (n, L, C), Y (n, H, C); ``phase`` (n,) when ``period`` > 0. The Gram matrix is accumulated
+        in float64 over chunks of windows, so ETTm's 240k series never materialise as one (n·C, L)
+        matrix; the phase biases' blocks are sums per group (no one-hot columns)."""
+        L, H, C = X.shape[1], Y.shape[1], X.shape[2]
         G = torch.zeros(L + 1, L + 1, dtype=torch.float64)
-        B = torch.zeros(L + 1, Y.shape[1], dtype=torch.float64)
+        B = torch.zeros(L + 1, H, dtype=torch.float64)
+        k = C * self.period
+        S = torch.zeros(k, L + 1, dtype=torch.float64)  # per group: sum of its design rows
+        Be = torch.zeros(k, H, dtype=torch.float64)  # per group: sum of its targets
+        count = torch.zeros(k, dtype=torch.float64)
         for i in range(0, X.shape[0], chunk):
             x, off = X[i : i + chunk], self._offset(X[i : i + chunk])
             a = self._design(x - off)  # (b·C, L+1)
-            y = (Y[i : i + chunk] - off).transpose(1, 2).reshape(-1, Y.shape[1]).double()  # (b·C, H)
+            y = (Y[i : i + chunk] - off).transpose(1, 2).reshape(-1, H).double()  # (b·C, H)
             G += a.T @ a
             B += a.T @ y
-        self._normal_equations = (G, B)
+            if self.period:
+                g = self._groups(phase[i : i + chunk], x.shape[0], C)
+                S.index_add_(0, g, a)
+                Be.index_add_(0, g, y)
+                count += torch.bincount(g, minlength=k).double()
+        if self.period:
+            G = torch.cat([torch.cat([G, S.T], 1), torch.cat([S, torch.diag(count)], 1)], 0)
+            B = torch.cat([B, Be], 0)
+            scale = torch.cat([torch.full((L + 1,), float(G[: L + 1].diagonal().mean())), torch.full((k,), float(count.mean()))])
+        else:
+            scale = G.diagonal().mean().expand(L + 1)
+        self._normal_equations = (G, B, scale.to(torch.float64), k)
         return self.solve(self.ridge)
 
     def solve(self, ridge: float) -> "LinearMap":
         """A copy with another λ, solved from the stored normal equations (no pass over the data)."""
-        G, B = self._normal_equations
-        out = LinearMap(ridge, self.center)
+        G, B, scale, k = self._normal_equations
+        out = LinearMap(ridge, self.center, self.period)
         out._normal_equations = self._normal_equations
-        out.weight = torch.linalg.solve(G + ridge * G.diagonal().mean() * torch.eye(G.shape[0], dtype=G.dtype), B)
+        w = torch.linalg.solve(G + torch.diag(ridge * scale), B)
+        out.weight, out.phase_bias = w[: w.shape[0] - k], (w[w.shape[0] - k :] if k else None)
         if ridge == self.ridge:
-            self.weight = out.weight
+            self.weight, self.phase_bias = out.weight, out.phase_bias
         return out
 
     @staticmethod
@@ -207,14 +240,23 @@ class LinearMap:
         a = X.transpose(1, 2).reshape(-1, X.shape[1]).double()  # (b·C, L): one row per series
         return torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype)], dim=1)
 
-    def __call__(self, X: torch.Tensor) -> torch.Tensor:
-        """X (b, L, C) → (b, H, C)."""
+    def __call__(self, X: torch.Tensor, phase: torch.Tensor | None = None) -> torch.Tensor:
+        """X (b, L, C) → (b, H, C); ``phase`` (b,) when ``period`` > 0."""
         if self.weight is None:
             raise RuntimeError("LinearMap.fit must be called first")
         b, _, c = X.shape
         off = self._offset(X)
         y = self._design(X - off) @ self.weight  # (b·C, H)
+        if self.period:
+            y = y + self.phase_bias[self._groups(phase, b, c)]
         return y.view(b, c, -1).transpose(1, 2).float() + off
+
+
+def phases(data: "EttData", split: str, period: int) -> torch.Tensor:
+    """(n,) phase of each window's first forecast row: its row index in the file mod ``period``
+    (the files start at midnight and have no gaps, PAPER_TABLES.md §0)."""
+    first = data.borders[split][0] + data.seq_len
+    return (first + torch.arange(data.count(split))) % period
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,23 +427,37 @@ RIDGES = (1e-4, 1e-2, 1e-1, 1.0)
 """λ candidates of the extra closed-form members, each chosen on val."""
 
 
-def linear_members(values: np.ndarray, dataset: str, horizon: int, lookbacks: tuple[int, ...], log: Callable[[str], None]
-                   ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Closed-form members for the ensemble: for each L, the plain and the centred map, each with the
-    λ of ``RIDGES`` that has the lowest val MSE → name → (val forecast, test forecast)."""
+def steps_per_day(dataset: str) -> int:
+    return 96 if dataset.startswith("ETTm") else 24
+
+
+def linear_forecasts(m: LinearMap, data: EttData, split: str, batch: int = 512) -> torch.Tensor:
+    """``m``'s forecasts of every window of a split, (n, H, C), with the windows' phases if it has any."""
+    X = data.splits[split][0]
+    ph = phases(data, split, m.period) if m.period else None
+    return torch.cat([m(X[i : i + batch], None if ph is None else ph[i : i + batch]) for i in range(0, X.shape[0], batch)])
+
+
+def linear_members(values: np.ndarray, dataset: str, horizon: int, lookbacks: tuple[int, ...], log: Callable[[str], None],
+                   daily: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Closed-form members for the ensemble: for each L, the plain and the centred map, and with
+    ``daily`` both again with a bias per channel and time of day (``LinearMap(period=steps per
+    day)``), each with the λ of ``RIDGES`` that has the lowest val MSE → name → (val forecast,
+    test forecast)."""
     out = {}
     for lb in lookbacks:
         # val/test windows target the same rows whatever L is (the segments start L rows early)
         d = prepare(values, dataset, lb, horizon)
-        (Xtr, Ytr), (Xva, Yva), (Xte, _) = (d.splits[k] for k in ("train", "val", "test"))
-        for center in (False, True):
-            base = LinearMap(RIDGES[0], center).fit(Xtr, Ytr)
-            fits = [base.solve(r) for r in RIDGES]
-            vals = [predictions(m, Xva) for m in fits]
-            i = min(range(len(fits)), key=lambda j: _mse_mae(vals[j], Yva)["mse"])
-            name = f"{'centred' if center else 'plain'} linear L={lb} λ={RIDGES[i]:g}"
-            out[name] = (vals[i], predictions(fits[i], Xte))
-            log(f"  {name}: val mse {_mse_mae(vals[i], Yva)['mse']:.4f}")
+        (Xtr, Ytr), (_, Yva) = d.splits["train"], d.splits["val"]
+        for period in (0, steps_per_day(dataset)) if daily else (0,):
+            for center in (False, True):
+                base = LinearMap(RIDGES[0], center, period).fit(Xtr, Ytr, phases(d, "train", period) if period else None)
+                fits = [base.solve(r) for r in RIDGES]
+                vals = [linear_forecasts(m, d, "val") for m in fits]
+                i = min(range(len(fits)), key=lambda j: _mse_mae(vals[j], Yva)["mse"])
+                name = f"{'centred' if center else 'plain'} linear{' + time of day' if period else ''} L={lb} λ={RIDGES[i]:g}"
+                out[name] = (vals[i], linear_forecasts(fits[i], d, "test"))
+                log(f"  {name}: val mse {_mse_mae(vals[i], Yva)['mse']:.4f}")
     return out
 
 
@@ -419,10 +475,12 @@ def run_ett(
     log: Callable[[str], None] = print,
     save_predictions: str | Path | None = None,
     linear_lookbacks: tuple[int, ...] = (),
+    time_of_day: bool = True,
 ) -> dict[str, Any]:
     """Run one dataset × horizon. Always: the closed-form linear map at ``seq_len`` (the reference).
     Then the trained ``model`` (``"linear"``: none), and plain and centred closed-form maps at each of
-    ``linear_lookbacks`` (:func:`linear_members`). With ``ensemble``, "ours" is the greedy val-chosen
+    ``linear_lookbacks``, with ``time_of_day`` also with biases per time of day
+    (:func:`linear_members`). With ``ensemble``, "ours" is the greedy val-chosen
     average of all these (:func:`select_average`); otherwise the trained model alone. Returns a
     JSON-ready dict of metrics, window counts, wall times and the published figures.
     ``save_predictions`` writes the val/test forecasts (safetensors) for later combination."""
@@ -447,10 +505,11 @@ def run_ett(
     log(f"{dataset} H={horizon} L={seq_len}: windows {result['windows']}; linear map val {result['linear_map']['val']['mse']:.4f} "
         f"test {result['linear_map']['test']['mse']:.4f} ({result['linear_map']['fit_seconds']:.1f}s)")
     result["ours"] = {"name": "linear map", **{k: result["linear_map"][k] for k in ("val", "test")}}
-    members.update(linear_members(values, dataset, horizon, tuple(sorted(set(linear_lookbacks))), log))
+    members.update(linear_members(values, dataset, horizon, tuple(sorted(set(linear_lookbacks))), log, time_of_day))
     if model != "linear":
         kwargs = dict(model_kwargs or {})
         on_linear = kwargs.pop("on_linear", False)
+        torch.manual_seed(settings.seed)  # the initial weights follow --seed (torch seeds each process at random)
         net = build_ett_model(model, model_cfg, Xtr.shape[2], horizon, seq_len, **kwargs)
         if on_linear:
             net = OnLinearMap(lin, net)
@@ -524,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ensemble", action="store_true", help="report the trained model alone")
     p.add_argument("--linear-lookbacks", nargs="*", type=int, default=[],
                    help="also fit plain and centred closed-form maps at these L; ours = the members' average chosen on val")
+    p.add_argument("--no-time-of-day", action="store_true",
+                   help="leave out the --linear-lookbacks members with a bias per channel and time of day")
     p.add_argument("--hidden-size", type=int)
     p.add_argument("--num-layers", type=int)
     p.add_argument("--num-heads", type=int)
@@ -565,7 +626,8 @@ def main(argv: list[str] | None = None) -> int:
                 kwargs["head_dropout"] = a.head_dropout
             for h in a.horizon:
                 r = run_ett(a.data, ds, h, a.model, a.seq_len, cfg, settings, kwargs, a.ridge, not a.no_ensemble,
-                            save_predictions=a.save_predictions, linear_lookbacks=tuple(a.linear_lookbacks))
+                            save_predictions=a.save_predictions, linear_lookbacks=tuple(a.linear_lookbacks),
+                            time_of_day=not a.no_time_of_day)
                 results.append(r)
                 print(f"{ds} H={h}: ours ({r['ours']['name']}) test mse {r['ours']['test']['mse']:.4f} mae {r['ours']['test']['mae']:.4f}; "
                       f"linear map {r['linear_map']['test']['mse']:.4f}; {r.get('total_seconds', 0):.0f}s", flush=True)
