@@ -255,3 +255,15 @@ def test_trained_result_follows_the_seed_not_the_process_rng() -> None:
         r = ett.run_ett(ETT_DIR, "ETTh1", 24, "dlinear", seq_len=48, settings=s, ensemble=False, log=lambda _: None)
         runs.append(r["trained"]["test"]["mse"])
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--linear-lookbacks", "96", "0"], "--linear-lookbacks: must be > 0, got 0"),
+    (["--linear-lookbacks", "-5"], "--linear-lookbacks: must be > 0, got -5"),
+    (["--linear-lookbacks", "9000"], "--linear-lookbacks: 9000 leaves no training window with horizon 96"),
+    (["--seq-len", "0"], "--seq-len: must be > 0, got 0"),
+])
+def test_bad_look_backs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture, args: list, message: str) -> None:
+    # checked before the data is read: the missing CSV in tmp_path is never reached
+    assert ett.main(["--data", str(tmp_path), "--model", "linear", "--horizon", "96", *args]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"

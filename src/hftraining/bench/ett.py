@@ -486,6 +486,12 @@ def run_ett(
     ``save_predictions`` writes the val/test forecasts (safetensors) for later combination."""
     if horizon <= 0:
         raise ConfigError(f"--horizon: must be > 0, got {horizon}")
+    train_rows = split_borders(dataset, 0)["train"][1] if dataset in DATASETS else math.inf
+    for flag, lb in [("--seq-len", seq_len), *(("--linear-lookbacks", lb) for lb in linear_lookbacks)]:
+        if lb <= 0:
+            raise ConfigError(f"{flag}: must be > 0, got {lb}")
+        if lb > train_rows - horizon:
+            raise ConfigError(f"{flag}: {lb} leaves no training window with horizon {horizon}")
     settings = settings or TrainSettings()
     model_cfg = model_cfg or default_model_config(model, dataset)
     values = load_ett(data_dir, dataset)
