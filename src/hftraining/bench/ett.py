@@ -439,9 +439,9 @@ def linear_forecasts(m: LinearMap, data: EttData, split: str, batch: int = 512) 
 
 
 def linear_members(values: np.ndarray, dataset: str, horizon: int, lookbacks: tuple[int, ...], log: Callable[[str], None],
-                   daily: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+                   time_of_day: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Closed-form members for the ensemble: for each L, the plain and the centred map, and with
-    ``daily`` both again with a bias per channel and time of day (``LinearMap(period=steps per
+    ``time_of_day`` both again with a bias per channel and time of day (``LinearMap(period=steps per
     day)``), each with the λ of ``RIDGES`` that has the lowest val MSE → name → (val forecast,
     test forecast)."""
     out = {}
@@ -449,7 +449,7 @@ def linear_members(values: np.ndarray, dataset: str, horizon: int, lookbacks: tu
         # val/test windows target the same rows whatever L is (the segments start L rows early)
         d = prepare(values, dataset, lb, horizon)
         (Xtr, Ytr), (_, Yva) = d.splits["train"], d.splits["val"]
-        for period in (0, steps_per_day(dataset)) if daily else (0,):
+        for period in (0, steps_per_day(dataset)) if time_of_day else (0,):
             for center in (False, True):
                 base = LinearMap(RIDGES[0], center, period).fit(Xtr, Ytr, phases(d, "train", period) if period else None)
                 fits = [base.solve(r) for r in RIDGES]
