@@ -58,7 +58,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from hftraining.config import ModelConfig
+    from hftraining.core.config import ModelConfig
     from hftraining.models import build_model, compute_loss
 
     torch.manual_seed(0)

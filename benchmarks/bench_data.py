@@ -20,7 +20,7 @@ import tracemalloc
 import numpy as np
 import pandas as pd
 
-from hftraining.config import DataConfig
+from hftraining.core.config import DataConfig
 from hftraining.data import pipeline
 from hftraining.data.features import FEATURES, compute_features, parse_spec
 from hftraining.data.synth import synth_frames

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hftraining.config import ModelConfig
+from hftraining.core.config import ModelConfig
 from hftraining.models import build_model
 from hftraining.models.layers import Dropout
 from hftraining.models.losses import compute_loss

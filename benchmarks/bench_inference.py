@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hftraining.config import ModelConfig, load_config
+from hftraining.core.config import ModelConfig, load_config
 from hftraining.data.io import sample_data_dir
 from hftraining.data.pipeline import prepare
 from hftraining.inference.export import export_onnx, onnx_session, wrapper_for

@@ -20,7 +20,7 @@ import time
 import torch
 from torch import nn
 
-from hftraining.config import ModelConfig, TrainingConfig
+from hftraining.core.config import ModelConfig, TrainingConfig
 from hftraining.optim import build_optimizer, hessian_context, needs_create_graph
 
 TARGET = {"gpro": 1.3}  # issue 4: GPro within 1.3× of fused AdamW

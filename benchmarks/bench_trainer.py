@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from hftraining import optim
-from hftraining.config import load_config
+from hftraining.core.config import load_config
 from hftraining.data.pipeline import prepare
-from hftraining.eval.evaluate import autocast_context
+from hftraining.models.predict import autocast_context
 from hftraining.models import build_model
 from hftraining.models.losses import compute_loss
-from hftraining.train.trainer import Trainer
+from hftraining.train.runner import build_trainer
 
 SHAPES = {
     # name: model overrides
@@ -48,7 +48,7 @@ def config(shape: list[str], steps: int, out: str):
 
 def time_trainer(cfg, data) -> float:
     """Seconds for ``max_steps`` steps of Trainer.fit (logging included; no eval, no checkpoint)."""
-    trainer = Trainer(cfg, data)
+    trainer = build_trainer(cfg, data)
     trainer.data.val = trainer.data.val.subset(slice(0, 0))  # no validation pass inside the timing
     trainer.save_checkpoint = lambda: None
     trainer.train_step()  # warm-up step outside the timing (allocator, oneDNN kernels)

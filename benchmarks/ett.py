@@ -4,10 +4,10 @@ published PatchTST/DLinear/iTransformer figures.
     nice -n 10 .venv/bin/python benchmarks/ett.py --data ../shared/data/ett --dataset ETTh1 --horizon 96 \
         --model patchtst --out runs/ett_etth1_96.json
 
-Every option: ``python -m hftraining.bench.ett --help``.
+Every option: ``python -m hftraining.workflows.ett --help``.
 """
 
-from hftraining.bench.ett import main
+from hftraining.workflows.ett import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -22,7 +22,7 @@ import argparse
 import numpy as np
 import torch
 
-from hftraining.bench.ett import Scaler, _mse_mae, load_ett, windows
+from hftraining.workflows.ett import Scaler, _mse_mae, load_ett, windows
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("dataset", nargs="?", default="ETTh1")

@@ -15,10 +15,10 @@ import tempfile
 import numpy as np
 import torch
 
-from hftraining.config import load_config
+from hftraining.core.config import load_config
 from hftraining.data.pipeline import prepare
-from hftraining.eval.evaluate import predict_scaled
-from hftraining.train.trainer import Trainer
+from hftraining.models.predict import predict_scaled
+from hftraining.train.runner import build_trainer
 
 OPTIMIZERS = ["adamw", "gpro", "lion", "lamb", "adan", "adafactor", "sophia", "sgd"]
 # one learning rate per optimizer, the same for every model (Lion wants ~3x less than Adam,
@@ -43,7 +43,7 @@ def run(model: str, optimizer: str, steps: int, data=None, out: str | None = Non
             "evaluation.eval_steps=0", "training.save_steps=0", "output.tensorboard=false",
             "output.progress_bar=never", f"output.output_dir={out or tmp}", "training.warmup_steps=0", *extra,
         ])
-        trainer = Trainer(cfg, data)
+        trainer = build_trainer(cfg, data)
         trainer.data.val = trainer.data.val.subset(slice(0, 0))
         before = fixed_loss(trainer)
         trainer.fit()

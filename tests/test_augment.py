@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from hftraining.config import DataConfig, load_config
+from hftraining.core.config import DataConfig, load_config
 from hftraining.data import augment
 from hftraining.data.pipeline import prepare
-from hftraining.train.trainer import Trainer
+from hftraining.train.runner import build_trainer
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_trainer_applies_augmentation_to_training_batches_only(tiny_overrides):
     from hftraining.data.windows import EpochSampler
 
     cfg = load_config(None, tiny_overrides + ["data.augment_noise_std=0.5", "training.max_steps=2"])
-    trainer = Trainer(cfg)
+    trainer = build_trainer(cfg)
     seen = []
     original = trainer.model.forward
 

@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hftraining.config import EvaluationConfig, load_config
+from hftraining.core.config import EvaluationConfig, load_config
 from hftraining.data.pipeline import prepare
 from hftraining.eval.backtest import (
     Simulation, backtest_forecasts, infer_periods_per_year, performance, positions, simulate,
 )
-from hftraining.eval.evaluate import collect_forecasts
+from hftraining.eval.forecasts import collect_forecasts
 
 
 def test_performance_matches_hand_computation():
@@ -107,7 +107,7 @@ def forecasts():
     cfg = load_config(None, ["data.symbols=[AEM, WPM, NIO, PDD]", "data.sequence_length=20", "data.prediction_horizon=3"])
     data = prepare(cfg.data)
     ws = data.test
-    return collect_forecasts(None, ws, data.preprocessing.target_scale, pred_scaled=np.zeros((len(ws), 3), np.float32))
+    return collect_forecasts(None, ws, data.preprocessing.target_scale, 256, pred_scaled=np.zeros((len(ws), 3), np.float32))
 
 
 def test_window_forecasts_timing_through_backtest_forecasts(forecasts):

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from hftraining.config import load_config
-from hftraining.errors import ConfigError
+from hftraining.core.config import load_config
+from hftraining.core.errors import ConfigError
 
 PRODUCTION = {
     "model": {"hidden_size": 512, "num_heads": 16, "num_layers": 8, "dropout": 0.15},

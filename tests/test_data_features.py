@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hftraining.config import DataConfig
+from hftraining.core.config import DataConfig
 from hftraining.data import pipeline
 from hftraining.data.features import FEATURES, build_features, check_specs, compute_features, feature_columns, feature_warmup, parse_spec
 from hftraining.data.synth import synth_ohlcv
-from hftraining.errors import ConfigError
+from hftraining.core.errors import ConfigError
 
 ALL_SPECS = [
     "log_return_1", "log_return_5", "return_1", "return_10", "rsi_14", "macd_12_26_9", "bbands_20_2",

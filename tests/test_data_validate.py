@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hftraining.config import DataConfig
+from hftraining.core.config import DataConfig
 from hftraining.data import io
 from hftraining.data.synth import synth_ohlcv
+from hftraining.data.pipeline import read_frames
 from hftraining.data.validate import load_and_validate, validate_frame
-from hftraining.errors import DataError
+from hftraining.core.errors import DataError
 
 
 def raw(n: int = 200, seed: int = 0) -> pd.DataFrame:
@@ -114,7 +115,7 @@ def test_close_beats_adj_close_and_utc_offsets_convert(tmp_path):
     df["Adj Close"] = df["Close"] / 2
     df["timestamp"] = [f"{d} 09:30:00-05:00" for d in df["timestamp"]]
     df.to_csv(tmp_path / "X.csv", index=False)
-    frame = io.load_frames(tmp_path / "X.csv")["X"]
+    frame = load_and_validate(DataConfig(data_dir=str(tmp_path / "X.csv")))[0]["X"]
     assert np.allclose(frame["close"], df["Close"])
     assert (frame["timestamp"].dt.hour == 14).all() and (frame["timestamp"].dt.minute == 30).all()
 
@@ -122,15 +123,15 @@ def test_close_beats_adj_close_and_utc_offsets_convert(tmp_path):
 def test_short_symbols_are_skipped_and_reported(tmp_path):
     raw(200, 1).to_csv(tmp_path / "LONG.csv", index=False)
     raw(40, 2).to_csv(tmp_path / "SHORT.csv", index=False)
-    frames, report = load_and_validate(DataConfig(data_dir=str(tmp_path)))
+    frames, report = read_frames(DataConfig(data_dir=str(tmp_path)))
     assert list(frames) == ["LONG"]
     assert "SHORT" in report["too_few_rows"] and "40 rows kept, 98 needed" in report["too_few_rows"]["SHORT"]
     with pytest.raises(DataError, match="no symbol has enough rows"):
-        load_and_validate(DataConfig(data_dir=str(tmp_path / "SHORT.csv")))
+        read_frames(DataConfig(data_dir=str(tmp_path / "SHORT.csv")))
 
 
-def test_load_frames_keeps_its_contract():
-    frames = io.load_frames(None)
+def test_validated_frames_keep_their_contract():
+    frames, _ = load_and_validate(DataConfig())
     assert len(frames) == 10
     for f in frames.values():
         assert list(f.columns) == ["timestamp", "open", "high", "low", "close", "volume"]
@@ -142,7 +143,7 @@ def test_integer_yyyymmdd_dates_are_dates_and_epochs_stay_epochs(tmp_path):
     days = pd.to_datetime(df["timestamp"])
     df["timestamp"] = days.dt.strftime("%Y%m%d").astype(int)  # e.g. 20200102, as some exports write
     df.to_csv(tmp_path / "Y.csv", index=False)
-    frame = io.load_frames(tmp_path / "Y.csv")["Y"]
+    frame = load_and_validate(DataConfig(data_dir=str(tmp_path / "Y.csv")))[0]["Y"]
     assert list(frame["timestamp"].dt.strftime("%Y%m%d").astype(int)) == list(df["timestamp"])
     # a date that does not exist is NaT (then reported by the validator), not a 1970 epoch
     assert io.parse_timestamps(pd.Series([20240102, 20240230])).isna().tolist() == [False, True]

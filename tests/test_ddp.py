@@ -113,7 +113,7 @@ def test_torchrun_restarts_a_killed_worker_from_the_latest_checkpoint(tmp_path):
 
 
 def test_distributed_setup_errors_name_what_is_wrong(monkeypatch):
-    from hftraining.errors import ConfigError
+    from hftraining.core.errors import ConfigError
     from hftraining.train.distributed import init_distributed
 
     with pytest.raises(ConfigError, match="training.ddp_timeout"):

@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from hftraining.config import ModelConfig, load_config
+from hftraining.core.config import ModelConfig, load_config
 from hftraining.inference.forecaster import Forecaster
 from hftraining.models import build_model
 from hftraining.optim.gpro import GPro
-from hftraining.train.trainer import train
+from hftraining.workflows.train_run import train
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 PRECISIONS = {"cpu": ["fp32", "bf16"], "cuda": ["fp32", "bf16", "fp16"]}

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hftraining.config import ModelConfig
+from hftraining.core.config import ModelConfig
 from hftraining.models import build_model
 from hftraining.models.layers import Dropout
 

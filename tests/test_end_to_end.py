@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from hftraining.config import load_config
+from hftraining.core.config import load_config
 from hftraining.inference.forecaster import Forecaster
 from hftraining.models import ForecastModel
-from hftraining.train.trainer import train
+from hftraining.workflows.train_run import train
 
 
 @pytest.fixture(scope="module")

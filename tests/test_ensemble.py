@@ -8,9 +8,10 @@ import torch
 
 from hftraining.cli import main
 from hftraining.data.io import sample_data_dir
-from hftraining.errors import DataError
+from hftraining.core.errors import DataError
 from hftraining.inference.ensemble import build_ensemble
 from hftraining.inference.forecaster import Forecaster
+from hftraining.workflows.evaluate_run import evaluate_model_dir
 
 TINY = ["model.hidden_size=8", "model.num_heads=2", "model.num_layers=1", "model.dropout=0.0",
         "model.quantiles=[0.1, 0.9]", "model.classification_threshold=0.005",
@@ -68,9 +69,7 @@ def test_ensemble_predicts_the_combination_of_its_members(seeds_run, tmp_path, m
 
 
 def test_evaluate_reports_the_ensemble_beside_its_members(seeds_run):
-    from hftraining.eval.evaluate import evaluate_model_dir
-
-    res = evaluate_model_dir(seeds_run / "ensemble", split="val")
+    res, _ = evaluate_model_dir(seeds_run / "ensemble", split="val")
     assert set(res["members"]) == {"member-0", "member-1", "member-2"}
     assert all("mse" in m for m in res["members"].values())
     # the mean forecast's MSE is at most the members' mean MSE (convexity of the squared error)

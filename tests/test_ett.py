@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from hftraining.bench import ett
-from hftraining.errors import DataError
+from hftraining.workflows import ett
+from hftraining.core.errors import DataError
 
 ETT_DIR = Path(os.environ.get("HFTRAINING_ETT_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "ett"))
 needs_data = pytest.mark.skipif(not (ETT_DIR / "ETTh1.csv").exists(), reason=f"ETT CSVs not in {ETT_DIR}")

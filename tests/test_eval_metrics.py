@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hftraining.config import load_config
+from hftraining.core.config import load_config
 from hftraining.data.pipeline import prepare
 from hftraining.eval import metrics as M
-from hftraining.eval.evaluate import collect_forecasts, evaluate_predictions, format_table, score, verdict
+from hftraining.eval.forecasts import collect_forecasts, evaluate_predictions, format_table, score, verdict
 
 
 def test_dm_matches_hand_computation():
@@ -79,7 +79,7 @@ def prepared():
 
 def test_baselines_go_through_the_model_path(prepared):
     ws, s = prepared.test, prepared.preprocessing.target_scale
-    fc = collect_forecasts(None, ws, s, pred_scaled=np.zeros((len(ws), 3), np.float32))
+    fc = collect_forecasts(None, ws, s, 256, pred_scaled=np.zeros((len(ws), 3), np.float32))
     assert set(fc.pred) == {"model", "zero", "repeat", "drift", "seasonal_naive"}
     past = ws.returns[ws.ends[:, None] + np.arange(-19, 1)].astype(np.float64) * s  # (W, L)
     np.testing.assert_allclose(fc.pred["repeat"], np.repeat(past[:, -1:], 3, axis=1), rtol=1e-6)
@@ -91,14 +91,14 @@ def test_baselines_go_through_the_model_path(prepared):
 
 def test_score_layout_and_honest_verdict(prepared):
     ws, s = prepared.test, prepared.preprocessing.target_scale
-    zero = evaluate_predictions(np.zeros((len(ws), 3), np.float32), ws, s)
+    zero = evaluate_predictions(np.zeros((len(ws), 3), np.float32), ws, s, 256)
     assert zero["mse_vs_zero"] == pytest.approx(1.0)
     assert zero["dm_vs_zero"]["statistic"] == 0.0 and "no significant difference" in zero["verdict"]
     assert len(zero["per_step"]["model"]) == 3 and set(zero["per_symbol"]["model"]) == {"AEM", "WPM", "NIO"}
     # a planted oracle (the realised targets plus noise) beats zero significantly and ranks well
     rng = np.random.default_rng(0)
     oracle = ws.targets() + rng.normal(0, 0.3, size=(len(ws), 3)).astype(np.float32)
-    r = evaluate_predictions(oracle, ws, s)
+    r = evaluate_predictions(oracle, ws, s, 256)
     assert r["mse_vs_zero"] < 0.3 and r["dm_vs_zero"]["p_value"] < 1e-6 and "beats" in r["verdict"]
     assert r["model"]["ic"] > 0.5 and r["model"]["directional_accuracy"] > 0.8
     assert r["per_step"]["model"][0]["mse"] == pytest.approx(np.mean((oracle[:, 0] - ws.targets()[:, 0]) ** 2) * s * s, rel=1e-5)
@@ -119,7 +119,7 @@ def test_quantile_head_metrics(prepared):
     ws, s = prepared.test, prepared.preprocessing.target_scale
     y = ws.targets().astype(np.float64)
     q = np.stack([y - 1.0, y + 1.0], axis=-1)  # an interval that always covers
-    r = evaluate_predictions(np.zeros_like(y, dtype=np.float32), ws, s, quantiles_scaled=q, levels=[0.1, 0.9])
+    r = evaluate_predictions(np.zeros_like(y, dtype=np.float32), ws, s, 256, quantiles_scaled=q, levels=[0.1, 0.9])
     assert r["model"]["coverage"]["interval_80%"] == 1.0
     assert r["model"]["pinball"]["q0.1"] == pytest.approx(0.1 * s, rel=1e-5)  # diff +1 (scaled) × 0.1
     assert r["model"]["pinball"]["q0.9"] == pytest.approx(0.1 * s, rel=1e-5)

@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from hftraining.config import ModelConfig, load_config  # noqa: E402
+from hftraining.core.config import ModelConfig, load_config  # noqa: E402
 from hftraining.data.pipeline import prepare  # noqa: E402
 from hftraining.inference.export import export_onnx, onnx_session, wrapper_for  # noqa: E402
 from hftraining.models import build_model  # noqa: E402

@@ -4,12 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hftraining.config import load_config
+from hftraining.core.config import load_config
 from hftraining.data.io import sample_data_dir
-from hftraining.errors import DataError
-from hftraining.eval.evaluate import predict_scaled
+from hftraining.core.errors import DataError
+from hftraining.models.predict import predict_scaled
 from hftraining.inference.forecaster import Forecaster
-from hftraining.train.trainer import train
+from hftraining.workflows.train_run import train
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def _csv(sym):
 def test_predict_equals_evaluate_forecast_of_the_same_window(run_dir):
     fc = Forecaster.from_pretrained(run_dir)
     ws = fc.windows(None, "test")
-    scored = predict_scaled(fc.model, ws) * fc.preprocessing.target_scale  # what evaluate scores
+    scored = predict_scaled(fc.model, ws, fc.batch_size) * fc.preprocessing.target_scale  # what evaluate scores
     checked = 0
     for i in (0, len(ws) // 2, len(ws) - 1):
         sym = ws.symbols[ws.symbol_ids[i]]

@@ -2,7 +2,7 @@ import numba
 import pytest
 from numba.core import caching, config
 
-from hftraining._jit import njit_cached
+from hftraining.core.jit import njit_cached
 
 
 def test_kernels_compile_where_no_cache_can_be_written(monkeypatch):

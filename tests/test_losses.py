@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hftraining.config import ModelConfig
-from hftraining.errors import ConfigError
+from hftraining.core.config import ModelConfig
+from hftraining.core.errors import ConfigError
 from hftraining.models import build_model
 from hftraining.models.losses import BUY, HOLD, SELL, compute_loss, direction_labels, pinball_loss
 from hftraining.models.outputs import ForecastOutput

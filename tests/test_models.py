@@ -9,8 +9,8 @@ import pickle
 import pytest
 import torch
 
-from hftraining.config import ModelConfig
-from hftraining.errors import ConfigError
+from hftraining.core.config import ModelConfig
+from hftraining.core.errors import ConfigError
 from hftraining.models import MODELS, ForecastModel, build_model, compute_loss, model_names
 
 B, L, F, H = 8, 24, 3, 4

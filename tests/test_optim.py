@@ -13,8 +13,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from hftraining.config import TrainingConfig
-from hftraining.errors import ConfigError
+from hftraining.core.config import TrainingConfig
+from hftraining.core.errors import ConfigError
 from hftraining.optim import (
     OPTIMIZERS,
     GPro,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hftraining.config import TrainingConfig
-from hftraining.errors import ConfigError
+from hftraining.core.config import TrainingConfig
+from hftraining.core.errors import ConfigError
 from hftraining.optim import build_scheduler, check_compatibility, lr_multiplier, warmup_steps
 
 KINDS = ["constant", "linear", "cosine", "cosine_restarts", "wsd"]

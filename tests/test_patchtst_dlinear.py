@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hftraining.config import ModelConfig
-from hftraining.errors import ConfigError
+from hftraining.core.config import ModelConfig
+from hftraining.core.errors import ConfigError
 from hftraining.models import ForecastModel, build_model
 from hftraining.models.dlinear import DLinearMultivariate, decompose
 from hftraining.models.patchtst import PatchTSTMultivariate, RevIN, num_patches

@@ -2,10 +2,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hftraining.config import DataConfig
-from hftraining.data.io import load_frames
+from hftraining.core.config import DataConfig
 from hftraining.data.pipeline import apply, build_rows, latest_windows, prepare
+from hftraining.data.validate import load_and_validate
 from hftraining.data.splits import chronological_split, window_ends
+
+
+def validated(symbols):
+    """The validated sample frames of ``symbols`` (no row-count rule applied)."""
+    return load_and_validate(DataConfig(symbols=symbols))[0]
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +21,7 @@ def prepared():
 
 def test_no_window_crosses_a_symbol_or_split(prepared):
     d, p = prepared
-    frames = load_frames(None, d.symbols)
+    frames = validated(d.symbols)
     rows, _ = build_rows(frames, d.features)
     for name in ("train", "val", "test"):
         ws = p.split(name)
@@ -69,7 +74,7 @@ def test_window_ends_keep_targets_inside_segment():
 def test_scaler_uses_training_rows_only(prepared):
     d, p = prepared
     # standardised training features have mean 0 / std 1; validation and test do not in general
-    rows, _ = build_rows(load_frames(None, d.symbols), d.features)
+    rows, _ = build_rows(validated(d.symbols), d.features)
     train_rows = np.concatenate([
         p.train.features[int(rows.starts[k]) : int(rows.starts[k]) + int(rows.lengths[k] * d.train_ratio)]
         for k in range(len(rows.symbols))
@@ -77,7 +82,7 @@ def test_scaler_uses_training_rows_only(prepared):
     np.testing.assert_allclose(train_rows.mean(axis=0), 0, atol=1e-4)
     np.testing.assert_allclose(train_rows.std(axis=0), 1, atol=1e-3)
     # changing prices in the test period leaves the fitted scaler untouched
-    frames = load_frames(None, d.symbols)
+    frames = validated(d.symbols)
     n = len(frames["AEM"])
     frames["AEM"].loc[frames["AEM"].index[int(n * 0.9):], ["open", "high", "low", "close"]] *= 3.0
     p2 = prepare(d, frames)
@@ -87,7 +92,7 @@ def test_scaler_uses_training_rows_only(prepared):
 
 def test_targets_are_future_log_returns_of_close(prepared):
     d, p = prepared
-    frames = load_frames(None, d.symbols)
+    frames = validated(d.symbols)
     ws = p.test
     i = len(ws) // 2
     sym = ws.symbols[ws.symbol_ids[i]]
@@ -102,7 +107,7 @@ def test_targets_are_future_log_returns_of_close(prepared):
 
 def test_apply_reproduces_training_windows(prepared):
     d, p = prepared
-    again = apply(p.preprocessing, load_frames(None, d.symbols), "test")
+    again = apply(p.preprocessing, validated(d.symbols), "test")
     np.testing.assert_array_equal(again.ends, p.test.ends)
     idx = np.arange(len(again))
     np.testing.assert_array_equal(again.batch(idx)["x"], p.test.batch(idx)["x"])
@@ -110,7 +115,7 @@ def test_apply_reproduces_training_windows(prepared):
 
 def test_latest_window_is_the_last_rows(prepared):
     d, p = prepared
-    frames = load_frames(None, d.symbols)
+    frames = validated(d.symbols)
     ws = latest_windows(p.preprocessing, frames)
     assert len(ws) == 3
     for k, sym in enumerate(ws.symbols):

@@ -10,10 +10,10 @@ from html.parser import HTMLParser
 import pytest
 
 from hftraining.cli import main
-from hftraining.config import load_config
-from hftraining.eval.evaluate import evaluate_and_backtest
+from hftraining.core.config import load_config
+from hftraining.workflows.evaluate_run import evaluate_and_backtest
 from hftraining.eval.report import write_report
-from hftraining.train.trainer import train
+from hftraining.workflows.train_run import train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -14,7 +14,7 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from hftraining.config import ModelConfig, load_config  # noqa: E402
+from hftraining.core.config import ModelConfig, ServeConfig, load_config  # noqa: E402
 from hftraining.data.io import sample_data_dir  # noqa: E402
 from hftraining.data.pipeline import prepare  # noqa: E402
 from hftraining.inference.forecaster import Forecaster  # noqa: E402
@@ -39,7 +39,7 @@ def server(tmp_path_factory):
     build_model(ModelConfig(hidden_size=16, num_heads=2, num_layers=1, quantiles=[0.1, 0.9]),
                 len(pre.feature_columns), pre.horizon, pre.seq_len).save_pretrained(d, preprocessing=pre.to_dict())
     port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(d, max_body_bytes=LIMIT), host="127.0.0.1", port=port,
+    srv = uvicorn.Server(uvicorn.Config(create_app(d, ServeConfig(max_body_bytes=LIMIT)), host="127.0.0.1", port=port,
                                         log_level="warning", access_log=False))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from hftraining.config import load_config
+from hftraining.core.config import load_config
 from hftraining.data.pipeline import prepare
-from hftraining.errors import ConfigError
+from hftraining.core.errors import ConfigError
 from hftraining.train.checkpoint import list_checkpoints
-from hftraining.train.trainer import NonFiniteError, train
+from hftraining.train.trainer import NonFiniteError
+from hftraining.workflows.train_run import train
 
 
 def _inject_nan(data, bad_calls):

@@ -8,9 +8,9 @@ import yaml
 pytest.importorskip("optuna")
 
 from hftraining.cli import main  # noqa: E402
-from hftraining.config import load_config  # noqa: E402
-from hftraining.errors import ConfigError  # noqa: E402
-from hftraining.tune import parse_space  # noqa: E402
+from hftraining.core.config import load_config  # noqa: E402
+from hftraining.core.errors import ConfigError  # noqa: E402
+from hftraining.workflows.tune import parse_space  # noqa: E402
 
 TINY = {
     "model": {"hidden_size": 8, "num_heads": 2, "num_layers": 1, "dropout": 0.0},

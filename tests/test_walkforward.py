@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from hftraining.config import load_config
+from hftraining.core.config import load_config
 from hftraining.data.splits import purged_kfold, window_ends
-from hftraining.eval.walkforward import fold_segments, walk_forward
+from hftraining.workflows.walkforward import fold_segments, walk_forward
 
 
 def _targets(ends, H):

@@ -8,7 +8,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import zoo_quickstart  # noqa: E402
 
-from hftraining.config import load_config  # noqa: E402
+from hftraining.core.config import load_config  # noqa: E402
 from hftraining.data.pipeline import prepare  # noqa: E402
 
 

@@ -7,11 +7,33 @@ that names the file, key or column.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from hftraining.errors import UserError
+from hftraining import models, optim
+from hftraining.core.config import Config, ServeConfig, load_config, section_from_dict, validate
+from hftraining.core.errors import UserError
+from hftraining.core.jsonio import dumps
+from hftraining.data.feature_table import write_feature_table
+from hftraining.data.features import FEATURES
+from hftraining.data.pipeline import rows_needed
+from hftraining.data.synth import write_synth
+from hftraining.data.validate import check_paths, format_report
+from hftraining.eval.backtest import format_backtest
+from hftraining.eval.forecasts import format_table
+from hftraining.eval.report import write_report
+from hftraining.inference.ensemble import build_ensemble
+from hftraining.inference.export import export_onnx
+from hftraining.inference.folders import run_folder
+from hftraining.inference.forecaster import Forecaster
+from hftraining.inference.serve import serve
+from hftraining.train.logging import setup_console_logging
+from hftraining.workflows.ett import main as ett_main
+from hftraining.workflows.evaluate_run import evaluate_and_backtest, evaluation_config, report_dir
+from hftraining.workflows.seeds import train_seeds
+from hftraining.workflows.train_run import train
+from hftraining.workflows.tune import run_tune
+from hftraining.workflows.walkforward import format_walkforward, walk_forward
 
 
 class _Parser(argparse.ArgumentParser):
@@ -20,18 +42,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from hftraining.config import load_config
-    from hftraining.train.logging import setup_console_logging
-    from hftraining.train.trainer import train
-
     overrides = list(args.overrides)
     if args.resume:
         overrides.append("training.resume_from_checkpoint=auto")
     cfg = load_config(args.config, overrides)
     setup_console_logging()
     if args.seeds is not None:
-        from hftraining.inference.ensemble import train_seeds
-
         if args.resume:
             raise UserError("train: --seeds and --resume cannot be combined (resume each seed-<k>/ folder on its own)")
         root = train_seeds(cfg, args.seeds)
@@ -42,17 +58,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_ensemble(args: argparse.Namespace) -> int:
-    from hftraining.inference.ensemble import build_ensemble
-
     out = build_ensemble(args.model_dirs, args.out, args.method)
     print(f"wrote an ensemble ({args.method}) of {len(args.model_dirs)} models to {out}")
     return 0
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from hftraining.train.logging import setup_console_logging
-    from hftraining.tune import run_tune
-
     setup_console_logging()
     report = run_tune(args.config, args.trials, storage=args.storage, study_name=args.study, workers=args.workers,
                       out=args.out, overrides=args.overrides)
@@ -61,43 +72,29 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from hftraining.inference.export import export_onnx
-
     path = export_onnx(args.model_dir, args.out, check=not args.no_check)
     print(f"wrote {path}")
     return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from hftraining.inference.serve import serve
-
-    serve(args.model_dir, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes)
+    # the serve section's defaults, with the flags that were given
+    given = {k: getattr(args, k) for k in ("host", "port", "max_body_bytes") if getattr(args, k) is not None}
+    cfg = section_from_dict(ServeConfig, given, "serve")
+    validate(Config(serve=cfg))
+    serve(args.model_dir, cfg)
     return 0
 
 
-def _report_dir(args: argparse.Namespace):
-    """Where evaluate/backtest write report.html: --report-dir, else the run folder (or model folder)."""
-    from hftraining.eval.evaluate import run_folder
-    from hftraining.inference.forecaster import resolve_model_dir
-
-    if args.report_dir:
-        return Path(args.report_dir)
-    return run_folder(args.path) or resolve_model_dir(args.path)
-
-
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from hftraining.eval.backtest import format_backtest
-    from hftraining.eval.evaluate import evaluate_and_backtest, evaluation_config, format_table, json_safe, run_folder
-    from hftraining.eval.report import write_report
-
     ev = evaluation_config(args.path, args.set)
     result, fc, bt = evaluate_and_backtest(args.path, args.data, args.split, ev)
     if not args.no_report:
-        html_path, _ = write_report(_report_dir(args), result, fc, bt, run_folder(args.path),
+        html_path, _ = write_report(report_dir(args.path, args.report_dir), result, fc, bt, run_folder(args.path),
                                     title=f"hftraining evaluate: {args.path} ({args.split} split)")
         result["report"] = str(html_path)
     if args.json:
-        print(json.dumps(json_safe(result), indent=2))
+        print(dumps(result))
     else:
         print(format_table(result, args.split))
         print(format_backtest(bt))
@@ -107,9 +104,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
-    from hftraining.eval.backtest import format_backtest
-    from hftraining.eval.evaluate import evaluate_and_backtest, evaluation_config, json_safe
-
     sets = list(args.set)
     for flag, key in (("positions", "backtest_positions"), ("max_gross", "backtest_max_gross"),
                       ("cost_bps", "backtest_cost_bps"), ("slippage_bps", "backtest_slippage_bps"),
@@ -119,28 +113,22 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     ev = evaluation_config(args.path, sets)
     result, _, bt = evaluate_and_backtest(args.path, args.data, args.split, ev)
     if args.json:
-        print(json.dumps(json_safe({"split": args.split, "model_dir": result["model_dir"], **result["backtest"]}), indent=2))
+        print(dumps({"split": args.split, "model_dir": result["model_dir"], **result["backtest"]}))
     else:
         print(format_backtest(bt))
     return 0
 
 
 def _cmd_walkforward(args: argparse.Namespace) -> int:
-    from hftraining.config import load_config
-    from hftraining.eval.evaluate import json_safe
-    from hftraining.eval.walkforward import format_walkforward, walk_forward
-    from hftraining.train.logging import setup_console_logging
-
     cfg = load_config(args.config, args.overrides)
     setup_console_logging()
     res = walk_forward(cfg, args.folds, scheme=args.scheme, mode=args.mode)
-    print(json.dumps(json_safe(res), indent=2) if args.json else format_walkforward(res))
+    if res:  # the main rank of a torchrun group prints, the others return {}
+        print(dumps(res) if args.json else format_walkforward(res))
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from hftraining.inference.forecaster import Forecaster
-
     table = Forecaster.from_pretrained(args.model_dir).predict(args.data)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -153,27 +141,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     if args.what == "models":
-        from hftraining import models
-
-        names = models.model_names() if hasattr(models, "model_names") else {n: "" for n in models.MODELS.names()}
-        for name, desc in (names.items() if isinstance(names, dict) else ((n, "") for n in names)):
+        for name, desc in models.model_names().items():
             print(f"{name:<16}{desc}")
     elif args.what == "optimizers":
-        from hftraining import optim
-
-        names = optim.optimizer_names() if hasattr(optim, "optimizer_names") else optim.OPTIMIZERS.names()
-        print("\n".join(names))
+        print("\n".join(optim.optimizer_names()))
     else:
-        from hftraining.data.features import FEATURES
-
         print("\n".join(FEATURES.names()))
     return 0
 
 
 def _data_config(args: argparse.Namespace, data_dir=None):
     """The data section of ``--config`` with ``--set`` overrides (``data.`` may be left out)."""
-    from hftraining.config import load_config
-
     sets = [s if s.startswith(("data.", "model.", "training.", "evaluation.", "output.")) else f"data.{s}" for s in args.set]
     d = load_config(args.config, sets).data
     if data_dir is not None:
@@ -182,11 +160,10 @@ def _data_config(args: argparse.Namespace, data_dir=None):
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
-    from hftraining.data.validate import check_paths, format_report
-
-    reports, errors = check_paths(args.paths, _data_config(args))
+    d = _data_config(args)
+    reports, errors = check_paths(args.paths, d, rows_needed(d))
     if args.json:
-        print(json.dumps({"files": reports, "errors": errors}, indent=2))
+        print(dumps({"files": reports, "errors": errors}))
     else:
         for rep in reports:
             print(format_report(rep))
@@ -196,24 +173,18 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_features(args: argparse.Namespace) -> int:
-    from hftraining.data.export import write_feature_table
-
     rows, symbols = write_feature_table(_data_config(args, args.path), args.out)
     print(f"wrote {rows} rows of {symbols} symbol(s) to {args.out}")
     return 0
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
-    from hftraining.data.synth import write_synth
-
     paths = write_synth(args.out, args.symbols, args.rows, seed=args.seed, freq=args.freq, fmt=args.format)
     print(f"wrote {len(paths)} file(s) of {args.rows} rows to {args.out}")
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from hftraining.bench.ett import main as ett_main
-
     return ett_main(args.args)
 
 
@@ -255,9 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     se = sub.add_parser("serve", help="serve forecasts over HTTP (needs the serve extra)")
     se.add_argument("model_dir", metavar="MODEL_DIR")
-    se.add_argument("--host", default="127.0.0.1")
-    se.add_argument("--port", type=int, default=8000)
-    se.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024, help="larger requests get 413")
+    se.add_argument("--host", help=f"address to listen on (serve.host, default {ServeConfig.host})")
+    se.add_argument("--port", type=int, help=f"TCP port (serve.port, default {ServeConfig.port})")
+    se.add_argument("--max-body-bytes", type=int,
+                    help=f"larger requests get 413 (serve.max_body_bytes, default {ServeConfig.max_body_bytes})")
     se.set_defaults(func=_cmd_serve)
 
     e = sub.add_parser("evaluate", help="score a trained model beside naive forecasts")

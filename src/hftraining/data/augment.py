@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hftraining.config import DataConfig
+from hftraining.core.config import DataConfig
+from hftraining.data.pipeline import min_history
 from hftraining.data.windows import WindowSet
 
 
@@ -20,7 +21,7 @@ def training_batch(ws: WindowSet, idx: np.ndarray, d: DataConfig) -> dict[str, t
     if d.augment_jitter > 0:
         # move each end back by 0..jitter rows, never before the earliest end its segment allows
         shift = torch.randint(0, d.augment_jitter + 1, (len(idx),)).numpy()
-        earliest = ws.first_rows[idx] + (ws.seq_len if d.min_history is None else d.min_history) - 1
+        earliest = ws.first_rows[idx] + min_history(d) - 1
         ends = np.maximum(ws.ends[idx] - shift, earliest)
         jittered = ws.subset(idx)
         jittered.ends = ends

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import talib
 
-from hftraining.errors import ConfigError, DataError
-from hftraining.registry import Registry
+from hftraining.core.errors import ConfigError, DataError
+from hftraining.core.registry import Registry
 
 FeatureFn = Callable[..., dict[str, np.ndarray]]
 FEATURES: Registry[FeatureFn] = Registry("feature", "data.features")
@@ -207,13 +207,22 @@ def compute_features(frame: pd.DataFrame, specs: list[str]) -> pd.DataFrame:
     return pd.DataFrame(values, columns=names, index=frame.index, copy=False)
 
 
-def build_features(frame: pd.DataFrame, specs: list[str], symbol: str = "?") -> tuple[pd.DataFrame, int]:
+def build_features(
+    frame: pd.DataFrame, specs: list[str], symbol: str = "?", values: np.ndarray | None = None
+) -> tuple[pd.DataFrame, int]:
     """Features with the warm-up rows dropped → (features, number of leading rows dropped).
 
     The returned frame keeps ``timestamp`` and ``close`` (for the targets) beside the features.
-    A NaN after the warm-up (a gap the validator should have caught) is a DataError naming the row.
+    ``values``: the (n, F) matrix :func:`compute_features` gave for this frame earlier (the feature
+    cache), used instead of computing it again. A NaN after the warm-up (a gap the validator should
+    have caught) is a DataError naming the row.
     """
-    values, names = _feature_matrix(frame, specs)
+    if values is None:
+        values, names = _feature_matrix(frame, specs)
+    else:
+        names = feature_columns(specs)
+        if values.shape != (len(frame), len(names)):
+            raise ValueError(f"build_features: values {values.shape} do not fit {len(frame)} rows × {len(names)} features")
     valid = np.isfinite(values).all(axis=1)
     if not valid.any():
         raise DataError(f"{symbol}: too few rows ({len(frame)}) to compute the features {specs}")

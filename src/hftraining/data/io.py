@@ -9,7 +9,8 @@ case-insensitively with common aliases (``Date``, ``Datetime``, ``Adj Close``, `
 files may use ``,`` ``;`` tab or ``|`` as delimiter (sniffed from the header) and may start with a
 UTF-8 byte-order mark. Timestamps with a UTC offset are converted to UTC; naive ones are taken as UTC.
 
-This module only reads; the rules that drop or repair rows live in :mod:`hftraining.data.validate`.
+This module only reads (it imports nothing of the package but the errors); the rules that drop or
+repair rows live in :mod:`hftraining.data.validate`, which builds on it.
 """
 
 from __future__ import annotations
@@ -20,15 +21,12 @@ import re
 import warnings
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from hftraining.errors import DataError
-
-if TYPE_CHECKING:
-    from hftraining.config import DataConfig
+from hftraining.core.errors import DataError
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 OHLCV = (*PRICE_COLUMNS, "volume")
@@ -204,25 +202,3 @@ def split_symbols(df: pd.DataFrame, path: Path) -> dict[str, pd.DataFrame]:
     for name, idx in sym.fillna("").groupby(sym.fillna(""), sort=True).groups.items():
         out[str(name)] = df.loc[idx].drop(columns="symbol")
     return out
-
-
-def load_frames(spec: str | Path | list | None, symbols: list[str] | None = None) -> dict[str, pd.DataFrame]:
-    """Read and validate every file of ``spec`` with the default policies → {symbol: normalised frame}.
-
-    Kept for callers without a :class:`DataConfig`; :func:`load_and_validate` also returns the report.
-    """
-    from hftraining.config import DataConfig
-    from hftraining.data.validate import load_and_validate as _load
-
-    frames, _ = _load(DataConfig(data_dir=None if spec is None else spec, symbols=symbols), enforce_min_rows=False)
-    return frames
-
-
-def load_and_validate(data_cfg: "DataConfig") -> tuple[dict[str, pd.DataFrame], dict]:
-    """Read ``data_cfg.data_dir``, apply the validation rules → ({symbol: frame}, JSON-serialisable report).
-
-    See :func:`hftraining.data.validate.load_and_validate`.
-    """
-    from hftraining.data.validate import load_and_validate as _load
-
-    return _load(data_cfg)

@@ -1,6 +1,9 @@
 """The data flow of training: frames → features → chronological split → scaler fit on train →
 windows. ``prepare`` fits; ``apply`` and ``latest_windows`` reuse a saved :class:`Preprocessing`
 so that evaluation and prediction see exactly what training saw.
+
+:func:`rows_needed` is the one rule for how many rows a symbol needs; the validator, the feature
+cache, training, evaluation and prediction all apply it.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ from typing import Any, Callable, Iterable, Mapping, Union
 import numpy as np
 import pandas as pd
 
-from hftraining.config import DataConfig
-from hftraining.data.features import build_features, check_specs, feature_columns
-from hftraining.data.io import load_and_validate
+from hftraining.core.config import DataConfig, section_from_dict
+from hftraining.core.errors import DataError
+from hftraining.data.cache import feature_tables
+from hftraining.data.features import build_features, check_specs, feature_columns, feature_warmup
 from hftraining.data.scaling import Scaler
 from hftraining.data.splits import SPLITS, Segment, chronological_split, window_ends
+from hftraining.data.validate import RowsNeeded, load_and_validate
 from hftraining.data.windows import WindowSet
-from hftraining.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +63,8 @@ class Preprocessing:
         )
 
     def data_config(self) -> DataConfig:
-        from hftraining.config import _build_section
-
-        return _build_section(DataConfig, self.data, "data")
+        """The data section the preprocessing was fit with (keys of newer versions take their defaults)."""
+        return section_from_dict(DataConfig, self.data, "data")
 
 
 @dataclass
@@ -100,7 +103,8 @@ FrameSource = Union[Mapping[str, pd.DataFrame], Iterable[tuple[str, pd.DataFrame
 
 
 def build_rows(
-    frames: FrameSource, specs: list[str], min_rows: int = 1, capacity: int | None = None
+    frames: FrameSource, specs: list[str], min_rows: int = 1, capacity: int | None = None,
+    precomputed: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[Rows, list[str]]:
     """Features of every symbol written straight into one float32 block → (rows, skipped symbols).
 
@@ -109,6 +113,7 @@ def build_rows(
     released after use, so memory never holds all input frames and the block together.
     Warm-up rows (and the first row, which has no previous close) are dropped; symbols left with
     fewer than ``min_rows`` rows are skipped. Only one symbol's float64 features exist at a time.
+    ``precomputed``: {symbol: (n, F) features} from the feature cache, used instead of computing them.
     """
     if isinstance(frames, Mapping):
         capacity, frames = sum(len(f) for f in frames.values()), frames.items()
@@ -129,7 +134,8 @@ def build_rows(
         if len(frame) < 2:
             skipped.append(sym)
             continue
-        values, first = build_features(frame, specs, sym)  # (n - first, F+2) frame: timestamp, close, features
+        values, first = build_features(frame, specs, sym, None if precomputed is None else precomputed.get(sym))
+        # values: (n - first, F+2) frame: timestamp, close, features
         c_all = frame["close"].to_numpy(np.float64)
         start = max(first, 1)  # row 0 of the frame has no previous close
         n = len(frame) - start
@@ -200,13 +206,51 @@ def _window_set(rows: Rows, segments: list[Segment], pre: Preprocessing, stride:
     )
 
 
-def read_frames(d: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """Read and validate the frames of ``d`` (the validation report is the second item)."""
-    return load_and_validate(d)
-
-
-def _min_history(d: DataConfig) -> int:
+def min_history(d: DataConfig) -> int:
+    """Fewest real rows in an input window (``data.min_history``, default ``data.sequence_length``)."""
     return d.sequence_length if d.min_history is None else d.min_history
+
+
+def rows_needed(d: DataConfig, targets: bool = True) -> RowsNeeded:
+    """The one rule for the validated rows a symbol needs: the features' warm-up rows (at least one:
+    the first row has no return), then one input window of ``min_history`` real rows, and with
+    ``targets`` the ``prediction_horizon`` rows it forecasts, at least ``data.min_rows`` of them.
+
+    ``targets=False`` is a forecast of the future (:func:`latest_windows`): no target rows."""
+    warmup = feature_warmup(d.features)
+    hist = min_history(d)
+    key = "data.sequence_length" if d.min_history is None else "data.min_history"
+    parts = [f"feature warm-up {warmup}" if warmup else "1 (the first row has no return)", f"{key} {hist}"]
+    usable = hist
+    if targets:
+        usable += d.prediction_horizon
+        parts.append(f"data.prediction_horizon {d.prediction_horizon}")
+    why = " + ".join(parts)
+    if targets and d.min_rows > usable:
+        usable = d.min_rows
+        why = f"feature warm-up {warmup} + data.min_rows {d.min_rows}"
+    return RowsNeeded(max(warmup, 1) + usable, why)
+
+
+def usable_rows(needed: RowsNeeded, d: DataConfig) -> int:
+    """The rows of ``needed`` that are left after the feature warm-up (what :func:`build_rows` counts)."""
+    return needed.rows - max(feature_warmup(d.features), 1)
+
+
+def read_frames(d: DataConfig, targets: bool = True) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Read and validate the frames of ``d``, skipping symbols shorter than :func:`rows_needed`
+    (the validation report is the second item). No feature is computed here."""
+    return load_and_validate(d, rows_needed(d, targets))
+
+
+def read_feature_tables(d: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, np.ndarray], dict[str, Any]]:
+    """Validated frames and their feature matrices through the feature cache (``data.cache_dir``)
+    → ({symbol: frame}, {symbol: (n, F) features}, report)."""
+    tables, report = feature_tables(d, rows_needed(d))
+    cols = feature_columns(d.features)
+    frames = {sym: t.drop(columns=cols) for sym, t in tables.items()}
+    values = {sym: t[cols].to_numpy(np.float64) for sym, t in tables.items()}
+    return frames, values, report
 
 
 def prepare(
@@ -224,19 +268,18 @@ def prepare(
     """
     check_specs(d.features)
     report: dict[str, Any] = {}
+    precomputed = None
     if frames is None:
-        frames, report = read_frames(d)
-    min_hist = _min_history(d)
-    rows, skipped = build_rows(frames, d.features, max(d.min_rows, min_hist + d.prediction_horizon), capacity)
+        frames, precomputed, report = read_feature_tables(d)
+    min_hist = min_history(d)
+    needed = rows_needed(d)
+    rows, skipped = build_rows(frames, d.features, usable_rows(needed, d), capacity, precomputed)
     del frames  # a streamed source is released as it is consumed; a mapping stays with its owner
     if skipped:
         log.warning("skipped %d symbol(s) with too few usable rows: %s", len(skipped), ", ".join(skipped))
     report["skipped_symbols"] = skipped
     if not rows.symbols:
-        raise DataError(
-            f"data: no symbol has the {min_hist + d.prediction_horizon} rows after feature warm-up that one window of "
-            f"data.sequence_length={d.sequence_length} + data.prediction_horizon={d.prediction_horizon} needs"
-        )
+        raise DataError(f"data: no symbol has the {needed.rows} rows one window needs ({needed.why})")
     seg_fn = segments or (lambda n: _segments(n, d))
     segs = [seg_fn(int(n)) for n in rows.lengths]
     train_slices = {
@@ -266,13 +309,22 @@ def prepare(
     return PreparedData(sets["train"], sets["val"], sets["test"], pre, report)
 
 
-def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame], split: str = "test") -> WindowSet:
-    """Windows of ``split`` (or ``"all"``) of new frames, with the saved preprocessing (nothing refit)."""
+def training_frames(pre: Preprocessing) -> dict[str, pd.DataFrame]:
+    """The validated frames of the data ``pre`` was fit on (its ``data_dir`` and validation rules)."""
+    return read_frames(pre.data_config())[0]
+
+
+def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, split: str = "test") -> WindowSet:
+    """Windows of ``split`` (or ``"all"``) of ``frames`` with the saved preprocessing (nothing refit);
+    ``frames=None``: the data the preprocessing was fit on (:func:`training_frames`)."""
+    if frames is None:
+        frames = training_frames(pre)
     d = pre.data_config()
-    min_hist = _min_history(d)
-    rows, _ = build_rows(frames, pre.features, min_hist + pre.horizon)
+    min_hist = min_history(d)
+    needed = rows_needed(d)
+    rows, _ = build_rows(frames, pre.features, usable_rows(needed, d))
     if not rows.symbols:
-        raise DataError(f"data: no symbol has the {min_hist + pre.horizon} rows one window needs")
+        raise DataError(f"data: no symbol has the {needed.rows} rows one window needs ({needed.why})")
     _scale_in_place(rows, pre)
     if split == "all":
         segs = [Segment(0, int(n)) for n in rows.lengths]
@@ -282,11 +334,18 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame], split: str = "tes
 
 
 def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> WindowSet:
-    """The most recent input window of each symbol (no targets: they lie in the future)."""
-    min_hist = _min_history(pre.data_config())
-    rows, skipped = build_rows(frames, pre.features, min_hist)
-    if skipped:
-        raise DataError(f"{skipped[0]}: fewer than the {min_hist} rows after feature warm-up that one input window needs")
+    """The most recent input window of each symbol (no targets: they lie in the future); a symbol
+    with fewer rows than :func:`rows_needed` (``targets=False``) is a DataError naming it."""
+    d = pre.data_config()
+    needed = rows_needed(d, targets=False)
+    if not frames:
+        raise DataError("data: no symbol to forecast")
+    for sym, frame in frames.items():
+        if len(frame) < needed.rows:
+            raise DataError(f"{sym}: {len(frame)} usable rows, the model needs {needed.rows} ({needed.why})")
+    rows, skipped = build_rows(frames, pre.features, usable_rows(needed, d))
+    if skipped:  # only a frame whose features fail (too short for them) gets here
+        raise DataError(f"{skipped[0]}: fewer rows than the {needed.rows} one input window needs ({needed.why})")
     _scale_in_place(rows, pre)
     ends = rows.starts + rows.lengths - 1
     return WindowSet(

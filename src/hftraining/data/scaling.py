@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from hftraining.errors import DataError
+from hftraining.core.errors import DataError
 
 GLOBAL = "*"
 

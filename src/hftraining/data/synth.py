@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
-from hftraining.errors import DataError
+from hftraining.core.errors import DataError
 
 # EGARCH(1,1) on log variance: h_t = ω + β h_{t-1} + α (|z_{t-1}| - E|z|) + γ z_{t-1}
 BETA, ALPHA, GAMMA = 0.97, 0.12, -0.06

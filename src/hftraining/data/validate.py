@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hftraining.config import DataConfig
+from hftraining.core.config import DataConfig
 from hftraining.data import io
-from hftraining.errors import ConfigError, DataError
+from hftraining.core.errors import ConfigError, DataError
 
 MAX_ROWS_LISTED = 5  # offending row numbers listed per rule
 VALUE_RULES = ("non_numeric", "nan_or_inf", "non_positive_price", "negative_volume")
@@ -112,14 +112,16 @@ def check_policy(cfg: DataConfig) -> None:
         raise ConfigError(f"data.min_rows: must be >= 0, got {cfg.min_rows}")
 
 
-def rows_needed(cfg: DataConfig) -> int:
-    """Kept rows a symbol needs for one training window: the features' warm-up rows, then
-    ``max(min_rows, sequence_length + prediction_horizon)`` rows (one more when there is no warm-up:
-    the first row has no return)."""
-    from hftraining.data.features import feature_warmup
+@dataclass(frozen=True)
+class RowsNeeded:
+    """How many kept rows a symbol needs, and why (computed by :func:`hftraining.data.pipeline.rows_needed`,
+    the one rule; the validator only applies it)."""
 
-    warmup = feature_warmup(cfg.features)
-    return warmup + max(cfg.min_rows, cfg.sequence_length + cfg.prediction_horizon) + (warmup == 0)
+    rows: int
+    why: str  # e.g. "feature warm-up 33 + data.sequence_length 60 + data.prediction_horizon 5"
+
+
+ANY_ROWS = RowsNeeded(1, "at least one row")
 
 
 class _Rows:
@@ -351,9 +353,9 @@ def _jump_rule(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str
 # Files
 
 
-def validate_file(path: Path, cfg: DataConfig, needed: int | None = None) -> tuple[dict[str, pd.DataFrame], Report]:
-    """Read and validate one file → ({symbol: frame}, report). Symbols with fewer than ``needed``
-    kept rows are dropped under ``too_few_rows``; a file left with no symbol is a DataError."""
+def validate_file(path: Path, cfg: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[dict[str, pd.DataFrame], Report]:
+    """Read and validate one file → ({symbol: frame}, report). Symbols with fewer than
+    ``needed.rows`` kept rows are dropped under ``too_few_rows``; a file left with no symbol is a DataError."""
     table = io.read_table(path)
     first, unit = io.first_row_number(path), ("row" if io.is_parquet(path) else "line")
     if len(table) == 0:
@@ -374,10 +376,10 @@ def validate_file(path: Path, cfg: DataConfig, needed: int | None = None) -> tup
             rep.merge(sub)
             continue
         frame, sub = validate_frame(part, cfg, str(path), first, unit, line)
-        if needed is not None and 0 < len(frame) < needed:
+        if 0 < len(frame) < needed.rows:
             sub.count("too_few_rows", "dropped", np.zeros(len(frame), dtype=np.int64))
             sub.rules["too_few_rows"]["rows"] = []  # the whole symbol: no row is at fault
-            sub.skipped_symbols[sym] = f"{len(frame)} rows kept, {needed} needed for one window"
+            sub.skipped_symbols[sym] = f"{len(frame)} rows kept, {needed.rows} needed for one window"
             sub.rows_kept = 0
         elif len(frame):
             frames[sym] = frame
@@ -387,25 +389,16 @@ def validate_file(path: Path, cfg: DataConfig, needed: int | None = None) -> tup
         if rep.skipped_symbols:
             sym, reason = next(iter(rep.skipped_symbols.items()))
             what = f" for symbol {sym}" if "symbol" in table.columns else ""
-            raise DataError(f"{path}: too few rows{what}: {reason} ({_needed_text(cfg)})")
+            raise DataError(f"{path}: too few rows{what}: {reason} ({needed.why})")
         raise DataError(f"{path}: no usable rows (all {rep.rows_in} dropped: "
                         + ", ".join(f"{r} {e['dropped']}" for r, e in rep.rules.items() if e["dropped"]) + ")")
     return frames, rep
 
 
-def _needed_text(cfg: DataConfig) -> str:
-    from hftraining.data.features import feature_warmup
-
-    text = (f"feature warm-up {feature_warmup(cfg.features)} + data.sequence_length {cfg.sequence_length}"
-            f" + data.prediction_horizon {cfg.prediction_horizon}")
-    return text + (f"; data.min_rows {cfg.min_rows}" if cfg.min_rows else "")
-
-
-def check_paths(paths: list[str], cfg: DataConfig) -> tuple[list[dict[str, Any]], list[str]]:
+def check_paths(paths: list[str], cfg: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[list[dict[str, Any]], list[str]]:
     """``hftraining data check``: validate every file of ``paths`` → (reports of usable files, one error
     line per unusable file). An unusable file never stops the others."""
     check_policy(cfg)
-    needed = rows_needed(cfg)
     reports: list[dict[str, Any]] = []
     errors: list[str] = []
     files: list[Path] = []
@@ -423,15 +416,14 @@ def check_paths(paths: list[str], cfg: DataConfig) -> tuple[list[dict[str, Any]]
     return reports, errors
 
 
-def load_and_validate(data_cfg: DataConfig, enforce_min_rows: bool = True) -> tuple[dict[str, pd.DataFrame], dict]:
+def load_and_validate(data_cfg: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[dict[str, pd.DataFrame], dict]:
     """Read every file of ``data_cfg.data_dir`` and validate it → ({symbol: frame}, report).
 
     The report is JSON-serialisable: ``{"files": [per-file reports], "rows_in", "rows_kept",
-    "rows_dropped", "too_few_rows": {symbol: reason}, "rows_needed"}``. Symbols with too few rows for one window
-    (see :func:`rows_needed`) are skipped and listed; any other unusable file is a :class:`DataError`.
+    "rows_dropped", "too_few_rows": {symbol: reason}, "rows_needed"}``. Symbols with fewer than
+    ``needed.rows`` kept rows are skipped and listed; any other unusable file is a :class:`DataError`.
     """
     check_policy(data_cfg)
-    needed = rows_needed(data_cfg) if enforce_min_rows else 1
     frames: dict[str, pd.DataFrame] = {}
     origin: dict[str, Path] = {}
     reports = []
@@ -463,7 +455,7 @@ def load_and_validate(data_cfg: DataConfig, enforce_min_rows: bool = True) -> tu
         "rows_kept": sum(r["rows_kept"] for r in reports),
         "rows_dropped": sum(r["rows_dropped"] for r in reports),
         "too_few_rows": skipped,
-        "rows_needed": needed,
+        "rows_needed": needed.rows,
     }
     return frames, report
 

@@ -1,0 +1,1 @@
+"""Evaluation: metrics (pure functions), forecasts beside the naive baselines with their scores and verdict, the cost-aware backtest and the report. Never reads a model folder (that is workflows/evaluate_run)."""

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from hftraining.core.fmt import fmt
+
 LOOKAHEAD_HIT_RATE = 0.75  # a daily hit rate above this over many periods is not a forecast, it is a leak
 LOOKAHEAD_MIN_POSITIONS = 100
 
@@ -232,16 +234,14 @@ def format_backtest(res: dict[str, Any]) -> str:
         f"gross ≤ {s['max_gross']:g}, costs {s['cost_bps']:g} + slippage {s['slippage_bps']:g} bps of traded notional",
         f"{'strategy':<22}{'total':>9}{'annual':>9}{'vol':>8}{'Sharpe':>8}{'Sortino':>8}{'maxDD':>8}{'Calmar':>8}{'turn':>7}{'hit':>7}",
     ]
-    from hftraining.eval.evaluate import _fmt as f
-
     for name, m in res["strategies"].items():
         if not m.get("n_periods"):
             lines.append(f"{name:<22} (no periods)")
             continue
         lines.append(
-            f"{name:<22}{f(m['total_return'], '>9.2%')}{f(m['annual_return'], '>9.2%')}{f(m['annual_volatility'], '>8.2%')}"
-            f"{f(m['sharpe'], '>8.2f')}{f(m['sortino'], '>8.2f')}{f(m['max_drawdown'], '>8.2%')}{f(m['calmar'], '>8.2f')}"
-            f"{f(m['turnover'], '>7.3f')}{f(m['hit_rate'], '>7.3f')}"
+            f"{name:<22}{fmt(m['total_return'], '>9.2%')}{fmt(m['annual_return'], '>9.2%')}{fmt(m['annual_volatility'], '>8.2%')}"
+            f"{fmt(m['sharpe'], '>8.2f')}{fmt(m['sortino'], '>8.2f')}{fmt(m['max_drawdown'], '>8.2%')}{fmt(m['calmar'], '>8.2f')}"
+            f"{fmt(m['turnover'], '>7.3f')}{fmt(m['hit_rate'], '>7.3f')}"
         )
         if "warning" in m:
             lines.append(f"  warning ({name}): {m['warning']}")

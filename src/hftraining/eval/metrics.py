@@ -116,14 +116,6 @@ def point_metrics(pred: np.ndarray, true: np.ndarray, dates: np.ndarray) -> dict
     }
 
 
-def forecast_metrics(pred: np.ndarray, true: np.ndarray, dates: np.ndarray | None = None) -> dict[str, Any]:
-    """MSE, MAE and directional accuracy pooled over all windows and horizon steps (and the ICs when
-    ``dates`` (W,) is given)."""
-    if dates is None:
-        return {"mse": mse(pred, true), "mae": mae(pred, true), "directional_accuracy": directional_accuracy(pred, true)}
-    return point_metrics(pred, true, dates)
-
-
 # --------------------------------------------------------------------------------------------
 # Diebold–Mariano
 

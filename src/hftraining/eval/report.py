@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 MAX_PRICE_SYMBOLS = 3
 DPI = 72  # small PNGs: the report must stay fast to write and light to open
@@ -113,8 +114,6 @@ def _years(ns: np.ndarray) -> np.ndarray:
 
 def _subplots(nrows: int = 1, ncols: int = 1, figsize=(6, 4), **kw):
     """A figure without pyplot: no global state, no GUI backend, always the Agg renderer."""
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=figsize)
     axes = fig.subplots(nrows, ncols, **kw)
     # fixed spacing instead of a layout engine (constrained layout doubles the time of a plot)
@@ -311,7 +310,7 @@ def write_report(
 ) -> tuple[Path, Path]:
     """Write ``out_dir/report.html`` and ``out_dir/report.md`` (+ ``out_dir/report_files/*.png``).
 
-    ``result``: the output of :func:`hftraining.eval.evaluate.score`; ``fc``: its Forecasts;
+    ``result``: the output of :func:`hftraining.eval.forecasts.score`; ``fc``: its Forecasts;
     ``backtest``: the output of :func:`hftraining.eval.backtest.backtest_forecasts`; ``run_dir``:
     where config.json, data_report.json and metrics.jsonl are read from (missing ones are skipped).
     Returns the two paths.

@@ -1,4 +1,5 @@
-"""Ensembles of models that share one preprocessing, and the multi-seed training that makes them.
+"""Ensembles of models that share one preprocessing (``train --seeds N`` makes them: see
+:mod:`hftraining.workflows.seeds`).
 
 An ensemble folder is plain JSON plus copies of its members' model folders (copied, not
 referenced, so the folder can be moved or served on its own)::
@@ -16,9 +17,7 @@ quantiles combine the same way (quantile averaging); buy/hold/sell probabilities
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from hftraining.config import Config
-from hftraining.data.pipeline import Preprocessing
-from hftraining.errors import ConfigError, DataError
+from hftraining.core.errors import ConfigError, DataError
+from hftraining.core.jsonio import write_json
+from hftraining.data.pipeline import Preprocessing, apply
+from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble, resolve_model_dir
 from hftraining.models import ForecastModel, ForecastOutput, load_preprocessing
-
-log = logging.getLogger("hftraining")
+from hftraining.models.predict import predict_scaled
 
 METHODS = ("mean", "median", "weighted")
 FORMAT_VERSION = 1
@@ -83,10 +82,8 @@ class EnsembleModel(nn.Module):
 
 
 def _member_dir(path: str | Path) -> Path:
-    from hftraining.inference.forecaster import resolve_model_dir
-
     d = resolve_model_dir(path)
-    if (d / "ensemble.json").exists():
+    if is_ensemble(d):
         raise DataError(f"{path}: is an ensemble; members must be single model folders")
     return d
 
@@ -107,18 +104,16 @@ def check_shared_preprocessing(dirs: list[Path]) -> dict[str, Any]:
 
 def validation_scores(dirs: list[Path], pre: dict[str, Any]) -> list[float]:
     """Validation MSE (log-return units) of each member, on the validation split of its training data."""
-    from hftraining.eval.evaluate import predict_scaled
-    from hftraining.inference.forecaster import Forecaster
-
-    fc0 = Forecaster.from_pretrained(dirs[0])
-    ws = fc0.windows(None, "val")
+    prep = Preprocessing.from_dict(pre)
+    ws = apply(prep, None, "val")
+    batch_size = prep.data_config().eval_batch_size
     if len(ws) == 0:
         raise DataError(f"{dirs[0]}: the validation split of the training data yields no window (data.val_ratio)")
     true = ws.targets().astype(np.float64)
     scores = []
     for d in dirs:
         model = ForecastModel.from_pretrained(d)
-        pred = predict_scaled(model, ws).astype(np.float64)
+        pred = predict_scaled(model, ws, batch_size).astype(np.float64)
         scores.append(float(np.mean((pred - true) ** 2)) * pre["target_scale"] ** 2)
     return scores
 
@@ -149,7 +144,7 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
         weights = (inv / inv.sum()).tolist()
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        if not (out / "ensemble.json").exists():
+        if not is_ensemble(out):
             raise DataError(f"{out}: exists and is not an ensemble folder; choose another --out")
         shutil.rmtree(out)
     (out / "members").mkdir(parents=True)
@@ -158,7 +153,7 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
         name = f"members/member-{k}"
         shutil.copytree(d, out / name, ignore=shutil.ignore_patterns("*.onnx"))
         names.append(name)
-    (out / "preprocessing.json").write_text(json.dumps(pre, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "preprocessing.json", pre)
     meta = {
         "format_version": FORMAT_VERSION,
         "method": method,
@@ -167,19 +162,19 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
         "sources": [str(d) for d in dirs],
         "validation_mse": scores,
     }
-    (out / "ensemble.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    write_json(out / ENSEMBLE_NAME, meta)
     return out
 
 
 def read_ensemble_meta(directory: str | Path) -> dict[str, Any]:
-    d = Path(directory)
+    path = Path(directory) / ENSEMBLE_NAME
     try:
-        meta = json.loads((d / "ensemble.json").read_text(encoding="utf-8"))
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise DataError(f"{d / 'ensemble.json'}: not valid JSON ({e})") from None
+        raise DataError(f"{path}: not valid JSON ({e})") from None
     for key in ("method", "members"):
         if key not in meta:
-            raise DataError(f"{d / 'ensemble.json'}: missing key {key!r}")
+            raise DataError(f"{path}: missing key {key!r}")
     return meta
 
 
@@ -190,42 +185,7 @@ def load_ensemble(directory: str | Path) -> tuple[EnsembleModel, Preprocessing]:
     dirs = [d / name for name in meta["members"]]
     for m in dirs:
         if not m.exists():
-            raise DataError(f"{d / 'ensemble.json'}: member folder {m} is missing")
+            raise DataError(f"{d / ENSEMBLE_NAME}: member folder {m} is missing")
     pre = check_shared_preprocessing(dirs)
     members = [ForecastModel.from_pretrained(m) for m in dirs]
     return EnsembleModel(members, meta["method"], meta.get("weights")), Preprocessing.from_dict(pre)
-
-
-def member_forecasters(directory: str | Path):
-    """[(name, Forecaster)] of the members of an ensemble folder."""
-    from hftraining.inference.forecaster import Forecaster
-
-    d = Path(directory)
-    return [(Path(name).name, Forecaster.from_pretrained(d / name)) for name in read_ensemble_meta(d)["members"]]
-
-
-# ---------------------------------------------------------------------------------- seeds
-
-
-def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
-    """Train ``n`` copies of ``cfg`` with seeds ``training.seed + k`` into ``<run>/seed-<k>/``, then
-    build ``<run>/ensemble/`` from their final models. Returns the run folder."""
-    from hftraining.data.pipeline import prepare
-    from hftraining.train.trainer import train
-
-    if n < 1:
-        raise ConfigError(f"--seeds: must be >= 1, got {n}")
-    root = cfg.run_dir()
-    data = prepare(cfg.data)  # one preprocessing for every seed: the members share it by construction
-    for k in range(n):
-        sub = dataclasses.replace(
-            cfg,
-            training=dataclasses.replace(cfg.training, seed=cfg.training.seed + k),
-            output=dataclasses.replace(cfg.output, output_dir=str(root / f"seed-{k}")),
-        )
-        log.info("seed %d of %d: training.seed=%d → %s", k + 1, n, sub.training.seed, sub.output.output_dir)
-        train(sub, data)
-    if n >= 2:
-        build_ensemble([root / f"seed-{k}" for k in range(n)], root / "ensemble", method)
-        log.info("ensemble of %d seeds (%s): %s", n, method, root / "ensemble")
-    return root

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from hftraining.errors import DataError, UserError
+from hftraining.core.errors import DataError, UserError
+from hftraining.inference.forecaster import Forecaster
 
 OPSET = 18
 TOLERANCE = 1e-4
@@ -62,10 +63,8 @@ def _require(module: str) -> None:
         raise UserError(f"export needs {module}: pip install 'hftraining[export]'") from None
 
 
-def wrapper_for(model_dir: str | Path) -> tuple[OnnxForecaster, "object"]:
+def wrapper_for(model_dir: str | Path) -> tuple[OnnxForecaster, Forecaster]:
     """(OnnxForecaster, Forecaster) of a model/run/ensemble folder."""
-    from hftraining.inference.forecaster import Forecaster
-
     fc = Forecaster.from_pretrained(model_dir)
     w = OnnxForecaster(fc.model, fc.preprocessing.target_scale, len(fc.quantile_levels), fc.has_classes)
     return w, fc

@@ -16,85 +16,42 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hftraining.config import DataConfig
-from hftraining.data.pipeline import Preprocessing, apply, latest_windows
-from hftraining.data.windows import WindowSet, eval_batches
-from hftraining.errors import DataError
+from hftraining.core.config import DataConfig
+from hftraining.core.errors import DataError
+from hftraining.data import io
+from hftraining.data.pipeline import Preprocessing, apply, latest_windows, rows_needed
+from hftraining.data.validate import load_and_validate, validate_frame
+from hftraining.data.windows import WindowSet
+from hftraining.inference.ensemble import load_ensemble
+from hftraining.inference.folders import is_ensemble, resolve_model_dir, run_precision
 from hftraining.models import ForecastModel, load_preprocessing
-
-CLASS_NAMES = ("sell", "hold", "buy")  # order of ForecastOutput.class_logits[..., k]
-ENSEMBLE_NAME = "ensemble.json"
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """A run folder (uses its ``final/`` or ``ensemble/``), a model folder or an ensemble folder."""
-    p = Path(path)
-    if (p / "final" / "config.json").exists():
-        return p / "final"
-    if (p / ENSEMBLE_NAME).exists():
-        return p
-    if (p / "ensemble" / ENSEMBLE_NAME).exists():  # the run folder of ``train --seeds N``
-        return p / "ensemble"
-    if (p / "config.json").exists() and (p / "model.safetensors").exists():
-        return p
-    if not p.exists():
-        raise DataError(f"{p}: no such run or model folder")
-    raise DataError(
-        f"{p}: neither a run folder (with final/), a model folder (config.json + model.safetensors) "
-        f"nor an ensemble folder ({ENSEMBLE_NAME})"
-    )
-
-
-@torch.no_grad()
-def model_outputs(model: torch.nn.Module, ws: WindowSet, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Every output of ``model`` for the windows of ``ws``, batched, in scaled target units:
-    ``prediction`` (W, H), and when the model has those heads ``quantiles`` (W, H, Q) and
-    ``class_probs`` (W, H, 3: sell, hold, buy; softmax of the logits)."""
-    was_training = model.training
-    model.eval()
-    parts: dict[str, list[np.ndarray]] = {"prediction": [], "quantiles": [], "class_probs": []}
-    try:
-        for idx in eval_batches(len(ws), batch_size):
-            b = ws.batch(idx)
-            out = model(b["x"], None, b["past"])
-            parts["prediction"].append(out.prediction.float().numpy())
-            if out.quantiles is not None:
-                parts["quantiles"].append(out.quantiles.float().numpy())
-            if out.class_logits is not None:
-                parts["class_probs"].append(torch.softmax(out.class_logits.float(), dim=-1).numpy())
-    finally:
-        model.train(was_training)
-    res = {k: np.concatenate(v) for k, v in parts.items() if v}
-    res.setdefault("prediction", np.zeros((0, model.horizon), np.float32))
-    return res
-
-
-def needed_rows(pre: Preprocessing) -> int:
-    """Validated rows one symbol needs for a forecast: the features' warm-up, then one input
-    window (one row more when there is no warm-up: the first row has no return)."""
-    from hftraining.data.features import feature_warmup
-
-    warmup = feature_warmup(pre.features)
-    return warmup + pre.seq_len + (warmup == 0)
+from hftraining.models.outputs import CLASS_NAMES
+from hftraining.models.predict import predict_outputs
 
 
 class Forecaster:
     """``Forecaster.from_pretrained(dir).predict(data)`` → one row per symbol × horizon step."""
 
-    def __init__(self, model: torch.nn.Module, preprocessing: Preprocessing, model_dir: Path | None = None):
-        self.model = model.eval()
+    def __init__(self, model: torch.nn.Module, preprocessing: Preprocessing, model_dir: Path | None = None,
+                 device: torch.device | str = "cpu", precision: str = "fp32"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
         self.preprocessing = preprocessing
         self.model_dir = model_dir
+        self.precision = precision
+        self.batch_size = preprocessing.data_config().eval_batch_size  # data.eval_batch_size of training
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> "Forecaster":
+    def from_pretrained(cls, path: str | Path, device: torch.device | str = "cpu", precision: str | None = None) -> "Forecaster":
+        """Load a run, model or ensemble folder; forecasts run on ``device`` under ``precision``
+        (``fp32``, ``bf16``, ``fp16``; default: the run's training precision, see
+        :func:`~hftraining.inference.folders.run_precision`) through the same batched forward as evaluation."""
         d = resolve_model_dir(path)
-        if (d / ENSEMBLE_NAME).exists():
-            from hftraining.inference.ensemble import load_ensemble
-
+        precision = precision or run_precision(path)
+        if is_ensemble(d):
             model, pre = load_ensemble(d)
-            return cls(model, pre, d)
-        return cls(ForecastModel.from_pretrained(d), Preprocessing.from_dict(load_preprocessing(d)), d)
+            return cls(model, pre, d, device, precision)
+        return cls(ForecastModel.from_pretrained(d), Preprocessing.from_dict(load_preprocessing(d)), d, device, precision)
 
     # ------------------------------------------------------------------ description
     @property
@@ -117,7 +74,8 @@ class Forecaster:
         return d
 
     def min_rows(self) -> int:
-        return needed_rows(self.preprocessing)
+        """Validated rows a symbol needs for a forecast (:func:`hftraining.data.pipeline.rows_needed`)."""
+        return rows_needed(self.preprocessing.data_config(), targets=False).rows
 
     # ------------------------------------------------------------------ input
     def load(self, data, strict: bool = False) -> dict[str, pd.DataFrame]:
@@ -127,9 +85,6 @@ class Forecaster:
         or {symbol: DataFrame}. Columns are matched as the readers match them (case-insensitive,
         aliases); a missing ``timestamp``/``close``/``volume`` column is a DataError naming it.
         """
-        from hftraining.data import io
-        from hftraining.data.validate import load_and_validate, validate_frame
-
         if isinstance(data, pd.DataFrame):
             table = io.canonical_columns(data, Path("<frame>"))
             if "symbol" not in table.columns:
@@ -148,38 +103,28 @@ class Forecaster:
                     raise DataError(f"{sym}: no rows")
                 out[str(sym)], _ = validate_frame(table, d, str(sym), first_row=0, unit="row")  # row = 0-based position
             return out
-        frames, _ = load_and_validate(self.data_config(data, strict), enforce_min_rows=False)
+        frames, _ = load_and_validate(self.data_config(data, strict))  # too short a symbol: see latest_windows
         return frames
 
     # ------------------------------------------------------------------ windows and forecasts
     def windows(self, data=None, split: str = "test") -> WindowSet:
         """Windows of ``split`` ("train", "val", "test" or "all") of ``data``; ``None``: the training data."""
-        if data is None:
-            from hftraining.data.validate import load_and_validate
+        return apply(self.preprocessing, None if data is None else self.load(data), split)
 
-            d = self.preprocessing.data_config()
-            frames, _ = load_and_validate(d, enforce_min_rows=False)
-            return apply(self.preprocessing, frames, split)
-        return apply(self.preprocessing, self.load(data), split)
+    def outputs(self, ws: WindowSet) -> dict[str, np.ndarray]:
+        """Every output of the model for the windows of ``ws`` in scaled target units
+        (:func:`hftraining.models.predict.predict_outputs`, the batched forward of evaluation)."""
+        return predict_outputs(self.model, ws, self.batch_size, self.device, self.precision)
 
-    def predict_windows(self, ws: WindowSet, batch_size: int = 256) -> np.ndarray:
+    def predict_windows(self, ws: WindowSet) -> np.ndarray:
         """(W, H) forecast log returns for the windows of ``ws``."""
-        return model_outputs(self.model, ws, batch_size)["prediction"] * self.preprocessing.target_scale
+        return self.outputs(ws)["prediction"].astype(np.float64) * self.preprocessing.target_scale
 
     def latest_windows(self, frames: dict[str, pd.DataFrame]) -> WindowSet:
         """The most recent input window of each symbol; too short a history is a DataError naming it."""
-        need = self.min_rows()
-        for sym, frame in frames.items():
-            if len(frame) < need:
-                raise DataError(
-                    f"{sym}: {len(frame)} usable rows, the model needs {need} (feature warm-up "
-                    f"{need - self.preprocessing.seq_len} + data.sequence_length {self.preprocessing.seq_len})"
-                )
-        if not frames:
-            raise DataError("data: no symbol to forecast")
         return latest_windows(self.preprocessing, frames)
 
-    def predict(self, data, batch_size: int = 256, strict: bool = False) -> pd.DataFrame:
+    def predict(self, data, strict: bool = False) -> pd.DataFrame:
         """Forecasts from the latest window of each symbol in ``data`` (path, frame or {symbol: frame}).
 
         Columns: symbol, as_of (UTC timestamp of the last input row), step (1..H), forecast_return
@@ -189,7 +134,7 @@ class Forecaster:
         ``strict``: see :meth:`data_config`.
         """
         ws = self.latest_windows(self.load(data, strict))
-        return self.forecast_table(ws, model_outputs(self.model, ws, batch_size))
+        return self.forecast_table(ws, self.outputs(ws))
 
     def forecast_table(self, ws: WindowSet, outs: dict[str, np.ndarray]) -> pd.DataFrame:
         """The table of :meth:`predict` from the windows and the raw outputs of the model."""

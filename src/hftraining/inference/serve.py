@@ -28,12 +28,15 @@ from typing import Annotated, Any, Optional, Union
 import numpy as np
 import pandas as pd
 
-from hftraining.errors import UserError
+from hftraining.core.config import ServeConfig
+from hftraining.core.errors import UserError
+from hftraining.core.jsonio import json_safe
+from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble
+from hftraining.inference.forecaster import Forecaster
+from hftraining.models.outputs import CLASS_NAMES
 
 log = logging.getLogger("hftraining.serve")
 
-MAX_BODY_BYTES = 8 * 1024 * 1024
-MAX_SYMBOLS = 1000
 SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-^=]{0,63}$")
 
 
@@ -43,18 +46,6 @@ def _require():
         import uvicorn  # noqa: F401
     except ImportError:
         raise UserError("serve needs FastAPI and uvicorn: pip install 'hftraining[serve]'") from None
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    return obj
 
 
 def _read_json(path: Path) -> Any:
@@ -75,12 +66,12 @@ def model_info(fc) -> dict[str, Any]:
                           "sequence_length": pre.seq_len, "horizon": pre.horizon, "target_scale": pre.target_scale},
         "min_rows": fc.min_rows(),
         "quantile_levels": fc.quantile_levels,
-        "classes": ["sell", "hold", "buy"] if fc.has_classes else [],
+        "classes": list(CLASS_NAMES) if fc.has_classes else [],
     }
     if d is None:
-        return _json_safe(info)
-    if (d / "ensemble.json").exists():
-        info["ensemble"] = _read_json(d / "ensemble.json")
+        return json_safe(info)
+    if is_ensemble(d):
+        info["ensemble"] = _read_json(d / ENSEMBLE_NAME)
         info["config"] = _read_json(d / info["ensemble"]["members"][0] / "config.json")
     else:
         info["config"] = _read_json(d / "config.json")
@@ -96,7 +87,7 @@ def model_info(fc) -> dict[str, Any]:
     if (run / "config.json").exists():
         info["run_config"] = _read_json(run / "config.json")
     info["training_metrics"] = metrics
-    return _json_safe(info)
+    return json_safe(info)
 
 
 def _loc(loc: tuple | list) -> str:
@@ -112,15 +103,16 @@ def _loc(loc: tuple | list) -> str:
     return out or "body"
 
 
-def create_app(model_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES, max_symbols: int = MAX_SYMBOLS):
-    """The FastAPI application serving ``model_dir`` (a run, model or ensemble folder)."""
+def create_app(model_dir: str | Path, cfg: ServeConfig | None = None):
+    """The FastAPI application serving ``model_dir`` (a run, model or ensemble folder) with the
+    limits of ``cfg`` (default: the ``serve`` section's defaults)."""
     _require()
+    cfg = cfg or ServeConfig()
+    max_body_bytes, max_symbols = cfg.max_body_bytes, cfg.max_symbols
     from fastapi import FastAPI, File, Form, Request, UploadFile
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from pydantic import BaseModel, ConfigDict, Field
-
-    from hftraining.inference.forecaster import Forecaster
 
     fc = Forecaster.from_pretrained(model_dir)
     info = model_info(fc)
@@ -162,7 +154,7 @@ def create_app(model_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES, max_
         else:
             msg = f"{_loc(first.get('loc', ()))}: {first.get('msg', 'invalid')}"
         detail = [{k: v for k, v in e.items() if k != "input"} for e in errs[:10]]  # bounded: no echo of the body
-        return JSONResponse({"error": msg, "detail": _json_safe(jsonable(detail)), "n_errors": len(errs)}, status_code=422)
+        return JSONResponse({"error": msg, "detail": json_safe(jsonable(detail)), "n_errors": len(errs)}, status_code=422)
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError):
@@ -176,7 +168,7 @@ def create_app(model_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES, max_
     def table_response(table: pd.DataFrame) -> dict[str, Any]:
         out = table.copy()
         out["as_of"] = out["as_of"].map(lambda t: t.isoformat())
-        return {"forecasts": _json_safe(out.to_dict(orient="records"))}
+        return {"forecasts": json_safe(out.to_dict(orient="records"))}
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -303,13 +295,12 @@ def _check_port(host: str, port: int) -> None:
             raise UserError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror})") from None
 
 
-def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, max_body_bytes: int = MAX_BODY_BYTES) -> None:
-    """Run the server until interrupted."""
+def serve(model_dir: str | Path, cfg: ServeConfig | None = None) -> None:
+    """Run the server of ``model_dir`` with the ``serve`` section ``cfg`` until interrupted."""
     _require()
     import uvicorn
 
-    if not 0 < port < 65536:
-        raise UserError(f"--port: must be in 1..65535, got {port}")
-    app = create_app(model_dir, max_body_bytes)
-    _check_port(host, port)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    cfg = cfg or ServeConfig()
+    app = create_app(model_dir, cfg)
+    _check_port(cfg.host, cfg.port)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False)

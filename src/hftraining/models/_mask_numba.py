@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hftraining._jit import njit_cached
+from hftraining.core.jit import njit_cached
 
 _U = np.uint64
 

@@ -15,9 +15,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hftraining.config import ModelConfig, _build_section
-from hftraining.errors import DataError
+from hftraining.core.config import ModelConfig, section_from_dict
+from hftraining.core.errors import ConfigError, DataError
 from hftraining.models.outputs import ForecastOutput
+from hftraining.models.registry import build_model
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -36,6 +37,9 @@ class ForecastModel(nn.Module):
 
     supports_gradient_checkpointing = False
     needs_training = True
+    heads: frozenset[str] = frozenset()
+    """Optional heads this model has when configured (``outputs.HEADS``); asking a model for a head
+    it lacks is a ConfigError at build time (see :func:`registry.build_model`), never a silent None."""
 
     def __init__(self, cfg: ModelConfig, n_features: int, horizon: int, seq_len: int):
         super().__init__()
@@ -52,8 +56,6 @@ class ForecastModel(nn.Module):
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         if enabled and not self.supports_gradient_checkpointing:
-            from hftraining.errors import ConfigError
-
             raise ConfigError(
                 f"training.gradient_checkpointing: model.type {self.cfg.type!r} does not support it"
             )
@@ -87,8 +89,6 @@ class ForecastModel(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> "ForecastModel":
         """Rebuild the model saved in ``directory`` (any registered type) with its weights."""
-        from hftraining.models import build_model
-
         d = Path(directory)
         try:
             args = json.loads((d / CONFIG_NAME).read_text(encoding="utf-8"))
@@ -96,7 +96,7 @@ class ForecastModel(nn.Module):
             raise DataError(f"{d}: not a model folder (no {CONFIG_NAME})") from None
         except json.JSONDecodeError as e:
             raise DataError(f"{d / CONFIG_NAME}: not valid JSON ({e})") from None
-        cfg = _build_section(ModelConfig, args["model"], "model")
+        cfg = section_from_dict(ModelConfig, args["model"], "model")
         model = build_model(cfg, args["n_features"], args["horizon"], args["seq_len"])
         if not (d / WEIGHTS_NAME).exists():
             raise DataError(f"{d}: no {WEIGHTS_NAME}")

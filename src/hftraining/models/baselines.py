@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hftraining.config import ModelConfig
-from hftraining.errors import ConfigError
+from hftraining.core.config import ModelConfig
+from hftraining.core.errors import ConfigError
 from hftraining.models.base import ForecastModel
 from hftraining.models.layers import last_valid, masked_mean
 from hftraining.models.outputs import ForecastOutput

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hftraining.config import ModelConfig
-from hftraining.errors import ConfigError
+from hftraining.core.config import ModelConfig
+from hftraining.core.errors import ConfigError
 from hftraining.models.base import ForecastModel
 from hftraining.models.outputs import ForecastOutput
 from hftraining.models.registry import MODELS

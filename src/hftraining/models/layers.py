@@ -9,6 +9,8 @@ import math
 import numpy as np
 import torch
 
+from hftraining.models._mask_numba import keep_words  # compiled on first use
+
 
 def last_valid(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """(B, L, C) → (B, C): the value at the last step where ``mask`` is True (the last step if None).
@@ -44,8 +46,6 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
     0.149994) and ``scale = 1 / (1 - that p)`` keeps the expectation exact. The mask is uint8
     rather than bool: torch's CPU kernels vectorise bf16 × uint8 and not bf16 with bool.
     """
-    from hftraining.models._mask_numba import keep_words  # numba compiles lazily, on first use
-
     n = math.prod(shape)
     dropped = round(p * 65536)
     seed = int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64)) % 2**64

@@ -14,12 +14,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hftraining.config import ModelConfig
-from hftraining.errors import ConfigError
-from hftraining.models.outputs import ForecastOutput
+from hftraining.core.config import ModelConfig
+from hftraining.core.errors import ConfigError
+from hftraining.models.outputs import BUY, HOLD, SELL, ForecastOutput
 
 LOSS_COMPONENTS = ("mse", "classification", "quantile")
-SELL, HOLD, BUY = 0, 1, 2  # class indices of ForecastOutput.class_logits[..., k]
 
 
 def check_loss_weights(cfg: ModelConfig) -> None:

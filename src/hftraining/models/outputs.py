@@ -7,6 +7,13 @@ from typing import Optional
 
 import torch
 
+CLASS_NAMES = ("sell", "hold", "buy")
+"""Names of the buy/hold/sell classes, in the order of ``ForecastOutput.class_logits[..., k]``."""
+SELL, HOLD, BUY = range(3)
+N_CLASSES = len(CLASS_NAMES)
+HEADS = ("classification", "quantile")
+"""Optional heads a model may declare in ``ForecastModel.heads`` (the return forecast is always there)."""
+
 
 @dataclass
 class ForecastOutput:

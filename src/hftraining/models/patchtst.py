@@ -10,7 +10,7 @@ Two uses share :class:`RevIN` and :class:`PatchEncoder`:
   linear head maps all channels' flattened patch representations to the next H log returns.
 * :class:`PatchTSTMultivariate` is the paper's long-horizon model (B, L, C) → (B, H, C): one head
   shared by all channels maps each channel's representation to its own H future values. The ETT
-  benchmark (``hftraining.bench.ett``) uses it.
+  benchmark (``hftraining.workflows.ett``) uses it.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from hftraining.config import ModelConfig
-from hftraining.errors import ConfigError
+from hftraining.core.config import ModelConfig
+from hftraining.core.errors import ConfigError
 from hftraining.models.base import ForecastModel
 from hftraining.models.layers import Dropout
 from hftraining.models.outputs import ForecastOutput

@@ -1,5 +1,32 @@
-"""The model registry (``model.type``)."""
+"""The model registry (``model.type``) and :func:`build_model`, the one way a model is built."""
 
-from hftraining.registry import Registry
+from __future__ import annotations
+
+from torch import nn
+
+from hftraining.core.config import ModelConfig
+from hftraining.core.errors import ConfigError
+from hftraining.core.registry import Registry
+from hftraining.models.losses import check_loss_weights
 
 MODELS = Registry("model", "model.type")
+
+
+def check_heads(cfg: ModelConfig, model_cls: type) -> None:
+    """A head that ``cfg`` asks for and the model type does not have is a ConfigError naming the key."""
+    wanted = {"quantile": ("model.quantiles", bool(cfg.quantiles)),
+              "classification": ("model.classification_threshold", cfg.classification_threshold > 0)}
+    for head, (key, asked) in wanted.items():
+        if asked and head not in model_cls.heads:
+            having = ", ".join(n for n in MODELS.names() if head in MODELS.get(n).heads) or "none"
+            raise ConfigError(f"{key}: model.type {cfg.type!r} has no {head} head (models with one: {having}); "
+                              f"remove the key or choose another model.type")
+
+
+def build_model(cfg: ModelConfig, n_features: int, horizon: int, seq_len: int) -> nn.Module:
+    """Build the model named by ``cfg.type`` (a :class:`~hftraining.models.base.ForecastModel`) for
+    inputs (B, seq_len, n_features) → (B, horizon)."""
+    factory = MODELS.get(cfg.type)
+    check_loss_weights(cfg)  # fail at build time, not at the first training step
+    check_heads(cfg, factory)
+    return factory(cfg, n_features, horizon, seq_len)

@@ -14,13 +14,12 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from hftraining.config import ModelConfig
+from hftraining.core.config import ModelConfig
 from hftraining.models.base import ForecastModel
 from hftraining.models.layers import dropout, last_valid, masked_mean, use_fast_dropout
-from hftraining.models.outputs import ForecastOutput
+from hftraining.models.outputs import HEADS, N_CLASSES, ForecastOutput
 from hftraining.models.registry import MODELS
 
-N_CLASSES = 3  # sell / hold / buy, in that order (see losses.direction_labels)
 
 
 def encoder_layer_train(layer: nn.TransformerEncoderLayer, h: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
@@ -80,6 +79,7 @@ class TransformerForecaster(ForecastModel):
     """Pre-LayerNorm transformer encoder over time steps, with return, buy/hold/sell and quantile heads."""
 
     supports_gradient_checkpointing = True
+    heads = frozenset(HEADS)
 
     def __init__(self, cfg: ModelConfig, n_features: int, horizon: int, seq_len: int):
         super().__init__(cfg, n_features, horizon, seq_len)

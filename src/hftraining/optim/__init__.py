@@ -28,13 +28,13 @@ import torch
 from pytorch_optimizer.optimizer.muon.base import MuonBase
 from torch import nn
 
-from hftraining.config import TrainingConfig, resolved_precision
-from hftraining.errors import ConfigError
+from hftraining.core.config import TrainingConfig, resolved_precision
+from hftraining.core.errors import ConfigError
 from hftraining.optim.gpro import GPro
 from hftraining.optim.schedules import check_schedule, lr_multiplier, warmup_steps
 from hftraining.optim.sophia import Sophia
 from hftraining.optim.state import optimizer_state_from_flat, optimizer_state_to_flat
-from hftraining.registry import Registry
+from hftraining.core.registry import Registry
 
 __all__ = [
     "OPTIMIZERS",

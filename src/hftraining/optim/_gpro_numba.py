@@ -6,7 +6,7 @@ cache when pass 2 reads it, so main memory sees the same traffic as one fused Ad
 ``benchmarks/bench_optim.py`` measures the ratio.
 
 Numba compiles on first use (about a second) and caches the machine code beside this file, in the
-user's cache directory when the package folder is read-only, or nowhere (``hftraining._jit``).
+user's cache directory when the package folder is read-only, or nowhere (``hftraining.core.jit``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from hftraining._jit import njit_cached
+from hftraining.core.jit import njit_cached
 
 # Reassociation lets the Σu² reduction vectorise; no-NaN/no-Inf assumptions are left out so that
 # a non-finite gradient propagates exactly as in torch's kernels.

@@ -28,6 +28,8 @@ from typing import Any, Iterable, Optional
 import torch
 from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
+from hftraining.optim import _gpro_numba  # the kernels compile on first use
+
 PROJECTIONS = ("rms", "frobenius")
 IMPLEMENTATIONS = ("auto", "numba", "fused", "foreach")
 DEFAULT_RHO = {"rms": 1.0, "frobenius": 0.5}
@@ -78,8 +80,6 @@ class GPro(torch.optim.Optimizer):
         self._numba_scratch: dict[torch.dtype, list[torch.Tensor]] = {}  # numba path: u per worker, reused
 
     def _implementation(self, group: dict[str, Any], params: list[torch.Tensor]) -> str:
-        from hftraining.optim import _gpro_numba  # compiled lazily: numba is imported on first use
-
         choice = group["implementation"]
         numba_ok = all(_gpro_numba.supported(p) for p in params)
         fused_ok = all(p.device.type in _get_fused_kernels_supported_devices() and p.is_floating_point() for p in params)
@@ -150,8 +150,6 @@ class GPro(torch.optim.Optimizer):
             torch._foreach_add_(params, updates, alpha=lr_sign * lr)
 
     def _numba_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
-        from hftraining.optim import _gpro_numba
-
         states = [self.state[p] for p in params]
         torch._foreach_add_([s["step"] for s in states], 1)
         dtype = params[0].dtype

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from hftraining.config import TrainingConfig
-from hftraining.errors import ConfigError
+from hftraining.core.config import TrainingConfig
+from hftraining.core.errors import ConfigError
 
 
 def warmup_steps(t: TrainingConfig) -> int:

@@ -24,7 +24,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from hftraining.errors import UserError
+from hftraining.core.errors import UserError
+from hftraining.models.base import ForecastModel
+from hftraining.optim.state import optimizer_state_from_flat, optimizer_state_to_flat
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -80,8 +82,6 @@ def save_checkpoint(
     config: dict[str, Any],
 ) -> Path:
     """Write checkpoint ``step`` atomically under ``ckpt_root``; return its folder."""
-    from hftraining.optim.state import optimizer_state_to_flat
-
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step-{step:08d}"
     tmp = ckpt_root / f".tmp-step-{step:08d}-{os.getpid()}"
@@ -154,11 +154,19 @@ def resolve_resume(spec: str, ckpt_root: Path) -> Path | None:
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore model and optimizer in place and return the trainer state (RNGs restored too)."""
-    from hftraining.optim.state import optimizer_state_from_flat
-
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    load_weights(path, model)
     opt_meta = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
     optimizer.load_state_dict(optimizer_state_from_flat(load_file(str(path / "optimizer.safetensors")), opt_meta))
     state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
     set_rng_state(state.pop("rng"), load_file(str(path / "rng.safetensors")))
     return state
+
+
+def load_weights(folder: Path, model: torch.nn.Module) -> None:
+    """Load the model weights of a checkpoint (or model) folder into ``model`` in place."""
+    model.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))
+
+
+def save_final(run_dir: Path, model: ForecastModel, preprocessing: dict[str, Any]) -> Path:
+    """Write the run's model folder ``<run>/final/`` (config.json, model.safetensors, preprocessing.json)."""
+    return model.save_pretrained(run_dir / "final", preprocessing=preprocessing)

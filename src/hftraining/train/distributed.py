@@ -10,7 +10,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from hftraining.errors import ConfigError
+from hftraining.core.errors import ConfigError
 
 
 @dataclass
@@ -61,7 +61,7 @@ def _attempt_store(rank: int, world: int, timeout: timedelta) -> dist.Store:
     return dist.PrefixStore(f"hftraining/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
-def init_distributed(device_spec: str, timeout: float = 1800.0) -> DistInfo:
+def init_distributed(device_spec: str, timeout: float) -> DistInfo:
     """Join the torchrun process group (gloo on CPU, nccl on CUDA) when there is one; ``timeout``
     (seconds, ``training.ddp_timeout``) bounds every wait for the other ranks."""
     if not timeout > 0:

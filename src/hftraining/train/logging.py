@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hftraining.core.jsonio import dumps
+
 log = logging.getLogger("hftraining")
 
 
@@ -22,12 +24,6 @@ def setup_console_logging(level: int = logging.INFO) -> None:
         log.addHandler(h)
     log.setLevel(level)
     log.propagate = False
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None if math.isnan(v) else (1e308 if v > 0 else -1e308)
-    return v
 
 
 class RunLogger:
@@ -77,7 +73,7 @@ class RunLogger:
         if not self.enabled:
             return
         step = int(record["step"])
-        self._jsonl.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
+        self._jsonl.write(dumps(record, indent=None) + "\n")
         self._jsonl.flush()
         if self._tb is not None:
             for k, v in record.items():

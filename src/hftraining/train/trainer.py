@@ -1,12 +1,14 @@
 """The training loop. Counts optimizer steps (not micro-batches); every piece of state that the
-next step depends on is in the checkpoint, so a resumed run continues bit for bit."""
+next step depends on is in the checkpoint, so a resumed run continues bit for bit.
+
+The loop only: the run folder, the final model and what follows training (the test evaluation,
+the report) belong to :mod:`hftraining.train.runner`, the one lifecycle that ``train``, ``tune``
+and ``walkforward`` share."""
 
 from __future__ import annotations
 
 import json
 import math
-import random
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -18,16 +20,16 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from hftraining import optim
-from hftraining.config import Config, resolved_precision, save_config
+from hftraining.core.config import Config, resolved_precision
+from hftraining.core.errors import ConfigError, UserError
 from hftraining.data import augment
-from hftraining.data.pipeline import PreparedData, prepare
+from hftraining.data.pipeline import PreparedData
 from hftraining.data.windows import EpochSampler, WindowSet
-from hftraining.errors import ConfigError, UserError
-from hftraining.eval.evaluate import autocast_context, format_table, predict_scaled
 from hftraining.models import ForecastModel, build_model
 from hftraining.models.losses import compute_loss
+from hftraining.models.predict import autocast_context, predict_scaled
 from hftraining.train import checkpoint as ckpt
-from hftraining.train.distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
+from hftraining.train.distributed import DistInfo, all_reduce_sum, barrier
 from hftraining.train.logging import RunLogger
 
 
@@ -54,43 +56,18 @@ class TrainerState:
         return dict(vars(self))
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _prepare_run_dir(cfg: Config, info: DistInfo) -> tuple[Path, Path | None]:
-    """Create the run folder; decide what to resume from (None: start fresh)."""
-    run_dir = cfg.run_dir()
-    ckpt_root = run_dir / "checkpoints"
-    t = cfg.training
-    if t.resume_from_checkpoint:
-        if info.is_main:
-            ckpt.clean_temporary(ckpt_root)  # half-written checkpoints of the run that died
-        barrier(info)
-        return run_dir, ckpt.resolve_resume(t.resume_from_checkpoint, ckpt_root)
-    if ckpt.list_checkpoints(ckpt_root) and not cfg.output.overwrite:
-        raise UserError(
-            f"{run_dir}: already holds checkpoints; continue it with --resume "
-            "(training.resume_from_checkpoint=auto) or start over with output.overwrite=true"
-        )
-    if info.is_main:
-        for name in ("checkpoints", "tensorboard", "final"):
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-        for name in ("metrics.jsonl", "train.log", "eval.json"):
-            (run_dir / name).unlink(missing_ok=True)
-    barrier(info)
-    return run_dir, None
-
-
 class Trainer:
-    def __init__(self, cfg: Config, data: PreparedData | None = None, info: DistInfo | None = None,
+    """Model, optimizer, schedule, sampler and logger of one run, and the loop that trains them.
+
+    Built by :func:`hftraining.train.runner.training_run` after it has prepared ``run_dir`` and
+    seeded the RNGs; ``resume_path`` is the checkpoint to continue from (None: a fresh start)."""
+
+    def __init__(self, cfg: Config, data: PreparedData, info: DistInfo, run_dir: Path, resume_path: Path | None = None,
                  on_evaluate: Callable[[int, dict[str, float]], None] | None = None):
         self.cfg = cfg
         self.on_evaluate = on_evaluate  # called with (step, validation metrics) after each evaluation; may raise to stop
         t = cfg.training
-        self.info = info or init_distributed(t.device, t.ddp_timeout)
+        self.info = info
         self.device = self.info.device
         self.precision = resolved_precision(t)
         if self.precision == "fp16" and self.device.type != "cuda":
@@ -101,10 +78,9 @@ class Trainer:
                 f"training.optimizer: {t.optimizer!r} needs a double backward for its Hessian estimate, which "
                 "DistributedDataParallel does not support; train it in one process"
             )
-        self.run_dir, self.resume_path = _prepare_run_dir(cfg, self.info)
+        self.run_dir, self.resume_path = run_dir, resume_path
         self.ckpt_root = self.run_dir / "checkpoints"
-        seed_everything(t.seed)
-        self.data = data if data is not None else prepare(cfg.data)
+        self.data = data
         pre = self.data.preprocessing
         self.model: ForecastModel = build_model(cfg.model, len(pre.feature_columns), pre.horizon, pre.seq_len).to(self.device)
         self.model.set_gradient_checkpointing(t.gradient_checkpointing)
@@ -289,15 +265,28 @@ class Trainer:
                 self.logger.info("early stopping at step %d: eval_%s has not improved for %d evaluations",
                                  self.state.global_step, name, self.state.evals_without_improvement)
 
+    def _validate(self, step: int, max_batches: int | None) -> dict[str, float]:
+        """Score the validation split, log it, track the best step, call ``on_evaluate``."""
+        metrics = self.evaluate(self.data.val, max_batches)
+        self.logger.log({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}})
+        self._after_eval(metrics)
+        if self.on_evaluate is not None:
+            self.on_evaluate(step, metrics)
+        return metrics
+
     # ------------------------------------------------------------------ loop
     def fit(self) -> None:
+        """Train to ``training.max_steps`` (or early stopping). A model without parameters to train
+        (a baseline) is evaluated once on the validation split instead, so every model type yields
+        the validation metrics that early stopping and tuning read."""
         t, e = self.cfg.training, self.cfg.evaluation
+        if not self.model.needs_training:
+            if len(self.data.val):
+                self._validate(0, e.max_eval_batches)
+            return
         if self.resume_path is not None:
             self.resume(self.resume_path)
             self.logger.advance(self.state.global_step)
-        if self.info.is_main:
-            save_config(self.cfg, self.run_dir / "config.json")
-            (self.run_dir / "data_report.json").write_text(json.dumps(self.data.report, indent=2) + "\n")
         pre = self.data.preprocessing
         n_params = self.model.num_parameters()
         self.logger.info(
@@ -327,57 +316,25 @@ class Trainer:
                 window_start, samples, losses = time.perf_counter(), 0, []
             evaluated = False
             if len(self.data.val) and ((e.eval_steps and step % e.eval_steps == 0) or step == t.max_steps):
-                metrics = self.evaluate(self.data.val, e.max_eval_batches)
-                self.logger.log({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}})
-                self._after_eval(metrics)
+                self._validate(step, e.max_eval_batches)
                 evaluated = True
-                if self.on_evaluate is not None:
-                    self.on_evaluate(step, metrics)
             epoch_end = t.save_on_epoch_end and self.sampler.at_epoch_end()
             if (t.save_steps and step % t.save_steps == 0) or step == t.max_steps or self.state.stopped_early or epoch_end:
                 if evaluated and self.state.best_step == step:  # the best is only ever a saved step
                     self.state.best_checkpoint = str(self.ckpt_root / f"step-{step:08d}")
                 self.save_checkpoint()
 
-    def finish(self) -> dict[str, Any]:
-        """Write final/ and evaluate the test split beside the naive forecasts → eval.json."""
+    def final_weights(self) -> None:
+        """Leave the model with the weights the run keeps: the optimizer's evaluation weights
+        (schedule-free averaging), or with ``training.load_best_model_at_end`` the best checkpoint's."""
         t = self.cfg.training
         if self.optimizer is not None:
-            optim.set_train_mode(self.optimizer, False)  # the final model is the evaluation weights
+            optim.set_train_mode(self.optimizer, False)
         if t.load_best_model_at_end and self.state.best_checkpoint and Path(self.state.best_checkpoint).exists():
-            from safetensors.torch import load_file
-
-            self.model.load_state_dict(load_file(str(Path(self.state.best_checkpoint) / "model.safetensors")))
+            ckpt.load_weights(Path(self.state.best_checkpoint), self.model)
             self.logger.info("final model = best checkpoint (step %s, eval_%s=%.6g)",
                              self.state.best_step, self.cfg.evaluation.metric, self.state.best_metric)
-        result: dict[str, Any] = {}
-        if self.info.is_main:
-            pre = self.data.preprocessing
-            self.model.save_pretrained(self.run_dir / "final", preprocessing=pre.to_dict())
-            from hftraining.eval.backtest import backtest_forecasts, format_backtest
-            from hftraining.eval.evaluate import collect_forecasts, json_safe, score
-            from hftraining.eval.report import write_report
-
-            fc = bt = None
-            if len(self.data.test):
-                # model and baselines through one prediction path; the backtest trades the same forecasts
-                fc = collect_forecasts(self.model, self.data.test, pre.target_scale, self.cfg.data.eval_batch_size,
-                                       self.device, self.precision)
-                bt = backtest_forecasts(fc, self.cfg.evaluation)
-                result = {"split": "test", "step": self.state.global_step, **score(fc),
-                          "backtest": {"settings": bt["settings"], "strategies": bt["strategies"]}}
-                (self.run_dir / "eval.json").write_text(json.dumps(json_safe(result), indent=2) + "\n")
-                self.logger.info(format_table(result))
-                self.logger.info(format_backtest(bt))
-            else:
-                self.logger.info("the test split yields no window: nothing to evaluate")
-            if self.cfg.evaluation.report:
-                html_path, _ = write_report(self.run_dir, result or None, fc, bt, self.run_dir,
-                                            title=f"hftraining run {self.run_dir.name}")
-                self.logger.info("report: %s", html_path)
-            self.logger.info("run folder: %s", self.run_dir)
-        barrier(self.info)
-        return result
+        self.model.eval()
 
     def close(self) -> None:
         self.logger.close()
@@ -390,22 +347,3 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     keep = [line for line in path.read_text(encoding="utf-8").splitlines()
             if line.strip() and json.loads(line).get("step", 0) <= last_step]
     path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-
-
-def train(cfg: Config, data: PreparedData | None = None,
-          on_evaluate: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
-    """Train (or resume) the run of ``cfg``, then evaluate it on the test split; returns eval.json's content.
-    ``on_evaluate(step, metrics)`` is called after each validation pass (e.g. a tuner's pruning hook)."""
-    info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
-    trainer = None
-    try:
-        trainer = Trainer(cfg, data, info, on_evaluate)
-        if trainer.model.needs_training:
-            trainer.fit()
-        elif info.is_main:
-            save_config(cfg, trainer.run_dir / "config.json")
-        return trainer.finish()
-    finally:
-        if trainer is not None:
-            trainer.close()
-        cleanup(info)

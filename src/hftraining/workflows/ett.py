@@ -1,6 +1,6 @@
 """The ETT long-horizon benchmark under the exact published protocol (multivariate, ``features=M``).
 
-    python -m hftraining.bench.ett --data ../shared/data/ett --dataset ETTh1 --horizon 96 --model patchtst
+    python -m hftraining.workflows.ett --data ../shared/data/ett --dataset ETTh1 --horizon 96 --model patchtst
 
 Protocol (``../shared/data/ett/PAPER_TABLES.md`` §1, the ``Dataset_ETT_hour/minute`` loaders of
 PatchTST, DLinear and iTransformer): 12/4/4 months of 30 days; a StandardScaler (population std)
@@ -25,8 +25,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from hftraining.config import ModelConfig
-from hftraining.errors import ConfigError, DataError, UserError
+from hftraining.core.config import ModelConfig
+from hftraining.models.dlinear import DLinearMultivariate
+from hftraining.models.patchtst import PatchTSTMultivariate
+from hftraining.core.errors import ConfigError, DataError, UserError
 
 DATASETS = ("ETTh1", "ETTh2", "ETTm1", "ETTm2")
 HORIZONS = (96, 192, 336, 720)
@@ -309,9 +311,6 @@ class OnLinearMap(torch.nn.Module):
 
 def build_ett_model(name: str, cfg: ModelConfig, n_channels: int, horizon: int, seq_len: int, **kwargs: Any) -> torch.nn.Module:
     """(B, L, C) → (B, H, C) model of the benchmark: ``patchtst`` or ``dlinear``."""
-    from hftraining.models.dlinear import DLinearMultivariate
-    from hftraining.models.patchtst import PatchTSTMultivariate
-
     if name == "patchtst":
         return PatchTSTMultivariate(cfg, n_channels, horizon, seq_len, **kwargs)
     if name == "dlinear":
@@ -579,7 +578,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hftraining.bench.ett", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m hftraining.workflows.ett", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="folder with ETTh1.csv … ETTm2.csv")
     p.add_argument("--dataset", nargs="+", default=["ETTh1"], choices=DATASETS)
     p.add_argument("--horizon", nargs="+", type=int, default=[96])

@@ -1,75 +1,29 @@
-"""Score a model on a window set beside the naive forecasts, in log-return units.
+"""Forecasts of a model beside the naive forecasts on the same windows, their scores and the verdict,
+in log-return units.
 
 One prediction path for everything: the trained model and the registered baselines (``zero``,
-``repeat``, ``drift``, ``seasonal_naive``) all go through :func:`predict_outputs`, so a baseline is
-scored on exactly the windows, inputs and units the model saw.
+``repeat``, ``drift``, ``seasonal_naive``) all go through :func:`hftraining.models.predict.predict_outputs`,
+so a baseline is scored on exactly the windows, inputs and units the model saw.
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from hftraining.config import ModelConfig
-from hftraining.data.windows import WindowSet, eval_batches
+from hftraining.core.config import ModelConfig
+from hftraining.core.fmt import fmt as _fmt
+from hftraining.data.windows import WindowSet
 from hftraining.eval import metrics as M
 from hftraining.models import ForecastModel, build_model
+from hftraining.models.predict import predict_outputs, predict_scaled
 
 BASELINES = ("zero", "repeat", "drift", "seasonal_naive")
 SIGNIFICANCE = 0.05  # two-sided level of the verdict line
-
-
-def autocast_context(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-@torch.no_grad()
-def predict_outputs(
-    model: ForecastModel,
-    ws: WindowSet,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-    precision: str = "fp32",
-    max_batches: int | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """(W, H) forecasts and, for a quantile head, (W, H, Q) quantiles, both in scaled target units."""
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    outs, qs = [], []
-    try:
-        for idx in eval_batches(len(ws), batch_size, max_batches):
-            b = ws.batch(idx)
-            mask = b["mask"].to(device) if "mask" in b else None  # left-padded short histories
-            with autocast_context(device, precision):
-                out = model(b["x"].to(device), mask, b["past"].to(device))
-            outs.append(out.prediction.float().cpu().numpy())
-            if out.quantiles is not None:
-                qs.append(out.quantiles.float().cpu().numpy())
-    finally:
-        model.train(was_training)
-    pred = np.concatenate(outs) if outs else np.zeros((0, model.horizon), np.float32)
-    return pred, (np.concatenate(qs) if qs else None)
-
-
-def predict_scaled(
-    model: ForecastModel,
-    ws: WindowSet,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-    precision: str = "fp32",
-    max_batches: int | None = None,
-) -> np.ndarray:
-    """(W, H) forecasts in scaled target units for the windows of ``ws`` (all, or the first batches)."""
-    return predict_outputs(model, ws, batch_size, device, precision, max_batches)[0]
 
 
 def baseline_models(n_features: int, horizon: int, seq_len: int) -> dict[str, ForecastModel]:
@@ -125,10 +79,10 @@ class Forecasts:
 
 
 def collect_forecasts(
-    model: ForecastModel | None,
+    model: torch.nn.Module | None,
     ws: WindowSet,
     target_scale: float,
-    batch_size: int = 256,
+    batch_size: int,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     pred_scaled: np.ndarray | None = None,
@@ -142,7 +96,8 @@ def collect_forecasts(
         levels = list(getattr(getattr(model, "cfg", None), "quantiles", None) or [])
     if pred_scaled is None:
         assert model is not None, "collect_forecasts needs a model or pred_scaled"
-        pred_scaled, quantiles_scaled = predict_outputs(model, ws, batch_size, device, precision)
+        outs = predict_outputs(model, ws, batch_size, device, precision)
+        pred_scaled, quantiles_scaled = outs["prediction"], outs.get("quantiles")
     n = len(pred_scaled)
     sub = head(ws, n)
     preds = {"model": pred_scaled.astype(np.float64) * target_scale}
@@ -241,20 +196,14 @@ def evaluate_predictions(
     pred_scaled: np.ndarray,
     ws: WindowSet,
     target_scale: float,
+    batch_size: int,
     quantiles_scaled: np.ndarray | None = None,
     levels: list[float] | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``pred_scaled`` (n, H) (the first n windows of ``ws``) beside the baselines."""
-    fc = collect_forecasts(None, ws, target_scale, pred_scaled=pred_scaled, quantiles_scaled=quantiles_scaled,
+    fc = collect_forecasts(None, ws, target_scale, batch_size, pred_scaled=pred_scaled, quantiles_scaled=quantiles_scaled,
                            levels=list(levels or []))
     return score(fc)
-
-
-def _fmt(v: Any, spec: str) -> str:
-    """``format(v, spec)``, or a dash of the same width for a missing/NaN value."""
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return format("—", ">" + spec.lstrip("<>^").split(".")[0])
-    return format(v, spec)
 
 
 def format_table(result: dict[str, Any], title: str = "test") -> str:
@@ -279,97 +228,3 @@ def format_table(result: dict[str, Any], title: str = "test") -> str:
                      f"losses averaged over symbols per date, Newey–West lag {result['horizon'] - 1}")
     lines.append(result.get("verdict") or verdict(result))
     return "\n".join(lines)
-
-
-def json_safe(obj: Any) -> Any:
-    """NaN/Inf → None so that the output is strict JSON (browsers and jq reject NaN)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return json_safe(obj.item())
-    return obj
-
-
-def load_for_eval(path, data=None, split: str = "test"):
-    """(Forecaster, WindowSet) of a run/model folder on ``split`` of ``data`` (default: the data it
-    was trained on); an empty split is a DataError."""
-    from hftraining.errors import DataError
-    from hftraining.inference.forecaster import Forecaster
-
-    fc = Forecaster.from_pretrained(path)
-    ws = fc.windows(data, split)
-    if len(ws) == 0:
-        raise DataError(f"data: the {split} split yields no window")
-    return fc, ws
-
-
-def evaluate_model_dir(path, data=None, split: str = "test", return_forecasts: bool = False):
-    """Score the model of a run/model folder on ``split`` of ``data`` (default: the data it was
-    trained on), beside the naive forecasts. With ``return_forecasts``: (result, Forecasts)."""
-    f, ws = load_for_eval(path, data, split)
-    fc = collect_forecasts(f.model, ws, f.preprocessing.target_scale, levels=f.quantile_levels)
-    result = {"split": split, "model_dir": str(f.model_dir), **score(fc)}
-    if hasattr(f.model, "members"):  # an ensemble: its members scored on the same windows, beside it
-        scale = f.preprocessing.target_scale
-        result["members"] = {f"member-{k}": M.point_metrics(predict_scaled(m, ws).astype(np.float64) * scale, fc.true, fc.dates)
-                             for k, m in enumerate(f.model.members)}
-    return (result, fc) if return_forecasts else result
-
-
-def run_folder(path) -> "Path | None":
-    """The run folder of a run or model path (the one holding config.json and metrics.jsonl), or None."""
-    from pathlib import Path
-
-    p = Path(path)
-    for cand in (p, p.parent):
-        if (cand / "final").is_dir() and (cand / "config.json").exists():
-            return cand
-    return None
-
-
-def evaluation_config(path, overrides: list[str] | tuple[str, ...] = ()):
-    """The evaluation section a run was trained with (its config.json), or the defaults, with
-    ``evaluation.key=value`` overrides applied; a bad key or value is a ConfigError naming it."""
-    from hftraining.config import EvaluationConfig, _build_section, validate, Config
-    from hftraining.errors import ConfigError
-
-    run = run_folder(path)
-    raw: dict[str, Any] = {}
-    if run is not None:
-        import json
-
-        try:
-            raw = dict(json.loads((run / "config.json").read_text(encoding="utf-8")).get("evaluation") or {})
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"{run / 'config.json'}: cannot read ({e})") from None
-        # a config written by an older version may lack newer keys (their defaults apply) but
-        # never holds unknown ones worth failing on: keep only the keys this version knows
-        known = set(EvaluationConfig.__dataclass_fields__)
-        raw = {k: v for k, v in raw.items() if k in known}
-    from hftraining.config import parse_override
-
-    for text in overrides:
-        (section, key), value = parse_override(text)
-        if section != "evaluation":
-            raise ConfigError(f"{section}.{key}: only evaluation.* settings apply here")
-        raw[key] = value
-    ev = _build_section(EvaluationConfig, raw, "evaluation")
-    validate(Config(evaluation=ev))
-    return ev
-
-
-def evaluate_and_backtest(path, data=None, split: str = "test", ev=None) -> tuple[dict[str, Any], Forecasts, dict[str, Any]]:
-    """Score (:func:`evaluate_model_dir`) and backtest (:func:`hftraining.eval.backtest.backtest_forecasts`)
-    the model of a run/model folder; ``ev``: EvaluationConfig (default: the run's). Returns
-    (result with a "backtest" entry, Forecasts, backtest with its curves)."""
-    from hftraining.eval.backtest import backtest_forecasts
-
-    ev = ev if ev is not None else evaluation_config(path)
-    result, fc = evaluate_model_dir(path, data, split, return_forecasts=True)
-    bt = backtest_forecasts(fc, ev)
-    result["backtest"] = {"settings": bt["settings"], "strategies": bt["strategies"]}
-    return result, fc, bt

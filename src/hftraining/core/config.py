@@ -17,7 +17,7 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from hftraining.errors import ConfigError
+from hftraining.core.errors import ConfigError
 
 
 @dataclass
@@ -106,7 +106,8 @@ class DataConfig:
     jumps: Literal["flag", "drop", "error"] = "flag"
     """Suspicious jumps: only report them, drop the row, or stop."""
     cache_dir: Optional[str] = ".cache/hftraining"
-    """Folder of the on-disk feature cache (keyed by the input files' contents and the feature config); ``None`` disables it."""
+    """Folder of the on-disk cache of validated frames and their features, keyed by the input files'
+    contents and the data settings; training and ``data features`` read from it (``None`` disables it)."""
 
 
 @dataclass
@@ -217,6 +218,18 @@ class OutputConfig:
 
 
 @dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"
+    """Address ``hftraining serve`` listens on (``--host``)."""
+    port: int = 8000
+    """TCP port of the server (``--port``)."""
+    max_body_bytes: int = 8 * 1024 * 1024
+    """Largest request body accepted; a larger one is answered 413 (``--max-body-bytes``)."""
+    max_symbols: int = 1000
+    """Most symbols one ``POST /predict`` may ask for (422 beyond)."""
+
+
+@dataclass
 class TuneConfig:
     search_space: dict[str, dict[str, Any]] = field(default_factory=dict)
     """``section.key`` → a range ``{type: int|float, low, high, log: false, step: null}`` or a choice
@@ -235,7 +248,7 @@ class TuneConfig:
     """Evaluations of a trial before it may be pruned."""
     folds: int = 0
     """0: score each trial on the validation split of one run; K >= 2: train once per walk-forward fold
-    (:mod:`hftraining.eval.walkforward`) and score the mean of the folds' validation metrics."""
+    (:mod:`hftraining.workflows.walkforward`) and score the mean of the folds' validation metrics."""
     fold_scheme: Literal["expanding", "rolling"] = "expanding"
     """Walk-forward scheme of the folds (``tune.folds`` >= 2)."""
 
@@ -249,6 +262,8 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     """Hyperparameter search (``hftraining tune``); ignored by ``train``."""
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    """The HTTP server (``hftraining serve``); ignored by ``train``."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -261,7 +276,7 @@ class Config:
 # Loading and validation
 
 
-def _check_value(value: Any, tp: Any, key: str) -> Any:
+def check_value(value: Any, tp: Any, key: str) -> Any:
     """Return ``value`` converted to ``tp`` where that is lossless, else raise ConfigError."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -275,7 +290,7 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _check_value(value, arg, key)
+                return check_value(value, arg, key)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
@@ -286,11 +301,11 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
-        return [_check_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+        return [check_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
-        return {str(k): _check_value(v, args[1], f"{key}.{k}") for k, v in value.items()}
+        return {str(k): check_value(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -317,7 +332,10 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
     raise TypeError(f"unsupported config type {tp} for {key}")  # a bug in this file, not user input
 
 
-def _build_section(cls: type, raw: Any, name: str) -> Any:
+def section_from_dict(cls: type, raw: Any, name: str) -> Any:
+    """Build the config section ``cls`` (e.g. :class:`DataConfig`) from a mapping, checking every key
+    and type; ``name`` is the section's name in error messages (``data.sequence_length: ...``).
+    Missing keys take their defaults; cross-field checks are :func:`validate`'s."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -328,7 +346,7 @@ def _build_section(cls: type, raw: Any, name: str) -> Any:
     for key, value in raw.items():
         if key not in known:
             raise ConfigError(f"{name}.{key}: unknown key; valid keys: {', '.join(sorted(known))}")
-        kwargs[key] = _check_value(value, hints[key], f"{name}.{key}")
+        kwargs[key] = check_value(value, hints[key], f"{name}.{key}")
     return cls(**kwargs)
 
 
@@ -344,7 +362,7 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     for name, value in raw.items():
         if name not in hints:
             raise ConfigError(f"{name}: unknown config section; valid: {', '.join(hints)}")
-        sections[name] = _build_section(hints[name], value, name)
+        sections[name] = section_from_dict(hints[name], value, name)
     cfg = Config(**sections)
     validate(cfg)
     return cfg
@@ -458,6 +476,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"evaluation.{name}: must be >= 0, got {getattr(e, name)}")
     if e.backtest_max_gross <= 0:
         raise ConfigError(f"evaluation.backtest_max_gross: must be > 0, got {e.backtest_max_gross}")
+    if not 0 < cfg.serve.port < 65536:
+        raise ConfigError(f"serve.port: must be in 1..65535, got {cfg.serve.port}")
+    positive("serve", cfg.serve, "max_body_bytes", "max_symbols")
     if e.periods_per_year is not None and e.periods_per_year <= 0:
         raise ConfigError(f"evaluation.periods_per_year: must be > 0, got {e.periods_per_year}")
 

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hftraining.config import DataConfig
+from hftraining.core.config import DataConfig
+from hftraining.core.errors import DataError
 from hftraining.data.cache import feature_tables
 from hftraining.data.features import check_specs, feature_columns
-from hftraining.errors import DataError
+from hftraining.data.pipeline import rows_needed
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -20,7 +21,7 @@ def feature_table(cfg: DataConfig) -> tuple[pd.DataFrame, dict]:
     feature columns, validation report)."""
     check_specs(cfg.features)
     cols = feature_columns(cfg.features)
-    tables, report = feature_tables(cfg)
+    tables, report = feature_tables(cfg, rows_needed(cfg))
     parts = []
     for sym, t in tables.items():
         valid = np.isfinite(t[cols].to_numpy()).all(axis=1)

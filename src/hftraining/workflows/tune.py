@@ -7,7 +7,7 @@ the config tree except ``output.*`` and ``tune.*``.
 Objective: ``evaluation.metric`` (lower is better) on **validation** data (the last evaluation, or
 the best one with ``training.load_best_model_at_end``): the validation split of one training run
 per trial, or with ``tune.folds: K`` the mean over K walk-forward folds
-(:mod:`hftraining.eval.walkforward`) of each fold's validation rows. The test split (and a fold's
+(:mod:`hftraining.workflows.walkforward`) of each fold's validation rows. The test split (and a fold's
 test block) is never scored: a trial trains and stops, it does not run the final test evaluation.
 Every evaluation (each ``evaluation.eval_steps``) is reported to Optuna, whose pruner may stop the
 trial there. Trials share one Optuna storage (default ``sqlite:///<out>/tune.db``), so ``--workers K``
@@ -25,19 +25,29 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing as mp
 import os
 import typing
+import warnings
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
+import torch
+import yaml
 
-from hftraining.config import Config, _check_value, load_config
-from hftraining.errors import ConfigError, UserError
+from hftraining.core.config import Config, check_value, load_config
+from hftraining.core.errors import ConfigError, UserError
+from hftraining.data.pipeline import prepare, read_frames
+from hftraining.train.logging import setup_console_logging
+from hftraining.train.runner import training_run
+from hftraining.workflows.walkforward import prepare_fold
 
 log = logging.getLogger("hftraining")
 
 RANGE_KEYS = {"type", "low", "high", "log", "step"}
+UNSEARCHABLE = ("output", "tune", "serve")  # sections that do not change what a trial trains
 
 
 def _optuna():
@@ -57,8 +67,8 @@ def _field_type(key: str) -> Any:
         raise ConfigError(f"{where}: expected a config key of the form section.key")
     section, name = parts
     hints = typing.get_type_hints(Config)
-    if section not in hints or section in ("output", "tune"):
-        valid = ", ".join(s for s in hints if s not in ("output", "tune"))
+    if section not in hints or section in UNSEARCHABLE:
+        valid = ", ".join(s for s in hints if s not in UNSEARCHABLE)
         raise ConfigError(f"{where}: section {section!r} cannot be searched; valid: {valid}")
     fields = typing.get_type_hints(hints[section])
     if name not in fields:
@@ -90,7 +100,7 @@ def parse_space(space: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             choices = spec["choices"]
             if not isinstance(choices, list) or not choices:
                 raise ConfigError(f"{where}.choices: expected a non-empty list")
-            checked = [_check_value(c, tp, f"{where}.choices[{i}]") for i, c in enumerate(choices)]
+            checked = [check_value(c, tp, f"{where}.choices[{i}]") for i, c in enumerate(choices)]
             out[key] = {"choices": checked}
             continue
         unknown = set(spec) - RANGE_KEYS
@@ -175,13 +185,9 @@ class Objective:
         self._data = None  # the prepared data (one per fold), reused while no data.* key is searched
 
     def _prepared(self, cfg: Config) -> list:
-        from hftraining.data.pipeline import prepare, read_frames
-
         if self._data is None or any(k.startswith("data.") for k in self.space):
             t = cfg.tune
             if t.folds >= 2:
-                from hftraining.eval.walkforward import prepare_fold
-
                 frames, _ = read_frames(cfg.data)
                 self._data = [prepare_fold(cfg, frames, k, t.folds, t.fold_scheme) for k in range(t.folds)]
             else:
@@ -194,9 +200,6 @@ class Objective:
 
     def __call__(self, trial) -> float:
         optuna = _optuna()
-        from hftraining.train.distributed import cleanup, init_distributed
-        from hftraining.train.trainer import Trainer
-
         values = suggest(trial, self.space)
         trial_dir = self.out / f"trial-{trial.number:04d}"
         cfg = load_config(self.config_path, self.overrides + _value_overrides(values) + [
@@ -223,15 +226,10 @@ class Objective:
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"eval_{metric}={v:.6g} at step {step}")
 
-            info = init_distributed(run_cfg.training.device, run_cfg.training.ddp_timeout)
-            trainer = None
-            try:
-                trainer = Trainer(run_cfg, data, info, on_evaluate)
-                trainer.fit()  # no finish(): the test split is never scored while tuning
-            finally:
-                if trainer is not None:
-                    trainer.close()
-                cleanup(info)
+            # the trainer lifecycle of every run, without final/ and without the test evaluation:
+            # the test split is never scored while tuning
+            with training_run(run_cfg, data, on_evaluate=on_evaluate, save_final=False):
+                pass
             if not reports:
                 raise ConfigError("evaluation.eval_steps: the trial made no validation report")
             fold_values.append(min(reports) if cfg.training.load_best_model_at_end else reports[-1])
@@ -277,10 +275,6 @@ def _pruner(optuna, cfg: Config):
 
 def _worker(config_path, overrides, storage, study_name, out, n_trials, threads) -> None:
     """One worker process: run ``n_trials`` of the shared study."""
-    import torch
-
-    from hftraining.train.logging import setup_console_logging
-
     setup_console_logging()
     torch.set_num_threads(threads)
     optuna = _optuna()
@@ -324,8 +318,6 @@ def run_tune(
     if workers == 1:
         study.optimize(Objective(config_path, overrides, space, out), n_trials=trials, catch=())
     else:
-        import multiprocessing as mp
-
         ctx = mp.get_context("spawn")
         shares = [trials // workers + (i < trials % workers) for i in range(workers)]
         threads = max(1, (os.cpu_count() or 1) // workers)
@@ -339,13 +331,11 @@ def run_tune(
         if failed:
             log.warning("%d worker(s) exited with an error (exit codes %s)", len(failed), failed)
         study = optuna.load_study(study_name=name, storage=_storage(optuna, storage))
-    return write_report(study, cfg, config_path, overrides, space, out)
+    return write_study_report(study, cfg, config_path, overrides, space, out)
 
 
-def write_report(study, cfg: Config, config_path, overrides, space, out: Path) -> str:
+def write_study_report(study, cfg: Config, config_path, overrides, space, out: Path) -> str:
     """trials.csv, best_config.yaml, best.json, importance.png → the summary text."""
-    import yaml
-
     optuna = _optuna()
     State = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)
@@ -398,13 +388,9 @@ def write_report(study, cfg: Config, config_path, overrides, space, out: Path) -
 def _importance_plot(study, out: Path, n_complete: int) -> str:
     if n_complete < 2:
         return "importance plot: needs at least 2 completed trials"
-    import matplotlib
-
     matplotlib.use("Agg")
-    import warnings
-
-    import matplotlib.pyplot as plt
-    from optuna.visualization.matplotlib import plot_param_importances
+    import matplotlib.pyplot as plt  # after choosing the backend
+    from optuna.visualization.matplotlib import plot_param_importances  # optional dependency (tune extra)
 
     try:
         with warnings.catch_warnings():
@@ -419,4 +405,4 @@ def _importance_plot(study, out: Path, n_complete: int) -> str:
     return f"importance plot: {out / 'importance.png'}"
 
 
-__all__ = ["parse_space", "suggest", "run_tune", "write_report", "Objective"]
+__all__ = ["parse_space", "suggest", "run_tune", "write_study_report", "Objective"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
 
-from hftraining.errors import ConfigError
+from hftraining.core.errors import ConfigError
 
 T = TypeVar("T")
 

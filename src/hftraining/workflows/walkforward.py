@@ -21,16 +21,22 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from hftraining.config import Config
+from hftraining.core.config import Config
+from hftraining.core.errors import ConfigError, DataError
+from hftraining.core.fmt import fmt
+from hftraining.core.jsonio import write_json
 from hftraining.data.pipeline import PreparedData, prepare, read_frames
 from hftraining.data.splits import Segment, purged_kfold
-from hftraining.errors import ConfigError, DataError
+from hftraining.eval.backtest import backtest_forecasts, format_backtest
+from hftraining.eval.forecasts import Forecasts, format_table, score
+from hftraining.train.distributed import cleanup, init_distributed
+from hftraining.train.runner import training_run
+from hftraining.workflows.train_run import evaluate_test
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +122,9 @@ def _fold_summary(res: dict[str, Any]) -> dict[str, Any]:
 def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str = "retrain") -> dict[str, Any]:
     """Train and score ``n_folds`` folds; returns per-fold summaries, their means with 95% t-intervals,
     and the metrics/DM test/backtest of all out-of-sample forecasts pooled. Writes walkforward.json and
-    one run folder per fold under ``<run>/walkforward/``."""
-    import json
-
-    from hftraining.eval.backtest import backtest_forecasts
-    from hftraining.eval.evaluate import Forecasts, collect_forecasts, json_safe, score
-    from hftraining.train.distributed import cleanup, init_distributed
-    from hftraining.train.trainer import Trainer
-
+    one run folder per fold under ``<run>/walkforward/`` (each with its eval.json). Each fold's test
+    windows are predicted once, by the fold's own test evaluation. Under torchrun the other ranks
+    train with the main one and return {}."""
     if n_folds < 2:
         raise ConfigError(f"--folds: need at least 2 folds, got {n_folds}")
     if scheme not in SCHEMES:
@@ -131,7 +132,7 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
     if mode == "finetune" and scheme == "purged_kfold":
         raise ConfigError("--mode finetune: the folds of purged k-fold are not in time order; use --mode retrain")
     base = cfg.run_dir() / "walkforward"
-    frames, report = read_frames(cfg.data)
+    frames, _ = read_frames(cfg.data)
     info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     folds, parts = [], []
     prev_state = None
@@ -146,24 +147,21 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
             fcfg.output.output_dir = str(base / f"fold-{k + 1}")
             fcfg.output.overwrite = True
             fcfg.training.resume_from_checkpoint = None
-            trainer = Trainer(fcfg, data, info)
-            try:
-                if prev_state is not None and mode == "finetune":
-                    trainer.model.load_state_dict(prev_state)  # continue from the previous fold's weights
-                if trainer.model.needs_training:
-                    trainer.fit()
-                res = trainer.finish()
-                fc = collect_forecasts(trainer.model, data.test, data.preprocessing.target_scale,
-                                       cfg.data.eval_batch_size, trainer.device, trainer.precision)
-                prev_state = {n: t.detach().clone() for n, t in trainer.model.state_dict().items()}
-            finally:
-                trainer.close()
+            init = prev_state if mode == "finetune" else None  # continue from the previous fold's weights
+            with training_run(fcfg, data, info, init_weights=init) as run:
+                if run.is_main:
+                    res, fc, _ = evaluate_test(run)
+                prev_state = {n: t.detach().clone() for n, t in run.model.state_dict().items()}
+            if not info.is_main:
+                continue
             first, last = (np.datetime64(int(x), "ns") for x in (fc.dates.min(), fc.dates.max()))
             folds.append({"fold": k + 1, "train_windows": len(data.train), "val_windows": len(data.val),
                           "test_from": str(first)[:10], "test_to": str(last)[:10], **_fold_summary(res)})
             parts.append(fc)
     finally:
         cleanup(info)
+    if not info.is_main:
+        return {}
     pooled_fc = Forecasts.concat(parts)
     pooled = score(pooled_fc)
     bt = backtest_forecasts(pooled_fc, cfg.evaluation)
@@ -177,24 +175,21 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
         "run_dir": str(base),
     }
     base.mkdir(parents=True, exist_ok=True)
-    (base / "walkforward.json").write_text(json.dumps(json_safe(out), indent=2) + "\n", encoding="utf-8")
+    write_json(base / "walkforward.json", out)
     return out
 
 
 def format_walkforward(res: dict[str, Any]) -> str:
     """Per-fold table, the 95% intervals over folds and the pooled out-of-sample verdict."""
-    from hftraining.eval.backtest import format_backtest
-    from hftraining.eval.evaluate import _fmt, format_table
-
     lines = [f"walk-forward: {res['n_folds']} folds, {res['scheme']} training windows, {res['mode']}, embargo {res['embargo']} rows",
              f"{'fold':>4} {'test period':<23}{'train':>7}{'test':>6}{'MSE/zero':>9}{'dir.acc':>8}{'IC':>8}{'DM p':>7}{'Sharpe':>8}{'B&H':>7}"]
     for f in res["folds"]:
         lines.append(f"{f['fold']:>4} {f['test_from'] + '..' + f['test_to']:<23}{f['train_windows']:>7}{f['n_windows']:>6}"
-                     f"{_fmt(f['mse_vs_zero'], '>9.4f')}{_fmt(f['directional_accuracy'], '>8.4f')}{_fmt(f['ic'], '>8.4f')}"
-                     f"{_fmt(f['dm_p_value'], '>7.3f')}{_fmt(f['sharpe'], '>8.2f')}{_fmt(f['buy_and_hold_sharpe'], '>7.2f')}")
+                     f"{fmt(f['mse_vs_zero'], '>9.4f')}{fmt(f['directional_accuracy'], '>8.4f')}{fmt(f['ic'], '>8.4f')}"
+                     f"{fmt(f['dm_p_value'], '>7.3f')}{fmt(f['sharpe'], '>8.2f')}{fmt(f['buy_and_hold_sharpe'], '>7.2f')}")
     lines.append("mean over folds [95% t-interval]:")
     for k, a in res["aggregate"].items():
-        lines.append(f"  {k:<22}{_fmt(a['mean'], '.4f')} [{_fmt(a['ci_low'], '.4f')}, {_fmt(a['ci_high'], '.4f')}]")
+        lines.append(f"  {k:<22}{fmt(a['mean'], '.4f')} [{fmt(a['ci_low'], '.4f')}, {fmt(a['ci_high'], '.4f')}]")
     lines.append(format_table(res["pooled"], "all out-of-sample folds pooled"))
     bt = dict(res["pooled"]["backtest"])
     lines.append(format_backtest(bt))

@@ -1,1 +1,0 @@
-"""Public benchmarks reproduced under their published protocols (``hftraining.bench.ett``)."""

@@ -1,0 +1,67 @@
+"""Which folder holds what: run folders, model folders and ensemble folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hftraining.core.config import TrainingConfig, resolved_precision, section_from_dict
+from hftraining.core.errors import ConfigError, DataError
+from hftraining.core.jsonio import read_json
+from hftraining.models.base import CONFIG_NAME as MODEL_CONFIG
+from hftraining.models.base import WEIGHTS_NAME as MODEL_WEIGHTS
+
+ENSEMBLE_NAME = "ensemble.json"
+"""The file that makes a folder an ensemble folder (see :mod:`hftraining.inference.ensemble`)."""
+
+
+def is_ensemble(directory: str | Path) -> bool:
+    return (Path(directory) / ENSEMBLE_NAME).exists()
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A run folder (uses its ``final/`` or ``ensemble/``), a model folder or an ensemble folder."""
+    p = Path(path)
+    if (p / "final" / MODEL_CONFIG).exists():
+        return p / "final"
+    if is_ensemble(p):
+        return p
+    if is_ensemble(p / "ensemble"):  # the run folder of ``train --seeds N``
+        return p / "ensemble"
+    if (p / MODEL_CONFIG).exists() and (p / MODEL_WEIGHTS).exists():
+        return p
+    if not p.exists():
+        raise DataError(f"{p}: no such run or model folder")
+    raise DataError(
+        f"{p}: neither a run folder (with final/), a model folder ({MODEL_CONFIG} + {MODEL_WEIGHTS}) "
+        f"nor an ensemble folder ({ENSEMBLE_NAME})"
+    )
+
+
+def run_folder(path: str | Path) -> Path | None:
+    """The run folder of a run or model path (the one holding config.json and final/), or None."""
+    p = Path(path)
+    for cand in (p, p.parent):
+        if (cand / "final").is_dir() and (cand / "config.json").exists():
+            return cand
+    return None
+
+
+def run_section(path: str | Path, section: type, name: str) -> dict[str, Any]:
+    """The keys of section ``name`` (dataclass ``section``) in the config.json of the run folder of
+    ``path`` ({} for a bare model folder). A config written by an older version may lack newer keys
+    (their defaults apply); keys this version does not know are left out."""
+    run = run_folder(path)
+    if run is None:
+        return {}
+    try:
+        raw = read_json(run / "config.json").get(name) or {}
+    except (OSError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{run / 'config.json'}: cannot read ({e})") from None
+    return {k: v for k, v in dict(raw).items() if k in section.__dataclass_fields__}
+
+
+def run_precision(path: str | Path) -> str:
+    """The autocast precision the run of ``path`` trained and scored its test split with (fp32 for a
+    bare model or ensemble folder): forecasting in it reproduces the forecasts eval.json scored."""
+    return resolved_precision(section_from_dict(TrainingConfig, run_section(path, TrainingConfig, "training"), "training"))

@@ -1,0 +1,103 @@
+"""THE batched forward. Every prediction the package makes — validation during training, the
+test evaluation, ``evaluate``, ``predict``, the server, ensembles and the ETT benchmark — runs
+through :func:`forward_batches`, so the padding mask, the device and the autocast precision are
+applied the same way everywhere, and a forecast served is the forecast that was scored.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from hftraining.data.windows import WindowSet, eval_batches
+from hftraining.models.outputs import ForecastOutput
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def autocast_context(device: torch.device | str, precision: str):
+    """``torch.autocast`` for ``precision`` (``fp32``: no autocast) on ``device``'s type."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")  # resolved by the config already
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+@torch.no_grad()
+def forward_batches(
+    model: nn.Module,
+    n: int,
+    batch: Callable[[np.ndarray], tuple[torch.Tensor | None, ...]],
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    max_batches: int | None = None,
+) -> Iterator:
+    """Yield ``model(*inputs)`` for consecutive batches of ``n`` items in eval mode, without
+    gradients, under ``precision``'s autocast on ``device``. ``batch(idx)`` returns the model's
+    positional inputs for the item indices ``idx`` (None entries are passed as None); they are
+    moved to ``device`` here. The model's train/eval mode is restored afterwards."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    try:
+        for idx in eval_batches(n, batch_size, max_batches):
+            args = [a.to(device, non_blocking=True) if a is not None else None for a in batch(idx)]
+            with autocast_context(device, precision):
+                yield model(*args)
+    finally:
+        model.train(was_training)
+
+
+def window_inputs(ws: WindowSet) -> Callable[[np.ndarray], tuple[torch.Tensor | None, ...]]:
+    """The ``(x, mask, past)`` inputs of a :class:`ForecastModel` for windows ``idx`` of ``ws``
+    (``mask`` is None unless a window of the batch is left-padded)."""
+
+    def inputs(idx: np.ndarray) -> tuple[torch.Tensor | None, ...]:
+        b = ws.batch(idx)
+        return b["x"], b.get("mask"), b["past"]
+
+    return inputs
+
+
+def predict_outputs(
+    model: nn.Module,
+    ws: WindowSet,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    max_batches: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Every output of a forecasting model (or ensemble) for the windows of ``ws``, in scaled target
+    units: ``prediction`` (W, H), and when the model has those heads ``quantiles`` (W, H, Q) and
+    ``class_probs`` (W, H, 3: sell, hold, buy; softmax of the logits). ``max_batches``: only the
+    first batches (a capped validation pass)."""
+    parts: dict[str, list[np.ndarray]] = {"prediction": [], "quantiles": [], "class_probs": []}
+    out: ForecastOutput
+    for out in forward_batches(model, len(ws), window_inputs(ws), batch_size, device, precision, max_batches):
+        parts["prediction"].append(out.prediction.float().cpu().numpy())
+        if out.quantiles is not None:
+            parts["quantiles"].append(out.quantiles.float().cpu().numpy())
+        if out.class_logits is not None:
+            parts["class_probs"].append(torch.softmax(out.class_logits.float(), dim=-1).cpu().numpy())
+    res = {k: np.concatenate(v) for k, v in parts.items() if v}
+    res.setdefault("prediction", np.zeros((0, model.horizon), np.float32))
+    return res
+
+
+def predict_scaled(
+    model: nn.Module,
+    ws: WindowSet,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    max_batches: int | None = None,
+) -> np.ndarray:
+    """(W, H) forecasts in scaled target units (the ``prediction`` of :func:`predict_outputs`)."""
+    return predict_outputs(model, ws, batch_size, device, precision, max_batches)["prediction"]

@@ -1,0 +1,147 @@
+"""The one trainer lifecycle. ``train``, ``tune`` (each trial), ``walkforward`` (each fold) and
+``train --seeds`` (each seed) all run a model through :func:`training_run`:
+
+1. join the process group (unless the caller holds one for several runs),
+2. prepare the run folder: resume from its latest checkpoint, or refuse to overwrite one,
+3. seed every RNG (``training.seed``) before the data and the model are built,
+4. build the :class:`~hftraining.train.trainer.Trainer`, write config.json and data_report.json,
+5. fit (a baseline is scored once on validation instead), keep the final weights, write ``final/``,
+6. hand the :class:`TrainedRun` to the caller's block (the test evaluation, a fold's scores),
+   with the run's logger still writing train.log,
+7. close the logger and leave the process group — also when anything above raised.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from hftraining.core.config import Config, save_config
+from hftraining.core.errors import UserError
+from hftraining.core.jsonio import write_json
+from hftraining.data.pipeline import PreparedData, prepare
+from hftraining.models import ForecastModel
+from hftraining.train import checkpoint as ckpt
+from hftraining.train.distributed import DistInfo, barrier, cleanup, init_distributed
+from hftraining.train.logging import RunLogger
+from hftraining.train.trainer import Trainer, TrainerState
+
+RUN_FILES = ("metrics.jsonl", "train.log", "eval.json")
+RUN_FOLDERS = ("checkpoints", "tensorboard", "final")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_run_dir(cfg: Config, info: DistInfo) -> tuple[Path, Path | None]:
+    """Create the run folder; decide what to resume from (None: start fresh)."""
+    run_dir = cfg.run_dir()
+    ckpt_root = run_dir / "checkpoints"
+    t = cfg.training
+    if t.resume_from_checkpoint:
+        if info.is_main:
+            ckpt.clean_temporary(ckpt_root)  # half-written checkpoints of the run that died
+        barrier(info)
+        return run_dir, ckpt.resolve_resume(t.resume_from_checkpoint, ckpt_root)
+    if ckpt.list_checkpoints(ckpt_root) and not cfg.output.overwrite:
+        raise UserError(
+            f"{run_dir}: already holds checkpoints; continue it with --resume "
+            "(training.resume_from_checkpoint=auto) or start over with output.overwrite=true"
+        )
+    if info.is_main:
+        for name in RUN_FOLDERS:
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+    barrier(info)
+    return run_dir, None
+
+
+@dataclass
+class TrainedRun:
+    """What a finished run hands to the block of :func:`training_run`."""
+
+    cfg: Config
+    run_dir: Path
+    data: PreparedData
+    model: ForecastModel  # in eval mode, with the final weights
+    state: TrainerState
+    info: DistInfo
+    device: torch.device
+    precision: str  # the training precision, also used to evaluate
+    logger: RunLogger  # still open: lines go to the console and train.log
+
+    @property
+    def is_main(self) -> bool:
+        return self.info.is_main
+
+
+def build_trainer(
+    cfg: Config,
+    data: PreparedData | None = None,
+    info: DistInfo | None = None,
+    on_evaluate: Callable[[int, dict[str, float]], None] | None = None,
+) -> Trainer:
+    """Steps 2–4 of the lifecycle: the run folder, the seeds, the data and the Trainer (nothing
+    written yet). :func:`training_run` builds its trainer here; benchmarks that time ``fit`` alone
+    do too. ``info``: the process group (default: this process alone, or torchrun's)."""
+    if info is None:
+        info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
+    run_dir, resume_path = prepare_run_dir(cfg, info)
+    seed_everything(cfg.training.seed)
+    if data is None:
+        data = prepare(cfg.data)
+    return Trainer(cfg, data, info, run_dir, resume_path, on_evaluate)
+
+
+@contextmanager
+def training_run(
+    cfg: Config,
+    data: PreparedData | None = None,
+    info: DistInfo | None = None,
+    on_evaluate: Callable[[int, dict[str, float]], None] | None = None,
+    init_weights: dict[str, torch.Tensor] | None = None,
+    save_final: bool = True,
+) -> Iterator[TrainedRun]:
+    """Train (or resume) the run of ``cfg`` and yield it; see the module docstring for the steps.
+
+    ``data``: prepared data to reuse (default: ``prepare(cfg.data)``); ``info``: a process group the
+    caller owns (it is then left open); ``on_evaluate(step, metrics)`` is called after each
+    validation pass and may raise to stop (a tuner's pruning); ``init_weights``: a state dict the
+    model starts from (walk-forward fine-tuning); ``save_final``: write ``<run>/final/``."""
+    own_group = info is None
+    if info is None:
+        info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
+    trainer = None
+    try:
+        trainer = build_trainer(cfg, data, info, on_evaluate)
+        run_dir, data = trainer.run_dir, trainer.data
+        if init_weights is not None:
+            trainer.model.load_state_dict(init_weights)
+        if info.is_main:
+            save_config(cfg, run_dir / "config.json")
+            write_json(run_dir / "data_report.json", data.report)
+        trainer.fit()
+        trainer.final_weights()
+        if save_final and info.is_main:
+            ckpt.save_final(run_dir, trainer.model, data.preprocessing.to_dict())
+        yield TrainedRun(cfg, run_dir, data, trainer.model, trainer.state, info, trainer.device,
+                         trainer.precision, trainer.logger)
+        if info.is_main:
+            trainer.logger.info("run folder: %s", run_dir)
+        barrier(info)  # the other ranks wait while the main rank evaluates
+    finally:
+        if trainer is not None:
+            trainer.close()
+        if own_group:
+            cleanup(info)

@@ -1,0 +1,79 @@
+"""``hftraining evaluate`` and ``backtest``: a saved run or model folder scored again, on its own
+test split or on new data, through the same forecasts, scores and backtest as the end of training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hftraining.core.config import Config, EvaluationConfig, parse_override, section_from_dict, validate
+from hftraining.core.errors import ConfigError, DataError
+from hftraining.data.windows import WindowSet
+from hftraining.eval import metrics as M
+from hftraining.eval.backtest import backtest_forecasts
+from hftraining.eval.forecasts import Forecasts, collect_forecasts, score
+from hftraining.inference.folders import resolve_model_dir, run_folder, run_section
+from hftraining.inference.forecaster import Forecaster
+
+
+def evaluation_config(path, overrides: list[str] | tuple[str, ...] = ()) -> EvaluationConfig:
+    """The evaluation section a run was trained with (its config.json), or the defaults, with
+    ``evaluation.key=value`` overrides applied; a bad key or value is a ConfigError naming it."""
+    raw = run_section(path, EvaluationConfig, "evaluation")
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        if section != "evaluation":
+            raise ConfigError(f"{section}.{key}: only evaluation.* settings apply here")
+        raw[key] = value
+    ev = section_from_dict(EvaluationConfig, raw, "evaluation")
+    validate(Config(evaluation=ev))
+    return ev
+
+
+def load_for_eval(path, data=None, split: str = "test") -> tuple[Forecaster, WindowSet]:
+    """(Forecaster, WindowSet) of a run/model folder on ``split`` of ``data`` (default: the data it
+    was trained on); an empty split is a DataError."""
+    fc = Forecaster.from_pretrained(path)
+    ws = fc.windows(data, split)
+    if len(ws) == 0:
+        raise DataError(f"data: the {split} split yields no window")
+    return fc, ws
+
+
+def evaluate_model_dir(path, data=None, split: str = "test") -> tuple[dict[str, Any], Forecasts]:
+    """Score the model of a run/model folder on ``split`` of ``data`` (default: the data it was
+    trained on), beside the naive forecasts → (result, Forecasts)."""
+    f, ws = load_for_eval(path, data, split)
+    outs = f.outputs(ws)
+    scale = f.preprocessing.target_scale
+    fc = collect_forecasts(None, ws, scale, f.batch_size, pred_scaled=outs["prediction"],
+                           quantiles_scaled=outs.get("quantiles"), levels=f.quantile_levels)
+    result = {"split": split, "model_dir": str(f.model_dir), **score(fc)}
+    if hasattr(f.model, "members"):  # an ensemble: its members scored on the same windows, beside it
+        members = {}
+        for k, m in enumerate(f.model.members):
+            pred = Forecaster(m, f.preprocessing, device=f.device, precision=f.precision).predict_windows(ws)
+            members[f"member-{k}"] = M.point_metrics(pred, fc.true, fc.dates)
+        result["members"] = members
+    return result, fc
+
+
+def evaluate_and_backtest(path, data=None, split: str = "test",
+                          ev: EvaluationConfig | None = None) -> tuple[dict[str, Any], Forecasts, dict[str, Any]]:
+    """Score (:func:`evaluate_model_dir`) and backtest (:func:`hftraining.eval.backtest.backtest_forecasts`)
+    the model of a run/model folder; ``ev``: EvaluationConfig (default: the run's). Returns
+    (result with a "backtest" entry, Forecasts, backtest with its curves)."""
+    ev = ev if ev is not None else evaluation_config(path)
+    result, fc = evaluate_model_dir(path, data, split)
+    bt = backtest_forecasts(fc, ev)
+    result["backtest"] = {"settings": bt["settings"], "strategies": bt["strategies"]}
+    return result, fc, bt
+
+
+def report_dir(path, report_dir: str | None) -> Path:
+    """Where evaluate/backtest write report.html: ``report_dir``, else the run folder (or model folder)."""
+    if report_dir:
+        return Path(report_dir)
+    return run_folder(path) or resolve_model_dir(path)

@@ -1,0 +1,47 @@
+"""``hftraining train``: one training run, then the test split scored beside the naive forecasts,
+the backtest, eval.json and the report — through :func:`hftraining.train.runner.training_run`."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from hftraining.core.config import Config
+from hftraining.core.jsonio import write_json
+from hftraining.data.pipeline import PreparedData
+from hftraining.eval.backtest import backtest_forecasts, format_backtest
+from hftraining.eval.forecasts import Forecasts, collect_forecasts, format_table, score
+from hftraining.eval.report import write_report
+from hftraining.train.runner import TrainedRun, training_run
+
+
+def evaluate_test(run: TrainedRun) -> tuple[dict[str, Any], Forecasts | None, dict[str, Any] | None]:
+    """Score the finished run on its test split (model and baselines through one prediction path;
+    the backtest trades the same forecasts), write eval.json and the report → (result, forecasts,
+    backtest). Main rank only; an empty test split gives ({}, None, None)."""
+    cfg, data = run.cfg, run.data
+    pre = data.preprocessing
+    fc = bt = None
+    result: dict[str, Any] = {}
+    if len(data.test):
+        fc = collect_forecasts(run.model, data.test, pre.target_scale, cfg.data.eval_batch_size, run.device, run.precision)
+        bt = backtest_forecasts(fc, cfg.evaluation)
+        result = {"split": "test", "step": run.state.global_step, **score(fc),
+                  "backtest": {"settings": bt["settings"], "strategies": bt["strategies"]}}
+        write_json(run.run_dir / "eval.json", result)
+        run.logger.info(format_table(result))
+        run.logger.info(format_backtest(bt))
+    else:
+        run.logger.info("the test split yields no window: nothing to evaluate")
+    if cfg.evaluation.report:
+        html_path, _ = write_report(run.run_dir, result or None, fc, bt, run.run_dir,
+                                    title=f"hftraining run {run.run_dir.name}")
+        run.logger.info("report: %s", html_path)
+    return result, fc, bt
+
+
+def train(cfg: Config, data: PreparedData | None = None,
+          on_evaluate: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Train (or resume) the run of ``cfg``, then evaluate it on the test split; returns eval.json's
+    content (empty on the other ranks of a torchrun group)."""
+    with training_run(cfg, data, on_evaluate=on_evaluate) as run:
+        return evaluate_test(run)[0] if run.is_main else {}
