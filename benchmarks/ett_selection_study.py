@@ -22,7 +22,9 @@ import argparse
 import numpy as np
 import torch
 
-from hftraining.workflows.ett import Scaler, _mse_mae, load_ett, windows
+from hftraining.data.scaling import Scaler
+from hftraining.workflows.ett import SERIES, load_ett, windows
+from hftraining.workflows.ett import scores as _mse_mae
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("dataset", nargs="?", default="ETTh1")
@@ -35,7 +37,7 @@ vals = load_ett(cli.data, ds)
 f = 4 if ds.startswith("ETTm") else 1; month = 720*f
 w = 24 if f == 1 else 96
 tr, va, te = 12*month, 16*month, 20*month
-sc = Scaler.fit(vals[:tr]); z = torch.from_numpy(sc.transform(vals).astype(np.float32))
+sc = Scaler().fit_rows(vals, {SERIES: slice(0, tr)}); z = torch.from_numpy(sc.transform(vals, SERIES).astype(np.float32))
 def seg(a, b, L): return windows(z[a:b], L, H)
 def series(X): return X.transpose(1,2).reshape(-1, X.shape[1]).double()
 def unseries(s, n): return s.view(n, -1, s.shape[1]).transpose(1,2).float()

@@ -31,6 +31,69 @@ def test_shipped_production_config_matches_documentation():
     assert cfg.to_dict()["model"]["num_heads"] == 16 and cfg.data.prediction_horizon == 5
 
 
+
+def _other_values(section, key, value):
+    """Valid-looking values different from ``value`` for ``section.key``, to try in turn."""
+    import typing
+
+    from hftraining.core import config as C
+    from hftraining.models.registry import MODELS
+    from hftraining.optim import optimizer_names
+
+    hint = typing.get_type_hints(typing.get_type_hints(C.Config)[section])[key]
+    if isinstance(value, bool):
+        return [not value]
+    if isinstance(value, int):
+        return [value * 2, value + 1, value - 1]
+    if isinstance(value, float):
+        return [value / 2, value * 2]
+    if typing.get_origin(hint) is typing.Literal:
+        return [a for a in typing.get_args(hint) if a != value]
+    if (section, key) == ("training", "optimizer"):
+        return [n for n in optimizer_names() if n != value]
+    if (section, key) == ("model", "type"):
+        return [n for n in MODELS.names() if n != value]
+    return []
+
+
+def test_shipped_production_json_every_key_reaches_the_config(tmp_path):
+    """Walk configs/production.json itself: every section and key it sets must arrive, with its
+    value, in the loaded Config; and changing that one key in a copy of the file must change the
+    loaded attribute (so a key that is silently ignored, renamed or retyped fails, even where the
+    file's value happens to equal the default)."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "production.json"
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    cfg = load_config(path)
+    assert raw, "production.json sets nothing"
+    checked = 0
+    for section, values in raw.items():
+        assert isinstance(values, dict) and values, section
+        loaded = getattr(cfg, section)  # AttributeError: a section the Config does not have
+        for key, value in values.items():
+            assert hasattr(loaded, key), f"{section}.{key} is not a Config attribute"
+            got = getattr(loaded, key)
+            assert got == value and isinstance(got, bool) == isinstance(value, bool), \
+                f"{section}.{key}: file {value!r}, loaded {got!r}"
+            assert cfg.to_dict()[section][key] == value  # what a run saves as config.json
+            # the same file with only this key changed loads with the changed value
+            for other in _other_values(section, key, value):
+                changed = json.loads(json.dumps(raw))
+                changed[section][key] = other
+                copy = tmp_path / "changed.json"
+                copy.write_text(json.dumps(changed), encoding="utf-8")
+                try:
+                    alt = load_config(copy)
+                except ConfigError:
+                    continue  # e.g. a width the head count does not divide: try the next value
+                assert getattr(getattr(alt, section), key) == other, f"{section}.{key}={other!r} ignored"
+                break
+            else:
+                pytest.fail(f"{section}.{key}: no other valid value to check that the key is read; add one to _other_values")
+            checked += 1
+    assert checked == sum(len(v) for v in raw.values())
+
 def test_overrides_are_typed():
     cfg = load_config(None, ["training.learning_rate=1e-4", "data.symbols=[AEM, WPM]", "training.seed=7"])
     assert cfg.training.learning_rate == 1e-4

@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from hftraining.workflows import ett
+from hftraining.cli import main
 from hftraining.core.errors import DataError
+from hftraining.models.dlinear import DLinearMultivariate
+from hftraining.models.patchtst import PatchTSTMultivariate
+from hftraining.workflows import ett
 
 ETT_DIR = Path(os.environ.get("HFTRAINING_ETT_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "ett"))
 needs_data = pytest.mark.skipif(not (ETT_DIR / "ETTh1.csv").exists(), reason=f"ETT CSVs not in {ETT_DIR}")
@@ -55,7 +58,7 @@ def test_ettm_window_counts(horizon: int, val: int, train: int) -> None:
 def test_split_rows_and_first_test_target(etth1: np.ndarray) -> None:
     L, H = 336, 96
     data = ett.prepare(etth1, "ETTh1", L, H)
-    z = torch.from_numpy(data.scaler.transform(etth1).astype(np.float32))
+    z = torch.from_numpy(data.scaler.transform(etth1, ett.SERIES).astype(np.float32))
     Xte, Yte = data.splits["test"]
     assert torch.equal(Yte[0, 0], z[11520])  # first forecast step is the split's first row
     assert torch.equal(Xte[0, -1], z[11519])  # the input lies entirely before it
@@ -68,14 +71,28 @@ def test_split_rows_and_first_test_target(etth1: np.ndarray) -> None:
 def test_scaler_is_fit_on_train_rows_only() -> None:
     rng = np.random.default_rng(1)
     values = rng.normal(size=(17420, 7))
-    base = ett.prepare(values, "ETTh1", 96, 96).scaler
+    base_mean, base_std = ett.prepare(values, "ETTh1", 96, 96).scaler.stats(ett.SERIES)
     shifted = values.copy()
     shifted[8640:] = shifted[8640:] * 100 + 50  # rows outside train must not move the scaler
-    moved = ett.prepare(shifted, "ETTh1", 96, 96).scaler
-    np.testing.assert_array_equal(base.mean, moved.mean)
-    np.testing.assert_array_equal(base.std, moved.std)
-    np.testing.assert_allclose(base.mean, values[:8640].mean(0))
-    np.testing.assert_allclose(base.std, values[:8640].std(0, ddof=0))  # population std, as sklearn
+    moved_mean, moved_std = ett.prepare(shifted, "ETTh1", 96, 96).scaler.stats(ett.SERIES)
+    np.testing.assert_array_equal(base_mean, moved_mean)
+    np.testing.assert_array_equal(base_std, moved_std)
+    np.testing.assert_allclose(base_mean, values[:8640].mean(0))
+    np.testing.assert_allclose(base_std, values[:8640].std(0, ddof=0))  # population std, as sklearn
+
+
+def test_window_sets_hold_the_same_windows_as_the_views() -> None:
+    rng = np.random.default_rng(3)
+    data = ett.prepare(rng.normal(size=(17420, 7)), "ETTh1", 48, 24)
+    for split in ("train", "val", "test"):
+        X, Y = data.splits[split]
+        ws = data.windows[split]
+        assert len(ws) == X.shape[0] == data.count(split)
+        idx = np.array([0, 1, len(ws) // 2, len(ws) - 1])
+        b = ws.batch(idx)  # what the trainer and the batched forward read
+        assert "mask" not in b  # no window reaches before its segment
+        torch.testing.assert_close(b["x"], X[idx], rtol=0, atol=0)
+        torch.testing.assert_close(b["y"], Y[idx], rtol=0, atol=0)
 
 
 @needs_data
@@ -133,32 +150,32 @@ def test_bad_inputs_name_the_file(tmp_path: Path) -> None:
 @needs_data
 def test_main_writes_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "ett.json"
-    rc = ett.main(["--data", str(ETT_DIR), "--model", "linear", "--seq-len", "96", "--horizon", "96", "--out", str(out)])
+    rc = main(["bench", "ett", "--data", str(ETT_DIR), "--model", "linear", "--seq-len", "96", "--horizon", "96", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "PatchTST/64" in printed and "0.370/0.400" in printed  # the published column is shown
     r = json.loads(out.read_text())["results"][0]
     assert r["windows"] == {"train": 8449, "val": 2785, "test": 2785}
     assert r["linear_map"]["test"]["mse"] < 0.5  # Repeat scores 1.29 on these windows
-    assert ett.main(["--data", str(tmp_path), "--model", "linear"]) == 2  # a missing CSV: one line, exit 2
+    assert main(["bench", "ett", "--data", str(tmp_path), "--model", "linear"]) == 2  # a missing CSV: one line, exit 2
     assert "ETTh1.csv: no such file" in capsys.readouterr().err
 
 
 @needs_data
-def test_training_keeps_the_weights_with_the_lowest_val_mse(etth1: np.ndarray) -> None:
-    from hftraining.models.dlinear import DLinearMultivariate
-
+def test_training_keeps_the_weights_with_the_lowest_val_mse(etth1: np.ndarray, tmp_path: Path) -> None:
     data = ett.prepare(etth1, "ETTh1", 96, 24)
-    data.splits = {k: (X[:: 8], Y[:: 8]) for k, (X, Y) in data.splits.items()}  # a slice keeps it fast
+    data.windows = {k: ws.subset(slice(None, None, 8)) for k, ws in data.windows.items()}  # a slice keeps it fast
     torch.manual_seed(0)
-    model = DLinearMultivariate(ett.ModelConfig(type="dlinear"), 7, 24, 96)
+    net = DLinearMultivariate(ett.ModelConfig(type="dlinear"), 7, 24, 96)
     s = ett.TrainSettings(epochs=3, batch_size=32, lr=0.005, patience=10, evals_per_epoch=2)
-    out = ett.train_model(model, data, s, log=lambda _: None)
+    out = ett.train_model(net, data, s, tmp_path / "run", ett.ModelConfig(type="dlinear"), log=lambda _: None)
     vals = [h["val_mse"] for h in out["history"]]
     assert len(vals) == 6 and out["best_val_mse"] == min(vals)
     assert vals[-1] < vals[0]  # it learned
-    again = ett.metrics(model, *data.splits["val"])["mse"]  # the model holds the best weights
+    # the model holds the best weights: scored again through the batched forward and the metrics
+    again = ett.scores(ett.forecasts(out["model"], data, "val"), data.windows["val"].targets())["mse"]
     assert again == pytest.approx(out["best_val_mse"], rel=1e-6)
+    assert list((tmp_path / "run" / "checkpoints").iterdir())  # the package's checkpoints, not a copy in memory
 
 
 def test_average_is_chosen_on_val_only() -> None:
@@ -186,8 +203,6 @@ def test_centred_map_follows_a_level_shift() -> None:
 
 
 def test_correction_on_the_linear_map_starts_at_the_map() -> None:
-    from hftraining.models.patchtst import PatchTSTMultivariate
-
     torch.manual_seed(5)
     X, Y = torch.randn(60, 32, 3), torch.randn(60, 8, 3)
     lin = ett.LinearMap().fit(X, Y)
@@ -247,12 +262,13 @@ def test_phase_is_the_hour_of_the_first_forecast_row(etth1: np.ndarray) -> None:
 
 
 @needs_data
-def test_trained_result_follows_the_seed_not_the_process_rng() -> None:
+def test_trained_result_follows_the_seed_not_the_process_rng(tmp_path: Path) -> None:
     s = ett.TrainSettings(epochs=1, batch_size=64, lr=0.005, patience=1, evals_per_epoch=1, seed=11)
     runs = []
     for noise in (1, 2):
         torch.manual_seed(noise)  # stands for a fresh process: torch seeds its generator at random
-        r = ett.run_ett(ETT_DIR, "ETTh1", 24, "dlinear", seq_len=48, settings=s, ensemble=False, log=lambda _: None)
+        r = ett.run_ett(ETT_DIR, "ETTh1", 24, "dlinear", seq_len=48, settings=s, ensemble=False, log=lambda _: None,
+                        run_dir=tmp_path / str(noise))
         runs.append(r["trained"]["test"]["mse"])
     assert runs[0] == runs[1]
 
@@ -265,5 +281,5 @@ def test_trained_result_follows_the_seed_not_the_process_rng() -> None:
 ])
 def test_bad_look_backs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture, args: list, message: str) -> None:
     # checked before the data is read: the missing CSV in tmp_path is never reached
-    assert ett.main(["--data", str(tmp_path), "--model", "linear", "--horizon", "96", *args]) == 2
-    assert capsys.readouterr().err.strip() == f"error: {message}"
+    assert main(["bench", "ett", "--data", str(tmp_path), "--model", "linear", "--horizon", "96", *args]) == 2
+    assert capsys.readouterr().err.strip() == f"hftraining: error: {message}"

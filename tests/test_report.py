@@ -4,7 +4,6 @@ images exist beside it; evaluate/backtest CLI output and their one-line errors."
 import base64
 import json
 import struct
-import time
 from html.parser import HTMLParser
 
 import pytest
@@ -73,12 +72,24 @@ def test_train_writes_html_and_markdown_reports(run):
     assert "NaN" not in (run / "eval.json").read_text()  # strict JSON
 
 
-def test_report_is_fast(run, tmp_path):
+def test_write_report_into_another_folder_is_self_contained(run, tmp_path):
+    """write_report returns the paths it wrote; the HTML embeds every plot as a PNG and every image
+    the Markdown references lies under the chosen folder (nothing points back into the run)."""
+    out = tmp_path / "elsewhere"
     result, fc, bt = evaluate_and_backtest(run)
-    t0 = time.perf_counter()
-    write_report(tmp_path, result, fc, bt, run)
-    assert time.perf_counter() - t0 < 3.0
-    _check_html(tmp_path / "report.html")
+    html_path, md_path = write_report(out, result, fc, bt, run)
+    assert (html_path, md_path) == (out / "report.html", out / "report.md")
+    assert html_path.is_file() and md_path.is_file()
+    n_html = len(_check_html(html_path).srcs)
+    refs = [line.split("](", 1)[1].rstrip(")") for line in md_path.read_text(encoding="utf-8").splitlines()
+            if line.startswith("![")]
+    assert len(refs) == n_html  # one file per embedded plot
+    for ref in refs:
+        img = (out / ref).resolve()
+        assert img.is_relative_to(out.resolve()) and img.is_file(), ref
+        w, h = _png_size(img.read_bytes())
+        assert w >= 200 and h >= 150
+    assert sorted(p.name for p in (out / "report_files").iterdir()) == sorted(ref.rsplit("/", 1)[1] for ref in refs)
 
 
 def _cli(capsys, *args):

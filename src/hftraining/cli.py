@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from hftraining import models, optim
 from hftraining.core.config import Config, ServeConfig, load_config, section_from_dict, validate
 from hftraining.core.errors import UserError
@@ -28,7 +30,7 @@ from hftraining.inference.folders import run_folder
 from hftraining.inference.forecaster import Forecaster
 from hftraining.inference.serve import serve
 from hftraining.train.logging import setup_console_logging
-from hftraining.workflows.ett import main as ett_main
+from hftraining.workflows import ett
 from hftraining.workflows.evaluate_run import evaluate_and_backtest, evaluation_config, report_dir
 from hftraining.workflows.seeds import train_seeds
 from hftraining.workflows.train_run import train
@@ -184,8 +186,67 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    return ett_main(args.args)
+MODEL_FLAGS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "dropout", "patch_len", "patch_stride", "moving_avg")
+
+
+def _cmd_bench_ett(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    kwargs: dict[str, object] = {}
+    if args.subtract_last:
+        kwargs["subtract_last"] = True
+    if args.on_linear and args.model == "patchtst":
+        kwargs["on_linear"] = True
+    if args.head_dropout is not None and args.model == "patchtst":
+        kwargs["head_dropout"] = args.head_dropout
+    settings = ett.TrainSettings(args.epochs, args.batch_size, args.lr, args.weight_decay, args.patience,
+                                 args.evals_per_epoch, args.bf16, args.seed)
+    results = ett.run_suite(
+        args.data, args.dataset, args.horizon, args.model, args.seq_len,
+        {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None}, kwargs, settings, args.ridge,
+        not args.no_ensemble, tuple(args.linear_lookbacks), not args.no_time_of_day, args.out, args.save_predictions,
+        args.run_dir, log=lambda line: print(line, flush=True),
+    )
+    print()
+    print("ETT, multivariate, all test windows, MSE/MAE on z-scored data; published figures from PAPER_TABLES.md; "
+          f"torch threads {torch.get_num_threads()}")
+    print(ett.format_table(results))
+    return 0
+
+
+def _add_bench_ett(suites) -> None:
+    p = suites.add_parser("ett", help="the ETT long-horizon benchmark under the published protocol",
+                          description=ett.__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="folder with ETTh1.csv … ETTm2.csv")
+    p.add_argument("--dataset", nargs="+", default=["ETTh1"], choices=ett.DATASETS)
+    p.add_argument("--horizon", nargs="+", type=int, default=[96])
+    p.add_argument("--model", default="patchtst", choices=["patchtst", "dlinear", "linear"])
+    p.add_argument("--seq-len", type=int, default=336)
+    p.add_argument("--ridge", type=float, default=1e-6, help="λ of the closed-form map, relative to the Gram diagonal")
+    p.add_argument("--no-ensemble", action="store_true", help="report the trained model alone")
+    p.add_argument("--linear-lookbacks", nargs="*", type=int, default=[],
+                   help="also fit plain and centred closed-form maps at these L; ours = the members' average chosen on val")
+    p.add_argument("--no-time-of-day", action="store_true",
+                   help="leave out the --linear-lookbacks members with a bias per channel and time of day")
+    for flag in MODEL_FLAGS:
+        p.add_argument(f"--{flag.replace('_', '-')}", type=float if flag == "dropout" else int,
+                       help=f"model.{flag} of the trained model (default: PatchTST's published ETT settings)")
+    p.add_argument("--head-dropout", type=float, help="patchtst: dropout before the flatten head")
+    p.add_argument("--subtract-last", action="store_true", help="RevIN (patchtst) / input (dlinear) subtracts the last value")
+    p.add_argument("--on-linear", action="store_true", help="patchtst: train a correction on top of the closed-form map at --seq-len")
+    s = ett.TrainSettings
+    p.add_argument("--epochs", type=int, default=s.epochs)
+    p.add_argument("--batch-size", type=int, default=s.batch_size)
+    p.add_argument("--lr", type=float, default=s.lr)
+    p.add_argument("--weight-decay", type=float, default=s.weight_decay)
+    p.add_argument("--patience", type=int, default=s.patience, help="evaluations without a lower val MSE before stopping")
+    p.add_argument("--evals-per-epoch", type=int, default=s.evals_per_epoch)
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast in training and prediction")
+    p.add_argument("--seed", type=int, default=s.seed)
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument("--out", help="write the results as JSON to this file")
+    p.add_argument("--save-predictions", help="write val/test forecasts to this safetensors file (one dataset × horizon)")
+    p.add_argument("--run-dir", default="runs/ett", help="folder of the trained models' run folders (checkpoints, metrics.jsonl)")
+    p.set_defaults(func=_cmd_bench_ett)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -280,9 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=_cmd_list)
 
     be = sub.add_parser("bench", help="public benchmarks: `bench ett --help` (the ETT protocol of the papers)")
-    be.add_argument("suite", choices=["ett"])
-    be.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the suite (see bench ett --help)")
-    be.set_defaults(func=_cmd_bench)
+    _add_bench_ett(be.add_subparsers(dest="suite", required=True, parser_class=_Parser))
 
     data = sub.add_parser("data", help="check, featurise or synthesise OHLCV files")
     dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)

@@ -91,17 +91,19 @@ def build_trainer(
     data: PreparedData | None = None,
     info: DistInfo | None = None,
     on_evaluate: Callable[[int, dict[str, float]], None] | None = None,
+    model: ForecastModel | None = None,
 ) -> Trainer:
     """Steps 2–4 of the lifecycle: the run folder, the seeds, the data and the Trainer (nothing
     written yet). :func:`training_run` builds its trainer here; benchmarks that time ``fit`` alone
-    do too. ``info``: the process group (default: this process alone, or torchrun's)."""
+    do too. ``info``: the process group (default: this process alone, or torchrun's); ``model``:
+    a model built by the caller instead of ``model.type`` (the ETT benchmark's multivariate ones)."""
     if info is None:
         info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     run_dir, resume_path = prepare_run_dir(cfg, info)
     seed_everything(cfg.training.seed)
     if data is None:
         data = prepare(cfg.data)
-    return Trainer(cfg, data, info, run_dir, resume_path, on_evaluate)
+    return Trainer(cfg, data, info, run_dir, resume_path, on_evaluate, model)
 
 
 @contextmanager
@@ -112,19 +114,21 @@ def training_run(
     on_evaluate: Callable[[int, dict[str, float]], None] | None = None,
     init_weights: dict[str, torch.Tensor] | None = None,
     save_final: bool = True,
+    model: ForecastModel | None = None,
 ) -> Iterator[TrainedRun]:
     """Train (or resume) the run of ``cfg`` and yield it; see the module docstring for the steps.
 
     ``data``: prepared data to reuse (default: ``prepare(cfg.data)``); ``info``: a process group the
     caller owns (it is then left open); ``on_evaluate(step, metrics)`` is called after each
     validation pass and may raise to stop (a tuner's pruning); ``init_weights``: a state dict the
-    model starts from (walk-forward fine-tuning); ``save_final``: write ``<run>/final/``."""
+    model starts from (walk-forward fine-tuning); ``save_final``: write ``<run>/final/``; ``model``:
+    see :func:`build_trainer`."""
     own_group = info is None
     if info is None:
         info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     trainer = None
     try:
-        trainer = build_trainer(cfg, data, info, on_evaluate)
+        trainer = build_trainer(cfg, data, info, on_evaluate, model)
         run_dir, data = trainer.run_dir, trainer.data
         if init_weights is not None:
             trainer.model.load_state_dict(init_weights)

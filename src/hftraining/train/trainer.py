@@ -63,7 +63,7 @@ class Trainer:
     seeded the RNGs; ``resume_path`` is the checkpoint to continue from (None: a fresh start)."""
 
     def __init__(self, cfg: Config, data: PreparedData, info: DistInfo, run_dir: Path, resume_path: Path | None = None,
-                 on_evaluate: Callable[[int, dict[str, float]], None] | None = None):
+                 on_evaluate: Callable[[int, dict[str, float]], None] | None = None, model: ForecastModel | None = None):
         self.cfg = cfg
         self.on_evaluate = on_evaluate  # called with (step, validation metrics) after each evaluation; may raise to stop
         t = cfg.training
@@ -82,7 +82,9 @@ class Trainer:
         self.ckpt_root = self.run_dir / "checkpoints"
         self.data = data
         pre = self.data.preprocessing
-        self.model: ForecastModel = build_model(cfg.model, len(pre.feature_columns), pre.horizon, pre.seq_len).to(self.device)
+        if model is None:  # ``model``: one the caller built (the ETT benchmark's multivariate models)
+            model = build_model(cfg.model, len(pre.feature_columns), pre.horizon, pre.seq_len)
+        self.model: ForecastModel = model.to(self.device)
         self.model.set_gradient_checkpointing(t.gradient_checkpointing)
         self.ddp: DDP | None = DDP(self.model) if self.info.enabled and self.model.needs_training else None
         self.augment = augment.enabled(cfg.data)
@@ -222,7 +224,7 @@ class Trainer:
         shard = np.array_split(np.arange(n), self.info.world_size)[self.info.rank]
         if self.optimizer is not None:
             optim.set_train_mode(self.optimizer, False)  # schedule-free: evaluate the averaged weights
-        sums = torch.zeros(6, dtype=torch.float64)  # sq err (scaled), sq err, abs err, hits, count, zero sq err
+        sums = torch.zeros(7, dtype=torch.float64)  # sq err (scaled), sq err, abs err, hits, count, zero sq err, values
         if len(shard):
             sub = ws.subset(shard)
             pred = predict_scaled(self.model, sub, self.cfg.data.eval_batch_size, self.device, self.precision).astype(np.float64)
@@ -233,14 +235,12 @@ class Trainer:
             hits = np.where(sign_p == 0, 0.5, (sign_p == sign_t)).astype(np.float64)[keep].sum()
             sums += torch.tensor([
                 ((pred - true) ** 2).sum(), (((pred - true) * s) ** 2).sum(), (np.abs(pred - true) * s).sum(),
-                hits, keep.sum(), ((true * s) ** 2).sum(),
+                hits, keep.sum(), ((true * s) ** 2).sum(), true.size,
             ], dtype=torch.float64)
         if self.optimizer is not None:
             optim.set_train_mode(self.optimizer, True)
-        count = torch.tensor([float(len(shard) * ws.horizon)], dtype=torch.float64)
         all_reduce_sum(sums, self.info)
-        all_reduce_sum(count, self.info)
-        c = max(float(count), 1.0)
+        c = max(float(sums[6]), 1.0)  # forecast values: windows × H (× channels for a multivariate target)
         return {
             "loss": float(sums[0]) / c,
             "mse": float(sums[1]) / c,

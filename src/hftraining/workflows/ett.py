@@ -1,6 +1,6 @@
 """The ETT long-horizon benchmark under the exact published protocol (multivariate, ``features=M``).
 
-    python -m hftraining.workflows.ett --data ../shared/data/ett --dataset ETTh1 --horizon 96 --model patchtst
+    hftraining bench ett --data ../shared/data/ett --dataset ETTh1 --horizon 96 --model patchtst
 
 Protocol (``../shared/data/ett/PAPER_TABLES.md`` §1, the ``Dataset_ETT_hour/minute`` loaders of
 PatchTST, DLinear and iTransformer): 12/4/4 months of 30 days; a StandardScaler (population std)
@@ -9,26 +9,45 @@ rows before their border so the first forecast step is the split's first row; st
 every test window kept (no ``drop_last``); MSE/MAE on the z-scored data over all
 windows × horizon × channels; the checkpoint chosen by val MSE (early stopping). Beside the model,
 the closed-form least-squares linear map L → H shared across channels is the honest reference.
+
+Built from the package's own parts, so the benchmark measures them: the scaler of
+:mod:`hftraining.data.scaling`, the windows of :mod:`hftraining.data.splits` /
+:mod:`hftraining.data.windows` (the z-scored series is both the inputs and the targets), the
+trainer lifecycle of :mod:`hftraining.train.runner` (optimizer registry, schedules of
+:mod:`hftraining.optim.schedules`, early stopping, the best checkpoint), the batched forward of
+:mod:`hftraining.models.predict` and the metrics of :mod:`hftraining.eval.metrics`. What is the
+benchmark's own: the protocol's borders, the closed-form maps and the val-chosen average.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
-from hftraining.core.config import ModelConfig
+from hftraining.core.config import (
+    Config, DataConfig, EvaluationConfig, ModelConfig, OutputConfig, TrainingConfig,
+)
+from hftraining.core.errors import ConfigError, DataError
+from hftraining.core.jsonio import dumps
+from hftraining.data.pipeline import PreparedData, Preprocessing
+from hftraining.data.scaling import Scaler
+from hftraining.data.splits import Segment, window_ends
+from hftraining.data.windows import WindowSet
+from hftraining.eval import metrics as M
+from hftraining.models.base import ForecastModel
 from hftraining.models.dlinear import DLinearMultivariate
+from hftraining.models.outputs import ForecastOutput
 from hftraining.models.patchtst import PatchTSTMultivariate
-from hftraining.core.errors import ConfigError, DataError, UserError
+from hftraining.models.predict import predict_scaled
+from hftraining.train.runner import training_run
 
 DATASETS = ("ETTh1", "ETTh2", "ETTm1", "ETTm2")
 HORIZONS = (96, 192, 336, 720)
@@ -91,26 +110,15 @@ def split_borders(dataset: str, seq_len: int) -> dict[str, tuple[int, int]]:
     return {"train": (0, tr), "val": (tr - seq_len, va), "test": (va - seq_len, te)}
 
 
-@dataclass
-class Scaler:
-    """Per-column standard scaler with population std (sklearn's StandardScaler)."""
-
-    mean: np.ndarray  # (C,)
-    std: np.ndarray  # (C,)
-
-    @classmethod
-    def fit(cls, rows: np.ndarray) -> "Scaler":
-        std = rows.std(axis=0)  # ddof=0, as sklearn
-        return cls(rows.mean(axis=0), np.where(std > 0, std, 1.0))
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.mean) / self.std
+SERIES = "ETT"  # the one "symbol" of a dataset: the scaler is fit over all its train rows
+START = np.datetime64("2016-07-01T00:00", "ns")  # first row of all four files, which have no gaps (PAPER_TABLES.md §0)
 
 
 def windows(segment: torch.Tensor, seq_len: int, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stride-1 windows of a (T, C) segment → X (n, L, C), Y (n, H, C), n = T − L − H + 1.
-
-    Both are views (no copy); window i is X = seg[i : i+L], Y = seg[i+L : i+L+H]."""
+    """Stride-1 windows of a (T, C) segment → X (n, L, C), Y (n, H, C), n = T − L − H + 1, as
+    zero-copy views for the closed-form maps. Window i is X = seg[i : i+L], Y = seg[i+L : i+L+H]:
+    the same windows as the split's :class:`WindowSet` (``EttData.windows``), whose batches the
+    trainer and the batched forward read."""
     n = segment.shape[0] - seq_len - horizon + 1
     if n <= 0:
         raise DataError(f"segment of {segment.shape[0]} rows is too short for L={seq_len} + H={horizon}")
@@ -126,11 +134,26 @@ class EttData:
     seq_len: int
     horizon: int
     scaler: Scaler
-    splits: dict[str, tuple[torch.Tensor, torch.Tensor]]  # name → (X (n, L, C), Y (n, H, C))
+    z: torch.Tensor  # (T, C) float32, the whole file z-scored
     borders: dict[str, tuple[int, int]]
+    windows: dict[str, WindowSet] = field(default_factory=dict)  # name → windows (inputs and targets: z)
+
+    @property
+    def splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """name → (X (n, L, C), Y (n, H, C)) views of the split's windows (see :func:`windows`)."""
+        return {name: windows(self.z[a:b], self.seq_len, self.horizon) for name, (a, b) in self.borders.items()}
 
     def count(self, split: str) -> int:
-        return self.splits[split][0].shape[0]
+        return len(self.windows[split])
+
+
+def window_set(z: np.ndarray, times: np.ndarray, start: int, stop: int, seq_len: int, horizon: int) -> WindowSet:
+    """The stride-1 windows of rows [start, stop) of the (T, C) series ``z``: inputs and targets both
+    read ``z`` (``x`` and ``y`` of a batch are (B, L, C) and (B, H, C))."""
+    ends = np.asarray(window_ends(Segment(start, stop), seq_len, horizon), dtype=np.int64)
+    return WindowSet(features=z, returns=z, ends=ends, symbol_ids=np.zeros(len(ends), np.int32),
+                     segment_first=np.array([start], np.int64), row_times=times, row_close=np.zeros(len(z)),
+                     symbols=[SERIES], seq_len=seq_len, horizon=horizon)
 
 
 def prepare(values: np.ndarray, dataset: str, seq_len: int, horizon: int) -> EttData:
@@ -139,26 +162,29 @@ def prepare(values: np.ndarray, dataset: str, seq_len: int, horizon: int) -> Ett
         raise DataError(f"{dataset}: {values.shape[0]} rows, the protocol needs {borders['test'][1]}")
     if seq_len > borders["train"][1] - horizon:
         raise ConfigError(f"--seq-len: {seq_len} leaves no training window with horizon {horizon}")
-    scaler = Scaler.fit(values[: borders["train"][1]])  # train rows only
-    z = torch.from_numpy(scaler.transform(values).astype(np.float32))  # (T, C)
-    splits = {name: windows(z[a:b], seq_len, horizon) for name, (a, b) in borders.items()}
-    return EttData(dataset, seq_len, horizon, scaler, splits, borders)
+    scaler = Scaler(kind="standard").fit_rows(values, {SERIES: slice(0, borders["train"][1])})  # train rows only
+    z = scaler.transform(values, SERIES).astype(np.float32)  # (T, C)
+    step = np.timedelta64(15 if dataset.startswith("ETTm") else 60, "m").astype("timedelta64[ns]")
+    times = (START + np.arange(len(z)) * step).astype(np.int64)
+    ws = {name: window_set(z, times, a, b, seq_len, horizon) for name, (a, b) in borders.items()}
+    return EttData(dataset, seq_len, horizon, scaler, torch.from_numpy(z), borders, ws)
 
 
 # --------------------------------------------------------------------------------------------
 # Metrics and the closed-form reference
 
 
+def scores(pred: torch.Tensor | np.ndarray, true: torch.Tensor | np.ndarray) -> dict[str, float]:
+    """MSE and MAE over all windows × H × channels (one mean over every value, in float64)."""
+    p, t = (np.asarray(a, dtype=np.float64) for a in (pred, true))
+    return {"mse": M.mse(p, t), "mae": M.mae(p, t)}
+
+
 def metrics(predict: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor, Y: torch.Tensor, batch: int = 512) -> dict[str, float]:
-    """MSE and MAE over all windows × H × channels (one mean, not a mean of batch means)."""
-    se = ae = 0.0
+    """:func:`scores` of ``predict`` (a closed-form map) on the windows X (n, L, C), Y (n, H, C)."""
     with torch.no_grad():
-        for i in range(0, X.shape[0], batch):
-            err = predict(X[i : i + batch]).double() - Y[i : i + batch].double()  # (b, H, C)
-            se += float((err**2).sum())
-            ae += float(err.abs().sum())
-    n = Y.numel()
-    return {"mse": se / n, "mae": ae / n}
+        pred = torch.cat([predict(X[i : i + batch]) for i in range(0, X.shape[0], batch)])
+    return scores(pred, Y)
 
 
 class LinearMap:
@@ -262,11 +288,13 @@ def phases(data: "EttData", split: str, period: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# Trained models
+# Trained models: the package's trainer lifecycle
 
 
 @dataclass
 class TrainSettings:
+    """The benchmark's training flags; :func:`trainer_config` turns them into the package's config."""
+
     epochs: int = 10
     """Passes over the training windows (early stopping may end sooner)."""
     batch_size: int = 128
@@ -282,6 +310,41 @@ class TrainSettings:
     bf16: bool = False
     """bfloat16 autocast for the forward pass; time it first: BatchNorm and PatchTST's small matmuls gain little on CPU."""
     seed: int = 2021
+
+
+def trainer_config(s: TrainSettings, model_cfg: ModelConfig, n_train: int, seq_len: int, horizon: int,
+                   run_dir: str | Path) -> Config:
+    """The run config of the trainer for ``s``: AdamW, warmup + cosine to 10%, no clipping, a val
+    evaluation and a checkpoint ``evals_per_epoch`` times an epoch, early stopping on val MSE and the
+    best checkpoint as the final weights."""
+    # an evaluation every 1/evals_per_epoch of the batches of an epoch (the sampler drops the last
+    # partial batch), and the steps a whole number of those: the last evaluation is the last step
+    every = max(1, (n_train // s.batch_size) // s.evals_per_epoch)
+    return Config(
+        model=model_cfg,
+        data=DataConfig(sequence_length=seq_len, prediction_horizon=horizon, batch_size=s.batch_size, eval_batch_size=512),
+        training=TrainingConfig(
+            optimizer="adamw", learning_rate=s.lr, weight_decay=s.weight_decay, lr_scheduler="cosine", warmup_ratio=0.05,
+            min_lr_ratio=0.1, max_steps=every * s.evals_per_epoch * s.epochs, max_grad_norm=0.0, precision="bf16" if s.bf16 else "fp32",
+            seed=s.seed, logging_steps=every, save_steps=every, save_total_limit=1, early_stopping_patience=s.patience,
+            load_best_model_at_end=True,
+        ),
+        evaluation=EvaluationConfig(eval_steps=every, metric="mse", report=False),
+        output=OutputConfig(output_dir=str(run_dir), overwrite=True, tensorboard=False, progress_bar="never"),
+    )
+
+
+class ChannelModel(ForecastModel):
+    """A (B, L, C) → (B, H, C) network as a :class:`ForecastModel`, so the package's trainer,
+    checkpoints and batched forward drive it: the prediction is (B, H, C) and its targets are the
+    windows' next H rows of every channel (mask and ``past`` are not used: windows are never padded)."""
+
+    def __init__(self, net: torch.nn.Module, cfg: ModelConfig, n_channels: int, horizon: int, seq_len: int):
+        super().__init__(cfg, n_channels, horizon, seq_len)
+        self.net = net
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, past: torch.Tensor | None = None) -> ForecastOutput:
+        return ForecastOutput(prediction=self.net(x))  # (B, H, C)
 
 
 class OnLinearMap(torch.nn.Module):
@@ -309,6 +372,7 @@ class OnLinearMap(torch.nn.Module):
         return base + self.net(x) - x.mean(dim=1, keepdim=True)
 
 
+
 def build_ett_model(name: str, cfg: ModelConfig, n_channels: int, horizon: int, seq_len: int, **kwargs: Any) -> torch.nn.Module:
     """(B, L, C) → (B, H, C) model of the benchmark: ``patchtst`` or ``dlinear``."""
     if name == "patchtst":
@@ -318,80 +382,35 @@ def build_ett_model(name: str, cfg: ModelConfig, n_channels: int, horizon: int, 
     raise ConfigError(f"--model: unknown {name!r}; valid: patchtst, dlinear, linear")
 
 
-def _predictor(model: torch.nn.Module, bf16: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-    def predict(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return model(x).float()
-
-    return predict
-
-
-def train_model(model: torch.nn.Module, data: EttData, s: TrainSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train with MSE on the train windows; keep the weights with the lowest val MSE (early stopping).
-    Returns the history and wall time; ``model`` ends with the best weights loaded."""
-    torch.manual_seed(s.seed)
-    Xtr, Ytr = data.splits["train"]
-    Xva, Yva = data.splits["val"]
-    n = Xtr.shape[0]
-    steps_per_epoch = math.ceil(n / s.batch_size)
-    total = steps_per_epoch * s.epochs
-    warmup = max(1, total // 20)
-    eval_at = {round(steps_per_epoch * (k + 1) / s.evals_per_epoch) for k in range(s.evals_per_epoch)}
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    gen = torch.Generator().manual_seed(s.seed)
-    predict = _predictor(model, s.bf16)
-    best = {"val_mse": math.inf, "step": 0, "state": None}
-    history: list[dict[str, float]] = []
-    bad = 0
-    step = 0
+def train_model(net: torch.nn.Module, data: EttData, s: TrainSettings, run_dir: str | Path,
+                model_cfg: ModelConfig | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``net`` on the train windows with MSE through the package's trainer lifecycle; the
+    final weights are those of the evaluation with the lowest val MSE (early stopping). Returns
+    the history (val MSE by step, from the run's metrics.jsonl), the best val MSE and step, the wall
+    time and the model (a :class:`ChannelModel` around ``net``, in eval mode)."""
+    model_cfg = model_cfg or ModelConfig(type="patchtst")
+    cfg = trainer_config(s, model_cfg, len(data.windows["train"]), data.seq_len, data.horizon, run_dir)
+    model = ChannelModel(net, model_cfg, data.z.shape[1], data.horizon, data.seq_len)
+    prepared = PreparedData(data.windows["train"], data.windows["val"], data.windows["test"],
+                            Preprocessing(features=[], feature_columns=[f"channel_{i}" for i in range(data.z.shape[1])],
+                                          scaler=data.scaler, target_scale=1.0, seq_len=data.seq_len, horizon=data.horizon,
+                                          data=vars(cfg.data)),
+                            {"dataset": data.dataset, "windows": {k: len(v) for k, v in data.windows.items()}})
     t0 = time.perf_counter()
-    for epoch in range(s.epochs):
-        order = torch.randperm(n, generator=gen)
-        for k in range(steps_per_epoch):
-            # lr as a pure function of the step: warmup, then cosine down to 10%
-            frac = step / warmup if step < warmup else 0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-            for g in opt.param_groups:
-                g["lr"] = s.lr * min(1.0, frac)
-            idx = order[k * s.batch_size : (k + 1) * s.batch_size]
-            model.train()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16):
-                pred = model(Xtr[idx])  # (b, H, C)
-            loss = torch.nn.functional.mse_loss(pred.float(), Ytr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            loss = loss.detach()
-            if (k + 1) in eval_at:
-                model.eval()
-                val = metrics(predict, Xva, Yva)["mse"]
-                history.append({"epoch": epoch + (k + 1) / steps_per_epoch, "train_loss": float(loss), "val_mse": val})
-                log(f"  epoch {history[-1]['epoch']:.2f}  step {step}  loss {float(loss):.4f}  val mse {val:.4f}  {time.perf_counter() - t0:.0f}s")
-                if val < best["val_mse"]:
-                    best = {"val_mse": val, "step": step, "state": {k_: v.detach().clone() for k_, v in model.state_dict().items()}}
-                    bad = 0
-                else:
-                    bad += 1
-                if bad >= s.patience:
-                    break
-        if bad >= s.patience:
-            log(f"  early stop: {bad} evaluations without a lower val MSE")
-            break
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
-    model.eval()
-    return {"history": history, "best_val_mse": best["val_mse"], "best_step": best["step"], "train_seconds": time.perf_counter() - t0}
+    with training_run(cfg, prepared, model=model, save_final=False) as run:
+        state = run.state
+    metrics_file = Path(run_dir) / "metrics.jsonl"
+    history = [{"step": r["step"], "val_mse": r["eval_mse"]} for r in map(json.loads, metrics_file.read_text().splitlines())
+               if "eval_mse" in r]
+    log(f"  best val mse {state.best_metric:.4f} at step {state.best_step} of {state.global_step}"
+        f"{' (early stop)' if state.stopped_early else ''}; {time.perf_counter() - t0:.0f}s")
+    return {"history": history, "best_val_mse": state.best_metric, "best_step": state.best_step,
+            "train_seconds": time.perf_counter() - t0, "model": model}
 
 
-def predictions(predict: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    """Forecasts of every window, X (n, L, C) → (n, H, C), in batches without gradients."""
-    with torch.no_grad():
-        return torch.cat([predict(X[i : i + batch]) for i in range(0, X.shape[0], batch)])  # (n, H, C)
-
-
-def _mse_mae(p: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    err = p.double() - y.double()
-    return {"mse": float((err**2).mean()), "mae": float(err.abs().mean())}
+def forecasts(model: torch.nn.Module, data: EttData, split: str, precision: str = "fp32") -> torch.Tensor:
+    """(n, H, C) forecasts of a trained :class:`ChannelModel` for every window of a split."""
+    return torch.from_numpy(predict_scaled(model, data.windows[split], 512, "cpu", precision))
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,12 +423,12 @@ def select_average(members: dict[str, tuple[torch.Tensor, torch.Tensor]], Yva: t
     best member, repeatedly add the member (again, if it helps) whose inclusion lowers the val MSE
     of the running average the most, stop when none does. ``members`` maps a name to its
     (val forecast, test forecast). Only val decides; test is scored once, for the result."""
-    val_mse = {n: _mse_mae(v, Yva)["mse"] for n, (v, _) in members.items()}
+    val_mse = {n: scores(v, Yva)["mse"] for n, (v, _) in members.items()}
     chosen = [min(val_mse, key=val_mse.get)]
     total = members[chosen[0]][0].double()
     best = val_mse[chosen[0]]
     for _ in range(max_steps - 1):
-        trial = {n: _mse_mae((total + v) / (len(chosen) + 1), Yva)["mse"] for n, (v, _) in members.items()}
+        trial = {n: scores((total + v) / (len(chosen) + 1), Yva)["mse"] for n, (v, _) in members.items()}
         name = min(trial, key=trial.get)
         if trial[name] >= best:
             break
@@ -419,7 +438,7 @@ def select_average(members: dict[str, tuple[torch.Tensor, torch.Tensor]], Yva: t
     weights = {n: chosen.count(n) / len(chosen) for n in dict.fromkeys(chosen)}
     test = sum(w * members[n][1].double() for n, w in weights.items())
     val = sum(w * members[n][0].double() for n, w in weights.items())
-    return {"weights": weights, "member_val_mse": val_mse, "val": _mse_mae(val, Yva), "test": _mse_mae(test, Yte)}
+    return {"weights": weights, "member_val_mse": val_mse, "val": scores(val, Yva), "test": scores(test, Yte)}
 
 
 RIDGES = (1e-4, 1e-2, 1e-1, 1.0)
@@ -453,10 +472,10 @@ def linear_members(values: np.ndarray, dataset: str, horizon: int, lookbacks: tu
                 base = LinearMap(RIDGES[0], center, period).fit(Xtr, Ytr, phases(d, "train", period) if period else None)
                 fits = [base.solve(r) for r in RIDGES]
                 vals = [linear_forecasts(m, d, "val") for m in fits]
-                i = min(range(len(fits)), key=lambda j: _mse_mae(vals[j], Yva)["mse"])
+                i = min(range(len(fits)), key=lambda j: scores(vals[j], Yva)["mse"])
                 name = f"{'centred' if center else 'plain'} linear{' + time of day' if period else ''} L={lb} λ={RIDGES[i]:g}"
                 out[name] = (vals[i], linear_forecasts(fits[i], d, "test"))
-                log(f"  {name}: val mse {_mse_mae(vals[i], Yva)['mse']:.4f}")
+                log(f"  {name}: val mse {scores(vals[i], Yva)['mse']:.4f}")
     return out
 
 
@@ -475,8 +494,9 @@ def run_ett(
     save_predictions: str | Path | None = None,
     linear_lookbacks: tuple[int, ...] = (),
     time_of_day: bool = True,
+    run_dir: str | Path = "runs/ett",
 ) -> dict[str, Any]:
-    """Run one dataset × horizon. Always: the closed-form linear map at ``seq_len`` (the reference).
+    """Run one dataset × horizon (a trained model's run folder: ``run_dir/<dataset>-H<horizon>-<model>``). Always: the closed-form linear map at ``seq_len`` (the reference).
     Then the trained ``model`` (``"linear"``: none), and plain and centred closed-form maps at each of
     ``linear_lookbacks``, with ``time_of_day`` also with biases per time of day
     (:func:`linear_members`). With ``ensemble``, "ours" is the greedy val-chosen
@@ -495,7 +515,7 @@ def run_ett(
     model_cfg = model_cfg or default_model_config(model, dataset)
     values = load_ett(data_dir, dataset)
     data = prepare(values, dataset, seq_len, horizon)
-    (Xtr, Ytr), (Xva, Yva), (Xte, Yte) = (data.splits[k] for k in ("train", "val", "test"))
+    (Xtr, Ytr), (_, Yva), (_, Yte) = (data.splits[k] for k in ("train", "val", "test"))
     result: dict[str, Any] = {
         "dataset": dataset, "horizon": horizon, "seq_len": seq_len, "model": model,
         "windows": {k: data.count(k) for k in data.splits},
@@ -504,9 +524,9 @@ def run_ett(
     }
     t0 = time.perf_counter()
     lin = LinearMap(ridge).fit(Xtr, Ytr)
-    members = {f"linear L={seq_len}": (predictions(lin, Xva), predictions(lin, Xte))}
+    members = {f"linear L={seq_len}": (linear_forecasts(lin, data, "val"), linear_forecasts(lin, data, "test"))}
     lin_val, lin_test = members[f"linear L={seq_len}"]
-    result["linear_map"] = {"ridge": ridge, "val": _mse_mae(lin_val, Yva), "test": _mse_mae(lin_test, Yte), "fit_seconds": time.perf_counter() - t0}
+    result["linear_map"] = {"ridge": ridge, "val": scores(lin_val, Yva), "test": scores(lin_test, Yte), "fit_seconds": time.perf_counter() - t0}
     log(f"{dataset} H={horizon} L={seq_len}: windows {result['windows']}; linear map val {result['linear_map']['val']['mse']:.4f} "
         f"test {result['linear_map']['test']['mse']:.4f} ({result['linear_map']['fit_seconds']:.1f}s)")
     result["ours"] = {"name": "linear map", **{k: result["linear_map"][k] for k in ("val", "test")}}
@@ -519,19 +539,19 @@ def run_ett(
         if on_linear:
             net = OnLinearMap(lin, net)
         log(f"training {model} ({sum(p.numel() for p in net.parameters()):,} parameters), {settings}")
-        train = train_model(net, data, settings, log)
+        train = train_model(net, data, settings, Path(run_dir) / f"{dataset}-H{horizon}-{model}", model_cfg, log)
         name = model + (" on the linear map" if on_linear else "")
-        predict = _predictor(net, settings.bf16)
-        members[name] = (predictions(predict, Xva), predictions(predict, Xte))
+        precision = "bf16" if settings.bf16 else "fp32"
+        members[name] = tuple(forecasts(train["model"], data, split, precision) for split in ("val", "test"))
         result["trained"] = {
             "model_config": {k: getattr(model_cfg, k) for k in ("hidden_size", "num_heads", "num_layers", "intermediate_size", "dropout", "patch_len", "patch_stride", "moving_avg")},
             "model_kwargs": model_kwargs or {},
             "settings": vars(settings),
-            "val": _mse_mae(members[name][0], Yva), "test": _mse_mae(members[name][1], Yte),
+            "val": scores(members[name][0], Yva), "test": scores(members[name][1], Yte),
             **{k: train[k] for k in ("best_val_mse", "best_step", "train_seconds", "history")},
         }
         result["ours"] = {"name": name, **{k: result["trained"][k] for k in ("val", "test")}}
-    result["members"] = {n: {"val": _mse_mae(v, Yva), "test": _mse_mae(t, Yte)} for n, (v, t) in members.items()}
+    result["members"] = {n: {"val": scores(v, Yva), "test": scores(t, Yte)} for n, (v, t) in members.items()}
     if ensemble and len(members) > 1:
         result["ensemble"] = select_average(members, Yva, Yte)
         w = result["ensemble"]["weights"]
@@ -539,8 +559,6 @@ def run_ett(
         result["ours"] = {"name": name, **{k: result["ensemble"][k] for k in ("val", "test")}}
     result["total_seconds"] = time.perf_counter() - t0
     if save_predictions:
-        from safetensors.torch import save_file
-
         tensors = {f"{n.replace(' ', '_')}/{split}": p.contiguous() for n, pair in members.items() for split, p in zip(("val", "test"), pair)}
         save_file(tensors, str(save_predictions), metadata={"dataset": dataset, "horizon": str(horizon), "seq_len": str(seq_len)})
     return result
@@ -577,75 +595,39 @@ def format_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hftraining.workflows.ett", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True, help="folder with ETTh1.csv … ETTm2.csv")
-    p.add_argument("--dataset", nargs="+", default=["ETTh1"], choices=DATASETS)
-    p.add_argument("--horizon", nargs="+", type=int, default=[96])
-    p.add_argument("--model", default="patchtst", choices=["patchtst", "dlinear", "linear"])
-    p.add_argument("--seq-len", type=int, default=336)
-    p.add_argument("--ridge", type=float, default=1e-6, help="λ of the closed-form map, relative to the Gram diagonal")
-    p.add_argument("--no-ensemble", action="store_true", help="report the trained model alone")
-    p.add_argument("--linear-lookbacks", nargs="*", type=int, default=[],
-                   help="also fit plain and centred closed-form maps at these L; ours = the members' average chosen on val")
-    p.add_argument("--no-time-of-day", action="store_true",
-                   help="leave out the --linear-lookbacks members with a bias per channel and time of day")
-    p.add_argument("--hidden-size", type=int)
-    p.add_argument("--num-layers", type=int)
-    p.add_argument("--num-heads", type=int)
-    p.add_argument("--intermediate-size", type=int)
-    p.add_argument("--dropout", type=float)
-    p.add_argument("--patch-len", type=int)
-    p.add_argument("--patch-stride", type=int)
-    p.add_argument("--moving-avg", type=int)
-    p.add_argument("--head-dropout", type=float, help="patchtst: dropout before the flatten head")
-    p.add_argument("--subtract-last", action="store_true", help="RevIN (patchtst) / input (dlinear) subtracts the last value")
-    p.add_argument("--on-linear", action="store_true", help="patchtst: train a correction on top of the closed-form map at --seq-len")
-    p.add_argument("--epochs", type=int, default=TrainSettings.epochs)
-    p.add_argument("--batch-size", type=int, default=TrainSettings.batch_size)
-    p.add_argument("--lr", type=float, default=TrainSettings.lr)
-    p.add_argument("--weight-decay", type=float, default=TrainSettings.weight_decay)
-    p.add_argument("--patience", type=int, default=TrainSettings.patience)
-    p.add_argument("--evals-per-epoch", type=int, default=TrainSettings.evals_per_epoch)
-    p.add_argument("--bf16", action="store_true")
-    p.add_argument("--seed", type=int, default=TrainSettings.seed)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", help="write the results as JSON to this file")
-    p.add_argument("--save-predictions", help="write val/test forecasts to this safetensors file (one dataset × horizon)")
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    settings = TrainSettings(a.epochs, a.batch_size, a.lr, a.weight_decay, a.patience, a.evals_per_epoch, a.bf16, a.seed)
+def run_suite(
+    data_dir: str | Path,
+    datasets: list[str],
+    horizons: list[int],
+    model: str = "patchtst",
+    seq_len: int = 336,
+    model_overrides: dict[str, Any] | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    settings: TrainSettings | None = None,
+    ridge: float = 1e-6,
+    ensemble: bool = True,
+    linear_lookbacks: tuple[int, ...] = (),
+    time_of_day: bool = True,
+    out: str | Path | None = None,
+    save_predictions: str | Path | None = None,
+    run_dir: str | Path = "runs/ett",
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """``hftraining bench ett``: :func:`run_ett` for every dataset × horizon. ``model_overrides``:
+    ModelConfig keys set over :func:`default_model_config`; ``out``: the results as JSON, rewritten
+    after every cell so a long run keeps what it finished."""
     results = []
-    try:
-        for ds in a.dataset:
-            cfg = default_model_config(a.model, ds)
-            for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "dropout", "patch_len", "patch_stride", "moving_avg"):
-                if getattr(a, key) is not None:
-                    setattr(cfg, key, getattr(a, key))
-            kwargs: dict[str, Any] = {}
-            if a.subtract_last:
-                kwargs["subtract_last"] = True
-            if a.on_linear and a.model == "patchtst":
-                kwargs["on_linear"] = True
-            if a.head_dropout is not None and a.model == "patchtst":
-                kwargs["head_dropout"] = a.head_dropout
-            for h in a.horizon:
-                r = run_ett(a.data, ds, h, a.model, a.seq_len, cfg, settings, kwargs, a.ridge, not a.no_ensemble,
-                            save_predictions=a.save_predictions, linear_lookbacks=tuple(a.linear_lookbacks),
-                            time_of_day=not a.no_time_of_day)
-                results.append(r)
-                print(f"{ds} H={h}: ours ({r['ours']['name']}) test mse {r['ours']['test']['mse']:.4f} mae {r['ours']['test']['mae']:.4f}; "
-                      f"linear map {r['linear_map']['test']['mse']:.4f}; {r.get('total_seconds', 0):.0f}s", flush=True)
-                if a.out:  # rewritten after every cell so a long run keeps what it finished
-                    Path(a.out).write_text(json.dumps({"machine": f"{torch.get_num_threads()} CPU threads", "results": results}, indent=1) + "\n")
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    print()
-    print(f"ETT, multivariate, all test windows, MSE/MAE on z-scored data; published figures from PAPER_TABLES.md; torch threads {torch.get_num_threads()}")
-    print(format_table(results))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    for ds in datasets:
+        cfg = default_model_config(model, ds)
+        for key, value in (model_overrides or {}).items():
+            setattr(cfg, key, value)
+        for h in horizons:
+            r = run_ett(data_dir, ds, h, model, seq_len, cfg, settings, model_kwargs, ridge, ensemble, log=log,
+                        save_predictions=save_predictions, linear_lookbacks=tuple(linear_lookbacks),
+                        time_of_day=time_of_day, run_dir=run_dir)
+            results.append(r)
+            log(f"{ds} H={h}: ours ({r['ours']['name']}) test mse {r['ours']['test']['mse']:.4f} mae {r['ours']['test']['mae']:.4f}; "
+                f"linear map {r['linear_map']['test']['mse']:.4f}; {r.get('total_seconds', 0):.0f}s")
+            if out:
+                Path(out).write_text(dumps({"machine": f"{torch.get_num_threads()} CPU threads", "results": results}, indent=1) + "\n")
+    return results
