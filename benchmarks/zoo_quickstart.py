@@ -19,6 +19,7 @@ from hftraining.core.config import load_config
 from hftraining.data.pipeline import prepare
 from hftraining.models.predict import predict_scaled
 from hftraining.train.runner import build_trainer
+from hftraining.train.trainer import Trainer
 
 OPTIMIZERS = ["adamw", "gpro", "lion", "lamb", "adan", "adafactor", "sophia", "sgd"]
 # one learning rate per optimizer, the same for every model (Lion wants ~3x less than Adam,
@@ -30,7 +31,7 @@ MODELS = ["transformer", "patchtst", "dlinear"]
 
 def fixed_loss(trainer: Trainer, n: int = 1024) -> float:
     ws = trainer.data.train.subset(slice(0, n))
-    pred = predict_scaled(trainer.model, ws, 256)
+    pred = predict_scaled(trainer.model, ws, trainer.cfg.data.eval_batch_size)
     return float(np.mean((pred - ws.targets()) ** 2))
 
 

@@ -25,6 +25,7 @@ from hftraining.train.distributed import DistInfo
 from hftraining.train.trainer import Trainer
 from hftraining.workflows.train_run import train
 from hftraining.workflows.walkforward import fold_segments, prepare_fold, walk_forward
+from conftest import tiny  # noqa: E402
 
 QUICK = ["output.tensorboard=false", "evaluation.report=false", "output.progress_bar=never"]
 
@@ -272,9 +273,8 @@ def test_backtest_signal_mean_trades_the_mean_of_the_horizon():
 # --------------------------------------------------------------------------------------------
 # walk-forward: --mode finetune, --scheme rolling / purged_kfold
 
-WF = ["model.hidden_size=8", "model.num_heads=2", "model.num_layers=1", "model.dropout=0.0",
-      "data.sequence_length=16", "data.prediction_horizon=2", "data.batch_size=32", "data.symbols=[AEM, WPM]",
-      "training.max_steps=3", "evaluation.eval_steps=0", "training.save_steps=0", *QUICK]
+WF = tiny(None, "model.hidden_size=8", "data.sequence_length=16", "data.prediction_horizon=2",
+          "training.max_steps=3", "evaluation.eval_steps=0", "training.save_steps=0", *QUICK)
 
 
 def _record_fit_starts(monkeypatch):

@@ -10,7 +10,7 @@ from scipy import stats
 from hftraining.core.config import load_config
 from hftraining.data.pipeline import prepare
 from hftraining.eval import metrics as M
-from hftraining.eval.forecasts import collect_forecasts, evaluate_predictions, format_table, score, verdict
+from hftraining.eval.forecasts import collect_forecasts, evaluate_predictions, format_table, verdict
 
 
 def test_dm_matches_hand_computation():

@@ -18,6 +18,7 @@ from typing import Any, Literal, Optional
 import yaml
 
 from hftraining.core.errors import ConfigError
+from hftraining.core.jsonio import write_json
 
 
 @dataclass
@@ -491,4 +492,4 @@ def resolved_precision(t: TrainingConfig) -> str:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+    write_json(path, cfg.to_dict())

@@ -1,7 +1,10 @@
-"""The one JSON helper: every JSON file and response the package writes goes through
-:func:`json_safe`, so NaN and ±Inf are ``null`` everywhere (strict JSON: browsers, ``jq`` and
-most parsers reject ``NaN``), numpy scalars and arrays become Python numbers and lists, and
-mapping keys become strings."""
+"""The one JSON helper: every JSON file and response the package writes goes through it.
+
+Reports, metrics, model folders and HTTP answers are strict JSON via :func:`json_safe`: NaN and
+±Inf are ``null`` (browsers, ``jq`` and most parsers reject ``NaN``), numpy scalars and arrays
+become Python numbers and lists, mapping keys become strings. Checkpoint state is the one
+exception (``exact=True``): a resumed run must read back exactly what it saved, an infinite
+hyperparameter included, so there non-finite floats are kept as Python's ``Infinity``/``NaN``."""
 
 from __future__ import annotations
 
@@ -28,15 +31,17 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def dumps(obj: Any, indent: int | None = 2) -> str:
-    """Strict JSON text of :func:`json_safe` (``obj``)."""
+def dumps(obj: Any, indent: int | None = 2, exact: bool = False) -> str:
+    """Strict JSON text of :func:`json_safe` (``obj``); ``exact``: non-finite floats kept (see above)."""
+    if exact:
+        return json.dumps(obj, indent=indent)
     return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
 
 
-def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
-    """Write ``obj`` as strict JSON (UTF-8, trailing newline) to ``path``."""
+def write_json(path: str | Path, obj: Any, indent: int | None = 2, exact: bool = False) -> Path:
+    """Write ``obj`` as JSON (UTF-8, trailing newline) to ``path``: strict, or ``exact`` (checkpoints)."""
     path = Path(path)
-    path.write_text(dumps(obj, indent) + "\n", encoding="utf-8")
+    path.write_text(dumps(obj, indent, exact) + "\n", encoding="utf-8")
     return path
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 
 import hftraining
 from hftraining.core.config import DataConfig
+from hftraining.core.jsonio import write_json
 from hftraining.data import io
 from hftraining.data.features import compute_features
 from hftraining.data.validate import RowsNeeded, load_and_validate
@@ -63,7 +64,7 @@ def _write_entry(folder: Path, tables: dict[str, pd.DataFrame], report: dict[str
         for i, table in enumerate(tables.values()):
             table.to_parquet(tmp / f"{i:05d}.parquet", index=False)
         manifest = {"format": FORMAT, "symbols": list(tables), "report": report}
-        (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+        write_json(tmp / "manifest.json", manifest, indent=None)
         try:
             os.rename(tmp, folder)
         except OSError:  # another process wrote the same entry first: theirs is as good as ours

@@ -3,7 +3,7 @@
 Panels are (T dates, N symbols). ``signal[t]`` is known at the close of date t; ``returns[t]`` is
 the log return of the period that ends at the close of date t. The weights decided from
 ``signal[t]`` are traded at the close of t and earn ``returns[t + 1]``: the one shift in
-:func:`simulate` is the whole of the timing discipline, and tests/test_backtest.py fails if it
+:func:`simulate` is the whole of the timing discipline, and tests/test_eval_backtest.py fails if it
 moves by one period in either direction.
 
 Costs: ``cost_bps + slippage_bps`` basis points of traded notional, where the trade at t is the

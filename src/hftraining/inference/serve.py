@@ -17,7 +17,6 @@ than ``--max-body-bytes`` is a 413. A failing request never stops the server.
 
 import json
 import logging
-import math
 import re
 import socket
 import tempfile
@@ -30,7 +29,7 @@ import pandas as pd
 
 from hftraining.core.config import ServeConfig
 from hftraining.core.errors import UserError
-from hftraining.core.jsonio import json_safe
+from hftraining.core.jsonio import dumps, json_safe
 from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble
 from hftraining.inference.forecaster import Forecaster
 from hftraining.models.outputs import CLASS_NAMES
@@ -234,7 +233,7 @@ class BodyLimit:
         self.app, self.limit = app, limit
 
     async def _reject(self, send, text: str) -> None:
-        body = json.dumps({"error": text}).encode()
+        body = dumps({"error": text}, indent=None).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})

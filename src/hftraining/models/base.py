@@ -17,6 +17,7 @@ from torch import nn
 
 from hftraining.core.config import ModelConfig, section_from_dict
 from hftraining.core.errors import ConfigError, DataError
+from hftraining.core.jsonio import write_json
 from hftraining.models.outputs import ForecastOutput
 from hftraining.models.registry import build_model
 
@@ -78,12 +79,12 @@ class ForecastModel(nn.Module):
         """Write config.json, model.safetensors and (if given) preprocessing.json into ``directory``."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        (d / CONFIG_NAME).write_text(json.dumps(self.init_args(), indent=2) + "\n", encoding="utf-8")
+        write_json(d / CONFIG_NAME, self.init_args())
         # contiguous copies: safetensors refuses shared or strided storage
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(d / WEIGHTS_NAME), metadata={"format": "pt"})
         if preprocessing is not None:
-            (d / PREPROCESSING_NAME).write_text(json.dumps(preprocessing, indent=2) + "\n", encoding="utf-8")
+            write_json(d / PREPROCESSING_NAME, preprocessing)
         return d
 
     @classmethod

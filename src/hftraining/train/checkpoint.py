@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hftraining.core.errors import UserError
+from hftraining.core.jsonio import write_json
 from hftraining.models.base import ForecastModel
 from hftraining.optim.state import optimizer_state_from_flat, optimizer_state_to_flat
 
@@ -40,7 +41,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
+    write_json(path, obj, indent=1, exact=True)  # state must round-trip exactly (an infinite hyperparameter too)
 
 
 def rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -3,9 +3,7 @@ metrics.jsonl and TensorBoard. Only rank 0 logs."""
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Any

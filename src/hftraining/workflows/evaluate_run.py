@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from hftraining.core.config import Config, EvaluationConfig, parse_override, section_from_dict, validate
 from hftraining.core.errors import ConfigError, DataError

@@ -39,6 +39,7 @@ import yaml
 
 from hftraining.core.config import Config, check_value, load_config
 from hftraining.core.errors import ConfigError, UserError
+from hftraining.core.jsonio import write_json
 from hftraining.data.pipeline import prepare, read_frames
 from hftraining.train.logging import setup_console_logging
 from hftraining.train.runner import training_run
@@ -374,8 +375,8 @@ def write_study_report(study, cfg: Config, config_path, overrides, space, out: P
         header_line = (f"# best trial {best.number} of study {study.study_name}: eval_{cfg.evaluation.metric} = {best.value:.6g}"
                        f" (validation split)\n# hftraining train --config {out / 'best_config.yaml'}\n")
         (out / "best_config.yaml").write_text(header_line + yaml.safe_dump(d, sort_keys=False), encoding="utf-8")
-        (out / "best.json").write_text(json.dumps({"trial": best.number, "value": best.value, "metric": f"eval_{cfg.evaluation.metric}",
-                                                   "params": values}, indent=2) + "\n", encoding="utf-8")
+        write_json(out / "best.json", {"trial": best.number, "value": best.value, "metric": f"eval_{cfg.evaluation.metric}",
+                                       "params": values})
         lines.append(f"best: trial {best.number}, eval_{cfg.evaluation.metric} = {best.value:.6g}: "
                      + ", ".join(f"{k}={v}" for k, v in values.items()))
         lines.append(f"best config: {out / 'best_config.yaml'}")

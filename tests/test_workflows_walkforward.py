@@ -5,12 +5,12 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from hftraining.core.config import load_config
 from hftraining.data.splits import purged_kfold, window_ends
 from hftraining.workflows.walkforward import fold_segments, walk_forward
+from conftest import tiny  # noqa: E402
 
 
 def _targets(ends, H):
@@ -59,12 +59,10 @@ def test_walk_forward_fold_segments_keep_targets_out_of_sample():
 
 
 def test_walk_forward_runs_the_trainer_per_fold(tmp_path):
-    cfg = load_config(None, [
-        "model.hidden_size=8", "model.num_heads=2", "model.num_layers=1", "data.sequence_length=16",
-        "data.prediction_horizon=2", "data.batch_size=32", "data.symbols=[AEM, WPM, NIO]", "training.max_steps=3",
-        "evaluation.eval_steps=0", f"output.output_dir={tmp_path / 'wf'}", "output.tensorboard=false",
-        "output.progress_bar=never", "evaluation.report=false",
-    ])
+    cfg = load_config(None, tiny(
+        tmp_path / "wf", "model.hidden_size=8", "model.dropout=0.15", "data.sequence_length=16", "data.prediction_horizon=2",
+        "data.symbols=[AEM, WPM, NIO]", "training.max_steps=3", "evaluation.eval_steps=0", "evaluation.report=false",
+    ))
     res = walk_forward(cfg, 2, scheme="expanding", mode="finetune")
     folds = res["folds"]
     assert [f["fold"] for f in folds] == [1, 2]

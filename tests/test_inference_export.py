@@ -11,7 +11,7 @@ pytest.importorskip("onnxscript")
 
 from hftraining.core.config import ModelConfig, load_config  # noqa: E402
 from hftraining.data.pipeline import prepare  # noqa: E402
-from hftraining.inference.export import export_onnx, onnx_session, wrapper_for  # noqa: E402
+from hftraining.inference.export import onnx_session, wrapper_for  # noqa: E402
 from hftraining.models import build_model  # noqa: E402
 
 

@@ -13,18 +13,16 @@ from hftraining.core.config import load_config
 from hftraining.inference.forecaster import Forecaster
 from hftraining.models import ForecastModel
 from hftraining.workflows.train_run import train
+from conftest import tiny  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
-    overrides = [
-        "model.hidden_size=16", "model.num_heads=2", "model.num_layers=1", "model.dropout=0.0",
-        "data.sequence_length=20", "data.prediction_horizon=3", "data.batch_size=32",
-        "data.symbols=[AEM, WPM]", "training.max_steps=40", "training.logging_steps=1",
-        "training.learning_rate=0.003", "training.save_steps=10", "training.save_total_limit=2",
-        "evaluation.eval_steps=20", f"output.output_dir={tmp / 'run'}",
-    ]
+    overrides = tiny(
+        tmp / "run", "training.max_steps=40", "training.logging_steps=1", "training.learning_rate=0.003",
+        "training.save_steps=10", "training.save_total_limit=2", "evaluation.eval_steps=20", "output.tensorboard=true",
+    )
     cfg = load_config(None, overrides)
     result = train(cfg)
     return cfg, tmp / "run", result

@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 
 from hftraining.train.checkpoint import list_checkpoints, resolve_resume
+from conftest import tiny  # noqa: E402
 
-BASE = [
-    "model.hidden_size=16", "model.num_heads=2", "model.num_layers=1", "model.dropout=0.1",
-    "data.sequence_length=20", "data.prediction_horizon=3", "data.batch_size=16",
-    "data.symbols=[AEM]", "training.max_steps=60", "training.gradient_accumulation_steps=2",
-    "training.save_steps=5", "training.logging_steps=5", "evaluation.eval_steps=20",
-    "training.use_mixed_precision=true", "output.tensorboard=false",
-]
+BASE = tiny(
+    None, "model.dropout=0.1", "data.batch_size=16", "data.symbols=[AEM]", "training.max_steps=60",
+    "training.gradient_accumulation_steps=2", "training.save_steps=5", "training.logging_steps=5",
+    "evaluation.eval_steps=20", "training.use_mixed_precision=true",
+)
 
 
 def _cmd(out: Path, *extra: str) -> list[str]:

@@ -12,13 +12,12 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
+from conftest import tiny  # noqa: E402
 
-COMMON = [
-    "model.hidden_size=16", "model.num_heads=2", "model.num_layers=1", "model.dropout=0.0",
-    "data.sequence_length=20", "data.prediction_horizon=3", "data.symbols=[AEM, WPM]",
-    "training.max_steps=8", "training.save_steps=4", "training.logging_steps=2", "evaluation.eval_steps=4",
-    "training.optimizer=sgd", "training.learning_rate=0.01", "output.tensorboard=false", "training.device=cpu",
-]
+COMMON = tiny(
+    None, "training.max_steps=8", "training.save_steps=4", "training.logging_steps=2",
+    "evaluation.eval_steps=4", "training.optimizer=sgd", "training.learning_rate=0.01", "training.device=cpu",
+)
 
 
 def _env():

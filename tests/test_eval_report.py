@@ -13,6 +13,7 @@ from hftraining.core.config import load_config
 from hftraining.workflows.evaluate_run import evaluate_and_backtest
 from hftraining.eval.report import write_report
 from hftraining.workflows.train_run import train
+from conftest import tiny  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -48,12 +49,10 @@ def _check_html(path, min_images=5):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
-    cfg = load_config(None, [
-        "model.hidden_size=8", "model.num_heads=2", "model.num_layers=1", "data.sequence_length=16",
-        "data.prediction_horizon=3", "data.batch_size=32", "data.symbols=[AEM, WPM, NIO]", "training.max_steps=6",
-        "training.logging_steps=1", "evaluation.eval_steps=3", f"output.output_dir={tmp / 'run'}",
-        "output.tensorboard=false", "output.progress_bar=never",
-    ])
+    cfg = load_config(None, tiny(
+        tmp / "run", "model.hidden_size=8", "model.dropout=0.15", "data.sequence_length=16", "data.symbols=[AEM, WPM, NIO]",
+        "training.max_steps=6", "training.logging_steps=1", "evaluation.eval_steps=3",
+    ))
     train(cfg)
     return tmp / "run"
 

@@ -12,12 +12,11 @@ from hftraining.core.errors import DataError
 from hftraining.inference.ensemble import build_ensemble
 from hftraining.inference.forecaster import Forecaster
 from hftraining.workflows.evaluate_run import evaluate_model_dir
+from conftest import tiny  # noqa: E402
 
-TINY = ["model.hidden_size=8", "model.num_heads=2", "model.num_layers=1", "model.dropout=0.0",
-        "model.quantiles=[0.1, 0.9]", "model.classification_threshold=0.005",
-        "data.sequence_length=16", "data.prediction_horizon=2", "data.symbols=[AEM, WPM]",
-        "training.max_steps=4", "training.save_steps=0", "evaluation.eval_steps=0", "output.tensorboard=false",
-        "output.progress_bar=never"]
+TINY = tiny(None, "model.hidden_size=8", "model.quantiles=[0.1, 0.9]", "model.classification_threshold=0.005",
+            "data.sequence_length=16", "data.prediction_horizon=2", "training.max_steps=4", "training.save_steps=0",
+            "evaluation.eval_steps=0")
 
 
 @pytest.fixture(scope="module")

@@ -10,18 +10,16 @@ from hftraining.core.errors import DataError
 from hftraining.models.predict import predict_scaled
 from hftraining.inference.forecaster import Forecaster
 from hftraining.workflows.train_run import train
+from conftest import tiny  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("inference")
-    cfg = load_config(None, [
-        "model.hidden_size=16", "model.num_heads=2", "model.num_layers=1", "model.dropout=0.0",
-        "model.quantiles=[0.9, 0.1, 0.5]", "model.classification_threshold=0.005",
-        "data.sequence_length=20", "data.prediction_horizon=3", "data.batch_size=32",
-        "data.symbols=[AEM, WPM]", "training.max_steps=8", "training.save_steps=0", "evaluation.eval_steps=0",
-        f"output.output_dir={tmp / 'run'}", "output.tensorboard=false", "output.progress_bar=never",
-    ])
+    cfg = load_config(None, tiny(
+        tmp / "run", "model.quantiles=[0.9, 0.1, 0.5]", "model.classification_threshold=0.005",
+        "training.max_steps=8", "training.save_steps=0", "evaluation.eval_steps=0",
+    ))
     train(cfg)
     return tmp / "run"
 
