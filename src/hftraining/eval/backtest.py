@@ -185,7 +185,7 @@ def _quantile_vol(fc) -> np.ndarray | None:
 def backtest_forecasts(fc, ev) -> dict[str, Any]:
     """Backtest the model's forecasts, each baseline's and buy-and-hold on the same dates.
 
-    ``fc``: :class:`hftraining.eval.evaluate.Forecasts`; ``ev``: the EvaluationConfig (positions
+    ``fc``: :class:`hftraining.eval.forecasts.Forecasts`; ``ev``: the EvaluationConfig (positions
     rule, long-only, gross cap, costs, signal, periods per year). Returns {"strategies": {name:
     metrics}, "settings": ..., "curves": {name: (dates, returns)}} (curves are arrays, for the report).
     """

@@ -2,8 +2,7 @@
 next step depends on is in the checkpoint, so a resumed run continues bit for bit.
 
 The loop only: the run folder, the final model and what follows training (the test evaluation,
-the report) belong to :mod:`hftraining.train.runner`, the one lifecycle that ``train``, ``tune``
-and ``walkforward`` share."""
+the report) belong to :mod:`hftraining.train.runner`, the one lifecycle of every training run."""
 
 from __future__ import annotations
 

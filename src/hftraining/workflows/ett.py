@@ -110,6 +110,7 @@ def split_borders(dataset: str, seq_len: int) -> dict[str, tuple[int, int]]:
     return {"train": (0, tr), "val": (tr - seq_len, va), "test": (va - seq_len, te)}
 
 
+EVAL_BATCH = 512  # windows per batch of validation and prediction (each holds C channel series)
 SERIES = "ETT"  # the one "symbol" of a dataset: the scaler is fit over all its train rows
 START = np.datetime64("2016-07-01T00:00", "ns")  # first row of all four files, which have no gaps (PAPER_TABLES.md §0)
 
@@ -322,7 +323,7 @@ def trainer_config(s: TrainSettings, model_cfg: ModelConfig, n_train: int, seq_l
     every = max(1, (n_train // s.batch_size) // s.evals_per_epoch)
     return Config(
         model=model_cfg,
-        data=DataConfig(sequence_length=seq_len, prediction_horizon=horizon, batch_size=s.batch_size, eval_batch_size=512),
+        data=DataConfig(sequence_length=seq_len, prediction_horizon=horizon, batch_size=s.batch_size, eval_batch_size=EVAL_BATCH),
         training=TrainingConfig(
             optimizer="adamw", learning_rate=s.lr, weight_decay=s.weight_decay, lr_scheduler="cosine", warmup_ratio=0.05,
             min_lr_ratio=0.1, max_steps=every * s.evals_per_epoch * s.epochs, max_grad_norm=0.0, precision="bf16" if s.bf16 else "fp32",
@@ -410,7 +411,7 @@ def train_model(net: torch.nn.Module, data: EttData, s: TrainSettings, run_dir: 
 
 def forecasts(model: torch.nn.Module, data: EttData, split: str, precision: str = "fp32") -> torch.Tensor:
     """(n, H, C) forecasts of a trained :class:`ChannelModel` for every window of a split."""
-    return torch.from_numpy(predict_scaled(model, data.windows[split], 512, "cpu", precision))
+    return torch.from_numpy(predict_scaled(model, data.windows[split], EVAL_BATCH, "cpu", precision))
 
 
 # --------------------------------------------------------------------------------------------
