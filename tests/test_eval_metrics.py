@@ -1,6 +1,7 @@
 """Forecast metrics, the Diebold–Mariano test against hand computations, and the scoring of the
 model beside the baselines through one prediction path."""
 
+import json
 import math
 
 import numpy as np
@@ -8,9 +9,10 @@ import pytest
 from scipy import stats
 
 from hftraining.core.config import load_config
+from hftraining.core.jsonio import dumps
 from hftraining.data.pipeline import prepare
 from hftraining.eval import metrics as M
-from hftraining.eval.forecasts import collect_forecasts, evaluate_predictions, format_table, verdict
+from hftraining.eval.forecasts import Forecasts, collect_forecasts, evaluate_predictions, format_table, score, verdict
 
 
 def test_dm_matches_hand_computation():
@@ -123,3 +125,114 @@ def test_quantile_head_metrics(prepared):
     assert r["model"]["coverage"]["interval_80%"] == 1.0
     assert r["model"]["pinball"]["q0.1"] == pytest.approx(0.1 * s, rel=1e-5)  # diff +1 (scaled) × 0.1
     assert r["model"]["pinball"]["q0.9"] == pytest.approx(0.1 * s, rel=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# cross-sectional IC per date (Qlib's IC / ICIR / Rank IC)
+
+
+def _panel(rng, n_dates=12, n_symbols=6):
+    """A panel with known structure: date k has IC sign (−1)^k by construction (true = ±pred + noise),
+    rows shuffled so a date's windows are not contiguous; plus a date with 2 symbols (too few), one
+    with a constant forecast and one with a constant realisation (all three undefined: left out),
+    and ties in the forecast (average ranks)."""
+    d = np.repeat(np.arange(n_dates), n_symbols)
+    pred = rng.normal(size=d.size)
+    pred[1] = pred[2] = pred[0]  # a three-way tie on date 0
+    sign = np.where(d % 2 == 0, 1.0, -1.0)
+    true = sign * pred + rng.normal(0, 0.5, size=d.size)
+    true[n_symbols + 1] = true[n_symbols]  # a tie in the realisations on date 1
+    d = np.r_[d, [100, 100], [200] * 4, [300] * 4]
+    pred = np.r_[pred, [0.1, 0.2], [0.3] * 4, [0.1, 0.2, 0.3, 0.4]]
+    true = np.r_[true, [1.0, 2.0], [1.0, 2.0, 3.0, 4.0], [0.5] * 4]
+    perm = rng.permutation(d.size)
+    return pred[perm], true[perm], d[perm] * 1000 + 7  # dates as arbitrary increasing integers
+
+
+def test_ic_series_equals_corrcoef_and_spearmanr_per_date():
+    rng = np.random.default_rng(3)
+    pred, true, dates = _panel(rng)
+    want_dates = np.arange(12) * 1000 + 7  # the three undefined dates are left out
+    for rank, corr in ((False, lambda a, b: np.corrcoef(a, b)[0, 1]), (True, lambda a, b: stats.spearmanr(a, b).statistic)):
+        got_dates, ic = M.cross_sectional_ic_series(pred, true, dates, rank=rank)
+        np.testing.assert_array_equal(got_dates, want_dates)
+        want = [corr(pred[dates == k], true[dates == k]) for k in want_dates]
+        np.testing.assert_allclose(ic, want, rtol=0, atol=1e-12)
+        assert (np.sign(ic) == np.where(np.arange(12) % 2 == 0, 1, -1)).all()  # the planted signs
+    assert len(np.unique(pred[dates == 7])) == 4 and len(np.unique(true[dates == 1007])) == 5  # the ties are there
+    # min_size: with 7 symbols needed every date is left out
+    assert M.cross_sectional_ic_series(pred, true, dates, min_size=7)[1].size == 0
+    # the mean IC of cross_sectional_ic is the mean of the rank series
+    ic, n = M.cross_sectional_ic(pred, true, dates)
+    assert n == 12 and ic == pytest.approx(np.mean([stats.spearmanr(pred[dates == k], true[dates == k]).statistic
+                                                    for k in want_dates]))
+
+
+def test_ic_of_a_near_oracle_is_near_one_and_of_a_shuffled_forecast_near_zero():
+    rng = np.random.default_rng(4)
+    n_dates, n_symbols = 300, 10
+    dates = np.repeat(np.arange(n_dates), n_symbols)
+    true = rng.normal(0, 0.01, size=dates.size)
+    near = true + rng.normal(0, 0.001, size=dates.size)  # noise a tenth of the signal
+    shuffled = rng.permutation(near)
+    for rank in (False, True):
+        good = M.ic_summary(M.cross_sectional_ic_series(near, true, dates, rank=rank)[1], lag=0)
+        assert good["n_dates"] == n_dates and good["mean"] > 0.95 and good["positive_share"] == 1.0
+        assert good["t_stat"] > 50
+        bad = M.ic_summary(M.cross_sectional_ic_series(shuffled, true, dates, rank=rank)[1], lag=0)
+        # se of the mean of 300 ICs of 10 independent pairs ≈ (1/3)/√300 ≈ 0.02
+        assert abs(bad["mean"]) < 0.08 and 0.35 < bad["positive_share"] < 0.65 and abs(bad["t_stat"]) < 4
+
+
+def test_ic_summary_t_stat_is_the_newey_west_t():
+    rng = np.random.default_rng(5)
+    x = rng.normal(0.05, 0.2, size=40)
+    s = M.ic_summary(x, lag=0)
+    # lag 0: newey_west_variance is the population variance (divisor T), so t = mean / (std_pop / √T);
+    # the reported std (and ICIR) is the sample std (ddof 1), as pandas / Qlib report it
+    assert s["t_stat"] == pytest.approx(x.mean() / (x.std(ddof=0) / math.sqrt(40)), rel=1e-12)
+    assert s["std"] == pytest.approx(x.std(ddof=1)) and s["icir"] == pytest.approx(x.mean() / x.std(ddof=1))
+    assert s["positive_share"] == pytest.approx(np.mean(x > 0)) and s["n_dates"] == 40
+    # lag 1 by hand (the DM example): x = [3, 1, 2, 4], mean 2.5, LRV = 1.25 + 2 · ½ · (−0.1875) = 1.0625
+    assert M.ic_summary(np.array([3.0, 1, 2, 4]), lag=1)["t_stat"] == pytest.approx(2.5 / math.sqrt(1.0625 / 4))
+    empty = M.ic_summary(np.array([]), lag=0)
+    assert empty["n_dates"] == 0 and all(math.isnan(empty[k]) for k in ("mean", "std", "icir", "t_stat", "positive_share"))
+
+
+def _forecasts(n_symbols, n_dates=40, H=2, seed=0):
+    rng = np.random.default_rng(seed)
+    W = n_symbols * n_dates
+    true = rng.normal(0, 0.01, size=(W, H))
+    pred = {"model": true + rng.normal(0, 0.01, size=(W, H)), "zero": np.zeros((W, H)),
+            "drift": rng.normal(0, 0.01, size=(W, H))}
+    return Forecasts(pred=pred, true=true, dates=np.repeat(np.arange(n_dates, dtype=np.int64) * 86_400 * 10**9, n_symbols),
+                     symbol_ids=np.tile(np.arange(n_symbols), n_dates), symbols=[f"S{i}" for i in range(n_symbols)],
+                     last_return=np.zeros(W), past_vol=np.ones(W), last_close=np.ones(W))
+
+
+def test_score_of_one_symbol_has_an_empty_cross_section_as_null():
+    r = score(_forecasts(1))
+    for m in [r["model"], *r["baselines"].values()]:
+        for key in ("ic", "rank_ic"):
+            s = m["cross_section"][key]
+            assert s["n_dates"] == 0 and math.isnan(s["mean"]) and math.isnan(s["t_stat"])
+    saved = json.loads(dumps(r))
+    assert saved["model"]["cross_section"]["rank_ic"]["mean"] is None and saved["model"]["cross_section"]["ic"]["n_dates"] == 0
+    assert "no date has 3 symbols" in format_table(r)
+
+
+def test_score_cross_section_is_step_one_per_date():
+    fc = _forecasts(5, seed=1)
+    r = score(fc)
+    p, t = fc.pred["model"][:, 0], fc.true[:, 0]
+    by_date = [fc.dates == d for d in np.unique(fc.dates)]
+    ic = np.array([np.corrcoef(p[m], t[m])[0, 1] for m in by_date])
+    ric = np.array([stats.spearmanr(p[m], t[m]).statistic for m in by_date])
+    cs = r["model"]["cross_section"]
+    assert cs["ic"]["n_dates"] == 40 and cs["ic"]["lag"] == 0
+    assert cs["ic"]["mean"] == pytest.approx(ic.mean()) and cs["rank_ic"]["mean"] == pytest.approx(ric.mean())
+    assert cs["rank_ic"]["icir"] == pytest.approx(ric.mean() / ric.std(ddof=1))
+    assert r["baselines"]["zero"]["cross_section"]["ic"]["n_dates"] == 0  # a constant forecast has no ranking
+    table = format_table(r)
+    assert "cross-section (step 1" in table and "naive:drift" in table.split("cross-section", 1)[1]
+    assert table.splitlines()[-1] == r["verdict"]

@@ -2,6 +2,7 @@
 images exist beside it; evaluate/backtest CLI output and their one-line errors."""
 
 import base64
+import dataclasses
 import json
 import struct
 from html.parser import HTMLParser
@@ -11,6 +12,7 @@ import pytest
 from hftraining.cli import main
 from hftraining.core.config import load_config
 from hftraining.workflows.evaluate_run import evaluate_and_backtest
+from hftraining.eval.forecasts import score
 from hftraining.eval.report import write_report
 from hftraining.workflows.train_run import train
 from conftest import tiny  # noqa: E402
@@ -21,11 +23,12 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 class _Images(HTMLParser):
     def __init__(self):
         super().__init__()
-        self.srcs, self.tables = [], 0
+        self.srcs, self.alts, self.tables = [], [], 0
 
     def handle_starttag(self, tag, attrs):
         if tag == "img":
             self.srcs.append(dict(attrs).get("src", ""))
+            self.alts.append(dict(attrs).get("alt", ""))
         self.tables += tag == "table"
 
 
@@ -68,6 +71,8 @@ def test_train_writes_html_and_markdown_reports(run):
         assert section in md
     saved = json.loads((run / "eval.json").read_text())
     assert set(saved["backtest"]["strategies"]) >= {"model", "buy_and_hold", "naive:drift"}
+    assert saved["model"]["cross_section"]["rank_ic"]["n_dates"] > 0  # eval.json carries the step-1 IC summary
+    assert "cross_section" in saved["baselines"]["drift"]
     assert "NaN" not in (run / "eval.json").read_text()  # strict JSON
 
 
@@ -91,6 +96,32 @@ def test_write_report_into_another_folder_is_self_contained(run, tmp_path):
     assert sorted(p.name for p in (out / "report_files").iterdir()) == sorted(ref.rsplit("/", 1)[1] for ref in refs)
 
 
+def test_report_shows_the_cross_sectional_ic_over_time_with_several_symbols(run, tmp_path):
+    result, fc, bt = evaluate_and_backtest(run)
+    assert len(fc.symbols) == 3 and result["model"]["cross_section"]["ic"]["n_dates"] >= 20
+    html_path, md_path = write_report(tmp_path / "three", result, fc, bt, run)
+    p = _check_html(html_path)
+    ic = [src for alt, src in zip(p.alts, p.srcs) if "cross-sectional IC per date" in alt]
+    assert len(ic) == 1
+    w, h = _png_size(base64.b64decode(ic[0].split(",", 1)[1], validate=True))
+    assert w >= 600 and h >= 150
+    md = md_path.read_text(encoding="utf-8")
+    assert "report_files/ic_over_time.png" in md and "Rank IC mean" in md
+    assert _png_size((tmp_path / "three" / "report_files" / "ic_over_time.png").read_bytes())[0] >= 600
+    # one symbol: no cross-section, so the table shows dashes and there is no IC figure (and no crash)
+    one = fc.symbol_ids == 0
+    fc1 = dataclasses.replace(fc, pred={k: v[one] for k, v in fc.pred.items()}, true=fc.true[one], dates=fc.dates[one],
+                              symbol_ids=fc.symbol_ids[one], last_return=fc.last_return[one], past_vol=fc.past_vol[one],
+                              last_close=fc.last_close[one], quantiles=None, levels=[])
+    r1 = score(fc1)
+    assert r1["model"]["cross_section"]["ic"]["n_dates"] == 0
+    html1, md1 = write_report(tmp_path / "one", r1, fc1, None, run)
+    p1 = _Images()
+    p1.feed(html1.read_text(encoding="utf-8"))
+    assert not any("cross-sectional IC" in alt for alt in p1.alts) and "ic_over_time" not in md1.read_text(encoding="utf-8")
+    assert "| model | 0 | — |" in md1.read_text(encoding="utf-8")
+
+
 def _cli(capsys, *args):
     code = main([str(a) for a in args])
     out = capsys.readouterr()
@@ -104,6 +135,10 @@ def test_evaluate_cli_json_and_report_dir(run, tmp_path, capsys):
     for key in ("model", "baselines", "dm_vs_zero", "per_step", "per_symbol", "backtest", "verdict"):
         assert key in got
     assert set(got["baselines"]) == {"zero", "repeat", "drift", "seasonal_naive"}
+    for m in [got["model"], *got["baselines"].values()]:  # step-1 cross-sectional IC of every forecast
+        assert set(m["cross_section"]) == {"ic", "rank_ic"}
+        assert {"mean", "std", "icir", "t_stat", "positive_share", "n_dates"} <= set(m["cross_section"]["rank_ic"])
+    assert got["model"]["cross_section"]["ic"]["n_dates"] > 0 and got["model"]["cross_section"]["ic"]["lag"] == 0
     assert 0 <= got["dm_vs_zero"]["p_value"] <= 1
     _check_html(tmp_path / "report.html")  # the training curves come from the run folder
 

@@ -24,6 +24,11 @@ from hftraining.models.predict import predict_outputs, predict_scaled
 
 BASELINES = ("zero", "repeat", "drift", "seasonal_naive")
 SIGNIFICANCE = 0.05  # two-sided level of the verdict line
+CS_MIN_SYMBOLS = M.MIN_CROSS_SECTION  # a date counts in the cross-sectional IC with at least this many symbols
+# Newey–West lag of the step-1 IC series: the 1-step targets of consecutive dates are disjoint
+# returns (t→t+1, then t+1→t+2), so the IC series has no overlap-induced autocorrelation; an
+# H-step target would need lag H − 1 (consecutive targets share H − 1 returns), as in the DM test.
+CS_LAG = 0
 
 
 def baseline_models(n_features: int, horizon: int, seq_len: int) -> dict[str, ForecastModel]:
@@ -145,9 +150,22 @@ def _symbol_metrics(pred: np.ndarray, true: np.ndarray, fc: Forecasts) -> dict[s
     return out
 
 
+def cross_section(pred: np.ndarray, true: np.ndarray, dates: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Cross-sectional IC of the 1-step forecast (``pred[:, 0]`` vs ``true[:, 0]``, per date across
+    symbols): {"ic": Pearson, "rank_ic": Spearman}, each an :func:`metrics.ic_summary` with
+    Newey–West lag :data:`CS_LAG`. One symbol (or fewer than :data:`CS_MIN_SYMBOLS` per date) has no
+    cross-section: n_dates 0 and NaN statistics."""
+    out = {}
+    for key, rank in (("ic", False), ("rank_ic", True)):
+        _, ic = M.cross_sectional_ic_series(pred[:, 0], true[:, 0], dates, min_size=CS_MIN_SYMBOLS, rank=rank)
+        out[key] = M.ic_summary(ic, lag=CS_LAG)
+    return out
+
+
 def score(fc: Forecasts) -> dict[str, Any]:
-    """Every metric of the model and of each baseline, and the Diebold–Mariano tests of the model
-    against each baseline (squared error; see :func:`metrics.dm_test`)."""
+    """Every metric of the model and of each baseline (the pooled ones, with the step-1
+    cross-sectional IC under "cross_section", see :func:`cross_section`), and the Diebold–Mariano
+    tests of the model against each baseline (squared error; see :func:`metrics.dm_test`)."""
     true, dates = fc.true, fc.dates
     H = true.shape[1]
     result: dict[str, Any] = {
@@ -156,6 +174,8 @@ def score(fc: Forecasts) -> dict[str, Any]:
         "units": "log returns",
     }
     pooled = {name: M.point_metrics(p, true, dates) for name, p in fc.pred.items()}
+    for name, p in fc.pred.items():
+        pooled[name]["cross_section"] = cross_section(p, true, dates)
     if fc.quantiles is not None and len(fc):
         pin = M.pinball_loss(fc.quantiles, true, fc.levels)
         pooled["model"]["pinball"] = {f"q{q:g}": v for q, v in zip(fc.levels, pin)}
@@ -220,6 +240,7 @@ def format_table(result: dict[str, Any], title: str = "test") -> str:
             f"{_fmt(m.get('ic'), '>9.4f')}{_fmt(m.get('ic_pooled'), '>9.4f')}"
             f"{_fmt(d.get('statistic'), '>9.3f')}{_fmt(d.get('p_value'), '>8.3f')}"
         )
+    lines += _cross_section_lines(result)
     if "pinball_mean" in result["model"]:
         cov = ", ".join(f"{k} {v:.3f}" for k, v in result["model"]["coverage"].items())
         lines.append(f"quantile head: mean pinball loss {result['model']['pinball_mean']:.6g}; coverage {cov}")
@@ -228,3 +249,26 @@ def format_table(result: dict[str, Any], title: str = "test") -> str:
                      f"losses averaged over symbols per date, Newey–West lag {result['horizon'] - 1}")
     lines.append(result.get("verdict") or verdict(result))
     return "\n".join(lines)
+
+
+def _cross_section_lines(result: dict[str, Any]) -> list[str]:
+    """The step-1 cross-sectional IC of the model and of the best baseline by rank-IC mean."""
+    cs = result["model"].get("cross_section")
+    if not cs:
+        return []
+    lag = cs["ic"].get("lag", CS_LAG)
+    head_ = f"cross-section (step 1, per date across ≥ {CS_MIN_SYMBOLS} symbols, Newey–West lag {lag}):"
+    if not cs["rank_ic"]["n_dates"]:
+        return [f"{head_} no date has {CS_MIN_SYMBOLS} symbols"]
+    rows = [("model", cs)]
+    base = {k: v["cross_section"] for k, v in result["baselines"].items()
+            if "cross_section" in v and math.isfinite(v["cross_section"]["rank_ic"]["mean"])}
+    if base:
+        best = max(base, key=lambda k: base[k]["rank_ic"]["mean"])
+        rows.append((f"naive:{best}", base[best]))
+
+    def one(s: dict[str, Any]) -> str:
+        return f"mean{_fmt(s['mean'], '>8.4f')} ICIR{_fmt(s['icir'], '>7.3f')} t{_fmt(s['t_stat'], '>7.2f')}"
+
+    return [head_] + [f"  {name:<20}IC {one(c['ic'])} | Rank IC {one(c['rank_ic'])} | {c['rank_ic']['n_dates']} dates"
+                      for name, c in rows]

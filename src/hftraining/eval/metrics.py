@@ -1,6 +1,6 @@
 """Forecast metrics as pure functions of arrays (W windows × H horizon steps, log-return units).
 
-Everything here is numpy/scipy only: no model, no file. ``evaluate.py`` feeds it the forecasts of
+Everything here is numpy/scipy only: no model, no file. ``forecasts.py`` feeds it the forecasts of
 the model and of the naive baselines through one prediction path.
 """
 
@@ -10,8 +10,9 @@ import math
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy import stats
+
+MIN_CROSS_SECTION = 3  # fewest symbols on a date for its cross-sectional IC to count
 
 
 def mse(pred: np.ndarray, true: np.ndarray) -> float:
@@ -45,30 +46,101 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def cross_sectional_ic(pred: np.ndarray, true: np.ndarray, groups: np.ndarray, min_size: int = 3) -> tuple[float, int]:
+def _group_ranks(values: np.ndarray, inv: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based, ties share the mean of their ranks) of ``values`` inside each group
+    ``inv`` (int labels 0..G−1), vectorised: one lexsort, then the mean position of each tie run."""
+    order = np.lexsort((values, inv))
+    g, v = inv[order], values[order]
+    new_group = np.r_[True, g[1:] != g[:-1]]
+    new_run = new_group | np.r_[True, v[1:] != v[:-1]]
+    pos = np.arange(len(v))
+    start = np.maximum.accumulate(np.where(new_group, pos, 0))  # first position of each row's group
+    run = np.cumsum(new_run) - 1
+    avg = np.bincount(run, weights=pos - start + 1.0) / np.bincount(run)
+    ranks = np.empty(len(v), dtype=np.float64)
+    ranks[order] = avg[run]
+    return ranks
+
+
+def cross_sectional_ic_series(
+    pred: np.ndarray, true: np.ndarray, dates: np.ndarray, min_size: int = MIN_CROSS_SECTION, rank: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per date, the correlation across symbols of forecast and realised return: (dates_used, ic).
+
+    ``pred``, ``true``: (W,) one forecast step over W windows; ``dates``: (W,) the forecast origin
+    of each window (the windows of different symbols on one date form its cross-section). Pearson
+    IC, or with ``rank=True`` the Spearman rank IC (average ranks for ties). Dates with fewer than
+    ``min_size`` windows, or with a constant forecast or realisation (a correlation is undefined
+    there), are left out. Returns the dates kept, in increasing order, and their IC (both (D,)).
+    A date with a non-finite value gets a NaN IC (kept, so it shows rather than vanishes).
+    Vectorised: per-date sums of demeaned products by ``np.bincount``.
+    """
+    pred, true = np.asarray(pred, dtype=np.float64).ravel(), np.asarray(true, dtype=np.float64).ravel()
+    dates = np.asarray(dates).ravel()
+    if pred.size == 0:
+        return dates[:0], np.zeros(0, dtype=np.float64)
+    u, inv = np.unique(dates, return_inverse=True)
+    inv = inv.reshape(-1)
+    G = len(u)
+    n = np.bincount(inv, minlength=G).astype(np.float64)
+    bad = np.bincount(inv, weights=~(np.isfinite(pred) & np.isfinite(true)), minlength=G) > 0
+    # constant inside a date: its min equals its max (exact, unlike a variance compared with a tolerance)
+    order = np.argsort(inv, kind="stable")
+    starts = np.flatnonzero(np.r_[True, inv[order][1:] != inv[order][:-1]])
+    const = (np.maximum.reduceat(pred[order], starts) == np.minimum.reduceat(pred[order], starts)) | (
+        np.maximum.reduceat(true[order], starts) == np.minimum.reduceat(true[order], starts))
+    a, b = (_group_ranks(pred, inv), _group_ranks(true, inv)) if rank else (pred, true)
+    da = a - (np.bincount(inv, weights=a, minlength=G) / n)[inv]  # demeaned per date: no cancellation
+    db = b - (np.bincount(inv, weights=b, minlength=G) / n)[inv]
+    cov = np.bincount(inv, weights=da * db, minlength=G)
+    va, vb = np.bincount(inv, weights=da * da, minlength=G), np.bincount(inv, weights=db * db, minlength=G)
+    ok = (n >= min_size) & ~const & (bad | ((va > 0) & (vb > 0)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ic = np.clip(cov / np.sqrt(va * vb), -1.0, 1.0)
+    ic[bad] = np.nan
+    return u[ok], ic[ok]
+
+
+def cross_sectional_ic(
+    pred: np.ndarray, true: np.ndarray, groups: np.ndarray, min_size: int = MIN_CROSS_SECTION
+) -> tuple[float, int]:
     """Mean over groups (dates) of the Spearman correlation of ``pred`` and ``true`` inside each group.
 
     ``pred``, ``true``, ``groups``: (N,) flat. Groups with fewer than ``min_size`` members or a
     constant forecast/realisation are left out (a rank correlation is undefined there). Returns
-    (mean IC, number of groups that counted). Vectorised: ranks per group with pandas, then the
-    Pearson correlation of the ranks from per-group sums.
+    (mean IC, number of groups that counted): the mean of :func:`cross_sectional_ic_series` with
+    ``rank=True``.
     """
-    if len(pred) == 0:
-        return float("nan"), 0
-    df = pd.DataFrame({"g": groups, "p": pred, "t": true})
-    g = df.groupby("g", sort=False)
-    df["rp"] = g["p"].rank(method="average")
-    df["rt"] = g["t"].rank(method="average")
-    df["rpp"], df["rtt"], df["rpt"] = df.rp * df.rp, df.rt * df.rt, df.rp * df.rt
-    s = df.groupby("g", sort=False)[["rp", "rt", "rpp", "rtt", "rpt"]].sum()
-    n = df.groupby("g", sort=False).size().astype(np.float64)
-    cov = s.rpt - s.rp * s.rt / n
-    vp, vt = s.rpp - s.rp**2 / n, s.rtt - s.rt**2 / n
-    ok = (n >= min_size) & (vp > 1e-12) & (vt > 1e-12)
-    if not ok.any():
-        return float("nan"), 0
-    ic = cov[ok] / np.sqrt(vp[ok] * vt[ok])
-    return float(ic.mean()), int(ok.sum())
+    _, ic = cross_sectional_ic_series(pred, true, groups, min_size=min_size, rank=True)
+    return (float(ic.mean()), int(ic.size)) if ic.size else (float("nan"), 0)
+
+
+def ic_summary(ic_series: np.ndarray, lag: int) -> dict[str, Any]:
+    """Summary of a per-date IC series (in date order), as in Qlib's IC/ICIR report.
+
+    ``mean``; ``std``: sample standard deviation (ddof = 1, as pandas and Qlib); ``icir``: mean / std;
+    ``t_stat``: mean / sqrt(LRV / T) with LRV the Newey–West long-run variance
+    (:func:`newey_west_variance`, Bartlett weights, truncation ``lag``); at lag 0 the LRV is the
+    population variance (divisor T), so t = mean / (std_pop / √T). ``lag``: H − 1 for an H-step
+    target (consecutive dates' targets share H − 1 returns), 0 for step 1. ``positive_share``: the
+    share of dates with IC > 0; ``n_dates``: T. NaN statistics when a value is undefined (no date;
+    one date for std, ICIR and t).
+    """
+    ic = np.asarray(ic_series, dtype=np.float64).ravel()
+    T = int(ic.size)
+    nan = float("nan")
+    out = {"mean": nan, "std": nan, "icir": nan, "t_stat": nan, "positive_share": nan, "n_dates": T, "lag": int(lag)}
+    if T == 0:
+        return out
+    mean = float(ic.mean())
+    out["mean"], out["positive_share"] = mean, float(np.mean(ic > 0))
+    if T < 2 or not math.isfinite(mean):
+        return out
+    std = float(ic.std(ddof=1))
+    ratio = lambda num, den: num / den if den > 0 else (0.0 if num == 0 else math.copysign(math.inf, num))  # noqa: E731
+    out["std"], out["icir"] = std, ratio(mean, std)
+    out["t_stat"] = ratio(mean, math.sqrt(max(newey_west_variance(ic, lag), 0.0) / T))
+    return out
 
 
 def pinball_loss(q_pred: np.ndarray, true: np.ndarray, levels: list[float]) -> list[float]:

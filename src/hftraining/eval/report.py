@@ -3,8 +3,9 @@ and its Markdown twin ``report.md`` (plots as PNG files in ``report_files/`` bes
 
 Sections: config summary, data report, loss and learning-rate curves and validation metrics over
 time (from metrics.jsonl), predicted vs realised returns, forecasts over price for a few symbols,
-the equity curve and drawdown beside buy-and-hold, and the metric tables with the baselines and
-the Diebold–Mariano tests. Plots use matplotlib's Agg backend (no display needed).
+the equity curve and drawdown beside buy-and-hold, and the metric tables with the baselines, the
+Diebold–Mariano tests, the step-1 cross-sectional IC and the model's IC per date over time. Plots
+use matplotlib's Agg backend (no display needed).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from hftraining.eval import metrics as M
+
 MAX_PRICE_SYMBOLS = 3
 DPI = 72  # small PNGs: the report must stay fast to write and light to open
+IC_ROLLING = 20  # dates in the rolling mean of the per-date IC plot; fewer dates than this: no plot
 
 
 def _read_json(path: Path) -> Any:
@@ -188,7 +192,7 @@ def _training_section(doc: _Doc, recs: list[dict[str, Any]]) -> None:
             doc.figure(fig, "validation_metrics", "Validation metrics over training (dashed: the zero-return forecast)")
 
 
-def _metrics_section(doc: _Doc, result: dict[str, Any]) -> None:
+def _metrics_section(doc: _Doc, result: dict[str, Any], fc=None) -> None:
     doc.heading(f"Forecast metrics ({result.get('split', 'test')} split)")
     doc.para(f"{result['n_windows']} windows × {result['horizon']} steps, {result.get('n_symbols', '?')} symbols, "
              f"{result.get('n_dates', '?')} dates; log-return units. IC: Spearman correlation of forecast and realised "
@@ -226,6 +230,47 @@ def _metrics_section(doc: _Doc, result: dict[str, Any]) -> None:
         rows = [[k, _num(v, ".6g")] for k, v in result["model"]["pinball"].items()]
         rows += [[f"coverage {k}", _num(v, ".3f")] for k, v in result["model"]["coverage"].items()]
         doc.table(["quantile head", "value"], rows)
+    _cross_section(doc, result, fc)
+
+
+def _cross_section(doc: _Doc, result: dict[str, Any], fc) -> None:
+    """The step-1 cross-sectional IC table of every forecast and the model's per-date IC over time
+    (the series is computed here from ``fc``, not stored in eval.json)."""
+    named = [("model", result["model"])] + list(result["baselines"].items())
+    named = [(n, m["cross_section"]) for n, m in named if "cross_section" in m]
+    if not named:
+        return
+    lag = named[0][1]["ic"].get("lag", 0)
+    doc.para(f"Cross-section, step 1: per date, the Pearson (IC) and Spearman (Rank IC) correlation of the 1-step "
+             f"forecast with the realised return across the symbols of that date (dates with ≥ {M.MIN_CROSS_SECTION} "
+             f"symbols); ICIR = mean / std over dates; t: Newey–West t-statistic of the mean, lag {lag} (1-step "
+             "targets of consecutive dates do not overlap); IC > 0: share of dates with a positive IC.")
+    rows = [[n, c["ic"]["n_dates"], _num(c["ic"]["mean"], ".4f"), _num(c["ic"]["std"], ".4f"), _num(c["ic"]["icir"], ".3f"),
+             _num(c["ic"]["t_stat"], ".2f"), _num(c["ic"]["positive_share"], ".3f"), _num(c["rank_ic"]["mean"], ".4f"),
+             _num(c["rank_ic"]["icir"], ".3f"), _num(c["rank_ic"]["t_stat"], ".2f"), _num(c["rank_ic"]["positive_share"], ".3f")]
+            for n, c in named]
+    doc.table(["forecast", "dates", "IC mean", "IC std", "ICIR", "IC t", "IC > 0", "Rank IC mean", "Rank ICIR",
+               "Rank IC t", "Rank IC > 0"], rows)
+    if fc is None or len(fc) == 0:
+        return
+    pred, true = fc.pred["model"][:, 0], fc.true[:, 0]
+    d, ic = M.cross_sectional_ic_series(pred, true, fc.dates, min_size=M.MIN_CROSS_SECTION)
+    _, ric = M.cross_sectional_ic_series(pred, true, fc.dates, min_size=M.MIN_CROSS_SECTION, rank=True)
+    if len(ic) < IC_ROLLING:
+        return
+    t = _years(d)
+    kernel = np.ones(IC_ROLLING) / IC_ROLLING
+    fig, ax = _subplots(figsize=(10, 3))
+    ax.plot(t, ic, ".", ms=3, alpha=0.35, color="C0", label="IC per date")
+    ax.plot(t[IC_ROLLING - 1:], np.convolve(ic, kernel, mode="valid"), color="C0", lw=1.5,
+            label=f"IC, {IC_ROLLING}-date rolling mean")
+    if len(ric) == len(ic):  # the same dates (constant dates are left out of both)
+        ax.plot(t[IC_ROLLING - 1:], np.convolve(ric, kernel, mode="valid"), color="C1", lw=1, ls="--",
+                label=f"Rank IC, {IC_ROLLING}-date rolling mean")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_ylim(-1.05, 1.05), ax.set_xlabel("year"), ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("model: step-1 cross-sectional IC per date", fontsize=10)
+    doc.figure(fig, "ic_over_time", f"The model's step-1 cross-sectional IC per date and its {IC_ROLLING}-date rolling mean")
 
 
 def _forecast_plots(doc: _Doc, fc) -> None:
@@ -322,7 +367,7 @@ def write_report(
     _data_section(doc, _read_json(run / "data_report.json"))
     _training_section(doc, _read_jsonl(run / "metrics.jsonl"))
     if result:
-        _metrics_section(doc, result)
+        _metrics_section(doc, result, fc)
     _forecast_plots(doc, fc)
     _backtest_section(doc, backtest)
     return doc.write(out)
