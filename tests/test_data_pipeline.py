@@ -19,8 +19,9 @@ def prepared():
     return d, prepare(d)
 
 
-def test_no_window_crosses_a_symbol_or_split(prepared):
-    d, p = prepared
+def test_no_window_crosses_a_symbol_or_split():
+    d = DataConfig(symbols=["AEM", "ARM", "WPM"], sequence_length=30, prediction_horizon=5, embargo=2, split="per_symbol")
+    p = prepare(d)
     frames = validated(d.symbols)
     rows, _ = build_rows(frames, d.features)
     for name in ("train", "val", "test"):
@@ -37,6 +38,24 @@ def test_no_window_crosses_a_symbol_or_split(prepared):
             assert (ws.first_rows[mine] == lo).all()
         b = ws.batch(np.arange(min(len(ws), 64)))
         assert "mask" not in b  # full windows only: min_history defaults to sequence_length
+
+
+def test_calendar_windows_lie_between_the_shared_cut_dates(prepared):
+    d, p = prepared  # ARM was listed in 2023, AEM and WPM trade since 2020
+    split = p.report["split"]
+    assert split["mode"] == "calendar"
+    val_from, test_from = (pd.Timestamp(split[k]).value for k in ("val_from", "test_from"))
+    for name, lo, hi in (("train", -np.inf, val_from), ("val", val_from, test_from), ("test", test_from, np.inf)):
+        ws = p.split(name)
+        assert set(np.unique(ws.symbol_ids)) == {0, 1, 2}  # every symbol has windows in every split
+        inputs = ws.ends[:, None] + np.arange(-d.sequence_length + 1, 1)
+        targets = ws.row_times[ws.ends[:, None] + np.arange(1, d.prediction_horizon + 1)]
+        assert (inputs >= ws.first_rows[:, None]).all()  # never a row of another symbol or an earlier split
+        assert ((targets >= lo) & (targets < hi)).all()
+        if name != "train":  # each symbol's segment starts data.embargo=2 of its rows after the cut
+            for k in range(3):
+                first = int(ws.segment_first[k])
+                assert ws.row_times[first - 2] >= lo > ws.row_times[first - 3]
 
 
 def test_short_history_is_left_padded_and_masked():
@@ -75,8 +94,9 @@ def test_scaler_uses_training_rows_only(prepared):
     d, p = prepared
     # standardised training features have mean 0 / std 1; validation and test do not in general
     rows, _ = build_rows(validated(d.symbols), d.features)
+    val_from = pd.Timestamp(p.report["split"]["val_from"]).value  # the shared first validation date
     train_rows = np.concatenate([
-        p.train.features[int(rows.starts[k]) : int(rows.starts[k]) + int(rows.lengths[k] * d.train_ratio)]
+        p.train.features[int(rows.starts[k]) : int(rows.starts[k]) + int((rows.times[rows.rows(k)] < val_from).sum())]
         for k in range(len(rows.symbols))
     ])
     np.testing.assert_allclose(train_rows.mean(axis=0), 0, atol=1e-4)

@@ -8,6 +8,7 @@ the key. Defaults live here and nowhere else.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import types
 import typing
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+import pandas as pd
 import yaml
 
 from hftraining.core.errors import ConfigError
@@ -71,12 +73,20 @@ class DataConfig:
         default_factory=lambda: ["log_return_1", "rsi_14", "macd_12_26_9", "bbands_20_2", "volume_ratio_20"]
     )
     """Causal indicators by name with their parameters (``hftraining list features``)."""
+    split: Literal["calendar", "per_symbol"] = "calendar"
+    """How train/val/test (and walk-forward and tune folds) are cut. ``calendar``: at dates shared by
+    every symbol, so nothing a model trains on is dated inside another symbol's validation or test
+    period (the panel's calendar is the union of the symbols' dates). ``per_symbol``: at shares of
+    each symbol's own rows, for unrelated series whose dates do not line up (their cut dates differ)."""
+    split_dates: Optional[dict[str, str]] = None
+    """Calendar cut dates ``{val: "2024-07-01", test: "2025-07-01"}`` (UTC; first date of each split);
+    ``None``: the dates at the ``train_ratio`` and ``train_ratio + val_ratio`` shares of the calendar."""
     train_ratio: float = 0.7
-    """Share of each symbol's rows in the training split (chronological)."""
+    """Share of the calendar (``split: per_symbol``: of each symbol's rows) in the training split."""
     val_ratio: float = 0.15
-    """Share of each symbol's rows in the validation split; the rest is the test split."""
+    """Share of the calendar (or each symbol's rows) in the validation split; the rest is the test split."""
     embargo: int = 0
-    """Rows left out between consecutive splits (windows never cross a split in any case)."""
+    """Rows of each symbol left out after each cut (windows never cross a split in any case)."""
     scaler: Literal["standard", "robust"] = "standard"
     """Feature scaler fit on the training split only: mean/std or median/IQR."""
     scale_per_symbol: bool = False
@@ -329,6 +339,8 @@ def check_value(value: Any, tp: Any, key: str) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, (datetime.date, datetime.datetime)):  # YAML reads 2024-07-01 as a date
+            return value.isoformat()
         raise ConfigError(f"{key}: expected a string, got {value!r}")
     raise TypeError(f"unsupported config type {tp} for {key}")  # a bug in this file, not user input
 
@@ -458,6 +470,14 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.min_history: must be in [1, data.sequence_length={d.sequence_length}], got {d.min_history}")
     if d.embargo < 0:
         raise ConfigError(f"data.embargo: must be >= 0, got {d.embargo}")
+    if d.split_dates is not None:
+        if d.split == "per_symbol":
+            raise ConfigError("data.split_dates: cut dates apply to data.split=calendar, not per_symbol")
+        if set(d.split_dates) != {"val", "test"}:
+            raise ConfigError(f"data.split_dates: expected the keys val and test, got {', '.join(sorted(d.split_dates)) or 'none'}")
+        cut = {k: split_date_ns(v, f"data.split_dates.{k}") for k, v in d.split_dates.items()}
+        if cut["val"] >= cut["test"]:
+            raise ConfigError(f"data.split_dates: val {d.split_dates['val']} must be before test {d.split_dates['test']}")
     if not d.features:
         raise ConfigError("data.features: at least one feature is needed")
     if t.weight_decay < 0:
@@ -482,6 +502,16 @@ def validate(cfg: Config) -> None:
     positive("serve", cfg.serve, "max_body_bytes", "max_symbols")
     if e.periods_per_year is not None and e.periods_per_year <= 0:
         raise ConfigError(f"evaluation.periods_per_year: must be > 0, got {e.periods_per_year}")
+
+
+def split_date_ns(text: str, key: str) -> int:
+    """A cut date of ``data.split_dates`` as int64 ns UTC (a date without a zone is UTC);
+    ConfigError naming ``key`` when it is not a date."""
+    try:
+        ts = pd.Timestamp(text)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{key}: {text!r} is not a date (e.g. 2024-07-01)") from None
+    return int((ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")).value)
 
 
 def resolved_precision(t: TrainingConfig) -> str:

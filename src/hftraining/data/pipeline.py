@@ -15,12 +15,14 @@ from typing import Any, Callable, Iterable, Mapping, Union
 import numpy as np
 import pandas as pd
 
-from hftraining.core.config import DataConfig, section_from_dict
+from hftraining.core.config import DataConfig, section_from_dict, split_date_ns
 from hftraining.core.errors import DataError
 from hftraining.data.cache import feature_tables
 from hftraining.data.features import build_features, check_specs, feature_columns, feature_warmup
 from hftraining.data.scaling import Scaler
-from hftraining.data.splits import SPLITS, Segment, chronological_split, window_ends
+from hftraining.data.splits import (
+    SPLITS, Segment, calendar_cuts, calendar_split, chronological_split, union_calendar, window_ends,
+)
 from hftraining.data.validate import RowsNeeded, load_and_validate
 from hftraining.data.windows import WindowSet
 
@@ -52,6 +54,8 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Preprocessing":
+        data = dict(d["data"])
+        data.setdefault("split", "per_symbol")  # written before calendar splits: it was cut by rows
         return cls(
             features=list(d["features"]),
             feature_columns=list(d["feature_columns"]),
@@ -59,7 +63,7 @@ class Preprocessing:
             target_scale=float(d["target_scale"]),
             seq_len=int(d["seq_len"]),
             horizon=int(d["horizon"]),
-            data=dict(d["data"]),
+            data=data,
         )
 
     def data_config(self) -> DataConfig:
@@ -162,11 +166,52 @@ def build_rows(
     return rows, skipped
 
 
-def _segments(n: int, d: DataConfig) -> dict[str, Segment]:
-    return chronological_split(n, d.train_ratio, d.val_ratio, d.embargo)
+SegmentFn = Callable[[np.ndarray, np.ndarray], dict[str, Segment]]
+"""(one symbol's row times, the panel's calendar) → {"train": Segment, "val": ..., "test": ...} in
+the symbol's own row numbers (times are int64 ns UTC, the calendar their sorted union)."""
 
 
-SegmentFn = Callable[[int], dict[str, Segment]]
+def resolve_cuts(d: DataConfig, calendar: np.ndarray) -> tuple[int, int] | None:
+    """(first validation date, first test date) in ns of a calendar split: ``data.split_dates``, or
+    the dates at the ratios' shares of ``calendar``. None for ``data.split=per_symbol``."""
+    if d.split == "per_symbol":
+        return None
+    if d.split_dates is not None:
+        return (split_date_ns(d.split_dates["val"], "data.split_dates.val"),
+                split_date_ns(d.split_dates["test"], "data.split_dates.test"))
+    if len(calendar) == 0:
+        return None
+    return calendar_cuts(calendar, d.train_ratio, d.val_ratio)
+
+
+def split_segments(d: DataConfig, cuts: tuple[int, int] | None) -> SegmentFn:
+    """The train/val/test segments of ``d``: at the shared ``cuts`` (calendar) or at each symbol's
+    row shares (per_symbol)."""
+    if cuts is None:
+        return lambda times, calendar: chronological_split(len(times), d.train_ratio, d.val_ratio, d.embargo)
+    return lambda times, calendar: calendar_split(times, cuts[0], cuts[1], d.embargo)
+
+
+def _iso(ns: int) -> str:
+    return pd.Timestamp(ns, tz="UTC").isoformat()
+
+
+def _symbol_times(rows: Rows) -> list[np.ndarray]:
+    return [rows.times[rows.rows(k)] for k in range(len(rows.symbols))]
+
+
+def _split_report(d: DataConfig, cuts: tuple[int, int] | None, rows: Rows, segs: list[dict[str, Segment]]) -> dict[str, Any]:
+    """The cut of the data for data_report.json: the mode, the shared cut dates (calendar) and each
+    symbol's first and last date per split."""
+    out: dict[str, Any] = {"mode": d.split, "embargo_rows": d.embargo}
+    if cuts is not None:
+        out.update(val_from=_iso(cuts[0]), test_from=_iso(cuts[1]))
+    per = {}
+    for k, sym in enumerate(rows.symbols):
+        t = rows.times[rows.rows(k)]
+        per[sym] = {name: ([_iso(t[seg.start]), _iso(t[seg.stop - 1])] if len(seg) else None) for name, seg in segs[k].items()}
+    out["symbols"] = per
+    return out
 
 
 def _scale_in_place(rows: Rows, pre: Preprocessing) -> None:
@@ -263,8 +308,9 @@ def prepare(
 
     ``frames``: a mapping or iterable of (symbol, frame) (default: read and validate ``d.data_dir``);
     ``capacity``: an upper bound of their rows, for streaming (see :func:`build_rows`).
-    ``segments(n_rows) -> {"train": Segment, "val": ..., "test": ...}`` overrides the chronological
-    split by ratio (walk-forward folds use it); the scaler is always fit on the "train" rows only.
+    ``segments`` (a :data:`SegmentFn`) overrides the split of ``data.split`` (walk-forward and tune
+    folds use it); the scaler is always fit on the "train" rows only. A calendar split's cut dates
+    are saved in the preprocessing, so evaluation and prediction cut new data at the same dates.
     """
     check_specs(d.features)
     report: dict[str, Any] = {}
@@ -280,8 +326,21 @@ def prepare(
     report["skipped_symbols"] = skipped
     if not rows.symbols:
         raise DataError(f"data: no symbol has the {needed.rows} rows one window needs ({needed.why})")
-    seg_fn = segments or (lambda n: _segments(n, d))
-    segs = [seg_fn(int(n)) for n in rows.lengths]
+    times = _symbol_times(rows)
+    calendar = union_calendar(times)
+    cuts = resolve_cuts(d, calendar) if segments is None else None
+    seg_fn = segments or split_segments(d, cuts)
+    segs = [seg_fn(t, calendar) for t in times]
+    data_section = {k: v for k, v in vars(d).items()}
+    if cuts is not None:  # the dates, not the ratios: new data is cut where the training data was
+        data_section["split_dates"] = {"val": _iso(cuts[0]), "test": _iso(cuts[1])}
+    report["split"] = _split_report(d, cuts, rows, segs)
+    if d.scale_per_symbol:
+        bare = next((sym for sym, seg in zip(rows.symbols, segs) if len(seg["train"]) == 0), None)
+        if bare is not None:
+            when = f" (its rows start on or after the first validation date {_iso(cuts[0])[:10]})" if cuts else ""
+            raise DataError(f"{bare}: no training rows to fit its own scaler{when}; drop it from data.symbols "
+                            "or set data.scale_per_symbol=false")
     train_slices = {
         sym: slice(int(rows.starts[k]) + seg["train"].start, int(rows.starts[k]) + seg["train"].stop)
         for k, (sym, seg) in enumerate(zip(rows.symbols, segs))
@@ -295,7 +354,7 @@ def prepare(
         target_scale=target_scale,
         seq_len=d.sequence_length,
         horizon=d.prediction_horizon,
-        data={k: v for k, v in vars(d).items()},
+        data=data_section,
     )
     _scale_in_place(rows, pre)
     sets = {
@@ -329,7 +388,10 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
     if split == "all":
         segs = [Segment(0, int(n)) for n in rows.lengths]
     else:
-        segs = [_segments(int(n), d)[split] for n in rows.lengths]
+        times = _symbol_times(rows)
+        calendar = union_calendar(times)
+        seg_fn = split_segments(d, resolve_cuts(d, calendar))
+        segs = [seg_fn(t, calendar)[split] for t in times]
     return _window_set(rows, segs, pre, 1, min_hist)
 
 

@@ -1,9 +1,13 @@
 """Walk-forward evaluation: retrain on successive folds with the real trainer and score each
 fold out of sample, then pool all out-of-sample forecasts.
 
-Folds are cut in each symbol's own rows (like the chronological split): the first
-``data.train_ratio`` share of the rows is the initial training span, the rest is cut into K test
-blocks. For fold k (test rows [b_k, b_{k+1})):
+Folds are cut like the train/val/test split (``data.split``): at dates shared by every symbol
+(``calendar``, the default: :func:`hftraining.data.splits.calendar_fold` and
+:func:`~hftraining.data.splits.calendar_purged_fold`, so no symbol trains on a date inside another
+symbol's test block), or in each symbol's own rows (``per_symbol``, described here by rows; the
+calendar folds are the same with dates of the panel's calendar in place of rows): the first
+``data.train_ratio`` share is the initial training span, the rest is cut into K test blocks. For
+fold k (test rows [b_k, b_{k+1})):
 
 - ``expanding``: training rows [0, b_k − embargo); ``rolling``: the same length as the initial span,
   ending at b_k − embargo; ``purged_kfold``: every row outside the test block, purged and embargoed
@@ -30,8 +34,8 @@ from hftraining.core.config import Config
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.core.fmt import fmt
 from hftraining.core.jsonio import write_json
-from hftraining.data.pipeline import PreparedData, prepare, read_frames
-from hftraining.data.splits import Segment, purged_kfold
+from hftraining.data.pipeline import PreparedData, SegmentFn, prepare, read_frames
+from hftraining.data.splits import PurgedFold, Segment, calendar_fold, calendar_purged_fold, purged_kfold
 from hftraining.eval.backtest import backtest_forecasts, format_backtest
 from hftraining.eval.forecasts import Forecasts, format_table, score
 from hftraining.train.distributed import cleanup, init_distributed
@@ -59,35 +63,48 @@ def fold_segments(n_rows: int, k: int, n_folds: int, cfg: Config, scheme: str = 
     return {"train": train, "val": val, "test": test}
 
 
-def _purged_segments(n_rows: int, k: int, n_folds: int, cfg: Config) -> dict[str, Segment]:
-    """Fold ``k`` of purged k-fold as {"train": before, "val": after, "test"}: the trainer sees
-    both training segments (see :func:`prepare_fold`); the scaler is fit on the rows before the
-    test block only, so no statistic of a later row reaches it."""
-    d = cfg.data
-    folds = purged_kfold(n_rows, n_folds, d.sequence_length, d.prediction_horizon, d.embargo)
-    if not folds:
+def _purged_segments(fold: PurgedFold | None, n_rows: int) -> dict[str, Segment]:
+    """A fold of purged k-fold as {"train": before, "val": after, "test"}: the trainer sees both
+    training segments (see :func:`prepare_fold`); the scaler is fit on the rows before the test
+    block only, so no statistic of a later row reaches it."""
+    if fold is None:
         return {"train": Segment(0, 0), "val": Segment(0, 0), "test": Segment(0, 0)}
-    f = folds[k]
-    before = next((s for s in f.train if s.start == 0), Segment(0, 0))
-    after = next((s for s in f.train if s.start > 0), Segment(n_rows, n_rows))
+    before = next((s for s in fold.train if s.start == 0), Segment(0, 0))
+    after = next((s for s in fold.train if s.start > 0), Segment(n_rows, n_rows))
     if len(before) == 0:  # the first block has nothing before it: train on the rows after it only
-        return {"train": after, "val": Segment(n_rows, n_rows), "test": f.test}
-    return {"train": before, "val": after, "test": f.test}
+        return {"train": after, "val": Segment(n_rows, n_rows), "test": fold.test}
+    return {"train": before, "val": after, "test": fold.test}
+
+
+def fold_segment_fn(cfg: Config, k: int, n_folds: int, scheme: str) -> SegmentFn:
+    """The segments of fold ``k`` for each symbol (see the module docstring), by ``data.split``."""
+    d = cfg.data
+    L, H, emb = d.sequence_length, d.prediction_horizon, d.embargo
+    if scheme == "purged_kfold":
+        if d.split == "calendar":
+            return lambda t, cal: _purged_segments(calendar_purged_fold(t, cal, k, n_folds, L, H, emb), len(t))
+
+        def per_symbol(t: np.ndarray, cal: np.ndarray) -> dict[str, Segment]:
+            folds = purged_kfold(len(t), n_folds, L, H, emb)
+            return _purged_segments(folds[k] if folds else None, len(t))
+
+        return per_symbol
+    if d.split == "calendar":
+        return lambda t, cal: calendar_fold(t, cal, k, n_folds, L, emb, d.train_ratio, d.val_ratio, scheme)
+    return lambda t, cal: fold_segments(len(t), k, n_folds, cfg, scheme)
 
 
 def prepare_fold(cfg: Config, frames: dict, k: int, n_folds: int, scheme: str) -> PreparedData:
     """The PreparedData of fold ``k``: preprocessing fit on the fold's training rows, windows of its
     training, validation and test segments (the pipeline's own ``prepare`` with fold segments)."""
-    if scheme == "purged_kfold":
-        data = prepare(cfg.data, frames, segments=lambda n: _purged_segments(n, k, n_folds, cfg))
-        if len(data.val) and len(data.train):
-            # the training windows after the test block join those before it (same row arrays)
-            ends = np.concatenate([data.train.ends, data.val.ends])
-            ids = np.concatenate([data.train.symbol_ids, data.val.symbol_ids])
-            train = dataclasses.replace(data.train, ends=ends, symbol_ids=ids)
-            data = dataclasses.replace(data, train=train, val=data.val.subset(slice(0, 0)))
-        return data
-    return prepare(cfg.data, frames, segments=lambda n: fold_segments(n, k, n_folds, cfg, scheme))
+    data = prepare(cfg.data, frames, segments=fold_segment_fn(cfg, k, n_folds, scheme))
+    if scheme == "purged_kfold" and len(data.val) and len(data.train):
+        # the training windows after the test block join those before it (same row arrays)
+        ends = np.concatenate([data.train.ends, data.val.ends])
+        ids = np.concatenate([data.train.symbol_ids, data.val.symbol_ids])
+        train = dataclasses.replace(data.train, ends=ends, symbol_ids=ids)
+        data = dataclasses.replace(data, train=train, val=data.val.subset(slice(0, 0)))
+    return data
 
 
 def _ci(values: list[float], level: float = 0.95) -> dict[str, float]:
