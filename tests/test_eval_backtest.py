@@ -1,18 +1,29 @@
 """Backtest: hand-computed performance figures, costs, position rules, and the timing discipline
 (a planted look-ahead is caught; an alignment off by one period in either direction fails here)."""
 
+import base64
+import json
 import math
+import re
+import struct
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from hftraining.cli import main
 from hftraining.core.config import EvaluationConfig, load_config
+from hftraining.core.errors import ConfigError
 from hftraining.data.pipeline import prepare
 from hftraining.eval.backtest import (
-    Simulation, backtest_forecasts, infer_periods_per_year, performance, positions, simulate,
+    Simulation, backtest_forecasts, format_backtest, infer_periods_per_year, information_ratio, performance, positions,
+    simulate, topk_weights,
 )
-from hftraining.eval.forecasts import collect_forecasts
+from hftraining.eval.forecasts import Forecasts, collect_forecasts
+from hftraining.eval.report import write_report
+from hftraining.workflows.evaluate_run import evaluate_and_backtest, evaluation_config
+from hftraining.workflows.train_run import train
+from conftest import tiny  # noqa: E402
 
 
 def test_performance_matches_hand_computation():
@@ -147,3 +158,230 @@ def test_periods_per_year_from_timestamps():
     hours = pd.date_range("2024-01-01 14:00", periods=7 * 24, freq="h", tz="UTC")
     hours = hours[(hours.day_of_week < 5) & (hours.hour >= 14) & (hours.hour < 21)].as_unit("ns").asi8  # 7 bars a weekday
     assert infer_periods_per_year(hours)[0] == 7 * 252
+
+
+# --------------------------------------------------------------------------------------------
+# the cross-sectional top-k portfolio (TopK-Dropout), the equal-weight universe, the information ratio
+
+
+def _panel_forecasts(R, sig, H=2):
+    """Forecasts of a full (T, N) panel: ``R[t]`` the log return that ends at date t, ``sig[t]`` the
+    model's forecast made at t (the same for every step), the zero forecast beside it."""
+    T, N = R.shape
+    dates = pd.bdate_range("2024-01-01", periods=T, tz="UTC").as_unit("ns").asi8
+    W = T * N
+    return Forecasts(
+        pred={"model": np.repeat(sig.reshape(W, 1), H, axis=1), "zero": np.zeros((W, H))}, true=np.zeros((W, H)),
+        dates=np.repeat(dates, N), symbol_ids=np.tile(np.arange(N), T), symbols=[f"S{i}" for i in range(N)],
+        last_return=R.reshape(W), past_vol=np.full(W, 0.01), last_close=np.full(W, 100.0),
+    )
+
+
+def _ev(*overrides):
+    return load_config(None, [f"evaluation.{o}" for o in overrides]).evaluation
+
+
+def _oracle(T=30, N=5, seed=0):
+    """Log returns (T, N) and a forecast that ranks the symbols exactly by their next-period return."""
+    rng = np.random.default_rng(seed)
+    R = rng.normal(0, 0.02, size=(T, N))
+    sig = np.empty_like(R)
+    sig[:-1] = R[1:]
+    sig[-1] = rng.normal(size=N)  # the last date trades nothing
+    return R, sig
+
+
+FREE = ("backtest_cost_bps=0", "backtest_slippage_bps=0")
+
+
+def test_topk_long_short_earns_half_best_minus_worst_net_of_costs_by_hand():
+    R, sig = _oracle()
+    T, N = R.shape
+    res = backtest_forecasts(_panel_forecasts(R, sig), _ev("backtest_portfolio=topk", "backtest_topk=1",
+                                                           "backtest_cost_bps=8", "backtest_slippage_bps=2"))
+    nxt = np.expm1(R[1:])  # simple return of each period t → t+1
+    best, worst = nxt.argmax(axis=1), nxt.argmin(axis=1)
+    gross = (nxt.max(axis=1) - nxt.min(axis=1)) / 2
+    # costs by hand: each date trades to +0.5 best / -0.5 worst from the last book after it moved with the returns
+    cost, before = np.empty(T - 1), {}
+    for t in range(T - 1):
+        target = {best[t]: 0.5, worst[t]: -0.5}
+        cost[t] = sum(abs(target.get(i, 0.0) - before.get(i, 0.0)) for i in range(N)) * 10e-4
+        before = {i: w * (1 + nxt[t, i]) / (1 + gross[t]) for i, w in target.items()}
+    assert cost[0] == pytest.approx(1e-3)  # the first date buys 0.5 and sells 0.5 short: 10 bps of 1
+    np.testing.assert_allclose(res["curves"]["model"][1], gross - cost, rtol=1e-12, atol=1e-15)
+    assert res["settings"]["portfolio"] == "topk" and res["settings"]["topk"] == 1
+    zero = res["strategies"]["naive:zero"]  # every forecast equal: no ranking, no position
+    assert zero["turnover"] == 0.0 and zero["total_return"] == 0.0
+
+
+def test_topk_long_only_earns_the_mean_of_the_top_k():
+    R, sig = _oracle()
+    fc = _panel_forecasts(R, sig)
+    top2 = np.sort(np.expm1(R[1:]), axis=1)[:, -2:].mean(axis=1)
+    for gross in (1.0, 0.5):
+        res = backtest_forecasts(fc, _ev("backtest_portfolio=topk", "backtest_topk=2", "backtest_long_only=true",
+                                         f"backtest_max_gross={gross}", *FREE))
+        np.testing.assert_allclose(res["curves"]["model"][1], gross * top2, rtol=1e-12, atol=1e-15)
+
+
+def _swaps(books, side):
+    return [len(set(a[side]) - set(b[side])) for a, b in zip(books[:-1], books[1:])]
+
+
+def test_topk_dropout_swaps_at_most_n_names_per_side_the_qlib_way():
+    rng = np.random.default_rng(4)
+    T, N, k = 40, 8, 2
+    sig = rng.normal(size=(T, N))
+    _, free = topk_weights(sig, k)
+    w, books = topk_weights(sig, k, dropout=1)
+    assert max(_swaps(free, 0)) > 1 and max(_swaps(free, 1)) > 1  # without the limit, whole sides turn over
+    assert max(_swaps(books, 0)) == 1 and max(_swaps(books, 1)) == 1  # with it: one name per side at most
+    assert all(len(lo) == k and len(sh) == k and not set(lo) & set(sh) for lo, sh in books)
+    # Qlib's TopkDropoutStrategy, independently: sell the worst-ranked held name if a non-held one ranks better,
+    # buying the best of those (the short side mirrored; names held on the other side are no candidates)
+    for t in range(1, T):
+        (lo, sh), s = books[t - 1], sig[t]
+        cand = [i for i in range(N) if i not in lo and i not in sh]
+        exp_lo = set(lo)
+        if max(s[cand]) > min(s[lo]):
+            exp_lo = exp_lo - {lo[int(np.argmin(s[lo]))]} | {cand[int(np.argmax(s[cand]))]}
+        cand = [i for i in range(N) if i not in sh and i not in exp_lo]
+        exp_sh = set(sh)
+        if min(s[cand]) < max(s[sh]):
+            exp_sh = exp_sh - {sh[int(np.argmax(s[sh]))]} | {cand[int(np.argmin(s[cand]))]}
+        assert (set(books[t][0]), set(books[t][1])) == (exp_lo, exp_sh), t
+    np.testing.assert_allclose(np.abs(w).sum(axis=1), 1.0)
+    np.testing.assert_allclose(w.sum(axis=1), 0.0, atol=1e-15)  # half long, half short
+    # fewer names traded, so less turnover, through the backtest too
+    R = rng.normal(0, 0.01, size=(T, N))
+    fc = _panel_forecasts(R, sig)
+    turn = {n: backtest_forecasts(fc, _ev("backtest_portfolio=topk", "backtest_topk=2", f"backtest_topk_dropout={n}"))
+            ["strategies"]["model"]["turnover"] for n in (0, 1)}
+    assert turn[1] < turn[0]
+
+
+def test_topk_with_few_names_ties_and_missing_forecasts():
+    sig = np.array([[3.0, 1.0, 2.0], [1.0, 2.0, np.nan], [1.0, 1.0, 1.0], [np.nan, np.nan, 5.0]])
+    w, books = topk_weights(sig, k=3)
+    # 3 names cannot fill 3 long + 3 short: one per side keeps the book balanced
+    assert books[:2] == [([0], [1]), ([1], [0])]
+    np.testing.assert_allclose(w[0], [0.5, -0.5, 0.0])
+    assert books[2:] == [([], []), ([], [])] and not w[2:].any()  # no ranking (all equal, or a single name): flat
+    w, books = topk_weights(sig, k=2, dropout=1, long_only=True, max_gross=0.6)
+    assert set(books[0][0]) == {0, 2}
+    assert set(books[1][0]) == {0, 1}  # symbol 2 lost its forecast: sold, and the vacancy refilled
+    np.testing.assert_allclose(w[1], [0.3, 0.3, 0.0])
+
+
+def test_rebalance_every_3_periods_holds_the_positions_in_between():
+    R, sig = _oracle(T=31)
+    T, N = R.shape
+    nxt = np.expm1(R[1:])
+    _, books = topk_weights(sig, 1, every=3)
+    assert all(books[t] == books[t - t % 3] for t in range(T))  # the names change only on dates 0, 3, 6, ...
+    assert books[1] != ([int(np.argmax(sig[1]))], [int(np.argmin(sig[1]))])  # ... although the ranking did
+    res = backtest_forecasts(_panel_forecasts(R, sig), _ev("backtest_portfolio=topk", "backtest_topk=1",
+                                                           "backtest_rebalance=3", *FREE))
+    ret = res["curves"]["model"][1]
+    ps = backtest_forecasts(_panel_forecasts(R, sig), _ev("backtest_rebalance=3", *FREE))["curves"]["model"][1]
+    for t0 in range(0, T - 1, 3):
+        block = slice(t0, t0 + 3)
+        # by shares: +0.5 of capital in the best of t0 → t0+1, -0.5 in its worst, untouched for 3 periods
+        a, b = np.prod(1 + nxt[block, nxt[t0].argmax()]), np.prod(1 + nxt[block, nxt[t0].argmin()])
+        assert np.prod(1 + ret[block]) == pytest.approx(1 + 0.5 * (a - 1) - 0.5 * (b - 1), rel=1e-12)
+        # the per-symbol portfolio holds its ±1/N positions of t0 as well
+        grow = np.prod(1 + nxt[block], axis=0) - 1
+        assert np.prod(1 + ps[block]) == pytest.approx(1 + (np.sign(sig[t0]) / N * grow).sum(), rel=1e-12)
+    # no trade in between, so costs only on rebalancing dates
+    paid = backtest_forecasts(_panel_forecasts(R, sig), _ev("backtest_portfolio=topk", "backtest_topk=1",
+                                                            "backtest_rebalance=3", "backtest_cost_bps=10",
+                                                            "backtest_slippage_bps=0"))
+    drag = ret - paid["curves"]["model"][1]
+    assert np.all(np.abs(drag[np.arange(T - 1) % 3 != 0]) < 1e-15) and np.all(drag[::3] > 0)
+    assert drag[0] == pytest.approx(1e-3)
+
+
+def test_equal_weight_is_the_cross_sectional_mean_return_without_costs():
+    R, sig = _oracle()
+    res = backtest_forecasts(_panel_forecasts(R, sig), _ev("backtest_max_gross=0.8", "backtest_cost_bps=10"))
+    np.testing.assert_allclose(res["curves"]["equal_weight"][1], 0.8 * np.expm1(R[1:]).mean(axis=1), rtol=1e-12, atol=1e-15)
+    assert res["strategies"]["equal_weight"]["cost_drag"] == 0.0
+    assert res["strategies"]["buy_and_hold"]["cost_drag"] > 0  # buy-and-hold (gross 1) pays for re-equalising
+
+
+def test_information_ratio_by_hand():
+    # active returns 0.01, 0.03, 0.02: mean 0.02, standard deviation 0.01
+    assert information_ratio(np.array([0.03, 0.04, 0.05]), np.array([0.02, 0.01, 0.03]), 252) == pytest.approx(2 * math.sqrt(252))
+    assert math.isnan(information_ratio(np.array([0.03, 0.04]), np.array([0.02, 0.03]), 252))  # no active risk
+    R, sig = _oracle()
+    res = backtest_forecasts(_panel_forecasts(R, sig), _ev("backtest_portfolio=topk", "backtest_topk=2", "periods_per_year=12"))
+    active = res["curves"]["model"][1] - np.expm1(R[1:]).mean(axis=1)
+    ir = active.mean() / active.std(ddof=1) * math.sqrt(12)
+    assert res["strategies"]["model"]["information_ratio"] == pytest.approx(ir, rel=1e-9)
+    assert math.isnan(res["strategies"]["equal_weight"]["information_ratio"])
+    text = format_backtest(res)
+    assert "portfolio top-2 long-short" in text and "IR" in text.splitlines()[1]
+
+
+@pytest.mark.parametrize("key, value", [
+    ("backtest_topk", 0), ("backtest_topk_dropout", -1), ("backtest_rebalance", 0), ("backtest_portfolio", "top"),
+])
+def test_bad_portfolio_settings_are_config_errors_naming_the_key(key, value):
+    with pytest.raises(ConfigError, match=f"evaluation.{key}") as e:
+        load_config(None, [f"evaluation.{key}={value}"])
+    assert "\n" not in str(e.value)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("topk") / "run"
+    train(load_config(None, tiny(run, "model.hidden_size=8", "data.sequence_length=16", "data.symbols=[AEM, WPM, NIO]",
+                                 "training.max_steps=3", "evaluation.eval_steps=0", "training.save_steps=0",
+                                 "evaluation.report=false")))
+    return run
+
+
+def _png(src):
+    png = base64.b64decode(src.split(",", 1)[1], validate=True)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    return struct.unpack(">II", png[16:24])
+
+
+def test_backtest_cli_topk_and_its_report_plot(tiny_run, tmp_path, capsys):
+    assert main(["backtest", str(tiny_run), "--portfolio", "topk", "--topk", "1", "--topk-dropout", "1",
+                 "--rebalance", "2", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    s = got["settings"]
+    assert (s["portfolio"], s["topk"], s["topk_dropout"], s["rebalance"]) == ("topk", 1, 1, 2)
+    assert {"model", "naive:zero", "buy_and_hold", "equal_weight"} <= set(got["strategies"])
+    assert {"information_ratio", "sharpe", "turnover"} <= set(got["strategies"]["model"])
+    assert main(["backtest", str(tiny_run), "--portfolio", "topk", "--topk", "1", "--long-only"]) == 0
+    assert "portfolio top-1 long-only" in capsys.readouterr().out
+    assert main(["backtest", str(tiny_run), "--rebalance", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "evaluation.backtest_rebalance" in err and err.count("\n") == 1
+    # the report plots the model's top-k portfolio beside the equal-weight universe; not for per_symbol
+    ev = evaluation_config(tiny_run, ["evaluation.backtest_portfolio=topk", "evaluation.backtest_topk=1"])
+    result, fc, bt = evaluate_and_backtest(tiny_run, ev=ev)
+    html_path, md_path = write_report(tmp_path / "topk", result, fc, bt, tiny_run)
+    page = html_path.read_text(encoding="utf-8")
+    imgs = re.findall(r'<img alt="([^"]*)" src="([^"]*)"', page)
+    topk = [src for alt, src in imgs if "top-1 long-short portfolio" in alt]
+    assert len(topk) == 1 and _png(topk[0])[0] >= 600
+    assert "IR vs equal weight" in page
+    assert (tmp_path / "topk" / "report_files" / "topk_portfolio.png").is_file()
+    assert "report_files/topk_portfolio.png" in md_path.read_text(encoding="utf-8")
+    result, fc, bt = evaluate_and_backtest(tiny_run)
+    _, md_path = write_report(tmp_path / "plain", result, fc, bt, tiny_run)
+    assert "topk_portfolio" not in md_path.read_text(encoding="utf-8")
+
+
+def test_format_backtest_keeps_the_look_ahead_warning_beside_the_ir_column(forecasts):
+    fc = forecasts
+    fc.pred["model"] = fc.true.copy()  # a planted leak
+    for portfolio in ("per_symbol", "topk"):
+        res = backtest_forecasts(fc, _ev(f"backtest_portfolio={portfolio}", "backtest_topk=1"))
+        text = format_backtest(res)
+        assert "warning (model)" in text and "look-ahead" in text, portfolio
+        assert text.splitlines()[1].endswith("IR") and text.splitlines()[-1].startswith("IR:")

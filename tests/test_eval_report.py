@@ -134,7 +134,7 @@ def test_evaluate_cli_json_and_report_dir(run, tmp_path, capsys):
     got = json.loads(out)
     for key in ("model", "baselines", "dm_vs_zero", "per_step", "per_symbol", "backtest", "verdict"):
         assert key in got
-    assert set(got["baselines"]) == {"zero", "repeat", "drift", "seasonal_naive"}
+    assert set(got["baselines"]) == {"zero", "repeat", "drift", "seasonal_naive", "ridge", "lightgbm"}  # the last two: fitted with the run
     for m in [got["model"], *got["baselines"].values()]:  # step-1 cross-sectional IC of every forecast
         assert set(m["cross_section"]) == {"ic", "rank_ic"}
         assert {"mean", "std", "icir", "t_stat", "positive_share", "n_dates"} <= set(m["cross_section"]["rank_ic"])

@@ -6,11 +6,13 @@ from __future__ import annotations
 import dataclasses
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
 from hftraining.core.config import ModelConfig
 from hftraining.core.errors import ConfigError
+from hftraining.data.windows import WindowSet
 from hftraining.models import MODELS, ForecastModel, build_model, compute_loss, model_names
 
 B, L, F, H = 8, 24, 3, 4
@@ -40,7 +42,23 @@ def batch(seed: int = 0, b: int = B, length: int = L):
 
 ALL = MODELS.names()
 TRAINABLE = [n for n in ALL if MODELS.get(n).needs_training]
-BASELINES = [n for n in ALL if not MODELS.get(n).needs_training]
+BASELINES = [n for n in ALL if not MODELS.get(n).needs_training and not MODELS.get(n).fits_on_data]
+
+
+def built(cfg: ModelConfig) -> ForecastModel:
+    """``build_model`` in eval mode; a model fitted in closed form (ridge, lightgbm) is fitted first,
+    on random windows, so that it can forecast."""
+    model = build_model(cfg, F, H, L)
+    if model.fits_on_data:
+        g = np.random.default_rng(0)
+        n = 400
+        rows = g.normal(size=(n, F)).astype(np.float32)
+        ret = g.normal(size=n).astype(np.float32)
+        ws = WindowSet(features=rows, returns=ret, ends=np.arange(L - 1, n - H), symbol_ids=np.zeros(n - H - L + 1, np.int32),
+                       segment_first=np.zeros(1, np.int64), row_times=np.arange(n, dtype=np.int64),
+                       row_close=np.ones(n), symbols=["S"], seq_len=L, horizon=H)
+        model.fit_windows(ws.subset(slice(0, 250)), ws.subset(slice(250, None)))
+    return model.eval()
 
 
 def test_registry_has_the_models_and_descriptions():
@@ -61,7 +79,7 @@ def test_unknown_model_type_names_the_key():
 
 @pytest.mark.parametrize("name", ALL)
 def test_shapes(name):
-    model = build_model(small_cfg(name), F, H, L).eval()
+    model = built(small_cfg(name))
     x, past = batch()
     mask = torch.ones(B, L, dtype=torch.bool)
     mask[:2, :5] = False  # two left-padded windows
@@ -121,7 +139,7 @@ def test_loss_goes_down(name):
 @pytest.mark.parametrize("name", ALL)
 def test_save_load_round_trip(name, tmp_path, monkeypatch):
     cfg = heads_cfg(name) if name == "transformer" else small_cfg(name)
-    model = build_model(cfg, F, H, L).eval()
+    model = built(cfg)
     x, past = batch(3)
     mask = torch.ones(B, L, dtype=torch.bool)
     mask[0, :7] = False

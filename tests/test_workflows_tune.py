@@ -1,7 +1,9 @@
-"""hftraining tune: a 3-trial smoke run, the search space checks, no test-split scoring."""
+"""hftraining tune: a 3-trial smoke run, the search space checks, no test-split scoring, the
+selection-bias statistics (DSR, PBO) of the trials' out-of-sample series."""
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
@@ -10,7 +12,11 @@ pytest.importorskip("optuna")
 from hftraining.cli import main  # noqa: E402
 from hftraining.core.config import load_config  # noqa: E402
 from hftraining.core.errors import ConfigError  # noqa: E402
+from hftraining.data.pipeline import read_frames  # noqa: E402
+from hftraining.eval.selection import deflated_sharpe_ratio, pbo_cscv, sharpe_ratio  # noqa: E402
 from hftraining.workflows.tune import parse_space  # noqa: E402
+from hftraining.eval.selection import selection_stats  # noqa: E402
+from hftraining.workflows.walkforward import prepare_fold  # noqa: E402
 
 TINY = {
     "model": {"hidden_size": 8, "num_heads": 2, "num_layers": 1, "dropout": 0.0},
@@ -49,10 +55,76 @@ def test_three_trial_smoke(tmp_path, capsys):
     assert json.loads((tmp_path / "out" / "best.json").read_text())["value"] == pytest.approx(study.best_value)
     assert (tmp_path / "out" / "importance.png").stat().st_size > 1000
     assert (tmp_path / "out" / "trials.csv").read_text().count("\n") == 4
+    # the selection-bias statistics are reported, on the completed trials
+    sel = json.loads((tmp_path / "out" / "selection.json").read_text())
+    assert sel["n_trials"] == sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert json.loads((tmp_path / "out" / "best.json").read_text())["selection"]["dsr"] == sel["dsr"]
+    assert "deflated Sharpe ratio of the best trial" in printed and "probability of backtest overfitting" in printed
     # trials never score the test split: no eval.json, no final model
     for k in range(3):
         run = tmp_path / "out" / f"trial-{k:04d}"
         assert (run / "metrics.jsonl").exists() and not (run / "eval.json").exists()
+
+
+def test_selection_statistics_from_the_trials_oos_series(tmp_path, capsys):
+    """Each completed trial writes the backtest returns of its validation blocks (2 folds, in date
+    order); selection.json's DSR and PBO are those of eval.selection applied to these files."""
+    optuna = pytest.importorskip("optuna")
+    # vol-scaled positions: each trial's returns depend on its forecasts' sizes, so the trials differ
+    cfg = {**TINY, "evaluation": {**TINY["evaluation"], "backtest_positions": "vol_scaled"},
+           "tune": {**TINY["tune"], "folds": 2, "pruner": "none"}}
+    cfg_file = tmp_path / "tune.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    db = f"sqlite:///{tmp_path / 'tune.db'}"
+    out = tmp_path / "out"
+    assert main(["tune", "--config", str(cfg_file), "--trials", "3", "--storage", db, "--study", "sel", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    study = optuna.load_study(study_name="sel", storage=db)
+    done = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 3  # no pruner
+    sel = json.loads((out / "selection.json").read_text())
+    assert sel["n_trials"] == len(done) and sel["chosen"] == study.best_trial.number and sel["left_out"] == []
+
+    # the periods of the backtest of each fold's validation windows (all their dates but the last), both folds
+    conf = load_config(cfg_file)
+    frames, _ = read_frames(conf.data)
+    blocks = [np.unique(prepare_fold(conf, frames, k, 2, "expanding").val.times)[:-1] for k in range(2)]
+    assert blocks[0].max() < blocks[1].min()  # two disjoint blocks, so the union is their concatenation
+    expected = np.concatenate(blocks).astype("datetime64[ns]")
+    cols = []
+    for t in sorted(done, key=lambda t: t.number):
+        saved = json.loads((out / f"trial-{t.number:04d}" / "oos_returns.json").read_text())
+        np.testing.assert_array_equal(np.array(saved["dates"], dtype="datetime64[ns]"), expected)
+        cols.append(np.array(saved["returns"], dtype=np.float64))
+    m = np.column_stack(cols)
+    sharpes = np.array([sharpe_ratio(c) for c in cols])
+    assert np.all(np.isfinite(sharpes)) and np.ptp(sharpes) > 0
+
+    ref = deflated_sharpe_ratio(cols[[t.number for t in sorted(done, key=lambda t: t.number)].index(sel["chosen"])], sharpes)
+    assert 0 <= sel["dsr"] <= 1 and sel["dsr"] == pytest.approx(ref["dsr"], rel=1e-9, abs=1e-12)
+    assert sel["deflated_sharpe"]["sr0"] == pytest.approx(ref["sr0"]) and ref["sr0"] > 0  # deflated: SR0 > 0
+    T = len(expected)
+    splits = max(s for s in range(2, 17, 2) if T // s >= 4)  # the largest even count ≤ 16 of blocks of ≥ 4 periods
+    ref_pbo = pbo_cscv(m, splits)
+    assert sel["pbo_cscv"]["n_splits"] == splits and sel["n_periods"] == T
+    assert 0 <= sel["pbo"] <= 1 and sel["pbo"] == pytest.approx(ref_pbo["pbo"])
+    best = json.loads((out / "best.json").read_text())
+    assert best["selection"]["dsr"] == sel["dsr"] and best["selection"]["pbo"] == sel["pbo"]
+    assert f"deflated Sharpe ratio of the best trial {sel['chosen']}: {sel['dsr']:.3f}" in printed
+    assert f"probability of backtest overfitting (CSCV): {sel['pbo']:.3f}" in printed
+
+
+def test_selection_skips_pbo_with_a_reason():
+    """One trial: the DSR is the PSR against 0 (no search to deflate for), the PBO has nothing to rank."""
+    rng = np.random.default_rng(0)
+    dates = np.arange(40, dtype=np.int64) * 86_400 * 10**9
+    r = rng.normal(0.001, 0.01, 40)
+    sel = selection_stats({7: (dates, r)}, 7, "one")
+    assert sel["n_trials"] == 1 and sel["pbo"] is None and "at least 2" in sel["pbo_skipped"]
+    assert sel["dsr"] == pytest.approx(deflated_sharpe_ratio(r, [sharpe_ratio(r)])["psr_zero"])
+    # two trials on 7 common dates: too few for 2 blocks of 4
+    sel = selection_stats({0: (dates[:7], r[:7]), 1: (dates[:9], -r[:9])}, 0, "two")
+    assert sel["n_periods"] == 7 and sel["pbo"] is None and "8 dates" in sel["pbo_skipped"]
 
 
 @pytest.mark.parametrize("space, words", [

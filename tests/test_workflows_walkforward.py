@@ -5,11 +5,14 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from hftraining.core.config import load_config
 from hftraining.data.splits import purged_kfold, window_ends
-from hftraining.workflows.walkforward import fold_segments, walk_forward
+from hftraining.eval.selection import deflated_sharpe_ratio, pbo_cscv, sharpe_ratio
+from hftraining.workflows import walkforward as wf
+from hftraining.workflows.walkforward import fold_segments, format_walkforward, walk_forward
 from conftest import tiny  # noqa: E402
 
 
@@ -58,7 +61,15 @@ def test_walk_forward_fold_segments_keep_targets_out_of_sample():
         prev_test_end = max(_targets(test, 5)) + 1
 
 
-def test_walk_forward_runs_the_trainer_per_fold(tmp_path):
+def test_walk_forward_runs_the_trainer_per_fold(tmp_path, monkeypatch):
+    pooled_bt = []  # the backtest of the pooled forecasts (the one call of walkforward's backtest_forecasts)
+    real_backtest = wf.backtest_forecasts
+
+    def capture(fc, ev):
+        pooled_bt.append(real_backtest(fc, ev))
+        return pooled_bt[-1]
+
+    monkeypatch.setattr(wf, "backtest_forecasts", capture)
     cfg = load_config(None, tiny(
         tmp_path / "wf", "model.hidden_size=8", "model.dropout=0.15", "data.sequence_length=16", "data.prediction_horizon=2",
         "data.symbols=[AEM, WPM, NIO]", "training.max_steps=3", "evaluation.eval_steps=0", "evaluation.report=false",
@@ -74,6 +85,29 @@ def test_walk_forward_runs_the_trainer_per_fold(tmp_path):
     saved = json.loads((tmp_path / "wf" / "walkforward" / "walkforward.json").read_text())
     assert saved["pooled"]["dm_vs_zero"]["lag"] == 1
     assert (tmp_path / "wf" / "walkforward" / "fold-2" / "final" / "model.safetensors").exists()
+
+    # selection bias: the trials are the strategies trading a forecast (model and every naive baseline)
+    # on the pooled out-of-sample dates; recomputed from the pooled backtest's curves
+    (bt,) = pooled_bt
+    names = ["model", *sorted(k for k in bt["curves"] if k.startswith(("naive:", "fitted:")))]
+    assert len(names) >= 3 and {"buy_and_hold", "model"} <= set(bt["curves"])
+    dates = bt["curves"]["model"][0]
+    assert all(np.array_equal(bt["curves"][n][0], dates) for n in names)  # one panel: the same dates
+    m = np.column_stack([bt["curves"][n][1] for n in names])
+    sharpes = [sharpe_ratio(c) for c in m.T]
+    sharpes = [0.0 if not np.isfinite(v) and not c.any() else v for v, c in zip(sharpes, m.T)]  # flat: Sharpe 0
+    T = len(dates)
+    splits = max(s for s in range(2, 17, 2) if T // s >= 4)
+    sel = saved["selection"]
+    assert sel["chosen"] == "model" and sorted(sel["trials"]) == sorted(names) and sel["n_trials"] == len(names)
+    assert sel["n_periods"] == T and sel["pbo_cscv"]["n_splits"] == splits
+    assert sel["dsr"] == pytest.approx(deflated_sharpe_ratio(m[:, 0], sharpes)["dsr"], rel=1e-9, abs=1e-12)
+    assert sel["pbo"] == pytest.approx(pbo_cscv(m, splits)["pbo"])
+    assert 0 <= sel["dsr"] <= 1 and 0 <= sel["pbo"] <= 1
+    assert res["selection"]["dsr"] == sel["dsr"]
+    text = format_walkforward(res)
+    assert f"deflated Sharpe ratio of the model's strategy: {sel['dsr']:.3f}" in text
+    assert f"probability of backtest overfitting (CSCV): {sel['pbo']:.3f}" in text
 
 
 def test_walkforward_cli_rejects_one_fold():

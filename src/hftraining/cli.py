@@ -109,7 +109,9 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     sets = list(args.set)
     for flag, key in (("positions", "backtest_positions"), ("max_gross", "backtest_max_gross"),
                       ("cost_bps", "backtest_cost_bps"), ("slippage_bps", "backtest_slippage_bps"),
-                      ("signal", "backtest_signal"), ("long_only", "backtest_long_only")):
+                      ("signal", "backtest_signal"), ("long_only", "backtest_long_only"),
+                      ("portfolio", "backtest_portfolio"), ("topk", "backtest_topk"),
+                      ("topk_dropout", "backtest_topk_dropout"), ("rebalance", "backtest_rebalance")):
         if getattr(args, flag) is not None:
             sets.append(f"evaluation.{key}={str(getattr(args, flag)).lower()}")
     ev = evaluation_config(args.path, sets)
@@ -316,6 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--cost-bps", type=float, help="transaction cost, bps of traded notional")
     bt.add_argument("--slippage-bps", type=float, help="slippage, bps of traded notional")
     bt.add_argument("--signal", choices=["step1", "mean"], help="forecast that decides the position")
+    bt.add_argument("--portfolio", choices=["per_symbol", "topk"],
+                    help="per_symbol: each symbol on its own forecast; topk: long the top k, short the bottom k "
+                         "(evaluation.backtest_portfolio)")
+    bt.add_argument("--topk", type=int, help="names per side of the topk portfolio (evaluation.backtest_topk)")
+    bt.add_argument("--topk-dropout", dest="topk_dropout", type=int,
+                    help="at most this many names swapped per side per rebalance, 0: no limit (evaluation.backtest_topk_dropout)")
+    bt.add_argument("--rebalance", type=int, help="rebalance every this many periods (evaluation.backtest_rebalance)")
     bt.add_argument("--set", action="append", default=[], metavar="evaluation.KEY=VALUE", help="evaluation setting (repeatable)")
     bt.set_defaults(func=_cmd_backtest)
 

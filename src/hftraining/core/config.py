@@ -47,6 +47,11 @@ class ModelConfig:
     """DLinear: kernel of the moving average that separates trend from seasonal parts."""
     season_length: int = 5
     """Seasonal-naive baseline: the season in rows (5 = one trading week)."""
+    ridge_lags: int = 20
+    """Ridge: past 1-step returns of the target (the most recent ones) beside the last row's features."""
+    ridge_lambdas: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0])
+    """Ridge: penalties tried, relative to the mean diagonal of the Gram matrix; the one with the lowest
+    validation MSE is kept (the first one when there is no validation window)."""
     classification_threshold: float = 0.0
     """Buy/hold/sell head: a future return above +threshold is buy, below -threshold is sell (log-return units). 0 disables the head."""
     quantiles: list[float] = field(default_factory=list)
@@ -196,8 +201,21 @@ class EvaluationConfig:
     max_eval_batches: Optional[int] = None
     """Cap the batches of a periodic validation pass (``None``: the whole split)."""
     backtest_positions: Literal["sign", "vol_scaled"] = "sign"
-    """Backtest weights: ``sign`` of the forecast at equal notional per symbol, or ``vol_scaled``
-    (forecast / predicted volatility, normalised so each date's gross exposure is ``backtest_max_gross``)."""
+    """Backtest weights of the ``per_symbol`` portfolio: ``sign`` of the forecast at equal notional per symbol, or
+    ``vol_scaled`` (forecast / predicted volatility, normalised so each date's gross exposure is ``backtest_max_gross``)."""
+    backtest_portfolio: Literal["per_symbol", "topk"] = "per_symbol"
+    """``per_symbol``: each symbol traded on its own forecast (``backtest_positions``); ``topk``: a cross-sectional
+    portfolio (Qlib's TopK-Dropout): on each rebalancing date rank the symbols by the signal, long the top
+    ``backtest_topk`` and short the bottom ``backtest_topk`` (long-only: the top only), equal weight, gross
+    ``backtest_max_gross`` (half long, half short)."""
+    backtest_topk: int = 3
+    """Names held long and, unless ``backtest_long_only``, short by the ``topk`` portfolio."""
+    backtest_topk_dropout: int = 0
+    """TopK-Dropout turnover control of the ``topk`` portfolio: at most this many names replaced per side per
+    rebalance (the worst-ranked held names, and only by better-ranked ones); 0: no limit (always the current top k)."""
+    backtest_rebalance: int = 1
+    """Rebalance every this many periods (from the first date); in between the positions are held (weights drift
+    with the returns, nothing is traded)."""
     backtest_long_only: bool = False
     """Backtest only long positions (a negative forecast means no position)."""
     backtest_max_gross: float = 1.0
@@ -448,7 +466,10 @@ def validate(cfg: Config) -> None:
             if getattr(obj, n) <= 0:
                 raise ConfigError(f"{section}.{n}: must be > 0, got {getattr(obj, n)!r}")
 
-    positive("model", m, "hidden_size", "num_heads", "num_layers", "patch_len", "patch_stride", "moving_avg", "season_length")
+    positive("model", m, "hidden_size", "num_heads", "num_layers", "patch_len", "patch_stride", "moving_avg", "season_length",
+             "ridge_lags")
+    if not m.ridge_lambdas or any(v <= 0 for v in m.ridge_lambdas):
+        raise ConfigError(f"model.ridge_lambdas: need at least one penalty, each > 0, got {m.ridge_lambdas}")
     positive("data", d, "sequence_length", "prediction_horizon", "batch_size", "eval_batch_size", "stride")
     positive("training", t, "learning_rate", "max_steps", "gradient_accumulation_steps", "logging_steps", "max_consecutive_nonfinite")
     if m.hidden_size % m.num_heads:
@@ -497,6 +518,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"evaluation.{name}: must be >= 0, got {getattr(e, name)}")
     if e.backtest_max_gross <= 0:
         raise ConfigError(f"evaluation.backtest_max_gross: must be > 0, got {e.backtest_max_gross}")
+    for name, low in (("backtest_topk", 1), ("backtest_topk_dropout", 0), ("backtest_rebalance", 1)):
+        if getattr(e, name) < low:
+            raise ConfigError(f"evaluation.{name}: must be >= {low}, got {getattr(e, name)}")
     if not 0 < cfg.serve.port < 65536:
         raise ConfigError(f"serve.port: must be in 1..65535, got {cfg.serve.port}")
     positive("serve", cfg.serve, "max_body_bytes", "max_symbols")

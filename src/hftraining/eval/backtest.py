@@ -9,6 +9,11 @@ moves by one period in either direction.
 Costs: ``cost_bps + slippage_bps`` basis points of traded notional, where the trade at t is the
 distance between the new weights and the previous weights after they drifted with the period's
 returns. A portfolio return is the weighted sum of simple returns (weights are shares of capital).
+
+Portfolios: ``per_symbol`` trades each symbol on its own forecast (:func:`positions`); ``topk`` is a
+cross-sectional long-short (or long-only) book of the best- and worst-ranked symbols with Qlib's
+TopK-Dropout turnover control (:func:`topk_weights`). Either way the weights go through
+:func:`hold` (rebalancing every m periods, drifting in between) and the one :func:`simulate`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 from scipy import stats
 
 from hftraining.core.fmt import fmt
+from hftraining.eval.forecasts import label
 
 LOOKAHEAD_HIT_RATE = 0.75  # a daily hit rate above this over many periods is not a forecast, it is a leak
 LOOKAHEAD_MIN_POSITIONS = 100
@@ -90,6 +96,111 @@ def positions(
     gross = np.abs(w).sum(axis=1, keepdims=True)
     # a safety net for rounding: the cap is a promise, not an approximation
     return np.where(gross > max_gross, w * (max_gross / np.where(gross > 0, gross, 1.0)), w)
+
+
+def _drift(w: np.ndarray, simple: np.ndarray) -> np.ndarray:
+    """Weights ``w`` (.., N) held over a period of simple returns ``simple`` → the weights at its end, as
+    shares of the capital then (the same arithmetic as the drift in :func:`simulate`)."""
+    gross = (w * simple).sum(axis=-1)
+    return w * (1.0 + simple) / (1.0 + gross)[..., None]
+
+
+def rebalancing(T: int, every: int = 1) -> np.ndarray:
+    """(T,) bool: the dates that rebalance, every ``every``-th date from the first."""
+    return np.arange(T) % max(int(every), 1) == 0
+
+
+def hold(weights: np.ndarray, returns: np.ndarray, every: int = 1) -> np.ndarray:
+    """(T, N) weights traded only on the rebalancing dates (:func:`rebalancing`): there ``weights[t]``;
+    in between, the previous weights drifted with the period's ``returns`` (log, NaN counts as 0), so
+    :func:`simulate` sees no trade. ``every`` = 1: ``weights`` itself."""
+    if every <= 1:
+        return weights
+    w = np.array(weights, dtype=np.float64)
+    simple = np.expm1(np.nan_to_num(np.asarray(returns, dtype=np.float64)))
+    reb = rebalancing(len(w), every)
+    for t in range(1, len(w)):
+        if not reb[t]:
+            w[t] = _drift(w[t - 1], simple[t])
+    return w
+
+
+def _select(ranked: list[int], held: set[int], k: int, dropout: int) -> list[int]:
+    """TopK-Dropout on one side: ``ranked`` eligible names best first, ``held`` the eligible names held.
+    ``dropout`` 0: the top k. Otherwise Qlib's TopkDropoutStrategy: the best k - |held| + dropout non-held
+    names join the held ones and the top k of that pool are kept, so at most ``dropout`` held names
+    (the worst-ranked, and only for better-ranked ones) are sold; vacancies (|held| < k) are refilled."""
+    if dropout <= 0:
+        return ranked[:k]
+    cand = [i for i in ranked if i not in held][: max(k - len(held) + dropout, 0)]
+    pool = held | set(cand)
+    return [i for i in ranked if i in pool][:k]
+
+
+def topk_weights(
+    signal: np.ndarray,
+    k: int = 3,
+    dropout: int = 0,
+    long_only: bool = False,
+    max_gross: float = 1.0,
+    every: int = 1,
+) -> tuple[np.ndarray, list[tuple[list[int], list[int]]]]:
+    """(T, N) target weights of the TopK(-Dropout) portfolio, and (long names, short names) of each date.
+
+    On each rebalancing date (:func:`rebalancing`) the symbols with a forecast are ranked by ``signal``
+    (ties: the lower symbol index first): long the top k, short the bottom k among the others (long-only:
+    no short side); with ``dropout`` n, each side keeps its previous names except at most n swapped
+    (:func:`_select`; names held short are not long candidates; a held name without a forecast is sold
+    regardless, and its vacancy refilled).
+    Equal weight per side: ``max_gross`` / k long-only, ``max_gross`` / 2 / k per side long-short; with
+    fewer than 2k symbols a long-short book holds ⌊n/2⌋ per side, long-only fewer than k splits the gross
+    among them. A date whose forecasts are all equal (or a single symbol) has no ranking: no position.
+    Rows of dates that do not rebalance repeat the last target (see :func:`hold`).
+    """
+    sig = np.asarray(signal, dtype=np.float64)
+    T, N = sig.shape
+    w = np.zeros((T, N))
+    books: list[tuple[list[int], list[int]]] = []
+    longs: list[int] = []
+    shorts: list[int] = []
+    reb = rebalancing(T, every)
+    for t in range(T):
+        if reb[t]:
+            avail = np.flatnonzero(np.isfinite(sig[t]))
+            s = sig[t, avail]
+            if len(avail) == 0 or np.all(s == s[0]):
+                longs, shorts = [], []
+            else:
+                ranked = [int(i) for i in avail[np.argsort(-s, kind="stable")]]
+                kk = k if long_only else min(k, len(avail) // 2)  # long-short: both sides the same size
+                held_short = set() if long_only else set(shorts) & set(ranked)
+                if dropout > 0:  # a held short is no long candidate: it leaves its side only through that side's dropout
+                    ranked = [i for i in ranked if i not in held_short]
+                longs = _select(ranked, set(longs) & set(ranked), kk, dropout)
+                if long_only:
+                    shorts = []
+                else:
+                    rest = [int(i) for i in avail[np.argsort(s, kind="stable")] if i not in longs]
+                    shorts = _select(rest, held_short - set(longs), kk, dropout)
+            row = np.zeros(N)
+            half = max_gross if long_only else max_gross / 2.0
+            if longs:
+                row[longs] = half / len(longs)
+            if shorts:
+                row[shorts] = -half / len(shorts)
+        w[t] = row
+        books.append((list(longs), list(shorts)))
+    return w, books
+
+
+def information_ratio(returns: np.ndarray, benchmark: np.ndarray, periods_per_year: float) -> float:
+    """Annualised mean of the active return ``returns - benchmark`` over its standard deviation (ddof 1);
+    NaN with fewer than 2 periods or no active risk."""
+    a = np.asarray(returns, dtype=np.float64) - np.asarray(benchmark, dtype=np.float64)
+    if len(a) < 2:
+        return float("nan")
+    sd = float(a.std(ddof=1))
+    return float(a.mean()) / sd * math.sqrt(periods_per_year) if sd > 1e-12 else float("nan")  # no active risk: rounding noise, not a ratio
 
 
 @dataclass
@@ -183,11 +294,15 @@ def _quantile_vol(fc) -> np.ndarray | None:
 
 
 def backtest_forecasts(fc, ev) -> dict[str, Any]:
-    """Backtest the model's forecasts, each baseline's and buy-and-hold on the same dates.
+    """Backtest the model's forecasts, each baseline's, buy-and-hold and the equal-weight universe on
+    the same dates.
 
-    ``fc``: :class:`hftraining.eval.forecasts.Forecasts`; ``ev``: the EvaluationConfig (positions
-    rule, long-only, gross cap, costs, signal, periods per year). Returns {"strategies": {name:
-    metrics}, "settings": ..., "curves": {name: (dates, returns)}} (curves are arrays, for the report).
+    ``fc``: :class:`hftraining.eval.forecasts.Forecasts`; ``ev``: the EvaluationConfig (portfolio:
+    ``per_symbol`` positions rule or the ``topk`` cross-section, long-only, gross cap, costs, signal,
+    rebalancing interval, periods per year); the one portfolio rule trades every forecast. Each
+    strategy's metrics carry its ``information_ratio`` against ``equal_weight``. Returns
+    {"strategies": {name: metrics}, "settings": ..., "curves": {name: (dates, returns)}} (curves are
+    arrays, for the report).
     """
     N = len(fc.symbols)
     dates, R = panel(fc.dates, fc.symbol_ids, fc.last_return, N)  # R[t]: the return that ends at date t
@@ -199,40 +314,75 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
     qvol = _quantile_vol(fc)
     model_vol = panel(fc.dates, fc.symbol_ids, qvol, N)[1] if qvol is not None else past_vol
 
-    def run(sig: np.ndarray, vol: np.ndarray, rule: str, long_only: bool, gross: float) -> tuple[dict[str, Any], Simulation]:
-        w = positions(sig, vol, rule, long_only, gross)
-        sim = simulate(w, R, dates, ev.backtest_cost_bps, ev.backtest_slippage_bps)
+    portfolio, every = ev.backtest_portfolio, int(ev.backtest_rebalance)
+
+    def run(sig: np.ndarray, vol: np.ndarray, rule: str, long_only: bool, gross: float, every: int = 1,
+            cost: bool = True) -> tuple[dict[str, Any], Simulation]:
+        if rule == "topk":
+            w = topk_weights(sig, ev.backtest_topk, ev.backtest_topk_dropout, long_only, gross, every)[0]
+        else:
+            w = positions(sig, vol, rule, long_only, gross)
+        w = hold(w, R, every)
+        sim = simulate(w, R, dates, ev.backtest_cost_bps if cost else 0.0, ev.backtest_slippage_bps if cost else 0.0)
         return performance(sim, ppy), sim
 
     out: dict[str, Any] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    rule = "topk" if portfolio == "topk" else ev.backtest_positions
     for name, pred in fc.pred.items():
         sig = pred[:, 0] if ev.backtest_signal == "step1" else pred.mean(axis=1)
-        key = name if name == "model" else f"naive:{name}"
+        key = label(name)  # model, naive:drift, fitted:ridge
         out[key], sim = run(panel(fc.dates, fc.symbol_ids, sig, N)[1], model_vol if name == "model" else past_vol,
-                            ev.backtest_positions, ev.backtest_long_only, ev.backtest_max_gross)
+                            rule, ev.backtest_long_only, ev.backtest_max_gross, every)
         curves[key] = (sim.dates, sim.returns)
     ones = np.where(np.isfinite(R), 1.0, np.nan)
     out["buy_and_hold"], sim = run(ones, past_vol, "sign", True, 1.0)
     curves["buy_and_hold"] = (sim.dates, sim.returns)
+    out["equal_weight"], sim = run(ones, past_vol, "sign", True, ev.backtest_max_gross, cost=False)
+    curves["equal_weight"] = (sim.dates, sim.returns)
+    bench = sim.returns
+    for key, m in out.items():
+        if m.get("n_periods"):
+            m["information_ratio"] = information_ratio(curves[key][1], bench, ppy)
     settings = {
+        "portfolio": portfolio, "rebalance": every,
         "positions": ev.backtest_positions, "long_only": ev.backtest_long_only, "max_gross": ev.backtest_max_gross,
         "cost_bps": ev.backtest_cost_bps, "slippage_bps": ev.backtest_slippage_bps, "signal": ev.backtest_signal,
         "periods_per_year": ppy, "periods_per_year_from": how, "n_dates": int(len(dates)), "n_symbols": N,
         "timing": "weights decided at the close of t from forecasts made with data up to t, held over (t, t+1]",
         "buy_and_hold": "equal weight long in every symbol with data, rebalanced each period (costs included)",
+        "equal_weight": "the universe: equal weight long in every symbol with data, gross = max_gross, re-equalised "
+                        "each period, no costs (the benchmark of information_ratio)",
     }
+    if portfolio == "topk":
+        settings.update(topk=ev.backtest_topk, topk_dropout=ev.backtest_topk_dropout,
+                        topk_rule="on each rebalancing date: long the top k by the signal, short the bottom k "
+                                  "(long-only: none), equal weight; dropout n: at most n names swapped per side")
     return {"settings": settings, "strategies": out, "curves": curves}
+
+
+def portfolio_label(s: dict[str, Any]) -> str:
+    """The portfolio rule of backtest ``settings`` in words: "positions sign long-short", or
+    "portfolio top-3 long-short, dropout 1, rebalance every 5 periods" (older settings: per symbol)."""
+    side = "long-only" if s["long_only"] else "long-short"
+    if s.get("portfolio") == "topk":
+        text = f"portfolio top-{s['topk']} {side}" + (f", dropout {s['topk_dropout']}" if s.get("topk_dropout") else "")
+    else:
+        text = f"positions {s['positions']} {side}"
+    every = s.get("rebalance", 1)
+    return text + (f", rebalance every {every} periods" if every > 1 else "")
 
 
 def format_backtest(res: dict[str, Any]) -> str:
     """An aligned table of every strategy's metrics."""
     s = res["settings"]
+    has_ir = any("information_ratio" in m for m in res["strategies"].values())
     lines = [
         f"backtest: {s['n_dates']} dates × {s['n_symbols']} symbols, {s['periods_per_year']:g} periods/year "
-        f"({s['periods_per_year_from']}); positions {s['positions']}{' long-only' if s['long_only'] else ' long-short'}, "
+        f"({s['periods_per_year_from']}); {portfolio_label(s)}, "
         f"gross ≤ {s['max_gross']:g}, costs {s['cost_bps']:g} + slippage {s['slippage_bps']:g} bps of traded notional",
-        f"{'strategy':<22}{'total':>9}{'annual':>9}{'vol':>8}{'Sharpe':>8}{'Sortino':>8}{'maxDD':>8}{'Calmar':>8}{'turn':>7}{'hit':>7}",
+        f"{'strategy':<22}{'total':>9}{'annual':>9}{'vol':>8}{'Sharpe':>8}{'Sortino':>8}{'maxDD':>8}{'Calmar':>8}{'turn':>7}{'hit':>7}"
+        + (f"{'IR':>7}" if has_ir else ""),
     ]
     for name, m in res["strategies"].items():
         if not m.get("n_periods"):
@@ -241,8 +391,10 @@ def format_backtest(res: dict[str, Any]) -> str:
         lines.append(
             f"{name:<22}{fmt(m['total_return'], '>9.2%')}{fmt(m['annual_return'], '>9.2%')}{fmt(m['annual_volatility'], '>8.2%')}"
             f"{fmt(m['sharpe'], '>8.2f')}{fmt(m['sortino'], '>8.2f')}{fmt(m['max_drawdown'], '>8.2%')}{fmt(m['calmar'], '>8.2f')}"
-            f"{fmt(m['turnover'], '>7.3f')}{fmt(m['hit_rate'], '>7.3f')}"
+            f"{fmt(m['turnover'], '>7.3f')}{fmt(m['hit_rate'], '>7.3f')}" + (fmt(m.get('information_ratio'), '>7.2f') if has_ir else "")
         )
         if "warning" in m:
             lines.append(f"  warning ({name}): {m['warning']}")
+    if has_ir:
+        lines.append("IR: information ratio against equal_weight (annualised mean / std of the active return)")
     return "\n".join(lines)

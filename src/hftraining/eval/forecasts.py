@@ -23,6 +23,8 @@ from hftraining.models import ForecastModel, build_model
 from hftraining.models.predict import predict_outputs, predict_scaled
 
 BASELINES = ("zero", "repeat", "drift", "seasonal_naive")
+FITTED_BASELINES = ("ridge", "lightgbm")
+"""Baselines fitted on the training windows of the same run, settings chosen on its validation windows (saved under <run>/baselines/)."""
 SIGNIFICANCE = 0.05  # two-sided level of the verdict line
 CS_MIN_SYMBOLS = M.MIN_CROSS_SECTION  # a date counts in the cross-sectional IC with at least this many symbols
 # Newey–West lag of the step-1 IC series: the 1-step targets of consecutive dates are disjoint
@@ -39,6 +41,25 @@ def baseline_models(n_features: int, horizon: int, seq_len: int) -> dict[str, Fo
         cfg = ModelConfig(type=name, season_length=min(ModelConfig.season_length, seq_len))
         out[name] = build_model(cfg, n_features, horizon, seq_len)
     return out
+
+
+def fit_baselines(train: WindowSet, val: WindowSet) -> dict[str, ForecastModel]:
+    """The fitted baselines (:data:`FITTED_BASELINES`) fitted on ``train`` with their settings chosen
+    on ``val``: the same windows, features and targets the model trained on."""
+    n_features = train.features.shape[1]
+    out = {}
+    for name in FITTED_BASELINES:
+        m = build_model(ModelConfig(type=name), n_features, train.horizon, train.seq_len)
+        m.fit_windows(train, val)
+        out[name] = m.eval()
+    return out
+
+
+def label(name: str) -> str:
+    """A forecast's name in printed tables: ``model``, ``naive:zero``, ``fitted:ridge``."""
+    if name == "model":
+        return name
+    return f"naive:{name}" if name in BASELINES else f"fitted:{name}"
 
 
 def head(ws: WindowSet, n: int) -> WindowSet:
@@ -93,10 +114,12 @@ def collect_forecasts(
     pred_scaled: np.ndarray | None = None,
     quantiles_scaled: np.ndarray | None = None,
     levels: list[float] | None = None,
+    fitted: dict[str, torch.nn.Module] | None = None,
 ) -> Forecasts:
     """Forecasts of ``model`` (or the given ``pred_scaled`` (n, H), for the first n windows, and
-    ``quantiles_scaled`` (n, H, Q) at ``levels``) and of every baseline on the same windows,
-    converted to log-return units (× ``target_scale``)."""
+    ``quantiles_scaled`` (n, H, Q) at ``levels``), of every naive baseline and of the ``fitted``
+    baselines (:func:`fit_baselines`) on the same windows, converted to log-return units
+    (× ``target_scale``)."""
     if levels is None:
         levels = list(getattr(getattr(model, "cfg", None), "quantiles", None) or [])
     if pred_scaled is None:
@@ -107,7 +130,7 @@ def collect_forecasts(
     sub = head(ws, n)
     preds = {"model": pred_scaled.astype(np.float64) * target_scale}
     n_features = ws.features.shape[1] if ws.features.ndim == 2 else 1
-    for name, base in baseline_models(n_features, ws.horizon, ws.seq_len).items():
+    for name, base in {**baseline_models(n_features, ws.horizon, ws.seq_len), **(fitted or {})}.items():
         preds[name] = predict_scaled(base, sub, batch_size).astype(np.float64) * target_scale
     rows = sub.ends[:, None] + np.arange(-ws.seq_len + 1, 1)  # (n, L)
     if hasattr(sub, "first_rows"):  # left-padded windows: never read the rows of another symbol
@@ -194,22 +217,44 @@ def score(fc: Forecasts) -> dict[str, Any]:
     ]
     result["per_step"] = {name: _step_metrics(p, true, dates) for name, p in fc.pred.items()}
     result["per_symbol"] = {name: _symbol_metrics(p, true, fc) for name, p in fc.pred.items()}
+    finite = {k: v["mse"] for k, v in result["baselines"].items() if math.isfinite(v["mse"])}
+    if finite:
+        best = min(finite, key=finite.get)  # the bar to clear: the baseline with the lowest test MSE
+        result["strongest_baseline"] = {
+            "name": best, "mse": finite[best], "dm": result["dm"][best],
+            "mse_ratio": pooled["model"]["mse"] / finite[best] if finite[best] > 0 else float("nan"),
+        }
     result["verdict"] = verdict(result)
     return result
 
 
 def verdict(result: dict[str, Any], level: float = SIGNIFICANCE) -> str:
-    """One honest sentence: a lower MSE only counts as "beats" when the DM test rejects equality."""
+    """One honest sentence: a lower MSE only counts as "beats" when the DM test rejects equality;
+    against the zero-return forecast, and against the strongest baseline (the lowest test MSE of
+    every naive and fitted baseline): a model that does not beat it is not worth its cost."""
     ratio, dm = result["mse_vs_zero"], result.get("dm_vs_zero") or {}
     p = dm.get("p_value", float("nan"))
     if not math.isfinite(ratio) or not math.isfinite(p):
         return f"model MSE / zero-forecast MSE = {ratio:.4f}; the DM test could not be computed"
     head_ = f"model MSE / zero-forecast MSE = {ratio:.4f}, Diebold–Mariano p = {p:.3g}"
     if p >= level:
-        return f"{head_}: no significant difference from the zero-return forecast (at {level:g})"
-    if ratio < 1:
-        return f"{head_}: the model beats the zero-return forecast (significant at {level:g})"
-    return f"{head_}: the model is significantly WORSE than the zero-return forecast (at {level:g})"
+        text = f"{head_}: no significant difference from the zero-return forecast (at {level:g})"
+    elif ratio < 1:
+        text = f"{head_}: the model beats the zero-return forecast (significant at {level:g})"
+    else:
+        text = f"{head_}: the model is significantly WORSE than the zero-return forecast (at {level:g})"
+    sb = result.get("strongest_baseline")
+    if not sb:
+        return text
+    name, r_b, p_b = label(sb["name"]), sb["mse_ratio"], sb["dm"].get("p_value", float("nan"))
+    against = f"; strongest baseline {name}: model MSE / its MSE = {r_b:.4f}, DM p = {p_b:.3g}"
+    if not math.isfinite(p_b):
+        return f"{text}{against}: the DM test could not be computed"
+    if p_b < level and r_b < 1:
+        return f"{text}{against}: the model beats the strongest baseline (significant at {level:g})"
+    if p_b < level:
+        return f"{text}{against}: {name} is significantly better, so the model is not worth its cost"
+    return f"{text}{against}: no significant difference, so the model is not worth its cost over {name}"
 
 
 def evaluate_predictions(
@@ -228,7 +273,7 @@ def evaluate_predictions(
 
 def format_table(result: dict[str, Any], title: str = "test") -> str:
     """A small aligned table: the model beside each baseline, the DM tests and the verdict."""
-    rows = [("model", result["model"])] + [(f"naive:{k}", v) for k, v in result["baselines"].items()]
+    rows = [("model", result["model"])] + [(label(k), v) for k, v in result["baselines"].items()]
     rows += [(f"member:{k}", v) for k, v in result.get("members", {}).items()]  # an ensemble's members
     lines = [f"{title}: {result['n_windows']} windows × {result['horizon']} steps (log-return units)",
              f"{'forecast':<22}{'MSE':>12}{'MAE':>12}{'dir.acc':>9}{'IC':>9}{'IC pool':>9}{'DM stat':>9}{'DM p':>8}"]
@@ -245,7 +290,7 @@ def format_table(result: dict[str, Any], title: str = "test") -> str:
         cov = ", ".join(f"{k} {v:.3f}" for k, v in result["model"]["coverage"].items())
         lines.append(f"quantile head: mean pinball loss {result['model']['pinball_mean']:.6g}; coverage {cov}")
     if dm:
-        lines.append("DM: model vs each naive forecast on squared error (negative: the model's loss is lower); "
+        lines.append("DM: model vs each baseline on squared error (negative: the model's loss is lower); "
                      f"losses averaged over symbols per date, Newey–West lag {result['horizon'] - 1}")
     lines.append(result.get("verdict") or verdict(result))
     return "\n".join(lines)
@@ -265,7 +310,7 @@ def _cross_section_lines(result: dict[str, Any]) -> list[str]:
             if "cross_section" in v and math.isfinite(v["cross_section"]["rank_ic"]["mean"])}
     if base:
         best = max(base, key=lambda k: base[k]["rank_ic"]["mean"])
-        rows.append((f"naive:{best}", base[best]))
+        rows.append((label(best), base[best]))
 
     def one(s: dict[str, Any]) -> str:
         return f"mean{_fmt(s['mean'], '>8.4f')} ICIR{_fmt(s['icir'], '>7.3f')} t{_fmt(s['t_stat'], '>7.2f')}"

@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
 from hftraining.eval import metrics as M
+from hftraining.eval.backtest import portfolio_label
 
 MAX_PRICE_SYMBOLS = 3
 DPI = 72  # small PNGs: the report must stay fast to write and light to open
@@ -314,18 +316,24 @@ def _backtest_section(doc: _Doc, bt: dict[str, Any] | None) -> None:
         return
     s = bt["settings"]
     doc.heading("Backtest")
-    doc.para(f"Positions {s['positions']} ({'long-only' if s['long_only'] else 'long-short'}), gross exposure ≤ "
+    label = portfolio_label(s)
+    doc.para(f"{label[0].upper()}{label[1:]}, gross exposure ≤ "
              f"{s['max_gross']:g}, costs {s['cost_bps']:g} bps + slippage {s['slippage_bps']:g} bps of traded notional, "
              f"signal {s['signal']}; {s['periods_per_year']:g} periods per year ({s['periods_per_year_from']}). "
-             f"Timing: {s['timing']}. Buy-and-hold: {s['buy_and_hold']}.")
+             f"Timing: {s['timing']}. Buy-and-hold: {s['buy_and_hold']}."
+             + (f" Top-k portfolio: {s['topk_rule']}." if "topk_rule" in s else "")
+             + (f" Equal weight: {s['equal_weight']}." if "equal_weight" in s else ""))
+    has_ir = any("information_ratio" in m for m in bt["strategies"].values())
     rows = []
     for name, m in bt["strategies"].items():
         if not m.get("n_periods"):
             continue
         rows.append([name, _num(m["total_return"], ".2%"), _num(m["annual_return"], ".2%"), _num(m["annual_volatility"], ".2%"),
                      _num(m["sharpe"], ".2f"), _num(m["sortino"], ".2f"), _num(m["max_drawdown"], ".2%"),
-                     _num(m["calmar"], ".2f"), _num(m["turnover"], ".3f"), _num(m["hit_rate"], ".3f")])
-    doc.table(["strategy", "total", "annual", "vol", "Sharpe", "Sortino", "max DD", "Calmar", "turnover", "hit rate"], rows)
+                     _num(m["calmar"], ".2f"), _num(m["turnover"], ".3f"), _num(m["hit_rate"], ".3f")]
+                    + ([_num(m.get("information_ratio"), ".2f")] if has_ir else []))
+    doc.table(["strategy", "total", "annual", "vol", "Sharpe", "Sortino", "max DD", "Calmar", "turnover", "hit rate"]
+              + (["IR vs equal weight"] if has_ir else []), rows)
     warnings = [f"{n}: {m['warning']}" for n, m in bt["strategies"].items() if "warning" in m]
     for w in warnings:
         doc.para("WARNING " + w)
@@ -343,6 +351,27 @@ def _backtest_section(doc: _Doc, bt: dict[str, Any] | None) -> None:
     a1.set_title("equity (net of costs, start = 1)"), a1.legend(fontsize=8)
     a2.set_title("drawdown"), a2.legend(fontsize=8), a2.set_xlabel("year")
     doc.figure(fig, "equity_drawdown", "Equity curve and drawdown of the model strategy beside buy-and-hold and the drift forecast")
+    if s.get("portfolio") == "topk":
+        _topk_plot(doc, s, curves)
+
+
+def _topk_plot(doc: _Doc, s: dict[str, Any], curves: dict[str, Any]) -> None:
+    """Cumulative return of the model's top-k portfolio beside the equal-weight universe (its benchmark)."""
+    shown = [n for n in ("model", "equal_weight") if n in curves and len(curves[n][1])]
+    if "model" not in shown:
+        return
+    side = "long-only" if s["long_only"] else "long-short"
+    fig, ax = _subplots(figsize=(10, 3.5))
+    for name, label, color in (("model", f"model top-{s['topk']} {side}", "C0"), ("equal_weight", "equal-weight universe", "grey")):
+        if name in shown:
+            d, r = curves[name]
+            ax.plot(_years(d), np.cumprod(1.0 + r) - 1.0, label=label, color=color)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_title(f"cumulative return (net of costs), {portfolio_label(s)}", fontsize=10)
+    ax.set_xlabel("year"), ax.legend(fontsize=8)
+    doc.figure(fig, "topk_portfolio", f"Cumulative return of the model's top-{s['topk']} {side} portfolio beside the "
+                                      "equal-weight universe")
 
 
 def write_report(

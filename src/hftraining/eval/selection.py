@@ -29,6 +29,7 @@ kurtosis ≥ 1 + skewness² holds exactly, so the PSR variance term can never go
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import Any
@@ -36,7 +37,11 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from hftraining.core.fmt import fmt
+
 EULER_GAMMA = float(np.euler_gamma)
+CSCV_MAX_SPLITS = 16  # the CSCV blocks of the PBO: at most 16 (12,870 combinations) ...
+CSCV_MIN_BLOCK = 4  # ... of at least 4 periods each
 FLAT_RTOL = 1e-12  # a set whose std is below this share of |mean| has no spread (pbo_cscv)
 TIE_RTOL = 1e-10  # in-sample Sharpe ratios this close (relative) tie for the selection in pbo_cscv
 
@@ -256,3 +261,101 @@ def pbo_cscv(matrix: np.ndarray, n_splits: int = 16) -> dict[str, Any]:
         "logits": [float(v) for v in logits],
         "prob_oos_loss": float(np.mean(loss)),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# The statistics of a selection among trials (tune's trials, walk-forward's candidate strategies)
+
+
+def cscv_splits(n_periods: int) -> int:
+    """The CSCV block count for ``n_periods`` rows: the largest even S ≤ 16 with at least 4 periods
+    per block (0 when not even 2 blocks fit)."""
+    s = min(CSCV_MAX_SPLITS, max(0, int(n_periods)) // CSCV_MIN_BLOCK)
+    return s - s % 2
+
+
+def align_series(series: dict[Any, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """{name: (dates (T_i,) int64 ns, each date once; returns (T_i,))} → (the dates common to every
+    series, ascending (T,); the (T × N) matrix of their returns on those dates, columns in the
+    dict's order)."""
+    if not series:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0))
+    dated = [(np.asarray(d, dtype=np.int64), np.asarray(r, dtype=np.float64)) for d, r in series.values()]
+    common = functools.reduce(np.intersect1d, [d for d, _ in dated])
+    cols = []
+    for d, r in dated:
+        order = np.argsort(d, kind="stable")
+        cols.append(r[order[np.searchsorted(d[order], common)]])
+    return common, np.stack(cols, axis=1) if len(common) else np.zeros((0, len(dated)))
+
+
+def _iso(ns: int) -> str:
+    return str(np.datetime_as_string(np.datetime64(int(ns), "ns"), unit="auto"))
+
+
+def selection_stats(series: dict[Any, tuple[np.ndarray, np.ndarray]], chosen: Any, trials_are: str) -> dict[str, Any]:
+    """The selection-bias statistics of picking ``chosen`` among the trials ``series`` ({name:
+    (dates, per-period returns)}, aligned on their common dates by :func:`align_series`).
+
+    ``dsr``: the Deflated Sharpe Ratio of ``chosen``'s series given the per-period Sharpe ratios of
+    all N trials (:func:`hftraining.eval.selection.deflated_sharpe_ratio`, n_trials = N); ``pbo``:
+    the probability of backtest overfitting by CSCV (:func:`~hftraining.eval.selection.pbo_cscv`,
+    n_splits = :func:`cscv_splits` of the common dates). A flat series (no position on any date)
+    counts as Sharpe 0. Either is None with ``dsr_skipped`` / ``pbo_skipped`` saying why (PBO: fewer
+    than 2 trials or fewer than 2 blocks of 4 common dates; DSR: ``chosen`` has no series, fewer
+    than 2 common dates, or constant returns). ``trials_are`` says what the trials are."""
+    names = list(series)
+    dates, m = align_series(series)
+    T, N = m.shape
+    sharpes = [sharpe_ratio(m[:, j]) for j in range(N)]
+    sharpes = [0.0 if not np.isfinite(v) and T >= 2 and np.all(m[:, j] == 0) else v for j, v in enumerate(sharpes)]
+    out: dict[str, Any] = {
+        "trials_are": trials_are, "chosen": chosen, "trials": names, "n_trials": N, "n_periods": int(T),
+        "from": _iso(dates[0]) if T else None, "to": _iso(dates[-1]) if T else None,
+        "trial_sharpes": dict(zip(names, sharpes)),
+        "dsr": None, "dsr_skipped": None, "deflated_sharpe": None,
+        "pbo": None, "pbo_skipped": None, "pbo_cscv": None,
+    }
+    if chosen is None:
+        out["dsr_skipped"] = "no trial was chosen"
+    elif chosen not in series:
+        out["dsr_skipped"] = f"the chosen trial {chosen} has no out-of-sample series"
+    elif T < 2:
+        out["dsr_skipped"] = f"{T} date(s) common to the {N} trials' series: a Sharpe ratio needs at least 2"
+    elif not all(np.isfinite(sharpes)):
+        bad = [n for n, v in zip(names, sharpes) if not np.isfinite(v)]
+        out["dsr_skipped"] = f"constant non-zero returns on the common dates (trial(s) {', '.join(map(str, bad))}): Sharpe undefined"
+    elif np.all(m[:, names.index(chosen)] == m[0, names.index(chosen)]):
+        out["dsr_skipped"] = f"the chosen trial {chosen} has constant returns on the common dates: its Sharpe ratio is undefined"
+    else:
+        out["deflated_sharpe"] = deflated_sharpe_ratio(m[:, names.index(chosen)], np.asarray(sharpes))
+        out["dsr"] = out["deflated_sharpe"]["dsr"]
+    splits = cscv_splits(T)
+    if N < 2:
+        out["pbo_skipped"] = f"{N} trial(s) with an out-of-sample series: CSCV ranks at least 2"
+    elif splits < 2:
+        out["pbo_skipped"] = (f"{T} date(s) common to the trials' series: CSCV needs at least 2 blocks of "
+                              f"{CSCV_MIN_BLOCK} ({2 * CSCV_MIN_BLOCK} dates)")
+    else:
+        res = pbo_cscv(m, splits)
+        res.pop("logits")  # one per combination (up to 12,870): not for a report
+        out["pbo_cscv"], out["pbo"] = res, res["pbo"]
+    return out
+
+
+def format_selection(sel: dict[str, Any], chosen_label: str) -> str:
+    """Two lines: the Deflated Sharpe Ratio of the chosen trial and the PBO (or why not computed)."""
+    head = f"selection bias over {sel['n_trials']} trial(s) ({sel['trials_are']}), {sel['n_periods']} common periods:"
+    d = sel.get("deflated_sharpe")
+    if d is not None:
+        dsr = (f"  deflated Sharpe ratio of {chosen_label}: {fmt(d['dsr'], '.3f')} (per-period Sharpe {fmt(d['sharpe'], '.4f')} "
+               f"vs {fmt(d['sr0'], '.4f')} expected of the best of {d['n_trials']:g} null trials; PSR vs 0 {fmt(d['psr_zero'], '.3f')})")
+    else:
+        dsr = f"  deflated Sharpe ratio of {chosen_label}: not computed ({sel['dsr_skipped']})"
+    p = sel.get("pbo_cscv")
+    if p is not None:
+        pbo = (f"  probability of backtest overfitting (CSCV): {fmt(p['pbo'], '.3f')} ({p['n_splits']} blocks, "
+               f"{p['n_combinations']} combinations; the in-sample best loses out of sample in {fmt(p['prob_oos_loss'], '.1%')})")
+    else:
+        pbo = f"  probability of backtest overfitting (CSCV): not computed ({sel['pbo_skipped']})"
+    return "\n".join([head, dsr, pbo])

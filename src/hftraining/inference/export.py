@@ -85,6 +85,11 @@ def export_onnx(model_dir: str | Path, out: str | Path, check: bool = True) -> P
     import onnx
 
     w, fc = wrapper_for(model_dir)
+    members = list(getattr(fc.model, "members", [fc.model]))
+    closed = next((m for m in members if not m.exportable), None)
+    if closed is not None:
+        raise UserError(f"{model_dir}: model.type {closed.cfg.type!r} has no ONNX graph (gradient-boosted trees); "
+                        "serve it with `hftraining serve` or predict with `hftraining predict`")
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise DataError(f"--out {out}: expected a .onnx file name")

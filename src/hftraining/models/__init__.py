@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from hftraining.models import baselines  # noqa: F401  (registers)
 from hftraining.models import dlinear  # noqa: F401  (registers)
+from hftraining.models import gbm  # noqa: F401  (registers)
 from hftraining.models import patchtst  # noqa: F401  (registers)
+from hftraining.models import ridge  # noqa: F401  (registers)
 from hftraining.models import transformer  # noqa: F401  (registers)
 from hftraining.models.base import ForecastModel, load_preprocessing
 from hftraining.models.losses import compute_loss

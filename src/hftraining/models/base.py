@@ -38,6 +38,10 @@ class ForecastModel(nn.Module):
 
     supports_gradient_checkpointing = False
     needs_training = True
+    fits_on_data = False
+    exportable = True
+    """False for a model with no ONNX graph (LightGBM's trees): ``hftraining export`` says so."""
+    """True for a model fitted in closed form by ``fit_windows(train, val)`` instead of gradient steps (ridge)."""
     heads: frozenset[str] = frozenset()
     """Optional heads this model has when configured (``outputs.HEADS``); asking a model for a head
     it lacks is a ConfigError at build time (see :func:`registry.build_model`), never a silent None."""

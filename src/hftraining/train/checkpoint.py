@@ -168,6 +168,18 @@ def load_weights(folder: Path, model: torch.nn.Module) -> None:
     model.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))
 
 
+FITTED_BASELINES_DIR = "baselines"
+
+
 def save_final(run_dir: Path, model: ForecastModel, preprocessing: dict[str, Any]) -> Path:
     """Write the run's model folder ``<run>/final/`` (config.json, model.safetensors, preprocessing.json)."""
     return model.save_pretrained(run_dir / "final", preprocessing=preprocessing)
+
+
+def save_fitted_baselines(run_dir: Path, models: dict[str, ForecastModel], preprocessing: dict[str, Any]) -> Path:
+    """Write each fitted baseline as a model folder ``<run>/baselines/<name>/`` (the bar the run's
+    model was scored against; ``hftraining evaluate`` scores it again from there)."""
+    root = Path(run_dir) / FITTED_BASELINES_DIR
+    for name, m in models.items():
+        m.save_pretrained(root / name, preprocessing=preprocessing)
+    return root

@@ -275,11 +275,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> None:
-        """Train to ``training.max_steps`` (or early stopping). A model without parameters to train
-        (a baseline) is evaluated once on the validation split instead, so every model type yields
-        the validation metrics that early stopping and tuning read."""
+        """Train to ``training.max_steps`` (or early stopping). A model without gradient steps (a
+        naive baseline, or ridge, fitted here in closed form) is evaluated once on the validation
+        split instead, so every model type yields the validation metrics that tuning reads."""
         t, e = self.cfg.training, self.cfg.evaluation
         if not self.model.needs_training:
+            if self.model.fits_on_data:  # closed form (ridge): fitted on the training windows, chosen on validation
+                fit = self.model.fit_windows(self.data.train, self.data.val)
+                self.logger.info("model %s fitted in closed form: %s", self.cfg.model.type,
+                                 ", ".join(f"{k} {v:.6g}" for k, v in fit.items()))
             if len(self.data.val):
                 self._validate(0, e.max_eval_batches)
             return

@@ -15,6 +15,8 @@ from hftraining.eval.backtest import backtest_forecasts
 from hftraining.eval.forecasts import Forecasts, collect_forecasts, score
 from hftraining.inference.folders import resolve_model_dir, run_folder, run_section
 from hftraining.inference.forecaster import Forecaster
+from hftraining.models import ForecastModel
+from hftraining.train.checkpoint import FITTED_BASELINES_DIR
 
 
 def evaluation_config(path, overrides: list[str] | tuple[str, ...] = ()) -> EvaluationConfig:
@@ -41,14 +43,25 @@ def load_for_eval(path, data=None, split: str = "test") -> tuple[Forecaster, Win
     return fc, ws
 
 
+def fitted_baselines(path) -> dict[str, ForecastModel]:
+    """The fitted baselines saved with the run of ``path`` (``<run>/baselines/<name>/``); {} for a
+    bare model folder, whose evaluation then has the naive baselines only."""
+    run = run_folder(path)
+    root = run / FITTED_BASELINES_DIR if run is not None else None
+    if root is None or not root.is_dir():
+        return {}
+    return {d.name: ForecastModel.from_pretrained(d) for d in sorted(root.iterdir()) if d.is_dir()}
+
+
 def evaluate_model_dir(path, data=None, split: str = "test") -> tuple[dict[str, Any], Forecasts]:
     """Score the model of a run/model folder on ``split`` of ``data`` (default: the data it was
-    trained on), beside the naive forecasts → (result, Forecasts)."""
+    trained on), beside the naive forecasts and the run's fitted baselines → (result, Forecasts)."""
     f, ws = load_for_eval(path, data, split)
     outs = f.outputs(ws)
     scale = f.preprocessing.target_scale
     fc = collect_forecasts(None, ws, scale, f.batch_size, pred_scaled=outs["prediction"],
-                           quantiles_scaled=outs.get("quantiles"), levels=f.quantile_levels)
+                           quantiles_scaled=outs.get("quantiles"), levels=f.quantile_levels,
+                           fitted=fitted_baselines(path))
     result = {"split": split, "model_dir": str(f.model_dir), **score(fc)}
     if hasattr(f.model, "members"):  # an ensemble: its members scored on the same windows, beside it
         members = {}

@@ -9,21 +9,26 @@ from hftraining.core.config import Config
 from hftraining.core.jsonio import write_json
 from hftraining.data.pipeline import PreparedData
 from hftraining.eval.backtest import backtest_forecasts, format_backtest
-from hftraining.eval.forecasts import Forecasts, collect_forecasts, format_table, score
+from hftraining.eval.forecasts import Forecasts, collect_forecasts, fit_baselines, format_table, score
 from hftraining.eval.report import write_report
+from hftraining.train import checkpoint as ckpt
 from hftraining.train.runner import TrainedRun, training_run
 
 
 def evaluate_test(run: TrainedRun) -> tuple[dict[str, Any], Forecasts | None, dict[str, Any] | None]:
-    """Score the finished run on its test split (model and baselines through one prediction path;
-    the backtest trades the same forecasts), write eval.json and the report → (result, forecasts,
-    backtest). Main rank only; an empty test split gives ({}, None, None)."""
+    """Score the finished run on its test split beside the naive baselines and the fitted ones
+    (ridge, fitted here on the run's own training windows and saved under ``<run>/baselines/``),
+    all through one prediction path (the backtest trades the same forecasts); write eval.json and
+    the report → (result, forecasts, backtest). Main rank only; an empty test split gives ({}, None, None)."""
     cfg, data = run.cfg, run.data
     pre = data.preprocessing
     fc = bt = None
     result: dict[str, Any] = {}
     if len(data.test):
-        fc = collect_forecasts(run.model, data.test, pre.target_scale, cfg.data.eval_batch_size, run.device, run.precision)
+        fitted = fit_baselines(data.train, data.val)
+        ckpt.save_fitted_baselines(run.run_dir, fitted, pre.to_dict())
+        fc = collect_forecasts(run.model, data.test, pre.target_scale, cfg.data.eval_batch_size, run.device, run.precision,
+                               fitted=fitted)
         bt = backtest_forecasts(fc, cfg.evaluation)
         result = {"split": "test", "step": run.state.global_step, **score(fc),
                   "backtest": {"settings": bt["settings"], "strategies": bt["strategies"]}}

@@ -18,6 +18,20 @@ Written to the output folder (default ``runs/tune-<study>``): ``trial-NNNN/`` ru
 ``trials.csv`` (the summary table), ``best_config.yaml`` (a full config with the best values, for
 ``hftraining train --config``), ``best.json`` and ``importance.png`` (Optuna's parameter-importance
 plot, matplotlib backend).
+
+Selection bias: the best of N trials is the maximum of N noisy scores. Each trial therefore records
+its out-of-sample return series in ``trial-NNNN/oos_returns.json`` (ISO dates and per-period
+returns): the backtest (the run's ``evaluation.backtest_*`` settings) of the model's forecasts of
+the split it is scored on — its validation split, or with ``tune.folds`` the validation blocks of
+its folds concatenated in date order (a date in two folds' blocks keeps the later fold's return).
+A pruned trial stops before it has one. Here the **trials** are the completed Optuna trials, each
+one configuration; after the study their series are aligned on their common dates and
+``selection.json`` (also in ``best.json`` and the summary) reports the Deflated Sharpe Ratio of the
+best trial's series given the per-period Sharpe ratios of all N completed trials (Bailey & López de
+Prado 2014) and the probability of backtest overfitting by CSCV (Bailey, Borwein, López de Prado &
+Zhu 2017), see :func:`hftraining.workflows.walkforward.selection_stats`. Both judge the trials on
+the validation data that chose among them, so they measure the search's selection bias, not an
+unbiased test score.
 """
 
 from __future__ import annotations
@@ -39,16 +53,21 @@ import yaml
 
 from hftraining.core.config import Config, check_value, load_config
 from hftraining.core.errors import ConfigError, UserError
-from hftraining.core.jsonio import write_json
+from hftraining.core.jsonio import read_json, write_json
 from hftraining.data.pipeline import prepare, read_frames
+from hftraining.eval.backtest import backtest_forecasts
+from hftraining.eval.forecasts import collect_forecasts
 from hftraining.train.logging import setup_console_logging
-from hftraining.train.runner import training_run
+from hftraining.train.runner import TrainedRun, training_run
+from hftraining.eval.selection import format_selection, selection_stats
 from hftraining.workflows.walkforward import prepare_fold
 
 log = logging.getLogger("hftraining")
 
 RANGE_KEYS = {"type", "low", "high", "log", "step"}
 UNSEARCHABLE = ("output", "tune", "serve")  # sections that do not change what a trial trains
+OOS_FILE = "oos_returns.json"  # a trial's out-of-sample return series, in its run folder
+TRIALS_ARE = "completed Optuna trials, each one configuration, backtested on the split it is scored on"
 
 
 def _optuna():
@@ -174,12 +193,55 @@ def _params_to_values(params: dict[str, Any], space: dict[str, dict[str, Any]]) 
     return out
 
 
+# ---------------------------------------------------------------------------------- out-of-sample series
+
+
+def validation_curve(run: TrainedRun) -> tuple[np.ndarray, np.ndarray]:
+    """(dates (T,) int64 ns, per-period returns (T,)) of the backtest of the finished run's forecasts
+    of its validation split, with the run's evaluation settings (the model's strategy)."""
+    cfg, data = run.cfg, run.data
+    fc = collect_forecasts(run.model, data.val, data.preprocessing.target_scale, cfg.data.eval_batch_size,
+                           run.device, run.precision)
+    dates, returns = backtest_forecasts(fc, cfg.evaluation)["curves"]["model"]
+    return np.asarray(dates, dtype=np.int64), np.asarray(returns, dtype=np.float64)
+
+
+def concat_curves(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The folds' curves in date order, each date once: where validation blocks of several folds
+    share a date, the later fold's return is kept."""
+    dates = np.concatenate([np.asarray(d, dtype=np.int64) for d, _ in curves])
+    returns = np.concatenate([np.asarray(r, dtype=np.float64) for _, r in curves])
+    fold = np.concatenate([np.full(len(d), k) for k, (d, _) in enumerate(curves)])
+    order = np.lexsort((fold, dates))  # by date, then fold
+    dates, returns = dates[order], returns[order]
+    last = np.r_[dates[1:] != dates[:-1], True] if len(dates) else np.zeros(0, dtype=bool)
+    return dates[last], returns[last]
+
+
+def write_oos(path: Path, trial: int, dates: np.ndarray, returns: np.ndarray, split: str) -> Path:
+    """A trial's series as JSON: ISO dates (as precise as needed, exact to the nanosecond) and returns."""
+    iso = [str(x) for x in np.datetime_as_string(np.asarray(dates, dtype="datetime64[ns]"), unit="auto")]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_json(path, {"trial": trial, "split": split, "n_periods": len(iso), "dates": iso,
+                             "returns": [float(x) for x in returns]})
+
+
+def read_oos(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(dates int64 ns, returns) of an ``oos_returns.json``; a missing return (null) reads as NaN."""
+    d = read_json(path)
+    dates = np.asarray(d["dates"], dtype="datetime64[ns]").astype(np.int64)
+    returns = np.asarray([np.nan if v is None else v for v in d["returns"]], dtype=np.float64)
+    return dates, returns
+
+
 # ---------------------------------------------------------------------------------- objective
 
 
 class Objective:
     """One trial: train the config with the drawn values (once, or once per walk-forward fold);
-    return the validation metric (the mean over folds)."""
+    return the validation metric (the mean over folds). A trial that finishes writes its
+    out-of-sample series (:func:`validation_curve` of each run, :func:`concat_curves` over folds)
+    to ``trial-NNNN/oos_returns.json``."""
 
     def __init__(self, config_path: str | None, overrides: list[str], space: dict[str, dict[str, Any]], out: Path):
         self.config_path, self.overrides, self.space, self.out = config_path, list(overrides), space, out
@@ -210,7 +272,7 @@ class Objective:
         metric = cfg.evaluation.metric
         datas = self._prepared(cfg)
         log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in values.items()))
-        fold_values = []
+        fold_values, curves = [], []
         for k, data in enumerate(datas):
             run_cfg = cfg
             if len(datas) > 1:
@@ -229,12 +291,18 @@ class Objective:
 
             # the trainer lifecycle of every run, without final/ and without the test evaluation:
             # the test split is never scored while tuning
-            with training_run(run_cfg, data, on_evaluate=on_evaluate, save_final=False):
-                pass
+            with training_run(run_cfg, data, on_evaluate=on_evaluate, save_final=False) as run:
+                if run.is_main:
+                    curves.append(validation_curve(run))  # the split it is scored on, backtested
             if not reports:
                 raise ConfigError("evaluation.eval_steps: the trial made no validation report")
             fold_values.append(min(reports) if cfg.training.load_best_model_at_end else reports[-1])
         value = float(np.mean(fold_values))
+        if curves:
+            dates, returns = concat_curves(curves)
+            split = "validation" if len(datas) == 1 else f"validation blocks of {len(datas)} folds, in date order"
+            write_oos(trial_dir / OOS_FILE, trial.number, dates, returns, split)
+            trial.set_user_attr("oos_periods", len(dates))
         log.info("trial %d: eval_%s = %.6g%s", trial.number, metric, value,
                  f" (mean of {len(fold_values)} folds)" if len(fold_values) > 1 else "")
         return value if math.isfinite(value) else float("nan")
@@ -335,8 +403,36 @@ def run_tune(
     return write_study_report(study, cfg, config_path, overrides, space, out)
 
 
+def study_selection(trials: list, best_number: int | None, out: Path, n_pruned: int = 0) -> dict[str, Any]:
+    """The selection-bias statistics of the study (:func:`~hftraining.workflows.walkforward.selection_stats`):
+    the trials are the completed ``trials`` with an ``oos_returns.json`` under ``out``, aligned on
+    their common dates; the chosen one is trial ``best_number``. ``left_out`` says which trials were
+    not counted and why (``n_pruned`` pruned trials have no series)."""
+    series, missing, bad = {}, [], []
+    for t in trials:
+        path = out / f"trial-{t.number:04d}" / OOS_FILE
+        if not path.exists():
+            missing.append(t.number)
+            continue
+        dates, returns = read_oos(path)
+        if not np.all(np.isfinite(returns)):
+            bad.append(t.number)
+            continue
+        series[t.number] = (dates, returns)
+    sel = selection_stats(series, best_number, TRIALS_ARE)
+    left_out = []
+    if n_pruned:
+        left_out.append(f"{n_pruned} pruned trial(s): stopped before the end, no out-of-sample series")
+    if missing:
+        left_out.append(f"completed trial(s) {', '.join(map(str, missing))}: no {OOS_FILE} in {out}")
+    if bad:
+        left_out.append(f"completed trial(s) {', '.join(map(str, bad))}: non-finite returns in {OOS_FILE}")
+    sel["left_out"] = left_out
+    return sel
+
+
 def write_study_report(study, cfg: Config, config_path, overrides, space, out: Path) -> str:
-    """trials.csv, best_config.yaml, best.json, importance.png → the summary text."""
+    """trials.csv, best_config.yaml, best.json, selection.json, importance.png → the summary text."""
     optuna = _optuna()
     State = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)
@@ -364,8 +460,11 @@ def write_study_report(study, cfg: Config, config_path, overrides, space, out: P
              "  ".join(str(h).ljust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(fmt(v).ljust(w) for v, w in zip(r, widths)) for r in rows]
     complete = [t for t in trials if t.state == State.COMPLETE and t.value is not None and math.isfinite(t.value)]
-    if complete:
-        best = min(complete, key=lambda t: t.value)
+    best = min(complete, key=lambda t: t.value) if complete else None
+    sel = study_selection(complete, best.number if best else None, out, sum(t.state == State.PRUNED for t in trials))
+    write_json(out / "selection.json", sel)
+    sel_brief = {k: sel[k] for k in ("dsr", "dsr_skipped", "pbo", "pbo_skipped", "n_trials", "n_periods")}
+    if best is not None:
         values = _params_to_values(best.params, space)
         best_cfg = load_config(config_path, list(overrides) + _value_overrides(values))
         d = best_cfg.to_dict()
@@ -376,12 +475,15 @@ def write_study_report(study, cfg: Config, config_path, overrides, space, out: P
                        f" (validation split)\n# hftraining train --config {out / 'best_config.yaml'}\n")
         (out / "best_config.yaml").write_text(header_line + yaml.safe_dump(d, sort_keys=False), encoding="utf-8")
         write_json(out / "best.json", {"trial": best.number, "value": best.value, "metric": f"eval_{cfg.evaluation.metric}",
-                                       "params": values})
+                                       "params": values, "selection": sel_brief})
         lines.append(f"best: trial {best.number}, eval_{cfg.evaluation.metric} = {best.value:.6g}: "
                      + ", ".join(f"{k}={v}" for k, v in values.items()))
         lines.append(f"best config: {out / 'best_config.yaml'}")
     else:
         lines.append("no trial completed: no best config")
+    lines.append(format_selection(sel, f"the best trial {best.number}" if best else "the best trial"))
+    lines += [f"  left out: {why}" for why in sel["left_out"]]
+    lines.append(f"selection statistics: {out / 'selection.json'}")
     lines.append(_importance_plot(study, out, len(complete)))
     return "\n".join(lines)
 

@@ -18,6 +18,14 @@ fold k (test rows [b_k, b_{k+1})):
 - test windows read their inputs from the L rows before b_k (past information) and all their
   targets lie in [b_k, b_{k+1}): no target is ever seen in training, and the scaler and target
   scale are refit on each fold's training rows only.
+
+Selection bias (``"selection"`` in walkforward.json, :func:`selection_stats`): the pooled
+out-of-sample forecasts are backtested for the model and for each naive baseline through the same
+position rule; these strategies are the **trials** among which one would pick (the benchmarks that
+trade no forecast, buy-and-hold and equal weight, are left out). Reported: the Deflated Sharpe Ratio of the model's strategy
+given all of them (Bailey & López de Prado 2014) and the probability of backtest overfitting of
+picking the best of them by CSCV (Bailey, Borwein, López de Prado & Zhu 2017), on the pooled
+backtest's per-period returns (:mod:`hftraining.eval.selection`).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from hftraining.data.pipeline import PreparedData, SegmentFn, prepare, read_fram
 from hftraining.data.splits import PurgedFold, Segment, calendar_fold, calendar_purged_fold, purged_kfold
 from hftraining.eval.backtest import backtest_forecasts, format_backtest
 from hftraining.eval.forecasts import Forecasts, format_table, score
+from hftraining.eval.selection import format_selection, selection_stats
 from hftraining.train.distributed import cleanup, init_distributed
 from hftraining.train.runner import training_run
 from hftraining.workflows.train_run import evaluate_test
@@ -45,6 +54,8 @@ from hftraining.workflows.train_run import evaluate_test
 log = logging.getLogger(__name__)
 
 SCHEMES = ("expanding", "rolling", "purged_kfold")
+TRIALS_ARE = ("the pooled out-of-sample backtests of the model's and each baseline's forecasts "
+              "through the same position rule")
 
 
 def fold_segments(n_rows: int, k: int, n_folds: int, cfg: Config, scheme: str = "expanding") -> dict[str, Segment]:
@@ -136,9 +147,16 @@ def _fold_summary(res: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------------------- selection bias
+
+
 def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str = "retrain") -> dict[str, Any]:
     """Train and score ``n_folds`` folds; returns per-fold summaries, their means with 95% t-intervals,
-    and the metrics/DM test/backtest of all out-of-sample forecasts pooled. Writes walkforward.json and
+    the metrics/DM test/backtest of all out-of-sample forecasts pooled, and ``"selection"``
+    (:func:`selection_stats`): the trials are the strategies of the pooled backtest that trade a
+    forecast — the model's and each naive baseline's through the same position rule, on the same
+    dates — the chosen one is the model's; DSR of the model given them all, PBO of picking the best
+    of them. Writes walkforward.json and
     one run folder per fold under ``<run>/walkforward/`` (each with its eval.json). Each fold's test
     windows are predicted once, by the fold's own test evaluation. Under torchrun the other ranks
     train with the main one and return {}."""
@@ -184,11 +202,14 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
     bt = backtest_forecasts(pooled_fc, cfg.evaluation)
     pooled["backtest"] = {"settings": bt["settings"], "strategies": bt["strategies"]}
     keys = ["mse_vs_zero", "directional_accuracy", "ic", "sharpe", "buy_and_hold_sharpe"]
+    # the forecasts' strategies only: not the benchmarks that trade no forecast (buy-and-hold, equal weight)
+    candidates = {name: c for name, c in bt["curves"].items() if name == "model" or name.startswith(("naive:", "fitted:"))}
     out = {
         "folds": folds,
         "scheme": scheme, "mode": mode, "n_folds": n_folds, "embargo": cfg.data.embargo,
         "aggregate": {k: _ci([f[k] for f in folds]) for k in keys},
         "pooled": pooled,
+        "selection": selection_stats(candidates, "model", TRIALS_ARE),
         "run_dir": str(base),
     }
     base.mkdir(parents=True, exist_ok=True)
@@ -210,5 +231,7 @@ def format_walkforward(res: dict[str, Any]) -> str:
     lines.append(format_table(res["pooled"], "all out-of-sample folds pooled"))
     bt = dict(res["pooled"]["backtest"])
     lines.append(format_backtest(bt))
+    if res.get("selection"):
+        lines.append(format_selection(res["selection"], "the model's strategy"))
     lines.append(f"fold runs and walkforward.json: {res['run_dir']}")
     return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""LightGBM on the same inputs as ridge (:mod:`hftraining.models.ridge`): the last row's scaled
+features and the target's recent 1-step returns, one gradient-boosted model per forecast step,
+each early-stopped on the validation windows. In Qlib's CSI300/Alpha158 benchmark LightGBM reaches
+IC 0.045 against the Transformer's 0.026: the bar a deep model has to clear.
+
+Persistence without pickle: each step's booster is LightGBM's own text model format, kept as the
+UTF-8 bytes of a uint8 buffer, so the model folder is ``config.json`` + ``model.safetensors`` like
+any other and loads through :meth:`ForecastModel.from_pretrained`. Prediction runs the boosters on
+the CPU inside the one batched forward; there is no ONNX graph for it (export says so).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import torch
+
+from hftraining.core.config import ModelConfig
+from hftraining.data.windows import WindowSet, eval_batches
+from hftraining.models.outputs import ForecastOutput
+from hftraining.models.registry import MODELS
+from hftraining.models.ridge import FIT_BATCH, RidgeForecaster
+
+PARAMS: dict[str, Any] = {
+    # a small, regularised model (Qlib's benchmark settings are in this range); fixed threads and
+    # seed keep a fit reproducible on any machine
+    "objective": "regression", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 50,
+    "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
+    "num_threads": 2, "seed": 0, "deterministic": True, "force_row_wise": True, "verbosity": -1,
+}
+MAX_ROUNDS = 500
+EARLY_STOPPING = 30  # rounds without a lower validation MSE
+
+
+@MODELS.register("lightgbm")
+class LightGBMForecaster(RidgeForecaster):
+    """LightGBM per forecast step on the last row's features and the recent returns, early-stopped on validation."""
+
+    exportable = False
+
+    def __init__(self, cfg: ModelConfig, n_features: int, horizon: int, seq_len: int):
+        super().__init__(cfg, n_features, horizon, seq_len)
+        del self.weight, self.penalty  # ridge's state; a booster per step instead
+        self.boosters: list[lgb.Booster] = []
+        for h in range(horizon):
+            self.register_buffer(f"booster_{h}", torch.zeros(0, dtype=torch.uint8))
+
+    def _design_matrix(self, ws: WindowSet) -> tuple[np.ndarray, np.ndarray]:
+        parts, ys = [], []
+        for idx in eval_batches(len(ws), FIT_BATCH):
+            b = ws.batch(idx)
+            parts.append(self.design(b["x"], b.get("mask"), b["past"])[:, :-1].double().numpy())  # no bias column
+            ys.append(b["y"].double().numpy())
+        return np.concatenate(parts), np.concatenate(ys)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, past: torch.Tensor | None = None) -> ForecastOutput:
+        if not self.boosters:
+            raise RuntimeError("lightgbm: the model has not been fitted")
+        a = self.design(x, mask, past)[:, :-1].detach().double().cpu().numpy()
+        pred = np.stack([bst.predict(a, num_threads=1) for bst in self.boosters], axis=1)  # (B, H)
+        return ForecastOutput(prediction=torch.from_numpy(pred).to(x.device, torch.float32))
+
+    @torch.no_grad()
+    def fit_windows(self, train: WindowSet, val: WindowSet) -> dict[str, float]:
+        """One booster per step on ``train``, early-stopped on ``val`` (a fixed number of rounds
+        without validation windows) → {"rounds": mean rounds kept, "val_mse"} (scaled units)."""
+        A, Y = self._design_matrix(train)
+        Av, Yv = self._design_matrix(val) if len(val) else (None, None)
+        self.boosters, rounds, se = [], [], 0.0
+        for h in range(self.horizon):
+            dtrain = lgb.Dataset(A, Y[:, h], free_raw_data=False)
+            if Av is None:
+                bst = lgb.train(PARAMS, dtrain, num_boost_round=100)
+            else:
+                dval = lgb.Dataset(Av, Yv[:, h], reference=dtrain)
+                bst = lgb.train(PARAMS, dtrain, num_boost_round=MAX_ROUNDS, valid_sets=[dval],
+                                callbacks=[lgb.early_stopping(EARLY_STOPPING, verbose=False)])
+                se += float(((bst.predict(Av, num_iteration=bst.best_iteration) - Yv[:, h]) ** 2).sum())
+            text = bst.model_to_string(num_iteration=bst.best_iteration or None)
+            self.boosters.append(lgb.Booster(model_str=text))
+            setattr(self, f"booster_{h}", torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8))
+            rounds.append(self.boosters[-1].current_iteration())
+        return {"rounds": float(np.mean(rounds)), "val_mse": se / Yv.size if Av is not None else float("nan")}
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: D102 (nn.Module's)
+        # the boosters' text has its own length: take the saved buffers as they are, then parse them
+        for h in range(self.horizon):
+            key = f"booster_{h}"
+            if key not in state_dict:
+                raise KeyError(f"lightgbm: {key} missing from the saved state")
+            setattr(self, key, state_dict[key].to(torch.uint8).contiguous())
+        self.boosters = [lgb.Booster(model_str=bytes(getattr(self, f"booster_{h}").numpy()).decode("utf-8"))
+                         for h in range(self.horizon)]
