@@ -74,6 +74,11 @@ def test_train_writes_html_and_markdown_reports(run):
     assert saved["model"]["cross_section"]["rank_ic"]["n_dates"] > 0  # eval.json carries the step-1 IC summary
     assert "cross_section" in saved["baselines"]["drift"]
     assert "NaN" not in (run / "eval.json").read_text()  # strict JSON
+    # the report opens with the model against the strongest baseline, named, and the verdict
+    best = saved["strongest_baseline"]["name"]
+    first = md.split("\n## ")[1]
+    assert first.startswith("Verdict: the model against the strongest baseline")
+    assert f"{best} (strongest baseline)" in first and saved["verdict"] in first
 
 
 def test_write_report_into_another_folder_is_self_contained(run, tmp_path):

@@ -374,6 +374,26 @@ def _topk_plot(doc: _Doc, s: dict[str, Any], curves: dict[str, Any]) -> None:
                                       "equal-weight universe")
 
 
+def _verdict_section(doc: _Doc, result: dict[str, Any], bt: dict[str, Any] | None) -> None:
+    """The top of the report: the model beside the strongest baseline, and the verdict in words."""
+    sb = result.get("strongest_baseline")
+    doc.heading("Verdict: the model against the strongest baseline")
+    if sb:
+        base = result["baselines"][sb["name"]]
+        strategies = (bt or {}).get("strategies", {})
+        key = next((k for k in strategies if k.endswith(f":{sb['name']}")), None)
+        rows = []
+        for name, m, strat in (("model", result["model"], strategies.get("model")),
+                               (f"{sb['name']} (strongest baseline)", base, strategies.get(key) if key else None)):
+            cs = m.get("cross_section", {}).get("rank_ic", {})
+            rows.append([name, _num(m["mse"], ".6g"), _num(m["mse"] / result["baselines"]["zero"]["mse"], ".4f"),
+                         _num(cs.get("mean"), ".4f"), _num((strat or {}).get("sharpe"), ".2f")])
+        doc.table(["forecast", "MSE", "MSE / zero", "rank IC (step 1)", "backtest Sharpe"], rows)
+        doc.para(f"Diebold–Mariano, model against {sb['name']}: statistic {_num(sb['dm'].get('statistic'), '.3f')}, "
+                 f"p = {_num(sb['dm'].get('p_value'), '.3g')}.")
+    doc.para(result.get("verdict", ""))
+
+
 def write_report(
     out_dir: str | Path,
     result: dict[str, Any] | None = None,
@@ -392,6 +412,8 @@ def write_report(
     out = Path(out_dir)
     run = Path(run_dir) if run_dir is not None else out
     doc = _Doc(title or f"hftraining report: {run.name}", out / "report_files")
+    if result:
+        _verdict_section(doc, result, backtest)
     _config_section(doc, _read_json(run / "config.json"))
     _data_section(doc, _read_json(run / "data_report.json"))
     _training_section(doc, _read_jsonl(run / "metrics.jsonl"))
