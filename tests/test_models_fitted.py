@@ -132,3 +132,17 @@ def test_lightgbm_export_is_a_one_line_error(tmp_path, capsys):
     assert "lightgbm" in json.loads((run / "eval.json").read_text())["baselines"]  # fitted beside it too
     assert main(["export", str(run), "--out", str(tmp_path / "m.onnx")]) == 2
     assert "model.type 'lightgbm' has no ONNX graph" in capsys.readouterr().err
+
+
+def test_fitted_models_ensemble_and_forecast_like_any_model(tmp_path):
+    from hftraining.inference.ensemble import build_ensemble
+
+    runs = []
+    for kind in ("ridge", "lightgbm"):
+        runs.append(tmp_path / kind)
+        train(load_config(None, tiny(runs[-1], f"model.type={kind}", "training.max_steps=5", "evaluation.report=false")))
+    ens = build_ensemble(runs, tmp_path / "ens", "mean")
+    path = str(sample_data_dir() / "AEM.csv")
+    got = Forecaster.from_pretrained(ens).predict(path)["forecast_return"].to_numpy()
+    each = [Forecaster.from_pretrained(r).predict(path)["forecast_return"].to_numpy() for r in runs]
+    np.testing.assert_allclose(got, np.mean(each, axis=0), rtol=1e-5, atol=1e-9)
