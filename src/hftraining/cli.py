@@ -7,6 +7,7 @@ that names the file, key or column.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -389,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hftraining: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout (e.g. `| head`) has gone: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
