@@ -24,7 +24,9 @@ from hftraining.train.trainer import Trainer
 OPTIMIZERS = ["adamw", "gpro", "lion", "lamb", "adan", "adafactor", "sophia", "sgd"]
 # one learning rate per optimizer, the same for every model (Lion wants ~3x less than Adam,
 # LAMB's trust ratio and plain SGD want more); the quickstart's own 1e-3 overshoots PatchTST
-LEARNING_RATES = {"lion": 1e-4, "lamb": 1e-3, "sgd": 1e-2}
+# Sophia's rate is the largest step of any one coordinate: 3e-4 overshoots PatchTST on the
+# calendar-split windows (loss 0.397 → 0.399 in 30 steps), 1e-4 does not (→ 0.380)
+LEARNING_RATES = {"lion": 1e-4, "lamb": 1e-3, "sgd": 1e-2, "sophia": 1e-4}
 DEFAULT_LR = 3e-4
 MODELS = ["transformer", "patchtst", "dlinear"]
 
