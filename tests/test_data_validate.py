@@ -150,3 +150,18 @@ def test_integer_yyyymmdd_dates_are_dates_and_epochs_stay_epochs(tmp_path):
     # epoch seconds and milliseconds are unchanged
     assert io.parse_timestamps(pd.Series([1704153600])).iloc[0] == pd.Timestamp("2024-01-02", tz="UTC")
     assert io.parse_timestamps(pd.Series([1704153600000])).iloc[0] == pd.Timestamp("2024-01-02", tz="UTC")
+
+
+def test_a_timestamp_outside_the_nanosecond_range_is_a_bad_timestamp_row(tmp_path, capsys):
+    from hftraining.cli import main
+
+    df = raw(150)
+    df.loc[3, "timestamp"] = "9999-01-01"
+    df.loc[8, "timestamp"] = "2300-06-01"
+    df.to_csv(tmp_path / "X.csv", index=False)
+    frames, report = load_and_validate(DataConfig(data_dir=str(tmp_path)))
+    rule = report["files"][0]["rules"]["bad_timestamp"]
+    assert rule["dropped"] == 2 and rule["rows"] == [5, 10]  # file lines (the header is line 1)
+    assert len(frames["X"]) == 148
+    assert main(["data", "check", str(tmp_path / "X.csv")]) == 0
+    assert "bad_timestamp: 2 dropped (lines 5, 10)" in capsys.readouterr().out

@@ -98,6 +98,8 @@ def _bad(mutate):
     (_bad(lambda r: r[7].update(high=float("nan"))), 422, ["symbols.AEM[7].high", "finite"]),
     (_bad(lambda r: r[7].update(close=-5.0)), 422, ["AEM", "row 7", "'close'"]),
     (_bad(lambda r: r[4].update(colour=1)), 422, ["symbols.AEM[4].colour"]),
+    (_bad(lambda r: r[6].update(timestamp="9999-01-01")), 422, ["symbols.AEM[6].timestamp", "outside the supported range"]),
+    (_bad(lambda r: r[6].update(timestamp="2300-06-01T00:00:00+02:00")), 422, ["symbols.AEM[6].timestamp"]),
     (_bad(lambda r: r.__delitem__(slice(0, 60))), 422, ["AEM", "20 usable rows", "needs"]),
     ({"symbol": {}}, 422, ["symbols", "required"]),
     ("{not json", 422, ["not valid JSON"]),

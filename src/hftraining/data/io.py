@@ -159,7 +159,8 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
     cell and applied to every cell (so ``01/02/2020`` never means two different days in one file).
     Numbers: YYYYMMDD dates when every value is an integer from 19000101 to 21001231 (a date
     that does not exist, e.g. 20230230, becomes NaT); otherwise Unix epoch seconds, or
-    milliseconds when above 1e11. Naive timestamps are taken as UTC.
+    milliseconds when above 1e11. Naive timestamps are taken as UTC. A timestamp outside the
+    nanosecond range (before 1677 or after 2262) becomes NaT too.
     """
     if not pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_datetime64_any_dtype(values):
         num = pd.to_numeric(values, errors="coerce")
@@ -189,7 +190,13 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
                 alt = None
             if alt is not None and alt.isna().sum() < ts.isna().sum():
                 ts = alt
-    return ts.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    ts = ts.dt.tz_convert("UTC")
+    if ts.dtype != "datetime64[ns, UTC]":
+        # a coarser unit (the reader's fast path keeps year 2300 or 9999 in seconds): a timestamp
+        # outside nanosecond range is unparseable here, NaT, and the validator drops and reports it
+        lo, hi = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
+        ts = ts.where((ts >= lo) & (ts <= hi))
+    return ts.astype("datetime64[ns, UTC]")
 
 
 def split_symbols(df: pd.DataFrame, path: Path) -> dict[str, pd.DataFrame]:

@@ -20,7 +20,7 @@ import logging
 import re
 import socket
 import tempfile
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Optional, Union
 
@@ -36,6 +36,8 @@ from hftraining.models.outputs import CLASS_NAMES
 
 log = logging.getLogger("hftraining.serve")
 
+TS_MIN = pd.Timestamp.min.ceil("us").to_pydatetime()  # the nanosecond range of pandas, as datetimes
+TS_MAX = pd.Timestamp.max.floor("us").to_pydatetime()
 SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-^=]{0,63}$")
 
 
@@ -198,6 +200,11 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None):
                     cols[k].append(getattr(b, k))
             ts = cols["timestamp"]
             if all(isinstance(t, datetime) for t in ts):
+                for i, t in enumerate(ts):  # pandas holds nanoseconds: 1677-09-22 .. 2262-04-11
+                    utc = t if t.tzinfo is None else t.astimezone(timezone.utc).replace(tzinfo=None)
+                    if not TS_MIN <= utc <= TS_MAX:
+                        raise UserError(f"symbols.{sym}[{i}].timestamp: {t.isoformat()} is outside the supported "
+                                        f"range {TS_MIN:%Y-%m-%d} .. {TS_MAX:%Y-%m-%d}")
                 cols["timestamp"] = pd.to_datetime(ts, utc=True)
             elif all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in ts):
                 cols["timestamp"] = np.asarray(ts, dtype=np.float64)
