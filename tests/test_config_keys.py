@@ -16,7 +16,7 @@ from hftraining.core.config import DataConfig, load_config
 from hftraining.core.errors import DataError
 from hftraining.data.pipeline import build_rows, prepare, read_frames
 from hftraining.data.splits import chronological_split
-from hftraining.data.validate import load_and_validate
+from hftraining.data.sources import load_and_validate
 from hftraining.eval.backtest import backtest_forecasts
 from hftraining.eval.forecasts import Forecasts
 from hftraining.optim.schedules import lr_multiplier
@@ -59,7 +59,7 @@ def _scaled_training_rows(p, rows, train, sym):
     assert p.train.symbols == rows.symbols and len(p.train.features) == len(rows.features)
     k = rows.symbols.index(sym)
     start = int(rows.starts[k])
-    return p.train.features[start : start + len(train[sym])].astype(np.float64)
+    return p.train.scaled_features(slice(start, start + len(train[sym])), k).astype(np.float64)
 
 
 def test_robust_scaler_is_median_and_iqr_of_the_training_rows():

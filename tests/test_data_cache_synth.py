@@ -1,8 +1,7 @@
-"""Feature cache (content-keyed, Parquet only) and the synthetic generator."""
+"""The feature table command and the synthetic generator (the feature store: test_data_store.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -10,48 +9,10 @@ import pytest
 
 from hftraining import cli
 from hftraining.core.config import DataConfig
-from hftraining.data.cache import feature_tables
 from hftraining.data.feature_table import feature_table
 from hftraining.data.synth import synth_frames, synth_ohlcv, write_synth
-from hftraining.data.pipeline import rows_needed
 from hftraining.data.validate import check_paths
 from hftraining.core.errors import DataError
-
-
-def test_cache_hits_and_recomputes_on_content_or_config_change(tmp_path):
-    write_synth(tmp_path / "d", 2, 150, seed=1)
-    cfg = DataConfig(data_dir=str(tmp_path / "d"), cache_dir=str(tmp_path / "cache"))
-    first, rep = feature_tables(cfg, rows_needed(cfg))
-    assert rep["cache"] == "miss"
-    again, rep = feature_tables(cfg, rows_needed(cfg))
-    assert rep["cache"] == "hit" and rep["rows_in"] == 300
-    for sym in first:
-        pd.testing.assert_frame_equal(first[sym], again[sym])
-    stored = {p.suffix for p in (tmp_path / "cache").rglob("*") if p.is_file()}
-    assert stored == {".parquet", ".json"}  # never pickle
-    # a changed file (same name, same size class) is a miss, and its new values are used
-    path = tmp_path / "d" / "SYN001.csv"
-    text = path.read_text().splitlines()
-    cells = text[-1].split(",")
-    cells[4] = f"{float(cells[4]) * 1.01:.6f}"  # the close of the last row, still inside high/low? clip repairs it
-    path.write_text("\n".join(text[:-1] + [",".join(cells)]) + "\n")
-    changed, rep = feature_tables(cfg, rows_needed(cfg))
-    assert rep["cache"] == "miss"
-    assert changed["SYN001"]["close"].iloc[-1] != first["SYN001"]["close"].iloc[-1]
-    _, rep = feature_tables(dataclasses.replace(cfg, features=["rsi_14"]), rows_needed(dataclasses.replace(cfg, features=["rsi_14"])))
-    assert rep["cache"] == "miss"
-    _, rep = feature_tables(dataclasses.replace(cfg, cache_dir=None), rows_needed(cfg))
-    assert rep["cache"] == "off"
-
-
-def test_corrupt_cache_entry_is_recomputed(tmp_path):
-    write_synth(tmp_path / "d", 1, 150)
-    cfg = DataConfig(data_dir=str(tmp_path / "d"), cache_dir=str(tmp_path / "cache"))
-    feature_tables(cfg, rows_needed(cfg))
-    for p in (tmp_path / "cache").rglob("*.parquet"):
-        p.write_bytes(b"garbage")
-    tables, rep = feature_tables(cfg, rows_needed(cfg))
-    assert rep["cache"] == "miss" and len(tables["SYN000"]) == 150
 
 
 def test_feature_table_command_writes_symbol_timestamp_and_features(tmp_path, capsys):

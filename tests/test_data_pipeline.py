@@ -4,7 +4,7 @@ import pytest
 
 from hftraining.core.config import DataConfig
 from hftraining.data.pipeline import apply, build_rows, latest_windows, prepare
-from hftraining.data.validate import load_and_validate
+from hftraining.data.sources import load_and_validate
 from hftraining.data.splits import chronological_split, window_ends
 
 
@@ -96,7 +96,7 @@ def test_scaler_uses_training_rows_only(prepared):
     rows, _ = build_rows(validated(d.symbols), d.features)
     val_from = pd.Timestamp(p.report["split"]["val_from"]).value  # the shared first validation date
     train_rows = np.concatenate([
-        p.train.features[int(rows.starts[k]) : int(rows.starts[k]) + int((rows.times[rows.rows(k)] < val_from).sum())]
+        p.train.scaled_features(slice(int(rows.starts[k]), int(rows.starts[k]) + int((rows.times[rows.rows(k)] < val_from).sum())), k)
         for k in range(len(rows.symbols))
     ])
     np.testing.assert_allclose(train_rows.mean(axis=0), 0, atol=1e-4)

@@ -13,7 +13,8 @@ from hftraining.core.config import DataConfig
 from hftraining.data import io
 from hftraining.data.synth import synth_ohlcv
 from hftraining.data.pipeline import read_frames
-from hftraining.data.validate import load_and_validate, validate_frame
+from hftraining.data.sources import load_and_validate
+from hftraining.data.validate import validate_frame
 from hftraining.core.errors import DataError
 
 

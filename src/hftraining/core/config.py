@@ -122,8 +122,19 @@ class DataConfig:
     jumps: Literal["flag", "drop", "error"] = "flag"
     """Suspicious jumps: only report them, drop the row, or stop."""
     cache_dir: Optional[str] = ".cache/hftraining"
-    """Folder of the on-disk cache of validated frames and their features, keyed by the input files'
-    contents and the data settings; training and ``data features`` read from it (``None`` disables it)."""
+    """Folder of the feature store: every symbol's validated feature rows in memory-mapped float32
+    files, keyed by the input files' contents and the data settings, built once and mapped by every
+    run and DDP rank after it (``None``: features are computed in memory on each run)."""
+    num_workers: int = 0
+    """Processes that read, validate and compute features when the feature store is built (0: in the
+    calling process)."""
+    start_date: Optional[str] = None
+    """Read only rows dated on or after this (UTC date or timestamp); pushed down into Parquet scans."""
+    end_date: Optional[str] = None
+    """Read only rows dated before this (UTC date or timestamp); pushed down into Parquet scans."""
+    max_gap: Optional[str] = None
+    """Intraday: no window (inputs and targets) spans a gap between consecutive rows longer than this
+    duration (``"30min"``, ``"4h"``, ``"3D"``), e.g. overnight or over a weekend; ``None``: any gap."""
 
 
 @dataclass
@@ -200,6 +211,12 @@ class EvaluationConfig:
     """Validation metric for early stopping and the best checkpoint (lower is better)."""
     max_eval_batches: Optional[int] = None
     """Cap the batches of a periodic validation pass (``None``: the whole split)."""
+    max_test_windows: Optional[int] = None
+    """Score (and backtest) only the test windows of the split's last dates, at most this many windows;
+    the dates are shared by all symbols, so the cross-section and the backtest stay whole (``None``: all)."""
+    baseline_max_windows: Optional[int] = 1_000_000
+    """Fit the fitted baselines (ridge, LightGBM) on at most this many training windows, evenly spaced over
+    the split, and choose their settings on at most this many validation windows (``None``: all)."""
     backtest_positions: Literal["sign", "vol_scaled"] = "sign"
     """Backtest weights of the ``per_symbol`` portfolio: ``sign`` of the forecast at equal notional per symbol, or
     ``vol_scaled`` (forecast / predicted volatility, normalised so each date's gross exposure is ``backtest_max_gross``)."""
@@ -240,8 +257,15 @@ class OutputConfig:
     """Run folder."""
     overwrite: bool = False
     """Allow training into a run folder that already holds checkpoints (without resuming)."""
-    tensorboard: bool = True
-    """Write TensorBoard event files under ``<run>/tensorboard``."""
+    report_to: list[Literal["tensorboard", "jsonl", "csv", "mlflow", "wandb"]] = field(
+        default_factory=lambda: ["tensorboard", "jsonl"])
+    """Where the main rank sends the logged metrics: ``tensorboard`` (``<run>/tensorboard/``), ``jsonl``
+    (``<run>/metrics.jsonl``, read by the report and ``serve``), ``csv`` (``<run>/metrics.csv``), ``mlflow``
+    (``MLFLOW_TRACKING_URI``, else ``sqlite:///<run>/mlruns.db``), ``wandb`` (``WANDB_*`` variables; ``WANDB_MODE=offline``
+    needs no network). ``mlflow`` and ``wandb`` need ``pip install 'hftraining[track]'``; see :mod:`hftraining.train.tracking`."""
+    tensorboard: Optional[bool] = None
+    """Alias kept from before ``report_to``: ``true`` adds ``tensorboard`` to ``report_to``, ``false`` removes it,
+    ``None`` leaves ``report_to`` as it is (:func:`resolved_report_to`)."""
     progress_bar: Literal["auto", "always", "never"] = "auto"
     """Progress bar on a terminal (``auto``), plain log lines otherwise."""
 
@@ -501,6 +525,13 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"data.split_dates: val {d.split_dates['val']} must be before test {d.split_dates['test']}")
     if not d.features:
         raise ConfigError("data.features: at least one feature is needed")
+    if d.num_workers < 0:
+        raise ConfigError(f"data.num_workers: must be >= 0, got {d.num_workers}")
+    dates = {k: split_date_ns(getattr(d, k), f"data.{k}") for k in ("start_date", "end_date") if getattr(d, k) is not None}
+    if len(dates) == 2 and dates["end_date"] <= dates["start_date"]:
+        raise ConfigError(f"data.end_date: {d.end_date} must be after data.start_date {d.start_date}")
+    if d.max_gap is not None:
+        duration_ns(d.max_gap, "data.max_gap")
     if t.weight_decay < 0:
         raise ConfigError(f"training.weight_decay: must be >= 0, got {t.weight_decay}")
     if not 0 <= t.min_lr_ratio <= 1:
@@ -524,8 +555,14 @@ def validate(cfg: Config) -> None:
     if not 0 < cfg.serve.port < 65536:
         raise ConfigError(f"serve.port: must be in 1..65535, got {cfg.serve.port}")
     positive("serve", cfg.serve, "max_body_bytes", "max_symbols")
+    for name in ("max_test_windows", "baseline_max_windows"):
+        if getattr(e, name) is not None and getattr(e, name) < 1:
+            raise ConfigError(f"evaluation.{name}: must be >= 1 (or null for all), got {getattr(e, name)}")
     if e.periods_per_year is not None and e.periods_per_year <= 0:
         raise ConfigError(f"evaluation.periods_per_year: must be > 0, got {e.periods_per_year}")
+    twice = sorted({n for n in cfg.output.report_to if cfg.output.report_to.count(n) > 1})
+    if twice:
+        raise ConfigError(f"output.report_to: {', '.join(twice)} listed more than once")
 
 
 def split_date_ns(text: str, key: str) -> int:
@@ -538,11 +575,31 @@ def split_date_ns(text: str, key: str) -> int:
     return int((ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")).value)
 
 
+def duration_ns(text: str, key: str) -> int:
+    """A positive duration (``"30min"``, ``"4h"``, ``"3D"``) as int64 ns; ConfigError naming ``key`` otherwise."""
+    try:
+        ns = int(pd.Timedelta(str(text)).value)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{key}: {text!r} is not a duration (e.g. 30min, 4h, 3D)") from None
+    if ns <= 0:
+        raise ConfigError(f"{key}: must be a positive duration, got {text!r}")
+    return ns
+
+
 def resolved_precision(t: TrainingConfig) -> str:
     """The precision actually used: ``fp32``, ``bf16`` or ``fp16``."""
     if t.precision == "auto":
         return "bf16" if t.use_mixed_precision else "fp32"
     return t.precision
+
+
+def resolved_report_to(o: OutputConfig) -> list[str]:
+    """The tracking backends actually used: ``output.report_to`` with the ``output.tensorboard`` alias
+    applied (``true`` adds ``tensorboard``, ``false`` removes it)."""
+    names = [n for n in o.report_to if n != "tensorboard" or o.tensorboard is not False]
+    if o.tensorboard and "tensorboard" not in names:
+        names.insert(0, "tensorboard")
+    return names
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -9,24 +9,23 @@ import pandas as pd
 
 from hftraining.core.config import DataConfig
 from hftraining.core.errors import DataError
-from hftraining.data.cache import feature_tables
 from hftraining.data.features import check_specs, feature_columns
-from hftraining.data.pipeline import rows_needed
+from hftraining.data.pipeline import data_rows
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
 def feature_table(cfg: DataConfig) -> tuple[pd.DataFrame, dict]:
-    """All symbols' features, warm-up rows dropped → (frame with ``symbol``, ``timestamp`` and the
-    feature columns, validation report)."""
+    """All symbols' features (unscaled), warm-up rows dropped → (frame with ``symbol``,
+    ``timestamp`` and the feature columns, validation report), from the feature store."""
     check_specs(cfg.features)
     cols = feature_columns(cfg.features)
-    tables, report = feature_tables(cfg, rows_needed(cfg))
+    rows, report = data_rows(cfg)
     parts = []
-    for sym, t in tables.items():
-        valid = np.isfinite(t[cols].to_numpy()).all(axis=1)
-        first = int(np.argmax(valid)) if valid.any() else len(t)
-        part = t.iloc[first:][["timestamp", *cols]]
+    for k, sym in enumerate(rows.symbols):
+        sl = rows.rows(k)
+        part = pd.DataFrame(np.asarray(rows.features[sl], dtype=np.float64), columns=cols)
+        part.insert(0, "timestamp", pd.DatetimeIndex(np.asarray(rows.times[sl]).view("datetime64[ns]")).tz_localize("UTC"))
         part.insert(0, "symbol", sym)
         parts.append(part)
     return pd.concat(parts, ignore_index=True), report

@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Union
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from hftraining.core.config import DataConfig, section_from_dict, split_date_ns
+from hftraining.core.config import DataConfig, duration_ns, section_from_dict, split_date_ns
 from hftraining.core.errors import DataError
-from hftraining.data.cache import feature_tables
-from hftraining.data.features import build_features, check_specs, feature_columns, feature_warmup
+from hftraining.data.features import check_specs, feature_columns, feature_warmup
+from hftraining.data.rows import FrameSource, Rows, build_rows
 from hftraining.data.scaling import Scaler
+from hftraining.data.sources import load_and_validate
 from hftraining.data.splits import (
     SPLITS, Segment, calendar_cuts, calendar_split, chronological_split, union_calendar, window_ends,
 )
-from hftraining.data.validate import RowsNeeded, load_and_validate
+from hftraining.data.store import load_rows
+from hftraining.data.validate import RowsNeeded
 from hftraining.data.windows import WindowSet
+
+__all__ = ["FrameSource", "Rows", "build_rows"]  # re-exported: the rows of a run are built here or in the store
 
 log = logging.getLogger(__name__)
 
@@ -83,89 +87,6 @@ class PreparedData:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
 
-@dataclass
-class Rows:
-    """All symbols' feature rows in one contiguous float32 block (rows of a symbol are adjacent).
-
-    ``features`` is (N, F), ``returns`` (N,) the log return of each row over the previous row.
-    Symbol k owns rows ``starts[k] : starts[k] + lengths[k]``.
-    """
-
-    symbols: list[str]
-    starts: np.ndarray  # (S,) int64
-    lengths: np.ndarray  # (S,) int64
-    features: np.ndarray  # (N, F) float32
-    returns: np.ndarray  # (N,) float32
-    times: np.ndarray  # (N,) int64 ns UTC
-    close: np.ndarray  # (N,) float64
-
-    def rows(self, k: int) -> slice:
-        return slice(int(self.starts[k]), int(self.starts[k] + self.lengths[k]))
-
-
-FrameSource = Union[Mapping[str, pd.DataFrame], Iterable[tuple[str, pd.DataFrame]]]
-
-
-def build_rows(
-    frames: FrameSource, specs: list[str], min_rows: int = 1, capacity: int | None = None,
-    precomputed: Mapping[str, np.ndarray] | None = None,
-) -> tuple[Rows, list[str]]:
-    """Features of every symbol written straight into one float32 block → (rows, skipped symbols).
-
-    ``frames`` is a mapping or an iterable of (symbol, frame) pairs; with an iterable and
-    ``capacity`` (an upper bound of the rows in all), frames can be produced one at a time and
-    released after use, so memory never holds all input frames and the block together.
-    Warm-up rows (and the first row, which has no previous close) are dropped; symbols left with
-    fewer than ``min_rows`` rows are skipped. Only one symbol's float64 features exist at a time.
-    ``precomputed``: {symbol: (n, F) features} from the feature cache, used instead of computing them.
-    """
-    if isinstance(frames, Mapping):
-        capacity, frames = sum(len(f) for f in frames.values()), frames.items()
-    elif capacity is None:
-        frames = list(frames)
-        capacity = sum(len(f) for _, f in frames)
-    total = capacity
-    F = len(feature_columns(specs))
-    feats = np.empty((total, F), dtype=np.float32)
-    rets = np.empty(total, dtype=np.float32)
-    times = np.empty(total, dtype=np.int64)
-    close = np.empty(total, dtype=np.float64)
-    symbols, starts, lengths, skipped = [], [], [], []
-    off = 0
-    for sym, frame in frames:
-        if off + len(frame) > total:
-            raise ValueError(f"build_rows: more rows than capacity={total}")  # a caller's bug, not user input
-        if len(frame) < 2:
-            skipped.append(sym)
-            continue
-        values, first = build_features(frame, specs, sym, None if precomputed is None else precomputed.get(sym))
-        # values: (n - first, F+2) frame: timestamp, close, features
-        c_all = frame["close"].to_numpy(np.float64)
-        start = max(first, 1)  # row 0 of the frame has no previous close
-        n = len(frame) - start
-        if n < min_rows:
-            skipped.append(sym)
-            continue
-        r = np.log(c_all[start:] / c_all[start - 1 : -1])
-        if not np.isfinite(r).all():
-            bad = start + int(np.flatnonzero(~np.isfinite(r))[0])
-            raise DataError(f"{sym}: non-finite log return at row {bad} (close {c_all[bad]!r})")
-        block = values.iloc[start - first :]
-        feats[off : off + n] = block.iloc[:, 2:].to_numpy(np.float64)
-        rets[off : off + n] = r
-        ts = pd.DatetimeIndex(block["timestamp"])
-        times[off : off + n] = (ts.tz_convert("UTC") if ts.tz is not None else ts.tz_localize("UTC")).asi8
-        close[off : off + n] = c_all[start:]
-        symbols.append(sym)
-        starts.append(off)
-        lengths.append(n)
-        off += n
-    # views of the first ``off`` rows: the unused tail (warm-up rows) is a few rows per symbol
-    rows = Rows(symbols, np.asarray(starts, np.int64), np.asarray(lengths, np.int64),
-                feats[:off], rets[:off], times[:off], close[:off])
-    return rows, skipped
-
-
 SegmentFn = Callable[[np.ndarray, np.ndarray], dict[str, Segment]]
 """(one symbol's row times, the panel's calendar) → {"train": Segment, "val": ..., "test": ...} in
 the symbol's own row numbers (times are int64 ns UTC, the calendar their sorted union)."""
@@ -196,10 +117,6 @@ def _iso(ns: int) -> str:
     return pd.Timestamp(ns, tz="UTC").isoformat()
 
 
-def _symbol_times(rows: Rows) -> list[np.ndarray]:
-    return [rows.times[rows.rows(k)] for k in range(len(rows.symbols))]
-
-
 def _split_report(d: DataConfig, cuts: tuple[int, int] | None, rows: Rows, segs: list[dict[str, Segment]]) -> dict[str, Any]:
     """The cut of the data for data_report.json: the mode, the shared cut dates (calendar) and each
     symbol's first and last date per split."""
@@ -214,21 +131,34 @@ def _split_report(d: DataConfig, cuts: tuple[int, int] | None, rows: Rows, segs:
     return out
 
 
-def _scale_in_place(rows: Rows, pre: Preprocessing) -> None:
-    """Scale features and returns in place (float32), so no second copy of the block exists."""
-    for k, sym in enumerate(rows.symbols):
-        center, scale = pre.scaler.stats(sym)
-        block = rows.features[rows.rows(k)]
-        block -= center.astype(np.float32)
-        block /= scale.astype(np.float32)
-    rows.returns /= np.float32(pre.target_scale)
+def _scaling(rows: Rows, pre: Preprocessing) -> dict[str, Any]:
+    """The per-symbol (center, scale) of ``pre`` as (S, F) float32 arrays and the target scale: the
+    windows scale each batch as they gather it (the rows themselves are never written)."""
+    stats = [pre.scaler.stats(sym) for sym in rows.symbols]
+    F = rows.features.shape[1]
+    center = np.stack([c for c, _ in stats]).astype(np.float32) if stats else np.zeros((0, F), np.float32)
+    scale = np.stack([s for _, s in stats]).astype(np.float32) if stats else np.ones((0, F), np.float32)
+    return {"center": center, "scale": scale, "target_scale": pre.target_scale}
 
 
-def _window_set(rows: Rows, segments: list[Segment], pre: Preprocessing, stride: int, min_history: int) -> WindowSet:
-    """Index the windows of one split: each window's inputs and targets lie in one symbol's segment.
+def _gap_segments(times: np.ndarray, seg: Segment, max_gap: int | None) -> list[Segment]:
+    """``seg`` cut at every gap between consecutive rows longer than ``max_gap`` ns."""
+    if max_gap is None or len(seg) < 2:
+        return [seg]
+    t = times[seg.start : seg.stop]
+    cuts = (np.flatnonzero(np.diff(t) > max_gap) + 1 + seg.start).tolist()
+    bounds = [seg.start, *cuts, seg.stop]
+    return [Segment(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _window_set(rows: Rows, segments: list[Segment], pre: Preprocessing, stride: int, min_history: int,
+                max_gap: int | None = None) -> WindowSet:
+    """Index the windows of one split: each window's inputs and targets lie in one symbol's segment
+    (and, with ``max_gap`` ns, between two gaps longer than it).
 
     ``segments[k]`` is in symbol k's own row numbers. With ``min_history`` < L, windows may start
-    up to L - min_history rows before the segment; those steps are masked (left padding)."""
+    up to L - min_history rows before the segment; those steps are masked (left padding). After a
+    gap a window needs L real rows (padding never reaches back over a gap)."""
     L, H = pre.seq_len, pre.horizon
     ends, ids = [], []
     seg_first = rows.starts.copy()
@@ -236,19 +166,36 @@ def _window_set(rows: Rows, segments: list[Segment], pre: Preprocessing, stride:
         seg_first[k] += seg.start
         if len(seg) == 0:
             continue
-        padded = Segment(seg.start - (L - min_history), seg.stop)
-        e = np.asarray(window_ends(padded, L, H, stride), dtype=np.int64)
-        if len(e) == 0:
-            continue
-        ends.append(e + int(rows.starts[k]))
-        ids.append(np.full(len(e), k, dtype=np.int32))
+        times = rows.times[rows.rows(k)] if max_gap is not None else None
+        for j, part in enumerate(_gap_segments(times, seg, max_gap)):
+            padded = Segment(part.start - (L - min_history), part.stop) if j == 0 else part
+            e = np.asarray(window_ends(padded, L, H, stride), dtype=np.int64)
+            if len(e) == 0:
+                continue
+            ends.append(e + int(rows.starts[k]))
+            ids.append(np.full(len(e), k, dtype=np.int32))
     return WindowSet(
         features=rows.features, returns=rows.returns,
         ends=np.concatenate(ends) if ends else np.zeros(0, np.int64),
         symbol_ids=np.concatenate(ids) if ids else np.zeros(0, np.int32),
         segment_first=seg_first, row_times=rows.times, row_close=rows.close,
-        symbols=rows.symbols, seq_len=L, horizon=H,
+        symbols=rows.symbols, seq_len=L, horizon=H, **_scaling(rows, pre),
     )
+
+
+def _max_gap(d: DataConfig) -> int | None:
+    return None if d.max_gap is None else duration_ns(d.max_gap, "data.max_gap")
+
+
+def _target_scale(returns: np.ndarray, train_slices: dict[str, slice]) -> float:
+    """Std of the training log returns (float64, two passes over one symbol at a time); 1 when there is none."""
+    parts = [sl for sl in train_slices.values() if sl.stop > sl.start]
+    n = sum(sl.stop - sl.start for sl in parts)
+    if n < 2:
+        return 1.0
+    mean = sum(float(returns[sl].astype(np.float64).sum()) for sl in parts) / n
+    var = sum(float(((returns[sl].astype(np.float64) - mean) ** 2).sum()) for sl in parts) / n
+    return float(np.sqrt(var)) if var > 0 else 1.0
 
 
 def min_history(d: DataConfig) -> int:
@@ -288,14 +235,11 @@ def read_frames(d: DataConfig, targets: bool = True) -> tuple[dict[str, pd.DataF
     return load_and_validate(d, rows_needed(d, targets))
 
 
-def read_feature_tables(d: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, np.ndarray], dict[str, Any]]:
-    """Validated frames and their feature matrices through the feature cache (``data.cache_dir``)
-    → ({symbol: frame}, {symbol: (n, F) features}, report)."""
-    tables, report = feature_tables(d, rows_needed(d))
-    cols = feature_columns(d.features)
-    frames = {sym: t.drop(columns=cols) for sym, t in tables.items()}
-    values = {sym: t[cols].to_numpy(np.float64) for sym, t in tables.items()}
-    return frames, values, report
+def data_rows(d: DataConfig) -> tuple[Rows, dict[str, Any]]:
+    """The feature rows of ``d.data_dir`` through the feature store (``data.cache_dir``; in memory
+    when it is None) → (rows, report with ``skipped_symbols`` and ``cache``)."""
+    needed = rows_needed(d)
+    return load_rows(d, needed, usable_rows(needed, d))
 
 
 def prepare(
@@ -313,20 +257,21 @@ def prepare(
     are saved in the preprocessing, so evaluation and prediction cut new data at the same dates.
     """
     check_specs(d.features)
-    report: dict[str, Any] = {}
-    precomputed = None
-    if frames is None:
-        frames, precomputed, report = read_feature_tables(d)
     min_hist = min_history(d)
     needed = rows_needed(d)
-    rows, skipped = build_rows(frames, d.features, usable_rows(needed, d), capacity, precomputed)
-    del frames  # a streamed source is released as it is consumed; a mapping stays with its owner
+    if frames is None:
+        rows, report = data_rows(d)
+        skipped = report.pop("skipped_symbols")
+    else:
+        report = {}
+        rows, skipped = build_rows(frames, d.features, usable_rows(needed, d), capacity)
+        del frames  # a streamed source is released as it is consumed; a mapping stays with its owner
     if skipped:
         log.warning("skipped %d symbol(s) with too few usable rows: %s", len(skipped), ", ".join(skipped))
     report["skipped_symbols"] = skipped
     if not rows.symbols:
         raise DataError(f"data: no symbol has the {needed.rows} rows one window needs ({needed.why})")
-    times = _symbol_times(rows)
+    times = rows.symbol_times()
     calendar = union_calendar(times)
     cuts = resolve_cuts(d, calendar) if segments is None else None
     seg_fn = segments or split_segments(d, cuts)
@@ -345,8 +290,7 @@ def prepare(
         sym: slice(int(rows.starts[k]) + seg["train"].start, int(rows.starts[k]) + seg["train"].stop)
         for k, (sym, seg) in enumerate(zip(rows.symbols, segs))
     }
-    train_rets = np.concatenate([rows.returns[sl] for sl in train_slices.values()]).astype(np.float64)
-    target_scale = float(train_rets.std()) if train_rets.size > 1 and train_rets.std() > 0 else 1.0
+    target_scale = _target_scale(rows.returns, train_slices)
     pre = Preprocessing(
         features=list(d.features),
         feature_columns=feature_columns(d.features),
@@ -356,9 +300,9 @@ def prepare(
         horizon=d.prediction_horizon,
         data=data_section,
     )
-    _scale_in_place(rows, pre)
+    gap = _max_gap(d)
     sets = {
-        name: _window_set(rows, [seg[name] for seg in segs], pre, d.stride if name == "train" else 1, min_hist)
+        name: _window_set(rows, [seg[name] for seg in segs], pre, d.stride if name == "train" else 1, min_hist, gap)
         for name in SPLITS
     }
     if len(sets["train"]) == 0:
@@ -375,24 +319,24 @@ def training_frames(pre: Preprocessing) -> dict[str, pd.DataFrame]:
 
 def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, split: str = "test") -> WindowSet:
     """Windows of ``split`` (or ``"all"``) of ``frames`` with the saved preprocessing (nothing refit);
-    ``frames=None``: the data the preprocessing was fit on (:func:`training_frames`)."""
-    if frames is None:
-        frames = training_frames(pre)
+    ``frames=None``: the data the preprocessing was fit on, through the feature store."""
     d = pre.data_config()
     min_hist = min_history(d)
     needed = rows_needed(d)
-    rows, _ = build_rows(frames, pre.features, usable_rows(needed, d))
+    if frames is None:
+        rows, _ = data_rows(d)
+    else:
+        rows, _ = build_rows(frames, pre.features, usable_rows(needed, d))
     if not rows.symbols:
         raise DataError(f"data: no symbol has the {needed.rows} rows one window needs ({needed.why})")
-    _scale_in_place(rows, pre)
     if split == "all":
         segs = [Segment(0, int(n)) for n in rows.lengths]
     else:
-        times = _symbol_times(rows)
+        times = rows.symbol_times()
         calendar = union_calendar(times)
         seg_fn = split_segments(d, resolve_cuts(d, calendar))
         segs = [seg_fn(t, calendar)[split] for t in times]
-    return _window_set(rows, segs, pre, 1, min_hist)
+    return _window_set(rows, segs, pre, 1, min_hist, _max_gap(d))
 
 
 def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> WindowSet:
@@ -408,10 +352,10 @@ def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> Windo
     rows, skipped = build_rows(frames, pre.features, usable_rows(needed, d))
     if skipped:  # only a frame whose features fail (too short for them) gets here
         raise DataError(f"{skipped[0]}: fewer rows than the {needed.rows} one input window needs ({needed.why})")
-    _scale_in_place(rows, pre)
     ends = rows.starts + rows.lengths - 1
     return WindowSet(
         features=rows.features, returns=rows.returns, ends=ends,
         symbol_ids=np.arange(len(rows.symbols), dtype=np.int32), segment_first=rows.starts.copy(),
         row_times=rows.times, row_close=rows.close, symbols=rows.symbols, seq_len=pre.seq_len, horizon=0,
+        **_scaling(rows, pre),
     )

@@ -357,7 +357,16 @@ def validate_file(path: Path, cfg: DataConfig, needed: RowsNeeded = ANY_ROWS) ->
     """Read and validate one file → ({symbol: frame}, report). Symbols with fewer than
     ``needed.rows`` kept rows are dropped under ``too_few_rows``; a file left with no symbol is a DataError."""
     table = io.read_table(path)
-    first, unit = io.first_row_number(path), ("row" if io.is_parquet(path) else "line")
+    return validate_table(table, path, cfg, needed, io.first_row_number(path), "row" if io.is_parquet(path) else "line")
+
+
+def validate_table(
+    table: pd.DataFrame, path: Path, cfg: DataConfig, needed: RowsNeeded = ANY_ROWS, first: int = 2,
+    unit: str = "line", symbol: str | None = None,
+) -> tuple[dict[str, pd.DataFrame], Report]:
+    """:func:`validate_file` of a table already read (canonical column names) from ``path``; rows
+    are numbered from ``first`` in ``unit`` (line or row). ``symbol``: the symbol of a table without a
+    ``symbol`` column (default: the file stem)."""
     if len(table) == 0:
         raise DataError(f"{path}: no data rows (header only)")
     for col in ("timestamp", "close", "volume"):
@@ -365,7 +374,7 @@ def validate_file(path: Path, cfg: DataConfig, needed: RowsNeeded = ANY_ROWS) ->
             raise DataError(f"{path}: missing column {col!r} (columns: {', '.join(map(str, table.columns))})")
     rep = Report(file=str(path), row_numbers=unit)
     frames: dict[str, pd.DataFrame] = {}
-    groups = io.split_symbols(table, path)
+    groups = io.split_symbols(table, path) if symbol is None or "symbol" in table.columns else {symbol: table}
     for sym, part in groups.items():
         line = part.index.to_numpy(dtype=np.int64) + first
         if sym == "":
@@ -414,50 +423,6 @@ def check_paths(paths: list[str], cfg: DataConfig, needed: RowsNeeded = ANY_ROWS
         except DataError as e:
             errors.append(str(e))
     return reports, errors
-
-
-def load_and_validate(data_cfg: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[dict[str, pd.DataFrame], dict]:
-    """Read every file of ``data_cfg.data_dir`` and validate it → ({symbol: frame}, report).
-
-    The report is JSON-serialisable: ``{"files": [per-file reports], "rows_in", "rows_kept",
-    "rows_dropped", "too_few_rows": {symbol: reason}, "rows_needed"}``. Symbols with fewer than
-    ``needed.rows`` kept rows are skipped and listed; any other unusable file is a :class:`DataError`.
-    """
-    check_policy(data_cfg)
-    frames: dict[str, pd.DataFrame] = {}
-    origin: dict[str, Path] = {}
-    reports = []
-    skipped: dict[str, str] = {}
-    for path in io.resolve_paths(data_cfg.data_dir):
-        try:
-            got, rep = validate_file(path, data_cfg, needed)
-        except DataError as e:
-            if "too few rows" not in str(e):
-                raise
-            skipped[path.stem] = str(e)
-            continue
-        for sym, frame in got.items():
-            if sym in frames:
-                raise DataError(f"{path}: symbol {sym!r} also appears in {origin[sym]}")
-            frames[sym], origin[sym] = frame, path
-        skipped.update(rep.skipped_symbols)
-        reports.append(rep.to_dict())
-    if data_cfg.symbols is not None:
-        unknown = [s for s in data_cfg.symbols if s not in frames and s not in skipped]
-        if unknown:
-            raise DataError(f"data.symbols: {unknown[0]!r} not found in the data (found: {', '.join(sorted(frames))})")
-        frames = {s: frames[s] for s in data_cfg.symbols if s in frames}
-    if not frames:
-        raise DataError(f"{data_cfg.data_dir}: no symbol has enough rows ({'; '.join(skipped.values())})")
-    report = {
-        "files": reports,
-        "rows_in": sum(r["rows_in"] for r in reports),
-        "rows_kept": sum(r["rows_kept"] for r in reports),
-        "rows_dropped": sum(r["rows_dropped"] for r in reports),
-        "too_few_rows": skipped,
-        "rows_needed": needed.rows,
-    }
-    return frames, report
 
 
 def format_report(rep: dict[str, Any]) -> str:

@@ -1,8 +1,11 @@
-"""Windows as index arithmetic on one contiguous float32 array per split.
+"""Windows as index arithmetic on one contiguous float32 array shared by the splits.
 
-Each split stores its rows once: ``features`` (N, F) and ``returns`` (N,) (scaled 1-step log
-returns of the close). A window is only the row index ``end`` of its last input row; a batch is
-gathered with one fancy-index per array, so memory does not grow with ``sequence_length``.
+The rows are stored once, unscaled: ``features`` (N, F) and ``returns`` (N,) (1-step log returns
+of the close), in memory or memory-mapped read-only from the feature store. A window is only the
+row index ``end`` of its last input row; a batch is gathered with one fancy-index per array and
+scaled as it is gathered (per-symbol center/scale of the features, ``target_scale`` of the
+returns), so memory does not grow with ``sequence_length`` and the rows are never copied or
+written (``benchmarks/bench_scale.py`` measures this against scaling the block in place once).
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ class WindowSet:
     """The windows of one split. Row arrays are shared with the other splits; per window only its
     last input row and its symbol are stored (everything else is derived on demand)."""
 
-    features: np.ndarray  # (N, F) float32, scaled; shared by the splits (each only indexes it)
-    returns: np.ndarray  # (N,) float32, log return of row t over row t-1, divided by target_scale
+    features: np.ndarray  # (N, F) float32, unscaled; shared by the splits (each only indexes it)
+    returns: np.ndarray  # (N,) float32, log return of row t over row t-1 (unscaled)
     ends: np.ndarray  # (W,) int64 row of each window's last input step
     symbol_ids: np.ndarray  # (W,) int32 index into ``symbols``
     segment_first: np.ndarray  # (S,) int64 first row of each symbol's segment: earlier steps are padding
@@ -30,6 +33,22 @@ class WindowSet:
     symbols: list[str]
     seq_len: int
     horizon: int
+    center: np.ndarray | None = None  # (S, F) float32 per-symbol feature center (None: no scaling)
+    scale: np.ndarray | None = None  # (S, F) float32 per-symbol feature scale
+    target_scale: float = 1.0  # returns (inputs and targets) are divided by it
+
+    def scaled_features(self, rows, k: int) -> np.ndarray:
+        """``features[rows]`` of symbol ``k`` as the model sees them (centered and scaled, float32)."""
+        x = np.array(self.features[rows], dtype=np.float32)
+        if self.center is not None:
+            x -= self.center[k]
+            x /= self.scale[k]
+        return x
+
+    def scaled_returns(self, rows: np.ndarray) -> np.ndarray:
+        """``returns[rows]`` divided by ``target_scale`` (float32): what models see and forecast."""
+        r = self.returns[rows]
+        return r / np.float32(self.target_scale) if self.target_scale != 1.0 else r
 
     @functools.cached_property
     def times(self) -> np.ndarray:
@@ -50,6 +69,22 @@ class WindowSet:
         """The windows ``idx`` (an index array or slice), sharing the row arrays."""
         return dataclasses.replace(self, ends=self.ends[idx], symbol_ids=self.symbol_ids[idx])
 
+    def thin(self, max_windows: int | None) -> "WindowSet":
+        """At most ``max_windows`` windows, evenly spaced over the set (all of them when it has fewer)."""
+        if max_windows is None or len(self) <= max_windows:
+            return self
+        return self.subset(np.unique(np.linspace(0, len(self) - 1, max_windows).round().astype(np.int64)))
+
+    def last_dates(self, max_windows: int | None) -> "WindowSet":
+        """The windows of the latest as-of dates, at most ``max_windows`` of them: whole dates only, so
+        every symbol keeps the same dates (all windows when the set has no more than ``max_windows``)."""
+        if max_windows is None or len(self) <= max_windows:
+            return self
+        dates, counts = np.unique(self.times, return_counts=True)
+        kept = np.cumsum(counts[::-1]) <= max_windows  # newest first
+        n_dates = max(int(kept.sum()), 1)
+        return self.subset(np.flatnonzero(self.times >= dates[-n_dates]))
+
     def __len__(self) -> int:
         return len(self.ends)
 
@@ -68,7 +103,11 @@ class WindowSet:
         if padded:
             mask = rows >= first
             rows = np.maximum(rows, first)  # never read another symbol's or split's rows
-        x, past = self.features[rows], self.returns[rows]
+        x, past = np.asarray(self.features[rows]), np.asarray(self.scaled_returns(rows))  # fancy indexing copies
+        if self.center is not None:
+            sid = self.symbol_ids[idx]
+            x -= self.center[sid][:, None, :]
+            x /= self.scale[sid][:, None, :]
         out = {"index": torch.from_numpy(idx)}
         if padded:
             x[~mask] = 0.0
@@ -76,12 +115,12 @@ class WindowSet:
             out["mask"] = torch.from_numpy(mask)
         out["x"], out["past"] = torch.from_numpy(x), torch.from_numpy(past)
         if self.horizon:
-            out["y"] = torch.from_numpy(self.returns[ends[:, None] + ahead])  # (B, H)
+            out["y"] = torch.from_numpy(np.asarray(self.scaled_returns(ends[:, None] + ahead)))  # (B, H)
         return out
 
     def targets(self) -> np.ndarray:
         """(W, H) scaled targets of every window."""
-        return self.returns[self.ends[:, None] + self._offsets()[1]]
+        return self.scaled_returns(self.ends[:, None] + self._offsets()[1])
 
 
 class EpochSampler:

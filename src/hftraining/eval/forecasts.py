@@ -43,9 +43,11 @@ def baseline_models(n_features: int, horizon: int, seq_len: int) -> dict[str, Fo
     return out
 
 
-def fit_baselines(train: WindowSet, val: WindowSet) -> dict[str, ForecastModel]:
+def fit_baselines(train: WindowSet, val: WindowSet, max_windows: int | None = None) -> dict[str, ForecastModel]:
     """The fitted baselines (:data:`FITTED_BASELINES`) fitted on ``train`` with their settings chosen
-    on ``val``: the same windows, features and targets the model trained on."""
+    on ``val``: the same windows, features and targets the model trained on (at most
+    ``max_windows`` of each, evenly spaced: ``evaluation.baseline_max_windows``)."""
+    train, val = train.thin(max_windows), val.thin(max_windows)
     n_features = train.features.shape[1]
     out = {}
     for name in FITTED_BASELINES:
@@ -135,7 +137,7 @@ def collect_forecasts(
     rows = sub.ends[:, None] + np.arange(-ws.seq_len + 1, 1)  # (n, L)
     if hasattr(sub, "first_rows"):  # left-padded windows: never read the rows of another symbol
         rows = np.maximum(rows, sub.first_rows[:, None])
-    past = ws.returns[rows].astype(np.float64) * target_scale  # (n, L)
+    past = ws.scaled_returns(rows).astype(np.float64) * target_scale  # (n, L)
     return Forecasts(
         pred=preds,
         true=sub.targets().astype(np.float64) * target_scale,

@@ -20,7 +20,8 @@ from hftraining.core.config import DataConfig
 from hftraining.core.errors import DataError
 from hftraining.data import io
 from hftraining.data.pipeline import Preprocessing, apply, latest_windows, rows_needed
-from hftraining.data.validate import load_and_validate, validate_frame
+from hftraining.data.sources import load_and_validate
+from hftraining.data.validate import validate_frame
 from hftraining.data.windows import WindowSet
 from hftraining.inference.ensemble import load_ensemble
 from hftraining.inference.folders import is_ensemble, resolve_model_dir, run_precision

@@ -57,6 +57,7 @@ def evaluate_model_dir(path, data=None, split: str = "test") -> tuple[dict[str, 
     """Score the model of a run/model folder on ``split`` of ``data`` (default: the data it was
     trained on), beside the naive forecasts and the run's fitted baselines → (result, Forecasts)."""
     f, ws = load_for_eval(path, data, split)
+    ws = ws.last_dates(evaluation_config(path).max_test_windows)
     outs = f.outputs(ws)
     scale = f.preprocessing.target_scale
     fc = collect_forecasts(None, ws, scale, f.batch_size, pred_scaled=outs["prediction"],

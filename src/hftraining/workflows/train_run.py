@@ -10,6 +10,7 @@ from hftraining.core.jsonio import write_json
 from hftraining.data.pipeline import PreparedData
 from hftraining.eval.backtest import backtest_forecasts, format_backtest
 from hftraining.eval.forecasts import Forecasts, collect_forecasts, fit_baselines, format_table, score
+from hftraining.eval.model_card import headline_metrics, write_model_card
 from hftraining.eval.report import write_report
 from hftraining.train import checkpoint as ckpt
 from hftraining.train.runner import TrainedRun, training_run
@@ -18,29 +19,44 @@ from hftraining.train.runner import TrainedRun, training_run
 def evaluate_test(run: TrainedRun) -> tuple[dict[str, Any], Forecasts | None, dict[str, Any] | None]:
     """Score the finished run on its test split beside the naive baselines and the fitted ones
     (ridge, fitted here on the run's own training windows and saved under ``<run>/baselines/``),
-    all through one prediction path (the backtest trades the same forecasts); write eval.json and
-    the report → (result, forecasts, backtest). Main rank only; an empty test split gives ({}, None, None)."""
+    all through one prediction path (the backtest trades the same forecasts); write eval.json, the
+    report and the model card ``final/README.md``, and end the tracking runs with the test metrics,
+    the verdict and the artifacts → (result, forecasts, backtest). Main rank only; an empty test
+    split gives ({}, None, None)."""
     cfg, data = run.cfg, run.data
     pre = data.preprocessing
     fc = bt = None
     result: dict[str, Any] = {}
     if len(data.test):
-        fitted = fit_baselines(data.train, data.val)
+        fitted = fit_baselines(data.train, data.val, cfg.evaluation.baseline_max_windows)
         ckpt.save_fitted_baselines(run.run_dir, fitted, pre.to_dict())
-        fc = collect_forecasts(run.model, data.test, pre.target_scale, cfg.data.eval_batch_size, run.device, run.precision,
+        test = data.test.last_dates(cfg.evaluation.max_test_windows)
+        if len(test) < len(data.test):
+            run.logger.info("scoring the test windows of the last %d dates: %d of %d windows (evaluation.max_test_windows)",
+                            len(set(test.times.tolist())), len(test), len(data.test))
+        fc = collect_forecasts(run.model, test, pre.target_scale, cfg.data.eval_batch_size, run.device, run.precision,
                                fitted=fitted)
+        result_note = {} if len(test) == len(data.test) else {"windows_scored": len(test), "windows_in_split": len(data.test)}
         bt = backtest_forecasts(fc, cfg.evaluation)
-        result = {"split": "test", "step": run.state.global_step, **score(fc),
+        result = {"split": "test", "step": run.state.global_step, **result_note, **score(fc),
                   "backtest": {"settings": bt["settings"], "strategies": bt["strategies"]}}
         write_json(run.run_dir / "eval.json", result)
         run.logger.info(format_table(result))
         run.logger.info(format_backtest(bt))
     else:
         run.logger.info("the test split yields no window: nothing to evaluate")
+    html_path = None
     if cfg.evaluation.report:
         html_path, _ = write_report(run.run_dir, result or None, fc, bt, run.run_dir,
                                     title=f"hftraining run {run.run_dir.name}")
         run.logger.info("report: %s", html_path)
+    final = run.run_dir / "final"
+    if final.is_dir():
+        write_model_card(final, cfg, data.report, pre.to_dict(), run.model, run.state.global_step, result or None,
+                         not_evaluated="the test split yields no window")
+    if result:
+        run.logger.log_test(run.state.global_step, headline_metrics(result))
+    run.logger.finish(result.get("verdict"), [p for p in (final, html_path) if p is not None and p.exists()])
     return result, fc, bt
 
 

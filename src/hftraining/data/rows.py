@@ -1,0 +1,130 @@
+"""Feature rows: one symbol's validated frame → float32 feature rows, and all symbols' rows in one block.
+
+:func:`symbol_rows` is the one conversion of a frame into model rows (features with their warm-up
+dropped, the 1-step log return of each row, its time and close). :func:`build_rows` writes them
+into one in-memory block; the feature store (:mod:`hftraining.data.store`) writes the same rows
+into memory-mapped files. Either way the result is a :class:`Rows`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Union
+
+import numpy as np
+import pandas as pd
+
+from hftraining.core.errors import DataError
+from hftraining.data.features import build_features, feature_columns
+
+
+@dataclass
+class Rows:
+    """All symbols' feature rows (unscaled) in one float32 block; a symbol's rows are adjacent.
+
+    ``features`` is (N, F), ``returns`` (N,) the log return of each row over the previous row.
+    Symbol k owns rows ``starts[k] : starts[k] + lengths[k]``. The arrays are in memory or
+    memory-mapped read-only from the feature store; nothing writes to them after they are built.
+    """
+
+    symbols: list[str]
+    starts: np.ndarray  # (S,) int64
+    lengths: np.ndarray  # (S,) int64
+    features: np.ndarray  # (N, F) float32
+    returns: np.ndarray  # (N,) float32
+    times: np.ndarray  # (N,) int64 ns UTC
+    close: np.ndarray  # (N,) float64
+
+    def rows(self, k: int) -> slice:
+        return slice(int(self.starts[k]), int(self.starts[k] + self.lengths[k]))
+
+    def symbol_times(self) -> list[np.ndarray]:
+        return [self.times[self.rows(k)] for k in range(len(self.symbols))]
+
+
+@dataclass
+class SymbolRows:
+    """One symbol's rows, as :func:`symbol_rows` makes them."""
+
+    features: np.ndarray  # (n, F) float32
+    returns: np.ndarray  # (n,) float32
+    times: np.ndarray  # (n,) int64 ns UTC
+    close: np.ndarray  # (n,) float64
+
+    def __len__(self) -> int:
+        return len(self.returns)
+
+
+def symbol_rows(frame: pd.DataFrame, specs: list[str], symbol: str, min_rows: int = 1,
+                values: np.ndarray | None = None) -> SymbolRows | None:
+    """A validated frame → its rows after the feature warm-up (and the first row, which has no
+    previous close), or None when fewer than ``min_rows`` are left. ``values``: precomputed
+    (n, F) features of the frame."""
+    if len(frame) < 2:
+        return None
+    block, first = build_features(frame, specs, symbol, values)
+    c_all = frame["close"].to_numpy(np.float64)
+    start = max(first, 1)
+    n = len(frame) - start
+    if n < max(min_rows, 1):
+        return None
+    r = np.log(c_all[start:] / c_all[start - 1 : -1])
+    if not np.isfinite(r).all():
+        bad = start + int(np.flatnonzero(~np.isfinite(r))[0])
+        raise DataError(f"{symbol}: non-finite log return at row {bad} (close {c_all[bad]!r})")
+    block = block.iloc[start - first :]
+    ts = pd.DatetimeIndex(block["timestamp"])
+    ts = ts.tz_convert("UTC") if ts.tz is not None else ts.tz_localize("UTC")
+    return SymbolRows(
+        features=np.ascontiguousarray(block.iloc[:, 2:].to_numpy(np.float32)),
+        returns=r.astype(np.float32),
+        times=np.asarray(ts.asi8, dtype=np.int64),
+        close=np.ascontiguousarray(c_all[start:]),
+    )
+
+
+FrameSource = Union[Mapping[str, pd.DataFrame], Iterable[tuple[str, pd.DataFrame]]]
+
+
+def build_rows(
+    frames: FrameSource, specs: list[str], min_rows: int = 1, capacity: int | None = None,
+    precomputed: Mapping[str, np.ndarray] | None = None,
+) -> tuple[Rows, list[str]]:
+    """:func:`symbol_rows` of every frame written into one in-memory block → (rows, skipped symbols).
+
+    ``frames`` is a mapping or an iterable of (symbol, frame) pairs; with an iterable and
+    ``capacity`` (an upper bound of the rows in all), frames can be produced one at a time and
+    released after use, so memory never holds all input frames and the block together.
+    Symbols left with fewer than ``min_rows`` rows are skipped.
+    ``precomputed``: {symbol: (n, F) features}, used instead of computing them.
+    """
+    if isinstance(frames, Mapping):
+        capacity, frames = sum(len(f) for f in frames.values()), frames.items()
+    elif capacity is None:
+        frames = list(frames)
+        capacity = sum(len(f) for _, f in frames)
+    F = len(feature_columns(specs))
+    feats = np.empty((capacity, F), dtype=np.float32)
+    rets = np.empty(capacity, dtype=np.float32)
+    times = np.empty(capacity, dtype=np.int64)
+    close = np.empty(capacity, dtype=np.float64)
+    symbols, starts, lengths, skipped = [], [], [], []
+    off = 0
+    for sym, frame in frames:
+        if off + len(frame) > capacity:
+            raise ValueError(f"build_rows: more rows than capacity={capacity}")  # a caller's bug, not user input
+        got = symbol_rows(frame, specs, sym, min_rows, None if precomputed is None else precomputed.get(sym))
+        if got is None:
+            skipped.append(sym)
+            continue
+        n = len(got)
+        feats[off : off + n], rets[off : off + n] = got.features, got.returns
+        times[off : off + n], close[off : off + n] = got.times, got.close
+        symbols.append(sym)
+        starts.append(off)
+        lengths.append(n)
+        off += n
+    # views of the first ``off`` rows: the unused tail (warm-up rows) is a few rows per symbol
+    rows = Rows(symbols, np.asarray(starts, np.int64), np.asarray(lengths, np.int64),
+                feats[:off], rets[:off], times[:off], close[:off])
+    return rows, skipped

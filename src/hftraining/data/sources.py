@@ -1,0 +1,277 @@
+"""Where the rows come from: files, folders, long Parquet files and hive-partitioned Parquet datasets,
+read one symbol at a time.
+
+``data.data_dir`` (one path or a list) may name:
+
+* a file or a folder of files, or a glob (CSV, possibly compressed, or Parquet): one file per
+  symbol (the file stem) or a long file with a ``symbol`` column, read whole (:mod:`io`);
+* a **long Parquet file** with a ``symbol`` column: each symbol is scanned on its own with
+  ``symbol == S`` (and the date range) pushed down into the Parquet reader, so memory holds one
+  symbol's rows at a time;
+* a **hive-partitioned Parquet dataset**: a folder of ``symbol=SYM/`` folders of Parquet files;
+  a symbol's files are read together (sorted by name), nothing else is opened.
+
+``data.symbols`` selects the symbols before anything is read (for the two Parquet layouts) and
+``data.start_date`` / ``data.end_date`` are pushed down into the Parquet scans (files are read
+whole and cut after validation). Rows of a Parquet symbol are numbered 1, 2, ... in the order the
+scan returns them (the report's ``row`` numbers: position among that symbol's rows).
+
+A :class:`Unit` is what one worker reads and validates at a time; :class:`Collector` combines the
+units' reports into the validation report of the run and applies the dataset-wide rules (a
+symbol in two places, ``data.symbols`` naming a symbol that is not there, nothing usable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from hftraining.core.config import DataConfig, split_date_ns
+from hftraining.core.errors import DataError
+from hftraining.data import io
+from hftraining.data.validate import ANY_ROWS, RowsNeeded, check_policy, validate_file, validate_table
+
+PARTITION = "symbol="
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One read: a whole file (``kind="file"``), one symbol of a long Parquet file (``"long"``) or
+    one ``symbol=`` folder of a dataset (``"partition"``)."""
+
+    kind: str
+    path: str
+    symbol: str | None = None
+
+    @property
+    def name(self) -> str:
+        """How reports and errors name the unit."""
+        if self.kind == "long":
+            return f"{self.path}[symbol={self.symbol}]"
+        return self.path
+
+
+def is_dataset(path: Path) -> bool:
+    """A folder holding ``symbol=...`` folders (a hive-partitioned dataset)."""
+    return path.is_dir() and any(p.is_dir() and p.name.startswith(PARTITION) for p in path.iterdir())
+
+
+def _parquet_columns(path: Path) -> dict[str, str]:
+    """{canonical name: the file's column name} of a Parquet file, read from its schema only."""
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot read Parquet ({str(e).strip().splitlines()[0]})") from None
+    out: dict[str, str] = {}
+    for n in names:
+        canon = io.ALIASES.get(str(n).strip().lower())
+        if canon and (canon not in out or str(n).strip().lower() == canon):
+            out[canon] = n
+    return out
+
+
+def _long_symbols(path: Path, column: str) -> list[str]:
+    """The distinct values of a long Parquet file's symbol column, one row group at a time."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    seen: set[str] = set()
+    pf = pq.ParquetFile(path)
+    for i in range(pf.num_row_groups):
+        col = pf.read_row_group(i, columns=[column]).column(0)
+        seen.update(str(v) for v in pc.unique(col).to_pylist() if v is not None and str(v).strip())
+    return sorted(seen)
+
+
+def units(d: DataConfig) -> list[Unit]:
+    """The units of ``d.data_dir``, in a stable order; ``data.symbols`` filters the Parquet layouts."""
+    specs = d.data_dir if isinstance(d.data_dir, (list, tuple)) else [d.data_dir]
+    wanted = None if d.symbols is None else set(d.symbols)
+    out: list[Unit] = []
+    for spec in specs:
+        p = Path(spec) if spec is not None else None
+        if p is not None and is_dataset(p):
+            parts = sorted(q for q in p.iterdir() if q.is_dir() and q.name.startswith(PARTITION))
+            out += [Unit("partition", str(q), q.name[len(PARTITION):]) for q in parts
+                    if wanted is None or q.name[len(PARTITION):] in wanted]
+            continue
+        for f in io.resolve_paths(spec):
+            if io.is_parquet(f) and "symbol" in _parquet_columns(f):
+                col = _parquet_columns(f)["symbol"]
+                out += [Unit("long", str(f), s) for s in _long_symbols(f, col) if wanted is None or s in wanted]
+            elif wanted is None or f.stem in wanted or _has_symbol_column(f):
+                out.append(Unit("file", str(f)))  # a file of one other symbol is not read at all
+    if not out and d.symbols:
+        raise DataError(f"data.symbols: {d.symbols[0]!r} not found in the data ({d.data_dir})")
+    return out
+
+
+def _has_symbol_column(path: Path) -> bool:
+    """Whether a file has a ``symbol`` column (from its header or schema only)."""
+    if io.is_parquet(path):
+        return "symbol" in _parquet_columns(path)
+    try:
+        names = io._sniff_header(path)[1]
+    except DataError:
+        return True  # unreadable: read it, so that its error is reported
+    return any(io.ALIASES.get(str(n).strip().lower()) == "symbol" for n in names)
+
+
+def input_files(us: list[Unit]) -> list[Path]:
+    """Every file the units read (for the content hash of the feature store's key)."""
+    files: set[Path] = set()
+    for u in us:
+        p = Path(u.path)
+        files.update(sorted(p.glob("*.parquet")) + sorted(p.glob("*.pq")) if u.kind == "partition" else [p])
+    return sorted(files)
+
+
+def _date_range(d: DataConfig) -> tuple[int | None, int | None]:
+    lo = None if d.start_date is None else split_date_ns(d.start_date, "data.start_date")
+    hi = None if d.end_date is None else split_date_ns(d.end_date, "data.end_date")
+    return lo, hi
+
+
+def _scan(files: list[Path], d: DataConfig, symbol_col: str | None, symbol: str | None) -> pd.DataFrame:
+    """The rows of ``files`` (one symbol's) with the symbol and the date range pushed down."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    cols = _parquet_columns(files[0])
+    try:
+        dataset = ds.dataset([str(f) for f in files], format="parquet")
+        flt = None if symbol_col is None else ds.field(symbol_col) == symbol
+        lo, hi = _date_range(d)
+        ts_col = cols.get("timestamp")
+        if ts_col is not None and (lo is not None or hi is not None):
+            typ = dataset.schema.field(ts_col).type
+            if pa.types.is_timestamp(typ):
+                def bound(ns: int):
+                    return pa.scalar(pd.Timestamp(ns, tz="UTC"), type=pa.timestamp("ns", tz="UTC")).cast(typ)
+                for op, ns in (("ge", lo), ("lt", hi)):
+                    if ns is not None:
+                        cond = ds.field(ts_col) >= bound(ns) if op == "ge" else ds.field(ts_col) < bound(ns)
+                        flt = cond if flt is None else flt & cond
+        table = dataset.to_table(filter=flt, use_threads=False)
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise DataError(f"{files[0]}: cannot read Parquet ({str(e).strip().splitlines()[0]})") from None
+    df = table.to_pandas()
+    if symbol_col is not None:
+        df = df.drop(columns=[symbol_col])
+    return io.canonical_columns(df, files[0])
+
+
+def _trim_dates(frames: dict[str, pd.DataFrame], d: DataConfig) -> dict[str, pd.DataFrame]:
+    lo, hi = _date_range(d)
+    if lo is None and hi is None:
+        return frames
+    out = {}
+    for sym, f in frames.items():
+        ns = f["timestamp"].array.asi8
+        keep = np.ones(len(f), dtype=bool)
+        if lo is not None:
+            keep &= ns >= lo
+        if hi is not None:
+            keep &= ns < hi
+        out[sym] = f.loc[keep].reset_index(drop=True)
+    return out
+
+
+def read_unit(u: Unit, d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Read and validate one unit → ({symbol: validated frame}, its report as a dict)."""
+    if u.kind == "file":
+        frames, rep = validate_file(Path(u.path), d, needed)
+        return _trim_dates(frames, d), rep.to_dict()
+    if u.kind == "partition":
+        p = Path(u.path)
+        files = sorted(p.glob("*.parquet")) + sorted(p.glob("*.pq"))
+        if not files:
+            raise DataError(f"{p}: partition holds no .parquet files")
+        table = _scan(files, d, None, None)
+    else:
+        table = _scan([Path(u.path)], d, _parquet_columns(Path(u.path))["symbol"], u.symbol)
+    frames, rep = validate_table(table, Path(u.name), d, needed, 1, "row", u.symbol)
+    return frames, rep.to_dict()
+
+
+class Collector:
+    """The dataset-wide rules over the units' results, and the run's validation report."""
+
+    def __init__(self, d: DataConfig, needed: RowsNeeded):
+        self.d, self.needed = d, needed
+        self.origin: dict[str, str] = {}
+        self.reports: list[dict[str, Any]] = []
+        self.skipped: dict[str, str] = {}
+
+    def skip(self, u: Unit, why: str) -> None:
+        """A unit with too few rows in all (its DataError): skipped and reported, not fatal."""
+        self.skipped[u.symbol or Path(u.path).stem] = why
+
+    def add(self, u: Unit, symbols: list[str], report: dict[str, Any]) -> None:
+        for sym in symbols:
+            if sym in self.origin:
+                raise DataError(f"{u.name}: symbol {sym!r} also appears in {self.origin[sym]}")
+            self.origin[sym] = u.name
+        self.skipped.update(report.get("skipped_symbols", {}))
+        self.reports.append(report)
+
+    def order(self) -> list[str]:
+        """The run's symbols: ``data.symbols`` in its order, else every symbol in the order read."""
+        d = self.d
+        if d.symbols is not None:
+            unknown = [s for s in d.symbols if s not in self.origin and s not in self.skipped]
+            if unknown:
+                raise DataError(f"data.symbols: {unknown[0]!r} not found in the data (found: {', '.join(sorted(self.origin))})")
+            syms = [s for s in d.symbols if s in self.origin]
+        else:
+            syms = list(self.origin)
+        if not syms:
+            raise DataError(f"{d.data_dir}: no symbol has enough rows ({'; '.join(self.skipped.values())})")
+        return syms
+
+    def report(self) -> dict[str, Any]:
+        r = self.reports
+        return {
+            "files": r,
+            "rows_in": sum(x["rows_in"] for x in r),
+            "rows_kept": sum(x["rows_kept"] for x in r),
+            "rows_dropped": sum(x["rows_dropped"] for x in r),
+            "too_few_rows": self.skipped,
+            "rows_needed": self.needed.rows,
+        }
+
+
+def validated(d: DataConfig, needed: RowsNeeded = ANY_ROWS, collector: Collector | None = None,
+              ) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(symbol, validated frame) of every unit, one unit in memory at a time; ``collector``
+    gathers the report (call its ``order()`` and ``report()`` after the loop)."""
+    check_policy(d)
+    col = collector or Collector(d, needed)
+    for u in units(d):
+        try:
+            frames, rep = read_unit(u, d, needed)
+        except DataError as e:
+            if "too few rows" not in str(e):
+                raise
+            col.skip(u, str(e))
+            continue
+        col.add(u, list(frames), rep)
+        yield from frames.items()
+
+
+def load_and_validate(d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Read and validate every unit of ``d.data_dir`` → ({symbol: frame}, report).
+
+    The report is JSON-serialisable: ``{"files": [per-unit reports], "rows_in", "rows_kept",
+    "rows_dropped", "too_few_rows": {symbol: reason}, "rows_needed"}``. Symbols with fewer than
+    ``needed.rows`` kept rows are skipped and listed; any other unusable input is a :class:`DataError`.
+    """
+    col = Collector(d, needed)
+    frames = dict(validated(d, needed, col))
+    return {s: frames[s] for s in col.order()}, col.report()

@@ -1,0 +1,181 @@
+"""The feature store (memory-mapped rows keyed by the inputs' contents) and the lazy readers
+(hive-partitioned Parquet datasets, long Parquet files) it reads through."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from hftraining.core.config import DataConfig
+from hftraining.core.errors import ConfigError, DataError
+from hftraining.core.config import Config, validate as validate_config
+from hftraining.data import sources
+from hftraining.data.pipeline import data_rows, prepare
+from hftraining.data.synth import synth_frames, write_synth
+
+SMALL = dict(sequence_length=20, prediction_horizon=3)
+
+
+def _rows_equal(a, b):
+    assert a.symbols == b.symbols
+    for k in range(len(a.symbols)):
+        for name in ("features", "returns", "times", "close"):
+            np.testing.assert_array_equal(np.asarray(getattr(a, name)[a.rows(k)]), np.asarray(getattr(b, name)[b.rows(k)]))
+
+
+def _csv_dir(tmp_path, symbols=3, rows=200):
+    write_synth(tmp_path / "csv", symbols, rows, seed=3)
+    return tmp_path / "csv"
+
+
+def test_store_hits_maps_and_rebuilds_only_on_content_or_feature_change(tmp_path):
+    d = DataConfig(data_dir=str(_csv_dir(tmp_path)), cache_dir=str(tmp_path / "cache"), **SMALL)
+    first, rep = data_rows(d)
+    assert rep["cache"] == "miss"
+    again, rep = data_rows(d)
+    assert rep["cache"] == "hit" and rep["rows_in"] == 600
+    assert isinstance(again.features, np.memmap) and not again.features.flags.writeable
+    _rows_equal(first, again)
+    stored = {p.suffix for p in (tmp_path / "cache").rglob("*") if p.is_file()}
+    assert stored <= {".f32", ".i64", ".f64", ".json", ".lock"}  # raw arrays and JSON: never pickle
+    # settings that do not change the rows reuse the entry
+    for change in (dict(train_ratio=0.6), dict(embargo=3), dict(scaler="robust"), dict(batch_size=7),
+                   dict(max_gap="2D"), dict(num_workers=2)):
+        assert data_rows(dataclasses.replace(d, **change))[1]["cache"] == "hit", change
+    # one feature parameter: a new entry
+    assert data_rows(dataclasses.replace(d, features=["rsi_10", "log_return_1"]))[1]["cache"] == "miss"
+    # one input byte: a new entry, with the new value
+    path = tmp_path / "csv" / "SYN001.csv"
+    lines = path.read_text().splitlines()
+    cells = lines[-1].split(",")
+    cells[5] = str(float(cells[5]) + 1)  # the volume of the last row
+    path.write_text("\n".join(lines[:-1] + [",".join(cells)]) + "\n")
+    changed, rep = data_rows(d)
+    assert rep["cache"] == "miss"
+    assert changed.symbols == first.symbols
+    assert data_rows(d)[1]["cache"] == "hit"
+
+
+def test_damaged_entry_is_rebuilt(tmp_path):
+    d = DataConfig(data_dir=str(_csv_dir(tmp_path, 2)), cache_dir=str(tmp_path / "cache"), **SMALL)
+    data_rows(d)
+    feats = next((tmp_path / "cache").rglob("features.f32"))
+    feats.write_bytes(feats.read_bytes()[:-7])  # truncated
+    rows, rep = data_rows(d)
+    assert rep["cache"] == "miss"
+    _rows_equal(data_rows(dataclasses.replace(d, cache_dir=None))[0], rows)
+
+
+def test_store_in_memory_and_workers_give_the_same_rows_and_windows(tmp_path):
+    d = DataConfig(data_dir=str(_csv_dir(tmp_path, 4)), cache_dir=str(tmp_path / "cache"), **SMALL)
+    mem = dataclasses.replace(d, cache_dir=None)
+    rows_mem, rep = data_rows(mem)
+    assert rep["cache"] == "off" and not isinstance(rows_mem.features, np.memmap)
+    rows_pool, rep = data_rows(dataclasses.replace(d, num_workers=2))
+    assert rep["cache"] == "miss"
+    _rows_equal(rows_mem, rows_pool)
+    a, b = prepare(mem), prepare(d)
+    pa_, pb_ = a.preprocessing.to_dict(), b.preprocessing.to_dict()
+    assert {**pa_, "data": None} == {**pb_, "data": None}  # the data sections differ in cache_dir only
+    for split in ("train", "val", "test"):
+        wa, wb = a.split(split), b.split(split)
+        np.testing.assert_array_equal(wa.ends, wb.ends)
+        idx = np.arange(min(len(wa), 50))
+        ba, bb = wa.batch(idx), wb.batch(idx)
+        for key in ("x", "past", "y"):
+            assert ba[key].equal(bb[key])
+
+
+def _hive(tmp_path, frames):
+    root = tmp_path / "hive"
+    for sym, f in frames.items():
+        (root / f"symbol={sym}").mkdir(parents=True)
+        half = len(f) // 2  # two files per partition, read in name order
+        pq.write_table(pa.Table.from_pandas(f.iloc[:half], preserve_index=False), root / f"symbol={sym}" / "part-0.parquet")
+        pq.write_table(pa.Table.from_pandas(f.iloc[half:], preserve_index=False), root / f"symbol={sym}" / "part-1.parquet")
+    return root
+
+
+def _long(tmp_path, frames):
+    long = pd.concat([f.assign(symbol=s) for s, f in frames.items()], ignore_index=True)
+    path = tmp_path / "long.parquet"
+    pq.write_table(pa.Table.from_pandas(long, preserve_index=False), path, row_group_size=100)
+    return path
+
+
+def test_hive_dataset_and_long_parquet_read_like_a_folder_of_files(tmp_path):
+    frames = synth_frames(3, 200, seed=5)
+    (tmp_path / "csv").mkdir()
+    for s, f in frames.items():
+        pq.write_table(pa.Table.from_pandas(f, preserve_index=False), tmp_path / "csv" / f"{s}.parquet")
+    base = DataConfig(cache_dir=None, **SMALL)
+    ref, _ = data_rows(dataclasses.replace(base, data_dir=str(tmp_path / "csv")))
+    for src in (_hive(tmp_path, frames), _long(tmp_path, frames)):
+        rows, rep = data_rows(dataclasses.replace(base, data_dir=str(src)))
+        _rows_equal(ref, rows)
+        assert rep["rows_in"] == 600 and len(rep["files"]) == 3
+
+
+def test_symbols_and_date_range_are_pushed_down(tmp_path, monkeypatch):
+    frames = synth_frames(4, 300, seed=5)
+    hive = _hive(tmp_path, frames)
+    read = []
+    real = sources._scan
+    monkeypatch.setattr(sources, "_scan", lambda files, *a: read.extend(files) or real(files, *a))
+    t = frames["SYN002"]["timestamp"]
+    d = DataConfig(data_dir=str(hive), cache_dir=None, symbols=["SYN002", "SYN000"],
+                   start_date=str(t.iloc[50].date()), end_date=str(t.iloc[250].date()), **SMALL)
+    rows, rep = data_rows(d)
+    assert rows.symbols == ["SYN002", "SYN000"]  # the order of data.symbols
+    assert {p.parent.name for p in read} == {"symbol=SYN002", "symbol=SYN000"}  # no other partition opened
+    assert rep["rows_in"] == 400  # only the rows in the date range were read
+    lo, hi = pd.Timestamp(d.start_date, tz="UTC").value, pd.Timestamp(d.end_date, tz="UTC").value
+    assert (rows.times >= lo).all() and (rows.times < hi).all()
+    with pytest.raises(DataError, match="data.symbols: 'NOPE' not found"):
+        data_rows(dataclasses.replace(d, symbols=["NOPE"]))
+    # the same range on CSV files is cut after reading
+    csv = _csv_dir(tmp_path, 2, 300)
+    rows, _ = data_rows(dataclasses.replace(d, data_dir=str(csv), symbols=None, start_date="2000-03-01", end_date=None))
+    assert rows.times.min() >= pd.Timestamp("2000-03-01", tz="UTC").value
+
+
+@pytest.mark.parametrize("key,value,msg", [
+    ("start_date", "yesterday-ish", "data.start_date: 'yesterday-ish' is not a date"),
+    ("max_gap", "soon", "data.max_gap: 'soon' is not a duration"),
+    ("num_workers", -1, "data.num_workers: must be >= 0"),
+])
+def test_bad_store_and_reader_keys_are_one_line_errors(key, value, msg):
+    cfg = Config()
+    setattr(cfg.data, key, value)
+    with pytest.raises(ConfigError, match=msg.replace("(", r"\(")):
+        validate_config(cfg)
+
+
+def test_windows_never_span_a_gap_longer_than_max_gap(tmp_path):
+    # two sessions a day: 6 bars 09:30..10:20 and 6 bars 14:00..14:50; max_gap 30min cuts at lunch and overnight
+    days = pd.bdate_range("2024-01-01", periods=40, tz="UTC")
+    bars = [day + pd.Timedelta(hours=h, minutes=m) for day in days for h, m in
+            [(9, 30 + 10 * i) for i in range(3)] + [(10, 10 * i) for i in range(3)] + [(14, 10 * i) for i in range(6)]]
+    n = len(bars)
+    rng = np.random.default_rng(0)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    f = pd.DataFrame({"timestamp": bars, "open": close, "high": close * 1.01, "low": close * 0.99, "close": close,
+                      "volume": 1000.0})
+    (tmp_path / "x").mkdir()
+    f.to_csv(tmp_path / "x" / "BAR.csv", index=False)
+    d = DataConfig(data_dir=str(tmp_path / "x"), cache_dir=None, sequence_length=3, prediction_horizon=2,
+                   features=["log_return_1"], split="per_symbol")
+    p_all = prepare(d)
+    p_gap = prepare(dataclasses.replace(d, max_gap="30min"))
+    max_gap = pd.Timedelta("30min").value
+    for split in ("train", "val", "test"):
+        ws = p_gap.split(split)
+        assert 0 < len(ws) < len(p_all.split(split))
+        span = ws.ends[:, None] + np.arange(-2, 3)  # inputs and targets of each window
+        assert (np.diff(ws.row_times[span], axis=1) <= max_gap).all()
