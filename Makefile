@@ -9,7 +9,7 @@ $(BIN)/hftraining: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev,tune,serve,export]" "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev,tune,serve,export,track]" "$(TORCH_SPEC)"
 	touch $@
 
 .PHONY: install run test test-all bench clean

@@ -1,7 +1,9 @@
 """A run killed with SIGKILL at any point and resumed ends bit for bit where an uninterrupted run ends."""
 
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from hftraining.train.checkpoint import list_checkpoints, resolve_resume
+from hftraining.core.config import load_config
+from hftraining.core.errors import UserError
+from hftraining.train.checkpoint import list_checkpoints, resolve_resume, verify_checkpoint
+from hftraining.train.runner import training_run
 from conftest import tiny  # noqa: E402
 
 BASE = tiny(
@@ -68,8 +73,6 @@ def test_resume_without_checkpoint_starts_fresh(tmp_path):
 
 
 def test_half_written_checkpoints_are_never_the_latest(uninterrupted, tmp_path):
-    import shutil
-
     root = tmp_path / "checkpoints"
     shutil.copytree(uninterrupted / "checkpoints" / "step-00000060", root / "step-00000060")
     shutil.copytree(uninterrupted / "checkpoints" / "step-00000060", root / ".tmp-step-00000065-123")
@@ -86,3 +89,136 @@ def test_checkpoint_holds_no_pickle(uninterrupted):
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert state["global_step"] == 60 and set(state["sampler"]) == {"seed", "epoch", "position"}
     assert state["sampler"]["epoch"] >= 1
+
+
+# ---------------------------------------------------------------- damaged checkpoints (checksums)
+# One 12-step run (a checkpoint every 2 steps, all kept) is the uninterrupted reference; each test
+# copies its checkpoints, damages the newest (step 12) as a crash or a bad disk would, and resumes.
+
+SHORT = tiny(None, "model.dropout=0.1", "training.max_steps=12", "training.save_steps=2", "training.save_total_limit=10",
+             "training.logging_steps=2", "evaluation.eval_steps=6")
+NEWEST, PREVIOUS = "step-00000012", "step-00000010"
+
+
+def _train_in_process(out: Path, *extra: str) -> bytes:
+    with training_run(load_config(None, [*SHORT, f"output.output_dir={out}", *extra])):
+        pass
+    return (out / "final" / "model.safetensors").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("short") / "run"
+    return out, _train_in_process(out)
+
+
+@pytest.fixture
+def logged():
+    """Records (INFO and up) of the ``hftraining`` logger, which the CLI detaches from the root logger."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append
+    logger = logging.getLogger("hftraining")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def _warnings(records) -> list[str]:
+    return [r.getMessage() for r in records if r.levelno == logging.WARNING]
+
+
+def _copy_checkpoints(short_run, dest: Path) -> Path:
+    shutil.copytree(short_run[0] / "checkpoints", dest / "checkpoints")
+    return dest / "checkpoints"
+
+
+def _damage(folder: Path, how: str) -> str:
+    """Damage one checkpoint as a crash or a bad disk would; return the file its warning must name."""
+    model = folder / "model.safetensors"
+    if how == "truncated":
+        model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+        return "model.safetensors"
+    if how == "flipped":  # one flipped bit in the last weight: safetensors loads it without complaint
+        data = bytearray(model.read_bytes())
+        data[-3] ^= 0x01
+        model.write_bytes(bytes(data))
+        return "model.safetensors"
+    if how == "incomplete":
+        (folder / "optimizer.safetensors").unlink()
+        return "optimizer.safetensors"
+    if how == "state_edited":  # still valid JSON, a different step
+        state = folder / "trainer_state.json"
+        text = state.read_text()
+        assert '"global_step": 12' in text
+        state.write_text(text.replace('"global_step": 12', '"global_step": 13'))
+        return "trainer_state.json"
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped", "incomplete", "state_edited"])
+def test_damaged_newest_checkpoint_falls_back_to_the_previous(short_run, tmp_path, logged, how):
+    root = _copy_checkpoints(short_run, tmp_path / "run")
+    bad_file = _damage(root / NEWEST, how)
+    final = _train_in_process(tmp_path / "run", "training.resume_from_checkpoint=auto")
+    warned = _warnings(logged)
+    assert len(warned) == 1, warned
+    assert str(root / NEWEST) in warned[0] and bad_file in warned[0] and PREVIOUS in warned[0], warned[0]
+    assert any(r.getMessage() == f"resumed from {root / PREVIOUS} at step 10" for r in logged)
+    assert final == short_run[1]  # steps 11-12 redone: the weights of the uninterrupted run, bit for bit
+    # the damaged folder is set aside for inspection (no longer a checkpoint); step 12 was written anew
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(NEWEST)) == [NEWEST, f"{NEWEST}.damaged"]
+    assert verify_checkpoint(root / NEWEST) is True
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped"])
+def test_named_damaged_checkpoint_is_a_one_line_error(short_run, tmp_path, how):
+    root = _copy_checkpoints(short_run, tmp_path / "run")
+    bad_file = _damage(root / NEWEST, how)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hftraining", "train", *SHORT, f"output.output_dir={tmp_path / 'run'}",
+         f"training.resume_from_checkpoint={root / NEWEST}"], capture_output=True, text=True, timeout=120, env=_env())
+    err = proc.stderr.strip()
+    assert proc.returncode == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("hftraining: error: training.resume_from_checkpoint") and NEWEST in err and bad_file in err, err
+    assert not (tmp_path / "run" / "final").exists()  # no other checkpoint was substituted for the one named
+    assert (root / NEWEST).is_dir()  # and the one named is left where it is
+
+
+def test_checkpoint_without_checksums_resumes_with_one_warning(short_run, tmp_path, logged):
+    """Checkpoints written before checksums existed cannot be verified: they load as they are."""
+    root = _copy_checkpoints(short_run, tmp_path / "run")
+    for folder in root.glob("step-*"):
+        state = json.loads((folder / "trainer_state.json").read_text())
+        del state["checksums"]
+        (folder / "trainer_state.json").write_text(json.dumps(state))
+    shutil.rmtree(root / NEWEST)  # resume from step 10: two steps to redo
+    final = _train_in_process(tmp_path / "run", "training.resume_from_checkpoint=auto")
+    warned = _warnings(logged)
+    assert len(warned) == 1 and PREVIOUS in warned[0] and "cannot be verified" in warned[0], warned
+    assert final == short_run[1]
+
+
+def test_every_checkpoint_damaged_is_an_error_not_a_fresh_start(short_run, tmp_path, logged):
+    root = _copy_checkpoints(short_run, tmp_path / "run")
+    for folder in root.glob("step-*"):
+        _damage(folder, "flipped")
+    with pytest.raises(UserError, match="none of the 6 checkpoints") as e:
+        _train_in_process(tmp_path / "run", "training.resume_from_checkpoint=auto")
+    assert "\n" not in str(e.value)
+    assert len(_warnings(logged)) == 6
+    assert len(list(root.glob("step-*"))) == 6  # nothing renamed or deleted
+
+
+def test_rotation_keeps_the_verified_checkpoint_a_run_resumed_from(short_run, tmp_path):
+    """save_total_limit=1 and a damaged newest checkpoint: the damaged one does not count, so the
+    verified one resumed from is kept until a newer verified one replaces it."""
+    root = _copy_checkpoints(short_run, tmp_path / "run")
+    for name in ("step-00000002", "step-00000004", "step-00000006", "step-00000008"):
+        shutil.rmtree(root / name)
+    _damage(root / NEWEST, "flipped")
+    final = _train_in_process(tmp_path / "run", "training.resume_from_checkpoint=auto", "training.save_total_limit=1")
+    assert final == short_run[1]
+    assert sorted(p.name for p in root.iterdir()) == [NEWEST, f"{NEWEST}.damaged"]
+    assert verify_checkpoint(root / NEWEST) is True

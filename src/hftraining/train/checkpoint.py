@@ -8,10 +8,19 @@ A checkpoint is a folder ``checkpoints/step-NNNNNNNN/`` holding
   config.json                            the resolved config
 It is written to a hidden temporary folder, every file fsync'ed, then renamed into place: a
 folder named ``step-*`` is always complete. Nothing is pickled.
+
+Tamper/crash evidence: trainer_state.json, written last before the rename, holds ``checksums``:
+the byte size and SHA-256 of every other file of the folder, and the SHA-256 of its own content.
+:func:`verify_checkpoint` checks them. Resuming the latest checkpoint (``auto``) skips a newest one
+that fails (truncated, changed, a file missing) with a warning naming the file and the mismatch,
+sets it aside as ``step-N.damaged`` and resumes from the newest one that verifies; a checkpoint
+named explicitly that fails is an error. A checkpoint written before checksums existed (no
+``checksums`` entry) cannot be verified: it is used as it is, with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -28,8 +37,17 @@ from hftraining.core.errors import UserError
 from hftraining.core.jsonio import write_json
 from hftraining.models.base import ForecastModel
 from hftraining.optim.state import optimizer_state_from_flat, optimizer_state_to_flat
+from hftraining.train.logging import log
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
+STATE_FILE = "trainer_state.json"
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors", "config.json")
+"""The files beside trainer_state.json that every checkpoint holds."""
+TEMPORARY = (".tmp-step-*", ".trash-step-*")  # a write that never finished; a folder being deleted
+
+
+class CheckpointError(UserError):
+    """A checkpoint folder whose files do not match what was written (``str``: the file and how)."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -95,61 +113,198 @@ def save_checkpoint(
     _write_json(tmp / "optimizer.json", opt_meta)
     rng_meta, rng_tensors = rng_state()
     save_file(rng_tensors, str(tmp / "rng.safetensors"))
-    _write_json(tmp / "trainer_state.json", {**trainer_state, "rng": rng_meta})
     _write_json(tmp / "config.json", config)
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
+    # last before the rename: the state, with the size and SHA-256 of every file as it is on disk
+    state = json.loads(json.dumps({**trainer_state, "rng": rng_meta}))  # as a reader will parse it
+    files = {f.name: {"bytes": f.stat().st_size, "sha256": _sha256_file(f)} for f in sorted(tmp.iterdir())}
+    state["checksums"] = {"algorithm": "sha256", "files": files, STATE_FILE: _sha256_state(state)}
+    _write_json(tmp / STATE_FILE, state)
+    with open(tmp / STATE_FILE, "rb") as fh:
+        os.fsync(fh.fileno())
     _fsync_dir(tmp)
     if final.exists():  # a re-run of the same step (e.g. after a resume): replace it whole
-        shutil.rmtree(final)
+        _remove(final)
     os.rename(tmp, final)
     _fsync_dir(ckpt_root)
     return final
 
 
-def list_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints, oldest first. Temporary folders of an interrupted write are ignored."""
+def _sha256_file(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _sha256_state(state: dict[str, Any]) -> str:
+    """SHA-256 of the trainer state as parsed (key order and formatting aside), ``checksums`` left out."""
+    body = {k: v for k, v in state.items() if k != "checksums"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _remove(folder: Path) -> None:
+    """Delete a checkpoint folder so that it vanishes at once: renamed to a hidden name first (a kill
+    during the delete leaves that, which :func:`clean_temporary` removes, never a half-deleted
+    ``step-*`` folder)."""
+    trash = folder.with_name(f".trash-{folder.name}-{os.getpid()}")
+    if trash.exists():
+        shutil.rmtree(trash)
+    os.rename(folder, trash)
+    shutil.rmtree(trash)
+
+
+def verify_checkpoint(path: Path) -> bool:
+    """Check a checkpoint folder against the sizes and SHA-256 sums in its trainer_state.json.
+
+    True: every file matches. False: a checkpoint written before checksums existed, with all its
+    files present (it cannot be verified). Raises :class:`CheckpointError` naming the first file that
+    is missing, unreadable, of another size or another checksum."""
+    path = Path(path)
+    try:
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{STATE_FILE} is missing (an incomplete checkpoint)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{STATE_FILE} is unreadable ({str(e).splitlines()[0]})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{STATE_FILE} does not hold a JSON object")
+    sums = state.get("checksums")
+    if sums is None:
+        for name in CHECKPOINT_FILES:
+            if not (path / name).is_file():
+                raise CheckpointError(f"{name} is missing (an incomplete checkpoint)")
+        return False
+    files = sums.get("files") if isinstance(sums, dict) else None
+    if not isinstance(files, dict) or not all(
+        isinstance(r, dict) and isinstance(r.get("bytes"), int) and isinstance(r.get("sha256"), str) for r in files.values()
+    ) or any("/" in n or "\\" in n or n in ("", ".", "..") for n in files):
+        raise CheckpointError(f"{STATE_FILE}: its checksums entry is malformed")
+    if _sha256_state(state) != sums.get(STATE_FILE):
+        raise CheckpointError(f"{STATE_FILE}: its content does not match the SHA-256 recorded in it (changed after it was written)")
+    for name in CHECKPOINT_FILES:
+        if name not in files:
+            raise CheckpointError(f"{name} has no recorded checksum in {STATE_FILE}")
+    for name, rec in files.items():
+        f = path / name
+        if not f.is_file():
+            raise CheckpointError(f"{name} is missing (an incomplete checkpoint)")
+        try:
+            size = f.stat().st_size
+            digest = _sha256_file(f) if size == rec["bytes"] else ""
+        except OSError as e:  # e.g. set aside by the main rank while another rank reads it
+            raise CheckpointError(f"{name} is unreadable ({e.strerror or e})") from None
+        if size != rec["bytes"]:
+            how = "truncated" if size < rec["bytes"] else "grown"
+            raise CheckpointError(f"{name} is {size} bytes, {rec['bytes']} were written ({how})")
+        if digest != rec["sha256"]:
+            raise CheckpointError(
+                f"{name}: SHA-256 {digest[:12]}… differs from the {rec['sha256'][:12]}… recorded at writing "
+                "(the file changed after it was written)"
+            )
+    return True
+
+
+def _step_folders(ckpt_root: Path) -> list[tuple[int, Path]]:
+    """Every folder named ``step-N``, oldest first."""
     if not ckpt_root.is_dir():
         return []
-    out = []
-    for p in ckpt_root.iterdir():
-        m = STEP_DIR.match(p.name)
-        if m and p.is_dir() and (p / "trainer_state.json").exists():
-            out.append((int(m.group(1)), p))
-    return sorted(out)
+    return sorted((int(m.group(1)), p) for p in ckpt_root.iterdir() if (m := STEP_DIR.match(p.name)) and p.is_dir())
+
+
+def list_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints, oldest first. Temporary folders of an interrupted write are ignored."""
+    return [(s, p) for s, p in _step_folders(ckpt_root) if (p / STATE_FILE).exists()]
 
 
 def clean_temporary(ckpt_root: Path) -> None:
-    """Remove folders of checkpoint writes that never finished."""
+    """Remove folders of checkpoint writes (and deletes) that never finished."""
     if ckpt_root.is_dir():
-        for p in ckpt_root.glob(".tmp-step-*"):
-            shutil.rmtree(p, ignore_errors=True)
+        for pattern in TEMPORARY:
+            for p in ckpt_root.glob(pattern):
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def rotate(ckpt_root: Path, keep: int, protect: set[Path]) -> None:
-    """Delete the oldest checkpoints beyond ``keep``, never one in ``protect`` (latest, best)."""
+    """Delete the oldest checkpoints beyond ``keep``, never one in ``protect`` (the one just written
+    and verified, the best)."""
     if keep <= 0:
         return
     ckpts = list_checkpoints(ckpt_root)
+    kept = {p.resolve() for p in protect}
     excess = len(ckpts) - keep
     for _, path in ckpts:
         if excess <= 0:
             break
-        if path.resolve() in {p.resolve() for p in protect}:
+        if path.resolve() in kept:
             continue
-        shutil.rmtree(path)
+        _remove(path)
         excess -= 1
 
 
-def resolve_resume(spec: str, ckpt_root: Path) -> Path | None:
-    """``auto`` → latest complete checkpoint under ``ckpt_root`` (None if there is none); a path → it."""
+def _warn_unverifiable(path: Path) -> None:
+    log.warning("warning: checkpoint %s was written before checkpoints carried checksums: it cannot be "
+                "verified; resuming from it as it is", path)
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename a damaged checkpoint out of the ``step-N`` namespace (kept for inspection)."""
+    aside, k = path.with_name(f"{path.name}.damaged"), 1
+    while aside.exists():
+        k += 1
+        aside = path.with_name(f"{path.name}.damaged-{k}")
+    os.rename(path, aside)
+    return aside
+
+
+def _latest_verified(ckpt_root: Path, main: bool) -> Path | None:
+    """The newest checkpoint that verifies (or cannot be verified: written before checksums)."""
+    folders = _step_folders(ckpt_root)
+    damaged: list[tuple[Path, str]] = []
+    found, legacy = None, False
+    for _, path in reversed(folders):
+        try:
+            legacy = not verify_checkpoint(path)
+        except CheckpointError as e:
+            damaged.append((path, str(e)))
+            continue
+        found = path
+        break
+    if main:
+        for path, why in damaged:
+            if found is None:
+                log.warning("warning: checkpoint %s fails verification: %s", path, why)
+            else:
+                aside = _set_aside(path)
+                log.warning("warning: checkpoint %s fails verification: %s; not resuming from it (set aside as %s), "
+                            "resuming from %s instead", path, why, aside.name, found)
+        if legacy:
+            _warn_unverifiable(found)
+    if found is None and damaged:
+        path, why = damaged[0]
+        raise UserError(
+            f"training.resume_from_checkpoint=auto: none of the {len(damaged)} checkpoints under {ckpt_root} passes "
+            f"verification (newest {path.name}: {why}); start over without --resume and with output.overwrite=true"
+        )
+    return found
+
+
+def resolve_resume(spec: str, ckpt_root: Path, main: bool = True) -> Path | None:
+    """``auto`` → the latest checkpoint under ``ckpt_root`` that verifies (None if there is none;
+    newer ones that fail are warned about and set aside); a path → it, verified (an error if it fails:
+    the checkpoint named is never swapped for another). ``main``: this process warns and sets aside
+    (the other ranks of a group only look)."""
     if spec == "auto":
-        ckpts = list_checkpoints(ckpt_root)
-        return ckpts[-1][1] if ckpts else None
+        return _latest_verified(ckpt_root, main)
     path = Path(spec)
-    if not (path / "trainer_state.json").exists():
-        raise UserError(f"training.resume_from_checkpoint: {path} is not a complete checkpoint folder")
+    if not path.is_dir():
+        raise UserError(f"training.resume_from_checkpoint: {path} is not a checkpoint folder")
+    try:
+        verified = verify_checkpoint(path)
+    except CheckpointError as e:
+        raise UserError(f"training.resume_from_checkpoint: checkpoint {path} fails verification: {e}") from None
+    if not verified and main:
+        _warn_unverifiable(path)
     return path
 
 
@@ -158,7 +313,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     load_weights(path, model)
     opt_meta = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
     optimizer.load_state_dict(optimizer_state_from_flat(load_file(str(path / "optimizer.safetensors")), opt_meta))
-    state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    state.pop("checksums", None)
     set_rng_state(state.pop("rng"), load_file(str(path / "rng.safetensors")))
     return state
 

@@ -1,5 +1,6 @@
-"""Run logging: console (progress bar on a terminal, plain lines otherwise), train.log,
-metrics.jsonl and TensorBoard. Only rank 0 logs."""
+"""Run logging: console (progress bar on a terminal, plain lines otherwise), train.log, and the
+tracking backends of ``output.report_to`` (:mod:`hftraining.train.tracking`: TensorBoard,
+metrics.jsonl, metrics.csv, MLflow, W&B). Only rank 0 logs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hftraining.core.jsonio import dumps
+from hftraining.core.config import Config
+from hftraining.train.tracking import Tracker, build_trackers
 
 log = logging.getLogger("hftraining")
 
@@ -25,18 +27,22 @@ def setup_console_logging(level: int = logging.INFO) -> None:
 
 
 class RunLogger:
-    """Writes each record to metrics.jsonl and TensorBoard, and a line to the console/train.log."""
+    """Hands each record to the tracking backends of ``config.output.report_to`` and a line to the
+    console/train.log. ``resume_step``: the checkpoint step a resumed run continues from (None: a
+    fresh run). ``config``: the run's config (default: the defaults)."""
 
-    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True,
-                 progress_bar: str = "auto", total_steps: int = 0, purge_step: int | None = None):
+    def __init__(self, run_dir: Path, enabled: bool = True, config: Config | None = None,
+                 progress_bar: str = "auto", total_steps: int = 0, resume_step: int | None = None):
         self.enabled = enabled
         self.run_dir = run_dir
         self._file_handler: logging.Handler | None = None
-        self._jsonl = None
-        self._tb = None
+        self._trackers: list[Tracker] = []
+        self._ended = False
         self._bar = None
         if not enabled:
             return
+        config = config if config is not None else Config()
+        trackers = build_trackers(config.output)  # a missing optional package fails here, before any file
         run_dir.mkdir(parents=True, exist_ok=True)
         if log.level == logging.NOTSET or log.level > logging.INFO:
             log.setLevel(logging.INFO)  # train.log gets INFO even when the library is used without the CLI
@@ -44,12 +50,13 @@ class RunLogger:
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(fh)
         self._file_handler = fh
-        self._jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            # purge_step: a resumed run hides the events a killed run wrote after its checkpoint
-            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge_step)
+        try:
+            for t in trackers:
+                t.on_start(run_dir, config, resume_step)
+                self._trackers.append(t)
+        except BaseException:
+            self.close()
+            raise
         use_bar = progress_bar == "always" or (progress_bar == "auto" and sys.stderr.isatty())
         if use_bar and total_steps:
             from tqdm import tqdm
@@ -67,18 +74,12 @@ class RunLogger:
             log.info(msg, *args)
 
     def log(self, record: dict[str, Any], console: bool = True) -> None:
-        """One JSON line; numeric values also go to TensorBoard under ``train/`` or ``eval/``."""
+        """One record (``step`` and its metrics) to every tracking backend, and a console line."""
         if not self.enabled:
             return
         step = int(record["step"])
-        self._jsonl.write(dumps(record, indent=None) + "\n")
-        self._jsonl.flush()
-        if self._tb is not None:
-            for k, v in record.items():
-                if k == "step" or not isinstance(v, (int, float)) or isinstance(v, bool):
-                    continue
-                tag = f"eval/{k[5:]}" if k.startswith("eval_") else f"train/{k}"
-                self._tb.add_scalar(tag, v, step)
+        for t in self._trackers:
+            t.on_log(step, record)
         if console:
             text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
             if self._bar is not None:
@@ -95,14 +96,36 @@ class RunLogger:
         if self._bar is not None:
             self._bar.update(n)
 
+    def log_test(self, step: int, metrics: dict[str, float]) -> None:
+        """The finished run's test-split numbers (logged as ``test_*``) to every tracking backend."""
+        for t in self._trackers if self.enabled else ():
+            t.on_eval(step, metrics)
+
+    def finish(self, verdict: str | None = None, artifacts: list[Path] | tuple[Path, ...] = (), failed: bool = False) -> None:
+        """End the tracking runs once: the verdict, the files and folders to attach, the status."""
+        if self._ended:
+            return
+        self._ended = True
+        error = None
+        for t in self._trackers:  # every backend gets its end, even when one of them fails
+            try:
+                t.on_end(verdict, [Path(p) for p in artifacts], failed)
+            except Exception as e:
+                error = error or e
+                if failed:  # the run's own exception is on its way out: do not hide it
+                    log.warning("%s: ending the tracking run failed: %s", t.name, e)
+        if error is not None and not failed:
+            raise error
+
     def close(self) -> None:
+        """Close everything; tracking runs not :meth:`finish`-ed yet end here, as failed when an
+        exception is on its way out (this is called from the run's ``finally``)."""
         if self._bar is not None:
             self._bar.close()
-        if self._jsonl is not None:
-            self._jsonl.close()
-        if self._tb is not None:
-            self._tb.flush()
-            self._tb.close()
+            self._bar = None
+        if self.enabled:
+            self.finish(failed=sys.exc_info()[0] is not None)
         if self._file_handler is not None:
             log.removeHandler(self._file_handler)
             self._file_handler.close()
+            self._file_handler = None

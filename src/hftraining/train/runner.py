@@ -27,13 +27,14 @@ from hftraining.core.config import Config, save_config
 from hftraining.core.errors import UserError
 from hftraining.core.jsonio import write_json
 from hftraining.data.pipeline import PreparedData, prepare
+from hftraining.eval.model_card import write_model_card
 from hftraining.models import ForecastModel
 from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import DistInfo, barrier, cleanup, init_distributed
 from hftraining.train.logging import RunLogger
 from hftraining.train.trainer import Trainer, TrainerState
 
-RUN_FILES = ("metrics.jsonl", "train.log", "eval.json")
+RUN_FILES = ("metrics.jsonl", "metrics.csv", "tracking.json", "train.log", "eval.json")
 RUN_FOLDERS = ("checkpoints", "tensorboard", "final")
 
 
@@ -52,7 +53,8 @@ def prepare_run_dir(cfg: Config, info: DistInfo) -> tuple[Path, Path | None]:
         if info.is_main:
             ckpt.clean_temporary(ckpt_root)  # half-written checkpoints of the run that died
         barrier(info)
-        return run_dir, ckpt.resolve_resume(t.resume_from_checkpoint, ckpt_root)
+        # verified: a damaged newest checkpoint is skipped (auto) or an error (a path named)
+        return run_dir, ckpt.resolve_resume(t.resume_from_checkpoint, ckpt_root, main=info.is_main)
     if ckpt.list_checkpoints(ckpt_root) and not cfg.output.overwrite:
         raise UserError(
             f"{run_dir}: already holds checkpoints; continue it with --resume "
@@ -138,7 +140,9 @@ def training_run(
         trainer.fit()
         trainer.final_weights()
         if save_final and info.is_main:
-            ckpt.save_final(run_dir, trainer.model, data.preprocessing.to_dict())
+            final = ckpt.save_final(run_dir, trainer.model, data.preprocessing.to_dict())
+            # the card says "not evaluated" until the caller's test evaluation rewrites it
+            write_model_card(final, cfg, data.report, data.preprocessing.to_dict(), trainer.model, trainer.state.global_step)
         yield TrainedRun(cfg, run_dir, data, trainer.model, trainer.state, info, trainer.device,
                          trainer.precision, trainer.logger)
         if info.is_main:

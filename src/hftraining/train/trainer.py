@@ -107,9 +107,9 @@ class Trainer:
             if self.info.is_main:
                 _truncate_metrics(self.run_dir / "metrics.jsonl", resume_step)
         self.logger = RunLogger(
-            self.run_dir, enabled=self.info.is_main, tensorboard=cfg.output.tensorboard,
+            self.run_dir, enabled=self.info.is_main, config=cfg,
             progress_bar=cfg.output.progress_bar, total_steps=t.max_steps if self.model.needs_training else 0,
-            purge_step=None if resume_step is None else resume_step + 1,
+            resume_step=resume_step,
         )
 
     # ------------------------------------------------------------------ state

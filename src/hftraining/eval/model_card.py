@@ -1,0 +1,182 @@
+"""The model card: ``README.md`` in every model folder ``<run>/final/``, like a Hugging Face model folder.
+
+It states what the model is (type, parameters, inputs), the data it learned from (source, symbols,
+dates, rows, split dates), the features, the key config, the test-split metrics beside the zero
+forecast and the strongest baseline with the verdict (exactly as in eval.json; the YAML front matter
+holds the unrounded numbers) and how to load it. Loading ignores the file (only config.json,
+model.safetensors and preprocessing.json are read).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hftraining import __version__
+from hftraining.core.config import Config
+from hftraining.core.fmt import fmt
+from hftraining.eval.forecasts import label
+from hftraining.models import ForecastModel
+
+CARD_NAME = "README.md"
+NOT_EVALUATED = "the folder was written before the test-split evaluation, which has not run"
+CONFIG_KEYS = (
+    "model.type", "model.hidden_size", "model.num_layers", "model.num_heads", "model.dropout",
+    "data.sequence_length", "data.prediction_horizon", "data.batch_size", "data.scaler",
+    "training.optimizer", "training.learning_rate", "training.lr_scheduler", "training.max_steps",
+    "training.precision", "training.seed",
+)
+"""The config keys the card lists (the full resolved config is the run folder's config.json)."""
+MAX_SYMBOLS = 20  # symbols named on the card; more are counted
+
+
+def headline_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The test-split numbers a tracker or a card shows, from eval.json's content ``result``: the
+    model's MSE, MAE, directional accuracy and step-1 rank IC, its MSE ratio and Diebold–Mariano p
+    against the zero forecast and the strongest baseline, and those baselines' MSE."""
+    m = result["model"]
+    out: dict[str, Any] = {
+        "mse": m.get("mse"), "mae": m.get("mae"), "directional_accuracy": m.get("directional_accuracy"),
+        "rank_ic": ((m.get("cross_section") or {}).get("rank_ic") or {}).get("mean"),
+        "mse_vs_zero": result.get("mse_vs_zero"), "dm_p_vs_zero": (result.get("dm_vs_zero") or {}).get("p_value"),
+        "zero_mse": (result.get("baselines", {}).get("zero") or {}).get("mse"),
+    }
+    sb = result.get("strongest_baseline")
+    if sb:
+        out.update(strongest_baseline_mse=sb.get("mse"), mse_vs_strongest_baseline=sb.get("mse_ratio"),
+                   dm_p_vs_strongest_baseline=(sb.get("dm") or {}).get("p_value"))
+    return {k: float(v) for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _get(cfg: dict[str, Any], dotted: str) -> Any:
+    section, key = dotted.split(".")
+    return (cfg.get(section) or {}).get(key)
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, list):
+        return ", ".join(map(str, v)) or "—"
+    return "—" if v is None else str(v)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(str(c) for c in r) + " |" for r in rows), ""]
+
+
+def _metrics_section(result: dict[str, Any]) -> list[str]:
+    zero = result["baselines"].get("zero") or {}
+    zero_mse = zero.get("mse")
+    sb = result.get("strongest_baseline")
+    rows = [("model", result["model"])]
+    if "zero" in result["baselines"]:
+        rows.append((label("zero") + (" (strongest baseline)" if sb and sb["name"] == "zero" else ""), zero))
+    if sb and sb["name"] != "zero":
+        rows.append((f"{label(sb['name'])} (strongest baseline)", result["baselines"][sb["name"]]))
+
+    def ratio(mse: Any) -> str:
+        ok = isinstance(mse, float) and isinstance(zero_mse, float) and zero_mse > 0
+        return fmt(mse / zero_mse if ok else None, ".4f")
+
+    table = [[name, fmt(m.get("mse"), ".6g"), fmt(m.get("mae"), ".6g"), fmt(m.get("directional_accuracy"), ".4f"),
+              fmt(((m.get("cross_section") or {}).get("rank_ic") or {}).get("mean"), ".4f"), ratio(m.get("mse"))]
+             for name, m in rows]
+    lines = [f"Test split: {result.get('n_windows')} windows × {result.get('horizon')} steps, {result.get('n_symbols')} "
+             f"symbols, {result.get('n_dates')} dates; {result.get('units', 'log returns')} (`eval.json` in the run folder "
+             "has every metric, per step and per symbol, and the backtest).", ""]
+    lines += _table(["forecast", "MSE", "MAE", "directional accuracy", "rank IC (step 1)", "MSE / zero"], table)
+    dm = result.get("dm") or {}
+    tests = [n for n in dict.fromkeys(["zero"] + ([sb["name"]] if sb else [])) if n in dm]
+    if tests:
+        lines += ["Diebold–Mariano tests of the model against " + "; ".join(
+            f"{label(n)}: statistic {fmt(dm[n].get('statistic'), '.3f')}, p = {fmt(dm[n].get('p_value'), '.3g')}"
+            for n in tests) + " (squared error; negative: the model's loss is lower).", ""]
+    return lines
+
+
+def _data_section(cfg: dict[str, Any], rep: dict[str, Any]) -> list[str]:
+    data_dir = _get(cfg, "data.data_dir")
+    rows = [["source", f"`{data_dir}`" if data_dir else "the sample data bundled with hftraining"]]
+    symbols = list(rep.get("symbols") or [])
+    if symbols:
+        more = ", …" if len(symbols) > MAX_SYMBOLS else ""
+        rows.append(["symbols", f"{len(symbols)}: {', '.join(symbols[:MAX_SYMBOLS])}{more}"])
+    split = rep.get("split") or {}
+    spans = [span for per in (split.get("symbols") or {}).values() for span in per.values() if span]
+    if spans:
+        rows.append(["dates", f"{min(s[0] for s in spans)[:10]} → {max(s[1] for s in spans)[:10]}"])
+    if "rows_kept" in rep:
+        rows.append(["rows", f"{rep['rows_kept']:,} kept of {rep.get('rows_in', rep['rows_kept']):,} read"])
+    if split:
+        cuts = [f"validation from {split['val_from'][:10]}" if split.get("val_from") else "",
+                f"test from {split['test_from'][:10]}" if split.get("test_from") else ""]
+        text = ", ".join(c for c in cuts if c)
+        rows.append(["split", f"{split.get('mode', '—')}" + (f": {text}" if text else "")
+                     + f"; embargo {split.get('embargo_rows', 0)} rows"])
+    windows = rep.get("windows") or {}
+    if windows:
+        rows.append(["windows", ", ".join(f"{k} {v:,}" for k, v in windows.items())])
+    return _table(["", ""], rows)
+
+
+def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], preprocessing: dict[str, Any],
+               model: ForecastModel, step: int, result: dict[str, Any] | None = None,
+               not_evaluated: str = NOT_EVALUATED) -> str:
+    """The card's Markdown for the model folder ``folder``: ``result`` is eval.json's content (None:
+    the test metrics were not computed, for the reason ``not_evaluated``); ``step``: optimizer steps trained."""
+    folder = Path(folder)
+    c = cfg.to_dict()
+    mtype = cfg.model.type
+    n_params = model.num_parameters()
+    H, L = preprocessing.get("horizon"), preprocessing.get("seq_len")
+    columns = list(preprocessing.get("feature_columns") or [])
+    sb = (result or {}).get("strongest_baseline")
+    meta: dict[str, Any] = {
+        "library_name": "hftraining", "tags": ["time-series-forecasting", "finance", "hftraining", mtype],
+        "model_type": mtype, "parameters": n_params, "trained_steps": int(step),
+        "horizon": H, "sequence_length": L, "symbols": list(data_report.get("symbols") or []),
+        "evaluated": bool(result),
+    }
+    if result:
+        meta["test_metrics"] = {k: (v if math.isfinite(v) else None) for k, v in headline_metrics(result).items()}
+        meta["strongest_baseline"] = sb["name"] if sb else None
+        meta["verdict"] = result.get("verdict")
+    lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=10_000).rstrip(), "---", "",
+             f"# {folder.parent.name or folder.name}: a {mtype} forecaster", "",
+             f"A `{mtype}` model ({n_params:,} parameters) that forecasts the next {H} log returns of the close from the "
+             f"last {L} rows of {len(columns)} feature columns, trained for {step:,} optimizer steps with hftraining "
+             f"{__version__}. This folder holds `config.json` (the architecture), `model.safetensors` (the weights) and "
+             "`preprocessing.json` (features, scaler, window), all that loading needs; the run folder around it "
+             "holds the resolved config, the data report, the checkpoints, `eval.json` and the report.", ""]
+    lines += ["## Verdict", ""]
+    if result:
+        lines += [result.get("verdict") or "—", ""]
+        lines += ["## Test metrics", ""] + _metrics_section(result)
+    else:
+        lines += [f"Test metrics were not computed: {not_evaluated}. There is no verdict; "
+                  f"`hftraining evaluate {folder.parent}` scores the model beside the baselines.", ""]
+    lines += ["## Data", ""] + _data_section(c, data_report)
+    scaler = preprocessing.get("scaler") or {}
+    lines += ["## Features", "",
+              f"Indicators (`data.features`): {', '.join(f'`{f}`' for f in preprocessing.get('features') or []) or '—'}; "
+              f"the {len(columns)} input columns: {', '.join(f'`{col}`' for col in columns) or '—'}. Scaler: "
+              f"{scaler.get('kind', '—')}{' per symbol' if scaler.get('per_symbol') else ''}, fitted on the training split.", ""]
+    lines += ["## Key config", ""] + _table(["key", "value"], [[f"`{k}`", _value(_get(c, k))] for k in CONFIG_KEYS])
+    need = data_report.get("rows_needed")
+    lines += ["## How to use", "", "```python", "from hftraining.inference.forecaster import Forecaster", "",
+              f'fc = Forecaster.from_pretrained("{folder}")',
+              'forecasts = fc.predict("my_prices/")  # a CSV/Parquet file, folder or glob of OHLCV rows; one row per symbol × step',
+              "```", "", "```bash", f"hftraining predict {folder} --data my_prices/ --out forecasts.csv", "```", "",
+              (f"Each symbol needs at least {need} rows of history. " if need else "")
+              + "Forecasts are log returns (and the implied prices); inputs go through the preprocessing saved here.", ""]
+    return "\n".join(lines)
+
+
+def write_model_card(folder: str | Path, *args: Any, **kwargs: Any) -> Path:
+    """Write :func:`model_card` (same arguments) as ``folder/README.md``; returns its path."""
+    path = Path(folder) / CARD_NAME
+    path.write_text(model_card(folder, *args, **kwargs), encoding="utf-8")
+    return path

@@ -1,0 +1,342 @@
+"""Experiment tracking: one small class per ``output.report_to`` backend behind one interface.
+
+:class:`~hftraining.train.logging.RunLogger` (main rank only) starts every backend the config names
+and calls, in this order:
+
+``on_start(run_dir, config, resume_step)``
+    ``resume_step``: the checkpoint step a ``--resume`` continues from (None: a fresh run).
+``on_log(step, record)``
+    each logged record: the training metrics of a logging step, the ``eval_*`` validation metrics.
+``on_eval(step, metrics)``
+    once, the test-split headline numbers of the finished run (``test_*``).
+``on_end(verdict, artifacts, failed)``
+    once, the verdict sentence (None when the test split was not scored), the files and folders
+    to attach (``final/``, ``report.html``), and whether the run ended by an exception.
+
+The ids that let ``--resume`` continue the same MLflow and W&B run are kept in ``<run>/tracking.json``;
+they are reused only when training continues from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Any
+
+from hftraining.core.config import Config, OutputConfig, resolved_report_to
+from hftraining.core.errors import UserError
+from hftraining.core.jsonio import dumps, read_json, write_json
+
+TRACKING_FILE = "tracking.json"
+"""``<run>/tracking.json``: {"mlflow": {tracking_uri, experiment_id, run_id}, "wandb": {id, project, dir}}."""
+INSTALL_HINT = "pip install 'hftraining[track]'"
+
+
+def flat_config(cfg: Config) -> dict[str, Any]:
+    """The resolved config as one level of dotted keys (``training.learning_rate``); nested
+    mappings (``model.loss_weights``, ``tune.search_space``) are flattened too, lists kept whole."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}", v)
+        else:
+            out[prefix] = value
+
+    for section, values in cfg.to_dict().items():
+        walk(section, values)
+    return out
+
+
+def scalars(record: dict[str, Any]) -> dict[str, float]:
+    """The numeric values of a record (no ``step``, no booleans)."""
+    return {k: float(v) for k, v in record.items()
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def panel_tag(key: str) -> str:
+    """A metric's name in dashboards that group by prefix: ``train/loss``, ``eval/mse``, ``test/mse``."""
+    for prefix in ("eval_", "test_"):
+        if key.startswith(prefix):
+            return f"{prefix[:-1]}/{key[len(prefix):]}"
+    return f"train/{key}"
+
+
+def read_tracking(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / TRACKING_FILE
+    if not path.exists():
+        return {}
+    try:
+        return dict(read_json(path))
+    except (OSError, ValueError, TypeError) as e:
+        raise UserError(f"{path}: cannot read ({e}); delete it to start new tracking runs") from None
+
+
+def store_tracking(run_dir: Path, name: str, entry: dict[str, Any]) -> None:
+    """Record the ids of backend ``name`` in ``<run>/tracking.json`` (other backends' entries kept)."""
+    write_json(Path(run_dir) / TRACKING_FILE, {**read_tracking(run_dir), name: entry})
+
+
+def _require(module: str, backend: str) -> Any:
+    """Import an optional tracking package, or a one-line UserError saying how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f"output.report_to: {backend} needs the {module} package, which is not installed: "
+                        f"{INSTALL_HINT}") from None
+
+
+class Tracker:
+    """One backend; every hook does nothing unless the backend overrides it."""
+
+    name = ""
+
+    def on_start(self, run_dir: Path, config: Config, resume_step: int | None) -> None:
+        pass
+
+    def on_log(self, step: int, record: dict[str, Any]) -> None:
+        pass
+
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def on_end(self, verdict: str | None, artifacts: list[Path], failed: bool) -> None:
+        pass
+
+
+class TensorBoardTracker(Tracker):
+    """``<run>/tensorboard/`` event files; a resumed run hides what a killed run wrote after its checkpoint."""
+
+    name = "tensorboard"
+
+    def on_start(self, run_dir, config, resume_step):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.step = 0
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"),
+                                    purge_step=None if resume_step is None else resume_step + 1)
+
+    def on_log(self, step, record):
+        self.step = step
+        for k, v in scalars(record).items():
+            self.writer.add_scalar(panel_tag(k), v, step)
+
+    def on_eval(self, step, metrics):
+        for k, v in metrics.items():
+            self.writer.add_scalar(panel_tag(f"test_{k}"), v, step)
+
+    def on_end(self, verdict, artifacts, failed):
+        if verdict:
+            self.writer.add_text("verdict", verdict, self.step)
+        self.writer.flush()
+        self.writer.close()
+
+
+class JsonlTracker(Tracker):
+    """``<run>/metrics.jsonl``: every record as one JSON line (the report and ``serve`` read it).
+    The trainer drops the lines after the checkpoint a resumed run continues from."""
+
+    name = "jsonl"
+
+    def on_start(self, run_dir, config, resume_step):
+        # a fresh start (also --resume with no checkpoint yet) begins the file anew
+        self.file = open(run_dir / "metrics.jsonl", "a" if resume_step is not None else "w", encoding="utf-8")
+
+    def on_log(self, step, record):
+        self.file.write(dumps({"step": step, **{k: v for k, v in record.items() if k != "step"}}, indent=None) + "\n")
+        self.file.flush()
+
+    def on_end(self, verdict, artifacts, failed):
+        self.file.close()
+
+
+class CsvTracker(Tracker):
+    """``<run>/metrics.csv``: one row per logged step (a step's validation metrics join its training
+    row). Columns: ``step``, then every key in the order first logged; a key first seen later (the
+    ``eval_*`` keys at the first validation) adds a column and the file is rewritten with it, so every
+    row has every column, empty where its step did not log that key. A resumed run drops the rows
+    after its checkpoint."""
+
+    name = "csv"
+
+    def on_start(self, run_dir, config, resume_step):
+        self.path = run_dir / "metrics.csv"
+        self.fields: list[str] = ["step"]
+        self.last: dict[str, Any] | None = None  # the last row written (a later record of its step joins it)
+        rows: list[dict[str, Any]] = []
+        if resume_step is not None and self.path.exists():
+            with open(self.path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                self.fields = list(reader.fieldnames or self.fields)
+                rows = [r for r in reader if r.get("step") and int(r["step"]) <= resume_step]
+        self._rewrite(rows)
+
+    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
+        with open(self.path, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=self.fields)
+            w.writeheader()
+            w.writerows(rows)
+
+    def on_log(self, step, record):
+        row = {"step": step, **{k: v for k, v in record.items() if k != "step"}}
+        joins = self.last is not None and self.last["step"] == step
+        if joins:
+            row = {**self.last, **row}
+        new = [k for k in row if k not in self.fields]
+        if new or joins:  # rewrite: a wider header, or the last row replaced by the joined one
+            self.fields += new
+            with open(self.path, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+            self._rewrite((rows[:-1] if joins else rows) + [row])
+        else:
+            with open(self.path, "a", newline="", encoding="utf-8") as f:
+                csv.DictWriter(f, fieldnames=self.fields).writerow(row)
+        self.last = row
+
+
+class MlflowTracker(Tracker):
+    """An MLflow run in the store of ``MLFLOW_TRACKING_URI``, else ``sqlite:///<run>/mlruns.db`` (artifacts
+    under ``<run>/mlartifacts/``), in the experiment ``output.experiment_name``. Params: the flattened
+    resolved config; metrics: every logged step and the ``test_*`` numbers; tag ``verdict``; artifacts:
+    ``final/`` and ``report.html``. ``--resume`` continues the run recorded in tracking.json."""
+
+    name = "mlflow"
+
+    def on_start(self, run_dir, config, resume_step):
+        _require("mlflow", self.name)
+        from mlflow.entities import Param
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
+
+        env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+        uri = env_uri or f"sqlite:///{(run_dir / 'mlruns.db').resolve()}"
+        self.client = MlflowClient(tracking_uri=uri)
+        stored = read_tracking(run_dir).get(self.name) if resume_step is not None else None
+        params = {k: (v if isinstance(v, str) else json.dumps(v))[:MAX_PARAM_VAL_LENGTH] for k, v in flat_config(config).items()}
+        if stored:
+            self.run_id = stored["run_id"]
+            try:
+                logged = self.client.get_run(self.run_id).data.params
+                self.client.update_run(self.run_id, status="RUNNING")
+            except MlflowException as e:
+                raise UserError(
+                    f"{run_dir / TRACKING_FILE}: MLflow run {self.run_id} cannot be continued in {uri} "
+                    f"({str(e).splitlines()[0]}); set MLFLOW_TRACKING_URI to the store that holds it, "
+                    "or remove the mlflow entry to start a new MLflow run"
+                ) from None
+            # a param cannot change in MLflow: a resumed run adds the keys it lacks and records the
+            # values that differ (training.resume_from_checkpoint at least) as tags resumed.<key>
+            changed = {f"resumed.{k}": v for k, v in params.items() if k in logged and logged[k] != v}
+            params = {k: v for k, v in params.items() if k not in logged}
+            for k, v in changed.items():
+                self.client.set_tag(self.run_id, k, v)
+        else:
+            name = config.output.experiment_name
+            exp = self.client.get_experiment_by_name(name)
+            if exp is not None:
+                exp_id = exp.experiment_id
+            else:
+                artifacts = None if env_uri else (run_dir / "mlartifacts").resolve().as_uri()
+                exp_id = self.client.create_experiment(name, artifact_location=artifacts)
+            run = self.client.create_run(exp_id, run_name=run_dir.name,
+                                         tags={"hftraining.run_dir": str(run_dir.resolve())})
+            self.run_id = run.info.run_id
+            store_tracking(run_dir, self.name, {"tracking_uri": uri, "experiment_id": exp_id, "run_id": self.run_id})
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
+
+    def _metrics(self, step: int, values: dict[str, float]) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
+
+    def on_log(self, step, record):
+        self._metrics(step, scalars(record))
+
+    def on_eval(self, step, metrics):
+        self._metrics(step, {f"test_{k}": v for k, v in metrics.items()})
+
+    def on_end(self, verdict, artifacts, failed):
+        if verdict:
+            self.client.set_tag(self.run_id, "verdict", verdict)
+        for p in artifacts:
+            if p.is_dir():
+                self.client.log_artifacts(self.run_id, str(p), artifact_path=p.name)
+            elif p.exists():
+                self.client.log_artifact(self.run_id, str(p))
+        self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
+
+
+class WandbTracker(Tracker):
+    """A W&B run: project ``WANDB_PROJECT`` or ``output.experiment_name``, files under ``WANDB_DIR`` or the
+    run folder (``<dir>/wandb/``); ``WANDB_MODE=offline`` writes it there with no network (``wandb sync``
+    uploads it later). Config: the flattened resolved config; history: every logged step against
+    ``step``; summary: the ``test/*`` numbers and ``verdict``; artifact ``<run name>-model`` (type model):
+    ``final/`` and ``report.html``. ``--resume`` continues the run id recorded in tracking.json."""
+
+    name = "wandb"
+
+    def on_start(self, run_dir, config, resume_step):
+        wandb = _require("wandb", self.name)
+        self.wandb = wandb
+        stored = read_tracking(run_dir).get(self.name) if resume_step is not None else None
+        run_id = stored["id"] if stored else secrets.token_hex(6)  # W&B ids: letters, digits, - and _
+        project = os.environ.get("WANDB_PROJECT") or config.output.experiment_name
+        wdir = os.environ.get("WANDB_DIR") or str(run_dir)
+        Path(wdir).mkdir(parents=True, exist_ok=True)
+        self.run = wandb.init(project=project, id=run_id, name=run_dir.name, dir=wdir, resume="allow",
+                              config=flat_config(config), allow_val_change=True, reinit="create_new",
+                              settings=wandb.Settings(console="off"))  # train.log keeps the console
+        self.run.define_metric("step")
+        self.run.define_metric("*", step_metric="step")
+        self.name_ = re.sub(r"[^\w.-]", "-", run_dir.name) or "run"
+        if not stored:
+            store_tracking(run_dir, self.name, {"id": run_id, "project": project, "dir": wdir})
+
+    def on_log(self, step, record):
+        self.run.log({"step": step, **{panel_tag(k): v for k, v in scalars(record).items()}})
+
+    def on_eval(self, step, metrics):
+        self.run.summary.update({panel_tag(f"test_{k}"): v for k, v in metrics.items()})
+
+    def on_end(self, verdict, artifacts, failed):
+        if verdict:
+            self.run.summary["verdict"] = verdict
+        present = [p for p in artifacts if p.exists()]
+        if present:
+            art = self.wandb.Artifact(f"{self.name_}-model", type="model")
+            for p in present:
+                if p.is_dir():
+                    art.add_dir(str(p), name=p.name)
+                else:
+                    art.add_file(str(p))
+            self.run.log_artifact(art)
+        self.run.finish(exit_code=1 if failed else 0)
+
+
+TRACKERS: dict[str, type[Tracker]] = {
+    cls.name: cls for cls in (TensorBoardTracker, JsonlTracker, CsvTracker, MlflowTracker, WandbTracker)
+}
+"""Every ``output.report_to`` name → its backend (the names allowed by :class:`OutputConfig`)."""
+
+
+def build_trackers(output: OutputConfig) -> list[Tracker]:
+    """The backends of ``output.report_to`` (with the ``output.tensorboard`` alias), not started yet;
+    a missing optional package is a UserError before any of them starts."""
+    names = resolved_report_to(output)
+    for name, module in (("mlflow", "mlflow"), ("wandb", "wandb")):
+        if name in names:
+            _require(module, name)
+    return [TRACKERS[n]() for n in names]
