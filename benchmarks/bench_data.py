@@ -24,7 +24,8 @@ from hftraining.core.config import DataConfig
 from hftraining.data import pipeline
 from hftraining.data.features import FEATURES, compute_features, parse_spec
 from hftraining.data.synth import synth_frames
-from hftraining.data.validate import load_and_validate, validate_frame
+from hftraining.data.sources import load_and_validate
+from hftraining.data.validate import validate_frame
 
 
 def pandas_reference(f: pd.DataFrame) -> dict[str, np.ndarray]:

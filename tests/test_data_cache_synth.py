@@ -10,8 +10,8 @@ import pytest
 from hftraining import cli
 from hftraining.core.config import DataConfig
 from hftraining.data.feature_table import feature_table
-from hftraining.data.synth import synth_frames, synth_ohlcv, write_synth
-from hftraining.data.validate import check_paths
+from hftraining.data.synth import bar_times, synth_frames, synth_ohlcv, write_synth
+from hftraining.data.sources import check_paths
 from hftraining.core.errors import DataError
 
 
@@ -60,3 +60,28 @@ def test_synth_frames_are_independent_symbols():
     assert not np.allclose(frames["SYN000"]["close"], frames["SYN001"]["close"])
     table, report = feature_table(DataConfig(data_dir=None, cache_dir=None))
     assert report["rows_in"] > 0 and table["symbol"].nunique() == 10
+
+
+def test_synth_intraday_sessions_and_parquet_dataset(tmp_path, capsys):
+    """``data synth --freq 1min`` trades 09:30-16:00 New York time on business days (390 bars a day,
+    13:30 or 14:30 UTC at the open by daylight saving) and ``--format parquet-dataset`` writes hive
+    folders that the readers take as one symbol each."""
+    out = tmp_path / "ds"
+    assert cli.main(["data", "synth", "--symbols", "2", "--rows", "1200", "--freq", "1min",
+                     "--format", "parquet-dataset", "--out", str(out)]) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet")) == [
+        "symbol=SYN000/part-0.parquet", "symbol=SYN001/part-0.parquet"]
+    t = pd.read_parquet(out / "symbol=SYN000" / "part-0.parquet")["timestamp"]
+    local = t.dt.tz_convert("America/New_York")
+    assert local.dt.strftime("%H:%M").between("09:30", "15:59").all() and (local.dt.day_of_week < 5).all()
+    assert local.dt.date.value_counts().max() == 390
+    march = pd.Series(bar_times(390 * 10, "1min", "2024-03-06"))
+    assert set(march.dt.strftime("%H:%M")) >= {"14:30", "13:30"}  # the open in UTC before and after 10 March
+    capsys.readouterr()
+    assert cli.main(["data", "check", str(out)]) == 0
+    checked = capsys.readouterr().out
+    assert checked.splitlines() == [f"{out / f'symbol={s}'}: 1200 rows in, 1200 kept, 0 dropped" for s in ("SYN000", "SYN001")]
+    assert cli.main(["data", "synth", "--symbols", "1", "--rows", "10", "--freq", "B", "--session", "09:30-16:00",
+                     "--out", str(tmp_path / "x")]) == 2
+    assert "--session applies to bars shorter than a day" in capsys.readouterr().err
+

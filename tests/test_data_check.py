@@ -37,12 +37,27 @@ EXPECTED = {
     "one_row.csv": err("too few rows", "1 rows kept, 98 needed"),
     "too_short.csv": err("too few rows", "50 rows kept"),
     "binary_garbage.csv": err("not UTF-8"),
-    "decimal_comma.csv": err("no usable rows", "non_numeric 110"),
+    "space_thousands.csv": err("no usable rows", "non_numeric 110", "volume: 110 rows are not numbers (e.g. '265 184' in line 2)"),
+    "corrupt_gzip.csv.gz": err("cannot read gzip-compressed file", "ended before the end-of-stream marker"),
+    "corrupt_zstd.csv.zst": err("cannot read zstd-compressed file", "zstd decompress error"),
+    "corrupt_bzip2.csv.bz2": err("cannot read bzip2-compressed file", "Invalid data stream"),
     "all_dates_garbage.csv": err("no usable rows", "bad_timestamp 110"),
     "corrupt.parquet": err("cannot read Parquet"),
     "ragged_rows.csv": err("cannot read", "line 6"),
     # usable: exit 0 with an exact report
     "semicolon_delimiter.csv": ok(),
+    "decimal_comma.csv": ok(),
+    "decimal_comma_thousands.csv": ok(),
+    "quoted_thousands.csv": ok(),
+    "compressed_gzip.csv.gz": ok(),
+    "compressed_bzip2.csv.bz2": ok(),
+    "compressed_zstd.csv.zst": ok(),
+    "empty_volume.csv": ok(),
+    "empty_volume_long.csv": ok(2 * N, 2 * N),
+    "adj_close_and_close.csv": ok(),  # the split in Close is not in Adj Close: no jump
+    "space_thousands_some_rows.csv": ok(N, N - 3, non_numeric=(3, 0, 0, [6, 32, 79])),
+    "outlier_timestamp_late.csv": ok(N, N - 1, outlier_timestamp=(1, 0, 0, [52])),  # not sorted to the end
+    "outlier_timestamp_early.csv": ok(N, N - 1, outlier_timestamp=(1, 0, 0, [82])),
     "tab_delimiter.csv": ok(),
     "utf8_bom.csv": ok(),
     "timezone_offsets.csv": ok(),
@@ -69,6 +84,21 @@ EXPECTED = {
 }
 
 
+ADJUSTED = {"used": "Adj Close", "why": "data.price_adjustment=adjusted: the close is Adj Close and open/high/low are "
+            "scaled by Adj Close / Close of the row, so returns include splits and dividends"}
+# report keys beyond the rules, exactly, where they are not empty (every other file has them empty)
+DETAILS = {
+    "empty_volume.csv": {"volume_empty": ["empty_volume"], "dropped_features": {"volume_ratio_20": "volume column is empty"}},
+    "empty_volume_long.csv": {"volume_empty": ["FXB"], "dropped_features": {"volume_ratio_20": "volume column is empty for FXB"}},
+    "adj_close_and_close.csv": {"close_column": ADJUSTED},
+    "text_in_numeric.csv": {"non_numeric_columns": {"close": {"count": 1, "line": 42, "value": "abc"}}},
+    "two_defects_one_row.csv": {"non_numeric_columns": {"close": {"count": 1, "line": 46, "value": "x"}}},
+    "space_thousands_some_rows.csv": {
+        "non_numeric_columns": {"volume": {"count": 3, "line": 6, "value": "1 581 757"}}},
+}
+EMPTY = {"volume_empty": [], "dropped_features": {}, "close_column": None, "non_numeric_columns": None}
+
+
 def test_corpus_is_complete():
     files = sorted(p.name for p in BAD.iterdir() if p.is_file())
     assert files == sorted(EXPECTED)
@@ -82,6 +112,8 @@ def _assert_report(name: str, rep: dict) -> None:
     assert rep["rows_in"] == rep["rows_kept"] + rep["rows_dropped"]
     got = {r: (e["dropped"], e["repaired"], e["flagged"], e["rows"]) for r, e in rep["rules"].items()}
     assert got == {r: (d, rp, f, list(rows)) for r, (d, rp, f, rows) in rules.items()}, name
+    details = {**rep, "non_numeric_columns": rep["rules"].get("non_numeric", {}).get("columns")}
+    assert {k: details[k] for k in EMPTY} == {**EMPTY, **DETAILS.get(name, {})}, name
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

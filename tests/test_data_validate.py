@@ -111,13 +111,24 @@ def test_readers_long_file_folder_glob_parquet_and_aliases(tmp_path):
         load_and_validate(dataclasses.replace(cfg, symbols=["ZZZ"]))
 
 
-def test_close_beats_adj_close_and_utc_offsets_convert(tmp_path):
+def test_adj_close_rule_and_utc_offsets_convert(tmp_path):
+    """Close and Adj Close: adjusted by default (open/high/low scaled by the row's ratio), Close
+    with data.price_adjustment=raw; the report says which."""
     df = raw(120).rename(columns={"close": "Close"})
-    df["Adj Close"] = df["Close"] / 2
+    df["Adj Close"] = df["Close"] / np.linspace(1, 2, len(df))
     df["timestamp"] = [f"{d} 09:30:00-05:00" for d in df["timestamp"]]
     df.to_csv(tmp_path / "X.csv", index=False)
-    frame = load_and_validate(DataConfig(data_dir=str(tmp_path / "X.csv")))[0]["X"]
-    assert np.allclose(frame["close"], df["Close"])
+    cfg = DataConfig(data_dir=str(tmp_path / "X.csv"))
+    frames, report = load_and_validate(cfg)
+    frame = frames["X"]
+    ratio = df["Adj Close"] / df["Close"]
+    assert np.allclose(frame["close"], df["Adj Close"]) and np.allclose(frame["open"], df["open"] * ratio)
+    assert np.allclose(frame["low"], df["low"] * ratio) and np.allclose(frame["volume"], df["volume"])
+    assert report["files"][0]["close_column"]["used"] == "Adj Close"
+    rawf, report = load_and_validate(dataclasses.replace(cfg, price_adjustment="raw"))
+    assert np.allclose(rawf["X"]["close"], df["Close"]) and np.allclose(rawf["X"]["open"], df["open"])
+    assert "data.price_adjustment=raw" in report["files"][0]["close_column"]["why"]
+    frame = rawf["X"]
     assert (frame["timestamp"].dt.hour == 14).all() and (frame["timestamp"].dt.minute == 30).all()
 
 

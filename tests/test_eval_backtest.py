@@ -385,3 +385,22 @@ def test_format_backtest_keeps_the_look_ahead_warning_beside_the_ir_column(forec
         text = format_backtest(res)
         assert "warning (model)" in text and "look-ahead" in text, portfolio
         assert text.splitlines()[1].endswith("IR") and text.splitlines()[-1].startswith("IR:")
+
+
+def test_periods_per_year_of_intraday_sessions():
+    """One-minute bars in a 09:30-16:00 New York session: 390 a day, whatever the UTC offset (daylight
+    saving moves the session by an hour in UTC), the overnight and weekend gaps, or a lunch break."""
+    from hftraining.data.synth import bar_times
+
+    months = bar_times(390 * 130, "1min", "2024-01-02").asi8  # 130 business days across the March DST change
+    ppy, how = infer_periods_per_year(months)
+    assert "390 bars per session" in how
+    assert ppy == pytest.approx(390 * 365.25 * 5 / 7, rel=0.01)  # business days, no holidays in the calendar
+    week = bar_times(390 * 5, "1min", "2024-03-04").asi8
+    assert infer_periods_per_year(week)[0] == 390 * 252  # too short to count sessions: 252 a year
+    # a lunch break splits each day in two sessions; the bars per year stay those of the day
+    am = bar_times(150 * 60, "1min", "2024-01-01", session="09:00-11:30", tz="Asia/Tokyo").asi8
+    pm = bar_times(150 * 60, "1min", "2024-01-01", session="12:30-15:00", tz="Asia/Tokyo").asi8
+    assert infer_periods_per_year(np.concatenate([am, pm]))[0] == pytest.approx(300 * 365.25 * 5 / 7, rel=0.03)
+    clock = bar_times(1440 * 30, "1min", "2024-01-01", session="24h").asi8
+    assert infer_periods_per_year(clock)[0] == 1440 * 365

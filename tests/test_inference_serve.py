@@ -1,5 +1,6 @@
 """The forecasting server, started for real on 127.0.0.1 and called over HTTP."""
 
+import contextlib
 import json
 import socket
 import threading
@@ -30,27 +31,40 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    d = tmp_path_factory.mktemp("serve") / "model"
+def make_model(d):
+    """A tiny trained-shape model folder at ``d`` (AEM, 20 rows in, 3 steps out, quantiles 0.1/0.9)."""
     cfg = load_config(None, ["data.symbols=[AEM]", "data.sequence_length=20", "data.prediction_horizon=3"])
     pre = prepare(cfg.data).preprocessing
     torch.manual_seed(0)
     build_model(ModelConfig(hidden_size=16, num_heads=2, num_layers=1, quantiles=[0.1, 0.9]),
                 len(pre.feature_columns), pre.horizon, pre.seq_len).save_pretrained(d, preprocessing=pre.to_dict())
+    return d
+
+
+@contextlib.contextmanager
+def running(app):
+    """A real uvicorn server of ``app`` on a free 127.0.0.1 port, in a thread; yields the port."""
     port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(d, ServeConfig(max_body_bytes=LIMIT)), host="127.0.0.1", port=port,
-                                        log_level="warning", access_log=False))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not srv.started:
         assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
         time.sleep(0.05)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-        yield client, d
-    srv.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield port
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    d = make_model(tmp_path_factory.mktemp("serve") / "model")
+    with running(create_app(d, ServeConfig(max_body_bytes=LIMIT))) as port:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            yield client, d
 
 
 def _rows(n=80):
@@ -138,3 +152,18 @@ def test_serve_without_the_extra_is_one_line(monkeypatch, capsys):
     assert main(["serve", "nowhere"]) == 2
     err = capsys.readouterr().err
     assert "hftraining[serve]" in err and err.count("\n") == 1
+
+
+def test_symbol_names_bodies_and_uploads_that_are_not_json_get_an_error_naming_them(server):
+    client, _ = server
+    _, rows = _rows()
+    r = client.post("/predict", json={"symbols": {"AEM\n": rows}})
+    assert r.status_code == 422 and "not a symbol name" in r.json()["error"]
+    r = client.post("/predict", json={"symbols": {"^GSPC": rows}})  # index symbols start with ^
+    assert r.status_code == 200 and r.json()["forecasts"][0]["symbol"] == "^GSPC"
+    r = client.post("/predict", content=b'{"symbols": \x80}', headers={"content-type": "application/json"})
+    assert 400 <= r.status_code < 500 and r.json()["error"].startswith("body:")
+    r = client.post("/predict/csv", files={"file": ("", b"timestamp,close\n")})  # a form field, not a file
+    assert r.status_code == 422 and r.json()["error"].startswith("file: expected a file upload")
+    r = client.get("/nowhere")
+    assert r.status_code == 404 and r.json()["error"] == "GET /nowhere: Not Found"

@@ -20,8 +20,10 @@ from hftraining.core.jsonio import dumps
 from hftraining.data.feature_table import write_feature_table
 from hftraining.data.features import FEATURES
 from hftraining.data.pipeline import rows_needed
-from hftraining.data.synth import write_synth
-from hftraining.data.validate import check_paths, format_report
+from hftraining.data.synth import DEFAULT_SESSION, DEFAULT_TZ, write_synth
+from hftraining.data.synth import FORMATS as SYNTH_FORMATS
+from hftraining.data.sources import check_paths
+from hftraining.data.validate import format_report
 from hftraining.eval.backtest import format_backtest
 from hftraining.eval.forecasts import format_table
 from hftraining.eval.report import write_report
@@ -29,7 +31,7 @@ from hftraining.inference.ensemble import build_ensemble
 from hftraining.inference.export import export_onnx
 from hftraining.inference.folders import run_folder
 from hftraining.inference.forecaster import Forecaster
-from hftraining.inference.serve import serve
+from hftraining.inference.serve import build_server, resolve_api_key, run_server
 from hftraining.train.logging import setup_console_logging
 from hftraining.workflows import ett
 from hftraining.workflows.evaluate_run import evaluate_and_backtest, evaluation_config, report_dir
@@ -80,12 +82,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+_SERVE_FLAGS = {"host": "host", "port": "port", "max_body_bytes": "max_body_bytes", "max_symbols": "max_symbols",
+                "max_rows": "max_rows", "request_timeout": "request_timeout_s", "keep_alive_timeout": "keep_alive_timeout_s",
+                "cors_origin": "cors_origins"}
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
-    # the serve section's defaults, with the flags that were given
-    given = {k: getattr(args, k) for k in ("host", "port", "max_body_bytes") if getattr(args, k) is not None}
+    # the serve section's defaults, with the flags that were given; the API key never enters the config
+    given = {key: getattr(args, flag) for flag, key in _SERVE_FLAGS.items() if getattr(args, flag) is not None}
     cfg = section_from_dict(ServeConfig, given, "serve")
     validate(Config(serve=cfg))
-    serve(args.model_dir, cfg)
+    prepared = build_server(args.model_dir, cfg, api_key=resolve_api_key(args.api_key, os.environ), insecure=args.insecure)
+    setup_console_logging()  # the access log: one JSON line per request on stderr
+    run_server(prepared)
     return 0
 
 
@@ -184,8 +193,10 @@ def _cmd_data_features(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
-    paths = write_synth(args.out, args.symbols, args.rows, seed=args.seed, freq=args.freq, fmt=args.format)
-    print(f"wrote {len(paths)} file(s) of {args.rows} rows to {args.out}")
+    paths = write_synth(args.out, args.symbols, args.rows, seed=args.seed, freq=args.freq, fmt=args.format,
+                        session=args.session, tz=args.tz)
+    what = "a Parquet dataset" if args.format == "parquet-dataset" else f"{len(paths)} file(s)"
+    print(f"wrote {what} of {args.symbols} symbol(s) × {args.rows} rows to {args.out}")
     return 0
 
 
@@ -273,8 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     tu = sub.add_parser("tune", help="hyperparameter search with Optuna over the config's tune.search_space")
     tu.add_argument("--config", required=True, help="YAML or JSON config with a tune section")
-    tu.add_argument("--trials", type=int, required=True, help="trials in total (over all workers)")
-    tu.add_argument("--storage", help="Optuna storage URL shared by workers, e.g. sqlite:///tune.db")
+    tu.add_argument("--trials", type=int, required=True,
+                    help="trials in total (over all workers); 0: run none, write the report of the stored study")
+    tu.add_argument("--storage", help="Optuna storage shared by workers and machines: journal:///abs/path.log "
+                    "(default: journal:///<out>/tune.journal), postgresql://user@host/db, mysql://user@host/db, "
+                    "or sqlite:///path.db with one worker only")
     tu.add_argument("--study", help="study name (default: tune.study_name or output.experiment_name)")
     tu.add_argument("--workers", type=int, default=1, help="worker processes on this machine sharing --storage")
     tu.add_argument("--out", metavar="DIR", help="folder of the trials and the report (default: runs/tune-<study>)")
@@ -294,6 +308,21 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--port", type=int, help=f"TCP port (serve.port, default {ServeConfig.port})")
     se.add_argument("--max-body-bytes", type=int,
                     help=f"larger requests get 413 (serve.max_body_bytes, default {ServeConfig.max_body_bytes})")
+    se.add_argument("--max-symbols", type=int,
+                    help=f"most symbols per request, 413 beyond (serve.max_symbols, default {ServeConfig.max_symbols})")
+    se.add_argument("--max-rows", type=int,
+                    help=f"most rows per request, all symbols together, 413 beyond (serve.max_rows, default {ServeConfig.max_rows})")
+    se.add_argument("--request-timeout", type=float, metavar="SECONDS",
+                    help=f"408 for a slower body, 503 for a slower prediction (serve.request_timeout_s, default {ServeConfig.request_timeout_s:g})")
+    se.add_argument("--keep-alive-timeout", type=float, metavar="SECONDS",
+                    help=f"idle keep-alive connections close after this (serve.keep_alive_timeout_s, default {ServeConfig.keep_alive_timeout_s:g})")
+    se.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                    help="allow browser calls from ORIGIN (repeatable; serve.cors_origins, default none: no CORS headers)")
+    se.add_argument("--api-key", metavar="KEY",
+                    help="require 'Authorization: Bearer KEY' on every route but /health (prefer the environment "
+                         "variable HFTRAINING_API_KEY: a flag shows in the process list)")
+    se.add_argument("--insecure", action="store_true",
+                    help="allow a non-loopback --host without an API key")
     se.set_defaults(func=_cmd_serve)
 
     e = sub.add_parser("evaluate", help="score a trained model beside naive forecasts")
@@ -369,13 +398,17 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--config", help="YAML or JSON config whose data section applies")
         d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="data setting, e.g. --set invalid_values=ffill (repeatable)")
-    sy = dsub.add_parser("synth", help="write synthetic OHLCV files (one per symbol)")
+    sy = dsub.add_parser("synth", help="write synthetic OHLCV files (one per symbol) or a Parquet dataset")
     sy.add_argument("--symbols", type=int, required=True)
     sy.add_argument("--rows", type=int, required=True, help="rows per symbol")
     sy.add_argument("--out", required=True, metavar="DIR")
     sy.add_argument("--seed", type=int, default=0)
     sy.add_argument("--freq", default="B", help="pandas frequency of the bars (B: business days, 1min, ...)")
-    sy.add_argument("--format", default="csv", choices=["csv", "parquet"])
+    sy.add_argument("--format", default="csv", choices=list(SYNTH_FORMATS),
+                    help="csv / parquet: a file per symbol; parquet-dataset: hive folders symbol=NAME/")
+    sy.add_argument("--session", default=None, metavar="HH:MM-HH:MM",
+                    help=f"bars finer than a day: trading hours on business days (default {DEFAULT_SESSION}; 24h: around the clock)")
+    sy.add_argument("--tz", default=DEFAULT_TZ, help=f"time zone of --session (default {DEFAULT_TZ})")
     sy.set_defaults(func=_cmd_data_synth)
     return p
 

@@ -6,11 +6,14 @@ file data row i (0-based) is on line i + 2.
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import zstandard
 
 OUT = Path(__file__).parent / "bad"
 N = 110
@@ -60,7 +63,11 @@ def main() -> None:
     write("one_row.csv", csv_text(base.iloc[:1]))
     write("too_short.csv", csv_text(base.iloc[:50]))
     write("binary_garbage.csv", bytes(np.random.default_rng(1).integers(128, 256, 400, dtype=np.uint8)))
-    write("decimal_comma.csv", csv_text(base, sep=";", decimal=","))  # every price is "52,74": not a number
+    write("corrupt_gzip.csv.gz", gzip.compress(csv_text(base).encode(), mtime=0)[:-40])  # cut before its end
+    write("corrupt_zstd.csv.zst", b"\x28\xb5\x2f\xfd" + bytes(range(60)))  # a zstd magic number, then garbage
+    write("corrupt_bzip2.csv.bz2", csv_text(base).encode())  # plain text under a .bz2 name
+    spaced = base.assign(Volume=[f"{v:,}".replace(",", " ") for v in base["Volume"]])
+    write("space_thousands.csv", csv_text(spaced))  # every volume is "1 234 567": no number in the column
     write("all_dates_garbage.csv", csv_text(base.assign(Date="someday")))
     write("corrupt.parquet", b"PAR1" + bytes(range(200)) + b"PAR1")
     ragged = csv_text(base).splitlines(keepends=True)
@@ -69,6 +76,36 @@ def main() -> None:
 
     # --- usable files: exit 0, report as listed in tests/test_data_check.py ---
     write("semicolon_delimiter.csv", csv_text(base, sep=";"))
+    write("decimal_comma.csv", csv_text(base, sep=";", decimal=","))  # "52,74": a decimal comma, sniffed
+    write("compressed_gzip.csv.gz", gzip.compress(csv_text(base).encode(), mtime=0))
+    write("compressed_bzip2.csv.bz2", bz2.compress(csv_text(base).encode()))
+    write("compressed_zstd.csv.zst", zstandard.ZstdCompressor(level=3).compress(csv_text(base).encode()))
+    big = base.assign(**{c: base[c] * 100 for c in ("Open", "High", "Low", "Close")})  # prices above 1,000
+    de = pd.DataFrame({"Date": big["Date"], **{c: [f"{x:,.2f}".replace(",", "_").replace(".", ",").replace("_", ".")
+                                                   for x in big[c]] for c in ("Open", "High", "Low", "Close")},
+                       "Volume": [f"{v:,}".replace(",", ".") for v in big["Volume"]]})
+    write("decimal_comma_thousands.csv", csv_text(de, sep=";"))  # "5.274,00" and "1.234.567"
+    write("quoted_thousands.csv", csv_text(base.assign(Volume=[f"{v:,}" for v in base["Volume"]])))  # "1,234,567"
+    some = base.astype({"Volume": object})
+    for r in (4, 30, 77):
+        some.loc[r, "Volume"] = f"{base.loc[r, 'Volume']:,}".replace(",", " ")
+    write("space_thousands_some_rows.csv", csv_text(some))  # lines 6, 32, 79: "1 234 567"
+    late = base.copy()
+    late.loc[50, "Date"] = "2087-06-02"  # line 52: a typo far beyond the file's 2021 range
+    write("outlier_timestamp_late.csv", csv_text(late))
+    early = base.copy()
+    early.loc[80, "Date"] = "1987-03-02"  # line 82: long before the others
+    write("outlier_timestamp_early.csv", csv_text(early))
+    write("empty_volume.csv", csv_text(base.assign(Volume="")))  # FX/index data: no volume at all
+    fx = pd.concat([base.assign(Symbol="AAA"), clean(seed=3).assign(Symbol="FXB", Volume="")])
+    write("empty_volume_long.csv", csv_text(fx))  # one of two symbols has no volume
+    adj = base.copy()
+    factor = np.where(np.arange(N) < 60, 4.0, 1.0)  # a 1:4 split before line 62: Close jumps, Adj Close does not
+    adj["Close"] = (base["Close"] * factor).round(2)
+    for c in ("Open", "High", "Low"):
+        adj[c] = (base[c] * factor).round(2)
+    adj.insert(5, "Adj Close", base["Close"])
+    write("adj_close_and_close.csv", csv_text(adj))
     write("tab_delimiter.csv", csv_text(base, sep="\t"))
     write("utf8_bom.csv", "\ufeff" + csv_text(base))
     mixed = base.copy()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -121,6 +122,10 @@ class DataConfig:
     """A close-to-close move with |log return| above this is a suspicious jump (e.g. an unadjusted split); 0 disables."""
     jumps: Literal["flag", "drop", "error"] = "flag"
     """Suspicious jumps: only report them, drop the row, or stop."""
+    price_adjustment: Literal["adjusted", "raw"] = "adjusted"
+    """A file with both ``Close`` and ``Adj Close``: ``adjusted`` takes the close from ``Adj Close`` and
+    scales open/high/low by Adj Close / Close of the same row (returns then include splits and
+    dividends); ``raw`` takes ``Close`` and ignores ``Adj Close``. The report states which was used."""
     cache_dir: Optional[str] = ".cache/hftraining"
     """Folder of the feature store: every symbol's validated feature rows in memory-mapped float32
     files, keyed by the input files' contents and the data settings, built once and mapped by every
@@ -279,7 +284,19 @@ class ServeConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     """Largest request body accepted; a larger one is answered 413 (``--max-body-bytes``)."""
     max_symbols: int = 1000
-    """Most symbols one ``POST /predict`` may ask for (422 beyond)."""
+    """Most symbols one ``POST /predict`` may ask for; 413 beyond (``--max-symbols``)."""
+    max_rows: int = 200_000
+    """Most OHLCV rows one predict request may carry, all symbols together (a CSV upload: its lines
+    after the header); 413 beyond (``--max-rows``)."""
+    request_timeout_s: float = 30.0
+    """Seconds a request may take: a body that has not arrived by then is answered 408, a prediction
+    that runs longer 503 (``--request-timeout``). The worker thread of a timed-out prediction runs to
+    its end in the background."""
+    keep_alive_timeout_s: float = 5.0
+    """Seconds an idle keep-alive connection stays open (uvicorn's ``timeout_keep_alive``; ``--keep-alive-timeout``)."""
+    cors_origins: list[str] = field(default_factory=list)
+    """Browser origins allowed to call the server (``https://app.example.com``, or ``*``); empty: no CORS
+    headers at all, so browsers block cross-origin calls (``--cors-origin``, repeatable)."""
 
 
 @dataclass
@@ -554,7 +571,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"evaluation.{name}: must be >= {low}, got {getattr(e, name)}")
     if not 0 < cfg.serve.port < 65536:
         raise ConfigError(f"serve.port: must be in 1..65535, got {cfg.serve.port}")
-    positive("serve", cfg.serve, "max_body_bytes", "max_symbols")
+    positive("serve", cfg.serve, "max_body_bytes", "max_symbols", "max_rows", "request_timeout_s", "keep_alive_timeout_s")
+    for i, origin in enumerate(cfg.serve.cors_origins):
+        if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
+            raise ConfigError(f"serve.cors_origins[{i}]: {origin!r} is not an origin (scheme://host[:port], no path) or '*'")
     for name in ("max_test_windows", "baseline_max_windows"):
         if getattr(e, name) is not None and getattr(e, name) < 1:
             raise ConfigError(f"evaluation.{name}: must be >= 1 (or null for all), got {getattr(e, name)}")

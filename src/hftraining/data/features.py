@@ -5,22 +5,45 @@ produces state their parameters. Every value at row t uses rows ≤ t only (TA-L
 causal). Price-level indicators are divided by the close so that prices enter the model as ratios,
 never as raw levels. Warm-up rows that an indicator cannot fill stay NaN here and are dropped by
 :func:`build_features`; nothing is ever filled from later rows.
+
+Features that need volume (:data:`NEEDS_VOLUME`) cannot be computed for a symbol whose volume
+column is empty (FX, indices): :func:`build_features` raises :class:`EmptyVolume` for it, and
+training drops those features for every symbol of the run (:func:`drop_volume_features`, one rule
+for a panel), stating them under ``dropped_features`` in its data report.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import logging
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 import talib
 
+from hftraining.core.config import DataConfig
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.core.registry import Registry
 
+log = logging.getLogger(__name__)
+
 FeatureFn = Callable[..., dict[str, np.ndarray]]
 FEATURES: Registry[FeatureFn] = Registry("feature", "data.features")
+NEEDS_VOLUME = frozenset({"volume_ratio", "obv"})
+"""The registered features computed from the volume column."""
+
+
+class EmptyVolume(DataError):
+    """A symbol whose volume column is empty, asked for features that need volume."""
+
+    def __init__(self, symbol: str, specs: list[str]):
+        self.symbol, self.specs = symbol, list(specs)
+        super().__init__(f"{symbol}: the volume column is empty, and the features {', '.join(self.specs)} need it")
+
+    def __reduce__(self):  # raised in a worker process of the feature store, re-raised in the caller
+        return (EmptyVolume, (self.symbol, self.specs))
 
 
 def _lag_log_return(close: np.ndarray, k: int) -> np.ndarray:
@@ -207,6 +230,33 @@ def compute_features(frame: pd.DataFrame, specs: list[str]) -> pd.DataFrame:
     return pd.DataFrame(values, columns=names, index=frame.index, copy=False)
 
 
+def volume_features(specs: list[str]) -> list[str]:
+    """The specs of ``specs`` that need volume, in order."""
+    return [s for s in specs if parse_spec(s)[0] in NEEDS_VOLUME]
+
+
+def volume_is_empty(frame: pd.DataFrame) -> bool:
+    """Whether a validated frame has rows and no volume in any of them (its volume column was empty)."""
+    return len(frame) > 0 and "volume" in frame.columns and not np.isfinite(frame["volume"].to_numpy(np.float64)).any()
+
+
+def drop_volume_features(d: DataConfig, symbols: list[str]) -> tuple[DataConfig, dict[str, str]]:
+    """The one rule for symbols without volume: when any symbol of a run has an empty volume column,
+    the features that need volume are dropped for every symbol → (data section with the remaining
+    ``features``, {dropped spec: why}). Logged; nothing changes when ``symbols`` is empty. A
+    DataError when no feature would be left."""
+    dropped = volume_features(d.features) if symbols else []
+    if not dropped:
+        return d, {}
+    names = ", ".join(symbols[:3]) + (f" and {len(symbols) - 3} more" if len(symbols) > 3 else "")
+    why = f"volume column is empty ({names})"
+    kept = [s for s in d.features if s not in dropped]
+    if not kept:
+        raise DataError(f"data.features: every feature ({', '.join(dropped)}) needs volume, and the {why}")
+    log.warning("data: features %s dropped for every symbol: %s", ", ".join(dropped), why)
+    return dataclasses.replace(d, features=kept), {s: why for s in dropped}
+
+
 def build_features(
     frame: pd.DataFrame, specs: list[str], symbol: str = "?", values: np.ndarray | None = None
 ) -> tuple[pd.DataFrame, int]:
@@ -215,9 +265,12 @@ def build_features(
     The returned frame keeps ``timestamp`` and ``close`` (for the targets) beside the features.
     ``values``: the (n, F) matrix :func:`compute_features` gave for this frame earlier (the feature
     cache), used instead of computing it again. A NaN after the warm-up (a gap the validator should
-    have caught) is a DataError naming the row.
+    have caught) is a DataError naming the row; a frame without volume and features that need it
+    is :class:`EmptyVolume`.
     """
     if values is None:
+        if volume_is_empty(frame) and volume_features(specs):
+            raise EmptyVolume(symbol, volume_features(specs))
         values, names = _feature_matrix(frame, specs)
     else:
         names = feature_columns(specs)

@@ -4,10 +4,19 @@ A normalised frame has the columns ``timestamp`` (datetime64[ns, UTC]), ``open``
 ``close``, ``volume`` (float64), sorted by time with unique timestamps.
 
 Accepted inputs: a file, a folder of files or a glob (or a list of them); one file per symbol (the
-symbol is the file stem) or one long file with a ``symbol`` column. Column names are matched
-case-insensitively with common aliases (``Date``, ``Datetime``, ``Adj Close``, ``Vol`` ...). CSV
-files may use ``,`` ``;`` tab or ``|`` as delimiter (sniffed from the header) and may start with a
-UTF-8 byte-order mark. Timestamps with a UTC offset are converted to UTC; naive ones are taken as UTC.
+symbol is the file name without its extensions: ``AAPL.csv.gz`` is ``AAPL``) or one long file with a
+``symbol`` column. Column names are matched case-insensitively with common aliases (``Date``,
+``Datetime``, ``Vol`` ...); ``Adj Close`` is kept as ``adj_close`` beside ``close`` (the validator
+applies ``data.price_adjustment``) and is the close when there is no other. CSV files may be
+compressed (``.csv.gz``, ``.csv.bz2``, ``.csv.zst``, read as they are), may use ``,`` ``;`` tab or
+``|`` as delimiter (sniffed from the header) and may start with a UTF-8 byte-order mark.
+
+Numbers: with a ``,`` delimiter the decimal mark is ``.`` and a quoted ``"1,234,567"`` (groups of
+three) is a number. With another delimiter the decimal mark is sniffed from the first rows: a
+decimal comma (``101,5``) when such cells outnumber decimal-point ones (``101.5``); then ``.``
+separates thousands (``1.234.567,5``). A cell that fits neither stays text, and the validator
+reports it (``non_numeric``, naming the column). Timestamps with a UTC offset are converted to
+UTC; naive ones are taken as UTC.
 
 This module only reads (it imports nothing of the package but the errors); the rules that drop or
 repair rows live in :mod:`hftraining.data.validate`, which builds on it.
@@ -15,33 +24,51 @@ repair rows live in :mod:`hftraining.data.validate`, which builds on it.
 
 from __future__ import annotations
 
+import bz2
 import csv
 import glob
+import gzip
 import re
 import warnings
+import zlib
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import zstandard
 
 from hftraining.core.errors import DataError
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 OHLCV = (*PRICE_COLUMNS, "volume")
-SUFFIXES = (".csv", ".parquet", ".pq")
+NUMERIC = (*OHLCV, "adj_close")
+# compression suffix → (pandas' name, what error messages call it)
+COMPRESSION = {".gz": ("gzip", "gzip"), ".bz2": ("bz2", "bzip2"), ".zst": ("zstd", "zstd")}
+SUFFIXES = (".csv", *(f".csv{c}" for c in COMPRESSION), ".parquet", ".pq")
 DELIMITERS = (",", ";", "\t", "|")
+DECOMPRESS_ERRORS = (EOFError, zlib.error, zstandard.ZstdError)  # beside OSError (gzip.BadGzipFile, bz2)
+SNIFF_BYTES = 65536  # the head of a (decompressed) CSV file read to sniff its delimiter and decimal mark
+SNIFF_ROWS = 200
+# a number with a decimal comma, "." grouping thousands: 101,5  1.234,5  -3,25e-2  1.234.567
+COMMA_NUMBER = r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?(?:[eE][+-]?\d+)?"
+# a number with "," grouping thousands (and a decimal point): 1,234,567  1,234.5
+GROUPED_NUMBER = r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?(?:[eE][+-]?\d+)?"
+_COMMA_DECIMAL = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+|\d{1,3}(?:\.\d{3}){2,}")
+_POINT_DECIMAL = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)\.\d+(?:[eE][+-]?\d+)?")
+_EITHER = re.compile(r"[+-]?\d{1,3}\.\d{3}")  # 1.234: one thousand two hundred and thirty-four, or not: no vote
 
 # lower-cased alias → canonical name. An exact canonical name beats an alias ("close" beats "adj close").
 ALIASES = {
     "date": "timestamp", "time": "timestamp", "datetime": "timestamp", "timestamp": "timestamp",
     "ts": "timestamp", "date_time": "timestamp",
     "open": "open", "o": "open", "high": "high", "h": "high", "low": "low", "l": "low",
-    "close": "close", "c": "close", "adj close": "close", "adj_close": "close", "adjclose": "close",
+    "close": "close", "c": "close",
+    "adj close": "adj_close", "adj_close": "adj_close", "adjclose": "adj_close", "adjusted close": "adj_close",
     "volume": "volume", "vol": "volume", "v": "volume", "symbol": "symbol", "ticker": "symbol",
 }
-CANONICAL = ("timestamp", *OHLCV, "symbol")
+CANONICAL = ("timestamp", *OHLCV, "adj_close", "symbol")
 
 
 def sample_data_dir() -> Path:
@@ -58,24 +85,42 @@ def resolve_paths(spec: str | Path | list | None) -> list[Path]:
     for s in specs:
         p = Path(s)
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in SUFFIXES and f.is_file())
+            found = sorted(f for f in p.iterdir() if is_data_file(f) and f.is_file())
             if not found:
-                raise DataError(f"{p}: folder holds no .csv or .parquet files")
+                raise DataError(f"{p}: folder holds no .csv, .csv.gz/.bz2/.zst or .parquet files")
             out += found
         elif p.is_file():
             out.append(p)
         elif any(ch in str(s) for ch in "*?["):
-            found = sorted(Path(f) for f in glob.glob(str(s)) if Path(f).suffix.lower() in SUFFIXES)
+            found = sorted(Path(f) for f in glob.glob(str(s)) if is_data_file(Path(f)))
             if not found:
-                raise DataError(f"{s}: glob matches no .csv or .parquet files")
+                raise DataError(f"{s}: glob matches no .csv, .csv.gz/.bz2/.zst or .parquet files")
             out += found
         else:
             raise DataError(f"{p}: no such file or folder")
     return out
 
 
+def is_data_file(path: Path) -> bool:
+    """Whether a folder's or glob's file is read: its name ends in one of :data:`SUFFIXES`."""
+    return path.name.lower().endswith(SUFFIXES)
+
+
 def is_parquet(path: Path) -> bool:
     return path.suffix.lower() in (".parquet", ".pq")
+
+
+def compression(path: Path) -> str | None:
+    """pandas' name of a CSV file's compression from its last suffix (``gzip``, ``bz2``, ``zstd``), or None."""
+    got = COMPRESSION.get(path.suffix.lower())
+    return got[0] if got else None
+
+
+def symbol_of(path: Path) -> str:
+    """The symbol of a one-symbol file: its name without the compression suffix and the extension
+    (``AAPL.csv.gz`` → ``AAPL``, ``AAPL.parquet`` → ``AAPL``)."""
+    name = path.name[: -len(path.suffix)] if compression(path) else path.name
+    return Path(name).stem
 
 
 def first_row_number(path: Path) -> int:
@@ -83,20 +128,91 @@ def first_row_number(path: Path) -> int:
     return 1 if is_parquet(path) else 2
 
 
-def _sniff_header(path: Path) -> tuple[str, list[str]]:
-    """(delimiter, column names) from the first line of a CSV file."""
-    with open(path, "rb") as fh:
-        head = fh.read(65536)
+def _compressed_error(path: Path, e: BaseException) -> DataError:
+    kind = COMPRESSION[path.suffix.lower()][1] if compression(path) else "the"
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return DataError(f"{path}: cannot read {kind}-compressed file ({msg})")
+
+
+def _head_lines(path: Path) -> list[str]:
+    """The first lines of a CSV file (decompressed), at most :data:`SNIFF_BYTES` of them; a line cut
+    by that limit is left out."""
+    comp = compression(path)
     try:
-        line = head.decode("utf-8-sig").splitlines()[0] if head.strip() else ""
+        opener = {"gzip": gzip.open, "bz2": bz2.open, "zstd": zstandard.open}.get(comp or "", open)
+        with opener(path, "rb") as fh:
+            head = b""
+            while len(head) < SNIFF_BYTES and (chunk := fh.read(SNIFF_BYTES - len(head))):
+                head += chunk
+            more = bool(fh.read(1))
+    except (OSError, *DECOMPRESS_ERRORS) as e:
+        if comp is None:
+            raise DataError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+        raise _compressed_error(path, e) from None
+    if more and b"\n" in head:
+        head = head[: head.rindex(b"\n")]  # the cut line is not looked at
+    try:
+        text = head.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text (is it a CSV file?)") from None
+    return text.splitlines() if text.strip() else []
+
+
+def _sniff_header(path: Path) -> tuple[str, list[str]]:
+    """(delimiter, column names) from the first line of a CSV file."""
+    return _sniff(path)[:2]
+
+
+def _sniff(path: Path) -> tuple[str, list[str], str]:
+    """(delimiter, column names, decimal mark) from the first lines of a CSV file."""
+    lines = _head_lines(path)
+    line = lines[0] if lines else ""
     sep = ","
     if "," not in line and line:
         counts = {d: line.count(d) for d in DELIMITERS[1:]}
         best = max(counts, key=counts.get)
         sep = best if counts[best] else ","
-    return sep, next(csv.reader([line], delimiter=sep), [])
+    names = next(csv.reader([line], delimiter=sep), [])
+    return sep, names, _decimal_mark(lines[1 : SNIFF_ROWS + 1], sep, names)
+
+
+def _decimal_mark(lines: list[str], sep: str, names: list[str]) -> str:
+    """``","`` when the numeric columns of a file not delimited by ``,`` hold more decimal-comma
+    cells (``101,5``, ``1.234.567``) than decimal-point ones (``101.5``); else ``"."``. A cell
+    such as ``1.234`` (either notation) does not count."""
+    if sep == ",":
+        return "."
+    cols = [i for i, n in enumerate(names) if ALIASES.get(n.strip().lower()) in NUMERIC]
+    comma = point = 0
+    try:
+        for row in csv.reader(lines, delimiter=sep):
+            for i in cols:
+                cell = row[i].strip() if i < len(row) else ""
+                if _EITHER.fullmatch(cell):
+                    continue
+                comma += bool(_COMMA_DECIMAL.fullmatch(cell))
+                point += bool(_POINT_DECIMAL.fullmatch(cell))
+    except csv.Error:  # a malformed line: the reader reports it
+        pass
+    return "," if comma > point else "."
+
+
+def parse_numbers(values: pd.Series, decimal: str = ".") -> np.ndarray:
+    """Cells of a text column → float64, NaN where a cell is empty or not a number in the file's
+    notation (``decimal``: see the module docstring; the validator tells the two apart)."""
+    text = values.astype("string").str.strip()
+    num = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    if decimal == ",":
+        # "1.5" is not a number in a decimal-comma file ("1.500" is one thousand five hundred)
+        num[text.str.contains(r"[.,]", regex=True).fillna(False).to_numpy(bool)] = np.nan
+        fits = text.str.fullmatch(COMMA_NUMBER).fillna(False).to_numpy(bool)
+        conv = text[fits].str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+    else:
+        fits = text.str.fullmatch(GROUPED_NUMBER).fillna(False).to_numpy(bool) & np.isnan(num)
+        conv = text[fits].str.replace(",", "", regex=False)
+    if fits.any():
+        num[fits] = pd.to_numeric(conv, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return num
 
 
 def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -106,6 +222,8 @@ def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
         canon = ALIASES.get(str(col).strip().lower())
         if canon:
             by_canon.setdefault(canon, []).append(col)
+    if "adj_close" in by_canon and "close" not in by_canon:  # the only close there is
+        by_canon["close"] = by_canon.pop("adj_close")
     rename = {}
     for canon, cols in by_canon.items():
         exact = [c for c in cols if str(c).strip().lower() == canon]
@@ -117,7 +235,8 @@ def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 def read_table(path: Path) -> pd.DataFrame:
     """Read one file as it is, column names canonicalised. Row i of the result is the file's row i
-    (blank CSV lines are kept as empty rows so that row numbers match the file's line numbers)."""
+    (blank CSV lines are kept as empty rows so that row numbers match the file's line numbers).
+    ``attrs["decimal"]``: the file's decimal mark, for :func:`parse_numbers` of its text cells."""
     try:
         if is_parquet(path):
             df = _read_parquet(path)
@@ -128,20 +247,32 @@ def read_table(path: Path) -> pd.DataFrame:
             else:
                 df = df.reset_index(drop=True)
         else:
-            sep, names = _sniff_header(path)
+            sep, names, decimal = _sniff(path)
             # fast path: an ISO 8601 timestamp column is parsed by the reader (a column that does not
             # parse stays text and goes through parse_timestamps, cell by cell)
             ts_cols = [n for n in names if ALIASES.get(n.strip().lower()) == "timestamp"]
             dates = {"parse_dates": ts_cols[:1], "date_format": "ISO8601"} if len(ts_cols) == 1 and names.count(ts_cols[0]) == 1 else {}
-            df = pd.read_csv(path, sep=sep, encoding="utf-8-sig", skip_blank_lines=False, low_memory=False, **dates)
+            # a decimal-comma file: its numbers are read as text and parsed here ("1.234" is 1234, not 1.234)
+            text = {n: str for n in names if ALIASES.get(n.strip().lower()) in NUMERIC} if decimal == "," else None
+            df = pd.read_csv(path, sep=sep, encoding="utf-8-sig", skip_blank_lines=False, low_memory=False,
+                             compression=compression(path), dtype=text, **dates)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty") from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text (is it a CSV file?)") from None
+    except DECOMPRESS_ERRORS as e:
+        raise _compressed_error(path, e) from None
     except (OSError, ValueError, pd.errors.ParserError) as e:
+        if compression(path) and not isinstance(e, (ValueError, pd.errors.ParserError)):
+            raise _compressed_error(path, e) from None
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"{path}: cannot read ({msg})") from None
-    return canonical_columns(df, path)
+    if not is_parquet(path) and not isinstance(df.index, pd.RangeIndex):
+        # pandas takes the first field(s) of each row as an index when every data row has more fields than the header
+        raise DataError(f"{path}: cannot read (the data rows have {df.index.nlevels} more field(s) than the header line)")
+    df = canonical_columns(df, path)
+    df.attrs["decimal"] = "." if is_parquet(path) else decimal  # the validator parses text cells with it
+    return df
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -203,7 +334,7 @@ def split_symbols(df: pd.DataFrame, path: Path) -> dict[str, pd.DataFrame]:
     """{symbol: rows} of one read table; the symbol is the ``symbol`` column or the file stem.
     Rows with an empty symbol are returned under the key ``""`` (the validator drops them)."""
     if "symbol" not in df.columns:
-        return {path.stem: df}
+        return {symbol_of(path): df}
     sym = df["symbol"].astype("string").str.strip()
     out = {}
     for name, idx in sym.fillna("").groupby(sym.fillna(""), sort=True).groups.items():

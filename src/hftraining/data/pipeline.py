@@ -9,6 +9,7 @@ cache, training, evaluation and prediction all apply it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -17,7 +18,7 @@ import pandas as pd
 
 from hftraining.core.config import DataConfig, duration_ns, section_from_dict, split_date_ns
 from hftraining.core.errors import DataError
-from hftraining.data.features import check_specs, feature_columns, feature_warmup
+from hftraining.data.features import EmptyVolume, check_specs, drop_volume_features, feature_columns, feature_warmup, volume_is_empty
 from hftraining.data.rows import FrameSource, Rows, build_rows
 from hftraining.data.scaling import Scaler
 from hftraining.data.sources import load_and_validate
@@ -257,10 +258,18 @@ def prepare(
     are saved in the preprocessing, so evaluation and prediction cut new data at the same dates.
     """
     check_specs(d.features)
+    dropped: dict[str, str] = {}  # a symbol without volume drops the volume features for all (features.py)
+    if isinstance(frames, Mapping):
+        d, dropped = drop_volume_features(d, [s for s, f in frames.items() if volume_is_empty(f)])
     min_hist = min_history(d)
     needed = rows_needed(d)
     if frames is None:
-        rows, report = data_rows(d)
+        try:
+            rows, report = data_rows(d)
+        except EmptyVolume as e:
+            d, dropped = drop_volume_features(d, [e.symbol])
+            needed = rows_needed(d)
+            rows, report = data_rows(d)
         skipped = report.pop("skipped_symbols")
     else:
         report = {}
@@ -269,6 +278,7 @@ def prepare(
     if skipped:
         log.warning("skipped %d symbol(s) with too few usable rows: %s", len(skipped), ", ".join(skipped))
     report["skipped_symbols"] = skipped
+    report["dropped_features"] = dropped
     if not rows.symbols:
         raise DataError(f"data: no symbol has the {needed.rows} rows one window needs ({needed.why})")
     times = rows.symbol_times()

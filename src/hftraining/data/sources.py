@@ -23,7 +23,7 @@ symbol in two places, ``data.symbols`` naming a symbol that is not there, nothin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -105,7 +105,7 @@ def units(d: DataConfig) -> list[Unit]:
             if io.is_parquet(f) and "symbol" in _parquet_columns(f):
                 col = _parquet_columns(f)["symbol"]
                 out += [Unit("long", str(f), s) for s in _long_symbols(f, col) if wanted is None or s in wanted]
-            elif wanted is None or f.stem in wanted or _has_symbol_column(f):
+            elif wanted is None or io.symbol_of(f) in wanted or _has_symbol_column(f):
                 out.append(Unit("file", str(f)))  # a file of one other symbol is not read at all
     if not out and d.symbols:
         raise DataError(f"data.symbols: {d.symbols[0]!r} not found in the data ({d.data_dir})")
@@ -211,7 +211,7 @@ class Collector:
 
     def skip(self, u: Unit, why: str) -> None:
         """A unit with too few rows in all (its DataError): skipped and reported, not fatal."""
-        self.skipped[u.symbol or Path(u.path).stem] = why
+        self.skipped[u.symbol or io.symbol_of(Path(u.path))] = why
 
     def add(self, u: Unit, symbols: list[str], report: dict[str, Any]) -> None:
         for sym in symbols:
@@ -275,3 +275,30 @@ def load_and_validate(d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[dic
     col = Collector(d, needed)
     frames = dict(validated(d, needed, col))
     return {s: frames[s] for s in col.order()}, col.report()
+
+
+def check_paths(paths: list[str], cfg: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[list[dict[str, Any]], list[str]]:
+    """``hftraining data check``: validate every unit of ``paths`` (files, folders, globs, long
+    Parquet files, hive datasets: exactly what training reads) → (reports of usable units, one error
+    line per unusable unit). An unusable unit never stops the others."""
+    check_policy(cfg)
+    reports: list[dict[str, Any]] = []
+    errors: list[str] = []
+    specs: list[str] = []
+    for p in paths:  # one spec per file (or dataset), so that one unreadable file spoils only itself
+        try:
+            specs += [p] if is_dataset(Path(p)) else [str(f) for f in io.resolve_paths(p)]
+        except DataError as e:
+            errors.append(str(e))
+    for spec in specs:
+        try:
+            found = units(replace(cfg, data_dir=spec))
+        except DataError as e:
+            errors.append(str(e))
+            continue
+        for u in found:
+            try:
+                reports.append(read_unit(u, cfg, needed)[1])
+            except DataError as e:
+                errors.append(str(e))
+    return reports, errors

@@ -56,7 +56,7 @@ FORMAT = 3  # bump when the stored layout or a feature's formula changes
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",
-    "unsorted_timestamps", "jump_threshold", "jumps", "start_date", "end_date",
+    "unsorted_timestamps", "jump_threshold", "jumps", "start_date", "end_date", "price_adjustment",
 )
 ARRAYS = {"features": np.float32, "returns": np.float32, "times": np.int64, "close": np.float64}
 SUFFIX = {"features": "f32", "returns": "f32", "times": "i64", "close": "f64"}

@@ -14,6 +14,9 @@ from scipy.signal import lfilter
 
 from hftraining.core.errors import DataError
 
+DEFAULT_SESSION = "09:30-16:00"  # bars finer than a day: a US equity session ...
+DEFAULT_TZ = "America/New_York"  # ... in its exchange's time zone
+FORMATS = ("csv", "parquet", "parquet-dataset")
 # EGARCH(1,1) on log variance: h_t = ω + β h_{t-1} + α (|z_{t-1}| - E|z|) + γ z_{t-1}
 BETA, ALPHA, GAMMA = 0.97, 0.12, -0.06
 DAILY_VOL = 0.02  # long-run volatility of one bar's log return
@@ -23,11 +26,13 @@ MAX_MOVE = 0.3  # cap on one bar's |log return|, below the validator's default j
 MEAN_REVERSION = 1 - 1e-4  # AR(1) coefficient of the log price
 
 
-def synth_ohlcv(rows: int, seed: int = 0, start: str = "2000-01-03", freq: str = "B", price: float = 100.0) -> pd.DataFrame:
-    """One symbol: ``rows`` bars → frame with timestamp (UTC), open, high, low, close, volume."""
+def synth_ohlcv(rows: int, seed: int = 0, start: str = "2000-01-03", freq: str = "B", price: float = 100.0,
+                session: str | None = None, tz: str = DEFAULT_TZ) -> pd.DataFrame:
+    """One symbol: ``rows`` bars → frame with timestamp (UTC), open, high, low, close, volume.
+    ``session`` (bars finer than a day only): see :func:`bar_times`."""
     if rows < 1:
         raise DataError(f"synth: rows must be >= 1, got {rows}")
-    times = _times(rows, freq, start)
+    times = bar_times(rows, freq, start, session, tz)
     rng = np.random.default_rng(seed)
     z = rng.standard_t(T_DOF, rows) / np.sqrt(T_DOF / (T_DOF - 2))  # unit variance
     e_abs = np.sqrt(2 / np.pi)  # E|z| of a normal; close enough for Student-t(5) scaling here
@@ -52,38 +57,96 @@ def synth_ohlcv(rows: int, seed: int = 0, start: str = "2000-01-03", freq: str =
     return pd.DataFrame({"timestamp": times, "open": open_, "high": high, "low": low, "close": close, "volume": volume})
 
 
-def _times(rows: int, freq: str, start: str) -> pd.DatetimeIndex:
+def _offset(freq: str) -> pd.Timedelta | None:
+    """The fixed length of one bar of ``freq`` if it is shorter than a day, else None."""
     try:
-        return pd.date_range(start, periods=rows, freq=freq, tz="UTC").astype("datetime64[ns, UTC]")
+        off = pd.tseries.frequencies.to_offset(freq)
+        step = pd.Timedelta(off)
+    except (ValueError, TypeError):  # calendar frequencies (B, W, M) have no fixed length
+        return None
+    return step if step < pd.Timedelta("1D") else None
+
+
+def _session(session: str) -> tuple[pd.Timedelta, pd.Timedelta] | None:
+    """``"09:30-16:00"`` → (open, close) as offsets from midnight; ``"24h"`` → None (no sessions)."""
+    if session.lower() in ("24h", "24/7", "none"):
+        return None
+    try:
+        a, b = session.split("-")
+        open_, close = pd.Timedelta(f"{a.strip()}:00"), pd.Timedelta(f"{b.strip()}:00")
+    except ValueError:
+        raise DataError(f"synth: --session {session!r}: expected HH:MM-HH:MM (e.g. 09:30-16:00) or 24h") from None
+    if not pd.Timedelta(0) <= open_ < close <= pd.Timedelta("1D"):
+        raise DataError(f"synth: --session {session!r}: the session must open before it closes, within one day")
+    return open_, close
+
+
+def bar_times(rows: int, freq: str, start: str, session: str | None = None, tz: str = DEFAULT_TZ) -> pd.DatetimeIndex:
+    """``rows`` bar times (UTC). Bars of a day or longer: ``pd.date_range(start, freq=freq)``. Bars
+    finer than a day trade in a session: ``session`` ``"HH:MM-HH:MM"`` in the timezone ``tz`` on business
+    days (default 09:30-16:00 America/New_York: 390 one-minute bars a day, with overnight and weekend
+    gaps; the UTC times follow daylight saving), or ``"24h"`` for bars around the clock."""
+    step = _offset(freq)
+    if step is None and session is not None:
+        raise DataError(f"synth: --session applies to bars shorter than a day, not --freq {freq}")
+    hours = _session(session or DEFAULT_SESSION) if step is not None else None
+    try:
+        if hours is None:
+            return pd.date_range(start, periods=rows, freq=freq, tz="UTC").astype("datetime64[ns, UTC]")
+        open_, close = hours
+        per_day = int((close - open_) // step)
+        if per_day < 1:
+            raise DataError(f"synth: --session {session} holds no bar of --freq {freq}")
+        days = pd.bdate_range(start, periods=-(-rows // per_day))
+        bars = pd.to_timedelta(open_.value + step.value * np.arange(per_day), unit="ns").to_numpy()
+        local = (days.values[:, None] + bars[None, :]).ravel()[:rows]
+        return pd.DatetimeIndex(local).tz_localize(tz).tz_convert("UTC").astype("datetime64[ns, UTC]")
     except (ValueError, OverflowError) as e:  # e.g. 10 million business days run past the year 2262
         msg = str(e).splitlines()[0]
         raise DataError(f"synth: {rows} rows at frequency {freq!r} do not fit ({msg}); use a finer --freq such as 1min") from None
 
 
-def synth_frames(symbols: int, rows: int, seed: int = 0, freq: str = "B") -> dict[str, pd.DataFrame]:
-    """``symbols`` independent series named SYN000, SYN001, ... (each with its own seed and start price)."""
+def _symbols(symbols: int, seed: int):
+    """(name, seed, start price) of each synthetic symbol."""
     if symbols < 1:
         raise DataError(f"synth: symbols must be >= 1, got {symbols}")
     prices = np.random.default_rng(seed).uniform(5, 500, symbols)
-    return {f"SYN{i:03d}": synth_ohlcv(rows, seed=seed * 100_003 + i, freq=freq, price=float(prices[i])) for i in range(symbols)}
+    return [(f"SYN{i:03d}", seed * 100_003 + i, float(prices[i])) for i in range(symbols)]
 
 
-def write_synth(out_dir: str | Path, symbols: int, rows: int, seed: int = 0, freq: str = "B", fmt: str = "csv") -> list[Path]:
-    """Write one file per symbol (``csv`` or ``parquet``) into ``out_dir`` → the paths written."""
-    if fmt not in ("csv", "parquet"):
-        raise DataError(f"synth: format must be csv or parquet, got {fmt!r}")
+def synth_frames(symbols: int, rows: int, seed: int = 0, freq: str = "B", session: str | None = None,
+                 tz: str = DEFAULT_TZ) -> dict[str, pd.DataFrame]:
+    """``symbols`` independent series named SYN000, SYN001, ... (each with its own seed and start price)."""
+    return {name: synth_ohlcv(rows, seed=s, freq=freq, price=price, session=session, tz=tz)
+            for name, s, price in _symbols(symbols, seed)}
+
+
+def write_synth(out_dir: str | Path, symbols: int, rows: int, seed: int = 0, freq: str = "B", fmt: str = "csv",
+                session: str | None = None, tz: str = DEFAULT_TZ) -> list[Path]:
+    """Write the series of :func:`synth_frames` into ``out_dir``, one symbol at a time (memory: one
+    symbol): a file per symbol (``csv``, ``parquet``) or a hive-partitioned Parquet dataset
+    (``parquet-dataset``: ``symbol=SYN000/part-0.parquet``) → the paths written."""
+    if fmt not in FORMATS:
+        raise DataError(f"synth: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    specs = _symbols(symbols, seed)
+    bar_times(rows, freq, "2000-01-03", session, tz)  # fail before writing anything
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"{out}: cannot create folder ({e.strerror})") from None
-    _times(rows, freq, "2000-01-03")  # fail before writing anything
     paths = []
-    for name, frame in synth_frames(symbols, rows, seed, freq).items():
-        p = out / f"{name}.{fmt}"
+    for name, s, price in specs:
+        frame = synth_ohlcv(rows, seed=s, freq=freq, price=price, session=session, tz=tz)
         if fmt == "csv":
+            p = out / f"{name}.csv"
             frame.assign(timestamp=frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_csv(p, index=False, float_format="%.6f")
-        else:
+        elif fmt == "parquet":
+            p = out / f"{name}.parquet"
             frame.to_parquet(p, index=False)
+        else:
+            p = out / f"symbol={name}" / "part-0.parquet"
+            p.parent.mkdir(exist_ok=True)
+            frame.to_parquet(p, index=False, row_group_size=1_000_000)
         paths.append(p)
     return paths

@@ -10,9 +10,11 @@ rule                   what it catches                                          
 ``blank_line``         a line with no value at all                                 dropped
 ``missing_symbol``     long file: empty ``symbol`` cell                            dropped
 ``bad_timestamp``      empty or unparseable timestamp                              dropped
+``outlier_timestamp``  a timestamp far outside the file's range (see below)        dropped
 ``unsorted_timestamp`` a row earlier than a row above it                           ``unsorted_timestamps``: sort (repaired) | drop | error
 ``duplicate_timestamp`` a timestamp seen in another row                            ``duplicate_timestamps``: keep first | last | error
-``non_numeric``        a price/volume cell that is not a number                    ``invalid_values``: drop | ffill | error
+``non_numeric``        a price/volume cell that is not a number (the report        ``invalid_values``: drop | ffill | error
+                       names each column, its count and a first example)
 ``nan_or_inf``         a price/volume cell that is empty, NaN or ±Inf              ``invalid_values``
 ``non_positive_price`` open/high/low/close <= 0                                    ``invalid_values``
 ``negative_volume``    volume < 0 (0 is allowed)                                   ``invalid_values``
@@ -20,6 +22,25 @@ rule                   what it catches                                          
 ``jump``               |log(close_t / close_t-1)| > ``jump_threshold``              ``jumps``: flag | drop | error
 ``too_few_rows``       fewer kept rows than one window needs                       file/symbol unusable
 =====================  ==========================================================  =======================
+
+``outlier_timestamp``: sort the timestamps; at either end, the outermost rows — at most 1% of the
+rows, at least one — are outliers when the gap that separates them from the other rows is longer
+than (a) the whole time span of those other rows, (b) 100× the median spacing of consecutive rows
+and (c) :data:`OUTLIER_MIN_GAP` (7 days, so that a weekend or a holiday in intraday data is never
+one). One row dated 2087 (or 1987) in a 2020–2024 file is that one row, dropped, not a row sorted
+to the end. The rule depends on the file only, never on the clock, so a file's report (and the
+feature store's entry for it) does not change with the day it is checked.
+
+An entirely empty volume column (every cell empty or NaN: FX, indices) is not a per-row defect:
+the rows are kept with NaN volume, the report lists the symbol under ``volume_empty`` and the
+features of ``data.features`` that need volume under ``dropped_features`` (training drops them
+for every symbol; see :func:`hftraining.data.features.drop_volume_features`). A missing volume
+column is still an error.
+
+Close and Adj Close: with both columns, ``data.price_adjustment`` (default ``adjusted``) takes
+the close from Adj Close and multiplies open/high/low by Adj Close / Close of the row (volume is
+unchanged), or (``raw``) takes Close and ignores Adj Close; the report's ``close_column`` says
+which and why. A file with only Adj Close uses it as the close.
 
 Repairs: ``sort`` reorders rows by time (stable); ``ffill`` replaces a bad cell by the same column's
 value in the previous kept row (a row with no previous kept row is dropped — never back-filled);
@@ -41,13 +62,21 @@ import pandas as pd
 from hftraining.core.config import DataConfig
 from hftraining.data import io
 from hftraining.core.errors import ConfigError, DataError
+from hftraining.data.features import volume_features
 
 MAX_ROWS_LISTED = 5  # offending row numbers listed per rule
 VALUE_RULES = ("non_numeric", "nan_or_inf", "non_positive_price", "negative_volume")
 RULES = (
-    "blank_line", "missing_symbol", "bad_timestamp", "unsorted_timestamp", "duplicate_timestamp",
-    *VALUE_RULES, "ohlc_inconsistent", "jump", "too_few_rows",
+    "blank_line", "missing_symbol", "bad_timestamp", "outlier_timestamp", "unsorted_timestamp",
+    "duplicate_timestamp", *VALUE_RULES, "ohlc_inconsistent", "jump", "too_few_rows",
 )
+OUTLIER_MIN_GAP = 7 * 86400 * 10**9  # ns: the shortest gap that can make a timestamp an outlier
+OUTLIER_SPACINGS = 100  # ... and it must exceed this many median spacings
+CLOSE_WHY = {
+    "adjusted": {"used": "Adj Close", "why": "data.price_adjustment=adjusted: the close is Adj Close and "
+                 "open/high/low are scaled by Adj Close / Close of the row, so returns include splits and dividends"},
+    "raw": {"used": "Close", "why": "data.price_adjustment=raw: the close is Close; Adj Close is ignored"},
+}
 
 
 @dataclass
@@ -62,6 +91,9 @@ class Report:
     symbols: dict[str, int] = field(default_factory=dict)
     derived_columns: list[str] = field(default_factory=list)
     skipped_symbols: dict[str, str] = field(default_factory=dict)
+    volume_empty: list[str] = field(default_factory=list)  # symbols whose volume column is empty
+    dropped_features: dict[str, str] = field(default_factory=dict)  # spec of data.features → why
+    close_column: dict[str, str] | None = None  # with Close and Adj Close: which one is the close, and why
 
     def count(self, rule: str, kind: str, rows: np.ndarray) -> None:
         """Record ``len(rows)`` rows (1-based row numbers) as ``kind`` (dropped/repaired/flagged) by ``rule``."""
@@ -71,6 +103,19 @@ class Report:
         entry[kind] += int(len(rows))
         listed = sorted(set(entry["rows"]) | {int(r) for r in np.sort(rows)[:MAX_ROWS_LISTED]})
         entry["rows"] = listed[:MAX_ROWS_LISTED]
+
+    def note_columns(self, rule: str, columns: dict[str, dict[str, Any]]) -> None:
+        """Per column of ``rule``'s cells: {column: {"count", "line" (first row number), "value" (its text)}}."""
+        if not columns:
+            return
+        mine = self.rules.setdefault(rule, {"dropped": 0, "repaired": 0, "flagged": 0, "rows": []}).setdefault("columns", {})
+        for col, e in columns.items():
+            old = mine.get(col)
+            if old is None:
+                mine[col] = dict(e)
+            else:
+                first = e if e["line"] < old["line"] else old
+                mine[col] = {"count": old["count"] + e["count"], "line": first["line"], "value": first["value"]}
 
     @property
     def rows_dropped(self) -> int:
@@ -84,7 +129,11 @@ class Report:
             for k in ("dropped", "repaired", "flagged"):
                 mine[k] += e[k]
             mine["rows"] = sorted(set(mine["rows"]) | set(e["rows"]))[:MAX_ROWS_LISTED]
+            self.note_columns(rule, e.get("columns", {}))
         self.symbols.update(other.symbols)
+        self.volume_empty += [s for s in other.volume_empty if s not in self.volume_empty]
+        self.dropped_features.update(other.dropped_features)
+        self.close_column = self.close_column or other.close_column
         self.skipped_symbols.update(other.skipped_symbols)
         self.derived_columns = sorted(set(self.derived_columns) | set(other.derived_columns))
 
@@ -102,6 +151,9 @@ class Report:
             "symbols": dict(sorted(self.symbols.items())),
             "skipped_symbols": dict(sorted(self.skipped_symbols.items())),
             "derived_columns": self.derived_columns,
+            "volume_empty": self.volume_empty,
+            "dropped_features": self.dropped_features,
+            "close_column": self.close_column,
         }
 
 
@@ -143,6 +195,40 @@ def _where(where: str, line: int, unit: str) -> str:
     return f"{where}: {unit} {line}"
 
 
+def _outlier_timestamps(t: np.ndarray) -> np.ndarray:
+    """Mask of the rows of ``t`` (int64 ns, any order) that the ``outlier_timestamp`` rule drops
+    (see the module docstring): outermost rows cut off from the others by a gap longer than the
+    others' span, :data:`OUTLIER_SPACINGS` median spacings and :data:`OUTLIER_MIN_GAP`."""
+    n = len(t)
+    out = np.zeros(n, dtype=bool)
+    if n < 3:
+        return out
+    s = np.sort(t)
+    gaps = np.diff(s)
+    positive = gaps[gaps > 0]
+    if not len(positive):
+        return out
+    floor = max(float(OUTLIER_SPACINGS) * float(np.median(positive)), float(OUTLIER_MIN_GAP))
+    budget = max(1, n // 100)  # rows per end that may be outliers
+    lo, hi = 0, n  # the kept rows are s[lo:hi]
+    changed = True
+    while changed:
+        changed = False
+        for k in range(budget - (n - hi), 0, -1):  # the late end, the largest group first
+            if hi - k - 1 > lo and (g := float(s[hi - k] - s[hi - k - 1])) > floor and g > float(s[hi - k - 1] - s[lo]):
+                hi, changed = hi - k, True
+                break
+        for k in range(budget - lo, 0, -1):  # the early end
+            if lo + k + 1 < hi and (g := float(s[lo + k] - s[lo + k - 1])) > floor and g > float(s[hi - 1] - s[lo + k]):
+                lo, changed = lo + k, True
+                break
+    if lo:
+        out |= t < s[lo]
+    if hi < n:
+        out |= t > s[hi - 1]
+    return out
+
+
 def validate_frame(
     df: pd.DataFrame,
     cfg: DataConfig,
@@ -150,10 +236,14 @@ def validate_frame(
     first_row: int = 2,
     unit: str = "line",
     line: np.ndarray | None = None,
+    symbol: str | None = None,
+    decimal: str = ".",
 ) -> tuple[pd.DataFrame, Report]:
     """Validate one symbol's rows (canonical column names, as :func:`io.read_table` returns them).
 
-    ``line``: the 1-based row number of each row in its file (default ``first_row + position``).
+    ``line``: the 1-based row number of each row in its file (default ``first_row + position``);
+    ``symbol``: its name in the report (default ``source``); ``decimal``: the decimal mark of text
+    cells (:func:`io.parse_numbers`).
     Returns the normalised frame (see :mod:`hftraining.data.io`) and the report. Raises
     :class:`DataError` for a missing column or a rule whose policy is ``error``. The too-few-rows
     rule is left to the caller (it depends on how the frame is used).
@@ -181,7 +271,7 @@ def validate_frame(
     cols: dict[str, np.ndarray] = {}
     text_bad: dict[str, np.ndarray] = {}
     raw_text: dict[str, np.ndarray] = {}
-    for col in io.OHLCV:
+    for col in io.NUMERIC:
         if col not in df.columns:
             continue
         raw = df[col].reset_index(drop=True)
@@ -189,11 +279,30 @@ def validate_frame(
             cols[col] = raw.to_numpy(dtype=np.float64, na_value=np.nan)
             text_bad[col] = np.zeros(len(raw), dtype=bool)
         else:
-            num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            num = io.parse_numbers(raw, decimal)
             stripped = raw.astype("string").str.strip()
             text_bad[col] = (np.isnan(num) & stripped.notna().to_numpy() & (stripped != "").fillna(False).to_numpy())
             raw_text[col] = raw.to_numpy(dtype=object)
             cols[col] = num
+    if "adj_close" in cols:  # both Close and Adj Close (a lone Adj Close was read as the close)
+        rep.close_column = dict(CLOSE_WHY[cfg.price_adjustment])
+        adj, adj_bad, adj_raw = cols.pop("adj_close"), text_bad.pop("adj_close"), raw_text.pop("adj_close", None)
+        if cfg.price_adjustment == "adjusted":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = adj / cols["close"]
+            for col in ("open", "high", "low"):
+                if col in cols:
+                    cols[col] = cols[col] * ratio  # NaN where the close or Adj Close is bad: that row is dropped
+            close_raw = raw_text.get("close")
+            if adj_raw is not None or close_raw is not None:  # error messages quote the text of the bad cell
+                a = adj_raw if adj_raw is not None else adj.astype(object)
+                c0 = close_raw if close_raw is not None else cols["close"].astype(object)
+                raw_text["close"] = np.where(adj_bad | ~text_bad["close"], a, c0)
+            cols["close"], text_bad["close"] = adj, text_bad["close"] | adj_bad
+    # an entirely empty volume column (FX, indices): kept as NaN, never a per-row defect
+    vol_empty = len(df) > 0 and bool(np.isnan(cols["volume"]).all()) and not text_bad["volume"].any()
+    if vol_empty:
+        rep.volume_empty.append(symbol or source)
     for col in ("open", "high", "low"):
         if col not in cols:  # a close-only file: the bar is the close
             cols[col] = cols["close"].copy()
@@ -209,6 +318,7 @@ def validate_frame(
             rows.take(~mask)
 
     drop(bad_ts, "bad_timestamp")
+    drop(_outlier_timestamps(rows.cols["ts"]), "outlier_timestamp")
 
     # order: sort (repair), drop or error
     t = rows.cols["ts"]
@@ -242,7 +352,7 @@ def validate_frame(
                 dup = same_prev
             drop(dup, "duplicate_timestamp")
 
-    _value_rules(rows, rep, cfg, source, unit, raw_text)
+    _value_rules(rows, rep, cfg, source, unit, raw_text, ("volume",) if vol_empty else ())
     _ohlc_rule(rows, rep, cfg, source, unit)
     _jump_rule(rows, rep, cfg, source, unit)
 
@@ -255,11 +365,14 @@ def validate_frame(
     return out, rep
 
 
-def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str, raw_text: dict) -> None:
+def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str, raw_text: dict,
+                 skip: tuple[str, ...] = ()) -> None:
+    """``skip``: columns not checked (an empty volume column)."""
     c = rows.cols
     n = len(rows)
+    checked = [col for col in io.OHLCV if col not in skip]
     cell_bad: dict[str, dict[str, np.ndarray]] = {r: {} for r in VALUE_RULES}
-    for col in io.OHLCV:
+    for col in checked:
         v = c[col]
         text = c[f"_text_{col}"]
         finite = np.isfinite(v)
@@ -273,6 +386,11 @@ def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: s
     any_bad = np.logical_or.reduce(list(row_bad.values())) if n else np.zeros(0, bool)
     if not any_bad.any():
         return
+    columns = {}
+    for col, m in cell_bad["non_numeric"].items():
+        if m.any() and col in raw_text:  # a column derived from the close is not named again
+            i = int(np.flatnonzero(m)[np.argmin(rows.line[m])])
+            columns[col] = {"count": int(m.sum()), "line": int(rows.line[i]), "value": str(raw_text[col][c["_pos"][i]])}
     if cfg.invalid_values == "error":
         i = int(np.argmax(any_bad))
         for rule in VALUE_RULES:
@@ -290,11 +408,12 @@ def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: s
             rep.count(rule, "dropped", rows.line[m])
             taken |= m
         rows.take(~taken)
+        rep.note_columns("non_numeric", columns)
         return
     # ffill: each bad cell takes the previous row's value of its column; rows with nothing before are dropped
     pos = np.arange(n)
     no_past = np.zeros(n, dtype=bool)
-    for col in io.OHLCV:
+    for col in checked:
         bad = np.logical_or.reduce([cell_bad[r][col] for r in VALUE_RULES if col in cell_bad[r]])
         if not bad.any():
             continue
@@ -308,6 +427,7 @@ def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: s
         taken |= m
         rep.count(rule, "repaired", rows.line[row_bad[rule] & ~no_past])
     rows.take(~taken)
+    rep.note_columns("non_numeric", columns)
 
 
 def _ohlc_rule(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str) -> None:
@@ -357,16 +477,18 @@ def validate_file(path: Path, cfg: DataConfig, needed: RowsNeeded = ANY_ROWS) ->
     """Read and validate one file → ({symbol: frame}, report). Symbols with fewer than
     ``needed.rows`` kept rows are dropped under ``too_few_rows``; a file left with no symbol is a DataError."""
     table = io.read_table(path)
-    return validate_table(table, path, cfg, needed, io.first_row_number(path), "row" if io.is_parquet(path) else "line")
+    return validate_table(table, path, cfg, needed, io.first_row_number(path), "row" if io.is_parquet(path) else "line",
+                          decimal=table.attrs.get("decimal", "."))
 
 
 def validate_table(
     table: pd.DataFrame, path: Path, cfg: DataConfig, needed: RowsNeeded = ANY_ROWS, first: int = 2,
-    unit: str = "line", symbol: str | None = None,
+    unit: str = "line", symbol: str | None = None, decimal: str = ".",
 ) -> tuple[dict[str, pd.DataFrame], Report]:
     """:func:`validate_file` of a table already read (canonical column names) from ``path``; rows
     are numbered from ``first`` in ``unit`` (line or row). ``symbol``: the symbol of a table without a
-    ``symbol`` column (default: the file stem)."""
+    ``symbol`` column (default: the file's, :func:`io.symbol_of`); ``decimal``: the decimal mark of
+    its text cells."""
     if len(table) == 0:
         raise DataError(f"{path}: no data rows (header only)")
     for col in ("timestamp", "close", "volume"):
@@ -384,7 +506,7 @@ def validate_table(
             sub.count("missing_symbol", "dropped", line[~blank])
             rep.merge(sub)
             continue
-        frame, sub = validate_frame(part, cfg, str(path), first, unit, line)
+        frame, sub = validate_frame(part, cfg, str(path), first, unit, line, sym, decimal)
         if 0 < len(frame) < needed.rows:
             sub.count("too_few_rows", "dropped", np.zeros(len(frame), dtype=np.int64))
             sub.rules["too_few_rows"]["rows"] = []  # the whole symbol: no row is at fault
@@ -394,35 +516,24 @@ def validate_table(
             frames[sym] = frame
             sub.symbols[sym] = len(frame)
         rep.merge(sub)
+    if rep.volume_empty:
+        which = "" if "symbol" not in table.columns else f" for {', '.join(rep.volume_empty)}"
+        rep.dropped_features = {f: f"volume column is empty{which}" for f in volume_features(cfg.features)}
     if not frames:
         if rep.skipped_symbols:
             sym, reason = next(iter(rep.skipped_symbols.items()))
             what = f" for symbol {sym}" if "symbol" in table.columns else ""
             raise DataError(f"{path}: too few rows{what}: {reason} ({needed.why})")
+        detail = "".join(f"; {d}" for d in column_details(rep.rules.get("non_numeric", {}), unit))
         raise DataError(f"{path}: no usable rows (all {rep.rows_in} dropped: "
-                        + ", ".join(f"{r} {e['dropped']}" for r, e in rep.rules.items() if e["dropped"]) + ")")
+                        + ", ".join(f"{r} {e['dropped']}" for r, e in rep.rules.items() if e["dropped"]) + ")" + detail)
     return frames, rep
 
 
-def check_paths(paths: list[str], cfg: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[list[dict[str, Any]], list[str]]:
-    """``hftraining data check``: validate every file of ``paths`` → (reports of usable files, one error
-    line per unusable file). An unusable file never stops the others."""
-    check_policy(cfg)
-    reports: list[dict[str, Any]] = []
-    errors: list[str] = []
-    files: list[Path] = []
-    for p in paths:
-        try:
-            files += io.resolve_paths(p)
-        except DataError as e:
-            errors.append(str(e))
-    for path in files:
-        try:
-            _, rep = validate_file(path, cfg, needed)
-            reports.append(rep.to_dict())
-        except DataError as e:
-            errors.append(str(e))
-    return reports, errors
+def column_details(entry: dict[str, Any], unit: str) -> list[str]:
+    """``volume: 12 rows are not numbers (e.g. '1 234' in line 5)`` for each column of a non_numeric entry."""
+    return [f"{col}: {e['count']} {'row is not a number' if e['count'] == 1 else 'rows are not numbers'} "
+            f"(e.g. {e['value']!r} in {unit} {e['line']})" for col, e in entry.get("columns", {}).items()]
 
 
 def format_report(rep: dict[str, Any]) -> str:
@@ -436,8 +547,16 @@ def format_report(rep: dict[str, Any]) -> str:
         parts = [f"{e[k]} {k}" for k in ("dropped", "repaired", "flagged") if e[k]]
         where = f" ({unit} {', '.join(map(str, e['rows']))}{', ...' if sum(e[k] for k in ('dropped', 'repaired', 'flagged')) > len(e['rows']) else ''})" if e["rows"] else ""
         lines.append(f"  {rule}: {', '.join(parts)}{where}")
+        lines += [f"    {d}" for d in column_details(e, rep["row_numbers"])]
     for sym, why in rep["skipped_symbols"].items():
         lines.append(f"  skipped symbol {sym}: {why}")
     if rep["derived_columns"]:
         lines.append(f"  no {'/'.join(rep['derived_columns'])} column: taken from the close")
+    if rep.get("close_column"):
+        lines.append(f"  close: {rep['close_column']['used']} ({rep['close_column']['why']})")
+    if rep.get("volume_empty"):
+        what = ", ".join(rep["volume_empty"])
+        dropped = rep.get("dropped_features") or {}
+        lines.append(f"  volume column is empty ({what}): " + (f"features {', '.join(dropped)} dropped" if dropped
+                                                               else "no feature of data.features needs it"))
     return "\n".join(lines)

@@ -32,21 +32,33 @@ LOOKAHEAD_HIT_RATE = 0.75  # a daily hit rate above this over many periods is no
 LOOKAHEAD_MIN_POSITIONS = 100
 
 
+SESSION_GAP = 3.0  # intraday: a gap longer than this many median bar spacings ends a session
+SESSION_SPAN_DAYS = 28.0  # intraday: sessions per year are counted when the bars span at least this long
+
+
 def infer_periods_per_year(dates: np.ndarray) -> tuple[float, str]:
     """Periods per year of a (T,) int64 ns timestamp axis, and how it was decided.
 
     From the median spacing of distinct timestamps: about a day → 252 trading days (365 when more
-    than 5% of the dates fall on a weekend, as for crypto); a week → 52; a month → 12; intraday →
-    the median number of bars per calendar day × 252 (or × 365 with weekend bars).
+    than 5% of the dates fall on a weekend, as for crypto); a week → 52; a month → 12. Intraday bars
+    are grouped into sessions (a gap longer than ``SESSION_GAP`` median spacings — overnight, lunch,
+    weekend, holiday — ends one): periods per year = the median bars of a session × sessions per year,
+    counted from the session starts when they span ``SESSION_SPAN_DAYS`` days or more (holidays and
+    half-days then count as they occur), else one session per trading day (252, or 365 with weekend
+    sessions). Bars around the clock (one session longer than a day) are bars per day × 365 (or 252).
     """
     u = np.unique(np.asarray(dates, dtype=np.int64))
     if len(u) < 2:
         return 252.0, "fewer than 2 dates: assumed daily (252)"
-    days = np.diff(u) / 86_400e9
+    gaps = np.diff(u)
+    days = gaps / 86_400e9
     med = float(np.median(days))
-    dow = ((u // 86_400_000_000_000) + 3) % 7  # 1970-01-01 was a Thursday; 5, 6 = Saturday, Sunday
-    weekend = float(np.mean(dow >= 5)) > 0.05
-    year_days = 365.0 if weekend else 252.0
+
+    def weekend_share(t: np.ndarray) -> float:
+        dow = ((t // 86_400_000_000_000) + 3) % 7  # 1970-01-01 was a Thursday; 5, 6 = Saturday, Sunday
+        return float(np.mean(dow >= 5))
+
+    year_days = 365.0 if weekend_share(u) > 0.05 else 252.0
     if 0.5 <= med < 4:
         return year_days, f"median spacing {med:.2f} days: daily bars, {year_days:g} per year"
     if 4 <= med < 10:
@@ -54,8 +66,24 @@ def infer_periods_per_year(dates: np.ndarray) -> tuple[float, str]:
     if 20 <= med < 40:
         return 12.0, f"median spacing {med:.0f} days: monthly bars, 12 per year"
     if med < 0.5:
-        per_day = float(np.median(np.unique(u // 86_400_000_000_000, return_counts=True)[1]))
-        return per_day * year_days, f"intraday: median {per_day:g} bars per day × {year_days:g} days"
+        step = float(np.median(gaps))
+        starts = np.concatenate([[0], np.flatnonzero(gaps > SESSION_GAP * step) + 1])
+        lengths = np.diff(np.append(starts, len(u)))
+        inner = lengths[1:-1] if len(lengths) >= 3 else lengths  # the first and last may be cut by the data
+        per_session = float(np.median(inner))
+        span = (u[starts[-1]] - u[starts[0]]) / 86_400e9
+        bar = f"{step / 60e9:g} min" if step < 3600e9 else f"{step / 3600e9:g} h"
+        if per_session * step > 86_400e9:  # around the clock: no overnight gap
+            per_day = 86_400e9 / step
+            return per_day * year_days, f"intraday around the clock: {per_day:g} bars of {bar} per day × {year_days:g} days"
+        if len(starts) >= 2 and span >= SESSION_SPAN_DAYS:
+            per_year = (len(starts) - 1) * 365.25 / span
+            how = f"{per_year:.1f} sessions per year (counted over {span:.0f} days)"
+        else:
+            per_year = 365.0 if weekend_share(u[starts]) > 0.05 else 252.0
+            how = f"{per_year:g} sessions per year (fewer than {SESSION_SPAN_DAYS:g} days to count them over)"
+        return per_session * per_year, (f"intraday sessions (a gap over {SESSION_GAP:g}× the {bar} bar spacing ends one): "
+                                        f"median {per_session:g} bars per session × {how}")
     return 365.25 / med, f"median spacing {med:.1f} days: {365.25 / med:.2f} per year"
 
 

@@ -2,7 +2,7 @@
 
 Endpoints (the OpenAPI schema is at ``/openapi.json``, the interactive docs at ``/docs``):
 
-    GET  /health        {"status": "ok"}
+    GET  /health        {"status": "ok"}  (the one route open without the API key)
     GET  /model         the model's config, preprocessing and training metrics
     POST /predict       JSON {"symbols": {"AEM": [{"timestamp", "open", "high", "low", "close", "volume"}, ...]}}
     POST /predict/csv   multipart upload: ``file`` (CSV; one symbol, or a ``symbol`` column) and ``symbol``
@@ -10,16 +10,21 @@ Endpoints (the OpenAPI schema is at ``/openapi.json``, the interactive docs at `
 Both predict endpoints answer ``{"forecasts": [row, ...]}`` with the rows of
 :meth:`Forecaster.predict` (symbol, as_of, step, forecast_return, ..., quantiles, probabilities).
 The rows go through exactly the validation and features of training. Bad input is a 4xx whose
-``error`` names the field (``symbols.AEM[3].close: Input should be a finite number``); a body larger
-than ``--max-body-bytes`` is a 413. A failing request never stops the server.
+``error`` names the field (``symbols.AEM[3].close: Input should be a finite number``); a request
+beyond a limit of the ``serve`` section is a 413 naming the limit and its key, a request without the
+API key (when one is set) a 401, a prediction slower than ``serve.request_timeout_s`` a 503.
+A failing request never stops the server. The middlewares are in :mod:`.serve_asgi`.
 """
 
 
+import asyncio
+import ipaddress
 import json
 import logging
 import re
 import socket
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Optional, Union
@@ -29,16 +34,19 @@ import pandas as pd
 
 from hftraining.core.config import ServeConfig
 from hftraining.core.errors import UserError
-from hftraining.core.jsonio import dumps, json_safe
+from hftraining.core.jsonio import json_safe
 from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble
 from hftraining.inference.forecaster import Forecaster
+from hftraining.inference.serve_asgi import AccessLog, ApiKey, BodyLimit
 from hftraining.models.outputs import CLASS_NAMES
 
 log = logging.getLogger("hftraining.serve")
 
 TS_MIN = pd.Timestamp.min.ceil("us").to_pydatetime()  # the nanosecond range of pandas, as datetimes
 TS_MAX = pd.Timestamp.max.floor("us").to_pydatetime()
-SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-^=]{0,63}$")
+SYMBOL = re.compile(r"[A-Za-z0-9^][A-Za-z0-9._\-^=]{0,63}")  # fullmatch: "$" would let a final newline through
+SYMBOL_RULE = "a letter, digit or ^, then letters, digits and . _ - ^ =; at most 64"
+API_KEY_ENV = "HFTRAINING_API_KEY"
 
 
 def _require():
@@ -104,16 +112,67 @@ def _loc(loc: tuple | list) -> str:
     return out or "body"
 
 
-def create_app(model_dir: str | Path, cfg: ServeConfig | None = None):
+class Refused(Exception):
+    """A request the server will not serve: answered ``status`` with ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _frames(bars_by_symbol: dict[str, list], min_rows: int) -> dict[str, pd.DataFrame]:
+    """The validated ``Bar`` rows of a ``POST /predict`` as one frame per symbol; UserError naming the field."""
+    frames = {}
+    for sym, bars in bars_by_symbol.items():
+        if not SYMBOL.fullmatch(sym):
+            raise UserError(f"symbols.{sym!r}: not a symbol name ({SYMBOL_RULE})")
+        if not bars:
+            raise UserError(f"symbols.{sym}: no rows (at least {min_rows} needed)")
+        cols: dict[str, list] = {"timestamp": [], "close": [], "volume": []}
+        has = {k: any(getattr(b, k) is not None for b in bars) for k in ("open", "high", "low")}
+        for k, present in has.items():
+            if present:
+                missing = next((i for i, b in enumerate(bars) if getattr(b, k) is None), None)
+                if missing is not None:
+                    raise UserError(f"symbols.{sym}[{missing}].{k}: missing (other rows have it)")
+                cols[k] = []
+        for b in bars:
+            for k in cols:
+                cols[k].append(getattr(b, k))
+        ts = cols["timestamp"]
+        if all(isinstance(t, datetime) for t in ts):
+            for i, t in enumerate(ts):  # pandas holds nanoseconds: 1677-09-22 .. 2262-04-11
+                utc = t if t.tzinfo is None else t.astimezone(timezone.utc).replace(tzinfo=None)
+                if not TS_MIN <= utc <= TS_MAX:
+                    raise UserError(f"symbols.{sym}[{i}].timestamp: {t.isoformat()} is outside the supported "
+                                    f"range {TS_MIN:%Y-%m-%d} .. {TS_MAX:%Y-%m-%d}")
+            cols["timestamp"] = pd.to_datetime(ts, utc=True)
+        elif all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in ts):
+            cols["timestamp"] = np.asarray(ts, dtype=np.float64)
+        else:
+            raise UserError(f"symbols.{sym}: timestamps mix text and numbers")
+        frames[sym] = pd.DataFrame(cols)
+    return frames
+
+
+def _csv_rows(data: bytes) -> int:
+    """Data lines of a CSV upload: its non-blank lines after the header."""
+    return max(0, sum(1 for line in data.splitlines() if line.strip()) - 1)
+
+
+def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: str | None = None):
     """The FastAPI application serving ``model_dir`` (a run, model or ensemble folder) with the
-    limits of ``cfg`` (default: the ``serve`` section's defaults)."""
+    limits of ``cfg`` (default: the ``serve`` section's defaults). ``api_key``: every route but
+    ``GET /health`` needs ``Authorization: Bearer <api_key>`` (None: no key, see :func:`check_exposure`)."""
     _require()
     cfg = cfg or ServeConfig()
-    max_body_bytes, max_symbols = cfg.max_body_bytes, cfg.max_symbols
+    from anyio import to_thread
     from fastapi import FastAPI, File, Form, Request, UploadFile
     from fastapi.exceptions import RequestValidationError
+    from fastapi.middleware.cors import CORSMiddleware
     from fastapi.responses import JSONResponse
     from pydantic import BaseModel, ConfigDict, Field
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     fc = Forecaster.from_pretrained(model_dir)
     info = model_info(fc)
@@ -133,8 +192,9 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None):
     class PredictRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         symbols: dict[str, list[Bar]] = Field(
-            description=f"recent rows per symbol, oldest first; each symbol needs at least {info['min_rows']} rows",
-            min_length=1, max_length=max_symbols,
+            description=f"recent rows per symbol, oldest first; each symbol needs at least {info['min_rows']} rows; "
+                        f"at most {cfg.max_symbols} symbols and {cfg.max_rows} rows in all",
+            min_length=1, max_length=cfg.max_symbols,
         )
 
     class PredictResponse(BaseModel):
@@ -143,7 +203,14 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None):
     app = FastAPI(title="hftraining forecaster", version="1",
                   description=f"Forecasts of the next {fc.preprocessing.horizon} log returns per symbol from recent OHLCV rows.")
     app.state.forecaster = fc
-    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    # outermost first: access log, CORS (answers preflights), API key, body limit (add_middleware prepends)
+    app.add_middleware(BodyLimit, limit=cfg.max_body_bytes, timeout_s=cfg.request_timeout_s)
+    if api_key is not None:
+        app.add_middleware(ApiKey, key=api_key, timeout_s=cfg.request_timeout_s)
+    if cfg.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(AccessLog)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):
@@ -152,14 +219,29 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None):
         if first.get("type") == "json_invalid":
             pos = next((p for p in first.get("loc", ())[1:] if isinstance(p, int)), None)
             msg = "body: not valid JSON" + (f" (at character {pos})" if pos is not None else "")
+        elif tuple(first.get("loc", ())) == ("body", "file") and first.get("type") != "missing":
+            msg = "file: expected a file upload (a multipart part with a filename)"
+        elif first.get("type") == "too_long" and tuple(first.get("loc", ())) == ("body", "symbols"):
+            n = len(first["input"]) if isinstance(first.get("input"), dict) else "more"
+            return JSONResponse({"error": f"symbols: {n} symbols exceeds the limit of {cfg.max_symbols} "
+                                          "(serve.max_symbols, --max-symbols)"}, status_code=413)
         else:
             msg = f"{_loc(first.get('loc', ()))}: {first.get('msg', 'invalid')}"
         detail = [{k: v for k, v in e.items() if k != "input"} for e in errs[:10]]  # bounded: no echo of the body
         return JSONResponse({"error": msg, "detail": json_safe(jsonable(detail)), "n_errors": len(errs)}, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):  # 404, 405, a body that cannot be parsed
+        where = f"{request.method} {request.url.path}" if exc.status_code in (404, 405) else "body"
+        return JSONResponse({"error": f"{where}: {exc.detail}"}, status_code=exc.status_code, headers=exc.headers)
+
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError):
         return JSONResponse({"error": str(exc)}, status_code=422)
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused):
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
@@ -171,6 +253,19 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None):
         out["as_of"] = out["as_of"].map(lambda t: t.isoformat())
         return {"forecasts": json_safe(out.to_dict(orient="records"))}
 
+    async def in_thread(work):
+        """``work()`` on a worker thread, answered 503 after ``request_timeout_s`` (the thread is left
+        to finish: Python cannot stop it, and its result is dropped)."""
+        try:
+            return await asyncio.wait_for(to_thread.run_sync(work, abandon_on_cancel=True), cfg.request_timeout_s)
+        except TimeoutError:
+            raise Refused(503, f"prediction: took longer than the limit of {cfg.request_timeout_s:g} s "
+                               "(serve.request_timeout_s, --request-timeout); the request was not served") from None
+
+    def check_rows(n: int) -> None:
+        if n > cfg.max_rows:
+            raise Refused(413, f"request: {n} rows exceeds the limit of {cfg.max_rows} (serve.max_rows, --max-rows)")
+
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -180,100 +275,31 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None):
         return info
 
     @app.post("/predict", response_model=PredictResponse)
-    def predict(req: PredictRequest) -> dict[str, Any]:
-        frames = {}
-        for sym, bars in req.symbols.items():
-            if not SYMBOL.match(sym):
-                raise UserError(f"symbols.{sym}: not a symbol name (letters, digits and . _ - ^ =, at most 64)")
-            if not bars:
-                raise UserError(f"symbols.{sym}: no rows (at least {info['min_rows']} needed)")
-            cols: dict[str, list] = {"timestamp": [], "close": [], "volume": []}
-            has = {k: any(getattr(b, k) is not None for b in bars) for k in ("open", "high", "low")}
-            for k, present in has.items():
-                if present:
-                    missing = next((i for i, b in enumerate(bars) if getattr(b, k) is None), None)
-                    if missing is not None:
-                        raise UserError(f"symbols.{sym}[{missing}].{k}: missing (other rows have it)")
-                    cols[k] = []
-            for b in bars:
-                for k in cols:
-                    cols[k].append(getattr(b, k))
-            ts = cols["timestamp"]
-            if all(isinstance(t, datetime) for t in ts):
-                for i, t in enumerate(ts):  # pandas holds nanoseconds: 1677-09-22 .. 2262-04-11
-                    utc = t if t.tzinfo is None else t.astimezone(timezone.utc).replace(tzinfo=None)
-                    if not TS_MIN <= utc <= TS_MAX:
-                        raise UserError(f"symbols.{sym}[{i}].timestamp: {t.isoformat()} is outside the supported "
-                                        f"range {TS_MIN:%Y-%m-%d} .. {TS_MAX:%Y-%m-%d}")
-                cols["timestamp"] = pd.to_datetime(ts, utc=True)
-            elif all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in ts):
-                cols["timestamp"] = np.asarray(ts, dtype=np.float64)
-            else:
-                raise UserError(f"symbols.{sym}: timestamps mix text and numbers")
-            frames[sym] = pd.DataFrame(cols)
-        return table_response(fc.predict(frames, strict=True))
+    async def predict(req: PredictRequest) -> dict[str, Any]:
+        check_rows(sum(map(len, req.symbols.values())))
+        return await in_thread(lambda: table_response(fc.predict(_frames(req.symbols, info["min_rows"]), strict=True)))
 
     @app.post("/predict/csv", response_model=PredictResponse)
     async def predict_csv(file: UploadFile = File(..., description="CSV of OHLCV rows"),
                           symbol: Optional[str] = Form(None, description="symbol of a one-symbol file")) -> dict[str, Any]:
         name = symbol or Path(file.filename or "upload").stem
-        if not SYMBOL.match(name):
-            raise UserError(f"symbol: {name!r} is not a symbol name (letters, digits and . _ - ^ =, at most 64)")
+        if not SYMBOL.fullmatch(name):
+            raise UserError(f"symbol: {name!r} is not a symbol name ({SYMBOL_RULE})")
         data = await file.read()
-        with tempfile.TemporaryDirectory(prefix="hftraining-upload-") as tmp:
-            path = Path(tmp) / f"{name}.csv"
-            path.write_bytes(data)
-            try:
-                table = fc.predict(str(path), strict=True)
-            except UserError as e:  # name the upload, not the temporary file
-                raise UserError(str(e).replace(str(path), f"file {file.filename or name}")) from None
-        return table_response(table)
+        check_rows(_csv_rows(data))
+
+        def work() -> dict[str, Any]:
+            with tempfile.TemporaryDirectory(prefix="hftraining-upload-") as tmp:
+                path = Path(tmp) / f"{name}.csv"
+                path.write_bytes(data)
+                try:
+                    return table_response(fc.predict(str(path), strict=True))
+                except UserError as e:  # name the upload, not the temporary file
+                    raise UserError(str(e).replace(str(path), f"file {file.filename or name}")) from None
+
+        return await in_thread(work)
 
     return app
-
-
-class BodyLimit:
-    """ASGI middleware: read a request body of at most ``limit`` bytes (413 beyond, before anything
-    parses it), then hand it to the application in one piece."""
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    async def _reject(self, send, text: str) -> None:
-        body = dumps({"error": text}, indent=None).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            return await self._reject(send, f"request body: {int(declared)} bytes exceeds the limit of {self.limit} (--max-body-bytes)")
-        chunks, size = [], 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                return
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                return await self._reject(send, f"request body: more than {self.limit} bytes (--max-body-bytes)")
-            chunks.append(chunk)
-            if not msg.get("more_body", False):
-                break
-        body, sent = b"".join(chunks), False
-
-        async def replay():
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # after the body: wait for the disconnect as usual
-
-        await self.app(scope, replay, send)
 
 
 def jsonable(obj: Any) -> Any:
@@ -285,6 +311,36 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     return str(obj)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ``::1``: addresses other machines cannot reach."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_api_key(flag: str | None, env: dict[str, str]) -> str | None:
+    """The API key from ``--api-key`` (first) or the ``HFTRAINING_API_KEY`` entry of ``env``; None when
+    neither is set. An empty key or one that cannot travel in a header is a UserError (that never shows it)."""
+    source, key = ("--api-key", flag) if flag is not None else (API_KEY_ENV, env.get(API_KEY_ENV))
+    if key is None:
+        return None
+    if not key:
+        raise UserError(f"{source}: empty; give a key (e.g. `openssl rand -hex 32`) or leave {source} unset")
+    if not re.fullmatch(r"[\x21-\x7e]+", key):
+        raise UserError(f"{source}: the key must be printable ASCII without spaces (it travels in the Authorization header)")
+    return key
+
+
+def check_exposure(host: str, api_key: str | None, insecure: bool) -> None:
+    """Refuse to listen beyond the loopback interface without an API key, unless ``insecure``."""
+    if api_key is None and not insecure and not is_loopback(host):
+        raise UserError(f"--host {host}: not a loopback address and no API key is set; set {API_KEY_ENV} "
+                        "(or --api-key) so requests need the key, or pass --insecure to serve without one")
 
 
 def _check_port(host: str, port: int) -> None:
@@ -301,12 +357,39 @@ def _check_port(host: str, port: int) -> None:
             raise UserError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror})") from None
 
 
-def serve(model_dir: str | Path, cfg: ServeConfig | None = None) -> None:
-    """Run the server of ``model_dir`` with the ``serve`` section ``cfg`` until interrupted."""
+@dataclass
+class Prepared:
+    """A server ready to listen (:func:`build_server`): the ``uvicorn.Server`` and its start-up line."""
+
+    server: Any
+    banner: str
+
+
+def build_server(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: str | None = None,
+                 insecure: bool = False) -> Prepared:
+    """Everything before listening, so that each mistake is a UserError before anything runs: the
+    extra is installed, the host is safe (:func:`check_exposure`), the model loads, the port is free."""
     _require()
     import uvicorn
 
     cfg = cfg or ServeConfig()
-    app = create_app(model_dir, cfg)
+    check_exposure(cfg.host, api_key, insecure)
+    app = create_app(model_dir, cfg, api_key)
     _check_port(cfg.host, cfg.port)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False)
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False,
+                                           timeout_keep_alive=cfg.keep_alive_timeout_s))
+    guard = "API key required" if api_key is not None else "no API key" + (", --insecure" if insecure else ": loopback only")
+    return Prepared(server, f"serving {model_dir} on {cfg.host}:{cfg.port} ({guard})")
+
+
+def run_server(prepared: Prepared) -> None:
+    """Serve until interrupted (the access log goes to the ``hftraining.serve`` logger)."""
+    log.info(prepared.banner)
+    prepared.server.run()
+
+
+def serve(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: str | None = None,
+          insecure: bool = False) -> None:
+    """Run the server of ``model_dir`` with the ``serve`` section ``cfg`` until interrupted; see
+    :func:`create_app` for ``api_key`` and :func:`check_exposure` for ``insecure``."""
+    run_server(build_server(model_dir, cfg, api_key, insecure))

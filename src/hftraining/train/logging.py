@@ -16,8 +16,12 @@ log = logging.getLogger("hftraining")
 
 
 def setup_console_logging(level: int = logging.INFO) -> None:
-    """Plain ``message`` lines on stderr for the ``hftraining`` logger (idempotent)."""
-    if not any(getattr(h, "_hft_console", False) for h in log.handlers):
+    """Plain ``message`` lines on stderr for the ``hftraining`` logger (idempotent; a later call points
+    the handler at the current ``sys.stderr``, which an in-process caller may have replaced)."""
+    handlers = [h for h in log.handlers if getattr(h, "_hft_console", False)]
+    if handlers:
+        handlers[0].stream = sys.stderr  # not setStream: it flushes the old stream, which may be closed
+    else:
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("%(message)s"))
         h._hft_console = True  # type: ignore[attr-defined]

@@ -205,46 +205,68 @@ class MlflowTracker(Tracker):
     """An MLflow run in the store of ``MLFLOW_TRACKING_URI``, else ``sqlite:///<run>/mlruns.db`` (artifacts
     under ``<run>/mlartifacts/``), in the experiment ``output.experiment_name``. Params: the flattened
     resolved config; metrics: every logged step and the ``test_*`` numbers; tag ``verdict``; artifacts:
-    ``final/`` and ``report.html``. ``--resume`` continues the run recorded in tracking.json."""
+    ``final/`` and ``report.html``. ``--resume`` continues the run recorded in tracking.json.
+
+    A run killed after a checkpoint had logged steps past it, which the resumed run redoes; MLflow's
+    metric history cannot be edited, so a redone step already in it is not logged again (the history
+    keeps one value per step: the killed run's, which a deterministic resume redoes bit for bit)."""
 
     name = "mlflow"
 
     def on_start(self, run_dir, config, resume_step):
         _require("mlflow", self.name)
-        from mlflow.entities import Param
         from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
-        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
         env_uri = os.environ.get("MLFLOW_TRACKING_URI")
         uri = env_uri or f"sqlite:///{(run_dir / 'mlruns.db').resolve()}"
-        self.client = MlflowClient(tracking_uri=uri)
         stored = read_tracking(run_dir).get(self.name) if resume_step is not None else None
-        params = {k: (v if isinstance(v, str) else json.dumps(v))[:MAX_PARAM_VAL_LENGTH] for k, v in flat_config(config).items()}
-        if stored:
-            self.run_id = stored["run_id"]
-            try:
-                logged = self.client.get_run(self.run_id).data.params
-                self.client.update_run(self.run_id, status="RUNNING")
-            except MlflowException as e:
+        params = {k: (v if isinstance(v, str) else json.dumps(v))[:MAX_PARAM_VAL_LENGTH]
+                  for k, v in flat_config(config).items()}
+        self.logged: dict[str, set[int]] = {}  # key → the steps past the checkpoint a killed run logged
+        try:
+            self._open(run_dir, config, resume_step, stored, uri, own_store=not env_uri, params=params)
+        except MlflowException as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if stored:
                 raise UserError(
-                    f"{run_dir / TRACKING_FILE}: MLflow run {self.run_id} cannot be continued in {uri} "
-                    f"({str(e).splitlines()[0]}); set MLFLOW_TRACKING_URI to the store that holds it, "
+                    f"{run_dir / TRACKING_FILE}: MLflow run {stored['run_id']} cannot be continued in {uri} "
+                    f"({reason}); set MLFLOW_TRACKING_URI to the store that holds it, "
                     "or remove the mlflow entry to start a new MLflow run"
                 ) from None
+            raise UserError(f"output.report_to: mlflow cannot start a run in {uri} ({reason}); "
+                            "check MLFLOW_TRACKING_URI") from None
+
+    def _open(self, run_dir: Path, config: Config, resume_step: int | None, stored: dict[str, Any] | None,
+              uri: str, own_store: bool, params: dict[str, str]) -> None:
+        """Continue the run ``stored`` (tracking.json's entry) or create one; log the params it lacks."""
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+        from mlflow.utils.validation import MAX_PARAMS_TAGS_PER_BATCH
+
+        self.client = MlflowClient(tracking_uri=uri)
+        if stored:
+            self.run_id = stored["run_id"]
+            run = self.client.get_run(self.run_id)
+            self.client.update_run(self.run_id, status="RUNNING")
+            for key in run.data.metrics:
+                steps = {m.step for m in self.client.get_metric_history(self.run_id, key) if m.step > resume_step}
+                if steps:
+                    self.logged[key] = steps
             # a param cannot change in MLflow: a resumed run adds the keys it lacks and records the
             # values that differ (training.resume_from_checkpoint at least) as tags resumed.<key>
-            changed = {f"resumed.{k}": v for k, v in params.items() if k in logged and logged[k] != v}
+            logged = run.data.params
+            for k, v in params.items():
+                if k in logged and logged[k] != v:
+                    self.client.set_tag(self.run_id, f"resumed.{k}", v)
             params = {k: v for k, v in params.items() if k not in logged}
-            for k, v in changed.items():
-                self.client.set_tag(self.run_id, k, v)
         else:
             name = config.output.experiment_name
             exp = self.client.get_experiment_by_name(name)
             if exp is not None:
                 exp_id = exp.experiment_id
             else:
-                artifacts = None if env_uri else (run_dir / "mlartifacts").resolve().as_uri()
+                artifacts = (run_dir / "mlartifacts").resolve().as_uri() if own_store else None
                 exp_id = self.client.create_experiment(name, artifact_location=artifacts)
             run = self.client.create_run(exp_id, run_name=run_dir.name,
                                          tags={"hftraining.run_dir": str(run_dir.resolve())})
@@ -260,10 +282,11 @@ class MlflowTracker(Tracker):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
+        if values:
+            self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
 
     def on_log(self, step, record):
-        self._metrics(step, scalars(record))
+        self._metrics(step, {k: v for k, v in scalars(record).items() if step not in self.logged.get(k, ())})
 
     def on_eval(self, step, metrics):
         self._metrics(step, {f"test_{k}": v for k, v in metrics.items()})
@@ -284,7 +307,9 @@ class WandbTracker(Tracker):
     run folder (``<dir>/wandb/``); ``WANDB_MODE=offline`` writes it there with no network (``wandb sync``
     uploads it later). Config: the flattened resolved config; history: every logged step against
     ``step``; summary: the ``test/*`` numbers and ``verdict``; artifact ``<run name>-model`` (type model):
-    ``final/`` and ``report.html``. ``--resume`` continues the run id recorded in tracking.json."""
+    ``final/`` and ``report.html``. ``--resume`` continues the run id recorded in tracking.json (offline,
+    each start writes its own ``offline-run-*-<id>`` folder with that id). W&B's history is append-only:
+    after a kill, the steps logged past the checkpoint appear again when the resumed run redoes them."""
 
     name = "wandb"
 
@@ -296,9 +321,14 @@ class WandbTracker(Tracker):
         project = os.environ.get("WANDB_PROJECT") or config.output.experiment_name
         wdir = os.environ.get("WANDB_DIR") or str(run_dir)
         Path(wdir).mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(project=project, id=run_id, name=run_dir.name, dir=wdir, resume="allow",
-                              config=flat_config(config), allow_val_change=True, reinit="create_new",
-                              settings=wandb.Settings(console="off"))  # train.log keeps the console
+        try:
+            self.run = wandb.init(project=project, id=run_id, name=run_dir.name, dir=wdir, resume="allow",
+                                  config=flat_config(config), allow_val_change=True, reinit="create_new",
+                                  settings=wandb.Settings(console="off"))  # train.log keeps the console
+        except wandb.errors.Error as e:  # no API key, no network, a bad WANDB_* setting: the user's to fix
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"output.report_to: wandb cannot start a run ({reason}); log in with `wandb login` "
+                            "or set WANDB_MODE=offline to write the run to disk only") from None
         self.run.define_metric("step")
         self.run.define_metric("*", step_metric="step")
         self.name_ = re.sub(r"[^\w.-]", "-", run_dir.name) or "run"

@@ -10,9 +10,19 @@ per trial, or with ``tune.folds: K`` the mean over K walk-forward folds
 (:mod:`hftraining.workflows.walkforward`) of each fold's validation rows. The test split (and a fold's
 test block) is never scored: a trial trains and stops, it does not run the final test evaluation.
 Every evaluation (each ``evaluation.eval_steps``) is reported to Optuna, whose pruner may stop the
-trial there. Trials share one Optuna storage (default ``sqlite:///<out>/tune.db``), so ``--workers K``
-processes on this machine, or the same command on several machines with a shared database URL
-(e.g. PostgreSQL) and the same ``--study``, run one study together.
+trial there.
+
+Storage (``--storage``, :func:`storage_url`): trials share one Optuna storage, so ``--workers K``
+processes on this machine, or the same command on several machines with the same database URL and
+``--study``, run one study together. ``journal:///abs/path.log`` is Optuna's journal file (safe for
+several processes on one machine, or on a shared file system); the default is
+``journal:///<out>/tune.journal`` whatever ``--workers``. ``postgresql://user@host/db`` (driver:
+psycopg 3, the ``tune`` extra; name another as ``postgresql+DRIVER://``) and ``mysql://...`` are
+Optuna's RDB storage, for several machines. ``sqlite:///path.db`` only with one worker: Optuna
+advises against SQLite for parallel processes. ``--trials 0`` runs nothing and writes the report of
+the study as stored (e.g. once every machine has finished). Each trial's sampler is seeded from
+``(tune.seed, trial number)``: trial numbers are unique in a study, so parallel workers never
+replay each other's draws, and one worker is reproducible.
 
 Written to the output folder (default ``runs/tune-<study>``): ``trial-NNNN/`` run folders,
 ``trials.csv`` (the summary table), ``best_config.yaml`` (a full config with the best values, for
@@ -41,6 +51,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import re
 import typing
 import warnings
 from pathlib import Path
@@ -311,18 +322,115 @@ class Objective:
 # ---------------------------------------------------------------------------------- study
 
 
+STORAGE_FORMS = ("journal:///abs/path.log, sqlite:///path.db (one worker only) or an RDB URL such as "
+                 "postgresql://user@host/db or mysql://user@host/db")
+RDB_SCHEMES = ("postgresql", "mysql")
+# a missing database driver (the module SQLAlchemy imports) → what to install
+DRIVER_PIP = {"psycopg": "pip install 'psycopg[binary]' (or 'hftraining[tune]')", "psycopg2": "pip install psycopg2-binary",
+              "MySQLdb": "pip install mysqlclient", "pymysql": "pip install PyMySQL"}
+
+
+def shown_url(url: str) -> str:
+    """The URL with its password masked, for logs and error messages."""
+    return re.sub(r"(://[^/:@]*):[^/@]*@", r"\1:***@", url)
+
+
+def _scheme(url: str) -> str:
+    """``postgresql+psycopg://...`` → ``postgresql``; a UserError naming --storage when not a known form."""
+    if "://" not in url:
+        raise UserError(f"--storage {shown_url(url)}: not a storage URL; use {STORAGE_FORMS}")
+    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme not in ("journal", "sqlite", *RDB_SCHEMES):
+        raise UserError(f"--storage {shown_url(url)}: unknown scheme {scheme!r}; use {STORAGE_FORMS}")
+    return scheme
+
+
+def storage_url(storage: str | None, workers: int, out: Path) -> str:
+    """The storage URL of the study: ``--storage`` checked against ``--workers`` (SQLite takes one
+    worker), or the default journal file ``<out>/tune.journal``."""
+    if storage is None:
+        return f"journal://{(out / 'tune.journal').resolve()}"
+    scheme = _scheme(storage)
+    if scheme == "sqlite" and workers > 1:
+        raise UserError(f"--storage {shown_url(storage)}: SQLite cannot be shared by --workers {workers} processes; "
+                        f"use journal:///abs/path.log or an RDB URL such as postgresql://user@host/db")
+    if scheme == "journal":
+        path = storage[len("journal://"):]
+        if not path.startswith("/"):
+            raise UserError(f"--storage {storage}: a journal takes an absolute path, journal:///abs/path.log")
+        if not Path(path).parent.is_dir():
+            raise UserError(f"--storage {storage}: folder {Path(path).parent} does not exist")
+    if scheme == "postgresql" and storage.lower().startswith("postgresql://"):
+        # the driver the tune extra installs (SQLAlchemy's default differs between 2.0 and 2.1)
+        storage = "postgresql+psycopg://" + storage[len("postgresql://"):]
+    return storage
+
+
 def _storage(optuna, url: str):
-    if url.startswith("sqlite:"):
-        # a busy timeout: several workers write the same file
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    return url
+    """The Optuna storage object of a URL from :func:`storage_url`; a UserError naming --storage
+    when the database cannot be reached or its driver is missing."""
+    scheme = _scheme(url)
+    if scheme == "journal":
+        journal = getattr(optuna.storages, "journal", None)  # optuna >= 4; JournalFileStorage before
+        backend = journal.JournalFileBackend if journal is not None else optuna.storages.JournalFileStorage
+        return optuna.storages.JournalStorage(backend(url[len("journal://"):]))
+    import sqlalchemy.exc  # optional dependency, Optuna's own
+
+    # a busy timeout for SQLite: the report reads while a trial may write
+    kw = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if scheme == "sqlite" else {}
+    try:
+        return optuna.storages.RDBStorage(url, **kw)
+    except ImportError as e:  # the database driver SQLAlchemy imports for this URL
+        cause = e.__cause__ if isinstance(e.__cause__, ImportError) else e  # Optuna re-raises SQLAlchemy's
+        name = cause.name or str(cause)
+        raise UserError(f"--storage {shown_url(url)}: database driver {name!r} is not installed: "
+                        f"{DRIVER_PIP.get(name, f'pip install {name}')}") from None
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:  # unreachable server, bad URL, no database
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise UserError(f"--storage {shown_url(url)}: {first}") from None
 
 
 def _sampler(optuna, cfg: Config):
+    """The study's sampler. With ``tune.seed``, trial N draws from a sampler seeded by
+    ``(tune.seed, N)``: parallel workers (each its own sampler object) never replay one sequence."""
     t = cfg.tune
-    if t.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=t.seed)
-    return optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=max(1, t.pruner_startup_trials))
+
+    def build(seed: int | None):
+        if t.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, t.pruner_startup_trials))
+
+    if t.seed is None:
+        return build(None)
+
+    class TrialSeeded(optuna.samplers.BaseSampler):
+        """Delegates to a sampler built afresh for each trial (TPE and random search keep no state
+        across trials but their random generator; they read the study's history)."""
+
+        def __init__(self) -> None:
+            self._inner = build(t.seed)
+
+        def before_trial(self, study, trial) -> None:
+            seed = int(np.random.SeedSequence([t.seed & (2**64 - 1), trial.number]).generate_state(1)[0])
+            self._inner = build(seed)
+            self._inner.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study, trial):
+            return self._inner.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self._inner.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            self._inner.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            self._inner.reseed_rng()
+
+    return TrialSeeded()
 
 
 def _pruner(optuna, cfg: Config):
@@ -363,27 +471,35 @@ def run_tune(
     out: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
 ) -> str:
-    """Run ``trials`` trials (split over ``workers`` processes) of the study; write the report files.
-    Returns the printed summary."""
+    """Run ``trials`` trials (split over ``workers`` processes) of the study in ``storage`` (a URL,
+    see :func:`storage_url`; default the journal ``<out>/tune.journal``); write the report files
+    (this process only, once the workers are done). ``trials == 0``: run none, report the stored
+    study. Returns the printed summary."""
     optuna = _optuna()
     overrides = list(overrides)
     cfg = load_config(config_path, overrides)
     space = parse_space(cfg.tune.search_space)
-    if trials < 1:
-        raise ConfigError(f"--trials: must be >= 1, got {trials}")
+    if trials < 0:
+        raise ConfigError(f"--trials: must be >= 0 (0: only the report of the stored study), got {trials}")
     if workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {workers}")
     name = study_name or cfg.tune.study_name or cfg.output.experiment_name
     out = Path(out) if out else Path("runs") / f"tune-{name}"
     out.mkdir(parents=True, exist_ok=True)
-    storage = storage or f"sqlite:///{(out / 'tune.db').resolve()}"
+    storage = storage_url(storage, workers, out)
+    backend = _storage(optuna, storage)
+    if trials == 0:
+        if name not in optuna.get_all_study_names(backend):
+            raise UserError(f"--trials 0: no study {name!r} in --storage {shown_url(storage)} to report on")
+        study = optuna.load_study(study_name=name, storage=backend)
+        return write_study_report(study, cfg, config_path, overrides, space, out)
     try:
-        study = optuna.create_study(study_name=name, storage=_storage(optuna, storage), direction="minimize",
+        study = optuna.create_study(study_name=name, storage=backend, direction="minimize",
                                     sampler=_sampler(optuna, cfg), pruner=_pruner(optuna, cfg), load_if_exists=True)
-    except (ValueError, ImportError) as e:  # a malformed URL or a missing database driver
-        raise UserError(f"--storage {storage}: {str(e).splitlines()[0]}") from None
+    except ValueError as e:  # e.g. a stored study of that name with another direction
+        raise UserError(f"--storage {shown_url(storage)}: {str(e).splitlines()[0]}") from None
     log.info("study %r in %s: %d trial(s), %d worker(s), objective eval_%s on the validation split",
-             name, storage, trials, workers, cfg.evaluation.metric)
+             name, shown_url(storage), trials, workers, cfg.evaluation.metric)
     if workers == 1:
         study.optimize(Objective(config_path, overrides, space, out), n_trials=trials, catch=())
     else:
@@ -399,7 +515,7 @@ def run_tune(
         failed = [p.exitcode for p in procs if p.exitcode]
         if failed:
             log.warning("%d worker(s) exited with an error (exit codes %s)", len(failed), failed)
-        study = optuna.load_study(study_name=name, storage=_storage(optuna, storage))
+        study = optuna.load_study(study_name=name, storage=backend)
     return write_study_report(study, cfg, config_path, overrides, space, out)
 
 

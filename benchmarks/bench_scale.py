@@ -1,0 +1,244 @@
+"""Data at scale: the feature store against in-memory preparation, on synthetic one-minute bars.
+
+    .venv/bin/python benchmarks/bench_scale.py                     # 200 symbols x 500,000 rows = 100M rows
+    .venv/bin/python benchmarks/bench_scale.py --symbols 20 --rows 100000   # a quick run
+
+Prints one table, every figure measured in this run:
+  (a) building the feature store from the Parquet dataset (`hftraining data synth --format
+      parquet-dataset`): rows/s and peak memory, against today's in-memory preparation (all frames
+      validated into memory, then one feature block) on the largest subset it is run on (--mem-symbols);
+  (b) time from process start to the first training step with a warm store;
+  (c) memory per rank and for the node with `torchrun --nproc_per_node=2` on the warm store vs in memory;
+  (d) the training step rate on the store vs in memory (same symbols, same model).
+
+Memory is sampled every 0.2 s over the whole process tree: RSS per process (counts a shared page in
+every process that maps it) and PSS (a shared page divided among the processes that map it, so the
+PSS of all processes is the memory the node really uses). Each stage runs in fresh processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _children(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    procs = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+                procs.setdefault(ppid, []).append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += procs.get(p, [])
+    return out
+
+
+def _mem(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in bytes of one process (0, 0 when it is gone)."""
+    try:
+        rss = pss = 0
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1]) * 1024
+        return rss, pss
+    except OSError:
+        return 0, 0
+
+
+class Sampler:
+    """Peak memory of a process tree: max RSS and PSS of any one process, max of the PSS sum."""
+
+    def __init__(self, pid: int, ranks: bool = False):
+        self.pid, self.ranks = pid, ranks
+        self.peak_rss = self.peak_pss = self.peak_node = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            pids = _children(self.pid)
+            if self.ranks:  # torchrun: the launcher is small; ranks are its python children
+                pids = [p for p in pids if p != self.pid]
+            mems = [_mem(p) for p in pids]
+            if mems:
+                self.peak_rss = max(self.peak_rss, max(m[0] for m in mems))
+                self.peak_pss = max(self.peak_pss, max(m[1] for m in mems))
+                self.peak_node = max(self.peak_node, sum(m[1] for m in mems))
+            time.sleep(0.2)
+
+    def stop(self):
+        self._stop.set()
+        self._t.join()
+
+
+def run(cmd: list[str], ranks: bool = False, env: dict | None = None, marker: str | None = None) -> dict:
+    """Run ``cmd``; wall time, peak memory and (with ``marker``) the time the marker line was printed."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                            env={**os.environ, **(env or {})})
+    s = Sampler(proc.pid, ranks)
+    lines, at = [], None
+    for line in proc.stdout:
+        lines.append(line)
+        if marker and at is None and marker in line:
+            at = time.perf_counter() - t0
+    proc.wait()
+    s.stop()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.stderr.write("".join(lines[-40:]))
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}")
+    return {"wall": wall, "rss": s.peak_rss, "pss": s.peak_pss, "node": s.peak_node, "marker": at, "out": "".join(lines)}
+
+
+def gb(x: int) -> str:
+    return f"{x / 2**30:.2f} GB"
+
+
+# ------------------------------------------------------------------------ child stages (fresh processes)
+
+CHILD = r"""
+import json, sys, time
+t_start = time.perf_counter()
+from hftraining.core.config import Config, DataConfig, load_config
+from hftraining.data.pipeline import prepare, read_frames, data_rows
+args = json.loads(sys.argv[1])
+stage = args["stage"]
+d = DataConfig(**args["data"])
+if stage == "build":
+    rows, rep = data_rows(d)
+    print(json.dumps({"rows_in": rep["rows_in"], "rows": int(len(rows.returns)), "cache": rep["cache"]}))
+elif stage == "memory_prepare":  # today's in-memory path: every frame validated into memory, then one block
+    frames, rep = read_frames(d)
+    p = prepare(d, frames)
+    print(json.dumps({"rows_in": rep["rows_in"], "train_windows": len(p.train)}))
+elif stage == "steps":
+    from hftraining.train.runner import build_trainer
+    cfg = load_config(None, args["overrides"] + [f"output.output_dir={args['run_dir']}", "output.overwrite=true"])
+    cfg.data = d
+    data = prepare(d) if d.cache_dir else prepare(d, read_frames(d)[0])
+    trainer = build_trainer(cfg, data)
+    for _ in range(5):  # warm-up
+        trainer.train_step()
+    t0 = time.perf_counter()
+    for _ in range(args["steps"]):
+        trainer.train_step()
+    dt = time.perf_counter() - t0
+    print(json.dumps({"steps_per_s": args["steps"] / dt}))
+"""
+
+
+def child(stage: str, data: dict, **extra) -> list[str]:
+    return [sys.executable, "-c", CHILD, json.dumps({"stage": stage, "data": data, **extra})]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--symbols", type=int, default=200)
+    ap.add_argument("--rows", type=int, default=500_000)
+    ap.add_argument("--mem-symbols", type=int, default=40, help="symbols of the in-memory comparison")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--work", default="/tmp/hftraining-scale")
+    ap.add_argument("--keep", action="store_true", help="keep the dataset and the store for the next run")
+    a = ap.parse_args()
+    work = Path(a.work)
+    data_dir = work / f"synth-{a.symbols}x{a.rows}"
+    cache = work / "store"
+    n_rows = a.symbols * a.rows
+    table = []
+
+    if not (data_dir / "_SUCCESS").exists():
+        shutil.rmtree(data_dir, ignore_errors=True)
+        g = run([str(BIN / "hftraining"), "data", "synth", "--out", str(data_dir), "--freq", "1min", "--symbols", str(a.symbols),
+                 "--rows", str(a.rows), "--format", "parquet-dataset", "--seed", "7"])
+        (data_dir / "_SUCCESS").touch()
+        table.append(("data synth: 1-min Parquet dataset", f"{n_rows / 1e6:.0f}M rows in {g['wall']:.0f} s",
+                      f"peak RSS {gb(g['rss'])}"))
+    size = sum(f.stat().st_size for f in data_dir.rglob("*.parquet"))
+
+    base = {"data_dir": str(data_dir), "sequence_length": 60, "prediction_horizon": 5, "batch_size": 64,
+            "num_workers": a.workers, "cache_dir": str(cache)}
+    # (a) cold build of the store
+    shutil.rmtree(cache, ignore_errors=True)
+    b = run(child("build", base))
+    built = json.loads(b["out"].strip().splitlines()[-1])
+    table.append((f"(a) store build, {a.workers} workers ({gb(size)} Parquet in)",
+                  f"{built['rows_in'] / 1e6:.0f}M rows in {b['wall']:.0f} s = {built['rows_in'] / b['wall'] / 1e6:.2f}M rows/s",
+                  f"peak PSS of all processes {gb(b['node'])}, largest process RSS {gb(b['rss'])}"))
+    syms = [f"SYN{i:03d}" for i in range(a.mem_symbols)]
+    mem = {**base, "cache_dir": None, "symbols": syms, "num_workers": 0}
+    m = run(child("memory_prepare", mem))
+    got = json.loads(m["out"].strip().splitlines()[-1])
+    table.append((f"(a) in-memory prepare (today's path), {a.mem_symbols} symbols",
+                  f"{got['rows_in'] / 1e6:.0f}M rows in {m['wall']:.0f} s = {got['rows_in'] / m['wall'] / 1e6:.2f}M rows/s",
+                  f"peak RSS {gb(m['rss'])} ({m['rss'] / got['rows_in'] * n_rows / 2**30:.0f} GB at {n_rows / 1e6:.0f}M rows, linear)"))
+
+    # (b) warm start to the first training step: hftraining train, from process start
+    out = work / "runs"
+    train = [str(BIN / "hftraining"), "train", f"data.data_dir={data_dir}", f"data.cache_dir={cache}",
+             "data.sequence_length=60", "data.prediction_horizon=5", "data.batch_size=64", "model.hidden_size=64",
+             "model.num_layers=2", "model.num_heads=4", f"training.max_steps={a.steps}", "training.logging_steps=1",
+             "training.save_steps=0", "evaluation.eval_steps=0", "evaluation.max_eval_batches=20",
+             "evaluation.max_test_windows=20000", "evaluation.baseline_max_windows=200000", "evaluation.report=false",
+             "output.progress_bar=never", f"output.output_dir={out}", "output.overwrite=true"]
+    w = run(train + ["output.experiment_name=warm"], marker="step=1 ")
+    table.append(("(b) warm store: `hftraining train` start to first step", f"{w['marker']:.1f} s" if w["marker"] else "?",
+                  f"whole run ({a.steps} steps + evaluation) {w['wall']:.0f} s, peak RSS {gb(w['rss'])}"))
+
+    # (c) torchrun, 1 and 2 ranks, warm store vs in memory (the in-memory runs on --mem-symbols)
+    tr = [str(BIN / "torchrun"), "--standalone"]
+    rows_c = {}
+    for label, extra in (("store", []), ("memory", ["data.cache_dir=null", "data.symbols=[" + ",".join(syms) + "]"])):
+        for n in (1, 2):
+            r = run(tr + [f"--nproc_per_node={n}", "-m", "hftraining.cli"] + train[1:] + extra
+                    + [f"output.experiment_name=ddp-{label}-{n}"], ranks=True, env={"OMP_NUM_THREADS": "1"})
+            rows_c[(label, n)] = r
+        one, two = rows_c[(label, 1)], rows_c[(label, 2)]
+        what = f"{n_rows / 1e6:.0f}M rows" if label == "store" else f"{a.mem_symbols} symbols"
+        table.append((f"(c) torchrun {label} ({what}): 1 rank / 2 ranks",
+                      f"rank RSS {gb(one['rss'])} / {gb(two['rss'])}, rank PSS {gb(one['pss'])} / {gb(two['pss'])}",
+                      f"node (PSS sum) {gb(one['node'])} / {gb(two['node'])} = {two['node'] / max(one['node'], 1):.2f}x"))
+
+    # (d) step rate, store vs in memory, same symbols and model
+    ov = ["model.hidden_size=64", "model.num_layers=2", "model.num_heads=4", "training.max_steps=1000",
+          "output.progress_bar=never", "output.tensorboard=false"]
+    rate = {}
+    for label, dd in (("store", {**base, "symbols": syms, "num_workers": 0}), ("memory", mem)):
+        r = run(child("steps", dd, overrides=ov, steps=a.steps * 4, run_dir=str(work / f"steps-{label}")))
+        rate[label] = json.loads(r["out"].strip().splitlines()[-1])["steps_per_s"]
+    table.append((f"(d) training steps/s, {a.mem_symbols} symbols", f"store {rate['store']:.1f}, in memory {rate['memory']:.1f}",
+                  f"store / memory = {rate['store'] / rate['memory']:.3f}"))
+
+    print(f"\nbench_scale: {a.symbols} symbols x {a.rows} one-minute rows ({n_rows / 1e6:.0f}M), "
+          f"{os.cpu_count()} CPU cores, {os.sysconf('SC_PHYS_PAGES') * PAGE / 2**30:.0f} GB RAM")
+    w0 = max(len(r[0]) for r in table)
+    for name, x, y in table:
+        print(f"  {name:<{w0}}  {x}  |  {y}")
+    if not a.keep:
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

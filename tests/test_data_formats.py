@@ -1,0 +1,128 @@
+"""Input formats users rely on beyond the corpus: compressed CSV named by its symbol, decimal-comma
+numbers, the timestamp-outlier rule at both ends, and data without volume: training drops the
+volume features for every symbol of the panel, records the features it used, and predicts from
+files without volume (a model that needs volume refuses them in one line)."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hftraining import cli
+from hftraining.core.config import DataConfig, load_config
+from hftraining.core.errors import DataError
+from hftraining.data import io
+from hftraining.data.features import EmptyVolume
+from hftraining.data.pipeline import prepare
+from hftraining.data.sources import load_and_validate
+from hftraining.data.validate import _outlier_timestamps
+from hftraining.inference.forecaster import Forecaster
+from hftraining.workflows.train_run import train
+from conftest import tiny  # noqa: E402
+
+DAY = 86400 * 10**9
+
+
+def _sample(sym: str) -> pd.DataFrame:
+    return pd.read_csv(io.sample_data_dir() / f"{sym}.csv")
+
+
+def _no_volume(tmp_path, sym: str, name: str | None = None):
+    path = tmp_path / f"{name or sym}.csv"
+    _sample(sym).assign(volume="").to_csv(path, index=False)
+    return path
+
+
+def test_compressed_csv_is_read_under_its_symbol_and_folder_lists_it(tmp_path):
+    raw = _sample("AEM")
+    (tmp_path / "AEM.csv.gz").write_bytes(gzip.compress(raw.to_csv(index=False).encode()))
+    frames, report = load_and_validate(DataConfig(data_dir=str(tmp_path)))
+    assert list(frames) == ["AEM"] and len(frames["AEM"]) == len(raw)
+    np.testing.assert_allclose(frames["AEM"]["close"], raw["close"])
+    frames, _ = load_and_validate(DataConfig(data_dir=str(tmp_path), symbols=["AEM"]))
+    assert list(frames) == ["AEM"]
+
+
+def test_decimal_comma_numbers_equal_the_decimal_point_file(tmp_path):
+    raw = _sample("WPM").iloc[:150]
+    raw.to_csv(tmp_path / "A.csv", index=False)
+    raw.to_csv(tmp_path / "B.csv", index=False, sep=";", decimal=",")
+    a = load_and_validate(DataConfig(data_dir=str(tmp_path / "A.csv")))[0]["A"]
+    b = load_and_validate(DataConfig(data_dir=str(tmp_path / "B.csv")))[0]["B"]
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_mixed_notation_cell_in_a_decimal_comma_file_is_reported_not_misread(tmp_path):
+    text = "Date;Close;Volume\n" + "".join(f"2024-01-{d:02d};101,5;1.234\n" for d in range(1, 29))
+    text = text.replace("2024-01-05;101,5", "2024-01-05;101.5")  # a decimal point amid decimal commas
+    (tmp_path / "X.csv").write_text(text)
+    frames, report = load_and_validate(DataConfig(data_dir=str(tmp_path / "X.csv")))
+    assert frames["X"]["close"].tolist() == [101.5] * 27 and (frames["X"]["volume"] == 1234).all()
+    entry = report["files"][0]["rules"]["non_numeric"]
+    assert entry["rows"] == [6] and entry["columns"] == {"close": {"count": 1, "line": 6, "value": "101.5"}}
+
+
+def test_outlier_rule_at_both_ends_and_not_for_a_weekend():
+    daily = pd.bdate_range("2020-01-01", "2024-12-31", unit="ns").asi8
+    t = daily.copy()
+    t[10] = pd.Timestamp("2087-06-02").value  # far after
+    t[500] = pd.Timestamp("1987-03-02").value  # far before
+    assert np.flatnonzero(_outlier_timestamps(t)).tolist() == [10, 500]
+    assert not _outlier_timestamps(daily).any()
+    late = np.r_[daily, pd.Timestamp("2025-06-02").value]  # five months on: the next data, not an outlier
+    assert not _outlier_timestamps(late).any()
+    # minute bars: ten Friday bars, a weekend, then Monday and Tuesday: the weekend gap is no outlier
+    fri = pd.date_range("2024-01-05 15:50", periods=10, freq="1min", unit="ns").asi8
+    rest = np.r_[pd.date_range("2024-01-08 09:30", periods=390, freq="1min", unit="ns").asi8,
+                 pd.date_range("2024-01-09 09:30", periods=390, freq="1min", unit="ns").asi8]
+    assert not _outlier_timestamps(np.r_[fri, rest]).any()
+    assert not _outlier_timestamps(np.r_[fri[:3], rest[:297]]).any()
+
+
+def test_empty_volume_error_crosses_processes():
+    e = pickle.loads(pickle.dumps(EmptyVolume("EURUSD", ["obv_20"])))
+    assert isinstance(e, DataError) and e.symbol == "EURUSD" and "obv_20" in str(e)
+
+
+def test_panel_with_one_symbol_without_volume_drops_the_volume_features_for_all(tmp_path):
+    _sample("AEM").to_csv(tmp_path / "AEM.csv", index=False)
+    _no_volume(tmp_path, "WPM")
+    d = DataConfig(data_dir=str(tmp_path), sequence_length=20, prediction_horizon=3, cache_dir=str(tmp_path / "cache"),
+                   features=["log_return_1", "rsi_14", "volume_ratio_20", "obv_20"])
+    for frames in (None, load_and_validate(d)[0]):  # through the feature store, and from frames
+        p = prepare(d, frames)
+        assert p.preprocessing.features == ["log_return_1", "rsi_14"]
+        assert p.preprocessing.feature_columns == ["log_return_1", "rsi_14"]
+        assert p.preprocessing.data["features"] == ["log_return_1", "rsi_14"]
+        assert set(p.report["dropped_features"]) == {"volume_ratio_20", "obv_20"}
+        assert "WPM" in p.report["dropped_features"]["obv_20"]
+        assert p.train.features.shape[1] == 2 and sorted(p.report["symbols"]) == ["AEM", "WPM"] and len(p.train)
+    with pytest.raises(DataError, match="every feature .*needs volume"):
+        prepare(dataclasses.replace(d, features=["volume_ratio_20"]))
+
+
+def test_train_and_predict_without_volume(tmp_path, capsys):
+    (tmp_path / "fx").mkdir()
+    for sym in ("AEM", "WPM"):
+        _no_volume(tmp_path / "fx", sym)
+    quick = ["training.max_steps=3", "training.save_steps=0", "evaluation.eval_steps=0", "evaluation.report=false"]
+    cfg = load_config(None, tiny(tmp_path / "run", f"data.data_dir={tmp_path / 'fx'}", *quick))
+    train(cfg)
+    fc = Forecaster.from_pretrained(tmp_path / "run")
+    assert "volume_ratio_20" not in fc.preprocessing.features and fc.preprocessing.features
+    table = fc.predict(str(tmp_path / "fx" / "AEM.csv"))
+    assert len(table) == 3 and np.isfinite(table["forecast_return"]).all()
+    assert cli.main(["predict", str(tmp_path / "run"), "--data", str(tmp_path / "fx")]) == 0
+    capsys.readouterr()
+    # a model trained with volume refuses data without it, in one line naming the symbol and the features
+    with_vol = load_config(None, tiny(tmp_path / "vol", *quick))
+    train(with_vol)
+    code = cli.main(["predict", str(tmp_path / "vol"), "--data", str(tmp_path / "fx" / "AEM.csv")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "AEM: the volume column is empty, and the features volume_ratio_20 need it" in err[0]

@@ -1,0 +1,101 @@
+"""The model card final/README.md: what it states matches the run (eval.json, data_report.json, the
+weights), its YAML front matter parses, and loading the folder ignores it."""
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import yaml
+
+from hftraining.core.config import load_config
+from hftraining.data.io import sample_data_dir
+from hftraining.eval.forecasts import label
+from hftraining.eval.model_card import CARD_NAME, headline_metrics
+from hftraining.inference.forecaster import Forecaster
+from hftraining.train.runner import training_run
+from hftraining.workflows.train_run import train
+from conftest import tiny  # noqa: E402
+
+FAST = ("training.save_steps=0", "evaluation.eval_steps=0", "evaluation.report=false",
+        "evaluation.baseline_max_windows=200")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("card") / "run"
+    train(load_config(None, tiny(out, "training.max_steps=8", *FAST)))
+    return out
+
+
+def _split(card: str) -> tuple[dict, str]:
+    """(the YAML front matter, the Markdown body)."""
+    assert card.startswith("---\n"), card[:80]
+    front, body = card[4:].split("\n---\n", 1)
+    return yaml.safe_load(front), body
+
+
+def _read(path):
+    return json.loads(path.read_text())
+
+
+def test_card_states_the_model_the_data_and_the_verdict_of_the_run(run):
+    card = (run / "final" / CARD_NAME).read_text(encoding="utf-8")
+    meta, body = _split(card)
+    ev, rep = _read(run / "eval.json"), _read(run / "data_report.json")
+    n_params = Forecaster.from_pretrained(run).model.num_parameters()
+    assert meta["model_type"] == "transformer" and meta["library_name"] == "hftraining"
+    assert meta["parameters"] == n_params
+    assert f"A `transformer` model ({n_params:,} parameters)" in body
+    assert meta["trained_steps"] == 8 and meta["horizon"] == 3 and meta["sequence_length"] == 20
+    assert meta["symbols"] == rep["symbols"] == ["AEM", "WPM"]
+    assert "| symbols | 2: AEM, WPM |" in body
+    split = rep["split"]
+    assert f"validation from {split['val_from'][:10]}" in body and f"test from {split['test_from'][:10]}" in body
+    # the strongest baseline and the verdict exactly as eval.json has them
+    sb = ev["strongest_baseline"]["name"]
+    assert meta["strongest_baseline"] == sb
+    assert f"| {label(sb)} (strongest baseline) |" in body
+    assert meta["evaluated"] is True and meta["verdict"] == ev["verdict"]
+    assert f"## Verdict\n\n{ev['verdict']}\n" in body
+    assert f'Forecaster.from_pretrained("{run / "final"}")' in body
+
+
+def test_front_matter_test_metrics_are_eval_json_numbers(run):
+    meta, _ = _split((run / "final" / CARD_NAME).read_text(encoding="utf-8"))
+    ev = _read(run / "eval.json")
+    expected = headline_metrics(ev)  # the numbers eval.json holds (a null there is not a number)
+    assert {"mse", "mae", "mse_vs_zero", "zero_mse", "strongest_baseline_mse", "mse_vs_strongest_baseline",
+            "dm_p_vs_zero", "dm_p_vs_strongest_baseline"} <= set(expected)
+    got = meta["test_metrics"]
+    assert {k: v for k, v in got.items() if v is not None} == expected  # unrounded, exactly
+    assert expected["mse"] == ev["model"]["mse"] and expected["mse_vs_zero"] == ev["mse_vs_zero"]
+    assert expected["strongest_baseline_mse"] == ev["strongest_baseline"]["mse"]
+    for k in set(got) - set(expected):  # a metric with no value (the rank IC of 2 symbols) is null on both
+        assert got[k] is None, k
+
+
+@pytest.mark.parametrize("variant", ["present", "deleted", "garbage"])
+def test_loading_ignores_the_card(run, tmp_path, variant):
+    folder = tmp_path / "model"
+    shutil.copytree(run / "final", folder)
+    if variant == "deleted":
+        (folder / CARD_NAME).unlink()
+    elif variant == "garbage":
+        (folder / CARD_NAME).write_bytes(b"\xff\xfe\x00---\nnot: [yaml\n\x80\x81 garbage")
+    files = [str(sample_data_dir() / f"{s}.csv") for s in ("AEM", "WPM")]
+    reference = Forecaster.from_pretrained(run / "final", precision="fp32").predict(files)
+    got = Forecaster.from_pretrained(folder, precision="fp32").predict(files)
+    assert len(got) == 2 * 3
+    pd.testing.assert_frame_equal(got, reference)
+
+
+def test_card_before_evaluation_says_it_is_not_evaluated(tmp_path):
+    """Runs that never score the test split (tune trials, walk-forward folds) keep the first card."""
+    cfg = load_config(None, tiny(tmp_path / "run", "training.max_steps=2", *FAST))
+    with training_run(cfg) as done:
+        meta, body = _split((done.run_dir / "final" / CARD_NAME).read_text(encoding="utf-8"))
+    assert meta["evaluated"] is False
+    assert "verdict" not in meta and "test_metrics" not in meta
+    assert "Test metrics were not computed" in body and f"hftraining evaluate {done.run_dir}" in body
+    assert meta["parameters"] == done.model.num_parameters()
