@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 import json
 
 import numpy as np
@@ -83,13 +84,25 @@ def test_store_in_memory_and_workers_give_the_same_rows_and_windows(tmp_path):
     a, b = prepare(mem), prepare(d)
     pa_, pb_ = a.preprocessing.to_dict(), b.preprocessing.to_dict()
     assert {**pa_, "data": None} == {**pb_, "data": None}  # the data sections differ in cache_dir only
+    # a warm start maps the window index and the scaler statistics the first run left in the entry
+    c = prepare(d)
+    assert c.preprocessing.to_dict() == pb_
+    store = Path(b.report["store"])
+    assert len(list(store.glob("windows-*.ends"))) == 3 and len(list(store.glob("stats-*.json"))) == 1
     for split in ("train", "val", "test"):
-        wa, wb = a.split(split), b.split(split)
-        np.testing.assert_array_equal(wa.ends, wb.ends)
+        wa, wb, wc = a.split(split), b.split(split), c.split(split)
+        assert isinstance(wc.ends, np.memmap) and isinstance(wc.symbol_ids, np.memmap)
+        for w in (wb, wc):
+            np.testing.assert_array_equal(wa.ends, w.ends)
+            np.testing.assert_array_equal(wa.symbol_ids, w.symbol_ids)
+            np.testing.assert_array_equal(wa.segment_first, w.segment_first)
         idx = np.arange(min(len(wa), 50))
-        ba, bb = wa.batch(idx), wb.batch(idx)
+        ba, bb, bc = wa.batch(idx), wb.batch(idx), wc.batch(idx)
         for key in ("x", "past", "y"):
-            assert ba[key].equal(bb[key])
+            assert ba[key].equal(bb[key]) and ba[key].equal(bc[key])
+    # a split at other dates indexes (and remembers) its own windows
+    other = prepare(dataclasses.replace(d, train_ratio=0.5))
+    assert len(other.train) < len(a.train) and len(list(store.glob("windows-*.ends"))) == 6
 
 
 def _hive(tmp_path, frames):

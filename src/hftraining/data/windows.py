@@ -25,7 +25,7 @@ class WindowSet:
 
     features: np.ndarray  # (N, F) float32, unscaled; shared by the splits (each only indexes it)
     returns: np.ndarray  # (N,) float32, log return of row t over row t-1 (unscaled)
-    ends: np.ndarray  # (W,) int64 row of each window's last input step
+    ends: np.ndarray  # (W,) int32 (int64 from 2^31 rows) row of each window's last input step
     symbol_ids: np.ndarray  # (W,) int32 index into ``symbols``
     segment_first: np.ndarray  # (S,) int64 first row of each symbol's segment: earlier steps are padding
     row_times: np.ndarray  # (N,) int64 ns since epoch (UTC) of each row
@@ -123,6 +123,50 @@ class WindowSet:
         return self.scaled_returns(self.ends[:, None] + self._offsets()[1])
 
 
+MATERIALIZED_MAX = 1 << 24
+"""Training splits of up to this many windows (16.8M) are shuffled by ``numpy``'s permutation, made
+whole at each epoch's start; larger ones by a :class:`FeistelPermutation` computed per batch (a
+70M-window permutation takes 7 s and 560 MB per process)."""
+
+
+class FeistelPermutation:
+    """A pseudo-random permutation of ``range(n)`` evaluated at any positions without materialising
+    it: a balanced 4-round Feistel network on the 2k bits with 4^k >= n, round keys drawn from
+    ``numpy.random.default_rng(seed)``, a splitmix64 round function, and cycle walking (an output
+    >= n is encrypted again, which keeps it a bijection on ``range(n)``; fewer than 4 rounds of
+    walking are expected). ``perm(positions)`` → the windows at those positions of the order."""
+
+    ROUNDS = 4
+
+    def __init__(self, n: int, seed):
+        self.n = int(n)
+        bits = max(2, int(np.ceil(np.log2(max(self.n, 2)))))
+        self.half = np.uint64((bits + 1) // 2)
+        self.mask = np.uint64((1 << int(self.half)) - 1)
+        self.keys = np.random.default_rng(seed).integers(0, 2**63, size=self.ROUNDS, dtype=np.uint64)
+
+    def _round(self, r: np.ndarray, key: np.uint64) -> np.ndarray:
+        z = r ^ key
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return (z ^ (z >> np.uint64(31))) & self.mask
+
+    def _encrypt(self, x: np.ndarray) -> np.ndarray:
+        left, right = x >> self.half, x & self.mask
+        for key in self.keys:
+            left, right = right, left ^ self._round(right, key)
+        return (left << self.half) | right
+
+    def __call__(self, positions: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):  # the round function multiplies modulo 2^64
+            out = self._encrypt(np.asarray(positions, dtype=np.uint64))
+            walk = out >= self.n
+            while walk.any():
+                out[walk] = self._encrypt(out[walk])
+                walk = out >= self.n
+        return out.astype(np.int64)
+
+
 class EpochSampler:
     """Shuffled batches of window indices, epoch after epoch, with a resumable position.
 
@@ -138,27 +182,35 @@ class EpochSampler:
         self.n, self.batch_size, self.seed, self.drop_last = n, batch_size, seed, drop_last
         self.rank, self.world_size = rank, world_size
         self.epoch, self.position = 0, 0  # position: windows of this epoch's order consumed, all ranks together
-        self._order: np.ndarray | None = None
+        self._order: np.ndarray | FeistelPermutation | None = None
 
-    def _epoch_order(self) -> np.ndarray:
-        perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+    @property
+    def epoch_length(self) -> int:
+        """Windows drawn per epoch (all ranks together): a whole number of global batches with ``drop_last``."""
         step = self.batch_size * self.world_size
-        return perm[: (self.n // step) * step] if self.drop_last else perm
+        return (self.n // step) * step if self.drop_last else self.n
+
+    def _epoch_order(self) -> np.ndarray | FeistelPermutation:
+        if self.n > MATERIALIZED_MAX:  # computed per batch: no pass over every window at the first step
+            return FeistelPermutation(self.n, [self.seed, self.epoch])
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
 
     def next_batch(self) -> np.ndarray:
         if self._order is None:
             self._order = self._epoch_order()
-        if self.position >= len(self._order):
+        if self.position >= self.epoch_length:
             self.epoch, self.position = self.epoch + 1, 0
             self._order = self._epoch_order()
-        glob = self._order[self.position : self.position + self.batch_size * self.world_size]
-        self.position += len(glob)
+        stop = min(self.position + self.batch_size * self.world_size, self.epoch_length)
+        order = self._order
+        glob = order[self.position : stop] if isinstance(order, np.ndarray) else order(np.arange(self.position, stop))
+        self.position = stop
         share = -(-len(glob) // self.world_size)  # ceil: the last, short batch of an epoch without drop_last
         return glob[self.rank * share : (self.rank + 1) * share]
 
     def at_epoch_end(self) -> bool:
         """True when the last batch drawn was the last of its epoch."""
-        return self._order is not None and self.position >= len(self._order)
+        return self._order is not None and self.position >= self.epoch_length
 
     def state_dict(self) -> dict[str, int]:
         return {"seed": self.seed, "epoch": self.epoch, "position": self.position}

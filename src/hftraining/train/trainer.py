@@ -80,6 +80,7 @@ class Trainer:
         self.run_dir, self.resume_path = run_dir, resume_path
         self.ckpt_root = self.run_dir / "checkpoints"
         self.data = data
+        self.val_windows = data.val.thin(cfg.evaluation.max_val_windows)  # the same windows at every evaluation
         pre = self.data.preprocessing
         if model is None:  # ``model``: one the caller built (the ETT benchmark's multivariate models)
             model = build_model(cfg.model, len(pre.feature_columns), pre.horizon, pre.seq_len)
@@ -266,7 +267,7 @@ class Trainer:
 
     def _validate(self, step: int, max_batches: int | None) -> dict[str, float]:
         """Score the validation split, log it, track the best step, call ``on_evaluate``."""
-        metrics = self.evaluate(self.data.val, max_batches)
+        metrics = self.evaluate(self.val_windows, max_batches)
         self.logger.log({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}})
         self._after_eval(metrics)
         if self.on_evaluate is not None:
@@ -297,6 +298,9 @@ class Trainer:
             self.cfg.model.type, f"{n_params:,}", len(self.data.train), len(self.data.val), len(self.data.test),
             len(pre.feature_columns), pre.seq_len, pre.horizon, self.device, self.precision, self.info.world_size,
         )
+        if len(self.val_windows) < len(self.data.val):
+            self.logger.info("validating on %d of the %d validation windows, evenly spaced (evaluation.max_val_windows)",
+                             len(self.val_windows), len(self.data.val))
         self.model.train()
         optim.set_train_mode(self.optimizer, True)
         window_start, samples = time.perf_counter(), 0

@@ -151,7 +151,8 @@ class EttData:
 def window_set(z: np.ndarray, times: np.ndarray, start: int, stop: int, seq_len: int, horizon: int) -> WindowSet:
     """The stride-1 windows of rows [start, stop) of the (T, C) series ``z``: inputs and targets both
     read ``z`` (``x`` and ``y`` of a batch are (B, L, C) and (B, H, C))."""
-    ends = np.asarray(window_ends(Segment(start, stop), seq_len, horizon), dtype=np.int64)
+    r = window_ends(Segment(start, stop), seq_len, horizon)
+    ends = np.arange(r.start, r.stop, r.step, dtype=np.int64)
     return WindowSet(features=z, returns=z, ends=ends, symbol_ids=np.zeros(len(ends), np.int32),
                      segment_first=np.array([start], np.int64), row_times=times, row_close=np.zeros(len(z)),
                      symbols=[SERIES], seq_len=seq_len, horizon=horizon)
@@ -330,7 +331,7 @@ def trainer_config(s: TrainSettings, model_cfg: ModelConfig, n_train: int, seq_l
             seed=s.seed, logging_steps=every, save_steps=every, save_total_limit=1, early_stopping_patience=s.patience,
             load_best_model_at_end=True,
         ),
-        evaluation=EvaluationConfig(eval_steps=every, metric="mse", report=False),
+        evaluation=EvaluationConfig(eval_steps=every, metric="mse", report=False, max_val_windows=None),  # the protocol: all of val
         output=OutputConfig(output_dir=str(run_dir), overwrite=True, tensorboard=False, progress_bar="never"),
     )
 
