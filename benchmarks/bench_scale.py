@@ -134,6 +134,24 @@ elif stage == "memory_prepare":  # today's in-memory path: every frame validated
     frames, rep = read_frames(d)
     p = prepare(d, frames)
     print(json.dumps({"rows_in": rep["rows_in"], "train_windows": len(p.train)}))
+elif stage == "rate":  # the store and the in-memory rows side by side in one process, alternated
+    from hftraining.train.runner import build_trainer
+    trainers = {}
+    for label, dd in (("store", d), ("memory", DataConfig(**args["memory"]))):
+        cfg = load_config(None, args["overrides"] + [f"output.output_dir={args['run_dir']}-{label}", "output.overwrite=true"])
+        cfg.data = dd
+        trainers[label] = build_trainer(cfg, prepare(dd) if dd.cache_dir else prepare(dd, read_frames(dd)[0]))
+    for t in trainers.values():
+        for _ in range(5):  # warm-up
+            t.train_step()
+    best = {k: 0.0 for k in trainers}
+    for _ in range(3):
+        for label, t in trainers.items():
+            t0 = time.perf_counter()
+            for _ in range(args["steps"]):
+                t.train_step()
+            best[label] = max(best[label], args["steps"] / (time.perf_counter() - t0))
+    print(json.dumps(best))
 elif stage == "steps":
     from hftraining.train.runner import build_trainer
     cfg = load_config(None, args["overrides"] + [f"output.output_dir={args['run_dir']}", "output.overwrite=true"])
@@ -189,6 +207,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--work", default="/tmp/hftraining-scale")
     ap.add_argument("--keep", action="store_true", help="keep the dataset and the store for the next run")
+    ap.add_argument("--stages", default="abcde", help="the stages to run (default abcde; (a) rebuilds the store)")
     a = ap.parse_args()
     work = Path(a.work)
     data_dir = work / f"synth-{a.symbols}x{a.rows}"
@@ -207,22 +226,8 @@ def main() -> None:
 
     base = {"data_dir": str(data_dir), "sequence_length": 60, "prediction_horizon": 5, "batch_size": 64,
             "num_workers": a.workers, "cache_dir": str(cache)}
-    # (a) cold build of the store
-    shutil.rmtree(cache, ignore_errors=True)
-    b = run(child("build", base))
-    built = json.loads(b["out"].strip().splitlines()[-1])
-    table.append((f"(a) store build, {a.workers} workers ({gb(size)} Parquet in)",
-                  f"{built['rows_in'] / 1e6:.0f}M rows in {b['wall']:.0f} s = {built['rows_in'] / b['wall'] / 1e6:.2f}M rows/s",
-                  f"peak PSS of all processes {gb(b['node'])}, largest process RSS {gb(b['rss'])}"))
     syms = [f"SYN{i:03d}" for i in range(a.mem_symbols)]
     mem = {**base, "cache_dir": None, "symbols": syms, "num_workers": 0}
-    m = run(child("memory_prepare", mem))
-    got = json.loads(m["out"].strip().splitlines()[-1])
-    table.append((f"(a) in-memory prepare (today's path), {a.mem_symbols} symbols",
-                  f"{got['rows_in'] / 1e6:.0f}M rows in {m['wall']:.0f} s = {got['rows_in'] / m['wall'] / 1e6:.2f}M rows/s",
-                  f"peak RSS {gb(m['rss'])} ({m['rss'] / got['rows_in'] * n_rows / 2**30:.0f} GB at {n_rows / 1e6:.0f}M rows, linear)"))
-
-    # (b) warm start to the first training step: hftraining train, from process start
     out = work / "runs"
     train = [str(BIN / "hftraining"), "train", f"data.data_dir={data_dir}", f"data.cache_dir={cache}",
              "data.sequence_length=60", "data.prediction_horizon=5", "data.batch_size=64", "model.hidden_size=64",
@@ -230,48 +235,64 @@ def main() -> None:
              "training.save_steps=0", "evaluation.eval_steps=0", "evaluation.max_eval_batches=20",
              "evaluation.max_test_windows=20000", "evaluation.baseline_max_windows=200000", "evaluation.report=false",
              "output.progress_bar=never", f"output.output_dir={out}", "output.overwrite=true"]
-    # the first run on a new entry indexes the windows and fits the scaler statistics, and leaves both
-    # in the entry; every later run (and rank) maps them: that is the warm start
-    f = run(train + ["output.experiment_name=first"], marker="step=1 ")
-    w = run(train + ["output.experiment_name=warm"], marker="step=1 ")
-    table.append(("(b) `hftraining train` start to first step: first run on the new entry / warm",
-                  f"{f['marker']:.1f} s / {w['marker']:.1f} s" if f["marker"] and w["marker"] else "?",
-                  f"whole warm run ({a.steps} steps + evaluation) {w['wall']:.0f} s, peak RSS {gb(w['rss'])}"))
+    if "a" in a.stages:
+        # (a) cold build of the store
+        shutil.rmtree(cache, ignore_errors=True)
+        b = run(child("build", base))
+        built = json.loads(b["out"].strip().splitlines()[-1])
+        table.append((f"(a) store build, {a.workers} workers ({gb(size)} Parquet in)",
+                      f"{built['rows_in'] / 1e6:.0f}M rows in {b['wall']:.0f} s = {built['rows_in'] / b['wall'] / 1e6:.2f}M rows/s",
+                      f"peak PSS of all processes {gb(b['node'])}, largest process RSS {gb(b['rss'])}"))
+        m = run(child("memory_prepare", mem))
+        got = json.loads(m["out"].strip().splitlines()[-1])
+        table.append((f"(a) in-memory prepare (today's path), {a.mem_symbols} symbols",
+                      f"{got['rows_in'] / 1e6:.0f}M rows in {m['wall']:.0f} s = {got['rows_in'] / m['wall'] / 1e6:.2f}M rows/s",
+                      f"peak RSS {gb(m['rss'])} ({m['rss'] / got['rows_in'] * n_rows / 2**30:.0f} GB at {n_rows / 1e6:.0f}M rows, linear)"))
 
-    # (c) torchrun, 1 and 2 ranks, warm store vs in memory (the in-memory runs on --mem-symbols)
-    tr = [str(BIN / "torchrun"), "--standalone"]
-    rows_c = {}
-    for label, extra in (("store", []), ("memory", ["data.cache_dir=null", "data.symbols=[" + ",".join(syms) + "]"])):
-        for n in (1, 2):
-            r = run(tr + [f"--nproc_per_node={n}", "-m", "hftraining.cli"] + train[1:] + extra
-                    + [f"output.experiment_name=ddp-{label}-{n}"], ranks=True, env={"OMP_NUM_THREADS": "1"})
-            rows_c[(label, n)] = r
-        one, two = rows_c[(label, 1)], rows_c[(label, 2)]
-        what = f"{n_rows / 1e6:.0f}M rows" if label == "store" else f"{a.mem_symbols} symbols"
-        table.append((f"(c) torchrun {label} ({what}): 1 rank / 2 ranks",
-                      f"rank RSS {gb(one['rss'])} / {gb(two['rss'])}, rank PSS {gb(one['pss'])} / {gb(two['pss'])}",
-                      f"node (PSS sum) {gb(one['node'])} / {gb(two['node'])} = {two['node'] / max(one['node'], 1):.2f}x"))
+    if "b" in a.stages:
+        # (b) warm start to the first training step: hftraining train, from process start
+        # the first run on a new entry indexes the windows and fits the scaler statistics, and leaves both
+        # in the entry; every later run (and rank) maps them: that is the warm start
+        f = run(train + ["output.experiment_name=first"], marker="step=1 ")
+        w = run(train + ["output.experiment_name=warm"], marker="step=1 ")
+        table.append(("(b) `hftraining train` start to first step: first run on the new entry / warm",
+                      f"{f['marker']:.1f} s / {w['marker']:.1f} s" if f["marker"] and w["marker"] else "?",
+                      f"whole warm run ({a.steps} steps + evaluation) {w['wall']:.0f} s, peak RSS {gb(w['rss'])}"))
 
-    # (d) step rate, store vs in memory, same symbols and model
-    ov = ["model.hidden_size=64", "model.num_layers=2", "model.num_heads=4", "training.max_steps=1000",
-          "output.progress_bar=never", "output.tensorboard=false"]
-    rate = {"store": [], "memory": []}
-    for _ in range(3):  # alternated, best of three each: this machine is shared and noisy
-        for label, dd in (("store", {**base, "symbols": syms, "num_workers": 0}), ("memory", mem)):
-            r = run(child("steps", dd, overrides=ov, steps=a.steps * 4, run_dir=str(work / f"steps-{label}")))
-            rate[label].append(json.loads(r["out"].strip().splitlines()[-1])["steps_per_s"])
-    best = {k: max(v) for k, v in rate.items()}
-    table.append((f"(d) training steps/s, {a.mem_symbols} symbols (best of 3 alternated runs)",
-                  f"store {best['store']:.1f}, in memory {best['memory']:.1f}",
-                  f"store / memory = {best['store'] / best['memory']:.3f}"))
+    if "c" in a.stages:
+        # (c) torchrun, 1 and 2 ranks, warm store vs in memory (the in-memory runs on --mem-symbols)
+        tr = [str(BIN / "torchrun"), "--standalone"]
+        rows_c = {}
+        for label, extra in (("store", []), ("memory", ["data.cache_dir=null", "data.symbols=[" + ",".join(syms) + "]"])):
+            for n in (1, 2):
+                r = run(tr + [f"--nproc_per_node={n}", "-m", "hftraining.cli"] + train[1:] + extra
+                        + [f"output.experiment_name=ddp-{label}-{n}"], ranks=True, env={"OMP_NUM_THREADS": "1"})
+                rows_c[(label, n)] = r
+            one, two = rows_c[(label, 1)], rows_c[(label, 2)]
+            what = f"{n_rows / 1e6:.0f}M rows" if label == "store" else f"{a.mem_symbols} symbols"
+            table.append((f"(c) torchrun {label} ({what}): 1 rank / 2 ranks",
+                          f"rank RSS {gb(one['rss'])} / {gb(two['rss'])}, rank PSS {gb(one['pss'])} / {gb(two['pss'])}",
+                          f"node (PSS sum) {gb(one['node'])} / {gb(two['node'])} = {two['node'] / max(one['node'], 1):.2f}x"))
 
-    # (e) scaling: on the fly per batch (what the windows do) vs once in place into a private copy
-    g = run(child("gather", {**base, "symbols": syms, "num_workers": 0}, batches=2000))
-    got = json.loads(g["out"].strip().splitlines()[-1])
-    table.append((f"(e) batch of 64 x 60 rows, {a.mem_symbols} symbols: scaled on the fly / rows scaled once in place",
-                  f"{got['fly_ms']:.3f} ms / {got['pre_ms']:.3f} ms per batch",
-                  f"in place costs {got['prescale_s']:.1f} s and a private {got['copy_gb']:.2f} GB copy per process "
-                  f"({got['rows'] / 1e6:.0f}M rows)"))
+    if "d" in a.stages:
+        # (d) step rate, store vs in memory, same symbols and model
+        ov = ["model.hidden_size=64", "model.num_layers=2", "model.num_heads=4", "training.max_steps=1000",
+              "output.progress_bar=never", "output.tensorboard=false"]
+        r = run(child("rate", {**base, "symbols": syms, "num_workers": 0}, memory=mem, overrides=ov, steps=a.steps * 2,
+                      run_dir=str(work / "steps")))
+        best = json.loads(r["out"].strip().splitlines()[-1])
+        table.append((f"(d) training steps/s, {a.mem_symbols} symbols (one process, alternated, best of 3 x {a.steps * 2})",
+                      f"store {best['store']:.1f}, in memory {best['memory']:.1f}",
+                      f"store / memory = {best['store'] / best['memory']:.3f}"))
+
+    if "e" in a.stages:
+        # (e) scaling: on the fly per batch (what the windows do) vs once in place into a private copy
+        g = run(child("gather", {**base, "symbols": syms, "num_workers": 0}, batches=2000))
+        got = json.loads(g["out"].strip().splitlines()[-1])
+        table.append((f"(e) batch of 64 x 60 rows, {a.mem_symbols} symbols: scaled on the fly / rows scaled once in place",
+                      f"{got['fly_ms']:.3f} ms / {got['pre_ms']:.3f} ms per batch",
+                      f"in place costs {got['prescale_s']:.1f} s and a private {got['copy_gb']:.2f} GB copy per process "
+                      f"({got['rows'] / 1e6:.0f}M rows)"))
 
     print(f"\nbench_scale: {a.symbols} symbols x {a.rows} one-minute rows ({n_rows / 1e6:.0f}M), "
           f"{os.cpu_count()} CPU cores, {os.sysconf('SC_PHYS_PAGES') * PAGE / 2**30:.0f} GB RAM")
