@@ -8,7 +8,6 @@ cache, training, evaluation and prediction all apply it.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -148,43 +147,6 @@ def _scaling(rows: Rows, pre: Preprocessing) -> dict[str, Any]:
     return {"center": center, "scale": scale, "target_scale": pre.target_scale}
 
 
-def _stored_window_set(rows: Rows, segments: list[Segment], pre: Preprocessing, stride: int, min_history: int,
-                       max_gap: int | None, store: str | None) -> WindowSet:
-    """:func:`_window_set`, with its window index remembered in the feature store entry ``store``
-    (``windows-<hash>.{ends,ids}``, keyed by the segments and the window settings) and memory-mapped
-    from there by later runs and by every rank: a 70M-window split costs no allocation at start
-    (4 s on this VM) and its index pages are shared by the ranks of a node, not copied."""
-    if store is None:
-        return _window_set(rows, segments, pre, stride, min_history, max_gap)
-    spec = {"segments": [[s.start, s.stop] for s in segments], "L": pre.seq_len, "H": pre.horizon, "stride": stride,
-            "min_history": min_history, "max_gap": max_gap, "rows": int(len(rows.returns))}
-    key = hashlib.blake2b(json.dumps(spec).encode(), digest_size=16).hexdigest()
-    base = Path(store) / f"windows-{key}"
-    index = np.int32 if len(rows.returns) < 2**31 else np.int64
-    try:
-        n = (base.with_suffix(".ends").stat().st_size) // np.dtype(index).itemsize
-        if base.with_suffix(".ids").stat().st_size != n * 4:
-            raise OSError("damaged")
-        if n == 0:
-            raise OSError("empty")  # np.memmap cannot map an empty file: built in memory
-        ws = _window_set(rows, [Segment(0, 0)] * len(segments), pre, stride, min_history, max_gap)
-        seg_first = rows.starts + np.array([s.start for s in segments], dtype=np.int64)
-        return dataclasses.replace(ws, ends=np.memmap(base.with_suffix(".ends"), dtype=index, mode="r", shape=(n,)),
-                                   symbol_ids=np.memmap(base.with_suffix(".ids"), dtype=np.int32, mode="r", shape=(n,)),
-                                   segment_first=seg_first)
-    except OSError:
-        pass  # not there yet (or damaged): index the windows and write them
-    ws = _window_set(rows, segments, pre, stride, min_history, max_gap)
-    try:
-        for suffix, arr in ((".ends", ws.ends), (".ids", ws.symbol_ids)):
-            tmp = base.with_name(f".{base.name}{suffix}.{os.getpid()}")
-            arr.tofile(tmp)
-            os.replace(tmp, base.with_suffix(suffix))
-    except OSError:
-        pass  # a read-only store: indexed again next time
-    return ws
-
-
 def _gap_segments(times: np.ndarray, seg: Segment, max_gap: int | None) -> list[Segment]:
     """``seg`` cut at every gap between consecutive rows longer than ``max_gap`` ns."""
     if max_gap is None or len(seg) < 2:
@@ -195,20 +157,17 @@ def _gap_segments(times: np.ndarray, seg: Segment, max_gap: int | None) -> list[
     return [Segment(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def _window_set(rows: Rows, segments: list[Segment], pre: Preprocessing, stride: int, min_history: int,
-                max_gap: int | None = None) -> WindowSet:
-    """Index the windows of one split: each window's inputs and targets lie in one symbol's segment
-    (and, with ``max_gap`` ns, between two gaps longer than it).
+def _window_index(rows: Rows, segments: list[Segment], L: int, H: int, stride: int, min_history: int,
+                  max_gap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ends, symbol ids) of the windows of one split: each window's inputs and targets lie in one
+    symbol's segment (and, with ``max_gap`` ns, between two gaps longer than it).
 
     ``segments[k]`` is in symbol k's own row numbers. With ``min_history`` < L, windows may start
     up to L - min_history rows before the segment; those steps are masked (left padding). After a
     gap a window needs L real rows (padding never reaches back over a gap)."""
-    L, H = pre.seq_len, pre.horizon
     ends, ids = [], []
     index = np.int32 if len(rows.returns) < 2**31 else np.int64  # a window costs 8 bytes, not 12, below 2^31 rows
-    seg_first = rows.starts.copy()
     for k, seg in enumerate(segments):
-        seg_first[k] += seg.start
         if len(seg) == 0:
             continue
         times = rows.times[rows.rows(k)] if max_gap is not None else None
@@ -219,12 +178,51 @@ def _window_set(rows: Rows, segments: list[Segment], pre: Preprocessing, stride:
                 continue
             ends.append(np.arange(r.start + off, r.stop + off, r.step, dtype=index))  # not np.asarray(range): a Python loop
             ids.append(np.full(len(r), k, dtype=np.int32))
+    return (np.concatenate(ends) if ends else np.zeros(0, index),
+            np.concatenate(ids) if ids else np.zeros(0, np.int32))
+
+
+def _stored_window_index(rows: Rows, segments: list[Segment], L: int, H: int, stride: int, min_history: int,
+                         max_gap: int | None, store: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_window_index`, remembered in the feature store entry ``store`` (``windows-<hash>.ends``
+    / ``.ids``, keyed by the segments and the window settings) and memory-mapped from there by later
+    runs and by every rank: a 70M-window split costs no allocation at start (4 s on this VM) and its
+    index pages are shared by the ranks of a node, not copied."""
+    if store is None:
+        return _window_index(rows, segments, L, H, stride, min_history, max_gap)
+    spec = {"segments": [[s.start, s.stop] for s in segments], "L": L, "H": H, "stride": stride,
+            "min_history": min_history, "max_gap": max_gap, "rows": int(len(rows.returns))}
+    key = hashlib.blake2b(json.dumps(spec).encode(), digest_size=16).hexdigest()
+    base = Path(store) / f"windows-{key}"
+    index = np.int32 if len(rows.returns) < 2**31 else np.int64
+    try:
+        n = base.with_suffix(".ends").stat().st_size // np.dtype(index).itemsize
+        if n > 0 and base.with_suffix(".ids").stat().st_size == n * 4:  # an empty file cannot be mapped
+            return (np.memmap(base.with_suffix(".ends"), dtype=index, mode="r", shape=(n,)),
+                    np.memmap(base.with_suffix(".ids"), dtype=np.int32, mode="r", shape=(n,)))
+    except OSError:
+        pass  # not there yet: index the windows and write them
+    ends, ids = _window_index(rows, segments, L, H, stride, min_history, max_gap)
+    try:
+        for suffix, arr in ((".ends", ends), (".ids", ids)):
+            tmp = base.with_name(f".{base.name}{suffix}.{os.getpid()}")
+            arr.tofile(tmp)
+            os.replace(tmp, base.with_suffix(suffix))
+    except OSError:
+        pass  # a read-only store: indexed again next time
+    return ends, ids
+
+
+def _window_set(rows: Rows, segments: list[Segment], pre: Preprocessing, stride: int, min_history: int,
+                max_gap: int | None = None, store: str | None = None) -> WindowSet:
+    """The windows of one split (:func:`_window_index`; through the feature store entry ``store``
+    when the rows come from one)."""
+    ends, ids = _stored_window_index(rows, segments, pre.seq_len, pre.horizon, stride, min_history, max_gap, store)
     return WindowSet(
-        features=rows.features, returns=rows.returns,
-        ends=np.concatenate(ends) if ends else np.zeros(0, index),
-        symbol_ids=np.concatenate(ids) if ids else np.zeros(0, np.int32),
-        segment_first=seg_first, row_times=rows.times, row_close=rows.close,
-        symbols=rows.symbols, seq_len=L, horizon=H, **_scaling(rows, pre),
+        features=rows.features, returns=rows.returns, ends=ends, symbol_ids=ids,
+        segment_first=rows.starts + np.array([seg.start for seg in segments], dtype=np.int64),
+        row_times=rows.times, row_close=rows.close,
+        symbols=rows.symbols, seq_len=pre.seq_len, horizon=pre.horizon, **_scaling(rows, pre),
     )
 
 
@@ -385,8 +383,8 @@ def prepare(
     )
     gap = _max_gap(d)
     sets = {
-        name: _stored_window_set(rows, [seg[name] for seg in segs], pre, d.stride if name == "train" else 1, min_hist, gap,
-                                 report.get("store"))
+        name: _window_set(rows, [seg[name] for seg in segs], pre, d.stride if name == "train" else 1, min_hist, gap,
+                          report.get("store"))
         for name in SPLITS
     }
     if len(sets["train"]) == 0:
