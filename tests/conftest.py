@@ -1,5 +1,7 @@
+import contextlib
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -35,3 +37,33 @@ def _one_thread():
     entry points); restore one thread so later tests are not slowed by oversubscribed cores."""
     yield
     torch.set_num_threads(1)
+
+
+@contextlib.contextmanager
+def initial_weights():
+    """Capture the weights a Trainer's model starts from: the state dict right after
+    ``build_model`` inside the trainer (observed, nothing changed), as CPU tensors."""
+    import hftraining.train.trainer as trainer_mod
+
+    captured: dict = {}
+    build = trainer_mod.build_model
+
+    def spy(*args, **kwargs):
+        model = build(*args, **kwargs)
+        captured.update({k: v.detach().clone().cpu() for k, v in model.state_dict().items()})
+        return model
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trainer_mod, "build_model", spy)
+        yield captured
+
+
+def fixed_window_loss(model, ws, n: int = 1024) -> float:
+    """Mean squared error (scaled target units) of ``model`` on ``n`` fixed windows of ``ws``, evenly
+    spaced, in eval mode (no dropout) on the CPU in fp32: a loss that "went down" is measured here,
+    before and after training, never as the mean of noisy batch losses."""
+    from hftraining.models.predict import predict_scaled
+
+    fixed = ws.thin(n)
+    pred = predict_scaled(model.cpu(), fixed, 256)
+    return float(np.mean((pred.astype(np.float64) - fixed.targets()) ** 2))

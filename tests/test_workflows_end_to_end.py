@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from hftraining.core.config import load_config
+from hftraining.data.pipeline import prepare
 from hftraining.inference.forecaster import Forecaster
 from hftraining.models import ForecastModel
 from hftraining.workflows.train_run import train
-from conftest import tiny  # noqa: E402
+from conftest import fixed_window_loss, initial_weights, tiny  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,9 @@ def run(tmp_path_factory):
         "training.save_steps=10", "training.save_total_limit=2", "evaluation.eval_steps=20", "output.tensorboard=true",
     )
     cfg = load_config(None, overrides)
-    result = train(cfg)
-    return cfg, tmp / "run", result
+    with initial_weights() as init:
+        result = train(cfg)
+    return cfg, tmp / "run", result, init
 
 
 def _records(run_dir):
@@ -33,7 +35,7 @@ def _records(run_dir):
 
 
 def test_run_folder_contract(run):
-    cfg, run_dir, result = run
+    cfg, run_dir, result, _ = run
     for name in ("config.json", "metrics.jsonl", "train.log", "eval.json", "final/config.json",
                  "final/model.safetensors", "final/preprocessing.json"):
         assert (run_dir / name).exists(), name
@@ -49,11 +51,15 @@ def test_run_folder_contract(run):
 
 
 def test_loss_goes_down_and_lr_is_the_one_used(run):
-    cfg, run_dir, _ = run
+    cfg, run_dir, _, init = run
     train_recs = [r for r in _records(run_dir) if "loss" in r and "learning_rate" in r]
     assert [r["step"] for r in train_recs] == list(range(1, 41))
-    losses = np.array([r["loss"] for r in train_recs])
-    assert losses[-10:].mean() < losses[:5].mean()
+    # the loss on 1,024 fixed training windows with the starting and the final weights
+    windows = prepare(cfg.data).train
+    final = Forecaster.from_pretrained(run_dir).model
+    untrained = type(final)(final.cfg, final.n_features, final.horizon, final.seq_len)
+    untrained.load_state_dict(init)
+    assert fixed_window_loss(final, windows) < 0.99 * fixed_window_loss(untrained, windows)
     lrs = [r["learning_rate"] for r in train_recs]
     assert all(lr > 0 for lr in lrs)  # warmup starts above 0
     assert max(lrs) == pytest.approx(0.003, rel=1e-6)
@@ -64,7 +70,7 @@ def test_loss_goes_down_and_lr_is_the_one_used(run):
 
 
 def test_eval_json_has_model_and_naive_baseline(run):
-    _, run_dir, result = run
+    _, run_dir, result, _ = run
     saved = json.loads((run_dir / "eval.json").read_text())
     assert saved["model"]["mse"] == pytest.approx(result["model"]["mse"])
     zero = saved["baselines"]["zero"]
@@ -73,7 +79,7 @@ def test_eval_json_has_model_and_naive_baseline(run):
 
 
 def test_final_model_round_trip_identical(run):
-    cfg, run_dir, _ = run
+    cfg, run_dir, _, _ = run
     m1 = ForecastModel.from_pretrained(run_dir / "final").eval()
     x, past = torch.randn(4, 20, m1.n_features), torch.randn(4, 20)
     out1 = m1(x, None, past).prediction
@@ -83,7 +89,7 @@ def test_final_model_round_trip_identical(run):
 
 
 def test_evaluate_cli_reproduces_eval_json(run):
-    _, run_dir, _ = run
+    _, run_dir, _, _ = run
     proc = subprocess.run([sys.executable, "-m", "hftraining", "evaluate", str(run_dir), "--json"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -94,7 +100,7 @@ def test_evaluate_cli_reproduces_eval_json(run):
 
 
 def test_predict_cli_writes_latest_forecasts(run, tmp_path):
-    _, run_dir, _ = run
+    _, run_dir, _, _ = run
     from hftraining.data.io import sample_data_dir
 
     out = tmp_path / "pred.csv"
@@ -112,7 +118,7 @@ def test_predict_cli_writes_latest_forecasts(run, tmp_path):
 
 
 def test_existing_run_folder_is_not_overwritten_silently(run):
-    cfg, run_dir, _ = run
+    cfg, run_dir, _, _ = run
     proc = subprocess.run([sys.executable, "-m", "hftraining", "train", "model.hidden_size=16",
                            "model.num_heads=2", f"output.output_dir={run_dir}"],
                           capture_output=True, text=True, timeout=120)

@@ -1,6 +1,7 @@
 """Training-time augmentation. Applied to training batches only (the trainer never calls it for
-validation, test or prediction); draws from torch's global RNG, which checkpoints save, so a
-resumed run augments exactly as an uninterrupted one."""
+validation, test or prediction); draws from torch's global RNGs (the jitter from the CPU's, the
+noise and scaling from the batch's device's), which checkpoints save, so a resumed run augments
+exactly as an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def training_batch(ws: WindowSet, idx: np.ndarray, d: DataConfig) -> dict[str, t
         batch = ws.batch(idx)
     x = batch["x"]  # (B, L, F)
     if d.augment_scale_std > 0:
-        x = x * (1 + d.augment_scale_std * torch.randn(x.shape[0], 1, 1))
+        x = x * (1 + d.augment_scale_std * torch.randn(x.shape[0], 1, 1, device=x.device))
     if d.augment_noise_std > 0:
         x = x + d.augment_noise_std * torch.randn_like(x)
     if "mask" in batch:

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+import torch
 
 from hftraining.core.config import DataConfig, duration_ns, section_from_dict, split_date_ns
 from hftraining.core.errors import DataError
@@ -32,7 +33,7 @@ from hftraining.data.splits import (
 )
 from hftraining.data.store import load_rows
 from hftraining.data.validate import RowsNeeded
-from hftraining.data.windows import WindowSet
+from hftraining.data.windows import WindowSet, device_rows_for
 
 __all__ = ["FrameSource", "Rows", "build_rows"]  # re-exported: the rows of a run are built here or in the store
 
@@ -88,9 +89,30 @@ class PreparedData:
     test: WindowSet
     preprocessing: Preprocessing
     report: dict[str, Any] = field(default_factory=dict)
+    placement: str = "host"
+    """Where batches are made: the host, or what :meth:`on_device` chose."""
 
     def split(self, name: str) -> WindowSet:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    def on_device(self, device, d: DataConfig) -> "PreparedData":
+        """The same data with batches made on ``device`` (``data.device_cache``: the rows copied there
+        once when they fit under ``data.device_cache_max_gb``; else pinned host batches). On the CPU,
+        ``self``. Where the rows went is logged and kept in ``self.placement``."""
+        device = torch.device(device)
+        if device.type == "cpu":
+            return self
+        rows = device_rows_for(self.train, device, d.device_cache_max_gb * 2**30) if d.device_cache else None
+        gib = self.train.features.nbytes / 2**30
+        if rows is not None:
+            placement = f"rows on {device} ({gib:.2f} GiB)"
+        elif not d.device_cache:
+            placement = f"rows on the host, batches copied from pinned memory to {device} (data.device_cache=false)"
+        else:
+            placement = (f"rows on the host, batches copied from pinned memory to {device} "
+                         f"({gib:.2f} GiB > data.device_cache_max_gb={d.device_cache_max_gb:g})")
+        return PreparedData(self.train.on_device(device, rows), self.val.on_device(device, rows),
+                            self.test.on_device(device, rows), self.preprocessing, self.report, placement)
 
 
 SegmentFn = Callable[[np.ndarray, np.ndarray], dict[str, Segment]]

@@ -6,6 +6,12 @@ row index ``end`` of its last input row; a batch is gathered with one fancy-inde
 scaled as it is gathered (per-symbol center/scale of the features, ``target_scale`` of the
 returns), so memory does not grow with ``sequence_length`` and the rows are never copied or
 written (``benchmarks/bench_scale.py`` measures this against scaling the block in place once).
+
+On a GPU (:meth:`WindowSet.on_device`) the rows are either copied to the device once
+(:class:`DeviceRows`, ``data.device_cache``) and every batch is gathered there by the same index
+arithmetic, or batches are gathered on the host into pinned memory and copied without blocking;
+both give the tensors the host path gives, on the device. The window index, the sampler and its
+order stay on the host either way.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ class WindowSet:
     center: np.ndarray | None = None  # (S, F) float32 per-symbol feature center (None: no scaling)
     scale: np.ndarray | None = None  # (S, F) float32 per-symbol feature scale
     target_scale: float = 1.0  # returns (inputs and targets) are divided by it
+    device: torch.device | None = None  # where batch() puts its tensors (None: the host, unpinned)
+    device_rows: "DeviceRows | None" = None  # the rows on ``device`` (None: gathered on the host)
 
     def scaled_features(self, rows, k: int) -> np.ndarray:
         """``features[rows]`` of symbol ``k`` as the model sees them (centered and scaled, float32)."""
@@ -91,15 +99,27 @@ class WindowSet:
     def _offsets(self) -> tuple[np.ndarray, np.ndarray]:
         return np.arange(-self.seq_len + 1, 1), np.arange(1, self.horizon + 1)
 
+    def on_device(self, device: torch.device | str, rows: "DeviceRows | None" = None) -> "WindowSet":
+        """The same windows whose batches are made for ``device``: gathered there from ``rows``
+        (the panel's :class:`DeviceRows`), or without ``rows`` gathered on the host and copied from
+        pinned memory. On the CPU: the host path."""
+        device = torch.device(device)
+        if device.type == "cpu":
+            return dataclasses.replace(self, device=None, device_rows=None)
+        return dataclasses.replace(self, device=device, device_rows=rows)
+
     def batch(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
         """Windows ``idx`` → {"x": (B, L, F), "past": (B, L), "y": (B, H), "index": (B,)}, plus
-        "mask": (B, L) bool (True = real step) when a window of the batch is left-padded."""
+        "mask": (B, L) bool (True = real step) when a window of the batch is left-padded.
+        Every tensor but "index" (host int64) is on ``self.device`` (the host when None)."""
         idx = np.asarray(idx, dtype=np.int64)
         ends = self.ends[idx]
         back, ahead = self._offsets()
         rows = ends[:, None] + back  # (B, L)
         first = self.segment_first[self.symbol_ids[idx]][:, None]  # (B, 1)
-        padded = bool((rows[:, 0:1] < first).any())
+        padded = bool((rows[:, 0:1] < first).any())  # decided on the host: the index is there
+        if self.device_rows is not None:
+            return self.device_rows.batch(idx, ends, self.symbol_ids[idx], first[:, 0], padded, self.horizon)
         if padded:
             mask = rows >= first
             rows = np.maximum(rows, first)  # never read another symbol's or split's rows
@@ -116,11 +136,102 @@ class WindowSet:
         out["x"], out["past"] = torch.from_numpy(x), torch.from_numpy(past)
         if self.horizon:
             out["y"] = torch.from_numpy(np.asarray(self.scaled_returns(ends[:, None] + ahead)))  # (B, H)
+        if self.device is not None:  # pinned, then copied without blocking the host
+            out.update({k: to_device(v, self.device) for k, v in out.items() if k != "index"})
         return out
 
     def targets(self) -> np.ndarray:
         """(W, H) scaled targets of every window."""
         return self.scaled_returns(self.ends[:, None] + self._offsets()[1])
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` (on the host) on ``device`` without a host synchronisation: through pinned memory with
+    a non-blocking copy on CUDA (the host goes on preparing the next batch while it travels)."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+@dataclass
+class DeviceRows:
+    """A panel's rows kept on a device (``data.device_cache``), shared by the splits' window sets:
+    the features unscaled as on the host, the returns already divided by ``target_scale`` (elementwise,
+    so the same float32 values as dividing after the gather), and the per-symbol scaler statistics.
+    A batch is then one small host-to-device copy of its window ends (B,) and symbols (B,) and a few
+    gathers on the device, with the same values :meth:`WindowSet.batch` computes on the host."""
+
+    features: torch.Tensor  # (N, F) float32
+    returns: torch.Tensor  # (N,) float32, divided by target_scale ((N, C) for a multivariate target)
+    center: torch.Tensor | None  # (S, F) float32
+    scale: torch.Tensor | None  # (S, F) float32
+    back: torch.Tensor  # (L,) int64: -L+1 .. 0
+    ahead: torch.Tensor  # (H,) int64: 1 .. H
+    device: torch.device
+
+    @staticmethod
+    def nbytes(ws: WindowSet) -> int:
+        """Device bytes that :meth:`build` takes for the rows of ``ws``."""
+        n, f = ws.features.shape
+        stats = 0 if ws.center is None else 2 * ws.center.size * 4
+        return n * f * 4 + int(np.prod(ws.returns.shape)) * 4 + stats
+
+    @classmethod
+    def build(cls, ws: WindowSet, device: torch.device | str) -> "DeviceRows":
+        """Copy the rows of ``ws`` (any split: they share them) to ``device``, in chunks of rows so a
+        memory-mapped store is read once and never all in host memory."""
+        device = torch.device(device)
+        n, f = ws.features.shape
+        features = torch.empty((n, f), dtype=torch.float32, device=device)
+        returns = torch.empty(tuple(ws.returns.shape), dtype=torch.float32, device=device)
+        ts = np.float32(ws.target_scale)
+        chunk = max(1, (64 << 20) // max(4 * f, 1))  # 64 MiB of features at a time
+        for a in range(0, n, chunk):
+            b = min(n, a + chunk)
+            features[a:b].copy_(torch.from_numpy(np.array(ws.features[a:b], dtype=np.float32)))  # a writable chunk
+            r = np.asarray(ws.returns[a:b], dtype=np.float32)
+            returns[a:b].copy_(torch.from_numpy(r / ts if ws.target_scale != 1.0 else np.array(r)))
+        back, ahead = ws._offsets()
+
+        def put(a):
+            return None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+        return cls(features, returns, put(ws.center), put(ws.scale), put(back.astype(np.int64)),
+                   put(ahead.astype(np.int64)), device)
+
+    def batch(self, idx: np.ndarray, ends: np.ndarray, sid: np.ndarray, first: np.ndarray, padded: bool,
+              horizon: int) -> dict[str, torch.Tensor]:
+        """:meth:`WindowSet.batch` on the device: ``ends``, ``sid`` and ``first`` (B,) are the windows'
+        last rows, symbols and first readable rows (host); ``padded``: whether any window is padded."""
+        meta = to_device(torch.from_numpy(np.stack([ends.astype(np.int64), sid.astype(np.int64),
+                                                    first.astype(np.int64)])), self.device)  # (3, B)
+        ends_t, sid_t, first_t = meta[0], meta[1], meta[2]
+        rows = ends_t[:, None] + self.back  # (B, L)
+        if padded:
+            mask = rows >= first_t[:, None]
+            rows = torch.maximum(rows, first_t[:, None])  # never read another symbol's or split's rows
+        x = self.features[rows]  # (B, L, F)
+        if self.center is not None:
+            x = (x - self.center[sid_t][:, None, :]) / self.scale[sid_t][:, None, :]
+        past = self.returns[rows]  # (B, L)
+        out = {"index": torch.from_numpy(idx)}
+        if padded:
+            x = x.masked_fill(~mask[:, :, None], 0.0)
+            past = past.masked_fill(~mask.view(*mask.shape, *[1] * (past.dim() - 2)), 0.0)
+            out["mask"] = mask
+        out["x"], out["past"] = x, past
+        if horizon:
+            out["y"] = self.returns[ends_t[:, None] + self.ahead]  # (B, H)
+        return out
+
+
+def device_rows_for(ws: WindowSet, device: torch.device | str, max_bytes: float) -> DeviceRows | None:
+    """The :class:`DeviceRows` of ``ws`` on ``device`` when it is a GPU and they fit in ``max_bytes``;
+    None otherwise (batches then travel from pinned host memory)."""
+    device = torch.device(device)
+    if device.type == "cpu" or DeviceRows.nbytes(ws) > max_bytes:
+        return None
+    return DeviceRows.build(ws, device)
 
 
 MATERIALIZED_MAX = 1 << 24

@@ -115,7 +115,8 @@ class Forecaster:
     def outputs(self, ws: WindowSet) -> dict[str, np.ndarray]:
         """Every output of the model for the windows of ``ws`` in scaled target units
         (:func:`hftraining.models.predict.predict_outputs`, the batched forward of evaluation)."""
-        return predict_outputs(self.model, ws, self.batch_size, self.device, self.precision)
+        # on a GPU, batches travel from pinned host memory without blocking (as in training)
+        return predict_outputs(self.model, ws.on_device(self.device), self.batch_size, self.device, self.precision)
 
     def predict_windows(self, ws: WindowSet) -> np.ndarray:
         """(W, H) forecast log returns for the windows of ``ws``."""

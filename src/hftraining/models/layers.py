@@ -75,10 +75,11 @@ class _MaskedScale(torch.autograd.Function):
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """Functional :class:`Dropout`: ``F.dropout`` off CPU, the cheaper mask of :func:`keep_mask` on CPU."""
+    """Functional :class:`Dropout`: ``F.dropout`` off CPU and inside ``torch.compile`` (which makes
+    its own fused mask), the cheaper mask of :func:`keep_mask` on CPU otherwise."""
     if not training or p == 0:
         return x
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
         return torch.nn.functional.dropout(x, p, True)
     keep, scale = keep_mask(x.shape, p, x.device)
     return _MaskedScale.apply(x, keep, scale)

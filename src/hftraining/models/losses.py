@@ -11,6 +11,8 @@ optional heads give only ``mse``).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -42,10 +44,9 @@ def check_loss_weights(cfg: ModelConfig) -> None:
 def direction_labels(returns: torch.Tensor, threshold: float) -> torch.Tensor:
     """(B, H) future log returns → (B, H) long labels: SELL below -threshold, BUY above +threshold,
     HOLD otherwise (the boundaries themselves are HOLD)."""
-    labels = torch.full(returns.shape, HOLD, dtype=torch.long, device=returns.device)
-    labels[returns > threshold] = BUY
-    labels[returns < -threshold] = SELL
-    return labels
+    # torch.where, not boolean-mask assignment: that would read the mask's count back to the host
+    hold = torch.full_like(returns, HOLD, dtype=torch.long)
+    return torch.where(returns > threshold, BUY, torch.where(returns < -threshold, SELL, hold))
 
 
 def pinball_loss(quantiles: torch.Tensor, target: torch.Tensor, levels: list[float]) -> torch.Tensor:
@@ -54,9 +55,16 @@ def pinball_loss(quantiles: torch.Tensor, target: torch.Tensor, levels: list[flo
     For level τ and residual r = y − q the loss is max(τ·r, (τ − 1)·r): under-forecasts cost τ per
     unit, over-forecasts 1 − τ, so its minimiser is the τ-quantile of y.
     """
-    tau = torch.tensor(levels, dtype=quantiles.dtype, device=quantiles.device)  # (Q,)
+    tau = _levels(tuple(levels), quantiles.dtype, quantiles.device)  # (Q,)
     r = target.unsqueeze(-1) - quantiles  # (B, H, Q)
     return torch.maximum(tau * r, (tau - 1) * r).mean()
+
+
+@functools.lru_cache(maxsize=32)
+def _levels(levels: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The quantile levels as a tensor on ``device``, made once: a host list copied to a GPU at
+    every step would make the host wait for the copy."""
+    return torch.tensor(levels, dtype=dtype, device=device)
 
 
 def compute_loss(

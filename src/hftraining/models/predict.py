@@ -78,15 +78,16 @@ def predict_outputs(
     units: ``prediction`` (W, H), and when the model has those heads ``quantiles`` (W, H, Q) and
     ``class_probs`` (W, H, 3: sell, hold, buy; softmax of the logits). ``max_batches``: only the
     first batches (a capped validation pass)."""
-    parts: dict[str, list[np.ndarray]] = {"prediction": [], "quantiles": [], "class_probs": []}
+    parts: dict[str, list[torch.Tensor]] = {"prediction": [], "quantiles": [], "class_probs": []}
     out: ForecastOutput
+    # kept on the device and copied back once at the end: no host wait per batch
     for out in forward_batches(model, len(ws), window_inputs(ws), batch_size, device, precision, max_batches):
-        parts["prediction"].append(out.prediction.float().cpu().numpy())
+        parts["prediction"].append(out.prediction.float())
         if out.quantiles is not None:
-            parts["quantiles"].append(out.quantiles.float().cpu().numpy())
+            parts["quantiles"].append(out.quantiles.float())
         if out.class_logits is not None:
-            parts["class_probs"].append(torch.softmax(out.class_logits.float(), dim=-1).cpu().numpy())
-    res = {k: np.concatenate(v) for k, v in parts.items() if v}
+            parts["class_probs"].append(torch.softmax(out.class_logits.float(), dim=-1))
+    res = {k: torch.cat(v).cpu().numpy() for k, v in parts.items() if v}
     res.setdefault("prediction", np.zeros((0, model.horizon), np.float32))
     return res
 

@@ -68,6 +68,7 @@ class RidgeForecaster(ForecastModel):
         first penalty without validation windows) → {"penalty", "val_mse"} (scaled units)."""
         if len(train) == 0:
             raise ValueError("ridge: no training window to fit on")  # the pipeline refuses an empty split first
+        train, val = train.on_device("cpu"), val.on_device("cpu")  # solved on the host, wherever the model lives
         gram, rhs = self._normal_equations(train)
         scale = float(gram.diagonal()[:-1].mean()) if gram.shape[0] > 1 else 1.0
         eye = torch.eye(gram.shape[0], dtype=torch.float64)
@@ -76,11 +77,11 @@ class RidgeForecaster(ForecastModel):
         scores = []
         if len(val):
             for w in fits:
-                self.weight.copy_(w.float())
                 se = n = 0.0
                 for idx in eval_batches(len(val), FIT_BATCH):
                     b = val.batch(idx)
-                    err = self(b["x"], b.get("mask"), b["past"]).prediction.double() - b["y"].double()
+                    pred = self.design(b["x"], b.get("mask"), b["past"]) @ w.float()  # forward() with weight w
+                    err = pred.double() - b["y"].double()
                     se, n = se + float((err**2).sum()), n + err.numel()
                 scores.append(se / max(n, 1))
         best = int(np.argmin(scores)) if scores else 0

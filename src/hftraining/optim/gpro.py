@@ -18,6 +18,10 @@ Three implementations give the same update (``implementation=``):
 - ``foreach``: ``torch._foreach_*`` ops, on any device.
 
 ``auto`` (the default) takes the first that the parameters allow, in that order.
+
+A step is skipped when the trainer sets ``found_inf`` (a 0-dim float tensor, 1 = skip) before
+``step()``: the fused path skips on the device (the moments, the step count and the weights stay;
+no host synchronisation), the numba and foreach paths read the flag on the host.
 """
 
 from __future__ import annotations
@@ -79,6 +83,8 @@ class GPro(torch.optim.Optimizer):
         self._scratch: dict[torch.Tensor, torch.Tensor] = {}  # fused path: u per parameter, not state
         self._numba_scratch: dict[torch.dtype, list[torch.Tensor]] = {}  # numba path: u per worker, reused
 
+    supports_found_inf = True  # step() honours a found_inf attribute (see the module docstring)
+
     def _implementation(self, group: dict[str, Any], params: list[torch.Tensor]) -> str:
         choice = group["implementation"]
         numba_ok = all(_gpro_numba.supported(p) for p in params)
@@ -122,23 +128,31 @@ class GPro(torch.optim.Optimizer):
                 buckets.setdefault((p.device, p.dtype), []).append(p)
             for bucket in buckets.values():
                 impl = self._implementation(group, bucket)
+                found_inf = getattr(self, "found_inf", None)
+                if impl != "fused" and found_inf is not None and bool(found_inf):
+                    continue  # skipped, read on the host (the fused path skips on the device)
                 {"numba": self._numba_step, "fused": self._fused_step, "foreach": self._foreach_step}[impl](group, bucket)
         return loss
 
     def _scale(self, group: dict[str, Any], updates: list[torch.Tensor]) -> torch.Tensor:
         """Per-tensor factor min(1, ρ/size(u)) as a float32 (float64) vector (n_tensors,)."""
         dtype = torch.promote_types(updates[0].dtype, torch.float32)  # float64 stays float64
-        norms = torch.stack(torch._foreach_norm(updates, 2, dtype=dtype))  # (n,)
-        if group["projection"] == "rms":
-            numel = torch.tensor([u.numel() for u in updates], dtype=dtype, device=norms.device)
-            norms = norms / numel.sqrt()
-        return group["rho"] / norms.clamp_min(group["rho"])
+        norms = torch._foreach_norm(updates, 2, dtype=dtype)
+        if group["projection"] == "rms":  # scalars, not a host tensor copied over: no synchronisation
+            norms = torch._foreach_div(norms, [math.sqrt(u.numel()) for u in updates])
+        return group["rho"] / torch.stack(norms).clamp_min(group["rho"])  # (n,)
 
-    def _apply(self, group: dict[str, Any], params: list[torch.Tensor], updates: list[torch.Tensor], lr_sign: float) -> None:
-        """p ← p·(1 - lr·wd) + lr_sign·lr·scale·u, in place."""
+    def _apply(self, group: dict[str, Any], params: list[torch.Tensor], updates: list[torch.Tensor], lr_sign: float,
+               found_inf: torch.Tensor | None = None) -> None:
+        """p ← p·(1 - lr·wd) + lr_sign·lr·scale·u, in place; with ``found_inf`` set, p stays (decided on the device)."""
         lr, wd = group["lr"], group["weight_decay"]
         scale = self._scale(group, updates)
-        if wd != 0:
+        if found_inf is not None:
+            keep = 1 - found_inf.to(scale.dtype)
+            scale = scale * keep
+            if wd != 0:
+                torch._foreach_mul_(params, 1.0 - (lr * wd) * keep.to(params[0].dtype))
+        elif wd != 0:
             torch._foreach_mul_(params, 1.0 - lr * wd)
         if params[0].device.type == "cpu":
             # On CPU a per-tensor alpha costs nothing and saves a pass over the update.
@@ -178,6 +192,9 @@ class GPro(torch.optim.Optimizer):
         torch._foreach_zero_(scratch)
         steps = [s["step"] for s in states]
         torch._foreach_add_(steps, 1)
+        found_inf = getattr(self, "found_inf", None)
+        if found_inf is not None:
+            found_inf = found_inf.to(device=params[0].device, dtype=torch.float32)
         # With lr=1 and zero "parameters" the kernel leaves -u = -m̂/(√v̂+ε) in the scratch buffers.
         torch._fused_adam_(
             scratch,
@@ -193,8 +210,11 @@ class GPro(torch.optim.Optimizer):
             weight_decay=0.0,
             eps=group["eps"],
             maximize=False,
+            found_inf=found_inf,  # set: the kernel leaves the moments (and the zero scratch) as they are
         )
-        self._apply(group, params, scratch, lr_sign=1.0)
+        if found_inf is not None:
+            torch._foreach_sub_(steps, [found_inf] * len(steps))
+        self._apply(group, params, scratch, lr_sign=1.0, found_inf=found_inf)
 
     def _foreach_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
         beta1, beta2 = group["betas"]

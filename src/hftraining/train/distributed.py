@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -84,6 +85,31 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def all_reduce_max(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Maximum of ``t`` over ranks in place (no-op on one process). On NCCL this is queued on the
+    device like any kernel: the host does not wait for it."""
+    if info.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t
+
+
+def all_gather_rows(a: np.ndarray, info: DistInfo) -> np.ndarray:
+    """Every rank's ``a`` (n_r, ...) concatenated in rank order, on every rank (``a`` itself on one
+    process). Ranks may hold different numbers of rows; the tensors travel on ``info.device``."""
+    if not info.enabled:
+        return a
+    n = torch.tensor([len(a)], dtype=torch.int64, device=info.device)
+    sizes = [torch.zeros_like(n) for _ in range(info.world_size)]
+    dist.all_gather(sizes, n)
+    counts = [int(s) for s in sizes]
+    pad = np.zeros((max(counts), *a.shape[1:]), dtype=a.dtype)
+    pad[: len(a)] = a
+    mine = torch.from_numpy(pad).to(info.device)
+    parts = [torch.empty_like(mine) for _ in range(info.world_size)]
+    dist.all_gather(parts, mine)
+    return np.concatenate([p[:c].cpu().numpy() for p, c in zip(parts, counts)])
 
 
 def barrier(info: DistInfo) -> None:

@@ -1,13 +1,18 @@
 """The training loop. Counts optimizer steps (not micro-batches); every piece of state that the
 next step depends on is in the checkpoint, so a resumed run continues bit for bit.
 
+A step (:meth:`Trainer.train_step`) is queued on the device and never waits for it: its loss,
+gradient norm and non-finite flag stay device tensors, a non-finite step is skipped on the device,
+and the host reads the numbers back only at logging, evaluation and checkpoint steps
+(:meth:`Trainer.read_back`). The optimizer's special cases live behind
+:class:`~hftraining.optim.stepper.TrainOptimizer`; ``training.compile`` compiles the forward and loss.
+
 The loop only: the run folder, the final model and what follows training (the test evaluation,
 the report) belong to :mod:`hftraining.train.runner`, the one lifecycle of every training run."""
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -19,21 +24,29 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from hftraining import optim
-from hftraining.core.config import Config, resolved_precision
+from hftraining.core.config import Config, resolved_compile, resolved_precision
 from hftraining.core.errors import ConfigError, UserError
 from hftraining.data import augment
 from hftraining.data.pipeline import PreparedData
 from hftraining.data.windows import EpochSampler, WindowSet
+from hftraining.eval import metrics
 from hftraining.models import ForecastModel, build_model
 from hftraining.models.losses import compute_loss
 from hftraining.models.predict import autocast_context, predict_scaled
+from hftraining.optim.stepper import TrainOptimizer
 from hftraining.train import checkpoint as ckpt
-from hftraining.train.distributed import DistInfo, all_reduce_sum, barrier
+from hftraining.train.distributed import DistInfo, all_gather_rows, all_reduce_max, all_reduce_sum, barrier
 from hftraining.train.logging import RunLogger
 
 
 class NonFiniteError(UserError):
     """Too many optimizer steps in a row had a NaN/Inf loss or gradient."""
+
+
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+"""``training.compile`` modes that replay CUDA graphs on a GPU: their gradients are accumulated into
+buffers allocated once (never handed the graph's own output memory) and each micro-batch marks a new
+graph step."""
 
 
 @dataclass
@@ -53,6 +66,28 @@ class TrainerState:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
+
+
+@dataclass
+class _Pending:
+    """One optimizer step whose numbers are still on the device (see :meth:`Trainer.read_back`)."""
+
+    step: int  # global step after it
+    idx: np.ndarray  # windows of its last micro-batch, to name them in an error
+    lr: float  # the learning rate its update used
+    stats: torch.Tensor  # (P + 3,) float64 on the device: loss, P loss parts, grad norm, skipped (0/1)
+
+
+@dataclass
+class _LogWindow:
+    """What the next training log record summarises: the steps read back since the last record."""
+
+    losses: list[float] = field(default_factory=list)  # of the steps that were not skipped
+    grad_norm: float | None = None  # of the last step not skipped
+    parts: dict[str, float] = field(default_factory=dict)  # loss parts of the last step not skipped
+    skipped: bool = False
+    samples: int = 0
+    start: float = field(default_factory=time.perf_counter)
 
 
 class Trainer:
@@ -77,10 +112,16 @@ class Trainer:
                 f"training.optimizer: {t.optimizer!r} needs a double backward for its Hessian estimate, which "
                 "DistributedDataParallel does not support; train it in one process"
             )
+        self.compile_mode = resolved_compile(t, self.device.type)
+        if self.compile_mode != "none" and optim.needs_double_backward(t):
+            raise ConfigError(
+                f"training.compile: {t.compile!r} cannot train {t.optimizer!r}: its Hessian steps need a double "
+                "backward, which torch.compile does not support; use training.compile=none"
+            )
         self.run_dir, self.resume_path = run_dir, resume_path
         self.ckpt_root = self.run_dir / "checkpoints"
-        self.data = data
-        self.val_windows = data.val.thin(cfg.evaluation.max_val_windows)  # the same windows at every evaluation
+        self.data = data.on_device(self.device, cfg.data)  # batches made where the model is
+        self.val_windows = self.data.val.thin(cfg.evaluation.max_val_windows)  # the same windows at every evaluation
         pre = self.data.preprocessing
         if model is None:  # ``model``: one the caller built (the ETT benchmark's multivariate models)
             model = build_model(cfg.model, len(pre.feature_columns), pre.horizon, pre.seq_len)
@@ -93,15 +134,17 @@ class Trainer:
             len(self.data.train), cfg.data.batch_size, t.seed, drop_last=True,
             rank=self.info.rank, world_size=self.info.world_size,
         )
-        self.optimizer = self.scheduler = None
-        if self.model.needs_training:
-            lr_factor = {"none": 1.0, "linear": float(self.info.world_size), "sqrt": math.sqrt(self.info.world_size)}[t.lr_scaling]
-            self.optimizer = optim.build_optimizer(self.model, t)
-            for g in self.optimizer.param_groups:
-                g["lr"] = g["lr"] * lr_factor
-                g["initial_lr"] = g["lr"]
-            self.scheduler = optim.build_scheduler(self.optimizer, t)
+        self.opt = TrainOptimizer(self.model, t, self.info.world_size) if self.model.needs_training else None
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        graphs = self.compile_mode in CUDA_GRAPH_MODES and self.device.type == "cuda"
+        self._persistent_grads = graphs  # see CUDA_GRAPH_MODES
+        self._mark_graph_step = graphs
+        self.forward_loss = self._build_forward_loss() if self.model.needs_training else None
+        self._params = [p for p in self.model.parameters() if p.requires_grad]
+        self._pending: list[_Pending] = []
+        self._window = _LogWindow()
+        self._part_names: list[str] = []  # of the loss, in the order it returns them
+        self._last_lr = 0.0
         resume_step = None
         if self.resume_path is not None:
             resume_step = json.loads((self.resume_path / "trainer_state.json").read_text())["global_step"]
@@ -113,6 +156,32 @@ class Trainer:
             resume_step=resume_step,
         )
 
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        """The torch optimizer (None for a model without gradient steps); the checkpoint saves its state."""
+        return self.opt.optimizer if self.opt is not None else None
+
+    @property
+    def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
+        return self.opt.scheduler if self.opt is not None else None
+
+    def _build_forward_loss(self) -> Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        """``(x, mask, past, y) -> (loss, {part: value})`` of one micro-batch under the run's autocast:
+        the model (wrapped by DDP when there are several ranks) and its loss, compiled together by
+        ``torch.compile`` in ``training.compile``'s mode (their backward is compiled with them)."""
+        net = self.ddp if self.ddp is not None else self.model
+        model_cfg, target_scale = self.cfg.model, self.data.preprocessing.target_scale
+        device, precision = self.device, self.precision
+
+        def forward_loss(x, mask, past, y):
+            with autocast_context(device, precision):
+                out = net(x, mask, past)
+            return compute_loss(model_cfg, out, y, target_scale)
+
+        if self.compile_mode == "none":
+            return forward_loss
+        return torch.compile(forward_loss, mode=self.compile_mode, dynamic=False)
+
     # ------------------------------------------------------------------ state
     def trainer_state(self) -> dict[str, Any]:
         self.state.sampler = self.sampler.state_dict()
@@ -120,6 +189,7 @@ class Trainer:
         return self.state.to_dict()
 
     def save_checkpoint(self) -> None:
+        self.read_back()  # the counters saved are those of every step taken
         if self.info.is_main:
             path = ckpt.save_checkpoint(
                 self.ckpt_root, self.state.global_step, self.model, self.optimizer, self.trainer_state(), self.cfg.to_dict()
@@ -137,116 +207,153 @@ class Trainer:
         self.logger.info("resumed from %s at step %d", path, self.state.global_step)
 
     # ------------------------------------------------------------------ steps
-    def _forward_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        net = self.ddp if self.ddp is not None else self.model
-        x, past, y = (batch[k].to(self.device, non_blocking=True) for k in ("x", "past", "y"))
-        mask = batch["mask"].to(self.device) if "mask" in batch else None
-        with autocast_context(self.device, self.precision):
-            out = net(x, mask, past)
-        return compute_loss(self.cfg.model, out, y, self.data.preprocessing.target_scale)
-
     def _describe(self, idx: np.ndarray) -> str:
         ws = self.data.train
         i = int(idx[0])
         ts = np.datetime64(int(ws.times[i]), "ns").astype("datetime64[s]")
         return f"window {i} (symbol {ws.symbols[ws.symbol_ids[i]]}, as of {ts}) and {len(idx) - 1} more"
 
-    def train_step(self) -> dict[str, float] | None:
-        """One optimizer step over ``gradient_accumulation_steps`` micro-batches.
-        Returns the step's metrics, or None when the step was skipped for a non-finite value."""
+    def _batch(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        """The training batch of windows ``idx``, on the device (augmented when configured)."""
+        ws = self.data.train
+        return augment.training_batch(ws, idx, self.cfg.data) if self.augment else ws.batch(idx)
+
+    def zero_grad(self) -> None:
+        """Zero the gradients before a step's first micro-batch. Under CUDA graphs they are buffers of
+        their own, allocated once and added into in place: a gradient left to autograd would be the
+        graph's output memory itself, overwritten by the next micro-batch's replay (pytorch#96693)."""
+        self.opt.zero_grad(set_to_none=not self._persistent_grads)
+        if self._persistent_grads:
+            for p in self._params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+
+    def train_step(self) -> None:
+        """One optimizer step over ``gradient_accumulation_steps`` micro-batches, queued on the device
+        without the host waiting for it: the loss, its parts, the gradient norm and the non-finite
+        flag stay device tensors until :meth:`read_back`. A step whose loss or gradient is not finite
+        (on any rank) is skipped on the device: the weights and the optimizer's state stay, the step
+        still counts (see :class:`~hftraining.optim.stepper.TrainOptimizer`)."""
         t = self.cfg.training
         accum = t.gradient_accumulation_steps
-        step = self.state.global_step
-        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step's update uses
-        create_graph = optim.needs_create_graph(self.optimizer, step)
-        self.optimizer.zero_grad(set_to_none=True)
-        total = torch.zeros((), dtype=torch.float64)
-        parts_sum: dict[str, float] = {}
-        finite = True
+        opt = self.opt
+        lr, create_graph = opt.lr, opt.create_graph()
+        self.zero_grad()
+        micro_stats = []
         for micro in range(accum):
             idx = self.sampler.next_batch()
-            batch = augment.training_batch(self.data.train, idx, self.cfg.data) if self.augment else self.data.train.batch(idx)
-            sync = self.ddp is None or micro == accum - 1
-            with (nullcontext() if sync else self.ddp.no_sync()), optim.hessian_context(self.optimizer, step):
+            b = self._batch(idx)
+            sync = self.ddp is None or micro == accum - 1  # DDP reduces gradients on the last micro-batch
+            with (nullcontext() if sync else self.ddp.no_sync()), opt.hessian_context():
                 try:
-                    loss, parts = self._forward_loss(batch)
+                    if self._mark_graph_step:
+                        torch.compiler.cudagraph_mark_step_begin()
+                    loss, parts = self.forward_loss(b["x"], b.get("mask"), b["past"], b["y"])
+                    micro_stats.append(torch.stack([loss.detach(), *(v.detach() for v in parts.values())]))  # (1 + P,)
+                    self._part_names = list(parts)
                     scaled = loss / accum  # mean over micro-batches, as one big batch would give
                     if self.scaler is not None:
                         scaled = self.scaler.scale(scaled)
                     scaled.backward(create_graph=create_graph)
+                except torch.OutOfMemoryError:
+                    raise UserError(
+                        f"data.batch_size: {self.cfg.data.batch_size} windows of {self.data.preprocessing.seq_len} "
+                        f"steps do not fit in {self.device} memory; lower data.batch_size (and raise "
+                        "training.gradient_accumulation_steps to keep the batch per optimizer step)"
+                    ) from None
                 except RuntimeError as e:
                     raise RuntimeError(f"training batch failed at {self._describe(idx)}: {e}") from e
-            loss_d = loss.detach().double().cpu()
-            finite &= bool(torch.isfinite(loss_d))
-            total += loss_d / accum
-            for k, v in parts.items():
-                parts_sum[k] = parts_sum.get(k, 0.0) + float(v.detach()) / accum
+        stats = torch.stack(micro_stats).double().mean(0)  # (1 + P,) the step's loss and parts
         if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        max_norm = t.max_grad_norm if t.max_grad_norm > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm).detach().double().cpu()
-        flag = torch.tensor([0.0 if finite and torch.isfinite(grad_norm) else 1.0], dtype=torch.float64)
-        if float(all_reduce_sum(flag, self.info)) > 0:  # every rank skips together
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.update()
-            self.state.skipped_steps += 1
-            self.state.consecutive_nonfinite += 1
-            self.logger.log({"step": step, "nonfinite_skipped": self.state.skipped_steps, "loss": float(total)})
-            if self.state.consecutive_nonfinite >= t.max_consecutive_nonfinite:
-                raise NonFiniteError(
-                    f"training stopped: {self.state.consecutive_nonfinite} optimizer steps in a row had a "
-                    f"non-finite loss or gradient (last at {self._describe(idx)}); last good checkpoint "
-                    f"kept in {self.ckpt_root} (training.max_consecutive_nonfinite={t.max_consecutive_nonfinite})"
-                )
-            return None
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            self.scaler.unscale_(opt.optimizer)
+        grads = [p.grad for p in self._params if p.grad is not None]
+        if t.max_grad_norm > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self._params, t.max_grad_norm, foreach=True)
         else:
-            self.optimizer.step()
-        self.scheduler.step()
-        self.state.consecutive_nonfinite = 0
+            grad_norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        skip = (~(torch.isfinite(stats[0]) & torch.isfinite(grad_norm))).float()  # 0-dim on the device
+        all_reduce_max(skip, self.info)  # every rank skips together
+        opt.step(skip)
+        if self.scaler is not None:
+            self.scaler.update()
         self.state.global_step += 1
-        out = {"loss": float(total), "learning_rate": lr, "grad_norm": float(grad_norm)}
-        out.update({f"loss_{k}": v for k, v in parts_sum.items()} if len(parts_sum) > 1 else {})
-        return out
+        self._window.samples += self.cfg.data.batch_size * accum * self.info.world_size
+        self._pending.append(_Pending(self.state.global_step, idx, lr, torch.cat(
+            [stats, grad_norm.detach().double().reshape(1), skip.double().reshape(1)])))
+
+    def read_back(self) -> None:
+        """The one host synchronisation of training (at logging, evaluation and checkpoint steps): the
+        numbers of the steps taken since the last read come back in one copy, and the skip counters
+        and the ``max_consecutive_nonfinite`` abort are applied to them in step order."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        rows = torch.stack([p.stats for p in pending]).cpu().numpy()  # (steps, P + 3)
+        limit = self.cfg.training.max_consecutive_nonfinite
+        w = self._window
+        for p, r in zip(pending, rows):
+            if r[-1] > 0:
+                self.state.skipped_steps += 1
+                self.state.consecutive_nonfinite += 1
+                w.skipped = True
+                if self.state.consecutive_nonfinite >= limit:
+                    raise NonFiniteError(
+                        f"training stopped: {self.state.consecutive_nonfinite} optimizer steps in a row had a "
+                        f"non-finite loss or gradient (last at step {p.step}, {self._describe(p.idx)}); last good "
+                        f"checkpoint kept in {self.ckpt_root} (training.max_consecutive_nonfinite={limit})"
+                    )
+            else:
+                self.state.consecutive_nonfinite = 0
+                w.losses.append(float(r[0]))
+                w.grad_norm = float(r[-2])
+                w.parts = {k: float(v) for k, v in zip(self._part_names, r[1:-2])}
+        self._last_lr = pending[-1].lr
+
+    def _log_training(self, step: int) -> None:
+        """The training record of ``step``: the mean loss of the steps since the last record (over all
+        ranks), this step's learning rate, the last gradient norm, skips and throughput."""
+        w = self._window
+        rec: dict[str, Any] = {"step": step}
+        if w.losses:
+            mean_loss = torch.tensor([float(np.mean(w.losses))], dtype=torch.float64, device=self.device)
+            rec["loss"] = float(all_reduce_sum(mean_loss, self.info)) / self.info.world_size
+        rec["learning_rate"] = self._last_lr
+        if w.grad_norm is not None:
+            rec["grad_norm"] = w.grad_norm
+        if len(w.parts) > 1:
+            rec.update({f"loss_{k}": v for k, v in w.parts.items()})
+        if w.skipped:
+            rec["nonfinite_skipped"] = self.state.skipped_steps
+        rec["epoch"] = self.sampler.epoch
+        rec["samples_per_second"] = w.samples / max(time.perf_counter() - w.start, 1e-9)
+        self.logger.log(rec)
+        self._window = _LogWindow()
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, ws: WindowSet, max_batches: int | None = None) -> dict[str, float]:
-        """Validation metrics; with several ranks each scores a shard and the sums are all-reduced,
-        so every rank sees the same numbers."""
-        pre = self.data.preprocessing
+        """Validation metrics (:mod:`hftraining.eval.metrics` on every window's forecasts); with several
+        ranks each forecasts a shard and the shards are gathered, so every rank sees the same numbers."""
         n = len(ws)
         if max_batches is not None:
             n = min(n, max_batches * self.cfg.data.eval_batch_size)
         shard = np.array_split(np.arange(n), self.info.world_size)[self.info.rank]
-        if self.optimizer is not None:
-            optim.set_train_mode(self.optimizer, False)  # schedule-free: evaluate the averaged weights
-        sums = torch.zeros(7, dtype=torch.float64)  # sq err (scaled), sq err, abs err, hits, count, zero sq err, values
-        if len(shard):
-            sub = ws.subset(shard)
-            pred = predict_scaled(self.model, sub, self.cfg.data.eval_batch_size, self.device, self.precision).astype(np.float64)
-            true = sub.targets().astype(np.float64)
-            s = pre.target_scale
-            sign_p, sign_t = np.sign(pred), np.sign(true)
-            keep = sign_t != 0
-            hits = np.where(sign_p == 0, 0.5, (sign_p == sign_t)).astype(np.float64)[keep].sum()
-            sums += torch.tensor([
-                ((pred - true) ** 2).sum(), (((pred - true) * s) ** 2).sum(), (np.abs(pred - true) * s).sum(),
-                hits, keep.sum(), ((true * s) ** 2).sum(), true.size,
-            ], dtype=torch.float64)
-        if self.optimizer is not None:
-            optim.set_train_mode(self.optimizer, True)
-        all_reduce_sum(sums, self.info)
-        c = max(float(sums[6]), 1.0)  # forecast values: windows × H (× channels for a multivariate target)
+        if self.opt is not None:
+            self.opt.eval()  # schedule-free: evaluate the averaged weights
+        sub = ws.subset(shard)
+        pred = predict_scaled(self.model, sub, self.cfg.data.eval_batch_size, self.device, self.precision)
+        if self.opt is not None:
+            self.opt.train()
+        true = all_gather_rows(sub.targets().astype(np.float64), self.info)  # (n, H) scaled units
+        pred = all_gather_rows(pred.astype(np.float64), self.info)
+        s = self.data.preprocessing.target_scale
+        mse = metrics.mse(pred * s, true * s)
+        zero = metrics.mse(np.zeros_like(true), true * s)
         return {
-            "loss": float(sums[0]) / c,
-            "mse": float(sums[1]) / c,
-            "mae": float(sums[2]) / c,
-            "directional_accuracy": float(sums[3]) / max(float(sums[4]), 1.0),
-            "mse_vs_zero": float(sums[1]) / float(sums[5]) if float(sums[5]) > 0 else float("nan"),
+            "loss": metrics.mse(pred, true),
+            "mse": mse,
+            "mae": metrics.mae(pred * s, true * s),
+            "directional_accuracy": metrics.directional_accuracy(pred, true),
+            "mse_vs_zero": mse / zero if zero > 0 else float("nan"),
         }
 
     def _after_eval(self, metrics: dict[str, float]) -> None:
@@ -294,40 +401,34 @@ class Trainer:
         pre = self.data.preprocessing
         n_params = self.model.num_parameters()
         self.logger.info(
-            "model %s: %s parameters | windows train %d, val %d, test %d | %d features, L=%d, H=%d | %s, %s, world %d",
+            "model %s: %s parameters | windows train %d, val %d, test %d | %d features, L=%d, H=%d | %s, %s, "
+            "compile %s, world %d | %s",
             self.cfg.model.type, f"{n_params:,}", len(self.data.train), len(self.data.val), len(self.data.test),
-            len(pre.feature_columns), pre.seq_len, pre.horizon, self.device, self.precision, self.info.world_size,
+            len(pre.feature_columns), pre.seq_len, pre.horizon, self.device, self.precision, self.compile_mode,
+            self.info.world_size, self.data.placement,
         )
         if len(self.val_windows) < len(self.data.val):
             self.logger.info("validating on %d of the %d validation windows, evenly spaced (evaluation.max_val_windows)",
                              len(self.val_windows), len(self.data.val))
         self.model.train()
-        optim.set_train_mode(self.optimizer, True)
-        window_start, samples = time.perf_counter(), 0
-        losses: list[float] = []
+        self.opt.train()
+        self._window = _LogWindow()
         while self.state.global_step < t.max_steps and not self.state.stopped_early:
-            rec = self.train_step()
-            if rec is None:
-                continue
+            self.train_step()
             step = self.state.global_step
-            samples += self.cfg.data.batch_size * t.gradient_accumulation_steps * self.info.world_size
-            losses.append(rec["loss"])
             self.logger.advance()
-            if step % t.logging_steps == 0 or step == t.max_steps:
-                elapsed = time.perf_counter() - window_start
-                mean_loss = torch.tensor([float(np.mean(losses))], dtype=torch.float64)
-                mean_loss = float(all_reduce_sum(mean_loss, self.info)) / self.info.world_size  # over all ranks
-                rec.update(step=step, epoch=self.sampler.epoch, loss=mean_loss,
-                           samples_per_second=samples / max(elapsed, 1e-9))
-                self.logger.log({"step": step, **{k: v for k, v in rec.items() if k != "step"}})
-                window_start, samples, losses = time.perf_counter(), 0, []
-            evaluated = False
-            if len(self.data.val) and ((e.eval_steps and step % e.eval_steps == 0) or step == t.max_steps):
-                self._validate(step, e.max_eval_batches)
-                evaluated = True
+            log_now = step % t.logging_steps == 0 or step == t.max_steps
+            eval_now = bool(len(self.data.val)) and ((e.eval_steps and step % e.eval_steps == 0) or step == t.max_steps)
             epoch_end = t.save_on_epoch_end and self.sampler.at_epoch_end()
-            if (t.save_steps and step % t.save_steps == 0) or step == t.max_steps or self.state.stopped_early or epoch_end:
-                if evaluated and self.state.best_step == step:  # the best is only ever a saved step
+            save_now = (t.save_steps and step % t.save_steps == 0) or step == t.max_steps or epoch_end
+            if log_now or eval_now or save_now:
+                self.read_back()  # the host waits for the device only here
+            if log_now:
+                self._log_training(step)
+            if eval_now:
+                self._validate(step, e.max_eval_batches)
+            if save_now or self.state.stopped_early:
+                if eval_now and self.state.best_step == step:  # the best is only ever a saved step
                     self.state.best_checkpoint = str(self.ckpt_root / f"step-{step:08d}")
                 self.save_checkpoint()
 
@@ -335,8 +436,8 @@ class Trainer:
         """Leave the model with the weights the run keeps: the optimizer's evaluation weights
         (schedule-free averaging), or with ``training.load_best_model_at_end`` the best checkpoint's."""
         t = self.cfg.training
-        if self.optimizer is not None:
-            optim.set_train_mode(self.optimizer, False)
+        if self.opt is not None:
+            self.opt.eval()
         if t.load_best_model_at_end and self.state.best_checkpoint and Path(self.state.best_checkpoint).exists():
             ckpt.load_weights(Path(self.state.best_checkpoint), self.model)
             self.logger.info("final model = best checkpoint (step %s, eval_%s=%.6g)",

@@ -1,0 +1,299 @@
+"""GPU training throughput, every path timed in one run on the device it is given: a bare loop
+(eager and compiled), the hftraining Trainer in each ``training.compile`` mode, and
+``transformers.Trainer`` with and without its ``torch_compile``.
+
+    python benchmarks/bench_gpu.py                       # on a GPU: the production model, every configuration
+    python benchmarks/bench_gpu.py --budget 240          # stop starting measurements after 240 s (printed as such)
+    python benchmarks/bench_gpu.py --configs 32x4 --modes none,reduce-overhead
+    python benchmarks/bench_gpu.py --device cpu          # a smoke run (tiny model, few steps): every path runs
+
+Configurations are ``<batch>x<gradient accumulation>``: 32x1, 32x4 (the seed config) and 1024x1.
+The model is ``configs/production.json``'s (25.5M parameters, 60 steps, bf16 autocast, fused AdamW,
+clipping at 1.0, dropout 0.15). Each measurement warms up first (compilation and CUDA-graph recording
+are not timed) and then times whole optimizer steps, the host waiting for the device at the end.
+
+Printed per configuration and path: micro-steps/s, samples/s and MFU, the model FLOP/s
+(6 x parameters x tokens/s) against the bf16 matrix-multiply peak measured at the start of this run;
+and the ratio of the hftraining Trainer's best mode to ``transformers.Trainer`` with ``torch_compile``.
+The bare loop keeps its batches on the device (no data path); the Trainer gathers each batch from
+its windows (``data.device_cache``); ``transformers.Trainer`` loads them with its DataLoader.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from hftraining.core.config import load_config
+from hftraining.data.pipeline import prepare
+from hftraining.models import build_model
+from hftraining.models.losses import compute_loss
+from hftraining.models.predict import autocast_context
+from hftraining.optim import build_optimizer
+from hftraining.train.runner import build_trainer
+from hftraining.train.trainer import CUDA_GRAPH_MODES
+
+sys.path.insert(0, os.path.dirname(__file__))
+from bench_trainer import _WindowBatches, hf_missing  # noqa: E402
+
+PRODUCTION = ["model.hidden_size=512", "model.num_heads=16", "model.num_layers=8", "model.dropout=0.15"]
+TINY = ["model.hidden_size=32", "model.num_heads=4", "model.num_layers=2", "model.dropout=0.1"]
+MODES = ["none", "default", "reduce-overhead", "max-autotune"]
+
+
+def config(model: list[str], batch: int, accum: int, steps: int, device: str, mode: str, out: str):
+    return load_config(None, [
+        *model, "data.sequence_length=60", "data.prediction_horizon=5", f"data.batch_size={batch}",
+        "training.precision=bf16", "training.optimizer=adamw", "training.learning_rate=5e-5",
+        f"training.gradient_accumulation_steps={accum}", f"training.max_steps={steps}", f"training.device={device}",
+        f"training.compile={mode}", "training.save_steps=0", "evaluation.eval_steps=0", "output.tensorboard=false",
+        "output.progress_bar=never", f"output.output_dir={out}", "output.overwrite=true",
+    ])
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bf16_matmul_peak(device: torch.device) -> float:
+    """FLOP/s of a bf16 matrix product on ``device`` (8192³ on a GPU, mean of 10 after 3 warm-ups)."""
+    n = 8192 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, dtype=torch.bfloat16, device=device)
+    b = torch.randn(n, n, dtype=torch.bfloat16, device=device)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    sync(device)
+    return 10 * 2 * n**3 / (time.perf_counter() - t0)
+
+
+def time_trainer(cfg, data, steps: int) -> float:
+    """Seconds per optimizer step of ``Trainer.fit`` (logging every 10 steps, no evaluation, no checkpoint)."""
+    trainer = build_trainer(cfg, data)
+    trainer.data.val = trainer.data.val.subset(slice(0, 0))
+    trainer.save_checkpoint = trainer.read_back
+    trainer.model.train()
+    trainer.opt.train()
+    for _ in range(3):  # compilation, CUDA-graph recording, the optimizer's state: not timed
+        trainer.train_step()
+    trainer.read_back()
+    trainer.state.global_step = 0
+    sync(trainer.device)
+    t0 = time.perf_counter()
+    trainer.fit()  # ends with a read-back: the host has waited for the last step
+    sync(trainer.device)
+    elapsed = time.perf_counter() - t0
+    trainer.close()
+    return elapsed / steps
+
+
+def time_bare(cfg, data, steps: int, mode: str) -> float:
+    """Seconds per optimizer step of a hand-written loop over 8 batches already on the device."""
+    t = cfg.training
+    device = torch.device(t.device)
+    torch.manual_seed(t.seed)
+    pre = data.preprocessing
+    model = build_model(cfg.model, len(pre.feature_columns), pre.horizon, pre.seq_len).to(device).train()
+    opt = build_optimizer(model, t)
+    params = [p for p in model.parameters() if p.requires_grad]
+    rng = np.random.default_rng(0)
+    batches = [data.train.batch(rng.choice(len(data.train), cfg.data.batch_size, replace=False)) for _ in range(8)]
+    batches = [tuple(b[k].to(device) for k in ("x", "past", "y")) for b in batches]
+
+    def forward_loss(x, past, y):
+        with autocast_context(device, "bf16"):
+            out = model(x, None, past)
+        return compute_loss(cfg.model, out, y, pre.target_scale)[0]
+
+    fn = forward_loss if mode == "none" else torch.compile(forward_loss, mode=mode, dynamic=False)
+    graphs = mode in CUDA_GRAPH_MODES and device.type == "cuda"
+    if graphs:
+        for p in params:
+            p.grad = torch.zeros_like(p)
+    accum = t.gradient_accumulation_steps
+
+    def step(i):
+        opt.zero_grad(set_to_none=not graphs)
+        for m in range(accum):
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            (fn(*batches[(i * accum + m) % len(batches)]) / accum).backward()
+        torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm, foreach=True)
+        opt.step()
+
+    for i in range(3):
+        step(i)
+    sync(device)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def time_hf(cfg, data, steps: int, compile_model: bool) -> float:
+    """Seconds per optimizer step of ``transformers.Trainer`` on the same model, windows and settings
+    (fused AdamW, clipping, warmup+cosine, bf16, logging every 10 steps to memory), with or without
+    ``torch_compile`` (its default mode)."""
+    import transformers
+    from transformers import Trainer as HFTrainer, TrainerCallback, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
+
+    transformers.logging.set_verbosity_error()
+    t = cfg.training
+    device = torch.device(t.device)
+    torch.manual_seed(t.seed)
+    pre = data.preprocessing
+    model = build_model(cfg.model, len(pre.feature_columns), pre.horizon, pre.seq_len)
+
+    class WithLoss(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x, past, y):
+            out = self.model(x, None, past)
+            return {"loss": compute_loss(cfg.model, out, y, pre.target_scale)[0]}
+
+    warm = 3
+
+    class Clock(TrainerCallback):
+        t0, first, elapsed, steps = None, 0, 0.0, 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == warm:
+                sync(device)
+                self.first, self.t0 = state.global_step, time.perf_counter()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            sync(device)
+            self.elapsed, self.steps = time.perf_counter() - self.t0, state.global_step - self.first
+
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(
+            output_dir=out, max_steps=steps + warm, per_device_train_batch_size=cfg.data.batch_size,
+            gradient_accumulation_steps=t.gradient_accumulation_steps, dataloader_drop_last=True,
+            learning_rate=t.learning_rate, weight_decay=t.weight_decay, optim="adamw_torch_fused",
+            max_grad_norm=t.max_grad_norm, lr_scheduler_type="cosine", warmup_steps=1, bf16=True,
+            use_cpu=device.type == "cpu", seed=t.seed, logging_steps=10, report_to=[], save_strategy="no",
+            eval_strategy="no", dataloader_num_workers=0, dataloader_pin_memory=device.type == "cuda",
+            remove_unused_columns=False, disable_tqdm=True, torch_compile=compile_model,
+        )
+        clock = Clock()
+        trainer = HFTrainer(model=WithLoss(), args=args, train_dataset=_WindowBatches(data.train),
+                            data_collator=lambda batch: batch, callbacks=[clock])
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+    return clock.elapsed / clock.steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--configs", default=None, help="e.g. 32x4,1024x1,32x1 (the default on a GPU)")
+    ap.add_argument("--modes", default=None, help="training.compile modes of the Trainer (default on a GPU: all)")
+    ap.add_argument("--steps", type=int, default=None, help="timed optimizer steps (default: 100 / accumulation)")
+    ap.add_argument("--no-hf", action="store_true", help="leave transformers.Trainer out")
+    ap.add_argument("--paths", default=None,
+                    help="only these, in this order: trainer:<mode>, hf:none|torch_compile, bare:none|<mode>, "
+                         "each optionally @<config> (e.g. trainer:max-autotune@1024x1)")
+    ap.add_argument("--budget", type=float, default=None, help="start no measurement after this many seconds")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    start = time.perf_counter()
+    configs = args.configs or ("32x4,1024x1,32x1" if gpu else "8x1,8x2")
+    modes = (args.modes or (",".join(MODES) if gpu else "none,default")).split(",")
+    model = PRODUCTION if gpu else TINY
+    hf_reason = "--no-hf" if args.no_hf else hf_missing()
+    peak = bf16_matmul_peak(device)
+    name = torch.cuda.get_device_name(device) if gpu else f"CPU ({os.cpu_count()} cores)"
+    print(f"device: {name}; torch {torch.__version__}; bf16 matmul peak measured: {peak / 1e12:.1f} TFLOP/s"
+          + ("" if gpu else " (smoke run: tiny model)"), flush=True)
+    specs = [tuple(int(v) for v in spec.split("x")) for spec in configs.split(",")]
+    # Measured in this order, each path over every configuration before the next path, so that a
+    # --budget cut leaves the least important figures out: the Trainer (eager, then CUDA graphs),
+    # transformers.Trainer with and without torch_compile, the bare loop, the other compile modes.
+    order = [("hftraining Trainer", "none"), ("hftraining Trainer", "reduce-overhead")]
+    if hf_reason is None:
+        order += [("transformers.Trainer", "torch_compile"), ("transformers.Trainer", "none")]
+    order += [("bare loop", "none"), ("bare loop", "reduce-overhead" if gpu else "default")]
+    order += [("hftraining Trainer", m) for m in ("default", "max-autotune")]
+    order = [(p, m, None) for p, m in order if p != "hftraining Trainer" or m in modes]
+    if args.paths:  # e.g. hf:none,bare:reduce-overhead,trainer:max-autotune@1024x1
+        names = {"trainer": "hftraining Trainer", "hf": "transformers.Trainer", "bare": "bare loop"}
+        order = []
+        for item in args.paths.split(","):
+            what, _, only = item.partition("@")
+            path, _, mode = what.partition(":")
+            order.append((names[path], mode, only or None))
+    if hf_reason is not None:
+        print(f"transformers.Trainer: not timed ({hf_reason})")
+        order = [o for o in order if o[0] != "transformers.Trainer"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = prepare(config(model, 32, 1, 1, args.device, "none", tmp).data)
+        pre = data.preprocessing
+        n_params = build_model(config(model, 32, 1, 1, args.device, "none", tmp).model, len(pre.feature_columns),
+                               pre.horizon, pre.seq_len).num_parameters()
+        for path, mode, only in order:
+            for batch, accum in specs:
+                spec = f"{batch}x{accum}"
+                if only is not None and spec != only:
+                    continue
+                steps = args.steps or (max(10, 200 // accum) if batch < 512 else 30) if gpu else max(2, 4 // accum)
+                label = f"{batch} x {accum}".ljust(9) + f" {path} [{mode}]"
+                if args.budget is not None and time.perf_counter() - start > args.budget:
+                    print(f"{label:<58} not measured (--budget {args.budget:g} s spent)", flush=True)
+                    continue
+                cfg = config(model, batch, accum, steps, args.device, mode if path == "hftraining Trainer" else "none",
+                             os.path.join(tmp, "run"))
+                t0 = time.perf_counter()
+                try:
+                    if path == "hftraining Trainer":
+                        per_step = time_trainer(cfg, data, steps)
+                    elif path == "bare loop":
+                        per_step = time_bare(cfg, data, steps, mode)
+                    else:
+                        per_step = time_hf(cfg, data, steps, mode == "torch_compile")
+                except Exception as e:  # one path failing must not hide the others' figures
+                    print(f"{label:<58} failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}", flush=True)
+                    continue
+                finally:
+                    gc.collect()
+                    if gpu:
+                        torch.cuda.empty_cache()
+                micro = accum / per_step
+                sps = micro * batch
+                mfu = 6 * n_params * sps * cfg.data.sequence_length / peak
+                rows.append((spec, path, mode, micro, sps, mfu))
+                print(f"{label:<58} {micro:8.1f} micro-steps/s {sps:10.0f} samples/s  MFU {mfu:6.1%}"
+                      f"   ({time.perf_counter() - t0:.0f} s with warm-up)", flush=True)
+    rows.sort(key=lambda r: [f"{b}x{a}" for b, a in specs].index(r[0]))
+    print()
+    print("| configuration | path | micro-steps/s | samples/s | MFU |")
+    print("|---|---|---|---|---|")
+    for spec, path, mode, micro, sps, mfu in rows:
+        print(f"| {spec.replace('x', ' × ')} | {path} [{mode}] | {micro:.1f} | {sps:,.0f} | {mfu:.1%} |")
+    for spec in configs.split(","):
+        ours = [r for r in rows if r[0] == spec and r[1] == "hftraining Trainer"]
+        hf = [r for r in rows if r[0] == spec and r[1] == "transformers.Trainer" and r[2] == "torch_compile"]
+        if ours and hf:
+            best = max(ours, key=lambda r: r[3])
+            print(f"{spec}: hftraining Trainer [{best[2]}] / transformers.Trainer [torch_compile] = {best[3] / hf[0][3]:.2f}")
+    print(f"total {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
