@@ -151,3 +151,63 @@ def test_cli_config_error_is_one_line_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "training.learning_rate" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# Config bombs: each a one-line error within 5 s and 500 MB, never expanded, echoed or recursed into
+
+def _alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """YAML whose last anchor expands to width^levels leaves (9^9 = 387M) at a checked key."""
+    anchors = [f"&a0 [{', '.join(['x'] * width)}]"]
+    for k in range(1, levels):
+        anchors.append(f"&a{k} [{', '.join([f'*a{k - 1}'] * width)}]")
+    return "output:\n  experiment_name: [" + ", ".join(anchors) + "]\n"
+
+
+BOMBS = {
+    "alias_bomb.yaml": _alias_bomb(),
+    "huge_value.yaml": "output:\n  experiment_name: " + "x" * 50_000_000 + "\n",  # 50 MB
+    "deep.yaml": "[" * 200_000 + "]" * 200_000,
+    "deep.json": '{"data": ' + "[" * 200_000 + "]" * 200_000 + "}",
+    "many_keys.yaml": "training:\n  optimizer_kwargs:\n" + "".join(f"    k{i}: {i}\n" for i in range(200_000)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOMBS))
+def test_config_bombs_are_one_line_errors_in_bounded_time_and_memory(name, tmp_path):
+    path = tmp_path / name
+    path.write_text(BOMBS[name])
+    code = (
+        "import resource, sys, time\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (500 << 20, 500 << 20))\n"
+        "from hftraining.core.config import load_config\n"
+        "from hftraining.core.errors import ConfigError\n"
+        "t0 = time.perf_counter()\n"
+        "try:\n"
+        f"    load_config({str(path)!r})\n"
+        "except ConfigError as e:\n"
+        "    print(f'{time.perf_counter() - t0:.3f}', e, sep='\\n')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seconds, message = proc.stdout.splitlines()  # exactly one line of error
+    assert float(seconds) < 5.0, seconds
+    assert message.startswith(str(path)) and len(message) < 400, message[:500]
+
+
+def test_config_bomb_through_the_cli_is_exit_2_and_one_line(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_alias_bomb())
+    proc = subprocess.run([sys.executable, "-m", "hftraining", "train", "--config", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "values (YAML aliases count" in proc.stderr, proc.stderr[:500]
+
+
+def test_long_values_are_cut_in_error_messages():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["output.experiment_name=[" + "1, " * 20_000 + "1]"])
+    assert len(str(err.value)) < 400 and "expected a string" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["training.lr_scheduler=" + "a" * 10_000])
+    assert len(str(err.value)) < 600

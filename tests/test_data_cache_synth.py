@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -85,3 +86,16 @@ def test_synth_intraday_sessions_and_parquet_dataset(tmp_path, capsys):
                      "--out", str(tmp_path / "x")]) == 2
     assert "--session applies to bars shorter than a day" in capsys.readouterr().err
 
+
+
+def test_the_readme_synth_example_runs(tmp_path):
+    """Every ``hftraining data synth`` command of the README's command list works as written (its
+    --out pointed at a temporary folder)."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    commands = [line.split("#")[0].split()[1:] for line in readme.splitlines() if line.startswith("hftraining data synth")]
+    assert commands
+    for k, argv in enumerate(commands):
+        out = tmp_path / f"synth-{k}"
+        argv[argv.index("--out") + 1] = str(out)
+        assert cli.main(argv) == 0, argv
+        assert len(list(out.iterdir())) == int(argv[argv.index("--symbols") + 1])

@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import json
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -360,6 +361,63 @@ class Config:
 # --------------------------------------------------------------------------------------------
 # Loading and validation
 
+MAX_CONFIG_BYTES = 1 << 20
+"""Largest config file or ``section.key=value`` override read (1 MiB; 10,000 symbols take about 100 KB)."""
+MAX_CONFIG_VALUES = 100_000
+"""Most values (mapping keys, values and list items, counted every time a YAML alias repeats them) a
+config may hold: an alias "bomb" of 10^9 leaves is refused after this many, not expanded."""
+MAX_CONFIG_DEPTH = 32
+"""Deepest nesting of mappings and lists a config may have."""
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxtuple, _SHOWN.maxdict = 3, 8, 8, 8
+_SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlong = 120, 120, 60
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message, bounded: at most 200 characters, and computed in bounded
+    time whatever the value (a 50 MB string or an alias bomb is not rendered whole)."""
+    text = _SHOWN.repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def name_shown(key: Any) -> str:
+    """A key or section name for an error message: as written, cut to 80 characters."""
+    text = key if isinstance(key, str) else shown(key)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_bounds(raw: Any, where: str) -> None:
+    """Raise ConfigError when ``raw`` (parsed YAML/JSON) holds more than :data:`MAX_CONFIG_VALUES`
+    values or nests deeper than :data:`MAX_CONFIG_DEPTH`. Walks iteratively and stops at the limit,
+    so a value shared by many aliases costs no more than the limit."""
+    stack, count = [(raw, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError(f"{where}: more than {MAX_CONFIG_VALUES:,} values (YAML aliases count each time "
+                              "they repeat a value); a config is not a data file")
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{where}: nested deeper than {MAX_CONFIG_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for kv in value.items() for v in kv)
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def parse_text(text: str, where: str, json_only: bool = False) -> Any:
+    """YAML (or JSON) text of a config or an override → Python values, bounded: at most
+    :data:`MAX_CONFIG_BYTES`, :data:`MAX_CONFIG_VALUES` values and :data:`MAX_CONFIG_DEPTH` levels."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where}: {len(text):,} characters, more than a config may hold ({MAX_CONFIG_BYTES:,})")
+    try:
+        raw = json.loads(text) if json_only else yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{where}: nested deeper than {MAX_CONFIG_DEPTH} levels") from None
+    check_bounds(raw, where)
+    return raw
+
 
 def check_value(value: Any, tp: Any, key: str) -> Any:
     """Return ``value`` converted to ``tp`` where that is lossless, else raise ConfigError."""
@@ -378,29 +436,29 @@ def check_value(value: Any, tp: Any, key: str) -> Any:
                 return check_value(value, arg, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {shown(value)}")
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+            raise ConfigError(f"{key}: {shown(value)} is not one of {', '.join(map(repr, args))}")
         return value
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {shown(value)}")
         return [check_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
-        return {str(k): check_value(v, args[1], f"{key}.{k}") for k, v in value.items()}
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {shown(value)}")
+        return {str(k): check_value(v, args[1], f"{key}.{name_shown(k)}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        raise ConfigError(f"{key}: expected true/false, got {shown(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        raise ConfigError(f"{key}: expected an integer, got {shown(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -409,13 +467,13 @@ def check_value(value: Any, tp: Any, key: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        raise ConfigError(f"{key}: expected a number, got {shown(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (datetime.date, datetime.datetime)):  # YAML reads 2024-07-01 as a date
             return value.isoformat()
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
+        raise ConfigError(f"{key}: expected a string, got {shown(value)}")
     raise TypeError(f"unsupported config type {tp} for {key}")  # a bug in this file, not user input
 
 
@@ -432,7 +490,7 @@ def section_from_dict(cls: type, raw: Any, name: str) -> Any:
     kwargs = {}
     for key, value in raw.items():
         if key not in known:
-            raise ConfigError(f"{name}.{key}: unknown key; valid keys: {', '.join(sorted(known))}")
+            raise ConfigError(f"{name}.{name_shown(key)}: unknown key; valid keys: {', '.join(sorted(known))}")
         kwargs[key] = check_value(value, hints[key], f"{name}.{key}")
     return cls(**kwargs)
 
@@ -448,7 +506,7 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     sections = {}
     for name, value in raw.items():
         if name not in hints:
-            raise ConfigError(f"{name}: unknown config section; valid: {', '.join(hints)}")
+            raise ConfigError(f"{name_shown(name)}: unknown config section; valid: {', '.join(hints)}")
         sections[name] = section_from_dict(hints[name], value, name)
     cfg = Config(**sections)
     validate(cfg)
@@ -458,13 +516,13 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"training.learning_rate=1e-4"`` → (["training", "learning_rate"], 1e-4)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected section.key=value")
+        raise ConfigError(f"override {shown(text)}: expected section.key=value")
     key, _, raw_value = text.partition("=")
     parts = key.strip().split(".")
     if len(parts) != 2 or not all(parts):
-        raise ConfigError(f"override {text!r}: expected section.key=value")
+        raise ConfigError(f"override {shown(text)}: expected section.key=value")
     try:
-        value = yaml.safe_load(raw_value) if raw_value.strip() else None
+        value = parse_text(raw_value, name_shown(key.strip())) if raw_value.strip() else None
     except yaml.YAMLError:
         value = raw_value
     return parts, value
@@ -473,14 +531,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)  # never more than the limit, whatever the file is
+        text = data.decode("utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than a config may be ({MAX_CONFIG_BYTES:,} bytes)")
     try:
-        if path.suffix.lower() == ".json":
-            raw = json.loads(text)
-        else:
-            raw = yaml.safe_load(text)
+        raw = parse_text(text, str(path), json_only=path.suffix.lower() == ".json")
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         msg = str(e).splitlines()[0]
         raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {msg}") from None
@@ -500,7 +561,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         (section, key), value = parse_override(text)
         overridden.add(f"{section}.{key}")
         if section not in SECTIONS:
-            raise ConfigError(f"{section}.{key}: unknown config section {section!r}; valid: {', '.join(SECTIONS)}")
+            raise ConfigError(f"{name_shown(section)}.{name_shown(key)}: unknown config section {shown(section)}; "
+                              f"valid: {', '.join(SECTIONS)}")
         sec = raw.setdefault(section, {})
         if not isinstance(sec, dict):
             raise ConfigError(f"{section}: expected a mapping of keys")
@@ -520,7 +582,7 @@ def validate(cfg: Config) -> None:
     def positive(section: str, obj: Any, *names: str) -> None:
         for n in names:
             if getattr(obj, n) <= 0:
-                raise ConfigError(f"{section}.{n}: must be > 0, got {getattr(obj, n)!r}")
+                raise ConfigError(f"{section}.{n}: must be > 0, got {shown(getattr(obj, n))}")
 
     positive("model", m, "hidden_size", "num_heads", "num_layers", "patch_len", "patch_stride", "moving_avg", "season_length",
              "ridge_lags")
@@ -575,7 +637,7 @@ def validate(cfg: Config) -> None:
     if t.warmup_steps is not None and t.warmup_steps < 0:
         raise ConfigError(f"training.warmup_steps: must be >= 0, got {t.warmup_steps}")
     if e.metric not in ("loss", "mse", "mae", "mse_vs_zero"):
-        raise ConfigError(f"evaluation.metric: {e.metric!r} is not one of 'loss', 'mse', 'mae', 'mse_vs_zero' (lower is better)")
+        raise ConfigError(f"evaluation.metric: {shown(e.metric)} is not one of 'loss', 'mse', 'mae', 'mse_vs_zero' (lower is better)")
     if t.save_steps < 0 or e.eval_steps < 0:
         raise ConfigError("training.save_steps/evaluation.eval_steps: must be >= 0")
     for name in ("backtest_cost_bps", "backtest_slippage_bps"):
@@ -591,7 +653,7 @@ def validate(cfg: Config) -> None:
     positive("serve", cfg.serve, "max_body_bytes", "max_symbols", "max_rows", "request_timeout_s", "keep_alive_timeout_s")
     for i, origin in enumerate(cfg.serve.cors_origins):
         if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
-            raise ConfigError(f"serve.cors_origins[{i}]: {origin!r} is not an origin (scheme://host[:port], no path) or '*'")
+            raise ConfigError(f"serve.cors_origins[{i}]: {shown(origin)} is not an origin (scheme://host[:port], no path) or '*'")
     for name in ("max_val_windows", "max_test_windows", "baseline_max_windows"):
         if getattr(e, name) is not None and getattr(e, name) < 1:
             raise ConfigError(f"evaluation.{name}: must be >= 1 (or null for all), got {getattr(e, name)}")
@@ -608,7 +670,7 @@ def split_date_ns(text: str, key: str) -> int:
     try:
         ts = pd.Timestamp(text)
     except (ValueError, TypeError):
-        raise ConfigError(f"{key}: {text!r} is not a date (e.g. 2024-07-01)") from None
+        raise ConfigError(f"{key}: {shown(text)} is not a date (e.g. 2024-07-01)") from None
     return int((ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")).value)
 
 
@@ -617,9 +679,9 @@ def duration_ns(text: str, key: str) -> int:
     try:
         ns = int(pd.Timedelta(str(text)).value)
     except (ValueError, TypeError):
-        raise ConfigError(f"{key}: {text!r} is not a duration (e.g. 30min, 4h, 3D)") from None
+        raise ConfigError(f"{key}: {shown(text)} is not a duration (e.g. 30min, 4h, 3D)") from None
     if ns <= 0:
-        raise ConfigError(f"{key}: must be a positive duration, got {text!r}")
+        raise ConfigError(f"{key}: must be a positive duration, got {shown(text)}")
     return ns
 
 
