@@ -15,7 +15,7 @@ import torch
 
 from hftraining import models, optim
 from hftraining.core.config import Config, ServeConfig, load_config, section_from_dict, validate
-from hftraining.core.errors import UserError
+from hftraining.core.errors import UserError, io_cause, is_io_error
 from hftraining.core.jsonio import dumps
 from hftraining.data.feature_table import write_feature_table
 from hftraining.data.features import FEATURES
@@ -426,6 +426,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader of stdout (e.g. `| head`) has gone: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as e:  # the file system said no (disk full, permission, read-only): one line, exit 2
+        if not is_io_error(e):
+            raise
+        name = getattr(e, "filename", None)
+        print(f"hftraining: error: {f'{name}: ' if name else ''}{io_cause(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

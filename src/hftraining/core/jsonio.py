@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from hftraining.core.errors import writing
+
 
 def json_safe(obj: Any) -> Any:
     """``obj`` with non-finite floats → None, numpy values → Python values, tuples → lists."""
@@ -41,7 +43,9 @@ def dumps(obj: Any, indent: int | None = 2, exact: bool = False) -> str:
 def write_json(path: str | Path, obj: Any, indent: int | None = 2, exact: bool = False) -> Path:
     """Write ``obj`` as JSON (UTF-8, trailing newline) to ``path``: strict, or ``exact`` (checkpoints)."""
     path = Path(path)
-    path.write_text(dumps(obj, indent, exact) + "\n", encoding="utf-8")
+    text = dumps(obj, indent, exact) + "\n"
+    with writing(path):  # disk full, no permission: one line naming the file
+        path.write_text(text, encoding="utf-8")
     return path
 
 

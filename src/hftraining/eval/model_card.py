@@ -17,6 +17,7 @@ import yaml
 
 from hftraining import __version__
 from hftraining.core.config import Config
+from hftraining.core.errors import writing
 from hftraining.core.fmt import fmt
 from hftraining.eval.forecasts import label
 from hftraining.models import ForecastModel
@@ -178,5 +179,7 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
 def write_model_card(folder: str | Path, *args: Any, **kwargs: Any) -> Path:
     """Write :func:`model_card` (same arguments) as ``folder/README.md``; returns its path."""
     path = Path(folder) / CARD_NAME
-    path.write_text(model_card(folder, *args, **kwargs), encoding="utf-8")
+    text = model_card(folder, *args, **kwargs)
+    with writing(path):
+        path.write_text(text, encoding="utf-8")
     return path

@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
+from hftraining.core.errors import writing
 from hftraining.eval import metrics as M
 from hftraining.eval.backtest import portfolio_label
 
@@ -102,13 +103,14 @@ class _Doc:
         page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
                 f"<style>{style}</style></head><body><h1>{html.escape(self.title)}</h1>" + "\n".join(self.html)
                 + "</body></html>\n")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.files_dir.mkdir(parents=True, exist_ok=True)
-        for name, png in self.images:
-            (self.files_dir / f"{name}.png").write_bytes(png)
         html_path, md_path = out_dir / "report.html", out_dir / "report.md"
-        html_path.write_text(page, encoding="utf-8")
-        md_path.write_text("\n".join(self.md) + "\n", encoding="utf-8")
+        with writing(out_dir / "report.*"):  # disk full, no permission: one line naming the file
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self.files_dir.mkdir(parents=True, exist_ok=True)
+            for name, png in self.images:
+                (self.files_dir / f"{name}.png").write_bytes(png)
+            html_path.write_text(page, encoding="utf-8")
+            md_path.write_text("\n".join(self.md) + "\n", encoding="utf-8")
         return html_path, md_path
 
 

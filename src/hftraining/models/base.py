@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hftraining.core.config import ModelConfig, section_from_dict
-from hftraining.core.errors import ConfigError, DataError
+from hftraining.core.errors import ConfigError, DataError, writing
 from hftraining.core.jsonio import write_json
 from hftraining.models.outputs import ForecastOutput
 from hftraining.models.registry import build_model
@@ -80,15 +82,41 @@ class ForecastModel(nn.Module):
         }
 
     def save_pretrained(self, directory: str | Path, preprocessing: dict[str, Any] | None = None) -> Path:
-        """Write config.json, model.safetensors and (if given) preprocessing.json into ``directory``."""
+        """Write config.json, model.safetensors and (if given) preprocessing.json as the folder
+        ``directory``, atomically: into a hidden sibling first, every file fsync'ed, then renamed into
+        place (an existing folder is replaced whole). A folder of that name is always complete; a
+        write that fails (disk full, no permission) leaves the previous one, or none, and is a
+        one-line :class:`~hftraining.core.errors.WriteError`."""
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        write_json(d / CONFIG_NAME, self.init_args())
+        tmp = d.parent / f".{d.name}.tmp-{os.getpid()}"
         # contiguous copies: safetensors refuses shared or strided storage
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(d / WEIGHTS_NAME), metadata={"format": "pt"})
-        if preprocessing is not None:
-            write_json(d / PREPROCESSING_NAME, preprocessing)
+        try:
+            with writing(d):
+                d.parent.mkdir(parents=True, exist_ok=True)
+                for stale in [*d.parent.glob(f".{d.name}.tmp-*"), *d.parent.glob(f".{d.name}.old-*")]:
+                    shutil.rmtree(stale, ignore_errors=True)  # left by a run that died while writing
+                tmp.mkdir()
+                write_json(tmp / CONFIG_NAME, self.init_args())
+                save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+                if preprocessing is not None:
+                    write_json(tmp / PREPROCESSING_NAME, preprocessing)
+                for f in tmp.iterdir():
+                    with open(f, "rb") as fh:
+                        os.fsync(fh.fileno())
+                old = d.parent / f".{d.name}.old-{os.getpid()}"
+                if d.exists():
+                    os.rename(d, old)
+                try:
+                    os.rename(tmp, d)
+                except OSError:
+                    if old.exists():
+                        os.rename(old, d)  # the previous folder back, whole
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return d
 
     @classmethod

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from hftraining.core.errors import UserError
+from hftraining.core.errors import UserError, WriteError, io_cause, is_io_error
 from hftraining.core.jsonio import write_json
 from hftraining.models.base import ForecastModel
 from hftraining.optim.state import optimizer_state_from_flat, optimizer_state_to_flat
@@ -100,10 +100,25 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     config: dict[str, Any],
 ) -> Path:
-    """Write checkpoint ``step`` atomically under ``ckpt_root``; return its folder."""
-    ckpt_root.mkdir(parents=True, exist_ok=True)
+    """Write checkpoint ``step`` atomically under ``ckpt_root``; return its folder. A write that fails
+    (disk full, no permission) removes what it wrote and is a :class:`WriteError`: the checkpoints
+    already there are untouched, and the run continues from the newest of them with ``--resume``."""
     final = ckpt_root / f"step-{step:08d}"
     tmp = ckpt_root / f".tmp-step-{step:08d}-{os.getpid()}"
+    try:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        return _write_checkpoint(tmp, final, ckpt_root, model, optimizer, trainer_state, config)
+    except Exception as e:
+        if not is_io_error(e) and not isinstance(e, WriteError):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        cause = str(e).split(": cannot write ")[-1] if isinstance(e, WriteError) else f"({io_cause(e)})"
+        raise WriteError(f"{final}: cannot write the checkpoint {cause}; the checkpoints before it are kept: "
+                         "make room and continue with --resume") from None
+
+
+def _write_checkpoint(tmp: Path, final: Path, ckpt_root: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                      trainer_state: dict[str, Any], config: dict[str, Any]) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from hftraining.core.config import Config, OutputConfig, resolved_report_to
-from hftraining.core.errors import UserError
+from hftraining.core.errors import UserError, writing
 from hftraining.core.jsonio import dumps, read_json, write_json
 
 TRACKING_FILE = "tracking.json"
@@ -150,8 +150,9 @@ class JsonlTracker(Tracker):
         self.file = open(run_dir / "metrics.jsonl", "a" if resume_step is not None else "w", encoding="utf-8")
 
     def on_log(self, step, record):
-        self.file.write(dumps({"step": step, **{k: v for k, v in record.items() if k != "step"}}, indent=None) + "\n")
-        self.file.flush()
+        with writing(self.file.name):
+            self.file.write(dumps({"step": step, **{k: v for k, v in record.items() if k != "step"}}, indent=None) + "\n")
+            self.file.flush()
 
     def on_end(self, verdict, artifacts, failed):
         self.file.close()
@@ -185,6 +186,10 @@ class CsvTracker(Tracker):
             w.writerows(rows)
 
     def on_log(self, step, record):
+        with writing(self.path):
+            self._log(step, record)
+
+    def _log(self, step, record):
         row = {"step": step, **{k: v for k, v in record.items() if k != "step"}}
         joins = self.last is not None and self.last["step"] == step
         if joins:
