@@ -6,9 +6,12 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -200,3 +203,40 @@ def test_two_workers_share_a_postgresql_database(tmp_path, capsys, postgres_url)
     assert not (out / "tune.journal").exists()  # the trials went to the database
     storage = postgres_url.replace("postgresql://", "postgresql+psycopg://")
     _check_study(optuna, storage, "pg", out, printed)
+
+
+def test_a_killed_worker_leaves_no_trial_running_forever(tmp_path):
+    """SIGKILL a ``tune --workers 2`` process group while its trials run, then tune again on the same
+    journal: the dead workers' trials are marked failed (folder marked STALE.json) and counted."""
+    optuna = pytest.importorskip("optuna")
+    cfg = dict(TINY)
+    cfg["training"] = {**TINY["training"], "max_steps": 400, "logging_steps": 50}  # long enough to be killed
+    cfg["evaluation"] = {**TINY["evaluation"], "eval_steps": 200}
+    cfg["tune"] = {**TINY["tune"], "heartbeat_seconds": 0.5, "stale_after_seconds": 3}
+    path = tmp_path / "tune.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out, journal = tmp_path / "out", tmp_path / "tune.journal"
+    argv = [sys.executable, "-m", "hftraining", "tune", "--config", str(path), "--trials", "2", "--workers", "2",
+            "--storage", f"journal://{journal}", "--out", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(out.glob("trial-*/train.log"))) < 2:  # both trials training
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    running = [t.number for t in optuna.load_study(study_name="storage", storage=storage).get_trials()
+               if t.state == optuna.trial.TrialState.RUNNING]
+    assert len(running) == 2, running  # what the killed workers left behind
+    time.sleep(3.5)  # longer than tune.stale_after_seconds without a heartbeat
+    cfg["training"] = TINY["training"]
+    path.write_text(yaml.safe_dump(cfg))
+    again = subprocess.run(argv[:6] + ["--trials", "1", "--storage", f"journal://{journal}", "--out", str(out)],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    study = optuna.load_study(study_name="storage", storage=storage)
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert all(states[n] == "FAIL" for n in running) and list(states.values()).count("COMPLETE") == 1, states
+    assert "3 trial(s) — 1 complete, 0 pruned, 2 fail (2 of them stale: their worker died)" in again.stdout
+    for n in running:
+        assert "worker died" in (out / f"trial-{n:04d}" / "STALE.json").read_text()

@@ -337,6 +337,12 @@ class TuneConfig:
     (:mod:`hftraining.workflows.walkforward`) and score the mean of the folds' validation metrics."""
     fold_scheme: Literal["expanding", "rolling"] = "expanding"
     """Walk-forward scheme of the folds (``tune.folds`` >= 2)."""
+    heartbeat_seconds: float = 30.0
+    """A running trial records the time in the study storage this often (its ``heartbeat`` attribute)."""
+    stale_after_seconds: float = 300.0
+    """A trial still "running" with no heartbeat for this long belongs to a worker that died (SIGKILL,
+    a lost machine): it is marked failed (and its folder gets ``STALE.json``) when a tune starts and
+    before each trial. Longer than ``heartbeat_seconds``; long enough for a slow shared storage."""
 
 
 @dataclass
@@ -619,6 +625,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"data.split_dates: val {d.split_dates['val']} must be before test {d.split_dates['test']}")
     if not d.features:
         raise ConfigError("data.features: at least one feature is needed")
+    if not 0 < cfg.tune.heartbeat_seconds < cfg.tune.stale_after_seconds:
+        raise ConfigError(f"tune.heartbeat_seconds/stale_after_seconds: need 0 < heartbeat < stale_after, got "
+                          f"{cfg.tune.heartbeat_seconds} and {cfg.tune.stale_after_seconds}")
     if not d.device_cache_max_gb >= 0:
         raise ConfigError(f"data.device_cache_max_gb: must be >= 0, got {d.device_cache_max_gb}")
     if d.num_workers < 0:

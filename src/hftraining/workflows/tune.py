@@ -52,6 +52,8 @@ import math
 import multiprocessing as mp
 import os
 import re
+import threading
+import time
 import typing
 import warnings
 from pathlib import Path
@@ -273,6 +275,12 @@ class Objective:
         return self._data
 
     def __call__(self, trial) -> float:
+        cfg = load_config(self.config_path, self.overrides)
+        fail_stale_trials(trial.study, cfg.tune.stale_after_seconds, self.out)
+        with Heartbeat(trial, cfg.tune.heartbeat_seconds):
+            return self._run(trial)
+
+    def _run(self, trial) -> float:
         optuna = _optuna()
         values = suggest(trial, self.space)
         trial_dir = self.out / f"trial-{trial.number:04d}"
@@ -317,6 +325,63 @@ class Objective:
         log.info("trial %d: eval_%s = %.6g%s", trial.number, metric, value,
                  f" (mean of {len(fold_values)} folds)" if len(fold_values) > 1 else "")
         return value if math.isfinite(value) else float("nan")
+
+
+# ---------------------------------------------------------------------------------- stale trials
+
+HEARTBEAT = "heartbeat"
+"""User attribute of a running trial: the Unix time its worker last said it was alive."""
+STALE_FILE = "STALE.json"
+
+
+class Heartbeat:
+    """While a trial runs, a thread records the time in its ``heartbeat`` attribute every ``interval``
+    seconds, through the study storage (journal or RDB alike), so that a trial whose worker died can
+    be told from one still running on another process or machine."""
+
+    def __init__(self, trial, interval: float):
+        self.trial, self.interval = trial, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{trial.number}", daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            try:
+                self.trial.set_user_attr(HEARTBEAT, time.time())
+            except Exception:  # the trial has just finished (or the storage is briefly away): beat again or stop
+                pass
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def fail_stale_trials(study, stale_after: float, out: Path) -> list[int]:
+    """Mark failed every trial still "running" whose last heartbeat (or start, if it never beat) is
+    more than ``stale_after`` seconds old: its worker died. Their folders under ``out`` get
+    ``STALE.json`` saying so (kept, not deleted: a partial run can be looked at). Returns their numbers."""
+    optuna = _optuna()
+    now = time.time()
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        start = t.datetime_start.timestamp() if t.datetime_start else now
+        last = float(t.user_attrs.get(HEARTBEAT, start))
+        if now - last <= stale_after:
+            continue
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        why = f"no heartbeat for {now - last:.0f} s (tune.stale_after_seconds={stale_after:g}): its worker died"
+        folder = out / f"trial-{t.number:04d}"
+        if folder.is_dir():
+            write_json(folder / STALE_FILE, {"trial": t.number, "state": "fail", "why": why, "marked_at": now})
+        log.warning("trial %d: marked failed, %s", t.number, why)
+        failed.append(t.number)
+    return failed
 
 
 # ---------------------------------------------------------------------------------- study
@@ -498,6 +563,7 @@ def run_tune(
                                     sampler=_sampler(optuna, cfg), pruner=_pruner(optuna, cfg), load_if_exists=True)
     except ValueError as e:  # e.g. a stored study of that name with another direction
         raise UserError(f"--storage {shown_url(storage)}: {str(e).splitlines()[0]}") from None
+    fail_stale_trials(study, cfg.tune.stale_after_seconds, out)
     log.info("study %r in %s: %d trial(s), %d worker(s), objective eval_%s on the validation split",
              name, shown_url(storage), trials, workers, cfg.evaluation.metric)
     if workers == 1:
@@ -571,8 +637,11 @@ def write_study_report(study, cfg: Config, config_path, overrides, space, out: P
         return str(v)
 
     widths = [max(len(fmt(r[i])) if r is not header else len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    counts = [(sum(t.state == s for t in trials), s.name.lower()) for s in (State.COMPLETE, State.PRUNED, State.FAIL, State.RUNNING)]
+    stale = sum(t.state == State.FAIL and (out / f"trial-{t.number:04d}" / STALE_FILE).exists() for t in trials)
     lines = [f"study {study.study_name}: {len(trials)} trial(s) — "
-             + ", ".join(f"{sum(t.state == s for t in trials)} {s.name.lower()}" for s in (State.COMPLETE, State.PRUNED, State.FAIL)),
+             + ", ".join(f"{n} {s}" + (f" ({stale} of them stale: their worker died)" if s == "fail" and stale else "")
+                         for n, s in counts if n or s != "running"),
              "  ".join(str(h).ljust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(fmt(v).ljust(w) for v, w in zip(r, widths)) for r in rows]
     complete = [t for t in trials if t.state == State.COMPLETE and t.value is not None and math.isfinite(t.value)]
