@@ -46,6 +46,13 @@ def running(app):
     """A real uvicorn server of ``app`` on a free 127.0.0.1 port, in a thread; yields the port."""
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    with serving(srv):
+        yield port
+
+
+@contextlib.contextmanager
+def serving(srv):
+    """Run the ``uvicorn.Server`` ``srv`` in a thread until the block ends."""
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -53,7 +60,7 @@ def running(app):
         assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
         time.sleep(0.05)
     try:
-        yield port
+        yield
     finally:
         srv.should_exit = True
         thread.join(timeout=10)

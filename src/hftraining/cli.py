@@ -84,7 +84,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 _SERVE_FLAGS = {"host": "host", "port": "port", "max_body_bytes": "max_body_bytes", "max_symbols": "max_symbols",
                 "max_rows": "max_rows", "request_timeout": "request_timeout_s", "keep_alive_timeout": "keep_alive_timeout_s",
-                "cors_origin": "cors_origins"}
+                "header_timeout": "header_timeout_s", "max_connections": "max_connections", "cors_origin": "cors_origins"}
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -316,6 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"408 for a slower body, 503 for a slower prediction (serve.request_timeout_s, default {ServeConfig.request_timeout_s:g})")
     se.add_argument("--keep-alive-timeout", type=float, metavar="SECONDS",
                     help=f"idle keep-alive connections close after this (serve.keep_alive_timeout_s, default {ServeConfig.keep_alive_timeout_s:g})")
+    se.add_argument("--header-timeout", type=float, metavar="SECONDS",
+                    help=f"a client that has not sent a request's line and headers by then is disconnected "
+                         f"(serve.header_timeout_s, default {ServeConfig.header_timeout_s:g})")
+    se.add_argument("--max-connections", type=int,
+                    help=f"most open connections; more are closed at once (serve.max_connections, default {ServeConfig.max_connections})")
     se.add_argument("--cors-origin", action="append", metavar="ORIGIN",
                     help="allow browser calls from ORIGIN (repeatable; serve.cors_origins, default none: no CORS headers)")
     se.add_argument("--api-key", metavar="KEY",

@@ -310,6 +310,12 @@ class ServeConfig:
     its end in the background."""
     keep_alive_timeout_s: float = 5.0
     """Seconds an idle keep-alive connection stays open (uvicorn's ``timeout_keep_alive``; ``--keep-alive-timeout``)."""
+    header_timeout_s: float = 10.0
+    """Seconds a client has to send a request's line and headers, from its connection (or its previous
+    response); slower ones (one byte a second, "slowloris") are disconnected (``--header-timeout``)."""
+    max_connections: int = 1000
+    """Most open connections; one beyond is closed as soon as it opens (``--max-connections``). Keep it
+    under the process's file-descriptor limit (``ulimit -n``)."""
     cors_origins: list[str] = field(default_factory=list)
     """Browser origins allowed to call the server (``https://app.example.com``, or ``*``); empty: no CORS
     headers at all, so browsers block cross-origin calls (``--cors-origin``, repeatable)."""
@@ -628,6 +634,7 @@ def validate(cfg: Config) -> None:
     if not 0 < cfg.tune.heartbeat_seconds < cfg.tune.stale_after_seconds:
         raise ConfigError(f"tune.heartbeat_seconds/stale_after_seconds: need 0 < heartbeat < stale_after, got "
                           f"{cfg.tune.heartbeat_seconds} and {cfg.tune.stale_after_seconds}")
+    positive("serve", cfg.serve, "header_timeout_s", "max_connections")
     if not d.device_cache_max_gb >= 0:
         raise ConfigError(f"data.device_cache_max_gb: must be >= 0, got {d.device_cache_max_gb}")
     if d.num_workers < 0:

@@ -357,6 +357,59 @@ def _check_port(host: str, port: int) -> None:
             raise UserError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror})") from None
 
 
+def guarded_http(cfg: ServeConfig) -> type:
+    """uvicorn's h11 HTTP protocol with the two guards uvicorn lacks: a deadline for each request's
+    line and headers (``serve.header_timeout_s``; armed when a connection opens and after each
+    response, cleared once the head is complete: a client sending it a byte at a time is disconnected),
+    and a cap on open connections (``serve.max_connections``: one beyond is closed at once), so slow
+    clients cannot hold file descriptors until the server has none left."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11(H11Protocol):
+        _head_deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            if len(self.connections) > cfg.max_connections:
+                log.warning("closed a connection from %s: %d open (serve.max_connections)", self.client, len(self.connections) - 1)
+                transport.close()
+                return
+            self._arm_head_deadline()
+
+        def _arm_head_deadline(self) -> None:
+            self._clear_head_deadline()
+            self._head_deadline = self.loop.call_later(cfg.header_timeout_s, self._head_too_slow)
+
+        def _clear_head_deadline(self) -> None:
+            if self._head_deadline is not None:
+                self._head_deadline.cancel()
+                self._head_deadline = None
+
+        def _head_too_slow(self) -> None:
+            self._head_deadline = None
+            if not self.transport.is_closing():
+                log.warning("closed a connection from %s: no complete request head within %g s (serve.header_timeout_s)",
+                            self.client, cfg.header_timeout_s)
+                self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:  # the request line and headers are in
+                self._clear_head_deadline()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm_head_deadline()  # the next request's head, on a kept-alive connection
+
+        def connection_lost(self, exc) -> None:
+            self._clear_head_deadline()
+            super().connection_lost(exc)
+
+    return GuardedH11
+
+
 @dataclass
 class Prepared:
     """A server ready to listen (:func:`build_server`): the ``uvicorn.Server`` and its start-up line."""
@@ -377,7 +430,7 @@ def build_server(model_dir: str | Path, cfg: ServeConfig | None = None, api_key:
     app = create_app(model_dir, cfg, api_key)
     _check_port(cfg.host, cfg.port)
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False,
-                                           timeout_keep_alive=cfg.keep_alive_timeout_s))
+                                           timeout_keep_alive=cfg.keep_alive_timeout_s, http=guarded_http(cfg)))
     guard = "API key required" if api_key is not None else "no API key" + (", --insecure" if insecure else ": loopback only")
     return Prepared(server, f"serving {model_dir} on {cfg.host}:{cfg.port} ({guard})")
 
