@@ -11,7 +11,8 @@ Prints one table, every figure measured in this run:
       (which indexes the windows and fits the scaler statistics into it) and a warm start;
   (c) memory per rank and for the node with `torchrun --nproc_per_node=2` on the warm store vs in memory;
   (d) the training step rate on the store vs in memory (same symbols, same model);
-  (e) a batch scaled as it is gathered (what the windows do) vs gathered from rows scaled in place once.
+  (e) a batch scaled as it is gathered (what the windows do) vs gathered from rows scaled in place once;
+  (f) opening the store entry when its files' stamps match their last verification vs hashing them all.
 
 Memory is sampled every 0.2 s over the whole process tree: RSS per process (counts a shared page in
 every process that maps it) and PSS (a shared page divided among the processes that map it, so the
@@ -165,6 +166,18 @@ elif stage == "steps":
         trainer.train_step()
     dt = time.perf_counter() - t0
     print(json.dumps({"steps_per_s": args["steps"] / dt}))
+elif stage == "verify":  # opening the entry: its files' stamps match (every run) vs every file hashed again
+    from pathlib import Path
+    t0 = time.perf_counter()
+    rows, rep = data_rows(d)
+    stamps = time.perf_counter() - t0
+    entry = Path(rep["store"])
+    (entry / "verified.json").unlink()  # as after any write to the entry's files: each is hashed again
+    t0 = time.perf_counter()
+    rows, again = data_rows(d)
+    hashed = time.perf_counter() - t0
+    size = sum(f.stat().st_size for f in entry.iterdir() if f.suffix in (".f32", ".i64", ".f64"))
+    print(json.dumps({"stamps_s": stamps, "hashed_s": hashed, "bytes": size, "cache": [rep["cache"], again["cache"]]}))
 elif stage == "gather":  # batches scaled as they are gathered vs gathered from rows scaled once in place
     import dataclasses
     import numpy as np
@@ -207,7 +220,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--work", default="/tmp/hftraining-scale")
     ap.add_argument("--keep", action="store_true", help="keep the dataset and the store for the next run")
-    ap.add_argument("--stages", default="abcde", help="the stages to run (default abcde; (a) rebuilds the store)")
+    ap.add_argument("--stages", default="abcdef", help="the stages to run (default abcdef; (a) rebuilds the store)")
     a = ap.parse_args()
     work = Path(a.work)
     data_dir = work / f"synth-{a.symbols}x{a.rows}"
@@ -293,6 +306,15 @@ def main() -> None:
                       f"{got['fly_ms']:.3f} ms / {got['pre_ms']:.3f} ms per batch",
                       f"in place costs {got['prescale_s']:.1f} s and a private {got['copy_gb']:.2f} GB copy per process "
                       f"({got['rows'] / 1e6:.0f}M rows)"))
+
+    if "f" in a.stages:
+        # (f) trusting the store: the digests are computed while the entry is written; opening it compares
+        # the files' stamps with those of their last verification, and hashes again only what moved
+        v = run(child("verify", base))
+        got = json.loads(v["out"].strip().splitlines()[-1])
+        table.append(("(f) open the store entry: stamps unchanged (every run) / every file hashed again",
+                      f"{got['stamps_s']:.2f} s / {got['hashed_s']:.1f} s (cache {got['cache'][0]} / {got['cache'][1]})",
+                      f"{got['bytes'] / 2**30:.1f} GB of rows hashed at {got['bytes'] / 2**30 / got['hashed_s']:.2f} GB/s"))
 
     print(f"\nbench_scale: {a.symbols} symbols x {a.rows} one-minute rows ({n_rows / 1e6:.0f}M), "
           f"{os.cpu_count()} CPU cores, {os.sysconf('SC_PHYS_PAGES') * PAGE / 2**30:.0f} GB RAM")

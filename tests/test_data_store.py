@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -69,8 +70,68 @@ def test_damaged_entry_is_rebuilt(tmp_path):
     feats = next((tmp_path / "cache").rglob("features.f32"))
     feats.write_bytes(feats.read_bytes()[:-7])  # truncated
     rows, rep = data_rows(d)
-    assert rep["cache"] == "miss"
+    assert rep["cache"] == "rebuilt"
     _rows_equal(data_rows(dataclasses.replace(d, cache_dir=None))[0], rows)
+
+
+@pytest.mark.parametrize("name", ["features.f32", "returns.f32", "times.i64", "close.f64", "index.json"])
+def test_one_byte_changed_in_an_entry_is_detected_set_aside_and_rebuilt(tmp_path, name, caplog):
+    d = DataConfig(data_dir=str(_csv_dir(tmp_path, 2)), cache_dir=str(tmp_path / "cache"), **SMALL)
+    intact, _ = data_rows(d)
+    intact = dataclasses.replace(intact, **{k: np.array(getattr(intact, k)) for k in ("features", "returns", "times", "close")})
+    entry = next(p.parent for p in (tmp_path / "cache").rglob("index.json"))
+    path = entry / name
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    at = len(data) // 2 if name != "index.json" else data.index(b'"lengths": [') + 13  # a digit of a length
+    data[at] = data[at] ^ 0x01 if name != "index.json" else ord("9") if data[at] != ord("9") else ord("8")
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # even with its modification time put back
+    rows, rep = data_rows(d)
+    assert rep["cache"] == "rebuilt"
+    _rows_equal(intact, rows)
+    rows, rep = data_rows(d)
+    assert rep["cache"] == "hit"  # the rebuilt entry, trusted from then on
+    _rows_equal(intact, rows)
+    assert (entry.parent / f"{entry.name}.damaged").is_dir()
+    assert any("is damaged" in r.getMessage() and name in r.getMessage() for r in caplog.records)
+
+
+def test_a_changed_byte_never_reaches_the_rows(tmp_path):
+    d = DataConfig(data_dir=str(_csv_dir(tmp_path, 2)), cache_dir=str(tmp_path / "cache"), **SMALL)
+    intact, _ = data_rows(d)
+    intact = dataclasses.replace(intact, **{k: np.array(getattr(intact, k)) for k in ("features", "returns", "times", "close")})
+    feats = next((tmp_path / "cache").rglob("features.f32"))
+    raw = bytearray(feats.read_bytes())
+    raw[40:44] = np.float32(1.9e38).tobytes()  # one value made absurd, the file's size unchanged
+    feats.write_bytes(bytes(raw))
+    rows, rep = data_rows(d)
+    assert rep["cache"] == "rebuilt"
+    _rows_equal(intact, rows)
+
+
+def test_an_intact_entry_is_not_hashed_again(tmp_path, monkeypatch):
+    d = DataConfig(data_dir=str(_csv_dir(tmp_path, 2)), cache_dir=str(tmp_path / "cache"), **SMALL)
+    data_rows(d)
+    from hftraining.data import store
+
+    hashed = []
+    real = store._digest
+    monkeypatch.setattr(store, "_digest", lambda p: hashed.append(p.name) or real(p))
+    assert data_rows(d)[1]["cache"] == "hit"
+    assert [h for h in hashed if not h.endswith(".csv")] == []  # the stamps matched: a few stat calls
+
+
+def test_stale_temporary_folders_are_removed_by_the_next_build(tmp_path):
+    d = DataConfig(data_dir=str(_csv_dir(tmp_path, 2)), cache_dir=str(tmp_path / "cache"), **SMALL)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    dead = [cache / ".0123456789abcdef0123456789abcdef.deadbeef.tmp", cache / ".fedcba98765432100123456789abcdef.cafe.tmp"]
+    for p in dead:
+        (p / "features.f32").parent.mkdir(parents=True)
+        (p / "features.f32").write_bytes(b"\0" * 4096)
+    assert data_rows(d)[1]["cache"] == "miss"
+    assert not any(p.exists() for p in dead)
 
 
 def test_store_in_memory_and_workers_give_the_same_rows_and_windows(tmp_path):
@@ -192,3 +253,45 @@ def test_windows_never_span_a_gap_longer_than_max_gap(tmp_path):
         assert 0 < len(ws) < len(p_all.split(split))
         span = ws.ends[:, None] + np.arange(-2, 3)  # inputs and targets of each window
         assert (np.diff(ws.row_times[span], axis=1) <= max_gap).all()
+
+
+def _with_marker(marker: str) -> list[int]:
+    """Pids of live processes whose environment holds ``marker``."""
+    pids = []
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker.encode() in env.read_bytes():
+                stat = (env.parent / "stat").read_text()
+                if stat.split(") ")[-1].split()[0] != "Z":  # not a zombie
+                    pids.append(int(env.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_build_workers_die_with_the_process_that_started_them(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    write_synth(tmp_path / "big", 8, 300_000, seed=1, freq="1min")
+    marker = f"HFT_STORE_TEST={uuid.uuid4().hex}"
+    code = ("from hftraining.core.config import DataConfig\nfrom hftraining.data.pipeline import data_rows\n"
+            f"data_rows(DataConfig(data_dir={str(tmp_path / 'big')!r}, cache_dir={str(tmp_path / 'cache')!r}, "
+            "num_workers=2, sequence_length=20, prediction_horizon=3))\n")
+    env = {**os.environ, marker.split("=")[0]: marker.split("=")[1]}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_with_marker(marker)) < 3:  # the parent and its two workers
+        time.sleep(0.1)
+    assert len(_with_marker(marker)) >= 3, "the build's workers never started"
+    time.sleep(1.0)  # mid-build
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and _with_marker(marker):
+        time.sleep(0.1)
+    assert _with_marker(marker) == [], "build workers outlived the killed build"

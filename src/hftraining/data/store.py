@@ -6,7 +6,8 @@ An entry is a folder ``<data.cache_dir>/<key>/`` of four flat binary files and a
     times.i64      (N,) int64 ns UTC         close.f64    (N,) float64
     index.json     symbols, starts, lengths, feature columns, the validation report
 
-so a :class:`~hftraining.data.rows.Rows` is four read-only ``np.memmap`` views: nothing is loaded,
+(with ``verified.json``), so a :class:`~hftraining.data.rows.Rows` is four read-only ``np.memmap``
+views: nothing is loaded,
 and every process that maps the entry (DDP ranks on a node, evaluation after training) shares the
 same pages of the page cache instead of holding its own copy.
 
@@ -21,10 +22,19 @@ time, in ``data.num_workers`` processes, and appends each symbol's rows to the f
 holds a few symbols, never the dataset. The entry is written to a temporary folder and renamed
 into place; a lock file makes concurrent builders (several ranks, several runs) build it once.
 No pickle is written: the files are raw arrays and JSON.
+
+Trust: ``index.json`` holds the blake2b digest of each array file (computed as it was written) and
+of its own content. ``verified.json`` holds the size, modification and change time of each file
+when its digests last matched. Opening an entry compares those stamps (a few ``stat`` calls); a
+file whose stamps moved (any write changes its ctime, which user space cannot set back) is hashed
+again. An entry that fails (a byte changed, a file cut short, an index edited) is set aside as
+``<key>.damaged`` with a warning naming the file, and rebuilt. Temporary folders of builders that
+died are removed by the next build; build workers die with the process that started them.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import fcntl
 import hashlib
@@ -33,6 +43,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -52,7 +63,7 @@ from hftraining.data.validate import RowsNeeded, check_policy
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3  # bump when the stored layout or a feature's formula changes
+FORMAT = 4  # bump when the stored layout or a feature's formula changes (4: digests in the index)
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",
@@ -61,6 +72,7 @@ KEYED_FIELDS = (
 ARRAYS = {"features": np.float32, "returns": np.float32, "times": np.int64, "close": np.float64}
 SUFFIX = {"features": "f32", "returns": "f32", "times": "i64", "close": "f64"}
 DIGESTS = "file-digests.json"
+VERIFIED = "verified.json"
 
 
 # ----------------------------------------------------------------------------------------- keys
@@ -143,7 +155,8 @@ def _results(us: list[Unit], d: DataConfig, needed: RowsNeeded, min_rows: int) -
             yield _job(u, d, needed, min_rows)
         return
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's threads
-    with ProcessPoolExecutor(max_workers=d.num_workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=d.num_workers, mp_context=ctx, initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         ahead = 2 * d.num_workers
         pending = [pool.submit(_job, u, d, needed, min_rows) for u in us[:ahead]]
         nxt = len(pending)
@@ -155,13 +168,26 @@ def _results(us: list[Unit], d: DataConfig, needed: RowsNeeded, min_rows: int) -
             yield res
 
 
+def _die_with_parent(parent: int) -> None:
+    """Build worker initialiser: the kernel kills this worker when the process that started it dies
+    (a SIGKILLed build would otherwise leave its workers blocked on their pipe, holding memory)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass  # not Linux: the pool's own shutdown is all there is
+    if os.getppid() != parent:  # the parent died before the line above ran
+        os._exit(1)
+
+
 class _Sink:
-    """Where built symbols go: appended to the entry's files, or kept in memory."""
+    """Where built symbols go: appended to the entry's files (each file's digest computed as it is
+    written), or kept in memory."""
 
     def __init__(self, folder: Path | None, n_features: int):
         self.folder, self.F = folder, n_features
         self.parts: dict[str, list[np.ndarray]] = {k: [] for k in ARRAYS}
         self.files = None if folder is None else {k: open(folder / f"{k}.{SUFFIX[k]}", "wb") for k in ARRAYS}
+        self.hashes = {k: hashlib.blake2b(digest_size=16) for k in ARRAYS}
         self.offset, self.where = 0, {}
 
     def add(self, sym: str, r: SymbolRows) -> None:
@@ -170,7 +196,9 @@ class _Sink:
             if self.files is None:
                 self.parts[k].append(a)
             else:
-                self.files[k].write(a.tobytes())
+                data = a.tobytes()
+                self.hashes[k].update(data)
+                self.files[k].write(data)
         self.where[sym] = (self.offset, len(r))
         self.offset += len(r)
 
@@ -190,7 +218,8 @@ class _Sink:
 
 
 def _build(d: DataConfig, us: list[Unit], needed: RowsNeeded, min_rows: int, folder: Path | None):
-    """Build every symbol's rows into ``folder`` (or memory) → (symbols, starts, lengths, report, skipped, arrays)."""
+    """Build every symbol's rows into ``folder`` (or memory) → (symbols, starts, lengths, report, skipped,
+    arrays (in memory only), the blake2b digest of each file as written)."""
     col = Collector(d, needed)
     F = len(feature_columns(d.features))
     sink = _Sink(folder, F)
@@ -212,7 +241,8 @@ def _build(d: DataConfig, us: list[Unit], needed: RowsNeeded, min_rows: int, fol
     skipped = [s for s in col.order() if s in skipped]
     starts = [sink.where[s][0] for s in order]
     lengths = [sink.where[s][1] for s in order]
-    return order, starts, lengths, col.report(), skipped, (sink.arrays() if folder is None else None)
+    digests = {k: h.hexdigest() for k, h in sink.hashes.items()}
+    return order, starts, lengths, col.report(), skipped, (sink.arrays() if folder is None else None), digests
 
 
 @contextmanager
@@ -226,31 +256,112 @@ def _locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _open(folder: Path) -> tuple[Rows, dict[str, Any]] | None:
-    """The entry's rows as read-only memory maps, or None when it is incomplete or damaged."""
+def _index_digest(index: dict[str, Any]) -> str:
+    body = {k: v for k, v in index.items() if k != "index_digest"}
+    return hashlib.blake2b(json.dumps(body, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+def _stamps(folder: Path) -> dict[str, list[int]]:
+    """(size, mtime, ctime) in ns of the entry's files: any write moves the ctime."""
+    out = {}
+    for name in ["index.json", *(f"{k}.{SUFFIX[k]}" for k in ARRAYS)]:
+        st = (folder / name).stat()
+        out[name] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    return out
+
+
+def _record_verified(folder: Path) -> None:
+    try:
+        tmp = folder / f".{VERIFIED}.{uuid.uuid4().hex}"
+        tmp.write_text(json.dumps(_stamps(folder)), encoding="utf-8")
+        os.replace(tmp, folder / VERIFIED)
+    except OSError:
+        pass  # a read-only store: verified (by hashing) again next time
+
+
+def _verify(folder: Path, index: dict[str, Any]) -> str | None:
+    """Why the entry's files are not what was written (None: they are). Files whose stamps match
+    ``verified.json`` are trusted; the others are hashed against the index's digests."""
+    if index.get("index_digest") != _index_digest(index):
+        return "index.json: its content does not match its digest"
+    try:
+        known = json.loads((folder / VERIFIED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    now = _stamps(folder)
+    if known == now:
+        return None
+    for k in ARRAYS:
+        name = f"{k}.{SUFFIX[k]}"
+        if known.get(name) == now[name]:
+            continue
+        if _digest(folder / name) != index["digests"][k]:
+            return f"{name}: its content does not match the digest written with it"
+    _record_verified(folder)
+    return None
+
+
+def _open(folder: Path) -> tuple[Rows, dict[str, Any]] | str:
+    """The entry's rows as read-only memory maps, or why they cannot be used (incomplete or damaged)."""
     try:
         index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
         if index.get("format") != FORMAT:
-            return None
+            return f"index.json: format {index.get('format')!r} of an older version, not {FORMAT}"
         n, F = int(index["n_rows"]), int(index["n_features"])
         arrays = {}
         for k, dt in ARRAYS.items():
             shape = (n, F) if k == "features" else (n,)
             path = folder / f"{k}.{SUFFIX[k]}"
             if path.stat().st_size != int(np.prod(shape)) * np.dtype(dt).itemsize:
-                return None
+                return f"{path.name}: {path.stat().st_size} bytes, the index says {int(np.prod(shape)) * np.dtype(dt).itemsize}"
+        problem = _verify(folder, index)
+        if problem:
+            return problem
+        for k, dt in ARRAYS.items():
+            shape = (n, F) if k == "features" else (n,)
+            path = folder / f"{k}.{SUFFIX[k]}"
             arrays[k] = np.memmap(path, dtype=dt, mode="r", shape=shape) if n else np.zeros(shape, dt)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    rows = Rows(list(index["symbols"]), np.asarray(index["starts"], np.int64), np.asarray(index["lengths"], np.int64), **arrays)
+        rows = Rows(list(index["symbols"]), np.asarray(index["starts"], np.int64), np.asarray(index["lengths"], np.int64),
+                    **arrays)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"unreadable ({type(e).__name__}: {e})"
     return rows, index
+
+
+def _set_aside(folder: Path, why: str) -> None:
+    """Move a damaged entry to ``<key>.damaged`` (replacing an older one) with a warning."""
+    aside = folder.with_name(folder.name + ".damaged")
+    log.warning("feature store entry %s is damaged (%s): set aside as %s and rebuilt", folder, why, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+    try:
+        os.rename(folder, aside)
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_stale_temporaries(root: Path, own_key: str) -> None:
+    """Remove the temporary folders of builds that died: ``.<key>.<uuid>.tmp`` whose key's lock no
+    live builder holds (``own_key``'s lock is held by this process, so its temporaries are stale)."""
+    for tmp in root.glob(".*.tmp"):
+        key = tmp.name.split(".")[1]
+        if key == own_key:
+            shutil.rmtree(tmp, ignore_errors=True)
+            continue
+        try:
+            with open(root / f"{key}.lock", "a") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while a builder holds it
+                shutil.rmtree(tmp, ignore_errors=True)
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        except OSError:
+            continue
 
 
 def load_rows(d: DataConfig, needed: RowsNeeded, min_rows: int) -> tuple[Rows, dict[str, Any]]:
     """Every symbol's rows of ``d`` → (rows, validation report): mapped from the store entry of
     ``d.cache_dir`` (built first when absent) or, with ``cache_dir=None``, built in memory.
 
-    The report is the validation report of the rows plus ``"cache": "hit" | "miss" | "off"`` and
+    The report is the validation report of the rows plus ``"cache": "hit" | "miss" | "rebuilt" (a
+    damaged entry, set aside) | "off"`` and
     ``"skipped_symbols"``: symbols whose features leave fewer than ``min_rows`` rows."""
     check_policy(d)
     us = units(d)
@@ -268,35 +379,40 @@ def load_rows(d: DataConfig, needed: RowsNeeded, min_rows: int) -> tuple[Rows, d
     with _locked(root / f"{key}.lock"):
         hit = _open(folder) if folder.is_dir() else None
         status = "hit"
+        if isinstance(hit, str):
+            _set_aside(folder, hit)
+            status, hit = "rebuilt", None
         if hit is None:
-            status = "miss"
-            shutil.rmtree(folder, ignore_errors=True)
+            status = "miss" if status == "hit" else status
+            _remove_stale_temporaries(root, key)
             tmp = root / f".{key}.{uuid.uuid4().hex}.tmp"
             tmp.mkdir(parents=True)
             try:
-                order, starts, lengths, report, skipped, _ = _build(d, us, needed, min_rows, tmp)
+                order, starts, lengths, report, skipped, _, digests = _build(d, us, needed, min_rows, tmp)
                 index = {
                     "format": FORMAT, "key": key, "version": hftraining.__version__,
                     "symbols": order, "starts": starts, "lengths": lengths,
                     "n_rows": _total(tmp), "n_features": len(feature_columns(d.features)),
                     "features": list(d.features), "feature_columns": feature_columns(d.features),
-                    "report": report, "skipped_symbols": skipped,
+                    "report": report, "skipped_symbols": skipped, "digests": digests,
                 }
+                index["index_digest"] = _index_digest(json.loads(json.dumps(index)))  # as a reader parses it
                 write_json(tmp / "index.json", index, indent=None)
+                _record_verified(tmp)  # just written and hashed as written: trusted as they stand
                 os.rename(tmp, folder)
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
             hit = _open(folder)
-            if hit is None:  # a caller's bug or a disk that lost the files we just wrote
-                raise DataError(f"{folder}: the feature store entry just written cannot be read back")
+            if isinstance(hit, str):  # a disk that lost the files we just wrote
+                raise DataError(f"{folder}: the feature store entry just written cannot be read back ({hit})")
     rows, index = hit
     log.info("feature store %s: %s (%d symbols, %d rows)", status, folder, len(rows.symbols), len(rows.returns))
     return rows, {**index["report"], "skipped_symbols": index["skipped_symbols"], "cache": status, "store": str(folder)}
 
 
 def _in_memory(d: DataConfig, us: list[Unit], needed: RowsNeeded, min_rows: int, status: str) -> tuple[Rows, dict[str, Any]]:
-    order, starts, lengths, report, skipped, arrays = _build(d, us, needed, min_rows, None)
+    order, starts, lengths, report, skipped, arrays, _ = _build(d, us, needed, min_rows, None)
     rows = Rows(order, np.asarray(starts, np.int64), np.asarray(lengths, np.int64), **arrays)
     return rows, {**report, "skipped_symbols": skipped, "cache": status}
 
