@@ -17,7 +17,7 @@ quantiles combine the same way (quantile averaging); buy/hold/sell probabilities
 
 from __future__ import annotations
 
-import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from hftraining.core.config import shown
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.core.jsonio import write_json
 from hftraining.data.pipeline import Preprocessing, apply
 from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble, resolve_model_dir
-from hftraining.models import ForecastModel, ForecastOutput, load_preprocessing
+from hftraining.models import ForecastModel, ForecastOutput, folder, load_preprocessing
 from hftraining.models.predict import predict_scaled
 
 METHODS = ("mean", "median", "weighted")
@@ -166,15 +167,33 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
     return out
 
 
+MAX_MEMBERS = 64
+
+
 def read_ensemble_meta(directory: str | Path) -> dict[str, Any]:
+    """``ensemble.json`` of ``directory``, checked (an ensemble folder is untrusted input like any model
+    folder): a known method, 2 to :data:`MAX_MEMBERS` members, each a folder inside the ensemble folder,
+    and weights (if any) finite, non-negative and not all zero, one per member."""
     path = Path(directory) / ENSEMBLE_NAME
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
+    meta = folder.read_json(directory, ENSEMBLE_NAME)
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: expected a JSON object")
     for key in ("method", "members"):
         if key not in meta:
             raise DataError(f"{path}: missing key {key!r}")
+    if meta["method"] not in METHODS:
+        raise DataError(f"{path}: method {shown(meta['method'])} is not one of {', '.join(METHODS)}")
+    members = meta["members"]
+    if not isinstance(members, list) or not 2 <= len(members) <= MAX_MEMBERS:
+        raise DataError(f"{path}: members must be a list of 2 to {MAX_MEMBERS} folders, got {shown(members)}")
+    for m in members:
+        folder.inside(Path(directory), m, str(path))
+    w = meta.get("weights")
+    if w is not None:
+        ok = isinstance(w, list) and len(w) == len(members) and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0 for x in w)
+        if not ok or sum(w) <= 0:
+            raise DataError(f"{path}: weights must be {len(members)} finite numbers >= 0, not all 0; got {shown(w)}")
     return meta
 
 
@@ -182,7 +201,7 @@ def load_ensemble(directory: str | Path) -> tuple[EnsembleModel, Preprocessing]:
     """(model, preprocessing) of an ensemble folder."""
     d = Path(directory)
     meta = read_ensemble_meta(d)
-    dirs = [d / name for name in meta["members"]]
+    dirs = [folder.inside(d, name, str(d / ENSEMBLE_NAME)) for name in meta["members"]]
     for m in dirs:
         if not m.exists():
             raise DataError(f"{d / ENSEMBLE_NAME}: member folder {m} is missing")

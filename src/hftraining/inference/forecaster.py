@@ -116,7 +116,13 @@ class Forecaster:
         """Every output of the model for the windows of ``ws`` in scaled target units
         (:func:`hftraining.models.predict.predict_outputs`, the batched forward of evaluation)."""
         # on a GPU, batches travel from pinned host memory without blocking (as in training)
-        return predict_outputs(self.model, ws.on_device(self.device), self.batch_size, self.device, self.precision)
+        outs = predict_outputs(self.model, ws.on_device(self.device), self.batch_size, self.device, self.precision)
+        bad = {k for k, v in outs.items() if not np.isfinite(v).all()}
+        if bad:  # never handed back: a NaN forecast is a broken model folder, not a forecast
+            raise DataError(f"{self.model_dir}: the model's {', '.join(sorted(bad))} are not finite numbers for "
+                            f"{int(sum((~np.isfinite(outs[k])).any(axis=tuple(range(1, outs[k].ndim))).sum() for k in bad))} "
+                            "window(s); its weights or preprocessing.json are broken")
+        return outs
 
     def predict_windows(self, ws: WindowSet) -> np.ndarray:
         """(W, H) forecast log returns for the windows of ``ws``."""

@@ -7,19 +7,19 @@ A model folder holds ``config.json`` (the model section and the shapes it was bu
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from hftraining.core.config import ModelConfig, section_from_dict
+from hftraining.core.config import ModelConfig
 from hftraining.core.errors import ConfigError, DataError, writing
 from hftraining.core.jsonio import write_json
+from hftraining.models import folder
 from hftraining.models.outputs import ForecastOutput
 from hftraining.models.registry import build_model
 
@@ -71,6 +71,11 @@ class ForecastModel(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def variable_shape_keys(self) -> frozenset[str]:
+        """State-dict entries whose shape is set by fitting, not by the config (checked by size only
+        when a folder is loaded); none for most models."""
+        return frozenset()
+
     # ---------------------------------------------------------------- persistence
     def init_args(self) -> dict[str, Any]:
         return {
@@ -121,26 +126,28 @@ class ForecastModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> "ForecastModel":
-        """Rebuild the model saved in ``directory`` (any registered type) with its weights."""
+        """Rebuild the model saved in ``directory`` (any registered type) with its weights. The folder
+        is untrusted input: every file is checked before anything is built from it
+        (:mod:`hftraining.models.folder`); a failure is a one-line DataError naming the file."""
         d = Path(directory)
+        if not (d / CONFIG_NAME).exists() and not (d / CONFIG_NAME).is_symlink():
+            raise DataError(f"{d}: not a model folder (no {CONFIG_NAME})")
+        cfg, n_features, horizon, seq_len = folder.model_spec(d)
+        expected = folder.expected_tensors(cfg, n_features, horizon, seq_len, d / CONFIG_NAME)
+        state = folder.load_weights(d, expected, map_location)
+        model = build_model(cfg, n_features, horizon, seq_len)
         try:
-            args = json.loads((d / CONFIG_NAME).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError(f"{d}: not a model folder (no {CONFIG_NAME})") from None
-        except json.JSONDecodeError as e:
-            raise DataError(f"{d / CONFIG_NAME}: not valid JSON ({e})") from None
-        cfg = section_from_dict(ModelConfig, args["model"], "model")
-        model = build_model(cfg, args["n_features"], args["horizon"], args["seq_len"])
-        if not (d / WEIGHTS_NAME).exists():
-            raise DataError(f"{d}: no {WEIGHTS_NAME}")
-        state = load_file(str(d / WEIGHTS_NAME), device=map_location)
-        model.load_state_dict(state)
+            model.load_state_dict(state)
+        except Exception as e:  # e.g. a LightGBM booster's text that does not parse
+            raise DataError(f"{d / WEIGHTS_NAME}: cannot be loaded into the model ({' '.join(str(e).split())[:200]})") from None
         return model
 
 
 def load_preprocessing(directory: str | Path) -> dict[str, Any]:
-    path = Path(directory) / PREPROCESSING_NAME
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{directory}: no {PREPROCESSING_NAME} (not a model folder written by hftraining)") from None
+    """The checked ``preprocessing.json`` of the model folder ``directory`` (it must agree with the
+    folder's ``config.json``: see :func:`hftraining.models.folder.check_preprocessing`)."""
+    d = Path(directory)
+    if not (d / PREPROCESSING_NAME).exists() and not (d / PREPROCESSING_NAME).is_symlink():
+        raise DataError(f"{directory}: no {PREPROCESSING_NAME} (not a model folder written by hftraining)")
+    _, n_features, horizon, seq_len = folder.model_spec(d)
+    return folder.check_preprocessing(d, n_features, horizon, seq_len)

@@ -85,6 +85,9 @@ class LightGBMForecaster(RidgeForecaster):
             rounds.append(self.boosters[-1].current_iteration())
         return {"rounds": float(np.mean(rounds)), "val_mse": se / Yv.size if Av is not None else float("nan")}
 
+    def variable_shape_keys(self) -> frozenset[str]:
+        return frozenset(f"booster_{h}" for h in range(self.horizon))  # each booster's text has its own length
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: D102 (nn.Module's)
         # the boosters' text has its own length: take the saved buffers as they are, then parse them
         for h in range(self.horizon):

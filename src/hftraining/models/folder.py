@@ -1,0 +1,275 @@
+"""A model folder is input: read it as untrusted, like a CSV.
+
+``predict``, ``serve``, ``evaluate`` and :meth:`Forecaster.from_pretrained` load folders someone
+else may have written. Every file goes through here before anything is built from it:
+
+- read with a size limit, only as a regular file inside the folder (a symbolic link leaving the
+  folder, a device such as ``/dev/zero`` or a FIFO is refused);
+- JSON parsed with the config's bounds (size, values, nesting; :func:`hftraining.core.config.parse_text`);
+- ``config.json`` checked as the config tree checks a ``model`` section, with caps on the sizes that
+  decide memory, and the parameter count computed on the ``meta`` device (nothing allocated) and
+  capped at :data:`MAX_PARAMETERS`;
+- the ``model.safetensors`` header (keys, dtypes, shapes, byte ranges) compared with the model the
+  config describes before a byte of weights is read, and the weights refused if one is not finite;
+- ``preprocessing.json`` checked for types, lengths that agree with the model, and finite, positive
+  scales.
+
+Every failure is a one-line :class:`~hftraining.core.errors.DataError` naming the file and the key
+(exit 2). Nothing in a folder is executed or imported: names are looked up in registries.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from hftraining.core.config import (
+    Config, DataConfig, ModelConfig, check_value, parse_text, section_from_dict, shown, validate,
+)
+from hftraining.core.errors import ConfigError, DataError
+from hftraining.data.features import feature_columns
+from hftraining.models.registry import build_model
+
+MAX_JSON_BYTES = 16 << 20
+"""Largest config.json / preprocessing.json / ensemble.json read (16 MiB)."""
+MAX_HEADER_BYTES = 16 << 20
+"""Largest safetensors header read (16 MiB; a 25M-parameter model's is under 20 KB)."""
+MAX_PARAMETERS = 1_000_000_000
+"""Most parameters a loaded model may have (4 GB of float32)."""
+CAPS = {"hidden_size": 65_536, "num_heads": 4_096, "num_layers": 1_024, "intermediate_size": 1 << 20,
+        "patch_len": 1 << 16, "patch_stride": 1 << 16, "moving_avg": 1 << 16, "season_length": 1 << 20,
+        "ridge_lags": 1 << 16}
+"""Largest value of the model keys that decide a model's size (checked before it is built)."""
+DIM_CAPS = {"n_features": 100_000, "horizon": 100_000, "seq_len": 1_000_000}
+DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+          "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+          "BOOL": torch.bool}
+
+
+def regular_file(folder: str | Path, name: str, max_bytes: int) -> Path:
+    """``folder/name`` when it is a regular file inside ``folder`` (symbolic links allowed when they
+    stay inside it) of at most ``max_bytes``; a DataError naming the file otherwise."""
+    folder = Path(folder)
+    path = folder / name
+    try:
+        if path.is_symlink() and not path.resolve().is_relative_to(folder.resolve()):
+            raise DataError(f"{path}: a symbolic link to {path.resolve()}, outside the model folder; refused")
+        st = path.stat()
+    except FileNotFoundError:
+        raise DataError(f"{folder}: no {name}") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path}: not a regular file; refused")
+    if st.st_size > max_bytes:
+        raise DataError(f"{path}: {st.st_size:,} bytes, more than the {max_bytes:,} a model folder's {name} may have")
+    return path
+
+
+def read_file(folder: str | Path, name: str, max_bytes: int) -> bytes:
+    """The bytes of :func:`regular_file` (``folder``, ``name``, ``max_bytes``), never more than ``max_bytes``."""
+    path = regular_file(folder, name, max_bytes)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    if len(data) > max_bytes:
+        raise DataError(f"{path}: more than the {max_bytes:,} bytes a model folder's {name} may have")
+    return data
+
+
+def read_json(folder: str | Path, name: str) -> Any:
+    """The JSON content of ``folder/name`` (:func:`read_file`, then the config's bounded parse)."""
+    path = Path(folder) / name
+    data = read_file(folder, name, MAX_JSON_BYTES)
+    try:
+        return parse_text(data.decode("utf-8"), str(path), json_only=True)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    except ConfigError as e:
+        raise DataError(str(e)) from None
+
+
+def _int(args: dict[str, Any], key: str, path: Path) -> int:
+    if key not in args:
+        raise DataError(f"{path}: missing key {key!r}")
+    v = args[key]
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= DIM_CAPS[key]:
+        raise DataError(f"{path}: {key} must be an integer in [1, {DIM_CAPS[key]:,}], got {shown(v)}")
+    return v
+
+
+def model_spec(folder: str | Path) -> tuple[ModelConfig, int, int, int]:
+    """(model config, n_features, horizon, seq_len) of ``folder/config.json``, checked."""
+    path = Path(folder) / "config.json"
+    args = read_json(folder, "config.json")
+    if not isinstance(args, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    if "model" not in args:
+        raise DataError(f"{path}: missing key 'model'")
+    try:
+        cfg = section_from_dict(ModelConfig, args["model"], "model")
+        validate(Config(model=cfg))
+    except ConfigError as e:
+        raise DataError(f"{path}: {e}") from None
+    for key, cap in CAPS.items():
+        v = getattr(cfg, key)
+        if v is not None and v > cap:
+            raise DataError(f"{path}: model.{key} is {v:,}, more than {cap:,}; refused")
+    if len(cfg.quantiles) > 99 or len(cfg.ridge_lambdas) > 1000:
+        raise DataError(f"{path}: model.quantiles/ridge_lambdas: too many values")
+    return cfg, _int(args, "n_features", path), _int(args, "horizon", path), _int(args, "seq_len", path)
+
+
+def expected_tensors(cfg: ModelConfig, n_features: int, horizon: int, seq_len: int, path: Path) -> dict[str, tuple]:
+    """{name: (dtype, shape)} of the state dict of the model ``cfg`` describes, built on the meta
+    device (no memory); a DataError when it would have more than :data:`MAX_PARAMETERS` parameters."""
+    try:
+        with torch.device("meta"):
+            model = build_model(cfg, n_features, horizon, seq_len)
+    except (ConfigError, ValueError, RuntimeError) as e:
+        raise DataError(f"{path}: describes no model that can be built ({' '.join(str(e).split())[:200]})") from None
+    n = model.num_parameters()
+    if n > MAX_PARAMETERS:
+        raise DataError(f"{path}: describes a model of {n:,} parameters, more than {MAX_PARAMETERS:,}; refused")
+    variable = model.variable_shape_keys()
+    return {k: (v.dtype, None if k in variable else tuple(v.shape)) for k, v in model.state_dict().items()}
+
+
+def check_weights(path: Path, expected: dict[str, tuple]) -> None:
+    """Compare the safetensors header of ``path`` with ``expected`` ({name: (dtype, shape or None
+    for a tensor whose length is the data's)}) before reading any weight: the same names, dtypes and
+    shapes, and byte ranges that tile the file exactly."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise DataError(f"{path}: too short to be a safetensors file")
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_HEADER_BYTES or 8 + n > size:
+                raise DataError(f"{path}: header of {n:,} bytes in a file of {size:,}; not a safetensors file")
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError, RecursionError) as e:
+        raise DataError(f"{path}: unreadable safetensors header ({type(e).__name__})") from None
+    if not isinstance(header, dict):
+        raise DataError(f"{path}: unreadable safetensors header")
+    header.pop("__metadata__", None)
+    missing, extra = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
+    if missing or extra:
+        raise DataError(f"{path}: tensors do not match config.json (missing {shown(missing)}, unexpected {shown(extra)})")
+    spans = []
+    for name, (dtype, shape) in expected.items():
+        info = header[name]
+        if not isinstance(info, dict) or DTYPES.get(info.get("dtype")) is None:
+            raise DataError(f"{path}: tensor {name}: unreadable entry {shown(info)}")
+        got_dtype, got_shape, offsets = DTYPES[info["dtype"]], info.get("shape"), info.get("data_offsets")
+        if got_dtype != dtype:
+            raise DataError(f"{path}: tensor {name} is {info['dtype']}, config.json needs {dtype}")
+        if not (isinstance(got_shape, list) and all(isinstance(s, int) and s >= 0 for s in got_shape)):
+            raise DataError(f"{path}: tensor {name}: bad shape {shown(got_shape)}")
+        if shape is not None and tuple(got_shape) != shape:
+            raise DataError(f"{path}: tensor {name} has shape {tuple(got_shape)}, config.json needs {shape}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            raise DataError(f"{path}: tensor {name}: bad data_offsets {shown(offsets)}")
+        nbytes = math.prod(got_shape) * torch.empty((), dtype=got_dtype).element_size()
+        if offsets[1] - offsets[0] != nbytes:
+            raise DataError(f"{path}: tensor {name}: {offsets[1] - offsets[0]} bytes of data for {nbytes} needed")
+        spans.append(tuple(offsets))
+    spans.sort()
+    end = 0
+    for a, b in spans:
+        if a != end:
+            raise DataError(f"{path}: tensor data overlaps or leaves gaps (at byte {a})")
+        end = b
+    if 8 + n + end != size:
+        raise DataError(f"{path}: {size:,} bytes, the header describes {8 + n + end:,}")
+
+
+def load_weights(folder: Path, expected: dict[str, tuple], map_location: str = "cpu") -> dict[str, torch.Tensor]:
+    """The checked weights of ``folder``: header first (:func:`check_weights`), then the tensors,
+    refused when one holds a NaN or an infinity."""
+    path = regular_file(folder, "model.safetensors", 1 << 62)
+    check_weights(path, expected)
+    try:
+        state = load_file(str(path), device=map_location)
+    except Exception as e:  # safetensors' own error type; anything it cannot parse
+        raise DataError(f"{path}: unreadable ({' '.join(str(e).split())[:200]})") from None
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise DataError(f"{path}: tensor {name} holds NaN or infinite values; refused")
+    return state
+
+
+def _finite_list(v: Any, n: int, where: str, positive: bool = False) -> list[float]:
+    if not isinstance(v, list) or len(v) != n:
+        raise DataError(f"{where}: expected a list of {n} numbers, got {shown(v)}")
+    a = np.asarray([x if isinstance(x, (int, float)) and not isinstance(x, bool) else np.nan for x in v], np.float64)
+    if not np.isfinite(a).all() or (positive and not (a > 0).all()):
+        raise DataError(f"{where}: every value must be a finite number{' > 0' if positive else ''}, got {shown(v)}")
+    return v
+
+
+def check_preprocessing(folder: str | Path, n_features: int, horizon: int, seq_len: int) -> dict[str, Any]:
+    """``folder/preprocessing.json``, checked against the model (its feature count, horizon and
+    window): types, the feature columns of its features, finite scaler statistics with positive
+    scales of the right length, a finite positive target scale, and a valid data section."""
+    path = Path(folder) / "preprocessing.json"
+    where = str(path)
+    pre = read_json(folder, "preprocessing.json")
+    if not isinstance(pre, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    for key in ("features", "feature_columns", "scaler", "target_scale", "seq_len", "horizon", "data"):
+        if key not in pre:
+            raise DataError(f"{path}: missing key {key!r}")
+    try:
+        features = check_value(pre["features"], list[str], f"{where}: features")
+        columns = check_value(pre["feature_columns"], list[str], f"{where}: feature_columns")
+        raw = pre["data"]
+        data = section_from_dict(DataConfig, {**raw, "features": features} if isinstance(raw, dict) else raw, f"{where}: data")
+        validate(Config(data=data))
+        if feature_columns(features) != columns:
+            raise DataError(f"{path}: feature_columns {shown(columns)} are not the columns of features {shown(features)}")
+    except (ConfigError, ValueError, KeyError) as e:
+        raise DataError(f"{path}: {' '.join(str(e).split())[:300]}") from None
+    if len(columns) != n_features:
+        raise DataError(f"{path}: feature_columns has {len(columns)} names, the model takes {n_features} features")
+    if pre["seq_len"] != seq_len or pre["horizon"] != horizon:
+        raise DataError(f"{path}: seq_len/horizon {shown(pre['seq_len'])}/{shown(pre['horizon'])} differ from the "
+                        f"model's {seq_len}/{horizon}")
+    ts = pre["target_scale"]
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts) or ts <= 0:
+        raise DataError(f"{path}: target_scale must be a finite number > 0, got {shown(ts)}")
+    sc = pre["scaler"]
+    if not isinstance(sc, dict) or sc.get("kind") not in ("standard", "robust") or not isinstance(sc.get("per_symbol"), bool) \
+            or not isinstance(sc.get("params"), dict) or not sc["params"]:
+        raise DataError(f"{path}: scaler: expected {{kind: standard|robust, per_symbol, params}}, got {shown(sc)}")
+    for name, p in sc["params"].items():
+        if not isinstance(p, dict):
+            raise DataError(f"{path}: scaler.params.{shown(name)}: expected {{center, scale}}")
+        _finite_list(p.get("center"), n_features, f"{path}: scaler.params.{name}.center")
+        _finite_list(p.get("scale"), n_features, f"{path}: scaler.params.{name}.scale", positive=True)
+    return pre
+
+
+def inside(folder: Path, member: Any, where: str) -> Path:
+    """``folder/member`` for a relative path that stays inside ``folder`` (no ``..``, no absolute
+    path, no link leading out); a DataError naming ``where`` otherwise."""
+    if not isinstance(member, str) or not member or os.path.isabs(member):
+        raise DataError(f"{where}: member {shown(member)} is not a path inside the ensemble folder")
+    path = folder / member
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise DataError(f"{where}: member {shown(member)} leads outside the ensemble folder; refused")
+    return path

@@ -1,0 +1,197 @@
+"""Hostile model folders: a corpus of broken and malicious variants of a valid folder (config.json,
+preprocessing.json, model.safetensors, symbolic links, ensembles). Each must be either a one-line
+user error (exit 2 on the command line) within 10 s and 1 GB more memory, or a correct forecast; a
+NaN forecast never comes back. Loaded in one child process that caps its own address space
+(``resource.setrlimit``) at what it holds after start-up plus 1 GB."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from hftraining.data.io import sample_data_dir
+from test_inference_serve import _free_port, make_model  # noqa: E402
+
+CSV = str(sample_data_dir() / "AEM.csv")
+
+
+def _json(path: Path, change) -> None:
+    obj = json.loads(path.read_text())
+    change(obj)
+    path.write_text(json.dumps(obj))
+
+
+def _tensors(path: Path, change) -> None:
+    state = load_file(str(path))
+    change(state)
+    save_file(state, str(path), metadata={"format": "pt"})
+
+
+def _header(path: Path, change) -> None:
+    """Rewrite the safetensors header of ``path`` (the tensor bytes stay as they are)."""
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    change(header)
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+
+
+def _first_weight(state):
+    return next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+
+
+# name → (file the error must name, mutation of a copy of the valid folder d); expect "ok" for a correct forecast
+VARIANTS = {
+    # config.json
+    "config_not_json": ("config.json", lambda d: (d / "config.json").write_text("{")),
+    "config_a_list": ("config.json", lambda d: (d / "config.json").write_text("[1, 2]")),
+    "config_no_model": ("config.json", lambda d: _json(d / "config.json", lambda o: o.pop("model"))),
+    "config_million_layers": ("config.json", lambda d: _json(d / "config.json", lambda o: o["model"].update(num_layers=10**6))),
+    "config_32gb_model": ("config.json", lambda d: _json(d / "config.json", lambda o: o["model"].update(hidden_size=16384, num_heads=16, num_layers=40))),
+    "config_negative_dim": ("config.json", lambda d: _json(d / "config.json", lambda o: o.update(n_features=-3))),
+    "config_dim_as_text": ("config.json", lambda d: _json(d / "config.json", lambda o: o.update(horizon="3"))),
+    "config_code_as_type": ("config.json", lambda d: _json(d / "config.json", lambda o: o["model"].update(type="__import__('os').system('touch /tmp/pwned')"))),
+    "config_dropout_5": ("config.json", lambda d: _json(d / "config.json", lambda o: o["model"].update(dropout=5))),
+    "config_heads_not_dividing": ("config.json", lambda d: _json(d / "config.json", lambda o: o["model"].update(num_heads=3))),
+    "config_deep": ("config.json", lambda d: (d / "config.json").write_text("[" * 200_000 + "]" * 200_000)),
+    "config_20mb": ("config.json", lambda d: (d / "config.json").write_text(json.dumps({"x": "a" * 20_000_000}))),
+    "config_link_dev_zero": ("config.json", lambda d: ((d / "config.json").unlink(), (d / "config.json").symlink_to("/dev/zero"))),
+    "config_a_folder": ("config.json", lambda d: ((d / "config.json").unlink(), (d / "config.json").mkdir())),
+    # preprocessing.json
+    "pre_nan_target_scale": ("preprocessing.json", lambda d: _json(d / "preprocessing.json", lambda o: o.update(target_scale=float("nan")))),
+    "pre_zero_target_scale": ("preprocessing.json", lambda d: _json(d / "preprocessing.json", lambda o: o.update(target_scale=0))),
+    "pre_negative_scale": ("preprocessing.json", lambda d: _json(d / "preprocessing.json", lambda o: next(iter(o["scaler"]["params"].values()))["scale"].__setitem__(0, -1.0))),
+    "pre_zero_scale": ("preprocessing.json", lambda d: _json(d / "preprocessing.json", lambda o: next(iter(o["scaler"]["params"].values()))["scale"].__setitem__(1, 0.0))),
+    "pre_inf_center": ("preprocessing.json", lambda d: _json(d / "preprocessing.json", lambda o: next(iter(o["scaler"]["params"].values()))["center"].__setitem__(0, float("inf")))),
+    "pre_short_scale": ("preprocessing.json", lambda d: _json(d / "preprocessing.json", lambda o: next(iter(o["scaler"]["params"].values()))["scale"].pop())),
+    "pre_no_scaler": ("preprocessing.json", lambda d: _json(d / "preprocessing.json", lambda o: o.pop("scaler"))),
+    "pre_extra_column": ("preprocessing.json", lambda d: _json(d / "preprocessing.json", lambda o: o["feature_columns"].append("x"))),
+    "pre_unknown_feature": ("preprocessing.json", lambda d: _json(d / "preprocessing.json", lambda o: o.update(features=["no_such_indicator_9"]))),
+    "pre_other_window": ("preprocessing.json", lambda d: _json(d / "preprocessing.json", lambda o: o.update(seq_len=500))),
+    "pre_link_dev_zero": ("preprocessing.json", lambda d: ((d / "preprocessing.json").unlink(), (d / "preprocessing.json").symlink_to("/dev/zero"))),
+    # model.safetensors
+    "weights_nan": ("model.safetensors", lambda d: _tensors(d / "model.safetensors", lambda s: s[_first_weight(s)].view(-1).__setitem__(0, float("nan")))),
+    "weights_inf": ("model.safetensors", lambda d: _tensors(d / "model.safetensors", lambda s: s[_first_weight(s)].view(-1).__setitem__(3, float("inf")))),
+    "weights_missing_tensor": ("model.safetensors", lambda d: _tensors(d / "model.safetensors", lambda s: s.pop(_first_weight(s)))),
+    "weights_extra_tensor": ("model.safetensors", lambda d: _tensors(d / "model.safetensors", lambda s: s.update(evil=torch.zeros(3)))),
+    "weights_wrong_shape": ("model.safetensors", lambda d: _tensors(d / "model.safetensors", lambda s: s.update({_first_weight(s): torch.zeros(7, 5)}))),
+    "weights_as_float64": ("model.safetensors", lambda d: _tensors(d / "model.safetensors", lambda s: s.update({k: v.double() for k, v in s.items() if v.is_floating_point()}))),
+    "weights_truncated": ("model.safetensors", lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:-100])),
+    "weights_huge_header": ("model.safetensors", lambda d: (d / "model.safetensors").write_bytes(struct.pack("<Q", 1 << 40) + b"{}")),
+    "weights_32gb_shape": ("model.safetensors", lambda d: _header(d / "model.safetensors", lambda h: h[next(k for k in h if k != "__metadata__")].update(shape=[1 << 20, 1 << 13]))),
+    "weights_overlapping": ("model.safetensors", lambda d: _header(d / "model.safetensors", lambda h: [v.update(data_offsets=[0, v["data_offsets"][1] - v["data_offsets"][0]]) for k, v in h.items() if k != "__metadata__"])),
+    "weights_garbage": ("model.safetensors", lambda d: (d / "model.safetensors").write_bytes(os.urandom(4096))),
+    "weights_link_outside": ("model.safetensors", lambda d: ((d / "model.safetensors").rename(d.parent / f"{d.name}-w"), (d / "model.safetensors").symlink_to(d.parent / f"{d.name}-w"))),
+    # allowed: a link that stays inside the folder is an ordinary file
+    "weights_link_inside": ("ok", lambda d: ((d / "model.safetensors").rename(d / "w.bin"), (d / "model.safetensors").symlink_to("w.bin"))),
+}
+ENSEMBLES = {
+    "ensemble_member_outside": ("ensemble.json", lambda e: _json(e / "ensemble.json", lambda o: o["members"].__setitem__(0, "../../elsewhere"))),
+    "ensemble_member_absolute": ("ensemble.json", lambda e: _json(e / "ensemble.json", lambda o: o["members"].__setitem__(0, "/etc"))),
+    "ensemble_member_link_outside": ("ensemble.json", lambda e: (shutil.rmtree(e / "members" / "member-0"), (e / "members" / "member-0").symlink_to(e.parent / "model"))),
+    "ensemble_nan_weights": ("ensemble.json", lambda e: _json(e / "ensemble.json", lambda o: o.update(method="weighted", weights=[float("nan"), 1.0]))),
+    "ensemble_unknown_method": ("ensemble.json", lambda e: _json(e / "ensemble.json", lambda o: o.update(method="exec"))),
+    "ensemble_1000_members": ("ensemble.json", lambda e: _json(e / "ensemble.json", lambda o: o.update(members=["members/member-0"] * 1000))),
+    "ensemble_broken_member": ("preprocessing.json", lambda e: _json(e / "members" / "member-1" / "preprocessing.json", lambda o: o.update(target_scale=-1))),
+}
+
+CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+from hftraining.core.errors import UserError
+from hftraining.inference.forecaster import Forecaster
+cases, csv = json.loads(sys.argv[1]), sys.argv[2]
+Forecaster.from_pretrained(cases[0][1]).predict(csv)  # warm-up on the valid folder: imports, kernels
+vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), vm + (1 << 30)))
+for name, path in cases:
+    t0 = time.perf_counter()
+    try:
+        table = Forecaster.from_pretrained(path).predict(csv)
+        out = {"ok": True, "forecast": table["forecast_return"].tolist()}
+    except UserError as e:
+        out = {"ok": False, "user_error": True, "message": str(e)}
+    except BaseException as e:
+        out = {"ok": False, "user_error": False, "message": f"{type(e).__name__}: {e}"[:500]}
+    out.update(name=name, seconds=time.perf_counter() - t0)
+    print(json.dumps(out), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from hftraining.inference.ensemble import build_ensemble
+
+    root = tmp_path_factory.mktemp("hostile")
+    valid = make_model(root / "model")
+    other = make_model(root / "model2")
+    cases, expect = [("valid", str(valid))], {"valid": "ok"}
+    for name, (what, mutate) in VARIANTS.items():
+        d = root / name
+        shutil.copytree(valid, d)
+        mutate(d)
+        cases.append((name, str(d)))
+        expect[name] = what
+    for name, (what, mutate) in ENSEMBLES.items():
+        e = build_ensemble([valid, other], root / name)
+        mutate(e)
+        cases.append((name, str(e)))
+        expect[name] = what
+    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cases), CSV], capture_output=True, text=True,
+                          timeout=900)
+    results = {r["name"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    assert len(results) == len(cases), proc.stderr[-3000:]
+    return root, expect, results
+
+
+def test_the_corpus_has_at_least_25_variants_across_every_kind_of_file(corpus):
+    _, expect, _ = corpus
+    kinds = {name.split("_")[0] for name in expect if name != "valid"}
+    assert len(expect) - 1 >= 25 and kinds == {"config", "pre", "weights", "ensemble"}
+
+
+def test_every_hostile_variant_is_a_one_line_error_naming_its_file_or_a_correct_forecast(corpus):
+    _, expect, results = corpus
+    valid = results["valid"]["forecast"]
+    assert results["valid"]["ok"] and all(map(lambda v: v == v, valid))
+    problems = []
+    for name, what in expect.items():
+        r = results[name]
+        if r["seconds"] > 10:
+            problems.append(f"{name}: {r['seconds']:.1f} s")
+        if what == "ok":
+            if not (r["ok"] and r["forecast"] == pytest.approx(valid)):
+                problems.append(f"{name}: expected the valid folder's forecast, got {r}")
+        elif r["ok"]:
+            problems.append(f"{name}: loaded and forecast {r['forecast'][:3]}...; expected an error naming {what}")
+        elif not r["user_error"] or "\n" in r["message"] or what not in r["message"]:
+            problems.append(f"{name}: {r['message'][:300]}")
+    assert not problems, "\n".join(problems)
+    assert not Path("/tmp/pwned").exists()
+
+
+@pytest.mark.parametrize("name", ["weights_nan", "pre_negative_scale", "config_link_dev_zero", "ensemble_member_outside"])
+def test_the_command_line_says_one_line_and_exits_2(corpus, name, tmp_path):
+    root, _, _ = corpus
+    for cmd in (["predict", str(root / name), "--data", CSV, "--out", str(tmp_path / "f.csv")],):
+        proc = subprocess.run([sys.executable, "-m", "hftraining", *cmd], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("hftraining: error: "), proc.stderr[-2000:]
+    assert not (tmp_path / "f.csv").exists()
+
+
+def test_serve_refuses_to_start_on_a_hostile_folder(corpus):
+    root, _, _ = corpus
+    proc = subprocess.run([sys.executable, "-m", "hftraining", "serve", str(root / "weights_nan"), "--port", str(_free_port())],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "holds NaN or infinite values" in proc.stderr, proc.stderr[-2000:]
