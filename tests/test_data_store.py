@@ -295,3 +295,15 @@ def test_build_workers_die_with_the_process_that_started_them(tmp_path):
     while time.time() < deadline and _with_marker(marker):
         time.sleep(0.1)
     assert _with_marker(marker) == [], "build workers outlived the killed build"
+
+
+def test_an_entry_of_an_older_format_is_rebuilt_quietly(tmp_path, caplog):
+    d = DataConfig(data_dir=str(_csv_dir(tmp_path, 2)), cache_dir=str(tmp_path / "cache"), **SMALL)
+    data_rows(d)
+    index = next((tmp_path / "cache").rglob("index.json"))
+    raw = json.loads(index.read_text())
+    raw["format"] = 3
+    index.write_text(json.dumps(raw))
+    assert data_rows(d)[1]["cache"] == "miss"
+    assert not list((tmp_path / "cache").glob("*.damaged"))
+    assert not any("damaged" in r.getMessage() for r in caplog.records)

@@ -16,7 +16,8 @@ from hftraining.cli import main
 from hftraining.core.config import DataConfig, ModelConfig, load_config
 from hftraining.core.errors import ConfigError
 from hftraining.data.io import sample_data_dir
-from hftraining.data.pipeline import prepare, rows_needed
+from hftraining.data.pipeline import prepare
+from hftraining.data.rows import RowsNeeded
 from hftraining.data.synth import synth_ohlcv
 from hftraining.inference.forecaster import Forecaster
 from hftraining.models import build_model
@@ -69,7 +70,7 @@ def test_predict_table_comes_from_the_same_forward_in_the_runs_precision(padded_
 
 def test_a_short_symbol_is_kept_when_min_history_plus_horizon_rows_suffice(tmp_path):
     d = DataConfig(data_dir=str(tmp_path), sequence_length=60, prediction_horizon=5, features=["log_return_1", "rsi_14"])
-    lead = rows_needed(d).rows - 60 - 5  # the features' warm-up rows
+    lead = RowsNeeded.of(d).rows - 60 - 5  # the features' warm-up rows
     full = synth_ohlcv(400, seed=1)
     short = synth_ohlcv(lead + 40, seed=2)  # fewer rows than warm-up + sequence_length + horizon
     for name, frame in (("LONG", full), ("SHORT", short)):
@@ -77,13 +78,13 @@ def test_a_short_symbol_is_kept_when_min_history_plus_horizon_rows_suffice(tmp_p
     without = prepare(d)
     assert without.report["symbols"] == ["LONG"] and "SHORT" in without.report["too_few_rows"]
     d.min_history = 10  # 10 real rows + 5 targets: a training window fits in SHORT's rows
-    assert rows_needed(d).rows == lead + 15 <= len(short)
+    assert RowsNeeded.of(d).rows == lead + 15 <= len(short)
     kept = prepare(d)
     assert kept.report["symbols"] == ["LONG", "SHORT"] and not kept.report["too_few_rows"]
     k = kept.train.symbols.index("SHORT")
     assert (kept.train.symbol_ids == k).any()  # it contributes training windows, left-padded
     # the rule is the same one prediction applies (no targets: min_history rows after the warm-up)
-    assert rows_needed(d, targets=False).rows == lead + 10
+    assert RowsNeeded.of(d, targets=False).rows == lead + 10
 
 
 @pytest.mark.parametrize("model_type", ["patchtst", "dlinear", "zero", "drift"])

@@ -19,7 +19,7 @@ from hftraining.core.errors import UserError, io_cause, is_io_error
 from hftraining.core.jsonio import dumps
 from hftraining.data.feature_table import write_feature_table
 from hftraining.data.features import FEATURES
-from hftraining.data.pipeline import rows_needed
+from hftraining.data.rows import RowsNeeded
 from hftraining.data.synth import DEFAULT_SESSION, DEFAULT_TZ, write_synth
 from hftraining.data.synth import FORMATS as SYNTH_FORMATS
 from hftraining.data.sources import check_paths
@@ -175,7 +175,7 @@ def _data_config(args: argparse.Namespace, data_dir=None):
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
     d = _data_config(args)
-    reports, errors = check_paths(args.paths, d, rows_needed(d))
+    reports, errors = check_paths(args.paths, d, RowsNeeded.of(d))
     if args.json:
         print(dumps({"files": reports, "errors": errors}))
     else:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from hftraining.core.config import DataConfig
-from hftraining.data.pipeline import min_history
+from hftraining.data.rows import min_history
 from hftraining.data.windows import WindowSet
 
 

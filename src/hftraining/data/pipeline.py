@@ -2,8 +2,8 @@
 windows. ``prepare`` fits; ``apply`` and ``latest_windows`` reuse a saved :class:`Preprocessing`
 so that evaluation and prediction see exactly what training saw.
 
-:func:`rows_needed` is the one rule for how many rows a symbol needs; the validator, the feature
-cache, training, evaluation and prediction all apply it.
+:meth:`~hftraining.data.rows.RowsNeeded.of` is the one rule for how many rows a symbol needs; the
+validator, the feature store, training, evaluation and prediction all apply it.
 """
 
 from __future__ import annotations
@@ -24,15 +24,14 @@ import torch
 from hftraining.core.config import DataConfig, duration_ns, section_from_dict, split_date_ns
 from hftraining.core.errors import DataError
 from hftraining.core.jsonio import write_json
-from hftraining.data.features import EmptyVolume, check_specs, drop_volume_features, feature_columns, feature_warmup, volume_is_empty
-from hftraining.data.rows import FrameSource, Rows, build_rows
+from hftraining.data.features import EmptyVolume, check_specs, drop_volume_features, feature_columns, volume_is_empty
+from hftraining.data.rows import FrameSource, Rows, RowsNeeded, build_rows, min_history
 from hftraining.data.scaling import Scaler
 from hftraining.data.sources import load_and_validate
 from hftraining.data.splits import (
     SPLITS, Segment, calendar_cuts, calendar_split, chronological_split, union_calendar, window_ends,
 )
 from hftraining.data.store import load_rows
-from hftraining.data.validate import RowsNeeded
 from hftraining.data.windows import WindowSet, device_rows_for
 
 __all__ = ["FrameSource", "Rows", "build_rows"]  # re-exported: the rows of a run are built here or in the store
@@ -292,48 +291,16 @@ def _fit_statistics(rows: Rows, train_slices: dict[str, slice], d: DataConfig, s
     return scaler, target_scale
 
 
-def min_history(d: DataConfig) -> int:
-    """Fewest real rows in an input window (``data.min_history``, default ``data.sequence_length``)."""
-    return d.sequence_length if d.min_history is None else d.min_history
-
-
-def rows_needed(d: DataConfig, targets: bool = True) -> RowsNeeded:
-    """The one rule for the validated rows a symbol needs: the features' warm-up rows (at least one:
-    the first row has no return), then one input window of ``min_history`` real rows, and with
-    ``targets`` the ``prediction_horizon`` rows it forecasts, at least ``data.min_rows`` of them.
-
-    ``targets=False`` is a forecast of the future (:func:`latest_windows`): no target rows."""
-    warmup = feature_warmup(d.features)
-    hist = min_history(d)
-    key = "data.sequence_length" if d.min_history is None else "data.min_history"
-    parts = [f"feature warm-up {warmup}" if warmup else "1 (the first row has no return)", f"{key} {hist}"]
-    usable = hist
-    if targets:
-        usable += d.prediction_horizon
-        parts.append(f"data.prediction_horizon {d.prediction_horizon}")
-    why = " + ".join(parts)
-    if targets and d.min_rows > usable:
-        usable = d.min_rows
-        why = f"feature warm-up {warmup} + data.min_rows {d.min_rows}"
-    return RowsNeeded(max(warmup, 1) + usable, why)
-
-
-def usable_rows(needed: RowsNeeded, d: DataConfig) -> int:
-    """The rows of ``needed`` that are left after the feature warm-up (what :func:`build_rows` counts)."""
-    return needed.rows - max(feature_warmup(d.features), 1)
-
-
 def read_frames(d: DataConfig, targets: bool = True) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """Read and validate the frames of ``d``, skipping symbols shorter than :func:`rows_needed`
+    """Read and validate the frames of ``d``, skipping symbols shorter than :meth:`RowsNeeded.of`
     (the validation report is the second item). No feature is computed here."""
-    return load_and_validate(d, rows_needed(d, targets))
+    return load_and_validate(d, RowsNeeded.of(d, targets))
 
 
 def data_rows(d: DataConfig) -> tuple[Rows, dict[str, Any]]:
     """The feature rows of ``d.data_dir`` through the feature store (``data.cache_dir``; in memory
     when it is None) → (rows, report with ``skipped_symbols`` and ``cache``)."""
-    needed = rows_needed(d)
-    return load_rows(d, needed, usable_rows(needed, d))
+    return load_rows(d, RowsNeeded.of(d))
 
 
 def prepare(
@@ -355,18 +322,18 @@ def prepare(
     if isinstance(frames, Mapping):
         d, dropped = drop_volume_features(d, [s for s, f in frames.items() if volume_is_empty(f)])
     min_hist = min_history(d)
-    needed = rows_needed(d)
+    needed = RowsNeeded.of(d)
     if frames is None:
         try:
             rows, report = data_rows(d)
         except EmptyVolume as e:
             d, dropped = drop_volume_features(d, [e.symbol])
-            needed = rows_needed(d)
+            needed = RowsNeeded.of(d)
             rows, report = data_rows(d)
         skipped = report.pop("skipped_symbols")
     else:
         report = {}
-        rows, skipped = build_rows(frames, d.features, usable_rows(needed, d), capacity)
+        rows, skipped = build_rows(frames, d.features, needed.usable, capacity)
         del frames  # a streamed source is released as it is consumed; a mapping stays with its owner
     if skipped:
         log.warning("skipped %d symbol(s) with too few usable rows: %s", len(skipped), ", ".join(skipped))
@@ -426,11 +393,11 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
     ``frames=None``: the data the preprocessing was fit on, through the feature store."""
     d = pre.data_config()
     min_hist = min_history(d)
-    needed = rows_needed(d)
+    needed = RowsNeeded.of(d)
     if frames is None:
         rows, _ = data_rows(d)
     else:
-        rows, _ = build_rows(frames, pre.features, usable_rows(needed, d))
+        rows, _ = build_rows(frames, pre.features, needed.usable)
     if not rows.symbols:
         raise DataError(f"data: no symbol has the {needed.rows} rows one window needs ({needed.why})")
     if split == "all":
@@ -445,15 +412,15 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
 
 def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> WindowSet:
     """The most recent input window of each symbol (no targets: they lie in the future); a symbol
-    with fewer rows than :func:`rows_needed` (``targets=False``) is a DataError naming it."""
+    with fewer rows than :meth:`RowsNeeded.of` (``targets=False``) is a DataError naming it."""
     d = pre.data_config()
-    needed = rows_needed(d, targets=False)
+    needed = RowsNeeded.of(d, targets=False)
     if not frames:
         raise DataError("data: no symbol to forecast")
     for sym, frame in frames.items():
         if len(frame) < needed.rows:
             raise DataError(f"{sym}: {len(frame)} usable rows, the model needs {needed.rows} ({needed.why})")
-    rows, skipped = build_rows(frames, pre.features, usable_rows(needed, d))
+    rows, skipped = build_rows(frames, pre.features, needed.usable)
     if skipped:  # only a frame whose features fail (too short for them) gets here
         raise DataError(f"{skipped[0]}: fewer rows than the {needed.rows} one input window needs ({needed.why})")
     ends = rows.starts + rows.lengths - 1

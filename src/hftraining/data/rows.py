@@ -14,8 +14,53 @@ from typing import Iterable, Mapping, Union
 import numpy as np
 import pandas as pd
 
+from hftraining.core.config import DataConfig
 from hftraining.core.errors import DataError
-from hftraining.data.features import build_features, feature_columns
+from hftraining.data.features import build_features, feature_columns, feature_warmup
+
+
+def min_history(d: DataConfig) -> int:
+    """Fewest real rows in an input window (``data.min_history``, default ``data.sequence_length``)."""
+    return d.sequence_length if d.min_history is None else d.min_history
+
+
+@dataclass(frozen=True)
+class RowsNeeded:
+    """How many validated rows a symbol needs, and why: the one rule, :meth:`of`. The validator
+    skips a symbol with fewer (``rows``); the rows it builds are those after the features' warm-up
+    (``usable``, what :func:`build_rows` and the feature store count)."""
+
+    rows: int
+    why: str  # e.g. "feature warm-up 33 + data.sequence_length 60 + data.prediction_horizon 5"
+    warmup: int = 0  # rows the features (and the first return) consume before the first usable row
+
+    @property
+    def usable(self) -> int:
+        """The rows left after the warm-up."""
+        return self.rows - self.warmup
+
+    @classmethod
+    def of(cls, d: DataConfig, targets: bool = True) -> "RowsNeeded":
+        """The features' warm-up rows (at least one: the first row has no return), then one input
+        window of ``min_history`` real rows, and with ``targets`` the ``prediction_horizon`` rows it
+        forecasts, at least ``data.min_rows`` of them. ``targets=False``: a forecast of the future
+        (no target rows)."""
+        warmup = feature_warmup(d.features)
+        hist = min_history(d)
+        key = "data.sequence_length" if d.min_history is None else "data.min_history"
+        parts = [f"feature warm-up {warmup}" if warmup else "1 (the first row has no return)", f"{key} {hist}"]
+        usable = hist
+        if targets:
+            usable += d.prediction_horizon
+            parts.append(f"data.prediction_horizon {d.prediction_horizon}")
+        why = " + ".join(parts)
+        if targets and d.min_rows > usable:
+            usable = d.min_rows
+            why = f"feature warm-up {warmup} + data.min_rows {d.min_rows}"
+        return cls(max(warmup, 1) + usable, why, max(warmup, 1))
+
+
+ANY_ROWS = RowsNeeded(1, "at least one row")
 
 
 @dataclass

@@ -33,7 +33,8 @@ import pandas as pd
 from hftraining.core.config import DataConfig, split_date_ns
 from hftraining.core.errors import DataError
 from hftraining.data import io
-from hftraining.data.validate import ANY_ROWS, RowsNeeded, check_policy, validate_file, validate_table
+from hftraining.data.rows import ANY_ROWS, RowsNeeded
+from hftraining.data.validate import TooFewRows, check_policy, validate_file, validate_table
 
 PARTITION = "symbol="
 
@@ -256,9 +257,7 @@ def validated(d: DataConfig, needed: RowsNeeded = ANY_ROWS, collector: Collector
     for u in units(d):
         try:
             frames, rep = read_unit(u, d, needed)
-        except DataError as e:
-            if "too few rows" not in str(e):
-                raise
+        except TooFewRows as e:
             col.skip(u, str(e))
             continue
         col.add(u, list(frames), rep)

@@ -59,7 +59,8 @@ from hftraining.core.jsonio import write_json
 from hftraining.data.features import feature_columns
 from hftraining.data.rows import Rows, SymbolRows, symbol_rows
 from hftraining.data.sources import Collector, Unit, input_files, read_unit, units
-from hftraining.data.validate import RowsNeeded, check_policy
+from hftraining.data.rows import RowsNeeded
+from hftraining.data.validate import TooFewRows, check_policy
 
 log = logging.getLogger(__name__)
 
@@ -133,37 +134,35 @@ def store_key(us: list[Unit], d: DataConfig, needed: RowsNeeded) -> str:
 # ----------------------------------------------------------------------------------------- build
 
 
-def _job(unit: Unit, d: DataConfig, needed: RowsNeeded, min_rows: int):
+def _job(unit: Unit, d: DataConfig, needed: RowsNeeded):
     """Read, validate and compute one unit → (unit, {symbol: arrays or None}, report, too-few-rows error)."""
     try:
         frames, report = read_unit(unit, d, needed)
-    except DataError as e:
-        if "too few rows" not in str(e):
-            raise
+    except TooFewRows as e:
         return unit, {}, None, str(e)
     got = {}
     for sym, frame in frames.items():
-        r = symbol_rows(frame, d.features, sym, min_rows)
+        r = symbol_rows(frame, d.features, sym, needed.usable)
         got[sym] = None if r is None else dataclasses.astuple(r)
     return unit, got, report, None
 
 
-def _results(us: list[Unit], d: DataConfig, needed: RowsNeeded, min_rows: int) -> Iterator[tuple]:
+def _results(us: list[Unit], d: DataConfig, needed: RowsNeeded) -> Iterator[tuple]:
     """:func:`_job` of every unit, in order; ``data.num_workers`` processes, a few units ahead."""
     if d.num_workers <= 0 or len(us) <= 1:
         for u in us:
-            yield _job(u, d, needed, min_rows)
+            yield _job(u, d, needed)
         return
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's threads
     with ProcessPoolExecutor(max_workers=d.num_workers, mp_context=ctx, initializer=_die_with_parent,
                              initargs=(os.getpid(),)) as pool:
         ahead = 2 * d.num_workers
-        pending = [pool.submit(_job, u, d, needed, min_rows) for u in us[:ahead]]
+        pending = [pool.submit(_job, u, d, needed) for u in us[:ahead]]
         nxt = len(pending)
         while pending:
             res = pending.pop(0).result()
             if nxt < len(us):
-                pending.append(pool.submit(_job, us[nxt], d, needed, min_rows))
+                pending.append(pool.submit(_job, us[nxt], d, needed))
                 nxt += 1
             yield res
 
@@ -217,7 +216,7 @@ class _Sink:
         return out
 
 
-def _build(d: DataConfig, us: list[Unit], needed: RowsNeeded, min_rows: int, folder: Path | None):
+def _build(d: DataConfig, us: list[Unit], needed: RowsNeeded, folder: Path | None):
     """Build every symbol's rows into ``folder`` (or memory) → (symbols, starts, lengths, report, skipped,
     arrays (in memory only), the blake2b digest of each file as written)."""
     col = Collector(d, needed)
@@ -225,7 +224,7 @@ def _build(d: DataConfig, us: list[Unit], needed: RowsNeeded, min_rows: int, fol
     sink = _Sink(folder, F)
     skipped: list[str] = []
     try:
-        for unit, got, report, too_few in _results(us, d, needed, min_rows):
+        for unit, got, report, too_few in _results(us, d, needed):
             if too_few is not None:
                 col.skip(unit, too_few)
                 continue
@@ -301,12 +300,13 @@ def _verify(folder: Path, index: dict[str, Any]) -> str | None:
     return None
 
 
-def _open(folder: Path) -> tuple[Rows, dict[str, Any]] | str:
-    """The entry's rows as read-only memory maps, or why they cannot be used (incomplete or damaged)."""
+def _open(folder: Path) -> tuple[Rows, dict[str, Any]] | str | None:
+    """The entry's rows as read-only memory maps; None for an entry of another version's format (it
+    is rebuilt like a miss); else why the files cannot be used (incomplete or damaged)."""
     try:
         index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
-        if index.get("format") != FORMAT:
-            return f"index.json: format {index.get('format')!r} of an older version, not {FORMAT}"
+        if isinstance(index, dict) and index.get("format") != FORMAT:
+            return None
         n, F = int(index["n_rows"]), int(index["n_features"])
         arrays = {}
         for k, dt in ARRAYS.items():
@@ -356,7 +356,7 @@ def _remove_stale_temporaries(root: Path, own_key: str) -> None:
             continue
 
 
-def load_rows(d: DataConfig, needed: RowsNeeded, min_rows: int) -> tuple[Rows, dict[str, Any]]:
+def load_rows(d: DataConfig, needed: RowsNeeded) -> tuple[Rows, dict[str, Any]]:
     """Every symbol's rows of ``d`` → (rows, validation report): mapped from the store entry of
     ``d.cache_dir`` (built first when absent) or, with ``cache_dir=None``, built in memory.
 
@@ -366,7 +366,7 @@ def load_rows(d: DataConfig, needed: RowsNeeded, min_rows: int) -> tuple[Rows, d
     check_policy(d)
     us = units(d)
     if d.cache_dir is None:
-        return _in_memory(d, us, needed, min_rows, "off")
+        return _in_memory(d, us, needed, "off")
     root = Path(d.cache_dir)
     key = store_key(us, d, needed)
     try:
@@ -374,7 +374,7 @@ def load_rows(d: DataConfig, needed: RowsNeeded, min_rows: int) -> tuple[Rows, d
         (root / f"{key}.lock").touch()
     except OSError as e:
         log.warning("feature store: cannot write to data.cache_dir=%s (%s); features are computed in memory", root, e.strerror)
-        return _in_memory(d, us, needed, min_rows, "unwritable")
+        return _in_memory(d, us, needed, "unwritable")
     folder = root / key
     with _locked(root / f"{key}.lock"):
         hit = _open(folder) if folder.is_dir() else None
@@ -383,12 +383,13 @@ def load_rows(d: DataConfig, needed: RowsNeeded, min_rows: int) -> tuple[Rows, d
             _set_aside(folder, hit)
             status, hit = "rebuilt", None
         if hit is None:
+            shutil.rmtree(folder, ignore_errors=True)  # an entry of an older format, if any
             status = "miss" if status == "hit" else status
             _remove_stale_temporaries(root, key)
             tmp = root / f".{key}.{uuid.uuid4().hex}.tmp"
             tmp.mkdir(parents=True)
             try:
-                order, starts, lengths, report, skipped, _, digests = _build(d, us, needed, min_rows, tmp)
+                order, starts, lengths, report, skipped, _, digests = _build(d, us, needed, tmp)
                 index = {
                     "format": FORMAT, "key": key, "version": hftraining.__version__,
                     "symbols": order, "starts": starts, "lengths": lengths,
@@ -411,8 +412,8 @@ def load_rows(d: DataConfig, needed: RowsNeeded, min_rows: int) -> tuple[Rows, d
     return rows, {**index["report"], "skipped_symbols": index["skipped_symbols"], "cache": status, "store": str(folder)}
 
 
-def _in_memory(d: DataConfig, us: list[Unit], needed: RowsNeeded, min_rows: int, status: str) -> tuple[Rows, dict[str, Any]]:
-    order, starts, lengths, report, skipped, arrays, _ = _build(d, us, needed, min_rows, None)
+def _in_memory(d: DataConfig, us: list[Unit], needed: RowsNeeded, status: str) -> tuple[Rows, dict[str, Any]]:
+    order, starts, lengths, report, skipped, arrays, _ = _build(d, us, needed, None)
     rows = Rows(order, np.asarray(starts, np.int64), np.asarray(lengths, np.int64), **arrays)
     return rows, {**report, "skipped_symbols": skipped, "cache": status}
 

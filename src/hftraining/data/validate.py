@@ -63,6 +63,7 @@ from hftraining.core.config import DataConfig
 from hftraining.data import io
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import volume_features
+from hftraining.data.rows import ANY_ROWS, RowsNeeded
 
 MAX_ROWS_LISTED = 5  # offending row numbers listed per rule
 VALUE_RULES = ("non_numeric", "nan_or_inf", "non_positive_price", "negative_volume")
@@ -164,16 +165,9 @@ def check_policy(cfg: DataConfig) -> None:
         raise ConfigError(f"data.min_rows: must be >= 0, got {cfg.min_rows}")
 
 
-@dataclass(frozen=True)
-class RowsNeeded:
-    """How many kept rows a symbol needs, and why (computed by :func:`hftraining.data.pipeline.rows_needed`,
-    the one rule; the validator only applies it)."""
-
-    rows: int
-    why: str  # e.g. "feature warm-up 33 + data.sequence_length 60 + data.prediction_horizon 5"
-
-
-ANY_ROWS = RowsNeeded(1, "at least one row")
+class TooFewRows(DataError):
+    """A unit none of whose symbols keeps the rows one window needs (:class:`~hftraining.data.rows.RowsNeeded`):
+    skipped and reported by the loop over units, not fatal to the run."""
 
 
 class _Rows:
@@ -523,7 +517,7 @@ def validate_table(
         if rep.skipped_symbols:
             sym, reason = next(iter(rep.skipped_symbols.items()))
             what = f" for symbol {sym}" if "symbol" in table.columns else ""
-            raise DataError(f"{path}: too few rows{what}: {reason} ({needed.why})")
+            raise TooFewRows(f"{path}: too few rows{what}: {reason} ({needed.why})")
         detail = "".join(f"; {d}" for d in column_details(rep.rules.get("non_numeric", {}), unit))
         raise DataError(f"{path}: no usable rows (all {rep.rows_in} dropped: "
                         + ", ".join(f"{r} {e['dropped']}" for r, e in rep.rules.items() if e["dropped"]) + ")" + detail)

@@ -19,7 +19,8 @@ import torch
 from hftraining.core.config import DataConfig
 from hftraining.core.errors import DataError
 from hftraining.data import io
-from hftraining.data.pipeline import Preprocessing, apply, latest_windows, rows_needed
+from hftraining.data.pipeline import Preprocessing, apply, latest_windows
+from hftraining.data.rows import RowsNeeded
 from hftraining.data.sources import load_and_validate
 from hftraining.data.validate import validate_frame
 from hftraining.data.windows import WindowSet
@@ -75,8 +76,8 @@ class Forecaster:
         return d
 
     def min_rows(self) -> int:
-        """Validated rows a symbol needs for a forecast (:func:`hftraining.data.pipeline.rows_needed`)."""
-        return rows_needed(self.preprocessing.data_config(), targets=False).rows
+        """Validated rows a symbol needs for a forecast (:meth:`hftraining.data.rows.RowsNeeded.of`)."""
+        return RowsNeeded.of(self.preprocessing.data_config(), targets=False).rows
 
     # ------------------------------------------------------------------ input
     def load(self, data, strict: bool = False) -> dict[str, pd.DataFrame]:
