@@ -8,13 +8,9 @@ validator, the feature store, training, evaluation and prediction all apply it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -23,7 +19,6 @@ import torch
 
 from hftraining.core.config import DataConfig, duration_ns, section_from_dict, split_date_ns
 from hftraining.core.errors import DataError
-from hftraining.core.jsonio import write_json
 from hftraining.data.features import EmptyVolume, check_specs, drop_volume_features, feature_columns, volume_is_empty
 from hftraining.data.rows import FrameSource, Rows, RowsNeeded, build_rows, min_history
 from hftraining.data.scaling import Scaler
@@ -31,7 +26,7 @@ from hftraining.data.sources import load_and_validate
 from hftraining.data.splits import (
     SPLITS, Segment, calendar_cuts, calendar_split, chronological_split, union_calendar, window_ends,
 )
-from hftraining.data.store import load_rows
+from hftraining.data.store import fitted_statistics, load_rows, window_index
 from hftraining.data.windows import WindowSet, device_rows_for
 
 __all__ = ["FrameSource", "Rows", "build_rows"]  # re-exported: the rows of a run are built here or in the store
@@ -203,42 +198,15 @@ def _window_index(rows: Rows, segments: list[Segment], L: int, H: int, stride: i
             np.concatenate(ids) if ids else np.zeros(0, np.int32))
 
 
-def _stored_window_index(rows: Rows, segments: list[Segment], L: int, H: int, stride: int, min_history: int,
-                         max_gap: int | None, store: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_window_index`, remembered in the feature store entry ``store`` (``windows-<hash>.ends``
-    / ``.ids``, keyed by the segments and the window settings) and memory-mapped from there by later
-    runs and by every rank: a 70M-window split costs no allocation at start (4 s on this VM) and its
-    index pages are shared by the ranks of a node, not copied."""
-    if store is None:
-        return _window_index(rows, segments, L, H, stride, min_history, max_gap)
-    spec = {"segments": [[s.start, s.stop] for s in segments], "L": L, "H": H, "stride": stride,
-            "min_history": min_history, "max_gap": max_gap, "rows": int(len(rows.returns))}
-    key = hashlib.blake2b(json.dumps(spec).encode(), digest_size=16).hexdigest()
-    base = Path(store) / f"windows-{key}"
-    index = np.int32 if len(rows.returns) < 2**31 else np.int64
-    try:
-        n = base.with_suffix(".ends").stat().st_size // np.dtype(index).itemsize
-        if n > 0 and base.with_suffix(".ids").stat().st_size == n * 4:  # an empty file cannot be mapped
-            return (np.memmap(base.with_suffix(".ends"), dtype=index, mode="r", shape=(n,)),
-                    np.memmap(base.with_suffix(".ids"), dtype=np.int32, mode="r", shape=(n,)))
-    except OSError:
-        pass  # not there yet: index the windows and write them
-    ends, ids = _window_index(rows, segments, L, H, stride, min_history, max_gap)
-    try:
-        for suffix, arr in ((".ends", ends), (".ids", ids)):
-            tmp = base.with_name(f".{base.name}{suffix}.{os.getpid()}")
-            arr.tofile(tmp)
-            os.replace(tmp, base.with_suffix(suffix))
-    except OSError:
-        pass  # a read-only store: indexed again next time
-    return ends, ids
-
-
 def _window_set(rows: Rows, segments: list[Segment], pre: Preprocessing, stride: int, min_history: int,
                 max_gap: int | None = None, store: str | None = None) -> WindowSet:
-    """The windows of one split (:func:`_window_index`; through the feature store entry ``store``
-    when the rows come from one)."""
-    ends, ids = _stored_window_index(rows, segments, pre.seq_len, pre.horizon, stride, min_history, max_gap, store)
+    """The windows of one split (:func:`_window_index`; remembered in the feature store entry ``store``
+    when the rows come from one: :func:`hftraining.data.store.window_index`)."""
+    L, H = pre.seq_len, pre.horizon
+    spec = {"segments": [[s.start, s.stop] for s in segments], "L": L, "H": H, "stride": stride,
+            "min_history": min_history, "max_gap": max_gap, "rows": int(len(rows.returns))}
+    dtype = np.int32 if len(rows.returns) < 2**31 else np.int64
+    ends, ids = window_index(store, spec, lambda: _window_index(rows, segments, L, H, stride, min_history, max_gap), dtype)
     return WindowSet(
         features=rows.features, returns=rows.returns, ends=ends, symbol_ids=ids,
         segment_first=rows.starts + np.array([seg.start for seg in segments], dtype=np.int64),
@@ -263,32 +231,18 @@ def _target_scale(returns: np.ndarray, train_slices: dict[str, slice]) -> float:
 
 
 def _fit_statistics(rows: Rows, train_slices: dict[str, slice], d: DataConfig, store: str | None) -> tuple[Scaler, float]:
-    """The scaler and the target scale, fitted on the training rows ``train_slices`` of ``rows``.
-    With the rows from a feature store entry (``store``: its folder) they are remembered there as
-    ``stats-<hash>.json``, keyed by the scaler settings and the training rows, so a later run on the
-    same rows and split (every rank, every warm start) reads them instead of passing over every
-    training row again (7 s at 70 million rows). JSON floats round-trip exactly."""
+    """The scaler and the target scale, fitted on the training rows ``train_slices`` of ``rows``
+    (remembered in the feature store entry ``store`` when the rows come from one:
+    :func:`hftraining.data.store.fitted_statistics`)."""
     spec = {"scaler": d.scaler, "per_symbol": d.scale_per_symbol,
             "train": [[sym, sl.start, sl.stop] for sym, sl in train_slices.items()]}
-    path = None
-    if store is not None:
-        key = hashlib.blake2b(json.dumps(spec).encode(), digest_size=16).hexdigest()
-        path = Path(store) / f"stats-{key}.json"
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            return Scaler.from_dict(saved["scaler"]), float(saved["target_scale"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # not there yet (or damaged): fit and write it
-    scaler = Scaler(kind=d.scaler, per_symbol=d.scale_per_symbol).fit_rows(rows.features, train_slices)
-    target_scale = _target_scale(rows.returns, train_slices)
-    if path is not None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        try:
-            write_json(tmp, {"spec": spec, "scaler": scaler.to_dict(), "target_scale": target_scale}, indent=None)
-            os.replace(tmp, path)
-        except OSError:
-            pass  # a read-only store: fitted again next time
-    return scaler, target_scale
+
+    def fit() -> dict[str, Any]:
+        scaler = Scaler(kind=d.scaler, per_symbol=d.scale_per_symbol).fit_rows(rows.features, train_slices)
+        return {"scaler": scaler.to_dict(), "target_scale": _target_scale(rows.returns, train_slices)}
+
+    stats = fitted_statistics(store, spec, fit)
+    return Scaler.from_dict(stats["scaler"]), float(stats["target_scale"])
 
 
 def read_frames(d: DataConfig, targets: bool = True) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:

@@ -48,7 +48,7 @@ import uuid
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -107,15 +107,70 @@ def file_digests(files: list[Path], cache_dir: Path | None) -> list[str]:
             got, changed = {"stamp": stamp, "digest": _digest(f)}, True
             memo[key] = got
         out.append(got["digest"])
-    if changed and memo_path is not None:
-        try:
-            memo_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = memo_path.with_name(f".{DIGESTS}.{uuid.uuid4().hex}")
-            tmp.write_text(json.dumps(memo), encoding="utf-8")
-            os.replace(tmp, memo_path)
-        except OSError:
-            pass  # a read-only cache folder: digests are recomputed next time
+    if changed and memo_path is not None:  # a read-only cache folder: digests are recomputed next time
+        atomic_write(memo_path, lambda tmp: tmp.write_text(json.dumps(memo), encoding="utf-8"))
     return out
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> bool:
+    """The store's one way to write a file: ``write(tmp)`` a hidden sibling, then rename it over
+    ``path``, so a reader sees the old file or the new one, never half of one. False (and nothing
+    left behind) when the store cannot be written: it is then computed again next time."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+
+
+def spec_key(spec: Any) -> str:
+    """The key of a cached result: blake2b of the JSON of what it depends on."""
+    return hashlib.blake2b(json.dumps(spec, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+def window_index(entry: str | None, spec: dict[str, Any], compute: Callable[[], tuple[np.ndarray, np.ndarray]],
+                 dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """(ends, symbol ids) of a split's windows: ``compute()``, remembered in the store entry ``entry``
+    as ``windows-<key>.ends`` / ``.ids`` (key: ``spec``, the segments and window settings) and
+    memory-mapped from there by later runs and every rank (a 70M-window split then costs no
+    allocation at start, and a node's ranks share its pages). ``entry=None``: computed each time."""
+    if entry is None:
+        return compute()
+    base = Path(entry) / f"windows-{spec_key(spec)}"
+    try:
+        n = base.with_suffix(".ends").stat().st_size // np.dtype(dtype).itemsize
+        if n > 0 and base.with_suffix(".ids").stat().st_size == n * 4:  # an empty file cannot be mapped
+            return (np.memmap(base.with_suffix(".ends"), dtype=dtype, mode="r", shape=(n,)),
+                    np.memmap(base.with_suffix(".ids"), dtype=np.int32, mode="r", shape=(n,)))
+    except OSError:
+        pass  # not there yet: index the windows and write them
+    ends, ids = compute()
+    for suffix, arr in ((".ends", ends), (".ids", ids)):
+        atomic_write(base.with_suffix(suffix), arr.tofile)
+    return ends, ids
+
+
+def fitted_statistics(entry: str | None, spec: dict[str, Any], fit: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``fit()`` (a JSON-able dict: the scaler and target statistics of a split), remembered in the
+    store entry ``entry`` as ``stats-<key>.json`` (key: ``spec``, the settings and training rows) so a
+    later run on the same rows and split (every rank, every warm start) reads it instead of passing
+    over every training row again (7 s at 70 million rows). JSON floats round-trip exactly."""
+    path = None if entry is None else Path(entry) / f"stats-{spec_key(spec)}.json"
+    if path is not None:
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if saved.get("spec") == json.loads(json.dumps(spec)):
+                return saved["stats"]
+        except (OSError, ValueError, AttributeError):
+            pass  # not there yet (or damaged): fit and write it
+    stats = fit()
+    if path is not None:
+        atomic_write(path, lambda tmp: write_json(tmp, {"spec": spec, "stats": stats}, indent=None))
+    return stats
 
 
 def store_key(us: list[Unit], d: DataConfig, needed: RowsNeeded) -> str:
@@ -270,12 +325,12 @@ def _stamps(folder: Path) -> dict[str, list[int]]:
 
 
 def _record_verified(folder: Path) -> None:
+    """Remember the entry's stamps as verified (a read-only store: verified by hashing again next time)."""
     try:
-        tmp = folder / f".{VERIFIED}.{uuid.uuid4().hex}"
-        tmp.write_text(json.dumps(_stamps(folder)), encoding="utf-8")
-        os.replace(tmp, folder / VERIFIED)
+        stamps = _stamps(folder)
     except OSError:
-        pass  # a read-only store: verified (by hashing) again next time
+        return
+    atomic_write(folder / VERIFIED, lambda tmp: tmp.write_text(json.dumps(stamps), encoding="utf-8"))
 
 
 def _verify(folder: Path, index: dict[str, Any]) -> str | None:
