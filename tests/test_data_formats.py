@@ -122,6 +122,7 @@ def test_train_and_predict_without_volume(tmp_path, capsys):
     # a model trained with volume refuses data without it, in one line naming the symbol and the features
     with_vol = load_config(None, tiny(tmp_path / "vol", *quick))
     train(with_vol)
+    capsys.readouterr()  # the training run's log, when a console handler is on
     code = cli.main(["predict", str(tmp_path / "vol"), "--data", str(tmp_path / "fx" / "AEM.csv")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1

@@ -114,3 +114,29 @@ def test_walkforward_cli_rejects_one_fold():
     proc = subprocess.run([sys.executable, "-m", "hftraining", "walkforward", "--folds", "1"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--folds" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("cache", ["store", "memory"])
+def test_a_3_fold_walk_forward_builds_each_symbols_features_once(tmp_path, monkeypatch, cache):
+    """Folds read the panel's rows once, through the feature store (or once in memory without one),
+    and cut their own splits from them: never one feature computation per fold."""
+    from hftraining.data import rows as rows_mod
+    from hftraining.data import store
+
+    built = []
+    real = rows_mod.symbol_rows
+
+    def counting(frame, features, symbol, *args, **kwargs):
+        built.append(symbol)
+        return real(frame, features, symbol, *args, **kwargs)
+
+    monkeypatch.setattr(rows_mod, "symbol_rows", counting)
+    monkeypatch.setattr(store, "symbol_rows", counting)
+    cache_dir = str(tmp_path / "cache") if cache == "store" else "null"
+    cfg = load_config(None, tiny(
+        tmp_path / "wf", "model.hidden_size=8", "data.sequence_length=16", "data.prediction_horizon=2",
+        "training.max_steps=2", "evaluation.eval_steps=0", "evaluation.report=false", f"data.cache_dir={cache_dir}",
+    ))
+    res = walk_forward(cfg, 3, scheme="expanding")
+    assert len(res["folds"]) == 3
+    assert sorted(built) == ["AEM", "WPM"]  # the two symbols of the tiny config, once each

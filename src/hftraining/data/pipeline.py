@@ -257,15 +257,41 @@ def data_rows(d: DataConfig) -> tuple[Rows, dict[str, Any]]:
     return load_rows(d, RowsNeeded.of(d))
 
 
+@dataclass
+class PanelRows:
+    """A panel's feature rows, read once through the feature store, for several preparations of the
+    same data (walk-forward folds, tune trials): each :func:`prepare` cuts its own splits from them
+    instead of reading and computing every symbol's features again."""
+
+    d: DataConfig  # the data section, without the volume features when a symbol has no volume
+    rows: Rows
+    report: dict[str, Any]
+    dropped: dict[str, str]  # dropped feature spec → why
+
+
+def panel_rows(d: DataConfig) -> PanelRows:
+    """The rows of ``d`` (:func:`data_rows`: through the store); a symbol without volume drops the
+    volume features for all (:func:`~hftraining.data.features.drop_volume_features`)."""
+    check_specs(d.features)
+    try:
+        rows, report = data_rows(d)
+        dropped: dict[str, str] = {}
+    except EmptyVolume as e:
+        d, dropped = drop_volume_features(d, [e.symbol])
+        rows, report = data_rows(d)
+    return PanelRows(d, rows, report, dropped)
+
+
 def prepare(
     d: DataConfig,
-    frames: FrameSource | None = None,
+    frames: FrameSource | PanelRows | None = None,
     segments: SegmentFn | None = None,
     capacity: int | None = None,
 ) -> PreparedData:
     """Fit the preprocessing on the training split and index the windows of all three splits.
 
-    ``frames``: a mapping or iterable of (symbol, frame) (default: read and validate ``d.data_dir``);
+    ``frames``: the rows of :func:`panel_rows` (the default, through the feature store), or a mapping
+    or iterable of (symbol, frame) validated elsewhere;
     ``capacity``: an upper bound of their rows, for streaming (see :func:`build_rows`).
     ``segments`` (a :data:`SegmentFn`) overrides the split of ``data.split`` (walk-forward and tune
     folds use it); the scaler is always fit on the "train" rows only. A calendar split's cut dates
@@ -273,17 +299,15 @@ def prepare(
     """
     check_specs(d.features)
     dropped: dict[str, str] = {}  # a symbol without volume drops the volume features for all (features.py)
+    if frames is None:
+        frames = panel_rows(d)
     if isinstance(frames, Mapping):
         d, dropped = drop_volume_features(d, [s for s, f in frames.items() if volume_is_empty(f)])
+    if isinstance(frames, PanelRows):
+        d, rows, report, dropped = frames.d, frames.rows, dict(frames.report), dict(frames.dropped)
     min_hist = min_history(d)
     needed = RowsNeeded.of(d)
-    if frames is None:
-        try:
-            rows, report = data_rows(d)
-        except EmptyVolume as e:
-            d, dropped = drop_volume_features(d, [e.symbol])
-            needed = RowsNeeded.of(d)
-            rows, report = data_rows(d)
+    if isinstance(frames, PanelRows):
         skipped = report.pop("skipped_symbols")
     else:
         report = {}

@@ -15,16 +15,30 @@ from hftraining.train.tracking import Tracker, build_trackers
 log = logging.getLogger("hftraining")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when a record is emitted, so that a caller
+    who replaces it (a test capturing output, an embedding application) never leaves the handler
+    writing to a closed stream."""
+
+    _hft_console = True
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it: nothing to keep
+        pass
+
+
 def setup_console_logging(level: int = logging.INFO) -> None:
-    """Plain ``message`` lines on stderr for the ``hftraining`` logger (idempotent; a later call points
-    the handler at the current ``sys.stderr``, which an in-process caller may have replaced)."""
-    handlers = [h for h in log.handlers if getattr(h, "_hft_console", False)]
-    if handlers:
-        handlers[0].stream = sys.stderr  # not setStream: it flushes the old stream, which may be closed
-    else:
-        h = logging.StreamHandler(sys.stderr)
+    """Plain ``message`` lines on stderr for the ``hftraining`` logger (idempotent)."""
+    if not any(getattr(h, "_hft_console", False) for h in log.handlers):
+        h = _StderrHandler()
         h.setFormatter(logging.Formatter("%(message)s"))
-        h._hft_console = True  # type: ignore[attr-defined]
         log.addHandler(h)
     log.setLevel(level)
     log.propagate = False

@@ -67,7 +67,7 @@ import yaml
 from hftraining.core.config import Config, check_value, load_config
 from hftraining.core.errors import ConfigError, UserError
 from hftraining.core.jsonio import read_json, write_json
-from hftraining.data.pipeline import prepare, read_frames
+from hftraining.data.pipeline import panel_rows, prepare
 from hftraining.eval.backtest import backtest_forecasts
 from hftraining.eval.forecasts import collect_forecasts
 from hftraining.train.logging import setup_console_logging
@@ -264,8 +264,8 @@ class Objective:
         if self._data is None or any(k.startswith("data.") for k in self.space):
             t = cfg.tune
             if t.folds >= 2:
-                frames, _ = read_frames(cfg.data)
-                self._data = [prepare_fold(cfg, frames, k, t.folds, t.fold_scheme) for k in range(t.folds)]
+                source = panel_rows(cfg.data)  # the features once, through the store; each fold its own splits
+                self._data = [prepare_fold(cfg, source, k, t.folds, t.fold_scheme) for k in range(t.folds)]
             else:
                 self._data = [prepare(cfg.data)]
         for k, d in enumerate(self._data):

@@ -42,7 +42,7 @@ from hftraining.core.config import Config
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.core.fmt import fmt
 from hftraining.core.jsonio import write_json
-from hftraining.data.pipeline import PreparedData, SegmentFn, prepare, read_frames
+from hftraining.data.pipeline import PanelRows, PreparedData, SegmentFn, panel_rows, prepare
 from hftraining.data.splits import PurgedFold, Segment, calendar_fold, calendar_purged_fold, purged_kfold
 from hftraining.eval.backtest import backtest_forecasts, format_backtest
 from hftraining.eval.forecasts import Forecasts, format_table, score
@@ -105,10 +105,11 @@ def fold_segment_fn(cfg: Config, k: int, n_folds: int, scheme: str) -> SegmentFn
     return lambda t, cal: fold_segments(len(t), k, n_folds, cfg, scheme)
 
 
-def prepare_fold(cfg: Config, frames: dict, k: int, n_folds: int, scheme: str) -> PreparedData:
+def prepare_fold(cfg: Config, source: PanelRows | dict, k: int, n_folds: int, scheme: str) -> PreparedData:
     """The PreparedData of fold ``k``: preprocessing fit on the fold's training rows, windows of its
-    training, validation and test segments (the pipeline's own ``prepare`` with fold segments)."""
-    data = prepare(cfg.data, frames, segments=fold_segment_fn(cfg, k, n_folds, scheme))
+    training, validation and test segments (the pipeline's own ``prepare`` with fold segments) of
+    ``source``: the panel's rows read once (:func:`~hftraining.data.pipeline.panel_rows`), or frames."""
+    data = prepare(cfg.data, source, segments=fold_segment_fn(cfg, k, n_folds, scheme))
     if scheme == "purged_kfold" and len(data.val) and len(data.train):
         # the training windows after the test block join those before it (same row arrays)
         ends = np.concatenate([data.train.ends, data.val.ends])
@@ -167,13 +168,13 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
     if mode == "finetune" and scheme == "purged_kfold":
         raise ConfigError("--mode finetune: the folds of purged k-fold are not in time order; use --mode retrain")
     base = cfg.run_dir() / "walkforward"
-    frames, _ = read_frames(cfg.data)
+    source = panel_rows(cfg.data)  # every symbol's features once, through the store; each fold cuts its own splits
     info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     folds, parts = [], []
     prev_state = None
     try:
         for k in range(n_folds):
-            data = prepare_fold(cfg, frames, k, n_folds, scheme)
+            data = prepare_fold(cfg, source, k, n_folds, scheme)
             if len(data.test) == 0:
                 raise DataError(f"walkforward fold {k + 1}: its test block yields no window; use fewer --folds "
                                 "or a smaller data.sequence_length / data.prediction_horizon")
