@@ -21,13 +21,13 @@ from hftraining.core.config import DataConfig, duration_ns, section_from_dict, s
 from hftraining.core.errors import DataError
 from hftraining.data.features import EmptyVolume, check_specs, drop_volume_features, feature_columns, volume_is_empty
 from hftraining.data.rows import FrameSource, Rows, RowsNeeded, build_rows, min_history
-from hftraining.data.scaling import Scaler
+from hftraining.data.scaling import Scaler, target_scale
 from hftraining.data.sources import load_and_validate
 from hftraining.data.splits import (
-    SPLITS, Segment, calendar_cuts, calendar_split, chronological_split, union_calendar, window_ends,
+    SPLITS, Segment, calendar_cuts, calendar_split, chronological_split, union_calendar,
 )
 from hftraining.data.store import fitted_statistics, load_rows, window_index
-from hftraining.data.windows import WindowSet, device_rows_for
+from hftraining.data.windows import WindowSet, device_rows_for, index_windows
 
 __all__ = ["FrameSource", "Rows", "build_rows"]  # re-exported: the rows of a run are built here or in the store
 
@@ -163,50 +163,15 @@ def _scaling(rows: Rows, pre: Preprocessing) -> dict[str, Any]:
     return {"center": center, "scale": scale, "target_scale": pre.target_scale}
 
 
-def _gap_segments(times: np.ndarray, seg: Segment, max_gap: int | None) -> list[Segment]:
-    """``seg`` cut at every gap between consecutive rows longer than ``max_gap`` ns."""
-    if max_gap is None or len(seg) < 2:
-        return [seg]
-    t = times[seg.start : seg.stop]
-    cuts = (np.flatnonzero(np.diff(t) > max_gap) + 1 + seg.start).tolist()
-    bounds = [seg.start, *cuts, seg.stop]
-    return [Segment(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def _window_index(rows: Rows, segments: list[Segment], L: int, H: int, stride: int, min_history: int,
-                  max_gap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(ends, symbol ids) of the windows of one split: each window's inputs and targets lie in one
-    symbol's segment (and, with ``max_gap`` ns, between two gaps longer than it).
-
-    ``segments[k]`` is in symbol k's own row numbers. With ``min_history`` < L, windows may start
-    up to L - min_history rows before the segment; those steps are masked (left padding). After a
-    gap a window needs L real rows (padding never reaches back over a gap)."""
-    ends, ids = [], []
-    index = np.int32 if len(rows.returns) < 2**31 else np.int64  # a window costs 8 bytes, not 12, below 2^31 rows
-    for k, seg in enumerate(segments):
-        if len(seg) == 0:
-            continue
-        times = rows.times[rows.rows(k)] if max_gap is not None else None
-        for j, part in enumerate(_gap_segments(times, seg, max_gap)):
-            padded = Segment(part.start - (L - min_history), part.stop) if j == 0 else part
-            r, off = window_ends(padded, L, H, stride), int(rows.starts[k])
-            if len(r) == 0:
-                continue
-            ends.append(np.arange(r.start + off, r.stop + off, r.step, dtype=index))  # not np.asarray(range): a Python loop
-            ids.append(np.full(len(r), k, dtype=np.int32))
-    return (np.concatenate(ends) if ends else np.zeros(0, index),
-            np.concatenate(ids) if ids else np.zeros(0, np.int32))
-
-
 def _window_set(rows: Rows, segments: list[Segment], pre: Preprocessing, stride: int, min_history: int,
                 max_gap: int | None = None, store: str | None = None) -> WindowSet:
-    """The windows of one split (:func:`_window_index`; remembered in the feature store entry ``store``
+    """The windows of one split (:func:`~hftraining.data.windows.index_windows`; remembered in the feature store entry ``store``
     when the rows come from one: :func:`hftraining.data.store.window_index`)."""
     L, H = pre.seq_len, pre.horizon
     spec = {"segments": [[s.start, s.stop] for s in segments], "L": L, "H": H, "stride": stride,
             "min_history": min_history, "max_gap": max_gap, "rows": int(len(rows.returns))}
     dtype = np.int32 if len(rows.returns) < 2**31 else np.int64
-    ends, ids = window_index(store, spec, lambda: _window_index(rows, segments, L, H, stride, min_history, max_gap), dtype)
+    ends, ids = window_index(store, spec, lambda: index_windows(rows, segments, L, H, stride, min_history, max_gap), dtype)
     return WindowSet(
         features=rows.features, returns=rows.returns, ends=ends, symbol_ids=ids,
         segment_first=rows.starts + np.array([seg.start for seg in segments], dtype=np.int64),
@@ -219,17 +184,6 @@ def _max_gap(d: DataConfig) -> int | None:
     return None if d.max_gap is None else duration_ns(d.max_gap, "data.max_gap")
 
 
-def _target_scale(returns: np.ndarray, train_slices: dict[str, slice]) -> float:
-    """Std of the training log returns (float64, two passes over one symbol at a time); 1 when there is none."""
-    parts = [sl for sl in train_slices.values() if sl.stop > sl.start]
-    n = sum(sl.stop - sl.start for sl in parts)
-    if n < 2:
-        return 1.0
-    mean = sum(float(returns[sl].astype(np.float64).sum()) for sl in parts) / n
-    var = sum(float(((returns[sl].astype(np.float64) - mean) ** 2).sum()) for sl in parts) / n
-    return float(np.sqrt(var)) if var > 0 else 1.0
-
-
 def _fit_statistics(rows: Rows, train_slices: dict[str, slice], d: DataConfig, store: str | None) -> tuple[Scaler, float]:
     """The scaler and the target scale, fitted on the training rows ``train_slices`` of ``rows``
     (remembered in the feature store entry ``store`` when the rows come from one:
@@ -239,7 +193,7 @@ def _fit_statistics(rows: Rows, train_slices: dict[str, slice], d: DataConfig, s
 
     def fit() -> dict[str, Any]:
         scaler = Scaler(kind=d.scaler, per_symbol=d.scale_per_symbol).fit_rows(rows.features, train_slices)
-        return {"scaler": scaler.to_dict(), "target_scale": _target_scale(rows.returns, train_slices)}
+        return {"scaler": scaler.to_dict(), "target_scale": target_scale(rows.returns, train_slices)}
 
     stats = fitted_statistics(store, spec, fit)
     return Scaler.from_dict(stats["scaler"]), float(stats["target_scale"])

@@ -93,3 +93,14 @@ class Scaler:
     def from_dict(cls, d: dict[str, Any]) -> "Scaler":
         params = {k: (np.asarray(v["center"]), np.asarray(v["scale"])) for k, v in d["params"].items()}
         return cls(kind=d["kind"], per_symbol=d["per_symbol"], params=params)
+
+
+def target_scale(returns: np.ndarray, train_slices: dict[str, slice]) -> float:
+    """Std of the training log returns (float64, two passes over one symbol at a time); 1 when there is none."""
+    parts = [sl for sl in train_slices.values() if sl.stop > sl.start]
+    n = sum(sl.stop - sl.start for sl in parts)
+    if n < 2:
+        return 1.0
+    mean = sum(float(returns[sl].astype(np.float64).sum()) for sl in parts) / n
+    var = sum(float(((returns[sl].astype(np.float64) - mean) ** 2).sum()) for sl in parts) / n
+    return float(np.sqrt(var)) if var > 0 else 1.0

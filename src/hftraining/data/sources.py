@@ -34,7 +34,7 @@ from hftraining.core.config import DataConfig, split_date_ns
 from hftraining.core.errors import DataError
 from hftraining.data import io
 from hftraining.data.rows import ANY_ROWS, RowsNeeded
-from hftraining.data.validate import TooFewRows, check_policy, validate_file, validate_table
+from hftraining.data.validate import TooFewRows, check_policy, validate_table
 
 PARTITION = "symbol="
 
@@ -186,8 +186,11 @@ def _trim_dates(frames: dict[str, pd.DataFrame], d: DataConfig) -> dict[str, pd.
 
 def read_unit(u: Unit, d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """Read and validate one unit → ({symbol: validated frame}, its report as a dict)."""
-    if u.kind == "file":
-        frames, rep = validate_file(Path(u.path), d, needed)
+    if u.kind == "file":  # CSV (compressed or not) or a Parquet file, read whole
+        path = Path(u.path)
+        table = io.read_table(path)
+        frames, rep = validate_table(table, path, d, needed, io.first_row_number(path),
+                                     "row" if io.is_parquet(path) else "line", decimal=table.attrs.get("decimal", "."))
         return _trim_dates(frames, d), rep.to_dict()
     if u.kind == "partition":
         p = Path(u.path)

@@ -467,22 +467,16 @@ def _jump_rule(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str
 # Files
 
 
-def validate_file(path: Path, cfg: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[dict[str, pd.DataFrame], Report]:
-    """Read and validate one file → ({symbol: frame}, report). Symbols with fewer than
-    ``needed.rows`` kept rows are dropped under ``too_few_rows``; a file left with no symbol is a DataError."""
-    table = io.read_table(path)
-    return validate_table(table, path, cfg, needed, io.first_row_number(path), "row" if io.is_parquet(path) else "line",
-                          decimal=table.attrs.get("decimal", "."))
-
-
 def validate_table(
     table: pd.DataFrame, path: Path, cfg: DataConfig, needed: RowsNeeded = ANY_ROWS, first: int = 2,
     unit: str = "line", symbol: str | None = None, decimal: str = ".",
 ) -> tuple[dict[str, pd.DataFrame], Report]:
-    """:func:`validate_file` of a table already read (canonical column names) from ``path``; rows
-    are numbered from ``first`` in ``unit`` (line or row). ``symbol``: the symbol of a table without a
-    ``symbol`` column (default: the file's, :func:`io.symbol_of`); ``decimal``: the decimal mark of
-    its text cells."""
+    """Validate a table read (canonical column names) from ``path`` → ({symbol: frame}, report). No
+    file is read here: :func:`hftraining.data.sources.read_unit` reads every format. Rows are numbered
+    from ``first`` in ``unit`` (line or row). ``symbol``: the symbol of a table without a ``symbol``
+    column (default: the file's, :func:`io.symbol_of`); ``decimal``: the decimal mark of its text
+    cells. Symbols with fewer than ``needed.rows`` kept rows are dropped under ``too_few_rows``; a
+    table left with no symbol is a :class:`TooFewRows` (or a DataError when nothing was usable)."""
     if len(table) == 0:
         raise DataError(f"{path}: no data rows (header only)")
     for col in ("timestamp", "close", "volume"):

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hftraining.data.rows import Rows
+from hftraining.data.splits import Segment, window_ends
+
 
 @dataclass
 class WindowSet:
@@ -143,6 +146,41 @@ class WindowSet:
     def targets(self) -> np.ndarray:
         """(W, H) scaled targets of every window."""
         return self.scaled_returns(self.ends[:, None] + self._offsets()[1])
+
+
+def gap_segments(times: np.ndarray, seg: Segment, max_gap: int | None) -> list[Segment]:
+    """``seg`` cut at every gap between consecutive rows longer than ``max_gap`` ns."""
+    if max_gap is None or len(seg) < 2:
+        return [seg]
+    t = times[seg.start : seg.stop]
+    cuts = (np.flatnonzero(np.diff(t) > max_gap) + 1 + seg.start).tolist()
+    bounds = [seg.start, *cuts, seg.stop]
+    return [Segment(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def index_windows(rows: Rows, segments: list[Segment], L: int, H: int, stride: int, min_history: int,
+                  max_gap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ends, symbol ids) of the windows of one split: each window's inputs and targets lie in one
+    symbol's segment (and, with ``max_gap`` ns, between two gaps longer than it).
+
+    ``segments[k]`` is in symbol k's own row numbers. With ``min_history`` < L, windows may start
+    up to L - min_history rows before the segment; those steps are masked (left padding). After a
+    gap a window needs L real rows (padding never reaches back over a gap)."""
+    ends, ids = [], []
+    index = np.int32 if len(rows.returns) < 2**31 else np.int64  # a window costs 8 bytes, not 12, below 2^31 rows
+    for k, seg in enumerate(segments):
+        if len(seg) == 0:
+            continue
+        times = rows.times[rows.rows(k)] if max_gap is not None else None
+        for j, part in enumerate(gap_segments(times, seg, max_gap)):
+            padded = Segment(part.start - (L - min_history), part.stop) if j == 0 else part
+            r, off = window_ends(padded, L, H, stride), int(rows.starts[k])
+            if len(r) == 0:
+                continue
+            ends.append(np.arange(r.start + off, r.stop + off, r.step, dtype=index))  # not np.asarray(range): a Python loop
+            ids.append(np.full(len(r), k, dtype=np.int32))
+    return (np.concatenate(ends) if ends else np.zeros(0, index),
+            np.concatenate(ids) if ids else np.zeros(0, np.int32))
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
