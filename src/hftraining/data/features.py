@@ -26,12 +26,13 @@ import talib
 from hftraining.core.config import DataConfig
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.core.registry import Registry
+from hftraining.data.alpha158 import alpha158 as alpha158_table
 
 log = logging.getLogger(__name__)
 
 FeatureFn = Callable[..., dict[str, np.ndarray]]
 FEATURES: Registry[FeatureFn] = Registry("feature", "data.features")
-NEEDS_VOLUME = frozenset({"volume_ratio", "obv"})
+NEEDS_VOLUME = frozenset({"volume_ratio", "obv", "alpha158"})
 """The registered features computed from the volume column."""
 
 
@@ -166,6 +167,14 @@ def calendar(f: pd.DataFrame) -> dict[str, np.ndarray]:
     dow = 2 * np.pi * ts.day_of_week.to_numpy(dtype=np.float64) / 7
     month = 2 * np.pi * (ts.month.to_numpy(dtype=np.float64) - 1) / 12
     return {"dow_sin": np.sin(dow), "dow_cos": np.cos(dow), "month_sin": np.sin(month), "month_cos": np.cos(month)}
+
+
+@FEATURES.register("alpha158")
+def alpha158(f: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Qlib's Alpha158: 9 candlestick features, 4 price ratios and 29 rolling operators over 5, 10,
+    20, 30 and 60 rows, all unit-free (:mod:`hftraining.data.alpha158`; 60 warm-up rows)."""
+    return alpha158_table(f["open"].to_numpy(), f["high"].to_numpy(), f["low"].to_numpy(), f["close"].to_numpy(),
+                          f["volume"].to_numpy())
 
 
 @FEATURES.register("hour")
