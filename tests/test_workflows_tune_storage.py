@@ -210,8 +210,9 @@ def test_a_killed_worker_leaves_no_trial_running_forever(tmp_path):
     journal: the dead workers' trials are marked failed (folder marked STALE.json) and counted."""
     optuna = pytest.importorskip("optuna")
     cfg = dict(TINY)
-    cfg["training"] = {**TINY["training"], "max_steps": 400, "logging_steps": 50}  # long enough to be killed
-    cfg["evaluation"] = {**TINY["evaluation"], "eval_steps": 200}
+    # trials far longer than the wait for the second worker to start (its start can lag seconds behind)
+    cfg["training"] = {**TINY["training"], "max_steps": 100_000, "logging_steps": 1000}
+    cfg["evaluation"] = {**TINY["evaluation"], "eval_steps": 50_000}
     cfg["tune"] = {**TINY["tune"], "heartbeat_seconds": 0.5, "stale_after_seconds": 3}
     path = tmp_path / "tune.yaml"
     path.write_text(yaml.safe_dump(cfg))
