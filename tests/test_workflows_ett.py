@@ -81,18 +81,20 @@ def test_scaler_is_fit_on_train_rows_only() -> None:
     np.testing.assert_allclose(base_std, values[:8640].std(0, ddof=0))  # population std, as sklearn
 
 
-def test_window_sets_hold_the_same_windows_as_the_views() -> None:
+def test_the_splits_windows_are_the_protocols_windows_gathered_by_the_window_sets() -> None:
     rng = np.random.default_rng(3)
-    data = ett.prepare(rng.normal(size=(17420, 7)), "ETTh1", 48, 24)
+    values = rng.normal(size=(17420, 7))
+    L, H = 48, 24
+    data = ett.prepare(values, "ETTh1", L, H)
+    z = data.z.numpy()
     for split in ("train", "val", "test"):
-        X, Y = data.splits[split]
-        ws = data.windows[split]
-        assert len(ws) == X.shape[0] == data.count(split)
-        idx = np.array([0, 1, len(ws) // 2, len(ws) - 1])
-        b = ws.batch(idx)  # what the trainer and the batched forward read
-        assert "mask" not in b  # no window reaches before its segment
-        torch.testing.assert_close(b["x"], X[idx], rtol=0, atol=0)
-        torch.testing.assert_close(b["y"], Y[idx], rtol=0, atol=0)
+        X, Y = data.splits[split]  # the closed-form maps' windows, gathered by the split's WindowSet
+        a, b = data.borders[split]
+        assert len(data.windows[split]) == X.shape[0] == data.count(split) == b - a - L - H + 1
+        for i in (0, 1, X.shape[0] // 2, X.shape[0] - 1):  # the protocol: stride 1 from the split's first row
+            np.testing.assert_array_equal(X[i].numpy(), z[a + i : a + i + L])
+            np.testing.assert_array_equal(Y[i].numpy(), z[a + i + L : a + i + L + H])
+        assert "mask" not in data.windows[split].batch(np.arange(4))  # no window reaches before its segment
 
 
 @needs_data
@@ -240,7 +242,9 @@ def test_time_of_day_map_learns_a_daily_cycle_the_plain_map_cannot() -> None:
     profile = torch.randn(24, C, generator=g)
     rows = torch.arange(T)
     z = profile[rows % 24] + 0.3 * torch.randn(T, C, generator=g)
-    X, Y = ett.windows(z, L, H)
+    n = T - L - H + 1
+    b = ett.window_set(z.numpy(), np.arange(T, dtype=np.int64), 0, T, L, H).batch(np.arange(n))
+    X, Y = b["x"], b["y"]
     phase = (rows[: X.shape[0]] + L) % 24  # the first forecast row's hour
     tr, te = slice(0, 3000), slice(3000, None)
     daily = ett.LinearMap(1e-4, period=24).fit(X[tr], Y[tr], phase[tr])

@@ -26,6 +26,13 @@ from hftraining.models.registry import MODELS
 FIT_BATCH = 4096  # windows per chunk of the Gram accumulation (memory, not results)
 
 
+def solve_penalised(gram: torch.Tensor, rhs: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+    """The package's one closed-form least-squares solve (ridge here, the ETT benchmark's linear
+    maps): ``(gram + diag(penalty))⁻¹ rhs`` for the normal equations ``gram`` (D, D) and ``rhs``
+    (D, K), float64; a penalty of 0 leaves a coefficient (a bias) unpenalised."""
+    return torch.linalg.solve(gram + torch.diag(penalty), rhs)
+
+
 @MODELS.register("ridge")
 class RidgeForecaster(ForecastModel):
     """Ridge regression on the last row's features and the recent returns, penalty chosen on validation."""
@@ -71,9 +78,9 @@ class RidgeForecaster(ForecastModel):
         train, val = train.on_device("cpu"), val.on_device("cpu")  # solved on the host, wherever the model lives
         gram, rhs = self._normal_equations(train)
         scale = float(gram.diagonal()[:-1].mean()) if gram.shape[0] > 1 else 1.0
-        eye = torch.eye(gram.shape[0], dtype=torch.float64)
-        eye[-1, -1] = 0.0  # the bias is not penalised
-        fits = [torch.linalg.solve(gram + lam * scale * eye, rhs) for lam in self.cfg.ridge_lambdas]
+        unit = torch.ones(gram.shape[0], dtype=torch.float64)
+        unit[-1] = 0.0  # the bias is not penalised
+        fits = [solve_penalised(gram, rhs, lam * scale * unit) for lam in self.cfg.ridge_lambdas]
         scores = []
         if len(val):
             for w in fits:

@@ -21,6 +21,7 @@ benchmark's own: the protocol's borders, the closed-form maps and the val-chosen
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -47,6 +48,7 @@ from hftraining.models.dlinear import DLinearMultivariate
 from hftraining.models.outputs import ForecastOutput
 from hftraining.models.patchtst import PatchTSTMultivariate
 from hftraining.models.predict import predict_scaled
+from hftraining.models.ridge import solve_penalised
 from hftraining.train.runner import training_run
 
 DATASETS = ("ETTh1", "ETTh2", "ETTm1", "ETTm2")
@@ -115,18 +117,6 @@ SERIES = "ETT"  # the one "symbol" of a dataset: the scaler is fit over all its 
 START = np.datetime64("2016-07-01T00:00", "ns")  # first row of all four files, which have no gaps (PAPER_TABLES.md §0)
 
 
-def windows(segment: torch.Tensor, seq_len: int, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stride-1 windows of a (T, C) segment → X (n, L, C), Y (n, H, C), n = T − L − H + 1, as
-    zero-copy views for the closed-form maps. Window i is X = seg[i : i+L], Y = seg[i+L : i+L+H]:
-    the same windows as the split's :class:`WindowSet` (``EttData.windows``), whose batches the
-    trainer and the batched forward read."""
-    n = segment.shape[0] - seq_len - horizon + 1
-    if n <= 0:
-        raise DataError(f"segment of {segment.shape[0]} rows is too short for L={seq_len} + H={horizon}")
-    w = segment.unfold(0, seq_len + horizon, 1).transpose(1, 2)  # (n, L+H, C)
-    return w[:, :seq_len], w[:, seq_len:]
-
-
 @dataclass
 class EttData:
     """The three splits of one dataset, z-scored with the train-row scaler."""
@@ -139,10 +129,19 @@ class EttData:
     borders: dict[str, tuple[int, int]]
     windows: dict[str, WindowSet] = field(default_factory=dict)  # name → windows (inputs and targets: z)
 
-    @property
+    @functools.cached_property
     def splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """name → (X (n, L, C), Y (n, H, C)) views of the split's windows (see :func:`windows`)."""
-        return {name: windows(self.z[a:b], self.seq_len, self.horizon) for name, (a, b) in self.borders.items()}
+        """name → (X (n, L, C), Y (n, H, C)): every window of the split gathered once by its
+        :class:`WindowSet` (the package's one windowing: the windows the trainer and the batched
+        forward read), for the closed-form maps. Window i of a split starting at row a is
+        X = z[a+i : a+i+L], Y = z[a+i+L : a+i+L+H]."""
+        out = {}
+        for name, ws in self.windows.items():
+            if len(ws) == 0:
+                raise DataError(f"{self.dataset}: the {name} split is too short for L={self.seq_len} + H={self.horizon}")
+            b = ws.batch(np.arange(len(ws)))
+            out[name] = (b["x"], b["y"])
+        return out
 
     def count(self, split: str) -> int:
         return len(self.windows[split])
@@ -259,7 +258,7 @@ class LinearMap:
         G, B, scale, k = self._normal_equations
         out = LinearMap(ridge, self.center, self.period)
         out._normal_equations = self._normal_equations
-        w = torch.linalg.solve(G + torch.diag(ridge * scale), B)
+        w = solve_penalised(G, B, ridge * scale)
         out.weight, out.phase_bias = w[: w.shape[0] - k], (w[w.shape[0] - k :] if k else None)
         if ridge == self.ridge:
             self.weight, self.phase_bias = out.weight, out.phase_bias
