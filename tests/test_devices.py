@@ -161,7 +161,7 @@ def test_compiled_dropout_is_random_per_micro_batch(device, mode, step_data, tmp
     comp.zero_grad()  # as a step does: under CUDA graphs the gradients are buffers of their own
     losses = []
     for _ in range(4):  # the same micro-batch four times, as the step runs them
-        if comp._mark_graph_step:
+        if comp._graphs:
             torch.compiler.cudagraph_mark_step_begin()
         loss, _ = comp.forward_loss(b["x"], b.get("mask"), b["past"], b["y"])
         losses.append(float(loss.detach()))

@@ -136,9 +136,7 @@ class Trainer:
         )
         self.opt = TrainOptimizer(self.model, t, self.info.world_size) if self.model.needs_training else None
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
-        graphs = self.compile_mode in CUDA_GRAPH_MODES and self.device.type == "cuda"
-        self._persistent_grads = graphs  # see CUDA_GRAPH_MODES
-        self._mark_graph_step = graphs
+        self._graphs = self.compile_mode in CUDA_GRAPH_MODES and self.device.type == "cuda"  # see CUDA_GRAPH_MODES
         self.forward_loss = self._build_forward_loss() if self.model.needs_training else None
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         self._pending: list[_Pending] = []
@@ -222,8 +220,8 @@ class Trainer:
         """Zero the gradients before a step's first micro-batch. Under CUDA graphs they are buffers of
         their own, allocated once and added into in place: a gradient left to autograd would be the
         graph's output memory itself, overwritten by the next micro-batch's replay (pytorch#96693)."""
-        self.opt.zero_grad(set_to_none=not self._persistent_grads)
-        if self._persistent_grads:
+        self.opt.zero_grad(set_to_none=not self._graphs)
+        if self._graphs:
             for p in self._params:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
@@ -246,7 +244,7 @@ class Trainer:
             sync = self.ddp is None or micro == accum - 1  # DDP reduces gradients on the last micro-batch
             with (nullcontext() if sync else self.ddp.no_sync()), opt.hessian_context():
                 try:
-                    if self._mark_graph_step:
+                    if self._graphs:
                         torch.compiler.cudagraph_mark_step_begin()
                     loss, parts = self.forward_loss(b["x"], b.get("mask"), b["past"], b["y"])
                     micro_stats.append(torch.stack([loss.detach(), *(v.detach() for v in parts.values())]))  # (1 + P,)
@@ -266,11 +264,10 @@ class Trainer:
         stats = torch.stack(micro_stats).double().mean(0)  # (1 + P,) the step's loss and parts
         if self.scaler is not None:
             self.scaler.unscale_(opt.optimizer)
-        grads = [p.grad for p in self._params if p.grad is not None]
         if t.max_grad_norm > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self._params, t.max_grad_norm, foreach=True)
         else:
-            grad_norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self._params if p.grad is not None], foreach=True)
         skip = (~(torch.isfinite(stats[0]) & torch.isfinite(grad_norm))).float()  # 0-dim on the device
         all_reduce_max(skip, self.info)  # every rank skips together
         opt.step(skip)
