@@ -83,7 +83,7 @@ def test_baselines_go_through_the_model_path(prepared):
     ws, s = prepared.test, prepared.preprocessing.target_scale
     fc = collect_forecasts(None, ws, s, 256, pred_scaled=np.zeros((len(ws), 3), np.float32))
     assert set(fc.pred) == {"model", "zero", "repeat", "drift", "seasonal_naive"}
-    past = ws.scaled_returns(ws.ends[:, None] + np.arange(-19, 1)).astype(np.float64) * s  # (W, L)
+    past = ws.scaled_labels(ws.ends[:, None] + np.arange(-19, 1)).astype(np.float64) * s  # (W, L)
     np.testing.assert_allclose(fc.pred["repeat"], np.repeat(past[:, -1:], 3, axis=1), rtol=1e-6)
     np.testing.assert_allclose(fc.pred["drift"], np.repeat(past.mean(axis=1, keepdims=True), 3, axis=1), rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(fc.pred["seasonal_naive"][:, 0], past[:, -5], rtol=1e-6)  # one season (5 rows) back

@@ -353,8 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--cost-bps", type=float, help="transaction cost, bps of traded notional")
     bt.add_argument("--slippage-bps", type=float, help="slippage, bps of traded notional")
     bt.add_argument("--signal", choices=["step1", "mean"], help="forecast that decides the position")
-    bt.add_argument("--portfolio", choices=["per_symbol", "topk"],
-                    help="per_symbol: each symbol on its own forecast; topk: long the top k, short the bottom k "
+    bt.add_argument("--portfolio", choices=["auto", "per_symbol", "topk"],
+                    help="per_symbol: each symbol on its own forecast; topk: long the top k, short the bottom k; "
+                         "auto: topk for a cross-sectional label, else per_symbol "
                          "(evaluation.backtest_portfolio)")
     bt.add_argument("--topk", type=int, help="names per side of the topk portfolio (evaluation.backtest_topk)")
     bt.add_argument("--topk-dropout", dest="topk_dropout", type=int,

@@ -58,6 +58,11 @@ class ModelConfig:
     """Buy/hold/sell head: a future return above +threshold is buy, below -threshold is sell (log-return units). 0 disables the head."""
     quantiles: list[float] = field(default_factory=list)
     """Quantile head levels (e.g. [0.1, 0.5, 0.9]); empty disables it."""
+    loss: Literal["mse", "ic", "rank"] = "mse"
+    """The forecast's loss: squared error; ``ic``: minus the mean per-date Pearson correlation of the
+    forecast with the label across symbols; ``rank``: ListNet, the cross-entropy of the per-date
+    softmax of the label and of the forecast (a differentiable ranking loss). ``ic`` and ``rank``
+    need ``data.batching: dates`` and compare each horizon step separately."""
     loss_weights: dict[str, float] = field(default_factory=dict)
     """Weights of the loss components by name (``mse``, ``classification``, ``quantile``); missing ones are 1."""
 
@@ -72,8 +77,19 @@ class DataConfig:
     """Input window length in rows."""
     prediction_horizon: int = 5
     """Number of future log returns of the close to forecast."""
+    target: Literal["return", "excess_return", "cs_zscore", "cs_rank"] = "return"
+    """What the model forecasts for each future step (``hftraining.data.labels``): the symbol's 1-step
+    log return, the log return in excess of the equal-weight universe of the same date, or the
+    per-date z-score or rank of the return across symbols (Qlib's CSZScoreNorm / CSRankNorm). The
+    past-return input channel carries the same label; features are unchanged."""
+    batching: Literal["windows", "dates"] = "windows"
+    """Training micro-batches: ``windows`` shuffled one by one (``batch_size`` of them), or ``dates``:
+    every training window of ``dates_per_batch`` shuffled as-of dates (all symbols of a date in one
+    micro-batch, as a cross-sectional loss needs; the batch size then varies with the symbols per date)."""
+    dates_per_batch: int = 4
+    """``batching: dates``: as-of dates per micro-batch (per process under DDP)."""
     batch_size: int = 32
-    """Windows per micro-batch."""
+    """Windows per micro-batch (``batching: windows``)."""
     eval_batch_size: int = 256
     """Windows per batch in evaluation and prediction."""
     device_cache: bool = True
@@ -241,8 +257,10 @@ class EvaluationConfig:
     backtest_positions: Literal["sign", "vol_scaled"] = "sign"
     """Backtest weights of the ``per_symbol`` portfolio: ``sign`` of the forecast at equal notional per symbol, or
     ``vol_scaled`` (forecast / predicted volatility, normalised so each date's gross exposure is ``backtest_max_gross``)."""
-    backtest_portfolio: Literal["per_symbol", "topk"] = "per_symbol"
-    """``per_symbol``: each symbol traded on its own forecast (``backtest_positions``); ``topk``: a cross-sectional
+    backtest_portfolio: Literal["auto", "per_symbol", "topk"] = "auto"
+    """``auto``: ``topk`` for a cross-sectional label (``data.target`` cs_zscore or cs_rank: a per-date
+    score ranks symbols, its sign means nothing), else ``per_symbol``.
+    ``per_symbol``: each symbol traded on its own forecast (``backtest_positions``); ``topk``: a cross-sectional
     portfolio (Qlib's TopK-Dropout): on each rebalancing date rank the symbols by the signal, long the top
     ``backtest_topk`` and short the bottom ``backtest_topk`` (long-only: the top only), equal weight, gross
     ``backtest_max_gross`` (half long, half short)."""
@@ -600,7 +618,11 @@ def validate(cfg: Config) -> None:
              "ridge_lags")
     if not m.ridge_lambdas or any(v <= 0 for v in m.ridge_lambdas):
         raise ConfigError(f"model.ridge_lambdas: need at least one penalty, each > 0, got {m.ridge_lambdas}")
-    positive("data", d, "sequence_length", "prediction_horizon", "batch_size", "eval_batch_size", "stride")
+    positive("data", d, "sequence_length", "prediction_horizon", "batch_size", "eval_batch_size", "stride",
+             "dates_per_batch")
+    if m.loss != "mse" and d.batching != "dates":
+        raise ConfigError(f"model.loss: {m.loss!r} compares the symbols of each date, which needs data.batching=dates "
+                          f"(got {d.batching!r})")
     positive("training", t, "learning_rate", "max_steps", "gradient_accumulation_steps", "logging_steps", "max_consecutive_nonfinite")
     if m.hidden_size % m.num_heads:
         raise ConfigError(f"model.num_heads: {m.num_heads} does not divide model.hidden_size {m.hidden_size}")
@@ -652,8 +674,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"training.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
     if t.warmup_steps is not None and t.warmup_steps < 0:
         raise ConfigError(f"training.warmup_steps: must be >= 0, got {t.warmup_steps}")
-    if e.metric not in ("loss", "mse", "mae", "mse_vs_zero"):
-        raise ConfigError(f"evaluation.metric: {shown(e.metric)} is not one of 'loss', 'mse', 'mae', 'mse_vs_zero' (lower is better)")
+    metrics = ("loss", "mse", "mae", "mse_vs_zero", "neg_ic", "neg_rank_ic")
+    if e.metric not in metrics:
+        raise ConfigError(f"evaluation.metric: {shown(e.metric)} is not one of {', '.join(map(repr, metrics))} (lower is better)")
     if t.save_steps < 0 or e.eval_steps < 0:
         raise ConfigError("training.save_steps/evaluation.eval_steps: must be >= 0")
     for name in ("backtest_cost_bps", "backtest_slippage_bps"):

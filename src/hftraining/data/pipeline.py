@@ -20,6 +20,7 @@ import torch
 from hftraining.core.config import DataConfig, duration_ns, section_from_dict, split_date_ns
 from hftraining.core.errors import DataError
 from hftraining.data.features import EmptyVolume, check_specs, drop_volume_features, feature_columns, volume_is_empty
+from hftraining.data.labels import row_labels
 from hftraining.data.rows import FrameSource, Rows, RowsNeeded, build_rows, min_history
 from hftraining.data.scaling import Scaler, target_scale
 from hftraining.data.sources import load_and_validate
@@ -41,7 +42,7 @@ class Preprocessing:
     features: list[str]
     feature_columns: list[str]
     scaler: Scaler
-    target_scale: float  # std of the training log returns; targets are returns / target_scale
+    target_scale: float  # std of the training labels (log returns by default); targets are labels / target_scale
     seq_len: int
     horizon: int
     data: dict[str, Any]  # the data section used for training (split ratios, embargo, ...)
@@ -164,9 +165,10 @@ def _scaling(rows: Rows, pre: Preprocessing) -> dict[str, Any]:
 
 
 def _window_set(rows: Rows, segments: list[Segment], pre: Preprocessing, stride: int, min_history: int,
-                max_gap: int | None = None, store: str | None = None) -> WindowSet:
+                max_gap: int | None = None, store: str | None = None, labels: np.ndarray | None = None) -> WindowSet:
     """The windows of one split (:func:`~hftraining.data.windows.index_windows`; remembered in the feature store entry ``store``
-    when the rows come from one: :func:`hftraining.data.store.window_index`)."""
+    when the rows come from one: :func:`hftraining.data.store.window_index`) with the rows' ``labels``
+    (:func:`~hftraining.data.labels.row_labels`; None: the returns)."""
     L, H = pre.seq_len, pre.horizon
     spec = {"segments": [[s.start, s.stop] for s in segments], "L": L, "H": H, "stride": stride,
             "min_history": min_history, "max_gap": max_gap, "rows": int(len(rows.returns))}
@@ -177,23 +179,33 @@ def _window_set(rows: Rows, segments: list[Segment], pre: Preprocessing, stride:
         segment_first=rows.starts + np.array([seg.start for seg in segments], dtype=np.int64),
         row_times=rows.times, row_close=rows.close,
         symbols=rows.symbols, seq_len=pre.seq_len, horizon=pre.horizon, **_scaling(rows, pre),
+        labels=labels, target=pre.data.get("target", "return"),
     )
+
+
+def _labels(rows: Rows, d: DataConfig) -> np.ndarray | None:
+    """The label of every row of ``rows`` for ``data.target`` (None: the returns themselves)."""
+    return row_labels(rows.returns, rows.times, d.target)
 
 
 def _max_gap(d: DataConfig) -> int | None:
     return None if d.max_gap is None else duration_ns(d.max_gap, "data.max_gap")
 
 
-def _fit_statistics(rows: Rows, train_slices: dict[str, slice], d: DataConfig, store: str | None) -> tuple[Scaler, float]:
-    """The scaler and the target scale, fitted on the training rows ``train_slices`` of ``rows``
-    (remembered in the feature store entry ``store`` when the rows come from one:
-    :func:`hftraining.data.store.fitted_statistics`)."""
+def _fit_statistics(rows: Rows, train_slices: dict[str, slice], d: DataConfig, store: str | None,
+                    labels: np.ndarray | None = None) -> tuple[Scaler, float]:
+    """The scaler and the target scale (of ``labels``, or of the returns), fitted on the training rows
+    ``train_slices`` of ``rows`` (remembered in the feature store entry ``store`` when the rows come
+    from one: :func:`hftraining.data.store.fitted_statistics`)."""
     spec = {"scaler": d.scaler, "per_symbol": d.scale_per_symbol,
             "train": [[sym, sl.start, sl.stop] for sym, sl in train_slices.items()]}
+    if d.target != "return":  # the key of older entries stays as it was
+        spec["target"] = d.target
 
     def fit() -> dict[str, Any]:
         scaler = Scaler(kind=d.scaler, per_symbol=d.scale_per_symbol).fit_rows(rows.features, train_slices)
-        return {"scaler": scaler.to_dict(), "target_scale": target_scale(rows.returns, train_slices)}
+        return {"scaler": scaler.to_dict(),
+                "target_scale": target_scale(rows.returns if labels is None else labels, train_slices)}
 
     stats = fitted_statistics(store, spec, fit)
     return Scaler.from_dict(stats["scaler"]), float(stats["target_scale"])
@@ -292,7 +304,8 @@ def prepare(
         sym: slice(int(rows.starts[k]) + seg["train"].start, int(rows.starts[k]) + seg["train"].stop)
         for k, (sym, seg) in enumerate(zip(rows.symbols, segs))
     }
-    scaler, target_scale = _fit_statistics(rows, train_slices, d, report.get("store"))
+    labels = _labels(rows, d)
+    scaler, target_scale = _fit_statistics(rows, train_slices, d, report.get("store"), labels)
     pre = Preprocessing(
         features=list(d.features),
         feature_columns=feature_columns(d.features),
@@ -305,7 +318,7 @@ def prepare(
     gap = _max_gap(d)
     sets = {
         name: _window_set(rows, [seg[name] for seg in segs], pre, d.stride if name == "train" else 1, min_hist, gap,
-                          report.get("store"))
+                          report.get("store"), labels)
         for name in SPLITS
     }
     if len(sets["train"]) == 0:
@@ -339,7 +352,7 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
         calendar = union_calendar(times)
         seg_fn = split_segments(d, resolve_cuts(d, calendar))
         segs = [seg_fn(t, calendar)[split] for t in times]
-    return _window_set(rows, segs, pre, 1, min_hist, _max_gap(d))
+    return _window_set(rows, segs, pre, 1, min_hist, _max_gap(d), labels=_labels(rows, d))
 
 
 def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> WindowSet:
@@ -360,5 +373,5 @@ def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> Windo
         features=rows.features, returns=rows.returns, ends=ends,
         symbol_ids=np.arange(len(rows.symbols), dtype=np.int32), segment_first=rows.starts.copy(),
         row_times=rows.times, row_close=rows.close, symbols=rows.symbols, seq_len=pre.seq_len, horizon=0,
-        **_scaling(rows, pre),
+        **_scaling(rows, pre), labels=_labels(rows, d), target=d.target,
     )

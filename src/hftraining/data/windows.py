@@ -47,6 +47,8 @@ class WindowSet:
     target_scale: float = 1.0  # returns (inputs and targets) are divided by it
     device: torch.device | None = None  # where batch() puts its tensors (None: the host, unpinned)
     device_rows: "DeviceRows | None" = None  # the rows on ``device`` (None: gathered on the host)
+    labels: np.ndarray | None = None  # (N,) float32 label of each row (``data.target``); None: the returns
+    target: str = "return"  # what the labels are (``data.target``; hftraining.data.labels)
 
     def scaled_features(self, rows, k: int) -> np.ndarray:
         """``features[rows]`` of symbol ``k`` as the model sees them (centered and scaled, float32)."""
@@ -56,9 +58,15 @@ class WindowSet:
             x /= self.scale[k]
         return x
 
-    def scaled_returns(self, rows: np.ndarray) -> np.ndarray:
-        """``returns[rows]`` divided by ``target_scale`` (float32): what models see and forecast."""
-        r = self.returns[rows]
+    @property
+    def label_rows(self) -> np.ndarray:
+        """(N,) the label of each row: ``labels``, or the returns when the label is the return."""
+        return self.returns if self.labels is None else self.labels
+
+    def scaled_labels(self, rows: np.ndarray) -> np.ndarray:
+        """``label_rows[rows]`` divided by ``target_scale`` (float32): what models see (the past-return
+        channel) and forecast."""
+        r = self.label_rows[rows]
         return r / np.float32(self.target_scale) if self.target_scale != 1.0 else r
 
     @functools.cached_property
@@ -126,7 +134,7 @@ class WindowSet:
         if padded:
             mask = rows >= first
             rows = np.maximum(rows, first)  # never read another symbol's or split's rows
-        x, past = np.asarray(self.features[rows]), np.asarray(self.scaled_returns(rows))  # fancy indexing copies
+        x, past = np.asarray(self.features[rows]), np.asarray(self.scaled_labels(rows))  # fancy indexing copies
         if self.center is not None:
             sid = self.symbol_ids[idx]
             x -= self.center[sid][:, None, :]
@@ -138,14 +146,14 @@ class WindowSet:
             out["mask"] = torch.from_numpy(mask)
         out["x"], out["past"] = torch.from_numpy(x), torch.from_numpy(past)
         if self.horizon:
-            out["y"] = torch.from_numpy(np.asarray(self.scaled_returns(ends[:, None] + ahead)))  # (B, H)
+            out["y"] = torch.from_numpy(np.asarray(self.scaled_labels(ends[:, None] + ahead)))  # (B, H)
         if self.device is not None:  # pinned, then copied without blocking the host
             out.update({k: to_device(v, self.device) for k, v in out.items() if k != "index"})
         return out
 
     def targets(self) -> np.ndarray:
-        """(W, H) scaled targets of every window."""
-        return self.scaled_returns(self.ends[:, None] + self._offsets()[1])
+        """(W, H) scaled targets (labels) of every window."""
+        return self.scaled_labels(self.ends[:, None] + self._offsets()[1])
 
 
 def gap_segments(times: np.ndarray, seg: Segment, max_gap: int | None) -> list[Segment]:
@@ -200,7 +208,7 @@ class DeviceRows:
     gathers on the device, with the same values :meth:`WindowSet.batch` computes on the host."""
 
     features: torch.Tensor  # (N, F) float32
-    returns: torch.Tensor  # (N,) float32, divided by target_scale ((N, C) for a multivariate target)
+    returns: torch.Tensor  # (N,) float32 labels divided by target_scale ((N, C) for a multivariate target)
     center: torch.Tensor | None  # (S, F) float32
     scale: torch.Tensor | None  # (S, F) float32
     back: torch.Tensor  # (L,) int64: -L+1 .. 0
@@ -227,7 +235,7 @@ class DeviceRows:
         for a in range(0, n, chunk):
             b = min(n, a + chunk)
             features[a:b].copy_(torch.from_numpy(np.array(ws.features[a:b], dtype=np.float32)))  # a writable chunk
-            r = np.asarray(ws.returns[a:b], dtype=np.float32)
+            r = np.asarray(ws.label_rows[a:b], dtype=np.float32)
             returns[a:b].copy_(torch.from_numpy(r / ts if ws.target_scale != 1.0 else np.array(r)))
         back, ahead = ws._offsets()
 
@@ -367,6 +375,50 @@ class EpochSampler:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.seed, self.epoch, self.position = state["seed"], state["epoch"], state["position"]
         self._order = None
+
+
+class DateSampler:
+    """Shuffled batches of whole as-of dates (``data.batching: dates``): each draw is every window
+    whose last input row falls on one of ``dates_per_batch`` dates, so a cross-sectional loss sees
+    all symbols of a date together. The dates are drawn by an :class:`EpochSampler` over the dates
+    (same seed, rank share and resumable position), so resume and DDP behave as for windows.
+    ``times``: (W,) int64 as-of time of each training window."""
+
+    def __init__(self, times: np.ndarray, dates_per_batch: int, seed: int, rank: int = 0, world_size: int = 1):
+        times = np.asarray(times, dtype=np.int64)
+        self.order = np.argsort(times, kind="stable")  # windows grouped by date, in window order inside one
+        _, counts = np.unique(times, return_counts=True)
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # (D + 1,)
+        self.dates = EpochSampler(len(counts), dates_per_batch, seed, drop_last=True, rank=rank, world_size=world_size)
+
+    @property
+    def epoch(self) -> int:
+        return self.dates.epoch
+
+    def next_batch(self) -> np.ndarray:
+        """The windows of this rank's next dates (a variable number of them), date after date."""
+        days = self.dates.next_batch()
+        return np.concatenate([self.order[self.offsets[d] : self.offsets[d + 1]] for d in days])
+
+    def at_epoch_end(self) -> bool:
+        return self.dates.at_epoch_end()
+
+    def state_dict(self) -> dict[str, int]:
+        return self.dates.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.dates.load_state_dict(state)
+
+
+def date_groups(times: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(G, B) float32 membership of B windows with as-of ``times`` (B,) in their G distinct dates
+    (1 where window b is on date g), on ``device`` (copied without blocking): what a
+    cross-sectional loss (:func:`hftraining.models.losses.ic_loss`) groups by."""
+    _, inv = np.unique(np.asarray(times), return_inverse=True)
+    inv = inv.reshape(-1)
+    m = np.zeros((int(inv.max()) + 1 if inv.size else 0, inv.size), dtype=np.float32)
+    m[inv, np.arange(inv.size)] = 1.0
+    return to_device(torch.from_numpy(m), torch.device(device))
 
 
 def eval_batches(n: int, batch_size: int, max_batches: int | None = None):

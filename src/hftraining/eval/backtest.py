@@ -26,6 +26,7 @@ import numpy as np
 from scipy import stats
 
 from hftraining.core.fmt import fmt
+from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.eval.forecasts import label
 
 LOOKAHEAD_HIT_RATE = 0.75  # a daily hit rate above this over many periods is not a forecast, it is a leak
@@ -343,6 +344,11 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
     model_vol = panel(fc.dates, fc.symbol_ids, qvol, N)[1] if qvol is not None else past_vol
 
     portfolio, every = ev.backtest_portfolio, int(ev.backtest_rebalance)
+    portfolio_from = "evaluation.backtest_portfolio"
+    if portfolio == "auto":
+        cs = getattr(fc, "target", "return") in CROSS_SECTIONAL
+        portfolio = "topk" if cs else "per_symbol"
+        portfolio_from = f"evaluation.backtest_portfolio=auto: {'a cross-sectional' if cs else 'a return'} label"
 
     def run(sig: np.ndarray, vol: np.ndarray, rule: str, long_only: bool, gross: float, every: int = 1,
             cost: bool = True) -> tuple[dict[str, Any], Simulation]:
@@ -373,7 +379,7 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
         if m.get("n_periods"):
             m["information_ratio"] = information_ratio(curves[key][1], bench, ppy)
     settings = {
-        "portfolio": portfolio, "rebalance": every,
+        "portfolio": portfolio, "portfolio_from": portfolio_from, "rebalance": every,
         "positions": ev.backtest_positions, "long_only": ev.backtest_long_only, "max_gross": ev.backtest_max_gross,
         "cost_bps": ev.backtest_cost_bps, "slippage_bps": ev.backtest_slippage_bps, "signal": ev.backtest_signal,
         "periods_per_year": ppy, "periods_per_year_from": how, "n_dates": int(len(dates)), "n_symbols": N,

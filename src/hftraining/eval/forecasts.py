@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import stats
 
 from hftraining.core.config import ModelConfig
 from hftraining.core.fmt import fmt as _fmt
+from hftraining.data.labels import CROSS_SECTIONAL, UNITS
 from hftraining.data.windows import WindowSet
 from hftraining.eval import metrics as M
 from hftraining.models import ForecastModel, build_model
@@ -73,10 +75,12 @@ def head(ws: WindowSet, n: int) -> WindowSet:
 
 @dataclass
 class Forecasts:
-    """Forecasts of the model and the baselines for the same W windows, in log-return units."""
+    """Forecasts of the model and the baselines for the same W windows, in the label's units (log
+    returns for ``data.target: return``); ``last_return``, ``past_vol`` and ``last_close`` are always
+    the realised prices and log returns (the backtest trades on them)."""
 
     pred: dict[str, np.ndarray]  # name → (W, H); "model" first, then the baselines
-    true: np.ndarray  # (W, H) realised log returns of steps 1..H after each origin
+    true: np.ndarray  # (W, H) realised labels (log returns by default) of steps 1..H after each origin
     dates: np.ndarray  # (W,) int64 ns UTC of each window's last input row (the forecast origin)
     symbol_ids: np.ndarray  # (W,) int index into ``symbols``
     symbols: list[str]
@@ -85,6 +89,7 @@ class Forecasts:
     last_close: np.ndarray  # (W,) close at the origin
     quantiles: np.ndarray | None = None  # (W, H, Q) model quantiles, log-return units
     levels: list[float] = field(default_factory=list)  # the Q quantile levels
+    target: str = "return"  # what ``pred`` and ``true`` are (``data.target``): their units are UNITS[target]
 
     def __len__(self) -> int:
         return len(self.true)
@@ -102,7 +107,7 @@ class Forecasts:
             symbol_ids=np.concatenate([np.array([index[p.symbols[i]] for i in p.symbol_ids], dtype=np.int64) for p in parts]),
             symbols=symbols, last_return=cat("last_return"), past_vol=cat("past_vol"), last_close=cat("last_close"),
             quantiles=np.concatenate([p.quantiles for p in parts]) if has_q else None,
-            levels=list(parts[0].levels) if has_q else [],
+            levels=list(parts[0].levels) if has_q else [], target=parts[0].target,
         )
 
 
@@ -137,7 +142,7 @@ def collect_forecasts(
     rows = sub.ends[:, None] + np.arange(-ws.seq_len + 1, 1)  # (n, L)
     if hasattr(sub, "first_rows"):  # left-padded windows: never read the rows of another symbol
         rows = np.maximum(rows, sub.first_rows[:, None])
-    past = ws.scaled_returns(rows).astype(np.float64) * target_scale  # (n, L)
+    past = np.asarray(ws.returns[rows], dtype=np.float64)  # (n, L) realised log returns, whatever the label
     return Forecasts(
         pred=preds,
         true=sub.targets().astype(np.float64) * target_scale,
@@ -149,6 +154,7 @@ def collect_forecasts(
         last_close=sub.last_close.astype(np.float64),
         quantiles=None if quantiles_scaled is None or not levels else quantiles_scaled[:n].astype(np.float64) * target_scale,
         levels=list(levels) if quantiles_scaled is not None and levels else [],
+        target=getattr(ws, "target", "return"),
     )
 
 
@@ -196,7 +202,7 @@ def score(fc: Forecasts) -> dict[str, Any]:
     result: dict[str, Any] = {
         "n_windows": int(len(fc)), "horizon": int(H),
         "n_symbols": int(len(np.unique(fc.symbol_ids))), "n_dates": int(len(np.unique(dates))),
-        "units": "log returns",
+        "target": fc.target, "units": UNITS[fc.target],
     }
     pooled = {name: M.point_metrics(p, true, dates) for name, p in fc.pred.items()}
     for name, p in fc.pred.items():
@@ -226,8 +232,57 @@ def score(fc: Forecasts) -> dict[str, Any]:
             "name": best, "mse": finite[best], "dm": result["dm"][best],
             "mse_ratio": pooled["model"]["mse"] / finite[best] if finite[best] > 0 else float("nan"),
         }
-    result["verdict"] = verdict(result)
+    result["mse_verdict"] = verdict(result)
+    result["cross_section_verdict"] = cs_verdict(result, fc)
+    # a cross-sectional label is judged on its cross-section first; a return on its MSE
+    result["verdict"] = result["cross_section_verdict"] if fc.target in CROSS_SECTIONAL else result["mse_verdict"]
     return result
+
+
+def _ic_difference(fc: Forecasts, a: str, b: str) -> dict[str, Any]:
+    """The per-date step-1 rank IC of forecast ``a`` minus that of ``b`` on the dates where both are
+    defined: its :func:`metrics.ic_summary` (a paired test: is ``a``'s rank IC higher?) and the
+    two-sided p-value of its t statistic (normal)."""
+    da, ia = M.cross_sectional_ic_series(fc.pred[a][:, 0], fc.true[:, 0], fc.dates, min_size=CS_MIN_SYMBOLS, rank=True)
+    db, ib = M.cross_sectional_ic_series(fc.pred[b][:, 0], fc.true[:, 0], fc.dates, min_size=CS_MIN_SYMBOLS, rank=True)
+    both, ka, kb = np.intersect1d(da, db, return_indices=True)
+    out = M.ic_summary(ia[ka] - ib[kb], lag=CS_LAG)
+    t = out["t_stat"]
+    out["p_value"] = float(2 * stats.norm.sf(abs(t))) if math.isfinite(t) else float("nan")
+    return out
+
+
+def cs_verdict(result: dict[str, Any], fc: Forecasts, level: float = SIGNIFICANCE) -> str:
+    """One sentence on the step-1 cross-section: the model's rank IC and its t statistic, then the
+    strongest baseline by rank IC and a paired test of the per-date rank IC difference (recorded
+    under ``result["cross_section_strongest"]``); "not worth its cost" unless the model's rank IC
+    is significantly higher."""
+    cs = result["model"]["cross_section"]["rank_ic"]
+    if not cs["n_dates"]:
+        return f"cross-section: no date has {CS_MIN_SYMBOLS} symbols, so no rank IC could be computed"
+    m, t = cs["mean"], cs["t_stat"]
+    p = float(2 * stats.norm.sf(abs(t))) if math.isfinite(t) else float("nan")
+    text = f"step-1 rank IC = {m:.4f} (t = {t:.2f}, ICIR {cs['icir']:.3f}, {cs['n_dates']} dates)"
+    if math.isfinite(p) and p < level:
+        text += f": {'significantly positive' if m > 0 else 'significantly NEGATIVE'} (at {level:g})"
+    else:
+        text += f": not significantly different from 0 (p = {p:.3g})"
+    base = {k: v["cross_section"]["rank_ic"]["mean"] for k, v in result["baselines"].items()
+            if math.isfinite(v["cross_section"]["rank_ic"]["mean"])}
+    if not base:
+        return text
+    best = max(base, key=base.get)
+    diff = _ic_difference(fc, "model", best)
+    result["cross_section_strongest"] = {"name": best, "rank_ic": base[best], "difference": diff}
+    name, d, pd_ = label(best), diff["mean"], diff["p_value"]
+    text += f"; strongest baseline by rank IC {name} = {base[best]:.4f}, model − it = {d:.4f} per date (paired p = {pd_:.3g})"
+    if not math.isfinite(pd_):
+        return f"{text}: the paired test could not be computed"
+    if pd_ < level and d > 0:
+        return f"{text}: the model ranks better than the strongest baseline (significant at {level:g})"
+    if pd_ < level:
+        return f"{text}: {name} ranks significantly better, so the model is not worth its cost"
+    return f"{text}: no significant difference, so the model is not worth its cost over {name}"
 
 
 def verdict(result: dict[str, Any], level: float = SIGNIFICANCE) -> str:
@@ -277,8 +332,11 @@ def format_table(result: dict[str, Any], title: str = "test") -> str:
     """A small aligned table: the model beside each baseline, the DM tests and the verdict."""
     rows = [("model", result["model"])] + [(label(k), v) for k, v in result["baselines"].items()]
     rows += [(f"member:{k}", v) for k, v in result.get("members", {}).items()]  # an ensemble's members
-    lines = [f"{title}: {result['n_windows']} windows × {result['horizon']} steps (log-return units)",
-             f"{'forecast':<22}{'MSE':>12}{'MAE':>12}{'dir.acc':>9}{'IC':>9}{'IC pool':>9}{'DM stat':>9}{'DM p':>8}"]
+    cross_sectional = result.get("target") in CROSS_SECTIONAL
+    lines = [f"{title}: {result['n_windows']} windows × {result['horizon']} steps ({result.get('units', 'log returns')})"]
+    if cross_sectional:  # a cross-sectional label leads with its cross-section
+        lines += _cross_section_lines(result) + [result["verdict"], "pooled (the MSE comparisons):"]
+    lines += [f"{'forecast':<22}{'MSE':>12}{'MAE':>12}{'dir.acc':>9}{'IC':>9}{'IC pool':>9}{'DM stat':>9}{'DM p':>8}"]
     dm = result.get("dm", {})
     for name, m in rows:
         d = dm.get(name.split(":")[-1], {}) if name != "model" else {}
@@ -287,14 +345,17 @@ def format_table(result: dict[str, Any], title: str = "test") -> str:
             f"{_fmt(m.get('ic'), '>9.4f')}{_fmt(m.get('ic_pooled'), '>9.4f')}"
             f"{_fmt(d.get('statistic'), '>9.3f')}{_fmt(d.get('p_value'), '>8.3f')}"
         )
-    lines += _cross_section_lines(result)
+    if not cross_sectional:
+        lines += _cross_section_lines(result)
+        if result.get("cross_section_verdict") and result["model"].get("cross_section", {}).get("rank_ic", {}).get("n_dates"):
+            lines.append(f"  {result['cross_section_verdict']}")
     if "pinball_mean" in result["model"]:
         cov = ", ".join(f"{k} {v:.3f}" for k, v in result["model"]["coverage"].items())
         lines.append(f"quantile head: mean pinball loss {result['model']['pinball_mean']:.6g}; coverage {cov}")
     if dm:
         lines.append("DM: model vs each baseline on squared error (negative: the model's loss is lower); "
                      f"losses averaged over symbols per date, Newey–West lag {result['horizon'] - 1}")
-    lines.append(result.get("verdict") or verdict(result))
+    lines.append(result.get("mse_verdict") or result.get("verdict") or verdict(result))
     return "\n".join(lines)
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from hftraining.data.labels import group_ranks
+
 MIN_CROSS_SECTION = 3  # fewest symbols on a date for its cross-sectional IC to count
 
 
@@ -46,22 +48,6 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def _group_ranks(values: np.ndarray, inv: np.ndarray) -> np.ndarray:
-    """Average ranks (1-based, ties share the mean of their ranks) of ``values`` inside each group
-    ``inv`` (int labels 0..G−1), vectorised: one lexsort, then the mean position of each tie run."""
-    order = np.lexsort((values, inv))
-    g, v = inv[order], values[order]
-    new_group = np.r_[True, g[1:] != g[:-1]]
-    new_run = new_group | np.r_[True, v[1:] != v[:-1]]
-    pos = np.arange(len(v))
-    start = np.maximum.accumulate(np.where(new_group, pos, 0))  # first position of each row's group
-    run = np.cumsum(new_run) - 1
-    avg = np.bincount(run, weights=pos - start + 1.0) / np.bincount(run)
-    ranks = np.empty(len(v), dtype=np.float64)
-    ranks[order] = avg[run]
-    return ranks
-
-
 def cross_sectional_ic_series(
     pred: np.ndarray, true: np.ndarray, dates: np.ndarray, min_size: int = MIN_CROSS_SECTION, rank: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -89,7 +75,7 @@ def cross_sectional_ic_series(
     starts = np.flatnonzero(np.r_[True, inv[order][1:] != inv[order][:-1]])
     const = (np.maximum.reduceat(pred[order], starts) == np.minimum.reduceat(pred[order], starts)) | (
         np.maximum.reduceat(true[order], starts) == np.minimum.reduceat(true[order], starts))
-    a, b = (_group_ranks(pred, inv), _group_ranks(true, inv)) if rank else (pred, true)
+    a, b = (group_ranks(pred, inv), group_ranks(true, inv)) if rank else (pred, true)
     da = a - (np.bincount(inv, weights=a, minlength=G) / n)[inv]  # demeaned per date: no cancellation
     db = b - (np.bincount(inv, weights=b, minlength=G) / n)[inv]
     cov = np.bincount(inv, weights=da * db, minlength=G)
@@ -113,6 +99,20 @@ def cross_sectional_ic(
     """
     _, ic = cross_sectional_ic_series(pred, true, groups, min_size=min_size, rank=True)
     return (float(ic.mean()), int(ic.size)) if ic.size else (float("nan"), 0)
+
+
+def date_step_groups(dates: np.ndarray, N: int, K: int) -> np.ndarray:
+    """(N·K,) one group id per (date, step) of N forecasts of K steps flattened row by row."""
+    date_idx = np.unique(np.asarray(dates), return_inverse=True)[1].reshape(-1)
+    return np.repeat(date_idx.astype(np.int64) * K, K) + np.tile(np.arange(K), N)
+
+
+def mean_cross_sectional_ic(pred: np.ndarray, true: np.ndarray, dates: np.ndarray, rank: bool = False) -> float:
+    """The mean over every (date, step) cross-section (at least :data:`MIN_CROSS_SECTION` symbols) of
+    the Pearson (or with ``rank`` Spearman) IC of (N, K) forecasts ``pred`` and labels ``true`` whose
+    origins are ``dates`` (N,); NaN when no cross-section counts."""
+    _, ic = cross_sectional_ic_series(pred.reshape(-1), true.reshape(-1), date_step_groups(dates, *pred.shape), rank=rank)
+    return float(np.nanmean(ic)) if ic.size and np.isfinite(ic).any() else float("nan")
 
 
 def ic_summary(ic_series: np.ndarray, lag: int) -> dict[str, Any]:
@@ -174,10 +174,7 @@ def point_metrics(pred: np.ndarray, true: np.ndarray, dates: np.ndarray) -> dict
     of each row. ``ic``: the per-date cross-sectional Spearman IC, averaged over every (date, step)
     cross-section with at least 3 symbols; ``ic_pooled``: one Spearman correlation over all pairs.
     """
-    N, K = pred.shape
-    date_idx = np.unique(np.asarray(dates), return_inverse=True)[1].reshape(-1)
-    groups = np.repeat(date_idx.astype(np.int64) * K, K) + np.tile(np.arange(K), N)  # one group per (date, step)
-    ic, n_ic = cross_sectional_ic(pred.reshape(-1), true.reshape(-1), groups)
+    ic, n_ic = cross_sectional_ic(pred.reshape(-1), true.reshape(-1), date_step_groups(dates, *pred.shape))
     return {
         "mse": mse(pred, true),
         "mae": mae(pred, true),

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
 from hftraining.core.errors import writing
+from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.eval import metrics as M
 from hftraining.eval.backtest import portfolio_label
 
@@ -199,7 +200,7 @@ def _training_section(doc: _Doc, recs: list[dict[str, Any]]) -> None:
 def _metrics_section(doc: _Doc, result: dict[str, Any], fc=None) -> None:
     doc.heading(f"Forecast metrics ({result.get('split', 'test')} split)")
     doc.para(f"{result['n_windows']} windows × {result['horizon']} steps, {result.get('n_symbols', '?')} symbols, "
-             f"{result.get('n_dates', '?')} dates; log-return units. IC: Spearman correlation of forecast and realised "
+             f"{result.get('n_dates', '?')} dates; {result.get('units', 'log returns')}. IC: Spearman correlation of forecast and realised "
              "return across symbols per date, averaged over dates; IC pooled: over all pairs.")
     dm = result.get("dm", {})
     rows = []
@@ -377,9 +378,11 @@ def _topk_plot(doc: _Doc, s: dict[str, Any], curves: dict[str, Any]) -> None:
 
 
 def _verdict_section(doc: _Doc, result: dict[str, Any], bt: dict[str, Any] | None) -> None:
-    """The top of the report: the model beside the strongest baseline, and the verdict in words."""
-    sb = result.get("strongest_baseline")
-    doc.heading("Verdict: the model against the strongest baseline")
+    """The top of the report: the model beside the strongest baseline, and the verdict in words. A
+    cross-sectional label is judged first on its rank IC (its strongest baseline: the best rank IC)."""
+    cs_first = result.get("target") in CROSS_SECTIONAL and "cross_section_strongest" in result
+    sb = result["cross_section_strongest"] if cs_first else result.get("strongest_baseline")
+    doc.heading("Verdict: the model against the strongest baseline" + (" by rank IC" if cs_first else ""))
     if sb:
         base = result["baselines"][sb["name"]]
         strategies = (bt or {}).get("strategies", {})
@@ -389,11 +392,18 @@ def _verdict_section(doc: _Doc, result: dict[str, Any], bt: dict[str, Any] | Non
                                (f"{sb['name']} (strongest baseline)", base, strategies.get(key) if key else None)):
             cs = m.get("cross_section", {}).get("rank_ic", {})
             rows.append([name, _num(m["mse"], ".6g"), _num(m["mse"] / result["baselines"]["zero"]["mse"], ".4f"),
-                         _num(cs.get("mean"), ".4f"), _num((strat or {}).get("sharpe"), ".2f")])
-        doc.table(["forecast", "MSE", "MSE / zero", "rank IC (step 1)", "backtest Sharpe"], rows)
-        doc.para(f"Diebold–Mariano, model against {sb['name']}: statistic {_num(sb['dm'].get('statistic'), '.3f')}, "
-                 f"p = {_num(sb['dm'].get('p_value'), '.3g')}.")
+                         _num(cs.get("mean"), ".4f"), _num(cs.get("t_stat"), ".2f"), _num((strat or {}).get("sharpe"), ".2f")])
+        doc.table(["forecast", "MSE", "MSE / zero", "rank IC (step 1)", "rank IC t", "backtest Sharpe"], rows)
+        if cs_first:
+            d = sb["difference"]
+            doc.para(f"Paired test of the per-date rank IC, model − {sb['name']}: mean {_num(d.get('mean'), '.4f')}, "
+                     f"t = {_num(d.get('t_stat'), '.2f')}, p = {_num(d.get('p_value'), '.3g')} over {d.get('n_dates')} dates.")
+        else:
+            doc.para(f"Diebold–Mariano, model against {sb['name']}: statistic {_num(sb['dm'].get('statistic'), '.3f')}, "
+                     f"p = {_num(sb['dm'].get('p_value'), '.3g')}.")
     doc.para(result.get("verdict", ""))
+    if cs_first and result.get("mse_verdict"):
+        doc.para(f"On squared error: {result['mse_verdict']}.")
 
 
 def write_report(

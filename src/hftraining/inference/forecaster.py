@@ -126,7 +126,7 @@ class Forecaster:
         return outs
 
     def predict_windows(self, ws: WindowSet) -> np.ndarray:
-        """(W, H) forecast log returns for the windows of ``ws``."""
+        """(W, H) forecasts (in the label's units: log returns by default) for the windows of ``ws``."""
         return self.outputs(ws)["prediction"].astype(np.float64) * self.preprocessing.target_scale
 
     def latest_windows(self, frames: dict[str, pd.DataFrame]) -> WindowSet:
@@ -137,7 +137,8 @@ class Forecaster:
         """Forecasts from the latest window of each symbol in ``data`` (path, frame or {symbol: frame}).
 
         Columns: symbol, as_of (UTC timestamp of the last input row), step (1..H), forecast_return
-        (log return of step over step-1), forecast_cum_return, last_close, forecast_price; then
+        (log return of step over step-1), forecast_cum_return, last_close, forecast_price (a model
+        trained on another ``data.target``: ``forecast_<target>`` and last_close instead); then
         ``return_q<level>`` (forecast quantiles of the step's log return) when the model has a
         quantile head, and ``p_sell``, ``p_hold``, ``p_buy`` when it has the buy/hold/sell head.
         ``strict``: see :meth:`data_config`.
@@ -156,11 +157,13 @@ class Forecaster:
             "symbol": np.repeat(np.asarray(ws.symbols, dtype=object)[ws.symbol_ids], H),
             "as_of": np.repeat(pd.to_datetime(ws.times, utc=True), H),
             "step": np.tile(np.arange(1, H + 1), S),
-            "forecast_return": pred.reshape(-1),
-            "forecast_cum_return": cum.reshape(-1),
-            "last_close": last_close,
-            "forecast_price": last_close * np.exp(cum.reshape(-1)),
         }
+        target = self.preprocessing.data_config().target
+        if target == "return":
+            rows.update(forecast_return=pred.reshape(-1), forecast_cum_return=cum.reshape(-1), last_close=last_close,
+                        forecast_price=last_close * np.exp(cum.reshape(-1)))
+        else:  # a label that is not the symbol's own return has no price path: its forecast, as it is
+            rows.update({f"forecast_{target}": pred.reshape(-1), "last_close": last_close})
         if "quantiles" in outs:
             q = outs["quantiles"].astype(np.float64) * s  # (S, H, Q)
             for i, level in enumerate(self.quantile_levels):

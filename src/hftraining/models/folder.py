@@ -121,7 +121,8 @@ def model_spec(folder: str | Path) -> tuple[ModelConfig, int, int, int]:
         raise DataError(f"{path}: missing key 'model'")
     try:
         cfg = section_from_dict(ModelConfig, args["model"], "model")
-        validate(Config(model=cfg))
+        # the model section alone (a cross-sectional loss was trained on date batches; data is checked apart)
+        validate(Config(model=cfg, data=DataConfig(batching="windows" if cfg.loss == "mse" else "dates")))
     except ConfigError as e:
         raise DataError(f"{path}: {e}") from None
     for key, cap in CAPS.items():

@@ -1,6 +1,10 @@
 """Training losses. The total is a weighted sum of named components (``model.loss_weights``):
 
-- ``mse``: squared error of the return forecast, in scaled target units;
+- ``mse``: squared error of the return forecast, in scaled target units (``model.loss: mse``);
+- ``ic``: minus the mean per-date Pearson correlation of forecast and label across symbols
+  (``model.loss: ic``), or ``rank``: ListNet's cross-entropy of the per-date softmax distributions
+  of label and forecast (``model.loss: rank``); both per horizon step, over the dates of the batch
+  with at least two symbols (``data.batching: dates``);
 - ``classification``: cross-entropy of the sell/hold/buy logits against labels from the *future
   returns* (log-return units) and ``model.classification_threshold``;
 - ``quantile``: pinball loss of the forecast quantiles at the levels ``model.quantiles``.
@@ -20,12 +24,14 @@ from hftraining.core.config import ModelConfig
 from hftraining.core.errors import ConfigError
 from hftraining.models.outputs import BUY, HOLD, SELL, ForecastOutput
 
-LOSS_COMPONENTS = ("mse", "classification", "quantile")
+LOSS_COMPONENTS = ("mse", "ic", "rank", "classification", "quantile")
 
 
 def check_loss_weights(cfg: ModelConfig) -> None:
     """Raise ConfigError for an unknown, negative or unusable entry of ``model.loss_weights``."""
     for name, w in cfg.loss_weights.items():
+        if name in ("mse", "ic", "rank") and name != cfg.loss:
+            raise ConfigError(f"model.loss_weights: {name!r} is weighted but model.loss is {cfg.loss!r}")
         if name not in LOSS_COMPONENTS:
             raise ConfigError(
                 f"model.loss_weights: unknown loss component {name!r}; valid: {', '.join(LOSS_COMPONENTS)}"
@@ -67,18 +73,60 @@ def _levels(levels: tuple[float, ...], dtype: torch.dtype, device: torch.device)
     return torch.tensor(levels, dtype=dtype, device=device)
 
 
+def _group_moments(pred: torch.Tensor, target: torch.Tensor, groups: torch.Tensor):
+    """Per group and step: the member count (G, 1) and the demeaned forecast and target (G, B, H),
+    zero outside the group. ``groups``: (G, B) float membership (1 = window b is on date g)."""
+    n = groups.sum(1, keepdim=True)  # (G, 1)
+    m = groups.unsqueeze(-1)  # (G, B, 1)
+    dp = (pred.unsqueeze(0) - ((groups @ pred) / n.clamp(min=1)).unsqueeze(1)) * m  # (G, B, H)
+    dy = (target.unsqueeze(0) - ((groups @ target) / n.clamp(min=1)).unsqueeze(1)) * m
+    return n, dp, dy
+
+
+def ic_loss(pred: torch.Tensor, target: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Minus the mean per-date Pearson IC of ``pred`` and ``target`` (B, H) across the members of each
+    date of ``groups`` (G, B), per step; dates with fewer than 2 members are left out."""
+    n, dp, dy = _group_moments(pred, target, groups)
+    cov, vp, vy = (dp * dy).sum(1), (dp * dp).sum(1), (dy * dy).sum(1)  # (G, H)
+    ic = cov / torch.sqrt(vp * vy + 1e-12)
+    valid = (n >= 2).to(ic.dtype).expand_as(ic)
+    return -(ic * valid).sum() / valid.sum().clamp(min=1)
+
+
+def listnet_loss(pred: torch.Tensor, target: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """ListNet (Cao et al. 2007, top-one probabilities): per date of ``groups`` (G, B) and step, the
+    cross-entropy of softmax(target) and softmax(pred) over the date's members; dates with fewer
+    than 2 members are left out. ``pred``, ``target``: (B, H)."""
+    member = groups.unsqueeze(-1) > 0  # (G, B, 1)
+    far = torch.finfo(pred.dtype).min / 4  # a finite "minus infinity": 0 × it stays 0
+    lp = torch.log_softmax(pred.unsqueeze(0).masked_fill(~member, far), dim=1)  # (G, B, H)
+    py = torch.softmax(target.unsqueeze(0).masked_fill(~member, far), dim=1)
+    ce = -(py * lp * member).sum(1)  # (G, H)
+    valid = (groups.sum(1, keepdim=True) >= 2).to(ce.dtype).expand_as(ce)
+    return (ce * valid).sum() / valid.sum().clamp(min=1)
+
+
 def compute_loss(
-    cfg: ModelConfig, out: ForecastOutput, target: torch.Tensor, target_scale: float
+    cfg: ModelConfig, out: ForecastOutput, target: torch.Tensor, target_scale: float,
+    groups: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(total, {component: value}) for one micro-batch.
 
-    ``target`` is (B, H) in scaled units (log return / ``target_scale``); ``target_scale`` turns it
+    ``target`` is (B, H) in scaled units (label / ``target_scale``); ``target_scale`` turns it
     back into log returns for the buy/hold/sell labels, since the threshold is in return units.
-    Losses are computed in fp32 whatever the autocast precision of the forward pass.
+    ``groups`` (G, B): the dates of the batch as a float membership matrix, for ``model.loss`` ic
+    or rank. Losses are computed in fp32 whatever the autocast precision of the forward pass.
     """
     check_loss_weights(cfg)
     target = target.float()
-    parts = {"mse": F.mse_loss(out.prediction.float(), target)}
+    pred = out.prediction.float()
+    if cfg.loss == "mse":
+        parts = {"mse": F.mse_loss(pred, target)}
+    else:
+        if groups is None:
+            raise ConfigError(f"model.loss: {cfg.loss!r} needs the dates of each batch (data.batching=dates)")
+        fn = ic_loss if cfg.loss == "ic" else listnet_loss
+        parts = {cfg.loss: fn(pred, target, groups.float())}
     if out.class_logits is not None:
         labels = direction_labels(target * target_scale, cfg.classification_threshold)  # (B, H)
         parts["classification"] = F.cross_entropy(out.class_logits.float().flatten(0, 1), labels.flatten())

@@ -28,7 +28,8 @@ from hftraining.core.config import Config, resolved_compile, resolved_precision
 from hftraining.core.errors import ConfigError, UserError
 from hftraining.data import augment
 from hftraining.data.pipeline import PreparedData
-from hftraining.data.windows import EpochSampler, WindowSet
+from hftraining.data.labels import CROSS_SECTIONAL
+from hftraining.data.windows import DateSampler, EpochSampler, WindowSet, date_groups
 from hftraining.eval import metrics
 from hftraining.models import ForecastModel, build_model
 from hftraining.models.losses import compute_loss
@@ -118,10 +119,20 @@ class Trainer:
                 f"training.compile: {t.compile!r} cannot train {t.optimizer!r}: its Hessian steps need a double "
                 "backward, which torch.compile does not support; use training.compile=none"
             )
+        if cfg.evaluation.metric in ("neg_ic", "neg_rank_ic") and not cross_sectional(cfg):
+            raise ConfigError(f"evaluation.metric: {cfg.evaluation.metric!r} is reported for a cross-sectional label "
+                              "or loss only (data.target cs_zscore/cs_rank or model.loss ic/rank)")
+        if self.compile_mode != "none" and cfg.data.batching == "dates":
+            raise ConfigError(
+                f"training.compile: {t.compile!r} needs batches of one shape, and data.batching=dates makes a batch "
+                "of every symbol of its dates (the size varies); use training.compile=none"
+            )
         self.run_dir, self.resume_path = run_dir, resume_path
         self.ckpt_root = self.run_dir / "checkpoints"
         self.data = data.on_device(self.device, cfg.data)  # batches made where the model is
-        self.val_windows = self.data.val.thin(cfg.evaluation.max_val_windows)  # the same windows at every evaluation
+        # the same windows at every evaluation; whole dates when the cross-section is what is learnt
+        self.val_windows = (self.data.val.last_dates(cfg.evaluation.max_val_windows) if cross_sectional(cfg)
+                            else self.data.val.thin(cfg.evaluation.max_val_windows))
         pre = self.data.preprocessing
         if model is None:  # ``model``: one the caller built (the ETT benchmark's multivariate models)
             model = build_model(cfg.model, len(pre.feature_columns), pre.horizon, pre.seq_len)
@@ -130,10 +141,14 @@ class Trainer:
         self.ddp: DDP | None = DDP(self.model) if self.info.enabled and self.model.needs_training else None
         self.augment = augment.enabled(cfg.data)
         self.state = TrainerState()
-        self.sampler = EpochSampler(
-            len(self.data.train), cfg.data.batch_size, t.seed, drop_last=True,
-            rank=self.info.rank, world_size=self.info.world_size,
-        )
+        if cfg.data.batching == "dates":  # every symbol of a date in one micro-batch
+            self.sampler = DateSampler(self.data.train.times, cfg.data.dates_per_batch, t.seed,
+                                       rank=self.info.rank, world_size=self.info.world_size)
+        else:
+            self.sampler = EpochSampler(
+                len(self.data.train), cfg.data.batch_size, t.seed, drop_last=True,
+                rank=self.info.rank, world_size=self.info.world_size,
+            )
         self.opt = TrainOptimizer(self.model, t, self.info.world_size) if self.model.needs_training else None
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self._graphs = self.compile_mode in CUDA_GRAPH_MODES and self.device.type == "cuda"  # see CUDA_GRAPH_MODES
@@ -171,10 +186,10 @@ class Trainer:
         model_cfg, target_scale = self.cfg.model, self.data.preprocessing.target_scale
         device, precision = self.device, self.precision
 
-        def forward_loss(x, mask, past, y):
+        def forward_loss(x, mask, past, y, groups=None):
             with autocast_context(device, precision):
                 out = net(x, mask, past)
-            return compute_loss(model_cfg, out, y, target_scale)
+            return compute_loss(model_cfg, out, y, target_scale, groups)
 
         if self.compile_mode == "none":
             return forward_loss
@@ -214,7 +229,10 @@ class Trainer:
     def _batch(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
         """The training batch of windows ``idx``, on the device (augmented when configured)."""
         ws = self.data.train
-        return augment.training_batch(ws, idx, self.cfg.data) if self.augment else ws.batch(idx)
+        b = augment.training_batch(ws, idx, self.cfg.data) if self.augment else ws.batch(idx)
+        if self.cfg.model.loss != "mse":  # the batch's dates, for a cross-sectional loss
+            b["groups"] = date_groups(ws.times[idx], b["x"].device)
+        return b
 
     def zero_grad(self) -> None:
         """Zero the gradients before a step's first micro-batch. Under CUDA graphs they are buffers of
@@ -240,13 +258,14 @@ class Trainer:
         micro_stats = []
         for micro in range(accum):
             idx = self.sampler.next_batch()
+            self._window.samples += len(idx) * self.info.world_size
             b = self._batch(idx)
             sync = self.ddp is None or micro == accum - 1  # DDP reduces gradients on the last micro-batch
             with (nullcontext() if sync else self.ddp.no_sync()), opt.hessian_context():
                 try:
                     if self._graphs:
                         torch.compiler.cudagraph_mark_step_begin()
-                    loss, parts = self.forward_loss(b["x"], b.get("mask"), b["past"], b["y"])
+                    loss, parts = self.forward_loss(b["x"], b.get("mask"), b["past"], b["y"], b.get("groups"))
                     micro_stats.append(torch.stack([loss.detach(), *(v.detach() for v in parts.values())]))  # (1 + P,)
                     self._part_names = list(parts)
                     scaled = loss / accum  # mean over micro-batches, as one big batch would give
@@ -274,7 +293,6 @@ class Trainer:
         if self.scaler is not None:
             self.scaler.update()
         self.state.global_step += 1
-        self._window.samples += self.cfg.data.batch_size * accum * self.info.world_size
         self._pending.append(_Pending(self.state.global_step, idx, lr, torch.cat(
             [stats, grad_norm.detach().double().reshape(1), skip.double().reshape(1)])))
 
@@ -345,13 +363,20 @@ class Trainer:
         s = self.data.preprocessing.target_scale
         mse = metrics.mse(pred * s, true * s)
         zero = metrics.mse(np.zeros_like(true), true * s)
-        return {
+        out = {
             "loss": metrics.mse(pred, true),
             "mse": mse,
             "mae": metrics.mae(pred * s, true * s),
             "directional_accuracy": metrics.directional_accuracy(pred, true),
             "mse_vs_zero": mse / zero if zero > 0 else float("nan"),
         }
+        if cross_sectional(self.cfg):  # minus the mean per-(date, step) IC: lower is better, as for a loss
+            dates = ws.times[:n]
+            out["neg_ic"] = -metrics.mean_cross_sectional_ic(pred, true, dates, rank=False)
+            out["neg_rank_ic"] = -metrics.mean_cross_sectional_ic(pred, true, dates, rank=True)
+            if self.cfg.model.loss != "mse":
+                out["loss"] = out["neg_ic"] if self.cfg.model.loss == "ic" else out["neg_rank_ic"]
+        return out
 
     def _after_eval(self, metrics: dict[str, float]) -> None:
         """Track the best step and early stopping on ``evaluation.metric``."""
@@ -443,6 +468,12 @@ class Trainer:
 
     def close(self) -> None:
         self.logger.close()
+
+
+def cross_sectional(cfg: Config) -> bool:
+    """Whether the run learns a cross-section (a per-date label or loss): validation then keeps whole
+    dates and reports the rank IC as its loss-like metric."""
+    return cfg.model.loss != "mse" or cfg.data.target in CROSS_SECTIONAL
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:

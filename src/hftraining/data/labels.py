@@ -1,0 +1,83 @@
+"""Labels: what a model forecasts for each row, from the rows' 1-step log returns (``data.target``).
+
+- ``return``: the row's own log return (the default; no label array is made);
+- ``excess_return``: the log return in excess of the equal-weight universe of the same date,
+  ``r - log(mean_j exp(r_j))`` over the symbols with a row at that timestamp (a log return too);
+- ``cs_zscore``: the per-date z-score of the return across symbols, as Qlib's ``CSZScoreNorm``
+  (``(r - mean) / std``, sample std, ddof 1);
+- ``cs_rank``: the per-date percentile rank, as Qlib's ``CSRankNorm``
+  (``(rank / n - 0.5) * 3.46``, ties share their average rank: about unit std).
+
+A date's statistics use only that date's rows (the returns that end at that timestamp), so a label
+at row t reads nothing dated after t: the cross-sectional labels of past rows are known at t and
+the models' past-return input channel carries them too. A date with fewer than two symbols has no
+cross-section: its label is 0 (as is a z-score on a date whose returns are all equal).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TARGETS = ("return", "excess_return", "cs_zscore", "cs_rank")
+CROSS_SECTIONAL = ("cs_zscore", "cs_rank")
+"""Labels that are not returns: evaluation leads with the cross-sectional IC for them."""
+RANK_SCALE = 3.46  # Qlib's CSRankNorm: a uniform rank in (0, 1] minus 0.5, times ≈ √12, has unit std
+
+UNITS = {
+    "return": "log returns",
+    "excess_return": "log returns in excess of the equal-weight universe",
+    "cs_zscore": "per-date z-scores of the 1-step log return",
+    "cs_rank": "per-date ranks of the 1-step log return (Qlib CSRankNorm)",
+}
+
+
+def is_return(target: str) -> bool:
+    """Whether labels of ``target`` are log returns (forecasts then read as returns)."""
+    return target in ("return", "excess_return")
+
+
+def group_ranks(values: np.ndarray, inv: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based, ties share the mean of their ranks) of ``values`` inside each group
+    ``inv`` (int labels 0..G−1), vectorised: one lexsort, then the mean position of each tie run."""
+    order = np.lexsort((values, inv))
+    g, v = inv[order], values[order]
+    new_group = np.r_[True, g[1:] != g[:-1]]
+    new_run = new_group | np.r_[True, v[1:] != v[:-1]]
+    pos = np.arange(len(v))
+    start = np.maximum.accumulate(np.where(new_group, pos, 0))  # first position of each row's group
+    run = np.cumsum(new_run) - 1
+    avg = np.bincount(run, weights=pos - start + 1.0) / np.bincount(run)
+    ranks = np.empty(len(v), dtype=np.float64)
+    ranks[order] = avg[run]
+    return ranks
+
+
+def row_labels(returns: np.ndarray, times: np.ndarray, target: str) -> np.ndarray | None:
+    """(N,) float32 labels of rows with 1-step log ``returns`` (N,) at ``times`` (N,) int64 ns; rows
+    of every symbol sharing a timestamp form that date's cross-section. None for ``return`` (the
+    returns are the labels)."""
+    if target == "return":
+        return None
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}")  # the config validates data.target first
+    r = np.asarray(returns, dtype=np.float64)
+    if r.size == 0:
+        return np.zeros(0, np.float32)
+    _, inv = np.unique(np.asarray(times), return_inverse=True)
+    inv = inv.reshape(-1)
+    n = np.bincount(inv).astype(np.float64)
+    alone = (n < 2)[inv]
+    if target == "excess_return":
+        ew = np.log(np.bincount(inv, weights=np.exp(r)) / n)  # log of the universe's mean gross return
+        out = r - ew[inv]
+    elif target == "cs_zscore":
+        mean = np.bincount(inv, weights=r) / n
+        dev = r - mean[inv]
+        var = np.bincount(inv, weights=dev * dev) / np.maximum(n - 1, 1)
+        sd = np.sqrt(var)[inv]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.where(sd > 0, dev / sd, 0.0)
+    else:  # cs_rank
+        out = (group_ranks(r, inv) / n[inv] - 0.5) * RANK_SCALE
+    out[alone] = 0.0
+    return out.astype(np.float32)
