@@ -15,7 +15,7 @@ from hftraining.core.errors import ConfigError
 ALL_SPECS = [
     "log_return_1", "log_return_5", "return_1", "return_10", "rsi_14", "macd_12_26_9", "bbands_20_2",
     "volume_ratio_20", "atr_14", "stoch_14_3_3", "obv_20", "volatility_20", "dist_high_20", "dist_low_50",
-    "calendar", "hour", "alpha158",
+    "calendar", "hour", "alpha158", "market",
 ]
 WARM = 300  # rows skipped before comparing with the reference (seeds of the recursive averages differ)
 

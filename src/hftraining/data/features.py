@@ -27,6 +27,7 @@ from hftraining.core.config import DataConfig
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.core.registry import Registry
 from hftraining.data.alpha158 import alpha158 as alpha158_table
+from hftraining.data.labels import universe_return
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,53 @@ def alpha158(f: pd.DataFrame) -> dict[str, np.ndarray]:
                           f["volume"].to_numpy())
 
 
+@FEATURES.register("market")
+def market(f: pd.DataFrame, *windows: int) -> dict[str, np.ndarray]:
+    """The equal-weight universe's log return summed over, and its volatility (population std)
+    over, the last ``windows`` dates (default 5, 10, 20, 30, 60): MKT_RET<w>, MKT_STD<w>.
+
+    A panel feature (:data:`PANEL_FEATURES`): training computes it across the symbols of each date
+    (:func:`hftraining.data.rows.with_panel_features`), never per symbol. Called on one frame, as
+    here, the universe is that one symbol (this names the columns and checks the parameters).
+    The first dates of a panel use the dates there are (from one)."""
+    close = f["close"].to_numpy(np.float64)
+    r = np.r_[np.nan, np.log(close[1:] / close[:-1])]
+    return market_columns(r, pd.DatetimeIndex(f["timestamp"]).asi8, windows)
+
+
+def market_columns(returns: np.ndarray, times: np.ndarray, windows=()) -> dict[str, np.ndarray]:
+    """The :func:`market` columns of rows with 1-step log ``returns`` (N,) at ``times`` (N,): the rows of
+    one timestamp are that date's universe; each window reads that date and the dates before it."""
+    windows = tuple(int(w) for w in windows) or MARKET_WINDOWS
+    if any(w < 1 for w in windows):
+        raise ConfigError(f"data.features: market windows must be >= 1, got {list(windows)}")
+    _, inv = np.unique(np.asarray(times), return_inverse=True)
+    inv = inv.reshape(-1)
+    e = pd.Series(universe_return(returns, inv))  # (D,) per date
+    out = {}
+    for w in windows:
+        roll = e.rolling(w, min_periods=1)
+        out[f"MKT_RET{w}"] = roll.sum().to_numpy()[inv]
+        out[f"MKT_STD{w}"] = roll.std(ddof=0).to_numpy()[inv]
+    return out
+
+
+MARKET_WINDOWS = (5, 10, 20, 30, 60)
+PANEL_FEATURES = frozenset({"market"})
+"""Features computed across the symbols of each date (after every symbol's rows are built), not per
+symbol: their columns come after the per-symbol ones."""
+
+
+def symbol_specs(specs: list[str]) -> list[str]:
+    """The specs of ``specs`` computed per symbol (all but :data:`PANEL_FEATURES`), in order."""
+    return [s for s in specs if parse_spec(s)[0] not in PANEL_FEATURES]
+
+
+def panel_specs(specs: list[str]) -> list[str]:
+    """The specs of ``specs`` computed across symbols (:data:`PANEL_FEATURES`), in order."""
+    return [s for s in specs if parse_spec(s)[0] in PANEL_FEATURES]
+
+
 @FEATURES.register("hour")
 def hour(f: pd.DataFrame) -> dict[str, np.ndarray]:
     """Time of day (UTC, to the minute) on the unit circle, for intraday data: hour_sin, hour_cos."""
@@ -300,8 +348,9 @@ def build_features(
 
 
 def feature_columns(specs: list[str]) -> list[str]:
-    """The column names ``specs`` produce, in order."""
-    return list(compute_features(_probe(256), specs).columns)
+    """The column names ``specs`` produce, in order: the per-symbol features', then the panel
+    features' (:data:`PANEL_FEATURES`)."""
+    return list(compute_features(_probe(256), symbol_specs(specs) + panel_specs(specs)).columns)
 
 
 def _probe(n: int) -> pd.DataFrame:

@@ -52,6 +52,19 @@ def group_ranks(values: np.ndarray, inv: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def universe_return(returns: np.ndarray, inv: np.ndarray) -> np.ndarray:
+    """(D,) float64 log return of the equal-weight universe on each date: ``log(mean_j exp(r_j))`` over
+    the finite returns of date ``inv`` (N,) int labels 0..D−1 (a portfolio re-equalised every
+    period); NaN for a date without one."""
+    r = np.asarray(returns, dtype=np.float64)
+    ok = np.isfinite(r)
+    D = int(inv.max()) + 1 if inv.size else 0
+    n = np.bincount(inv[ok], minlength=D)
+    total = np.bincount(inv[ok], weights=np.exp(r[ok]), minlength=D)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, np.log(total / np.maximum(n, 1)), np.nan)
+
+
 def row_labels(returns: np.ndarray, times: np.ndarray, target: str) -> np.ndarray | None:
     """(N,) float32 labels of rows with 1-step log ``returns`` (N,) at ``times`` (N,) int64 ns; rows
     of every symbol sharing a timestamp form that date's cross-section. None for ``return`` (the
@@ -68,8 +81,7 @@ def row_labels(returns: np.ndarray, times: np.ndarray, target: str) -> np.ndarra
     n = np.bincount(inv).astype(np.float64)
     alone = (n < 2)[inv]
     if target == "excess_return":
-        ew = np.log(np.bincount(inv, weights=np.exp(r)) / n)  # log of the universe's mean gross return
-        out = r - ew[inv]
+        out = r - universe_return(r, inv)[inv]
     elif target == "cs_zscore":
         mean = np.bincount(inv, weights=r) / n
         dev = r - mean[inv]

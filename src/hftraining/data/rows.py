@@ -8,6 +8,7 @@ into memory-mapped files. Either way the result is a :class:`Rows`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Union
 
@@ -16,7 +17,9 @@ import pandas as pd
 
 from hftraining.core.config import DataConfig
 from hftraining.core.errors import DataError
-from hftraining.data.features import build_features, feature_columns, feature_warmup
+from hftraining.data.features import (
+    build_features, feature_columns, feature_warmup, market_columns, panel_specs, parse_spec, symbol_specs,
+)
 
 
 def min_history(d: DataConfig) -> int:
@@ -148,6 +151,7 @@ def build_rows(
     elif capacity is None:
         frames = list(frames)
         capacity = sum(len(f) for _, f in frames)
+    panel, specs = panel_specs(specs), symbol_specs(specs)
     F = len(feature_columns(specs))
     feats = np.empty((capacity, F), dtype=np.float32)
     rets = np.empty(capacity, dtype=np.float32)
@@ -172,4 +176,22 @@ def build_rows(
     # views of the first ``off`` rows: the unused tail (warm-up rows) is a few rows per symbol
     rows = Rows(symbols, np.asarray(starts, np.int64), np.asarray(lengths, np.int64),
                 feats[:off], rets[:off], times[:off], close[:off])
-    return rows, skipped
+    return with_panel_features(rows, panel), skipped
+
+
+def with_panel_features(rows: Rows, specs: list[str]) -> Rows:
+    """``rows`` with the columns of the panel features among ``specs`` (:data:`PANEL_FEATURES`, e.g.
+    ``market``) after its own, computed across the symbols of each date from the rows' returns and
+    times. The block is copied into memory once (a feature store's rows are read-only); ``rows``
+    itself when ``specs`` has no panel feature."""
+    panel = panel_specs(specs)
+    if not panel:
+        return rows
+    cols: dict[str, np.ndarray] = {}
+    for spec in panel:
+        name, params = parse_spec(spec)
+        if name == "market":
+            cols.update(market_columns(rows.returns, rows.times, params))
+    extra = np.column_stack(list(cols.values())).astype(np.float32) if cols else np.zeros((len(rows.returns), 0), np.float32)
+    features = np.concatenate([np.asarray(rows.features), extra], axis=1)
+    return dataclasses.replace(rows, features=features)
