@@ -19,11 +19,10 @@ from pathlib import Path
 
 import torch
 
-from hftraining.core.config import ModelConfig, load_config
+from hftraining.core.config import load_config
 from hftraining.core.fmt import fmt
 from hftraining.data.pipeline import prepare
-from hftraining.eval.forecasts import collect_forecasts, score
-from hftraining.models import build_model
+from hftraining.eval.forecasts import collect_forecasts, fit_baselines, score
 from hftraining.train.runner import training_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,14 +44,8 @@ def main() -> None:
         t0 = time.perf_counter()
         data = prepare(cfg.data)
         t_data = time.perf_counter() - t0
-        n_features = data.train.features.shape[1]
-        fitted, seconds = {}, {}
-        for name in ("ridge", "lightgbm"):
-            t0 = time.perf_counter()
-            m = build_model(ModelConfig(type=name), n_features, data.train.horizon, data.train.seq_len)
-            m.fit_windows(data.train, data.val)
-            seconds[name] = time.perf_counter() - t0
-            fitted[name] = m.eval()
+        seconds: dict[str, float] = {}
+        fitted = fit_baselines(data.train, data.val, None, seconds)  # every window, timed
         t0 = time.perf_counter()
         with training_run(cfg, data, save_final=False) as run:
             model, device, precision = run.model, run.device, run.precision

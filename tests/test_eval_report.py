@@ -165,3 +165,30 @@ def test_backtest_cli(run, capsys):
 def test_cli_errors_are_one_line(run, tmp_path, capsys, args, needle):
     code, _, err = _cli(capsys, *[a.format(run=run, tmp=tmp_path) for a in args])
     assert code == 2 and needle in err and err.count("\n") == 1, err
+
+
+def test_time_axes_show_dates_and_the_equity_plot_shows_the_strongest_baseline(run, tmp_path, monkeypatch):
+    """The x axes of the time plots are labelled with dates, the equity plot draws the baseline the
+    verdict names, and the intervals get a coverage-over-time plot."""
+    from hftraining.eval import report as R
+
+    figures = {}
+    original = R._Doc.figure
+
+    def keep(self, fig, name, caption):
+        figures[name] = fig
+        return original(self, fig, name, caption)
+
+    monkeypatch.setattr(R._Doc, "figure", keep)
+    result, fc, bt = evaluate_and_backtest(run)
+    write_report(tmp_path / "dates", result, fc, bt, run)
+    assert {"ic_over_time", "equity_drawdown", "forecast_over_price", "interval_coverage"} <= set(figures)
+    for name in ("ic_over_time", "equity_drawdown", "forecast_over_price", "interval_coverage"):
+        ax = figures[name].axes[-1]
+        figures[name].canvas.draw()  # tick labels exist once drawn
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert labels and all(len(t) == 10 and t[4] == "-" and t[7] == "-" for t in labels), (name, labels)
+    strongest = R.forecast_label(result["strongest_baseline"]["name"])
+    lines = [line.get_label() for line in figures["equity_drawdown"].axes[0].get_lines()]
+    assert f"{strongest} (strongest baseline)" in lines and "model" in lines
+    assert "## Forecast intervals" in (tmp_path / "dates" / "report.md").read_text(encoding="utf-8")

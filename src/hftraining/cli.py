@@ -26,6 +26,7 @@ from hftraining.data.sources import check_paths
 from hftraining.data.validate import format_report
 from hftraining.eval.backtest import format_backtest
 from hftraining.eval.forecasts import format_table
+from hftraining.eval.intervals import format_intervals
 from hftraining.eval.report import write_report
 from hftraining.inference.ensemble import build_ensemble
 from hftraining.inference.export import export_onnx
@@ -109,6 +110,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(dumps(result))
     else:
         print(format_table(result, args.split))
+        if "intervals" in result:
+            print("\n".join(format_intervals(result["intervals"])))
         print(format_backtest(bt))
         if "report" in result:
             print(f"report: {result['report']}")

@@ -248,6 +248,16 @@ class EvaluationConfig:
     max_val_windows: Optional[int] = 20_000
     """Validate (periodically, at the end, for early stopping and tuning) on at most this many validation
     windows, evenly spaced over the split and the same at every evaluation (``None``: all of them)."""
+    intervals: list[float] = field(default_factory=lambda: [0.8, 0.9])
+    """Coverage levels of the conformal forecast intervals (``hftraining.models.intervals``), calibrated
+    on the validation windows' residuals per horizon step after training, saved as ``intervals.json``
+    in the model folder, scored on the test split and served; empty: no intervals."""
+    interval_method: Literal["split", "aci", "cqr"] = "split"
+    """``split`` conformal; ``aci``: adaptive conformal inference, its level updated on each date with the
+    outcomes known by then (``aci_gamma``); ``cqr``: conformalised quantile regression around the
+    quantile head (``model.quantiles`` must hold (1 − level)/2 and (1 + level)/2 for every level)."""
+    aci_gamma: float = 0.005
+    """ACI's step size γ: α_{t+1} = α_t + γ (α − share of date t's intervals that missed)."""
     max_test_windows: Optional[int] = 50_000
     """Score (and backtest) only the test windows of the split's last dates, at most this many windows;
     the dates are shared by all symbols, so the cross-section and the backtest stay whole (``None``: all)."""
@@ -696,6 +706,19 @@ def validate(cfg: Config) -> None:
     for name in ("max_val_windows", "max_test_windows", "baseline_max_windows"):
         if getattr(e, name) is not None and getattr(e, name) < 1:
             raise ConfigError(f"evaluation.{name}: must be >= 1 (or null for all), got {getattr(e, name)}")
+    for q in e.intervals:
+        if not 0 < q < 1:
+            raise ConfigError(f"evaluation.intervals: every level must be in (0, 1), got {shown(q)}")
+    if len(set(e.intervals)) != len(e.intervals):
+        raise ConfigError(f"evaluation.intervals: a level is listed twice in {e.intervals}")
+    if not 0 <= e.aci_gamma < 1:
+        raise ConfigError(f"evaluation.aci_gamma: must be in [0, 1), got {shown(e.aci_gamma)}")
+    if e.interval_method == "cqr":
+        for q in e.intervals:
+            need = [round((1 - q) / 2, 12), round((1 + q) / 2, 12)]
+            if not all(any(abs(x - y) < 1e-9 for y in m.quantiles) for x in need):
+                raise ConfigError(f"evaluation.interval_method: cqr at {q:g} needs model.quantiles to hold {need[0]:g} "
+                                  f"and {need[1]:g}, got {m.quantiles}")
     if e.periods_per_year is not None and e.periods_per_year <= 0:
         raise ConfigError(f"evaluation.periods_per_year: must be > 0, got {e.periods_per_year}")
     twice = sorted({n for n in cfg.output.report_to if cfg.output.report_to.count(n) > 1})

@@ -9,6 +9,7 @@ so a baseline is scored on exactly the windows, inputs and units the model saw.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,17 +46,22 @@ def baseline_models(n_features: int, horizon: int, seq_len: int) -> dict[str, Fo
     return out
 
 
-def fit_baselines(train: WindowSet, val: WindowSet, max_windows: int | None = None) -> dict[str, ForecastModel]:
+def fit_baselines(train: WindowSet, val: WindowSet, max_windows: int | None = None,
+                  seconds: dict[str, float] | None = None) -> dict[str, ForecastModel]:
     """The fitted baselines (:data:`FITTED_BASELINES`) fitted on ``train`` with their settings chosen
     on ``val``: the same windows, features and targets the model trained on (at most
-    ``max_windows`` of each, evenly spaced: ``evaluation.baseline_max_windows``)."""
+    ``max_windows`` of each, evenly spaced: ``evaluation.baseline_max_windows``). ``seconds``:
+    filled with each one's fit time."""
     train, val = train.thin(max_windows), val.thin(max_windows)
     n_features = train.features.shape[1]
     out = {}
     for name in FITTED_BASELINES:
+        t0 = time.perf_counter()
         m = build_model(ModelConfig(type=name), n_features, train.horizon, train.seq_len)
         m.fit_windows(train, val)
         out[name] = m.eval()
+        if seconds is not None:
+            seconds[name] = time.perf_counter() - t0
     return out
 
 
@@ -90,6 +96,7 @@ class Forecasts:
     quantiles: np.ndarray | None = None  # (W, H, Q) model quantiles, log-return units
     levels: list[float] = field(default_factory=list)  # the Q quantile levels
     target: str = "return"  # what ``pred`` and ``true`` are (``data.target``): their units are UNITS[target]
+    intervals: dict[float, tuple[np.ndarray, np.ndarray]] | None = None  # level → model (lower, upper) (W, H)
 
     def __len__(self) -> int:
         return len(self.true)

@@ -89,6 +89,13 @@ def _metrics_section(result: dict[str, Any]) -> list[str]:
              f"symbols, {result.get('n_dates')} dates; {result.get('units', 'log returns')} (`eval.json` in the run folder "
              "has every metric, per step and per symbol, and the backtest).", ""]
     lines += _table(["forecast", "MSE", "MAE", "directional accuracy", "rank IC (step 1)", "MSE / zero"], table)
+    if result.get("intervals"):  # the conformal intervals saved beside the weights (intervals.json)
+        iv = result["intervals"]
+        lines += [f"Forecast intervals (`intervals.json`, {iv['method']} conformal, returned by `predict` as "
+                  "lower_<level>/upper_<level>): " + "; ".join(
+                      f"{float(lv):.0%}: step-1 coverage {fmt(e['coverage_per_step'][0], '.3f')}, mean width "
+                      f"{fmt(e['mean_width_per_step'][0], '.4g')}" for lv, e in iv["levels"].items())
+                  + f". {iv['sentence']}.", ""]
     dm = result.get("dm") or {}
     tests = [n for n in dict.fromkeys(["zero"] + ([sb["name"]] if sb else [])) if n in dm]
     if tests:

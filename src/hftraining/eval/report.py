@@ -20,12 +20,14 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 from hftraining.core.errors import writing
 from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.eval import metrics as M
 from hftraining.eval.backtest import portfolio_label
+from hftraining.eval.forecasts import label as forecast_label
+from hftraining.eval.intervals import ROLLING_DATES, rolling_coverage
 
 MAX_PRICE_SYMBOLS = 3
 DPI = 72  # small PNGs: the report must stay fast to write and light to open
@@ -119,6 +121,19 @@ def _years(ns: np.ndarray) -> np.ndarray:
     """int64 ns UTC → fractional calendar years (2025.5 = early July 2025). Plain floats on the
     x axis: matplotlib's datetime conversion and date tick locators took most of the report's time."""
     return 1970.0 + np.asarray(ns, dtype=np.float64) / (365.2425 * 86_400e9)
+
+
+def _date_ticks(ax) -> None:
+    """Label an x axis of :func:`_years` values with dates (2025-08-07), not decimal years: the
+    values stay plain floats (fast to draw), only the tick labels are converted."""
+    def fmt(x, _pos):
+        try:
+            return (np.datetime64("1970-01-01") + np.timedelta64(int((x - 1970.0) * 365.2425 * 86400), "s")).astype(
+                "datetime64[D]").astype(str)
+        except (OverflowError, ValueError):
+            return ""
+    ax.xaxis.set_major_formatter(FuncFormatter(fmt))
+    ax.xaxis.set_major_locator(MaxNLocator(6))
 
 
 def _subplots(nrows: int = 1, ncols: int = 1, figsize=(6, 4), **kw):
@@ -273,7 +288,8 @@ def _cross_section(doc: _Doc, result: dict[str, Any], fc) -> None:
         ax.plot(t[IC_ROLLING - 1:], np.convolve(ric, kernel, mode="valid"), color="C1", lw=1, ls="--",
                 label=f"Rank IC, {IC_ROLLING}-date rolling mean")
     ax.axhline(0, color="grey", lw=0.5)
-    ax.set_ylim(-1.05, 1.05), ax.set_xlabel("year"), ax.legend(fontsize=8, loc="lower left")
+    ax.set_ylim(-1.05, 1.05), ax.set_xlabel("date"), ax.legend(fontsize=8, loc="lower left")
+    _date_ticks(ax)
     ax.set_title("model: step-1 cross-sectional IC per date", fontsize=10)
     doc.figure(fig, "ic_over_time", f"The model's step-1 cross-sectional IC per date and its {IC_ROLLING}-date rolling mean")
 
@@ -288,8 +304,11 @@ def _forecast_plots(doc: _Doc, fc) -> None:
     lim = float(np.nanpercentile(np.abs(true), 99)) or 1.0
     ax.set_ylim(-lim, lim)
     ax.axhline(0, color="grey", lw=0.5), ax.axvline(0, color="grey", lw=0.5)
-    ax.set_xlabel("forecast 1-step log return"), ax.set_ylabel("realised 1-step log return")
-    doc.figure(fig, "pred_vs_realised", "Predicted vs realised 1-step returns, every window")
+    what = "log return" if fc.target == "return" else fc.target
+    ax.set_xlabel(f"forecast 1-step {what}"), ax.set_ylabel(f"realised 1-step {what}")
+    doc.figure(fig, "pred_vs_realised", f"Predicted vs realised 1-step {what}, every window")
+    if fc.target != "return":  # a label that is not the symbol's own return has no price path
+        return
     counts = np.bincount(fc.symbol_ids, minlength=len(fc.symbols))
     chosen = [int(i) for i in np.argsort(-counts)[:MAX_PRICE_SYMBOLS] if counts[i]]
     fig, axes = _subplots(len(chosen), 1, figsize=(10, 2.6 * len(chosen)), squeeze=False)
@@ -310,11 +329,14 @@ def _forecast_plots(doc: _Doc, fc) -> None:
         if xs:
             ax.plot(_years(np.concatenate(xs)), np.concatenate(ys), color="C1", lw=1)
         ax.set_title(f"{fc.symbols[k]}: close and {H}-step forecast paths (orange)", fontsize=10)
-    axes[-1, 0].set_xlabel("year")
+    axes[-1, 0].set_xlabel("date")
+    for ax in axes[:, 0]:
+        _date_ticks(ax)
     doc.figure(fig, "forecast_over_price", "Forecasts over price for the symbols with the most windows")
 
 
-def _backtest_section(doc: _Doc, bt: dict[str, Any] | None) -> None:
+def _backtest_section(doc: _Doc, bt: dict[str, Any] | None, strongest: str | None = None) -> None:
+    """The backtest table and plots; ``strongest``: the strategy name of the baseline the verdict names."""
     if not bt:
         return
     s = bt["settings"]
@@ -344,16 +366,20 @@ def _backtest_section(doc: _Doc, bt: dict[str, Any] | None) -> None:
     if not curves:
         return
     fig, (a1, a2) = _subplots(2, 1, figsize=(10, 5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
-    for name in ("model", "buy_and_hold", "naive:drift"):
+    names = ["model", *([strongest] if strongest else []), "buy_and_hold", "naive:drift"]
+    for name in dict.fromkeys(names):  # the strongest baseline the verdict names, once
         if name in curves and len(curves[name][1]):
             d, r = curves[name]
             eq = np.cumprod(1.0 + r)
             t = _years(d)
-            a1.plot(t, eq, label=name)
-            a2.plot(t, eq / np.maximum.accumulate(np.maximum(eq, 1.0)) - 1.0, label=name)
+            shown_name = f"{name} (strongest baseline)" if name == strongest else name
+            a1.plot(t, eq, label=shown_name)
+            a2.plot(t, eq / np.maximum.accumulate(np.maximum(eq, 1.0)) - 1.0, label=shown_name)
     a1.set_title("equity (net of costs, start = 1)"), a1.legend(fontsize=8)
-    a2.set_title("drawdown"), a2.legend(fontsize=8), a2.set_xlabel("year")
-    doc.figure(fig, "equity_drawdown", "Equity curve and drawdown of the model strategy beside buy-and-hold and the drift forecast")
+    a2.set_title("drawdown"), a2.legend(fontsize=8), a2.set_xlabel("date")
+    _date_ticks(a2)
+    doc.figure(fig, "equity_drawdown", "Equity curve and drawdown of the model strategy beside the strongest baseline, "
+                                       "buy-and-hold and the drift forecast")
     if s.get("portfolio") == "topk":
         _topk_plot(doc, s, curves)
 
@@ -372,7 +398,8 @@ def _topk_plot(doc: _Doc, s: dict[str, Any], curves: dict[str, Any]) -> None:
     ax.axhline(0, color="grey", lw=0.5)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_title(f"cumulative return (net of costs), {portfolio_label(s)}", fontsize=10)
-    ax.set_xlabel("year"), ax.legend(fontsize=8)
+    ax.set_xlabel("date"), ax.legend(fontsize=8)
+    _date_ticks(ax)
     doc.figure(fig, "topk_portfolio", f"Cumulative return of the model's top-{s['topk']} {side} portfolio beside the "
                                       "equal-weight universe")
 
@@ -432,5 +459,46 @@ def write_report(
     if result:
         _metrics_section(doc, result, fc)
     _forecast_plots(doc, fc)
-    _backtest_section(doc, backtest)
+    if result and "intervals" in result:
+        _interval_section(doc, result["intervals"], fc)
+    _backtest_section(doc, backtest, _strongest_label(result))
     return doc.write(out)
+
+
+def _strongest_label(result: dict[str, Any] | None) -> str | None:
+    """The backtest name (``fitted:ridge``) of the baseline the verdict names, or None."""
+    if not result:
+        return None
+    sb = result.get("cross_section_strongest") if result.get("target") in CROSS_SECTIONAL else None
+    sb = sb or result.get("strongest_baseline")
+    return forecast_label(sb["name"]) if sb else None
+
+
+def _interval_section(doc: _Doc, rep: dict[str, Any], fc) -> None:
+    """Coverage, width, Winkler score and the Kupiec / Christoffersen tests per level, the sentence,
+    and the step-1 coverage over time per level beside its nominal level."""
+    doc.heading("Forecast intervals")
+    doc.para(f"{rep['method']} conformal intervals, calibrated on the validation windows' residuals per horizon step. "
+             "Coverage: share of realisations inside; Winkler: width plus 2/α times any miss distance; Kupiec: "
+             "unconditional coverage; Christoffersen: independence of consecutive step-1 misses per symbol.")
+    rows = [[f"{float(lv):.0%}", " ".join(f"{c:.3f}" for c in e["coverage_per_step"]),
+             _num(e["mean_width_per_step"][0], ".4g"), _num(e["winkler_per_step"][0], ".4g"),
+             _num(e["kupiec"]["p_value"], ".3g"), _num(e["christoffersen"]["p_value"], ".3g"),
+             f"{_num(e['rolling_coverage']['min'], '.3f')} – {_num(e['rolling_coverage']['max'], '.3f')}"]
+            for lv, e in rep["levels"].items()]
+    doc.table(["level", "coverage per step", "step-1 width", "step-1 Winkler", "Kupiec p", "Christoffersen p",
+               f"{rep['levels'][next(iter(rep['levels']))]['rolling_coverage']['dates']}-date coverage range"], rows)
+    doc.para(rep["sentence"])
+    if fc is None or not fc.intervals or len(fc) == 0:
+        return
+    fig, ax = _subplots(figsize=(10, 3))
+    for i, (level, (lo, hi)) in enumerate(fc.intervals.items()):
+        inside = (fc.true[:, 0] >= lo[:, 0]) & (fc.true[:, 0] <= hi[:, 0])
+        d, cov = rolling_coverage(inside, fc.dates)
+        ax.plot(_years(d), cov, color=f"C{i}", lw=1.2, label=f"{level:.0%} interval, {ROLLING_DATES}-date coverage")
+        ax.axhline(level, color=f"C{i}", lw=0.8, ls="--")
+    ax.set_ylim(0, 1.02), ax.set_xlabel("date"), ax.legend(fontsize=8, loc="lower left")
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    _date_ticks(ax)
+    ax.set_title("step-1 coverage over time (dashed: nominal)", fontsize=10)
+    doc.figure(fig, "interval_coverage", "Step-1 coverage of the model's conformal intervals over time, per level")

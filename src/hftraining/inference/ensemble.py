@@ -32,6 +32,7 @@ from hftraining.core.jsonio import write_json
 from hftraining.data.pipeline import Preprocessing, apply
 from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble, resolve_model_dir
 from hftraining.models import ForecastModel, ForecastOutput, folder, load_preprocessing
+from hftraining.models.intervals import calibrate_windows
 from hftraining.models.predict import predict_scaled
 
 METHODS = ("mean", "median", "weighted")
@@ -164,7 +165,25 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
         "validation_mse": scores,
     }
     write_json(out / ENSEMBLE_NAME, meta)
+    _calibrate(out, dirs[0])
     return out
+
+
+def _calibrate(out: Path, first: Path) -> None:
+    """Calibrate the ensemble's own conformal intervals when its members have them: the levels,
+    method and γ of the first member's ``intervals.json``, on the validation split of the training
+    data (the members' intervals do not combine into the ensemble's)."""
+    model, pre = load_ensemble(out)
+    q_levels = list(getattr(model, "quantile_levels", None) or [])
+    ref = folder.read_calibration(first, pre.horizon, q_levels)
+    if ref is None:
+        return
+    ws = apply(pre, None, "val")
+    if len(ws) == 0:
+        return
+    cal = calibrate_windows(model, ws, pre.target_scale, ref.levels, ref.method, ref.gamma,
+                            pre.data_config().eval_batch_size, q_levels=q_levels)
+    write_json(out / folder.INTERVALS_FILE, cal.to_dict())
 
 
 MAX_MEMBERS = 64

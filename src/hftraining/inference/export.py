@@ -1,9 +1,10 @@
 """ONNX export of a model (or ensemble) folder: ``hftraining export MODEL_DIR --format onnx --out FILE``.
 
-The graph takes the scaled inputs the model sees and returns forecasts in log-return units:
+The graph takes the scaled inputs the model sees and returns forecasts in the label's units (log
+returns unless the model was trained on another ``data.target``, named in the preprocessing):
 
     inputs   x     (batch, seq_len, n_features) float32  scaled features (preprocessing.json's scaler)
-             past  (batch, seq_len)             float32  1-step log returns of the close / target_scale
+             past  (batch, seq_len)             float32  label of each row (1-step log return of the close) / target_scale
     outputs  prediction   (batch, horizon)      float32  forecast log returns
              quantiles    (batch, horizon, Q)   float32  forecast quantiles of the log returns (quantile head)
              class_probs  (batch, horizon, 3)   float32  sell / hold / buy probabilities (buy/hold/sell head)

@@ -27,6 +27,8 @@ from hftraining.data.windows import WindowSet
 from hftraining.inference.ensemble import load_ensemble
 from hftraining.inference.folders import is_ensemble, resolve_model_dir, run_precision
 from hftraining.models import ForecastModel, load_preprocessing
+from hftraining.models.folder import read_calibration
+from hftraining.models.intervals import Calibration
 from hftraining.models.outputs import CLASS_NAMES
 from hftraining.models.predict import predict_outputs
 
@@ -42,6 +44,9 @@ class Forecaster:
         self.model_dir = model_dir
         self.precision = precision
         self.batch_size = preprocessing.data_config().eval_batch_size  # data.eval_batch_size of training
+        self.calibration: Calibration | None = None  # the conformal intervals (``intervals.json``), if any
+        if model_dir is not None:
+            self.calibration = read_calibration(model_dir, preprocessing.horizon, self.quantile_levels)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: torch.device | str = "cpu", precision: str | None = None) -> "Forecaster":
@@ -139,6 +144,8 @@ class Forecaster:
         Columns: symbol, as_of (UTC timestamp of the last input row), step (1..H), forecast_return
         (log return of step over step-1), forecast_cum_return, last_close, forecast_price (a model
         trained on another ``data.target``: ``forecast_<target>`` and last_close instead); then
+        ``lower_<pct>``, ``upper_<pct>`` (the conformal interval of the step's forecast at each level
+        of the model folder's ``intervals.json``, e.g. ``lower_80``) when it has one; then
         ``return_q<level>`` (forecast quantiles of the step's log return) when the model has a
         quantile head, and ``p_sell``, ``p_hold``, ``p_buy`` when it has the buy/hold/sell head.
         ``strict``: see :meth:`data_config`.
@@ -164,6 +171,10 @@ class Forecaster:
                         forecast_price=last_close * np.exp(cum.reshape(-1)))
         else:  # a label that is not the symbol's own return has no price path: its forecast, as it is
             rows.update({f"forecast_{target}": pred.reshape(-1), "last_close": last_close})
+        if self.calibration is not None:  # per level: the interval of each step's forecast (label units)
+            q = outs["quantiles"].astype(np.float64) * s if "quantiles" in outs else None
+            for level, (lo, hi) in self.calibration.bounds(pred, q).items():
+                rows[f"lower_{level * 100:g}"], rows[f"upper_{level * 100:g}"] = lo.reshape(-1), hi.reshape(-1)
         if "quantiles" in outs:
             q = outs["quantiles"].astype(np.float64) * s  # (S, H, Q)
             for i, level in enumerate(self.quantile_levels):

@@ -37,6 +37,7 @@ from hftraining.core.config import (
 )
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import feature_columns
+from hftraining.models.intervals import GRID, METHODS, Calibration
 from hftraining.models.registry import build_model
 
 MAX_JSON_BYTES = 16 << 20
@@ -274,3 +275,53 @@ def inside(folder: Path, member: Any, where: str) -> Path:
     if not path.resolve().is_relative_to(folder.resolve()):
         raise DataError(f"{where}: member {shown(member)} leads outside the ensemble folder; refused")
     return path
+
+
+INTERVALS_FILE = "intervals.json"
+"""The conformal calibration of a model folder (:class:`hftraining.models.intervals.Calibration`)."""
+
+
+def read_calibration(folder: str | Path, horizon: int, quantile_levels: list[float]) -> Calibration | None:
+    """The calibration saved in ``folder`` (None when the folder has none), checked as untrusted
+    input: a DataError naming the file and key for anything a forecast could not use."""
+    folder = Path(folder)
+    if not (folder / INTERVALS_FILE).exists():
+        return None
+    path = folder / INTERVALS_FILE
+    raw = read_json(folder, INTERVALS_FILE)
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    for key in ("method", "levels", "radius", "n"):
+        if key not in raw:
+            raise DataError(f"{path}: missing key {key!r}")
+    if raw["method"] not in METHODS:
+        raise DataError(f"{path}: method must be one of {', '.join(METHODS)}, got {shown(raw['method'])}")
+    levels = raw["levels"]
+    if not (isinstance(levels, list) and levels and all(
+            isinstance(q, (int, float)) and not isinstance(q, bool) and 0 < q < 1 for q in levels)):
+        raise DataError(f"{path}: levels must be numbers in (0, 1), got {shown(raw['levels'])}")
+
+    def table(key: str, rows: int, cols: int, low: float = 0.0) -> None:
+        v = raw.get(key)
+        ok = isinstance(v, list) and len(v) == rows and all(isinstance(r, list) and len(r) == cols for r in v)
+        if ok:
+            flat = [x for r in v for x in r]
+            ok = all(x is None or (isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= low)
+                     for x in flat)
+        if not ok:
+            raise DataError(f"{path}: {key} must be {rows} lists of {cols} numbers >= {low:g} (null: unbounded)")
+
+    table("radius", len(levels), horizon)
+    if raw["method"] == "aci":
+        table("grid", horizon, GRID)
+        table("alpha", len(levels), horizon, low=-math.inf)
+    if raw["method"] == "cqr":
+        pairs = raw.get("q_pairs")
+        if not (isinstance(pairs, list) and len(pairs) == len(levels) and all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(i, int) and 0 <= i < len(quantile_levels) for i in p)
+                for p in pairs)):
+            raise DataError(f"{path}: q_pairs must name two of the model's {len(quantile_levels)} quantile levels per level")
+    try:
+        return Calibration.from_dict(raw)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{path}: {e}") from None

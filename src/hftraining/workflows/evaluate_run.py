@@ -13,6 +13,7 @@ from hftraining.data.windows import WindowSet
 from hftraining.eval import metrics as M
 from hftraining.eval.backtest import backtest_forecasts
 from hftraining.eval.forecasts import Forecasts, collect_forecasts, score
+from hftraining.eval.intervals import forecast_intervals, interval_report
 from hftraining.inference.folders import resolve_model_dir, run_folder, run_section
 from hftraining.inference.forecaster import Forecaster
 from hftraining.models import ForecastModel
@@ -64,6 +65,9 @@ def evaluate_model_dir(path, data=None, split: str = "test") -> tuple[dict[str, 
                            quantiles_scaled=outs.get("quantiles"), levels=f.quantile_levels,
                            fitted=fitted_baselines(path))
     result = {"split": split, "model_dir": str(f.model_dir), **score(fc)}
+    if f.calibration is not None:  # the folder's conformal intervals (aci: from its saved α, updated along ``ws``)
+        fc.intervals, _ = forecast_intervals(f.calibration, fc.pred["model"], fc.true, fc.dates, fc.quantiles)
+        result["intervals"] = interval_report(fc.intervals, fc.true, fc.dates, fc.symbol_ids, f.calibration.method)
     if hasattr(f.model, "members"):  # an ensemble: its members scored on the same windows, beside it
         members = {}
         for k, m in enumerate(f.model.members):

@@ -1,0 +1,153 @@
+"""Are the forecast intervals calibrated? Coverage, width and the Winkler score per level and step,
+and the two tests risk teams backtest a VaR model with (Kupiec 1995; Christoffersen 1998).
+
+- **Kupiec** (unconditional coverage): with x misses in n intervals at nominal miss rate p,
+  LR = −2 ln[(1−p)^(n−x) p^x] + 2 ln[(1−x/n)^(n−x) (x/n)^x] ~ χ²(1).
+- **Christoffersen** (independence): from the transition counts n_ij of consecutive misses
+  (i → j, 1 = miss), LR = −2 ln[(1−π)^(n00+n10) π^(n01+n11)] + 2 ln[(1−π0)^n00 π0^n01 (1−π1)^n10 π1^n11]
+  ~ χ²(1), π0 = n01/(n00+n01), π1 = n11/(n10+n11), π the pooled miss rate. Transitions are counted
+  along each symbol's dates and pooled over symbols.
+
+Both tests use the step-1 intervals: consecutive h-step outcomes share h − 1 returns, so misses of
+step h > 1 cluster by construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from hftraining.models.intervals import Calibration, aci_bounds, calibrate_windows
+
+SIGNIFICANCE = 0.05
+ROLLING_DATES = 20  # coverage over time: step-1 coverage over this many dates
+
+
+def _xlogy(x: float, y: float) -> float:
+    return 0.0 if x == 0 else x * math.log(y)
+
+
+def kupiec(misses: int, n: int, p: float) -> dict[str, float]:
+    """The Kupiec unconditional-coverage test of ``misses`` in ``n`` at nominal miss rate ``p``."""
+    if n == 0:
+        return {"lr": math.nan, "p_value": math.nan}
+    x = int(misses)
+    phat = x / n
+    ll0 = _xlogy(n - x, 1 - p) + _xlogy(x, p)
+    ll1 = _xlogy(n - x, 1 - phat) + _xlogy(x, phat)
+    lr = max(-2.0 * (ll0 - ll1), 0.0)
+    return {"lr": lr, "p_value": float(stats.chi2.sf(lr, 1))}
+
+
+def christoffersen(sequences: list[np.ndarray]) -> dict[str, float]:
+    """The Christoffersen independence test of miss sequences (bool, each in time order), their
+    transitions pooled."""
+    n = np.zeros((2, 2))
+    for s in sequences:
+        s = np.asarray(s, dtype=np.int64)
+        if s.size > 1:
+            np.add.at(n, (s[:-1], s[1:]), 1)
+    n00, n01, n10, n11 = n[0, 0], n[0, 1], n[1, 0], n[1, 1]
+    total = n.sum()
+    if total == 0 or n00 + n01 == 0 or n10 + n11 == 0:
+        return {"lr": math.nan, "p_value": math.nan, "transitions": [[int(v) for v in row] for row in n]}
+    pi0, pi1, pi = n01 / (n00 + n01), n11 / (n10 + n11), (n01 + n11) / total
+    ll0 = _xlogy(n00 + n10, 1 - pi) + _xlogy(n01 + n11, pi)
+    ll1 = _xlogy(n00, 1 - pi0) + _xlogy(n01, pi0) + _xlogy(n10, 1 - pi1) + _xlogy(n11, pi1)
+    lr = max(-2.0 * (ll0 - ll1), 0.0)
+    return {"lr": lr, "p_value": float(stats.chi2.sf(lr, 1)), "transitions": [[int(v) for v in row] for row in n]}
+
+
+def winkler(lo: np.ndarray, hi: np.ndarray, y: np.ndarray, level: float) -> float:
+    """Mean Winkler score at ``level`` = 1 − α: width, plus 2/α times the distance by which y falls outside."""
+    a = 1.0 - level
+    w = (hi - lo) + (2 / a) * np.maximum(lo - y, 0) + (2 / a) * np.maximum(y - hi, 0)
+    return float(np.mean(w)) if w.size else math.nan
+
+
+def rolling_coverage(inside: np.ndarray, dates: np.ndarray, window: int = ROLLING_DATES) -> tuple[np.ndarray, np.ndarray]:
+    """(dates (D,), coverage over the last ``window`` dates (D,)) of step-1 hits ``inside`` (W,)."""
+    u, inv = np.unique(np.asarray(dates), return_inverse=True)
+    inv = inv.reshape(-1)
+    hits, n = np.bincount(inv, weights=inside.astype(np.float64), minlength=len(u)), np.bincount(inv, minlength=len(u))
+    ch, cn = np.cumsum(hits), np.cumsum(n)
+    lag = np.arange(len(u)) - window
+    prev_h = np.where(lag >= 0, ch[np.maximum(lag, 0)], 0.0)
+    prev_n = np.where(lag >= 0, cn[np.maximum(lag, 0)], 0)
+    return u, (ch - prev_h) / np.maximum(cn - prev_n, 1)
+
+
+def interval_report(bounds: dict[float, tuple[np.ndarray, np.ndarray]], true: np.ndarray, dates: np.ndarray,
+                    symbol_ids: np.ndarray, method: str, level_sig: float = SIGNIFICANCE) -> dict[str, Any]:
+    """Coverage, width, Winkler score and the two tests of each level's intervals (W, H) against
+    ``true`` (W, H), with a sentence on whether they are calibrated."""
+    out: dict[str, Any] = {"method": method, "levels": {}}
+    order = np.lexsort((np.asarray(dates), np.asarray(symbol_ids)))  # by symbol, then date
+    bad = []
+    for level, (lo, hi) in bounds.items():
+        inside = (true >= lo) & (true <= hi)  # (W, H)
+        miss1 = ~inside[:, 0]
+        seqs = [miss1[order][np.asarray(symbol_ids)[order] == s] for s in np.unique(symbol_ids)]
+        k = kupiec(int(miss1.sum()), int(miss1.size), 1 - level)
+        c = christoffersen(seqs)
+        _, roll = rolling_coverage(inside[:, 0], dates)
+        finite = np.isfinite(hi - lo)
+        entry = {
+            "coverage": float(inside.mean()) if inside.size else math.nan,
+            "coverage_per_step": [float(v) for v in inside.mean(axis=0)],
+            "mean_width_per_step": [float(np.mean((hi - lo)[:, h])) if finite[:, h].all() else math.inf
+                                    for h in range(true.shape[1])],
+            "winkler_per_step": [winkler(lo[:, h], hi[:, h], true[:, h], level) for h in range(true.shape[1])],
+            "kupiec": k, "christoffersen": c,
+            "rolling_coverage": {"dates": ROLLING_DATES, "min": float(roll.min()) if roll.size else math.nan,
+                                 "max": float(roll.max()) if roll.size else math.nan},
+        }
+        out["levels"][f"{level:g}"] = entry
+        for name, test in (("Kupiec", k), ("Christoffersen", c)):
+            if math.isfinite(test["p_value"]) and test["p_value"] < level_sig:
+                bad.append(f"{level:.0%} fails {name} (p = {test['p_value']:.3g})")
+    parts = ", ".join(f"{lv:.0%}: {v['coverage_per_step'][0]:.3f}" for lv, v in zip(bounds, out["levels"].values()))
+    head = f"{method} conformal intervals, step-1 coverage {parts}"
+    out["sentence"] = (f"{head}: calibrated (Kupiec and Christoffersen do not reject at {level_sig:g})" if not bad
+                       else f"{head}: NOT calibrated ({'; '.join(bad)})")
+    out["calibrated"] = not bad
+    return out
+
+
+def calibrate(model, val, target_scale: float, ev, batch_size: int, device="cpu", precision: str = "fp32",
+              q_levels: list[float] | None = None) -> Calibration | None:
+    """The conformal calibration (``evaluation.intervals``, ``interval_method``, ``aci_gamma``) of
+    ``model`` on the validation windows ``val`` (at most ``evaluation.max_val_windows``, whole dates),
+    in the label's units; None without levels or validation windows."""
+    if not ev.intervals or len(val) == 0:
+        return None
+    return calibrate_windows(model, val.last_dates(ev.max_val_windows), target_scale, ev.intervals, ev.interval_method,
+                             ev.aci_gamma, batch_size, device, precision, q_levels)
+
+
+def forecast_intervals(cal: Calibration, pred: np.ndarray, true: np.ndarray | None, dates: np.ndarray,
+                       quantiles: np.ndarray | None = None) -> tuple[dict[float, tuple[np.ndarray, np.ndarray]], Calibration]:
+    """The intervals of forecasts ``pred`` (W, H) made on ``dates``: fixed for split and cqr; for aci
+    updated date by date with the outcomes ``true`` as they become known (:func:`aci_bounds`) → (bounds,
+    the calibration after them: for aci, its α now)."""
+    if cal.method == "aci" and true is not None:
+        bounds, alpha = aci_bounds(cal, pred, true, dates)
+        return bounds, dataclasses.replace(cal, alpha=alpha)
+    return cal.bounds(pred, quantiles), cal
+
+
+def format_intervals(rep: dict[str, Any]) -> list[str]:
+    """Table lines: coverage per step, mean width and Winkler score of step 1, the two tests' p-values."""
+    lines = [f"intervals ({rep['method']} conformal): level, coverage per step, step-1 mean width, Winkler, "
+             "Kupiec p, Christoffersen p"]
+    for lv, e in rep["levels"].items():
+        cov = " ".join(f"{c:.3f}" for c in e["coverage_per_step"])
+        lines.append(f"  {float(lv):.0%}  coverage {cov}  width {e['mean_width_per_step'][0]:.4g}  "
+                     f"Winkler {e['winkler_per_step'][0]:.4g}  Kupiec p {e['kupiec']['p_value']:.3g}  "
+                     f"Christoffersen p {e['christoffersen']['p_value']:.3g}")
+    lines.append(rep["sentence"])
+    return lines

@@ -1,0 +1,196 @@
+"""Forecast intervals by conformal calibration, for any point forecast (``evaluation.intervals``).
+
+- **split** (Vovk et al.; Lei et al. 2018): per horizon step h, the scores are the absolute
+  residuals |y − ŷ| of the validation windows, pooled over symbols and dates; the interval at
+  level 1 − α is ŷ ± the ⌈(n + 1)(1 − α)⌉-th smallest score (infinite when that rank exceeds n).
+- **aci** (adaptive conformal inference, Gibbs & Candès 2021): the same scores, but the level of
+  each date's intervals follows α_{t+1} = α_t + γ (α − err_t), err_t the share of that date's
+  intervals that missed. An h-step outcome is known h dates after its forecast, so the update for
+  a forecast made on date i is applied only from date i + h on (:func:`aci_bounds`).
+- **cqr** (conformalised quantile regression, Romano et al. 2019), for a model with a quantile
+  head holding both α/2 and 1 − α/2: the score is max(q_lo − y, y − q_hi) and the interval
+  [q_lo − Q, q_hi + Q].
+
+Everything is in the label's units (log returns by default). A :class:`Calibration` is saved in a
+model folder as ``intervals.json`` (:meth:`Calibration.to_dict`); a folder without one predicts
+points only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hftraining.models.predict import predict_outputs
+
+METHODS = ("split", "aci", "cqr")
+GRID = 1001
+"""Probabilities at which the saved calibration keeps each step's score distribution (0, 0.001, ..., 1):
+what ACI reads its changing quantile from after the calibration windows are gone."""
+
+
+def conformal_radius(scores: np.ndarray, level: float) -> float:
+    """The ⌈(n + 1)·level⌉-th smallest of ``scores`` (n,) (inf when that rank exceeds n, or n = 0):
+    the split-conformal bound that covers a new exchangeable score with probability ≥ ``level``."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    n = s.size
+    k = math.ceil((n + 1) * level - 1e-12)
+    if n == 0 or k > n:
+        return math.inf
+    if k < 1:
+        return 0.0
+    return float(np.partition(s, k - 1)[k - 1])
+
+
+def cqr_pair(levels: list[float], level: float) -> tuple[int, int] | None:
+    """Indices of the quantile levels α/2 and 1 − α/2 of an interval at ``level`` = 1 − α, or None."""
+    a = (1.0 - level) / 2
+    lo = next((i for i, q in enumerate(levels) if abs(q - a) < 1e-9), None)
+    hi = next((i for i, q in enumerate(levels) if abs(q - (1 - a)) < 1e-9), None)
+    return None if lo is None or hi is None else (lo, hi)
+
+
+def scores(pred: np.ndarray, true: np.ndarray, method: str, quantiles: np.ndarray | None = None,
+           q_levels: list[float] | None = None, level: float | None = None) -> np.ndarray:
+    """(n, H) nonconformity scores: |y − ŷ|, or for ``cqr`` at ``level`` max(q_lo − y, y − q_hi)."""
+    if method != "cqr":
+        return np.abs(np.asarray(true, np.float64) - np.asarray(pred, np.float64))
+    lo, hi = cqr_pair(list(q_levels or []), level)
+    return np.maximum(quantiles[..., lo] - true, true - quantiles[..., hi])
+
+
+@dataclass
+class Calibration:
+    """A conformal calibration of one model: per level and horizon step, the radius around the
+    forecast (split, aci) or around its quantile pair (cqr); for ``aci`` also the step's score
+    distribution and the current α of each level and step."""
+
+    method: str
+    levels: list[float]  # coverage levels, e.g. [0.8, 0.9]
+    radius: np.ndarray  # (K, H) split radius of each level and step (label units; inf: unbounded)
+    n: int  # calibration windows
+    grid: np.ndarray | None = None  # (H, GRID) score quantiles at GRID even probabilities (aci)
+    gamma: float = 0.0  # aci step size
+    alpha: np.ndarray | None = None  # (K, H) aci's current miss rate target per level and step
+    q_pairs: list[tuple[int, int]] = field(default_factory=list)  # cqr: quantile-head indices per level
+    split: str = "val"  # what it was calibrated on
+
+    @classmethod
+    def fit(cls, pred: np.ndarray, true: np.ndarray, levels: list[float], method: str = "split", gamma: float = 0.0,
+            quantiles: np.ndarray | None = None, q_levels: list[float] | None = None) -> "Calibration":
+        """Calibrate on (n, H) forecasts ``pred`` and realisations ``true`` (the validation windows)."""
+        if method not in METHODS:
+            raise ValueError(f"unknown interval method {method!r}")
+        pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+        n, H = true.shape
+        pairs: list[tuple[int, int]] = []
+        radius = np.empty((len(levels), H))
+        for k, level in enumerate(levels):
+            if method == "cqr":
+                pair = cqr_pair(list(q_levels or []), level)
+                if quantiles is None or pair is None:
+                    raise ValueError(f"cqr at {level:g} needs the quantile levels {(1 - level) / 2:g} and {(1 + level) / 2:g}")
+                pairs.append(pair)
+            s = scores(pred, true, method, quantiles, q_levels, level)
+            radius[k] = [conformal_radius(s[:, h], level) for h in range(H)]
+        grid = alpha = None
+        if method == "aci":
+            s = scores(pred, true, "split")
+            grid = np.quantile(s, np.linspace(0, 1, GRID), axis=0).T if n else np.full((H, GRID), np.inf)  # (H, GRID)
+            alpha = np.tile(1.0 - np.asarray(levels, np.float64)[:, None], (1, H))
+        return cls(method, list(levels), radius, int(n), grid, float(gamma), alpha, pairs)
+
+    def radius_at(self, alpha: np.ndarray, h: int) -> np.ndarray:
+        """ACI: the radius of step ``h`` at miss rates ``alpha`` (any shape): the score quantile at
+        1 − α (inf at α ≤ 0, 0 at α ≥ 1), read from the saved distribution."""
+        a = np.asarray(alpha, np.float64)
+        p = np.clip(1.0 - a, 0.0, 1.0)
+        r = np.interp(p, np.linspace(0, 1, GRID), self.grid[h])
+        return np.where(a <= 0, np.inf, np.where(a >= 1, 0.0, r))
+
+    def bounds(self, pred: np.ndarray, quantiles: np.ndarray | None = None) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+        """{level: (lower, upper)}, each (W, H), for forecasts ``pred`` (W, H) with the calibration as it
+        stands (aci: its current α; cqr: around ``quantiles`` (W, H, Q) of the model's head)."""
+        out = {}
+        for k, level in enumerate(self.levels):
+            if self.method == "cqr":
+                lo_i, hi_i = self.q_pairs[k]
+                out[level] = (quantiles[..., lo_i] - self.radius[k], quantiles[..., hi_i] + self.radius[k])
+                continue
+            r = self.radius[k] if self.method == "split" else np.array(
+                [float(self.radius_at(self.alpha[k, h], h)) for h in range(pred.shape[1])])
+            out[level] = (pred - r, pred + r)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (inf as None)."""
+        def enc(a):
+            return None if a is None else [[None if not math.isfinite(v) else float(v) for v in row] for row in np.atleast_2d(a)]
+
+        return {"method": self.method, "levels": list(self.levels), "radius": enc(self.radius), "n": self.n,
+                "grid": enc(self.grid), "gamma": self.gamma, "alpha": enc(self.alpha),
+                "q_pairs": [list(p) for p in self.q_pairs], "split": self.split}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Calibration":
+        def dec(a):
+            return None if a is None else np.array([[math.inf if v is None else float(v) for v in row] for row in a])
+
+        return cls(d["method"], [float(x) for x in d["levels"]], dec(d["radius"]), int(d["n"]), dec(d.get("grid")),
+                   float(d.get("gamma", 0.0)), dec(d.get("alpha")), [tuple(p) for p in d.get("q_pairs", [])],
+                   str(d.get("split", "val")))
+
+
+def aci_bounds(cal: Calibration, pred: np.ndarray, true: np.ndarray, dates: np.ndarray
+               ) -> tuple[dict[float, tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """ACI over forecasts ``pred`` (W, H) made on ``dates`` (W,), realised ``true`` (W, H), in date
+    order: → ({level: (lower, upper) (W, H)}, the α after every outcome of ``true`` (K, H): what the
+    next forecast uses). Starts from ``cal.alpha``.
+
+    Step h of a forecast made on the i-th date is realised h dates later, so its miss updates α
+    only for the forecasts of the (i + h)-th date on: the intervals of a date never depend on an
+    outcome that is not yet known then. One update per (forecast date, step): the share of that
+    date's symbols whose interval missed.
+    """
+    u, inv = np.unique(np.asarray(dates), return_inverse=True)
+    inv = inv.reshape(-1)
+    W, H = pred.shape
+    K, D = len(cal.levels), len(u)
+    target = 1.0 - np.asarray(cal.levels, np.float64)  # (K,)
+    alpha = np.array(cal.alpha, dtype=np.float64, copy=True)  # (K, H)
+    lo, hi = np.empty((K, W, H)), np.empty((K, W, H))
+    order = np.argsort(inv, kind="stable")
+    starts = np.searchsorted(inv[order], np.arange(D + 1))
+    miss = np.zeros((D, K, H))  # share of date d's intervals that missed, per level and step
+    for d in range(D):
+        for h in range(H):
+            i = d - (h + 1)  # the forecasts of date i have their step h + 1 realised by date d
+            if i >= 0:
+                alpha[:, h] += cal.gamma * (target - miss[i, :, h])
+        rows = order[starts[d] : starts[d + 1]]
+        for h in range(H):
+            r = cal.radius_at(alpha[:, h], h)  # (K,)
+            lo[:, rows, h] = pred[rows, h][None, :] - r[:, None]
+            hi[:, rows, h] = pred[rows, h][None, :] + r[:, None]
+            y = true[rows, h][None, :]
+            miss[d, :, h] = ((y < lo[:, rows, h]) | (y > hi[:, rows, h])).mean(axis=1)
+    for h in range(H):  # every outcome in ``true`` is known once the data ends: the α a new forecast uses
+        for i in range(max(0, D - (h + 1)), D):
+            alpha[:, h] += cal.gamma * (target - miss[i, :, h])
+    return {level: (lo[k], hi[k]) for k, level in enumerate(cal.levels)}, alpha
+
+
+def calibrate_windows(model, val, target_scale: float, levels: list[float], method: str = "split", gamma: float = 0.0,
+                      batch_size: int = 256, device="cpu", precision: str = "fp32",
+                      q_levels: list[float] | None = None) -> Calibration:
+    """:meth:`Calibration.fit` on the forecasts of ``model`` for the windows ``val`` (a WindowSet of
+    the validation split), through the one batched forward (:func:`~hftraining.models.predict.predict_outputs`),
+    in the label's units (× ``target_scale``)."""
+    outs = predict_outputs(model, val, batch_size, device, precision)
+    quant = outs.get("quantiles")
+    return Calibration.fit(outs["prediction"].astype(np.float64) * target_scale,
+                           val.targets().astype(np.float64) * target_scale, list(levels), method, gamma,
+                           None if quant is None else quant.astype(np.float64) * target_scale, q_levels)

@@ -1,0 +1,126 @@
+"""Conformal intervals through the product: calibrated at the end of training, scored in eval.json,
+saved in the model folder, returned by predict, evaluate and the server; ensembles calibrate their
+own; a folder without a calibration (or with a broken one) behaves as it should."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import tiny
+from hftraining.core.config import load_config
+from hftraining.core.errors import ConfigError, DataError
+from hftraining.inference.forecaster import Forecaster
+from hftraining.workflows.evaluate_run import evaluate_model_dir
+from hftraining.workflows.train_run import train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("iv") / "run"
+    cfg = load_config(None, tiny(out, "training.max_steps=20", "evaluation.report=false", "model.quantiles=[0.05,0.5,0.95]"))
+    return out, train(cfg)
+
+
+def test_training_calibrates_scores_and_saves_the_intervals(run):
+    out, result = run
+    iv = result["intervals"]
+    assert iv["method"] == "split" and set(iv["levels"]) == {"0.8", "0.9"}
+    for lv, e in iv["levels"].items():
+        assert len(e["coverage_per_step"]) == 3 and all(0 <= c <= 1 for c in e["coverage_per_step"])
+        assert 0 <= e["kupiec"]["p_value"] <= 1 and e["mean_width_per_step"][0] > 0
+    assert iv["levels"]["0.9"]["mean_width_per_step"][0] > iv["levels"]["0.8"]["mean_width_per_step"][0]
+    assert "conformal intervals" in iv["sentence"]
+    assert json.loads((out / "eval.json").read_text())["intervals"]["levels"]["0.8"]["coverage"] == iv["levels"]["0.8"]["coverage"]
+    saved = json.loads((out / "final" / "intervals.json").read_text())
+    assert saved["method"] == "split" and saved["levels"] == [0.8, 0.9] and len(saved["radius"][0]) == 3
+    assert "Forecast intervals" in (out / "final" / "README.md").read_text()
+    # evaluate scores the saved folder with the same intervals: the same coverage as training reported
+    again, _ = evaluate_model_dir(out)
+    assert again["intervals"]["levels"]["0.9"]["coverage_per_step"] == iv["levels"]["0.9"]["coverage_per_step"]
+
+
+def test_predict_returns_bounds_around_the_forecast(run):
+    out, _ = run
+    table = Forecaster.from_pretrained(out).predict("src/hftraining/sample_data/AEM.csv")
+    for pct in ("80", "90"):
+        assert (table[f"lower_{pct}"] < table["forecast_return"]).all() and (table["forecast_return"] < table[f"upper_{pct}"]).all()
+    assert (table["upper_90"] - table["lower_90"] > table["upper_80"] - table["lower_80"]).all()
+    radius = np.array(json.loads((out / "final" / "intervals.json").read_text())["radius"])
+    np.testing.assert_allclose(table["upper_80"] - table["forecast_return"], radius[0], rtol=1e-9)
+
+
+def test_a_folder_without_calibration_still_loads_and_predicts(run, tmp_path):
+    out, _ = run
+    bare = tmp_path / "bare"
+    shutil.copytree(out / "final", bare)
+    (bare / "intervals.json").unlink()
+    table = Forecaster.from_pretrained(bare).predict("src/hftraining/sample_data/AEM.csv")
+    assert len(table) == 3 and not any(c.startswith(("lower_", "upper_")) for c in table.columns)
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda d: d.pop("radius"), "missing key 'radius'"),
+    (lambda d: d.update(method="magic"), "method must be one of"),
+    (lambda d: d.update(levels=[1.5, 0.9]), "levels must be numbers in (0, 1)"),
+    (lambda d: d.update(radius=[[1.0, 2.0], [1.0, 2.0]]), "radius must be 2 lists of 3 numbers"),
+    (lambda d: d.update(radius=[[-1.0, 0.0, 0.0], [1.0, 1.0, 1.0]]), "radius must be"),
+    (lambda d: d.update(method="aci"), "grid must be 3 lists of 1001 numbers"),
+    (lambda d: d.update(method="cqr", q_pairs=[[0, 7], [0, 2]]), "q_pairs must name two of the model's 3"),
+])
+def test_a_broken_calibration_is_a_one_line_error(run, tmp_path, edit, needle):
+    out, _ = run
+    bad = tmp_path / "bad"
+    shutil.copytree(out / "final", bad)
+    raw = json.loads((bad / "intervals.json").read_text())
+    edit(raw)
+    (bad / "intervals.json").write_text(json.dumps(raw))
+    with pytest.raises(DataError, match="intervals.json") as e:
+        Forecaster.from_pretrained(bad)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_server_returns_the_bounds(run):
+    pytest.importorskip("fastapi")
+    httpx = pytest.importorskip("httpx")
+    from test_inference_serve import _rows, running
+
+    from hftraining.core.config import ServeConfig
+    from hftraining.inference.serve import create_app
+
+    out, _ = run
+    df, rows = _rows()
+    with running(create_app(out / "final", ServeConfig())) as port:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            r = client.post("/predict", json={"symbols": {"AEM": rows}})
+    assert r.status_code == 200, r.text
+    got = pd.DataFrame(r.json()["forecasts"])
+    want = Forecaster.from_pretrained(out / "final").predict({"AEM": df})
+    np.testing.assert_allclose(got["lower_90"], want["lower_90"], rtol=1e-6)
+
+
+def test_an_ensemble_calibrates_its_own_intervals(run, tmp_path):
+    from hftraining.inference.ensemble import build_ensemble
+
+    out, _ = run
+    other = tmp_path / "other"
+    train(load_config(None, tiny(other, "training.max_steps=5", "evaluation.report=false", "training.seed=7",
+                                 "model.quantiles=[0.05,0.5,0.95]")))
+    ens = build_ensemble([out, other], tmp_path / "ens")
+    cal = json.loads((ens / "intervals.json").read_text())
+    member = json.loads((out / "final" / "intervals.json").read_text())
+    assert cal["levels"] == member["levels"] and cal["radius"] != member["radius"]
+    table = Forecaster.from_pretrained(ens).predict("src/hftraining/sample_data/AEM.csv")
+    assert (table["lower_90"] < table["forecast_return"]).all()
+
+
+def test_interval_settings_are_checked():
+    with pytest.raises(ConfigError, match="cqr at 0.8 needs model.quantiles to hold 0.1 and 0.9"):
+        load_config(None, ["evaluation.interval_method=cqr"])
+    with pytest.raises(ConfigError, match=r"evaluation.intervals: every level must be in \(0, 1\)"):
+        load_config(None, ["evaluation.intervals=[0.8, 1.0]"])
+    load_config(None, ["evaluation.interval_method=cqr", "model.quantiles=[0.05,0.1,0.9,0.95]"])
