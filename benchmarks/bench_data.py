@@ -6,7 +6,8 @@ Prints, in one run: (a) the real files (cache cold: nothing is cached on this pa
 synthetic set of ``--rows`` rows in memory (validation runs on it like on a read file), with the
 peak memory traced during processing against the final float32 feature matrix, (c) the same
 indicators computed with plain pandas ``ewm``/``rolling`` as the reference, as a speed ratio, and
-(d) the ``alpha158`` table on the real files and on one synthetic symbol.
+(d) the ``alpha158`` table on the real files and on one synthetic symbol (``--alpha-full``: on all
+the synthetic rows through the pipeline, with its peak RSS against the float32 feature matrix).
 Targets (2 CPU cores): (a) < 1 s, (b) < 15 s with peak < 3x the float32 matrix, (c) >= 5x.
 """
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import subprocess
+import sys
 import time
 import tracemalloc
 
@@ -75,7 +78,11 @@ def main() -> None:
     ap.add_argument("--yahoo", default="../shared/data/yahoo", help="folder of the real OHLCV files")
     ap.add_argument("--rows", type=int, default=10_000_000, help="synthetic rows in all")
     ap.add_argument("--symbols", type=int, default=10, help="synthetic symbols")
+    ap.add_argument("--alpha-full", action="store_true", help="(d): alpha158 on all --rows synthetic rows (minutes, GBs)")
+    ap.add_argument("--alpha-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.alpha_only:
+        return alpha_only(args.rows, args.symbols)
     d = DataConfig()
     print(f"machine: {os.cpu_count()} CPU cores; features: {', '.join(d.features)}; "
           f"sequence_length {d.sequence_length}, horizon {d.prediction_horizon}")
@@ -145,12 +152,33 @@ def main() -> None:
         print(f"(d) alpha158, {len(prep.train.symbols)} real files read to windows, in memory: {t:.2f} s "
               f"[target < 5 s: {'met' if t < 5 else 'NOT met'}]")
         del prep
+    if args.alpha_full:  # every synthetic row through the pipeline, in a process of its own (its own peak RSS)
+        subprocess.run([sys.executable, __file__, "--alpha-only", "--rows", str(args.rows), "--symbols", str(args.symbols)],
+                       check=True)
+        return
     sym, f = next(iter(frames.items()))
     t0 = time.perf_counter()
     compute_features(validate_frame(f, d, sym)[0], ["alpha158"])
     t = time.perf_counter() - t0
     print(f"(d) alpha158 on one symbol of {len(f):,} rows: {t:.2f} s = {t * n / len(f):.0f} s for the {n:,} rows "
-          f"one symbol at a time [target < 180 s: {'met' if t * n / len(f) < 180 else 'NOT met'}]")
+          f"one symbol at a time [target < 180 s: {'met' if t * n / len(f) < 180 else 'NOT met'}] (--alpha-full: all of them)")
+
+
+def alpha_only(rows: int, symbols: int) -> None:
+    """(d) alpha158 on every synthetic row, validate to windows: time and this process's peak RSS
+    above its size with the input frames made, against the final float32 feature matrix."""
+    frames = synth_frames(symbols, rows // symbols, seed=0, freq="1min")
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss_now = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    d = DataConfig(features=["alpha158"])
+    prep, total, _ = run_pipeline(d, frames)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    mat = matrix_bytes(prep)
+    grew = peak - max(base, rss_now)
+    print(f"(d) alpha158 on all {sum(len(f) for f in frames.values()):,} synthetic rows ({symbols} symbols), validate to "
+          f"windows: {total:.1f} s [target < 180 s: {'met' if total < 180 else 'NOT met'}]; float32 feature matrix "
+          f"{mat / 2**30:.2f} GiB, peak RSS above the input frames {grew / 2**30:.2f} GiB = {grew / mat:.2f}x "
+          f"[target < 3x: {'met' if grew < 3 * mat else 'NOT met'}]")
 
 
 if __name__ == "__main__":

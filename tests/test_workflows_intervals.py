@@ -124,3 +124,13 @@ def test_interval_settings_are_checked():
     with pytest.raises(ConfigError, match=r"evaluation.intervals: every level must be in \(0, 1\)"):
         load_config(None, ["evaluation.intervals=[0.8, 1.0]"])
     load_config(None, ["evaluation.interval_method=cqr", "model.quantiles=[0.05,0.1,0.9,0.95]"])
+
+
+@pytest.mark.parametrize("kind", ["ridge", "dlinear"])
+def test_every_model_type_gets_intervals(tmp_path, kind):
+    out = tmp_path / kind
+    result = train(load_config(None, tiny(out, "training.max_steps=5", "evaluation.report=false", f"model.type={kind}",
+                                          "model.moving_avg=5")))
+    assert set(result["intervals"]["levels"]) == {"0.8", "0.9"}
+    table = Forecaster.from_pretrained(out).predict("src/hftraining/sample_data/AEM.csv")
+    assert (table["lower_80"] <= table["forecast_return"]).all() and (table["forecast_return"] <= table["upper_80"]).all()
