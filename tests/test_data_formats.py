@@ -106,6 +106,30 @@ def test_panel_with_one_symbol_without_volume_drops_the_volume_features_for_all(
         prepare(dataclasses.replace(d, features=["volume_ratio_20"]))
 
 
+def test_the_store_remembers_a_symbol_without_volume(tmp_path, monkeypatch):
+    """A warm run of a panel with a volume-less symbol reads no file: the store remembers that the
+    build with volume features stops at it, and maps the entry without them."""
+    from hftraining.data import store
+
+    for sym in ("AEM", "NIO"):
+        _sample(sym).to_csv(tmp_path / f"{sym}.csv", index=False)
+    _no_volume(tmp_path, "WPM")
+    d = DataConfig(data_dir=str(tmp_path), sequence_length=20, prediction_horizon=3, cache_dir=str(tmp_path / "cache"),
+                   features=["log_return_1", "volume_ratio_20"])
+    reads = []
+    real = store.read_unit
+    monkeypatch.setattr(store, "read_unit", lambda unit, *a, **k: reads.append(unit) or real(unit, *a, **k))
+    first = prepare(d)
+    assert len(reads) >= 3 and first.preprocessing.features == ["log_return_1"]  # up to WPM, then all without volume
+    reads.clear()
+    again = prepare(d)
+    assert reads == [] and again.report["cache"] == "hit" and again.report["dropped_features"] == first.report["dropped_features"]
+    np.testing.assert_array_equal(again.train.targets(), first.train.targets())
+    # new inputs are a new key: nothing remembered applies to them
+    _sample("WPM").to_csv(tmp_path / "WPM.csv", index=False)
+    assert prepare(d).preprocessing.features == ["log_return_1", "volume_ratio_20"]
+
+
 def test_train_and_predict_without_volume(tmp_path, capsys):
     (tmp_path / "fx").mkdir()
     for sym in ("AEM", "WPM"):

@@ -188,5 +188,7 @@ def test_cross_sectional_loss_needs_date_batches():
         compute_loss(cfg, out, torch.zeros(4, 2), 1.0)
     with pytest.raises(ConfigError, match="data.batching=dates"):
         load_config(None, ["model.loss=ic"])
+    with pytest.raises(ConfigError, match="data.augment_jitter"):
+        load_config(None, ["data.batching=dates", "data.augment_jitter=2"])
     with pytest.raises(ConfigError, match="weighted but model.loss"):
         compute_loss(ModelConfig(loss="ic", loss_weights={"mse": 1.0}), out, torch.zeros(4, 2), 1.0, date_groups(np.zeros(4)))

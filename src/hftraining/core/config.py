@@ -630,6 +630,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.ridge_lambdas: need at least one penalty, each > 0, got {m.ridge_lambdas}")
     positive("data", d, "sequence_length", "prediction_horizon", "batch_size", "eval_batch_size", "stride",
              "dates_per_batch")
+    if d.batching == "dates" and d.augment_jitter:
+        raise ConfigError("data.augment_jitter: moving window ends breaks the dates of data.batching=dates "
+                          "(a batch would no longer hold one cross-section); set one of them off")
     if m.loss != "mse" and d.batching != "dates":
         raise ConfigError(f"model.loss: {m.loss!r} compares the symbols of each date, which needs data.batching=dates "
                           f"(got {d.batching!r})")

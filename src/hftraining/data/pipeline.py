@@ -241,7 +241,9 @@ class PanelRows:
 
 def panel_rows(d: DataConfig) -> PanelRows:
     """The rows of ``d`` (:func:`data_rows`: through the store); a symbol without volume drops the
-    volume features for all (:func:`~hftraining.data.features.drop_volume_features`)."""
+    volume features for all (:func:`~hftraining.data.features.drop_volume_features`). The store
+    remembers which inputs hold one, so only the first run of them reads up to it before the build
+    without volume features."""
     check_specs(d.features)
     try:
         rows, report = data_rows(d)

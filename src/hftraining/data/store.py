@@ -56,7 +56,7 @@ import hftraining
 from hftraining.core.config import DataConfig
 from hftraining.core.errors import DataError
 from hftraining.core.jsonio import write_json
-from hftraining.data.features import feature_columns
+from hftraining.data.features import EmptyVolume, feature_columns
 from hftraining.data.rows import Rows, SymbolRows, symbol_rows
 from hftraining.data.sources import Collector, Unit, input_files, read_unit, units
 from hftraining.data.rows import RowsNeeded
@@ -431,7 +431,11 @@ def load_rows(d: DataConfig, needed: RowsNeeded) -> tuple[Rows, dict[str, Any]]:
         log.warning("feature store: cannot write to data.cache_dir=%s (%s); features are computed in memory", root, e.strerror)
         return _in_memory(d, us, needed, "unwritable")
     folder = root / key
+    no_volume = root / f"{key}.no-volume.json"  # these inputs hold a symbol without volume (see below)
     with _locked(root / f"{key}.lock"):
+        known = _read_no_volume(no_volume)
+        if known is not None:  # the build of these inputs and features stopped at it before: do not read again
+            raise EmptyVolume(*known)
         hit = _open(folder) if folder.is_dir() else None
         status = "hit"
         if isinstance(hit, str):
@@ -444,7 +448,11 @@ def load_rows(d: DataConfig, needed: RowsNeeded) -> tuple[Rows, dict[str, Any]]:
             tmp = root / f".{key}.{uuid.uuid4().hex}.tmp"
             tmp.mkdir(parents=True)
             try:
-                order, starts, lengths, report, skipped, _, digests = _build(d, us, needed, tmp)
+                try:
+                    order, starts, lengths, report, skipped, _, digests = _build(d, us, needed, tmp)
+                except EmptyVolume as e:  # remembered, so the next run drops the volume features at once
+                    atomic_write(no_volume, lambda t: write_json(t, {"symbol": e.symbol, "specs": e.specs}, indent=None))
+                    raise
                 index = {
                     "format": FORMAT, "key": key, "version": hftraining.__version__,
                     "symbols": order, "starts": starts, "lengths": lengths,
@@ -465,6 +473,15 @@ def load_rows(d: DataConfig, needed: RowsNeeded) -> tuple[Rows, dict[str, Any]]:
     rows, index = hit
     log.info("feature store %s: %s (%d symbols, %d rows)", status, folder, len(rows.symbols), len(rows.returns))
     return rows, {**index["report"], "skipped_symbols": index["skipped_symbols"], "cache": status, "store": str(folder)}
+
+
+def _read_no_volume(path: Path) -> tuple[str, list[str]] | None:
+    """(symbol, volume feature specs) of an entry whose build met a symbol without volume, or None."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return str(raw["symbol"]), [str(x) for x in raw["specs"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # none (or damaged: then the build finds the symbol again)
 
 
 def _in_memory(d: DataConfig, us: list[Unit], needed: RowsNeeded, status: str) -> tuple[Rows, dict[str, Any]]:
