@@ -82,3 +82,22 @@ def test_market_features_reach_the_windows_and_are_scaled(frames):
     # one symbol alone: its market is itself
     one = market_columns(np.array([np.nan, 0.01, -0.02, 0.03]), np.arange(4), (2,))
     np.testing.assert_allclose(one["MKT_RET2"][1:], [0.01, -0.01, 0.01])
+
+
+def test_market_features_are_kept_in_the_feature_store(frames, tmp_path):
+    """Through the store, the market columns are written into the entry (mapped, not copied, by
+    later runs), verified on the next open, and equal to the in-memory build."""
+    from hftraining.data.pipeline import data_rows
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for s, f in frames.items():
+        f.to_csv(folder / f"{s}.csv", index=False)
+    d = dataclasses.replace(DataConfig(), data_dir=str(folder), features=["rsi_14", "market_5"], cache_dir=str(tmp_path / "c"))
+    built, rep1 = data_rows(d)
+    again, rep2 = data_rows(d)
+    memory, _ = data_rows(dataclasses.replace(d, cache_dir=None))
+    assert (rep1["cache"], rep2["cache"]) == ("miss", "hit")  # the digests match the filled file
+    assert isinstance(again.features, np.memmap) and again.features.shape[1] == 3
+    np.testing.assert_array_equal(np.asarray(again.features), memory.features)
+    assert np.abs(memory.features[:, 1]).max() > 0  # the market columns are filled, not left at zero

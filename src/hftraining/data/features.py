@@ -183,8 +183,9 @@ def market(f: pd.DataFrame, *windows: int) -> dict[str, np.ndarray]:
     """The equal-weight universe's log return summed over, and its volatility (population std)
     over, the last ``windows`` dates (default 5, 10, 20, 30, 60): MKT_RET<w>, MKT_STD<w>.
 
-    A panel feature (:data:`PANEL_FEATURES`): training computes it across the symbols of each date
-    (:func:`hftraining.data.rows.with_panel_features`), never per symbol. Called on one frame, as
+    A panel feature (:data:`PANEL_FEATURES`): it is computed across the symbols of each date once
+    every symbol's rows are built (:func:`hftraining.data.rows.fill_panel_features`, into the
+    feature store's entry or the in-memory rows), never per symbol. Called on one frame, as
     here, the universe is that one symbol (this names the columns and checks the parameters).
     The first dates of a panel use the dates there are (from one)."""
     close = f["close"].to_numpy(np.float64)

@@ -8,7 +8,6 @@ validator, the feature store, training, evaluation and prediction all apply it.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,10 +20,10 @@ import torch
 from hftraining.core.config import DataConfig, duration_ns, section_from_dict, split_date_ns
 from hftraining.core.errors import DataError
 from hftraining.data.features import (
-    EmptyVolume, check_specs, drop_volume_features, feature_columns, symbol_specs, volume_is_empty,
+    EmptyVolume, check_specs, drop_volume_features, feature_columns, volume_is_empty,
 )
 from hftraining.data.labels import row_labels
-from hftraining.data.rows import FrameSource, Rows, RowsNeeded, build_rows, min_history, with_panel_features
+from hftraining.data.rows import FrameSource, Rows, RowsNeeded, build_rows, min_history
 from hftraining.data.scaling import Scaler, target_scale
 from hftraining.data.sources import load_and_validate
 from hftraining.data.splits import (
@@ -223,8 +222,7 @@ def read_frames(d: DataConfig, targets: bool = True) -> tuple[dict[str, pd.DataF
 def data_rows(d: DataConfig) -> tuple[Rows, dict[str, Any]]:
     """The feature rows of ``d.data_dir`` through the feature store (``data.cache_dir``; in memory
     when it is None) → (rows, report with ``skipped_symbols`` and ``cache``)."""
-    rows, report = load_rows(dataclasses.replace(d, features=symbol_specs(d.features)), RowsNeeded.of(d))
-    return with_panel_features(rows, d.features), report  # across symbols, after the store's per-symbol rows
+    return load_rows(d, RowsNeeded.of(d))
 
 
 @dataclass

@@ -8,7 +8,6 @@ into memory-mapped files. Either way the result is a :class:`Rows`.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Union
 
@@ -151,8 +150,9 @@ def build_rows(
     elif capacity is None:
         frames = list(frames)
         capacity = sum(len(f) for _, f in frames)
-    panel, specs = panel_specs(specs), symbol_specs(specs)
-    F = len(feature_columns(specs))
+    all_specs, specs = specs, symbol_specs(specs)
+    F = len(feature_columns(all_specs))  # the per-symbol columns, then the panel features' (filled at the end)
+    Fs = len(feature_columns(specs))
     feats = np.empty((capacity, F), dtype=np.float32)
     rets = np.empty(capacity, dtype=np.float32)
     times = np.empty(capacity, dtype=np.int64)
@@ -167,31 +167,34 @@ def build_rows(
             skipped.append(sym)
             continue
         n = len(got)
-        feats[off : off + n], rets[off : off + n] = got.features, got.returns
+        feats[off : off + n, :Fs], rets[off : off + n] = got.features, got.returns
         times[off : off + n], close[off : off + n] = got.times, got.close
         symbols.append(sym)
         starts.append(off)
         lengths.append(n)
         off += n
     # views of the first ``off`` rows: the unused tail (warm-up rows) is a few rows per symbol
+    fill_panel_features(feats[:off], rets[:off], times[:off], all_specs)
     rows = Rows(symbols, np.asarray(starts, np.int64), np.asarray(lengths, np.int64),
                 feats[:off], rets[:off], times[:off], close[:off])
-    return with_panel_features(rows, panel), skipped
+    return rows, skipped
 
 
-def with_panel_features(rows: Rows, specs: list[str]) -> Rows:
-    """``rows`` with the columns of the panel features among ``specs`` (:data:`PANEL_FEATURES`, e.g.
-    ``market``) after its own, computed across the symbols of each date from the rows' returns and
-    times. The block is copied into memory once (a feature store's rows are read-only); ``rows``
-    itself when ``specs`` has no panel feature."""
+def fill_panel_features(features: np.ndarray, returns: np.ndarray, times: np.ndarray, specs: list[str],
+                        chunk: int = 1 << 22) -> None:
+    """Write the columns of the panel features among ``specs`` (:data:`PANEL_FEATURES`, e.g. ``market``)
+    into the last columns of ``features`` (N, F) in place (an array, or a writable memmap of a store
+    entry being built), computed across the symbols of each date from the rows' ``returns`` and
+    ``times`` (N,); ``chunk`` rows are written at a time. Nothing to do without a panel feature."""
     panel = panel_specs(specs)
     if not panel:
-        return rows
+        return
     cols: dict[str, np.ndarray] = {}
     for spec in panel:
         name, params = parse_spec(spec)
         if name == "market":
-            cols.update(market_columns(rows.returns, rows.times, params))
-    extra = np.column_stack(list(cols.values())).astype(np.float32) if cols else np.zeros((len(rows.returns), 0), np.float32)
-    features = np.concatenate([np.asarray(rows.features), extra], axis=1)
-    return dataclasses.replace(rows, features=features)
+            cols.update(market_columns(np.asarray(returns), np.asarray(times), params))
+    block = np.column_stack(list(cols.values())).astype(np.float32)  # (N, P)
+    P = block.shape[1]
+    for a in range(0, len(block), chunk):
+        features[a : a + chunk, -P:] = block[a : a + chunk]

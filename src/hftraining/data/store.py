@@ -56,8 +56,8 @@ import hftraining
 from hftraining.core.config import DataConfig
 from hftraining.core.errors import DataError
 from hftraining.core.jsonio import write_json
-from hftraining.data.features import EmptyVolume, feature_columns
-from hftraining.data.rows import Rows, SymbolRows, symbol_rows
+from hftraining.data.features import EmptyVolume, feature_columns, panel_specs, symbol_specs
+from hftraining.data.rows import Rows, SymbolRows, fill_panel_features, symbol_rows
 from hftraining.data.sources import Collector, Unit, input_files, read_unit, units
 from hftraining.data.rows import RowsNeeded
 from hftraining.data.validate import TooFewRows, check_policy
@@ -197,7 +197,7 @@ def _job(unit: Unit, d: DataConfig, needed: RowsNeeded):
         return unit, {}, None, str(e)
     got = {}
     for sym, frame in frames.items():
-        r = symbol_rows(frame, d.features, sym, needed.usable)
+        r = symbol_rows(frame, symbol_specs(d.features), sym, needed.usable)  # panel features: after every symbol
         got[sym] = None if r is None else dataclasses.astuple(r)
     return unit, got, report, None
 
@@ -247,6 +247,8 @@ class _Sink:
     def add(self, sym: str, r: SymbolRows) -> None:
         for k in ARRAYS:
             a = np.ascontiguousarray(getattr(r, k), dtype=ARRAYS[k])
+            if k == "features" and a.shape[1] < self.F:  # room for the panel features, filled after every symbol
+                a = np.concatenate([a, np.zeros((len(a), self.F - a.shape[1]), np.float32)], axis=1)
             if self.files is None:
                 self.parts[k].append(a)
             else:
@@ -291,11 +293,26 @@ def _build(d: DataConfig, us: list[Unit], needed: RowsNeeded, folder: Path | Non
                     sink.add(sym, SymbolRows(*arrays))
     finally:
         sink.close()
+    digests = {k: h.hexdigest() for k, h in sink.hashes.items()}
+    if panel_specs(d.features):  # across symbols, now that every symbol's rows are there
+        if folder is None:
+            arrays = sink.arrays()
+            fill_panel_features(arrays["features"], arrays["returns"], arrays["times"], d.features)
+            sink.parts = {k: [v] for k, v in arrays.items()}
+        elif sink.offset:
+            n = sink.offset
+            feats = np.memmap(folder / "features.f32", dtype=np.float32, mode="r+", shape=(n, F))
+            fill_panel_features(feats, np.memmap(folder / "returns.f32", dtype=np.float32, mode="r", shape=(n,)),
+                                np.memmap(folder / "times.i64", dtype=np.int64, mode="r", shape=(n,)), d.features)
+            feats.flush()
+            del feats
+            with open(folder / "features.f32", "rb+") as fh:
+                os.fsync(fh.fileno())
+            digests["features"] = _digest(folder / "features.f32")  # the file as it now stands
     order = [s for s in col.order() if s in sink.where]
     skipped = [s for s in col.order() if s in skipped]
     starts = [sink.where[s][0] for s in order]
     lengths = [sink.where[s][1] for s in order]
-    digests = {k: h.hexdigest() for k, h in sink.hashes.items()}
     return order, starts, lengths, col.report(), skipped, (sink.arrays() if folder is None else None), digests
 
 
