@@ -14,16 +14,19 @@ from hftraining.data.pipeline import prepare
 from hftraining.data.windows import DeviceRows
 
 
-@pytest.fixture(scope="module")
-def data():
-    # ARM lists late: its first windows are left-padded; per-symbol scaling gives each symbol its own stats
-    d = DataConfig(symbols=["AEM", "ARM"], sequence_length=30, prediction_horizon=4, min_history=5, scale_per_symbol=True)
+@pytest.fixture(scope="module", params=["return", "cs_rank"])
+def data(request):
+    # ARM lists late: its first windows are left-padded; per-symbol scaling gives each symbol its own stats;
+    # a cross-sectional label (data.target) travels to the device instead of the returns
+    d = DataConfig(symbols=["AEM", "ARM", "WPM"], sequence_length=30, prediction_horizon=4, min_history=5,
+                   scale_per_symbol=True, target=request.param)
     return prepare(d)
 
 
 @pytest.mark.parametrize("split", ["train", "val", "test"])
 def test_device_rows_gather_the_host_batches_exactly(data, split):
     ws = data.split(split)
+    assert (ws.labels is None) == (ws.target == "return")
     rows = DeviceRows.build(ws, "cpu")
     on_rows = dataclasses.replace(ws, device_rows=rows)
     rng = np.random.default_rng(0)

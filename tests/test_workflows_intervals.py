@@ -134,3 +134,20 @@ def test_every_model_type_gets_intervals(tmp_path, kind):
     assert set(result["intervals"]["levels"]) == {"0.8", "0.9"}
     table = Forecaster.from_pretrained(out).predict("src/hftraining/sample_data/AEM.csv")
     assert (table["lower_80"] <= table["forecast_return"]).all() and (table["forecast_return"] <= table["upper_80"]).all()
+
+
+def test_aci_saves_the_level_it_ended_the_test_dates_with(tmp_path):
+    """ACI walks its level over the test dates; the folder keeps the α it ended with, and predict
+    uses it (not the level it started from)."""
+    from hftraining.models.intervals import Calibration
+
+    out = tmp_path / "aci"
+    result = train(load_config(None, tiny(out, "training.max_steps=5", "evaluation.report=false",
+                                          "evaluation.interval_method=aci", "evaluation.aci_gamma=0.05")))
+    assert result["intervals"]["method"] == "aci"
+    cal = Calibration.from_dict(json.loads((out / "final" / "intervals.json").read_text()))
+    start = 1 - np.asarray(cal.levels)[:, None]
+    assert cal.alpha.shape == (2, 3) and not np.allclose(cal.alpha, start)
+    table = Forecaster.from_pretrained(out).predict("src/hftraining/sample_data/AEM.csv")
+    half = (table["upper_90"] - table["lower_90"]).to_numpy() / 2
+    np.testing.assert_allclose(half, [float(cal.radius_at(cal.alpha[1, h], h)) for h in range(3)], rtol=1e-9)
