@@ -151,3 +151,6 @@ def test_aci_saves_the_level_it_ended_the_test_dates_with(tmp_path):
     table = Forecaster.from_pretrained(out).predict("src/hftraining/sample_data/AEM.csv")
     half = (table["upper_90"] - table["lower_90"]).to_numpy() / 2
     np.testing.assert_allclose(half, [float(cal.radius_at(cal.alpha[1, h], h)) for h in range(3)], rtol=1e-9)
+    # scoring the test split again starts from the nominal level, not from an α that has seen its outcomes
+    again, _ = evaluate_model_dir(out)
+    assert again["intervals"]["levels"]["0.9"]["coverage_per_step"] == result["intervals"]["levels"]["0.9"]["coverage_per_step"]

@@ -144,11 +144,13 @@ class Calibration:
                    str(d.get("split", "val")))
 
 
-def aci_bounds(cal: Calibration, pred: np.ndarray, true: np.ndarray, dates: np.ndarray
+def aci_bounds(cal: Calibration, pred: np.ndarray, true: np.ndarray, dates: np.ndarray, start: np.ndarray | None = None
                ) -> tuple[dict[float, tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """ACI over forecasts ``pred`` (W, H) made on ``dates`` (W,), realised ``true`` (W, H), in date
     order: → ({level: (lower, upper) (W, H)}, the α after every outcome of ``true`` (K, H): what the
-    next forecast uses). Starts from ``cal.alpha``.
+    next forecast uses). Starts from ``start`` (K, H), by default the nominal 1 − level: scoring a
+    split never starts from an α that has already seen its outcomes (the saved ``cal.alpha`` has,
+    when the calibration was walked over that split before).
 
     Step h of a forecast made on the i-th date is realised h dates later, so its miss updates α
     only for the forecasts of the (i + h)-th date on: the intervals of a date never depend on an
@@ -160,7 +162,7 @@ def aci_bounds(cal: Calibration, pred: np.ndarray, true: np.ndarray, dates: np.n
     W, H = pred.shape
     K, D = len(cal.levels), len(u)
     target = 1.0 - np.asarray(cal.levels, np.float64)  # (K,)
-    alpha = np.array(cal.alpha, dtype=np.float64, copy=True)  # (K, H)
+    alpha = (np.tile(target[:, None], (1, H)) if start is None else np.array(start, dtype=np.float64, copy=True))  # (K, H)
     lo, hi = np.empty((K, W, H)), np.empty((K, W, H))
     order = np.argsort(inv, kind="stable")
     starts = np.searchsorted(inv[order], np.arange(D + 1))

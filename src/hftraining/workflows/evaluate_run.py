@@ -65,7 +65,7 @@ def evaluate_model_dir(path, data=None, split: str = "test") -> tuple[dict[str, 
                            quantiles_scaled=outs.get("quantiles"), levels=f.quantile_levels,
                            fitted=fitted_baselines(path))
     result = {"split": split, "model_dir": str(f.model_dir), **score(fc)}
-    if f.calibration is not None:  # the folder's conformal intervals (aci: from its saved α, updated along ``ws``)
+    if f.calibration is not None:  # the folder's conformal intervals (aci: walked along ``ws`` from the nominal level)
         fc.intervals, _ = forecast_intervals(f.calibration, fc.pred["model"], fc.true, fc.dates, fc.quantiles)
         result["intervals"] = interval_report(fc.intervals, fc.true, fc.dates, fc.symbol_ids, f.calibration.method)
     if hasattr(f.model, "members"):  # an ensemble: its members scored on the same windows, beside it
