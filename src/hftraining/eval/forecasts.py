@@ -252,7 +252,7 @@ def _ic_difference(fc: Forecasts, a: str, b: str) -> dict[str, Any]:
     two-sided p-value of its t statistic (normal)."""
     da, ia = M.cross_sectional_ic_series(fc.pred[a][:, 0], fc.true[:, 0], fc.dates, min_size=CS_MIN_SYMBOLS, rank=True)
     db, ib = M.cross_sectional_ic_series(fc.pred[b][:, 0], fc.true[:, 0], fc.dates, min_size=CS_MIN_SYMBOLS, rank=True)
-    both, ka, kb = np.intersect1d(da, db, return_indices=True)
+    _, ka, kb = np.intersect1d(da, db, return_indices=True)  # the dates where both are defined
     out = M.ic_summary(ia[ka] - ib[kb], lag=CS_LAG)
     t = out["t_stat"]
     out["p_value"] = float(2 * stats.norm.sf(abs(t))) if math.isfinite(t) else float("nan")

@@ -130,9 +130,13 @@ class Trainer:
         self.run_dir, self.resume_path = run_dir, resume_path
         self.ckpt_root = self.run_dir / "checkpoints"
         self.data = data.on_device(self.device, cfg.data)  # batches made where the model is
-        # the same windows at every evaluation; whole dates when the cross-section is what is learnt
-        self.val_windows = (self.data.val.last_dates(cfg.evaluation.max_val_windows) if cross_sectional(cfg)
-                            else self.data.val.thin(cfg.evaluation.max_val_windows))
+        # the same windows at every evaluation; whole dates, date after date, when the cross-section is
+        # what is learnt (so evaluation.max_eval_batches also keeps whole dates)
+        if cross_sectional(cfg):
+            val = self.data.val.last_dates(cfg.evaluation.max_val_windows)
+            self.val_windows = val.subset(np.argsort(val.times, kind="stable"))
+        else:
+            self.val_windows = self.data.val.thin(cfg.evaluation.max_val_windows)
         pre = self.data.preprocessing
         if model is None:  # ``model``: one the caller built (the ETT benchmark's multivariate models)
             model = build_model(cfg.model, len(pre.feature_columns), pre.horizon, pre.seq_len)
