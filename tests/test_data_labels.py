@@ -144,11 +144,11 @@ def test_date_batches_are_whole_dates_once_per_epoch_and_resume(frames):
         np.testing.assert_array_equal(np.sort(one.next_batch()), np.sort(np.concatenate([r0.next_batch(), r1.next_batch()])))
 
 
-def _groups_ref(pred, target, groups, fn):
+def _groups_ref(pred, target, groups, fn, least: int = 2):
     out = []
     for g in range(groups.shape[0]):
         m = groups[g] > 0
-        if m.sum() < 2:
+        if m.sum() < least:
             continue
         for h in range(pred.shape[1]):
             out.append(fn(pred[m, h], target[m, h]))
@@ -157,14 +157,15 @@ def _groups_ref(pred, target, groups, fn):
 
 def test_ic_and_listnet_losses_against_numpy():
     rng = np.random.default_rng(0)
-    times = np.array([0, 0, 0, 0, 1, 1, 1, 2, 3, 3, 3, 3, 3])  # date 2 has one window: left out
+    times = np.array([0, 0, 0, 0, 1, 1, 1, 2, 3, 3, 3, 3, 3, 4, 4])  # date 2: one window, date 4: two (not for IC)
     B, H = len(times), 2
     pred, target = rng.normal(size=(B, H)), rng.normal(size=(B, H))
     groups = date_groups(times)
-    assert groups.shape == (4, B) and torch.equal(groups.sum(0), torch.ones(B))
+    assert groups.shape == (5, B) and torch.equal(groups.sum(0), torch.ones(B))
     p, y = torch.tensor(pred, dtype=torch.float32), torch.tensor(target, dtype=torch.float32)
     ic = ic_loss(p, y, groups)
-    assert float(ic) == pytest.approx(-_groups_ref(pred, target, groups.numpy(), lambda a, b: np.corrcoef(a, b)[0, 1]), abs=1e-5)
+    assert float(ic) == pytest.approx(-_groups_ref(pred, target, groups.numpy(), lambda a, b: np.corrcoef(a, b)[0, 1], 3),
+                                      abs=1e-5)
 
     def listnet(a, b):
         pa, pb = np.exp(a) / np.exp(a).sum(), np.exp(b) / np.exp(b).sum()
@@ -172,7 +173,7 @@ def test_ic_and_listnet_losses_against_numpy():
 
     assert float(listnet_loss(p, y, groups)) == pytest.approx(_groups_ref(pred, target, groups.numpy(), listnet), rel=1e-5)
     # IC is blind to a per-date shift and positive scale of the forecast; it rewards ranking, not level
-    shift = torch.tensor(rng.normal(size=4), dtype=torch.float32)[torch.as_tensor(np.unique(times, return_inverse=True)[1])]
+    shift = torch.tensor(rng.normal(size=5), dtype=torch.float32)[torch.as_tensor(np.unique(times, return_inverse=True)[1])]
     assert float(ic_loss(3 * p + shift[:, None], y, groups)) == pytest.approx(float(ic), abs=1e-5)
     assert float(ic_loss(y, y, groups)) == pytest.approx(-1.0, abs=1e-5)
     # gradients reach the forecast

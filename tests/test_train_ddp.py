@@ -122,3 +122,20 @@ def test_distributed_setup_errors_name_what_is_wrong(monkeypatch):
     monkeypatch.delenv("MASTER_PORT", raising=False)
     with pytest.raises(ConfigError, match="MASTER_ADDR and MASTER_PORT not set"):
         init_distributed("cpu", 60)
+
+
+def test_date_batches_under_two_processes_equal_one(tmp_path):
+    """data.batching=dates with the IC loss: two ranks of one date each train exactly like one
+    process of two dates (every date of these four symbols holds all four, so each date weighs the
+    same in the per-rank mean and in the one-process mean; with two symbols a Pearson IC is ±1 and
+    has no gradient). One process of one date per batch ends elsewhere (by 0.06 here)."""
+    cs = [*COMMON, "data.target=cs_rank", "data.batching=dates", "model.loss=ic", "training.save_steps=0",
+          "training.learning_rate=0.1", "data.symbols=[AEM, WPM, NIO, PDD]"]
+    _run([sys.executable, "-m", "hftraining", "train", *cs, "data.dates_per_batch=2", f"output.output_dir={tmp_path / 'one'}"])
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "hftraining",
+          "train", *cs, "data.dates_per_batch=1", f"output.output_dir={tmp_path / 'two'}"])
+    _run([sys.executable, "-m", "hftraining", "train", *cs, "data.dates_per_batch=1", f"output.output_dir={tmp_path / 'half'}"])
+    one, two, half = (load_file(str(tmp_path / r / "final" / "model.safetensors")) for r in ("one", "two", "half"))
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=0, atol=1e-6, msg=k)
+    assert max(float((half[k] - one[k]).abs().max()) for k in one) > 1e-3  # the comparison can tell batches apart

@@ -62,7 +62,8 @@ class ModelConfig:
     """The forecast's loss: squared error; ``ic``: minus the mean per-date Pearson correlation of the
     forecast with the label across symbols; ``rank``: ListNet, the cross-entropy of the per-date
     softmax of the label and of the forecast (a differentiable ranking loss). ``ic`` and ``rank``
-    need ``data.batching: dates`` and compare each horizon step separately."""
+    need ``data.batching: dates`` and compare each horizon step separately; ``ic`` learns from dates
+    with at least 3 symbols (``rank`` from 2)."""
     loss_weights: dict[str, float] = field(default_factory=dict)
     """Weights of the loss components by name (``mse``, ``classification``, ``quantile``); missing ones are 1."""
 

@@ -4,7 +4,7 @@
 - ``ic``: minus the mean per-date Pearson correlation of forecast and label across symbols
   (``model.loss: ic``), or ``rank``: ListNet's cross-entropy of the per-date softmax distributions
   of label and forecast (``model.loss: rank``); both per horizon step, over the dates of the batch
-  with at least two symbols (``data.batching: dates``);
+  with at least three symbols for ``ic``, two for ``rank`` (``data.batching: dates``);
 - ``classification``: cross-entropy of the sell/hold/buy logits against labels from the *future
   returns* (log-return units) and ``model.classification_threshold``;
 - ``quantile``: pinball loss of the forecast quantiles at the levels ``model.quantiles``.
@@ -85,11 +85,12 @@ def _group_moments(pred: torch.Tensor, target: torch.Tensor, groups: torch.Tenso
 
 def ic_loss(pred: torch.Tensor, target: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     """Minus the mean per-date Pearson IC of ``pred`` and ``target`` (B, H) across the members of each
-    date of ``groups`` (G, B), per step; dates with fewer than 2 members are left out."""
+    date of ``groups`` (G, B), per step; dates with fewer than 3 members are left out (the
+    correlation of two points is ±1 and has no gradient)."""
     n, dp, dy = _group_moments(pred, target, groups)
     cov, vp, vy = (dp * dy).sum(1), (dp * dp).sum(1), (dy * dy).sum(1)  # (G, H)
     ic = cov / torch.sqrt(vp * vy + 1e-12)
-    valid = (n >= 2).to(ic.dtype).expand_as(ic)
+    valid = (n >= 3).to(ic.dtype).expand_as(ic)
     return -(ic * valid).sum() / valid.sum().clamp(min=1)
 
 
