@@ -211,9 +211,9 @@ def market_columns(returns: np.ndarray, times: np.ndarray, windows=()) -> dict[s
 
 
 MARKET_WINDOWS = (5, 10, 20, 30, 60)
-PANEL_FEATURES = frozenset({"market"})
+PANEL_FEATURES = {"market": market_columns}
 """Features computed across the symbols of each date (after every symbol's rows are built), not per
-symbol: their columns come after the per-symbol ones."""
+symbol, by name: (returns (N,), times (N,), parameters) → columns; they come after the per-symbol ones."""
 
 
 def symbol_specs(specs: list[str]) -> list[str]:

@@ -17,7 +17,7 @@ import pandas as pd
 from hftraining.core.config import DataConfig
 from hftraining.core.errors import DataError
 from hftraining.data.features import (
-    build_features, feature_columns, feature_warmup, market_columns, panel_specs, parse_spec, symbol_specs,
+    PANEL_FEATURES, build_features, feature_columns, feature_warmup, panel_specs, parse_spec, symbol_specs,
 )
 
 
@@ -192,8 +192,7 @@ def fill_panel_features(features: np.ndarray, returns: np.ndarray, times: np.nda
     cols: dict[str, np.ndarray] = {}
     for spec in panel:
         name, params = parse_spec(spec)
-        if name == "market":
-            cols.update(market_columns(np.asarray(returns), np.asarray(times), params))
+        cols.update(PANEL_FEATURES[name](np.asarray(returns), np.asarray(times), params))
     block = np.column_stack(list(cols.values())).astype(np.float32)  # (N, P)
     P = block.shape[1]
     for a in range(0, len(block), chunk):

@@ -294,11 +294,10 @@ def _build(d: DataConfig, us: list[Unit], needed: RowsNeeded, folder: Path | Non
     finally:
         sink.close()
     digests = {k: h.hexdigest() for k, h in sink.hashes.items()}
+    arrays = sink.arrays() if folder is None else None
     if panel_specs(d.features):  # across symbols, now that every symbol's rows are there
-        if folder is None:
-            arrays = sink.arrays()
+        if arrays is not None:
             fill_panel_features(arrays["features"], arrays["returns"], arrays["times"], d.features)
-            sink.parts = {k: [v] for k, v in arrays.items()}
         elif sink.offset:
             n = sink.offset
             feats = np.memmap(folder / "features.f32", dtype=np.float32, mode="r+", shape=(n, F))
@@ -313,7 +312,7 @@ def _build(d: DataConfig, us: list[Unit], needed: RowsNeeded, folder: Path | Non
     skipped = [s for s in col.order() if s in skipped]
     starts = [sink.where[s][0] for s in order]
     lengths = [sink.where[s][1] for s in order]
-    return order, starts, lengths, col.report(), skipped, (sink.arrays() if folder is None else None), digests
+    return order, starts, lengths, col.report(), skipped, arrays, digests
 
 
 @contextmanager
