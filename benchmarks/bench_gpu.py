@@ -6,6 +6,7 @@
     python benchmarks/bench_gpu.py --budget 240          # stop starting measurements after 240 s (printed as such)
     python benchmarks/bench_gpu.py --configs 32x4 --modes none,reduce-overhead
     python benchmarks/bench_gpu.py --device cpu          # a smoke run (tiny model, few steps): every path runs
+    python benchmarks/bench_gpu.py --profile 1024x1:default   # where a Trainer step's device time goes, by kernel kind
 
 Configurations are ``<batch>x<gradient accumulation>``: 32x1, 32x4 (the seed config) and 1024x1.
 The model is ``configs/production.json``'s (25.5M parameters, 60 steps, bf16 autocast, fused AdamW,
@@ -78,16 +79,23 @@ def bf16_matmul_peak(device: torch.device) -> float:
     return 10 * 2 * n**3 / (time.perf_counter() - t0)
 
 
-def time_trainer(cfg, data, steps: int) -> float:
-    """Seconds per optimizer step of ``Trainer.fit`` (logging every 10 steps, no evaluation, no checkpoint)."""
+def warm_trainer(cfg, data):
+    """A Trainer in training mode after 3 steps: compilation, CUDA-graph recording and the optimizer's
+    state are behind it, and never timed or profiled."""
     trainer = build_trainer(cfg, data)
-    trainer.data.val = trainer.data.val.subset(slice(0, 0))
-    trainer.save_checkpoint = trainer.read_back
     trainer.model.train()
     trainer.opt.train()
-    for _ in range(3):  # compilation, CUDA-graph recording, the optimizer's state: not timed
+    for _ in range(3):
         trainer.train_step()
     trainer.read_back()
+    return trainer
+
+
+def time_trainer(cfg, data, steps: int) -> float:
+    """Seconds per optimizer step of ``Trainer.fit`` (logging every 10 steps, no evaluation, no checkpoint)."""
+    trainer = warm_trainer(cfg, data)
+    trainer.data.val = trainer.data.val.subset(slice(0, 0))
+    trainer.save_checkpoint = trainer.read_back
     trainer.state.global_step = 0
     sync(trainer.device)
     t0 = time.perf_counter()
@@ -140,6 +148,64 @@ def time_bare(cfg, data, steps: int, mode: str) -> float:
         step(i)
     sync(device)
     return (time.perf_counter() - t0) / steps
+
+
+# kernel (GPU) or operator (CPU) kinds, by name; the first match wins, the rest is "other"
+KINDS = [
+    ("matrix products", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "aten::mm", "aten::addmm", "aten::bmm",
+                         "aten::linear", "aten::matmul")),
+    ("attention", ("flash", "fmha", "attention", "aten::_scaled_dot_product", "aten::softmax", "aten::_softmax")),
+    ("optimizer", ("multi_tensor", "adam", "foreach", "aten::_fused")),
+    ("fused element-wise (Triton)", ("triton",)),
+    ("copies and fills", ("memcpy", "memset", "copy", "fill", "aten::zero")),
+]
+
+
+def kind_of(name: str) -> str:
+    low = name.lower()
+    return next((kind for kind, keys in KINDS if any(k in low for k in keys)), "other")
+
+
+def profile_trainer(cfg, data, steps: int, n_params: int, peak: float) -> None:
+    """Print where ``steps`` optimizer steps of the Trainer spend their device time: per kernel kind
+    (on a GPU) or operator kind (on a CPU, self time), the device's busy share of the wall time, and
+    the rate the matrix products reach while they run (their FLOPs taken as 6 x parameters x tokens)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer = warm_trainer(cfg, data)
+    gpu = trainer.device.type == "cuda"
+    sync(trainer.device)
+    with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if gpu else [])]) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step()
+        trainer.read_back()
+        sync(trainer.device)
+        wall = time.perf_counter() - t0
+    trainer.close()
+    if gpu:
+        events = [(e.key, e.self_device_time_total, e.count) for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
+    else:  # operators' self time; the profiler's own marks left out
+        events = [(e.key, e.self_cpu_time_total, e.count) for e in prof.key_averages()
+                  if e.key.startswith("aten::") or "Backward" in e.key]
+    busy = sum(t for _, t, _ in events) / 1e6  # seconds
+    by_kind: dict[str, float] = {}
+    for key, t, _ in events:
+        by_kind[kind_of(key)] = by_kind.get(kind_of(key), 0.0) + t / 1e6
+    per = 1e3 / steps
+    batch, accum = cfg.data.batch_size, cfg.training.gradient_accumulation_steps
+    print(f"profile: {batch} x {accum}, compile={cfg.training.compile}, {steps} steps, {wall * per:.2f} ms a step; "
+          f"{'GPU' if gpu else 'CPU'} busy {busy * per:.2f} ms a step ({busy / wall:.0%} of the wall time), "
+          f"{sum(c for _, _, c in events) / steps:.0f} {'kernels' if gpu else 'operator calls'} a step")
+    flops = 6 * n_params * batch * accum * cfg.data.sequence_length * steps
+    for kind, t in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+        extra = (f"  (6N FLOPs at {flops / t / 1e12:.1f} TFLOP/s = {flops / t / peak:.0%} of the peak while they run)"
+                 if kind == "matrix products" and t > 0 else "")
+        print(f"  {kind:<30} {t * per:8.2f} ms a step  {t / busy:6.1%}{extra}")
+    print("  top kernels:" if gpu else "  top operators:")
+    for key, t, count in sorted(events, key=lambda e: -e[1])[:15]:
+        print(f"    {t / 1e3 * (1 / steps):8.3f} ms  x{count / steps:5.1f}  [{kind_of(key)}]  {key[:110]}")
 
 
 def time_hf(cfg, data, steps: int, compile_model: bool) -> float:
@@ -209,6 +275,9 @@ def main() -> None:
                     help="only these, in this order: trainer:<mode>, hf:none|torch_compile, bare:none|<mode>, "
                          "each optionally @<config> (e.g. trainer:max-autotune@1024x1)")
     ap.add_argument("--budget", type=float, default=None, help="start no measurement after this many seconds")
+    ap.add_argument("--profile", default=None, metavar="CONFIG[:MODE]",
+                    help="instead of timing, profile the Trainer at one configuration and compile mode "
+                         "(e.g. 1024x1:default; kernels inside CUDA graphs are not attributed, so prefer default)")
     args = ap.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
@@ -221,6 +290,18 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if gpu else f"CPU ({os.cpu_count()} cores)"
     print(f"device: {name}; torch {torch.__version__}; bf16 matmul peak measured: {peak / 1e12:.1f} TFLOP/s"
           + ("" if gpu else " (smoke run: tiny model)"), flush=True)
+    if args.profile:
+        spec, _, mode = args.profile.partition(":")
+        batch, accum = (int(v) for v in spec.split("x"))
+        steps = args.steps or (10 if gpu else 2)
+        with tempfile.TemporaryDirectory() as tmp:
+            data = prepare(config(model, 32, 1, 1, args.device, "none", tmp).data)
+            pre = data.preprocessing
+            cfg = config(model, batch, accum, steps + 3, args.device, mode or "none", os.path.join(tmp, "run"))
+            n_params = build_model(cfg.model, len(pre.feature_columns), pre.horizon, pre.seq_len).num_parameters()
+            profile_trainer(cfg, data, steps, n_params, peak)
+        print(f"total {time.perf_counter() - start:.0f} s")
+        return
     specs = [tuple(int(v) for v in spec.split("x")) for spec in configs.split(",")]
     # Measured in this order, each path over every configuration before the next path, so that a
     # --budget cut leaves the least important figures out: the Trainer (eager, then CUDA graphs),

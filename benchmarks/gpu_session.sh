@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The project's GPU checks as one prepared device run, written for a session with a few device minutes.
+# From the repository root of a GPU machine (its outputs go to $OUT, or ./gpu-out):
+#
+#   bash benchmarks/gpu_session.sh checks   # ~5 min: the CUDA tests, a profile of a 1024-window step,
+#                                           # the Trainer under max-autotune at 1024 x 1
+#   bash benchmarks/gpu_session.sh bench    # <= 9 min: bench_gpu.py's whole table in one run (--budget)
+#
+# Wheels the device image lacks (ta-lib, pytorch_optimizer, ...) are installed from .whl/ when it is
+# there: run ../shared/tools/device-wheels first and carry .whl to the device. Each step has its own
+# time limit, so one that hangs leaves the others their figures. A smoke run on a CPU machine:
+#   PY=.venv/bin/python WHEELS=0 OUT=/tmp/gpu-out bash benchmarks/gpu_session.sh checks
+set -u
+part=${1:-checks}
+out=${OUT:-gpu-out}
+py=${PY:-python3}
+mkdir -p "$out"
+if [ "${WHEELS:-1}" = 1 ] && compgen -G ".whl/*.whl" >/dev/null; then
+    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site:$PWD/src
+else
+    export PYTHONPATH=$PWD/src
+fi
+export PYTHONUNBUFFERED=1
+{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  "$py" -c "import torch; print('torch', torch.__version__)"; } 2>&1 | tee "$out/machine.txt"
+
+case "$part" in
+checks)
+    # the compiled and CUDA-graphed step against eager (gradients, losses, dropout per micro-batch,
+    # resume), no host synchronisation between logging steps, device batches, out of memory
+    timeout 240 "$py" -m pytest -q -m "not slow" tests/test_devices.py -k "cuda or steady_state or out_of_memory" \
+        -rfE --durations=10 2>&1 | tee "$out/tests.txt" | tail -25
+    # where a batch-1024 step's GPU time goes (default mode: kernels inside CUDA graphs are not attributed)
+    timeout 120 "$py" benchmarks/bench_gpu.py --profile 1024x1:default 2>&1 | grep -v USDT | tee "$out/profile.txt"
+    # max-autotune at 1024 x 1, its kernel search included, against reduce-overhead in the same run
+    timeout 300 "$py" benchmarks/bench_gpu.py --paths "trainer:reduce-overhead@1024x1,trainer:max-autotune@1024x1" \
+        2>&1 | tee "$out/autotune.txt"
+    ;;
+bench)
+    timeout 570 "$py" benchmarks/bench_gpu.py --budget "${BUDGET:-420}" 2>&1 | tee "$out/bench.txt"
+    ;;
+*)
+    echo "usage: bash benchmarks/gpu_session.sh checks|bench" >&2
+    exit 2
+    ;;
+esac
