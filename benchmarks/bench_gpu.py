@@ -152,10 +152,10 @@ def time_bare(cfg, data, steps: int, mode: str) -> float:
 
 # kernel (GPU) or operator (CPU) kinds, by name; the first match wins, the rest is "other"
 KINDS = [
-    ("matrix products", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "aten::mm", "aten::addmm", "aten::bmm",
-                         "aten::linear", "aten::matmul")),
+    ("matrix products", ("gemm", "triton_tem", "cutlass", "xmma", "nvjet", "cublas",
+                         "aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::matmul")),
     ("attention", ("flash", "fmha", "attention", "aten::_scaled_dot_product", "aten::softmax", "aten::_softmax")),
-    ("optimizer", ("multi_tensor", "adam", "foreach", "aten::_fused")),
+    ("optimizer and clipping", ("multi_tensor", "adam", "foreach", "aten::_fused", "vector_norm")),
     ("fused element-wise (Triton)", ("triton",)),
     ("copies and fills", ("memcpy", "memset", "copy", "fill", "aten::zero")),
 ]
