@@ -185,7 +185,8 @@ def profile_trainer(cfg, data, steps: int, n_params: int, peak: float) -> None:
         wall = time.perf_counter() - t0
     trainer.close()
     if gpu:
-        events = [(e.key, e.self_device_time_total, e.count) for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
+        events = [(e.key, e.self_device_time_total, e.count) for e in prof.key_averages()
+                  if e.device_type == DeviceType.CUDA]
     else:  # operators' self time; the profiler's own marks left out
         events = [(e.key, e.self_cpu_time_total, e.count) for e in prof.key_averages()
                   if e.key.startswith("aten::") or "Backward" in e.key]
