@@ -19,9 +19,11 @@ RUN = tiny(None, "model.hidden_size=64", "model.num_heads=4", "model.num_layers=
            "training.save_steps=10", "evaluation.eval_steps=20", "output.progress_bar=never", "evaluation.report=false")
 
 
-def _train(out: Path, *extra: str, failing_write: int | None = None) -> subprocess.CompletedProcess:
+def _train(out: Path, *extra: str, failing_write: int | None = None,
+           failing_event: int | None = None) -> subprocess.CompletedProcess:
     """``hftraining train`` into ``out``; with ``failing_write=k`` the k-th safetensors write of a
-    checkpoint raises OSError(ENOSPC), as a full disk does."""
+    checkpoint raises OSError(ENOSPC), as a full disk does; with ``failing_event=k`` TensorBoard's
+    k-th event record and every later one do (in TensorBoard's writer thread)."""
     argv = ["train", *RUN, f"output.output_dir={out}", *extra]
     code = "import sys\nfrom hftraining import cli\n"
     if failing_write is not None:
@@ -34,6 +36,17 @@ def _train(out: Path, *extra: str, failing_write: int | None = None) -> subproce
             f"        raise OSError({errno.ENOSPC}, 'No space left on device')\n"
             "    return real(*a, **k)\n"
             "ck.save_file = save_file\n"
+        )
+    if failing_event is not None:
+        code += (
+            "import tensorboard.summary.writer.record_writer as rw\n"
+            "real_write, events = rw.RecordWriter.write, [0]\n"
+            "def write(self, data):\n"
+            "    events[0] += 1\n"
+            f"    if events[0] >= {failing_event}:\n"
+            f"        raise OSError({errno.ENOSPC}, 'No space left on device')\n"
+            "    return real_write(self, data)\n"
+            "rw.RecordWriter.write = write\n"
         )
     code += f"sys.exit(cli.main({argv!r}))\n"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
@@ -75,6 +88,19 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_resume_ends_bit_identical(t
     proc = _train(out, "training.resume_from_checkpoint=auto")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _same(load_file(str(out / "final" / "model.safetensors")), uninterrupted)
+
+
+def test_a_full_disk_under_tensorboard_is_one_line_and_resume_ends_bit_identical(tmp_path, uninterrupted):
+    """TensorBoard writes from a thread of its own: its write error still stops the run with one line
+    naming the folder (no thread traceback), and the run resumes from its last checkpoint."""
+    out = tmp_path / "run"
+    proc = _train(out, "output.tensorboard=true", failing_event=12)  # past the step-10 record
+    _one_line(proc, f"{out / 'tensorboard'}: cannot write (No space left on device)")
+    assert "Exception in thread" not in proc.stderr, proc.stderr[-2000:]
+    proc = _train(out, "output.tensorboard=true", "training.resume_from_checkpoint=auto")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _same(load_file(str(out / "final" / "model.safetensors")), uninterrupted)
+    assert list((out / "tensorboard").iterdir())  # the resumed run's events
 
 
 def test_a_final_folder_that_cannot_be_written_is_never_left_half_written(tmp_path):

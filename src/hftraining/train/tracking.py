@@ -19,6 +19,7 @@ they are reused only when training continues from a checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from hftraining.core.config import Config, OutputConfig, resolved_report_to
-from hftraining.core.errors import UserError, writing
+from hftraining.core.errors import UserError, WriteError, is_io_error, writing
 from hftraining.core.jsonio import dumps, read_json, write_json
 
 TRACKING_FILE = "tracking.json"
@@ -112,31 +113,64 @@ class Tracker:
 
 
 class TensorBoardTracker(Tracker):
-    """``<run>/tensorboard/`` event files; a resumed run hides what a killed run wrote after its checkpoint."""
+    """``<run>/tensorboard/`` event files; a resumed run hides what a killed run wrote after its checkpoint.
+
+    TensorBoard writes from a thread of its own, which keeps a write error and raises it again at the
+    next write or flush on ours: there it becomes one line naming the folder (a full disk stops the
+    run as any other write error does). The thread's own traceback of it is not printed."""
 
     name = "tensorboard"
 
     def on_start(self, run_dir, config, resume_step):
+        import threading
+
         from torch.utils.tensorboard import SummaryWriter
 
-        self.step = 0
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"),
-                                    purge_step=None if resume_step is None else resume_step + 1)
+        self.step, self.broken = 0, False
+        self.dir = run_dir / "tensorboard"
+        self._excepthook = threading.excepthook
+        threading.excepthook = self._quiet_writer_thread
+        with writing(self.dir):
+            self.writer = SummaryWriter(log_dir=str(self.dir),
+                                        purge_step=None if resume_step is None else resume_step + 1)
+
+    def _quiet_writer_thread(self, args) -> None:
+        """threading.excepthook while the writer is open: TensorBoard's writer thread's I/O errors are
+        raised again in the main thread (see the class); every other thread's exception as before."""
+        if not (type(args.thread).__module__.startswith("tensorboard.") and is_io_error(args.exc_value)):
+            self._excepthook(args)
+
+    def _scalars(self, values: dict[str, float], step: int) -> None:
+        try:
+            with writing(self.dir):
+                for k, v in values.items():
+                    self.writer.add_scalar(k, v, step)
+        except WriteError:
+            self.broken = True  # the run stops with this error: on_end only closes
+            raise
 
     def on_log(self, step, record):
         self.step = step
-        for k, v in scalars(record).items():
-            self.writer.add_scalar(panel_tag(k), v, step)
+        self._scalars({panel_tag(k): v for k, v in scalars(record).items()}, step)
 
     def on_eval(self, step, metrics):
-        for k, v in metrics.items():
-            self.writer.add_scalar(panel_tag(f"test_{k}"), v, step)
+        self._scalars({panel_tag(f"test_{k}"): v for k, v in metrics.items()}, step)
 
     def on_end(self, verdict, artifacts, failed):
-        if verdict:
-            self.writer.add_text("verdict", verdict, self.step)
-        self.writer.flush()
-        self.writer.close()
+        import threading
+
+        try:
+            if self.broken:
+                with contextlib.suppress(OSError):  # the same error, already on its way out
+                    self.writer.close()
+                return
+            with writing(self.dir):
+                if verdict:
+                    self.writer.add_text("verdict", verdict, self.step)
+                self.writer.flush()  # raises what the writer thread kept; close() would not
+                self.writer.close()
+        finally:
+            threading.excepthook = self._excepthook
 
 
 class JsonlTracker(Tracker):
