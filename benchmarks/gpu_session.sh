@@ -2,8 +2,8 @@
 # The project's GPU checks as one prepared device run, written for a session with a few device minutes.
 # From the repository root of a GPU machine (its outputs go to $OUT, or ./gpu-out):
 #
-#   bash benchmarks/gpu_session.sh checks   # ~5 min: the CUDA tests, a profile of a 1024-window step,
-#                                           # the Trainer under max-autotune at 1024 x 1
+#   bash benchmarks/gpu_session.sh checks   # <= 9.5 min: the CUDA tests, profiles of a 1024-window step and
+#                                           # of the seed config's, the Trainer under max-autotune at 1024 x 1
 #   bash benchmarks/gpu_session.sh bench    # <= 9 min: bench_gpu.py's whole table in one run (--budget)
 #
 # Wheels the device image lacks (ta-lib, pytorch_optimizer, ...) are installed from .whl/ when it is
@@ -29,13 +29,14 @@ case "$part" in
 checks)
     # the compiled and CUDA-graphed step against eager (gradients, losses, dropout per micro-batch,
     # resume), no host synchronisation between logging steps, device batches, out of memory
-    timeout 240 "$py" -m pytest -q -m "not slow" tests/test_devices.py -k "cuda or steady_state or out_of_memory" \
+    timeout 150 "$py" -m pytest -q -m "not slow" tests/test_devices.py -k "cuda or steady_state or out_of_memory" \
         -rfE --durations=10 2>&1 | tee "$out/tests.txt" | tail -25
     # where a batch-1024 step's GPU time goes (default mode: kernels inside CUDA graphs are not attributed)
     timeout 120 "$py" benchmarks/bench_gpu.py --profile 1024x1:default 2>&1 | grep -v USDT | tee "$out/profile.txt"
-    # max-autotune at 1024 x 1, its kernel search included, against reduce-overhead in the same run
-    timeout 300 "$py" benchmarks/bench_gpu.py --paths "trainer:reduce-overhead@1024x1,trainer:max-autotune@1024x1" \
-        2>&1 | tee "$out/autotune.txt"
+    # the seed config's kernels a step, eager (the bare loop: 719, 3.6 ms of GPU work in 22.7 ms)
+    timeout 60 "$py" benchmarks/bench_gpu.py --profile 32x4:none 2>&1 | grep -v USDT | tee -a "$out/profile.txt"
+    # max-autotune at 1024 x 1 (its kernel search takes minutes; reduce-overhead there: 23.1 micro-steps/s)
+    timeout 230 "$py" benchmarks/bench_gpu.py --paths "trainer:max-autotune@1024x1" 2>&1 | tee "$out/autotune.txt"
     ;;
 bench)
     timeout 570 "$py" benchmarks/bench_gpu.py --budget "${BUDGET:-420}" 2>&1 | tee "$out/bench.txt"
