@@ -54,6 +54,7 @@ EXPECTED = {
     "compressed_zstd.csv.zst": ok(),
     "empty_volume.csv": ok(),
     "empty_volume_long.csv": ok(2 * N, 2 * N),
+    "zero_volume.csv": ok(),
     "adj_close_and_close.csv": ok(),  # the split in Close is not in Adj Close: no jump
     "space_thousands_some_rows.csv": ok(N, N - 3, non_numeric=(3, 0, 0, [6, 32, 79])),
     "outlier_timestamp_late.csv": ok(N, N - 1, outlier_timestamp=(1, 0, 0, [52])),  # not sorted to the end
@@ -90,6 +91,7 @@ ADJUSTED = {"used": "Adj Close", "why": "data.price_adjustment=adjusted: the clo
 DETAILS = {
     "empty_volume.csv": {"volume_empty": ["empty_volume"], "dropped_features": {"volume_ratio_20": "volume column is empty"}},
     "empty_volume_long.csv": {"volume_empty": ["FXB"], "dropped_features": {"volume_ratio_20": "volume column is empty for FXB"}},
+    "zero_volume.csv": {"volume_empty": ["zero_volume"], "dropped_features": {"volume_ratio_20": "volume column is empty"}},
     "adj_close_and_close.csv": {"close_column": ADJUSTED},
     "text_in_numeric.csv": {"non_numeric_columns": {"close": {"count": 1, "line": 42, "value": "abc"}}},
     "two_defects_one_row.csv": {"non_numeric_columns": {"close": {"count": 1, "line": 46, "value": "x"}}},

@@ -99,6 +99,7 @@ def main() -> None:
     write("empty_volume.csv", csv_text(base.assign(Volume="")))  # FX/index data: no volume at all
     fx = pd.concat([base.assign(Symbol="AAA"), clean(seed=3).assign(Symbol="FXB", Volume="")])
     write("empty_volume_long.csv", csv_text(fx))  # one of two symbols has no volume
+    write("zero_volume.csv", csv_text(base.assign(Volume=0)))  # "no volume" written as zeros
     adj = base.copy()
     factor = np.where(np.arange(N) < 60, 4.0, 1.0)  # a 1:4 split before line 62: Close jumps, Adj Close does not
     adj["Close"] = (base["Close"] * factor).round(2)

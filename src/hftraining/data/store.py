@@ -64,7 +64,7 @@ from hftraining.data.validate import TooFewRows, check_policy
 
 log = logging.getLogger(__name__)
 
-FORMAT = 4  # bump when the stored layout or a feature's formula changes (4: digests in the index)
+FORMAT = 5  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty)
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",

@@ -31,7 +31,7 @@ one). One row dated 2087 (or 1987) in a 2020–2024 file is that one row, droppe
 to the end. The rule depends on the file only, never on the clock, so a file's report (and the
 feature store's entry for it) does not change with the day it is checked.
 
-An entirely empty volume column (every cell empty or NaN: FX, indices) is not a per-row defect:
+An entirely empty volume column (every cell empty, NaN or 0: FX, indices) is not a per-row defect:
 the rows are kept with NaN volume, the report lists the symbol under ``volume_empty`` and the
 features of ``data.features`` that need volume under ``dropped_features`` (training drops them
 for every symbol; see :func:`hftraining.data.features.drop_volume_features`). A missing volume
@@ -293,9 +293,12 @@ def validate_frame(
                 c0 = close_raw if close_raw is not None else cols["close"].astype(object)
                 raw_text["close"] = np.where(adj_bad | ~text_bad["close"], a, c0)
             cols["close"], text_bad["close"] = adj, text_bad["close"] | adj_bad
-    # an entirely empty volume column (FX, indices): kept as NaN, never a per-row defect
-    vol_empty = len(df) > 0 and bool(np.isnan(cols["volume"]).all()) and not text_bad["volume"].any()
+    # an entirely empty volume column (FX, indices), or one of zeros only (how some sources write
+    # "no volume"): NaN, never a per-row defect
+    vol = cols["volume"]
+    vol_empty = len(df) > 0 and bool((np.isnan(vol) | (vol == 0)).all()) and not text_bad["volume"].any()
     if vol_empty:
+        cols["volume"] = np.full_like(vol, np.nan)
         rep.volume_empty.append(symbol or source)
     for col in ("open", "high", "low"):
         if col not in cols:  # a close-only file: the bar is the close
