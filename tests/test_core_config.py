@@ -118,6 +118,11 @@ def test_yaml_scientific_notation_is_a_number(tmp_path):
         ("model.pooling=max", "model.pooling"),
         ("model.num_heads=3", "model.num_heads"),
         ("data.train_ratio=0.95", "data.train_ratio"),
+        ("model.lightgbm_num_leaves=1", "model.lightgbm_num_leaves"),
+        ("model.lightgbm_feature_fraction=0", "model.lightgbm_feature_fraction"),
+        ("model.lightgbm_bagging_fraction=1.5", "model.lightgbm_bagging_fraction"),
+        ("model.lightgbm_lambda_l2=-1", "model.lightgbm_lambda_l2"),
+        ("model.lightgbm_rounds=0", "model.lightgbm_rounds"),
     ],
 )
 def test_bad_config_names_the_key(override, key):

@@ -105,17 +105,23 @@ def test_lightgbm_fits_per_step_early_stopped_and_reloads_without_pickle(data, t
     import lightgbm as lgb
 
     from hftraining.models import ForecastModel
-    from hftraining.models.gbm import MAX_ROUNDS, PARAMS
     from hftraining.models.predict import predict_scaled
 
-    m = build_model(ModelConfig(type="lightgbm", ridge_lags=5), data.train.features.shape[1], 3, 20)
+    cfg = ModelConfig(type="lightgbm", ridge_lags=5, lightgbm_num_leaves=7, lightgbm_learning_rate=0.1,
+                      lightgbm_min_data_in_leaf=40, lightgbm_feature_fraction=0.9, lightgbm_bagging_fraction=0.7,
+                      lightgbm_lambda_l2=2.0, lightgbm_rounds=200, lightgbm_early_stopping=10)
+    m = build_model(cfg, data.train.features.shape[1], 3, 20)
     fit = m.fit_windows(data.train, data.val)
-    assert len(m.boosters) == 3 and 1 <= fit["rounds"] <= MAX_ROUNDS
-    # each step's booster is what LightGBM fits on the same design matrix with the same settings
+    assert len(m.boosters) == 3 and 1 <= fit["rounds"] <= 200
+    assert "[num_leaves: 7]" in m.boosters[0].model_to_string()
+    # each step's booster is what LightGBM fits on the same design matrix with the model.lightgbm_* settings
     A, Y = _design(data.train, 5)
     Av, Yv = _design(data.val, 5)
-    ref = lgb.train(PARAMS, lgb.Dataset(A[:, :-1], Y[:, 0]), num_boost_round=MAX_ROUNDS,
-                    valid_sets=[lgb.Dataset(Av[:, :-1], Yv[:, 0])], callbacks=[lgb.early_stopping(30, verbose=False)])
+    params = {"objective": "regression", "learning_rate": 0.1, "num_leaves": 7, "min_data_in_leaf": 40,
+              "feature_fraction": 0.9, "bagging_fraction": 0.7, "bagging_freq": 1, "lambda_l2": 2.0, "num_threads": 2,
+              "seed": 0, "deterministic": True, "force_row_wise": True, "verbosity": -1}
+    ref = lgb.train(params, lgb.Dataset(A[:, :-1], Y[:, 0]), num_boost_round=200,
+                    valid_sets=[lgb.Dataset(Av[:, :-1], Yv[:, 0])], callbacks=[lgb.early_stopping(10, verbose=False)])
     np.testing.assert_allclose(m.boosters[0].predict(Av[:, :-1]), ref.predict(Av[:, :-1], num_iteration=ref.best_iteration),
                                rtol=1e-6, atol=1e-9)
     before = predict_scaled(m, data.test, 256)

@@ -54,6 +54,26 @@ class ModelConfig:
     ridge_lambdas: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0])
     """Ridge: penalties tried, relative to the mean diagonal of the Gram matrix; the one with the lowest
     validation MSE is kept (the first one when there is no validation window)."""
+    lightgbm_learning_rate: float = 0.05
+    """LightGBM: shrinkage of each boosting round (one booster per forecast step, on ridge's inputs)."""
+    lightgbm_num_leaves: int = 31
+    """LightGBM: most leaves of a tree (at least 2)."""
+    lightgbm_min_data_in_leaf: int = 50
+    """LightGBM: fewest training windows in a leaf."""
+    lightgbm_feature_fraction: float = 0.8
+    """LightGBM: share of the input columns each tree sees, in (0, 1]."""
+    lightgbm_bagging_fraction: float = 0.8
+    """LightGBM: share of the training windows each round sees (drawn anew every round), in (0, 1]."""
+    lightgbm_lambda_l2: float = 1.0
+    """LightGBM: L2 penalty on the leaf values (>= 0)."""
+    lightgbm_rounds: int = 500
+    """LightGBM: most boosting rounds; the fit stops after ``lightgbm_early_stopping`` rounds without a
+    lower validation MSE and keeps the best round. Without validation windows it runs
+    ``lightgbm_rounds_without_validation`` rounds."""
+    lightgbm_early_stopping: int = 30
+    """LightGBM: rounds without a lower validation MSE before the fit stops."""
+    lightgbm_rounds_without_validation: int = 100
+    """LightGBM: the fixed number of rounds when the run has no validation windows."""
     classification_threshold: float = 0.0
     """Buy/hold/sell head: a future return above +threshold is buy, below -threshold is sell (log-return units). 0 disables the head."""
     quantiles: list[float] = field(default_factory=list)
@@ -629,6 +649,15 @@ def validate(cfg: Config) -> None:
              "ridge_lags")
     if not m.ridge_lambdas or any(v <= 0 for v in m.ridge_lambdas):
         raise ConfigError(f"model.ridge_lambdas: need at least one penalty, each > 0, got {m.ridge_lambdas}")
+    positive("model", m, "lightgbm_learning_rate", "lightgbm_min_data_in_leaf", "lightgbm_rounds",
+             "lightgbm_early_stopping", "lightgbm_rounds_without_validation")
+    if m.lightgbm_num_leaves < 2:
+        raise ConfigError(f"model.lightgbm_num_leaves: must be >= 2, got {shown(m.lightgbm_num_leaves)}")
+    for name in ("lightgbm_feature_fraction", "lightgbm_bagging_fraction"):
+        if not 0 < getattr(m, name) <= 1:
+            raise ConfigError(f"model.{name}: must be in (0, 1], got {shown(getattr(m, name))}")
+    if m.lightgbm_lambda_l2 < 0:
+        raise ConfigError(f"model.lightgbm_lambda_l2: must be >= 0, got {shown(m.lightgbm_lambda_l2)}")
     positive("data", d, "sequence_length", "prediction_horizon", "batch_size", "eval_batch_size", "stride",
              "dates_per_batch")
     if d.batching == "dates" and d.augment_jitter:

@@ -23,15 +23,21 @@ from hftraining.models.outputs import ForecastOutput
 from hftraining.models.registry import MODELS
 from hftraining.models.ridge import FIT_BATCH, RidgeForecaster
 
-PARAMS: dict[str, Any] = {
-    # a small, regularised model (Qlib's benchmark settings are in this range); fixed threads and
-    # seed keep a fit reproducible on any machine
-    "objective": "regression", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 50,
-    "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
-    "num_threads": 2, "seed": 0, "deterministic": True, "force_row_wise": True, "verbosity": -1,
+# fixed, not settings: a fixed thread count and seed keep a fit reproducible on any machine
+# (the model's settings are model.lightgbm_* in the config tree)
+FIXED: dict[str, Any] = {
+    "objective": "regression", "bagging_freq": 1, "num_threads": 2, "seed": 0, "deterministic": True,
+    "force_row_wise": True, "verbosity": -1,
 }
-MAX_ROUNDS = 500
-EARLY_STOPPING = 30  # rounds without a lower validation MSE
+
+
+def lightgbm_params(cfg: ModelConfig) -> dict[str, Any]:
+    """LightGBM's parameters for ``cfg``: its ``lightgbm_*`` settings and the :data:`FIXED` ones."""
+    return {
+        "learning_rate": cfg.lightgbm_learning_rate, "num_leaves": cfg.lightgbm_num_leaves,
+        "min_data_in_leaf": cfg.lightgbm_min_data_in_leaf, "feature_fraction": cfg.lightgbm_feature_fraction,
+        "bagging_fraction": cfg.lightgbm_bagging_fraction, "lambda_l2": cfg.lightgbm_lambda_l2, **FIXED,
+    }
 
 
 @MODELS.register("lightgbm")
@@ -70,14 +76,16 @@ class LightGBMForecaster(RidgeForecaster):
         A, Y = self._design_matrix(train)
         Av, Yv = self._design_matrix(val) if len(val) else (None, None)
         self.boosters, rounds, se = [], [], 0.0
+        c = self.cfg
+        params = lightgbm_params(c)
         for h in range(self.horizon):
             dtrain = lgb.Dataset(A, Y[:, h], free_raw_data=False)
             if Av is None:
-                bst = lgb.train(PARAMS, dtrain, num_boost_round=100)
+                bst = lgb.train(params, dtrain, num_boost_round=c.lightgbm_rounds_without_validation)
             else:
                 dval = lgb.Dataset(Av, Yv[:, h], reference=dtrain)
-                bst = lgb.train(PARAMS, dtrain, num_boost_round=MAX_ROUNDS, valid_sets=[dval],
-                                callbacks=[lgb.early_stopping(EARLY_STOPPING, verbose=False)])
+                bst = lgb.train(params, dtrain, num_boost_round=c.lightgbm_rounds, valid_sets=[dval],
+                                callbacks=[lgb.early_stopping(c.lightgbm_early_stopping, verbose=False)])
                 se += float(((bst.predict(Av, num_iteration=bst.best_iteration) - Yv[:, h]) ** 2).sum())
             text = bst.model_to_string(num_iteration=bst.best_iteration or None)
             self.boosters.append(lgb.Booster(model_str=text))
