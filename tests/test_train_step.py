@@ -159,7 +159,7 @@ def test_skipped_steps_are_counted_when_read_and_the_abort_comes_by_the_next_rea
     trainer.close()
 
 
-def test_compile_auto_is_eager_until_proven_on_the_device_and_modes_are_checked(tmp_path):
+def test_compile_auto_is_eager_until_proven_on_the_device_and_modes_are_checked(tmp_path, monkeypatch):
     t = load_config(None, []).training
     assert t.compile == "auto"
     assert resolved_compile(t, "cpu") == "none" and resolved_compile(t, "cuda") == "none"
@@ -169,6 +169,21 @@ def test_compile_auto_is_eager_until_proven_on_the_device_and_modes_are_checked(
         load_config(None, ["training.compile=fast"])
     with pytest.raises(ConfigError, match="data.device_cache_max_gb"):
         load_config(None, ["data.device_cache_max_gb=-1"])
+    # where AUTO_COMPILE names a mode, auto uses it only in the scope it was proven in
+    import hftraining.core.config as C
+    from hftraining.train.trainer import compile_mode
+
+    proven = ["training.precision=bf16", "model.type=transformer"]
+    outside = [["training.precision=fp32"], ["model.type=patchtst"], ["training.gradient_checkpointing=true"],
+               ["training.optimizer=sophia"], ["data.batching=dates"]]
+    assert compile_mode(load_config(None, proven), "cpu", 1) == "none"
+    monkeypatch.setitem(C.AUTO_COMPILE, "cpu", "reduce-overhead")
+    assert compile_mode(load_config(None, proven), "cpu", 1) == "reduce-overhead"
+    assert compile_mode(load_config(None, proven), "cpu", 2) == "none"  # DDP
+    for extra in outside:
+        assert compile_mode(load_config(None, [*proven, *extra]), "cpu", 1) == "none", extra
+    assert compile_mode(load_config(None, [*proven, "training.compile=default"]), "cpu", 2) == "default"
+    monkeypatch.undo()
     cfg = _cfg(tmp_path, "training.optimizer=sophia", "training.compile=default")
     with pytest.raises(ConfigError, match=r"training.compile: 'default' cannot train 'sophia'.*double backward"):
         build_trainer(cfg, prepare(cfg.data))

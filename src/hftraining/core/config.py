@@ -793,7 +793,8 @@ speed-up on 2 cores). CUDA: none for now. On an H200, ``reduce-overhead`` traine
 faster at batch 32 x 4 and was proven equal to eager (gradients after 4 accumulated micro-batches, the
 losses of 50 steps, a bit-exact resume, no host synchronisation; ``benchmarks/results/h200-2026-12-04.md``),
 but its check that dropout draws a new mask per micro-batch has not completed on a GPU yet. Until it
-has, ``auto`` leaves CUDA eager: set ``training.compile: reduce-overhead`` to use it."""
+has, ``auto`` leaves CUDA eager: set ``training.compile: reduce-overhead`` to use it. A mode here is
+used by ``auto`` only in the scope it was proven in (``hftraining.train.trainer.compile_mode``)."""
 
 
 def resolved_compile(t: TrainingConfig, device_type: str) -> str:

@@ -113,7 +113,7 @@ class Trainer:
                 f"training.optimizer: {t.optimizer!r} needs a double backward for its Hessian estimate, which "
                 "DistributedDataParallel does not support; train it in one process"
             )
-        self.compile_mode = resolved_compile(t, self.device.type)
+        self.compile_mode = compile_mode(cfg, self.device.type, self.info.world_size)
         if self.compile_mode != "none" and optim.needs_double_backward(t):
             raise ConfigError(
                 f"training.compile: {t.compile!r} cannot train {t.optimizer!r}: its Hessian steps need a double "
@@ -472,6 +472,20 @@ class Trainer:
 
     def close(self) -> None:
         self.logger.close()
+
+
+def compile_mode(cfg: Config, device_type: str, world_size: int) -> str:
+    """``training.compile`` as this run uses it. ``auto`` takes ``AUTO_COMPILE``'s mode for the device
+    only inside the scope that mode was proven in on such a device: one process, bf16, the transformer
+    without gradient checkpointing, an optimizer without Hessian steps, batches of windows (not of
+    dates). Outside it ``auto`` is eager; an explicit mode is used as given (and checked)."""
+    t = cfg.training
+    mode = resolved_compile(t, device_type)
+    if t.compile != "auto" or mode == "none":
+        return mode
+    proven = (world_size == 1 and resolved_precision(t) == "bf16" and cfg.model.type == "transformer"
+              and not t.gradient_checkpointing and not optim.needs_double_backward(t) and cfg.data.batching != "dates")
+    return mode if proven else "none"
 
 
 def cross_sectional(cfg: Config) -> bool:
