@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from hftraining.core.config import TrainingConfig, load_config, resolved_compile
+from hftraining.core.config import TrainingConfig, load_config
 from hftraining.core.errors import ConfigError
 from hftraining.data.pipeline import prepare
 from hftraining.optim.stepper import TrainOptimizer
@@ -160,19 +160,18 @@ def test_skipped_steps_are_counted_when_read_and_the_abort_comes_by_the_next_rea
 
 
 def test_compile_auto_is_eager_until_proven_on_the_device_and_modes_are_checked(tmp_path, monkeypatch):
-    t = load_config(None, []).training
-    assert t.compile == "auto"
-    assert resolved_compile(t, "cpu") == "none" and resolved_compile(t, "cuda") == "none"
-    t = load_config(None, ["training.compile=reduce-overhead"]).training
-    assert resolved_compile(t, "cpu") == "reduce-overhead"
+    import hftraining.core.config as C
+    from hftraining.train.trainer import compile_mode
+
+    cfg = load_config(None, ["training.precision=bf16"])
+    assert cfg.training.compile == "auto"
+    assert compile_mode(cfg, "cpu", 1) == "none" and compile_mode(cfg, "cuda", 1) == "none"
+    assert compile_mode(load_config(None, ["training.compile=reduce-overhead"]), "cpu", 1) == "reduce-overhead"
     with pytest.raises(ConfigError, match="training.compile"):
         load_config(None, ["training.compile=fast"])
     with pytest.raises(ConfigError, match="data.device_cache_max_gb"):
         load_config(None, ["data.device_cache_max_gb=-1"])
     # where AUTO_COMPILE names a mode, auto uses it only in the scope it was proven in
-    import hftraining.core.config as C
-    from hftraining.train.trainer import compile_mode
-
     proven = ["training.precision=bf16", "model.type=transformer"]
     outside = [["training.precision=fp32"], ["model.type=patchtst"], ["training.gradient_checkpointing=true"],
                ["training.optimizer=sophia"], ["data.batching=dates"]]

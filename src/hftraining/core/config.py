@@ -794,14 +794,7 @@ faster at batch 32 x 4 and was proven equal to eager (gradients after 4 accumula
 losses of 50 steps, a bit-exact resume, no host synchronisation; ``benchmarks/results/h200-2026-12-04.md``),
 but its check that dropout draws a new mask per micro-batch has not completed on a GPU yet. Until it
 has, ``auto`` leaves CUDA eager: set ``training.compile: reduce-overhead`` to use it. A mode here is
-used by ``auto`` only in the scope it was proven in (``hftraining.train.trainer.compile_mode``)."""
-
-
-def resolved_compile(t: TrainingConfig, device_type: str) -> str:
-    """The ``torch.compile`` mode actually used on ``device_type`` (``none``: eager)."""
-    if t.compile == "auto":
-        return AUTO_COMPILE.get(device_type, "none")
-    return t.compile
+used by ``auto`` only in the scope it was proven in (:func:`hftraining.train.trainer.compile_mode`)."""
 
 
 def resolved_report_to(o: OutputConfig) -> list[str]:

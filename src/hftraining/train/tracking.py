@@ -128,11 +128,11 @@ class TensorBoardTracker(Tracker):
 
         self.step, self.broken = 0, False
         self.dir = run_dir / "tensorboard"
-        self._excepthook = threading.excepthook
-        threading.excepthook = self._quiet_writer_thread
         with writing(self.dir):
             self.writer = SummaryWriter(log_dir=str(self.dir),
                                         purge_step=None if resume_step is None else resume_step + 1)
+        self._excepthook = threading.excepthook  # restored by on_end
+        threading.excepthook = self._quiet_writer_thread
 
     def _quiet_writer_thread(self, args) -> None:
         """threading.excepthook while the writer is open: TensorBoard's writer thread's I/O errors are

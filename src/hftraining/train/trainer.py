@@ -24,7 +24,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from hftraining import optim
-from hftraining.core.config import Config, resolved_compile, resolved_precision
+from hftraining.core.config import AUTO_COMPILE, Config, resolved_precision
 from hftraining.core.errors import ConfigError, UserError
 from hftraining.data import augment
 from hftraining.data.pipeline import PreparedData
@@ -480,8 +480,10 @@ def compile_mode(cfg: Config, device_type: str, world_size: int) -> str:
     without gradient checkpointing, an optimizer without Hessian steps, batches of windows (not of
     dates). Outside it ``auto`` is eager; an explicit mode is used as given (and checked)."""
     t = cfg.training
-    mode = resolved_compile(t, device_type)
-    if t.compile != "auto" or mode == "none":
+    if t.compile != "auto":
+        return t.compile
+    mode = AUTO_COMPILE.get(device_type, "none")
+    if mode == "none":
         return mode
     proven = (world_size == 1 and resolved_precision(t) == "bf16" and cfg.model.type == "transformer"
               and not t.gradient_checkpointing and not optim.needs_double_backward(t) and cfg.data.batching != "dates")
