@@ -25,6 +25,7 @@ import json
 import os
 import re
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -122,8 +123,6 @@ class TensorBoardTracker(Tracker):
     name = "tensorboard"
 
     def on_start(self, run_dir, config, resume_step):
-        import threading
-
         from torch.utils.tensorboard import SummaryWriter
 
         self.step, self.broken = 0, False
@@ -157,8 +156,6 @@ class TensorBoardTracker(Tracker):
         self._scalars({panel_tag(f"test_{k}"): v for k, v in metrics.items()}, step)
 
     def on_end(self, verdict, artifacts, failed):
-        import threading
-
         try:
             if self.broken:
                 with contextlib.suppress(OSError):  # the same error, already on its way out
