@@ -18,6 +18,7 @@ from hftraining.core.errors import ConfigError
 from hftraining.optim import (
     OPTIMIZERS,
     GPro,
+    Sophia,
     build_optimizer,
     check_compatibility,
     hessian_context,
@@ -401,6 +402,24 @@ def test_sophia_with_gradient_checkpointing_non_reentrant():
     with pytest.raises(RuntimeError):  # reentrant checkpointing cannot give the Hessian
         _hessian_after_one_step(_attention_model(), x, y, clip=0.0, checkpoint=True)
     check_compatibility(TrainingConfig(optimizer="sophia", gradient_checkpointing=True))
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_sophia_weight_decay_is_lr_times_wd_as_in_adamw(foreach):
+    # Algorithm 3 of the paper (and AdamW): θ ← θ(1 - η·λ). SophiaH decays by its own lr, which
+    # Sophia sets to η/p for the step: without the correction the decay was 1/p = 100× too strong.
+    lr, wd = 1e-3, 0.1
+    w = nn.Parameter(torch.ones(4, 4))
+    opt = Sophia([{"params": [w], "weight_decay": wd}], lr=lr, foreach=foreach)
+    ((w - 1) ** 2).sum().backward(create_graph=True)  # zero gradient at w = 1: only the decay moves w
+    opt.step()
+    w_adamw = nn.Parameter(torch.ones(4, 4))
+    ref = torch.optim.AdamW([w_adamw], lr=lr, weight_decay=wd)
+    w_adamw.grad = torch.zeros_like(w_adamw)
+    ref.step()
+    torch.testing.assert_close(w.detach(), torch.full((4, 4), 1 - lr * wd))
+    torch.testing.assert_close(w.detach(), w_adamw.detach())
+    assert opt.param_groups[0]["lr"] == lr and opt.param_groups[0]["weight_decay"] == wd  # restored
 
 
 def test_check_compatibility_rejects_impossible_combinations():

@@ -3,7 +3,7 @@ Hutchinson estimate of the Hessian diagonal: pytorch-optimizer's ``SophiaH`` plu
 trainer needs to make the double backward only on Hessian-refresh steps.
 
 Update per coordinate: m = β1·m + (1-β1)·g; every ``update_period`` steps h = β2·h + (1-β2)·(z ⊙ Hz)
-with z ~ N(0, I); θ ← θ - lr·clip(m / (p·max(h, eps)), ±1). Here ``lr`` is the paper's η, the
+with z ~ N(0, I); θ ← θ(1 - lr·wd) - lr·clip(m / (p·max(h, eps)), ±1). Here ``lr`` is the paper's η, the
 largest step of any coordinate, so ``training.learning_rate`` means what it means for Adam;
 SophiaH's own ``lr`` is η/p (its defaults, 0.06 and p = 0.01, are η = 6e-4).
 
@@ -60,14 +60,18 @@ class Sophia(SophiaH):
                     "run that step's backward with create_graph=hftraining.optim.needs_create_graph(optimizer, step)"
                 )
         # SophiaH moves a coordinate by at most its lr·p: hand it lr/p for this step only, and put
-        # the exact scheduled value back (the scheduler and the checkpoint see η).
-        saved = [g["lr"] for g in self.param_groups]
+        # the exact scheduled values back (the scheduler and the checkpoint see η). SophiaH's
+        # decoupled weight decay multiplies by that same lr, so the decay goes to wd·p for the step:
+        # θ ← θ(1 - η·wd), the paper's (Algorithm 3) and AdamW's decay, not 1/p = 100× that.
+        saved = [(g["lr"], g["weight_decay"]) for g in self.param_groups]
         for g in self.param_groups:
             g["lr"] = g["lr"] / g["p"]
+            if g["weight_decouple"] and not g["fixed_decay"]:
+                g["weight_decay"] = g["weight_decay"] * g["p"]
         try:
             # The Hessian-vector product may recompute checkpointed layers: same attention kernel.
             with self.hessian_context():
                 return super().step(closure, hessian)
         finally:
-            for g, lr in zip(self.param_groups, saved):
-                g["lr"] = lr
+            for g, (lr, wd) in zip(self.param_groups, saved):
+                g["lr"], g["weight_decay"] = lr, wd
