@@ -122,3 +122,71 @@ def test_validation_is_capped_to_the_same_evenly_spaced_windows(tiny_overrides):
         trainer.close()
     with pytest.raises(ConfigError, match="evaluation.max_val_windows: must be >= 1"):
         load_config(None, tiny_overrides + ["evaluation.max_val_windows=0"])
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "schedulefreeadamw"])
+def test_load_best_model_at_end_keeps_the_weights_that_scored_best(tiny_overrides, monkeypatch, optimizer):
+    # The best evaluation (step 6) falls between save steps (4, 8), and a schedule-free optimizer
+    # scores its averaged weights, not the training weights a checkpoint holds: the final model must
+    # still be exactly the weights validation scored best.
+    import hftraining.train.trainer as trainer_mod
+    from hftraining.train.runner import build_trainer
+
+    scores, scored, weights = {2: 0.9, 4: 0.8, 6: 0.5, 8: 0.7}, {}, {}
+    evaluate, predict = trainer_mod.Trainer.evaluate, trainer_mod.predict_scaled
+
+    def spy(model, *args, **kwargs):  # the weights validation scores, as it scores them
+        weights.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return predict(model, *args, **kwargs)
+
+    def scripted(self, ws, max_batches=None):
+        out = evaluate(self, ws, max_batches)
+        if ws is self.val_windows:
+            scored[self.state.global_step] = dict(weights)
+            out["mse"] = scores[self.state.global_step]
+        return out
+
+    monkeypatch.setattr(trainer_mod, "predict_scaled", spy)
+    monkeypatch.setattr(trainer_mod.Trainer, "evaluate", scripted)
+    cfg = load_config(None, [*tiny_overrides, "training.max_steps=8", "evaluation.eval_steps=2", "training.save_steps=4",
+                             f"training.optimizer={optimizer}", "training.load_best_model_at_end=true"])
+    tr = build_trainer(cfg)
+    tr.fit()
+    tr.final_weights()
+    assert tr.state.best_step == 6 and tr.state.best_checkpoint.endswith("step-00000006")
+    assert [s for s, _ in list_checkpoints(tr.ckpt_root)] == [4, 6, 8]  # 6 saved because it scored best
+    final = tr.model.state_dict()
+    for k, v in scored[6].items():
+        if optimizer == "adamw":
+            assert torch.equal(final[k], v), k
+        else:  # evaluation weights rebuilt from the checkpoint: its training weights went through
+            torch.testing.assert_close(final[k], v, rtol=1e-6, atol=1e-7)  # eval() and train() once more
+    assert any((final[k] - v).abs().max() > 1e-5 for k, v in scored[8].items())
+
+
+def test_resumed_run_logs_the_same_training_records(tmp_path):
+    # A checkpoint (step 3) inside a logging window (steps 1-5): the resumed run's step-5 record
+    # must average steps 4-5 together with the steps 1-3 before the checkpoint, as the
+    # uninterrupted run's does (so a tracker sees the same values again).
+    import shutil
+
+    from conftest import tiny
+    from hftraining.train.runner import training_run
+
+    common = ["training.max_steps=10", "training.logging_steps=5", "training.save_steps=3", "evaluation.eval_steps=0",
+              "training.save_total_limit=10"]
+    with training_run(load_config(None, tiny(tmp_path / "full", *common))):
+        pass
+    shutil.copytree(tmp_path / "full", tmp_path / "resumed")
+    for step in (6, 9, 10):
+        shutil.rmtree(tmp_path / "resumed" / "checkpoints" / f"step-{step:08d}")
+    with training_run(load_config(None, tiny(tmp_path / "resumed", *common, "training.resume_from_checkpoint=auto",
+                                            "output.overwrite=true"))):
+        pass
+
+    def records(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(l).items() if k != "samples_per_second"} for l in lines if '"loss"' in l]
+
+    assert [r["step"] for r in records("full")] == [5, 10]
+    assert records("resumed") == records("full")

@@ -243,7 +243,9 @@ class TrainingConfig:
     early_stopping_threshold: float = 0.0
     """Minimum improvement of the metric that resets the patience."""
     load_best_model_at_end: bool = False
-    """Write the best checkpoint (by ``evaluation.metric``) as the final model."""
+    """Write the best checkpoint (by ``evaluation.metric``) as the final model: the weights that
+    validation scored best. Each evaluation that scores a new best is then saved as a checkpoint,
+    whatever ``save_steps`` says."""
     device: str = "auto"
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
     ddp_timeout: float = 1800.0

@@ -326,12 +326,17 @@ def resolve_resume(spec: str, ckpt_root: Path, main: bool = True) -> Path | None
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore model and optimizer in place and return the trainer state (RNGs restored too)."""
     load_weights(path, model)
-    opt_meta = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
-    optimizer.load_state_dict(optimizer_state_from_flat(load_file(str(path / "optimizer.safetensors")), opt_meta))
+    load_optimizer(path, optimizer)
     state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     state.pop("checksums", None)
     set_rng_state(state.pop("rng"), load_file(str(path / "rng.safetensors")))
     return state
+
+
+def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
+    """Load a checkpoint's optimizer state into ``optimizer`` in place."""
+    opt_meta = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
+    optimizer.load_state_dict(optimizer_state_from_flat(load_file(str(path / "optimizer.safetensors")), opt_meta))
 
 
 def load_weights(folder: Path, model: torch.nn.Module) -> None:

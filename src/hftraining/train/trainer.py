@@ -64,6 +64,7 @@ class TrainerState:
     stopped_early: bool = False
     sampler: dict[str, int] = field(default_factory=dict)
     scheduler: dict[str, Any] = field(default_factory=dict)
+    log_window: dict[str, Any] = field(default_factory=dict)  # the steps read back since the last training record
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -89,6 +90,14 @@ class _LogWindow:
     skipped: bool = False
     samples: int = 0
     start: float = field(default_factory=time.perf_counter)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to write the same next record: not the throughput (a timing)."""
+        return {"losses": self.losses, "grad_norm": self.grad_norm, "parts": self.parts, "skipped": self.skipped}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "_LogWindow":
+        return cls(**state)
 
 
 class Trainer:
@@ -203,6 +212,7 @@ class Trainer:
     def trainer_state(self) -> dict[str, Any]:
         self.state.sampler = self.sampler.state_dict()
         self.state.scheduler = self.scheduler.state_dict() if self.scheduler else {}
+        self.state.log_window = self._window.state_dict()
         return self.state.to_dict()
 
     def save_checkpoint(self) -> None:
@@ -438,7 +448,7 @@ class Trainer:
                              len(self.val_windows), len(self.data.val))
         self.model.train()
         self.opt.train()
-        self._window = _LogWindow()
+        self._window = _LogWindow.from_state(self.state.log_window)  # a resumed run's next record is the uninterrupted one's
         while self.state.global_step < t.max_steps and not self.state.stopped_early:
             self.train_step()
             step = self.state.global_step
@@ -451,23 +461,38 @@ class Trainer:
                 self.read_back()  # the host waits for the device only here
             if log_now:
                 self._log_training(step)
+            new_best = False
             if eval_now:
                 self._validate(step, e.max_eval_batches)
-            if save_now or self.state.stopped_early:
-                if eval_now and self.state.best_step == step:  # the best is only ever a saved step
+                new_best = self.state.best_step == step
+            # with load_best_model_at_end every new best is saved, whatever save_steps says, so the
+            # final model is the one that was scored best
+            if save_now or self.state.stopped_early or (new_best and t.load_best_model_at_end):
+                if new_best:
                     self.state.best_checkpoint = str(self.ckpt_root / f"step-{step:08d}")
                 self.save_checkpoint()
 
     def final_weights(self) -> None:
         """Leave the model with the weights the run keeps: the optimizer's evaluation weights
-        (schedule-free averaging), or with ``training.load_best_model_at_end`` the best checkpoint's."""
+        (schedule-free averaging) of the last step, or with ``training.load_best_model_at_end`` those
+        of the best checkpoint, the weights its validation scored. A checkpoint holds the training
+        weights and the optimizer state, so schedule-free evaluation weights are rebuilt from both
+        (equal to the scored ones to float rounding: the saved training weights went through the
+        evaluation's switch and back)."""
         t = self.cfg.training
+        if t.load_best_model_at_end and self.opt is not None:
+            best = self.state.best_checkpoint
+            if best is None:  # no validation window, so no score: say so rather than pretend
+                self.logger.info("training.load_best_model_at_end: no validation score, the final model is the last step's")
+            elif not Path(best).is_dir():
+                raise UserError(f"training.load_best_model_at_end: the best checkpoint {best} is gone")
+            else:
+                ckpt.load_weights(Path(best), self.model)
+                ckpt.load_optimizer(Path(best), self.optimizer)
+                self.logger.info("final model = best checkpoint (step %s, eval_%s=%.6g)",
+                                 self.state.best_step, self.cfg.evaluation.metric, self.state.best_metric)
         if self.opt is not None:
             self.opt.eval()
-        if t.load_best_model_at_end and self.state.best_checkpoint and Path(self.state.best_checkpoint).exists():
-            ckpt.load_weights(Path(self.state.best_checkpoint), self.model)
-            self.logger.info("final model = best checkpoint (step %s, eval_%s=%.6g)",
-                             self.state.best_step, self.cfg.evaluation.metric, self.state.best_metric)
         self.model.eval()
 
     def close(self) -> None:
