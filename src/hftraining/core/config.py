@@ -196,8 +196,11 @@ class TrainingConfig:
     weight_decay: float = 0.01
     """Decoupled weight decay; never applied to biases, norms or embeddings."""
     adam_beta1: float = 0.9
+    """First-moment decay of ``adamw``, ``gpro``, ``lamb`` and ``adafactor`` (Lion, Adan and Sophia keep their own betas)."""
     adam_beta2: float = 0.999
+    """Second-moment decay of the same optimizers."""
     adam_epsilon: float = 1e-8
+    """Denominator epsilon of ``adamw``, ``gpro``, ``lamb`` and ``adan``."""
     optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments passed to the optimizer's constructor."""
     lr_scheduler: Literal["constant", "linear", "cosine", "cosine_restarts", "wsd"] = "cosine"
@@ -233,7 +236,7 @@ class TrainingConfig:
     save_on_epoch_end: bool = False
     """Also write a checkpoint whenever an epoch of the training windows ends."""
     save_total_limit: int = 3
-    """Keep at most this many checkpoints (the latest and the best are never deleted)."""
+    """Keep at most this many checkpoints (the latest and the best are never deleted; 0 keeps all)."""
     resume_from_checkpoint: Optional[str] = None
     """``auto`` (latest complete checkpoint of the run folder) or a checkpoint path."""
     max_consecutive_nonfinite: int = 5
@@ -717,8 +720,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"training.min_lr_ratio: must be in [0, 1], got {t.min_lr_ratio}")
     if not 0 <= t.warmup_ratio < 1:
         raise ConfigError(f"training.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
-    if t.warmup_steps is not None and t.warmup_steps < 0:
-        raise ConfigError(f"training.warmup_steps: must be >= 0, got {t.warmup_steps}")
+    if t.warmup_steps is not None and not 0 <= t.warmup_steps <= t.max_steps:
+        raise ConfigError(f"training.warmup_steps: must be in [0, training.max_steps={t.max_steps}], got {t.warmup_steps}")
+    for name in ("max_grad_norm", "early_stopping_patience", "early_stopping_threshold", "save_total_limit"):
+        if getattr(t, name) < 0:  # 0 disables each (save_total_limit 0: keep every checkpoint)
+            raise ConfigError(f"training.{name}: must be >= 0, got {shown(getattr(t, name))}")
+    if m.intermediate_size is not None and m.intermediate_size < 1:
+        raise ConfigError(f"model.intermediate_size: must be >= 1 (or null for 4 x model.hidden_size), got {m.intermediate_size}")
     metrics = ("loss", "mse", "mae", "mse_vs_zero", "neg_ic", "neg_rank_ic")
     if e.metric not in metrics:
         raise ConfigError(f"evaluation.metric: {shown(e.metric)} is not one of {', '.join(map(repr, metrics))} (lower is better)")
@@ -738,7 +746,7 @@ def validate(cfg: Config) -> None:
     for i, origin in enumerate(cfg.serve.cors_origins):
         if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
             raise ConfigError(f"serve.cors_origins[{i}]: {shown(origin)} is not an origin (scheme://host[:port], no path) or '*'")
-    for name in ("max_val_windows", "max_test_windows", "baseline_max_windows"):
+    for name in ("max_eval_batches", "max_val_windows", "max_test_windows", "baseline_max_windows"):
         if getattr(e, name) is not None and getattr(e, name) < 1:
             raise ConfigError(f"evaluation.{name}: must be >= 1 (or null for all), got {getattr(e, name)}")
     for q in e.intervals:
