@@ -19,14 +19,40 @@ def test_dm_matches_hand_computation():
     # d = loss_a - loss_b = [2, 0, 1, 3]; mean 1.5; deviations e = [.5, -1.5, -.5, 1.5]
     # gamma0 = (0.25 + 2.25 + 0.25 + 2.25) / 4 = 1.25
     # gamma1 = (e1 e0 + e2 e1 + e3 e2) / 4 = (-0.75 + 0.75 - 0.75) / 4 = -0.1875
-    # Newey–West, lag 1, Bartlett weight 1 - 1/2: LRV = 1.25 + 2 * 0.5 * (-0.1875) = 1.0625
+    # rectangular kernel, lag 1 (H = 2): LRV = 1.25 + 2 * (-0.1875) = 0.875
+    # Harvey–Leybourne–Newbold: × sqrt((T + 1 - 2H + H(H - 1)/T) / T) = sqrt((4 + 1 - 4 + 0.5) / 4) = sqrt(0.375)
     out = M.diebold_mariano(np.array([3.0, 1, 2, 4]), np.array([1.0, 1, 1, 1]), lag=1)
-    stat = 1.5 / math.sqrt(1.0625 / 4)
-    assert out["statistic"] == pytest.approx(stat, rel=1e-12)
-    assert out["p_value"] == pytest.approx(math.erfc(stat / math.sqrt(2)), rel=1e-10)
-    assert out["statistic"] == pytest.approx(2.910427, rel=1e-6)
-    # lag 0 is the plain variance of the mean: 1.5 / sqrt(1.25 / 4)
-    assert M.diebold_mariano(np.array([3.0, 1, 2, 4]), np.ones(4), lag=0)["statistic"] == pytest.approx(1.5 / math.sqrt(1.25 / 4))
+    stat = 1.5 / math.sqrt(0.875 / 4) * math.sqrt(0.375)
+    assert out["statistic"] == pytest.approx(stat, rel=1e-12) and out["kernel"] == "rectangular"
+    assert out["statistic"] == pytest.approx(1.963961, rel=1e-6)
+    assert out["p_value"] == pytest.approx(2 * stats.t.sf(stat, df=3), rel=1e-10)
+    # lag 0: the plain variance of the mean, HLN factor sqrt((T - 1)/T)
+    assert M.diebold_mariano(np.array([3.0, 1, 2, 4]), np.ones(4), lag=0)["statistic"] == pytest.approx(
+        1.5 / math.sqrt(1.25 / 4) * math.sqrt(3 / 4))
+
+
+def test_dm_falls_back_to_bartlett_when_the_rectangular_variance_is_not_positive():
+    # d alternates: gamma1 = -gamma0 (almost), so gamma0 + 2 gamma1 < 0; Bartlett weight 1/2 keeps it >= 0
+    d = np.array([1.0, -1, 1, -1, 1, -1, 1, -1, 1.2])
+    out = M.diebold_mariano(d, np.zeros_like(d), lag=1)
+    assert out["kernel"] == "bartlett"
+    T, H = d.size, 2
+    want = d.mean() / math.sqrt(M.newey_west_variance(d, 1) / T) * math.sqrt((T + 1 - 2 * H + H * (H - 1) / T) / T)
+    assert out["statistic"] == pytest.approx(want, rel=1e-12)
+
+
+def test_dm_test_rejects_a_true_null_at_its_level():
+    # Two forecasts with equal expected loss (+c and -c around zero-mean returns), 5-step windows
+    # whose losses overlap by 4 returns: the test must reject at about 5%, not the ~10% that
+    # Bartlett weights at lag H - 1 gave (they under-weight the MA(4) autocovariances).
+    rng = np.random.default_rng(0)
+    H, T, reps = 5, 500, 2000
+    rejected = 0
+    for _ in range(reps):
+        r = rng.standard_normal(T + H)
+        y = np.stack([r[1 + h: 1 + h + T] for h in range(H)], axis=1)  # (T, H): steps 1..H after each origin
+        rejected += M.dm_test(np.full_like(y, 0.3), np.full_like(y, -0.3), y, np.arange(T))["p_value"] < 0.05
+    assert 0.035 < rejected / reps < 0.07, rejected / reps
 
 
 def test_dm_test_averages_symbols_per_date_first():
@@ -111,10 +137,20 @@ def test_score_layout_and_honest_verdict(prepared):
 
 
 def test_verdict_needs_significance():
-    small_gain = {"mse_vs_zero": 0.9995, "dm_vs_zero": {"p_value": 0.4}}
+    small_gain = {"mse_vs_zero": 0.9995, "dm_vs_zero": {"p_value": 0.4, "statistic": -0.8}}
     assert "no significant difference" in verdict(small_gain) and "beats" not in verdict(small_gain)
-    assert "WORSE" in verdict({"mse_vs_zero": 1.2, "dm_vs_zero": {"p_value": 0.001}})
-    assert "beats" in verdict({"mse_vs_zero": 0.8, "dm_vs_zero": {"p_value": 0.001}})
+    assert "WORSE" in verdict({"mse_vs_zero": 1.2, "dm_vs_zero": {"p_value": 0.001, "statistic": 3.5}})
+    assert "beats" in verdict({"mse_vs_zero": 0.8, "dm_vs_zero": {"p_value": 0.001, "statistic": -3.5}})
+
+
+def test_verdict_claims_nothing_when_mse_and_dm_point_opposite_ways():
+    # On a panel whose dates hold different numbers of symbols, the pooled MSE (per window) can be
+    # lower while the per-date DM statistic says significantly worse: neither "beats" nor "WORSE".
+    split = {"mse_vs_zero": 0.8247, "dm_vs_zero": {"p_value": 7.5e-5, "statistic": 3.96},
+             "strongest_baseline": {"name": "ridge", "mse": 1.0, "mse_ratio": 0.8247, "dm": {"p_value": 7.5e-5, "statistic": 3.96}}}
+    text = verdict(split)
+    assert "beats" not in text and "WORSE" not in text and "significantly better" not in text
+    assert text.count("opposite directions") == 2 and text.endswith("not worth its cost over fitted:ridge")
 
 
 def test_quantile_head_metrics(prepared):

@@ -85,8 +85,10 @@ def test_every_evaluation_has_the_fitted_baseline_and_names_the_strongest(tmp_pa
 
 
 def _result(model_mse, base_mse, p_zero, p_best, best="ridge"):
-    return {"mse_vs_zero": model_mse / 1.0, "dm_vs_zero": {"p_value": p_zero},
-            "strongest_baseline": {"name": best, "mse": base_mse, "mse_ratio": model_mse / base_mse, "dm": {"p_value": p_best}}}
+    sign = lambda ratio: -2.0 if ratio < 1 else 2.0  # noqa: E731  the DM statistic's sign follows the MSE ratio
+    return {"mse_vs_zero": model_mse / 1.0, "dm_vs_zero": {"p_value": p_zero, "statistic": sign(model_mse)},
+            "strongest_baseline": {"name": best, "mse": base_mse, "mse_ratio": model_mse / base_mse,
+                                   "dm": {"p_value": p_best, "statistic": sign(model_mse / base_mse)}}}
 
 
 @pytest.mark.parametrize("model_mse, base_mse, p_best, words", [

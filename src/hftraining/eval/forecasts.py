@@ -292,10 +292,23 @@ def cs_verdict(result: dict[str, Any], fc: Forecasts, level: float = SIGNIFICANC
     return f"{text}: no significant difference, so the model is not worth its cost over {name}"
 
 
+def _disagree(ratio: float, dm: dict[str, Any]) -> bool:
+    """Whether the pooled MSE ratio (each window weighs the same) and the DM statistic (each date
+    weighs the same) point in opposite directions, as they can on a panel whose dates hold
+    different numbers of symbols: then neither direction is claimed."""
+    stat = dm.get("statistic", float("nan"))
+    return math.isfinite(stat) and ratio != 1 and stat != 0 and (ratio < 1) != (stat < 0)
+
+
+DISAGREE = ("the pooled MSE and the per-date DM test point in opposite directions (dates hold different "
+            "numbers of symbols), so no claim is made")
+
+
 def verdict(result: dict[str, Any], level: float = SIGNIFICANCE) -> str:
-    """One honest sentence: a lower MSE only counts as "beats" when the DM test rejects equality;
-    against the zero-return forecast, and against the strongest baseline (the lowest test MSE of
-    every naive and fitted baseline): a model that does not beat it is not worth its cost."""
+    """One honest sentence: a lower MSE only counts as "beats" when the DM test rejects equality in
+    the same direction; against the zero-return forecast, and against the strongest baseline (the
+    lowest test MSE of every naive and fitted baseline): a model that does not beat it is not worth
+    its cost."""
     ratio, dm = result["mse_vs_zero"], result.get("dm_vs_zero") or {}
     p = dm.get("p_value", float("nan"))
     if not math.isfinite(ratio) or not math.isfinite(p):
@@ -303,7 +316,9 @@ def verdict(result: dict[str, Any], level: float = SIGNIFICANCE) -> str:
     head_ = f"model MSE / zero-forecast MSE = {ratio:.4f}, Diebold–Mariano p = {p:.3g}"
     if p >= level:
         text = f"{head_}: no significant difference from the zero-return forecast (at {level:g})"
-    elif ratio < 1:
+    elif _disagree(ratio, dm):
+        text = f"{head_}: {DISAGREE}"
+    elif dm["statistic"] < 0:
         text = f"{head_}: the model beats the zero-return forecast (significant at {level:g})"
     else:
         text = f"{head_}: the model is significantly WORSE than the zero-return forecast (at {level:g})"
@@ -314,7 +329,9 @@ def verdict(result: dict[str, Any], level: float = SIGNIFICANCE) -> str:
     against = f"; strongest baseline {name}: model MSE / its MSE = {r_b:.4f}, DM p = {p_b:.3g}"
     if not math.isfinite(p_b):
         return f"{text}{against}: the DM test could not be computed"
-    if p_b < level and r_b < 1:
+    if p_b < level and _disagree(r_b, sb["dm"]):
+        return f"{text}{against}: {DISAGREE}, so the model is not worth its cost over {name}"
+    if p_b < level and sb["dm"]["statistic"] < 0:
         return f"{text}{against}: the model beats the strongest baseline (significant at {level:g})"
     if p_b < level:
         return f"{text}{against}: {name} is significantly better, so the model is not worth its cost"

@@ -205,26 +205,49 @@ def newey_west_variance(d: np.ndarray, lag: int) -> float:
     return v
 
 
-def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lag: int) -> dict[str, float]:
-    """Diebold–Mariano test of equal expected loss of forecasts a and b.
+def dm_long_run_variance(d: np.ndarray, lag: int) -> tuple[float, str]:
+    """Long-run variance of ``d`` (T,) for the Diebold–Mariano test and the kernel that gave it.
+
+    The loss differential of H-step forecasts is autocorrelated up to lag H − 1 and not beyond (an
+    MA(H − 1)), so Diebold and Mariano sum its autocovariances up to ``lag`` with equal weights (the
+    rectangular kernel). Bartlett weights would under-weight them: for overlapping H-step losses the
+    test then rejects a true null about twice as often as its level. The rectangular sum can come
+    out ≤ 0 in small samples; then the Bartlett estimate (never negative) is used, and named.
+    """
+    d = np.asarray(d, dtype=np.float64)
+    T = d.size
+    e = d - d.mean()
+    gamma = [float(e @ e) / T] + [float(e[k:] @ e[:-k]) / T for k in range(1, min(lag, T - 1) + 1)]
+    v = gamma[0] + 2.0 * sum(gamma[1:])
+    if v > 0:
+        return v, "rectangular"
+    return newey_west_variance(d, lag), "bartlett"
+
+
+def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lag: int) -> dict[str, Any]:
+    """Diebold–Mariano test of equal expected loss of forecasts a and b, with the small-sample
+    correction of Harvey, Leybourne and Newbold (1997).
 
     ``loss_a``, ``loss_b``: (T,) per-period losses in time order (one value per date). ``lag``:
-    Newey–West truncation, H − 1 for H-step forecasts (their errors overlap by H − 1 periods).
-    Statistic = mean(d) / sqrt(LRV / T) with d = loss_a − loss_b: negative means a has the smaller
-    loss. Two-sided p-value from the standard normal.
+    H − 1 for H-step forecasts (their errors overlap by H − 1 periods). With d = loss_a − loss_b,
+    DM = mean(d) / sqrt(LRV / T) (LRV: :func:`dm_long_run_variance`), and the statistic reported is
+    DM · sqrt((T + 1 − 2H + H(H − 1)/T) / T), two-sided p-value from Student's t with T − 1 degrees
+    of freedom. Negative means a has the smaller loss.
     """
     d = np.asarray(loss_a, dtype=np.float64) - np.asarray(loss_b, dtype=np.float64)
-    T = d.size
-    if T < 2:
-        return {"statistic": float("nan"), "p_value": float("nan"), "mean_diff": float("nan"), "n": int(T), "lag": int(lag)}
-    lrv = newey_west_variance(d, lag)
+    T, H = d.size, lag + 1
+    correction = (T + 1 - 2 * H + H * (H - 1) / T) / T if T else 0.0
+    if T < 2 or correction <= 0:
+        return {"statistic": float("nan"), "p_value": float("nan"), "mean_diff": float(d.mean()) if T else float("nan"),
+                "n": int(T), "lag": int(lag), "kernel": "none (too few dates)"}
+    lrv, kernel = dm_long_run_variance(d, lag)
     mean = float(d.mean())
     if lrv <= 0:
         stat = 0.0 if mean == 0 else math.copysign(math.inf, mean)
     else:
-        stat = mean / math.sqrt(lrv / T)
-    p = float(2.0 * stats.norm.sf(abs(stat)))
-    return {"statistic": float(stat), "p_value": p, "mean_diff": mean, "n": int(T), "lag": int(lag)}
+        stat = mean / math.sqrt(lrv / T) * math.sqrt(correction)
+    p = float(2.0 * stats.t.sf(abs(stat), df=T - 1))
+    return {"statistic": float(stat), "p_value": p, "mean_diff": mean, "n": int(T), "lag": int(lag), "kernel": kernel}
 
 
 def per_date_mean(values: np.ndarray, dates: np.ndarray) -> np.ndarray:
@@ -239,8 +262,8 @@ def per_date_mean(values: np.ndarray, dates: np.ndarray) -> np.ndarray:
 
 def dm_test(pred_a: np.ndarray, pred_b: np.ndarray, true: np.ndarray, dates: np.ndarray) -> dict[str, Any]:
     """DM test on squared errors of (W, H) forecasts a vs b: the loss of a window is its mean squared
-    error over the H steps, averaged over the symbols of each date, then tested with Newey–West lag
-    H − 1 (the H-step paths of consecutive dates share H − 1 realised returns)."""
+    error over the H steps, averaged over the symbols of each date, then tested at lag H − 1 (the
+    H-step paths of consecutive dates share H − 1 realised returns; see :func:`diebold_mariano`)."""
     H = true.shape[1]
     la = per_date_mean(((pred_a - true) ** 2).mean(axis=1), dates)
     lb = per_date_mean(((pred_b - true) ** 2).mean(axis=1), dates)
