@@ -54,8 +54,10 @@ def short_verdict(res: dict) -> str:
     sb = res.get("strongest_baseline")
     if not sb:
         return "no baseline"
-    p, r = sb["dm"].get("p_value", float("nan")), sb["mse_ratio"]
-    word = ("BEATS" if r < 1 else "loses to") if p < 0.05 else "ties"
+    p, r, stat = sb["dm"].get("p_value", float("nan")), sb["mse_ratio"], sb["dm"].get("statistic", float("nan"))
+    word = "ties"
+    if p < 0.05:  # the direction is the DM statistic's; the pooled MSE ratio must agree
+        word = "BEATS" if stat < 0 and r < 1 else "loses to" if stat > 0 and r > 1 else "disagrees with"
     return f"{word} {label(sb['name'])} (MSE ratio {r:.4f}, DM p {p:.2f})"
 
 
