@@ -337,7 +337,7 @@ class OutputConfig:
     """Where the main rank sends the logged metrics: ``tensorboard`` (``<run>/tensorboard/``), ``jsonl``
     (``<run>/metrics.jsonl``, read by the report and ``serve``), ``csv`` (``<run>/metrics.csv``), ``mlflow``
     (``MLFLOW_TRACKING_URI``, else ``sqlite:///<run>/mlruns.db``), ``wandb`` (``WANDB_*`` variables; ``WANDB_MODE=offline``
-    needs no network). ``mlflow`` and ``wandb`` need ``pip install 'hftraining[track]'``; see :mod:`hftraining.train.tracking`."""
+    needs no network). ``mlflow`` and ``wandb`` need the ``track`` extra (``pip install -e '.[track]'``); see :mod:`hftraining.train.tracking`."""
     tensorboard: Optional[bool] = None
     """Alias kept from before ``report_to``: ``true`` adds ``tensorboard`` to ``report_to``, ``false`` removes it,
     ``None`` leaves ``report_to`` as it is (:func:`resolved_report_to`)."""

@@ -61,7 +61,7 @@ def _require(module: str) -> None:
     try:
         __import__(module)
     except ImportError:
-        raise UserError(f"export needs {module}: pip install 'hftraining[export]'") from None
+        raise UserError(f"export needs {module}: pip install -e '.[export]' (in the hftraining checkout)") from None
 
 
 def wrapper_for(model_dir: str | Path) -> tuple[OnnxForecaster, Forecaster]:

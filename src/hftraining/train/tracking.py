@@ -35,7 +35,7 @@ from hftraining.core.jsonio import dumps, read_json, write_json
 
 TRACKING_FILE = "tracking.json"
 """``<run>/tracking.json``: {"mlflow": {tracking_uri, experiment_id, run_id}, "wandb": {id, project, dir}}."""
-INSTALL_HINT = "pip install 'hftraining[track]'"
+INSTALL_HINT = "pip install -e '.[track]' (in the hftraining checkout)"
 
 
 def flat_config(cfg: Config) -> dict[str, Any]:
