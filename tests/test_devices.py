@@ -220,6 +220,36 @@ def test_steady_state_steps_never_synchronise_the_host(optimizer, precision, mod
 
 
 @cuda_only
+def test_fp16_resume_is_bit_exact(step_data, tmp_path):
+    """fp16: a run resumed from its step-4 checkpoint ends with the weights, skipped steps and
+    gradient scaler of the run that went on (dropout on). The scaler starts above fp16's range and
+    grows every good step, so it overflows and backs off within the run: a scaler restarted at the
+    resume (as before checkpoints held its state) would skip other steps and end at another scale."""
+    extra = ("model.dropout=0.1", "training.max_steps=8", "training.save_steps=4", "training.precision=fp16",
+             "training.max_consecutive_nonfinite=20")
+
+    def trainer(name, *more):
+        t = _step_trainer(tmp_path, "cuda", "none", name, step_data, *extra, *more)
+        assert t.scaler is not None
+        t.scaler = torch.amp.GradScaler("cuda", init_scale=2.0**17, growth_interval=1)
+        return t
+
+    full = trainer("full")
+    full.fit()
+    saved = json.loads((full.ckpt_root / "step-00000004" / "trainer_state.json").read_text())
+    assert saved["grad_scaler"]["growth_interval"] == 1
+    resumed = trainer("resumed", f"training.resume_from_checkpoint={full.ckpt_root / 'step-00000004'}")
+    resumed.fit()
+    assert resumed.state.global_step == 8
+    assert resumed.state.skipped_steps == full.state.skipped_steps
+    assert resumed.scaler.state_dict() == full.scaler.state_dict()
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    full.close()
+    resumed.close()
+
+
+@cuda_only
 @pytest.mark.parametrize("cache", [True, False])
 def test_cuda_batches_equal_the_host_batches(cache):
     d = load_config(None, ["data.symbols=[AEM, ARM]", "data.sequence_length=30", "data.prediction_horizon=4",

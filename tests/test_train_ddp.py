@@ -6,6 +6,7 @@ flip a whole learning-rate-sized update; SGD's update is linear in the averaged 
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -139,3 +140,26 @@ def test_date_batches_under_two_processes_equal_one(tmp_path):
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=0, atol=1e-6, msg=k)
     assert max(float((half[k] - one[k]).abs().max()) for k in one) > 1e-3  # the comparison can tell batches apart
+
+
+def test_two_process_resume_continues_every_rank_s_random_streams(tmp_path):
+    """A 2-rank run resumed from its step-4 checkpoint ends with the weights of the 2-rank run that
+    went on, bit for bit, with dropout and noise augmentation drawing from every rank's RNGs. The
+    ranks' streams differ: one date per rank and batch, dates with one symbol (before RKLB listed) or
+    two, so the noise draws as many numbers as the rank's batch holds. Restoring rank 0's states on
+    every rank (what checkpoints did before they held one per rank) ends elsewhere."""
+    cfg = [*COMMON, "model.dropout=0.1", "data.batching=dates", "data.dates_per_batch=1", "data.augment_noise_std=0.5",
+           "data.symbols=[AEM, RKLB]", "evaluation.eval_steps=0"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "hftraining",
+                "train", *cfg]
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    _run([*torchrun, f"output.output_dir={full}"])
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoints" / "step-00000004", resumed / "checkpoints" / "step-00000004")
+    proc = _run([*torchrun, f"output.output_dir={resumed}", "--resume"])
+    assert "resumed from" in proc.stderr and "step 4" in proc.stderr
+    assert (resumed / "final" / "model.safetensors").read_bytes() == (full / "final" / "model.safetensors").read_bytes()
+    saved = full / "checkpoints" / "step-00000004"
+    assert json.loads((saved / "trainer_state.json").read_text())["rng"]["world_size"] == 2
+    rng = load_file(str(saved / "rng.safetensors"))
+    assert not torch.equal(rng["rank0.torch"], rng["rank1.torch"])  # the ranks' streams had parted

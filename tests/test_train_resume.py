@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -10,12 +11,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from hftraining.core.config import load_config
 from hftraining.core.errors import UserError
-from hftraining.train.checkpoint import list_checkpoints, resolve_resume, verify_checkpoint
-from hftraining.train.runner import training_run
+from hftraining.data.pipeline import prepare
+from hftraining.train.checkpoint import (list_checkpoints, load_checkpoint, resolve_resume, rng_state, save_checkpoint,
+                                         set_rng_state, verify_checkpoint)
+from hftraining.train.distributed import DistInfo
+from hftraining.train.runner import build_trainer, training_run
 from conftest import tiny  # noqa: E402
 
 BASE = tiny(
@@ -222,3 +229,131 @@ def test_rotation_keeps_the_verified_checkpoint_a_run_resumed_from(short_run, tm
     assert final == short_run[1]
     assert sorted(p.name for p in root.iterdir()) == [NEWEST, f"{NEWEST}.damaged"]
     assert verify_checkpoint(root / NEWEST) is True
+
+
+# ---------------------------------------------------------------- per-rank random states, fp16 scaler
+# The checkpoint functions on their own (no process group, no GPU): what each rank writes and reads.
+
+def _tiny_model_and_optimizer():
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    return model, opt
+
+
+def _seeded_state(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return rng_state()
+
+
+def _draws() -> tuple:
+    """What the next draws of Python's, NumPy's and torch's generators are (advances them)."""
+    return random.random(), float(np.random.rand()), torch.rand(4).tolist()
+
+
+def test_each_rank_restores_its_own_random_states(tmp_path, logged):
+    model, opt = _tiny_model_and_optimizer()
+    states = [_seeded_state(1), _seeded_state(2)]  # two ranks whose streams differ
+    want = []
+    for s in states:
+        set_rng_state(*s)
+        want.append(_draws())
+    path = save_checkpoint(tmp_path, 4, model, opt, {"global_step": 4}, {}, rng=states)
+    assert verify_checkpoint(path) is True
+    assert sorted(load_file(str(path / "rng.safetensors"))) == ["rank0.torch", "rank1.torch"]
+    for rank in (1, 0):
+        _seeded_state(99)  # whatever the process held before
+        load_checkpoint(path, model, opt, DistInfo(rank=rank, world_size=2))
+        assert _draws() == want[rank], rank
+    assert _warnings(logged) == []
+
+
+def test_resume_at_another_world_size_follows_the_documented_rule(tmp_path, logged):
+    model, opt = _tiny_model_and_optimizer()
+    states = [_seeded_state(1), _seeded_state(2)]
+    set_rng_state(*states[0])
+    rank0 = _draws()
+    path = save_checkpoint(tmp_path, 4, model, opt, {"global_step": 4}, {}, rng=states)
+    load_checkpoint(path, model, opt, DistInfo(rank=2, world_size=3))  # a rank beyond those saved: rank 0's
+    assert _draws() == rank0
+    assert _warnings(logged) == []  # only the main rank warns
+    load_checkpoint(path, model, opt, DistInfo(rank=0, world_size=1))
+    assert _draws() == rank0
+    warned = _warnings(logged)
+    assert len(warned) == 1 and "random states of 2 processes and resumes in 1" in warned[0], warned
+
+
+def test_checkpoint_from_before_per_rank_states_still_loads(tmp_path, logged):
+    """Older checkpoints: ``rng`` is rank 0's JSON part, rng.safetensors ``torch`` (and ``cuda.N``)."""
+    model, opt = _tiny_model_and_optimizer()
+    meta, tensors = _seeded_state(5)
+    want = _draws()
+    path = save_checkpoint(tmp_path, 4, model, opt, {"global_step": 4}, {})
+    state = json.loads((path / "trainer_state.json").read_text())
+    state["rng"] = meta
+    del state["checksums"]
+    (path / "trainer_state.json").write_text(json.dumps(state))
+    save_file({"torch": tensors["torch"]}, str(path / "rng.safetensors"))
+    for info in (DistInfo(), DistInfo(rank=1, world_size=2)):  # every rank restores the one state there is
+        _seeded_state(99)
+        assert load_checkpoint(path, model, opt, info)["global_step"] == 4
+        assert _draws() == want
+    assert _warnings(logged) == []  # one process: nothing lost; rank 1 does not warn
+    load_checkpoint(path, model, opt, DistInfo(rank=0, world_size=2))
+    warned = _warnings(logged)
+    assert len(warned) == 1 and "predates per-process random states" in warned[0], warned
+
+
+def test_gradient_scaler_state_round_trips_through_the_checkpoint(tmp_path, logged):
+    model, opt = _tiny_model_and_optimizer()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_factor=4.0, backoff_factor=0.25, growth_interval=3)
+    for grad in (1.0, 1.0, float("inf"), 1.0, 1.0):  # two good steps, an overflow (backoff), two good steps
+        model.zero_grad()
+        scaler.scale(model(torch.ones(1, 3)).sum()).backward()
+        model.weight.grad[0, 0] *= grad
+        scaler.unscale_(opt)
+        scaler.update()
+    saved = scaler.state_dict()
+    assert saved["scale"] == 2.0**8 and saved["_growth_tracker"] == 2  # not the defaults
+    path = save_checkpoint(tmp_path, 5, model, opt, {"global_step": 5}, {}, scaler=scaler)
+    assert json.loads((path / "trainer_state.json").read_text())["grad_scaler"] == saved
+    fresh = torch.amp.GradScaler("cpu")
+    state = load_checkpoint(path, model, opt, scaler=fresh)
+    assert "grad_scaler" not in state  # restored here, not handed to TrainerState
+    assert fresh.state_dict() == saved
+    assert _warnings(logged) == []
+    # a checkpoint without it (a bf16 run's, or an older one) loads; the scaler starts fresh, and says so
+    path = save_checkpoint(tmp_path, 6, model, opt, {"global_step": 6}, {})
+    fresh = torch.amp.GradScaler("cpu")
+    load_checkpoint(path, model, opt, scaler=fresh)
+    assert fresh.state_dict() == torch.amp.GradScaler("cpu").state_dict()
+    warned = _warnings(logged)
+    assert len(warned) == 1 and "no gradient scaler state" in warned[0] and "65536" in warned[0], warned
+
+
+def test_resume_continues_the_gradient_scaler(tmp_path):
+    """The trainer saves and restores its scaler: a CPU GradScaler stands in for fp16's CUDA one
+    (fp16 needs CUDA; tests/test_devices.py resumes real fp16 there). Its scale doubles every two
+    steps, so a scaler that restarted at the resume would end at another scale than the run that
+    went on."""
+    data = prepare(load_config(None, tiny(None)).data)
+
+    def trainer(name, *extra):
+        cfg = load_config(None, tiny(tmp_path / name, "model.dropout=0.1", "training.max_steps=6", "training.save_steps=3",
+                                     "training.logging_steps=3", "evaluation.eval_steps=0", *extra))
+        t = build_trainer(cfg, data)
+        t.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=2)
+        return t
+
+    full = trainer("full")
+    full.fit()
+    resumed = trainer("resumed", f"training.resume_from_checkpoint={full.ckpt_root / 'step-00000003'}")
+    resumed.fit()
+    assert resumed.state.global_step == 6
+    assert resumed.scaler.state_dict() == full.scaler.state_dict()
+    assert full.scaler.get_scale() == 2.0**13
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    full.close()
+    resumed.close()

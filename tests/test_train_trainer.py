@@ -165,6 +165,7 @@ def test_load_best_model_at_end_keeps_the_weights_that_scored_best(tiny_override
 
 
 def test_resumed_run_logs_the_same_training_records(tmp_path):
+    # A killed run's half-written last metrics line is dropped, not a JSONDecodeError.
     # A checkpoint (step 3) inside a logging window (steps 1-5): the resumed run's step-5 record
     # must average steps 4-5 together with the steps 1-3 before the checkpoint, as the
     # uninterrupted run's does (so a tracker sees the same values again).
@@ -180,6 +181,8 @@ def test_resumed_run_logs_the_same_training_records(tmp_path):
     shutil.copytree(tmp_path / "full", tmp_path / "resumed")
     for step in (6, 9, 10):
         shutil.rmtree(tmp_path / "resumed" / "checkpoints" / f"step-{step:08d}")
+    with open(tmp_path / "resumed" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 11, "loss": 0.9')  # a run killed mid-write leaves its last line half-written
     with training_run(load_config(None, tiny(tmp_path / "resumed", *common, "training.resume_from_checkpoint=auto",
                                             "output.overwrite=true"))):
         pass

@@ -1,4 +1,5 @@
-"""The one JSON helper: every JSON file and response the package writes goes through it.
+"""The one JSON helper: every JSON file and response the package writes goes through it, and every
+JSON-lines file it reads back (:func:`read_jsonl`: a run's ``metrics.jsonl``).
 
 Reports, metrics, model folders and HTTP answers are strict JSON via :func:`json_safe`: NaN and
 ±Inf are ``null`` (browsers, ``jq`` and most parsers reject ``NaN``), numpy scalars and arrays
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from hftraining.core.errors import writing
+from hftraining.core.errors import DataError, writing
 
 
 def json_safe(obj: Any) -> Any:
@@ -53,3 +54,27 @@ def read_json(path: str | Path) -> Any:
     """The JSON content of ``path`` (``json.JSONDecodeError``/``OSError`` propagate to the caller,
     which knows which user error to name)."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records (JSON objects, one a line) of the JSON-lines file ``path``, e.g. a run's
+    ``metrics.jsonl``; blank lines are skipped. A last line without its newline that does not parse
+    is what a run killed mid-write leaves: it is dropped. Any other line that is not a JSON object
+    is a one-line :class:`DataError` naming the file and the line (``OSError`` propagates)."""
+    data = Path(path).read_bytes()
+    lines = data.split(b"\n")
+    out = []
+    for i, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            if i == len(lines) - 1:  # no newline after it: cut short by a killed writer
+                break
+            why = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+            raise DataError(f"{path}: line {i + 1} is not valid JSON ({why})") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}: line {i + 1} is not a JSON object (a {type(rec).__name__})")
+        out.append(rec)
+    return out

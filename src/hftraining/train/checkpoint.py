@@ -3,11 +3,33 @@
 A checkpoint is a folder ``checkpoints/step-NNNNNNNN/`` holding
   model.safetensors                      the model's weights
   optimizer.safetensors, optimizer.json  the optimizer state (tensors / everything else)
-  trainer_state.json                     step, epoch, data order, scheduler, early stopping, RNGs
-  rng.safetensors                        torch's RNG states
+  trainer_state.json                     step, epoch, data order, scheduler, early stopping, the fp16
+                                         gradient scaler (``grad_scaler``), the RNGs' JSON part (``rng``)
+  rng.safetensors                        torch's RNG states, of every process
   config.json                            the resolved config
 It is written to a hidden temporary folder, every file fsync'ed, then renamed into place: a
-folder named ``step-*`` is always complete. Nothing is pickled.
+folder named ``step-*`` is always complete. Nothing is pickled. Only the main process (rank 0)
+writes; what differs per process reaches it over the process group first.
+
+Random states, per process: every rank's Python, NumPy and torch CPU generators and, on a GPU, its
+own device's generator are gathered to rank 0 at the checkpoint step. ``rng`` is ``{"world_size": W,
+"ranks": [{"python": …, "numpy": …}, …]}`` (rank order); rng.safetensors holds ``rank{r}.torch``
+and ``rank{r}.cuda`` (a GPU run). On resume each rank restores its own, so a run resumed at the
+same number of processes continues every random stream (dropout, augmentation) bit for bit. At
+another number the weights, optimizer, schedule and data position still continue exactly, but no
+random stream can: rank r takes rank r's saved states, a rank beyond those saved takes rank 0's,
+and a warning says so. A rank on a GPU resuming a checkpoint that holds no CUDA state for it
+(written on the CPU) keeps the CUDA generator seeded by ``training.seed``, with a warning. Older
+checkpoints (``rng`` without ``ranks``: rank 0's states only, ``torch`` and ``cuda.N`` for every
+GPU rank 0 saw) restore those on every rank (each rank's GPU from its device's ``cuda.N``), with a
+warning when there are several ranks, whose own streams are then lost.
+
+``grad_scaler`` (fp16 only): ``torch.amp.GradScaler.state_dict()``, the loss scale and growth
+tracker, so overflow skips fall on the same steps after a resume. It is the same on every rank
+(the scaler checks the gradients after DDP has averaged them), so rank 0's is saved. A checkpoint
+without it (a bf16/fp32 run's, or one written before it was saved) resumes fp16 with a fresh
+scaler (scale 65536, growth tracker 0) and a warning: everything else continues exactly, the
+overflow skips after the resume may fall on other steps than in an uninterrupted run.
 
 Tamper/crash evidence: trainer_state.json, written last before the rename, holds ``checksums``:
 the byte size and SHA-256 of every other file of the folder, and the SHA-256 of its own content.
@@ -37,6 +59,7 @@ from hftraining.core.errors import UserError, WriteError, io_cause, is_io_error
 from hftraining.core.jsonio import write_json
 from hftraining.models.base import ForecastModel
 from hftraining.optim.state import optimizer_state_from_flat, optimizer_state_to_flat
+from hftraining.train.distributed import DistInfo, all_gather_bytes
 from hftraining.train.logging import log
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -62,8 +85,13 @@ def _write_json(path: Path, obj: Any) -> None:
     write_json(path, obj, indent=1, exact=True)  # state must round-trip exactly (an infinite hyperparameter too)
 
 
-def rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(JSON part, tensor part) of the Python, NumPy and torch RNG states."""
+RngState = tuple[dict[str, Any], dict[str, torch.Tensor]]
+"""One process's random states: (JSON part: ``python``, ``numpy``; tensors: ``torch``, ``cuda``)."""
+
+
+def rng_state(device: torch.device | None = None) -> RngState:
+    """This process's random states: Python's, NumPy's, torch's CPU generator and, when ``device``
+    is a CUDA device, that device's generator (``cuda``)."""
     version, internal, gauss = random.getstate()
     np_state = np.random.get_state()
     meta = {
@@ -71,21 +99,65 @@ def rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
     }
     tensors = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"cuda.{i}"] = s
+    if device is not None and torch.device(device).type == "cuda":
+        tensors["cuda"] = torch.cuda.get_rng_state(device)
     return meta, tensors
 
 
-def set_rng_state(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+def gather_rng_states(info: DistInfo) -> list[RngState]:
+    """Every rank's :func:`rng_state` (with its own device's), in rank order, on every rank. A
+    collective: every rank of the group calls it at the same step. The states travel as JSON."""
+    meta, tensors = rng_state(info.device)
+    if not info.enabled:
+        return [(meta, tensors)]
+    wire = json.dumps({"meta": meta, "tensors": {k: v.cpu().numpy().tobytes().hex() for k, v in tensors.items()}})
+    states = []
+    for raw in all_gather_bytes(wire.encode("utf-8"), info):
+        d = json.loads(raw)
+        states.append((d["meta"], {k: torch.tensor(list(bytes.fromhex(h)), dtype=torch.uint8)
+                                   for k, h in d["tensors"].items()}))
+    return states
+
+
+def set_rng_state(meta: dict[str, Any], tensors: dict[str, torch.Tensor], device: torch.device | None = None) -> None:
+    """Restore one process's states (:func:`rng_state`'s); ``cuda`` on ``device`` when it is a GPU."""
     version, internal, gauss = meta["python"]
     random.setstate((version, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = meta["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(tensors["torch"])
-    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda."))]
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
+    if device is not None and torch.device(device).type == "cuda" and "cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["cuda"], device)
+
+
+def restore_rng(rng: dict[str, Any], tensors: dict[str, torch.Tensor], info: DistInfo, path: Path) -> None:
+    """Restore this rank's random states from a checkpoint's ``rng`` entry and rng.safetensors; at
+    another world size, and for older checkpoints, by the rule of the module docstring."""
+    device = info.device
+    if "ranks" in rng:
+        saved = int(rng["world_size"])
+        src = info.rank if info.rank < saved else 0
+        if saved != info.world_size and info.is_main:
+            log.warning("warning: checkpoint %s holds the random states of %d processes and resumes in %d: the weights, "
+                        "optimizer, schedule and data position continue exactly, the random streams (dropout, "
+                        "augmentation) cannot: rank r takes rank r's saved states, a rank beyond them rank 0's",
+                        path, saved, info.world_size)
+        meta, prefix = rng["ranks"][src], f"rank{src}."
+        mine = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    else:  # written before per-process states: rank 0's, with cuda.N for every GPU it saw
+        if info.enabled and info.is_main:
+            log.warning("warning: checkpoint %s predates per-process random states: every rank restores the one "
+                        "it holds (rank 0's), so ranks 1 and up do not continue their own random streams (dropout, "
+                        "augmentation)", path)
+        meta, mine = rng, {"torch": tensors["torch"]}
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            if f"cuda.{index}" in tensors:
+                mine["cuda"] = tensors[f"cuda.{index}"]
+    if device.type == "cuda" and "cuda" not in mine and info.is_main:
+        log.warning("warning: checkpoint %s holds no CUDA random state for %s (written on the CPU, or on fewer GPUs): "
+                    "its randomness starts from training.seed's", path, device)
+    set_rng_state(meta, mine, device)
 
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -99,15 +171,23 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     trainer_state: dict[str, Any],
     config: dict[str, Any],
+    rng: list[RngState] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Path:
-    """Write checkpoint ``step`` atomically under ``ckpt_root``; return its folder. A write that fails
+    """Write checkpoint ``step`` atomically under ``ckpt_root``; return its folder. ``rng``: every
+    rank's random states in rank order (:func:`gather_rng_states`; default: this process's, without
+    a CUDA state); ``scaler``: the fp16 gradient scaler, if any. A write that fails
     (disk full, no permission) removes what it wrote and is a :class:`WriteError`: the checkpoints
     already there are untouched, and the run continues from the newest of them with ``--resume``."""
     final = ckpt_root / f"step-{step:08d}"
     tmp = ckpt_root / f".tmp-step-{step:08d}-{os.getpid()}"
+    if rng is None:
+        rng = [rng_state()]
+    if scaler is not None and scaler.is_enabled():
+        trainer_state = {**trainer_state, "grad_scaler": scaler.state_dict()}
     try:
         ckpt_root.mkdir(parents=True, exist_ok=True)
-        return _write_checkpoint(tmp, final, ckpt_root, model, optimizer, trainer_state, config)
+        return _write_checkpoint(tmp, final, ckpt_root, model, optimizer, trainer_state, config, rng)
     except Exception as e:
         if not is_io_error(e) and not isinstance(e, WriteError):
             raise
@@ -118,7 +198,7 @@ def save_checkpoint(
 
 
 def _write_checkpoint(tmp: Path, final: Path, ckpt_root: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                      trainer_state: dict[str, Any], config: dict[str, Any]) -> Path:
+                      trainer_state: dict[str, Any], config: dict[str, Any], rng: list[RngState]) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -126,7 +206,8 @@ def _write_checkpoint(tmp: Path, final: Path, ckpt_root: Path, model: torch.nn.M
     opt_tensors, opt_meta = optimizer_state_to_flat(optimizer.state_dict())
     save_file({k: v.detach().cpu().contiguous() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
     _write_json(tmp / "optimizer.json", opt_meta)
-    rng_meta, rng_tensors = rng_state()
+    rng_meta = {"world_size": len(rng), "ranks": [meta for meta, _ in rng]}
+    rng_tensors = {f"rank{r}.{k}": v.detach().cpu().contiguous() for r, (_, ts) in enumerate(rng) for k, v in ts.items()}
     save_file(rng_tensors, str(tmp / "rng.safetensors"))
     _write_json(tmp / "config.json", config)
     for f in tmp.iterdir():
@@ -323,13 +404,25 @@ def resolve_resume(spec: str, ckpt_root: Path, main: bool = True) -> Path | None
     return path
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model and optimizer in place and return the trainer state (RNGs restored too)."""
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, info: DistInfo | None = None,
+                    scaler: torch.amp.GradScaler | None = None) -> dict[str, Any]:
+    """Restore model and optimizer in place and return the trainer state; this rank's random states
+    (``info``: rank, world size and device; default: one process on the CPU) and the fp16 gradient
+    scaler's (``scaler``) are restored too, as the module docstring says."""
+    info = info if info is not None else DistInfo()
     load_weights(path, model)
     load_optimizer(path, optimizer)
     state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     state.pop("checksums", None)
-    set_rng_state(state.pop("rng"), load_file(str(path / "rng.safetensors")))
+    restore_rng(state.pop("rng"), load_file(str(path / "rng.safetensors")), info, path)
+    scaler_state = state.pop("grad_scaler", None)
+    if scaler is not None and scaler.is_enabled():
+        if scaler_state:
+            scaler.load_state_dict(scaler_state)
+        elif info.is_main:
+            log.warning("warning: checkpoint %s holds no gradient scaler state (a bf16/fp32 run's, or written before "
+                        "checkpoints held it): fp16's loss scale restarts at %g; overflow skips after the resume may "
+                        "fall on other steps than in an uninterrupted run", path, scaler.get_scale())
     return state
 
 

@@ -112,6 +112,16 @@ def all_gather_rows(a: np.ndarray, info: DistInfo) -> np.ndarray:
     return np.concatenate([p[:c].cpu().numpy() for p, c in zip(parts, counts)])
 
 
+def all_gather_bytes(data: bytes, info: DistInfo) -> list[bytes]:
+    """Every rank's ``data`` (of any length), in rank order, on every rank (``[data]`` on one process)."""
+    if not info.enabled:
+        return [data]
+    sizes = all_gather_rows(np.array([len(data)], dtype=np.int64), info)
+    joined = all_gather_rows(np.frombuffer(data, dtype=np.uint8), info).tobytes()
+    ends = np.cumsum(sizes)
+    return [joined[e - s:e] for s, e in zip(sizes.tolist(), ends.tolist())]
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

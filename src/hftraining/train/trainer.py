@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from hftraining import optim
 from hftraining.core.config import AUTO_COMPILE, Config, resolved_precision
 from hftraining.core.errors import ConfigError, UserError
+from hftraining.core.jsonio import dumps, read_jsonl
 from hftraining.data import augment
 from hftraining.data.pipeline import PreparedData
 from hftraining.data.labels import CROSS_SECTIONAL
@@ -217,16 +218,18 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         self.read_back()  # the counters saved are those of every step taken
+        rng = ckpt.gather_rng_states(self.info)  # every rank's own random states, to rank 0 (all ranks call it)
         if self.info.is_main:
             path = ckpt.save_checkpoint(
-                self.ckpt_root, self.state.global_step, self.model, self.optimizer, self.trainer_state(), self.cfg.to_dict()
+                self.ckpt_root, self.state.global_step, self.model, self.optimizer, self.trainer_state(), self.cfg.to_dict(),
+                rng=rng, scaler=self.scaler,
             )
             protect = {path} | ({Path(self.state.best_checkpoint)} if self.state.best_checkpoint else set())
             ckpt.rotate(self.ckpt_root, self.cfg.training.save_total_limit, protect)
         barrier(self.info)
 
     def resume(self, path: Path) -> None:
-        raw = ckpt.load_checkpoint(path, self.model, self.optimizer)
+        raw = ckpt.load_checkpoint(path, self.model, self.optimizer, self.info, self.scaler)  # this rank's RNGs, the scaler
         known = set(TrainerState.__dataclass_fields__)
         self.state = TrainerState(**{k: v for k, v in raw.items() if k in known})
         self.sampler.load_state_dict(self.state.sampler)
@@ -522,9 +525,9 @@ def cross_sectional(cfg: Config) -> bool:
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop the records a killed run logged after the checkpoint it resumes from (they are redone)."""
+    """Drop the records a killed run logged after the checkpoint it resumes from (they are redone),
+    and a last line it left half-written (:func:`read_jsonl`), written back as the tracker writes them."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= last_step]
-    path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    keep = [rec for rec in read_jsonl(path) if rec.get("step", 0) <= last_step]
+    path.write_text("".join(dumps(rec, indent=None) + "\n" for rec in keep), encoding="utf-8")
