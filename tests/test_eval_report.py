@@ -127,6 +127,23 @@ def test_report_shows_the_cross_sectional_ic_over_time_with_several_symbols(run,
     assert "| model | 0 | — |" in md1.read_text(encoding="utf-8")
 
 
+def test_report_skips_only_a_cut_short_last_metrics_line(tmp_path):
+    """The training section reads metrics.jsonl through the one reader: half a last line (a run
+    killed mid-write) is skipped; a corrupt line before it is a DataError naming the file and line."""
+    from hftraining.core.errors import DataError
+
+    recs = [{"step": s, "loss": 1.0 / s, "learning_rate": 1e-3} for s in range(1, 4)] + [{"step": 3, "eval_mse": 0.5}]
+    lines = [json.dumps(r) for r in recs]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 4, "lo')
+    _, md = write_report(tmp_path / "ok", run_dir=tmp_path)
+    assert "## Training" in md.read_text(encoding="utf-8")
+    lines[0] = '{"step": 1, "loss": 1.0,, "learning_rate": 0.001}'
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as e:
+        write_report(tmp_path / "bad", run_dir=tmp_path)
+    assert str(e.value).startswith(f"{tmp_path / 'metrics.jsonl'}: line 1 is not valid JSON") and "\n" not in str(e.value)
+
+
 def _cli(capsys, *args):
     code = main([str(a) for a in args])
     out = capsys.readouterr()
@@ -146,6 +163,18 @@ def test_evaluate_cli_json_and_report_dir(run, tmp_path, capsys):
     assert got["model"]["cross_section"]["ic"]["n_dates"] > 0 and got["model"]["cross_section"]["ic"]["lag"] == 0
     assert 0 <= got["dm_vs_zero"]["p_value"] <= 1
     _check_html(tmp_path / "report.html")  # the training curves come from the run folder
+
+
+def test_evaluate_cli_applies_every_evaluation_override(run, capsys):
+    """``--set evaluation.max_test_windows`` caps what evaluate scores, intervals and backtests
+    (it was read again from the run's config.json and ignored)."""
+    code, out, err = _cli(capsys, "evaluate", run, "--json", "--no-report", "--set", "evaluation.max_test_windows=7")
+    assert code == 0, err
+    got = json.loads(out)
+    assert (got["n_windows"], got["n_symbols"], got["n_dates"]) == (6, 3, 2)  # the last 2 whole dates of 3 symbols
+    assert len(got["intervals"]["levels"]["0.9"]["coverage_per_step"]) == 3
+    full = json.loads(_cli(capsys, "evaluate", run, "--json", "--no-report")[1])
+    assert full["n_windows"] > 6 and full["backtest"] != got["backtest"]
 
 
 def test_backtest_cli(run, capsys):

@@ -161,6 +161,29 @@ def test_serve_without_the_extra_is_one_line(monkeypatch, capsys):
     assert "hftraining[serve]" in err and err.count("\n") == 1
 
 
+def test_a_run_killed_mid_write_still_serves_and_a_corrupt_metrics_line_is_one_line(server, tmp_path, capsys):
+    """``metrics.jsonl`` of a run killed while writing ends in half a line: serve skips it (as the
+    report does); a corrupt line anywhere else is a one-line error naming the file and the line."""
+    import shutil
+
+    from hftraining.cli import main
+    from hftraining.inference.serve import model_info
+
+    _, d = server
+    run = tmp_path / "run"
+    shutil.copytree(d, run / "final")
+    recs = [{"step": 1, "loss": 1.0}, {"step": 2, "eval_mse": 0.5}, {"step": 3, "loss": 0.9}]
+    lines = [json.dumps(r) for r in recs]
+    (run / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 4, "eval_ms')  # killed mid-write
+    info = model_info(Forecaster.from_pretrained(run / "final"))
+    assert info["training_metrics"]["validation"] == recs[1]
+    lines[1] = lines[1][:-3]  # a corrupt line that is not the last one
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["serve", str(run / "final")]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'metrics.jsonl'}: line 2 is not valid JSON" in err and err.count("\n") == 1, err
+
+
 def test_symbol_names_bodies_and_uploads_that_are_not_json_get_an_error_naming_them(server):
     client, _ = server
     _, rows = _rows()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hftraining.eval.intervals import christoffersen, interval_report, kupiec, winkler
+from hftraining.data.windows import WindowSet
+from hftraining.eval.intervals import christoffersen, forecast_intervals, interval_report, kupiec, outcome_times, winkler
 from hftraining.models.intervals import Calibration, aci_bounds, conformal_radius
 
 LEVELS = [0.8, 0.9]
@@ -45,6 +46,12 @@ def test_split_coverage_on_exchangeable_noise_is_within_binomial_bounds():
     assert tiny.radius[0, 0] == math.inf
 
 
+def _panel_known(d: np.ndarray, H: int) -> np.ndarray:
+    """(W, H) when each outcome is known on a panel where every symbol has a row on every date
+    0, 1, ...: step h of date i on date i + h."""
+    return np.asarray(d)[:, None] + np.arange(1, H + 1)
+
+
 def _shift(seed: int = 1, dates: int = 1200, symbols: int = 5, at: int = 300, sd: float = 1.6):
     rng = np.random.default_rng(seed)
     d = np.repeat(np.arange(dates), symbols)
@@ -61,7 +68,7 @@ def test_split_under_covers_after_a_regime_shift_and_aci_recovers():
     lo, hi = split.bounds(pred)[0.9]
     cov_split = ((true >= lo) & (true <= hi))[late].mean()
     aci = Calibration.fit(cal_pred, cal_true, [0.9], method="aci", gamma=0.02)
-    b, alpha = aci_bounds(aci, pred, true, d)
+    b, alpha = aci_bounds(aci, pred, true, d, _panel_known(d, 1))
     lo, hi = b[0.9]
     cov_aci = ((true >= lo) & (true <= hi))[late].mean()
     assert cov_split < 0.8  # about 0.70: the variance grew
@@ -75,12 +82,13 @@ def test_aci_never_uses_an_outcome_before_it_is_known():
     d = np.repeat(np.arange(D), S)
     pred, true = rng.normal(size=(D * S, H)) * 0.1, rng.normal(size=(D * S, H))
     cal = Calibration.fit(np.zeros((500, H)), rng.normal(size=(500, H)), LEVELS, method="aci", gamma=0.05)
-    base, _ = aci_bounds(cal, pred, true, d)
+    known = _panel_known(d, H)
+    base, _ = aci_bounds(cal, pred, true, d, known)
     t = 30
     changed = true.copy()
     changed[d >= t] = rng.normal(size=((d >= t).sum(), H)) * 5  # everything forecast from date t on
     changed[d == t - 1, 1:] = 9.0  # steps 2.. of date t − 1 are realised after date t
-    got, _ = aci_bounds(cal, pred, changed, d)
+    got, _ = aci_bounds(cal, pred, changed, d, known)
     upto = d <= t
     for level in LEVELS:
         for k in (0, 1):
@@ -88,9 +96,43 @@ def test_aci_never_uses_an_outcome_before_it_is_known():
     # while step 1 of date t − 1 (realised on date t) does move date t's intervals
     moved = true.copy()
     moved[d == t - 1, 0] = 9.0
-    got, _ = aci_bounds(cal, pred, moved, d)
+    got, _ = aci_bounds(cal, pred, moved, d, known)
     assert not np.array_equal(got[0.9][0][d == t], base[0.9][0][d == t])
     np.testing.assert_array_equal(got[0.9][0][d < t], base[0.9][0][d < t])
+
+
+def _two_calendars() -> WindowSet:
+    """1-step windows of A, trading on dates 0, 1, 2 (and 3), and B, trading on 0 and 2 (and 3) only:
+    B's date-0 outcome is its row of date 2."""
+    times = np.array([0, 1, 2, 3, 0, 2, 3], dtype=np.int64)  # rows 0-3: A, rows 4-6: B
+    return WindowSet(features=np.zeros((7, 1), np.float32), returns=np.zeros(7, np.float32),
+                     ends=np.array([0, 4, 1, 2, 5]), symbol_ids=np.array([0, 1, 0, 0, 1]),
+                     segment_first=np.array([0, 4]), row_times=times, row_close=np.ones(7), symbols=["A", "B"],
+                     seq_len=1, horizon=1)
+
+
+def test_aci_waits_for_each_symbols_own_next_row_when_calendars_differ():
+    """An outcome is known on the date of the symbol's own next row, not on the next date of the
+    pooled calendar: B's date-0 outcome (its row of date 2) cannot move A's date-1 interval."""
+    ws = _two_calendars()
+    dates, known = ws.times, outcome_times(ws)
+    np.testing.assert_array_equal(known[:, 0], [1, 2, 2, 3, 3])  # A0, B0, A1, A2, B2
+    rng = np.random.default_rng(7)
+    cal = Calibration.fit(np.zeros((500, 1)), rng.normal(size=(500, 1)), LEVELS, method="aci", gamma=0.2)
+    pred, true = np.zeros((5, 1)), np.zeros((5, 1))
+    base, _ = forecast_intervals(cal, pred, true, dates, known=known)
+    missed = true.copy()
+    missed[1, 0] = 9.0  # B's date-0 outcome misses every interval
+    got, after = forecast_intervals(cal, pred, missed, dates, known=known)
+    for level in LEVELS:
+        for k in (0, 1):
+            np.testing.assert_array_equal(got[level][k][dates <= 1], base[level][k][dates <= 1])  # A's date 1 too
+            assert not np.array_equal(got[level][k][dates == 2], base[level][k][dates == 2])  # known from date 2 on
+    # the α a new forecast uses has seen every outcome; one update per date: B's miss counts γ/2
+    _, after_base = forecast_intervals(cal, pred, true, dates, known=known)
+    np.testing.assert_allclose(after_base.alpha - after.alpha, 0.2 / 2)
+    with pytest.raises(ValueError, match="known"):
+        forecast_intervals(cal, pred, true, dates)
 
 
 def test_cqr_adapts_the_width_to_the_quantile_head():

@@ -2,6 +2,7 @@
 selection-bias statistics (DSR, PBO) of the trials' out-of-sample series."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -140,6 +141,30 @@ def test_bad_search_space_names_the_key(space, words):
     with pytest.raises(ConfigError) as e:
         parse_space(space)
     assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_a_trial_that_stops_on_a_user_error_is_one_line_without_optunas_traceback(tmp_path, capsys):
+    """One worker, a data folder that does not exist: exit 2 and the one-line error only (Optuna logs
+    nothing about the failed trial, no traceback); the trial is stored as failed."""
+    optuna = pytest.importorskip("optuna")
+    cfg = dict(TINY, data={**TINY["data"], "data_dir": str(tmp_path / "no-such-data")})
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = seen.append
+    logging.getLogger("optuna").addHandler(handler)  # whatever Optuna logs, wherever its own handler writes
+    try:
+        rc = main(["tune", "--config", str(tmp_path / "t.yaml"), "--trials", "1", "--storage", db, "--study", "u",
+                   "--out", str(tmp_path / "out")])
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.splitlines()[-1] == f"hftraining: error: {tmp_path / 'no-such-data'}: no such file or folder"
+    assert "Traceback" not in err and "Trial 0" not in err, err
+    assert [r.getMessage() for r in seen] == []
+    trials = optuna.load_study(study_name="u", storage=db).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL]
 
 
 def test_bad_space_in_the_cli_is_exit_2(tmp_path, capsys):

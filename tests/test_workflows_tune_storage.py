@@ -105,6 +105,21 @@ def test_bad_storage_is_one_line_exit_2(tmp_path, capsys, storage, words):
     assert not list((tmp_path / "out").glob("trial-*"))
 
 
+def test_workers_that_fail_are_one_line_exit_2(tmp_path, capsys):
+    """Every worker stops on a user error before any trial completes (here a data folder that does
+    not exist): the command exits 2 with one line carrying the workers' error, not 0 with an empty report."""
+    cfg = dict(TINY, data={**TINY["data"], "data_dir": str(tmp_path / "no-such-data")})
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
+    rc = main(["tune", "--config", str(tmp_path / "t.yaml"), "--trials", "2", "--workers", "2",
+               "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("hftraining: error: tune --workers 2: 2 of 2 worker(s) failed") and "no trial completed" in line
+    assert f"{tmp_path / 'no-such-data'}: no such file or folder" in line
+    assert not (tmp_path / "out" / "best_config.yaml").exists()
+
+
 def test_sqlite_with_one_worker_and_report_of_a_missing_study(tmp_path, capsys):
     optuna = pytest.importorskip("optuna")
     db = f"sqlite:///{tmp_path / 't.db'}"

@@ -129,13 +129,23 @@ def calibrate(model, val, target_scale: float, ev, batch_size: int, device="cpu"
                              ev.aci_gamma, batch_size, device, precision, q_levels)
 
 
+def outcome_times(ws) -> np.ndarray:
+    """(W, H) int64 ns UTC at which each step of the windows ``ws`` (a WindowSet) is realised: the
+    time of the symbol's own row that step lands on (not the h-th next date of the pooled calendar)."""
+    return ws.row_times[ws.ends[:, None] + np.arange(1, ws.horizon + 1)].astype(np.int64)
+
+
 def forecast_intervals(cal: Calibration, pred: np.ndarray, true: np.ndarray | None, dates: np.ndarray,
-                       quantiles: np.ndarray | None = None) -> tuple[dict[float, tuple[np.ndarray, np.ndarray]], Calibration]:
+                       quantiles: np.ndarray | None = None, *, known: np.ndarray | None = None
+                       ) -> tuple[dict[float, tuple[np.ndarray, np.ndarray]], Calibration]:
     """The intervals of forecasts ``pred`` (W, H) made on ``dates``: fixed for split and cqr; for aci
-    updated date by date with the outcomes ``true`` as they become known (:func:`aci_bounds`) → (bounds,
-    the calibration after them: for aci, its α now)."""
+    updated date by date with the outcomes ``true`` as they become known, at ``known`` (W, H)
+    (:func:`outcome_times` of the windows; :func:`aci_bounds`) → (bounds, the calibration after them:
+    for aci, its α now)."""
     if cal.method == "aci" and true is not None:
-        bounds, alpha = aci_bounds(cal, pred, true, dates)
+        if known is None:
+            raise ValueError("forecast_intervals: aci needs the times its outcomes are known (known=outcome_times(ws))")
+        bounds, alpha = aci_bounds(cal, pred, true, dates, known)
         return bounds, dataclasses.replace(cal, alpha=alpha)
     return cal.bounds(pred, quantiles), cal
 

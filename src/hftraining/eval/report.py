@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 from hftraining.core.errors import writing
+from hftraining.core.jsonio import read_jsonl
 from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.eval import metrics as M
 from hftraining.eval.backtest import portfolio_label
@@ -39,19 +40,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None  # a missing or broken side file only drops its section of the report
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    recs = []
-    try:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                recs.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a half-written last line of a killed run
-    except OSError:
-        pass
-    return recs
 
 
 def _num(v: Any, spec: str = ".4g") -> str:
@@ -445,7 +433,8 @@ def write_report(
 
     ``result``: the output of :func:`hftraining.eval.forecasts.score`; ``fc``: its Forecasts;
     ``backtest``: the output of :func:`hftraining.eval.backtest.backtest_forecasts`; ``run_dir``:
-    where config.json, data_report.json and metrics.jsonl are read from (missing ones are skipped).
+    where config.json, data_report.json and metrics.jsonl are read from (missing ones are skipped;
+    metrics.jsonl through :func:`hftraining.core.jsonio.read_jsonl`).
     Returns the two paths.
     """
     out = Path(out_dir)
@@ -455,7 +444,8 @@ def write_report(
         _verdict_section(doc, result, backtest)
     _config_section(doc, _read_json(run / "config.json"))
     _data_section(doc, _read_json(run / "data_report.json"))
-    _training_section(doc, _read_jsonl(run / "metrics.jsonl"))
+    metrics = run / "metrics.jsonl"  # a killed run's half-written last line is skipped; a corrupt line: DataError
+    _training_section(doc, read_jsonl(metrics) if metrics.is_file() else [])
     if result:
         _metrics_section(doc, result, fc)
     _forecast_plots(doc, fc)

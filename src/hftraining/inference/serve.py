@@ -34,7 +34,7 @@ import pandas as pd
 
 from hftraining.core.config import ServeConfig
 from hftraining.core.errors import UserError
-from hftraining.core.jsonio import json_safe
+from hftraining.core.jsonio import json_safe, read_jsonl
 from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble
 from hftraining.inference.forecaster import Forecaster
 from hftraining.inference.serve_asgi import AccessLog, ApiKey, BodyLimit
@@ -89,8 +89,8 @@ def model_info(fc) -> dict[str, Any]:
     if (run / "eval.json").exists():
         ev = _read_json(run / "eval.json") or {}
         metrics["test"] = {k: ev.get(k) for k in ("split", "step", "n_windows", "horizon", "model", "mse_vs_zero", "verdict") if k in ev}
-    if (run / "metrics.jsonl").exists():
-        evals = [r for r in map(json.loads, filter(str.strip, (run / "metrics.jsonl").read_text().splitlines())) if "eval_mse" in r]
+    if (run / "metrics.jsonl").is_file():  # a half-written last line is skipped, a corrupt one elsewhere is a DataError
+        evals = [r for r in read_jsonl(run / "metrics.jsonl") if "eval_mse" in r]
         if evals:
             metrics["validation"] = evals[-1]
     if (run / "config.json").exists():

@@ -5,8 +5,9 @@
   level 1 − α is ŷ ± the ⌈(n + 1)(1 − α)⌉-th smallest score (infinite when that rank exceeds n).
 - **aci** (adaptive conformal inference, Gibbs & Candès 2021): the same scores, but the level of
   each date's intervals follows α_{t+1} = α_t + γ (α − err_t), err_t the share of that date's
-  intervals that missed. An h-step outcome is known h dates after its forecast, so the update for
-  a forecast made on date i is applied only from date i + h on (:func:`aci_bounds`).
+  intervals that missed. An h-step outcome is known on the date of the symbol's own row h steps
+  after the forecast's, so its miss enters α only from that date on, whatever the other symbols'
+  calendars (:func:`aci_bounds`).
 - **cqr** (conformalised quantile regression, Romano et al. 2019), for a model with a quantile
   head holding both α/2 and 1 − α/2: the score is max(q_lo − y, y − q_hi) and the interval
   [q_lo − Q, q_hi + Q].
@@ -144,44 +145,50 @@ class Calibration:
                    str(d.get("split", "val")))
 
 
-def aci_bounds(cal: Calibration, pred: np.ndarray, true: np.ndarray, dates: np.ndarray, start: np.ndarray | None = None
-               ) -> tuple[dict[float, tuple[np.ndarray, np.ndarray]], np.ndarray]:
-    """ACI over forecasts ``pred`` (W, H) made on ``dates`` (W,), realised ``true`` (W, H), in date
-    order: → ({level: (lower, upper) (W, H)}, the α after every outcome of ``true`` (K, H): what the
-    next forecast uses). Starts from ``start`` (K, H), by default the nominal 1 − level: scoring a
-    split never starts from an α that has already seen its outcomes (the saved ``cal.alpha`` has,
-    when the calibration was walked over that split before).
+def aci_bounds(cal: Calibration, pred: np.ndarray, true: np.ndarray, dates: np.ndarray, known: np.ndarray,
+               start: np.ndarray | None = None) -> tuple[dict[float, tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """ACI over forecasts ``pred`` (W, H) made on ``dates`` (W,), realised ``true`` (W, H), whose
+    outcomes become known at ``known`` (W, H) (the time of the symbol's own row each step lands on,
+    :func:`hftraining.eval.intervals.outcome_times`; same units as ``dates``) → ({level: (lower,
+    upper) (W, H)}, the α after every outcome of ``true`` (K, H): what the next forecast uses).
+    Starts from ``start`` (K, H), by default the nominal 1 − level: scoring a split never starts from
+    an α that has already seen its outcomes (the saved ``cal.alpha`` has, when the calibration was
+    walked over that split before).
 
-    Step h of a forecast made on the i-th date is realised h dates later, so its miss updates α
-    only for the forecasts of the (i + h)-th date on: the intervals of a date never depend on an
-    outcome that is not yet known then. One update per (forecast date, step): the share of that
-    date's symbols whose interval missed.
+    The miss of step h of a forecast updates α only for the forecasts of the first date at or after
+    its ``known``: the intervals of a date never depend on an outcome that is not yet known then,
+    also when symbols trade on different calendars (a symbol's next row may be several dates of the
+    others later). Each forecast date weighs as one update per step, the share of its n forecasts
+    whose interval missed: each interval moves α by γ/n × (1 − level − miss) once its outcome is known.
     """
-    u, inv = np.unique(np.asarray(dates), return_inverse=True)
-    inv = inv.reshape(-1)
+    dates, known = np.asarray(dates), np.asarray(known)
     W, H = pred.shape
+    if known.shape != (W, H):
+        raise ValueError(f"aci_bounds: known must be {(W, H)} like pred, got {known.shape}")
+    if W and np.any(known <= dates[:, None]):
+        raise ValueError("aci_bounds: an outcome is known no later than its forecast (known <= dates)")
+    u, inv = np.unique(dates, return_inverse=True)
+    inv = inv.reshape(-1)
     K, D = len(cal.levels), len(u)
     target = 1.0 - np.asarray(cal.levels, np.float64)  # (K,)
     alpha = (np.tile(target[:, None], (1, H)) if start is None else np.array(start, dtype=np.float64, copy=True))  # (K, H)
     lo, hi = np.empty((K, W, H)), np.empty((K, W, H))
     order = np.argsort(inv, kind="stable")
     starts = np.searchsorted(inv[order], np.arange(D + 1))
-    miss = np.zeros((D, K, H))  # share of date d's intervals that missed, per level and step
+    due = np.searchsorted(u, known, side="left")  # (W, H) first forecast date at or after the outcome (D: after the last)
+    pending = np.zeros((D + 1, K, H))  # α updates waiting for each date: the outcomes known by then
     for d in range(D):
-        for h in range(H):
-            i = d - (h + 1)  # the forecasts of date i have their step h + 1 realised by date d
-            if i >= 0:
-                alpha[:, h] += cal.gamma * (target - miss[i, :, h])
+        alpha += pending[d]
         rows = order[starts[d] : starts[d + 1]]
         for h in range(H):
             r = cal.radius_at(alpha[:, h], h)  # (K,)
             lo[:, rows, h] = pred[rows, h][None, :] - r[:, None]
             hi[:, rows, h] = pred[rows, h][None, :] + r[:, None]
             y = true[rows, h][None, :]
-            miss[d, :, h] = ((y < lo[:, rows, h]) | (y > hi[:, rows, h])).mean(axis=1)
-    for h in range(H):  # every outcome in ``true`` is known once the data ends: the α a new forecast uses
-        for i in range(max(0, D - (h + 1)), D):
-            alpha[:, h] += cal.gamma * (target - miss[i, :, h])
+            miss = (y < lo[:, rows, h]) | (y > hi[:, rows, h])  # (K, n)
+            step = pending[:, :, h]  # a view: the updates land in ``pending``
+            np.add.at(step, due[rows, h], (cal.gamma / len(rows) * (target[:, None] - miss)).T)
+    alpha += pending[D]  # every outcome in ``true`` is known once the data ends: the α a new forecast uses
     return {level: (lo[k], hi[k]) for k, level in enumerate(cal.levels)}, alpha
 
 

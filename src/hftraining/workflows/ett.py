@@ -22,7 +22,6 @@ benchmark's own: the protocol's borders, the closed-form maps and the val-chosen
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from hftraining.core.config import (
     Config, DataConfig, EvaluationConfig, ModelConfig, OutputConfig, TrainingConfig,
 )
 from hftraining.core.errors import ConfigError, DataError
-from hftraining.core.jsonio import dumps
+from hftraining.core.jsonio import dumps, read_jsonl
 from hftraining.data.pipeline import PreparedData, Preprocessing
 from hftraining.data.scaling import Scaler
 from hftraining.data.splits import Segment, window_ends
@@ -401,8 +400,7 @@ def train_model(net: torch.nn.Module, data: EttData, s: TrainSettings, run_dir: 
     with training_run(cfg, prepared, model=model, save_final=False) as run:
         state = run.state
     metrics_file = Path(run_dir) / "metrics.jsonl"
-    history = [{"step": r["step"], "val_mse": r["eval_mse"]} for r in map(json.loads, metrics_file.read_text().splitlines())
-               if "eval_mse" in r]
+    history = [{"step": r["step"], "val_mse": r["eval_mse"]} for r in read_jsonl(metrics_file) if "eval_mse" in r]
     log(f"  best val mse {state.best_metric:.4f} at step {state.best_step} of {state.global_step}"
         f"{' (early stop)' if state.stopped_early else ''}; {time.perf_counter() - t0:.0f}s")
     return {"history": history, "best_val_mse": state.best_metric, "best_step": state.best_step,

@@ -13,7 +13,7 @@ from hftraining.data.windows import WindowSet
 from hftraining.eval import metrics as M
 from hftraining.eval.backtest import backtest_forecasts
 from hftraining.eval.forecasts import Forecasts, collect_forecasts, score
-from hftraining.eval.intervals import forecast_intervals, interval_report
+from hftraining.eval.intervals import forecast_intervals, interval_report, outcome_times
 from hftraining.inference.folders import resolve_model_dir, run_folder, run_section
 from hftraining.inference.forecaster import Forecaster
 from hftraining.models import ForecastModel
@@ -54,11 +54,15 @@ def fitted_baselines(path) -> dict[str, ForecastModel]:
     return {d.name: ForecastModel.from_pretrained(d) for d in sorted(root.iterdir()) if d.is_dir()}
 
 
-def evaluate_model_dir(path, data=None, split: str = "test") -> tuple[dict[str, Any], Forecasts]:
+def evaluate_model_dir(path, data=None, split: str = "test",
+                       ev: EvaluationConfig | None = None) -> tuple[dict[str, Any], Forecasts]:
     """Score the model of a run/model folder on ``split`` of ``data`` (default: the data it was
-    trained on), beside the naive forecasts and the run's fitted baselines → (result, Forecasts)."""
+    trained on), beside the naive forecasts and the run's fitted baselines → (result, Forecasts).
+    ``ev``: the evaluation settings (``evaluation.max_test_windows``), e.g. with the command's
+    ``--set evaluation.*`` applied (:func:`evaluation_config`); default: the run's."""
+    ev = ev if ev is not None else evaluation_config(path)
     f, ws = load_for_eval(path, data, split)
-    ws = ws.last_dates(evaluation_config(path).max_test_windows)
+    ws = ws.last_dates(ev.max_test_windows)
     outs = f.outputs(ws)
     scale = f.preprocessing.target_scale
     fc = collect_forecasts(None, ws, scale, f.batch_size, pred_scaled=outs["prediction"],
@@ -66,7 +70,8 @@ def evaluate_model_dir(path, data=None, split: str = "test") -> tuple[dict[str, 
                            fitted=fitted_baselines(path))
     result = {"split": split, "model_dir": str(f.model_dir), **score(fc)}
     if f.calibration is not None:  # the folder's conformal intervals (aci: walked along ``ws`` from the nominal level)
-        fc.intervals, _ = forecast_intervals(f.calibration, fc.pred["model"], fc.true, fc.dates, fc.quantiles)
+        fc.intervals, _ = forecast_intervals(f.calibration, fc.pred["model"], fc.true, fc.dates, fc.quantiles,
+                                             known=outcome_times(ws))
         result["intervals"] = interval_report(fc.intervals, fc.true, fc.dates, fc.symbol_ids, f.calibration.method)
     if hasattr(f.model, "members"):  # an ensemble: its members scored on the same windows, beside it
         members = {}
@@ -83,7 +88,7 @@ def evaluate_and_backtest(path, data=None, split: str = "test",
     the model of a run/model folder; ``ev``: EvaluationConfig (default: the run's). Returns
     (result with a "backtest" entry, Forecasts, backtest with its curves)."""
     ev = ev if ev is not None else evaluation_config(path)
-    result, fc = evaluate_model_dir(path, data, split)
+    result, fc = evaluate_model_dir(path, data, split, ev)
     bt = backtest_forecasts(fc, ev)
     result["backtest"] = {"settings": bt["settings"], "strategies": bt["strategies"]}
     return result, fc, bt

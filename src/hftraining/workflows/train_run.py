@@ -10,7 +10,7 @@ from hftraining.core.jsonio import write_json
 from hftraining.data.pipeline import PreparedData
 from hftraining.eval.backtest import backtest_forecasts, format_backtest
 from hftraining.eval.forecasts import Forecasts, collect_forecasts, fit_baselines, format_table, score
-from hftraining.eval.intervals import calibrate, forecast_intervals, format_intervals, interval_report
+from hftraining.eval.intervals import calibrate, forecast_intervals, format_intervals, interval_report, outcome_times
 from hftraining.eval.model_card import headline_metrics, write_model_card
 from hftraining.eval.report import write_report
 from hftraining.models.folder import INTERVALS_FILE
@@ -45,7 +45,8 @@ def evaluate_test(run: TrainedRun) -> tuple[dict[str, Any], Forecasts | None, di
         cal = calibrate(run.model, data.val, pre.target_scale, cfg.evaluation, cfg.data.eval_batch_size, run.device,
                         run.precision, list(cfg.model.quantiles))
         if cal is not None:  # calibrated on validation, scored on test; saved as it stands after the test dates
-            fc.intervals, cal = forecast_intervals(cal, fc.pred["model"], fc.true, fc.dates, fc.quantiles)
+            fc.intervals, cal = forecast_intervals(cal, fc.pred["model"], fc.true, fc.dates, fc.quantiles,
+                                                       known=outcome_times(test))
             result["intervals"] = interval_report(fc.intervals, fc.true, fc.dates, fc.symbol_ids, cal.method)
             if (run.run_dir / "final").is_dir():
                 write_json(run.run_dir / "final" / INTERVALS_FILE, cal.to_dict())

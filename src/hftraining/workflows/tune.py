@@ -24,6 +24,11 @@ the study as stored (e.g. once every machine has finished). Each trial's sampler
 ``(tune.seed, trial number)``: trial numbers are unique in a study, so parallel workers never
 replay each other's draws, and one worker is reproducible.
 
+A trial that raises is stored as failed and stops its worker (:func:`run_trials`). A
+:class:`~hftraining.core.errors.UserError` stays one line (exit 2): with one worker it is raised as
+it is; with ``--workers K`` each worker hands its error to the parent, which raises it as one
+UserError line when workers failed and no trial of the run completed (else it warns and reports).
+
 Written to the output folder (default ``runs/tune-<study>``): ``trial-NNNN/`` run folders,
 ``trials.csv`` (the summary table), ``best_config.yaml`` (a full config with the best values, for
 ``hftraining train --config``), ``best.json`` and ``importance.png`` (Optuna's parameter-importance
@@ -52,6 +57,7 @@ import math
 import multiprocessing as mp
 import os
 import re
+import sys
 import threading
 import time
 import typing
@@ -515,16 +521,57 @@ def _pruner(optuna, cfg: Config):
     return WarmupMedian(n_startup_trials=t.pruner_startup_trials, n_warmup_steps=0)
 
 
-def _worker(config_path, overrides, storage, study_name, out, n_trials, threads) -> None:
-    """One worker process: run ``n_trials`` of the shared study."""
-    setup_console_logging()
-    torch.set_num_threads(threads)
+def run_trials(study, objective: Objective, n_trials: int) -> None:
+    """Run ``n_trials`` trials of ``study`` one after the other, through Optuna's ask-and-tell
+    interface (``study.ask``/``study.tell``): what ``study.optimize(..., catch=())`` does, without its
+    WARNING log of a failed trial's traceback. A trial that raises is told FAIL and its error
+    propagates (a :class:`UserError` stays the one line the CLI prints); a pruned trial is told
+    PRUNED; a non-finite value fails the trial, with a warning."""
     optuna = _optuna()
-    cfg = load_config(config_path, overrides)
-    space = parse_space(cfg.tune.search_space)
-    study = optuna.load_study(study_name=study_name, storage=_storage(optuna, storage),
-                              sampler=_sampler(optuna, cfg), pruner=_pruner(optuna, cfg))
-    study.optimize(Objective(config_path, overrides, space, Path(out)), n_trials=n_trials, catch=())
+    State = optuna.trial.TrialState
+    for _ in range(n_trials):
+        trial = study.ask()
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=State.PRUNED)
+        except BaseException:
+            study.tell(trial, state=State.FAIL)
+            raise
+        else:
+            if math.isfinite(value):
+                study.tell(trial, value)
+            else:
+                log.warning("trial %d: failed, its validation metric is not finite (%s)", trial.number, value)
+                study.tell(trial, state=State.FAIL)
+
+
+def _one_line(e: BaseException) -> str:
+    """An error as the one line a parent process reports: a UserError's message, else ``Type: message``."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    line = text if isinstance(e, UserError) else f"{type(e).__name__}: {text}".rstrip(": ")
+    return line if len(line) <= 1000 else line[:997] + "..."
+
+
+def _worker(config_path, overrides, storage, study_name, out, n_trials, threads, errors) -> None:
+    """One worker process: run ``n_trials`` of the shared study. An error is also put on ``errors``
+    (a SimpleQueue) as one line, for the parent to report; a UserError ends the worker with exit
+    code 2 and no traceback (the parent prints the line)."""
+    try:
+        setup_console_logging()
+        torch.set_num_threads(threads)
+        optuna = _optuna()
+        cfg = load_config(config_path, overrides)
+        space = parse_space(cfg.tune.search_space)
+        study = optuna.load_study(study_name=study_name, storage=_storage(optuna, storage),
+                                  sampler=_sampler(optuna, cfg), pruner=_pruner(optuna, cfg))
+        run_trials(study, Objective(config_path, overrides, space, Path(out)), n_trials)
+    except UserError as e:
+        errors.put(_one_line(e))
+        sys.exit(e.exit_code)
+    except BaseException as e:  # a bug: its traceback is printed by this process as it dies
+        errors.put(_one_line(e))
+        raise
 
 
 def run_tune(
@@ -567,21 +614,31 @@ def run_tune(
     log.info("study %r in %s: %d trial(s), %d worker(s), objective eval_%s on the validation split",
              name, shown_url(storage), trials, workers, cfg.evaluation.metric)
     if workers == 1:
-        study.optimize(Objective(config_path, overrides, space, out), n_trials=trials, catch=())
+        run_trials(study, Objective(config_path, overrides, space, out), trials)
     else:
+        Complete = optuna.trial.TrialState.COMPLETE
+        done_before = len(study.get_trials(deepcopy=False, states=(Complete,)))
         ctx = mp.get_context("spawn")
+        errors = ctx.SimpleQueue()  # one line per failed worker
         shares = [trials // workers + (i < trials % workers) for i in range(workers)]
         threads = max(1, (os.cpu_count() or 1) // workers)
-        procs = [ctx.Process(target=_worker, args=(config_path, overrides, storage, name, str(out), n, threads))
+        procs = [ctx.Process(target=_worker, args=(config_path, overrides, storage, name, str(out), n, threads, errors))
                  for n in shares if n]
         for p in procs:
             p.start()
         for p in procs:
             p.join()
         failed = [p.exitcode for p in procs if p.exitcode]
-        if failed:
-            log.warning("%d worker(s) exited with an error (exit codes %s)", len(failed), failed)
+        why = []
+        while not errors.empty():
+            why.append(errors.get())
         study = optuna.load_study(study_name=name, storage=backend)
+        if failed:
+            cause = why[0] if why else f"exit code {failed[0]}"
+            what = f"{len(failed)} of {len(procs)} worker(s) failed (exit codes {failed})"
+            if len(study.get_trials(deepcopy=False, states=(Complete,))) == done_before:
+                raise UserError(f"tune --workers {workers}: {what} and no trial completed: {cause}")
+            log.warning("%s: %s", what, cause)
     return write_study_report(study, cfg, config_path, overrides, space, out)
 
 
