@@ -70,3 +70,56 @@ def test_trainer_applies_augmentation_to_training_batches_only(tiny_overrides):
     assert (x_train - plain).std().item() == pytest.approx(0.5, rel=0.1)
     val_plain = trainer.data.val.batch(np.arange(x_val.shape[0]))["x"]
     torch.testing.assert_close(x_val, val_plain)
+
+
+@pytest.fixture
+def jittered_ends(monkeypatch):
+    """The window ends of every batch gathered while the fixture is active (what the model reads)."""
+    from hftraining.data.windows import WindowSet
+
+    seen: list[np.ndarray] = []
+    real = WindowSet.batch
+
+    def spy(self, idx):
+        seen.append(np.asarray(self.ends)[np.asarray(idx)].copy())
+        return real(self, idx)
+
+    monkeypatch.setattr(WindowSet, "batch", spy)
+    return seen
+
+
+def test_jitter_keeps_a_purged_folds_training_windows_out_of_its_test_block(jittered_ends):
+    """Purged k-fold trains on the windows before and after the test block; a window after it is
+    never jittered back so far that a target lands in the block."""
+    from hftraining.data.pipeline import read_frames
+    from hftraining.workflows.walkforward import prepare_fold
+
+    cfg = load_config(None, ["data.symbols=[AEM]", "data.cache_dir=null", "data.sequence_length=30",
+                             "data.prediction_horizon=5", "data.augment_jitter=10", "data.embargo=2"])
+    data = prepare_fold(cfg, read_frames(cfg.data)[0], 1, 4, "purged_kfold")
+    tr, H = data.train, cfg.data.prediction_horizon
+    block = (data.test.ends.min() + 1, data.test.ends.max() + H)  # the test targets' rows
+    torch.manual_seed(0)
+    for _ in range(5):
+        augment.training_batch(tr, np.arange(len(tr)), cfg.data)
+    ends = np.concatenate(jittered_ends)
+    targets = ends[:, None] + np.arange(1, H + 1)
+    assert not ((targets >= block[0]) & (targets <= block[1])).any()
+    assert (ends > block[1]).any() and (ends != np.tile(tr.ends, 5)).mean() > 0.5  # windows after it, jittered
+
+
+def test_jitter_never_moves_a_window_across_a_gap(jittered_ends):
+    """With data.max_gap, a jittered window stays between two gaps, as every unjittered one does."""
+    d = DataConfig(symbols=["AEM"], sequence_length=10, prediction_horizon=2, augment_jitter=5, max_gap="3D")
+    tr = prepare(d).train
+    gap = 3 * 86400 * 10**9
+
+    def spans_gap(ends):
+        t = tr.row_times[ends[:, None] + np.arange(-d.sequence_length + 1, d.prediction_horizon + 1)]
+        return (np.diff(t, axis=1) > gap).any(axis=1)
+
+    assert not spans_gap(tr.ends).any() and (np.diff(tr.row_times) > gap).sum() > 10  # the data has gaps
+    torch.manual_seed(0)
+    augment.training_batch(tr, np.arange(len(tr)), d)
+    (ends,) = jittered_ends
+    assert not spans_gap(ends).any() and (ends != tr.ends).mean() > 0.5

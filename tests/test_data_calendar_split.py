@@ -139,3 +139,52 @@ def test_walk_forward_and_tune_folds_are_cut_at_shared_dates(panel, scheme):
                 assert after.min() > block[1]
     starts = [b[0] for b in tested]
     assert starts == sorted(starts) and all(a[1] < b[0] for a, b in zip(tested, tested[1:]))  # blocks in date order, disjoint
+
+
+@pytest.mark.parametrize("scheme", ["expanding", "rolling", "purged_kfold"])
+def test_left_padding_never_moves_a_fold_window_across_its_test_block(panel, scheme):
+    """With data.min_history < data.sequence_length, windows are left-padded for their inputs only:
+    every test target is dated inside the fold's block of shared dates (computed here from the
+    calendar, not from the windows) and no training target is."""
+    L, H, K, k = 20, 3, 3, 1
+    cfg = Config(data=DataConfig(sequence_length=L, prediction_horizon=H, features=FEATURES, min_history=5))
+    fold = prepare_fold(cfg, panel, k, K, scheme)
+    cal = np.unique(fold.test.row_times)  # the panel's calendar: the dates of every symbol's rows
+    n = len(cal)
+    if scheme == "purged_kfold":
+        bounds = [j * n // K for j in (k, k + 1)]
+    else:
+        n0 = int(n * cfg.data.train_ratio)
+        bounds = [n0 + (n - n0) * j // K for j in (k, k + 1)]
+    lo, hi = (int(cal[b]) if b < n else int(cal[-1]) + 1 for b in bounds)
+    test_dates = _target_dates(fold.test)
+    assert ((test_dates >= lo) & (test_dates < hi)).all()
+    for ws in (fold.train, fold.val):
+        dates = _target_dates(ws)
+        assert not ((dates >= lo) & (dates < hi)).any()
+    assert (fold.train.ends - fold.train.first_rows + 1 < L).any()  # padding is on: short windows were made
+
+
+@pytest.mark.parametrize("split", ["calendar", "per_symbol"])
+@pytest.mark.parametrize("scheme", ["expanding", "rolling"])
+def test_tune_folds_never_reach_the_test_split(panel, split, scheme):
+    """Tune's folds (before_test) train and validate on rows before the data's own test split only:
+    the configuration they choose is scored on that split afterwards. Walk-forward folds over all
+    rows would validate its later folds inside it."""
+    from hftraining.data.pipeline import prepare
+
+    L, H, K = 20, 3, 4
+    cfg = Config(data=DataConfig(sequence_length=L, prediction_horizon=H, features=FEATURES, split=split, embargo=2))
+    test = prepare(cfg.data, panel).test
+    # each symbol's first row of the test split: its test segment starts data.embargo rows after it
+    first_test = {k: int(test.row_times[test.segment_first[k] - cfg.data.embargo]) for k in np.unique(test.symbol_ids)}
+    for k in range(K):
+        fold = prepare_fold(cfg, panel, k, K, scheme, before_test=True)
+        for ws in (fold.train, fold.val, fold.test):
+            dates = _target_dates(ws)
+            limit = np.array([first_test[int(s)] for s in ws.symbol_ids])[:, None]
+            assert (dates < limit).all(), (k, scheme)
+        assert len(fold.val)
+    leaky = prepare_fold(cfg, panel, K - 1, K, scheme)  # all rows: the last fold validates inside the test split
+    limit = np.array([first_test[int(s)] for s in leaky.val.symbol_ids])[:, None]
+    assert (_target_dates(leaky.val) >= limit).any()

@@ -89,7 +89,7 @@ def test_selection_statistics_from_the_trials_oos_series(tmp_path, capsys):
     # the periods of the backtest of each fold's validation windows (all their dates but the last), both folds
     conf = load_config(cfg_file)
     frames, _ = read_frames(conf.data)
-    blocks = [np.unique(prepare_fold(conf, frames, k, 2, "expanding").val.times)[:-1] for k in range(2)]
+    blocks = [np.unique(prepare_fold(conf, frames, k, 2, "expanding", before_test=True).val.times)[:-1] for k in range(2)]
     assert blocks[0].max() < blocks[1].min()  # two disjoint blocks, so the union is their concatenation
     expected = np.concatenate(blocks).astype("datetime64[ns]")
     cols = []

@@ -8,11 +8,15 @@ import sys
 import numpy as np
 import pytest
 
+from hftraining.cli import main
 from hftraining.core.config import load_config
+from hftraining.core.errors import DataError
+from hftraining.data.pipeline import Preprocessing, apply, panel_rows, read_frames
 from hftraining.data.splits import purged_kfold, window_ends
 from hftraining.eval.selection import deflated_sharpe_ratio, pbo_cscv, sharpe_ratio
 from hftraining.workflows import walkforward as wf
-from hftraining.workflows.walkforward import fold_segments, format_walkforward, walk_forward
+from hftraining.workflows.evaluate_run import evaluate_model_dir
+from hftraining.workflows.walkforward import fold_segments, format_walkforward, prepare_fold, walk_forward
 from conftest import tiny  # noqa: E402
 
 
@@ -61,7 +65,45 @@ def test_walk_forward_fold_segments_keep_targets_out_of_sample():
         prev_test_end = max(_targets(test, 5)) + 1
 
 
-def test_walk_forward_runs_the_trainer_per_fold(tmp_path, monkeypatch):
+@pytest.mark.parametrize("scheme", ["expanding", "rolling", "purged_kfold"])
+def test_left_padding_moves_no_window_across_a_fold_boundary(scheme):
+    """data.min_history < data.sequence_length pads windows for their inputs only: a fold's test
+    windows stay those without padding (each reads the L rows before the block), and no training
+    or validation target is a test target (per_symbol folds: cut in each symbol's rows)."""
+    base = ["data.symbols=[AEM]", "data.split=per_symbol", "data.cache_dir=null", "data.sequence_length=30",
+            "data.prediction_horizon=5"]
+    full_cfg, short_cfg = load_config(None, base), load_config(None, base + ["data.min_history=5"])
+    frames = read_frames(full_cfg.data)[0]
+    full, short = (prepare_fold(c, frames, 1, 4, scheme) for c in (full_cfg, short_cfg))
+    np.testing.assert_array_equal(short.test.ends, full.test.ends)
+    test_targets = _targets(short.test.ends, 5)
+    for ws in (short.train, short.val):
+        assert not _targets(ws.ends, 5) & test_targets
+    assert len(short.train) > len(full.train)  # padding is on: the first training windows are short
+
+
+@pytest.mark.parametrize("scheme, k", [("purged_kfold", 0), ("expanding", 2)])
+def test_a_fold_model_is_evaluated_on_its_own_test_block_only(scheme, k):
+    """A fold's preprocessing (as saved in its model folder) keeps the fold: evaluation of the data
+    it was trained on rebuilds exactly the fold's test windows, never a test split re-cut by the
+    data section's ratios (which, for purged k-fold, holds windows the fold trained on); any other
+    split or other data is a one-line DataError naming the file and key."""
+    cfg = load_config(None, ["data.symbols=[AEM, WPM]", "data.cache_dir=null", "data.sequence_length=30",
+                             "data.prediction_horizon=5"])
+    data = prepare_fold(cfg, panel_rows(cfg.data), k, 3, scheme)
+    pre = Preprocessing.from_dict(json.loads(json.dumps(data.preprocessing.to_dict())))  # preprocessing.json
+    ws = apply(pre, None, "test")
+    np.testing.assert_array_equal(ws.ends, data.test.ends)
+    np.testing.assert_array_equal(ws.symbol_ids, data.test.symbol_ids)
+    assert not _targets(ws.ends, 5) & _targets(data.train.ends, 5)
+    for split, frames in (("val", None), ("all", None), ("test", read_frames(cfg.data)[0])):
+        with pytest.raises(DataError, match=rf"^m/preprocessing.json: fold: the model of walk-forward fold {k + 1} of 3 "
+                                            rf"\({scheme}\) is scored only on that fold's test block") as e:
+            apply(pre, frames, split, "m/preprocessing.json")
+        assert "\n" not in str(e.value)
+
+
+def test_walk_forward_runs_the_trainer_per_fold(tmp_path, monkeypatch, capsys):
     pooled_bt = []  # the backtest of the pooled forecasts (the one call of walkforward's backtest_forecasts)
     real_backtest = wf.backtest_forecasts
 
@@ -85,6 +127,13 @@ def test_walk_forward_runs_the_trainer_per_fold(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "wf" / "walkforward" / "walkforward.json").read_text())
     assert saved["pooled"]["dm_vs_zero"]["lag"] == 1
     assert (tmp_path / "wf" / "walkforward" / "fold-2" / "final" / "model.safetensors").exists()
+    # `evaluate <fold run>` scores the fold's own test block again, and nothing else (one line, exit 2)
+    fold_run = tmp_path / "wf" / "walkforward" / "fold-1"
+    again, _ = evaluate_model_dir(fold_run)
+    assert again["n_windows"] == folds[0]["n_windows"] and again["model"]["mse"] == pytest.approx(folds[0]["mse"])
+    assert main(["evaluate", str(fold_run), "--split", "val"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "preprocessing.json: fold: the model of walk-forward fold 1 of 2" in err
 
     # selection bias: the trials are the strategies trading a forecast (model and every naive baseline)
     # on the pooled out-of-sample dates; recomputed from the pooled backtest's curves

@@ -394,7 +394,8 @@ class TuneConfig:
     """Evaluations of a trial before it may be pruned."""
     folds: int = 0
     """0: score each trial on the validation split of one run; K >= 2: train once per walk-forward fold
-    (:mod:`hftraining.workflows.walkforward`) and score the mean of the folds' validation metrics."""
+    (:mod:`hftraining.workflows.walkforward`) of the rows before the test split and score the mean
+    of the folds' validation metrics (no trial sees the test split)."""
     fold_scheme: Literal["expanding", "rolling"] = "expanding"
     """Walk-forward scheme of the folds (``tune.folds`` >= 2)."""
     heartbeat_seconds: float = 30.0

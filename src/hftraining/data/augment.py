@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from hftraining.core.config import DataConfig
-from hftraining.data.rows import min_history
 from hftraining.data.windows import WindowSet
 
 
@@ -20,10 +19,10 @@ def enabled(d: DataConfig) -> bool:
 def training_batch(ws: WindowSet, idx: np.ndarray, d: DataConfig) -> dict[str, torch.Tensor]:
     """``ws.batch(idx)`` with jitter, scaling and noise as configured in ``d``."""
     if d.augment_jitter > 0:
-        # move each end back by 0..jitter rows, never before the earliest end its segment allows
+        # move each end back by 0..jitter rows, never before the earliest end of its own run: its
+        # segment (targets stay in it, padding as in its first windows) and its part between gaps
         shift = torch.randint(0, d.augment_jitter + 1, (len(idx),)).numpy()
-        earliest = ws.first_rows[idx] + min_history(d) - 1
-        ends = np.maximum(ws.ends[idx] - shift, earliest)
+        ends = np.maximum(ws.ends[idx] - shift, ws.earliest_ends(idx))
         jittered = ws.subset(idx)
         jittered.ends = ends
         batch = jittered.batch(np.arange(len(idx)))

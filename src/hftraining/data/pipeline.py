@@ -27,10 +27,11 @@ from hftraining.data.rows import FrameSource, Rows, RowsNeeded, build_rows, min_
 from hftraining.data.scaling import Scaler, target_scale
 from hftraining.data.sources import load_and_validate
 from hftraining.data.splits import (
-    SPLITS, Segment, calendar_cuts, calendar_split, chronological_split, union_calendar,
+    SPLITS, Fold, Segment, calendar_cuts, calendar_fold, calendar_purged_fold, calendar_split, chronological_split,
+    purged_kfold, purged_split, row_fold, rows_before, union_calendar,
 )
 from hftraining.data.store import fitted_statistics, load_rows, window_index
-from hftraining.data.windows import WindowSet, device_rows_for, index_windows
+from hftraining.data.windows import WindowSet, device_rows_for, index_windows, window_runs
 
 __all__ = ["FrameSource", "Rows", "build_rows"]  # re-exported: the rows of a run are built here or in the store
 
@@ -48,9 +49,10 @@ class Preprocessing:
     seq_len: int
     horizon: int
     data: dict[str, Any]  # the data section used for training (split ratios, embargo, ...)
+    fold: Fold | None = None  # the walk-forward fold the data was cut as (None: the split of ``data``)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "features": self.features,
             "feature_columns": self.feature_columns,
             "scaler": self.scaler.to_dict(),
@@ -59,6 +61,9 @@ class Preprocessing:
             "horizon": self.horizon,
             "data": self.data,
         }
+        if self.fold is not None:
+            out["fold"] = self.fold.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Preprocessing":
@@ -72,6 +77,7 @@ class Preprocessing:
             seq_len=int(d["seq_len"]),
             horizon=int(d["horizon"]),
             data=data,
+            fold=Fold.from_dict(d["fold"]) if "fold" in d else None,
         )
 
     def data_config(self) -> DataConfig:
@@ -138,6 +144,43 @@ def split_segments(d: DataConfig, cuts: tuple[int, int] | None) -> SegmentFn:
     return lambda times, calendar: calendar_split(times, cuts[0], cuts[1], d.embargo)
 
 
+def fold_split(d: DataConfig, fold: Fold) -> SegmentFn:
+    """The segments of walk-forward ``fold`` for each symbol, cut at shared dates (``data.split:
+    calendar``: :func:`~hftraining.data.splits.calendar_fold`,
+    :func:`~hftraining.data.splits.calendar_purged_fold`) or in each symbol's own rows
+    (:func:`~hftraining.data.splits.row_fold`, :func:`~hftraining.data.splits.purged_kfold`); with
+    ``fold.before_test``, of the rows before ``d``'s own test split only (its first test date, or
+    each symbol's first test row), so no fold reads or scores a row of it."""
+    cut = _folds(d, fold)
+    if not fold.before_test:
+        return cut
+    def before_test(t: np.ndarray, cal: np.ndarray) -> dict[str, Segment]:
+        cuts = resolve_cuts(d, cal)
+        if cuts is None:  # per_symbol: the symbol's first test row, the embargo before it excluded
+            n = split_segments(d, None)(t, cal)["val"].stop
+            return cut(t[:n], cal)
+        return cut(t[:rows_before(t, cuts[1])], cal[cal < cuts[1]])
+
+    return before_test
+
+
+def _folds(d: DataConfig, fold: Fold) -> SegmentFn:
+    """:func:`fold_split` over all of each symbol's rows."""
+    L, H, emb, k, n = d.sequence_length, d.prediction_horizon, d.embargo, fold.k, fold.n_folds
+    if fold.scheme == "purged_kfold":
+        if d.split == "calendar":
+            return lambda t, cal: purged_split(calendar_purged_fold(t, cal, k, n, L, H, emb), len(t))
+
+        def per_symbol(t: np.ndarray, cal: np.ndarray) -> dict[str, Segment]:
+            folds = purged_kfold(len(t), n, L, H, emb)
+            return purged_split(folds[k] if folds else None, len(t))
+
+        return per_symbol
+    if d.split == "calendar":
+        return lambda t, cal: calendar_fold(t, cal, k, n, L, emb, d.train_ratio, d.val_ratio, fold.scheme)
+    return lambda t, cal: row_fold(len(t), k, n, L, emb, d.train_ratio, d.val_ratio, fold.scheme)
+
+
 def _iso(ns: int) -> str:
     return pd.Timestamp(ns, tz="UTC").isoformat()
 
@@ -172,16 +215,21 @@ def _window_set(rows: Rows, segments: list[Segment], pre: Preprocessing, stride:
     when the rows come from one: :func:`hftraining.data.store.window_index`) with the rows' ``labels``
     (:func:`~hftraining.data.labels.row_labels`; None: the returns)."""
     L, H = pre.seq_len, pre.horizon
-    spec = {"segments": [[s.start, s.stop] for s in segments], "L": L, "H": H, "stride": stride,
+    # "segments": the rows windows may read (what the store checks windows against); the first target
+    # rows only when they differ, so a split without lookback keeps the key it always had
+    spec = {"segments": [[s.read_from, s.stop] for s in segments], "L": L, "H": H, "stride": stride,
             "min_history": min_history, "max_gap": max_gap, "rows": int(len(rows.returns))}
+    if any(s.lookback for s in segments):
+        spec["targets_from"] = [s.start for s in segments]
     dtype = np.int32 if len(rows.returns) < 2**31 else np.int64
     ends, ids = window_index(store, spec, lambda: index_windows(rows, segments, L, H, stride, min_history, max_gap), dtype)
     return WindowSet(
         features=rows.features, returns=rows.returns, ends=ends, symbol_ids=ids,
-        segment_first=rows.starts + np.array([seg.start for seg in segments], dtype=np.int64),
+        segment_first=rows.starts + np.array([seg.read_from for seg in segments], dtype=np.int64),
         row_times=rows.times, row_close=rows.close,
         symbols=rows.symbols, seq_len=pre.seq_len, horizon=pre.horizon, **_scaling(rows, pre),
         labels=labels, target=pre.data.get("target", "return"),
+        run_starts=window_runs(rows, segments, L, H, min_history, max_gap),
     )
 
 
@@ -255,7 +303,7 @@ def panel_rows(d: DataConfig) -> PanelRows:
 def prepare(
     d: DataConfig,
     frames: FrameSource | PanelRows | None = None,
-    segments: SegmentFn | None = None,
+    fold: Fold | None = None,
     capacity: int | None = None,
 ) -> PreparedData:
     """Fit the preprocessing on the training split and index the windows of all three splits.
@@ -263,9 +311,10 @@ def prepare(
     ``frames``: the rows of :func:`panel_rows` (the default, through the feature store), or a mapping
     or iterable of (symbol, frame) validated elsewhere;
     ``capacity``: an upper bound of their rows, for streaming (see :func:`build_rows`).
-    ``segments`` (a :data:`SegmentFn`) overrides the split of ``data.split`` (walk-forward and tune
-    folds use it); the scaler is always fit on the "train" rows only. A calendar split's cut dates
-    are saved in the preprocessing, so evaluation and prediction cut new data at the same dates.
+    ``fold``: cut the data as that walk-forward fold (:func:`fold_split`; walk-forward and tune
+    folds) instead of by ``data.split``; the scaler is always fit on the "train" rows only. A
+    calendar split's cut dates are saved in the preprocessing, so evaluation and prediction cut new
+    data at the same dates; a fold is saved instead, so evaluation scores the fold's own test block.
     """
     check_specs(d.features)
     dropped: dict[str, str] = {}  # a symbol without volume drops the volume features for all (features.py)
@@ -291,8 +340,8 @@ def prepare(
         raise DataError(f"data: no symbol has the {needed.rows} rows one window needs ({needed.why})")
     times = rows.symbol_times()
     calendar = union_calendar(times)
-    cuts = resolve_cuts(d, calendar) if segments is None else None
-    seg_fn = segments or split_segments(d, cuts)
+    cuts = resolve_cuts(d, calendar) if fold is None else None
+    seg_fn = split_segments(d, cuts) if fold is None else fold_split(d, fold)
     segs = [seg_fn(t, calendar) for t in times]
     data_section = {k: v for k, v in vars(d).items()}
     if cuts is not None:  # the dates, not the ratios: new data is cut where the training data was
@@ -318,6 +367,7 @@ def prepare(
         seq_len=d.sequence_length,
         horizon=d.prediction_horizon,
         data=data_section,
+        fold=fold,
     )
     gap = _max_gap(d)
     sets = {
@@ -337,10 +387,21 @@ def training_frames(pre: Preprocessing) -> dict[str, pd.DataFrame]:
     return read_frames(pre.data_config())[0]
 
 
-def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, split: str = "test") -> WindowSet:
+def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, split: str = "test",
+          where: str = "preprocessing.json") -> WindowSet:
     """Windows of ``split`` (or ``"all"``) of ``frames`` with the saved preprocessing (nothing refit);
-    ``frames=None``: the data the preprocessing was fit on, through the feature store."""
+    ``frames=None``: the data the preprocessing was fit on, through the feature store.
+
+    The preprocessing of a walk-forward fold (``pre.fold``) gives the windows of that fold's own test
+    block of the data it was fit on and nothing else: the rest of that data is the fold's training
+    data, and other data has no out-of-sample part that the fold defines. Any other request is a
+    DataError naming ``where`` (the preprocessing's file)."""
     d = pre.data_config()
+    if pre.fold is not None and (frames is not None or split != "test"):
+        asked = f"the {split} split" + (" of other data" if frames is not None else "")
+        raise DataError(f"{where}: fold: the model of {pre.fold} is scored only on that fold's test block of the "
+                        f"data it was trained on (split test, no other data), not on {asked}: other windows "
+                        "may hold targets it trained on")
     min_hist = min_history(d)
     needed = RowsNeeded.of(d)
     if frames is None:
@@ -354,7 +415,7 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
     else:
         times = rows.symbol_times()
         calendar = union_calendar(times)
-        seg_fn = split_segments(d, resolve_cuts(d, calendar))
+        seg_fn = split_segments(d, resolve_cuts(d, calendar)) if pre.fold is None else fold_split(d, pre.fold)
         segs = [seg_fn(t, calendar)[split] for t in times]
     return _window_set(rows, segs, pre, 1, min_hist, _max_gap(d), labels=_labels(rows, d))
 

@@ -13,11 +13,30 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Segment:
-    start: int  # first row (inclusive)
+    """Rows [start, stop) of one symbol (its own row numbers): every window of the segment has all
+    its targets in them, and its inputs too, except that it may also read the ``lookback`` rows
+    before ``start`` (a test block reads its first windows' inputs from the rows before it). Left
+    padding for a short history (``data.min_history``) reaches back for inputs only, down to
+    :attr:`read_from`: it never moves a window's end, nor so its targets, before ``start``."""
+
+    start: int  # first row (inclusive) a target may lie in
     stop: int  # last row + 1
+    lookback: int = 0  # rows before ``start`` that inputs may read (never targets)
+
+    @property
+    def read_from(self) -> int:
+        """The first row a window of the segment may read."""
+        return self.start - self.lookback
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
+
+
+def block(start: int, stop: int, seq_len: int) -> Segment:
+    """Rows [start, stop) whose windows may read their first inputs from the ``seq_len`` rows before
+    ``start`` (down to row 0): a test block, or the training rows after a purged test block. Every
+    target of its windows lies in [start, stop)."""
+    return Segment(start, stop, min(seq_len, max(start, 0)))
 
 
 SPLITS = ("train", "val", "test")
@@ -33,11 +52,18 @@ def chronological_split(n_rows: int, train_ratio: float, val_ratio: float, embar
     return {"train": train, "val": val, "test": test}
 
 
-def window_ends(segment: Segment, seq_len: int, horizon: int, stride: int = 1) -> range:
-    """Rows t that can end an input window inside ``segment``: inputs t-L+1..t and targets
-    t+1..t+H all lie in the segment."""
-    first = segment.start + seq_len - 1
-    last = segment.stop - 1 - horizon
+def end_bounds(segment: Segment, seq_len: int, horizon: int, min_history: int | None = None) -> tuple[int, int]:
+    """(first, last) row t that may end a window of ``segment`` (none when last < first): its
+    targets t+1..t+H lie in [start, stop) and its last ``min_history`` input rows (default all
+    ``seq_len``) at or after ``segment.read_from``; its earlier input steps are padding."""
+    hist = seq_len if min_history is None else min_history
+    return max(segment.start - 1, segment.read_from + hist - 1), segment.stop - 1 - horizon
+
+
+def window_ends(segment: Segment, seq_len: int, horizon: int, stride: int = 1, min_history: int | None = None) -> range:
+    """Rows t that can end an input window of ``segment`` (:func:`end_bounds`): by default inputs
+    t-L+1..t lie in the segment's readable rows and targets t+1..t+H in [start, stop)."""
+    first, last = end_bounds(segment, seq_len, horizon, min_history)
     if last < first:
         return range(0)
     # align so that the most recent window is always included
@@ -77,12 +103,87 @@ def purged_kfold(n_rows: int, n_folds: int, seq_len: int, horizon: int, embargo:
     folds = []
     for k in range(n_folds):
         u0, u1 = edges[k], edges[k + 1] - 1
-        test = Segment(u0 - seq_len + 1, u1 + horizon + 1)
-        # window_ends(Segment(a, b)) yields t in [a+L-1, b-1-H]
+        test = block(u0 + 1, u1 + horizon + 1, seq_len)  # origins u0..u1: targets from u0 + 1, inputs from u0 - L + 1
         before = Segment(0, u0 + 1)  # last origin u0 - H
-        after = Segment(u1 + horizon + embargo - seq_len + 1, n_rows)  # first origin u1 + H + embargo
+        after = block(u1 + horizon + embargo + 1, n_rows, seq_len)  # first origin u1 + H + embargo
         folds.append(PurgedFold(tuple(s for s in (before, after) if len(window_ends(s, seq_len, horizon))), test))
     return folds
+
+
+SCHEMES = ("expanding", "rolling", "purged_kfold")
+"""The walk-forward schemes (:mod:`hftraining.workflows.walkforward`)."""
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Walk-forward fold ``k`` (0-based) of ``n_folds`` under ``scheme`` (one of :data:`SCHEMES`).
+    A model trained on a fold keeps it in its preprocessing: its out-of-sample data is that fold's
+    test block, not the split its data section would cut. ``before_test``: the folds cut only the
+    rows before the data's own test split (tune's folds: the configuration they choose is then
+    scored on that test split, which no fold has seen)."""
+
+    k: int
+    n_folds: int
+    scheme: str
+    before_test: bool = False
+
+    def __str__(self) -> str:
+        within = ", before the test split" if self.before_test else ""
+        return f"walk-forward fold {self.k + 1} of {self.n_folds} ({self.scheme}{within})"
+
+    def to_dict(self) -> dict:
+        out = {"fold": self.k + 1, "folds": self.n_folds, "scheme": self.scheme}
+        return {**out, "before_test": True} if self.before_test else out
+
+    @classmethod
+    def from_dict(cls, d) -> "Fold":
+        """The fold of :meth:`to_dict` (read from a model folder: untrusted); a ValueError naming the key."""
+        if not isinstance(d, dict) or not {"fold", "folds", "scheme"} <= set(d) <= {"fold", "folds", "scheme", "before_test"}:
+            raise ValueError(f"fold: expected {{fold, folds, scheme[, before_test]}}, got {d!r:.80}")
+        if type(d.get("before_test", False)) is not bool:
+            raise ValueError(f"fold.before_test: expected true or false, got {d['before_test']!r:.40}")
+        n, k = d["folds"], d["fold"]
+        if type(n) is not int or n < 2:
+            raise ValueError(f"fold.folds: expected an integer >= 2, got {n!r:.40}")
+        if type(k) is not int or not 1 <= k <= n:
+            raise ValueError(f"fold.fold: expected an integer in [1, {n}], got {k!r:.40}")
+        if d["scheme"] not in SCHEMES:
+            raise ValueError(f"fold.scheme: {d['scheme']!r:.40} is not one of {', '.join(SCHEMES)}")
+        return cls(k - 1, n, d["scheme"], d.get("before_test", False))
+
+
+def row_fold(n_rows: int, k: int, n_folds: int, seq_len: int, embargo: int, train_ratio: float, val_ratio: float,
+             scheme: str = "expanding") -> dict[str, Segment]:
+    """One symbol's segments {"train", "val", "test"} of walk-forward fold ``k`` (0-based) cut in its
+    own ``n_rows`` rows (``data.split: per_symbol``; :func:`calendar_fold` cuts at shared dates).
+
+    The first ``train_ratio`` share of the rows is the initial training span, the rest is cut into
+    ``n_folds`` test blocks [b_k, b_k+1). Training rows end ``embargo`` rows before b_k; they start
+    at row 0 (``expanding``) or as many rows back as the initial span (``rolling``); their last
+    ``val_ratio`` share is validation, ``embargo`` rows apart. Test windows read their inputs from
+    the ``seq_len`` rows before b_k; their targets lie in [b_k, b_k+1)."""
+    n0 = int(n_rows * train_ratio)
+    b = [n0 + (n_rows - n0) * j // n_folds for j in range(n_folds + 1)]
+    end = max(0, b[k] - embargo)
+    start = 0 if scheme == "expanding" else max(0, end - n0)
+    n_val = int((end - start) * val_ratio)
+    val = Segment(end - n_val, end) if n_val else Segment(end, end)
+    train = Segment(start, max(start, end - n_val - (embargo if n_val else 0)))
+    return {"train": train, "val": val, "test": block(b[k], b[k + 1], seq_len)}
+
+
+def purged_split(fold: PurgedFold | None, n_rows: int) -> dict[str, Segment]:
+    """A fold of purged k-fold as {"train": before, "val": after, "test"}: the trainer sees both
+    training segments (the walk-forward joins the windows after the test block to the training
+    windows); the scaler is fit on the "train" rows, before the test block, so no statistic of a
+    later row reaches it (after it only, for the first block)."""
+    if fold is None:
+        return {"train": Segment(0, 0), "val": Segment(0, 0), "test": Segment(0, 0)}
+    before = next((s for s in fold.train if s.start == 0), Segment(0, 0))
+    after = next((s for s in fold.train if s.start > 0), Segment(n_rows, n_rows))
+    if len(before) == 0:  # the first block has nothing before it: train on the rows after it only
+        return {"train": after, "val": Segment(n_rows, n_rows), "test": fold.test}
+    return {"train": before, "val": after, "test": fold.test}
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,7 +261,7 @@ def calendar_fold(times: np.ndarray, calendar: np.ndarray, k: int, n_folds: int,
         train = Segment(first, max(first, row(v) - embargo))
     else:
         val, train = Segment(end, end), Segment(first, end)
-    return {"train": train, "val": val, "test": Segment(max(0, row(b[k]) - seq_len), row(b[k + 1]))}
+    return {"train": train, "val": val, "test": block(row(b[k]), row(b[k + 1]), seq_len)}
 
 
 def calendar_purged_fold(times: np.ndarray, calendar: np.ndarray, k: int, n_folds: int, seq_len: int,
@@ -173,7 +274,7 @@ def calendar_purged_fold(times: np.ndarray, calendar: np.ndarray, k: int, n_fold
     n = len(calendar)
     row = lambda j: rows_before(times, calendar_date(calendar, j * n // n_folds))  # noqa: E731
     a, z = row(k), row(k + 1)
-    test = Segment(max(0, a - seq_len), z)
+    test = block(a, z, seq_len)  # targets from row a, inputs from a - L
     before = Segment(0, a)  # last origin a - 1 - H: targets end before row a
-    after = Segment(max(0, z + embargo - seq_len), len(times))  # first origin z + embargo - 1: targets from z + embargo
+    after = block(z + embargo, len(times), seq_len)  # first origin z + embargo - 1: targets from z + embargo
     return PurgedFold(tuple(s for s in (before, after) if len(window_ends(s, seq_len, horizon))), test)

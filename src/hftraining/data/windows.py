@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from hftraining.data.rows import Rows
-from hftraining.data.splits import Segment, window_ends
+from hftraining.data.splits import Segment, end_bounds, window_ends
 
 
 @dataclass
@@ -49,6 +49,10 @@ class WindowSet:
     device_rows: "DeviceRows | None" = None  # the rows on ``device`` (None: gathered on the host)
     labels: np.ndarray | None = None  # (N,) float32 label of each row (``data.target``); None: the returns
     target: str = "return"  # what the labels are (``data.target``; hftraining.data.labels)
+    run_starts: np.ndarray | None = None
+    """(R,) int64 sorted: the earliest row that may end a window of each run of the set (a symbol's
+    segment, or its part between two gaps over ``data.max_gap``); a window belongs to the last run
+    starting at or before its end. None: not known (a set built outside :func:`index_windows`)."""
 
     def scaled_features(self, rows, k: int) -> np.ndarray:
         """``features[rows]`` of symbol ``k`` as the model sees them (centered and scaled, float32)."""
@@ -83,6 +87,30 @@ class WindowSet:
     def first_rows(self) -> np.ndarray:
         """(W,) first row each window may read."""
         return self.segment_first[self.symbol_ids]
+
+    def earliest_ends(self, idx) -> np.ndarray:
+        """(B,) the earliest row each window ``idx`` may end on without leaving its own run: its
+        segment (no target before the segment's start, no input before its first readable row but
+        padding) and its part between gaps (``data.max_gap``)."""
+        if self.run_starts is None:
+            raise ValueError("this window set has no runs (run_starts): it was not built by index_windows")
+        ends = self.ends[idx]
+        return self.run_starts[np.searchsorted(self.run_starts, ends, side="right") - 1]
+
+    def join(self, other: "WindowSet") -> "WindowSet":
+        """The windows of ``self`` then those of ``other``: another set cut from the same rows (other
+        segments of the same symbols), e.g. the training windows after a purged test block joining
+        those before it. The first readable rows stay ``self``'s, so a window of ``other`` must
+        never be left-padded below its own (it would read rows its segment excludes)."""
+        reads = other.ends.astype(np.int64) - other.seq_len + 1
+        moved = other.first_rows != self.segment_first[other.symbol_ids]
+        if (moved & (reads < other.first_rows)).any():
+            raise ValueError("join: a padded window of the joined set would read rows before its own segment")
+        runs = None
+        if self.run_starts is not None and other.run_starts is not None:
+            runs = np.sort(np.concatenate([self.run_starts, other.run_starts]))
+        return dataclasses.replace(self, ends=np.concatenate([self.ends, other.ends]),
+                                   symbol_ids=np.concatenate([self.symbol_ids, other.symbol_ids]), run_starts=runs)
 
     def subset(self, idx) -> "WindowSet":
         """The windows ``idx`` (an index array or slice), sharing the row arrays."""
@@ -157,38 +185,62 @@ class WindowSet:
 
 
 def gap_segments(times: np.ndarray, seg: Segment, max_gap: int | None) -> list[Segment]:
-    """``seg`` cut at every gap between consecutive rows longer than ``max_gap`` ns."""
-    if max_gap is None or len(seg) < 2:
+    """``seg``'s readable rows [read_from, stop) cut at every gap between consecutive rows longer than
+    ``max_gap`` ns: each part keeps the segment's ``start`` (no target before it) and may read from
+    its own first row."""
+    if max_gap is None or seg.stop - seg.read_from < 2:
         return [seg]
-    t = times[seg.start : seg.stop]
-    cuts = (np.flatnonzero(np.diff(t) > max_gap) + 1 + seg.start).tolist()
-    bounds = [seg.start, *cuts, seg.stop]
-    return [Segment(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    t = times[seg.read_from : seg.stop]
+    cuts = (np.flatnonzero(np.diff(t) > max_gap) + 1 + seg.read_from).tolist()
+    bounds = [seg.read_from, *cuts, seg.stop]
+    return [Segment(max(a, seg.start), b, max(a, seg.start) - a) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def index_windows(rows: Rows, segments: list[Segment], L: int, H: int, stride: int, min_history: int,
-                  max_gap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(ends, symbol ids) of the windows of one split: each window's inputs and targets lie in one
-    symbol's segment (and, with ``max_gap`` ns, between two gaps longer than it).
-
-    ``segments[k]`` is in symbol k's own row numbers. With ``min_history`` < L, windows may start
-    up to L - min_history rows before the segment; those steps are masked (left padding). After a
-    gap a window needs L real rows (padding never reaches back over a gap)."""
-    ends, ids = [], []
-    index = np.int32 if len(rows.returns) < 2**31 else np.int64  # a window costs 8 bytes, not 12, below 2^31 rows
+def _runs(rows: Rows, segments: list[Segment], L: int, H: int, min_history: int, max_gap: int | None):
+    """(symbol k, part of its segment, the real rows a window of the part needs) of every run of
+    windows: each symbol's segment, cut at gaps longer than ``max_gap`` ns. Padding (``min_history``
+    < L) applies in a segment's first part only: after a gap a window needs L real rows."""
     for k, seg in enumerate(segments):
         if len(seg) == 0:
             continue
         times = rows.times[rows.rows(k)] if max_gap is not None else None
         for j, part in enumerate(gap_segments(times, seg, max_gap)):
-            padded = Segment(part.start - (L - min_history), part.stop) if j == 0 else part
-            r, off = window_ends(padded, L, H, stride), int(rows.starts[k])
-            if len(r) == 0:
-                continue
-            ends.append(np.arange(r.start + off, r.stop + off, r.step, dtype=index))  # not np.asarray(range): a Python loop
-            ids.append(np.full(len(r), k, dtype=np.int32))
+            yield k, part, min_history if j == 0 else L
+
+
+def index_windows(rows: Rows, segments: list[Segment], L: int, H: int, stride: int, min_history: int,
+                  max_gap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ends, symbol ids) of the windows of one split: each window's targets lie in one symbol's
+    segment and its inputs in the segment's readable rows (and, with ``max_gap`` ns, between two
+    gaps longer than it).
+
+    ``segments[k]`` is in symbol k's own row numbers. With ``min_history`` < L, windows may start
+    up to L - min_history rows before the segment's first readable row; those steps are masked (left
+    padding). Padding never moves a window's end, so no target leaves the segment. After a gap a
+    window needs L real rows (padding never reaches back over a gap)."""
+    ends, ids = [], []
+    index = np.int32 if len(rows.returns) < 2**31 else np.int64  # a window costs 8 bytes, not 12, below 2^31 rows
+    for k, part, hist in _runs(rows, segments, L, H, min_history, max_gap):
+        r, off = window_ends(part, L, H, stride, hist), int(rows.starts[k])
+        if len(r) == 0:
+            continue
+        ends.append(np.arange(r.start + off, r.stop + off, r.step, dtype=index))  # not np.asarray(range): a Python loop
+        ids.append(np.full(len(r), k, dtype=np.int32))
     return (np.concatenate(ends) if ends else np.zeros(0, index),
             np.concatenate(ids) if ids else np.zeros(0, np.int32))
+
+
+def window_runs(rows: Rows, segments: list[Segment], L: int, H: int, min_history: int,
+                max_gap: int | None = None) -> np.ndarray:
+    """(R,) int64 sorted: the earliest row (of the block) that may end a window of each run of
+    :func:`index_windows` with the same arguments (:attr:`WindowSet.run_starts`): a window moved
+    back no further than its run's start keeps its targets and inputs in its own segment and part."""
+    starts = []
+    for k, part, hist in _runs(rows, segments, L, H, min_history, max_gap):
+        first, last = end_bounds(part, L, H, hist)
+        if last >= first:
+            starts.append(first + int(rows.starts[k]))
+    return np.sort(np.asarray(starts, dtype=np.int64))
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -115,8 +115,10 @@ class Forecaster:
 
     # ------------------------------------------------------------------ windows and forecasts
     def windows(self, data=None, split: str = "test") -> WindowSet:
-        """Windows of ``split`` ("train", "val", "test" or "all") of ``data``; ``None``: the training data."""
-        return apply(self.preprocessing, None if data is None else self.load(data), split)
+        """Windows of ``split`` ("train", "val", "test" or "all") of ``data``; ``None``: the training data.
+        A walk-forward fold's model has its fold's test block only (:func:`~hftraining.data.pipeline.apply`)."""
+        where = str(self.model_dir / "preprocessing.json") if self.model_dir is not None else "preprocessing.json"
+        return apply(self.preprocessing, None if data is None else self.load(data), split, where)
 
     def outputs(self, ws: WindowSet) -> dict[str, np.ndarray]:
         """Every output of the model for the windows of ``ws`` in scaled target units

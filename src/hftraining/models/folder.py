@@ -37,6 +37,7 @@ from hftraining.core.config import (
 )
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import feature_columns
+from hftraining.data.splits import Fold
 from hftraining.models.intervals import GRID, METHODS, Calibration
 from hftraining.models.registry import build_model
 
@@ -227,7 +228,8 @@ def _finite_list(v: Any, n: int, where: str, positive: bool = False) -> list[flo
 def check_preprocessing(folder: str | Path, n_features: int, horizon: int, seq_len: int) -> dict[str, Any]:
     """``folder/preprocessing.json``, checked against the model (its feature count, horizon and
     window): types, the feature columns of its features, finite scaler statistics with positive
-    scales of the right length, a finite positive target scale, and a valid data section."""
+    scales of the right length, a finite positive target scale, a valid data section, and the
+    walk-forward fold of a fold's model (:class:`hftraining.data.splits.Fold`)."""
     path = Path(folder) / "preprocessing.json"
     where = str(path)
     pre = read_json(folder, "preprocessing.json")
@@ -244,6 +246,8 @@ def check_preprocessing(folder: str | Path, n_features: int, horizon: int, seq_l
         validate(Config(data=data))
         if feature_columns(features) != columns:
             raise DataError(f"{path}: feature_columns {shown(columns)} are not the columns of features {shown(features)}")
+        if "fold" in pre:  # a walk-forward fold's model: scored on that fold's test block only
+            Fold.from_dict(pre["fold"])
     except (ConfigError, ValueError, KeyError) as e:
         raise DataError(f"{path}: {' '.join(str(e).split())[:300]}") from None
     if len(columns) != n_features:

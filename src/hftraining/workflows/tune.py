@@ -271,7 +271,10 @@ class Objective:
             t = cfg.tune
             if t.folds >= 2:
                 source = panel_rows(cfg.data)  # the features once, through the store; each fold its own splits
-                self._data = [prepare_fold(cfg, source, k, t.folds, t.fold_scheme) for k in range(t.folds)]
+                # folds of the rows before the test split only: the configuration chosen here is
+                # scored on that split afterwards, so no trial may see it
+                self._data = [prepare_fold(cfg, source, k, t.folds, t.fold_scheme, before_test=True)
+                              for k in range(t.folds)]
             else:
                 self._data = [prepare(cfg.data)]
         for k, d in enumerate(self._data):

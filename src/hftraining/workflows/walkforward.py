@@ -42,8 +42,8 @@ from hftraining.core.config import Config
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.core.fmt import fmt
 from hftraining.core.jsonio import write_json
-from hftraining.data.pipeline import PanelRows, PreparedData, SegmentFn, panel_rows, prepare
-from hftraining.data.splits import PurgedFold, Segment, calendar_fold, calendar_purged_fold, purged_kfold
+from hftraining.data.pipeline import PanelRows, PreparedData, panel_rows, prepare
+from hftraining.data.splits import SCHEMES, Fold, Segment, row_fold
 from hftraining.eval.backtest import backtest_forecasts, format_backtest
 from hftraining.eval.forecasts import Forecasts, format_table, score
 from hftraining.eval.selection import format_selection, selection_stats
@@ -53,69 +53,28 @@ from hftraining.workflows.train_run import evaluate_test
 
 log = logging.getLogger(__name__)
 
-SCHEMES = ("expanding", "rolling", "purged_kfold")
 TRIALS_ARE = ("the pooled out-of-sample backtests of the model's and each baseline's forecasts "
               "through the same position rule")
 
 
 def fold_segments(n_rows: int, k: int, n_folds: int, cfg: Config, scheme: str = "expanding") -> dict[str, Segment]:
-    """Row segments {"train", "val", "test"} of fold ``k`` (0-based) for one symbol of ``n_rows`` rows."""
+    """Row segments {"train", "val", "test"} of fold ``k`` (0-based) for one symbol of ``n_rows`` rows
+    (``data.split: per_symbol``; :func:`hftraining.data.splits.row_fold`)."""
     d = cfg.data
-    L, H, emb = d.sequence_length, d.prediction_horizon, d.embargo
-    n0 = int(n_rows * d.train_ratio)
-    b = [n0 + (n_rows - n0) * j // n_folds for j in range(n_folds + 1)]
-    end = max(0, b[k] - emb)
-    start = 0 if scheme == "expanding" else max(0, end - n0)
-    n_val = int((end - start) * d.val_ratio)
-    val = Segment(end - n_val, end) if n_val else Segment(end, end)
-    train = Segment(start, max(start, end - n_val - (emb if n_val else 0)))
-    test = Segment(max(0, b[k] - L), b[k + 1])  # inputs may start L rows early; targets lie in [b_k, b_k+1)
-    del H  # the test windows' targets stay inside [b_k, b_k+1) because window_ends keeps t + H < stop
-    return {"train": train, "val": val, "test": test}
+    return row_fold(n_rows, k, n_folds, d.sequence_length, d.embargo, d.train_ratio, d.val_ratio, scheme)
 
 
-def _purged_segments(fold: PurgedFold | None, n_rows: int) -> dict[str, Segment]:
-    """A fold of purged k-fold as {"train": before, "val": after, "test"}: the trainer sees both
-    training segments (see :func:`prepare_fold`); the scaler is fit on the rows before the test
-    block only, so no statistic of a later row reaches it."""
-    if fold is None:
-        return {"train": Segment(0, 0), "val": Segment(0, 0), "test": Segment(0, 0)}
-    before = next((s for s in fold.train if s.start == 0), Segment(0, 0))
-    after = next((s for s in fold.train if s.start > 0), Segment(n_rows, n_rows))
-    if len(before) == 0:  # the first block has nothing before it: train on the rows after it only
-        return {"train": after, "val": Segment(n_rows, n_rows), "test": fold.test}
-    return {"train": before, "val": after, "test": fold.test}
-
-
-def fold_segment_fn(cfg: Config, k: int, n_folds: int, scheme: str) -> SegmentFn:
-    """The segments of fold ``k`` for each symbol (see the module docstring), by ``data.split``."""
-    d = cfg.data
-    L, H, emb = d.sequence_length, d.prediction_horizon, d.embargo
-    if scheme == "purged_kfold":
-        if d.split == "calendar":
-            return lambda t, cal: _purged_segments(calendar_purged_fold(t, cal, k, n_folds, L, H, emb), len(t))
-
-        def per_symbol(t: np.ndarray, cal: np.ndarray) -> dict[str, Segment]:
-            folds = purged_kfold(len(t), n_folds, L, H, emb)
-            return _purged_segments(folds[k] if folds else None, len(t))
-
-        return per_symbol
-    if d.split == "calendar":
-        return lambda t, cal: calendar_fold(t, cal, k, n_folds, L, emb, d.train_ratio, d.val_ratio, scheme)
-    return lambda t, cal: fold_segments(len(t), k, n_folds, cfg, scheme)
-
-
-def prepare_fold(cfg: Config, source: PanelRows | dict, k: int, n_folds: int, scheme: str) -> PreparedData:
+def prepare_fold(cfg: Config, source: PanelRows | dict, k: int, n_folds: int, scheme: str,
+                 before_test: bool = False) -> PreparedData:
     """The PreparedData of fold ``k``: preprocessing fit on the fold's training rows, windows of its
-    training, validation and test segments (the pipeline's own ``prepare`` with fold segments) of
-    ``source``: the panel's rows read once (:func:`~hftraining.data.pipeline.panel_rows`), or frames."""
-    data = prepare(cfg.data, source, segments=fold_segment_fn(cfg, k, n_folds, scheme))
+    training, validation and test segments (the pipeline's own ``prepare`` cutting the fold, which
+    its preprocessing keeps: :func:`~hftraining.data.pipeline.fold_split`) of ``source``: the
+    panel's rows read once (:func:`~hftraining.data.pipeline.panel_rows`), or frames.
+    ``before_test``: folds of the rows before the data's own test split only (tune)."""
+    data = prepare(cfg.data, source, fold=Fold(k, n_folds, scheme, before_test))
     if scheme == "purged_kfold" and len(data.val) and len(data.train):
         # the training windows after the test block join those before it (same row arrays)
-        ends = np.concatenate([data.train.ends, data.val.ends])
-        ids = np.concatenate([data.train.symbol_ids, data.val.symbol_ids])
-        train = dataclasses.replace(data.train, ends=ends, symbol_ids=ids)
-        data = dataclasses.replace(data, train=train, val=data.val.subset(slice(0, 0)))
+        data = dataclasses.replace(data, train=data.train.join(data.val), val=data.val.subset(slice(0, 0)))
     return data
 
 
