@@ -65,6 +65,7 @@ EXPECTED = {
     "column_aliases.csv": ok(),
     "close_only.csv": ok(),
     "epoch_seconds.csv": ok(),
+    "yyyymmdd_one_malformed.csv": ok(N, N - 1, bad_timestamp=(1, 0, 0, [42])),  # not the whole file read as 1970
     "mixed_date_formats.csv": ok(N, N - 3, bad_timestamp=(3, 0, 0, [12, 22, 32])),
     "text_in_numeric.csv": ok(N, N - 1, non_numeric=(1, 0, 0, [42])),
     "inf_value.csv": ok(N, N - 1, nan_or_inf=(1, 0, 0, [27])),

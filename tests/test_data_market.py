@@ -101,3 +101,30 @@ def test_market_features_are_kept_in_the_feature_store(frames, tmp_path):
     assert isinstance(again.features, np.memmap) and again.features.shape[1] == 3
     np.testing.assert_array_equal(np.asarray(again.features), memory.features)
     assert np.abs(memory.features[:, 1]).max() > 0  # the market columns are filled, not left at zero
+
+
+def test_the_market_is_that_of_the_selected_symbols_in_every_layout(frames, tmp_path):
+    """``data.symbols`` selects the panel before the market columns and the cross-sectional labels
+    are computed: a long CSV that also holds other symbols gives the rows a folder gives, in memory
+    and through the feature store (whose arrays hold the selected symbols' rows only)."""
+    from hftraining.data.labels import row_labels
+    from hftraining.data.pipeline import data_rows
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for s, f in frames.items():
+        f.to_csv(folder / f"{s}.csv", index=False)
+    pd.concat([f.assign(symbol=s) for s, f in frames.items()]).to_csv(tmp_path / "long.csv", index=False)
+    d = dataclasses.replace(DataConfig(), symbols=["SYN003", "SYN000"], features=["log_return_1", "market_5"], cache_dir=None)
+    ref, _ = data_rows(dataclasses.replace(d, data_dir=str(folder)))
+    ref_labels = row_labels(ref.returns, ref.times, "cs_rank")
+    for cache in (None, str(tmp_path / "c")):
+        rows, rep = data_rows(dataclasses.replace(d, data_dir=str(tmp_path / "long.csv"), cache_dir=cache))
+        assert rows.symbols == ["SYN003", "SYN000"]
+        assert len(rows.returns) == int(rows.lengths.sum()) == len(ref.returns)  # no other symbol's rows in the arrays
+        assert rep["rows_in"] == len(frames["SYN003"]) + len(frames["SYN000"])  # nor in the report
+        labels = row_labels(np.asarray(rows.returns), np.asarray(rows.times), "cs_rank")
+        for k in range(2):
+            for name in ("features", "returns", "times"):
+                np.testing.assert_array_equal(np.asarray(getattr(rows, name)[rows.rows(k)]), getattr(ref, name)[ref.rows(k)])
+            np.testing.assert_array_equal(labels[rows.rows(k)], ref_labels[ref.rows(k)])

@@ -219,6 +219,51 @@ def test_symbols_and_date_range_are_pushed_down(tmp_path, monkeypatch):
     assert rows.times.min() >= pd.Timestamp("2000-03-01", tz="UTC").value
 
 
+@pytest.mark.parametrize("kind", ["text", "date32", "timestamp"])
+def test_the_date_range_cuts_long_parquet_and_hive_like_files_whatever_the_date_type(tmp_path, kind):
+    """Pushing the range into a Parquet scan is an optimisation: a date column stored as text or as
+    dates is cut too, and a symbol with no row in the range is what a file cut after validation leaves."""
+    frames = synth_frames(3, 300, seed=5)
+    frames["SYN001"] = frames["SYN001"].iloc[:100]  # ends before the range
+    t = frames["SYN000"]["timestamp"]
+    d = DataConfig(cache_dir=None, start_date=str(t.iloc[120].date()), end_date=str(t.iloc[260].date()), **SMALL)
+    (tmp_path / "csv").mkdir()
+    for s, f in frames.items():
+        f.to_csv(tmp_path / "csv" / f"{s}.csv", index=False)
+    ref, _ = sources.load_and_validate(dataclasses.replace(d, data_dir=str(tmp_path / "csv")))
+    assert len(ref["SYN000"]) == 140 and len(ref["SYN001"]) == 0
+    typed = {"text": lambda ts: ts.dt.strftime("%Y-%m-%d"), "date32": lambda ts: ts.dt.date, "timestamp": lambda ts: ts}[kind]
+    stored = {s: f.assign(timestamp=typed(f["timestamp"])) for s, f in frames.items()}
+    for src in (_long(tmp_path, stored), _hive(tmp_path, stored)):
+        got, _ = sources.load_and_validate(dataclasses.replace(d, data_dir=str(src)))
+        assert sorted(got) == sorted(ref), src
+        for s in ref:
+            pd.testing.assert_frame_equal(got[s], ref[s])
+        rows, rep = data_rows(dataclasses.replace(d, data_dir=str(src)))
+        assert rows.symbols == ["SYN000", "SYN002"] and rep["skipped_symbols"] == ["SYN001"]
+        assert rows.times.min() >= pd.Timestamp(d.start_date, tz="UTC").value
+        assert rows.times.max() < pd.Timestamp(d.end_date, tz="UTC").value
+
+
+def test_long_parquet_and_hive_with_timestamps_as_the_index_read_like_files(tmp_path):
+    frames = synth_frames(2, 200, seed=5)
+    (tmp_path / "one").mkdir()
+    for s, f in frames.items():  # pandas writes the index as a column and restores it on reading
+        f.set_index("timestamp").to_parquet(tmp_path / "one" / f"{s}.parquet")
+    long = pd.concat([f.assign(symbol=s) for s, f in frames.items()])
+    long.set_index("timestamp").to_parquet(tmp_path / "long.parquet")
+    long.set_index(["timestamp", "symbol"]).to_parquet(tmp_path / "panel.parquet")  # a long panel's usual index
+    for s, f in frames.items():
+        (tmp_path / "hive" / f"symbol={s}").mkdir(parents=True)
+        f.set_index("timestamp").to_parquet(tmp_path / "hive" / f"symbol={s}" / "part-0.parquet")
+    base = DataConfig(cache_dir=None, **SMALL)
+    ref, _ = data_rows(dataclasses.replace(base, data_dir=str(tmp_path / "one")))
+    for src in (tmp_path / "long.parquet", tmp_path / "panel.parquet", tmp_path / "hive"):
+        rows, rep = data_rows(dataclasses.replace(base, data_dir=str(src)))
+        _rows_equal(ref, rows)
+        assert rep["rows_in"] == 400
+
+
 @pytest.mark.parametrize("key,value,msg", [
     ("start_date", "yesterday-ish", "data.start_date: 'yesterday-ish' is not a date"),
     ("max_gap", "soon", "data.max_gap: 'soon' is not a duration"),
@@ -307,3 +352,76 @@ def test_an_entry_of_an_older_format_is_rebuilt_quietly(tmp_path, caplog):
     assert data_rows(d)[1]["cache"] == "miss"
     assert not list((tmp_path / "cache").glob("*.damaged"))
     assert not any("damaged" in r.getMessage() for r in caplog.records)
+
+
+def _train_windows_file(p) -> Path:
+    """The training split's ``windows-<key>.ends`` in the store entry of prepared data ``p``."""
+    store = Path(p.report["store"])
+    (path,) = [f for f in store.glob("windows-*.ends")
+               if np.array_equal(np.fromfile(f, dtype=np.int32), np.asarray(p.train.ends))]
+    return path
+
+
+def _same_windows_and_statistics(a, b):
+    assert a.preprocessing.to_dict() == b.preprocessing.to_dict()
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(np.asarray(a.split(split).ends), np.asarray(b.split(split).ends))
+        np.testing.assert_array_equal(np.asarray(a.split(split).symbol_ids), np.asarray(b.split(split).symbol_ids))
+
+
+@pytest.mark.parametrize("target", [".ends", ".ids", "stats"])
+def test_a_changed_window_index_or_statistics_file_is_detected_and_computed_again(tmp_path, target, caplog, monkeypatch):
+    """The window index and the scaler statistics a run leaves in an entry are checked like the rows:
+    a changed value (the modification time put back) never reaches training; a warning names the
+    file, it is computed again, and an intact warm start hashes nothing."""
+    from hftraining.data import store
+
+    d = DataConfig(data_dir=str(_csv_dir(tmp_path, 2)), cache_dir=str(tmp_path / "cache"), **SMALL)
+    intact = prepare(d)
+    ends = _train_windows_file(intact)
+    if target == ".ends":  # a training window now ends on the last test row
+        path, data = ends, np.fromfile(ends, dtype=np.int32)
+        data[0] = int(np.asarray(intact.test.ends).max())
+    elif target == ".ids":  # a window of one symbol attributed to the other (its scaler)
+        path = ends.with_suffix(".ids")
+        data = np.fromfile(path, dtype=np.int32)
+        data[0] = 1 - data[0]
+    else:
+        (path,) = Path(intact.report["store"]).glob("stats-*.json")
+        raw = json.loads(path.read_text())
+        raw["stats"]["target_scale"] *= 2
+        data = json.dumps(raw).encode()
+    before = path.stat()
+    path.write_bytes(data if isinstance(data, bytes) else data.tobytes())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    again = prepare(d)
+    assert again.report["cache"] == "hit"  # the rows are intact
+    _same_windows_and_statistics(intact, again)
+    assert any("is damaged" in r.getMessage() and path.name in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    hashed = []
+    real = store._digest
+    monkeypatch.setattr(store, "_digest", lambda p: hashed.append(p.name) or real(p))
+    _same_windows_and_statistics(intact, prepare(d))  # the rewritten files, trusted as they stand
+    assert [h for h in hashed if not h.endswith(".csv")] == []
+    assert not any("damaged" in r.getMessage() for r in caplog.records)
+
+
+def test_a_window_index_with_consistent_digests_is_still_bounds_checked(tmp_path, caplog):
+    """A window index whose record was rewritten to match (a digest is no proof of a right value)
+    still cannot put a window ending in the test split into training."""
+    from hftraining.data import store
+
+    d = DataConfig(data_dir=str(_csv_dir(tmp_path, 2)), cache_dir=str(tmp_path / "cache"), **SMALL)
+    intact = prepare(d)
+    ends = _train_windows_file(intact)
+    data = np.fromfile(ends, dtype=np.int32)
+    data[-1] = int(np.asarray(intact.test.ends).max())
+    ends.write_bytes(data.tobytes())
+    record = json.loads(ends.with_suffix(".json").read_text())
+    record["digests"][".ends"] = store._digest(ends)
+    record["digest"] = store._json_digest(record, "digest")
+    ends.with_suffix(".json").write_text(json.dumps(record))
+    again = prepare(d)
+    _same_windows_and_statistics(intact, again)
+    assert any("is damaged" in r.getMessage() and "outside rows" in r.getMessage() for r in caplog.records)

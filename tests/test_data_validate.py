@@ -177,3 +177,20 @@ def test_a_timestamp_outside_the_nanosecond_range_is_a_bad_timestamp_row(tmp_pat
     assert len(frames["X"]) == 148
     assert main(["data", "check", str(tmp_path / "X.csv")]) == 0
     assert "bad_timestamp: 2 dropped (lines 5, 10)" in capsys.readouterr().out
+
+
+def test_one_malformed_yyyymmdd_cell_is_one_bad_timestamp_not_a_file_of_1970_epochs(tmp_path):
+    df = raw(120)
+    df["timestamp"] = pd.to_datetime(df["timestamp"]).dt.strftime("%Y%m%d").astype(int)
+    want = pd.to_datetime(df["timestamp"].astype(str), utc=True)
+    df.loc[30, "timestamp"] = 2020061  # a digit short (line 32); a fraction is no date either (line 52)
+    df = df.astype({"timestamp": float})
+    df.loc[50, "timestamp"] = df.loc[50, "timestamp"] + 0.5
+    df.to_csv(tmp_path / "Y.csv", index=False)
+    frames, report = load_and_validate(DataConfig(data_dir=str(tmp_path / "Y.csv")))
+    frame = frames["Y"]
+    assert list(frame["timestamp"]) == list(want.drop(index=[30, 50]))  # every other row keeps its date
+    assert report["files"][0]["rules"] == {"bad_timestamp": {"dropped": 2, "repaired": 0, "flagged": 0, "rows": [32, 52]}}
+    # the bulk of the column decides: mostly epoch seconds stays epoch seconds
+    got = io.parse_timestamps(pd.Series([1704153600, 1704240000, 20240103]))
+    assert got.iloc[0] == pd.Timestamp("2024-01-02", tz="UTC") and got.iloc[2].year == 1970

@@ -147,6 +147,10 @@ def main() -> None:
     epoch = base.copy()
     epoch["Date"] = (pd.to_datetime(epoch["Date"]).astype("int64") // 10**9).astype(int)
     write("epoch_seconds.csv", csv_text(epoch.rename(columns={"Date": "timestamp"})))
+    ymd = base.copy()
+    ymd["Date"] = pd.to_datetime(ymd["Date"]).dt.strftime("%Y%m%d").astype(int)  # 20210104: YYYYMMDD integers
+    ymd.loc[40, "Date"] = 2021030  # line 42: a digit short; the other 109 rows stay 2021 dates, not 1970 epochs
+    write("yyyymmdd_one_malformed.csv", csv_text(ymd))
     multi = with_cell(with_cell(base, 44, "Close", "x"), 44, "Volume", -5)  # two defects in line 46
     write("two_defects_one_row.csv", csv_text(multi))
     a = base.assign(Symbol="AAA")

@@ -239,13 +239,7 @@ def read_table(path: Path) -> pd.DataFrame:
     ``attrs["decimal"]``: the file's decimal mark, for :func:`parse_numbers` of its text cells."""
     try:
         if is_parquet(path):
-            df = _read_parquet(path)
-            if "timestamp" not in {ALIASES.get(str(c).strip().lower()) for c in df.columns} and isinstance(
-                df.index, pd.DatetimeIndex
-            ):
-                df = df.reset_index(names="timestamp")
-            else:
-                df = df.reset_index(drop=True)
+            df = parquet_frame(_read_parquet(path))
         else:
             sep, names, decimal = _sniff(path)
             # fast path: an ISO 8601 timestamp column is parsed by the reader (a column that does not
@@ -275,6 +269,24 @@ def read_table(path: Path) -> pd.DataFrame:
     return df
 
 
+def parquet_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A frame as pandas restores it from Parquet → row i is the file's row i. pandas' metadata may
+    restore an index: its levels named like a column (``Date``, ``symbol``: ``set_index(["timestamp",
+    "symbol"])`` of a long panel) become columns again, an unnamed DatetimeIndex becomes the
+    ``timestamp`` column when there is none, and any other index is dropped. Every Parquet read
+    (:func:`read_table`, the scans of :mod:`hftraining.data.sources`) goes through it."""
+    def canon(names) -> set:
+        return {ALIASES.get(str(n).strip().lower()) for n in names if n is not None}
+
+    have = canon(df.columns)
+    levels = [n for n in df.index.names if n is not None and ALIASES.get(str(n).strip().lower()) not in have | {None}]
+    if levels:
+        df = df.reset_index(level=levels)
+    if "timestamp" not in canon(df.columns) and isinstance(df.index, pd.DatetimeIndex):
+        return df.reset_index(names="timestamp")
+    return df.reset_index(drop=True)
+
+
 def _read_parquet(path: Path) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
@@ -288,8 +300,10 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
 
     Strings: ISO 8601 (with or without a UTC offset) or one other format inferred from the first
     cell and applied to every cell (so ``01/02/2020`` never means two different days in one file).
-    Numbers: YYYYMMDD dates when every value is an integer from 19000101 to 21001231 (a date
-    that does not exist, e.g. 20230230, becomes NaT); otherwise Unix epoch seconds, or
+    Numbers: YYYYMMDD dates when most values (more than half) are integers from 19000101 to
+    21001231; then a value of another shape (``2020061``, ``20200102.5``) and a date that does not
+    exist (``20230230``) become NaT, which the validator drops and reports as ``bad_timestamp``
+    with its line, and never turn the column into epoch seconds. Otherwise Unix epoch seconds, or
     milliseconds when above 1e11. Naive timestamps are taken as UTC. A timestamp outside the
     nanosecond range (before 1677 or after 2262) becomes NaT too.
     """
@@ -302,9 +316,11 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
     elif pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         num = values.astype(np.float64)
         finite = num[np.isfinite(num)]
-        if len(finite) and (finite == np.floor(finite)).all() and finite.between(19000101, 21001231).all():
-            # YYYYMMDD integers (as epoch seconds they would all fall in August 1970)
-            ts = pd.to_datetime(num.where(np.isfinite(num)).astype("Int64").astype("string"), format="%Y%m%d", utc=True, errors="coerce")
+        ymd = np.isfinite(num) & (num == np.floor(num)) & num.between(19000101, 21001231)
+        if len(finite) and 2 * int(ymd.sum()) > len(finite):
+            # YYYYMMDD integers (as epoch seconds they would all fall in August 1970); decided by the
+            # bulk of the column, so one malformed cell is one bad timestamp, not a file dated 1970
+            ts = pd.to_datetime(num.where(ymd).astype("Int64").astype("string"), format="%Y%m%d", utc=True, errors="coerce")
         else:
             unit = "ms" if len(finite) and np.nanmedian(np.abs(finite)) > 1e11 else "s"
             ts = pd.to_datetime(num.where(np.isfinite(num)), unit=unit, utc=True, errors="coerce")

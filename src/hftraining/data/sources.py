@@ -11,10 +11,15 @@ read one symbol at a time.
 * a **hive-partitioned Parquet dataset**: a folder of ``symbol=SYM/`` folders of Parquet files;
   a symbol's files are read together (sorted by name), nothing else is opened.
 
-``data.symbols`` selects the symbols before anything is read (for the two Parquet layouts) and
-``data.start_date`` / ``data.end_date`` are pushed down into the Parquet scans (files are read
-whole and cut after validation). Rows of a Parquet symbol are numbered 1, 2, ... in the order the
-scan returns them (the report's ``row`` numbers: position among that symbol's rows).
+``data.symbols`` selects the symbols in every layout: before anything is read for the two Parquet
+layouts and for one-symbol files (a file of another symbol is not opened), and before validation
+for a long CSV file (its other symbols' rows are neither validated nor reported, and never reach
+the rows: every layout gives the same rows). ``data.start_date`` / ``data.end_date`` cut every
+unit's validated frames on their UTC timestamps; a Parquet scan of a timestamp-typed column also
+pushes the range down, so those rows are not read (an optimisation only: a date column stored as
+text or as dates is cut after validation, as files are). Rows of a Parquet symbol are numbered 1,
+2, ... in the order the scan returns them (the report's ``row`` numbers: position among that
+symbol's rows).
 
 A :class:`Unit` is what one worker reads and validates at a time; :class:`Collector` combines the
 units' reports into the validation report of the run and applies the dataset-wide rules (a
@@ -34,7 +39,7 @@ from hftraining.core.config import DataConfig, split_date_ns
 from hftraining.core.errors import DataError
 from hftraining.data import io
 from hftraining.data.rows import ANY_ROWS, RowsNeeded
-from hftraining.data.validate import TooFewRows, check_policy, validate_table
+from hftraining.data.validate import Report, TooFewRows, check_policy, validate_frame, validate_table
 
 PARTITION = "symbol="
 
@@ -162,13 +167,15 @@ def _scan(files: list[Path], d: DataConfig, symbol_col: str | None, symbol: str 
         table = dataset.to_table(filter=flt, use_threads=False)
     except (OSError, ValueError, pa.ArrowException) as e:
         raise DataError(f"{files[0]}: cannot read Parquet ({str(e).strip().splitlines()[0]})") from None
-    df = table.to_pandas()
+    df = io.parquet_frame(table.to_pandas())  # an index pandas restored (the timestamps, the symbol): columns, as in a file
     if symbol_col is not None:
         df = df.drop(columns=[symbol_col])
     return io.canonical_columns(df, files[0])
 
 
 def _trim_dates(frames: dict[str, pd.DataFrame], d: DataConfig) -> dict[str, pd.DataFrame]:
+    """The rows of each validated frame in ``[data.start_date, data.end_date)`` (UTC), whatever the
+    layout and the column's type (a pushed-down scan has nothing left to cut)."""
     lo, hi = _date_range(d)
     if lo is None and hi is None:
         return frames
@@ -188,9 +195,13 @@ def read_unit(u: Unit, d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[di
     """Read and validate one unit → ({symbol: validated frame}, its report as a dict)."""
     if u.kind == "file":  # CSV (compressed or not) or a Parquet file, read whole
         path = Path(u.path)
-        table = io.read_table(path)
-        frames, rep = validate_table(table, path, d, needed, io.first_row_number(path),
-                                     "row" if io.is_parquet(path) else "line", decimal=table.attrs.get("decimal", "."))
+        whole = io.read_table(path)
+        table = _selected(whole, d)
+        unit = "row" if io.is_parquet(path) else "line"
+        if len(table) == 0 < len(whole):  # a long file without any of data.symbols: nothing of it is used
+            return {}, Report(file=str(path), row_numbers=unit).to_dict()
+        frames, rep = validate_table(table, path, d, needed, io.first_row_number(path), unit,
+                                     decimal=table.attrs.get("decimal", "."))
         return _trim_dates(frames, d), rep.to_dict()
     if u.kind == "partition":
         p = Path(u.path)
@@ -200,8 +211,26 @@ def read_unit(u: Unit, d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[di
         table = _scan(files, d, None, None)
     else:
         table = _scan([Path(u.path)], d, _parquet_columns(Path(u.path))["symbol"], u.symbol)
+    if len(table) == 0 and _date_range(d) != (None, None):
+        # no row in the date range pushed into the scan: an empty symbol, as a file cut after validation leaves it
+        frame, rep = validate_frame(table, d, u.name, 1, "row", symbol=u.symbol)
+        return {u.symbol: frame}, rep.to_dict()
     frames, rep = validate_table(table, Path(u.name), d, needed, 1, "row", u.symbol)
-    return frames, rep.to_dict()
+    return _trim_dates(frames, d), rep.to_dict()
+
+
+def _selected(table: pd.DataFrame, d: DataConfig) -> pd.DataFrame:
+    """The rows of a long table (one with a ``symbol`` column) whose symbol is in ``data.symbols``
+    (all rows when it is None), their index (the file's row numbers) kept. A row without a symbol
+    belongs to none of them."""
+    if d.symbols is None or "symbol" not in table.columns:
+        return table
+    keep = table["symbol"].astype("string").str.strip().isin(set(d.symbols)).fillna(False).to_numpy(bool)
+    if keep.all():
+        return table
+    out = table.loc[keep]
+    out.attrs = dict(table.attrs)
+    return out
 
 
 class Collector:

@@ -28,7 +28,11 @@ of its own content. ``verified.json`` holds the size, modification and change ti
 when its digests last matched. Opening an entry compares those stamps (a few ``stat`` calls); a
 file whose stamps moved (any write changes its ctime, which user space cannot set back) is hashed
 again. An entry that fails (a byte changed, a file cut short, an index edited) is set aside as
-``<key>.damaged`` with a warning naming the file, and rebuilt. Temporary folders of builders that
+``<key>.damaged`` with a warning naming the file, and rebuilt. The window indices and statistics
+that later runs add to an entry (:func:`window_index`, :func:`fitted_statistics`) are checked the
+same way (their digests in ``windows-<key>.json`` and inside ``stats-<key>.json``, a window index
+also against its split's rows): one that fails is computed again and rewritten, with a warning
+naming the file; the rows are not touched. Temporary folders of builders that
 died are removed by the next build; build workers die with the process that started them.
 """
 
@@ -55,7 +59,7 @@ import numpy as np
 import hftraining
 from hftraining.core.config import DataConfig
 from hftraining.core.errors import DataError
-from hftraining.core.jsonio import write_json
+from hftraining.core.jsonio import dumps as json_dumps, write_json
 from hftraining.data.features import EmptyVolume, feature_columns, panel_specs, symbol_specs
 from hftraining.data.rows import Rows, SymbolRows, fill_panel_features, symbol_rows
 from hftraining.data.sources import Collector, Unit, input_files, read_unit, units
@@ -64,7 +68,9 @@ from hftraining.data.validate import TooFewRows, check_policy
 
 log = logging.getLogger(__name__)
 
-FORMAT = 5  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty)
+FORMAT = 6  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
+# 6: window indices and statistics carry digests; data.symbols selects a long CSV's rows, the date range cuts
+# every layout, YYYYMMDD is decided by the bulk of a column)
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",
@@ -87,6 +93,12 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def _file_stamp(path: Path) -> list[int]:
+    """[size, mtime, ctime] of a file, in bytes and ns: any write moves its ctime."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
 def file_digests(files: list[Path], cache_dir: Path | None) -> list[str]:
     """The content digest of each file; remembered under ``cache_dir`` by (path, size, mtime, ctime),
     so an unchanged file is not read again (any write changes its mtime and ctime)."""
@@ -99,8 +111,7 @@ def file_digests(files: list[Path], cache_dir: Path | None) -> list[str]:
             memo = {}
     out, changed = [], False
     for f in files:
-        st = f.stat()
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        stamp = _file_stamp(f)
         key = str(f.resolve())
         got = memo.get(key)
         if not (isinstance(got, dict) and got.get("stamp") == stamp):
@@ -132,44 +143,162 @@ def spec_key(spec: Any) -> str:
     return hashlib.blake2b(json.dumps(spec, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 
+def _array_digest(a: np.ndarray) -> str:
+    """blake2b of an array's bytes as :meth:`numpy.ndarray.tofile` writes them."""
+    return hashlib.blake2b(np.ascontiguousarray(a).data, digest_size=16).hexdigest()
+
+
+def _damaged_file(entry: Path, why: str, redo: str) -> None:
+    """Warn that a file of the entry ``entry`` is damaged (``why`` names it); it is computed again."""
+    log.warning("feature store entry %s: a file is damaged (%s): %s", entry, why, redo)
+
+
 def window_index(entry: str | None, spec: dict[str, Any], compute: Callable[[], tuple[np.ndarray, np.ndarray]],
                  dtype: type) -> tuple[np.ndarray, np.ndarray]:
     """(ends, symbol ids) of a split's windows: ``compute()``, remembered in the store entry ``entry``
     as ``windows-<key>.ends`` / ``.ids`` (key: ``spec``, the segments and window settings) and
     memory-mapped from there by later runs and every rank (a 70M-window split then costs no
-    allocation at start, and a node's ranks share its pages). ``entry=None``: computed each time."""
+    allocation at start, and a node's ranks share its pages). ``entry=None``: computed each time.
+
+    ``windows-<key>.json`` (written last) holds the spec, the count, each file's blake2b digest and
+    its stamps when it last matched, and its own digest, as ``index.json`` and ``verified.json`` do
+    for the rows: a file whose stamps moved is hashed again, and every window end is checked to lie
+    in its symbol's segment of the split (targets included); a file that fails either is damaged:
+    a warning names it and the windows are indexed again."""
     if entry is None:
         return compute()
     base = Path(entry) / f"windows-{spec_key(spec)}"
-    try:
-        n = base.with_suffix(".ends").stat().st_size // np.dtype(dtype).itemsize
-        if n > 0 and base.with_suffix(".ids").stat().st_size == n * 4:  # an empty file cannot be mapped
-            return (np.memmap(base.with_suffix(".ends"), dtype=dtype, mode="r", shape=(n,)),
-                    np.memmap(base.with_suffix(".ids"), dtype=np.int32, mode="r", shape=(n,)))
-    except OSError:
-        pass  # not there yet: index the windows and write them
+    got = _open_windows(base, spec, dtype)
+    if isinstance(got, tuple):
+        return got
+    if got is not None:
+        _damaged_file(base.parent, got, "the windows are indexed again")
     ends, ids = compute()
-    for suffix, arr in ((".ends", ends), (".ids", ids)):
-        atomic_write(base.with_suffix(suffix), arr.tofile)
+    files = {".ends": np.ascontiguousarray(ends, dtype), ".ids": np.ascontiguousarray(ids, np.int32)}
+    if all(atomic_write(base.with_suffix(sfx), arr.tofile) for sfx, arr in files.items()):
+        try:
+            stamps = {sfx: _file_stamp(base.with_suffix(sfx)) for sfx in files}
+        except OSError:
+            return ends, ids
+        _write_record(base.with_suffix(".json"), {
+            "spec": spec, "dtype": np.dtype(dtype).name, "n": int(len(ends)),
+            "digests": {sfx: _array_digest(arr) for sfx, arr in files.items()}, "stamps": stamps})
     return ends, ids
+
+
+def _write_record(path: Path, body: dict[str, Any]) -> None:
+    """Write a JSON record with its own digest (of the content as a reader parses it: strict JSON,
+    a non-finite float written as null)."""
+    body = json.loads(json_dumps(body, indent=None))
+    body["digest"] = _json_digest(body, "digest")
+    text = json_dumps(body, indent=None) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))  # an unwritable store: computed again next time
+
+
+def _read_record(path: Path) -> dict[str, Any] | str | None:
+    """A JSON record of :func:`_write_record`; None when absent; else why it cannot be trusted."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"{path.name}: unreadable ({e.strerror})"
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return f"{path.name}: not JSON"
+    if not isinstance(body, dict) or body.get("digest") != _json_digest(body, "digest"):
+        return f"{path.name}: its content does not match its digest"
+    return body
+
+
+def _open_windows(base: Path, spec: dict[str, Any], dtype: type) -> tuple[np.ndarray, np.ndarray] | str | None:
+    """The remembered windows of ``spec`` as read-only memory maps; None when there are none (a
+    miss); else why they cannot be used."""
+    record = _read_record(base.with_suffix(".json"))
+    if not isinstance(record, dict):
+        return record
+    try:
+        n = int(record["n"])
+        if record["spec"] != json.loads(json.dumps(spec)) or record["dtype"] != np.dtype(dtype).name or n < 0:
+            return f"{base.name}.json: written for other windows"
+        sizes = {".ends": n * np.dtype(dtype).itemsize, ".ids": n * 4}
+        moved = []
+        for sfx, size in sizes.items():
+            path = base.with_suffix(sfx)
+            stamp = _file_stamp(path)
+            if stamp[0] != size:
+                return f"{path.name}: {stamp[0]} bytes, its record says {size}"
+            if stamp != record["stamps"][sfx]:
+                if _digest(path) != record["digests"][sfx]:
+                    return f"{path.name}: its content does not match the digest written with it"
+                moved.append(sfx)
+        if n == 0:  # an empty file cannot be mapped
+            return np.zeros(0, dtype), np.zeros(0, np.int32)
+        ends = np.memmap(base.with_suffix(".ends"), dtype=dtype, mode="r", shape=(n,))
+        ids = np.memmap(base.with_suffix(".ids"), dtype=np.int32, mode="r", shape=(n,))
+        if moved:  # not seen since it was last verified: its windows must lie in their segments
+            problem = _windows_out_of_bounds(base.parent, spec, ends, ids)
+            if problem:
+                return f"{base.name}.ends: {problem}"
+            stamps = {**record["stamps"], **{sfx: _file_stamp(base.with_suffix(sfx)) for sfx in moved}}
+            _write_record(base.with_suffix(".json"), {**{k: v for k, v in record.items() if k != "digest"}, "stamps": stamps})
+    except FileNotFoundError as e:
+        return f"{Path(e.filename or base).name}: missing"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"unreadable ({type(e).__name__}: {e})"
+    return ends, ids
+
+
+def _windows_out_of_bounds(folder: Path, spec: dict[str, Any], ends: np.ndarray, ids: np.ndarray) -> str | None:
+    """Why a window of ``ends``/``ids`` is not one :func:`~hftraining.data.windows.index_windows`
+    can give for ``spec`` in the entry ``folder`` (None: every one is): a symbol id out of range, or
+    an end outside :func:`~hftraining.data.splits.end_bounds` of its symbol's segment: targets
+    before the segment's first target row or past its last row, or fewer than ``min_history`` real
+    inputs in its readable rows. ``spec["segments"]``: each symbol's readable rows [from, stop);
+    ``spec["targets_from"]`` (when inputs may read rows before the targets' first): that first row."""
+    starts = np.asarray(json.loads((folder / "index.json").read_text(encoding="utf-8"))["starts"], np.int64)
+    seg = np.asarray(spec["segments"], np.int64).reshape(-1, 2)
+    if len(seg) != len(starts):
+        return f"the split has {len(seg)} segments for {len(starts)} symbols"
+    first_target = np.asarray(spec["targets_from"], np.int64) if "targets_from" in spec else seg[:, 0]
+    lo = starts + np.maximum(first_target - 1, seg[:, 0] + int(spec["min_history"]) - 1)  # the first row that can end a window
+    hi = starts + seg[:, 1] - 1 - int(spec["H"])  # the last: its targets end on the segment's last row
+    for at in range(0, len(ends), 1 << 22):
+        k = np.asarray(ids[at : at + (1 << 22)], np.int64)
+        e = np.asarray(ends[at : at + (1 << 22)], np.int64)
+        if ((k < 0) | (k >= len(starts))).any():
+            i = int(np.flatnonzero((k < 0) | (k >= len(starts)))[0])
+            return f"window {at + i} has symbol id {int(k[i])} of {len(starts)}"
+        bad = (e < lo[k]) | (e > hi[k])
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            return f"window {at + i} ends on row {int(e[i])}, outside rows {int(lo[k[i]])}..{int(hi[k[i]])} of its segment"
+    return None
 
 
 def fitted_statistics(entry: str | None, spec: dict[str, Any], fit: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """``fit()`` (a JSON-able dict: the scaler and target statistics of a split), remembered in the
     store entry ``entry`` as ``stats-<key>.json`` (key: ``spec``, the settings and training rows) so a
     later run on the same rows and split (every rank, every warm start) reads it instead of passing
-    over every training row again (7 s at 70 million rows). JSON floats round-trip exactly."""
+    over every training row again (7 s at 70 million rows). JSON floats round-trip exactly. The file
+    holds its own digest: one that does not match (or a spec that is not ``spec``) is damaged, a
+    warning names it and the statistics are fitted again."""
     path = None if entry is None else Path(entry) / f"stats-{spec_key(spec)}.json"
     if path is not None:
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            if saved.get("spec") == json.loads(json.dumps(spec)):
-                return saved["stats"]
-        except (OSError, ValueError, AttributeError):
-            pass  # not there yet (or damaged): fit and write it
+        saved = _read_record(path)
+        if isinstance(saved, dict):
+            try:
+                if saved["spec"] == json.loads(json.dumps(spec)) and isinstance(saved["stats"], dict):
+                    return saved["stats"]
+                saved = f"{path.name}: written for other statistics"
+            except KeyError as e:
+                saved = f"{path.name}: no {e.args[0]!r}"
+        if saved is not None:
+            _damaged_file(path.parent, saved, "the statistics are fitted again")
     stats = fit()
     if path is not None:
-        atomic_write(path, lambda tmp: write_json(tmp, {"spec": spec, "stats": stats}, indent=None))
+        _write_record(path, {"spec": spec, "stats": stats})
     return stats
 
 
@@ -326,18 +455,19 @@ def _locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _index_digest(index: dict[str, Any]) -> str:
-    body = {k: v for k, v in index.items() if k != "index_digest"}
+def _json_digest(record: dict[str, Any], field: str) -> str:
+    """blake2b of a JSON record's content without its own digest ``field``."""
+    body = {k: v for k, v in record.items() if k != field}
     return hashlib.blake2b(json.dumps(body, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+def _index_digest(index: dict[str, Any]) -> str:
+    return _json_digest(index, "index_digest")
 
 
 def _stamps(folder: Path) -> dict[str, list[int]]:
     """(size, mtime, ctime) in ns of the entry's files: any write moves the ctime."""
-    out = {}
-    for name in ["index.json", *(f"{k}.{SUFFIX[k]}" for k in ARRAYS)]:
-        st = (folder / name).stat()
-        out[name] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-    return out
+    return {name: _file_stamp(folder / name) for name in ["index.json", *(f"{k}.{SUFFIX[k]}" for k in ARRAYS)]}
 
 
 def _record_verified(folder: Path) -> None:
