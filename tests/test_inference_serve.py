@@ -158,7 +158,7 @@ def test_serve_without_the_extra_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(builtins, "__import__", no_fastapi)
     assert main(["serve", "nowhere"]) == 2
     err = capsys.readouterr().err
-    assert "hftraining[serve]" in err and err.count("\n") == 1
+    assert "'.[serve]'" in err and err.count("\n") == 1
 
 
 def test_a_run_killed_mid_write_still_serves_and_a_corrupt_metrics_line_is_one_line(server, tmp_path, capsys):

@@ -9,7 +9,9 @@ returns unless the model was trained on another ``data.target``, named in the pr
              quantiles    (batch, horizon, Q)   float32  forecast quantiles of the log returns (quantile head)
              class_probs  (batch, horizon, 3)   float32  sell / hold / buy probabilities (buy/hold/sell head)
 
-The batch axis is dynamic. The file's metadata (``metadata_props``) holds the preprocessing as JSON
+The batch axis is dynamic; every window is whole (``seq_len`` rows, no padding mask). A model
+trained with ``data.min_history`` below ``seq_len`` forecasts shorter histories through ``predict``
+and ``serve``, which pass the padding mask; the graph does not take one. The file's metadata (``metadata_props``) holds the preprocessing as JSON
 (``hftraining.preprocessing``) so that a consumer can rebuild the inputs, and the output names.
 
 Exporter: ``torch.onnx.export(..., dynamo=True)`` (torch.export + onnxscript). The older

@@ -54,7 +54,7 @@ def _require():
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
-        raise UserError("serve needs FastAPI and uvicorn: pip install 'hftraining[serve]'") from None
+        raise UserError("serve needs FastAPI and uvicorn: pip install -e '.[serve]' (in the hftraining checkout)") from None
 
 
 def _read_json(path: Path) -> Any:

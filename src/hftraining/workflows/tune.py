@@ -93,7 +93,7 @@ def _optuna():
     try:
         import optuna
     except ImportError:
-        raise UserError("tune needs Optuna: pip install 'hftraining[tune]'") from None
+        raise UserError("tune needs Optuna: pip install -e '.[tune]' (in the hftraining checkout)") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
 
@@ -400,7 +400,7 @@ STORAGE_FORMS = ("journal:///abs/path.log, sqlite:///path.db (one worker only) o
                  "postgresql://user@host/db or mysql://user@host/db")
 RDB_SCHEMES = ("postgresql", "mysql")
 # a missing database driver (the module SQLAlchemy imports) → what to install
-DRIVER_PIP = {"psycopg": "pip install 'psycopg[binary]' (or 'hftraining[tune]')", "psycopg2": "pip install psycopg2-binary",
+DRIVER_PIP = {"psycopg": "pip install 'psycopg[binary]' (or the tune extra: pip install -e '.[tune]')", "psycopg2": "pip install psycopg2-binary",
               "MySQLdb": "pip install mysqlclient", "pymysql": "pip install PyMySQL"}
 
 
