@@ -28,8 +28,8 @@ export PYTHONUNBUFFERED=1
 case "$part" in
 checks)
     # the compiled and CUDA-graphed step against eager (gradients, losses, dropout per micro-batch,
-    # resume), no host synchronisation between logging steps, device batches, out of memory
-    timeout 150 "$py" -m pytest -q -m "not slow" tests/test_devices.py -k "cuda or steady_state or out_of_memory" \
+    # resume), no host synchronisation between logging steps, device batches, out of memory, fp16 resume
+    timeout 150 "$py" -m pytest -q -m "not slow" tests/test_devices.py -k "cuda or steady_state or out_of_memory or fp16_resume" \
         -rfE --durations=10 2>&1 | tee "$out/tests.txt" | tail -25
     # where a batch-1024 step's GPU time goes (default mode: kernels inside CUDA graphs are not attributed)
     timeout 120 "$py" benchmarks/bench_gpu.py --profile 1024x1:default 2>&1 | grep -v USDT | tee "$out/profile.txt"

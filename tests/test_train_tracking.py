@@ -343,5 +343,5 @@ def test_missing_tracking_package_is_a_one_line_user_error(tmp_path, capsys, mon
 
 def test_missing_package_raises_user_error_from_the_library(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)
-    with pytest.raises(UserError, match=r"pip install 'hftraining\[track\]'"):
+    with pytest.raises(UserError, match=r"pip install -e '\.\[track\]'"):
         train(load_config(None, tiny(tmp_path / "run", "output.report_to=[mlflow]", "training.max_steps=2")))

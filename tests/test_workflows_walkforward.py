@@ -131,6 +131,7 @@ def test_walk_forward_runs_the_trainer_per_fold(tmp_path, monkeypatch, capsys):
     fold_run = tmp_path / "wf" / "walkforward" / "fold-1"
     again, _ = evaluate_model_dir(fold_run)
     assert again["n_windows"] == folds[0]["n_windows"] and again["model"]["mse"] == pytest.approx(folds[0]["mse"])
+    capsys.readouterr()  # the runs' own log lines (the console handler an earlier CLI call may have left)
     assert main(["evaluate", str(fold_run), "--split", "val"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "preprocessing.json: fold: the model of walk-forward fold 1 of 2" in err
