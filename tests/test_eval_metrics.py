@@ -16,23 +16,27 @@ from hftraining.eval.forecasts import Forecasts, collect_forecasts, evaluate_pre
 
 
 def test_dm_matches_hand_computation():
-    # d = loss_a - loss_b = [2, 0, 1, 3]; mean 1.5; deviations e = [.5, -1.5, -.5, 1.5]
-    # gamma0 = (0.25 + 2.25 + 0.25 + 2.25) / 4 = 1.25
-    # gamma1 = (e1 e0 + e2 e1 + e3 e2) / 4 = (-0.75 + 0.75 - 0.75) / 4 = -0.1875
-    # rectangular kernel, lag 1 (H = 2): LRV = 1.25 + 2 * (-0.1875) = 0.875
+    # d = loss_a - loss_b = [1, 2, 3, 4]; mean 2.5; deviations e = [-1.5, -.5, .5, 1.5]
+    # gamma0 = (2.25 + 0.25 + 0.25 + 2.25) / 4 = 1.25; gamma1 = (0.75 - 0.25 + 0.75) / 4 = 0.3125
+    # lag 1 (H = 2): rectangular 1.25 + 2 * 0.3125 = 1.875 > Bartlett 1.25 + 2 * 0.5 * 0.3125 = 1.5625
     # Harvey–Leybourne–Newbold: × sqrt((T + 1 - 2H + H(H - 1)/T) / T) = sqrt((4 + 1 - 4 + 0.5) / 4) = sqrt(0.375)
-    out = M.diebold_mariano(np.array([3.0, 1, 2, 4]), np.array([1.0, 1, 1, 1]), lag=1)
-    stat = 1.5 / math.sqrt(0.875 / 4) * math.sqrt(0.375)
+    out = M.diebold_mariano(np.array([2.0, 3, 4, 5]), np.ones(4), lag=1)
+    stat = 2.5 / math.sqrt(1.875 / 4) * math.sqrt(0.375)
     assert out["statistic"] == pytest.approx(stat, rel=1e-12) and out["kernel"] == "rectangular"
-    assert out["statistic"] == pytest.approx(1.963961, rel=1e-6)
+    assert out["statistic"] == pytest.approx(2.236068, rel=1e-6)
     assert out["p_value"] == pytest.approx(2 * stats.t.sf(stat, df=3), rel=1e-10)
+    # d = [2, 0, 1, 3]: gamma1 = -0.1875 < 0, rectangular 0.875 < Bartlett 1.0625, which is used
+    out = M.diebold_mariano(np.array([3.0, 1, 2, 4]), np.ones(4), lag=1)
+    assert out["kernel"] == "bartlett"
+    assert out["statistic"] == pytest.approx(1.5 / math.sqrt(1.0625 / 4) * math.sqrt(0.375), rel=1e-12)
     # lag 0: the plain variance of the mean, HLN factor sqrt((T - 1)/T)
     assert M.diebold_mariano(np.array([3.0, 1, 2, 4]), np.ones(4), lag=0)["statistic"] == pytest.approx(
         1.5 / math.sqrt(1.25 / 4) * math.sqrt(3 / 4))
 
 
-def test_dm_falls_back_to_bartlett_when_the_rectangular_variance_is_not_positive():
-    # d alternates: gamma1 = -gamma0 (almost), so gamma0 + 2 gamma1 < 0; Bartlett weight 1/2 keeps it >= 0
+def test_dm_takes_bartlett_when_negative_autocovariances_shrink_the_rectangular_variance():
+    # d alternates: gamma1 ≈ -gamma0, so gamma0 + 2 gamma1 < 0 (the rectangular sum would make any
+    # difference "significant"); Bartlett's weight 1/2 keeps it >= 0 and is the larger: it is used
     d = np.array([1.0, -1, 1, -1, 1, -1, 1, -1, 1.2])
     out = M.diebold_mariano(d, np.zeros_like(d), lag=1)
     assert out["kernel"] == "bartlett"
@@ -44,9 +48,9 @@ def test_dm_falls_back_to_bartlett_when_the_rectangular_variance_is_not_positive
 def test_dm_test_rejects_a_true_null_at_its_level():
     # Two forecasts with equal expected loss (+c and -c around zero-mean returns), 5-step windows
     # whose losses overlap by 4 returns: the test must reject at about 5%, not the ~10% that
-    # Bartlett weights at lag H - 1 gave (they under-weight the MA(4) autocovariances).
+    # Bartlett weights alone at lag H - 1 gave (they under-weight the MA(4) autocovariances).
     rng = np.random.default_rng(0)
-    H, T, reps = 5, 500, 2000
+    H, T, reps = 5, 1000, 2000
     rejected = 0
     for _ in range(reps):
         r = rng.standard_normal(T + H)

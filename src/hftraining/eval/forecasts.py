@@ -378,7 +378,7 @@ def format_table(result: dict[str, Any], title: str = "test") -> str:
         lines.append(f"quantile head: mean pinball loss {result['model']['pinball_mean']:.6g}; coverage {cov}")
     if dm:
         lines.append("DM: model vs each baseline on squared error (negative: the model's loss is lower); "
-                     f"losses averaged over symbols per date, Newey–West lag {result['horizon'] - 1}")
+                     f"losses averaged over symbols per date, lag {result['horizon'] - 1}, Harvey–Leybourne–Newbold t")
     lines.append(result.get("mse_verdict") or result.get("verdict") or verdict(result))
     return "\n".join(lines)
 

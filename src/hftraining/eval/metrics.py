@@ -208,20 +208,20 @@ def newey_west_variance(d: np.ndarray, lag: int) -> float:
 def dm_long_run_variance(d: np.ndarray, lag: int) -> tuple[float, str]:
     """Long-run variance of ``d`` (T,) for the Diebold–Mariano test and the kernel that gave it.
 
-    The loss differential of H-step forecasts is autocorrelated up to lag H − 1 and not beyond (an
-    MA(H − 1)), so Diebold and Mariano sum its autocovariances up to ``lag`` with equal weights (the
-    rectangular kernel). Bartlett weights would under-weight them: for overlapping H-step losses the
-    test then rejects a true null about twice as often as its level. The rectangular sum can come
-    out ≤ 0 in small samples; then the Bartlett estimate (never negative) is used, and named.
+    The loss differential of H-step forecasts is autocorrelated up to lag H − 1 (an MA(H − 1)), and
+    Diebold and Mariano sum its autocovariances up to ``lag`` with equal weights (the rectangular
+    kernel). Bartlett weights (Newey–West) under-weight them: for overlapping H-step losses the
+    test then rejects a true null about twice as often as its level. But in a short sample, negative
+    sample autocovariances can drive the rectangular sum towards zero (or below) and the statistic
+    towards any size. So the larger of the two is used, and named: a difference is significant only
+    when it is significant under both.
     """
     d = np.asarray(d, dtype=np.float64)
     T = d.size
     e = d - d.mean()
     gamma = [float(e @ e) / T] + [float(e[k:] @ e[:-k]) / T for k in range(1, min(lag, T - 1) + 1)]
-    v = gamma[0] + 2.0 * sum(gamma[1:])
-    if v > 0:
-        return v, "rectangular"
-    return newey_west_variance(d, lag), "bartlett"
+    rectangular, bartlett = gamma[0] + 2.0 * sum(gamma[1:]), newey_west_variance(d, lag)
+    return (rectangular, "rectangular") if rectangular >= bartlett else (bartlett, "bartlett")
 
 
 def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lag: int) -> dict[str, Any]:
@@ -230,7 +230,8 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lag: int) -> dict[st
 
     ``loss_a``, ``loss_b``: (T,) per-period losses in time order (one value per date). ``lag``:
     H − 1 for H-step forecasts (their errors overlap by H − 1 periods). With d = loss_a − loss_b,
-    DM = mean(d) / sqrt(LRV / T) (LRV: :func:`dm_long_run_variance`), and the statistic reported is
+    DM = mean(d) / sqrt(LRV / T) (LRV: :func:`dm_long_run_variance`, the larger of the rectangular
+    and the Bartlett estimate), and the statistic reported is
     DM · sqrt((T + 1 − 2H + H(H − 1)/T) / T), two-sided p-value from Student's t with T − 1 degrees
     of freedom. Negative means a has the smaller loss.
     """

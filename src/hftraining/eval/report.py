@@ -215,8 +215,9 @@ def _metrics_section(doc: _Doc, result: dict[str, Any], fc=None) -> None:
     doc.table(["forecast", "MSE", "MAE", "dir. acc.", "IC", "IC pooled", "DM stat (model vs)", "DM p"], rows)
     doc.para(result.get("verdict", ""))
     doc.para("Diebold–Mariano: squared-error loss of each window averaged over its H steps and over the symbols of "
-             f"each date, Newey–West variance with lag H−1 = {result['horizon'] - 1}; a negative statistic means the "
-             "model's loss is lower.")
+             f"each date; long-run variance to lag H−1 = {result['horizon'] - 1}, the larger of the rectangular (Diebold–Mariano) "
+             "and Bartlett (Newey–West) estimates; the Harvey–Leybourne–Newbold correction and Student's t; a negative "
+             "statistic means the model's loss is lower.")
     steps = result.get("per_step", {})
     if steps:
         header = ["step"] + [f"{n} MSE" for n in steps] + ["model dir. acc.", "model IC", "DM p vs zero"]
