@@ -177,6 +177,14 @@ def test_evaluate_cli_applies_every_evaluation_override(run, capsys):
     assert full["n_windows"] > 6 and full["backtest"] != got["backtest"]
 
 
+def test_evaluate_writes_no_report_with_evaluation_report_false(run, tmp_path, capsys):
+    code, _, err = _cli(capsys, "evaluate", run, "--report-dir", str(tmp_path / "r"), "--set", "evaluation.report=false")
+    assert code == 0, err
+    assert not (tmp_path / "r").exists()  # it wrote report.html there regardless before
+    assert _cli(capsys, "evaluate", run, "--report-dir", str(tmp_path / "r"))[0] == 0
+    assert (tmp_path / "r" / "report.html").exists()
+
+
 def test_backtest_cli(run, capsys):
     code, out, err = _cli(capsys, "backtest", run, "--json", "--long-only", "--cost-bps", "20")
     assert code == 0, err
@@ -190,6 +198,9 @@ def test_backtest_cli(run, capsys):
     (["backtest", "{tmp}/nope"], "nope"),
     (["backtest", "{run}", "--set", "evaluation.backtest_cost_bps=-1"], "evaluation.backtest_cost_bps"),
     (["evaluate", "{run}", "--set", "evaluation.backtest_positionz=sign"], "backtest_positionz"),
+    # keys that act during training did nothing on a trained model: now they say so
+    (["evaluate", "{run}", "--set", "evaluation.interval_method=aci"], "evaluation.interval_method: acts during training"),
+    (["backtest", "{run}", "--set", "evaluation.max_val_windows=10"], "evaluation.max_val_windows: acts during training"),
 ])
 def test_cli_errors_are_one_line(run, tmp_path, capsys, args, needle):
     code, _, err = _cli(capsys, *[a.format(run=run, tmp=tmp_path) for a in args])

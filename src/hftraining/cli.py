@@ -102,7 +102,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     ev = evaluation_config(args.path, args.set)
     result, fc, bt = evaluate_and_backtest(args.path, args.data, args.split, ev)
-    if not args.no_report:
+    if ev.report and not args.no_report:
         html_path, _ = write_report(report_dir(args.path, args.report_dir), result, fc, bt, run_folder(args.path),
                                     title=f"hftraining evaluate: {args.path} ({args.split} split)")
         result["report"] = str(html_path)
@@ -339,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.add_argument("--report-dir", help="where to write report.html/report.md (default: the run folder)")
-    e.add_argument("--no-report", action="store_true", help="do not write report.html/report.md")
+    e.add_argument("--no-report", action="store_true",
+                   help="do not write report.html/report.md (as evaluation.report=false, the run's or --set)")
     e.add_argument("--set", action="append", default=[], metavar="evaluation.KEY=VALUE",
                    help="evaluation setting, e.g. --set evaluation.backtest_cost_bps=10 (repeatable)")
     e.set_defaults(func=_cmd_evaluate)

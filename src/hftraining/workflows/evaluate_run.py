@@ -20,14 +20,24 @@ from hftraining.models import ForecastModel
 from hftraining.train.checkpoint import FITTED_BASELINES_DIR
 
 
+AT_EVALUATION = ("max_test_windows", "periods_per_year", "report")
+"""The evaluation keys (besides ``backtest_*``) that act when a trained model is evaluated; the
+others act during training (validation cadence and caps, the baselines' fit, the intervals'
+calibration, which the model folder keeps)."""
+
+
 def evaluation_config(path, overrides: list[str] | tuple[str, ...] = ()) -> EvaluationConfig:
     """The evaluation section a run was trained with (its config.json), or the defaults, with
-    ``evaluation.key=value`` overrides applied; a bad key or value is a ConfigError naming it."""
+    ``evaluation.key=value`` overrides applied; a bad key or value, or a key that only acts during
+    training (not :data:`AT_EVALUATION` nor ``backtest_*``), is a ConfigError naming it."""
     raw = run_section(path, EvaluationConfig, "evaluation")
     for text in overrides:
         (section, key), value = parse_override(text)
         if section != "evaluation":
             raise ConfigError(f"{section}.{key}: only evaluation.* settings apply here")
+        if key in EvaluationConfig.__dataclass_fields__ and key not in AT_EVALUATION and not key.startswith("backtest_"):
+            raise ConfigError(f"evaluation.{key}: acts during training, not on a trained model; here only "
+                              f"evaluation.{', evaluation.'.join(AT_EVALUATION)} and evaluation.backtest_* apply")
         raw[key] = value
     ev = section_from_dict(EvaluationConfig, raw, "evaluation")
     validate(Config(evaluation=ev))
