@@ -163,3 +163,13 @@ def test_two_process_resume_continues_every_rank_s_random_streams(tmp_path):
     assert json.loads((saved / "trainer_state.json").read_text())["rng"]["world_size"] == 2
     rng = load_file(str(saved / "rng.safetensors"))
     assert not torch.equal(rng["rank0.torch"], rng["rank1.torch"])  # the ranks' streams had parted
+
+
+def test_each_rank_draws_its_own_dropout_masks(tmp_path):
+    """With one seed on every rank, equal batches drew equal dropout masks at the same positions on
+    every rank (their random states stayed equal); each rank now draws from its own stream."""
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "hftraining",
+          "train", *COMMON, "model.dropout=0.1", "training.max_steps=2", "training.save_steps=2", "evaluation.eval_steps=0",
+          f"output.output_dir={tmp_path}"])
+    rng = load_file(str(tmp_path / "checkpoints" / "step-00000002" / "rng.safetensors"))
+    assert not torch.equal(rng["rank0.torch"], rng["rank1.torch"])

@@ -44,6 +44,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+RANK_SEED_STRIDE = 1_000_003
+"""Rank r > 0 of a process group draws from ``training.seed + r * RANK_SEED_STRIDE`` once the data
+and the model are built (as nanoGPT offsets its seed by the rank)."""
+
+
+def seed_rank(seed: int, rank: int) -> None:
+    """Give each rank of a process group its own random streams for training (dropout masks,
+    augmentation), after everything every rank must build alike: with one seed, ranks drew the same
+    masks at the same batch positions. Rank 0 keeps ``seed``'s stream, so one process is unchanged."""
+    if rank > 0:
+        torch.manual_seed(seed + RANK_SEED_STRIDE * rank)
+
+
 def prepare_run_dir(cfg: Config, info: DistInfo) -> tuple[Path, Path | None]:
     """Create the run folder; decide what to resume from (None: start fresh)."""
     run_dir = cfg.run_dir()
@@ -105,7 +118,9 @@ def build_trainer(
     seed_everything(cfg.training.seed)
     if data is None:
         data = prepare(cfg.data)
-    return Trainer(cfg, data, info, run_dir, resume_path, on_evaluate, model)
+    trainer = Trainer(cfg, data, info, run_dir, resume_path, on_evaluate, model)
+    seed_rank(cfg.training.seed, info.rank)
+    return trainer
 
 
 @contextmanager
