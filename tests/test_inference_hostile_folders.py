@@ -95,6 +95,38 @@ VARIANTS = {
     # allowed: a link that stays inside the folder is an ordinary file
     "weights_link_inside": ("ok", lambda d: ((d / "model.safetensors").rename(d / "w.bin"), (d / "model.safetensors").symlink_to("w.bin"))),
 }
+
+
+def _booster(path: Path, change, resize: bool = True) -> None:
+    """Rewrite the text of the first LightGBM booster in ``path``; ``resize``: make its
+    ``tree_sizes`` agree with the changed trees (else they are left as written)."""
+    import re
+
+    def edit(state):
+        text = change(bytes(state["booster_0"].numpy()).decode("utf-8"))
+        if resize:
+            start, end = text.index("\nTree="), text.index("\nend of trees")
+            sizes = [len(b.encode()) for b in re.split(r"(?<=\n)(?=Tree=)", text[start + 1:end + 1])]
+            text = re.sub(r"tree_sizes=[0-9 ]*", "tree_sizes=" + " ".join(map(str, sizes)), text, count=1)
+        state["booster_0"] = torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8)
+    _tensors(path, edit)
+
+
+def _first_tree(text: str, key: str, change) -> str:
+    """``text`` with the ``key=`` array of its first tree changed (a list of strings in, one out)."""
+    head, _, rest = text.partition(f"\n{key}=")
+    values, _, tail = rest.partition("\n")
+    return f"{head}\n{key}={' '.join(change(values.split()))}\n{tail}"
+
+
+# LightGBM's parser ends the process (SIGABRT) on a malformed tree: these must be refused before it
+BOOSTERS = {
+    "weights_lgb_leaf_cut": ("model.safetensors", lambda d: _booster(d / "model.safetensors", lambda t: _first_tree(t, "leaf_value", lambda v: v[:-1]))),
+    "weights_lgb_leaf_cut_sizes_kept": ("model.safetensors", lambda d: _booster(d / "model.safetensors", lambda t: _first_tree(t, "leaf_value", lambda v: v[:-1]), resize=False)),
+    "weights_lgb_child_out_of_range": ("model.safetensors", lambda d: _booster(d / "model.safetensors", lambda t: _first_tree(t, "left_child", lambda v: ["999", *v[1:]]))),
+    "weights_lgb_other_width": ("model.safetensors", lambda d: _booster(d / "model.safetensors", lambda t: t.replace("max_feature_idx=", "max_feature_idx=1", 1))),
+    "weights_lgb_not_a_number": ("model.safetensors", lambda d: _booster(d / "model.safetensors", lambda t: _first_tree(t, "threshold", lambda v: ["nope", *v[1:]]))),
+}
 ENSEMBLES = {
     "ensemble_member_outside": ("ensemble.json", lambda e: _json(e / "ensemble.json", lambda o: o["members"].__setitem__(0, "../../elsewhere"))),
     "ensemble_member_absolute": ("ensemble.json", lambda e: _json(e / "ensemble.json", lambda o: o["members"].__setitem__(0, "/etc"))),
@@ -135,13 +167,15 @@ def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     valid = make_model(root / "model")
     other = make_model(root / "model2")
-    cases, expect = [("valid", str(valid))], {"valid": "ok"}
-    for name, (what, mutate) in VARIANTS.items():
-        d = root / name
-        shutil.copytree(valid, d)
-        mutate(d)
-        cases.append((name, str(d)))
-        expect[name] = what
+    gbm = make_lightgbm_model(root / "lightgbm")
+    cases, expect = [("valid", str(valid)), ("valid_lightgbm", str(gbm))], {"valid": "ok", "valid_lightgbm": "ok"}
+    for variants, base in ((VARIANTS, valid), (BOOSTERS, gbm)):
+        for name, (what, mutate) in variants.items():
+            d = root / name
+            shutil.copytree(base, d)
+            mutate(d)
+            cases.append((name, str(d)))
+            expect[name] = what
     for name, (what, mutate) in ENSEMBLES.items():
         e = build_ensemble([valid, other], root / name)
         mutate(e)
@@ -154,21 +188,38 @@ def corpus(tmp_path_factory):
     return root, expect, results
 
 
+def make_lightgbm_model(d):
+    """A fitted LightGBM model folder at ``d`` (AEM, 20 rows in, 3 steps out)."""
+    from hftraining.core.config import ModelConfig, load_config
+    from hftraining.data.pipeline import prepare
+    from hftraining.models import build_model
+
+    data = prepare(load_config(None, ["data.symbols=[AEM]", "data.sequence_length=20", "data.prediction_horizon=3"]).data)
+    pre = data.preprocessing
+    m = build_model(ModelConfig(type="lightgbm", lightgbm_rounds=20), len(pre.feature_columns), pre.horizon, pre.seq_len)
+    m.fit_windows(data.train, data.val)
+    m.save_pretrained(d, preprocessing=pre.to_dict())
+    return d
+
+
 def test_the_corpus_has_at_least_25_variants_across_every_kind_of_file(corpus):
     _, expect, _ = corpus
-    kinds = {name.split("_")[0] for name in expect if name != "valid"}
-    assert len(expect) - 1 >= 25 and kinds == {"config", "pre", "weights", "ensemble"}
+    kinds = {name.split("_")[0] for name in expect if not name.startswith("valid")}
+    assert len(expect) - 2 >= 25 and kinds == {"config", "pre", "weights", "ensemble"}
 
 
 def test_every_hostile_variant_is_a_one_line_error_naming_its_file_or_a_correct_forecast(corpus):
     _, expect, results = corpus
     valid = results["valid"]["forecast"]
     assert results["valid"]["ok"] and all(map(lambda v: v == v, valid))
+    assert results["valid_lightgbm"]["ok"]  # the intact booster loads and forecasts
     problems = []
     for name, what in expect.items():
         r = results[name]
         if r["seconds"] > 10:
             problems.append(f"{name}: {r['seconds']:.1f} s")
+        if name == "valid_lightgbm":
+            continue
         if what == "ok":
             if not (r["ok"] and r["forecast"] == pytest.approx(valid)):
                 problems.append(f"{name}: expected the valid folder's forecast, got {r}")

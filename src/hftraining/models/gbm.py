@@ -11,6 +11,7 @@ the CPU inside the one batched forward; there is no ONNX graph for it (export sa
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import lightgbm as lgb
@@ -38,6 +39,50 @@ def lightgbm_params(cfg: ModelConfig) -> dict[str, Any]:
         "min_data_in_leaf": cfg.lightgbm_min_data_in_leaf, "feature_fraction": cfg.lightgbm_feature_fraction,
         "bagging_fraction": cfg.lightgbm_bagging_fraction, "lambda_l2": cfg.lightgbm_lambda_l2, **FIXED,
     }
+
+
+_INTERNAL = ("split_feature", "split_gain", "threshold", "decision_type", "left_child", "right_child",
+             "internal_value", "internal_weight", "internal_count")  # one value per split: num_leaves - 1
+_LEAF = ("leaf_value", "leaf_weight", "leaf_count")  # one value per leaf
+_INTS = ("split_feature", "decision_type", "left_child", "right_child", "internal_count", "leaf_count")
+
+
+def check_booster_text(text: str, width: int) -> None:
+    """Raise ValueError (naming what is wrong) unless ``text`` is a LightGBM text model of one
+    regression tree per iteration over ``width`` inputs whose trees are whole: ``tree_sizes`` match
+    the tree blocks, every array has the length ``num_leaves`` gives, every child and feature index
+    is in range, every number parses. LightGBM's own parser ends the whole process (a C++ fatal
+    error, SIGABRT) on a malformed tree instead of raising, so a model folder's booster is read
+    here first: a damaged or hostile folder is then a one-line error like any other."""
+    start, end = text.find("\nTree="), text.find("\nend of trees")
+    if start < 0 or end < start:
+        raise ValueError("no trees (or no 'end of trees')")
+    head = dict(line.split("=", 1) for line in text[:start].splitlines() if "=" in line)
+    if head.get("num_class") != "1" or head.get("num_tree_per_iteration") != "1":
+        raise ValueError("not a one-output regression model")
+    if head.get("max_feature_idx") != str(width - 1):
+        raise ValueError(f"trained on {head.get('max_feature_idx', '?')}+1 inputs, the model has {width}")
+    blocks = re.split(r"(?<=\n)(?=Tree=)", text[start + 1:end + 1])  # each block with its blank lines, as sized
+    sizes = head.get("tree_sizes", "").split()
+    if [len(b.encode("utf-8")) for b in blocks] != [int(x) if x.isdigit() else -1 for x in sizes]:
+        raise ValueError("tree_sizes does not match its trees")
+    for k, block in enumerate(blocks):
+        f = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        try:
+            n = int(f["num_leaves"])
+            arrays = {key: [float(v) for v in f[key].split()] for key in (*_INTERNAL, *_LEAF) if key in f}
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"tree {k}: unreadable ({e})") from None
+        want = {**{key: n - 1 for key in _INTERNAL}, **{key: n for key in _LEAF}}
+        if n < 1 or f.get("num_cat", "0") != "0" or f.get("is_linear", "0") != "0" or "leaf_value" not in arrays:
+            raise ValueError(f"tree {k}: not a plain tree of num_leaves >= 1")
+        for key, values in arrays.items():
+            if len(values) != want[key] or (key in _INTS and any(v != int(v) for v in values)):
+                raise ValueError(f"tree {k}: {key} has {len(values)} values, num_leaves={n} needs {want[key]}")
+        if n > 1 and (any(key not in arrays for key in _INTERNAL[:6])
+                      or any(not -n <= c <= n - 2 for c in arrays["left_child"] + arrays["right_child"])
+                      or any(not 0 <= j < width for j in arrays["split_feature"])):
+            raise ValueError(f"tree {k}: a split or child index out of range")
 
 
 @MODELS.register("lightgbm")
@@ -103,5 +148,10 @@ class LightGBMForecaster(RidgeForecaster):
             if key not in state_dict:
                 raise KeyError(f"lightgbm: {key} missing from the saved state")
             setattr(self, key, state_dict[key].to(torch.uint8).contiguous())
-        self.boosters = [lgb.Booster(model_str=bytes(getattr(self, f"booster_{h}").numpy()).decode("utf-8"))
-                         for h in range(self.horizon)]
+        texts = [bytes(getattr(self, f"booster_{h}").numpy()).decode("utf-8") for h in range(self.horizon)]
+        for h, text in enumerate(texts):  # before LightGBM parses it (its parser aborts the process)
+            try:
+                check_booster_text(text, self.n_features + self.lags)  # the design matrix without its bias column
+            except ValueError as e:
+                raise ValueError(f"booster_{h}: {e}") from None
+        self.boosters = [lgb.Booster(model_str=text) for text in texts]
