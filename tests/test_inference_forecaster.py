@@ -99,3 +99,18 @@ def test_predict_cli_writes_quantile_and_class_columns(run_dir, tmp_path):
     assert main(["predict", str(run_dir), "--data", str(sample_data_dir() / "AEM.csv"), "--out", str(out)]) == 0
     table = pd.read_csv(out)
     assert {"return_q0.5", "p_buy", "forecast_price"} <= set(table.columns) and len(table) == 3
+
+
+def test_a_model_trained_on_a_date_range_forecasts_a_file_from_its_latest_rows(tmp_path):
+    """data.end_date chose the training data; a file given to predict is forecast from its newest
+    rows, as the same rows passed as frames are (it was cut to the training's range: stale)."""
+    cfg = load_config(None, tiny(tmp_path / "run", "training.max_steps=2", "evaluation.eval_steps=0",
+                                 "data.end_date=2025-06-01", "data.symbols=[AEM]"))
+    train(cfg)
+    f = Forecaster.from_pretrained(tmp_path / "run")
+    path = sample_data_dir() / "AEM.csv"
+    from_file = f.predict(str(path))
+    from_frame = f.predict({"AEM": pd.read_csv(path)})
+    last = pd.Timestamp(pd.read_csv(path)["Date"].iloc[-1], tz="UTC")
+    assert from_file["as_of"].iloc[0] == from_frame["as_of"].iloc[0] == last > pd.Timestamp("2025-06-01", tz="UTC")
+    np.testing.assert_array_equal(from_file["forecast_return"], from_frame["forecast_return"])

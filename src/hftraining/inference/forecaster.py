@@ -72,10 +72,14 @@ class Forecaster:
         return bool(getattr(m, "has_classes", False) or getattr(getattr(m, "cfg", None), "classification_threshold", 0) > 0)
 
     def data_config(self, data_dir: Any = None, strict: bool = False) -> DataConfig:
-        """The data section the model was trained with (its validation rules), reading ``data_dir``.
-        ``strict``: a row that training would drop for an invalid value or a duplicate timestamp is
-        an error instead (the server answers it with a 4xx rather than forecasting without the row)."""
-        d = dataclasses.replace(self.preprocessing.data_config(), data_dir=data_dir, symbols=None)
+        """The data section the model was trained with (its validation rules), reading ``data_dir``:
+        every symbol and every date of it (the training's ``data.start_date``/``end_date`` chose its
+        training data, not the data it forecasts from: a file given rows after them is forecast from
+        its latest rows, as frames are). ``strict``: a row that training would drop for an invalid
+        value or a duplicate timestamp is an error instead (the server answers it with a 4xx rather
+        than forecasting without the row)."""
+        d = dataclasses.replace(self.preprocessing.data_config(), data_dir=data_dir, symbols=None,
+                                start_date=None, end_date=None)
         if strict:
             d = dataclasses.replace(d, invalid_values="error", duplicate_timestamps="error")
         return d
