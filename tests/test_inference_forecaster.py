@@ -114,3 +114,18 @@ def test_a_model_trained_on_a_date_range_forecasts_a_file_from_its_latest_rows(t
     last = pd.Timestamp(pd.read_csv(path)["Date"].iloc[-1], tz="UTC")
     assert from_file["as_of"].iloc[0] == from_frame["as_of"].iloc[0] == last > pd.Timestamp("2025-06-01", tz="UTC")
     np.testing.assert_array_equal(from_file["forecast_return"], from_frame["forecast_return"])
+
+
+def test_with_max_gap_a_forecast_never_reads_back_over_a_gap(tmp_path):
+    """As no training window spans a gap longer than data.max_gap, and after one needs seq_len real
+    rows, neither does the window predict forecasts from (it read the last rows whatever the gaps)."""
+    cfg = load_config(None, tiny(tmp_path / "run", "training.max_steps=2", "evaluation.eval_steps=0",
+                                 "data.max_gap=100h", "data.symbols=[AEM]"))
+    train(cfg)
+    f = Forecaster.from_pretrained(tmp_path / "run")
+    frame = _csv("AEM")
+    assert len(f.predict({"AEM": frame})) == 3  # the last 20 rows hold no gap over 100 h
+    gapped = frame.drop(index=frame.index[-12:-5])  # a 9-trading-day hole 5 rows before the end
+    with pytest.raises(DataError, match=r"AEM: 5 rows since the gap before .*data.max_gap 100h.*needs 20 rows"):
+        f.predict({"AEM": gapped})
+    assert len(f.predict({"AEM": frame.iloc[:-5]})) == 3  # the rows before the hole still forecast

@@ -422,7 +422,9 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
 
 def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> WindowSet:
     """The most recent input window of each symbol (no targets: they lie in the future); a symbol
-    with fewer rows than :meth:`RowsNeeded.of` (``targets=False``) is a DataError naming it."""
+    with fewer rows than :meth:`RowsNeeded.of` (``targets=False``) is a DataError naming it. With
+    ``data.max_gap``, a window never reads back over a longer gap, as in training: after one it
+    needs ``seq_len`` real rows (a DataError naming the symbol and the gap otherwise)."""
     d = pre.data_config()
     needed = RowsNeeded.of(d, targets=False)
     if not frames:
@@ -434,6 +436,15 @@ def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> Windo
     if skipped:  # only a frame whose features fail (too short for them) gets here
         raise DataError(f"{skipped[0]}: fewer rows than the {needed.rows} one input window needs ({needed.why})")
     ends = rows.starts + rows.lengths - 1
+    gap = _max_gap(d)
+    if gap is not None:  # the training windows: none spans a longer gap, and after one L real rows
+        for k, sym in enumerate(rows.symbols):
+            t = rows.times[int(rows.starts[k]):int(ends[k]) + 1]
+            cut = np.flatnonzero(np.diff(t) > gap)
+            if len(cut) and len(t) - (cut[-1] + 1) < pre.seq_len:
+                after = pd.Timestamp(int(t[cut[-1] + 1]), tz="UTC").isoformat()
+                raise DataError(f"{sym}: {len(t) - cut[-1] - 1} rows since the gap before {after} (longer than "
+                                f"data.max_gap {d.max_gap}); after a gap the model needs {pre.seq_len} rows, as in training")
     return WindowSet(
         features=rows.features, returns=rows.returns, ends=ends,
         symbol_ids=np.arange(len(rows.symbols), dtype=np.int32), segment_first=rows.starts.copy(),
