@@ -65,6 +65,7 @@ VARIANTS = {
     "config_heads_not_dividing": ("config.json", lambda d: _json(d / "config.json", lambda o: o["model"].update(num_heads=3))),
     "config_deep": ("config.json", lambda d: (d / "config.json").write_text("[" * 200_000 + "]" * 200_000)),
     "config_20mb": ("config.json", lambda d: (d / "config.json").write_text(json.dumps({"x": "a" * 20_000_000}))),
+    "config_format_version_99": ("config.json", lambda d: _json(d / "config.json", lambda o: o.update(format_version=99))),
     "config_link_dev_zero": ("config.json", lambda d: ((d / "config.json").unlink(), (d / "config.json").symlink_to("/dev/zero"))),
     "config_a_folder": ("config.json", lambda d: ((d / "config.json").unlink(), (d / "config.json").mkdir())),
     # preprocessing.json
@@ -134,6 +135,9 @@ ENSEMBLES = {
     "ensemble_nan_weights": ("ensemble.json", lambda e: _json(e / "ensemble.json", lambda o: o.update(method="weighted", weights=[float("nan"), 1.0]))),
     "ensemble_unknown_method": ("ensemble.json", lambda e: _json(e / "ensemble.json", lambda o: o.update(method="exec"))),
     "ensemble_1000_members": ("ensemble.json", lambda e: _json(e / "ensemble.json", lambda o: o.update(members=["members/member-0"] * 1000))),
+    "ensemble_format_version_99": ("ensemble.json", lambda e: _json(e / "ensemble.json", lambda o: o.update(format_version=99))),
+    # a member cut into windows by other rules (its max_gap) was combined with the first member's windows
+    "ensemble_member_other_max_gap": ("data.max_gap", lambda e: _json(e / "members" / "member-1" / "preprocessing.json", lambda o: o["data"].update(max_gap="1h"))),
     "ensemble_broken_member": ("preprocessing.json", lambda e: _json(e / "members" / "member-1" / "preprocessing.json", lambda o: o.update(target_scale=-1))),
 }
 
@@ -246,3 +250,16 @@ def test_serve_refuses_to_start_on_a_hostile_folder(corpus):
     proc = subprocess.run([sys.executable, "-m", "hftraining", "serve", str(root / "weights_nan"), "--port", str(_free_port())],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "holds NaN or infinite values" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_model_whose_position_table_would_not_fit_is_refused_before_it_is_built(tmp_path):
+    """seq_len x hidden_size values of the transformer's position table are built, not loaded: a
+    small folder claiming seq_len 1,000,000 at hidden 1,024 would take 4 GB. It is refused first."""
+    from hftraining.core.config import ModelConfig
+    from hftraining.core.errors import DataError
+    from hftraining.models.folder import expected_tensors
+
+    cfg = ModelConfig(hidden_size=1024, num_heads=8, num_layers=1)
+    expected_tensors(cfg, 8, 5, 1000, tmp_path / "config.json")  # an ordinary window: fine
+    with pytest.raises(DataError, match=r"config\.json: .* buffer values \(seq_len x hidden_size\)"):
+        expected_tensors(cfg, 8, 5, 1_000_000, tmp_path / "config.json")

@@ -70,7 +70,15 @@ def test_a_folder_without_calibration_still_loads_and_predicts(run, tmp_path):
     (lambda d: d.update(radius=[[1.0, 2.0], [1.0, 2.0]]), "radius must be 2 lists of 3 numbers"),
     (lambda d: d.update(radius=[[-1.0, 0.0, 0.0], [1.0, 1.0, 1.0]]), "radius must be"),
     (lambda d: d.update(method="aci"), "grid must be 3 lists of 1001 numbers"),
-    (lambda d: d.update(method="cqr", q_pairs=[[0, 7], [0, 2]]), "q_pairs must name two of the model's 3"),
+    (lambda d: d.update(method="cqr", q_pairs=[[0, 7], [0, 2]]), "q_pairs must name, per level"),
+    # the model's quantiles are 0.05, 0.5, 0.95: the 90% interval's are indices 0 and 2, lower first
+    (lambda d: d.update(method="cqr", levels=[0.9], radius=[[0, 0, 0]], q_pairs=[[2, 0]]), "lower first: [[0, 2]]"),
+    (lambda d: d.update(method="cqr", levels=[0.9], radius=[[0, 0, 0]], q_pairs=[[0, 1]]), "q_pairs must name, per level"),
+    (lambda d: d.update(n="7"), "n must be a non-negative integer"),
+    (lambda d: d.update(method="aci", grid=[list(range(1001))] * 3, alpha=[[0.2] * 3, [0.1] * 3], gamma="nan"),
+     "gamma must be a number in [0, 1)"),
+    (lambda d: d.update(method="aci", grid=[list(range(1001))[::-1]] * 3, alpha=[[0.2] * 3, [0.1] * 3], gamma=0.01),
+     "grid: every step's scores must be in increasing order"),
 ])
 def test_a_broken_calibration_is_a_one_line_error(run, tmp_path, edit, needle):
     out, _ = run

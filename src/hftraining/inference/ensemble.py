@@ -36,9 +36,11 @@ from hftraining.models.intervals import calibrate_windows
 from hftraining.models.predict import predict_scaled
 
 METHODS = ("mean", "median", "weighted")
-FORMAT_VERSION = 1
+FORMAT_VERSION = folder.FORMAT_VERSION
 # preprocessing keys that must agree between members for them to see the same inputs
 SHARED_KEYS = ("features", "feature_columns", "scaler", "target_scale", "seq_len", "horizon")
+# data keys that decide which rows and windows a member forecasts from, and what its label is
+SHARED_DATA_KEYS = ("target", "min_history", "max_gap", "price_adjustment", "split_dates")
 
 
 class EnsembleModel(nn.Module):
@@ -101,6 +103,11 @@ def check_shared_preprocessing(dirs: list[Path]) -> dict[str, Any]:
                     f"{d}: preprocessing.json key {key!r} differs from {dirs[0]}'s; ensemble members must "
                     "share features, scaler, target scale, sequence length and horizon (train them on the same data)"
                 )
+        for key in SHARED_DATA_KEYS:  # members forecast from the first member's rows and windows
+            if (p.get("data") or {}).get(key) != (ref.get("data") or {}).get(key):
+                raise DataError(f"{d}: preprocessing.json key data.{key} differs from {dirs[0]}'s "
+                                f"({shown((p.get('data') or {}).get(key))} vs {shown((ref.get('data') or {}).get(key))}); ensemble members "
+                                "must forecast from the same rows and windows, of the same label")
     return ref
 
 
@@ -200,6 +207,7 @@ def read_ensemble_meta(directory: str | Path) -> dict[str, Any]:
     for key in ("method", "members"):
         if key not in meta:
             raise DataError(f"{path}: missing key {key!r}")
+    folder.check_format_version(meta, path)
     if meta["method"] not in METHODS:
         raise DataError(f"{path}: method {shown(meta['method'])} is not one of {', '.join(METHODS)}")
     members = meta["members"]

@@ -26,7 +26,7 @@ from hftraining.models.registry import build_model
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 PREPROCESSING_NAME = "preprocessing.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = folder.FORMAT_VERSION
 
 
 class ForecastModel(nn.Module):

@@ -38,7 +38,7 @@ from hftraining.core.config import (
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import feature_columns
 from hftraining.data.splits import Fold
-from hftraining.models.intervals import GRID, METHODS, Calibration
+from hftraining.models.intervals import GRID, METHODS, Calibration, cqr_pair
 from hftraining.models.registry import build_model
 
 MAX_JSON_BYTES = 16 << 20
@@ -113,6 +113,21 @@ def _int(args: dict[str, Any], key: str, path: Path) -> int:
     return v
 
 
+FORMAT_VERSION = 1
+"""The newest model and ensemble folder layout this version reads (written as ``format_version``)."""
+
+
+def check_format_version(args: dict[str, Any], path: Path) -> None:
+    """A folder written by a newer version (``format_version`` above :data:`FORMAT_VERSION`) is a
+    DataError: its files may mean what this version cannot know. A folder without it is version 1."""
+    v = args.get("format_version", 1)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise DataError(f"{path}: format_version must be a positive integer, got {shown(v)}")
+    if v > FORMAT_VERSION:
+        raise DataError(f"{path}: format_version {v} was written by a newer hftraining (this one reads up to "
+                        f"{FORMAT_VERSION}); upgrade hftraining to load it")
+
+
 def model_spec(folder: str | Path) -> tuple[ModelConfig, int, int, int]:
     """(model config, n_features, horizon, seq_len) of ``folder/config.json``, checked."""
     path = Path(folder) / "config.json"
@@ -121,6 +136,7 @@ def model_spec(folder: str | Path) -> tuple[ModelConfig, int, int, int]:
         raise DataError(f"{path}: expected a JSON object")
     if "model" not in args:
         raise DataError(f"{path}: missing key 'model'")
+    check_format_version(args, path)
     try:
         cfg = section_from_dict(ModelConfig, args["model"], "model")
         # the model section alone (a cross-sectional loss was trained on date batches; data is checked apart)
@@ -147,6 +163,11 @@ def expected_tensors(cfg: ModelConfig, n_features: int, horizon: int, seq_len: i
     n = model.num_parameters()
     if n > MAX_PARAMETERS:
         raise DataError(f"{path}: describes a model of {n:,} parameters, more than {MAX_PARAMETERS:,}; refused")
+    # buffers built, not loaded (the transformer's seq_len x hidden_size position table) take memory too
+    b = sum(t.numel() for t in model.buffers())
+    if n + b > MAX_PARAMETERS:
+        raise DataError(f"{path}: describes a model of {n:,} parameters and {b:,} buffer values (seq_len x "
+                        f"hidden_size), more than {MAX_PARAMETERS:,} in all; refused")
     variable = model.variable_shape_keys()
     return {k: (v.dtype, None if k in variable else tuple(v.shape)) for k, v in model.state_dict().items()}
 
@@ -316,15 +337,24 @@ def read_calibration(folder: str | Path, horizon: int, quantile_levels: list[flo
             raise DataError(f"{path}: {key} must be {rows} lists of {cols} numbers >= {low:g} (null: unbounded)")
 
     table("radius", len(levels), horizon)
+    n = raw["n"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise DataError(f"{path}: n must be a non-negative integer (calibration windows), got {shown(n)}")
     if raw["method"] == "aci":
         table("grid", horizon, GRID)
         table("alpha", len(levels), horizon, low=-math.inf)
+        if any(any(a is not None and b is not None and b < a for a, b in zip(r, r[1:])) for r in raw["grid"]):
+            raise DataError(f"{path}: grid: every step's scores must be in increasing order")
+        gamma = raw.get("gamma")
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 <= gamma < 1:
+            raise DataError(f"{path}: gamma must be a number in [0, 1) (the ACI step), got {shown(gamma)}")
     if raw["method"] == "cqr":
         pairs = raw.get("q_pairs")
-        if not (isinstance(pairs, list) and len(pairs) == len(levels) and all(
-                isinstance(p, list) and len(p) == 2 and all(isinstance(i, int) and 0 <= i < len(quantile_levels) for i in p)
-                for p in pairs)):
-            raise DataError(f"{path}: q_pairs must name two of the model's {len(quantile_levels)} quantile levels per level")
+        want = [cqr_pair(quantile_levels, q) for q in levels]
+        if not (isinstance(pairs, list) and len(pairs) == len(levels)
+                and all(isinstance(p, list) and w is not None and tuple(p) == w for p, w in zip(pairs, want))):
+            raise DataError(f"{path}: q_pairs must name, per level, the model's quantile levels (1 - level)/2 "
+                            f"and (1 + level)/2, lower first: {[list(w) if w else None for w in want]}")
     try:
         return Calibration.from_dict(raw)
     except (TypeError, ValueError) as e:
