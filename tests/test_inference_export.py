@@ -55,6 +55,7 @@ def test_onnx_runtime_matches_pytorch(tmp_path, model):
             np.testing.assert_allclose(g_, r, atol=1e-4, rtol=0, err_msg=name)
     meta = {p.key: p.value for p in __import__("onnx").load(str(out)).metadata_props}
     assert json.loads(meta["hftraining.preprocessing"])["seq_len"] == 24
+    assert meta["hftraining.precision"].startswith("fp32 (the run evaluated in ")  # predict may run in bf16
 
 
 def test_export_rejects_a_non_onnx_name(tmp_path, capsys):

@@ -9,6 +9,8 @@ returns unless the model was trained on another ``data.target``, named in the pr
              quantiles    (batch, horizon, Q)   float32  forecast quantiles of the log returns (quantile head)
              class_probs  (batch, horizon, 3)   float32  sell / hold / buy probabilities (buy/hold/sell head)
 
+The graph computes in fp32 (metadata ``hftraining.precision``): a model evaluated in bf16 forecasts
+through predict and serve in bf16, so those forecasts and the graph's differ by bf16 rounding.
 The batch axis is dynamic; every window is whole (``seq_len`` rows, no padding mask). A model
 trained with ``data.min_history`` below ``seq_len`` forecasts shorter histories through ``predict``
 and ``serve``, which pass the padding mask; the graph does not take one. The file's metadata (``metadata_props``) holds the preprocessing as JSON
@@ -120,6 +122,9 @@ def export_onnx(model_dir: str | Path, out: str | Path, check: bool = True) -> P
         "hftraining.outputs": json.dumps(names),
         "hftraining.quantile_levels": json.dumps(fc.quantile_levels),
         "hftraining.units": "log returns (prediction, quantiles); probabilities sell/hold/buy (class_probs)",
+        # the graph computes in fp32; predict, serve and evaluate use the run's precision (bf16 on a
+        # bf16-trained model), so their forecasts differ from the graph's by bf16 rounding
+        "hftraining.precision": "fp32 (the run evaluated in " + fc.precision + ")",
     }
     for k, v in meta.items():
         entry = proto.metadata_props.add()
