@@ -115,6 +115,27 @@ def test_per_symbol_scaling_needs_training_rows_for_every_symbol(panel):
         prepare(d, late)
 
 
+def _assert_embargo_after_block(fold, embargo: int, rows_after: bool) -> None:
+    """Purged k-fold, per symbol (in its own rows, which are contiguous in the row arrays): the
+    first training target after the symbol's test block lies embargo + 1 rows after the block's
+    last row (rows z .. z + embargo - 1 are left out, training targets start at z + embargo), and
+    the symbol's rows after the block are trained on at all when the block is not the last."""
+    test_rows = fold.test.ends[:, None] + np.arange(1, fold.test.horizon + 1)  # (W, H) target rows
+    train_rows = fold.train.ends[:, None] + np.arange(1, fold.train.horizon + 1)
+    checked = 0
+    for sym in np.unique(fold.test.symbol_ids):
+        last = int(test_rows[fold.test.symbol_ids == sym].max())  # the symbol's last row of the block
+        mine = train_rows[fold.train.symbol_ids == sym]
+        after = mine[mine.min(axis=1) > last]  # the symbol's training windows after the block
+        if not rows_after:
+            assert len(after) == 0, (sym, last)
+            continue
+        assert len(after), (sym, last)  # the rows after the block are trained on
+        assert int(after.min()) - last == embargo + 1, (sym, last, int(after.min()), embargo)
+        checked += 1
+    assert checked or not rows_after
+
+
 @pytest.mark.parametrize("scheme", ["expanding", "rolling", "purged_kfold"])
 def test_walk_forward_and_tune_folds_are_cut_at_shared_dates(panel, scheme):
     cfg = Config(data=DataConfig(sequence_length=20, prediction_horizon=3, features=FEATURES, embargo=2))
@@ -134,9 +155,7 @@ def test_walk_forward_and_tune_folds_are_cut_at_shared_dates(panel, scheme):
             if len(fold.val):
                 assert not _leak(fold.train, fold.val) and _target_dates(fold.val).max() < block[0]
         else:  # purged: the training windows after the block start data.embargo rows after its last row
-            after = train_dates[train_dates.min(axis=1) > block[1]]
-            if len(after):
-                assert after.min() > block[1]
+            _assert_embargo_after_block(fold, embargo=cfg.data.embargo, rows_after=k < 2)
     starts = [b[0] for b in tested]
     assert starts == sorted(starts) and all(a[1] < b[0] for a, b in zip(tested, tested[1:]))  # blocks in date order, disjoint
 

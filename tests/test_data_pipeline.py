@@ -80,6 +80,21 @@ def test_splits_are_chronological_with_embargo(prepared):
         te = p.test.times[p.test.symbol_ids == sym_id]
         if len(va) and len(te):
             assert tr.max() < va.min() and va.max() < te.min()
+    # the embargo: each symbol's first validation (test) row lies data.embargo of its own rows after
+    # the cut, the shared first validation (test) date; counted here from the symbol's row dates
+    rows, _ = build_rows(validated(d.symbols), d.features)
+    checked = 0
+    for name, cut in (("val", p.report["split"]["val_from"]), ("test", p.report["split"]["test_from"])):
+        ws, cut = p.split(name), pd.Timestamp(cut).value
+        for k in range(len(rows.symbols)):
+            mine = ws.ends[ws.symbol_ids == k]
+            if not len(mine):
+                continue
+            before_cut = int((rows.times[rows.rows(k)] < cut).sum())  # the symbol's rows dated before the cut
+            first_read = int(mine.min()) - d.sequence_length + 1 - int(rows.starts[k])  # in the symbol's own rows
+            assert first_read == before_cut + d.embargo, (name, rows.symbols[k], first_read, before_cut)
+            checked += 1
+    assert checked == 2 * len(rows.symbols)
 
 
 def test_window_ends_keep_targets_inside_segment():

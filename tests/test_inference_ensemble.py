@@ -11,7 +11,7 @@ from hftraining.data.io import sample_data_dir
 from hftraining.core.errors import DataError
 from hftraining.inference.ensemble import build_ensemble
 from hftraining.inference.forecaster import Forecaster
-from hftraining.workflows.evaluate_run import evaluate_model_dir
+from hftraining.workflows.evaluate_run import evaluate_model_dir, evaluation_config
 from conftest import tiny  # noqa: E402
 
 TINY = tiny(None, "model.hidden_size=8", "model.quantiles=[0.1, 0.9]", "model.classification_threshold=0.005",
@@ -58,7 +58,13 @@ def test_ensemble_predicts_the_combination_of_its_members(seeds_run, tmp_path, m
     else:
         w = np.asarray(meta["weights"])
         assert w.sum() == pytest.approx(1.0) and len(meta["validation_mse"]) == 3
-        np.testing.assert_allclose(w, (1 / np.asarray(meta["validation_mse"])) / (1 / np.asarray(meta["validation_mse"])).sum())
+        # weights ∝ 1 / each member's validation MSE (log-return units, every window of the validation
+        # split of the training data), scored here by `evaluate --split val` on the member alone
+        val_mse = np.array([evaluate_model_dir(d, split="val", ev=evaluation_config(d, ["evaluation.max_test_windows=null"]))[0]
+                            ["model"]["mse"] for d in dirs])
+        assert len(set(val_mse.tolist())) == 3  # distinct members: the weights are not uniform by accident
+        np.testing.assert_allclose(meta["validation_mse"], val_mse, rtol=1e-5)
+        np.testing.assert_allclose(w, (1 / val_mse) / (1 / val_mse).sum(), rtol=1e-5)
         want = (w[:, None] * preds).sum(axis=0)
     np.testing.assert_allclose(got["forecast_return"], want, rtol=1e-5, atol=1e-8)
     probs = np.stack([t[["p_sell", "p_hold", "p_buy"]].to_numpy() for t in tables])

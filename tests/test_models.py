@@ -365,10 +365,19 @@ def test_baseline_errors():
 # ------------------------------------------------------------------ production size
 
 
-def test_production_model_has_about_25_5m_parameters():
+def test_production_model_has_the_25_489_925_parameters_the_readme_states():
+    """README: configs/production.json is "a transformer with 8 layers, 16 heads, hidden 512,
+    feed-forward 2048 — 25,489,925 parameters with the 8 default feature columns"."""
+    from pathlib import Path
+
+    from hftraining.core.config import load_config
+    from hftraining.data.features import feature_columns
+
+    prod = load_config(Path(__file__).resolve().parents[1] / "configs" / "production.json")
     cfg = ModelConfig()  # the production defaults: hidden 512, 16 heads, 8 layers
-    assert cfg.type == "transformer"
+    assert cfg.type == "transformer" and prod.model == cfg
+    assert len(feature_columns(prod.data.features)) == 8  # the default features' columns
+    assert (prod.data.prediction_horizon, prod.data.sequence_length) == (5, 60)
     with torch.device("meta"):  # shapes only: no memory, no init time
-        model = build_model(cfg, n_features=10, horizon=5, seq_len=60)
-    n = model.num_parameters()
-    assert 25.0e6 <= n <= 26.0e6, n
+        model = build_model(cfg, n_features=8, horizon=5, seq_len=60)
+    assert model.num_parameters() == sum(p.numel() for p in model.parameters()) == 25_489_925

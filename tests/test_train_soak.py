@@ -5,6 +5,7 @@ time continued with ``--resume``, ends with the weights of the same run left alo
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -44,11 +45,30 @@ def _scan(root: Path) -> tuple[int, list[str]]:
     return max(steps), tmp
 
 
+def _damaged(root: Path) -> list[str]:
+    """Checkpoint folders set aside as damaged (``step-N.damaged*``)."""
+    return sorted(p.name for p in root.glob("*.damaged*")) if root.is_dir() else []
+
+
+def _check_launch(text: str, start: int, root: Path, what: str) -> None:
+    """What one ``train --resume`` launch printed: no checkpoint failed verification, none was set
+    aside as damaged, and it resumed from the newest checkpoint there was when it started (step
+    ``start``; none: a fresh start)."""
+    assert "fails verification" not in text, f"{what}: {text[-3000:]}"
+    assert not _damaged(root), f"{what}: {_damaged(root)}"
+    resumed = re.findall(r"resumed from \S*step-(\d+) at step (\d+)", text)
+    if start:
+        assert resumed == [(f"{start:08d}", str(start))], f"{what}: expected to resume from step {start}: {text[-3000:]}"
+    else:
+        assert not resumed and "resumed from" not in text, f"{what}: {text[-3000:]}"
+
+
 def _kill_once(out: Path, rng: random.Random, log) -> dict:
     """Start ``train --resume``; SIGKILL it while it writes a checkpoint (half the time) or at a random
     moment of its training; return what happened."""
     root = out / "checkpoints"
-    start, _ = _scan(root)
+    start, stale = _scan(root)  # stale: the half-written folder of the launch killed before, if any
+    stale = set(stale)
     in_write = rng.random() < 0.6
     target = start + rng.randint(1, 3)  # the write to kill in, or the first step after which to wait
     delay = rng.uniform(0.0, 0.05)  # seconds of training after ``target`` before a kill at a random moment
@@ -56,7 +76,8 @@ def _kill_once(out: Path, rng: random.Random, log) -> dict:
     deadline = time.time() + 240
     while proc.poll() is None and time.time() < deadline:
         newest, tmp = _scan(root)
-        if in_write and any(int(n[10:18]) >= target for n in tmp):
+        stale &= set(tmp)  # once this launch has removed a stale folder, a folder of that name is its own
+        if in_write and any(int(n[10:18]) >= target for n in tmp if n not in stale):
             break
         if not in_write and newest >= target:
             time.sleep(delay)
@@ -74,17 +95,22 @@ def test_ten_sigkills_and_resumes_end_bit_identical(tmp_path):
     assert proc.returncode == 0, proc.stderr
 
     out = tmp_path / "killed"
+    root = out / "checkpoints"
     rng = random.Random(SEED)
     kills = []
-    with open(tmp_path / "launches.log", "ab") as log:
-        while len(kills) < KILLS:
+    while len(kills) < KILLS:
+        n = len(kills) + 1
+        path = tmp_path / f"launch-{n:02d}.log"  # the launch's own output (stdout and stderr)
+        with open(path, "wb") as log:
             k = _kill_once(out, rng, log)
-            assert k["rc"] == -signal.SIGKILL, f"launch {len(kills) + 1} ended with {k['rc']} before it was killed: {k}"
-            kills.append(k)
-        final = subprocess.run(_cmd(out, "--resume"), capture_output=True, text=True, timeout=300, env=_env())
+        assert k["rc"] == -signal.SIGKILL, f"launch {n} ended with {k['rc']} before it was killed: {k}"
+        # a kill never leaves a damaged step-N folder: each launch resumes from the newest one it found
+        _check_launch(path.read_text(errors="replace"), k["from"], root, f"launch {n}")
+        kills.append(k)
+    newest, _ = _scan(root)
+    final = subprocess.run(_cmd(out, "--resume"), capture_output=True, text=True, timeout=300, env=_env())
     assert final.returncode == 0, final.stderr
-    assert "resumed from" in final.stderr
-    assert "fails verification" not in final.stderr  # a kill never leaves a damaged step-N folder
+    _check_launch(final.stderr, newest, root, "the final launch")
     during_write = sum(k["during_write"] for k in kills)
     same = (out / "final" / "model.safetensors").read_bytes() == (ref / "final" / "model.safetensors").read_bytes()
     print(f"\nsoak ({STEPS} steps, a checkpoint every step, seed {SEED}): kills tried {len(kills)}, "

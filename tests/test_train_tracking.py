@@ -8,6 +8,7 @@ steps 5-8, already logged everywhere, are redone."""
 
 import csv
 import json
+import math
 import shutil
 import sys
 from dataclasses import dataclass
@@ -20,10 +21,10 @@ import pytest
 from hftraining.cli import main
 from hftraining.core.config import Config, load_config
 from hftraining.core.errors import UserError
-from hftraining.eval.model_card import headline_metrics
 from hftraining.train.tracking import INSTALL_HINT, TRACKING_FILE, flat_config
 from hftraining.workflows.train_run import train
 from conftest import tiny  # noqa: E402
+from test_eval_model_card import eval_json_headline  # noqa: E402
 
 needs_mlflow = pytest.mark.skipif(find_spec("mlflow") is None, reason="the track extra (mlflow) is not installed")
 needs_track = pytest.mark.skipif(find_spec("mlflow") is None or find_spec("wandb") is None,
@@ -148,11 +149,16 @@ def test_mlflow_run_holds_params_metrics_verdict_and_artifacts(tracked):
     assert fresh.history["loss"] == train_steps
     assert fresh.history["eval_mse"] == [(rec["step"], rec["eval_mse"]) for rec in fresh.records if "eval_mse" in rec]
     assert [s for s, _ in fresh.history["eval_mse"]] == [4, 8]
-    # the test split's headline numbers, as eval.json has them, at the run's last step
-    expected = headline_metrics(fresh.result)
-    assert {"mse", "mae", "mse_vs_zero", "zero_mse", "strongest_baseline_mse", "mse_vs_strongest_baseline"} <= set(expected)
+    # the test split's headline numbers, each read from its own field of eval.json, at the run's last step
+    headline = eval_json_headline(fresh.result)
+    expected = {k: v for k, v in headline.items() if v is not None}
+    assert {"mse", "mae", "mse_vs_zero", "zero_mse", "strongest_baseline_mse", "mse_vs_strongest_baseline",
+            "dm_p_vs_zero", "dm_p_vs_strongest_baseline"} <= set(expected)
+    assert {k for k in fresh.history if k.startswith("test_")} <= {f"test_{k}" for k in headline}
     for k, v in expected.items():
         assert fresh.history[f"test_{k}"] == [(8, pytest.approx(v, rel=1e-12))], k
+    for k in set(headline) - set(expected):  # null in eval.json (the rank IC of 2 symbols): not logged, or NaN
+        assert all(math.isnan(v) for _, v in fresh.history.get(f"test_{k}", [])), (k, fresh.history[f"test_{k}"])
     assert r.data.tags["verdict"] == fresh.result["verdict"]
     assert r.data.tags["hftraining.run_dir"] == str(run.resolve())
     # artifacts: final/ (with the evaluated model card) and report.html, byte for byte

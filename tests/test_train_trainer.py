@@ -97,11 +97,49 @@ def test_fp16_on_cpu_is_a_config_error(tiny_overrides):
         train(cfg)
 
 
-def test_bf16_autocast_trains(tiny_overrides):
-    cfg = load_config(None, tiny_overrides + ["training.use_mixed_precision=true"])
+def _training_linear_dtypes(monkeypatch) -> list[torch.dtype]:
+    """The output dtypes of the model's nn.Linear layers in every forward pass made in training mode
+    (the training steps; validation and prediction run in eval mode), recorded by forward hooks on
+    the model the Trainer builds."""
+    import hftraining.train.trainer as trainer_mod
+
+    seen: list[torch.dtype] = []
+    build = trainer_mod.build_model
+
+    def hook(module, args, out):
+        if module.training and torch.is_grad_enabled():
+            seen.append(out.dtype)
+
+    def spy(*args, **kwargs):
+        model = build(*args, **kwargs)
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        assert linears, "the model has no nn.Linear layer to observe"
+        for m in linears:
+            m.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(trainer_mod, "build_model", spy)
+    return seen
+
+
+@pytest.mark.parametrize("overrides, dtype", [
+    (["training.use_mixed_precision=true"], torch.bfloat16),
+    (["training.precision=bf16"], torch.bfloat16),
+    (["training.precision=fp32"], torch.float32),
+    (["training.use_mixed_precision=false"], torch.float32),
+], ids=["use_mixed_precision", "precision_bf16", "precision_fp32", "no_mixed_precision"])
+def test_bf16_autocast_trains(tiny_overrides, monkeypatch, overrides, dtype):
+    """Training steps run under the precision's autocast: a Linear layer's output in a training
+    step is bfloat16 with bf16 (use_mixed_precision=true), float32 with fp32."""
+    seen = _training_linear_dtypes(monkeypatch)
+    cfg = load_config(None, tiny_overrides + ["training.max_steps=4", "training.save_steps=0",
+                                              "evaluation.eval_steps=0", *overrides])
     result = train(cfg)
     assert np.isfinite(result["model"]["mse"])
-    assert "bf16" in (cfg.run_dir() / "train.log").read_text()
+    assert len(seen) >= 4, seen  # at least one Linear output per training step was observed
+    assert set(seen) == {dtype}, set(seen)
+    if dtype == torch.bfloat16:
+        assert "bf16" in (cfg.run_dir() / "train.log").read_text()
 
 
 def test_validation_is_capped_to_the_same_evenly_spaced_windows(tiny_overrides):
