@@ -164,11 +164,13 @@ def test_periods_per_year_from_timestamps():
 # the cross-sectional top-k portfolio (TopK-Dropout), the equal-weight universe, the information ratio
 
 
-def _panel_forecasts(R, sig, H=2):
+def _panel_forecasts(R, sig, H=2, dates=None):
     """Forecasts of a full (T, N) panel: ``R[t]`` the log return that ends at date t, ``sig[t]`` the
-    model's forecast made at t (the same for every step), the zero forecast beside it."""
+    model's forecast made at t (the same for every step), the zero forecast beside it; business days
+    in UTC unless ``dates`` (T,) int64 ns."""
     T, N = R.shape
-    dates = pd.bdate_range("2024-01-01", periods=T, tz="UTC").as_unit("ns").asi8
+    if dates is None:
+        dates = pd.bdate_range("2024-01-01", periods=T, tz="UTC").as_unit("ns").asi8
     W = T * N
     return Forecasts(
         pred={"model": np.repeat(sig.reshape(W, 1), H, axis=1), "zero": np.zeros((W, H))}, true=np.zeros((W, H)),
@@ -404,3 +406,144 @@ def test_periods_per_year_of_intraday_sessions():
     assert infer_periods_per_year(np.concatenate([am, pm]))[0] == pytest.approx(300 * 365.25 * 5 / 7, rel=0.03)
     clock = bar_times(1440 * 30, "1min", "2024-01-01", session="24h").asi8
     assert infer_periods_per_year(clock)[0] == 1440 * 365
+
+
+# --------------------------------------------------------------------------------------------
+# annualisation whatever the time zone; quantile levels that pair only within rounding; both sides of a
+# long-short top-k book the same size; a symbol without a row on a date is held, not sold
+
+
+def _local_midnights(tz, periods, freq="B", start="2023-01-02"):
+    """Daily bars stamped at local midnight in ``tz`` (as yfinance writes them), as the loader keeps them: UTC."""
+    return pd.date_range(start, periods=periods, freq=freq, tz=tz).tz_convert("UTC").as_unit("ns").asi8
+
+
+@pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Europe/Berlin", "Europe/London", "Asia/Tokyo",
+                                "Australia/Sydney"])
+def test_daily_bars_at_local_midnight_annualise_the_same_in_every_time_zone(tz):
+    # '2024-01-08 00:00+01:00' is Sunday 23:00 UTC: weekdays counted in UTC put a Berlin or Tokyo stock
+    # exchange at weekends (365 a year, Sharpe × √(365/252)); London's summer time crosses UTC midnight
+    assert infer_periods_per_year(_local_midnights(tz, 400))[0] == 252
+    assert infer_periods_per_year(_local_midnights(tz, 400, freq="D"))[0] == 365  # open every day
+    assert infer_periods_per_year(_local_midnights(tz, 7, freq="D"))[0] == 365  # one week shows it
+    assert infer_periods_per_year(_local_midnights(tz, 10))[0] == 252  # two weeks of a stock exchange
+    # through the backtest: the Sharpe of the same returns does not depend on where the dates were stamped
+    R, sig = _oracle(T=60, N=3)
+    fc = _panel_forecasts(R, sig, dates=_local_midnights(tz, 60))
+    res = backtest_forecasts(fc, _ev(*FREE))
+    assert res["settings"]["periods_per_year"] == 252
+    utc = backtest_forecasts(_panel_forecasts(R, sig), _ev(*FREE))["strategies"]["model"]["sharpe"]
+    assert res["strategies"]["model"]["sharpe"] == pytest.approx(utc, rel=1e-12)
+
+
+def test_intraday_sessions_east_of_utc_annualise_as_trading_days():
+    from hftraining.data.synth import bar_times
+
+    # a Sydney session (10:00-16:00, UTC+11) opens on Sunday 23:00 UTC for Monday: 252 sessions a year
+    week = bar_times(360 * 5, "1min", "2024-01-08", session="10:00-16:00", tz="Australia/Sydney").asi8
+    assert infer_periods_per_year(week)[0] == 360 * 252
+    # bars around the clock, Monday to Friday in Tokyo (Sunday 15:00 to Friday 15:00 UTC): 252 days a year
+    local = pd.date_range("2024-01-08", "2024-02-03", freq="15min", tz="Asia/Tokyo", inclusive="left")
+    local = local[local.day_of_week < 5].tz_convert("UTC").as_unit("ns").asi8
+    assert infer_periods_per_year(local)[0] == 96 * 252
+    # ... and in New York's evening (Sunday 17:00 to Friday 17:00 New York, as FX): 252 too, as before
+    fx = pd.date_range("2024-01-07 17:00", "2024-02-02 17:00", freq="15min", tz="America/New_York", inclusive="left")
+    fx = fx[~((fx.day_of_week == 4) & (fx.hour >= 17)) & (fx.day_of_week != 5)
+            & ~((fx.day_of_week == 6) & (fx.hour < 17))].tz_convert("UTC").as_unit("ns").asi8
+    assert infer_periods_per_year(fx)[0] == 96 * 252
+
+
+@pytest.mark.parametrize("levels", [[0.33, 0.5, 0.67], [0.07, 0.93], [0.1, 0.3, 0.5, 0.7, 0.9]])
+def test_vol_scaled_positions_use_quantile_levels_that_pair_only_within_rounding(levels):
+    # 1 - 0.33 = 0.6699999999999999 and 1 - 0.07 = 0.9299999999999999: a lookup by equality raised ValueError
+    # after training, before eval.json was written
+    from scipy import stats
+
+    R, sig = _oracle(T=20, N=3)
+    fc = _panel_forecasts(R, sig)
+    W, H = fc.pred["model"].shape
+    vol = np.random.default_rng(1).uniform(0.005, 0.03, W)  # the volatility the quantiles imply
+    fc.quantiles = np.repeat((stats.norm.ppf(levels)[None, :] * vol[:, None])[:, None, :], H, axis=1)
+    fc.levels = list(levels)
+    res = backtest_forecasts(fc, _ev("backtest_positions=vol_scaled", *FREE))
+    w = positions(sig, vol.reshape(R.shape), rule="vol_scaled")
+    expected = simulate(w, R, np.arange(len(R))).returns
+    np.testing.assert_allclose(res["curves"]["model"][1], expected, rtol=1e-9, atol=1e-15)
+
+
+def test_topk_long_short_sides_stay_the_same_size_when_the_held_shorts_crowd_the_universe():
+    # the long names lose their forecasts; the two names left are both held short: the long side was
+    # empty and the book net short ([0, 0, 0, -0.5]); the short side lets one go, and the long side takes it
+    w, books = topk_weights(np.array([[4.0, 3, 2, 1], [np.nan, np.nan, 2, 1]]), k=2, dropout=1)
+    assert books[1] == ([2], [3])
+    np.testing.assert_allclose(w[1], [0, 0, 0.5, -0.5])
+    # any universe, any gaps: ⌊n/2⌋ (at most k) names a side, disjoint, net zero, on every date with a ranking
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        T, N = 12, int(rng.integers(2, 9))
+        sig = rng.normal(size=(T, N))
+        sig[rng.random((T, N)) < 0.35] = np.nan
+        k, dropout = int(rng.integers(1, 4)), int(rng.integers(1, 3))
+        w, books = topk_weights(sig, k, dropout)
+        for t, (lo, sh) in enumerate(books):
+            n = int(np.isfinite(sig[t]).sum())
+            size = min(k, n // 2) if n >= 2 else 0
+            assert len(lo) == len(sh) == size and not set(lo) & set(sh), (trial, t)
+            assert abs(w[t].sum()) < 1e-15 and np.abs(w[t]).sum() == pytest.approx(1.0 if size else 0.0)
+
+
+def _without_rows(fc, absent):
+    """``fc`` with the windows of the (T, N) ``absent`` (date, symbol) pairs removed: no row there."""
+    keep = ~np.asarray(absent).reshape(-1)
+    return Forecasts(pred={k: v[keep] for k, v in fc.pred.items()}, true=fc.true[keep], dates=fc.dates[keep],
+                     symbol_ids=fc.symbol_ids[keep], symbols=fc.symbols, last_return=fc.last_return[keep],
+                     past_vol=fc.past_vol[keep], last_close=fc.last_close[keep])
+
+
+def test_a_symbol_without_a_row_keeps_its_position_and_earns_the_gap():
+    # symbol 1, always forecast up, has no row on date 3: its next row's return spans dates 2 → 4 (symbol 0
+    # is flat and has no forecast, so the model holds symbol 1 alone)
+    full = np.log(np.array([1.0, 1.02, 0.99, 1.03, 1.01, 0.98, 1.04]))
+    R = np.zeros((7, 2))
+    R[:, 1] = full
+    R[3, 1], R[4, 1] = np.nan, full[3] + full[4]
+    sig = np.ones_like(R)
+    sig[:, 0] = np.nan
+    fc = _without_rows(_panel_forecasts(R, sig), np.isnan(R))
+    # held through the gap, it earns the whole price change; only the entry pays costs (10 bps of 1)
+    gross = np.expm1(np.nan_to_num(R[1:, 1]))
+    for every in (1, 2, 3):  # rebalancing on the gap date or not, the same
+        res = backtest_forecasts(fc, _ev("backtest_cost_bps=8", "backtest_slippage_bps=2", f"backtest_rebalance={every}"))
+        m = res["strategies"]["model"]
+        np.testing.assert_allclose(res["curves"]["model"][1], gross - np.r_[1e-3, np.zeros(5)], rtol=1e-12, atol=1e-15)
+        assert m["turnover"] * m["n_periods"] == pytest.approx(1.0), every
+        assert np.prod(1 + res["curves"]["model"][1]) == pytest.approx((np.exp(full[1]) - 1e-3) * np.exp(full[2:].sum()), rel=1e-12)
+        # the benchmarks hold it too: half the capital in each symbol
+        np.testing.assert_allclose(res["curves"]["equal_weight"][1], gross / 2, rtol=1e-12, atol=1e-15)
+    # three symbols, long-short by sign; symbol 2 misses date 2: it is not sold, the others keep ±1/3
+    # (not ±1/2), so nothing trades on date 2 or 3; its return over the gap is earned in period 2 → 3
+    R = np.zeros((5, 3))
+    R[2, 2], R[3, 2] = np.nan, 0.05
+    fc = _without_rows(_panel_forecasts(R, np.tile([1.0, -1.0, 1.0], (5, 1))), np.isnan(R))
+    res = backtest_forecasts(fc, _ev(*FREE))
+    np.testing.assert_allclose(res["curves"]["model"][1], [0, 0, np.expm1(0.05) / 3, 0], atol=1e-15)
+    np.testing.assert_allclose(res["curves"]["equal_weight"][1], [0, 0, np.expm1(0.05) / 3, 0], atol=1e-15)
+    paid = backtest_forecasts(fc, _ev("backtest_cost_bps=10", "backtest_slippage_bps=0"))["strategies"]["model"]
+    # turnover: the entry (1), then on date 3 back to ±1/3 after symbol 2 gained x = e^0.05 - 1 (book +x/3):
+    # 2 × |1/3 - 1/3/(1 + x/3)| + |1/3 - (1 + x)/3/(1 + x/3)| = 4x/9 / (1 + x/3); nothing on date 2
+    x = np.expm1(0.05)
+    assert paid["turnover"] * paid["n_periods"] == pytest.approx(1.0 + 4 * x / 9 / (1 + x / 3), rel=1e-12)
+
+
+def test_a_kept_weight_that_drifted_up_leaves_the_others_the_rest_of_the_gross():
+    from hftraining.eval.backtest import hold
+
+    # long-only, 50/50; symbol 0 halves while symbol 1 has no row: symbol 1 is now 2/3 of the capital and
+    # cannot be traded; symbol 0 gets the 1/3 left (its 1/2 target would make the gross 7/6)
+    w = np.full((3, 2), 0.5)
+    R = np.array([[0.0, 0.0], [np.log(0.5), np.nan], [0.0, 0.0]])
+    absent = np.isnan(R)
+    held = hold(w, R, 1, absent, max_gross=1.0)
+    np.testing.assert_allclose(held[1], [1 / 3, 2 / 3])
+    np.testing.assert_allclose(held[2], [0.5, 0.5])
+    assert simulate(held, R, np.arange(3)).turnover[1] == pytest.approx(0.0, abs=1e-15)

@@ -37,16 +37,40 @@ SESSION_GAP = 3.0  # intraday: a gap longer than this many median bar spacings e
 SESSION_SPAN_DAYS = 28.0  # intraday: sessions per year are counted when the bars span at least this long
 
 
+WEEKEND_SHARE = 1 / 7  # more than this share of the dates on the two quietest weekdays: a market open at weekends
+
+
+def trades_at_weekends(dates: np.ndarray) -> bool:
+    """Whether the (T,) int64 ns timestamps ``dates`` come from a market open at weekends: more than
+    ``WEEKEND_SHARE`` of them fall on the two weekdays (of UTC) that hold the fewest.
+
+    Not the share on Saturday and Sunday in UTC: a daily bar stamped at local midnight east of UTC
+    (``2024-01-08 00:00+01:00``, as yfinance writes them) is a Sunday in UTC for a Monday session, and a
+    Tokyo bar of Monday is Sunday 15:00 UTC. A time zone only turns the weekdays round, so a market
+    closed two days a week leaves two weekdays empty in any zone; daylight saving that moves the stamps
+    across midnight in UTC (London) puts at most half a day's share (1/10) on the quieter one. A market
+    open every day holds 2/7 of its dates there (1/6 with only 6 days of data); a few weekend sessions
+    of a weekday market stay far below 1/7. Fewer than 6 daily dates cannot show weekend trading: False.
+    """
+    t = np.asarray(dates, dtype=np.int64)
+    if len(t) == 0:
+        return False
+    dow = (t // 86_400_000_000_000 + 3) % 7  # 1970-01-01 was a Thursday; floor division, so pre-1970 too
+    quiet = np.sort(np.bincount(dow, minlength=7))[:2].sum()
+    return bool(quiet > WEEKEND_SHARE * len(t))
+
+
 def infer_periods_per_year(dates: np.ndarray) -> tuple[float, str]:
     """Periods per year of a (T,) int64 ns timestamp axis, and how it was decided.
 
-    From the median spacing of distinct timestamps: about a day → 252 trading days (365 when more
-    than 5% of the dates fall on a weekend, as for crypto); a week → 52; a month → 12. Intraday bars
-    are grouped into sessions (a gap longer than ``SESSION_GAP`` median spacings — overnight, lunch,
+    From the median spacing of distinct timestamps: about a day → 252 trading days (365 when the market
+    trades at weekends, as crypto does: :func:`trades_at_weekends`); a week → 52; a month → 12. Intraday
+    bars are grouped into sessions (a gap longer than ``SESSION_GAP`` median spacings — overnight, lunch,
     weekend, holiday — ends one): periods per year = the median bars of a session × sessions per year,
     counted from the session starts when they span ``SESSION_SPAN_DAYS`` days or more (holidays and
-    half-days then count as they occur), else one session per trading day (252, or 365 with weekend
-    sessions). Bars around the clock (one session longer than a day) are bars per day × 365 (or 252).
+    half-days then count as they occur), else one session per trading day (252, or 365 when the session
+    starts trade at weekends). Bars around the clock (one session longer than a day) are bars per day
+    × 365 (or 252 when the bars do not trade at weekends).
     """
     u = np.unique(np.asarray(dates, dtype=np.int64))
     if len(u) < 2:
@@ -55,11 +79,7 @@ def infer_periods_per_year(dates: np.ndarray) -> tuple[float, str]:
     days = gaps / 86_400e9
     med = float(np.median(days))
 
-    def weekend_share(t: np.ndarray) -> float:
-        dow = ((t // 86_400_000_000_000) + 3) % 7  # 1970-01-01 was a Thursday; 5, 6 = Saturday, Sunday
-        return float(np.mean(dow >= 5))
-
-    year_days = 365.0 if weekend_share(u) > 0.05 else 252.0
+    year_days = 365.0 if trades_at_weekends(u) else 252.0
     if 0.5 <= med < 4:
         return year_days, f"median spacing {med:.2f} days: daily bars, {year_days:g} per year"
     if 4 <= med < 10:
@@ -81,7 +101,7 @@ def infer_periods_per_year(dates: np.ndarray) -> tuple[float, str]:
             per_year = (len(starts) - 1) * 365.25 / span
             how = f"{per_year:.1f} sessions per year (counted over {span:.0f} days)"
         else:
-            per_year = 365.0 if weekend_share(u[starts]) > 0.05 else 252.0
+            per_year = 365.0 if trades_at_weekends(u[starts]) else 252.0
             how = f"{per_year:g} sessions per year (fewer than {SESSION_SPAN_DAYS:g} days to count them over)"
         return per_session * per_year, (f"intraday sessions (a gap over {SESSION_GAP:g}× the {bar} bar spacing ends one): "
                                         f"median {per_session:g} bars per session × {how}")
@@ -139,11 +159,18 @@ def rebalancing(T: int, every: int = 1) -> np.ndarray:
     return np.arange(T) % max(int(every), 1) == 0
 
 
-def hold(weights: np.ndarray, returns: np.ndarray, every: int = 1) -> np.ndarray:
+def hold(weights: np.ndarray, returns: np.ndarray, every: int = 1, absent: np.ndarray | None = None,
+         max_gross: float | None = None) -> np.ndarray:
     """(T, N) weights traded only on the rebalancing dates (:func:`rebalancing`): there ``weights[t]``;
     in between, the previous weights drifted with the period's ``returns`` (log, NaN counts as 0), so
-    :func:`simulate` sees no trade. ``every`` = 1: ``weights`` itself."""
-    if every <= 1:
+    :func:`simulate` sees no trade. ``every`` = 1 and nothing ``absent``: ``weights`` itself.
+
+    ``absent`` (T, N) bool marks the symbols with no row on a date: there is no price to trade them at,
+    so on every date, rebalancing or not, such a symbol keeps its previous weight drifted as above (its
+    return over the gap is then earned by the next period's return, which spans it); when that takes
+    the gross Σ|w| over ``max_gross``, the weights of the symbols with a row are scaled down to fit."""
+    gaps = None if absent is None else np.asarray(absent, dtype=bool)
+    if every <= 1 and (gaps is None or not gaps[1:].any()):
         return weights
     w = np.array(weights, dtype=np.float64)
     simple = np.expm1(np.nan_to_num(np.asarray(returns, dtype=np.float64)))
@@ -151,7 +178,25 @@ def hold(weights: np.ndarray, returns: np.ndarray, every: int = 1) -> np.ndarray
     for t in range(1, len(w)):
         if not reb[t]:
             w[t] = _drift(w[t - 1], simple[t])
+        elif gaps is not None and gaps[t].any():
+            keep = gaps[t]
+            w[t, keep] = _drift(w[t - 1], simple[t])[keep]
+            if max_gross is not None:
+                room = max(max_gross - float(np.abs(w[t, keep]).sum()), 0.0)
+                traded = float(np.abs(w[t, ~keep]).sum())
+                if traded > room:
+                    w[t, ~keep] *= room / traded
     return w
+
+
+def carry_forward(values: np.ndarray, absent: np.ndarray) -> np.ndarray:
+    """(T, N) ``values`` with each ``absent`` entry replaced by the symbol's value on the date before (so
+    its last value on a date it had a row; NaN before its first row)."""
+    out = np.array(values, dtype=np.float64)
+    gaps = np.asarray(absent, dtype=bool)
+    for t in range(1, len(out)):
+        out[t, gaps[t]] = out[t - 1, gaps[t]]
+    return out
 
 
 def _select(ranked: list[int], held: set[int], k: int, dropout: int) -> list[int]:
@@ -179,8 +224,9 @@ def topk_weights(
     On each rebalancing date (:func:`rebalancing`) the symbols with a forecast are ranked by ``signal``
     (ties: the lower symbol index first): long the top k, short the bottom k among the others (long-only:
     no short side); with ``dropout`` n, each side keeps its previous names except at most n swapped
-    (:func:`_select`; names held short are not long candidates; a held name without a forecast is sold
-    regardless, and its vacancy refilled).
+    (:func:`_select`; names held short are not long candidates, unless the other names are too few to
+    fill the long side: then the held shorts that the short side let go fill it; a held name without a
+    forecast is sold regardless, and its vacancy refilled).
     Equal weight per side: ``max_gross`` / k long-only, ``max_gross`` / 2 / k per side long-short; with
     fewer than 2k symbols a long-short book holds ⌊n/2⌋ per side, long-only fewer than k splits the gross
     among them. A date whose forecasts are all equal (or a single symbol) has no ranking: no position.
@@ -200,17 +246,23 @@ def topk_weights(
             if len(avail) == 0 or np.all(s == s[0]):
                 longs, shorts = [], []
             else:
-                ranked = [int(i) for i in avail[np.argsort(-s, kind="stable")]]
+                everyone = [int(i) for i in avail[np.argsort(-s, kind="stable")]]
                 kk = k if long_only else min(k, len(avail) // 2)  # long-short: both sides the same size
-                held_short = set() if long_only else set(shorts) & set(ranked)
+                held_short = set() if long_only else set(shorts) & set(everyone)
+                ranked = everyone
                 if dropout > 0:  # a held short is no long candidate: it leaves its side only through that side's dropout
-                    ranked = [i for i in ranked if i not in held_short]
+                    ranked = [i for i in everyone if i not in held_short]
                 longs = _select(ranked, set(longs) & set(ranked), kk, dropout)
                 if long_only:
                     shorts = []
                 else:
                     rest = [int(i) for i in avail[np.argsort(s, kind="stable")] if i not in longs]
                     shorts = _select(rest, held_short - set(longs), kk, dropout)
+                    if len(longs) < kk:
+                        # fewer than kk names were not held short (the universe shrank): the long side takes the
+                        # best of those the short side let go, so both sides hold kk (n >= 2kk: always enough)
+                        fill = set(longs) | set([i for i in everyone if i not in longs and i not in shorts][: kk - len(longs)])
+                        longs = [i for i in everyone if i in fill]
             row = np.zeros(N)
             half = max_gross if long_only else max_gross / 2.0
             if longs:
@@ -313,8 +365,9 @@ def _quantile_vol(fc) -> np.ndarray | None:
     """(W,) step-1 volatility implied by a symmetric pair of model quantiles (normal scaling), or None."""
     if fc.quantiles is None:
         return None
-    lv = list(fc.levels)
-    pairs = [(i, lv.index(1 - q)) for i, q in enumerate(lv) if q < 0.5 and any(abs(1 - q - x) < 1e-9 for x in lv)]
+    lv = [float(x) for x in fc.levels]
+    # 1 - 0.33 is 0.6699999999999999, not 0.67: levels pair within a tolerance, never by equality
+    pairs = [(i, j) for i, q in enumerate(lv) if q < 0.5 for j, x in enumerate(lv) if abs(1 - q - x) < 1e-9]
     if not pairs:
         return None
     i, j = min(pairs, key=lambda p: lv[p[0]])  # the widest interval
@@ -329,12 +382,21 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
     ``fc``: :class:`hftraining.eval.forecasts.Forecasts`; ``ev``: the EvaluationConfig (portfolio:
     ``per_symbol`` positions rule or the ``topk`` cross-section, long-only, gross cap, costs, signal,
     rebalancing interval, periods per year); the one portfolio rule trades every forecast. Each
-    strategy's metrics carry its ``information_ratio`` against ``equal_weight``. Returns
+    strategy's metrics carry its ``information_ratio`` against ``equal_weight``.
+
+    A symbol with no row on a date (a gap in its data, a holiday of its own exchange, or after its last
+    row) is not traded there — there is no price — in the per-symbol portfolios and both benchmarks: it
+    keeps its previous weight, drifted (:func:`hold`), and the next period's return, which spans the gap,
+    is earned by it; the rule counts it with its last forecast (and volatility), so the other symbols get
+    the weights of a full date (1/N_t with N_t counting it), scaled down only if the kept weight's drift
+    would take the gross over ``max_gross``. The same whether or not the date rebalances. (The top-k
+    portfolio sells a held name without a forecast and refills its place: :func:`topk_weights`.) Returns
     {"strategies": {name: metrics}, "settings": ..., "curves": {name: (dates, returns)}} (curves are
     arrays, for the report).
     """
     N = len(fc.symbols)
     dates, R = panel(fc.dates, fc.symbol_ids, fc.last_return, N)  # R[t]: the return that ends at date t
+    absent = ~np.isfinite(panel(fc.dates, fc.symbol_ids, np.ones(len(fc.dates)), N)[1])  # no row (no window) there
     if ev.periods_per_year:
         ppy, how = float(ev.periods_per_year), "evaluation.periods_per_year"
     else:
@@ -353,10 +415,10 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
     def run(sig: np.ndarray, vol: np.ndarray, rule: str, long_only: bool, gross: float, every: int = 1,
             cost: bool = True) -> tuple[dict[str, Any], Simulation]:
         if rule == "topk":
-            w = topk_weights(sig, ev.backtest_topk, ev.backtest_topk_dropout, long_only, gross, every)[0]
-        else:
-            w = positions(sig, vol, rule, long_only, gross)
-        w = hold(w, R, every)
+            w = hold(topk_weights(sig, ev.backtest_topk, ev.backtest_topk_dropout, long_only, gross, every)[0], R, every)
+        else:  # a symbol without a row keeps its drifted weight and counts with its last forecast
+            w = positions(carry_forward(sig, absent), carry_forward(vol, absent), rule, long_only, gross)
+            w = hold(w, R, every, absent, gross)
         sim = simulate(w, R, dates, ev.backtest_cost_bps if cost else 0.0, ev.backtest_slippage_bps if cost else 0.0)
         return performance(sim, ppy), sim
 
@@ -384,6 +446,8 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
         "cost_bps": ev.backtest_cost_bps, "slippage_bps": ev.backtest_slippage_bps, "signal": ev.backtest_signal,
         "periods_per_year": ppy, "periods_per_year_from": how, "n_dates": int(len(dates)), "n_symbols": N,
         "timing": "weights decided at the close of t from forecasts made with data up to t, held over (t, t+1]",
+        "no_row": "a symbol without a row on a date is not traded there: it keeps its previous weight, drifted, and "
+                  "earns the return over the gap with the next row (per-symbol portfolios and the benchmarks)",
         "buy_and_hold": "equal weight long in every symbol with data, rebalanced each period (costs included)",
         "equal_weight": "the universe: equal weight long in every symbol with data, gross = max_gross, re-equalised "
                         "each period, no costs (the benchmark of information_ratio)",
