@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from hftraining.core.config import DataConfig, load_config
 from hftraining.core.errors import DataError
 from hftraining.data.pipeline import build_rows, prepare, read_frames
-from hftraining.data.splits import chronological_split
+from hftraining.data.splits import chronological_split, row_fold
 from hftraining.data.sources import load_and_validate
 from hftraining.eval.backtest import backtest_forecasts
 from hftraining.eval.forecasts import Forecasts
@@ -24,7 +24,7 @@ from hftraining.train.checkpoint import list_checkpoints
 from hftraining.train.distributed import DistInfo
 from hftraining.train.trainer import Trainer
 from hftraining.workflows.train_run import train
-from hftraining.workflows.walkforward import fold_segments, prepare_fold, walk_forward
+from hftraining.workflows.walkforward import prepare_fold, walk_forward
 from conftest import tiny  # noqa: E402
 
 QUICK = ["output.tensorboard=false", "evaluation.report=false", "output.progress_bar=never"]
@@ -323,7 +323,9 @@ def test_walk_forward_rolling_slides_a_fixed_length_training_span(tmp_path):
     folds = [prepare_fold(cfg, frames, k, K, "rolling") for k in range(K)]
     assert [f["train_windows"] for f in res["folds"]] == [len(d.train) for d in folds]
     for sid, sym in enumerate(rows.symbols):
-        spans = [fold_segments(int(rows.lengths[sid]), k, K, cfg, "rolling") for k in range(K)]
+        d = cfg.data
+        spans = [row_fold(int(rows.lengths[sid]), k, K, d.sequence_length, d.embargo, d.train_ratio, d.val_ratio,
+                          "rolling") for k in range(K)]
         lengths = {len(s["train"]) + len(s["val"]) + (cfg.data.embargo if len(s["val"]) else 0) for s in spans}
         assert len(lengths) == 1, sym  # the same span length in every fold ...
         assert all(a["train"].start < b["train"].start for a, b in zip(spans, spans[1:])), sym  # ... sliding forward

@@ -12,11 +12,11 @@ from hftraining.cli import main
 from hftraining.core.config import load_config
 from hftraining.core.errors import DataError
 from hftraining.data.pipeline import Preprocessing, apply, panel_rows, read_frames
-from hftraining.data.splits import purged_kfold, window_ends
+from hftraining.data.splits import purged_kfold, row_fold, window_ends
 from hftraining.eval.selection import deflated_sharpe_ratio, pbo_cscv, sharpe_ratio
 from hftraining.workflows import walkforward as wf
 from hftraining.workflows.evaluate_run import evaluate_model_dir
-from hftraining.workflows.walkforward import fold_segments, format_walkforward, prepare_fold, walk_forward
+from hftraining.workflows.walkforward import format_walkforward, prepare_fold, walk_forward
 from conftest import tiny  # noqa: E402
 
 
@@ -52,7 +52,8 @@ def test_walk_forward_fold_segments_keep_targets_out_of_sample():
     prev_test_end = None
     for k in range(K):
         for scheme in ("expanding", "rolling"):
-            seg = fold_segments(n, k, K, cfg, scheme)
+            d = cfg.data
+            seg = row_fold(n, k, K, d.sequence_length, d.embargo, d.train_ratio, d.val_ratio, scheme)
             test = list(window_ends(seg["test"], 20, 5))
             train = list(window_ends(seg["train"], 20, 5)) + list(window_ends(seg["val"], 20, 5))
             b_k = 700 + 300 * k // K

@@ -43,7 +43,7 @@ from hftraining.core.errors import ConfigError, DataError
 from hftraining.core.fmt import fmt
 from hftraining.core.jsonio import write_json
 from hftraining.data.pipeline import PanelRows, PreparedData, panel_rows, prepare
-from hftraining.data.splits import SCHEMES, Fold, Segment, row_fold
+from hftraining.data.splits import SCHEMES, Fold
 from hftraining.eval.backtest import backtest_forecasts, format_backtest
 from hftraining.eval.forecasts import Forecasts, format_table, score
 from hftraining.eval.selection import format_selection, selection_stats
@@ -55,13 +55,6 @@ log = logging.getLogger(__name__)
 
 TRIALS_ARE = ("the pooled out-of-sample backtests of the model's and each baseline's forecasts "
               "through the same position rule")
-
-
-def fold_segments(n_rows: int, k: int, n_folds: int, cfg: Config, scheme: str = "expanding") -> dict[str, Segment]:
-    """Row segments {"train", "val", "test"} of fold ``k`` (0-based) for one symbol of ``n_rows`` rows
-    (``data.split: per_symbol``; :func:`hftraining.data.splits.row_fold`)."""
-    d = cfg.data
-    return row_fold(n_rows, k, n_folds, d.sequence_length, d.embargo, d.train_ratio, d.val_ratio, scheme)
 
 
 def prepare_fold(cfg: Config, source: PanelRows | dict, k: int, n_folds: int, scheme: str,
