@@ -547,3 +547,51 @@ def test_a_kept_weight_that_drifted_up_leaves_the_others_the_rest_of_the_gross()
     np.testing.assert_allclose(held[1], [1 / 3, 2 / 3])
     np.testing.assert_allclose(held[2], [0.5, 0.5])
     assert simulate(held, R, np.arange(3)).turnover[1] == pytest.approx(0.0, abs=1e-15)
+
+
+def test_a_top_k_name_without_a_row_keeps_its_place_and_earns_the_gap():
+    # top-1 long-short over 4 symbols: symbol 0 always ranks first, symbol 3 last; symbol 0 has no row on
+    # date 2 (its next row's return spans 1 → 3). It cannot be sold without a price: it stays long, nothing
+    # trades on date 2, and the book earns its whole move (before, it was sold, symbol 1 bought, and the gap
+    # lost: a round trip on each side)
+    T, N = 6, 4
+    R = np.zeros((T, N))
+    R[:, 0] = np.log([1.0, 1.01, 1.0, 1.02, 1.0, 1.0])
+    R[2, 0], R[3, 0] = np.nan, np.log(1.02)
+    R[:, 1] = np.log(0.97)  # the name that would have replaced it loses
+    sig = np.tile([3.0, 2.0, 1.0, 0.0], (T, 1))
+    fc = _without_rows(_panel_forecasts(R, sig), np.isnan(R))
+    for dropout in (0, 1):
+        res = backtest_forecasts(fc, _ev("backtest_portfolio=topk", "backtest_topk=1", f"backtest_topk_dropout={dropout}",
+                                         "backtest_cost_bps=10", "backtest_slippage_bps=0"))
+        # re-equalising ±0.5 after one name moved x trades x / (2 + x); on date 2 nothing trades
+        cost = 1e-3 * np.array([1.0, 0.01 / 2.01, 0.0, 0.02 / 2.02, 0.0])
+        np.testing.assert_allclose(res["curves"]["model"][1], np.array([0.005, 0.0, 0.01, 0.0, 0.0]) - cost,
+                                   rtol=1e-12, atol=1e-15, err_msg=f"dropout {dropout}")
+    _, books = topk_weights(sig, 1, absent=np.isnan(R))
+    assert [b[0] for b in books] == [[0]] * T  # never sold, never replaced
+
+
+def test_a_symbol_whose_rows_end_is_sold_at_its_last_price_and_leaves_the_universe():
+    # two symbols, long-only by sign; symbol 1's rows end on date 2 (a delisting). Its position is closed at
+    # its last price, once, paying costs, and symbol 0 then holds the whole gross: it earns its full return
+    # (before, symbol 1 kept half the capital, earning nothing, to the end)
+    T = 7
+    R = np.zeros((T, 2))
+    R[:, 0] = np.log(1.01)
+    R[3:, 1] = np.nan
+    sig = np.ones((T, 2))
+    fc = _without_rows(_panel_forecasts(R, sig), np.isnan(R))
+    res = backtest_forecasts(fc, _ev("backtest_long_only=true", "backtest_cost_bps=10", "backtest_slippage_bps=0"))
+    r = res["curves"]["model"][1]
+    np.testing.assert_allclose(r[4:], 0.01, rtol=1e-12)  # all in symbol 0 after symbol 1 is gone
+    np.testing.assert_allclose(r[3], 0.01 - 10e-4 * 2 * (1 - 1.01 * 0.5 / 1.005), rtol=1e-12)  # less the exit's cost
+    ew = res["curves"]["equal_weight"][1]
+    np.testing.assert_allclose(ew[3:], 0.01, rtol=1e-12)  # the universe too
+    # costs: the entry (1), the drift re-equalised on dates 1 and 2, then on date 3 symbol 1's half sold and
+    # symbol 0 bought up to 1 (both legs of the same half, drifted)
+    half = 0.5 / 1.005
+    turn = 1.0 + 2 * 2 * abs(0.5 - 1.01 * half) + 2 * (1 - 1.01 * half)
+    m = res["strategies"]["model"]
+    assert m["turnover"] * m["n_periods"] == pytest.approx(turn, rel=1e-9)
+    np.testing.assert_allclose(r[2], 0.005 - 10e-4 * 2 * abs(0.5 - 1.01 * half), rtol=1e-9)

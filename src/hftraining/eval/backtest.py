@@ -218,6 +218,7 @@ def topk_weights(
     long_only: bool = False,
     max_gross: float = 1.0,
     every: int = 1,
+    absent: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[tuple[list[int], list[int]]]]:
     """(T, N) target weights of the TopK(-Dropout) portfolio, and (long names, short names) of each date.
 
@@ -227,9 +228,13 @@ def topk_weights(
     (:func:`_select`; names held short are not long candidates, unless the other names are too few to
     fill the long side: then the held shorts that the short side let go fill it; a held name without a
     forecast is sold regardless, and its vacancy refilled).
+    ``absent`` (T, N) bool marks the symbols with no row on a date (no price to trade at): a held one
+    stays in its side's book, taking one of its k places, and an absent one that is not held cannot
+    join; :func:`hold` then keeps its drifted weight (give it the same ``absent``).
     Equal weight per side: ``max_gross`` / k long-only, ``max_gross`` / 2 / k per side long-short; with
     fewer than 2k symbols a long-short book holds ⌊n/2⌋ per side, long-only fewer than k splits the gross
-    among them. A date whose forecasts are all equal (or a single symbol) has no ranking: no position.
+    among them. A date whose forecasts are all equal (or a single symbol) has no ranking: no position
+    beyond the held names without a row.
     Rows of dates that do not rebalance repeat the last target (see :func:`hold`).
     """
     sig = np.asarray(signal, dtype=np.float64)
@@ -241,28 +246,32 @@ def topk_weights(
     reb = rebalancing(T, every)
     for t in range(T):
         if reb[t]:
-            avail = np.flatnonzero(np.isfinite(sig[t]))
+            gone = np.zeros(N, dtype=bool) if absent is None else np.asarray(absent[t], dtype=bool)
+            avail = np.flatnonzero(np.isfinite(sig[t]) & ~gone)
             s = sig[t, avail]
+            # held names without a row keep their places (no price to sell at); the others fill the rest
+            locked_long, locked_short = [i for i in longs if gone[i]], [i for i in shorts if gone[i]]
+            n = len(avail) + len(locked_long) + len(locked_short)
+            kk = k if long_only else min(k, n // 2)  # long-short: both sides the same size
             if len(avail) == 0 or np.all(s == s[0]):
-                longs, shorts = [], []
+                longs, shorts = locked_long, locked_short
             else:
                 everyone = [int(i) for i in avail[np.argsort(-s, kind="stable")]]
-                kk = k if long_only else min(k, len(avail) // 2)  # long-short: both sides the same size
                 held_short = set() if long_only else set(shorts) & set(everyone)
                 ranked = everyone
                 if dropout > 0:  # a held short is no long candidate: it leaves its side only through that side's dropout
                     ranked = [i for i in everyone if i not in held_short]
-                longs = _select(ranked, set(longs) & set(ranked), kk, dropout)
+                longs = locked_long + _select(ranked, set(longs) & set(ranked), max(kk - len(locked_long), 0), dropout)
                 if long_only:
                     shorts = []
                 else:
                     rest = [int(i) for i in avail[np.argsort(s, kind="stable")] if i not in longs]
-                    shorts = _select(rest, held_short - set(longs), kk, dropout)
+                    shorts = locked_short + _select(rest, held_short - set(longs), max(kk - len(locked_short), 0), dropout)
                     if len(longs) < kk:
                         # fewer than kk names were not held short (the universe shrank): the long side takes the
                         # best of those the short side let go, so both sides hold kk (n >= 2kk: always enough)
                         fill = set(longs) | set([i for i in everyone if i not in longs and i not in shorts][: kk - len(longs)])
-                        longs = [i for i in everyone if i in fill]
+                        longs = locked_long + [i for i in everyone if i in fill]
             row = np.zeros(N)
             half = max_gross if long_only else max_gross / 2.0
             if longs:
@@ -384,19 +393,23 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
     rebalancing interval, periods per year); the one portfolio rule trades every forecast. Each
     strategy's metrics carry its ``information_ratio`` against ``equal_weight``.
 
-    A symbol with no row on a date (a gap in its data, a holiday of its own exchange, or after its last
-    row) is not traded there — there is no price — in the per-symbol portfolios and both benchmarks: it
-    keeps its previous weight, drifted (:func:`hold`), and the next period's return, which spans the gap,
-    is earned by it; the rule counts it with its last forecast (and volatility), so the other symbols get
-    the weights of a full date (1/N_t with N_t counting it), scaled down only if the kept weight's drift
-    would take the gross over ``max_gross``. The same whether or not the date rebalances. (The top-k
-    portfolio sells a held name without a forecast and refills its place: :func:`topk_weights`.) Returns
+    A symbol with no row on a date but rows after it (a gap in its data, a holiday of its own exchange)
+    is not traded there — there is no price — in every portfolio and both benchmarks: it keeps its
+    previous weight, drifted (:func:`hold`), and the next period's return, which spans the gap, is earned
+    by it; the per-symbol rule counts it with its last forecast (and volatility), so the other symbols get
+    the weights of a full date (1/N_t with N_t counting it), and the top-k book keeps it in its place
+    (:func:`topk_weights`); the others are scaled down only if the kept weight's drift would take the
+    gross over ``max_gross``. The same whether or not the date rebalances. After a symbol's last row (its
+    data ends before the others': a delisting) its position is closed at its last price, paying costs,
+    and it leaves the universe. Returns
     {"strategies": {name: metrics}, "settings": ..., "curves": {name: (dates, returns)}} (curves are
     arrays, for the report).
     """
     N = len(fc.symbols)
     dates, R = panel(fc.dates, fc.symbol_ids, fc.last_return, N)  # R[t]: the return that ends at date t
-    absent = ~np.isfinite(panel(fc.dates, fc.symbol_ids, np.ones(len(fc.dates)), N)[1])  # no row (no window) there
+    have = np.isfinite(panel(fc.dates, fc.symbol_ids, np.ones(len(fc.dates)), N)[1])  # a row (a window) there
+    later = np.flip(np.logical_or.accumulate(np.flip(have, axis=0), axis=0), axis=0)  # a row on the date or after
+    absent = ~have & later  # a gap; after a symbol's last row it is gone: sold at its last price, never carried
     if ev.periods_per_year:
         ppy, how = float(ev.periods_per_year), "evaluation.periods_per_year"
     else:
@@ -415,7 +428,8 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
     def run(sig: np.ndarray, vol: np.ndarray, rule: str, long_only: bool, gross: float, every: int = 1,
             cost: bool = True) -> tuple[dict[str, Any], Simulation]:
         if rule == "topk":
-            w = hold(topk_weights(sig, ev.backtest_topk, ev.backtest_topk_dropout, long_only, gross, every)[0], R, every)
+            w = topk_weights(sig, ev.backtest_topk, ev.backtest_topk_dropout, long_only, gross, every, absent)[0]
+            w = hold(w, R, every, absent, gross)
         else:  # a symbol without a row keeps its drifted weight and counts with its last forecast
             w = positions(carry_forward(sig, absent), carry_forward(vol, absent), rule, long_only, gross)
             w = hold(w, R, every, absent, gross)
@@ -446,8 +460,9 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
         "cost_bps": ev.backtest_cost_bps, "slippage_bps": ev.backtest_slippage_bps, "signal": ev.backtest_signal,
         "periods_per_year": ppy, "periods_per_year_from": how, "n_dates": int(len(dates)), "n_symbols": N,
         "timing": "weights decided at the close of t from forecasts made with data up to t, held over (t, t+1]",
-        "no_row": "a symbol without a row on a date is not traded there: it keeps its previous weight, drifted, and "
-                  "earns the return over the gap with the next row (per-symbol portfolios and the benchmarks)",
+        "no_row": "a symbol without a row on a date is not traded there: it keeps its previous weight (and its "
+                  "top-k place), drifted, and earns the return over the gap with the next row; after its last row "
+                  "its position is closed at its last price (costs paid) and it leaves the universe",
         "buy_and_hold": "equal weight long in every symbol with data, rebalanced each period (costs included)",
         "equal_weight": "the universe: equal weight long in every symbol with data, gross = max_gross, re-equalised "
                         "each period, no costs (the benchmark of information_ratio)",
