@@ -9,7 +9,7 @@ from scipy import stats
 
 from hftraining.core.config import DataConfig
 from hftraining.data.alpha158 import COLUMNS, ROLLING, WINDOWS, alpha158
-from hftraining.data.features import feature_columns, feature_warmup
+from hftraining.data.features import build_features, feature_columns, feature_warmup
 from hftraining.data.pipeline import prepare
 
 EPS = 1e-12
@@ -28,7 +28,7 @@ def _frame(n: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def _corr0(a, b):
-    if np.var(a) <= 0 or np.var(b) <= 0:
+    if np.ptp(a) == 0 or np.ptp(b) == 0:  # a constant side (decided exactly): no correlation
         return 0.0
     return float(np.corrcoef(a, b)[0, 1])
 
@@ -56,7 +56,7 @@ def reference(f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             fit = intercept + slope * x
             ss = float(((C - C.mean()) ** 2).sum())
             r = {"MA": C.mean() / c[t], "STD": C.std(ddof=1) / c[t], "BETA": slope / c[t],
-                 "RSQR": 0.0 if ss <= 0 else 1 - float(((C - fit) ** 2).sum()) / ss,
+                 "RSQR": 0.0 if np.ptp(C) == 0 else 1 - float(((C - fit) ** 2).sum()) / ss,
                  "RESI": (C[-1] - fit[-1]) / c[t], "MAX": H.max() / c[t], "MIN": L.min() / c[t],
                  "QTLU": np.quantile(C, 0.8) / c[t], "QTLD": np.quantile(C, 0.2) / c[t],
                  "RANK": stats.rankdata(C)[-1] / d, "RSV": (c[t] - L.min()) / (H.max() - L.min() + EPS),
@@ -104,6 +104,22 @@ def test_every_column_equals_the_window_by_window_reference_warm_up_included():
         np.testing.assert_allclose(g[~np.isnan(g)], w[~np.isnan(w)], rtol=1e-7, atol=1e-9, err_msg=name)
     after = np.column_stack([got[c] for c in COLUMNS])[60:]
     assert np.isfinite(after).all()  # constant windows and a zero volume included: nothing non-finite
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_flat_stretch_after_a_long_history_is_exact_and_never_stops_training(seed):
+    """A halted or illiquid stretch (a constant close) long after the warm-up: every column equals the
+    window-by-window reference (CORR/CORD/RSQR 0, STD and WVMA 0), not pandas' running-sum residue
+    of the earlier rows (CORR and CORD were NaN, which stopped the feature build, WVMA5 was 2.5e7)."""
+    f = _frame(200, seed)
+    f["close"][120:135] = f["close"][119]
+    f["open"][120:135] = f["close"][119]
+    got, want = alpha158(*(f[k] for k in ("open", "high", "low", "close", "volume"))), reference(f)
+    for name in COLUMNS:
+        np.testing.assert_allclose(got[name][60:], want[name][60:], rtol=1e-7, atol=1e-9, err_msg=name)
+    frame = pd.DataFrame({"timestamp": pd.date_range("2001-01-01", periods=200, freq="D", tz="UTC"), **f})
+    block, first = build_features(frame, ["alpha158"], "FLAT")  # raised "non-finite feature value" before
+    assert first == 60 and np.isfinite(block.iloc[:, 2:].to_numpy()).all()
 
 
 @pytest.mark.parametrize("cut", [61, 90, 149])

@@ -48,6 +48,52 @@ def test_compressed_csv_is_read_under_its_symbol_and_folder_lists_it(tmp_path):
     assert list(frames) == ["AEM"]
 
 
+def test_symbol_codes_in_a_long_csv_are_names_not_numbers(tmp_path):
+    """Exchange codes such as Shenzhen's 000001 keep their zeros (the CSV reader made them 1), and
+    data.symbols selects them as written."""
+    raw = _sample("AEM").iloc[:120]
+    long = pd.concat([raw.assign(symbol="000001"), raw.assign(symbol="600519")], ignore_index=True)
+    long.to_csv(tmp_path / "cn.csv", index=False)
+    frames, _ = load_and_validate(DataConfig(data_dir=str(tmp_path / "cn.csv"), cache_dir=None))
+    assert sorted(frames) == ["000001", "600519"]
+    frames, _ = load_and_validate(DataConfig(data_dir=str(tmp_path / "cn.csv"), cache_dir=None, symbols=["000001"]))
+    assert list(frames) == ["000001"] and len(frames["000001"]) == 120
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_epoch_timestamps_in_any_unit_are_read_to_the_nanosecond(tmp_path, unit):
+    """Epoch integers in seconds, milliseconds, microseconds (Databento, many exchange feeds) or
+    nanoseconds: microseconds and nanoseconds were read as milliseconds, every row fell after the
+    year 2262 and the file was "no usable rows (all 100 dropped: bad_timestamp 100)"."""
+    from hftraining.data.synth import synth_ohlcv
+
+    f = synth_ohlcv(100, seed=1, freq="1min", session="24h")
+    ns = f["timestamp"].array.asi8 + (123_456_789 if unit == "ns" else 0)  # sub-microsecond digits survive
+    div = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}[unit]
+    f.assign(timestamp=ns // div).to_csv(tmp_path / "E.csv", index=False)
+    frames, rep = load_and_validate(DataConfig(cache_dir=None, data_dir=str(tmp_path / "E.csv")))
+    assert rep["rows_dropped"] == 0
+    np.testing.assert_array_equal(frames["E"]["timestamp"].array.asi8, ns // div * div)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_timestamp_split_into_date_and_time_columns_is_one_timestamp(tmp_path, fmt):
+    """Intraday exports write ``Date,Time,Open,...``: the Date alone gave all 390 bars of a day one
+    timestamp, and 1167 of 1170 rows were dropped as duplicate timestamps."""
+    from hftraining.data.synth import synth_ohlcv
+
+    f = synth_ohlcv(390 * 3, seed=1, freq="1min")
+    out = pd.DataFrame({"Date": f["timestamp"].dt.strftime("%m/%d/%Y"), "Time": f["timestamp"].dt.strftime("%H:%M"),
+                        "Open": f.open, "High": f.high, "Low": f.low, "Close": f.close, "Volume": f.volume})
+    if fmt == "csv":
+        out.to_csv(tmp_path / "ES.csv", index=False)
+    else:
+        out.to_parquet(tmp_path / "ES.parquet", index=False)
+    frames, rep = load_and_validate(DataConfig(cache_dir=None, data_dir=str(tmp_path), start_date=str(f["timestamp"].iloc[400])))
+    assert rep["rows_dropped"] == 0 and rep["rows_in"] == len(frames["ES"]) == len(f) - 400
+    np.testing.assert_array_equal(frames["ES"]["timestamp"].array.asi8, f["timestamp"].array.asi8[400:])
+
+
 def test_decimal_comma_numbers_equal_the_decimal_point_file(tmp_path):
     raw = _sample("WPM").iloc[:150]
     raw.to_csv(tmp_path / "A.csv", index=False)

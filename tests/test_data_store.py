@@ -245,6 +245,86 @@ def test_the_date_range_cuts_long_parquet_and_hive_like_files_whatever_the_date_
         assert rows.times.max() < pd.Timestamp(d.end_date, tz="UTC").value
 
 
+@pytest.mark.parametrize("policy", ["ffill", "drop"])
+def test_the_date_range_is_cut_before_validation_in_every_layout_and_the_report_counts_what_is_read(tmp_path, policy):
+    """The same rows in a CSV file, a Parquet file, a hive dataset and a long Parquet file give the
+    same validated rows and the same report under a date range: a bad cell on the first row in the
+    range is never filled from a row before it (CSV filled it and kept 100 rows, the pushed-down scan
+    99), the report's rows are the rows in the range (CSV said 200 kept of which 100 never reached
+    training), and a row without a timestamp is reported, not lost in a pushed-down scan."""
+    f = synth_frames(1, 200, seed=5)["SYN000"]
+    f.loc[100, "close"] = np.nan  # the first row in the range
+    f.loc[101, "volume"] = np.nan
+    f["timestamp"] = f["timestamp"].astype("datetime64[ns, UTC]")
+    f.loc[150, "timestamp"] = pd.NaT
+    start = str(f["timestamp"].iloc[100].date())
+    (tmp_path / "csv").mkdir()
+    f.to_csv(tmp_path / "csv" / "A.csv", index=False)
+    (tmp_path / "pq").mkdir()
+    pq.write_table(pa.Table.from_pandas(f, preserve_index=False), tmp_path / "pq" / "A.parquet")
+    layouts = {"csv": tmp_path / "csv", "parquet": tmp_path / "pq", "hive": _hive(tmp_path, {"A": f}),
+               "long": _long(tmp_path, {"A": f})}
+    d = DataConfig(cache_dir=None, start_date=start, invalid_values=policy, **SMALL)
+    got = {name: sources.load_and_validate(dataclasses.replace(d, data_dir=str(src))) for name, src in layouts.items()}
+    ref, _ = got["csv"]
+    # 100 rows in the range, one of them without a timestamp; row 100 has no earlier row to fill from
+    kept, nan_dropped = (98, 1) if policy == "ffill" else (97, 2)
+    assert len(ref["A"]) == kept and ref["A"]["timestamp"].min() > pd.Timestamp(f["timestamp"].iloc[100])
+    for name, (frames, rep) in got.items():
+        pd.testing.assert_frame_equal(frames["A"], ref["A"], obj=name)
+        assert (rep["rows_in"], rep["rows_kept"], rep["rows_dropped"]) == (100, kept, 100 - kept), name
+        rules = {r: e["dropped"] for f_ in rep["files"] for r, e in f_["rules"].items()}
+        assert rules == {"bad_timestamp": 1, "nan_or_inf": nan_dropped}, name
+
+
+@pytest.mark.parametrize("codes", [False, True])
+def test_a_long_parquet_file_reports_rows_without_a_symbol_and_reads_integer_codes_as_a_long_csv(tmp_path, codes):
+    """A long Parquet file reads like the same rows in a long CSV file: rows whose symbol is null or
+    blank are reported (missing_symbol, blank_line) instead of never being read (3 of 300 rows were
+    absent from the report), and a symbol column of integer codes (7203, 6758) is read instead of
+    failing with "Function 'equal' has no kernel matching input types (int64, string)"."""
+    frames = synth_frames(2, 150, seed=1)
+    long = pd.concat([f.assign(symbol=s) for s, f in frames.items()], ignore_index=True)
+    if codes:
+        long["symbol"] = long["symbol"].map({"SYN000": 7203, "SYN001": 6758}).astype("Int64")
+    else:
+        long.loc[20, "symbol"] = "  "
+    long.loc[[10, 200], "symbol"] = None
+    empty = pd.DataFrame({c: pd.Series([None], dtype=t) for c, t in long.dtypes.items()})  # no value at all
+    long = pd.concat([long, empty], ignore_index=True)
+    pq.write_table(pa.Table.from_pandas(long, preserve_index=False), tmp_path / "long.parquet", row_group_size=64)
+    long.to_csv(tmp_path / "long.csv", index=False)
+    base = DataConfig(cache_dir=str(tmp_path / "cache"), **SMALL)
+    want, want_rep = sources.load_and_validate(dataclasses.replace(base, data_dir=str(tmp_path / "long.csv")))
+    got, rep = sources.load_and_validate(dataclasses.replace(base, data_dir=str(tmp_path / "long.parquet")))
+    assert sorted(got) == sorted(want) == (["6758", "7203"] if codes else ["SYN000", "SYN001"])
+    for sym in want:
+        pd.testing.assert_frame_equal(got[sym], want[sym])
+    n_missing = 2 if codes else 3
+    assert (rep["rows_in"], rep["rows_dropped"]) == (want_rep["rows_in"], want_rep["rows_dropped"]) == (301, n_missing + 1)
+    rules = {r: e for f in rep["files"] for r, e in f["rules"].items()}
+    assert rules["missing_symbol"]["dropped"] == n_missing and rules["blank_line"]["rows"] == [301]
+    assert rules["missing_symbol"]["rows"] == ([11, 201] if codes else [11, 21, 201])  # the file's row numbers
+    rows, store_rep = data_rows(dataclasses.replace(base, data_dir=str(tmp_path / "long.parquet")))
+    assert sorted(rows.symbols) == sorted(want) and store_rep["rows_dropped"] == n_missing + 1
+
+
+def test_an_unreadable_symbol_column_or_an_empty_long_parquet_file_is_one_line(tmp_path):
+    """A symbol column of lists was a pyarrow traceback (ArrowNotImplementedError); a long Parquet
+    file without rows said "no symbol has enough rows ()" instead of naming the file's problem."""
+    ts = pd.date_range("2020-01-01", periods=40, freq="D", tz="UTC")
+    pq.write_table(pa.table({"timestamp": ts, "close": np.ones(40), "volume": np.ones(40), "symbol": [["A"]] * 40}),
+                   tmp_path / "lists.parquet")
+    empty = {"timestamp": pa.array([], pa.timestamp("ns")), "close": pa.array([], pa.float64()),
+             "volume": pa.array([], pa.float64()), "symbol": pa.array([], pa.string())}
+    pq.write_table(pa.table(empty), tmp_path / "empty.parquet")
+    base = DataConfig(cache_dir=None, **SMALL)
+    with pytest.raises(DataError, match=r"lists\.parquet: column 'symbol': cannot read the symbols"):
+        sources.load_and_validate(dataclasses.replace(base, data_dir=str(tmp_path / "lists.parquet")))
+    with pytest.raises(DataError, match=r"empty\.parquet: no data rows \(header only\)"):
+        sources.load_and_validate(dataclasses.replace(base, data_dir=str(tmp_path / "empty.parquet")))
+
+
 def test_long_parquet_and_hive_with_timestamps_as_the_index_read_like_files(tmp_path):
     frames = synth_frames(2, 200, seed=5)
     (tmp_path / "one").mkdir()

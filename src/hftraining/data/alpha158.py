@@ -15,7 +15,11 @@ vectorised functions instead of an expression engine. Differences from Qlib, on 
   and every value is computed on the same number of rows.
 - **VWAP0.** Our files carry no VWAP. The typical price (high + low + close) / 3 stands in for it.
 - **Degenerate windows.** CORR, CORD and RSQR are 0 where a window is constant (a correlation is
-  undefined there and Qlib yields NaN). A NaN after the warm-up would stop training.
+  undefined there and Qlib yields NaN). A NaN after the warm-up would stop training. "Constant" is
+  decided exactly (the window's maximum equals its minimum), never from a rolling variance: pandas'
+  running sums leave a residue of earlier rows (3.6e-13 on a flat stretch of a long series) that
+  made CORR NaN, RSQR arbitrary and WVMA/STD/BETA/RESI noise; on a constant window the standard
+  deviations, the slope and the residual are 0 and the mean is the window's value.
 
 Every value at row t uses rows ≤ t only (``tests/test_data_alpha158.py`` changes and removes later
 rows and checks nothing moves).
@@ -43,6 +47,23 @@ def _ref(x: np.ndarray, k: int) -> np.ndarray:
 
 def _roll(x: np.ndarray, d: int) -> pd.core.window.rolling.Rolling:
     return pd.Series(x).rolling(d, min_periods=d)
+
+
+def _flat(x: np.ndarray, d: int) -> np.ndarray:
+    """Whether each full window of d rows is constant, decided exactly (rolling max == rolling min;
+    False in the warm-up and where a window holds a NaN)."""
+    r = _roll(x, d)
+    return r.max().to_numpy() == r.min().to_numpy()
+
+
+def _mean(x: np.ndarray, d: int) -> np.ndarray:
+    """Rolling mean; a constant window's own value exactly (no residue of earlier rows)."""
+    return np.where(_flat(x, d), x, _roll(x, d).mean().to_numpy())
+
+
+def _std(x: np.ndarray, d: int) -> np.ndarray:
+    """Rolling sample std (ddof 1, as Qlib's Std); exactly 0 on a constant window."""
+    return np.where(_flat(x, d), 0.0, _roll(x, d).std().to_numpy())
 
 
 def _windows(x: np.ndarray, d: int, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -94,17 +115,17 @@ def _regression(y: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     r2[np.isnan(var_y)] = np.nan
     mean_y = ys.rolling(d, min_periods=d).mean().to_numpy()
     resi = y - (mean_y + slope * (d - 1) / 2.0)  # the fitted line at the last position, t - mean t = (d - 1)/2
-    return slope, np.clip(r2, 0.0, 1.0), resi
+    flat = _flat(y, d)  # a constant window: a flat line through every point
+    return np.where(flat, 0.0, slope), np.where(flat, 0.0, np.clip(r2, 0.0, 1.0)), np.where(flat, 0.0, resi)
 
 
 def _corr(a: np.ndarray, b: np.ndarray, d: int) -> np.ndarray:
-    """Rolling Pearson correlation; 0 where either side is constant over the window."""
+    """Rolling Pearson correlation; 0 where either side is constant over the window (or so nearly
+    constant that the correlation is not a number)."""
     sa, sb = pd.Series(a), pd.Series(b)
     c = sa.rolling(d, min_periods=d).corr(sb).to_numpy()
-    va = sa.rolling(d, min_periods=d).var().to_numpy()
-    vb = sb.rolling(d, min_periods=d).var().to_numpy()
-    flat = (va <= 0) | (vb <= 0)
-    c = np.where(flat & ~np.isnan(va) & ~np.isnan(vb), 0.0, c)
+    full = (sa.rolling(d, min_periods=d).count().to_numpy() == d) & (sb.rolling(d, min_periods=d).count().to_numpy() == d)
+    c = np.where(full & (_flat(a, d) | _flat(b, d) | ~np.isfinite(c)), 0.0, c)
     return np.clip(c, -1.0, 1.0)
 
 
@@ -133,7 +154,7 @@ def alpha158(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
     wv = np.abs(c / c1 - 1) * v
     per: dict[str, dict[int, np.ndarray]] = {name: {} for name in ROLLING}
     for d in WINDOWS:
-        mean_c = _roll(c, d).mean().to_numpy()
+        mean_c = _mean(c, d)
         slope, r2, resi = _regression(c, d)
         hi_max, lo_min = _roll(h, d).max().to_numpy(), _roll(lo, d).min().to_numpy()
         imax, imin = _windows(h, d, _argmax1), _windows(lo, d, _argmin1)
@@ -144,7 +165,7 @@ def alpha158(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
         values = {
             "ROC": _ref(c, d) / c,
             "MA": mean_c / c,
-            "STD": _roll(c, d).std().to_numpy() / c,
+            "STD": _std(c, d) / c,
             "BETA": slope / c,
             "RSQR": r2,
             "RESI": resi / c,
@@ -165,9 +186,9 @@ def alpha158(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
             "SUMP": sum_up / sum_move,
             "SUMN": sum_down / sum_move,
             "SUMD": (sum_up - sum_down) / sum_move,
-            "VMA": _roll(v, d).mean().to_numpy() / (v + EPS),
-            "VSTD": _roll(v, d).std().to_numpy() / (v + EPS),
-            "WVMA": _roll(wv, d).std().to_numpy() / (_roll(wv, d).mean().to_numpy() + EPS),
+            "VMA": _mean(v, d) / (v + EPS),
+            "VSTD": _std(v, d) / (v + EPS),
+            "WVMA": _std(wv, d) / (_mean(wv, d) + EPS),
             "VSUMP": sum_vup / sum_vmove,
             "VSUMN": sum_vdown / sum_vmove,
             "VSUMD": (sum_vup - sum_vdown) / sum_vmove,

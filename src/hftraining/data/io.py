@@ -215,13 +215,44 @@ def parse_numbers(values: pd.Series, decimal: str = ".") -> np.ndarray:
     return num
 
 
+_TIME_OF_DAY = r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?"
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    """Cells as stripped text (a datetime column as its ISO date, a time-of-day as HH:MM:SS)."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values.dt.strftime("%Y-%m-%d").astype("string")
+    return values.astype("string").str.strip()
+
+
+def _date_and_time(df: pd.DataFrame, cols: list[Any]) -> tuple[Any, Any] | None:
+    """(date column, time column) when the timestamp is split in two: a ``Date`` column and a
+    ``Time`` column whose cells are mostly times of day (``09:30``, ``09:30:00.5``), as intraday
+    exports (MetaTrader, Kibot, TradeStation) write it; else None."""
+    names = {str(c).strip().lower(): c for c in cols}
+    if len(cols) != 2 or set(names) != {"date", "time"}:
+        return None
+    time = _as_text(df[names["time"]]).dropna()
+    time = time[time != ""]
+    if not len(time) or 2 * int(time.str.fullmatch(_TIME_OF_DAY).sum()) <= len(time):
+        return None
+    return names["date"], names["time"]
+
+
 def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Rename columns to canonical names (case-insensitive, aliases); other columns are kept as they are."""
+    """Rename columns to canonical names (case-insensitive, aliases); other columns are kept as they
+    are. A timestamp split into a ``Date`` and a ``Time`` column (a time of day) is joined into one
+    (``Date Time``): the date alone would give every bar of a day one timestamp."""
     by_canon: dict[str, list[Any]] = {}
     for col in df.columns:
         canon = ALIASES.get(str(col).strip().lower())
         if canon:
             by_canon.setdefault(canon, []).append(col)
+    split = _date_and_time(df, by_canon.get("timestamp", []))
+    if split is not None:
+        date, time = split
+        df = df.drop(columns=[time]).assign(**{str(date): _as_text(df[date]) + " " + _as_text(df[time])})
+        by_canon["timestamp"] = [date]
     if "adj_close" in by_canon and "close" not in by_canon:  # the only close there is
         by_canon["close"] = by_canon.pop("adj_close")
     rename = {}
@@ -247,9 +278,11 @@ def read_table(path: Path) -> pd.DataFrame:
             ts_cols = [n for n in names if ALIASES.get(n.strip().lower()) == "timestamp"]
             dates = {"parse_dates": ts_cols[:1], "date_format": "ISO8601"} if len(ts_cols) == 1 and names.count(ts_cols[0]) == 1 else {}
             # a decimal-comma file: its numbers are read as text and parsed here ("1.234" is 1234, not 1.234)
-            text = {n: str for n in names if ALIASES.get(n.strip().lower()) in NUMERIC} if decimal == "," else None
+            text = {n: str for n in names if ALIASES.get(n.strip().lower()) in NUMERIC} if decimal == "," else {}
+            # symbols are names, never numbers: "000001" keeps its zeros, and 7203 stays "7203" beside an empty cell
+            text.update({n: str for n in names if ALIASES.get(n.strip().lower()) == "symbol"})
             df = pd.read_csv(path, sep=sep, encoding="utf-8-sig", skip_blank_lines=False, low_memory=False,
-                             compression=compression(path), dtype=text, **dates)
+                             compression=compression(path), dtype=text or None, **dates)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty") from None
     except UnicodeDecodeError:
@@ -304,7 +337,9 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
     21001231; then a value of another shape (``2020061``, ``20200102.5``) and a date that does not
     exist (``20230230``) become NaT, which the validator drops and reports as ``bad_timestamp``
     with its line, and never turn the column into epoch seconds. Otherwise Unix epoch seconds, or
-    milliseconds when above 1e11. Naive timestamps are taken as UTC. A timestamp outside the
+    milliseconds, microseconds or nanoseconds by the size of the column's median (above 1e11, 1e14,
+    1e17: each is a date after 1973 in its unit and after the year 5000 in the coarser one; integers
+    are converted exactly, without a float's rounding of nanoseconds). Naive timestamps are taken as UTC. A timestamp outside the
     nanosecond range (before 1677 or after 2262) becomes NaT too.
     """
     if not pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_datetime64_any_dtype(values):
@@ -322,8 +357,10 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
             # bulk of the column, so one malformed cell is one bad timestamp, not a file dated 1970
             ts = pd.to_datetime(num.where(ymd).astype("Int64").astype("string"), format="%Y%m%d", utc=True, errors="coerce")
         else:
-            unit = "ms" if len(finite) and np.nanmedian(np.abs(finite)) > 1e11 else "s"
-            ts = pd.to_datetime(num.where(np.isfinite(num)), unit=unit, utc=True, errors="coerce")
+            size = float(np.nanmedian(np.abs(finite))) if len(finite) else 0.0
+            unit = "ns" if size > 1e17 else "us" if size > 1e14 else "ms" if size > 1e11 else "s"
+            exact = values if pd.api.types.is_integer_dtype(values) else num.where(np.isfinite(num))
+            ts = pd.to_datetime(exact, unit=unit, utc=True, errors="coerce")
     else:
         text = values.astype("string").str.strip()
         ts = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")

@@ -14,12 +14,12 @@ read one symbol at a time.
 ``data.symbols`` selects the symbols in every layout: before anything is read for the two Parquet
 layouts and for one-symbol files (a file of another symbol is not opened), and before validation
 for a long CSV file (its other symbols' rows are neither validated nor reported, and never reach
-the rows: every layout gives the same rows). ``data.start_date`` / ``data.end_date`` cut every
-unit's validated frames on their UTC timestamps; a Parquet scan of a timestamp-typed column also
-pushes the range down, so those rows are not read (an optimisation only: a date column stored as
-text or as dates is cut after validation, as files are). Rows of a Parquet symbol are numbered 1,
-2, ... in the order the scan returns them (the report's ``row`` numbers: position among that
-symbol's rows).
+the rows: every layout gives the same rows). ``data.start_date`` / ``data.end_date``: rows dated
+outside the range are not read; the validator cuts them on their UTC timestamps before any rule
+(:mod:`hftraining.data.validate`), and a Parquet scan of a timestamp-typed column pushes the range
+down (an optimisation only: the same rows are validated, a row with a null timestamp is read and
+reported as ``bad_timestamp``). Rows of a Parquet symbol are numbered 1, 2, ... in the order the
+scan returns them (the report's ``row`` numbers: position among that symbol's rows).
 
 A :class:`Unit` is what one worker reads and validates at a time; :class:`Collector` combines the
 units' reports into the validation report of the run and applies the dataset-wide rules (a
@@ -35,19 +35,20 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from hftraining.core.config import DataConfig, split_date_ns
+from hftraining.core.config import DataConfig
 from hftraining.core.errors import DataError
 from hftraining.data import io
 from hftraining.data.rows import ANY_ROWS, RowsNeeded
-from hftraining.data.validate import Report, TooFewRows, check_policy, validate_frame, validate_table
+from hftraining.data.validate import Report, TooFewRows, check_policy, date_range, validate_frame, validate_table
 
 PARTITION = "symbol="
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One read: a whole file (``kind="file"``), one symbol of a long Parquet file (``"long"``) or
-    one ``symbol=`` folder of a dataset (``"partition"``)."""
+    """One read: a whole file (``kind="file"``), one symbol of a long Parquet file (``"long"``; symbol
+    ``""``: its rows without a symbol, read to be reported as a long CSV file's are) or one
+    ``symbol=`` folder of a dataset (``"partition"``)."""
 
     kind: str
     path: str
@@ -57,7 +58,7 @@ class Unit:
     def name(self) -> str:
         """How reports and errors name the unit."""
         if self.kind == "long":
-            return f"{self.path}[symbol={self.symbol}]"
+            return f"{self.path}[symbol={self.symbol}]" if self.symbol else f"{self.path}[no symbol]"
         return self.path
 
 
@@ -82,17 +83,44 @@ def _parquet_columns(path: Path) -> dict[str, str]:
     return out
 
 
-def _long_symbols(path: Path, column: str) -> list[str]:
-    """The distinct values of a long Parquet file's symbol column, one row group at a time."""
+def _symbol_text(col):
+    """A symbol column (any Arrow type: strings, integer codes, a dictionary) as strings."""
+    import pyarrow as pa
+
+    return col if pa.types.is_string(col.type) else col.cast(pa.string())
+
+
+def _no_symbol(col) -> "np.ndarray":
+    """(n,) bool: the cells of a symbol column that name no symbol (null, empty or blank)."""
+    import pyarrow.compute as pc
+
+    text = pc.utf8_trim_whitespace(_symbol_text(col))
+    return pc.fill_null(pc.equal(text, ""), True).to_numpy(zero_copy_only=False)
+
+
+def _long_symbols(path: Path, column: str) -> tuple[list[str], bool]:
+    """(the distinct values of a long Parquet file's symbol column as text, whether a row has no
+    symbol), read one row group at a time. A DataError for a file without rows or a symbol column
+    that is not text or numbers (a list, a struct)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     seen: set[str] = set()
-    pf = pq.ParquetFile(path)
-    for i in range(pf.num_row_groups):
-        col = pf.read_row_group(i, columns=[column]).column(0)
-        seen.update(str(v) for v in pc.unique(col).to_pylist() if v is not None and str(v).strip())
-    return sorted(seen)
+    blank = False
+    try:
+        pf = pq.ParquetFile(path)
+        if pf.metadata.num_rows == 0:
+            raise DataError(f"{path}: no data rows (header only)")
+        for i in range(pf.num_row_groups):
+            col = pf.read_row_group(i, columns=[column]).column(0)
+            values = pc.unique(_symbol_text(col)).to_pylist()
+            seen.update(v for v in values if v is not None and v.strip())
+            blank = blank or any(v is None or not v.strip() for v in values)
+    except (OSError, ValueError, pa.ArrowException) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: column {column!r}: cannot read the symbols ({msg})") from None
+    return sorted(seen), blank
 
 
 def units(d: DataConfig) -> list[Unit]:
@@ -109,8 +137,10 @@ def units(d: DataConfig) -> list[Unit]:
             continue
         for f in io.resolve_paths(spec):
             if io.is_parquet(f) and "symbol" in _parquet_columns(f):
-                col = _parquet_columns(f)["symbol"]
-                out += [Unit("long", str(f), s) for s in _long_symbols(f, col) if wanted is None or s in wanted]
+                syms, blank = _long_symbols(f, _parquet_columns(f)["symbol"])
+                out += [Unit("long", str(f), s) for s in syms if wanted is None or s in wanted]
+                if blank and wanted is None:  # rows without a symbol: reported (missing_symbol), as in a long CSV file
+                    out.append(Unit("long", str(f), ""))
             elif wanted is None or io.symbol_of(f) in wanted or _has_symbol_column(f):
                 out.append(Unit("file", str(f)))  # a file of one other symbol is not read at all
     if not out and d.symbols:
@@ -138,12 +168,6 @@ def input_files(us: list[Unit]) -> list[Path]:
     return sorted(files)
 
 
-def _date_range(d: DataConfig) -> tuple[int | None, int | None]:
-    lo = None if d.start_date is None else split_date_ns(d.start_date, "data.start_date")
-    hi = None if d.end_date is None else split_date_ns(d.end_date, "data.end_date")
-    return lo, hi
-
-
 def _scan(files: list[Path], d: DataConfig, symbol_col: str | None, symbol: str | None) -> pd.DataFrame:
     """The rows of ``files`` (one symbol's) with the symbol and the date range pushed down."""
     import pyarrow as pa
@@ -152,18 +176,26 @@ def _scan(files: list[Path], d: DataConfig, symbol_col: str | None, symbol: str 
     cols = _parquet_columns(files[0])
     try:
         dataset = ds.dataset([str(f) for f in files], format="parquet")
-        flt = None if symbol_col is None else ds.field(symbol_col) == symbol
-        lo, hi = _date_range(d)
+        flt = None
+        if symbol_col is not None:  # the symbol's rows, compared as text (a column of integer codes too)
+            field = ds.field(symbol_col)
+            if not pa.types.is_string(dataset.schema.field(symbol_col).type):
+                field = field.cast(pa.string())
+            flt = field == symbol
+        lo, hi = date_range(d)
         ts_col = cols.get("timestamp")
-        if ts_col is not None and (lo is not None or hi is not None):
+        n_ts = sum(io.ALIASES.get(str(n).strip().lower()) == "timestamp" for n in dataset.schema.names)
+        if ts_col is not None and n_ts == 1 and (lo is not None or hi is not None):  # not a Date beside a Time
             typ = dataset.schema.field(ts_col).type
             if pa.types.is_timestamp(typ):
                 def bound(ns: int):
                     return pa.scalar(pd.Timestamp(ns, tz="UTC"), type=pa.timestamp("ns", tz="UTC")).cast(typ)
-                for op, ns in (("ge", lo), ("lt", hi)):
-                    if ns is not None:
-                        cond = ds.field(ts_col) >= bound(ns) if op == "ge" else ds.field(ts_col) < bound(ns)
-                        flt = cond if flt is None else flt & cond
+                ts = ds.field(ts_col)
+                conds = [ts >= bound(lo)] if lo is not None else []
+                conds += [ts < bound(hi)] if hi is not None else []
+                cond = conds[0] if len(conds) == 1 else conds[0] & conds[1]
+                cond = cond | ts.is_null()  # a row without a timestamp is read, and reported as bad_timestamp
+                flt = cond if flt is None else flt & cond
         table = dataset.to_table(filter=flt, use_threads=False)
     except (OSError, ValueError, pa.ArrowException) as e:
         raise DataError(f"{files[0]}: cannot read Parquet ({str(e).strip().splitlines()[0]})") from None
@@ -173,26 +205,38 @@ def _scan(files: list[Path], d: DataConfig, symbol_col: str | None, symbol: str 
     return io.canonical_columns(df, files[0])
 
 
-def _trim_dates(frames: dict[str, pd.DataFrame], d: DataConfig) -> dict[str, pd.DataFrame]:
-    """The rows of each validated frame in ``[data.start_date, data.end_date)`` (UTC), whatever the
-    layout and the column's type (a pushed-down scan has nothing left to cut)."""
-    lo, hi = _date_range(d)
-    if lo is None and hi is None:
-        return frames
-    out = {}
-    for sym, f in frames.items():
-        ns = f["timestamp"].array.asi8
-        keep = np.ones(len(f), dtype=bool)
-        if lo is not None:
-            keep &= ns >= lo
-        if hi is not None:
-            keep &= ns < hi
-        out[sym] = f.loc[keep].reset_index(drop=True)
-    return out
+def _unnamed_rows(u: Unit) -> dict[str, Any]:
+    """The report of a long Parquet file's rows without a symbol (:class:`Unit` with symbol ``""``):
+    each dropped, as ``blank_line`` when it holds no value at all and else ``missing_symbol``, under
+    its 1-based row number in the file (a long CSV file's rows are reported alike)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(u.path)
+    column = _parquet_columns(path)["symbol"]
+    rep = Report(file=u.name, row_numbers="row")
+    try:
+        pf = pq.ParquetFile(path)
+        offset = 0
+        for i in range(pf.num_row_groups):  # one row group in memory at a time
+            group = pf.read_row_group(i)
+            where = np.flatnonzero(_no_symbol(group.column(column)))
+            if len(where):
+                rows = group.take(pa.array(where)).drop_columns([column]).to_pandas()
+                empty = rows.isna().to_numpy().all(axis=1) if rows.shape[1] else np.ones(len(rows), bool)
+                rep.count("blank_line", "dropped", where[empty] + offset + 1)
+                rep.count("missing_symbol", "dropped", where[~empty] + offset + 1)
+                rep.rows_in += len(where)
+            offset += group.num_rows
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise DataError(f"{path}: cannot read Parquet ({str(e).strip().splitlines()[0]})") from None
+    return rep.to_dict()
 
 
 def read_unit(u: Unit, d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """Read and validate one unit → ({symbol: validated frame}, its report as a dict)."""
+    if u.kind == "long" and not u.symbol:
+        return {}, _unnamed_rows(u)
     if u.kind == "file":  # CSV (compressed or not) or a Parquet file, read whole
         path = Path(u.path)
         whole = io.read_table(path)
@@ -202,7 +246,7 @@ def read_unit(u: Unit, d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[di
             return {}, Report(file=str(path), row_numbers=unit).to_dict()
         frames, rep = validate_table(table, path, d, needed, io.first_row_number(path), unit,
                                      decimal=table.attrs.get("decimal", "."))
-        return _trim_dates(frames, d), rep.to_dict()
+        return frames, rep.to_dict()
     if u.kind == "partition":
         p = Path(u.path)
         files = sorted(p.glob("*.parquet")) + sorted(p.glob("*.pq"))
@@ -211,12 +255,12 @@ def read_unit(u: Unit, d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[di
         table = _scan(files, d, None, None)
     else:
         table = _scan([Path(u.path)], d, _parquet_columns(Path(u.path))["symbol"], u.symbol)
-    if len(table) == 0 and _date_range(d) != (None, None):
+    if len(table) == 0 and date_range(d) != (None, None):
         # no row in the date range pushed into the scan: an empty symbol, as a file cut after validation leaves it
         frame, rep = validate_frame(table, d, u.name, 1, "row", symbol=u.symbol)
         return {u.symbol: frame}, rep.to_dict()
     frames, rep = validate_table(table, Path(u.name), d, needed, 1, "row", u.symbol)
-    return _trim_dates(frames, d), rep.to_dict()
+    return frames, rep.to_dict()
 
 
 def _selected(table: pd.DataFrame, d: DataConfig) -> pd.DataFrame:

@@ -42,6 +42,13 @@ the close from Adj Close and multiplies open/high/low by Adj Close / Close of th
 unchanged), or (``raw``) takes Close and ignores Adj Close; the report's ``close_column`` says
 which and why. A file with only Adj Close uses it as the close.
 
+Date range: rows dated outside [``data.start_date``, ``data.end_date``) (UTC) are not read. They are
+cut right after the timestamps are parsed, before every rule, so the rules see the same rows in
+every layout (a Parquet scan that pushes the range down never reads them): a bad cell of the first
+row in the range is not forward-filled from a row before it, a jump into the range is not flagged.
+``rows_in`` counts the rows in the range and the rows without a usable timestamp (blank lines,
+``bad_timestamp``: the rules report them wherever they are).
+
 Repairs: ``sort`` reorders rows by time (stable); ``ffill`` replaces a bad cell by the same column's
 value in the previous kept row (a row with no previous kept row is dropped — never back-filled);
 ``clip`` sets high = max(open, high, close) and low = min(open, low, close). A row that breaks several
@@ -59,7 +66,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hftraining.core.config import DataConfig
+from hftraining.core.config import DataConfig, split_date_ns
 from hftraining.data import io
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import volume_features
@@ -95,6 +102,7 @@ class Report:
     volume_empty: list[str] = field(default_factory=list)  # symbols whose volume column is empty
     dropped_features: dict[str, str] = field(default_factory=dict)  # spec of data.features → why
     close_column: dict[str, str] | None = None  # with Close and Adj Close: which one is the close, and why
+    dated: int = 0  # rows with a usable timestamp in the date range (not reported: whether a symbol is empty there)
 
     def count(self, rule: str, kind: str, rows: np.ndarray) -> None:
         """Record ``len(rows)`` rows (1-based row numbers) as ``kind`` (dropped/repaired/flagged) by ``rule``."""
@@ -163,6 +171,13 @@ def check_policy(cfg: DataConfig) -> None:
         raise ConfigError(f"data.jump_threshold: must be >= 0 (0 disables), got {cfg.jump_threshold}")
     if cfg.min_rows < 0:
         raise ConfigError(f"data.min_rows: must be >= 0, got {cfg.min_rows}")
+
+
+def date_range(cfg: DataConfig) -> tuple[int | None, int | None]:
+    """[``data.start_date``, ``data.end_date``) as int64 ns UTC (None: no bound)."""
+    lo = None if cfg.start_date is None else split_date_ns(cfg.start_date, "data.start_date")
+    hi = None if cfg.end_date is None else split_date_ns(cfg.end_date, "data.end_date")
+    return lo, hi
 
 
 class TooFewRows(DataError):
@@ -260,6 +275,21 @@ def validate_frame(
     ts = io.parse_timestamps(df["timestamp"].reset_index(drop=True), source)
     ts_ns = pd.DatetimeIndex(ts).asi8  # NaT: the minimum int64, dropped just below
     bad_ts = ts.isna().to_numpy()
+
+    # the date range: rows outside it are not read (before any rule, as a pushed-down Parquet scan)
+    lo, hi = date_range(cfg)
+    if lo is not None or hi is not None:
+        outside = np.zeros(len(ts_ns), dtype=bool)
+        if lo is not None:
+            outside |= ts_ns < lo
+        if hi is not None:
+            outside |= ts_ns >= hi
+        outside &= ~bad_ts  # a row without a usable timestamp is reported, wherever it lies
+        if outside.any():
+            keep = ~outside
+            df, line, ts_ns, bad_ts = df.iloc[keep], line[keep], ts_ns[keep], bad_ts[keep]
+            rep.rows_in -= int(outside.sum())
+    rep.dated = int((~bad_ts).sum())
 
     # numbers: remember which cells were text that is not a number
     cols: dict[str, np.ndarray] = {}
@@ -498,7 +528,11 @@ def validate_table(
             rep.merge(sub)
             continue
         frame, sub = validate_frame(part, cfg, str(path), first, unit, line, sym, decimal)
-        if 0 < len(frame) < needed.rows:
+        if sub.dated == 0 and (cfg.start_date is not None or cfg.end_date is not None):
+            # no row in the date range: an empty symbol (as a pushed-down scan leaves it), its other rows reported
+            frames[sym] = frame
+            sub.symbols[sym] = 0
+        elif 0 < len(frame) < needed.rows:
             sub.count("too_few_rows", "dropped", np.zeros(len(frame), dtype=np.int64))
             sub.rules["too_few_rows"]["rows"] = []  # the whole symbol: no row is at fault
             sub.skipped_symbols[sym] = f"{len(frame)} rows kept, {needed.rows} needed for one window"
