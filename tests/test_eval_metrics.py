@@ -276,3 +276,76 @@ def test_score_cross_section_is_step_one_per_date():
     table = format_table(r)
     assert "cross-section (step 1" in table and "naive:drift" in table.split("cross-section", 1)[1]
     assert table.splitlines()[-1] == r["verdict"]
+
+
+def test_a_model_constant_across_symbols_is_told_it_ranks_nothing_not_that_dates_lack_symbols():
+    """Five symbols on every date and a collapsed model (one forecast for every symbol): its rank IC
+    is undefined, but the dates do have a cross-section, and the baseline that ranks is named."""
+    fc = _forecasts(5, seed=2)
+    fc.pred["model"] = np.full_like(fc.true, 1e-4)
+    fc.target = "cs_rank"
+    r = score(fc)
+    assert "no date has 3 symbols" not in r["verdict"] and "no date has 3 symbols" not in format_table(r)
+    assert r["cross_section_dates"] == 40 and r["model"]["cross_section"]["rank_ic"]["n_dates"] == 0
+    assert "ranks nothing" in r["verdict"] and "not worth its cost over naive:drift" in r["verdict"]
+    assert r["cross_section_strongest"]["name"] == "drift"
+    # one symbol still says why there is no cross-section at all
+    one = _forecasts(1)
+    one.target = "cs_rank"
+    assert score(one)["verdict"].startswith("cross-section: no date has 3 symbols")
+
+
+def test_validation_ic_is_nan_when_the_model_emits_nan_on_some_dates():
+    """The trainer's neg_ic / neg_rank_ic (the validation loss of an IC-trained model, and what early
+    stopping reads) must not score a model on the dates where it happens to be finite."""
+    rng = np.random.default_rng(0)
+    dates = np.repeat(np.arange(50), 5)
+    true = rng.normal(size=(250, 2))
+    pred = true + rng.normal(size=(250, 2))
+    assert M.mean_cross_sectional_ic(pred, true, dates) > 0.3
+    pred[: 5 * 40] = np.nan  # NaN on 40 of the 50 dates
+    for rank in (False, True):
+        assert math.isnan(M.mean_cross_sectional_ic(pred, true, dates, rank=rank))
+    assert math.isnan(M.point_metrics(pred, true, dates)["ic"])  # as the test-split IC says
+
+
+def test_cross_section_verdict_p_values_use_student_t_over_the_dates():
+    """Over a short test split the rank IC's t must be read against Student's t (n_dates − 1), as the
+    DM test is: the normal claims "significantly positive" for a pure-noise forecast too often."""
+    fc = _forecasts(6, n_dates=15, seed=11)
+    fc.target = "cs_rank"
+    r = score(fc)
+    cs, diff = r["model"]["cross_section"]["rank_ic"], r["cross_section_strongest"]["difference"]
+    assert diff["p_value"] == pytest.approx(2 * stats.t.sf(abs(diff["t_stat"]), df=diff["n_dates"] - 1))
+    assert f"(p = {2 * stats.t.sf(abs(cs['t_stat']), df=14):.3g})" in r["verdict"] or "significantly" in r["verdict"]
+    # size under the null: 15 dates of 10 symbols, forecast independent of the outcome
+    from hftraining.eval.forecasts import _ic_p_value
+    rng = np.random.default_rng(0)
+    d = np.repeat(np.arange(15), 10)
+    rejected = np.mean([_ic_p_value(M.ic_summary(M.cross_sectional_ic_series(
+        rng.normal(size=150), rng.normal(size=150), d, rank=True)[1], 0)) < 0.05 for _ in range(1500)])
+    assert rejected < 0.075  # the normal reference rejected 8% of the time here
+
+
+def test_verdict_when_the_zero_forecast_is_exact_still_reports_the_dm_test():
+    """Realised returns all 0 (a pegged or halted universe): the zero forecast has MSE 0, the DM test
+    is well defined (the model is significantly worse) and the verdict must say so, naming the
+    strongest baseline, instead of "the DM test could not be computed"."""
+    fc = _forecasts(3, n_dates=30, seed=3)
+    fc.true = np.zeros_like(fc.true)
+    fc.pred["model"] = np.random.default_rng(0).normal(0, 1e-4, size=fc.true.shape)
+    r = score(fc)
+    assert r["dm_vs_zero"]["p_value"] < 1e-6
+    assert "could not be computed" not in r["verdict"] and "significantly WORSE" in r["verdict"]
+    assert "naive:zero is significantly better, so the model is not worth its cost" in r["verdict"]
+    assert r["mse_vs_zero"] == math.inf and json.loads(dumps(r))["mse_vs_zero"] is None
+
+
+def test_cross_section_verdict_of_a_forecast_with_nan_says_it_could_not_be_computed():
+    """A NaN forecast on one window makes the rank IC NaN: the verdict must not read that as "not
+    significantly different from 0"."""
+    fc = _forecasts(5, seed=4)
+    fc.target = "cs_rank"
+    fc.pred["model"][:3, 0] = np.nan
+    r = score(fc)
+    assert "not significantly different" not in r["verdict"] and "could not be computed" in r["verdict"]

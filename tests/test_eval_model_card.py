@@ -116,3 +116,39 @@ def test_card_before_evaluation_says_it_is_not_evaluated(tmp_path):
     assert "verdict" not in meta and "test_metrics" not in meta
     assert "Test metrics were not computed" in body and f"hftraining evaluate {done.run_dir}" in body
     assert meta["parameters"] == done.model.num_parameters()
+
+
+def test_card_of_a_cross_sectional_label_names_the_baseline_its_verdict_names_and_its_units():
+    """A cs_rank model is judged on its rank IC: the card's strongest baseline is the verdict's (the
+    best rank IC, here naive:repeat), not the lowest-MSE one (naive:drift), and it says the model
+    forecasts ranks, not log returns."""
+    import numpy as np
+
+    from hftraining.core.config import ModelConfig
+    from hftraining.eval.forecasts import Forecasts, score
+    from hftraining.eval.model_card import model_card
+    from hftraining.models import build_model
+
+    rng = np.random.default_rng(0)
+    D, S, H = 200, 5, 3
+    W = D * S
+    true = rng.normal(0, 1, (W, H))
+    pred = {"model": 0.05 * true + rng.normal(0, 0.3, (W, H)), "zero": np.zeros((W, H)),
+            "repeat": 0.3 * true + rng.normal(0, 1, (W, H)),  # the best rank IC, a high MSE
+            "drift": rng.normal(0, 0.01, (W, H)), "seasonal_naive": rng.normal(0, 0.5, (W, H))}
+    fc = Forecasts(pred=pred, true=true, dates=np.repeat(np.arange(D, dtype=np.int64) * 86_400 * 10**9, S),
+                   symbol_ids=np.tile(np.arange(S), D), symbols=[f"S{i}" for i in range(S)], last_return=np.zeros(W),
+                   past_vol=np.ones(W), last_close=np.ones(W), target="cs_rank")
+    result = score(fc)
+    assert result["strongest_baseline"]["name"] == "drift" and result["cross_section_strongest"]["name"] == "repeat"
+    assert "not worth its cost over naive:repeat" in result["verdict"]
+    cfg = load_config(None, tiny(None, "data.target=cs_rank"))
+    card = model_card("/tmp/run/final", cfg, {"symbols": ["S0"]}, {"horizon": H, "seq_len": 20, "feature_columns": ["a"]},
+                      build_model(ModelConfig(type="ridge"), 1, H, 20), 5, result)
+    meta, body = _split(card)
+    assert meta["strongest_baseline"] == "repeat" and meta["strongest_baseline_by"] == "rank IC"
+    assert meta["strongest_baseline_by_mse"] == "drift"
+    diff = result["cross_section_strongest"]["difference"]
+    assert meta["test_metrics"]["rank_ic_diff_p_vs_strongest_baseline"] == diff["p_value"]
+    assert "| naive:repeat (strongest baseline by rank IC) |" in body and "| naive:drift (strongest baseline by MSE) |" in body
+    assert "log returns" not in body and "forecast_cs_rank" in body and "ranks of the 1-step log return" in body

@@ -179,8 +179,10 @@ def test_evaluate_cli_applies_every_evaluation_override(run, capsys):
 
 def test_evaluate_writes_no_report_with_evaluation_report_false(run, tmp_path, capsys):
     code, _, err = _cli(capsys, "evaluate", run, "--report-dir", str(tmp_path / "r"), "--set", "evaluation.report=false")
-    assert code == 0, err
+    assert code == 2 and "--report-dir" in err and "evaluation.report=false" in err, err  # asked for both: which?
     assert not (tmp_path / "r").exists()  # it wrote report.html there regardless before
+    code, _, err = _cli(capsys, "evaluate", run, "--set", "evaluation.report=false")
+    assert code == 0, err
     assert _cli(capsys, "evaluate", run, "--report-dir", str(tmp_path / "r"))[0] == 0
     assert (tmp_path / "r" / "report.html").exists()
 
@@ -232,3 +234,30 @@ def test_time_axes_show_dates_and_the_equity_plot_shows_the_strongest_baseline(r
     lines = [line.get_label() for line in figures["equity_drawdown"].axes[0].get_lines()]
     assert f"{strongest} (strongest baseline)" in lines and "model" in lines
     assert "## Forecast intervals" in (tmp_path / "dates" / "report.md").read_text(encoding="utf-8")
+
+
+def test_report_states_the_backtest_rule_for_missing_rows(run):
+    md = (run / "report.md").read_text(encoding="utf-8")
+    rule = json.loads((run / "eval.json").read_text())["backtest"]["settings"]["no_row"]
+    assert f"Missing rows: {rule}." in md.split("## Backtest", 1)[1]
+
+
+def test_report_of_a_split_whose_zero_forecast_is_exact_writes_a_dash_for_the_ratio(tmp_path):
+    """A universe whose realised returns are all 0 (pegged or halted) gives the zero forecast an MSE
+    of 0: the verdict table shows "—" for MSE / zero instead of failing the whole report."""
+    import numpy as np
+
+    from hftraining.eval.forecasts import Forecasts
+
+    D, S, H = 30, 3, 2
+    W = D * S
+    rng = np.random.default_rng(0)
+    pred = {"model": rng.normal(0, 1e-4, (W, H)), "zero": np.zeros((W, H)), "drift": rng.normal(0, 1e-4, (W, H))}
+    fc = Forecasts(pred=pred, true=np.zeros((W, H)), dates=np.repeat(np.arange(D, dtype=np.int64) * 86_400 * 10**9, S),
+                   symbol_ids=np.tile(np.arange(S), D), symbols=["A", "B", "C"], last_return=np.zeros(W),
+                   past_vol=np.ones(W), last_close=np.ones(W))
+    result = score(fc)
+    assert result["baselines"]["zero"]["mse"] == 0.0
+    _, md = write_report(tmp_path, result, fc)
+    verdict = md.read_text(encoding="utf-8").split("\n## ")[1]
+    assert "| model |" in verdict and "| — |" in verdict

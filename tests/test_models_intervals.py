@@ -10,7 +10,8 @@ import pytest
 from scipy import stats
 
 from hftraining.data.windows import WindowSet
-from hftraining.eval.intervals import christoffersen, forecast_intervals, interval_report, kupiec, outcome_times, winkler
+from hftraining.eval.intervals import (ROLLING_DATES, christoffersen, forecast_intervals, interval_report, kupiec,
+                                      outcome_times, rolling_coverage, winkler)
 from hftraining.models.intervals import Calibration, aci_bounds, conformal_radius
 
 LEVELS = [0.8, 0.9]
@@ -190,3 +191,67 @@ def test_report_says_when_intervals_are_not_calibrated():
     assert r["levels"]["0.9"]["coverage_per_step"][0] == pytest.approx(0.9, abs=0.03)
     r = interval_report(bad, y, d, sid, "split")
     assert not r["calibrated"] and "NOT calibrated" in r["sentence"] and "Kupiec" in r["sentence"]
+
+
+def test_rolling_coverage_range_counts_only_whole_windows_of_dates():
+    """The "20-date coverage range" of eval.json and the report: a coverage over the first one or
+    two dates is not a 20-date coverage (its 0 or 1 would set the range's ends)."""
+    D, S = 60, 4
+    d = np.repeat(np.arange(D) * 10 + 3, S)
+    inside = np.ones(D * S, dtype=bool)
+    inside[:S] = False  # the first date misses everywhere; every later one covers
+    days, cov = rolling_coverage(inside, d)
+    assert len(days) == D - ROLLING_DATES + 1 and days[0] == d[(ROLLING_DATES - 1) * S]
+    want = [np.mean(inside[(d >= d[i * S]) & (d <= d[(i + ROLLING_DATES - 1) * S])]) for i in range(D - ROLLING_DATES + 1)]
+    np.testing.assert_allclose(cov, want)
+    y = np.zeros((D * S, 1))
+    lo, hi = np.where(inside, -1.0, 1.0)[:, None], np.ones((D * S, 1))
+    r = interval_report({0.9: (lo, hi)}, y, d, np.tile(np.arange(S), D), "split")["levels"]["0.9"]["rolling_coverage"]
+    assert r["min"] == pytest.approx(1 - 1 / ROLLING_DATES) and r["max"] == 1.0  # not 0.0: one date is no window
+    short = rolling_coverage(inside[: 5 * S], d[: 5 * S])
+    assert short[0].size == 0 and short[1].size == 0
+
+
+def test_intervals_scored_on_their_own_calibration_windows_claim_no_calibration():
+    """Split conformal on the windows it was calibrated on covers by construction (here exactly 90%
+    although the residuals' scale then doubles out of sample): such a score must not say
+    "calibrated" (evaluate --split val / train / all of the run's own data)."""
+    rng = np.random.default_rng(7)
+    d, sid = np.repeat(np.arange(300), 4), np.tile(np.arange(4), 300)
+    pred, y = np.zeros((1200, 1)), rng.normal(size=(1200, 1))
+    cal = Calibration.fit(pred, y, [0.9])
+    bounds = cal.bounds(pred)
+    honest = interval_report(bounds, y, d, sid, "split")
+    assert honest["levels"]["0.9"]["coverage_per_step"][0] == pytest.approx(0.9, abs=1e-3) and honest["calibrated"]
+    r = interval_report(bounds, y, d, sid, "split", in_sample="the val split holds the calibration windows")
+    assert r["calibrated"] is None and "in sample" in r["sentence"] and "calibrated (" not in r["sentence"]
+    assert r["in_sample"] == "the val split holds the calibration windows"
+    assert r["levels"]["0.9"]["coverage_per_step"] == honest["levels"]["0.9"]["coverage_per_step"]  # still reported
+
+
+def test_kupiec_and_christoffersen_hold_their_level_on_a_correlated_panel():
+    """20 symbols sharing half their variance (a market factor), intervals exactly calibrated for
+    each: the misses of one date come together, and the pooled tests treated them as independent
+    draws (Kupiec rejected 36% of such panels at 5%, Christoffersen 15%). Divided by the Rao–Scott
+    design effect over dates they hold their level; one symbol keeps the classic tests."""
+    rng = np.random.default_rng(0)
+    D, S, z = 250, 20, stats.norm.ppf(0.95)
+    d, sid = np.repeat(np.arange(D), S), np.tile(np.arange(S), D)
+    band = (np.full((D * S, 1), -z), np.full((D * S, 1), z))
+    kup = chr_ = 0
+    for _ in range(150):
+        y = (np.sqrt(0.5) * rng.normal(size=(D, 1)) + np.sqrt(0.5) * rng.normal(size=(D, S))).reshape(-1, 1)
+        e = interval_report({0.9: band}, y, d, sid, "split")["levels"]["0.9"]
+        kup += e["kupiec"]["p_value"] < 0.05
+        chr_ += e["christoffersen"]["p_value"] < 0.05
+    assert kup / 150 < 0.12 and chr_ / 150 < 0.12
+    assert e["kupiec"]["design_effect"] > 1.5
+    # every symbol of a date misses together: S copies of one symbol's evidence, not S × as much
+    miss = np.repeat(rng.random(D) < 0.25, S)
+    k = kupiec(int(miss.sum()), miss.size, 0.1, miss, d)
+    assert k["design_effect"] == pytest.approx(S) and k["lr"] == pytest.approx(kupiec(int(miss.sum()), miss.size, 0.1)["lr"] / S)
+    # one symbol (one observation per date): the classic statistics, unchanged
+    one = rng.random(300) < 0.1
+    assert kupiec(int(one.sum()), 300, 0.1, one, np.arange(300)) == {**kupiec(int(one.sum()), 300, 0.1), "design_effect": 1.0}
+    runs = np.tile([0] * 45 + [1] * 5, 20).astype(bool)
+    assert christoffersen([runs], [np.arange(runs.size)])["lr"] == pytest.approx(christoffersen([runs])["lr"])

@@ -42,6 +42,15 @@ def test_training_calibrates_scores_and_saves_the_intervals(run):
     # evaluate scores the saved folder with the same intervals: the same coverage as training reported
     again, _ = evaluate_model_dir(out)
     assert again["intervals"]["levels"]["0.9"]["coverage_per_step"] == iv["levels"]["0.9"]["coverage_per_step"]
+    assert again["intervals"]["calibrated"] in (True, False) and "in_sample" not in again["intervals"]
+
+
+@pytest.mark.parametrize("split, why", [("val", "calibrated on"), ("train", "trained on"), ("all", "calibrated on")])
+def test_intervals_scored_on_the_windows_they_were_fit_on_claim_nothing(run, split, why):
+    out, _ = run
+    iv = evaluate_model_dir(out, split=split)[0]["intervals"]
+    assert iv["calibrated"] is None and why in iv["in_sample"]
+    assert "in sample" in iv["sentence"] and "calibrated (" not in iv["sentence"]
 
 
 def test_predict_returns_bounds_around_the_forecast(run):

@@ -110,9 +110,10 @@ def date_step_groups(dates: np.ndarray, N: int, K: int) -> np.ndarray:
 def mean_cross_sectional_ic(pred: np.ndarray, true: np.ndarray, dates: np.ndarray, rank: bool = False) -> float:
     """The mean over every (date, step) cross-section (at least :data:`MIN_CROSS_SECTION` symbols) of
     the Pearson (or with ``rank`` Spearman) IC of (N, K) forecasts ``pred`` and labels ``true`` whose
-    origins are ``dates`` (N,); NaN when no cross-section counts."""
+    origins are ``dates`` (N,); NaN when no cross-section counts, or when one holds a non-finite
+    value (as :func:`cross_sectional_ic`: a model that emits NaN must not score on its finite dates)."""
     _, ic = cross_sectional_ic_series(pred.reshape(-1), true.reshape(-1), date_step_groups(dates, *pred.shape), rank=rank)
-    return float(np.nanmean(ic)) if ic.size and np.isfinite(ic).any() else float("nan")
+    return float(ic.mean()) if ic.size else float("nan")
 
 
 def ic_summary(ic_series: np.ndarray, lag: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from hftraining import __version__
 from hftraining.core.config import Config
 from hftraining.core.errors import writing
 from hftraining.core.fmt import fmt
+from hftraining.data.labels import CROSS_SECTIONAL, UNITS
 from hftraining.eval.forecasts import label
 from hftraining.models import ForecastModel
 
@@ -49,7 +50,35 @@ def headline_metrics(result: dict[str, Any]) -> dict[str, float]:
     if sb:
         out.update(strongest_baseline_mse=sb.get("mse"), mse_vs_strongest_baseline=sb.get("mse_ratio"),
                    dm_p_vs_strongest_baseline=(sb.get("dm") or {}).get("p_value"))
+    cs = _cs_strongest(result)
+    if cs:  # a cross-sectional label's verdict is on the rank IC: its strongest baseline by rank IC too
+        out.update(strongest_baseline_rank_ic=cs.get("rank_ic"),
+                   rank_ic_diff_vs_strongest_baseline=(cs.get("difference") or {}).get("mean"),
+                   rank_ic_diff_p_vs_strongest_baseline=(cs.get("difference") or {}).get("p_value"))
     return {k: float(v) for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _cs_strongest(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The strongest baseline by step-1 rank IC when the verdict is the cross-section's (a
+    cross-sectional label, :data:`~hftraining.data.labels.CROSS_SECTIONAL`), else None."""
+    return result.get("cross_section_strongest") if result.get("target") in CROSS_SECTIONAL else None
+
+
+def verdict_baseline(result: dict[str, Any]) -> tuple[str | None, str]:
+    """(the name of the baseline the verdict measures the model against, by what: "rank IC" for a
+    cross-sectional label, else "MSE")."""
+    cs = _cs_strongest(result)
+    if cs:
+        return cs["name"], "rank IC"
+    sb = result.get("strongest_baseline")
+    return (sb["name"] if sb else None), "MSE"
+
+
+def _what(target: str, H: Any) -> str:
+    """What the model forecasts, in words: the label's units (``data.target``)."""
+    if target == "return":
+        return f"the next {H} log returns of the close"
+    return f"the next {H} steps of its label `data.target: {target}`, {UNITS.get(target, target)},"
 
 
 def _get(cfg: dict[str, Any], dotted: str) -> Any:
@@ -72,11 +101,21 @@ def _metrics_section(result: dict[str, Any]) -> list[str]:
     zero = result["baselines"].get("zero") or {}
     zero_mse = zero.get("mse")
     sb = result.get("strongest_baseline")
+    cs = _cs_strongest(result)
+    marks: dict[str, list[str]] = {}  # baseline → what it is the strongest by
+    if cs:
+        marks.setdefault(cs["name"], []).append("rank IC")
+    if sb:
+        marks.setdefault(sb["name"], []).append("MSE")
+
+    def named(n: str) -> str:
+        by = marks.get(n)
+        if not by:
+            return label(n)
+        return f"{label(n)} (strongest baseline" + (f" by {' and '.join(by)})" if cs else ")")
+
     rows = [("model", result["model"])]
-    if "zero" in result["baselines"]:
-        rows.append((label("zero") + (" (strongest baseline)" if sb and sb["name"] == "zero" else ""), zero))
-    if sb and sb["name"] != "zero":
-        rows.append((f"{label(sb['name'])} (strongest baseline)", result["baselines"][sb["name"]]))
+    rows += [(named(n), result["baselines"][n]) for n in dict.fromkeys(["zero", *marks]) if n in result["baselines"]]
 
     def ratio(mse: Any) -> str:
         ok = isinstance(mse, float) and isinstance(zero_mse, float) and zero_mse > 0
@@ -102,6 +141,11 @@ def _metrics_section(result: dict[str, Any]) -> list[str]:
         lines += ["Diebold–Mariano tests of the model against " + "; ".join(
             f"{label(n)}: statistic {fmt(dm[n].get('statistic'), '.3f')}, p = {fmt(dm[n].get('p_value'), '.3g')}"
             for n in tests) + " (squared error; negative: the model's loss is lower).", ""]
+    if cs:
+        d = cs.get("difference") or {}
+        lines += [f"Step-1 rank IC of the model against the strongest baseline by rank IC, {label(cs['name'])} "
+                  f"({fmt(cs.get('rank_ic'), '.4f')}): model − it = {fmt(d.get('mean'), '.4f')} per date, paired p = "
+                  f"{fmt(d.get('p_value'), '.3g')} over {d.get('n_dates')} dates.", ""]
     return lines
 
 
@@ -141,7 +185,7 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
     n_params = model.num_parameters()
     H, L = preprocessing.get("horizon"), preprocessing.get("seq_len")
     columns = list(preprocessing.get("feature_columns") or [])
-    sb = (result or {}).get("strongest_baseline")
+    target = cfg.data.target
     meta: dict[str, Any] = {
         "library_name": "hftraining", "tags": ["time-series-forecasting", "finance", "hftraining", mtype],
         "model_type": mtype, "parameters": n_params, "trained_steps": int(step),
@@ -150,11 +194,14 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
     }
     if result:
         meta["test_metrics"] = {k: (v if math.isfinite(v) else None) for k, v in headline_metrics(result).items()}
-        meta["strongest_baseline"] = sb["name"] if sb else None
+        # the baseline the verdict names (a cross-sectional label: the strongest by rank IC)
+        meta["strongest_baseline"], meta["strongest_baseline_by"] = verdict_baseline(result)
+        if meta["strongest_baseline_by"] != "MSE":  # what the *_vs_strongest_baseline MSE numbers compare with
+            meta["strongest_baseline_by_mse"] = (result.get("strongest_baseline") or {}).get("name")
         meta["verdict"] = result.get("verdict")
     lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=10_000).rstrip(), "---", "",
              f"# {folder.parent.name or folder.name}: a {mtype} forecaster", "",
-             f"A `{mtype}` model ({n_params:,} parameters) that forecasts the next {H} log returns of the close from the "
+             f"A `{mtype}` model ({n_params:,} parameters) that forecasts {_what(target, H)} from the "
              f"last {L} rows of {len(columns)} feature columns, trained for {step:,} optimizer steps with hftraining "
              f"{__version__}. This folder holds `config.json` (the architecture), `model.safetensors` (the weights) and "
              "`preprocessing.json` (features, scaler, window), all that loading needs; the run folder around it "
@@ -179,7 +226,9 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
               'forecasts = fc.predict("my_prices/")  # a CSV/Parquet file, folder or glob of OHLCV rows; one row per symbol × step',
               "```", "", "```bash", f"hftraining predict {folder} --data my_prices/ --out forecasts.csv", "```", "",
               (f"Each symbol needs at least {need} rows of history. " if need else "")
-              + "Forecasts are log returns (and the implied prices); inputs go through the preprocessing saved here.", ""]
+              + ("Forecasts are log returns (and the implied prices)" if target == "return" else
+                 f"Forecasts are {UNITS.get(target, target)} (column `forecast_{target}`), not prices")
+              + "; inputs go through the preprocessing saved here.", ""]
     return "\n".join(lines)
 
 

@@ -335,6 +335,7 @@ def _backtest_section(doc: _Doc, bt: dict[str, Any] | None, strongest: str | Non
              f"{s['max_gross']:g}, costs {s['cost_bps']:g} bps + slippage {s['slippage_bps']:g} bps of traded notional, "
              f"signal {s['signal']}; {s['periods_per_year']:g} periods per year ({s['periods_per_year_from']}). "
              f"Timing: {s['timing']}. Buy-and-hold: {s['buy_and_hold']}."
+             + (f" Missing rows: {s['no_row']}." if "no_row" in s else "")
              + (f" Top-k portfolio: {s['topk_rule']}." if "topk_rule" in s else "")
              + (f" Equal weight: {s['equal_weight']}." if "equal_weight" in s else ""))
     has_ir = any("information_ratio" in m for m in bt["strategies"].values())
@@ -393,6 +394,13 @@ def _topk_plot(doc: _Doc, s: dict[str, Any], curves: dict[str, Any]) -> None:
                                       "equal-weight universe")
 
 
+def _ratio(a: Any, b: Any) -> float | None:
+    """a / b, or None (shown "—") when b is missing, zero or not finite (a test split whose realised
+    returns are all 0 gives the zero forecast an MSE of 0)."""
+    ok = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (a, b)) and b > 0
+    return a / b if ok else None
+
+
 def _verdict_section(doc: _Doc, result: dict[str, Any], bt: dict[str, Any] | None) -> None:
     """The top of the report: the model beside the strongest baseline, and the verdict in words. A
     cross-sectional label is judged first on its rank IC (its strongest baseline: the best rank IC)."""
@@ -403,11 +411,12 @@ def _verdict_section(doc: _Doc, result: dict[str, Any], bt: dict[str, Any] | Non
         base = result["baselines"][sb["name"]]
         strategies = (bt or {}).get("strategies", {})
         key = next((k for k in strategies if k.endswith(f":{sb['name']}")), None)
+        zero_mse = result["baselines"].get("zero", {}).get("mse")
         rows = []
         for name, m, strat in (("model", result["model"], strategies.get("model")),
                                (f"{sb['name']} (strongest baseline)", base, strategies.get(key) if key else None)):
             cs = m.get("cross_section", {}).get("rank_ic", {})
-            rows.append([name, _num(m["mse"], ".6g"), _num(m["mse"] / result["baselines"]["zero"]["mse"], ".4f"),
+            rows.append([name, _num(m["mse"], ".6g"), _num(_ratio(m["mse"], zero_mse), ".4f"),
                          _num(cs.get("mean"), ".4f"), _num(cs.get("t_stat"), ".2f"), _num((strat or {}).get("sharpe"), ".2f")])
         doc.table(["forecast", "MSE", "MSE / zero", "rank IC (step 1)", "rank IC t", "backtest Sharpe"], rows)
         if cs_first:
@@ -471,7 +480,8 @@ def _interval_section(doc: _Doc, rep: dict[str, Any], fc) -> None:
     doc.heading("Forecast intervals")
     doc.para(f"{rep['method']} conformal intervals, calibrated on the validation windows' residuals per horizon step. "
              "Coverage: share of realisations inside; Winkler: width plus 2/α times any miss distance; Kupiec: "
-             "unconditional coverage; Christoffersen: independence of consecutive step-1 misses per symbol.")
+             "unconditional coverage; Christoffersen: independence of consecutive step-1 misses per symbol; both LRs divided "
+             "by their Rao–Scott design effect over dates, since the misses of one date's symbols come together.")
     rows = [[f"{float(lv):.0%}", " ".join(f"{c:.3f}" for c in e["coverage_per_step"]),
              _num(e["mean_width_per_step"][0], ".4g"), _num(e["winkler_per_step"][0], ".4g"),
              _num(e["kupiec"]["p_value"], ".3g"), _num(e["christoffersen"]["p_value"], ".3g"),
