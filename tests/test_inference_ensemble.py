@@ -87,3 +87,24 @@ def test_members_must_share_preprocessing(seeds_run, tmp_path):
     with pytest.raises(DataError, match="seq_len.*differs"):
         build_ensemble([seeds_run / "seed-0", other], tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("weights", [[1e308, 1e308], [1e-42, 3e-42]])
+def test_weights_of_any_finite_size_combine_as_their_shares(weights):
+    """ensemble.json's weights are finite numbers >= 0, not all 0 (checked as it is read); their
+    shares weight the members however large or small they are (in float32 1e308 is inf, 1e-42 a
+    denormal: shares computed there were NaN or lost)."""
+    from hftraining.core.config import ModelConfig
+    from hftraining.inference.ensemble import EnsembleModel
+    from hftraining.models import build_model
+
+    torch.manual_seed(0)
+    members = [build_model(ModelConfig(hidden_size=8, num_heads=2, num_layers=1, dropout=0.0), 3, 2, 8).eval() for _ in range(2)]
+    ens = EnsembleModel(members, "weighted", weights).eval()
+    x = torch.randn(4, 8, 3)
+    with torch.no_grad():
+        preds = np.stack([m(x).prediction.numpy() for m in members])
+        got = ens(x).prediction.numpy()
+    w = np.asarray(weights) / max(weights)  # (1e308 + 1e308 overflows float64 too)
+    share = w / w.sum()
+    np.testing.assert_allclose(got, (share[:, None, None] * preds).sum(axis=0), rtol=1e-5, atol=1e-7)

@@ -65,3 +65,36 @@ def test_export_rejects_a_non_onnx_name(tmp_path, capsys):
     assert main(["export", str(d), "--out", str(tmp_path / "m.bin")]) == 2
     assert "m.bin" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "m.onnx")]) == 2
+
+
+def test_a_median_ensemble_of_three_exports_and_equals_the_median_of_its_members(tmp_path):
+    """``train --seeds 3 --method median``'s ensemble: the graph is the median of its members (an odd
+    count: torch.median over members has no ONNX graph, so it must not be what the ensemble computes)."""
+    from hftraining.inference.ensemble import build_ensemble
+    from hftraining.inference.export import export_onnx
+
+    dirs = []
+    for k in range(3):
+        d = make_model_dir(tmp_path / f"m{k}", hidden_size=8, num_heads=2, num_layers=1, quantiles=[0.1, 0.9])
+        _reseed(d, k)
+        dirs.append(d)
+    ens = build_ensemble(dirs, tmp_path / "ens", method="median")
+    out = export_onnx(ens, tmp_path / "ens.onnx")  # checked against PyTorch at batch 1 and 3
+    w, fc = wrapper_for(ens)
+    g = torch.Generator().manual_seed(5)
+    x, past = torch.randn(4, 24, len(fc.preprocessing.feature_columns), generator=g), torch.randn(4, 24, generator=g)
+    with torch.no_grad():
+        members = np.stack([m(x, None, past).prediction.numpy() for m in fc.model.members]) * fc.preprocessing.target_scale
+    got = onnx_session(out).run(None, {"x": x.numpy(), "past": past.numpy()})[0]
+    assert np.ptp(members, axis=0).min() > 0  # distinct members: the median is not any one by accident
+    np.testing.assert_allclose(got, np.median(members, axis=0), atol=1e-5, rtol=0)
+
+
+def _reseed(d, seed):
+    """Give the model folder ``d`` other random weights (seed ``seed``), its config unchanged."""
+    from safetensors.torch import load_file, save_file
+
+    g = torch.Generator().manual_seed(100 + seed)
+    state = load_file(str(d / "model.safetensors"))
+    state = {k: (torch.randn(v.shape, generator=g) * 0.2 if v.is_floating_point() and v.dim() > 1 else v) for k, v in state.items()}
+    save_file(state, str(d / "model.safetensors"), metadata={"format": "pt"})

@@ -129,3 +129,50 @@ def test_with_max_gap_a_forecast_never_reads_back_over_a_gap(tmp_path):
     with pytest.raises(DataError, match=r"AEM: 5 rows since the gap before .*data.max_gap 100h.*needs 20 rows"):
         f.predict({"AEM": gapped})
     assert len(f.predict({"AEM": frame.iloc[:-5]})) == 3  # the rows before the hole still forecast
+
+
+def test_a_frame_indexed_by_its_dates_predicts_as_with_a_date_column(run_dir):
+    """A frame indexed by its dates (as pandas and yfinance make them) reads as the same frame with a
+    date column, and as its Parquet file does: the index is the timestamp column."""
+    fc = Forecaster.from_pretrained(run_dir)
+    raw = _csv("AEM")
+    want = fc.predict({"AEM": raw})["forecast_return"].to_numpy()
+    indexed = raw.set_index(pd.to_datetime(raw["Date"])).drop(columns="Date")
+    np.testing.assert_array_equal(fc.predict({"AEM": indexed})["forecast_return"], want)
+    np.testing.assert_array_equal(fc.predict(indexed.assign(symbol="AEM"))["forecast_return"], want)
+
+
+def test_a_cross_sectional_label_is_forecast_only_with_the_other_symbols_of_its_dates(tmp_path):
+    """A model of data.target=cs_zscore reads each past row's label, taken across the symbols of its
+    date: predict from the panel cut at a test window's date gives evaluate's forecast; one symbol alone
+    (every label 0) or a symbol whose latest date the others lack is an error, never another forecast."""
+    import re
+
+    import torch
+
+    from hftraining.core.config import ModelConfig
+    from hftraining.data.pipeline import prepare
+    from hftraining.models import build_model
+
+    syms = ["AEM", "WPM", "NIO"]
+    cfg = load_config(None, [f"data.symbols=[{', '.join(syms)}]", "data.sequence_length=20",
+                             "data.prediction_horizon=3", "data.target=cs_zscore"])
+    pre = prepare(cfg.data).preprocessing
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(type="ridge", ridge_lags=10), len(pre.feature_columns), pre.horizon, pre.seq_len)
+    m.weight.normal_()  # any weights: the past labels are inputs of a ridge model
+    m.save_pretrained(tmp_path / "model", preprocessing=pre.to_dict())
+    fc = Forecaster.from_pretrained(tmp_path / "model")
+    ws = fc.windows(None, "test")
+    scored = predict_scaled(fc.model, ws, fc.batch_size) * fc.preprocessing.target_scale  # what evaluate scores
+    i = int(np.flatnonzero(np.asarray(ws.symbols)[ws.symbol_ids] == "AEM")[-1])
+    as_of = pd.Timestamp(int(ws.times[i]), unit="ns", tz="UTC")
+    cut = {s: _csv(s)[pd.to_datetime(_csv(s)["Date"], utc=True) <= as_of] for s in syms}
+    table = fc.predict(cut)
+    np.testing.assert_allclose(table.loc[table["symbol"] == "AEM", "forecast_cs_zscore"], scored[i], rtol=1e-5, atol=1e-7)
+    with pytest.raises(DataError, match=r"^AEM: the model forecasts data.target=cs_zscore.*other symbols") as e:
+        fc.predict({"AEM": cut["AEM"]})
+    assert "\n" not in str(e.value)
+    stale = {s: f.iloc[:-2] if s != "AEM" else f for s, f in cut.items()}  # the others' last 2 dates missing
+    with pytest.raises(DataError, match=rf"^AEM: no other symbol has a row at {re.escape(as_of.isoformat())} \(its latest row\)"):
+        fc.predict(stale)

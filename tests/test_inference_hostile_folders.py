@@ -93,6 +93,10 @@ VARIANTS = {
     "weights_overlapping": ("model.safetensors", lambda d: _header(d / "model.safetensors", lambda h: [v.update(data_offsets=[0, v["data_offsets"][1] - v["data_offsets"][0]]) for k, v in h.items() if k != "__metadata__"])),
     "weights_garbage": ("model.safetensors", lambda d: (d / "model.safetensors").write_bytes(os.urandom(4096))),
     "weights_link_outside": ("model.safetensors", lambda d: ((d / "model.safetensors").rename(d.parent / f"{d.name}-w"), (d / "model.safetensors").symlink_to(d.parent / f"{d.name}-w"))),
+    "weights_dtype_not_a_name": ("model.safetensors", lambda d: _header(d / "model.safetensors", lambda h: h[next(k for k in h if k != "__metadata__")].update(dtype=["F32"]))),
+    "pre_link_loop": ("preprocessing.json", lambda d: ((d / "preprocessing.json").unlink(), (d / "preprocessing.json").symlink_to("preprocessing.json"))),
+    # intervals.json: a link in a loop is refused, not taken for a folder without intervals
+    "intervals_link_loop": ("intervals.json", lambda d: (d / "intervals.json").symlink_to("intervals.json")),
     # allowed: a link that stays inside the folder is an ordinary file
     "weights_link_inside": ("ok", lambda d: ((d / "model.safetensors").rename(d / "w.bin"), (d / "model.safetensors").symlink_to("w.bin"))),
 }
@@ -135,6 +139,8 @@ ENSEMBLES = {
     "ensemble_nan_weights": ("ensemble.json", lambda e: _json(e / "ensemble.json", lambda o: o.update(method="weighted", weights=[float("nan"), 1.0]))),
     "ensemble_unknown_method": ("ensemble.json", lambda e: _json(e / "ensemble.json", lambda o: o.update(method="exec"))),
     "ensemble_1000_members": ("ensemble.json", lambda e: _json(e / "ensemble.json", lambda o: o.update(members=["members/member-0"] * 1000))),
+    "ensemble_member_nul": ("ensemble.json", lambda e: _json(e / "ensemble.json", lambda o: o["members"].__setitem__(0, "members/a\u0000b"))),
+    "ensemble_member_link_loop": ("ensemble.json", lambda e: ((e / "members" / "loop").symlink_to("loop"), _json(e / "ensemble.json", lambda o: o["members"].__setitem__(0, "members/loop")))),
     "ensemble_format_version_99": ("ensemble.json", lambda e: _json(e / "ensemble.json", lambda o: o.update(format_version=99))),
     # a member cut into windows by other rules (its max_gap) was combined with the first member's windows
     "ensemble_member_other_max_gap": ("data.max_gap", lambda e: _json(e / "members" / "member-1" / "preprocessing.json", lambda o: o["data"].update(max_gap="1h"))),
@@ -209,7 +215,7 @@ def make_lightgbm_model(d):
 def test_the_corpus_has_at_least_25_variants_across_every_kind_of_file(corpus):
     _, expect, _ = corpus
     kinds = {name.split("_")[0] for name in expect if not name.startswith("valid")}
-    assert len(expect) - 2 >= 25 and kinds == {"config", "pre", "weights", "ensemble"}
+    assert len(expect) - 2 >= 25 and kinds == {"config", "pre", "weights", "intervals", "ensemble"}
 
 
 def test_every_hostile_variant_is_a_one_line_error_naming_its_file_or_a_correct_forecast(corpus):
@@ -263,3 +269,63 @@ def test_a_model_whose_position_table_would_not_fit_is_refused_before_it_is_buil
     expected_tensors(cfg, 8, 5, 1000, tmp_path / "config.json")  # an ordinary window: fine
     with pytest.raises(DataError, match=r"config\.json: .* buffer values \(seq_len x hidden_size\)"):
         expected_tensors(cfg, 8, 5, 1_000_000, tmp_path / "config.json")
+
+
+RUN_CHILD = r"""
+import json, resource, sys
+from pathlib import Path
+from hftraining.core.errors import UserError
+from hftraining.inference.forecaster import Forecaster
+from hftraining.inference.serve import model_info
+cases = json.loads(sys.argv[1])
+Forecaster.from_pretrained(cases[0][1])  # warm-up: imports
+vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), vm + (1 << 30)))
+for name, path in cases:
+    try:
+        info = model_info(Forecaster.from_pretrained(path))
+        out = {"ok": True, "run_config": info.get("run_config"), "test": info["training_metrics"].get("test")}
+    except UserError as e:
+        out = {"ok": False, "user_error": True, "message": str(e)}
+    except BaseException as e:
+        out = {"ok": False, "user_error": False, "message": f"{type(e).__name__}: {e}"[:500]}
+    print(json.dumps({"name": name, **out}), flush=True)
+"""
+
+
+def test_the_files_of_a_hostile_run_folder_are_read_as_untrusted_as_the_model_folder(tmp_path):
+    """A run folder is given to predict and serve as its model folder is: its config.json (the run's
+    precision), eval.json and metrics.jsonl (``GET /model``) are read bounded and as regular files
+    inside it, each failure one line; and a bare model folder's parent is no run: its files are not
+    served as the run's."""
+    model = make_model(tmp_path / "model")
+
+    def run(name, **files):
+        r = tmp_path / name
+        shutil.copytree(model, r / "final")
+        (r / "config.json").write_text(json.dumps({"training": {}}))
+        for f, make in files.items():
+            p = r / f.replace("_", ".")
+            p.unlink(missing_ok=True)
+            make(p)
+        return str(r)
+
+    (tmp_path / "config.json").write_text(json.dumps({"secret": "not the run's"}))  # beside the bare folder
+    cases = [
+        ("valid", run("valid", eval_json=lambda p: p.write_text(json.dumps({"split": "test", "verdict": "ok"})))),
+        ("config_dev_zero", run("config_dev_zero", config_json=lambda p: p.symlink_to("/dev/zero"))),
+        ("training_a_list", run("training_a_list", config_json=lambda p: p.write_text('{"training": [1]}'))),
+        ("eval_dev_zero", run("eval_dev_zero", eval_json=lambda p: p.symlink_to("/dev/zero"))),
+        ("eval_not_utf8", run("eval_not_utf8", eval_json=lambda p: p.write_bytes(b"\xff{}"))),
+        ("bare_model", str(model)),
+    ]
+    proc = subprocess.run([sys.executable, "-c", RUN_CHILD, json.dumps(cases)], capture_output=True, text=True, timeout=300)
+    results = {r["name"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    assert len(results) == len(cases), proc.stderr[-3000:]
+    assert results["valid"]["ok"] and results["valid"]["test"] == {"split": "test", "verdict": "ok"}
+    for name in ("config_dev_zero", "training_a_list"):
+        r = results[name]
+        assert not r["ok"] and r["user_error"] and "config.json" in r["message"] and "\n" not in r["message"], r
+    for name in ("eval_dev_zero", "eval_not_utf8"):  # informational: left out, the server still starts
+        assert results[name]["ok"] and results[name]["test"] == {}, results[name]
+    assert results["bare_model"]["ok"] and results["bare_model"]["run_config"] is None, results["bare_model"]

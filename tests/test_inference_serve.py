@@ -121,6 +121,10 @@ def _bad(mutate):
     (_bad(lambda r: r[4].update(colour=1)), 422, ["symbols.AEM[4].colour"]),
     (_bad(lambda r: r[6].update(timestamp="9999-01-01")), 422, ["symbols.AEM[6].timestamp", "outside the supported range"]),
     (_bad(lambda r: r[6].update(timestamp="2300-06-01T00:00:00+02:00")), 422, ["symbols.AEM[6].timestamp"]),
+    # past the year 9999 (or before 1) once in UTC: out of range, not an internal error
+    (_bad(lambda r: r[6].update(timestamp="9999-12-31T23:59:59-05:00")), 422, ["symbols.AEM[6].timestamp", "outside the supported range"]),
+    (_bad(lambda r: r[6].update(timestamp="0001-01-01T00:00:00+05:00")), 422, ["symbols.AEM[6].timestamp", "outside the supported range"]),
+    (_bad(lambda r: r[6].update(timestamp=True)), 422, ["symbols.AEM[6].timestamp"]),
     (_bad(lambda r: r.__delitem__(slice(0, 60))), 422, ["AEM", "20 usable rows", "needs"]),
     ({"symbol": {}}, 422, ["symbols", "required"]),
     ("{not json", 422, ["not valid JSON"]),
@@ -197,3 +201,20 @@ def test_symbol_names_bodies_and_uploads_that_are_not_json_get_an_error_naming_t
     assert r.status_code == 422 and r.json()["error"].startswith("file: expected a file upload")
     r = client.get("/nowhere")
     assert r.status_code == 404 and r.json()["error"] == "GET /nowhere: Not Found"
+
+
+def test_a_date_or_an_epoch_sent_as_text_reads_as_the_same_number_and_csv_cell_do(server):
+    """"20260318" is the YYYYMMDD date it is in a CSV file (and as a JSON number), not 20,260,318
+    seconds after 1970; "1773792000" the epoch seconds it is as a number."""
+    client, _ = server
+    df, rows = _rows()
+    want = client.post("/predict", json={"symbols": {"AEM": rows}}).json()["forecasts"]
+    epoch = {r["timestamp"]: str(int(pd.Timestamp(r["timestamp"], tz="UTC").timestamp())) for r in rows}
+    for form in (lambda t: t.replace("-", ""), epoch.get):
+        for cast in (str, int):
+            body = {"symbols": {"AEM": [dict(r, timestamp=cast(form(r["timestamp"]))) for r in rows]}}
+            r = client.post("/predict", json=body)
+            assert r.status_code == 200, r.text
+            got = r.json()["forecasts"]
+            assert [g["as_of"] for g in got] == [w["as_of"] for w in want], (form(rows[0]["timestamp"]), cast)
+            np.testing.assert_allclose([g["forecast_return"] for g in got], [w["forecast_return"] for w in want], rtol=1e-6)

@@ -232,3 +232,38 @@ def test_the_command_serves_with_the_key_from_the_environment_and_logs_json(mode
     assert KEY not in text and "API key required" in text
     access = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     assert [(a["path"], a["status"]) for a in access][-2:] == [("/model", 401), ("/model", 200)]
+
+
+def test_predictions_past_their_timeout_cannot_pile_up_without_bound(model_dir):
+    """A timed-out prediction's thread runs on (Python cannot stop it), but keeps its slot until it
+    ends: beyond serve.max_predictions running at once, a request waits for a slot within its own
+    timeout (503 after it) instead of starting one more thread; once the work ends, all is served."""
+    release = threading.Event()
+    running = []
+    with TestClient(create_app(model_dir, ServeConfig(request_timeout_s=0.3, max_predictions=3))) as c:
+        fc = c.app.state.forecaster
+        real = fc.predict
+
+        def stuck(*a, **k):
+            running.append(1)
+            try:
+                release.wait(60)
+                return real(*a, **k)
+            finally:
+                running.pop()
+
+        fc.predict = stuck
+        try:
+            for _ in range(8):
+                r = c.post("/predict", json={"symbols": {"AEM": _rows()}})
+                assert r.status_code == 503 and "serve.request_timeout_s" in r.json()["error"]
+            assert len(running) == 3  # not 8: the other 5 never started a thread
+            assert "prediction slots" in r.json()["error"]
+        finally:
+            release.set()
+            fc.predict = real
+        deadline = time.monotonic() + 30
+        while running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for _ in range(4):  # the slots came back when the stuck work ended
+            assert c.post("/predict", json={"symbols": {"AEM": _rows()}}).status_code == 200

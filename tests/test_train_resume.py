@@ -357,3 +357,27 @@ def test_resume_continues_the_gradient_scaler(tmp_path):
         assert torch.equal(a, b), k
     full.close()
     resumed.close()
+
+
+@pytest.mark.parametrize("change, key", [
+    ("model.hidden_size=24", "model.hidden_size=24 (the checkpoint's: 16)"),  # the weights would not load: a traceback
+    ("data.sequence_length=16", "data.sequence_length=16"),  # other windows, the sampler's position counted through them
+    ("data.symbols=[AEM]", "data.symbols"),
+    ("training.optimizer=lion", 'training.optimizer="lion" (the checkpoint\'s: "adamw")'),
+])
+def test_resuming_with_a_changed_model_data_or_optimizer_is_a_one_line_error(short_run, tmp_path, change, key):
+    _copy_checkpoints(short_run, tmp_path / "run")
+    proc = subprocess.run(
+        [sys.executable, "-m", "hftraining", "train", *SHORT, f"output.output_dir={tmp_path / 'run'}", change, "--resume"],
+        capture_output=True, text=True, timeout=120, env=_env())
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1, err
+    assert NEWEST in err and "cannot resume with" in err and key in err, err
+    assert not (tmp_path / "run" / "final").exists()
+
+
+def test_resuming_with_more_steps_and_another_cache_folder_continues(short_run, tmp_path):
+    root = _copy_checkpoints(short_run, tmp_path / "run")
+    _train_in_process(tmp_path / "run", "training.resume_from_checkpoint=auto", "training.max_steps=14",
+                      f"data.cache_dir={tmp_path / 'cache'}", "evaluation.eval_steps=7")
+    assert [s for s, _ in list_checkpoints(root)][-1] == 14

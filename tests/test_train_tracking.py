@@ -157,8 +157,8 @@ def test_mlflow_run_holds_params_metrics_verdict_and_artifacts(tracked):
     assert {k for k in fresh.history if k.startswith("test_")} <= {f"test_{k}" for k in headline}
     for k, v in expected.items():
         assert fresh.history[f"test_{k}"] == [(8, pytest.approx(v, rel=1e-12))], k
-    for k in set(headline) - set(expected):  # null in eval.json (the rank IC of 2 symbols): not logged, or NaN
-        assert all(math.isnan(v) for _, v in fresh.history.get(f"test_{k}", [])), (k, fresh.history[f"test_{k}"])
+    for k in set(headline) - set(expected):  # null in eval.json (the rank IC of 2 symbols): not logged
+        assert f"test_{k}" not in fresh.history, (k, fresh.history[f"test_{k}"])
     assert r.data.tags["verdict"] == fresh.result["verdict"]
     assert r.data.tags["hftraining.run_dir"] == str(run.resolve())
     # artifacts: final/ (with the evaluated model card) and report.html, byte for byte
@@ -351,3 +351,30 @@ def test_missing_package_raises_user_error_from_the_library(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "mlflow", None)
     with pytest.raises(UserError, match=r"pip install -e '\.\[track\]'"):
         train(load_config(None, tiny(tmp_path / "run", "output.report_to=[mlflow]", "training.max_steps=2")))
+
+
+@needs_mlflow
+def test_non_finite_values_are_left_out_of_every_backend_as_they_are_null_in_metrics_jsonl(env, tmp_path):
+    """A NaN (the rank IC of one symbol per date) or infinite value is null in metrics.jsonl and
+    eval.json; MLflow stored NaN as NaN and +Inf as 1.8e308, TensorBoard plotted both and metrics.csv
+    wrote 'nan'/'inf'. Now each backend leaves the value out (an empty cell in the CSV)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from hftraining.train.tracking import CsvTracker, JsonlTracker, MlflowTracker, TensorBoardTracker
+
+    nan, inf = float("nan"), float("inf")
+    trackers = [JsonlTracker(), CsvTracker(), TensorBoardTracker(), MlflowTracker()]
+    for t in trackers:
+        t.on_start(tmp_path, Config(), None)
+        t.on_log(2, {"loss": nan, "grad_norm": inf, "learning_rate": 0.1})
+        t.on_eval(2, {"rank_ic": nan, "mse_vs_zero": -inf, "mse": 1.5})
+    for t in trackers:
+        t.on_end(None, [], False)
+    assert _jsonl(tmp_path) == [{"step": 2, "loss": None, "grad_norm": None, "learning_rate": 0.1}]
+    header, rows = _csv(tmp_path)
+    assert rows == [{"step": "2", "loss": "", "grad_norm": "", "learning_rate": "0.1"}]
+    ml = trackers[-1]
+    assert ml.client.get_run(ml.run_id).data.metrics == {"learning_rate": 0.1, "test_mse": 1.5}
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert sorted(events.Tags()["scalars"]) == ["test/mse", "train/learning_rate"]

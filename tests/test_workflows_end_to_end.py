@@ -130,3 +130,24 @@ def test_predict_missing_model_dir_is_exit_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "hftraining", "predict", str(tmp_path / "nope"), "--data", "x.csv"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "nope" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_a_report_dir_without_a_report_is_a_one_line_error(tmp_path, capsys):
+    """``evaluate --report-dir DIR`` of a run trained with evaluation.report=false (or with --no-report)
+    wrote no report and said nothing (exit 0); now exit 2 naming the flag, and --set evaluation.report=true
+    writes it there."""
+    from hftraining.cli import main
+
+    run_dir = tmp_path / "run"
+    assert main(["train", *tiny(run_dir, "training.max_steps=2", "evaluation.eval_steps=0", "evaluation.report=false",
+                                "evaluation.baseline_max_windows=200")]) == 0
+    capsys.readouterr()
+    out = tmp_path / "report"
+    assert main(["evaluate", str(run_dir), "--report-dir", str(out)]) == 2
+    assert capsys.readouterr().err == ("hftraining: error: --report-dir: no report is written (evaluation.report=false, "
+                                       "the run's setting); add --set evaluation.report=true\n")
+    assert main(["evaluate", str(run_dir), "--report-dir", str(out), "--set", "evaluation.report=true", "--no-report"]) == 2
+    assert capsys.readouterr().err == "hftraining: error: --report-dir: no report is written with --no-report\n"
+    assert not out.exists()
+    assert main(["evaluate", str(run_dir), "--report-dir", str(out), "--set", "evaluation.report=true"]) == 0
+    assert (out / "report.html").exists()

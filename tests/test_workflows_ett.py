@@ -287,3 +287,30 @@ def test_bad_look_backs_are_one_line_errors(tmp_path: Path, capsys: pytest.Captu
     # checked before the data is read: the missing CSV in tmp_path is never reached
     assert main(["bench", "ett", "--data", str(tmp_path), "--model", "linear", "--horizon", "96", *args]) == 2
     assert capsys.readouterr().err.strip() == f"hftraining: error: {message}"
+
+
+@pytest.mark.parametrize("args, message", [
+    # each was a traceback (ZeroDivisionError, TypeError, RuntimeError) or a silently wrong run
+    (["--model", "dlinear", "--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
+    (["--model", "dlinear", "--evals-per-epoch", "0"], "--evals-per-epoch: must be >= 1, got 0"),
+    (["--model", "dlinear", "--epochs", "0"], "--epochs: must be >= 1, got 0"),
+    (["--model", "dlinear", "--lr", "nan"], "--lr: must be > 0, got nan"),
+    (["--model", "dlinear", "--patience", "-1"], "--patience: must be >= 0, got -1"),
+    (["--model", "dlinear", "--moving-avg", "0"], "model.moving_avg: must be > 0, got 0"),
+    (["--model", "patchtst", "--patch-len", "0"], "model.patch_len: must be > 0, got 0"),
+    (["--model", "linear", "--threads", "0"], "--threads: must be >= 1, got 0"),
+    (["--model", "linear", "--ridge=-1"], "--ridge: must be >= 0 and finite, got -1.0"),
+    (["--model", "dlinear", "--on-linear"], "--on-linear: not a setting of --model dlinear (patchtst only)"),
+    (["--model", "linear", "--hidden-size", "8"],
+     "--hidden-size: not a setting of --model linear (the closed-form map trains nothing)"),
+    (["--model", "linear", "--horizon", "96", "720", "--seq-len", "8000"],
+     "--seq-len: 8000 leaves no training window with horizon 720"),  # the second cell, before the first runs
+    (["--model", "linear", "--horizon", "96", "192", "--save-predictions", "p.safetensors"],
+     "--save-predictions: one file holds one dataset × horizon, got 1 dataset(s) × 2 horizon(s); run one cell per file"),
+])
+def test_bad_training_flags_are_one_line_errors_before_any_cell_runs(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                     args: list, message: str) -> None:
+    # checked before the data is read: the missing CSV in tmp_path is never reached
+    assert main(["bench", "ett", "--data", str(tmp_path), "--run-dir", str(tmp_path / "runs"), *args]) == 2
+    assert capsys.readouterr().err.strip() == f"hftraining: error: {message}"
+    assert not (tmp_path / "runs").exists()

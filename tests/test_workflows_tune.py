@@ -173,3 +173,54 @@ def test_bad_space_in_the_cli_is_exit_2(tmp_path, capsys):
     assert main(["tune", "--config", str(tmp_path / "t.yaml"), "--trials", "1", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "tune.search_space.model.widthh" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("key", ["data.train_ratio", "data.val_ratio", "data.split_dates", "data.split",
+                                 "data.start_date", "data.end_date"])
+def test_a_key_that_places_the_test_split_cannot_be_searched(key):
+    """Searched, such a key gives each trial its own test split: trial A's validation dates would be
+    trial B's test dates, and choosing B would depend on its own test data."""
+    with pytest.raises(ConfigError) as e:
+        parse_space({key: {"choices": [0.6, 0.7]}})
+    assert str(e.value).startswith(f"tune.search_space.{key}: moves the test split"), str(e.value)
+
+
+def _features_study(tmp_path, extra_data=None):
+    optuna = pytest.importorskip("optuna")
+    cfg = dict(TINY, data={**TINY["data"], **(extra_data or {})},
+               tune={**TINY["tune"], "seed": 0, "sampler": "random", "pruner": "none", "search_space": {
+                   # volatility_200's 200 warm-up rows move a calendar cut made at ratios by five weeks
+                   "data.features": {"choices": [["log_return_1", "rsi_14"], ["log_return_1", "volatility_200"]]}}})
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
+    rc = main(["tune", "--config", str(tmp_path / "t.yaml"), "--trials", "3", "--out", str(tmp_path / "o"), "--study", "c"])
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "o" / "tune.journal")))
+    return rc, optuna.load_study(study_name="c", storage=storage).trials
+
+
+def test_searched_features_that_move_the_test_cut_stop_the_tune(tmp_path, capsys):
+    rc, trials = _features_study(tmp_path)
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith(
+        "hftraining: error: tune.search_space: data.features=[\"log_return_1\", \"rsi_14\"] moves the shared test cut "
+        "from 2025-05-23 (earlier trials) to 2025-04-14"), err
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"]  # the second draw changed the features
+    # fixed cut dates: every trial keeps one test split, whatever its features
+    rc, trials = _features_study(tmp_path / "fixed", {"split_dates": {"val": "2024-05-17", "test": "2025-06-02"}})
+    assert rc == 0 and [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert len({t.params["data.features"] for t in trials}) == 2
+
+
+@pytest.mark.parametrize("override, message", [
+    ("tune.folds=1", "tune.folds: 0 (the validation split of one run) or at least 2 folds, got 1"),
+    ("tune.folds=-2", "tune.folds: 0 (the validation split of one run) or at least 2 folds, got -2"),
+    # was Optuna's ValueError, reported as a fault of --storage
+    ("tune.pruner_startup_trials=-1", "tune.pruner_startup_trials: must be >= 0, got -1"),
+    ("tune.pruner_warmup_evals=-1", "tune.pruner_warmup_evals: must be >= 0, got -1"),
+])
+def test_bad_tune_values_are_one_line_errors_naming_the_key(tmp_path, capsys, override, message):
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(TINY))
+    assert main(["tune", "--config", str(tmp_path / "t.yaml"), "--trials", "1", "--out", str(tmp_path / "o"), override]) == 2
+    assert capsys.readouterr().err == f"hftraining: error: {message}\n"
+    assert not (tmp_path / "o").exists()

@@ -191,3 +191,23 @@ def test_a_3_fold_walk_forward_builds_each_symbols_features_once(tmp_path, monke
     res = walk_forward(cfg, 3, scheme="expanding")
     assert len(res["folds"]) == 3
     assert sorted(built) == ["AEM", "WPM"]  # the two symbols of the tiny config, once each
+
+
+def test_an_earlier_walk_forward_is_not_replaced_silently(tmp_path, capsys):
+    """A second walkforward into the same run folder replaced the first's folds without a word, even
+    with output.overwrite=false, and a run with fewer folds left the earlier fold-3/ beside the new
+    walkforward.json. Now: a one-line error, exit 2; with output.overwrite=true the earlier folds go."""
+    args = tiny(tmp_path / "wf", "model.hidden_size=8", "data.sequence_length=16", "data.prediction_horizon=2",
+                "training.max_steps=2", "evaluation.eval_steps=0", "evaluation.report=false",
+                "evaluation.baseline_max_windows=200")
+    base = tmp_path / "wf" / "walkforward"
+    assert main(["walkforward", "--folds", "3", *args]) == 0
+    before = (base / "walkforward.json").read_bytes()
+    capsys.readouterr()
+    assert main(["walkforward", "--folds", "2", *args]) == 2
+    assert capsys.readouterr().err == (f"hftraining: error: {base}: holds an earlier walk-forward (fold-1, fold-2, fold-3, ...); "
+                                       "start over with output.overwrite=true, or give another output.output_dir\n")
+    assert (base / "walkforward.json").read_bytes() == before and (base / "fold-3").is_dir()
+    assert main(["walkforward", "--folds", "2", *args, "output.overwrite=true"]) == 0
+    assert sorted(p.name for p in base.iterdir()) == ["fold-1", "fold-2", "walkforward.json"]
+    assert json.loads((base / "walkforward.json").read_text())["n_folds"] == 2

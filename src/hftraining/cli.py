@@ -15,7 +15,7 @@ import torch
 
 from hftraining import models, optim
 from hftraining.core.config import Config, ServeConfig, load_config, section_from_dict, validate
-from hftraining.core.errors import UserError, io_cause, is_io_error
+from hftraining.core.errors import ConfigError, UserError, io_cause, is_io_error
 from hftraining.core.jsonio import dumps
 from hftraining.data.feature_table import write_feature_table
 from hftraining.data.features import FEATURES
@@ -85,7 +85,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 _SERVE_FLAGS = {"host": "host", "port": "port", "max_body_bytes": "max_body_bytes", "max_symbols": "max_symbols",
                 "max_rows": "max_rows", "request_timeout": "request_timeout_s", "keep_alive_timeout": "keep_alive_timeout_s",
-                "header_timeout": "header_timeout_s", "max_connections": "max_connections", "cors_origin": "cors_origins"}
+                "header_timeout": "header_timeout_s", "max_connections": "max_connections",
+                "max_predictions": "max_predictions", "cors_origin": "cors_origins"}
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -101,6 +102,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     ev = evaluation_config(args.path, args.set)
+    if args.report_dir and (args.no_report or not ev.report):  # asked where to write a report that is not written
+        raise ConfigError("--report-dir: no report is written " + (
+            "with --no-report" if args.no_report else
+            "(evaluation.report=false, the run's setting); add --set evaluation.report=true"))
     result, fc, bt = evaluate_and_backtest(args.path, args.data, args.split, ev)
     if ev.report and not args.no_report:
         html_path, _ = write_report(report_dir(args.path, args.report_dir), result, fc, bt, run_folder(args.path),
@@ -207,13 +212,23 @@ MODEL_FLAGS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "d
 
 
 def _cmd_bench_ett(args: argparse.Namespace) -> int:
+    if args.threads < 1:
+        raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
+    # a flag of a trained model the chosen --model does not have is an error, not ignored
+    given = [f"--{k.replace('_', '-')}" for k in MODEL_FLAGS if getattr(args, k) is not None]
+    given += [flag for flag, on in (("--subtract-last", args.subtract_last), ("--on-linear", args.on_linear),
+                                    ("--head-dropout", args.head_dropout is not None)) if on]
+    only = {"linear": given, "dlinear": [f for f in given if f in ("--on-linear", "--head-dropout")]}.get(args.model, [])
+    if only:
+        raise ConfigError(f"{only[0]}: not a setting of --model {args.model}"
+                          + (" (the closed-form map trains nothing)" if args.model == "linear" else " (patchtst only)"))
     torch.set_num_threads(args.threads)
     kwargs: dict[str, object] = {}
     if args.subtract_last:
         kwargs["subtract_last"] = True
-    if args.on_linear and args.model == "patchtst":
+    if args.on_linear:
         kwargs["on_linear"] = True
-    if args.head_dropout is not None and args.model == "patchtst":
+    if args.head_dropout is not None:
         kwargs["head_dropout"] = args.head_dropout
     settings = ett.TrainSettings(args.epochs, args.batch_size, args.lr, args.weight_decay, args.patience,
                                  args.evals_per_epoch, args.bf16, args.seed)
@@ -324,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
                          f"(serve.header_timeout_s, default {ServeConfig.header_timeout_s:g})")
     se.add_argument("--max-connections", type=int,
                     help=f"most open connections; more are closed at once (serve.max_connections, default {ServeConfig.max_connections})")
+    se.add_argument("--max-predictions", type=int,
+                    help=f"most predictions running at once, timed-out ones still running included; a request beyond "
+                         f"waits within its timeout (serve.max_predictions, default {ServeConfig.max_predictions})")
     se.add_argument("--cors-origin", action="append", metavar="ORIGIN",
                     help="allow browser calls from ORIGIN (repeatable; serve.cors_origins, default none: no CORS headers)")
     se.add_argument("--api-key", metavar="KEY",

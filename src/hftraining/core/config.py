@@ -367,6 +367,10 @@ class ServeConfig:
     header_timeout_s: float = 10.0
     """Seconds a client has to send a request's line and headers, from its connection (or its previous
     response); slower ones (one byte a second, "slowloris") are disconnected (``--header-timeout``)."""
+    max_predictions: int = 40
+    """Most predictions running at once (anyio's default worker threads), those still running past their
+    request's timeout included (Python cannot stop them): a request beyond waits for a slot within its
+    own timeout, then 503 (``--max-predictions``)."""
     max_connections: int = 1000
     """Most open connections; one beyond is closed as soon as it opens (``--max-connections``). Keep it
     under the process's file-descriptor limit (``ulimit -n``)."""
@@ -702,10 +706,15 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"data.split_dates: val {d.split_dates['val']} must be before test {d.split_dates['test']}")
     if not d.features:
         raise ConfigError("data.features: at least one feature is needed")
+    if cfg.tune.folds < 0 or cfg.tune.folds == 1:  # 1 fold silently scored one run
+        raise ConfigError(f"tune.folds: 0 (the validation split of one run) or at least 2 folds, got {cfg.tune.folds}")
+    for n in ("pruner_startup_trials", "pruner_warmup_evals"):  # a negative count was Optuna's error, blamed on --storage
+        if getattr(cfg.tune, n) < 0:
+            raise ConfigError(f"tune.{n}: must be >= 0, got {getattr(cfg.tune, n)}")
     if not 0 < cfg.tune.heartbeat_seconds < cfg.tune.stale_after_seconds:
         raise ConfigError(f"tune.heartbeat_seconds/stale_after_seconds: need 0 < heartbeat < stale_after, got "
                           f"{cfg.tune.heartbeat_seconds} and {cfg.tune.stale_after_seconds}")
-    positive("serve", cfg.serve, "header_timeout_s", "max_connections")
+    positive("serve", cfg.serve, "header_timeout_s", "max_connections", "max_predictions")
     if not d.device_cache_max_gb >= 0:
         raise ConfigError(f"data.device_cache_max_gb: must be >= 0, got {d.device_cache_max_gb}")
     if d.num_workers < 0:
@@ -815,6 +824,35 @@ def resolved_report_to(o: OutputConfig) -> list[str]:
     if o.tensorboard and "tensorboard" not in names:
         names.insert(0, "tensorboard")
     return names
+
+
+RESUME_MAY_CHANGE = ("data.data_dir", "data.cache_dir", "data.num_workers", "data.device_cache", "data.device_cache_max_gb",
+                     "data.eval_batch_size", "data.batch_size", "data.dates_per_batch", "data.augment_noise_std",
+                     "data.augment_scale_std")
+"""The ``data.*`` keys a resumed run may change: where the files and caches are and how they are read,
+and how many windows (dates) a batch holds and how they are perturbed (the sampler's position counts
+windows: a run resumed at another world size keeps its global batch with another ``batch_size``)."""
+RESUME_FIXED = ("model", "data", "training.optimizer")
+"""What a resumed run must keep from its checkpoint's config.json (every key of a section named alone,
+but :data:`RESUME_MAY_CHANGE`): the weights' shapes, the windows the sampler's position counts through,
+their scaler, and the optimizer whose state is restored. Every other key may change (``training.max_steps``
+to train on, the evaluation, the output)."""
+
+
+def resume_conflicts(saved: dict[str, Any], cfg: Config) -> list[tuple[str, Any, Any]]:
+    """The :data:`RESUME_FIXED` keys whose value in ``cfg`` differs from the checkpoint's config.json
+    ``saved`` (a mapping, as written by :func:`save_config`) → [(key, saved value, value now)]; a key
+    the saved config lacks (written by an older version) is not compared."""
+    now = json.loads(json.dumps(cfg.to_dict()))  # the saved file's types (lists, not tuples)
+    out = []
+    for spec in RESUME_FIXED:
+        section, _, key = spec.partition(".")
+        before, after = saved.get(section) or {}, now.get(section, {})
+        for k in ([key] if key else sorted(after)):
+            name = f"{section}.{k}"
+            if name not in RESUME_MAY_CHANGE and k in before and before[k] != after.get(k):
+                out.append((name, before[k], after.get(k)))
+    return out
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -54,8 +54,9 @@ class EnsembleModel(nn.Module):
         self.method = method
         if method != "weighted" or weights is None:
             weights = [1.0] * len(members)
-        w = torch.tensor(weights, dtype=torch.float32)
-        self.register_buffer("weights", w / w.sum(), persistent=False)  # (M,)
+        w = np.asarray(weights, dtype=np.float64)
+        w = w / w.max()  # normalised in float64 first: weights near 1e308 or 1e-40 stay finite and nonzero in float32
+        self.register_buffer("weights", torch.tensor(w / w.sum(), dtype=torch.float32), persistent=False)  # (M,)
         first = members[0]
         self.horizon, self.seq_len, self.n_features = first.horizon, first.seq_len, first.n_features
         levels = [list(m.cfg.quantiles) for m in members]
@@ -65,7 +66,10 @@ class EnsembleModel(nn.Module):
     def _combine(self, stacked: torch.Tensor) -> torch.Tensor:
         """(M, B, ...) → (B, ...)."""
         if self.method == "median":
-            return stacked.median(dim=0).values if len(self.members) % 2 else stacked.quantile(0.5, dim=0)
+            # the middle of the sorted members (the mean of the two middle ones for an even count), as
+            # np.median; by a sort, which ONNX exports (torch.median over a dimension has no ONNX graph)
+            s, m = stacked.sort(dim=0).values, len(self.members)
+            return s[m // 2] if m % 2 else (s[m // 2 - 1] + s[m // 2]) * 0.5
         w = self.weights.to(stacked.dtype).view(-1, *([1] * (stacked.dim() - 1)))
         return (stacked * w).sum(dim=0)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from hftraining.core.config import TrainingConfig, resolved_precision, section_from_dict
 from hftraining.core.errors import ConfigError, DataError
-from hftraining.core.jsonio import read_json
+from hftraining.models import folder
 from hftraining.models.base import CONFIG_NAME as MODEL_CONFIG
 from hftraining.models.base import WEIGHTS_NAME as MODEL_WEIGHTS
 
@@ -54,11 +54,14 @@ def run_section(path: str | Path, section: type, name: str) -> dict[str, Any]:
     run = run_folder(path)
     if run is None:
         return {}
-    try:
-        raw = read_json(run / "config.json").get(name) or {}
-    except (OSError, ValueError, AttributeError) as e:
-        raise ConfigError(f"{run / 'config.json'}: cannot read ({e})") from None
-    return {k: v for k, v in dict(raw).items() if k in section.__dataclass_fields__}
+    # untrusted like the model folder: read bounded, as a regular file inside the run folder
+    cfg = folder.read_json(run, "config.json")
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{run / 'config.json'}: cannot read (expected a JSON object)")
+    raw = cfg.get(name) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{run / 'config.json'}: {name}: expected a mapping of keys, got {type(raw).__name__}")
+    return {k: v for k, v in raw.items() if k in section.__dataclass_fields__}
 
 
 def run_precision(path: str | Path) -> str:

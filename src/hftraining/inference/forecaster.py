@@ -97,7 +97,8 @@ class Forecaster:
         aliases); a missing ``timestamp``/``close``/``volume`` column is a DataError naming it.
         """
         if isinstance(data, pd.DataFrame):
-            table = io.canonical_columns(data, Path("<frame>"))
+            # a DatetimeIndex (or an index level named like a column) is a column, as in a Parquet file
+            table = io.canonical_columns(io.parquet_frame(data), Path("<frame>"))
             if "symbol" not in table.columns:
                 raise DataError("frame: a 'symbol' column is needed to predict from a DataFrame (or pass {symbol: frame})")
             data = io.split_symbols(table.reset_index(drop=True), Path("<frame>"))
@@ -109,7 +110,7 @@ class Forecaster:
             for sym, frame in data.items():
                 if not isinstance(frame, pd.DataFrame):
                     raise DataError(f"{sym}: expected a DataFrame of OHLCV rows, got {type(frame).__name__}")
-                table = io.canonical_columns(frame.reset_index(drop=True), Path(f"<{sym}>"))
+                table = io.canonical_columns(io.parquet_frame(frame), Path(f"<{sym}>"))
                 if len(table) == 0:
                     raise DataError(f"{sym}: no rows")
                 out[str(sym)], _ = validate_frame(table, d, str(sym), first_row=0, unit="row")  # row = 0-based position
@@ -141,8 +142,35 @@ class Forecaster:
         return self.outputs(ws)["prediction"].astype(np.float64) * self.preprocessing.target_scale
 
     def latest_windows(self, frames: dict[str, pd.DataFrame]) -> WindowSet:
-        """The most recent input window of each symbol; too short a history is a DataError naming it."""
-        return latest_windows(self.preprocessing, frames)
+        """The most recent input window of each symbol; too short a history is a DataError naming it,
+        and so is a window whose latest row no other symbol shares when the label is taken across
+        symbols (:meth:`check_cross_section`)."""
+        ws = latest_windows(self.preprocessing, frames)
+        self.check_cross_section(ws)
+        return ws
+
+    def check_cross_section(self, ws: WindowSet) -> None:
+        """A model of a label taken across the symbols of each date (``data.target`` other than
+        ``return``: excess_return, cs_zscore, cs_rank) reads the past labels of each window as an
+        input; a date that only one symbol of ``data`` has gets label 0 instead of the one training
+        saw. So the latest row of every window must have a row of another symbol at the same
+        timestamp; a DataError naming the symbol and the date otherwise (never a silently different
+        forecast)."""
+        target = self.preprocessing.data_config().target
+        if target == "return" or len(ws) == 0:
+            return
+        if len(ws.symbols) < 2:
+            raise DataError(f"{ws.symbols[0]}: the model forecasts data.target={target}, a label taken across the "
+                            "symbols of each date (an input of the model too): give the rows of the other symbols "
+                            "of the same dates as well (a single symbol's labels are all 0)")
+        times, counts = np.unique(ws.row_times, return_counts=True)
+        alone = np.flatnonzero(counts[np.searchsorted(times, ws.times)] < 2)
+        if len(alone):
+            k = int(alone[0])
+            when = pd.Timestamp(int(ws.times[k]), tz="UTC").isoformat()
+            raise DataError(f"{ws.symbols[ws.symbol_ids[k]]}: no other symbol has a row at {when} (its latest row); "
+                            f"the model forecasts data.target={target}, a label taken across the symbols of each date "
+                            "(an input of the model too): give the other symbols' rows up to that date as well")
 
     def predict(self, data, strict: bool = False) -> pd.DataFrame:
         """Forecasts from the latest window of each symbol in ``data`` (path, frame or {symbol: frame}).

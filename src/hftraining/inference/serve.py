@@ -19,11 +19,12 @@ A failing request never stops the server. The middlewares are in :mod:`.serve_as
 
 import asyncio
 import ipaddress
-import json
 import logging
 import re
 import socket
 import tempfile
+import threading
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,11 +34,12 @@ import numpy as np
 import pandas as pd
 
 from hftraining.core.config import ServeConfig
-from hftraining.core.errors import UserError
+from hftraining.core.errors import DataError, UserError
 from hftraining.core.jsonio import json_safe, read_jsonl
-from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble
+from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble, run_folder
 from hftraining.inference.forecaster import Forecaster
 from hftraining.inference.serve_asgi import AccessLog, ApiKey, BodyLimit
+from hftraining.models import folder
 from hftraining.models.outputs import CLASS_NAMES
 
 log = logging.getLogger("hftraining.serve")
@@ -57,10 +59,17 @@ def _require():
         raise UserError("serve needs FastAPI and uvicorn: pip install -e '.[serve]' (in the hftraining checkout)") from None
 
 
-def _read_json(path: Path) -> Any:
+MAX_METRICS_BYTES = 256 << 20
+"""Largest ``metrics.jsonl`` of the run that ``GET /model`` reads its last validation record from."""
+
+
+def _read_json(directory: Path, name: str) -> Any:
+    """The JSON of ``directory/name`` for ``GET /model``, read as a model folder's files are (bounded,
+    a regular file inside the folder: :func:`hftraining.models.folder.read_json`); None when it is
+    absent or cannot be used."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        return folder.read_json(directory, name)
+    except DataError:
         return None
 
 
@@ -80,21 +89,26 @@ def model_info(fc) -> dict[str, Any]:
     if d is None:
         return json_safe(info)
     if is_ensemble(d):
-        info["ensemble"] = _read_json(d / ENSEMBLE_NAME)
-        info["config"] = _read_json(d / info["ensemble"]["members"][0] / "config.json")
+        info["ensemble"] = _read_json(d, ENSEMBLE_NAME)
+        members = info["ensemble"].get("members") if isinstance(info["ensemble"], dict) else None
+        info["config"] = _read_json(d / members[0], "config.json") if members and isinstance(members[0], str) else None
     else:
-        info["config"] = _read_json(d / "config.json")
-    run = d.parent  # a run folder's final/ or ensemble/
+        info["config"] = _read_json(d, "config.json")
+    # the run folder of a run's ``final/`` only: never any folder that happens to hold a bare model or
+    # ensemble folder, whose files (a config.json of something else) would be served as the "run's"
+    run = run_folder(d) or (d.parent if d.name == "final" else None)
     metrics: dict[str, Any] = {}
-    if (run / "eval.json").exists():
-        ev = _read_json(run / "eval.json") or {}
-        metrics["test"] = {k: ev.get(k) for k in ("split", "step", "n_windows", "horizon", "model", "mse_vs_zero", "verdict") if k in ev}
-    if (run / "metrics.jsonl").is_file():  # a half-written last line is skipped, a corrupt one elsewhere is a DataError
-        evals = [r for r in read_jsonl(run / "metrics.jsonl") if "eval_mse" in r]
-        if evals:
-            metrics["validation"] = evals[-1]
-    if (run / "config.json").exists():
-        info["run_config"] = _read_json(run / "config.json")
+    if run is not None:
+        if (run / "eval.json").exists() or (run / "eval.json").is_symlink():
+            ev = _read_json(run, "eval.json")
+            ev = ev if isinstance(ev, dict) else {}
+            metrics["test"] = {k: ev.get(k) for k in ("split", "step", "n_windows", "horizon", "model", "mse_vs_zero", "verdict") if k in ev}
+        if (run / "metrics.jsonl").exists() or (run / "metrics.jsonl").is_symlink():
+            # bounded and inside the run folder; a half-written last line is skipped, a corrupt one elsewhere is a DataError
+            evals = [r for r in read_jsonl(folder.regular_file(run, "metrics.jsonl", MAX_METRICS_BYTES)) if "eval_mse" in r]
+            if evals:
+                metrics["validation"] = evals[-1]
+        info["run_config"] = _read_json(run, "config.json")
     info["training_metrics"] = metrics
     return json_safe(info)
 
@@ -142,8 +156,12 @@ def _frames(bars_by_symbol: dict[str, list], min_rows: int) -> dict[str, pd.Data
         ts = cols["timestamp"]
         if all(isinstance(t, datetime) for t in ts):
             for i, t in enumerate(ts):  # pandas holds nanoseconds: 1677-09-22 .. 2262-04-11
-                utc = t if t.tzinfo is None else t.astimezone(timezone.utc).replace(tzinfo=None)
-                if not TS_MIN <= utc <= TS_MAX:
+                try:
+                    utc = t if t.tzinfo is None else t.astimezone(timezone.utc).replace(tzinfo=None)
+                    inside = TS_MIN <= utc <= TS_MAX
+                except OverflowError:  # e.g. 9999-12-31T23:00-05:00: in UTC past the year 9999
+                    inside = False
+                if not inside:
                     raise UserError(f"symbols.{sym}[{i}].timestamp: {t.isoformat()} is outside the supported "
                                     f"range {TS_MIN:%Y-%m-%d} .. {TS_MAX:%Y-%m-%d}")
             cols["timestamp"] = pd.to_datetime(ts, utc=True)
@@ -153,6 +171,20 @@ def _frames(bars_by_symbol: dict[str, list], min_rows: int) -> dict[str, pd.Data
             raise UserError(f"symbols.{sym}: timestamps mix text and numbers")
         frames[sym] = pd.DataFrame(cols)
     return frames
+
+
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def numeric_text(v: Any) -> Any:
+    """A timestamp given as text that is a plain number (``"20260318"``, ``"1773792000"``) → that
+    number, so that it is read as the same number sent as a JSON number, or as the same cell of a CSV
+    file, is (:func:`hftraining.data.io.parse_timestamps`: YYYYMMDD dates, epoch seconds or
+    milliseconds), never as pydantic reads digits (epoch seconds: 20260318 would be August 1970)."""
+    if isinstance(v, str) and NUMBER.fullmatch(v.strip()):
+        text = v.strip()
+        return int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
+    return v
 
 
 def _csv_rows(data: bytes) -> int:
@@ -171,18 +203,21 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
     from fastapi.exceptions import RequestValidationError
     from fastapi.middleware.cors import CORSMiddleware
     from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, ConfigDict, Field
+    from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StrictInt
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     fc = Forecaster.from_pretrained(model_dir)
     info = model_info(fc)
+    max_predictions = cfg.max_predictions
     Price = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
     class Bar(BaseModel):
         """One OHLCV row. ``open``/``high``/``low`` may be left out (the bar is then the close, as in training)."""
 
         model_config = ConfigDict(extra="forbid")
-        timestamp: Union[datetime, int, float] = Field(description="ISO 8601 (UTC when no offset) or Unix epoch seconds")
+        timestamp: Annotated[Union[datetime, StrictInt, StrictFloat], BeforeValidator(numeric_text)] = Field(
+            description="ISO 8601 (UTC when no offset), or a number (also as text) read as a CSV file's: Unix epoch "
+                        "seconds, milliseconds above 1e11, YYYYMMDD dates when most rows are")
         open: Optional[Price] = None
         high: Optional[Price] = None
         low: Optional[Price] = None
@@ -253,14 +288,49 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
         out["as_of"] = out["as_of"].map(lambda t: t.isoformat())
         return {"forecasts": json_safe(out.to_dict(orient="records"))}
 
+    slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop → its asyncio.Semaphore
+
     async def in_thread(work):
         """``work()`` on a worker thread, answered 503 after ``request_timeout_s`` (the thread is left
-        to finish: Python cannot stop it, and its result is dropped)."""
+        to finish: Python cannot stop it, and its result is dropped). At most ``serve.max_predictions``
+        run at once, those left running past their deadline included: a thread frees its slot when it
+        ends, not when its request gives up, so timed-out work cannot pile up without bound."""
+        loop = asyncio.get_running_loop()
+        sem = slots.get(loop)
+        if sem is None:
+            sem = slots[loop] = asyncio.Semaphore(max_predictions)
+        lock, state = threading.Lock(), {"ran": False, "dropped": False}
+
+        def run():
+            with lock:
+                if state["dropped"]:  # the request gave up before a thread took it
+                    return None
+                state["ran"] = True
+            try:
+                return work()
+            finally:
+                try:
+                    loop.call_soon_threadsafe(sem.release)
+                except RuntimeError:  # the loop is closed: the server has stopped
+                    pass
+
+        held = False
         try:
-            return await asyncio.wait_for(to_thread.run_sync(work, abandon_on_cancel=True), cfg.request_timeout_s)
+            async with asyncio.timeout(cfg.request_timeout_s):
+                await sem.acquire()
+                held = True
+                return await to_thread.run_sync(run, abandon_on_cancel=True)
         except TimeoutError:
-            raise Refused(503, f"prediction: took longer than the limit of {cfg.request_timeout_s:g} s "
+            waited = "" if held else (f" waiting for one of the {max_predictions} prediction slots (serve.max_predictions, all "
+                                      "taken, some by predictions still running past their own limit)")
+            raise Refused(503, f"prediction: took longer than the limit of {cfg.request_timeout_s:g} s{waited} "
                                "(serve.request_timeout_s, --request-timeout); the request was not served") from None
+        finally:
+            if held:
+                with lock:
+                    if not state["ran"]:  # no thread took it: its slot is freed here
+                        state["dropped"] = True
+                        sem.release()
 
     def check_rows(n: int) -> None:
         if n > cfg.max_rows:

@@ -20,6 +20,7 @@ Every failure is a one-line :class:`~hftraining.core.errors.DataError` naming th
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -57,14 +58,25 @@ DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF1
           "BOOL": torch.bool}
 
 
+def _resolved(path: Path, where: str | None = None) -> Path:
+    """``path.resolve()``; where it cannot be resolved (a loop of symbolic links, a NUL byte in a name
+    read from a JSON file) a DataError naming ``where`` (default: ``path``)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # RuntimeError: Python < 3.13's symlink loop
+        loop = isinstance(e, RuntimeError) or getattr(e, "errno", None) == errno.ELOOP
+        why = "a loop of symbolic links" if loop else (getattr(e, "strerror", None) or str(e))
+        raise DataError(f"{where or shown(str(path))}: cannot be resolved ({why}); refused") from None
+
+
 def regular_file(folder: str | Path, name: str, max_bytes: int) -> Path:
     """``folder/name`` when it is a regular file inside ``folder`` (symbolic links allowed when they
     stay inside it) of at most ``max_bytes``; a DataError naming the file otherwise."""
     folder = Path(folder)
     path = folder / name
     try:
-        if path.is_symlink() and not path.resolve().is_relative_to(folder.resolve()):
-            raise DataError(f"{path}: a symbolic link to {path.resolve()}, outside the model folder; refused")
+        if path.is_symlink() and not _resolved(path).is_relative_to(_resolved(folder)):
+            raise DataError(f"{path}: a symbolic link to {_resolved(path)}, outside the model folder; refused")
         st = path.stat()
     except FileNotFoundError:
         raise DataError(f"{folder}: no {name}") from None
@@ -197,7 +209,7 @@ def check_weights(path: Path, expected: dict[str, tuple]) -> None:
     spans = []
     for name, (dtype, shape) in expected.items():
         info = header[name]
-        if not isinstance(info, dict) or DTYPES.get(info.get("dtype")) is None:
+        if not isinstance(info, dict) or not isinstance(info.get("dtype"), str) or DTYPES.get(info["dtype"]) is None:
             raise DataError(f"{path}: tensor {name}: unreadable entry {shown(info)}")
         got_dtype, got_shape, offsets = DTYPES[info["dtype"]], info.get("shape"), info.get("data_offsets")
         if got_dtype != dtype:
@@ -297,7 +309,7 @@ def inside(folder: Path, member: Any, where: str) -> Path:
     if not isinstance(member, str) or not member or os.path.isabs(member):
         raise DataError(f"{where}: member {shown(member)} is not a path inside the ensemble folder")
     path = folder / member
-    if not path.resolve().is_relative_to(folder.resolve()):
+    if not _resolved(path, f"{where}: member {shown(member)}").is_relative_to(_resolved(folder)):
         raise DataError(f"{where}: member {shown(member)} leads outside the ensemble folder; refused")
     return path
 
@@ -310,8 +322,8 @@ def read_calibration(folder: str | Path, horizon: int, quantile_levels: list[flo
     """The calibration saved in ``folder`` (None when the folder has none), checked as untrusted
     input: a DataError naming the file and key for anything a forecast could not use."""
     folder = Path(folder)
-    if not (folder / INTERVALS_FILE).exists():
-        return None
+    if not (folder / INTERVALS_FILE).exists() and not (folder / INTERVALS_FILE).is_symlink():
+        return None  # a link that leads nowhere (or in a loop) is read, and refused, below: never silently absent
     path = folder / INTERVALS_FILE
     raw = read_json(folder, INTERVALS_FILE)
     if not isinstance(raw, dict):

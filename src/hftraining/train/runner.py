@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from contextlib import contextmanager
@@ -23,9 +24,9 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from hftraining.core.config import Config, save_config
+from hftraining.core.config import Config, resume_conflicts, save_config
 from hftraining.core.errors import UserError
-from hftraining.core.jsonio import write_json
+from hftraining.core.jsonio import read_json, write_json
 from hftraining.data.pipeline import PreparedData, prepare
 from hftraining.eval.model_card import write_model_card
 from hftraining.models import ForecastModel
@@ -67,7 +68,10 @@ def prepare_run_dir(cfg: Config, info: DistInfo) -> tuple[Path, Path | None]:
             ckpt.clean_temporary(ckpt_root)  # half-written checkpoints of the run that died
         barrier(info)
         # verified: a damaged newest checkpoint is skipped (auto) or an error (a path named)
-        return run_dir, ckpt.resolve_resume(t.resume_from_checkpoint, ckpt_root, main=info.is_main)
+        path = ckpt.resolve_resume(t.resume_from_checkpoint, ckpt_root, main=info.is_main)
+        if path is not None:
+            check_resumable(cfg, path)
+        return run_dir, path
     if ckpt.list_checkpoints(ckpt_root) and not cfg.output.overwrite:
         raise UserError(
             f"{run_dir}: already holds checkpoints; continue it with --resume "
@@ -80,6 +84,19 @@ def prepare_run_dir(cfg: Config, info: DistInfo) -> tuple[Path, Path | None]:
             (run_dir / name).unlink(missing_ok=True)
     barrier(info)
     return run_dir, None
+
+
+def check_resumable(cfg: Config, path: Path) -> None:
+    """A UserError naming the keys when ``cfg`` changes what checkpoint ``path`` cannot continue with
+    (:data:`~hftraining.core.config.RESUME_FIXED`: the model's shapes, the windows and their order,
+    the optimizer): the weights would not load, or the sampler's position would count through other
+    windows, silently."""
+    conflicts = resume_conflicts(read_json(path / "config.json"), cfg)
+    if conflicts:
+        shown = ", ".join(f"{k}={json.dumps(now)} (the checkpoint's: {json.dumps(then)})" for k, then, now in conflicts[:3])
+        more = f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else ""
+        raise UserError(f"{path}: cannot resume with {shown}{more}: a resumed run keeps the checkpoint's model, data "
+                        "and optimizer; resume without the change, or start over with output.overwrite=true")
 
 
 @dataclass

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import os
 import re
 import secrets
@@ -56,9 +57,12 @@ def flat_config(cfg: Config) -> dict[str, Any]:
 
 
 def scalars(record: dict[str, Any]) -> dict[str, float]:
-    """The numeric values of a record (no ``step``, no booleans)."""
+    """The finite numeric values of a record (no ``step``, no booleans). A NaN or infinite value is
+    left out, as ``null`` in metrics.jsonl and eval.json (:func:`~hftraining.core.jsonio.json_safe`)
+    and an empty cell in metrics.csv: MLflow would store NaN, and +Inf as the largest float, 1.8e308;
+    TensorBoard and W&B would plot them."""
     return {k: float(v) for k, v in record.items()
-            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def panel_tag(key: str) -> str:
@@ -153,7 +157,7 @@ class TensorBoardTracker(Tracker):
         self._scalars({panel_tag(k): v for k, v in scalars(record).items()}, step)
 
     def on_eval(self, step, metrics):
-        self._scalars({panel_tag(f"test_{k}"): v for k, v in metrics.items()}, step)
+        self._scalars({panel_tag(f"test_{k}"): v for k, v in scalars(metrics).items()}, step)
 
     def on_end(self, verdict, artifacts, failed):
         try:
@@ -193,7 +197,8 @@ class CsvTracker(Tracker):
     """``<run>/metrics.csv``: one row per logged step (a step's validation metrics join its training
     row). Columns: ``step``, then every key in the order first logged; a key first seen later (the
     ``eval_*`` keys at the first validation) adds a column and the file is rewritten with it, so every
-    row has every column, empty where its step did not log that key. A resumed run drops the rows
+    row has every column, empty where its step did not log that key or logged a NaN or infinite value
+    (``null`` in metrics.jsonl). A resumed run drops the rows
     after its checkpoint."""
 
     name = "csv"
@@ -221,7 +226,9 @@ class CsvTracker(Tracker):
             self._log(step, record)
 
     def _log(self, step, record):
-        row = {"step": step, **{k: v for k, v in record.items() if k != "step"}}
+        # a NaN or infinite value is an empty cell, as it is null in metrics.jsonl
+        row = {"step": step, **{k: None if isinstance(v, float) and not math.isfinite(v) else v
+                                for k, v in record.items() if k != "step"}}
         joins = self.last is not None and self.last["step"] == step
         if joins:
             row = {**self.last, **row}
@@ -325,7 +332,7 @@ class MlflowTracker(Tracker):
         self._metrics(step, {k: v for k, v in scalars(record).items() if step not in self.logged.get(k, ())})
 
     def on_eval(self, step, metrics):
-        self._metrics(step, {f"test_{k}": v for k, v in metrics.items()})
+        self._metrics(step, {f"test_{k}": v for k, v in scalars(metrics).items()})
 
     def on_end(self, verdict, artifacts, failed):
         if verdict:
@@ -375,7 +382,7 @@ class WandbTracker(Tracker):
         self.run.log({"step": step, **{panel_tag(k): v for k, v in scalars(record).items()}})
 
     def on_eval(self, step, metrics):
-        self.run.summary.update({panel_tag(f"test_{k}"): v for k, v in metrics.items()})
+        self.run.summary.update({panel_tag(f"test_{k}"): v for k, v in scalars(metrics).items()})
 
     def on_end(self, verdict, artifacts, failed):
         if verdict:

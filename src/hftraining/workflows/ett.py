@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import save_file
 
 from hftraining.core.config import (
-    Config, DataConfig, EvaluationConfig, ModelConfig, OutputConfig, TrainingConfig,
+    Config, DataConfig, EvaluationConfig, ModelConfig, OutputConfig, TrainingConfig, validate,
 )
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.core.jsonio import dumps, read_jsonl
@@ -312,6 +312,32 @@ class TrainSettings:
     seed: int = 2021
 
 
+def check_settings(s: TrainSettings) -> None:
+    """A ConfigError naming the flag of a training setting out of range (before any cell runs: a
+    batch size of 0 divided by zero, 0 epochs trained nothing and failed at the end)."""
+    for name in ("epochs", "batch_size", "evals_per_epoch"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(s, name)}")
+    if not s.lr > 0:
+        raise ConfigError(f"--lr: must be > 0, got {s.lr}")
+    for name in ("weight_decay", "patience"):
+        if not getattr(s, name) >= 0:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(s, name)}")
+
+
+def check_cell(dataset: str, horizon: int, seq_len: int, linear_lookbacks: tuple[int, ...] = ()) -> None:
+    """A ConfigError naming the flag when ``dataset`` × ``horizon`` cannot run at ``seq_len`` and
+    ``linear_lookbacks`` (no training window, a non-positive length)."""
+    if horizon <= 0:
+        raise ConfigError(f"--horizon: must be > 0, got {horizon}")
+    train_rows = split_borders(dataset, 0)["train"][1] if dataset in DATASETS else math.inf
+    for flag, lb in [("--seq-len", seq_len), *(("--linear-lookbacks", lb) for lb in linear_lookbacks)]:
+        if lb <= 0:
+            raise ConfigError(f"{flag}: must be > 0, got {lb}")
+        if lb > train_rows - horizon:
+            raise ConfigError(f"{flag}: {lb} leaves no training window with horizon {horizon}")
+
+
 def trainer_config(s: TrainSettings, model_cfg: ModelConfig, n_train: int, seq_len: int, horizon: int,
                    run_dir: str | Path) -> Config:
     """The run config of the trainer for ``s``: AdamW, warmup + cosine to 10%, no clipping, a val
@@ -502,15 +528,10 @@ def run_ett(
     average of all these (:func:`select_average`); otherwise the trained model alone. Returns a
     JSON-ready dict of metrics, window counts, wall times and the published figures.
     ``save_predictions`` writes the val/test forecasts (safetensors) for later combination."""
-    if horizon <= 0:
-        raise ConfigError(f"--horizon: must be > 0, got {horizon}")
-    train_rows = split_borders(dataset, 0)["train"][1] if dataset in DATASETS else math.inf
-    for flag, lb in [("--seq-len", seq_len), *(("--linear-lookbacks", lb) for lb in linear_lookbacks)]:
-        if lb <= 0:
-            raise ConfigError(f"{flag}: must be > 0, got {lb}")
-        if lb > train_rows - horizon:
-            raise ConfigError(f"{flag}: {lb} leaves no training window with horizon {horizon}")
+    check_cell(dataset, horizon, seq_len, linear_lookbacks)
     settings = settings or TrainSettings()
+    if model != "linear":
+        check_settings(settings)
     model_cfg = model_cfg or default_model_config(model, dataset)
     values = load_ett(data_dir, dataset)
     data = prepare(values, dataset, seq_len, horizon)
@@ -615,11 +636,27 @@ def run_suite(
     """``hftraining bench ett``: :func:`run_ett` for every dataset × horizon. ``model_overrides``:
     ModelConfig keys set over :func:`default_model_config`; ``out``: the results as JSON, rewritten
     after every cell so a long run keeps what it finished."""
-    results = []
+    # every cell's flags are checked before the first runs: a mistake is not found hours in
+    settings = settings or TrainSettings()
+    if save_predictions and len(datasets) * len(horizons) > 1:
+        raise ConfigError(f"--save-predictions: one file holds one dataset × horizon, got {len(datasets)} dataset(s) × "
+                          f"{len(horizons)} horizon(s); run one cell per file")
+    if not 0 <= ridge < math.inf:
+        raise ConfigError(f"--ridge: must be >= 0 and finite, got {ridge}")
+    if model != "linear":
+        check_settings(settings)
+    cfgs = {}
     for ds in datasets:
-        cfg = default_model_config(model, ds)
+        cfg = cfgs[ds] = default_model_config(model, ds)
         for key, value in (model_overrides or {}).items():
             setattr(cfg, key, value)
+        if model != "linear":
+            validate(Config(model=cfg))  # e.g. model.moving_avg: must be > 0
+        for h in horizons:
+            check_cell(ds, h, seq_len, tuple(linear_lookbacks))
+    results = []
+    for ds in datasets:
+        cfg = cfgs[ds]
         for h in horizons:
             r = run_ett(data_dir, ds, h, model, seq_len, cfg, settings, model_kwargs, ridge, ensemble, log=log,
                         save_predictions=save_predictions, linear_lookbacks=tuple(linear_lookbacks),

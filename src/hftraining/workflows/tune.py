@@ -2,7 +2,11 @@
 
 The search space is the config's ``tune.search_space``: ``section.key`` → a range
 (``{type: int|float, low, high, log, step}``) or a choice (``{choices: [...]}``), for any key of
-the config tree except ``output.*`` and ``tune.*``.
+the config tree except ``output.*``, ``tune.*``, ``serve.*`` and the keys that place the test split
+(:data:`SPLIT_KEYS`). Every trial of a study keeps one test split: a drawn value that moves it
+(``data.features`` whose warm-up rows move a calendar cut made at ratios, say) stops the tune with a
+one-line error (:func:`check_test_split`), since a trial's validation dates would then be another's
+test dates; ``data.split_dates`` fixes the cut for all of them.
 
 Objective: ``evaluation.metric`` (lower is better) on **validation** data (the last evaluation, or
 the best one with ``training.load_best_model_at_end``): the validation split of one training run
@@ -73,7 +77,8 @@ import yaml
 from hftraining.core.config import Config, check_value, load_config
 from hftraining.core.errors import ConfigError, UserError
 from hftraining.core.jsonio import read_json, write_json
-from hftraining.data.pipeline import panel_rows, prepare
+from hftraining.data.pipeline import PanelRows, panel_rows, prepare, resolve_cuts, split_segments
+from hftraining.data.splits import union_calendar
 from hftraining.eval.backtest import backtest_forecasts
 from hftraining.eval.forecasts import collect_forecasts
 from hftraining.train.logging import setup_console_logging
@@ -85,6 +90,9 @@ log = logging.getLogger("hftraining")
 
 RANGE_KEYS = {"type", "low", "high", "log", "step"}
 UNSEARCHABLE = ("output", "tune", "serve")  # sections that do not change what a trial trains
+SPLIT_KEYS = ("data.split", "data.split_dates", "data.train_ratio", "data.val_ratio", "data.start_date", "data.end_date")
+"""Keys that say where the test split starts: searched, a trial would be scored on dates of another
+trial's test split, and the choice among them would depend on the chosen configuration's test dates."""
 OOS_FILE = "oos_returns.json"  # a trial's out-of-sample return series, in its run folder
 TRIALS_ARE = "completed Optuna trials, each one configuration, backtested on the split it is scored on"
 
@@ -112,6 +120,9 @@ def _field_type(key: str) -> Any:
     fields = typing.get_type_hints(hints[section])
     if name not in fields:
         raise ConfigError(f"{where}: unknown key; valid keys of {section}: {', '.join(sorted(fields))}")
+    if key in SPLIT_KEYS:
+        raise ConfigError(f"{where}: moves the test split, so trials would be scored on another trial's test dates; "
+                          "set it in the config, not in the search space")
     return fields[name]
 
 
@@ -256,6 +267,52 @@ def read_oos(path: Path) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------------- objective
 
 
+TEST_SPLIT_ATTR = "test_split_starts"
+"""Study user attribute: where the test split of the study's trials starts (:func:`first_test_dates`)."""
+
+
+def first_test_dates(source: PanelRows) -> dict[str, int | None]:
+    """Where the test split of the rows ``source`` (with its data section) starts, in ns: ``{"*": the
+    shared first test date}`` for a calendar split, else each symbol's first test date (None: none)."""
+    d, times = source.d, source.rows.symbol_times()
+    calendar = union_calendar(times)
+    cuts = resolve_cuts(d, calendar)
+    if cuts is not None:
+        return {"*": int(cuts[1])}
+    seg_fn = split_segments(d, None)
+    out: dict[str, int | None] = {}
+    for sym, t in zip(source.rows.symbols, times):
+        seg = seg_fn(t, calendar)["test"]
+        out[sym] = int(t[seg.start]) if len(seg) else None
+    return out
+
+
+def check_test_split(study, source: PanelRows, values: dict[str, Any]) -> None:
+    """Every trial of a study keeps one test split: the first trial prepared records where it starts
+    (:data:`TEST_SPLIT_ATTR`, in the study storage, so across workers and machines), and a trial whose
+    drawn values (``data.features`` with its warm-up rows, ``data.symbols``, ...) move it is a
+    ConfigError: its validation dates would be another trial's test dates, and the choice among the
+    trials would depend on the test split of the one chosen."""
+    here = first_test_dates(source)
+    stored = study.user_attrs.get(TEST_SPLIT_ATTR)
+    if stored is None:
+        study.set_user_attr(TEST_SPLIT_ATTR, here)
+        return
+    moved = sorted(k for k in set(here) | set(stored) if here.get(k) != stored.get(k))
+    if not moved:
+        return
+    key = moved[0]
+    where = "the shared test cut" if key == "*" else f"symbol {key}'s first test date"
+    drawn = ", ".join(f"{k}={json.dumps(v)}" for k, v in values.items() if k.startswith("data.")) or "the config"
+    raise ConfigError(f"tune.search_space: {drawn} moves {where} from {_date(stored.get(key))} (earlier trials) to "
+                      f"{_date(here.get(key))}, so trials would be scored on another trial's test dates; fix the cut "
+                      "for every trial with data.split_dates (data.split=calendar)")
+
+
+def _date(ns: int | None) -> str:
+    return "none" if ns is None else str(np.datetime64(int(ns), "ns"))[:19].replace("T00:00:00", "")
+
+
 class Objective:
     """One trial: train the config with the drawn values (once, or once per walk-forward fold);
     return the validation metric (the mean over folds). A trial that finishes writes its
@@ -266,17 +323,18 @@ class Objective:
         self.config_path, self.overrides, self.space, self.out = config_path, list(overrides), space, out
         self._data = None  # the prepared data (one per fold), reused while no data.* key is searched
 
-    def _prepared(self, cfg: Config) -> list:
+    def _prepared(self, trial, cfg: Config, values: dict[str, Any]) -> list:
         if self._data is None or any(k.startswith("data.") for k in self.space):
             t = cfg.tune
+            source = panel_rows(cfg.data)  # the features once, through the store; each fold its own splits
+            check_test_split(trial.study, source, values)
             if t.folds >= 2:
-                source = panel_rows(cfg.data)  # the features once, through the store; each fold its own splits
                 # folds of the rows before the test split only: the configuration chosen here is
                 # scored on that split afterwards, so no trial may see it
                 self._data = [prepare_fold(cfg, source, k, t.folds, t.fold_scheme, before_test=True)
                               for k in range(t.folds)]
             else:
-                self._data = [prepare(cfg.data)]
+                self._data = [prepare(cfg.data, source)]
         for k, d in enumerate(self._data):
             if len(d.val) == 0:
                 where = f" of walk-forward fold {k}" if len(self._data) > 1 else ""
@@ -298,7 +356,7 @@ class Objective:
             "training.resume_from_checkpoint=null",
         ])
         metric = cfg.evaluation.metric
-        datas = self._prepared(cfg)
+        datas = self._prepared(trial, cfg, values)
         log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in values.items()))
         fold_values, curves = [], []
         for k, data in enumerate(datas):

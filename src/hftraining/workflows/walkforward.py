@@ -33,13 +33,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import re
+import shutil
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from hftraining.core.config import Config
-from hftraining.core.errors import ConfigError, DataError
+from hftraining.core.errors import ConfigError, DataError, UserError
 from hftraining.core.fmt import fmt
 from hftraining.core.jsonio import write_json
 from hftraining.data.pipeline import PanelRows, PreparedData, panel_rows, prepare
@@ -47,7 +49,7 @@ from hftraining.data.splits import SCHEMES, Fold
 from hftraining.eval.backtest import backtest_forecasts, format_backtest
 from hftraining.eval.forecasts import Forecasts, format_table, score
 from hftraining.eval.selection import format_selection, selection_stats
-from hftraining.train.distributed import cleanup, init_distributed
+from hftraining.train.distributed import barrier, cleanup, init_distributed
 from hftraining.train.runner import training_run
 from hftraining.workflows.train_run import evaluate_test
 
@@ -69,6 +71,16 @@ def prepare_fold(cfg: Config, source: PanelRows | dict, k: int, n_folds: int, sc
         # the training windows after the test block join those before it (same row arrays)
         data = dataclasses.replace(data, train=data.train.join(data.val), val=data.val.subset(slice(0, 0)))
     return data
+
+
+def previous_walk_forward(base) -> list[str]:
+    """The names of what an earlier walk-forward left in ``base`` (``<run>/walkforward``): its
+    ``fold-K`` run folders and ``walkforward.json``, folds in order."""
+    if not base.is_dir():
+        return []
+    folds = sorted((p.name for p in base.iterdir() if p.is_dir() and re.fullmatch(r"fold-\d+", p.name)),
+                   key=lambda n: int(n[5:]))
+    return folds + (["walkforward.json"] if (base / "walkforward.json").exists() else [])
 
 
 def _ci(values: list[float], level: float = 0.95) -> dict[str, float]:
@@ -120,11 +132,20 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
     if mode == "finetune" and scheme == "purged_kfold":
         raise ConfigError("--mode finetune: the folds of purged k-fold are not in time order; use --mode retrain")
     base = cfg.run_dir() / "walkforward"
+    earlier = previous_walk_forward(base)
+    if earlier and not cfg.output.overwrite:
+        raise UserError(f"{base}: holds an earlier walk-forward ({', '.join(earlier[:3])}{', ...' if len(earlier) > 3 else ''}); "
+                        "start over with output.overwrite=true, or give another output.output_dir")
     source = panel_rows(cfg.data)  # every symbol's features once, through the store; each fold cuts its own splits
     info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     folds, parts = [], []
     prev_state = None
     try:
+        if earlier and info.is_main:  # output.overwrite: no fold of the earlier walk-forward stays beside the new ones
+            for name in earlier:
+                path = base / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        barrier(info)
         for k in range(n_folds):
             data = prepare_fold(cfg, source, k, n_folds, scheme)
             if len(data.test) == 0:
