@@ -58,3 +58,13 @@ def test_a_restored_sampler_continues_the_same_batches(kind):
     for _ in range(30):
         np.testing.assert_array_equal(a.next_batch(), b.next_batch())
     assert a.epoch == b.epoch >= 2
+
+
+def test_fewer_training_windows_than_processes_is_a_one_line_error():
+    """Each rank takes its slice of every global batch: with 1 window and 2 ranks the epoch held 0
+    windows and every draw came back empty, forever."""
+    from hftraining.core.errors import DataError
+
+    with pytest.raises(DataError, match="1 window, fewer than the 2 processes"):
+        EpochSampler(1, 8, seed=0, rank=1, world_size=2)
+    assert len(EpochSampler(2, 8, seed=0, rank=1, world_size=2).next_batch()) == 1

@@ -1,6 +1,7 @@
 """Multi-seed training and ensemble folders: load and predict like one model."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -79,6 +80,19 @@ def test_evaluate_reports_the_ensemble_beside_its_members(seeds_run):
     assert all("mse" in m for m in res["members"].values())
     # the mean forecast's MSE is at most the members' mean MSE (convexity of the squared error)
     assert res["model"]["mse"] <= np.mean([m["mse"] for m in res["members"].values()]) + 1e-12
+
+
+def test_members_must_share_their_loss(seeds_run, tmp_path):
+    """A member trained with a scale-free loss (the IC's) forecasts on its own scale: averaged with an MSE
+    member, the larger scale would win, silently."""
+    other = tmp_path / "ic"
+    shutil.copytree(seeds_run / "seed-1" / "final", other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["model"]["loss"] = "ic"
+    (other / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(DataError, match=r"model.loss=ic.*model.loss=mse"):
+        build_ensemble([seeds_run / "seed-0", other], tmp_path / "ens")
+    assert not (tmp_path / "ens").exists()
 
 
 def test_members_must_share_preprocessing(seeds_run, tmp_path):

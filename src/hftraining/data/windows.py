@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hftraining.core.errors import DataError
 from hftraining.data.rows import Rows
 from hftraining.data.splits import Segment, end_bounds, window_ends
 
@@ -386,6 +387,9 @@ class EpochSampler:
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, drop_last: bool = True, rank: int = 0, world_size: int = 1):
+        if n < world_size:  # every rank needs a window of each batch: with fewer, each draw would be empty, forever
+            raise DataError(f"the training split has {n} window{'s' if n != 1 else ''}, fewer than the {world_size} "
+                            "processes that train on it; give it more data (data.val_ratio, data.split_dates) or use fewer processes")
         if drop_last and n < batch_size * world_size:
             batch_size = max(1, n // world_size)  # a tiny training split still yields batches
         self.n, self.batch_size, self.seed, self.drop_last = n, batch_size, seed, drop_last

@@ -17,6 +17,7 @@ quantiles combine the same way (quantile averaging); buy/hold/sell probabilities
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -148,8 +149,17 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
     if len({d.resolve() for d in dirs}) != len(dirs):
         raise DataError("ensemble: the same model folder is given twice")
     pre = check_shared_preprocessing(dirs)
-    for d in dirs:
-        ForecastModel.from_pretrained(d)  # every member loads (a broken folder fails here, not later)
+    models = [ForecastModel.from_pretrained(d) for d in dirs]  # every member loads (a broken folder fails here, not later)
+    for d, m in zip(dirs[1:], models[1:]):
+        if m.cfg.loss != models[0].cfg.loss:  # an IC or ListNet loss leaves the forecast's scale free
+            raise DataError(f"{d}: trained with model.loss={m.cfg.loss}, {dirs[0]} with model.loss={models[0].cfg.loss}; "
+                            "their forecasts are on different scales, so a combination would weigh them arbitrarily: "
+                            "ensemble members trained with one loss")
+    levels = [list(m.cfg.quantiles) for m in models]
+    if any(lv != levels[0] for lv in levels):
+        logging.getLogger("hftraining").warning(
+            "ensemble: the members' model.quantiles differ (%s): the ensemble forecasts points and no quantiles",
+            "; ".join(f"{d}: {lv or 'none'}" for d, lv in zip(dirs, levels)))
     scores = validation_scores(dirs, pre) if method == "weighted" else None
     weights = None
     if scores is not None:
