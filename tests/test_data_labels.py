@@ -193,3 +193,12 @@ def test_cross_sectional_loss_needs_date_batches():
         load_config(None, ["data.batching=dates", "data.augment_jitter=2"])
     with pytest.raises(ConfigError, match="weighted but model.loss"):
         compute_loss(ModelConfig(loss="ic", loss_weights={"mse": 1.0}), out, torch.zeros(4, 2), 1.0, date_groups(np.zeros(4)))
+
+
+@pytest.mark.parametrize("target", ["cs_zscore", "cs_rank"])
+def test_buy_hold_sell_classes_need_a_return_label(target):
+    """The classes cut the label at ± classification_threshold, a log return: on a rank or a z-score that
+    threshold means nothing (0.005 of a rank scaled to ±1.73 is no 0.5% move)."""
+    with pytest.raises(ConfigError, match=f"model.classification_threshold: .*data.target={target}"):
+        load_config(None, [f"data.target={target}", "model.classification_threshold=0.005"])
+    load_config(None, ["data.target=excess_return", "model.classification_threshold=0.005"])  # a log return still

@@ -595,3 +595,71 @@ def test_a_symbol_whose_rows_end_is_sold_at_its_last_price_and_leaves_the_univer
     m = res["strategies"]["model"]
     assert m["turnover"] * m["n_periods"] == pytest.approx(turn, rel=1e-9)
     np.testing.assert_allclose(r[2], 0.005 - 10e-4 * 2 * abs(0.5 - 1.01 * half), rtol=1e-9)
+
+
+def test_rows_without_a_window_between_two_dates_are_earned_through_the_close():
+    # one symbol held long; its windows skip rows 5-7 (the last bars of a session, the night and the first
+    # bars of the next under data.max_gap; the H - 1 rows at a walk-forward fold boundary): the period from
+    # row 4 to row 8 earns the close's whole change over those rows, not row 8's return alone (before: the
+    # position was held through rows 5-7 earning nothing, 4.8% in all for a 14% rise)
+    close = np.array([100, 101, 102, 101, 103, 104, 110, 112, 111, 112, 113, 114.0])
+    ret = np.r_[0.0, np.diff(np.log(close))]
+    times = pd.date_range("2024-01-02 14:30", periods=12, freq="5min", tz="UTC").as_unit("ns").asi8
+    keep = np.r_[0:5, 8:12]
+    W = len(keep)
+    fc = Forecasts(pred={"model": np.ones((W, 1)), "zero": np.zeros((W, 1))}, true=np.zeros((W, 1)),
+                   dates=times[keep], symbol_ids=np.zeros(W, dtype=np.int64), symbols=["A"], last_return=ret[keep],
+                   past_vol=np.full(W, 0.01), last_close=close[keep])
+    fc.prev_time = np.r_[np.iinfo(np.int64).min, times[:-1]][keep]  # the row before each window's last row
+    res = backtest_forecasts(fc, _ev(*FREE, "periods_per_year=252"))
+    want = close[keep][1:] / close[keep][:-1] - 1
+    for name in ("model", "buy_and_hold", "equal_weight"):
+        np.testing.assert_allclose(res["curves"][name][1], want, rtol=1e-12, err_msg=name)
+    assert res["strategies"]["model"]["total_return"] == pytest.approx(close[-1] / close[0] - 1, rel=1e-12)
+    # a date without a row (no row, so no window: a holiday of the symbol's exchange) is no skip: the next
+    # row's return spans it already, whatever the closes say (here a constant 100)
+    R = np.zeros((5, 2))
+    R[:, 0] = np.log(1.01)
+    R[2, 1], R[3, 1] = np.nan, 0.05
+    dates = pd.bdate_range("2024-01-01", periods=5, tz="UTC").as_unit("ns").asi8
+    fc = _without_rows(_panel_forecasts(R, np.ones_like(R), dates=dates), np.isnan(R))
+    before = backtest_forecasts(fc, _ev(*FREE))["curves"]
+    first = np.iinfo(np.int64).min
+    fc.prev_time = np.zeros(len(fc.dates), dtype=np.int64)
+    fc.prev_time[fc.symbol_ids == 0] = np.r_[first, dates[:-1]]
+    fc.prev_time[fc.symbol_ids == 1] = np.r_[first, dates[0], dates[1], dates[3]]
+    after = backtest_forecasts(fc, _ev(*FREE))["curves"]
+    for name in before:
+        np.testing.assert_array_equal(after[name][1], before[name][1], err_msg=name)
+    assert after["equal_weight"][1][2] > 0.02  # symbol 1's 5% over its gap is earned
+
+
+def test_a_forecast_period_over_rows_without_a_window_earns_the_close_change_end_to_end():
+    # data.max_gap=3D cuts AEM's daily rows at each gap of 4 days or more (a long weekend): the last H rows
+    # before it and the first L - 1 after it have no window, so consecutive forecast dates skip rows; the
+    # one-symbol book held long earns each period's close-to-close change (it earned the last row's alone)
+    cfg = load_config(None, ["data.symbols=[AEM]", "data.sequence_length=10", "data.prediction_horizon=2", "data.max_gap=3D"])
+    data = prepare(cfg.data)
+    ws = data.test
+    assert (np.diff(ws.ends.astype(np.int64)) > 1).any()  # rows without a window between two forecast dates
+    fc = collect_forecasts(None, ws, data.preprocessing.target_scale, 256, pred_scaled=np.zeros((len(ws), 2), np.float32))
+    np.testing.assert_array_equal(fc.prev_time, ws.row_times[ws.ends.astype(np.int64) - 1])
+    res = backtest_forecasts(fc, _ev(*FREE))
+    close = fc.last_close[np.argsort(fc.dates)]
+    np.testing.assert_allclose(res["curves"]["buy_and_hold"][1], close[1:] / close[:-1] - 1, rtol=1e-6)  # float32 returns
+
+
+def test_the_naive_volatility_of_a_padded_window_is_its_own_rows():
+    # min_history 5 < L = 20: a symbol's first windows are left-padded; their volatility (the backtest's
+    # vol_scaled sizing) is the std of their real rows' returns, not of the first return repeated
+    cfg = load_config(None, ["data.symbols=[AEM]", "data.sequence_length=20", "data.prediction_horizon=2",
+                             "data.min_history=5", "data.split=per_symbol"])
+    data = prepare(cfg.data)
+    ws = data.train
+    fc = collect_forecasts(None, ws, data.preprocessing.target_scale, 256, pred_scaled=np.zeros((len(ws), 2), np.float32))
+    ends, first = ws.ends.astype(np.int64), ws.first_rows.astype(np.int64)
+    padded = np.flatnonzero(ends - first + 1 < 20)
+    assert len(padded) >= 10
+    for k in padded:
+        own = ws.returns[first[k]:ends[k] + 1].astype(np.float64)
+        assert fc.past_vol[k] == pytest.approx(own.std(), rel=1e-9, abs=1e-15)

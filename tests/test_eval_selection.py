@@ -260,3 +260,19 @@ def test_sharpe_statistics_reject_bad_input():
         SEL.deflated_sharpe_ratio(np.array([0.1, np.nan, 0.2]), [0.1])
     with pytest.raises(ValueError, match="1-D"):
         SEL.deflated_sharpe_ratio(np.zeros((5, 2)), [0.1])
+
+
+def test_selection_among_identical_trials_has_no_pbo():
+    # three trials with the same series (a searched setting that changes nothing): every combination ties
+    # at the median rank, λ = 0, and pbo_cscv's "λ ≤ 0" made that PBO = 1, "certainly overfit", for a
+    # search that chose nothing; the DSR is the PSR against 0 (no spread of the trials' Sharpe ratios)
+    rng = np.random.default_rng(11)
+    x = rng.normal(0.001, 0.01, 64)
+    dates = np.arange(64, dtype=np.int64) * 86_400 * 10**9
+    sel = SEL.selection_stats({k: (dates, x.copy()) for k in "abc"}, "a", "trials")
+    assert sel["pbo"] is None and "identical" in sel["pbo_skipped"]
+    assert sel["dsr"] == pytest.approx(sel["deflated_sharpe"]["psr_zero"])
+    # one trial that differs: ranked as before
+    y = x.copy()
+    y[::2] += 0.002
+    assert SEL.selection_stats({"a": (dates, x), "b": (dates, x.copy()), "c": (dates, y)}, "c", "trials")["pbo"] is not None

@@ -122,3 +122,20 @@ def test_weights_of_any_finite_size_combine_as_their_shares(weights):
     w = np.asarray(weights) / max(weights)  # (1e308 + 1e308 overflows float64 too)
     share = w / w.sum()
     np.testing.assert_allclose(got, (share[:, None, None] * preds).sum(axis=0), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("model_type", ["ridge", "lightgbm"])
+def test_seeds_of_a_model_that_ignores_the_seed_are_a_config_error(tmp_path, model_type):
+    """``train --seeds N`` of a model fitted without gradient steps (ridge in closed form, LightGBM with
+    its own fixed seed) trained N identical members and called them a seed ensemble: refused before
+    anything is trained or written."""
+    from hftraining.core.config import load_config
+    from hftraining.core.errors import ConfigError
+    from hftraining.workflows.seeds import train_seeds
+
+    cfg = load_config(None, [f"model.type={model_type}", "data.symbols=[AEM]", "data.sequence_length=16",
+                             "data.prediction_horizon=2", "evaluation.report=false", "output.tensorboard=false",
+                             f"output.output_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match="identical members"):
+        train_seeds(cfg, 2)
+    assert not (tmp_path / "run").exists()

@@ -98,3 +98,32 @@ def _reseed(d, seed):
     state = load_file(str(d / "model.safetensors"))
     state = {k: (torch.randn(v.shape, generator=g) * 0.2 if v.is_floating_point() and v.dim() > 1 else v) for k, v in state.items()}
     save_file(state, str(d / "model.safetensors"), metadata={"format": "pt"})
+
+
+def test_parity_check_fails_on_nan_missing_outputs_and_other_shapes(monkeypatch):
+    """The export's check compared ``max |ONNX − PyTorch|`` with ``>``: a NaN output passed (``nan > 1e-4``
+    is False, and Python's ``max`` drops a NaN after the first output), a missing output passed (``zip``
+    stops at the shorter list), and an output of another shape passed when it broadcast."""
+    from hftraining.inference import export as E
+
+    class Two(torch.nn.Module):
+        def forward(self, x, past):
+            return x.sum(-1), x.mean(-1)
+
+    x, past = torch.ones(2, 3, 4), torch.ones(2, 3)
+    ref = [t.numpy() for t in Two()(x, past)]
+
+    class Session:
+        def __init__(self, outs):
+            self.outs = outs
+
+        def run(self, names, feeds):
+            return self.outs
+
+    assert E.TOLERANCE > 0
+    monkeypatch.setattr(E, "onnx_session", lambda path, threads=None: Session(list(ref)))
+    assert E.max_abs_difference(Two(), "m.onnx", x, past) == 0.0  # the same outputs: no difference
+    for bad in ([ref[0], ref[1] * np.nan], [ref[0]], [ref[0], ref[1][:, :1]]):
+        monkeypatch.setattr(E, "onnx_session", lambda path, threads=None, bad=bad: Session(bad))
+        err = E.max_abs_difference(Two(), "m.onnx", x, past)
+        assert not err <= E.TOLERANCE, [b.shape for b in bad]

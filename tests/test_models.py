@@ -279,6 +279,19 @@ def test_baseline_padded_window_equals_unpadded(name, short):
     assert_same_outputs(model(*unpadded), model(*padded), atol=0)
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_padded_steps_never_reach_a_forecast(name):
+    # every model: a left-padded window with garbage (NaN, ±1e6) in its padded steps forecasts
+    # exactly what it forecasts with zeros there (PatchTST and DLinear multiplied by the mask,
+    # and NaN * 0 made their forecasts NaN)
+    torch.manual_seed(0)
+    model = built(heads_cfg(name) if name == "transformer" else small_cfg(name))
+    _, (x, mask, past) = padded_pair(short=9)
+    clean = (x.masked_fill(~mask.unsqueeze(-1), 0.0), mask, past.masked_fill(~mask, 0.0))
+    with torch.no_grad():
+        assert_same_outputs(model(x, mask, past), model(*clean), atol=0)
+
+
 # ------------------------------------------------------------------ gradient checkpointing
 
 CKPT = [n for n in ALL if MODELS.get(n).supports_gradient_checkpointing]

@@ -53,6 +53,22 @@ def test_ridge_is_the_closed_form_solution_with_the_penalty_chosen_on_validation
     assert "ridge" in model_names()
 
 
+def test_ridge_forecasts_in_fp32_under_a_bf16_autocast(data):
+    # the map is fitted in float64 and its penalty chosen on fp32 forecasts; a bf16 run predicts
+    # under autocast, which rounded the matmul to bf16 (~0.4% of the forecast, ties across symbols)
+    import torch
+
+    m = build_model(ModelConfig(type="ridge", ridge_lags=5), data.train.features.shape[1], 3, 20)
+    m.fit_windows(data.train, data.val)
+    b = data.val.batch(np.arange(min(len(data.val), 256)))
+    with torch.no_grad():
+        ref = m(b["x"], b.get("mask"), b["past"]).prediction
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = m(b["x"], b.get("mask"), b["past"]).prediction
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+
+
 def test_ridge_trains_saves_loads_and_forecasts_through_the_common_path(tmp_path):
     run = tmp_path / "run"
     result = train(load_config(None, tiny(run, "model.type=ridge", "training.max_steps=5", "evaluation.report=false")))

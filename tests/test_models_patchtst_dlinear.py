@@ -100,6 +100,18 @@ def test_decompose_and_bad_kernel() -> None:
         build_model(ModelConfig(type="patchtst", patch_len=99, hidden_size=16, num_heads=2), F, H, L)
 
 
+def test_patches_read_every_step_and_a_stride_past_the_patch_is_refused() -> None:
+    # a stride longer than the patch stepped over the rows between patches (patch_len=4 with the
+    # default stride 8 never read half the window); now a ConfigError naming the key
+    with pytest.raises(ConfigError, match="model.patch_stride"):
+        build_model(ModelConfig(type="patchtst", patch_len=4, patch_stride=8, hidden_size=16, num_heads=2), F, H, L)
+    for seq_len, p, s in [(48, 8, 4), (48, 8, 8), (60, 16, 8), (37, 5, 3), (20, 20, 7)]:
+        cfg = ModelConfig(type="patchtst", patch_len=p, patch_stride=s, hidden_size=16, num_heads=2)
+        enc = build_model(cfg, F, H, seq_len).encoder
+        seen = enc.patchify(torch.arange(float(seq_len))[None]).unique()
+        assert torch.equal(seen, torch.arange(float(seq_len))), (seq_len, p, s)
+
+
 def _sine_batch(g: torch.Generator, n: int, seq_len: int, horizon: int, c: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Noisy sines with random phase/period plus a random walk: (n, L+H, c) split into x, y."""
     t = torch.arange(seq_len + horizon, dtype=torch.float32)

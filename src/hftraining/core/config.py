@@ -683,6 +683,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.dropout: must be in [0, 1), got {m.dropout}")
     if m.classification_threshold < 0:
         raise ConfigError(f"model.classification_threshold: must be >= 0, got {m.classification_threshold}")
+    if m.classification_threshold > 0 and d.target in ("cs_zscore", "cs_rank"):  # a threshold in log-return units
+        raise ConfigError(f"model.classification_threshold: the buy/hold/sell classes cut the label at ± a log return, "
+                          f"and data.target={d.target} is a cross-sectional score, not a return; use data.target=return "
+                          "or excess_return, or classification_threshold=0")
     for q in m.quantiles:
         if not 0 < q < 1:
             raise ConfigError(f"model.quantiles: every level must be in (0, 1), got {q}")

@@ -27,7 +27,7 @@ from scipy import stats
 
 from hftraining.core.fmt import fmt
 from hftraining.data.labels import CROSS_SECTIONAL
-from hftraining.eval.forecasts import label
+from hftraining.eval.forecasts import NO_TIME, label
 
 LOOKAHEAD_HIT_RATE = 0.75  # a daily hit rate above this over many periods is not a forecast, it is a leak
 LOOKAHEAD_MIN_POSITIONS = 100
@@ -187,6 +187,24 @@ def hold(weights: np.ndarray, returns: np.ndarray, every: int = 1, absent: np.nd
                 if traded > room:
                     w[t, ~keep] *= room / traded
     return w
+
+
+def span_returns(R: np.ndarray, have: np.ndarray, dates: np.ndarray, close: np.ndarray, prev_time: np.ndarray) -> np.ndarray:
+    """(T, N) log returns ``R`` (``R[t]``: the return of the row at date t over the symbol's previous row)
+    with the periods that span rows without a window set to the log change of the close since the
+    symbol's previous date in the panel: where the previous row of the date's window (``prev_time``, (T,
+    N) int64 ns) is not the symbol's previous date ``dates[p]`` (``have``: a window there), rows without
+    a window lie between the two — the end of one session and the start of the next under
+    ``data.max_gap``, the H - 1 rows between two walk-forward folds — and a position held from p to t
+    earns the close's whole change over them, not the last row's return alone. A date without a row
+    (a holiday of the symbol's exchange) is no such skip: the next row's return spans it already."""
+    out = np.array(R, dtype=np.float64)
+    for i in range(out.shape[1]):
+        t = np.flatnonzero(have[:, i])
+        prev, cur = t[:-1], t[1:]
+        skip = prev_time[cur, i] != dates[prev]
+        out[cur[skip], i] = np.log(close[cur[skip], i] / close[prev[skip], i])
+    return out
 
 
 def carry_forward(values: np.ndarray, absent: np.ndarray) -> np.ndarray:
@@ -401,13 +419,21 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
     (:func:`topk_weights`); the others are scaled down only if the kept weight's drift would take the
     gross over ``max_gross``. The same whether or not the date rebalances. After a symbol's last row (its
     data ends before the others': a delisting) its position is closed at its last price, paying costs,
-    and it leaves the universe. Returns
+    and it leaves the universe. Rows of a symbol that have no window between two of its dates (the last
+    H and first L - 1 bars of sessions under ``data.max_gap``, the H - 1 rows between walk-forward folds)
+    are earned through the close: with ``fc.prev_time`` (each window's previous row), the period that
+    spans them earns the close's change over them (:func:`span_returns`). Returns
     {"strategies": {name: metrics}, "settings": ..., "curves": {name: (dates, returns)}} (curves are
     arrays, for the report).
     """
     N = len(fc.symbols)
     dates, R = panel(fc.dates, fc.symbol_ids, fc.last_return, N)  # R[t]: the return that ends at date t
     have = np.isfinite(panel(fc.dates, fc.symbol_ids, np.ones(len(fc.dates)), N)[1])  # a row (a window) there
+    prev_time = fc.prev_time
+    if prev_time is not None:  # rows without a window between two dates: the close's change over them
+        prev = np.full((len(dates), N), NO_TIME, dtype=np.int64)
+        prev[np.searchsorted(dates, np.asarray(fc.dates, dtype=np.int64)), np.asarray(fc.symbol_ids)] = prev_time
+        R = span_returns(R, have, dates, panel(fc.dates, fc.symbol_ids, fc.last_close, N)[1], prev)
     later = np.flip(np.logical_or.accumulate(np.flip(have, axis=0), axis=0), axis=0)  # a row on the date or after
     absent = ~have & later  # a gap; after a symbol's last row it is gone: sold at its last price, never carried
     if ev.periods_per_year:
@@ -462,7 +488,9 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
         "timing": "weights decided at the close of t from forecasts made with data up to t, held over (t, t+1]",
         "no_row": "a symbol without a row on a date is not traded there: it keeps its previous weight (and its "
                   "top-k place), drifted, and earns the return over the gap with the next row; after its last row "
-                  "its position is closed at its last price (costs paid) and it leaves the universe",
+                  "its position is closed at its last price (costs paid) and it leaves the universe; rows without a window "
+                  "between two dates (session ends and starts under data.max_gap, walk-forward fold boundaries) are earned "
+                  "through the close's change over them",
         "buy_and_hold": "equal weight long in every symbol with data, rebalanced each period (costs included)",
         "equal_weight": "the universe: equal weight long in every symbol with data, gross = max_gross, re-equalised "
                         "each period, no costs (the benchmark of information_ratio)",

@@ -79,6 +79,10 @@ def head(ws: WindowSet, n: int) -> WindowSet:
     return ws.subset(slice(0, n))
 
 
+NO_TIME = np.iinfo(np.int64).min
+"""``Forecasts.prev_time`` of a window whose origin row is the first its symbol may read."""
+
+
 @dataclass
 class Forecasts:
     """Forecasts of the model and the baselines for the same W windows, in the label's units (log
@@ -97,6 +101,8 @@ class Forecasts:
     levels: list[float] = field(default_factory=list)  # the Q quantile levels
     target: str = "return"  # what ``pred`` and ``true`` are (``data.target``): their units are UNITS[target]
     intervals: dict[float, tuple[np.ndarray, np.ndarray]] | None = None  # level → model (lower, upper) (W, H)
+    prev_time: np.ndarray | None = None  # (W,) int64 ns of the row before each origin's row (NO_TIME: none); the
+    # backtest earns rows without a window between two dates through the close (backtest.span_returns)
 
     def __len__(self) -> int:
         return len(self.true)
@@ -115,6 +121,7 @@ class Forecasts:
             symbols=symbols, last_return=cat("last_return"), past_vol=cat("past_vol"), last_close=cat("last_close"),
             quantiles=np.concatenate([p.quantiles for p in parts]) if has_q else None,
             levels=list(parts[0].levels) if has_q else [], target=parts[0].target,
+            prev_time=cat("prev_time") if all(p.prev_time is not None for p in parts) else None,
         )
 
 
@@ -147,9 +154,17 @@ def collect_forecasts(
     for name, base in {**baseline_models(n_features, ws.horizon, ws.seq_len), **(fitted or {})}.items():
         preds[name] = predict_scaled(base, sub, batch_size).astype(np.float64) * target_scale
     rows = sub.ends[:, None] + np.arange(-ws.seq_len + 1, 1)  # (n, L)
+    real = np.ones(rows.shape, dtype=bool)
     if hasattr(sub, "first_rows"):  # left-padded windows: never read the rows of another symbol
+        real = rows >= sub.first_rows[:, None]
         rows = np.maximum(rows, sub.first_rows[:, None])
     past = np.asarray(ws.returns[rows], dtype=np.float64)  # (n, L) realised log returns, whatever the label
+    # the volatility of the window's own rows: a padded step repeating the first return would bias it low
+    mean = np.where(real, past, 0.0).sum(axis=1) / real.sum(axis=1)
+    past_vol = np.sqrt(np.where(real, (past - mean[:, None]) ** 2, 0.0).sum(axis=1) / real.sum(axis=1))
+    ends = sub.ends.astype(np.int64)
+    first = sub.first_rows.astype(np.int64) if hasattr(sub, "first_rows") else np.zeros_like(ends)
+    prev_time = np.where(ends > first, ws.row_times[np.maximum(ends - 1, 0)], NO_TIME).astype(np.int64)
     return Forecasts(
         pred=preds,
         true=sub.targets().astype(np.float64) * target_scale,
@@ -157,11 +172,12 @@ def collect_forecasts(
         symbol_ids=sub.symbol_ids.astype(np.int64),
         symbols=list(ws.symbols),
         last_return=past[:, -1],
-        past_vol=past.std(axis=1),
+        past_vol=past_vol,
         last_close=sub.last_close.astype(np.float64),
         quantiles=None if quantiles_scaled is None or not levels else quantiles_scaled[:n].astype(np.float64) * target_scale,
         levels=list(levels) if quantiles_scaled is not None and levels else [],
         target=getattr(ws, "target", "return"),
+        prev_time=prev_time,
     )
 
 

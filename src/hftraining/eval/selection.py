@@ -302,8 +302,9 @@ def selection_stats(series: dict[Any, tuple[np.ndarray, np.ndarray]], chosen: An
     the probability of backtest overfitting by CSCV (:func:`~hftraining.eval.selection.pbo_cscv`,
     n_splits = :func:`cscv_splits` of the common dates). A flat series (no position on any date)
     counts as Sharpe 0. Either is None with ``dsr_skipped`` / ``pbo_skipped`` saying why (PBO: fewer
-    than 2 trials or fewer than 2 blocks of 4 common dates; DSR: ``chosen`` has no series, fewer
-    than 2 common dates, or constant returns). ``trials_are`` says what the trials are."""
+    than 2 trials, trials whose series are all identical (no choice was made), or fewer than 2 blocks
+    of 4 common dates; DSR: ``chosen`` has no series, fewer than 2 common dates, or constant returns).
+    ``trials_are`` says what the trials are."""
     names = list(series)
     dates, m = align_series(series)
     T, N = m.shape
@@ -333,6 +334,11 @@ def selection_stats(series: dict[Any, tuple[np.ndarray, np.ndarray]], chosen: An
     splits = cscv_splits(T)
     if N < 2:
         out["pbo_skipped"] = f"{N} trial(s) with an out-of-sample series: CSCV ranks at least 2"
+    elif T and np.all(m == m[:, :1]):
+        # every trial ties in and out of sample at the median rank, λ = 0, which pbo_cscv counts as
+        # overfit: PBO 1 for a search that selected nothing
+        out["pbo_skipped"] = (f"the {N} trials' series are identical on the {T} common dates: there was no choice "
+                              "among them, so no overfitting of one to assess")
     elif splits < 2:
         out["pbo_skipped"] = (f"{T} date(s) common to the trials' series: CSCV needs at least 2 blocks of "
                               f"{CSCV_MIN_BLOCK} ({2 * CSCV_MIN_BLOCK} dates)")

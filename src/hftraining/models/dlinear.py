@@ -84,6 +84,7 @@ class DLinear(ForecastModel):
         target = x.new_zeros(b, L) if past is None else past.to(x.dtype)
         h = torch.cat([x, target.unsqueeze(-1)], dim=-1)  # (B, L, F+1)
         if mask is not None:
-            h = h * mask.to(h.dtype).unsqueeze(-1)
+            # masked_fill, not a product with the mask: a NaN in a padded step must not leak (NaN * 0 is NaN)
+            h = h.masked_fill(~mask.unsqueeze(-1), 0.0)
         s, t = decompose(h.transpose(1, 2), self.cfg.moving_avg)  # (B, F+1, L) each
         return ForecastOutput(prediction=self.seasonal(s.flatten(1)) + self.trend(t.flatten(1)))  # (B, H)

@@ -50,7 +50,10 @@ class RevIN(nn.Module):
             mean = x.mean(dim=1, keepdim=True)  # (B, 1, C)
             var = x.var(dim=1, keepdim=True, unbiased=False)
         else:
-            # statistics over the real steps only: left padding must not shrink the scale
+            # statistics over the real steps only: left padding must not shrink the scale. Padded
+            # steps are zeroed first with masked_fill, not by the weights: a NaN there would reach
+            # every statistic (NaN * 0 is NaN)
+            x = x.masked_fill(~mask.unsqueeze(-1), 0.0)
             w = mask.to(x.dtype).unsqueeze(-1)  # (B, L, 1)
             n = w.sum(dim=1, keepdim=True).clamp_min(1.0)
             mean = (x * w).sum(dim=1, keepdim=True) / n
@@ -61,7 +64,7 @@ class RevIN(nn.Module):
         if self.affine:
             z = z * self.weight + self.bias
         if mask is not None:
-            z = z * mask.to(z.dtype).unsqueeze(-1)  # padded steps carry no information
+            z = z.masked_fill(~mask.unsqueeze(-1), 0.0)  # padded steps carry no information
         return z, loc, scale
 
     def denormalize(self, y: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -134,6 +137,10 @@ class PatchEncoder(nn.Module):
         super().__init__()
         if patch_len > seq_len:
             raise ConfigError(f"model.patch_len: {patch_len} is longer than the input window ({seq_len} rows)")
+        if stride > patch_len:
+            # unfold would step over the rows between patches: they would never be read as inputs
+            raise ConfigError(f"model.patch_stride: {stride} is longer than model.patch_len {patch_len}; "
+                              f"the {stride - patch_len} rows between consecutive patches would never be read")
         if d_model % n_heads:
             raise ConfigError(f"model.num_heads: {n_heads} does not divide model.hidden_size {d_model}")
         self.patch_len = patch_len

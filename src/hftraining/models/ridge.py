@@ -54,8 +54,12 @@ class RidgeForecaster(ForecastModel):
         return torch.cat([x[:, -1, :], lags.to(x.dtype), x.new_ones(x.shape[0], 1)], dim=1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, past: torch.Tensor | None = None) -> ForecastOutput:
-        a = self.design(x, mask, past)
-        return ForecastOutput(prediction=a @ self.weight.to(a.dtype))  # (B, H)
+        a = self.design(x, mask, past).float()
+        # fp32 under any autocast: the map was fitted in float64 and its penalty chosen on fp32
+        # forecasts; a bf16 run's autocast would round inputs, weights and forecasts to 8 bits
+        # (ties across symbols whose forecasts differ by less than ~0.4% of their common level)
+        with torch.autocast(a.device.type, enabled=False):
+            return ForecastOutput(prediction=a @ self.weight.float())  # (B, H)
 
     @torch.no_grad()
     def _normal_equations(self, ws: WindowSet) -> tuple[torch.Tensor, torch.Tensor]:
