@@ -309,7 +309,11 @@ def test_equal_weight_is_the_cross_sectional_mean_return_without_costs():
     res = backtest_forecasts(_panel_forecasts(R, sig), _ev("backtest_max_gross=0.8", "backtest_cost_bps=10"))
     np.testing.assert_allclose(res["curves"]["equal_weight"][1], 0.8 * np.expm1(R[1:]).mean(axis=1), rtol=1e-12, atol=1e-15)
     assert res["strategies"]["equal_weight"]["cost_drag"] == 0.0
-    assert res["strategies"]["buy_and_hold"]["cost_drag"] > 0  # buy-and-hold (gross 1) pays for re-equalising
+    # buy-and-hold: bought in equal parts on the first date (paying 10 + 2 bps of 1), then never traded
+    bh = res["curves"]["buy_and_hold"][1]
+    value = np.cumprod(np.expm1(R[1:]) + 1, axis=0).mean(axis=1)  # the untraded book's value
+    np.testing.assert_allclose(bh, np.r_[value[0] - 1 - 12e-4, value[1:] / value[:-1] - 1], rtol=1e-10, atol=1e-15)
+    assert res["strategies"]["buy_and_hold"]["turnover"] * res["strategies"]["buy_and_hold"]["n_periods"] == pytest.approx(1.0)
 
 
 def test_information_ratio_by_hand():

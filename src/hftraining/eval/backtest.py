@@ -472,7 +472,7 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
                             rule, ev.backtest_long_only, ev.backtest_max_gross, every)
         curves[key] = (sim.dates, sim.returns)
     ones = np.where(np.isfinite(R), 1.0, np.nan)
-    out["buy_and_hold"], sim = run(ones, past_vol, "sign", True, 1.0)
+    out["buy_and_hold"], sim = run(ones, past_vol, "sign", True, 1.0, every=len(dates) + 1)  # bought on the first date only
     curves["buy_and_hold"] = (sim.dates, sim.returns)
     out["equal_weight"], sim = run(ones, past_vol, "sign", True, ev.backtest_max_gross, cost=False)
     curves["equal_weight"] = (sim.dates, sim.returns)
@@ -491,7 +491,9 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
                   "its position is closed at its last price (costs paid) and it leaves the universe; rows without a window "
                   "between two dates (session ends and starts under data.max_gap, walk-forward fold boundaries) are earned "
                   "through the close's change over them",
-        "buy_and_hold": "equal weight long in every symbol with data, rebalanced each period (costs included)",
+        "buy_and_hold": "equal weight long in every symbol with a row on the first date, bought then and held, drifting "
+                        "with the prices, never rebalanced (the entry's costs included; a symbol whose rows end is "
+                        "sold at its last price)",
         "equal_weight": "the universe: equal weight long in every symbol with data, gross = max_gross, re-equalised "
                         "each period, no costs (the benchmark of information_ratio)",
     }
