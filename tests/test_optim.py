@@ -217,6 +217,18 @@ def test_gpro_bad_arguments_are_config_errors(kwargs):
         build_optimizer(model, TrainingConfig(optimizer="gpro", optimizer_kwargs=kwargs))
 
 
+def test_gpro_fused_without_a_fused_kernel_for_the_device_is_a_clear_error(monkeypatch):
+    # implementation="fused" where torch has no fused Adam for the device: the error looked for a
+    # non-float tensor only, found none and ended in a bare StopIteration
+    import hftraining.optim.gpro as gpro_mod
+
+    monkeypatch.setattr(gpro_mod, "_get_fused_kernels_supported_devices", lambda: ["cuda"])
+    p = nn.Parameter(torch.zeros(3))
+    p.grad = torch.ones(3)
+    with pytest.raises(RuntimeError, match=r"implementation='fused' cannot update a torch.float32 tensor on cpu"):
+        GPro([p], implementation="fused").step()
+
+
 def test_gpro_bf16_parameters():
     for impl in ("auto", "fused", "foreach"):
         p = nn.Parameter(torch.ones(4, 4, dtype=torch.bfloat16))
@@ -334,6 +346,31 @@ def test_set_train_mode_switches_schedule_free_weights():
     for a, p in zip(train_weights, model.parameters()):
         torch.testing.assert_close(a, p.detach())
     set_train_mode(build_optimizer(model, TrainingConfig()), False)  # a no-op for the others
+
+
+def test_evaluating_leaves_schedule_free_training_weights_exact():
+    # The optimizer's own switch back (train()) recomputes the training weights from the averaged ones
+    # with rounding: every evaluation nudged the run, and a best checkpoint's evaluation weights were
+    # rebuilt only to ~1e-7. The trainer's optimizer puts back the very weights eval() replaced.
+    from hftraining.optim.stepper import TrainOptimizer
+
+    model, x, y = make_problem()
+    opt = TrainOptimizer(model, config("schedulefreeadamw", 3e-2, {}))
+    opt.train()
+    for _ in range(5):
+        opt.zero_grad()
+        ((model(x) - y) ** 2).mean().backward()
+        opt.step(torch.zeros(()))
+    train_weights = [p.detach().clone() for p in model.parameters()]
+    opt.eval()
+    eval_weights = [p.detach().clone() for p in model.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(train_weights, eval_weights))
+    opt.train()
+    for a, p in zip(train_weights, model.parameters()):
+        assert torch.equal(a, p)
+    opt.eval()  # the same evaluation weights again
+    for a, p in zip(eval_weights, model.parameters()):
+        assert torch.equal(a, p)
 
 
 # ---------------------------------------------------------------------------------------------

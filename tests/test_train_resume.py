@@ -381,3 +381,64 @@ def test_resuming_with_more_steps_and_another_cache_folder_continues(short_run, 
     _train_in_process(tmp_path / "run", "training.resume_from_checkpoint=auto", "training.max_steps=14",
                       f"data.cache_dir={tmp_path / 'cache'}", "evaluation.eval_steps=7")
     assert [s for s, _ in list_checkpoints(root)][-1] == 14
+
+
+def test_optimizer_state_keeps_its_saved_dtypes(tmp_path):
+    # torch's load_state_dict casts every floating state tensor (but "step") to its parameter's dtype:
+    # Kron's momentum, kept in bfloat16 by mu_dtype for float32 weights, came back float32 and the
+    # resumed run drifted from the uninterrupted one (1.2e-4 after three steps).
+    import copy
+
+    from hftraining.core.config import TrainingConfig
+    from hftraining.optim import build_optimizer
+    from hftraining.train.checkpoint import load_optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    cfg = TrainingConfig(optimizer="kron", learning_rate=1e-2, optimizer_kwargs={"mu_dtype": "bfloat16"})
+    opt = build_optimizer(model, cfg)
+    x, y = torch.randn(64, 8), torch.randn(64, 1)
+
+    def step(m, o):
+        o.zero_grad()
+        ((m(x) - y) ** 2).mean().backward()
+        o.step()
+
+    for _ in range(3):
+        step(model, opt)
+    path = save_checkpoint(tmp_path, 3, model, opt, {"global_step": 3}, {})
+    resumed = copy.deepcopy(model)
+    opt2 = build_optimizer(resumed, cfg)
+    load_optimizer(path, opt2)
+    assert [s["momentum_buffer"].dtype for s in opt2.state.values()] == [torch.bfloat16] * 4
+    for i in range(3):
+        torch.manual_seed(i)  # Kron refreshes its preconditioner at random
+        step(model, opt)
+        torch.manual_seed(i)
+        step(resumed, opt2)
+    for a, b in zip(model.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_moved_run_folder_keeps_its_best_checkpoint(tmp_path):
+    # best_checkpoint was saved as a whole path: in a run folder moved (or copied, or an output_dir
+    # relative to another working directory) it named the old place, so rotation deleted the real
+    # best checkpoint and load_best_model_at_end read the old folder's (or failed: "is gone").
+    common = ["training.max_steps=24", "evaluation.eval_steps=2", "training.save_steps=3", "training.logging_steps=2",
+              "training.load_best_model_at_end=true", "training.save_total_limit=2", "training.learning_rate=0.01",
+              "model.dropout=0.1"]
+    with training_run(load_config(None, tiny(tmp_path / "full", *common))) as run:
+        best = run.state.best_step
+    kept = [s for s, _ in list_checkpoints(tmp_path / "full" / "checkpoints")]
+    assert kept == [best, 24] and best < 24  # the best is protected from rotation
+    final = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
+    moved = tmp_path / "moved"
+    shutil.move(tmp_path / "full", moved)  # the same run, elsewhere
+    shutil.rmtree(moved / "checkpoints" / "step-00000024")
+    shutil.rmtree(moved / "final")
+    with training_run(load_config(None, tiny(moved, *common, "training.resume_from_checkpoint=auto",
+                                             "output.overwrite=true"))) as run:
+        assert run.state.best_step == best
+    assert [s for s, _ in list_checkpoints(moved / "checkpoints")] == kept
+    again = load_file(str(moved / "final" / "model.safetensors"))
+    assert all(torch.equal(final[k], again[k]) for k in final)

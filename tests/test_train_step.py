@@ -186,3 +186,64 @@ def test_compile_auto_is_eager_until_proven_on_the_device_and_modes_are_checked(
     cfg = _cfg(tmp_path, "training.optimizer=sophia", "training.compile=default")
     with pytest.raises(ConfigError, match=r"training.compile: 'default' cannot train 'sophia'.*double backward"):
         build_trainer(cfg, prepare(cfg.data))
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("sgd", {"fused": True, "dampening": 0.5}),  # fused SGD creates its momentum buffers uninitialised
+    ("adamw", {}),
+    ("gpro", {"implementation": "fused"}),
+])
+def test_a_flagged_first_step_leaves_no_state_behind(name, kwargs):
+    # Torch's fused SGD allocates its momentum buffers with empty_like on its first update and lets the
+    # kernel fill them; a first step skipped on the device left that memory as the momentum, and the
+    # next good step moved the weights by ~1e17 instead of one SGD step.
+    def run(first_skipped):
+        model = _model()
+        opt = TrainOptimizer(model, TrainingConfig(optimizer=name, optimizer_kwargs=kwargs, learning_rate=1e-2,
+                                                   max_steps=10, warmup_steps=0, lr_scheduler="constant"))
+        if first_skipped:
+            for p in model.parameters():
+                p.grad = torch.full_like(p, float("nan"))
+            opt.step(torch.ones(()))
+        for p in model.parameters():
+            p.grad = torch.full_like(p, 0.1)
+        opt.step(torch.zeros(()))
+        return model
+
+    skipped, reference = run(True), run(False)
+    for a, b in zip(skipped.parameters(), reference.parameters()):
+        assert torch.equal(a, b), "a skipped first step changed what the next step does"
+
+
+def test_loss_scaler_overflows_are_not_counted_as_nonfinite_steps(tmp_path):
+    # fp16's GradScaler skips the steps whose scaled gradients overflow and halves its scale: that is
+    # it finding its scale, not a broken model. They counted toward max_consecutive_nonfinite, so a
+    # run whose scale started (or had grown) a few halvings too high stopped with NonFiniteError.
+    # A CPU GradScaler stands in for fp16's CUDA one (fp16 needs CUDA), its scale far too high.
+    cfg = _cfg(tmp_path, "training.max_steps=12", "training.logging_steps=12", "training.save_steps=0",
+               "training.max_consecutive_nonfinite=3", "training.gradient_accumulation_steps=1")
+    trainer = build_trainer(cfg, prepare(cfg.data))
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127, backoff_factor=0.25)
+    forward_loss = trainer.forward_loss
+
+    def large_loss(*args):  # gradients 2^12 times larger: the first scales overflow float32
+        loss, parts = forward_loss(*args)
+        return loss * 2.0**12, parts
+
+    trainer.forward_loss = large_loss
+    start = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.fit()
+    assert trainer.state.global_step == 12
+    assert 3 <= trainer.state.skipped_steps < 12  # more in a row than the limit, then it trains
+    assert trainer.scaler.get_scale() < 2.0**127
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(start, trainer.model.parameters()))
+    trainer.close()
+    # a non-finite loss is still a non-finite step, scaler or not
+    cfg = _cfg(tmp_path / "nan", "training.logging_steps=10", "training.save_steps=0", "training.max_consecutive_nonfinite=3")
+    trainer = build_trainer(cfg, prepare(cfg.data))
+    trainer.scaler = torch.amp.GradScaler("cpu")
+    _poison(trainer, {2, 3, 4})
+    with pytest.raises(NonFiniteError, match="3 optimizer steps in a row"):
+        trainer.fit()
+    trainer.close()

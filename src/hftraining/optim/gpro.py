@@ -87,12 +87,17 @@ class GPro(torch.optim.Optimizer):
 
     def _implementation(self, group: dict[str, Any], params: list[torch.Tensor]) -> str:
         choice = group["implementation"]
+        fused_devices = _get_fused_kernels_supported_devices()
+
+        def fusable(p: torch.Tensor) -> bool:
+            return p.device.type in fused_devices and p.is_floating_point()
+
         numba_ok = all(_gpro_numba.supported(p) for p in params)
-        fused_ok = all(p.device.type in _get_fused_kernels_supported_devices() and p.is_floating_point() for p in params)
+        fused_ok = all(fusable(p) for p in params)
         if choice == "auto":
             return "numba" if numba_ok else "fused" if fused_ok else "foreach"
         if (choice == "numba" and not numba_ok) or (choice == "fused" and not fused_ok):
-            bad = next(p for p in params if not (_gpro_numba.supported(p) if choice == "numba" else p.is_floating_point()))
+            bad = next(p for p in params if not (_gpro_numba.supported(p) if choice == "numba" else fusable(p)))
             raise RuntimeError(
                 f"GPro implementation={choice!r} cannot update a {bad.dtype} tensor on {bad.device} "
                 "(numba: contiguous float32/64 on CPU; fused: a device with torch's fused Adam); use 'auto'"

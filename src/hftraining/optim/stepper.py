@@ -5,13 +5,16 @@ so the loop has no branch for any of them.
   when it is built, and the schedule (``LambdaLR`` over optimizer steps);
 - Sophia's refresh steps: :meth:`TrainOptimizer.create_graph` (the backward keeps its graph) and
   :meth:`TrainOptimizer.hessian_context` (the forward and backward use the math attention kernel);
-- schedule-free optimizers' two sets of weights: :meth:`train` before training forwards,
-  :meth:`eval` before evaluation or saving;
+- schedule-free optimizers' two sets of weights: :meth:`eval` before evaluation or exporting,
+  :meth:`train` after it; the training weights come back exactly as they were (the optimizer's own
+  switch back recomputes them with rounding, so every evaluation would nudge the run);
 - a step skipped for a non-finite loss or gradient, decided on the device: :meth:`step` takes the
   flag as a device tensor. Torch's fused optimizers (``adamw``, whose kernel returns when the flag is
   set and undoes its step count) and GPro skip without the host reading the flag; every other
   optimizer reads it back (a host synchronisation on a GPU, none on the CPU), listed by
-  :attr:`TrainOptimizer.syncs_to_skip`.
+  :attr:`TrainOptimizer.syncs_to_skip`. Fused SGD with momentum reads it back on its first update
+  only: that step allocates its momentum buffers uninitialised and leaves the kernel to fill them,
+  so a first step skipped on the device would keep garbage as momentum.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ class TrainOptimizer:
             g["initial_lr"] = g["lr"]
         self.scheduler = build_scheduler(self.optimizer, t)
         self.syncs_to_skip = not skips_on_device(self.optimizer)
+        self._state_ready = False  # whether a device skip leaves the state as it was (decided at the steps)
+        self._train_weights: list[torch.Tensor] | None = None  # set aside by eval(), put back by train()
 
     @property
     def lr(self) -> float:
@@ -70,7 +75,9 @@ class TrainOptimizer:
         the run (its batches are consumed and the schedule moves on), but the weights and the
         optimizer's own state (moments, step count) stay as they were."""
         opt = self.optimizer
-        if not self.syncs_to_skip:
+        if not self.syncs_to_skip and not self._state_ready:
+            self._state_ready = _state_ready(opt)  # once true, it stays
+        if not self.syncs_to_skip and self._state_ready:
             opt.found_inf = found_inf
             try:
                 opt.step()
@@ -81,7 +88,44 @@ class TrainOptimizer:
         self.scheduler.step()
 
     def train(self) -> None:
+        """Training weights in the model (before training forwards): for a schedule-free optimizer,
+        those :meth:`eval` set aside, bit for bit."""
         set_train_mode(self.optimizer, True)
+        if self._train_weights is not None:
+            with torch.no_grad():  # in place: compiled graphs keep the parameters' addresses
+                torch._foreach_copy_(_params(self.optimizer), self._train_weights)
+            self._train_weights = None
 
-    def eval(self) -> None:
+    def eval(self, keep_train_weights: bool = True) -> None:
+        """Evaluation weights in the model (schedule-free averaging; a no-op for other optimizers).
+        ``keep_train_weights``: set the training weights aside for :meth:`train` (a copy of the
+        parameters while evaluating); False when training is over."""
+        if keep_train_weights and self._train_weights is None and _has_eval_weights(self.optimizer):
+            self._train_weights = [p.detach().clone() for p in _params(self.optimizer)]
         set_train_mode(self.optimizer, False)
+
+
+def _params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for g in optimizer.param_groups for p in g["params"]]
+
+
+def _has_eval_weights(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``eval()`` swaps other weights in (schedule-free) now: it has the method and is in
+    training mode (its ``train_mode`` flag, on itself or on every group)."""
+    if not callable(getattr(optimizer, "eval", None)):
+        return False
+    if hasattr(optimizer, "train_mode"):
+        return bool(optimizer.train_mode)
+    flags = [g["train_mode"] for g in optimizer.param_groups if "train_mode" in g]
+    return all(flags) if flags else True
+
+
+def _state_ready(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether a step skipped on the device leaves the optimizer's state as it was. Not so for torch's
+    fused SGD with momentum before its first update: it creates the momentum buffers with
+    ``torch.empty_like`` and relies on the kernel, which returns at once when the flag is set, to
+    fill them (the next update then starts from whatever memory they got)."""
+    if isinstance(optimizer, torch.optim.SGD):
+        return all(optimizer.state.get(p, {}).get("momentum_buffer") is not None  # .get: adds no state
+                   for g in optimizer.param_groups if g["momentum"] for p in g["params"] if p.grad is not None)
+    return True

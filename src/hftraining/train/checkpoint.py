@@ -427,9 +427,39 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
 
 
 def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
-    """Load a checkpoint's optimizer state into ``optimizer`` in place."""
+    """Load a checkpoint's optimizer state into ``optimizer`` in place, every state tensor in the
+    dtype it was saved in."""
     opt_meta = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
-    optimizer.load_state_dict(optimizer_state_from_flat(load_file(str(path / "optimizer.safetensors")), opt_meta))
+    saved = optimizer_state_from_flat(load_file(str(path / "optimizer.safetensors")), opt_meta)
+    optimizer.load_state_dict(saved)
+    _restore_state_dtypes(optimizer, saved)
+
+
+def _restore_state_dtypes(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Put back the saved dtype of every optimizer state tensor. ``load_state_dict`` casts each
+    floating one but ``step`` to its parameter's dtype, so a state kept in another precision on
+    purpose (Kron's ``mu_dtype``, a float32 moment of bfloat16 weights) came back changed and the
+    resumed run no longer continued bit for bit."""
+    ids = [i for g in saved["param_groups"] for i in g["params"]]
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    def restore(old: Any, new: Any) -> Any:
+        if isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor):
+            return old.to(device=new.device) if old.dtype != new.dtype else new
+        if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)) and len(old) == len(new):
+            back = [restore(o, n) for o, n in zip(old, new)]
+            return new if all(b is n for b, n in zip(back, new)) else type(new)(back)
+        if isinstance(old, dict) and isinstance(new, dict):
+            back = {k: restore(old[k], v) if k in old else v for k, v in new.items()}
+            return new if all(back[k] is v for k, v in new.items()) else back
+        return new
+
+    for i, p in zip(ids, params):
+        if i in saved["state"] and p in optimizer.state:
+            live = optimizer.state[p]
+            for k, v in saved["state"][i].items():
+                if k in live:
+                    live[k] = restore(v, live[k])
 
 
 def load_weights(folder: Path, model: torch.nn.Module) -> None:

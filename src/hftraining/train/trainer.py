@@ -13,6 +13,7 @@ the report) belong to :mod:`hftraining.train.runner`, the one lifecycle of every
 from __future__ import annotations
 
 import json
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from hftraining.core.jsonio import dumps, read_jsonl
 from hftraining.data import augment
 from hftraining.data.pipeline import PreparedData
 from hftraining.data.labels import CROSS_SECTIONAL
-from hftraining.data.windows import DateSampler, EpochSampler, WindowSet, date_groups
+from hftraining.data.windows import DateSampler, EpochSampler, WindowSet, date_groups, to_device
 from hftraining.eval import metrics
 from hftraining.models import ForecastModel, build_model
 from hftraining.models.losses import compute_loss
@@ -60,7 +61,7 @@ class TrainerState:
     consecutive_nonfinite: int = 0
     best_metric: float | None = None
     best_step: int | None = None
-    best_checkpoint: str | None = None
+    best_checkpoint: str | None = None  # the folder name (step-N) under checkpoints/ of the best step, if saved
     evals_without_improvement: int = 0
     stopped_early: bool = False
     sampler: dict[str, int] = field(default_factory=dict)
@@ -78,7 +79,7 @@ class _Pending:
     step: int  # global step after it
     idx: np.ndarray  # windows of its last micro-batch, to name them in an error
     lr: float  # the learning rate its update used
-    stats: torch.Tensor  # (P + 3,) float64 on the device: loss, P loss parts, grad norm, skipped (0/1)
+    stats: torch.Tensor  # (P + 4,) float64 on the device: loss, P loss parts, grad norm, skipped (0/1), loss scale
 
 
 @dataclass
@@ -224,9 +225,19 @@ class Trainer:
                 self.ckpt_root, self.state.global_step, self.model, self.optimizer, self.trainer_state(), self.cfg.to_dict(),
                 rng=rng, scaler=self.scaler,
             )
-            protect = {path} | ({Path(self.state.best_checkpoint)} if self.state.best_checkpoint else set())
+            best = self.best_checkpoint_path()
+            protect = {path} | ({best} if best is not None else set())
             ckpt.rotate(self.ckpt_root, self.cfg.training.save_total_limit, protect)
         barrier(self.info)
+
+    def best_checkpoint_path(self) -> Path | None:
+        """The best step's checkpoint folder in this run's ``checkpoints/``. Found by its name: a run
+        folder moved or copied (or an ``output_dir`` relative to another working directory) keeps its
+        best checkpoint; a path saved whole pointed at the old place, so rotation deleted the real
+        best and ``load_best_model_at_end`` read the old folder's. Older states hold a whole path:
+        its last part is the name."""
+        best = self.state.best_checkpoint
+        return self.ckpt_root / Path(best).name if best else None
 
     def resume(self, path: Path) -> None:
         raw = ckpt.load_checkpoint(path, self.model, self.optimizer, self.info, self.scaler)  # this rank's RNGs, the scaler
@@ -272,9 +283,10 @@ class Trainer:
         opt = self.opt
         lr, create_graph = opt.lr, opt.create_graph()
         self.zero_grad()
+        batches = [self.sampler.next_batch() for _ in range(accum)]  # drawn first: their sizes weigh the losses
+        weights = self._micro_weights(batches)
         micro_stats = []
-        for micro in range(accum):
-            idx = self.sampler.next_batch()
+        for micro, idx in enumerate(batches):
             self._window.samples += len(idx) * self.info.world_size
             b = self._batch(idx)
             sync = self.ddp is None or micro == accum - 1  # DDP reduces gradients on the last micro-batch
@@ -285,7 +297,8 @@ class Trainer:
                     loss, parts = self.forward_loss(b["x"], b.get("mask"), b["past"], b["y"], b.get("groups"))
                     micro_stats.append(torch.stack([loss.detach(), *(v.detach() for v in parts.values())]))  # (1 + P,)
                     self._part_names = list(parts)
-                    scaled = loss / accum  # mean over micro-batches, as one big batch would give
+                    # the micro-batch's share of one big batch's mean
+                    scaled = loss / accum if weights is None else loss * weights[micro]
                     if self.scaler is not None:
                         scaled = self.scaler.scale(scaled)
                     scaled.backward(create_graph=create_graph)
@@ -297,7 +310,10 @@ class Trainer:
                     ) from None
                 except RuntimeError as e:
                     raise RuntimeError(f"training batch failed at {self._describe(idx)}: {e}") from e
-        stats = torch.stack(micro_stats).double().mean(0)  # (1 + P,) the step's loss and parts
+        if weights is None:
+            stats = torch.stack(micro_stats).double().mean(0)  # (1 + P,) the step's loss and parts
+        else:
+            stats = sum(m.double() * w for m, w in zip(micro_stats, weights))
         if self.scaler is not None:
             self.scaler.unscale_(opt.optimizer)
         if t.max_grad_norm > 0:
@@ -307,27 +323,53 @@ class Trainer:
         skip = (~(torch.isfinite(stats[0]) & torch.isfinite(grad_norm))).float()  # 0-dim on the device
         all_reduce_max(skip, self.info)  # every rank skips together
         opt.step(skip)
+        used = self.scaler._get_scale_async() if self.scaler is not None else None  # the scale this step used
+        scale = used.detach().double().reshape(1) if used is not None else stats.new_ones(1)  # a copy: update() changes it
         if self.scaler is not None:
             self.scaler.update()
         self.state.global_step += 1
         self._pending.append(_Pending(self.state.global_step, idx, lr, torch.cat(
-            [stats, grad_norm.detach().double().reshape(1), skip.double().reshape(1)])))
+            [stats, grad_norm.detach().double().reshape(1), skip.double().reshape(1), scale])))
+
+    def _micro_weights(self, batches: list[np.ndarray]) -> list[float] | list[torch.Tensor] | None:
+        """The factor on each micro-batch's loss that makes the accumulated gradient that of one big
+        batch (of every micro-batch of every rank; DDP averages the ranks' gradients). None: 1/accum,
+        when the micro-batches are of one size (batches of windows), or hold ``dates_per_batch`` dates
+        each for a cross-sectional loss (a mean over dates). Batches of dates for a mean over
+        windows (``model.loss: mse``) vary in size, every symbol of a date being in: ``n_i · world /
+        N`` of the ``N`` windows of the step; with several ranks as 0-dim device tensors (the total
+        comes from an all-reduce on the device, no host wait)."""
+        if self.cfg.data.batching != "dates" or self.cfg.model.loss != "mse":
+            return None
+        if not self.info.enabled:
+            total = sum(len(b) for b in batches)
+            return [len(b) / total for b in batches]
+        n = to_device(torch.tensor([len(b) for b in batches], dtype=torch.float64), self.device)  # (accum,)
+        total = all_reduce_sum(n.sum(), self.info)
+        return list((n * self.info.world_size / total).float().unbind())
 
     def read_back(self) -> None:
         """The one host synchronisation of training (at logging, evaluation and checkpoint steps): the
         numbers of the steps taken since the last read come back in one copy, and the skip counters
-        and the ``max_consecutive_nonfinite`` abort are applied to them in step order."""
+        and the ``max_consecutive_nonfinite`` abort are applied to them in step order.
+
+        A step fp16's gradient scaler skipped with a finite loss while its scale was above 1 is the
+        scaler finding its scale (the scaled gradients overflowed; it halves the scale): counted as
+        skipped, but not as one of the non-finite steps in a row that stop the run."""
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        rows = torch.stack([p.stats for p in pending]).cpu().numpy()  # (steps, P + 3)
+        rows = torch.stack([p.stats for p in pending]).cpu().numpy()  # (steps, P + 4)
         limit = self.cfg.training.max_consecutive_nonfinite
         w = self._window
         for p, r in zip(pending, rows):
-            if r[-1] > 0:
+            loss, grad_norm, skipped, scale = r[0], r[-3], r[-2], r[-1]
+            if skipped > 0:
                 self.state.skipped_steps += 1
-                self.state.consecutive_nonfinite += 1
                 w.skipped = True
+                if self.scaler is not None and np.isfinite(loss) and scale > 1:
+                    continue  # an overflow of the loss-scaled gradients
+                self.state.consecutive_nonfinite += 1
                 if self.state.consecutive_nonfinite >= limit:
                     raise NonFiniteError(
                         f"training stopped: {self.state.consecutive_nonfinite} optimizer steps in a row had a "
@@ -336,9 +378,9 @@ class Trainer:
                     )
             else:
                 self.state.consecutive_nonfinite = 0
-                w.losses.append(float(r[0]))
-                w.grad_norm = float(r[-2])
-                w.parts = {k: float(v) for k, v in zip(self._part_names, r[1:-2])}
+                w.losses.append(float(loss))
+                w.grad_norm = float(grad_norm)
+                w.parts = {k: float(v) for k, v in zip(self._part_names, r[1:-3])}
         self._last_lr = pending[-1].lr
 
     def _log_training(self, step: int) -> None:
@@ -368,6 +410,8 @@ class Trainer:
         n = len(ws)
         if max_batches is not None:
             n = min(n, max_batches * self.cfg.data.eval_batch_size)
+            if cross_sectional(self.cfg) and n < len(ws):
+                n = _whole_dates(ws.times, n)
         shard = np.array_split(np.arange(n), self.info.world_size)[self.info.rank]
         if self.opt is not None:
             self.opt.eval()  # schedule-free: evaluate the averaged weights
@@ -396,12 +440,14 @@ class Trainer:
         return out
 
     def _after_eval(self, metrics: dict[str, float]) -> None:
-        """Track the best step and early stopping on ``evaluation.metric``."""
+        """Track the best step and early stopping on ``evaluation.metric``. A NaN score (a model that
+        emits NaN, or an IC without a cross-section to measure) is never an improvement: as the
+        best, no later score could beat it."""
         name = self.cfg.evaluation.metric
         value = metrics[name]
         t = self.cfg.training
         best = self.state.best_metric
-        if best is None or value < best - t.early_stopping_threshold:
+        if not math.isnan(value) and (best is None or value < best - t.early_stopping_threshold):
             self.state.best_metric, self.state.best_step = value, self.state.global_step
             self.state.evals_without_improvement = 0
         else:
@@ -470,9 +516,10 @@ class Trainer:
                 new_best = self.state.best_step == step
             # with load_best_model_at_end every new best is saved, whatever save_steps says, so the
             # final model is the one that was scored best
-            if save_now or self.state.stopped_early or (new_best and t.load_best_model_at_end):
-                if new_best:
-                    self.state.best_checkpoint = str(self.ckpt_root / f"step-{step:08d}")
+            save = save_now or self.state.stopped_early or (new_best and t.load_best_model_at_end)
+            if new_best:  # the checkpoint of the best step, or none: an older one no longer holds the best
+                self.state.best_checkpoint = f"step-{step:08d}" if save else None
+            if save:
                 self.save_checkpoint()
 
     def final_weights(self) -> None:
@@ -480,22 +527,22 @@ class Trainer:
         (schedule-free averaging) of the last step, or with ``training.load_best_model_at_end`` those
         of the best checkpoint, the weights its validation scored. A checkpoint holds the training
         weights and the optimizer state, so schedule-free evaluation weights are rebuilt from both
-        (equal to the scored ones to float rounding: the saved training weights went through the
-        evaluation's switch and back)."""
+        (the very weights scored: evaluating puts the training weights back exactly, see
+        :meth:`~hftraining.optim.stepper.TrainOptimizer.train`)."""
         t = self.cfg.training
         if t.load_best_model_at_end and self.opt is not None:
-            best = self.state.best_checkpoint
+            best = self.best_checkpoint_path()
             if best is None:  # no validation window, so no score: say so rather than pretend
                 self.logger.info("training.load_best_model_at_end: no validation score, the final model is the last step's")
-            elif not Path(best).is_dir():
+            elif not best.is_dir():
                 raise UserError(f"training.load_best_model_at_end: the best checkpoint {best} is gone")
             else:
-                ckpt.load_weights(Path(best), self.model)
-                ckpt.load_optimizer(Path(best), self.optimizer)
+                ckpt.load_weights(best, self.model)
+                ckpt.load_optimizer(best, self.optimizer)
                 self.logger.info("final model = best checkpoint (step %s, eval_%s=%.6g)",
                                  self.state.best_step, self.cfg.evaluation.metric, self.state.best_metric)
         if self.opt is not None:
-            self.opt.eval()
+            self.opt.eval(keep_train_weights=False)  # training is over
         self.model.eval()
 
     def close(self) -> None:
@@ -522,6 +569,17 @@ def cross_sectional(cfg: Config) -> bool:
     """Whether the run learns a cross-section (a per-date label or loss): validation then keeps whole
     dates and reports the rank IC as its loss-like metric."""
     return cfg.model.loss != "mse" or cfg.data.target in CROSS_SECTIONAL
+
+
+def _whole_dates(times: np.ndarray, n: int) -> int:
+    """How many of the first ``n`` windows (as-of ``times``, in date order) to keep so that no date is
+    cut: ``n`` less the first windows of a date that goes on past it (the first date whole when it
+    alone has more than ``n``). Windows not in date order: ``n``."""
+    head = times[: n + 1]
+    if len(head) < 2 or np.any(head[1:] < head[:-1]):
+        return n
+    cut = int(np.searchsorted(head, head[n], side="left")) if n < len(times) else n
+    return cut if cut > 0 else int(np.searchsorted(times, times[0], side="right"))
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
