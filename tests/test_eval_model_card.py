@@ -152,3 +152,25 @@ def test_card_of_a_cross_sectional_label_names_the_baseline_its_verdict_names_an
     assert meta["test_metrics"]["rank_ic_diff_p_vs_strongest_baseline"] == diff["p_value"]
     assert "| naive:repeat (strongest baseline by rank IC) |" in body and "| naive:drift (strongest baseline by MSE) |" in body
     assert "log returns" not in body and "forecast_cs_rank" in body and "ranks of the 1-step log return" in body
+
+
+def test_card_of_best_weights_says_which_step_they_are(tmp_path, monkeypatch):
+    """With load_best_model_at_end the folder holds the best step's weights, not the last's: the card
+    says trained for 6 steps and the weights are step 2's (it said only "trained for 6 steps")."""
+    import hftraining.train.trainer as trainer_mod
+
+    evaluate = trainer_mod.Trainer.evaluate
+
+    def scripted(self, ws, max_batches=None):  # validation scores best at step 2
+        out = evaluate(self, ws, max_batches)
+        if ws is self.val_windows:
+            out["mse"] = {2: 0.1, 4: 0.5, 6: 0.6}[self.state.global_step]
+        return out
+
+    monkeypatch.setattr(trainer_mod.Trainer, "evaluate", scripted)
+    cfg = load_config(None, tiny(tmp_path / "run", "training.max_steps=6", "evaluation.eval_steps=2", "training.save_steps=0",
+                                 "training.load_best_model_at_end=true", "output.tensorboard=false"))
+    with training_run(cfg) as done:
+        meta, body = _split((done.run_dir / "final" / CARD_NAME).read_text(encoding="utf-8"))
+    assert meta["trained_steps"] == 6 and meta["weights_from_step"] == 2
+    assert "the weights are step 2's" in body

@@ -442,3 +442,17 @@ def test_a_moved_run_folder_keeps_its_best_checkpoint(tmp_path):
     assert [s for s, _ in list_checkpoints(moved / "checkpoints")] == kept
     again = load_file(str(moved / "final" / "model.safetensors"))
     assert all(torch.equal(final[k], again[k]) for k in final)
+
+
+def test_resume_with_no_checkpoint_starts_clean(tmp_path):
+    """A run killed before its first checkpoint left logs; --resume then starts fresh, and fresh means
+    clean: the dead run's metrics.jsonl lines and TensorBoard events no longer join the new run's."""
+    out = tmp_path / "run"
+    (out / "tensorboard").mkdir(parents=True)
+    (out / "tensorboard" / "events.out.tfevents.dead").write_bytes(b"old")
+    (out / "metrics.jsonl").write_text('{"step": 2, "loss": 99.0}\n{"step": 4, "loss": 98.0}\n')
+    _train_in_process(out, "training.resume_from_checkpoint=auto", "training.max_steps=4", "training.save_steps=0",
+                      "evaluation.eval_steps=0")
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r.get("loss") not in (98.0, 99.0) for r in records) and records[0]["step"] == 2
+    assert not (out / "tensorboard" / "events.out.tfevents.dead").exists()

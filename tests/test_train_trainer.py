@@ -200,6 +200,7 @@ def test_load_best_model_at_end_keeps_the_weights_that_scored_best(tiny_override
         else:  # evaluation weights rebuilt from the checkpoint's training weights and optimizer state:
             assert torch.equal(final[k], v), k  # the same, since evaluating puts the training weights back exactly
     assert any((final[k] - v).abs().max() > 1e-5 for k, v in scored[8].items())
+    assert tr.weights_step() == 6  # what the model card says the folder's weights are (trained 8 steps)
 
 
 def test_resumed_run_logs_the_same_training_records(tmp_path):

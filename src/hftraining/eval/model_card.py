@@ -176,9 +176,11 @@ def _data_section(cfg: dict[str, Any], rep: dict[str, Any]) -> list[str]:
 
 def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], preprocessing: dict[str, Any],
                model: ForecastModel, step: int, result: dict[str, Any] | None = None,
-               not_evaluated: str = NOT_EVALUATED) -> str:
+               not_evaluated: str = NOT_EVALUATED, weights_step: int | None = None) -> str:
     """The card's Markdown for the model folder ``folder``: ``result`` is eval.json's content (None:
-    the test metrics were not computed, for the reason ``not_evaluated``); ``step``: optimizer steps trained."""
+    the test metrics were not computed, for the reason ``not_evaluated``); ``step``: optimizer steps trained;
+    ``weights_step``: the step whose weights the folder holds when it is not the last
+    (``training.load_best_model_at_end``: the best validation score's)."""
     folder = Path(folder)
     c = cfg.to_dict()
     mtype = cfg.model.type
@@ -189,6 +191,7 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
     meta: dict[str, Any] = {
         "library_name": "hftraining", "tags": ["time-series-forecasting", "finance", "hftraining", mtype],
         "model_type": mtype, "parameters": n_params, "trained_steps": int(step),
+        **({"weights_from_step": int(weights_step)} if weights_step is not None else {}),
         "horizon": H, "sequence_length": L, "symbols": list(data_report.get("symbols") or []),
         "evaluated": bool(result),
     }
@@ -203,7 +206,10 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
              f"# {folder.parent.name or folder.name}: a {mtype} forecaster", "",
              f"A `{mtype}` model ({n_params:,} parameters) that forecasts {_what(target, H)} from the "
              f"last {L} rows of {len(columns)} feature columns, trained for {step:,} optimizer steps with hftraining "
-             f"{__version__}. This folder holds `config.json` (the architecture), `model.safetensors` (the weights) and "
+             f"{__version__}"
+             + (f" (the weights are step {weights_step:,}'s, its best validation score: "
+                "training.load_best_model_at_end)" if weights_step is not None else "")
+             + ". This folder holds `config.json` (the architecture), `model.safetensors` (the weights) and "
              "`preprocessing.json` (features, scaler, window), all that loading needs; the run folder around it "
              "holds the resolved config, the data report, the checkpoints, `eval.json` and the report.", ""]
     lines += ["## Verdict", ""]

@@ -71,8 +71,10 @@ def prepare_run_dir(cfg: Config, info: DistInfo) -> tuple[Path, Path | None]:
         path = ckpt.resolve_resume(t.resume_from_checkpoint, ckpt_root, main=info.is_main)
         if path is not None:
             check_resumable(cfg, path)
-        return run_dir, path
-    if ckpt.list_checkpoints(ckpt_root) and not cfg.output.overwrite:
+            return run_dir, path
+        # nothing to resume: a fresh start, cleaned as one (a run killed before its first checkpoint left
+        # its metrics.jsonl, train.log and TensorBoard events, which the new run's would have joined)
+    elif ckpt.list_checkpoints(ckpt_root) and not cfg.output.overwrite:
         raise UserError(
             f"{run_dir}: already holds checkpoints; continue it with --resume "
             "(training.resume_from_checkpoint=auto) or start over with output.overwrite=true"
@@ -112,6 +114,7 @@ class TrainedRun:
     device: torch.device
     precision: str  # the training precision, also used to evaluate
     logger: RunLogger  # still open: lines go to the console and train.log
+    weights_step: int | None = None  # the step whose weights ``model`` holds, when not the last (load_best_model_at_end)
 
     @property
     def is_main(self) -> bool:
@@ -174,9 +177,10 @@ def training_run(
         if save_final and info.is_main:
             final = ckpt.save_final(run_dir, trainer.model, data.preprocessing.to_dict())
             # the card says "not evaluated" until the caller's test evaluation rewrites it
-            write_model_card(final, cfg, data.report, data.preprocessing.to_dict(), trainer.model, trainer.state.global_step)
+            write_model_card(final, cfg, data.report, data.preprocessing.to_dict(), trainer.model, trainer.state.global_step,
+                             weights_step=trainer.weights_step())
         yield TrainedRun(cfg, run_dir, data, trainer.model, trainer.state, info, trainer.device,
-                         trainer.precision, trainer.logger)
+                         trainer.precision, trainer.logger, trainer.weights_step())
         if info.is_main:
             trainer.logger.info("run folder: %s", run_dir)
         barrier(info)  # the other ranks wait while the main rank evaluates

@@ -522,6 +522,13 @@ class Trainer:
             if save:
                 self.save_checkpoint()
 
+    def weights_step(self) -> int | None:
+        """The step whose weights :meth:`final_weights` keeps when it is not the last one (the best
+        checkpoint's, under ``training.load_best_model_at_end``); None: the last step's."""
+        if not (self.cfg.training.load_best_model_at_end and self.opt is not None and self.best_checkpoint_path()):
+            return None
+        return None if self.state.best_step == self.state.global_step else self.state.best_step
+
     def final_weights(self) -> None:
         """Leave the model with the weights the run keeps: the optimizer's evaluation weights
         (schedule-free averaging) of the last step, or with ``training.load_best_model_at_end`` those
