@@ -204,7 +204,8 @@ def _metrics_section(doc: _Doc, result: dict[str, Any], fc=None) -> None:
     doc.heading(f"Forecast metrics ({result.get('split', 'test')} split)")
     doc.para(f"{result['n_windows']} windows × {result['horizon']} steps, {result.get('n_symbols', '?')} symbols, "
              f"{result.get('n_dates', '?')} dates; {result.get('units', 'log returns')}. IC: Spearman correlation of forecast and realised "
-             "return across symbols per date, averaged over dates; IC pooled: over all pairs.")
+             "return across symbols per date and step, averaged over every (date, step) with at least 3 symbols; "
+             "IC pooled: over all pairs.")
     dm = result.get("dm", {})
     rows = []
     for name, m in [("model", result["model"])] + list(result["baselines"].items()):
