@@ -12,6 +12,7 @@ the report) belong to :mod:`hftraining.train.runner`, the one lifecycle of every
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import time
@@ -554,6 +555,12 @@ class Trainer:
 
     def close(self) -> None:
         self.logger.close()
+        if self.ddp is not None:
+            # the DDP reducer and the collective work it holds go before their process group does: left to
+            # the interpreter's exit, Gloo's worker threads can free them with the interpreter half torn down
+            # and abort the process ("terminate called without an active exception", exit -6 on a rank)
+            self.ddp = None
+            gc.collect()
 
 
 def compile_mode(cfg: Config, device_type: str, world_size: int) -> str:
