@@ -46,7 +46,7 @@ def _training_rows(d: DataConfig):
     """Independently of ``prepare``: the validated frames' feature rows, and each symbol's rows of
     the chronological training split (float64)."""
     frames = load_and_validate(d)[0]
-    rows, _ = build_rows(frames, d.features)
+    rows, _ = build_rows(frames, d.features, tz=d.timezone)
     train = {}
     for k, sym in enumerate(rows.symbols):
         seg = chronological_split(int(rows.lengths[k]), d.train_ratio, d.val_ratio, d.embargo)["train"]
@@ -137,7 +137,7 @@ def test_stride_spaces_training_windows_and_keeps_the_latest():
 def test_min_rows_skips_short_symbols_and_keeps_the_others(tmp_path):
     base = dict(symbols=["AEM", "ARM"], sequence_length=20, prediction_horizon=3, cache_dir=str(tmp_path / "cache"))
     frames = load_and_validate(DataConfig(**base))[0]
-    rows, _ = build_rows(frames, DataConfig().features)
+    rows, _ = build_rows(frames, DataConfig().features, tz="UTC")
     usable = dict(zip(rows.symbols, (int(n) for n in rows.lengths)))
     assert usable["ARM"] < usable["AEM"]  # ARM is the short one
     # exactly ARM's usable rows: both are kept, through the data folder and through given frames
@@ -319,7 +319,7 @@ def test_walk_forward_rolling_slides_a_fixed_length_training_span(tmp_path):
     assert res["scheme"] == "rolling" and [f["fold"] for f in res["folds"]] == [1, 2, 3]
     assert json.loads((tmp_path / "wf" / "walkforward" / "walkforward.json").read_text())["n_folds"] == K
     frames = read_frames(cfg.data)[0]
-    rows, _ = build_rows(frames, cfg.data.features)
+    rows, _ = build_rows(frames, cfg.data.features, tz=cfg.data.timezone)
     folds = [prepare_fold(cfg, frames, k, K, "rolling") for k in range(K)]
     assert [f["train_windows"] for f in res["folds"]] == [len(d.train) for d in folds]
     for sid, sym in enumerate(rows.symbols):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from hftraining.core.config import DataConfig
+from hftraining.core.config import DataConfig, load_config
 from hftraining.data import pipeline
 from hftraining.data.features import FEATURES, build_features, check_specs, compute_features, feature_columns, feature_warmup, parse_spec
 from hftraining.data.synth import synth_ohlcv
@@ -130,6 +132,65 @@ def test_calendar_features_use_the_utc_timestamp():
     assert cal["hour_cos"] == pytest.approx(np.cos(2 * np.pi * 270 / 1440))
 
 
+NY = "America/New_York"
+
+
+def _bars(*utc: str) -> pd.DataFrame:
+    return pd.DataFrame({"timestamp": pd.to_datetime(list(utc), utc=True)})
+
+
+def test_hour_and_calendar_features_read_the_exchange_clock_in_data_timezone():
+    """A New York 09:30 bar is 14:30 UTC in January and 13:30 UTC in July (daylight saving): with
+    data.timezone America/New_York its hour feature is one value all year, under UTC it moves."""
+    jan, jul = "2026-01-06 14:30", "2026-07-07 13:30"  # both 09:30 in New York
+    local = compute_features(_bars(jan, jul), ["hour"], tz=NY)
+    np.testing.assert_array_equal(local.iloc[0], local.iloc[1])
+    assert local["hour_cos"].iloc[0] == pytest.approx(np.cos(2 * np.pi * (9 * 60 + 30) / 1440))
+    for utc in (compute_features(_bars(jan, jul), ["hour"], tz="UTC"), compute_features(_bars(jan, jul), ["hour"])):
+        assert not np.allclose(utc.iloc[0], utc.iloc[1])
+    # Friday 21:00 in New York is Saturday 01:00 UTC: the local weekday is Friday
+    fri = compute_features(_bars("2026-07-11 01:00"), ["calendar"], tz=NY).iloc[0]
+    assert fri["dow_sin"] == pytest.approx(np.sin(2 * np.pi * 4 / 7))
+    sat = compute_features(_bars("2026-07-11 01:00"), ["calendar"], tz="UTC").iloc[0]
+    assert sat["dow_sin"] == pytest.approx(np.sin(2 * np.pi * 5 / 7))
+    # every other feature, and the timestamps kept beside the features, are the same instants in UTC
+    f = synth_ohlcv(400, seed=4, start="2026-03-02", freq="30min")
+    other = [s for s in ALL_SPECS if s not in ("calendar", "hour")]
+    np.testing.assert_array_equal(compute_features(f, other, tz=NY).to_numpy(), compute_features(f, other).to_numpy())
+    feats, _ = build_features(f, ["log_return_1", "hour"], "SYN", tz=NY)
+    assert str(feats["timestamp"].dtype) == "datetime64[ns, UTC]"
+
+
+def test_data_timezone_defaults_to_utc_and_an_unknown_zone_is_one_line_naming_the_key():
+    assert DataConfig().timezone == "UTC" and load_config(None, [f"data.timezone={NY}"]).data.timezone == NY
+    for bad in ("Mars/Base", "utc", "America", '""', "/etc/localtime", "../x"):
+        with pytest.raises(ConfigError) as e:
+            load_config(None, [f"data.timezone={bad}"])
+        assert str(e.value).startswith("data.timezone:") and "IANA" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="^data.timezone: 'Mars/Base'"):  # a hand-edited model folder's value
+        compute_features(_bars("2026-01-06 14:30"), ["hour"], tz="Mars/Base")
+
+
+def test_a_model_folder_written_without_data_timezone_means_utc():
+    pre = pipeline.prepare(DataConfig(sequence_length=20, prediction_horizon=3, features=["log_return_1", "hour"]),
+                           frames={"A": synth_ohlcv(300, seed=1, freq="30min")}).preprocessing
+    saved = pre.to_dict()
+    assert saved["data"]["timezone"] == "UTC"  # recorded in preprocessing.json
+    del saved["data"]["timezone"]  # as an older version wrote it
+    assert pipeline.Preprocessing.from_dict(saved).data_config().timezone == "UTC"
+
+
+def test_the_feature_store_key_holds_data_timezone(tmp_path):
+    from hftraining.data.rows import RowsNeeded
+    from hftraining.data.sources import units
+    from hftraining.data.store import store_key
+
+    synth_ohlcv(300, seed=1, freq="30min").to_csv(tmp_path / "A.csv", index=False)
+    d = DataConfig(data_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"), features=["log_return_1", "hour"])
+    keys = {tz: store_key(units(d), dataclasses.replace(d, timezone=tz), RowsNeeded.of(d)) for tz in ("UTC", NY, "Europe/London")}
+    assert len(set(keys.values())) == 3
+
+
 # --- causality ---------------------------------------------------------------------------------
 
 
@@ -145,11 +206,12 @@ def _perturb_after(frame: pd.DataFrame, t: int, rng: np.random.Generator) -> pd.
     return out
 
 
-def test_features_never_use_later_rows(frame):
+@pytest.mark.parametrize("tz", [None, "America/New_York"])
+def test_features_never_use_later_rows(frame, tz):
     rng = np.random.default_rng(0)
-    base = compute_features(frame, ALL_SPECS).to_numpy()
+    base = compute_features(frame, ALL_SPECS, tz=tz).to_numpy()
     for t in rng.integers(60, len(frame) - 2, 8):
-        other = compute_features(_perturb_after(frame, int(t), rng), ALL_SPECS).to_numpy()
+        other = compute_features(_perturb_after(frame, int(t), rng), ALL_SPECS, tz=tz).to_numpy()
         np.testing.assert_array_equal(other[: t + 1], base[: t + 1], err_msg=f"t={t}")
         assert not np.allclose(other[t + 1 :], base[t + 1 :], equal_nan=True)  # the change did reach later rows
 

@@ -35,7 +35,7 @@ def frames():
 
 
 def test_market_columns_match_pandas_across_the_panel(frames):
-    rows, _ = build_rows(frames, ["log_return_1", "market_5_20"])
+    rows, _ = build_rows(frames, ["log_return_1", "market_5_20"], tz="UTC")
     cols = feature_columns(["market_5_20", "log_return_1"])
     assert cols == ["log_return_1", "MKT_RET5", "MKT_STD5", "MKT_RET20", "MKT_STD20"]  # per-symbol columns first
     assert rows.features.shape[1] == 5
@@ -54,7 +54,7 @@ def test_market_columns_match_pandas_across_the_panel(frames):
 def test_market_covariates_are_causal(frames):
     """A value at date t is unchanged when every row after t is changed or removed."""
     cut = pd.Timestamp(frames["SYN000"]["timestamp"].iloc[100])
-    base, _ = build_rows(frames, ["log_return_1", "market"])
+    base, _ = build_rows(frames, ["log_return_1", "market"], tz="UTC")
     rng = np.random.default_rng(1)
     changed = {}
     for s, f in frames.items():
@@ -67,7 +67,7 @@ def test_market_covariates_are_causal(frames):
     cut_frames = {s: f[f["timestamp"] <= cut].reset_index(drop=True) for s, f in frames.items()}
     early = base.times <= cut.value
     for other in (changed, cut_frames):
-        rows, _ = build_rows(other, ["log_return_1", "market"])
+        rows, _ = build_rows(other, ["log_return_1", "market"], tz="UTC")
         keep = rows.times <= cut.value
         np.testing.assert_array_equal(rows.features[keep], base.features[early])
 

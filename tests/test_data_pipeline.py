@@ -23,7 +23,7 @@ def test_no_window_crosses_a_symbol_or_split():
     d = DataConfig(symbols=["AEM", "ARM", "WPM"], sequence_length=30, prediction_horizon=5, embargo=2, split="per_symbol")
     p = prepare(d)
     frames = validated(d.symbols)
-    rows, _ = build_rows(frames, d.features)
+    rows, _ = build_rows(frames, d.features, tz=d.timezone)
     for name in ("train", "val", "test"):
         ws = p.split(name)
         assert len(ws) > 0
@@ -82,7 +82,7 @@ def test_splits_are_chronological_with_embargo(prepared):
             assert tr.max() < va.min() and va.max() < te.min()
     # the embargo: each symbol's first validation (test) row lies data.embargo of its own rows after
     # the cut, the shared first validation (test) date; counted here from the symbol's row dates
-    rows, _ = build_rows(validated(d.symbols), d.features)
+    rows, _ = build_rows(validated(d.symbols), d.features, tz=d.timezone)
     checked = 0
     for name, cut in (("val", p.report["split"]["val_from"]), ("test", p.report["split"]["test_from"])):
         ws, cut = p.split(name), pd.Timestamp(cut).value
@@ -108,7 +108,7 @@ def test_window_ends_keep_targets_inside_segment():
 def test_scaler_uses_training_rows_only(prepared):
     d, p = prepared
     # standardised training features have mean 0 / std 1; validation and test do not in general
-    rows, _ = build_rows(validated(d.symbols), d.features)
+    rows, _ = build_rows(validated(d.symbols), d.features, tz=d.timezone)
     val_from = pd.Timestamp(p.report["split"]["val_from"]).value  # the shared first validation date
     train_rows = np.concatenate([
         p.train.scaled_features(slice(int(rows.starts[k]), int(rows.starts[k]) + int((rows.times[rows.rows(k)] < val_from).sum())), k)

@@ -14,6 +14,7 @@ import re
 import reprlib
 import types
 import typing
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -185,6 +186,12 @@ class DataConfig:
     max_gap: Optional[str] = None
     """Intraday: no window (inputs and targets) spans a gap between consecutive rows longer than this
     duration (``"30min"``, ``"4h"``, ``"3D"``), e.g. overnight or over a weekend; ``None``: any gap."""
+    timezone: str = "UTC"
+    """IANA name of the exchange's time zone (``America/New_York``, ``Europe/London``) whose local clock
+    the ``calendar`` and ``hour`` features read: a session opening at 09:30 in New York has the same
+    hour feature in January and July (UTC would shift it by an hour across daylight saving), and a bar
+    late in the evening there falls on its local weekday. Timestamps stay UTC everywhere else (naive
+    ones in files are read as UTC). A model folder records it; one written without it means UTC."""
 
 
 @dataclass
@@ -202,7 +209,8 @@ class TrainingConfig:
     adam_epsilon: float = 1e-8
     """Denominator epsilon of ``adamw``, ``gpro``, ``lamb`` and ``adan``."""
     optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Extra keyword arguments passed to the optimizer's constructor."""
+    """Extra keyword arguments passed to the optimizer's constructor. Muon and its variants leave biases and
+    norms to an AdamW part whose ``adamw_lr`` is ``learning_rate`` unless set here (scheduled either way)."""
     lr_scheduler: Literal["constant", "linear", "cosine", "cosine_restarts", "wsd"] = "cosine"
     """Learning-rate schedule after linear warmup; counts optimizer steps."""
     warmup_ratio: float = 0.05
@@ -218,7 +226,9 @@ class TrainingConfig:
     max_steps: int = 1000
     """Optimizer steps (not micro-batches)."""
     gradient_accumulation_steps: int = 1
-    """Micro-batches per optimizer step; the loss is averaged over them."""
+    """Micro-batches per optimizer step; the loss is averaged over them as over one batch of them all (with
+    ``data.batching: dates``, whose micro-batches vary in size, each part by its windows or, for ``ic`` and
+    ``rank``, its dates)."""
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this (0 disables)."""
     use_mixed_precision: bool = False
@@ -728,6 +738,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.end_date: {d.end_date} must be after data.start_date {d.start_date}")
     if d.max_gap is not None:
         duration_ns(d.max_gap, "data.max_gap")
+    time_zone(d.timezone, "data.timezone")
     if t.weight_decay < 0:
         raise ConfigError(f"training.weight_decay: must be >= 0, got {t.weight_decay}")
     if not 0 <= t.min_lr_ratio <= 1:
@@ -754,6 +765,12 @@ def validate(cfg: Config) -> None:
     for name, low in (("backtest_topk", 1), ("backtest_topk_dropout", 0), ("backtest_rebalance", 1)):
         if getattr(e, name) < low:
             raise ConfigError(f"evaluation.{name}: must be >= {low}, got {getattr(e, name)}")
+    # auto resolves by the label; only a cross-sectional one is certain here: `evaluate` and `backtest` validate
+    # the run's evaluation section beside a default data section, and the backtest reports the rest
+    portfolio = "topk" if e.backtest_portfolio == "auto" and d.target in ("cs_zscore", "cs_rank") else e.backtest_portfolio
+    if portfolio != "auto" and backtest_ignored(e, portfolio):
+        raise ConfigError(backtest_ignored_text(e, portfolio, "evaluation.backtest_portfolio=auto with data.target="
+                                                f"{d.target}" if e.backtest_portfolio == "auto" else None))
     if not 0 < cfg.serve.port < 65536:
         raise ConfigError(f"serve.port: must be in 1..65535, got {cfg.serve.port}")
     positive("serve", cfg.serve, "max_body_bytes", "max_symbols", "max_rows", "request_timeout_s", "keep_alive_timeout_s")
@@ -783,6 +800,32 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"output.report_to: {', '.join(twice)} listed more than once")
 
 
+BACKTEST_PORTFOLIO_KEYS = {"backtest_positions": "per_symbol", "backtest_topk": "topk", "backtest_topk_dropout": "topk"}
+"""The ``evaluation.backtest_*`` keys that act under one backtest portfolio only, and that portfolio."""
+
+
+def backtest_ignored(e: EvaluationConfig, portfolio: str) -> list[str]:
+    """The keys of :data:`BACKTEST_PORTFOLIO_KEYS` that ``e`` sets to another value than their default and
+    that the resolved ``portfolio`` (``per_symbol`` or ``topk``) does not use."""
+    default = EvaluationConfig()
+    return [k for k, p in BACKTEST_PORTFOLIO_KEYS.items() if p != portfolio and getattr(e, k) != getattr(default, k)]
+
+
+def backtest_ignored_text(e: EvaluationConfig, portfolio: str, why: str | None = None) -> str:
+    """One line naming the keys :func:`backtest_ignored` finds: "evaluation.backtest_topk: 5 is ignored by the
+    per_symbol portfolio (evaluation.backtest_portfolio=per_symbol); ..." (``why``: how the portfolio was
+    resolved, when not by ``evaluation.backtest_portfolio`` itself)."""
+    keys = backtest_ignored(e, portfolio)
+    default = EvaluationConfig()
+    other = "topk" if portfolio == "per_symbol" else "per_symbol"
+    head = ", ".join(f"evaluation.{k}" for k in keys)
+    values = ", ".join(f"{shown(getattr(e, k))}" for k in keys)
+    resets = ", ".join(f"evaluation.{k}={shown(getattr(default, k))}" for k in keys)
+    return (f"{head}: {values} {'is' if len(keys) == 1 else 'are'} ignored by the {portfolio} portfolio "
+            f"({why or f'evaluation.backtest_portfolio={e.backtest_portfolio}'}); set evaluation.backtest_portfolio={other} "
+            f"to use {'it' if len(keys) == 1 else 'them'}, or leave {'it' if len(keys) == 1 else 'them'} at the default ({resets})")
+
+
 def split_date_ns(text: str, key: str) -> int:
     """A cut date of ``data.split_dates`` as int64 ns UTC (a date without a zone is UTC);
     ConfigError naming ``key`` when it is not a date."""
@@ -791,6 +834,16 @@ def split_date_ns(text: str, key: str) -> int:
     except (ValueError, TypeError):
         raise ConfigError(f"{key}: {shown(text)} is not a date (e.g. 2024-07-01)") from None
     return int((ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")).value)
+
+
+def time_zone(name: str, key: str) -> zoneinfo.ZoneInfo:
+    """The IANA time zone called ``name`` (``America/New_York``); ConfigError naming ``key`` when no
+    zone has that name (names are case-sensitive: ``UTC``, not ``utc``)."""
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (KeyError, ValueError, OSError):  # not found; an absolute path, not a zone file; a folder, too long
+        raise ConfigError(f"{key}: {shown(name)} is not an IANA time zone name (e.g. America/New_York, "
+                          "Europe/London, UTC)") from None
 
 
 def duration_ns(text: str, key: str) -> int:

@@ -10,6 +10,10 @@ Features that need volume (:data:`NEEDS_VOLUME`) cannot be computed for a symbol
 column is empty (FX, indices): :func:`build_features` raises :class:`EmptyVolume` for it, and
 training drops those features for every symbol of the run (:func:`drop_volume_features`, one rule
 for a panel), stating them under ``dropped_features`` in its data report.
+
+Time features (``calendar``, ``hour``) read the wall clock of the exchange's time zone
+(``data.timezone``, an IANA name; ``tz`` below): the feature functions see the frame's timestamps
+converted to it (:func:`local_frame`), everything else stays UTC.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 import pandas as pd
 import talib
 
-from hftraining.core.config import DataConfig
+from hftraining.core.config import DataConfig, time_zone
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.core.registry import Registry
 from hftraining.data.alpha158 import alpha158 as alpha158_table
@@ -163,7 +167,8 @@ def dist_low(f: pd.DataFrame, n: int = 20) -> dict[str, np.ndarray]:
 
 @FEATURES.register("calendar")
 def calendar(f: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Day of week and month of year (UTC) as points on the unit circle: dow_sin/cos, month_sin/cos."""
+    """Day of week and month of year (in ``data.timezone``: the timestamps' own zone, see
+    :func:`local_frame`) as points on the unit circle: dow_sin/cos, month_sin/cos."""
     ts = pd.DatetimeIndex(f["timestamp"])
     dow = 2 * np.pi * ts.day_of_week.to_numpy(dtype=np.float64) / 7
     month = 2 * np.pi * (ts.month.to_numpy(dtype=np.float64) - 1) / 12
@@ -228,7 +233,8 @@ def panel_specs(specs: list[str]) -> list[str]:
 
 @FEATURES.register("hour")
 def hour(f: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Time of day (UTC, to the minute) on the unit circle, for intraday data: hour_sin, hour_cos."""
+    """Time of day (in ``data.timezone``, see :func:`local_frame`; to the minute) on the unit circle, for
+    intraday data: hour_sin, hour_cos."""
     ts = pd.DatetimeIndex(f["timestamp"])
     x = 2 * np.pi * (ts.hour.to_numpy(dtype=np.float64) * 60 + ts.minute.to_numpy(dtype=np.float64)) / 1440
     return {"hour_sin": np.sin(x), "hour_cos": np.cos(x)}
@@ -265,9 +271,23 @@ def check_specs(specs: list[str]) -> None:
             raise ConfigError(f"data.features: {spec!r}: bad parameters ({e})") from None
 
 
-def _feature_matrix(frame: pd.DataFrame, specs: list[str]) -> tuple[np.ndarray, list[str]]:
+def local_frame(frame: pd.DataFrame, tz: str | None) -> pd.DataFrame:
+    """``frame`` with its ``timestamp`` column converted to the time zone ``tz`` (``data.timezone``, an
+    IANA name; naive timestamps are UTC, as the readers take them), which the time features read;
+    the same instants, so every other feature is unchanged. ``tz`` None: ``frame`` as it is (a
+    validated frame is UTC). ConfigError naming ``data.timezone`` for an unknown zone."""
+    if tz is None or "timestamp" not in frame.columns:
+        return frame
+    ts = pd.DatetimeIndex(frame["timestamp"])
+    ts = ts.tz_localize("UTC") if ts.tz is None else ts
+    return frame.assign(timestamp=ts.tz_convert(time_zone(tz, "data.timezone")))  # row by row: causal
+
+
+def _feature_matrix(frame: pd.DataFrame, specs: list[str], tz: str | None = None) -> tuple[np.ndarray, list[str]]:
     """(n, F) float64 matrix of all features of ``specs`` and its column names. Column-major: each
-    column is contiguous, which is also the layout of a pandas block (so no copy when framed)."""
+    column is contiguous, which is also the layout of a pandas block (so no copy when framed).
+    ``tz``: see :func:`local_frame`."""
+    frame = local_frame(frame, tz)
     parts: list[tuple[str, np.ndarray]] = []
     for spec in specs:
         name, params = parse_spec(spec)
@@ -282,9 +302,10 @@ def _feature_matrix(frame: pd.DataFrame, specs: list[str]) -> tuple[np.ndarray, 
     return out, names
 
 
-def compute_features(frame: pd.DataFrame, specs: list[str]) -> pd.DataFrame:
-    """All features of ``specs`` for one symbol, row-aligned with ``frame`` (warm-up rows NaN)."""
-    values, names = _feature_matrix(frame, specs)
+def compute_features(frame: pd.DataFrame, specs: list[str], tz: str | None = None) -> pd.DataFrame:
+    """All features of ``specs`` for one symbol, row-aligned with ``frame`` (warm-up rows NaN);
+    the time features in the zone ``tz`` (``data.timezone``; :func:`local_frame`)."""
+    values, names = _feature_matrix(frame, specs, tz)
     return pd.DataFrame(values, columns=names, index=frame.index, copy=False)
 
 
@@ -316,7 +337,7 @@ def drop_volume_features(d: DataConfig, symbols: list[str]) -> tuple[DataConfig,
 
 
 def build_features(
-    frame: pd.DataFrame, specs: list[str], symbol: str = "?", values: np.ndarray | None = None
+    frame: pd.DataFrame, specs: list[str], symbol: str = "?", values: np.ndarray | None = None, tz: str | None = None
 ) -> tuple[pd.DataFrame, int]:
     """Features with the warm-up rows dropped → (features, number of leading rows dropped).
 
@@ -324,12 +345,12 @@ def build_features(
     ``values``: the (n, F) matrix :func:`compute_features` gave for this frame earlier (the feature
     cache), used instead of computing it again. A NaN after the warm-up (a gap the validator should
     have caught) is a DataError naming the row; a frame without volume and features that need it
-    is :class:`EmptyVolume`.
+    is :class:`EmptyVolume`. ``tz``: the zone of the time features (``data.timezone``; :func:`local_frame`).
     """
     if values is None:
         if volume_is_empty(frame) and volume_features(specs):
             raise EmptyVolume(symbol, volume_features(specs))
-        values, names = _feature_matrix(frame, specs)
+        values, names = _feature_matrix(frame, specs, tz)
     else:
         names = feature_columns(specs)
         if values.shape != (len(frame), len(names)):

@@ -330,7 +330,7 @@ def prepare(
         skipped = report.pop("skipped_symbols")
     else:
         report = {}
-        rows, skipped = build_rows(frames, d.features, needed.usable, capacity)
+        rows, skipped = build_rows(frames, d.features, needed.usable, capacity, tz=d.timezone)
         del frames  # a streamed source is released as it is consumed; a mapping stays with its owner
     if skipped:
         log.warning("skipped %d symbol(s) with too few usable rows: %s", len(skipped), ", ".join(skipped))
@@ -407,7 +407,7 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
     if frames is None:
         rows, _ = data_rows(d)
     else:
-        rows, _ = build_rows(frames, pre.features, needed.usable)
+        rows, _ = build_rows(frames, pre.features, needed.usable, tz=d.timezone)
     if not rows.symbols:
         raise DataError(f"data: no symbol has the {needed.rows} rows one window needs ({needed.why})")
     if split == "all":
@@ -432,7 +432,7 @@ def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> Windo
     for sym, frame in frames.items():
         if len(frame) < needed.rows:
             raise DataError(f"{sym}: {len(frame)} usable rows, the model needs {needed.rows} ({needed.why})")
-    rows, skipped = build_rows(frames, pre.features, needed.usable)
+    rows, skipped = build_rows(frames, pre.features, needed.usable, tz=d.timezone)
     if skipped:  # only a frame whose features fail (too short for them) gets here
         raise DataError(f"{skipped[0]}: fewer rows than the {needed.rows} one input window needs ({needed.why})")
     ends = rows.starts + rows.lengths - 1

@@ -75,7 +75,7 @@ FORMAT = 7  # bump when the stored layout or a feature's formula changes (5: an 
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",
-    "unsorted_timestamps", "jump_threshold", "jumps", "start_date", "end_date", "price_adjustment",
+    "unsorted_timestamps", "jump_threshold", "jumps", "start_date", "end_date", "price_adjustment", "timezone",
 )
 ARRAYS = {"features": np.float32, "returns": np.float32, "times": np.int64, "close": np.float64}
 SUFFIX = {"features": "f32", "returns": "f32", "times": "i64", "close": "f64"}
@@ -327,7 +327,7 @@ def _job(unit: Unit, d: DataConfig, needed: RowsNeeded):
         return unit, {}, None, str(e)
     got = {}
     for sym, frame in frames.items():
-        r = symbol_rows(frame, symbol_specs(d.features), sym, needed.usable)  # panel features: after every symbol
+        r = symbol_rows(frame, symbol_specs(d.features), sym, needed.usable, tz=d.timezone)  # panel features: after every symbol
         got[sym] = None if r is None else dataclasses.astuple(r)
     return unit, got, report, None
 
