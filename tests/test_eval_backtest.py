@@ -386,8 +386,8 @@ def test_backtest_cli_topk_and_its_report_plot(tiny_run, tmp_path, capsys):
 def test_format_backtest_keeps_the_look_ahead_warning_beside_the_ir_column(forecasts):
     fc = forecasts
     fc.pred["model"] = fc.true.copy()  # a planted leak
-    for portfolio in ("per_symbol", "topk"):
-        res = backtest_forecasts(fc, _ev(f"backtest_portfolio={portfolio}", "backtest_topk=1"))
+    for portfolio, topk in (("per_symbol", 3), ("topk", 1)):  # backtest_topk away from 3 under per_symbol: a ConfigError
+        res = backtest_forecasts(fc, _ev(f"backtest_portfolio={portfolio}", f"backtest_topk={topk}"))
         text = format_backtest(res)
         assert "warning (model)" in text and "look-ahead" in text, portfolio
         assert text.splitlines()[1].endswith("IR") and text.splitlines()[-1].startswith("IR:")
@@ -576,10 +576,11 @@ def test_a_top_k_name_without_a_row_keeps_its_place_and_earns_the_gap():
     assert [b[0] for b in books] == [[0]] * T  # never sold, never replaced
 
 
-def test_a_symbol_whose_rows_end_is_sold_at_its_last_price_and_leaves_the_universe():
-    # two symbols, long-only by sign; symbol 1's rows end on date 2 (a delisting). Its position is closed at
-    # its last price, once, paying costs, and symbol 0 then holds the whole gross: it earns its full return
-    # (before, symbol 1 kept half the capital, earning nothing, to the end)
+def test_a_symbol_whose_windows_end_is_sold_at_its_last_windows_close_and_leaves_the_universe():
+    # two symbols, long-only by sign; symbol 1's windows end on date 2 (a delisting: its data ends H rows
+    # later, rows whose returns the forecasts do not carry). It is sold at the close of date 2, paying costs,
+    # and symbol 0 holds the whole gross from there: no capital sits in a symbol over a period it is credited
+    # nothing for (before, half the book stayed in symbol 1 over (2, 3], earning 0 whatever its price did)
     T = 7
     R = np.zeros((T, 2))
     R[:, 0] = np.log(1.01)
@@ -588,17 +589,45 @@ def test_a_symbol_whose_rows_end_is_sold_at_its_last_price_and_leaves_the_univer
     fc = _without_rows(_panel_forecasts(R, sig), np.isnan(R))
     res = backtest_forecasts(fc, _ev("backtest_long_only=true", "backtest_cost_bps=10", "backtest_slippage_bps=0"))
     r = res["curves"]["model"][1]
-    np.testing.assert_allclose(r[4:], 0.01, rtol=1e-12)  # all in symbol 0 after symbol 1 is gone
-    np.testing.assert_allclose(r[3], 0.01 - 10e-4 * 2 * (1 - 1.01 * 0.5 / 1.005), rtol=1e-12)  # less the exit's cost
+    half = 0.5 / 1.005  # symbol 1's weight after period 0 → 1, when symbol 0 gained 1%
+    np.testing.assert_allclose(r[3:], 0.01, rtol=1e-12)  # all in symbol 0 after symbol 1 is gone
+    np.testing.assert_allclose(r[2], 0.01 - 10e-4 * 2 * half, rtol=1e-12)  # the exit's cost: sell half, buy half
+    np.testing.assert_allclose(r[1], 0.005 - 10e-4 * 2 * abs(0.5 - 1.01 * half), rtol=1e-9)  # re-equalised
     ew = res["curves"]["equal_weight"][1]
-    np.testing.assert_allclose(ew[3:], 0.01, rtol=1e-12)  # the universe too
-    # costs: the entry (1), the drift re-equalised on dates 1 and 2, then on date 3 symbol 1's half sold and
-    # symbol 0 bought up to 1 (both legs of the same half, drifted)
-    half = 0.5 / 1.005
-    turn = 1.0 + 2 * 2 * abs(0.5 - 1.01 * half) + 2 * (1 - 1.01 * half)
+    np.testing.assert_allclose(ew[2:], 0.01, rtol=1e-12)  # the universe too
     m = res["strategies"]["model"]
-    assert m["turnover"] * m["n_periods"] == pytest.approx(turn, rel=1e-9)
-    np.testing.assert_allclose(r[2], 0.005 - 10e-4 * 2 * abs(0.5 - 1.01 * half), rtol=1e-9)
+    assert m["turnover"] * m["n_periods"] == pytest.approx(1.0 + 2 * abs(0.5 - 1.01 * half) + 2 * half, rel=1e-9)
+    # buy-and-hold never rebalances, yet sells symbol 1 at the same close (costs paid) and keeps the cash
+    bh = res["curves"]["buy_and_hold"][1]
+    w1 = np.array([0.5 * 1.01, 0.5]) / 1.005  # the book after period 0
+    g = w1[0] * 0.01
+    w2 = w1 * np.array([1.01, 1.0]) / (1 + g)  # after period 1, before symbol 1 is sold
+    np.testing.assert_allclose(bh[2], w2[0] * 0.01 - 10e-4 * w2[1], rtol=1e-12)
+    np.testing.assert_allclose(bh[3], w2[0] * 1.01 / (1 + w2[0] * 0.01) * 0.01, rtol=1e-12)  # symbol 0 and cash
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_a_top_k_name_whose_windows_end_is_sold_there_rebalancing_or_not(every):
+    # top-1 long-short over 3 symbols ranked 0 > 1 > 2 on every date; symbol 0's windows end on date 2.
+    # Symbol 1 gains 2% a period, the others are flat. Rebalancing every date, symbol 1 replaces symbol 0
+    # at the close of date 2 and the book earns its gain over (2, 3]; rebalancing every 3 dates (0, 3, 6),
+    # date 2 sells symbol 0 alone, the proceeds stay in cash until date 3 (before, symbol 0 was held over
+    # (2, 3] for nothing and sold on date 3)
+    T = 7
+    R = np.zeros((T, 3))
+    R[:, 1] = np.log(1.02)
+    R[3:, 0] = np.nan
+    sig = np.tile([3.0, 2.0, 1.0], (T, 1))
+    fc = _without_rows(_panel_forecasts(R, sig), np.isnan(R))
+    res = backtest_forecasts(fc, _ev("backtest_portfolio=topk", "backtest_topk=1", f"backtest_rebalance={every}",
+                                     "backtest_cost_bps=10", "backtest_slippage_bps=0"))
+    r = res["curves"]["model"][1]
+    np.testing.assert_allclose(r[:2], [-1e-3, 0.0], atol=1e-15)  # the entry (±0.5: turnover 1), then flat
+    if every == 1:
+        np.testing.assert_allclose(r[2], 0.5 * 0.02 - 1e-3 * 1.0, rtol=1e-12)  # sell 0.5 of symbol 0, buy 0.5 of symbol 1
+    else:
+        np.testing.assert_allclose(r[2], -1e-3 * 0.5, rtol=1e-12)  # sell symbol 0; nothing bought before date 3
+        np.testing.assert_allclose(r[3], 0.5 * 0.02 - 1e-3 * 0.5, rtol=1e-12)  # symbol 1 bought on date 3
 
 
 def test_rows_without_a_window_between_two_dates_are_earned_through_the_close():
@@ -667,3 +696,74 @@ def test_the_naive_volatility_of_a_padded_window_is_its_own_rows():
     for k in padded:
         own = ws.returns[first[k]:ends[k] + 1].astype(np.float64)
         assert fc.past_vol[k] == pytest.approx(own.std(), rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.parametrize("every, long_only", [(1, False), (2, False), (1, True)])
+def test_vol_scaled_forecasts_without_a_volatility_are_counted_and_warned(every, long_only):
+    # crossed model quantiles (upper below lower: a negative volatility) and windows of constant prices
+    # (a past volatility of 0) or a NaN one leave a forecast without a position under vol_scaled: the
+    # backtest counts those (date, symbol) forecasts of the dates that trade and says so
+    from scipy import stats
+
+    R, sig = _oracle(T=20, N=4, seed=3)
+    fc = _panel_forecasts(R, sig)
+    W, H = fc.pred["model"].shape
+    rng = np.random.default_rng(4)
+    vol = rng.uniform(0.005, 0.03, W)
+    vol[rng.choice(W, 9, replace=False)] *= -1  # crossed quantiles
+    fc.quantiles = np.repeat((stats.norm.ppf([0.1, 0.5, 0.9])[None, :] * vol[:, None])[:, None, :], H, axis=1)
+    fc.levels = [0.1, 0.5, 0.9]
+    fc.pred["drift"] = np.repeat(-sig.reshape(W, 1), H, axis=1)  # a baseline sized by the past volatility
+    fc.past_vol[rng.choice(W, 5, replace=False)] = 0.0
+    fc.past_vol[rng.choice(W, 3, replace=False)] = np.nan
+    res = backtest_forecasts(fc, _ev("backtest_positions=vol_scaled", f"backtest_rebalance={every}",
+                                     f"backtest_long_only={str(long_only).lower()}", *FREE))
+    trades = (np.arange(len(R)) % every == 0)[:, None]
+    for name, s, v in (("model", sig, vol), ("naive:drift", -sig, fc.past_vol)):
+        wants = (s > 0) if long_only else (s != 0)
+        bad = ~(np.nan_to_num(v, nan=-1.0).reshape(R.shape) > 0)
+        n = int((wants & bad & trades).sum())
+        assert n > 0
+        m = res["strategies"][name]
+        assert m["no_volatility"] == n, name
+        assert f"{n} of {int((wants & trades).sum())} forecasts took no position" in m["warning"], name
+        assert f"warning ({name}): {n} of" in format_backtest(res)
+    assert res["strategies"]["naive:zero"]["no_volatility"] == 0 and "warning" not in res["strategies"]["naive:zero"]
+    assert "no_volatility" not in res["strategies"]["equal_weight"]  # a benchmark does not size by volatility
+    # sign positions need no volatility: nothing to count
+    assert "no_volatility" not in backtest_forecasts(fc, _ev(*FREE))["strategies"]["model"]
+
+
+def test_a_backtest_setting_the_portfolio_ignores_is_a_config_error_naming_it():
+    for overrides, key in (
+        (["evaluation.backtest_portfolio=per_symbol", "evaluation.backtest_topk=5"], "evaluation.backtest_topk"),
+        (["evaluation.backtest_portfolio=per_symbol", "evaluation.backtest_topk_dropout=1"], "evaluation.backtest_topk_dropout"),
+        (["evaluation.backtest_portfolio=topk", "evaluation.backtest_positions=vol_scaled"], "evaluation.backtest_positions"),
+        (["data.target=cs_rank", "evaluation.backtest_positions=vol_scaled"], "evaluation.backtest_positions"),  # auto → topk
+    ):
+        with pytest.raises(ConfigError, match=f"^{key}: .* ignored by the") as e:
+            load_config(None, overrides)
+        assert "\n" not in str(e.value)
+    # at the default value, or used by the portfolio: accepted
+    for overrides in (["evaluation.backtest_portfolio=per_symbol", "evaluation.backtest_topk=3"],
+                      ["evaluation.backtest_portfolio=topk", "evaluation.backtest_topk=5", "evaluation.backtest_topk_dropout=1"],
+                      ["evaluation.backtest_portfolio=per_symbol", "evaluation.backtest_positions=vol_scaled"],
+                      ["data.target=cs_rank", "evaluation.backtest_topk=5"]):
+        load_config(None, overrides)
+
+
+def test_a_setting_that_auto_resolves_away_from_is_named_in_the_backtest_output(tiny_run, capsys):
+    # auto resolves by the label, which `backtest` learns from the model: a return label trades per symbol,
+    # and backtest_topk=5 then changes nothing; the output says so instead of printing its numbers silently
+    R, sig = _oracle()
+    res = backtest_forecasts(_panel_forecasts(R, sig), _ev("backtest_topk=5"))
+    assert res["settings"]["portfolio"] == "per_symbol" and res["settings"]["ignored"] == ["evaluation.backtest_topk"]
+    text = format_backtest(res)
+    assert "warning (settings): evaluation.backtest_topk: 5 is ignored by the per_symbol portfolio" in text
+    assert "positions sign long-short (ignored: evaluation.backtest_topk)" in text.splitlines()[0]  # the report's label too
+    assert "warning" not in backtest_forecasts(_panel_forecasts(R, sig), _ev())["settings"]
+    assert main(["backtest", str(tiny_run), "--topk", "5"]) == 0
+    assert "warning (settings): evaluation.backtest_topk: 5 is ignored" in capsys.readouterr().out
+    assert main(["backtest", str(tiny_run), "--portfolio", "per_symbol", "--topk", "5"]) == 2  # known before the data
+    err = capsys.readouterr().err
+    assert "evaluation.backtest_topk" in err and err.count("\n") == 1

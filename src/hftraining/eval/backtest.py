@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from hftraining.core.config import backtest_ignored, backtest_ignored_text
 from hftraining.core.fmt import fmt
 from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.eval.forecasts import NO_TIME, label
@@ -119,8 +120,9 @@ def positions(
 
     ``sign``: ±1 (long-only: 1 or 0) per symbol, equal notional 1/N_t of ``max_gross``, N_t = symbols
     with a forecast on date t. ``vol_scaled``: forecast / predicted volatility, normalised so the
-    gross exposure Σ|w| of each date is ``max_gross`` (a flat date stays flat). Gross exposure never
-    exceeds ``max_gross``.
+    gross exposure Σ|w| of each date is ``max_gross`` (a flat date stays flat); a forecast without a
+    usable volatility (:func:`no_volatility`) takes no position (:func:`backtest_forecasts` counts them).
+    Gross exposure never exceeds ``max_gross``.
     """
     sig = np.asarray(signal, dtype=np.float64)
     have = np.isfinite(sig)
@@ -134,8 +136,8 @@ def positions(
     elif rule == "vol_scaled":
         if vol is None:
             raise ValueError("vol_scaled positions need a (T, N) volatility forecast")
-        v = np.where(np.isfinite(vol) & (vol > 0), vol, np.nan)
-        raw = np.where(have & np.isfinite(v), s / np.where(np.isfinite(v), v, 1.0), 0.0)
+        bad = no_volatility(vol)
+        raw = np.where(have & ~bad, s / np.where(bad, 1.0, vol), 0.0)
         if long_only:
             raw = np.maximum(raw, 0.0)
         tot = np.abs(raw).sum(axis=1, keepdims=True)
@@ -145,6 +147,14 @@ def positions(
     gross = np.abs(w).sum(axis=1, keepdims=True)
     # a safety net for rounding: the cap is a promise, not an approximation
     return np.where(gross > max_gross, w * (max_gross / np.where(gross > 0, gross, 1.0)), w)
+
+
+def no_volatility(vol: np.ndarray) -> np.ndarray:
+    """(T, N) bool: where the volatility forecast ``vol`` cannot size a ``vol_scaled`` position (NaN, ±inf
+    or <= 0: a window of constant prices, crossed model quantiles)."""
+    v = np.asarray(vol, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return ~(np.isfinite(v) & (v > 0))
 
 
 def _drift(w: np.ndarray, simple: np.ndarray) -> np.ndarray:
@@ -160,7 +170,7 @@ def rebalancing(T: int, every: int = 1) -> np.ndarray:
 
 
 def hold(weights: np.ndarray, returns: np.ndarray, every: int = 1, absent: np.ndarray | None = None,
-         max_gross: float | None = None) -> np.ndarray:
+         max_gross: float | None = None, closed: np.ndarray | None = None) -> np.ndarray:
     """(T, N) weights traded only on the rebalancing dates (:func:`rebalancing`): there ``weights[t]``;
     in between, the previous weights drifted with the period's ``returns`` (log, NaN counts as 0), so
     :func:`simulate` sees no trade. ``every`` = 1 and nothing ``absent``: ``weights`` itself.
@@ -168,11 +178,18 @@ def hold(weights: np.ndarray, returns: np.ndarray, every: int = 1, absent: np.nd
     ``absent`` (T, N) bool marks the symbols with no row on a date: there is no price to trade them at,
     so on every date, rebalancing or not, such a symbol keeps its previous weight drifted as above (its
     return over the gap is then earned by the next period's return, which spans it); when that takes
-    the gross Σ|w| over ``max_gross``, the weights of the symbols with a row are scaled down to fit."""
+    the gross Σ|w| over ``max_gross``, the weights of the symbols with a row are scaled down to fit.
+
+    ``closed`` (T, N) bool marks where a position must be closed whatever the date (a symbol's last row
+    with a forecast: :func:`backtest_forecasts`): the weight there is 0, and on a date that does not
+    rebalance the others keep their drifted weights (the proceeds stay in cash)."""
     gaps = None if absent is None else np.asarray(absent, dtype=bool)
+    shut = None if closed is None or not np.any(closed) else np.asarray(closed, dtype=bool)
     if every <= 1 and (gaps is None or not gaps[1:].any()):
-        return weights
+        return weights if shut is None else np.where(shut, 0.0, weights)
     w = np.array(weights, dtype=np.float64)
+    if shut is not None:
+        w[0, shut[0]] = 0.0
     simple = np.expm1(np.nan_to_num(np.asarray(returns, dtype=np.float64)))
     reb = rebalancing(len(w), every)
     for t in range(1, len(w)):
@@ -186,6 +203,8 @@ def hold(weights: np.ndarray, returns: np.ndarray, every: int = 1, absent: np.nd
                 traded = float(np.abs(w[t, ~keep]).sum())
                 if traded > room:
                     w[t, ~keep] *= room / traded
+        if shut is not None:  # a closed symbol has a row there: it is never kept as absent
+            w[t, shut[t]] = 0.0
     return w
 
 
@@ -417,12 +436,24 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
     by it; the per-symbol rule counts it with its last forecast (and volatility), so the other symbols get
     the weights of a full date (1/N_t with N_t counting it), and the top-k book keeps it in its place
     (:func:`topk_weights`); the others are scaled down only if the kept weight's drift would take the
-    gross over ``max_gross``. The same whether or not the date rebalances. After a symbol's last row (its
-    data ends before the others': a delisting) its position is closed at its last price, paying costs,
-    and it leaves the universe. Rows of a symbol that have no window between two of its dates (the last
+    gross over ``max_gross``. The same whether or not the date rebalances. A symbol whose last window
+    comes before the last date (its data ends before the others': a delisting) is sold at the close of
+    that last row with a forecast, paying costs, in every portfolio and benchmark, and leaves the
+    universe: the forecast there is not traded. The rows after it exist (a window ends H rows before the
+    data) but their returns are not in ``fc``, so a position held over them would earn nothing in the
+    simulation whatever the price did. Rows of a symbol that have no window between two of its dates (the last
     H and first L - 1 bars of sessions under ``data.max_gap``, the H - 1 rows between walk-forward folds)
     are earned through the close: with ``fc.prev_time`` (each window's previous row), the period that
-    spans them earns the close's change over them (:func:`span_returns`). Returns
+    spans them earns the close's change over them (:func:`span_returns`).
+
+    Under ``vol_scaled`` a forecast whose volatility forecast is NaN or <= 0 takes no position
+    (:func:`no_volatility`): each strategy's metrics count those (date, symbol) forecasts of its
+    rebalancing dates as ``no_volatility`` (those that would take a position: non-zero, positive when
+    long-only) and carry a ``warning`` when there are any. A ``backtest_*``
+    key set away from its default that the resolved portfolio ignores (``backtest_topk`` under
+    ``per_symbol``, ``backtest_positions`` under ``topk``; :func:`hftraining.core.config.backtest_ignored`)
+    is named in ``settings["warning"]`` (the config check refuses it wherever the portfolio is known
+    before the data: explicit, or ``auto`` with a cross-sectional ``data.target``). Returns
     {"strategies": {name: metrics}, "settings": ..., "curves": {name: (dates, returns)}} (curves are
     arrays, for the report).
     """
@@ -436,6 +467,9 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
         R = span_returns(R, have, dates, panel(fc.dates, fc.symbol_ids, fc.last_close, N)[1], prev)
     later = np.flip(np.logical_or.accumulate(np.flip(have, axis=0), axis=0), axis=0)  # a row on the date or after
     absent = ~have & later  # a gap; after a symbol's last row it is gone: sold at its last price, never carried
+    closed = have.copy()  # a symbol's last row before the last date: sold there, its forecast not traded
+    closed[:-1] &= ~later[1:]
+    closed[-1:] = False  # the last date opens no period
     if ev.periods_per_year:
         ppy, how = float(ev.periods_per_year), "evaluation.periods_per_year"
     else:
@@ -452,24 +486,39 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
         portfolio_from = f"evaluation.backtest_portfolio=auto: {'a cross-sectional' if cs else 'a return'} label"
 
     def run(sig: np.ndarray, vol: np.ndarray, rule: str, long_only: bool, gross: float, every: int = 1,
-            cost: bool = True) -> tuple[dict[str, Any], Simulation]:
+            cost: bool = True, vol_from: str = "the window's past volatility") -> tuple[dict[str, Any], Simulation]:
+        sig = np.where(closed, np.nan, sig)
         if rule == "topk":
             w = topk_weights(sig, ev.backtest_topk, ev.backtest_topk_dropout, long_only, gross, every, absent)[0]
-            w = hold(w, R, every, absent, gross)
+            w = hold(w, R, every, absent, gross, closed)
         else:  # a symbol without a row keeps its drifted weight and counts with its last forecast
             w = positions(carry_forward(sig, absent), carry_forward(vol, absent), rule, long_only, gross)
-            w = hold(w, R, every, absent, gross)
+            w = hold(w, R, every, absent, gross, closed)
         sim = simulate(w, R, dates, ev.backtest_cost_bps if cost else 0.0, ev.backtest_slippage_bps if cost else 0.0)
-        return performance(sim, ppy), sim
+        perf = performance(sim, ppy)
+        if rule == "vol_scaled":  # forecasts that ask for a position on a date that trades, with no volatility to size it
+            with np.errstate(invalid="ignore"):
+                decided = have & np.isfinite(sig) & ((sig > 0) if long_only else (sig != 0))
+            decided &= rebalancing(len(dates), every)[:, None]
+            n = int((decided & no_volatility(vol)).sum())
+            perf["no_volatility"] = n
+            if n:
+                text = (f"{n} of {int(decided.sum())} forecasts took no position: their volatility forecast is NaN or <= 0 "
+                        f"({vol_from}), and vol_scaled divides by it")
+                perf["warning"] = f"{perf['warning']}; {text}" if "warning" in perf else text
+        return perf, sim
 
     out: dict[str, Any] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     rule = "topk" if portfolio == "topk" else ev.backtest_positions
+    ignored = backtest_ignored(ev, portfolio)
     for name, pred in fc.pred.items():
         sig = pred[:, 0] if ev.backtest_signal == "step1" else pred.mean(axis=1)
         key = label(name)  # model, naive:drift, fitted:ridge
-        out[key], sim = run(panel(fc.dates, fc.symbol_ids, sig, N)[1], model_vol if name == "model" else past_vol,
-                            rule, ev.backtest_long_only, ev.backtest_max_gross, every)
+        own = name == "model" and qvol is not None  # the model's volatility: its widest quantile interval
+        out[key], sim = run(panel(fc.dates, fc.symbol_ids, sig, N)[1], model_vol if own else past_vol,
+                            rule, ev.backtest_long_only, ev.backtest_max_gross, every,
+                            vol_from="the model's widest quantile interval" if own else "the window's past volatility")
         curves[key] = (sim.dates, sim.returns)
     ones = np.where(np.isfinite(R), 1.0, np.nan)
     out["buy_and_hold"], sim = run(ones, past_vol, "sign", True, 1.0, every=len(dates) + 1)  # bought on the first date only
@@ -487,16 +536,20 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
         "periods_per_year": ppy, "periods_per_year_from": how, "n_dates": int(len(dates)), "n_symbols": N,
         "timing": "weights decided at the close of t from forecasts made with data up to t, held over (t, t+1]",
         "no_row": "a symbol without a row on a date is not traded there: it keeps its previous weight (and its "
-                  "top-k place), drifted, and earns the return over the gap with the next row; after its last row "
-                  "its position is closed at its last price (costs paid) and it leaves the universe; rows without a window "
+                  "top-k place), drifted, and earns the return over the gap with the next row; a symbol whose last window "
+                  "comes before the last date is sold at that row's close (costs paid; its forecast there is not traded: "
+                  "the returns of the rows after it are not in the forecasts) and leaves the universe; rows without a window "
                   "between two dates (session ends and starts under data.max_gap, walk-forward fold boundaries) are earned "
                   "through the close's change over them",
         "buy_and_hold": "equal weight long in every symbol with a row on the first date, bought then and held, drifting "
-                        "with the prices, never rebalanced (the entry's costs included; a symbol whose rows end is "
-                        "sold at its last price)",
+                        "with the prices, never rebalanced (the entry's costs included; a symbol whose windows end is "
+                        "sold at its last one's close, costs paid, the proceeds kept in cash)",
         "equal_weight": "the universe: equal weight long in every symbol with data, gross = max_gross, re-equalised "
                         "each period, no costs (the benchmark of information_ratio)",
     }
+    if ignored:
+        settings["ignored"] = [f"evaluation.{k}" for k in ignored]
+        settings["warning"] = backtest_ignored_text(ev, portfolio, portfolio_from)
     if portfolio == "topk":
         settings.update(topk=ev.backtest_topk, topk_dropout=ev.backtest_topk_dropout,
                         topk_rule="on each rebalancing date: long the top k by the signal, short the bottom k "
@@ -506,14 +559,16 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
 
 def portfolio_label(s: dict[str, Any]) -> str:
     """The portfolio rule of backtest ``settings`` in words: "positions sign long-short", or
-    "portfolio top-3 long-short, dropout 1, rebalance every 5 periods" (older settings: per symbol)."""
+    "portfolio top-3 long-short, dropout 1, rebalance every 5 periods" (older settings: per symbol), with the
+    keys set that the portfolio ignores: "positions sign long-short (ignored: evaluation.backtest_topk)"."""
     side = "long-only" if s["long_only"] else "long-short"
     if s.get("portfolio") == "topk":
         text = f"portfolio top-{s['topk']} {side}" + (f", dropout {s['topk_dropout']}" if s.get("topk_dropout") else "")
     else:
         text = f"positions {s['positions']} {side}"
     every = s.get("rebalance", 1)
-    return text + (f", rebalance every {every} periods" if every > 1 else "")
+    ignored = f" (ignored: {', '.join(s['ignored'])})" if s.get("ignored") else ""
+    return text + (f", rebalance every {every} periods" if every > 1 else "") + ignored
 
 
 def format_backtest(res: dict[str, Any]) -> str:
@@ -540,4 +595,6 @@ def format_backtest(res: dict[str, Any]) -> str:
             lines.append(f"  warning ({name}): {m['warning']}")
     if has_ir:
         lines.append("IR: information ratio against equal_weight (annualised mean / std of the active return)")
+    if "warning" in s:
+        lines.append(f"warning (settings): {s['warning']}")
     return "\n".join(lines)

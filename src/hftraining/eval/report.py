@@ -351,6 +351,8 @@ def _backtest_section(doc: _Doc, bt: dict[str, Any] | None, strongest: str | Non
     doc.table(["strategy", "total", "annual", "vol", "Sharpe", "Sortino", "max DD", "Calmar", "turnover", "hit rate"]
               + (["IR vs equal weight"] if has_ir else []), rows)
     warnings = [f"{n}: {m['warning']}" for n, m in bt["strategies"].items() if "warning" in m]
+    if "warning" in s:
+        warnings.append(f"settings: {s['warning']}")
     for w in warnings:
         doc.para("WARNING " + w)
     curves = bt.get("curves") or {}
