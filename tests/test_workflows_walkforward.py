@@ -211,3 +211,106 @@ def test_an_earlier_walk_forward_is_not_replaced_silently(tmp_path, capsys):
     assert main(["walkforward", "--folds", "2", *args, "output.overwrite=true"]) == 0
     assert sorted(p.name for p in base.iterdir()) == ["fold-1", "fold-2", "walkforward.json"]
     assert json.loads((base / "walkforward.json").read_text())["n_folds"] == 2
+
+
+def _forecasts(n: int, symbols: list[str], intervals: dict | None, seed: int):
+    """A hand-made Forecasts of ``n`` windows × 2 steps (no model needed to pool)."""
+    from hftraining.eval.forecasts import Forecasts
+
+    rng = np.random.default_rng(seed)
+    true = rng.normal(0, 0.01, (n, 2))
+    return Forecasts(pred={"model": true + rng.normal(0, 0.01, (n, 2)), "zero": np.zeros((n, 2))}, true=true,
+                     dates=np.arange(n, dtype=np.int64) + 1000 * seed, symbol_ids=np.arange(n) % len(symbols),
+                     symbols=symbols, last_return=rng.normal(0, 0.01, n), past_vol=np.full(n, 0.01),
+                     last_close=np.full(n, 10.0), prev_time=np.arange(n, dtype=np.int64) - 1 + 1000 * seed,
+                     intervals=None if intervals is None else {
+                         lv: (true - w + rng.normal(0, 0.005, (n, 2)), true + w) for lv, w in intervals.items()})
+
+
+def test_pooled_folds_keep_each_folds_intervals():
+    """Forecasts.concat dropped the intervals, so the pooled walk-forward results had none even when
+    every fold's model produced them. Now each part's own bounds are kept, in order; parts whose
+    intervals differ are refused rather than pooled without a word."""
+    from hftraining.eval.forecasts import Forecasts
+
+    a = _forecasts(7, ["AEM", "WPM"], {0.8: 0.01, 0.9: 0.02}, seed=1)
+    b = _forecasts(5, ["NIO", "WPM"], {0.9: 0.03, 0.8: 0.015}, seed=2)
+    pooled = Forecasts.concat([a, b])
+    assert pooled.intervals is not None and sorted(pooled.intervals) == [0.8, 0.9]
+    for lv in (0.8, 0.9):
+        for side in (0, 1):
+            assert np.array_equal(pooled.intervals[lv][side], np.concatenate([a.intervals[lv][side], b.intervals[lv][side]]))
+    assert Forecasts.concat([_forecasts(4, ["AEM"], None, 1), _forecasts(3, ["AEM"], None, 2)]).intervals is None
+    with pytest.raises(ValueError, match=r"part 1: levels 0\.8, 0\.9; part 2: none"):
+        Forecasts.concat([a, _forecasts(5, ["WPM"], None, 3)])
+    with pytest.raises(ValueError, match=r"part 2: levels 0\.9"):
+        Forecasts.concat([a, _forecasts(5, ["WPM"], {0.9: 0.02}, 3)])
+
+
+WF_TINY = ("model.hidden_size=8", "data.sequence_length=16", "data.prediction_horizon=2", "training.max_steps=2",
+           "evaluation.eval_steps=0", "evaluation.report=false", "evaluation.baseline_max_windows=200")
+
+
+@pytest.mark.parametrize("method", ["split", "aci"])
+def test_walk_forward_scores_the_folds_intervals_pooled(tmp_path, method):
+    """The pooled out-of-sample report scores the intervals every fold's model produced (each
+    calibrated on its own fold's validation windows, scored on its test block): its coverage is the
+    folds' coverages weighted by their windows, and a calibration verdict is given (out of sample)."""
+    cfg = load_config(None, tiny(tmp_path / "wf", *WF_TINY, f"evaluation.interval_method={method}"))
+    res = walk_forward(cfg, 2, scheme="expanding")
+    rep = res["pooled"]["intervals"]
+    assert rep["method"] == method and sorted(rep["levels"]) == ["0.8", "0.9"]
+    assert rep["calibrated"] is not None and "in_sample" not in rep  # the test blocks: out of sample
+    evals = [json.loads((tmp_path / "wf" / "walkforward" / f"fold-{k}" / "eval.json").read_text()) for k in (1, 2)]
+    n = [e["n_windows"] for e in evals]
+    assert res["pooled"]["n_windows"] == sum(n)
+    for lv in ("0.8", "0.9"):
+        per_fold = [e["intervals"]["levels"][lv]["coverage_per_step"] for e in evals]
+        for h in range(2):
+            weighted = sum(c[h] * w for c, w in zip(per_fold, n)) / sum(n)
+            assert rep["levels"][lv]["coverage_per_step"][h] == pytest.approx(weighted)
+        assert [f["interval_coverage"][lv] for f in res["folds"]] == pytest.approx([c[0] for c in per_fold])
+    saved = json.loads((tmp_path / "wf" / "walkforward" / "walkforward.json").read_text())
+    assert saved["pooled"]["intervals"]["sentence"] == rep["sentence"]
+    assert rep["sentence"] in format_walkforward(res)
+
+
+def test_a_fold_without_intervals_is_said_not_pooled_silently(tmp_path, monkeypatch):
+    """When one fold has no intervals (here its calibration is withheld, as when its validation split
+    yields no window), the pooled forecasts are scored without intervals and walkforward.json says
+    which fold lacked them, instead of pooling some folds' intervals as if they were all."""
+    from hftraining.workflows import train_run
+
+    real, calls = train_run.calibrate, []
+
+    def second_fold_uncalibrated(*args, **kwargs):
+        calls.append(1)
+        return None if len(calls) == 2 else real(*args, **kwargs)
+
+    monkeypatch.setattr(train_run, "calibrate", second_fold_uncalibrated)
+    cfg = load_config(None, tiny(tmp_path / "wf", *WF_TINY))
+    res = walk_forward(cfg, 2, scheme="expanding")
+    assert "intervals" in json.loads((tmp_path / "wf" / "walkforward" / "fold-1" / "eval.json").read_text())
+    saved = json.loads((tmp_path / "wf" / "walkforward" / "walkforward.json").read_text())
+    assert "intervals" not in saved["pooled"]
+    assert saved["pooled"]["intervals_note"].startswith("intervals: fold 2 has no intervals")
+    assert saved["pooled"]["intervals_note"] in format_walkforward(res)
+
+
+def test_pooled_intervals_say_why_they_are_missing():
+    """Folds without intervals (purged k-fold keeps no validation window to calibrate them on) or with
+    intervals of different methods are pooled without intervals, and a sentence says why; with
+    evaluation.intervals empty nothing was asked for, so nothing is said."""
+    a = _forecasts(6, ["AEM"], {0.8: 0.01}, seed=1)
+    b = _forecasts(4, ["AEM"], {0.8: 0.02}, seed=2)
+    bare = [_forecasts(6, ["AEM"], None, 1), _forecasts(4, ["AEM"], None, 2)]
+    pooled, note = wf.pool_forecasts([a, b], ["split", "split"], "expanding", [0.8])
+    assert note is None and pooled.intervals is not None and len(pooled.intervals[0.8][0]) == 10
+    pooled, note = wf.pool_forecasts([a, b], ["split", "aci"], "expanding", [0.8])
+    assert pooled.intervals is None and note.startswith("intervals: the folds' intervals differ (fold 1: split at 0.8; "
+                                                        "fold 2: aci at 0.8)")
+    pooled, note = wf.pool_forecasts(bare, [None, None], "purged_kfold", [0.8, 0.9])
+    assert pooled.intervals is None and note == (
+        "intervals: evaluation.intervals asks for 0.8, 0.9 but no fold has intervals (no validation window to calibrate "
+        "them on: purged k-fold trains on them), so the pooled forecasts have none")
+    assert wf.pool_forecasts(bare, [None, None], "expanding", [])[1] is None

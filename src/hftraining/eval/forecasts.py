@@ -109,7 +109,12 @@ class Forecasts:
 
     @classmethod
     def concat(cls, parts: list["Forecasts"]) -> "Forecasts":
-        """Pool the forecasts of several window sets (e.g. walk-forward folds); symbols are matched by name."""
+        """Pool the forecasts of several window sets (e.g. walk-forward folds); symbols are matched by name.
+        ``intervals`` are pooled when every part has them at the same levels (each part keeps the bounds
+        its own calibration gave), None when no part has any; parts whose intervals differ (some have
+        none, or other levels) raise a ValueError: drop them first (``dataclasses.replace(p,
+        intervals=None)``) and say why. The interval method is not recorded here: the caller pools only
+        parts of one method."""
         symbols = sorted({s for p in parts for s in p.symbols})
         index = {s: i for i, s in enumerate(symbols)}
         cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
@@ -122,7 +127,22 @@ class Forecasts:
             quantiles=np.concatenate([p.quantiles for p in parts]) if has_q else None,
             levels=list(parts[0].levels) if has_q else [], target=parts[0].target,
             prev_time=cat("prev_time") if all(p.prev_time is not None for p in parts) else None,
+            intervals=_concat_intervals(parts),
         )
+
+
+def _concat_intervals(parts: list[Forecasts]) -> dict[float, tuple[np.ndarray, np.ndarray]] | None:
+    """The (lower, upper) (ΣW, H) of each level of ``parts`` pooled in order (:meth:`Forecasts.concat`)."""
+    kinds = [None if p.intervals is None else tuple(sorted(p.intervals)) for p in parts]
+    if all(k is None for k in kinds):
+        return None
+    if len(set(kinds)) > 1:
+        shown = "; ".join(f"part {i + 1}: " + ("none" if k is None else "levels " + ", ".join(f"{v:g}" for v in k))
+                          for i, k in enumerate(kinds))
+        raise ValueError(f"Forecasts.concat: the parts' intervals differ ({shown}); pool parts whose intervals "
+                         "have the same levels, or drop every part's intervals first")
+    return {lv: (np.concatenate([p.intervals[lv][0] for p in parts]), np.concatenate([p.intervals[lv][1] for p in parts]))
+            for lv in parts[0].intervals}
 
 
 def collect_forecasts(

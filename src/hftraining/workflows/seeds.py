@@ -7,18 +7,22 @@ import logging
 from pathlib import Path
 
 from hftraining.core.config import Config
-from hftraining.core.errors import ConfigError
+from hftraining.core.errors import ConfigError, UserError
 from hftraining.data.pipeline import prepare
 from hftraining.inference.ensemble import build_ensemble
 from hftraining.models.registry import MODELS
-from hftraining.workflows.train_run import train
+from hftraining.train.distributed import barrier, cleanup, init_distributed
+from hftraining.workflows.train_run import remove, seed_runs, shown, single_run, train
 
 log = logging.getLogger("hftraining")
 
 
 def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
     """Train ``n`` copies of ``cfg`` with seeds ``training.seed + k`` into ``<run>/seed-<k>/``, then
-    build ``<run>/ensemble/`` from their final models. Returns the run folder."""
+    build ``<run>/ensemble/`` from their final models. Returns the run folder. A run folder that
+    holds a single run (its ``config.json``, ``final/``, ...) or an earlier ``--seeds`` run is
+    refused, or emptied of it with ``output.overwrite`` (so no seed-<k>/ of a larger earlier N stays
+    beside the new ensemble); with ``training.resume_from_checkpoint`` each seed-<k>/ resumes."""
     if n < 1:
         raise ConfigError(f"--seeds: must be >= 1, got {n}")
     if n >= 2 and not MODELS.get(cfg.model.type).needs_training:
@@ -27,6 +31,23 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
         raise ConfigError(f"--seeds {n}: model.type {cfg.model.type!r} is fitted without gradient steps and does not "
                           "depend on training.seed, so the seeds would train identical members; train it once")
     root = cfg.run_dir()
+    single, earlier = single_run(root), seed_runs(root)
+    if single and not cfg.output.overwrite:
+        raise UserError(f"{root}: holds a single training run ({shown(single)}); --seeds would write its seed-<k>/ "
+                        "folders beside it: start over with output.overwrite=true, or give another output.output_dir")
+    if earlier and not cfg.output.overwrite and not cfg.training.resume_from_checkpoint:
+        raise UserError(f"{root}: holds an earlier train --seeds run ({shown(earlier)}); start over with "
+                        "output.overwrite=true, or give another output.output_dir")
+    # start over (output.overwrite): nothing of the earlier run(s) stays beside the new seeds, unless they resume
+    stale = (single + ([] if cfg.training.resume_from_checkpoint else earlier)) if cfg.output.overwrite else []
+    if stale:
+        info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
+        try:
+            if info.is_main:
+                remove(root, stale)
+            barrier(info)
+        finally:
+            cleanup(info)
     data = prepare(cfg.data)  # one preprocessing for every seed: the members share it by construction
     for k in range(n):
         sub = dataclasses.replace(

@@ -3,9 +3,13 @@ the backtest, eval.json and the report — through :func:`hftraining.train.runne
 
 from __future__ import annotations
 
+import re
+import shutil
+from pathlib import Path
 from typing import Any, Callable
 
 from hftraining.core.config import Config
+from hftraining.core.errors import UserError
 from hftraining.core.jsonio import write_json
 from hftraining.data.pipeline import PreparedData
 from hftraining.eval.backtest import backtest_forecasts, format_backtest
@@ -15,7 +19,40 @@ from hftraining.eval.model_card import headline_metrics, write_model_card
 from hftraining.eval.report import write_report
 from hftraining.models.folder import INTERVALS_FILE
 from hftraining.train import checkpoint as ckpt
-from hftraining.train.runner import TrainedRun, training_run
+from hftraining.train.distributed import barrier, cleanup, init_distributed
+from hftraining.train.runner import RUN_FILES, RUN_FOLDERS, TrainedRun, training_run
+
+SINGLE_RUN = ("config.json", *RUN_FOLDERS, *RUN_FILES, "data_report.json", ckpt.FITTED_BASELINES_DIR,
+              "report.html", "report.md", "report_files")
+"""What one ``hftraining train`` writes into its run folder (not ``train --seeds``, whose runs are
+its ``seed-<k>/`` folders): a folder holding any of them holds a single run."""
+
+
+def seed_runs(root: Path) -> list[str]:
+    """The names of what an earlier ``train --seeds`` left in ``root``: its ``seed-<k>`` folders in
+    order, then ``ensemble`` (when it is beside them)."""
+    if not root.is_dir():
+        return []
+    seeds = sorted((p.name for p in root.iterdir() if p.is_dir() and re.fullmatch(r"seed-\d+", p.name)),
+                   key=lambda n: int(n[5:]))
+    return seeds + (["ensemble"] if seeds and (root / "ensemble").is_dir() else [])
+
+
+def single_run(root: Path) -> list[str]:
+    """The names of what an earlier single ``hftraining train`` left in ``root`` (:data:`SINGLE_RUN`)."""
+    return [n for n in SINGLE_RUN if (root / n).exists()] if root.is_dir() else []
+
+
+def shown(names: list[str]) -> str:
+    """At most three names, then ", ..."."""
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+
+def remove(root: Path, names: list[str]) -> None:
+    """Delete ``root/<name>`` for each of ``names`` (files or folders)."""
+    for name in names:
+        path = root / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def evaluate_test(run: TrainedRun) -> tuple[dict[str, Any], Forecasts | None, dict[str, Any] | None]:
@@ -75,6 +112,20 @@ def evaluate_test(run: TrainedRun) -> tuple[dict[str, Any], Forecasts | None, di
 def train(cfg: Config, data: PreparedData | None = None,
           on_evaluate: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Train (or resume) the run of ``cfg``, then evaluate it on the test split; returns eval.json's
-    content (empty on the other ranks of a torchrun group)."""
-    with training_run(cfg, data, on_evaluate=on_evaluate) as run:
-        return evaluate_test(run)[0] if run.is_main else {}
+    content (empty on the other ranks of a torchrun group). A run folder that holds a ``train
+    --seeds`` run (``seed-<k>/`` folders) is refused, or emptied of it with ``output.overwrite``:
+    a single run written beside the seeds would be mixed into them."""
+    root = cfg.run_dir()
+    earlier = seed_runs(root)
+    if earlier and not cfg.output.overwrite:
+        raise UserError(f"{root}: holds a train --seeds run ({shown(earlier)}); a single run would be mixed into it: "
+                        "start over with output.overwrite=true, or give another output.output_dir")
+    info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
+    try:
+        if earlier and info.is_main:  # output.overwrite: none of the seeds stays beside the new run
+            remove(root, earlier)
+        barrier(info)
+        with training_run(cfg, data, info, on_evaluate=on_evaluate) as run:
+            return evaluate_test(run)[0] if run.is_main else {}
+    finally:
+        cleanup(info)

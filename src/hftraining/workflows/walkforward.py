@@ -26,6 +26,14 @@ trade no forecast, buy-and-hold and equal weight, are left out). Reported: the D
 given all of them (Bailey & López de Prado 2014) and the probability of backtest overfitting of
 picking the best of them by CSCV (Bailey, Borwein, López de Prado & Zhu 2017), on the pooled
 backtest's per-period returns (:mod:`hftraining.eval.selection`).
+
+Forecast intervals (``"intervals"`` in ``pooled``, :func:`pool_forecasts`): each fold's conformal
+intervals are calibrated on that fold's own validation windows (before its test block, like its
+training rows) and scored on its test block; the pooled report scores those same
+bounds on all test blocks together, so no interval is scored on the windows it was calibrated on.
+When a fold has none (no validation window to calibrate on, e.g. purged k-fold, whose validation
+windows join its training ones), the pooled forecasts carry none, and ``pooled["intervals_note"]``
+says which folds lacked them.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from hftraining.data.pipeline import PanelRows, PreparedData, panel_rows, prepar
 from hftraining.data.splits import SCHEMES, Fold
 from hftraining.eval.backtest import backtest_forecasts, format_backtest
 from hftraining.eval.forecasts import Forecasts, format_table, score
+from hftraining.eval.intervals import format_intervals, interval_report
 from hftraining.eval.selection import format_selection, selection_stats
 from hftraining.train.distributed import barrier, cleanup, init_distributed
 from hftraining.train.runner import training_run
@@ -98,6 +107,7 @@ def _ci(values: list[float], level: float = 0.95) -> dict[str, float]:
 
 def _fold_summary(res: dict[str, Any]) -> dict[str, Any]:
     bt = (res.get("backtest") or {}).get("strategies", {})
+    levels = (res.get("intervals") or {}).get("levels", {})
     return {
         "n_windows": res["n_windows"],
         "mse": res["model"]["mse"],
@@ -109,7 +119,33 @@ def _fold_summary(res: dict[str, Any]) -> dict[str, Any]:
         "dm_p_value": res["dm_vs_zero"]["p_value"],
         "sharpe": (bt.get("model") or {}).get("sharpe"),
         "buy_and_hold_sharpe": (bt.get("buy_and_hold") or {}).get("sharpe"),
+        # step-1 coverage of the fold's conformal intervals per level ({} without intervals)
+        "interval_coverage": {lv: e["coverage_per_step"][0] for lv, e in levels.items()},
     }
+
+
+def pool_forecasts(parts: list[Forecasts], methods: list[str | None], scheme: str,
+                   levels: list[float]) -> tuple[Forecasts, str | None]:
+    """The folds' out-of-sample forecasts ``parts`` pooled (:meth:`Forecasts.concat`) with their
+    intervals when every fold has them by one interval method (``methods``: each fold's, None for a
+    fold without intervals) at the same levels → (pooled, None); otherwise the pooled forecasts
+    without intervals and the sentence saying why (None when ``levels``, ``evaluation.intervals``,
+    is empty: no intervals were asked for)."""
+    kinds = [None if m is None or p.intervals is None else (m, tuple(sorted(p.intervals))) for p, m in zip(parts, methods)]
+    if len(set(kinds)) == 1 and (kinds[0] is not None or not levels):
+        return Forecasts.concat(parts), None
+    bare = Forecasts.concat([dataclasses.replace(p, intervals=None) for p in parts])
+    missing = [str(k + 1) for k, kind in enumerate(kinds) if kind is None]
+    reason = "no validation window to calibrate them on" + (": purged k-fold trains on them" if scheme == "purged_kfold" else "")
+    if len(missing) == len(parts):
+        return bare, (f"intervals: evaluation.intervals asks for {', '.join(f'{v:g}' for v in levels)} but no fold has "
+                      f"intervals ({reason}), so the pooled forecasts have none")
+    if missing:
+        why = f"fold{'s' * (len(missing) > 1)} {', '.join(missing)} ha{'ve' if len(missing) > 1 else 's'} no intervals ({reason})"
+    else:
+        why = "the folds' intervals differ (" + "; ".join(
+            f"fold {k + 1}: {m} at {', '.join(f'{v:g}' for v in lv)}" for k, (m, lv) in enumerate(kinds)) + ")"
+    return bare, f"intervals: {why}, so the pooled forecasts are scored without intervals; each fold's eval.json has its own"
 
 
 # ---------------------------------------------------------------------------------- selection bias
@@ -138,7 +174,7 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
                         "start over with output.overwrite=true, or give another output.output_dir")
     source = panel_rows(cfg.data)  # every symbol's features once, through the store; each fold cuts its own splits
     info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
-    folds, parts = [], []
+    folds, parts, methods = [], [], []
     prev_state = None
     try:
         if earlier and info.is_main:  # output.overwrite: no fold of the earlier walk-forward stays beside the new ones
@@ -167,12 +203,19 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
             folds.append({"fold": k + 1, "train_windows": len(data.train), "val_windows": len(data.val),
                           "test_from": str(first)[:10], "test_to": str(last)[:10], **_fold_summary(res)})
             parts.append(fc)
+            methods.append((res.get("intervals") or {}).get("method"))
     finally:
         cleanup(info)
     if not info.is_main:
         return {}
-    pooled_fc = Forecasts.concat(parts)
+    pooled_fc, no_intervals = pool_forecasts(parts, methods, scheme, cfg.evaluation.intervals)
     pooled = score(pooled_fc)
+    if pooled_fc.intervals is not None:  # each window scored by its own fold's calibration (module docstring)
+        pooled["intervals"] = interval_report(pooled_fc.intervals, pooled_fc.true, pooled_fc.dates,
+                                              pooled_fc.symbol_ids, methods[0])
+    elif no_intervals:
+        pooled["intervals_note"] = no_intervals
+        log.warning(no_intervals)
     bt = backtest_forecasts(pooled_fc, cfg.evaluation)
     pooled["backtest"] = {"settings": bt["settings"], "strategies": bt["strategies"]}
     keys = ["mse_vs_zero", "directional_accuracy", "ic", "sharpe", "buy_and_hold_sharpe"]
@@ -203,6 +246,13 @@ def format_walkforward(res: dict[str, Any]) -> str:
     for k, a in res["aggregate"].items():
         lines.append(f"  {k:<22}{fmt(a['mean'], '.4f')} [{fmt(a['ci_low'], '.4f')}, {fmt(a['ci_high'], '.4f')}]")
     lines.append(format_table(res["pooled"], "all out-of-sample folds pooled"))
+    if "intervals" in res["pooled"]:
+        lines += format_intervals(res["pooled"]["intervals"])
+        per_fold = [f"fold {f['fold']} " + " ".join(f"{float(lv):.0%} {c:.3f}" for lv, c in f["interval_coverage"].items())
+                    for f in res["folds"]]
+        lines.append("  step-1 coverage per fold: " + "; ".join(per_fold))
+    elif res["pooled"].get("intervals_note"):
+        lines.append(res["pooled"]["intervals_note"])
     bt = dict(res["pooled"]["backtest"])
     lines.append(format_backtest(bt))
     if res.get("selection"):

@@ -1,0 +1,57 @@
+"""``hftraining train --seeds N`` and a single ``hftraining train`` never share a run folder: the
+seeds' ``seed-<k>/`` folders and a single run's files (config.json, final/, eval.json, ...) would
+otherwise lie mixed in one folder, which ``evaluate <run>/ensemble`` then reads as one run."""
+
+from hftraining.cli import main
+from conftest import tiny  # noqa: E402
+
+
+def _args(root, *extra):
+    return tiny(root, "model.hidden_size=8", "training.max_steps=2", "evaluation.eval_steps=0",
+                "evaluation.report=false", "evaluation.baseline_max_windows=200", *extra)
+
+
+def _listing(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_a_single_run_is_not_mixed_into_a_seeds_run(tmp_path, capsys):
+    """A single run into the folder of a --seeds run wrote its config.json, final/ and eval.json beside
+    seed-0/, seed-1/ and ensemble/. Now: one line naming the folder and output.overwrite, exit 2,
+    nothing touched; with output.overwrite=true the seeds go and the single run stands alone."""
+    root = tmp_path / "run"
+    assert main(["train", "--seeds", "2", *_args(root)]) == 0
+    before = _listing(root)
+    capsys.readouterr()
+    for extra in ([], ["training.resume_from_checkpoint=auto"]):  # --resume: nothing at the top to resume
+        assert main(["train", *_args(root, *extra)]) == 2
+        assert capsys.readouterr().err == (
+            f"hftraining: error: {root}: holds a train --seeds run (seed-0, seed-1, ensemble); a single run would be "
+            "mixed into it: start over with output.overwrite=true, or give another output.output_dir\n")
+        assert _listing(root) == before
+    assert main(["train", *_args(root, "output.overwrite=true")]) == 0
+    names = sorted(p.name for p in root.iterdir())
+    assert not any(n.startswith("seed-") or n == "ensemble" for n in names) and {"config.json", "final"} <= set(names)
+
+
+def test_seeds_are_not_mixed_into_a_single_run_or_an_earlier_seeds_run(tmp_path, capsys):
+    """The reverse: --seeds into a single run's folder wrote seed-<k>/ beside its files; and --seeds 1
+    after --seeds 2 (with output.overwrite=true) left seed-1/ and the old ensemble/ beside the new seed-0/."""
+    root = tmp_path / "run"
+    assert main(["train", *_args(root, "evaluation.report=true")]) == 0  # the report's files are the run's too
+    before = _listing(root)
+    capsys.readouterr()
+    assert main(["train", "--seeds", "2", *_args(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hftraining: error: {root}: holds a single training run (config.json, ") and err.count("\n") == 1
+    assert "start over with output.overwrite=true, or give another output.output_dir" in err
+    assert _listing(root) == before
+    assert main(["train", "--seeds", "2", *_args(root, "output.overwrite=true")]) == 0
+    assert sorted(p.name for p in root.iterdir()) == ["ensemble", "seed-0", "seed-1"]
+    capsys.readouterr()
+    assert main(["train", "--seeds", "1", *_args(root)]) == 2
+    assert capsys.readouterr().err == (f"hftraining: error: {root}: holds an earlier train --seeds run (seed-0, "
+                                       "seed-1, ensemble); start over with output.overwrite=true, or give another "
+                                       "output.output_dir\n")
+    assert main(["train", "--seeds", "1", *_args(root, "output.overwrite=true")]) == 0
+    assert sorted(p.name for p in root.iterdir()) == ["seed-0"]
