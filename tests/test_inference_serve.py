@@ -31,9 +31,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_model(d):
+def make_model(d, sequence_length=20, horizon=3, symbol="AEM"):
     """A tiny trained-shape model folder at ``d`` (AEM, 20 rows in, 3 steps out, quantiles 0.1/0.9)."""
-    cfg = load_config(None, ["data.symbols=[AEM]", "data.sequence_length=20", "data.prediction_horizon=3"])
+    cfg = load_config(None, [f"data.symbols=[{symbol}]", f"data.sequence_length={sequence_length}",
+                             f"data.prediction_horizon={horizon}"])
     pre = prepare(cfg.data).preprocessing
     torch.manual_seed(0)
     build_model(ModelConfig(hidden_size=16, num_heads=2, num_layers=1, quantiles=[0.1, 0.9]),

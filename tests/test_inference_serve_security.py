@@ -51,9 +51,9 @@ def _rows(n=80):
             for r in _csv(n).itertuples()]
 
 
-def test_every_route_but_health_needs_the_key(keyed):
+def test_every_route_but_health_and_the_docs_needs_the_key(keyed):
     assert keyed.get("/health").json() == {"status": "ok"}
-    calls = [("GET", "/model", {}), ("GET", "/openapi.json", {}), ("GET", "/docs", {}), ("GET", "/nowhere", {}),
+    calls = [("GET", "/model", {}), ("POST", "/openapi.json", {}), ("GET", "/docs/", {}), ("GET", "/nowhere", {}),
              ("POST", "/predict", {"json": {"symbols": {"AEM": _rows()}}}),
              ("POST", "/predict/csv", {"files": {"file": ("AEM.csv", _csv().to_csv(index=False).encode())}})]
     for method, path, kw in calls:
@@ -65,11 +65,35 @@ def test_every_route_but_health_needs_the_key(keyed):
         assert "not-the-key" not in wrong.text
         basic = keyed.request(method, path, headers={"Authorization": f"Basic {KEY}"}, **kw)
         assert basic.status_code == 401
-    for method, path, kw in calls[:3] + calls[4:]:
+    for method, path, kw in calls[:1] + calls[4:]:
         r = keyed.request(method, path, headers={"Authorization": f"bearer {KEY}"}, **kw)  # the scheme is case-insensitive
         assert r.status_code == 200, (path, r.text)
     assert len(keyed.post("/predict", json={"symbols": {"AEM": _rows()}},
                           headers={"Authorization": f"Bearer {KEY}"}).json()["forecasts"]) == 3
+
+
+def test_a_browser_opens_the_docs_without_the_key_and_they_name_nothing_of_the_model(keyed, model_dir, tmp_path):
+    """/docs (and /openapi.json, /redoc) need no key, so a browser can show them; the schema declares
+    the bearer key (the docs' Authorize button), and holds nothing of the model folder."""
+    for path in ("/docs", "/openapi.json", "/redoc", "/docs/oauth2-redirect"):
+        assert keyed.get(path).status_code == 200, path
+        assert keyed.head(path).status_code == 200, path
+    assert "/openapi.json" in keyed.get("/docs").text
+    spec = keyed.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"] == {
+        "apiKey": {"type": "http", "scheme": "bearer", "description": "the server's API key"}}
+    assert spec["security"] == [{"apiKey": []}]  # every route...
+    assert spec["paths"]["/health"]["get"]["security"] == []  # ...but /health
+    assert all("security" not in op for p in ("/model", "/predict", "/predict/csv") for op in spec["paths"][p].values())
+    text = json.dumps(spec)
+    assert str(model_dir) not in text and model_dir.parent.name not in text and "AEM" not in text
+    # nothing of the model: a model of another shape gives the same schema
+    other = make_model(tmp_path / "other", sequence_length=30, horizon=2, symbol="NIO")
+    with TestClient(create_app(other, ServeConfig(), api_key=KEY)) as c:
+        assert c.get("/openapi.json").json() == spec
+    with TestClient(create_app(model_dir, ServeConfig())) as c:  # without a key: no security scheme
+        plain = c.get("/openapi.json").json()
+        assert "security" not in plain and "securitySchemes" not in plain.get("components", {})
 
 
 def test_no_key_beyond_loopback_is_refused_unless_insecure(monkeypatch, capsys, model_dir):

@@ -1,8 +1,8 @@
 """Forecasting server (the ``serve`` extra): ``hftraining serve MODEL_DIR [--host 127.0.0.1] [--port 8000]``.
 
-Endpoints (the OpenAPI schema is at ``/openapi.json``, the interactive docs at ``/docs``):
+Endpoints (the OpenAPI schema is at ``/openapi.json``, the interactive docs at ``/docs`` and ``/redoc``):
 
-    GET  /health        {"status": "ok"}  (the one route open without the API key)
+    GET  /health        {"status": "ok"}
     GET  /model         the model's config, preprocessing and training metrics
     POST /predict       JSON {"symbols": {"AEM": [{"timestamp", "open", "high", "low", "close", "volume"}, ...]}}
     POST /predict/csv   multipart upload: ``file`` (CSV; one symbol, or a ``symbol`` column) and ``symbol``
@@ -14,6 +14,12 @@ The rows go through exactly the validation and features of training. Bad input i
 beyond a limit of the ``serve`` section is a 413 naming the limit and its key, a request without the
 API key (when one is set) a 401, a prediction slower than ``serve.request_timeout_s`` a 503.
 A failing request never stops the server. The middlewares are in :mod:`.serve_asgi`.
+
+With an API key, ``/health`` and the API's description (:data:`DOCS_PATHS`: the schema and the docs
+pages) stay open, so a browser can show the docs; the schema declares the bearer key, so the docs'
+"Authorize" button sends it with "Try it out". The schema holds nothing of the model folder (no
+path, symbol, horizon or row count: those are ``GET /model``'s, behind the key), only the request
+and response shapes and the ``serve`` limits every 413 names anyway.
 """
 
 
@@ -49,6 +55,10 @@ TS_MAX = pd.Timestamp.max.floor("us").to_pydatetime()
 SYMBOL = re.compile(r"[A-Za-z0-9^][A-Za-z0-9._\-^=]{0,63}")  # fullmatch: "$" would let a final newline through
 SYMBOL_RULE = "a letter, digit or ^, then letters, digits and . _ - ^ =; at most 64"
 API_KEY_ENV = "HFTRAINING_API_KEY"
+DOCS_PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+"""FastAPI's schema and docs pages: open without the API key (they describe the API, not the model)."""
+OPEN_PATHS = ("/health", *DOCS_PATHS)
+"""The paths a GET or HEAD of needs no API key."""
 
 
 def _require():
@@ -195,7 +205,8 @@ def _csv_rows(data: bytes) -> int:
 def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: str | None = None):
     """The FastAPI application serving ``model_dir`` (a run, model or ensemble folder) with the
     limits of ``cfg`` (default: the ``serve`` section's defaults). ``api_key``: every route but
-    ``GET /health`` needs ``Authorization: Bearer <api_key>`` (None: no key, see :func:`check_exposure`)."""
+    ``GET /health`` and the docs (:data:`OPEN_PATHS`) needs ``Authorization: Bearer <api_key>``
+    (None: no key, see :func:`check_exposure`)."""
     _require()
     cfg = cfg or ServeConfig()
     from anyio import to_thread
@@ -227,7 +238,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
     class PredictRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         symbols: dict[str, list[Bar]] = Field(
-            description=f"recent rows per symbol, oldest first; each symbol needs at least {info['min_rows']} rows; "
+            description=f"recent rows per symbol, oldest first; each symbol needs at least GET /model's min_rows rows; "
                         f"at most {cfg.max_symbols} symbols and {cfg.max_rows} rows in all",
             min_length=1, max_length=cfg.max_symbols,
         )
@@ -235,13 +246,19 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
     class PredictResponse(BaseModel):
         forecasts: list[dict[str, Any]]
 
+    # the schema is open with a key too: nothing of the model folder goes into it (GET /model has it)
     app = FastAPI(title="hftraining forecaster", version="1",
-                  description=f"Forecasts of the next {fc.preprocessing.horizon} log returns per symbol from recent OHLCV rows.")
+                  description="Forecasts of the next log returns per symbol (GET /model: how many, and the rows needed) "
+                              "from recent OHLCV rows." + (" Every route but /health and these docs needs the API key: "
+                                                          "'Authorization: Bearer <key>' (Authorize)." if api_key else ""),
+                  openapi_url=DOCS_PATHS[0], docs_url=DOCS_PATHS[1], swagger_ui_oauth2_redirect_url=DOCS_PATHS[2],
+                  redoc_url=DOCS_PATHS[3])
     app.state.forecaster = fc
     # outermost first: access log, CORS (answers preflights), API key, body limit (add_middleware prepends)
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes, timeout_s=cfg.request_timeout_s)
     if api_key is not None:
-        app.add_middleware(ApiKey, key=api_key, timeout_s=cfg.request_timeout_s)
+        app.add_middleware(ApiKey, key=api_key, timeout_s=cfg.request_timeout_s, open_paths=OPEN_PATHS)
+        app.openapi = _with_bearer(app.openapi)
     if cfg.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
@@ -370,6 +387,24 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
         return await in_thread(work)
 
     return app
+
+
+def _with_bearer(openapi):
+    """FastAPI's ``app.openapi`` → one whose schema declares the API key (HTTP bearer) for every
+    route but :data:`OPEN_PATHS`, so the docs page offers "Authorize" and sends the key."""
+
+    def keyed() -> dict[str, Any]:
+        schema = openapi()  # built once and kept by FastAPI: changed in place once
+        if "security" not in schema:
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "the server's API key"}}
+            schema["security"] = [{"apiKey": []}]
+            for path in OPEN_PATHS:
+                for op in schema.get("paths", {}).get(path, {}).values():
+                    op["security"] = []
+        return schema
+
+    return keyed
 
 
 def jsonable(obj: Any) -> Any:

@@ -118,16 +118,16 @@ class AccessLog:
 
 
 class ApiKey:
-    """Every request but ``GET /health`` needs ``Authorization: Bearer <key>`` (compared in constant
-    time); else 401 with ``WWW-Authenticate: Bearer``."""
+    """Every request needs ``Authorization: Bearer <key>`` (compared in constant time), but a GET or
+    HEAD of one of ``open_paths`` (exact paths: ``/health`` and the API's description, see
+    :func:`hftraining.inference.serve.create_app`); else 401 with ``WWW-Authenticate: Bearer``."""
 
-    OPEN = {("GET", "/health"), ("HEAD", "/health")}
-
-    def __init__(self, app, key: str, timeout_s: float):
+    def __init__(self, app, key: str, timeout_s: float, open_paths: Iterable[str]):
         self.app, self.key, self.timeout_s = app, key.encode(), timeout_s
+        self.open = {(method, path) for path in open_paths for method in ("GET", "HEAD")}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["method"], scope["path"]) in self.OPEN:
+        if scope["type"] != "http" or (scope["method"], scope["path"]) in self.open:
             return await self.app(scope, receive, send)
         scheme, _, token = (_header(scope, b"authorization") or b"").strip().partition(b" ")
         token = token.strip()
