@@ -67,3 +67,24 @@ def fixed_window_loss(model, ws, n: int = 1024) -> float:
     fixed = ws.thin(n)
     pred = predict_scaled(model.cpu(), fixed, 256)
     return float(np.mean((pred.astype(np.float64) - fixed.targets()) ** 2))
+
+
+def one_and_two_processes(tmp_path, common: list[str]) -> tuple[dict, dict]:
+    """The final weights of ``hftraining train *common`` run as one process with ``data.dates_per_batch=2``
+    and under torchrun as two with 1 each (the same global batch of dates)."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(prefix, name, *extra):
+        proc = subprocess.run([sys.executable, *prefix, "-m", "hftraining", "train", *common, *extra,
+                               f"output.output_dir={tmp_path / name}"], capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return load_file(str(tmp_path / name / "final" / "model.safetensors"))
+
+    one = run([], "one", "data.dates_per_batch=2")
+    two = run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"], "two", "data.dates_per_batch=1")
+    return one, two

@@ -102,3 +102,45 @@ def test_bad_loss_weights_are_config_errors(kwargs, needle):
     # the trainer's entry point refuses it too (a config built without build_model)
     with pytest.raises(ConfigError, match="model.loss_weights"):
         compute_loss(cfg, ForecastOutput(prediction=torch.zeros(1, 3)), torch.zeros(1, 3), 1.0)
+
+
+@pytest.mark.parametrize("loss", ["ic", "rank"])
+def test_micro_batch_parts_weighted_by_their_term_counts_give_the_loss_of_their_union(loss):
+    """Micro-batches of whole dates differ in windows and in dates with enough symbols to count (a date of
+    two symbols has no Pearson IC, one of one symbol no ranking). Each part of each micro-batch weighted by
+    its term count over the step's total gives the loss of all of them in one batch, value and gradient:
+    what gradient accumulation over uneven date batches must add up to."""
+    import numpy as np
+
+    from hftraining.data.windows import date_groups
+    from hftraining.models.losses import term_counts, weighted_total
+
+    cfg = ModelConfig(loss=loss, classification_threshold=THR, quantiles=[0.1, 0.5, 0.9],
+                      loss_weights={loss: 1.0, "quantile": 0.5, "classification": 2.0})
+    times = np.repeat([10, 20, 30, 40], [2, 5, 3, 1])  # as-of dates of 11 windows
+    micro = [np.arange(0, 7), np.arange(7, 11)]  # dates of 2 and 5 windows, then of 3 and 1
+    g = torch.Generator().manual_seed(0)
+    leaves = [torch.randn(11, 2, generator=g, requires_grad=True), torch.randn(11, 2, 3, generator=g, requires_grad=True),
+              torch.randn(11, 2, 3, generator=g, requires_grad=True)]  # forecast, class logits, quantiles
+    target = torch.randn(11, 2, generator=g)  # scaled: the returns are target × 0.01, around the threshold
+
+    def loss_of(idx):
+        out = ForecastOutput(prediction=leaves[0][idx], class_logits=leaves[1][idx], quantiles=leaves[2][idx])
+        return compute_loss(cfg, out, target[idx], 0.01, date_groups(times[idx]))
+
+    union, union_parts = loss_of(np.arange(11))
+    want = torch.autograd.grad(union, leaves)
+    counts = [term_counts(cfg, times[idx]) for idx in micro]
+    total = {k: sum(c[k] for c in counts) for k in counts[0]}
+    accumulated, summed = 0.0, {}
+    for idx, c in zip(micro, counts):
+        _, parts = loss_of(idx)
+        shared = {k: v * c[k] / total[k] for k, v in parts.items()}
+        accumulated = accumulated + weighted_total(cfg, shared)
+        summed = {k: summed.get(k, 0.0) + v for k, v in shared.items()}
+    assert [c[loss] for c in counts] == ([1, 1] if loss == "ic" else [2, 1])  # the dates that count
+    for k, v in union_parts.items():
+        torch.testing.assert_close(summed[k], v)
+    torch.testing.assert_close(accumulated, union)
+    for a, b in zip(torch.autograd.grad(accumulated, leaves), want):
+        torch.testing.assert_close(a, b)

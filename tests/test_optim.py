@@ -289,6 +289,19 @@ def test_param_groups_exclude_biases_and_norms_from_decay():
     assert len(no_decay["params"]) == 4  # two biases, LayerNorm weight and bias
 
 
+def test_param_groups_give_patchtst_s_learned_positions_no_decay():
+    from hftraining.core.config import ModelConfig
+    from hftraining.models.patchtst import PatchTSTMultivariate
+
+    cfg = ModelConfig(type="patchtst", hidden_size=16, num_heads=2, num_layers=1, patch_len=8, patch_stride=4)
+    model = PatchTSTMultivariate(cfg, n_channels=3, horizon=4, seq_len=32)
+    decay, no_decay = param_groups(model, 0.1)
+    positions = model.encoder.positions
+    assert positions.ndim == 2
+    assert any(p is positions for p in no_decay["params"])
+    assert not any(p is positions for p in decay["params"])
+
+
 def test_unknown_optimizer_is_a_config_error_listing_names():
     model, _, _ = make_problem()
     with pytest.raises(ConfigError, match=r"training\.optimizer.*'adamx'.*gpro.*sophia"):
@@ -492,3 +505,26 @@ def test_gpro_numba_workers_give_the_same_bits():
         torch.set_num_threads(threads)
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+def test_muon_s_adamw_part_steps_at_training_learning_rate_under_the_schedule():
+    """Muon leaves biases and norms (its ``use_muon`` False groups) to its AdamW part, which ran at the
+    library's ``adamw_lr`` (3e-4) whatever ``training.learning_rate`` said. Adam's first update moves every
+    coordinate by its learning rate, so the step each bias and norm takes is the rate it ran at: the
+    configured one times the warmup factor, or ``optimizer_kwargs.adamw_lr`` times it when that is set."""
+    from hftraining.optim.stepper import TrainOptimizer
+
+    for kwargs, peak in (({}, 0.01), ({"adamw_lr": 0.05}, 0.05)):
+        t = TrainingConfig(optimizer="muon", learning_rate=0.01, optimizer_kwargs=kwargs, lr_scheduler="constant",
+                           warmup_steps=3, max_steps=10)
+        model, x, y = make_problem()
+        vectors = [p for p in model.parameters() if p.ndim == 1]  # two biases, the LayerNorm's weight and bias
+        before = [p.detach().clone() for p in vectors]
+        opt = TrainOptimizer(model, t)
+        first = opt.scheduler.get_last_lr()  # the rates of the first update, per group
+        ((model(x) - y) ** 2).mean().backward()
+        opt.step(torch.zeros(()))
+        expected = peak / (3 + 1)  # warmup's first factor, 1/(warmup_steps + 1)
+        assert first[0] == pytest.approx(t.learning_rate / 4)  # the Muon part: training.learning_rate, scheduled
+        for p, b in zip(vectors, before):
+            torch.testing.assert_close((p.detach() - b).abs(), torch.full_like(b, expected), rtol=1e-4, atol=0)

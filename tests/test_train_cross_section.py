@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import initial_weights
+from conftest import initial_weights, one_and_two_processes
 from hftraining.core.config import load_config
 from hftraining.data.pipeline import prepare
 from hftraining.eval import metrics
@@ -117,3 +117,78 @@ def test_a_cross_sectional_run_is_judged_on_its_cross_section(panel, tmp_path):
     table = Forecaster.from_pretrained(out / "final").predict(str(panel))
     assert "forecast_cs_rank" in table and "forecast_price" not in table and "forecast_return" not in table
     assert len(table) == 12
+
+
+def _listed_later_panel(folder, always: int = 3, later: int = 4, dates: int = 300, listed: int = 150):
+    """``always`` symbols on every business day and ``later`` more listed from day ``listed``: dates of
+    ``always`` and of ``always + later`` windows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    days = pd.bdate_range("2015-01-02", periods=dates, tz="UTC")
+    for s in range(always + later):
+        c = 50 * np.exp(np.cumsum(rng.normal(0, 0.01, dates)))
+        df = pd.DataFrame({"timestamp": days, "open": c, "high": c * 1.002, "low": c * 0.998, "close": c,
+                           "volume": rng.integers(1000, 5000, dates)})
+        (df if s < always else df.iloc[listed:]).to_csv(folder / f"S{s:02d}.csv", index=False)
+    return folder
+
+
+@pytest.mark.parametrize("loss", ["ic", "rank"])
+def test_accumulated_date_batches_of_unequal_size_give_the_gradient_of_their_union(tmp_path, loss):
+    """With model.loss ic/rank and the quantile and buy/hold/sell heads, two micro-batches of one date each
+    (3 and 7 symbols) give the gradient of the loss of both dates in one batch: the IC/rank part a mean over
+    dates, the heads' parts means over windows. Weighting every part of a micro-batch 1/accum counted each
+    window of the small date 7/3 times as much as one of the large date in the heads' parts."""
+    from hftraining.train.runner import build_trainer
+
+    folder = _listed_later_panel(tmp_path / "data")
+    weights = f"{{{loss}: 1.0, quantile: 0.5, classification: 2.0}}"
+    cfg = load_config(None, [
+        "model.hidden_size=16", "model.num_heads=2", "model.num_layers=1", "model.dropout=0.0",
+        "data.sequence_length=5", "data.prediction_horizon=2", "data.features=[log_return_1]", f"data.data_dir={folder}",
+        "data.batching=dates", "data.dates_per_batch=1", f"model.loss={loss}", "model.quantiles=[0.1, 0.5, 0.9]",
+        "model.classification_threshold=0.005", f"model.loss_weights={weights}",
+        "training.gradient_accumulation_steps=2", "training.optimizer=sgd", "training.max_grad_norm=0",
+        "training.max_steps=1", "training.save_steps=0", "evaluation.eval_steps=0", "evaluation.report=false",
+        "output.tensorboard=false", "output.progress_bar=never", f"output.output_dir={tmp_path / 'run'}"])
+    tr = build_trainer(cfg)
+    ws = tr.data.train
+    dates, sizes = np.unique(ws.times, return_counts=True)
+    small, large = (np.flatnonzero(ws.times == dates[np.flatnonzero(sizes == n)[0]]) for n in (3, 7))
+    draws = iter([small, large])
+    tr.sampler.next_batch = lambda: next(draws)
+    start = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    tr.model.train()
+    tr.opt.train()
+    tr.train_step()
+    tr.read_back()
+    accumulated = [p.grad.clone() for p in tr.model.parameters()]
+    logged, parts = tr._window.losses[-1], tr._window.parts
+
+    tr.model.load_state_dict(start)  # the weights both gradients are taken at
+    tr.model.zero_grad(set_to_none=True)
+    b = tr._batch(np.concatenate([small, large]))
+    union, union_parts = tr.forward_loss(b["x"], b.get("mask"), b["past"], b["y"], b["groups"])
+    union.backward()
+    tr.close()
+    assert set(union_parts) == {loss, "quantile", "classification"}
+    for p, a in zip(tr.model.parameters(), accumulated):
+        torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-6)  # float32 sums in another order
+    assert logged == pytest.approx(float(union.detach()), rel=1e-5)  # and the logged loss and parts are the union's
+    assert parts == pytest.approx({k: float(v.detach()) for k, v in union_parts.items()}, rel=1e-5)
+
+
+def test_uneven_date_batches_with_heads_under_two_processes_equal_one(tmp_path):
+    """DDP averages the ranks' gradients: with model.loss ic and the quantile and buy/hold/sell heads, a
+    rank holding a date of 3 windows weighed as much in the heads' parts as one holding a date of 7, unlike
+    one process holding both dates. Each part is weighted by its term count over all ranks instead."""
+    folder = _listed_later_panel(tmp_path / "data")
+    common = ["model.hidden_size=16", "model.num_heads=2", "model.num_layers=1", "model.dropout=0.0",
+              "data.sequence_length=5", "data.prediction_horizon=1", "data.features=[log_return_1]",
+              f"data.data_dir={folder}", "data.batching=dates", "model.loss=ic", "model.quantiles=[0.1, 0.5, 0.9]",
+              "model.classification_threshold=0.005", "training.optimizer=sgd", "training.learning_rate=0.1",
+              "training.max_steps=6", "training.save_steps=0", "training.logging_steps=3", "evaluation.eval_steps=0",
+              "evaluation.report=false", "training.device=cpu", "output.tensorboard=false", "output.progress_bar=never"]
+    one, two = one_and_two_processes(tmp_path, common)
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=0, atol=1e-6, msg=k)

@@ -12,6 +12,7 @@ from hftraining.core.errors import ConfigError
 from hftraining.train.checkpoint import list_checkpoints
 from hftraining.train.trainer import NonFiniteError
 from hftraining.workflows.train_run import train
+from conftest import one_and_two_processes  # noqa: E402
 
 
 def _inject_nan(data, bad_calls):
@@ -337,28 +338,13 @@ def _uneven_panel(folder):
 def test_date_batches_of_unequal_size_under_two_processes_equal_one(tmp_path):
     # DDP averages the ranks' gradients: with model.loss=mse a rank holding a date of 2 windows weighed
     # as much as one holding a date of 6, unlike one process holding both dates.
-    import os
-    import subprocess
-    import sys
-
-    from safetensors.torch import load_file
-
     folder = _uneven_panel(tmp_path / "data")
     common = ["model.hidden_size=16", "model.num_heads=2", "model.num_layers=1", "model.dropout=0.0",
               "data.sequence_length=5", "data.prediction_horizon=1", "data.features=[log_return_1]",
               f"data.data_dir={folder}", "data.batching=dates", "training.optimizer=sgd", "training.learning_rate=0.1",
               "training.max_steps=6", "training.save_steps=0", "training.logging_steps=3", "evaluation.eval_steps=0",
               "evaluation.report=false", "training.device=cpu", "output.tensorboard=false", "output.progress_bar=never"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-    def run(prefix, name, *extra):
-        proc = subprocess.run([sys.executable, *prefix, "-m", "hftraining", "train", *common, *extra,
-                               f"output.output_dir={tmp_path / name}"], capture_output=True, text=True, timeout=300, env=env)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return load_file(str(tmp_path / name / "final" / "model.safetensors"))
-
-    one = run([], "one", "data.dates_per_batch=2")
-    two = run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"], "two", "data.dates_per_batch=1")
+    one, two = one_and_two_processes(tmp_path, common)
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=0, atol=1e-6, msg=k)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -25,6 +26,10 @@ from hftraining.core.errors import ConfigError
 from hftraining.models.outputs import BUY, HOLD, SELL, ForecastOutput
 
 LOSS_COMPONENTS = ("mse", "ic", "rank", "classification", "quantile")
+
+MIN_MEMBERS = {"ic": 3, "rank": 2}
+"""The fewest windows a date needs to count in the ``ic`` / ``rank`` loss: the Pearson correlation of two
+points is ±1 and has no gradient; a softmax over one member is 1."""
 
 
 def check_loss_weights(cfg: ModelConfig) -> None:
@@ -90,7 +95,7 @@ def ic_loss(pred: torch.Tensor, target: torch.Tensor, groups: torch.Tensor) -> t
     n, dp, dy = _group_moments(pred, target, groups)
     cov, vp, vy = (dp * dy).sum(1), (dp * dp).sum(1), (dy * dy).sum(1)  # (G, H)
     ic = cov / torch.sqrt(vp * vy + 1e-12)
-    valid = (n >= 3).to(ic.dtype).expand_as(ic)
+    valid = (n >= MIN_MEMBERS["ic"]).to(ic.dtype).expand_as(ic)
     return -(ic * valid).sum() / valid.sum().clamp(min=1)
 
 
@@ -103,7 +108,7 @@ def listnet_loss(pred: torch.Tensor, target: torch.Tensor, groups: torch.Tensor)
     lp = torch.log_softmax(pred.unsqueeze(0).masked_fill(~member, far), dim=1)  # (G, B, H)
     py = torch.softmax(target.unsqueeze(0).masked_fill(~member, far), dim=1)
     ce = -(py * lp * member).sum(1)  # (G, H)
-    valid = (groups.sum(1, keepdim=True) >= 2).to(ce.dtype).expand_as(ce)
+    valid = (groups.sum(1, keepdim=True) >= MIN_MEMBERS["rank"]).to(ce.dtype).expand_as(ce)
     return (ce * valid).sum() / valid.sum().clamp(min=1)
 
 
@@ -133,5 +138,22 @@ def compute_loss(
         parts["classification"] = F.cross_entropy(out.class_logits.float().flatten(0, 1), labels.flatten())
     if out.quantiles is not None:
         parts["quantile"] = pinball_loss(out.quantiles.float(), target, cfg.quantiles)
-    total = sum(cfg.loss_weights.get(name, 1.0) * value for name, value in parts.items())
-    return total, parts
+    return weighted_total(cfg, parts), parts
+
+
+def weighted_total(cfg: ModelConfig, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The loss: the parts weighted by ``model.loss_weights`` (1 for a part it does not name), summed."""
+    return sum(cfg.loss_weights.get(name, 1.0) * value for name, value in parts.items())
+
+
+def term_counts(cfg: ModelConfig, times: np.ndarray) -> dict[str, int]:
+    """How many terms each part :func:`compute_loss` can return averages over, in a batch of windows with
+    as-of ``times`` (B,): ``mse``, ``classification`` and ``quantile`` are means over the windows (times the
+    horizon steps and levels, the same in every batch), ``ic`` and ``rank`` over the dates holding at least
+    :data:`MIN_MEMBERS` windows (times the horizon steps). Weighting each micro-batch's part by its count
+    over the step's total makes the accumulated gradient that of one batch of every micro-batch."""
+    counts = {"mse": len(times), "classification": len(times), "quantile": len(times)}
+    if cfg.loss != "mse":
+        _, members = np.unique(np.asarray(times), return_counts=True)  # windows per date, as date_groups groups
+        counts[cfg.loss] = int((members >= MIN_MEMBERS[cfg.loss]).sum())
+    return counts

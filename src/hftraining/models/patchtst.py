@@ -130,6 +130,8 @@ class PatchEncoder(nn.Module):
 
     Callers fold channels into N so every channel is encoded with the same weights."""
 
+    no_weight_decay = ("positions",)  # an embedding table: the optimizer's param_groups give it no decay
+
     def __init__(
         self, seq_len: int, patch_len: int, stride: int, d_model: int, n_heads: int, n_layers: int,
         d_ff: int, dropout: float,

@@ -2,7 +2,12 @@
 any optimizer of pytorch-optimizer by its (case-insensitive) name. An unknown name, an unknown
 keyword in ``training.optimizer_kwargs`` or a bad value is a ConfigError; never a silent fallback.
 
-Parameter groups: no weight decay on biases, norms and embeddings.
+Parameter groups: no weight decay on biases, norms and embeddings (``nn.Embedding`` modules, and a module's
+own parameters it names in a ``no_weight_decay`` class attribute, such as PatchTST's learned positions).
+
+Muon and its variants (pytorch-optimizer's ``MuonBase``) orthogonalise the matrices; the other groups
+(biases, norms: ``use_muon`` False) go to their AdamW part, which runs at ``training.learning_rate`` under the
+same schedule unless ``training.optimizer_kwargs.adamw_lr`` sets its own peak rate.
 
 What the trainer calls, in order::
 
@@ -184,11 +189,18 @@ def _optimizer_kwargs(name: str, spec: Spec, t: TrainingConfig) -> dict[str, Any
         kwargs["lr"] = t.learning_rate
     if "num_iterations" in accepted and "num_iterations" not in kwargs:  # Ranger21 plans its own schedule
         kwargs["num_iterations"] = t.max_steps
+    if issubclass(spec.cls, MuonBase) and "adamw_lr" in accepted and "adamw_lr" not in kwargs:
+        # Muon's AdamW part (the groups it does not orthogonalise: biases, norms) would otherwise run at the
+        # library's own adamw_lr (3e-4) whatever training.learning_rate says. Its groups' rate is their
+        # initial rate under the LambdaLR schedule, so warmup and decay apply to it as to the Muon part.
+        kwargs["adamw_lr"] = t.learning_rate
     return kwargs
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two groups: matrices with decay; biases, norm weights and embeddings without."""
+    """Two groups: matrices with decay; biases, norm weights and embeddings without. A module lists its own
+    embedding-like parameters (a learned position table held as a bare ``nn.Parameter``) in a
+    ``no_weight_decay`` class attribute."""
     no_decay_types = (nn.LayerNorm, nn.Embedding, nn.BatchNorm1d, nn.GroupNorm)
     decay, no_decay, seen = [], [], set()
     for module in model.modules():
@@ -196,7 +208,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            if isinstance(module, no_decay_types) or p.ndim < 2 or name.endswith("bias"):
+            embedding = isinstance(module, no_decay_types) or name in getattr(module, "no_weight_decay", ())
+            if embedding or p.ndim < 2 or name.endswith("bias"):
                 no_decay.append(p)
             else:
                 decay.append(p)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -85,6 +86,13 @@ class TrainOptimizer:
                 del opt.found_inf
         elif not bool(found_inf):  # reads the flag back: a host synchronisation on a GPU
             opt.step()
+        else:
+            # skipped: before any optimizer.step(), torch warns that the schedule "skips its first value";
+            # here it moves on on purpose (a skipped step counts as a step of the run)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+                self.scheduler.step()
+            return
         self.scheduler.step()
 
     def train(self) -> None:

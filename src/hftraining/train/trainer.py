@@ -35,7 +35,7 @@ from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.data.windows import DateSampler, EpochSampler, WindowSet, date_groups, to_device
 from hftraining.eval import metrics
 from hftraining.models import ForecastModel, build_model
-from hftraining.models.losses import compute_loss
+from hftraining.models.losses import compute_loss, term_counts, weighted_total
 from hftraining.models.predict import autocast_context, predict_scaled
 from hftraining.optim.stepper import TrainOptimizer
 from hftraining.train import checkpoint as ckpt
@@ -285,7 +285,7 @@ class Trainer:
         lr, create_graph = opt.lr, opt.create_graph()
         self.zero_grad()
         batches = [self.sampler.next_batch() for _ in range(accum)]  # drawn first: their sizes weigh the losses
-        weights = self._micro_weights(batches)
+        shares = self._micro_shares(batches)
         micro_stats = []
         for micro, idx in enumerate(batches):
             self._window.samples += len(idx) * self.info.world_size
@@ -296,10 +296,15 @@ class Trainer:
                     if self._graphs:
                         torch.compiler.cudagraph_mark_step_begin()
                     loss, parts = self.forward_loss(b["x"], b.get("mask"), b["past"], b["y"], b.get("groups"))
-                    micro_stats.append(torch.stack([loss.detach(), *(v.detach() for v in parts.values())]))  # (1 + P,)
                     self._part_names = list(parts)
-                    # the micro-batch's share of one big batch's mean
-                    scaled = loss / accum if weights is None else loss * weights[micro]
+                    # the micro-batch's share of one big batch's mean: of the whole loss, or of each part
+                    if shares is None:
+                        scaled = loss / accum
+                        micro_stats.append(torch.stack([loss.detach(), *(v.detach() for v in parts.values())]))  # (1+P,)
+                    else:
+                        parts = {k: v * shares[k][micro] for k, v in parts.items()}
+                        scaled = weighted_total(self.cfg.model, parts)
+                        micro_stats.append(torch.stack([scaled.detach(), *(v.detach() for v in parts.values())]))
                     if self.scaler is not None:
                         scaled = self.scaler.scale(scaled)
                     scaled.backward(create_graph=create_graph)
@@ -311,10 +316,8 @@ class Trainer:
                     ) from None
                 except RuntimeError as e:
                     raise RuntimeError(f"training batch failed at {self._describe(idx)}: {e}") from e
-        if weights is None:
-            stats = torch.stack(micro_stats).double().mean(0)  # (1 + P,) the step's loss and parts
-        else:
-            stats = sum(m.double() * w for m, w in zip(micro_stats, weights))
+        stats = torch.stack(micro_stats).double()  # (accum, 1 + P)
+        stats = stats.mean(0) if shares is None else stats.sum(0)  # (1 + P,) the step's loss and parts
         if self.scaler is not None:
             self.scaler.unscale_(opt.optimizer)
         if t.max_grad_norm > 0:
@@ -332,22 +335,29 @@ class Trainer:
         self._pending.append(_Pending(self.state.global_step, idx, lr, torch.cat(
             [stats, grad_norm.detach().double().reshape(1), skip.double().reshape(1), scale])))
 
-    def _micro_weights(self, batches: list[np.ndarray]) -> list[float] | list[torch.Tensor] | None:
-        """The factor on each micro-batch's loss that makes the accumulated gradient that of one big
-        batch (of every micro-batch of every rank; DDP averages the ranks' gradients). None: 1/accum,
-        when the micro-batches are of one size (batches of windows), or hold ``dates_per_batch`` dates
-        each for a cross-sectional loss (a mean over dates). Batches of dates for a mean over
-        windows (``model.loss: mse``) vary in size, every symbol of a date being in: ``n_i · world /
-        N`` of the ``N`` windows of the step; with several ranks as 0-dim device tensors (the total
-        comes from an all-reduce on the device, no host wait)."""
-        if self.cfg.data.batching != "dates" or self.cfg.model.loss != "mse":
+    def _micro_shares(self, batches: list[np.ndarray]) -> dict[str, list[float]] | dict[str, list[torch.Tensor]] | None:
+        """Per loss part, the factor on each micro-batch's value that makes the accumulated gradient that
+        of one big batch (of every micro-batch of every rank; DDP averages the ranks' gradients): the
+        micro-batch's count of the terms the part averages over (:func:`~hftraining.models.losses.term_counts`:
+        windows for ``mse`` and the heads' parts, dates for ``ic``/``rank``) times the world size, over the
+        step's total count (0 when the step has none: the part is then 0 without a gradient); with several
+        ranks as 0-dim device tensors (the total comes from an all-reduce on the device, no host wait).
+        None: 1/accum for the whole loss, when the micro-batches are alike (batches of windows, of one size)
+        or there is only one (one micro-batch on one process is the whole batch). Batches of dates hold every
+        symbol of their dates, so their windows and their dates with enough symbols vary."""
+        if self.cfg.data.batching != "dates" or (len(batches) == 1 and not self.info.enabled):
             return None
+        times = self.data.train.times
+        counts = [term_counts(self.cfg.model, times[idx]) for idx in batches]
+        names = list(counts[0])
+        n = np.array([[c[k] for k in names] for c in counts], dtype=np.float64)  # (accum, parts)
         if not self.info.enabled:
-            total = sum(len(b) for b in batches)
-            return [len(b) / total for b in batches]
-        n = to_device(torch.tensor([len(b) for b in batches], dtype=torch.float64), self.device)  # (accum,)
-        total = all_reduce_sum(n.sum(), self.info)
-        return list((n * self.info.world_size / total).float().unbind())
+            share = (n / np.maximum(n.sum(0), 1)).T.tolist()  # floats: a float64 tensor would promote the loss
+            return dict(zip(names, share))
+        n_dev = to_device(torch.from_numpy(n), self.device)  # (accum, parts)
+        total = all_reduce_sum(n_dev.sum(0), self.info).clamp(min=1)  # (parts,)
+        share = (n_dev * self.info.world_size / total).float()
+        return {k: list(share[:, j].unbind()) for j, k in enumerate(names)}
 
     def read_back(self) -> None:
         """The one host synchronisation of training (at logging, evaluation and checkpoint steps): the
