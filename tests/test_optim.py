@@ -528,3 +528,56 @@ def test_muon_s_adamw_part_steps_at_training_learning_rate_under_the_schedule():
         assert first[0] == pytest.approx(t.learning_rate / 4)  # the Muon part: training.learning_rate, scheduled
         for p, b in zip(vectors, before):
             torch.testing.assert_close((p.detach() - b).abs(), torch.full_like(b, expected), rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("name", ["muon", "adamuon", "normuon", "adago"])
+def test_muon_s_adamw_part_is_adamw_with_training_s_adam_settings_and_no_decay(name):
+    """Muon's AdamW part (biases, the LayerNorm) ran with the library's betas (0.9, 0.95) and eps 1e-10,
+    whatever ``training.adam_beta1/adam_beta2/adam_epsilon`` said. Its updates over a few steps equal those
+    of torch's AdamW with the training settings (or the ``adamw_betas``/``adamw_eps`` the user set, which
+    win) and no weight decay, given the same gradients. eps 1e-3 is large next to these gradients' scale,
+    so a wrong eps shows, as do wrong betas from the second step on."""
+    own_eps = "eps" if name == "adamuon" else "adamw_eps"  # AdaMuon has no adamw_eps: its eps is both parts'
+    for kwargs in ({}, {"adamw_betas": [0.5, 0.9], own_eps: 1e-4}):
+        t = TrainingConfig(optimizer=name, learning_rate=0.01, weight_decay=0.1, adam_beta1=0.8, adam_beta2=0.99,
+                           adam_epsilon=1e-3, optimizer_kwargs=dict(kwargs))
+        betas = tuple(kwargs.get("adamw_betas", (t.adam_beta1, t.adam_beta2)))
+        eps = kwargs.get(own_eps, t.adam_epsilon)
+        model, x, y = make_problem()
+        vectors = [p for p in model.parameters() if p.ndim == 1]  # two biases, the LayerNorm's weight and bias
+        ref = [p.detach().clone().requires_grad_(True) for p in vectors]
+        ref_opt = torch.optim.AdamW(ref, lr=t.learning_rate, betas=betas, eps=eps, weight_decay=0.0)
+        opt = build_optimizer(model, t)
+        for _ in range(4):
+            ((model(x) - y) ** 2).mean().backward()
+            for r, p in zip(ref, vectors):
+                r.grad = p.grad.clone()
+            opt.step()
+            ref_opt.step()
+            opt.zero_grad(set_to_none=True)
+        for p, r in zip(vectors, ref):
+            torch.testing.assert_close(p.detach(), r.detach(), rtol=1e-5, atol=1e-7, msg=f"{name} {kwargs}")
+
+
+@pytest.mark.parametrize("name", ["muon", "adamuon", "normuon"])
+def test_muon_s_adamw_weight_decay_is_refused_as_it_would_decay_biases_and_norms(name):
+    """``training.weight_decay`` is never applied to biases, norms and embeddings; Muon's AdamW part holds
+    exactly those, so a nonzero ``optimizer_kwargs.adamw_wd`` would break that promise: a one-line
+    ConfigError naming the key, before anything is built. 0 (no decay) is accepted."""
+    with pytest.raises(ConfigError, match=r"^training\.optimizer_kwargs\.adamw_wd: .*never decayed") as e:
+        check_compatibility(TrainingConfig(optimizer=name, optimizer_kwargs={"adamw_wd": 0.1}))
+    assert "\n" not in str(e.value)
+    model, x, y = make_problem()
+    opt = build_optimizer(model, TrainingConfig(optimizer=name, optimizer_kwargs={"adamw_wd": 0}))
+    assert [g["weight_decay"] for g in opt.param_groups if not g["use_muon"]] == [0.0]
+
+
+@pytest.mark.parametrize("override", ["training.adam_beta1=1.0", "training.adam_beta2=-0.1", "training.adam_epsilon=-1e-8"])
+def test_bad_adam_settings_are_a_config_error_naming_the_key(override):
+    """The Adam settings reach optimizers that do not check them (Muon's AdamW groups take them as group
+    values): a value out of range is refused by the config, naming its key."""
+    from hftraining.core.config import load_config
+
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^{key}: must be"):
+        load_config(None, [override])

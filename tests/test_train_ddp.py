@@ -173,3 +173,40 @@ def test_each_rank_draws_its_own_dropout_masks(tmp_path):
           f"output.output_dir={tmp_path}"])
     rng = load_file(str(tmp_path / "checkpoints" / "step-00000002" / "rng.safetensors"))
     assert not torch.equal(rng["rank0.torch"], rng["rank1.torch"])
+
+
+def test_logged_loss_parts_are_averaged_over_ranks_like_the_loss(tmp_path):
+    """The ``loss_<part>`` values logged under DDP were rank 0's alone while ``loss`` was averaged over the
+    ranks: two ranks of one date each (the IC loss and a quantile head) now log, every step, the parts of one
+    process of both dates, and their weighted sum is the logged loss."""
+    from conftest import one_and_two_processes
+
+    from hftraining.core.jsonio import read_jsonl
+
+    cs = [*COMMON, "data.target=cs_rank", "data.batching=dates", "model.loss=ic", "training.save_steps=0",
+          "evaluation.eval_steps=0", "training.logging_steps=1", "training.max_steps=4", "training.learning_rate=0.1",
+          "data.symbols=[AEM, WPM, NIO, PDD]", "model.quantiles=[0.25, 0.5, 0.75]", "model.loss_weights={quantile: 0.5}"]
+    one_and_two_processes(tmp_path, cs)
+    one, two = ([r for r in read_jsonl(tmp_path / name / "metrics.jsonl") if "loss" in r] for name in ("one", "two"))
+    assert [r["step"] for r in one] == [r["step"] for r in two] == [1, 2, 3, 4]
+    for a, b in zip(one, two):
+        for key in ("loss", "loss_ic", "loss_quantile"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (b["step"], key)
+        assert b["loss_ic"] + 0.5 * b["loss_quantile"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-9)
+
+
+def test_every_logged_record_s_loss_is_the_weighted_sum_of_its_logged_parts(tmp_path):
+    """A record summarises ``training.logging_steps`` steps: its loss was their mean but its parts were the
+    last step's alone, so ``loss_ic + 0.5 · loss_quantile`` missed the logged loss. Both are the mean now."""
+    from hftraining.cli import main
+    from hftraining.core.jsonio import read_jsonl
+
+    cs = [*COMMON, "data.target=cs_rank", "data.batching=dates", "model.loss=ic", "training.save_steps=0",
+          "evaluation.eval_steps=0", "training.logging_steps=3", "training.max_steps=6", "training.learning_rate=0.1",
+          "data.symbols=[AEM, WPM, NIO, PDD]", "model.quantiles=[0.25, 0.5, 0.75]", "model.loss_weights={quantile: 0.5}",
+          "evaluation.report=false", f"output.output_dir={tmp_path / 'run'}"]
+    assert main(["train", *cs]) == 0
+    records = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "loss" in r]
+    assert [r["step"] for r in records] == [3, 6]
+    for r in records:
+        assert r["loss_ic"] + 0.5 * r["loss_quantile"] == pytest.approx(r["loss"], rel=1e-6, abs=1e-9), r["step"]

@@ -7,7 +7,10 @@ own parameters it names in a ``no_weight_decay`` class attribute, such as PatchT
 
 Muon and its variants (pytorch-optimizer's ``MuonBase``) orthogonalise the matrices; the other groups
 (biases, norms: ``use_muon`` False) go to their AdamW part, which runs at ``training.learning_rate`` under the
-same schedule unless ``training.optimizer_kwargs.adamw_lr`` sets its own peak rate.
+same schedule unless ``training.optimizer_kwargs.adamw_lr`` sets its own peak rate, with
+``training.adam_beta1``/``adam_beta2``/``adam_epsilon`` unless ``adamw_betas``/``adamw_eps`` set their own
+(AdaMuon has no ``adamw_eps``: its ``eps``, if set, is both parts'), and without weight decay: those groups
+hold only what ``training.weight_decay`` never decays, so a nonzero ``adamw_wd`` is a ConfigError.
 
 What the trainer calls, in order::
 
@@ -194,6 +197,12 @@ def _optimizer_kwargs(name: str, spec: Spec, t: TrainingConfig) -> dict[str, Any
         # library's own adamw_lr (3e-4) whatever training.learning_rate says. Its groups' rate is their
         # initial rate under the LambdaLR schedule, so warmup and decay apply to it as to the Muon part.
         kwargs["adamw_lr"] = t.learning_rate
+    if issubclass(spec.cls, MuonBase) and kwargs.get("adamw_wd", 0) != 0:
+        # its AdamW part holds only biases, norms and embeddings (build_optimizer), which are never decayed
+        raise ConfigError(
+            f"training.optimizer_kwargs.adamw_wd: {name}'s AdamW part holds only biases, norms and embeddings, "
+            f"which are never decayed (training.weight_decay); remove it (got {kwargs['adamw_wd']!r})"
+        )
     return kwargs
 
 
@@ -223,11 +232,18 @@ def build_optimizer(model: nn.Module, t: TrainingConfig) -> torch.optim.Optimize
     kwargs = _optimizer_kwargs(name, spec, t)
     groups = param_groups(model, t.weight_decay)
     if issubclass(spec.cls, MuonBase):
-        # Muon orthogonalises matrices; vectors (biases, norms) go to its AdamW part.
+        # Muon orthogonalises matrices; vectors (biases, norms) go to its AdamW part, whose group values win over
+        # the library's adamw_* defaults (betas (0.9, 0.95), eps 1e-10): training's Adam settings unless
+        # optimizer_kwargs sets them, and no decay (the group's weight_decay 0.0, so adamw_wd never applies).
+        eps_key = "adamw_eps" if "adamw_eps" in _accepted(spec.cls) else "eps"  # AdaMuon: one eps for both parts
         for g in groups:
             g["use_muon"] = all(p.ndim >= 2 for p in g["params"])
             if not g["use_muon"]:
-                g.pop("weight_decay")  # the AdamW part reads adamw_wd
+                g["weight_decay"] = 0.0
+                if "adamw_betas" not in t.optimizer_kwargs:
+                    g["betas"] = (t.adam_beta1, t.adam_beta2)
+                if eps_key not in t.optimizer_kwargs:
+                    g["eps"] = t.adam_epsilon
     try:
         return spec.cls(groups, **kwargs)
     except (TypeError, ValueError, NotImplementedError) as e:  # pytorch-optimizer's errors are ValueErrors

@@ -89,7 +89,7 @@ class _LogWindow:
 
     losses: list[float] = field(default_factory=list)  # of the steps that were not skipped
     grad_norm: float | None = None  # of the last step not skipped
-    parts: dict[str, float] = field(default_factory=dict)  # loss parts of the last step not skipped
+    parts: dict[str, float] = field(default_factory=dict)  # loss parts summed over the steps of ``losses``
     skipped: bool = False
     samples: int = 0
     start: float = field(default_factory=time.perf_counter)
@@ -391,22 +391,29 @@ class Trainer:
                 self.state.consecutive_nonfinite = 0
                 w.losses.append(float(loss))
                 w.grad_norm = float(grad_norm)
-                w.parts = {k: float(v) for k, v in zip(self._part_names, r[1:-3])}
+                w.parts = {k: w.parts.get(k, 0.0) + float(v) for k, v in zip(self._part_names, r[1:-3])}
         self._last_lr = pending[-1].lr
 
     def _log_training(self, step: int) -> None:
-        """The training record of ``step``: the mean loss of the steps since the last record (over all
-        ranks), this step's learning rate, the last gradient norm, skips and throughput."""
+        """The training record of ``step``: the mean loss and loss parts of the steps since the last record
+        (so the loss is the parts' weighted sum in every record; each averaged over all ranks, in one
+        all-reduce: a rank's values are its share of the global batch's, see :meth:`_micro_shares`), this
+        step's learning rate, the last gradient norm, skips and throughput."""
         w = self._window
         rec: dict[str, Any] = {"step": step}
-        if w.losses:
-            mean_loss = torch.tensor([float(np.mean(w.losses))], dtype=torch.float64, device=self.device)
-            rec["loss"] = float(all_reduce_sum(mean_loss, self.info)) / self.info.world_size
+        parts: dict[str, float] = {}
+        if w.losses:  # every rank has the same steps (a skip is every rank's) and the same part names
+            n = len(w.losses)
+            local = torch.tensor([float(np.mean(w.losses)), *(v / n for v in w.parts.values())], dtype=torch.float64,
+                                 device=self.device)  # (1 + P,)
+            total, *values = (all_reduce_sum(local, self.info) / self.info.world_size).tolist()
+            rec["loss"] = total
+            parts = dict(zip(w.parts, values))
         rec["learning_rate"] = self._last_lr
         if w.grad_norm is not None:
             rec["grad_norm"] = w.grad_norm
-        if len(w.parts) > 1:
-            rec.update({f"loss_{k}": v for k, v in w.parts.items()})
+        if len(parts) > 1:
+            rec.update({f"loss_{k}": v for k, v in parts.items()})
         if w.skipped:
             rec["nonfinite_skipped"] = self.state.skipped_steps
         rec["epoch"] = self.sampler.epoch
