@@ -5,6 +5,7 @@ import base64
 import json
 import math
 import re
+import shutil
 import struct
 
 import numpy as np
@@ -752,18 +753,60 @@ def test_a_backtest_setting_the_portfolio_ignores_is_a_config_error_naming_it():
         load_config(None, overrides)
 
 
-def test_a_setting_that_auto_resolves_away_from_is_named_in_the_backtest_output(tiny_run, capsys):
-    # auto resolves by the label, which `backtest` learns from the model: a return label trades per symbol,
-    # and backtest_topk=5 then changes nothing; the output says so instead of printing its numbers silently
+@pytest.fixture(scope="module")
+def cs_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cs") / "run"
+    train(load_config(None, tiny(run, "model.hidden_size=8", "data.sequence_length=16", "data.symbols=[AEM, WPM, NIO]",
+                                 "data.target=cs_rank", "training.max_steps=3", "evaluation.eval_steps=0",
+                                 "training.save_steps=0", "evaluation.report=false")))
+    return run
+
+
+def test_auto_resolves_by_the_label_the_model_was_trained_on(tiny_run, cs_run, tmp_path, capsys):
+    # in training the label is in the config: a return label (the default) trades per symbol, and
+    # backtest_topk set there would change nothing
+    with pytest.raises(ConfigError, match=r"^evaluation\.backtest_topk: 5 is ignored by the per_symbol portfolio"):
+        load_config(None, ["evaluation.backtest_topk=5"])
+    # on a trained model the label is the model's: its run folder, its bare model folder (no run config.json beside
+    # it) and an ensemble of it all resolve auto alike, before any data is read (the --data folder does not exist)
+    from hftraining.inference.ensemble import build_ensemble
+    folders = {}
+    for name, run in (("return", tiny_run), ("cs_rank", cs_run)):
+        shutil.copytree(run / "final", tmp_path / name / "a")
+        shutil.copytree(run / "final", tmp_path / name / "b")
+        folders[name] = [run, tmp_path / name / "a", build_ensemble([tmp_path / name / "a", tmp_path / name / "b"],
+                                                                   tmp_path / name / "ens")]
+    missing = str(tmp_path / "missing")
+    for name, flags, refused in (("return", ["--topk", "5"], "evaluation.backtest_topk: 5 is ignored by the per_symbol"),
+                                 ("cs_rank", ["--positions", "vol_scaled"],
+                                  "evaluation.backtest_positions: 'vol_scaled' is ignored by the topk")):
+        for path in folders[name]:
+            assert main(["backtest", str(path), *flags, "--data", missing]) == 2, (name, path)
+            err = capsys.readouterr().err
+            assert refused in err and f"data.target={name}" in err and err.count("\n") == 1, err
+    # the setting the model's portfolio uses is accepted: top-k on the cross-sectional label (a check that took the
+    # default data section, a return label, would refuse it)
+    for path in folders["cs_rank"]:
+        assert main(["backtest", str(path), "--topk", "1", "--json"]) == 0, path
+        s = json.loads(capsys.readouterr().out)["settings"]
+        assert (s["portfolio"], s["topk"]) == ("topk", 1) and "warning" not in s
+    assert main(["evaluate", str(cs_run), "--no-report", "--set", "evaluation.backtest_positions=vol_scaled"]) == 2
+    assert "evaluation.backtest_positions" in capsys.readouterr().err
+
+
+def test_a_setting_that_auto_resolves_away_from_is_named_in_the_backtest_output(tiny_run, tmp_path, capsys):
+    # auto resolves by the label: a return label trades per symbol, and backtest_topk=5 then changes nothing.
+    # A caller that passes forecasts with an unchecked EvaluationConfig is told so in the output ...
     R, sig = _oracle()
-    res = backtest_forecasts(_panel_forecasts(R, sig), _ev("backtest_topk=5"))
+    res = backtest_forecasts(_panel_forecasts(R, sig), EvaluationConfig(backtest_topk=5))
     assert res["settings"]["portfolio"] == "per_symbol" and res["settings"]["ignored"] == ["evaluation.backtest_topk"]
     text = format_backtest(res)
     assert "warning (settings): evaluation.backtest_topk: 5 is ignored by the per_symbol portfolio" in text
     assert "positions sign long-short (ignored: evaluation.backtest_topk)" in text.splitlines()[0]  # the report's label too
     assert "warning" not in backtest_forecasts(_panel_forecasts(R, sig), _ev())["settings"]
-    assert main(["backtest", str(tiny_run), "--topk", "5"]) == 0
-    assert "warning (settings): evaluation.backtest_topk: 5 is ignored" in capsys.readouterr().out
-    assert main(["backtest", str(tiny_run), "--portfolio", "per_symbol", "--topk", "5"]) == 2  # known before the data
-    err = capsys.readouterr().err
-    assert "evaluation.backtest_topk" in err and err.count("\n") == 1
+    # ... while `backtest` learns the label from the model folder and refuses it before reading any data (the
+    # --data folder does not exist), as training refuses it
+    for flags in (["--topk", "5"], ["--portfolio", "per_symbol", "--topk", "5"]):
+        assert main(["backtest", str(tiny_run), *flags, "--data", str(tmp_path / "missing")]) == 2, flags
+        err = capsys.readouterr().err
+        assert "evaluation.backtest_topk: 5 is ignored by the per_symbol portfolio" in err and err.count("\n") == 1, err

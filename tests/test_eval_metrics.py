@@ -15,6 +15,14 @@ from hftraining.eval import metrics as M
 from hftraining.eval.forecasts import Forecasts, collect_forecasts, evaluate_predictions, format_table, score, verdict
 
 
+def test_mse_ratio_is_one_function_for_eval_json_and_the_report():
+    # below 1: the first forecast is the better one; an exact baseline (the zero forecast of a universe whose
+    # returns are all 0) makes any error infinitely worse, and 0 / 0 or a NaN has no ratio (tables show "—")
+    assert M.mse_ratio(0.5, 2.0) == pytest.approx(0.25) and M.mse_ratio(3.0, 2.0) > 1
+    assert M.mse_ratio(1e-8, 0.0) == math.inf
+    assert all(math.isnan(M.mse_ratio(a, b)) for a, b in ((0.0, 0.0), (float("nan"), 1.0), (1.0, float("nan"))))
+
+
 def test_dm_matches_hand_computation():
     # d = loss_a - loss_b = [1, 2, 3, 4]; mean 2.5; deviations e = [-1.5, -.5, .5, 1.5]
     # gamma0 = (2.25 + 0.25 + 0.25 + 2.25) / 4 = 1.25; gamma1 = (0.75 - 0.25 + 0.75) / 4 = 0.3125

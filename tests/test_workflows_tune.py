@@ -224,3 +224,26 @@ def test_bad_tune_values_are_one_line_errors_naming_the_key(tmp_path, capsys, ov
     assert main(["tune", "--config", str(tmp_path / "t.yaml"), "--trials", "1", "--out", str(tmp_path / "o"), override]) == 2
     assert capsys.readouterr().err == f"hftraining: error: {message}\n"
     assert not (tmp_path / "o").exists()
+
+
+def test_a_moved_test_cut_names_both_dates_exactly(monkeypatch):
+    # sub-second bars: a draw that moves the cut by one 100 ms bar names two different times, not one time twice;
+    # a daily cut reads as a date, and a symbol without test rows as none
+    import hftraining.workflows.tune as tune
+
+    def ns(text):
+        return int(np.datetime64(text, "ns").astype(np.int64))
+
+    class Study:
+        def __init__(self, stored):
+            self.user_attrs = {tune.TEST_SPLIT_ATTR: stored}
+
+    for stored, here, said in (
+        ({"*": ns("2025-05-23T09:30:00.100")}, {"*": ns("2025-05-23T09:30:00.200")},
+         "moves the shared test cut from 2025-05-23T09:30:00.100 (earlier trials) to 2025-05-23T09:30:00.200,"),
+        ({"AEM": ns("2025-05-23")}, {"AEM": None}, "moves symbol AEM's first test date from 2025-05-23 (earlier trials) to none,"),
+    ):
+        monkeypatch.setattr(tune, "first_test_dates", lambda source, here=here: here)
+        with pytest.raises(ConfigError) as e:
+            tune.check_test_split(Study(stored), None, {"data.features": ["log_return_1"]})
+        assert said in str(e.value), str(e.value)

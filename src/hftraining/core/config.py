@@ -203,14 +203,17 @@ class TrainingConfig:
     weight_decay: float = 0.01
     """Decoupled weight decay; never applied to biases, norms or embeddings."""
     adam_beta1: float = 0.9
-    """First-moment decay of ``adamw``, ``gpro``, ``lamb`` and ``adafactor`` (Lion, Adan and Sophia keep their own betas)."""
+    """First-moment decay of ``adamw``, ``gpro``, ``lamb``, ``adafactor`` and Muon's AdamW part (Lion, Adan and
+    Sophia keep their own betas); in [0, 1)."""
     adam_beta2: float = 0.999
-    """Second-moment decay of the same optimizers."""
+    """Second-moment decay of the same optimizers; in [0, 1)."""
     adam_epsilon: float = 1e-8
-    """Denominator epsilon of ``adamw``, ``gpro``, ``lamb`` and ``adan``."""
+    """Denominator epsilon of ``adamw``, ``gpro``, ``lamb``, ``adan`` and Muon's AdamW part; >= 0."""
     optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments passed to the optimizer's constructor. Muon and its variants leave biases and
-    norms to an AdamW part whose ``adamw_lr`` is ``learning_rate`` unless set here (scheduled either way)."""
+    norms to an AdamW part whose ``adamw_lr`` is ``learning_rate`` (scheduled either way), ``adamw_betas``
+    ``(adam_beta1, adam_beta2)`` and ``adamw_eps`` ``adam_epsilon`` unless set here (AdaMuon: its ``eps``, both
+    parts'); a nonzero ``adamw_wd`` is an error, as those parameters are never decayed."""
     lr_scheduler: Literal["constant", "linear", "cosine", "cosine_restarts", "wsd"] = "cosine"
     """Learning-rate schedule after linear warmup; counts optimizer steps."""
     warmup_ratio: float = 0.05
@@ -741,6 +744,11 @@ def validate(cfg: Config) -> None:
     time_zone(d.timezone, "data.timezone")
     if t.weight_decay < 0:
         raise ConfigError(f"training.weight_decay: must be >= 0, got {t.weight_decay}")
+    for name in ("adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(t, name) < 1:
+            raise ConfigError(f"training.{name}: must be in [0, 1), got {shown(getattr(t, name))}")
+    if not t.adam_epsilon >= 0:
+        raise ConfigError(f"training.adam_epsilon: must be >= 0, got {shown(t.adam_epsilon)}")
     if not 0 <= t.min_lr_ratio <= 1:
         raise ConfigError(f"training.min_lr_ratio: must be in [0, 1], got {t.min_lr_ratio}")
     if not 0 <= t.warmup_ratio < 1:
@@ -765,10 +773,12 @@ def validate(cfg: Config) -> None:
     for name, low in (("backtest_topk", 1), ("backtest_topk_dropout", 0), ("backtest_rebalance", 1)):
         if getattr(e, name) < low:
             raise ConfigError(f"evaluation.{name}: must be >= {low}, got {getattr(e, name)}")
-    # auto resolves by the label; only a cross-sectional one is certain here: `evaluate` and `backtest` validate
-    # the run's evaluation section beside a default data section, and the backtest reports the rest
-    portfolio = "topk" if e.backtest_portfolio == "auto" and d.target in ("cs_zscore", "cs_rank") else e.backtest_portfolio
-    if portfolio != "auto" and backtest_ignored(e, portfolio):
+    # auto resolves by the label: `evaluate` and `backtest` validate the evaluation section beside the data section
+    # the model was trained with (hftraining.workflows.evaluate_run.evaluation_config), so it is known here too
+    portfolio = e.backtest_portfolio
+    if portfolio == "auto":
+        portfolio = "topk" if d.target in ("cs_zscore", "cs_rank") else "per_symbol"
+    if backtest_ignored(e, portfolio):
         raise ConfigError(backtest_ignored_text(e, portfolio, "evaluation.backtest_portfolio=auto with data.target="
                                                 f"{d.target}" if e.backtest_portfolio == "auto" else None))
     if not 0 < cfg.serve.port < 65536:

@@ -452,8 +452,9 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
     long-only) and carry a ``warning`` when there are any. A ``backtest_*``
     key set away from its default that the resolved portfolio ignores (``backtest_topk`` under
     ``per_symbol``, ``backtest_positions`` under ``topk``; :func:`hftraining.core.config.backtest_ignored`)
-    is named in ``settings["warning"]`` (the config check refuses it wherever the portfolio is known
-    before the data: explicit, or ``auto`` with a cross-sectional ``data.target``). Returns
+    is named in ``settings["warning"]``: only a config that skipped the check gets here (the check refuses it
+    wherever a config is validated: training, and ``evaluate``/``backtest``, which resolve ``auto`` by the
+    label the model was trained on). Returns
     {"strategies": {name: metrics}, "settings": ..., "curves": {name: (dates, returns)}} (curves are
     arrays, for the report).
     """

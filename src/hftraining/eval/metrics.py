@@ -25,6 +25,15 @@ def mae(pred: np.ndarray, true: np.ndarray) -> float:
     return float(np.mean(np.abs(pred - true))) if np.size(true) else float("nan")
 
 
+def mse_ratio(a: float, b: float) -> float:
+    """MSE ``a`` / MSE ``b`` (below 1: ``a`` is the better forecast); +inf when ``b`` is exactly 0 and ``a``
+    is not (a baseline that is exact, e.g. the zero forecast of a universe whose returns are all 0), NaN
+    when both are 0 or either is NaN (tables show both as "—")."""
+    if b > 0:
+        return a / b
+    return math.inf if b == 0 and a > 0 else float("nan")
+
+
 def directional_accuracy(pred: np.ndarray, true: np.ndarray) -> float:
     """Share of forecasts whose sign matches the realised return's sign.
 

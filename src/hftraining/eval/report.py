@@ -397,13 +397,6 @@ def _topk_plot(doc: _Doc, s: dict[str, Any], curves: dict[str, Any]) -> None:
                                       "equal-weight universe")
 
 
-def _ratio(a: Any, b: Any) -> float | None:
-    """a / b, or None (shown "—") when b is missing, zero or not finite (a test split whose realised
-    returns are all 0 gives the zero forecast an MSE of 0)."""
-    ok = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (a, b)) and b > 0
-    return a / b if ok else None
-
-
 def _verdict_section(doc: _Doc, result: dict[str, Any], bt: dict[str, Any] | None) -> None:
     """The top of the report: the model beside the strongest baseline, and the verdict in words. A
     cross-sectional label is judged first on its rank IC (its strongest baseline: the best rank IC)."""
@@ -414,12 +407,12 @@ def _verdict_section(doc: _Doc, result: dict[str, Any], bt: dict[str, Any] | Non
         base = result["baselines"][sb["name"]]
         strategies = (bt or {}).get("strategies", {})
         key = next((k for k in strategies if k.endswith(f":{sb['name']}")), None)
-        zero_mse = result["baselines"].get("zero", {}).get("mse")
+        zero_mse = result["baselines"]["zero"]["mse"]  # score() always scores the zero forecast
         rows = []
         for name, m, strat in (("model", result["model"], strategies.get("model")),
                                (f"{sb['name']} (strongest baseline)", base, strategies.get(key) if key else None)):
             cs = m.get("cross_section", {}).get("rank_ic", {})
-            rows.append([name, _num(m["mse"], ".6g"), _num(_ratio(m["mse"], zero_mse), ".4f"),
+            rows.append([name, _num(m["mse"], ".6g"), _num(M.mse_ratio(m["mse"], zero_mse), ".4f"),
                          _num(cs.get("mean"), ".4f"), _num(cs.get("t_stat"), ".2f"), _num((strat or {}).get("sharpe"), ".2f")])
         doc.table(["forecast", "MSE", "MSE / zero", "rank IC (step 1)", "rank IC t", "backtest Sharpe"], rows)
         if cs_first:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from hftraining.core.fmt import fmt
+from hftraining.core.fmt import fmt, fmt_time
 
 EULER_GAMMA = float(np.euler_gamma)
 CSCV_MAX_SPLITS = 16  # the CSCV blocks of the PBO: at most 16 (12,870 combinations) ...
@@ -289,10 +289,6 @@ def align_series(series: dict[Any, tuple[np.ndarray, np.ndarray]]) -> tuple[np.n
     return common, np.stack(cols, axis=1) if len(common) else np.zeros((0, len(dated)))
 
 
-def _iso(ns: int) -> str:
-    return str(np.datetime_as_string(np.datetime64(int(ns), "ns"), unit="auto"))
-
-
 def selection_stats(series: dict[Any, tuple[np.ndarray, np.ndarray]], chosen: Any, trials_are: str) -> dict[str, Any]:
     """The selection-bias statistics of picking ``chosen`` among the trials ``series`` ({name:
     (dates, per-period returns)}, aligned on their common dates by :func:`align_series`).
@@ -312,7 +308,7 @@ def selection_stats(series: dict[Any, tuple[np.ndarray, np.ndarray]], chosen: An
     sharpes = [0.0 if not np.isfinite(v) and T >= 2 and np.all(m[:, j] == 0) else v for j, v in enumerate(sharpes)]
     out: dict[str, Any] = {
         "trials_are": trials_are, "chosen": chosen, "trials": names, "n_trials": N, "n_periods": int(T),
-        "from": _iso(dates[0]) if T else None, "to": _iso(dates[-1]) if T else None,
+        "from": fmt_time(dates[0]) if T else None, "to": fmt_time(dates[-1]) if T else None,
         "trial_sharpes": dict(zip(names, sharpes)),
         "dsr": None, "dsr_skipped": None, "deflated_sharpe": None,
         "pbo": None, "pbo_skipped": None, "pbo_cscv": None,

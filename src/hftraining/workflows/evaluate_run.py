@@ -7,16 +7,18 @@ from pathlib import Path
 from typing import Any
 
 
-from hftraining.core.config import Config, EvaluationConfig, parse_override, section_from_dict, validate
+from hftraining.core.config import Config, DataConfig, EvaluationConfig, parse_override, section_from_dict, validate
 from hftraining.core.errors import ConfigError, DataError
+from hftraining.data.pipeline import Preprocessing
 from hftraining.data.windows import WindowSet
 from hftraining.eval import metrics as M
 from hftraining.eval.backtest import backtest_forecasts
 from hftraining.eval.forecasts import Forecasts, collect_forecasts, score
 from hftraining.eval.intervals import forecast_intervals, interval_report, outcome_times
-from hftraining.inference.folders import resolve_model_dir, run_folder, run_section
+from hftraining.inference.ensemble import check_shared_preprocessing, read_ensemble_meta
+from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble, resolve_model_dir, run_folder, run_section
 from hftraining.inference.forecaster import Forecaster
-from hftraining.models import ForecastModel
+from hftraining.models import ForecastModel, folder, load_preprocessing
 from hftraining.train.checkpoint import FITTED_BASELINES_DIR
 
 
@@ -26,10 +28,26 @@ others act during training (validation cadence and caps, the baselines' fit, the
 calibration, which the model folder keeps)."""
 
 
+def trained_data(path) -> DataConfig:
+    """The data section the model of a run, model or ensemble folder was trained with: its
+    preprocessing.json's (an ensemble's: its members' shared one), as :meth:`Forecaster.from_pretrained`
+    reads it, checked, without loading weights or data. Its ``target`` is the label the forecasts are."""
+    d = resolve_model_dir(path)
+    if is_ensemble(d):
+        pre = check_shared_preprocessing([folder.inside(d, name, str(d / ENSEMBLE_NAME))
+                                          for name in read_ensemble_meta(d)["members"]])
+    else:
+        pre = load_preprocessing(d)
+    return Preprocessing.from_dict(pre).data_config()
+
+
 def evaluation_config(path, overrides: list[str] | tuple[str, ...] = ()) -> EvaluationConfig:
     """The evaluation section a run was trained with (its config.json), or the defaults, with
     ``evaluation.key=value`` overrides applied; a bad key or value, or a key that only acts during
-    training (not :data:`AT_EVALUATION` nor ``backtest_*``), is a ConfigError naming it."""
+    training (not :data:`AT_EVALUATION` nor ``backtest_*``), is a ConfigError naming it. It is checked
+    beside the data section the model was trained with (:func:`trained_data`), so
+    ``backtest_portfolio: auto`` resolves by the model's label before any data is read: a ``backtest_*``
+    key that portfolio ignores is a ConfigError here, as in training."""
     raw = run_section(path, EvaluationConfig, "evaluation")
     for text in overrides:
         (section, key), value = parse_override(text)
@@ -40,7 +58,7 @@ def evaluation_config(path, overrides: list[str] | tuple[str, ...] = ()) -> Eval
                               f"evaluation.{', evaluation.'.join(AT_EVALUATION)} and evaluation.backtest_* apply")
         raw[key] = value
     ev = section_from_dict(EvaluationConfig, raw, "evaluation")
-    validate(Config(evaluation=ev))
+    validate(Config(data=trained_data(path), evaluation=ev))
     return ev
 
 

@@ -76,6 +76,7 @@ import yaml
 
 from hftraining.core.config import Config, check_value, load_config
 from hftraining.core.errors import ConfigError, UserError
+from hftraining.core.fmt import fmt_time
 from hftraining.core.jsonio import read_json, write_json
 from hftraining.data.pipeline import PanelRows, panel_rows, prepare, resolve_cuts, split_segments
 from hftraining.data.splits import union_calendar
@@ -310,7 +311,7 @@ def check_test_split(study, source: PanelRows, values: dict[str, Any]) -> None:
 
 
 def _date(ns: int | None) -> str:
-    return "none" if ns is None else str(np.datetime64(int(ns), "ns"))[:19].replace("T00:00:00", "")
+    return "none" if ns is None else fmt_time(ns)  # none: a symbol without test rows
 
 
 class Objective:
