@@ -139,3 +139,79 @@ def test_seeds_of_a_model_that_ignores_the_seed_are_a_config_error(tmp_path, mod
     with pytest.raises(ConfigError, match="identical members"):
         train_seeds(cfg, 2)
     assert not (tmp_path / "run").exists()
+
+
+def _listing(root):
+    return sorted((str(p.relative_to(root)), p.read_bytes() if p.is_file() else None) for p in root.rglob("*"))
+
+
+def test_an_existing_ensemble_is_not_overwritten_silently(seeds_run, tmp_path, capsys):
+    """`ensemble ... --out X` replaced an ensemble already in X without a word, where training refuses a
+    run folder's checkpoints unless output.overwrite; an --out inside a member copied the ensemble into
+    itself. Now each is one line naming the folder, exit 2, and X is left as it was (an --out that is a
+    file: said before the members are loaded)."""
+    out = tmp_path / "ens"
+    dirs = [str(seeds_run / f"seed-{k}") for k in range(2)]
+    assert main(["ensemble", *dirs, "--out", str(out)]) == 0
+    before = _listing(out)
+    capsys.readouterr()
+    assert main(["ensemble", *dirs, "--out", str(out), "--method", "median"]) == 2
+    assert capsys.readouterr().err == (f"hftraining: error: {out}: already holds an ensemble; remove it first, "
+                                       "or choose another --out\n")
+    assert _listing(out) == before
+    (tmp_path / "file").write_text("x")
+    assert main(["ensemble", *dirs, "--out", str(tmp_path / "file")]) == 2
+    assert capsys.readouterr().err == (f"hftraining: error: {tmp_path / 'file'}: exists and is not a folder; "
+                                       "choose another --out\n")
+    inside = seeds_run / "seed-0" / "final" / "ens"
+    assert main(["ensemble", *dirs, "--out", str(inside)]) == 2
+    member = seeds_run / "seed-0" / "final"
+    assert capsys.readouterr().err == (f"hftraining: error: {inside}: inside the member folder {member}; "
+                                       "choose an --out outside the members\n")
+    assert not inside.exists()
+
+
+def test_an_ensemble_is_replaced_whole_or_not_at_all(seeds_run, tmp_path, monkeypatch):
+    """build_ensemble removed the earlier ensemble folder, then wrote the new one in its place: a build
+    that failed halfway (here its calibration; or a member copied from the folder being replaced) lost
+    the earlier ensemble. Now the new folder is written beside it and renamed into place when whole:
+    a failure leaves the earlier one, byte for byte; a success leaves none of its files."""
+    import hftraining.inference.ensemble as E
+
+    out = tmp_path / "ens"
+    build_ensemble([seeds_run / f"seed-{k}" for k in range(3)], out)
+    (out / "stale.json").write_text("{}")
+    before = _listing(out)
+
+    def broken(*args):
+        raise RuntimeError("calibration failed")
+
+    with monkeypatch.context() as m:
+        m.setattr(E, "_calibrate", broken)
+        with pytest.raises(RuntimeError, match="calibration failed"):
+            build_ensemble([seeds_run / "seed-0", seeds_run / "seed-1"], out, overwrite=True)
+    assert _listing(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["ens"]
+    # a member taken from the ensemble being replaced (its copy of seed-0)
+    build_ensemble([out / "members" / "member-0", seeds_run / "seed-2"], out, "median", overwrite=True)
+    fresh = build_ensemble([seeds_run / "seed-0", seeds_run / "seed-2"], tmp_path / "fresh", "median")
+    assert [name for name, _ in _listing(out)] == [name for name, _ in _listing(fresh)]
+    meta = json.loads((out / "ensemble.json").read_text())
+    assert meta["method"] == "median" and len(meta["members"]) == 2
+    assert (out / "intervals.json").read_bytes() == (fresh / "intervals.json").read_bytes()
+
+
+def test_an_ensemble_inside_another_run_folder_is_not_scored_as_that_run(seeds_run, tmp_path):
+    """An ensemble written into another run's folder (`ensemble ... --out runs/c/ens`) was evaluated with
+    runs/c's config.json and fitted baselines, and its report overwrote runs/c's report.html. Now it is
+    scored as the same ensemble anywhere else, and its report lands in its own folder."""
+    other = tmp_path / "c"
+    shutil.copytree(seeds_run / "seed-2", other)
+    report = (other / "report.html").read_bytes()
+    dirs = [seeds_run / "seed-0", seeds_run / "seed-1"]
+    inside, alone = build_ensemble(dirs, other / "ens"), build_ensemble(dirs, tmp_path / "alone")
+    res_inside, res_alone = (evaluate_model_dir(d, split="val")[0] for d in (inside, alone))
+    assert set(res_inside["baselines"]) == set(res_alone["baselines"])  # not runs/c's fitted ones beside them
+    for key in ("baselines", "model"):  # as JSON: a NaN IC equals itself
+        assert json.dumps(res_inside[key], sort_keys=True) == json.dumps(res_alone[key], sort_keys=True)
+    assert main(["evaluate", str(inside), "--split", "val"]) == 0
+    assert (inside / "report.html").exists() and (other / "report.html").read_bytes() == report

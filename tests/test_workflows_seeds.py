@@ -55,3 +55,27 @@ def test_seeds_are_not_mixed_into_a_single_run_or_an_earlier_seeds_run(tmp_path,
                                        "output.output_dir\n")
     assert main(["train", "--seeds", "1", *_args(root, "output.overwrite=true")]) == 0
     assert sorted(p.name for p in root.iterdir()) == ["seed-0"]
+
+
+def test_a_resumed_seeds_run_keeps_its_seeds_and_rebuilds_its_ensemble(tmp_path, capsys):
+    """Resuming --seeds 2 as --seeds 1 left seed-1/ and the earlier 2-member ensemble/ in place, read by
+    `evaluate <run>` as this run's. Now: one line naming --seeds and the extra seed, exit 2, nothing
+    touched; resumed with its own --seeds, ensemble/ is rebuilt from exactly its seeds, replaced whole."""
+    import json
+
+    root = tmp_path / "run"
+    assert main(["train", "--seeds", "2", *_args(root)]) == 0
+    (root / "ensemble" / "stale.json").write_text("{}")  # a file of an earlier ensemble
+    before = _listing(root)
+    capsys.readouterr()
+    assert main(["train", "--seeds", "1", *_args(root, "training.resume_from_checkpoint=auto")]) == 2
+    assert capsys.readouterr().err == (
+        f"hftraining: error: --seeds 1: {root} holds seeds of an earlier train --seeds run beyond seed-0 (seed-1), "
+        "which a resumed run would leave beside its ensemble: resume with the earlier --seeds, or start over with "
+        "output.overwrite=true and without training.resume_from_checkpoint\n")
+    assert _listing(root) == before
+    assert main(["train", "--seeds", "2", *_args(root, "training.resume_from_checkpoint=auto")]) == 0
+    assert sorted(p.name for p in root.iterdir()) == ["ensemble", "seed-0", "seed-1"]
+    assert not (root / "ensemble" / "stale.json").exists()
+    meta = json.loads((root / "ensemble" / "ensemble.json").read_text())
+    assert meta["sources"] == [str(root / f"seed-{k}" / "final") for k in range(2)]

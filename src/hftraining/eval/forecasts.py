@@ -110,15 +110,15 @@ class Forecasts:
     @classmethod
     def concat(cls, parts: list["Forecasts"]) -> "Forecasts":
         """Pool the forecasts of several window sets (e.g. walk-forward folds); symbols are matched by name.
-        ``intervals`` are pooled when every part has them at the same levels (each part keeps the bounds
-        its own calibration gave), None when no part has any; parts whose intervals differ (some have
-        none, or other levels) raise a ValueError: drop them first (``dataclasses.replace(p,
-        intervals=None)``) and say why. The interval method is not recorded here: the caller pools only
-        parts of one method."""
+        ``quantiles`` and ``intervals`` are pooled when every part has them at the same levels (each part
+        keeps the bounds its own calibration gave), None when no part has any; parts whose quantiles or
+        intervals differ (some have none, or other levels) raise a ValueError naming each part's levels:
+        drop them first (``dataclasses.replace(p, quantiles=None, levels=[])``, ``intervals=None``) and
+        say why. The interval method is not recorded here: the caller pools only parts of one method."""
         symbols = sorted({s for p in parts for s in p.symbols})
         index = {s: i for i, s in enumerate(symbols)}
         cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
-        has_q = all(p.quantiles is not None for p in parts) and len({tuple(p.levels) for p in parts}) == 1
+        has_q = _same_levels("quantiles", [None if p.quantiles is None else tuple(p.levels) for p in parts])
         return cls(
             pred={k: np.concatenate([p.pred[k] for p in parts]) for k in parts[0].pred},
             true=cat("true"), dates=cat("dates"),
@@ -131,16 +131,24 @@ class Forecasts:
         )
 
 
-def _concat_intervals(parts: list[Forecasts]) -> dict[float, tuple[np.ndarray, np.ndarray]] | None:
-    """The (lower, upper) (ΣW, H) of each level of ``parts`` pooled in order (:meth:`Forecasts.concat`)."""
-    kinds = [None if p.intervals is None else tuple(sorted(p.intervals)) for p in parts]
+def _same_levels(what: str, kinds: list[tuple[float, ...] | None]) -> bool:
+    """Whether every part has ``what`` (quantiles or intervals) at one set of levels (``kinds``: each
+    part's levels, None for a part without any): False when no part has any, a ValueError naming each
+    part's levels when they differ (:meth:`Forecasts.concat` pools them or raises, never drops)."""
     if all(k is None for k in kinds):
-        return None
+        return False
     if len(set(kinds)) > 1:
         shown = "; ".join(f"part {i + 1}: " + ("none" if k is None else "levels " + ", ".join(f"{v:g}" for v in k))
                           for i, k in enumerate(kinds))
-        raise ValueError(f"Forecasts.concat: the parts' intervals differ ({shown}); pool parts whose intervals "
-                         "have the same levels, or drop every part's intervals first")
+        raise ValueError(f"Forecasts.concat: the parts' {what} differ ({shown}); pool parts whose {what} "
+                         f"have the same levels, or drop every part's {what} first")
+    return True
+
+
+def _concat_intervals(parts: list[Forecasts]) -> dict[float, tuple[np.ndarray, np.ndarray]] | None:
+    """The (lower, upper) (ΣW, H) of each level of ``parts`` pooled in order (:meth:`Forecasts.concat`)."""
+    if not _same_levels("intervals", [None if p.intervals is None else tuple(sorted(p.intervals)) for p in parts]):
+        return None
     return {lv: (np.concatenate([p.intervals[lv][0] for p in parts]), np.concatenate([p.intervals[lv][1] for p in parts]))
             for lv in parts[0].intervals}
 

@@ -8,6 +8,7 @@ referenced, so the folder can be moved or served on its own)::
     preprocessing.json     the members' common preprocessing
     members/member-0/      config.json, model.safetensors, preprocessing.json of member 0
     members/member-1/      ...
+    intervals.json         the ensemble's own conformal intervals, when its first member has them
 
 ``Forecaster.from_pretrained(folder)`` loads it and predicts like a single model: the combined
 forecast is the mean, median or weighted mean of the members' forecasts (scaled target units);
@@ -19,16 +20,17 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from hftraining.core.config import shown
-from hftraining.core.errors import ConfigError, DataError
+from hftraining.core.errors import ConfigError, DataError, writing
 from hftraining.core.jsonio import write_json
 from hftraining.data.pipeline import Preprocessing, apply
 from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble, resolve_model_dir
@@ -135,19 +137,35 @@ def validation_scores(dirs: list[Path], pre: dict[str, Any]) -> list[float]:
 # ---------------------------------------------------------------------------------- build / load
 
 
-def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = "mean") -> Path:
+def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = "mean", *,
+                   overwrite: bool = False) -> Path:
     """Write an ensemble folder of ``model_dirs`` (run or model folders) to ``out``.
 
     ``weighted``: weights ∝ 1 / validation MSE of each member (the validation split of the
-    training data, never the test split). Returns the folder.
+    training data, never the test split). ``out`` must not exist or be empty, as a training run
+    folder: an earlier ensemble folder there is a DataError unless ``overwrite``, anything else
+    always. The folder is written beside ``out`` and renamed into place when complete, replacing
+    an earlier ensemble whole (none of its files, e.g. an ``intervals.json`` of other members,
+    stays); a failure leaves the earlier one as it was. Returns the folder.
     """
     if method not in METHODS:
         raise ConfigError(f"--method: {method!r} is not one of {', '.join(METHODS)}")
     if len(model_dirs) < 2:
         raise DataError("ensemble: at least two model folders are needed")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()):
+        if not is_ensemble(out):
+            raise DataError(f"{out}: exists and is not an ensemble folder; choose another --out")
+        if not overwrite:
+            raise DataError(f"{out}: already holds an ensemble; remove it first, or choose another --out")
     dirs = [_member_dir(p) for p in model_dirs]
     if len({d.resolve() for d in dirs}) != len(dirs):
         raise DataError("ensemble: the same model folder is given twice")
+    for d in dirs:  # the copy of a member would copy the ensemble being written into it, again and again
+        if out.resolve().is_relative_to(d.resolve()):
+            raise DataError(f"{out}: inside the member folder {d}; choose an --out outside the members")
     pre = check_shared_preprocessing(dirs)
     models = [ForecastModel.from_pretrained(d) for d in dirs]  # every member loads (a broken folder fails here, not later)
     for d, m in zip(dirs[1:], models[1:]):
@@ -165,29 +183,52 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
     if scores is not None:
         inv = np.array([1.0 / max(s, 1e-30) for s in scores])
         weights = (inv / inv.sum()).tolist()
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not is_ensemble(out):
-            raise DataError(f"{out}: exists and is not an ensemble folder; choose another --out")
-        shutil.rmtree(out)
-    (out / "members").mkdir(parents=True)
-    names = []
-    for k, d in enumerate(dirs):
-        name = f"members/member-{k}"
-        shutil.copytree(d, out / name, ignore=shutil.ignore_patterns("*.onnx"))
-        names.append(name)
-    write_json(out / "preprocessing.json", pre)
     meta = {
         "format_version": FORMAT_VERSION,
         "method": method,
         "weights": weights,
-        "members": names,
+        "members": [f"members/member-{k}" for k in range(len(dirs))],
         "sources": [str(d) for d in dirs],
         "validation_mse": scores,
     }
-    write_json(out / ENSEMBLE_NAME, meta)
-    _calibrate(out, dirs[0])
+
+    def write(tmp: Path) -> None:
+        (tmp / "members").mkdir()
+        for name, d in zip(meta["members"], dirs):
+            shutil.copytree(d, tmp / name, ignore=shutil.ignore_patterns("*.onnx"))
+        write_json(tmp / "preprocessing.json", pre)
+        write_json(tmp / ENSEMBLE_NAME, meta)
+        _calibrate(tmp, dirs[0])
+
+    _replace_folder(out, write)
     return out
+
+
+def _replace_folder(out: Path, write: Callable[[Path], None]) -> None:
+    """Run ``write(tmp)`` on a new hidden sibling of ``out``, then rename it to ``out`` (an earlier
+    ``out`` is renamed aside first and removed after): ``out`` is the earlier folder, whole, until
+    the new one is complete. A failure removes the new one and leaves the earlier one in place."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    for stale in [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.old-*")]:
+        shutil.rmtree(stale, ignore_errors=True)  # left by a build that died while writing (as save_pretrained)
+    try:
+        with writing(out):
+            tmp.mkdir()
+            write(tmp)
+            if out.exists():
+                os.rename(out, old)
+            try:
+                os.rename(tmp, out)
+            except OSError:
+                if old.exists():
+                    os.rename(old, out)  # the earlier folder back, whole
+                raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _calibrate(out: Path, first: Path) -> None:

@@ -39,9 +39,12 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 
 def run_folder(path: str | Path) -> Path | None:
-    """The run folder of a run or model path (the one holding config.json and final/), or None."""
+    """The run folder of a run path or of a run's ``final/`` (the one holding config.json and final/),
+    or None. Only ``final/`` is a run's own model: any other folder inside a run folder (an ensemble
+    written there with ``ensemble --out <run>/x``, a copied model) is not that run's, and evaluating it
+    with the run's config.json, fitted baselines and report place would score it as another model."""
     p = Path(path)
-    for cand in (p, p.parent):
+    for cand in ((p, p.parent) if p.name == "final" else (p,)):
         if (cand / "final").is_dir() and (cand / "config.json").exists():
             return cand
     return None

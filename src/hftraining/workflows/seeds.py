@@ -22,7 +22,9 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
     build ``<run>/ensemble/`` from their final models. Returns the run folder. A run folder that
     holds a single run (its ``config.json``, ``final/``, ...) or an earlier ``--seeds`` run is
     refused, or emptied of it with ``output.overwrite`` (so no seed-<k>/ of a larger earlier N stays
-    beside the new ensemble); with ``training.resume_from_checkpoint`` each seed-<k>/ resumes."""
+    beside the new ensemble); with ``training.resume_from_checkpoint`` each seed-<k>/ resumes (an
+    earlier run of more seeds than ``n`` is refused: its extra seeds would stay beside the new
+    ensemble) and ``ensemble/`` is rebuilt from exactly the ``n`` seeds."""
     if n < 1:
         raise ConfigError(f"--seeds: must be >= 1, got {n}")
     if n >= 2 and not MODELS.get(cfg.model.type).needs_training:
@@ -38,6 +40,13 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
     if earlier and not cfg.output.overwrite and not cfg.training.resume_from_checkpoint:
         raise UserError(f"{root}: holds an earlier train --seeds run ({shown(earlier)}); start over with "
                         "output.overwrite=true, or give another output.output_dir")
+    extra = [name for name in earlier if name.startswith("seed-") and int(name[5:]) >= n]
+    if extra and cfg.training.resume_from_checkpoint:
+        # a resumed run is the earlier run continued: its seeds beyond n would stay beside an ensemble of n
+        # (or, for n = 1, the earlier ensemble of them all would stay, as if it were this run's)
+        raise UserError(f"--seeds {n}: {root} holds seeds of an earlier train --seeds run beyond seed-{n - 1} "
+                        f"({shown(extra)}), which a resumed run would leave beside its ensemble: resume with the earlier "
+                        "--seeds, or start over with output.overwrite=true and without training.resume_from_checkpoint")
     # start over (output.overwrite): nothing of the earlier run(s) stays beside the new seeds, unless they resume
     stale = (single + ([] if cfg.training.resume_from_checkpoint else earlier)) if cfg.output.overwrite else []
     if stale:
@@ -58,6 +67,7 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
         log.info("seed %d of %d: training.seed=%d → %s", k + 1, n, sub.training.seed, sub.output.output_dir)
         train(sub, data)
     if n >= 2:
-        build_ensemble([root / f"seed-{k}" for k in range(n)], root / "ensemble", method)
+        # exactly seed-0 .. seed-<n-1>, replacing an earlier ensemble/ whole (a resumed run rebuilds it)
+        build_ensemble([root / f"seed-{k}" for k in range(n)], root / "ensemble", method, overwrite=True)
         log.info("ensemble of %d seeds (%s): %s", n, method, root / "ensemble")
     return root
