@@ -156,9 +156,12 @@ def test_an_existing_ensemble_is_not_overwritten_silently(seeds_run, tmp_path, c
     before = _listing(out)
     capsys.readouterr()
     assert main(["ensemble", *dirs, "--out", str(out), "--method", "median"]) == 2
-    assert capsys.readouterr().err == (f"hftraining: error: {out}: already holds an ensemble; remove it first, "
-                                       "or choose another --out\n")
+    assert capsys.readouterr().err == (f"hftraining: error: {out}: already holds an ensemble; pass --overwrite to "
+                                       "replace it, or choose another --out\n")
     assert _listing(out) == before
+    assert main(["ensemble", *dirs, "--out", str(out), "--method", "median", "--overwrite"]) == 0
+    assert json.loads((out / "ensemble.json").read_text())["method"] == "median"
+    capsys.readouterr()
     (tmp_path / "file").write_text("x")
     assert main(["ensemble", *dirs, "--out", str(tmp_path / "file")]) == 2
     assert capsys.readouterr().err == (f"hftraining: error: {tmp_path / 'file'}: exists and is not a folder; "

@@ -74,7 +74,7 @@ def test_a_resumed_seeds_run_keeps_its_seeds_and_rebuilds_its_ensemble(tmp_path,
         "which a resumed run would leave beside its ensemble: resume with the earlier --seeds, or start over with "
         "output.overwrite=true and without training.resume_from_checkpoint\n")
     assert _listing(root) == before
-    assert main(["train", "--seeds", "2", *_args(root, "training.resume_from_checkpoint=auto")]) == 0
+    assert main(["train", "--seeds", "2", *_args(root), "--resume"]) == 0  # the CLI refused --seeds with --resume
     assert sorted(p.name for p in root.iterdir()) == ["ensemble", "seed-0", "seed-1"]
     assert not (root / "ensemble" / "stale.json").exists()
     meta = json.loads((root / "ensemble" / "ensemble.json").read_text())

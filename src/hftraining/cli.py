@@ -53,9 +53,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides.append("training.resume_from_checkpoint=auto")
     cfg = load_config(args.config, overrides)
     setup_console_logging()
-    if args.seeds is not None:
-        if args.resume:
-            raise UserError("train: --seeds and --resume cannot be combined (resume each seed-<k>/ folder on its own)")
+    if args.seeds is not None:  # with --resume, every seed-<k>/ resumes and ensemble/ is rebuilt
         root = train_seeds(cfg, args.seeds)
         print(f"trained {args.seeds} seed(s) into {root}/seed-<k>/" + (f"; ensemble: {root / 'ensemble'}" if args.seeds > 1 else ""))
         return 0
@@ -64,7 +62,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_ensemble(args: argparse.Namespace) -> int:
-    out = build_ensemble(args.model_dirs, args.out, args.method)
+    out = build_ensemble(args.model_dirs, args.out, args.method, overwrite=args.overwrite)
     print(f"wrote an ensemble ({args.method}) of {len(args.model_dirs)} models to {out}")
     return 0
 
@@ -296,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     en = sub.add_parser("ensemble", help="combine trained models that share preprocessing into one model folder")
     en.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR", help="run or model folders (two or more)")
     en.add_argument("--out", required=True, metavar="DIR", help="ensemble folder to write")
+    en.add_argument("--overwrite", action="store_true", help="replace an ensemble folder already at --out")
     en.add_argument("--method", default="mean", choices=["mean", "median", "weighted"],
                     help="weighted: weights proportional to 1 / validation MSE")
     en.set_defaults(func=_cmd_ensemble)

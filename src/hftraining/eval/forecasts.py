@@ -265,7 +265,7 @@ def score(fc: Forecasts) -> dict[str, Any]:
         pooled["model"]["coverage"] = M.coverage(fc.quantiles, true, fc.levels)
     result["model"] = pooled["model"]
     result["baselines"] = {k: v for k, v in pooled.items() if k != "model"}
-    result["mse_vs_zero"] = _mse_ratio(pooled["model"]["mse"], pooled["zero"]["mse"])
+    result["mse_vs_zero"] = M.mse_ratio(pooled["model"]["mse"], pooled["zero"]["mse"])
     result["dm"] = {name: M.dm_test(fc.pred["model"], fc.pred[name], true, dates) for name in fc.pred if name != "model"}
     result["dm_vs_zero"] = result["dm"]["zero"]
     result["dm_vs_zero_per_step"] = [
@@ -280,7 +280,7 @@ def score(fc: Forecasts) -> dict[str, Any]:
         best = min(finite, key=finite.get)  # the bar to clear: the baseline with the lowest test MSE
         result["strongest_baseline"] = {
             "name": best, "mse": finite[best], "dm": result["dm"][best],
-            "mse_ratio": _mse_ratio(pooled["model"]["mse"], finite[best]),
+            "mse_ratio": M.mse_ratio(pooled["model"]["mse"], finite[best]),
         }
     result["mse_verdict"] = verdict(result)
     result["cross_section_dates"] = cross_section_dates(dates)
@@ -288,14 +288,6 @@ def score(fc: Forecasts) -> dict[str, Any]:
     # a cross-sectional label is judged on its cross-section first; a return on its MSE
     result["verdict"] = result["cross_section_verdict"] if fc.target in CROSS_SECTIONAL else result["mse_verdict"]
     return result
-
-
-def _mse_ratio(a: float, b: float) -> float:
-    """MSE ``a`` / MSE ``b``; +inf when ``b`` is exactly 0 and ``a`` is not (a baseline that is exact,
-    e.g. the zero forecast of a universe whose returns are all 0), NaN when both are 0 or either is NaN."""
-    if b > 0:
-        return a / b
-    return math.inf if b == 0 and a > 0 else float("nan")
 
 
 def _ic_difference(fc: Forecasts, a: str, b: str) -> dict[str, Any]:

@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from hftraining.core.config import shown
-from hftraining.core.errors import ConfigError, DataError, writing
+from hftraining.core.errors import ConfigError, DataError
+from hftraining.core.files import replace_folder
 from hftraining.core.jsonio import write_json
 from hftraining.data.pipeline import Preprocessing, apply
 from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble, resolve_model_dir
@@ -159,7 +159,7 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
         if not is_ensemble(out):
             raise DataError(f"{out}: exists and is not an ensemble folder; choose another --out")
         if not overwrite:
-            raise DataError(f"{out}: already holds an ensemble; remove it first, or choose another --out")
+            raise DataError(f"{out}: already holds an ensemble; pass --overwrite to replace it, or choose another --out")
     dirs = [_member_dir(p) for p in model_dirs]
     if len({d.resolve() for d in dirs}) != len(dirs):
         raise DataError("ensemble: the same model folder is given twice")
@@ -200,35 +200,7 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
         write_json(tmp / ENSEMBLE_NAME, meta)
         _calibrate(tmp, dirs[0])
 
-    _replace_folder(out, write)
-    return out
-
-
-def _replace_folder(out: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` on a new hidden sibling of ``out``, then rename it to ``out`` (an earlier
-    ``out`` is renamed aside first and removed after): ``out`` is the earlier folder, whole, until
-    the new one is complete. A failure removes the new one and leaves the earlier one in place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    for stale in [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.old-*")]:
-        shutil.rmtree(stale, ignore_errors=True)  # left by a build that died while writing (as save_pretrained)
-    try:
-        with writing(out):
-            tmp.mkdir()
-            write(tmp)
-            if out.exists():
-                os.rename(out, old)
-            try:
-                os.rename(tmp, out)
-            except OSError:
-                if old.exists():
-                    os.rename(old, out)  # the earlier folder back, whole
-                raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    return replace_folder(out, write)
 
 
 def _calibrate(out: Path, first: Path) -> None:

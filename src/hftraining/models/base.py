@@ -7,8 +7,6 @@ A model folder holds ``config.json`` (the model section and the shapes it was bu
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from hftraining.core.config import ModelConfig
-from hftraining.core.errors import ConfigError, DataError, writing
+from hftraining.core.errors import ConfigError, DataError
+from hftraining.core.files import replace_folder
 from hftraining.core.jsonio import write_json
 from hftraining.models import folder
 from hftraining.models.outputs import ForecastOutput
@@ -92,37 +91,16 @@ class ForecastModel(nn.Module):
         place (an existing folder is replaced whole). A folder of that name is always complete; a
         write that fails (disk full, no permission) leaves the previous one, or none, and is a
         one-line :class:`~hftraining.core.errors.WriteError`."""
-        d = Path(directory)
-        tmp = d.parent / f".{d.name}.tmp-{os.getpid()}"
         # contiguous copies: safetensors refuses shared or strided storage
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        try:
-            with writing(d):
-                d.parent.mkdir(parents=True, exist_ok=True)
-                for stale in [*d.parent.glob(f".{d.name}.tmp-*"), *d.parent.glob(f".{d.name}.old-*")]:
-                    shutil.rmtree(stale, ignore_errors=True)  # left by a run that died while writing
-                tmp.mkdir()
-                write_json(tmp / CONFIG_NAME, self.init_args())
-                save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-                if preprocessing is not None:
-                    write_json(tmp / PREPROCESSING_NAME, preprocessing)
-                for f in tmp.iterdir():
-                    with open(f, "rb") as fh:
-                        os.fsync(fh.fileno())
-                old = d.parent / f".{d.name}.old-{os.getpid()}"
-                if d.exists():
-                    os.rename(d, old)
-                try:
-                    os.rename(tmp, d)
-                except OSError:
-                    if old.exists():
-                        os.rename(old, d)  # the previous folder back, whole
-                    raise
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return d
+
+        def write(tmp: Path) -> None:
+            write_json(tmp / CONFIG_NAME, self.init_args())
+            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            if preprocessing is not None:
+                write_json(tmp / PREPROCESSING_NAME, preprocessing)
+
+        return replace_folder(directory, write)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> "ForecastModel":

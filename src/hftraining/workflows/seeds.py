@@ -50,13 +50,7 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
     # start over (output.overwrite): nothing of the earlier run(s) stays beside the new seeds, unless they resume
     stale = (single + ([] if cfg.training.resume_from_checkpoint else earlier)) if cfg.output.overwrite else []
     if stale:
-        info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
-        try:
-            if info.is_main:
-                remove(root, stale)
-            barrier(info)
-        finally:
-            cleanup(info)
+        _on_main_rank(cfg, lambda: remove(root, stale))
     data = prepare(cfg.data)  # one preprocessing for every seed: the members share it by construction
     for k in range(n):
         sub = dataclasses.replace(
@@ -68,6 +62,19 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
         train(sub, data)
     if n >= 2:
         # exactly seed-0 .. seed-<n-1>, replacing an earlier ensemble/ whole (a resumed run rebuilds it)
-        build_ensemble([root / f"seed-{k}" for k in range(n)], root / "ensemble", method, overwrite=True)
+        _on_main_rank(cfg, lambda: build_ensemble([root / f"seed-{k}" for k in range(n)], root / "ensemble", method,
+                                                  overwrite=True))
         log.info("ensemble of %d seeds (%s): %s", n, method, root / "ensemble")
     return root
+
+
+def _on_main_rank(cfg: Config, work) -> None:
+    """``work()`` on the main rank of a torchrun group (or the one process) while the others wait: the
+    run folder's own files are written once, never raced by every rank."""
+    info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
+    try:
+        if info.is_main:
+            work()
+        barrier(info)
+    finally:
+        cleanup(info)
