@@ -53,6 +53,10 @@ def test_synth_command_and_validator_keeps_every_row(tmp_path, capsys):
     assert "symbols must be >= 1" in capsys.readouterr().err
     with pytest.raises(DataError, match="use a finer --freq"):
         write_synth(tmp_path / "x", 1, 10_000_000, freq="B")
+    capsys.readouterr()  # a frequency pandas does not know was told to be "finer" (read as a size problem)
+    assert cli.main(["data", "synth", "--symbols", "1", "--rows", "100", "--freq", "xyz", "--out", str(tmp_path / "y")]) == 2
+    assert capsys.readouterr().err == ("hftraining: error: synth: --freq 'xyz' is not a pandas frequency "
+                                       "(e.g. 1min, 5min, 1h, B, D)\n")
 
 
 def test_synth_frames_are_independent_symbols():

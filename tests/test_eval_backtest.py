@@ -810,3 +810,20 @@ def test_a_setting_that_auto_resolves_away_from_is_named_in_the_backtest_output(
         assert main(["backtest", str(tiny_run), *flags, "--data", str(tmp_path / "missing")]) == 2, flags
         err = capsys.readouterr().err
         assert "evaluation.backtest_topk: 5 is ignored by the per_symbol portfolio" in err and err.count("\n") == 1, err
+
+
+def test_a_top_k_larger_than_the_universe_allows_is_said_with_what_was_held():
+    # `--topk 30` on 10 symbols held 5 a side and printed "portfolio top-30 long-short": its numbers
+    # were those of top-5 under the label of a book it never held.
+    R, sig = _oracle(N=6)
+    wide = backtest_forecasts(_panel_forecasts(R, sig), _ev("backtest_portfolio=topk", "backtest_topk=5"))
+    held = backtest_forecasts(_panel_forecasts(R, sig), _ev("backtest_portfolio=topk", "backtest_topk=3"))
+    assert wide["strategies"]["model"]["sharpe"] == held["strategies"]["model"]["sharpe"]  # the same book
+    assert wide["settings"]["topk_held"] == 3 and "topk_held" not in held["settings"]
+    text = format_backtest(wide)
+    assert text.splitlines()[0].count("portfolio top-5 (at most 3 held) long-short") == 1
+    assert ("warning (settings): evaluation.backtest_topk: 5 is more than the 6 symbols allow: each side holds at "
+            "most 3 (long-short: half of them)") in text
+    long_only = backtest_forecasts(_panel_forecasts(R, sig), _ev("backtest_portfolio=topk", "backtest_topk=5",
+                                                                  "backtest_long_only=true"))
+    assert "topk_held" not in long_only["settings"]  # 5 of 6 long: all held

@@ -218,3 +218,29 @@ def test_an_ensemble_inside_another_run_folder_is_not_scored_as_that_run(seeds_r
         assert json.dumps(res_inside[key], sort_keys=True) == json.dumps(res_alone[key], sort_keys=True)
     assert main(["evaluate", str(inside), "--split", "val"]) == 0
     assert (inside / "report.html").exists() and (other / "report.html").read_bytes() == report
+
+
+def test_an_ensemble_of_runs_is_judged_against_their_fitted_baselines(seeds_run, tmp_path):
+    """`evaluate` of a --seeds run (its ensemble/) or of `ensemble runs/a runs/b` scored the ensemble beside
+    the naive forecasts only, although each member's run holds ridge and LightGBM fitted on the same
+    windows: the verdict could name naive:zero while ridge was stronger. The ensemble carries its
+    members' fitted baselines now, and is scored against them exactly as the member's own run is."""
+    member = evaluate_model_dir(seeds_run / "seed-0", split="val")[0]
+    for path in (seeds_run, build_ensemble([seeds_run / "seed-0", seeds_run / "seed-1"], tmp_path / "ens")):
+        res = evaluate_model_dir(path, split="val")[0]
+        assert {"ridge", "lightgbm"} <= set(res["baselines"])
+        for name in ("ridge", "lightgbm"):
+            assert res["baselines"][name]["mse"] == member["baselines"][name]["mse"]
+    bare = tmp_path / "bare"  # members without a run: nothing to carry, the naive baselines alone
+    shutil.copytree(seeds_run / "seed-0" / "final", bare / "a")
+    shutil.copytree(seeds_run / "seed-1" / "final", bare / "b")
+    res = evaluate_model_dir(build_ensemble([bare / "a", bare / "b"], tmp_path / "ens2"), split="val")[0]
+    assert not {"ridge", "lightgbm"} & set(res["baselines"])
+
+
+def test_an_ensemble_s_fitted_baselines_are_never_a_link_to_elsewhere(seeds_run, tmp_path):
+    ens = build_ensemble([seeds_run / "seed-0", seeds_run / "seed-1"], tmp_path / "ens")
+    shutil.rmtree(ens / "baselines")
+    (ens / "baselines").symlink_to(seeds_run / "seed-2" / "baselines")
+    with pytest.raises(DataError, match=r"baselines: a link; fitted baselines are model folders inside"):
+        evaluate_model_dir(ens, split="val")

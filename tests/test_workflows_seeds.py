@@ -32,6 +32,10 @@ def test_a_single_run_is_not_mixed_into_a_seeds_run(tmp_path, capsys):
     assert main(["train", *_args(root, "output.overwrite=true")]) == 0
     names = sorted(p.name for p in root.iterdir())
     assert not any(n.startswith("seed-") or n == "ensemble" for n in names) and {"config.json", "final"} <= set(names)
+    # what output.overwrite removes is said, never silent (the quickstart config sets it)
+    assert f"output.overwrite: removing the earlier run in {root} (seed-0, seed-1, ensemble)" in capsys.readouterr().err
+    assert main(["train", *_args(root, "output.overwrite=true")]) == 0
+    assert f"output.overwrite: starting over in {root}; the earlier run's checkpoints" in capsys.readouterr().err
 
 
 def test_seeds_are_not_mixed_into_a_single_run_or_an_earlier_seeds_run(tmp_path, capsys):

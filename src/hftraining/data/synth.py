@@ -86,6 +86,10 @@ def bar_times(rows: int, freq: str, start: str, session: str | None = None, tz: 
     finer than a day trade in a session: ``session`` ``"HH:MM-HH:MM"`` in the timezone ``tz`` on business
     days (default 09:30-16:00 America/New_York: 390 one-minute bars a day, with overnight and weekend
     gaps; the UTC times follow daylight saving), or ``"24h"`` for bars around the clock."""
+    try:
+        pd.tseries.frequencies.to_offset(freq)
+    except (ValueError, TypeError):
+        raise DataError(f"synth: --freq {freq!r} is not a pandas frequency (e.g. 1min, 5min, 1h, B, D)") from None
     step = _offset(freq)
     if step is None and session is not None:
         raise DataError(f"synth: --session applies to bars shorter than a day, not --freq {freq}")

@@ -555,6 +555,12 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
         settings.update(topk=ev.backtest_topk, topk_dropout=ev.backtest_topk_dropout,
                         topk_rule="on each rebalancing date: long the top k by the signal, short the bottom k "
                                   "(long-only: none), equal weight; dropout n: at most n names swapped per side")
+        side = N if ev.backtest_long_only else N // 2  # the most names a side can hold (long-short: both equal)
+        if ev.backtest_topk > side:
+            settings["topk_held"] = side
+            text = (f"evaluation.backtest_topk: {ev.backtest_topk} is more than the {N} symbols allow: each side "
+                    f"holds at most {side}" + ("" if ev.backtest_long_only else " (long-short: half of them)"))
+            settings["warning"] = f"{settings['warning']}; {text}" if "warning" in settings else text
     return {"settings": settings, "strategies": out, "curves": curves}
 
 
@@ -564,7 +570,8 @@ def portfolio_label(s: dict[str, Any]) -> str:
     keys set that the portfolio ignores: "positions sign long-short (ignored: evaluation.backtest_topk)"."""
     side = "long-only" if s["long_only"] else "long-short"
     if s.get("portfolio") == "topk":
-        text = f"portfolio top-{s['topk']} {side}" + (f", dropout {s['topk_dropout']}" if s.get("topk_dropout") else "")
+        k = f"{s['topk']} (at most {s['topk_held']} held)" if "topk_held" in s else s["topk"]
+        text = f"portfolio top-{k} {side}" + (f", dropout {s['topk_dropout']}" if s.get("topk_dropout") else "")
     else:
         text = f"positions {s['positions']} {side}"
     every = s.get("rebalance", 1)

@@ -480,5 +480,5 @@ def _cross_section_lines(result: dict[str, Any]) -> list[str]:
     def one(s: dict[str, Any]) -> str:
         return f"mean{_fmt(s['mean'], '>8.4f')} ICIR{_fmt(s['icir'], '>7.3f')} t{_fmt(s['t_stat'], '>7.2f')}"
 
-    return [head_] + [f"  {name:<20}IC {one(c['ic'])} | Rank IC {one(c['rank_ic'])} | {c['rank_ic']['n_dates']} dates"
+    return [head_] + [f"  {name:<22}IC {one(c['ic'])} | Rank IC {one(c['rank_ic'])} | {c['rank_ic']['n_dates']} dates"
                       for name, c in rows]

@@ -33,7 +33,13 @@ from hftraining.core.errors import ConfigError, DataError
 from hftraining.core.files import replace_folder
 from hftraining.core.jsonio import write_json
 from hftraining.data.pipeline import Preprocessing, apply
-from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble, resolve_model_dir
+from hftraining.inference.folders import (
+    ENSEMBLE_NAME,
+    FITTED_BASELINES_DIR,
+    baselines_dir,
+    is_ensemble,
+    resolve_model_dir,
+)
 from hftraining.models import ForecastModel, ForecastOutput, folder, load_preprocessing
 from hftraining.models.intervals import calibrate_windows
 from hftraining.models.predict import predict_scaled
@@ -197,6 +203,11 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
         for name, d in zip(meta["members"], dirs):
             shutil.copytree(d, tmp / name, ignore=shutil.ignore_patterns("*.onnx"))
         write_json(tmp / "preprocessing.json", pre)
+        # the bar the members were scored against goes with them: fitted on the same windows (their
+        # preprocessing is shared), so an ensemble of runs is judged against ridge and LightGBM too
+        fitted = next((b for b in map(baselines_dir, dirs) if b is not None and b.is_dir()), None)
+        if fitted is not None:
+            shutil.copytree(fitted, tmp / FITTED_BASELINES_DIR)
         write_json(tmp / ENSEMBLE_NAME, meta)
         _calibrate(tmp, dirs[0])
 

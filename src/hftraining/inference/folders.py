@@ -15,6 +15,11 @@ ENSEMBLE_NAME = "ensemble.json"
 """The file that makes a folder an ensemble folder (see :mod:`hftraining.inference.ensemble`)."""
 
 
+FITTED_BASELINES_DIR = "baselines"
+"""The folder of a run (or of an ensemble of runs' models) that holds the fitted baselines it is scored
+against, one model folder each (``baselines/ridge/``, ``baselines/lightgbm/``)."""
+
+
 def is_ensemble(directory: str | Path) -> bool:
     return (Path(directory) / ENSEMBLE_NAME).exists()
 
@@ -48,6 +53,17 @@ def run_folder(path: str | Path) -> Path | None:
         if (cand / "final").is_dir() and (cand / "config.json").exists():
             return cand
     return None
+
+
+def baselines_dir(path: str | Path) -> Path | None:
+    """Where the fitted baselines of the model of ``path`` are: ``<run>/baselines/`` of a run (or its
+    ``final/``), ``<ensemble>/baselines/`` of an ensemble folder (copied from its members' run by
+    :func:`~hftraining.inference.ensemble.build_ensemble`); None for a bare model folder."""
+    run = run_folder(path)
+    if run is not None:
+        return run / FITTED_BASELINES_DIR
+    d = resolve_model_dir(path)
+    return d / FITTED_BASELINES_DIR if is_ensemble(d) else None
 
 
 def run_section(path: str | Path, section: type, name: str) -> dict[str, Any]:

@@ -57,6 +57,7 @@ from safetensors.torch import load_file, save_file
 
 from hftraining.core.errors import UserError, WriteError, io_cause, is_io_error
 from hftraining.core.jsonio import write_json
+from hftraining.inference.folders import FITTED_BASELINES_DIR
 from hftraining.models.base import ForecastModel
 from hftraining.optim.state import optimizer_state_from_flat, optimizer_state_to_flat
 from hftraining.train.distributed import DistInfo, all_gather_bytes
@@ -465,9 +466,6 @@ def _restore_state_dtypes(optimizer: torch.optim.Optimizer, saved: dict[str, Any
 def load_weights(folder: Path, model: torch.nn.Module) -> None:
     """Load the model weights of a checkpoint (or model) folder into ``model`` in place."""
     model.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))
-
-
-FITTED_BASELINES_DIR = "baselines"
 
 
 def save_final(run_dir: Path, model: ForecastModel, preprocessing: dict[str, Any]) -> Path:

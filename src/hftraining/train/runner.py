@@ -32,7 +32,7 @@ from hftraining.eval.model_card import write_model_card
 from hftraining.models import ForecastModel
 from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import DistInfo, barrier, cleanup, init_distributed
-from hftraining.train.logging import RunLogger
+from hftraining.train.logging import RunLogger, log
 from hftraining.train.trainer import Trainer, TrainerState
 
 RUN_FILES = ("metrics.jsonl", "metrics.csv", "tracking.json", "train.log", "eval.json")
@@ -80,6 +80,9 @@ def prepare_run_dir(cfg: Config, info: DistInfo) -> tuple[Path, Path | None]:
             "(training.resume_from_checkpoint=auto) or start over with output.overwrite=true"
         )
     if info.is_main:
+        if ckpt.list_checkpoints(ckpt_root):  # output.overwrite: said, never silent
+            log.warning("output.overwrite: starting over in %s; the earlier run's checkpoints, final model and "
+                        "logs are removed", run_dir)
         for name in RUN_FOLDERS:
             shutil.rmtree(run_dir / name, ignore_errors=True)
         for name in RUN_FILES:

@@ -16,10 +16,16 @@ from hftraining.eval.backtest import backtest_forecasts
 from hftraining.eval.forecasts import Forecasts, collect_forecasts, score
 from hftraining.eval.intervals import forecast_intervals, interval_report, outcome_times
 from hftraining.inference.ensemble import check_shared_preprocessing, read_ensemble_meta
-from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble, resolve_model_dir, run_folder, run_section
+from hftraining.inference.folders import (
+    ENSEMBLE_NAME,
+    baselines_dir,
+    is_ensemble,
+    resolve_model_dir,
+    run_folder,
+    run_section,
+)
 from hftraining.inference.forecaster import Forecaster
 from hftraining.models import ForecastModel, folder, load_preprocessing
-from hftraining.train.checkpoint import FITTED_BASELINES_DIR
 
 
 AT_EVALUATION = ("max_test_windows", "periods_per_year", "report")
@@ -73,13 +79,16 @@ def load_for_eval(path, data=None, split: str = "test") -> tuple[Forecaster, Win
 
 
 def fitted_baselines(path) -> dict[str, ForecastModel]:
-    """The fitted baselines saved with the run of ``path`` (``<run>/baselines/<name>/``); {} for a
-    bare model folder, whose evaluation then has the naive baselines only."""
-    run = run_folder(path)
-    root = run / FITTED_BASELINES_DIR if run is not None else None
+    """The fitted baselines saved with the run of ``path`` (``<run>/baselines/<name>/``, or an ensemble's
+    copy of its members'); {} for a bare model folder, whose evaluation then has the naive baselines only."""
+    root = baselines_dir(path)
     if root is None or not root.is_dir():
         return {}
-    return {d.name: ForecastModel.from_pretrained(d) for d in sorted(root.iterdir()) if d.is_dir()}
+    found = [root, *sorted(root.iterdir())]
+    for d in found:  # untrusted like the model folder: the folders inside it, never a link to elsewhere
+        if d.is_symlink():
+            raise DataError(f"{d}: a link; fitted baselines are model folders inside the run or ensemble folder")
+    return {d.name: ForecastModel.from_pretrained(d) for d in found[1:] if d.is_dir()}
 
 
 def evaluate_model_dir(path, data=None, split: str = "test",

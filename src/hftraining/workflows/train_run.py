@@ -20,6 +20,7 @@ from hftraining.eval.report import write_report
 from hftraining.models.folder import INTERVALS_FILE
 from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import barrier, cleanup, init_distributed
+from hftraining.train.logging import log
 from hftraining.train.runner import RUN_FILES, RUN_FOLDERS, TrainedRun, training_run
 
 SINGLE_RUN = ("config.json", *RUN_FOLDERS, *RUN_FILES, "data_report.json", ckpt.FITTED_BASELINES_DIR,
@@ -49,7 +50,9 @@ def shown(names: list[str]) -> str:
 
 
 def remove(root: Path, names: list[str]) -> None:
-    """Delete ``root/<name>`` for each of ``names`` (files or folders)."""
+    """Delete ``root/<name>`` for each of ``names`` (files or folders), saying so (``output.overwrite``)."""
+    if names:
+        log.warning("output.overwrite: removing the earlier run in %s (%s)", root, shown(names))
     for name in names:
         path = root / name
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
