@@ -12,7 +12,7 @@ from hftraining.core.errors import ConfigError
 from hftraining.train.checkpoint import list_checkpoints
 from hftraining.train.trainer import NonFiniteError
 from hftraining.workflows.train_run import train
-from conftest import one_and_two_processes  # noqa: E402
+from conftest import one_and_two_processes, tiny  # noqa: E402
 
 
 def _inject_nan(data, bad_calls):
@@ -211,7 +211,6 @@ def test_resumed_run_logs_the_same_training_records(tmp_path):
     # uninterrupted run's does (so a tracker sees the same values again).
     import shutil
 
-    from conftest import tiny
     from hftraining.train.runner import training_run
 
     common = ["training.max_steps=10", "training.logging_steps=5", "training.save_steps=3", "evaluation.eval_steps=0",
@@ -370,3 +369,21 @@ def test_best_checkpoint_is_the_best_step_s_or_none(tiny_overrides, monkeypatch)
     assert tr.state.best_step == 6 and tr.state.best_checkpoint is None
     assert [s for s, _ in list_checkpoints(tr.ckpt_root)] == [8]
     tr.close()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["training.optimizer=adamx"], r"training\.optimizer: unknown"),
+    (["model.type=patchtst", "model.quantiles=[0.1, 0.9]"], r"model\.quantiles: model\.type 'patchtst' has no quantile head"),
+    (["training.compile=default", "data.batching=dates", "data.target=cs_rank"], r"training\.compile: 'default' needs batches of one shape"),
+    (["training.optimizer=sophia", "training.compile=default"], r"training\.compile: 'default' cannot train 'sophia'"),
+])
+def test_a_config_mistake_is_said_before_any_data_is_read(tmp_path, extra, message):
+    # they were found by the trainer, after the data were read and their features built (minutes on a
+    # large panel); a data folder that does not exist shows which comes first
+    from hftraining.train.distributed import init_distributed
+    from hftraining.train.runner import build_trainer
+
+    cfg = load_config(None, tiny(tmp_path / "run", f"data.data_dir={tmp_path / 'no-such-folder'}", *extra))
+    with pytest.raises(ConfigError, match=message):
+        build_trainer(cfg, None, init_distributed("cpu", 60))
+    assert not (tmp_path / "run").exists()  # nor was the run folder touched

@@ -83,3 +83,10 @@ def test_a_resumed_seeds_run_keeps_its_seeds_and_rebuilds_its_ensemble(tmp_path,
     assert not (root / "ensemble" / "stale.json").exists()
     meta = json.loads((root / "ensemble" / "ensemble.json").read_text())
     assert meta["sources"] == [str(root / f"seed-{k}" / "final") for k in range(2)]
+
+
+def test_a_seeds_run_s_config_mistake_is_said_before_any_data_is_read(tmp_path, capsys):
+    missing = tmp_path / "no-such-folder"
+    assert main(["train", "--seeds", "2", *_args(tmp_path / "run", f"data.data_dir={missing}",
+                                                 "training.optimizer=adamx")]) == 2
+    assert "training.optimizer: unknown" in capsys.readouterr().err

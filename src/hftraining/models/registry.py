@@ -23,10 +23,16 @@ def check_heads(cfg: ModelConfig, model_cls: type) -> None:
                               f"remove the key or choose another model.type")
 
 
-def build_model(cfg: ModelConfig, n_features: int, horizon: int, seq_len: int) -> nn.Module:
-    """Build the model named by ``cfg.type`` (a :class:`~hftraining.models.base.ForecastModel`) for
-    inputs (B, seq_len, n_features) → (B, horizon)."""
+def check_model(cfg: ModelConfig) -> type:
+    """The model class of ``cfg.type``, once the model section's type, loss weights and heads are known
+    to fit it (ConfigErrors naming the key): what can be checked before any data is read."""
     factory = MODELS.get(cfg.type)
     check_loss_weights(cfg)  # fail at build time, not at the first training step
     check_heads(cfg, factory)
-    return factory(cfg, n_features, horizon, seq_len)
+    return factory
+
+
+def build_model(cfg: ModelConfig, n_features: int, horizon: int, seq_len: int) -> nn.Module:
+    """Build the model named by ``cfg.type`` (a :class:`~hftraining.models.base.ForecastModel`) for
+    inputs (B, seq_len, n_features) → (B, horizon)."""
+    return check_model(cfg)(cfg, n_features, horizon, seq_len)

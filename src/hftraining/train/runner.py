@@ -33,7 +33,7 @@ from hftraining.models import ForecastModel
 from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import DistInfo, barrier, cleanup, init_distributed
 from hftraining.train.logging import RunLogger, log
-from hftraining.train.trainer import Trainer, TrainerState
+from hftraining.train.trainer import Trainer, TrainerState, check_config
 
 RUN_FILES = ("metrics.jsonl", "metrics.csv", "tracking.json", "train.log", "eval.json")
 RUN_FOLDERS = ("checkpoints", "tensorboard", "final")
@@ -137,6 +137,7 @@ def build_trainer(
     a model built by the caller instead of ``model.type`` (the ETT benchmark's multivariate ones)."""
     if info is None:
         info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
+    check_config(cfg, info)  # before the run folder and the data: a mistake costs no feature build
     run_dir, resume_path = prepare_run_dir(cfg, info)
     seed_everything(cfg.training.seed)
     if data is None:

@@ -37,6 +37,7 @@ from hftraining.eval import metrics
 from hftraining.models import ForecastModel, build_model
 from hftraining.models.losses import compute_loss, term_counts, weighted_total
 from hftraining.models.predict import autocast_context, predict_scaled
+from hftraining.models.registry import check_model
 from hftraining.optim.stepper import TrainOptimizer
 from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import DistInfo, all_gather_rows, all_reduce_max, all_reduce_sum, barrier
@@ -103,6 +104,39 @@ class _LogWindow:
         return cls(**state)
 
 
+def check_config(cfg: Config, info: DistInfo) -> tuple[str, str]:
+    """What of ``cfg`` the trainer can check before any data is read, on the devices of ``info``: the model's
+    type, heads and loss weights, the optimizer and its keywords, precision, compile mode and their
+    combinations (ConfigErrors naming the key) → (precision, compile mode). The run calls it first, so a
+    mistake costs no feature build."""
+    t = cfg.training
+    check_model(cfg.model)
+    precision = resolved_precision(t)
+    if precision == "fp16" and info.device.type != "cuda":
+        raise ConfigError("training.precision: fp16 needs CUDA (use bf16 on CPU)")
+    optim.check_compatibility(t)
+    if info.enabled and optim.needs_double_backward(t):
+        raise ConfigError(
+            f"training.optimizer: {t.optimizer!r} needs a double backward for its Hessian estimate, which "
+            "DistributedDataParallel does not support; train it in one process"
+        )
+    mode = compile_mode(cfg, info.device.type, info.world_size)
+    if mode != "none" and optim.needs_double_backward(t):
+        raise ConfigError(
+            f"training.compile: {t.compile!r} cannot train {t.optimizer!r}: its Hessian steps need a double "
+            "backward, which torch.compile does not support; use training.compile=none"
+        )
+    if cfg.evaluation.metric in ("neg_ic", "neg_rank_ic") and not cross_sectional(cfg):
+        raise ConfigError(f"evaluation.metric: {cfg.evaluation.metric!r} is reported for a cross-sectional label "
+                          "or loss only (data.target cs_zscore/cs_rank or model.loss ic/rank)")
+    if mode != "none" and cfg.data.batching == "dates":
+        raise ConfigError(
+            f"training.compile: {t.compile!r} needs batches of one shape, and data.batching=dates makes a batch "
+            "of every symbol of its dates (the size varies); use training.compile=none"
+        )
+    return precision, mode
+
+
 class Trainer:
     """Model, optimizer, schedule, sampler and logger of one run, and the loop that trains them.
 
@@ -116,29 +150,7 @@ class Trainer:
         t = cfg.training
         self.info = info
         self.device = self.info.device
-        self.precision = resolved_precision(t)
-        if self.precision == "fp16" and self.device.type != "cuda":
-            raise ConfigError("training.precision: fp16 needs CUDA (use bf16 on CPU)")
-        optim.check_compatibility(t)
-        if self.info.enabled and optim.needs_double_backward(t):
-            raise ConfigError(
-                f"training.optimizer: {t.optimizer!r} needs a double backward for its Hessian estimate, which "
-                "DistributedDataParallel does not support; train it in one process"
-            )
-        self.compile_mode = compile_mode(cfg, self.device.type, self.info.world_size)
-        if self.compile_mode != "none" and optim.needs_double_backward(t):
-            raise ConfigError(
-                f"training.compile: {t.compile!r} cannot train {t.optimizer!r}: its Hessian steps need a double "
-                "backward, which torch.compile does not support; use training.compile=none"
-            )
-        if cfg.evaluation.metric in ("neg_ic", "neg_rank_ic") and not cross_sectional(cfg):
-            raise ConfigError(f"evaluation.metric: {cfg.evaluation.metric!r} is reported for a cross-sectional label "
-                              "or loss only (data.target cs_zscore/cs_rank or model.loss ic/rank)")
-        if self.compile_mode != "none" and cfg.data.batching == "dates":
-            raise ConfigError(
-                f"training.compile: {t.compile!r} needs batches of one shape, and data.batching=dates makes a batch "
-                "of every symbol of its dates (the size varies); use training.compile=none"
-            )
+        self.precision, self.compile_mode = check_config(cfg, info)
         self.run_dir, self.resume_path = run_dir, resume_path
         self.ckpt_root = self.run_dir / "checkpoints"
         self.data = data.on_device(self.device, cfg.data)  # batches made where the model is

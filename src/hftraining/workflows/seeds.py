@@ -12,6 +12,7 @@ from hftraining.data.pipeline import prepare
 from hftraining.inference.ensemble import build_ensemble
 from hftraining.models.registry import MODELS
 from hftraining.train.distributed import barrier, cleanup, init_distributed
+from hftraining.train.trainer import check_config
 from hftraining.workflows.train_run import remove, seed_runs, shown, single_run, train
 
 log = logging.getLogger("hftraining")
@@ -33,6 +34,11 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
         raise ConfigError(f"--seeds {n}: model.type {cfg.model.type!r} is fitted without gradient steps and does not "
                           "depend on training.seed, so the seeds would train identical members; train it once")
     root = cfg.run_dir()
+    info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
+    try:
+        check_config(cfg, info)  # before anything is removed or read: a mistake costs no feature build
+    finally:
+        cleanup(info)
     single, earlier = single_run(root), seed_runs(root)
     if single and not cfg.output.overwrite:
         raise UserError(f"{root}: holds a single training run ({shown(single)}); --seeds would write its seed-<k>/ "

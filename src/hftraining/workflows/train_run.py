@@ -22,6 +22,7 @@ from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import barrier, cleanup, init_distributed
 from hftraining.train.logging import log
 from hftraining.train.runner import RUN_FILES, RUN_FOLDERS, TrainedRun, training_run
+from hftraining.train.trainer import check_config
 
 SINGLE_RUN = ("config.json", *RUN_FOLDERS, *RUN_FILES, "data_report.json", ckpt.FITTED_BASELINES_DIR,
               "report.html", "report.md", "report_files")
@@ -125,6 +126,7 @@ def train(cfg: Config, data: PreparedData | None = None,
                         "start over with output.overwrite=true, or give another output.output_dir")
     info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     try:
+        check_config(cfg, info)  # before output.overwrite removes anything
         if earlier and info.is_main:  # output.overwrite: none of the seeds stays beside the new run
             remove(root, earlier)
         barrier(info)
