@@ -210,3 +210,35 @@ def test_every_logged_record_s_loss_is_the_weighted_sum_of_its_logged_parts(tmp_
     assert [r["step"] for r in records] == [3, 6]
     for r in records:
         assert r["loss_ic"] + 0.5 * r["loss_quantile"] == pytest.approx(r["loss"], rel=1e-6, abs=1e-9), r["step"]
+
+
+def test_two_process_resume_writes_the_uninterrupted_run_s_next_training_record(tmp_path):
+    """A checkpoint inside a log window (logging every 3 steps, saving every 4) holds every rank's pending
+    steps: the 2-rank run resumed from step 4 logs, at steps 6 and 8, exactly the records of the 2-rank run
+    that went on. The ranks' windows differ (one date per rank and batch, dates of one symbol or two); every
+    rank restoring rank 0's window (what checkpoints held before) averaged rank 0's step-4 loss in rank 1's
+    place, so the step-6 loss differed."""
+    from hftraining.core.jsonio import read_jsonl
+
+    cfg = [*COMMON, "data.batching=dates", "data.dates_per_batch=1", "data.symbols=[AEM, RKLB]",
+           "evaluation.eval_steps=0", "training.logging_steps=3"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "hftraining",
+                "train", *cfg]
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    _run([*torchrun, f"output.output_dir={full}"])
+    saved = full / "checkpoints" / "step-00000004"
+    windows = json.loads((saved / "trainer_state.json").read_text())["log_window"]
+    assert windows["ranks"][0]["losses"] != windows["ranks"][1]["losses"]  # the ranks' pending steps differ
+    resumed.mkdir()
+    shutil.copytree(saved, resumed / "checkpoints" / "step-00000004")
+    proc = _run([*torchrun, f"output.output_dir={resumed}", "--resume"])
+    assert "resumed from" in proc.stderr and "step 4" in proc.stderr
+
+    def records(run):
+        return {r["step"]: {k: v for k, v in r.items() if k != "samples_per_second"}
+                for r in read_jsonl(run / "metrics.jsonl") if "loss" in r}
+
+    want, got = records(full), records(resumed)
+    assert sorted(want) == [3, 6, 8] and sorted(got) == [6, 8]
+    for step in (6, 8):
+        assert got[step] == want[step], step

@@ -536,7 +536,8 @@ def build_server(model_dir: str | Path, cfg: ServeConfig | None = None, api_key:
     _check_port(cfg.host, cfg.port)
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False,
                                            timeout_keep_alive=cfg.keep_alive_timeout_s, http=guarded_http(cfg)))
-    guard = "API key required" if api_key is not None else "no API key" + (", --insecure" if insecure else ": loopback only")
+    guard = ("API key required; /docs, /redoc and /openapi.json open without it" if api_key is not None
+             else "no API key" + (", --insecure" if insecure else ": loopback only"))
     return Prepared(server, f"serving {model_dir} on {cfg.host}:{cfg.port} ({guard})")
 
 
