@@ -227,8 +227,6 @@ def test_two_process_resume_writes_the_uninterrupted_run_s_next_training_record(
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     _run([*torchrun, f"output.output_dir={full}"])
     saved = full / "checkpoints" / "step-00000004"
-    windows = json.loads((saved / "trainer_state.json").read_text())["log_window"]
-    assert windows["ranks"][0]["losses"] != windows["ranks"][1]["losses"]  # the ranks' pending steps differ
     resumed.mkdir()
     shutil.copytree(saved, resumed / "checkpoints" / "step-00000004")
     proc = _run([*torchrun, f"output.output_dir={resumed}", "--resume"])
@@ -242,3 +240,29 @@ def test_two_process_resume_writes_the_uninterrupted_run_s_next_training_record(
     assert sorted(want) == [3, 6, 8] and sorted(got) == [6, 8]
     for step in (6, 8):
         assert got[step] == want[step], step
+    windows = json.loads((saved / "trainer_state.json").read_text())["log_window"]["ranks"]
+    assert [len(w["losses"]) for w in windows] == [1, 1] and windows[0] != windows[1]  # step 4, each rank's own
+
+
+def test_two_process_checkpoint_resumed_in_one_process_logs_the_two_process_record(tmp_path):
+    """At another world size no rank's own window continues: a 2-rank checkpoint inside a log window,
+    resumed in one process (two dates per batch, the same global batch), logs at step 6 the record of the
+    2-rank run that went on, loss and parts (their mean over the saved ranks' windows), where rank 0's
+    window alone (what one process restored before) gave another loss."""
+    from hftraining.core.jsonio import read_jsonl
+
+    cs = [*COMMON, "data.target=cs_rank", "data.batching=dates", "model.loss=ic", "evaluation.eval_steps=0",
+          "training.logging_steps=3", "training.learning_rate=0.1", "data.symbols=[AEM, WPM, NIO, PDD]",
+          "model.quantiles=[0.25, 0.5, 0.75]", "model.loss_weights={quantile: 0.5}"]
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "hftraining",
+          "train", *cs, "data.dates_per_batch=1", f"output.output_dir={full}"])
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoints" / "step-00000004", resumed / "checkpoints" / "step-00000004")
+    _run([sys.executable, "-m", "hftraining", "train", *cs, "data.dates_per_batch=2", f"output.output_dir={resumed}",
+          "--resume"])
+    want, got = ({r["step"]: r for r in read_jsonl(run / "metrics.jsonl") if "loss" in r} for run in (full, resumed))
+    assert sorted(want) == [3, 6, 8] and sorted(got) == [6, 8]
+    for step in (6, 8):
+        for key in ("loss", "loss_ic", "loss_quantile", "grad_norm"):
+            assert got[step][key] == pytest.approx(want[step][key], rel=1e-5, abs=1e-7), (step, key)

@@ -456,3 +456,53 @@ def test_resume_with_no_checkpoint_starts_clean(tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(r.get("loss") not in (98.0, 99.0) for r in records) and records[0]["step"] == 2
     assert not (out / "tensorboard" / "events.out.tfevents.dead").exists()
+
+
+def test_log_windows_restore_per_rank_and_older_checkpoints_still_load(tmp_path, logged):
+    """``log_window`` holds every rank's pending steps: each rank restores its own, at another world size
+    every rank the saved ranks' mean; a checkpoint of one window (rank 0's, before per-rank windows) gives it
+    to every rank, with a warning on the main rank when there are several, and loads through the trainer."""
+    from hftraining.train.checkpoint import log_window_entry, restore_log_window
+
+    w0 = {"losses": [1.0, 2.0], "grad_norm": 0.5, "parts": {"ic": 3.0, "quantile": 1.0}, "skipped": False}
+    w1 = {"losses": [3.0, 6.0], "grad_norm": 0.5, "parts": {"ic": 5.0, "quantile": 2.0}, "skipped": True}
+    saved = json.loads(json.dumps(log_window_entry([w0, w1])))  # as trainer_state.json holds it
+    assert saved == {"world_size": 2, "ranks": [w0, w1]}
+    for rank, want in ((0, w0), (1, w1)):
+        assert restore_log_window(saved, DistInfo(rank=rank, world_size=2), tmp_path) == want
+    mean = {"losses": [2.0, 4.0], "grad_norm": 0.5, "parts": {"ic": 4.0, "quantile": 1.5}, "skipped": True}
+    for info in (DistInfo(), DistInfo(rank=2, world_size=3)):
+        assert restore_log_window(saved, info, tmp_path) == mean
+    assert restore_log_window({}, DistInfo(rank=1, world_size=2), tmp_path) == {}  # no window saved: none pending
+    assert _warnings(logged) == []
+    for info in (DistInfo(), DistInfo(rank=1, world_size=2), DistInfo(rank=0, world_size=2)):
+        assert restore_log_window(w0, info, tmp_path) == w0  # the one window there is, on every rank
+    warned = _warnings(logged)
+    assert len(warned) == 1 and "predates per-process log windows" in warned[0], warned
+
+
+def test_checkpoint_with_one_log_window_resumes_to_the_same_records(tmp_path):
+    """A one-process checkpoint inside a log window, its ``log_window`` rewritten to the one-window form of
+    checkpoints before per-rank windows, resumes (unverified, as a pre-checksum checkpoint) and logs the
+    uninterrupted run's records; the checkpoints written now hold the per-rank form."""
+    common = ["training.max_steps=6", "training.logging_steps=4", "training.save_steps=3", "evaluation.eval_steps=0"]
+
+    def run(name, *extra):
+        with training_run(load_config(None, tiny(tmp_path / name, *common, *extra))):
+            pass
+        return [{k: v for k, v in json.loads(l).items() if k != "samples_per_second"}
+                for l in (tmp_path / name / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+
+    full = run("full")
+    saved = tmp_path / "full" / "checkpoints" / "step-00000003"
+    state = json.loads((saved / "trainer_state.json").read_text())
+    window = state["log_window"]["ranks"][0]
+    assert state["log_window"]["world_size"] == 1 and len(window["losses"]) == 3
+    state["log_window"] = window
+    del state["checksums"]
+    shutil.copytree(saved, tmp_path / "old" / "checkpoints" / saved.name)
+    (tmp_path / "old" / "checkpoints" / saved.name / "trainer_state.json").write_text(json.dumps(state))
+    assert run("old", "training.resume_from_checkpoint=auto") == [r for r in full if r["step"] > 3]
+    again = json.loads((tmp_path / "old" / "checkpoints" / "step-00000006" / "trainer_state.json").read_text())
+    assert again["log_window"] == {"world_size": 1, "ranks": [{"losses": [], "grad_norm": None, "parts": {},
+                                                                 "skipped": False}]}

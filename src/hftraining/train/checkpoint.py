@@ -31,6 +31,15 @@ without it (a bf16/fp32 run's, or one written before it was saved) resumes fp16 
 scaler (scale 65536, growth tracker 0) and a warning: everything else continues exactly, the
 overflow skips after the resume may fall on other steps than in an uninterrupted run.
 
+``log_window`` (the training steps since the last training log record, :class:`~hftraining.train.trainer.
+TrainerState`), per process like the random states: ``{"world_size": W, "ranks": [window of rank 0, …]}``,
+gathered to rank 0 at the checkpoint step, so that the first record after a resume averages every
+rank's own pending steps over the ranks, as the uninterrupted run's does. Each rank restores its own;
+at another number of processes every rank takes the mean of the saved ranks' windows (the record is
+the saved ranks' average, as it would have been, up to rounding). Older checkpoints (one window,
+rank 0's, without ``ranks``) restore it on every rank, with a warning when there are several ranks:
+the first record after the resume then stands rank 0's pending steps in for every rank's.
+
 Tamper/crash evidence: trainer_state.json, written last before the rename, holds ``checksums``:
 the byte size and SHA-256 of every other file of the folder, and the SHA-256 of its own content.
 :func:`verify_checkpoint` checks them. Resuming the latest checkpoint (``auto``) skips a newest one
@@ -105,19 +114,24 @@ def rng_state(device: torch.device | None = None) -> RngState:
     return meta, tensors
 
 
+def gather_json(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``obj`` (anything JSON holds), in rank order, on every rank, each a copy parsed
+    from its JSON (``[copy of obj]`` on one process). A collective: every rank of the group calls it
+    at the same step."""
+    if not info.enabled:
+        return [json.loads(json.dumps(obj))]
+    return [json.loads(raw) for raw in all_gather_bytes(json.dumps(obj).encode("utf-8"), info)]
+
+
 def gather_rng_states(info: DistInfo) -> list[RngState]:
     """Every rank's :func:`rng_state` (with its own device's), in rank order, on every rank. A
     collective: every rank of the group calls it at the same step. The states travel as JSON."""
     meta, tensors = rng_state(info.device)
     if not info.enabled:
         return [(meta, tensors)]
-    wire = json.dumps({"meta": meta, "tensors": {k: v.cpu().numpy().tobytes().hex() for k, v in tensors.items()}})
-    states = []
-    for raw in all_gather_bytes(wire.encode("utf-8"), info):
-        d = json.loads(raw)
-        states.append((d["meta"], {k: torch.tensor(list(bytes.fromhex(h)), dtype=torch.uint8)
-                                   for k, h in d["tensors"].items()}))
-    return states
+    wire = {"meta": meta, "tensors": {k: v.cpu().numpy().tobytes().hex() for k, v in tensors.items()}}
+    return [(d["meta"], {k: torch.tensor(list(bytes.fromhex(h)), dtype=torch.uint8) for k, h in d["tensors"].items()})
+            for d in gather_json(wire, info)]
 
 
 def set_rng_state(meta: dict[str, Any], tensors: dict[str, torch.Tensor], device: torch.device | None = None) -> None:
@@ -159,6 +173,36 @@ def restore_rng(rng: dict[str, Any], tensors: dict[str, torch.Tensor], info: Dis
         log.warning("warning: checkpoint %s holds no CUDA random state for %s (written on the CPU, or on fewer GPUs): "
                     "its randomness starts from training.seed's", path, device)
     set_rng_state(meta, mine, device)
+
+
+def log_window_entry(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """trainer_state.json's ``log_window``: every rank's pending log window, in rank order (each
+    ``_LogWindow.state_dict()``: ``losses``, ``grad_norm``, ``parts``, ``skipped``)."""
+    return {"world_size": len(windows), "ranks": windows}
+
+
+def restore_log_window(saved: dict[str, Any], info: DistInfo, path: Path) -> dict[str, Any]:
+    """This rank's pending log window from a checkpoint's ``log_window`` entry, by the rule of the
+    module docstring (``{}``, no pending step, from a checkpoint written before it held one)."""
+    if "ranks" not in saved:  # written before per-process windows: rank 0's
+        if saved and info.enabled and info.is_main:
+            log.warning("warning: checkpoint %s predates per-process log windows: every rank restores the one it "
+                        "holds (rank 0's), so the first training record after the resume averages rank 0's pending "
+                        "steps in every rank's place", path)
+        return saved
+    ranks = saved["ranks"]
+    if int(saved["world_size"]) == info.world_size:
+        return ranks[info.rank]
+    # another number of processes: the saved ranks' mean, whose mean over the new ranks is the same record
+    if len({len(w["losses"]) for w in ranks}) != 1 or any(w["parts"].keys() != ranks[0]["parts"].keys() for w in ranks):
+        raise CheckpointError(f"{path}: {STATE_FILE}: its log_window ranks hold different steps or loss parts")
+    n = len(ranks)
+    return {
+        "losses": [sum(col) / n for col in zip(*(w["losses"] for w in ranks))],
+        "grad_norm": ranks[0]["grad_norm"],  # the gradients' norm after DDP averaged them: every rank's
+        "parts": {k: sum(w["parts"][k] for w in ranks) / n for k in ranks[0]["parts"]},
+        "skipped": any(w["skipped"] for w in ranks),
+    }
 
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -68,7 +68,8 @@ class TrainerState:
     stopped_early: bool = False
     sampler: dict[str, int] = field(default_factory=dict)
     scheduler: dict[str, Any] = field(default_factory=dict)
-    log_window: dict[str, Any] = field(default_factory=dict)  # the steps read back since the last training record
+    # the steps read back since the last training record, of every rank (checkpoint.log_window_entry); {} at the start
+    log_window: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -224,18 +225,22 @@ class Trainer:
         return torch.compile(forward_loss, mode=self.compile_mode, dynamic=False)
 
     # ------------------------------------------------------------------ state
-    def trainer_state(self) -> dict[str, Any]:
+    def trainer_state(self, windows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The state to save; ``windows``: every rank's pending log window in rank order (default: this
+        process's alone)."""
         self.state.sampler = self.sampler.state_dict()
         self.state.scheduler = self.scheduler.state_dict() if self.scheduler else {}
-        self.state.log_window = self._window.state_dict()
+        self.state.log_window = ckpt.log_window_entry(windows if windows is not None else [self._window.state_dict()])
         return self.state.to_dict()
 
     def save_checkpoint(self) -> None:
         self.read_back()  # the counters saved are those of every step taken
         rng = ckpt.gather_rng_states(self.info)  # every rank's own random states, to rank 0 (all ranks call it)
+        windows = ckpt.gather_json(self._window.state_dict(), self.info)  # and every rank's own pending log window
         if self.info.is_main:
             path = ckpt.save_checkpoint(
-                self.ckpt_root, self.state.global_step, self.model, self.optimizer, self.trainer_state(), self.cfg.to_dict(),
+                self.ckpt_root, self.state.global_step, self.model, self.optimizer, self.trainer_state(windows),
+                self.cfg.to_dict(),
                 rng=rng, scaler=self.scaler,
             )
             best = self.best_checkpoint_path()
@@ -527,7 +532,9 @@ class Trainer:
                              len(self.val_windows), len(self.data.val))
         self.model.train()
         self.opt.train()
-        self._window = _LogWindow.from_state(self.state.log_window)  # a resumed run's next record is the uninterrupted one's
+        # a resumed run's next record is the uninterrupted one's: each rank continues its own pending steps
+        saved = ckpt.restore_log_window(self.state.log_window, self.info, self.resume_path) if self.resume_path else {}
+        self._window = _LogWindow.from_state(saved)
         while self.state.global_step < t.max_steps and not self.state.stopped_early:
             self.train_step()
             step = self.state.global_step
