@@ -777,6 +777,7 @@ def test_auto_resolves_by_the_label_the_model_was_trained_on(tiny_run, cs_run, t
         folders[name] = [run, tmp_path / name / "a", build_ensemble([tmp_path / name / "a", tmp_path / name / "b"],
                                                                    tmp_path / name / "ens")]
     missing = str(tmp_path / "missing")
+    capsys.readouterr()  # building the ensembles logs (when an earlier test left console logging on)
     for name, flags, refused in (("return", ["--topk", "5"], "evaluation.backtest_topk: 5 is ignored by the per_symbol"),
                                  ("cs_rank", ["--positions", "vol_scaled"],
                                   "evaluation.backtest_positions: 'vol_scaled' is ignored by the topk")):

@@ -142,6 +142,8 @@ ENSEMBLES = {
     "ensemble_member_nul": ("ensemble.json", lambda e: _json(e / "ensemble.json", lambda o: o["members"].__setitem__(0, "members/a\u0000b"))),
     "ensemble_member_link_loop": ("ensemble.json", lambda e: ((e / "members" / "loop").symlink_to("loop"), _json(e / "ensemble.json", lambda o: o["members"].__setitem__(0, "members/loop")))),
     "ensemble_format_version_99": ("ensemble.json", lambda e: _json(e / "ensemble.json", lambda o: o.update(format_version=99))),
+    # the evaluation settings recorded for `evaluate`/`backtest` are checked as they are read, like a run's config.json
+    "ensemble_evaluation_not_a_number": ("ensemble.json", lambda e: _json(e / "ensemble.json", lambda o: o.update(evaluation={"backtest_cost_bps": "x"}))),
     # a member cut into windows by other rules (its max_gap) was combined with the first member's windows
     "ensemble_member_other_max_gap": ("data.max_gap", lambda e: _json(e / "members" / "member-1" / "preprocessing.json", lambda o: o["data"].update(max_gap="1h"))),
     "ensemble_broken_member": ("preprocessing.json", lambda e: _json(e / "members" / "member-1" / "preprocessing.json", lambda o: o.update(target_scale=-1))),

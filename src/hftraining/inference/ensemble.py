@@ -4,7 +4,8 @@
 An ensemble folder is plain JSON plus copies of its members' model folders (copied, not
 referenced, so the folder can be moved or served on its own)::
 
-    ensemble.json          {"format_version", "method", "weights", "members": [...], "validation": {...}}
+    ensemble.json          {"format_version", "method", "weights", "members": [...], "sources", "validation_mse",
+                            "evaluation": the members' runs' common evaluation section, or null}
     preprocessing.json     the members' common preprocessing
     members/member-0/      config.json, model.safetensors, preprocessing.json of member 0
     members/member-1/      ...
@@ -18,6 +19,7 @@ quantiles combine the same way (quantile averaging); buy/hold/sell probabilities
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shutil
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hftraining.core.config import shown
+from hftraining.core.config import EvaluationConfig, section_from_dict, shown
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.core.files import replace_folder
 from hftraining.core.jsonio import write_json
@@ -39,6 +41,8 @@ from hftraining.inference.folders import (
     baselines_dir,
     is_ensemble,
     resolve_model_dir,
+    run_folder,
+    run_section,
 )
 from hftraining.models import ForecastModel, ForecastOutput, folder, load_preprocessing
 from hftraining.models.intervals import calibrate_windows
@@ -50,6 +54,10 @@ FORMAT_VERSION = folder.FORMAT_VERSION
 SHARED_KEYS = ("features", "feature_columns", "scaler", "target_scale", "seq_len", "horizon")
 # data keys that decide which rows and windows a member forecasts from, and what its label is
 SHARED_DATA_KEYS = ("target", "min_history", "max_gap", "price_adjustment", "split_dates")
+EVALUATION_KEY = "evaluation"
+"""The key of ensemble.json that holds the evaluation section its members' runs were trained with (null
+when they were not all runs or their sections differ): ``evaluate`` and ``backtest`` of the ensemble use
+it, as a run's config.json for a run. A folder without it (written before it was recorded) is read as null."""
 
 
 class EnsembleModel(nn.Module):
@@ -140,6 +148,33 @@ def validation_scores(dirs: list[Path], pre: dict[str, Any]) -> list[float]:
     return scores
 
 
+def members_evaluation(dirs: list[Path]) -> dict[str, Any] | None:
+    """The evaluation section (every key, a missing one at its default) that the runs of the members
+    ``dirs`` were trained with, when every member is a run's model and the sections agree; else None,
+    with a warning naming the member without a run, or the first key that differs. None, without a
+    warning, when no member is a run's (bare model folders are evaluated with the defaults, alone too)."""
+    runs = [run_folder(d) for d in dirs]
+    if all(r is None for r in runs):
+        return None
+    log = logging.getLogger("hftraining")
+    bare = next((d for d, r in zip(dirs, runs) if r is None), None)
+    if bare is not None:
+        log.warning("ensemble: %s is a model folder without its run's config.json: the ensemble records no evaluation "
+                    "settings and is evaluated with the defaults (pass --set evaluation.* to evaluate/backtest)", bare)
+        return None
+    sections = [dataclasses.asdict(section_from_dict(EvaluationConfig, run_section(d, EvaluationConfig, EVALUATION_KEY),
+                                                     f"{r / 'config.json'}: {EVALUATION_KEY}"))
+                for d, r in zip(dirs, runs)]
+    for d, r, sec in zip(dirs[1:], runs[1:], sections[1:]):
+        key = next((k for k in sections[0] if sec[k] != sections[0][k]), None)
+        if key is not None:
+            log.warning("ensemble: evaluation.%s differs between the members' runs (%s: %s, %s: %s): the ensemble records "
+                        "no evaluation settings and is evaluated with the defaults (pass --set evaluation.* to "
+                        "evaluate/backtest)", key, runs[0], shown(sections[0][key]), r, shown(sec[key]))
+            return None
+    return sections[0]
+
+
 # ---------------------------------------------------------------------------------- build / load
 
 
@@ -184,6 +219,7 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
         logging.getLogger("hftraining").warning(
             "ensemble: the members' model.quantiles differ (%s): the ensemble forecasts points and no quantiles",
             "; ".join(f"{d}: {lv or 'none'}" for d, lv in zip(dirs, levels)))
+    evaluation = members_evaluation(dirs)
     scores = validation_scores(dirs, pre) if method == "weighted" else None
     weights = None
     if scores is not None:
@@ -196,6 +232,7 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
         "members": [f"members/member-{k}" for k in range(len(dirs))],
         "sources": [str(d) for d in dirs],
         "validation_mse": scores,
+        EVALUATION_KEY: evaluation,
     }
 
     def write(tmp: Path) -> None:
@@ -237,7 +274,8 @@ MAX_MEMBERS = 64
 def read_ensemble_meta(directory: str | Path) -> dict[str, Any]:
     """``ensemble.json`` of ``directory``, checked (an ensemble folder is untrusted input like any model
     folder): a known method, 2 to :data:`MAX_MEMBERS` members, each a folder inside the ensemble folder,
-    and weights (if any) finite, non-negative and not all zero, one per member."""
+    weights (if any) finite, non-negative and not all zero, one per member, and the evaluation section
+    (if any) one a run's config.json could hold (keys this version does not know are left out, as there)."""
     path = Path(directory) / ENSEMBLE_NAME
     meta = folder.read_json(directory, ENSEMBLE_NAME)
     if not isinstance(meta, dict):
@@ -259,7 +297,23 @@ def read_ensemble_meta(directory: str | Path) -> dict[str, Any]:
             isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0 for x in w)
         if not ok or sum(w) <= 0:
             raise DataError(f"{path}: weights must be {len(members)} finite numbers >= 0, not all 0; got {shown(w)}")
+    ev = meta.get(EVALUATION_KEY)
+    if ev is not None:
+        if not isinstance(ev, dict):
+            raise DataError(f"{path}: {EVALUATION_KEY}: expected a mapping of keys or null, got {shown(ev)}")
+        try:
+            section_from_dict(EvaluationConfig, {k: v for k, v in ev.items() if k in EvaluationConfig.__dataclass_fields__},
+                              EVALUATION_KEY)
+        except ConfigError as e:
+            raise DataError(f"{path}: {e}") from None
     return meta
+
+
+def ensemble_evaluation(directory: str | Path) -> dict[str, Any]:
+    """The keys of the evaluation section recorded in the ensemble folder ``directory`` (checked by
+    :func:`read_ensemble_meta`; keys this version does not know left out), {} when none is recorded."""
+    ev = read_ensemble_meta(directory).get(EVALUATION_KEY) or {}
+    return {k: v for k, v in ev.items() if k in EvaluationConfig.__dataclass_fields__}
 
 
 def load_ensemble(directory: str | Path) -> tuple[EnsembleModel, Preprocessing]:

@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Any
 
 
-from hftraining.core.config import Config, DataConfig, EvaluationConfig, parse_override, section_from_dict, validate
+from hftraining.core.config import (
+    Config,
+    DataConfig,
+    EvaluationConfig,
+    ModelConfig,
+    parse_override,
+    section_from_dict,
+    validate,
+)
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.pipeline import Preprocessing
 from hftraining.data.windows import WindowSet
@@ -15,7 +23,7 @@ from hftraining.eval import metrics as M
 from hftraining.eval.backtest import backtest_forecasts
 from hftraining.eval.forecasts import Forecasts, collect_forecasts, score
 from hftraining.eval.intervals import forecast_intervals, interval_report, outcome_times
-from hftraining.inference.ensemble import check_shared_preprocessing, read_ensemble_meta
+from hftraining.inference.ensemble import check_shared_preprocessing, ensemble_evaluation, read_ensemble_meta
 from hftraining.inference.folders import (
     ENSEMBLE_NAME,
     baselines_dir,
@@ -47,14 +55,45 @@ def trained_data(path) -> DataConfig:
     return Preprocessing.from_dict(pre).data_config()
 
 
+def trained_model(path) -> ModelConfig:
+    """The model section to check an evaluation section beside: the quantile levels the model of ``path`` (an
+    ensemble's first member) forecasts, which ``evaluation.interval_method=cqr`` needs, checked as
+    :func:`hftraining.models.folder.model_spec` reads them. The other model keys act in training only."""
+    d = resolve_model_dir(path)
+    if is_ensemble(d):
+        d = folder.inside(d, read_ensemble_meta(d)["members"][0], str(d / ENSEMBLE_NAME))
+    return ModelConfig(quantiles=list(folder.model_spec(d)[0].quantiles))
+
+
+def recorded_evaluation(path) -> dict[str, Any]:
+    """The evaluation keys recorded for the model of ``path``: a run's config.json's (of a run folder or
+    its ``final/``), an ensemble folder's ensemble.json's (its members' runs' common section, also of the
+    run folder of ``train --seeds N``, via its ``ensemble/``; checked beside the data section the members
+    were trained with, a bad value a DataError naming the file); {} for a bare model folder or an
+    ensemble that records none."""
+    if run_folder(path) is not None:
+        return run_section(path, EvaluationConfig, "evaluation")
+    d = resolve_model_dir(path)
+    if not is_ensemble(d):
+        return {}
+    raw = ensemble_evaluation(d)
+    try:
+        validate(Config(data=trained_data(d), model=trained_model(d),
+                        evaluation=section_from_dict(EvaluationConfig, raw, "evaluation")))
+    except ConfigError as e:
+        raise DataError(f"{d / ENSEMBLE_NAME}: {e}") from None
+    return raw
+
+
 def evaluation_config(path, overrides: list[str] | tuple[str, ...] = ()) -> EvaluationConfig:
-    """The evaluation section a run was trained with (its config.json), or the defaults, with
+    """The evaluation section a run was trained with (its config.json; an ensemble's: the one its
+    members' runs share, recorded in ensemble.json: :func:`recorded_evaluation`), or the defaults, with
     ``evaluation.key=value`` overrides applied; a bad key or value, or a key that only acts during
     training (not :data:`AT_EVALUATION` nor ``backtest_*``), is a ConfigError naming it. It is checked
     beside the data section the model was trained with (:func:`trained_data`), so
     ``backtest_portfolio: auto`` resolves by the model's label before any data is read: a ``backtest_*``
     key that portfolio ignores is a ConfigError here, as in training."""
-    raw = run_section(path, EvaluationConfig, "evaluation")
+    raw = recorded_evaluation(path)
     for text in overrides:
         (section, key), value = parse_override(text)
         if section != "evaluation":
@@ -64,7 +103,7 @@ def evaluation_config(path, overrides: list[str] | tuple[str, ...] = ()) -> Eval
                               f"evaluation.{', evaluation.'.join(AT_EVALUATION)} and evaluation.backtest_* apply")
         raw[key] = value
     ev = section_from_dict(EvaluationConfig, raw, "evaluation")
-    validate(Config(data=trained_data(path), evaluation=ev))
+    validate(Config(data=trained_data(path), model=trained_model(path), evaluation=ev))
     return ev
 
 
