@@ -17,6 +17,7 @@ from hftraining.eval.forecasts import Forecasts, collect_forecasts, fit_baseline
 from hftraining.eval.intervals import calibrate, forecast_intervals, format_intervals, interval_report, outcome_times
 from hftraining.eval.model_card import headline_metrics, write_model_card
 from hftraining.eval.report import write_report
+from hftraining.inference.folders import FITTED_BASELINES_DIR
 from hftraining.models.folder import INTERVALS_FILE
 from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import barrier, cleanup, init_distributed
@@ -24,7 +25,7 @@ from hftraining.train.logging import log
 from hftraining.train.runner import RUN_FILES, RUN_FOLDERS, TrainedRun, training_run
 from hftraining.train.trainer import check_config
 
-SINGLE_RUN = ("config.json", *RUN_FOLDERS, *RUN_FILES, "data_report.json", ckpt.FITTED_BASELINES_DIR,
+SINGLE_RUN = ("config.json", *RUN_FOLDERS, *RUN_FILES, "data_report.json", FITTED_BASELINES_DIR,
               "report.html", "report.md", "report_files")
 """What one ``hftraining train`` writes into its run folder (not ``train --seeds``, whose runs are
 its ``seed-<k>/`` folders): a folder holding any of them holds a single run."""
