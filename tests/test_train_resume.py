@@ -506,3 +506,19 @@ def test_checkpoint_with_one_log_window_resumes_to_the_same_records(tmp_path):
     again = json.loads((tmp_path / "old" / "checkpoints" / "step-00000006" / "trainer_state.json").read_text())
     assert again["log_window"] == {"world_size": 1, "ranks": [{"losses": [], "grad_norm": None, "parts": {},
                                                                  "skipped": False}]}
+
+
+def test_a_taken_log_window_does_not_change_as_training_goes_on():
+    """A checkpoint's (or a caller's ``trainer_state()``) copy of the pending log window, and the saved state a
+    resumed window starts from, stay as they were while the live window fills."""
+    from hftraining.train.trainer import _LogWindow
+
+    live = _LogWindow(losses=[1.0], parts={"mse": 1.0})
+    taken = live.state_dict()
+    live.losses.append(2.0)
+    live.parts["mse"] += 2.0
+    assert taken == {"losses": [1.0], "grad_norm": None, "parts": {"mse": 1.0}, "skipped": False}
+    resumed = _LogWindow.from_state(taken)
+    resumed.losses.append(3.0)
+    resumed.parts["mse"] += 3.0
+    assert taken == {"losses": [1.0], "grad_norm": None, "parts": {"mse": 1.0}, "skipped": False}

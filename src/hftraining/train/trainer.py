@@ -12,6 +12,7 @@ the report) belong to :mod:`hftraining.train.runner`, the one lifecycle of every
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import math
@@ -97,12 +98,14 @@ class _LogWindow:
     start: float = field(default_factory=time.perf_counter)
 
     def state_dict(self) -> dict[str, Any]:
-        """What a resumed run needs to write the same next record: not the throughput (a timing)."""
-        return {"losses": self.losses, "grad_norm": self.grad_norm, "parts": self.parts, "skipped": self.skipped}
+        """What a resumed run needs to write the same next record: not the throughput (a timing). A copy:
+        the window goes on filling after a checkpoint has taken it."""
+        return {"losses": list(self.losses), "grad_norm": self.grad_norm, "parts": dict(self.parts),
+                "skipped": self.skipped}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "_LogWindow":
-        return cls(**state)
+        return cls(**copy.deepcopy(state))
 
 
 def check_config(cfg: Config, info: DistInfo) -> tuple[str, str]:
