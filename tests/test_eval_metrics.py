@@ -236,13 +236,13 @@ def test_ic_summary_t_stat_is_the_newey_west_t():
     rng = np.random.default_rng(5)
     x = rng.normal(0.05, 0.2, size=40)
     s = M.ic_summary(x, lag=0)
-    # lag 0: newey_west_variance is the population variance (divisor T), so t = mean / (std_pop / √T);
-    # the reported std (and ICIR) is the sample std (ddof 1), as pandas / Qlib report it
-    assert s["t_stat"] == pytest.approx(x.mean() / (x.std(ddof=0) / math.sqrt(40)), rel=1e-12)
+    # lag 0: the LRV (divisor T) times T / (T − 1) is the sample variance, so t = mean / (std / √T), the
+    # one-sample t; the reported std (and ICIR) is the sample std (ddof 1), as pandas / Qlib report it
+    assert s["t_stat"] == pytest.approx(x.mean() / (x.std(ddof=1) / math.sqrt(40)), rel=1e-12)
     assert s["std"] == pytest.approx(x.std(ddof=1)) and s["icir"] == pytest.approx(x.mean() / x.std(ddof=1))
     assert s["positive_share"] == pytest.approx(np.mean(x > 0)) and s["n_dates"] == 40
     # lag 1 by hand (the DM example): x = [3, 1, 2, 4], mean 2.5, LRV = 1.25 + 2 · ½ · (−0.1875) = 1.0625
-    assert M.ic_summary(np.array([3.0, 1, 2, 4]), lag=1)["t_stat"] == pytest.approx(2.5 / math.sqrt(1.0625 / 4))
+    assert M.ic_summary(np.array([3.0, 1, 2, 4]), lag=1)["t_stat"] == pytest.approx(2.5 / math.sqrt(1.0625 / 3))
     empty = M.ic_summary(np.array([]), lag=0)
     assert empty["n_dates"] == 0 and all(math.isnan(empty[k]) for k in ("mean", "std", "icir", "t_stat", "positive_share"))
 

@@ -129,11 +129,14 @@ def ic_summary(ic_series: np.ndarray, lag: int) -> dict[str, Any]:
     """Summary of a per-date IC series (in date order), as in Qlib's IC/ICIR report.
 
     ``mean``; ``std``: sample standard deviation (ddof = 1, as pandas and Qlib); ``icir``: mean / std;
-    ``t_stat``: mean / sqrt(LRV / T) with LRV the Newey–West long-run variance
-    (:func:`newey_west_variance`, Bartlett weights, truncation ``lag``); at lag 0 the LRV is the
-    population variance (divisor T), so t = mean / (std_pop / √T). ``lag``: H − 1 for an H-step
-    target (consecutive dates' targets share H − 1 returns), 0 for step 1. ``positive_share``: the
-    share of dates with IC > 0; ``n_dates``: T. NaN statistics when a value is undefined (no date;
+    ``t_stat``: mean / sqrt(LRV / (T − 1)) with LRV the Newey–West long-run variance
+    (:func:`newey_west_variance`, Bartlett weights, truncation ``lag``, divisor T), i.e. the HAC
+    variance of the mean with the small-sample factor T / (T − 1) (statsmodels' HAC with
+    ``use_correction``): at lag 0 it is the one-sample t statistic mean / (std / √T), exactly Student's
+    t with T − 1 degrees of freedom for normal ICs, which is what its p-value reads it against
+    (without the factor a true null was rejected 5.6% of the time at 5% over 15 dates). ``lag``:
+    H − 1 for an H-step target (consecutive dates' targets share H − 1 returns), 0 for step 1.
+    ``positive_share``: the share of dates with IC > 0; ``n_dates``: T. NaN statistics when a value is undefined (no date;
     one date for std, ICIR and t).
     """
     ic = np.asarray(ic_series, dtype=np.float64).ravel()
@@ -149,7 +152,7 @@ def ic_summary(ic_series: np.ndarray, lag: int) -> dict[str, Any]:
     std = float(ic.std(ddof=1))
     ratio = lambda num, den: num / den if den > 0 else (0.0 if num == 0 else math.copysign(math.inf, num))  # noqa: E731
     out["std"], out["icir"] = std, ratio(mean, std)
-    out["t_stat"] = ratio(mean, math.sqrt(max(newey_west_variance(ic, lag), 0.0) / T))
+    out["t_stat"] = ratio(mean, math.sqrt(max(newey_west_variance(ic, lag), 0.0) / (T - 1)))
     return out
 
 
