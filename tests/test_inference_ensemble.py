@@ -1,6 +1,7 @@
 """Multi-seed training and ensemble folders: load and predict like one model."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -244,3 +245,63 @@ def test_an_ensemble_s_fitted_baselines_are_never_a_link_to_elsewhere(seeds_run,
     (ens / "baselines").symlink_to(seeds_run / "seed-2" / "baselines")
     with pytest.raises(DataError, match=r"baselines: a link; fitted baselines are model folders inside"):
         evaluate_model_dir(ens, split="val")
+
+
+@pytest.fixture(scope="module")
+def bf16_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seeds-bf16") / "run"
+    assert main(["train", "--seeds", "2", *tiny(None, "model.hidden_size=8", "data.sequence_length=16",
+                 "data.prediction_horizon=2", "training.max_steps=4", "training.save_steps=0",
+                 "evaluation.eval_steps=0", "training.precision=bf16"), f"output.output_dir={root}"]) == 0
+    return root
+
+
+def test_an_ensemble_forecasts_in_its_members_precision(bf16_run, tmp_path):
+    """Each member of a bf16 run forecasts (and was scored) under bf16 autocast; its ensemble forecast in fp32,
+    so an ensemble of a member with its own copy did not forecast what that member forecasts. Now the members'
+    precision is recorded in ensemble.json and predict, evaluate and the members' scores use it."""
+    member = bf16_run / "seed-0"
+    twin = tmp_path / "twin"
+    shutil.copytree(member, twin, ignore=shutil.ignore_patterns("checkpoints"))
+    ens = build_ensemble([member, twin], tmp_path / "ens")
+    data = str(sample_data_dir() / "AEM.csv")
+    alone, both = Forecaster.from_pretrained(member), Forecaster.from_pretrained(ens)
+    assert both.precision == alone.precision == "bf16"
+    np.testing.assert_array_equal(both.predict(data)["forecast_return"], alone.predict(data)["forecast_return"])
+    scored = evaluate_model_dir(member, split="val")[0]["model"]
+    res = evaluate_model_dir(ens, split="val")[0]
+    assert res["model"]["mse"] == scored["mse"] and res["members"]["member-0"]["mse"] == scored["mse"]
+    assert json.loads((bf16_run / "ensemble" / "ensemble.json").read_text())["precision"] == "bf16"
+    assert Forecaster.from_pretrained(bf16_run).precision == "bf16"  # the --seeds run folder (its ensemble/)
+    # an explicit precision still wins, and a folder written before the precision was recorded reads as fp32
+    assert Forecaster.from_pretrained(ens, precision="fp32").precision == "fp32"
+    old = tmp_path / "old"
+    shutil.copytree(ens, old)
+    meta = json.loads((old / "ensemble.json").read_text())
+    del meta["precision"]
+    (old / "ensemble.json").write_text(json.dumps(meta))
+    assert Forecaster.from_pretrained(old).precision == "fp32"
+    assert len(Forecaster.from_pretrained(old).predict(data)) == 2
+
+
+def test_members_of_different_precisions_are_said_and_forecast_in_fp32(bf16_run, tmp_path, caplog):
+    """An fp32 run and a bf16 run have no one precision that reproduces both: the build says so, records none,
+    and the ensemble forecasts in fp32 (exact for the fp32 member); a bad recorded precision is a DataError."""
+    import logging
+
+    other = tmp_path / "fp32"
+    shutil.copytree(bf16_run / "seed-1", other, ignore=shutil.ignore_patterns("checkpoints"))
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["training"]["precision"] = "fp32"
+    (other / "config.json").write_text(json.dumps(cfg))
+    with caplog.at_level(logging.WARNING, logger="hftraining"):
+        ens = build_ensemble([bf16_run / "seed-0", other], tmp_path / "ens")
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("different precisions" in m and "bf16" in m and str(other) in m for m in warned), warned
+    assert json.loads((ens / "ensemble.json").read_text())["precision"] is None
+    assert Forecaster.from_pretrained(ens).precision == "fp32"
+    meta = json.loads((ens / "ensemble.json").read_text())
+    meta["precision"] = "fp8"
+    (ens / "ensemble.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=re.escape(f"{ens / 'ensemble.json'}: precision: 'fp8' is not one of")):
+        Forecaster.from_pretrained(ens)

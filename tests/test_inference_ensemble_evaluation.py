@@ -92,3 +92,19 @@ def test_a_seeds_run_trained_with_cqr_intervals_is_evaluated_as_its_members(tmp_
                  "evaluation.interval_method=cqr", f"output.output_dir={root}"]) == 0
     member = _backtest(root / "seed-0", capsys)
     assert member["cost_bps"] == 25 and _backtest(root, capsys) == member
+
+
+def test_members_differing_only_in_a_training_only_key_keep_their_common_evaluation_settings(seeds_run, tmp_path,
+                                                                                            capsys, caplog):
+    """Members whose runs validated at another cadence (eval_steps) or on fewer windows (max_val_windows) are
+    evaluated alike: only the keys that act on a trained model are compared and recorded."""
+    other = tmp_path / "other"
+    shutil.copytree(seeds_run / "seed-1", other, ignore=shutil.ignore_patterns("checkpoints"))
+    _edit(other / "config.json", lambda o: o["evaluation"].update(eval_steps=7, max_val_windows=100))
+    with caplog.at_level(logging.WARNING, logger="hftraining"):
+        out = build_ensemble([seeds_run / "seed-0", other], tmp_path / "ens")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    recorded = json.loads((out / "ensemble.json").read_text())["evaluation"]
+    assert recorded["backtest_cost_bps"] == 25 and recorded["periods_per_year"] == 100
+    assert not {"eval_steps", "max_val_windows", "intervals"} & set(recorded)  # training-only keys: not recorded
+    assert _backtest(out, capsys) == _backtest(seeds_run / "seed-0", capsys)

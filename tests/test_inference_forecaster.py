@@ -176,3 +176,54 @@ def test_a_cross_sectional_label_is_forecast_only_with_the_other_symbols_of_its_
     stale = {s: f.iloc[:-2] if s != "AEM" else f for s, f in cut.items()}  # the others' last 2 dates missing
     with pytest.raises(DataError, match=rf"^AEM: no other symbol has a row at {re.escape(as_of.isoformat())} \(its latest row\)"):
         fc.predict(stale)
+
+
+@pytest.mark.parametrize("precision", ["fp8", 16])
+def test_an_out_of_range_value_in_a_run_s_config_json_is_an_error_naming_the_file(run_dir, tmp_path, capsys, precision):
+    """A run folder's config.json is read for its training precision by predict, evaluate, backtest and
+    ensemble: a bad value there named the key only, not which of the user's run folders holds it."""
+    import json
+    import re
+    import shutil
+
+    from hftraining.cli import main
+    from hftraining.core.errors import ConfigError
+    from hftraining.inference.ensemble import build_ensemble
+
+    bad = tmp_path / "bad"
+    shutil.copytree(run_dir, bad, ignore=shutil.ignore_patterns("checkpoints"))
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["training"]["precision"] = precision
+    (bad / "config.json").write_text(json.dumps(cfg))
+    where = f"{bad / 'config.json'}: training.precision"
+    with pytest.raises(ConfigError, match=f"^{re.escape(where)}: "):
+        Forecaster.from_pretrained(bad)
+    with pytest.raises(ConfigError, match=f"^{re.escape(where)}: "):
+        build_ensemble([run_dir, bad], tmp_path / "ens")
+    capsys.readouterr()
+    for cmd in (["predict", str(bad), "--data", str(sample_data_dir() / "AEM.csv")],
+                ["evaluate", str(bad / "final"), "--json", "--no-report"]):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and where in err, err
+
+
+@pytest.mark.parametrize("key, value", [("backtest_cost_bps", -1.0), ("periods_per_year", "x")])
+def test_a_bad_evaluation_value_in_a_run_s_config_json_names_the_file(run_dir, tmp_path, capsys, key, value):
+    """``evaluate`` and ``backtest`` read a run's recorded evaluation settings: a bad value there names the
+    config.json that holds it (an ``--set`` override of it is the user's line, and takes its place)."""
+    import json
+    import shutil
+
+    from hftraining.cli import main
+
+    bad = tmp_path / "bad"
+    shutil.copytree(run_dir, bad, ignore=shutil.ignore_patterns("checkpoints"))
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["evaluation"][key] = value
+    (bad / "config.json").write_text(json.dumps(cfg))
+    capsys.readouterr()
+    for cmd in (["evaluate", str(bad), "--json", "--no-report"], ["backtest", str(bad)]):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{bad / 'config.json'}: evaluation.{key}" in err, err

@@ -7,6 +7,7 @@ that names the file, key or column.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -149,6 +150,7 @@ def _cmd_walkforward(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    setup_console_logging(logging.WARNING)  # warnings on stderr (e.g. fewer rows than settled_rows); stdout: the CSV
     table = Forecaster.from_pretrained(args.model_dir).predict(args.data)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -337,6 +337,18 @@ class EvaluationConfig:
     """Write report.html and report.md into the run folder after training and evaluation."""
 
 
+AT_EVALUATION = ("max_test_windows", "periods_per_year", "report")
+"""The evaluation keys (besides ``backtest_*``) that act when a trained model is evaluated; the
+others act during training (validation cadence and caps, the baselines' fit, the intervals'
+calibration, which the model folder keeps)."""
+
+
+def at_evaluation(key: str) -> bool:
+    """Whether the evaluation key ``key`` acts when a trained model is evaluated (:data:`AT_EVALUATION` and
+    ``backtest_*``; else during training)."""
+    return key in AT_EVALUATION or key.startswith("backtest_")
+
+
 @dataclass
 class OutputConfig:
     experiment_name: str = "default"

@@ -17,7 +17,8 @@ import pandas as pd
 from hftraining.core.config import DataConfig
 from hftraining.core.errors import DataError
 from hftraining.data.features import (
-    PANEL_FEATURES, build_features, feature_columns, feature_warmup, panel_specs, parse_spec, symbol_specs,
+    PANEL_FEATURES, build_features, feature_columns, feature_settle, feature_warmup, panel_specs, parse_spec,
+    symbol_specs,
 )
 
 
@@ -60,6 +61,17 @@ class RowsNeeded:
             usable = d.min_rows
             why = f"feature warm-up {warmup} + data.min_rows {d.min_rows}"
         return cls(max(warmup, 1) + usable, why, max(warmup, 1))
+
+    @classmethod
+    def settled(cls, d: DataConfig) -> "RowsNeeded":
+        """The rows a forecast needs for every row of its input window to have settled features
+        (:func:`~hftraining.data.features.feature_settle`): then it is within the features' tolerance
+        of the forecast from a symbol's full history. Fewer rows (but at least :meth:`of`'s) still
+        give a forecast, one that recursive indicators (RSI, MACD, ATR) make differ from that."""
+        settle = max(feature_settle(d.features), 1)
+        rows = max(settle + d.sequence_length, cls.of(d, targets=False).rows)
+        why = f"features settled after {settle} rows + data.sequence_length {d.sequence_length}"
+        return cls(rows, why, settle)
 
 
 ANY_ROWS = RowsNeeded(1, "at least one row")

@@ -5,7 +5,8 @@ An ensemble folder is plain JSON plus copies of its members' model folders (copi
 referenced, so the folder can be moved or served on its own)::
 
     ensemble.json          {"format_version", "method", "weights", "members": [...], "sources", "validation_mse",
-                            "evaluation": the members' runs' common evaluation section, or null}
+                            "evaluation": the evaluation settings the members' runs share, or null,
+                            "precision": the members' runs' autocast precision, or null}
     preprocessing.json     the members' common preprocessing
     members/member-0/      config.json, model.safetensors, preprocessing.json of member 0
     members/member-1/      ...
@@ -14,7 +15,9 @@ referenced, so the folder can be moved or served on its own)::
 ``Forecaster.from_pretrained(folder)`` loads it and predicts like a single model: the combined
 forecast is the mean, median or weighted mean of the members' forecasts (scaled target units);
 quantiles combine the same way (quantile averaging); buy/hold/sell probabilities are averaged
-(with the weights for ``weighted``).
+(with the weights for ``weighted``). It forecasts under the autocast precision its members' runs
+trained and scored in (:data:`PRECISION_KEY`), so each member's part is the forecast that member's
+eval.json scored.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hftraining.core.config import EvaluationConfig, section_from_dict, shown
+from hftraining.core.config import EvaluationConfig, at_evaluation, section_from_dict, shown
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.core.files import replace_folder
 from hftraining.core.jsonio import write_json
@@ -41,12 +44,13 @@ from hftraining.inference.folders import (
     baselines_dir,
     is_ensemble,
     resolve_model_dir,
+    run_config_section,
     run_folder,
-    run_section,
+    run_precision,
 )
 from hftraining.models import ForecastModel, ForecastOutput, folder, load_preprocessing
 from hftraining.models.intervals import calibrate_windows
-from hftraining.models.predict import predict_scaled
+from hftraining.models.predict import PRECISIONS, predict_scaled
 
 METHODS = ("mean", "median", "weighted")
 FORMAT_VERSION = folder.FORMAT_VERSION
@@ -57,13 +61,21 @@ SHARED_DATA_KEYS = ("target", "min_history", "max_gap", "price_adjustment", "spl
 EVALUATION_KEY = "evaluation"
 """The key of ensemble.json that holds the evaluation section its members' runs were trained with (null
 when they were not all runs or their sections differ): ``evaluate`` and ``backtest`` of the ensemble use
-it, as a run's config.json for a run. A folder without it (written before it was recorded) is read as null."""
+it, as a run's config.json for a run. Only the keys that act on a trained model are recorded
+(:func:`~hftraining.core.config.at_evaluation`): the others acted in the members' training.
+A folder without it (written before it was recorded) is read as null."""
+PRECISION_KEY = "precision"
+"""The key of ensemble.json that holds the autocast precision (fp32, bf16, fp16) its members' runs trained
+and scored their test split in, the ensemble's default precision (:attr:`EnsembleModel.precision`); null when
+the members' runs differ in it (the ensemble then forecasts in fp32, as a folder written before it was
+recorded, which has no such key)."""
 
 
 class EnsembleModel(nn.Module):
     """Members' outputs combined: ``forward(x, mask, past) -> ForecastOutput`` like any model."""
 
-    def __init__(self, members: list[ForecastModel], method: str, weights: list[float] | None = None):
+    def __init__(self, members: list[ForecastModel], method: str, weights: list[float] | None = None,
+                 precision: str = "fp32"):
         super().__init__()
         if method not in METHODS:
             raise ConfigError(f"ensemble method {method!r} is not one of {', '.join(METHODS)}")
@@ -79,6 +91,8 @@ class EnsembleModel(nn.Module):
         levels = [list(m.cfg.quantiles) for m in members]
         self.quantile_levels = levels[0] if all(lv == levels[0] for lv in levels) else []
         self.has_classes = all(m.cfg.classification_threshold > 0 for m in members)
+        self.precision = precision
+        """The autocast precision the members' runs scored in (:data:`PRECISION_KEY`): the forecaster's default."""
 
     def _combine(self, stacked: torch.Tensor) -> torch.Tensor:
         """(M, B, ...) → (B, ...)."""
@@ -149,10 +163,12 @@ def validation_scores(dirs: list[Path], pre: dict[str, Any]) -> list[float]:
 
 
 def members_evaluation(dirs: list[Path]) -> dict[str, Any] | None:
-    """The evaluation section (every key, a missing one at its default) that the runs of the members
-    ``dirs`` were trained with, when every member is a run's model and the sections agree; else None,
-    with a warning naming the member without a run, or the first key that differs. None, without a
-    warning, when no member is a run's (bare model folders are evaluated with the defaults, alone too)."""
+    """The evaluation settings that act on a trained model (:func:`at_evaluation`; every such key, a missing
+    one at its default) that the runs of the members ``dirs`` were trained with, when every member is a
+    run's model and those settings agree; else None, with a warning naming the member without a run, or the
+    first key that differs. Keys that acted during training only (``eval_steps``, ``max_val_windows``, ...)
+    may differ. None, without a warning, when no member is a run's (bare model folders are evaluated with
+    the defaults, alone too). A bad value in a run's config.json is a ConfigError naming the file and key."""
     runs = [run_folder(d) for d in dirs]
     if all(r is None for r in runs):
         return None
@@ -162,9 +178,8 @@ def members_evaluation(dirs: list[Path]) -> dict[str, Any] | None:
         log.warning("ensemble: %s is a model folder without its run's config.json: the ensemble records no evaluation "
                     "settings and is evaluated with the defaults (pass --set evaluation.* to evaluate/backtest)", bare)
         return None
-    sections = [dataclasses.asdict(section_from_dict(EvaluationConfig, run_section(d, EvaluationConfig, EVALUATION_KEY),
-                                                     f"{r / 'config.json'}: {EVALUATION_KEY}"))
-                for d, r in zip(dirs, runs)]
+    sections = [{k: v for k, v in dataclasses.asdict(run_config_section(d, EvaluationConfig, EVALUATION_KEY)).items()
+                 if at_evaluation(k)} for d in dirs]
     for d, r, sec in zip(dirs[1:], runs[1:], sections[1:]):
         key = next((k for k in sections[0] if sec[k] != sections[0][k]), None)
         if key is not None:
@@ -173,6 +188,21 @@ def members_evaluation(dirs: list[Path]) -> dict[str, Any] | None:
                         "evaluate/backtest)", key, runs[0], shown(sections[0][key]), r, shown(sec[key]))
             return None
     return sections[0]
+
+
+def members_precision(dirs: list[Path]) -> str | None:
+    """The autocast precision the members ``dirs`` forecast in alone (:func:`~hftraining.inference.folders.run_precision`:
+    their runs'; fp32 for a bare model folder), when they agree; else None, with a warning naming two that differ
+    (the ensemble then forecasts in fp32: exact for an fp32 member, within rounding of the others)."""
+    precisions = [run_precision(d) for d in dirs]
+    other = next((k for k, p in enumerate(precisions) if p != precisions[0]), None)
+    if other is None:
+        return precisions[0]
+    logging.getLogger("hftraining").warning(
+        "ensemble: the members forecast in different precisions (%s: %s, %s: %s): the ensemble records none and "
+        "forecasts in fp32 (pass precision= to Forecaster.from_pretrained for another)",
+        dirs[0], precisions[0], dirs[other], precisions[other])
+    return None
 
 
 # ---------------------------------------------------------------------------------- build / load
@@ -220,6 +250,7 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
             "ensemble: the members' model.quantiles differ (%s): the ensemble forecasts points and no quantiles",
             "; ".join(f"{d}: {lv or 'none'}" for d, lv in zip(dirs, levels)))
     evaluation = members_evaluation(dirs)
+    precision = members_precision(dirs)
     scores = validation_scores(dirs, pre) if method == "weighted" else None
     weights = None
     if scores is not None:
@@ -233,6 +264,7 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
         "sources": [str(d) for d in dirs],
         "validation_mse": scores,
         EVALUATION_KEY: evaluation,
+        PRECISION_KEY: precision,
     }
 
     def write(tmp: Path) -> None:
@@ -275,7 +307,8 @@ def read_ensemble_meta(directory: str | Path) -> dict[str, Any]:
     """``ensemble.json`` of ``directory``, checked (an ensemble folder is untrusted input like any model
     folder): a known method, 2 to :data:`MAX_MEMBERS` members, each a folder inside the ensemble folder,
     weights (if any) finite, non-negative and not all zero, one per member, and the evaluation section
-    (if any) one a run's config.json could hold (keys this version does not know are left out, as there)."""
+    (if any) one a run's config.json could hold (keys this version does not know are left out, as there),
+    the precision (if any) one of fp32, bf16, fp16."""
     path = Path(directory) / ENSEMBLE_NAME
     meta = folder.read_json(directory, ENSEMBLE_NAME)
     if not isinstance(meta, dict):
@@ -306,18 +339,23 @@ def read_ensemble_meta(directory: str | Path) -> dict[str, Any]:
                               EVALUATION_KEY)
         except ConfigError as e:
             raise DataError(f"{path}: {e}") from None
+    p = meta.get(PRECISION_KEY)
+    if p is not None and (not isinstance(p, str) or p not in PRECISIONS):
+        raise DataError(f"{path}: {PRECISION_KEY}: {shown(p)} is not one of {', '.join(PRECISIONS)} or null")
     return meta
 
 
 def ensemble_evaluation(directory: str | Path) -> dict[str, Any]:
     """The keys of the evaluation section recorded in the ensemble folder ``directory`` (checked by
-    :func:`read_ensemble_meta`; keys this version does not know left out), {} when none is recorded."""
+    :func:`read_ensemble_meta`; keys this version does not know, and keys that act during training only,
+    which a folder written by an older version may hold, left out), {} when none is recorded."""
     ev = read_ensemble_meta(directory).get(EVALUATION_KEY) or {}
-    return {k: v for k, v in ev.items() if k in EvaluationConfig.__dataclass_fields__}
+    return {k: v for k, v in ev.items() if k in EvaluationConfig.__dataclass_fields__ and at_evaluation(k)}
 
 
 def load_ensemble(directory: str | Path) -> tuple[EnsembleModel, Preprocessing]:
-    """(model, preprocessing) of an ensemble folder."""
+    """(model, preprocessing) of an ensemble folder; the model's ``precision`` is the one recorded (fp32 when
+    none is: the members' runs differed in it, or the folder was written before it was recorded)."""
     d = Path(directory)
     meta = read_ensemble_meta(d)
     dirs = [folder.inside(d, name, str(d / ENSEMBLE_NAME)) for name in meta["members"]]
@@ -326,4 +364,5 @@ def load_ensemble(directory: str | Path) -> tuple[EnsembleModel, Preprocessing]:
             raise DataError(f"{d / ENSEMBLE_NAME}: member folder {m} is missing")
     pre = check_shared_preprocessing(dirs)
     members = [ForecastModel.from_pretrained(m) for m in dirs]
-    return EnsembleModel(members, meta["method"], meta.get("weights")), Preprocessing.from_dict(pre)
+    model = EnsembleModel(members, meta["method"], meta.get("weights"), meta.get(PRECISION_KEY) or "fp32")
+    return model, Preprocessing.from_dict(pre)

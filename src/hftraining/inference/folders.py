@@ -83,7 +83,16 @@ def run_section(path: str | Path, section: type, name: str) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if k in section.__dataclass_fields__}
 
 
+def run_config_section(path: str | Path, section: type, name: str) -> Any:
+    """Section ``name`` (dataclass ``section``) of the config.json of the run folder of ``path``, checked
+    (the defaults for a bare model folder); a bad value is a ConfigError naming the file and the key."""
+    run = run_folder(path)
+    where = f"{run / 'config.json'}: {name}" if run is not None else name
+    return section_from_dict(section, run_section(path, section, name), where)
+
+
 def run_precision(path: str | Path) -> str:
     """The autocast precision the run of ``path`` trained and scored its test split with (fp32 for a
-    bare model or ensemble folder): forecasting in it reproduces the forecasts eval.json scored."""
-    return resolved_precision(section_from_dict(TrainingConfig, run_section(path, TrainingConfig, "training"), "training"))
+    bare model folder): forecasting in it reproduces the forecasts eval.json scored. An ensemble
+    folder records its members' in its ensemble.json (:func:`hftraining.inference.ensemble.load_ensemble`)."""
+    return resolved_precision(run_config_section(path, TrainingConfig, "training"))

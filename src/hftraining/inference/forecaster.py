@@ -9,6 +9,7 @@ folder (``ensemble.json``, see :mod:`hftraining.inference.ensemble`); all three 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 from hftraining.core.config import DataConfig
 from hftraining.core.errors import DataError
 from hftraining.data import io
+from hftraining.data.features import SETTLE_TOLERANCE, unsettled_specs
 from hftraining.data.pipeline import Preprocessing, apply, latest_windows
 from hftraining.data.rows import RowsNeeded
 from hftraining.data.sources import load_and_validate
@@ -31,6 +33,8 @@ from hftraining.models.folder import read_calibration
 from hftraining.models.intervals import Calibration
 from hftraining.models.outputs import CLASS_NAMES
 from hftraining.models.predict import predict_outputs
+
+log = logging.getLogger(__name__)
 
 
 class Forecaster:
@@ -52,13 +56,14 @@ class Forecaster:
     def from_pretrained(cls, path: str | Path, device: torch.device | str = "cpu", precision: str | None = None) -> "Forecaster":
         """Load a run, model or ensemble folder; forecasts run on ``device`` under ``precision``
         (``fp32``, ``bf16``, ``fp16``; default: the run's training precision, see
-        :func:`~hftraining.inference.folders.run_precision`) through the same batched forward as evaluation."""
+        :func:`~hftraining.inference.folders.run_precision`; an ensemble's: its members' runs', recorded
+        in its ensemble.json) through the same batched forward as evaluation."""
         d = resolve_model_dir(path)
-        precision = precision or run_precision(path)
         if is_ensemble(d):
             model, pre = load_ensemble(d)
-            return cls(model, pre, d, device, precision)
-        return cls(ForecastModel.from_pretrained(d), Preprocessing.from_dict(load_preprocessing(d)), d, device, precision)
+            return cls(model, pre, d, device, precision or model.precision)
+        return cls(ForecastModel.from_pretrained(d), Preprocessing.from_dict(load_preprocessing(d)), d, device,
+                   precision or run_precision(path))
 
     # ------------------------------------------------------------------ description
     @property
@@ -87,6 +92,25 @@ class Forecaster:
     def min_rows(self) -> int:
         """Validated rows a symbol needs for a forecast (:meth:`hftraining.data.rows.RowsNeeded.of`)."""
         return RowsNeeded.of(self.preprocessing.data_config(), targets=False).rows
+
+    def settled_rows(self) -> int:
+        """Validated rows a symbol needs for a forecast within the features' tolerance of the one from
+        its full history (:meth:`hftraining.data.rows.RowsNeeded.settled`); from fewer (at least
+        :meth:`min_rows`) recursive indicators such as RSI and MACD have not settled."""
+        return RowsNeeded.settled(self.preprocessing.data_config()).rows
+
+    def unsettled(self, frames: dict[str, pd.DataFrame]) -> list[str]:
+        """One warning for each symbol of ``frames`` (validated) with fewer than :meth:`settled_rows` rows."""
+        d = self.preprocessing.data_config()
+        need = self.settled_rows()
+        out = []
+        for sym, frame in frames.items():
+            if len(frame) < need:
+                specs = unsettled_specs(d.features, len(frame) - d.sequence_length)
+                out.append(f"{sym}: {len(frame)} rows < {need} settled rows: the features {', '.join(specs)} have not "
+                           f"settled (to within {SETTLE_TOLERANCE:g} of their standard deviation); forecasts may "
+                           f"differ from full-history ones; send at least {need} rows")
+        return out
 
     # ------------------------------------------------------------------ input
     def load(self, data, strict: bool = False) -> dict[str, pd.DataFrame]:
@@ -172,7 +196,7 @@ class Forecaster:
                             f"the model forecasts data.target={target}, a label taken across the symbols of each date "
                             "(an input of the model too): give the other symbols' rows up to that date as well")
 
-    def predict(self, data, strict: bool = False) -> pd.DataFrame:
+    def predict(self, data, strict: bool = False, warnings: list[str] | None = None) -> pd.DataFrame:
         """Forecasts from the latest window of each symbol in ``data`` (path, frame or {symbol: frame}).
 
         Columns: symbol, as_of (UTC timestamp of the last input row), step (1..H), forecast_return
@@ -182,10 +206,19 @@ class Forecaster:
         of the model folder's ``intervals.json``, e.g. ``lower_80``) when it has one; then
         ``return_q<level>`` (forecast quantiles of the step's log return) when the model has a
         quantile head, and ``p_sell``, ``p_hold``, ``p_buy`` when it has the buy/hold/sell head.
-        ``strict``: see :meth:`data_config`.
+        ``strict``: see :meth:`data_config`. A symbol with fewer than :meth:`settled_rows` rows is
+        forecast with a warning (:meth:`unsettled`): logged, or appended to ``warnings`` when given.
         """
-        ws = self.latest_windows(self.load(data, strict))
-        return self.forecast_table(ws, self.outputs(ws))
+        frames = self.load(data, strict)
+        ws = self.latest_windows(frames)
+        table = self.forecast_table(ws, self.outputs(ws))
+        found = self.unsettled(frames)
+        if warnings is None:
+            for line in found:
+                log.warning(line)
+        else:
+            warnings.extend(found)
+        return table
 
     def forecast_table(self, ws: WindowSet, outs: dict[str, np.ndarray]) -> pd.DataFrame:
         """The table of :meth:`predict` from the windows and the raw outputs of the model."""

@@ -7,8 +7,10 @@ Endpoints (the OpenAPI schema is at ``/openapi.json``, the interactive docs at `
     POST /predict       JSON {"symbols": {"AEM": [{"timestamp", "open", "high", "low", "close", "volume"}, ...]}}
     POST /predict/csv   multipart upload: ``file`` (CSV; one symbol, or a ``symbol`` column) and ``symbol``
 
-Both predict endpoints answer ``{"forecasts": [row, ...]}`` with the rows of
-:meth:`Forecaster.predict` (symbol, as_of, step, forecast_return, ..., quantiles, probabilities).
+Both predict endpoints answer ``{"forecasts": [row, ...], "warnings": [line, ...]}`` with the rows of
+:meth:`Forecaster.predict` (symbol, as_of, step, forecast_return, ..., quantiles, probabilities) and a
+warning for each symbol sent fewer than ``GET /model``'s ``settled_rows`` rows (it is forecast, but
+its recursive indicators such as RSI and MACD have not settled: :meth:`Forecaster.unsettled`).
 The rows go through exactly the validation and features of training. Bad input is a 4xx whose
 ``error`` names the field (``symbols.AEM[3].close: Input should be a finite number``); a request
 beyond a limit of the ``serve`` section is a 413 naming the limit and its key, a request without the
@@ -93,6 +95,7 @@ def model_info(fc) -> dict[str, Any]:
         "preprocessing": {"features": pre.features, "feature_columns": pre.feature_columns,
                           "sequence_length": pre.seq_len, "horizon": pre.horizon, "target_scale": pre.target_scale},
         "min_rows": fc.min_rows(),
+        "settled_rows": fc.settled_rows(),
         "quantile_levels": fc.quantile_levels,
         "classes": list(CLASS_NAMES) if fc.has_classes else [],
     }
@@ -238,13 +241,17 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
     class PredictRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         symbols: dict[str, list[Bar]] = Field(
-            description=f"recent rows per symbol, oldest first; each symbol needs at least GET /model's min_rows rows; "
+            description=f"recent rows per symbol, oldest first; each symbol needs at least GET /model's min_rows rows, "
+                        f"and settled_rows for a forecast matching the one from its full history; "
                         f"at most {cfg.max_symbols} symbols and {cfg.max_rows} rows in all",
             min_length=1, max_length=cfg.max_symbols,
         )
 
     class PredictResponse(BaseModel):
         forecasts: list[dict[str, Any]]
+        warnings: list[str] = Field(default_factory=list, description=(
+            "one line per symbol sent fewer than GET /model's settled_rows rows: forecast, but its recursive "
+            "indicators (RSI, MACD) have not settled, so the forecast may differ from the full-history one"))
 
     # the schema is open with a key too: nothing of the model folder goes into it (GET /model has it)
     app = FastAPI(title="hftraining forecaster", version="1",
@@ -300,10 +307,12 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
         log.exception("request %s %s failed", request.method, request.url.path)
         return JSONResponse({"error": f"internal error ({type(exc).__name__}); the request was not served"}, status_code=500)
 
-    def table_response(table: pd.DataFrame) -> dict[str, Any]:
-        out = table.copy()
+    def forecast(data) -> dict[str, Any]:
+        """The answer of a request: :meth:`Forecaster.predict`'s table of ``data`` and its warnings."""
+        warnings: list[str] = []
+        out = fc.predict(data, strict=True, warnings=warnings)
         out["as_of"] = out["as_of"].map(lambda t: t.isoformat())
-        return {"forecasts": json_safe(out.to_dict(orient="records"))}
+        return {"forecasts": json_safe(out.to_dict(orient="records")), "warnings": list(warnings)}
 
     slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop → its asyncio.Semaphore
 
@@ -364,7 +373,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
     @app.post("/predict", response_model=PredictResponse)
     async def predict(req: PredictRequest) -> dict[str, Any]:
         check_rows(sum(map(len, req.symbols.values())))
-        return await in_thread(lambda: table_response(fc.predict(_frames(req.symbols, info["min_rows"]), strict=True)))
+        return await in_thread(lambda: forecast(_frames(req.symbols, info["min_rows"])))
 
     @app.post("/predict/csv", response_model=PredictResponse)
     async def predict_csv(file: UploadFile = File(..., description="CSV of OHLCV rows"),
@@ -380,7 +389,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
                 path = Path(tmp) / f"{name}.csv"
                 path.write_bytes(data)
                 try:
-                    return table_response(fc.predict(str(path), strict=True))
+                    return forecast(str(path))
                 except UserError as e:  # name the upload, not the temporary file
                     raise UserError(str(e).replace(str(path), f"file {file.filename or name}")) from None
 

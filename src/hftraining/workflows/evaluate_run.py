@@ -8,10 +8,12 @@ from typing import Any
 
 
 from hftraining.core.config import (
+    AT_EVALUATION,
     Config,
     DataConfig,
     EvaluationConfig,
     ModelConfig,
+    at_evaluation,
     parse_override,
     section_from_dict,
     validate,
@@ -34,12 +36,6 @@ from hftraining.inference.folders import (
 )
 from hftraining.inference.forecaster import Forecaster
 from hftraining.models import ForecastModel, folder, load_preprocessing
-
-
-AT_EVALUATION = ("max_test_windows", "periods_per_year", "report")
-"""The evaluation keys (besides ``backtest_*``) that act when a trained model is evaluated; the
-others act during training (validation cadence and caps, the baselines' fit, the intervals'
-calibration, which the model folder keeps)."""
 
 
 def trained_data(path) -> DataConfig:
@@ -68,20 +64,22 @@ def trained_model(path) -> ModelConfig:
 def recorded_evaluation(path) -> dict[str, Any]:
     """The evaluation keys recorded for the model of ``path``: a run's config.json's (of a run folder or
     its ``final/``), an ensemble folder's ensemble.json's (its members' runs' common section, also of the
-    run folder of ``train --seeds N``, via its ``ensemble/``; checked beside the data section the members
-    were trained with, a bad value a DataError naming the file); {} for a bare model folder or an
-    ensemble that records none."""
-    if run_folder(path) is not None:
-        return run_section(path, EvaluationConfig, "evaluation")
-    d = resolve_model_dir(path)
-    if not is_ensemble(d):
-        return {}
-    raw = ensemble_evaluation(d)
+    run folder of ``train --seeds N``, via its ``ensemble/``), checked beside the data section the model
+    was trained with: a bad value is an error naming the file (config.json: ConfigError, ensemble.json:
+    DataError); {} for a bare model folder or an ensemble that records none."""
+    run = run_folder(path)
+    if run is not None:
+        raw, where, error = run_section(path, EvaluationConfig, "evaluation"), run / "config.json", ConfigError
+    else:
+        d = resolve_model_dir(path)
+        if not is_ensemble(d):
+            return {}
+        raw, where, error = ensemble_evaluation(d), d / ENSEMBLE_NAME, DataError
     try:
-        validate(Config(data=trained_data(d), model=trained_model(d),
+        validate(Config(data=trained_data(path), model=trained_model(path),
                         evaluation=section_from_dict(EvaluationConfig, raw, "evaluation")))
     except ConfigError as e:
-        raise DataError(f"{d / ENSEMBLE_NAME}: {e}") from None
+        raise error(f"{where}: {e}") from None
     return raw
 
 
@@ -98,7 +96,7 @@ def evaluation_config(path, overrides: list[str] | tuple[str, ...] = ()) -> Eval
         (section, key), value = parse_override(text)
         if section != "evaluation":
             raise ConfigError(f"{section}.{key}: only evaluation.* settings apply here")
-        if key in EvaluationConfig.__dataclass_fields__ and key not in AT_EVALUATION and not key.startswith("backtest_"):
+        if key in EvaluationConfig.__dataclass_fields__ and not at_evaluation(key):
             raise ConfigError(f"evaluation.{key}: acts during training, not on a trained model; here only "
                               f"evaluation.{', evaluation.'.join(AT_EVALUATION)} and evaluation.backtest_* apply")
         raw[key] = value
