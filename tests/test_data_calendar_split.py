@@ -94,6 +94,57 @@ def test_given_cut_dates_are_used_and_kept_for_evaluation(panel):
     np.testing.assert_array_equal(apply(q.preprocessing, panel, "test").ends, q.test.ends)
 
 
+@pytest.mark.parametrize("embargo", [0, 2])
+def test_per_symbol_new_data_is_cut_at_each_symbols_saved_dates(panel, embargo):
+    """A per_symbol model keeps each symbol's own cut dates: its training data gives the same windows
+    again, and new data of a symbol it trained on (here the same files before their last 20% was
+    written) holds no test window whose targets it trained or validated on. Cut at the new data's own
+    row shares, every one of those 291 "test" windows lay in its training or validation period. A
+    symbol it never saw is cut at its own row shares."""
+    d = DataConfig(sequence_length=20, prediction_horizon=3, features=FEATURES, split="per_symbol", embargo=embargo)
+    p = prepare(d, panel)
+    for name in ("train", "val", "test"):
+        np.testing.assert_array_equal(apply(p.preprocessing, panel, name).ends, p.split(name).ends)
+    last_seen = {}  # symbol → its last training or validation target date
+    for ws in (p.train, p.val):
+        for k, sym in enumerate(ws.symbols):
+            mine = ws.symbol_ids == k
+            if mine.any():
+                last_seen[sym] = max(last_seen.get(sym, 0), int(_target_dates(ws)[mine].max()))
+    short = {s: f.iloc[: int(len(f) * 0.8)].reset_index(drop=True) for s, f in panel.items()}
+    short["FRESH"] = synth_ohlcv(400, seed=9)
+    test = apply(p.preprocessing, short, "test")
+    for k, sym in enumerate(test.symbols):
+        mine = test.symbol_ids == k
+        if sym in last_seen and mine.any():
+            assert _target_dates(test)[mine].min() > last_seen[sym], sym
+    fresh = test.symbols.index("FRESH")
+    assert (test.symbol_ids == fresh).sum() == len(apply(prepare(d, {"FRESH": short["FRESH"]}).preprocessing,
+                                                         {"FRESH": short["FRESH"]}, "test"))
+    full = apply(p.preprocessing, {**panel, "FRESH": short["FRESH"]}, "test")  # the saved test period, and FRESH's
+    np.testing.assert_array_equal(full.ends[full.symbol_ids != full.symbols.index("FRESH")], p.test.ends)
+    assert set(p.preprocessing.to_dict()["symbol_split_dates"]) == {"OLD", "MID", "NEW"}
+
+
+def test_per_symbol_saved_dates_are_checked_as_untrusted_input(panel, tmp_path):
+    import json
+
+    from hftraining.core.config import ModelConfig
+    from hftraining.models import build_model
+    from hftraining.models.base import load_preprocessing
+
+    d = DataConfig(sequence_length=20, prediction_horizon=3, features=FEATURES, split="per_symbol")
+    pre = prepare(d, panel).preprocessing
+    model = build_model(ModelConfig(hidden_size=16, num_heads=2, num_layers=1), len(pre.feature_columns), 3, 20)
+    model.save_pretrained(tmp_path, preprocessing=pre.to_dict())
+    assert load_preprocessing(tmp_path)["symbol_split_dates"]["OLD"]["test"] == pre.symbol_split_dates["OLD"]["test"]
+    raw = json.loads((tmp_path / "preprocessing.json").read_text())
+    raw["symbol_split_dates"]["OLD"]["test"] = "soon"
+    (tmp_path / "preprocessing.json").write_text(json.dumps(raw))
+    with pytest.raises(DataError, match=r"preprocessing.json: symbol_split_dates.OLD.test: 'soon' is not a date"):
+        load_preprocessing(tmp_path)
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["data.split_dates={val: 2025-07-01, test: 2025-01-02}"], "data.split_dates: val 2025-07-01 must be before test 2025-01-02"),
     (["data.split_dates={val: soon, test: 2025-01-02}"], "data.split_dates.val: 'soon' is not a date"),

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hftraining.core.config import DataConfig, duration_ns, section_from_dict, split_date_ns
-from hftraining.core.errors import DataError
+from hftraining.core.config import DataConfig, duration_ns, section_from_dict, shown, split_date_ns
+from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import (
     EmptyVolume, check_specs, drop_volume_features, feature_columns, volume_is_empty,
 )
@@ -50,6 +50,11 @@ class Preprocessing:
     horizon: int
     data: dict[str, Any]  # the data section used for training (split ratios, embargo, ...)
     fold: Fold | None = None  # the walk-forward fold the data was cut as (None: the split of ``data``)
+    symbol_split_dates: dict[str, dict[str, str]] | None = None
+    """``data.split: per_symbol``: each training symbol's first validation and test dates
+    (``{"AEM": {"val": iso, "test": iso}}``; a cut past its last row is that row's time + 1 ns), so
+    new data of that symbol is cut at the same dates (:func:`apply`), as a calendar split's
+    ``split_dates``; None for a calendar split, a fold, or a folder written before they were kept."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -63,6 +68,8 @@ class Preprocessing:
         }
         if self.fold is not None:
             out["fold"] = self.fold.to_dict()
+        if self.symbol_split_dates is not None:
+            out["symbol_split_dates"] = self.symbol_split_dates
         return out
 
     @classmethod
@@ -78,6 +85,7 @@ class Preprocessing:
             horizon=int(d["horizon"]),
             data=data,
             fold=Fold.from_dict(d["fold"]) if "fold" in d else None,
+            symbol_split_dates=d.get("symbol_split_dates"),
         )
 
     def data_config(self) -> DataConfig:
@@ -142,6 +150,36 @@ def split_segments(d: DataConfig, cuts: tuple[int, int] | None) -> SegmentFn:
     if cuts is None:
         return lambda times, calendar: chronological_split(len(times), d.train_ratio, d.val_ratio, d.embargo)
     return lambda times, calendar: calendar_split(times, cuts[0], cuts[1], d.embargo)
+
+
+def symbol_split_dates(rows: Rows, segs: list[dict[str, Segment]]) -> dict[str, dict[str, str]]:
+    """Each symbol's first validation and test dates of a per-symbol split (the times of the rows
+    where its row-share segments cut; the last row's time + 1 ns for a cut past its last row):
+    :func:`calendar_split` at these dates gives the same segments of the same rows."""
+    out = {}
+    for k, sym in enumerate(rows.symbols):
+        t = rows.times[rows.rows(k)]
+        at = lambda i: int(t[i]) if i < len(t) else int(t[-1]) + 1  # noqa: E731
+        out[sym] = {"val": _iso(at(segs[k]["train"].stop)), "test": _iso(at(segs[k]["val"].stop))}
+    return out
+
+
+def check_symbol_split_dates(raw: Any, where: str) -> dict[str, tuple[int, int]]:
+    """``symbol_split_dates`` of a preprocessing.json (untrusted) → {symbol: (val ns, test ns)};
+    a ConfigError naming ``where`` (when given) and the symbol for anything but dates with val <= test."""
+    prefix = f"{where}: symbol_split_dates" if where else "symbol_split_dates"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix}: expected {{symbol: {{val, test}}}}, got {shown(raw)}")
+    out = {}
+    for sym, cut in raw.items():
+        key = f"{prefix}.{sym}"
+        if not isinstance(cut, dict) or set(cut) != {"val", "test"}:
+            raise ConfigError(f"{key}: expected {{val, test}}, got {shown(cut)}")
+        val, test = split_date_ns(cut["val"], f"{key}.val"), split_date_ns(cut["test"], f"{key}.test")
+        if val > test:
+            raise ConfigError(f"{key}: val {cut['val']} is after test {cut['test']}")
+        out[sym] = (val, test)
+    return out
 
 
 def fold_split(d: DataConfig, fold: Fold) -> SegmentFn:
@@ -346,6 +384,8 @@ def prepare(
     data_section = {k: v for k, v in vars(d).items()}
     if cuts is not None:  # the dates, not the ratios: new data is cut where the training data was
         data_section["split_dates"] = {"val": _iso(cuts[0]), "test": _iso(cuts[1])}
+    # per_symbol: each symbol's own dates, so new rows of a symbol are cut where its training rows were
+    per_symbol_dates = symbol_split_dates(rows, segs) if cuts is None and fold is None else None
     report["split"] = _split_report(d, cuts, rows, segs)
     if d.scale_per_symbol:
         bare = next((sym for sym, seg in zip(rows.symbols, segs) if len(seg["train"]) == 0), None)
@@ -368,6 +408,7 @@ def prepare(
         horizon=d.prediction_horizon,
         data=data_section,
         fold=fold,
+        symbol_split_dates=per_symbol_dates,
     )
     gap = _max_gap(d)
     sets = {
@@ -416,7 +457,11 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
         times = rows.symbol_times()
         calendar = union_calendar(times)
         seg_fn = split_segments(d, resolve_cuts(d, calendar)) if pre.fold is None else fold_split(d, pre.fold)
-        segs = [seg_fn(t, calendar)[split] for t in times]
+        # per_symbol: a symbol the model trained on is cut at its own saved dates, so no window of new data
+        # it scores holds a target the model trained or validated on; another symbol at its row shares
+        own = check_symbol_split_dates(pre.symbol_split_dates, where) if pre.symbol_split_dates is not None else {}
+        segs = [(calendar_split(t, *own[sym], d.embargo) if sym in own else seg_fn(t, calendar))[split]
+                for sym, t in zip(rows.symbols, times)]
     return _window_set(rows, segs, pre, 1, min_hist, _max_gap(d), labels=_labels(rows, d))
 
 

@@ -55,7 +55,7 @@ from hftraining.models.predict import PRECISIONS, predict_scaled
 METHODS = ("mean", "median", "weighted")
 FORMAT_VERSION = folder.FORMAT_VERSION
 # preprocessing keys that must agree between members for them to see the same inputs
-SHARED_KEYS = ("features", "feature_columns", "scaler", "target_scale", "seq_len", "horizon")
+SHARED_KEYS = ("features", "feature_columns", "scaler", "target_scale", "seq_len", "horizon", "symbol_split_dates")
 # data keys that decide which rows and windows a member forecasts from, and what its label is
 SHARED_DATA_KEYS = ("target", "min_history", "max_gap", "price_adjustment", "split_dates")
 EVALUATION_KEY = "evaluation"

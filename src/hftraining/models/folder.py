@@ -38,6 +38,7 @@ from hftraining.core.config import (
 )
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import feature_columns
+from hftraining.data.pipeline import check_symbol_split_dates
 from hftraining.data.splits import Fold
 from hftraining.models.intervals import GRID, METHODS, Calibration, cqr_pair
 from hftraining.models.registry import build_model
@@ -261,8 +262,9 @@ def _finite_list(v: Any, n: int, where: str, positive: bool = False) -> list[flo
 def check_preprocessing(folder: str | Path, n_features: int, horizon: int, seq_len: int) -> dict[str, Any]:
     """``folder/preprocessing.json``, checked against the model (its feature count, horizon and
     window): types, the feature columns of its features, finite scaler statistics with positive
-    scales of the right length, a finite positive target scale, a valid data section, and the
-    walk-forward fold of a fold's model (:class:`hftraining.data.splits.Fold`)."""
+    scales of the right length, a finite positive target scale, a valid data section, the
+    walk-forward fold of a fold's model (:class:`hftraining.data.splits.Fold`) and a per-symbol
+    split's cut dates (:func:`hftraining.data.pipeline.check_symbol_split_dates`)."""
     path = Path(folder) / "preprocessing.json"
     where = str(path)
     pre = read_json(folder, "preprocessing.json")
@@ -281,6 +283,8 @@ def check_preprocessing(folder: str | Path, n_features: int, horizon: int, seq_l
             raise DataError(f"{path}: feature_columns {shown(columns)} are not the columns of features {shown(features)}")
         if "fold" in pre:  # a walk-forward fold's model: scored on that fold's test block only
             Fold.from_dict(pre["fold"])
+        if "symbol_split_dates" in pre:  # a per_symbol split's model: each symbol's own cut dates
+            check_symbol_split_dates(pre["symbol_split_dates"], "")
     except (ConfigError, ValueError, KeyError) as e:
         raise DataError(f"{path}: {' '.join(str(e).split())[:300]}") from None
     if len(columns) != n_features:
