@@ -165,6 +165,25 @@ def test_verdict_claims_nothing_when_mse_and_dm_point_opposite_ways():
     assert text.count("opposite directions") == 2 and text.endswith("not worth its cost over fitted:ridge")
 
 
+def test_a_significant_p_value_is_never_printed_as_the_level():
+    """p = 0.04996 is significant at 0.05: the verdict and the console table show 0.04996 beside the claim,
+    not a rounded "0.05" (or "0.050"), and a tiny p is not printed as 0."""
+    worse = {"mse_vs_zero": 1.2, "dm_vs_zero": {"p_value": 0.04996, "statistic": 3.5},
+             "strongest_baseline": {"name": "ridge", "mse": 1.0, "mse_ratio": 1.1,
+                                    "dm": {"p_value": 0.049951, "statistic": 2.0}}}
+    text = verdict(worse)
+    assert "Diebold–Mariano p = 0.04996: the model is significantly WORSE" in text, text
+    assert "DM p = 0.04995: fitted:ridge is significantly better" in text, text
+    assert "= 0.05:" not in text
+    result = {"n_windows": 1, "horizon": 1, "model": {"mse": 1.0, "mae": 1.0, "directional_accuracy": 0.5},
+              "baselines": {"zero": {"mse": 1.0, "mae": 1.0, "directional_accuracy": 0.5},
+                            "ridge": {"mse": 1.0, "mae": 1.0, "directional_accuracy": 0.5}},
+              "dm": {"zero": {"statistic": 3.5, "p_value": 0.04996}, "ridge": {"statistic": 9.0, "p_value": 3.65e-14}},
+              "verdict": text}
+    table = format_table(result)
+    assert " 0.04996" in table and "3.65e-14" in table and "0.050" not in table and " 0.000" not in table, table
+
+
 def test_quantile_head_metrics(prepared):
     ws, s = prepared.test, prepared.preprocessing.target_scale
     y = ws.targets().astype(np.float64)

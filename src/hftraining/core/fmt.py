@@ -15,6 +15,18 @@ def fmt(v: Any, spec: str) -> str:
     return format(v, spec)
 
 
+def fmt_p(p: Any, level: float) -> str:
+    """A p-value to 3 significant digits, with more where 3 would round it up to the test's ``level`` or
+    above: 0.04996 is "0.04996", not "0.05", beside a claim of significance at 0.05 (a dash when missing)."""
+    if p is None or (isinstance(p, float) and not math.isfinite(p)):
+        return "—"
+    text, digits = format(p, ".3g"), 3
+    while p < level <= float(text) and digits < 12:
+        digits += 1
+        text = format(p, f".{digits}g")
+    return text
+
+
 def fmt_time(ns: int) -> str:
     """An int64 ns UTC timestamp as ISO 8601 (no zone), exact and no longer than that needs: "2025-05-23" at
     midnight, "2025-05-23T09:30", "2025-05-23T09:30:00.500"."""

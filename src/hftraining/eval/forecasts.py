@@ -18,7 +18,7 @@ import torch
 from scipy import stats
 
 from hftraining.core.config import ModelConfig
-from hftraining.core.fmt import fmt as _fmt
+from hftraining.core.fmt import fmt as _fmt, fmt_p
 from hftraining.data.labels import CROSS_SECTIONAL, UNITS
 from hftraining.data.windows import WindowSet
 from hftraining.eval import metrics as M
@@ -353,14 +353,14 @@ def cs_verdict(result: dict[str, Any], fc: Forecasts, level: float = SIGNIFICANC
     if math.isfinite(p) and p < level:
         text += f": {'significantly positive' if m > 0 else 'significantly NEGATIVE'} (at {level:g})"
     else:
-        text += f": not significantly different from 0 (p = {p:.3g})"
+        text += f": not significantly different from 0 (p = {fmt_p(p, level)})"
     if not base:
         return text
     best = max(base, key=base.get)
     diff = _ic_difference(fc, "model", best)
     result["cross_section_strongest"] = {"name": best, "rank_ic": base[best], "difference": diff}
     name, d, pd_ = label(best), diff["mean"], diff["p_value"]
-    text += f"; strongest baseline by rank IC {name} = {base[best]:.4f}, model − it = {d:.4f} per date (paired p = {pd_:.3g})"
+    text += f"; strongest baseline by rank IC {name} = {base[best]:.4f}, model − it = {d:.4f} per date (paired p = {fmt_p(pd_, level)})"
     if not math.isfinite(pd_):
         return f"{text}: the paired test could not be computed"
     if pd_ < level and d > 0:
@@ -391,7 +391,7 @@ def verdict(result: dict[str, Any], level: float = SIGNIFICANCE) -> str:
     p = dm.get("p_value", float("nan"))
     if not math.isfinite(p):
         return f"model MSE / zero-forecast MSE = {ratio:.4f}; the DM test could not be computed"
-    head_ = f"model MSE / zero-forecast MSE = {ratio:.4f}, Diebold–Mariano p = {p:.3g}"
+    head_ = f"model MSE / zero-forecast MSE = {ratio:.4f}, Diebold–Mariano p = {fmt_p(p, level)}"
     if p >= level:
         text = f"{head_}: no significant difference from the zero-return forecast (at {level:g})"
     elif _disagree(ratio, dm):
@@ -404,7 +404,7 @@ def verdict(result: dict[str, Any], level: float = SIGNIFICANCE) -> str:
     if not sb:
         return text
     name, r_b, p_b = label(sb["name"]), sb["mse_ratio"], sb["dm"].get("p_value", float("nan"))
-    against = f"; strongest baseline {name}: model MSE / its MSE = {r_b:.4f}, DM p = {p_b:.3g}"
+    against = f"; strongest baseline {name}: model MSE / its MSE = {r_b:.4f}, DM p = {fmt_p(p_b, level)}"
     if not math.isfinite(p_b):
         return f"{text}{against}: the DM test could not be computed"
     if p_b < level and _disagree(r_b, sb["dm"]):
@@ -445,7 +445,7 @@ def format_table(result: dict[str, Any], title: str = "test") -> str:
         lines.append(
             f"{name:<22}{_fmt(m['mse'], '>12.6g')}{_fmt(m['mae'], '>12.6g')}{_fmt(m['directional_accuracy'], '>9.4f')}"
             f"{_fmt(m.get('ic'), '>9.4f')}{_fmt(m.get('ic_pooled'), '>9.4f')}"
-            f"{_fmt(d.get('statistic'), '>9.3f')}{_fmt(d.get('p_value'), '>8.3f')}"
+            f"{_fmt(d.get('statistic'), '>9.3f')}{fmt_p(d.get('p_value'), SIGNIFICANCE):>8}"
         )
     if not cross_sectional:
         lines += _cross_section_lines(result)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from hftraining.core.fmt import fmt_p
 from hftraining.models.intervals import Calibration, aci_bounds, calibrate_windows
 
 SIGNIFICANCE = 0.05
@@ -160,7 +161,7 @@ def interval_report(bounds: dict[float, tuple[np.ndarray, np.ndarray]], true: np
         out["levels"][f"{level:g}"] = entry
         for name, test in (("Kupiec", k), ("Christoffersen", c)):
             if math.isfinite(test["p_value"]) and test["p_value"] < level_sig:
-                bad.append(f"{level:.0%} fails {name} (p = {test['p_value']:.3g})")
+                bad.append(f"{level:.0%} fails {name} (p = {fmt_p(test['p_value'], SIGNIFICANCE)})")
     parts = ", ".join(f"{lv:.0%}: {v['coverage_per_step'][0]:.3f}" for lv, v in zip(bounds, out["levels"].values()))
     head = f"{method} conformal intervals, step-1 coverage {parts}"
     if in_sample:
@@ -214,7 +215,7 @@ def format_intervals(rep: dict[str, Any]) -> list[str]:
     for lv, e in rep["levels"].items():
         cov = " ".join(f"{c:.3f}" for c in e["coverage_per_step"])
         lines.append(f"  {float(lv):.0%}  coverage {cov}  width {e['mean_width_per_step'][0]:.4g}  "
-                     f"Winkler {e['winkler_per_step'][0]:.4g}  Kupiec p {e['kupiec']['p_value']:.3g}  "
-                     f"Christoffersen p {e['christoffersen']['p_value']:.3g}")
+                     f"Winkler {e['winkler_per_step'][0]:.4g}  Kupiec p {fmt_p(e['kupiec']['p_value'], SIGNIFICANCE)}  "
+                     f"Christoffersen p {fmt_p(e['christoffersen']['p_value'], SIGNIFICANCE)}")
     lines.append(rep["sentence"])
     return lines

@@ -21,6 +21,7 @@ from hftraining.core.errors import writing
 from hftraining.core.fmt import fmt
 from hftraining.data.labels import CROSS_SECTIONAL, UNITS
 from hftraining.eval.forecasts import label
+from hftraining.eval.report import p_text
 from hftraining.models import ForecastModel
 
 CARD_NAME = "README.md"
@@ -139,13 +140,13 @@ def _metrics_section(result: dict[str, Any]) -> list[str]:
     tests = [n for n in dict.fromkeys(["zero"] + ([sb["name"]] if sb else [])) if n in dm]
     if tests:
         lines += ["Diebold–Mariano tests of the model against " + "; ".join(
-            f"{label(n)}: statistic {fmt(dm[n].get('statistic'), '.3f')}, p = {fmt(dm[n].get('p_value'), '.3g')}"
+            f"{label(n)}: statistic {fmt(dm[n].get('statistic'), '.3f')}, p = {p_text(dm[n].get('p_value'))}"
             for n in tests) + " (squared error; negative: the model's loss is lower).", ""]
     if cs:
         d = cs.get("difference") or {}
         lines += [f"Step-1 rank IC of the model against the strongest baseline by rank IC, {label(cs['name'])} "
                   f"({fmt(cs.get('rank_ic'), '.4f')}): model − it = {fmt(d.get('mean'), '.4f')} per date, paired p = "
-                  f"{fmt(d.get('p_value'), '.3g')} over {d.get('n_dates')} dates.", ""]
+                  f"{p_text(d.get('p_value'))} over {d.get('n_dates')} dates.", ""]
     return lines
 
 

@@ -23,11 +23,12 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 from hftraining.core.errors import writing
+from hftraining.core.fmt import fmt_p
 from hftraining.core.jsonio import read_jsonl
 from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.eval import metrics as M
 from hftraining.eval.backtest import portfolio_label
-from hftraining.eval.forecasts import label as forecast_label
+from hftraining.eval.forecasts import SIGNIFICANCE, label as forecast_label
 from hftraining.eval.intervals import ROLLING_DATES, rolling_coverage
 
 MAX_PRICE_SYMBOLS = 3
@@ -48,6 +49,11 @@ def _num(v: Any, spec: str = ".4g") -> str:
     if isinstance(v, (int, float, np.floating, np.integer)):
         return format(v, spec)
     return str(v)
+
+
+def p_text(p: Any) -> str:
+    """A p-value as the verdicts show it (:func:`~hftraining.core.fmt.fmt_p` at the verdict's level)."""
+    return fmt_p(p, SIGNIFICANCE)
 
 
 class _Doc:
@@ -202,17 +208,21 @@ def _training_section(doc: _Doc, recs: list[dict[str, Any]]) -> None:
 
 def _metrics_section(doc: _Doc, result: dict[str, Any], fc=None) -> None:
     doc.heading(f"Forecast metrics ({result.get('split', 'test')} split)")
-    doc.para(f"{result['n_windows']} windows × {result['horizon']} steps, {result.get('n_symbols', '?')} symbols, "
+    scored = (f" (the last dates' {result['windows_scored']} of the split's {result['windows_in_split']} windows: "
+              "evaluation.max_test_windows)" if "windows_scored" in result else "")
+    doc.para(f"{result['n_windows']} windows{scored} × {result['horizon']} steps, {result.get('n_symbols', '?')} symbols, "
              f"{result.get('n_dates', '?')} dates; {result.get('units', 'log returns')}. IC: Spearman correlation of forecast and realised "
              "return across symbols per date and step, averaged over every (date, step) with at least 3 symbols; "
              "IC pooled: over all pairs.")
     dm = result.get("dm", {})
     rows = []
-    for name, m in [("model", result["model"])] + list(result["baselines"].items()):
+    named = [("model", "model", result["model"])] + [(n, forecast_label(n), m) for n, m in result["baselines"].items()]
+    named += [(n, n, m) for n, m in (result.get("members") or {}).items()]  # an ensemble's members, same windows
+    for name, shown, m in named:
         d = dm.get(name, {})
-        rows.append([name, _num(m["mse"], ".6g"), _num(m["mae"], ".6g"), _num(m["directional_accuracy"], ".4f"),
+        rows.append([shown, _num(m["mse"], ".6g"), _num(m["mae"], ".6g"), _num(m["directional_accuracy"], ".4f"),
                      _num(m.get("ic"), ".4f"), _num(m.get("ic_pooled"), ".4f"),
-                     _num(d.get("statistic"), ".3f"), _num(d.get("p_value"), ".3g")])
+                     _num(d.get("statistic"), ".3f"), p_text(d.get("p_value"))])
     doc.table(["forecast", "MSE", "MAE", "dir. acc.", "IC", "IC pooled", "DM stat (model vs)", "DM p"], rows)
     doc.para(result.get("verdict", ""))
     doc.para("Diebold–Mariano: squared-error loss of each window averaged over its H steps and over the symbols of "
@@ -221,13 +231,13 @@ def _metrics_section(doc: _Doc, result: dict[str, Any], fc=None) -> None:
              "statistic means the model's loss is lower.")
     steps = result.get("per_step", {})
     if steps:
-        header = ["step"] + [f"{n} MSE" for n in steps] + ["model dir. acc.", "model IC", "DM p vs zero"]
+        header = ["step"] + [f"{forecast_label(n)} MSE" for n in steps] + ["model dir. acc.", "model IC", "DM p vs zero"]
         per = result.get("dm_vs_zero_per_step", [])
         rows = []
         for h in range(result["horizon"]):
             rows.append([h + 1] + [_num(steps[n][h]["mse"], ".5g") for n in steps]
                         + [_num(steps["model"][h]["directional_accuracy"], ".4f"), _num(steps["model"][h]["ic"], ".4f"),
-                           _num(per[h]["p_value"], ".3g") if h < len(per) else "—"])
+                           p_text(per[h]["p_value"]) if h < len(per) else "—"])
         doc.table(header, rows)
     sym = (result.get("per_symbol") or {}).get("model")
     if sym:
@@ -235,9 +245,10 @@ def _metrics_section(doc: _Doc, result: dict[str, Any], fc=None) -> None:
         rows = [[s, m["n_windows"], _num(m["mse"], ".5g"), _num(zero.get(s, {}).get("mse"), ".5g"),
                  _num(m["mse"] / zero[s]["mse"] if s in zero and zero[s]["mse"] else None, ".4f"),
                  _num(m["directional_accuracy"], ".4f"), _num(m["ic_pooled"], ".4f")] for s, m in sym.items()]
-        doc.table(["symbol", "windows", "model MSE", "zero MSE", "ratio", "dir. acc.", "IC (time series)"], rows)
+        doc.table(["symbol", "windows", "model MSE", f"{forecast_label('zero')} MSE", "ratio", "dir. acc.", "IC (time series)"], rows)
     if "pinball_mean" in result["model"]:
         rows = [[k, _num(v, ".6g")] for k, v in result["model"]["pinball"].items()]
+        rows.append(["mean pinball loss", _num(result["model"]["pinball_mean"], ".6g")])
         rows += [[f"coverage {k}", _num(v, ".3f")] for k, v in result["model"]["coverage"].items()]
         doc.table(["quantile head", "value"], rows)
     _cross_section(doc, result, fc)
@@ -255,7 +266,7 @@ def _cross_section(doc: _Doc, result: dict[str, Any], fc) -> None:
              f"forecast with the realised return across the symbols of that date (dates with ≥ {M.MIN_CROSS_SECTION} "
              f"symbols); ICIR = mean / std over dates; t: Newey–West t-statistic of the mean, lag {lag} (1-step "
              "targets of consecutive dates do not overlap); IC > 0: share of dates with a positive IC.")
-    rows = [[n, c["ic"]["n_dates"], _num(c["ic"]["mean"], ".4f"), _num(c["ic"]["std"], ".4f"), _num(c["ic"]["icir"], ".3f"),
+    rows = [[forecast_label(n), c["ic"]["n_dates"], _num(c["ic"]["mean"], ".4f"), _num(c["ic"]["std"], ".4f"), _num(c["ic"]["icir"], ".3f"),
              _num(c["ic"]["t_stat"], ".2f"), _num(c["ic"]["positive_share"], ".3f"), _num(c["rank_ic"]["mean"], ".4f"),
              _num(c["rank_ic"]["icir"], ".3f"), _num(c["rank_ic"]["t_stat"], ".2f"), _num(c["rank_ic"]["positive_share"], ".3f")]
             for n, c in named]
@@ -402,29 +413,34 @@ def _verdict_section(doc: _Doc, result: dict[str, Any], bt: dict[str, Any] | Non
     cross-sectional label is judged first on its rank IC (its strongest baseline: the best rank IC)."""
     cs_first = result.get("target") in CROSS_SECTIONAL and "cross_section_strongest" in result
     sb = result["cross_section_strongest"] if cs_first else result.get("strongest_baseline")
-    doc.heading("Verdict: the model against the strongest baseline" + (" by rank IC" if cs_first else ""))
+    split = result.get("split", "test")  # another split (evaluate --split) is named: eval.json holds the test split's
+    doc.heading(("Verdict" if split == "test" else f"Verdict on the {split} split") + ": the model against the strongest "
+                "baseline" + (" by rank IC" if cs_first else ""))
     if sb:
         base = result["baselines"][sb["name"]]
         strategies = (bt or {}).get("strategies", {})
-        key = next((k for k in strategies if k.endswith(f":{sb['name']}")), None)
+        shown = forecast_label(sb["name"])  # as the verdict, the console and the backtest table name it
         zero_mse = result["baselines"]["zero"]["mse"]  # score() always scores the zero forecast
         rows = []
         for name, m, strat in (("model", result["model"], strategies.get("model")),
-                               (f"{sb['name']} (strongest baseline)", base, strategies.get(key) if key else None)):
+                               (f"{shown} (strongest baseline)", base, strategies.get(shown))):
             cs = m.get("cross_section", {}).get("rank_ic", {})
             rows.append([name, _num(m["mse"], ".6g"), _num(M.mse_ratio(m["mse"], zero_mse), ".4f"),
                          _num(cs.get("mean"), ".4f"), _num(cs.get("t_stat"), ".2f"), _num((strat or {}).get("sharpe"), ".2f")])
         doc.table(["forecast", "MSE", "MSE / zero", "rank IC (step 1)", "rank IC t", "backtest Sharpe"], rows)
         if cs_first:
             d = sb["difference"]
-            doc.para(f"Paired test of the per-date rank IC, model − {sb['name']}: mean {_num(d.get('mean'), '.4f')}, "
-                     f"t = {_num(d.get('t_stat'), '.2f')}, p = {_num(d.get('p_value'), '.3g')} over {d.get('n_dates')} dates.")
+            doc.para(f"Paired test of the per-date rank IC, model − {shown}: mean {_num(d.get('mean'), '.4f')}, "
+                     f"t = {_num(d.get('t_stat'), '.2f')}, p = {p_text(d.get('p_value'))} over {d.get('n_dates')} dates.")
         else:
-            doc.para(f"Diebold–Mariano, model against {sb['name']}: statistic {_num(sb['dm'].get('statistic'), '.3f')}, "
-                     f"p = {_num(sb['dm'].get('p_value'), '.3g')}.")
+            doc.para(f"Diebold–Mariano, model against {shown}: statistic {_num(sb['dm'].get('statistic'), '.3f')}, "
+                     f"p = {p_text(sb['dm'].get('p_value'))}.")
     doc.para(result.get("verdict", ""))
     if cs_first and result.get("mse_verdict"):
         doc.para(f"On squared error: {result['mse_verdict']}.")
+    rank_dates = ((result["model"].get("cross_section") or {}).get("rank_ic") or {}).get("n_dates")
+    if not cs_first and rank_dates and result.get("cross_section_verdict"):  # as the console prints it
+        doc.para(f"On the cross-section: {result['cross_section_verdict']}.")
 
 
 def write_report(
@@ -480,7 +496,7 @@ def _interval_section(doc: _Doc, rep: dict[str, Any], fc) -> None:
              "by their Rao–Scott design effect over dates, since the misses of one date's symbols come together.")
     rows = [[f"{float(lv):.0%}", " ".join(f"{c:.3f}" for c in e["coverage_per_step"]),
              _num(e["mean_width_per_step"][0], ".4g"), _num(e["winkler_per_step"][0], ".4g"),
-             _num(e["kupiec"]["p_value"], ".3g"), _num(e["christoffersen"]["p_value"], ".3g"),
+             p_text(e["kupiec"]["p_value"]), p_text(e["christoffersen"]["p_value"]),
              f"{_num(e['rolling_coverage']['min'], '.3f')} – {_num(e['rolling_coverage']['max'], '.3f')}"]
             for lv, e in rep["levels"].items()]
     doc.table(["level", "coverage per step", "step-1 width", "step-1 Winkler", "Kupiec p", "Christoffersen p",
