@@ -267,8 +267,9 @@ def test_the_date_range_is_cut_before_validation_in_every_layout_and_the_report_
     d = DataConfig(cache_dir=None, start_date=start, invalid_values=policy, **SMALL)
     got = {name: sources.load_and_validate(dataclasses.replace(d, data_dir=str(src))) for name, src in layouts.items()}
     ref, _ = got["csv"]
-    # 100 rows in the range, one of them without a timestamp; row 100 has no earlier row to fill from
-    kept, nan_dropped = (98, 1) if policy == "ffill" else (97, 2)
+    # 100 rows in the range, one of them without a timestamp; row 100 has no earlier row to fill from, and
+    # row 101 none but row 100, which is dropped: both go under either policy (ffill never fills from a dropped row)
+    kept, nan_dropped = 97, 2
     assert len(ref["A"]) == kept and ref["A"]["timestamp"].min() > pd.Timestamp(f["timestamp"].iloc[100])
     for name, (frames, rep) in got.items():
         pd.testing.assert_frame_equal(frames["A"], ref["A"], obj=name)

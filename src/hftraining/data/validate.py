@@ -50,11 +50,14 @@ row in the range is not forward-filled from a row before it, a jump into the ran
 ``bad_timestamp``: the rules report them wherever they are).
 
 Repairs: ``sort`` reorders rows by time (stable); ``ffill`` replaces a bad cell by the same column's
-value in the previous kept row (a row with no previous kept row is dropped — never back-filled);
+value in the previous kept row (a row with no previous kept row — every bad row before the first row
+without a bad cell — is dropped: never back-filled, never filled from a dropped row);
 ``clip`` sets high = max(open, high, close) and low = min(open, low, close). A row that breaks several
 rules is counted as dropped under the first rule that drops it, so
-``rows_in == rows_kept + rows_dropped`` holds for every file. Row numbers in the report are the
-file's 1-based line numbers for CSV (the header is line 1) and 1-based row numbers for Parquet.
+``rows_in == rows_kept + rows_dropped`` holds for every file. Each rule's ``rows`` lists every row it
+dropped, repaired or flagged (sorted; :func:`format_report` prints the first :data:`MAX_ROWS_LISTED`).
+Row numbers in the report are the file's 1-based line numbers for CSV (the header is line 1) and
+1-based row numbers for Parquet.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import volume_features
 from hftraining.data.rows import ANY_ROWS, RowsNeeded
 
-MAX_ROWS_LISTED = 5  # offending row numbers listed per rule
+MAX_ROWS_LISTED = 5  # row numbers per rule in the printed report (the report itself lists every row)
 VALUE_RULES = ("non_numeric", "nan_or_inf", "non_positive_price", "negative_volume")
 RULES = (
     "blank_line", "missing_symbol", "bad_timestamp", "outlier_timestamp", "unsorted_timestamp",
@@ -85,6 +88,11 @@ CLOSE_WHY = {
                  "open/high/low are scaled by Adj Close / Close of the row, so returns include splits and dividends"},
     "raw": {"used": "Close", "why": "data.price_adjustment=raw: the close is Close; Adj Close is ignored"},
 }
+
+
+def _union(a, b) -> list[int]:
+    """The sorted row numbers of ``a`` and ``b`` (lists or arrays), each once."""
+    return np.union1d(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)).tolist()
 
 
 @dataclass
@@ -110,8 +118,7 @@ class Report:
             return
         entry = self.rules.setdefault(rule, {"dropped": 0, "repaired": 0, "flagged": 0, "rows": []})
         entry[kind] += int(len(rows))
-        listed = sorted(set(entry["rows"]) | {int(r) for r in np.sort(rows)[:MAX_ROWS_LISTED]})
-        entry["rows"] = listed[:MAX_ROWS_LISTED]
+        entry["rows"] = _union(entry["rows"], rows)
 
     def note_columns(self, rule: str, columns: dict[str, dict[str, Any]]) -> None:
         """Per column of ``rule``'s cells: {column: {"count", "line" (first row number), "value" (its text)}}."""
@@ -137,7 +144,7 @@ class Report:
             mine = self.rules.setdefault(rule, {"dropped": 0, "repaired": 0, "flagged": 0, "rows": []})
             for k in ("dropped", "repaired", "flagged"):
                 mine[k] += e[k]
-            mine["rows"] = sorted(set(mine["rows"]) | set(e["rows"]))[:MAX_ROWS_LISTED]
+            mine["rows"] = _union(mine["rows"], e["rows"])
             self.note_columns(rule, e.get("columns", {}))
         self.symbols.update(other.symbols)
         self.volume_empty += [s for s in other.volume_empty if s not in self.volume_empty]
@@ -437,15 +444,18 @@ def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: s
         rows.take(~taken)
         rep.note_columns("non_numeric", columns)
         return
-    # ffill: each bad cell takes the previous row's value of its column; rows with nothing before are dropped
+    # ffill: each bad cell takes the previous kept row's value of its column. The rows before the first
+    # clean row are all bad and have no previous kept row: dropped (a cell filled from one of them
+    # would come from a dropped row). From the first clean row on, every row is kept, so the previous
+    # kept row's (filled) value is the column's last good value.
     pos = np.arange(n)
-    no_past = np.zeros(n, dtype=bool)
+    first_clean = n if any_bad.all() else int(np.argmin(any_bad))
+    no_past = pos < first_clean
     for col in checked:
         bad = np.logical_or.reduce([cell_bad[r][col] for r in VALUE_RULES if col in cell_bad[r]])
         if not bad.any():
             continue
         src = np.maximum.accumulate(np.where(bad, -1, pos))
-        no_past |= src < 0
         c[col] = np.where(src >= 0, c[col][np.maximum(src, 0)], np.nan)
     taken = np.zeros(n, dtype=bool)
     for rule in VALUE_RULES:
@@ -570,7 +580,9 @@ def format_report(rep: dict[str, Any]) -> str:
     lines = [head]
     for rule, e in rep["rules"].items():
         parts = [f"{e[k]} {k}" for k in ("dropped", "repaired", "flagged") if e[k]]
-        where = f" ({unit} {', '.join(map(str, e['rows']))}{', ...' if sum(e[k] for k in ('dropped', 'repaired', 'flagged')) > len(e['rows']) else ''})" if e["rows"] else ""
+        shown = e["rows"][:MAX_ROWS_LISTED]
+        more = ", ..." if sum(e[k] for k in ("dropped", "repaired", "flagged")) > len(shown) else ""
+        where = f" ({unit} {', '.join(map(str, shown))}{more})" if shown else ""
         lines.append(f"  {rule}: {', '.join(parts)}{where}")
         lines += [f"    {d}" for d in column_details(e, rep["row_numbers"])]
     for sym, why in rep["skipped_symbols"].items():
