@@ -7,6 +7,8 @@ that names the file, key or column.
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import glob
 import logging
 import os
 import sys
@@ -149,7 +151,25 @@ def _cmd_walkforward(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_out_in_inputs(out: str, folders: list[str], data: str) -> None:
+    """A ConfigError when the output file ``out`` would overwrite or join what the command reads: a
+    file inside one of ``folders`` (the model folder), or a file of ``data`` (a file, a folder
+    whose data files the next read would include, or a glob that ``out`` matches)."""
+    target = Path(out).resolve()
+    for folder in folders:
+        if Path(folder).is_dir() and target.is_relative_to(Path(folder).resolve()):
+            raise ConfigError(f"--out {out}: inside the input folder {folder}; choose an --out outside it")
+    matched = glob.glob(data) if glob.has_magic(data) else [data]
+    for p in map(Path, matched):
+        if (p.is_dir() and target.is_relative_to(p.resolve())) or (not p.is_dir() and target == p.resolve()):
+            raise ConfigError(f"--out {out}: would overwrite or join the input data {p}; choose an --out outside it")
+    if glob.has_magic(data) and fnmatch.fnmatch(str(target), str(Path(data).absolute())):
+        raise ConfigError(f"--out {out}: matches the input data {data}; choose an --out outside it")
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    if args.out:
+        _refuse_out_in_inputs(args.out, [args.model_dir], args.data)
     setup_console_logging(logging.WARNING)  # warnings on stderr (e.g. fewer rows than settled_rows); stdout: the CSV
     table = Forecaster.from_pretrained(args.model_dir).predict(args.data)
     if args.out:
@@ -195,6 +215,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_features(args: argparse.Namespace) -> int:
+    _refuse_out_in_inputs(args.out, [], args.path)
     rows, symbols = write_feature_table(_data_config(args, args.path), args.out)
     print(f"wrote {rows} rows of {symbols} symbol(s) to {args.out}")
     return 0

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
+from hftraining.core.config import time_zone
 from hftraining.core.errors import DataError
 
 DEFAULT_SESSION = "09:30-16:00"  # bars finer than a day: a US equity session ...
@@ -30,8 +31,6 @@ def synth_ohlcv(rows: int, seed: int = 0, start: str = "2000-01-03", freq: str =
                 session: str | None = None, tz: str = DEFAULT_TZ) -> pd.DataFrame:
     """One symbol: ``rows`` bars → frame with timestamp (UTC), open, high, low, close, volume.
     ``session`` (bars finer than a day only): see :func:`bar_times`."""
-    if rows < 1:
-        raise DataError(f"synth: rows must be >= 1, got {rows}")
     times = bar_times(rows, freq, start, session, tz)
     rng = np.random.default_rng(seed)
     z = rng.standard_t(T_DOF, rows) / np.sqrt(T_DOF / (T_DOF - 2))  # unit variance
@@ -86,6 +85,9 @@ def bar_times(rows: int, freq: str, start: str, session: str | None = None, tz: 
     finer than a day trade in a session: ``session`` ``"HH:MM-HH:MM"`` in the timezone ``tz`` on business
     days (default 09:30-16:00 America/New_York: 390 one-minute bars a day, with overnight and weekend
     gaps; the UTC times follow daylight saving), or ``"24h"`` for bars around the clock."""
+    if rows < 1:
+        raise DataError(f"synth: rows must be >= 1, got {rows}")
+    time_zone(tz, "synth: --tz")  # a name not in the time zone database: one line naming it
     try:
         pd.tseries.frequencies.to_offset(freq)
     except (ValueError, TypeError):

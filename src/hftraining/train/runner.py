@@ -58,9 +58,21 @@ def seed_rank(seed: int, rank: int) -> None:
         torch.manual_seed(seed + RANK_SEED_STRIDE * rank)
 
 
+def check_output_dir(path: Path) -> None:
+    """A UserError naming the file when ``path`` or a folder above it exists and is not a folder."""
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"{blocking}: exists and is not a folder; give another output.output_dir")
+
+
 def prepare_run_dir(cfg: Config, info: DistInfo) -> tuple[Path, Path | None]:
-    """Create the run folder; decide what to resume from (None: start fresh)."""
+    """Decide what to resume from (None: start fresh), or refuse; removes nothing of an earlier run
+    (:func:`clear_run_dir` does, once the data are built: a data mistake leaves the earlier run as it was)."""
     run_dir = cfg.run_dir()
+    check_output_dir(run_dir)
+    for name, what in (("model.safetensors", "a model folder"), ("ensemble.json", "an ensemble folder")):
+        if (run_dir / name).exists():  # a run would overwrite its config.json and sit beside it
+            raise UserError(f"{run_dir}: {what} ({name}), not a run folder; give another output.output_dir")
     ckpt_root = run_dir / "checkpoints"
     t = cfg.training
     if t.resume_from_checkpoint:
@@ -79,6 +91,12 @@ def prepare_run_dir(cfg: Config, info: DistInfo) -> tuple[Path, Path | None]:
             f"{run_dir}: already holds checkpoints; continue it with --resume "
             "(training.resume_from_checkpoint=auto) or start over with output.overwrite=true"
         )
+    return run_dir, None
+
+
+def clear_run_dir(info: DistInfo, run_dir: Path) -> None:
+    """A fresh start: remove what an earlier run left in ``run_dir`` (:data:`RUN_FOLDERS`, :data:`RUN_FILES`)."""
+    ckpt_root = run_dir / "checkpoints"
     if info.is_main:
         if ckpt.list_checkpoints(ckpt_root):  # output.overwrite: said, never silent
             log.warning("output.overwrite: starting over in %s; the earlier run's checkpoints, final model and "
@@ -88,7 +106,6 @@ def prepare_run_dir(cfg: Config, info: DistInfo) -> tuple[Path, Path | None]:
         for name in RUN_FILES:
             (run_dir / name).unlink(missing_ok=True)
     barrier(info)
-    return run_dir, None
 
 
 def check_resumable(cfg: Config, path: Path) -> None:
@@ -142,6 +159,8 @@ def build_trainer(
     seed_everything(cfg.training.seed)
     if data is None:
         data = prepare(cfg.data)
+    if resume_path is None:
+        clear_run_dir(info, run_dir)
     trainer = Trainer(cfg, data, info, run_dir, resume_path, on_evaluate, model)
     seed_rank(cfg.training.seed, info.rank)
     return trainer

@@ -55,9 +55,9 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
                         "--seeds, or start over with output.overwrite=true and without training.resume_from_checkpoint")
     # start over (output.overwrite): nothing of the earlier run(s) stays beside the new seeds, unless they resume
     stale = (single + ([] if cfg.training.resume_from_checkpoint else earlier)) if cfg.output.overwrite else []
-    if stale:
-        _on_main_rank(cfg, lambda: remove(root, stale))
     data = prepare(cfg.data)  # one preprocessing for every seed: the members share it by construction
+    if stale:  # once the data are built: a data mistake leaves the earlier run as it was
+        _on_main_rank(cfg, lambda: remove(root, stale))
     for k in range(n):
         sub = dataclasses.replace(
             cfg,

@@ -11,7 +11,7 @@ from typing import Any, Callable
 from hftraining.core.config import Config
 from hftraining.core.errors import UserError
 from hftraining.core.jsonio import write_json
-from hftraining.data.pipeline import PreparedData
+from hftraining.data.pipeline import PreparedData, prepare
 from hftraining.eval.backtest import backtest_forecasts, format_backtest
 from hftraining.eval.forecasts import Forecasts, collect_forecasts, fit_baselines, format_table, score
 from hftraining.eval.intervals import calibrate, forecast_intervals, format_intervals, interval_report, outcome_times
@@ -128,6 +128,8 @@ def train(cfg: Config, data: PreparedData | None = None,
     info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     try:
         check_config(cfg, info)  # before output.overwrite removes anything
+        if earlier and data is None:  # a data mistake is said before the earlier run is removed
+            data = prepare(cfg.data)
         if earlier and info.is_main:  # output.overwrite: none of the seeds stays beside the new run
             remove(root, earlier)
         barrier(info)

@@ -59,7 +59,7 @@ from hftraining.eval.forecasts import Forecasts, format_table, score
 from hftraining.eval.intervals import format_intervals, interval_report
 from hftraining.eval.selection import format_selection, selection_stats
 from hftraining.train.distributed import barrier, cleanup, init_distributed
-from hftraining.train.runner import training_run
+from hftraining.train.runner import check_output_dir, training_run
 from hftraining.workflows.train_run import evaluate_test
 
 log = logging.getLogger(__name__)
@@ -172,6 +172,7 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
     if earlier and not cfg.output.overwrite:
         raise UserError(f"{base}: holds an earlier walk-forward ({', '.join(earlier[:3])}{', ...' if len(earlier) > 3 else ''}); "
                         "start over with output.overwrite=true, or give another output.output_dir")
+    check_output_dir(base)  # said before the features are built, not after the first fold's
     source = panel_rows(cfg.data)  # every symbol's features once, through the store; each fold cuts its own splits
     info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     folds, parts, methods = [], [], []
