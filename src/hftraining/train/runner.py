@@ -86,11 +86,17 @@ def prepare_run_dir(cfg: Config, info: DistInfo) -> tuple[Path, Path | None]:
             return run_dir, path
         # nothing to resume: a fresh start, cleaned as one (a run killed before its first checkpoint left
         # its metrics.jsonl, train.log and TensorBoard events, which the new run's would have joined)
+        if (run_dir / "final").exists() and not cfg.output.overwrite:  # but never a finished run, unasked
+            raise UserError(f"{run_dir}: holds a finished run (final/) and no checkpoint to resume; start over "
+                            "with output.overwrite=true, or give another output.output_dir")
     elif ckpt.list_checkpoints(ckpt_root) and not cfg.output.overwrite:
         raise UserError(
             f"{run_dir}: already holds checkpoints; continue it with --resume "
             "(training.resume_from_checkpoint=auto) or start over with output.overwrite=true"
         )
+    elif (run_dir / "final").exists() and not cfg.output.overwrite:  # a finished run saved no checkpoint
+        raise UserError(f"{run_dir}: holds a finished run (final/); start over with output.overwrite=true, "
+                        "or give another output.output_dir")
     return run_dir, None
 
 
