@@ -413,10 +413,16 @@ _SETTLE_PROBE = 4096  # rows of the first probe; doubled (up to _SETTLE_PROBE_MA
 _SETTLE_PROBE_MAX = 1 << 16
 _SETTLE_STARTS = 8  # histories cut at this many points of the probe's first half
 
+SETTLE_MEASURABLE = _SETTLE_PROBE_MAX // 4
+"""The most rows :func:`feature_settle` can measure: a spec that needs more (``rsi_1700``, ``atr_2000``:
+smoothing with alpha = 1/n settles after about 10 n rows) does not settle within any history the
+probe can compare, and its settled rows are unknown (:func:`settle_unknown`)."""
+
 
 @functools.lru_cache(maxsize=256)
-def _settle(spec: str) -> int:
-    """:func:`feature_settle` of one spec, measured on the probe series (:func:`_probe`)."""
+def _settle(spec: str) -> int | None:
+    """:func:`feature_settle` of one spec, measured on the probe series (:func:`_probe`); None when it
+    does not settle within :data:`SETTLE_MEASURABLE` rows."""
     n = _SETTLE_PROBE
     while n <= _SETTLE_PROBE_MAX:
         probe = _probe(n)
@@ -439,15 +445,17 @@ def _settle(spec: str) -> int:
         else:
             return settle
         n *= 2
-    raise ConfigError(f"data.features: {spec!r} does not settle within {_SETTLE_PROBE_MAX // 4} rows (its values "
-                      "still depend on rows further back than that)")
+    return None  # its values still depend on rows further back than SETTLE_MEASURABLE
 
 
-def feature_settle(specs: list[str]) -> int:
+def feature_settle(specs: list[str]) -> int | None:
     """Leading rows after which every feature of ``specs`` is settled (>= :func:`feature_warmup`): from
     that row on, a symbol's feature values are within :data:`SETTLE_TOLERANCE` times the feature's
     standard deviation of the values a longer history gives. A feature of a finite window
     (``bbands_20_2``, ``volume_ratio_20``, ``market``'s 60 dates) is settled once its window is full.
+    None when a spec does not settle within :data:`SETTLE_MEASURABLE` rows (:func:`settle_unknown`):
+    then no number of rows is known to be enough, and a forecast depends on the whole history it is
+    given (the model trains and forecasts all the same; forecasts carry a warning naming the spec).
 
     Recursive indicators (RSI and ATR smooth with alpha = 1/n, MACD's EMAs with alpha = 2/(n+1))
     depend on every earlier row, less and less: the difference a shorter history makes decays like
@@ -465,9 +473,17 @@ def feature_settle(specs: list[str]) -> int:
     setting that leaves the first k outputs of a function with memory NaN: it would lengthen the
     warm-up and change the rows training uses, and TA-Lib leaves the k (0 by default) to its caller.
     It stays at 0; this function is how many rows the forecasts need instead."""
-    return max((_settle(s) for s in specs), default=0)
+    settles = [_settle(s) for s in specs]
+    return None if None in settles else max(settles, default=0)
+
+
+def settle_unknown(specs: list[str]) -> list[str]:
+    """The specs of ``specs`` that do not settle within :data:`SETTLE_MEASURABLE` rows (their
+    :func:`feature_settle` is None), in order."""
+    return [s for s in specs if _settle(s) is None]
 
 
 def unsettled_specs(specs: list[str], rows: int) -> list[str]:
-    """The specs of ``specs`` that have not settled (:func:`feature_settle`) at row ``rows`` of a symbol."""
-    return [s for s in specs if _settle(s) > rows]
+    """The specs of ``specs`` that have not settled (:func:`feature_settle`) at row ``rows`` of a symbol;
+    those of :func:`settle_unknown` at every row."""
+    return [s for s in specs if (k := _settle(s)) is None or k > rows]

@@ -20,7 +20,7 @@ import torch
 from hftraining.core.config import DataConfig, duration_ns, section_from_dict, shown, split_date_ns
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import (
-    EmptyVolume, check_specs, drop_volume_features, feature_columns, volume_is_empty,
+    SETTLE_MEASURABLE, EmptyVolume, check_specs, drop_volume_features, feature_columns, settle_unknown, volume_is_empty,
 )
 from hftraining.data.labels import row_labels
 from hftraining.data.rows import FrameSource, Rows, RowsNeeded, build_rows, min_history
@@ -355,6 +355,10 @@ def prepare(
     data at the same dates; a fold is saved instead, so evaluation scores the fold's own test block.
     """
     check_specs(d.features)
+    unknown = settle_unknown(d.features)
+    if unknown:  # trains all the same; said now, not first at prediction time
+        log.warning("data.features: %s do not settle within %d rows: every forecast of this model will depend on "
+                    "the whole history it is given (its settled_rows is unknown)", ", ".join(unknown), SETTLE_MEASURABLE)
     dropped: dict[str, str] = {}  # a symbol without volume drops the volume features for all (features.py)
     if frames is None:
         frames = panel_rows(d)

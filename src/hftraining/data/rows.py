@@ -63,12 +63,17 @@ class RowsNeeded:
         return cls(max(warmup, 1) + usable, why, max(warmup, 1))
 
     @classmethod
-    def settled(cls, d: DataConfig) -> "RowsNeeded":
+    def settled(cls, d: DataConfig) -> "RowsNeeded | None":
         """The rows a forecast needs for every row of its input window to have settled features
         (:func:`~hftraining.data.features.feature_settle`): then it is within the features' tolerance
         of the forecast from a symbol's full history. Fewer rows (but at least :meth:`of`'s) still
-        give a forecast, one that recursive indicators (RSI, MACD, ATR) make differ from that."""
-        settle = max(feature_settle(d.features), 1)
+        give a forecast, one that recursive indicators (RSI, MACD, ATR) make differ from that.
+        None when a feature does not settle within the rows that can be measured
+        (:func:`~hftraining.data.features.settle_unknown`): no number of rows is known to be enough."""
+        settle = feature_settle(d.features)
+        if settle is None:
+            return None
+        settle = max(settle, 1)
         rows = max(settle + d.sequence_length, cls.of(d, targets=False).rows)
         why = f"features settled after {settle} rows + data.sequence_length {d.sequence_length}"
         return cls(rows, why, settle)

@@ -20,7 +20,7 @@ import torch
 from hftraining.core.config import DataConfig
 from hftraining.core.errors import DataError
 from hftraining.data import io
-from hftraining.data.features import SETTLE_TOLERANCE, unsettled_specs
+from hftraining.data.features import SETTLE_MEASURABLE, SETTLE_TOLERANCE, settle_unknown, unsettled_specs
 from hftraining.data.pipeline import Preprocessing, apply, latest_windows
 from hftraining.data.rows import RowsNeeded
 from hftraining.data.sources import load_and_validate
@@ -93,16 +93,23 @@ class Forecaster:
         """Validated rows a symbol needs for a forecast (:meth:`hftraining.data.rows.RowsNeeded.of`)."""
         return RowsNeeded.of(self.preprocessing.data_config(), targets=False).rows
 
-    def settled_rows(self) -> int:
+    def settled_rows(self) -> int | None:
         """Validated rows a symbol needs for a forecast within the features' tolerance of the one from
         its full history (:meth:`hftraining.data.rows.RowsNeeded.settled`); from fewer (at least
-        :meth:`min_rows`) recursive indicators such as RSI and MACD have not settled."""
-        return RowsNeeded.settled(self.preprocessing.data_config()).rows
+        :meth:`min_rows`) recursive indicators such as RSI and MACD have not settled. None (unknown)
+        when a feature does not settle within the rows that can be measured
+        (:func:`~hftraining.data.features.settle_unknown`, e.g. ``rsi_1700``): then every forecast
+        depends on the whole history it is given, and :meth:`unsettled` warns for every symbol."""
+        need = RowsNeeded.settled(self.preprocessing.data_config())
+        return None if need is None else need.rows
 
     def unsettled(self, frames: dict[str, pd.DataFrame]) -> list[str]:
-        """One warning for each symbol of ``frames`` (validated) with fewer than :meth:`settled_rows` rows."""
+        """One warning for each symbol of ``frames`` (validated) with fewer than :meth:`settled_rows`
+        rows; when that is unknown (None), one for every symbol, naming the features that never settle."""
         d = self.preprocessing.data_config()
         need = self.settled_rows()
+        if need is None:
+            return self._never_settled(d, frames)
         out = []
         for sym, frame in frames.items():
             if len(frame) < need:
@@ -110,6 +117,23 @@ class Forecaster:
                 out.append(f"{sym}: {len(frame)} rows < {need} settled rows: the features {', '.join(specs)} have not "
                            f"settled (to within {SETTLE_TOLERANCE:g} of their standard deviation); forecasts may "
                            f"differ from full-history ones; send at least {need} rows")
+        return out
+
+    @staticmethod
+    def _never_settled(d: DataConfig, frames: dict[str, pd.DataFrame]) -> list[str]:
+        """:meth:`unsettled` of a model whose settled rows are unknown: a line for every symbol."""
+        unknown = settle_unknown(d.features)
+        rest = dataclasses.replace(d, features=[s for s in d.features if s not in unknown])
+        out = []
+        for sym, frame in frames.items():
+            line = (f"{sym}: the features {', '.join(unknown)} do not settle within {SETTLE_MEASURABLE} rows (the "
+                    f"model's settled_rows is unknown): the forecast depends on the whole history sent "
+                    f"({len(frame)} rows) and may differ from one from a longer history")
+            late = unsettled_specs(rest.features, len(frame) - d.sequence_length)
+            if late:
+                line += (f"; the features {', '.join(late)} have not settled either (to within {SETTLE_TOLERANCE:g} "
+                         f"of their standard deviation; they need {RowsNeeded.settled(rest).rows} rows)")
+            out.append(line)
         return out
 
     # ------------------------------------------------------------------ input
@@ -206,8 +230,9 @@ class Forecaster:
         of the model folder's ``intervals.json``, e.g. ``lower_80``) when it has one; then
         ``return_q<level>`` (forecast quantiles of the step's log return) when the model has a
         quantile head, and ``p_sell``, ``p_hold``, ``p_buy`` when it has the buy/hold/sell head.
-        ``strict``: see :meth:`data_config`. A symbol with fewer than :meth:`settled_rows` rows is
-        forecast with a warning (:meth:`unsettled`): logged, or appended to ``warnings`` when given.
+        ``strict``: see :meth:`data_config`. A symbol with fewer than :meth:`settled_rows` rows (every
+        symbol, when that is unknown) is forecast with a warning (:meth:`unsettled`): logged, or
+        appended to ``warnings`` when given.
         """
         frames = self.load(data, strict)
         ws = self.latest_windows(frames)

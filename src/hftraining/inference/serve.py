@@ -11,6 +11,9 @@ Both predict endpoints answer ``{"forecasts": [row, ...], "warnings": [line, ...
 :meth:`Forecaster.predict` (symbol, as_of, step, forecast_return, ..., quantiles, probabilities) and a
 warning for each symbol sent fewer than ``GET /model``'s ``settled_rows`` rows (it is forecast, but
 its recursive indicators such as RSI and MACD have not settled: :meth:`Forecaster.unsettled`).
+``settled_rows`` is ``null`` for a model with a feature that does not settle within the rows that
+can be measured (e.g. ``rsi_1700``): every symbol's forecast then carries a warning naming it, as
+the forecast depends on the whole history sent.
 The rows go through exactly the validation and features of training. Bad input is a 4xx whose
 ``error`` names the field (``symbols.AEM[3].close: Input should be a finite number``); a request
 beyond a limit of the ``serve`` section is a 413 naming the limit and its key, a request without the
@@ -242,7 +245,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
         model_config = ConfigDict(extra="forbid")
         symbols: dict[str, list[Bar]] = Field(
             description=f"recent rows per symbol, oldest first; each symbol needs at least GET /model's min_rows rows, "
-                        f"and settled_rows for a forecast matching the one from its full history; "
+                        f"and settled_rows (null: unknown) for a forecast matching the one from its full history; "
                         f"at most {cfg.max_symbols} symbols and {cfg.max_rows} rows in all",
             min_length=1, max_length=cfg.max_symbols,
         )
@@ -250,8 +253,9 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
     class PredictResponse(BaseModel):
         forecasts: list[dict[str, Any]]
         warnings: list[str] = Field(default_factory=list, description=(
-            "one line per symbol sent fewer than GET /model's settled_rows rows: forecast, but its recursive "
-            "indicators (RSI, MACD) have not settled, so the forecast may differ from the full-history one"))
+            "one line per symbol sent fewer than GET /model's settled_rows rows (every symbol when it is null): "
+            "forecast, but its recursive indicators (RSI, MACD) have not settled, so the forecast may differ from "
+            "the full-history one"))
 
     # the schema is open with a key too: nothing of the model folder goes into it (GET /model has it)
     app = FastAPI(title="hftraining forecaster", version="1",
