@@ -1,4 +1,4 @@
-"""report.md, report.html and the model card say what eval.json says: every number in their tables
+"""report.md, report.html, the model card and the console table say what eval.json says: every number in their tables
 and sentences rounds from the eval.json value it stands for (same sign, a p-value on the same side
 of 0.05), every forecast is named as the verdict and the console name it (``naive:zero``,
 ``fitted:ridge``), and the verdict is eval.json's, word for word."""
@@ -20,7 +20,7 @@ from hftraining.eval.report import write_report
 from hftraining.workflows.train_run import train
 from conftest import tiny  # noqa: E402
 
-METRICS_HEADER = ["forecast", "MSE", "MAE", "dir. acc.", "IC", "IC pooled", "DM stat (model vs)", "DM p"]
+METRICS_HEADER = ["forecast", "MSE", "MAE", "dir. acc.", "PT p (step 1)", "IC", "IC pooled", "DM stat (model vs)", "DM p"]
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,16 @@ def check(row: list[str], values: list, p_columns: tuple[int, ...] = ()) -> None
             assert agrees(cell, v, i in p_columns), (row[0], i, cell, v)
 
 
+def direction_agrees(cell: str, m: dict) -> bool:
+    """Whether the printed Pesaran–Timmermann p-value ``cell`` stands for the ``directional_p`` of the
+    metrics ``m``: "n/a" where the test is undefined (null in eval.json, NaN in memory: a forecast
+    or realisation whose sign never varies), never "—", 0 or 1 for it."""
+    p = m["directional_p"]
+    if p is None or not math.isfinite(p):
+        return cell == "n/a"
+    return agrees(cell, p, p_value=True)
+
+
 def section(md: str, heading: str) -> str:
     parts = [p for p in md.split("\n## ") if p.startswith(heading)]
     assert len(parts) == 1, heading
@@ -135,25 +145,34 @@ def check_report(md: str, ev: dict) -> None:
     assert list(rows) == list(named)
     for shown, m in named.items():
         d = ev["dm"].get(shown.split(":")[-1], {}) if shown.startswith(("naive:", "fitted:")) else {}
-        check(rows[shown], [m["mse"], m["mae"], m["directional_accuracy"], m["ic"], m["ic_pooled"],
-                            d.get("statistic"), d.get("p_value")], p_columns=(7,))
+        check(rows[shown], [m["mse"], m["mae"], m["directional_accuracy"], None, m["ic"], m["ic_pooled"],
+                            d.get("statistic"), d.get("p_value")], p_columns=(8,))
+        assert direction_agrees(rows[shown][4], m), (shown, rows[shown][4], m["directional_p"])
         if not d:
-            assert rows[shown][6:] == ["—", "—"]
+            assert rows[shown][7:] == ["—", "—"]
     header, rows = table(body, "step")
-    assert header[1:-3] == [f"{label(n)} MSE" for n in ev["per_step"]]
+    assert header[1:-4] == [f"{label(n)} MSE" for n in ev["per_step"]]
+    assert header[-4:] == ["model dir. acc.", "model PT p", "model IC", "DM p vs zero"]
     assert list(rows) == [str(h + 1) for h in range(ev["horizon"])]
     for h in range(ev["horizon"]):
         check(rows[str(h + 1)], [ev["per_step"][n][h]["mse"] for n in ev["per_step"]]
-              + [ev["per_step"]["model"][h]["directional_accuracy"], ev["per_step"]["model"][h]["ic"],
+              + [ev["per_step"]["model"][h]["directional_accuracy"], None, ev["per_step"]["model"][h]["ic"],
                  ev["dm_vs_zero_per_step"][h]["p_value"]], p_columns=(len(header) - 1,))
+        assert direction_agrees(rows[str(h + 1)][-3], ev["per_step"]["model"][h])
+    # the headline test is step 1's: the same p and, as its hit rate, the step table's step-1 accuracy
+    for m, steps in [(ev["model"], ev["per_step"]["model"])] + [(ev["baselines"][n], ev["per_step"][n]) for n in ev["baselines"]]:
+        undefined = [p is None or not math.isfinite(p) for p in (m["directional_p"], steps[0]["directional_p"])]
+        assert undefined[0] == undefined[1] and (undefined[0] or m["directional_p"] == steps[0]["directional_p"])
+        assert m["directional_test"]["hit_rate"] == steps[0]["directional_accuracy"]
     header, rows = table(body, "symbol")
-    assert header[2:4] == ["model MSE", f"{label('zero')} MSE"]
+    assert header[2:4] == ["model MSE", f"{label('zero')} MSE"] and header[5:7] == ["dir. acc.", "PT p (step 1)"]
     per, per_zero = ev["per_symbol"]["model"], ev["per_symbol"]["zero"]
     assert list(rows) == list(per)
     for s, m in per.items():
         assert rows[s][1] == str(m["n_windows"])
         check(rows[s][:1] + rows[s][2:], [m["mse"], per_zero[s]["mse"], m["mse"] / per_zero[s]["mse"],
-                                          m["directional_accuracy"], m["ic_pooled"]])
+                                          m["directional_accuracy"], None, m["ic_pooled"]])
+        assert direction_agrees(rows[s][6], m)
     if "pinball" in ev["model"]:
         _, rows = table(body, "quantile head")
         expect = {**ev["model"]["pinball"], "mean pinball loss": ev["model"]["pinball_mean"],
@@ -199,6 +218,23 @@ def check_report(md: str, ev: dict) -> None:
         check(rows[n], [m.get(k) for k in keys])
 
 
+def check_console(log: str, ev: dict) -> None:
+    """The console's metrics table (as train.log keeps it) against eval.json: every forecast's
+    directional accuracy and Pesaran–Timmermann p-value, and the DM p-values."""
+    lines = log.splitlines()
+    start = [i for i, line in enumerate(lines) if line.startswith("forecast") and "PT p" in line]
+    assert len(start) == 1, start
+    named = {"model": (ev["model"], {}), **{label(n): (m, ev["dm"][n]) for n, m in ev["baselines"].items()}}
+    rows = {}
+    for line in lines[start[0] + 1:start[0] + 1 + len(named)]:
+        rows[line[:22].strip()] = line[22:].split()
+    assert list(rows) == list(named)
+    for shown, (m, d) in named.items():
+        check([shown, *rows[shown]], [m["mse"], m["mae"], m["directional_accuracy"], None, m["ic"], m["ic_pooled"],
+                                      d.get("statistic"), d.get("p_value")], p_columns=(8,))
+        assert direction_agrees(rows[shown][3], m), (shown, rows[shown][3])
+
+
 class _HtmlTables(HTMLParser):
     def __init__(self):
         super().__init__()
@@ -237,6 +273,7 @@ def test_report_and_card_numbers_are_eval_json_numbers(run):
     p = _HtmlTables()
     p.feed((run / "report.html").read_text(encoding="utf-8"))
     assert p.tables == [[h, *rows] for h, rows in tables(md)]
+    check_console((run / "train.log").read_text(encoding="utf-8"), ev)
     card = (run / "final" / "README.md").read_text(encoding="utf-8")
     front, body = card[4:].split("\n---\n", 1)
     meta = yaml.safe_load(front)
@@ -249,8 +286,10 @@ def test_report_and_card_numbers_are_eval_json_numbers(run):
     assert list(rows) == list(named)
     zero = ev["baselines"]["zero"]["mse"]
     for shown, m in named.items():
-        check(rows[shown], [m["mse"], m["mae"], m["directional_accuracy"], m["cross_section"]["rank_ic"]["mean"],
+        check(rows[shown], [m["mse"], m["mae"], m["directional_accuracy"], None, m["cross_section"]["rank_ic"]["mean"],
                             m["mse"] / zero])
+        assert direction_agrees(rows[shown][4], m), (shown, rows[shown][4])
+    assert any(m["directional_p"] is None for m in named.values())  # naive:zero: "n/a", as its sign never varies
     tests = dict((n, (s, p)) for n, s, p in re.findall(r"(\S+): statistic (\S+), p = ([^\s;]+?)[;\s]", body))
     assert set(tests) == {label("zero"), label(sb)}
     for n in ("zero", sb):

@@ -215,17 +215,21 @@ def _step_metrics(pred: np.ndarray, true: np.ndarray, dates: np.ndarray) -> list
 
 def _symbol_metrics(pred: np.ndarray, true: np.ndarray, fc: Forecasts) -> dict[str, dict[str, Any]]:
     """Per symbol: pooled metrics and per-step ones; the IC of one symbol is its time-series
-    Spearman correlation (there is no cross-section inside one symbol)."""
+    Spearman correlation (there is no cross-section inside one symbol). ``directional_p``: the
+    one-sided Pesaran–Timmermann p-value (:func:`metrics.pesaran_timmermann`) of the symbol's step-1
+    forecasts (of the step itself per step) over its dates, one pair per date: the design effect is 1
+    (the reference is Student's t over the dates, as the pooled test's)."""
     out = {}
     for i, sym in enumerate(fc.symbols):
         m = fc.symbol_ids == i
         if not m.any():
             continue
-        p, t = pred[m], true[m]
+        p, t, d = pred[m], true[m], fc.dates[m]
 
         def one(pp: np.ndarray, tt: np.ndarray) -> dict[str, Any]:
+            first = (pp, tt) if pp.ndim == 1 else (pp[:, 0], tt[:, 0])  # a step, or step 1 of the H steps
             return {"mse": M.mse(pp, tt), "mae": M.mae(pp, tt), "directional_accuracy": M.directional_accuracy(pp, tt),
-                    "ic_pooled": M.spearman(pp, tt)}
+                    "directional_p": M.pesaran_timmermann(*first, d)["p_value"], "ic_pooled": M.spearman(pp, tt)}
 
         out[sym] = {"n_windows": int(m.sum()), **one(p, t),
                     "per_step": [one(p[:, h], t[:, h]) for h in range(t.shape[1])]}
@@ -246,8 +250,11 @@ def cross_section(pred: np.ndarray, true: np.ndarray, dates: np.ndarray) -> dict
 
 def score(fc: Forecasts) -> dict[str, Any]:
     """Every metric of the model and of each baseline (the pooled ones, with the step-1
-    cross-sectional IC under "cross_section", see :func:`cross_section`), and the Diebold–Mariano
-    tests of the model against each baseline (squared error; see :func:`metrics.dm_test`)."""
+    cross-sectional IC under "cross_section", see :func:`cross_section`, and the step-1
+    Pesaran–Timmermann test of the forecast signs under "directional_test" / "directional_p", see
+    :func:`metrics.point_metrics`; per step, each step's), and the Diebold–Mariano tests of the model
+    against each baseline (squared error; see :func:`metrics.dm_test`). The directional test is
+    reported beside the accuracy; the verdict does not read it."""
     true, dates = fc.true, fc.dates
     H = true.shape[1]
     result: dict[str, Any] = {
@@ -430,6 +437,24 @@ def evaluate_predictions(
     return score(fc)
 
 
+DIRECTION_NOTE = ("PT p: Pesaran–Timmermann test that the step-1 forecast signs match the realised signs more often "
+                  "than their own up/down frequencies give by chance (one-sided; the pairs of one date clustered: "
+                  "Rao–Scott design effect, Student's t over the dates; n/a: the forecast's or the realisation's "
+                  "sign never varies)")
+"""What the console, the report and the model card say the directional p-value is."""
+
+
+def direction_p_text(m: dict[str, Any]) -> str:
+    """The Pesaran–Timmermann p-value of a forecast's metrics ``m`` as printed: ``fmt_p`` at
+    :data:`SIGNIFICANCE`; "n/a" when the test is undefined (``directional_p`` NaN, or null as
+    eval.json stores NaN: a forecast or realisation whose sign never varies); "—" when ``m`` has no
+    such entry (an evaluation written before the test was reported)."""
+    if "directional_p" not in m:
+        return "—"
+    p = m["directional_p"]
+    return "n/a" if p is None or not math.isfinite(p) else fmt_p(p, SIGNIFICANCE)
+
+
 def format_table(result: dict[str, Any], title: str = "test") -> str:
     """A small aligned table: the model beside each baseline, the DM tests and the verdict."""
     rows = [("model", result["model"])] + [(label(k), v) for k, v in result["baselines"].items()]
@@ -438,14 +463,15 @@ def format_table(result: dict[str, Any], title: str = "test") -> str:
     lines = [f"{title}: {result['n_windows']} windows × {result['horizon']} steps ({result.get('units', 'log returns')})"]
     if cross_sectional:  # a cross-sectional label leads with its cross-section
         lines += _cross_section_lines(result) + [result["verdict"], "pooled (the MSE comparisons):"]
-    lines += [f"{'forecast':<22}{'MSE':>12}{'MAE':>12}{'dir.acc':>9}{'IC':>9}{'IC pool':>9}{'DM stat':>9}{'DM p':>8}"]
+    lines += [f"{'forecast':<22}{'MSE':>12}{'MAE':>12}{'dir.acc':>9}{'PT p':>9}{'IC':>9}{'IC pool':>9}{'DM stat':>9}"
+              f"{'DM p':>9}"]
     dm = result.get("dm", {})
     for name, m in rows:
         d = dm.get(name.split(":")[-1], {}) if name != "model" else {}
         lines.append(
             f"{name:<22}{_fmt(m['mse'], '>12.6g')}{_fmt(m['mae'], '>12.6g')}{_fmt(m['directional_accuracy'], '>9.4f')}"
-            f"{_fmt(m.get('ic'), '>9.4f')}{_fmt(m.get('ic_pooled'), '>9.4f')}"
-            f"{_fmt(d.get('statistic'), '>9.3f')}{fmt_p(d.get('p_value'), SIGNIFICANCE):>8}"
+            f"{direction_p_text(m):>9}{_fmt(m.get('ic'), '>9.4f')}{_fmt(m.get('ic_pooled'), '>9.4f')}"
+            f"{_fmt(d.get('statistic'), '>9.3f')}{fmt_p(d.get('p_value'), SIGNIFICANCE):>9}"
         )
     if not cross_sectional:
         lines += _cross_section_lines(result)
@@ -454,6 +480,8 @@ def format_table(result: dict[str, Any], title: str = "test") -> str:
     if "pinball_mean" in result["model"]:
         cov = ", ".join(f"{k} {v:.3f}" for k, v in result["model"]["coverage"].items())
         lines.append(f"quantile head: mean pinball loss {result['model']['pinball_mean']:.6g}; coverage {cov}")
+    if any("directional_p" in m for _, m in rows):
+        lines.append(DIRECTION_NOTE)
     if dm:
         lines.append("DM: model vs each baseline on squared error (negative: the model's loss is lower); "
                      f"losses averaged over symbols per date, lag {result['horizon'] - 1}, Harvey–Leybourne–Newbold t")

@@ -1,7 +1,8 @@
 """Forecast metrics as pure functions of arrays (W windows × H horizon steps, log-return units).
 
-Everything here is numpy/scipy only: no model, no file. ``forecasts.py`` feeds it the forecasts of
-the model and of the naive baselines through one prediction path.
+Everything here is a pure function of arrays (numpy/scipy, and the Rao–Scott design effect of
+``eval/intervals.py``): no model, no file. ``forecasts.py`` feeds it the forecasts of the model and of
+the naive baselines through one prediction path.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from hftraining.data.labels import group_ranks
+from hftraining.eval.intervals import design_effect
 
 MIN_CROSS_SECTION = 3  # fewest symbols on a date for its cross-sectional IC to count
 
@@ -46,6 +48,74 @@ def directional_accuracy(pred: np.ndarray, true: np.ndarray) -> float:
     p, t = np.sign(pred[keep]), np.sign(true[keep])
     score = np.where(p == 0, 0.5, (p == t).astype(np.float64))
     return float(score.mean())
+
+
+def pesaran_timmermann(pred: np.ndarray, true: np.ndarray, cluster: np.ndarray | None = None) -> dict[str, Any]:
+    """Pesaran–Timmermann (1992) test of directional skill: do the signs of ``pred`` and ``true`` (same
+    shape, any) agree more often than their own frequencies give by chance? One-sided (skill means
+    a higher hit rate).
+
+    M. H. Pesaran and A. Timmermann, "A simple nonparametric test of predictive performance",
+    Journal of Business & Economic Statistics 10(4), 1992, 461–465. With P the hit rate, Px and Py
+    the shares of up forecasts and up realisations, P* = Px·Py + (1 − Px)(1 − Py) the hit rate of
+    signs drawn independently with those frequencies, V(P*) = (2Py − 1)²Px(1 − Px)/n
+    + (2Px − 1)²Py(1 − Py)/n + 4PxPy(1 − Px)(1 − Py)/n² and V(P) = P*(1 − P*)/n, the statistic
+    S = (P − P*) / √(V(P) − V(P*)) is standard normal under independence. A binomial test of P
+    against 1/2 is wrong here: on a sample whose returns are 53% up, "always up" scores 53% with
+    no skill at all (its sign never varies, so S is undefined: no evidence either way).
+
+    The same conventions as :func:`directional_accuracy`, so ``hit_rate`` is exactly that function's
+    value: realised returns of exactly 0 are left out and a forecast of exactly 0 states no
+    direction. With x = (sign(pred) + 1)/2 ∈ {0, ½, 1} (½: the coin flip) and y the up indicator of
+    the realisation, the hit of one pair is xy + (1 − x)(1 − y), so P − P* = 2·cov(x, y) (divisor n)
+    and V(P) − V(P*) = 4·var(x)·var(y)·(n − 1)/n² with var(x) = mean((x − x̄)²): for x ∈ {0, 1}
+    (no zero forecast) this is the formula above term for term (var(x) = Px(1 − Px)); a zero
+    forecast enters as the half-hit the accuracy scores it.
+
+    Panels: the pairs of one date are not independent (a common market move turns most realised
+    signs at once, and a forecast that leans on the market turns its signs together), and S assumes
+    independent pairs: pooled over a correlated panel it rejects a true null far above its level.
+    With ``cluster`` (same shape: the date of each pair), S is divided by √deff, deff the
+    first-order Rao–Scott design effect over those clusters (:func:`~hftraining.eval.intervals.design_effect`,
+    as the interval tests), of the test's score s_i = (x_i − x̄)(y_i − ȳ) − cov(x, y); exactly 1
+    with one pair per date (a single series: the paper's statistic). The clustered statistic is then
+    read against Student's t with G − 1 degrees of freedom (G dates), as the Diebold–Mariano and IC
+    tests read theirs over the dates (the usual few-cluster reference, Cameron and Miller 2015): the
+    design effect is estimated from G cluster sums, and against the normal a true null over 30
+    dates of 20 symbols was rejected 6.5% of the time at 5% (5.8% against t; 5.0% either way over
+    200 dates). Without ``cluster``: the paper's normal.
+
+    Returns {"statistic": S (÷ √deff), "p_value": its upper tail (normal, or t with G − 1 degrees of
+    freedom), "hit_rate": P, "chance_hit_rate": P*, "n": pairs counted, "design_effect",
+    "n_clusters": G (None without ``cluster``)}; statistic and p-value NaN when undefined: fewer than
+    2 pairs, a forecast whose direction never varies (always up, always down, always 0), realisations
+    of one sign, or a non-finite forecast or realisation (``hit_rate`` is still the accuracy).
+    """
+    pred, true = np.asarray(pred, dtype=np.float64).ravel(), np.asarray(true, dtype=np.float64).ravel()
+    keep = true != 0
+    n = int(keep.sum())
+    out = {"statistic": math.nan, "p_value": math.nan, "hit_rate": directional_accuracy(pred, true),
+           "chance_hit_rate": math.nan, "n": n, "design_effect": 1.0, "n_clusters": None}
+    if n == 0 or not (np.isfinite(pred[keep]).all() and np.isfinite(true[keep]).all()):
+        return out
+    x, y = (np.sign(pred[keep]) + 1.0) / 2.0, (true[keep] > 0).astype(np.float64)  # (n,) each
+    mx, my = float(x.mean()), float(y.mean())
+    out["chance_hit_rate"] = mx * my + (1.0 - mx) * (1.0 - my)
+    if n < 2 or np.all(x == x[0]) or np.all(y == y[0]):
+        return out
+    dx, dy = x - mx, y - my
+    cov, var_x, var_y = float(np.mean(dx * dy)), float(np.mean(dx * dx)), float(np.mean(dy * dy))
+    stat = 2.0 * cov / math.sqrt(4.0 * var_x * var_y * (n - 1) / n**2)
+    if cluster is None:
+        out["statistic"], out["p_value"] = stat, float(special.ndtr(-stat))  # the normal's upper tail
+        return out
+    kept = np.asarray(cluster).ravel()[keep]
+    G = int(np.unique(kept).size)
+    out["design_effect"], out["n_clusters"] = design_effect(dx * dy - cov, kept), G
+    stat /= math.sqrt(out["design_effect"])
+    out["statistic"] = stat
+    out["p_value"] = float(special.stdtr(G - 1, -stat)) if G >= 2 else math.nan  # Student's t upper tail
+    return out
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -186,12 +256,22 @@ def point_metrics(pred: np.ndarray, true: np.ndarray, dates: np.ndarray) -> dict
     ``pred``, ``true``: (N, K) with K horizon steps (or K = 1); ``dates``: (N,) forecast origin
     of each row. ``ic``: the per-date cross-sectional Spearman IC, averaged over every (date, step)
     cross-section with at least 3 symbols; ``ic_pooled``: one Spearman correlation over all pairs.
+    ``directional_test``: the :func:`pesaran_timmermann` test of the first column (step 1, as the
+    step-1 rank IC; a single step's own column when K = 1), the pairs of one date clustered (its
+    Rao–Scott design effect); ``directional_p`` its one-sided p-value (NaN: undefined, e.g. a
+    forecast whose sign never varies). The step-1 test is the headline: the realisations of
+    consecutive dates' step-1 forecasts are disjoint returns, whereas pooling the K steps would
+    pair one realised return with K forecasts made on different dates. Its ``hit_rate`` is the
+    step-1 directional accuracy, ``directional_accuracy`` the accuracy over all K steps.
     """
     ic, n_ic = cross_sectional_ic(pred.reshape(-1), true.reshape(-1), date_step_groups(dates, *pred.shape))
+    pt = pesaran_timmermann(pred[:, 0], true[:, 0], dates)
     return {
         "mse": mse(pred, true),
         "mae": mae(pred, true),
         "directional_accuracy": directional_accuracy(pred, true),
+        "directional_p": pt["p_value"],
+        "directional_test": pt,
         "ic": ic,
         "ic_dates": n_ic,
         "ic_pooled": spearman(pred, true),

@@ -2,8 +2,9 @@
 
 It states what the model is (type, parameters, inputs), the data it learned from (source, symbols,
 dates, rows, split dates), the features, the key config, the test-split metrics beside the zero
-forecast and the strongest baseline with the verdict (exactly as in eval.json; the YAML front matter
-holds the unrounded numbers) and how to load it. Loading ignores the file (only config.json,
+forecast and the strongest baseline with the verdict and the Pesaran–Timmermann p-value of each
+one's step-1 forecast signs (exactly as in eval.json; the YAML front matter holds the unrounded
+headline numbers) and how to load it. Loading ignores the file (only config.json,
 model.safetensors and preprocessing.json are read).
 """
 
@@ -20,7 +21,7 @@ from hftraining.core.config import Config
 from hftraining.core.errors import writing
 from hftraining.core.fmt import fmt
 from hftraining.data.labels import CROSS_SECTIONAL, UNITS
-from hftraining.eval.forecasts import label
+from hftraining.eval.forecasts import DIRECTION_NOTE, direction_p_text, label
 from hftraining.eval.report import p_text
 from hftraining.models import ForecastModel
 
@@ -123,12 +124,14 @@ def _metrics_section(result: dict[str, Any]) -> list[str]:
         return fmt(mse / zero_mse if ok else None, ".4f")
 
     table = [[name, fmt(m.get("mse"), ".6g"), fmt(m.get("mae"), ".6g"), fmt(m.get("directional_accuracy"), ".4f"),
-              fmt(((m.get("cross_section") or {}).get("rank_ic") or {}).get("mean"), ".4f"), ratio(m.get("mse"))]
-             for name, m in rows]
+              direction_p_text(m), fmt(((m.get("cross_section") or {}).get("rank_ic") or {}).get("mean"), ".4f"),
+              ratio(m.get("mse"))] for name, m in rows]
     lines = [f"Test split: {result.get('n_windows')} windows × {result.get('horizon')} steps, {result.get('n_symbols')} "
              f"symbols, {result.get('n_dates')} dates; {result.get('units', 'log returns')} (`eval.json` in the run folder "
              "has every metric, per step and per symbol, and the backtest).", ""]
-    lines += _table(["forecast", "MSE", "MAE", "directional accuracy", "rank IC (step 1)", "MSE / zero"], table)
+    lines += _table(["forecast", "MSE", "MAE", "directional accuracy", "PT p (step 1)", "rank IC (step 1)", "MSE / zero"],
+                    table)
+    lines += [f"Directional accuracy over all {result.get('horizon')} steps. {DIRECTION_NOTE}.", ""]
     if result.get("intervals"):  # the conformal intervals saved beside the weights (intervals.json)
         iv = result["intervals"]
         lines += [f"Forecast intervals (`intervals.json`, {iv['method']} conformal, returned by `predict` as "

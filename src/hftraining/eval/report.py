@@ -4,8 +4,9 @@ and its Markdown twin ``report.md`` (plots as PNG files in ``report_files/`` bes
 Sections: config summary, data report, loss and learning-rate curves and validation metrics over
 time (from metrics.jsonl), predicted vs realised returns, forecasts over price for a few symbols,
 the equity curve and drawdown beside buy-and-hold, and the metric tables with the baselines, the
-Diebold–Mariano tests, the step-1 cross-sectional IC and the model's IC per date over time. Plots
-use matplotlib's Agg backend (no display needed).
+Diebold–Mariano tests, the Pesaran–Timmermann tests of the forecast signs, the step-1
+cross-sectional IC and the model's IC per date over time. Plots use matplotlib's Agg backend (no
+display needed).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from hftraining.core.jsonio import read_jsonl
 from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.eval import metrics as M
 from hftraining.eval.backtest import portfolio_label
-from hftraining.eval.forecasts import SIGNIFICANCE, label as forecast_label
+from hftraining.eval.forecasts import DIRECTION_NOTE, SIGNIFICANCE, direction_p_text, label as forecast_label
 from hftraining.eval.intervals import ROLLING_DATES, rolling_coverage
 
 MAX_PRICE_SYMBOLS = 3
@@ -221,22 +222,28 @@ def _metrics_section(doc: _Doc, result: dict[str, Any], fc=None) -> None:
     for name, shown, m in named:
         d = dm.get(name, {})
         rows.append([shown, _num(m["mse"], ".6g"), _num(m["mae"], ".6g"), _num(m["directional_accuracy"], ".4f"),
-                     _num(m.get("ic"), ".4f"), _num(m.get("ic_pooled"), ".4f"),
+                     direction_p_text(m), _num(m.get("ic"), ".4f"), _num(m.get("ic_pooled"), ".4f"),
                      _num(d.get("statistic"), ".3f"), p_text(d.get("p_value"))])
-    doc.table(["forecast", "MSE", "MAE", "dir. acc.", "IC", "IC pooled", "DM stat (model vs)", "DM p"], rows)
+    doc.table(["forecast", "MSE", "MAE", "dir. acc.", "PT p (step 1)", "IC", "IC pooled", "DM stat (model vs)", "DM p"],
+              rows)
     doc.para(result.get("verdict", ""))
+    doc.para(f"dir. acc.: share of forecast signs that match the realised sign, over all {result['horizon']} steps "
+             f"(a zero forecast counts half; a zero return is left out). {DIRECTION_NOTE}; its hit rate is the step-1 "
+             "accuracy of the step table, and each step is tested there on its own (Pesaran and Timmermann 1992).")
     doc.para("Diebold–Mariano: squared-error loss of each window averaged over its H steps and over the symbols of "
              f"each date; long-run variance to lag H−1 = {result['horizon'] - 1}, the larger of the rectangular (Diebold–Mariano) "
              "and Bartlett (Newey–West) estimates; the Harvey–Leybourne–Newbold correction and Student's t; a negative "
              "statistic means the model's loss is lower.")
     steps = result.get("per_step", {})
     if steps:
-        header = ["step"] + [f"{forecast_label(n)} MSE" for n in steps] + ["model dir. acc.", "model IC", "DM p vs zero"]
+        header = (["step"] + [f"{forecast_label(n)} MSE" for n in steps]
+                  + ["model dir. acc.", "model PT p", "model IC", "DM p vs zero"])
         per = result.get("dm_vs_zero_per_step", [])
         rows = []
         for h in range(result["horizon"]):
             rows.append([h + 1] + [_num(steps[n][h]["mse"], ".5g") for n in steps]
-                        + [_num(steps["model"][h]["directional_accuracy"], ".4f"), _num(steps["model"][h]["ic"], ".4f"),
+                        + [_num(steps["model"][h]["directional_accuracy"], ".4f"), direction_p_text(steps["model"][h]),
+                           _num(steps["model"][h]["ic"], ".4f"),
                            p_text(per[h]["p_value"]) if h < len(per) else "—"])
         doc.table(header, rows)
     sym = (result.get("per_symbol") or {}).get("model")
@@ -244,8 +251,10 @@ def _metrics_section(doc: _Doc, result: dict[str, Any], fc=None) -> None:
         zero = result["per_symbol"].get("zero", {})
         rows = [[s, m["n_windows"], _num(m["mse"], ".5g"), _num(zero.get(s, {}).get("mse"), ".5g"),
                  _num(m["mse"] / zero[s]["mse"] if s in zero and zero[s]["mse"] else None, ".4f"),
-                 _num(m["directional_accuracy"], ".4f"), _num(m["ic_pooled"], ".4f")] for s, m in sym.items()]
-        doc.table(["symbol", "windows", "model MSE", f"{forecast_label('zero')} MSE", "ratio", "dir. acc.", "IC (time series)"], rows)
+                 _num(m["directional_accuracy"], ".4f"), direction_p_text(m), _num(m["ic_pooled"], ".4f")]
+                for s, m in sym.items()]
+        doc.table(["symbol", "windows", "model MSE", f"{forecast_label('zero')} MSE", "ratio", "dir. acc.",
+                   "PT p (step 1)", "IC (time series)"], rows)
     if "pinball_mean" in result["model"]:
         rows = [[k, _num(v, ".6g")] for k, v in result["model"]["pinball"].items()]
         rows.append(["mean pinball loss", _num(result["model"]["pinball_mean"], ".6g")])
