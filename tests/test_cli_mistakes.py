@@ -112,6 +112,8 @@ CASES = {
     "seeds_overwrite_seeds_bad_data": (["train", "--seeds", "2", *T, "output.overwrite=true", "data.data_dir={r}/empty", "output.output_dir={r}/seeds"], "empty"),
     "train_resume_bad_data": (["train", "--resume", *T, "data.data_dir={r}/empty", "output.output_dir={r}/run"], "empty"),
     "train_resume_model": (["train", "--resume", *T, "output.output_dir={r}/m1"], "m1"),
+    "train_resume_and_resume_from": (["train", "--resume", *T, "output.output_dir={r}/run",
+                                      "training.resume_from_checkpoint={r}/run/checkpoints/step-00000003"], "--resume"),
     # ensemble
     "ensemble_one_member": (["ensemble", "{r}/m1", "--out", "{r}/new"], "two"),
     "ensemble_missing_member": (["ensemble", "{r}/m1", "{r}/nope", "--out", "{r}/new"], "nope"),
@@ -137,6 +139,17 @@ CASES = {
     "tune_out_is_file": (["tune", "--config", "{r}/tune.yaml", "--trials", "1", "--out", "{r}/file.txt"], "file.txt"),
     "tune_unknown_key": (["tune", "--config", "{r}/tune.yaml", "--trials", "1", "--out", "{r}/t", "model.nokey=1"], "model.nokey"),
     "tune_bad_storage": (["tune", "--config", "{r}/tune.yaml", "--trials", "1", "--storage", "bogus://x"], "bogus"),
+    # a bad --storage, or a study that is not there, leaves no --out folder (nor a journal) behind
+    "tune_bad_storage_out": (["tune", "--config", "{r}/tune.yaml", "--trials", "1", "--storage", "bogus://x", "--out", "{r}/t"], "bogus"),
+    "tune_relative_journal_out": (["tune", "--config", "{r}/tune.yaml", "--trials", "1", "--storage", "journal://rel.log", "--out", "{r}/t"], "absolute path"),
+    "tune_journal_folder_missing_out": (["tune", "--config", "{r}/tune.yaml", "--trials", "1", "--storage", "journal://{r}/nope/j.log", "--out", "{r}/t"], "nope"),
+    "tune_sqlite_folder_missing_out": (["tune", "--config", "{r}/tune.yaml", "--trials", "1", "--storage", "sqlite:///{r}/nope/t.db", "--out", "{r}/t"], "nope"),
+    "tune_sqlite_workers_out": (["tune", "--config", "{r}/tune.yaml", "--trials", "2", "--workers", "2", "--storage", "sqlite:///{r}/t.db", "--out", "{r}/t"], "SQLite"),
+    "tune_report_no_study_out": (["tune", "--config", "{r}/tune.yaml", "--trials", "0", "--out", "{r}/t"], "no study"),
+    "tune_report_no_journal": (["tune", "--config", "{r}/tune.yaml", "--trials", "0", "--storage", "journal://{r}/j.log", "--out", "{r}/t"], "no study"),
+    "tune_report_no_journal_in_out": (["tune", "--config", "{r}/tune.yaml", "--trials", "0", "--storage", "journal://{r}/empty/j.log", "--out", "{r}/empty"], "no study"),
+    "tune_study_twice": (["tune", "--config", "{r}/tune.yaml", "--trials", "1", "--study", "a", "--out", "{r}/t", "tune.study_name=b"], "--study"),
+    "tune_output_dir_override": (["tune", "--config", "{r}/tune.yaml", "--trials", "1", "--out", "{r}/t", "output.output_dir={r}/o"], "output.output_dir"),
     # export
     "export_missing": (["export", "{r}/nope", "--out", "{r}/m.onnx"], "nope"),
     "export_random": (["export", "{r}/random", "--out", "{r}/m.onnx"], "random"),
@@ -174,6 +187,7 @@ CASES = {
     "evaluate_data_missing": (["evaluate", "{r}/run", "--data", "{r}/nodata"], "nodata"),
     "evaluate_data_empty": (["evaluate", "{r}/run", "--data", "{r}/empty"], "empty"),
     "evaluate_bad_split": (["evaluate", "{r}/run", "--split", "holdout"], "--split"),
+    "evaluate_no_report_report_true": (["evaluate", "{r}/run", "--no-report", "--set", "evaluation.report=true"], "--no-report"),
     # backtest
     "backtest_missing": (["backtest", "{r}/nope"], "nope"),
     "backtest_random": (["backtest", "{r}/random"], "random"),
@@ -185,6 +199,12 @@ CASES = {
     "backtest_rebalance_zero": (["backtest", "{r}/run", "--rebalance", "0"], "backtest_rebalance"),
     "backtest_unknown_key": (["backtest", "{r}/run", "--set", "evaluation.nokey=1"], "evaluation.nokey"),
     "backtest_cost_not_a_number": (["backtest", "{r}/run", "--cost-bps", "abc"], "--cost-bps"),
+    # two values for one setting: an error, never the last one silently winning
+    "backtest_long_only_long_short": (["backtest", "{r}/run", "--long-only", "--long-short"], "--long-short"),
+    "backtest_long_short_long_only": (["backtest", "{r}/run", "--long-short", "--long-only"], "--long-only"),
+    "backtest_flag_and_set": (["backtest", "{r}/run", "--cost-bps", "10", "--set", "evaluation.backtest_cost_bps=20"], "--cost-bps"),
+    "backtest_long_short_and_set": (["backtest", "{r}/run", "--long-short", "--set", "evaluation.backtest_long_only=true"], "--long-short"),
+    "backtest_topk_and_set": (["backtest", "{r}/run", "--set", "evaluation.backtest_topk=2", "--topk", "3"], "--topk"),
     # walkforward
     "walkforward_folds_zero": (["walkforward", "--folds", "0", *T, "output.output_dir={r}/wf"], "--folds"),
     "walkforward_unknown_key": (["walkforward", "--folds", "2", *T, "training.nokey=1"], "training.nokey"),

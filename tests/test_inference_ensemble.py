@@ -218,7 +218,7 @@ def test_an_ensemble_inside_another_run_folder_is_not_scored_as_that_run(seeds_r
     for key in ("baselines", "model"):  # as JSON: a NaN IC equals itself
         assert json.dumps(res_inside[key], sort_keys=True) == json.dumps(res_alone[key], sort_keys=True)
     assert main(["evaluate", str(inside), "--split", "val"]) == 0
-    assert (inside / "report.html").exists() and (other / "report.html").read_bytes() == report
+    assert (inside / "evaluations" / "val" / "report.html").exists() and (other / "report.html").read_bytes() == report
 
 
 def test_an_ensemble_of_runs_is_judged_against_their_fitted_baselines(seeds_run, tmp_path):

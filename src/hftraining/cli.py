@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from hftraining import models, optim
-from hftraining.core.config import Config, ServeConfig, load_config, section_from_dict, validate
+from hftraining.core.config import Config, ServeConfig, load_config, parse_override, section_from_dict, validate
 from hftraining.core.errors import ConfigError, UserError, io_cause, is_io_error
 from hftraining.core.jsonio import dumps
 from hftraining.data.feature_table import write_feature_table
@@ -53,6 +53,8 @@ class _Parser(argparse.ArgumentParser):
 def _cmd_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.resume:
+        if "training.resume_from_checkpoint" in _set_keys(overrides):  # two answers to "resume from what": neither wins
+            raise ConfigError("--resume: also given as training.resume_from_checkpoint; give one of them")
         overrides.append("training.resume_from_checkpoint=auto")
     cfg = load_config(args.config, overrides)
     setup_console_logging()
@@ -107,10 +109,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError("--report-dir: no report is written " + (
             "with --no-report" if args.no_report else
             "(evaluation.report=false, the run's setting); add --set evaluation.report=true"))
+    if args.no_report and ev.report and "evaluation.report" in _set_keys(args.set):  # the last --set said true
+        raise ConfigError("--no-report: contradicts --set evaluation.report=true; give one of them")
     result, fc, bt = evaluate_and_backtest(args.path, args.data, args.split, ev)
     if ev.report and not args.no_report:
-        html_path, _ = write_report(report_dir(args.path, args.report_dir), result, fc, bt, run_folder(args.path),
-                                    title=f"hftraining evaluate: {args.path} ({args.split} split)")
+        # the run's own report (beside eval.json) only for its own evaluation; others in <run>/evaluations/<name>/
+        where = report_dir(args.path, args.report_dir, args.split, args.data, ev)
+        what = ", ".join([f"{args.split} split", *([f"data {args.data}"] if args.data else []), *args.set])
+        html_path, _ = write_report(where, result, fc, bt, run_folder(args.path),
+                                    title=f"hftraining evaluate: {args.path} ({what})")
         result["report"] = str(html_path)
     if args.json:
         print(dumps(result))
@@ -124,14 +131,26 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _set_keys(sets: list[str]) -> set[str]:
+    """The ``section.key`` names that ``KEY=VALUE`` overrides set (a malformed one: ConfigError)."""
+    return {".".join(parse_override(text)[0]) for text in sets}
+
+
+_BACKTEST_FLAGS = (("positions", "backtest_positions"), ("max_gross", "backtest_max_gross"),
+                   ("cost_bps", "backtest_cost_bps"), ("slippage_bps", "backtest_slippage_bps"),
+                   ("signal", "backtest_signal"), ("long_only", "backtest_long_only"),
+                   ("portfolio", "backtest_portfolio"), ("topk", "backtest_topk"),
+                   ("topk_dropout", "backtest_topk_dropout"), ("rebalance", "backtest_rebalance"))
+"""backtest's flags → the evaluation key each one sets."""
+
+
 def _cmd_backtest(args: argparse.Namespace) -> int:
-    sets = list(args.set)
-    for flag, key in (("positions", "backtest_positions"), ("max_gross", "backtest_max_gross"),
-                      ("cost_bps", "backtest_cost_bps"), ("slippage_bps", "backtest_slippage_bps"),
-                      ("signal", "backtest_signal"), ("long_only", "backtest_long_only"),
-                      ("portfolio", "backtest_portfolio"), ("topk", "backtest_topk"),
-                      ("topk_dropout", "backtest_topk_dropout"), ("rebalance", "backtest_rebalance")):
+    sets, given = list(args.set), _set_keys(args.set)
+    for flag, key in _BACKTEST_FLAGS:
         if getattr(args, flag) is not None:
+            if f"evaluation.{key}" in given:  # two values for one setting: neither silently wins
+                named = f"--{flag.replace('_', '-')}" if flag != "long_only" else "--long-only" if args.long_only else "--long-short"
+                raise ConfigError(f"{named}: also given as --set evaluation.{key}; give one of them")
             sets.append(f"evaluation.{key}={str(getattr(args, flag)).lower()}")
     ev = evaluation_config(args.path, sets)
     result, _, bt = evaluate_and_backtest(args.path, args.data, args.split, ev)
@@ -378,7 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="file, folder or glob (default: the data the model was trained on)")
     e.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    e.add_argument("--report-dir", help="where to write report.html/report.md (default: the run folder)")
+    e.add_argument("--report-dir", help="where to write report.html/report.md (default: the run folder for the run's "
+                   "own evaluation, the test split of its own data and settings; any other in "
+                   "<run>/evaluations/<split>[-<data>-<hash>][-set-<hash>]/)")
     e.add_argument("--no-report", action="store_true",
                    help="do not write report.html/report.md (as evaluation.report=false, the run's or --set)")
     e.add_argument("--set", action="append", default=[], metavar="evaluation.KEY=VALUE",
@@ -391,8 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     bt.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bt.add_argument("--positions", choices=["sign", "vol_scaled"], help="position rule (evaluation.backtest_positions)")
-    bt.add_argument("--long-only", dest="long_only", action="store_const", const=True, help="no short positions")
-    bt.add_argument("--long-short", dest="long_only", action="store_const", const=False, help="long and short positions")
+    side = bt.add_mutually_exclusive_group()  # both: an error, not the last one silently winning
+    side.add_argument("--long-only", dest="long_only", action="store_const", const=True, help="no short positions")
+    side.add_argument("--long-short", dest="long_only", action="store_const", const=False, help="long and short positions")
     bt.add_argument("--max-gross", type=float, help="cap on gross exposure, share of capital")
     bt.add_argument("--cost-bps", type=float, help="transaction cost, bps of traded notional")
     bt.add_argument("--slippage-bps", type=float, help="slippage, bps of traded notional")

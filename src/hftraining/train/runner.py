@@ -36,7 +36,8 @@ from hftraining.train.logging import RunLogger, log
 from hftraining.train.trainer import Trainer, TrainerState, check_config
 
 RUN_FILES = ("metrics.jsonl", "metrics.csv", "tracking.json", "train.log", "eval.json")
-RUN_FOLDERS = ("checkpoints", "tensorboard", "final")
+EVALUATIONS_DIR = "evaluations"  # reports of `hftraining evaluate` on other splits/data: of this run's final model
+RUN_FOLDERS = ("checkpoints", "tensorboard", "final", EVALUATIONS_DIR)
 
 
 def seed_everything(seed: int) -> None:

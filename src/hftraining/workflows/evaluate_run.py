@@ -3,6 +3,11 @@ test split or on new data, through the same forecasts, scores and backtest as th
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,7 @@ from hftraining.inference.folders import (
 )
 from hftraining.inference.forecaster import Forecaster
 from hftraining.models import ForecastModel, folder, load_preprocessing
+from hftraining.train.runner import EVALUATIONS_DIR  # a fresh run in the folder removes it with the rest
 
 
 def trained_data(path) -> DataConfig:
@@ -171,8 +177,47 @@ def evaluate_and_backtest(path, data=None, split: str = "test",
     return result, fc, bt
 
 
-def report_dir(path, report_dir: str | None) -> Path:
-    """Where evaluate/backtest write report.html: ``report_dir``, else the run folder (or model folder)."""
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
+def evaluation_name(split: str, data: str | None = None, changed: dict[str, Any] | None = None) -> str | None:
+    """The folder name (under ``<folder>/evaluations/``) of an evaluation of ``split`` of ``data`` (None: the
+    data the model was trained on) with the evaluation settings ``changed`` from the run's ({}: none);
+    None for the folder's own evaluation (the test split of its own data, its own settings).
+
+    Deterministic and safe as a file name: the split, then ``<name of data>-<8 hex of its absolute path>``
+    (two different ``--data`` never share a folder, the same one always finds its own), then
+    ``set-<8 hex of the changed settings>``; e.g. ``val``, ``test-AEM.csv-1f0c9a2b``, ``test-set-5e1d0c7a``."""
+    if split == "test" and data is None and not changed:
+        return None
+    parts = [split]
+    if data is not None:
+        where = os.path.abspath(str(data))  # a glob keeps its pattern; a relative path is the folder it names
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(where)).strip("._-")[:40] or "data"
+        parts.append(f"{stem}-{_short_hash(where)}")
+    if changed:
+        parts.append(f"set-{_short_hash(json.dumps(changed, sort_keys=True, default=str))}")
+    return "-".join(parts)
+
+
+def changed_settings(path, ev: EvaluationConfig) -> dict[str, Any]:
+    """The evaluation settings of ``ev`` that differ from the ones recorded for the model of ``path``
+    (:func:`evaluation_config` without overrides), ``report`` aside (it changes no number): key → value."""
+    recorded, given = asdict(evaluation_config(path)), asdict(ev)
+    return {k: v for k, v in given.items() if k != "report" and recorded.get(k) != v}
+
+
+def report_dir(path, report_dir: str | None, split: str = "test", data: str | None = None,
+               ev: EvaluationConfig | None = None) -> Path:
+    """Where evaluate writes report.html/report.md: ``report_dir`` when given; else the run folder (a
+    model or ensemble folder: that folder) for its own evaluation, which the report written by training
+    describes beside eval.json; any other evaluation (another split, other data, other evaluation
+    settings ``ev``) in ``<folder>/evaluations/<name>/`` (:func:`evaluation_name`), so that it never
+    replaces the report of the run's own. The files a model folder's ``from_pretrained`` reads are
+    never among those written."""
     if report_dir:
         return Path(report_dir)
-    return run_folder(path) or resolve_model_dir(path)
+    home = run_folder(path) or resolve_model_dir(path)
+    name = evaluation_name(split, data, changed_settings(path, ev) if ev is not None else None)
+    return home if name is None else home / EVALUATIONS_DIR / name

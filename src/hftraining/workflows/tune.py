@@ -74,7 +74,7 @@ import numpy as np
 import torch
 import yaml
 
-from hftraining.core.config import Config, check_value, load_config
+from hftraining.core.config import Config, check_value, load_config, parse_override
 from hftraining.core.errors import ConfigError, UserError
 from hftraining.core.fmt import fmt_time
 from hftraining.core.jsonio import read_json, write_json
@@ -491,12 +491,29 @@ def storage_url(storage: str | None, workers: int, out: Path) -> str:
         path = storage[len("journal://"):]
         if not path.startswith("/"):
             raise UserError(f"--storage {storage}: a journal takes an absolute path, journal:///abs/path.log")
-        if not Path(path).parent.is_dir():
+        if not Path(path).parent.is_dir() and Path(path).parent.resolve() != out.resolve():  # --out: made by tune
             raise UserError(f"--storage {storage}: folder {Path(path).parent} does not exist")
     if scheme == "postgresql" and storage.lower().startswith("postgresql://"):
         # the driver the tune extra installs (SQLAlchemy's default differs between 2.0 and 2.1)
         storage = "postgresql+psycopg://" + storage[len("postgresql://"):]
     return storage
+
+
+def storage_file(url: str) -> Path | None:
+    """The file that holds the study of a URL from :func:`storage_url`: the journal, or the SQLite
+    database (None in memory); None for a database server."""
+    scheme = _scheme(url)
+    if scheme == "journal":
+        return Path(url[len("journal://"):])
+    if scheme == "sqlite":
+        from sqlalchemy.engine import make_url  # Optuna's own dependency
+
+        try:
+            database = make_url(url).database
+        except Exception as e:  # SQLAlchemy's ArgumentError: not a URL it can parse
+            raise UserError(f"--storage {shown_url(url)}: {str(e).splitlines()[0]}") from None
+        return Path(database) if database and database != ":memory:" else None
+    return None
 
 
 def _storage(optuna, url: str):
@@ -657,21 +674,37 @@ def run_tune(
         raise ConfigError(f"--trials: must be >= 0 (0: only the report of the stored study), got {trials}")
     if workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {workers}")
+    given = {".".join(parse_override(text)[0]) for text in overrides}
+    if study_name is not None and "tune.study_name" in given:  # two names for one study: neither silently wins
+        raise ConfigError("--study: also given as tune.study_name; give one of them")
+    if "output.output_dir" in given:  # each trial's run folder is <out>/trial-NNNN, whatever it says
+        raise ConfigError("output.output_dir: tune writes each trial to <--out>/trial-NNNN; give --out instead")
     name = study_name or cfg.tune.study_name or cfg.output.experiment_name
     out = Path(out) if out else Path("runs") / f"tune-{name}"
-    out.mkdir(parents=True, exist_ok=True)
+    # every argument is checked before anything is created: a mistake leaves no folder or file behind
+    blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"{blocking}: exists and is not a folder; give another --out")
     storage = storage_url(storage, workers, out)
+    home = storage_file(storage)
+    if trials == 0 and home is not None and not home.is_file():  # opening it would create it, empty
+        raise UserError(f"--trials 0: no study {name!r} in --storage {shown_url(storage)} to report on "
+                        f"({home} does not exist)")
+    if home is not None and home.parent.resolve() == out.resolve():  # the study's file lives in --out
+        out.mkdir(parents=True, exist_ok=True)
     backend = _storage(optuna, storage)
     if trials == 0:
         if name not in optuna.get_all_study_names(backend):
             raise UserError(f"--trials 0: no study {name!r} in --storage {shown_url(storage)} to report on")
         study = optuna.load_study(study_name=name, storage=backend)
+        out.mkdir(parents=True, exist_ok=True)
         return write_study_report(study, cfg, config_path, overrides, space, out)
     try:
         study = optuna.create_study(study_name=name, storage=backend, direction="minimize",
                                     sampler=_sampler(optuna, cfg), pruner=_pruner(optuna, cfg), load_if_exists=True)
     except ValueError as e:  # e.g. a stored study of that name with another direction
         raise UserError(f"--storage {shown_url(storage)}: {str(e).splitlines()[0]}") from None
+    out.mkdir(parents=True, exist_ok=True)
     fail_stale_trials(study, cfg.tune.stale_after_seconds, out)
     log.info("study %r in %s: %d trial(s), %d worker(s), objective eval_%s on the validation split",
              name, shown_url(storage), trials, workers, cfg.evaluation.metric)
