@@ -123,10 +123,13 @@ def test_a_model_folder_keeps_its_files_and_its_report(tmp_path, capsys, monkeyp
 
 
 def test_a_fresh_run_in_the_folder_removes_the_earlier_runs_evaluations(run, capsys):
-    """Reports of the earlier model in evaluations/ would stand beside a new run as if they were its
-    own: output.overwrite removes them with the earlier run's checkpoints and final model."""
+    """Reports of the earlier model (its own, and those in evaluations/) would stand beside a new run
+    as if they were its own: output.overwrite removes them with the earlier run's checkpoints and
+    final model, also when the new run writes no report."""
     _evaluate(capsys, run, "--split", "val")
     assert (run / "evaluations" / "val" / "report.md").is_file()
+    assert (run / "report.md").is_file() and (run / "report.html").is_file() and (run / "report_files").is_dir()
     train(load_config(None, tiny(run, "training.max_steps=2", "evaluation.eval_steps=0", "evaluation.report=false",
                                  "output.overwrite=true", f"data.cache_dir={run.parent / 'cache'}")))
     assert not (run / "evaluations").exists()
+    assert not [n for n in ("report.md", "report.html", "report_files") if (run / n).exists()]

@@ -35,9 +35,9 @@ from hftraining.train.distributed import DistInfo, barrier, cleanup, init_distri
 from hftraining.train.logging import RunLogger, log
 from hftraining.train.trainer import Trainer, TrainerState, check_config
 
-RUN_FILES = ("metrics.jsonl", "metrics.csv", "tracking.json", "train.log", "eval.json")
+RUN_FILES = ("metrics.jsonl", "metrics.csv", "tracking.json", "train.log", "eval.json", "report.html", "report.md")
 EVALUATIONS_DIR = "evaluations"  # reports of `hftraining evaluate` on other splits/data: of this run's final model
-RUN_FOLDERS = ("checkpoints", "tensorboard", "final", EVALUATIONS_DIR)
+RUN_FOLDERS = ("checkpoints", "tensorboard", "final", "report_files", EVALUATIONS_DIR)
 
 
 def seed_everything(seed: int) -> None:
@@ -106,8 +106,8 @@ def clear_run_dir(info: DistInfo, run_dir: Path) -> None:
     ckpt_root = run_dir / "checkpoints"
     if info.is_main:
         if ckpt.list_checkpoints(ckpt_root):  # output.overwrite: said, never silent
-            log.warning("output.overwrite: starting over in %s; the earlier run's checkpoints, final model and "
-                        "logs are removed", run_dir)
+            log.warning("output.overwrite: starting over in %s; the earlier run's checkpoints, final model, logs and "
+                        "reports are removed", run_dir)
         for name in RUN_FOLDERS:
             shutil.rmtree(run_dir / name, ignore_errors=True)
         for name in RUN_FILES:

@@ -25,8 +25,7 @@ from hftraining.train.logging import log
 from hftraining.train.runner import RUN_FILES, RUN_FOLDERS, TrainedRun, training_run
 from hftraining.train.trainer import check_config
 
-SINGLE_RUN = ("config.json", *RUN_FOLDERS, *RUN_FILES, "data_report.json", FITTED_BASELINES_DIR,
-              "report.html", "report.md", "report_files")
+SINGLE_RUN = ("config.json", *RUN_FOLDERS, *RUN_FILES, "data_report.json", FITTED_BASELINES_DIR)
 """What one ``hftraining train`` writes into its run folder (not ``train --seeds``, whose runs are
 its ``seed-<k>/`` folders): a folder holding any of them holds a single run."""
 
