@@ -31,7 +31,7 @@ EXPECTED = {
     # unusable: exit 2
     "empty.csv": err("file is empty"),
     "header_only.csv": err("no data rows"),
-    "missing_volume.csv": err("missing column 'volume'"),
+    "missing_volume.csv": err("missing column 'volume'", "data without volume (FX, an index): add an empty volume column"),
     "no_price_column.csv": err("missing column 'close'"),
     "no_date_column.csv": err("missing column 'timestamp'"),
     "one_row.csv": err("too few rows", "1 rows kept, 98 needed"),

@@ -197,3 +197,167 @@ def test_train_and_predict_without_volume(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert "AEM: the volume column is empty, and the features volume_ratio_20 need it" in err[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Files as users download them (yfinance, brokers' and exchanges' exports)
+
+
+def _ohlcv(n: int = 150) -> pd.DataFrame:
+    """The first ``n`` rows of a sample file, with Yahoo's column names."""
+    raw = _sample("AEM").iloc[:n]
+    return pd.DataFrame({"Date": raw["Date"], "Open": raw["open"], "High": raw["high"], "Low": raw["low"],
+                         "Close": raw["close"], "Volume": raw["volume"]})
+
+
+def _loaded(path) -> tuple[pd.DataFrame, dict]:
+    frames, report = load_and_validate(DataConfig(data_dir=str(path), cache_dir=None))
+    (frame,) = frames.values()
+    return frame, report
+
+
+def _same_bars(frame: pd.DataFrame, raw: pd.DataFrame) -> None:
+    want = pd.to_datetime(raw["Date"], utc=True).astype("datetime64[ns, UTC]").array.asi8
+    np.testing.assert_array_equal(frame["timestamp"].array.asi8, want)
+    for col in ("open", "high", "low", "close", "volume"):
+        np.testing.assert_allclose(frame[col], raw[col.capitalize()], rtol=1e-12)
+
+
+def _one_line_error(capsys, path) -> str:
+    """``hftraining data check PATH``: exit 2 and one line on stderr, returned."""
+    code = cli.main(["data", "check", str(path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    return err[0]
+
+
+@pytest.mark.parametrize("fmt", ["%d/%m/%Y", "%d.%m.%Y", "%m/%d/%Y", "%d/%m/%Y %H:%M"])
+def test_day_first_dates_are_read_as_the_file_writes_them(tmp_path, fmt):
+    """European exports write 02/01/2020 (or 02.01.2020) for 2 January. They were read month-first:
+    days 1..12 became months (kept, silently wrong dates, then "repaired" by sorting) and every
+    later day was dropped as bad_timestamp (176 of 300 rows)."""
+    raw = _ohlcv(300)
+    raw.assign(Date=pd.to_datetime(raw["Date"]).dt.strftime(fmt)).to_csv(tmp_path / "AEM.csv", index=False)
+    frame, report = _loaded(tmp_path / "AEM.csv")
+    assert report["rows_dropped"] == 0 and report["files"][0]["rules"] == {}
+    _same_bars(frame, raw)
+
+
+@pytest.mark.parametrize("group_by", ["column", "ticker"])
+def test_a_yfinance_download_is_read_with_its_line_numbers(tmp_path, group_by):
+    """``yf.download("AEM").to_csv(...)`` writes three header lines (Price, Ticker, Date); the file
+    was "missing column 'timestamp' (columns: Price, close, ...)". A bad cell is reported under the
+    line the user sees in the file."""
+    raw = _ohlcv()
+    prices = raw.set_index(pd.DatetimeIndex(pd.to_datetime(raw["Date"]), name="Date")).drop(columns="Date")
+    prices.insert(0, "Adj Close", prices["Close"] / 2)
+    levels = [prices.columns, ["AEM"]] if group_by == "column" else [["AEM"], prices.columns]
+    names = ["Price", "Ticker"] if group_by == "column" else ["Ticker", "Price"]
+    prices.columns = pd.MultiIndex.from_product(levels, names=names)
+    prices = prices.astype(object)
+    prices.iloc[4, list(prices.columns.get_level_values("Price")).index("Volume")] = "1,2"
+    prices.to_csv(tmp_path / "AEM.csv")
+    assert (tmp_path / "AEM.csv").read_text().splitlines()[2].startswith("Date,,")
+    frame, report = _loaded(tmp_path / "AEM.csv")
+    rep = report["files"][0]
+    assert rep["rules"]["non_numeric"]["rows"] == [8]  # 3 header lines, then the 5th bar
+    assert rep["rules"]["non_numeric"]["columns"]["volume"]["value"] == "1,2"
+    assert rep["close_column"]["used"] == "Adj Close"
+    keep = raw.drop(index=4)
+    np.testing.assert_allclose(frame["close"], keep["Close"] / 2, rtol=1e-12)
+    np.testing.assert_allclose(frame["open"], keep["Open"] / 2, rtol=1e-12)
+    np.testing.assert_allclose(frame["volume"], keep["Volume"].astype(float))
+
+
+def test_a_yfinance_download_of_several_tickers_says_how_to_split_it(tmp_path, capsys):
+    raw = _ohlcv().set_index("Date")
+    pd.concat({"AEM": raw, "WPM": raw}, axis=1, names=["Ticker", "Price"]).to_csv(tmp_path / "both.csv")
+    err = _one_line_error(capsys, tmp_path / "both.csv")
+    assert f"{tmp_path / 'both.csv'}: a yfinance download of 2 tickers (AEM, WPM): write one file per ticker" in err
+    assert "df.xs('AEM', axis=1, level='Ticker').to_csv('AEM.csv')" in err
+
+
+def test_a_frame_written_with_its_unnamed_datetime_index_is_read(tmp_path):
+    """``df.to_csv()`` of a frame indexed by its timestamps writes ``,Open,High,...``: it was "missing
+    column 'timestamp' (columns: Unnamed: 0, ...)". A first column of row numbers beside a Date
+    column stays ignored."""
+    raw = _ohlcv()
+    indexed = raw.set_index(pd.DatetimeIndex(pd.to_datetime(raw["Date"]))).drop(columns="Date")
+    indexed.rename_axis(None).to_csv(tmp_path / "A.csv")
+    assert (tmp_path / "A.csv").read_text().startswith(",Open,")
+    _same_bars(_loaded(tmp_path / "A.csv")[0], raw)
+    raw.to_csv(tmp_path / "B.csv")  # ,Date,Open,...: 0, 1, 2 ... first
+    _same_bars(_loaded(tmp_path / "B.csv")[0], raw)
+
+
+def test_binance_klines_with_and_without_a_header(tmp_path, capsys):
+    """Binance's kline files have no header line: the first bar became the column names and the
+    error listed numbers as columns. With the header python-binance users write (``open_time``, in
+    ms), the file is read."""
+    raw = _ohlcv()
+    ms = pd.to_datetime(raw["Date"], utc=True).astype("datetime64[ns, UTC]").array.asi8 // 10**6
+    klines = pd.DataFrame({"open_time": ms, "open": raw["Open"], "high": raw["High"], "low": raw["Low"],
+                           "close": raw["Close"], "volume": raw["Volume"], "close_time": ms + 86_399_999,
+                           "quote_volume": raw["Volume"] * raw["Close"], "count": 10, "taker_buy_volume": 1.0,
+                           "taker_buy_quote_volume": 2.0, "ignore": 0})
+    klines.to_csv(tmp_path / "BTCUSDT.csv", index=False)
+    _same_bars(_loaded(tmp_path / "BTCUSDT.csv")[0], raw)
+    klines.to_csv(tmp_path / "BTCUSDT-1d.csv", index=False, header=False)
+    err = _one_line_error(capsys, tmp_path / "BTCUSDT-1d.csv")
+    assert err.startswith(f"hftraining: error: {tmp_path / 'BTCUSDT-1d.csv'}: line 1 holds numbers, not column names")
+    assert err.endswith("add a header line naming the columns, e.g. timestamp,open,high,low,close,volume")
+
+
+@pytest.mark.parametrize("above", ["# exported by the broker", "AEM daily prices", "sep=;"])
+def test_a_line_above_the_column_names_is_named_in_the_error(tmp_path, capsys, above):
+    raw = _ohlcv()
+    sep = ";" if above == "sep=;" else ","
+    (tmp_path / "AEM.csv").write_text(above + "\n" + raw.to_csv(index=False, sep=sep))
+    err = _one_line_error(capsys, tmp_path / "AEM.csv")
+    assert f"line 1 ({above!r}) has" in err and "remove any title, comment or 'sep=' line above the column names" in err
+
+
+@pytest.mark.parametrize("kind", ["gzip", "parquet", "utf-16", "latin-1"])
+def test_a_file_that_is_not_utf8_csv_says_what_it_is(tmp_path, capsys, kind):
+    """Each was "not UTF-8 text (is it a CSV file?)", whatever the file was."""
+    raw = _ohlcv()
+    text = raw.rename(columns={"Open": "Eröffnung"}).to_csv(index=False)
+    path = tmp_path / "AEM.csv"
+    if kind == "gzip":
+        path.write_bytes(gzip.compress(text.encode()))
+    elif kind == "parquet":
+        raw.to_parquet(path)
+    else:
+        path.write_bytes(text.encode(kind))
+    want = {"gzip": "gzip-compressed data: name it .csv.gz", "parquet": "a Parquet file: name it .parquet",
+            "utf-16": "UTF-16 text: save it as UTF-8",
+            "latin-1": "not UTF-8 text (byte 0xf6 in line 1): save it as UTF-8"}
+    assert _one_line_error(capsys, path) == f"hftraining: error: {path}: {want[kind]}"
+
+
+def test_comma_grouped_volume_beside_whole_prices_in_a_semicolon_file(tmp_path):
+    """Whole-number prices (yen, won) and a volume grouped by "," (``1,247,700``) in a ";" file: the
+    file was taken for decimal-comma, ``925,600`` read as 925.6 and ``1,247,700`` dropped."""
+    raw = _ohlcv()
+    for col in ("Open", "High", "Low", "Close"):
+        raw[col] = (raw[col] * 100).round().astype(int)
+    raw.assign(Volume=raw["Volume"].map("{:,.0f}".format)).to_csv(tmp_path / "AEM.csv", index=False, sep=";")
+    frame, report = _loaded(tmp_path / "AEM.csv")
+    assert report["rows_dropped"] == 0
+    _same_bars(frame, raw)
+
+
+def test_a_metatrader_export_with_bracketed_names(tmp_path):
+    """MetaTrader 5 writes ``<DATE>\\t<TIME>\\t<OPEN>...`` with dates as 2024.01.02: it was "missing
+    column 'timestamp' (columns: <DATE>, <TIME>, ...)". Its <VOL> of zeros (FX) is no volume."""
+    from hftraining.data.synth import synth_ohlcv
+
+    f = synth_ohlcv(390 * 2, seed=1, freq="1min")
+    t = f["timestamp"]
+    pd.DataFrame({"<DATE>": t.dt.strftime("%Y.%m.%d"), "<TIME>": t.dt.strftime("%H:%M:%S"), "<OPEN>": f.open,
+                  "<HIGH>": f.high, "<LOW>": f.low, "<CLOSE>": f.close, "<TICKVOL>": 7, "<VOL>": 0, "<SPREAD>": 2},
+                 ).to_csv(tmp_path / "EURUSD.csv", sep="\t", index=False)
+    frame, report = _loaded(tmp_path / "EURUSD.csv")
+    assert report["rows_dropped"] == 0 and report["files"][0]["volume_empty"] == ["EURUSD"]
+    np.testing.assert_array_equal(frame["timestamp"].array.asi8, t.array.asi8)
+    np.testing.assert_allclose(frame["close"], f.close, rtol=1e-12)

@@ -6,17 +6,24 @@ A normalised frame has the columns ``timestamp`` (datetime64[ns, UTC]), ``open``
 Accepted inputs: a file, a folder of files or a glob (or a list of them); one file per symbol (the
 symbol is the file name without its extensions: ``AAPL.csv.gz`` is ``AAPL``) or one long file with a
 ``symbol`` column. Column names are matched case-insensitively with common aliases (``Date``,
-``Datetime``, ``Vol`` ...); ``Adj Close`` is kept as ``adj_close`` beside ``close`` (the validator
-applies ``data.price_adjustment``) and is the close when there is no other. CSV files may be
-compressed (``.csv.gz``, ``.csv.bz2``, ``.csv.zst``, read as they are), may use ``,`` ``;`` tab or
-``|`` as delimiter (sniffed from the header) and may start with a UTF-8 byte-order mark.
+``Datetime``, ``Vol``, Binance's ``open_time``, MetaTrader's ``<DATE>`` ...); ``Adj Close`` is kept
+as ``adj_close`` beside ``close`` (the validator applies ``data.price_adjustment``) and is the close
+when there is no other. CSV files may be compressed (``.csv.gz``, ``.csv.bz2``, ``.csv.zst``, read
+as they are), may use ``,`` ``;`` tab or ``|`` as delimiter (sniffed from the header) and may start
+with a UTF-8 byte-order mark. A yfinance download as ``df.to_csv()`` writes it (header lines
+``Price``, ``Ticker`` and ``Date``) is read for one ticker; a first column without a name that holds
+text (``df.to_csv()`` of a frame indexed by time) is the timestamp when no column is named as one.
+A first line of numbers (no header line), a line above the header, or a file that is not UTF-8
+text (compressed, Parquet, Excel, UTF-16) is a one-line error saying what to do.
 
 Numbers: with a ``,`` delimiter the decimal mark is ``.`` and a quoted ``"1,234,567"`` (groups of
 three) is a number. With another delimiter the decimal mark is sniffed from the first rows: a
-decimal comma (``101,5``) when such cells outnumber decimal-point ones (``101.5``); then ``.``
-separates thousands (``1.234.567,5``). A cell that fits neither stays text, and the validator
-reports it (``non_numeric``, naming the column). Timestamps with a UTC offset are converted to
-UTC; naive ones are taken as UTC.
+decimal comma (``101,5``) when such cells outnumber decimal-point ones (``101.5``, ``1,234,567``);
+then ``.`` separates thousands (``1.234.567,5``). A cell that fits neither stays text, and the
+validator reports it (``non_numeric``, naming the column). Timestamps with a UTC offset are
+converted to UTC; naive ones are taken as UTC. Dates that are not ISO 8601 are read month-first
+(``01/02/2020``: 2 January) or day-first (``02/01/2020``, ``02.01.2020``), whichever reads more of
+the column (:func:`parse_timestamps`).
 
 This module only reads (it imports nothing of the package but the errors); the rules that drop or
 repair rows live in :mod:`hftraining.data.validate`, which builds on it.
@@ -56,19 +63,34 @@ COMMA_NUMBER = r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?(?:[eE][+-]?\d+)?"
 # a number with "," grouping thousands (and a decimal point): 1,234,567  1,234.5
 GROUPED_NUMBER = r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?(?:[eE][+-]?\d+)?"
 _COMMA_DECIMAL = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+|\d{1,3}(?:\.\d{3}){2,}")
-_POINT_DECIMAL = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)\.\d+(?:[eE][+-]?\d+)?")
+# ... or a decimal point: 101.5  1,234.5  and 1,234,567 (two "," groups: no decimal-comma number)
+_POINT_DECIMAL = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)\.\d+(?:[eE][+-]?\d+)?|[+-]?\d{1,3}(?:,\d{3}){2,}")
 _EITHER = re.compile(r"[+-]?\d{1,3}\.\d{3}")  # 1.234: one thousand two hundred and thirty-four, or not: no vote
 
 # lower-cased alias → canonical name. An exact canonical name beats an alias ("close" beats "adj close").
 ALIASES = {
     "date": "timestamp", "time": "timestamp", "datetime": "timestamp", "timestamp": "timestamp",
-    "ts": "timestamp", "date_time": "timestamp",
+    "ts": "timestamp", "date_time": "timestamp", "open_time": "timestamp", "open time": "timestamp",
     "open": "open", "o": "open", "high": "high", "h": "high", "low": "low", "l": "low",
     "close": "close", "c": "close",
     "adj close": "adj_close", "adj_close": "adj_close", "adjclose": "adj_close", "adjusted close": "adj_close",
     "volume": "volume", "vol": "volume", "v": "volume", "symbol": "symbol", "ticker": "symbol",
 }
 CANONICAL = ("timestamp", *OHLCV, "adj_close", "symbol")
+
+
+def name_key(name: Any) -> str:
+    """A column name as it is looked up in :data:`ALIASES`: stripped, lower-cased and without the
+    angle brackets of MetaTrader's exports (``<DATE>``, ``<CLOSE>``)."""
+    text = str(name).strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1].strip()
+    return text.lower()
+
+
+def canonical_name(name: Any) -> str | None:
+    """The canonical name of a column (``timestamp``, ``open``, ... ``symbol``), or None."""
+    return ALIASES.get(name_key(name))
 
 
 def sample_data_dir() -> Path:
@@ -153,18 +175,41 @@ def _head_lines(path: Path) -> list[str]:
         head = head[: head.rindex(b"\n")]  # the cut line is not looked at
     try:
         text = head.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text (is it a CSV file?)") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: {_not_text(head, e)}") from None
     return text.splitlines() if text.strip() else []
+
+
+# the first bytes of files that are not CSV text → what they are and what to do
+MAGIC = (
+    (b"\x1f\x8b", "gzip-compressed data: name it .csv.gz"),
+    (b"BZh", "bzip2-compressed data: name it .csv.bz2"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data: name it .csv.zst"),
+    (b"PAR1", "a Parquet file: name it .parquet"),
+    (b"PK\x03\x04", "a ZIP archive or an Excel workbook: unzip it, or save the sheet as CSV (UTF-8)"),
+    (b"\xff\xfe", "UTF-16 text: save it as UTF-8"),
+    (b"\xfe\xff", "UTF-16 text: save it as UTF-8"),
+)
+
+
+def _not_text(head: bytes, e: UnicodeDecodeError) -> str:
+    """Why the head of a CSV file is not UTF-8 text, and what to do, in a few words."""
+    for magic, what in MAGIC:
+        if head.startswith(magic):
+            return what
+    line = head[: e.start].count(b"\n") + 1
+    return f"not UTF-8 text (byte 0x{head[e.start]:02x} in line {line}): save it as UTF-8"
 
 
 def _sniff_header(path: Path) -> tuple[str, list[str]]:
     """(delimiter, column names) from the first line of a CSV file."""
-    return _sniff(path)[:2]
+    sep, names, _, _ = _sniff(path)
+    return sep, names
 
 
-def _sniff(path: Path) -> tuple[str, list[str], str]:
-    """(delimiter, column names, decimal mark) from the first lines of a CSV file."""
+def _sniff(path: Path) -> tuple[str, list[str], str, int]:
+    """(delimiter, column names, decimal mark, header lines) from the first lines of a CSV file.
+    Header lines: 1, or 3 for a yfinance download (:func:`_yfinance_names`)."""
     lines = _head_lines(path)
     line = lines[0] if lines else ""
     sep = ","
@@ -173,7 +218,32 @@ def _sniff(path: Path) -> tuple[str, list[str], str]:
         best = max(counts, key=counts.get)
         sep = best if counts[best] else ","
     names = next(csv.reader([line], delimiter=sep), [])
-    return sep, names, _decimal_mark(lines[1 : SNIFF_ROWS + 1], sep, names)
+    yf = _yfinance_names(path, lines[:3], sep)
+    if yf is not None:
+        return sep, yf, ".", 3
+    return sep, names, _decimal_mark(lines[1 : SNIFF_ROWS + 1], sep, names), 1
+
+
+def _yfinance_names(path: Path, lines: list[str], sep: str) -> list[str] | None:
+    """The column names of a yfinance download as ``df.to_csv()`` writes it, else None: a line of
+    price names (``Price,Close,High,...``) and one of tickers (``Ticker,AAPL,AAPL,...``), in either
+    order, then one naming the index (``Date,,,``). The names: the index's, then the prices'. A
+    download of several tickers is a DataError (one file per ticker is read)."""
+    if len(lines) < 3 or sep != ",":
+        return None
+    rows = list(csv.reader(lines, delimiter=sep))
+    first = [r[0].strip().lower() if r else "" for r in rows]
+    if {first[0], first[1]} != {"price", "ticker"} or canonical_name(first[2]) != "timestamp":
+        return None
+    if any(c.strip() for c in rows[2][1:]):  # the index's line names the index only
+        return None
+    prices, tickers = (rows[0], rows[1]) if first[0] == "price" else (rows[1], rows[0])
+    names = sorted({t.strip() for t in tickers[1:] if t.strip()})
+    if len(names) > 1:
+        raise DataError(f"{path}: a yfinance download of {len(names)} tickers ({', '.join(names[:3])}"
+                        f"{', ...' if len(names) > 3 else ''}): write one file per ticker, e.g. "
+                        f"df.xs({names[0]!r}, axis=1, level='Ticker').to_csv('{names[0]}.csv')")
+    return [rows[2][0], *prices[1:]]
 
 
 def _decimal_mark(lines: list[str], sep: str, names: list[str]) -> str:
@@ -182,7 +252,7 @@ def _decimal_mark(lines: list[str], sep: str, names: list[str]) -> str:
     such as ``1.234`` (either notation) does not count."""
     if sep == ",":
         return "."
-    cols = [i for i, n in enumerate(names) if ALIASES.get(n.strip().lower()) in NUMERIC]
+    cols = [i for i, n in enumerate(names) if canonical_name(n) in NUMERIC]
     comma = point = 0
     try:
         for row in csv.reader(lines, delimiter=sep):
@@ -229,7 +299,7 @@ def _date_and_time(df: pd.DataFrame, cols: list[Any]) -> tuple[Any, Any] | None:
     """(date column, time column) when the timestamp is split in two: a ``Date`` column and a
     ``Time`` column whose cells are mostly times of day (``09:30``, ``09:30:00.5``), as intraday
     exports (MetaTrader, Kibot, TradeStation) write it; else None."""
-    names = {str(c).strip().lower(): c for c in cols}
+    names = {name_key(c): c for c in cols}
     if len(cols) != 2 or set(names) != {"date", "time"}:
         return None
     time = _as_text(df[names["time"]]).dropna()
@@ -245,7 +315,7 @@ def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     (``Date Time``): the date alone would give every bar of a day one timestamp."""
     by_canon: dict[str, list[Any]] = {}
     for col in df.columns:
-        canon = ALIASES.get(str(col).strip().lower())
+        canon = canonical_name(col)
         if canon:
             by_canon.setdefault(canon, []).append(col)
     split = _date_and_time(df, by_canon.get("timestamp", []))
@@ -257,7 +327,7 @@ def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
         by_canon["close"] = by_canon.pop("adj_close")
     rename = {}
     for canon, cols in by_canon.items():
-        exact = [c for c in cols if str(c).strip().lower() == canon]
+        exact = [c for c in cols if name_key(c) == canon]
         rename[(exact or cols)[0]] = canon
     # an alias that lost to another column must not keep a name that shadows a canonical one
     out = df.drop(columns=[c for cols in by_canon.values() for c in cols if c not in rename and c in CANONICAL])
@@ -272,21 +342,26 @@ def read_table(path: Path) -> pd.DataFrame:
         if is_parquet(path):
             df = parquet_frame(_read_parquet(path))
         else:
-            sep, names, decimal = _sniff(path)
+            sep, names, decimal, n_head = _sniff(path)
+            if _numbers_only(names):
+                raise DataError(f"{path}: line 1 holds numbers, not column names ({_clip(sep.join(names))}): add a "
+                                "header line naming the columns, e.g. timestamp,open,high,low,close,volume")
             # fast path: an ISO 8601 timestamp column is parsed by the reader (a column that does not
             # parse stays text and goes through parse_timestamps, cell by cell)
-            ts_cols = [n for n in names if ALIASES.get(n.strip().lower()) == "timestamp"]
+            ts_cols = [n for n in names if canonical_name(n) == "timestamp"]
             dates = {"parse_dates": ts_cols[:1], "date_format": "ISO8601"} if len(ts_cols) == 1 and names.count(ts_cols[0]) == 1 else {}
             # a decimal-comma file: its numbers are read as text and parsed here ("1.234" is 1234, not 1.234)
-            text = {n: str for n in names if ALIASES.get(n.strip().lower()) in NUMERIC} if decimal == "," else {}
+            text = {n: str for n in names if canonical_name(n) in NUMERIC} if decimal == "," else {}
             # symbols are names, never numbers: "000001" keeps its zeros, and 7203 stays "7203" beside an empty cell
-            text.update({n: str for n in names if ALIASES.get(n.strip().lower()) == "symbol"})
+            text.update({n: str for n in names if canonical_name(n) == "symbol"})
+            # a yfinance download: its three header lines are replaced by one (the names _sniff found)
+            head = {"header": None, "names": names, "skiprows": n_head} if n_head > 1 else {}
             df = pd.read_csv(path, sep=sep, encoding="utf-8-sig", skip_blank_lines=False, low_memory=False,
-                             compression=compression(path), dtype=text or None, **dates)
+                             compression=compression(path), dtype=text or None, **dates, **head)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text (is it a CSV file?)") from None
+    except UnicodeDecodeError:  # past the head that _sniff read (which names the byte and its line)
+        raise DataError(f"{path}: not UTF-8 text after its first {SNIFF_BYTES // 1024} KiB: save it as UTF-8") from None
     except DECOMPRESS_ERRORS as e:
         raise _compressed_error(path, e) from None
     except (OSError, ValueError, pd.errors.ParserError) as e:
@@ -296,10 +371,38 @@ def read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: cannot read ({msg})") from None
     if not is_parquet(path) and not isinstance(df.index, pd.RangeIndex):
         # pandas takes the first field(s) of each row as an index when every data row has more fields than the header
-        raise DataError(f"{path}: cannot read (the data rows have {df.index.nlevels} more field(s) than the header line)")
+        raise DataError(f"{path}: line 1 ({_clip(sep.join(names))}) has {len(names)} field(s), the data rows "
+                        f"{len(names) + df.index.nlevels}: remove any title, comment or 'sep=' line above the column "
+                        "names, or name every column")
+    if not is_parquet(path):
+        df.index = pd.RangeIndex(n_head - 1, n_head - 1 + len(df))  # row i: line i + 2 of the file
+        df = _unnamed_index(df, names)
     df = canonical_columns(df, path)
     df.attrs["decimal"] = "." if is_parquet(path) else decimal  # the validator parses text cells with it
     return df
+
+
+def _clip(text: str, n: int = 60) -> str:
+    return repr(text if len(text) <= n else text[: n - 3] + "...")
+
+
+def _numbers_only(names: list[str]) -> bool:
+    """Whether a CSV file's first line holds numbers where its column names should be (a file
+    without a header line, as Binance's klines and many exports are)."""
+    cells = [n.strip() for n in names if n.strip()]
+    return bool(cells) and bool(pd.to_numeric(pd.Series(cells), errors="coerce").notna().all())
+
+
+def _unnamed_index(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """A CSV file whose first column has no name and holds text (``df.to_csv()`` of a frame indexed
+    by its timestamps: ``,Open,High,...``) and that has no other timestamp column: that column is
+    the timestamp. A first column of numbers (a row counter that ``to_csv`` wrote) is not."""
+    if not names or names[0].strip() or any(canonical_name(n) == "timestamp" for n in names):
+        return df
+    first = df.iloc[:, 0]
+    if pd.api.types.is_numeric_dtype(first) or pd.api.types.is_bool_dtype(first):
+        return df
+    return df.rename(columns={df.columns[0]: "timestamp"})
 
 
 def parquet_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -309,10 +412,10 @@ def parquet_frame(df: pd.DataFrame) -> pd.DataFrame:
     ``timestamp`` column when there is none, and any other index is dropped. Every Parquet read
     (:func:`read_table`, the scans of :mod:`hftraining.data.sources`) goes through it."""
     def canon(names) -> set:
-        return {ALIASES.get(str(n).strip().lower()) for n in names if n is not None}
+        return {canonical_name(n) for n in names if n is not None}
 
     have = canon(df.columns)
-    levels = [n for n in df.index.names if n is not None and ALIASES.get(str(n).strip().lower()) not in have | {None}]
+    levels = [n for n in df.index.names if n is not None and canonical_name(n) not in have | {None}]
     if levels:
         df = df.reset_index(level=levels)
     if "timestamp" not in canon(df.columns) and isinstance(df.index, pd.DatetimeIndex):
@@ -332,7 +435,8 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
     """Parse to datetime64[ns, UTC]; unparseable cells become NaT.
 
     Strings: ISO 8601 (with or without a UTC offset) or one other format inferred from the first
-    cell and applied to every cell (so ``01/02/2020`` never means two different days in one file).
+    cell, month-first or day-first (:func:`_day_or_month_first`), and applied to every cell (so
+    ``01/02/2020`` never means two different days in one file).
     Numbers: YYYYMMDD dates when most values (more than half) are integers from 19000101 to
     21001231; then a value of another shape (``2020061``, ``20200102.5``) and a date that does not
     exist (``20230230``) become NaT, which the validator drops and reports as ``bad_timestamp``
@@ -366,12 +470,7 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
         ts = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
         n_bad = int(ts.isna().sum() - text.isna().sum())
         if n_bad > len(text) // 2:  # mostly not ISO: try the format of the first cell
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)  # "could not infer format": cells then become NaT
-                    alt = pd.to_datetime(text, utc=True, errors="coerce")
-            except (ValueError, TypeError):
-                alt = None
+            alt = _day_or_month_first(text)
             if alt is not None and alt.isna().sum() < ts.isna().sum():
                 ts = alt
     ts = ts.dt.tz_convert("UTC")
@@ -381,6 +480,28 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
         lo, hi = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
         ts = ts.where((ts >= lo) & (ts <= hi))
     return ts.astype("datetime64[ns, UTC]")
+
+
+def _day_or_month_first(text: pd.Series) -> pd.Series | None:
+    """Non-ISO date strings in the format of the first cell, read month-first (``01/02/2020`` is
+    2 January in the US) and day-first (2 January in Europe: ``02/01/2020``, ``02.01.2020``); the
+    reading that parses more cells wins, then the one whose rows are more often in time order, then
+    the one spanning less time (a file of days 1..12 only), then month-first. Month-first alone
+    read a European file's days 1..12 as months and dropped the others as ``bad_timestamp``."""
+    best, best_key = None, None
+    for dayfirst in (False, True):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "could not infer format": cells then become NaT
+                got = pd.to_datetime(text, utc=True, errors="coerce", dayfirst=dayfirst)
+        except (ValueError, TypeError, OverflowError):
+            continue
+        t = (got.dropna() - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()  # any unit pandas chose
+        span = float(t.max() - t.min()) if len(t) else 0.0
+        key = (int(got.isna().sum()), int((np.diff(t) < 0).sum()), span)
+        if best_key is None or key < best_key:
+            best, best_key = got, key
+    return best
 
 
 def split_symbols(df: pd.DataFrame, path: Path) -> dict[str, pd.DataFrame]:

@@ -77,8 +77,8 @@ def _parquet_columns(path: Path) -> dict[str, str]:
         raise DataError(f"{path}: cannot read Parquet ({str(e).strip().splitlines()[0]})") from None
     out: dict[str, str] = {}
     for n in names:
-        canon = io.ALIASES.get(str(n).strip().lower())
-        if canon and (canon not in out or str(n).strip().lower() == canon):
+        canon = io.canonical_name(n)
+        if canon and (canon not in out or io.name_key(n) == canon):
             out[canon] = n
     return out
 
@@ -156,7 +156,7 @@ def _has_symbol_column(path: Path) -> bool:
         names = io._sniff_header(path)[1]
     except DataError:
         return True  # unreadable: read it, so that its error is reported
-    return any(io.ALIASES.get(str(n).strip().lower()) == "symbol" for n in names)
+    return any(io.canonical_name(n) == "symbol" for n in names)
 
 
 def input_files(us: list[Unit]) -> list[Path]:
@@ -184,7 +184,7 @@ def _scan(files: list[Path], d: DataConfig, symbol_col: str | None, symbol: str 
             flt = field == symbol
         lo, hi = date_range(d)
         ts_col = cols.get("timestamp")
-        n_ts = sum(io.ALIASES.get(str(n).strip().lower()) == "timestamp" for n in dataset.schema.names)
+        n_ts = sum(io.canonical_name(n) == "timestamp" for n in dataset.schema.names)
         if ts_col is not None and n_ts == 1 and (lo is not None or hi is not None):  # not a Date beside a Time
             typ = dataset.schema.field(ts_col).type
             if pa.types.is_timestamp(typ):

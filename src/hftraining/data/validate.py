@@ -173,6 +173,12 @@ class Report:
         }
 
 
+
+def _missing_hint(col: str) -> str:
+    """What to do about a missing required column: data without volume (FX, an index) is read from an
+    empty volume column, which says "no volume" where a missing one could be a misnamed column."""
+    return "; data without volume (FX, an index): add an empty volume column" if col == "volume" else ""
+
 def check_policy(cfg: DataConfig) -> None:
     if cfg.jump_threshold < 0:
         raise ConfigError(f"data.jump_threshold: must be >= 0 (0 disables), got {cfg.jump_threshold}")
@@ -269,7 +275,8 @@ def validate_frame(
     cols_present = list(map(str, df.columns))
     for col in ("timestamp", "close", "volume"):
         if col not in df.columns:
-            raise DataError(f"{source}: missing column {col!r} (columns: {', '.join(cols_present) or 'none'})")
+            raise DataError(f"{source}: missing column {col!r} (columns: {', '.join(cols_present) or 'none'})"
+                            + _missing_hint(col))
     if line is None:
         line = np.arange(len(df), dtype=np.int64) + first_row
 
@@ -524,7 +531,8 @@ def validate_table(
         raise DataError(f"{path}: no data rows (header only)")
     for col in ("timestamp", "close", "volume"):
         if col not in table.columns:
-            raise DataError(f"{path}: missing column {col!r} (columns: {', '.join(map(str, table.columns))})")
+            raise DataError(f"{path}: missing column {col!r} (columns: {', '.join(map(str, table.columns))})"
+                            + _missing_hint(col))
     rep = Report(file=str(path), row_numbers=unit)
     frames: dict[str, pd.DataFrame] = {}
     groups = io.split_symbols(table, path) if symbol is None or "symbol" in table.columns else {symbol: table}
