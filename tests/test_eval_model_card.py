@@ -49,6 +49,7 @@ def eval_json_headline(ev: dict) -> dict:
         "mse": ev["model"]["mse"],
         "mae": ev["model"]["mae"],
         "directional_accuracy": ev["model"]["directional_accuracy"],
+        "directional_p": ev["model"]["directional_p"],
         "rank_ic": rank_ic.get("mean"),
         "mse_vs_zero": ev["mse_vs_zero"],
         "dm_p_vs_zero": ev["dm_vs_zero"]["p_value"],

@@ -1,6 +1,7 @@
 """Purged k-fold with embargo and walk-forward folds: no training target ever overlaps a test
 target; a short real walk-forward run through the trainer."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -159,6 +160,18 @@ def test_walk_forward_runs_the_trainer_per_fold(tmp_path, monkeypatch, capsys):
     text = format_walkforward(res)
     assert f"deflated Sharpe ratio of the model's strategy: {sel['dsr']:.3f}" in text
     assert f"probability of backtest overfitting (CSCV): {sel['pbo']:.3f}" in text
+    # the fold table: each fold's step-1 Pesaran–Timmermann p beside its accuracy, and p-values printed
+    # as everywhere else (fmt_p): 0.04996 is not "0.050" beside a claim at 0.05, 3e-14 is not "0.000"
+    assert all(f["directional_p"] == res["folds"][i]["directional_p"] for i, f in enumerate(saved["folds"]))
+    tweaked = copy.deepcopy(res)
+    tweaked["folds"][0]["dm_p_value"], tweaked["folds"][1]["dm_p_value"] = 0.04996, 3.2e-14
+    tweaked["folds"][0]["directional_p"], tweaked["folds"][1]["directional_p"] = 0.0123, float("nan")
+    rows = format_walkforward(tweaked).splitlines()
+    head = next(ln for ln in rows if ln.strip().startswith("fold"))
+    assert "PT p" in head and "DM p" in head
+    f1, f2 = (next(ln.split() for ln in rows if ln.split()[:1] == [str(k)]) for k in (1, 2))
+    assert f1[-3] == "0.04996" and f2[-3] == "3.2e-14"
+    assert f1[6] == "0.0123" and f2[6] == "n/a"
 
 
 def test_walkforward_cli_rejects_one_fold():

@@ -39,11 +39,13 @@ MAX_SYMBOLS = 20  # symbols named on the card; more are counted
 
 def headline_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The test-split numbers a tracker or a card shows, from eval.json's content ``result``: the
-    model's MSE, MAE, directional accuracy and step-1 rank IC, its MSE ratio and Diebold–Mariano p
+    model's MSE, MAE, directional accuracy (and its step-1 Pesaran–Timmermann p) and step-1 rank IC,
+    its MSE ratio and Diebold–Mariano p
     against the zero forecast and the strongest baseline, and those baselines' MSE."""
     m = result["model"]
     out: dict[str, Any] = {
         "mse": m.get("mse"), "mae": m.get("mae"), "directional_accuracy": m.get("directional_accuracy"),
+        "directional_p": m.get("directional_p"),
         "rank_ic": ((m.get("cross_section") or {}).get("rank_ic") or {}).get("mean"),
         "mse_vs_zero": result.get("mse_vs_zero"), "dm_p_vs_zero": (result.get("dm_vs_zero") or {}).get("p_value"),
         "zero_mse": (result.get("baselines", {}).get("zero") or {}).get("mse"),

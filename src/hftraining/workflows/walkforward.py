@@ -50,12 +50,12 @@ from scipy import stats
 
 from hftraining.core.config import Config
 from hftraining.core.errors import ConfigError, DataError, UserError
-from hftraining.core.fmt import fmt
+from hftraining.core.fmt import fmt, fmt_p
 from hftraining.core.jsonio import write_json
 from hftraining.data.pipeline import PanelRows, PreparedData, panel_rows, prepare
 from hftraining.data.splits import SCHEMES, Fold
 from hftraining.eval.backtest import backtest_forecasts, format_backtest
-from hftraining.eval.forecasts import Forecasts, format_table, score
+from hftraining.eval.forecasts import SIGNIFICANCE, Forecasts, direction_p_text, format_table, score
 from hftraining.eval.intervals import format_intervals, interval_report
 from hftraining.eval.selection import format_selection, selection_stats
 from hftraining.train.distributed import barrier, cleanup, init_distributed
@@ -114,6 +114,7 @@ def _fold_summary(res: dict[str, Any]) -> dict[str, Any]:
         "zero_mse": res["baselines"]["zero"]["mse"],
         "mse_vs_zero": res["mse_vs_zero"],
         "directional_accuracy": res["model"]["directional_accuracy"],
+        "directional_p": res["model"].get("directional_p"),  # step-1 Pesaran–Timmermann (metrics.point_metrics)
         "ic": res["model"]["ic"],
         "dm_statistic": res["dm_vs_zero"]["statistic"],
         "dm_p_value": res["dm_vs_zero"]["p_value"],
@@ -238,11 +239,13 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
 def format_walkforward(res: dict[str, Any]) -> str:
     """Per-fold table, the 95% intervals over folds and the pooled out-of-sample verdict."""
     lines = [f"walk-forward: {res['n_folds']} folds, {res['scheme']} training windows, {res['mode']}, embargo {res['embargo']} rows",
-             f"{'fold':>4} {'test period':<23}{'train':>7}{'test':>6}{'MSE/zero':>9}{'dir.acc':>8}{'IC':>8}{'DM p':>7}{'Sharpe':>8}{'B&H':>7}"]
-    for f in res["folds"]:
+             f"{'fold':>4} {'test period':<23}{'train':>7}{'test':>6}{'MSE/zero':>9}{'dir.acc':>8}{'PT p':>9}{'IC':>8}"
+             f"{'DM p':>9}{'Sharpe':>8}{'B&H':>7}"]
+    for f in res["folds"]:  # p-values as everywhere (fmt_p): never rounded up to the level, nor down to 0
         lines.append(f"{f['fold']:>4} {f['test_from'] + '..' + f['test_to']:<23}{f['train_windows']:>7}{f['n_windows']:>6}"
-                     f"{fmt(f['mse_vs_zero'], '>9.4f')}{fmt(f['directional_accuracy'], '>8.4f')}{fmt(f['ic'], '>8.4f')}"
-                     f"{fmt(f['dm_p_value'], '>7.3f')}{fmt(f['sharpe'], '>8.2f')}{fmt(f['buy_and_hold_sharpe'], '>7.2f')}")
+                     f"{fmt(f['mse_vs_zero'], '>9.4f')}{fmt(f['directional_accuracy'], '>8.4f')}{direction_p_text(f):>9}"
+                     f"{fmt(f['ic'], '>8.4f')}{fmt_p(f['dm_p_value'], SIGNIFICANCE):>9}{fmt(f['sharpe'], '>8.2f')}"
+                     f"{fmt(f['buy_and_hold_sharpe'], '>7.2f')}")
     lines.append("mean over folds [95% t-interval]:")
     for k, a in res["aggregate"].items():
         lines.append(f"  {k:<22}{fmt(a['mean'], '.4f')} [{fmt(a['ci_low'], '.4f')}, {fmt(a['ci_high'], '.4f')}]")
