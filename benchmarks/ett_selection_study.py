@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from hftraining.data.scaling import Scaler
-from hftraining.workflows.ett import SERIES, load_ett, windows
+from hftraining.workflows.ett import SERIES, load_ett, window_set
 from hftraining.workflows.ett import scores as _mse_mae
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -37,8 +37,13 @@ vals = load_ett(cli.data, ds)
 f = 4 if ds.startswith("ETTm") else 1; month = 720*f
 w = 24 if f == 1 else 96
 tr, va, te = 12*month, 16*month, 20*month
-sc = Scaler().fit_rows(vals, {SERIES: slice(0, tr)}); z = torch.from_numpy(sc.transform(vals, SERIES).astype(np.float32))
-def seg(a, b, L): return windows(z[a:b], L, H)
+sc = Scaler().fit_rows(vals, {SERIES: slice(0, tr)}); zn = sc.transform(vals, SERIES).astype(np.float32)
+z, row_times = torch.from_numpy(zn), np.arange(len(zn), dtype=np.int64)
+def seg(a, b, L):
+    """X (n, L, C), Y (n, H, C): the stride-1 windows of rows [a, b), through the package's one windowing."""
+    ws = window_set(zn, row_times, a, b, L, H)
+    got = ws.batch(np.arange(len(ws)))
+    return got["x"], got["y"]
 def series(X): return X.transpose(1,2).reshape(-1, X.shape[1]).double()
 def unseries(s, n): return s.view(n, -1, s.shape[1]).transpose(1,2).float()
 def solve(A, Y, lam):

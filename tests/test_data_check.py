@@ -194,3 +194,11 @@ def test_policies_change_the_report(capsys):
     assert code == 2 and "line 62" in errout and "jump_threshold" in errout
     code = cli.main(["data", "check", str(BAD / "utf8_bom.csv"), "--set", "invalid_values=sometimes"])
     assert code == 2 and "data.invalid_values" in capsys.readouterr().err
+
+
+def test_one_row_is_named_in_the_singular(capsys):
+    """"(line 52)" for the one row a rule touched; "(lines 32, 73)" for more."""
+    assert cli.main(["data", "check", str(BAD / "outlier_timestamp_late.csv"), str(BAD / "duplicate_rows.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "  outlier_timestamp: 1 dropped (line 52)" in out.splitlines()
+    assert "  duplicate_timestamp: 2 dropped (lines 32, 73)" in out.splitlines()

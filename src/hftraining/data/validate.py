@@ -590,7 +590,8 @@ def format_report(rep: dict[str, Any]) -> str:
         parts = [f"{e[k]} {k}" for k in ("dropped", "repaired", "flagged") if e[k]]
         shown = e["rows"][:MAX_ROWS_LISTED]
         more = ", ..." if sum(e[k] for k in ("dropped", "repaired", "flagged")) > len(shown) else ""
-        where = f" ({unit} {', '.join(map(str, shown))}{more})" if shown else ""
+        named = unit if len(shown) > 1 or more else unit[:-1]  # "(line 52)", "(lines 2, 7)"
+        where = f" ({named} {', '.join(map(str, shown))}{more})" if shown else ""
         lines.append(f"  {rule}: {', '.join(parts)}{where}")
         lines += [f"    {d}" for d in column_details(e, rep["row_numbers"])]
     for sym, why in rep["skipped_symbols"].items():
