@@ -23,7 +23,7 @@ then ``.`` separates thousands (``1.234.567,5``). A cell that fits neither stays
 validator reports it (``non_numeric``, naming the column). Timestamps with a UTC offset are
 converted to UTC; naive ones are taken as UTC. Dates that are not ISO 8601 are read month-first
 (``01/02/2020``: 2 January) or day-first (``02/01/2020``, ``02.01.2020``), whichever reads more of
-the column (:func:`parse_timestamps`).
+the column, then whichever is in time order and evenly spaced (:func:`_day_or_month_first`).
 
 This module only reads (it imports nothing of the package but the errors); the rules that drop or
 repair rows live in :mod:`hftraining.data.validate`, which builds on it.
@@ -486,9 +486,13 @@ def _day_or_month_first(text: pd.Series) -> pd.Series | None:
     """Non-ISO date strings in the format of the first cell, read month-first (``01/02/2020`` is
     2 January in the US) and day-first (2 January in Europe: ``02/01/2020``, ``02.01.2020``); the
     reading that parses more cells wins, then the one whose rows are more often in time order, then
-    the one spanning less time (a file of days 1..12 only), then month-first. Month-first alone
-    read a European file's days 1..12 as months and dropped the others as ``bad_timestamp``."""
-    best, best_key = None, None
+    the one whose largest step between consecutive times is smaller, then the one spanning less time,
+    then month-first. Month-first alone read a European file's days 1..12 as months and dropped the
+    others as ``bad_timestamp``. When every day is at most 12 both readings parse, in the same order:
+    a file of days 1..12 read the wrong way steps a month at a time, and a monthly file dated the first
+    of each month (``01.02.2020``, ``01.03.2020``, ...) read the wrong way is days 1..12 of each
+    January, a step of eleven months at each new year (its span alone would choose it)."""
+    readings = []  # (parse failures, rows out of time order, reading, its times in seconds)
     for dayfirst in (False, True):
         try:
             with warnings.catch_warnings():
@@ -497,11 +501,19 @@ def _day_or_month_first(text: pd.Series) -> pd.Series | None:
         except (ValueError, TypeError, OverflowError):
             continue
         t = (got.dropna() - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()  # any unit pandas chose
-        span = float(t.max() - t.min()) if len(t) else 0.0
-        key = (int(got.isna().sum()), int((np.diff(t) < 0).sum()), span)
-        if best_key is None or key < best_key:
-            best, best_key = got, key
-    return best
+        readings.append((int(got.isna().sum()), int((np.diff(t) < 0).sum()), got, t))
+    if not readings:
+        return None
+    first = min(r[:2] for r in readings)
+    tied = [r for r in readings if r[:2] == first]
+    if len(tied) == 1:
+        return tied[0][2]
+
+    def spacing(t: np.ndarray) -> tuple[float, float]:  # (largest step between sorted times, span)
+        s = np.sort(t)
+        return (float(np.diff(s).max()) if len(s) > 1 else 0.0, float(s[-1] - s[0]) if len(s) else 0.0)
+
+    return min(tied, key=lambda r: spacing(r[3]))[2]  # min keeps the first (month-first) of equals
 
 
 def split_symbols(df: pd.DataFrame, path: Path) -> dict[str, pd.DataFrame]:

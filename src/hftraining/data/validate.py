@@ -533,6 +533,10 @@ def validate_table(
         if col not in table.columns:
             raise DataError(f"{path}: missing column {col!r} (columns: {', '.join(map(str, table.columns))})"
                             + _missing_hint(col))
+    if "symbol" in table.columns:  # the dates of a long file read once, in one order for every symbol
+        # (io.parse_timestamps: day- or month-first by the whole column, not by each symbol's few rows)
+        ts = io.parse_timestamps(table["timestamp"].reset_index(drop=True), str(path))
+        table = table.assign(timestamp=ts.set_axis(table.index))
     rep = Report(file=str(path), row_numbers=unit)
     frames: dict[str, pd.DataFrame] = {}
     groups = io.split_symbols(table, path) if symbol is None or "symbol" in table.columns else {symbol: table}
