@@ -142,22 +142,34 @@ def test_date_batches_under_two_processes_equal_one(tmp_path):
     assert max(float((half[k] - one[k]).abs().max()) for k in one) > 1e-3  # the comparison can tell batches apart
 
 
-def test_two_process_resume_continues_every_rank_s_random_streams(tmp_path):
+@pytest.fixture(scope="module")
+def two_rank_resume(tmp_path_factory):
+    """One 2-rank run of 8 steps and the same run resumed from its step-4 checkpoint, shared by the two
+    tests below: one date per rank and batch, dates with one symbol (before RKLB listed) or two, so the
+    ranks' batches, random draws and log windows differ; dropout and noise augmentation draw from every
+    rank's RNGs, and a record every 3 steps puts the step-4 checkpoint inside a log window.
+    Returns (the run that went on, the resumed run, the resumed run's stderr)."""
+    tmp = tmp_path_factory.mktemp("ddp-resume")
+    cfg = [*COMMON, "model.dropout=0.1", "data.batching=dates", "data.dates_per_batch=1", "data.augment_noise_std=0.5",
+           "data.symbols=[AEM, RKLB]", "evaluation.eval_steps=0", "training.logging_steps=3"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "hftraining",
+                "train", *cfg]
+    full, resumed = tmp / "full", tmp / "resumed"
+    _run([*torchrun, f"output.output_dir={full}"])
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoints" / "step-00000004", resumed / "checkpoints" / "step-00000004")
+    proc = _run([*torchrun, f"output.output_dir={resumed}", "--resume"])
+    return full, resumed, proc.stderr
+
+
+def test_two_process_resume_continues_every_rank_s_random_streams(two_rank_resume):
     """A 2-rank run resumed from its step-4 checkpoint ends with the weights of the 2-rank run that
     went on, bit for bit, with dropout and noise augmentation drawing from every rank's RNGs. The
     ranks' streams differ: one date per rank and batch, dates with one symbol (before RKLB listed) or
     two, so the noise draws as many numbers as the rank's batch holds. Restoring rank 0's states on
     every rank (what checkpoints did before they held one per rank) ends elsewhere."""
-    cfg = [*COMMON, "model.dropout=0.1", "data.batching=dates", "data.dates_per_batch=1", "data.augment_noise_std=0.5",
-           "data.symbols=[AEM, RKLB]", "evaluation.eval_steps=0"]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "hftraining",
-                "train", *cfg]
-    full, resumed = tmp_path / "full", tmp_path / "resumed"
-    _run([*torchrun, f"output.output_dir={full}"])
-    resumed.mkdir()
-    shutil.copytree(full / "checkpoints" / "step-00000004", resumed / "checkpoints" / "step-00000004")
-    proc = _run([*torchrun, f"output.output_dir={resumed}", "--resume"])
-    assert "resumed from" in proc.stderr and "step 4" in proc.stderr
+    full, resumed, stderr = two_rank_resume
+    assert "resumed from" in stderr and "step 4" in stderr
     assert (resumed / "final" / "model.safetensors").read_bytes() == (full / "final" / "model.safetensors").read_bytes()
     saved = full / "checkpoints" / "step-00000004"
     assert json.loads((saved / "trainer_state.json").read_text())["rng"]["world_size"] == 2
@@ -212,7 +224,7 @@ def test_every_logged_record_s_loss_is_the_weighted_sum_of_its_logged_parts(tmp_
         assert r["loss_ic"] + 0.5 * r["loss_quantile"] == pytest.approx(r["loss"], rel=1e-6, abs=1e-9), r["step"]
 
 
-def test_two_process_resume_writes_the_uninterrupted_run_s_next_training_record(tmp_path):
+def test_two_process_resume_writes_the_uninterrupted_run_s_next_training_record(two_rank_resume):
     """A checkpoint inside a log window (logging every 3 steps, saving every 4) holds every rank's pending
     steps: the 2-rank run resumed from step 4 logs, at steps 6 and 8, exactly the records of the 2-rank run
     that went on. The ranks' windows differ (one date per rank and batch, dates of one symbol or two); every
@@ -220,17 +232,9 @@ def test_two_process_resume_writes_the_uninterrupted_run_s_next_training_record(
     place, so the step-6 loss differed."""
     from hftraining.core.jsonio import read_jsonl
 
-    cfg = [*COMMON, "data.batching=dates", "data.dates_per_batch=1", "data.symbols=[AEM, RKLB]",
-           "evaluation.eval_steps=0", "training.logging_steps=3"]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "hftraining",
-                "train", *cfg]
-    full, resumed = tmp_path / "full", tmp_path / "resumed"
-    _run([*torchrun, f"output.output_dir={full}"])
+    full, resumed, stderr = two_rank_resume
+    assert "resumed from" in stderr and "step 4" in stderr
     saved = full / "checkpoints" / "step-00000004"
-    resumed.mkdir()
-    shutil.copytree(saved, resumed / "checkpoints" / "step-00000004")
-    proc = _run([*torchrun, f"output.output_dir={resumed}", "--resume"])
-    assert "resumed from" in proc.stderr and "step 4" in proc.stderr
 
     def records(run):
         return {r["step"]: {k: v for k, v in r.items() if k != "samples_per_second"}

@@ -365,13 +365,15 @@ def test_resume_continues_the_gradient_scaler(tmp_path):
     ("data.symbols=[AEM]", "data.symbols"),
     ("training.optimizer=lion", 'training.optimizer="lion" (the checkpoint\'s: "adamw")'),
 ])
-def test_resuming_with_a_changed_model_data_or_optimizer_is_a_one_line_error(short_run, tmp_path, change, key):
+def test_resuming_with_a_changed_model_data_or_optimizer_is_a_one_line_error(short_run, tmp_path, capsys, change, key):
+    # in process (the exit code and stderr of `hftraining train` itself: test_named_damaged_checkpoint_is_a_one_line_error)
+    from hftraining.cli import main
+
     _copy_checkpoints(short_run, tmp_path / "run")
-    proc = subprocess.run(
-        [sys.executable, "-m", "hftraining", "train", *SHORT, f"output.output_dir={tmp_path / 'run'}", change, "--resume"],
-        capture_output=True, text=True, timeout=120, env=_env())
-    err = proc.stderr.strip()
-    assert proc.returncode == 2 and len(err.splitlines()) == 1, err
+    capsys.readouterr()
+    rc = main(["train", *SHORT, f"output.output_dir={tmp_path / 'run'}", change, "--resume"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
     assert NEWEST in err and "cannot resume with" in err and key in err, err
     assert not (tmp_path / "run" / "final").exists()
 

@@ -117,19 +117,27 @@ def test_predict_cli_writes_latest_forecasts(run, tmp_path):
     np.testing.assert_allclose(table["forecast_return"], direct["forecast_return"], rtol=1e-6)
 
 
-def test_existing_run_folder_is_not_overwritten_silently(run):
+def test_existing_run_folder_is_not_overwritten_silently(run, capsys):
+    # in process: `hftraining train`'s exit code and stderr from a real process are tested in test_core_config.py
+    from hftraining.cli import main
+
     cfg, run_dir, _, _ = run
-    proc = subprocess.run([sys.executable, "-m", "hftraining", "train", "model.hidden_size=16",
-                           "model.num_heads=2", f"output.output_dir={run_dir}"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "--resume" in proc.stderr and "Traceback" not in proc.stderr
+    capsys.readouterr()
+    rc = main(["train", "model.hidden_size=16", "model.num_heads=2", f"output.output_dir={run_dir}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--resume" in err and "Traceback" not in err
     assert (run_dir / "checkpoints" / "step-00000040").exists()
 
 
-def test_predict_missing_model_dir_is_exit_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "hftraining", "predict", str(tmp_path / "nope"), "--data", "x.csv"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "nope" in proc.stderr and proc.stderr.count("\n") == 1
+def test_predict_missing_model_dir_is_exit_2(tmp_path, capsys):
+    # in process: `hftraining predict` as a real process is test_predict_cli_writes_latest_forecasts (exit 0) and
+    # test_inference_hostile_folders.py's test_the_command_line_says_one_line_and_exits_2[config_link_dev_zero] (exit 2)
+    from hftraining.cli import main
+
+    capsys.readouterr()
+    rc = main(["predict", str(tmp_path / "nope"), "--data", "x.csv"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "nope" in err and err.count("\n") == 1
 
 
 def test_a_report_dir_without_a_report_is_a_one_line_error(tmp_path, capsys):
