@@ -141,7 +141,8 @@ def check_report(md: str, ev: dict) -> None:
     assert ev["verdict"] in body and f"lag H−1 = {ev['dm']['zero']['lag']}" in body
     header, rows = table(body, "forecast", "DM p")
     assert header == METRICS_HEADER
-    named = {"model": ev["model"], **{label(n): m for n, m in ev["baselines"].items()}, **ev.get("members", {})}
+    named = {"model": ev["model"], **{label(n): m for n, m in ev["baselines"].items()},
+             **{f"member:{n}": m for n, m in ev.get("members", {}).items()}}  # the console's names
     assert list(rows) == list(named)
     for shown, m in named.items():
         d = ev["dm"].get(shown.split(":")[-1], {}) if shown.startswith(("naive:", "fitted:")) else {}
@@ -367,7 +368,7 @@ def test_an_ensemble_report_shows_its_members_beside_the_model(run, tmp_path):
     _, md = write_report(tmp_path, ev, None, ev["backtest"], run)
     text = md.read_text(encoding="utf-8")
     _, rows = table(section(text, "Forecast metrics"), "forecast", "DM p")
-    assert rows["member-0"][1] == "0.5" and rows["member-1"][-2:] == ["—", "—"]
+    assert rows["member:member-0"][1] == "0.5" and rows["member:member-1"][-2:] == ["—", "—"]
     check_report(text, ev)
 
 

@@ -218,7 +218,8 @@ def _metrics_section(doc: _Doc, result: dict[str, Any], fc=None) -> None:
     dm = result.get("dm", {})
     rows = []
     named = [("model", "model", result["model"])] + [(n, forecast_label(n), m) for n, m in result["baselines"].items()]
-    named += [(n, n, m) for n, m in (result.get("members") or {}).items()]  # an ensemble's members, same windows
+    # an ensemble's members, on the same windows, under the console's names (forecasts.format_table)
+    named += [(n, f"member:{n}", m) for n, m in (result.get("members") or {}).items()]
     for name, shown, m in named:
         d = dm.get(name, {})
         rows.append([shown, _num(m["mse"], ".6g"), _num(m["mae"], ".6g"), _num(m["directional_accuracy"], ".4f"),
