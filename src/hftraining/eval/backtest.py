@@ -455,8 +455,10 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
     is named in ``settings["warning"]``: only a config that skipped the check gets here (the check refuses it
     wherever a config is validated: training, and ``evaluate``/``backtest``, which resolve ``auto`` by the
     label the model was trained on). Returns
-    {"strategies": {name: metrics}, "settings": ..., "curves": {name: (dates, returns)}} (curves are
-    arrays, for the report).
+    {"strategies": {name: metrics}, "settings": ..., "curves": {name: (dates, returns)}, "dates": (T,) int64
+    ns} (arrays, for the report): a curve's ``dates`` (T - 1,) are the decision dates that open its periods
+    (:class:`Simulation`); ``"dates"`` is every date of the panel, so the period opened at ``dates[k]``
+    ends at the close of ``dates[k + 1]``, where its return is realised.
     """
     N = len(fc.symbols)
     dates, R = panel(fc.dates, fc.symbol_ids, fc.last_return, N)  # R[t]: the return that ends at date t
@@ -561,7 +563,7 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
             text = (f"evaluation.backtest_topk: {ev.backtest_topk} is more than the {N} symbols allow: each side "
                     f"holds at most {side}" + ("" if ev.backtest_long_only else " (long-short: half of them)"))
             settings["warning"] = f"{settings['warning']}; {text}" if "warning" in settings else text
-    return {"settings": settings, "strategies": out, "curves": curves}
+    return {"settings": settings, "strategies": out, "curves": curves, "dates": dates}
 
 
 def portfolio_label(s: dict[str, Any]) -> str:

@@ -383,22 +383,34 @@ def _backtest_section(doc: _Doc, bt: dict[str, Any] | None, strongest: str | Non
     names = ["model", *([strongest] if strongest else []), "buy_and_hold", "naive:drift"]
     for name in dict.fromkeys(names):  # the strongest baseline the verdict names, once
         if name in curves and len(curves[name][1]):
-            d, r = curves[name]
-            eq = np.cumprod(1.0 + r)
-            t = _years(d)
+            x, eq = equity_points(*curves[name], bt["dates"])
+            t = _years(x)
             shown_name = f"{name} (strongest baseline)" if name == strongest else name
             a1.plot(t, eq, label=shown_name)
-            a2.plot(t, eq / np.maximum.accumulate(np.maximum(eq, 1.0)) - 1.0, label=shown_name)
+            a2.plot(t, eq / np.maximum.accumulate(eq) - 1.0, label=shown_name)  # eq starts at 1: the first peak
     a1.set_title("equity (net of costs, start = 1)"), a1.legend(fontsize=8)
     a2.set_title("drawdown"), a2.legend(fontsize=8), a2.set_xlabel("date")
     _date_ticks(a2)
     doc.figure(fig, "equity_drawdown", "Equity curve and drawdown of the model strategy beside the strongest baseline, "
                                        "buy-and-hold and the drift forecast")
     if s.get("portfolio") == "topk":
-        _topk_plot(doc, s, curves)
+        _topk_plot(doc, s, curves, bt["dates"])
 
 
-def _topk_plot(doc: _Doc, s: dict[str, Any], curves: dict[str, Any]) -> None:
+def equity_points(opened: np.ndarray, returns: np.ndarray, dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The points of a backtest curve's equity plot: (x (P + 1,) int64 ns, equity (P + 1,), start = 1).
+
+    ``opened`` (P,): the decision dates that open the curve's periods, ``returns`` (P,) their net simple
+    returns (a curve of :func:`hftraining.eval.backtest.backtest_forecasts`), ``dates`` (T,) the backtest's
+    dates. Each period's equity is drawn at the close of the date that ends it (the next of ``dates``), where
+    its return is realised, not at the close that opened it (a move drawn a period before it happened), and
+    the line starts from the capital of 1 at the first decision date."""
+    dates = np.asarray(dates, dtype=np.int64)
+    ends = dates[np.searchsorted(dates, np.asarray(opened, dtype=np.int64)) + 1]  # (P,)
+    return np.concatenate([np.asarray(opened[:1], dtype=np.int64), ends]), np.concatenate([[1.0], np.cumprod(1.0 + returns)])
+
+
+def _topk_plot(doc: _Doc, s: dict[str, Any], curves: dict[str, Any], dates: np.ndarray) -> None:
     """Cumulative return of the model's top-k portfolio beside the equal-weight universe (its benchmark)."""
     shown = [n for n in ("model", "equal_weight") if n in curves and len(curves[n][1])]
     if "model" not in shown:
@@ -407,8 +419,8 @@ def _topk_plot(doc: _Doc, s: dict[str, Any], curves: dict[str, Any]) -> None:
     fig, ax = _subplots(figsize=(10, 3.5))
     for name, label, color in (("model", f"model top-{s['topk']} {side}", "C0"), ("equal_weight", "equal-weight universe", "grey")):
         if name in shown:
-            d, r = curves[name]
-            ax.plot(_years(d), np.cumprod(1.0 + r) - 1.0, label=label, color=color)
+            x, eq = equity_points(*curves[name], dates)
+            ax.plot(_years(x), eq - 1.0, label=label, color=color)
     ax.axhline(0, color="grey", lw=0.5)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_title(f"cumulative return (net of costs), {portfolio_label(s)}", fontsize=10)
