@@ -43,8 +43,8 @@ def _qlib(df: pd.DataFrame, target: str) -> np.ndarray:
     r = df["r"].astype(np.float64)
     if target == "cs_zscore":  # CSZScoreNorm: (x - mean) / std, pandas' sample std
         out = (r - g.transform("mean")) / g.transform("std")
-    elif target == "cs_rank":  # CSRankNorm: pct rank - 0.5, × 3.46
-        out = (g.rank(pct=True) - 0.5) * 3.46
+    elif target == "cs_rank":  # CSRankNorm (pct rank - 0.5, × 3.46), centred: minus half a rank step
+        out = (g.rank(pct=True) - 0.5 / g.transform("size") - 0.5) * 3.46
     else:
         out = r - np.log(g.transform(lambda x: np.exp(x.astype(np.float64)).mean()))
     out = out.where(g.transform("size") >= 2, 0.0)  # no cross-section: 0
@@ -59,12 +59,8 @@ def test_labels_match_qlib_processors_per_date(target):
     np.testing.assert_allclose(got, _qlib(df, target), rtol=2e-5, atol=2e-6)
     alone = (df["date"] == 7).to_numpy()
     assert alone.sum() == 1 and got[alone][0] == 0.0  # one symbol: no cross-section
-    if target != "cs_rank":  # all returns equal: excess and z-score are 0; ranks tie at the middle
-        assert np.allclose(got[(df["date"] == 11).to_numpy()], 0.0, atol=1e-12)
-    else:
-        tie = got[(df["date"] == 11).to_numpy()]
-        n = len(tie)
-        assert np.allclose(tie, ((n + 1) / 2 / n - 0.5) * RANK_SCALE)
+    # all returns equal: excess and z-score are 0; ranks tie at the middle, which is 0
+    assert np.allclose(got[(df["date"] == 11).to_numpy()], 0.0, atol=1e-6)
     assert row_labels(r, t, "return") is None
 
 
@@ -202,3 +198,48 @@ def test_buy_hold_sell_classes_need_a_return_label(target):
     with pytest.raises(ConfigError, match=f"model.classification_threshold: .*data.target={target}"):
         load_config(None, [f"data.target={target}", "model.classification_threshold=0.005"])
     load_config(None, ["data.target=excess_return", "model.classification_threshold=0.005"])  # a log return still
+
+
+@pytest.mark.parametrize("symbols", [2, 3, 10, 52])
+def test_rank_labels_are_centred_on_every_date(symbols):
+    """A cs_rank label states only the order of the date: its mean is 0 on every date, as many labels
+    above 0 as below, so the zero forecast carries no bias and "always up" no accuracy (Qlib's
+    CSRankNorm is shifted by +1.73/n: with 10 symbols 5 of 9 untied labels were positive)."""
+    r, t, df = _panel(seed=symbols, dates=30, symbols=symbols)
+    got = row_labels(r, t, "cs_rank").astype(np.float64)
+    per_date = pd.DataFrame({"date": df["date"], "label": got}).groupby("date")["label"]
+    assert np.abs(per_date.mean().to_numpy()).max() < 1e-6
+    assert (per_date.apply(lambda x: (x > 0).sum() - (x < 0).sum()) == 0).all()
+    n = per_date.size()
+    crossed = (n >= 2) & (n.index != 11)  # (date 11: all returns tie, all labels 0) the std of n evenly spaced ranks, ≈ 1 (the scale's promise) for n ≥ 10
+    want = np.sqrt(1 - 1 / n[crossed] ** 2) * RANK_SCALE / np.sqrt(12)
+    np.testing.assert_allclose(per_date.std(ddof=0)[crossed], want, rtol=1e-5)
+
+
+def test_a_model_of_an_older_rank_label_is_refused_not_fed_centred_labels(tmp_path):
+    """A model trained on cs_rank labels before they were centred (no label_version, or 1) reads the
+    past labels as an input: loading it is a one-line error saying to retrain; a label whose formula
+    never changed (the return) still loads; a newer label_version is refused as a newer folder is."""
+    import json
+    import shutil
+
+    from hftraining.core.errors import DataError
+    from hftraining.data.labels import LABEL_VERSION
+    from hftraining.inference.forecaster import Forecaster
+
+    src = "tests/data/model_v0_1"
+    Forecaster.from_pretrained(src)  # written before label versions: a return model still loads
+    folder = tmp_path / "m"
+    shutil.copytree(src, folder)
+    pre = json.loads((folder / "preprocessing.json").read_text())
+    pre["data"]["target"] = "cs_rank"
+    for version, says in ((None, "label_version 1"), (1, "label_version 1"), (LABEL_VERSION + 1, "newer hftraining")):
+        if version is not None:
+            pre["label_version"] = version
+        (folder / "preprocessing.json").write_text(json.dumps(pre))
+        with pytest.raises(DataError, match=says) as e:
+            Forecaster.from_pretrained(folder)
+        assert "preprocessing.json" in str(e.value) and "\n" not in str(e.value)
+    pre["label_version"] = LABEL_VERSION
+    (folder / "preprocessing.json").write_text(json.dumps(pre))
+    assert Forecaster.from_pretrained(folder).preprocessing.data_config().target == "cs_rank"

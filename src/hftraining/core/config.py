@@ -102,8 +102,9 @@ class DataConfig:
     target: Literal["return", "excess_return", "cs_zscore", "cs_rank"] = "return"
     """What the model forecasts for each future step (``hftraining.data.labels``): the symbol's 1-step
     log return, the log return in excess of the equal-weight universe of the same date, or the
-    per-date z-score or rank of the return across symbols (Qlib's CSZScoreNorm / CSRankNorm). The
-    past-return input channel carries the same label; features are unchanged."""
+    per-date z-score (Qlib's CSZScoreNorm) or centred rank (Qlib's CSRankNorm less its 1.73/n
+    offset) of the return across symbols. The past-return input channel carries the same label;
+    features are unchanged."""
     batching: Literal["windows", "dates"] = "windows"
     """Training micro-batches: ``windows`` shuffled one by one (``batch_size`` of them), or ``dates``:
     every training window of ``dates_per_batch`` shuffled as-of dates (all symbols of a date in one

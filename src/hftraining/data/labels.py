@@ -5,8 +5,12 @@
   ``r - log(mean_j exp(r_j))`` over the symbols with a row at that timestamp (a log return too);
 - ``cs_zscore``: the per-date z-score of the return across symbols, as Qlib's ``CSZScoreNorm``
   (``(r - mean) / std``, sample std, ddof 1);
-- ``cs_rank``: the per-date percentile rank, as Qlib's ``CSRankNorm``
-  (``(rank / n - 0.5) * 3.46``, ties share their average rank: about unit std).
+- ``cs_rank``: the per-date percentile rank, centred: ``((rank - 0.5) / n - 0.5) * 3.46`` (ties
+  share their average rank), which has mean exactly 0 on every date and about unit std. Qlib's
+  ``CSRankNorm`` computes ``(rank / n - 0.5) * 3.46``, whose per-date mean is 1.73 / n, not 0: with
+  10 symbols every label is shifted by +0.173, so the zero forecast carries a bias any model
+  beats by learning a constant, 5 of 9 untied labels are positive and a forecast that is always
+  up scores 0.556 directional accuracy. The labels are written as :data:`LABEL_VERSION`.
 
 A date's statistics use only that date's rows (the returns that end at that timestamp), so a label
 at row t reads nothing dated after t: the cross-sectional labels of past rows are known at t and
@@ -21,13 +25,19 @@ import numpy as np
 TARGETS = ("return", "excess_return", "cs_zscore", "cs_rank")
 CROSS_SECTIONAL = ("cs_zscore", "cs_rank")
 """Labels that are not returns: evaluation leads with the cross-sectional IC for them."""
-RANK_SCALE = 3.46  # Qlib's CSRankNorm: a uniform rank in (0, 1] minus 0.5, times ≈ √12, has unit std
+RANK_SCALE = 3.46  # as Qlib's CSRankNorm: a uniform rank in (0, 1) minus 0.5, times ≈ √12, has unit std
+LABEL_VERSION = 2
+"""The labels' formulas, written in a model folder's preprocessing.json as ``label_version``: 2 centres
+``cs_rank`` (1, before 2026-12-05: Qlib's off-centre CSRankNorm). A model of a label whose formula
+changed since it was trained is refused, never fed inputs of another formula."""
+CHANGED_IN = {"cs_rank": 2}
+"""label → the :data:`LABEL_VERSION` that last changed its formula."""
 
 UNITS = {
     "return": "log returns",
     "excess_return": "log returns in excess of the equal-weight universe",
     "cs_zscore": "per-date z-scores of the 1-step log return",
-    "cs_rank": "per-date ranks of the 1-step log return (Qlib CSRankNorm)",
+    "cs_rank": "per-date ranks of the 1-step log return (centred, unit std)",
 }
 
 
@@ -90,6 +100,6 @@ def row_labels(returns: np.ndarray, times: np.ndarray, target: str) -> np.ndarra
         with np.errstate(invalid="ignore", divide="ignore"):
             out = np.where(sd > 0, dev / sd, 0.0)
     else:  # cs_rank
-        out = (group_ranks(r, inv) / n[inv] - 0.5) * RANK_SCALE
+        out = ((group_ranks(r, inv) - 0.5) / n[inv] - 0.5) * RANK_SCALE  # mean 0 on every date
     out[alone] = 0.0
     return out.astype(np.float32)

@@ -22,7 +22,7 @@ from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import (
     SETTLE_MEASURABLE, EmptyVolume, check_specs, drop_volume_features, feature_columns, settle_unknown, volume_is_empty,
 )
-from hftraining.data.labels import row_labels
+from hftraining.data.labels import LABEL_VERSION, row_labels
 from hftraining.data.rows import FrameSource, Rows, RowsNeeded, build_rows, min_history
 from hftraining.data.scaling import Scaler, target_scale
 from hftraining.data.sources import load_and_validate
@@ -65,6 +65,7 @@ class Preprocessing:
             "seq_len": self.seq_len,
             "horizon": self.horizon,
             "data": self.data,
+            "label_version": LABEL_VERSION,  # the labels' formulas this model was trained on
         }
         if self.fold is not None:
             out["fold"] = self.fold.to_dict()

@@ -38,6 +38,7 @@ from hftraining.core.config import (
 )
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import feature_columns
+from hftraining.data.labels import CHANGED_IN, LABEL_VERSION
 from hftraining.data.pipeline import check_symbol_split_dates
 from hftraining.data.splits import Fold
 from hftraining.models.intervals import GRID, METHODS, Calibration, cqr_pair
@@ -287,6 +288,7 @@ def check_preprocessing(folder: str | Path, n_features: int, horizon: int, seq_l
             check_symbol_split_dates(pre["symbol_split_dates"], "")
     except (ConfigError, ValueError, KeyError) as e:
         raise DataError(f"{path}: {' '.join(str(e).split())[:300]}") from None
+    check_label_version(pre.get("label_version", 1), data.target, path)
     if len(columns) != n_features:
         raise DataError(f"{path}: feature_columns has {len(columns)} names, the model takes {n_features} features")
     if pre["seq_len"] != seq_len or pre["horizon"] != horizon:
@@ -305,6 +307,22 @@ def check_preprocessing(folder: str | Path, n_features: int, horizon: int, seq_l
         _finite_list(p.get("center"), n_features, f"{path}: scaler.params.{name}.center")
         _finite_list(p.get("scale"), n_features, f"{path}: scaler.params.{name}.scale", positive=True)
     return pre
+
+
+def check_label_version(v: Any, target: str, path: Path) -> None:
+    """A model trained on labels of a formula this version no longer computes (``label_version``, 1
+    when absent, below the version that changed ``target``'s formula: :data:`~hftraining.data.labels.CHANGED_IN`)
+    or of a newer one is a DataError: the past labels are one of its inputs, and its forecasts are in
+    the old label's units."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise DataError(f"{path}: label_version must be a positive integer, got {shown(v)}")
+    if v > LABEL_VERSION:
+        raise DataError(f"{path}: label_version {v} was written by a newer hftraining (this one computes labels of "
+                        f"version {LABEL_VERSION}); upgrade hftraining to load it")
+    if v < CHANGED_IN.get(target, 1):
+        raise DataError(f"{path}: trained on data.target={target} labels of label_version {v}, whose formula has "
+                        f"changed since (version {CHANGED_IN[target]}: {target} is centred on every date); "
+                        "retrain the model")
 
 
 def inside(folder: Path, member: Any, where: str) -> Path:
