@@ -2,7 +2,8 @@
 printed accuracy: its statistic is the paper's, its p-value is calibrated under the null (on a single
 series and, with the Rao–Scott design effect over dates and Student's t over them, on a panel whose
 dates move together), a forecast with no skill is not called skilled because returns mostly rose,
-and a forecast whose sign never varies has no p-value ("n/a")."""
+and where the test is undefined (a sign that never varies, a value that is not finite, fewer than 2
+dates) it has no p-value ("n/a") and the printed note says why."""
 
 import json
 import math
@@ -172,3 +173,102 @@ def test_scores_carry_the_step1_test_beside_the_accuracy_and_the_console_prints_
     assert rows["naive:zero"][3] == rows["naive:drift"][3] == "n/a"
     assert rows["naive:repeat"][3] == F.direction_p_text(stored["baselines"]["repeat"])
     assert F.direction_p_text(stored["baselines"]["zero"]) == "n/a" and F.direction_p_text({}) == "—"
+
+
+def test_date_codes_give_the_test_the_dates_give():
+    """score() counts the dates of its thousands of directional tests (pooled, per step, per symbol) with
+    the date codes of its panel, computed once, rather than sorting the dates on every call: on an
+    unbalanced panel in shuffled row order (1 to 8 symbols a date, a common date shock, realised zeros,
+    zero forecasts), and on subsets that miss whole dates, every field of the test, the design effect
+    included, is bit-identical to the test of the dates themselves, and so is what score() reports."""
+    from hftraining.eval.intervals import design_effect
+
+    rng = np.random.default_rng(6)
+    D, S = 80, 8
+    per_date = rng.integers(1, S + 1, D)
+    day = np.sort(rng.choice(20_000, D, replace=False)).astype(np.int64) * 86_400 * 10**9
+    dates = np.repeat(day, per_date)
+    symbol_ids = np.concatenate([rng.choice(S, k, replace=False) for k in per_date])
+    W = dates.size
+    shock = np.repeat(rng.normal(0, 1, D), per_date)
+    true = np.where(rng.random(W) < 0.05, 0.0, shock + rng.normal(0, 1, W))
+    pred = np.where(rng.random(W) < 0.05, 0.0, 0.3 * shock + 0.3 * true + rng.normal(0, 1, W))
+    order = rng.permutation(W)
+    dates, symbol_ids, true, pred = dates[order], symbol_ids[order], true[order], pred[order]
+    codes = F.date_codes(dates)
+    assert codes.dtype == np.int64 and np.array_equal(day[codes], dates)
+    subsets = {"all": np.ones(W, bool), "half": rng.random(W) < 0.5, "late dates": dates > day[D // 3],
+               **{f"symbol {s}": symbol_ids == s for s in range(S)}}
+    for name, m in subsets.items():
+        plain = M.pesaran_timmermann(pred[m], true[m], dates[m])
+        fast = M.pesaran_timmermann(pred[m], true[m], codes=codes[m])
+        assert math.isfinite(plain["p_value"]) and fast == plain, (name, plain, fast)
+        s = rng.normal(0, 1, int(m.sum()))
+        assert design_effect(s, codes=codes[m]) == design_effect(s, dates[m]), name
+    assert M.pesaran_timmermann(pred, true, dates)["design_effect"] > 1  # the dates cluster: not the floor
+    assert M.pesaran_timmermann(pred[subsets["half"]], true[subsets["half"]], dates[subsets["half"]])["n_clusters"] < D
+
+    H = 2
+    fc = Forecasts(pred={"model": np.stack([pred, pred[::-1]], axis=1), "zero": np.zeros((W, H))},
+                   true=np.stack([true, true[::-1]], axis=1), dates=dates, symbol_ids=symbol_ids,
+                   symbols=[f"S{i}" for i in range(S)], last_return=np.zeros(W), past_vol=np.ones(W), last_close=np.ones(W))
+    r = score(fc)
+    assert r["n_dates"] == D
+    assert r["model"]["directional_test"] == M.pesaran_timmermann(pred, true, dates)
+    for h in range(H):
+        assert r["per_step"]["model"][h]["directional_test"] == M.pesaran_timmermann(fc.pred["model"][:, h], fc.true[:, h], dates)
+    for s in range(S):
+        m = symbol_ids == s
+        sym = r["per_symbol"]["model"][f"S{s}"]
+        assert sym["directional_p"] == M.pesaran_timmermann(pred[m], true[m], dates[m])["p_value"]
+        assert sym["per_step"][1]["directional_p"] == M.pesaran_timmermann(
+            fc.pred["model"][m, 1], fc.true[m, 1], dates[m])["p_value"]
+
+
+def _small(D: int = 30, S: int = 4, seed: int = 7) -> Forecasts:
+    """D dates × S symbols × 2 steps: a model that sees half the realised return, and the zero forecast."""
+    rng = np.random.default_rng(seed)
+    W = D * S
+    true = rng.normal(0, 1, (W, 2))
+    return Forecasts(pred={"model": 0.5 * true + rng.normal(0, 1, (W, 2)), "zero": np.zeros((W, 2))}, true=true,
+                     dates=np.repeat(np.arange(D, dtype=np.int64) * 86_400 * 10**9, S), symbol_ids=np.tile(np.arange(S), D),
+                     symbols=[f"S{i}" for i in range(S)], last_return=np.zeros(W), past_vol=np.ones(W), last_close=np.ones(W))
+
+
+def test_every_undefined_test_prints_na_and_the_note_names_why():
+    """The console prints "n/a" for the test wherever it is undefined, and the note printed under the
+    table (the report and the model card print the same note) names each such case, not only a sign
+    that never varies: one NaN forecast, an infinite realisation, a forecast whose sign never varies,
+    realisations of one sign, and a test split whose non-zero realised returns fall on one date."""
+    def nan_forecast(fc):
+        fc.pred["model"][5, 0] = np.nan
+
+    def inf_realisation(fc):
+        fc.true[9, 0] = np.inf
+
+    def always_up(fc):
+        fc.pred["model"][:] = 0.01
+
+    def up_only(fc):
+        fc.true[:] = np.abs(fc.true)
+
+    def one_date(fc):
+        fc.true[fc.dates != fc.dates[0]] = 0.0
+
+    cases = {nan_forecast: "a value is not finite", inf_realisation: "a value is not finite",
+             always_up: "the forecast's or the realisation's sign never varies",
+             up_only: "the forecast's or the realisation's sign never varies",
+             one_date: "fewer than 2 dates have a non-zero realised return"}
+    assert math.isfinite(score(_small())["model"]["directional_p"])  # the untouched panel has a p-value
+    for change, words in cases.items():
+        fc = _small()
+        change(fc)
+        with np.errstate(invalid="ignore"):  # an infinite realisation makes NaN losses on purpose
+            r = score(fc)
+        assert r["model"]["directional_p"] != r["model"]["directional_p"], change.__name__  # NaN
+        assert F.direction_p_text(json.loads(dumps(r))["model"]) == "n/a"
+        lines = format_table(r).splitlines()
+        model_row = next(line for line in lines if line.startswith("model "))
+        assert model_row[22:].split()[3] == "n/a", (change.__name__, model_row)
+        assert F.DIRECTION_NOTE in lines and "n/a: undefined" in F.DIRECTION_NOTE
+        assert words in F.DIRECTION_NOTE, (change.__name__, words)

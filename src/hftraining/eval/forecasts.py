@@ -209,27 +209,36 @@ def collect_forecasts(
     )
 
 
-def _step_metrics(pred: np.ndarray, true: np.ndarray, dates: np.ndarray) -> list[dict[str, Any]]:
-    return [M.point_metrics(pred[:, h : h + 1], true[:, h : h + 1], dates) for h in range(true.shape[1])]
+def date_codes(dates: np.ndarray) -> np.ndarray:
+    """(W,) int64 index of each window's date among the sorted distinct ``dates`` (W,): computed once per
+    :class:`Forecasts` and handed, masked, to every Pesaran–Timmermann test of a subset of its windows
+    (:func:`metrics.pesaran_timmermann`'s ``codes``), which then counts dates without sorting them."""
+    return np.unique(np.asarray(dates), return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
-def _symbol_metrics(pred: np.ndarray, true: np.ndarray, fc: Forecasts) -> dict[str, dict[str, Any]]:
+def _step_metrics(pred: np.ndarray, true: np.ndarray, dates: np.ndarray, codes: np.ndarray) -> list[dict[str, Any]]:
+    return [M.point_metrics(pred[:, h : h + 1], true[:, h : h + 1], dates, date_codes=codes)
+            for h in range(true.shape[1])]
+
+
+def _symbol_metrics(pred: np.ndarray, true: np.ndarray, fc: Forecasts, codes: np.ndarray) -> dict[str, dict[str, Any]]:
     """Per symbol: pooled metrics and per-step ones; the IC of one symbol is its time-series
     Spearman correlation (there is no cross-section inside one symbol). ``directional_p``: the
     one-sided Pesaran–Timmermann p-value (:func:`metrics.pesaran_timmermann`) of the symbol's step-1
     forecasts (of the step itself per step) over its dates, one pair per date: the design effect is 1
-    (the reference is Student's t over the dates, as the pooled test's)."""
+    (the reference is Student's t over the dates, as the pooled test's). ``codes``: :func:`date_codes`
+    of ``fc.dates``."""
     out = {}
     for i, sym in enumerate(fc.symbols):
         m = fc.symbol_ids == i
         if not m.any():
             continue
-        p, t, d = pred[m], true[m], fc.dates[m]
+        p, t, d = pred[m], true[m], codes[m]
 
         def one(pp: np.ndarray, tt: np.ndarray) -> dict[str, Any]:
             first = (pp, tt) if pp.ndim == 1 else (pp[:, 0], tt[:, 0])  # a step, or step 1 of the H steps
             return {"mse": M.mse(pp, tt), "mae": M.mae(pp, tt), "directional_accuracy": M.directional_accuracy(pp, tt),
-                    "directional_p": M.pesaran_timmermann(*first, d)["p_value"], "ic_pooled": M.spearman(pp, tt)}
+                    "directional_p": M.pesaran_timmermann(*first, codes=d)["p_value"], "ic_pooled": M.spearman(pp, tt)}
 
         out[sym] = {"n_windows": int(m.sum()), **one(p, t),
                     "per_step": [one(p[:, h], t[:, h]) for h in range(t.shape[1])]}
@@ -256,13 +265,14 @@ def score(fc: Forecasts) -> dict[str, Any]:
     against each baseline (squared error; see :func:`metrics.dm_test`). The directional test is
     reported beside the accuracy; the verdict does not read it."""
     true, dates = fc.true, fc.dates
+    codes = date_codes(dates)  # once: every directional test below counts dates with these
     H = true.shape[1]
     result: dict[str, Any] = {
         "n_windows": int(len(fc)), "horizon": int(H),
-        "n_symbols": int(len(np.unique(fc.symbol_ids))), "n_dates": int(len(np.unique(dates))),
+        "n_symbols": int(len(np.unique(fc.symbol_ids))), "n_dates": int(codes.max()) + 1 if codes.size else 0,
         "target": fc.target, "units": UNITS[fc.target],
     }
-    pooled = {name: M.point_metrics(p, true, dates) for name, p in fc.pred.items()}
+    pooled = {name: M.point_metrics(p, true, dates, date_codes=codes) for name, p in fc.pred.items()}
     for name, p in fc.pred.items():
         pooled[name]["cross_section"] = cross_section(p, true, dates)
     if fc.quantiles is not None and len(fc):
@@ -280,8 +290,8 @@ def score(fc: Forecasts) -> dict[str, Any]:
                           M.per_date_mean((fc.pred["zero"][:, h] - true[:, h]) ** 2, dates), lag=h)
         for h in range(H)
     ]
-    result["per_step"] = {name: _step_metrics(p, true, dates) for name, p in fc.pred.items()}
-    result["per_symbol"] = {name: _symbol_metrics(p, true, fc) for name, p in fc.pred.items()}
+    result["per_step"] = {name: _step_metrics(p, true, dates, codes) for name, p in fc.pred.items()}
+    result["per_symbol"] = {name: _symbol_metrics(p, true, fc, codes) for name, p in fc.pred.items()}
     finite = {k: v["mse"] for k, v in result["baselines"].items() if math.isfinite(v["mse"])}
     if finite:
         best = min(finite, key=finite.get)  # the bar to clear: the baseline with the lowest test MSE
@@ -439,16 +449,18 @@ def evaluate_predictions(
 
 DIRECTION_NOTE = ("PT p: Pesaran–Timmermann test that the step-1 forecast signs match the realised signs more often "
                   "than their own up/down frequencies give by chance (one-sided; the pairs of one date clustered: "
-                  "Rao–Scott design effect, Student's t over the dates; n/a: the forecast's or the realisation's "
-                  "sign never varies)")
+                  "Rao–Scott design effect, Student's t over the dates; n/a: undefined: the forecast's or the "
+                  "realisation's sign never varies, a value is not finite, or fewer than 2 dates have a non-zero "
+                  "realised return)")
 """What the console, the report and the model card say the directional p-value is."""
 
 
 def direction_p_text(m: dict[str, Any]) -> str:
     """The Pesaran–Timmermann p-value of a forecast's metrics ``m`` as printed: ``fmt_p`` at
     :data:`SIGNIFICANCE`; "n/a" when the test is undefined (``directional_p`` NaN, or null as
-    eval.json stores NaN: a forecast or realisation whose sign never varies); "—" when ``m`` has no
-    such entry (an evaluation written before the test was reported)."""
+    eval.json stores NaN: every case :func:`metrics.pesaran_timmermann` lists, which
+    :data:`DIRECTION_NOTE` names); "—" when ``m`` has no such entry (an evaluation written before the
+    test was reported)."""
     if "directional_p" not in m:
         return "—"
     p = m["directional_p"]

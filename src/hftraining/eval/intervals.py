@@ -41,17 +41,22 @@ def _xlogy(x: float, y: float) -> float:
     return 0.0 if x == 0 else x * math.log(y)
 
 
-def design_effect(score: np.ndarray, cluster: np.ndarray) -> float:
+def design_effect(score: np.ndarray, cluster: np.ndarray | None = None, *, codes: np.ndarray | None = None) -> float:
     """First-order Rao–Scott design effect of a test whose score is Σ_i ``score`` (n,), clustered by
     ``cluster`` (n,) ids: Σ_c (Σ_{i∈c} s_i)² / Σ_i s_i² (the cluster-robust over the unclustered
     variance of the score; exactly 1 with one observation per cluster), floored at 1 (1 when the
-    score has no variance)."""
+    score has no variance). ``codes`` (n,): the clusters as non-negative integer ids instead of
+    ``cluster`` (e.g. a subset of one ``np.unique(..., return_inverse=True)`` of a whole panel, so
+    many calls need not sort the ids each time); the same value, bit for bit, for such order-keeping ids."""
     s = np.asarray(score, dtype=np.float64)
     den = float(s @ s)
     if not den > 0:
         return 1.0
-    _, inv = np.unique(np.asarray(cluster), return_inverse=True)
-    sums = np.bincount(inv.reshape(-1), weights=s)
+    if codes is None:
+        sums = np.bincount(np.unique(np.asarray(cluster), return_inverse=True)[1].reshape(-1), weights=s)
+    else:  # ids without a member dropped, as np.unique drops them: the same sums in the same order
+        codes = np.asarray(codes).reshape(-1)
+        sums = np.bincount(codes, weights=s)[np.bincount(codes) > 0]
     return max(1.0, float(sums @ sums) / den)
 
 
