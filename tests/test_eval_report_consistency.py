@@ -90,7 +90,7 @@ def check(row: list[str], values: list, p_columns: tuple[int, ...] = ()) -> None
 
 def direction_agrees(cell: str, m: dict) -> bool:
     """Whether the printed Pesaran–Timmermann p-value ``cell`` stands for the ``directional_p`` of the
-    metrics ``m``: "n/a" where the test is undefined (null in eval.json, NaN in memory: a forecast
+    metrics ``m``: "n/a" where the test is undefined (null in eval.json, NaN in memory: e.g. a forecast
     or realisation whose sign never varies), never "—", 0 or 1 for it."""
     p = m["directional_p"]
     if p is None or not math.isfinite(p):
