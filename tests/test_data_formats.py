@@ -243,6 +243,19 @@ def test_day_first_dates_are_read_as_the_file_writes_them(tmp_path, fmt):
     _same_bars(frame, raw)
 
 
+@pytest.mark.parametrize("fmt", ["%y/%m/%d", "%y-%m-%d"])
+def test_year_first_two_digit_dates_pass_data_check_as_written(tmp_path, capsys, fmt):
+    """``hftraining data check`` of a daily file dated 20/01/02 (2 January 2020, year first, as Asian
+    exports write it) reports nothing to repair. The dates were read as dd/mm/yy: every bar kept,
+    "unsorted_timestamp: 275 repaired" and five "jump" lines, and the bars silently spread over 2001-2031."""
+    raw = _ohlcv(300)
+    raw.assign(Date=pd.to_datetime(raw["Date"]).dt.strftime(fmt)).to_csv(tmp_path / "AEM.csv", index=False)
+    assert cli.main(["data", "check", str(tmp_path / "AEM.csv")]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == [f"{tmp_path / 'AEM.csv'}: 300 rows in, 300 kept, 0 dropped"]
+    frame, report = _loaded(tmp_path / "AEM.csv")
+    _same_bars(frame, raw)
+
+
 @pytest.mark.parametrize("group_by", ["column", "ticker"])
 def test_a_yfinance_download_is_read_with_its_line_numbers(tmp_path, group_by):
     """``yf.download("AEM").to_csv(...)`` writes three header lines (Price, Ticker, Date); the file

@@ -22,8 +22,9 @@ decimal comma (``101,5``) when such cells outnumber decimal-point ones (``101.5`
 then ``.`` separates thousands (``1.234.567,5``). A cell that fits neither stays text, and the
 validator reports it (``non_numeric``, naming the column). Timestamps with a UTC offset are
 converted to UTC; naive ones are taken as UTC. Dates that are not ISO 8601 are read month-first
-(``01/02/2020``: 2 January) or day-first (``02/01/2020``, ``02.01.2020``), whichever reads more of
-the column, then whichever is in time order and evenly spaced (:func:`_day_or_month_first`).
+(``01/02/2020``: 2 January) or day-first (``02/01/2020``, ``02.01.2020``), and a two-digit year
+also year-first (``20/01/02``: 2 January 2020), whichever reads more of the column, then whichever
+is in time order (oldest or newest first) and evenly spaced (:func:`_day_or_month_first`).
 
 This module only reads (it imports nothing of the package but the errors); the rules that drop or
 repair rows live in :mod:`hftraining.data.validate`, which builds on it.
@@ -35,6 +36,7 @@ import bz2
 import csv
 import glob
 import gzip
+import logging
 import re
 import warnings
 import zlib
@@ -45,6 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import zstandard
+from pandas.tseries.api import guess_datetime_format
 
 from hftraining.core.errors import DataError
 
@@ -435,8 +438,9 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
     """Parse to datetime64[ns, UTC]; unparseable cells become NaT.
 
     Strings: ISO 8601 (with or without a UTC offset) or one other format inferred from the first
-    cell, month-first or day-first (:func:`_day_or_month_first`), and applied to every cell (so
-    ``01/02/2020`` never means two different days in one file).
+    cell, month-first, day-first or (a two-digit year) year-first (:func:`_day_or_month_first`), and
+    applied to every cell (so ``01/02/2020`` never means two different days in one file). Each
+    distinct cell is parsed once.
     Numbers: YYYYMMDD dates when most values (more than half) are integers from 19000101 to
     21001231; then a value of another shape (``2020061``, ``20200102.5``) and a date that does not
     exist (``20230230``) become NaT, which the validator drops and reports as ``bad_timestamp``
@@ -447,9 +451,8 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
     nanosecond range (before 1677 or after 2262) becomes NaT too.
     """
     if not pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_datetime64_any_dtype(values):
-        num = pd.to_numeric(values, errors="coerce")
-        if num.notna().any() and num.notna().sum() == values.notna().sum():  # numbers stored as text
-            values = num
+        if _numbers_as_text(values):
+            values = pd.to_numeric(values, errors="coerce")
     if pd.api.types.is_datetime64_any_dtype(values):
         ts = values if getattr(values.dt, "tz", None) is not None else values.dt.tz_localize("UTC")
     elif pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
@@ -467,12 +470,15 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
             ts = pd.to_datetime(exact, unit=unit, utc=True, errors="coerce")
     else:
         text = values.astype("string").str.strip()
-        ts = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
-        n_bad = int(ts.isna().sum() - text.isna().sum())
+        cells, codes = _distinct(text)
+        rows = np.bincount(codes[codes >= 0], minlength=len(cells))  # how many rows hold each cell
+        got = pd.to_datetime(cells, format="ISO8601", utc=True, errors="coerce")
+        n_bad = int(rows[got.isna().to_numpy()].sum())
         if n_bad > len(text) // 2:  # mostly not ISO: try the format of the first cell
-            alt = _day_or_month_first(text)
-            if alt is not None and alt.isna().sum() < ts.isna().sum():
-                ts = alt
+            alt = _day_or_month_first(cells, codes, rows, path)
+            if alt is not None and int(rows[alt.isna().to_numpy()].sum()) < n_bad:
+                got = alt
+        ts = pd.Series(got.array.take(codes, allow_fill=True), index=text.index)
     ts = ts.dt.tz_convert("UTC")
     if ts.dtype != "datetime64[ns, UTC]":
         # a coarser unit (the reader's fast path keeps year 2300 or 9999 in seconds): a timestamp
@@ -482,38 +488,152 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
     return ts.astype("datetime64[ns, UTC]")
 
 
-def _day_or_month_first(text: pd.Series) -> pd.Series | None:
-    """Non-ISO date strings in the format of the first cell, read month-first (``01/02/2020`` is
-    2 January in the US) and day-first (2 January in Europe: ``02/01/2020``, ``02.01.2020``); the
-    reading that parses more cells wins, then the one whose rows are more often in time order, then
-    the one whose largest step between consecutive times is smaller, then the one spanning less time,
-    then month-first. Month-first alone read a European file's days 1..12 as months and dropped the
-    others as ``bad_timestamp``. When every day is at most 12 both readings parse, in the same order:
-    a file of days 1..12 read the wrong way steps a month at a time, and a monthly file dated the first
-    of each month (``01.02.2020``, ``01.03.2020``, ...) read the wrong way is days 1..12 of each
-    January, a step of eleven months at each new year (its span alone would choose it)."""
-    readings = []  # (parse failures, rows out of time order, reading, its times in seconds)
-    for dayfirst in (False, True):
+def _numbers_as_text(values: pd.Series) -> bool:
+    """Whether every cell of a column (not all empty) is a number: numbers stored as text. Decided
+    on the column's distinct cells, and on its first 1000 cells first (one that is not a number is
+    enough to say no)."""
+    present = values.dropna()
+    for part in (present.iloc[:1000], present):
+        distinct = pd.Series(part.unique())
+        if not len(distinct) or pd.to_numeric(distinct, errors="coerce").isna().any():
+            return False
+    return True
+
+
+def _distinct(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """(cells, codes) with ``text[i] == cells[codes[i]]`` (code -1: an empty cell), so that each
+    distinct cell of a column is parsed once: a long file repeats every date once per symbol, and
+    pandas' own cache (``to_datetime(cache=True)``) looks at the first 500 cells only, all distinct in
+    a file sorted by symbol. A column whose cells are mostly distinct (a sample of them tells) is
+    its own cells: finding the distinct ones would cost more than it saves."""
+    sample = text.iloc[:: max(1, len(text) // 10000)].dropna()
+    if 2 * sample.nunique() > len(sample):
+        codes = np.arange(len(text), dtype=np.intp)
+        codes[text.isna().to_numpy()] = -1
+        return text.reset_index(drop=True), codes
+    codes, distinct = pd.factorize(text)
+    return pd.Series(distinct, dtype="string"), codes
+
+
+# a date of three numbers of one or two digits (a two-digit year first or last), with an optional
+# time of day: 15/03/21, 3/15/21, 21-03-15 09:30, 21.03.15 09:30:00
+_TWO_DIGIT_YEAR = re.compile(r"(\d{1,2})([/.-])\d{1,2}\2\d{1,2}(?:([ T])\d{1,2}:\d{2}(:\d{2})?)?")
+# the sample of distinct cells each reading is tried on before it is parsed in full (see below)
+DATE_SAMPLE = 4096
+log = logging.getLogger("hftraining")
+
+
+def _date_readings(first: str, sample: pd.Series) -> list[tuple[str, dict]]:
+    """The readings of a non-ISO date column as (name, :func:`pandas.to_datetime` arguments), from
+    its first cell: month-first and day-first, with the format pandas infers from the first cell.
+    pandas infers none for a two-digit year (it then reads each cell with dateutil, which swaps day
+    and month cell by cell where one is above 12): three numbers with a two-digit year are read in
+    explicit formats, month-first (``%m/%d/%y``), day-first (``%d/%m/%y``) and, when the first number
+    has two digits, year-first (``%y/%m/%d``: ``21/03/15`` is 15 March 2021, as Asian exports write
+    it), when most cells of ``sample`` have that shape too. A reading equal to an earlier one is
+    left out."""
+    m = _TWO_DIGIT_YEAR.fullmatch(first)
+    if m and 2 * int(sample.str.fullmatch(_TWO_DIGIT_YEAR.pattern).sum()) > len(sample):
+        sep, at = m.group(2), m.group(3)
+        clock = f"{at}%H:%M" + (":%S" if m.group(4) else "") if at else ""
+        orders = [("month-first", "%m", "%d", "%y"), ("day-first", "%d", "%m", "%y")]
+        if len(m.group(1)) == 2:
+            orders.append(("year-first", "%y", "%m", "%d"))
+        return [(name, {"format": sep.join(fields) + clock}) for name, *fields in orders]
+    readings = [("month-first", {"dayfirst": False})]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "parsing dates in %d/%m/%Y format when dayfirst=False"
+        formats = [guess_datetime_format(first, dayfirst=d) if first else None for d in (False, True)]
+    if formats[0] is None or formats[1] != formats[0]:  # else day-first reads every cell as month-first does
+        readings.append(("day-first", {"dayfirst": True}))
+    return readings
+
+
+def _day_or_month_first(cells: pd.Series, codes: np.ndarray, rows: np.ndarray, path: Path | str = "?") -> pd.Series | None:
+    """Non-ISO date strings read in the format of the first cell (:func:`_date_readings`): month-first
+    (``01/02/2020`` is 2 January in the US), day-first (2 January in Europe: ``02/01/2020``,
+    ``02.01.2020``) and, for a two-digit first number, year-first (``20/01/02``: 2 January 2020, as
+    Asian exports write it); the reading that parses more cells wins, then the one whose rows are more
+    often in time order (oldest first or newest first, whichever fits more rows: a newest-first file
+    read the right way is in order too), then the one whose largest step between consecutive times is
+    smaller, then the one spanning less time, then the earlier of month-first, day-first and
+    year-first (a warning then names the file and the readings, where they differ). Month-first alone
+    read a European file's days 1..12 as months and dropped the others as ``bad_timestamp``. When
+    every day is at most 12 both readings parse, in the same order: a file of days 1..12 read the
+    wrong way steps a month at a time, and a monthly file dated the first of each month
+    (``01.02.2020``, ``01.03.2020``, ...) read the wrong way is days 1..12 of each January, a step of
+    eleven months at each new year (its span alone would choose it).
+
+    ``cells``: the column's distinct cells, ``codes``: each row's cell (-1: empty), ``rows``: how many
+    rows hold each cell. Returns the reading of each distinct cell (NaT where it does not parse).
+    A reading is first tried on a sample of the distinct cells: one that fails on more rows there than
+    the best reading does on all of them cannot win, and is not parsed in full."""
+    present = cells.dropna()
+    first = next((c for c in present if c), "")
+    step = max(1, len(cells) // DATE_SAMPLE)
+    sample = cells.iloc[::step]
+    readings = _date_readings(first, sample[sample.notna() & (sample != "")])
+
+    def parse(part: pd.Series, how: dict) -> pd.Series | None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # "could not infer format": cells then become NaT
-                got = pd.to_datetime(text, utc=True, errors="coerce", dayfirst=dayfirst)
+                return pd.to_datetime(part, utc=True, errors="coerce", **how)
         except (ValueError, TypeError, OverflowError):
+            return None
+
+    tried = []  # (failures in the sample, order, name, arguments)
+    for i, (name, how) in enumerate(readings):
+        got = parse(sample, how)
+        tried.append((0 if got is None else int(rows[::step][got.isna().to_numpy()].sum()), i, name, how))
+    tried.sort()  # the reading that fails least on the sample is parsed in full first
+    full = []  # (parse failures, rows out of time order, order, name, reading, its times in seconds)
+    for sampled, i, name, how in tried:
+        if full and sampled > min(r[0] for r in full):
+            continue  # fails on more rows than a reading already parsed: it cannot win
+        got = parse(cells, how)
+        if got is None:
             continue
-        t = (got.dropna() - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()  # any unit pandas chose
-        readings.append((int(got.isna().sum()), int((np.diff(t) < 0).sum()), got, t))
-    if not readings:
+        bad = got.isna().to_numpy()
+        secs = (got - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()  # any unit pandas chose
+        used = codes[codes >= 0]
+        t = secs[used[~bad[used]]]  # the rows' times, in the file's order
+        steps = np.diff(t)  # out of time order: against the file's direction (oldest or newest first)
+        full.append((int(rows[bad].sum()), int(min((steps < 0).sum(), (steps > 0).sum())), i, name, got, secs[~bad]))
+    if not full:
         return None
-    first = min(r[:2] for r in readings)
-    tied = [r for r in readings if r[:2] == first]
+    best = min(r[:2] for r in full)
+    tied = sorted((r for r in full if r[:2] == best), key=lambda r: r[2])
     if len(tied) == 1:
-        return tied[0][2]
+        return tied[0][4]
 
     def spacing(t: np.ndarray) -> tuple[float, float]:  # (largest step between sorted times, span)
         s = np.sort(t)
         return (float(np.diff(s).max()) if len(s) > 1 else 0.0, float(s[-1] - s[0]) if len(s) else 0.0)
 
-    return min(tied, key=lambda r: spacing(r[3]))[2]  # min keeps the first (month-first) of equals
+    keys = [spacing(r[5]) for r in tied]
+    win = min(range(len(tied)), key=keys.__getitem__)  # min keeps the first (month-first) of equals
+    same = [r for k, r in zip(keys, tied) if k == keys[win] and r is not tied[win]]
+    _warn_undecided(path, cells, tied[win], same)
+    return tied[win][4]
+
+
+def _warn_undecided(path: Path | str, cells: pd.Series, chosen: tuple, others: list[tuple]) -> None:
+    """A warning naming the file and the readings of its dates that tie on every criterion of
+    :func:`_day_or_month_first` yet give a cell different dates (the first reading is taken)."""
+    def day(x) -> str:
+        return "not a date" if pd.isna(x) else x.strftime("%Y-%m-%d %H:%M:%S").removesuffix(" 00:00:00")
+
+    got = chosen[4]
+    for other in others:
+        alt = other[4]
+        differ = ((got.isna() != alt.isna()) | (got != alt) & got.notna() & alt.notna()).to_numpy(bool)
+        if differ.any():
+            j = int(np.argmax(differ))
+            log.warning("%s: dates such as %r read %s (%s) and %s (%s) equally well: read %s; write them as "
+                        "YYYY-MM-DD to be sure", path, cells.iloc[j], chosen[3], day(got.iloc[j]), other[3],
+                        day(alt.iloc[j]), chosen[3])
+            return
 
 
 def split_symbols(df: pd.DataFrame, path: Path) -> dict[str, pd.DataFrame]:

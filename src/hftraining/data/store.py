@@ -68,13 +68,14 @@ from hftraining.data.validate import TooFewRows, check_policy
 
 log = logging.getLogger(__name__)
 
-FORMAT = 10  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
+FORMAT = 11  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
 # 6: window indices and statistics carry digests; data.symbols selects a long CSV's rows, the date range cuts
 # every layout, YYYYMMDD is decided by the bulk of a column; 7: the date range is cut before validation,
 # a long file's rows without a symbol are reported, CSV symbols are text, Alpha158 is exact on constant windows;
 # 8: the kept validation report lists every row a rule touched, ffill never fills from a dropped row;
 # 9: day-first dates, yfinance headers, unnamed date indexes and comma-grouped volumes are read as written;
-# 10: monthly day-first dates are months, a long file's dates are read in one order for every symbol)
+# 10: monthly day-first dates are months, a long file's dates are read in one order for every symbol;
+# 11: two-digit years are read year-first (yy/mm/dd) where the file writes them so, and in one order per file)
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",
