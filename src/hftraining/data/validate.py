@@ -539,6 +539,7 @@ def validate_table(
         table = table.assign(timestamp=ts.set_axis(table.index))
     rep = Report(file=str(path), row_numbers=unit)
     frames: dict[str, pd.DataFrame] = {}
+    emptied: dict[str, str] = {}  # symbols of a long file with every row dropped: listed as skipped, never gone unsaid
     groups = io.split_symbols(table, path) if symbol is None or "symbol" in table.columns else {symbol: table}
     for sym, part in groups.items():
         line = part.index.to_numpy(dtype=np.int64) + first
@@ -562,6 +563,9 @@ def validate_table(
         elif len(frame):
             frames[sym] = frame
             sub.symbols[sym] = len(frame)
+        else:
+            emptied[sym] = (f"no usable rows (all {sub.rows_in} dropped: "
+                            + ", ".join(f"{r} {e['dropped']}" for r, e in sub.rules.items() if e["dropped"]) + ")")
         rep.merge(sub)
     if rep.volume_empty:
         which = "" if "symbol" not in table.columns else f" for {', '.join(rep.volume_empty)}"
@@ -574,6 +578,7 @@ def validate_table(
         detail = "".join(f"; {d}" for d in column_details(rep.rules.get("non_numeric", {}), unit))
         raise DataError(f"{path}: no usable rows (all {rep.rows_in} dropped: "
                         + ", ".join(f"{r} {e['dropped']}" for r, e in rep.rules.items() if e["dropped"]) + ")" + detail)
+    rep.skipped_symbols.update(emptied)
     return frames, rep
 
 

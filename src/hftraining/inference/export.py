@@ -61,6 +61,17 @@ class OnnxForecaster(nn.Module):
         return tuple(res)
 
 
+def units(target: str) -> str:
+    """The file's ``hftraining.units``: what the outputs and the ``past`` input hold for a model of
+    ``data.target`` ``target`` (a label other than ``return`` is not the symbol's log return)."""
+    if target == "return":
+        out, past = "log returns", "each row's 1-step log return of the close"
+    else:
+        out, past = f"data.target={target} labels, not returns", f"each row's data.target={target} label"
+    return (f"{out} (prediction, quantiles); probabilities sell/hold/buy (class_probs); "
+            f"input past: {past} / target_scale (hftraining.preprocessing)")
+
+
 def _require(module: str) -> None:
     try:
         __import__(module)
@@ -121,7 +132,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, check: bool = True) -> P
         "hftraining.preprocessing": json.dumps(fc.preprocessing.to_dict()),
         "hftraining.outputs": json.dumps(names),
         "hftraining.quantile_levels": json.dumps(fc.quantile_levels),
-        "hftraining.units": "log returns (prediction, quantiles); probabilities sell/hold/buy (class_probs)",
+        "hftraining.units": units(fc.preprocessing.data_config().target),
         # the graph computes in fp32; predict, serve and evaluate use the run's precision (bf16 on a
         # bf16-trained model), so their forecasts differ from the graph's by bf16 rounding
         "hftraining.precision": "fp32 (the run evaluated in " + fc.precision + ")",

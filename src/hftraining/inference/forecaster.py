@@ -24,7 +24,7 @@ from hftraining.data.features import SETTLE_MEASURABLE, SETTLE_TOLERANCE, settle
 from hftraining.data.pipeline import Preprocessing, apply, latest_windows
 from hftraining.data.rows import RowsNeeded
 from hftraining.data.sources import load_and_validate
-from hftraining.data.validate import validate_frame
+from hftraining.data.validate import MAX_ROWS_LISTED, validate_frame
 from hftraining.data.windows import WindowSet
 from hftraining.inference.ensemble import load_ensemble
 from hftraining.inference.folders import is_ensemble, resolve_model_dir, run_precision
@@ -144,6 +144,11 @@ class Forecaster:
         or {symbol: DataFrame}. Columns are matched as the readers match them (case-insensitive,
         aliases); a missing ``timestamp``/``close``/``volume`` column is a DataError naming it.
         """
+        return self.load_with_reports(data, strict)[0]
+
+    def load_with_reports(self, data, strict: bool = False) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]]]:
+        """:meth:`load` and the validation report of each file (or symbol's frame) read: which rows
+        the training rules dropped, repaired or flagged (:mod:`hftraining.data.validate`)."""
         if isinstance(data, pd.DataFrame):
             # a DatetimeIndex (or an index level named like a column) is a column, as in a Parquet file
             table = io.canonical_columns(io.parquet_frame(data), Path("<frame>"))
@@ -154,17 +159,49 @@ class Forecaster:
                 raise DataError("frame: column 'symbol' is empty in some rows")
         if isinstance(data, dict):
             d = self.data_config(strict=strict)
-            out = {}
+            out, reports = {}, []
             for sym, frame in data.items():
                 if not isinstance(frame, pd.DataFrame):
                     raise DataError(f"{sym}: expected a DataFrame of OHLCV rows, got {type(frame).__name__}")
                 table = io.canonical_columns(io.parquet_frame(frame), Path(f"<{sym}>"))
                 if len(table) == 0:
                     raise DataError(f"{sym}: no rows")
-                out[str(sym)], _ = validate_frame(table, d, str(sym), first_row=0, unit="row")  # row = 0-based position
-            return out
-        frames, _ = load_and_validate(self.data_config(data, strict))  # too short a symbol: see latest_windows
-        return frames
+                out[str(sym)], rep = validate_frame(table, d, str(sym), first_row=0, unit="row")  # row = 0-based position
+                reports.append({**rep.to_dict(), "row_numbers": "position"})  # 0-based, as its errors say
+            return out, reports
+        frames, report = load_and_validate(self.data_config(data, strict))  # too short a symbol: see latest_windows
+        for rep in report["files"]:  # a symbol sent is forecast, or the answer is an error naming it
+            for sym, why in rep.get("skipped_symbols", {}).items():
+                raise DataError(f"{rep['file']}: symbol {sym}: {why}: it cannot be forecast")
+        return frames, report["files"]
+
+    @staticmethod
+    def dropped_rows(reports: list[dict[str, Any]]) -> list[str]:
+        """One warning for each file (or symbol's frame) of ``reports`` (:meth:`load_with_reports`) of
+        which the training rules dropped rows (a NaN cell, a duplicate timestamp, a timestamp far
+        beyond the others, ...): the forecast is made without them, so a dropped latest row means a
+        forecast from an earlier row (its ``as_of``), and a dropped duplicate the other row's prices.
+        Each line names the file, the rules and their rows (lines of a CSV file, 1-based rows of a
+        Parquet file, 0-based positions of a frame)."""
+        out = []
+        for rep in reports:
+            if not rep.get("rows_dropped"):
+                continue
+            unit = {"line": "lines", "row": "rows"}.get(rep["row_numbers"], "positions")
+            parts = []
+            for rule, e in rep["rules"].items():
+                if not e["dropped"]:
+                    continue
+                if e["repaired"] or e["flagged"]:  # its row list mixes the dropped rows with the others
+                    parts.append(f"{rule}: {e['dropped']} row(s)")
+                    continue
+                shown = e["rows"][:MAX_ROWS_LISTED]
+                more = ", ..." if e["dropped"] > len(shown) else ""
+                parts.append(f"{rule}: {unit if len(shown) > 1 or more else unit[:-1]} {', '.join(map(str, shown))}{more}")
+            out.append(f"{rep['file']}: {rep['rows_dropped']} row(s) dropped by the validation rules the model was "
+                       f"trained with ({'; '.join(parts)}) and not used: the forecast is from the rows kept (its as_of "
+                       f"is the latest of them)" + ("" if unit == "positions" else "; `hftraining data check` lists every row"))
+        return out
 
     # ------------------------------------------------------------------ windows and forecasts
     def windows(self, data=None, split: str = "test") -> WindowSet:
@@ -231,13 +268,14 @@ class Forecaster:
         ``return_q<level>`` (forecast quantiles of the step's log return) when the model has a
         quantile head, and ``p_sell``, ``p_hold``, ``p_buy`` when it has the buy/hold/sell head.
         ``strict``: see :meth:`data_config`. A symbol with fewer than :meth:`settled_rows` rows (every
-        symbol, when that is unknown) is forecast with a warning (:meth:`unsettled`): logged, or
-        appended to ``warnings`` when given.
+        symbol, when that is unknown) is forecast with a warning (:meth:`unsettled`), and so is a file
+        of which validation dropped rows (:meth:`dropped_rows`): logged, or appended to ``warnings``
+        when given.
         """
-        frames = self.load(data, strict)
+        frames, reports = self.load_with_reports(data, strict)
         ws = self.latest_windows(frames)
         table = self.forecast_table(ws, self.outputs(ws))
-        found = self.unsettled(frames)
+        found = self.dropped_rows(reports) + self.unsettled(frames)
         if warnings is None:
             for line in found:
                 log.warning(line)

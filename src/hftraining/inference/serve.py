@@ -253,9 +253,11 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
     class PredictResponse(BaseModel):
         forecasts: list[dict[str, Any]]
         warnings: list[str] = Field(default_factory=list, description=(
-            "one line per symbol sent fewer than GET /model's settled_rows rows (every symbol when it is null): "
-            "forecast, but its recursive indicators (RSI, MACD) have not settled, so the forecast may differ from "
-            "the full-history one"))
+            "one line per symbol (or uploaded file) of which the training's validation rules dropped rows (e.g. a "
+            "timestamp far beyond the others), naming them (position i of symbols.SYM, or the file's line): forecast "
+            "from the rows kept; and one per symbol sent fewer than GET /model's settled_rows rows (every symbol when it "
+            "is null): forecast, but its recursive indicators (RSI, MACD) have not settled, so the forecast may differ "
+            "from the full-history one"))
 
     # the schema is open with a key too: nothing of the model folder goes into it (GET /model has it)
     app = FastAPI(title="hftraining forecaster", version="1",
@@ -311,11 +313,14 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
         log.exception("request %s %s failed", request.method, request.url.path)
         return JSONResponse({"error": f"internal error ({type(exc).__name__}); the request was not served"}, status_code=500)
 
-    def forecast(data) -> dict[str, Any]:
-        """The answer of a request: :meth:`Forecaster.predict`'s table of ``data`` and its warnings."""
+    def forecast(data, path: str | None = None, shown: str = "") -> dict[str, Any]:
+        """The answer of a request: :meth:`Forecaster.predict`'s table of ``data`` and its warnings
+        (``path``, a temporary file, named ``shown`` in them)."""
         warnings: list[str] = []
         out = fc.predict(data, strict=True, warnings=warnings)
         out["as_of"] = out["as_of"].map(lambda t: t.isoformat())
+        if path is not None:
+            warnings = [w.replace(path, shown) for w in warnings]
         return {"forecasts": json_safe(out.to_dict(orient="records")), "warnings": list(warnings)}
 
     slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop → its asyncio.Semaphore
@@ -393,7 +398,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
                 path = Path(tmp) / f"{name}.csv"
                 path.write_bytes(data)
                 try:
-                    return forecast(str(path))
+                    return forecast(str(path), str(path), f"file {file.filename or name}")
                 except UserError as e:  # name the upload, not the temporary file
                     raise UserError(str(e).replace(str(path), f"file {file.filename or name}")) from None
 
