@@ -4,8 +4,8 @@ The graph takes the scaled inputs the model sees and returns forecasts in the la
 returns unless the model was trained on another ``data.target``, named in the preprocessing):
 
     inputs   x     (batch, seq_len, n_features) float32  scaled features (preprocessing.json's scaler)
-             past  (batch, seq_len)             float32  label of each row (1-step log return of the close) / target_scale
-    outputs  prediction   (batch, horizon)      float32  forecast log returns
+             past  (batch, seq_len)             float32  label of each row (data.target; by default the 1-step log return) / target_scale
+    outputs  prediction   (batch, horizon)      float32  forecast log returns (labels of another data.target)
              quantiles    (batch, horizon, Q)   float32  forecast quantiles of the log returns (quantile head)
              class_probs  (batch, horizon, 3)   float32  sell / hold / buy probabilities (buy/hold/sell head)
 
