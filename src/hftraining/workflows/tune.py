@@ -314,11 +314,24 @@ def _date(ns: int | None) -> str:
     return "none" if ns is None else fmt_time(ns)  # none: a symbol without test rows
 
 
+def kept_score(run: TrainedRun, reports: list[float]) -> float:
+    """The validation score of the weights the finished ``run`` keeps (its final model, whose validation
+    backtest is the trial's series): with ``training.load_best_model_at_end`` the best checkpoint's,
+    as the trainer chose it (an improvement of more than ``training.early_stopping_threshold``, never
+    a NaN score; NaN when no score was finite), else the last report's. Not ``min(reports)``: a later
+    score that improved by less than the threshold belongs to weights the run does not keep.
+    ``reports``: the run's validation scores in step order (NaN when empty)."""
+    if run.cfg.training.load_best_model_at_end:
+        best = run.state.best_metric
+        return float("nan") if best is None else float(best)
+    return float(reports[-1]) if reports else float("nan")
+
+
 class Objective:
     """One trial: train the config with the drawn values (once, or once per walk-forward fold);
-    return the validation metric (the mean over folds). A trial that finishes writes its
-    out-of-sample series (:func:`validation_curve` of each run, :func:`concat_curves` over folds)
-    to ``trial-NNNN/oos_returns.json``."""
+    return the validation score of the weights each run keeps (:func:`kept_score`; the mean over
+    folds). A trial that finishes writes its out-of-sample series (:func:`validation_curve` of each
+    run, :func:`concat_curves` over folds) to ``trial-NNNN/oos_returns.json``."""
 
     def __init__(self, config_path: str | None, overrides: list[str], space: dict[str, dict[str, Any]], out: Path):
         self.config_path, self.overrides, self.space, self.out = config_path, list(overrides), space, out
@@ -381,9 +394,10 @@ class Objective:
             with training_run(run_cfg, data, on_evaluate=on_evaluate, save_final=False) as run:
                 if run.is_main:
                     curves.append(validation_curve(run))  # the split it is scored on, backtested
+                kept = kept_score(run, reports)
             if not reports:
                 raise ConfigError("evaluation.eval_steps: the trial made no validation report")
-            fold_values.append(min(reports) if cfg.training.load_best_model_at_end else reports[-1])
+            fold_values.append(kept)
         value = float(np.mean(fold_values))
         if curves:
             dates, returns = concat_curves(curves)

@@ -17,7 +17,9 @@ fold k (test rows [b_k, b_{k+1})):
   ``data.embargo`` rows apart from training;
 - test windows read their inputs from the L rows before b_k (past information) and all their
   targets lie in [b_k, b_{k+1}): no target is ever seen in training, and the scaler and target
-  scale are refit on each fold's training rows only.
+  scale are refit on each fold's training rows only. A fold's ``test_from`` / ``test_to`` in
+  walkforward.json (the table's test period) are the first and last dates of those targets, as the
+  fold's data_report.json states its test split (:func:`target_period`).
 
 Selection bias (``"selection"`` in walkforward.json, :func:`selection_stats`): the pooled
 out-of-sample forecasts are backtested for the model and for each naive baseline through the same
@@ -54,6 +56,7 @@ from hftraining.core.fmt import fmt, fmt_p
 from hftraining.core.jsonio import write_json
 from hftraining.data.pipeline import PanelRows, PreparedData, panel_rows, prepare
 from hftraining.data.splits import SCHEMES, Fold
+from hftraining.data.windows import WindowSet
 from hftraining.eval.backtest import backtest_forecasts, format_backtest
 from hftraining.eval.forecasts import SIGNIFICANCE, Forecasts, direction_p_text, format_table, score
 from hftraining.eval.intervals import format_intervals, interval_report
@@ -90,6 +93,15 @@ def previous_walk_forward(base) -> list[str]:
     folds = sorted((p.name for p in base.iterdir() if p.is_dir() and re.fullmatch(r"fold-\d+", p.name)),
                    key=lambda n: int(n[5:]))
     return folds + (["walkforward.json"] if (base / "walkforward.json").exists() else [])
+
+
+def target_period(ws: WindowSet) -> tuple[str, str]:
+    """(first, last) date, YYYY-MM-DD, of the realised targets of the windows ``ws``: the out-of-sample
+    period a fold's test block scores, as its data_report.json states it (not the forecast origins,
+    whose first is the last row before the block and whose last lies H rows before its end)."""
+    first = ws.row_times[ws.ends.astype(np.int64) + 1].min()
+    last = ws.row_times[ws.ends.astype(np.int64) + ws.horizon].max()
+    return tuple(str(np.datetime64(int(x), "ns"))[:10] for x in (first, last))
 
 
 def _ci(values: list[float], level: float = 0.95) -> dict[str, float]:
@@ -201,9 +213,9 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
                 prev_state = {n: t.detach().clone() for n, t in run.model.state_dict().items()}
             if not info.is_main:
                 continue
-            first, last = (np.datetime64(int(x), "ns") for x in (fc.dates.min(), fc.dates.max()))
+            first, last = target_period(data.test.last_dates(cfg.evaluation.max_test_windows))  # the windows scored
             folds.append({"fold": k + 1, "train_windows": len(data.train), "val_windows": len(data.val),
-                          "test_from": str(first)[:10], "test_to": str(last)[:10], **_fold_summary(res)})
+                          "test_from": first, "test_to": last, **_fold_summary(res)})
             parts.append(fc)
             methods.append((res.get("intervals") or {}).get("method"))
     finally:
