@@ -270,3 +270,72 @@ def test_two_process_checkpoint_resumed_in_one_process_logs_the_two_process_reco
     for step in (6, 8):
         for key in ("loss", "loss_ic", "loss_quantile", "grad_norm"):
             assert got[step][key] == pytest.approx(want[step][key], rel=1e-5, abs=1e-7), (step, key)
+
+
+_LEAVE_GROUP = '''
+import json, sys, weakref
+from pathlib import Path
+
+from hftraining.core.config import load_config
+from hftraining.train.distributed import cleanup, init_distributed
+from hftraining.train.runner import build_trainer
+
+
+def threads():
+    return sorted(p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm"))
+
+
+out, overrides = Path(sys.argv[1]), json.loads(sys.argv[2])
+info = init_distributed("cpu", 120)
+trainer = build_trainer(load_config(None, overrides), info=info)
+trainer.fit()
+during, ddp = threads(), weakref.ref(trainer.ddp)
+trainer.close()  # then the group, the trainer still referenced: as training_run leaves a run
+cleanup(info)
+(out / f"rank{info.rank}.json").write_text(json.dumps({"during": during, "after": threads(), "ddp": ddp() is not None}))
+'''
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads the threads' names from /proc")
+def test_leaving_the_process_group_ends_its_gloo_threads(tmp_path):
+    """Each rank's Gloo worker and TCP threads end when the run closes its trainer and leaves the process
+    group. The group outlived destroy_process_group, held by the DDP wrapper (kept by the trainer's
+    compiled-or-not forward closure after close) and by torch.distributed.nn's default arguments (bound
+    to the group when DDP's constructor first imported it): its threads ran on into the interpreter's
+    exit, which tore them down with Python half finalized, where a rank was seen to abort (exit -6)."""
+    script = tmp_path / "leave_group.py"
+    script.write_text(_LEAVE_GROUP)
+    overrides = tiny(tmp_path / "run", "training.max_steps=1", "training.save_steps=0", "evaluation.eval_steps=0",
+                     "training.device=cpu")
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+          str(tmp_path), json.dumps(overrides)])
+    for rank in (0, 1):
+        seen = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert any("gloo" in name for name in seen["during"]), seen["during"]  # the check sees Gloo's threads
+        assert not seen["ddp"], f"rank {rank}: the closed trainer still holds the DDP wrapper"
+        assert not [name for name in seen["after"] if "gloo" in name], (rank, seen["after"])
+
+
+def test_a_run_whose_closing_fails_still_leaves_the_process_group(tmp_path, monkeypatch):
+    """Closing the run's logger can fail (a full disk while the tracking files are written): the error
+    still reaches the user, and the run still leaves the process group it joined, rather than leaving
+    the group to the interpreter's exit."""
+    import hftraining.train.runner as runner
+    from hftraining.core.config import load_config
+    from hftraining.train.logging import RunLogger
+
+    close = RunLogger.close
+
+    def close_then_fail(self):
+        close(self)
+        raise OSError(28, "No space left on device")
+
+    left: list = []
+    monkeypatch.setattr(RunLogger, "close", close_then_fail)
+    monkeypatch.setattr(runner, "cleanup", left.append)
+    cfg = load_config(None, tiny(tmp_path / "run", "training.max_steps=1", "training.save_steps=0",
+                                 "evaluation.eval_steps=0", "training.device=cpu"))
+    with pytest.raises(OSError, match="No space left"):
+        with runner.training_run(cfg):
+            pass
+    assert len(left) == 1

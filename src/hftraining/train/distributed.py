@@ -62,6 +62,19 @@ def _attempt_store(rank: int, world: int, timeout: timedelta) -> dist.Store:
     return dist.PrefixStore(f"hftraining/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
+def _bind_world_defaults_before_the_group() -> None:
+    """Import ``torch.distributed.nn`` while no process group exists.
+
+    Its collectives take ``group.WORLD`` as a default argument, evaluated once, on import. The DDP
+    constructor imports it (through ``torch._dynamo``); imported after ``init_process_group``, those
+    defaults keep the group alive for the rest of the process, so :func:`cleanup` cannot end it:
+    Gloo's worker and TCP threads then run until the interpreter's exit tears the group down with
+    Python half finalized (where a rank was seen to abort: "terminate called without an active
+    exception", exit -6). Imported first, the defaults are ``None`` and destroying the group ends
+    its threads."""
+    import torch.distributed.nn  # noqa: F401
+
+
 def init_distributed(device_spec: str, timeout: float) -> DistInfo:
     """Join the torchrun process group (gloo on CPU, nccl on CUDA) when there is one; ``timeout``
     (seconds, ``training.ddp_timeout``) bounds every wait for the other ranks."""
@@ -76,6 +89,7 @@ def init_distributed(device_spec: str, timeout: float) -> DistInfo:
             torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"
         limit = timedelta(seconds=timeout)
+        _bind_world_defaults_before_the_group()
         dist.init_process_group(backend, store=_attempt_store(rank, world, limit), rank=rank, world_size=world, timeout=limit)
     return DistInfo(rank, world, local, device)
 

@@ -215,7 +215,9 @@ def training_run(
             trainer.logger.info("run folder: %s", run_dir)
         barrier(info)  # the other ranks wait while the main rank evaluates
     finally:
-        if trainer is not None:
-            trainer.close()
-        if own_group:
-            cleanup(info)
+        try:
+            if trainer is not None:
+                trainer.close()
+        finally:  # the group is left even when closing the run raised (a full disk)
+            if own_group:
+                cleanup(info)

@@ -593,13 +593,17 @@ class Trainer:
         self.model.eval()
 
     def close(self) -> None:
-        self.logger.close()
-        if self.ddp is not None:
-            # the DDP reducer and the collective work it holds go before their process group does: left to
-            # the interpreter's exit, Gloo's worker threads can free them with the interpreter half torn down
-            # and abort the process ("terminate called without an active exception", exit -6 on a rank)
-            self.ddp = None
-            gc.collect()
+        try:
+            self.logger.close()  # may raise (a full disk): the DDP wrapper goes all the same
+        finally:
+            if self.ddp is not None:
+                # the DDP reducer and the collective work it holds go before their process group does: left
+                # to the interpreter's exit, Gloo's worker threads can free them with the interpreter half torn
+                # down and abort the process ("terminate called without an active exception", exit -6 on a
+                # rank). forward_loss is a closure over the wrapper (compiled or not): it goes with it
+                self.ddp = None
+                self.forward_loss = None
+                gc.collect()
 
 
 def compile_mode(cfg: Config, device_type: str, world_size: int) -> str:
