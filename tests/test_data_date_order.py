@@ -114,3 +114,23 @@ def test_a_long_file_parses_each_distinct_date_once(monkeypatch, fmt):
     monkeypatch.undo()
     np.testing.assert_array_equal(ts.array.asi8, np.tile(days.asi8, 25))
     assert seen and max(seen) <= len(days), seen
+
+
+@pytest.mark.parametrize("first", ["31/12/", "01/01/"])
+def test_annual_bars_with_a_two_digit_year_are_named_when_read_as_days(caplog, first):
+    """Annual bars dated 31/12/15 .. 31/12/24 read year-first as ten days of December 2031 and read
+    day-first as ten years: both parse and run in time order, and nothing in the file tells ten
+    days from ten years. The smaller step is taken (as for any such tie), and a warning now names the
+    file and both readings; the days were taken without a word."""
+    with caplog.at_level(logging.WARNING, logger="hftraining"):
+        io.parse_timestamps(pd.Series([f"{first}{y:02d}" for y in range(15, 25)]), "annual.csv")
+    (msg,) = [r.getMessage() for r in caplog.records]
+    assert msg.startswith("annual.csv: ") and "year-first" in msg and "YYYY-MM-DD" in msg
+
+
+def test_a_midnight_bar_written_without_its_time_keeps_its_date():
+    """A two-digit-year column with times of day whose midnight bars are written without one (as
+    some exports do): the bare date is midnight of that day, not an unparsed row."""
+    ts = io.parse_timestamps(pd.Series(["15/03/21 09:30", "16/03/21", "17/03/21 09:30"]), "x.csv")
+    assert list(ts) == [pd.Timestamp("2021-03-15 09:30", tz="UTC"), pd.Timestamp("2021-03-16", tz="UTC"),
+                        pd.Timestamp("2021-03-17 09:30", tz="UTC")]

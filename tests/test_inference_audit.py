@@ -135,3 +135,26 @@ def test_a_symbol_of_a_long_file_with_every_row_dropped_is_an_error_not_a_missin
     fc = Forecaster.from_pretrained(model_dir)
     _, report = load_and_validate(fc.data_config(str(path)))
     assert "no usable rows" in report["too_few_rows"]["WPM"] and report["rows_dropped"] == 50
+    # evaluating the model on that file (evaluate --data) scores the symbols it has, as training skips it
+    assert list(fc.load(str(path))) == ["AEM"]
+
+
+def test_training_names_a_symbol_validation_left_unusable(tmp_path, caplog):
+    """``data.symbols`` naming a symbol of a long file whose every row is dropped: training goes on
+    with the others (as for a symbol too short for a window) and says so in a warning naming the
+    symbol and why, not only in data_report.json."""
+    import logging
+
+    from hftraining.core.config import DataConfig
+
+    good = _aem().assign(symbol="AEM")
+    bad = pd.read_csv(sample_data_dir() / "WPM.csv").tail(50).assign(symbol="WPM", volume=-1.0)
+    path = tmp_path / "panel.csv"
+    pd.concat([good, bad]).to_csv(path, index=False)
+    d = DataConfig(data_dir=str(path), symbols=["AEM", "WPM"], cache_dir=None, sequence_length=20,
+                   prediction_horizon=3, features=["log_return_1"])
+    with caplog.at_level(logging.WARNING, logger="hftraining"):
+        data = prepare(d)
+    assert data.train.symbols == ["AEM"]
+    said = [r.getMessage() for r in caplog.records if "WPM" in r.getMessage()]
+    assert len(said) == 1 and "no usable rows" in said[0] and "negative_volume" in said[0]

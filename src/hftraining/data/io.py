@@ -530,8 +530,9 @@ def _date_readings(first: str, sample: pd.Series) -> list[tuple[str, dict]]:
     and month cell by cell where one is above 12): three numbers with a two-digit year are read in
     explicit formats, month-first (``%m/%d/%y``), day-first (``%d/%m/%y``) and, when the first number
     has two digits, year-first (``%y/%m/%d``: ``21/03/15`` is 15 March 2021, as Asian exports write
-    it), when most cells of ``sample`` have that shape too. A reading equal to an earlier one is
-    left out."""
+    it), when most cells of ``sample`` have that shape too (with a time of day, a cell written
+    without one is midnight: some exports write midnight bars so). A reading equal to an earlier one
+    is left out."""
     m = _TWO_DIGIT_YEAR.fullmatch(first)
     if m and 2 * int(sample.str.fullmatch(_TWO_DIGIT_YEAR.pattern).sum()) > len(sample):
         sep, at = m.group(2), m.group(3)
@@ -539,7 +540,8 @@ def _date_readings(first: str, sample: pd.Series) -> list[tuple[str, dict]]:
         orders = [("month-first", "%m", "%d", "%y"), ("day-first", "%d", "%m", "%y")]
         if len(m.group(1)) == 2:
             orders.append(("year-first", "%y", "%m", "%d"))
-        return [(name, {"format": sep.join(fields) + clock}) for name, *fields in orders]
+        return [(name, {"format": sep.join(fields) + clock, **({"date_only": sep.join(fields)} if clock else {})})
+                for name, *fields in orders]
     readings = [("month-first", {"dayfirst": False})]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "parsing dates in %d/%m/%Y format when dayfirst=False"
@@ -575,10 +577,15 @@ def _day_or_month_first(cells: pd.Series, codes: np.ndarray, rows: np.ndarray, p
     readings = _date_readings(first, sample[sample.notna() & (sample != "")])
 
     def parse(part: pd.Series, how: dict) -> pd.Series | None:
+        how = dict(how)
+        bare = how.pop("date_only", None)  # a midnight bar written without its time of day
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # "could not infer format": cells then become NaT
-                return pd.to_datetime(part, utc=True, errors="coerce", **how)
+                got = pd.to_datetime(part, utc=True, errors="coerce", **how)
+                if bare is not None and got.isna().any():
+                    got = got.fillna(pd.to_datetime(part, utc=True, errors="coerce", format=bare))
+                return got
         except (ValueError, TypeError, OverflowError):
             return None
 
@@ -613,14 +620,19 @@ def _day_or_month_first(cells: pd.Series, codes: np.ndarray, rows: np.ndarray, p
 
     keys = [spacing(r[5]) for r in tied]
     win = min(range(len(tied)), key=keys.__getitem__)  # min keeps the first (month-first) of equals
-    same = [r for k, r in zip(keys, tied) if k == keys[win] and r is not tied[win]]
-    _warn_undecided(path, cells, tied[win], same)
+    # a day and a two-digit year trade places (21/03/01..21/03/10: ten days of 2021, or ten years of
+    # 1 to 10 March): nothing in the file tells them apart, so the choice spacing made is named too
+    swap = any(r[3] == "year-first" for r in tied)
+    same = [r for k, r in zip(keys, tied) if (swap or k == keys[win]) and r is not tied[win]]
+    _warn_undecided(path, cells, tied[win], same, "equally well" if all(k == keys[win] for k in keys) else
+                    "both in time order (the one of smaller steps taken)")
     return tied[win][4]
 
 
-def _warn_undecided(path: Path | str, cells: pd.Series, chosen: tuple, others: list[tuple]) -> None:
+def _warn_undecided(path: Path | str, cells: pd.Series, chosen: tuple, others: list[tuple], how: str) -> None:
     """A warning naming the file and the readings of its dates that tie on every criterion of
-    :func:`_day_or_month_first` yet give a cell different dates (the first reading is taken)."""
+    :func:`_day_or_month_first` (or, with a two-digit year read year-first among them, on every
+    criterion before spacing) yet give a cell different dates; ``chosen`` is the reading taken."""
     def day(x) -> str:
         return "not a date" if pd.isna(x) else x.strftime("%Y-%m-%d %H:%M:%S").removesuffix(" 00:00:00")
 
@@ -630,9 +642,9 @@ def _warn_undecided(path: Path | str, cells: pd.Series, chosen: tuple, others: l
         differ = ((got.isna() != alt.isna()) | (got != alt) & got.notna() & alt.notna()).to_numpy(bool)
         if differ.any():
             j = int(np.argmax(differ))
-            log.warning("%s: dates such as %r read %s (%s) and %s (%s) equally well: read %s; write them as "
+            log.warning("%s: dates such as %r read %s (%s) and %s (%s) %s: read %s; write them as "
                         "YYYY-MM-DD to be sure", path, cells.iloc[j], chosen[3], day(got.iloc[j]), other[3],
-                        day(alt.iloc[j]), chosen[3])
+                        day(alt.iloc[j]), how, chosen[3])
             return
 
 

@@ -32,6 +32,8 @@ LABEL_VERSION = 2
 changed since it was trained is refused, never fed inputs of another formula."""
 CHANGED_IN = {"cs_rank": 2}
 """label → the :data:`LABEL_VERSION` that last changed its formula."""
+CHANGE_NOTE = {"cs_rank": "centred on every date"}
+"""label → what that change did (said when a model of the older formula is refused)."""
 
 UNITS = {
     "return": "log returns",

@@ -22,7 +22,7 @@ from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import (
     SETTLE_MEASURABLE, EmptyVolume, check_specs, drop_volume_features, feature_columns, settle_unknown, volume_is_empty,
 )
-from hftraining.data.labels import LABEL_VERSION, row_labels
+from hftraining.data.labels import CHANGED_IN, LABEL_VERSION, row_labels
 from hftraining.data.rows import FrameSource, Rows, RowsNeeded, build_rows, min_history
 from hftraining.data.scaling import Scaler, target_scale
 from hftraining.data.sources import load_and_validate
@@ -290,6 +290,7 @@ def _fit_statistics(rows: Rows, train_slices: dict[str, slice], d: DataConfig, s
             "train": [[sym, sl.start, sl.stop] for sym, sl in train_slices.items()]}
     if d.target != "return":  # the key of older entries stays as it was
         spec["target"] = d.target
+        spec["label_version"] = CHANGED_IN.get(d.target, 1)  # the label's formula: a change refits its scale
 
     def fit() -> dict[str, Any]:
         scaler = Scaler(kind=d.scaler, per_symbol=d.scale_per_symbol).fit_rows(rows.features, train_slices)
@@ -377,6 +378,10 @@ def prepare(
         del frames  # a streamed source is released as it is consumed; a mapping stays with its owner
     if skipped:
         log.warning("skipped %d symbol(s) with too few usable rows: %s", len(skipped), ", ".join(skipped))
+    unusable = report.get("too_few_rows") or {}
+    if unusable:  # left out by validation (too few rows kept, or every row dropped): said, not only in data_report.json
+        log.warning("skipped %d symbol(s) that validation left unusable: %s", len(unusable),
+                    "; ".join(f"{s}: {why}" for s, why in unusable.items()))
     report["skipped_symbols"] = skipped
     report["dropped_features"] = dropped
     if not rows.symbols:

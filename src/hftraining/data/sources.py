@@ -345,7 +345,9 @@ def load_and_validate(d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[dic
 
     The report is JSON-serialisable: ``{"files": [per-unit reports], "rows_in", "rows_kept",
     "rows_dropped", "too_few_rows": {symbol: reason}, "rows_needed"}``. Symbols with fewer than
-    ``needed.rows`` kept rows are skipped and listed; any other unusable input is a :class:`DataError`.
+    ``needed.rows`` kept rows, and a long file's symbols with every row dropped (the file keeping
+    others), are skipped and listed under ``too_few_rows`` with the reason; any other unusable input
+    is a :class:`DataError`.
     """
     col = Collector(d, needed)
     frames = dict(validated(d, needed, col))

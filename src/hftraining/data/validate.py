@@ -525,8 +525,10 @@ def validate_table(
     file is read here: :func:`hftraining.data.sources.read_unit` reads every format. Rows are numbered
     from ``first`` in ``unit`` (line or row). ``symbol``: the symbol of a table without a ``symbol``
     column (default: the file's, :func:`io.symbol_of`); ``decimal``: the decimal mark of its text
-    cells. Symbols with fewer than ``needed.rows`` kept rows are dropped under ``too_few_rows``; a
-    table left with no symbol is a :class:`TooFewRows` (or a DataError when nothing was usable)."""
+    cells. Symbols with fewer than ``needed.rows`` kept rows are dropped under ``too_few_rows``, and a
+    long file's symbol with every row dropped is listed in ``skipped_symbols`` with the rules that
+    dropped its rows; a table left with no symbol is a :class:`TooFewRows` (or a DataError when
+    nothing was usable)."""
     if len(table) == 0:
         raise DataError(f"{path}: no data rows (header only)")
     for col in ("timestamp", "close", "volume"):

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from hftraining.core.errors import DataError, UserError
+from hftraining.data.labels import UNITS
 from hftraining.inference.forecaster import Forecaster
 
 OPSET = 18
@@ -63,11 +64,11 @@ class OnnxForecaster(nn.Module):
 
 def units(target: str) -> str:
     """The file's ``hftraining.units``: what the outputs and the ``past`` input hold for a model of
-    ``data.target`` ``target`` (a label other than ``return`` is not the symbol's log return)."""
+    ``data.target`` ``target`` (a label other than ``return`` is not the symbol's own log return)."""
     if target == "return":
         out, past = "log returns", "each row's 1-step log return of the close"
     else:
-        out, past = f"data.target={target} labels, not returns", f"each row's data.target={target} label"
+        out, past = f"{UNITS[target]} (data.target={target} labels)", f"each row's data.target={target} label"
     return (f"{out} (prediction, quantiles); probabilities sell/hold/buy (class_probs); "
             f"input past: {past} / target_scale (hftraining.preprocessing)")
 

@@ -170,9 +170,6 @@ class Forecaster:
                 reports.append({**rep.to_dict(), "row_numbers": "position"})  # 0-based, as its errors say
             return out, reports
         frames, report = load_and_validate(self.data_config(data, strict))  # too short a symbol: see latest_windows
-        for rep in report["files"]:  # a symbol sent is forecast, or the answer is an error naming it
-            for sym, why in rep.get("skipped_symbols", {}).items():
-                raise DataError(f"{rep['file']}: symbol {sym}: {why}: it cannot be forecast")
         return frames, report["files"]
 
     @staticmethod
@@ -273,6 +270,9 @@ class Forecaster:
         when given.
         """
         frames, reports = self.load_with_reports(data, strict)
+        for rep in reports:  # a symbol sent is forecast, or the answer is an error naming it
+            for sym, why in rep.get("skipped_symbols", {}).items():
+                raise DataError(f"{rep['file']}: symbol {sym}: {why}: it cannot be forecast")
         ws = self.latest_windows(frames)
         table = self.forecast_table(ws, self.outputs(ws))
         found = self.dropped_rows(reports) + self.unsettled(frames)

@@ -38,7 +38,7 @@ from hftraining.core.config import (
 )
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import feature_columns
-from hftraining.data.labels import CHANGED_IN, LABEL_VERSION
+from hftraining.data.labels import CHANGE_NOTE, CHANGED_IN, LABEL_VERSION
 from hftraining.data.pipeline import check_symbol_split_dates
 from hftraining.data.splits import Fold
 from hftraining.models.intervals import GRID, METHODS, Calibration, cqr_pair
@@ -321,7 +321,7 @@ def check_label_version(v: Any, target: str, path: Path) -> None:
                         f"version {LABEL_VERSION}); upgrade hftraining to load it")
     if v < CHANGED_IN.get(target, 1):
         raise DataError(f"{path}: trained on data.target={target} labels of label_version {v}, whose formula has "
-                        f"changed since (version {CHANGED_IN[target]}: {target} is centred on every date); "
+                        f"changed since (version {CHANGED_IN[target]}: {target} {CHANGE_NOTE[target]}); "
                         "retrain the model")
 
 

@@ -18,8 +18,9 @@ fold k (test rows [b_k, b_{k+1})):
 - test windows read their inputs from the L rows before b_k (past information) and all their
   targets lie in [b_k, b_{k+1}): no target is ever seen in training, and the scaler and target
   scale are refit on each fold's training rows only. A fold's ``test_from`` / ``test_to`` in
-  walkforward.json (the table's test period) are the first and last dates of those targets, as the
-  fold's data_report.json states its test split (:func:`target_period`).
+  walkforward.json (the table's test period) are the first and last dates of the targets scored
+  (:func:`target_period`): the fold's test split as data_report.json states it, or its last dates
+  when ``evaluation.max_test_windows`` cuts it.
 
 Selection bias (``"selection"`` in walkforward.json, :func:`selection_stats`): the pooled
 out-of-sample forecasts are backtested for the model and for each naive baseline through the same
