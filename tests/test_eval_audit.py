@@ -24,7 +24,8 @@ def _forecasts(R_: np.ndarray, sig: np.ndarray) -> Forecasts:
                      last_return=R_.reshape(W), past_vol=np.full(W, 0.01), last_close=np.full(W, 100.0))
 
 
-def _figures(monkeypatch, tmp_path, bt) -> dict:
+def kept_figures(monkeypatch) -> dict:
+    """{name: matplotlib figure} of every figure the reports written from now on draw."""
     figures = {}
     original = R._Doc.figure
 
@@ -33,6 +34,11 @@ def _figures(monkeypatch, tmp_path, bt) -> dict:
         return original(self, fig, name, caption)
 
     monkeypatch.setattr(R._Doc, "figure", keep)
+    return figures
+
+
+def _figures(monkeypatch, tmp_path, bt) -> dict:
+    figures = kept_figures(monkeypatch)
     R.write_report(tmp_path, backtest=bt)
     return figures
 

@@ -213,15 +213,9 @@ def test_time_axes_show_dates_and_the_equity_plot_shows_the_strongest_baseline(r
     """The x axes of the time plots are labelled with dates, the equity plot draws the baseline the
     verdict names, and the intervals get a coverage-over-time plot."""
     from hftraining.eval import report as R
+    from test_eval_audit import kept_figures
 
-    figures = {}
-    original = R._Doc.figure
-
-    def keep(self, fig, name, caption):
-        figures[name] = fig
-        return original(self, fig, name, caption)
-
-    monkeypatch.setattr(R._Doc, "figure", keep)
+    figures = kept_figures(monkeypatch)
     result, fc, bt = evaluate_and_backtest(run)
     write_report(tmp_path / "dates", result, fc, bt, run)
     assert {"ic_over_time", "equity_drawdown", "forecast_over_price", "interval_coverage"} <= set(figures)

@@ -6,26 +6,13 @@ line (or its position in a request), wherever a forecast is made from it: `hftra
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from hftraining.core.config import ModelConfig, load_config
 from hftraining.data.io import sample_data_dir
 from hftraining.data.pipeline import prepare
 from hftraining.inference.forecaster import Forecaster
 from hftraining.models import build_model
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """An (untrained, seeded) model folder of AEM, 20 rows in, 3 steps out: random weights read every
-    input, so a different latest row shows in the forecast."""
-    d = tmp_path_factory.mktemp("audit") / "model"
-    cfg = load_config(None, ["data.symbols=[AEM]", "data.sequence_length=20", "data.prediction_horizon=3"])
-    pre = prepare(cfg.data).preprocessing
-    torch.manual_seed(0)
-    build_model(ModelConfig(hidden_size=16, num_heads=2, num_layers=1), len(pre.feature_columns), pre.horizon,
-                pre.seq_len).save_pretrained(d, preprocessing=pre.to_dict())
-    return d
+from test_inference_settled_rows import model_dir  # noqa: F401  (an untrained seeded AEM model: every input shows)
 
 
 def _aem(n: int = 300) -> pd.DataFrame:
