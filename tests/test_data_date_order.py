@@ -134,3 +134,16 @@ def test_a_midnight_bar_written_without_its_time_keeps_its_date():
     ts = io.parse_timestamps(pd.Series(["15/03/21 09:30", "16/03/21", "17/03/21 09:30"]), "x.csv")
     assert list(ts) == [pd.Timestamp("2021-03-15 09:30", tz="UTC"), pd.Timestamp("2021-03-16", tz="UTC"),
                         pd.Timestamp("2021-03-17 09:30", tz="UTC")]
+
+
+@pytest.mark.parametrize("fmt", ["%d-%b-%Y", "%b %d, %Y", "%d %B %Y", "%B %d, %Y"])
+@pytest.mark.parametrize("newest_first", [False, True])
+def test_month_names_read_whatever_month_the_file_starts_in(fmt, newest_first):
+    """"May" is a month's full and short name alike: a file of 19-May-2045, 20-May-2045, ... was read
+    in the format guessed from its first cell (%d-%B-%Y), and every row of another month (Jun, Jul,
+    ...) was dropped as bad_timestamp: 87 of 100 daily rows. Both spellings are readings now."""
+    days = pd.date_range(end="2045-05-19", periods=100, freq="D", tz="UTC", unit="ns")[::-1] if newest_first else \
+        pd.date_range("2045-05-19", periods=100, freq="D", tz="UTC", unit="ns")  # the first row in May, either way
+    ts = io.parse_timestamps(pd.Series(days.strftime(fmt)), "x.csv")
+    assert ts.notna().all()
+    np.testing.assert_array_equal(ts.array.asi8, days.asi8)

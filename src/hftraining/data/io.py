@@ -548,6 +548,12 @@ def _date_readings(first: str, sample: pd.Series) -> list[tuple[str, dict]]:
         formats = [guess_datetime_format(first, dayfirst=d) if first else None for d in (False, True)]
     if formats[0] is None or formats[1] != formats[0]:  # else day-first reads every cell as month-first does
         readings.append(("day-first", {"dayfirst": True}))
+    for fmt in dict.fromkeys(f for f in formats if f):
+        # "May" is a month's full and short name: a first cell in May makes either guess (19-May-2045:
+        # %d-%B-%Y), and the other months' cells of the file would all fail; the other spelling is a reading too
+        other = fmt.replace("%B", "%b") if "%B" in fmt else fmt.replace("%b", "%B")
+        if other != fmt and re.search(r"\bmay\b", first, re.IGNORECASE):
+            readings.append((f"month names {'abbreviated' if '%b' in other else 'in full'}", {"format": other}))
     return readings
 
 

@@ -76,7 +76,8 @@ FORMAT = 11  # bump when the stored layout or a feature's formula changes (5: an
 # 9: day-first dates, yfinance headers, unnamed date indexes and comma-grouped volumes are read as written;
 # 10: monthly day-first dates are months, a long file's dates are read in one order for every symbol;
 # 11: two-digit years are read year-first (yy/mm/dd) where the file writes them so, and in one order per file;
-# cs_rank labels are centred: their target scale is keyed by the label's formula)
+# cs_rank labels are centred: their target scale is keyed by the label's formula; a month name is read in
+# either spelling when the first cell is in May)
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",
