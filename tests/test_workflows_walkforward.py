@@ -172,6 +172,12 @@ def test_walk_forward_runs_the_trainer_per_fold(tmp_path, monkeypatch, capsys):
     f1, f2 = (next(ln.split() for ln in rows if ln.split()[:1] == [str(k)]) for k in (1, 2))
     assert f1[-3] == "0.04996" and f2[-3] == "3.2e-14"
     assert f1[6] == "0.0123" and f2[6] == "n/a"
+    # a mean over fewer folds than the table shows (a fold whose value is undefined) says how many
+    key = next(iter(tweaked["aggregate"]))
+    tweaked["aggregate"][key]["n"] = len(tweaked["folds"]) - 1
+    line = next(ln for ln in format_walkforward(tweaked).splitlines() if ln.strip().startswith(key + " "))
+    assert line.endswith(f"({len(tweaked['folds']) - 1} of {len(tweaked['folds'])} folds defined)")
+    assert not any("folds defined" in ln for ln in format_walkforward(res).splitlines())
 
 
 def test_walkforward_cli_rejects_one_fold():

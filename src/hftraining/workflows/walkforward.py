@@ -260,8 +260,9 @@ def format_walkforward(res: dict[str, Any]) -> str:
                      f"{fmt(f['ic'], '>8.4f')}{fmt_p(f['dm_p_value'], SIGNIFICANCE):>9}{fmt(f['sharpe'], '>8.2f')}"
                      f"{fmt(f['buy_and_hold_sharpe'], '>7.2f')}")
     lines.append("mean over folds [95% t-interval]:")
-    for k, a in res["aggregate"].items():
-        lines.append(f"  {k:<22}{fmt(a['mean'], '.4f')} [{fmt(a['ci_low'], '.4f')}, {fmt(a['ci_high'], '.4f')}]")
+    for k, a in res["aggregate"].items():  # a fold whose value is undefined (a flat book's Sharpe) is left out: said
+        short = f" ({a['n']} of {len(res['folds'])} folds defined)" if a.get("n", len(res["folds"])) < len(res["folds"]) else ""
+        lines.append(f"  {k:<22}{fmt(a['mean'], '.4f')} [{fmt(a['ci_low'], '.4f')}, {fmt(a['ci_high'], '.4f')}]{short}")
     lines.append(format_table(res["pooled"], "all out-of-sample folds pooled"))
     if "intervals" in res["pooled"]:
         lines += format_intervals(res["pooled"]["intervals"])
