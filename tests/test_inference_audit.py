@@ -145,3 +145,28 @@ def test_training_names_a_symbol_validation_left_unusable(tmp_path, caplog):
     assert data.train.symbols == ["AEM"]
     said = [r.getMessage() for r in caplog.records if "WPM" in r.getMessage()]
     assert len(said) == 1 and "no usable rows" in said[0] and "negative_volume" in said[0]
+
+
+def test_a_latest_row_filled_from_the_row_before_is_named(tmp_path):
+    """A model trained with ``data.invalid_values=ffill``: today's bar with its close not in yet is
+    filled with yesterday's close and forecast under today's date; the forecast says so, naming the
+    file and line, instead of passing yesterday's price off as today's."""
+    cfg = load_config(None, ["data.symbols=[AEM]", "data.sequence_length=20", "data.prediction_horizon=3",
+                             "data.invalid_values=ffill"])
+    pre = prepare(cfg.data).preprocessing
+    d = tmp_path / "model"
+    build_model(ModelConfig(type="ridge", ridge_lags=5), len(pre.feature_columns), pre.horizon,
+                pre.seq_len).save_pretrained(d, preprocessing=pre.to_dict())
+    rows = _aem()
+    path = tmp_path / "AEM.csv"
+    rows.to_csv(path, index=False)
+    fc = Forecaster.from_pretrained(d)
+    said: list[str] = []
+    fc.predict(str(path), warnings=said)
+    assert said == []  # nothing filled: nothing said
+    rows.loc[rows.index[-1], "close"] = np.nan
+    rows.to_csv(path, index=False)
+    table = fc.predict(str(path), warnings=said)
+    assert table["as_of"].iloc[0].strftime("%Y-%m-%d") == rows["Date"].iloc[-1][:10]  # today's date, filled close
+    assert len(said) == 1 and said[0].startswith(f"{path}: 1 row(s) with values filled from the row before")
+    assert f"nan_or_inf: line {len(rows) + 1}" in said[0]

@@ -24,7 +24,7 @@ from hftraining.data.features import SETTLE_MEASURABLE, SETTLE_TOLERANCE, settle
 from hftraining.data.pipeline import Preprocessing, apply, latest_windows
 from hftraining.data.rows import RowsNeeded
 from hftraining.data.sources import load_and_validate
-from hftraining.data.validate import MAX_ROWS_LISTED, validate_frame
+from hftraining.data.validate import MAX_ROWS_LISTED, VALUE_RULES, validate_frame
 from hftraining.data.windows import WindowSet
 from hftraining.inference.ensemble import load_ensemble
 from hftraining.inference.folders import is_ensemble, resolve_model_dir, run_precision
@@ -177,27 +177,38 @@ class Forecaster:
         """One warning for each file (or symbol's frame) of ``reports`` (:meth:`load_with_reports`) of
         which the training rules dropped rows (a NaN cell, a duplicate timestamp, a timestamp far
         beyond the others, ...): the forecast is made without them, so a dropped latest row means a
-        forecast from an earlier row (its ``as_of``), and a dropped duplicate the other row's prices.
-        Each line names the file, the rules and their rows (lines of a CSV file, 1-based rows of a
-        Parquet file, 0-based positions of a frame)."""
+        forecast from an earlier row (its ``as_of``), and a dropped duplicate the other row's prices;
+        and one for each file of which ``data.invalid_values=ffill`` filled cells from the row before
+        (a latest close filled so is yesterday's price under today's date). Each line names the file,
+        the rules and their rows (lines of a CSV file, 1-based rows of a Parquet file, 0-based
+        positions of a frame)."""
         out = []
         for rep in reports:
-            if not rep.get("rows_dropped"):
-                continue
             unit = {"line": "lines", "row": "rows"}.get(rep["row_numbers"], "positions")
-            parts = []
-            for rule, e in rep["rules"].items():
-                if not e["dropped"]:
+            see = "" if unit == "positions" else "; `hftraining data check` lists every row"
+            for kind, rules in (("dropped", rep["rules"]), ("repaired", {r: rep["rules"][r] for r in VALUE_RULES
+                                                                         if r in rep["rules"]})):
+                parts, total = [], 0
+                for rule, e in rules.items():
+                    if not e[kind]:
+                        continue
+                    total += e[kind]
+                    if sum(bool(e[k]) for k in ("dropped", "repaired", "flagged")) > 1:  # its rows mix the kinds
+                        parts.append(f"{rule}: {e[kind]} row(s)")
+                        continue
+                    shown = e["rows"][:MAX_ROWS_LISTED]
+                    more = ", ..." if e[kind] > len(shown) else ""
+                    parts.append(f"{rule}: {unit if len(shown) > 1 or more else unit[:-1]} {', '.join(map(str, shown))}{more}")
+                if not parts:
                     continue
-                if e["repaired"] or e["flagged"]:  # its row list mixes the dropped rows with the others
-                    parts.append(f"{rule}: {e['dropped']} row(s)")
-                    continue
-                shown = e["rows"][:MAX_ROWS_LISTED]
-                more = ", ..." if e["dropped"] > len(shown) else ""
-                parts.append(f"{rule}: {unit if len(shown) > 1 or more else unit[:-1]} {', '.join(map(str, shown))}{more}")
-            out.append(f"{rep['file']}: {rep['rows_dropped']} row(s) dropped by the validation rules the model was "
-                       f"trained with ({'; '.join(parts)}) and not used: the forecast is from the rows kept (its as_of "
-                       f"is the latest of them)" + ("" if unit == "positions" else "; `hftraining data check` lists every row"))
+                if kind == "dropped":
+                    out.append(f"{rep['file']}: {rep['rows_dropped']} row(s) dropped by the validation rules the model "
+                               f"was trained with ({'; '.join(parts)}) and not used: the forecast is from the rows kept "
+                               f"(its as_of is the latest of them){see}")
+                else:
+                    out.append(f"{rep['file']}: {total} row(s) with values filled from the row before "
+                               f"(data.invalid_values=ffill, as the model was trained: {'; '.join(parts)}): the forecast "
+                               f"reads the filled values{see}")
         return out
 
     # ------------------------------------------------------------------ windows and forecasts
