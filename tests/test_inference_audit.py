@@ -15,6 +15,16 @@ from hftraining.models import build_model
 from test_inference_settled_rows import model_dir  # noqa: F401  (an untrained seeded AEM model: every input shows)
 
 
+def _ridge_folder(tmp_path, *overrides: str):
+    """An (unfitted) ridge model folder of 20 rows in, 3 steps out, with the data settings ``overrides``."""
+    cfg = load_config(None, ["data.sequence_length=20", "data.prediction_horizon=3", *overrides])
+    pre = prepare(cfg.data).preprocessing
+    d = tmp_path / "model"
+    build_model(ModelConfig(type="ridge", ridge_lags=5), len(pre.feature_columns), pre.horizon,
+                pre.seq_len).save_pretrained(d, preprocessing=pre.to_dict())
+    return d
+
+
 def _aem(n: int = 300) -> pd.DataFrame:
     return pd.read_csv(sample_data_dir() / "AEM.csv").tail(n).reset_index(drop=True)
 
@@ -93,12 +103,7 @@ def test_the_onnx_file_of_a_model_of_another_label_does_not_call_its_outputs_log
     onnx = pytest.importorskip("onnx")
     from hftraining.cli import main
 
-    cfg = load_config(None, ["data.symbols=[AEM, WPM]", "data.sequence_length=20", "data.prediction_horizon=3",
-                             "data.target=cs_zscore"])
-    pre = prepare(cfg.data).preprocessing
-    d = tmp_path / "model"
-    build_model(ModelConfig(type="ridge", ridge_lags=5), len(pre.feature_columns), pre.horizon,
-                pre.seq_len).save_pretrained(d, preprocessing=pre.to_dict())
+    d = _ridge_folder(tmp_path, "data.symbols=[AEM, WPM]", "data.target=cs_zscore")
     out = tmp_path / "m.onnx"
     assert main(["export", str(d), "--format", "onnx", "--out", str(out), "--no-check"]) == 0
     units = {p.key: p.value for p in onnx.load(str(out)).metadata_props}["hftraining.units"]
@@ -151,12 +156,7 @@ def test_a_latest_row_filled_from_the_row_before_is_named(tmp_path):
     """A model trained with ``data.invalid_values=ffill``: today's bar with its close not in yet is
     filled with yesterday's close and forecast under today's date; the forecast says so, naming the
     file and line, instead of passing yesterday's price off as today's."""
-    cfg = load_config(None, ["data.symbols=[AEM]", "data.sequence_length=20", "data.prediction_horizon=3",
-                             "data.invalid_values=ffill"])
-    pre = prepare(cfg.data).preprocessing
-    d = tmp_path / "model"
-    build_model(ModelConfig(type="ridge", ridge_lags=5), len(pre.feature_columns), pre.horizon,
-                pre.seq_len).save_pretrained(d, preprocessing=pre.to_dict())
+    d = _ridge_folder(tmp_path, "data.symbols=[AEM]", "data.invalid_values=ffill")
     rows = _aem()
     path = tmp_path / "AEM.csv"
     rows.to_csv(path, index=False)
