@@ -289,5 +289,10 @@ def test_predictions_past_their_timeout_cannot_pile_up_without_bound(model_dir):
         deadline = time.monotonic() + 30
         while running and time.monotonic() < deadline:
             time.sleep(0.05)
-        for _ in range(4):  # the slots came back when the stuck work ended
-            assert c.post("/predict", json={"symbols": {"AEM": _rows()}}).status_code == 200
+        for _ in range(4):  # the slots came back when the stuck work ended: no request waits for one
+            for _attempt in range(5):  # a real prediction may outlast 0.3 s on a loaded machine: not a slot
+                r = c.post("/predict", json={"symbols": {"AEM": _rows()}})
+                assert r.status_code in (200, 503) and "prediction slots" not in r.text, r.text
+                if r.status_code == 200:
+                    break
+            assert r.status_code == 200, r.text
