@@ -11,17 +11,23 @@ views: nothing is loaded,
 and every process that maps the entry (DDP ranks on a node, evaluation after training) shares the
 same pages of the page cache instead of holding its own copy.
 
-The key hashes the inputs' contents (each file's blake2b digest, remembered per path, size and
-modification time in ``file-digests.json`` so a warm start does not re-read gigabytes), the data
+The key hashes the inputs' contents (each file's blake2b digest, remembered per path, size,
+modification and change time in ``file-digests.json`` so a warm start does not re-read gigabytes;
+any write moves the change time, which user space cannot set back), the data
 settings that change rows (features, validation policies, symbols, date range), the rows a symbol
-needs and the package version. Changing one input byte or one feature parameter builds a new
-entry; nothing else does.
+needs, the package version and the versions of the libraries that compute the rows (TA-Lib,
+NumPy, pandas: an upgrade may change an indicator's values). Changing one input byte or one feature
+parameter builds a new entry; nothing else does.
 
 Building reads, validates and computes one unit (a file, or one symbol of a Parquet dataset) at a
 time, in ``data.num_workers`` processes, and appends each symbol's rows to the files, so memory
 holds a few symbols, never the dataset. The entry is written to a temporary folder and renamed
 into place; a lock file makes concurrent builders (several ranks, several runs) build it once.
-No pickle is written: the files are raw arrays and JSON.
+No pickle is written: the files are raw arrays and JSON. A build that cannot write its files (a
+full disk, a quota) is one :class:`~hftraining.core.errors.WriteError` line naming ``data.cache_dir``
+and nothing half-written is left. A store that cannot be written at all (a read-only mount, a path
+that cannot be made) serves the entries it holds; without one, the rows are computed in memory,
+with a warning naming the folder.
 
 Trust: ``index.json`` holds the blake2b digest of each array file (computed as it was written) and
 of its own content. ``verified.json`` holds the size, modification and change time of each file
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
@@ -55,10 +62,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
+import pandas as pd
+import talib
 
 import hftraining
 from hftraining.core.config import DataConfig
-from hftraining.core.errors import DataError
+from hftraining.core.errors import DataError, WriteError, io_cause
 from hftraining.core.jsonio import dumps as json_dumps, write_json
 from hftraining.data.features import EmptyVolume, feature_columns, panel_specs, symbol_specs
 from hftraining.data.rows import Rows, SymbolRows, fill_panel_features, symbol_rows
@@ -116,12 +125,14 @@ def file_digests(files: list[Path], cache_dir: Path | None) -> list[str]:
             memo = json.loads(memo_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             memo = {}
+        if not isinstance(memo, dict):  # damaged: every digest is computed again
+            memo = {}
     out, changed = [], False
     for f in files:
         stamp = _file_stamp(f)
         key = str(f.resolve())
         got = memo.get(key)
-        if not (isinstance(got, dict) and got.get("stamp") == stamp):
+        if not (isinstance(got, dict) and got.get("stamp") == stamp and isinstance(got.get("digest"), str)):
             got, changed = {"stamp": stamp, "digest": _digest(f)}, True
             memo[key] = got
         out.append(got["digest"])
@@ -140,9 +151,24 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> bool:
         write(tmp)
         os.replace(tmp, path)
         return True
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    except (OSError, WriteError):  # WriteError: ``write`` used jsonio.write_json
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # never made (its folder is a file, or cannot be made)
         return False
+
+
+@contextmanager
+def _writing_entry(root: Path) -> Iterator[None]:
+    """An I/O failure while an entry's files are written (a full disk, a quota) → one WriteError line
+    naming ``data.cache_dir`` ``root``, the cause and what to do (the caller removes the temporary entry)."""
+    try:
+        yield
+    except OSError as e:
+        room = "free space there or " if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
+        raise WriteError(f"data.cache_dir={root}: cannot write the feature store entry ({io_cause(e)}); {room}set "
+                         "data.cache_dir to another folder (null: features computed in memory)") from None
 
 
 def spec_key(spec: Any) -> str:
@@ -309,11 +335,18 @@ def fitted_statistics(entry: str | None, spec: dict[str, Any], fit: Callable[[],
     return stats
 
 
+def _libraries() -> dict[str, str]:
+    """The versions of the libraries that compute the rows: an upgrade that changes an indicator's values
+    or how a file is parsed builds a new entry (an entry of the old ones would disagree with the rows
+    computed in memory, as prediction computes them)."""
+    return {"talib": talib.__version__, "numpy": np.__version__, "pandas": pd.__version__}
+
+
 def store_key(us: list[Unit], d: DataConfig, needed: RowsNeeded) -> str:
     """Hex digest of the units, their files' contents, the keyed data settings and ``needed``."""
     files = input_files(us)
     h = hashlib.blake2b(digest_size=16)
-    settings = {**{k: getattr(d, k) for k in KEYED_FIELDS}, "rows_needed": needed.rows}
+    settings = {**{k: getattr(d, k) for k in KEYED_FIELDS}, "rows_needed": needed.rows, "libraries": _libraries()}
     h.update(json.dumps({"format": FORMAT, "version": hftraining.__version__, **settings}, sort_keys=True).encode())
     h.update(json.dumps([[u.kind, Path(u.path).name, u.symbol] for u in us]).encode())
     cache = None if d.cache_dir is None else Path(d.cache_dir)
@@ -376,7 +409,12 @@ class _Sink:
     def __init__(self, folder: Path | None, n_features: int):
         self.folder, self.F = folder, n_features
         self.parts: dict[str, list[np.ndarray]] = {k: [] for k in ARRAYS}
-        self.files = None if folder is None else {k: open(folder / f"{k}.{SUFFIX[k]}", "wb") for k in ARRAYS}
+        self.files: dict[str, Any] | None = None
+        if folder is not None:
+            self.files = {}
+            with _writing_entry(folder.parent):
+                for k in ARRAYS:
+                    self.files[k] = open(folder / f"{k}.{SUFFIX[k]}", "wb")
         self.hashes = {k: hashlib.blake2b(digest_size=16) for k in ARRAYS}
         self.offset, self.where = 0, {}
 
@@ -390,16 +428,26 @@ class _Sink:
             else:
                 data = a.tobytes()
                 self.hashes[k].update(data)
-                self.files[k].write(data)
+                with _writing_entry(self.folder.parent):
+                    self.files[k].write(data)
         self.where[sym] = (self.offset, len(r))
         self.offset += len(r)
 
     def close(self) -> None:
-        if self.files is not None:
+        """Flush, fsync and close every file (all of them closed, also after a failed write)."""
+        if self.files is None:
+            return
+        try:
+            with _writing_entry(self.folder.parent):
+                for fh in self.files.values():
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        finally:
             for fh in self.files.values():
-                fh.flush()
-                os.fsync(fh.fileno())
-                fh.close()
+                try:
+                    fh.close()
+                except OSError:
+                    pass  # its write failed above, or in :meth:`add`: that error is the one raised
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {}
@@ -435,15 +483,16 @@ def _build(d: DataConfig, us: list[Unit], needed: RowsNeeded, folder: Path | Non
         if arrays is not None:
             fill_panel_features(arrays["features"], arrays["returns"], arrays["times"], d.features)
         elif sink.offset:
-            n = sink.offset
-            feats = np.memmap(folder / "features.f32", dtype=np.float32, mode="r+", shape=(n, F))
-            fill_panel_features(feats, np.memmap(folder / "returns.f32", dtype=np.float32, mode="r", shape=(n,)),
-                                np.memmap(folder / "times.i64", dtype=np.int64, mode="r", shape=(n,)), d.features)
-            feats.flush()
-            del feats
-            with open(folder / "features.f32", "rb+") as fh:
-                os.fsync(fh.fileno())
-            digests["features"] = _digest(folder / "features.f32")  # the file as it now stands
+            with _writing_entry(folder.parent):
+                n = sink.offset
+                feats = np.memmap(folder / "features.f32", dtype=np.float32, mode="r+", shape=(n, F))
+                fill_panel_features(feats, np.memmap(folder / "returns.f32", dtype=np.float32, mode="r", shape=(n,)),
+                                    np.memmap(folder / "times.i64", dtype=np.int64, mode="r", shape=(n,)), d.features)
+                feats.flush()
+                del feats
+                with open(folder / "features.f32", "rb+") as fh:
+                    os.fsync(fh.fileno())
+                digests["features"] = _digest(folder / "features.f32")  # the file as it now stands
     order = [s for s in col.order() if s in sink.where]
     skipped = [s for s in col.order() if s in skipped]
     starts = [sink.where[s][0] for s in order]
@@ -494,6 +543,8 @@ def _verify(folder: Path, index: dict[str, Any]) -> str | None:
     try:
         known = json.loads((folder / VERIFIED).read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):  # damaged: every file is hashed again
         known = {}
     now = _stamps(folder)
     if known == now:
@@ -569,7 +620,8 @@ def load_rows(d: DataConfig, needed: RowsNeeded) -> tuple[Rows, dict[str, Any]]:
     ``d.cache_dir`` (built first when absent) or, with ``cache_dir=None``, built in memory.
 
     The report is the validation report of the rows plus ``"cache": "hit" | "miss" | "rebuilt" (a
-    damaged entry, set aside) | "off"`` and
+    damaged entry, set aside) | "off" | "unwritable"`` (a store that cannot be written and holds no
+    usable entry: built in memory, with a warning) and
     ``"skipped_symbols"``: symbols whose features leave fewer than ``min_rows`` rows."""
     check_policy(d)
     us = units(d)
@@ -581,7 +633,17 @@ def load_rows(d: DataConfig, needed: RowsNeeded) -> tuple[Rows, dict[str, Any]]:
         root.mkdir(parents=True, exist_ok=True)
         (root / f"{key}.lock").touch()
     except OSError as e:
-        log.warning("feature store: cannot write to data.cache_dir=%s (%s); features are computed in memory", root, e.strerror)
+        # a read-only store (shared, or a copied run's): a complete entry is read as it stands (entries are
+        # renamed into place whole, and nothing can set one aside or rebuild it there); else built in memory
+        try:
+            hit = _open(root / key) if (root / key).is_dir() else None
+        except OSError:  # not even readable
+            hit = None
+        if isinstance(hit, tuple):
+            return _served(hit, "hit", root / key)
+        damaged = f", its entry {root / key} cannot be used ({hit})" if isinstance(hit, str) else ""
+        log.warning("feature store: cannot write to data.cache_dir=%s (%s)%s; features are computed in memory",
+                    root, e.strerror, damaged)
         return _in_memory(d, us, needed, "unwritable")
     folder = root / key
     no_volume = root / f"{key}.no-volume.json"  # these inputs hold a symbol without volume (see below)
@@ -599,7 +661,8 @@ def load_rows(d: DataConfig, needed: RowsNeeded) -> tuple[Rows, dict[str, Any]]:
             status = "miss" if status == "hit" else status
             _remove_stale_temporaries(root, key)
             tmp = root / f".{key}.{uuid.uuid4().hex}.tmp"
-            tmp.mkdir(parents=True)
+            with _writing_entry(root):
+                tmp.mkdir(parents=True)
             try:
                 try:
                     order, starts, lengths, report, skipped, _, digests = _build(d, us, needed, tmp)
@@ -614,15 +677,21 @@ def load_rows(d: DataConfig, needed: RowsNeeded) -> tuple[Rows, dict[str, Any]]:
                     "report": report, "skipped_symbols": skipped, "digests": digests,
                 }
                 index["index_digest"] = _index_digest(json.loads(json.dumps(index)))  # as a reader parses it
-                write_json(tmp / "index.json", index, indent=None)
-                _record_verified(tmp)  # just written and hashed as written: trusted as they stand
-                os.rename(tmp, folder)
+                with _writing_entry(root):
+                    (tmp / "index.json").write_text(json_dumps(index, indent=None) + "\n", encoding="utf-8")
+                    _record_verified(tmp)  # just written and hashed as written: trusted as they stand
+                    os.rename(tmp, folder)
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
             hit = _open(folder)
             if isinstance(hit, str):  # a disk that lost the files we just wrote
                 raise DataError(f"{folder}: the feature store entry just written cannot be read back ({hit})")
+    return _served(hit, status, folder)
+
+
+def _served(hit: tuple[Rows, dict[str, Any]], status: str, folder: Path) -> tuple[Rows, dict[str, Any]]:
+    """(rows, report) of the opened entry ``folder``, logged with its ``status``."""
     rows, index = hit
     log.info("feature store %s: %s (%d symbols, %d rows)", status, folder, len(rows.symbols), len(rows.returns))
     return rows, {**index["report"], "skipped_symbols": index["skipped_symbols"], "cache": status, "store": str(folder)}
