@@ -143,7 +143,7 @@ def interval_report(bounds: dict[float, tuple[np.ndarray, np.ndarray]], true: np
     construction and on the training windows the residuals are the fit's."""
     out: dict[str, Any] = {"method": method, "levels": {}}
     order = np.lexsort((np.asarray(dates), np.asarray(symbol_ids)))  # by symbol, then date
-    bad = []
+    bad, unbounded = [], []
     for level, (lo, hi) in bounds.items():
         inside = (true >= lo) & (true <= hi)  # (W, H)
         miss1 = ~inside[:, 0]
@@ -162,13 +162,17 @@ def interval_report(bounds: dict[float, tuple[np.ndarray, np.ndarray]], true: np
             "kupiec": k, "christoffersen": c,
             "rolling_coverage": {"dates": ROLLING_DATES, "min": float(roll.min()) if roll.size else math.nan,
                                  "max": float(roll.max()) if roll.size else math.nan},
+            "unbounded": float((~finite).mean()) if finite.size else 0.0,  # share of the intervals with no bound
         }
         out["levels"][f"{level:g}"] = entry
+        if not finite.all():
+            unbounded.append(f"{level:.0%} unbounded in {(~finite).mean():.0%} of the intervals "
+                             f"({_why_unbounded(method, level)})")
         for name, test in (("Kupiec", k), ("Christoffersen", c)):
             if math.isfinite(test["p_value"]) and test["p_value"] < level_sig:
                 bad.append(f"{level:.0%} fails {name} (p = {fmt_p(test['p_value'], SIGNIFICANCE)})")
     parts = ", ".join(f"{lv:.0%}: {v['coverage_per_step'][0]:.3f}" for lv, v in zip(bounds, out["levels"].values()))
-    head = f"{method} conformal intervals, step-1 coverage {parts}"
+    head = f"{method} conformal intervals, step-1 coverage {parts}" + "".join(f"; {u}" for u in unbounded)
     if in_sample:
         out["in_sample"] = in_sample
         out["sentence"] = (f"{head}: in sample ({in_sample}), so these numbers say nothing about calibration; "
@@ -179,6 +183,14 @@ def interval_report(bounds: dict[float, tuple[np.ndarray, np.ndarray]], true: np
                        else f"{head}: NOT calibrated ({'; '.join(bad)})")
     out["calibrated"] = not bad
     return out
+
+
+def _why_unbounded(method: str, level: float) -> str:
+    """Why a conformal interval at ``level`` has no bound: the rank it needs exceeds the calibration windows."""
+    if method == "aci":
+        return "ACI's level asked for a rank beyond the calibration windows"
+    need = math.ceil(round(level / (1 - level), 9))  # ⌈(n + 1)·level⌉ <= n  <=>  n >= level / (1 − level)
+    return f"calibrated on fewer than the {need} windows a {level:.0%} interval needs"
 
 
 def calibrate(model, val, target_scale: float, ev, batch_size: int, device="cpu", precision: str = "fp32",
