@@ -67,3 +67,22 @@ def test_the_verdict_says_when_too_few_calibration_windows_leave_a_level_unbound
     bounded = interval_report(cal.bounds(np.zeros_like(y)) | {0.9: (-np.ones_like(y), np.ones_like(y))}, y, d,
                               np.tile(np.arange(3), 100), "split")
     assert "unbounded" not in bounded["sentence"]
+
+
+def test_a_cqr_folder_whose_band_shrinks_loads(tmp_path):
+    """A quantile head wider than it needs on validation gets a negative CQR radius (Romano et al.: the
+    band shrinks to its level); training writes it, so the model folder must load it as written."""
+    from hftraining.core.jsonio import write_json
+    from hftraining.models.folder import INTERVALS_FILE, read_calibration
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(500, 1))
+    q = np.stack([np.full((500, 1), -2.5), np.full((500, 1), 2.5)], -1)  # a 0.1/0.9 pair covering ~99%
+    cal = Calibration.fit(np.zeros((500, 1)), y, [0.8], method="cqr", quantiles=q, q_levels=[0.1, 0.9])
+    assert cal.radius[0, 0] < 0
+    write_json(tmp_path / INTERVALS_FILE, cal.to_dict())
+    back = read_calibration(tmp_path, 1, [0.1, 0.9])
+    assert back.radius[0, 0] == cal.radius[0, 0]
+    lo, hi = back.bounds(np.zeros((4000, 1)), np.broadcast_to(q[:1], (4000, 1, 2)))[0.8]
+    t = rng.normal(size=(4000, 1))
+    assert abs(((t >= lo) & (t <= hi)).mean() - 0.8) < 0.03  # the shrunk band covers at its level

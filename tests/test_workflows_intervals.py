@@ -53,6 +53,22 @@ def test_intervals_scored_on_the_windows_they_were_fit_on_claim_nothing(run, spl
     assert "in sample" in iv["sentence"] and "calibrated (" not in iv["sentence"]
 
 
+@pytest.mark.parametrize("split, why", [("val", "calibrated on"), ("train", "trained on")])
+def test_other_data_scored_in_the_period_the_intervals_were_fit_on_claims_nothing(run, tmp_path, split, why):
+    """The same rows given as other data (``evaluate --data``) are cut at the same dates: its val split
+    is the calibration windows themselves, so no calibration verdict either."""
+    from importlib.resources import files
+
+    out, _ = run
+    data = tmp_path / "data"
+    data.mkdir()
+    for sym in ("AEM", "WPM"):
+        shutil.copy(files("hftraining") / "sample_data" / f"{sym}.csv", data / f"{sym}.csv")
+    iv = evaluate_model_dir(out, data=str(data), split=split)[0]["intervals"]
+    assert iv["calibrated"] is None and why in iv["in_sample"]
+    assert "in sample" in iv["sentence"]
+
+
 def test_predict_returns_bounds_around_the_forecast(run):
     out, _ = run
     table = Forecaster.from_pretrained(out).predict("src/hftraining/sample_data/AEM.csv")
@@ -133,6 +149,21 @@ def test_an_ensemble_calibrates_its_own_intervals(run, tmp_path):
     assert cal["levels"] == member["levels"] and cal["radius"] != member["radius"]
     table = Forecaster.from_pretrained(ens).predict("src/hftraining/sample_data/AEM.csv")
     assert (table["lower_90"] < table["forecast_return"]).all()
+
+
+def test_an_ensemble_of_cqr_members_without_a_shared_quantile_head_says_why(tmp_path):
+    """Members with different model.quantiles make an ensemble without a quantile head, which cqr
+    intervals are calibrated around: the error says so (it blamed the first member's intervals.json)."""
+    from hftraining.inference.ensemble import build_ensemble
+
+    runs = []
+    for name, qs in (("a", "[0.05,0.5,0.95]"), ("b", "[0.05,0.25,0.5,0.75,0.95]")):
+        runs.append(tmp_path / name)
+        train(load_config(None, tiny(runs[-1], "training.max_steps=5", "evaluation.report=false", f"model.quantiles={qs}",
+                                     "evaluation.interval_method=cqr", "evaluation.intervals=[0.9]")))
+    with pytest.raises(DataError, match="members' model.quantiles differ") as e:
+        build_ensemble(runs, tmp_path / "ens")
+    assert "\n" not in str(e.value) and not (tmp_path / "ens").exists()
 
 
 def test_interval_settings_are_checked():

@@ -512,7 +512,8 @@ def _interval_section(doc: _Doc, rep: dict[str, Any], fc) -> None:
     """Coverage, width, Winkler score and the Kupiec / Christoffersen tests per level, the sentence,
     and the step-1 coverage over time per level beside its nominal level."""
     doc.heading("Forecast intervals")
-    doc.para(f"{rep['method']} conformal intervals, calibrated on the validation windows' residuals per horizon step. "
+    scores = ("distances outside the quantile head's band" if rep["method"] == "cqr" else "absolute residuals")
+    doc.para(f"{rep['method']} conformal intervals, calibrated on the validation windows' {scores} per horizon step. "
              "Coverage: share of realisations inside; Winkler: width plus 2/α times any miss distance; Kupiec: "
              "unconditional coverage; Christoffersen: independence of consecutive step-1 misses per symbol; both LRs divided "
              "by their Rao–Scott design effect over dates, since the misses of one date's symbols come together.")

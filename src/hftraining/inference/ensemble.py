@@ -289,9 +289,13 @@ def _calibrate(out: Path, first: Path) -> None:
     data (the members' intervals do not combine into the ensemble's)."""
     model, pre = load_ensemble(out)
     q_levels = list(getattr(model, "quantile_levels", None) or [])
-    ref = folder.read_calibration(first, pre.horizon, q_levels)
+    ref = folder.read_calibration(first, pre.horizon, list(folder.model_spec(first)[0].quantiles))  # as that member reads it
     if ref is None:
         return
+    if ref.method == "cqr" and not q_levels:
+        raise DataError(f"{first / folder.INTERVALS_FILE}: cqr intervals are calibrated around a quantile head, and "
+                        "the ensemble has none (its members' model.quantiles differ): give the members the same "
+                        "model.quantiles, or calibrate them with evaluation.interval_method=split or aci")
     ws = apply(pre, None, "val")
     if len(ws) == 0:
         return

@@ -370,7 +370,8 @@ def read_calibration(folder: str | Path, horizon: int, quantile_levels: list[flo
         if not ok:
             raise DataError(f"{path}: {key} must be {rows} lists of {cols} numbers >= {low:g} (null: unbounded)")
 
-    table("radius", len(levels), horizon)
+    # cqr: a quantile head wider than it needs on validation shrinks its band (Romano et al.), a negative radius
+    table("radius", len(levels), horizon, low=-math.inf if raw["method"] == "cqr" else 0.0)
     n = raw["n"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise DataError(f"{path}: n must be a non-negative integer (calibration windows), got {shown(n)}")

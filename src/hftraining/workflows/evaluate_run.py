@@ -152,8 +152,13 @@ def evaluate_model_dir(path, data=None, split: str = "test",
     if f.calibration is not None:  # the folder's conformal intervals (aci: walked along ``ws`` from the nominal level)
         fc.intervals, _ = forecast_intervals(f.calibration, fc.pred["model"], fc.true, fc.dates, fc.quantiles,
                                              known=outcome_times(ws))
-        in_sample = None if split == "test" or data is not None else (  # its own windows: no calibration claim
-            f"the {split} split holds the windows the model was {'calibrated' if split in ('val', 'all') else 'trained'} on")
+        # a split other than test is its own windows or, of other data, windows dated in the period the model was
+        # calibrated or trained on (the same cut dates): no calibration claim either way
+        was = 'calibrated' if split in ('val', 'all') else 'trained'
+        in_sample = None if split == "test" else (f"the {split} split holds the windows the model was {was} on"
+                                                  if data is None else
+                                                  f"the {split} split of this data is dated in the period the model "
+                                                  f"was {was} on")
         result["intervals"] = interval_report(fc.intervals, fc.true, fc.dates, fc.symbol_ids, f.calibration.method,
                                               in_sample=in_sample)
     if hasattr(f.model, "members"):  # an ensemble: its members scored on the same windows, beside it
