@@ -55,6 +55,7 @@ def reference(f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             slope, intercept = np.polyfit(x, C, 1)
             fit = intercept + slope * x
             ss = float(((C - C.mean()) ** 2).sum())
+            per_v = V.mean() if v[t] == 0 and V.mean() > 0 else v[t] + EPS  # no trades: the window's mean volume
             r = {"MA": C.mean() / c[t], "STD": C.std(ddof=1) / c[t], "BETA": slope / c[t],
                  "RSQR": 0.0 if np.ptp(C) == 0 else 1 - float(((C - fit) ** 2).sum()) / ss,
                  "RESI": (C[-1] - fit[-1]) / c[t], "MAX": H.max() / c[t], "MIN": L.min() / c[t],
@@ -62,7 +63,7 @@ def reference(f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                  "RANK": stats.rankdata(C)[-1] / d, "RSV": (c[t] - L.min()) / (H.max() - L.min() + EPS),
                  "IMAX": (np.argmax(H) + 1) / d, "IMIN": (np.argmin(L) + 1) / d,
                  "IMXD": (np.argmax(H) - np.argmin(L)) / d, "CORR": _corr0(C, np.log(V + 1)),
-                 "VMA": V.mean() / (v[t] + EPS), "VSTD": V.std(ddof=1) / (v[t] + EPS)}
+                 "VMA": V.mean() / per_v, "VSTD": V.std(ddof=1) / per_v}
             if t >= d:  # the operators of 1-row changes need the row before the window too
                 P, PV = c[t - d : t], v[t - d : t]  # each row's previous row
                 ret = C / P

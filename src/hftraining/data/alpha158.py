@@ -20,6 +20,17 @@ vectorised functions instead of an expression engine. Differences from Qlib, on 
   running sums leave a residue of earlier rows (3.6e-13 on a flat stretch of a long series) that
   made CORR NaN, RSQR arbitrary and WVMA/STD/BETA/RESI noise; on a constant window the standard
   deviations, the slope and the residual are 0 and the mean is the window's value.
+  For the same reason the standard deviations, slopes, R² and correlations are computed window by
+  window in two passes (the mean, then the deviations from it), never from running sums: once a
+  series has fallen by orders of magnitude (a crash, reverse splits, quiet intraday bars after busy
+  ones) the residue of the earlier, larger values is beyond float noise in the later ones (a close
+  fallen a thousandfold: STD5 0.3% off and RSQR5 by 0.003, ten thousandfold: 9% and 0.09; volumes
+  a millionth of the earlier ones: VSTD5 110% off).
+- **Zero volume.** On a row without trades (volume 0: a halted day) VMA and VSTD divide by the
+  window's mean volume instead of Qlib's ``$volume+1e-12`` (VMA 1, VSTD the coefficient of
+  variation). Qlib's value there is about 1e17 and depends on the volume's unit (shares or lots):
+  one such row in the training split made the scaler's statistics of all 10 columns about 1e16,
+  so every other row scaled to a constant. A window without any volume keeps Qlib's 0.
 
 Every value at row t uses rows ≤ t only (``tests/test_data_alpha158.py`` changes and removes later
 rows and checks nothing moves).
@@ -36,6 +47,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 WINDOWS = (5, 10, 20, 30, 60)
 EPS = 1e-12
 CHUNK = 1 << 20  # windows per block of the O(n·d) operators (rank, arg-max/min): bounded temporaries
+MOMENT_CHUNK = 1 << 13  # windows per block of the two-pass moments (:func:`_moments`)
 
 
 def _ref(x: np.ndarray, k: int) -> np.ndarray:
@@ -61,9 +73,52 @@ def _mean(x: np.ndarray, d: int) -> np.ndarray:
     return np.where(_flat(x, d), x, _roll(x, d).mean().to_numpy())
 
 
-def _std(x: np.ndarray, d: int) -> np.ndarray:
-    """Rolling sample std (ddof 1, as Qlib's Std); exactly 0 on a constant window."""
-    return np.where(_flat(x, d), 0.0, _roll(x, d).std().to_numpy())
+def _moments(x: np.ndarray, d: int, y: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Centred sums of every full window of d rows, aligned on its last row (NaN before it and where
+    a window holds a NaN), each window in two passes: its mean ``mx``, then the deviations from it.
+    ``sxx``: the squared deviations of ``x``; ``sxt``: its deviations times the centred positions
+    -(d-1)/2..(d-1)/2; with ``y`` also ``syy`` and ``sxy``. Running sums (pandas' rolling var, cov and
+    corr) keep a residue of the earlier rows that swamps a window of much smaller values.
+
+    The sums run over the d positions of a window, each step one elementwise operation on all
+    windows at once, so a window's value depends on its own rows only, in a fixed order, bit for bit
+    (a reduction along a row, as numpy's or BLAS's, may add in another order for another length)."""
+    n = len(x)
+    out = {k: np.full(n, np.nan) for k in ("mx", "sxx", "sxt", *(("syy", "sxy") if y is not None else ()))}
+    m = n - d + 1  # windows; window i holds rows i..i+d-1, so x[i + j] is position j of window i
+    ex, ey, tmp = np.empty(MOMENT_CHUNK), np.empty(MOMENT_CHUNK), np.empty(MOMENT_CHUNK)
+
+    def mean(z: np.ndarray, a: int, k: int, acc: np.ndarray) -> np.ndarray:
+        """Into ``acc``: the means of windows a..a+k-1 of z, position by position."""
+        acc[:] = z[a : a + k]
+        for j in range(1, d):
+            acc += z[a + j : a + j + k]
+        acc /= d
+        return acc
+
+    for a in range(0, max(m, 0), MOMENT_CHUNK):  # blocks of windows: the temporaries stay in the cache
+        k = min(MOMENT_CHUNK, m - a)
+        blk = {key: col[d - 1 + a : d - 1 + a + k] for key, col in out.items()}  # this block's windows (views)
+        mx, my = mean(x, a, k, blk["mx"]), None if y is None else mean(y, a, k, np.empty(k))
+        for key in blk.keys() - {"mx"}:
+            blk[key][:] = 0.0
+        dx, dy, t = ex[:k], ey[:k], tmp[:k]
+        for j in range(d):
+            np.subtract(x[a + j : a + j + k], mx, out=dx)
+            blk["sxx"] += np.multiply(dx, dx, out=t)
+            blk["sxt"] += np.multiply(dx, j - (d - 1) / 2.0, out=t)
+            if y is not None:
+                np.subtract(y[a + j : a + j + k], my, out=dy)
+                blk["syy"] += np.multiply(dy, dy, out=t)
+                blk["sxy"] += np.multiply(dx, dy, out=t)
+    return out
+
+
+def _std(x: np.ndarray, d: int, m: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Rolling sample std (ddof 1, as Qlib's Std), window by window (``m``: :func:`_moments` of x,
+    when at hand); exactly 0 on a constant window."""
+    m = _moments(x, d) if m is None else m
+    return np.where(_flat(x, d), 0.0, np.sqrt(m["sxx"] / (d - 1)))
 
 
 def _windows(x: np.ndarray, d: int, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -101,30 +156,29 @@ def _argmin1(w: np.ndarray) -> np.ndarray:
     return out
 
 
-def _regression(y: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _regression(y: np.ndarray, d: int, m: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Over each window of d rows, the least-squares line of y on its position 1..d: (slope, R²,
-    residual of the last row). R² is 0 on a constant window."""
-    t = np.arange(len(y), dtype=np.float64)
-    ys, ts = pd.Series(y), pd.Series(t)
-    cov = ts.rolling(d, min_periods=d).cov(ys).to_numpy()
-    var_t = d * (d + 1) / 12.0  # variance (ddof=1, as pandas' cov) of d consecutive integers
-    slope = cov / var_t
-    var_y = ys.rolling(d, min_periods=d).var().to_numpy()
+    residual of the last row), window by window (``m``: :func:`_moments` of y, when at hand). R² is 0
+    on a constant window."""
+    m = _moments(y, d) if m is None else m
+    stt = d * (d * d - 1) / 12.0  # squared deviations of the positions 1..d from their mean
+    slope = m["sxt"] / stt
     with np.errstate(divide="ignore", invalid="ignore"):
-        r2 = np.where(var_y > 0, cov * cov / (var_t * var_y), 0.0)
-    r2[np.isnan(var_y)] = np.nan
-    mean_y = ys.rolling(d, min_periods=d).mean().to_numpy()
-    resi = y - (mean_y + slope * (d - 1) / 2.0)  # the fitted line at the last position, t - mean t = (d - 1)/2
+        r2 = np.where(m["sxx"] > 0, m["sxt"] * m["sxt"] / (stt * m["sxx"]), 0.0)
+    r2[np.isnan(m["sxx"])] = np.nan
+    resi = y - (m["mx"] + slope * (d - 1) / 2.0)  # the fitted line at the last position, t - mean t = (d - 1)/2
     flat = _flat(y, d)  # a constant window: a flat line through every point
     return np.where(flat, 0.0, slope), np.where(flat, 0.0, np.clip(r2, 0.0, 1.0)), np.where(flat, 0.0, resi)
 
 
-def _corr(a: np.ndarray, b: np.ndarray, d: int) -> np.ndarray:
-    """Rolling Pearson correlation; 0 where either side is constant over the window (or so nearly
-    constant that the correlation is not a number)."""
-    sa, sb = pd.Series(a), pd.Series(b)
-    c = sa.rolling(d, min_periods=d).corr(sb).to_numpy()
-    full = (sa.rolling(d, min_periods=d).count().to_numpy() == d) & (sb.rolling(d, min_periods=d).count().to_numpy() == d)
+def _corr(a: np.ndarray, b: np.ndarray, d: int, m: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Rolling Pearson correlation, window by window (``m``: :func:`_moments` of a and b, when at
+    hand); 0 where either side is constant over the window (or so nearly constant that the
+    correlation is not a number)."""
+    m = _moments(a, d, b) if m is None else m
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = m["sxy"] / np.sqrt(m["sxx"] * m["syy"])
+    full = ~np.isnan(m["sxx"]) & ~np.isnan(m["syy"])
     c = np.where(full & (_flat(a, d) | _flat(b, d) | ~np.isfinite(c)), 0.0, c)
     return np.clip(c, -1.0, 1.0)
 
@@ -154,8 +208,10 @@ def alpha158(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
     wv = np.abs(c / c1 - 1) * v
     per: dict[str, dict[int, np.ndarray]] = {name: {} for name in ROLLING}
     for d in WINDOWS:
-        mean_c = _mean(c, d)
-        slope, r2, resi = _regression(c, d)
+        mean_c, m_c = _mean(c, d), _moments(c, d, log_v)  # the close's (and log volume's) windows, once
+        mean_v = _mean(v, d)
+        per_v = np.where((v == 0) & (mean_v > 0), mean_v, v + EPS)  # volume 0: the window's mean (see above)
+        slope, r2, resi = _regression(c, d, m_c)
         hi_max, lo_min = _roll(h, d).max().to_numpy(), _roll(lo, d).min().to_numpy()
         imax, imin = _windows(h, d, _argmax1), _windows(lo, d, _argmin1)
         sum_move, sum_vmove = _roll(move, d).sum().to_numpy() + EPS, _roll(vmove, d).sum().to_numpy() + EPS
@@ -165,7 +221,7 @@ def alpha158(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
         values = {
             "ROC": _ref(c, d) / c,
             "MA": mean_c / c,
-            "STD": _std(c, d) / c,
+            "STD": _std(c, d, m_c) / c,
             "BETA": slope / c,
             "RSQR": r2,
             "RESI": resi / c,
@@ -178,7 +234,7 @@ def alpha158(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
             "IMAX": imax / d,
             "IMIN": imin / d,
             "IMXD": (imax - imin) / d,
-            "CORR": _corr(c, log_v, d),
+            "CORR": _corr(c, log_v, d, m_c),
             "CORD": _corr(ret, log_vchg, d),
             "CNTP": cnt_p,
             "CNTN": cnt_n,
@@ -186,8 +242,8 @@ def alpha158(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
             "SUMP": sum_up / sum_move,
             "SUMN": sum_down / sum_move,
             "SUMD": (sum_up - sum_down) / sum_move,
-            "VMA": _mean(v, d) / (v + EPS),
-            "VSTD": _std(v, d) / (v + EPS),
+            "VMA": mean_v / per_v,
+            "VSTD": _std(v, d) / per_v,
             "WVMA": _std(wv, d) / (_mean(wv, d) + EPS),
             "VSUMP": sum_vup / sum_vmove,
             "VSUMN": sum_vdown / sum_vmove,

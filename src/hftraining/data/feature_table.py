@@ -9,18 +9,21 @@ import pandas as pd
 
 from hftraining.core.config import DataConfig
 from hftraining.core.errors import DataError
-from hftraining.data.features import check_specs, feature_columns
-from hftraining.data.pipeline import data_rows
+from hftraining.data.features import feature_columns
+from hftraining.data.pipeline import panel_rows
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
 def feature_table(cfg: DataConfig) -> tuple[pd.DataFrame, dict]:
     """All symbols' features (unscaled), warm-up rows dropped → (frame with ``symbol``,
-    ``timestamp`` and the feature columns, validation report), from the feature store."""
-    check_specs(cfg.features)
-    cols = feature_columns(cfg.features)
-    rows, report = data_rows(cfg)
+    ``timestamp`` and the feature columns, validation report), from the feature store. The features
+    are those training uses: a symbol without volume drops the volume features for every symbol
+    (:func:`~hftraining.data.pipeline.panel_rows`; logged, and under ``dropped_features`` in the
+    report), where reading the rows of ``cfg.features`` would stop at that symbol."""
+    panel = panel_rows(cfg)  # checks the specs first
+    cols, rows = feature_columns(panel.d.features), panel.rows
+    report = {**panel.report, "dropped_features": dict(panel.dropped)}
     parts = []
     for k, sym in enumerate(rows.symbols):
         sl = rows.rows(k)
@@ -41,7 +44,9 @@ def write_feature_table(cfg: DataConfig, out: str | Path) -> tuple[int, int]:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "csv":
-            table.assign(timestamp=table["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_csv(out, index=False)
+            ts = table["timestamp"].dt
+            whole = bool(((ts.microsecond == 0) & (ts.nanosecond == 0)).all())  # else bars of 500ms wrote each second twice
+            table.assign(timestamp=ts.strftime("%Y-%m-%dT%H:%M:%SZ" if whole else "%Y-%m-%dT%H:%M:%S.%fZ")).to_csv(out, index=False)
         else:
             table.to_parquet(out, index=False)
     except OSError as e:

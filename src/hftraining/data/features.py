@@ -52,7 +52,16 @@ class EmptyVolume(DataError):
         return (EmptyVolume, (self.symbol, self.specs))
 
 
+def _check_lag(name: str, k: int) -> None:
+    """A ConfigError unless the lag ``k`` is >= 1 row. ``x[:-k]`` is no lag for k <= 0: ``return_-3``
+    put close_t / close_{t-(n-3)} on the last 3 rows only (its value depending on how many rows follow
+    it) and made the warm-up n - 3 rows; ``return_0`` failed with a broadcasting error."""
+    if k < 1:
+        raise ConfigError(f"data.features: {name}_{k}: the lag must be >= 1 row")
+
+
 def _lag_log_return(close: np.ndarray, k: int) -> np.ndarray:
+    _check_lag("log_return", k)
     out = np.full_like(close, np.nan)
     out[k:] = np.log(close[k:] / close[:-k])
     return out
@@ -73,6 +82,8 @@ def rsi(f: pd.DataFrame, n: int = 14) -> dict[str, np.ndarray]:
 @FEATURES.register("macd")
 def macd(f: pd.DataFrame, fast: int = 12, slow: int = 26, signal: int = 9) -> dict[str, np.ndarray]:
     """MACD line, signal and histogram, each divided by the close."""
+    if not fast < slow:  # TA-Lib swaps them without a word (macd_26_12_9 was macd_12_26_9); equal ones give 0
+        raise ConfigError(f"data.features: macd_{fast}_{slow}_{signal}: the fast period must be shorter than the slow one")
     close = f["close"].to_numpy()
     line, sig, hist = talib.MACD(close, fastperiod=fast, slowperiod=slow, signalperiod=signal)
     p = f"{fast}_{slow}_{signal}"
@@ -82,6 +93,8 @@ def macd(f: pd.DataFrame, fast: int = 12, slow: int = 26, signal: int = 9) -> di
 @FEATURES.register("bbands")
 def bbands(f: pd.DataFrame, n: int = 20, k: float = 2) -> dict[str, np.ndarray]:
     """Bollinger position (0 at the lower band, 1 at the upper) and width (band span / middle)."""
+    if not k > 0:  # TA-Lib takes any k: 0 made bb_pos a constant 0.5, a negative k also bb_width < 0
+        raise ConfigError(f"data.features: bbands_{n}_{k:g}: the band width must be > 0 standard deviations")
     close = f["close"].to_numpy()
     upper, middle, lower = talib.BBANDS(close, timeperiod=n, nbdevup=k, nbdevdn=k, matype=0)
     span = upper - lower
@@ -107,6 +120,7 @@ def volume_ratio(f: pd.DataFrame, n: int = 20) -> dict[str, np.ndarray]:
 def simple_return(f: pd.DataFrame, k: int = 1) -> dict[str, np.ndarray]:
     """close_t / close_{t-k} - 1 (a simple return, not a log return)."""
     close = f["close"].to_numpy()
+    _check_lag("return", k)
     out = np.full_like(close, np.nan)
     out[k:] = close[k:] / close[:-k] - 1.0
     return {f"return_{k}": out}

@@ -146,7 +146,10 @@ def write_synth(out_dir: str | Path, symbols: int, rows: int, seed: int = 0, fre
         frame = synth_ohlcv(rows, seed=s, freq=freq, price=price, session=session, tz=tz)
         if fmt == "csv":
             p = out / f"{name}.csv"
-            frame.assign(timestamp=frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_csv(p, index=False, float_format="%.6f")
+            ts = frame["timestamp"]
+            whole = bool((ts.dt.microsecond == 0).all() and (ts.dt.nanosecond == 0).all())  # else sub-second bars
+            frame.assign(timestamp=ts.dt.strftime("%Y-%m-%dT%H:%M:%SZ" if whole else "%Y-%m-%dT%H:%M:%S.%fZ")).to_csv(
+                p, index=False, float_format="%.6f")
         elif fmt == "parquet":
             p = out / f"{name}.parquet"
             frame.to_parquet(p, index=False)
