@@ -228,31 +228,38 @@ def _symbol_metrics(pred: np.ndarray, true: np.ndarray, fc: Forecasts, codes: np
     forecasts (of the step itself per step) over its dates, one pair per date: the design effect is 1
     (the reference is Student's t over the dates, as the pooled test's). ``codes``: :func:`date_codes`
     of ``fc.dates``."""
-    out = {}
-    for i, sym in enumerate(fc.symbols):
-        m = fc.symbol_ids == i
-        if not m.any():
-            continue
-        p, t, d = pred[m], true[m], codes[m]
+    order = np.argsort(fc.symbol_ids, kind="stable")  # once: each symbol's rows in a slice, in their order
+    bounds = np.searchsorted(fc.symbol_ids[order], np.arange(len(fc.symbols) + 1))
+    present = np.flatnonzero(bounds[1:] > bounds[:-1])
+    lo, n = bounds[present], bounds[present + 1] - bounds[present]
+    pred, true, codes = pred[order], true[order], codes[order]
+    H = true.shape[1]
 
-        def one(pp: np.ndarray, tt: np.ndarray) -> dict[str, Any]:
-            first = (pp, tt) if pp.ndim == 1 else (pp[:, 0], tt[:, 0])  # a step, or step 1 of the H steps
-            return {"mse": M.mse(pp, tt), "mae": M.mae(pp, tt), "directional_accuracy": M.directional_accuracy(pp, tt),
-                    "directional_p": M.pesaran_timmermann(*first, codes=d)["p_value"], "ic_pooled": M.spearman(pp, tt)}
+    def per_symbol(pp: np.ndarray, tt: np.ndarray, k: int) -> list[dict[str, Any]]:
+        """The metrics of every symbol's rows of (rows, k) ``pp``, ``tt``, whose first column is the
+        step tested for direction: every symbol at once (:func:`metrics.segment_point_metrics`)."""
+        m = M.segment_point_metrics(pp.reshape(-1), tt.reshape(-1), lo * k, n * k)
+        m["directional_p"] = M.segment_pesaran_timmermann_p(pp[:, 0], tt[:, 0], codes, lo, n)
+        keys = ("mse", "mae", "directional_accuracy", "directional_p", "ic_pooled")
+        return [{key: float(m[key][j]) for key in keys} for j in range(len(present))]
 
-        out[sym] = {"n_windows": int(m.sum()), **one(p, t),
-                    "per_step": [one(p[:, h], t[:, h]) for h in range(t.shape[1])]}
-    return out
+    pooled = per_symbol(pred, true, H)
+    steps = [per_symbol(pred[:, h : h + 1], true[:, h : h + 1], 1) for h in range(H)]
+    return {fc.symbols[i]: {"n_windows": int(n[j]), **pooled[j], "per_step": [s[j] for s in steps]}
+            for j, i in enumerate(present)}
 
 
-def cross_section(pred: np.ndarray, true: np.ndarray, dates: np.ndarray) -> dict[str, dict[str, Any]]:
+def cross_section(pred: np.ndarray, true: np.ndarray, dates: np.ndarray,
+                  codes: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
     """Cross-sectional IC of the 1-step forecast (``pred[:, 0]`` vs ``true[:, 0]``, per date across
     symbols): {"ic": Pearson, "rank_ic": Spearman}, each an :func:`metrics.ic_summary` with
     Newey–West lag :data:`CS_LAG`. One symbol (or fewer than :data:`CS_MIN_SYMBOLS` per date) has no
-    cross-section: n_dates 0 and NaN statistics."""
+    cross-section: n_dates 0 and NaN statistics. ``codes``: :func:`date_codes` of ``dates`` when the
+    caller has them."""
     out = {}
     for key, rank in (("ic", False), ("rank_ic", True)):
-        _, ic = M.cross_sectional_ic_series(pred[:, 0], true[:, 0], dates, min_size=CS_MIN_SYMBOLS, rank=rank)
+        _, ic = M.cross_sectional_ic_series(pred[:, 0], true[:, 0], dates, min_size=CS_MIN_SYMBOLS, rank=rank,
+                                              date_codes=codes)
         out[key] = M.ic_summary(ic, lag=CS_LAG)
     return out
 
@@ -264,6 +271,12 @@ def score(fc: Forecasts) -> dict[str, Any]:
     :func:`metrics.point_metrics`; per step, each step's), and the Diebold–Mariano tests of the model
     against each baseline (squared error; see :func:`metrics.dm_test`). The directional test is
     reported beside the accuracy; the verdict does not read it."""
+    with M.reuse_ranks():  # the labels are ranked once, not once per forecast
+        return _score(fc)
+
+
+def _score(fc: Forecasts) -> dict[str, Any]:
+    """:func:`score`."""
     true, dates = fc.true, fc.dates
     codes = date_codes(dates)  # once: every directional test below counts dates with these
     H = true.shape[1]
@@ -274,7 +287,7 @@ def score(fc: Forecasts) -> dict[str, Any]:
     }
     pooled = {name: M.point_metrics(p, true, dates, date_codes=codes) for name, p in fc.pred.items()}
     for name, p in fc.pred.items():
-        pooled[name]["cross_section"] = cross_section(p, true, dates)
+        pooled[name]["cross_section"] = cross_section(p, true, dates, codes)
     if fc.quantiles is not None and len(fc):
         pin = M.pinball_loss(fc.quantiles, true, fc.levels)
         pooled["model"]["pinball"] = {f"q{q:g}": v for q, v in zip(fc.levels, pin)}

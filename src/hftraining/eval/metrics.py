@@ -7,13 +7,16 @@ the naive baselines through one prediction path.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import hashlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from scipy import special, stats
 
-from hftraining.data.labels import group_ranks
 from hftraining.eval.intervals import design_effect
 
 MIN_CROSS_SECTION = 3  # fewest symbols on a date for its cross-sectional IC to count
@@ -133,16 +136,110 @@ def pesaran_timmermann(pred: np.ndarray, true: np.ndarray, cluster: np.ndarray |
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two flat arrays (ties get average ranks); NaN when either is constant."""
+    """Spearman rank correlation of two flat arrays (ties get average ranks); NaN when either is constant
+    or holds a NaN. The ranks are :func:`scipy.stats.rankdata`'s, value for value (exact half-integers),
+    without its per-call overhead: a panel's per-symbol metrics call this thousands of times."""
     a, b = np.ravel(a), np.ravel(b)
-    if a.size < 3 or np.all(a == a[0]) or np.all(b == b[0]):
+    if a.size < 3 or np.all(a == a[0]) or np.all(b == b[0]) or np.isnan(a).any() or np.isnan(b).any():
         return float("nan")
-    ra, rb = stats.rankdata(a), stats.rankdata(b)
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(np.corrcoef(_group_ranks(a), _group_ranks(b))[0, 1])
+
+
+def _code_order(codes: np.ndarray, G: int) -> np.ndarray:
+    """A stable argsort of integer ``codes`` (n,) in 0..G−1: numpy's radix sort on 16-bit keys (twice,
+    low half then high half, above 65,536 codes), several times faster than a comparison sort. A
+    stable sort of given keys is unique, so this is exactly ``np.argsort(codes, kind="stable")``."""
+    codes = np.asarray(codes).reshape(-1)
+    if G <= 1 << 16:
+        return np.argsort(codes.astype(np.uint16), kind="stable")
+    if G > 1 << 32:
+        return np.argsort(codes, kind="stable")
+    low = np.argsort((codes & 0xFFFF).astype(np.uint16), kind="stable")
+    return low[np.argsort((codes[low] >> 16).astype(np.uint16), kind="stable")]
+
+
+def _group_ranks(values: np.ndarray, codes: np.ndarray | None = None, G: int = 1) -> np.ndarray:
+    """Average ranks (1-based, ties share the mean of their ranks) of ``values`` (n,) inside each group
+    of ``codes`` (n,) ints 0..G−1 (None: one group), the values of :func:`hftraining.data.labels.group_ranks`
+    and of :func:`scipy.stats.rankdata`: exact half-integers, so the sort that finds them does not
+    change them. The groups are made contiguous by a stable radix sort of their codes, then ranked
+    as segments (:func:`_segment_ranks`): many short sorts instead of a lexsort of (values, codes),
+    several times faster. A NaN ranks after every number of its group, in no set order among NaNs (a
+    group holding one has no defined correlation whatever its ranks)."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if codes is None:
+        return _segment_ranks(v, np.array([v.size]))
+    codes = np.asarray(codes).reshape(-1)
+    order = _code_order(codes, G)
+    lengths = np.bincount(codes, minlength=G)
+    ranks = np.empty(v.size, dtype=np.float64)
+    ranks[order] = _segment_ranks(v[order], lengths[lengths > 0])
+    return ranks
+
+
+_RANKED: contextvars.ContextVar[dict[bytes, np.ndarray | None] | None] = contextvars.ContextVar("ranked", default=None)
+
+
+@contextlib.contextmanager
+def reuse_ranks() -> Iterator[None]:
+    """Inside the block, values ranked in the same segments a second time keep their ranks for the
+    next times (keyed by a digest of the values and the segment lengths, so only equal inputs share):
+    ``score()`` ranks the one realised label array once per forecast, and each step's column both
+    pooled and alone. Ranks of values seen once are not kept."""
+    token = _RANKED.set({})
+    try:
+        yield
+    finally:
+        _RANKED.reset(token)
+
+
+def _segment_ranks(v: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Average ranks of ``v`` (n,) inside each of its consecutive segments of ``lengths`` (Σ = n, each
+    ≥ 1). The segments of one length are sorted as the rows of one array (a row sort of a few hundred
+    values stays in cache; one sort of all n does not). Within :func:`reuse_ranks`, read-only and
+    possibly shared."""
+    memo = _RANKED.get()
+    if memo is None:
+        return _rank_segments(v, lengths)
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    key = (hashlib.sha1(np.ascontiguousarray(v, dtype=np.float64), usedforsecurity=False).digest()
+           + hashlib.sha1(lengths, usedforsecurity=False).digest())
+    if memo.get(key) is not None:
+        return memo[key]
+    ranks = _rank_segments(v, lengths)
+    if key in memo:  # the second time: keep them
+        ranks.flags.writeable = False
+        memo[key] = ranks
+    else:
+        memo[key] = None
+    return ranks
+
+
+def _rank_segments(v: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """:func:`_segment_ranks`, computed."""
+    ranks = np.empty(v.size, dtype=np.float64)
+    starts = np.cumsum(lengths) - lengths
+    for L in np.unique(lengths):
+        one_length = bool((lengths == L).all())  # a balanced panel: every segment as long, a plain reshape
+        rows = None if one_length else starts[lengths == L][:, None] + np.arange(L)  # (m, L) their positions
+        block = v.reshape(-1, L) if one_length else v[rows]
+        order = np.argsort(block, axis=1)  # NaN last; equal values in any order (they share a rank)
+        s = np.take_along_axis(block, order, axis=1)
+        new_run = np.ones(s.shape, dtype=bool)
+        new_run[:, 1:] = s[:, 1:] != s[:, :-1]
+        run = np.flatnonzero(new_run)  # first (flat) position of each run of ties; no run spans two rows
+        counts = np.diff(np.append(run, new_run.size))
+        r = np.empty(s.shape, dtype=np.float64)
+        np.put_along_axis(r, order, np.repeat((run % L + 1) + (counts - 1) / 2.0, counts).reshape(s.shape), axis=1)
+        if one_length:
+            return r.reshape(-1)
+        ranks[rows] = r
+    return ranks
 
 
 def cross_sectional_ic_series(
-    pred: np.ndarray, true: np.ndarray, dates: np.ndarray, min_size: int = MIN_CROSS_SECTION, rank: bool = False
+    pred: np.ndarray, true: np.ndarray, dates: np.ndarray, min_size: int = MIN_CROSS_SECTION, rank: bool = False,
+    *, date_codes: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per date, the correlation across symbols of forecast and realised return: (dates_used, ic).
 
@@ -152,23 +249,35 @@ def cross_sectional_ic_series(
     ``min_size`` windows, or with a constant forecast or realisation (a correlation is undefined
     there), are left out. Returns the dates kept, in increasing order, and their IC (both (D,)).
     A date with a non-finite value gets a NaN IC (kept, so it shows rather than vanishes).
-    Vectorised: per-date sums of demeaned products by ``np.bincount``.
+    Vectorised: per-date sums of demeaned products by ``np.bincount``. ``date_codes`` (W,):
+    ``np.unique(dates, return_inverse=True)[1]`` when the caller has it (the same result without
+    sorting the dates again).
     """
     pred, true = np.asarray(pred, dtype=np.float64).ravel(), np.asarray(true, dtype=np.float64).ravel()
     dates = np.asarray(dates).ravel()
     if pred.size == 0:
         return dates[:0], np.zeros(0, dtype=np.float64)
-    u, inv = np.unique(dates, return_inverse=True)
-    inv = inv.reshape(-1)
-    G = len(u)
+    inv = _dense_codes(dates, date_codes)
+    G = int(inv.max()) + 1
+    u = np.empty(G, dtype=dates.dtype)
+    u[inv] = dates  # the distinct dates in increasing order, as np.unique gives them
+    a, b = (_group_ranks(pred, inv, G), _group_ranks(true, inv, G)) if rank else (pred, true)
+    ok, ic = _ic_per_group(pred, true, a, b, inv, G, min_size)
+    return u[ok], ic[ok]
+
+
+def _ic_per_group(pred: np.ndarray, true: np.ndarray, a: np.ndarray, b: np.ndarray, inv: np.ndarray, G: int,
+                  min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(G,) which groups count and (G,) the correlation of ``a`` and ``b`` (n,) (``pred`` and ``true``
+    themselves, or their ranks) inside each group ``inv`` (n,) ints 0..G−1, every group present:
+    :func:`cross_sectional_ic_series` past its grouping."""
     n = np.bincount(inv, minlength=G).astype(np.float64)
     bad = np.bincount(inv, weights=~(np.isfinite(pred) & np.isfinite(true)), minlength=G) > 0
     # constant inside a date: its min equals its max (exact, unlike a variance compared with a tolerance)
-    order = np.argsort(inv, kind="stable")
+    order = _code_order(inv, G)
     starts = np.flatnonzero(np.r_[True, inv[order][1:] != inv[order][:-1]])
     const = (np.maximum.reduceat(pred[order], starts) == np.minimum.reduceat(pred[order], starts)) | (
         np.maximum.reduceat(true[order], starts) == np.minimum.reduceat(true[order], starts))
-    a, b = (group_ranks(pred, inv), group_ranks(true, inv)) if rank else (pred, true)
     da = a - (np.bincount(inv, weights=a, minlength=G) / n)[inv]  # demeaned per date: no cancellation
     db = b - (np.bincount(inv, weights=b, minlength=G) / n)[inv]
     cov = np.bincount(inv, weights=da * db, minlength=G)
@@ -177,7 +286,7 @@ def cross_sectional_ic_series(
     with np.errstate(invalid="ignore", divide="ignore"):
         ic = np.clip(cov / np.sqrt(va * vb), -1.0, 1.0)
     ic[bad] = np.nan
-    return u[ok], ic[ok]
+    return ok, ic
 
 
 def cross_sectional_ic(
@@ -194,10 +303,47 @@ def cross_sectional_ic(
     return (float(ic.mean()), int(ic.size)) if ic.size else (float("nan"), 0)
 
 
-def date_step_groups(dates: np.ndarray, N: int, K: int) -> np.ndarray:
-    """(N·K,) one group id per (date, step) of N forecasts of K steps flattened row by row."""
-    date_idx = np.unique(np.asarray(dates), return_inverse=True)[1].reshape(-1)
-    return np.repeat(date_idx.astype(np.int64) * K, K) + np.tile(np.arange(K), N)
+def date_step_groups(dates: np.ndarray, N: int, K: int, *, date_codes: np.ndarray | None = None) -> np.ndarray:
+    """(N·K,) one group id per (date, step) of N forecasts of K steps flattened row by row: every id in
+    0..D·K−1 occurs (D distinct dates). ``date_codes`` (N,): ``np.unique(dates, return_inverse=True)[1]``
+    when the caller has it (the same ids without sorting the dates again)."""
+    date_idx = np.unique(np.asarray(dates), return_inverse=True)[1] if date_codes is None else np.asarray(date_codes)
+    return np.repeat(date_idx.reshape(-1).astype(np.int64) * K, K) + np.tile(np.arange(K), N)
+
+
+def _dense_codes(dates: np.ndarray, date_codes: np.ndarray | None) -> np.ndarray:
+    """(N,) int64 ``np.unique(dates, return_inverse=True)[1]``: ``date_codes`` itself when given (ids
+    0..D−1, each present: those of the same ``dates``), else computed."""
+    if date_codes is None:
+        return np.unique(np.asarray(dates), return_inverse=True)[1].reshape(-1).astype(np.int64)
+    codes = np.asarray(date_codes).reshape(-1).astype(np.int64)
+    if codes.size and not np.bincount(codes).all():  # ids of a subset: number the dates present
+        codes = np.unique(codes, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    return codes
+
+
+def _date_step_ic(pred: np.ndarray, true: np.ndarray, dates: np.ndarray, rank: bool,
+                  date_codes: np.ndarray | None = None) -> np.ndarray:
+    """The IC of every (date, step) cross-section of (N, K) ``pred`` and ``true`` that counts (at least
+    :data:`MIN_CROSS_SECTION` symbols), in group order: :func:`cross_sectional_ic_series` over
+    :func:`date_step_groups` (whose ids are already 0..D·K−1), with the ranks of each step's column
+    found on its own (a sort of N values, not of N·K: the same groups, the same ranks)."""
+    N, K = pred.shape
+    p, t = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    if p.size == 0:
+        return np.zeros(0, dtype=np.float64)
+    codes = _dense_codes(dates, date_codes)
+    D = int(codes.max()) + 1
+    if rank:
+        a, b = np.empty((N, K)), np.empty((N, K))
+        for h in range(K):
+            a[:, h], b[:, h] = _group_ranks(p[:, h], codes, D), _group_ranks(t[:, h], codes, D)
+        a, b = a.reshape(-1), b.reshape(-1)
+    else:
+        a, b = p.reshape(-1), t.reshape(-1)
+    groups = date_step_groups(dates, N, K, date_codes=codes)
+    ok, ic = _ic_per_group(p.reshape(-1), t.reshape(-1), a, b, groups, D * K, MIN_CROSS_SECTION)
+    return ic[ok]
 
 
 def mean_cross_sectional_ic(pred: np.ndarray, true: np.ndarray, dates: np.ndarray, rank: bool = False) -> float:
@@ -205,7 +351,7 @@ def mean_cross_sectional_ic(pred: np.ndarray, true: np.ndarray, dates: np.ndarra
     the Pearson (or with ``rank`` Spearman) IC of (N, K) forecasts ``pred`` and labels ``true`` whose
     origins are ``dates`` (N,); NaN when no cross-section counts, or when one holds a non-finite
     value (as :func:`cross_sectional_ic`: a model that emits NaN must not score on its finite dates)."""
-    _, ic = cross_sectional_ic_series(pred.reshape(-1), true.reshape(-1), date_step_groups(dates, *pred.shape), rank=rank)
+    ic = _date_step_ic(pred, true, dates, rank)
     return float(ic.mean()) if ic.size else float("nan")
 
 
@@ -281,7 +427,8 @@ def point_metrics(pred: np.ndarray, true: np.ndarray, dates: np.ndarray, *,
     ``date_codes`` (N,): ``np.unique(dates, return_inverse=True)[1]``, when the caller has it (the
     test's ``codes``: the same result without sorting the dates again).
     """
-    ic, n_ic = cross_sectional_ic(pred.reshape(-1), true.reshape(-1), date_step_groups(dates, *pred.shape))
+    ics = _date_step_ic(pred, true, dates, rank=True, date_codes=date_codes)  # cross_sectional_ic's, without re-sorting
+    ic, n_ic = (float(ics.mean()), int(ics.size)) if ics.size else (float("nan"), 0)
     pt = pesaran_timmermann(pred[:, 0], true[:, 0], dates, codes=date_codes)
     return {
         "mse": mse(pred, true),
@@ -293,6 +440,109 @@ def point_metrics(pred: np.ndarray, true: np.ndarray, dates: np.ndarray, *,
         "ic_dates": n_ic,
         "ic_pooled": spearman(pred, true),
     }
+
+
+def _segment_means(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(S,) ``np.mean(values[s:s + n])`` of each segment (``starts``, ``lengths`` (S,), every length ≥ 1),
+    bit for bit: the segments of one length are stacked as the rows of one array and averaged along
+    them (numpy sums each contiguous row as it sums a 1-D array, pairwise; ``np.add.reduceat`` does
+    not, and a different summation order changes the last bits)."""
+    out = np.empty(len(starts), dtype=np.float64)
+    for n in np.unique(lengths):
+        k = np.flatnonzero(lengths == n)
+        out[k] = values[starts[k, None] + np.arange(n)].mean(axis=1)
+    return out
+
+
+def _segment_ids(lengths: np.ndarray) -> np.ndarray:
+    """(Σ lengths,) the segment index of each element of consecutive segments of ``lengths``."""
+    return np.repeat(np.arange(len(lengths)), lengths)
+
+
+def segment_point_metrics(pred: np.ndarray, true: np.ndarray, starts: np.ndarray,
+                          lengths: np.ndarray) -> dict[str, np.ndarray]:
+    """Per segment ``[s, s + n)`` of the flat arrays ``pred`` and ``true``: {"mse", "mae",
+    "directional_accuracy", "ic_pooled"} (S,) each, equal bit for bit to :func:`mse`, :func:`mae`,
+    :func:`directional_accuracy` and :func:`spearman` of the segment (every length ≥ 1), without a
+    call per segment: a panel's per-symbol metrics are thousands of segments."""
+    pred, true = np.ascontiguousarray(pred, dtype=np.float64), np.ascontiguousarray(true, dtype=np.float64)
+    starts, lengths = np.asarray(starts, dtype=np.int64), np.asarray(lengths, dtype=np.int64)
+    S = len(starts)
+    seg = _segment_ids(lengths)
+    first = np.cumsum(lengths) - lengths
+    if np.array_equal(starts, first) and seg.size == pred.size:  # the segments tile the arrays already
+        p, t = pred, true
+    else:  # the segments back to back (they may overlap or leave gaps in ``pred``)
+        sel = starts[seg] + (np.arange(seg.size) - first[seg])
+        p, t = pred[sel], true[sel]
+    diff = p - t
+    out = {"mse": _segment_means(diff**2, first, lengths), "mae": _segment_means(np.abs(diff), first, lengths)}
+    # the accuracy's scores are 0, ½ or 1: their sums are exact in any order, so a bincount is the mean's value
+    keep = t != 0
+    sp = np.sign(p)
+    score = np.where(sp == 0, 0.5, (sp == np.sign(t)).astype(np.float64)) * keep
+    kept = np.bincount(seg, weights=keep, minlength=S)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["directional_accuracy"] = np.where(kept > 0, np.bincount(seg, weights=score, minlength=S) / kept, np.nan)
+    # Spearman: every segment's ranks in one sort, then np.corrcoef of the segments where it is defined
+    nan = np.bincount(seg, weights=np.isnan(p) | np.isnan(t), minlength=S) > 0
+    ok = (lengths >= 3) & ~nan
+    if ok.any():
+        const = (np.maximum.reduceat(p, first) == np.minimum.reduceat(p, first)) | (
+            np.maximum.reduceat(t, first) == np.minimum.reduceat(t, first))
+        ok &= ~const
+    ic = np.full(S, np.nan)
+    if ok.any():
+        rp, rt = _segment_ranks(p, lengths), _segment_ranks(t, lengths)
+        for k in np.flatnonzero(ok):
+            a, b = first[k], first[k] + lengths[k]
+            ic[k] = float(np.corrcoef(rp[a:b], rt[a:b])[0, 1])
+    out["ic_pooled"] = ic
+    return out
+
+
+def segment_pesaran_timmermann_p(pred: np.ndarray, true: np.ndarray, codes: np.ndarray, starts: np.ndarray,
+                                 lengths: np.ndarray) -> np.ndarray:
+    """(S,) the ``p_value`` of :func:`pesaran_timmermann` (with ``codes``) of each segment ``[s, s + n)``
+    of the flat ``pred``, ``true`` and ``codes``, bit for bit, without a call per segment. Where the
+    kept pairs of a segment fall on strictly increasing codes (one pair per date, in date order: a
+    symbol's series) each cluster sum is its one score, so the design effect is exactly 1; another
+    segment is handed to :func:`pesaran_timmermann` itself."""
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    codes = np.asarray(codes).reshape(-1)
+    starts, lengths = np.asarray(starts, dtype=np.int64), np.asarray(lengths, dtype=np.int64)
+    S = len(starts)
+    seg = _segment_ids(lengths)
+    sel = starts[seg] + (np.arange(seg.size) - (np.cumsum(lengths) - lengths)[seg])
+    p, t, c = pred[sel], true[sel], codes[sel]
+    keep = t != 0
+    n = np.bincount(seg, weights=keep, minlength=S).astype(np.int64)
+    finite = np.isfinite(p) & np.isfinite(t)
+    bad = np.bincount(seg, weights=keep & ~finite, minlength=S) > 0
+    sk, ck = seg[keep], c[keep]
+    x, y = (np.sign(p[keep]) + 1.0) / 2.0, (t[keep] > 0).astype(np.float64)  # as pesaran_timmermann
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # sums of halves and ones: exact in any order, so these are the means x.mean() and y.mean()
+        mx, my = np.bincount(sk, weights=x, minlength=S) / n, np.bincount(sk, weights=y, minlength=S) / n
+    x_const = np.max([np.bincount(sk, weights=x == v, minlength=S) for v in (0.0, 0.5, 1.0)], axis=0) == n
+    y_const = (np.bincount(sk, weights=y, minlength=S) == 0) | (np.bincount(sk, weights=y, minlength=S) == n)
+    increasing = np.r_[True, ck[1:] > ck[:-1]] | np.r_[True, sk[1:] != sk[:-1]]
+    one_per_cluster = np.bincount(sk, weights=~increasing, minlength=S) == 0
+    defined = (n >= 2) & ~bad & ~x_const & ~y_const
+    out = np.full(S, np.nan)
+    fast = np.flatnonzero(defined & one_per_cluster)
+    if fast.size:
+        kstart = np.cumsum(n) - n
+        dx, dy = x - mx[sk], y - my[sk]
+        cov = _segment_means(dx * dy, kstart[fast], n[fast])
+        var_x, var_y = _segment_means(dx * dx, kstart[fast], n[fast]), _segment_means(dy * dy, kstart[fast], n[fast])
+        m = n[fast]
+        stat = 2.0 * cov / np.sqrt(4.0 * var_x * var_y * (m - 1) / m**2)
+        out[fast] = special.stdtr(m - 1, -stat)  # G = n clusters, design effect 1
+    for k in np.flatnonzero(defined & ~one_per_cluster):
+        a, b = starts[k], starts[k] + lengths[k]
+        out[k] = pesaran_timmermann(pred[a:b], true[a:b], codes=codes[a:b])["p_value"]
+    return out
 
 
 # --------------------------------------------------------------------------------------------
