@@ -76,6 +76,19 @@ def test_early_stopping_stops_and_checkpoints(tiny_overrides):
     assert json.loads((run / "eval.json").read_text())["step"] == 15
 
 
+def test_early_stopping_between_logging_steps_logs_its_last_steps(tiny_overrides):
+    """A run stopped early at a step that is not a logging step still writes the training record of
+    the steps since the last one (they were left out of metrics.jsonl and every tracker)."""
+    cfg = load_config(None, tiny_overrides + [
+        "training.max_steps=100", "training.logging_steps=4", "evaluation.eval_steps=5", "training.save_steps=0",
+        "training.early_stopping_patience=1", "training.early_stopping_threshold=1000.0",
+    ])
+    train(cfg)
+    recs = [json.loads(l) for l in (cfg.run_dir() / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if "learning_rate" in r] == [4, 8, 10]
+    assert [r["step"] for r in recs if "eval_mse" in r] == [5, 10]
+
+
 def test_tensorboard_events_open_with_tensorboard_reader(tiny_overrides):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

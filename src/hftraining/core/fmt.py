@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -31,3 +32,9 @@ def fmt_time(ns: int) -> str:
     """An int64 ns UTC timestamp as ISO 8601 (no zone), exact and no longer than that needs: "2025-05-23" at
     midnight, "2025-05-23T09:30", "2025-05-23T09:30:00.500"."""
     return str(np.datetime_as_string(np.datetime64(int(ns), "ns"), unit="auto"))
+
+
+def shown_url(url: str) -> str:
+    """A URL (a tune storage, a tracking URI) with its password masked (``postgresql://user:***@host/db``),
+    for messages, logs and files."""
+    return re.sub(r"(://[^/:@]*):[^/@]*@", r"\1:***@", url)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hftraining.core.config import Config
+from hftraining.core.errors import UserError
 from hftraining.train.tracking import Tracker, build_trackers
 
 log = logging.getLogger("hftraining")
@@ -42,6 +43,16 @@ def setup_console_logging(level: int = logging.INFO) -> None:
         log.addHandler(h)
     log.setLevel(level)
     log.propagate = False
+
+
+def stopped_by(error: BaseException) -> str:
+    """One line for the exception that stopped a run: a UserError's own line, else the type and the
+    first line of its message."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(error, UserError) and first:
+        return first
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 class RunLogger:
@@ -137,12 +148,17 @@ class RunLogger:
 
     def close(self) -> None:
         """Close everything; tracking runs not :meth:`finish`-ed yet end here, as failed when an
-        exception is on its way out (this is called from the run's ``finally``)."""
+        exception is on its way out (this is called from the run's ``finally``), and train.log ends
+        with the line that says why, as the console does (the CLI's error line is printed after)."""
+        error = sys.exc_info()[1]
         if self._bar is not None:
             self._bar.close()
             self._bar = None
         if self.enabled:
-            self.finish(failed=sys.exc_info()[0] is not None)
+            self.finish(failed=error is not None)
+        if self._file_handler is not None and error is not None:
+            self._file_handler.emit(logging.LogRecord("hftraining", logging.ERROR, "", 0, "run stopped: %s",
+                                                      (stopped_by(error),), None))
         if self._file_handler is not None:
             log.removeHandler(self._file_handler)
             self._file_handler.close()

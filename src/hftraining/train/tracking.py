@@ -15,6 +15,10 @@ and calls, in this order:
 
 The ids that let ``--resume`` continue the same MLflow and W&B run are kept in ``<run>/tracking.json``;
 they are reused only when training continues from a checkpoint.
+
+A backend's service failing mid-run (MLflow's store, W&B's process) stops the run with one line naming
+it and the step (:meth:`Tracker.reaching`); a step's checkpoint is written after its records, so the
+checkpoints kept are those whose steps every backend holds, and ``--resume`` logs the rest once.
 """
 
 from __future__ import annotations
@@ -28,15 +32,19 @@ import re
 import secrets
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from hftraining.core.config import Config, OutputConfig, resolved_report_to
 from hftraining.core.errors import UserError, WriteError, is_io_error, writing
+from hftraining.core.fmt import shown_url
 from hftraining.core.jsonio import dumps, read_json, write_json
 
 TRACKING_FILE = "tracking.json"
-"""``<run>/tracking.json``: {"mlflow": {tracking_uri, experiment_id, run_id}, "wandb": {id, project, dir}}."""
+"""``<run>/tracking.json``: {"mlflow": {tracking_uri (its password masked), experiment_id, run_id},
+"wandb": {id, project, dir}}."""
 INSTALL_HINT = "pip install -e '.[track]' (in the hftraining checkout)"
+AFTER_TRAINING = "the trained run's files (final/, eval.json) are written"
+STOPPED = "training stopped at step {step}; the checkpoints written so far are kept: continue it with --resume"
 
 
 def flat_config(cfg: Config) -> dict[str, Any]:
@@ -88,6 +96,53 @@ def store_tracking(run_dir: Path, name: str, entry: dict[str, Any]) -> None:
     write_json(Path(run_dir) / TRACKING_FILE, {**read_tracking(run_dir), name: entry})
 
 
+def no_mlflow_telemetry() -> None:
+    """Keep MLflow from sending usage telemetry (it does by default since 3.x, from a thread of its own):
+    a run talks to no server but the tracking store it is given. ``MLFLOW_DISABLE_TELEMETRY`` set by
+    the user is kept."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def mlflow_errors() -> tuple[type[BaseException], ...]:
+    """What MLflow raises when its store cannot be used: its own errors, the database's (SQLAlchemy,
+    which it lets through when a store cannot be opened; sqlite3's, from :func:`check_sqlite_store`)
+    and the file system's."""
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+
+    errors: tuple[type[BaseException], ...] = (MlflowException, sqlite3.Error, OSError)
+    with contextlib.suppress(ImportError):
+        from sqlalchemy.exc import SQLAlchemyError
+
+        errors += (SQLAlchemyError,)
+    return errors
+
+
+def reason(e: BaseException) -> str:
+    """The first line of a tracking backend's error, any password in a URL it quotes masked."""
+    text = str(e).strip()
+    return shown_url(text.splitlines()[0]) if text else type(e).__name__
+
+
+def check_sqlite_store(uri: str) -> None:
+    """Open the database file of a ``sqlite:///`` URI once, as MLflow would (its folder created): one
+    that cannot be opened is an error at once, where MLflow retries it for about 100 s and then lets
+    SQLAlchemy's traceback through."""
+    import sqlite3
+
+    try:
+        from sqlalchemy.engine import make_url
+    except ImportError:  # MLflow says what it lacks
+        return
+    path = make_url(uri).database if uri.startswith("sqlite:///") else None
+    if not path or path == ":memory:":
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version").fetchall()
+
+
 def _require(module: str, backend: str) -> Any:
     """Import an optional tracking package, or a one-line UserError saying how to install it."""
     import importlib
@@ -103,6 +158,22 @@ class Tracker:
     """One backend; every hook does nothing unless the backend overrides it."""
 
     name = ""
+    where = ""  # " to <store>", in the message of a backend that cannot be reached
+
+    def service_errors(self) -> tuple[type[BaseException], ...]:
+        """What the backend raises when its service or store cannot be reached (none: local files)."""
+        return ()
+
+    @contextlib.contextmanager
+    def reaching(self, what: str, then: str) -> Iterator[None]:
+        """The backend's service failing mid-run (a tracking server gone, its database full, W&B's
+        process killed) as one line naming the backend, what was being logged and what is kept
+        (``then``, if anything), instead of the service's traceback."""
+        try:
+            yield
+        except self.service_errors() as e:
+            raise UserError(f"output.report_to: {self.name} could not log {what}{self.where} ({reason(e)})"
+                            + (f"; {then}" if then else "")) from None
 
     def on_start(self, run_dir: Path, config: Config, resume_step: int | None) -> None:
         pass
@@ -252,13 +323,17 @@ class MlflowTracker(Tracker):
 
     A run killed after a checkpoint had logged steps past it, which the resumed run redoes; MLflow's
     metric history cannot be edited, so a redone step already in it is not logged again (the history
-    keeps one value per step: the killed run's, which a deterministic resume redoes bit for bit)."""
+    keeps one value per step: the killed run's, which a deterministic resume redoes bit for bit).
+
+    MLflow's usage telemetry is turned off (``MLFLOW_DISABLE_TELEMETRY=true`` unless set): the run
+    talks to no server but its store. A store that cannot be opened is one line (at once for a SQLite
+    file); a password in its URI is masked in every message and in tracking.json."""
 
     name = "mlflow"
 
     def on_start(self, run_dir, config, resume_step):
+        no_mlflow_telemetry()
         _require("mlflow", self.name)
-        from mlflow.exceptions import MlflowException
         from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
         env_uri = os.environ.get("MLFLOW_TRACKING_URI")
@@ -267,18 +342,24 @@ class MlflowTracker(Tracker):
         params = {k: (v if isinstance(v, str) else json.dumps(v))[:MAX_PARAM_VAL_LENGTH]
                   for k, v in flat_config(config).items()}
         self.logged: dict[str, set[int]] = {}  # key → the steps past the checkpoint a killed run logged
+        self.step, self.where = resume_step or 0, f" to {shown_url(uri)}"  # the last step logged, the store
         try:
+            if uri.startswith("sqlite:"):
+                check_sqlite_store(uri)
             self._open(run_dir, config, resume_step, stored, uri, own_store=not env_uri, params=params)
-        except MlflowException as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        except mlflow_errors() as e:
+            why = reason(e)
             if stored:
                 raise UserError(
-                    f"{run_dir / TRACKING_FILE}: MLflow run {stored['run_id']} cannot be continued in {uri} "
-                    f"({reason}); set MLFLOW_TRACKING_URI to the store that holds it, "
+                    f"{run_dir / TRACKING_FILE}: MLflow run {stored['run_id']} cannot be continued in {shown_url(uri)} "
+                    f"({why}); set MLFLOW_TRACKING_URI to the store that holds it, "
                     "or remove the mlflow entry to start a new MLflow run"
                 ) from None
-            raise UserError(f"output.report_to: mlflow cannot start a run in {uri} ({reason}); "
+            raise UserError(f"output.report_to: mlflow cannot start a run in {shown_url(uri)} ({why}); "
                             "check MLFLOW_TRACKING_URI") from None
+
+    def service_errors(self):
+        return mlflow_errors()
 
     def _open(self, run_dir: Path, config: Config, resume_step: int | None, stored: dict[str, Any] | None,
               uri: str, own_store: bool, params: dict[str, str]) -> None:
@@ -314,7 +395,8 @@ class MlflowTracker(Tracker):
             run = self.client.create_run(exp_id, run_name=run_dir.name,
                                          tags={"hftraining.run_dir": str(run_dir.resolve())})
             self.run_id = run.info.run_id
-            store_tracking(run_dir, self.name, {"tracking_uri": uri, "experiment_id": exp_id, "run_id": self.run_id})
+            store_tracking(run_dir, self.name, {"tracking_uri": shown_url(uri), "experiment_id": exp_id,
+                                                "run_id": self.run_id})
         items = [Param(k, v) for k, v in params.items()]
         for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
@@ -329,20 +411,24 @@ class MlflowTracker(Tracker):
             self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
 
     def on_log(self, step, record):
-        self._metrics(step, {k: v for k, v in scalars(record).items() if step not in self.logged.get(k, ())})
+        self.step = step
+        with self.reaching(f"step {step}", STOPPED.format(step=step)):
+            self._metrics(step, {k: v for k, v in scalars(record).items() if step not in self.logged.get(k, ())})
 
     def on_eval(self, step, metrics):
-        self._metrics(step, {f"test_{k}": v for k, v in scalars(metrics).items()})
+        with self.reaching(f"the test metrics of step {step}", AFTER_TRAINING):
+            self._metrics(step, {f"test_{k}": v for k, v in scalars(metrics).items()})
 
     def on_end(self, verdict, artifacts, failed):
-        if verdict:
-            self.client.set_tag(self.run_id, "verdict", verdict)
-        for p in artifacts:
-            if p.is_dir():
-                self.client.log_artifacts(self.run_id, str(p), artifact_path=p.name)
-            elif p.exists():
-                self.client.log_artifact(self.run_id, str(p))
-        self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
+        with self.reaching(f"the end of the run (step {self.step})", "" if failed else AFTER_TRAINING):
+            if verdict:
+                self.client.set_tag(self.run_id, "verdict", verdict)
+            for p in artifacts:
+                if p.is_dir():
+                    self.client.log_artifacts(self.run_id, str(p), artifact_path=p.name)
+                elif p.exists():
+                    self.client.log_artifact(self.run_id, str(p))
+            self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
 
 
 class WandbTracker(Tracker):
@@ -358,7 +444,7 @@ class WandbTracker(Tracker):
 
     def on_start(self, run_dir, config, resume_step):
         wandb = _require("wandb", self.name)
-        self.wandb = wandb
+        self.wandb, self.step = wandb, resume_step or 0
         stored = read_tracking(run_dir).get(self.name) if resume_step is not None else None
         run_id = stored["id"] if stored else secrets.token_hex(6)  # W&B ids: letters, digits, - and _
         project = os.environ.get("WANDB_PROJECT") or config.output.experiment_name
@@ -369,8 +455,7 @@ class WandbTracker(Tracker):
                                   config=flat_config(config), allow_val_change=True, reinit="create_new",
                                   settings=wandb.Settings(console="off"))  # train.log keeps the console
         except wandb.errors.Error as e:  # no API key, no network, a bad WANDB_* setting: the user's to fix
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"output.report_to: wandb cannot start a run ({reason}); log in with `wandb login` "
+            raise UserError(f"output.report_to: wandb cannot start a run ({reason(e)}); log in with `wandb login` "
                             "or set WANDB_MODE=offline to write the run to disk only") from None
         self.run.define_metric("step")
         self.run.define_metric("*", step_metric="step")
@@ -378,25 +463,32 @@ class WandbTracker(Tracker):
         if not stored:
             store_tracking(run_dir, self.name, {"id": run_id, "project": project, "dir": wdir})
 
+    def service_errors(self):
+        return (self.wandb.errors.Error, OSError)  # OSError: the connection to W&B's own process lost
+
     def on_log(self, step, record):
-        self.run.log({"step": step, **{panel_tag(k): v for k, v in scalars(record).items()}})
+        self.step = step
+        with self.reaching(f"step {step}", STOPPED.format(step=step)):
+            self.run.log({"step": step, **{panel_tag(k): v for k, v in scalars(record).items()}})
 
     def on_eval(self, step, metrics):
-        self.run.summary.update({panel_tag(f"test_{k}"): v for k, v in scalars(metrics).items()})
+        with self.reaching(f"the test metrics of step {step}", AFTER_TRAINING):
+            self.run.summary.update({panel_tag(f"test_{k}"): v for k, v in scalars(metrics).items()})
 
     def on_end(self, verdict, artifacts, failed):
-        if verdict:
-            self.run.summary["verdict"] = verdict
-        present = [p for p in artifacts if p.exists()]
-        if present:
-            art = self.wandb.Artifact(f"{self.name_}-model", type="model")
-            for p in present:
-                if p.is_dir():
-                    art.add_dir(str(p), name=p.name)
-                else:
-                    art.add_file(str(p))
-            self.run.log_artifact(art)
-        self.run.finish(exit_code=1 if failed else 0)
+        with self.reaching(f"the end of the run (step {self.step})", "" if failed else AFTER_TRAINING):
+            if verdict:
+                self.run.summary["verdict"] = verdict
+            present = [p for p in artifacts if p.exists()]
+            if present:
+                art = self.wandb.Artifact(f"{self.name_}-model", type="model")
+                for p in present:
+                    if p.is_dir():
+                        art.add_dir(str(p), name=p.name)
+                    else:
+                        art.add_file(str(p))
+                self.run.log_artifact(art)
+            self.run.finish(exit_code=1 if failed else 0)
 
 
 TRACKERS: dict[str, type[Tracker]] = {
@@ -409,6 +501,8 @@ def build_trackers(output: OutputConfig) -> list[Tracker]:
     """The backends of ``output.report_to`` (with the ``output.tensorboard`` alias), not started yet;
     a missing optional package is a UserError before any of them starts."""
     names = resolved_report_to(output)
+    if "mlflow" in names:
+        no_mlflow_telemetry()  # before MLflow is first imported
     for name, module in (("mlflow", "mlflow"), ("wandb", "wandb")):
         if name in names:
             _require(module, name)

@@ -60,7 +60,6 @@ import logging
 import math
 import multiprocessing as mp
 import os
-import re
 import sys
 import threading
 import time
@@ -76,7 +75,7 @@ import yaml
 
 from hftraining.core.config import Config, check_value, load_config, parse_override
 from hftraining.core.errors import ConfigError, UserError
-from hftraining.core.fmt import fmt_time
+from hftraining.core.fmt import fmt_time, shown_url
 from hftraining.core.jsonio import read_json, write_json
 from hftraining.data.pipeline import PanelRows, panel_rows, prepare, resolve_cuts, split_segments
 from hftraining.data.splits import union_calendar
@@ -475,11 +474,6 @@ RDB_SCHEMES = ("postgresql", "mysql")
 # a missing database driver (the module SQLAlchemy imports) → what to install
 DRIVER_PIP = {"psycopg": "pip install 'psycopg[binary]' (or the tune extra: pip install -e '.[tune]')", "psycopg2": "pip install psycopg2-binary",
               "MySQLdb": "pip install mysqlclient", "pymysql": "pip install PyMySQL"}
-
-
-def shown_url(url: str) -> str:
-    """The URL with its password masked, for logs and error messages."""
-    return re.sub(r"(://[^/:@]*):[^/@]*@", r"\1:***@", url)
 
 
 def _scheme(url: str) -> str:
