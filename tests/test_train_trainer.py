@@ -400,3 +400,13 @@ def test_a_config_mistake_is_said_before_any_data_is_read(tmp_path, extra, messa
     with pytest.raises(ConfigError, match=message):
         build_trainer(cfg, None, init_distributed("cpu", 60))
     assert not (tmp_path / "run").exists()  # nor was the run folder touched
+
+
+@pytest.mark.parametrize("kind", ["ridge", "lightgbm", "drift"])
+@pytest.mark.parametrize("key", ["data.augment_noise_std=0.1", "data.augment_scale_std=0.1", "data.augment_jitter=2"])
+def test_augmentation_for_a_model_without_gradient_steps_is_an_error(tmp_path, kind, key):
+    """Ridge, LightGBM and the naive baselines fit on the training windows as they are: augmentation
+    settings would silently do nothing, so they are a one-line error naming the key, before any data."""
+    with pytest.raises(ConfigError, match=rf"^data\.{key.split('=')[0].split('.')[1]}: model.type '{kind}' takes no gradient steps"):
+        train(load_config(None, tiny(tmp_path / "run", f"model.type={kind}", key)))
+    assert not (tmp_path / "run").exists()

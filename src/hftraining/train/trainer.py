@@ -114,7 +114,11 @@ def check_config(cfg: Config, info: DistInfo) -> tuple[str, str]:
     combinations (ConfigErrors naming the key) → (precision, compile mode). The run calls it first, so a
     mistake costs no feature build."""
     t = cfg.training
-    check_model(cfg.model)
+    if not check_model(cfg.model).needs_training:  # fitted on the windows as they are: augmentation would not act
+        for key in ("augment_noise_std", "augment_scale_std", "augment_jitter"):
+            if getattr(cfg.data, key):
+                raise ConfigError(f"data.{key}: model.type {cfg.model.type!r} takes no gradient steps (it is fitted "
+                                  "on the training windows as they are), so augmentation would not act; remove the key")
     precision = resolved_precision(t)
     if precision == "fp16" and info.device.type != "cuda":
         raise ConfigError("training.precision: fp16 needs CUDA (use bf16 on CPU)")
