@@ -152,7 +152,7 @@ def test_a_digest_memo_without_a_digest_is_recomputed(tmp_path):
     assert data_rows(d)[1]["cache"] == "hit"
 
 
-@pytest.mark.parametrize("module", ["talib", "numpy", "pandas"])
+@pytest.mark.parametrize("module", ["talib", "numpy", "pandas", "pyarrow"])
 def test_an_upgrade_of_a_library_that_computes_the_rows_builds_a_new_entry(tmp_path, monkeypatch, module):
     d = _config(tmp_path)
     assert data_rows(d)[1]["cache"] == "miss"

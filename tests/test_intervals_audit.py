@@ -86,3 +86,35 @@ def test_a_cqr_folder_whose_band_shrinks_loads(tmp_path):
     lo, hi = back.bounds(np.zeros((4000, 1)), np.broadcast_to(q[:1], (4000, 1, 2)))[0.8]
     t = rng.normal(size=(4000, 1))
     assert abs(((t >= lo) & (t <= hi)).mean() - 0.8) < 0.03  # the shrunk band covers at its level
+
+
+def test_aci_radius_is_splits_at_every_n_and_never_below_its_order_statistic():
+    """The saved grid holds 1,001 quantiles, not every order statistic: at the nominal level ACI reads
+    split's own radius (exact for any n, not only where n − 1 divides 1000), and at any other level a
+    radius never below the ⌈(n + 1)(1 − α)⌉-th smallest score."""
+    rng = np.random.default_rng(3)
+    for n in (37, 101, 5000):
+        pred, true = np.zeros((n, 1)), rng.standard_t(3, size=(n, 1))
+        split = Calibration.fit(pred, true, [0.8, 0.9])
+        aci = Calibration.fit(pred, true, [0.8, 0.9], method="aci", gamma=0.0)
+        for k, level in enumerate([0.8, 0.9]):
+            assert float(aci.radius_at(np.array(1 - level), 0)) == split.radius[k, 0]
+        scores = np.sort(np.abs(true[:, 0]))
+        alpha = np.linspace(0.001, 0.999, 997)
+        rank = np.ceil((n + 1) * (1 - alpha) - 1e-12).astype(int)
+        inside = (rank >= 1) & (rank <= n)
+        assert np.all(aci.radius_at(alpha, 0)[inside] >= scores[rank[inside] - 1] * (1 - 1e-12))  # float rounding
+
+
+def test_a_shrunk_cqr_band_that_would_cross_is_an_empty_point_not_a_negative_width():
+    rng = np.random.default_rng(1)
+    n = 2000
+    wide = np.where(rng.random(n) < 0.95, 3.0, 0.05)[:, None]  # mostly too wide, a few narrow bands
+    q = np.stack([-wide, wide], -1)
+    cal = Calibration.fit(np.zeros((n, 1)), rng.normal(size=(n, 1)), [0.8], method="cqr", quantiles=q,
+                          q_levels=[0.1, 0.9])
+    assert cal.radius[0, 0] < -0.05
+    lo, hi = cal.bounds(np.zeros((n, 1)), q)[0.8]
+    assert np.all(lo <= hi)
+    crossed = (wide[:, 0] < -cal.radius[0, 0])
+    assert crossed.any() and np.all(lo[crossed, 0] == hi[crossed, 0])

@@ -15,8 +15,8 @@ The key hashes the inputs' contents (each file's blake2b digest, remembered per 
 modification and change time in ``file-digests.json`` so a warm start does not re-read gigabytes;
 any write moves the change time, which user space cannot set back), the data
 settings that change rows (features, validation policies, symbols, date range), the rows a symbol
-needs, the package version and the versions of the libraries that compute the rows (TA-Lib,
-NumPy, pandas: an upgrade may change an indicator's values). Changing one input byte or one feature
+needs, the package version and the versions of the libraries that read and compute the rows (TA-Lib,
+NumPy, pandas, PyArrow: an upgrade may change an indicator's values or how a file is read). Changing one input byte or one feature
 parameter builds a new entry; nothing else does.
 
 Building reads, validates and computes one unit (a file, or one symbol of a Parquet dataset) at a
@@ -87,7 +87,7 @@ FORMAT = 12  # bump when the stored layout or a feature's formula changes (5: an
 # 11: two-digit years are read year-first (yy/mm/dd) where the file writes them so, and in one order per file;
 # cs_rank labels are centred: their target scale is keyed by the label's formula; a month name is read in
 # either spelling when the first cell is in May; 12: Alpha158's window statistics are exact, VMA/VSTD on a
-# zero-volume row divide by the window's mean volume, the key holds the TA-Lib/NumPy/pandas versions)
+# zero-volume row divide by the window's mean volume, the key holds the TA-Lib/NumPy/pandas/PyArrow versions)
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",
@@ -337,10 +337,12 @@ def fitted_statistics(entry: str | None, spec: dict[str, Any], fit: Callable[[],
 
 
 def _libraries() -> dict[str, str]:
-    """The versions of the libraries that compute the rows: an upgrade that changes an indicator's values
-    or how a file is parsed builds a new entry (an entry of the old ones would disagree with the rows
+    """The versions of the libraries that read and compute the rows: an upgrade that changes an indicator's
+    values or how a file is parsed builds a new entry (an entry of the old ones would disagree with the rows
     computed in memory, as prediction computes them)."""
-    return {"talib": talib.__version__, "numpy": np.__version__, "pandas": pd.__version__}
+    import pyarrow  # imported where files are read (sources), not at start-up
+
+    return {"talib": talib.__version__, "numpy": np.__version__, "pandas": pd.__version__, "pyarrow": pyarrow.__version__}
 
 
 def store_key(us: list[Unit], d: DataConfig, needed: RowsNeeded) -> str:

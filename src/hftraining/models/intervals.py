@@ -116,7 +116,13 @@ class Calibration:
         n = self.n
         k = np.ceil((n + 1) * (1.0 - a) - 1e-12)  # the rank conformal_radius takes
         p = np.clip((k - 1) / max(n - 1, 1), 0.0, 1.0)
-        r = np.interp(p, np.linspace(0, 1, GRID), self.grid[h]) if n else np.full(a.shape, np.inf)
+        # the grid holds the scores' quantiles at GRID even probabilities, not every order statistic:
+        # a rank a level's split radius holds is read from that radius (exact: at the nominal α, and so
+        # throughout at γ = 0); any other from the grid point at or above its probability (never narrower)
+        j = np.clip(np.ceil(p * (GRID - 1) - 1e-9), 0, GRID - 1).astype(np.int64)
+        r = self.grid[h][j] if n else np.full(a.shape, np.inf)
+        for level, exact in zip(self.levels, self.radius[:, h]):
+            r = np.where(k == math.ceil((n + 1) * level - 1e-12), exact, r)
         return np.where((k > n) | (n == 0), np.inf, np.where(k < 1, 0.0, r))
 
     def bounds(self, pred: np.ndarray, quantiles: np.ndarray | None = None) -> dict[float, tuple[np.ndarray, np.ndarray]]:
@@ -126,7 +132,11 @@ class Calibration:
         for k, level in enumerate(self.levels):
             if self.method == "cqr":
                 lo_i, hi_i = self.q_pairs[k]
-                out[level] = (quantiles[..., lo_i] - self.radius[k], quantiles[..., hi_i] + self.radius[k])
+                lo, hi = quantiles[..., lo_i] - self.radius[k], quantiles[..., hi_i] + self.radius[k]
+                # a negative radius (a head wider than it needs) can cross a narrow window's band: an empty
+                # interval, given as the point between them (it covers nothing either; width 0, not negative)
+                mid = (lo + hi) / 2
+                out[level] = (np.where(lo > hi, mid, lo), np.where(lo > hi, mid, hi))
                 continue
             r = self.radius[k] if self.method == "split" else np.array(
                 [float(self.radius_at(self.alpha[k, h], h)) for h in range(pred.shape[1])])
