@@ -364,6 +364,9 @@ def test_resume_continues_the_gradient_scaler(tmp_path):
     ("data.sequence_length=16", "data.sequence_length=16"),  # other windows, the sampler's position counted through them
     ("data.symbols=[AEM]", "data.symbols"),
     ("training.optimizer=lion", 'training.optimizer="lion" (the checkpoint\'s: "adamw")'),
+    # the restored optimizer state keeps its groups' values: a change was silently not applied
+    ("training.learning_rate=0.0123", "training.learning_rate=0.0123"),
+    ("training.weight_decay=0.5", "training.weight_decay=0.5"),
 ])
 def test_resuming_with_a_changed_model_data_or_optimizer_is_a_one_line_error(short_run, tmp_path, capsys, change, key):
     # in process (the exit code and stderr of `hftraining train` itself: test_named_damaged_checkpoint_is_a_one_line_error)

@@ -912,11 +912,14 @@ RESUME_MAY_CHANGE = ("data.data_dir", "data.cache_dir", "data.num_workers", "dat
 """The ``data.*`` keys a resumed run may change: where the files and caches are and how they are read,
 and how many windows (dates) a batch holds and how they are perturbed (the sampler's position counts
 windows: a run resumed at another world size keeps its global batch with another ``batch_size``)."""
-RESUME_FIXED = ("model", "data", "training.optimizer")
+RESUME_FIXED = ("model", "data", "training.optimizer", "training.learning_rate", "training.weight_decay",
+                "training.adam_beta1", "training.adam_beta2", "training.adam_epsilon", "training.optimizer_kwargs",
+                "training.lr_scaling")
 """What a resumed run must keep from its checkpoint's config.json (every key of a section named alone,
 but :data:`RESUME_MAY_CHANGE`): the weights' shapes, the windows the sampler's position counts through,
-their scaler, and the optimizer whose state is restored. Every other key may change (``training.max_steps``
-to train on, the evaluation, the output)."""
+their scaler, and the optimizer whose state is restored with its parameter groups' values (peak rate,
+decay, betas, epsilon, keywords: the restored state would keep the saved ones while config.json recorded
+the new). Every other key may change (``training.max_steps`` to train on, the evaluation, the output)."""
 
 
 def resume_conflicts(saved: dict[str, Any], cfg: Config) -> list[tuple[str, Any, Any]]:

@@ -2,6 +2,10 @@
 any optimizer of pytorch-optimizer by its (case-insensitive) name. An unknown name, an unknown
 keyword in ``training.optimizer_kwargs`` or a bad value is a ConfigError; never a silent fallback.
 
+pytorch-optimizer classes that keep a schedule or a second rate of their own get keywords that make them
+step at the schedule's rate (``LIBRARY_DEFAULTS``); those whose state a checkpoint cannot hold without
+pickle are refused (``EXCLUDED``).
+
 Parameter groups: no weight decay on biases, norms and embeddings (``nn.Embedding`` modules, and a module's
 own parameters it names in a ``no_weight_decay`` class attribute, such as PatchTST's learned positions).
 
@@ -120,6 +124,24 @@ EXCLUDED = {
     "adammini": "needs the model itself, not parameter groups",
     "lorarite": "needs LoRA adapter pairs",
     "spectralsphere": "supports only 2-D parameters",
+    "magma": "a wrapper of another optimizer, not an optimizer (given parameters it builds an AdamW at its own "
+             "learning rate, not training.learning_rate)",
+    "a2grad": "has no learning rate (its step sizes are fixed): training.learning_rate and the schedule cannot apply",
+    "adashift": "keeps a queue of past gradients that a checkpoint cannot store without pickle",
+    "conda": "keeps projector objects in its state that a checkpoint cannot store without pickle",
+    "scalableshampoo": "keeps preconditioner objects in its state that a checkpoint cannot store without pickle",
+}
+
+# pytorch-optimizer classes that would otherwise not step at training.learning_rate under training.lr_scheduler
+# (the rate metrics.jsonl logs): keywords that optimizer_kwargs may override.
+LIBRARY_DEFAULTS: dict[str, Callable[[TrainingConfig], dict[str, Any]]] = {
+    # its own warmup scaled the schedule's, and its warm-down replaced the last 28% of the schedule with a
+    # decay from the unscheduled rate to 3e-5
+    "ranger21": lambda t: {"disable_lr_scheduler": True},
+    # its own 500-step warmup ran from 1e-5 to the unscheduled rate, ignoring the schedule
+    "apollodqn": lambda t: {"warmup_steps": 0},
+    # biases and norms (1-D tensors) ran at its lr_1d (3e-3) whatever training.learning_rate said
+    "mars": lambda t: {"lr_1d": t.learning_rate},
 }
 
 
@@ -151,7 +173,7 @@ def _resolve(t: TrainingConfig) -> tuple[str, Spec]:
         return name, OPTIMIZERS.get(name)
     if name in EXCLUDED or name not in pytorch_optimizer.get_supported_optimizers():
         raise _unknown(t.optimizer)
-    return name, Spec(pytorch_optimizer.load_optimizer(name))
+    return name, Spec(pytorch_optimizer.load_optimizer(name), LIBRARY_DEFAULTS.get(name, lambda t: {}))
 
 
 def _accepted(cls: type) -> set[str]:
@@ -190,7 +212,7 @@ def _optimizer_kwargs(name: str, spec: Spec, t: TrainingConfig) -> dict[str, Any
     kwargs.update(user)
     if "lr" in accepted:
         kwargs["lr"] = t.learning_rate
-    if "num_iterations" in accepted and "num_iterations" not in kwargs:  # Ranger21 plans its own schedule
+    if "num_iterations" in accepted and "num_iterations" not in kwargs:  # Ranger21 requires the run's length
         kwargs["num_iterations"] = t.max_steps
     if issubclass(spec.cls, MuonBase) and "adamw_lr" in accepted and "adamw_lr" not in kwargs:
         # Muon's AdamW part (the groups it does not orthogonalise: biases, norms) would otherwise run at the
@@ -285,10 +307,13 @@ def set_train_mode(optimizer: torch.optim.Optimizer, train: bool) -> None:
 
 def check_compatibility(t: TrainingConfig) -> None:
     """Raise ConfigError for an optimizer/schedule setting that cannot work, before any work is done:
-    unknown name or keyword, bad schedule values, and fp16 loss scaling with Sophia (the scale
-    would enter its Hessian estimate)."""
+    unknown name or keyword, a value the optimizer refuses, bad schedule values, and fp16 loss
+    scaling with Sophia (the scale would enter its Hessian estimate)."""
     name, spec = _resolve(t)
     _optimizer_kwargs(name, spec, t)
+    # The values are checked by the constructor: build it over a matrix and a norm (both kinds of group,
+    # Muon's two parts), so a bad value is said before the data are read, not after
+    build_optimizer(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), t)
     check_schedule(t)
     if name == "sophia":
         # Gradient checkpointing works: non-reentrant checkpoints support the double backward

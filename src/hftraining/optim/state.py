@@ -67,7 +67,10 @@ def optimizer_state_from_flat(tensors: dict[str, torch.Tensor], meta: dict[str, 
         if not isinstance(obj, dict):
             return obj
         if "__tensor__" in obj:
-            return tensors[obj["__tensor__"]]
+            # a copy in memory of its own: a tensor read from a safetensors file sits at the file's offset
+            # (8-byte, not 64-byte, aligned), and some CPU kernels (reductions, matrix products) round
+            # differently there, so a resumed run drifted from the uninterrupted one in the last bits
+            return tensors[obj["__tensor__"]].clone()
         if "__tuple__" in obj:
             return tuple(dec(v) for v in obj["__tuple__"])
         if "__items__" in obj:
