@@ -444,6 +444,12 @@ class DateSampler:
         times = np.asarray(times, dtype=np.int64)
         self.order = np.argsort(times, kind="stable")  # windows grouped by date, in window order inside one
         _, counts = np.unique(times, return_counts=True)
+        if 0 < len(counts) < world_size:  # said here: the sampler over dates would call them windows
+            raise DataError(
+                f"the training split has {len(times)} window{'s' if len(times) != 1 else ''} on {len(counts)} "
+                f"date{'s' if len(counts) != 1 else ''}, fewer dates than the {world_size} processes that train on "
+                "it (data.batching=dates gives each process whole dates); give it more data (data.val_ratio, "
+                "data.split_dates) or use fewer processes")
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # (D + 1,)
         self.dates = EpochSampler(len(counts), dates_per_batch, seed, drop_last=True, rank=rank, world_size=world_size)
 

@@ -3,8 +3,11 @@ environment (WORLD_SIZE unset or 1) everything here is a no-op."""
 
 from __future__ import annotations
 
+import itertools
 import os
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import numpy as np
@@ -20,6 +23,8 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    store: dist.Store | None = field(default=None, repr=False, compare=False)  # the group's, when this process made it
+    timeout: float = field(default=0.0, repr=False, compare=False)  # training.ddp_timeout, with ``store``
 
     @property
     def enabled(self) -> bool:
@@ -83,15 +88,22 @@ def init_distributed(device_spec: str, timeout: float) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1 and device_spec.startswith("cuda:"):  # every rank on one GPU: NCCL's "Duplicate GPU" traceback
+        raise ConfigError(f"training.device: {device_spec!r} names one GPU for all {world} processes; use cuda "
+                          "(each process takes the GPU of its LOCAL_RANK)")
     device = resolve_device(device_spec, local)
+    store = None
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"
         limit = timedelta(seconds=timeout)
         _bind_world_defaults_before_the_group()
-        dist.init_process_group(backend, store=_attempt_store(rank, world, limit), rank=rank, world_size=world, timeout=limit)
-    return DistInfo(rank, world, local, device)
+        store = _attempt_store(rank, world, limit)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=limit)
+        if rank == 0:
+            _Pulse.start(store, timeout)
+    return DistInfo(rank, world, local, device, store, timeout)
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
@@ -136,11 +148,81 @@ def all_gather_bytes(data: bytes, info: DistInfo) -> list[bytes]:
     return [joined[e - s:e] for s, e in zip(sizes.tolist(), ends.tolist())]
 
 
+class _Pulse:
+    """The main rank's sign of life, a counter it raises in the group's store every ``timeout / 4`` s
+    (at most 1 s) from a thread of its own, while the other ranks wait for its own work at a
+    :func:`barrier`. Not a daemon thread (one stopped at the interpreter's exit inside the store's
+    C++ call could abort the process): it ends at :func:`cleanup`, or within a beat of the main
+    thread's end."""
+
+    KEY = "main_rank_pulse"
+    running: "_Pulse | None" = None
+
+    def __init__(self, store: dist.Store, every: float):
+        self.store, self.every, self.stop_event = store, every, threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="hftraining-main-rank-pulse")
+
+    @classmethod
+    def start(cls, store: dist.Store, timeout: float) -> None:
+        cls.stop()
+        cls.running = cls(store, min(1.0, timeout / 4))
+        cls.running.thread.start()
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls.running is not None:
+            cls.running.stop_event.set()
+            cls.running.thread.join()
+            cls.running = None
+
+    def _beat(self) -> None:
+        main = threading.main_thread()
+        while main.is_alive() and not self.stop_event.wait(self.every):
+            try:
+                self.store.add(self.KEY, 1)
+            except Exception:  # the store is gone with the group: the waiting ranks hear silence
+                return
+
+
+_BARRIERS = itertools.count(1)  # barriers this process has entered: every rank enters the same ones, in order
+
+
 def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        dist.barrier()
+    """Wait until every rank is here. A barrier follows work of the main rank alone (writing a checkpoint,
+    the test evaluation and report at the end of a run), which takes as long as the data make it: bounded by
+    ``training.ddp_timeout``, the others' wait failed a finished run whose test evaluation outlasted it (and
+    torchrun killed the main rank before eval.json was written). So the other ranks wait for the main rank
+    as long as it lives (its :class:`_Pulse`), failing after ``training.ddp_timeout`` without a sign of
+    life; then all meet in the group's barrier, bounded as every collective is."""
+    if not info.enabled:
+        return
+    n = next(_BARRIERS)
+    if info.store is not None:
+        key = f"main_rank_at_barrier/{n}"
+        if info.is_main:
+            info.store.set(key, "1")
+        else:
+            _wait_for_main(info, key)
+    dist.barrier()
+
+
+def _wait_for_main(info: DistInfo, key: str) -> None:
+    """Until the main rank has set ``key`` in the group's store; a RuntimeError once its pulse has not
+    moved for ``info.timeout`` seconds (its process is gone)."""
+    pause, beats, heard = 0.001, None, time.monotonic()
+    while not info.store.check([key]):  # polled: a timed-out store.wait() logs a warning each time
+        now = info.store.add(_Pulse.KEY, 0)
+        if now != beats:
+            beats, heard = now, time.monotonic()
+        elif time.monotonic() - heard > info.timeout:
+            raise RuntimeError(f"rank {info.rank}: the main rank gave no sign of life for {info.timeout:g} s "
+                               "(training.ddp_timeout) while this rank waited for it at a barrier")
+        time.sleep(pause)
+        pause = min(2 * pause, 0.2)
 
 
 def cleanup(info: DistInfo) -> None:
+    if info.enabled:
+        _Pulse.stop()
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -312,7 +312,7 @@ class Trainer:
         shares = self._micro_shares(batches)
         micro_stats = []
         for micro, idx in enumerate(batches):
-            self._window.samples += len(idx) * self.info.world_size
+            self._window.samples += len(idx)  # this rank's: summed over the ranks at the record (date batches vary)
             b = self._batch(idx)
             sync = self.ddp is None or micro == accum - 1  # DDP reduces gradients on the last micro-batch
             with (nullcontext() if sync else self.ddp.no_sync()), opt.hessian_context():
@@ -426,13 +426,15 @@ class Trainer:
         w = self._window
         rec: dict[str, Any] = {"step": step}
         parts: dict[str, float] = {}
+        samples = w.samples * self.info.world_size  # every step skipped: no reduction, this rank's count for each
         if w.losses:  # every rank has the same steps (a skip is every rank's) and the same part names
             n = len(w.losses)
-            local = torch.tensor([float(np.mean(w.losses)), *(v / n for v in w.parts.values())], dtype=torch.float64,
-                                 device=self.device)  # (1 + P,)
-            total, *values = (all_reduce_sum(local, self.info) / self.info.world_size).tolist()
+            local = torch.tensor([float(np.mean(w.losses)), *(v / n for v in w.parts.values()), float(w.samples)],
+                                 dtype=torch.float64, device=self.device)  # (1 + P + 1,)
+            total, *values, mean_samples = (all_reduce_sum(local, self.info) / self.info.world_size).tolist()
             rec["loss"] = total
             parts = dict(zip(w.parts, values))
+            samples = mean_samples * self.info.world_size  # the windows of all ranks
         rec["learning_rate"] = self._last_lr
         if w.grad_norm is not None:
             rec["grad_norm"] = w.grad_norm
@@ -441,7 +443,7 @@ class Trainer:
         if w.skipped:
             rec["nonfinite_skipped"] = self.state.skipped_steps
         rec["epoch"] = self.sampler.epoch
-        rec["samples_per_second"] = w.samples / max(time.perf_counter() - w.start, 1e-9)
+        rec["samples_per_second"] = samples / max(time.perf_counter() - w.start, 1e-9)
         self.logger.log(rec)
         self._window = _LogWindow()
 
