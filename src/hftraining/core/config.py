@@ -267,7 +267,8 @@ class TrainingConfig:
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
     ddp_timeout: float = 1800.0
     """Seconds a rank waits for the others (process-group setup, each collective) before it fails;
-    under ``torchrun --max-restarts`` the failure restarts the group instead of hanging it."""
+    under ``torchrun --max-restarts`` the failure restarts the group instead of hanging it. The main
+    rank's own work (a checkpoint, the test evaluation) is waited for as long as the main rank is alive."""
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
     """Scale the learning rate with the data-parallel world size."""
     compile: Literal["auto", "none", "default", "reduce-overhead", "max-autotune"] = "auto"
