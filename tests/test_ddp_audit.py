@@ -74,5 +74,13 @@ def test_one_named_gpu_for_several_processes_is_a_config_error(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    with pytest.raises(ConfigError, match=r"^training.device: 'cuda:0' names one GPU for all 2 processes; use cuda"):
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match=r"^training.device: 'cuda:0' names one GPU for the 2 processes of this node"):
         init_distributed("cuda:0", 10.0)
+    # one process per node (a GPU each): cuda:0 is that node's GPU, not refused for being named
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(ConfigError) as e:  # here for another reason: no CUDA, or no torchrun rendezvous
+        init_distributed("cuda:0", 10.0)
+    assert "names one GPU" not in str(e.value)

@@ -339,3 +339,15 @@ def test_a_run_whose_closing_fails_still_leaves_the_process_group(tmp_path, monk
         with runner.training_run(cfg):
             pass
     assert len(left) == 1
+
+
+@pytest.mark.slow
+def test_seeds_under_torchrun_form_a_group_per_seed(tmp_path):
+    """``train --seeds 2`` under torchrun forms one process group per seed in each process; the second
+    read the first group's stale Gloo addresses from the same store keys ("Connection refused")."""
+    out = tmp_path / "seeds"
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "hftraining",
+          "train", *tiny(None, "training.max_steps=4", "training.save_steps=4", "evaluation.eval_steps=4",
+                         "training.optimizer=sgd", "training.device=cpu", "training.ddp_timeout=60", "evaluation.report=false"),
+          f"output.output_dir={out}", "--seeds", "2"])
+    assert (out / "seed-0" / "final").is_dir() and (out / "seed-1" / "final").is_dir() and (out / "ensemble").is_dir()

@@ -28,14 +28,19 @@ def optimizer_state_to_flat(state_dict: dict[str, Any]) -> tuple[dict[str, torch
     def enc(obj: Any, path: str) -> Any:
         if isinstance(obj, torch.Tensor):
             t = obj.detach()
+            strides = None
             if not t.is_contiguous():
+                # kept to be rebuilt on loading: kernels round differently over another layout (SOAP's and
+                # SPlus's transposed eigenbases), so a resumed run drifted from the uninterrupted one
+                dense = t.permute(sorted(range(t.dim()), key=lambda d: -t.stride(d))).is_contiguous()
+                strides = list(t.stride()) if dense else None  # a slice or broadcast view: stored compact
                 t = t.contiguous()
             key = (t.untyped_storage().data_ptr(), str(t.device))
             if t.numel() and key in storages:  # safetensors refuses tensors that share memory
                 t = t.clone()
             storages.add(key)
             tensors[path] = t
-            return {"__tensor__": path}
+            return {"__tensor__": path} if strides is None else {"__tensor__": path, "__strides__": strides}
         if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
             return obj
         if isinstance(obj, float):
@@ -70,7 +75,10 @@ def optimizer_state_from_flat(tensors: dict[str, torch.Tensor], meta: dict[str, 
             # a copy in memory of its own: a tensor read from a safetensors file sits at the file's offset
             # (8-byte, not 64-byte, aligned), and some CPU kernels (reductions, matrix products) round
             # differently there, so a resumed run drifted from the uninterrupted one in the last bits
-            return tensors[obj["__tensor__"]].clone()
+            t = tensors[obj["__tensor__"]]
+            if "__strides__" in obj:  # the saved layout, values unchanged
+                return torch.empty_strided(t.shape, obj["__strides__"], dtype=t.dtype, device=t.device).copy_(t)
+            return t.clone()
         if "__tuple__" in obj:
             return tuple(dec(v) for v in obj["__tuple__"])
         if "__items__" in obj:

@@ -64,7 +64,11 @@ def _attempt_store(rank: int, world: int, timeout: timedelta) -> dist.Store:
         os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size=world,
         is_master=not use_agent_store and rank == 0, timeout=timeout, multi_tenant=not use_agent_store,
     )
-    return dist.PrefixStore(f"hftraining/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    # and every group of the process (train --seeds forms one per seed, in the same order on every rank) its own
+    return dist.PrefixStore(f"hftraining/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/group_{next(_GROUPS)}", store)
+
+
+_GROUPS = itertools.count()
 
 
 def _bind_world_defaults_before_the_group() -> None:
@@ -88,9 +92,10 @@ def init_distributed(device_spec: str, timeout: float) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if world > 1 and device_spec.startswith("cuda:"):  # every rank on one GPU: NCCL's "Duplicate GPU" traceback
-        raise ConfigError(f"training.device: {device_spec!r} names one GPU for all {world} processes; use cuda "
-                          "(each process takes the GPU of its LOCAL_RANK)")
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))  # the processes of this node (torchrun sets it)
+    if local_world > 1 and device_spec.startswith("cuda:"):  # every rank of a node on one GPU: NCCL's "Duplicate GPU"
+        raise ConfigError(f"training.device: {device_spec!r} names one GPU for the {local_world} processes of this "
+                          "node; use cuda (each process takes the GPU of its LOCAL_RANK)")
     device = resolve_device(device_spec, local)
     store = None
     if world > 1 and not dist.is_initialized():
