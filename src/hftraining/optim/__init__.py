@@ -312,8 +312,10 @@ def check_compatibility(t: TrainingConfig) -> None:
     name, spec = _resolve(t)
     _optimizer_kwargs(name, spec, t)
     # The values are checked by the constructor: build it over a matrix and a norm (both kinds of group,
-    # Muon's two parts), so a bad value is said before the data are read, not after
-    build_optimizer(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), t)
+    # Muon's two parts), so a bad value is said before the data are read, not after; the probe's
+    # initialisation must not draw from the run's seeded generator (the model's weights would change)
+    with torch.random.fork_rng(devices=[]):
+        build_optimizer(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), t)
     check_schedule(t)
     if name == "sophia":
         # Gradient checkpointing works: non-reentrant checkpoints support the double backward
