@@ -133,3 +133,23 @@ def test_a_fresh_run_in_the_folder_removes_the_earlier_runs_evaluations(run, cap
                                  "output.overwrite=true", f"data.cache_dir={run.parent / 'cache'}")))
     assert not (run / "evaluations").exists()
     assert not [n for n in ("report.md", "report.html", "report_files") if (run / n).exists()]
+
+
+def test_training_data_recorded_as_a_relative_path_read_from_another_folder_says_where_it_came_from(
+        run, trained, tmp_path, capsys, monkeypatch):
+    """``evaluate RUN`` re-reads the recorded ``data.data_dir``; a relative one is read from the current
+    folder. From a folder without it the error named only ``data`` ("no such file or folder")."""
+    import json
+
+    pre = run / "final" / "preprocessing.json"
+    raw = json.loads(pre.read_text())
+    raw["data"]["data_dir"] = "data"  # as a run started in trained/a with data.data_dir=data records it
+    pre.write_text(json.dumps(raw))
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--no-report"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "preprocessing.json: data.data_dir=data (the data the model was trained on)" in err
+    assert str(tmp_path) in err and "--data" in err
+    monkeypatch.chdir(trained / "a")  # the folder training ran in: read as recorded
+    assert main(["evaluate", str(run), "--no-report"]) == 0

@@ -216,7 +216,20 @@ class Forecaster:
         """Windows of ``split`` ("train", "val", "test" or "all") of ``data``; ``None``: the training data.
         A walk-forward fold's model has its fold's test block only (:func:`~hftraining.data.pipeline.apply`)."""
         where = str(self.model_dir / "preprocessing.json") if self.model_dir is not None else "preprocessing.json"
+        if data is None:
+            self._check_training_data(where)
         return apply(self.preprocessing, None if data is None else self.load(data), split, where)
+
+    def _check_training_data(self, where: str) -> None:
+        """The training data, read again from the recorded ``data.data_dir``, must be there: a relative path
+        is read from the current folder, so from another one the error says where the path came from."""
+        spec = self.preprocessing.data_config().data_dir
+        if not isinstance(spec, str) or any(ch in spec for ch in "*?[") or Path(spec).exists():
+            return  # the bundled sample (None), a list or a glob: read (and refused) as training read them
+        raise DataError(f"{where}: data.data_dir={spec} (the data the model was trained on) is not there"
+                        + (f" from {Path.cwd()}" if not Path(spec).is_absolute() else "")
+                        + "; run from the folder training ran in, or give the data (evaluate --data, "
+                        "Forecaster.windows(data))")
 
     def outputs(self, ws: WindowSet) -> dict[str, np.ndarray]:
         """Every output of the model for the windows of ``ws`` in scaled target units
