@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from hftraining import models, optim
-from hftraining.core.config import Config, ServeConfig, load_config, parse_override, section_from_dict, validate
+from hftraining.core.config import Config, ServeConfig, TrainingConfig, load_config, parse_override, section_from_dict, validate
 from hftraining.core.errors import ConfigError, UserError, io_cause, is_io_error
 from hftraining.core.jsonio import dumps
 from hftraining.data.feature_table import write_feature_table
@@ -205,7 +205,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for name, desc in models.model_names().items():
             print(f"{name:<16}{desc}")
     elif args.what == "optimizers":
-        print("\n".join(optim.optimizer_names()))
+        # each name is built on a probe (about 2 s for all), so a name whose optional package is missing
+        # is listed with why instead of offered as if it worked
+        for name in optim.optimizer_names():
+            try:
+                optim.check_compatibility(TrainingConfig(optimizer=name))
+            except ConfigError as e:
+                print(f"{name:<20}cannot be used here: {str(e).split(': ', 1)[-1]}")
+            else:
+                print(name)
     else:
         print("\n".join(FEATURES.names()))
     return 0

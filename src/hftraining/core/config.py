@@ -202,14 +202,20 @@ class TrainingConfig:
     learning_rate: float = 3e-4
     """Peak learning rate after warmup (for ``sophia``: the largest step any one coordinate takes)."""
     weight_decay: float = 0.01
-    """Decoupled weight decay; never applied to biases, norms or embeddings."""
+    """Weight decay as the optimizer applies it (decoupled for ``adamw``, ``gpro``, ``lion``...; added to the
+    gradient for ``sgd`` and library optimizers whose ``weight_decouple`` defaults to False); never applied to
+    biases, norms or embeddings. An optimizer without weight decay (amos, fromage, ftrl, gravity, msvag, nero,
+    sm3, srmm) refuses a value other than 0 or this default."""
     adam_beta1: float = 0.9
     """First-moment decay of ``adamw``, ``gpro``, ``lamb``, ``adafactor`` and Muon's AdamW part (Lion, Adan and
-    Sophia keep their own betas); in [0, 1)."""
+    Sophia keep their own betas); in [0, 1). With an optimizer that keeps its own, a value other than the
+    default is an error (set ``optimizer_kwargs.betas``)."""
     adam_beta2: float = 0.999
-    """Second-moment decay of the same optimizers; in [0, 1)."""
+    """Second-moment decay of the same optimizers (Adafactor: only a cap on its step-dependent decay); in
+    [0, 1); a value other than the default is an error with an optimizer that keeps its own."""
     adam_epsilon: float = 1e-8
-    """Denominator epsilon of ``adamw``, ``gpro``, ``lamb``, ``adan`` and Muon's AdamW part; >= 0."""
+    """Denominator epsilon of ``adamw``, ``gpro``, ``lamb``, ``adan`` and Muon's AdamW part; >= 0; a value
+    other than the default is an error with any other optimizer."""
     optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments passed to the optimizer's constructor. Muon and its variants leave biases and
     norms to an AdamW part whose ``adamw_lr`` is ``learning_rate`` (scheduled either way), ``adamw_betas``

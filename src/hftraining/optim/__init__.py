@@ -2,6 +2,11 @@
 any optimizer of pytorch-optimizer by its (case-insensitive) name. An unknown name, an unknown
 keyword in ``training.optimizer_kwargs`` or a bad value is a ConfigError; never a silent fallback.
 
+A setting the chosen optimizer would ignore is a ConfigError too, where it is away from its default:
+``training.weight_decay`` with one that has no weight decay (Amos, SM3, Nero...), ``training.adam_beta1``/
+``adam_beta2``/``adam_epsilon`` with one that keeps its own (Lion, SGD, the library's outside Muon's AdamW
+part) or where ``optimizer_kwargs`` sets them (``uses_setting``, ``tests/test_optim_settings_audit.py``).
+
 pytorch-optimizer classes that keep a schedule or a second rate of their own get keywords that make them
 step at the schedule's rate (``LIBRARY_DEFAULTS``); those whose state a checkpoint cannot hold without
 pickle are refused (``EXCLUDED``).
@@ -31,6 +36,7 @@ What the trainer calls, in order::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import inspect
 from typing import Any, Callable
@@ -63,6 +69,7 @@ __all__ = [
     "optimizer_state_to_flat",
     "param_groups",
     "set_train_mode",
+    "uses_setting",
     "warmup_steps",
 ]
 
@@ -228,6 +235,66 @@ def _optimizer_kwargs(name: str, spec: Spec, t: TrainingConfig) -> dict[str, Any
     return kwargs
 
 
+def _muon_adamw_group(spec: Spec, t: TrainingConfig) -> dict[str, Any]:
+    """Values of Muon's AdamW group that win over the library's adamw_* defaults (betas (0.9, 0.95), eps
+    1e-10): training's Adam settings, unless optimizer_kwargs sets them."""
+    eps_key = "adamw_eps" if "adamw_eps" in _accepted(spec.cls) else "eps"  # AdaMuon: one eps for both parts
+    values: dict[str, Any] = {}
+    if "adamw_betas" not in t.optimizer_kwargs:
+        values["betas"] = (t.adam_beta1, t.adam_beta2)
+    if eps_key not in t.optimizer_kwargs:
+        values["eps"] = t.adam_epsilon
+    return values
+
+
+# The training settings an optimizer may leave unused (pytorch-optimizer's Amos, SM3 or Nero have no weight
+# decay; Lion and most library optimizers keep their own betas and eps), and where such an optimizer takes
+# its own value instead.
+SETTINGS = {"weight_decay": None, "adam_beta1": "betas", "adam_beta2": "betas", "adam_epsilon": "eps"}
+
+
+def uses_setting(t: TrainingConfig, key: str) -> bool:
+    """Whether ``training.<key>`` (one of ``SETTINGS``) changes the optimizer that ``t`` builds. Weight decay
+    reaches every optimizer in its parameter groups, but only one whose constructor names ``weight_decay``
+    reads it there; Adam's betas and eps reach it only through its constructor's keywords (ours, by
+    ``Spec.from_config``, unless ``optimizer_kwargs`` sets them) or Muon's AdamW group, so they count when
+    another value there changes what it is built with."""
+    name, spec = _resolve(t)
+    if key == "weight_decay":
+        return "weight_decay" in _accepted(spec.cls)
+    value = getattr(t, key)
+    other = dataclasses.replace(t, **{key: value + 1.0})  # any other value: nothing is built from it
+
+    def built(c: TrainingConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+        muon = _muon_adamw_group(spec, c) if issubclass(spec.cls, MuonBase) else {}
+        return _optimizer_kwargs(name, spec, c), muon
+
+    return built(t) != built(other)
+
+
+def _check_settings_used(t: TrainingConfig) -> None:
+    """A ConfigError for a setting of ``SETTINGS`` that the optimizer would ignore, where it is not at its
+    default (the config does not record which keys a user wrote, so a value equal to the default counts as
+    not set; weight decay 0 is also accepted, as no decay is what such an optimizer does)."""
+    name, spec = _resolve(t)
+    defaults = TrainingConfig()
+    for key, own in SETTINGS.items():
+        if own and issubclass(spec.cls, MuonBase):  # its AdamW part's own keywords
+            own = "adamw_betas" if own == "betas" else "adamw_eps" if "adamw_eps" in _accepted(spec.cls) else "eps"
+        value = getattr(t, key)
+        if value == getattr(defaults, key) or (key == "weight_decay" and value == 0) or uses_setting(t, key):
+            continue
+        if key == "weight_decay":
+            hint = "it has no weight decay; set training.weight_decay to 0 or choose another optimizer"
+        elif own in t.optimizer_kwargs:
+            hint = f"training.optimizer_kwargs.{own} sets it; give one of them"
+        elif own in _accepted(spec.cls):
+            hint = f"it keeps its own {own}; set training.optimizer_kwargs.{own} instead"
+        else:
+            hint = "it takes no such value; remove the key"
+        raise ConfigError(f"training.{key}: {name} does not use it (got {value!r}): {hint}")
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Two groups: matrices with decay; biases, norm weights and embeddings without. A module lists its own
     embedding-like parameters (a learned position table held as a bare ``nn.Parameter``) in a
@@ -254,18 +321,13 @@ def build_optimizer(model: nn.Module, t: TrainingConfig) -> torch.optim.Optimize
     kwargs = _optimizer_kwargs(name, spec, t)
     groups = param_groups(model, t.weight_decay)
     if issubclass(spec.cls, MuonBase):
-        # Muon orthogonalises matrices; vectors (biases, norms) go to its AdamW part, whose group values win over
-        # the library's adamw_* defaults (betas (0.9, 0.95), eps 1e-10): training's Adam settings unless
-        # optimizer_kwargs sets them, and no decay (the group's weight_decay 0.0, so adamw_wd never applies).
-        eps_key = "adamw_eps" if "adamw_eps" in _accepted(spec.cls) else "eps"  # AdaMuon: one eps for both parts
+        # Muon orthogonalises matrices; vectors (biases, norms) go to its AdamW part (no decay: the group's
+        # weight_decay 0.0, so adamw_wd never applies)
         for g in groups:
             g["use_muon"] = all(p.ndim >= 2 for p in g["params"])
             if not g["use_muon"]:
                 g["weight_decay"] = 0.0
-                if "adamw_betas" not in t.optimizer_kwargs:
-                    g["betas"] = (t.adam_beta1, t.adam_beta2)
-                if eps_key not in t.optimizer_kwargs:
-                    g["eps"] = t.adam_epsilon
+                g.update(_muon_adamw_group(spec, t))
     try:
         return spec.cls(groups, **kwargs)
     except (TypeError, ValueError, NotImplementedError) as e:  # pytorch-optimizer's errors are ValueErrors
@@ -307,10 +369,12 @@ def set_train_mode(optimizer: torch.optim.Optimizer, train: bool) -> None:
 
 def check_compatibility(t: TrainingConfig) -> None:
     """Raise ConfigError for an optimizer/schedule setting that cannot work, before any work is done:
-    unknown name or keyword, a value the optimizer refuses, bad schedule values, and fp16 loss
+    unknown name or keyword, a value the optimizer refuses, a weight decay or Adam setting it would
+    ignore (``SETTINGS``), bad schedule values, and fp16 loss
     scaling with Sophia (the scale would enter its Hessian estimate)."""
     name, spec = _resolve(t)
     _optimizer_kwargs(name, spec, t)
+    _check_settings_used(t)
     # The values are checked by the constructor: build it over a matrix and a norm (both kinds of group,
     # Muon's two parts), so a bad value is said before the data are read, not after; the probe's
     # initialisation must not draw from the run's seeded generator (the model's weights would change)
