@@ -101,7 +101,7 @@ def expected_max_sharpe(n_trials: float, var_sr: float) -> float:
 
     ``var_sr``: the variance of the estimates across trials (per-period Sharpe units squared).
     Bailey & López de Prado (2014): √V·((1−γ)·Φ⁻¹(1−1/N) + γ·Φ⁻¹(1−1/(N·e))), an extreme-value
-    approximation (about 2% high at N = 10, under 1% from N = 100). ``n_trials`` may be a
+    approximation (8% low at N = 2, about 2% high at N = 10, under 1% from N = 100). ``n_trials`` may be a
     non-integer effective number of independent trials. N = 1 gives 0 (the formula tends to −∞
     there; the expected value of a single null estimate is 0), and the result is floored at 0 for
     N just above 1, since the maximum of mean-zero draws has a non-negative expectation.
@@ -289,12 +289,17 @@ def align_series(series: dict[Any, tuple[np.ndarray, np.ndarray]]) -> tuple[np.n
     return common, np.stack(cols, axis=1) if len(common) else np.zeros((0, len(dated)))
 
 
-def selection_stats(series: dict[Any, tuple[np.ndarray, np.ndarray]], chosen: Any, trials_are: str) -> dict[str, Any]:
+def selection_stats(series: dict[Any, tuple[np.ndarray, np.ndarray]], chosen: Any, trials_are: str,
+                    n_tried: int | None = None) -> dict[str, Any]:
     """The selection-bias statistics of picking ``chosen`` among the trials ``series`` ({name:
     (dates, per-period returns)}, aligned on their common dates by :func:`align_series`).
 
     ``dsr``: the Deflated Sharpe Ratio of ``chosen``'s series given the per-period Sharpe ratios of
-    all N trials (:func:`hftraining.eval.selection.deflated_sharpe_ratio`, n_trials = N); ``pbo``:
+    all N trials (:func:`hftraining.eval.selection.deflated_sharpe_ratio`, n_trials = ``n_tried``, default
+    N); ``n_tried`` ≥ N counts every configuration the choice was made among, also those without a
+    series (a tuner's pruned trials: they were judged on the same data and dropped, so the best of
+    them all is what chance had to beat; their Sharpe ratios being unknown, the variance across
+    trials is that of the N series); ``pbo``:
     the probability of backtest overfitting by CSCV (:func:`~hftraining.eval.selection.pbo_cscv`,
     n_splits = :func:`cscv_splits` of the common dates). A flat series (no position on any date)
     counts as Sharpe 0. Either is None with ``dsr_skipped`` / ``pbo_skipped`` saying why (PBO: fewer
@@ -304,10 +309,15 @@ def selection_stats(series: dict[Any, tuple[np.ndarray, np.ndarray]], chosen: An
     names = list(series)
     dates, m = align_series(series)
     T, N = m.shape
+    if n_tried is None:
+        n_tried = N
+    elif isinstance(n_tried, bool) or not isinstance(n_tried, (int, np.integer)) or n_tried < N:
+        raise ValueError(f"n_tried must be an integer ≥ the {N} trial(s) with a series, got {n_tried!r}")
     sharpes = [sharpe_ratio(m[:, j]) for j in range(N)]
     sharpes = [0.0 if not np.isfinite(v) and T >= 2 and np.all(m[:, j] == 0) else v for j, v in enumerate(sharpes)]
     out: dict[str, Any] = {
-        "trials_are": trials_are, "chosen": chosen, "trials": names, "n_trials": N, "n_periods": int(T),
+        "trials_are": trials_are, "chosen": chosen, "trials": names, "n_trials": N, "n_tried": int(n_tried),
+        "n_periods": int(T),
         "from": fmt_time(dates[0]) if T else None, "to": fmt_time(dates[-1]) if T else None,
         "trial_sharpes": dict(zip(names, sharpes)),
         "dsr": None, "dsr_skipped": None, "deflated_sharpe": None,
@@ -325,7 +335,7 @@ def selection_stats(series: dict[Any, tuple[np.ndarray, np.ndarray]], chosen: An
     elif np.all(m[:, names.index(chosen)] == m[0, names.index(chosen)]):
         out["dsr_skipped"] = f"the chosen trial {chosen} has constant returns on the common dates: its Sharpe ratio is undefined"
     else:
-        out["deflated_sharpe"] = deflated_sharpe_ratio(m[:, names.index(chosen)], np.asarray(sharpes))
+        out["deflated_sharpe"] = deflated_sharpe_ratio(m[:, names.index(chosen)], np.asarray(sharpes), int(n_tried))
         out["dsr"] = out["deflated_sharpe"]["dsr"]
     splits = cscv_splits(T)
     if N < 2:
@@ -347,7 +357,9 @@ def selection_stats(series: dict[Any, tuple[np.ndarray, np.ndarray]], chosen: An
 
 def format_selection(sel: dict[str, Any], chosen_label: str) -> str:
     """Two lines: the Deflated Sharpe Ratio of the chosen trial and the PBO (or why not computed)."""
-    head = f"selection bias over {sel['n_trials']} trial(s) ({sel['trials_are']}), {sel['n_periods']} common periods:"
+    n, tried = sel["n_trials"], sel.get("n_tried", sel["n_trials"])
+    over = f"{n} trial(s)" if tried == n else f"{tried} trial(s), {n} with an out-of-sample series"
+    head = f"selection bias over {over} ({sel['trials_are']}), {sel['n_periods']} common periods:"
     d = sel.get("deflated_sharpe")
     if d is not None:
         dsr = (f"  deflated Sharpe ratio of {chosen_label}: {fmt(d['dsr'], '.3f')} (per-period Sharpe {fmt(d['sharpe'], '.4f')} "

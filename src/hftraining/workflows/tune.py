@@ -28,7 +28,11 @@ the study as stored (e.g. once every machine has finished). Each trial's sampler
 ``(tune.seed, trial number)``: trial numbers are unique in a study, so parallel workers never
 replay each other's draws, and one worker is reproducible.
 
-A trial that raises is stored as failed and stops its worker (:func:`run_trials`). A
+A trial whose drawn values fail (a non-finite validation metric, a loss that diverges past
+``training.max_consecutive_nonfinite``, out of memory) is stored as failed with its reason (the
+``fail_reason`` attribute, printed in the report) and the next trial runs; when every trial of the
+run failed so, the report is written and the command exits 2 with the first reason. Any other
+error stores its trial as failed and stops its worker (:func:`run_trials`). A
 :class:`~hftraining.core.errors.UserError` stays one line (exit 2): with one worker it is raised as
 it is; with ``--workers K`` each worker hands its error to the parent, which raises it as one
 UserError line when workers failed and no trial of the run completed (else it warns and reports).
@@ -43,18 +47,20 @@ its out-of-sample return series in ``trial-NNNN/oos_returns.json`` (ISO dates an
 returns): the backtest (the run's ``evaluation.backtest_*`` settings) of the model's forecasts of
 the split it is scored on — its validation split, or with ``tune.folds`` the validation blocks of
 its folds concatenated in date order (a date in two folds' blocks keeps the later fold's return).
-A pruned trial stops before it has one. Here the **trials** are the completed Optuna trials, each
-one configuration; after the study their series are aligned on their common dates and
-``selection.json`` (also in ``best.json`` and the summary) reports the Deflated Sharpe Ratio of the
-best trial's series given the per-period Sharpe ratios of all N completed trials (Bailey & López de
-Prado 2014) and the probability of backtest overfitting by CSCV (Bailey, Borwein, López de Prado &
-Zhu 2017), see :func:`hftraining.workflows.walkforward.selection_stats`. Both judge the trials on
+A pruned trial stops before it has one. After the study the completed trials' series are aligned
+on their common dates and ``selection.json`` (also in ``best.json`` and the summary) reports the
+Deflated Sharpe Ratio of the best trial's series given the per-period Sharpe ratios of the
+completed trials and N = every trial judged on the validation data, pruned ones and ones that
+failed after an evaluation included (:func:`study_selection`; Bailey & López de Prado 2014) and
+the probability of backtest overfitting by CSCV (Bailey, Borwein, López de Prado &
+Zhu 2017) of the series, see :func:`hftraining.eval.selection.selection_stats`. Both judge the trials on
 the validation data that chose among them, so they measure the search's selection bias, not an
 unbiased test score.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -73,6 +79,7 @@ import numpy as np
 import torch
 import yaml
 
+from hftraining import optim
 from hftraining.core.config import Config, check_value, load_config, parse_override
 from hftraining.core.errors import ConfigError, UserError
 from hftraining.core.fmt import fmt_time, shown_url
@@ -83,6 +90,7 @@ from hftraining.eval.backtest import backtest_forecasts
 from hftraining.eval.forecasts import collect_forecasts
 from hftraining.train.logging import setup_console_logging
 from hftraining.train.runner import TrainedRun, training_run
+from hftraining.train.trainer import NonFiniteError
 from hftraining.eval.selection import format_selection, selection_stats
 from hftraining.workflows.walkforward import prepare_fold
 
@@ -94,7 +102,10 @@ SPLIT_KEYS = ("data.split", "data.split_dates", "data.train_ratio", "data.val_ra
 """Keys that say where the test split starts: searched, a trial would be scored on dates of another
 trial's test split, and the choice among them would depend on the chosen configuration's test dates."""
 OOS_FILE = "oos_returns.json"  # a trial's out-of-sample return series, in its run folder
-TRIALS_ARE = "completed Optuna trials, each one configuration, backtested on the split it is scored on"
+TRIALS_ARE = ("Optuna trials, each one configuration, backtested on the split it is scored on; N: every trial judged "
+              "on it, pruned and failed ones included")
+FAIL_REASON = "fail_reason"
+"""User attribute of a trial that failed for its drawn values (:func:`config_failure`): the one-line why."""
 
 
 def _optuna():
@@ -130,9 +141,12 @@ def _number(v: Any, where: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float, str)):
         raise ConfigError(f"{where}: expected a number, got {v!r}")
     try:
-        return float(v)  # YAML 1.1 reads 1e-4 as a string
+        x = float(v)  # YAML 1.1 reads 1e-4 as a string
     except ValueError:
         raise ConfigError(f"{where}: expected a number, got {v!r}") from None
+    if not math.isfinite(x):  # Optuna cannot draw from it (an OverflowError in the first trial)
+        raise ConfigError(f"{where}: expected a finite number, got {v!r}")
+    return x
 
 
 def parse_space(space: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -184,6 +198,22 @@ def parse_space(space: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             low, high, step = int(low), int(high), None if step is None else int(step)
         out[key] = {"type": kind, "low": low, "high": high, "log": log_, "step": step}
     return out
+
+
+def check_searched_settings(cfg: Config, space: dict[str, dict[str, Any]]) -> None:
+    """A ConfigError, before any trial, for a searched optimizer setting (``optim.SETTINGS``) that an optimizer
+    the trials may use ignores: its trials would differ in nothing, and the first that draws a value away from
+    the default would stop the search (:func:`hftraining.optim.check_compatibility` refuses it)."""
+    searched = [k for k in space if k.startswith("training.") and k.split(".", 1)[1] in optim.SETTINGS]
+    if not searched:
+        return
+    chosen = space.get("training.optimizer", {}).get("choices", [cfg.training.optimizer])
+    for key in searched:
+        for name in chosen:
+            if not optim.uses_setting(dataclasses.replace(cfg.training, optimizer=name), key.split(".", 1)[1]):
+                how = "a choice of training.optimizer" if "training.optimizer" in space else "training.optimizer"
+                raise ConfigError(f"tune.search_space.{key}: {name} ({how}) does not use it; "
+                                  "search it only with optimizers that do")
 
 
 def suggest(trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -608,29 +638,72 @@ def _pruner(optuna, cfg: Config):
     return WarmupMedian(n_startup_trials=t.pruner_startup_trials, n_warmup_steps=0)
 
 
+def config_failure(e: BaseException) -> str | None:
+    """The one-line reason when ``e`` says that a trial's drawn values cannot be trained (its loss
+    diverged: :class:`~hftraining.train.trainer.NonFiniteError`; it ran out of memory:
+    ``torch.OutOfMemoryError``, also when re-raised as a one-line error), else None. Such a trial
+    is an outcome of the search, as a non-finite validation metric is, not a fault of the command."""
+    seen = e
+    while seen is not None:
+        if isinstance(seen, (NonFiniteError, torch.OutOfMemoryError)):
+            return _one_line(e)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _fail(study, trial, why: str) -> None:
+    """Tell ``trial`` FAIL, with ``why`` in its :data:`FAIL_REASON` attribute (for the report)."""
+    log.warning("trial %d: failed, %s", trial.number, why)
+    trial.set_user_attr(FAIL_REASON, why)
+    study.tell(trial, state=_optuna().trial.TrialState.FAIL)
+
+
 def run_trials(study, objective: Objective, n_trials: int) -> None:
     """Run ``n_trials`` trials of ``study`` one after the other, through Optuna's ask-and-tell
     interface (``study.ask``/``study.tell``): what ``study.optimize(..., catch=())`` does, without its
-    WARNING log of a failed trial's traceback. A trial that raises is told FAIL and its error
-    propagates (a :class:`UserError` stays the one line the CLI prints); a pruned trial is told
-    PRUNED; a non-finite value fails the trial, with a warning."""
+    WARNING log of a failed trial's traceback. A pruned trial is told PRUNED. A trial whose drawn
+    values fail (a non-finite validation metric, a diverging loss, out of memory:
+    :func:`config_failure`) is told FAIL with its reason and the next trial runs. Any other error
+    (a missing data folder, a bug) is told FAIL and propagates (a :class:`UserError` stays the one
+    line the CLI prints)."""
     optuna = _optuna()
     State = optuna.trial.TrialState
     for _ in range(n_trials):
         trial = study.ask()
+        why = None
         try:
             value = objective(trial)
         except optuna.TrialPruned:
             study.tell(trial, state=State.PRUNED)
-        except BaseException:
+            continue
+        except Exception as e:
+            why = config_failure(e)
+            if why is None:
+                study.tell(trial, state=State.FAIL)
+                raise
+        except BaseException:  # Ctrl-C
             study.tell(trial, state=State.FAIL)
             raise
+        if why is not None:
+            if torch.cuda.is_available():  # the failed run's tensors went with its traceback
+                torch.cuda.empty_cache()
+            _fail(study, trial, why)
+        elif math.isfinite(value):
+            study.tell(trial, value)
         else:
-            if math.isfinite(value):
-                study.tell(trial, value)
-            else:
-                log.warning("trial %d: failed, its validation metric is not finite (%s)", trial.number, value)
-                study.tell(trial, state=State.FAIL)
+            _fail(study, trial, f"its validation metric is not finite ({value})")
+
+
+def all_failed(study, before: set[int]) -> str | None:
+    """When every trial this run added to ``study`` (numbers not in ``before``) failed, the one line
+    saying so with the first one's reason, else None."""
+    State = _optuna().trial.TrialState
+    new = [t for t in study.get_trials(deepcopy=False) if t.number not in before]
+    if not new or any(t.state != State.FAIL for t in new):
+        return None
+    first = min(new, key=lambda t: t.number)
+    why = first.user_attrs.get(FAIL_REASON, "see its log")
+    return f"tune: all {len(new)} trial(s) of this run failed (report in the output folder); trial {first.number}: {why}"
 
 
 def _one_line(e: BaseException) -> str:
@@ -678,6 +751,7 @@ def run_tune(
     overrides = list(overrides)
     cfg = load_config(config_path, overrides)
     space = parse_space(cfg.tune.search_space)
+    check_searched_settings(cfg, space)
     if trials < 0:
         raise ConfigError(f"--trials: must be >= 0 (0: only the report of the stored study), got {trials}")
     if workers < 1:
@@ -714,6 +788,7 @@ def run_tune(
         raise UserError(f"--storage {shown_url(storage)}: {str(e).splitlines()[0]}") from None
     out.mkdir(parents=True, exist_ok=True)
     fail_stale_trials(study, cfg.tune.stale_after_seconds, out)
+    before = {t.number for t in study.get_trials(deepcopy=False)}
     log.info("study %r in %s: %d trial(s), %d worker(s), objective eval_%s on the validation split",
              name, shown_url(storage), trials, workers, cfg.evaluation.metric)
     if workers == 1:
@@ -742,16 +817,34 @@ def run_tune(
             if len(study.get_trials(deepcopy=False, states=(Complete,))) == done_before:
                 raise UserError(f"tune --workers {workers}: {what} and no trial completed: {cause}")
             log.warning("%s: %s", what, cause)
-    return write_study_report(study, cfg, config_path, overrides, space, out)
+    summary = write_study_report(study, cfg, config_path, overrides, space, out)
+    failed_all = all_failed(study, before)
+    if failed_all is not None:  # the report is written; the command still says that nothing worked
+        print(summary)
+        raise UserError(failed_all)
+    return summary
 
 
-def study_selection(trials: list, best_number: int | None, out: Path, n_pruned: int = 0) -> dict[str, Any]:
-    """The selection-bias statistics of the study (:func:`~hftraining.workflows.walkforward.selection_stats`):
-    the trials are the completed ``trials`` with an ``oos_returns.json`` under ``out``, aligned on
-    their common dates; the chosen one is trial ``best_number``. ``left_out`` says which trials were
-    not counted and why (``n_pruned`` pruned trials have no series)."""
+def study_selection(trials: list, best_number: int | None, out: Path) -> dict[str, Any]:
+    """The selection-bias statistics of the study (:func:`~hftraining.eval.selection.selection_stats`)
+    over all its ``trials``: the series are those of the completed trials with an ``oos_returns.json``
+    under ``out``, aligned on their common dates; the chosen one is trial ``best_number``.
+
+    N of the Deflated Sharpe Ratio (``n_tried``) counts every trial judged on the validation data:
+    the completed ones, the pruned ones (dropped for their validation scores) and the failed ones
+    that made a validation evaluation; leaving them out would deflate too little. Failed trials
+    without an evaluation and running ones were not judged and are not counted. ``left_out`` says
+    which trials have no series and whether they count."""
+    optuna = _optuna()
+    State = optuna.trial.TrialState
+    complete = [t for t in trials if t.state == State.COMPLETE and t.value is not None and math.isfinite(t.value)]
+    pruned = [t.number for t in trials if t.state == State.PRUNED]
+    failed_judged = [t.number for t in trials if t.state == State.FAIL and t.intermediate_values]
+    failed_unjudged = [t.number for t in trials if t.state == State.FAIL and not t.intermediate_values]
+    running = [t.number for t in trials if t.state in (State.RUNNING, State.WAITING)]
+    n_tried = len(complete) + len(pruned) + len(failed_judged)
     series, missing, bad = {}, [], []
-    for t in trials:
+    for t in complete:
         path = out / f"trial-{t.number:04d}" / OOS_FILE
         if not path.exists():
             missing.append(t.number)
@@ -761,14 +854,25 @@ def study_selection(trials: list, best_number: int | None, out: Path, n_pruned: 
             bad.append(t.number)
             continue
         series[t.number] = (dates, returns)
-    sel = selection_stats(series, best_number, TRIALS_ARE)
+    sel = selection_stats(series, best_number, TRIALS_ARE, n_tried)
+
+    def nums(ns: list[int]) -> str:
+        return ", ".join(map(str, ns))
+
     left_out = []
-    if n_pruned:
-        left_out.append(f"{n_pruned} pruned trial(s): stopped before the end, no out-of-sample series")
+    if pruned:
+        left_out.append(f"{len(pruned)} pruned trial(s): stopped before the end, no out-of-sample series; counted in N")
+    if failed_judged:
+        left_out.append(f"failed trial(s) {nums(failed_judged)}: failed after a validation evaluation, no out-of-sample "
+                        "series; counted in N")
+    if failed_unjudged:
+        left_out.append(f"failed trial(s) {nums(failed_unjudged)}: failed before any validation evaluation; not counted")
+    if running:
+        left_out.append(f"trial(s) {nums(running)}: still running; not counted")
     if missing:
-        left_out.append(f"completed trial(s) {', '.join(map(str, missing))}: no {OOS_FILE} in {out}")
+        left_out.append(f"completed trial(s) {nums(missing)}: no {OOS_FILE} in {out}; counted in N")
     if bad:
-        left_out.append(f"completed trial(s) {', '.join(map(str, bad))}: non-finite returns in {OOS_FILE}")
+        left_out.append(f"completed trial(s) {nums(bad)}: non-finite returns in {OOS_FILE}; counted in N")
     sel["left_out"] = left_out
     return sel
 
@@ -804,11 +908,13 @@ def write_study_report(study, cfg: Config, config_path, overrides, space, out: P
                          for n, s in counts if n or s != "running"),
              "  ".join(str(h).ljust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(fmt(v).ljust(w) for v, w in zip(r, widths)) for r in rows]
+    lines += [f"trial {t.number} failed: {t.user_attrs[FAIL_REASON]}" for t in trials
+              if t.state == State.FAIL and FAIL_REASON in t.user_attrs]
     complete = [t for t in trials if t.state == State.COMPLETE and t.value is not None and math.isfinite(t.value)]
     best = min(complete, key=lambda t: t.value) if complete else None
-    sel = study_selection(complete, best.number if best else None, out, sum(t.state == State.PRUNED for t in trials))
+    sel = study_selection(trials, best.number if best else None, out)
     write_json(out / "selection.json", sel)
-    sel_brief = {k: sel[k] for k in ("dsr", "dsr_skipped", "pbo", "pbo_skipped", "n_trials", "n_periods")}
+    sel_brief = {k: sel[k] for k in ("dsr", "dsr_skipped", "pbo", "pbo_skipped", "n_trials", "n_tried", "n_periods")}
     if best is not None:
         values = _params_to_values(best.params, space)
         best_cfg = load_config(config_path, list(overrides) + _value_overrides(values))
