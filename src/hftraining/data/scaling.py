@@ -25,6 +25,15 @@ def _stats(x: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
     return center, scale
 
 
+def _check_own_rows(counts: dict[str, int]) -> None:
+    """A symbol scaled by its own statistics needs two training rows: from one, every column is
+    constant, so the symbol would be centred on that row and left unscaled (scale 1 throughout)."""
+    for sym, n in counts.items():
+        if n == 1:
+            raise DataError(f"{sym}: 1 training row to fit its own scaler (a spread needs at least 2); drop it from "
+                            "data.symbols or set data.scale_per_symbol=false")
+
+
 @dataclass
 class Scaler:
     kind: str = "standard"
@@ -34,6 +43,7 @@ class Scaler:
     def fit(self, rows_by_symbol: dict[str, np.ndarray]) -> "Scaler":
         """``rows_by_symbol``: the training rows (N_s, F) of each symbol, nothing else."""
         if self.per_symbol:
+            _check_own_rows({s: len(x) for s, x in rows_by_symbol.items()})
             self.params = {s: _stats(x, self.kind) for s, x in rows_by_symbol.items()}
         else:
             self.params = {GLOBAL: _stats(np.concatenate(list(rows_by_symbol.values())), self.kind)}
@@ -50,6 +60,7 @@ class Scaler:
             raise DataError("data: the training split has no rows to fit the scaler on")
         if self.per_symbol or self.kind == "robust":
             if self.per_symbol:
+                _check_own_rows({s: len(p) for s, p in parts.items()})
                 self.params = {s: _stats(p.astype(np.float64), self.kind) for s, p in parts.items()}
             else:
                 self.params = {GLOBAL: _stats(np.concatenate(list(parts.values())).astype(np.float64), self.kind)}

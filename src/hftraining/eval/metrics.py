@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from scipy import special, stats
 
+from hftraining.data.labels import code_order, segment_ranks
 from hftraining.eval.intervals import design_effect
 
 MIN_CROSS_SECTION = 3  # fewest symbols on a date for its cross-sectional IC to count
@@ -145,19 +146,6 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(_group_ranks(a), _group_ranks(b))[0, 1])
 
 
-def _code_order(codes: np.ndarray, G: int) -> np.ndarray:
-    """A stable argsort of integer ``codes`` (n,) in 0..G−1: numpy's radix sort on 16-bit keys (twice,
-    low half then high half, above 65,536 codes), several times faster than a comparison sort. A
-    stable sort of given keys is unique, so this is exactly ``np.argsort(codes, kind="stable")``."""
-    codes = np.asarray(codes).reshape(-1)
-    if G <= 1 << 16:
-        return np.argsort(codes.astype(np.uint16), kind="stable")
-    if G > 1 << 32:
-        return np.argsort(codes, kind="stable")
-    low = np.argsort((codes & 0xFFFF).astype(np.uint16), kind="stable")
-    return low[np.argsort((codes[low] >> 16).astype(np.uint16), kind="stable")]
-
-
 def _group_ranks(values: np.ndarray, codes: np.ndarray | None = None, G: int = 1) -> np.ndarray:
     """Average ranks (1-based, ties share the mean of their ranks) of ``values`` (n,) inside each group
     of ``codes`` (n,) ints 0..G−1 (None: one group), the values of :func:`hftraining.data.labels.group_ranks`
@@ -170,7 +158,7 @@ def _group_ranks(values: np.ndarray, codes: np.ndarray | None = None, G: int = 1
     if codes is None:
         return _segment_ranks(v, np.array([v.size]))
     codes = np.asarray(codes).reshape(-1)
-    order = _code_order(codes, G)
+    order = code_order(codes, G)
     lengths = np.bincount(codes, minlength=G)
     ranks = np.empty(v.size, dtype=np.float64)
     ranks[order] = _segment_ranks(v[order], lengths[lengths > 0])
@@ -200,40 +188,18 @@ def _segment_ranks(v: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     possibly shared."""
     memo = _RANKED.get()
     if memo is None:
-        return _rank_segments(v, lengths)
+        return segment_ranks(v, lengths)
     lengths = np.ascontiguousarray(lengths, dtype=np.int64)
     key = (hashlib.sha1(np.ascontiguousarray(v, dtype=np.float64), usedforsecurity=False).digest()
            + hashlib.sha1(lengths, usedforsecurity=False).digest())
     if memo.get(key) is not None:
         return memo[key]
-    ranks = _rank_segments(v, lengths)
+    ranks = segment_ranks(v, lengths)
     if key in memo:  # the second time: keep them
         ranks.flags.writeable = False
         memo[key] = ranks
     else:
         memo[key] = None
-    return ranks
-
-
-def _rank_segments(v: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """:func:`_segment_ranks`, computed."""
-    ranks = np.empty(v.size, dtype=np.float64)
-    starts = np.cumsum(lengths) - lengths
-    for L in np.unique(lengths):
-        one_length = bool((lengths == L).all())  # a balanced panel: every segment as long, a plain reshape
-        rows = None if one_length else starts[lengths == L][:, None] + np.arange(L)  # (m, L) their positions
-        block = v.reshape(-1, L) if one_length else v[rows]
-        order = np.argsort(block, axis=1)  # NaN last; equal values in any order (they share a rank)
-        s = np.take_along_axis(block, order, axis=1)
-        new_run = np.ones(s.shape, dtype=bool)
-        new_run[:, 1:] = s[:, 1:] != s[:, :-1]
-        run = np.flatnonzero(new_run)  # first (flat) position of each run of ties; no run spans two rows
-        counts = np.diff(np.append(run, new_run.size))
-        r = np.empty(s.shape, dtype=np.float64)
-        np.put_along_axis(r, order, np.repeat((run % L + 1) + (counts - 1) / 2.0, counts).reshape(s.shape), axis=1)
-        if one_length:
-            return r.reshape(-1)
-        ranks[rows] = r
     return ranks
 
 
@@ -274,7 +240,7 @@ def _ic_per_group(pred: np.ndarray, true: np.ndarray, a: np.ndarray, b: np.ndarr
     n = np.bincount(inv, minlength=G).astype(np.float64)
     bad = np.bincount(inv, weights=~(np.isfinite(pred) & np.isfinite(true)), minlength=G) > 0
     # constant inside a date: its min equals its max (exact, unlike a variance compared with a tolerance)
-    order = _code_order(inv, G)
+    order = code_order(inv, G)
     starts = np.flatnonzero(np.r_[True, inv[order][1:] != inv[order][:-1]])
     const = (np.maximum.reduceat(pred[order], starts) == np.minimum.reduceat(pred[order], starts)) | (
         np.maximum.reduceat(true[order], starts) == np.minimum.reduceat(true[order], starts))
