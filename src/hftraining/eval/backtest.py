@@ -38,6 +38,7 @@ SESSION_GAP = 3.0  # intraday: a gap longer than this many median bar spacings e
 SESSION_SPAN_DAYS = 28.0  # intraday: sessions per year are counted when the bars span at least this long
 
 
+DAILY = (0.75, 1.5)  # days: a median spacing below the first is intraday; daily bars have two dates closer than the second
 WEEKEND_SHARE = 1 / 7  # more than this share of the dates on the two quietest weekdays: a market open at weekends
 
 
@@ -64,14 +65,18 @@ def trades_at_weekends(dates: np.ndarray) -> bool:
 def infer_periods_per_year(dates: np.ndarray) -> tuple[float, str]:
     """Periods per year of a (T,) int64 ns timestamp axis, and how it was decided.
 
-    From the median spacing of distinct timestamps: about a day → 252 trading days (365 when the market
-    trades at weekends, as crypto does: :func:`trades_at_weekends`); a week → 52; a month → 12. Intraday
-    bars are grouped into sessions (a gap longer than ``SESSION_GAP`` median spacings — overnight, lunch,
-    weekend, holiday — ends one): periods per year = the median bars of a session × sessions per year,
-    counted from the session starts when they span ``SESSION_SPAN_DAYS`` days or more (holidays and
-    half-days then count as they occur), else one session per trading day (252, or 365 when the session
-    starts trade at weekends). Bars around the clock (one session longer than a day) are bars per day
-    × 365 (or 252 when the bars do not trade at weekends).
+    From the median spacing of distinct timestamps: 0.75 to 4 days → daily bars, 252 trading days (365
+    when the market trades at weekends, as crypto does: :func:`trades_at_weekends`), unless no two of
+    three or more dates are within 1.5 days: bars of several days (2- and 3-day bars), then the dates
+    counted over their span (a 3-day bar is not a day; a single spacing may be a weekend); a week → 52;
+    a month → 12. Intraday bars, 12-hour bars included (two a day, not one: a calendar of daily bars has
+    a median spacing of a day, 23 to 25 hours under daylight saving), are grouped into sessions (a gap
+    longer than ``SESSION_GAP`` median spacings — overnight, lunch, weekend, holiday — ends one): periods
+    per year = the median bars of a session × sessions per year, counted from the session starts when
+    they span ``SESSION_SPAN_DAYS`` days or more (holidays and half-days then count as they occur), else
+    one session per trading day (252, or 365 when the session starts trade at weekends). Bars around the
+    clock (one session longer than a day) are bars per day × 365 (or 252 when the bars do not trade at
+    weekends).
     """
     u = np.unique(np.asarray(dates, dtype=np.int64))
     if len(u) < 2:
@@ -81,13 +86,18 @@ def infer_periods_per_year(dates: np.ndarray) -> tuple[float, str]:
     med = float(np.median(days))
 
     year_days = 365.0 if trades_at_weekends(u) else 252.0
-    if 0.5 <= med < 4:
+    if DAILY[0] <= med < 4:
+        if days.min() >= DAILY[1] and len(days) >= 2:  # no two dates a day apart (one spacing may be a weekend)
+            span = (u[-1] - u[0]) / 86_400e9
+            per_year = (len(u) - 1) * 365.25 / span
+            return per_year, (f"every spacing {days.min():.2f} days or more: bars of several days, {len(u)} dates "
+                              f"over {span:.0f} days, {per_year:.2f} per year")
         return year_days, f"median spacing {med:.2f} days: daily bars, {year_days:g} per year"
     if 4 <= med < 10:
         return 52.0, f"median spacing {med:.1f} days: weekly bars, 52 per year"
     if 20 <= med < 40:
         return 12.0, f"median spacing {med:.0f} days: monthly bars, 12 per year"
-    if med < 0.5:
+    if med < DAILY[0]:
         step = float(np.median(gaps))
         starts = np.concatenate([[0], np.flatnonzero(gaps > SESSION_GAP * step) + 1])
         lengths = np.diff(np.append(starts, len(u)))

@@ -285,8 +285,9 @@ def _cross_section(doc: _Doc, result: dict[str, Any], fc) -> None:
     if fc is None or len(fc) == 0:
         return
     pred, true = fc.pred["model"][:, 0], fc.true[:, 0]
-    d, ic = M.cross_sectional_ic_series(pred, true, fc.dates, min_size=M.MIN_CROSS_SECTION)
-    _, ric = M.cross_sectional_ic_series(pred, true, fc.dates, min_size=M.MIN_CROSS_SECTION, rank=True)
+    codes = np.unique(fc.dates, return_inverse=True)[1]  # the dates sorted once for both series (the same result)
+    d, ic = M.cross_sectional_ic_series(pred, true, fc.dates, min_size=M.MIN_CROSS_SECTION, date_codes=codes)
+    _, ric = M.cross_sectional_ic_series(pred, true, fc.dates, min_size=M.MIN_CROSS_SECTION, rank=True, date_codes=codes)
     if len(ic) < IC_ROLLING:
         return
     t = _years(d)
@@ -515,8 +516,10 @@ def _interval_section(doc: _Doc, rep: dict[str, Any], fc) -> None:
     scores = ("distances outside the quantile head's band" if rep["method"] == "cqr" else "absolute residuals")
     doc.para(f"{rep['method']} conformal intervals, calibrated on the validation windows' {scores} per horizon step. "
              "Coverage: share of realisations inside; Winkler: width plus 2/α times any miss distance; Kupiec: "
-             "unconditional coverage; Christoffersen: independence of consecutive step-1 misses per symbol; both LRs divided "
-             "by their Rao–Scott design effect over dates, since the misses of one date's symbols come together.")
+             "unconditional coverage of the step-1 intervals; Christoffersen: independence of consecutive step-1 misses per "
+             "symbol (both on step 1 alone: step h of one date realises the return of step h − 1 of the next, so over all "
+             "steps one return would be scored up to H times); both LRs divided by their Rao–Scott design effect over dates, "
+             "since the misses of one date's symbols come together.")
     rows = [[f"{float(lv):.0%}", " ".join(f"{c:.3f}" for c in e["coverage_per_step"]),
              _num(e["mean_width_per_step"][0], ".4g"), _num(e["winkler_per_step"][0], ".4g"),
              p_text(e["kupiec"]["p_value"]), p_text(e["christoffersen"]["p_value"]),
