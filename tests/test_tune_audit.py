@@ -18,6 +18,7 @@ optuna = pytest.importorskip("optuna")
 
 from hftraining.cli import main  # noqa: E402
 from hftraining.core.errors import ConfigError, UserError  # noqa: E402
+from hftraining.train.trainer import OutOfMemory  # noqa: E402
 from hftraining.eval.selection import deflated_sharpe_ratio, format_selection, pbo_cscv  # noqa: E402
 from hftraining.workflows import tune  # noqa: E402
 
@@ -154,16 +155,12 @@ def test_every_trial_failing_writes_the_report_and_exits_2(tmp_path, capsys):
 
 
 def test_a_trial_out_of_memory_is_recorded_and_the_search_goes_on(tmp_path, capsys, monkeypatch):
-    """Out of memory in a trial (as the trainer reports it: a one-line error raised while handling
-    torch's OutOfMemoryError) fails that trial only."""
+    """Out of memory in a trial (as the trainer reports it: its one-line OutOfMemory) fails that trial only."""
     real = tune.training_run
 
     def first_trial_out_of_memory(cfg, data, **kw):
         if str(cfg.output.output_dir).endswith("trial-0000"):
-            try:
-                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-            except torch.OutOfMemoryError:
-                raise UserError("data.batch_size: 32 windows of 16 steps do not fit in cuda memory") from None
+            raise OutOfMemory("data.batch_size: 32 windows of 16 steps do not fit in cuda memory")
         return real(cfg, data, **kw)
 
     monkeypatch.setattr(tune, "training_run", first_trial_out_of_memory)
@@ -173,6 +170,13 @@ def test_a_trial_out_of_memory_is_recorded_and_the_search_goes_on(tmp_path, caps
     assert trials[0].user_attrs[tune.FAIL_REASON] == "data.batch_size: 32 windows of 16 steps do not fit in cuda memory"
     # any other error still stops the tune: it is no property of the drawn values
     assert tune.config_failure(UserError("no such folder")) is None
+    try:  # torch's own error behind another one still counts
+        try:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        except torch.OutOfMemoryError:
+            raise RuntimeError("validation batch failed") from None
+    except RuntimeError as e:
+        assert tune.config_failure(e) == "RuntimeError: validation batch failed"
 
 
 def test_a_rerun_and_a_resumed_study_repeat_the_same_trials(tmp_path):

@@ -49,6 +49,10 @@ class NonFiniteError(UserError):
     """Too many optimizer steps in a row had a NaN/Inf loss or gradient."""
 
 
+class OutOfMemory(UserError):
+    """A training batch did not fit in the device's memory (a property of the settings, e.g. for tune)."""
+
+
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 """``training.compile`` modes that replay CUDA graphs on a GPU: their gradients are accumulated into
 buffers allocated once (never handed the graph's own output memory) and each micro-batch marks a new
@@ -333,7 +337,7 @@ class Trainer:
                         scaled = self.scaler.scale(scaled)
                     scaled.backward(create_graph=create_graph)
                 except torch.OutOfMemoryError:
-                    raise UserError(
+                    raise OutOfMemory(
                         f"data.batch_size: {self.cfg.data.batch_size} windows of {self.data.preprocessing.seq_len} "
                         f"steps do not fit in {self.device} memory; lower data.batch_size (and raise "
                         "training.gradient_accumulation_steps to keep the batch per optimizer step)"

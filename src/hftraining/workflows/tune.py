@@ -90,7 +90,7 @@ from hftraining.eval.backtest import backtest_forecasts
 from hftraining.eval.forecasts import collect_forecasts
 from hftraining.train.logging import setup_console_logging
 from hftraining.train.runner import TrainedRun, training_run
-from hftraining.train.trainer import NonFiniteError
+from hftraining.train.trainer import NonFiniteError, OutOfMemory
 from hftraining.eval.selection import format_selection, selection_stats
 from hftraining.workflows.walkforward import prepare_fold
 
@@ -640,12 +640,12 @@ def _pruner(optuna, cfg: Config):
 
 def config_failure(e: BaseException) -> str | None:
     """The one-line reason when ``e`` says that a trial's drawn values cannot be trained (its loss
-    diverged: :class:`~hftraining.train.trainer.NonFiniteError`; it ran out of memory:
-    ``torch.OutOfMemoryError``, also when re-raised as a one-line error), else None. Such a trial
+    diverged: :class:`~hftraining.train.trainer.NonFiniteError`; it ran out of memory: the trainer's
+    :class:`~hftraining.train.trainer.OutOfMemory` or ``torch.OutOfMemoryError`` behind an error), else None. Such a trial
     is an outcome of the search, as a non-finite validation metric is, not a fault of the command."""
     seen = e
     while seen is not None:
-        if isinstance(seen, (NonFiniteError, torch.OutOfMemoryError)):
+        if isinstance(seen, (NonFiniteError, OutOfMemory, torch.OutOfMemoryError)):
             return _one_line(e)
         seen = seen.__cause__ or seen.__context__
     return None
