@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -157,6 +157,10 @@ class Forecaster:
             data = io.split_symbols(table.reset_index(drop=True), Path("<frame>"))
             if "" in data:
                 raise DataError("frame: column 'symbol' is empty in some rows")
+            # a row is named by its position in the frame given, not among its symbol's rows
+            positions = {sym: rows.index.to_numpy(np.int64) for sym, rows in data.items()}
+        else:
+            positions = {}
         if isinstance(data, dict):
             d = self.data_config(strict=strict)
             out, reports = {}, []
@@ -166,7 +170,8 @@ class Forecaster:
                 table = io.canonical_columns(io.parquet_frame(frame), Path(f"<{sym}>"))
                 if len(table) == 0:
                     raise DataError(f"{sym}: no rows")
-                out[str(sym)], rep = validate_frame(table, d, str(sym), first_row=0, unit="row")  # row = 0-based position
+                out[str(sym)], rep = validate_frame(table, d, str(sym), first_row=0, unit="row",  # row = 0-based position
+                                                    line=positions.get(sym))
                 reports.append({**rep.to_dict(), "row_numbers": "position"})  # 0-based, as its errors say
             return out, reports
         frames, report = load_and_validate(self.data_config(data, strict))  # too short a symbol: see latest_windows
@@ -252,8 +257,36 @@ class Forecaster:
         and so is a window whose latest row no other symbol shares when the label is taken across
         symbols (:meth:`check_cross_section`)."""
         ws = latest_windows(self.preprocessing, frames)
+        self.check_inputs(ws)
         self.check_cross_section(ws)
         return ws
+
+    def check_inputs(self, ws: WindowSet) -> None:
+        """Every value a window of ``ws`` feeds the model (its scaled features and past labels, in
+        float32 as the model reads them) must be a finite number: a price or volume so extreme that a
+        feature overflows float32 (finite in float64) would make the forecast NaN, which
+        :meth:`outputs` then blames on the model folder. A DataError naming the symbol, the feature
+        and the row's date instead."""
+        if len(ws) == 0:
+            return
+        L = ws.seq_len
+        rows = ws.ends.astype(np.int64)[:, None] - np.arange(L - 1, -1, -1)  # (W, L) rows each window reads
+        read = rows >= ws.first_rows[:, None]  # earlier steps are padding, never read
+        rows = np.where(read, rows, ws.first_rows[:, None])
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            x = np.asarray(ws.features[rows], dtype=np.float32)  # (W, L, F)
+            if ws.center is not None:
+                x = (x - ws.center[ws.symbol_ids][:, None, :]) / ws.scale[ws.symbol_ids][:, None, :]
+            y = np.asarray(ws.scaled_labels(rows), dtype=np.float32).reshape(len(ws), L, -1)
+        bad = ~np.concatenate([np.isfinite(x), np.isfinite(y)], axis=2) & read[:, :, None]
+        if not bad.any():
+            return
+        k, t, f = (int(i[0]) for i in np.nonzero(bad))
+        names = [*self.preprocessing.feature_columns, "the past label"]
+        when = pd.Timestamp(int(ws.row_times[rows[k, t]]), tz="UTC").isoformat()
+        raise DataError(f"{ws.symbols[ws.symbol_ids[k]]}: {names[min(f, len(names) - 1)]} at {when} is beyond the range "
+                        "of a float32 input once scaled (about ±3.4e38): the prices or volumes sent are too extreme to "
+                        "forecast from")
 
     def check_cross_section(self, ws: WindowSet) -> None:
         """A model of a label taken across the symbols of each date (``data.target`` other than
@@ -278,7 +311,8 @@ class Forecaster:
                             f"the model forecasts data.target={target}, a label taken across the symbols of each date "
                             "(an input of the model too): give the other symbols' rows up to that date as well")
 
-    def predict(self, data, strict: bool = False, warnings: list[str] | None = None) -> pd.DataFrame:
+    def predict(self, data, strict: bool = False, warnings: list[str] | None = None,
+                check: Callable[[dict[str, pd.DataFrame], list[dict[str, Any]]], None] | None = None) -> pd.DataFrame:
         """Forecasts from the latest window of each symbol in ``data`` (path, frame or {symbol: frame}).
 
         Columns: symbol, as_of (UTC timestamp of the last input row), step (1..H), forecast_return
@@ -291,9 +325,13 @@ class Forecaster:
         ``strict``: see :meth:`data_config`. A symbol with fewer than :meth:`settled_rows` rows (every
         symbol, when that is unknown) is forecast with a warning (:meth:`unsettled`), and so is a file
         of which validation dropped rows (:meth:`dropped_rows`): logged, or appended to ``warnings``
-        when given.
+        when given. ``check(frames, reports)``: called with the rows read (:meth:`load_with_reports`)
+        before anything is forecast, to refuse them by raising (the server counts the symbols of an
+        upload against its limit: a file's are known only once read).
         """
         frames, reports = self.load_with_reports(data, strict)
+        if check is not None:
+            check(frames, reports)
         for rep in reports:  # a symbol sent is forecast, or the answer is an error naming it
             for sym, why in rep.get("skipped_symbols", {}).items():
                 raise DataError(f"{rep['file']}: symbol {sym}: {why}: it cannot be forecast")

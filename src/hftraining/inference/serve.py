@@ -220,7 +220,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
     from fastapi.exceptions import RequestValidationError
     from fastapi.middleware.cors import CORSMiddleware
     from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StrictInt
+    from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     fc = Forecaster.from_pretrained(model_dir)
@@ -232,7 +232,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
         """One OHLCV row. ``open``/``high``/``low`` may be left out (the bar is then the close, as in training)."""
 
         model_config = ConfigDict(extra="forbid")
-        timestamp: Annotated[Union[datetime, StrictInt, StrictFloat], BeforeValidator(numeric_text)] = Field(
+        timestamp: Annotated[Union[datetime, StrictInt, Price], BeforeValidator(numeric_text)] = Field(  # NaN/Inf: a 422, as a price's
             description="ISO 8601 (UTC when no offset), or a number (also as text) read as a CSV file's: Unix epoch "
                         "seconds, milliseconds above 1e11, YYYYMMDD dates when most rows are")
         open: Optional[Price] = None
@@ -291,7 +291,10 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
             return JSONResponse({"error": f"symbols: {n} symbols exceeds the limit of {cfg.max_symbols} "
                                           "(serve.max_symbols, --max-symbols)"}, status_code=413)
         else:
-            msg = f"{_loc(first.get('loc', ()))}: {first.get('msg', 'invalid')}"
+            loc = tuple(first.get("loc", ()))
+            if len(loc) > 1 and loc[-2] == "timestamp" and loc[-1] in ("datetime", "int", "float"):  # its union's member
+                loc = loc[:-1]
+            msg = f"{_loc(loc)}: {first.get('msg', 'invalid')}"
         detail = [{k: v for k, v in e.items() if k != "input"} for e in errs[:10]]  # bounded: no echo of the body
         return JSONResponse({"error": msg, "detail": json_safe(jsonable(detail)), "n_errors": len(errs)}, status_code=422)
 
@@ -313,11 +316,27 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
         log.exception("request %s %s failed", request.method, request.url.path)
         return JSONResponse({"error": f"internal error ({type(exc).__name__}); the request was not served"}, status_code=500)
 
-    def forecast(data, path: str | None = None, shown: str = "") -> dict[str, Any]:
+    def forecast(data, path: str | None = None, shown: str = "", symbol: str | None = None) -> dict[str, Any]:
         """The answer of a request: :meth:`Forecaster.predict`'s table of ``data`` and its warnings
-        (``path``, a temporary file, named ``shown`` in them)."""
+        (``path``, a temporary file, named ``shown`` in them). An upload's symbols are known once it is
+        read: more than ``serve.max_symbols`` is the 413 a request body gets, and its form field
+        ``symbol`` must be the file's one symbol (a file with a ``symbol`` column of others would be
+        forecast under their names, the field silently ignored)."""
         warnings: list[str] = []
-        out = fc.predict(data, strict=True, warnings=warnings)
+
+        def check(frames: dict[str, pd.DataFrame], reports: list[dict[str, Any]]) -> None:
+            if path is None:
+                return
+            sent = sorted({*frames, *(sym for rep in reports for sym in rep.get("skipped_symbols", {}))})
+            if len(sent) > cfg.max_symbols:
+                raise Refused(413, f"{shown}: {len(sent)} symbols exceeds the limit of {cfg.max_symbols} "
+                                   "(serve.max_symbols, --max-symbols)")
+            if symbol is not None and sent != [symbol]:
+                raise UserError(f"symbol: {symbol}, but the 'symbol' column of {shown} names "
+                                f"{', '.join(sent[:3])}{', ...' if len(sent) > 3 else ''}; give the field only for a "
+                                "file of one symbol without that column")
+
+        out = fc.predict(data, strict=True, warnings=warnings, check=check)
         out["as_of"] = out["as_of"].map(lambda t: t.isoformat())
         if path is not None:
             warnings = [w.replace(path, shown) for w in warnings]
@@ -386,7 +405,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
 
     @app.post("/predict/csv", response_model=PredictResponse)
     async def predict_csv(file: UploadFile = File(..., description="CSV of OHLCV rows"),
-                          symbol: Optional[str] = Form(None, description="symbol of a one-symbol file")) -> dict[str, Any]:
+                          symbol: Optional[str] = Form(None, description="symbol of a one-symbol file (one without a symbol column)")) -> dict[str, Any]:
         name = symbol or Path(file.filename or "upload").stem
         if not SYMBOL.fullmatch(name):
             raise UserError(f"symbol: {name!r} is not a symbol name ({SYMBOL_RULE})")
@@ -398,7 +417,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
                 path = Path(tmp) / f"{name}.csv"
                 path.write_bytes(data)
                 try:
-                    return forecast(str(path), str(path), f"file {file.filename or name}")
+                    return forecast(str(path), str(path), f"file {file.filename or name}", symbol or None)
                 except UserError as e:  # name the upload, not the temporary file
                     raise UserError(str(e).replace(str(path), f"file {file.filename or name}")) from None
 
