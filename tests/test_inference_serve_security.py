@@ -38,7 +38,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def keyed(model_dir):
-    with TestClient(create_app(model_dir, ServeConfig(), api_key=KEY)) as c:
+    with TestClient(create_app(model_dir, ServeConfig(docs=True), api_key=KEY)) as c:
         yield c
 
 
@@ -70,6 +70,22 @@ def test_every_route_but_health_and_the_docs_needs_the_key(keyed):
         assert r.status_code == 200, (path, r.text)
     assert len(keyed.post("/predict", json={"symbols": {"AEM": _rows()}},
                           headers={"Authorization": f"Bearer {KEY}"}).json()["forecasts"]) == 3
+
+
+@pytest.mark.parametrize("key", [KEY, None])
+def test_the_docs_pages_that_load_scripts_from_a_cdn_are_off_unless_asked_for(model_dir, key):
+    """By default no page of the server makes a browser fetch anything from elsewhere: /docs and /redoc
+    (Swagger UI and ReDoc from jsdelivr) are not served, with or without the key; the schema is."""
+    auth = {"Authorization": f"Bearer {key}"} if key else {}
+    with TestClient(create_app(model_dir, ServeConfig(), api_key=key)) as c:
+        for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+            assert c.get(path).status_code == (401 if key else 404), path  # closed like any unknown path
+            assert c.get(path, headers=auth).status_code == 404, path
+        r = c.get("/openapi.json")
+        assert r.status_code == 200 and "cdn." not in r.text
+        assert c.get("/health").json() == {"status": "ok"}
+    with TestClient(create_app(model_dir, ServeConfig(docs=True), api_key=key)) as c:
+        assert c.get("/docs").status_code == 200 and "cdn.jsdelivr.net" in c.get("/docs").text
 
 
 def test_a_browser_opens_the_docs_without_the_key_and_they_name_nothing_of_the_model(keyed, model_dir, tmp_path):
@@ -235,7 +251,7 @@ def test_the_command_serves_with_the_key_from_the_environment_and_logs_json(mode
     err_path = tmp_path / "stderr.txt"
     with open(err_path, "wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "hftraining", "serve", str(model_dir), "--port", str(port),
-                                 "--request-timeout", "20", "--keep-alive-timeout", "2"], stderr=err, stdout=subprocess.DEVNULL, env=env)
+                                 "--request-timeout", "20", "--keep-alive-timeout", "2", "--docs"], stderr=err, stdout=subprocess.DEVNULL, env=env)
     try:
         deadline = time.monotonic() + 120
         while True:

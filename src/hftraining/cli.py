@@ -89,7 +89,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 _SERVE_FLAGS = {"host": "host", "port": "port", "max_body_bytes": "max_body_bytes", "max_symbols": "max_symbols",
                 "max_rows": "max_rows", "request_timeout": "request_timeout_s", "keep_alive_timeout": "keep_alive_timeout_s",
                 "header_timeout": "header_timeout_s", "max_connections": "max_connections",
-                "max_predictions": "max_predictions", "cors_origin": "cors_origins"}
+                "max_predictions": "max_predictions", "cors_origin": "cors_origins", "docs": "docs"}
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -393,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
                          f"waits within its timeout (serve.max_predictions, default {ServeConfig.max_predictions})")
     se.add_argument("--cors-origin", action="append", metavar="ORIGIN",
                     help="allow browser calls from ORIGIN (repeatable; serve.cors_origins, default none: no CORS headers)")
+    se.add_argument("--docs", action="store_true", default=None,
+                    help="serve the interactive docs /docs and /redoc, whose scripts a browser loads from a CDN "
+                         "(serve.docs, default off; /openapi.json is always served)")
     se.add_argument("--api-key", metavar="KEY",
                     help="require 'Authorization: Bearer KEY' on every route but /health (prefer the environment "
                          "variable HFTRAINING_API_KEY: a flag shows in the process list)")

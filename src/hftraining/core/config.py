@@ -410,6 +410,11 @@ class ServeConfig:
     cors_origins: list[str] = field(default_factory=list)
     """Browser origins allowed to call the server (``https://app.example.com``, or ``*``); empty: no CORS
     headers at all, so browsers block cross-origin calls (``--cors-origin``, repeatable)."""
+    docs: bool = False
+    """Serve the interactive docs pages ``/docs`` (Swagger UI) and ``/redoc`` (``--docs``). A browser loads
+    their scripts from a CDN (jsdelivr, unpinned) and runs them on the server's origin, where the Authorize
+    dialog holds the API key, and they show nothing offline: off unless asked for. ``/openapi.json``, the
+    API's schema, is always served."""
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Forecasting server (the ``serve`` extra): ``hftraining serve MODEL_DIR [--host 127.0.0.1] [--port 8000]``.
 
-Endpoints (the OpenAPI schema is at ``/openapi.json``, the interactive docs at ``/docs`` and ``/redoc``):
+Endpoints (the OpenAPI schema is at ``/openapi.json``; with ``serve.docs`` the interactive docs at ``/docs``
+and ``/redoc``, whose scripts a browser loads from a CDN):
 
     GET  /health        {"status": "ok"}
     GET  /model         the model's config, preprocessing and training metrics
@@ -61,7 +62,8 @@ SYMBOL = re.compile(r"[A-Za-z0-9^][A-Za-z0-9._\-^=]{0,63}")  # fullmatch: "$" wo
 SYMBOL_RULE = "a letter, digit or ^, then letters, digits and . _ - ^ =; at most 64"
 API_KEY_ENV = "HFTRAINING_API_KEY"
 DOCS_PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
-"""FastAPI's schema and docs pages: open without the API key (they describe the API, not the model)."""
+"""FastAPI's schema and docs pages (these with ``serve.docs`` only): open without the API key (they
+describe the API, not the model)."""
 OPEN_PATHS = ("/health", *DOCS_PATHS)
 """The paths a GET or HEAD of needs no API key."""
 
@@ -264,13 +266,15 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
                   description="Forecasts of the next log returns per symbol (GET /model: how many, and the rows needed) "
                               "from recent OHLCV rows." + (" Every route but /health and these docs needs the API key: "
                                                           "'Authorization: Bearer <key>' (Authorize)." if api_key else ""),
-                  openapi_url=DOCS_PATHS[0], docs_url=DOCS_PATHS[1], swagger_ui_oauth2_redirect_url=DOCS_PATHS[2],
-                  redoc_url=DOCS_PATHS[3])
+                  # the docs pages load their scripts from a CDN in the browser: only when asked for
+                  openapi_url=DOCS_PATHS[0], docs_url=DOCS_PATHS[1] if cfg.docs else None,
+                  swagger_ui_oauth2_redirect_url=DOCS_PATHS[2] if cfg.docs else None,
+                  redoc_url=DOCS_PATHS[3] if cfg.docs else None)
     app.state.forecaster = fc
     # outermost first: access log, CORS (answers preflights), API key, body limit (add_middleware prepends)
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes, timeout_s=cfg.request_timeout_s)
     if api_key is not None:
-        app.add_middleware(ApiKey, key=api_key, timeout_s=cfg.request_timeout_s, open_paths=OPEN_PATHS)
+        app.add_middleware(ApiKey, key=api_key, timeout_s=cfg.request_timeout_s, open_paths=OPEN_PATHS if cfg.docs else OPEN_PATHS[:2])
         app.openapi = _with_bearer(app.openapi)
     if cfg.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST"],
@@ -573,7 +577,8 @@ def build_server(model_dir: str | Path, cfg: ServeConfig | None = None, api_key:
     _check_port(cfg.host, cfg.port)
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False,
                                            timeout_keep_alive=cfg.keep_alive_timeout_s, http=guarded_http(cfg)))
-    guard = ("API key required; /docs, /redoc and /openapi.json open without it" if api_key is not None
+    described = "/docs, /redoc and /openapi.json" if cfg.docs else "/openapi.json"
+    guard = (f"API key required; {described} open without it" if api_key is not None
              else "no API key" + (", --insecure" if insecure else ": loopback only"))
     return Prepared(server, f"serving {model_dir} on {cfg.host}:{cfg.port} ({guard})")
 
