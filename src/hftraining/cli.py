@@ -114,8 +114,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result, fc, bt = evaluate_and_backtest(args.path, args.data, args.split, ev)
     if ev.report and not args.no_report:
         # the run's own report (beside eval.json) only for its own evaluation; others in <run>/evaluations/<name>/
-        where = report_dir(args.path, args.report_dir, args.split, args.data, ev)
-        what = ", ".join([f"{args.split} split", *([f"data {args.data}"] if args.data else []), *args.set])
+        where = report_dir(args.path, args.report_dir, args.split, args.data, ev, result=result)
+        changed = ["data changed since training"] if result.get("data_changes") else []
+        what = ", ".join([f"{args.split} split", *([f"data {args.data}"] if args.data else changed), *args.set])
         html_path, _ = write_report(where, result, fc, bt, run_folder(args.path),
                                     title=f"hftraining evaluate: {args.path} ({what})")
         result["report"] = str(html_path)

@@ -23,6 +23,7 @@ from hftraining.data.features import (
     SETTLE_MEASURABLE, EmptyVolume, check_specs, drop_volume_features, feature_columns, settle_unknown, volume_is_empty,
 )
 from hftraining.data.labels import CHANGED_IN, LABEL_VERSION, row_labels
+from hftraining.data.provenance import check_source_rows, data_changes, source_rows
 from hftraining.data.rows import FrameSource, Rows, RowsNeeded, build_rows, min_history
 from hftraining.data.scaling import Scaler, target_scale
 from hftraining.data.sources import load_and_validate
@@ -55,6 +56,10 @@ class Preprocessing:
     (``{"AEM": {"val": iso, "test": iso}}``; a cut past its last row is that row's time + 1 ns), so
     new data of that symbol is cut at the same dates (:func:`apply`), as a calendar split's
     ``split_dates``; None for a calendar split, a fold, or a folder written before they were kept."""
+    source_rows: dict[str, dict[str, Any]] | None = None
+    """Each symbol's rows as training read them (:func:`source_rows`): their count, last date and a
+    digest of their dates and closes, so that reading ``data.data_dir`` again can say what changed since
+    (:func:`data_changes`); None for a folder written before they were kept."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -71,6 +76,8 @@ class Preprocessing:
             out["fold"] = self.fold.to_dict()
         if self.symbol_split_dates is not None:
             out["symbol_split_dates"] = self.symbol_split_dates
+        if self.source_rows is not None:
+            out["source_rows"] = self.source_rows
         return out
 
     @classmethod
@@ -87,6 +94,7 @@ class Preprocessing:
             data=data,
             fold=Fold.from_dict(d["fold"]) if "fold" in d else None,
             symbol_split_dates=d.get("symbol_split_dates"),
+            source_rows=d.get("source_rows"),
         )
 
     def data_config(self) -> DataConfig:
@@ -419,6 +427,7 @@ def prepare(
         data=data_section,
         fold=fold,
         symbol_split_dates=per_symbol_dates,
+        source_rows=source_rows(rows),
     )
     gap = _max_gap(d)
     sets = {
@@ -439,14 +448,20 @@ def training_frames(pre: Preprocessing) -> dict[str, pd.DataFrame]:
 
 
 def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, split: str = "test",
-          where: str = "preprocessing.json") -> WindowSet:
+          where: str = "preprocessing.json", changes: list[str] | None = None) -> WindowSet:
     """Windows of ``split`` (or ``"all"``) of ``frames`` with the saved preprocessing (nothing refit);
     ``frames=None``: the data the preprocessing was fit on, through the feature store.
 
+    Read again, that data may have changed since (rows appended, a bar corrected, a symbol added or
+    removed): what differs from the rows training read (:func:`data_changes`) is a warning, and is added
+    to ``changes`` when given. The splits are still cut where training cut them.
+
     The preprocessing of a walk-forward fold (``pre.fold``) gives the windows of that fold's own test
     block of the data it was fit on and nothing else: the rest of that data is the fold's training
-    data, and other data has no out-of-sample part that the fold defines. Any other request is a
-    DataError naming ``where`` (the preprocessing's file)."""
+    data, and other data has no out-of-sample part that the fold defines. Its blocks are cut at shares
+    of the data, so rows read again are cut as training read them (those appended after are left out;
+    data that differ before them is a DataError). Any other request is a DataError naming ``where``
+    (the preprocessing's file)."""
     d = pre.data_config()
     if pre.fold is not None and (frames is not None or split != "test"):
         asked = f"the {split} split" + (" of other data" if frames is not None else "")
@@ -455,8 +470,27 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
                         "may hold targets it trained on")
     min_hist = min_history(d)
     needed = RowsNeeded.of(d)
+    found: list[str] = []
+    same: dict[str, int] | None = None  # each symbol's rows as training read them (None: not recorded)
     if frames is None:
         rows, _ = data_rows(d)
+        if pre.source_rows is not None:
+            recorded = check_source_rows(pre.source_rows, where)
+            found, same = data_changes(recorded, rows)
+            data = d.data_dir if d.data_dir is not None else "the bundled sample"
+            listed = "; ".join(found[:5]) + (f"; and {len(found) - 5} more" if len(found) > 5 else "")
+            if pre.fold is not None and len(same) < len(recorded):
+                raise DataError(f"{where}: fold: data.data_dir={data} differs from the data the model of {pre.fold} "
+                                f"was trained on ({listed}), so its test block cannot be cut again: its blocks are "
+                                "shares of those rows")
+            if found:
+                log.warning("data: data.data_dir=%s differs from the data the model was trained on (%s: source_rows): "
+                            "%s; %s", data, where, listed,
+                            "its test block is cut from the rows training read, those after are left out"
+                            if pre.fold is not None else
+                            "the splits are cut where training cut them, but their windows are not those training had")
+            if changes is not None:
+                changes.extend(found)
     else:
         rows, _ = build_rows(frames, pre.features, needed.usable, tz=d.timezone)
     if not rows.symbols:
@@ -465,6 +499,8 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
         segs = [Segment(0, int(n)) for n in rows.lengths]
     else:
         times = rows.symbol_times()
+        if pre.fold is not None and same is not None:  # the rows training read: the fold's blocks are their shares
+            times = [t[:same.get(sym, 0)] for sym, t in zip(rows.symbols, times)]
         calendar = union_calendar(times)
         seg_fn = split_segments(d, resolve_cuts(d, calendar)) if pre.fold is None else fold_split(d, pre.fold)
         # per_symbol: a symbol the model trained on is cut at its own saved dates, so no window of new data
@@ -473,6 +509,15 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
         segs = [(calendar_split(t, *own[sym], d.embargo) if sym in own else seg_fn(t, calendar))[split]
                 for sym, t in zip(rows.symbols, times)]
     return _window_set(rows, segs, pre, 1, min_hist, _max_gap(d), labels=_labels(rows, d))
+
+
+def training_data_changes(pre: Preprocessing, where: str = "preprocessing.json") -> list[str]:
+    """What differs between the data ``pre`` was fit on, read again through the feature store, and the
+    rows training read (:func:`data_changes`, no warning); [] when they were not recorded."""
+    if pre.source_rows is None:
+        return []
+    recorded = check_source_rows(pre.source_rows, where)
+    return data_changes(recorded, data_rows(pre.data_config())[0])[0]
 
 
 def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> WindowSet:

@@ -217,13 +217,14 @@ class Forecaster:
         return out
 
     # ------------------------------------------------------------------ windows and forecasts
-    def windows(self, data=None, split: str = "test") -> WindowSet:
-        """Windows of ``split`` ("train", "val", "test" or "all") of ``data``; ``None``: the training data.
-        A walk-forward fold's model has its fold's test block only (:func:`~hftraining.data.pipeline.apply`)."""
+    def windows(self, data=None, split: str = "test", changes: list[str] | None = None) -> WindowSet:
+        """Windows of ``split`` ("train", "val", "test" or "all") of ``data``; ``None``: the training data,
+        read again (what differs from the rows training read is a warning, and added to ``changes`` when
+        given). A walk-forward fold's model has its fold's test block only (:func:`~hftraining.data.pipeline.apply`)."""
         where = str(self.model_dir / "preprocessing.json") if self.model_dir is not None else "preprocessing.json"
         if data is None:
             self._check_training_data(where)
-        return apply(self.preprocessing, None if data is None else self.load(data), split, where)
+        return apply(self.preprocessing, None if data is None else self.load(data), split, where, changes)
 
     def _check_training_data(self, where: str) -> None:
         """The training data, read again from the recorded ``data.data_dir``, must be there: a relative path

@@ -40,6 +40,7 @@ from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import feature_columns
 from hftraining.data.labels import CHANGE_NOTE, CHANGED_IN, LABEL_VERSION
 from hftraining.data.pipeline import check_symbol_split_dates
+from hftraining.data.provenance import check_source_rows
 from hftraining.data.splits import Fold
 from hftraining.models.intervals import GRID, METHODS, Calibration, cqr_pair
 from hftraining.models.registry import build_model
@@ -265,7 +266,8 @@ def check_preprocessing(folder: str | Path, n_features: int, horizon: int, seq_l
     window): types, the feature columns of its features, finite scaler statistics with positive
     scales of the right length, a finite positive target scale, a valid data section, the
     walk-forward fold of a fold's model (:class:`hftraining.data.splits.Fold`) and a per-symbol
-    split's cut dates (:func:`hftraining.data.pipeline.check_symbol_split_dates`)."""
+    split's cut dates (:func:`hftraining.data.pipeline.check_symbol_split_dates`) and the record of
+    the rows training read (:func:`hftraining.data.provenance.check_source_rows`)."""
     path = Path(folder) / "preprocessing.json"
     where = str(path)
     pre = read_json(folder, "preprocessing.json")
@@ -288,6 +290,8 @@ def check_preprocessing(folder: str | Path, n_features: int, horizon: int, seq_l
             check_symbol_split_dates(pre["symbol_split_dates"], "")
     except (ConfigError, ValueError, KeyError) as e:
         raise DataError(f"{path}: {' '.join(str(e).split())[:300]}") from None
+    if "source_rows" in pre:  # the rows training read (evaluate compares the data read again with them)
+        check_source_rows(pre["source_rows"], where)
     check_label_version(pre.get("label_version", 1), data.target, path)
     if len(columns) != n_features:
         raise DataError(f"{path}: feature_columns has {len(columns)} names, the model takes {n_features} features")

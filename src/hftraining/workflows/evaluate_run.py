@@ -24,7 +24,8 @@ from hftraining.core.config import (
     validate,
 )
 from hftraining.core.errors import ConfigError, DataError
-from hftraining.data.pipeline import Preprocessing
+from hftraining.data.io import sample_data_dir
+from hftraining.data.pipeline import Preprocessing, training_data_changes
 from hftraining.data.windows import WindowSet
 from hftraining.eval import metrics as M
 from hftraining.eval.backtest import backtest_forecasts
@@ -44,17 +45,23 @@ from hftraining.models import ForecastModel, folder, load_preprocessing
 from hftraining.train.runner import EVALUATIONS_DIR  # a fresh run in the folder removes it with the rest
 
 
-def trained_data(path) -> DataConfig:
-    """The data section the model of a run, model or ensemble folder was trained with: its
-    preprocessing.json's (an ensemble's: its members' shared one), as :meth:`Forecaster.from_pretrained`
-    reads it, checked, without loading weights or data. Its ``target`` is the label the forecasts are."""
+def trained_preprocessing(path) -> Preprocessing:
+    """The preprocessing of the model of a run, model or ensemble folder: its preprocessing.json (an
+    ensemble's: its members' shared one), as :meth:`Forecaster.from_pretrained` reads it, checked,
+    without loading weights or data."""
     d = resolve_model_dir(path)
     if is_ensemble(d):
         pre = check_shared_preprocessing([folder.inside(d, name, str(d / ENSEMBLE_NAME))
                                           for name in read_ensemble_meta(d)["members"]])
     else:
         pre = load_preprocessing(d)
-    return Preprocessing.from_dict(pre).data_config()
+    return Preprocessing.from_dict(pre)
+
+
+def trained_data(path) -> DataConfig:
+    """The data section the model of a run, model or ensemble folder was trained with
+    (:func:`trained_preprocessing`). Its ``target`` is the label the forecasts are."""
+    return trained_preprocessing(path).data_config()
 
 
 def trained_model(path) -> ModelConfig:
@@ -111,11 +118,13 @@ def evaluation_config(path, overrides: list[str] | tuple[str, ...] = ()) -> Eval
     return ev
 
 
-def load_for_eval(path, data=None, split: str = "test") -> tuple[Forecaster, WindowSet]:
+def load_for_eval(path, data=None, split: str = "test",
+                  changes: list[str] | None = None) -> tuple[Forecaster, WindowSet]:
     """(Forecaster, WindowSet) of a run/model folder on ``split`` of ``data`` (default: the data it
-    was trained on); an empty split is a DataError."""
+    was trained on, read again: what differs from the rows training read is a warning, and is added
+    to ``changes`` when given: :func:`hftraining.data.pipeline.apply`); an empty split is a DataError."""
     fc = Forecaster.from_pretrained(path)
-    ws = fc.windows(data, split)
+    ws = fc.windows(data, split, changes)
     if len(ws) == 0:
         raise DataError(f"data: the {split} split yields no window")
     return fc, ws
@@ -141,7 +150,8 @@ def evaluate_model_dir(path, data=None, split: str = "test",
     ``ev``: the evaluation settings (``evaluation.max_test_windows``), e.g. with the command's
     ``--set evaluation.*`` applied (:func:`evaluation_config`); default: the run's."""
     ev = ev if ev is not None else evaluation_config(path)
-    f, ws = load_for_eval(path, data, split)
+    changes: list[str] = []
+    f, ws = load_for_eval(path, data, split, changes)
     ws = ws.last_dates(ev.max_test_windows)
     outs = f.outputs(ws)
     scale = f.preprocessing.target_scale
@@ -149,6 +159,8 @@ def evaluate_model_dir(path, data=None, split: str = "test",
                            quantiles_scaled=outs.get("quantiles"), levels=f.quantile_levels,
                            fitted=fitted_baselines(path))
     result = {"split": split, "model_dir": str(f.model_dir), **score(fc)}
+    if changes:  # the training data read again differ from the rows training read: not eval.json's evaluation
+        result["data_changes"] = changes
     if f.calibration is not None:  # the folder's conformal intervals (aci: walked along ``ws`` from the nominal level)
         fc.intervals, _ = forecast_intervals(f.calibration, fc.pred["model"], fc.true, fc.dates, fc.quantiles,
                                              known=outcome_times(ws))
@@ -214,15 +226,27 @@ def changed_settings(path, ev: EvaluationConfig) -> dict[str, Any]:
 
 
 def report_dir(path, report_dir: str | None, split: str = "test", data: str | None = None,
-               ev: EvaluationConfig | None = None) -> Path:
+               ev: EvaluationConfig | None = None, result: dict[str, Any] | None = None) -> Path:
     """Where evaluate writes report.html/report.md: ``report_dir`` when given; else the run folder (a
     model or ensemble folder: that folder) for its own evaluation, which the report written by training
     describes beside eval.json; any other evaluation (another split, other data, other evaluation
     settings ``ev``) in ``<folder>/evaluations/<name>/`` (:func:`evaluation_name`), so that it never
-    replaces the report of the run's own. The files a model folder's ``from_pretrained`` reads are
-    never among those written."""
+    replaces the report of the run's own. The training data read again is other data when it has
+    changed since (``result``'s ``data_changes``; without ``result``, :func:`data_changes_since_training`):
+    named as ``--data`` with the recorded ``data.data_dir``. The files a model folder's
+    ``from_pretrained`` reads are never among those written."""
     if report_dir:
         return Path(report_dir)
     home = run_folder(path) or resolve_model_dir(path)
+    if data is None and (result.get("data_changes") if result is not None else data_changes_since_training(path)):
+        data = trained_data(path).data_dir or str(sample_data_dir())
     name = evaluation_name(split, data, changed_settings(path, ev) if ev is not None else None)
     return home if name is None else home / EVALUATIONS_DIR / name
+
+
+def data_changes_since_training(path) -> list[str]:
+    """What differs between the data the model of ``path`` was trained on, read again from its
+    ``data.data_dir``, and the rows training read (:func:`hftraining.data.pipeline.training_data_changes`;
+    [] for a folder written before they were kept), without loading the model."""
+    d = resolve_model_dir(path)
+    return training_data_changes(trained_preprocessing(path), str(d / "preprocessing.json"))
