@@ -25,7 +25,8 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
     refused, or emptied of it with ``output.overwrite`` (so no seed-<k>/ of a larger earlier N stays
     beside the new ensemble); with ``training.resume_from_checkpoint`` each seed-<k>/ resumes (an
     earlier run of more seeds than ``n`` is refused: its extra seeds would stay beside the new
-    ensemble) and ``ensemble/`` is rebuilt from exactly the ``n`` seeds."""
+    ensemble) and ``ensemble/`` is rebuilt from exactly the ``n`` seeds; a checkpoint named there
+    instead of ``auto`` is refused for ``n`` >= 2 (every seed would resume from it)."""
     if n < 1:
         raise ConfigError(f"--seeds: must be >= 1, got {n}")
     if n >= 2 and not MODELS.get(cfg.model.type).needs_training:
@@ -33,6 +34,12 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
         # training.seed reaches nothing they compute, so every "seed" would be the same model
         raise ConfigError(f"--seeds {n}: model.type {cfg.model.type!r} is fitted without gradient steps and does not "
                           "depend on training.seed, so the seeds would train identical members; train it once")
+    spec = cfg.training.resume_from_checkpoint
+    if n >= 2 and spec and spec != "auto":
+        # every seed would resume from the one checkpoint (its weights, optimizer and random states): n copies of one run
+        raise ConfigError(f"training.resume_from_checkpoint={spec}: --seeds {n} resumes each seed-<k>/ from its own latest "
+                          "checkpoint (--resume, training.resume_from_checkpoint=auto); one checkpoint named would start "
+                          "every seed from it, making them copies of one run")
     root = cfg.run_dir()
     info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     try:

@@ -45,7 +45,6 @@ import copy
 import dataclasses
 import logging
 import re
-import shutil
 from typing import Any
 
 import numpy as np
@@ -64,7 +63,8 @@ from hftraining.eval.intervals import format_intervals, interval_report
 from hftraining.eval.selection import format_selection, selection_stats
 from hftraining.train.distributed import barrier, cleanup, init_distributed
 from hftraining.train.runner import check_output_dir, training_run
-from hftraining.workflows.train_run import evaluate_test
+from hftraining.train.trainer import check_config
+from hftraining.workflows.train_run import evaluate_test, remove
 
 log = logging.getLogger(__name__)
 
@@ -174,28 +174,44 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
     of them. Writes walkforward.json and
     one run folder per fold under ``<run>/walkforward/`` (each with its eval.json). Each fold's test
     windows are predicted once, by the fold's own test evaluation. Under torchrun the other ranks
-    train with the main one and return {}."""
+    train with the main one and return {}. ``data.split_dates`` is a ConfigError (the folds would
+    ignore it). Nothing resumes (``training.resume_from_checkpoint`` is a
+    ConfigError): every fold trains from its start, and ``output.overwrite`` removes an earlier
+    walk-forward only once the config is checked and the features are built."""
     if n_folds < 2:
         raise ConfigError(f"--folds: need at least 2 folds, got {n_folds}")
     if scheme not in SCHEMES:
         raise ConfigError(f"--scheme: {scheme!r} is not one of {', '.join(SCHEMES)}")
     if mode == "finetune" and scheme == "purged_kfold":
         raise ConfigError("--mode finetune: the folds of purged k-fold are not in time order; use --mode retrain")
+    if cfg.data.split_dates is not None:
+        # the folds are cut at data.train_ratio of the calendar: the dates would be ignored, and a test period
+        # kept apart with them would be trained on and scored by the later folds
+        raise ConfigError("data.split_dates: walkforward cuts its folds at data.train_ratio of the calendar and would "
+                          "ignore the split's dates; remove it (data.end_date keeps a later period out of every fold)")
+    if cfg.training.resume_from_checkpoint:
+        # each fold's run is started over (below): a resume asked for would be ignored, every fold retrained
+        raise ConfigError(f"training.resume_from_checkpoint={cfg.training.resume_from_checkpoint}: walkforward does not "
+                          "resume; every fold trains from its start: leave it unset (an interrupted walk-forward is run "
+                          "again with output.overwrite=true)")
     base = cfg.run_dir() / "walkforward"
     earlier = previous_walk_forward(base)
     if earlier and not cfg.output.overwrite:
         raise UserError(f"{base}: holds an earlier walk-forward ({', '.join(earlier[:3])}{', ...' if len(earlier) > 3 else ''}); "
                         "start over with output.overwrite=true, or give another output.output_dir")
     check_output_dir(base)  # said before the features are built, not after the first fold's
+    info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
+    try:
+        check_config(cfg, info)  # before the earlier walk-forward is removed: a config mistake costs none of it
+    finally:
+        cleanup(info)
     source = panel_rows(cfg.data)  # every symbol's features once, through the store; each fold cuts its own splits
     info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     folds, parts, methods = [], [], []
     prev_state = None
     try:
         if earlier and info.is_main:  # output.overwrite: no fold of the earlier walk-forward stays beside the new ones
-            for name in earlier:
-                path = base / name
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            remove(base, earlier)
         barrier(info)
         for k in range(n_folds):
             data = prepare_fold(cfg, source, k, n_folds, scheme)
