@@ -388,14 +388,22 @@ def _warn_unverifiable(path: Path) -> None:
                 "verified; resuming from it as it is", path)
 
 
-def _set_aside(path: Path) -> Path:
-    """Rename a damaged checkpoint out of the ``step-N`` namespace (kept for inspection)."""
-    aside, k = path.with_name(f"{path.name}.damaged"), 1
+def _set_aside(path: Path, why: str = "damaged") -> Path:
+    """Rename a checkpoint out of the ``step-N`` namespace (kept for inspection) as ``step-N.<why>``."""
+    aside, k = path.with_name(f"{path.name}.{why}"), 1
     while aside.exists():
         k += 1
-        aside = path.with_name(f"{path.name}.damaged-{k}")
+        aside = path.with_name(f"{path.name}.{why}-{k}")
     os.rename(path, aside)
     return aside
+
+
+def set_aside_after(ckpt_root: Path, step: int) -> list[Path]:
+    """Set aside (``step-N.superseded``) every checkpoint under ``ckpt_root`` later than ``step``: a run
+    resumed from an earlier checkpoint named explicitly takes another course from there, and the later
+    checkpoints of the course it left were still the newest, so the next ``auto`` resume continued
+    that one (and rotation deleted the new course's checkpoints first). Returns the folders set aside."""
+    return [_set_aside(path, "superseded") for s, path in _step_folders(ckpt_root) if s > step]
 
 
 def _latest_verified(ckpt_root: Path, main: bool) -> Path | None:

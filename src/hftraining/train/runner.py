@@ -19,7 +19,7 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -115,6 +115,32 @@ def clear_run_dir(info: DistInfo, run_dir: Path) -> None:
     barrier(info)
 
 
+def finished_checkpoint(cfg: Config) -> Path | None:
+    """The checkpoint a ``--resume`` of a finished run would continue from, or None: the run's newest
+    checkpoint (the one resumed) is its last step (``training.max_steps`` reached, or stopped early),
+    eval.json scores that step and the model card ``final/README.md``, written after eval.json and the
+    report, is not older than it (a run stopped while it was being scored is scored again). Such a
+    resume trained nothing and scored the test split again: every tracking backend then held the test
+    metrics twice (MLflow's history and TensorBoard's events, at the same step), so
+    :func:`~hftraining.workflows.train_run.train` leaves it as it is instead."""
+    run_dir, spec = cfg.run_dir(), cfg.training.resume_from_checkpoint
+    card, scored = run_dir / "final" / "README.md", run_dir / "eval.json"
+    if not spec or not card.is_file() or not scored.is_file() or card.stat().st_mtime_ns < scored.stat().st_mtime_ns:
+        return None
+    ckpts = ckpt.list_checkpoints(run_dir / "checkpoints")
+    if not ckpts or (spec != "auto" and Path(spec).resolve() != ckpts[-1][1].resolve()):
+        return None  # an earlier checkpoint named: its steps are trained again
+    step, path = ckpts[-1]
+    try:
+        state, result = read_json(path / ckpt.STATE_FILE), read_json(scored)
+    except (OSError, ValueError):
+        return None  # the resume says what is wrong
+    if not isinstance(state, dict) or not isinstance(result, dict) or state.get("global_step") != step:
+        return None
+    done = step >= cfg.training.max_steps or bool(state.get("stopped_early"))
+    return path if done and result.get("step") == step else None
+
+
 def check_resumable(cfg: Config, path: Path) -> None:
     """A UserError naming the keys when ``cfg`` changes what checkpoint ``path`` cannot continue with
     (:data:`~hftraining.core.config.RESUME_FIXED`: the model's shapes, the windows and their order,
@@ -126,6 +152,57 @@ def check_resumable(cfg: Config, path: Path) -> None:
         more = f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else ""
         raise UserError(f"{path}: cannot resume with {shown}{more}: a resumed run keeps the checkpoint's model, data "
                         "and optimizer; resume without the change, or start over with output.overwrite=true")
+
+
+def set_aside_later_checkpoints(info: DistInfo, run_dir: Path, path: Path) -> None:
+    """A run resumed from a checkpoint named explicitly takes a course of its own from its step: the
+    run folder's later checkpoints (of the course it left) are set aside as ``step-N.superseded``, with
+    a warning, so that the next ``--resume`` continues this run (it continued the newest of them,
+    silently discarding the steps trained since). Done once the data are built, as every change to
+    the run folder."""
+    if info.is_main:
+        step = read_json(path / ckpt.STATE_FILE)["global_step"]
+        aside = [p.name.rsplit(".", 1)[0] for p in ckpt.set_aside_after(run_dir / "checkpoints", step)]
+        if aside:
+            log.warning("warning: resuming from %s (step %d): the run's later checkpoints (%s) are set aside as "
+                        "step-N.superseded, so that --resume continues this course of the run, not the one it left",
+                        path, step, ", ".join(aside[:3]) + (f" and {len(aside) - 3} more" if len(aside) > 3 else ""))
+    barrier(info)
+
+
+def _trained_on(report: dict[str, Any]) -> dict[str, Any]:
+    """What of a data report the training depends on: the training and validation windows and where
+    each symbol's training and validation rows begin and end (the test split may grow)."""
+    windows, split = report.get("windows") or {}, report.get("split") or {}
+    out = {f"windows.{k}": windows[k] for k in ("train", "val") if k in windows}
+    if "val_from" in split:
+        out["split.val_from"] = split["val_from"]
+    for sym, parts in sorted((split.get("symbols") or {}).items()):
+        out.update({f"split.symbols.{sym}.{k}": parts[k] for k in ("train", "val") if k in (parts or {})})
+    return json.loads(json.dumps(out))
+
+
+def check_same_data(report: dict[str, Any], path: Path) -> None:
+    """A UserError naming data.data_dir when the data a run resumed from checkpoint ``path`` prepared
+    (``report``) are not those the checkpoint's run trained on (its data_report.json, written when it
+    started, beside ``checkpoints/``): rows added to or removed from the files move the split, so the
+    sampler's position would count through other windows, scaled by another scaler, and data_report.json
+    would be rewritten to say the new ones, silently. Rows added after the validation split (the test
+    split grown) change nothing trained on and pass."""
+    saved = path.parent.parent / "data_report.json"
+    try:
+        then = _trained_on(read_json(saved))
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return  # not written (a run stopped before it, a checkpoint copied alone) or unreadable: nothing to compare
+    now = _trained_on(report)
+    changed = [k for k in then if then[k] != now.get(k)]  # what a report of an older version lacks is not compared
+    if changed:
+        k = changed[0]
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        raise UserError(f"{path}: cannot resume on other data: {k} is {json.dumps(now.get(k))} (the run's, "
+                        f"{saved}: {json.dumps(then.get(k))}){more}; the files under data.data_dir "
+                        "changed since the run started: resume with the data as they were, or start over with "
+                        "output.overwrite=true")
 
 
 @dataclass
@@ -168,6 +245,10 @@ def build_trainer(
         data = prepare(cfg.data)
     if resume_path is None:
         clear_run_dir(info, run_dir)
+    else:
+        check_same_data(data.report, resume_path)
+        if cfg.training.resume_from_checkpoint != "auto":
+            set_aside_later_checkpoints(info, run_dir, resume_path)
     trainer = Trainer(cfg, data, info, run_dir, resume_path, on_evaluate, model)
     seed_rank(cfg.training.seed, info.rank)
     return trainer

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from hftraining.core.config import Config
 from hftraining.core.errors import UserError
-from hftraining.core.jsonio import write_json
+from hftraining.core.jsonio import read_json, write_json
 from hftraining.data.pipeline import PreparedData, prepare
 from hftraining.eval.backtest import backtest_forecasts, format_backtest
 from hftraining.eval.forecasts import Forecasts, collect_forecasts, fit_baselines, format_table, score
@@ -22,7 +22,8 @@ from hftraining.models.folder import INTERVALS_FILE
 from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import barrier, cleanup, init_distributed
 from hftraining.train.logging import log
-from hftraining.train.runner import RUN_FILES, RUN_FOLDERS, TrainedRun, training_run
+from hftraining.train.runner import (RUN_FILES, RUN_FOLDERS, TrainedRun, check_resumable, check_same_data,
+                                     finished_checkpoint, training_run)
 from hftraining.train.trainer import check_config
 
 SINGLE_RUN = ("config.json", *RUN_FOLDERS, *RUN_FILES, "data_report.json", FITTED_BASELINES_DIR)
@@ -118,7 +119,9 @@ def train(cfg: Config, data: PreparedData | None = None,
     """Train (or resume) the run of ``cfg``, then evaluate it on the test split; returns eval.json's
     content (empty on the other ranks of a torchrun group). A run folder that holds a ``train
     --seeds`` run (``seed-<k>/`` folders) is refused, or emptied of it with ``output.overwrite``:
-    a single run written beside the seeds would be mixed into them."""
+    a single run written beside the seeds would be mixed into them. ``--resume`` of a finished run
+    (:func:`~hftraining.train.runner.finished_checkpoint`) checks the config and the data as any resume
+    does, then trains and scores nothing, says so and returns the eval.json it holds."""
     root = cfg.run_dir()
     earlier = seed_runs(root)
     if earlier and not cfg.output.overwrite:
@@ -132,6 +135,17 @@ def train(cfg: Config, data: PreparedData | None = None,
         if earlier and info.is_main:  # output.overwrite: none of the seeds stays beside the new run
             remove(root, earlier)
         barrier(info)
+        done = finished_checkpoint(cfg)
+        if done is not None:  # --resume of a finished run: checked as any resume, then left as it is
+            check_resumable(cfg, done)
+            check_same_data((data if data is not None else prepare(cfg.data)).report, done)  # a data mistake too
+            if info.is_main:
+                state = read_json(done / ckpt.STATE_FILE)
+                why = "stopped early" if state.get("stopped_early") else f"training.max_steps={cfg.training.max_steps}"
+                log.warning("warning: %s: the run is finished (step %d, %s) and scored (eval.json): --resume trains "
+                            "and scores nothing, the run folder is left as it is; raise training.max_steps to train "
+                            "on, or score it again with `hftraining evaluate %s`", root, state["global_step"], why, root)
+            return read_json(root / "eval.json") if info.is_main else {}
         with training_run(cfg, data, info, on_evaluate=on_evaluate) as run:
             return evaluate_test(run)[0] if run.is_main else {}
     finally:
