@@ -367,6 +367,11 @@ def test_resume_continues_the_gradient_scaler(tmp_path):
     # the restored optimizer state keeps its groups' values: a change was silently not applied
     ("training.learning_rate=0.0123", "training.learning_rate=0.0123"),
     ("training.weight_decay=0.5", "training.weight_decay=0.5"),
+    # the restored random states and sampler keep the saved seed while config.json would record the new
+    ("training.seed=7", "training.seed=7"),
+    # the kept best validation score was measured with the saved metric and windows
+    ("evaluation.metric=mae", 'evaluation.metric="mae"'),
+    ("evaluation.max_val_windows=40", "evaluation.max_val_windows=40"),
 ])
 def test_resuming_with_a_changed_model_data_or_optimizer_is_a_one_line_error(short_run, tmp_path, capsys, change, key):
     # in process (the exit code and stderr of `hftraining train` itself: test_named_damaged_checkpoint_is_a_one_line_error)

@@ -926,12 +926,16 @@ and how many windows (dates) a batch holds and how they are perturbed (the sampl
 windows: a run resumed at another world size keeps its global batch with another ``batch_size``)."""
 RESUME_FIXED = ("model", "data", "training.optimizer", "training.learning_rate", "training.weight_decay",
                 "training.adam_beta1", "training.adam_beta2", "training.adam_epsilon", "training.optimizer_kwargs",
-                "training.lr_scaling")
+                "training.lr_scaling", "training.seed", "evaluation.metric", "evaluation.max_val_windows",
+                "evaluation.max_eval_batches")
 """What a resumed run must keep from its checkpoint's config.json (every key of a section named alone,
 but :data:`RESUME_MAY_CHANGE`): the weights' shapes, the windows the sampler's position counts through,
 their scaler, and the optimizer whose state is restored with its parameter groups' values (peak rate,
 decay, betas, epsilon, keywords: the restored state would keep the saved ones while config.json recorded
-the new). Every other key may change (``training.max_steps`` to train on, the evaluation, the output)."""
+the new); the seed (the restored random states and sampler keep the saved one); and what the kept best
+validation score was measured with (its metric and windows: a later score on others would be compared
+with it). Every other key may change (``training.max_steps`` to train on, the other evaluation keys, the
+output)."""
 
 
 def resume_conflicts(saved: dict[str, Any], cfg: Config) -> list[tuple[str, Any, Any]]:
