@@ -90,3 +90,34 @@ def test_a_seeds_run_s_config_mistake_is_said_before_any_data_is_read(tmp_path, 
     assert main(["train", "--seeds", "2", *_args(tmp_path / "run", f"data.data_dir={missing}",
                                                  "training.optimizer=adamx")]) == 2
     assert "training.optimizer: unknown" in capsys.readouterr().err
+
+
+def test_the_seeds_test_figures_and_their_spread_are_written_beside_the_ensemble(tmp_path, capsys):
+    """How much of a result is the seed's: ensemble/seeds.json holds each seed's test figures, read from
+    its eval.json, and their mean, standard deviation, min and max; the ensemble still loads."""
+    import json
+    import math
+
+    import numpy as np
+
+    from hftraining.inference.forecaster import Forecaster
+
+    root = tmp_path / "run"
+    assert main(["train", "--seeds", "3", *_args(root)]) == 0
+    summary = json.loads((root / "ensemble" / "seeds.json").read_text())
+    evals = [json.loads((root / f"seed-{k}" / "eval.json").read_text()) for k in range(3)]
+    ratios = [ev["strongest_baseline"]["mse_ratio"] for ev in evals]
+    assert summary["n_seeds"] == 3 and [s["mse_vs_strongest"] for s in summary["seeds"]] == ratios
+    assert len(set(ratios)) == 3  # the seeds differ
+    spread = summary["spread"]["mse_vs_strongest"]
+    assert spread["mean"] == np.mean(ratios) and spread["std"] == np.std(ratios, ddof=1)
+    assert (spread["min"], spread["max"]) == (min(ratios), max(ratios))
+    assert [s["mse"] for s in summary["seeds"]] == [ev["model"]["mse"] for ev in evals]
+    assert summary["strongest_baseline"] == [ev["strongest_baseline"]["name"] for ev in evals]
+    better = [k for k, ev in enumerate(evals)
+              if ev["strongest_baseline"]["mse_ratio"] < 1 and ev["strongest_baseline"]["dm"]["p_value"] < 0.05]
+    assert summary["significantly_better"] == better
+    assert all(v is None or math.isfinite(v) for s in summary["seeds"] for v in s.values())
+    err = capsys.readouterr().err
+    assert f"seeds: test MSE / strongest baseline's = {np.mean(ratios):.4f} ± " in err and "of 3 significantly better" in err
+    assert len(Forecaster.from_pretrained(root / "ensemble").model.members) == 3

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from hftraining.core.config import Config
 from hftraining.core.errors import ConfigError, UserError
+from hftraining.core.jsonio import read_json, write_json
 from hftraining.data.pipeline import prepare
 from hftraining.inference.ensemble import build_ensemble
 from hftraining.models.registry import MODELS
@@ -74,11 +79,68 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
         log.info("seed %d of %d: training.seed=%d → %s", k + 1, n, sub.training.seed, sub.output.output_dir)
         train(sub, data)
     if n >= 2:
-        # exactly seed-0 .. seed-<n-1>, replacing an earlier ensemble/ whole (a resumed run rebuilds it)
-        _on_main_rank(cfg, lambda: build_ensemble([root / f"seed-{k}" for k in range(n)], root / "ensemble", method,
-                                                  overwrite=True))
-        log.info("ensemble of %d seeds (%s): %s", n, method, root / "ensemble")
+        def combine() -> None:
+            # exactly seed-0 .. seed-<n-1>, replacing an earlier ensemble/ whole (a resumed run rebuilds it)
+            build_ensemble([root / f"seed-{k}" for k in range(n)], root / "ensemble", method, overwrite=True)
+            summary = seed_summary([read_json(root / f"seed-{k}" / "eval.json") for k in range(n)])
+            write_json(root / "ensemble" / SUMMARY_NAME, summary)
+            log.info("%s", format_seed_summary(summary))
+
+        _on_main_rank(cfg, combine)
+        log.info("ensemble of %d seeds (%s): %s (the seeds' test figures: %s)", n, method, root / "ensemble",
+                 root / "ensemble" / SUMMARY_NAME)
     return root
+
+
+SUMMARY_NAME = "seeds.json"
+"""The seeds' test figures and their spread, beside the ensemble built from them."""
+
+FIGURES = {
+    "mse_vs_strongest": ("strongest_baseline", "mse_ratio"),
+    "dm_p_vs_strongest": ("strongest_baseline", "dm", "p_value"),
+    "mse_vs_zero": ("mse_vs_zero",),
+    "mse": ("model", "mse"),
+    "directional_accuracy": ("model", "directional_accuracy"),
+    "rank_ic": ("model", "cross_section", "rank_ic", "mean"),
+    "sharpe": ("backtest", "strategies", "model", "sharpe"),
+}
+"""Figure of seeds.json → where it lies in each seed's eval.json (a figure a run has not: null)."""
+
+
+def _figure(ev: dict[str, Any], path: tuple[str, ...]) -> float | None:
+    for key in path:
+        ev = ev.get(key) if isinstance(ev, dict) else None
+    return float(ev) if isinstance(ev, (int, float)) and not isinstance(ev, bool) and math.isfinite(ev) else None
+
+
+def seed_summary(evals: list[dict[str, Any]]) -> dict[str, Any]:
+    """The test figures of each seed's eval.json (``evals``, seed order) and, per figure, their mean,
+    standard deviation (n − 1), min and max over the seeds that have it: how much of a result is the
+    seed's. ``significantly_better``: the seeds whose model beats their strongest baseline (MSE ratio
+    below 1 at Diebold–Mariano p < 0.05)."""
+    per_seed = [{name: _figure(ev, path) for name, path in FIGURES.items()} for ev in evals]
+    spread = {}
+    for name in FIGURES:
+        vals = np.array([s[name] for s in per_seed if s[name] is not None], dtype=np.float64)
+        spread[name] = {"n": int(vals.size), "mean": float(vals.mean()) if vals.size else None,
+                        "std": float(vals.std(ddof=1)) if vals.size >= 2 else None,
+                        "min": float(vals.min()) if vals.size else None, "max": float(vals.max()) if vals.size else None}
+    better = [k for k, s in enumerate(per_seed) if s["mse_vs_strongest"] is not None and s["dm_p_vs_strongest"] is not None
+              and s["mse_vs_strongest"] < 1 and s["dm_p_vs_strongest"] < 0.05]
+    strongest = [(ev.get("strongest_baseline") or {}).get("name") for ev in evals]
+    return {"n_seeds": len(evals), "seeds": per_seed, "strongest_baseline": strongest, "spread": spread,
+            "significantly_better": better}
+
+
+def format_seed_summary(summary: dict[str, Any]) -> str:
+    """One line: the spread of the MSE ratio to the strongest baseline and how many seeds beat it."""
+    n, r = summary["n_seeds"], summary["spread"]["mse_vs_strongest"]
+    if r["n"] == 0:
+        return f"seeds: {n} seeds trained; no MSE ratio to a strongest baseline to compare"
+    std = f" ± {r['std']:.4f}" if r["std"] is not None else ""
+    return (f"seeds: test MSE / strongest baseline's = {r['mean']:.4f}{std} (min {r['min']:.4f}, max {r['max']:.4f}) "
+            f"over {r['n']} seeds; {len(summary['significantly_better'])} of {n} significantly better "
+            "(Diebold–Mariano p < 0.05)")
 
 
 def _on_main_rank(cfg: Config, work) -> None:
