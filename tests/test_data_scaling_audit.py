@@ -152,3 +152,23 @@ def test_group_ranks_equal_a_lexsort_bit_for_bit(groups):
     # groups of 1, 2 and 3 rows: 3 groups × 2 rows is as many rows as there are, yet not every group has 2
     v, g = np.array([5.0, 2.0, 1.0, 3.0, 3.0, 0.0]), np.array([0, 1, 1, 2, 2, 2])
     np.testing.assert_array_equal(group_ranks(v, g), [1.0, 2.0, 1.0, 2.5, 2.5, 1.0])
+
+
+def test_statistics_a_feature_store_kept_from_before_the_one_row_check_are_refused_too(tmp_path, monkeypatch):
+    """The store keeps fitted statistics by a key that the check did not change: statistics fitted
+    for a one-row symbol before the check existed must not be served from it in silence."""
+    from hftraining.data import pipeline, scaling
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for sym, frame in _late_listing(1).items():
+        frame.to_csv(data / f"{sym}.csv", index=False)
+    d = _config(scale_per_symbol=True)
+    d.data_dir, d.cache_dir = str(data), str(tmp_path / "cache")
+    with monkeypatch.context() as m:  # the code before the check: the statistics go into the store
+        m.setattr(scaling, "check_own_rows", lambda counts: None)
+        m.setattr(pipeline, "check_own_rows", lambda counts: None, raising=False)
+        assert set(prepare(d).preprocessing.scaler.stats("LATE")[1].tolist()) == {1.0}  # left unscaled
+    assert any((tmp_path / "cache").rglob("stats-*.json"))
+    with pytest.raises(DataError, match=r"^LATE: 1 training row to fit its own scaler"):
+        prepare(d)

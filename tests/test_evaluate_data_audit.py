@@ -115,7 +115,7 @@ def test_a_walk_forward_fold_read_again_scores_its_own_test_block(tmp_path, warn
     training read: the same windows; and rows changed inside them are a one-line error."""
     data = tmp_path / "data"
     _write(data, 1000)
-    d = _cfg(data, "data.sequence_length=16", "data.prediction_horizon=2")
+    d = _cfg(data, "data.sequence_length=16", "data.prediction_horizon=2", "data.symbols=null")  # every file
     prepared = prepare(d, fold=Fold(1, 3, "purged_kfold"))
     pre = Preprocessing.from_dict(prepared.preprocessing.to_dict())
     _write(data, 1500)
@@ -124,6 +124,10 @@ def test_a_walk_forward_fold_read_again_scores_its_own_test_block(tmp_path, warn
     ends = [ws.row_times[ws.ends.astype(np.int64)] for ws in (again, prepared.test)]
     assert np.array_equal(*ends)
     assert "rows after" in warned[0] and "left out" in warned[0]
+    (data / "NIO.csv").write_text((sample_data_dir() / "NIO.csv").read_text())  # a new symbol: other cross-sections
+    with pytest.raises(DataError, match="NIO: new .* cannot be cut again") as e:
+        apply(pre, None, "test")
+    (data / "NIO.csv").unlink()
     _correct_a_bar(data / "WPM.csv", 200)
     with pytest.raises(DataError, match="WPM: its rows up to .* cannot be cut again") as e:
         apply(pre, None, "test")

@@ -532,3 +532,24 @@ def test_a_taken_log_window_does_not_change_as_training_goes_on():
     resumed.losses.append(3.0)
     resumed.parts["mse"] += 3.0
     assert taken == {"losses": [1.0], "grad_norm": None, "parts": {"mse": 1.0}, "skipped": False}
+
+
+def test_a_run_whose_optimizer_ignored_a_setting_resumes_with_it_back_at_its_default(tmp_path):
+    """A run checkpointed before a setting its optimizer ignores was refused (lion with adam_beta1=0.95:
+    lion keeps its own betas) resumes with that setting back at its default: nothing the checkpoint holds
+    was built from it (else neither the old value, now refused, nor the default, a changed value, resumed)."""
+    out = tmp_path / "run"
+    _train_in_process(out, "training.optimizer=lion", "training.max_steps=4")
+    from hftraining.train.checkpoint import STATE_FILE, _sha256_file
+
+    for config in (out / "checkpoints").glob("step-*/config.json"):  # as such a run wrote it (and its manifest)
+        saved = json.loads(config.read_text())
+        saved["training"]["adam_beta1"] = 0.95
+        config.write_text(json.dumps(saved))
+        state = json.loads((config.parent / STATE_FILE).read_text())
+        state["checksums"]["files"]["config.json"] = {"bytes": config.stat().st_size, "sha256": _sha256_file(config)}
+        (config.parent / STATE_FILE).write_text(json.dumps(state))
+    _train_in_process(out, "training.optimizer=lion", "training.max_steps=6", "training.resume_from_checkpoint=auto")
+    assert [s for s, _ in list_checkpoints(out / "checkpoints")][-1] == 6
+    with pytest.raises(UserError, match="training.optimizer"):  # a setting the optimizer uses still may not change
+        _train_in_process(out, "training.optimizer=adamw", "training.max_steps=8", "training.resume_from_checkpoint=auto")

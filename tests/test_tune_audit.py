@@ -223,3 +223,30 @@ def test_a_searched_setting_an_optimizer_ignores_is_refused_before_any_trial(tmp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"tune.search_space.{named}" in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_one_series_among_several_trials_gives_no_deflated_sharpe():
+    """With one trial's series among N tried, the spread of the trials' Sharpe ratios (which sets the best
+    of N by chance) is unknown: no DSR is claimed, instead of the undeflated PSR presented as deflated."""
+    from hftraining.eval.selection import selection_stats
+
+    rng = np.random.default_rng(3)
+    dates = (np.arange(80, dtype=np.int64) + 20_000) * 86_400 * 10**9
+    one = {0: (dates, rng.normal(0.001, 0.01, 80))}
+    sel = selection_stats(one, 0, "tune trials", n_tried=5)
+    assert sel.get("dsr") is None and "1 of the 5 trials has an out-of-sample series" in sel["dsr_skipped"]
+    alone = selection_stats(one, 0, "tune trials")  # one trial tried: the PSR, named as the best of 1
+    assert alone.get("dsr") is not None and alone["deflated_sharpe"]["n_trials"] == 1
+
+
+def test_a_setting_one_optimizer_choice_refuses_stops_the_tune_before_any_trial(tmp_path, capsys):
+    """training.weight_decay set (not searched) with training.optimizer searched over [adamw, amos]: the
+    first trial drawing amos would stop the search; it is a one-line error naming the choice first."""
+    cfg = dict(TINY, training=dict(TINY["training"], weight_decay=0.05),
+               tune={**TINY["tune"], "search_space": {"training.optimizer": {"choices": ["adamw", "amos"]}}})
+    path = tmp_path / "tune.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["tune", "--config", str(path), "--trials", "2", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tune.search_space.training.optimizer: choice amos: training.weight_decay" in err[0], err
+    assert not (tmp_path / "o").exists()

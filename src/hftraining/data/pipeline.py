@@ -25,7 +25,7 @@ from hftraining.data.features import (
 from hftraining.data.labels import CHANGED_IN, LABEL_VERSION, row_labels
 from hftraining.data.provenance import check_source_rows, data_changes, source_rows
 from hftraining.data.rows import FrameSource, Rows, RowsNeeded, build_rows, min_history
-from hftraining.data.scaling import Scaler, target_scale
+from hftraining.data.scaling import Scaler, check_own_rows, target_scale
 from hftraining.data.sources import load_and_validate
 from hftraining.data.splits import (
     SPLITS, Fold, Segment, calendar_cuts, calendar_fold, calendar_purged_fold, calendar_split, chronological_split,
@@ -300,6 +300,9 @@ def _fit_statistics(rows: Rows, train_slices: dict[str, slice], d: DataConfig, s
         spec["target"] = d.target
         spec["label_version"] = CHANGED_IN.get(d.target, 1)  # the label's formula: a change refits its scale
 
+    if d.scale_per_symbol:  # also where the store remembers statistics fitted before this check
+        check_own_rows({sym: sl.stop - sl.start for sym, sl in train_slices.items() if sl.stop > sl.start})
+
     def fit() -> dict[str, Any]:
         scaler = Scaler(kind=d.scaler, per_symbol=d.scale_per_symbol).fit_rows(rows.features, train_slices)
         return {"scaler": scaler.to_dict(),
@@ -479,7 +482,7 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
             found, same = data_changes(recorded, rows)
             data = d.data_dir if d.data_dir is not None else "the bundled sample"
             listed = "; ".join(found[:5]) + (f"; and {len(found) - 5} more" if len(found) > 5 else "")
-            if pre.fold is not None and len(same) < len(recorded):
+            if pre.fold is not None and (len(same) < len(recorded) or len(same) < len(rows.symbols)):  # changed, gone or new
                 raise DataError(f"{where}: fold: data.data_dir={data} differs from the data the model of {pre.fold} "
                                 f"was trained on ({listed}), so its test block cannot be cut again: its blocks are "
                                 "shares of those rows")

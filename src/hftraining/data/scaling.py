@@ -25,7 +25,7 @@ def _stats(x: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
     return center, scale
 
 
-def _check_own_rows(counts: dict[str, int]) -> None:
+def check_own_rows(counts: dict[str, int]) -> None:
     """A symbol scaled by its own statistics needs two training rows: from one, every column is
     constant, so the symbol would be centred on that row and left unscaled (scale 1 throughout)."""
     for sym, n in counts.items():
@@ -43,7 +43,7 @@ class Scaler:
     def fit(self, rows_by_symbol: dict[str, np.ndarray]) -> "Scaler":
         """``rows_by_symbol``: the training rows (N_s, F) of each symbol, nothing else."""
         if self.per_symbol:
-            _check_own_rows({s: len(x) for s, x in rows_by_symbol.items()})
+            check_own_rows({s: len(x) for s, x in rows_by_symbol.items()})
             self.params = {s: _stats(x, self.kind) for s, x in rows_by_symbol.items()}
         else:
             self.params = {GLOBAL: _stats(np.concatenate(list(rows_by_symbol.values())), self.kind)}
@@ -60,7 +60,7 @@ class Scaler:
             raise DataError("data: the training split has no rows to fit the scaler on")
         if self.per_symbol or self.kind == "robust":
             if self.per_symbol:
-                _check_own_rows({s: len(p) for s, p in parts.items()})
+                check_own_rows({s: len(p) for s, p in parts.items()})
                 self.params = {s: _stats(p.astype(np.float64), self.kind) for s, p in parts.items()}
             else:
                 self.params = {GLOBAL: _stats(np.concatenate(list(parts.values())).astype(np.float64), self.kind)}

@@ -327,6 +327,9 @@ def selection_stats(series: dict[Any, tuple[np.ndarray, np.ndarray]], chosen: An
         out["dsr_skipped"] = "no trial was chosen"
     elif chosen not in series:
         out["dsr_skipped"] = f"the chosen trial {chosen} has no out-of-sample series"
+    elif N == 1 and n_tried > 1:
+        out["dsr_skipped"] = (f"1 of the {n_tried} trials has an out-of-sample series: the spread of the trials' "
+                              "Sharpe ratios, which sets the best of them by chance, is unknown")
     elif T < 2:
         out["dsr_skipped"] = f"{T} date(s) common to the {N} trials' series: a Sharpe ratio needs at least 2"
     elif not all(np.isfinite(sharpes)):

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from hftraining import optim
 from hftraining.core.config import Config, resume_conflicts, save_config
 from hftraining.core.errors import UserError
 from hftraining.core.jsonio import read_json, write_json
@@ -147,6 +148,10 @@ def check_resumable(cfg: Config, path: Path) -> None:
     the optimizer): the weights would not load, or the sampler's position would count through other
     windows, silently."""
     conflicts = resume_conflicts(read_json(path / "config.json"), cfg)
+    # a setting the optimizer ignores (optim.SETTINGS) built nothing the checkpoint holds: a run started before
+    # such a value was refused resumes with it set back to its default
+    conflicts = [c for c in conflicts if not (c[0].startswith("training.") and c[0][9:] in optim.SETTINGS
+                                              and not optim.uses_setting(cfg.training, c[0][9:]))]
     if conflicts:
         shown = ", ".join(f"{k}={json.dumps(now)} (the checkpoint's: {json.dumps(then)})" for k, then, now in conflicts[:3])
         more = f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else ""

@@ -80,7 +80,7 @@ import torch
 import yaml
 
 from hftraining import optim
-from hftraining.core.config import Config, check_value, load_config, parse_override
+from hftraining.core.config import Config, TrainingConfig, check_value, load_config, parse_override
 from hftraining.core.errors import ConfigError, UserError
 from hftraining.core.fmt import fmt_time, shown_url
 from hftraining.core.jsonio import read_json, write_json
@@ -205,9 +205,16 @@ def check_searched_settings(cfg: Config, space: dict[str, dict[str, Any]]) -> No
     the trials may use ignores: its trials would differ in nothing, and the first that draws a value away from
     the default would stop the search (:func:`hftraining.optim.check_compatibility` refuses it)."""
     searched = [k for k in space if k.startswith("training.") and k.split(".", 1)[1] in optim.SETTINGS]
-    if not searched:
-        return
     chosen = space.get("training.optimizer", {}).get("choices", [cfg.training.optimizer])
+    if "training.optimizer" in space:  # the settings not searched hold for every choice: one a choice ignores stops the search
+        defaults = TrainingConfig()
+        for name in chosen:
+            t = dataclasses.replace(cfg.training, optimizer=name,
+                                    **{k.split(".", 1)[1]: getattr(defaults, k.split(".", 1)[1]) for k in searched})
+            try:
+                optim.check_compatibility(t)
+            except ConfigError as e:
+                raise ConfigError(f"tune.search_space.training.optimizer: choice {name}: {e}") from None
     for key in searched:
         for name in chosen:
             if not optim.uses_setting(dataclasses.replace(cfg.training, optimizer=name), key.split(".", 1)[1]):
