@@ -15,9 +15,10 @@ referenced, so the folder can be moved or served on its own)::
 ``Forecaster.from_pretrained(folder)`` loads it and predicts like a single model: the combined
 forecast is the mean, median or weighted mean of the members' forecasts (scaled target units);
 quantiles combine the same way (quantile averaging); buy/hold/sell probabilities are averaged
-(with the weights for ``weighted``). It forecasts under the autocast precision its members' runs
-trained and scored in (:data:`PRECISION_KEY`), so each member's part is the forecast that member's
-eval.json scored.
+(with the weights for ``weighted``) when the members share one ``model.classification_threshold``
+(other thresholds are other classes: the ensemble then forecasts none, as with other quantile
+levels). It forecasts under the autocast precision its members' runs trained and scored in
+(:data:`PRECISION_KEY`), so each member's part is the forecast that member's eval.json scored.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from hftraining.inference.folders import (
     run_precision,
 )
 from hftraining.models import ForecastModel, ForecastOutput, folder, load_preprocessing
-from hftraining.models.intervals import calibrate_windows
+from hftraining.models.intervals import Calibration, aci_bounds, calibrate_windows
 from hftraining.models.predict import PRECISIONS, predict_scaled
 
 METHODS = ("mean", "median", "weighted")
@@ -90,7 +91,11 @@ class EnsembleModel(nn.Module):
         self.horizon, self.seq_len, self.n_features = first.horizon, first.seq_len, first.n_features
         levels = [list(m.cfg.quantiles) for m in members]
         self.quantile_levels = levels[0] if all(lv == levels[0] for lv in levels) else []
-        self.has_classes = all(m.cfg.classification_threshold > 0 for m in members)
+        # the classes cut the future return at ± the threshold: probabilities of other cuts are of other events
+        thresholds = [m.cfg.classification_threshold for m in members]
+        self.has_classes = thresholds[0] > 0 and all(t == thresholds[0] for t in thresholds)
+        self.classification_threshold = thresholds[0] if self.has_classes else 0.0
+        """The members' common ``model.classification_threshold`` (0: no buy/hold/sell probabilities)."""
         self.precision = precision
         """The autocast precision the members' runs scored in (:data:`PRECISION_KEY`): the forecaster's default."""
 
@@ -131,7 +136,15 @@ def check_shared_preprocessing(dirs: list[Path]) -> dict[str, Any]:
     """The members' common preprocessing dict; a DataError naming the first key that differs."""
     pres = [load_preprocessing(d) for d in dirs]
     ref = pres[0]
+
+    def same_data(d: Path, p: dict[str, Any], key: str) -> None:
+        if (p.get("data") or {}).get(key) != (ref.get("data") or {}).get(key):
+            raise DataError(f"{d}: preprocessing.json key data.{key} differs from {dirs[0]}'s "
+                            f"({shown((p.get('data') or {}).get(key))} vs {shown((ref.get('data') or {}).get(key))}); ensemble members "
+                            "must forecast from the same rows and windows, of the same label")
+
     for d, p in zip(dirs[1:], pres[1:]):
+        same_data(d, p, "target")  # first: another label has another target scale, which would be named instead
         for key in SHARED_KEYS:
             if p.get(key) != ref.get(key):
                 raise DataError(
@@ -139,15 +152,14 @@ def check_shared_preprocessing(dirs: list[Path]) -> dict[str, Any]:
                     "share features, scaler, target scale, sequence length and horizon (train them on the same data)"
                 )
         for key in SHARED_DATA_KEYS:  # members forecast from the first member's rows and windows
-            if (p.get("data") or {}).get(key) != (ref.get("data") or {}).get(key):
-                raise DataError(f"{d}: preprocessing.json key data.{key} differs from {dirs[0]}'s "
-                                f"({shown((p.get('data') or {}).get(key))} vs {shown((ref.get('data') or {}).get(key))}); ensemble members "
-                                "must forecast from the same rows and windows, of the same label")
+            same_data(d, p, key)
     return ref
 
 
 def validation_scores(dirs: list[Path], pre: dict[str, Any]) -> list[float]:
-    """Validation MSE (log-return units) of each member, on the validation split of its training data."""
+    """Validation MSE (log-return units) of each member, on the validation split of its training data,
+    forecast in the precision it forecasts in alone (its run's: :func:`run_precision`), as its own
+    ``evaluate --split val`` scores it."""
     prep = Preprocessing.from_dict(pre)
     ws = apply(prep, None, "val")
     batch_size = prep.data_config().eval_batch_size
@@ -157,7 +169,7 @@ def validation_scores(dirs: list[Path], pre: dict[str, Any]) -> list[float]:
     scores = []
     for d in dirs:
         model = ForecastModel.from_pretrained(d)
-        pred = predict_scaled(model, ws, batch_size).astype(np.float64)
+        pred = predict_scaled(model, ws, batch_size, precision=run_precision(d)).astype(np.float64)
         scores.append(float(np.mean((pred - true) ** 2)) * pre["target_scale"] ** 2)
     return scores
 
@@ -249,6 +261,12 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
         logging.getLogger("hftraining").warning(
             "ensemble: the members' model.quantiles differ (%s): the ensemble forecasts points and no quantiles",
             "; ".join(f"{d}: {lv or 'none'}" for d, lv in zip(dirs, levels)))
+    thresholds = [m.cfg.classification_threshold for m in models]
+    if any(t != thresholds[0] for t in thresholds):
+        logging.getLogger("hftraining").warning(
+            "ensemble: the members' model.classification_threshold differ (%s): their buy/hold/sell classes are "
+            "other events, so the ensemble forecasts no class probabilities",
+            "; ".join(f"{d}: {t:g}" for d, t in zip(dirs, thresholds)))
     evaluation = members_evaluation(dirs)
     precision = members_precision(dirs)
     scores = validation_scores(dirs, pre) if method == "weighted" else None
@@ -286,7 +304,9 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
 def _calibrate(out: Path, first: Path) -> None:
     """Calibrate the ensemble's own conformal intervals when its members have them: the levels,
     method and γ of the first member's ``intervals.json``, on the validation split of the training
-    data (the members' intervals do not combine into the ensemble's)."""
+    data (the members' intervals do not combine into the ensemble's), from the forecasts the ensemble
+    makes: in its recorded precision, as a run calibrates in its own; aci's α then walked over the test
+    windows, as a run saves its own (:func:`_aci_after_test`)."""
     model, pre = load_ensemble(out)
     q_levels = list(getattr(model, "quantile_levels", None) or [])
     ref = folder.read_calibration(first, pre.horizon, list(folder.model_spec(first)[0].quantiles))  # as that member reads it
@@ -299,9 +319,29 @@ def _calibrate(out: Path, first: Path) -> None:
     ws = apply(pre, None, "val")
     if len(ws) == 0:
         return
-    cal = calibrate_windows(model, ws, pre.target_scale, ref.levels, ref.method, ref.gamma,
-                            pre.data_config().eval_batch_size, q_levels=q_levels)
+    batch_size = pre.data_config().eval_batch_size
+    cal = calibrate_windows(model, ws, pre.target_scale, ref.levels, ref.method, ref.gamma, batch_size,
+                            precision=model.precision, q_levels=q_levels)
+    if cal.method == "aci":
+        cal = _aci_after_test(model, pre, cal, out, batch_size)
     write_json(out / folder.INTERVALS_FILE, cal.to_dict())
+
+
+def _aci_after_test(model: EnsembleModel, pre: Preprocessing, cal: Calibration, out: Path, batch_size: int) -> Calibration:
+    """``cal`` (aci) with its α walked over the ensemble's forecasts of the test windows it is scored on
+    (``evaluation.max_test_windows`` recorded in ``out``'s ensemble.json) as their outcomes became known:
+    saved so, as a run saves its own (``train``), the next forecast's interval has adapted to them, not
+    the nominal one of before the test period. Scoring the test split starts from the nominal α anyway
+    (:func:`~hftraining.models.intervals.aci_bounds`)."""
+    ev = section_from_dict(EvaluationConfig, ensemble_evaluation(out), EVALUATION_KEY)
+    test = apply(pre, None, "test").last_dates(ev.max_test_windows)
+    if len(test) == 0:
+        return cal
+    pred = predict_scaled(model, test, batch_size, precision=model.precision).astype(np.float64) * pre.target_scale
+    true = test.targets().astype(np.float64) * pre.target_scale
+    known = test.row_times[test.ends[:, None] + np.arange(1, test.horizon + 1)].astype(np.int64)  # each step's outcome
+    _, alpha = aci_bounds(cal, pred, true, test.times.astype(np.int64), known)
+    return dataclasses.replace(cal, alpha=alpha)
 
 
 MAX_MEMBERS = 64
@@ -310,9 +350,9 @@ MAX_MEMBERS = 64
 def read_ensemble_meta(directory: str | Path) -> dict[str, Any]:
     """``ensemble.json`` of ``directory``, checked (an ensemble folder is untrusted input like any model
     folder): a known method, 2 to :data:`MAX_MEMBERS` members, each a folder inside the ensemble folder,
-    weights (if any) finite, non-negative and not all zero, one per member, and the evaluation section
-    (if any) one a run's config.json could hold (keys this version does not know are left out, as there),
-    the precision (if any) one of fp32, bf16, fp16."""
+    weights (if any; ``weighted`` needs them) finite, non-negative and not all zero, one per member, and
+    the evaluation section (if any) one a run's config.json could hold (keys this version does not know
+    are left out, as there), the precision (if any) one of fp32, bf16, fp16."""
     path = Path(directory) / ENSEMBLE_NAME
     meta = folder.read_json(directory, ENSEMBLE_NAME)
     if not isinstance(meta, dict):
@@ -334,6 +374,8 @@ def read_ensemble_meta(directory: str | Path) -> dict[str, Any]:
             isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0 for x in w)
         if not ok or sum(w) <= 0:
             raise DataError(f"{path}: weights must be {len(members)} finite numbers >= 0, not all 0; got {shown(w)}")
+    elif meta["method"] == "weighted":  # without them the members would be averaged: another ensemble, silently
+        raise DataError(f"{path}: method 'weighted' needs weights, one per member ({len(members)}); got none")
     ev = meta.get(EVALUATION_KEY)
     if ev is not None:
         if not isinstance(ev, dict):

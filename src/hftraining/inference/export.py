@@ -14,7 +14,8 @@ through predict and serve in bf16, so those forecasts and the graph's differ by 
 The batch axis is dynamic; every window is whole (``seq_len`` rows, no padding mask). A model
 trained with ``data.min_history`` below ``seq_len`` forecasts shorter histories through ``predict``
 and ``serve``, which pass the padding mask; the graph does not take one. The file's metadata (``metadata_props``) holds the preprocessing as JSON
-(``hftraining.preprocessing``) so that a consumer can rebuild the inputs, and the output names.
+(``hftraining.preprocessing``) so that a consumer can rebuild the inputs, the output names and, with
+``class_probs``, the ``model.classification_threshold`` that cuts its classes (``hftraining.classification_threshold``).
 
 Exporter: ``torch.onnx.export(..., dynamo=True)`` (torch.export + onnxscript). The older
 TorchScript exporter cannot export PatchTST (``Unfold`` with a dynamic size) and drops the ``past``
@@ -71,6 +72,13 @@ def units(target: str) -> str:
         out, past = f"{UNITS[target]} (data.target={target} labels)", f"each row's data.target={target} label"
     return (f"{out} (prediction, quantiles); probabilities sell/hold/buy (class_probs); "
             f"input past: {past} / target_scale (hftraining.preprocessing)")
+
+
+def class_threshold(model: nn.Module) -> float:
+    """The ``model.classification_threshold`` that cuts the sell/hold/buy classes of ``model`` (an
+    ensemble's: its members' common one)."""
+    t = getattr(model, "classification_threshold", None)
+    return float(t if t is not None else model.cfg.classification_threshold)
 
 
 def _require(module: str) -> None:
@@ -134,6 +142,8 @@ def export_onnx(model_dir: str | Path, out: str | Path, check: bool = True) -> P
         "hftraining.outputs": json.dumps(names),
         "hftraining.quantile_levels": json.dumps(fc.quantile_levels),
         "hftraining.units": units(fc.preprocessing.data_config().target),
+        # what sell/hold/buy mean: the future return below -threshold, within ±, above + (log-return units)
+        **({"hftraining.classification_threshold": json.dumps(class_threshold(fc.model))} if fc.has_classes else {}),
         # the graph computes in fp32; predict, serve and evaluate use the run's precision (bf16 on a
         # bf16-trained model), so their forecasts differ from the graph's by bf16 rounding
         "hftraining.precision": "fp32 (the run evaluated in " + fc.precision + ")",
