@@ -339,3 +339,18 @@ def test_the_files_of_a_hostile_run_folder_are_read_as_untrusted_as_the_model_fo
     for name in ("eval_dev_zero", "eval_not_utf8"):  # informational: left out, the server still starts
         assert results[name]["ok"] and results[name]["test"] == {}, results[name]
     assert results["bare_model"]["ok"] and results["bare_model"]["run_config"] is None, results["bare_model"]
+
+
+def test_an_unfinished_run_and_a_checkpoint_are_named_as_what_they_are(tmp_path):
+    """A run stopped before its end (checkpoints, no final/) and one of its checkpoints are not model
+    folders: the one-line error says which, and what to do, instead of listing what a folder may be."""
+    from hftraining.core.errors import DataError
+    from hftraining.inference.folders import resolve_model_dir
+
+    step = tmp_path / "run" / "checkpoints" / "step-00000002"
+    step.mkdir(parents=True)
+    (step / "trainer_state.json").write_text("{}")
+    with pytest.raises(DataError, match=r"run: an unfinished run \(checkpoints/, no final/\): finish it with"):
+        resolve_model_dir(tmp_path / "run")
+    with pytest.raises(DataError, match=r"step-00000002: a training checkpoint, not a model folder"):
+        resolve_model_dir(step)

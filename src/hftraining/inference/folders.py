@@ -37,6 +37,12 @@ def resolve_model_dir(path: str | Path) -> Path:
         return p
     if not p.exists():
         raise DataError(f"{p}: no such run or model folder")
+    if any((p / "checkpoints").glob("step-*")):  # a run stopped before its end: nothing to forecast with yet
+        raise DataError(f"{p}: an unfinished run (checkpoints/, no final/): finish it with `hftraining train` "
+                        "and --resume, then give the run folder")
+    if (p / "trainer_state.json").exists() and p.name.startswith("step-"):
+        raise DataError(f"{p}: a training checkpoint, not a model folder: give the run folder once the run is "
+                        "finished (its final/)")
     raise DataError(
         f"{p}: neither a run folder (with final/), a model folder ({MODEL_CONFIG} + {MODEL_WEIGHTS}) "
         f"nor an ensemble folder ({ENSEMBLE_NAME})"
