@@ -288,6 +288,9 @@ def parse_numbers(values: pd.Series, decimal: str = ".") -> np.ndarray:
     return num
 
 
+# numbers all below this are no epoch timestamps (seconds: within 12 days of 1970-01-01) but Excel's day
+# numbers (43831: 2020-01-01) or a row counter, which read as seconds would be a file of 1970 bars a second apart
+EPOCH_FLOOR = 1e6
 _TIME_OF_DAY = r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?"
 
 
@@ -338,8 +341,10 @@ def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Read one file as it is, column names canonicalised. Row i of the result is the file's row i
-    (blank CSV lines are kept as empty rows so that row numbers match the file's line numbers).
+    """Read one file as it is, column names canonicalised. Row i of the result is the file's row i;
+    in a CSV file its index is its line less 2 (blank lines are kept as empty rows, and a quoted cell
+    over several lines moves the rows below it: :func:`_line_breaks_above`), so that row numbers
+    match the file's line numbers.
     ``attrs["decimal"]``: the file's decimal mark, for :func:`parse_numbers` of its text cells."""
     try:
         if is_parquet(path):
@@ -379,10 +384,28 @@ def read_table(path: Path) -> pd.DataFrame:
                         "names, or name every column")
     if not is_parquet(path):
         df.index = pd.RangeIndex(n_head - 1, n_head - 1 + len(df))  # row i: line i + 2 of the file
+        if (below := _line_breaks_above(df)) is not None:
+            df.index = df.index + below
         df = _unnamed_index(df, names)
     df = canonical_columns(df, path)
     df.attrs["decimal"] = "." if is_parquet(path) else decimal  # the validator parses text cells with it
     return df
+
+
+def _line_breaks_above(df: pd.DataFrame) -> np.ndarray | None:
+    """(n,) the line breaks inside quoted cells (``"a note\non two lines"``) of the rows above each
+    row, or None when no cell holds one: a row starts that many lines below its position, and the
+    report names the line a user sees. Looked for among each text column's distinct cells first."""
+    breaks = None
+    for col in df.columns:
+        if df[col].dtype != object and not isinstance(df[col].dtype, pd.StringDtype):
+            continue
+        distinct = pd.Series(pd.unique(df[col].dropna().to_numpy()), dtype="string")
+        if not distinct.str.contains("[\r\n]", regex=True).any():
+            continue
+        n = df[col].astype("string").str.count(r"\r\n|\r|\n").fillna(0).to_numpy(np.int64)
+        breaks = n if breaks is None else breaks + n
+    return None if breaks is None else np.r_[0, np.cumsum(breaks)[:-1]]
 
 
 def _clip(text: str, n: int = 60) -> str:
@@ -447,8 +470,11 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
     with its line, and never turn the column into epoch seconds. Otherwise Unix epoch seconds, or
     milliseconds, microseconds or nanoseconds by the size of the column's median (above 1e11, 1e14,
     1e17: each is a date after 1973 in its unit and after the year 5000 in the coarser one; integers
-    are converted exactly, without a float's rounding of nanoseconds). Naive timestamps are taken as UTC. A timestamp outside the
-    nanosecond range (before 1677 or after 2262) becomes NaT too.
+    are converted exactly, without a float's rounding of nanoseconds); in a column of milliseconds or
+    finer, cells of a coarser unit a year or more before the others are NaT (:func:`_coarser_unit`). Numbers all below
+    :data:`EPOCH_FLOOR` are a DataError (Excel day numbers or a row counter, not seconds of January
+    1970). Naive timestamps are taken as UTC. A timestamp outside the nanosecond range (before 1677 or
+    after 2262) becomes NaT too.
     """
     if not pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_datetime64_any_dtype(values):
         if _numbers_as_text(values):
@@ -464,10 +490,15 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
             # bulk of the column, so one malformed cell is one bad timestamp, not a file dated 1970
             ts = pd.to_datetime(num.where(ymd).astype("Int64").astype("string"), format="%Y%m%d", utc=True, errors="coerce")
         else:
+            if len(finite) and float(np.abs(finite).max()) < EPOCH_FLOOR:
+                raise DataError(f"{path}: timestamp column holds numbers from {finite.min():g} to {finite.max():g}, no "
+                                "dates: as Unix epoch seconds they all fall within 12 days of 1970-01-01 (Excel day "
+                                "numbers, or a row counter?): write the timestamps as dates (YYYY-MM-DD) or epoch seconds")
             size = float(np.nanmedian(np.abs(finite))) if len(finite) else 0.0
             unit = "ns" if size > 1e17 else "us" if size > 1e14 else "ms" if size > 1e11 else "s"
             exact = values if pd.api.types.is_integer_dtype(values) else num.where(np.isfinite(num))
             ts = pd.to_datetime(exact, unit=unit, utc=True, errors="coerce")
+            ts = ts.where(~_coarser_unit(num, unit, ts))
     else:
         text = values.astype("string").str.strip()
         cells, codes = _distinct(text)
@@ -486,6 +517,28 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
         lo, hi = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
         ts = ts.where((ts >= lo) & (ts <= hi))
     return ts.astype("datetime64[ns, UTC]")
+
+
+UNIT_FLOOR = {"ms": 1e11, "us": 1e14, "ns": 1e17}  # the smallest epoch number read in a unit finer than seconds
+
+
+def _coarser_unit(num: pd.Series, unit: str, ts: pd.Series) -> np.ndarray:
+    """(n,) the cells of an epoch column read in ``unit`` (milliseconds or finer, by the column's
+    median) that are numbers of a coarser unit: at least 1e8 (seconds of 1973 or later) and below the
+    unit's floor, all dated (in ``unit``: January 1970) over a year before every cell of the unit's
+    size. A vendor that changed from seconds to milliseconds writes them; read in milliseconds they
+    were rows of January 1970 that the outlier rule (1% of the rows) did not catch. Those cells become
+    NaT (``bad_timestamp``, with their lines); a history running through 1970-1973 in milliseconds is
+    one span, no gap, and stays as it is."""
+    out = np.zeros(len(num), dtype=bool)
+    if unit not in UNIT_FLOOR:
+        return out
+    v = num.to_numpy(dtype=np.float64)
+    small = (v >= 1e8) & (v < UNIT_FLOOR[unit])
+    big = np.isfinite(v) & (v >= UNIT_FLOOR[unit])
+    if small.any() and big.any() and ts[small].max() < ts[big].min() - pd.Timedelta(days=365):
+        out = small
+    return out
 
 
 def _numbers_as_text(values: pd.Series) -> bool:

@@ -19,7 +19,13 @@ outside the range are not read; the validator cuts them on their UTC timestamps 
 (:mod:`hftraining.data.validate`), and a Parquet scan of a timestamp-typed column pushes the range
 down (an optimisation only: the same rows are validated, a row with a null timestamp is read and
 reported as ``bad_timestamp``). Rows of a Parquet symbol are numbered 1, 2, ... in the order the
-scan returns them (the report's ``row`` numbers: position among that symbol's rows).
+scan returns them (the report's ``row`` numbers: position among that symbol's rows, the same with or
+without a date range).
+
+Daily bars (a day or more apart) of files that stamp one trading day at different UTC times of day
+(a vendor's local midnights: New York at 05:00 UTC, Berlin at 23:00, plain dates at 00:00) make the
+panel's dates several a day; the :class:`Collector` logs a warning naming the files and their times
+and keeps it in the report (``mixed_stamps``, :func:`mixed_stamps`). Nothing is re-stamped.
 
 A :class:`Unit` is what one worker reads and validates at a time; :class:`Collector` combines the
 units' reports into the validation report of the run and applies the dataset-wide rules (a
@@ -28,6 +34,7 @@ symbol in two places, ``data.symbols`` naming a symbol that is not there, nothin
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -42,6 +49,7 @@ from hftraining.data.rows import ANY_ROWS, RowsNeeded
 from hftraining.data.validate import Report, TooFewRows, check_policy, date_range, validate_frame, validate_table
 
 PARTITION = "symbol="
+log = logging.getLogger("hftraining")
 
 
 @dataclass(frozen=True)
@@ -174,6 +182,7 @@ def _scan(files: list[Path], d: DataConfig, symbol_col: str | None, symbol: str 
     import pyarrow.dataset as ds
 
     cols = _parquet_columns(files[0])
+    position = None  # each row's position among the symbol's rows, when the date range skips some
     try:
         dataset = ds.dataset([str(f) for f in files], format="parquet")
         flt = None
@@ -195,11 +204,17 @@ def _scan(files: list[Path], d: DataConfig, symbol_col: str | None, symbol: str 
                 conds += [ts < bound(hi)] if hi is not None else []
                 cond = conds[0] if len(conds) == 1 else conds[0] & conds[1]
                 cond = cond | ts.is_null()  # a row without a timestamp is read, and reported as bad_timestamp
+                # the rows' numbers among the symbol's rows, as without the range: the scan of the
+                # timestamps alone says which of them the range keeps
+                dated = dataset.to_table(columns={"kept": cond}, filter=flt, use_threads=False).column(0)
+                position = np.flatnonzero(dated.to_numpy(zero_copy_only=False))
                 flt = cond if flt is None else flt & cond
         table = dataset.to_table(filter=flt, use_threads=False)
     except (OSError, ValueError, pa.ArrowException) as e:
         raise DataError(f"{files[0]}: cannot read Parquet ({str(e).strip().splitlines()[0]})") from None
     df = io.parquet_frame(table.to_pandas())  # an index pandas restored (the timestamps, the symbol): columns, as in a file
+    if position is not None:
+        df.index = pd.Index(position)  # row i of the symbol is reported as row i + 1
     if symbol_col is not None:
         df = df.drop(columns=[symbol_col])
     return io.canonical_columns(df, files[0])
@@ -277,6 +292,73 @@ def _selected(table: pd.DataFrame, d: DataConfig) -> pd.DataFrame:
     return out
 
 
+def _stamp_owner(file: str, symbol: str) -> str:
+    """How the check of daily stamps names a symbol: its file, with the symbol for a long file."""
+    name = Path(file).name
+    return name if "[symbol=" in name or io.symbol_of(Path(file)) == symbol else f"{name}[symbol={symbol}]"
+
+
+def mixed_stamps(stamps: dict[str, tuple[str, list[list[int]]]]) -> dict[str, Any] | None:
+    """Whether daily bars of different symbols stamp the same trading days at different UTC times of day
+    (``stamps``: {symbol: (file, :func:`~hftraining.data.validate.stamp_runs`)}), as a vendor's local
+    midnights do: New York's at 05:00 UTC (04:00 in summer), Berlin's at 23:00 (22:00), a file of plain
+    dates at 00:00. The panel's dates are exact timestamps (a cross-section is the rows of one
+    timestamp; a Tokyo close and a New York close are not one moment, and aligning them would read a
+    later close into an earlier one), so such files make one trading day several dates, each with part
+    of the symbols: the ``market`` feature and the top-k backtest see parts of the panel, and the
+    backtest infers its periods per year from dates several a day. Nothing is moved; a warning names
+    the files and their times, and the report keeps it (``mixed_stamps``). None when the stamps agree
+    on every day that two symbols cover (one symbol's stamps changing over time are not a conflict)."""
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for _, runs in stamps.values():
+        for first, last, off in runs:
+            spans.setdefault(off, []).append((first, last))
+    if len(spans) < 2:
+        return None
+    merged = {}
+    for off, iv in spans.items():  # each offset's days as disjoint intervals
+        out: list[list[int]] = []
+        for a, b in sorted(iv):
+            if out and a <= out[-1][1] + 1:
+                out[-1][1] = max(out[-1][1], b)
+            else:
+                out.append([a, b])
+        merged[off] = out
+    first_clash = None
+    offs = sorted(merged)
+    for i, o1 in enumerate(offs):
+        for o2 in offs[i + 1:]:
+            x, y, j, k = merged[o1], merged[o2], 0, 0
+            while j < len(x) and k < len(y):  # the first day both offsets cover (sorted disjoint intervals)
+                if max(x[j][0], y[k][0]) <= min(x[j][1], y[k][1]):
+                    day = max(x[j][0], y[k][0])
+                    first_clash = day if first_clash is None else min(first_clash, day)
+                    break
+                if x[j][1] < y[k][1]:
+                    j += 1
+                else:
+                    k += 1
+    if first_clash is None:
+        return None
+
+    def clock(off: int) -> str:
+        h, rest = divmod(off % 86400, 3600)
+        return f"{h:02d}:{rest // 60:02d}" + (f":{rest % 60:02d}" if rest % 60 else "")
+
+    groups: dict[str, list[str]] = {}
+    for sym, (file, runs) in stamps.items():
+        label = "/".join(clock(o) for o in sorted({r[2] for r in runs}, key=lambda o: o % 86400))
+        groups.setdefault(label, []).append(_stamp_owner(file, sym))
+    day = pd.Timestamp(first_clash * 86400, unit="s").strftime("%Y-%m-%d")
+    listed = "; ".join(f"{label} in {', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''}"
+                       for label, names in sorted(groups.items()))
+    why = (f"daily bars stamped at different times of day (UTC): {listed}: the panel's dates are exact timestamps, so a "
+           f"trading day (e.g. {day}) is several dates, each with part of the symbols (the market feature and the top-k "
+           "backtest see parts of the panel; the backtest's periods per year count every date); stamp every file's "
+           "daily bars alike (e.g. dates without a time, YYYY-MM-DD) or set evaluation.periods_per_year")
+    return {"times_utc": dict(sorted(groups.items())), "first_day": day, "why": why}
+
+
 class Collector:
     """The dataset-wide rules over the units' results, and the run's validation report."""
 
@@ -285,6 +367,7 @@ class Collector:
         self.origin: dict[str, str] = {}
         self.reports: list[dict[str, Any]] = []
         self.skipped: dict[str, str] = {}
+        self.stamps: dict[str, tuple[str, list[list[int]]]] = {}  # daily symbols: (file, stamp runs)
 
     def skip(self, u: Unit, why: str) -> None:
         """A unit with too few rows in all (its DataError): skipped and reported, not fatal."""
@@ -296,6 +379,7 @@ class Collector:
                 raise DataError(f"{u.name}: symbol {sym!r} also appears in {self.origin[sym]}")
             self.origin[sym] = u.name
         self.skipped.update(report.get("skipped_symbols", {}))
+        self.stamps.update({sym: (report["file"], runs) for sym, runs in report.pop("stamps", {}).items()})
         self.reports.append(report)
 
     def order(self) -> list[str]:
@@ -313,8 +397,10 @@ class Collector:
         return syms
 
     def report(self) -> dict[str, Any]:
+        """The run's validation report; daily files that stamp a trading day at different times are
+        logged as a warning and kept under ``mixed_stamps`` (:func:`mixed_stamps`)."""
         r = self.reports
-        return {
+        out = {
             "files": r,
             "rows_in": sum(x["rows_in"] for x in r),
             "rows_kept": sum(x["rows_kept"] for x in r),
@@ -322,6 +408,11 @@ class Collector:
             "too_few_rows": self.skipped,
             "rows_needed": self.needed.rows,
         }
+        mixed = mixed_stamps({s: v for s, v in self.stamps.items() if s in self.origin})
+        if mixed is not None:
+            log.warning("%s", mixed["why"])
+            out["mixed_stamps"] = mixed
+        return out
 
 
 def validated(d: DataConfig, needed: RowsNeeded = ANY_ROWS, collector: Collector | None = None,
@@ -378,4 +469,6 @@ def check_paths(paths: list[str], cfg: DataConfig, needed: RowsNeeded = ANY_ROWS
                 reports.append(read_unit(u, cfg, needed)[1])
             except DataError as e:
                 errors.append(str(e))
+    for r in reports:  # each file on its own: whether the files' daily stamps agree is a panel's question (Collector)
+        r.pop("stamps", None)
     return reports, errors

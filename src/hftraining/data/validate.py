@@ -111,6 +111,7 @@ class Report:
     dropped_features: dict[str, str] = field(default_factory=dict)  # spec of data.features → why
     close_column: dict[str, str] | None = None  # with Close and Adj Close: which one is the close, and why
     dated: int = 0  # rows with a usable timestamp in the date range (not reported: whether a symbol is empty there)
+    stamps: dict[str, list[list[int]]] = field(default_factory=dict)  # symbol → :func:`stamp_runs` of its daily bars
 
     def count(self, rule: str, kind: str, rows: np.ndarray) -> None:
         """Record ``len(rows)`` rows (1-based row numbers) as ``kind`` (dropped/repaired/flagged) by ``rule``."""
@@ -152,6 +153,7 @@ class Report:
         self.close_column = self.close_column or other.close_column
         self.skipped_symbols.update(other.skipped_symbols)
         self.derived_columns = sorted(set(self.derived_columns) | set(other.derived_columns))
+        self.stamps.update(other.stamps)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable; rules in their order of application, only those that fired."""
@@ -170,6 +172,7 @@ class Report:
             "volume_empty": self.volume_empty,
             "dropped_features": self.dropped_features,
             "close_column": self.close_column,
+            **({"stamps": self.stamps} if self.stamps else {}),  # read by the panel's check (sources.py), then removed
         }
 
 
@@ -215,6 +218,31 @@ class _Rows:
 
 def _where(where: str, line: int, unit: str) -> str:
     return f"{where}: {unit} {line}"
+
+
+DAY = 86400 * 10**9  # ns
+DAILY_SPACING = 20 * 3600 * 10**9  # ns: a symbol whose rows are this far apart (median) has daily (or longer) bars
+MAX_STAMP_RUNS = 200  # more changes of a symbol's time of day than this: stamped at no time in particular
+
+
+def stamp_runs(t: np.ndarray) -> list[list[int]]:
+    """When the UTC time of day daily bars are stamped at holds, for the check that a panel's files
+    stamp a trading day alike (:func:`hftraining.data.sources.mixed_stamps`): ``[[first day, last
+    day, offset s], ...]`` for the runs of consecutive rows (sorted int64 ns ``t``) at one offset from
+    the nearest UTC midnight (``day``: days since 1970-01-01 of that midnight; a local midnight of New
+    York is +5 h, of Berlin -1 h, of both in summer an hour less). Empty for bars less than a day
+    apart, and for rows stamped at no time in particular (more than :data:`MAX_STAMP_RUNS` runs, or
+    rows of one day at two times)."""
+    t = np.asarray(t, dtype=np.int64)
+    if len(t) < 2 or np.median(np.diff(t)) < DAILY_SPACING:
+        return []
+    day = (t + DAY // 2) // DAY
+    off = (t - day * DAY) // 10**9
+    starts = np.r_[0, np.flatnonzero(off[1:] != off[:-1]) + 1]
+    if len(starts) > MAX_STAMP_RUNS or (day[starts[1:]] == day[starts[1:] - 1]).any():
+        return []  # no one time of day, or two times on one day: no convention to compare
+    ends = np.r_[starts[1:], len(t)] - 1
+    return [[int(day[a]), int(day[b]), int(off[a])] for a, b in zip(starts, ends)]
 
 
 def _outlier_timestamps(t: np.ndarray) -> np.ndarray:
@@ -565,6 +593,8 @@ def validate_table(
         elif len(frame):
             frames[sym] = frame
             sub.symbols[sym] = len(frame)
+            if runs := stamp_runs(pd.DatetimeIndex(frame["timestamp"]).asi8):
+                sub.stamps[sym] = runs
         else:
             emptied[sym] = (f"no usable rows (all {sub.rows_in} dropped: "
                             + ", ".join(f"{r} {e['dropped']}" for r, e in sub.rules.items() if e["dropped"]) + ")")
