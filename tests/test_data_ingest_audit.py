@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from hftraining.core.config import DataConfig
+from hftraining.data.rows import ANY_ROWS
 from hftraining.data.sources import check_paths, load_and_validate
+from hftraining.data.store import load_rows
 from hftraining.data.synth import synth_ohlcv
 
 HEADER = "timestamp,open,high,low,close,volume,note"
@@ -86,6 +88,12 @@ def test_daily_files_stamping_a_trading_day_at_different_utc_times_are_named(tmp
     warned = [r.getMessage() for r in caplog.records if "different times of day" in r.getMessage()]
     assert len(warned) == 1 and "NYA.csv" in warned[0] and "DEA.csv" in warned[0] and "PLAIN.csv" in warned[0]
     assert all("stamps" not in f for f in report["files"])  # the files' runs are not repeated in the report
+    for status in ("miss", "hit"):  # a feature store entry says it to every run it serves, once
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="hftraining"):
+            _, report = load_rows(DataConfig(data_dir=str(mixed), cache_dir=str(tmp_path / "cache")), ANY_ROWS)
+        assert report["cache"] == status and report["mixed_stamps"] == mixed_stamps
+        assert sum("different times of day" in r.getMessage() for r in caplog.records) == 1, status
 
 
 def test_daily_files_stamped_alike_are_not_named(tmp_path, caplog):
