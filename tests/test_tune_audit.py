@@ -250,3 +250,13 @@ def test_a_setting_one_optimizer_choice_refuses_stops_the_tune_before_any_trial(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "tune.search_space.training.optimizer: choice amos: training.weight_decay" in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_an_out_folder_whose_name_holds_a_hash_sign_keeps_its_trials(tmp_path):
+    """--out "exp #3": each trial's run folder is passed on as a config value, which YAML would cut at the
+    ` #` (a comment): the trials must land in the folder given."""
+    path = tmp_path / "tune.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "exp #3"
+    assert main(["tune", "--config", str(path), "--trials", "1", "--out", str(out)]) == 0
+    assert (out / "trial-0000" / tune.OOS_FILE).is_file() and not (tmp_path / "exp").exists()

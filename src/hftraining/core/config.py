@@ -515,15 +515,93 @@ def check_bounds(raw: Any, where: str) -> None:
             stack.extend((v, depth + 1) for v in value)
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's numbers, so that a config means what it looks like:
+    ``1e-3`` is the float 0.001 (YAML 1.1 reads it as text, which reached ``optimizer_kwargs`` and
+    other free-form values as a string), ``0700`` is the text "0700" (1.1: the octal 448, so
+    ``seed: 0042`` was 34 and the ticker ``0700`` an error about 448) and ``1:30`` is text (1.1: the
+    base-60 number 90). ``true``/``false``/``on``/``off``/``yes``/``no``, ``null``/``~`` and dates
+    are read as before."""
+
+
+_YAML11_NUMBERS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _YAML11_NUMBERS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]*|0b[01_]+|0x[0-9a-fA-F_]+|0o[0-7_]+)$"),
+    list("-+0123456789"))
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.(?:inf|Inf|INF))|\.(?:nan|NaN|NAN))$""",
+                                          re.X), list("-+0123456789."))
+
+
+class _KeyTwice(Exception):
+    """A JSON object names a key twice (raised by :func:`_json_object`)."""
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _KeyTwice(k)
+        out[k] = v
+    return out
+
+
+def check_keys_once(node: yaml.Node, where: str) -> None:
+    """Raise ConfigError when a YAML mapping names a key twice (a section given twice included):
+    PyYAML would keep the last one silently, dropping the first (a whole section, for a section).
+    Keys a ``<<`` merge brings in may be overridden, as YAML intends. Each node is visited once,
+    however many aliases repeat it."""
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, str]] = [(node, "")]
+    while stack:
+        n, path = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if isinstance(n, yaml.SequenceNode):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(n.value))
+        elif isinstance(n, yaml.MappingNode):
+            first: dict[tuple[str, str], int] = {}
+            for k, v in n.value:
+                if not isinstance(k, yaml.ScalarNode) or k.tag == "tag:yaml.org,2002:merge":
+                    stack.append((v, path))
+                    continue
+                name = f"{path}.{k.value}" if path else k.value
+                line = k.start_mark.line + 1
+                if (k.tag, k.value) in first:
+                    raise ConfigError(f"{where}: {name_shown(name)} is given twice (lines {first[k.tag, k.value]} and "
+                                      f"{line}); only one may stay (YAML would keep the last and drop the first)")
+                first[k.tag, k.value] = line
+                stack.append((v, name))
+
+
 def parse_text(text: str, where: str, json_only: bool = False) -> Any:
     """YAML (or JSON) text of a config or an override → Python values, bounded: at most
-    :data:`MAX_CONFIG_BYTES`, :data:`MAX_CONFIG_VALUES` values and :data:`MAX_CONFIG_DEPTH` levels."""
+    :data:`MAX_CONFIG_BYTES`, :data:`MAX_CONFIG_VALUES` values and :data:`MAX_CONFIG_DEPTH` levels.
+    YAML is read by :class:`ConfigLoader`; a key given twice in one mapping (object) is a ConfigError."""
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{where}: {len(text):,} characters, more than a config may hold ({MAX_CONFIG_BYTES:,})")
     try:
-        raw = json.loads(text) if json_only else yaml.safe_load(text)
+        if json_only:
+            raw = json.loads(text, object_pairs_hook=_json_object)
+        else:
+            loader = ConfigLoader(text)
+            try:
+                node = loader.get_single_node()
+                if node is not None:
+                    check_keys_once(node, where)
+                raw = None if node is None else loader.construct_document(node)
+            finally:
+                loader.dispose()
     except RecursionError:
         raise ConfigError(f"{where}: nested deeper than {MAX_CONFIG_DEPTH} levels") from None
+    except _KeyTwice as e:
+        raise ConfigError(f"{where}: {name_shown(e.args[0])} is given twice in one object; only one may stay "
+                          "(JSON would keep the last and drop the first)") from None
     check_bounds(raw, where)
     return raw
 
@@ -569,14 +647,15 @@ def check_value(value: Any, tp: Any, key: str) -> Any:
             return int(value)
         raise ConfigError(f"{key}: expected an integer, got {shown(value)}")
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "5e-5" as a string
-            try:
-                return float(value)
-            except ValueError:
+        number = None
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            try:  # a quoted "5e-5" is read as the number it spells
+                number = float(value)
+            except (ValueError, OverflowError):
                 pass
-        raise ConfigError(f"{key}: expected a number, got {shown(value)}")
+        if number is None or number != number:  # NaN passed every "must be > 0" check
+            raise ConfigError(f"{key}: expected a number, got {shown(value)}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -630,10 +709,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = key.strip().split(".")
     if len(parts) != 2 or not all(parts):
         raise ConfigError(f"override {shown(text)}: expected section.key=value")
+    if not raw_value.strip():  # `data.data_dir=$DATA` with DATA unset would have trained on the sample data
+        raise ConfigError(f"override {shown(text)}: no value after '='; write {name_shown(key.strip())}=null to unset it")
     try:
-        value = parse_text(raw_value, name_shown(key.strip())) if raw_value.strip() else None
+        value = parse_text(raw_value, name_shown(key.strip()))
+        comment = raw_value[max(t.end_mark.index for t in yaml.scan(raw_value, Loader=ConfigLoader)
+                                  if not isinstance(t, yaml.StreamEndToken)):].strip()
     except yaml.YAMLError:
-        value = raw_value
+        value, comment = raw_value, ""
+    if comment:  # `output.experiment_name=run #2` was the run "run", `data.data_dir=/d/a #b` the folder /d/a
+        raise ConfigError(f"override {shown(text)}: {shown(comment)} would be dropped as a YAML comment; quote the "
+                          f"value to keep it ({name_shown(key.strip())}=\"...\") or leave the comment out")
     return parts, value
 
 
@@ -672,7 +758,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if section not in SECTIONS:
             raise ConfigError(f"{name_shown(section)}.{name_shown(key)}: unknown config section {shown(section)}; "
                               f"valid: {', '.join(SECTIONS)}")
-        sec = raw.setdefault(section, {})
+        if raw.get(section) is None:  # `training:` with every key commented out is an empty section
+            raw[section] = {}
+        sec = raw[section]
         if not isinstance(sec, dict):
             raise ConfigError(f"{section}: expected a mapping of keys")
         sec[key] = value

@@ -402,7 +402,7 @@ class Objective:
         values = suggest(trial, self.space)
         trial_dir = self.out / f"trial-{trial.number:04d}"
         cfg = load_config(self.config_path, self.overrides + _value_overrides(values) + [
-            f"output.output_dir={trial_dir}", "output.overwrite=true", "output.progress_bar=never",
+            f"output.output_dir={json.dumps(str(trial_dir))}", "output.overwrite=true", "output.progress_bar=never",
             "training.resume_from_checkpoint=null",
         ])
         metric = cfg.evaluation.metric
@@ -413,7 +413,7 @@ class Objective:
             run_cfg = cfg
             if len(datas) > 1:
                 run_cfg = load_config(self.config_path, self.overrides + _value_overrides(values) + [
-                    f"output.output_dir={trial_dir / f'fold-{k}'}", "output.overwrite=true",
+                    f"output.output_dir={json.dumps(str(trial_dir / f'fold-{k}'))}", "output.overwrite=true",
                     "output.progress_bar=never", "training.resume_from_checkpoint=null"])
             offset = k * cfg.training.max_steps  # one step axis over the folds, for the pruner
             reports: list[float] = []
