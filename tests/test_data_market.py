@@ -120,7 +120,7 @@ def test_the_market_is_that_of_the_selected_symbols_in_every_layout(frames, tmp_
     ref_labels = row_labels(ref.returns, ref.times, "cs_rank")
     for cache in (None, str(tmp_path / "c")):
         rows, rep = data_rows(dataclasses.replace(d, data_dir=str(tmp_path / "long.csv"), cache_dir=cache))
-        assert rows.symbols == ["SYN003", "SYN000"]
+        assert rows.symbols == ["SYN000", "SYN003"]  # sorted by name, whatever the order of data.symbols
         assert len(rows.returns) == int(rows.lengths.sum()) == len(ref.returns)  # no other symbol's rows in the arrays
         assert rep["rows_in"] == len(frames["SYN003"]) + len(frames["SYN000"])  # nor in the report
         labels = row_labels(np.asarray(rows.returns), np.asarray(rows.times), "cs_rank")

@@ -206,7 +206,7 @@ def test_symbols_and_date_range_are_pushed_down(tmp_path, monkeypatch):
     d = DataConfig(data_dir=str(hive), cache_dir=None, symbols=["SYN002", "SYN000"],
                    start_date=str(t.iloc[50].date()), end_date=str(t.iloc[250].date()), **SMALL)
     rows, rep = data_rows(d)
-    assert rows.symbols == ["SYN002", "SYN000"]  # the order of data.symbols
+    assert rows.symbols == ["SYN000", "SYN002"]  # sorted by name, whatever the order of data.symbols
     assert {p.parent.name for p in read} == {"symbol=SYN002", "symbol=SYN000"}  # no other partition opened
     assert rep["rows_in"] == 400  # only the rows in the date range were read
     lo, hi = pd.Timestamp(d.start_date, tz="UTC").value, pd.Timestamp(d.end_date, tz="UTC").value

@@ -796,6 +796,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.lightgbm_lambda_l2: must be >= 0, got {shown(m.lightgbm_lambda_l2)}")
     positive("data", d, "sequence_length", "prediction_horizon", "batch_size", "eval_batch_size", "stride",
              "dates_per_batch")
+    twice = sorted({s for s in d.symbols or [] if d.symbols.count(s) > 1})
+    if twice:  # it would be read, trained on and scored twice, weighing it double
+        raise ConfigError(f"data.symbols: {twice[0]!r} is listed twice")
     if d.batching == "dates" and d.augment_jitter:
         raise ConfigError("data.augment_jitter: moving window ends breaks the dates of data.batching=dates "
                           "(a batch would no longer hold one cross-section); set one of them off")

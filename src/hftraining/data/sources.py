@@ -383,15 +383,17 @@ class Collector:
         self.reports.append(report)
 
     def order(self) -> list[str]:
-        """The run's symbols: ``data.symbols`` in its order, else every symbol in the order read."""
+        """The run's symbols, sorted by name: the windows, the order training draws them in and every
+        sum over symbols follow it, so neither the order of ``data.symbols`` nor the files' layout
+        (``X-B.csv`` sorts before ``X.csv``, the symbol ``X`` before ``X-B``) changes a result."""
         d = self.d
         if d.symbols is not None:
             unknown = [s for s in d.symbols if s not in self.origin and s not in self.skipped]
             if unknown:
                 raise DataError(f"data.symbols: {unknown[0]!r} not found in the data (found: {', '.join(sorted(self.origin))})")
-            syms = [s for s in d.symbols if s in self.origin]
+            syms = sorted({s for s in d.symbols if s in self.origin})
         else:
-            syms = list(self.origin)
+            syms = sorted(self.origin)
         if not syms:
             raise DataError(f"{d.data_dir}: no symbol has enough rows ({'; '.join(self.skipped.values())})")
         return syms

@@ -77,7 +77,7 @@ from hftraining.data.validate import TooFewRows, check_policy
 
 log = logging.getLogger(__name__)
 
-FORMAT = 12  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
+FORMAT = 13  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
 # 6: window indices and statistics carry digests; data.symbols selects a long CSV's rows, the date range cuts
 # every layout, YYYYMMDD is decided by the bulk of a column; 7: the date range is cut before validation,
 # a long file's rows without a symbol are reported, CSV symbols are text, Alpha158 is exact on constant windows;
@@ -87,7 +87,9 @@ FORMAT = 12  # bump when the stored layout or a feature's formula changes (5: an
 # 11: two-digit years are read year-first (yy/mm/dd) where the file writes them so, and in one order per file;
 # cs_rank labels are centred: their target scale is keyed by the label's formula; a month name is read in
 # either spelling when the first cell is in May; 12: Alpha158's window statistics are exact, VMA/VSTD on a
-# zero-volume row divide by the window's mean volume, the key holds the TA-Lib/NumPy/pandas/PyArrow versions)
+# zero-volume row divide by the window's mean volume, the key holds the TA-Lib/NumPy/pandas/PyArrow versions;
+# 13: an entry's symbols are sorted by name, whatever the order of data.symbols or of the files; line numbers
+# past a quoted multi-line cell, seconds in a milliseconds column dropped, mixed daily stamps in the report)
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",
