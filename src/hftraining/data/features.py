@@ -90,6 +90,9 @@ def macd(f: pd.DataFrame, fast: int = 12, slow: int = 26, signal: int = 9) -> di
     return {f"macd_{p}": line / close, f"macd_signal_{p}": sig / close, f"macd_hist_{p}": hist / close}
 
 
+_SQUARES_UNDERFLOW = 2.0 ** -480  # below it a square is under 2^-960: variances of such values lose their digits
+
+
 @FEATURES.register("bbands")
 def bbands(f: pd.DataFrame, n: int = 20, k: float = 2) -> dict[str, np.ndarray]:
     """Bollinger position (0 at the lower band, 1 at the upper) and width (band span / middle)."""
@@ -100,6 +103,11 @@ def bbands(f: pd.DataFrame, n: int = 20, k: float = 2) -> dict[str, np.ndarray]:
     span = upper - lower
     with np.errstate(divide="ignore", invalid="ignore"):
         pos = np.where(span > 0, (close - lower) / span, 0.5)
+    # TA-Lib's variance sums squares: for a window of closes below about 1e-154 they underflow to 0, and
+    # bb_pos was a constant 0.5 and bb_width 0 where the closes vary; NaN there (build_features names it)
+    hi = talib.MAX(close, timeperiod=n)
+    lost = (span == 0) & (hi < _SQUARES_UNDERFLOW) & (talib.MIN(close, timeperiod=n) < hi)
+    span[lost] = np.nan
     pos[np.isnan(span)] = np.nan
     p = f"{n}_{k:g}"
     return {f"bb_pos_{p}": pos, f"bb_width_{p}": span / middle}
@@ -357,9 +365,12 @@ def build_features(
 
     The returned frame keeps ``timestamp`` and ``close`` (for the targets) beside the features.
     ``values``: the (n, F) matrix :func:`compute_features` gave for this frame earlier (the feature
-    cache), used instead of computing it again. A NaN after the warm-up (a gap the validator should
-    have caught) is a DataError naming the row; a frame without volume and features that need it
-    is :class:`EmptyVolume`. ``tz``: the zone of the time features (``data.timezone``; :func:`local_frame`).
+    cache), used instead of computing it again. A value after the warm-up (:func:`feature_warmup`
+    rows) that is not finite, or beyond float32's range (the rows the model reads are float32), is a
+    DataError naming the feature, its timestamp and the close and volume there (prices or volumes
+    too extreme to compute it from), never more rows taken for warm-up; a frame of no more rows than
+    the warm-up is a DataError saying so; a frame without volume and features that need it is
+    :class:`EmptyVolume`. ``tz``: the zone of the time features (``data.timezone``; :func:`local_frame`).
     """
     if values is None:
         if volume_is_empty(frame) and volume_features(specs):
@@ -370,17 +381,45 @@ def build_features(
         if values.shape != (len(frame), len(names)):
             raise ValueError(f"build_features: values {values.shape} do not fit {len(frame)} rows × {len(names)} features")
     valid = np.isfinite(values).all(axis=1)
-    if not valid.any():
-        raise DataError(f"{symbol}: too few rows ({len(frame)}) to compute the features {specs}")
-    first = int(np.argmax(valid))
-    bad = np.flatnonzero(~valid[first:])
+    warm = feature_warmup(specs)  # the indicators' look-back: NaN on every frame, whatever its prices
+    if len(frame) <= warm:
+        raise DataError(f"{symbol}: too few rows ({len(frame)}) to compute the features {specs} "
+                        f"(their warm-up takes {warm} rows)")
+    first = int(np.argmax(valid)) if valid.any() else len(frame)
+    start = min(first, warm)
+    bad = np.flatnonzero(~valid[start:])  # a non-finite value after the warm-up is never taken for more warm-up
     if bad.size:
-        row = first + int(bad[0])
-        raise DataError(f"{symbol}: non-finite feature value at row {row} ({frame['timestamp'].iloc[row]})")
+        _extreme(frame, values, names, symbol, start + int(bad[0]), "is not finite")
+    kept = values[first:]
+    over = (kept.max(axis=0, initial=-np.inf) > F32_MAX) | (kept.min(axis=0, initial=np.inf) < -F32_MAX)
+    if over.any():  # finite here, inf in the float32 rows the model reads (symbol_rows)
+        j = int(np.argmax(over))
+        _extreme(frame, values, names, symbol, first + int(np.argmax(np.abs(kept[:, j]) > F32_MAX)),
+                 f"is beyond the float32 range the model reads (about ±{F32_MAX:.1e})", j)
     out = pd.DataFrame(values[first:], columns=names, copy=False)  # a view: no copy of the feature block
     out.insert(0, "close", frame["close"].to_numpy()[first:])
     out.insert(0, "timestamp", frame["timestamp"].array[first:])  # keeps the dtype (to_numpy of tz-aware is objects)
     return out, first
+
+
+F32_MAX = float(np.finfo(np.float32).max)
+"""The largest feature value the float32 rows (:mod:`hftraining.data.rows`) hold; a larger one is a DataError."""
+
+
+def _extreme(frame: pd.DataFrame, values: np.ndarray, names: list[str], symbol: str, row: int, what: str,
+             col: int | None = None) -> None:
+    """The DataError of a feature value at ``row`` (after the warm-up) that the model cannot read: it
+    names the feature, its value and the row's timestamp (the validated frame's row numbers are not
+    the file's lines), and the close and volume there, the inputs whose extremes cause it (prices
+    near float64's limits overflow the indicators' sums of squares; a tiny volume after huge ones
+    makes a volume ratio beyond float32)."""
+    if col is None:
+        col = int(np.flatnonzero(~np.isfinite(values[row]))[0])
+    ts = pd.Timestamp(frame["timestamp"].iloc[row])
+    close = float(frame["close"].iloc[row])
+    vol = float(frame["volume"].iloc[row]) if "volume" in frame.columns else float("nan")
+    raise DataError(f"{symbol}: feature {names[col]} {what} at {ts.isoformat()} ({values[row, col]:.3g}; close "
+                    f"{close:.6g}, volume {vol:.6g} there): the prices or volumes are too extreme to compute it from")
 
 
 def feature_columns(specs: list[str]) -> list[str]:

@@ -89,7 +89,8 @@ FORMAT = 13  # bump when the stored layout or a feature's formula changes (5: an
 # either spelling when the first cell is in May; 12: Alpha158's window statistics are exact, VMA/VSTD on a
 # zero-volume row divide by the window's mean volume, the key holds the TA-Lib/NumPy/pandas/PyArrow versions;
 # 13: an entry's symbols are sorted by name, whatever the order of data.symbols or of the files; line numbers
-# past a quoted multi-line cell, seconds in a milliseconds column dropped, mixed daily stamps in the report)
+# past a quoted multi-line cell, seconds in a milliseconds column dropped, mixed daily stamps in the report,
+# Bollinger bands NaN where TA-Lib's squares of closes below 2^-480 underflow)
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",
