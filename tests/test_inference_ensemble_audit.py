@@ -22,7 +22,7 @@ from hftraining.models.intervals import calibrate_windows
 
 def model_dir(path, seed=0, data=("data.symbols=[AEM]",), **model):
     """A model folder with real preprocessing (``data`` overrides) and random weights (seed ``seed``)."""
-    cfg = load_config(None, ["data.sequence_length=16", "data.prediction_horizon=2", *data])
+    cfg = load_config(None, ["data.sequence_length=16", "data.prediction_horizon=2", "data.cache_dir=null", *data])
     pre = prepare(cfg.data).preprocessing
     torch.manual_seed(seed)
     m = build_model(ModelConfig(hidden_size=8, num_heads=2, num_layers=1, **model), len(pre.feature_columns),
@@ -90,6 +90,7 @@ def test_members_of_another_label_are_refused_naming_data_target(tmp_path, capsy
     pair = ("data.symbols=[AEM, WPM]",)
     a = model_dir(tmp_path / "ret", 0, pair)
     b = model_dir(tmp_path / "rank", 1, (*pair, "data.target=cs_rank"))
+    capsys.readouterr()  # the training's log
     assert main(["ensemble", str(a), str(b), "--out", str(tmp_path / "ens")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "data.target" in err and "'cs_rank' vs 'return'" in err, err
@@ -178,6 +179,7 @@ def test_a_weighted_ensemble_without_its_weights_is_an_error_not_a_mean(tmp_path
     (ens / "ensemble.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match=r"ensemble\.json: method 'weighted' needs weights"):
         Forecaster.from_pretrained(ens)
+    capsys.readouterr()  # the training's log
     assert main(["predict", str(ens), "--data", str(sample_data_dir() / "AEM.csv")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "weights" in err, err
