@@ -11,6 +11,7 @@ import fnmatch
 import glob
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -108,6 +109,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.report_dir and (args.no_report or not ev.report):  # asked where to write a report that is not written
         raise ConfigError("--report-dir: no report is written " + (
             "with --no-report" if args.no_report else
+            "with --set evaluation.report=false; give one of them" if "evaluation.report" in _set_keys(args.set) else
             "(evaluation.report=false, the run's setting); add --set evaluation.report=true"))
     if args.no_report and ev.report and "evaluation.report" in _set_keys(args.set):  # the last --set said true
         raise ConfigError("--no-report: contradicts --set evaluation.report=true; give one of them")
@@ -497,8 +499,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+OVERRIDE = re.compile(r"[A-Za-z_]\w*\.[\w.]+=")
+"""An argument that reads as a config override (``section.key=value``)."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # overrides may stand on both sides of a flag (`train --config q.yaml a.b=1 --resume c.d=2`): argparse takes
+    # one run of a positional list, so those after a flag come back unparsed and join the list here
+    args, rest = parser.parse_known_args(argv)
+    if rest:
+        if hasattr(args, "overrides") and all(OVERRIDE.match(a) for a in rest):
+            args.overrides = [*args.overrides, *rest]
+        else:
+            parser.parse_args(argv)  # argparse's own error (exit 2) naming what it does not know
     try:
         return args.func(args)
     except UserError as e:

@@ -244,6 +244,23 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
     return "\n".join(lines)
 
 
+def card_meta(path: str | Path) -> dict[str, Any] | None:
+    """The front matter of the model card ``path`` (``final/README.md``) as written by :func:`model_card`,
+    or None for a card that is missing or not one of ours."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    end = text.find("\n---\n", 4)
+    if not text.startswith("---\n") or end < 0:
+        return None
+    try:
+        meta = yaml.safe_load(text[4:end])
+    except yaml.YAMLError:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def write_model_card(folder: str | Path, *args: Any, **kwargs: Any) -> Path:
     """Write :func:`model_card` (same arguments) as ``folder/README.md``; returns its path."""
     path = Path(folder) / CARD_NAME

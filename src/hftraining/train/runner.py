@@ -29,7 +29,7 @@ from hftraining.core.config import Config, resume_conflicts, save_config
 from hftraining.core.errors import UserError
 from hftraining.core.jsonio import read_json, write_json
 from hftraining.data.pipeline import PreparedData, prepare
-from hftraining.eval.model_card import write_model_card
+from hftraining.eval.model_card import card_meta, write_model_card
 from hftraining.models import ForecastModel
 from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import DistInfo, barrier, cleanup, init_distributed
@@ -120,13 +120,15 @@ def finished_checkpoint(cfg: Config) -> Path | None:
     """The checkpoint a ``--resume`` of a finished run would continue from, or None: the run's newest
     checkpoint (the one resumed) is its last step (``training.max_steps`` reached, or stopped early),
     eval.json scores that step and the model card ``final/README.md``, written after eval.json and the
-    report, is not older than it (a run stopped while it was being scored is scored again). Such a
+    report, says it was evaluated after that step (its front matter, not file times, which a copy such
+    as ``cp -r`` does not keep: a run stopped while it was being scored is scored again). Such a
     resume trained nothing and scored the test split again: every tracking backend then held the test
     metrics twice (MLflow's history and TensorBoard's events, at the same step), so
     :func:`~hftraining.workflows.train_run.train` leaves it as it is instead."""
     run_dir, spec = cfg.run_dir(), cfg.training.resume_from_checkpoint
     card, scored = run_dir / "final" / "README.md", run_dir / "eval.json"
-    if not spec or not card.is_file() or not scored.is_file() or card.stat().st_mtime_ns < scored.stat().st_mtime_ns:
+    meta = card_meta(card)
+    if not spec or meta is None or meta.get("evaluated") is not True or not scored.is_file():
         return None
     ckpts = ckpt.list_checkpoints(run_dir / "checkpoints")
     if not ckpts or (spec != "auto" and Path(spec).resolve() != ckpts[-1][1].resolve()):
@@ -139,7 +141,7 @@ def finished_checkpoint(cfg: Config) -> Path | None:
     if not isinstance(state, dict) or not isinstance(result, dict) or state.get("global_step") != step:
         return None
     done = step >= cfg.training.max_steps or bool(state.get("stopped_early"))
-    return path if done and result.get("step") == step else None
+    return path if done and result.get("step") == step and meta.get("trained_steps") == step else None
 
 
 def check_resumable(cfg: Config, path: Path) -> None:
