@@ -69,8 +69,16 @@ def test_resuming_a_finished_run_leaves_it_as_it_is(tmp_path, logged):
 
     resumed = load_config(None, [*args, "training.max_steps=6", "training.resume_from_checkpoint=auto"])
     assert finished_checkpoint(resumed) == run / "checkpoints" / "step-00000006"
-    os.utime(run / "final" / "README.md", ns=(0, 0))
+    card = run / "final" / "README.md"
+    text = card.read_text()
+    assert "\ntrained_steps: 6\n" in text
+    card.write_text(text.replace("\ntrained_steps: 6\n", "\ntrained_steps: 4\n"))  # the card of the scoring before
     assert finished_checkpoint(resumed) is None
+    card.write_text(text.replace("\nevaluated: true\n", "\nevaluated: false\n"))  # written before the scoring
+    assert finished_checkpoint(resumed) is None
+    card.write_text(text)
+    os.utime(card, ns=(0, 0))  # file times (which a copy such as cp -r need not keep) decide nothing
+    assert finished_checkpoint(resumed) == run / "checkpoints" / "step-00000006"
 
 
 def _data(folder: Path, rows: int) -> Path:
