@@ -110,3 +110,19 @@ def test_a_comment_in_an_override_is_not_dropped_silently(override):
     key, _, value = override.partition("=")
     section, name = key.split(".")
     assert getattr(getattr(load_config(None, [f'{key}="{value}"']), section), name) == value
+
+
+def test_a_config_written_by_tune_loads_back_as_written(tmp_path):
+    """best_config.yaml is dumped by PyYAML (YAML 1.1), which leaves text such as 1E5 or 0o17 unquoted;
+    the config loader reads YAML 1.2 numbers, so the dumper quotes them: a written config loads back."""
+    import yaml
+
+    from hftraining.core.config import ConfigDumper, load_config
+
+    texts = ["1E5", "2e3", "1e10", "0700", "0o17", "1:30", "on", "null"]
+    cfg = {"data": {"symbols": texts}, "training": {"learning_rate": 1e-5, "max_steps": 3}}
+    path = tmp_path / "best_config.yaml"
+    path.write_text(yaml.dump(cfg, Dumper=ConfigDumper, sort_keys=False))
+    loaded = load_config(str(path))
+    assert loaded.data.symbols == texts and loaded.training.learning_rate == 1e-5 and loaded.training.max_steps == 3
+    assert yaml.safe_load(path.read_text()) == cfg

@@ -145,3 +145,24 @@ def test_resuming_from_an_earlier_checkpoint_named_sets_the_later_ones_aside(tmp
         assert r.state.global_step == 6
     assert any(m.getMessage() == f"resumed from {root / 'step-00000004'} at step 4" for m in logged)
     assert json.loads((root / "step-00000006" / "config.json").read_text())["training"]["max_grad_norm"] == 0.05
+
+
+def test_a_run_that_took_its_symbols_in_another_order_is_not_resumed_on_name_order(tmp_path):
+    """A run started before symbols were taken in name order (`data.symbols: [WPM, AEM]`, its data_report.json
+    keeps that order) would resume with its sampler's position counting through windows in another order:
+    a one-line error; the same report in name order resumes."""
+    from hftraining.core.errors import UserError
+    from hftraining.train.runner import check_same_data
+
+    parts = {"train": ["2020-01-02", "2023-01-03"], "val": ["2023-01-04", "2024-01-03"]}
+    report = {"windows": {"train": 100, "val": 20}, "split": {"val_from": "2023-01-04",
+                                                               "symbols": {"AEM": parts, "WPM": parts}}}
+    step = tmp_path / "run" / "checkpoints" / "step-00000002"
+    step.mkdir(parents=True)
+    old = {**report, "split": {**report["split"], "symbols": {"WPM": parts, "AEM": parts}}}
+    (tmp_path / "run" / "data_report.json").write_text(json.dumps(old))
+    with pytest.raises(UserError, match=r'took its symbols in the order \["WPM", "AEM"\]') as e:
+        check_same_data(report, step)
+    assert "\n" not in str(e.value)
+    (tmp_path / "run" / "data_report.json").write_text(json.dumps(report))
+    check_same_data(report, step)

@@ -537,6 +537,18 @@ ConfigLoader.add_implicit_resolver(
                                           re.X), list("-+0123456789."))
 
 
+class ConfigDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper that also quotes text :class:`ConfigLoader` reads as a number (``1E5``,
+    ``2e3``, ``0o17``: plain text to YAML 1.1, which the safe dumper follows), so that a config it
+    writes (tune's ``best_config.yaml``) loads back as written."""
+
+
+for _first, _resolvers in ConfigLoader.yaml_implicit_resolvers.items():
+    for _tag, _rx in _resolvers:
+        if _tag in _YAML11_NUMBERS:
+            ConfigDumper.add_implicit_resolver(_tag, _rx, [_first])
+
+
 class _KeyTwice(Exception):
     """A JSON object names a key twice (raised by :func:`_json_object`)."""
 

@@ -186,6 +186,8 @@ def _trained_on(report: dict[str, Any]) -> dict[str, Any]:
         out["split.val_from"] = split["val_from"]
     for sym, parts in sorted((split.get("symbols") or {}).items()):
         out.update({f"split.symbols.{sym}.{k}": parts[k] for k in ("train", "val") if k in (parts or {})})
+    if split.get("symbols"):  # their order is the windows' (a run started before FORMAT 13 took data.symbols' or the files')
+        out["symbols"] = list(split["symbols"])
     return json.loads(json.dumps(out))
 
 
@@ -203,6 +205,11 @@ def check_same_data(report: dict[str, Any], path: Path) -> None:
         return  # not written (a run stopped before it, a checkpoint copied alone) or unreadable: nothing to compare
     now = _trained_on(report)
     changed = [k for k in then if then[k] != now.get(k)]  # what a report of an older version lacks is not compared
+    if changed == ["symbols"]:
+        raise UserError(f"{path}: cannot resume: the run took its symbols in the order {json.dumps(then['symbols'])} "
+                        f"({saved}), this version in name order ({json.dumps(now['symbols'])}): its sampler's position "
+                        "would count through other windows; finish it with the version that started it, or start "
+                        "over with output.overwrite=true")
     if changed:
         k = changed[0]
         more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""

@@ -80,7 +80,7 @@ import torch
 import yaml
 
 from hftraining import optim
-from hftraining.core.config import Config, TrainingConfig, check_value, load_config, parse_override
+from hftraining.core.config import Config, ConfigDumper, TrainingConfig, check_value, load_config, parse_override
 from hftraining.core.errors import ConfigError, UserError
 from hftraining.core.fmt import fmt_time, shown_url
 from hftraining.core.jsonio import read_json, write_json
@@ -931,7 +931,7 @@ def write_study_report(study, cfg: Config, config_path, overrides, space, out: P
         d["output"]["experiment_name"] = f"{study.study_name}-best"
         header_line = (f"# best trial {best.number} of study {study.study_name}: eval_{cfg.evaluation.metric} = {best.value:.6g}"
                        f" (validation split)\n# hftraining train --config {out / 'best_config.yaml'}\n")
-        (out / "best_config.yaml").write_text(header_line + yaml.safe_dump(d, sort_keys=False), encoding="utf-8")
+        (out / "best_config.yaml").write_text(header_line + yaml.dump(d, Dumper=ConfigDumper, sort_keys=False), encoding="utf-8")
         write_json(out / "best.json", {"trial": best.number, "value": best.value, "metric": f"eval_{cfg.evaluation.metric}",
                                        "params": values, "selection": sel_brief})
         lines.append(f"best: trial {best.number}, eval_{cfg.evaluation.metric} = {best.value:.6g}: "
