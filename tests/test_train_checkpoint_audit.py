@@ -30,15 +30,7 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture
-def logged():
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = records.append
-    logger = logging.getLogger("hftraining")
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
+from test_train_resume import logged  # noqa: E402,F401  (the fixture: records of the hftraining logger)
 
 
 def test_resuming_a_finished_run_leaves_it_as_it_is(tmp_path, logged):
