@@ -514,15 +514,6 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
     return _window_set(rows, segs, pre, 1, min_hist, _max_gap(d), labels=_labels(rows, d))
 
 
-def training_data_changes(pre: Preprocessing, where: str = "preprocessing.json") -> list[str]:
-    """What differs between the data ``pre`` was fit on, read again through the feature store, and the
-    rows training read (:func:`data_changes`, no warning); [] when they were not recorded."""
-    if pre.source_rows is None:
-        return []
-    recorded = check_source_rows(pre.source_rows, where)
-    return data_changes(recorded, data_rows(pre.data_config())[0])[0]
-
-
 def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> WindowSet:
     """The most recent input window of each symbol (no targets: they lie in the future); a symbol
     with fewer rows than :meth:`RowsNeeded.of` (``targets=False``) is a DataError naming it. With

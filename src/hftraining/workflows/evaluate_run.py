@@ -25,7 +25,7 @@ from hftraining.core.config import (
 )
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.io import sample_data_dir
-from hftraining.data.pipeline import Preprocessing, training_data_changes
+from hftraining.data.pipeline import Preprocessing
 from hftraining.data.windows import WindowSet
 from hftraining.eval import metrics as M
 from hftraining.eval.backtest import backtest_forecasts
@@ -225,28 +225,21 @@ def changed_settings(path, ev: EvaluationConfig) -> dict[str, Any]:
     return {k: v for k, v in given.items() if k != "report" and recorded.get(k) != v}
 
 
-def report_dir(path, report_dir: str | None, split: str = "test", data: str | None = None,
-               ev: EvaluationConfig | None = None, result: dict[str, Any] | None = None) -> Path:
+def report_dir(path, report_dir: str | None, split: str, data: str | None,
+               ev: EvaluationConfig | None, result: dict[str, Any]) -> Path:
     """Where evaluate writes report.html/report.md: ``report_dir`` when given; else the run folder (a
     model or ensemble folder: that folder) for its own evaluation, which the report written by training
     describes beside eval.json; any other evaluation (another split, other data, other evaluation
     settings ``ev``) in ``<folder>/evaluations/<name>/`` (:func:`evaluation_name`), so that it never
     replaces the report of the run's own. The training data read again is other data when it has
-    changed since (``result``'s ``data_changes``; without ``result``, :func:`data_changes_since_training`):
-    named as ``--data`` with the recorded ``data.data_dir``. The files a model folder's
+    changed since (the evaluation ``result``'s ``data_changes``): named as ``--data`` with the recorded
+    ``data.data_dir``. The files a model folder's
     ``from_pretrained`` reads are never among those written."""
     if report_dir:
         return Path(report_dir)
     home = run_folder(path) or resolve_model_dir(path)
-    if data is None and (result.get("data_changes") if result is not None else data_changes_since_training(path)):
+    if data is None and result.get("data_changes"):
         data = trained_data(path).data_dir or str(sample_data_dir())
     name = evaluation_name(split, data, changed_settings(path, ev) if ev is not None else None)
     return home if name is None else home / EVALUATIONS_DIR / name
 
-
-def data_changes_since_training(path) -> list[str]:
-    """What differs between the data the model of ``path`` was trained on, read again from its
-    ``data.data_dir``, and the rows training read (:func:`hftraining.data.pipeline.training_data_changes`;
-    [] for a folder written before they were kept), without loading the model."""
-    d = resolve_model_dir(path)
-    return training_data_changes(trained_preprocessing(path), str(d / "preprocessing.json"))
