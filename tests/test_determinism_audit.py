@@ -131,3 +131,16 @@ def test_train_twice_store_off_cold_and_warm_writes_the_same_run(tmp_path):
         assert other[0] == runs[0][0], "final weights differ"
         assert other[1] == runs[0][1] and other[2] == runs[0][2]
     shutil.rmtree(tmp_path / "store")
+
+
+def test_a_run_resumes_with_its_symbols_listed_in_another_order():
+    """A run takes its symbols in name order whatever data.symbols' order, so the config keeps them
+    in that order and a resume with the same symbols listed otherwise is the same run (only another
+    set of symbols is a conflict)."""
+    from hftraining.core.config import resume_conflicts
+
+    assert load_config(None, ["data.symbols=[WPM, NIO, AEM]"]).data.symbols == ["AEM", "NIO", "WPM"]
+    saved = json.loads(json.dumps(load_config(None, ["data.symbols=[AEM, WPM]"]).to_dict()))
+    saved["data"]["symbols"] = ["WPM", "AEM"]  # written before the config kept name order
+    assert resume_conflicts(saved, load_config(None, ["data.symbols=[WPM, AEM]"])) == []
+    assert [k for k, *_ in resume_conflicts(saved, load_config(None, ["data.symbols=[AEM, NIO]"]))] == ["data.symbols"]

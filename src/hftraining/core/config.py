@@ -94,7 +94,8 @@ class DataConfig:
     data_dir: Optional[str] = None
     """A CSV/Parquet file, a folder or a glob; ``None`` uses the sample data bundled with the package."""
     symbols: Optional[list[str]] = None
-    """Keep only these symbols (file stems or values of a ``symbol`` column); ``None`` keeps all."""
+    """Keep only these symbols (file stems or values of a ``symbol`` column); ``None`` keeps all. A run
+    takes them in name order, whatever the order listed (the config keeps them sorted)."""
     sequence_length: int = 60
     """Input window length in rows."""
     prediction_horizon: int = 5
@@ -811,6 +812,8 @@ def validate(cfg: Config) -> None:
     twice = sorted({s for s in d.symbols or [] if d.symbols.count(s) > 1})
     if twice:  # it would be read, trained on and scored twice, weighing it double
         raise ConfigError(f"data.symbols: {twice[0]!r} is listed twice")
+    if d.symbols:  # a run takes its symbols in name order: the config (and config.json) says so
+        d.symbols = sorted(d.symbols)
     if d.batching == "dates" and d.augment_jitter:
         raise ConfigError("data.augment_jitter: moving window ends breaks the dates of data.batching=dates "
                           "(a batch would no longer hold one cross-section); set one of them off")
@@ -1052,7 +1055,10 @@ def resume_conflicts(saved: dict[str, Any], cfg: Config) -> list[tuple[str, Any,
         before, after = saved.get(section) or {}, now.get(section, {})
         for k in ([key] if key else sorted(after)):
             name = f"{section}.{k}"
-            if name not in RESUME_MAY_CHANGE and k in before and before[k] != after.get(k):
+            was, now_ = before.get(k), after.get(k)
+            if name == "data.symbols" and isinstance(was, list) and isinstance(now_, list):
+                was, now_ = sorted(was), sorted(now_)  # a set: the run takes them in name order either way
+            if name not in RESUME_MAY_CHANGE and k in before and was != now_:
                 out.append((name, before[k], after.get(k)))
     return out
 
