@@ -24,7 +24,9 @@ from hftraining.models.registry import MODELS
 def decompose(x: torch.Tensor, kernel: int) -> tuple[torch.Tensor, torch.Tensor]:
     """x (N, C, L) → (seasonal, trend), both (N, C, L). The trend is a centred moving average;
     the ends are padded by repeating the first/last step, as in the paper's code, so the output
-    keeps length L and uses no value outside the window."""
+    keeps length L and uses no value outside the window. An even kernel averages one step more
+    after a step than before it (the paper's code pads (k − 1) // 2 on both sides, which would
+    shorten the series by one step and break its linear layers)."""
     front, back = (kernel - 1) // 2, kernel // 2
     padded = torch.cat([x[..., :1].expand(*x.shape[:-1], front), x, x[..., -1:].expand(*x.shape[:-1], back)], dim=-1)
     n, c, _ = padded.shape
