@@ -255,7 +255,8 @@ class TrainingConfig:
     save_steps: int = 500
     """Write a checkpoint every this many optimizer steps (0: only at the end)."""
     save_on_epoch_end: bool = False
-    """Also write a checkpoint whenever an epoch of the training windows ends."""
+    """Also write a checkpoint whenever an epoch of the training windows ends (at the step that drew
+    the epoch's last batch, also when accumulation puts it before the step's last micro-batch)."""
     save_total_limit: int = 3
     """Keep at most this many checkpoints (the latest and the best are never deleted; 0 keeps all)."""
     resume_from_checkpoint: Optional[str] = None

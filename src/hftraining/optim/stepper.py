@@ -95,6 +95,23 @@ class TrainOptimizer:
             return
         self.scheduler.step()
 
+    def load_schedule(self, state: dict[str, Any]) -> None:
+        """Restore the schedule's position from a checkpoint (after the optimizer's state, whose
+        parameter groups hold the rate the checkpoint's run had set) and set the rate of the next
+        step from this run's schedule: a resume that changes it (``training.max_steps`` raised to train
+        on, another ``lr_scheduler`` or warmup) took its first step at the old schedule's rate, and the
+        new one only from the second. With the schedule unchanged the rate is the same, bit for bit
+        (``LambdaLR`` computes it the same way)."""
+        s = self.scheduler
+        s.load_state_dict(state)
+        for g, base, fn in zip(self.optimizer.param_groups, s.base_lrs, s.lr_lambdas, strict=True):
+            lr = base * fn(s.last_epoch)
+            if isinstance(g["lr"], torch.Tensor):
+                g["lr"].fill_(lr)
+            else:
+                g["lr"] = lr
+        s._last_lr = [g["lr"] for g in self.optimizer.param_groups]  # what get_last_lr() reports
+
     def train(self) -> None:
         """Training weights in the model (before training forwards): for a schedule-free optimizer,
         those :meth:`eval` set aside, bit for bit."""

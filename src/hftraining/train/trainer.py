@@ -99,7 +99,7 @@ class _LogWindow:
     parts: dict[str, float] = field(default_factory=dict)  # loss parts summed over the steps of ``losses``
     skipped: bool = False
     samples: int = 0
-    start: float = field(default_factory=time.perf_counter)
+    start: float = field(default_factory=time.perf_counter)  # moved on by the time spent validating and saving
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to write the same next record: not the throughput (a timing). A copy:
@@ -198,6 +198,7 @@ class Trainer:
         self._window = _LogWindow()
         self._part_names: list[str] = []  # of the loss, in the order it returns them
         self._last_lr = 0.0
+        self._epoch_ended = False  # whether the last step drew an epoch's last batch
         resume_step = None
         if self.resume_path is not None:
             resume_step = json.loads((self.resume_path / "trainer_state.json").read_text())["global_step"]
@@ -273,7 +274,7 @@ class Trainer:
         known = set(TrainerState.__dataclass_fields__)
         self.state = TrainerState(**{k: v for k, v in raw.items() if k in known})
         self.sampler.load_state_dict(self.state.sampler)
-        self.scheduler.load_state_dict(self.state.scheduler)
+        self.opt.load_schedule(self.state.scheduler)  # the next step's rate from this run's schedule
         self.logger.info("resumed from %s at step %d", path, self.state.global_step)
 
     # ------------------------------------------------------------------ steps
@@ -312,7 +313,12 @@ class Trainer:
         opt = self.opt
         lr, create_graph = opt.lr, opt.create_graph()
         self.zero_grad()
-        batches = [self.sampler.next_batch() for _ in range(accum)]  # drawn first: their sizes weigh the losses
+        # drawn first (their sizes weigh the losses), noting an epoch that ends at any of them: with
+        # accumulation it may end at a micro-batch before the step's last (save_on_epoch_end)
+        batches, self._epoch_ended = [], False
+        for _ in range(accum):
+            batches.append(self.sampler.next_batch())
+            self._epoch_ended = self._epoch_ended or self.sampler.at_epoch_end()
         shares = self._micro_shares(batches)
         micro_stats = []
         for micro, idx in enumerate(batches):
@@ -554,12 +560,13 @@ class Trainer:
             self.logger.advance()
             log_now = step % t.logging_steps == 0 or step == t.max_steps
             eval_now = bool(len(self.data.val)) and ((e.eval_steps and step % e.eval_steps == 0) or step == t.max_steps)
-            epoch_end = t.save_on_epoch_end and self.sampler.at_epoch_end()
+            epoch_end = t.save_on_epoch_end and self._epoch_ended
             save_now = (t.save_steps and step % t.save_steps == 0) or step == t.max_steps or epoch_end
             if log_now or eval_now or save_now:
                 self.read_back()  # the host waits for the device only here
             if log_now:
                 self._log_training(step)
+            paused = time.perf_counter()  # validation and checkpoints are no training: not in samples_per_second
             new_best = False
             if eval_now:
                 self._validate(step, e.max_eval_batches)
@@ -573,6 +580,8 @@ class Trainer:
                 self.state.best_checkpoint = f"step-{step:08d}" if save else None
             if save:
                 self.save_checkpoint()
+            if eval_now or save:
+                self._window.start += time.perf_counter() - paused
 
     def weights_step(self) -> int | None:
         """The step whose weights :meth:`final_weights` keeps when it is not the last one (the best
