@@ -134,14 +134,15 @@ def test_kupiec_is_the_binomial_likelihood_ratio():
         assert k["lr"] == pytest.approx(lr, rel=1e-10, abs=1e-12) and k["p_value"] == pytest.approx(stats.chi2.sf(lr, 1))
 
 
-def test_christoffersen_is_the_g_test_of_the_transition_table():
-    """The independence LR of a first-order Markov chain of misses is the likelihood-ratio (G) test
-    of independence of the 2×2 table of (previous, current) miss, without continuity correction."""
+def test_christoffersen_of_one_sequence_is_the_pearson_test_of_its_transition_table():
+    """For one sequence, the independence statistic of a first-order Markov chain of misses is the
+    Pearson chi-square test of independence of its 2×2 table of (previous, current) miss, without
+    continuity correction (the score test, first-order equal to Christoffersen's LR)."""
     rng = np.random.default_rng(8)
-    seqs = [rng.random(300) < 0.1, rng.random(200) < 0.15]
-    c = christoffersen(seqs)
-    g, p, dof, _ = stats.chi2_contingency(np.array(c["transitions"]), correction=False, lambda_="log-likelihood")
-    assert dof == 1 and c["lr"] == pytest.approx(g, rel=1e-10) and c["p_value"] == pytest.approx(p, rel=1e-8)
+    s = rng.random(300) < 0.1
+    c = christoffersen([s])
+    chi2, p, dof, _ = stats.chi2_contingency(np.array(c["transitions"]), correction=False)
+    assert dof == 1 and c["lr"] == pytest.approx(chi2, rel=1e-10) and c["p_value"] == pytest.approx(p, rel=1e-8)
 
 
 def test_design_effect_undoes_a_panel_of_identical_copies():

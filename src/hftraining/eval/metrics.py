@@ -44,8 +44,12 @@ def directional_accuracy(pred: np.ndarray, true: np.ndarray) -> float:
     """Share of forecasts whose sign matches the realised return's sign.
 
     Realised returns of exactly 0 are left out; a forecast of exactly 0 states no direction and
-    scores 0.5 (a coin flip), so the zero-return forecast scores 0.5 rather than 0.
+    scores 0.5 (a coin flip), so the zero-return forecast scores 0.5 rather than 0. NaN when a
+    forecast or a realisation is NaN, as :func:`mse`: a NaN has no sign, and counted as a wrong one
+    it made a model that emits NaN score 0 (all NaN) or below its finite forecasts' accuracy.
     """
+    if np.isnan(pred).any() or np.isnan(true).any():
+        return float("nan")
     keep = true != 0
     if not keep.any():
         return float("nan")
@@ -363,16 +367,19 @@ def pinball_loss(q_pred: np.ndarray, true: np.ndarray, levels: list[float]) -> l
 def coverage(q_pred: np.ndarray, true: np.ndarray, levels: list[float]) -> dict[str, float]:
     """Calibration of a quantile forecast: for each level, the share of realisations at or below the
     forecast quantile (ideal: the level itself); for each symmetric pair (q, 1−q), the share inside
-    the interval (ideal: 1 − 2q)."""
+    the interval (ideal: 1 − 2q). Every share NaN when a quantile or a realisation is NaN (as
+    :func:`pinball_loss`): a NaN quantile compares false, and would count as a realisation above it
+    and outside the interval."""
     out: dict[str, float] = {}
+    nan = bool(np.isnan(q_pred).any() or np.isnan(true).any())
     below = true[..., None] <= q_pred  # (W, H, Q)
     for i, q in enumerate(levels):
-        out[f"below_q{q:g}"] = float(below[..., i].mean())
+        out[f"below_q{q:g}"] = math.nan if nan else float(below[..., i].mean())
     for i, lo in enumerate(levels):
         for j, hi in enumerate(levels):
             if lo < 0.5 and abs(lo + hi - 1.0) < 1e-9:
                 inside = (true >= q_pred[..., i]) & (true <= q_pred[..., j])
-                out[f"interval_{hi - lo:.0%}"] = float(inside.mean())
+                out[f"interval_{hi - lo:.0%}"] = math.nan if nan else float(inside.mean())
     return out
 
 
@@ -444,14 +451,15 @@ def segment_point_metrics(pred: np.ndarray, true: np.ndarray, starts: np.ndarray
     diff = p - t
     out = {"mse": _segment_means(diff**2, first, lengths), "mae": _segment_means(np.abs(diff), first, lengths)}
     # the accuracy's scores are 0, ½ or 1: their sums are exact in any order, so a bincount is the mean's value
+    nan = np.bincount(seg, weights=np.isnan(p) | np.isnan(t), minlength=S) > 0  # segments holding a NaN
     keep = t != 0
     sp = np.sign(p)
     score = np.where(sp == 0, 0.5, (sp == np.sign(t)).astype(np.float64)) * keep
     kept = np.bincount(seg, weights=keep, minlength=S)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out["directional_accuracy"] = np.where(kept > 0, np.bincount(seg, weights=score, minlength=S) / kept, np.nan)
+        out["directional_accuracy"] = np.where((kept > 0) & ~nan, np.bincount(seg, weights=score, minlength=S) / kept,
+                                               np.nan)
     # Spearman: every segment's ranks in one sort, then np.corrcoef of the segments where it is defined
-    nan = np.bincount(seg, weights=np.isnan(p) | np.isnan(t), minlength=S) > 0
     ok = (lengths >= 3) & ~nan
     if ok.any():
         const = (np.maximum.reduceat(p, first) == np.minimum.reduceat(p, first)) | (
