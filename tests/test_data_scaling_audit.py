@@ -1,8 +1,8 @@
 """Feature scalers and labels at their edges.
 
 - A symbol scaled by its own statistics (``data.scale_per_symbol``) from one training row would be
-  left unscaled (every column constant, scale 1): a one-line error naming it; from two rows its
-  statistics are those rows' own.
+  left unscaled (every column constant, scale 1): a one-line error naming it, as from fewer than
+  ``MIN_OWN_ROWS``; from that many its statistics are those rows' own.
 - preprocessing.json reproduces the training-time scaled inputs and targets bit for bit.
 - Every ``data.target`` equals a pandas reference on random panels (ties, dates with one or two
   symbols, missing dates, rows in symbol order), and :func:`group_ranks` equals a lexsort of
@@ -21,7 +21,7 @@ from hftraining.core.jsonio import read_json, write_json
 from hftraining.data.features import feature_warmup
 from hftraining.data.labels import RANK_SCALE, group_ranks, row_labels
 from hftraining.data.pipeline import Preprocessing, apply, latest_windows, prepare
-from hftraining.data.scaling import Scaler
+from hftraining.data.scaling import MIN_OWN_ROWS, Scaler
 from hftraining.data.synth import synth_ohlcv
 
 FEATURES = ["log_return_1", "rsi_14", "bbands_20_2"]
@@ -46,19 +46,22 @@ def _config(**kw) -> DataConfig:
 def test_a_symbol_with_one_training_row_is_not_left_unscaled(kind):
     """From one row a per-symbol fit has no spread: the symbol would be centred on that row and
     scaled by 1 (its RSI fed to the model in raw points). A one-line error names it; the pooled
-    scaler scales it by the other symbols' statistics as before; two rows are a fit of their own."""
+    scaler scales it by the other symbols' statistics as before; MIN_OWN_ROWS rows are a fit of their own."""
     frames = _late_listing(1)
     with pytest.raises(DataError, match=r"^LATE: 1 training row to fit its own scaler .*data.scale_per_symbol=false$"):
         prepare(_config(scaler=kind, scale_per_symbol=True), frames)
     pooled = prepare(_config(scaler=kind), frames)
     assert pooled.preprocessing.scaler.stats("LATE")[1].min() < 0.1  # log returns: scaled by their pooled spread
-    two = prepare(_config(scaler=kind, scale_per_symbol=True), _late_listing(2))
-    k = two.train.symbols.index("LATE")
-    start = int(two.train.segment_first[k])  # the symbol's first row: its training rows begin there
-    rows = np.asarray(two.train.features[start:start + 2], np.float64)
-    center, scale = two.preprocessing.scaler.stats("LATE")
-    np.testing.assert_allclose(center, rows.mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(scale, np.abs(rows[1] - rows[0]) / 2, rtol=1e-12)  # std and IQR of two rows alike
+    with pytest.raises(DataError, match=r"^LATE: 2 training rows to fit its own scaler \(at least"):
+        prepare(_config(scaler=kind, scale_per_symbol=True), _late_listing(2))
+    own = prepare(_config(scaler=kind, scale_per_symbol=True), _late_listing(MIN_OWN_ROWS))
+    k = own.train.symbols.index("LATE")
+    start = int(own.train.segment_first[k])  # the symbol's first row: its training rows begin there
+    rows = np.asarray(own.train.features[start:start + MIN_OWN_ROWS], np.float64)
+    center, scale = own.preprocessing.scaler.stats("LATE")
+    q25, q50, q75 = np.percentile(rows, [25, 50, 75], axis=0)
+    np.testing.assert_allclose(center, rows.mean(axis=0) if kind == "standard" else q50, rtol=1e-12)
+    np.testing.assert_allclose(scale, rows.std(axis=0) if kind == "standard" else q75 - q25, rtol=1e-12)
     with pytest.raises(DataError, match="^B: 1 training row"):
         Scaler(kind, per_symbol=True).fit({"A": np.ones((5, 2)), "B": np.ones((1, 2))})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,28 +11,68 @@ import numpy as np
 from hftraining.core.errors import DataError
 
 GLOBAL = "*"
+log = logging.getLogger("hftraining")
+
+
+def _spread(x: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(center, spread) per column of ``x`` (N, F): mean and std, or median and IQR."""
+    if kind == "standard":
+        return x.mean(axis=0), x.std(axis=0)  # population std, as sklearn's StandardScaler
+    if kind == "robust":
+        q25, center, q75 = np.percentile(x, [25, 50, 75], axis=0)
+        return center, q75 - q25
+    raise ValueError(kind)
 
 
 def _stats(x: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
     """(center, scale) per column of ``x`` (N, F); a constant column gets scale 1."""
-    if kind == "standard":
-        center, scale = x.mean(axis=0), x.std(axis=0)  # population std, as sklearn's StandardScaler
-    elif kind == "robust":
-        q25, center, q75 = np.percentile(x, [25, 50, 75], axis=0)
-        scale = q75 - q25
-    else:
-        raise ValueError(kind)
-    scale = np.where(scale > 1e-12, scale, 1.0)
-    return center, scale
+    center, scale = _spread(x, kind)
+    return center, np.where(scale > 1e-12, scale, 1.0)
+
+
+def _own_stats(parts: dict[str, np.ndarray], kind: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each symbol's (center, scale) from its own training rows ``parts``. A column without spread
+    for a symbol gets scale 1, as in :func:`_stats`: harmless where it stays constant (``hour`` of
+    daily bars), but where other symbols' rows vary it is usually prices that did not move (a
+    suspension, stale quotes), and the symbol's later rows would be fed unscaled (an RSI in points,
+    a return that barely moves). A symbol left unscaled in every such column is refused, as one
+    training row is (:func:`check_own_rows`); one left unscaled in some of them is named in a warning."""
+    raw = {s: _spread(p.astype(np.float64), kind) for s, p in parts.items()}  # one symbol converted at a time
+    flat = {s: ~(sp > 1e-12) for s, (_, sp) in raw.items() if len(parts[s]) > 1}  # one row: check_own_rows
+    varies = ~np.logical_and.reduce(list(flat.values())) if flat else np.zeros(0, bool)
+    what = "standard deviation" if kind == "standard" else "interquartile range"
+    for s, f in sorted(flat.items()):
+        if varies.any() and (f | ~varies).all():
+            raise DataError(f"{s}: no feature column varies over its {len(parts[s])} training rows ({what} 0; "
+                            "prices that did not move?): its own scaler would leave it unscaled; drop it from "
+                            "data.symbols or set data.scale_per_symbol=false")
+    named = [f"{s} ({int((f & varies).sum())} of {len(f)} columns, {len(parts[s])} training rows)"
+             for s, f in sorted(flat.items()) if (f & varies).any()]
+    if named:
+        log.warning("data.scale_per_symbol: feature columns with %s 0 over a symbol's training rows but not over "
+                    "other symbols' are left unscaled (scale 1) for %s%s: prices that did not move? drop such a symbol "
+                    "from data.symbols or set data.scale_per_symbol=false", what, "; ".join(named[:3]),
+                    f" and {len(named) - 3} more" if len(named) > 3 else "")
+    return {s: (c, np.where(sp > 1e-12, sp, 1.0)) for s, (c, sp) in raw.items()}
+
+
+MIN_OWN_ROWS = 20
+"""Training rows a symbol needs to fit its own scaler (``data.scale_per_symbol``). From one row every
+column is constant (the symbol would be left unscaled, scale 1 throughout); from a few, the spread of
+a few consecutive, strongly autocorrelated rows (an RSI, a moving band) is a small fraction of the
+symbol's own, so its later inputs can come out tens of spreads from the centre (from two rows, over 100)."""
 
 
 def check_own_rows(counts: dict[str, int]) -> None:
-    """A symbol scaled by its own statistics needs two training rows: from one, every column is
-    constant, so the symbol would be centred on that row and left unscaled (scale 1 throughout)."""
-    for sym, n in counts.items():
-        if n == 1:
-            raise DataError(f"{sym}: 1 training row to fit its own scaler (a spread needs at least 2); drop it from "
-                            "data.symbols or set data.scale_per_symbol=false")
+    """Refuse a per-symbol fit from fewer than :data:`MIN_OWN_ROWS` training rows (``counts``: symbol →
+    its training rows, each > 0), naming the symbol with the fewest."""
+    short = {sym: n for sym, n in counts.items() if n < MIN_OWN_ROWS}
+    if short:
+        sym = min(short, key=lambda s: (short[s], s))
+        n = short[sym]
+        raise DataError(f"{sym}: {n} training row{'' if n == 1 else 's'} to fit its own scaler (at least {MIN_OWN_ROWS}: "
+                        "a spread from fewer scales its later rows far out of range); drop it from data.symbols "
+                        "or set data.scale_per_symbol=false")
 
 
 @dataclass
@@ -44,7 +85,7 @@ class Scaler:
         """``rows_by_symbol``: the training rows (N_s, F) of each symbol, nothing else."""
         if self.per_symbol:
             check_own_rows({s: len(x) for s, x in rows_by_symbol.items()})
-            self.params = {s: _stats(x, self.kind) for s, x in rows_by_symbol.items()}
+            self.params = _own_stats(rows_by_symbol, self.kind)
         else:
             self.params = {GLOBAL: _stats(np.concatenate(list(rows_by_symbol.values())), self.kind)}
         return self
@@ -61,7 +102,7 @@ class Scaler:
         if self.per_symbol or self.kind == "robust":
             if self.per_symbol:
                 check_own_rows({s: len(p) for s, p in parts.items()})
-                self.params = {s: _stats(p.astype(np.float64), self.kind) for s, p in parts.items()}
+                self.params = _own_stats(parts, self.kind)
             else:
                 self.params = {GLOBAL: _stats(np.concatenate(list(parts.values())).astype(np.float64), self.kind)}
             return self

@@ -25,7 +25,8 @@ without a date range).
 Daily bars (a day or more apart) of files that stamp one trading day at different UTC times of day
 (a vendor's local midnights: New York at 05:00 UTC, Berlin at 23:00, plain dates at 00:00) make the
 panel's dates several a day; the :class:`Collector` logs a warning naming the files and their times
-and keeps it in the report (``mixed_stamps``, :func:`mixed_stamps`). Nothing is re-stamped.
+and keeps it in the report (``mixed_stamps``, :func:`mixed_stamps`), and :func:`check_paths` (``data
+check``) logs the same warning for the files it checks. Nothing is re-stamped.
 
 A :class:`Unit` is what one worker reads and validates at a time; :class:`Collector` combines the
 units' reports into the validation report of the run and applies the dataset-wide rules (a
@@ -300,7 +301,8 @@ def _stamp_owner(file: str, symbol: str) -> str:
 
 def mixed_stamps(stamps: dict[str, tuple[str, list[list[int]]]]) -> dict[str, Any] | None:
     """Whether daily bars of different symbols stamp the same trading days at different UTC times of day
-    (``stamps``: {symbol: (file, :func:`~hftraining.data.validate.stamp_runs`)}), as a vendor's local
+    (``stamps``: {symbol, or (file, symbol) where files may repeat a symbol: (file,
+    :func:`~hftraining.data.validate.stamp_runs`)}), as a vendor's local
     midnights do: New York's at 05:00 UTC (04:00 in summer), Berlin's at 23:00 (22:00), a file of plain
     dates at 00:00. The panel's dates are exact timestamps (a cross-section is the rows of one
     timestamp; a Tokyo close and a New York close are not one moment, and aligning them would read a
@@ -346,9 +348,9 @@ def mixed_stamps(stamps: dict[str, tuple[str, list[list[int]]]]) -> dict[str, An
         return f"{h:02d}:{rest // 60:02d}" + (f":{rest % 60:02d}" if rest % 60 else "")
 
     groups: dict[str, list[str]] = {}
-    for sym, (file, runs) in stamps.items():
+    for key, (file, runs) in stamps.items():
         label = "/".join(clock(o) for o in sorted({r[2] for r in runs}, key=lambda o: o % 86400))
-        groups.setdefault(label, []).append(_stamp_owner(file, sym))
+        groups.setdefault(label, []).append(_stamp_owner(file, key if isinstance(key, str) else key[1]))
     day = pd.Timestamp(first_clash * 86400, unit="s").strftime("%Y-%m-%d")
     listed = "; ".join(f"{label} in {', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''}"
                        for label, names in sorted(groups.items()))
@@ -450,7 +452,9 @@ def load_and_validate(d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[dic
 def check_paths(paths: list[str], cfg: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[list[dict[str, Any]], list[str]]:
     """``hftraining data check``: validate every unit of ``paths`` (files, folders, globs, long
     Parquet files, hive datasets: exactly what training reads) → (reports of usable units, one error
-    line per unusable unit). An unusable unit never stops the others."""
+    line per unusable unit). An unusable unit never stops the others. Daily files checked together
+    that stamp a trading day at different times of day get training's warning (:func:`mixed_stamps`),
+    logged once."""
     check_policy(cfg)
     reports: list[dict[str, Any]] = []
     errors: list[str] = []
@@ -471,6 +475,10 @@ def check_paths(paths: list[str], cfg: DataConfig, needed: RowsNeeded = ANY_ROWS
                 reports.append(read_unit(u, cfg, needed)[1])
             except DataError as e:
                 errors.append(str(e))
-    for r in reports:  # each file on its own: whether the files' daily stamps agree is a panel's question (Collector)
-        r.pop("stamps", None)
+    # the files checked together are a panel, as training reads them: a trading day stamped at different
+    # times in different files is the warning training gives (Collector.report), said here once on stderr
+    stamps = {(r["file"], sym): (r["file"], runs) for r in reports for sym, runs in r.pop("stamps", {}).items()}
+    mixed = mixed_stamps(stamps)
+    if mixed is not None:
+        log.warning("%s", mixed["why"])
     return reports, errors

@@ -39,6 +39,7 @@ SESSION_SPAN_DAYS = 28.0  # intraday: sessions per year are counted when the bar
 
 
 DAILY = (0.75, 1.5)  # days: a median spacing below the first is intraday; daily bars have two dates closer than the second
+WEEKLY = (6.5, 7.5)  # days: the median spacing of weekly bars (a holiday moves a bar by a day, not the median)
 WEEKEND_SHARE = 1 / 7  # more than this share of the dates on the two quietest weekdays: a market open at weekends
 
 
@@ -68,11 +69,13 @@ def infer_periods_per_year(dates: np.ndarray) -> tuple[float, str]:
     From the median spacing of distinct timestamps: 0.75 to 4 days → daily bars, 252 trading days (365
     when the market trades at weekends, as crypto does: :func:`trades_at_weekends`), unless no two of
     three or more dates are within 1.5 days: bars of several days (2- and 3-day bars), then the dates
-    counted over their span (a 3-day bar is not a day; a single spacing may be a weekend); a week → 52;
-    a month → 12. Intraday bars, 12-hour bars included (two a day, not one: a calendar of daily bars has
-    a median spacing of a day, 23 to 25 hours under daylight saving), are grouped into sessions (a gap
-    longer than ``SESSION_GAP`` median spacings — overnight, lunch, weekend, holiday — ends one): periods
-    per year = the median bars of a session × sessions per year, counted from the session starts when
+    counted over their span (a 3-day bar is not a day; a single spacing may be a weekend); a week (a
+    median of 6.5 to 7.5 days) → 52; other spacings up to 10 days, bars of several days again counted
+    over their span (bars of 3 or 4 trading days are 3 or 5 and 4 or 6 days apart, 4-day bars of a
+    market open every day 4: not weeks); a month → 12. Intraday bars, 12-hour bars included (two a day,
+    not one: a calendar of daily bars has a median spacing of a day, 23 to 25 hours under daylight
+    saving), are grouped into sessions (a gap longer than ``SESSION_GAP`` median spacings — overnight,
+    lunch, weekend, holiday — ends one): periods per year = the median bars of a session × sessions per year, counted from the session starts when
     they span ``SESSION_SPAN_DAYS`` days or more (holidays and half-days then count as they occur), else
     one session per trading day (252, or 365 when the session starts trade at weekends). Bars around the
     clock (one session longer than a day) are bars per day × 365 (or 252 when the bars do not trade at
@@ -86,15 +89,20 @@ def infer_periods_per_year(dates: np.ndarray) -> tuple[float, str]:
     med = float(np.median(days))
 
     year_days = 365.0 if trades_at_weekends(u) else 252.0
+
+    def counted(why: str) -> tuple[float, str]:
+        span = (u[-1] - u[0]) / 86_400e9
+        per_year = (len(u) - 1) * 365.25 / span
+        return per_year, f"{why}: bars of several days, {len(u)} dates over {span:.0f} days, {per_year:.2f} per year"
+
     if DAILY[0] <= med < 4:
         if days.min() >= DAILY[1] and len(days) >= 2:  # no two dates a day apart (one spacing may be a weekend)
-            span = (u[-1] - u[0]) / 86_400e9
-            per_year = (len(u) - 1) * 365.25 / span
-            return per_year, (f"every spacing {days.min():.2f} days or more: bars of several days, {len(u)} dates "
-                              f"over {span:.0f} days, {per_year:.2f} per year")
+            return counted(f"every spacing {days.min():.2f} days or more")
         return year_days, f"median spacing {med:.2f} days: daily bars, {year_days:g} per year"
-    if 4 <= med < 10:
+    if WEEKLY[0] <= med <= WEEKLY[1]:
         return 52.0, f"median spacing {med:.1f} days: weekly bars, 52 per year"
+    if 4 <= med < 10:  # 3- or 4-trading-day bars (median 5 or 6 days), 4- to 9-day bars: not weeks
+        return counted(f"median spacing {med:.1f} days")
     if 20 <= med < 40:
         return 12.0, f"median spacing {med:.0f} days: monthly bars, 12 per year"
     if med < DAILY[0]:
