@@ -115,9 +115,28 @@ def test_the_seeds_test_figures_and_their_spread_are_written_beside_the_ensemble
     assert [s["mse"] for s in summary["seeds"]] == [ev["model"]["mse"] for ev in evals]
     assert summary["strongest_baseline"] == [ev["strongest_baseline"]["name"] for ev in evals]
     better = [k for k, ev in enumerate(evals)
-              if ev["strongest_baseline"]["mse_ratio"] < 1 and ev["strongest_baseline"]["dm"]["p_value"] < 0.05]
+              if ev["strongest_baseline"]["mse_ratio"] < 1 and ev["strongest_baseline"]["dm"]["p_value"] < 0.05
+              and ev["strongest_baseline"]["dm"]["statistic"] < 0]
     assert summary["significantly_better"] == better
     assert all(v is None or math.isfinite(v) for s in summary["seeds"] for v in s.values())
     err = capsys.readouterr().err
     assert f"seeds: test MSE / strongest baseline's = {np.mean(ratios):.4f} ± " in err and "of 3 significantly better" in err
     assert len(Forecaster.from_pretrained(root / "ensemble").model.members) == 3
+
+
+def test_a_seed_counts_as_better_only_where_its_verdict_says_the_model_beats_its_baseline():
+    """seeds.json's ``significantly_better`` follows each seed's verdict: an MSE ratio below 1 beside a
+    Diebold–Mariano statistic of the other sign is no claim, and a cross-sectional label is judged by
+    its paired rank-IC test against the baseline its verdict names, not by MSE."""
+    from hftraining.workflows.seeds import seed_summary
+
+    def ev(ratio, p, stat, target="return", cs=None):
+        out = {"target": target, "strongest_baseline": {"name": "drift", "mse_ratio": ratio,
+                                                         "dm": {"p_value": p, "statistic": stat}}}
+        if cs is not None:
+            out["cross_section_strongest"] = {"name": "drift", "difference": {"mean": cs[0], "p_value": cs[1]}}
+        return out
+
+    evals = [ev(0.9, 0.01, -3.0), ev(0.9, 0.01, 3.0), ev(0.9, 0.2, -1.0), ev(1.1, 0.01, 3.0),
+             ev(0.9, 0.01, -3.0, "cs_rank", cs=(-0.01, 0.01)), ev(1.1, 0.5, 1.0, "cs_rank", cs=(0.02, 0.01))]
+    assert seed_summary(evals)["significantly_better"] == [0, 5]

@@ -317,6 +317,10 @@ def _score(fc: Forecasts) -> dict[str, Any]:
     result["cross_section_verdict"] = cs_verdict(result, fc)
     # a cross-sectional label is judged on its cross-section first; a return on its MSE
     result["verdict"] = result["cross_section_verdict"] if fc.target in CROSS_SECTIONAL else result["mse_verdict"]
+    if fc.target in CROSS_SECTIONAL and "cross_section_strongest" not in result:
+        # no baseline to measure by rank IC (no date with a cross-section, no forecast that ranks, or a rank
+        # IC that is not finite): the strongest baseline by MSE is then the bar the verdict names
+        result["verdict"] += f"; on squared error: {result['mse_verdict']}"
     return result
 
 
@@ -337,7 +341,8 @@ def _ic_p_value(summary: dict[str, Any]) -> float:
     n_dates − 1 degrees of freedom, as the Diebold–Mariano test: over a short test split (tens of
     dates) the normal would reject a true null too often (8% at a nominal 5% with 15 dates)."""
     t, n = summary["t_stat"], summary["n_dates"]
-    return float(2 * stats.t.sf(abs(t), df=n - 1)) if math.isfinite(t) and n >= 2 else float("nan")
+    # an infinite t (the same nonzero IC on every date: a perfect ranking, or a leak) is p = 0, not "no claim"
+    return float(2 * stats.t.sf(abs(t), df=n - 1)) if not math.isnan(t) and n >= 2 else float("nan")
 
 
 def cross_section_dates(dates: np.ndarray) -> int:
@@ -391,8 +396,8 @@ def cs_verdict(result: dict[str, Any], fc: Forecasts, level: float = SIGNIFICANC
     result["cross_section_strongest"] = {"name": best, "rank_ic": base[best], "difference": diff}
     name, d, pd_ = label(best), diff["mean"], diff["p_value"]
     text += f"; strongest baseline by rank IC {name} = {base[best]:.4f}, model − it = {d:.4f} per date (paired p = {fmt_p(pd_, level)})"
-    if not math.isfinite(pd_):
-        return f"{text}: the paired test could not be computed"
+    if not math.isfinite(pd_):  # a test that cannot be computed shows no gain: the model beats nothing
+        return f"{text}: the paired test could not be computed, so the model is not worth its cost over {name}"
     if pd_ < level and d > 0:
         return f"{text}: the model ranks better than the strongest baseline (significant at {level:g})"
     if pd_ < level:
@@ -416,13 +421,15 @@ def verdict(result: dict[str, Any], level: float = SIGNIFICANCE) -> str:
     """One honest sentence: a lower MSE only counts as "beats" when the DM test rejects equality in
     the same direction; against the zero-return forecast, and against the strongest baseline (the
     lowest test MSE of every naive and fitted baseline): a model that does not beat it is not worth
-    its cost."""
+    its cost. A DM test that cannot be computed (fewer dates than the horizon needs, a forecast that
+    is not finite) beats nothing: the strongest baseline is still named, and the model is not worth
+    its cost over it."""
     ratio, dm = result["mse_vs_zero"], result.get("dm_vs_zero") or {}
     p = dm.get("p_value", float("nan"))
-    if not math.isfinite(p):
-        return f"model MSE / zero-forecast MSE = {ratio:.4f}; the DM test could not be computed"
     head_ = f"model MSE / zero-forecast MSE = {ratio:.4f}, Diebold–Mariano p = {fmt_p(p, level)}"
-    if p >= level:
+    if not math.isfinite(p):
+        text = f"model MSE / zero-forecast MSE = {ratio:.4f}; the DM test could not be computed"
+    elif p >= level:
         text = f"{head_}: no significant difference from the zero-return forecast (at {level:g})"
     elif _disagree(ratio, dm):
         text = f"{head_}: {DISAGREE}"
@@ -436,7 +443,7 @@ def verdict(result: dict[str, Any], level: float = SIGNIFICANCE) -> str:
     name, r_b, p_b = label(sb["name"]), sb["mse_ratio"], sb["dm"].get("p_value", float("nan"))
     against = f"; strongest baseline {name}: model MSE / its MSE = {r_b:.4f}, DM p = {fmt_p(p_b, level)}"
     if not math.isfinite(p_b):
-        return f"{text}{against}: the DM test could not be computed"
+        return f"{text}{against}: the DM test could not be computed, so the model is not worth its cost over {name}"
     if p_b < level and _disagree(r_b, sb["dm"]):
         return f"{text}{against}: {DISAGREE}, so the model is not worth its cost over {name}"
     if p_b < level and sb["dm"]["statistic"] < 0:
@@ -510,7 +517,9 @@ def format_table(result: dict[str, Any], title: str = "test") -> str:
     if dm:
         lines.append("DM: model vs each baseline on squared error (negative: the model's loss is lower); "
                      f"losses averaged over symbols per date, lag {result['horizon'] - 1}, Harvey–Leybourne–Newbold t")
-    lines.append(result.get("mse_verdict") or result.get("verdict") or verdict(result))
+    mse_text = result.get("mse_verdict") or result.get("verdict") or verdict(result)
+    if not (cross_sectional and (result.get("verdict") or "").endswith(mse_text)):  # not printed twice
+        lines.append(mse_text)
     return "\n".join(lines)
 
 

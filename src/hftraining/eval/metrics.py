@@ -572,7 +572,9 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lag: int) -> dict[st
     d = np.asarray(loss_a, dtype=np.float64) - np.asarray(loss_b, dtype=np.float64)
     T, H = d.size, lag + 1
     correction = (T + 1 - 2 * H + H * (H - 1) / T) / T if T else 0.0
-    if T < 2 or correction <= 0:
+    # H ≥ T: every pair of dates shares realised returns; the long-run variance cannot be estimated and the
+    # correction, 0 at H = T and T + 1, grows again beyond (a 200-step forecast over 11 dates read p = 1.5e-35)
+    if T < 2 or H >= T or correction <= 0:
         return {"statistic": float("nan"), "p_value": float("nan"), "mean_diff": float(d.mean()) if T else float("nan"),
                 "n": int(T), "lag": int(lag), "kernel": "none (too few dates)"}
     lrv, kernel = dm_long_run_variance(d, lag)

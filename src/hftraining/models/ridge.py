@@ -1,5 +1,7 @@
-"""Ridge regression on the same inputs as every model: the strong cheap baseline of the field (in
-Qlib's CSI300/Alpha158 benchmark a linear model reaches IC 0.040 against the Transformer's 0.026).
+"""Ridge regression on the inputs every model is given (the window's features ``x`` and the label's
+own history ``past``; PatchTST and DLinear read both, the transformer reads ``x`` alone): the strong
+cheap baseline of the field (in Qlib's CSI300/Alpha158 benchmark a linear model reaches IC 0.040
+against the Transformer's 0.026).
 
 The design row of a window is the last row's F scaled features, the target's last
 ``model.ridge_lags`` 1-step returns (``past``, scaled target units; padding is zero) and a bias;
