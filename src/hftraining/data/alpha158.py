@@ -15,7 +15,10 @@ vectorised functions instead of an expression engine. Differences from Qlib, on 
   and every value is computed on the same number of rows.
 - **VWAP0.** Our files carry no VWAP. The typical price (high + low + close) / 3 stands in for it.
 - **Degenerate windows.** CORR, CORD and RSQR are 0 where a window is constant (a correlation is
-  undefined there and Qlib yields NaN). A NaN after the warm-up would stop training. "Constant" is
+  undefined there and Qlib yields NaN). A NaN after the warm-up would stop training. Qlib also yields
+  NaN where a side's standard deviation is below 2e-5 in the data's own units (``np.isclose(std, 0,
+  atol=2e-05)``: a close of a tenth of a cent, or ratios that move by about 1e-5); here such a window
+  keeps its correlation and R², which do not depend on the unit. "Constant" is
   decided exactly (the window's maximum equals its minimum), never from a rolling variance: pandas'
   running sums leave a residue of earlier rows (3.6e-13 on a flat stretch of a long series) that
   made CORR NaN, RSQR arbitrary and WVMA/STD/BETA/RESI noise; on a constant window the standard
@@ -31,6 +34,10 @@ vectorised functions instead of an expression engine. Differences from Qlib, on 
   variation). Qlib's value there is about 1e17 and depends on the volume's unit (shares or lots):
   one such row in the training split made the scaler's statistics of all 10 columns about 1e16,
   so every other row scaled to a constant. A window without any volume keeps Qlib's 0.
+- **Volume change after no volume.** CORD's ``log(volume / previous volume + 1)`` is infinite (a
+  volume after a row without trades) or NaN (two such rows in a row) where the previous volume is 0;
+  Qlib's rolling correlation (pandas') leaves such a row out, so its CORD there is over fewer rows.
+  Here that row's log change is 0, the value of a fall to no volume, and every window keeps d rows.
 
 Every value at row t uses rows ≤ t only (``tests/test_data_alpha158.py`` changes and removes later
 rows and checks nothing moves).
@@ -204,7 +211,7 @@ def alpha158(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
     with np.errstate(divide="ignore", invalid="ignore"):
         ret = c / c1
         log_vchg = np.log(v / v1 + 1)
-    log_vchg[~np.isfinite(log_vchg) & ~np.isnan(v1)] = 0.0  # a volume change from 0: no information
+    log_vchg[~np.isfinite(log_vchg) & ~np.isnan(v1)] = 0.0  # after a row without volume: 0 (see above)
     wv = np.abs(c / c1 - 1) * v
     per: dict[str, dict[int, np.ndarray]] = {name: {} for name in ROLLING}
     for d in WINDOWS:
