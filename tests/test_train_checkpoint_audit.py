@@ -158,3 +158,33 @@ def test_a_run_that_took_its_symbols_in_another_order_is_not_resumed_on_name_ord
     assert "\n" not in str(e.value)
     (tmp_path / "run" / "data_report.json").write_text(json.dumps(report))
     check_same_data(report, step)
+
+
+def test_resuming_a_run_that_stopped_early_does_not_say_more_steps_would_train_it(tmp_path, logged):
+    """A run stopped early stays stopped (its patience is restored with it): the finished-run warning of
+    --resume says to start over to train longer, not to raise training.max_steps (which trains nothing)."""
+    run = tmp_path / "run"
+    args = tiny(run, "training.max_steps=4", "training.save_steps=2", "evaluation.eval_steps=0",
+                "evaluation.report=false", "evaluation.intervals=[]", "evaluation.max_test_windows=60",
+                "evaluation.baseline_max_windows=300")
+    assert main(["train", *args]) == 0
+    state_file = run / "checkpoints" / "step-00000004" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state["stopped_early"] = True
+    state_file.write_text(json.dumps(state))
+    logged.clear()
+    assert main(["train", *args, "training.max_steps=8", "--resume"]) == 0
+    said = [r.getMessage() for r in logged if "finished" in r.getMessage()]
+    assert len(said) == 1 and "stopped early" in said[0] and "raise training.max_steps" not in said[0], said
+    assert "output.overwrite=true" in said[0]
+
+
+def test_resume_with_no_checkpoint_to_resume_says_it_starts_over(tmp_path, logged):
+    """--resume into a folder without a checkpoint (a mistyped output_dir, checkpoints deleted) trains
+    from step 0, as a scheduler's "resume if possible" needs, and says so."""
+    run = tmp_path / "typo"
+    assert main(["train", *tiny(run, "training.max_steps=2", "evaluation.eval_steps=0", "evaluation.report=false",
+                                "evaluation.intervals=[]", "evaluation.max_test_windows=60",
+                                "evaluation.baseline_max_windows=300"), "--resume"]) == 0
+    said = [r.getMessage() for r in logged if "no checkpoint to resume" in r.getMessage()]
+    assert len(said) == 1 and str(run) in said[0] and "step 0" in said[0], said

@@ -140,3 +140,19 @@ def test_a_seed_counts_as_better_only_where_its_verdict_says_the_model_beats_its
     evals = [ev(0.9, 0.01, -3.0), ev(0.9, 0.01, 3.0), ev(0.9, 0.2, -1.0), ev(1.1, 0.01, 3.0),
              ev(0.9, 0.01, -3.0, "cs_rank", cs=(-0.01, 0.01)), ev(1.1, 0.5, 1.0, "cs_rank", cs=(0.02, 0.01))]
     assert seed_summary(evals)["significantly_better"] == [0, 5]
+
+
+def test_seeds_into_a_run_folder_being_trained_are_refused(tmp_path, capsys):
+    """A second train --seeds into a folder another process is training (its output.overwrite removed the
+    first one's seed-0 while it trained) is a one-line error, exit 2, before anything is read or removed."""
+    from hftraining.workflows.train_run import run_folder_lock
+
+    root = tmp_path / "run"
+    (root / "seed-0").mkdir(parents=True)
+    (root / "seed-0" / "config.json").write_text("{}")
+    with run_folder_lock(root):
+        assert main(["train", "--seeds", "2", *_args(root), "output.overwrite=true"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"hftraining: error: {root}: another hftraining process is training into this run folder; wait "
+                   "for it to end, or give another output.output_dir"], err
+    assert (root / "seed-0" / "config.json").read_text() == "{}"

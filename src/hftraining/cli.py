@@ -7,6 +7,7 @@ that names the file, key or column.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import glob
 import logging
@@ -19,7 +20,7 @@ import torch
 
 from hftraining import models, optim
 from hftraining.core.config import Config, ServeConfig, TrainingConfig, load_config, parse_override, section_from_dict, validate
-from hftraining.core.errors import ConfigError, UserError, io_cause, is_io_error
+from hftraining.core.errors import ConfigError, UserError, WriteError, io_cause, is_io_error
 from hftraining.core.jsonio import dumps
 from hftraining.data.feature_table import write_feature_table
 from hftraining.data.features import FEATURES
@@ -189,14 +190,34 @@ def _refuse_out_in_inputs(out: str, folders: list[str], data: str) -> None:
         raise ConfigError(f"--out {out}: matches the input data {data}; choose an --out outside it")
 
 
+def _write_csv(table, out: str) -> None:
+    """Write ``table`` to ``out`` through a hidden sibling renamed into place: a reader of the file (a
+    scheduled job picking up the forecasts) never sees it half written, and a failed write (a full disk)
+    leaves the earlier file as it was and no temporary behind; the failure is one line naming ``out``.
+    A link at ``out`` is written through, as before, not replaced."""
+    path = Path(os.path.realpath(out))
+    if path.is_dir():
+        raise ConfigError(f"--out {out}: a folder; give a CSV file name")
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise WriteError(f"{out}: cannot write ({io_cause(e)})") from None
+        raise
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     if args.out:
         _refuse_out_in_inputs(args.out, [args.model_dir], args.data)
     setup_console_logging(logging.WARNING)  # warnings on stderr (e.g. fewer rows than settled_rows); stdout: the CSV
     table = Forecaster.from_pretrained(args.model_dir).predict(args.data)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.out, index=False)
+        _write_csv(table, args.out)
         print(f"wrote {len(table)} forecasts for {table['symbol'].nunique()} symbol(s) to {args.out}")
     else:
         table.to_csv(sys.stdout, index=False)

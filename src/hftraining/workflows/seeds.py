@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from hftraining.inference.ensemble import build_ensemble
 from hftraining.models.registry import MODELS
 from hftraining.train.distributed import barrier, cleanup, init_distributed
 from hftraining.train.trainer import check_config
-from hftraining.workflows.train_run import remove, seed_runs, shown, single_run, train
+from hftraining.workflows.train_run import remove, run_folder_lock, seed_runs, shown, single_run, train
 
 log = logging.getLogger("hftraining")
 
@@ -53,44 +55,47 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
         check_config(cfg, info)  # before anything is removed or read: a mistake costs no feature build
     finally:
         cleanup(info)
-    single, earlier = single_run(root), seed_runs(root)
-    if single and not cfg.output.overwrite:
-        raise UserError(f"{root}: holds a single training run ({shown(single)}); --seeds would write its seed-<k>/ "
-                        "folders beside it: start over with output.overwrite=true, or give another output.output_dir")
-    if earlier and not cfg.output.overwrite and not cfg.training.resume_from_checkpoint:
-        raise UserError(f"{root}: holds an earlier train --seeds run ({shown(earlier)}); start over with "
-                        "output.overwrite=true, or give another output.output_dir")
-    extra = [name for name in earlier if name.startswith("seed-") and int(name[5:]) >= n]
-    if extra and cfg.training.resume_from_checkpoint:
-        # a resumed run is the earlier run continued: its seeds beyond n would stay beside an ensemble of n
-        # (or, for n = 1, the earlier ensemble of them all would stay, as if it were this run's)
-        raise UserError(f"--seeds {n}: {root} holds seeds of an earlier train --seeds run beyond seed-{n - 1} "
-                        f"({shown(extra)}), which a resumed run would leave beside its ensemble: resume with the earlier "
-                        "--seeds, or start over with output.overwrite=true and without training.resume_from_checkpoint")
-    # start over (output.overwrite): nothing of the earlier run(s) stays beside the new seeds, unless they resume
-    stale = (single + ([] if cfg.training.resume_from_checkpoint else earlier)) if cfg.output.overwrite else []
-    data = prepare(cfg.data)  # one preprocessing for every seed: the members share it by construction
-    if stale:  # once the data are built: a data mistake leaves the earlier run as it was
-        _on_main_rank(cfg, lambda: remove(root, stale))
-    for k in range(n):
-        sub = dataclasses.replace(
-            cfg,
-            training=dataclasses.replace(cfg.training, seed=cfg.training.seed + k),
-            output=dataclasses.replace(cfg.output, output_dir=str(root / f"seed-{k}")),
-        )
-        log.info("seed %d of %d: training.seed=%d → %s", k + 1, n, sub.training.seed, sub.output.output_dir)
-        train(sub, data)
-    if n >= 2:
-        def combine() -> None:
-            # exactly seed-0 .. seed-<n-1>, replacing an earlier ensemble/ whole (a resumed run rebuilds it)
-            build_ensemble([root / f"seed-{k}" for k in range(n)], root / "ensemble", method, overwrite=True)
-            summary = seed_summary([read_json(root / f"seed-{k}" / "eval.json") for k in range(n)])
-            write_json(root / "ensemble" / SUMMARY_NAME, summary)
-            log.info("%s", format_seed_summary(summary))
+    # one train --seeds at a time in a run folder: a second one's output.overwrite removed the first's seed-0
+    # while it trained (the seeds' own folders are locked by train)
+    with run_folder_lock(root) if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
+        single, earlier = single_run(root), seed_runs(root)
+        if single and not cfg.output.overwrite:
+            raise UserError(f"{root}: holds a single training run ({shown(single)}); --seeds would write its seed-<k>/ "
+                            "folders beside it: start over with output.overwrite=true, or give another output.output_dir")
+        if earlier and not cfg.output.overwrite and not cfg.training.resume_from_checkpoint:
+            raise UserError(f"{root}: holds an earlier train --seeds run ({shown(earlier)}); start over with "
+                            "output.overwrite=true, or give another output.output_dir")
+        extra = [name for name in earlier if name.startswith("seed-") and int(name[5:]) >= n]
+        if extra and cfg.training.resume_from_checkpoint:
+            # a resumed run is the earlier run continued: its seeds beyond n would stay beside an ensemble of n
+            # (or, for n = 1, the earlier ensemble of them all would stay, as if it were this run's)
+            raise UserError(f"--seeds {n}: {root} holds seeds of an earlier train --seeds run beyond seed-{n - 1} "
+                            f"({shown(extra)}), which a resumed run would leave beside its ensemble: resume with the earlier "
+                            "--seeds, or start over with output.overwrite=true and without training.resume_from_checkpoint")
+        # start over (output.overwrite): nothing of the earlier run(s) stays beside the new seeds, unless they resume
+        stale = (single + ([] if cfg.training.resume_from_checkpoint else earlier)) if cfg.output.overwrite else []
+        data = prepare(cfg.data)  # one preprocessing for every seed: the members share it by construction
+        if stale:  # once the data are built: a data mistake leaves the earlier run as it was
+            _on_main_rank(cfg, lambda: remove(root, stale))
+        for k in range(n):
+            sub = dataclasses.replace(
+                cfg,
+                training=dataclasses.replace(cfg.training, seed=cfg.training.seed + k),
+                output=dataclasses.replace(cfg.output, output_dir=str(root / f"seed-{k}")),
+            )
+            log.info("seed %d of %d: training.seed=%d → %s", k + 1, n, sub.training.seed, sub.output.output_dir)
+            train(sub, data)
+        if n >= 2:
+            def combine() -> None:
+                # exactly seed-0 .. seed-<n-1>, replacing an earlier ensemble/ whole (a resumed run rebuilds it)
+                build_ensemble([root / f"seed-{k}" for k in range(n)], root / "ensemble", method, overwrite=True)
+                summary = seed_summary([read_json(root / f"seed-{k}" / "eval.json") for k in range(n)])
+                write_json(root / "ensemble" / SUMMARY_NAME, summary)
+                log.info("%s", format_seed_summary(summary))
 
-        _on_main_rank(cfg, combine)
-        log.info("ensemble of %d seeds (%s): %s (the seeds' test figures: %s)", n, method, root / "ensemble",
-                 root / "ensemble" / SUMMARY_NAME)
+            _on_main_rank(cfg, combine)
+            log.info("ensemble of %d seeds (%s): %s (the seeds' test figures: %s)", n, method, root / "ensemble",
+                     root / "ensemble" / SUMMARY_NAME)
     return root
 
 

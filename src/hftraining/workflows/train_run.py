@@ -3,10 +3,14 @@ the backtest, eval.json and the report — through :func:`hftraining.train.runne
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import os
 import re
 import shutil
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from hftraining.core.config import Config
 from hftraining.core.errors import UserError
@@ -20,10 +24,10 @@ from hftraining.eval.report import write_report
 from hftraining.inference.folders import FITTED_BASELINES_DIR
 from hftraining.models.folder import INTERVALS_FILE
 from hftraining.train import checkpoint as ckpt
-from hftraining.train.distributed import barrier, cleanup, init_distributed
+from hftraining.train.distributed import DistInfo, barrier, cleanup, init_distributed
 from hftraining.train.logging import log
-from hftraining.train.runner import (RUN_FILES, RUN_FOLDERS, TrainedRun, check_resumable, check_same_data,
-                                     finished_checkpoint, training_run)
+from hftraining.train.runner import (RUN_FILES, RUN_FOLDERS, TrainedRun, check_output_dir, check_resumable,
+                                     check_same_data, finished_checkpoint, training_run)
 from hftraining.train.trainer import check_config
 
 SINGLE_RUN = ("config.json", *RUN_FOLDERS, *RUN_FILES, "data_report.json", FITTED_BASELINES_DIR)
@@ -58,6 +62,53 @@ def remove(root: Path, names: list[str]) -> None:
     for name in names:
         path = root / name
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+@contextmanager
+def run_folder_lock(root: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run folder ``root`` while a run writes it. Two ``train`` commands
+    into one folder (the same command started twice, two configs with one ``output.output_dir``) each
+    removed and overwrote the other's files and both exited 0, the folder holding one run's model
+    beside the other's logs; the second one is now a UserError naming the folder. The lock is
+    ``flock`` on the folder itself: no file is added to it, and it ends with the process, even a
+    killed one. Folders created here for it that are still empty at the end are removed again (a
+    mistake leaves no trace). Where the file system cannot lock (some network file systems) a
+    warning says the folder is unguarded."""
+    check_output_dir(root)  # a file where the folder goes: the one-line error that names it
+    created = [p for p in (root, *root.parents) if not p.exists()]
+    fd = None
+    try:
+        while fd is None:
+            root.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:  # removed in between (another run's empty folder): make it again
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                    raise UserError(f"{root}: another hftraining process is training into this run folder; wait "
+                                    "for it to end, or give another output.output_dir") from None
+                log.warning("warning: %s: the run folder cannot be locked (%s); a second train into it at the same "
+                            "time would not be refused", root, os.strerror(e.errno))
+                break
+            try:
+                same = os.stat(root).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # locked a folder removed meanwhile, not the one the run writes: again
+                os.close(fd)
+                fd = None
+        yield
+    finally:
+        for p in created:  # deepest first; stops at the first that holds something
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        if fd is not None:
+            os.close(fd)
 
 
 def evaluate_test(run: TrainedRun) -> tuple[dict[str, Any], Forecasts | None, dict[str, Any] | None]:
@@ -129,24 +180,35 @@ def train(cfg: Config, data: PreparedData | None = None,
                         "start over with output.overwrite=true, or give another output.output_dir")
     info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     try:
-        check_config(cfg, info)  # before output.overwrite removes anything
-        if earlier and data is None:  # a data mistake is said before the earlier run is removed
-            data = prepare(cfg.data)
-        if earlier and info.is_main:  # output.overwrite: none of the seeds stays beside the new run
-            remove(root, earlier)
-        barrier(info)
-        done = finished_checkpoint(cfg)
-        if done is not None:  # --resume of a finished run: checked as any resume, then left as it is
-            check_resumable(cfg, done)
-            check_same_data((data if data is not None else prepare(cfg.data)).report, done)  # a data mistake too
-            if info.is_main:
-                state = read_json(done / ckpt.STATE_FILE)
-                why = "stopped early" if state.get("stopped_early") else f"training.max_steps={cfg.training.max_steps}"
-                log.warning("warning: %s: the run is finished (step %d, %s) and scored (eval.json): --resume trains "
-                            "and scores nothing, the run folder is left as it is; raise training.max_steps to train "
-                            "on, or score it again with `hftraining evaluate %s`", root, state["global_step"], why, root)
-            return read_json(root / "eval.json") if info.is_main else {}
-        with training_run(cfg, data, info, on_evaluate=on_evaluate) as run:
-            return evaluate_test(run)[0] if run.is_main else {}
+        with run_folder_lock(root) if info.is_main else nullcontext():  # the other ranks write nothing of their own
+            return _train(cfg, data, on_evaluate, root, earlier, info)
     finally:
         cleanup(info)
+
+
+def _train(cfg: Config, data: PreparedData | None, on_evaluate: Callable[[int, dict[str, float]], None] | None,
+           root: Path, earlier: list[str], info: DistInfo) -> dict[str, Any]:
+    """:func:`train`'s work, in the process group ``info`` and under the run folder's lock."""
+    check_config(cfg, info)  # before output.overwrite removes anything
+    if earlier and data is None:  # a data mistake is said before the earlier run is removed
+        data = prepare(cfg.data)
+    if earlier and info.is_main:  # output.overwrite: none of the seeds stays beside the new run
+        remove(root, earlier)
+    barrier(info)
+    done = finished_checkpoint(cfg)
+    if done is not None:  # --resume of a finished run: checked as any resume, then left as it is
+        check_resumable(cfg, done)
+        check_same_data((data if data is not None else prepare(cfg.data)).report, done)  # a data mistake too
+        if info.is_main:
+            state = read_json(done / ckpt.STATE_FILE)
+            early = bool(state.get("stopped_early"))
+            why = "stopped early" if early else f"training.max_steps={cfg.training.max_steps}"
+            # a run stopped early stays stopped (its patience is restored): more steps would not train it
+            more = ("it stays stopped whatever training.max_steps says: start over with output.overwrite=true to "
+                    "train longer" if early else "raise training.max_steps to train on")
+            log.warning("warning: %s: the run is finished (step %d, %s) and scored (eval.json): --resume trains "
+                        "and scores nothing, the run folder is left as it is; %s, or score it again with "
+                        "`hftraining evaluate %s`", root, state["global_step"], why, more, root)
+        return read_json(root / "eval.json") if info.is_main else {}
+    with training_run(cfg, data, info, on_evaluate=on_evaluate) as run:
+        return evaluate_test(run)[0] if run.is_main else {}
