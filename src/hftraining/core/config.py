@@ -155,7 +155,8 @@ class DataConfig:
     min_history: Optional[int] = None
     """Fewest real rows in an input window; shorter histories are left-padded and masked. ``None``: ``sequence_length`` (no padding)."""
     stride: int = 1
-    """Step in rows between consecutive training windows."""
+    """Step between consecutive training windows: rows of each symbol, counted back from its last
+    window; as-of dates under ``batching: dates`` (whole cross-sections kept)."""
     min_rows: int = 0
     """Symbols with fewer usable rows than this are skipped (0: any symbol that yields a window)."""
     invalid_values: Literal["drop", "ffill", "error"] = "drop"

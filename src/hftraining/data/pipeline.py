@@ -363,7 +363,9 @@ def prepare(
     or iterable of (symbol, frame) validated elsewhere;
     ``capacity``: an upper bound of their rows, for streaming (see :func:`build_rows`).
     ``fold``: cut the data as that walk-forward fold (:func:`fold_split`; walk-forward and tune
-    folds) instead of by ``data.split``; the scaler is always fit on the "train" rows only. A
+    folds) instead of by ``data.split``; the scaler is always fit on the "train" rows only.
+    ``data.stride`` thins every window trained on (purged k-fold's after its test block too); under
+    ``data.batching: dates`` it counts as-of dates (:meth:`WindowSet.every_nth_date`). A
     calendar split's cut dates are saved in the preprocessing, so evaluation and prediction cut new
     data at the same dates; a fold is saved instead, so evaluation scores the fold's own test block.
     """
@@ -433,11 +435,16 @@ def prepare(
         source_rows=source_rows(rows),
     )
     gap = _max_gap(d)
+    # the windows trained on are strided: purged k-fold's "val" windows (after the test block) join them
+    trained = ("train", "val") if fold is not None and fold.scheme == "purged_kfold" else ("train",)
+    by_dates = d.batching == "dates"  # the stride counts as-of dates, so each kept date keeps every symbol
     sets = {
-        name: _window_set(rows, [seg[name] for seg in segs], pre, d.stride if name == "train" else 1, min_hist, gap,
-                          report.get("store"), labels)
+        name: _window_set(rows, [seg[name] for seg in segs], pre, d.stride if name in trained and not by_dates else 1,
+                          min_hist, gap, report.get("store"), labels)
         for name in SPLITS
     }
+    if by_dates:
+        sets.update({name: sets[name].every_nth_date(d.stride) for name in trained})
     if len(sets["train"]) == 0:
         raise DataError("data: the training split yields no window; lower data.sequence_length or add rows")
     report["windows"] = {name: len(ws) for name, ws in sets.items()}

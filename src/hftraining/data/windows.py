@@ -123,6 +123,16 @@ class WindowSet:
             return self
         return self.subset(np.unique(np.linspace(0, len(self) - 1, max_windows).round().astype(np.int64)))
 
+    def every_nth_date(self, stride: int) -> "WindowSet":
+        """The windows of every ``stride``-th as-of date of the set, counted back from the newest: all
+        the symbols of a kept date. ``data.stride`` under ``data.batching: dates``, whose batches are
+        whole cross-sections: a stride of rows, counted in each symbol's own rows from its own last
+        window, keeps symbols with holes or other last rows on other dates (a date of one symbol)."""
+        if stride <= 1 or not len(self):
+            return self
+        kept = np.unique(self.times)[::-1][::stride]
+        return self.subset(np.flatnonzero(np.isin(self.times, kept)))
+
     def last_dates(self, max_windows: int | None) -> "WindowSet":
         """The windows of the latest as-of dates, at most ``max_windows`` of them: whole dates only, so
         every symbol keeps the same dates (all windows when the set has no more than ``max_windows``)."""
