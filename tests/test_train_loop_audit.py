@@ -91,7 +91,8 @@ def test_save_on_epoch_end_under_accumulation_saves_every_epoch_end(tmp_path):
     assert got == sorted({-(-m // accum) for m in ends} | {max_steps})
 
 
-def test_samples_per_second_leaves_out_validation_and_checkpoints(tmp_path, monkeypatch):
+@pytest.mark.parametrize("early", [False, True], ids=["every-5", "stopped-early"])
+def test_samples_per_second_leaves_out_validation_and_checkpoints(tmp_path, monkeypatch, early):
     # the record after an evaluation or a checkpoint counted their time as training time: its throughput
     # was a fraction of the others' (on the bundled data 1,773 against 4,843 windows/s)
     import hftraining.train.trainer as trainer_mod
@@ -116,10 +117,12 @@ def test_samples_per_second_leaves_out_validation_and_checkpoints(tmp_path, monk
     monkeypatch.setattr(Trainer, "_validate", costs(100.0, Trainer._validate))
     monkeypatch.setattr(Trainer, "save_checkpoint", costs(50.0, Trainer.save_checkpoint))
     batch = 32
+    # stopped early at a step that is no logging step: its last record is written after the validation
+    extra = (["training.logging_steps=7", "training.save_steps=0", "training.early_stopping_patience=1",
+              "training.early_stopping_threshold=1e9"] if early else ["training.logging_steps=5", "training.save_steps=10"])
     cfg = load_config(None, tiny(tmp_path / "run", "evaluation.report=false", f"data.batch_size={batch}",
-                                 "training.max_steps=20", "training.logging_steps=5", "evaluation.eval_steps=5",
-                                 "training.save_steps=10"))
+                                 "training.max_steps=20", "evaluation.eval_steps=5", *extra))
     train(cfg)
     recs = [r for r in _metrics(cfg.run_dir()) if "samples_per_second" in r]
-    assert [r["step"] for r in recs] == [5, 10, 15, 20]
-    assert [r["samples_per_second"] for r in recs] == pytest.approx([batch] * 4)  # b windows per 1 s step
+    assert [r["step"] for r in recs] == ([7, 10] if early else [5, 10, 15, 20])
+    assert [r["samples_per_second"] for r in recs] == pytest.approx([batch] * len(recs))  # b windows per 1 s step

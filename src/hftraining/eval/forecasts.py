@@ -341,8 +341,14 @@ def _ic_p_value(summary: dict[str, Any]) -> float:
     n_dates − 1 degrees of freedom, as the Diebold–Mariano test: over a short test split (tens of
     dates) the normal would reject a true null too often (8% at a nominal 5% with 15 dates)."""
     t, n = summary["t_stat"], summary["n_dates"]
-    # an infinite t (the same nonzero IC on every date: a perfect ranking, or a leak) is p = 0, not "no claim"
-    return float(2 * stats.t.sf(abs(t), df=n - 1)) if not math.isnan(t) and n >= 2 else float("nan")
+    if math.isnan(t) or n < 2:
+        return float("nan")
+    if math.isinf(t):
+        # the same nonzero value on every date (a perfect ranking, or a leak; or, over a few dates of a few
+        # symbols, whose rank ICs take a handful of values, chance: 3 symbols tie on 2 dates 28% of the time):
+        # the exact sign test's p, every date of one sign, not p = 0 nor "no claim"
+        return min(1.0, 2.0 ** (1 - n))
+    return float(2 * stats.t.sf(abs(t), df=n - 1))
 
 
 def cross_section_dates(dates: np.ndarray) -> int:

@@ -572,7 +572,9 @@ class Trainer:
                 self._validate(step, e.max_eval_batches)
                 new_best = self.state.best_step == step
                 if self.state.stopped_early and not log_now:  # the steps since the last record end the log too
+                    self._window.start += time.perf_counter() - paused  # without this validation's time
                     self._log_training(step)
+                    paused = time.perf_counter()
             # with load_best_model_at_end every new best is saved, whatever save_steps says, so the
             # final model is the one that was scored best
             save = save_now or self.state.stopped_early or (new_best and t.load_best_model_at_end)
