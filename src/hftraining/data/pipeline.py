@@ -60,6 +60,10 @@ class Preprocessing:
     """Each symbol's rows as training read them (:func:`source_rows`): their count, last date and a
     digest of their dates and closes, so that reading ``data.data_dir`` again can say what changed since
     (:func:`data_changes`); None for a folder written before they were kept."""
+    bar_seconds: float | None = None
+    """The median spacing of the training rows' consecutive bars, in seconds (86,400 for daily bars):
+    new data whose bars are spaced otherwise is named in a warning (:func:`check_bar_spacing`); None
+    for a folder written before it was kept."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -78,6 +82,8 @@ class Preprocessing:
             out["symbol_split_dates"] = self.symbol_split_dates
         if self.source_rows is not None:
             out["source_rows"] = self.source_rows
+        if self.bar_seconds is not None:
+            out["bar_seconds"] = self.bar_seconds
         return out
 
     @classmethod
@@ -95,6 +101,7 @@ class Preprocessing:
             fold=Fold.from_dict(d["fold"]) if "fold" in d else None,
             symbol_split_dates=d.get("symbol_split_dates"),
             source_rows=d.get("source_rows"),
+            bar_seconds=float(d["bar_seconds"]) if isinstance(d.get("bar_seconds"), (int, float)) else None,
         )
 
     def data_config(self) -> DataConfig:
@@ -433,6 +440,7 @@ def prepare(
         fold=fold,
         symbol_split_dates=per_symbol_dates,
         source_rows=source_rows(rows),
+        bar_seconds=bar_seconds(rows),
     )
     gap = _max_gap(d)
     # the windows trained on are strided: purged k-fold's "val" windows (after the test block) join them
@@ -455,6 +463,42 @@ def prepare(
 def training_frames(pre: Preprocessing) -> dict[str, pd.DataFrame]:
     """The validated frames of the data ``pre`` was fit on (its ``data_dir`` and validation rules)."""
     return read_frames(pre.data_config())[0]
+
+
+def bar_seconds(rows: Rows) -> float | None:
+    """The median spacing in seconds of consecutive bars of each symbol (every symbol's spacings
+    pooled; weekends and holidays are the few long ones): 86,400 for daily bars, 60 for minute bars;
+    None when no symbol has two rows."""
+    gaps = [np.diff(t) for t in rows.symbol_times() if len(t) > 1]
+    gaps = np.concatenate(gaps) if gaps else np.zeros(0, np.int64)
+    return float(np.median(gaps)) / 1e9 if gaps.size else None
+
+
+BAR_SPACING_RATIO = 2.0
+"""New data whose median bar spacing is more than this many times the training data's (or less than
+its inverse) gets :func:`check_bar_spacing`'s warning."""
+
+
+def check_bar_spacing(pre: Preprocessing, rows: Rows, where: str = "preprocessing.json") -> None:
+    """Warn when the bars of ``rows`` are spaced unlike those the model trained on: a model of daily
+    bars given minute bars (or weekly) forecasts as if each bar were a day, its indicators and horizon
+    spanning other periods, and nothing else says so."""
+    trained, now = pre.bar_seconds, bar_seconds(rows)
+    if trained is None or now is None or trained <= 0 or now <= 0:
+        return
+    ratio = now / trained
+    if ratio > BAR_SPACING_RATIO or ratio < 1 / BAR_SPACING_RATIO:
+        log.warning("warning: data: the bars are %s apart (median), the model trained on bars %s apart (%s: "
+                    "bar_seconds): its features and its %d-step horizon span other periods than in training; "
+                    "give it bars of its own frequency", _span(now), _span(trained), where, pre.horizon)
+
+
+def _span(seconds: float) -> str:
+    for unit, n in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if seconds >= n:
+            v = seconds / n
+            return f"{v:g} {unit}{'' if v == 1 else 's'}" if v == int(v) else f"{v:.2f} {unit}s"
+    return f"{seconds:g} s"
 
 
 def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, split: str = "test",
@@ -503,6 +547,7 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
                 changes.extend(found)
     else:
         rows, _ = build_rows(frames, pre.features, needed.usable, tz=d.timezone)
+        check_bar_spacing(pre, rows, where)
     if not rows.symbols:
         raise DataError(f"data: no symbol has the {needed.rows} rows one window needs ({needed.why})")
     if split == "all":
@@ -536,6 +581,7 @@ def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> Windo
     rows, skipped = build_rows(frames, pre.features, needed.usable, tz=d.timezone)
     if skipped:  # only a frame whose features fail (too short for them) gets here
         raise DataError(f"{skipped[0]}: fewer rows than the {needed.rows} one input window needs ({needed.why})")
+    check_bar_spacing(pre, rows)
     ends = rows.starts + rows.lengths - 1
     gap = _max_gap(d)
     if gap is not None:  # the training windows: none spans a longer gap, and after one L real rows
