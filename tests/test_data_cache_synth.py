@@ -46,7 +46,7 @@ def test_synth_is_seeded_valid_and_clustered():
 
 def test_synth_command_and_validator_keeps_every_row(tmp_path, capsys):
     assert cli.main(["data", "synth", "--symbols", "3", "--rows", "120", "--out", str(tmp_path)]) == 0
-    reports, errors = check_paths([str(tmp_path)], DataConfig())
+    reports, errors, _ = check_paths([str(tmp_path)], DataConfig())
     assert errors == [] and [r["rows_kept"] for r in reports] == [120] * 3
     assert all(r["rules"] == {} for r in reports)
     assert cli.main(["data", "synth", "--symbols", "0", "--rows", "10", "--out", str(tmp_path)]) == 2

@@ -60,6 +60,16 @@ def test_data_check_warns_as_training_does_of_daily_files_stamped_at_different_t
     files = sorted(mixed.glob("*.csv"))  # a glob the shell expanded: the files checked together
     assert _check(caplog, *files) == [report["mixed_stamps"]["why"]]
     assert _check(caplog, files[0]) == []  # one file: nothing to disagree with
+    import contextlib
+    import io
+    import json
+
+    from hftraining import cli
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["data", "check", "--json", str(mixed)]) == 0
+    assert json.loads(out.getvalue())["mixed_stamps"]["why"] == report["mixed_stamps"]["why"]  # a script reads it too
 
     same = tmp_path / "same"
     same.mkdir()

@@ -24,7 +24,7 @@ def _lines(n: int = 12) -> list[str]:
 
 
 def _rules(path, **kw) -> dict[str, list[int]]:
-    reports, errors = check_paths([str(path)], DataConfig(**kw))
+    reports, errors, _ = check_paths([str(path)], DataConfig(**kw))
     assert not errors and len(reports) == 1
     return {rule: e["rows"] for rule, e in reports[0]["rules"].items()}
 
@@ -56,7 +56,7 @@ def test_rows_of_a_parquet_symbol_keep_their_numbers_under_a_date_range(tmp_path
     frame.to_parquet(tmp_path / "A.parquet", index=False)
     for kw in ({}, {"start_date": "2020-01-10"}, {"start_date": "2020-01-05", "end_date": "2020-01-19"}):
         for path in ("A.parquet", "long.parquet", "ds"):
-            reports, errors = check_paths([str(tmp_path / path)], DataConfig(**kw))
+            reports, errors, _ = check_paths([str(tmp_path / path)], DataConfig(**kw))
             assert not errors
             got = [r["rules"]["non_positive_price"]["rows"] for r in reports if "non_positive_price" in r["rules"]]
             assert got == [[16]], (path, kw)

@@ -254,9 +254,9 @@ def _data_config(args: argparse.Namespace, data_dir=None):
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
     d = _data_config(args)
-    reports, errors = check_paths(args.paths, d, RowsNeeded.of(d))
-    if args.json:
-        print(dumps({"files": reports, "errors": errors}))
+    reports, errors, mixed = check_paths(args.paths, d, RowsNeeded.of(d))
+    if args.json:  # the mixed-stamp warning too, for a script that reads the JSON only
+        print(dumps({"files": reports, "errors": errors, **({"mixed_stamps": mixed} if mixed else {})}))
     else:
         for rep in reports:
             print(format_report(rep))

@@ -449,12 +449,13 @@ def load_and_validate(d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[dic
     return {s: frames[s] for s in col.order()}, col.report()
 
 
-def check_paths(paths: list[str], cfg: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[list[dict[str, Any]], list[str]]:
+def check_paths(paths: list[str], cfg: DataConfig,
+                needed: RowsNeeded = ANY_ROWS) -> tuple[list[dict[str, Any]], list[str], dict[str, Any] | None]:
     """``hftraining data check``: validate every unit of ``paths`` (files, folders, globs, long
     Parquet files, hive datasets: exactly what training reads) → (reports of usable units, one error
-    line per unusable unit). An unusable unit never stops the others. Daily files checked together
-    that stamp a trading day at different times of day get training's warning (:func:`mixed_stamps`),
-    logged once."""
+    line per unusable unit, :func:`mixed_stamps` of the files checked together or None). An unusable
+    unit never stops the others. Daily files checked together that stamp a trading day at different
+    times of day get training's warning, logged once."""
     check_policy(cfg)
     reports: list[dict[str, Any]] = []
     errors: list[str] = []
@@ -481,4 +482,4 @@ def check_paths(paths: list[str], cfg: DataConfig, needed: RowsNeeded = ANY_ROWS
     mixed = mixed_stamps(stamps)
     if mixed is not None:
         log.warning("%s", mixed["why"])
-    return reports, errors
+    return reports, errors, mixed
