@@ -20,7 +20,7 @@ import torch
 from hftraining.core.config import DataConfig
 from hftraining.core.errors import DataError
 from hftraining.data import io
-from hftraining.data.features import SETTLE_MEASURABLE, SETTLE_TOLERANCE, settle_unknown, unsettled_specs
+from hftraining.data.features import SETTLE_MEASURABLE, SETTLE_TOLERANCE, panel_specs, settle_unknown, unsettled_specs
 from hftraining.data.pipeline import Preprocessing, apply, latest_windows
 from hftraining.data.rows import RowsNeeded
 from hftraining.data.sources import load_and_validate
@@ -303,8 +303,7 @@ class Forecaster:
             raise DataError(f"{ws.symbols[0]}: the model forecasts data.target={target}, a label taken across the "
                             "symbols of each date (an input of the model too): give the rows of the other symbols "
                             "of the same dates as well (a single symbol's labels are all 0)")
-        times, counts = np.unique(ws.row_times, return_counts=True)
-        alone = np.flatnonzero(counts[np.searchsorted(times, ws.times)] < 2)
+        alone = self._alone(ws)
         if len(alone):
             k = int(alone[0])
             when = pd.Timestamp(int(ws.times[k]), tz="UTC").isoformat()
@@ -312,21 +311,51 @@ class Forecaster:
                             f"the model forecasts data.target={target}, a label taken across the symbols of each date "
                             "(an input of the model too): give the other symbols' rows up to that date as well")
 
+    @staticmethod
+    def _alone(ws: WindowSet) -> np.ndarray:
+        """Indices of the windows of ``ws`` whose latest row no other symbol's row shares."""
+        times, counts = np.unique(ws.row_times, return_counts=True)
+        return np.flatnonzero(counts[np.searchsorted(times, ws.times)] < 2)
+
+    def alone_in_panel(self, ws: WindowSet) -> list[str]:
+        """A model with panel features (``market``: the universe's return and volatility over the last
+        dates) takes the symbols sent as the universe: a symbol whose latest row no other symbol's row
+        shares (sent alone, or the others' rows end earlier) has its own return as the universe's there,
+        unlike training on a date others traded. One warning for each such symbol (a cross-sectional
+        label refuses it: :meth:`check_cross_section`)."""
+        specs = panel_specs(self.preprocessing.data_config().features)
+        trained = self.preprocessing.source_rows
+        if not specs or len(ws) == 0 or (trained is not None and len(trained) < 2):  # one symbol: its own universe
+            return []
+        out = []
+        for k in self._alone(ws):
+            when = pd.Timestamp(int(ws.times[k]), tz="UTC").isoformat()
+            out.append(f"{ws.symbols[ws.symbol_ids[k]]}: no other symbol has a row at {when} (its latest row): the "
+                       f"features {', '.join(specs)} take the symbols sent as the universe, so there they read its own "
+                       "return alone; if other symbols the model was trained with trade on that date, send their rows up "
+                       "to it as well")
+        return out
+
     def predict(self, data, strict: bool = False, warnings: list[str] | None = None,
                 check: Callable[[dict[str, pd.DataFrame], list[dict[str, Any]]], None] | None = None) -> pd.DataFrame:
         """Forecasts from the latest window of each symbol in ``data`` (path, frame or {symbol: frame}).
 
-        Columns: symbol, as_of (UTC timestamp of the last input row), step (1..H), forecast_return
-        (log return of step over step-1), forecast_cum_return, last_close, forecast_price (a model
+        Columns: symbol, as_of (UTC timestamp of the symbol's last input row: a symbol whose rows end
+        earlier is forecast from there), step (1..H: the step-th bar of the symbol after as_of, as in
+        training's labels; no date is given, since the next bars' dates depend on the exchange's
+        calendar), forecast_return (log return of step over step-1), forecast_cum_return (their sum
+        up to step), last_close (the close at as_of), forecast_price (last_close × exp(cum)) (a model
         trained on another ``data.target``: ``forecast_<target>`` and last_close instead); then
         ``lower_<pct>``, ``upper_<pct>`` (the conformal interval of the step's forecast at each level
         of the model folder's ``intervals.json``, e.g. ``lower_80``) when it has one; then
-        ``return_q<level>`` (forecast quantiles of the step's log return) when the model has a
-        quantile head, and ``p_sell``, ``p_hold``, ``p_buy`` when it has the buy/hold/sell head.
-        ``strict``: see :meth:`data_config`. A symbol with fewer than :meth:`settled_rows` rows (every
-        symbol, when that is unknown) is forecast with a warning (:meth:`unsettled`), and so is a file
-        of which validation dropped rows (:meth:`dropped_rows`): logged, or appended to ``warnings``
-        when given. ``check(frames, reports)``: called with the rows read (:meth:`load_with_reports`)
+        ``return_q<level>`` (forecast quantiles of the step's log return; ``<target>_q<level>``, in the
+        label's units, for another ``data.target``) when the model has a quantile head, and ``p_sell``,
+        ``p_hold``, ``p_buy`` when it has the buy/hold/sell head. ``strict``: see :meth:`data_config`.
+        A symbol with fewer than :meth:`settled_rows` rows (every symbol, when that is unknown) is
+        forecast with a warning (:meth:`unsettled`), and so is a file of which validation dropped rows
+        (:meth:`dropped_rows`) and, for a model with ``market`` features, a symbol whose latest row no
+        other symbol sent shares (:meth:`alone_in_panel`): logged, or appended to ``warnings`` when
+        given. ``check(frames, reports)``: called with the rows read (:meth:`load_with_reports`)
         before anything is forecast, to refuse them by raising (the server counts the symbols of an
         upload against its limit: a file's are known only once read).
         """
@@ -338,7 +367,7 @@ class Forecaster:
                 raise DataError(f"{rep['file']}: symbol {sym}: {why}: it cannot be forecast")
         ws = self.latest_windows(frames)
         table = self.forecast_table(ws, self.outputs(ws))
-        found = self.dropped_rows(reports) + self.unsettled(frames)
+        found = self.dropped_rows(reports) + self.unsettled(frames) + self.alone_in_panel(ws)
         if warnings is None:
             for line in found:
                 log.warning(line)
@@ -368,10 +397,10 @@ class Forecaster:
             q = outs["quantiles"].astype(np.float64) * s if "quantiles" in outs else None
             for level, (lo, hi) in self.calibration.bounds(pred, q).items():
                 rows[f"lower_{level * 100:g}"], rows[f"upper_{level * 100:g}"] = lo.reshape(-1), hi.reshape(-1)
-        if "quantiles" in outs:
+        if "quantiles" in outs:  # named after the label they are quantiles of: return_q0.9, cs_rank_q0.9
             q = outs["quantiles"].astype(np.float64) * s  # (S, H, Q)
             for i, level in enumerate(self.quantile_levels):
-                rows[f"return_q{level:g}"] = q[:, :, i].reshape(-1)
+                rows[f"{target}_q{level:g}"] = q[:, :, i].reshape(-1)
         if "class_probs" in outs:
             for k, name in enumerate(CLASS_NAMES):
                 rows[f"p_{name}"] = outs["class_probs"][:, :, k].astype(np.float64).reshape(-1)

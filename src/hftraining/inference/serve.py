@@ -11,7 +11,9 @@ and ``/redoc``, whose scripts a browser loads from a CDN):
 Both predict endpoints answer ``{"forecasts": [row, ...], "warnings": [line, ...]}`` with the rows of
 :meth:`Forecaster.predict` (symbol, as_of, step, forecast_return, ..., quantiles, probabilities) and a
 warning for each symbol sent fewer than ``GET /model``'s ``settled_rows`` rows (it is forecast, but
-its recursive indicators such as RSI and MACD have not settled: :meth:`Forecaster.unsettled`).
+its recursive indicators such as RSI and MACD have not settled: :meth:`Forecaster.unsettled`) and,
+for a model with ``market`` features, for each symbol whose latest row no other symbol sent shares
+(:meth:`Forecaster.alone_in_panel`).
 ``settled_rows`` is ``null`` for a model with a feature that does not settle within the rows that
 can be measured (e.g. ``rsi_1700``): every symbol's forecast then carries a warning naming it, as
 the forecast depends on the whole history sent.
@@ -259,7 +261,8 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
             "timestamp far beyond the others), naming them (position i of symbols.SYM, or the file's line): forecast "
             "from the rows kept; and one per symbol sent fewer than GET /model's settled_rows rows (every symbol when it "
             "is null): forecast, but its recursive indicators (RSI, MACD) have not settled, so the forecast may differ "
-            "from the full-history one"))
+            "from the full-history one; and, for a model with market features, one per symbol whose latest row no other "
+            "symbol sent shares (the market features then read its return alone)"))
 
     # the schema is open with a key too: nothing of the model folder goes into it (GET /model has it)
     app = FastAPI(title="hftraining forecaster", version="1",
