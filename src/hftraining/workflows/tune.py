@@ -2,8 +2,10 @@
 
 The search space is the config's ``tune.search_space``: ``section.key`` → a range
 (``{type: int|float, low, high, log, step}``) or a choice (``{choices: [...]}``), for any key of
-the config tree except ``output.*``, ``tune.*``, ``serve.*`` and the keys that place the test split
-(:data:`SPLIT_KEYS`). Every trial of a study keeps one test split: a drawn value that moves it
+the config tree except ``output.*``, ``tune.*``, ``serve.*``, the keys that place the test split
+(:data:`SPLIT_KEYS`) and those that define the objective (:data:`OBJECTIVE_KEYS`: its metric and
+validation windows, the same for every trial; nor ``model.loss`` scored by ``evaluation.metric: loss``,
+:func:`check_objective`). Every trial of a study keeps one test split: a drawn value that moves it
 (``data.features`` whose warm-up rows move a calendar cut made at ratios, say) stops the tune with a
 one-line error (:func:`check_test_split`), since a trial's validation dates would then be another's
 test dates; ``data.split_dates`` fixes the cut for all of them.
@@ -37,7 +39,8 @@ error stores its trial as failed and stops its worker (:func:`run_trials`). A
 it is; with ``--workers K`` each worker hands its error to the parent, which raises it as one
 UserError line when workers failed and no trial of the run completed (else it warns and reports).
 
-Written to the output folder (default ``runs/tune-<study>``): ``trial-NNNN/`` run folders,
+Written to the output folder (default ``runs/tune-<study>``), which holds one study (``study.json``
+names it; another study's tune into it is a UserError, :func:`check_owner`): ``trial-NNNN/`` run folders,
 ``trials.csv`` (the summary table), ``best_config.yaml`` (a full config with the best values, for
 ``hftraining train --config``), ``best.json`` and ``importance.png`` (Optuna's parameter-importance
 plot, matplotlib backend).
@@ -101,6 +104,11 @@ UNSEARCHABLE = ("output", "tune", "serve")  # sections that do not change what a
 SPLIT_KEYS = ("data.split", "data.split_dates", "data.train_ratio", "data.val_ratio", "data.start_date", "data.end_date")
 """Keys that say where the test split starts: searched, a trial would be scored on dates of another
 trial's test split, and the choice among them would depend on the chosen configuration's test dates."""
+OBJECTIVE_KEYS = ("evaluation.metric", "evaluation.max_eval_batches", "evaluation.max_val_windows", "data.target",
+                  "data.prediction_horizon")
+"""Keys that define the objective: searched, trials would be scored by other metrics, on other validation
+windows, or on another label or horizon (a cs_rank MSE against a return MSE; 1 step against 20), and the
+lowest score would pick a metric, a subset or the easiest task, not a configuration."""
 OOS_FILE = "oos_returns.json"  # a trial's out-of-sample return series, in its run folder
 TRIALS_ARE = ("Optuna trials, each one configuration, backtested on the split it is scored on; N: every trial judged "
               "on it, pruned and failed ones included")
@@ -134,6 +142,10 @@ def _field_type(key: str) -> Any:
     if key in SPLIT_KEYS:
         raise ConfigError(f"{where}: moves the test split, so trials would be scored on another trial's test dates; "
                           "set it in the config, not in the search space")
+    if key in OBJECTIVE_KEYS:
+        raise ConfigError(f"{where}: sets what a trial is scored by (the metric, which validation windows, the label "
+                          "or its horizon), so "
+                          "trials drawing other values would not be comparable; set it in the config, not in the search space")
     return fields[name]
 
 
@@ -221,6 +233,17 @@ def check_searched_settings(cfg: Config, space: dict[str, dict[str, Any]]) -> No
                 how = "a choice of training.optimizer" if "training.optimizer" in space else "training.optimizer"
                 raise ConfigError(f"tune.search_space.{key}: {name} ({how}) does not use it; "
                                   "search it only with optimizers that do")
+
+
+def check_objective(cfg: Config, space: dict[str, dict[str, Any]]) -> None:
+    """A ConfigError, before any trial, for ``model.loss`` searched while ``evaluation.metric`` is ``loss``:
+    each trial would be scored by the loss it trains (squared error of the scaled target, or minus an IC),
+    and the lowest number would pick the loss whose scale is smaller (minus a negative IC beats any MSE of
+    order 1), not the better model."""
+    if cfg.evaluation.metric == "loss" and "model.loss" in space and len(set(space["model.loss"]["choices"])) > 1:
+        raise ConfigError("tune.search_space.model.loss: with evaluation.metric=loss each trial is scored by its own "
+                          "loss (squared error or minus an IC), which are not comparable; score every trial by one "
+                          "metric (evaluation.metric: mse, neg_ic or neg_rank_ic)")
 
 
 def suggest(trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -363,6 +386,17 @@ def kept_score(run: TrainedRun, reports: list[float]) -> float:
     return float(reports[-1]) if reports else float("nan")
 
 
+def fold_steps(cfg: Config, space: dict[str, dict[str, Any]]) -> int:
+    """The steps each fold takes on the step axis that trials report to the pruner: the most
+    ``training.max_steps`` that any trial can draw (the config's when not searched). Fold k's step s
+    is reported at k · this + s, so a step compares the same fold across trials whatever their drawn
+    ``max_steps`` (with each trial's own, fold 1 of a short trial would meet fold 0 of a long one)."""
+    spec = space.get("training.max_steps")
+    if spec is None:
+        return cfg.training.max_steps
+    return int(max(spec["choices"]) if "choices" in spec else spec["high"])
+
+
 class Objective:
     """One trial: train the config with the drawn values (once, or once per walk-forward fold);
     return the validation score of the weights each run keeps (:func:`kept_score`; the mean over
@@ -372,6 +406,7 @@ class Objective:
     def __init__(self, config_path: str | None, overrides: list[str], space: dict[str, dict[str, Any]], out: Path):
         self.config_path, self.overrides, self.space, self.out = config_path, list(overrides), space, out
         self._data = None  # the prepared data (one per fold), reused while no data.* key is searched
+        self.fold_steps = fold_steps(load_config(config_path, overrides), space)
 
     def _prepared(self, trial, cfg: Config, values: dict[str, Any]) -> list:
         if self._data is None or any(k.startswith("data.") for k in self.space):
@@ -415,7 +450,7 @@ class Objective:
                 run_cfg = load_config(self.config_path, self.overrides + _value_overrides(values) + [
                     f"output.output_dir={json.dumps(str(trial_dir / f'fold-{k}'))}", "output.overwrite=true",
                     "output.progress_bar=never", "training.resume_from_checkpoint=null"])
-            offset = k * cfg.training.max_steps  # one step axis over the folds, for the pruner
+            offset = k * self.fold_steps  # one step axis over the folds, the same for every trial, for the pruner
             reports: list[float] = []
 
             def on_evaluate(step: int, metrics: dict[str, float]) -> None:
@@ -759,6 +794,7 @@ def run_tune(
     cfg = load_config(config_path, overrides)
     space = parse_space(cfg.tune.search_space)
     check_searched_settings(cfg, space)
+    check_objective(cfg, space)
     if trials < 0:
         raise ConfigError(f"--trials: must be >= 0 (0: only the report of the stored study), got {trials}")
     if workers < 1:
@@ -774,6 +810,7 @@ def run_tune(
     blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise UserError(f"{blocking}: exists and is not a folder; give another --out")
+    check_owner(out, name)
     storage = storage_url(storage, workers, out)
     home = storage_file(storage)
     if trials == 0 and home is not None and not home.is_file():  # opening it would create it, empty
@@ -794,6 +831,8 @@ def run_tune(
     except ValueError as e:  # e.g. a stored study of that name with another direction
         raise UserError(f"--storage {shown_url(storage)}: {str(e).splitlines()[0]}") from None
     out.mkdir(parents=True, exist_ok=True)
+    if study_owner(out) is None:
+        write_json(out / OWNER_FILE, {"study": name})
     fail_stale_trials(study, cfg.tune.stale_after_seconds, out)
     before = {t.number for t in study.get_trials(deepcopy=False)}
     log.info("study %r in %s: %d trial(s), %d worker(s), objective eval_%s on the validation split",
@@ -830,6 +869,32 @@ def run_tune(
         print(summary)
         raise UserError(failed_all)
     return summary
+
+
+OWNER_FILE = "study.json"
+"""In the output folder: the name of the study whose ``trial-NNNN`` folders and report it holds."""
+
+
+def study_owner(out: Path) -> str | None:
+    """The study that the output folder ``out`` belongs to (its :data:`OWNER_FILE`), None when it names none."""
+    path = out / OWNER_FILE
+    if not path.is_file():
+        return None
+    try:
+        owner = read_json(path).get("study")
+    except (OSError, ValueError, AttributeError) as e:
+        raise UserError(f"{path}: not the JSON object tune writes ({type(e).__name__}); give another --out") from None
+    return owner if isinstance(owner, str) else None
+
+
+def check_owner(out: Path, name: str) -> None:
+    """A UserError when ``out`` holds another study's trials: trial numbers start at 0 in every study,
+    so a second study would overwrite the first one's ``trial-NNNN`` run folders and report, and a
+    report of the first would then read the second's out-of-sample series as its own."""
+    owner = study_owner(out)
+    if owner is not None and owner != name:
+        raise UserError(f"--out {out}: holds the trials of study {owner!r} ({out / OWNER_FILE}); study {name!r} would "
+                        f"overwrite its trial folders and report: give another --out (or --study {owner})")
 
 
 def study_selection(trials: list, best_number: int | None, out: Path) -> dict[str, Any]:

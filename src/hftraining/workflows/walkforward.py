@@ -44,7 +44,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import os
 import re
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -64,7 +66,7 @@ from hftraining.eval.selection import format_selection, selection_stats
 from hftraining.train.distributed import barrier, cleanup, init_distributed
 from hftraining.train.runner import check_output_dir, training_run
 from hftraining.train.trainer import check_config
-from hftraining.workflows.train_run import evaluate_test, remove
+from hftraining.workflows.train_run import evaluate_test, remove, run_folder_lock
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +179,9 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
     train with the main one and return {}. ``data.split_dates`` is a ConfigError (the folds would
     ignore it). Nothing resumes (``training.resume_from_checkpoint`` is a
     ConfigError): every fold trains from its start, and ``output.overwrite`` removes an earlier
-    walk-forward only once the config is checked and the features are built."""
+    walk-forward only once the config is checked and the features are built. One walk-forward at a
+    time writes ``<run>/walkforward`` (:func:`~hftraining.workflows.train_run.run_folder_lock`): a
+    second one started meanwhile is a UserError naming the folder."""
     if n_folds < 2:
         raise ConfigError(f"--folds: need at least 2 folds, got {n_folds}")
     if scheme not in SCHEMES:
@@ -195,6 +199,14 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
                           "resume; every fold trains from its start: leave it unset (an interrupted walk-forward is run "
                           "again with output.overwrite=true)")
     base = cfg.run_dir() / "walkforward"
+    # one walk-forward at a time in a folder, as one train per run folder: a second one started with
+    # output.overwrite removed the folds the first was training, and both exited 0 with mixed folders
+    with run_folder_lock(base) if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
+        return _walk_forward(cfg, n_folds, scheme, mode, base)
+
+
+def _walk_forward(cfg: Config, n_folds: int, scheme: str, mode: str, base) -> dict[str, Any]:
+    """:func:`walk_forward`'s work, under the lock of its folder ``base`` (``<run>/walkforward``)."""
     earlier = previous_walk_forward(base)
     if earlier and not cfg.output.overwrite:
         raise UserError(f"{base}: holds an earlier walk-forward ({', '.join(earlier[:3])}{', ...' if len(earlier) > 3 else ''}); "
