@@ -853,7 +853,7 @@ def validate(cfg: Config) -> None:
         if set(d.split_dates) != {"val", "test"}:
             raise ConfigError(f"data.split_dates: expected the keys val and test, got {', '.join(sorted(d.split_dates)) or 'none'}")
         cut = {k: split_date_ns(v, f"data.split_dates.{k}") for k, v in d.split_dates.items()}
-        if cut["val"] >= cut["test"]:
+        if cut["val"] > cut["test"]:  # equal: no validation split, as a run with data.val_ratio=0 records it
             raise ConfigError(f"data.split_dates: val {d.split_dates['val']} must be before test {d.split_dates['test']}")
     if not d.features:
         raise ConfigError("data.features: at least one feature is needed")

@@ -74,6 +74,8 @@ def check_booster_text(text: str, width: int) -> None:
         except (KeyError, ValueError) as e:
             raise ValueError(f"tree {k}: unreadable ({e})") from None
         want = {**{key: n - 1 for key in _INTERNAL}, **{key: n for key in _LEAF}}
+        if n == 1 and arrays.get("leaf_weight") == []:  # LightGBM writes no weight for a tree of one leaf
+            del arrays["leaf_weight"]
         if n < 1 or f.get("num_cat", "0") != "0" or f.get("is_linear", "0") != "0" or "leaf_value" not in arrays:
             raise ValueError(f"tree {k}: not a plain tree of num_leaves >= 1")
         for key, values in arrays.items():

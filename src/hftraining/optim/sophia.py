@@ -49,6 +49,36 @@ class Sophia(SophiaH):
             return sdpa_kernel([SDPBackend.MATH])
         return contextlib.nullcontext()
 
+    @staticmethod
+    @torch.no_grad()
+    def compute_hutchinson_hessian(param_groups: Any, state: Any, num_samples: int = 1, alpha: float = 1.0,
+                                   distribution: str = "gaussian") -> None:
+        """SophiaH's Hutchinson estimate, also when a gradient carries no graph: a gradient that does not
+        depend on any parameter (the bias of the quantile head under the piecewise-linear pinball loss)
+        has zero Hessian rows, so its Hessian-vector product is zero; torch.autograd.grad refuses such
+        a gradient outright. The noise is drawn for every parameter in the same order as before."""
+        params = [p for group in param_groups or [] for p in group["params"]
+                  if p.requires_grad and p.grad is not None and not p.grad.is_sparse]
+        if not params:
+            return
+        if distribution not in ("gaussian", "rademacher"):
+            raise NotImplementedError(f"hessian with distribution {distribution} is not implemented.")
+        grads = [p.grad for p in params]
+        live = [i for i, g in enumerate(grads) if g.requires_grad]
+        for i in range(num_samples):
+            if distribution == "rademacher":
+                zs = [torch.randint_like(p, 0, 2) * 2.0 - 1.0 for p in params]
+            else:
+                zs = [torch.randn_like(p) for p in params]
+            if not live:
+                continue
+            with torch.enable_grad():
+                h_zs = torch.autograd.grad([grads[j] for j in live], params, grad_outputs=[zs[j] for j in live],
+                                           retain_graph=i < num_samples - 1, allow_unused=True)
+            for h_z, z, p in zip(h_zs, zs, params):
+                if h_z is not None:
+                    state[p]["hessian"].addcmul_(h_z, z, value=alpha / num_samples)
+
     @torch.no_grad()
     def step(self, closure=None, hessian: Optional[list[torch.Tensor]] = None):  # noqa: D102
         if hessian is None and closure is None and self.needs_create_graph():

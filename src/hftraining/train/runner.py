@@ -34,7 +34,7 @@ from hftraining.models import ForecastModel
 from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import DistInfo, barrier, cleanup, init_distributed
 from hftraining.train.logging import RunLogger, log
-from hftraining.train.trainer import Trainer, TrainerState, check_config
+from hftraining.train.trainer import Trainer, TrainerState, check_config, check_cross_section
 
 RUN_FILES = ("metrics.jsonl", "metrics.csv", "tracking.json", "train.log", "eval.json", "report.html", "report.md")
 EVALUATIONS_DIR = "evaluations"  # reports of `hftraining evaluate` on other splits/data: of this run's final model
@@ -257,6 +257,7 @@ def build_trainer(
     seed_everything(cfg.training.seed)
     if data is None:
         data = prepare(cfg.data)
+    check_cross_section(cfg, data.train)  # before an earlier run is cleared
     if resume_path is None:
         if cfg.training.resume_from_checkpoint == "auto" and info.is_main:  # said once the data are read
             # a mistyped output_dir, or a folder whose checkpoints were deleted, would start over unnoticed

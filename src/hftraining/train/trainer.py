@@ -36,7 +36,7 @@ from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.data.windows import DateSampler, EpochSampler, WindowSet, date_groups, to_device
 from hftraining.eval import metrics
 from hftraining.models import ForecastModel, build_model
-from hftraining.models.losses import compute_loss, term_counts, weighted_total
+from hftraining.models.losses import MIN_MEMBERS, compute_loss, term_counts, weighted_total
 from hftraining.models.predict import autocast_context, predict_scaled
 from hftraining.models.registry import check_model
 from hftraining.optim.stepper import TrainOptimizer
@@ -112,6 +112,26 @@ class _LogWindow:
         return cls(**copy.deepcopy(state))
 
 
+def check_cross_section(cfg: Config, train: WindowSet) -> None:
+    """A cross-sectional label or loss needs dates with several symbols among the training windows
+    ``train``: one symbol's z-score or rank is 0 on every date (every label 0), and an ``ic``/``rank``
+    loss learns nothing from a date with fewer than its :data:`MIN_MEMBERS` (loss 0, gradient 0, the
+    untrained model then scored as if trained). Called once the data are read, before the run folder
+    is cleared: the mistake costs nothing of an earlier run."""
+    _, members = np.unique(train.times, return_counts=True)
+    most = int(members.max()) if len(members) else 0  # symbols of the fullest training date
+    if cfg.data.target in CROSS_SECTIONAL and most < 2:
+        raise ConfigError(f"data.target: {cfg.data.target} scores each symbol against the others of its date, and "
+                          "no training date has more than 1 symbol: every label would be 0; use data.target=return "
+                          "or more symbols (data.symbols)")
+    if cfg.model.loss != "mse":  # only models with gradient steps get here (check_config)
+        need = MIN_MEMBERS[cfg.model.loss]
+        if most < need:
+            raise ConfigError(f"model.loss: {cfg.model.loss!r} learns from dates with at least {need} symbols, and "
+                              f"no training date has more than {most}: the run would learn nothing; use "
+                              "model.loss=mse or more symbols (data.symbols)")
+
+
 def check_config(cfg: Config, info: DistInfo) -> tuple[str, str]:
     """What of ``cfg`` the trainer can check before any data is read, on the devices of ``info``: the model's
     type, heads and loss weights, the optimizer and its keywords, precision, compile mode and their
@@ -123,6 +143,9 @@ def check_config(cfg: Config, info: DistInfo) -> tuple[str, str]:
             if getattr(cfg.data, key):
                 raise ConfigError(f"data.{key}: model.type {cfg.model.type!r} takes no gradient steps (it is fitted "
                                   "on the training windows as they are), so augmentation would not act; remove the key")
+        if cfg.model.loss != "mse":  # fitted by squared error whatever the key says
+            raise ConfigError(f"model.loss: model.type {cfg.model.type!r} takes no gradient steps (it is fitted on the "
+                              f"training windows by squared error), so {cfg.model.loss!r} would not act; remove the key")
     precision = resolved_precision(t)
     if precision == "fp16" and info.device.type != "cuda":
         raise ConfigError("training.precision: fp16 needs CUDA (use bf16 on CPU)")
