@@ -13,6 +13,7 @@ import glob
 import logging
 import os
 import re
+import stat
 import sys
 from pathlib import Path
 
@@ -194,14 +195,28 @@ def _write_csv(table, out: str) -> None:
     """Write ``table`` to ``out`` through a hidden sibling renamed into place: a reader of the file (a
     scheduled job picking up the forecasts) never sees it half written, and a failed write (a full disk)
     leaves the earlier file as it was and no temporary behind; the failure is one line naming ``out``.
-    A link at ``out`` is written through, as before, not replaced."""
-    path = Path(os.path.realpath(out))
-    if path.is_dir():
+    A link at ``out`` is written through, as before, not replaced; so is anything that is not a regular
+    file (``/dev/stdout``, ``/dev/null``, a FIFO), which a rename would replace by a file. A file
+    replaced keeps its permission bits."""
+    try:
+        st = os.stat(out)
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"--out {out}: a folder; give a CSV file name")
+    if st is not None and not stat.S_ISREG(st.st_mode):  # a device, pipe or terminal: written to, as before
+        try:
+            table.to_csv(out, index=False)
+        except OSError as e:
+            raise WriteError(f"{out}: cannot write ({io_cause(e)})") from None
+        return
+    path = Path(os.path.realpath(out))
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(tmp, index=False)
+        if st is not None:
+            os.chmod(tmp, stat.S_IMODE(st.st_mode))
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):

@@ -76,7 +76,7 @@ def run_folder_lock(root: Path) -> Iterator[None]:
     warning says the folder is unguarded."""
     check_output_dir(root)  # a file where the folder goes: the one-line error that names it
     created = [p for p in (root, *root.parents) if not p.exists()]
-    fd = None
+    fd, refused = None, False
     try:
         while fd is None:
             root.mkdir(parents=True, exist_ok=True)
@@ -88,6 +88,7 @@ def run_folder_lock(root: Path) -> Iterator[None]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
                 if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                    refused = True  # the folder is the other run's now, even one this process saw absent
                     raise UserError(f"{root}: another hftraining process is training into this run folder; wait "
                                     "for it to end, or give another output.output_dir") from None
                 log.warning("warning: %s: the run folder cannot be locked (%s); a second train into it at the same "
@@ -102,13 +103,33 @@ def run_folder_lock(root: Path) -> Iterator[None]:
                 fd = None
         yield
     finally:
-        for p in created:  # deepest first; stops at the first that holds something
-            try:
-                p.rmdir()
-            except OSError:
+        # deepest first; stops at the first that holds something or that another run holds locked (a
+        # train into the folder above a walk-forward's, nothing written yet); a refused run made none of them
+        for p in [] if refused else created:
+            if not _remove_unlocked(p, held=p == root):
                 break
         if fd is not None:
             os.close(fd)
+
+
+def _remove_unlocked(path: Path, held: bool = False) -> bool:
+    """Remove the empty folder ``path`` under its run-folder lock (``held``: this process holds it):
+    False (kept) when it holds something or another process holds the lock (a run trains into it,
+    nothing written yet); a run that locks it meanwhile finds it removed and makes it again
+    (:func:`run_folder_lock`)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        if not held:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path.rmdir()
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def evaluate_test(run: TrainedRun) -> tuple[dict[str, Any], Forecasts | None, dict[str, Any] | None]:
