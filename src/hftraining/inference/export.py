@@ -6,7 +6,7 @@ returns unless the model was trained on another ``data.target``, named in the pr
     inputs   x     (batch, seq_len, n_features) float32  scaled features (preprocessing.json's scaler)
              past  (batch, seq_len)             float32  label of each row (data.target; by default the 1-step log return) / target_scale
     outputs  prediction   (batch, horizon)      float32  forecast log returns (labels of another data.target)
-             quantiles    (batch, horizon, Q)   float32  forecast quantiles of the log returns (quantile head)
+             quantiles    (batch, horizon, Q)   float32  forecast quantiles of the label (log returns by default; quantile head)
              class_probs  (batch, horizon, 3)   float32  sell / hold / buy probabilities (buy/hold/sell head)
 
 The graph computes in fp32 (metadata ``hftraining.precision``): a model evaluated in bf16 forecasts

@@ -261,7 +261,8 @@ def build_trainer(
     if resume_path is None:
         if cfg.training.resume_from_checkpoint == "auto" and info.is_main:  # said once the data are read
             # a mistyped output_dir, or a folder whose checkpoints were deleted, would start over unnoticed
-            log.warning("warning: %s: no checkpoint to resume (--resume); training starts at step 0", run_dir)
+            log.warning("warning: %s: no checkpoint to resume (training.resume_from_checkpoint=auto, --resume); "
+                        "training starts at step 0", run_dir)
         clear_run_dir(info, run_dir)
     else:
         check_same_data(data.report, resume_path)
