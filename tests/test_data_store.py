@@ -396,6 +396,7 @@ def _with_marker(marker: str) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+@pytest.mark.slow  # 10-20 s of subprocesses; runs with `-m slow`
 def test_build_workers_die_with_the_process_that_started_them(tmp_path):
     import signal
     import subprocess

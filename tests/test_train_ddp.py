@@ -187,6 +187,7 @@ def test_each_rank_draws_its_own_dropout_masks(tmp_path):
     assert not torch.equal(rng["rank0.torch"], rng["rank1.torch"])
 
 
+@pytest.mark.slow  # 10-20 s of subprocesses; runs with `-m slow`
 def test_logged_loss_parts_are_averaged_over_ranks_like_the_loss(tmp_path):
     """The ``loss_<part>`` values logged under DDP were rank 0's alone while ``loss`` was averaged over the
     ranks: two ranks of one date each (the IC loss and a quantile head) now log, every step, the parts of one
@@ -248,6 +249,7 @@ def test_two_process_resume_writes_the_uninterrupted_run_s_next_training_record(
     assert [len(w["losses"]) for w in windows] == [1, 1] and windows[0] != windows[1]  # step 4, each rank's own
 
 
+@pytest.mark.slow  # 10-20 s of subprocesses; runs with `-m slow`
 def test_two_process_checkpoint_resumed_in_one_process_logs_the_two_process_record(tmp_path):
     """At another world size no rank's own window continues: a 2-rank checkpoint inside a log window,
     resumed in one process (two dates per batch, the same global batch), logs at step 6 the record of the

@@ -77,6 +77,7 @@ def _same(a, b) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # 10-20 s of subprocesses; runs with `-m slow`
 def test_a_full_disk_at_a_checkpoint_is_one_line_and_resume_ends_bit_identical(tmp_path, uninterrupted):
     out = tmp_path / "run"
     # writes 1-3 are the step-10 checkpoint (model, optimizer, rng); 4 is step 20's model
@@ -90,6 +91,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_resume_ends_bit_identical(t
     assert _same(load_file(str(out / "final" / "model.safetensors")), uninterrupted)
 
 
+@pytest.mark.slow  # 10-20 s of subprocesses; runs with `-m slow`
 def test_a_full_disk_under_tensorboard_is_one_line_and_resume_ends_bit_identical(tmp_path, uninterrupted):
     """TensorBoard writes from a thread of its own: its write error still stops the run with one line
     naming the folder (no thread traceback), and the run resumes from its last checkpoint."""

@@ -220,6 +220,7 @@ def test_two_workers_share_a_postgresql_database(tmp_path, capsys, postgres_url)
     _check_study(optuna, storage, "pg", out, printed)
 
 
+@pytest.mark.slow  # 10-20 s of subprocesses; runs with `-m slow`
 def test_a_killed_worker_leaves_no_trial_running_forever(tmp_path):
     """SIGKILL a ``tune --workers 2`` process group while its trials run, then tune again on the same
     journal: the dead workers' trials are marked failed (folder marked STALE.json) and counted."""
