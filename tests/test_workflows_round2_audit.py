@@ -18,15 +18,9 @@ from hftraining.core.errors import ConfigError  # noqa: E402
 from hftraining.workflows import tune  # noqa: E402
 from conftest import tiny  # noqa: E402
 
-TINY = {
-    "model": {"hidden_size": 8, "num_heads": 2, "num_layers": 1, "dropout": 0.0},
-    "data": {"sequence_length": 16, "prediction_horizon": 2, "batch_size": 32, "symbols": ["AEM", "WPM"]},
-    "training": {"max_steps": 4, "logging_steps": 2, "save_steps": 0},
-    "evaluation": {"eval_steps": 2, "max_eval_batches": 1},
-    "output": {"experiment_name": "audit", "tensorboard": False},
-    "tune": {"seed": 0, "sampler": "random", "pruner": "none", "search_space": {
-        "training.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}},
-}
+from test_tune_audit import TINY as _TUNE_AUDIT  # noqa: E402  (the same tiny study, 4 steps a trial)
+
+TINY = {**_TUNE_AUDIT, "training": {"max_steps": 4, "logging_steps": 2, "save_steps": 0}}
 
 
 def _run(tmp_path, cfg, trials, study, out="o", extra=()):
