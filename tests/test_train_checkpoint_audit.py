@@ -188,3 +188,23 @@ def test_resume_with_no_checkpoint_to_resume_says_it_starts_over(tmp_path, logge
                                 "evaluation.baseline_max_windows=300"), "--resume"]) == 0
     said = [r.getMessage() for r in logged if "no checkpoint to resume" in r.getMessage()]
     assert len(said) == 1 and str(run) in said[0] and "step 0" in said[0], said
+
+
+def test_a_resume_whose_windows_alone_changed_does_not_blame_the_files(tmp_path):
+    """The same rows split at the same places but other windows (this version cuts them otherwise, e.g.
+    data.stride under date batching): the refusal says so instead of "the files changed"."""
+    from hftraining.train.runner import check_same_data
+
+    report = {"windows": {"train": 300, "val": 40}, "split": {"val_from": "2024-01-02",
+                                                                "symbols": {"AEM": {"train": [0, 300], "val": [300, 340]}}}}
+    (tmp_path / "checkpoints" / "step-00000004").mkdir(parents=True)
+    (tmp_path / "data_report.json").write_text(json.dumps(report))
+    ckpt = tmp_path / "checkpoints" / "step-00000004"
+    check_same_data(report, ckpt)  # the same: passes
+    fewer = {**report, "windows": {"train": 100, "val": 40}}
+    with pytest.raises(UserError, match=r"windows.train is 100 .* this version cuts the windows otherwise") as e:
+        check_same_data(fewer, ckpt)
+    assert "files under data.data_dir" not in str(e.value)
+    moved = {**fewer, "split": {**report["split"], "val_from": "2024-02-01"}}
+    with pytest.raises(UserError, match="the files under data.data_dir changed"):
+        check_same_data(moved, ckpt)

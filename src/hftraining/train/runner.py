@@ -210,6 +210,12 @@ def check_same_data(report: dict[str, Any], path: Path) -> None:
                         f"({saved}), this version in name order ({json.dumps(now['symbols'])}): its sampler's position "
                         "would count through other windows; finish it with the version that started it, or start "
                         "over with output.overwrite=true")
+    if changed and all(k.startswith("windows.") for k in changed):  # the same rows and split, other windows
+        k = changed[0]
+        raise UserError(f"{path}: cannot resume: {k} is {json.dumps(now.get(k))} (the run's, {saved}: "
+                        f"{json.dumps(then.get(k))}) on rows split where the run split them: this version cuts the "
+                        "windows otherwise (data.stride under data.batching=dates keeps whole dates since 2026-12-05); "
+                        "finish it with the version that started it, or start over with output.overwrite=true")
     if changed:
         k = changed[0]
         more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
