@@ -200,6 +200,7 @@ def test_a_resume_whose_windows_alone_changed_does_not_blame_the_files(tmp_path)
     (tmp_path / "checkpoints" / "step-00000004").mkdir(parents=True)
     (tmp_path / "data_report.json").write_text(json.dumps(report))
     ckpt = tmp_path / "checkpoints" / "step-00000004"
+    (ckpt / "config.json").write_text(json.dumps({"data": {"batching": "dates", "stride": 2}}))
     check_same_data(report, ckpt)  # the same: passes
     fewer = {**report, "windows": {"train": 100, "val": 40}}
     with pytest.raises(UserError, match=r"windows.train is 100 .* this version cuts the windows otherwise") as e:

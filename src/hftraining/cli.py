@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from hftraining import models, optim
-from hftraining.core.config import Config, ServeConfig, TrainingConfig, load_config, parse_override, section_from_dict, validate
+from hftraining.core.config import (MAX_SEED, Config, ServeConfig, TrainingConfig, load_config, parse_override,
+                                    section_from_dict, validate)
 from hftraining.core.errors import ConfigError, UserError, WriteError, io_cause, is_io_error
 from hftraining.core.jsonio import dumps
 from hftraining.data.feature_table import write_feature_table
@@ -60,6 +61,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("--resume: also given as training.resume_from_checkpoint; give one of them")
         overrides.append("training.resume_from_checkpoint=auto")
     cfg = load_config(args.config, overrides)
+    if args.seeds is not None and args.seeds > 1 and cfg.training.seed + args.seeds - 1 > MAX_SEED:
+        raise ConfigError(f"--seeds {args.seeds}: the seeds training.seed + 0..{args.seeds - 1} would pass the largest seed "
+                          f"{MAX_SEED} (training.seed={cfg.training.seed}); lower training.seed")
     setup_console_logging()
     if args.seeds is not None:  # with --resume, every seed-<k>/ resumes and ensemble/ is rebuilt
         root = train_seeds(cfg, args.seeds)
@@ -191,7 +195,7 @@ def _refuse_out_in_inputs(out: str, folders: list[str], data: str) -> None:
         raise ConfigError(f"--out {out}: matches the input data {data}; choose an --out outside it")
 
 
-def _write_csv(table, out: str) -> None:
+def _write_csv(table, out: str) -> bool:
     """Write ``table`` to ``out`` through a hidden sibling renamed into place: a reader of the file (a
     scheduled job picking up the forecasts) never sees it half written, and a failed write (a full disk)
     leaves the earlier file as it was and no temporary behind; the failure is one line naming ``out``.
@@ -204,12 +208,23 @@ def _write_csv(table, out: str) -> None:
         st = None
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"--out {out}: a folder; give a CSV file name")
-    if st is not None and not stat.S_ISREG(st.st_mode):  # a device, pipe or terminal: written to, as before
+    # the file standard output goes to (`--out /dev/stdout > log`, a regular file then): through stdout, at its
+    # position; renamed over, the file the shell opened lost what it held and the lines written after the CSV
+    if st is not None and _is_stdout(st):
+        try:
+            sys.stdout.flush()
+            table.to_csv(sys.stdout, index=False)
+            sys.stdout.flush()
+        except OSError as e:
+            raise WriteError(f"{out}: cannot write ({io_cause(e)})") from None
+        return True
+    # a device, pipe or terminal, or a descriptor named by path (/dev/fd/N): written to, as before
+    if st is not None and (not stat.S_ISREG(st.st_mode) or os.path.abspath(out).startswith(("/dev/", "/proc/"))):
         try:
             table.to_csv(out, index=False)
         except OSError as e:
             raise WriteError(f"{out}: cannot write ({io_cause(e)})") from None
-        return
+        return False
     path = Path(os.path.realpath(out))
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     try:
@@ -224,6 +239,15 @@ def _write_csv(table, out: str) -> None:
         if isinstance(e, OSError):
             raise WriteError(f"{out}: cannot write ({io_cause(e)})") from None
         raise
+    return False
+
+
+def _is_stdout(st: os.stat_result) -> bool:
+    """Whether ``st`` is the file this process's standard output writes to."""
+    try:
+        return os.path.samestat(st, os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError):  # stdout replaced by an object without a descriptor
+        return False
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -232,8 +256,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     setup_console_logging(logging.WARNING)  # warnings on stderr (e.g. fewer rows than settled_rows); stdout: the CSV
     table = Forecaster.from_pretrained(args.model_dir).predict(args.data)
     if args.out:
-        _write_csv(table, args.out)
-        print(f"wrote {len(table)} forecasts for {table['symbol'].nunique()} symbol(s) to {args.out}")
+        into_stdout = _write_csv(table, args.out)
+        # not after the CSV when the CSV is standard output (`--out /dev/stdout | consumer`)
+        print(f"wrote {len(table)} forecasts for {table['symbol'].nunique()} symbol(s) to {args.out}",
+              file=sys.stderr if into_stdout else sys.stdout)
     else:
         table.to_csv(sys.stdout, index=False)
     return 0
@@ -260,7 +286,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _data_config(args: argparse.Namespace, data_dir=None):
     """The data section of ``--config`` with ``--set`` overrides (``data.`` may be left out)."""
-    sets = [s if s.startswith(("data.", "model.", "training.", "evaluation.", "output.")) else f"data.{s}" for s in args.set]
+    # a key with a section of its own keeps it: `--set dat.jumps=drop` was read as data.dat.jumps and said so
+    sets = [s if "." in s.partition("=")[0] else f"data.{s}" for s in args.set]
     d = load_config(args.config, sets).data
     if data_dir is not None:
         d.data_dir = data_dir
@@ -287,7 +314,14 @@ def _cmd_data_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_seed(seed: int) -> None:
+    """``--seed`` in NumPy's range (a negative one was its traceback)."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"--seed: must be in 0..{MAX_SEED}, got {seed}")
+
+
 def _cmd_data_synth(args: argparse.Namespace) -> int:
+    _check_seed(args.seed)
     paths = write_synth(args.out, args.symbols, args.rows, seed=args.seed, freq=args.freq, fmt=args.format,
                         session=args.session, tz=args.tz)
     what = "a Parquet dataset" if args.format == "parquet-dataset" else f"{len(paths)} file(s)"
@@ -301,6 +335,7 @@ MODEL_FLAGS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "d
 def _cmd_bench_ett(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
+    _check_seed(args.seed)
     # a flag of a trained model the chosen --model does not have is an error, not ignored
     given = [f"--{k.replace('_', '-')}" for k in MODEL_FLAGS if getattr(args, k) is not None]
     given += [flag for flag, on in (("--subtract-last", args.subtract_last), ("--on-linear", args.on_linear),

@@ -10,7 +10,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import difflib
 import json
+import math
 import re
 import reprlib
 import types
@@ -481,6 +483,10 @@ MAX_CONFIG_VALUES = 100_000
 config may hold: an alias "bomb" of 10^9 leaves is refused after this many, not expanded."""
 MAX_CONFIG_DEPTH = 32
 """Deepest nesting of mappings and lists a config may have."""
+MAX_SEED = 2**32 - 1
+"""Largest ``training.seed``/``tune.seed``: NumPy's legacy seeding takes 0..2**32 - 1."""
+MAX_CONFIG_INT = 2**63 - 1
+"""Largest integer (in size) a config key may hold: what int64 holds (numpy and torch take no larger)."""
 
 _SHOWN = reprlib.Repr()
 _SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxtuple, _SHOWN.maxdict = 3, 8, 8, 8
@@ -657,11 +663,16 @@ def check_value(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key}: expected true/false, got {shown(value)}")
     if tp is int:
+        number = None
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{key}: expected an integer, got {shown(value)}")
+            number = value
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        if number is None:
+            raise ConfigError(f"{key}: expected an integer, got {shown(value)}")
+        if not -MAX_CONFIG_INT <= number <= MAX_CONFIG_INT:  # 1e30 layers or steps overflowed torch and numpy mid-run
+            raise ConfigError(f"{key}: {shown(value)} is out of range (at most {MAX_CONFIG_INT:,} in size)")
+        return number
     if tp is float:
         number = None
         if isinstance(value, (int, float, str)) and not isinstance(value, bool):
@@ -669,8 +680,8 @@ def check_value(value: Any, tp: Any, key: str) -> Any:
                 number = float(value)
             except (ValueError, OverflowError):
                 pass
-        if number is None or number != number:  # NaN passed every "must be > 0" check
-            raise ConfigError(f"{key}: expected a number, got {shown(value)}")
+        if number is None or not math.isfinite(number):  # NaN passed every "must be > 0" check; an infinite
+            raise ConfigError(f"{key}: expected a finite number, got {shown(value)}")  # rate or cost ran to NaN
         return number
     if tp is str:
         if isinstance(value, str):
@@ -694,12 +705,20 @@ def section_from_dict(cls: type, raw: Any, name: str) -> Any:
     kwargs = {}
     for key, value in raw.items():
         if key not in known:
-            raise ConfigError(f"{name}.{name_shown(key)}: unknown key; valid keys: {', '.join(sorted(known))}")
+            raise ConfigError(f"{name}.{name_shown(key)}: unknown key; valid keys: {', '.join(sorted(known))}"
+                              + did_you_mean(key, known, f"{name}."))
         kwargs[key] = check_value(value, hints[key], f"{name}.{key}")
     return cls(**kwargs)
 
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def did_you_mean(name: Any, valid: Any, prefix: str = "") -> str:
+    """``"; did you mean training.max_steps?"`` for a misspelt key or section (the closest of ``valid``,
+    after ``prefix``), or "" when none is close."""
+    close = difflib.get_close_matches(name, list(valid), n=1) if isinstance(name, str) and len(name) <= 200 else []
+    return f"; did you mean {prefix}{close[0]}?" if close else ""
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
@@ -710,7 +729,8 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     sections = {}
     for name, value in raw.items():
         if name not in hints:
-            raise ConfigError(f"{name_shown(name)}: unknown config section; valid: {', '.join(hints)}")
+            raise ConfigError(f"{name_shown(name)}: unknown config section; valid: {', '.join(hints)}"
+                              + did_you_mean(name, hints))
         sections[name] = section_from_dict(hints[name], value, name)
     cfg = Config(**sections)
     validate(cfg)
@@ -773,7 +793,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         overridden.add(f"{section}.{key}")
         if section not in SECTIONS:
             raise ConfigError(f"{name_shown(section)}.{name_shown(key)}: unknown config section {shown(section)}; "
-                              f"valid: {', '.join(SECTIONS)}")
+                              f"valid: {', '.join(SECTIONS)}" + did_you_mean(section, SECTIONS))
         if raw.get(section) is None:  # `training:` with every key commented out is an empty section
             raw[section] = {}
         sec = raw[section]
@@ -783,14 +803,39 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     try:
         return config_from_dict(raw)
     except ConfigError as e:
-        if path and str(e).split(":")[0].split("[")[0] not in overridden:
+        if path and not named_keys(str(e)) & overridden:
             raise ConfigError(f"{path}: {e}") from None
         raise
+
+
+def named_keys(message: str) -> set[str]:
+    """The ``section.key`` names at the head of a ConfigError's message (before its first ``:``):
+    ``data.train_ratio/data.val_ratio``, ``tune.heartbeat_seconds/stale_after_seconds`` and
+    ``evaluation.backtest_topk, evaluation.backtest_topk_dropout`` name two.
+    A message about a key an override set is not blamed on the config file."""
+    head = message.split(":")[0]
+    names, section = set(), ""
+    for part in re.split(r"[/,]", head):
+        part = part.split("[")[0].strip()
+        if "." in part:
+            section = part.split(".")[0]
+            names.add(".".join(part.split(".")[:2]))
+        elif section:
+            names.add(f"{section}.{part}")
+    return names
 
 
 def validate(cfg: Config) -> None:
     """Cross-field checks that a type check cannot express."""
     m, d, t, e = cfg.model, cfg.data, cfg.training, cfg.evaluation
+    for section in dataclasses.fields(cfg):  # `cache_dir: ""` wrote the feature store into the working folder,
+        obj = getattr(cfg, section.name)  # `resume_from_checkpoint: ""` started over, `output_dir: ""` was ignored
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if isinstance(value, str) and not value.strip():
+                optional = type(None) in typing.get_args(typing.get_type_hints(type(obj))[f.name])
+                unset = " or null" if optional else ""
+                raise ConfigError(f"{section.name}.{f.name}: {shown(value)} is empty (an unset variable?); give a value{unset}")
 
     def positive(section: str, obj: Any, *names: str) -> None:
         for n in names:
@@ -812,6 +857,18 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.lightgbm_lambda_l2: must be >= 0, got {shown(m.lightgbm_lambda_l2)}")
     positive("data", d, "sequence_length", "prediction_horizon", "batch_size", "eval_batch_size", "stride",
              "dates_per_batch")
+    # the models' own window checks (their constructors say the same of a model folder), before any data are read
+    if m.type == "patchtst" and m.patch_len > d.sequence_length:
+        raise ConfigError(f"model.patch_len: {m.patch_len} is longer than the input window "
+                          f"(data.sequence_length={d.sequence_length})")
+    if m.type == "patchtst" and m.patch_stride > m.patch_len:
+        raise ConfigError(f"model.patch_stride: {m.patch_stride} is longer than model.patch_len {m.patch_len}; "
+                          f"the {m.patch_stride - m.patch_len} rows between consecutive patches would never be read")
+    if m.type == "dlinear" and m.moving_avg > d.sequence_length:
+        raise ConfigError(f"model.moving_avg: kernel {m.moving_avg} is longer than the input window "
+                          f"(data.sequence_length={d.sequence_length})")
+    if d.symbols == []:  # kept none, and the run said "None: no symbol has enough rows ()"
+        raise ConfigError("data.symbols: an empty list keeps no symbol; list some, or write null to keep all")
     twice = sorted(s for s, n in collections.Counter(d.symbols or []).items() if n > 1)  # one pass: 10k+ symbols
     if twice:  # it would be read, trained on and scored twice, weighing it double
         raise ConfigError(f"data.symbols: {twice[0]!r} is listed twice")
@@ -841,8 +898,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"data.train_ratio/data.val_ratio: need 0 < train, 0 <= val and train + val < 1, got {d.train_ratio}, {d.val_ratio}"
         )
-    if d.augment_noise_std < 0 or d.augment_scale_std < 0 or d.augment_jitter < 0:
-        raise ConfigError("data.augment_noise_std/augment_scale_std/augment_jitter: must be >= 0")
+    for name in ("augment_noise_std", "augment_scale_std", "augment_jitter", "min_rows", "jump_threshold"):
+        if getattr(d, name) < 0:  # min_rows and jump_threshold: 0 is "off"; below it was read as 0 or flagged every row
+            raise ConfigError(f"data.{name}: must be >= 0, got {shown(getattr(d, name))}")
     if d.min_history is not None and not 1 <= d.min_history <= d.sequence_length:
         raise ConfigError(f"data.min_history: must be in [1, data.sequence_length={d.sequence_length}], got {d.min_history}")
     if d.embargo < 0:
@@ -878,6 +936,15 @@ def validate(cfg: Config) -> None:
     time_zone(d.timezone, "data.timezone")
     if t.weight_decay < 0:
         raise ConfigError(f"training.weight_decay: must be >= 0, got {t.weight_decay}")
+    for section, seed in (("training", t.seed), ("tune", cfg.tune.seed)):  # NumPy's seed range; outside it the
+        if seed is not None and not 0 <= seed <= MAX_SEED:  # run stopped with a traceback after reading the data
+            raise ConfigError(f"{section}.seed: must be in 0..{MAX_SEED}, got {seed}")
+    if t.num_cycles < 1:  # checked whatever the schedule, as a tune search space may switch it to cosine_restarts
+        raise ConfigError(f"training.num_cycles: must be >= 1, got {t.num_cycles}")
+    if not 0 < t.decay_ratio <= 1:
+        raise ConfigError(f"training.decay_ratio: must be in (0, 1], got {shown(t.decay_ratio)}")
+    if not t.ddp_timeout > 0:
+        raise ConfigError(f"training.ddp_timeout: must be > 0 seconds, got {shown(t.ddp_timeout)}")
     for name in ("adam_beta1", "adam_beta2"):
         if not 0 <= getattr(t, name) < 1:
             raise ConfigError(f"training.{name}: must be in [0, 1), got {shown(getattr(t, name))}")
@@ -897,8 +964,9 @@ def validate(cfg: Config) -> None:
     metrics = ("loss", "mse", "mae", "mse_vs_zero", "neg_ic", "neg_rank_ic")
     if e.metric not in metrics:
         raise ConfigError(f"evaluation.metric: {shown(e.metric)} is not one of {', '.join(map(repr, metrics))} (lower is better)")
-    if t.save_steps < 0 or e.eval_steps < 0:
-        raise ConfigError("training.save_steps/evaluation.eval_steps: must be >= 0")
+    for section, obj, name in (("training", t, "save_steps"), ("evaluation", e, "eval_steps")):
+        if getattr(obj, name) < 0:
+            raise ConfigError(f"{section}.{name}: must be >= 0 (0: only at the end), got {getattr(obj, name)}")
     for name in ("backtest_cost_bps", "backtest_slippage_bps"):
         if getattr(e, name) < 0:
             raise ConfigError(f"evaluation.{name}: must be >= 0, got {getattr(e, name)}")
@@ -976,7 +1044,11 @@ def split_date_ns(text: str, key: str) -> int:
     try:
         ts = pd.Timestamp(text)
     except (ValueError, TypeError):
-        raise ConfigError(f"{key}: {shown(text)} is not a date (e.g. 2024-07-01)") from None
+        ts = pd.NaT
+    # pandas reads "NaT" (and "") as no date, which bounded nothing, and "now"/"today" as the clock's time,
+    # which cut another split on every run and resume
+    if ts is pd.NaT or str(text).strip().lower() in ("now", "today"):
+        raise ConfigError(f"{key}: {shown(text)} is not a date (e.g. 2024-07-01)")
     return int((ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")).value)
 
 

@@ -24,14 +24,19 @@ def feature_table(cfg: DataConfig) -> tuple[pd.DataFrame, dict]:
     panel = panel_rows(cfg)  # checks the specs first
     cols, rows = feature_columns(panel.d.features), panel.rows
     report = {**panel.report, "dropped_features": dict(panel.dropped)}
-    parts = []
-    for k, sym in enumerate(rows.symbols):
-        sl = rows.rows(k)
-        part = pd.DataFrame(np.asarray(rows.features[sl], dtype=np.float64), columns=cols)
-        part.insert(0, "timestamp", pd.DatetimeIndex(np.asarray(rows.times[sl]).view("datetime64[ns]")).tz_localize("UTC"))
-        part.insert(0, "symbol", sym)
-        parts.append(part)
-    return pd.concat(parts, ignore_index=True), report
+    # one frame of every symbol's rows, gathered at once: a frame per symbol and their concatenation took
+    # 22 s for 3,000 symbols × 1,500 rows, most of it pandas joining the 3,000 frames
+    lengths = np.asarray(rows.lengths, dtype=np.int64)
+    starts = np.asarray(rows.starts, dtype=np.int64)
+    n = int(lengths.sum())
+    if np.array_equal(starts, np.cumsum(lengths) - lengths):  # the symbols' rows back to back from row 0
+        take: slice | np.ndarray = slice(0, n)
+    else:
+        take = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(n)
+    table = pd.DataFrame(np.asarray(rows.features[take], dtype=np.float64).reshape(n, len(cols)), columns=cols)
+    table.insert(0, "timestamp", pd.DatetimeIndex(np.array(rows.times[take]).view("datetime64[ns]")).tz_localize("UTC"))
+    table.insert(0, "symbol", np.repeat(np.array(rows.symbols, dtype=object), lengths))
+    return table, report
 
 
 def write_feature_table(cfg: DataConfig, out: str | Path) -> tuple[int, int]:

@@ -13,7 +13,9 @@ for a panel), stating them under ``dropped_features`` in its data report.
 
 Time features (``calendar``, ``hour``) read the wall clock of the exchange's time zone
 (``data.timezone``, an IANA name; ``tz`` below): the feature functions see the frame's timestamps
-converted to it (:func:`local_frame`), everything else stays UTC.
+converted to it (:func:`local_frame`), everything else stays UTC. A daily bar stamped at UTC midnight
+(a plain date, ``2024-01-02``, which the readers take as UTC midnight) is that date in the zone, not
+the previous evening west of Greenwich (:data:`CALENDAR_VERSION`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 import pandas as pd
 import talib
 
-from hftraining.core.config import DataConfig, time_zone
+from hftraining.core.config import DataConfig, shown, time_zone
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.core.registry import Registry
 from hftraining.data.alpha158 import alpha158 as alpha158_table
@@ -293,16 +295,112 @@ def check_specs(specs: list[str]) -> None:
             raise ConfigError(f"data.features: {spec!r}: bad parameters ({e})") from None
 
 
+DAILY_BARS = 20 * 3600 * 10**9
+"""ns: a frame whose rows are this far apart (median) holds daily (or longer) bars, as the validator
+judges it (:data:`hftraining.data.validate.DAILY_SPACING`)."""
+
+CALENDAR_VERSION = 2
+"""How the time features read a stamp, written in a model folder's preprocessing.json as
+``calendar_version``: 2 reads a daily bar stamped at UTC midnight as that date in ``data.timezone``
+(1, before 2026-12-05: as the UTC instant, so under ``America/New_York`` a Tuesday bar read Monday
+19:00, a Monday bar Sunday). Intraday bars, and daily bars stamped at another time of day (a
+vendor's local midnight, 05:00 UTC for New York), read the same in both. A model whose time
+features were computed by the older rule is refused (:func:`check_calendar_version`), never fed
+inputs of another rule."""
+TIME_FEATURES = frozenset({"calendar", "hour"})
+"""The registered features that read the timestamps (in ``data.timezone``)."""
+
+
+SESSION_SHARE = 1 / 3
+"""At least this share of a frame's spacings under 18 hours (0.75 days): intraday bars, whatever their
+median (two bars a session, 4-hour bars at 09:30 and 13:30, have the overnight gap as their median)."""
+
+
+def bar_spacing(gaps: np.ndarray) -> float | None:
+    """The typical spacing in ns of bars ``gaps`` (int64 ns differences of consecutive stamps): their
+    median, or the median of the spacings under 18 hours when they are at least :data:`SESSION_SHARE`
+    of them (two bars a session are intraday bars, as the backtest counts them); None for no gap."""
+    gaps = np.asarray(gaps, dtype=np.int64)
+    if not gaps.size:
+        return None
+    short = gaps < 18 * 3600 * 10**9
+    med = float(np.median(gaps))
+    if med >= 18 * 3600 * 10**9 and short.mean() >= SESSION_SHARE:
+        return float(np.median(gaps[short]))
+    return med
+
+
+def date_stamps(ns: np.ndarray) -> np.ndarray:
+    """(n,) mask of the rows of sorted int64 UTC ``ns`` that are dates, not instants: rows at UTC
+    midnight of a frame of daily (or longer) bars (:func:`bar_spacing` at least :data:`DAILY_BARS`; a
+    frame of one row: a row at midnight). The readers take a plain date (``2024-01-02``) as UTC
+    midnight, and a daily bar so stamped names a trading day, not the instant 19:00 of the day before
+    in New York. Intraday bars at 00:00 UTC (crypto, or Tokyo's open) are instants: their frame's bars
+    are less than a day apart. Decided on the spacing of the frame's bars, never on their prices."""
+    ns = np.asarray(ns, dtype=np.int64)
+    midnight = ns % (86400 * 10**9) == 0
+    if len(ns) > 1 and not bar_spacing(np.diff(ns)) >= DAILY_BARS:
+        return np.zeros(len(ns), dtype=bool)
+    return midnight
+
+
 def local_frame(frame: pd.DataFrame, tz: str | None) -> pd.DataFrame:
     """``frame`` with its ``timestamp`` column converted to the time zone ``tz`` (``data.timezone``, an
     IANA name; naive timestamps are UTC, as the readers take them), which the time features read;
-    the same instants, so every other feature is unchanged. ``tz`` None: ``frame`` as it is (a
-    validated frame is UTC). ConfigError naming ``data.timezone`` for an unknown zone."""
+    every other feature reads no timestamp. A date (:func:`date_stamps`: a daily bar at UTC midnight)
+    becomes midnight of that date in ``tz`` (01:00 on the few dates whose clocks skip midnight), so
+    its weekday and month are the date's own and its hour 0, as under UTC; any other stamp is the
+    same instant, read on the local clock. ``tz`` None: ``frame`` as it is (a validated frame is
+    UTC). ConfigError naming ``data.timezone`` for an unknown zone."""
     if tz is None or "timestamp" not in frame.columns:
         return frame
+    zone = time_zone(tz, "data.timezone")
     ts = pd.DatetimeIndex(frame["timestamp"])
-    ts = ts.tz_localize("UTC") if ts.tz is None else ts
-    return frame.assign(timestamp=ts.tz_convert(time_zone(tz, "data.timezone")))  # row by row: causal
+    ts = (ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")).as_unit("ns")
+    dates = date_stamps(ts.asi8)
+    if dates.any():
+        day = ts[dates].tz_localize(None).tz_localize(zone, ambiguous=np.ones(int(dates.sum()), dtype=bool),
+                                                     nonexistent="shift_forward")
+        ns = ts.asi8.copy()
+        ns[dates] = day.asi8
+        ts = pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC")
+    return frame.assign(timestamp=ts.tz_convert(zone))
+
+
+def check_calendar_version(v, specs: list[str], tz: str, bar_seconds, where: str,
+                           fix: str = "retrain the model") -> None:
+    """A model folder's ``calendar_version`` (1 when absent) → a DataError naming ``where`` (and saying
+    ``fix``) when this version computes its time features otherwise (:data:`CALENDAR_VERSION`): daily
+    bars (``bar_seconds`` at least :data:`DAILY_BARS`, or not recorded) and ``calendar`` under a zone
+    ``tz`` behind UTC at times (a date read the evening before) or ``hour`` under one whose clock is
+    not UTC's (another hour). Other models read the same features under both rules and load; a newer
+    version is refused as a newer folder is."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise DataError(f"{where}: calendar_version must be a positive integer, got {shown(v)}")
+    if v > CALENDAR_VERSION:
+        raise DataError(f"{where}: calendar_version {v} was written by a newer hftraining (this one computes time "
+                        f"features of version {CALENDAR_VERSION}); upgrade hftraining to load it")
+    names = {parse_spec(s)[0] for s in specs}
+    west, other = _offsets(tz)
+    # a UTC midnight read on a clock behind UTC's is the day before; on any other clock than UTC's, another hour
+    timed = [n for n, changed in (("calendar", west), ("hour", other)) if n in names and changed]
+    known = isinstance(bar_seconds, (int, float)) and not isinstance(bar_seconds, bool) and np.isfinite(bar_seconds)
+    daily = not known or bar_seconds * 1e9 >= DAILY_BARS
+    if v < CALENDAR_VERSION and timed and daily:
+        raise DataError(f"{where}: its {' and '.join(timed)} features of daily bars were computed by calendar_version "
+                        f"{v}, which read a date (stamped at UTC midnight) as that instant on the clock of data.timezone="
+                        f"{tz}, west of Greenwich the evening before; version {CALENDAR_VERSION} reads it as its own "
+                        f"date; {fix}")
+
+
+@functools.lru_cache(maxsize=64)
+def _offsets(tz: str) -> tuple[bool, bool]:
+    """(whether the zone ``tz`` is ever behind UTC, whether its offset is ever other than 0), judged
+    on the 1st and 15th of every month from 1970 to 2040 (``UTC``, ``Africa/Abidjan``: never;
+    ``Europe/London``: ahead in summer; ``America/New_York``: behind)."""
+    days = pd.date_range("1970-01-01", "2040-12-31", freq="SMS", tz="UTC")
+    off = days.tz_convert(time_zone(tz, "data.timezone")).tz_localize(None) - days.tz_localize(None)
+    return bool((off < pd.Timedelta(0)).any()), bool((off != pd.Timedelta(0)).any())
 
 
 def _feature_matrix(frame: pd.DataFrame, specs: list[str], tz: str | None = None) -> tuple[np.ndarray, list[str]]:

@@ -21,7 +21,9 @@ three) is a number. With another delimiter the decimal mark is sniffed from the 
 decimal comma (``101,5``) when such cells outnumber decimal-point ones (``101.5``, ``1,234,567``);
 then ``.`` separates thousands (``1.234.567,5``). A cell that fits neither stays text, and the
 validator reports it (``non_numeric``, naming the column). Timestamps with a UTC offset are
-converted to UTC; naive ones are taken as UTC. Dates that are not ISO 8601 are read month-first
+converted to UTC; naive ones are taken as UTC, a plain date (``2024-01-02``) as its UTC midnight
+(the time features read a daily bar so stamped as that date in ``data.timezone``:
+:func:`hftraining.data.features.date_stamps`). Dates that are not ISO 8601 are read month-first
 (``01/02/2020``: 2 January) or day-first (``02/01/2020``, ``02.01.2020``), and a two-digit year
 also year-first (``20/01/02``: 2 January 2020), whichever reads more of the column, then whichever
 is in time order (oldest or newest first) and evenly spaced (:func:`_day_or_month_first`).

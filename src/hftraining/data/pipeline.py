@@ -20,7 +20,7 @@ import torch
 from hftraining.core.config import DataConfig, duration_ns, section_from_dict, shown, split_date_ns
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import (
-    SETTLE_MEASURABLE, EmptyVolume, check_specs, drop_volume_features, feature_columns, settle_unknown, volume_is_empty,
+    CALENDAR_VERSION, SETTLE_MEASURABLE, bar_spacing, EmptyVolume, check_specs, drop_volume_features, feature_columns, settle_unknown, volume_is_empty,
 )
 from hftraining.data.labels import CHANGED_IN, LABEL_VERSION, row_labels
 from hftraining.data.provenance import check_source_rows, data_changes, source_rows
@@ -75,6 +75,7 @@ class Preprocessing:
             "horizon": self.horizon,
             "data": self.data,
             "label_version": LABEL_VERSION,  # the labels' formulas this model was trained on
+            "calendar_version": CALENDAR_VERSION,  # how its time features read a stamp (a date: its own day)
         }
         if self.fold is not None:
             out["fold"] = self.fold.to_dict()
@@ -253,11 +254,16 @@ def _split_report(d: DataConfig, cuts: tuple[int, int] | None, rows: Rows, segs:
     return out
 
 
-def _scaling(rows: Rows, pre: Preprocessing) -> dict[str, Any]:
+def _scaling(rows: Rows, pre: Preprocessing, read: np.ndarray | None = None) -> dict[str, Any]:
     """The per-symbol (center, scale) of ``pre`` as (S, F) float32 arrays and the target scale: the
-    windows scale each batch as they gather it (the rows themselves are never written)."""
-    stats = [pre.scaler.stats(sym) for sym in rows.symbols]
+    windows scale each batch as they gather it (the rows themselves are never written). ``read``: the
+    symbol ids the windows read (None: every symbol); a symbol no window reads and whose own scaler was
+    not fitted (a walk-forward fold after its last rows: :func:`prepare`) gets the identity, never applied;
+    one a window reads without statistics is the scaler's DataError naming it."""
     F = rows.features.shape[1]
+    unread = set(range(len(rows.symbols))) - set(np.unique(read).tolist()) if read is not None else set()
+    unfitted = lambda k, sym: k in unread and pre.scaler.per_symbol and sym not in pre.scaler.params  # noqa: E731
+    stats = [(np.zeros(F), np.ones(F)) if unfitted(k, sym) else pre.scaler.stats(sym) for k, sym in enumerate(rows.symbols)]
     center = np.stack([c for c, _ in stats]).astype(np.float32) if stats else np.zeros((0, F), np.float32)
     scale = np.stack([s for _, s in stats]).astype(np.float32) if stats else np.ones((0, F), np.float32)
     return {"center": center, "scale": scale, "target_scale": pre.target_scale}
@@ -281,7 +287,7 @@ def _window_set(rows: Rows, segments: list[Segment], pre: Preprocessing, stride:
         features=rows.features, returns=rows.returns, ends=ends, symbol_ids=ids,
         segment_first=rows.starts + np.array([seg.read_from for seg in segments], dtype=np.int64),
         row_times=rows.times, row_close=rows.close,
-        symbols=rows.symbols, seq_len=pre.seq_len, horizon=pre.horizon, **_scaling(rows, pre),
+        symbols=rows.symbols, seq_len=pre.seq_len, horizon=pre.horizon, **_scaling(rows, pre, ids),
         labels=labels, target=pre.data.get("target", "return"),
         run_starts=window_runs(rows, segments, L, H, min_history, max_gap),
     )
@@ -297,21 +303,26 @@ def _max_gap(d: DataConfig) -> int | None:
 
 
 def _fit_statistics(rows: Rows, train_slices: dict[str, slice], d: DataConfig, store: str | None,
-                    labels: np.ndarray | None = None) -> tuple[Scaler, float]:
+                    labels: np.ndarray | None = None, idle: frozenset[str] = frozenset()) -> tuple[Scaler, float]:
     """The scaler and the target scale (of ``labels``, or of the returns), fitted on the training rows
     ``train_slices`` of ``rows`` (remembered in the feature store entry ``store`` when the rows come
-    from one: :func:`hftraining.data.store.fitted_statistics`)."""
+    from one: :func:`hftraining.data.store.fitted_statistics`). ``idle``: symbols no window reads,
+    which get no scaler of their own (``data.scale_per_symbol``; a model given them refuses them)."""
     spec = {"scaler": d.scaler, "per_symbol": d.scale_per_symbol,
             "train": [[sym, sl.start, sl.stop] for sym, sl in train_slices.items()]}
     if d.target != "return":  # the key of older entries stays as it was
         spec["target"] = d.target
         spec["label_version"] = CHANGED_IN.get(d.target, 1)  # the label's formula: a change refits its scale
 
+    own = {sym: sl for sym, sl in train_slices.items() if sym not in idle} if d.scale_per_symbol else train_slices
     if d.scale_per_symbol:  # also where the store remembers statistics fitted before this check
-        check_own_rows({sym: sl.stop - sl.start for sym, sl in train_slices.items() if sl.stop > sl.start})
+        check_own_rows({sym: sl.stop - sl.start for sym, sl in own.items() if sl.stop > sl.start})
+        if idle:  # the key of other entries stays as it was
+            spec["idle"] = sorted(idle)
 
     def fit() -> dict[str, Any]:
-        scaler = Scaler(kind=d.scaler, per_symbol=d.scale_per_symbol).fit_rows(rows.features, train_slices)
+        scaler = Scaler(kind=d.scaler, per_symbol=d.scale_per_symbol).fit_rows(rows.features, own,
+                                                                               names=feature_columns(d.features))
         return {"scaler": scaler.to_dict(),
                 "target_scale": target_scale(rows.returns if labels is None else labels, train_slices)}
 
@@ -404,6 +415,7 @@ def prepare(
                     "; ".join(f"{s}: {why}" for s, why in unusable.items()))
     report["skipped_symbols"] = skipped
     report["dropped_features"] = dropped
+    report["calendar_version"] = CALENDAR_VERSION  # a resumed run's time features must be computed alike
     if not rows.symbols:
         raise DataError(f"data: no symbol has the {needed.rows} rows one window needs ({needed.why})")
     times = rows.symbol_times()
@@ -417,8 +429,13 @@ def prepare(
     # per_symbol: each symbol's own dates, so new rows of a symbol are cut where its training rows were
     per_symbol_dates = symbol_split_dates(rows, segs) if cuts is None and fold is None else None
     report["split"] = _split_report(d, cuts, rows, segs)
+    # a symbol no window of this cut reads (a walk-forward fold after its last rows: no validation or test
+    # rows, too few training rows for a window) is fitted no scaler of its own: the per-symbol minimum
+    # refused the fold after the earlier folds had trained
+    idle = frozenset(sym for sym, seg in zip(rows.symbols, segs) if d.scale_per_symbol and not len(seg["val"])
+                     and not len(seg["test"]) and len(seg["train"]) < min_hist + d.prediction_horizon)
     if d.scale_per_symbol:
-        bare = next((sym for sym, seg in zip(rows.symbols, segs) if len(seg["train"]) == 0), None)
+        bare = next((sym for sym, seg in zip(rows.symbols, segs) if len(seg["train"]) == 0 and sym not in idle), None)
         if bare is not None:
             when = f" (its rows start on or after the first validation date {_iso(cuts[0])[:10]})" if cuts else ""
             raise DataError(f"{bare}: no training rows to fit its own scaler{when}; drop it from data.symbols "
@@ -428,7 +445,7 @@ def prepare(
         for k, (sym, seg) in enumerate(zip(rows.symbols, segs))
     }
     labels = _labels(rows, d)
-    scaler, target_scale = _fit_statistics(rows, train_slices, d, report.get("store"), labels)
+    scaler, target_scale = _fit_statistics(rows, train_slices, d, report.get("store"), labels, idle)
     pre = Preprocessing(
         features=list(d.features),
         feature_columns=feature_columns(d.features),
@@ -454,6 +471,13 @@ def prepare(
     if by_dates:
         sets.update({name: sets[name].every_nth_date(d.stride) for name in trained})
     if len(sets["train"]) == 0:
+        if gap is not None:  # the sessions between gaps may be what is short, not the rows
+            runs = [np.diff(np.flatnonzero(np.diff(t, prepend=t[0] - gap - 1, append=t[-1] + gap + 1) > gap))
+                    for t in rows.symbol_times() if len(t)]
+            longest = max((int(r.max()) for r in runs if len(r)), default=0)
+            raise DataError(f"data: the training split yields no window: a window after a gap needs "
+                            f"{d.sequence_length + d.prediction_horizon} rows without a gap longer than data.max_gap {d.max_gap}, and the longest run of rows "
+                            f"between such gaps holds {longest}; raise data.max_gap or lower data.sequence_length")
         raise DataError("data: the training split yields no window; lower data.sequence_length or add rows")
     report["windows"] = {name: len(ws) for name, ws in sets.items()}
     report["symbols"] = rows.symbols
@@ -466,12 +490,13 @@ def training_frames(pre: Preprocessing) -> dict[str, pd.DataFrame]:
 
 
 def bar_seconds(rows: Rows) -> float | None:
-    """The median spacing in seconds of consecutive bars of each symbol (every symbol's spacings
-    pooled; weekends and holidays are the few long ones): 86,400 for daily bars, 60 for minute bars;
-    None when no symbol has two rows."""
+    """The spacing in seconds of consecutive bars of each symbol (every symbol's spacings pooled;
+    weekends and holidays are the few long ones; :func:`~hftraining.data.features.bar_spacing`, so
+    two bars a session are 4 hours apart, not the overnight 20): 86,400 for daily bars, 60 for minute
+    bars; None when no symbol has two rows."""
     gaps = [np.diff(t) for t in rows.symbol_times() if len(t) > 1]
-    gaps = np.concatenate(gaps) if gaps else np.zeros(0, np.int64)
-    return float(np.median(gaps)) / 1e9 if gaps.size else None
+    spacing = bar_spacing(np.concatenate(gaps)) if gaps else None
+    return spacing / 1e9 if spacing is not None else None
 
 
 BAR_SPACING_RATIO = 2.0

@@ -1,4 +1,9 @@
-"""Feature scalers fit on the training split only; serialised as JSON with the model."""
+"""Feature scalers fit on the training split only; serialised as JSON with the model.
+
+The robust scaler divides by the interquartile range; a column whose IQR is 0 but whose values vary
+(minute returns, mostly exactly 0; a volume ratio of a thinly traded symbol) is divided by its
+standard deviation instead, and a warning names it: scaled by 1 its values stayed as small as they
+are (1e-4 for a minute return) beside columns of unit spread, and the model could not see them."""
 
 from __future__ import annotations
 
@@ -14,31 +19,61 @@ GLOBAL = "*"
 log = logging.getLogger("hftraining")
 
 
-def _spread(x: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """(center, spread) per column of ``x`` (N, F): mean and std, or median and IQR."""
+def _spread(x: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(center, spread, fallback) per column of ``x`` (N, F): mean and std, or median and IQR, where
+    a column whose IQR is 0 but whose values vary (its std is not 0) has its std as spread instead
+    (``fallback``: those columns, all False for the standard scaler)."""
     if kind == "standard":
-        return x.mean(axis=0), x.std(axis=0)  # population std, as sklearn's StandardScaler
+        return x.mean(axis=0), x.std(axis=0), np.zeros(x.shape[1], dtype=bool)  # population std, as sklearn's
     if kind == "robust":
         q25, center, q75 = np.percentile(x, [25, 50, 75], axis=0)
-        return center, q75 - q25
+        iqr = q75 - q25
+        fallback = ~(iqr > 1e-12)
+        if fallback.any():
+            std = x.std(axis=0)
+            fallback &= std > 1e-12
+            iqr = np.where(fallback, std, iqr)
+        return center, iqr, fallback
     raise ValueError(kind)
 
 
-def _stats(x: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """(center, scale) per column of ``x`` (N, F); a constant column gets scale 1."""
-    center, scale = _spread(x, kind)
+def _columns(cols: np.ndarray, names: list[str] | None) -> str:
+    """Columns ``cols`` (indices) by name (``names``: the feature columns) or number, at most 5, then a count."""
+    shown = [names[j] if names is not None and j < len(names) else f"#{j}" for j in cols[:5]]
+    return ", ".join(shown) + (f" and {len(cols) - 5} more" if len(cols) > 5 else "")
+
+
+def _warn_fallback(what: str) -> None:
+    log.warning("data.scaler robust: feature columns with interquartile range 0 over %s but that vary (mostly one "
+                "value: returns mostly 0, a thinly traded volume) are scaled by their standard deviation instead: "
+                "by 1 they would stay too small beside the other columns for the model to see them", what)
+
+
+def _stats(x: np.ndarray, kind: str, names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(center, scale) per column of ``x`` (N, F); a constant column gets scale 1; a robust scaler's
+    column of IQR 0 that varies, its standard deviation (named in a warning; ``names``: the columns)."""
+    center, scale, fallback = _spread(x, kind)
+    if fallback.any():
+        _warn_fallback(f"the training rows ({_columns(np.flatnonzero(fallback), names)})")
     return center, np.where(scale > 1e-12, scale, 1.0)
 
 
-def _own_stats(parts: dict[str, np.ndarray], kind: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _own_stats(parts: dict[str, np.ndarray], kind: str, names: list[str] | None = None
+               ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each symbol's (center, scale) from its own training rows ``parts``. A column without spread
     for a symbol gets scale 1, as in :func:`_stats`: harmless where it stays constant (``hour`` of
     daily bars), but where other symbols' rows vary it is usually prices that did not move (a
     suspension, stale quotes), and the symbol's later rows would be fed unscaled (an RSI in points,
     a return that barely moves). A symbol left unscaled in every such column is refused, as one
-    training row is (:func:`check_own_rows`); one left unscaled in some of them is named in a warning."""
+    training row is (:func:`check_own_rows`); one left unscaled in some of them is named in a warning.
+    A robust scaler's column of IQR 0 that varies for a symbol has its standard deviation as scale
+    (as in :func:`_stats`), named in a warning with the symbol."""
     raw = {s: _spread(p.astype(np.float64), kind) for s, p in parts.items()}  # one symbol converted at a time
-    flat = {s: ~(sp > 1e-12) for s, (_, sp) in raw.items() if len(parts[s]) > 1}  # one row: check_own_rows
+    fell = [f"{s}: {_columns(np.flatnonzero(fb), names)}" for s, (_, _, fb) in sorted(raw.items()) if fb.any()]
+    if fell:
+        more = f" and {len(fell) - 3} more symbols" if len(fell) > 3 else ""
+        _warn_fallback(f"a symbol's training rows ({'; '.join(fell[:3])}{more})")
+    flat = {s: ~(sp > 1e-12) for s, (_, sp, _) in raw.items() if len(parts[s]) > 1}  # one row: check_own_rows
     varies = ~np.logical_and.reduce(list(flat.values())) if flat else np.zeros(0, bool)
     what = "standard deviation" if kind == "standard" else "interquartile range"
     for s, f in sorted(flat.items()):
@@ -53,7 +88,7 @@ def _own_stats(parts: dict[str, np.ndarray], kind: str) -> dict[str, tuple[np.nd
                     "other symbols' are left unscaled (scale 1) for %s%s: prices that did not move? drop such a symbol "
                     "from data.symbols or set data.scale_per_symbol=false", what, "; ".join(named[:3]),
                     f" and {len(named) - 3} more" if len(named) > 3 else "")
-    return {s: (c, np.where(sp > 1e-12, sp, 1.0)) for s, (c, sp) in raw.items()}
+    return {s: (c, np.where(sp > 1e-12, sp, 1.0)) for s, (c, sp, _) in raw.items()}
 
 
 MIN_OWN_ROWS = 20
@@ -81,17 +116,19 @@ class Scaler:
     per_symbol: bool = False
     params: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
-    def fit(self, rows_by_symbol: dict[str, np.ndarray]) -> "Scaler":
-        """``rows_by_symbol``: the training rows (N_s, F) of each symbol, nothing else."""
+    def fit(self, rows_by_symbol: dict[str, np.ndarray], names: list[str] | None = None) -> "Scaler":
+        """``rows_by_symbol``: the training rows (N_s, F) of each symbol, nothing else; ``names``: the
+        F feature columns, named in warnings."""
         if self.per_symbol:
             check_own_rows({s: len(x) for s, x in rows_by_symbol.items()})
-            self.params = _own_stats(rows_by_symbol, self.kind)
+            self.params = _own_stats(rows_by_symbol, self.kind, names)
         else:
-            self.params = {GLOBAL: _stats(np.concatenate(list(rows_by_symbol.values())), self.kind)}
+            self.params = {GLOBAL: _stats(np.concatenate(list(rows_by_symbol.values())), self.kind, names)}
         return self
 
-    def fit_rows(self, x: np.ndarray, train_rows: dict[str, slice]) -> "Scaler":
-        """Fit on the rows ``x[train_rows[symbol]]`` of one (N, F) block, without copying them all.
+    def fit_rows(self, x: np.ndarray, train_rows: dict[str, slice], names: list[str] | None = None) -> "Scaler":
+        """Fit on the rows ``x[train_rows[symbol]]`` of one (N, F) block, without copying them all
+        (``names``: its F feature columns, named in warnings).
 
         Standard scaling combines per-symbol float64 means and sums of squared deviations (Chan et
         al.'s parallel update), so only one symbol's rows are ever converted at a time; the robust
@@ -102,9 +139,9 @@ class Scaler:
         if self.per_symbol or self.kind == "robust":
             if self.per_symbol:
                 check_own_rows({s: len(p) for s, p in parts.items()})
-                self.params = _own_stats(parts, self.kind)
+                self.params = _own_stats(parts, self.kind, names)
             else:
-                self.params = {GLOBAL: _stats(np.concatenate(list(parts.values())).astype(np.float64), self.kind)}
+                self.params = {GLOBAL: _stats(np.concatenate(list(parts.values())).astype(np.float64), self.kind, names)}
             return self
         n, mean, m2 = 0, None, None
         for p in parts.values():

@@ -397,7 +397,10 @@ class Collector:
         else:
             syms = sorted(self.origin)
         if not syms:
-            raise DataError(f"{d.data_dir}: no symbol has enough rows ({'; '.join(self.skipped.values())})")
+            why = list(self.skipped.values())  # thousands of files: the first three and a count, not one huge line
+            more = f"; and {len(why) - 3} more" if len(why) > 3 else ""
+            where = d.data_dir if d.data_dir is not None else "the bundled sample data (data.data_dir)"
+            raise DataError(f"{where}: no symbol has enough rows ({'; '.join(why[:3])}{more})")
         return syms
 
     def report(self) -> dict[str, Any]:

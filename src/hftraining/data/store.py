@@ -77,7 +77,7 @@ from hftraining.data.validate import TooFewRows, check_policy
 
 log = logging.getLogger(__name__)
 
-FORMAT = 13  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
+FORMAT = 14  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
 # 6: window indices and statistics carry digests; data.symbols selects a long CSV's rows, the date range cuts
 # every layout, YYYYMMDD is decided by the bulk of a column; 7: the date range is cut before validation,
 # a long file's rows without a symbol are reported, CSV symbols are text, Alpha158 is exact on constant windows;
@@ -90,7 +90,9 @@ FORMAT = 13  # bump when the stored layout or a feature's formula changes (5: an
 # zero-volume row divide by the window's mean volume, the key holds the TA-Lib/NumPy/pandas/PyArrow versions;
 # 13: an entry's symbols are sorted by name, whatever the order of data.symbols or of the files; line numbers
 # past a quoted multi-line cell, seconds in a milliseconds column dropped, mixed daily stamps in the report,
-# Bollinger bands NaN where TA-Lib's squares of closes below 2^-480 underflow)
+# Bollinger bands NaN where TA-Lib's squares of closes below 2^-480 underflow; 14: a daily bar stamped at UTC
+# midnight is its own date for the calendar and hour features in data.timezone, the robust scaler divides a
+# column of IQR 0 that varies by its std)
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",
@@ -500,7 +502,8 @@ def _build(d: DataConfig, us: list[Unit], needed: RowsNeeded, folder: Path | Non
                     os.fsync(fh.fileno())
                 digests["features"] = _digest(folder / "features.f32")  # the file as it now stands
     order = [s for s in col.order() if s in sink.where]
-    skipped = [s for s in col.order() if s in skipped]
+    no_rows = set(skipped)  # a set: thousands of symbols, each looked up once
+    skipped = [s for s in col.order() if s in no_rows]
     starts = [sink.where[s][0] for s in order]
     lengths = [sink.where[s][1] for s in order]
     return order, starts, lengths, col.report(), skipped, arrays, digests

@@ -121,7 +121,9 @@ class WindowSet:
         """At most ``max_windows`` windows, evenly spaced over the set (all of them when it has fewer)."""
         if max_windows is None or len(self) <= max_windows:
             return self
-        return self.subset(np.unique(np.linspace(0, len(self) - 1, max_windows).round().astype(np.int64)))
+        at = np.linspace(0, len(self) - 1, max_windows).round().astype(np.int64)  # non-decreasing
+        # its repeats are neighbours: dropped without np.unique, which hashes them (0.8 s for a million, NumPy 2.4)
+        return self.subset(at[np.r_[True, at[1:] != at[:-1]]])
 
     def every_nth_date(self, stride: int) -> "WindowSet":
         """The windows of every ``stride``-th as-of date of the set, counted back from the newest: all

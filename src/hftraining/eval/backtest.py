@@ -40,6 +40,7 @@ SESSION_SPAN_DAYS = 28.0  # intraday: sessions per year are counted when the bar
 
 DAILY = (0.75, 1.5)  # days: a median spacing below the first is intraday; daily bars have two dates closer than the second
 WEEKLY = (6.5, 7.5)  # days: the median spacing of weekly bars (a holiday moves a bar by a day, not the median)
+SESSION_SHARE = 1 / 3  # this share of the spacings under DAILY[0] days: intraday bars, whatever their median
 WEEKEND_SHARE = 1 / 7  # more than this share of the dates on the two quietest weekdays: a market open at weekends
 
 
@@ -63,8 +64,9 @@ def trades_at_weekends(dates: np.ndarray) -> bool:
     return bool(quiet > WEEKEND_SHARE * len(t))
 
 
-def infer_periods_per_year(dates: np.ndarray) -> tuple[float, str]:
-    """Periods per year of a (T,) int64 ns timestamp axis, and how it was decided.
+def infer_periods_per_year(dates: np.ndarray, warnings: list[str] | None = None) -> tuple[float, str]:
+    """Periods per year of a (T,) int64 ns timestamp axis, and how it was decided; a guess that the
+    dates cannot settle is said in ``warnings`` (appended to, when given).
 
     From the median spacing of distinct timestamps: 0.75 to 4 days → daily bars, 252 trading days (365
     when the market trades at weekends, as crypto does: :func:`trades_at_weekends`), unless no two of
@@ -75,11 +77,22 @@ def infer_periods_per_year(dates: np.ndarray) -> tuple[float, str]:
     market open every day 4: not weeks); a month → 12. Intraday bars, 12-hour bars included (two a day,
     not one: a calendar of daily bars has a median spacing of a day, 23 to 25 hours under daylight
     saving), are grouped into sessions (a gap longer than ``SESSION_GAP`` median spacings — overnight,
-    lunch, weekend, holiday — ends one): periods per year = the median bars of a session × sessions per year, counted from the session starts when
-    they span ``SESSION_SPAN_DAYS`` days or more (holidays and half-days then count as they occur), else
-    one session per trading day (252, or 365 when the session starts trade at weekends). Bars around the
-    clock (one session longer than a day) are bars per day × 365 (or 252 when the bars do not trade at
-    weekends).
+    lunch, weekend, holiday — ends one): when the sessions between the first and the last (which the
+    data may cut) span ``SESSION_SPAN_DAYS`` days or more, periods per year = their bars counted per
+    365.25 days (holidays, half days and missing bars count as they occur: bars missing at random in
+    a session split it into parts, whose median length times their number counted 0.7 to 1.3 times the
+    bars there are), else the median bars of a session × sessions per year, counted from the session
+    starts when they span ``SESSION_SPAN_DAYS`` days or more, else one session per trading day (252, or
+    365 when the session starts trade at weekends). Bars around the clock (one session longer than a
+    day) are bars per day × 365 (or 252 when the bars do not trade at weekends), times the share of the
+    bar steps inside the sessions that hold a bar (missing bars). Two bars a session (4-hour bars of a
+    6.5-hour session: 09:30 and 13:30) have an overnight spacing as their median: when
+    ``SESSION_SHARE`` of the spacings are under 0.75 days they are intraday bars all the same, spaced as
+    those spacings are (not 252 daily bars a year). The first and last
+    sessions may be cut by the data: with fewer than 3 sessions the longest one gives the bars per
+    session (the median of two cut sessions counts fewer bars than a whole one holds), and a warning
+    says that it may be short: the last 100 dates of minute bars (``evaluation.max_test_windows`` over
+    500 symbols) are 100 bars of one session, not 390.
     """
     u = np.unique(np.asarray(dates, dtype=np.int64))
     if len(u) < 2:
@@ -95,6 +108,9 @@ def infer_periods_per_year(dates: np.ndarray) -> tuple[float, str]:
         per_year = (len(u) - 1) * 365.25 / span
         return per_year, f"{why}: bars of several days, {len(u)} dates over {span:.0f} days, {per_year:.2f} per year"
 
+    intraday = days < DAILY[0]
+    if med >= DAILY[0] and intraday.mean() >= SESSION_SHARE:  # two bars a session: intraday, not daily
+        med = float(np.median(days[intraday]))
     if DAILY[0] <= med < 4:
         if days.min() >= DAILY[1] and len(days) >= 2:  # no two dates a day apart (one spacing may be a weekend)
             return counted(f"every spacing {days.min():.2f} days or more")
@@ -106,24 +122,39 @@ def infer_periods_per_year(dates: np.ndarray) -> tuple[float, str]:
     if 20 <= med < 40:
         return 12.0, f"median spacing {med:.0f} days: monthly bars, 12 per year"
     if med < DAILY[0]:
-        step = float(np.median(gaps))
+        step = float(np.median(gaps[intraday]))  # the bar spacing inside a session
         starts = np.concatenate([[0], np.flatnonzero(gaps > SESSION_GAP * step) + 1])
         lengths = np.diff(np.append(starts, len(u)))
-        inner = lengths[1:-1] if len(lengths) >= 3 else lengths  # the first and last may be cut by the data
-        per_session = float(np.median(inner))
+        # the first and last sessions may be cut by the data: the sessions between them, else the longest
+        per_session = float(np.median(lengths[1:-1])) if len(lengths) >= 3 else float(lengths.max())
+        counted_as = (f"median {per_session:g}" if len(lengths) >= 3 else f"one session: {per_session:g}" if len(lengths) == 1
+                      else f"the longer of 2 sessions: {per_session:g}")
         span = (u[starts[-1]] - u[starts[0]]) / 86_400e9
         bar = f"{step / 60e9:g} min" if step < 3600e9 else f"{step / 3600e9:g} h"
+        sessions = f"intraday sessions (a gap over {SESSION_GAP:g}× the {bar} bar spacing ends one)"
         if per_session * step > 86_400e9:  # around the clock: no overnight gap
-            per_day = 86_400e9 / step
-            return per_day * year_days, f"intraday around the clock: {per_day:g} bars of {bar} per day × {year_days:g} days"
+            inside = gaps <= SESSION_GAP * step  # the spacings inside the sessions
+            filled = min(float(inside.sum()) * step / float(gaps[inside].sum()), 1.0)  # a bar in each step: 1
+            per_day = 86_400e9 / step * filled
+            held = "" if filled == 1 else f" ({filled:.1%} of the {bar} steps inside the sessions hold a bar)"
+            return per_day * year_days, f"intraday around the clock: {per_day:g} bars of {bar} per day × {year_days:g} days{held}"
+        whole = (u[starts[-1]] - u[starts[1]]) / 86_400e9 if len(starts) >= 3 else 0.0  # days of the uncut sessions
+        if whole >= SESSION_SPAN_DAYS:  # their bars counted: missing bars, half days and holidays as they occur
+            per_year = (starts[-1] - starts[1]) * 365.25 / whole
+            return per_year, (f"{sessions}: {per_year:.1f} bars per year, counted in the {len(starts) - 2} sessions "
+                              f"between the first and the last ({whole:.0f} days; median {per_session:g} bars per session)")
         if len(starts) >= 2 and span >= SESSION_SPAN_DAYS:
             per_year = (len(starts) - 1) * 365.25 / span
             how = f"{per_year:.1f} sessions per year (counted over {span:.0f} days)"
         else:
             per_year = 365.0 if trades_at_weekends(u[starts]) else 252.0
             how = f"{per_year:g} sessions per year (fewer than {SESSION_SPAN_DAYS:g} days to count them over)"
-        return per_session * per_year, (f"intraday sessions (a gap over {SESSION_GAP:g}× the {bar} bar spacing ends one): "
-                                        f"median {per_session:g} bars per session × {how}")
+        if len(lengths) < 3 and warnings is not None:
+            warnings.append(f"periods per year from {len(lengths)} session{'s' if len(lengths) > 1 else ''} of intraday "
+                            f"bars, which the first and last dates may cut (a short test split, evaluation.max_test_windows): "
+                            f"a whole session may hold more than {per_session:g} bars; set evaluation.periods_per_year "
+                            f"(e.g. {390 * 252} for one-minute bars of a 6.5-hour session, 252 sessions a year)")
+        return per_session * per_year, f"{sessions}: {counted_as} bars per session × {how}"
     return 365.25 / med, f"median spacing {med:.1f} days: {365.25 / med:.2f} per year"
 
 
@@ -491,10 +522,11 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
     closed = have.copy()  # a symbol's last row before the last date: sold there, its forecast not traded
     closed[:-1] &= ~later[1:]
     closed[-1:] = False  # the last date opens no period
+    guessed: list[str] = []  # what the dates cannot settle about the periods per year
     if ev.periods_per_year:
         ppy, how = float(ev.periods_per_year), "evaluation.periods_per_year"
     else:
-        ppy, how = infer_periods_per_year(dates)
+        ppy, how = infer_periods_per_year(dates, guessed)
     _, past_vol = panel(fc.dates, fc.symbol_ids, fc.past_vol, N)
     qvol = _quantile_vol(fc)
     model_vol = panel(fc.dates, fc.symbol_ids, qvol, N)[1] if qvol is not None else past_vol
@@ -571,6 +603,8 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
     if ignored:
         settings["ignored"] = [f"evaluation.{k}" for k in ignored]
         settings["warning"] = backtest_ignored_text(ev, portfolio, portfolio_from)
+    for text in guessed:
+        settings["warning"] = f"{settings['warning']}; {text}" if "warning" in settings else text
     if portfolio == "topk":
         settings.update(topk=ev.backtest_topk, topk_dropout=ev.backtest_topk_dropout,
                         topk_rule="on each rebalancing date: long the top k by the signal, short the bottom k "

@@ -122,7 +122,8 @@ class Forecasts:
         return cls(
             pred={k: np.concatenate([p.pred[k] for p in parts]) for k in parts[0].pred},
             true=cat("true"), dates=cat("dates"),
-            symbol_ids=np.concatenate([np.array([index[p.symbols[i]] for i in p.symbol_ids], dtype=np.int64) for p in parts]),
+            symbol_ids=np.concatenate([np.array([index[s] for s in p.symbols], dtype=np.int64)[np.asarray(p.symbol_ids, dtype=np.int64)]
+                                       for p in parts]),
             symbols=symbols, last_return=cat("last_return"), past_vol=cat("past_vol"), last_close=cat("last_close"),
             quantiles=np.concatenate([p.quantiles for p in parts]) if has_q else None,
             levels=list(parts[0].levels) if has_q else [], target=parts[0].target,

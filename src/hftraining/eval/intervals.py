@@ -157,10 +157,13 @@ def interval_report(bounds: dict[float, tuple[np.ndarray, np.ndarray]], true: np
     for level, (lo, hi) in bounds.items():
         inside = (true >= lo) & (true <= hi)  # (W, H)
         miss1 = ~inside[:, 0]
-        by_symbol = [np.asarray(symbol_ids)[order] == s for s in np.unique(symbol_ids)]
-        sorted_dates = np.asarray(dates)[order]
+        # each symbol's run of the (symbol, date) order: split where the symbol changes (a mask per symbol
+        # over every window was symbols × windows: 1.25 GB at 2,000 symbols × 160 dates)
+        sorted_ids = np.asarray(symbol_ids)[order]
+        cut = np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1
         k = kupiec(int(miss1.sum()), int(miss1.size), 1 - level, miss1, dates)
-        c = christoffersen([miss1[order][m] for m in by_symbol], [sorted_dates[m] for m in by_symbol])
+        runs = (np.split(miss1[order], cut), np.split(np.asarray(dates)[order], cut)) if len(order) else ([], [])
+        c = christoffersen(*runs)
         _, roll = rolling_coverage(inside[:, 0], dates)
         width = hi - lo
         bounded = ~np.isinf(width)  # an infinite radius; a NaN forecast has a NaN interval, not an unbounded one

@@ -40,6 +40,8 @@ class ForecastModel(nn.Module):
     supports_gradient_checkpointing = False
     needs_training = True
     fits_on_data = False
+    fitted_how = "in closed form"
+    """How :meth:`fit_windows` fits the model, as the training log says it (``fits_on_data`` models)."""
     exportable = True
     """False for a model with no ONNX graph (LightGBM's trees): ``hftraining export`` says so."""
     """True for a model fitted in closed form by ``fit_windows(train, val)`` instead of gradient steps (ridge)."""

@@ -38,6 +38,7 @@ from hftraining.core.config import (
 )
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import feature_columns
+from hftraining.data.features import check_calendar_version
 from hftraining.data.labels import CHANGE_NOTE, CHANGED_IN, LABEL_VERSION
 from hftraining.data.pipeline import check_symbol_split_dates
 from hftraining.data.provenance import check_source_rows
@@ -293,6 +294,7 @@ def check_preprocessing(folder: str | Path, n_features: int, horizon: int, seq_l
     if "source_rows" in pre:  # the rows training read (evaluate compares the data read again with them)
         check_source_rows(pre["source_rows"], where)
     check_label_version(pre.get("label_version", 1), data.target, path)
+    check_calendar_version(pre.get("calendar_version", 1), features, data.timezone, pre.get("bar_seconds"), str(path))
     if len(columns) != n_features:
         raise DataError(f"{path}: feature_columns has {len(columns)} names, the model takes {n_features} features")
     if pre["seq_len"] != seq_len or pre["horizon"] != horizon:

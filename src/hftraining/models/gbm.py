@@ -92,6 +92,7 @@ class LightGBMForecaster(RidgeForecaster):
     """LightGBM per forecast step on the last row's features and the recent returns, early-stopped on validation."""
 
     exportable = False
+    fitted_how = "by gradient boosting (early-stopped on the validation windows)"  # said in the training log
 
     def __init__(self, cfg: ModelConfig, n_features: int, horizon: int, seq_len: int):
         super().__init__(cfg, n_features, horizon, seq_len)

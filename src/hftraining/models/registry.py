@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from hftraining.core.config import ModelConfig
@@ -36,3 +37,14 @@ def build_model(cfg: ModelConfig, n_features: int, horizon: int, seq_len: int) -
     """Build the model named by ``cfg.type`` (a :class:`~hftraining.models.base.ForecastModel`) for
     inputs (B, seq_len, n_features) → (B, horizon)."""
     return check_model(cfg)(cfg, n_features, horizon, seq_len)
+
+
+def check_buildable(cfg: ModelConfig, horizon: int, seq_len: int, gradient_checkpointing: bool = False) -> None:
+    """Build the model of ``cfg`` once for windows of ``seq_len`` rows and ``horizon`` steps (one input
+    column; on the CPU, its weights drawn outside the run's generator) and drop it: a ConfigError its
+    constructor raises (``model.season_length`` longer than the window, ``training.gradient_checkpointing``
+    on a model without it) is said before the run folder is touched. Raised while the trainer was built,
+    it came after ``output.overwrite`` had removed the earlier run. (The meta device would allocate
+    nothing, but its first use costs seconds.)"""
+    with torch.random.fork_rng(devices=[]):
+        build_model(cfg, 1, horizon, seq_len).set_gradient_checkpointing(gradient_checkpointing)

@@ -263,7 +263,8 @@ def uses_setting(t: TrainingConfig, key: str) -> bool:
     if key == "weight_decay":
         return "weight_decay" in _accepted(spec.cls)
     value = getattr(t, key)
-    other = dataclasses.replace(t, **{key: value + 1.0})  # any other value: nothing is built from it
+    # any other valid value (value + 1 was value itself for a huge eps, whose error then said adamw ignored it)
+    other = dataclasses.replace(t, **{key: 0.5 if value != 0.5 else 0.25})
 
     def built(c: TrainingConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         muon = _muon_adamw_group(spec, c) if issubclass(spec.cls, MuonBase) else {}

@@ -28,9 +28,11 @@ from hftraining import optim
 from hftraining.core.config import Config, resume_conflicts, save_config
 from hftraining.core.errors import UserError
 from hftraining.core.jsonio import read_json, write_json
+from hftraining.data.features import check_calendar_version
 from hftraining.data.pipeline import PreparedData, prepare
 from hftraining.eval.model_card import card_meta, write_model_card
 from hftraining.models import ForecastModel
+from hftraining.models.registry import check_buildable
 from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import DistInfo, barrier, cleanup, init_distributed
 from hftraining.train.logging import RunLogger, log
@@ -210,7 +212,9 @@ def check_same_data(report: dict[str, Any], path: Path) -> None:
                         f"({saved}), this version in name order ({json.dumps(now['symbols'])}): its sampler's position "
                         "would count through other windows; finish it with the version that started it, or start "
                         "over with output.overwrite=true")
-    if changed and all(k.startswith("windows.") for k in changed):  # the same rows and split, other windows
+    # the same split, other windows: this version's cut when the run strode its windows by dates (the one
+    # change of cut on the same rows); else rows added or removed inside the split (a bar lost mid-way)
+    if changed and all(k.startswith("windows.") for k in changed) and _strided_by_dates(path):
         k = changed[0]
         raise UserError(f"{path}: cannot resume: {k} is {json.dumps(now.get(k))} (the run's, {saved}: "
                         f"{json.dumps(then.get(k))}) on rows split where the run split them: this version cuts the "
@@ -223,6 +227,31 @@ def check_same_data(report: dict[str, Any], path: Path) -> None:
                         f"{saved}: {json.dumps(then.get(k))}){more}; the files under data.data_dir "
                         "changed since the run started: resume with the data as they were, or start over with "
                         "output.overwrite=true")
+
+
+def _strided_by_dates(path: Path) -> bool:
+    """Whether the run of checkpoint ``path`` (its config.json) strode its windows under date batching
+    (``data.stride`` > 1 with ``data.batching: dates``), which this version cuts otherwise since 2026-12-05."""
+    try:
+        d = read_json(path / "config.json").get("data") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    stride = d.get("stride")
+    return d.get("batching") == "dates" and isinstance(stride, int) and stride > 1
+
+
+def check_same_calendar(cfg: Config, data: PreparedData, path: Path) -> None:
+    """A DataError when the run resumed from checkpoint ``path`` computed its time features by an older
+    rule than this version's where the rule changes them (:func:`~hftraining.data.features.check_calendar_version`;
+    its data_report.json without ``calendar_version``: 1): its weights were trained on other inputs."""
+    saved = path.parent.parent / "data_report.json"
+    try:
+        then = read_json(saved).get("calendar_version", 1)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return  # not written or unreadable: check_same_data says the same of it
+    check_calendar_version(then, data.preprocessing.features, cfg.data.timezone, data.preprocessing.bar_seconds,
+                           f"{path}: cannot resume: {saved}",
+                           "finish it with the version that started it, or start over with output.overwrite=true")
 
 
 @dataclass
@@ -259,6 +288,9 @@ def build_trainer(
     if info is None:
         info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     check_config(cfg, info)  # before the run folder and the data: a mistake costs no feature build
+    if model is None:  # a model's own mistake (season_length past the window) before the run folder is cleared
+        check_buildable(cfg.model, cfg.data.prediction_horizon, cfg.data.sequence_length,
+                        cfg.training.gradient_checkpointing)
     run_dir, resume_path = prepare_run_dir(cfg, info)
     seed_everything(cfg.training.seed)
     if data is None:
@@ -272,6 +304,7 @@ def build_trainer(
         clear_run_dir(info, run_dir)
     else:
         check_same_data(data.report, resume_path)
+        check_same_calendar(cfg, data, resume_path)
         if cfg.training.resume_from_checkpoint != "auto":
             set_aside_later_checkpoints(info, run_dir, resume_path)
     trainer = Trainer(cfg, data, info, run_dir, resume_path, on_evaluate, model)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import logging
 import math
 import os
 import re
@@ -45,6 +46,9 @@ TRACKING_FILE = "tracking.json"
 INSTALL_HINT = "pip install -e '.[track]' (in the hftraining checkout)"
 AFTER_TRAINING = "the trained run's files (final/, eval.json) are written"
 STOPPED = "training stopped at step {step}; the checkpoints written so far are kept: continue it with --resume"
+FULL_PARAMS = "params.json"
+"""The MLflow run's artifact holding every param's full value, written when MLflow's limit cut one."""
+log = logging.getLogger("hftraining")
 
 
 def flat_config(cfg: Config) -> dict[str, Any]:
@@ -321,6 +325,10 @@ class MlflowTracker(Tracker):
     resolved config; metrics: every logged step and the ``test_*`` numbers; tag ``verdict``; artifacts:
     ``final/`` and ``report.html``. ``--resume`` continues the run recorded in tracking.json.
 
+    MLflow keeps a param's first 6,000 characters (``MAX_PARAM_VAL_LENGTH``): a longer value (a list of
+    a thousand ``data.symbols``) is logged cut, a warning names its key, and every param's full value
+    is logged as the artifact ``params.json``.
+
     A run killed after a checkpoint had logged steps past it, which the resumed run redoes; MLflow's
     metric history cannot be edited, so a redone step already in it is not logged again (the history
     keeps one value per step: the killed run's, which a deterministic resume redoes bit for bit).
@@ -339,8 +347,10 @@ class MlflowTracker(Tracker):
         env_uri = os.environ.get("MLFLOW_TRACKING_URI")
         uri = env_uri or f"sqlite:///{(run_dir / 'mlruns.db').resolve()}"
         stored = read_tracking(run_dir).get(self.name) if resume_step is not None else None
-        params = {k: (v if isinstance(v, str) else json.dumps(v))[:MAX_PARAM_VAL_LENGTH]
-                  for k, v in flat_config(config).items()}
+        full = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in flat_config(config).items()}
+        params = {k: v[:MAX_PARAM_VAL_LENGTH] for k, v in full.items()}
+        self.cut = {k: len(v) for k, v in full.items() if len(v) > MAX_PARAM_VAL_LENGTH}  # key → full length
+        self.full, self.limit = (full if self.cut else None), MAX_PARAM_VAL_LENGTH
         self.logged: dict[str, set[int]] = {}  # key → the steps past the checkpoint a killed run logged
         self.step, self.where = resume_step or 0, f" to {shown_url(uri)}"  # the last step logged, the store
         try:
@@ -400,6 +410,13 @@ class MlflowTracker(Tracker):
         items = [Param(k, v) for k, v in params.items()]
         for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
+        if self.full is not None:  # MLflow's limit cut a value: the whole of each is an artifact, and a warning says so
+            self.client.log_dict(self.run_id, self.full, FULL_PARAMS)
+            named = ", ".join(f"{k} ({n:,} characters)" for k, n in list(self.cut.items())[:5])
+            more = f" and {len(self.cut) - 5} more" if len(self.cut) > 5 else ""
+            log.warning("warning: output.report_to mlflow: MLflow keeps a param's first %s characters, so %s%s %s "
+                        "logged cut; every param's full value is in the run's artifact %s", f"{self.limit:,}", named,
+                        more, "is" if len(self.cut) == 1 else "are", FULL_PARAMS)
 
     def _metrics(self, step: int, values: dict[str, float]) -> None:
         import time

@@ -552,7 +552,7 @@ class Trainer:
         if not self.model.needs_training:
             if self.model.fits_on_data:  # closed form (ridge): fitted on the training windows, chosen on validation
                 fit = self.model.fit_windows(self.data.train, self.data.val)
-                self.logger.info("model %s fitted in closed form: %s", self.cfg.model.type,
+                self.logger.info("model %s fitted %s: %s", self.cfg.model.type, self.model.fitted_how,
                                  ", ".join(f"{k} {v:.6g}" for k, v in fit.items()))
             if len(self.data.val):
                 self._validate(0, e.max_eval_batches)

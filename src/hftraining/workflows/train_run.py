@@ -23,6 +23,7 @@ from hftraining.eval.model_card import headline_metrics, write_model_card
 from hftraining.eval.report import write_report
 from hftraining.inference.folders import FITTED_BASELINES_DIR
 from hftraining.models.folder import INTERVALS_FILE
+from hftraining.models.registry import check_buildable
 from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import DistInfo, barrier, cleanup, init_distributed
 from hftraining.train.logging import log
@@ -211,6 +212,7 @@ def _train(cfg: Config, data: PreparedData | None, on_evaluate: Callable[[int, d
            root: Path, earlier: list[str], info: DistInfo) -> dict[str, Any]:
     """:func:`train`'s work, in the process group ``info`` and under the run folder's lock."""
     check_config(cfg, info)  # before output.overwrite removes anything
+    check_buildable(cfg.model, cfg.data.prediction_horizon, cfg.data.sequence_length, cfg.training.gradient_checkpointing)
     if earlier and data is None:  # a data mistake is said before the earlier run is removed
         data = prepare(cfg.data)
     if earlier and info.is_main:  # output.overwrite: none of the seeds stays beside the new run
