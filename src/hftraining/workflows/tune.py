@@ -1021,7 +1021,8 @@ def _importance_plot(study, out: Path, n_complete: int) -> str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "experimental" warnings of the matplotlib backend
-            ax = plot_param_importances(study)
+            # PED-ANOVA, optuna 5's default, named: optuna 4's default (fANOVA) needs scikit-learn
+            ax = plot_param_importances(study, evaluator=_optuna().importance.PedAnovaImportanceEvaluator())
     except (RuntimeError, ValueError, ZeroDivisionError) as e:  # e.g. every trial drew the same values
         return f"importance plot: not computed ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
     fig = ax.figure
