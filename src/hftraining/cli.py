@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import fnmatch
 import glob
+import importlib
 import logging
 import os
 import re
@@ -17,36 +18,50 @@ import stat
 import sys
 from pathlib import Path
 
-import torch
-
-from hftraining import models, optim
 from hftraining.core.config import (MAX_SEED, Config, ServeConfig, TrainingConfig, load_config, parse_override,
                                     section_from_dict, validate)
 from hftraining.core.errors import ConfigError, UserError, WriteError, io_cause, is_io_error
 from hftraining.core.jsonio import dumps
-from hftraining.data.feature_table import write_feature_table
-from hftraining.data.features import FEATURES
-from hftraining.data.rows import RowsNeeded
 from hftraining.data.synth import DEFAULT_SESSION, DEFAULT_TZ, write_synth
 from hftraining.data.synth import FORMATS as SYNTH_FORMATS
-from hftraining.data.sources import check_paths
-from hftraining.data.validate import format_report
-from hftraining.eval.backtest import format_backtest
-from hftraining.eval.forecasts import format_table
-from hftraining.eval.intervals import format_intervals
-from hftraining.eval.report import write_report
-from hftraining.inference.ensemble import build_ensemble
-from hftraining.inference.export import export_onnx
-from hftraining.inference.folders import run_folder
-from hftraining.inference.forecaster import Forecaster
-from hftraining.inference.serve import build_server, resolve_api_key, run_server
-from hftraining.train.logging import setup_console_logging
-from hftraining.workflows import ett
-from hftraining.workflows.evaluate_run import evaluate_and_backtest, evaluation_config, report_dir
-from hftraining.workflows.seeds import train_seeds
-from hftraining.workflows.train_run import train
-from hftraining.workflows.tune import run_tune
-from hftraining.workflows.walkforward import format_walkforward, walk_forward
+
+_LAZY = {
+    "torch": "torch", "models": "hftraining.models", "optim": "hftraining.optim",
+    "write_feature_table": "hftraining.data.feature_table", "FEATURES": "hftraining.data.features",
+    "RowsNeeded": "hftraining.data.rows", "check_paths": "hftraining.data.sources",
+    "format_report": "hftraining.data.validate", "format_backtest": "hftraining.eval.backtest",
+    "format_table": "hftraining.eval.forecasts", "format_intervals": "hftraining.eval.intervals",
+    "write_report": "hftraining.eval.report", "build_ensemble": "hftraining.inference.ensemble",
+    "export_onnx": "hftraining.inference.export", "run_folder": "hftraining.inference.folders",
+    "Forecaster": "hftraining.inference.forecaster", "build_server": "hftraining.inference.serve",
+    "resolve_api_key": "hftraining.inference.serve", "run_server": "hftraining.inference.serve",
+    "setup_console_logging": "hftraining.train.logging", "ett": "hftraining.workflows.ett",
+    "evaluate_and_backtest": "hftraining.workflows.evaluate_run", "evaluation_config": "hftraining.workflows.evaluate_run",
+    "report_dir": "hftraining.workflows.evaluate_run", "train_seeds": "hftraining.workflows.seeds",
+    "train": "hftraining.workflows.train_run", "run_tune": "hftraining.workflows.tune",
+    "format_walkforward": "hftraining.workflows.walkforward", "walk_forward": "hftraining.workflows.walkforward",
+}
+"""What the commands use, by the module that defines it: imported by the command that needs it, not by
+every command (the training stack, torch, pytorch-optimizer, matplotlib cost seconds; `list features` or
+`data check` needs none of them). An import error of one surfaces when its command runs."""
+
+
+def __getattr__(name: str):
+    """``cli.<name>`` of :data:`_LAZY`, its module imported on first use (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    mod = importlib.import_module(module)
+    value = mod if module == name or module.endswith(f".{name}") else getattr(mod, name)
+    globals()[name] = value
+    return value
+
+
+def _lazy(*names: str):
+    """The values of ``names`` for a command (one name: its value): a value set on this module
+    (``cli.Forecaster = ...``) as before, else :func:`__getattr__`'s import."""
+    values = tuple(globals()[n] if n in globals() else __getattr__(n) for n in names)
+    return values[0] if len(names) == 1 else values
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,6 +79,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.seeds is not None and args.seeds > 1 and cfg.training.seed + args.seeds - 1 > MAX_SEED:
         raise ConfigError(f"--seeds {args.seeds}: the seeds training.seed + 0..{args.seeds - 1} would pass the largest seed "
                           f"{MAX_SEED} (training.seed={cfg.training.seed}); lower training.seed")
+    setup_console_logging, train, train_seeds = _lazy("setup_console_logging", "train", "train_seeds")
     setup_console_logging()
     if args.seeds is not None:  # with --resume, every seed-<k>/ resumes and ensemble/ is rebuilt
         root = train_seeds(cfg, args.seeds)
@@ -74,12 +90,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_ensemble(args: argparse.Namespace) -> int:
+    build_ensemble = _lazy("build_ensemble")
     out = build_ensemble(args.model_dirs, args.out, args.method, overwrite=args.overwrite)
     print(f"wrote an ensemble ({args.method}) of {len(args.model_dirs)} models to {out}")
     return 0
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
+    setup_console_logging, run_tune = _lazy("setup_console_logging", "run_tune")
     setup_console_logging()
     report = run_tune(args.config, args.trials, storage=args.storage, study_name=args.study, workers=args.workers,
                       out=args.out, overrides=args.overrides)
@@ -88,6 +106,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    export_onnx = _lazy("export_onnx")
     path = export_onnx(args.model_dir, args.out, check=not args.no_check)
     print(f"wrote {path}")
     return 0
@@ -104,6 +123,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     given = {key: getattr(args, flag) for flag, key in _SERVE_FLAGS.items() if getattr(args, flag) is not None}
     cfg = section_from_dict(ServeConfig, given, "serve")
     validate(Config(serve=cfg))
+    build_server, resolve_api_key, run_server, setup_console_logging = _lazy(
+        "build_server", "resolve_api_key", "run_server", "setup_console_logging")
     prepared = build_server(args.model_dir, cfg, api_key=resolve_api_key(args.api_key, os.environ), insecure=args.insecure)
     setup_console_logging()  # the access log: one JSON line per request on stderr
     run_server(prepared)
@@ -111,6 +132,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    evaluation_config, evaluate_and_backtest, report_dir, write_report, run_folder = _lazy(
+        "evaluation_config", "evaluate_and_backtest", "report_dir", "write_report", "run_folder")
+    format_table, format_intervals, format_backtest = _lazy("format_table", "format_intervals", "format_backtest")
     ev = evaluation_config(args.path, args.set)
     if args.report_dir and (args.no_report or not ev.report):  # asked where to write a report that is not written
         raise ConfigError("--report-dir: no report is written " + (
@@ -154,6 +178,7 @@ _BACKTEST_FLAGS = (("positions", "backtest_positions"), ("max_gross", "backtest_
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
+    evaluation_config, evaluate_and_backtest, format_backtest = _lazy("evaluation_config", "evaluate_and_backtest", "format_backtest")
     sets, given = list(args.set), _set_keys(args.set)
     for flag, key in _BACKTEST_FLAGS:
         if getattr(args, flag) is not None:
@@ -171,6 +196,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def _cmd_walkforward(args: argparse.Namespace) -> int:
+    setup_console_logging, walk_forward, format_walkforward = _lazy("setup_console_logging", "walk_forward", "format_walkforward")
     cfg = load_config(args.config, args.overrides)
     setup_console_logging()
     res = walk_forward(cfg, args.folds, scheme=args.scheme, mode=args.mode)
@@ -251,6 +277,7 @@ def _is_stdout(st: os.stat_result) -> bool:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    setup_console_logging, Forecaster = _lazy("setup_console_logging", "Forecaster")
     if args.out:
         _refuse_out_in_inputs(args.out, [args.model_dir], args.data)
     setup_console_logging(logging.WARNING)  # warnings on stderr (e.g. fewer rows than settled_rows); stdout: the CSV
@@ -267,11 +294,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     if args.what == "models":
+        models = _lazy("models")
         for name, desc in models.model_names().items():
             print(f"{name:<16}{desc}")
     elif args.what == "optimizers":
         # each name is built on a probe (about 2 s for all), so a name whose optional package is missing
         # is listed with why instead of offered as if it worked
+        optim = _lazy("optim")
         for name in optim.optimizer_names():
             try:
                 optim.check_compatibility(TrainingConfig(optimizer=name))
@@ -280,7 +309,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             else:
                 print(name)
     else:
-        print("\n".join(FEATURES.names()))
+        print("\n".join(_lazy("FEATURES").names()))
     return 0
 
 
@@ -295,6 +324,7 @@ def _data_config(args: argparse.Namespace, data_dir=None):
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
+    check_paths, RowsNeeded, format_report = _lazy("check_paths", "RowsNeeded", "format_report")
     d = _data_config(args)
     reports, errors, mixed = check_paths(args.paths, d, RowsNeeded.of(d))
     if args.json:  # the mixed-stamp warning too, for a script that reads the JSON only
@@ -308,6 +338,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_features(args: argparse.Namespace) -> int:
+    write_feature_table = _lazy("write_feature_table")
     _refuse_out_in_inputs(args.out, [], args.path)
     rows, symbols = write_feature_table(_data_config(args, args.path), args.out)
     print(f"wrote {rows} rows of {symbols} symbol(s) to {args.out}")
@@ -333,6 +364,7 @@ MODEL_FLAGS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "d
 
 
 def _cmd_bench_ett(args: argparse.Namespace) -> int:
+    torch, ett = _lazy("torch", "ett")
     if args.threads < 1:
         raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
     _check_seed(args.seed)
@@ -367,9 +399,15 @@ def _cmd_bench_ett(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_bench_ett(suites) -> None:
-    p = suites.add_parser("ett", help="the ETT long-horizon benchmark under the published protocol",
-                          description=ett.__doc__.split("\n\n")[0])
+def _add_bench_ett(suites, full: bool = True) -> None:
+    """The ``bench ett`` parser; not ``full``: its name and help alone (its description, choices and defaults
+    come from hftraining.workflows.ett, which imports the training stack)."""
+    help_ = "the ETT long-horizon benchmark under the published protocol"
+    if not full:
+        suites.add_parser("ett", help=help_)
+        return
+    ett = _lazy("ett")
+    p = suites.add_parser("ett", help=help_, description=ett.__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="folder with ETTh1.csv … ETTm2.csv")
     p.add_argument("--dataset", nargs="+", default=["ETTh1"], choices=ett.DATASETS)
     p.add_argument("--horizon", nargs="+", type=int, default=[96])
@@ -403,7 +441,10 @@ def _add_bench_ett(suites) -> None:
     p.set_defaults(func=_cmd_bench_ett)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command. Given the command line ``argv``, ``bench ett``'s own flags are added
+    only if a word of it is ``bench`` (see :func:`_add_bench_ett`): the parser of any other command line
+    is built without importing the training stack."""
     p = _Parser(prog="hftraining", description="Train and honestly evaluate forecasters on OHLCV data.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -537,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=_cmd_list)
 
     be = sub.add_parser("bench", help="public benchmarks: `bench ett --help` (the ETT protocol of the papers)")
-    _add_bench_ett(be.add_subparsers(dest="suite", required=True, parser_class=_Parser))
+    _add_bench_ett(be.add_subparsers(dest="suite", required=True, parser_class=_Parser), argv is None or "bench" in argv)
 
     data = sub.add_parser("data", help="check, featurise or synthesise OHLCV files")
     dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -575,7 +616,7 @@ OVERRIDE = re.compile(r"[A-Za-z_]\w*\.[\w.]+=")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     # overrides may stand on both sides of a flag (`train --config q.yaml a.b=1 --resume c.d=2`): argparse takes
     # one run of a positional list, so those after a flag come back unparsed and join the list here
     args, rest = parser.parse_known_args(argv)

@@ -808,6 +808,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raise
 
 
+def saved_data_section(raw: Any) -> Any:
+    """A model folder's saved data section with the empty text an older version accepted read as it read
+    it (``data_dir``/``cache_dir`` ``""``: the working folder; ``start_date`` ``""``: no bound), so that
+    :func:`validate`'s refusal of empty text (a mistake in a config being written) does not refuse a
+    folder trained before it."""
+    if not isinstance(raw, dict):
+        return raw
+    meant = {"data_dir": ".", "cache_dir": ".", "start_date": None}
+    return {k: (meant[k] if k in meant and isinstance(v, str) and not v.strip() else v) for k, v in raw.items()}
+
+
 def named_keys(message: str) -> set[str]:
     """The ``section.key`` names at the head of a ConfigError's message (before its first ``:``):
     ``data.train_ratio/data.val_ratio``, ``tune.heartbeat_seconds/stale_after_seconds`` and

@@ -368,7 +368,7 @@ def local_frame(frame: pd.DataFrame, tz: str | None) -> pd.DataFrame:
 
 
 def check_calendar_version(v, specs: list[str], tz: str, bar_seconds, where: str,
-                           fix: str = "retrain the model") -> None:
+                           fix: str = "retrain the model", stamps: list | None = None) -> None:
     """A model folder's ``calendar_version`` (1 when absent) → a DataError naming ``where`` (and saying
     ``fix``) when this version computes its time features otherwise (:data:`CALENDAR_VERSION`): daily
     bars (``bar_seconds`` at least :data:`DAILY_BARS`, or not recorded) and ``calendar`` under a zone
@@ -386,6 +386,11 @@ def check_calendar_version(v, specs: list[str], tz: str, bar_seconds, where: str
     timed = [n for n, changed in (("calendar", west), ("hour", other)) if n in names and changed]
     known = isinstance(bar_seconds, (int, float)) and not isinstance(bar_seconds, bool) and np.isfinite(bar_seconds)
     daily = not known or bar_seconds * 1e9 >= DAILY_BARS
+    # the rows' stamps, where known (each symbol's last, in preprocessing.json's source_rows): none at UTC
+    # midnight, no date was read, and both rules computed the same features (a vendor's 21:00 UTC close)
+    if stamps and all(isinstance(t, str) for t in stamps):
+        ns = pd.DatetimeIndex([pd.Timestamp(t) for t in stamps]).tz_convert("UTC").as_unit("ns").asi8
+        daily = daily and bool((ns % (86400 * 10**9) == 0).any())
     if v < CALENDAR_VERSION and timed and daily:
         raise DataError(f"{where}: its {' and '.join(timed)} features of daily bars were computed by calendar_version "
                         f"{v}, which read a date (stamped at UTC midnight) as that instant on the clock of data.timezone="

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hftraining.core.config import DataConfig, duration_ns, section_from_dict, shown, split_date_ns
+from hftraining.core.config import DataConfig, duration_ns, saved_data_section, section_from_dict, shown, split_date_ns
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import (
     CALENDAR_VERSION, SETTLE_MEASURABLE, bar_spacing, EmptyVolume, check_specs, drop_volume_features, feature_columns, settle_unknown, volume_is_empty,
@@ -107,7 +107,7 @@ class Preprocessing:
 
     def data_config(self) -> DataConfig:
         """The data section the preprocessing was fit with (keys of newer versions take their defaults)."""
-        return section_from_dict(DataConfig, self.data, "data")
+        return section_from_dict(DataConfig, saved_data_section(self.data), "data")
 
 
 @dataclass
@@ -303,17 +303,20 @@ def _max_gap(d: DataConfig) -> int | None:
 
 
 def _fit_statistics(rows: Rows, train_slices: dict[str, slice], d: DataConfig, store: str | None,
-                    labels: np.ndarray | None = None, idle: frozenset[str] = frozenset()) -> tuple[Scaler, float]:
+                    labels: np.ndarray | None = None, idle: frozenset[str] = frozenset()) -> tuple[Scaler, float, list[str]]:
     """The scaler and the target scale (of ``labels``, or of the returns), fitted on the training rows
     ``train_slices`` of ``rows`` (remembered in the feature store entry ``store`` when the rows come
     from one: :func:`hftraining.data.store.fitted_statistics`). ``idle``: symbols no window reads,
-    which get no scaler of their own (``data.scale_per_symbol``; a model given them refuses them)."""
+    which get no scaler of their own (``data.scale_per_symbol``; a model given them refuses them). The third
+    item: the columns the robust scaler divided by their standard deviation (:attr:`Scaler.by_std`)."""
     spec = {"scaler": d.scaler, "per_symbol": d.scale_per_symbol,
             "train": [[sym, sl.start, sl.stop] for sym, sl in train_slices.items()]}
     if d.target != "return":  # the key of older entries stays as it was
         spec["target"] = d.target
         spec["label_version"] = CHANGED_IN.get(d.target, 1)  # the label's formula: a change refits its scale
 
+    if d.scaler == "robust":  # entries from before the robust scaler recorded its by_std columns are fitted again
+        spec["robust_rule"] = 2
     own = {sym: sl for sym, sl in train_slices.items() if sym not in idle} if d.scale_per_symbol else train_slices
     if d.scale_per_symbol:  # also where the store remembers statistics fitted before this check
         check_own_rows({sym: sl.stop - sl.start for sym, sl in own.items() if sl.stop > sl.start})
@@ -323,11 +326,11 @@ def _fit_statistics(rows: Rows, train_slices: dict[str, slice], d: DataConfig, s
     def fit() -> dict[str, Any]:
         scaler = Scaler(kind=d.scaler, per_symbol=d.scale_per_symbol).fit_rows(rows.features, own,
                                                                                names=feature_columns(d.features))
-        return {"scaler": scaler.to_dict(),
+        return {"scaler": scaler.to_dict(), "by_std": scaler.by_std,
                 "target_scale": target_scale(rows.returns if labels is None else labels, train_slices)}
 
     stats = fitted_statistics(store, spec, fit)
-    return Scaler.from_dict(stats["scaler"]), float(stats["target_scale"])
+    return Scaler.from_dict(stats["scaler"]), float(stats["target_scale"]), list(stats.get("by_std") or [])
 
 
 def read_frames(d: DataConfig, targets: bool = True) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
@@ -445,7 +448,9 @@ def prepare(
         for k, (sym, seg) in enumerate(zip(rows.symbols, segs))
     }
     labels = _labels(rows, d)
-    scaler, target_scale = _fit_statistics(rows, train_slices, d, report.get("store"), labels, idle)
+    scaler, target_scale, by_std = _fit_statistics(rows, train_slices, d, report.get("store"), labels, idle)
+    if by_std:  # robust: columns of IQR 0 that vary (scaled by 1 by the versions before calendar_version)
+        report["scaled_by_std"] = by_std
     pre = Preprocessing(
         features=list(d.features),
         feature_columns=feature_columns(d.features),
@@ -472,12 +477,17 @@ def prepare(
         sets.update({name: sets[name].every_nth_date(d.stride) for name in trained})
     if len(sets["train"]) == 0:
         if gap is not None:  # the sessions between gaps may be what is short, not the rows
+            # the training rows' runs (a long run in the test split trains nothing), and only when the training
+            # rows themselves would hold a window: else too few rows is the cause, said below
             runs = [np.diff(np.flatnonzero(np.diff(t, prepend=t[0] - gap - 1, append=t[-1] + gap + 1) > gap))
-                    for t in rows.symbol_times() if len(t)]
+                    for t in (np.asarray(rows.times[sl]) for sl in train_slices.values()) if len(t)]
             longest = max((int(r.max()) for r in runs if len(r)), default=0)
-            raise DataError(f"data: the training split yields no window: a window after a gap needs "
-                            f"{d.sequence_length + d.prediction_horizon} rows without a gap longer than data.max_gap {d.max_gap}, and the longest run of rows "
-                            f"between such gaps holds {longest}; raise data.max_gap or lower data.sequence_length")
+            most = max((sl.stop - sl.start for sl in train_slices.values()), default=0)
+            if longest < d.sequence_length + d.prediction_horizon <= most:
+                raise DataError(f"data: the training split yields no window: a window after a gap needs "
+                                f"{d.sequence_length + d.prediction_horizon} rows without a gap longer than data.max_gap "
+                                f"{d.max_gap}, and the longest run of rows between such gaps holds {longest}; "
+                                "raise data.max_gap or lower data.sequence_length")
         raise DataError("data: the training split yields no window; lower data.sequence_length or add rows")
     report["windows"] = {name: len(ws) for name, ws in sets.items()}
     report["symbols"] = rows.symbols

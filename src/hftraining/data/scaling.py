@@ -49,17 +49,21 @@ def _warn_fallback(what: str) -> None:
                 "by 1 they would stay too small beside the other columns for the model to see them", what)
 
 
-def _stats(x: np.ndarray, kind: str, names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _stats(x: np.ndarray, kind: str, names: list[str] | None = None, by_std: list[str] | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
     """(center, scale) per column of ``x`` (N, F); a constant column gets scale 1; a robust scaler's
-    column of IQR 0 that varies, its standard deviation (named in a warning; ``names``: the columns)."""
+    column of IQR 0 that varies, its standard deviation (named in a warning; ``names``: the columns;
+    appended to ``by_std``)."""
     center, scale, fallback = _spread(x, kind)
     if fallback.any():
         _warn_fallback(f"the training rows ({_columns(np.flatnonzero(fallback), names)})")
+        if by_std is not None:
+            by_std.append(_columns(np.flatnonzero(fallback), names))
     return center, np.where(scale > 1e-12, scale, 1.0)
 
 
-def _own_stats(parts: dict[str, np.ndarray], kind: str, names: list[str] | None = None
-               ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _own_stats(parts: dict[str, np.ndarray], kind: str, names: list[str] | None = None,
+               by_std: list[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each symbol's (center, scale) from its own training rows ``parts``. A column without spread
     for a symbol gets scale 1, as in :func:`_stats`: harmless where it stays constant (``hour`` of
     daily bars), but where other symbols' rows vary it is usually prices that did not move (a
@@ -67,9 +71,11 @@ def _own_stats(parts: dict[str, np.ndarray], kind: str, names: list[str] | None 
     a return that barely moves). A symbol left unscaled in every such column is refused, as one
     training row is (:func:`check_own_rows`); one left unscaled in some of them is named in a warning.
     A robust scaler's column of IQR 0 that varies for a symbol has its standard deviation as scale
-    (as in :func:`_stats`), named in a warning with the symbol."""
+    (as in :func:`_stats`), named in a warning with the symbol (and in ``by_std``)."""
     raw = {s: _spread(p.astype(np.float64), kind) for s, p in parts.items()}  # one symbol converted at a time
     fell = [f"{s}: {_columns(np.flatnonzero(fb), names)}" for s, (_, _, fb) in sorted(raw.items()) if fb.any()]
+    if by_std is not None:
+        by_std.extend(fell)
     if fell:
         more = f" and {len(fell) - 3} more symbols" if len(fell) > 3 else ""
         _warn_fallback(f"a symbol's training rows ({'; '.join(fell[:3])}{more})")
@@ -115,15 +121,19 @@ class Scaler:
     kind: str = "standard"
     per_symbol: bool = False
     params: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    # the columns (per symbol: "SYM: columns") the fit scaled by their standard deviation (robust, IQR 0 but
+    # varying): a run resumed from a version that scaled them by 1 is refused (train.runner.check_same_data)
+    by_std: list[str] = field(default_factory=list)
 
     def fit(self, rows_by_symbol: dict[str, np.ndarray], names: list[str] | None = None) -> "Scaler":
         """``rows_by_symbol``: the training rows (N_s, F) of each symbol, nothing else; ``names``: the
         F feature columns, named in warnings."""
+        self.by_std = []
         if self.per_symbol:
             check_own_rows({s: len(x) for s, x in rows_by_symbol.items()})
-            self.params = _own_stats(rows_by_symbol, self.kind, names)
+            self.params = _own_stats(rows_by_symbol, self.kind, names, self.by_std)
         else:
-            self.params = {GLOBAL: _stats(np.concatenate(list(rows_by_symbol.values())), self.kind, names)}
+            self.params = {GLOBAL: _stats(np.concatenate(list(rows_by_symbol.values())), self.kind, names, self.by_std)}
         return self
 
     def fit_rows(self, x: np.ndarray, train_rows: dict[str, slice], names: list[str] | None = None) -> "Scaler":
@@ -134,14 +144,16 @@ class Scaler:
         al.'s parallel update), so only one symbol's rows are ever converted at a time; the robust
         scaler needs every value for its quantiles and gathers the training rows once."""
         parts = {s: x[sl] for s, sl in train_rows.items() if sl.stop > sl.start}
+        self.by_std = []
         if not parts:
             raise DataError("data: the training split has no rows to fit the scaler on")
         if self.per_symbol or self.kind == "robust":
             if self.per_symbol:
                 check_own_rows({s: len(p) for s, p in parts.items()})
-                self.params = _own_stats(parts, self.kind, names)
+                self.params = _own_stats(parts, self.kind, names, self.by_std)
             else:
-                self.params = {GLOBAL: _stats(np.concatenate(list(parts.values())).astype(np.float64), self.kind, names)}
+                self.params = {GLOBAL: _stats(np.concatenate(list(parts.values())).astype(np.float64), self.kind, names,
+                                             self.by_std)}
             return self
         n, mean, m2 = 0, None, None
         for p in parts.values():

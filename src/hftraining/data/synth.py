@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 
 from hftraining.core.config import time_zone
 from hftraining.core.errors import DataError
@@ -31,6 +30,8 @@ def synth_ohlcv(rows: int, seed: int = 0, start: str = "2000-01-03", freq: str =
                 session: str | None = None, tz: str = DEFAULT_TZ) -> pd.DataFrame:
     """One symbol: ``rows`` bars → frame with timestamp (UTC), open, high, low, close, volume.
     ``session`` (bars finer than a day only): see :func:`bar_times`."""
+    from scipy.signal import lfilter  # here: its import takes about a second, which only synthesis needs
+
     times = bar_times(rows, freq, start, session, tz)
     rng = np.random.default_rng(seed)
     z = rng.standard_t(T_DOF, rows) / np.sqrt(T_DOF / (T_DOF - 2))  # unit variance

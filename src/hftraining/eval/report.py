@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 from hftraining.core.errors import writing
 from hftraining.core.fmt import fmt_p
@@ -127,12 +125,24 @@ def _date_ticks(ax) -> None:
                 "datetime64[D]").astype(str)
         except (OverflowError, ValueError):
             return ""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     ax.xaxis.set_major_formatter(FuncFormatter(fmt))
     ax.xaxis.set_major_locator(MaxNLocator(6))
 
 
+def _percent():
+    """A tick formatter of shares as percentages."""
+    from matplotlib.ticker import PercentFormatter
+
+    return PercentFormatter(1.0)
+
+
 def _subplots(nrows: int = 1, ncols: int = 1, figsize=(6, 4), **kw):
-    """A figure without pyplot: no global state, no GUI backend, always the Agg renderer."""
+    """A figure without pyplot: no global state, no GUI backend, always the Agg renderer. (matplotlib is
+    imported here, by the plots: a command that imports this module and draws nothing does not pay for it.)"""
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=figsize)
     axes = fig.subplots(nrows, ncols, **kw)
     # fixed spacing instead of a layout engine (constrained layout doubles the time of a plot)
@@ -423,7 +433,7 @@ def _topk_plot(doc: _Doc, s: dict[str, Any], curves: dict[str, Any], dates: np.n
             x, eq = equity_points(*curves[name], dates)
             ax.plot(_years(x), eq - 1.0, label=label, color=color)
     ax.axhline(0, color="grey", lw=0.5)
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.yaxis.set_major_formatter(_percent())
     ax.set_title(f"cumulative return (net of costs), {portfolio_label(s)}", fontsize=10)
     ax.set_xlabel("date"), ax.legend(fontsize=8)
     _date_ticks(ax)
@@ -537,7 +547,7 @@ def _interval_section(doc: _Doc, rep: dict[str, Any], fc) -> None:
         ax.plot(_years(d), cov, color=f"C{i}", lw=1.2, label=f"{level:.0%} interval, {ROLLING_DATES}-date coverage")
         ax.axhline(level, color=f"C{i}", lw=0.8, ls="--")
     ax.set_ylim(0, 1.02), ax.set_xlabel("date"), ax.legend(fontsize=8, loc="lower left")
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.yaxis.set_major_formatter(_percent())
     _date_ticks(ax)
     ax.set_title("step-1 coverage over time (dashed: nominal)", fontsize=10)
     doc.figure(fig, "interval_coverage", "Step-1 coverage of the model's conformal intervals over time, per level")

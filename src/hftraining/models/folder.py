@@ -34,6 +34,7 @@ import torch
 from safetensors.torch import load_file
 
 from hftraining.core.config import (
+    saved_data_section,
     Config, DataConfig, ModelConfig, check_value, parse_text, section_from_dict, shown, validate,
 )
 from hftraining.core.errors import ConfigError, DataError
@@ -155,8 +156,11 @@ def model_spec(folder: str | Path) -> tuple[ModelConfig, int, int, int]:
     check_format_version(args, path)
     try:
         cfg = section_from_dict(ModelConfig, args["model"], "model")
-        # the model section alone (a cross-sectional loss was trained on date batches; data is checked apart)
-        validate(Config(model=cfg, data=DataConfig(batching="windows" if cfg.loss == "mse" else "dates")))
+        seq_len = _int(args, "seq_len", path)
+        # the model section with the folder's window (a cross-sectional loss was trained on date batches; data
+        # is checked apart): model.patch_len and model.moving_avg are checked against it, not a default
+        validate(Config(model=cfg, data=DataConfig(batching="windows" if cfg.loss == "mse" else "dates",
+                                                   sequence_length=seq_len)))
     except ConfigError as e:
         raise DataError(f"{path}: {e}") from None
     for key, cap in CAPS.items():
@@ -280,7 +284,7 @@ def check_preprocessing(folder: str | Path, n_features: int, horizon: int, seq_l
     try:
         features = check_value(pre["features"], list[str], f"{where}: features")
         columns = check_value(pre["feature_columns"], list[str], f"{where}: feature_columns")
-        raw = pre["data"]
+        raw = saved_data_section(pre["data"])  # empty text an older version accepted, read as it read it
         data = section_from_dict(DataConfig, {**raw, "features": features} if isinstance(raw, dict) else raw, f"{where}: data")
         validate(Config(data=data))
         if feature_columns(features) != columns:
@@ -294,7 +298,9 @@ def check_preprocessing(folder: str | Path, n_features: int, horizon: int, seq_l
     if "source_rows" in pre:  # the rows training read (evaluate compares the data read again with them)
         check_source_rows(pre["source_rows"], where)
     check_label_version(pre.get("label_version", 1), data.target, path)
-    check_calendar_version(pre.get("calendar_version", 1), features, data.timezone, pre.get("bar_seconds"), str(path))
+    last = [r.get("last") for r in pre["source_rows"].values()] if isinstance(pre.get("source_rows"), dict) else None
+    check_calendar_version(pre.get("calendar_version", 1), features, data.timezone, pre.get("bar_seconds"), str(path),
+                           stamps=last)
     if len(columns) != n_features:
         raise DataError(f"{path}: feature_columns has {len(columns)} names, the model takes {n_features} features")
     if pre["seq_len"] != seq_len or pre["horizon"] != horizon:

@@ -12,9 +12,8 @@ the CPU inside the one batched forward; there is no ONNX graph for it (export sa
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightgbm as lgb
 import numpy as np
 import torch
 
@@ -23,6 +22,17 @@ from hftraining.data.windows import WindowSet, eval_batches
 from hftraining.models.outputs import ForecastOutput
 from hftraining.models.registry import MODELS
 from hftraining.models.ridge import FIT_BATCH, RidgeForecaster
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+
+
+def _lgb():
+    """The lightgbm module, imported where a booster is fitted or loaded: registering the model type (every
+    ``import hftraining.models``, `hftraining list models`) does not pay for it."""
+    import lightgbm
+
+    return lightgbm
 
 # fixed, not settings: a fixed thread count and seed keep a fit reproducible on any machine
 # (the model's settings are model.lightgbm_* in the config tree)
@@ -95,6 +105,7 @@ class LightGBMForecaster(RidgeForecaster):
     fitted_how = "by gradient boosting (early-stopped on the validation windows)"  # said in the training log
 
     def __init__(self, cfg: ModelConfig, n_features: int, horizon: int, seq_len: int):
+        _lgb()  # a missing lightgbm is said when the model is built (the run's first check), not at its fit
         super().__init__(cfg, n_features, horizon, seq_len)
         del self.weight, self.penalty  # ridge's state; a booster per step instead
         self.boosters: list[lgb.Booster] = []
@@ -120,6 +131,7 @@ class LightGBMForecaster(RidgeForecaster):
     def fit_windows(self, train: WindowSet, val: WindowSet) -> dict[str, float]:
         """One booster per step on ``train``, early-stopped on ``val`` (a fixed number of rounds
         without validation windows) → {"rounds": mean rounds kept, "val_mse"} (scaled units)."""
+        lgb = _lgb()
         train, val = train.on_device("cpu"), val.on_device("cpu")  # LightGBM fits on the host
         A, Y = self._design_matrix(train)
         Av, Yv = self._design_matrix(val) if len(val) else (None, None)
@@ -157,4 +169,4 @@ class LightGBMForecaster(RidgeForecaster):
                 check_booster_text(text, self.n_features + self.lags)  # the design matrix without its bias column
             except ValueError as e:
                 raise ValueError(f"booster_{h}: {e}") from None
-        self.boosters = [lgb.Booster(model_str=text) for text in texts]
+        self.boosters = [_lgb().Booster(model_str=text) for text in texts]

@@ -38,21 +38,48 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import importlib
 import inspect
-from typing import Any, Callable
+import sys
+from typing import TYPE_CHECKING, Any, Callable
 
-import pytorch_optimizer
 import torch
-from pytorch_optimizer.optimizer.muon.base import MuonBase
 from torch import nn
 
 from hftraining.core.config import TrainingConfig, resolved_precision
 from hftraining.core.errors import ConfigError
 from hftraining.optim.gpro import GPro
 from hftraining.optim.schedules import check_schedule, lr_multiplier, warmup_steps
-from hftraining.optim.sophia import Sophia
 from hftraining.optim.state import optimizer_state_from_flat, optimizer_state_to_flat
 from hftraining.core.registry import Registry
+
+if TYPE_CHECKING:
+    from hftraining.optim.sophia import Sophia
+
+
+def _library():
+    """pytorch-optimizer, imported when an optimizer is resolved, listed or built, not with this module: its
+    import takes about a second (torch.distributed.tensor, symbolic shapes) that a command which builds no
+    optimizer (evaluate, predict) need not pay. A missing or broken install raises here, as at import."""
+    import pytorch_optimizer
+    import pytorch_optimizer.optimizer.muon.base  # noqa: F401  (what _is_muon looks for: if moved, an error here)
+
+    return pytorch_optimizer
+
+
+def _is_muon(cls: type) -> bool:
+    """Whether ``cls`` is pytorch-optimizer's Muon or one of its variants (a ``MuonBase``). A class derived
+    from it exists only once the module defining it is imported, so while it is not, the answer is no
+    without importing the library (AdamW, SGD, GPro are built without it)."""
+    base = sys.modules.get("pytorch_optimizer.optimizer.muon.base")
+    return base is not None and issubclass(cls, base.MuonBase)
+
+
+def __getattr__(name: str):
+    """``Sophia`` (it subclasses pytorch-optimizer's SophiaH), imported on first use (PEP 562)."""
+    if name == "Sophia":
+        return importlib.import_module("hftraining.optim.sophia").Sophia
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "OPTIMIZERS",
@@ -76,11 +103,19 @@ __all__ = [
 
 class Spec:
     """How one of our names builds its optimizer: the class and the arguments taken from the
-    config (``optimizer_kwargs`` may override any of them except ``lr``)."""
+    config (``optimizer_kwargs`` may override any of them except ``lr``). ``cls`` may be given as a
+    function that returns the class (a pytorch-optimizer one, imported when the class is first asked for)."""
 
-    def __init__(self, cls: type, from_config: Callable[[TrainingConfig], dict[str, Any]] = lambda t: {}):
-        self.cls = cls
+    def __init__(self, cls: type | Callable[[], type], from_config: Callable[[TrainingConfig], dict[str, Any]] = lambda t: {}):
+        self._cls = cls
         self.from_config = from_config
+
+    @property
+    def cls(self) -> type:
+        """The optimizer class."""
+        if not isinstance(self._cls, type):
+            self._cls = self._cls()
+        return self._cls
 
 
 OPTIMIZERS: Registry[Spec] = Registry("optimizer", "training.optimizer")
@@ -95,19 +130,19 @@ def _adam_args(t: TrainingConfig) -> dict[str, Any]:
 OPTIMIZERS.register("adamw")(Spec(torch.optim.AdamW, lambda t: {**_adam_args(t), "fused": True}))
 OPTIMIZERS.register("sgd")(Spec(torch.optim.SGD, lambda t: {"momentum": 0.9}))
 OPTIMIZERS.register("gpro")(Spec(GPro, _adam_args))
-OPTIMIZERS.register("lion")(Spec(pytorch_optimizer.Lion))
-OPTIMIZERS.register("lamb")(Spec(pytorch_optimizer.Lamb, _adam_args))
-OPTIMIZERS.register("adan")(Spec(pytorch_optimizer.Adan, lambda t: {"eps": t.adam_epsilon}))
+OPTIMIZERS.register("lion")(Spec(lambda: _library().Lion))
+OPTIMIZERS.register("lamb")(Spec(lambda: _library().Lamb, _adam_args))
+OPTIMIZERS.register("adan")(Spec(lambda: _library().Adan, lambda t: {"eps": t.adam_epsilon}))
 # Adafactor follows the schedule's learning rate (relative_step would ignore it) and keeps its
 # first moment in float32 (the library's default is bfloat16).
 OPTIMIZERS.register("adafactor")(
     Spec(
-        pytorch_optimizer.AdaFactor,
+        lambda: _library().AdaFactor,
         lambda t: {"betas": (t.adam_beta1, t.adam_beta2), "relative_step": False, "scale_parameter": False,
                    "warmup_init": False, "momentum_dtype": torch.float32},
     )
 )
-OPTIMIZERS.register("sophia")(Spec(Sophia))
+OPTIMIZERS.register("sophia")(Spec(lambda: importlib.import_module("hftraining.optim.sophia").Sophia))
 
 # pytorch-optimizer names that cannot run in our loop, and why.
 EXCLUDED = {
@@ -153,7 +188,7 @@ LIBRARY_DEFAULTS: dict[str, Callable[[TrainingConfig], dict[str, Any]]] = {
 
 
 def _library_names() -> list[str]:
-    return [n for n in pytorch_optimizer.get_supported_optimizers() if n not in EXCLUDED]
+    return [n for n in _library().get_supported_optimizers() if n not in EXCLUDED]
 
 
 def optimizer_names() -> list[str]:
@@ -178,9 +213,9 @@ def _resolve(t: TrainingConfig) -> tuple[str, Spec]:
     name = t.optimizer.lower()
     if name in OPTIMIZERS:
         return name, OPTIMIZERS.get(name)
-    if name in EXCLUDED or name not in pytorch_optimizer.get_supported_optimizers():
+    if name in EXCLUDED or name not in _library().get_supported_optimizers():
         raise _unknown(t.optimizer)
-    return name, Spec(pytorch_optimizer.load_optimizer(name), LIBRARY_DEFAULTS.get(name, lambda t: {}))
+    return name, Spec(_library().load_optimizer(name), LIBRARY_DEFAULTS.get(name, lambda t: {}))
 
 
 def _accepted(cls: type) -> set[str]:
@@ -221,12 +256,12 @@ def _optimizer_kwargs(name: str, spec: Spec, t: TrainingConfig) -> dict[str, Any
         kwargs["lr"] = t.learning_rate
     if "num_iterations" in accepted and "num_iterations" not in kwargs:  # Ranger21 requires the run's length
         kwargs["num_iterations"] = t.max_steps
-    if issubclass(spec.cls, MuonBase) and "adamw_lr" in accepted and "adamw_lr" not in kwargs:
+    if _is_muon(spec.cls) and "adamw_lr" in accepted and "adamw_lr" not in kwargs:
         # Muon's AdamW part (the groups it does not orthogonalise: biases, norms) would otherwise run at the
         # library's own adamw_lr (3e-4) whatever training.learning_rate says. Its groups' rate is their
         # initial rate under the LambdaLR schedule, so warmup and decay apply to it as to the Muon part.
         kwargs["adamw_lr"] = t.learning_rate
-    if issubclass(spec.cls, MuonBase) and kwargs.get("adamw_wd", 0) != 0:
+    if _is_muon(spec.cls) and kwargs.get("adamw_wd", 0) != 0:
         # its AdamW part holds only biases, norms and embeddings (build_optimizer), which are never decayed
         raise ConfigError(
             f"training.optimizer_kwargs.adamw_wd: {name}'s AdamW part holds only biases, norms and embeddings, "
@@ -267,7 +302,7 @@ def uses_setting(t: TrainingConfig, key: str) -> bool:
     other = dataclasses.replace(t, **{key: 0.5 if value != 0.5 else 0.25})
 
     def built(c: TrainingConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-        muon = _muon_adamw_group(spec, c) if issubclass(spec.cls, MuonBase) else {}
+        muon = _muon_adamw_group(spec, c) if _is_muon(spec.cls) else {}
         return _optimizer_kwargs(name, spec, c), muon
 
     return built(t) != built(other)
@@ -280,7 +315,7 @@ def _check_settings_used(t: TrainingConfig) -> None:
     name, spec = _resolve(t)
     defaults = TrainingConfig()
     for key, own in SETTINGS.items():
-        if own and issubclass(spec.cls, MuonBase):  # its AdamW part's own keywords
+        if own and _is_muon(spec.cls):  # its AdamW part's own keywords
             own = "adamw_betas" if own == "betas" else "adamw_eps" if "adamw_eps" in _accepted(spec.cls) else "eps"
         value = getattr(t, key)
         if value == getattr(defaults, key) or (key == "weight_decay" and value == 0) or uses_setting(t, key):
@@ -321,7 +356,7 @@ def build_optimizer(model: nn.Module, t: TrainingConfig) -> torch.optim.Optimize
     name, spec = _resolve(t)
     kwargs = _optimizer_kwargs(name, spec, t)
     groups = param_groups(model, t.weight_decay)
-    if issubclass(spec.cls, MuonBase):
+    if _is_muon(spec.cls):
         # Muon orthogonalises matrices; vectors (biases, norms) go to its AdamW part (no decay: the group's
         # weight_decay 0.0, so adamw_wd never applies)
         for g in groups:

@@ -206,6 +206,13 @@ def check_same_data(report: dict[str, Any], path: Path) -> None:
     except (OSError, ValueError, TypeError, AttributeError, KeyError):
         return  # not written (a run stopped before it, a checkpoint copied alone) or unreadable: nothing to compare
     now = _trained_on(report)
+    raw = read_json(saved)
+    if isinstance(raw, dict) and "calendar_version" not in raw and report.get("scaled_by_std"):
+        cols = report["scaled_by_std"]
+        raise UserError(f"{path}: cannot resume: the run's version scaled the robust scaler's columns of interquartile "
+                        f"range 0 by 1, this version by their standard deviation ({'; '.join(cols[:3])}"
+                        f"{f' and {len(cols) - 3} more' if len(cols) > 3 else ''}): its weights were trained on other "
+                        "inputs; finish it with the version that started it, or start over with output.overwrite=true")
     changed = [k for k in then if then[k] != now.get(k)]  # what a report of an older version lacks is not compared
     if changed == ["symbols"]:
         raise UserError(f"{path}: cannot resume: the run took its symbols in the order {json.dumps(then['symbols'])} "

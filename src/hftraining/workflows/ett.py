@@ -681,10 +681,10 @@ def run_suite(
         cfg = cfgs[ds] = default_model_config(model, ds)
         for key, value in (model_overrides or {}).items():
             setattr(cfg, key, value)
-        if model != "linear":
-            validate(Config(model=cfg))  # e.g. model.moving_avg: must be > 0
-        for h in horizons:
+        for h in horizons:  # --seq-len itself first (0 named as the flag, not as data.sequence_length)
             check_cell(ds, h, seq_len, tuple(linear_lookbacks))
+        if model != "linear":
+            validate(Config(model=cfg, data=DataConfig(sequence_length=seq_len)))  # model.moving_avg > 0, within --seq-len
     results = []
     for ds in datasets:
         cfg = cfgs[ds]
