@@ -326,9 +326,9 @@ def _data_config(args: argparse.Namespace, data_dir=None):
 def _cmd_data_check(args: argparse.Namespace) -> int:
     check_paths, RowsNeeded, format_report = _lazy("check_paths", "RowsNeeded", "format_report")
     d = _data_config(args)
-    reports, errors, mixed = check_paths(args.paths, d, RowsNeeded.of(d))
-    if args.json:  # the mixed-stamp warning too, for a script that reads the JSON only
-        print(dumps({"files": reports, "errors": errors, **({"mixed_stamps": mixed} if mixed else {})}))
+    reports, errors, stamps = check_paths(args.paths, d, RowsNeeded.of(d))
+    if args.json:  # the stamp warnings too (mixed_stamps, zoneless_stamps), for a script that reads the JSON only
+        print(dumps({"files": reports, "errors": errors, **stamps}))
     else:
         for rep in reports:
             print(format_report(rep))

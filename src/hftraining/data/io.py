@@ -521,6 +521,26 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
     return ts.astype("datetime64[ns, UTC]")
 
 
+ZONE = re.compile(r"(?:[zZ]|\s?(?:UTC|GMT)|[+-]\d{2}(?::?\d{2})?)$")  # a stamp's zone or UTC offset, at its end
+CLOCK = re.compile(r"\d{1,2}:\d{2}")  # a time of day
+
+
+def zoneless(values: pd.Series) -> bool:
+    """Whether a timestamp column holds times of day written without a zone or UTC offset
+    (``2024-03-08 09:30:00``, or a Parquet timestamp without a time zone), which
+    :func:`parse_timestamps` takes as UTC: most of the first cells that have a time of day
+    lack a zone (a column is written one way). Epoch and YYYYMMDD numbers and plain dates are not."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return getattr(values.dt, "tz", None) is None
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return False
+    cells = values.head(DATE_SAMPLE).dropna().astype("string").str.strip()
+    timed = cells[cells.str.contains(CLOCK, regex=True).fillna(False).to_numpy(bool)]
+    if not len(timed):
+        return False
+    return 2 * int(timed.str.contains(ZONE, regex=True).fillna(False).sum()) < len(timed)
+
+
 UNIT_FLOOR = {"ms": 1e11, "us": 1e14, "ns": 1e17}  # the smallest epoch number read in a unit finer than seconds
 
 

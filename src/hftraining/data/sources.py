@@ -26,7 +26,11 @@ Daily bars (a day or more apart) of files that stamp one trading day at differen
 (a vendor's local midnights: New York at 05:00 UTC, Berlin at 23:00, plain dates at 00:00) make the
 panel's dates several a day; the :class:`Collector` logs a warning naming the files and their times
 and keeps it in the report (``mixed_stamps``, :func:`mixed_stamps`), and :func:`check_paths` (``data
-check``) logs the same warning for the files it checks. Nothing is re-stamped.
+check``) logs the same warning for the files it checks. Intraday bars of files stamped at different
+phases of their spacing (hourly bars at :00 in one file, :30 in the others), which never share a
+date, get a warning of their own kept there too (:func:`mixed_phases`); intraday stamps written
+without a zone under a ``data.timezone`` other than UTC, read as UTC, are named in a warning
+(``zoneless_stamps``, :func:`zoneless_stamps`). Nothing is re-stamped.
 
 A :class:`Unit` is what one worker reads and validates at a time; :class:`Collector` combines the
 units' reports into the validation report of the run and applies the dataset-wide rules (a
@@ -36,6 +40,7 @@ symbol in two places, ``data.symbols`` naming a symbol that is not there, nothin
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -294,7 +299,7 @@ def _selected(table: pd.DataFrame, d: DataConfig) -> pd.DataFrame:
 
 
 def _stamp_owner(file: str, symbol: str) -> str:
-    """How the check of daily stamps names a symbol: its file, with the symbol for a long file."""
+    """How the checks of stamps name a symbol: its file, with the symbol for a long file."""
     name = Path(file).name
     return name if "[symbol=" in name or io.symbol_of(Path(file)) == symbol else f"{name}[symbol={symbol}]"
 
@@ -310,7 +315,96 @@ def mixed_stamps(stamps: dict[str, tuple[str, list[list[int]]]]) -> dict[str, An
     of the symbols: the ``market`` feature and the top-k backtest see parts of the panel, and the
     backtest infers its periods per year from dates several a day. Nothing is moved; a warning names
     the files and their times, and the report keeps it (``mixed_stamps``). None when the stamps agree
-    on every day that two symbols cover (one symbol's stamps changing over time are not a conflict)."""
+    on every day that two symbols cover (one symbol's stamps changing over time are not a conflict).
+    Intraday bars (values that are :func:`~hftraining.data.validate.stamp_phases`) are checked by
+    :func:`mixed_phases`; the two findings are joined."""
+    daily = _mixed_days({k: v for k, v in stamps.items() if isinstance(v[1], list)})
+    intraday = mixed_phases({k: v for k, v in stamps.items() if isinstance(v[1], dict)})
+    if daily is None or intraday is None:
+        return daily or intraday
+    return {**daily, **intraday, "why": f"{daily['why']}; also {intraday['why']}"}
+
+
+def _duration(ns: int) -> str:
+    """``1h``, ``5min``, ``1h30min``, ``0`` ... (a bar spacing or phase, in ns)."""
+    parts, rest = [], ns
+    for unit, size in (("h", 3600 * 10**9), ("min", 60 * 10**9), ("s", 10**9), ("ms", 10**6), ("ns", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts) or "0"
+
+
+def mixed_phases(stamps: dict[Any, tuple[str, dict[str, Any]]]) -> dict[str, Any] | None:
+    """Whether intraday bars of different symbols fall at different phases of their spacing
+    (``stamps``: as :func:`mixed_stamps` takes them, with :func:`~hftraining.data.validate.stamp_phases`
+    values): one file of hourly bars stamped at :00 and the others at :30, or 5-minute bars a minute
+    off. The panel's dates are exact timestamps, so such symbols never share a date: their
+    cross-sectional features (``cs_rank``, ``cs_zscore``) are 0 and the ``market`` feature sees one
+    symbol at a time. Two symbols clash when their spans overlap and no phase of one is a phase of the
+    other modulo the greatest common divisor of their spacings (so a 5-minute file among 1-minute files
+    on the same minutes does not clash, nor do 4-hour bars whose phase moves with daylight saving, as
+    both phases are kept); a symbol without a phase (irregular stamps) is not compared. A warning
+    names the files and their phases; None when nothing clashes."""
+    groups: dict[tuple[int, tuple[int, ...]], list[Any]] = {}  # (spacing, phases) → keys
+    span: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+    for key, (_, p) in stamps.items():
+        if p["phases"] and p["spacing"] > 0:
+            g = (int(p["spacing"]), tuple(sorted(p["phases"])))
+            groups.setdefault(g, []).append(key)
+            lo, hi = span.get(g, p["span"])
+            span[g] = [min(lo, p["span"][0]), max(hi, p["span"][1])]
+    clash, first = set(), None
+    keys = sorted(groups)
+    for i, g1 in enumerate(keys):
+        for g2 in keys[i + 1:]:
+            start, end = max(span[g1][0], span[g2][0]), min(span[g1][1], span[g2][1])
+            if start > end:
+                continue
+            m = math.gcd(g1[0], g2[0])
+            if {p % m for p in g1[1]}.isdisjoint({p % m for p in g2[1]}):
+                clash |= {g1, g2}
+                first = start if first is None else min(first, start)
+    if not clash:
+        return None
+    phases: dict[str, list[str]] = {}
+    for g in sorted(clash):
+        label = f"every {_duration(g[0])} at +{'/'.join(_duration(p) for p in g[1])}"
+        phases[label] = sorted(_stamp_owner(stamps[k][0], k if isinstance(k, str) else k[1]) for k in groups[g])
+    day = pd.Timestamp(first, unit="ns").strftime("%Y-%m-%d")
+    listed = "; ".join(f"{label} in {', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''}"
+                       for label, names in phases.items())
+    why = (f"intraday bars stamped at different phases (UTC time modulo the bar spacing): {listed}: the panel's dates "
+           f"are exact timestamps, so these files' bars never share a date (from {day} on) and each date holds part of the "
+           "symbols (cs_rank/cs_zscore and the market feature see part of the panel; a symbol alone at its dates ranks 0); "
+           "stamp every file's bars alike (e.g. each at its bar's start)")
+    return {"phases_utc": phases, "first_day": day, "why": why}
+
+
+UTC_NAMES = {"UTC", "Etc/UTC", "Etc/UCT", "UCT", "GMT", "Etc/GMT", "Zulu", "Etc/Zulu", "Universal", "Etc/Universal"}
+
+
+def zoneless_stamps(stamps: dict[Any, tuple[str, Any]], timezone: str) -> dict[str, Any] | None:
+    """Intraday bars whose file wrote the stamps without a zone or offset (``2024-03-08 09:30:00``),
+    under a ``data.timezone`` other than UTC (``stamps``: as :func:`mixed_stamps` takes them). The
+    readers take such stamps as UTC (:mod:`io`), so New York times read 5 hours early in winter and 4 in
+    summer, and the ``hour`` and ``calendar`` features, computed in ``data.timezone``, are off by that
+    and move at each change of daylight saving time. Daily bars are not named (a plain date is that
+    date in ``data.timezone``). A warning names the files; None when there are none."""
+    if timezone in UTC_NAMES:
+        return None
+    files = sorted({Path(f).name for f, p in stamps.values() if isinstance(p, dict) and p.get("zoneless")})
+    if not files:
+        return None
+    listed = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    why = (f"intraday timestamps without a zone or UTC offset in {listed} are read as UTC, while data.timezone is "
+           f"{timezone} (the hour and calendar features read them there); if they are {timezone} times, write their "
+           f"offset (e.g. {pd.Timestamp('2024-01-08 09:30', tz=timezone).isoformat()}) or convert them to UTC")
+    return {"files": files, "timezone": timezone, "why": why}
+
+
+def _mixed_days(stamps: dict[Any, tuple[str, list[list[int]]]]) -> dict[str, Any] | None:
+    """:func:`mixed_stamps` of daily bars."""
     spans: dict[int, list[tuple[int, int]]] = {}
     for _, runs in stamps.values():
         for first, last, off in runs:
@@ -369,7 +463,7 @@ class Collector:
         self.origin: dict[str, str] = {}
         self.reports: list[dict[str, Any]] = []
         self.skipped: dict[str, str] = {}
-        self.stamps: dict[str, tuple[str, list[list[int]]]] = {}  # daily symbols: (file, stamp runs)
+        self.stamps: dict[str, tuple[str, Any]] = {}  # symbol: (file, stamp runs of daily bars or phases of intraday ones)
 
     def skip(self, u: Unit, why: str) -> None:
         """A unit with too few rows in all (its DataError): skipped and reported, not fatal."""
@@ -415,10 +509,15 @@ class Collector:
             "too_few_rows": self.skipped,
             "rows_needed": self.needed.rows,
         }
-        mixed = mixed_stamps({s: v for s, v in self.stamps.items() if s in self.origin})
+        used = {s: v for s, v in self.stamps.items() if s in self.origin}
+        mixed = mixed_stamps(used)
         if mixed is not None:
             log.warning("%s", mixed["why"])
             out["mixed_stamps"] = mixed
+        local = zoneless_stamps(used, self.d.timezone)
+        if local is not None:
+            log.warning("%s", local["why"])
+            out["zoneless_stamps"] = local
         return out
 
 
@@ -453,12 +552,12 @@ def load_and_validate(d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[dic
 
 
 def check_paths(paths: list[str], cfg: DataConfig,
-                needed: RowsNeeded = ANY_ROWS) -> tuple[list[dict[str, Any]], list[str], dict[str, Any] | None]:
+                needed: RowsNeeded = ANY_ROWS) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
     """``hftraining data check``: validate every unit of ``paths`` (files, folders, globs, long
     Parquet files, hive datasets: exactly what training reads) → (reports of usable units, one error
-    line per unusable unit, :func:`mixed_stamps` of the files checked together or None). An unusable
-    unit never stops the others. Daily files checked together that stamp a trading day at different
-    times of day get training's warning, logged once."""
+    line per unusable unit, the panel's stamp warnings: ``mixed_stamps`` (:func:`mixed_stamps`) and
+    ``zoneless_stamps`` (:func:`zoneless_stamps`) of the files checked together, where they apply). An
+    unusable unit never stops the others. Files checked together get training's warnings, logged once."""
     check_policy(cfg)
     reports: list[dict[str, Any]] = []
     errors: list[str] = []
@@ -485,4 +584,7 @@ def check_paths(paths: list[str], cfg: DataConfig,
     mixed = mixed_stamps(stamps)
     if mixed is not None:
         log.warning("%s", mixed["why"])
-    return reports, errors, mixed
+    local = zoneless_stamps(stamps, cfg.timezone)
+    if local is not None:
+        log.warning("%s", local["why"])
+    return reports, errors, {k: v for k, v in (("mixed_stamps", mixed), ("zoneless_stamps", local)) if v is not None}

@@ -703,9 +703,10 @@ def _served(hit: tuple[Rows, dict[str, Any]], status: str, folder: Path) -> tupl
     """(rows, report) of the opened entry ``folder``, logged with its ``status``."""
     rows, index = hit
     log.info("feature store %s: %s (%d symbols, %d rows)", status, folder, len(rows.symbols), len(rows.returns))
-    mixed = index["report"].get("mixed_stamps")
-    if status == "hit" and isinstance(mixed, dict):  # said at the build; said again to each run it serves
-        log.warning("%s", mixed.get("why"))
+    for key in ("mixed_stamps", "zoneless_stamps"):  # said at the build; said again to each run it serves
+        said = index["report"].get(key)
+        if status == "hit" and isinstance(said, dict):
+            log.warning("%s", said.get("why"))
     return rows, {**index["report"], "skipped_symbols": index["skipped_symbols"], "cache": status, "store": str(folder)}
 
 

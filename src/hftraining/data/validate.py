@@ -111,7 +111,8 @@ class Report:
     dropped_features: dict[str, str] = field(default_factory=dict)  # spec of data.features → why
     close_column: dict[str, str] | None = None  # with Close and Adj Close: which one is the close, and why
     dated: int = 0  # rows with a usable timestamp in the date range (not reported: whether a symbol is empty there)
-    stamps: dict[str, list[list[int]]] = field(default_factory=dict)  # symbol → :func:`stamp_runs` of its daily bars
+    # symbol → :func:`stamp_runs` of its daily bars, or :func:`stamp_phases` of its intraday bars
+    stamps: dict[str, Any] = field(default_factory=dict)
 
     def count(self, rule: str, kind: str, rows: np.ndarray) -> None:
         """Record ``len(rows)`` rows (1-based row numbers) as ``kind`` (dropped/repaired/flagged) by ``rule``."""
@@ -243,6 +244,32 @@ def stamp_runs(t: np.ndarray) -> list[list[int]]:
         return []  # no one time of day, or two times on one day: no convention to compare
     ends = np.r_[starts[1:], len(t)] - 1
     return [[int(day[a]), int(day[b]), int(off[a])] for a, b in zip(starts, ends)]
+
+
+MAX_PHASES = 10  # more phases than this (each at least a tenth of the rows): stamped at no phase in particular
+
+
+def stamp_phases(t: np.ndarray, zoneless: bool = False) -> dict[str, Any] | None:
+    """Where in its bar spacing a symbol's intraday bars fall, for the check that a panel's files stamp
+    their bars alike (:func:`hftraining.data.sources.mixed_stamps`): ``{"spacing": ns, "phases": [ns,
+    ...], "span": [first ns, last ns], "zoneless": bool}`` for sorted int64 ns ``t`` of bars less than
+    :data:`DAILY_SPACING` apart (median). The spacing is the most common step; the phases are the
+    UTC times modulo it that hold at least a tenth of the rows (hourly bars at 09:30 and 10:30: 30 min;
+    4-hour bars at 09:30/13:30 New York time: 2:30 in winter and 1:30 in summer, both kept), none
+    when no phase holds that many or more than :data:`MAX_PHASES` do (irregular stamps). ``zoneless``:
+    the file wrote the stamps without a zone or offset (:func:`io.zoneless`). None for daily bars."""
+    t = np.asarray(t, dtype=np.int64)
+    if len(t) < 2 or np.median(np.diff(t)) >= DAILY_SPACING:
+        return None
+    steps, counts = np.unique(np.diff(t), return_counts=True)
+    counts[steps <= 0] = 0
+    spacing = int(steps[np.argmax(counts)])
+    phases: list[int] = []
+    if spacing > 0:
+        vals, n = np.unique(t % spacing, return_counts=True)
+        main = vals[n * 10 >= len(t)]
+        phases = [int(v) for v in main] if len(main) <= MAX_PHASES else []
+    return {"spacing": spacing, "phases": phases, "span": [int(t[0]), int(t[-1])], "zoneless": bool(zoneless)}
 
 
 def _outlier_timestamps(t: np.ndarray) -> np.ndarray:
@@ -563,6 +590,7 @@ def validate_table(
         if col not in table.columns:
             raise DataError(f"{path}: missing column {col!r} (columns: {', '.join(map(str, table.columns))})"
                             + _missing_hint(col))
+    zoneless = io.zoneless(table["timestamp"])  # written without a zone: read as UTC (said for intraday bars)
     if "symbol" in table.columns:  # the dates of a long file read once, in one order for every symbol
         # (io.parse_timestamps: day- or month-first by the whole column, not by each symbol's few rows)
         ts = io.parse_timestamps(table["timestamp"].reset_index(drop=True), str(path))
@@ -593,8 +621,11 @@ def validate_table(
         elif len(frame):
             frames[sym] = frame
             sub.symbols[sym] = len(frame)
-            if runs := stamp_runs(pd.DatetimeIndex(frame["timestamp"]).asi8):
+            t = pd.DatetimeIndex(frame["timestamp"]).asi8
+            if runs := stamp_runs(t):
                 sub.stamps[sym] = runs
+            elif phases := stamp_phases(t, zoneless):
+                sub.stamps[sym] = phases
         else:
             emptied[sym] = (f"no usable rows (all {sub.rows_in} dropped: "
                             + ", ".join(f"{r} {e['dropped']}" for r, e in sub.rules.items() if e["dropped"]) + ")")
