@@ -126,3 +126,20 @@ def test_bench_ett_checks_a_kernel_against_its_own_seq_len(tmp_path):
     with pytest.raises(Exception) as e:
         ett.run_suite(str(tmp_path), ["ETTh1"], [96], "dlinear", 336, model_overrides={"moving_avg": 97})
     assert "moving_avg" not in str(e.value)
+
+
+@pytest.mark.parametrize("last", ["2023-12-01", "2023-11-30T19:00:00-05:00"])
+def test_source_rows_stamps_without_utc_offset_load_as_they_did(tmp_path, last):
+    """source_rows' stamps written as a date without a zone, or at another offset than UTC's (both accepted
+    by check_source_rows), crashed the calendar check with a traceback when the folder loaded."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for k, s in enumerate(("A", "B")):
+        synth_ohlcv(300, seed=k, start="2023-01-02").to_csv(data / f"{s}.csv", index=False)
+    pre = prepare(DataConfig(data_dir=str(data), cache_dir=None, features=["log_return_1", "calendar"],
+                             sequence_length=10, prediction_horizon=2)).preprocessing.to_dict()
+    pre["source_rows"]["A"]["last"] = last  # B keeps "...+00:00"
+    torch.manual_seed(0)
+    build_model(ModelConfig(type="dlinear", moving_avg=5), len(pre["feature_columns"]), pre["horizon"],
+                pre["seq_len"]).save_pretrained(tmp_path / "m", preprocessing=pre)
+    Forecaster.from_pretrained(tmp_path / "m")  # a one-line error or a model, never a TypeError/ValueError

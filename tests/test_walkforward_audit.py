@@ -57,9 +57,9 @@ def test_every_row_a_fold_reads_is_dated_before_its_test_block(tmp_path, monkeyp
         reads[fold["k"]].append((np.asarray(self.symbols)[sid], ends, inputs, ends[:, None] + np.arange(1, self.horizon + 1)))
         return real_batch(self, idx)
 
-    def fit_rows(self, x, train_rows):
+    def fit_rows(self, x, train_rows, **kw):
         scaler_rows[fold["k"]].append(dict(train_rows))
-        return real_fit(self, x, train_rows)
+        return real_fit(self, x, train_rows, **kw)
 
     def prepare_fold(cfg, source, k, n, scheme_, before_test=False):
         fold["k"] = k

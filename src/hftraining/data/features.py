@@ -388,9 +388,8 @@ def check_calendar_version(v, specs: list[str], tz: str, bar_seconds, where: str
     daily = not known or bar_seconds * 1e9 >= DAILY_BARS
     # the rows' stamps, where known (each symbol's last, in preprocessing.json's source_rows): none at UTC
     # midnight, no date was read, and both rules computed the same features (a vendor's 21:00 UTC close)
-    if stamps and all(isinstance(t, str) for t in stamps):
-        ns = pd.DatetimeIndex([pd.Timestamp(t) for t in stamps]).tz_convert("UTC").as_unit("ns").asi8
-        daily = daily and bool((ns % (86400 * 10**9) == 0).any())
+    if stamps:  # int64 ns UTC (check_source_rows read them: a stamp without a zone is UTC, as it was written)
+        daily = daily and any(int(t) % (86400 * 10**9) == 0 for t in stamps)
     if v < CALENDAR_VERSION and timed and daily:
         raise DataError(f"{where}: its {' and '.join(timed)} features of daily bars were computed by calendar_version "
                         f"{v}, which read a date (stamped at UTC midnight) as that instant on the clock of data.timezone="

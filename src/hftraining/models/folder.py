@@ -295,10 +295,10 @@ def check_preprocessing(folder: str | Path, n_features: int, horizon: int, seq_l
             check_symbol_split_dates(pre["symbol_split_dates"], "")
     except (ConfigError, ValueError, KeyError) as e:
         raise DataError(f"{path}: {' '.join(str(e).split())[:300]}") from None
-    if "source_rows" in pre:  # the rows training read (evaluate compares the data read again with them)
-        check_source_rows(pre["source_rows"], where)
+    # the rows training read (evaluate compares the data read again with them)
+    recorded = check_source_rows(pre["source_rows"], where) if "source_rows" in pre else {}
     check_label_version(pre.get("label_version", 1), data.target, path)
-    last = [r.get("last") for r in pre["source_rows"].values()] if isinstance(pre.get("source_rows"), dict) else None
+    last = [ns for _, ns, _ in recorded.values()] or None  # each symbol's last stamp, int64 ns UTC
     check_calendar_version(pre.get("calendar_version", 1), features, data.timezone, pre.get("bar_seconds"), str(path),
                            stamps=last)
     if len(columns) != n_features:

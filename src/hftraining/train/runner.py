@@ -30,6 +30,7 @@ from hftraining.core.errors import UserError
 from hftraining.core.jsonio import read_json, write_json
 from hftraining.data.features import check_calendar_version
 from hftraining.data.pipeline import PreparedData, prepare
+from hftraining.data.provenance import check_source_rows
 from hftraining.eval.model_card import card_meta, write_model_card
 from hftraining.models import ForecastModel
 from hftraining.models.registry import check_buildable
@@ -256,9 +257,12 @@ def check_same_calendar(cfg: Config, data: PreparedData, path: Path) -> None:
         then = read_json(saved).get("calendar_version", 1)
     except (OSError, ValueError, TypeError, AttributeError):
         return  # not written or unreadable: check_same_data says the same of it
+    rows = data.preprocessing.source_rows  # each symbol's last stamp, as loading a model folder reads them
+    last = [ns for _, ns, _ in check_source_rows(rows, str(saved)).values()] if rows else None
     check_calendar_version(then, data.preprocessing.features, cfg.data.timezone, data.preprocessing.bar_seconds,
                            f"{path}: cannot resume: {saved}",
-                           "finish it with the version that started it, or start over with output.overwrite=true")
+                           "finish it with the version that started it, or start over with output.overwrite=true",
+                           stamps=last)
 
 
 @dataclass
