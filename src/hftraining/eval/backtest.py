@@ -28,6 +28,7 @@ from scipy import stats
 from hftraining.core.config import backtest_ignored, backtest_ignored_text
 from hftraining.core.fmt import fmt
 from hftraining.data.labels import CROSS_SECTIONAL
+from hftraining.data.features import SESSION_SHARE  # the one rule: two bars a session are intraday bars
 from hftraining.eval.forecasts import NO_TIME, label
 
 LOOKAHEAD_HIT_RATE = 0.75  # a daily hit rate above this over many periods is not a forecast, it is a leak
@@ -40,7 +41,6 @@ SESSION_SPAN_DAYS = 28.0  # intraday: sessions per year are counted when the bar
 
 DAILY = (0.75, 1.5)  # days: a median spacing below the first is intraday; daily bars have two dates closer than the second
 WEEKLY = (6.5, 7.5)  # days: the median spacing of weekly bars (a holiday moves a bar by a day, not the median)
-SESSION_SHARE = 1 / 3  # this share of the spacings under DAILY[0] days: intraday bars, whatever their median
 WEEKEND_SHARE = 1 / 7  # more than this share of the dates on the two quietest weekdays: a market open at weekends
 
 
