@@ -270,7 +270,9 @@ class TrainingConfig:
     early_stopping_patience: int = 0
     """Stop after this many evaluations without improvement (0 disables)."""
     early_stopping_threshold: float = 0.0
-    """Minimum improvement of the metric that resets the patience."""
+    """Minimum improvement of the metric that resets the patience. It also decides the best step
+    (the checkpoint ``load_best_model_at_end`` keeps), as Keras' ``min_delta`` does: a later score
+    lower by less than this does not replace it."""
     load_best_model_at_end: bool = False
     """Write the best checkpoint (by ``evaluation.metric``) as the final model: the weights that
     validation scored best. Each evaluation that scores a new best is then saved as a checkpoint,
