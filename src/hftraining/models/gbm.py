@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from hftraining.core.config import ModelConfig
-from hftraining.data.windows import WindowSet, eval_batches
+from hftraining.data.windows import WindowSet
 from hftraining.models.outputs import ForecastOutput
 from hftraining.models.registry import MODELS
-from hftraining.models.ridge import FIT_BATCH, RidgeForecaster
+from hftraining.models.ridge import RidgeForecaster
 
 if TYPE_CHECKING:
     import lightgbm as lgb
@@ -114,10 +114,9 @@ class LightGBMForecaster(RidgeForecaster):
 
     def _design_matrix(self, ws: WindowSet) -> tuple[np.ndarray, np.ndarray]:
         parts, ys = [], []
-        for idx in eval_batches(len(ws), FIT_BATCH):
-            b = ws.batch(idx)
-            parts.append(self.design(b["x"], b.get("mask"), b["past"])[:, :-1].double().numpy())  # no bias column
-            ys.append(b["y"].double().numpy())
+        for a, y in self.design_batches(ws):
+            parts.append(a[:, :-1].double().numpy())  # no bias column
+            ys.append(y.double().numpy())
         return np.concatenate(parts), np.concatenate(ys)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, past: torch.Tensor | None = None) -> ForecastOutput:
@@ -138,12 +137,18 @@ class LightGBMForecaster(RidgeForecaster):
         self.boosters, rounds, se = [], [], 0.0
         c = self.cfg
         params = lightgbm_params(c)
+        # the design matrix is binned once for all steps (the same boosters as a Dataset per step); only
+        # the label changes. With its raw data freed, a Dataset lgb.train would have to bin again (a
+        # setting that changes the binning) is an error, not a silent rebuild per step.
+        dtrain = lgb.Dataset(A, Y[:, 0], params=params, free_raw_data=True).construct()
+        dval = lgb.Dataset(Av, Yv[:, 0], reference=dtrain, params=params, free_raw_data=True).construct() \
+            if Av is not None else None
         for h in range(self.horizon):
-            dtrain = lgb.Dataset(A, Y[:, h], free_raw_data=False)
-            if Av is None:
+            dtrain.set_label(Y[:, h])
+            if dval is None:
                 bst = lgb.train(params, dtrain, num_boost_round=c.lightgbm_rounds_without_validation)
             else:
-                dval = lgb.Dataset(Av, Yv[:, h], reference=dtrain)
+                dval.set_label(Yv[:, h])
                 bst = lgb.train(params, dtrain, num_boost_round=c.lightgbm_rounds, valid_sets=[dval],
                                 callbacks=[lgb.early_stopping(c.lightgbm_early_stopping, verbose=False)])
                 se += float(((bst.predict(Av, num_iteration=bst.best_iteration) - Yv[:, h]) ** 2).sum())

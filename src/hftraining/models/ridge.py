@@ -16,6 +16,9 @@ model; prediction is the one batched forward, and ONNX export traces the same ma
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
@@ -64,15 +67,29 @@ class RidgeForecaster(ForecastModel):
             return ForecastOutput(prediction=a @ self.weight.float())  # (B, H)
 
     @torch.no_grad()
+    def design_batches(self, ws: WindowSet) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(design rows (B, D+1), targets (B, H)) of the windows of ``ws`` (on the host), FIT_BATCH at
+        a time: the rows :meth:`design` makes of the whole windows, bit for bit, from only the rows it
+        reads, each window's last feature row and its last ``lags`` labels (a whole window gathers
+        ``sequence_length`` rows of every feature: 60 × 158 values where the design reads 158 + 20)."""
+        ws = ws.on_device("cpu")
+        last = dataclasses.replace(ws, seq_len=1)  # "x": the last row; "y": the targets
+        lags = min(self.lags, ws.seq_len)  # no more steps than a whole window of ws holds
+        # "past" and its "mask" of the last lags steps, padded as in the whole window; no features
+        recent = dataclasses.replace(ws, seq_len=lags, horizon=0, features=ws.features[:, :0], center=None, scale=None)
+        for idx in eval_batches(len(ws), FIT_BATCH):
+            b, r = last.batch(idx), recent.batch(idx)
+            yield self.design(b["x"], r.get("mask"), r["past"]), b["y"]
+
+    @torch.no_grad()
     def _normal_equations(self, ws: WindowSet) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.weight.shape[0]
         gram = torch.zeros(d, d, dtype=torch.float64)
         rhs = torch.zeros(d, self.horizon, dtype=torch.float64)
-        for idx in eval_batches(len(ws), FIT_BATCH):
-            b = ws.batch(idx)
-            a = self.design(b["x"], b.get("mask"), b["past"]).double()
+        for a, y in self.design_batches(ws):
+            a = a.double()
             gram += a.T @ a
-            rhs += a.T @ b["y"].double()
+            rhs += a.T @ y.double()
         return gram, rhs
 
     @torch.no_grad()
@@ -87,16 +104,13 @@ class RidgeForecaster(ForecastModel):
         unit = torch.ones(gram.shape[0], dtype=torch.float64)
         unit[-1] = 0.0  # the bias is not penalised
         fits = [solve_penalised(gram, rhs, lam * scale * unit) for lam in self.cfg.ridge_lambdas]
-        scores = []
-        if len(val):
-            for w in fits:
-                se = n = 0.0
-                for idx in eval_batches(len(val), FIT_BATCH):
-                    b = val.batch(idx)
-                    pred = self.design(b["x"], b.get("mask"), b["past"]) @ w.float()  # forward() with weight w
-                    err = pred.double() - b["y"].double()
-                    se, n = se + float((err**2).sum()), n + err.numel()
-                scores.append(se / max(n, 1))
+        se, n = [0.0] * len(fits), 0
+        for a, y in self.design_batches(val):  # each window gathered once for every penalty
+            for k, w in enumerate(fits):
+                err = (a @ w.float()).double() - y.double()  # forward() with weight w
+                se[k] += float((err**2).sum())
+            n += y.numel()
+        scores = [v / n for v in se] if len(val) else []
         best = int(np.argmin(scores)) if scores else 0
         self.weight.copy_(fits[best].float())
         self.penalty.fill_(self.cfg.ridge_lambdas[best])
