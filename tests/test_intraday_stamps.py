@@ -118,3 +118,36 @@ def test_zoneless_intraday_stamps_under_a_local_timezone_are_warned(tmp_path, ca
     _bars(daily, "A", [d.tz_localize(NY) for d in pd.bdate_range("2024-01-02", periods=200)], 0, zone=False)
     for folder in (zoned, daily):
         assert "zoneless_stamps" not in _report(folder, timezone=NY), folder.name
+
+
+def test_a_forecast_from_a_few_rows_reads_a_midnight_bar_as_training_did(tmp_path):
+    """Hourly bars of a Tokyo session stamped 00:00-05:00 UTC: the Monday 00:00 UTC bar is 09:00 in
+    Tokyo. Two rows ending at that bar, one after Friday's last bar (67 hours apart, spaced like daily
+    bars) and one after an hourly bar, give the same forecast: the bar is read by the spacing the model
+    recorded (``bar_seconds``), not by the request's rows (the weekend pair read it as midnight in Tokyo)."""
+    from hftraining import cli
+    from hftraining.inference.forecaster import Forecaster
+
+    days = pd.bdate_range("2024-01-01", periods=120)
+    stamps = [d + pd.Timedelta(hours=h) for d in days for h in range(6)]
+    data = tmp_path / "tokyo"
+    data.mkdir()
+    for k, sym in enumerate("AB"):
+        f = synth_ohlcv(len(stamps), seed=k)
+        f["timestamp"] = [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in stamps]
+        f.to_csv(data / f"{sym}.csv", index=False)
+    run = tmp_path / "run"
+    assert cli.main(["train", "--config", "configs/quickstart.yaml", f"data.data_dir={data}", "data.cache_dir=null",
+                     "data.features=[log_return_1,hour,calendar]", "data.timezone=Asia/Tokyo", "data.sequence_length=8",
+                     "data.min_history=1", "data.prediction_horizon=2", "model.type=transformer", "model.hidden_size=16",
+                     "model.num_heads=2", "model.num_layers=1", "model.dropout=0", "training.max_steps=3",
+                     "evaluation.report=false", f"output.output_dir={run}", "output.tensorboard=false",
+                     "output.progress_bar=never"]) == 0
+    fc = Forecaster.from_pretrained(run)
+    monday = pd.Timestamp("2024-06-03T00:00:00Z")
+    out = []
+    for before in (pd.Timestamp("2024-05-31T05:00:00Z"), pd.Timestamp("2024-06-02T23:00:00Z")):
+        f = synth_ohlcv(2, seed=9)
+        f["timestamp"] = [before, monday]
+        out.append(float(fc.predict({"A": f})["forecast_return"].iloc[0]))
+    assert out[0] == out[1]

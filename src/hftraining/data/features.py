@@ -330,34 +330,50 @@ def bar_spacing(gaps: np.ndarray) -> float | None:
     return med
 
 
-def date_stamps(ns: np.ndarray) -> np.ndarray:
+def date_stamps(ns: np.ndarray, bar_seconds: float | None = None) -> np.ndarray:
     """(n,) mask of the rows of sorted int64 UTC ``ns`` that are dates, not instants: rows at UTC
-    midnight of a frame of daily (or longer) bars (:func:`bar_spacing` at least :data:`DAILY_BARS`; a
-    frame of one row: a row at midnight). The readers take a plain date (``2024-01-02``) as UTC
+    midnight of daily (or longer) bars. The readers take a plain date (``2024-01-02``) as UTC
     midnight, and a daily bar so stamped names a trading day, not the instant 19:00 of the day before
-    in New York. Intraday bars at 00:00 UTC (crypto, or Tokyo's open) are instants: their frame's bars
-    are less than a day apart. Decided on the spacing of the frame's bars, never on their prices."""
+    in New York. Intraday bars at 00:00 UTC (crypto, or Tokyo's open) are instants. Never decided on
+    prices.
+
+    ``bar_seconds``: the spacing of the bars the model is trained on (a model folder's
+    ``preprocessing.json``): daily when at least :data:`DAILY_BARS`, whatever the rows of this frame.
+    A short frame cannot tell (a Tokyo model's Friday close and Monday 00:00 UTC open are 67 hours
+    apart: alone, they read as daily bars and the Monday bar as 00:00 in Tokyo, not the 09:00 of its
+    training), so a forecast from a few rows reads its bars as training did only with it. None: the
+    spacing of the frame's own bars (:func:`bar_spacing` at least :data:`DAILY_BARS`; a frame of one
+    row: a row at midnight)."""
     ns = np.asarray(ns, dtype=np.int64)
     midnight = ns % (86400 * 10**9) == 0
-    if len(ns) > 1 and not bar_spacing(np.diff(ns)) >= DAILY_BARS:
-        return np.zeros(len(ns), dtype=bool)
-    return midnight
+    if _known(bar_seconds):
+        daily = bar_seconds * 1e9 >= DAILY_BARS
+    else:
+        daily = len(ns) < 2 or bar_spacing(np.diff(ns)) >= DAILY_BARS
+    return midnight if daily else np.zeros(len(ns), dtype=bool)
 
 
-def local_frame(frame: pd.DataFrame, tz: str | None) -> pd.DataFrame:
+def _known(bar_seconds) -> bool:
+    """Whether ``bar_seconds`` is a recorded spacing (a positive finite number, not a bool or None)."""
+    return (isinstance(bar_seconds, (int, float)) and not isinstance(bar_seconds, bool)
+            and bool(np.isfinite(bar_seconds)) and bar_seconds > 0)
+
+
+def local_frame(frame: pd.DataFrame, tz: str | None, bar_seconds: float | None = None) -> pd.DataFrame:
     """``frame`` with its ``timestamp`` column converted to the time zone ``tz`` (``data.timezone``, an
     IANA name; naive timestamps are UTC, as the readers take them), which the time features read;
     every other feature reads no timestamp. A date (:func:`date_stamps`: a daily bar at UTC midnight)
     becomes midnight of that date in ``tz`` (01:00 on the few dates whose clocks skip midnight), so
     its weekday and month are the date's own and its hour 0, as under UTC; any other stamp is the
     same instant, read on the local clock. ``tz`` None: ``frame`` as it is (a validated frame is
-    UTC). ConfigError naming ``data.timezone`` for an unknown zone."""
+    UTC). ConfigError naming ``data.timezone`` for an unknown zone. ``bar_seconds``: see
+    :func:`date_stamps`."""
     if tz is None or "timestamp" not in frame.columns:
         return frame
     zone = time_zone(tz, "data.timezone")
     ts = pd.DatetimeIndex(frame["timestamp"])
     ts = (ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")).as_unit("ns")
-    dates = date_stamps(ts.asi8)
+    dates = date_stamps(ts.asi8, bar_seconds)
     if dates.any():
         day = ts[dates].tz_localize(None).tz_localize(zone, ambiguous=np.ones(int(dates.sum()), dtype=bool),
                                                      nonexistent="shift_forward")
@@ -407,11 +423,12 @@ def _offsets(tz: str) -> tuple[bool, bool]:
     return bool((off < pd.Timedelta(0)).any()), bool((off != pd.Timedelta(0)).any())
 
 
-def _feature_matrix(frame: pd.DataFrame, specs: list[str], tz: str | None = None) -> tuple[np.ndarray, list[str]]:
+def _feature_matrix(frame: pd.DataFrame, specs: list[str], tz: str | None = None,
+                    bar_seconds: float | None = None) -> tuple[np.ndarray, list[str]]:
     """(n, F) float64 matrix of all features of ``specs`` and its column names. Column-major: each
     column is contiguous, which is also the layout of a pandas block (so no copy when framed).
-    ``tz``: see :func:`local_frame`."""
-    frame = local_frame(frame, tz)
+    ``tz``, ``bar_seconds``: see :func:`local_frame`."""
+    frame = local_frame(frame, tz, bar_seconds)
     parts: list[tuple[str, np.ndarray]] = []
     for spec in specs:
         name, params = parse_spec(spec)
@@ -426,10 +443,12 @@ def _feature_matrix(frame: pd.DataFrame, specs: list[str], tz: str | None = None
     return out, names
 
 
-def compute_features(frame: pd.DataFrame, specs: list[str], tz: str | None = None) -> pd.DataFrame:
+def compute_features(frame: pd.DataFrame, specs: list[str], tz: str | None = None,
+                     bar_seconds: float | None = None) -> pd.DataFrame:
     """All features of ``specs`` for one symbol, row-aligned with ``frame`` (warm-up rows NaN);
-    the time features in the zone ``tz`` (``data.timezone``; :func:`local_frame`)."""
-    values, names = _feature_matrix(frame, specs, tz)
+    the time features in the zone ``tz`` (``data.timezone``; :func:`local_frame`), a stamp at UTC
+    midnight read as a date or an instant by ``bar_seconds`` (:func:`date_stamps`)."""
+    values, names = _feature_matrix(frame, specs, tz, bar_seconds)
     return pd.DataFrame(values, columns=names, index=frame.index, copy=False)
 
 
@@ -461,7 +480,8 @@ def drop_volume_features(d: DataConfig, symbols: list[str]) -> tuple[DataConfig,
 
 
 def build_features(
-    frame: pd.DataFrame, specs: list[str], symbol: str = "?", values: np.ndarray | None = None, tz: str | None = None
+    frame: pd.DataFrame, specs: list[str], symbol: str = "?", values: np.ndarray | None = None, tz: str | None = None,
+    bar_seconds: float | None = None,
 ) -> tuple[pd.DataFrame, int]:
     """Features with the warm-up rows dropped → (features, number of leading rows dropped).
 
@@ -472,12 +492,13 @@ def build_features(
     DataError naming the feature, its timestamp and the close and volume there (prices or volumes
     too extreme to compute it from), never more rows taken for warm-up; a frame of no more rows than
     the warm-up is a DataError saying so; a frame without volume and features that need it is
-    :class:`EmptyVolume`. ``tz``: the zone of the time features (``data.timezone``; :func:`local_frame`).
+    :class:`EmptyVolume`. ``tz``: the zone of the time features (``data.timezone``; :func:`local_frame`);
+    ``bar_seconds``: the bars' spacing that says whether a stamp at UTC midnight is a date (:func:`date_stamps`).
     """
     if values is None:
         if volume_is_empty(frame) and volume_features(specs):
             raise EmptyVolume(symbol, volume_features(specs))
-        values, names = _feature_matrix(frame, specs, tz)
+        values, names = _feature_matrix(frame, specs, tz, bar_seconds)
     else:
         names = feature_columns(specs)
         if values.shape != (len(frame), len(names)):

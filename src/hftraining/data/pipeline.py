@@ -581,7 +581,7 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
             if changes is not None:
                 changes.extend(found)
     else:
-        rows, _ = build_rows(frames, pre.features, needed.usable, tz=d.timezone)
+        rows, _ = build_rows(frames, pre.features, needed.usable, tz=d.timezone, bar_seconds=pre.bar_seconds)
         check_bar_spacing(pre, rows, where)
     if not rows.symbols:
         raise DataError(f"data: no symbol has the {needed.rows} rows one window needs ({needed.why})")
@@ -613,7 +613,8 @@ def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> Windo
     for sym, frame in frames.items():
         if len(frame) < needed.rows:
             raise DataError(f"{sym}: {len(frame)} usable rows, the model needs {needed.rows} ({needed.why})")
-    rows, skipped = build_rows(frames, pre.features, needed.usable, tz=d.timezone)
+    # a stamp at UTC midnight is a date or an instant as in training, however few rows a request sends
+    rows, skipped = build_rows(frames, pre.features, needed.usable, tz=d.timezone, bar_seconds=pre.bar_seconds)
     if skipped:  # only a frame whose features fail (too short for them) gets here
         raise DataError(f"{skipped[0]}: fewer rows than the {needed.rows} one input window needs ({needed.why})")
     check_bar_spacing(pre, rows)

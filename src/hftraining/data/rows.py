@@ -120,13 +120,15 @@ class SymbolRows:
 
 
 def symbol_rows(frame: pd.DataFrame, specs: list[str], symbol: str, min_rows: int = 1,
-                values: np.ndarray | None = None, *, tz: str) -> SymbolRows | None:
+                values: np.ndarray | None = None, *, tz: str, bar_seconds: float | None = None) -> SymbolRows | None:
     """A validated frame → its rows after the feature warm-up (and the first row, which has no
     previous close), or None when fewer than ``min_rows`` are left. ``values``: precomputed
-    (n, F) features of the frame. ``tz``: ``data.timezone``, the zone of the time features."""
+    (n, F) features of the frame. ``tz``: ``data.timezone``, the zone of the time features;
+    ``bar_seconds``: a model's recorded bar spacing, which says whether a stamp at UTC midnight is a
+    date (:func:`~hftraining.data.features.date_stamps`; None: the frame's own spacing says)."""
     if len(frame) < 2:
         return None
-    block, first = build_features(frame, specs, symbol, values, tz)
+    block, first = build_features(frame, specs, symbol, values, tz, bar_seconds)
     c_all = frame["close"].to_numpy(np.float64)
     start = max(first, 1)
     n = len(frame) - start
@@ -152,7 +154,7 @@ FrameSource = Union[Mapping[str, pd.DataFrame], Iterable[tuple[str, pd.DataFrame
 
 def build_rows(
     frames: FrameSource, specs: list[str], min_rows: int = 1, capacity: int | None = None,
-    precomputed: Mapping[str, np.ndarray] | None = None, *, tz: str,
+    precomputed: Mapping[str, np.ndarray] | None = None, *, tz: str, bar_seconds: float | None = None,
 ) -> tuple[Rows, list[str]]:
     """:func:`symbol_rows` of every frame written into one in-memory block → (rows, skipped symbols).
 
@@ -161,7 +163,8 @@ def build_rows(
     released after use, so memory never holds all input frames and the block together.
     Symbols left with fewer than ``min_rows`` rows are skipped.
     ``precomputed``: {symbol: (n, F) features}, used instead of computing them. ``tz``:
-    ``data.timezone``, the zone of the time features (``calendar``, ``hour``).
+    ``data.timezone``, the zone of the time features (``calendar``, ``hour``). ``bar_seconds``: see
+    :func:`symbol_rows` (a forecast's few rows are read as the model's training bars were).
     """
     if isinstance(frames, Mapping):
         capacity, frames = sum(len(f) for f in frames.values()), frames.items()
@@ -180,7 +183,8 @@ def build_rows(
     for sym, frame in frames:
         if off + len(frame) > capacity:
             raise ValueError(f"build_rows: more rows than capacity={capacity}")  # a caller's bug, not user input
-        got = symbol_rows(frame, specs, sym, min_rows, None if precomputed is None else precomputed.get(sym), tz=tz)
+        got = symbol_rows(frame, specs, sym, min_rows, None if precomputed is None else precomputed.get(sym), tz=tz,
+                          bar_seconds=bar_seconds)
         if got is None:
             skipped.append(sym)
             continue

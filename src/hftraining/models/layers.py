@@ -4,12 +4,11 @@ history with the same code, so "last valid step" and "mean over valid steps" mea
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
 import torch
-
-from hftraining.models._mask_numba import keep_words  # compiled on first use
 
 
 def last_valid(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -46,6 +45,9 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
     0.149994) and ``scale = 1 / (1 - that p)`` keeps the expectation exact. The mask is uint8
     rather than bool: torch's CPU kernels vectorise bf16 × uint8 and not bf16 with bool.
     """
+    # imported here, not with the module: Numba's import (about 0.2 s) is paid by the first training-mode
+    # dropout on CPU, not by inference (eval mode draws no mask); compiled on first use
+    keep_words = importlib.import_module("hftraining.models._mask_numba").keep_words
     n = math.prod(shape)
     dropped = round(p * 65536)
     seed = int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64)) % 2**64

@@ -65,7 +65,14 @@ class EncoderLayer(nn.TransformerEncoderLayer):
 
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
-    """(length, dim) fixed sinusoidal encoding of "Attention Is All You Need"."""
+    """(length, dim) fixed sinusoidal encoding of "Attention Is All You Need".
+
+    On the meta device (a model folder's shapes checked before its weights are read) the table is
+    shape only: torch's meta ``arange``/``exp``/``sin`` run Python references that import
+    ``torch._dynamo`` (with them, 1 s of CPU time at the start of ``predict``), and a meta tensor has no
+    values anyway."""
+    if torch.get_default_device().type == "meta":
+        return torch.empty(length, dim)
     pos = torch.arange(length, dtype=torch.float32)[:, None]
     div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
     pe = torch.zeros(length, dim)
