@@ -318,7 +318,8 @@ def test_binance_klines_with_and_without_a_header(tmp_path, capsys):
     klines.to_csv(tmp_path / "BTCUSDT-1d.csv", index=False, header=False)
     err = _one_line_error(capsys, tmp_path / "BTCUSDT-1d.csv")
     assert err.startswith(f"hftraining: error: {tmp_path / 'BTCUSDT-1d.csv'}: line 1 holds numbers, not column names")
-    assert err.endswith("add a header line naming the columns, e.g. timestamp,open,high,low,close,volume")
+    assert err.endswith("add a header line naming the columns, e.g. open_time,open,high,low,close,volume,close_time,"
+                        "quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore (Binance's klines)")
 
 
 @pytest.mark.parametrize("above", ["# exported by the broker", "AEM daily prices", "sep=;"])

@@ -6,27 +6,30 @@ A normalised frame has the columns ``timestamp`` (datetime64[ns, UTC]), ``open``
 Accepted inputs: a file, a folder of files or a glob (or a list of them); one file per symbol (the
 symbol is the file name without its extensions: ``AAPL.csv.gz`` is ``AAPL``) or one long file with a
 ``symbol`` column. Column names are matched case-insensitively with common aliases (``Date``,
-``Datetime``, ``Vol``, Binance's ``open_time``, MetaTrader's ``<DATE>`` ...); ``Adj Close`` is kept
-as ``adj_close`` beside ``close`` (the validator applies ``data.price_adjustment``) and is the close
-when there is no other. CSV files may be compressed (``.csv.gz``, ``.csv.bz2``, ``.csv.zst``, read
-as they are), may use ``,`` ``;`` tab or ``|`` as delimiter (sniffed from the header) and may start
-with a UTF-8 byte-order mark. A yfinance download as ``df.to_csv()`` writes it (header lines
-``Price``, ``Ticker`` and ``Date``) is read for one ticker; a first column without a name that holds
-text (``df.to_csv()`` of a frame indexed by time) is the timestamp when no column is named as one.
-A first line of numbers (no header line), a line above the header, or a file that is not UTF-8
-text (compressed, Parquet, Excel, UTF-16) is a one-line error saying what to do.
+``Datetime``, ``Vol``, Binance's ``open_time``, Alpaca's and Polygon's ``t`` and ``window_start``,
+MetaTrader's ``<DATE>`` ...); two columns of one such name are a DataError (:func:`one_name_each`);
+``Adj Close`` is kept as ``adj_close`` beside ``close`` (the validator applies
+``data.price_adjustment``) and is the close when there is no other. CSV files may be compressed
+(``.csv.gz``, ``.csv.bz2``, ``.csv.zst``, read as they are), may use ``,`` ``;`` tab or ``|`` as
+delimiter (sniffed from the header) and may start with a UTF-8 byte-order mark. A yfinance download
+as ``df.to_csv()`` writes it (header lines ``Price``, ``Ticker`` and ``Date``) is read for one
+ticker; a first column without a name that holds text (``df.to_csv()`` of a frame indexed by time)
+is the timestamp when no column is named as one. A first line of numbers (no header line: Binance's
+klines are told their header), a line above the header, or a file that is not UTF-8 text
+(compressed, Parquet, Excel, UTF-16) is a one-line error saying what to do.
 
 Numbers: with a ``,`` delimiter the decimal mark is ``.`` and a quoted ``"1,234,567"`` (groups of
 three) is a number. With another delimiter the decimal mark is sniffed from the first rows: a
 decimal comma (``101,5``) when such cells outnumber decimal-point ones (``101.5``, ``1,234,567``);
 then ``.`` separates thousands (``1.234.567,5``). A cell that fits neither stays text, and the
 validator reports it (``non_numeric``, naming the column). Timestamps with a UTC offset are
-converted to UTC; naive ones are taken as UTC, a plain date (``2024-01-02``) as its UTC midnight
-(the time features read a daily bar so stamped as that date in ``data.timezone``:
-:func:`hftraining.data.features.date_stamps`). Dates that are not ISO 8601 are read month-first
-(``01/02/2020``: 2 January) or day-first (``02/01/2020``, ``02.01.2020``), and a two-digit year
-also year-first (``20/01/02``: 2 January 2020), whichever reads more of the column, then whichever
-is in time order (oldest or newest first) and evenly spaced (:func:`_day_or_month_first`).
+converted to UTC; naive ones are taken as UTC (a column mixing the two is a DataError:
+:func:`one_zone_rule`), a plain date (``2024-01-02``) as its UTC midnight (the time features read
+a daily bar so stamped as that date in ``data.timezone``: :func:`hftraining.data.features.date_stamps`).
+Dates that are not ISO 8601 are read month-first (``01/02/2020``: 2 January) or day-first
+(``02/01/2020``, ``02.01.2020``), and a two-digit year also year-first (``20/01/02``: 2 January
+2020), whichever reads more of the column, then whichever is in time order (oldest or newest first)
+and evenly spaced (:func:`_day_or_month_first`).
 
 This module only reads (it imports nothing of the package but the errors); the rules that drop or
 repair rows live in :mod:`hftraining.data.validate`, which builds on it.
@@ -76,6 +79,8 @@ _EITHER = re.compile(r"[+-]?\d{1,3}\.\d{3}")  # 1.234: one thousand two hundred 
 ALIASES = {
     "date": "timestamp", "time": "timestamp", "datetime": "timestamp", "timestamp": "timestamp",
     "ts": "timestamp", "date_time": "timestamp", "open_time": "timestamp", "open time": "timestamp",
+    "t": "timestamp", "window_start": "timestamp",  # Alpaca's and Polygon's bars (t, o, h, l, c, v; vw, n not
+    # read) and Polygon's flat files (ticker, volume, open, close, high, low, window_start in ns, transactions)
     "open": "open", "o": "open", "high": "high", "h": "high", "low": "low", "l": "low",
     "close": "close", "c": "close",
     "adj close": "adj_close", "adj_close": "adj_close", "adjclose": "adj_close", "adjusted close": "adj_close",
@@ -306,10 +311,13 @@ def _as_text(values: pd.Series) -> pd.Series:
 def _date_and_time(df: pd.DataFrame, cols: list[Any]) -> tuple[Any, Any] | None:
     """(date column, time column) when the timestamp is split in two: a ``Date`` column and a
     ``Time`` column whose cells are mostly times of day (``09:30``, ``09:30:00.5``), as intraday
-    exports (MetaTrader, Kibot, TradeStation) write it; else None."""
+    exports (MetaTrader, Kibot, TradeStation) write it, or all HHMMSS numbers (stooq: :func:`_hhmmss`);
+    else None."""
     names = {name_key(c): c for c in cols}
     if len(cols) != 2 or set(names) != {"date", "time"}:
         return None
+    if _hhmmss(df[names["time"]]) is not None:
+        return names["date"], names["time"]
     time = _as_text(df[names["time"]]).dropna()
     time = time[time != ""]
     if not len(time) or 2 * int(time.str.fullmatch(_TIME_OF_DAY).sum()) <= len(time):
@@ -317,10 +325,89 @@ def _date_and_time(df: pd.DataFrame, cols: list[Any]) -> tuple[Any, Any] | None:
     return names["date"], names["time"]
 
 
+def _hhmmss(values: pd.Series) -> pd.Series | None:
+    """A time column of HHMMSS numbers (stooq's ``<TIME>``: ``153000``, and ``093000``, which a reader
+    takes for the number 93000) as ``HH:MM:SS`` text (empty cells stay empty); None unless every cell
+    is such a time and one is past 23:59 (``0930`` could be HHMM, 09:30, as well as 00:09:30). Read as
+    the date alone, a file of 5-minute bars had one timestamp a day, and all but its first bar of each
+    day were dropped as duplicates."""
+    if pd.api.types.is_datetime64_any_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return None
+    if pd.api.types.is_integer_dtype(values):
+        present = values.notna()
+        v = values[present]
+    else:
+        head = values.iloc[:1000].dropna().astype("string").str.strip()  # "09:30:00" says no at once
+        if not head[head != ""].str.fullmatch(r"\d{1,6}(?:\.0+)?").all():
+            return None
+        text = values.astype("string").str.strip()
+        present = (text.notna() & (text != "")).fillna(False)
+        if not text[present].str.fullmatch(r"\d{1,6}(?:\.0+)?").all():
+            return None
+        v = pd.to_numeric(text[present])
+    if not len(v) or v.isna().any() or (v < 0).any() or (v != np.floor(v)).any():
+        return None
+    v = v.astype(np.int64)
+    if v.max() <= 2359 or v.max() > 235959 or (v % 100 >= 60).any() or (v // 100 % 100 >= 60).any():
+        return None
+    out = pd.Series(pd.NA, index=values.index, dtype="string")
+    two = "{:02d}".format
+    out[present] = (v // 10000).map(two) + ":" + (v // 100 % 100).map(two) + ":" + (v % 100).map(two)
+    return out
+
+
+def one_name_each(names: list[Any], path: Path | str) -> None:
+    """A DataError when two columns are named alike (``Close`` twice, or ``Close`` and ``close``) and
+    the name is one that is read (a timestamp, a price, the volume, the symbol): nothing tells which
+    holds the values. A table of several tickers whose ticker level was dropped is such a table; the
+    first column was read before, under one symbol's name (pandas names a CSV file's second
+    ``Close`` ``Close.1``, which no alias matches)."""
+    seen: set[str] = set()
+    for n in names:
+        if canonical_name(n) is None:
+            continue
+        if (k := name_key(n)) in seen:
+            raise DataError(f"{path}: two columns are named {str(n).strip()!r}: which one to read cannot be told (several "
+                            "tickers' columns under one name?): keep one column of each name, one file or frame per symbol")
+        seen.add(k)
+
+
+def ticker_frames(df: pd.DataFrame, where: str) -> dict[str, tuple[pd.DataFrame, np.ndarray]] | None:
+    """{ticker: (its frame, the positions of its rows in ``df``)} of a frame whose columns have two
+    levels, one of prices (``Close``, ``Open``, ``Adj Close``, ``Volume``, ...) and one of tickers, in
+    either order, as ``yfinance.download`` gives them (for one ticker too); None for a frame with one
+    level of column names. A ticker's rows are those with a value in one of its columns (a download
+    of several tickers holds every ticker's dates; another market's holidays are not the ticker's
+    bars). Any other frame of several column levels is a DataError naming ``where``."""
+    cols = df.columns
+    if not isinstance(cols, pd.MultiIndex):
+        return None
+    # the level of prices: yfinance names it Price; else the one of more price names, "close" among them
+    # (tickers such as C, V or T are price names too)
+    names = [{canonical_name(v) for v in set(cols.get_level_values(i))} - {None} for i in range(cols.nlevels)]
+    named = [i for i, n in enumerate(cols.names) if name_key(n or "") == "price"]
+    rank = sorted(range(cols.nlevels), key=lambda i: -len(names[i]))
+    price = named[0] if len(named) == 1 else rank[0] if len(rank) > 1 and len(names[rank[0]]) > len(names[rank[1]]) else None
+    if cols.nlevels != 2 or price is None or "close" not in names[price]:
+        raise DataError(f"{where}: the columns have {cols.nlevels} levels ({', '.join(map(str, cols.names))}) and no "
+                        "single level of prices (Open, High, Low, Close, Volume) beside one of tickers: give a frame "
+                        "with one level of column names")
+    level = 1 - price
+    out = {}
+    for ticker in dict.fromkeys(cols.get_level_values(level)):
+        part = df.xs(ticker, axis=1, level=level)
+        has = part.notna().to_numpy().any(axis=1)
+        out[str(ticker).strip()] = (part[has], np.flatnonzero(has))
+    return out
+
+
 def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     """Rename columns to canonical names (case-insensitive, aliases); other columns are kept as they
     are. A timestamp split into a ``Date`` and a ``Time`` column (a time of day) is joined into one
-    (``Date Time``): the date alone would give every bar of a day one timestamp."""
+    (``Date Time``; a time column of HHMMSS numbers, as stooq writes it, too: :func:`_hhmmss`): the
+    date alone would give every bar of a day one timestamp. Two columns named alike are a DataError
+    (:func:`one_name_each`)."""
+    one_name_each(list(df.columns), path)
     by_canon: dict[str, list[Any]] = {}
     for col in df.columns:
         canon = canonical_name(col)
@@ -329,7 +416,9 @@ def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     split = _date_and_time(df, by_canon.get("timestamp", []))
     if split is not None:
         date, time = split
-        df = df.drop(columns=[time]).assign(**{str(date): _as_text(df[date]) + " " + _as_text(df[time])})
+        clock = _hhmmss(df[time])
+        clock = _as_text(df[time]) if clock is None else clock
+        df = df.drop(columns=[time]).assign(**{str(date): _as_text(df[date]) + " " + clock})
         by_canon["timestamp"] = [date]
     if "adj_close" in by_canon and "close" not in by_canon:  # the only close there is
         by_canon["close"] = by_canon.pop("adj_close")
@@ -353,9 +442,10 @@ def read_table(path: Path) -> pd.DataFrame:
             df = parquet_frame(_read_parquet(path))
         else:
             sep, names, decimal, n_head = _sniff(path)
+            one_name_each(names, path)  # pandas would rename a second "Close" to "Close.1", read as no column
             if _numbers_only(names):
                 raise DataError(f"{path}: line 1 holds numbers, not column names ({_clip(sep.join(names))}): add a "
-                                "header line naming the columns, e.g. timestamp,open,high,low,close,volume")
+                                f"header line naming the columns, e.g. {_header_for(names)}")
             # fast path: an ISO 8601 timestamp column is parsed by the reader (a column that does not
             # parse stays text and goes through parse_timestamps, cell by cell)
             ts_cols = [n for n in names if canonical_name(n) == "timestamp"]
@@ -421,6 +511,20 @@ def _numbers_only(names: list[str]) -> bool:
     return bool(cells) and bool(pd.to_numeric(pd.Series(cells), errors="coerce").notna().all())
 
 
+BINANCE_KLINE = ("open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,"
+                 "taker_buy_quote_volume,ignore")
+
+
+def _header_for(cells: list[str]) -> str:
+    """The header line to suggest for a file whose first line is numbers: Binance's kline names for
+    its 12 fields (an open time in milliseconds or microseconds, the close time after it), else the
+    six of an OHLCV file (a file of 12 columns given those six names was the next error)."""
+    num = pd.to_numeric(pd.Series(cells), errors="coerce")
+    if len(cells) == 12 and num.iloc[0] >= 1e11 and num.iloc[6] > num.iloc[0]:
+        return f"{BINANCE_KLINE} (Binance's klines)"
+    return "timestamp,open,high,low,close,volume"
+
+
 def _unnamed_index(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     """A CSV file whose first column has no name and holds text (``df.to_csv()`` of a frame indexed
     by its timestamps: ``,Open,High,...``) and that has no other timestamp column: that column is
@@ -472,8 +576,10 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
     with its line, and never turn the column into epoch seconds. Otherwise Unix epoch seconds, or
     milliseconds, microseconds or nanoseconds by the size of the column's median (above 1e11, 1e14,
     1e17: each is a date after 1973 in its unit and after the year 5000 in the coarser one; integers
-    are converted exactly, without a float's rounding of nanoseconds); in a column of milliseconds or
-    finer, cells of a coarser unit a year or more before the others are NaT (:func:`_coarser_unit`). Numbers all below
+    are converted exactly, without a float's rounding of nanoseconds); a cell above 1e11 of another
+    unit than the column's is read in its own (:func:`_own_unit`: Binance's milliseconds and
+    microseconds in one file); in a column of milliseconds or finer, cells in seconds a year or more
+    before the others are NaT (:func:`_coarser_unit`). Numbers all below
     :data:`EPOCH_FLOOR` are a DataError (Excel day numbers or a row counter, not seconds of January
     1970). Naive timestamps are taken as UTC. A timestamp outside the nanosecond range (before 1677 or
     after 2262) becomes NaT too.
@@ -500,6 +606,10 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
             unit = "ns" if size > 1e17 else "us" if size > 1e14 else "ms" if size > 1e11 else "s"
             exact = values if pd.api.types.is_integer_dtype(values) else num.where(np.isfinite(num))
             ts = pd.to_datetime(exact, unit=unit, utc=True, errors="coerce")
+            own = _own_unit(num)
+            for k, u in enumerate(UNIT_FLOOR, 1):  # a cell of a finer unit than the column's is read in its own
+                if u != unit and (m := own == k).any():
+                    ts.loc[m] = pd.to_datetime(exact[m], unit=u, utc=True, errors="coerce")
             ts = ts.where(~_coarser_unit(num, unit, ts))
     else:
         text = values.astype("string").str.strip()
@@ -529,7 +639,8 @@ def zoneless(values: pd.Series) -> bool:
     """Whether a timestamp column holds times of day written without a zone or UTC offset
     (``2024-03-08 09:30:00``, or a Parquet timestamp without a time zone), which
     :func:`parse_timestamps` takes as UTC: most of the first cells that have a time of day
-    lack a zone (a column is written one way). Epoch and YYYYMMDD numbers and plain dates are not."""
+    lack a zone (a column is written one way: one that mixes the two is refused before it is read,
+    :func:`one_zone_rule`). Epoch and YYYYMMDD numbers and plain dates are not."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return getattr(values.dt, "tz", None) is None
     if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
@@ -541,14 +652,70 @@ def zoneless(values: pd.Series) -> bool:
     return 2 * int(timed.str.contains(ZONE, regex=True).fillna(False).sum()) < len(timed)
 
 
+# a time of day and, right after it, a zone or UTC offset: 09:30:00-05:00, 09:30Z, 09:30:00.5 +0100, 09:30 UTC
+ZONED_CLOCK = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s?(?:[zZ]|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$")
+
+
+def one_zone_rule(values: pd.Series, where: Path | str, first: int = 2, unit: str = "line",
+                  line: np.ndarray | None = None) -> None:
+    """A DataError when a text timestamp column holds times of day written with a zone or UTC offset
+    (``2024-01-08T10:30:00-05:00``) and others written without (``2024-01-08 09:30:00``), naming the
+    first zone-less row and a zoned one: by ``line`` (each row's number) when given, else by the
+    row's index plus ``first`` (a table as :func:`read_table` numbers its rows); ``unit``: line or row.
+    :func:`parse_timestamps` takes a zone-less stamp as UTC, and in such a column that is a guess:
+    beside New York offsets a local 09:30 read as UTC lands five hours before its neighbours, sorted
+    among them (:func:`zoneless` judges the first cells by majority and named no such file). Offsets
+    that differ (``-05:00`` in winter, ``-04:00`` in summer) are each converted, as they say; plain
+    dates and numbers have no time of day and are not looked at. Every cell is looked at (with
+    Arrow's regular expressions: a third of a second for a million stamps); a column the reader
+    parsed (one offset or none throughout) is not text and costs nothing."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values) or not len(values):
+        return
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        cells = pa.array(values, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all text (Timestamps, numbers among strings)
+        cells = pa.array(values.astype("string"), type=pa.string(), from_pandas=True)
+    cells = pc.utf8_trim_whitespace(cells)
+    zoned = pc.fill_null(pc.match_substring_regex(cells, ZONED_CLOCK.pattern), False)
+    if not pc.any(zoned).as_py():
+        return
+    bare = pc.and_(pc.fill_null(pc.match_substring_regex(cells, CLOCK.pattern), False), pc.invert(zoned))
+    if not pc.any(bare).as_py():
+        return
+    row = int(np.flatnonzero(bare.to_numpy(zero_copy_only=False))[0])
+    other = int(np.flatnonzero(zoned.to_numpy(zero_copy_only=False))[0])
+    number = (lambda i: int(line[i])) if line is not None else (lambda i: int(values.index[i]) + first)
+    raise DataError(f"{where}: {unit} {number(row)}: timestamp {cells[row].as_py()!r} has no zone or UTC offset, but "
+                    f"{unit} {number(other)}'s {cells[other].as_py()!r} has one: a column that mixes them cannot be read "
+                    "one way (a stamp without one would be taken as UTC): write every timestamp with its offset, or all "
+                    "of them in UTC")
+
+
 UNIT_FLOOR = {"ms": 1e11, "us": 1e14, "ns": 1e17}  # the smallest epoch number read in a unit finer than seconds
+
+
+def _own_unit(num: pd.Series) -> np.ndarray:
+    """(n,) the unit each cell of an epoch column is by its own size, where that is a unit finer than
+    seconds, as its position in :data:`UNIT_FLOOR` from 1 (1: ms above 1e11, 2: us above 1e14, 3: ns
+    above 1e17: a date after 1973 in its unit and after the year 5000 in the coarser one, so no cell of
+    one unit is a date of the nanosecond range in another); 0 for a smaller cell (read in the
+    column's unit, :func:`parse_timestamps`). Binance's
+    kline files are in milliseconds until 2024 and in microseconds from 2025: files of both joined
+    lost one part (a microsecond cell read in milliseconds falls after the year 2262, a millisecond
+    cell read in microseconds in January 1970), as bad_timestamp rows."""
+    v = np.abs(num.to_numpy(dtype=np.float64))
+    own = np.searchsorted(np.array(list(UNIT_FLOOR.values())), v, side="left").astype(np.int8)
+    return np.where(np.isfinite(v), own, 0)
 
 
 def _coarser_unit(num: pd.Series, unit: str, ts: pd.Series) -> np.ndarray:
     """(n,) the cells of an epoch column read in ``unit`` (milliseconds or finer, by the column's
-    median) that are numbers of a coarser unit: at least 1e8 (seconds of 1973 or later) and below the
-    unit's floor, all dated (in ``unit``: January 1970) over a year before every cell of the unit's
-    size. A vendor that changed from seconds to milliseconds writes them; read in milliseconds they
+    median) that are seconds: at least 1e8 (seconds of 1973 or later) and at most 1e11, all dated (in
+    ``unit``: January 1970) over a year before every cell of a finer unit (each read in its own,
+    :func:`_own_unit`). A vendor that changed from seconds to milliseconds writes them; read in milliseconds they
     were rows of January 1970 that the outlier rule (1% of the rows) did not catch. Those cells become
     NaT (``bad_timestamp``, with their lines); a history running through 1970-1973 in milliseconds is
     one span, no gap, and stays as it is."""
@@ -556,8 +723,8 @@ def _coarser_unit(num: pd.Series, unit: str, ts: pd.Series) -> np.ndarray:
     if unit not in UNIT_FLOOR:
         return out
     v = num.to_numpy(dtype=np.float64)
-    small = (v >= 1e8) & (v < UNIT_FLOOR[unit])
-    big = np.isfinite(v) & (v >= UNIT_FLOOR[unit])
+    small = (v >= 1e8) & (v <= UNIT_FLOOR["ms"])  # seconds: the finer units are read in their own (_own_unit)
+    big = np.isfinite(v) & (v > UNIT_FLOOR["ms"])
     if small.any() and big.any() and ts[small].max() < ts[big].min() - pd.Timedelta(days=365):
         out = small
     return out

@@ -265,6 +265,8 @@ def read_unit(u: Unit, d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[di
         unit = "row" if io.is_parquet(path) else "line"
         if len(table) == 0 < len(whole):  # a long file without any of data.symbols: nothing of it is used
             return {}, Report(file=str(path), row_numbers=unit).to_dict()
+        if "timestamp" in table.columns:  # stamps with and without a zone: refused, naming the first zone-less line
+            io.one_zone_rule(table["timestamp"], path, io.first_row_number(path), unit)
         frames, rep = validate_table(table, path, d, needed, io.first_row_number(path), unit,
                                      decimal=table.attrs.get("decimal", "."))
         return frames, rep.to_dict()
@@ -276,6 +278,8 @@ def read_unit(u: Unit, d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[di
         table = _scan(files, d, None, None)
     else:
         table = _scan([Path(u.path)], d, _parquet_columns(Path(u.path))["symbol"], u.symbol)
+    if "timestamp" in table.columns:  # a Parquet column of text stamps, as a CSV file's
+        io.one_zone_rule(table["timestamp"], u.name, 1, "row")
     if len(table) == 0 and date_range(d) != (None, None):
         # no row in the date range pushed into the scan: an empty symbol, as a file cut after validation leaves it
         frame, rep = validate_frame(table, d, u.name, 1, "row", symbol=u.symbol)

@@ -140,16 +140,23 @@ class Forecaster:
     def load(self, data, strict: bool = False) -> dict[str, pd.DataFrame]:
         """Validate ``data`` with the training rules → {symbol: normalised frame}.
 
-        ``data``: a file, folder or glob (or a list of them); a DataFrame with a ``symbol`` column;
-        or {symbol: DataFrame}. Columns are matched as the readers match them (case-insensitive,
-        aliases); a missing ``timestamp``/``close``/``volume`` column is a DataError naming it.
+        ``data``: a file, folder or glob (or a list of them); a DataFrame with a ``symbol`` column, or
+        with two levels of columns, prices and tickers, as ``yfinance.download`` gives them (a symbol
+        per ticker, :func:`~hftraining.data.io.ticker_frames`); or {symbol: DataFrame} (a frame of one
+        ticker's two column levels too). Columns are matched as the readers match them
+        (case-insensitive, aliases); a missing ``timestamp``/``close``/``volume`` column is a DataError
+        naming it, and so are two columns of one name and stamps with and without a zone in one column.
         """
         return self.load_with_reports(data, strict)[0]
 
     def load_with_reports(self, data, strict: bool = False) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]]]:
         """:meth:`load` and the validation report of each file (or symbol's frame) read: which rows
         the training rules dropped, repaired or flagged (:mod:`hftraining.data.validate`)."""
-        if isinstance(data, pd.DataFrame):
+        wide = io.ticker_frames(data, "frame") if isinstance(data, pd.DataFrame) else None
+        if wide is not None:  # yfinance.download's frame: a level of prices and one of tickers, a frame each
+            data = {sym: frame for sym, (frame, _) in wide.items()}
+            positions = {sym: rows for sym, (_, rows) in wide.items()}
+        elif isinstance(data, pd.DataFrame):
             # a DatetimeIndex (or an index level named like a column) is a column, as in a Parquet file
             table = io.canonical_columns(io.parquet_frame(data), Path("<frame>"))
             if "symbol" not in table.columns:
@@ -167,11 +174,24 @@ class Forecaster:
             for sym, frame in data.items():
                 if not isinstance(frame, pd.DataFrame):
                     raise DataError(f"{sym}: expected a DataFrame of OHLCV rows, got {type(frame).__name__}")
+                line = positions.get(sym)
+                if (tickers := io.ticker_frames(frame, str(sym))) is not None:  # yfinance.download("AEM")'s columns
+                    if len(tickers) > 1:  # which of them is the symbol is not guessed
+                        names = list(tickers)
+                        level = next(n if n is not None else i for i, n in enumerate(frame.columns.names)
+                                     if names[0] in set(map(str, frame.columns.get_level_values(i))))
+                        raise DataError(f"{sym}: the frame holds the columns of {len(names)} tickers ({', '.join(names[:3])}"
+                                        f"{', ...' if len(names) > 3 else ''}): pass it as it is, not in a dict (a forecast "
+                                        f"for each ticker), or one ticker's columns, e.g. "
+                                        f"frame.xs({names[0]!r}, axis=1, level={level!r})")
+                    frame, line = next(iter(tickers.values()))
                 table = io.canonical_columns(io.parquet_frame(frame), Path(f"<{sym}>"))
                 if len(table) == 0:
                     raise DataError(f"{sym}: no rows")
+                if "timestamp" in table.columns:  # stamps with and without a zone, as in a file: refused
+                    io.one_zone_rule(table["timestamp"], str(sym), 0, "row", line)
                 out[str(sym)], rep = validate_frame(table, d, str(sym), first_row=0, unit="row",  # row = 0-based position
-                                                    line=positions.get(sym))
+                                                    line=line)
                 reports.append({**rep.to_dict(), "row_numbers": "position"})  # 0-based, as its errors say
             return out, reports
         frames, report = load_and_validate(self.data_config(data, strict))  # too short a symbol: see latest_windows
