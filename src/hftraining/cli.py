@@ -38,7 +38,8 @@ _LAZY = {
     "setup_console_logging": "hftraining.train.logging", "ett": "hftraining.workflows.ett",
     "evaluate_and_backtest": "hftraining.workflows.evaluate_run", "evaluation_config": "hftraining.workflows.evaluate_run",
     "report_dir": "hftraining.workflows.evaluate_run", "train_seeds": "hftraining.workflows.seeds",
-    "train": "hftraining.workflows.train_run", "run_tune": "hftraining.workflows.tune",
+    "train": "hftraining.workflows.train_run", "check_report_importable": "hftraining.workflows.train_run",
+    "run_tune": "hftraining.workflows.tune",
     "format_walkforward": "hftraining.workflows.walkforward", "walk_forward": "hftraining.workflows.walkforward",
 }
 """What the commands use, by the module that defines it: imported by the command that needs it, not by
@@ -143,6 +144,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "(evaluation.report=false, the run's setting); add --set evaluation.report=true"))
     if args.no_report and ev.report and "evaluation.report" in _set_keys(args.set):  # the last --set said true
         raise ConfigError("--no-report: contradicts --set evaluation.report=true; give one of them")
+    if ev.report and not args.no_report:  # said before the scoring, not after it
+        _lazy("check_report_importable")(instead=" (or give --no-report)")
     result, fc, bt = evaluate_and_backtest(args.path, args.data, args.split, ev)
     if ev.report and not args.no_report:
         # the run's own report (beside eval.json) only for its own evaluation; others in <run>/evaluations/<name>/

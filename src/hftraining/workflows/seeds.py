@@ -22,7 +22,8 @@ from hftraining.inference.ensemble import build_ensemble
 from hftraining.models.registry import MODELS
 from hftraining.train.distributed import barrier, cleanup, init_distributed
 from hftraining.train.trainer import check_config
-from hftraining.workflows.train_run import remove, run_folder_lock, seed_runs, shown, single_run, train
+from hftraining.workflows.train_run import (check_report_importable, check_splits, remove, run_folder_lock, seed_runs,
+                                            shown, single_run, train)
 
 log = logging.getLogger("hftraining")
 
@@ -49,6 +50,8 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
         raise ConfigError(f"training.resume_from_checkpoint={spec}: --seeds {n} resumes each seed-<k>/ from its own latest "
                           "checkpoint (--resume, training.resume_from_checkpoint=auto); one checkpoint named would start "
                           "every seed from it, making them copies of one run")
+    if cfg.evaluation.report:  # each seed's report is written after it trained: said before the first one trains
+        check_report_importable()
     root = cfg.run_dir()
     info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     try:
@@ -75,6 +78,7 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
         # start over (output.overwrite): nothing of the earlier run(s) stays beside the new seeds, unless they resume
         stale = (single + ([] if cfg.training.resume_from_checkpoint else earlier)) if cfg.output.overwrite else []
         data = prepare(cfg.data)  # one preprocessing for every seed: the members share it by construction
+        check_splits(cfg, data)  # an empty test split is said before an earlier run is removed or a seed trains
         if stale:  # once the data are built: a data mistake leaves the earlier run as it was
             _on_main_rank(cfg, lambda: remove(root, stale))
         for k in range(n):

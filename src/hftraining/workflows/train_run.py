@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import importlib
 import os
 import re
 import shutil
@@ -12,8 +13,10 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import pandas as pd
+
 from hftraining.core.config import Config
-from hftraining.core.errors import UserError
+from hftraining.core.errors import DataError, UserError
 from hftraining.core.jsonio import read_json, write_json
 from hftraining.data.pipeline import PreparedData, prepare
 from hftraining.eval.backtest import backtest_forecasts, format_backtest
@@ -28,7 +31,7 @@ from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import DistInfo, barrier, cleanup, init_distributed
 from hftraining.train.logging import log
 from hftraining.train.runner import (RUN_FILES, RUN_FOLDERS, TrainedRun, check_output_dir, check_resumable,
-                                     check_same_data, finished_checkpoint, training_run)
+                                     check_same_data, finished_checkpoint, prepare_run_dir, training_run)
 from hftraining.train.trainer import check_config
 
 SINGLE_RUN = ("config.json", *RUN_FOLDERS, *RUN_FILES, "data_report.json", FITTED_BASELINES_DIR)
@@ -133,6 +136,73 @@ def _remove_unlocked(path: Path, held: bool = False) -> bool:
         os.close(fd)
 
 
+def check_report_importable(what: str = "evaluation.report", instead: str = " (or set evaluation.report=false)") -> None:
+    """A UserError naming matplotlib and how to install it when it cannot be imported and a report
+    is to be written (``what``; ``instead``: how to go without): the report is the last thing a run
+    writes, so a missing or broken matplotlib was a traceback after the model had trained and been
+    saved, and no report."""
+    try:
+        importlib.import_module("matplotlib.figure")
+        importlib.import_module("matplotlib.ticker")
+    except ImportError as e:
+        cause = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{what}: the report needs matplotlib, which cannot be imported ({cause}); install it: "
+                        f"pip install 'matplotlib>=3.8'{instead}") from None
+
+
+def needs_validation(cfg: Config, intervals: bool = True) -> list[str]:
+    """The keys of ``cfg`` whose work needs validation windows: early stopping, the best checkpoint
+    and (``intervals``) the conformal intervals, calibrated on them."""
+    t, e = cfg.training, cfg.evaluation
+    return ([f"training.early_stopping_patience={t.early_stopping_patience}"] if t.early_stopping_patience else []) + \
+        (["training.load_best_model_at_end"] if t.load_best_model_at_end else []) + \
+        ([f"evaluation.intervals={list(e.intervals)}"] if e.intervals and intervals else [])
+
+
+def split_sizes(data: PreparedData, d) -> tuple[str, str, str]:
+    """(the windows of each split, the likely cause of an empty one, the first remedy) for an error."""
+    sizes = f"windows: train {len(data.train)}, val {len(data.val)}, test {len(data.test)}"
+    cause = (f"data.embargo={d.embargo} rows of each symbol are left out after each cut" if d.embargo else
+             "too few rows after the cut for a window of data.sequence_length and data.prediction_horizon")
+    return sizes, cause, "lower data.embargo, or " if d.embargo else ""
+
+
+def _split_asked(cfg: Config, data: PreparedData) -> tuple[bool, bool]:
+    """(validation asked for, test asked for) by the data section: a calendar cut dated after every
+    symbol's last row asks for no split there (``data.split_dates`` past the data); a validation
+    share of 0 (or ``split_dates`` with val equal to test) asks for no validation."""
+    d, cut = cfg.data, data.report.get("split") or {}
+    lasts = [pd.Timestamp(r["last"]) for r in (data.preprocessing.source_rows or {}).values()]
+    last = max(lasts) if lasts else None
+
+    def within(key: str) -> bool:
+        return cut.get(key) is None or last is None or pd.Timestamp(cut[key]) <= last
+
+    if cut.get("test_from") is not None:  # calendar: the cut dates, from split_dates or the ratios
+        return cut.get("val_from") != cut["test_from"] and within("val_from"), within("test_from")
+    return d.val_ratio > 0, True
+
+
+def check_splits(cfg: Config, data: PreparedData) -> None:
+    """A DataError naming ``data.embargo`` and the split sizes, before anything trains, when the test
+    split yields no window (or the validation split none while a key needs it, :func:`needs_validation`)
+    though the data section asks for one: a large ``data.embargo``, or too few rows after a cut, trained
+    a model for nothing and exited 0 saying there was nothing to evaluate. A cut the user placed after
+    the data (``data.split_dates``) asks for no such split and is left as it is."""
+    if data.preprocessing.fold is not None:
+        return
+    val_asked, test_asked = _split_asked(cfg, data)
+    sizes, cause, fix = split_sizes(data, cfg.data)
+    if test_asked and len(data.test) == 0:
+        raise DataError(f"data: the test split yields no window ({sizes}; {cause}), so the run would have nothing to "
+                        f"evaluate: {fix}give the test split more dates (data.train_ratio/val_ratio or data.split_dates)")
+    needs = needs_validation(cfg)
+    if val_asked and needs and len(data.val) == 0:
+        raise DataError(f"data: the validation split yields no window ({sizes}; {cause}), and {', '.join(needs)} "
+                        f"need{'s' * (len(needs) == 1)} it: {fix}give the validation split more dates (data.val_ratio or "
+                        "data.split_dates)")
+
+
 def evaluate_test(run: TrainedRun) -> tuple[dict[str, Any], Forecasts | None, dict[str, Any] | None]:
     """Score the finished run on its test split beside the naive baselines and the fitted ones
     (ridge, fitted here on the run's own training windows and saved under ``<run>/baselines/``),
@@ -195,6 +265,8 @@ def train(cfg: Config, data: PreparedData | None = None,
     a single run written beside the seeds would be mixed into them. ``--resume`` of a finished run
     (:func:`~hftraining.train.runner.finished_checkpoint`) checks the config and the data as any resume
     does, then trains and scores nothing, says so and returns the eval.json it holds."""
+    if cfg.evaluation.report:  # the report is written last: said before anything trains
+        check_report_importable()
     root = cfg.run_dir()
     earlier = seed_runs(root)
     if earlier and not cfg.output.overwrite:
@@ -213,12 +285,21 @@ def _train(cfg: Config, data: PreparedData | None, on_evaluate: Callable[[int, d
     """:func:`train`'s work, in the process group ``info`` and under the run folder's lock."""
     check_config(cfg, info)  # before output.overwrite removes anything
     check_buildable(cfg.model, cfg.data.prediction_horizon, cfg.data.sequence_length, cfg.training.gradient_checkpointing)
-    if earlier and data is None:  # a data mistake is said before the earlier run is removed
+    done = finished_checkpoint(cfg)
+    spec = cfg.training.resume_from_checkpoint
+    # a resume continues a run whose splits were checked when it started (its data must be the same): its
+    # checkpoint is verified once, by the trainer, and what it refuses is said before the data are read
+    resumes = bool(spec) and (spec != "auto" or bool(ckpt.list_checkpoints(root / "checkpoints")))
+    if data is None and done is None and not resumes:  # the splits are checked before anything trains
+        prepare_run_dir(cfg, info)  # its refusals (a finished run, checkpoints, a model folder) before the data are read
+        data = prepare(cfg.data)
+    if data is not None and done is None:
+        check_splits(cfg, data)  # and a data mistake is said before the earlier run is removed
+    if earlier and data is None:
         data = prepare(cfg.data)
     if earlier and info.is_main:  # output.overwrite: none of the seeds stays beside the new run
         remove(root, earlier)
     barrier(info)
-    done = finished_checkpoint(cfg)
     if done is not None:  # --resume of a finished run: checked as any resume, then left as it is
         check_resumable(cfg, done)
         check_same_data((data if data is not None else prepare(cfg.data)).report, done)  # a data mistake too

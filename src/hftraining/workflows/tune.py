@@ -40,7 +40,11 @@ it is; with ``--workers K`` each worker hands its error to the parent, which rai
 UserError line when workers failed and no trial of the run completed (else it warns and reports).
 
 Written to the output folder (default ``runs/tune-<study>``), which holds one study (``study.json``
-names it; another study's tune into it is a UserError, :func:`check_owner`): ``trial-NNNN/`` run folders,
+names it; another study's tune into it is a UserError, :func:`check_owner`, as is a new study in a folder
+of trials written before ``study.json``: :func:`check_unowned_trials`). Each trial's folder is locked
+while it trains (:func:`~hftraining.workflows.train_run.run_folder_lock`: a ``train`` into it is
+refused, or refuses the trial) and must be new (:func:`check_new_trial`: the same study name in another
+``--storage`` numbers its trials from 0 too). It holds ``trial-NNNN/`` run folders,
 ``trials.csv`` (the summary table), ``best_config.yaml`` (a full config with the best values, for
 ``hftraining train --config``), ``best.json`` and ``importance.png`` (Optuna's parameter-importance
 plot, matplotlib backend).
@@ -74,10 +78,10 @@ import threading
 import time
 import typing
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 import torch
 import yaml
@@ -95,6 +99,7 @@ from hftraining.train.logging import setup_console_logging
 from hftraining.train.runner import TrainedRun, training_run
 from hftraining.train.trainer import NonFiniteError, OutOfMemory
 from hftraining.eval.selection import format_selection, selection_stats
+from hftraining.workflows.train_run import check_report_importable, run_folder_lock
 from hftraining.workflows.walkforward import prepare_fold
 
 log = logging.getLogger("hftraining")
@@ -433,9 +438,17 @@ class Objective:
             return self._run(trial)
 
     def _run(self, trial) -> float:
+        trial_dir = self.out / f"trial-{trial.number:04d}"
+        # the trial's run folder is this process's while it trains (a train into it, or a tune of the same
+        # study name in another storage, whose trial numbers start at 0 too, overwrote it unnoticed)
+        with run_folder_lock(trial_dir) if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
+            check_new_trial(trial_dir, trial)
+            return self._trial(trial, trial_dir)
+
+    def _trial(self, trial, trial_dir: Path) -> float:
+        """:meth:`_run`'s work, under the lock of the trial's folder ``trial_dir``."""
         optuna = _optuna()
         values = suggest(trial, self.space)
-        trial_dir = self.out / f"trial-{trial.number:04d}"
         cfg = load_config(self.config_path, self.overrides + _value_overrides(values) + [
             f"output.output_dir={json.dumps(str(trial_dir))}", "output.overwrite=true", "output.progress_bar=never",
             "training.resume_from_checkpoint=null",
@@ -461,8 +474,10 @@ class Objective:
                     raise optuna.TrialPruned(f"eval_{metric}={v:.6g} at step {step}")
 
             # the trainer lifecycle of every run, without final/ and without the test evaluation:
-            # the test split is never scored while tuning
-            with training_run(run_cfg, data, on_evaluate=on_evaluate, save_final=False) as run:
+            # the test split is never scored while tuning; a fold's folder is locked as the trial's
+            fold_lock = run_folder_lock(run_cfg.run_dir()) if len(datas) > 1 and int(os.environ.get("RANK", "0")) == 0 \
+                else nullcontext()
+            with fold_lock, training_run(run_cfg, data, on_evaluate=on_evaluate, save_final=False) as run:
                 if run.is_main:
                     curves.append(validation_curve(run))  # the split it is scored on, backtested
                 kept = kept_score(run, reports)
@@ -792,6 +807,7 @@ def run_tune(
     optuna = _optuna()
     overrides = list(overrides)
     cfg = load_config(config_path, overrides)
+    check_report_importable("tune", "")  # the importance plot is drawn after the trials
     space = parse_space(cfg.tune.search_space)
     check_searched_settings(cfg, space)
     check_objective(cfg, space)
@@ -825,14 +841,14 @@ def run_tune(
         study = optuna.load_study(study_name=name, storage=backend)
         out.mkdir(parents=True, exist_ok=True)
         return write_study_report(study, cfg, config_path, overrides, space, out)
+    check_unowned_trials(out, name, name in optuna.get_all_study_names(backend))
     try:
         study = optuna.create_study(study_name=name, storage=backend, direction="minimize",
                                     sampler=_sampler(optuna, cfg), pruner=_pruner(optuna, cfg), load_if_exists=True)
     except ValueError as e:  # e.g. a stored study of that name with another direction
         raise UserError(f"--storage {shown_url(storage)}: {str(e).splitlines()[0]}") from None
     out.mkdir(parents=True, exist_ok=True)
-    if study_owner(out) is None:
-        write_json(out / OWNER_FILE, {"study": name})
+    claim_owner(out, name)
     fail_stale_trials(study, cfg.tune.stale_after_seconds, out)
     before = {t.number for t in study.get_trials(deepcopy=False)}
     log.info("study %r in %s: %d trial(s), %d worker(s), objective eval_%s on the validation split",
@@ -885,6 +901,52 @@ def study_owner(out: Path) -> str | None:
     except (OSError, ValueError, AttributeError) as e:
         raise UserError(f"{path}: not the JSON object tune writes ({type(e).__name__}); give another --out") from None
     return owner if isinstance(owner, str) else None
+
+
+def check_new_trial(trial_dir: Path, trial) -> None:
+    """A UserError when the folder of a trial that has just started already holds something: trial
+    numbers are never reused within a study, so it is another study's trial (the same study name in
+    another ``--storage``, or an output folder written before ``study.json`` named its study), which
+    ``output.overwrite`` would remove."""
+    held = sorted(p.name for p in trial_dir.iterdir()) if trial_dir.is_dir() else []
+    if held:
+        raise UserError(f"{trial_dir}: already holds a run ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}) "
+                        f"that is not trial {trial.number} of study {trial.study.study_name!r} in this --storage (trial "
+                        "numbers start at 0 in every study and storage), and the trial would overwrite it: give another "
+                        "--out, or the --storage that holds it")
+
+
+def claim_owner(out: Path, name: str) -> None:
+    """Write :data:`OWNER_FILE` naming study ``name`` unless it exists, then :func:`check_owner`: the file
+    is linked into place whole, so of two tunes of different studies started together into one
+    ``--out`` (both saw no owner) one names itself and the other is refused, never both."""
+    path = out / OWNER_FILE
+    if not path.exists():
+        tmp = out / f".{OWNER_FILE}.{os.getpid()}.tmp"
+        write_json(tmp, {"study": name})
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links: written in place
+            if not path.exists():
+                write_json(path, {"study": name})
+        finally:
+            tmp.unlink(missing_ok=True)
+    check_owner(out, name)
+
+
+def check_unowned_trials(out: Path, name: str, stored: bool) -> None:
+    """A UserError when ``out`` names no study (a folder written before :data:`OWNER_FILE`) but holds
+    ``trial-NNNN`` folders and study ``name`` is not in the storage (``stored``): they are another
+    study's, whose trial numbers a new study would reuse (and overwrite their folders)."""
+    if study_owner(out) is not None or stored or not out.is_dir():
+        return
+    trials = sorted(p.name for p in out.iterdir() if p.is_dir() and p.name.startswith("trial-") and any(p.iterdir()))
+    if trials:
+        raise UserError(f"--out {out}: holds trial folders ({', '.join(trials[:3])}{', ...' if len(trials) > 3 else ''}) "
+                        f"of a study it does not name (no {OWNER_FILE}) and study {name!r} is not in the --storage: a new "
+                        "study would overwrite them; give another --out, or the --study and --storage they belong to")
 
 
 def check_owner(out: Path, name: str) -> None:
@@ -1014,6 +1076,8 @@ def write_study_report(study, cfg: Config, config_path, overrides, space, out: P
 def _importance_plot(study, out: Path, n_complete: int) -> str:
     if n_complete < 2:
         return "importance plot: needs at least 2 completed trials"
+    import matplotlib  # checked at the start of the tune (run_tune)
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # after choosing the backend
     from optuna.visualization.matplotlib import plot_param_importances  # optional dependency (tune extra)

@@ -66,7 +66,8 @@ from hftraining.eval.selection import format_selection, selection_stats
 from hftraining.train.distributed import barrier, cleanup, init_distributed
 from hftraining.train.runner import check_output_dir, training_run
 from hftraining.train.trainer import check_config
-from hftraining.workflows.train_run import evaluate_test, remove, run_folder_lock
+from hftraining.workflows.train_run import (check_report_importable, evaluate_test, needs_validation, remove,
+                                            run_folder_lock, split_sizes)
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,8 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
         raise ConfigError(f"training.resume_from_checkpoint={cfg.training.resume_from_checkpoint}: walkforward does not "
                           "resume; every fold trains from its start: leave it unset (an interrupted walk-forward is run "
                           "again with output.overwrite=true)")
+    if cfg.evaluation.report:  # each fold's report is written after it trained: said before the first one trains
+        check_report_importable()
     base = cfg.run_dir() / "walkforward"
     # one walk-forward at a time in a folder, as one train per run folder: a second one started with
     # output.overwrite removed the folds the first was training, and both exited 0 with mixed folders
@@ -230,6 +233,12 @@ def _walk_forward(cfg: Config, n_folds: int, scheme: str, mode: str, base) -> di
             if len(data.test) == 0:
                 raise DataError(f"walkforward fold {k + 1}: its test block yields no window; use fewer --folds "
                                 "or a smaller data.sequence_length / data.prediction_horizon")
+            needs = needs_validation(cfg, intervals=False)  # a fold without intervals is said in walkforward.json
+            if scheme != "purged_kfold" and cfg.data.val_ratio > 0 and needs and len(data.val) == 0:
+                # early stopping and the best checkpoint would silently not act: the fold would train to max_steps
+                sizes, cause, fix = split_sizes(data, cfg.data)
+                raise DataError(f"walkforward fold {k + 1}: its validation split yields no window ({sizes}; {cause}), "
+                                f"and {', '.join(needs)} need{'s' * (len(needs) == 1)} it: {fix}raise data.val_ratio")
             data.report.update({"fold": k + 1, "folds": n_folds, "scheme": scheme})
             fcfg = copy.deepcopy(cfg)
             fcfg.output.output_dir = str(base / f"fold-{k + 1}")
