@@ -146,3 +146,16 @@ def test_time_features_of_a_bar_are_those_of_training_whatever_the_frame_length(
     # given the training frame's own spacing, the full frame reads as it did
     np.testing.assert_allclose(compute_features(full, specs, tz, bar_seconds=bar).to_numpy(),
                                compute_features(full, specs, tz).to_numpy(), atol=0)
+
+
+def test_a_seasonal_naive_folder_loads_without_dynamo(tmp_path):
+    """Its offsets were a torch.arange, run on the meta device by the folder's shape check."""
+    from hftraining.models import build_model
+
+    build_model(ModelConfig(type="seasonal_naive", season_length=5), 4, 7, 12).save_pretrained(tmp_path / "model")
+    code = ("import sys, torch; from hftraining.models.base import ForecastModel; "
+            "m = ForecastModel.from_pretrained(sys.argv[1]); print(m.offsets.tolist(), 'torch._dynamo' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "model")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("]")[-1].strip() == "False"
+    assert done.stdout.startswith("[-4, -3, -2, -1, 0, -4, -3]")

@@ -91,6 +91,13 @@ def test_a_walk_forward_fold_without_validation_for_early_stopping_stops_before_
     assert not (run / "walkforward" / "fold-1").exists()
 
 
+def test_a_walk_forward_embargo_that_leaves_no_training_rows_names_the_key(tmp_path, capsys):
+    """The error said only that the training split had no rows to fit the scaler on."""
+    rc = main(["walkforward", "--folds", "2", *tiny(tmp_path / "run", *FAST, "data.embargo=1000")])
+    line = _last_error(capsys)
+    assert rc == 2 and "the training split has no rows to fit the scaler on" in line and "data.embargo" in line, line
+
+
 def test_a_finished_run_is_refused_before_the_data_are_read(tmp_path, capsys):
     """output.overwrite=false into a folder holding a finished run: the one-line refusal comes before
     the data are read (a missing data folder is not what is reported), as before the splits were checked."""

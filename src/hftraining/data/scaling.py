@@ -146,7 +146,8 @@ class Scaler:
         parts = {s: x[sl] for s, sl in train_rows.items() if sl.stop > sl.start}
         self.by_std = []
         if not parts:
-            raise DataError("data: the training split has no rows to fit the scaler on")
+            raise DataError("data: the training split has no rows to fit the scaler on: the cuts leave it none (give it more "
+                            "dates: data.train_ratio or data.split_dates, a walk-forward fold's span, or a smaller data.embargo)")
         if self.per_symbol or self.kind == "robust":
             if self.per_symbol:
                 check_own_rows({s: len(p) for s, p in parts.items()})

@@ -80,9 +80,9 @@ class SeasonalNaiveBaseline(Baseline):
         # step h (1-based) of the forecast copies time T + h − s·k, with k the smallest whole number
         # of seasons that lands inside the window (T = the window's last step): for h ≤ s that is
         # one season back, beyond it the pattern repeats
-        h = torch.arange(1, horizon + 1)
-        k = (h - 1) // s + 1
-        self.register_buffer("offsets", h - s * k, persistent=False)  # (H,) in [1 − s, 0], from T
+        # (from a list: torch's meta arange, the folder's shape check, imports torch._dynamo, 1 s of CPU)
+        offsets = [h - s * ((h - 1) // s + 1) for h in range(1, horizon + 1)]
+        self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.int64), persistent=False)  # (H,) in [1 − s, 0], from T
 
     def predict(self, past: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         s = self.cfg.season_length
