@@ -330,6 +330,10 @@ def bar_spacing(gaps: np.ndarray) -> float | None:
     return med
 
 
+OWN_SPACING_GAPS = 20
+"""A frame of more bars than this tells its own spacing (:func:`date_stamps`), as each symbol's did in training."""
+
+
 def date_stamps(ns: np.ndarray, bar_seconds: float | None = None) -> np.ndarray:
     """(n,) mask of the rows of sorted int64 UTC ``ns`` that are dates, not instants: rows at UTC
     midnight of daily (or longer) bars. The readers take a plain date (``2024-01-02``) as UTC
@@ -338,17 +342,19 @@ def date_stamps(ns: np.ndarray, bar_seconds: float | None = None) -> np.ndarray:
     prices.
 
     ``bar_seconds``: the spacing of the bars the model is trained on (a model folder's
-    ``preprocessing.json``): daily when at least :data:`DAILY_BARS`, whatever the rows of this frame.
-    A short frame cannot tell (a Tokyo model's Friday close and Monday 00:00 UTC open are 67 hours
+    ``preprocessing.json``), which decides for a frame of at most :data:`OWN_SPACING_GAPS` bars: daily
+    when at least :data:`DAILY_BARS`. A longer frame is read by its own spacing, as each symbol was in
+    training (a panel may mix daily symbols with intraday ones, and records one pooled spacing). A
+    short frame cannot tell (a Tokyo model's Friday close and Monday 00:00 UTC open are 67 hours
     apart: alone, they read as daily bars and the Monday bar as 00:00 in Tokyo, not the 09:00 of its
     training), so a forecast from a few rows reads its bars as training did only with it. None: the
     spacing of the frame's own bars (:func:`bar_spacing` at least :data:`DAILY_BARS`; a frame of one
     row: a row at midnight)."""
     ns = np.asarray(ns, dtype=np.int64)
     midnight = ns % (86400 * 10**9) == 0
-    if _known(bar_seconds):
+    if _known(bar_seconds) and len(ns) <= OWN_SPACING_GAPS:  # too few bars to tell: as the model's training bars
         daily = bar_seconds * 1e9 >= DAILY_BARS
-    else:
+    else:  # as training read this symbol's bars: by their own spacing (a panel may mix daily and intraday symbols)
         daily = len(ns) < 2 or bar_spacing(np.diff(ns)) >= DAILY_BARS
     return midnight if daily else np.zeros(len(ns), dtype=bool)
 

@@ -425,7 +425,8 @@ def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     rename = {}
     for canon, cols in by_canon.items():
         exact = [c for c in cols if name_key(c) == canon]
-        rename[(exact or cols)[0]] = canon
+        spelled = [c for c in cols if len(name_key(c)) > 1]  # Date before a one-letter t (a counter, a temperature)
+        rename[(exact or spelled or cols)[0]] = canon
     # an alias that lost to another column must not keep a name that shadows a canonical one
     out = df.drop(columns=[c for cols in by_canon.values() for c in cols if c not in rename and c in CANONICAL])
     return out.rename(columns=rename)
@@ -607,9 +608,18 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
             exact = values if pd.api.types.is_integer_dtype(values) else num.where(np.isfinite(num))
             ts = pd.to_datetime(exact, unit=unit, utc=True, errors="coerce")
             own = _own_unit(num)
+            col = ts[own == list(UNIT_FLOOR).index(unit) + 1] if unit in UNIT_FLOOR else ts[own == 0]
+            lo, hi = col.min(), col.max()
+            year = pd.Timedelta(days=365)
             for k, u in enumerate(UNIT_FLOOR, 1):  # a cell of a finer unit than the column's is read in its own
                 if u != unit and (m := own == k).any():
-                    ts.loc[m] = pd.to_datetime(exact[m], unit=u, utc=True, errors="coerce")
+                    got = pd.to_datetime(exact[m], unit=u, utc=True, errors="coerce")
+                    # a part in another unit adjoins the column's dates (Binance's ms then us); a cell a
+                    # typo made that large (seconds times 100) read so lands decades away: NaT, as before
+                    if pd.isna(lo) or (got.max() >= lo - year and got.min() <= hi + year):
+                        ts.loc[m] = got
+                    else:
+                        ts.loc[m] = pd.NaT
             ts = ts.where(~_coarser_unit(num, unit, ts))
     else:
         text = values.astype("string").str.strip()

@@ -77,7 +77,7 @@ from hftraining.data.validate import TooFewRows, check_policy
 
 log = logging.getLogger(__name__)
 
-FORMAT = 14  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
+FORMAT = 15  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
 # 6: window indices and statistics carry digests; data.symbols selects a long CSV's rows, the date range cuts
 # every layout, YYYYMMDD is decided by the bulk of a column; 7: the date range is cut before validation,
 # a long file's rows without a symbol are reported, CSV symbols are text, Alpha158 is exact on constant windows;
@@ -92,7 +92,8 @@ FORMAT = 14  # bump when the stored layout or a feature's formula changes (5: an
 # past a quoted multi-line cell, seconds in a milliseconds column dropped, mixed daily stamps in the report,
 # Bollinger bands NaN where TA-Lib's squares of closes below 2^-480 underflow; 14: a daily bar stamped at UTC
 # midnight is its own date for the calendar and hour features in data.timezone, the robust scaler divides a
-# column of IQR 0 that varies by its std)
+# column of IQR 0 that varies by its std; 15: stooq's HHMMSS times, Alpaca's/Polygon's t, milliseconds and
+# microseconds in one epoch column, stamps with and without a zone refused)
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",
