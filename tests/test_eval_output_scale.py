@@ -297,3 +297,15 @@ def test_topk_ranks_dates_together_as_the_loop_ranks_each(monkeypatch, block):
                 want = _topk_loop(sig, k, dropout, long_only, gross, every, absent)
                 assert np.array_equal(got[0].view(np.int64), want[0].view(np.int64)), (T, N, trial, k, dropout, long_only)
                 assert got[1] == want[1] and all(type(i) is int for a, b in got[1] for i in a + b)
+
+
+def test_topk_ranks_an_infinite_forecast_as_no_forecast_in_blocks_too():
+    """±inf is no forecast on a date ranked one at a time (np.isfinite); ranked in a block it was
+    sorted first (+inf long, -inf short)."""
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(6, 5))
+    s[0, 0], s[1, 3], s[2, [1, 4]] = np.inf, -np.inf, [np.inf, -np.inf]
+    for long_only in (False, True):
+        got = backtest.topk_weights(s, 1, long_only=long_only)
+        want = backtest.topk_weights(np.where(np.isfinite(s), s, np.nan), 1, long_only=long_only)
+        assert got[1] == want[1] and np.array_equal(got[0], want[0])

@@ -91,6 +91,28 @@ def test_a_walk_forward_fold_without_validation_for_early_stopping_stops_before_
     assert not (run / "walkforward" / "fold-1").exists()
 
 
+def test_a_walk_forward_refused_for_its_splits_leaves_the_earlier_one(tmp_path, capsys):
+    """output.overwrite=true with an embargo that empties the folds' validation split: the earlier
+    walk-forward was removed, then the new one refused; now every fold is checked first."""
+    run = tmp_path / "run"
+    assert main(["walkforward", "--folds", "2", *tiny(run, *FAST)]) == 0
+    before = sorted(p.name for p in (run / "walkforward").iterdir())
+    rc = main(["walkforward", "--folds", "2", *tiny(run, *FAST, "output.overwrite=true", "data.embargo=300",
+                                                    "training.early_stopping_patience=2")])
+    line = _last_error(capsys)
+    assert rc == 2 and "its validation split yields no window" in line, line
+    assert sorted(p.name for p in (run / "walkforward").iterdir()) == before
+
+
+def test_a_matplotlib_that_refuses_its_settings_is_one_line_before_training(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "hftraining", "train", *tiny(run, *FAST, "evaluation.report=true")],
+                          capture_output=True, text=True, timeout=120, env={**ENV, "MPLBACKEND": "nonexistent"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "matplotlib, which refuses its settings" in proc.stderr.strip().splitlines()[-1]
+    assert not run.exists()
+
+
 def test_a_walk_forward_embargo_that_leaves_no_training_rows_names_the_key(tmp_path, capsys):
     """The error said only that the training split had no rows to fit the scaler on."""
     rc = main(["walkforward", "--folds", "2", *tiny(tmp_path / "run", *FAST, "data.embargo=1000")])

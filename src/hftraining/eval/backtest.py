@@ -395,6 +395,7 @@ def _topk_books(sig: np.ndarray, k: int, long_only: bool, max_gross: float
     dates makes them (names in the same order, the same weights bit for bit)."""
     M, N = sig.shape
     have = np.isfinite(sig)
+    sig = np.where(have, sig, np.nan)  # ±inf is no forecast (as in the loop): sorted last with NaN
     n = have.sum(axis=1)
     kk = np.full(M, k) if long_only else np.minimum(k, n // 2)  # long-short: both sides the same size
     lo, hi = np.where(have, sig, np.inf).min(axis=1), np.where(have, sig, -np.inf).max(axis=1)

@@ -148,6 +148,9 @@ def check_report_importable(what: str = "evaluation.report", instead: str = " (o
         cause = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"{what}: the report needs matplotlib, which cannot be imported ({cause}); install it: "
                         f"pip install 'matplotlib>=3.8'{instead}") from None
+    except ValueError as e:  # it imports, but its settings are refused (MPLBACKEND=nonexistent, a bad matplotlibrc)
+        cause = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{what}: the report needs matplotlib, which refuses its settings ({cause}){instead}") from None
 
 
 def needs_validation(cfg: Config, intervals: bool = True) -> list[str]:

@@ -89,6 +89,19 @@ def prepare_fold(cfg: Config, source: PanelRows | dict, k: int, n_folds: int, sc
     return data
 
 
+def check_fold(cfg: Config, data: PreparedData, k: int, scheme: str) -> None:
+    """A DataError naming fold ``k`` when its test block yields no window, or its validation split none
+    while early stopping or the best checkpoint needs it (the fold would silently train to max_steps)."""
+    if len(data.test) == 0:
+        raise DataError(f"walkforward fold {k + 1}: its test block yields no window; use fewer --folds "
+                        "or a smaller data.sequence_length / data.prediction_horizon")
+    needs = needs_validation(cfg, intervals=False)  # a fold without intervals is said in walkforward.json
+    if scheme != "purged_kfold" and cfg.data.val_ratio > 0 and needs and len(data.val) == 0:
+        sizes, cause, fix = split_sizes(data, cfg.data)
+        raise DataError(f"walkforward fold {k + 1}: its validation split yields no window ({sizes}; {cause}), "
+                        f"and {', '.join(needs)} need{'s' * (len(needs) == 1)} it: {fix}raise data.val_ratio")
+
+
 def previous_walk_forward(base) -> list[str]:
     """The names of what an earlier walk-forward left in ``base`` (``<run>/walkforward``): its
     ``fold-K`` run folders and ``walkforward.json``, folds in order."""
@@ -225,20 +238,15 @@ def _walk_forward(cfg: Config, n_folds: int, scheme: str, mode: str, base) -> di
     folds, parts, methods = [], [], []
     prev_state = None
     try:
+        # every fold's splits are checked before the earlier walk-forward is removed and before any fold trains
+        # (prepared twice: a fold's preparation is small beside its training, and one fold is held at a time)
+        for k in range(n_folds):
+            check_fold(cfg, prepare_fold(cfg, source, k, n_folds, scheme), k, scheme)
         if earlier and info.is_main:  # output.overwrite: no fold of the earlier walk-forward stays beside the new ones
             remove(base, earlier)
         barrier(info)
         for k in range(n_folds):
             data = prepare_fold(cfg, source, k, n_folds, scheme)
-            if len(data.test) == 0:
-                raise DataError(f"walkforward fold {k + 1}: its test block yields no window; use fewer --folds "
-                                "or a smaller data.sequence_length / data.prediction_horizon")
-            needs = needs_validation(cfg, intervals=False)  # a fold without intervals is said in walkforward.json
-            if scheme != "purged_kfold" and cfg.data.val_ratio > 0 and needs and len(data.val) == 0:
-                # early stopping and the best checkpoint would silently not act: the fold would train to max_steps
-                sizes, cause, fix = split_sizes(data, cfg.data)
-                raise DataError(f"walkforward fold {k + 1}: its validation split yields no window ({sizes}; {cause}), "
-                                f"and {', '.join(needs)} need{'s' * (len(needs) == 1)} it: {fix}raise data.val_ratio")
             data.report.update({"fold": k + 1, "folds": n_folds, "scheme": scheme})
             fcfg = copy.deepcopy(cfg)
             fcfg.output.output_dir = str(base / f"fold-{k + 1}")
