@@ -113,6 +113,18 @@ def test_a_matplotlib_that_refuses_its_settings_is_one_line_before_training(tmp_
     assert not run.exists()
 
 
+def test_a_cross_sectional_label_of_one_symbol_leaves_the_earlier_seeds(tmp_path, capsys):
+    """A single run into a --seeds folder with output.overwrite: the seeds were removed, then the
+    one-symbol cross-sectional label refused."""
+    run = tmp_path / "run"
+    assert main(["train", "--seeds", "2", *tiny(run, *FAST)]) == 0
+    before = sorted(p.name for p in run.iterdir())
+    rc = main(["train", *tiny(run, *FAST, "output.overwrite=true", "data.symbols=[AEM]", "data.target=cs_zscore")])
+    line = _last_error(capsys)
+    assert rc == 2 and "data.target" in line, line
+    assert sorted(p.name for p in run.iterdir()) == before and (run / "seed-1").is_dir()
+
+
 def test_a_walk_forward_embargo_that_leaves_no_training_rows_names_the_key(tmp_path, capsys):
     """The error said only that the training split had no rows to fit the scaler on."""
     rc = main(["walkforward", "--folds", "2", *tiny(tmp_path / "run", *FAST, "data.embargo=1000")])

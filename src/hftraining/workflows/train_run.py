@@ -32,7 +32,7 @@ from hftraining.train.distributed import DistInfo, barrier, cleanup, init_distri
 from hftraining.train.logging import log
 from hftraining.train.runner import (RUN_FILES, RUN_FOLDERS, TrainedRun, check_output_dir, check_resumable,
                                      check_same_data, finished_checkpoint, prepare_run_dir, training_run)
-from hftraining.train.trainer import check_config
+from hftraining.train.trainer import check_config, check_cross_section
 
 SINGLE_RUN = ("config.json", *RUN_FOLDERS, *RUN_FILES, "data_report.json", FITTED_BASELINES_DIR)
 """What one ``hftraining train`` writes into its run folder (not ``train --seeds``, whose runs are
@@ -204,6 +204,7 @@ def check_splits(cfg: Config, data: PreparedData) -> None:
         raise DataError(f"data: the validation split yields no window ({sizes}; {cause}), and {', '.join(needs)} "
                         f"need{'s' * (len(needs) == 1)} it: {fix}give the validation split more dates (data.val_ratio or "
                         "data.split_dates)")
+    check_cross_section(cfg, data.train)  # a cross-sectional label of one symbol: said before --seeds folders go too
 
 
 def evaluate_test(run: TrainedRun) -> tuple[dict[str, Any], Forecasts | None, dict[str, Any] | None]:
