@@ -64,6 +64,13 @@ class Preprocessing:
     """The median spacing of the training rows' consecutive bars, in seconds (86,400 for daily bars):
     new data whose bars are spaced otherwise is named in a warning (:func:`check_bar_spacing`); None
     for a folder written before it was kept."""
+    symbol_bar_seconds: dict[str, float] | None = None
+    """Each training symbol's own bar spacing in seconds, of all its frame's bars
+    (:func:`symbol_bar_seconds`): training read a stamp at UTC midnight as a date or an instant by each
+    symbol's own bars (:func:`~hftraining.data.features.date_stamps`), so a forecast from a few rows of
+    that symbol is read by its spacing, not the panel's pooled ``bar_seconds`` (a daily symbol of a panel
+    of mostly intraday ones); None for a folder written before it was kept (the pooled spacing for every
+    symbol, as then)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -85,6 +92,8 @@ class Preprocessing:
             out["source_rows"] = self.source_rows
         if self.bar_seconds is not None:
             out["bar_seconds"] = self.bar_seconds
+        if self.symbol_bar_seconds is not None:
+            out["symbol_bar_seconds"] = self.symbol_bar_seconds
         return out
 
     @classmethod
@@ -103,6 +112,8 @@ class Preprocessing:
             symbol_split_dates=d.get("symbol_split_dates"),
             source_rows=d.get("source_rows"),
             bar_seconds=float(d["bar_seconds"]) if isinstance(d.get("bar_seconds"), (int, float)) else None,
+            symbol_bar_seconds=(check_symbol_bar_seconds(d["symbol_bar_seconds"], "preprocessing.json")
+                                if "symbol_bar_seconds" in d else None),
         )
 
     def data_config(self) -> DataConfig:
@@ -463,6 +474,7 @@ def prepare(
         symbol_split_dates=per_symbol_dates,
         source_rows=source_rows(rows),
         bar_seconds=bar_seconds(rows),
+        symbol_bar_seconds=symbol_bar_seconds(rows),
     )
     gap = _max_gap(d)
     # the windows trained on are strided: purged k-fold's "val" windows (after the test block) join them
@@ -504,9 +516,39 @@ def bar_seconds(rows: Rows) -> float | None:
     weekends and holidays are the few long ones; :func:`~hftraining.data.features.bar_spacing`, so
     two bars a session are 4 hours apart, not the overnight 20): 86,400 for daily bars, 60 for minute
     bars; None when no symbol has two rows."""
-    gaps = [np.diff(t) for t in rows.symbol_times() if len(t) > 1]
+    return _pooled_seconds(rows.symbol_times())
+
+
+def _pooled_seconds(times: list[np.ndarray]) -> float | None:
+    """:func:`bar_seconds` of the symbols' stamps ``times`` (int64 ns each)."""
+    gaps = [np.diff(t) for t in times if len(t) > 1]
     spacing = bar_spacing(np.concatenate(gaps)) if gaps else None
     return spacing / 1e9 if spacing is not None else None
+
+
+def symbol_bar_seconds(rows: Rows) -> dict[str, float]:
+    """Each symbol's own bar spacing in seconds, the one by which training read its stamps
+    (:func:`~hftraining.data.features.date_stamps`, given no spacing): of all the stamps of its frame
+    (``rows.spacings``; rows made without them: of the rows' own stamps). A symbol without a positive
+    spacing is left out (a short frame of it is read by the pooled spacing)."""
+    spacings = rows.spacings
+    if spacings is None:
+        spacings = [None if len(t) < 2 else bar_spacing(np.diff(t)) / 1e9 for t in rows.symbol_times()]
+    return {sym: float(v) for sym, v in zip(rows.symbols, spacings) if v is not None and v > 0}
+
+
+def check_symbol_bar_seconds(raw: Any, where: str) -> dict[str, float]:
+    """``symbol_bar_seconds`` of a preprocessing.json (untrusted) → {symbol: seconds}; a DataError naming
+    ``where`` and the symbol for anything but a positive finite number of seconds (never ignored: the
+    pooled spacing in its place would read a daily symbol's few rows as intraday bars)."""
+    if not isinstance(raw, dict):
+        raise DataError(f"{where}: symbol_bar_seconds: expected {{symbol: seconds}}, got {shown(raw)}")
+    out = {}
+    for sym, v in raw.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
+            raise DataError(f"{where}: symbol_bar_seconds.{sym}: expected a positive number of seconds, got {shown(v)}")
+        out[str(sym)] = float(v)
+    return out
 
 
 BAR_SPACING_RATIO = 2.0
@@ -517,12 +559,26 @@ its inverse) gets :func:`check_bar_spacing`'s warning."""
 def check_bar_spacing(pre: Preprocessing, rows: Rows, where: str = "preprocessing.json") -> None:
     """Warn when the bars of ``rows`` are spaced unlike those the model trained on: a model of daily
     bars given minute bars (or weekly) forecasts as if each bar were a day, its indicators and horizon
-    spanning other periods, and nothing else says so."""
-    trained, now = pre.bar_seconds, bar_seconds(rows)
+    spanning other periods, and nothing else says so. A symbol the model trained on is held to its own
+    training bars (``symbol_bar_seconds``: a daily symbol of a panel of mostly intraday ones is not
+    warned for its daily bars); the others, pooled, to the panel's (``bar_seconds``)."""
+    own = pre.symbol_bar_seconds or {}
+    times = rows.symbol_times()
+    off = lambda now, trained: now / trained > BAR_SPACING_RATIO or now / trained < 1 / BAR_SPACING_RATIO  # noqa: E731
+    unlike = [(sym, now, own[sym]) for sym, t in zip(rows.symbols, times) if sym in own
+              for now in [_pooled_seconds([t])] if now is not None and off(now, own[sym])]
+    if unlike:
+        sym, now, trained = unlike[0]
+        more = f" (and {len(unlike) - 1} more symbol(s))" if len(unlike) > 1 else ""
+        log.warning("warning: data: the bars are %s apart (median) for %s%s, the model trained on its bars %s "
+                    "apart (%s: symbol_bar_seconds): its features and its %d-step horizon span other periods than "
+                    "in training; give it bars of its own frequency", _span(now), sym, more, _span(trained), where,
+                    pre.horizon)
+    trained = pre.bar_seconds
+    now = _pooled_seconds([t for sym, t in zip(rows.symbols, times) if sym not in own])
     if trained is None or now is None or trained <= 0 or now <= 0:
         return
-    ratio = now / trained
-    if ratio > BAR_SPACING_RATIO or ratio < 1 / BAR_SPACING_RATIO:
+    if off(now, trained):
         log.warning("warning: data: the bars are %s apart (median), the model trained on bars %s apart (%s: "
                     "bar_seconds): its features and its %d-step horizon span other periods than in training; "
                     "give it bars of its own frequency", _span(now), _span(trained), where, pre.horizon)
@@ -581,7 +637,8 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
             if changes is not None:
                 changes.extend(found)
     else:
-        rows, _ = build_rows(frames, pre.features, needed.usable, tz=d.timezone, bar_seconds=pre.bar_seconds)
+        rows, _ = build_rows(frames, pre.features, needed.usable, tz=d.timezone, bar_seconds=pre.bar_seconds,
+                             symbol_bar_seconds=pre.symbol_bar_seconds)
         check_bar_spacing(pre, rows, where)
     if not rows.symbols:
         raise DataError(f"data: no symbol has the {needed.rows} rows one window needs ({needed.why})")
@@ -613,8 +670,10 @@ def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> Windo
     for sym, frame in frames.items():
         if len(frame) < needed.rows:
             raise DataError(f"{sym}: {len(frame)} usable rows, the model needs {needed.rows} ({needed.why})")
-    # a stamp at UTC midnight is a date or an instant as in training, however few rows a request sends
-    rows, skipped = build_rows(frames, pre.features, needed.usable, tz=d.timezone, bar_seconds=pre.bar_seconds)
+    # a stamp at UTC midnight is a date or an instant as in training, however few rows a request sends: by
+    # the symbol's own training bars (a symbol the model never saw: the panel's pooled spacing)
+    rows, skipped = build_rows(frames, pre.features, needed.usable, tz=d.timezone, bar_seconds=pre.bar_seconds,
+                               symbol_bar_seconds=pre.symbol_bar_seconds)
     if skipped:  # only a frame whose features fail (too short for them) gets here
         raise DataError(f"{skipped[0]}: fewer rows than the {needed.rows} one input window needs ({needed.why})")
     check_bar_spacing(pre, rows)

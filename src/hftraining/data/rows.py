@@ -17,8 +17,8 @@ import pandas as pd
 from hftraining.core.config import DataConfig
 from hftraining.core.errors import DataError
 from hftraining.data.features import (
-    PANEL_FEATURES, build_features, feature_columns, feature_settle, feature_warmup, panel_specs, parse_spec,
-    symbol_specs,
+    PANEL_FEATURES, bar_spacing, build_features, feature_columns, feature_settle, feature_warmup, panel_specs,
+    parse_spec, symbol_specs,
 )
 
 
@@ -98,6 +98,9 @@ class Rows:
     returns: np.ndarray  # (N,) float32
     times: np.ndarray  # (N,) int64 ns UTC
     close: np.ndarray  # (N,) float64
+    spacings: list[float] | None = None
+    """(S,) each symbol's bar spacing in seconds, of all the rows of its frame (:attr:`SymbolRows.spacing`);
+    None where the rows were made otherwise."""
 
     def rows(self, k: int) -> slice:
         return slice(int(self.starts[k]), int(self.starts[k] + self.lengths[k]))
@@ -114,6 +117,10 @@ class SymbolRows:
     returns: np.ndarray  # (n,) float32
     times: np.ndarray  # (n,) int64 ns UTC
     close: np.ndarray  # (n,) float64
+    spacing: float | None = None
+    """The spacing in seconds of all the frame's bars, its warm-up rows included
+    (:func:`~hftraining.data.features.bar_spacing`): with no ``bar_seconds`` given,
+    :func:`~hftraining.data.features.date_stamps` read its stamps by it (daily at 20 hours or more)."""
 
     def __len__(self) -> int:
         return len(self.returns)
@@ -140,13 +147,24 @@ def symbol_rows(frame: pd.DataFrame, specs: list[str], symbol: str, min_rows: in
         raise DataError(f"{symbol}: non-finite log return at row {bad} (close {c_all[bad]!r})")
     block = block.iloc[start - first :]
     ts = pd.DatetimeIndex(block["timestamp"])
-    ts = ts.tz_convert("UTC") if ts.tz is not None else ts.tz_localize("UTC")
+    # in ns whatever the frame's unit (pandas 3 parses text to microseconds): the rows' times are ns
+    ts = (ts.tz_convert("UTC") if ts.tz is not None else ts.tz_localize("UTC")).as_unit("ns")
     return SymbolRows(
         features=np.ascontiguousarray(block.iloc[:, 2:].to_numpy(np.float32)),
         returns=r.astype(np.float32),
         times=np.asarray(ts.asi8, dtype=np.int64),
         close=np.ascontiguousarray(c_all[start:]),
+        spacing=_frame_spacing(frame),
     )
+
+
+def _frame_spacing(frame: pd.DataFrame) -> float | None:
+    """The spacing in seconds of all of ``frame``'s stamps (as :func:`~hftraining.data.features.local_frame`
+    reads them), or None for fewer than two."""
+    ts = pd.DatetimeIndex(frame["timestamp"])
+    ts = (ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")).as_unit("ns")
+    spacing = bar_spacing(np.diff(ts.asi8))
+    return None if spacing is None else spacing / 1e9
 
 
 FrameSource = Union[Mapping[str, pd.DataFrame], Iterable[tuple[str, pd.DataFrame]]]
@@ -155,6 +173,7 @@ FrameSource = Union[Mapping[str, pd.DataFrame], Iterable[tuple[str, pd.DataFrame
 def build_rows(
     frames: FrameSource, specs: list[str], min_rows: int = 1, capacity: int | None = None,
     precomputed: Mapping[str, np.ndarray] | None = None, *, tz: str, bar_seconds: float | None = None,
+    symbol_bar_seconds: Mapping[str, float] | None = None,
 ) -> tuple[Rows, list[str]]:
     """:func:`symbol_rows` of every frame written into one in-memory block → (rows, skipped symbols).
 
@@ -165,6 +184,8 @@ def build_rows(
     ``precomputed``: {symbol: (n, F) features}, used instead of computing them. ``tz``:
     ``data.timezone``, the zone of the time features (``calendar``, ``hour``). ``bar_seconds``: see
     :func:`symbol_rows` (a forecast's few rows are read as the model's training bars were).
+    ``symbol_bar_seconds``: {symbol: the spacing of its own training bars}, used for that symbol instead
+    of ``bar_seconds`` (a panel may mix daily symbols with intraday ones: each was read by its own bars).
     """
     if isinstance(frames, Mapping):
         capacity, frames = sum(len(f) for f in frames.values()), frames.items()
@@ -178,13 +199,14 @@ def build_rows(
     rets = np.empty(capacity, dtype=np.float32)
     times = np.empty(capacity, dtype=np.int64)
     close = np.empty(capacity, dtype=np.float64)
-    symbols, starts, lengths, skipped = [], [], [], []
+    symbols, starts, lengths, spacings, skipped = [], [], [], [], []
     off = 0
     for sym, frame in frames:
         if off + len(frame) > capacity:
             raise ValueError(f"build_rows: more rows than capacity={capacity}")  # a caller's bug, not user input
+        own = bar_seconds if symbol_bar_seconds is None else symbol_bar_seconds.get(sym, bar_seconds)
         got = symbol_rows(frame, specs, sym, min_rows, None if precomputed is None else precomputed.get(sym), tz=tz,
-                          bar_seconds=bar_seconds)
+                          bar_seconds=own)
         if got is None:
             skipped.append(sym)
             continue
@@ -192,13 +214,14 @@ def build_rows(
         feats[off : off + n, :Fs], rets[off : off + n] = got.features, got.returns
         times[off : off + n], close[off : off + n] = got.times, got.close
         symbols.append(sym)
+        spacings.append(got.spacing)
         starts.append(off)
         lengths.append(n)
         off += n
     # views of the first ``off`` rows: the unused tail (warm-up rows) is a few rows per symbol
     fill_panel_features(feats[:off], rets[:off], times[:off], all_specs)
     rows = Rows(symbols, np.asarray(starts, np.int64), np.asarray(lengths, np.int64),
-                feats[:off], rets[:off], times[:off], close[:off])
+                feats[:off], rets[:off], times[:off], close[:off], spacings)
     return rows, skipped
 
 

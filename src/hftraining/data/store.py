@@ -77,7 +77,7 @@ from hftraining.data.validate import TooFewRows, check_policy
 
 log = logging.getLogger(__name__)
 
-FORMAT = 15  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
+FORMAT = 16  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
 # 6: window indices and statistics carry digests; data.symbols selects a long CSV's rows, the date range cuts
 # every layout, YYYYMMDD is decided by the bulk of a column; 7: the date range is cut before validation,
 # a long file's rows without a symbol are reported, CSV symbols are text, Alpha158 is exact on constant windows;
@@ -93,7 +93,8 @@ FORMAT = 15  # bump when the stored layout or a feature's formula changes (5: an
 # Bollinger bands NaN where TA-Lib's squares of closes below 2^-480 underflow; 14: a daily bar stamped at UTC
 # midnight is its own date for the calendar and hour features in data.timezone, the robust scaler divides a
 # column of IQR 0 that varies by its std; 15: stooq's HHMMSS times, Alpaca's/Polygon's t, milliseconds and
-# microseconds in one epoch column, stamps with and without a zone refused)
+# microseconds in one epoch column, stamps with and without a zone refused; 16: each symbol's bar spacing, of
+# all its frame's stamps, in the index, kept in a model folder so its few rows are read as training read them)
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",
@@ -426,6 +427,7 @@ class _Sink:
                     self.files[k] = open(folder / f"{k}.{SUFFIX[k]}", "wb")
         self.hashes = {k: hashlib.blake2b(digest_size=16) for k in ARRAYS}
         self.offset, self.where = 0, {}
+        self.spacing: dict[str, float | None] = {}  # each symbol's bar spacing (SymbolRows.spacing)
 
     def add(self, sym: str, r: SymbolRows) -> None:
         for k in ARRAYS:
@@ -440,6 +442,7 @@ class _Sink:
                 with _writing_entry(self.folder.parent):
                     self.files[k].write(data)
         self.where[sym] = (self.offset, len(r))
+        self.spacing[sym] = r.spacing
         self.offset += len(r)
 
     def close(self) -> None:
@@ -468,7 +471,7 @@ class _Sink:
 
 def _build(d: DataConfig, us: list[Unit], needed: RowsNeeded, folder: Path | None):
     """Build every symbol's rows into ``folder`` (or memory) → (symbols, starts, lengths, report, skipped,
-    arrays (in memory only), the blake2b digest of each file as written)."""
+    arrays (in memory only), the blake2b digest of each file as written, each symbol's bar spacing)."""
     col = Collector(d, needed)
     F = len(feature_columns(d.features))
     sink = _Sink(folder, F)
@@ -507,7 +510,8 @@ def _build(d: DataConfig, us: list[Unit], needed: RowsNeeded, folder: Path | Non
     skipped = [s for s in col.order() if s in no_rows]
     starts = [sink.where[s][0] for s in order]
     lengths = [sink.where[s][1] for s in order]
-    return order, starts, lengths, col.report(), skipped, arrays, digests
+    spacings = [sink.spacing[s] for s in order]
+    return order, starts, lengths, col.report(), skipped, arrays, digests, spacings
 
 
 @contextmanager
@@ -590,8 +594,11 @@ def _open(folder: Path) -> tuple[Rows, dict[str, Any]] | str | None:
             shape = (n, F) if k == "features" else (n,)
             path = folder / f"{k}.{SUFFIX[k]}"
             arrays[k] = np.memmap(path, dtype=dt, mode="r", shape=shape) if n else np.zeros(shape, dt)
+        spacings = [None if v is None else float(v) for v in index["spacings"]]
+        if len(spacings) != len(index["symbols"]):
+            return f"index.json: {len(spacings)} spacings for {len(index['symbols'])} symbols"
         rows = Rows(list(index["symbols"]), np.asarray(index["starts"], np.int64), np.asarray(index["lengths"], np.int64),
-                    **arrays)
+                    **arrays, spacings=spacings)
     except (OSError, ValueError, KeyError, TypeError) as e:
         return f"unreadable ({type(e).__name__}: {e})"
     return rows, index
@@ -675,13 +682,13 @@ def load_rows(d: DataConfig, needed: RowsNeeded) -> tuple[Rows, dict[str, Any]]:
                 tmp.mkdir(parents=True)
             try:
                 try:
-                    order, starts, lengths, report, skipped, _, digests = _build(d, us, needed, tmp)
+                    order, starts, lengths, report, skipped, _, digests, spacings = _build(d, us, needed, tmp)
                 except EmptyVolume as e:  # remembered, so the next run drops the volume features at once
                     atomic_write(no_volume, lambda t: write_json(t, {"symbol": e.symbol, "specs": e.specs}, indent=None))
                     raise
                 index = {
                     "format": FORMAT, "key": key, "version": hftraining.__version__,
-                    "symbols": order, "starts": starts, "lengths": lengths,
+                    "symbols": order, "starts": starts, "lengths": lengths, "spacings": spacings,
                     "n_rows": _total(tmp), "n_features": len(feature_columns(d.features)),
                     "features": list(d.features), "feature_columns": feature_columns(d.features),
                     "report": report, "skipped_symbols": skipped, "digests": digests,
@@ -721,8 +728,8 @@ def _read_no_volume(path: Path) -> tuple[str, list[str]] | None:
 
 
 def _in_memory(d: DataConfig, us: list[Unit], needed: RowsNeeded, status: str) -> tuple[Rows, dict[str, Any]]:
-    order, starts, lengths, report, skipped, arrays, _ = _build(d, us, needed, None)
-    rows = Rows(order, np.asarray(starts, np.int64), np.asarray(lengths, np.int64), **arrays)
+    order, starts, lengths, report, skipped, arrays, _, spacings = _build(d, us, needed, None)
+    rows = Rows(order, np.asarray(starts, np.int64), np.asarray(lengths, np.int64), **arrays, spacings=spacings)
     return rows, {**report, "skipped_symbols": skipped, "cache": status}
 
 
