@@ -105,6 +105,15 @@ def test_bad_storage_is_one_line_exit_2(tmp_path, capsys, storage, words):
     assert not list((tmp_path / "out").glob("trial-*"))
 
 
+def test_a_sqlite_file_in_a_missing_folder_is_named(tmp_path, capsys):
+    """SQLite said only "unable to open database file" (configs/tune_quickstart.yaml's sqlite:///runs/tune.db
+    on a checkout without runs/)."""
+    rc = main(["tune", "--config", str(_config(tmp_path)), "--trials", "1", "--storage",
+               f"sqlite:///{tmp_path}/missing/t.db", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "missing does not exist" in err, err
+
+
 def test_workers_that_fail_are_one_line_exit_2(tmp_path, capsys):
     """Every worker stops on a user error before any trial completes (here a data folder that does
     not exist): the command exits 2 with one line carrying the workers' error, not 0 with an empty report."""

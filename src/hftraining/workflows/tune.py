@@ -588,6 +588,10 @@ def storage_url(storage: str | None, workers: int, out: Path) -> str:
             raise UserError(f"--storage {storage}: a journal takes an absolute path, journal:///abs/path.log")
         if not Path(path).parent.is_dir() and Path(path).parent.resolve() != out.resolve():  # --out: made by tune
             raise UserError(f"--storage {storage}: folder {Path(path).parent} does not exist")
+    if scheme == "sqlite" and (db := storage_file(storage)) is not None:  # SQLite said "unable to open database file"
+        folder = db.parent if db.is_absolute() else (Path.cwd() / db).parent
+        if not folder.is_dir() and folder.resolve() != out.resolve():
+            raise UserError(f"--storage {shown_url(storage)}: folder {db.parent} does not exist")
     if scheme == "postgresql" and storage.lower().startswith("postgresql://"):
         # the driver the tune extra installs (SQLAlchemy's default differs between 2.0 and 2.1)
         storage = "postgresql+psycopg://" + storage[len("postgresql://"):]
