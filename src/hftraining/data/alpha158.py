@@ -45,16 +45,166 @@ rows and checks nothing moves).
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+import importlib
 
 import numpy as np
 import pandas as pd
-from numpy.lib.stride_tricks import sliding_window_view
 
 WINDOWS = (5, 10, 20, 30, 60)
 EPS = 1e-12
-CHUNK = 1 << 20  # windows per block of the O(n·d) operators (rank, arg-max/min): bounded temporaries
-MOMENT_CHUNK = 1 << 13  # windows per block of the two-pass moments (:func:`_moments`)
+BLOCK = 256  # windows per step of the moments kernel
+
+
+# The window operators are serial Numba kernels, compiled on the first table (and cached on disk).
+# Numpy over every window at once allocated (n, d) temporaries (an arg-max of 1M rows of 60 copied
+# 480 MB), and each constant-window test cost two pandas rolling passes, 110 a table: 1M rows took 15 s
+# of CPU, now under 4. The kernels give the same bits as those operators: the moments add in numpy's
+# order (positions 0..d-1; no fast-math, so no reassociation and no fused multiply-add), the extremes
+# and quantiles are exact order statistics read as pandas' rolling max/min/quantile do (±inf as NaN,
+# the same interpolation), the positions and the rank count as numpy did. They are compiled on first
+# use, not at import: predict and serve import this module and, without Alpha158, never Numba.
+
+def _moments_kernel(x, y, d, with_y, mx, sxx, sxt, syy, sxy):  # pragma: no cover - compiled
+    # blocks of BLOCK windows, each step one operation on every window of the block: the order of
+    # numpy's passes over all windows, which the compiler vectorises across the windows
+    m = len(x) - d + 1
+    half = (d - 1) / 2.0
+    a, b = np.empty(BLOCK), np.empty(BLOCK)
+    s_xx, s_xt, s_yy, s_xy = np.empty(BLOCK), np.empty(BLOCK), np.empty(BLOCK), np.empty(BLOCK)
+    for i0 in range(0, m, BLOCK):
+        k = min(BLOCK, m - i0)
+        for w in range(k):
+            a[w] = x[i0 + w]
+            b[w] = y[i0 + w]
+        for j in range(1, d):
+            for w in range(k):
+                a[w] += x[i0 + j + w]
+        if with_y:
+            for j in range(1, d):
+                for w in range(k):
+                    b[w] += y[i0 + j + w]
+        for w in range(k):
+            a[w] /= d
+            b[w] /= d
+            s_xx[w] = 0.0
+            s_xt[w] = 0.0
+            s_yy[w] = 0.0
+            s_xy[w] = 0.0
+        for j in range(d):
+            tj = j - half
+            if with_y:
+                for w in range(k):
+                    dx = x[i0 + j + w] - a[w]
+                    dy = y[i0 + j + w] - b[w]
+                    s_xx[w] += dx * dx
+                    s_xt[w] += dx * tj
+                    s_yy[w] += dy * dy
+                    s_xy[w] += dx * dy
+            else:
+                for w in range(k):
+                    dx = x[i0 + j + w] - a[w]
+                    s_xx[w] += dx * dx
+                    s_xt[w] += dx * tj
+        for w in range(k):
+            r = i0 + d - 1 + w
+            mx[r] = a[w]
+            sxx[r] = s_xx[w]
+            sxt[r] = s_xt[w]
+            if with_y:
+                syy[r] = s_yy[w]
+                sxy[r] = s_xy[w]
+
+
+def _runs_kernel(x, out):  # pragma: no cover - compiled
+    run = 0
+    for i in range(len(x)):
+        if not np.isfinite(x[i]):  # in no constant window (pandas' rolling max and min read ±inf as NaN)
+            run = 0
+        elif i > 0 and x[i] == x[i - 1]:
+            run += 1
+        else:
+            run = 1
+        out[i] = run
+
+
+def _arg_kernel(x, d, largest, pos, best_out):  # pragma: no cover - compiled
+    # a monotonic queue of the rows that can still be a window's extreme: values non-increasing
+    # (largest) from its head, ties kept in row order, so the head is the window's first extreme
+    q = np.empty(d, dtype=np.int64)  # ring buffer of rows
+    head, size, last_nan, last_inf = 0, 0, -1, -1
+    for t in range(len(x)):
+        if size > 0 and q[head] <= t - d:  # the head has left the window
+            head = (head + 1) % d
+            size -= 1
+        v = x[t]
+        if v != v:
+            last_nan = t
+        else:
+            if np.isinf(v):
+                last_inf = t
+            while size > 0:  # drop the rows the new one beats (ties stay: the first is the extreme)
+                back = x[q[(head + size - 1) % d]]
+                if not ((back < v) if largest else (back > v)):
+                    break
+                size -= 1
+            q[(head + size) % d] = t
+            size += 1
+        if t >= d - 1:
+            if t - last_nan < d:  # a NaN in the window
+                pos[t] = np.nan
+                best_out[t] = np.nan
+            else:
+                pos[t] = q[head] - (t - d + 1) + 1.0
+                best_out[t] = np.nan if t - last_inf < d else x[q[head]]  # as pandas' rolling max: ±inf is NaN
+
+
+def _sorted_kernel(x, d, q_hi, q_lo, hi, lo, rank):  # pragma: no cover - compiled
+    buf = np.empty(d)  # the window's values that are not NaN, sorted
+    size, last_inf = 0, -1
+    for t in range(len(x)):
+        if np.isinf(x[t]):
+            last_inf = t
+        if t >= d:  # remove the row that leaves (any copy of its value)
+            v = x[t - d]
+            if v == v:
+                k = np.searchsorted(buf[:size], v)
+                for j in range(k, size - 1):
+                    buf[j] = buf[j + 1]
+                size -= 1
+        v = x[t]
+        if v == v:  # insert the row that enters
+            k = size
+            while k > 0 and buf[k - 1] > v:
+                buf[k] = buf[k - 1]
+                k -= 1
+            buf[k] = v
+            size += 1
+        if size == d:  # a full window without NaN
+            for q, out in ((q_hi, hi), (q_lo, lo)):  # pandas' linear interpolation (its roll_quantile)
+                at = q * (d - 1)
+                idx = int(at)
+                if t - last_inf < d:  # pandas' rolling quantile reads ±inf as NaN
+                    out[t] = np.nan
+                elif at == idx:
+                    out[t] = buf[idx]
+                else:
+                    out[t] = buf[idx] + (buf[idx + 1] - buf[idx]) * (at - idx)
+            less = np.searchsorted(buf, v)  # the last value's rank: below it, and equal to it
+            equal = np.searchsorted(buf, v, side="right") - less
+            rank[t] = (less + (equal + 1) / 2) / d
+        else:
+            hi[t] = np.nan
+            lo[t] = np.nan
+            rank[t] = np.nan
+
+
+@functools.cache
+def _kernels() -> dict:
+    """The kernels above, compiled (on first use: see above)."""
+    njit_cached = importlib.import_module("hftraining.core.jit").njit_cached
+    compile_ = njit_cached(nogil=True, error_model="numpy")
+    return {fn.__name__: compile_(fn) for fn in (_moments_kernel, _runs_kernel, _arg_kernel, _sorted_kernel)}
 
 
 def _ref(x: np.ndarray, k: int) -> np.ndarray:
@@ -68,16 +218,24 @@ def _roll(x: np.ndarray, d: int) -> pd.core.window.rolling.Rolling:
     return pd.Series(x).rolling(d, min_periods=d)
 
 
-def _flat(x: np.ndarray, d: int) -> np.ndarray:
-    """Whether each full window of d rows is constant, decided exactly (rolling max == rolling min;
-    False in the warm-up and where a window holds a NaN)."""
-    r = _roll(x, d)
-    return r.max().to_numpy() == r.min().to_numpy()
+def _runs(x: np.ndarray) -> np.ndarray:
+    """(n,) int64: how many rows up to each row hold its value (0 for a NaN or ±inf): the window of d
+    rows ending at a row is constant exactly where this is >= d (:func:`_flat`)."""
+    out = np.empty(len(x), dtype=np.int64)
+    _kernels()["_runs_kernel"](np.ascontiguousarray(x, dtype=np.float64), out)
+    return out
 
 
-def _mean(x: np.ndarray, d: int) -> np.ndarray:
+def _flat(x: np.ndarray, d: int, runs: np.ndarray | None = None) -> np.ndarray:
+    """Whether each full window of d rows is constant, decided exactly (its maximum equals its
+    minimum: every value equals the one before; False in the warm-up and where a window holds a NaN or
+    ±inf, which pandas' rolling max and min read as NaN). ``runs``: :func:`_runs` of x, when at hand."""
+    return (_runs(x) if runs is None else runs) >= d
+
+
+def _mean(x: np.ndarray, d: int, runs: np.ndarray | None = None) -> np.ndarray:
     """Rolling mean; a constant window's own value exactly (no residue of earlier rows)."""
-    return np.where(_flat(x, d), x, _roll(x, d).mean().to_numpy())
+    return np.where(_flat(x, d, runs), x, _roll(x, d).mean().to_numpy())
 
 
 def _moments(x: np.ndarray, d: int, y: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -87,83 +245,49 @@ def _moments(x: np.ndarray, d: int, y: np.ndarray | None = None) -> dict[str, np
     -(d-1)/2..(d-1)/2; with ``y`` also ``syy`` and ``sxy``. Running sums (pandas' rolling var, cov and
     corr) keep a residue of the earlier rows that swamps a window of much smaller values.
 
-    The sums run over the d positions of a window, each step one elementwise operation on all
-    windows at once, so a window's value depends on its own rows only, in a fixed order, bit for bit
-    (a reduction along a row, as numpy's or BLAS's, may add in another order for another length)."""
+    Each sum adds the d positions of a window in order, so a window's value depends on its own rows
+    only, in a fixed order, bit for bit (a reduction along a row, as numpy's or BLAS's, may add in
+    another order for another length)."""
     n = len(x)
     out = {k: np.full(n, np.nan) for k in ("mx", "sxx", "sxt", *(("syy", "sxy") if y is not None else ()))}
-    m = n - d + 1  # windows; window i holds rows i..i+d-1, so x[i + j] is position j of window i
-    ex, ey, tmp = np.empty(MOMENT_CHUNK), np.empty(MOMENT_CHUNK), np.empty(MOMENT_CHUNK)
-
-    def mean(z: np.ndarray, a: int, k: int, acc: np.ndarray) -> np.ndarray:
-        """Into ``acc``: the means of windows a..a+k-1 of z, position by position."""
-        acc[:] = z[a : a + k]
-        for j in range(1, d):
-            acc += z[a + j : a + j + k]
-        acc /= d
-        return acc
-
-    for a in range(0, max(m, 0), MOMENT_CHUNK):  # blocks of windows: the temporaries stay in the cache
-        k = min(MOMENT_CHUNK, m - a)
-        blk = {key: col[d - 1 + a : d - 1 + a + k] for key, col in out.items()}  # this block's windows (views)
-        mx, my = mean(x, a, k, blk["mx"]), None if y is None else mean(y, a, k, np.empty(k))
-        for key in blk.keys() - {"mx"}:
-            blk[key][:] = 0.0
-        dx, dy, t = ex[:k], ey[:k], tmp[:k]
-        for j in range(d):
-            np.subtract(x[a + j : a + j + k], mx, out=dx)
-            blk["sxx"] += np.multiply(dx, dx, out=t)
-            blk["sxt"] += np.multiply(dx, j - (d - 1) / 2.0, out=t)
-            if y is not None:
-                np.subtract(y[a + j : a + j + k], my, out=dy)
-                blk["syy"] += np.multiply(dy, dy, out=t)
-                blk["sxy"] += np.multiply(dx, dy, out=t)
+    if n >= d:
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        yy = x if y is None else np.ascontiguousarray(y, dtype=np.float64)
+        _kernels()["_moments_kernel"](x, yy, d, y is not None, out["mx"], out["sxx"], out["sxt"],
+                                      out.get("syy", out["sxx"]), out.get("sxy", out["sxt"]))
     return out
 
 
-def _std(x: np.ndarray, d: int, m: dict[str, np.ndarray] | None = None) -> np.ndarray:
+def _std(x: np.ndarray, d: int, m: dict[str, np.ndarray] | None = None, runs: np.ndarray | None = None) -> np.ndarray:
     """Rolling sample std (ddof 1, as Qlib's Std), window by window (``m``: :func:`_moments` of x,
     when at hand); exactly 0 on a constant window."""
     m = _moments(x, d) if m is None else m
-    return np.where(_flat(x, d), 0.0, np.sqrt(m["sxx"] / (d - 1)))
+    return np.where(_flat(x, d, runs), 0.0, np.sqrt(m["sxx"] / (d - 1)))
 
 
-def _windows(x: np.ndarray, d: int, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """``fn`` of every full window of ``x`` ((m, d) blocks → (m,)), aligned on each window's last row."""
-    out = np.full(len(x), np.nan)
-    if len(x) < d:
-        return out
-    view = sliding_window_view(x, d)
-    for a in range(0, len(view), CHUNK):
-        out[d - 1 + a : d - 1 + a + len(view[a : a + CHUNK])] = fn(view[a : a + CHUNK])
-    return out
+def _arg_extreme(x: np.ndarray, d: int, largest: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(1-based position of each full window's first maximum, that maximum) (Qlib's IdxMax and Max;
+    with ``largest`` False: minimum, IdxMin and Min), aligned on the window's last row; NaN in the
+    warm-up and where the window holds a NaN; the extreme also where it holds ±inf (pandas' rolling
+    max with ``min_periods=d`` reads it as NaN; numpy's arg-max, the position's reference, does not)."""
+    pos, value = np.full(len(x), np.nan), np.full(len(x), np.nan)
+    _kernels()["_arg_kernel"](np.ascontiguousarray(x, dtype=np.float64), d, largest, pos, value)
+    return pos, value
 
 
-def _rank_last(w: np.ndarray) -> np.ndarray:
-    """Percentile rank of each window's last value among its d values, ties averaged (pandas'
-    ``rank(pct=True)``, as Qlib's Rank). NaN where the window holds a NaN."""
-    last = w[:, -1:]
-    less = (w < last).sum(axis=1)
-    equal = (w == last).sum(axis=1)
-    out = (less + (equal + 1) / 2) / w.shape[1]
-    out[np.isnan(w).any(axis=1)] = np.nan
-    return out
+def _sorted_window(x: np.ndarray, d: int, q_hi: float, q_lo: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(``q_hi`` quantile, ``q_lo`` quantile, percentile rank of the last value) of every full window,
+    aligned on its last row, from a sorted copy of the window kept row by row; NaN in the warm-up and
+    where the window holds a NaN (the quantiles also where it holds ±inf, as pandas'). The quantiles
+    interpolate linearly between the sorted values as pandas' rolling quantile does (Qlib's Quantile),
+    the same bits; the rank averages ties (pandas' ``rank(pct=True)``, Qlib's Rank)."""
+    hi, lo, rank = np.empty(len(x)), np.empty(len(x)), np.empty(len(x))
+    _kernels()["_sorted_kernel"](np.ascontiguousarray(x, dtype=np.float64), d, q_hi, q_lo, hi, lo, rank)
+    return hi, lo, rank
 
 
-def _argmax1(w: np.ndarray) -> np.ndarray:
-    """1-based position of each window's first maximum (Qlib's IdxMax)."""
-    out = w.argmax(axis=1).astype(np.float64) + 1
-    out[np.isnan(w).any(axis=1)] = np.nan
-    return out
-
-
-def _argmin1(w: np.ndarray) -> np.ndarray:
-    out = w.argmin(axis=1).astype(np.float64) + 1
-    out[np.isnan(w).any(axis=1)] = np.nan
-    return out
-
-
-def _regression(y: np.ndarray, d: int, m: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _regression(y: np.ndarray, d: int, m: dict[str, np.ndarray] | None = None,
+                runs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Over each window of d rows, the least-squares line of y on its position 1..d: (slope, R²,
     residual of the last row), window by window (``m``: :func:`_moments` of y, when at hand). R² is 0
     on a constant window."""
@@ -174,34 +298,47 @@ def _regression(y: np.ndarray, d: int, m: dict[str, np.ndarray] | None = None) -
         r2 = np.where(m["sxx"] > 0, m["sxt"] * m["sxt"] / (stt * m["sxx"]), 0.0)
     r2[np.isnan(m["sxx"])] = np.nan
     resi = y - (m["mx"] + slope * (d - 1) / 2.0)  # the fitted line at the last position, t - mean t = (d - 1)/2
-    flat = _flat(y, d)  # a constant window: a flat line through every point
+    flat = _flat(y, d, runs)  # a constant window: a flat line through every point
     return np.where(flat, 0.0, slope), np.where(flat, 0.0, np.clip(r2, 0.0, 1.0)), np.where(flat, 0.0, resi)
 
 
-def _corr(a: np.ndarray, b: np.ndarray, d: int, m: dict[str, np.ndarray] | None = None) -> np.ndarray:
-    """Rolling Pearson correlation, window by window (``m``: :func:`_moments` of a and b, when at
-    hand); 0 where either side is constant over the window (or so nearly constant that the
-    correlation is not a number)."""
+def _corr(a: np.ndarray, b: np.ndarray, d: int, m: dict[str, np.ndarray] | None = None,
+          runs: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Rolling Pearson correlation, window by window (``m``: :func:`_moments` of a and b, ``runs``:
+    :func:`_runs` of each, when at hand); 0 where either side is constant over the window (or so
+    nearly constant that the correlation is not a number)."""
     m = _moments(a, d, b) if m is None else m
+    ra, rb = runs if runs is not None else (None, None)
     with np.errstate(divide="ignore", invalid="ignore"):
         c = m["sxy"] / np.sqrt(m["sxx"] * m["syy"])
     full = ~np.isnan(m["sxx"]) & ~np.isnan(m["syy"])
-    c = np.where(full & (_flat(a, d) | _flat(b, d) | ~np.isfinite(c)), 0.0, c)
+    c = np.where(full & (_flat(a, d, ra) | _flat(b, d, rb) | ~np.isfinite(c)), 0.0, c)
     return np.clip(c, -1.0, 1.0)
 
 
 def alpha158(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
              volume: np.ndarray) -> dict[str, np.ndarray]:
-    """The 158 Alpha158 columns of one symbol (float64 arrays of its rows), in Qlib's order."""
+    """The 158 Alpha158 columns of one symbol (float64 arrays of its rows), in Qlib's order: the
+    columns of one (rows, 158) column-major block, which the feature matrix then is as it stands
+    (:func:`hftraining.data.features.compute_features`: no second copy of the table)."""
     o, h, lo, c, v = (np.asarray(x, dtype=np.float64) for x in (open_, high, low, close, volume))
+    block = np.empty((len(COLUMNS), len(c)), dtype=np.float64).T  # column j: contiguous
+    where = {name: j for j, name in enumerate(COLUMNS)}
+
+    def put(name: str, x: np.ndarray) -> None:
+        block[:, where[name]] = x
+
     span = h - lo + EPS
     top, bottom = np.maximum(o, c), np.minimum(o, c)
-    out: dict[str, np.ndarray] = {
-        "KMID": (c - o) / o, "KLEN": (h - lo) / o, "KMID2": (c - o) / span,
-        "KUP": (h - top) / o, "KUP2": (h - top) / span, "KLOW": (bottom - lo) / o, "KLOW2": (bottom - lo) / span,
-        "KSFT": (2 * c - h - lo) / o, "KSFT2": (2 * c - h - lo) / span,
-        "OPEN0": o / c, "HIGH0": h / c, "LOW0": lo / c, "VWAP0": (h + lo + c) / 3 / c,
-    }
+    for name, x in (
+        ("KMID", (c - o) / o), ("KLEN", (h - lo) / o), ("KMID2", (c - o) / span),
+        ("KUP", (h - top) / o), ("KUP2", (h - top) / span),
+        ("KLOW", (bottom - lo) / o), ("KLOW2", (bottom - lo) / span),
+        ("KSFT", (2 * c - h - lo) / o), ("KSFT2", (2 * c - h - lo) / span),
+        ("OPEN0", o / c), ("HIGH0", h / c), ("LOW0", lo / c), ("VWAP0", (h + lo + c) / 3 / c),
+    ):
+        put(name, x)
+    del span, top, bottom
     c1, v1 = _ref(c, 1), _ref(v, 1)
     up, down, move = np.maximum(c - c1, 0), np.maximum(c1 - c, 0), np.abs(c - c1)
     vup, vdown, vmove = np.maximum(v - v1, 0), np.maximum(v1 - v, 0), np.abs(v - v1)
@@ -213,55 +350,53 @@ def alpha158(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
         log_vchg = np.log(v / v1 + 1)
     log_vchg[~np.isfinite(log_vchg) & ~np.isnan(v1)] = 0.0  # after a row without volume: 0 (see above)
     wv = np.abs(c / c1 - 1) * v
-    per: dict[str, dict[int, np.ndarray]] = {name: {} for name in ROLLING}
+    runs_c, runs_v, runs_wv, runs_lv = _runs(c), _runs(v), _runs(wv), _runs(log_v)  # constant windows, every d
+    runs_ret, runs_lvc = _runs(ret), _runs(log_vchg)
     for d in WINDOWS:
-        mean_c, m_c = _mean(c, d), _moments(c, d, log_v)  # the close's (and log volume's) windows, once
-        mean_v = _mean(v, d)
+        mean_c, m_c = _mean(c, d, runs_c), _moments(c, d, log_v)  # the close's (and log volume's) windows, once
+        mean_v = _mean(v, d, runs_v)
         per_v = np.where((v == 0) & (mean_v > 0), mean_v, v + EPS)  # volume 0: the window's mean (see above)
-        slope, r2, resi = _regression(c, d, m_c)
-        hi_max, lo_min = _roll(h, d).max().to_numpy(), _roll(lo, d).min().to_numpy()
-        imax, imin = _windows(h, d, _argmax1), _windows(lo, d, _argmin1)
+        slope, r2, resi = _regression(c, d, m_c, runs_c)
+        (imax, hi_max), (imin, lo_min) = _arg_extreme(h, d, True), _arg_extreme(lo, d, False)
+        qtlu, qtld, rank = _sorted_window(c, d, 0.8, 0.2)
         sum_move, sum_vmove = _roll(move, d).sum().to_numpy() + EPS, _roll(vmove, d).sum().to_numpy() + EPS
         sum_up, sum_down = _roll(up, d).sum().to_numpy(), _roll(down, d).sum().to_numpy()
         sum_vup, sum_vdown = _roll(vup, d).sum().to_numpy(), _roll(vdown, d).sum().to_numpy()
         cnt_p, cnt_n = _roll(gain, d).mean().to_numpy(), _roll(loss, d).mean().to_numpy()
         values = {
-            "ROC": _ref(c, d) / c,
-            "MA": mean_c / c,
-            "STD": _std(c, d, m_c) / c,
-            "BETA": slope / c,
-            "RSQR": r2,
-            "RESI": resi / c,
-            "MAX": hi_max / c,
-            "MIN": lo_min / c,
-            "QTLU": _roll(c, d).quantile(0.8).to_numpy() / c,
-            "QTLD": _roll(c, d).quantile(0.2).to_numpy() / c,
-            "RANK": _windows(c, d, _rank_last),
-            "RSV": (c - lo_min) / (hi_max - lo_min + EPS),
-            "IMAX": imax / d,
-            "IMIN": imin / d,
-            "IMXD": (imax - imin) / d,
-            "CORR": _corr(c, log_v, d, m_c),
-            "CORD": _corr(ret, log_vchg, d),
-            "CNTP": cnt_p,
-            "CNTN": cnt_n,
-            "CNTD": cnt_p - cnt_n,
-            "SUMP": sum_up / sum_move,
-            "SUMN": sum_down / sum_move,
-            "SUMD": (sum_up - sum_down) / sum_move,
-            "VMA": mean_v / per_v,
-            "VSTD": _std(v, d) / per_v,
-            "WVMA": _std(wv, d) / (_mean(wv, d) + EPS),
-            "VSUMP": sum_vup / sum_vmove,
-            "VSUMN": sum_vdown / sum_vmove,
-            "VSUMD": (sum_vup - sum_vdown) / sum_vmove,
+            "ROC": lambda: _ref(c, d) / c,
+            "MA": lambda: mean_c / c,
+            "STD": lambda: _std(c, d, m_c, runs_c) / c,
+            "BETA": lambda: slope / c,
+            "RSQR": lambda: r2,
+            "RESI": lambda: resi / c,
+            "MAX": lambda: hi_max / c,
+            "MIN": lambda: lo_min / c,
+            "QTLU": lambda: qtlu / c,
+            "QTLD": lambda: qtld / c,
+            "RANK": lambda: rank,
+            "RSV": lambda: (c - lo_min) / (hi_max - lo_min + EPS),
+            "IMAX": lambda: imax / d,
+            "IMIN": lambda: imin / d,
+            "IMXD": lambda: (imax - imin) / d,
+            "CORR": lambda: _corr(c, log_v, d, m_c, (runs_c, runs_lv)),
+            "CORD": lambda: _corr(ret, log_vchg, d, runs=(runs_ret, runs_lvc)),
+            "CNTP": lambda: cnt_p,
+            "CNTN": lambda: cnt_n,
+            "CNTD": lambda: cnt_p - cnt_n,
+            "SUMP": lambda: sum_up / sum_move,
+            "SUMN": lambda: sum_down / sum_move,
+            "SUMD": lambda: (sum_up - sum_down) / sum_move,
+            "VMA": lambda: mean_v / per_v,
+            "VSTD": lambda: _std(v, d, runs=runs_v) / per_v,
+            "WVMA": lambda: _std(wv, d, runs=runs_wv) / (_mean(wv, d, runs_wv) + EPS),
+            "VSUMP": lambda: sum_vup / sum_vmove,
+            "VSUMN": lambda: sum_vdown / sum_vmove,
+            "VSUMD": lambda: (sum_vup - sum_vdown) / sum_vmove,
         }
-        for name, x in values.items():
-            per[name][d] = x
-    for name in ROLLING:  # Qlib's order: operator by operator, each over the windows
-        for d in WINDOWS:
-            out[f"{name}{d}"] = per[name][d]
-    return out
+        for name, value in values.items():  # one column at a time: its temporaries are freed before the next
+            put(f"{name}{d}", value())
+    return {name: block[:, j] for j, name in enumerate(COLUMNS)}
 
 
 ROLLING = (

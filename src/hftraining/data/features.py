@@ -107,9 +107,10 @@ def bbands(f: pd.DataFrame, n: int = 20, k: float = 2) -> dict[str, np.ndarray]:
         pos = np.where(span > 0, (close - lower) / span, 0.5)
     # TA-Lib's variance sums squares: for a window of closes below about 1e-154 they underflow to 0, and
     # bb_pos was a constant 0.5 and bb_width 0 where the closes vary; NaN there (build_features names it)
-    hi = talib.MAX(close, timeperiod=n)
-    lost = (span == 0) & (hi < _SQUARES_UNDERFLOW) & (talib.MIN(close, timeperiod=n) < hi)
-    span[lost] = np.nan
+    zero = span == 0
+    if zero.any():  # only then can a window have underflowed (two more passes of TA-Lib otherwise spent)
+        hi = talib.MAX(close, timeperiod=n)
+        span[zero & (hi < _SQUARES_UNDERFLOW) & (talib.MIN(close, timeperiod=n) < hi)] = np.nan
     pos[np.isnan(span)] = np.nan
     p = f"{n}_{k:g}"
     return {f"bb_pos_{p}": pos, f"bb_width_{p}": span / middle}
@@ -193,10 +194,17 @@ def dist_low(f: pd.DataFrame, n: int = 20) -> dict[str, np.ndarray]:
 def calendar(f: pd.DataFrame) -> dict[str, np.ndarray]:
     """Day of week and month of year (in ``data.timezone``: the timestamps' own zone, see
     :func:`local_frame`) as points on the unit circle: dow_sin/cos, month_sin/cos."""
-    ts = pd.DatetimeIndex(f["timestamp"])
+    ts = _wall_clock(f)
     dow = 2 * np.pi * ts.day_of_week.to_numpy(dtype=np.float64) / 7
     month = 2 * np.pi * (ts.month.to_numpy(dtype=np.float64) - 1) / 12
     return {"dow_sin": np.sin(dow), "dow_cos": np.cos(dow), "month_sin": np.sin(month), "month_cos": np.cos(month)}
+
+
+def _wall_clock(f: pd.DataFrame) -> pd.DatetimeIndex:
+    """The frame's stamps as the naive times their own zone's clock shows: the same fields (weekday,
+    month, hour, minute) as the zoned stamps, which convert all of them again for each field read."""
+    ts = pd.DatetimeIndex(f["timestamp"])
+    return ts if ts.tz is None else ts.tz_localize(None)
 
 
 @FEATURES.register("alpha158")
@@ -259,7 +267,7 @@ def panel_specs(specs: list[str]) -> list[str]:
 def hour(f: pd.DataFrame) -> dict[str, np.ndarray]:
     """Time of day (in ``data.timezone``, see :func:`local_frame`; to the minute) on the unit circle, for
     intraday data: hour_sin, hour_cos."""
-    ts = pd.DatetimeIndex(f["timestamp"])
+    ts = _wall_clock(f)
     x = 2 * np.pi * (ts.hour.to_numpy(dtype=np.float64) * 60 + ts.minute.to_numpy(dtype=np.float64)) / 1440
     return {"hour_sin": np.sin(x), "hour_cos": np.cos(x)}
 
@@ -309,6 +317,9 @@ features were computed by the older rule is refused (:func:`check_calendar_versi
 inputs of another rule."""
 TIME_FEATURES = frozenset({"calendar", "hour"})
 """The registered features that read the timestamps (in ``data.timezone``)."""
+READS_STAMPS = TIME_FEATURES | {"market"}
+"""The registered features that read the frame's timestamps at all (``market`` to group rows by date):
+for any other list the frame is not converted (:func:`local_frame`, which costs more than the indicators)."""
 
 
 SESSION_SHARE = 1 / 3
@@ -324,10 +335,24 @@ def bar_spacing(gaps: np.ndarray) -> float | None:
     if not gaps.size:
         return None
     short = gaps < 18 * 3600 * 10**9
-    med = float(np.median(gaps))
+    med = _median(gaps)
     if med >= 18 * 3600 * 10**9 and short.mean() >= SESSION_SHARE:
-        return float(np.median(gaps[short]))
+        return _median(gaps[short])
     return med
+
+
+def _median(x: np.ndarray) -> float:
+    """``float(np.median(x))`` of a non-empty int64 array, the same value, without numpy's partition on
+    the usual spacings (one value for nearly every gap, a few longer ones: 0.15 s for 1M rows against
+    2 ms here): the middle value of a sample is the median when as many values lie below it as the
+    middle position needs, which two counts check exactly; otherwise np.median."""
+    k_lo, k_hi = (len(x) - 1) // 2, len(x) // 2  # the median's order statistics (one for an odd length)
+    guess = np.sort(x[:: max(1, len(x) // 1025)])
+    guess = guess[len(guess) // 2]
+    below, upto = np.count_nonzero(x < guess), np.count_nonzero(x <= guess)
+    if below <= k_lo and k_hi < upto:  # both middle values are the guess
+        return float(guess)
+    return float(np.median(x))
 
 
 OWN_SPACING_GAPS = 20
@@ -434,19 +459,37 @@ def _feature_matrix(frame: pd.DataFrame, specs: list[str], tz: str | None = None
     """(n, F) float64 matrix of all features of ``specs`` and its column names. Column-major: each
     column is contiguous, which is also the layout of a pandas block (so no copy when framed).
     ``tz``, ``bar_seconds``: see :func:`local_frame`."""
-    frame = local_frame(frame, tz, bar_seconds)
+    parsed = [parse_spec(spec) for spec in specs]
+    if any(name in READS_STAMPS for name, _ in parsed):  # the others read no timestamp: no conversion
+        frame = local_frame(frame, tz, bar_seconds)
     parts: list[tuple[str, np.ndarray]] = []
-    for spec in specs:
-        name, params = parse_spec(spec)
+    for name, params in parsed:
         parts += FEATURES.get(name)(frame, *params).items()
     names = [c for c, _ in parts]
     dup = next((c for c in names if names.count(c) > 1), None)
     if dup:
         raise ConfigError(f"data.features: column {dup!r} produced twice")
-    out = np.empty((len(parts), len(frame)), dtype=np.float64).T
-    for j, (_, values) in enumerate(parts):
-        out[:, j] = values
+    out = _as_block([values for _, values in parts], len(frame))
+    if out is None:
+        out = np.empty((len(parts), len(frame)), dtype=np.float64).T
+        for j, (_, values) in enumerate(parts):
+            out[:, j] = values
     return out, names
+
+
+def _as_block(columns: list[np.ndarray], n: int) -> np.ndarray | None:
+    """The (n, F) column-major matrix whose columns ``columns`` already are, in order (a feature that
+    returns the columns of one block, as :func:`hftraining.data.alpha158.alpha158` does: its table is
+    the matrix, not copied into another), or None."""
+    base = columns[0].base if columns else None
+    if not (isinstance(base, np.ndarray) and base.dtype == np.float64 and base.shape == (len(columns), n)
+            and base.flags.c_contiguous and base.flags.writeable):
+        return None
+    for j, col in enumerate(columns):
+        if not (col.base is base and col.shape == (n,) and col.strides == (8,)
+                and col.__array_interface__["data"][0] == base[j].__array_interface__["data"][0]):
+            return None
+    return base.T
 
 
 def compute_features(frame: pd.DataFrame, specs: list[str], tz: str | None = None,
