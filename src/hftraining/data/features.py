@@ -335,13 +335,13 @@ def bar_spacing(gaps: np.ndarray) -> float | None:
     if not gaps.size:
         return None
     short = gaps < 18 * 3600 * 10**9
-    med = _median(gaps)
+    med = exact_median(gaps)
     if med >= 18 * 3600 * 10**9 and short.mean() >= SESSION_SHARE:
-        return _median(gaps[short])
+        return exact_median(gaps[short])
     return med
 
 
-def _median(x: np.ndarray) -> float:
+def exact_median(x: np.ndarray) -> float:
     """``float(np.median(x))`` of a non-empty int64 array, the same value, without numpy's partition on
     the usual spacings (one value for nearly every gap, a few longer ones: 0.15 s for 1M rows against
     2 ms here): the middle value of a sample is the median when as many values lie below it as the

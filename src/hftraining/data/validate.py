@@ -72,7 +72,7 @@ import pandas as pd
 from hftraining.core.config import DataConfig, split_date_ns
 from hftraining.data import io
 from hftraining.core.errors import ConfigError, DataError
-from hftraining.data.features import volume_features
+from hftraining.data.features import exact_median, volume_features
 from hftraining.data.rows import ANY_ROWS, RowsNeeded
 
 MAX_ROWS_LISTED = 5  # row numbers per rule in the printed report (the report itself lists every row)
@@ -235,7 +235,7 @@ def stamp_runs(t: np.ndarray) -> list[list[int]]:
     apart, and for rows stamped at no time in particular (more than :data:`MAX_STAMP_RUNS` runs, or
     rows of one day at two times)."""
     t = np.asarray(t, dtype=np.int64)
-    if len(t) < 2 or np.median(np.diff(t)) < DAILY_SPACING:
+    if len(t) < 2 or exact_median(np.diff(t)) < DAILY_SPACING:
         return []
     day = (t + DAY // 2) // DAY
     off = (t - day * DAY) // 10**9
@@ -259,7 +259,7 @@ def stamp_phases(t: np.ndarray, zoneless: bool = False) -> dict[str, Any] | None
     when no phase holds that many or more than :data:`MAX_PHASES` do (irregular stamps). ``zoneless``:
     the file wrote the stamps without a zone or offset (:func:`io.zoneless`). None for daily bars."""
     t = np.asarray(t, dtype=np.int64)
-    if len(t) < 2 or np.median(np.diff(t)) >= DAILY_SPACING:
+    if len(t) < 2 or exact_median(np.diff(t)) >= DAILY_SPACING:
         return None
     steps, counts = np.unique(np.diff(t), return_counts=True)
     counts[steps <= 0] = 0
@@ -285,7 +285,7 @@ def _outlier_timestamps(t: np.ndarray) -> np.ndarray:
     positive = gaps[gaps > 0]
     if not len(positive):
         return out
-    floor = max(float(OUTLIER_SPACINGS) * float(np.median(positive)), float(OUTLIER_MIN_GAP))
+    floor = max(float(OUTLIER_SPACINGS) * exact_median(positive), float(OUTLIER_MIN_GAP))
     budget = max(1, n // 100)  # rows per end that may be outliers
     lo, hi = 0, n  # the kept rows are s[lo:hi]
     changed = True
