@@ -321,7 +321,8 @@ def alpha158(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
     """The 158 Alpha158 columns of one symbol (float64 arrays of its rows), in Qlib's order: the
     columns of one (rows, 158) column-major block, which the feature matrix then is as it stands
     (:func:`hftraining.data.features.compute_features`: no second copy of the table)."""
-    o, h, lo, c, v = (np.asarray(x, dtype=np.float64) for x in (open_, high, low, close, volume))
+    # copies, writable: a read-only column (pandas 3's to_numpy) is another Numba type, compiled once more
+    o, h, lo, c, v = (np.array(x, dtype=np.float64) for x in (open_, high, low, close, volume))
     block = np.empty((len(COLUMNS), len(c)), dtype=np.float64).T  # column j: contiguous
     where = {name: j for j, name in enumerate(COLUMNS)}
 
