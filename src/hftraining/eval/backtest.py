@@ -30,6 +30,7 @@ from hftraining.core.fmt import fmt
 from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.data.features import SESSION_SHARE  # the one rule: two bars a session are intraday bars
 from hftraining.eval.forecasts import NO_TIME, label
+from hftraining.eval.selection import FLAT_RTOL  # one rule for returns with no spread
 
 LOOKAHEAD_HIT_RATE = 0.75  # a daily hit rate above this over many periods is not a forecast, it is a leak
 LOOKAHEAD_MIN_POSITIONS = 100
@@ -464,7 +465,9 @@ def simulate(weights: np.ndarray, returns: np.ndarray, dates: np.ndarray, cost_b
 
 def performance(sim: Simulation, periods_per_year: float) -> dict[str, Any]:
     """Total and annualised return, annualised volatility, Sharpe, Sortino (risk-free rate 0), maximum
-    drawdown (a negative fraction of the peak), Calmar, turnover and hit rate of a simulation."""
+    drawdown (a negative fraction of the peak), Calmar, turnover and hit rate of a simulation. Returns
+    that do not vary (within ``FLAT_RTOL`` of their mean) have volatility 0 and a NaN Sharpe ratio, as
+    :func:`hftraining.eval.selection.sharpe_ratio`."""
     r = sim.returns
     T = len(r)
     nan = float("nan")
@@ -473,7 +476,9 @@ def performance(sim: Simulation, periods_per_year: float) -> dict[str, Any]:
     equity = np.cumprod(1.0 + r)
     total = float(equity[-1] - 1.0)
     ann = float((1.0 + total) ** (periods_per_year / T) - 1.0) if total > -1 else -1.0
-    sd = float(r.std(ddof=1)) if T > 1 else nan
+    # returns equal on every period (to rounding: 0.1 + 0.2 is not 0.3) have no spread: volatility 0 and no
+    # Sharpe ratio, not the 1e-17 that the mean's rounding leaves (an equal-weight book of steady trends read 1e17)
+    sd = (0.0 if float(np.ptp(r)) <= FLAT_RTOL * abs(float(r.mean())) else float(r.std(ddof=1))) if T > 1 else nan
     downside = float(np.sqrt(np.mean(np.minimum(r, 0.0) ** 2)))
     peak = np.maximum.accumulate(np.concatenate([[1.0], equity]))[1:]  # the starting capital is a peak
     mdd = float(np.min(equity / peak - 1.0))

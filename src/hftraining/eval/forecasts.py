@@ -394,6 +394,8 @@ def cs_verdict(result: dict[str, Any], fc: Forecasts, level: float = SIGNIFICANC
         return f"{text}: the rank IC could not be computed (a forecast or a realisation is not finite)"
     if math.isfinite(p) and p < level:
         text += f": {'significantly positive' if m > 0 else 'significantly NEGATIVE'} (at {level:g})"
+    elif not math.isfinite(p):  # one date: a rank IC with no spread to test it against
+        text += ": not tested (a t test over the dates needs at least 2)"
     else:
         text += f": not significantly different from 0 (p = {fmt_p(p, level)})"
     if not base:

@@ -325,6 +325,10 @@ def mean_cross_sectional_ic(pred: np.ndarray, true: np.ndarray, dates: np.ndarra
     return float(ic.mean()) if ic.size else float("nan")
 
 
+SAME_IC = 1e-12
+"""Per-date ICs (correlations, at most 1 in size) closer than this differ by rounding alone (:func:`ic_summary`)."""
+
+
 def ic_summary(ic_series: np.ndarray, lag: int) -> dict[str, Any]:
     """Summary of a per-date IC series (in date order), as in Qlib's IC/ICIR report.
 
@@ -337,7 +341,8 @@ def ic_summary(ic_series: np.ndarray, lag: int) -> dict[str, Any]:
     (without the factor a true null was rejected 5.6% of the time at 5% over 15 dates). ``lag``:
     H − 1 for an H-step target (consecutive dates' targets share H − 1 returns), 0 for step 1.
     ``positive_share``: the share of dates with IC > 0; ``n_dates``: T. NaN statistics when a value is undefined (no date;
-    one date for std, ICIR and t).
+    one date for std, ICIR and t). ICs within :data:`SAME_IC` of each other on every date have no spread (std 0,
+    t infinite, or 0 when they are 0), whatever their last bits.
     """
     ic = np.asarray(ic_series, dtype=np.float64).ravel()
     T = int(ic.size)
@@ -350,8 +355,12 @@ def ic_summary(ic_series: np.ndarray, lag: int) -> dict[str, Any]:
     if T < 2 or not math.isfinite(mean):
         return out
     # the same value on every date has no spread: exactly 0, not the 1e-17 that the mean's rounding leaves
-    # (0.8 on 3 dates read t = 1e16, p = 1e-32, where the sign test's p is 0.25)
-    same = bool((ic == ic[0]).all())
+    # (0.8 on 3 dates read t = 1e16, p = 1e-32, where the sign test's p is 0.25); "the same" up to the
+    # rounding of the correlation itself: with ties, √3/2 is 0.8660254037844386 on a date of 5 symbols and
+    # ...387 on one of 3 (scipy's spearmanr too), and 5 such dates read p = 4e-65 where the sign test's is 0.0625
+    same = float(ic.max() - ic.min()) <= SAME_IC
+    if same and abs(mean) <= SAME_IC:  # every date's IC is 0 but for rounding
+        mean = 0.0
     std = 0.0 if same else float(ic.std(ddof=1))
     ratio = lambda num, den: num / den if den > 0 else (0.0 if num == 0 else math.copysign(math.inf, num))  # noqa: E731
     out["std"], out["icir"] = std, ratio(mean, std)

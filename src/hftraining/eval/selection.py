@@ -62,14 +62,17 @@ def sharpe_ratio(returns: np.ndarray, periods_per_year: float | None = None) -> 
     """Sharpe ratio (risk-free rate 0) of a (T,) return series: mean / std with ddof = 1.
 
     Per period unless ``periods_per_year`` is given, then × √periods_per_year (annualised). NaN
-    when T < 2 or the series is constant (no spread: the ratio is undefined), as in
-    ``backtest.metrics``.
+    when T < 2 or the series is constant (no spread: the ratio is undefined; "constant" is within
+    ``FLAT_RTOL`` of the mean, as in :func:`_set_sharpe`: 0.3 and 0.1 + 0.2 are one return), as in
+    :func:`hftraining.eval.backtest.performance`.
     """
     r = np.asarray(returns, dtype=np.float64).reshape(-1)
     if r.size < 2:
         return float("nan")
     sd = float(r.std(ddof=1))
-    if r.min() == r.max() or not sd > 0:  # equal values: the rounding of the mean leaves a spread of ~1e-18
+    # equal values: the rounding of the mean leaves a spread of ~1e-18, and values equal but for their
+    # last bits (sums in another order) one of ~1e-17: a Sharpe ratio of 1e16 either way
+    if float(np.ptp(r)) <= FLAT_RTOL * abs(float(r.mean())) or not sd > 0:
         return float("nan")
     sr = float(r.mean()) / sd
     return sr * math.sqrt(periods_per_year) if periods_per_year is not None else sr
@@ -135,7 +138,7 @@ def deflated_sharpe_ratio(returns: np.ndarray, trial_sharpes: np.ndarray,
     r = _series(returns, "returns", min_len=2)
     trials = _series(trial_sharpes, "trial_sharpes", min_len=1)
     sd = float(r.std(ddof=1))
-    if r.min() == r.max() or not sd > 0:
+    if float(np.ptp(r)) <= FLAT_RTOL * abs(float(r.mean())) or not sd > 0:  # as sharpe_ratio
         raise ValueError("returns are constant: the Sharpe ratio is undefined")
     n_eff = float(trials.size) if n_trials is None else float(n_trials)
     var_trials = float(trials.var(ddof=1)) if trials.size > 1 else 0.0
