@@ -176,12 +176,14 @@ def purged_split(fold: PurgedFold | None, n_rows: int) -> dict[str, Segment]:
     """A fold of purged k-fold as {"train": before, "val": after, "test"}: the trainer sees both
     training segments (the walk-forward joins the windows after the test block to the training
     windows); the scaler is fit on the "train" rows, before the test block, so no statistic of a
-    later row reaches it (after it only, for the first block)."""
+    later row reaches it (after it only where the symbol has no training window before the block: the
+    first block, or a symbol listed after the block's start, whose rows after it then enter the scaler's
+    statistics; they are training rows of the fold, never rows of its block)."""
     if fold is None:
         return {"train": Segment(0, 0), "val": Segment(0, 0), "test": Segment(0, 0)}
     before = next((s for s in fold.train if s.start == 0), Segment(0, 0))
     after = next((s for s in fold.train if s.start > 0), Segment(n_rows, n_rows))
-    if len(before) == 0:  # the first block has nothing before it: train on the rows after it only
+    if len(before) == 0:  # nothing to train on before the block (the first block, a late listing): the rows after it
         return {"train": after, "val": Segment(n_rows, n_rows), "test": fold.test}
     return {"train": before, "val": after, "test": fold.test}
 

@@ -29,7 +29,7 @@ from hftraining.data.pipeline import Preprocessing
 from hftraining.data.windows import WindowSet
 from hftraining.eval import metrics as M
 from hftraining.eval.backtest import backtest_forecasts
-from hftraining.eval.forecasts import Forecasts, collect_forecasts, score
+from hftraining.eval.forecasts import FITTED_BASELINES, Forecasts, collect_forecasts, score
 from hftraining.eval.intervals import forecast_intervals, interval_report, outcome_times
 from hftraining.inference.ensemble import check_shared_preprocessing, ensemble_evaluation, read_ensemble_meta
 from hftraining.inference.folders import (
@@ -136,7 +136,9 @@ def fitted_baselines(path) -> dict[str, ForecastModel]:
     root = baselines_dir(path)
     if root is None or not root.is_dir():
         return {}
-    found = [root, *sorted(root.iterdir())]
+    # in the order training fits and prints them (FITTED_BASELINES), not the folder's alphabetical one
+    rank = {name: k for k, name in enumerate(FITTED_BASELINES)}
+    found = [root, *sorted(root.iterdir(), key=lambda d: (rank.get(d.name, len(rank)), d.name))]
     for d in found:  # untrusted like the model folder: the folders inside it, never a link to elsewhere
         if d.is_symlink():
             raise DataError(f"{d}: a link; fitted baselines are model folders inside the run or ensemble folder")

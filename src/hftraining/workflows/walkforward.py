@@ -238,15 +238,19 @@ def _walk_forward(cfg: Config, n_folds: int, scheme: str, mode: str, base) -> di
     folds, parts, methods = [], [], []
     prev_state = None
     try:
-        # every fold's splits are checked before the earlier walk-forward is removed and before any fold trains
-        # (prepared twice: a fold's preparation is small beside its training, and one fold is held at a time)
+        # every fold's splits are checked before the earlier walk-forward is removed and before any fold trains;
+        # the folds are kept for training (prepared once, their data warnings said once): they share the panel's
+        # rows, so each holds only its window indexes (8 bytes a window, memory-mapped from the feature store
+        # once it has them) and its labels, and is released once it has trained
+        prepared: list[PreparedData | None] = []
         for k in range(n_folds):
-            check_fold(cfg, prepare_fold(cfg, source, k, n_folds, scheme), k, scheme)
+            prepared.append(prepare_fold(cfg, source, k, n_folds, scheme))
+            check_fold(cfg, prepared[k], k, scheme)
         if earlier and info.is_main:  # output.overwrite: no fold of the earlier walk-forward stays beside the new ones
             remove(base, earlier)
         barrier(info)
         for k in range(n_folds):
-            data = prepare_fold(cfg, source, k, n_folds, scheme)
+            data, prepared[k] = prepared[k], None
             data.report.update({"fold": k + 1, "folds": n_folds, "scheme": scheme})
             fcfg = copy.deepcopy(cfg)
             fcfg.output.output_dir = str(base / f"fold-{k + 1}")
