@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hftraining.core.config import EvaluationConfig, at_evaluation, section_from_dict, shown
+from hftraining.core.config import DataConfig, EvaluationConfig, at_evaluation, section_from_dict, shown
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.core.files import replace_folder
 from hftraining.core.jsonio import write_json
@@ -59,6 +59,9 @@ FORMAT_VERSION = folder.FORMAT_VERSION
 SHARED_KEYS = ("features", "feature_columns", "scaler", "target_scale", "seq_len", "horizon", "symbol_split_dates")
 # data keys that decide which rows and windows a member forecasts from, and what its label is
 SHARED_DATA_KEYS = ("target", "min_history", "max_gap", "price_adjustment", "split_dates")
+# the validation rules that decide which rows of new data a member forecasts from (the ensemble applies the
+# first member's): compared with a key a folder of an older version lacks at its default
+SHARED_ROW_RULES = ("invalid_values", "ohlc_violations", "duplicate_timestamps", "unsorted_timestamps", "jumps")
 EVALUATION_KEY = "evaluation"
 """The key of ensemble.json that holds the evaluation section its members' runs were trained with (null
 when they were not all runs or their sections differ): ``evaluate`` and ``backtest`` of the ensemble use
@@ -106,8 +109,12 @@ class EnsembleModel(nn.Module):
             # np.median; by a sort, which ONNX exports (torch.median over a dimension has no ONNX graph)
             s, m = stacked.sort(dim=0).values, len(self.members)
             return s[m // 2] if m % 2 else (s[m // 2 - 1] + s[m // 2]) * 0.5
+        # the first member's forecast plus the weighted deviations of all from it: the weighted mean (the
+        # weights sum to 1), and members that agree combine to their forecast exactly (sum_i w_i x_i in
+        # float32 came back up to an ulp off it for three copies of one model). float32 only: no float64
+        # node in the ONNX graph, which runtimes such as TensorRT lack
         w = self.weights.to(stacked.dtype).view(-1, *([1] * (stacked.dim() - 1)))
-        return (stacked * w).sum(dim=0)
+        return stacked[0] + ((stacked - stacked[0]) * w).sum(dim=0)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, past: torch.Tensor | None = None) -> ForecastOutput:
         outs = [m(x, mask, past) for m in self.members]
@@ -153,7 +160,25 @@ def check_shared_preprocessing(dirs: list[Path]) -> dict[str, Any]:
                 )
         for key in SHARED_DATA_KEYS:  # members forecast from the first member's rows and windows
             same_data(d, p, key)
+        rules, ref_rules = _row_rules(p), _row_rules(ref)
+        key = next((k for k in rules if rules[k] != ref_rules[k]), None)
+        if key is not None:  # another rule keeps other rows of the same data: not that member's own forecast
+            raise DataError(f"{d}: preprocessing.json key data.{key} differs from {dirs[0]}'s ({shown(rules[key])} vs "
+                            f"{shown(ref_rules[key])}); ensemble members must forecast from the same rows, so they "
+                            "must be trained with the same validation rules")
     return ref
+
+
+def _row_rules(pre: dict[str, Any]) -> dict[str, Any]:
+    """The validation rules of :data:`SHARED_ROW_RULES` a member's preprocessing was fit with (a key its
+    folder lacks at its default), and ``jump_threshold`` when jumps are dropped or refused (a flagged
+    jump keeps its row)."""
+    data = pre.get("data") if isinstance(pre.get("data"), dict) else {}
+    fields = DataConfig.__dataclass_fields__
+    out = {k: data.get(k, fields[k].default) for k in SHARED_ROW_RULES}
+    if out["jumps"] != "flag":
+        out["jump_threshold"] = data.get("jump_threshold", fields["jump_threshold"].default)
+    return out
 
 
 def validation_scores(dirs: list[Path], pre: dict[str, Any]) -> list[float]:

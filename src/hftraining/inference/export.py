@@ -24,8 +24,10 @@ input of models that ignore it; the dynamo exporter handles every model of the r
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hftraining.core.errors import DataError, UserError
+from hftraining.core.errors import DataError, UserError, writing
 from hftraining.data.labels import UNITS
 from hftraining.inference.forecaster import Forecaster
 
@@ -104,11 +106,10 @@ def example_inputs(fc, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, tor
 
 def export_onnx(model_dir: str | Path, out: str | Path, check: bool = True) -> Path:
     """Write ``model_dir``'s model as ONNX to ``out``; with ``check``, run ONNX Runtime on random
-    inputs (batch 1 and 3) and require every output within 1e-4 of PyTorch's."""
+    inputs (batch 1 and 3) and require every output within 1e-4 of PyTorch's. The file is written
+    beside ``out`` and renamed onto it once checked: a failed export leaves an earlier ``out`` as it was."""
     _require("onnx")
     _require("onnxscript")
-    import onnx
-
     w, fc = wrapper_for(model_dir)
     members = list(getattr(fc.model, "members", [fc.model]))
     closed = next((m for m in members if not m.exportable), None)
@@ -118,7 +119,29 @@ def export_onnx(model_dir: str | Path, out: str | Path, check: bool = True) -> P
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise DataError(f"--out {out}: expected a .onnx file name")
+    if out.is_dir():
+        raise DataError(f"--out {out}: is a folder; expected a .onnx file name")
     out.parent.mkdir(parents=True, exist_ok=True)
+    # written and checked beside ``out``, then renamed onto it: a graph that fails the check (or an export
+    # stopped half-way) never lies at ``out``, and an earlier file there stays as it was until then
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}.onnx"
+    try:
+        with writing(out):
+            for stale in out.parent.glob(f".{glob.escape(out.name)}.tmp-*.onnx"):  # left by an export that was killed
+                stale.unlink(missing_ok=True)
+            _write_checked(w, fc, tmp, out, check)
+            os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def _write_checked(w: OnnxForecaster, fc: Forecaster, path: Path, out: Path, check: bool) -> None:
+    """Export ``w`` (the model of ``fc``) to ``path`` with its metadata; with ``check``, require ONNX
+    Runtime's outputs within :data:`TOLERANCE` of PyTorch's on random inputs (batch 1 and 3): a
+    UserError naming ``out``, the file it is written for, otherwise."""
+    import onnx
+
     x, past = example_inputs(fc)
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     names = w.output_names()
@@ -135,8 +158,8 @@ def export_onnx(model_dir: str | Path, out: str | Path, check: bool = True) -> P
             )
     finally:
         quiet.setLevel(level)
-    program.save(str(out))
-    proto = onnx.load(str(out))
+    program.save(str(path))
+    proto = onnx.load(str(path))
     meta = {
         "hftraining.preprocessing": json.dumps(fc.preprocessing.to_dict()),
         "hftraining.outputs": json.dumps(names),
@@ -151,18 +174,17 @@ def export_onnx(model_dir: str | Path, out: str | Path, check: bool = True) -> P
     for k, v in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
-    onnx.save(proto, str(out))
+    onnx.save(proto, str(path))
     if check:
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
             logging.getLogger("hftraining").warning("onnxruntime is not installed: export not checked")
-            return out
+            return
         for b in (1, 3):
-            err = max_abs_difference(w, out, *example_inputs(fc, b, seed=b))
+            err = max_abs_difference(w, path, *example_inputs(fc, b, seed=b))
             if not err <= TOLERANCE:
                 raise UserError(f"{out}: ONNX Runtime differs from PyTorch by {err:.3g} (> {TOLERANCE}) at batch {b}")
-    return out
 
 
 def onnx_session(path: str | Path, threads: int | None = None):
