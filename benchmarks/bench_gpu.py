@@ -330,10 +330,9 @@ def main() -> None:
         n_params = build_model(config(model, 32, 1, 1, args.device, "none", tmp).model, len(pre.feature_columns),
                                pre.horizon, pre.seq_len).num_parameters()
         for path, mode, only in order:
-            for batch, accum in specs:
+            # a path given with its configuration (``@1024x1``) runs that one, whatever --configs says
+            for batch, accum in specs if only is None else [tuple(int(v) for v in only.split("x"))]:
                 spec = f"{batch}x{accum}"
-                if only is not None and spec != only:
-                    continue
                 steps = args.steps or (max(10, 200 // accum) if batch < 512 else 30) if gpu else max(2, 4 // accum)
                 label = f"{batch} x {accum}".ljust(9) + f" {path} [{mode}]"
                 if args.budget is not None and time.perf_counter() - start > args.budget:
@@ -362,13 +361,14 @@ def main() -> None:
                 rows.append((spec, path, mode, micro, sps, mfu))
                 print(f"{label:<58} {micro:8.1f} micro-steps/s {sps:10.0f} samples/s  MFU {mfu:6.1%}"
                       f"   ({time.perf_counter() - t0:.0f} s with warm-up)", flush=True)
-    rows.sort(key=lambda r: [f"{b}x{a}" for b, a in specs].index(r[0]))
+    measured = list(dict.fromkeys([f"{b}x{a}" for b, a in specs] + [r[0] for r in rows]))  # --configs' order first
+    rows.sort(key=lambda r: measured.index(r[0]))
     print()
     print("| configuration | path | micro-steps/s | samples/s | MFU |")
     print("|---|---|---|---|---|")
     for spec, path, mode, micro, sps, mfu in rows:
         print(f"| {spec.replace('x', ' × ')} | {path} [{mode}] | {micro:.1f} | {sps:,.0f} | {mfu:.1%} |")
-    for spec in configs.split(","):
+    for spec in measured:
         ours = [r for r in rows if r[0] == spec and r[1] == "hftraining Trainer"]
         hf = [r for r in rows if r[0] == spec and r[1] == "transformers.Trainer" and r[2] == "torch_compile"]
         if ours and hf:

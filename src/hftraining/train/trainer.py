@@ -85,7 +85,7 @@ class _Pending:
     """One optimizer step whose numbers are still on the device (see :meth:`Trainer.read_back`)."""
 
     step: int  # global step after it
-    idx: np.ndarray  # windows of its last micro-batch, to name them in an error
+    idx: np.ndarray  # windows of all its micro-batches, to name them in an error (a NaN may be in any)
     lr: float  # the learning rate its update used
     stats: torch.Tensor  # (P + 4,) float64 on the device: loss, P loss parts, grad norm, skipped (0/1), loss scale
 
@@ -389,7 +389,7 @@ class Trainer:
         if self.scaler is not None:
             self.scaler.update()
         self.state.global_step += 1
-        self._pending.append(_Pending(self.state.global_step, idx, lr, torch.cat(
+        self._pending.append(_Pending(self.state.global_step, np.concatenate(batches), lr, torch.cat(
             [stats, grad_norm.detach().double().reshape(1), skip.double().reshape(1), scale])))
 
     def _micro_shares(self, batches: list[np.ndarray]) -> dict[str, list[float]] | dict[str, list[torch.Tensor]] | None:
