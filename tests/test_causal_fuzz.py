@@ -5,7 +5,7 @@
   another hour, intraday bars), every registered feature with random parameters gives each row t
   the same bits (NaN in the same places) on the whole frame, on the frame cut after t, and on the
   frame whose rows after t are replaced by other bars (other prices, volumes and stamps of the same
-  bar spacing; :func:`hftraining.data.features.date_stamps` reads a frame by its bars' spacing).
+  bar spacing; frames that switch spacing: `tests/test_calendar_causal.py`).
 - The feature store: an entry built from files cut at a date holds the rows the entry of the longer
   files holds up to that date, and the rows computed in memory, bit for bit.
 - Splits: on random panels (symbols listed and delisted at other dates, with holes), every label,
@@ -105,17 +105,26 @@ def test_no_feature_row_changes_when_later_rows_change_or_go_on_random_frames(se
     feats = lambda f: compute_features(f, specs, tz=tz, bar_seconds=spacing).to_numpy()  # noqa: E731
     full = feats(frame)
     for t in sorted(set(rng.integers(0, n, 6).tolist()) | {n - 1}):
-        cut = feats(frame.iloc[: t + 1].reset_index(drop=True))
-        assert _same_bits(cut, full[: t + 1]), f"seed {seed}: {specs} row <= {t} of {n}: later rows cut"
-        if t + 1 == n:
-            continue
-        other = frame.copy()
-        for col, values in _bars(rng, n - t - 1).items():
-            other.loc[t + 1 :, col] = values
-        if rng.random() < 0.5:  # other stamps too, the same kind of bars
-            other["timestamp"] = ts[: t + 1].append(_stamps(rng, n - t - 1, daily, after=ts[t]))
-        changed = feats(other)
-        assert _same_bits(changed[: t + 1], full[: t + 1]), f"seed {seed}: {specs} row <= {t} of {n}: later rows changed"
+        stamps = lambda t=t: (ts[: t + 1].append(_stamps(rng, n - t - 1, daily, after=ts[t]))  # noqa: E731
+                              if rng.random() < 0.5 else None)  # other stamps too, the same kind of bars
+        check_rows_up_to(feats, frame, full, t, rng, stamps, f"seed {seed}: {specs} row <= {t} of {n}")
+
+
+def check_rows_up_to(feats, frame: pd.DataFrame, full: np.ndarray, t: int, rng: np.random.Generator, stamps,
+                     what: str) -> None:
+    """Rows <= ``t`` of ``feats(frame)`` (``full``) have the same bits on the frame cut after ``t`` and on the
+    frame whose rows after ``t`` are other random bars (and the stamps ``stamps()`` returns, unless None)."""
+    cut = feats(frame.iloc[: t + 1].reset_index(drop=True))
+    assert _same_bits(cut, full[: t + 1]), f"{what}: later rows cut"
+    if t + 1 == len(frame):
+        return
+    other = frame.copy()
+    for col, values in _bars(rng, len(frame) - t - 1).items():
+        other.loc[t + 1 :, col] = values
+    new = stamps()
+    if new is not None:
+        other["timestamp"] = new
+    assert _same_bits(feats(other)[: t + 1], full[: t + 1]), f"{what}: later rows changed"
 
 
 def _panel(rng: np.random.Generator, days: int = 400, max_symbols: int = 5) -> dict[str, pd.DataFrame]:

@@ -135,10 +135,14 @@ def test_features_that_read_no_timestamp_skip_the_time_zone_conversion(monkeypat
     got = F.compute_features(frame, specs, tz="America/New_York")
     assert not calls
     pd.testing.assert_frame_equal(got, want)
-    for time_spec in ("calendar", "hour", "market"):  # these read the stamps: converted as before
+    for time_spec in ("calendar", "hour"):  # these read the wall clock: converted as before
         F.compute_features(frame, [*specs, time_spec], tz="America/New_York")
         assert len(calls) == 1, time_spec
         calls.clear()
+    # market groups rows by their UTC stamps (as across a panel): no conversion
+    pd.testing.assert_frame_equal(F.compute_features(frame, [*specs, "market"], tz="America/New_York"),
+                                  F.compute_features(frame, [*specs, "market"]))
+    assert not calls
     tokyo = F.compute_features(frame, ["hour"], tz="Asia/Tokyo")["hour_sin"].to_numpy()
     assert not np.array_equal(tokyo, F.compute_features(frame, ["hour"])["hour_sin"].to_numpy())
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from hftraining.data import io
-from hftraining.data.features import compute_features
+from hftraining.data.features import OWN_SPACING_GAPS, compute_features
 
 
 def _daily(n=300):
@@ -17,13 +17,17 @@ def _daily(n=300):
 
 
 def test_a_daily_symbol_of_a_mixed_panel_reads_its_dates_as_training_did():
-    # training computes each symbol's time features by its own bar spacing (bar_seconds None); a panel of
-    # mostly intraday bars records an intraday bar_seconds, which evaluate --data and predict now pass
+    # training computes each symbol's time features by its own bars up to each row (bar_seconds None); a
+    # panel of mostly intraday bars records an intraday bar_seconds, which evaluate --data and predict pass:
+    # it reads only a frame's first OWN_SPACING_GAPS rows (too few bars before them to tell), and the
+    # symbol's own recorded spacing (symbol_bar_seconds) is passed for it in their place
     frame = _daily()
     specs = ["calendar", "hour"]
     trained = compute_features(frame, specs, "America/New_York")
     given = compute_features(frame, specs, "America/New_York", bar_seconds=3600.0)
-    pd.testing.assert_frame_equal(given, trained)
+    pd.testing.assert_frame_equal(given.iloc[OWN_SPACING_GAPS:], trained.iloc[OWN_SPACING_GAPS:])
+    own = compute_features(frame, specs, "America/New_York", bar_seconds=86400.0)
+    pd.testing.assert_frame_equal(own, trained)
 
 
 def test_a_one_letter_t_column_before_the_date_is_not_the_timestamp(tmp_path):

@@ -143,10 +143,10 @@ def test_a_symbol_given_bars_unlike_its_own_training_bars_is_named(mixed, caplog
 
 
 def test_the_spacing_kept_is_the_one_training_read_a_symbol_by_warm_up_rows_included():
-    """A file of 100 daily bars, then 40 four-hour bars: training read its stamps by all 140 (short gaps
-    under a third of them: daily bars, a 4-hour bar at 00:00 UTC a date); its rows after the 60-row
-    warm-up are mostly 4-hour bars. The spacing kept is that of all its bars, so its last 10 rows are
-    read as training read them."""
+    """A file of 100 daily bars, then 40 four-hour bars: training read each stamp by the gaps up to it (a
+    4-hour bar at 00:00 UTC after 20 four-hour gaps: an instant), though short gaps are under a third of
+    all 140 and the 60-row warm-up reads mostly daily bars. The spacing kept is that of its last bars, so
+    its last 10 rows are read as training read them."""
     from hftraining.core.config import DataConfig
     from hftraining.data.features import DAILY_BARS, compute_features
     from hftraining.data.pipeline import prepare
@@ -160,11 +160,11 @@ def test_the_spacing_kept_is_the_one_training_read_a_symbol_by_warm_up_rows_incl
     d = DataConfig(features=["log_return_1", "calendar", "hour", "volatility_60"], timezone=NY, sequence_length=5,
                    prediction_horizon=1, min_history=1, cache_dir=None, split="per_symbol")
     pre = prepare(d, frames={"X": x, "Y": y}).preprocessing
-    assert pre.symbol_bar_seconds["X"] * 1e9 >= DAILY_BARS
+    assert pre.symbol_bar_seconds["X"] == 4 * 3600 < DAILY_BARS / 1e9
     specs = ["calendar", "hour"]
     trained = compute_features(x, specs, NY).tail(10).reset_index(drop=True)  # as training read them
     last = x.tail(10).reset_index(drop=True)
-    assert (last["timestamp"].dt.hour == 0).any()  # a 4-hour bar at 00:00 UTC: a date, as training read it
+    assert (last["timestamp"].dt.hour == 0).any()  # a 4-hour bar at 00:00 UTC: an instant, as training read it
     pd.testing.assert_frame_equal(compute_features(last, specs, NY, bar_seconds=pre.symbol_bar_seconds["X"]), trained)
 
 

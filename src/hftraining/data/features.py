@@ -15,7 +15,8 @@ Time features (``calendar``, ``hour``) read the wall clock of the exchange's tim
 (``data.timezone``, an IANA name; ``tz`` below): the feature functions see the frame's timestamps
 converted to it (:func:`local_frame`), everything else stays UTC. A daily bar stamped at UTC midnight
 (a plain date, ``2024-01-02``, which the readers take as UTC midnight) is that date in the zone, not
-the previous evening west of Greenwich (:data:`CALENDAR_VERSION`).
+the previous evening west of Greenwich (:data:`CALENDAR_VERSION`); whether a row is a daily bar is told
+by the gaps up to it (:func:`date_stamps`), never by later rows.
 """
 
 from __future__ import annotations
@@ -307,19 +308,22 @@ DAILY_BARS = 20 * 3600 * 10**9
 """ns: a frame whose rows are this far apart (median) holds daily (or longer) bars, as the validator
 judges it (:data:`hftraining.data.validate.DAILY_SPACING`)."""
 
-CALENDAR_VERSION = 2
+CALENDAR_VERSION = 3
 """How the time features read a stamp, written in a model folder's preprocessing.json as
-``calendar_version``: 2 reads a daily bar stamped at UTC midnight as that date in ``data.timezone``
+``calendar_version``: 2 and 3 read a daily bar stamped at UTC midnight as that date in ``data.timezone``
 (1, before 2026-12-05: as the UTC instant, so under ``America/New_York`` a Tuesday bar read Monday
-19:00, a Monday bar Sunday). Intraday bars, and daily bars stamped at another time of day (a
-vendor's local midnight, 05:00 UTC for New York), read the same in both. A model whose time
-features were computed by the older rule is refused (:func:`check_calendar_version`), never fed
-inputs of another rule."""
+19:00, a Monday bar Sunday). 3 tells a daily bar by the gaps up to it (:func:`date_stamps`), 2 (before
+2026-12-06) by the spacing of the symbol's whole frame, so a daily history joined to hourly bars read
+its daily rows as instants once the hourly rows came. Intraday bars, and daily bars stamped at another
+time of day (a vendor's local midnight, 05:00 UTC for New York), read the same in all. A model of
+version 1 whose time features the rule changes is refused (:func:`check_calendar_version`); one of
+version 2 loads, and a request whose rows the two rules read otherwise is refused
+(:func:`calendar_rule_change`): never fed inputs of another rule."""
 TIME_FEATURES = frozenset({"calendar", "hour"})
-"""The registered features that read the timestamps (in ``data.timezone``)."""
-READS_STAMPS = TIME_FEATURES | {"market"}
-"""The registered features that read the frame's timestamps at all (``market`` to group rows by date):
-for any other list the frame is not converted (:func:`local_frame`, which costs more than the indicators)."""
+"""The registered features that read the timestamps in ``data.timezone`` (:func:`local_frame`, which costs
+more than the indicators: for any other list the frame is not converted). ``market`` groups rows by their
+UTC stamps, as across a panel (:func:`hftraining.data.rows.fill_panel_features`): a date read as local
+midnight would sort after the intraday bars of its UTC day that follow it."""
 
 
 SESSION_SHARE = 1 / 3
@@ -356,7 +360,11 @@ def exact_median(x: np.ndarray) -> float:
 
 
 OWN_SPACING_GAPS = 20
-"""A frame of more bars than this tells its own spacing (:func:`date_stamps`), as each symbol's did in training."""
+"""The gaps that tell a row's own spacing (:func:`date_stamps`): a row at UTC midnight is read by the spacing
+of the last this many gaps up to it (fewer at the start of a symbol's history), never by later rows."""
+
+_DAY_NS = 86400 * 10**9
+_SHORT_NS = 18 * 3600 * 10**9  # a gap under 18 hours: intraday (bar_spacing)
 
 
 def date_stamps(ns: np.ndarray, bar_seconds: float | None = None) -> np.ndarray:
@@ -364,24 +372,94 @@ def date_stamps(ns: np.ndarray, bar_seconds: float | None = None) -> np.ndarray:
     midnight of daily (or longer) bars. The readers take a plain date (``2024-01-02``) as UTC
     midnight, and a daily bar so stamped names a trading day, not the instant 19:00 of the day before
     in New York. Intraday bars at 00:00 UTC (crypto, or Tokyo's open) are instants. Never decided on
-    prices.
+    prices, nor on later rows (calendar_version 3, :data:`CALENDAR_VERSION`).
 
-    ``bar_seconds``: the spacing of the bars the model is trained on (a model folder's
-    ``preprocessing.json``), which decides for a frame of at most :data:`OWN_SPACING_GAPS` bars: daily
-    when at least :data:`DAILY_BARS`. A longer frame is read by its own spacing, as each symbol was in
-    training (a panel may mix daily symbols with intraday ones, and records one pooled spacing). A
-    short frame cannot tell (a Tokyo model's Friday close and Monday 00:00 UTC open are 67 hours
-    apart: alone, they read as daily bars and the Monday bar as 00:00 in Tokyo, not the 09:00 of its
-    training), so a forecast from a few rows reads its bars as training did only with it. None: the
-    spacing of the frame's own bars (:func:`bar_spacing` at least :data:`DAILY_BARS`; a frame of one
-    row: a row at midnight)."""
+    A row at midnight is a date when the gaps up to it say daily bars: :func:`bar_spacing` of the last
+    :data:`OWN_SPACING_GAPS` gaps ending at it at least :data:`DAILY_BARS`, so a daily history joined to
+    recent hourly bars keeps its dates. A row with fewer gaps before it in ``ns``: with ``bar_seconds``
+    (the spacing of the symbol's training bars, a model folder's ``preprocessing.json``), daily when
+    that is at least :data:`DAILY_BARS`, since a request's frame is the end of a history whose rows had
+    their gaps in training (a Tokyo model's Friday close and Monday 00:00 UTC open are 67 hours apart:
+    alone, they read as daily bars and the Monday bar as 00:00 in Tokyo, not the 09:00 of its
+    training); None (training): by the gaps it has, the first row a date when at midnight."""
     ns = np.asarray(ns, dtype=np.int64)
-    midnight = ns % (86400 * 10**9) == 0
-    if _known(bar_seconds) and len(ns) <= OWN_SPACING_GAPS:  # too few bars to tell: as the model's training bars
+    out = ns % _DAY_NS == 0
+    at = np.flatnonzero(out)
+    if not at.size:
+        return out
+    k = OWN_SPACING_GAPS
+    early, late = at[at < k], at[at >= k]
+    if _known(bar_seconds):  # the frame is the end of a history: these rows had their gaps in training
+        out[early] = bar_seconds * 1e9 >= DAILY_BARS
+    else:  # the first rows of a history: the gaps they have
+        out[early] = [i == 0 or bar_spacing(np.diff(ns[: i + 1])) >= DAILY_BARS for i in early]
+    if late.size:
+        out[late] = _daily_windows(np.diff(ns), late, k)
+    return out
+
+
+def _daily_windows(gaps: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Whether :func:`bar_spacing` of the ``k`` gaps ending at each of ``rows`` (row i: ``gaps[i-k:i]``) is at
+    least :data:`DAILY_BARS`, without a median per row: that is a median of at least DAILY_BARS and under
+    :data:`SESSION_SHARE` of the gaps under 18 hours (otherwise the spacing is under 18 hours). Counts of
+    the gaps below DAILY_BARS decide the median except where exactly the upper middle gap reaches it."""
+    def count(mask: np.ndarray) -> np.ndarray:  # trues among the k gaps of each row
+        c = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
+        return c[rows] - c[rows - k]
+
+    short = count(gaps < _SHORT_NS)
+    below = count(gaps < DAILY_BARS)
+    lo, hi = (k - 1) // 2, k // 2  # the median's order statistics (one for an odd k)
+    daily = below <= lo  # both middle gaps at least DAILY_BARS
+    mixed = np.flatnonzero((below > lo) & (below <= hi))  # the lower middle gap under it, the upper not
+    if mixed.size:
+        windows = np.lib.stride_tricks.sliding_window_view(gaps, k)[rows[mixed] - k]
+        daily[mixed] = np.median(windows, axis=1) >= DAILY_BARS
+    return daily & ~(short / k >= SESSION_SHARE)
+
+
+def _frame_dates(ns: np.ndarray, bar_seconds: float | None) -> np.ndarray:
+    """The mask :func:`date_stamps` gave under calendar_version 2: by the spacing of the whole frame (by
+    ``bar_seconds`` for a frame of at most :data:`OWN_SPACING_GAPS` bars), rows after a row included.
+    Only to tell where a model of that version read its inputs otherwise (:func:`calendar_rule_change`)."""
+    ns = np.asarray(ns, dtype=np.int64)
+    midnight = ns % _DAY_NS == 0
+    if _known(bar_seconds) and len(ns) <= OWN_SPACING_GAPS:
         daily = bar_seconds * 1e9 >= DAILY_BARS
-    else:  # as training read this symbol's bars: by their own spacing (a panel may mix daily and intraday symbols)
+    else:
         daily = len(ns) < 2 or bar_spacing(np.diff(ns)) >= DAILY_BARS
     return midnight if daily else np.zeros(len(ns), dtype=bool)
+
+
+def calendar_rule_matters(specs: list[str], tz: str) -> bool:
+    """Whether a date and an instant can give other features of ``specs`` in the zone ``tz``: ``calendar`` or
+    ``hour`` on a clock that is not always UTC's."""
+    return bool(TIME_FEATURES & {parse_spec(s)[0] for s in specs}) and _offsets(tz)[1]
+
+
+def calendar_rule_change(ns: np.ndarray, specs: list[str], tz: str, bar_seconds: float | None = None) -> int | None:
+    """The first row of sorted int64 UTC ``ns`` whose ``calendar`` or ``hour`` features (of ``specs``, in the
+    zone ``tz``) calendar_version 2 computed otherwise than this version (:func:`date_stamps`: that one
+    read a frame's midnights by the spacing of all its bars), or None: a row one rule reads as a date and
+    the other as an instant, on a clock behind UTC's then (``calendar``: the day before) or off it
+    (``hour``). ``bar_seconds``: as :func:`date_stamps` is given it. Row 0 is left out: without a previous
+    close it is never a model's input (:func:`hftraining.data.rows.symbol_rows`)."""
+    if not calendar_rule_matters(specs, tz):
+        return None
+    names = {parse_spec(s)[0] for s in specs}
+    ns = np.asarray(ns, dtype=np.int64)
+    differ = np.flatnonzero(date_stamps(ns, bar_seconds) != _frame_dates(ns, bar_seconds))
+    differ = differ[differ > 0]
+    if not differ.size:
+        return None
+    at = pd.DatetimeIndex(ns[differ]).tz_localize("UTC")
+    off = (at.tz_convert(time_zone(tz, "data.timezone")).tz_localize(None) - at.tz_localize(None)).asi8
+    changed = np.zeros(len(differ), dtype=bool)
+    if "calendar" in names:
+        changed |= off < 0
+    if "hour" in names:
+        changed |= off != 0
+    return int(differ[changed][0]) if changed.any() else None
 
 
 def _known(bar_seconds) -> bool:
@@ -393,10 +471,10 @@ def _known(bar_seconds) -> bool:
 def local_frame(frame: pd.DataFrame, tz: str | None, bar_seconds: float | None = None) -> pd.DataFrame:
     """``frame`` with its ``timestamp`` column converted to the time zone ``tz`` (``data.timezone``, an
     IANA name; naive timestamps are UTC, as the readers take them), which the time features read;
-    every other feature reads no timestamp. A date (:func:`date_stamps`: a daily bar at UTC midnight)
-    becomes midnight of that date in ``tz`` (01:00 on the few dates whose clocks skip midnight), so
-    its weekday and month are the date's own and its hour 0, as under UTC; any other stamp is the
-    same instant, read on the local clock. ``tz`` None: ``frame`` as it is (a validated frame is
+    every other feature reads no timestamp. A date (:func:`date_stamps`: a bar at UTC midnight whose gaps
+    up to it are daily) becomes midnight of that date in ``tz`` (01:00 on the few dates whose clocks skip
+    midnight), so its weekday and month are the date's own and its hour 0, as under UTC; any other stamp
+    is the same instant, read on the local clock. ``tz`` None: ``frame`` as it is (a validated frame is
     UTC). ConfigError naming ``data.timezone`` for an unknown zone. ``bar_seconds``: see
     :func:`date_stamps`."""
     if tz is None or "timestamp" not in frame.columns:
@@ -417,11 +495,12 @@ def local_frame(frame: pd.DataFrame, tz: str | None, bar_seconds: float | None =
 def check_calendar_version(v, specs: list[str], tz: str, bar_seconds, where: str,
                            fix: str = "retrain the model", stamps: list | None = None) -> None:
     """A model folder's ``calendar_version`` (1 when absent) → a DataError naming ``where`` (and saying
-    ``fix``) when this version computes its time features otherwise (:data:`CALENDAR_VERSION`): daily
-    bars (``bar_seconds`` at least :data:`DAILY_BARS`, or not recorded) and ``calendar`` under a zone
-    ``tz`` behind UTC at times (a date read the evening before) or ``hour`` under one whose clock is
-    not UTC's (another hour). Other models read the same features under both rules and load; a newer
-    version is refused as a newer folder is."""
+    ``fix``) when this version computes its time features otherwise (:data:`CALENDAR_VERSION`): version 1
+    with daily bars (``bar_seconds`` at least :data:`DAILY_BARS`, or not recorded) and ``calendar`` under a
+    zone ``tz`` behind UTC at times (a date read the evening before) or ``hour`` under one whose clock is
+    not UTC's (another hour). Other models read the same features under both rules and load (version 2
+    differs from 3 only on some frames' rows, which :func:`calendar_rule_change` finds in each request);
+    a newer version is refused as a newer folder is."""
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise DataError(f"{where}: calendar_version must be a positive integer, got {shown(v)}")
     if v > CALENDAR_VERSION:
@@ -437,10 +516,10 @@ def check_calendar_version(v, specs: list[str], tz: str, bar_seconds, where: str
     # midnight, no date was read, and both rules computed the same features (a vendor's 21:00 UTC close)
     if stamps:  # int64 ns UTC (check_source_rows read them: a stamp without a zone is UTC, as it was written)
         daily = daily and any(int(t) % (86400 * 10**9) == 0 for t in stamps)
-    if v < CALENDAR_VERSION and timed and daily:
+    if v < 2 and timed and daily:
         raise DataError(f"{where}: its {' and '.join(timed)} features of daily bars were computed by calendar_version "
                         f"{v}, which read a date (stamped at UTC midnight) as that instant on the clock of data.timezone="
-                        f"{tz}, west of Greenwich the evening before; version {CALENDAR_VERSION} reads it as its own "
+                        f"{tz}, west of Greenwich the evening before; versions since 2 read it as its own "
                         f"date; {fix}")
 
 
@@ -460,11 +539,12 @@ def _feature_matrix(frame: pd.DataFrame, specs: list[str], tz: str | None = None
     column is contiguous, which is also the layout of a pandas block (so no copy when framed).
     ``tz``, ``bar_seconds``: see :func:`local_frame`."""
     parsed = [parse_spec(spec) for spec in specs]
-    if any(name in READS_STAMPS for name, _ in parsed):  # the others read no timestamp: no conversion
-        frame = local_frame(frame, tz, bar_seconds)
+    local = frame
+    if any(name in TIME_FEATURES for name, _ in parsed):  # the others read no wall clock: no conversion
+        local = local_frame(frame, tz, bar_seconds)
     parts: list[tuple[str, np.ndarray]] = []
     for name, params in parsed:
-        parts += FEATURES.get(name)(frame, *params).items()
+        parts += FEATURES.get(name)(local if name in TIME_FEATURES else frame, *params).items()
     names = [c for c, _ in parts]
     dup = next((c for c in names if names.count(c) > 1), None)
     if dup:

@@ -20,7 +20,8 @@ import torch
 from hftraining.core.config import DataConfig, duration_ns, saved_data_section, section_from_dict, shown, split_date_ns
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import (
-    CALENDAR_VERSION, SETTLE_MEASURABLE, bar_spacing, EmptyVolume, check_specs, drop_volume_features, feature_columns, settle_unknown, volume_is_empty,
+    CALENDAR_VERSION, OWN_SPACING_GAPS, SETTLE_MEASURABLE, bar_spacing, calendar_rule_change, calendar_rule_matters,
+    EmptyVolume, check_specs, drop_volume_features, feature_columns, settle_unknown, volume_is_empty,
 )
 from hftraining.data.labels import CHANGED_IN, LABEL_VERSION, row_labels
 from hftraining.data.provenance import check_source_rows, data_changes, source_rows
@@ -65,12 +66,17 @@ class Preprocessing:
     new data whose bars are spaced otherwise is named in a warning (:func:`check_bar_spacing`); None
     for a folder written before it was kept."""
     symbol_bar_seconds: dict[str, float] | None = None
-    """Each training symbol's own bar spacing in seconds, of all its frame's bars
-    (:func:`symbol_bar_seconds`): training read a stamp at UTC midnight as a date or an instant by each
-    symbol's own bars (:func:`~hftraining.data.features.date_stamps`), so a forecast from a few rows of
-    that symbol is read by its spacing, not the panel's pooled ``bar_seconds`` (a daily symbol of a panel
-    of mostly intraday ones); None for a folder written before it was kept (the pooled spacing for every
-    symbol, as then)."""
+    """Each training symbol's own bar spacing in seconds, of its frame's last bars
+    (:func:`symbol_bar_seconds`): training read a stamp at UTC midnight as a date or an instant by the
+    symbol's own bars up to it (:func:`~hftraining.data.features.date_stamps`), so the first rows of a
+    forecast's frame of that symbol, which have too few bars before them to tell, are read by its spacing,
+    not the panel's pooled ``bar_seconds`` (a daily symbol of a panel of mostly intraday ones); None for a
+    folder written before it was kept (the pooled spacing for every symbol, as then; folders of
+    calendar_version 2 kept the spacing of all the frame's bars)."""
+    calendar_version: int = CALENDAR_VERSION
+    """How its time features read a stamp (:data:`~hftraining.data.features.CALENDAR_VERSION`; 1 for a folder
+    written before it was kept): a request to a model of version 2 whose rows this version reads otherwise
+    is refused (:func:`check_calendar_rule`)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -82,7 +88,7 @@ class Preprocessing:
             "horizon": self.horizon,
             "data": self.data,
             "label_version": LABEL_VERSION,  # the labels' formulas this model was trained on
-            "calendar_version": CALENDAR_VERSION,  # how its time features read a stamp (a date: its own day)
+            "calendar_version": self.calendar_version,  # how its time features read a stamp (a date: its own day)
         }
         if self.fold is not None:
             out["fold"] = self.fold.to_dict()
@@ -114,6 +120,7 @@ class Preprocessing:
             bar_seconds=float(d["bar_seconds"]) if isinstance(d.get("bar_seconds"), (int, float)) else None,
             symbol_bar_seconds=(check_symbol_bar_seconds(d["symbol_bar_seconds"], "preprocessing.json")
                                 if "symbol_bar_seconds" in d else None),
+            calendar_version=d.get("calendar_version", 1),
         )
 
     def data_config(self) -> DataConfig:
@@ -527,13 +534,15 @@ def _pooled_seconds(times: list[np.ndarray]) -> float | None:
 
 
 def symbol_bar_seconds(rows: Rows) -> dict[str, float]:
-    """Each symbol's own bar spacing in seconds, the one by which training read its stamps
-    (:func:`~hftraining.data.features.date_stamps`, given no spacing): of all the stamps of its frame
-    (``rows.spacings``; rows made without them: of the rows' own stamps). A symbol without a positive
-    spacing is left out (a short frame of it is read by the pooled spacing)."""
+    """Each symbol's own bar spacing in seconds, the one by which training read its last stamp
+    (:func:`~hftraining.data.features.date_stamps`, given no spacing): of the last
+    :data:`~hftraining.data.features.OWN_SPACING_GAPS` gaps of its frame (``rows.spacings``; rows made
+    without them: of the rows' own stamps), which reads the first rows of a later frame of it. A symbol
+    without a positive spacing is left out (a short frame of it is read by the pooled spacing)."""
     spacings = rows.spacings
     if spacings is None:
-        spacings = [None if len(t) < 2 else bar_spacing(np.diff(t)) / 1e9 for t in rows.symbol_times()]
+        spacings = [None if len(t) < 2 else bar_spacing(np.diff(t[-OWN_SPACING_GAPS - 1:])) / 1e9
+                    for t in rows.symbol_times()]
     return {sym: float(v) for sym, v in zip(rows.symbols, spacings) if v is not None and v > 0}
 
 
@@ -618,6 +627,7 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
     found: list[str] = []
     same: dict[str, int] | None = None  # each symbol's rows as training read them (None: not recorded)
     if frames is None:
+        check_calendar_rule(pre, None, where)
         rows, _ = data_rows(d)
         if pre.source_rows is not None:
             recorded = check_source_rows(pre.source_rows, where)
@@ -637,6 +647,7 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
             if changes is not None:
                 changes.extend(found)
     else:
+        check_calendar_rule(pre, frames, where)
         rows, _ = build_rows(frames, pre.features, needed.usable, tz=d.timezone, bar_seconds=pre.bar_seconds,
                              symbol_bar_seconds=pre.symbol_bar_seconds)
         check_bar_spacing(pre, rows, where)
@@ -658,6 +669,32 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
     return _window_set(rows, segs, pre, 1, min_hist, _max_gap(d), labels=_labels(rows, d))
 
 
+def check_calendar_rule(pre: Preprocessing, frames: Mapping[str, pd.DataFrame] | None,
+                        where: str = "preprocessing.json", fix: str = "retrain the model") -> None:
+    """A DataError naming ``where``, the symbol and its first such row (and saying ``fix``) when the model of
+    ``pre`` computed its time features by calendar_version 2 and this version reads a row of ``frames``
+    (None: the data it was trained on, read again as training read it) otherwise
+    (:func:`~hftraining.data.features.calendar_rule_change`: a frame that switches from daily to intraday
+    bars, or the first rows of one); nothing to check for the other versions (1 is refused where it
+    differs, when its folder is loaded) or without ``calendar``/``hour`` features off UTC's clock."""
+    d = pre.data_config()
+    if pre.calendar_version != 2 or not calendar_rule_matters(pre.features, d.timezone):
+        return
+    own = pre.symbol_bar_seconds or {}
+    if frames is None:
+        frames, own = training_frames(pre), None  # as training computed them: by the frames' own gaps
+    for sym, frame in frames.items():
+        ts = pd.DatetimeIndex(frame["timestamp"])
+        ts = (ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")).as_unit("ns")
+        spacing = None if own is None else own.get(sym, pre.bar_seconds)
+        row = calendar_rule_change(ts.asi8, pre.features, d.timezone, spacing)
+        if row is not None:
+            raise DataError(f"{where}: {sym}: row {row} ({ts[row].isoformat()}): this model's calendar/hour features "
+                            f"were computed by calendar_version 2, which read a bar at UTC midnight by the spacing "
+                            f"of its whole frame; this version reads it by the bars up to it, and the two differ "
+                            f"here (data.timezone={d.timezone}); {fix}")
+
+
 def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> WindowSet:
     """The most recent input window of each symbol (no targets: they lie in the future); a symbol
     with fewer rows than :meth:`RowsNeeded.of` (``targets=False``) is a DataError naming it. With
@@ -671,7 +708,9 @@ def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> Windo
         if len(frame) < needed.rows:
             raise DataError(f"{sym}: {len(frame)} usable rows, the model needs {needed.rows} ({needed.why})")
     # a stamp at UTC midnight is a date or an instant as in training, however few rows a request sends: by
-    # the symbol's own training bars (a symbol the model never saw: the panel's pooled spacing)
+    # the gaps up to it, and for a frame's first rows by the symbol's own training bars (a symbol the model
+    # never saw: the panel's pooled spacing)
+    check_calendar_rule(pre, frames)
     rows, skipped = build_rows(frames, pre.features, needed.usable, tz=d.timezone, bar_seconds=pre.bar_seconds,
                                symbol_bar_seconds=pre.symbol_bar_seconds)
     if skipped:  # only a frame whose features fail (too short for them) gets here

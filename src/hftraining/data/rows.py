@@ -17,7 +17,7 @@ import pandas as pd
 from hftraining.core.config import DataConfig
 from hftraining.core.errors import DataError
 from hftraining.data.features import (
-    PANEL_FEATURES, bar_spacing, build_features, feature_columns, feature_settle, feature_warmup, panel_specs,
+    OWN_SPACING_GAPS, PANEL_FEATURES, bar_spacing, build_features, feature_columns, feature_settle, feature_warmup, panel_specs,
     parse_spec, symbol_specs,
 )
 
@@ -118,9 +118,10 @@ class SymbolRows:
     times: np.ndarray  # (n,) int64 ns UTC
     close: np.ndarray  # (n,) float64
     spacing: float | None = None
-    """The spacing in seconds of all the frame's bars, its warm-up rows included
-    (:func:`~hftraining.data.features.bar_spacing`): with no ``bar_seconds`` given,
-    :func:`~hftraining.data.features.date_stamps` read its stamps by it (daily at 20 hours or more)."""
+    """The spacing in seconds of the frame's last bars (:func:`~hftraining.data.features.bar_spacing` of its
+    last :data:`~hftraining.data.features.OWN_SPACING_GAPS` gaps, fewer in a shorter frame): the one by
+    which :func:`~hftraining.data.features.date_stamps`, given no ``bar_seconds``, read its last row, so the
+    first rows of a later frame of the symbol, which have fewer gaps before them, are read by it."""
 
     def __len__(self) -> int:
         return len(self.returns)
@@ -132,7 +133,8 @@ def symbol_rows(frame: pd.DataFrame, specs: list[str], symbol: str, min_rows: in
     previous close), or None when fewer than ``min_rows`` are left. ``values``: precomputed
     (n, F) features of the frame. ``tz``: ``data.timezone``, the zone of the time features;
     ``bar_seconds``: a model's recorded bar spacing, which says whether a stamp at UTC midnight is a
-    date (:func:`~hftraining.data.features.date_stamps`; None: the frame's own spacing says)."""
+    date in the frame's first rows, those with fewer gaps before them than the rule reads
+    (:func:`~hftraining.data.features.date_stamps`; None, as in training: the gaps they have)."""
     if len(frame) < 2:
         return None
     block, first = build_features(frame, specs, symbol, values, tz, bar_seconds)
@@ -159,9 +161,8 @@ def symbol_rows(frame: pd.DataFrame, specs: list[str], symbol: str, min_rows: in
 
 
 def _frame_spacing(frame: pd.DataFrame) -> float | None:
-    """The spacing in seconds of all of ``frame``'s stamps (as :func:`~hftraining.data.features.local_frame`
-    reads them), or None for fewer than two."""
-    ts = pd.DatetimeIndex(frame["timestamp"])
+    """The spacing in seconds of ``frame``'s last stamps (:attr:`SymbolRows.spacing`), or None for fewer than two."""
+    ts = pd.DatetimeIndex(frame["timestamp"][-OWN_SPACING_GAPS - 1:])
     ts = (ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")).as_unit("ns")
     spacing = bar_spacing(np.diff(ts.asi8))
     return None if spacing is None else spacing / 1e9
@@ -184,7 +185,7 @@ def build_rows(
     ``precomputed``: {symbol: (n, F) features}, used instead of computing them. ``tz``:
     ``data.timezone``, the zone of the time features (``calendar``, ``hour``). ``bar_seconds``: see
     :func:`symbol_rows` (a forecast's few rows are read as the model's training bars were).
-    ``symbol_bar_seconds``: {symbol: the spacing of its own training bars}, used for that symbol instead
+    ``symbol_bar_seconds``: {symbol: the spacing of its own last training bars}, used for that symbol instead
     of ``bar_seconds`` (a panel may mix daily symbols with intraday ones: each was read by its own bars).
     """
     if isinstance(frames, Mapping):

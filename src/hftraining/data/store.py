@@ -77,7 +77,7 @@ from hftraining.data.validate import TooFewRows, check_policy
 
 log = logging.getLogger(__name__)
 
-FORMAT = 16  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
+FORMAT = 17  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
 # 6: window indices and statistics carry digests; data.symbols selects a long CSV's rows, the date range cuts
 # every layout, YYYYMMDD is decided by the bulk of a column; 7: the date range is cut before validation,
 # a long file's rows without a symbol are reported, CSV symbols are text, Alpha158 is exact on constant windows;
@@ -94,7 +94,9 @@ FORMAT = 16  # bump when the stored layout or a feature's formula changes (5: an
 # midnight is its own date for the calendar and hour features in data.timezone, the robust scaler divides a
 # column of IQR 0 that varies by its std; 15: stooq's HHMMSS times, Alpaca's/Polygon's t, milliseconds and
 # microseconds in one epoch column, stamps with and without a zone refused; 16: each symbol's bar spacing, of
-# all its frame's stamps, in the index, kept in a model folder so its few rows are read as training read them)
+# all its frame's stamps, in the index, kept in a model folder so its few rows are read as training read them;
+# 17: a bar at UTC midnight is a date by the gaps up to it, not by the whole frame (calendar_version 3), and
+# each symbol's spacing in the index is that of its last bars)
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",

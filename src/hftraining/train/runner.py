@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -29,7 +30,7 @@ from hftraining.core.config import Config, resume_conflicts, save_config
 from hftraining.core.errors import UserError
 from hftraining.core.jsonio import read_json, write_json
 from hftraining.data.features import check_calendar_version
-from hftraining.data.pipeline import PreparedData, prepare
+from hftraining.data.pipeline import PreparedData, check_calendar_rule, prepare
 from hftraining.data.provenance import check_source_rows
 from hftraining.eval.model_card import card_meta, write_model_card
 from hftraining.models import ForecastModel
@@ -263,6 +264,10 @@ def check_same_calendar(cfg: Config, data: PreparedData, path: Path) -> None:
                            f"{path}: cannot resume: {saved}",
                            "finish it with the version that started it, or start over with output.overwrite=true",
                            stamps=last)
+    if then == 2:  # version 2 read a frame's midnights by all its bars: refused where version 3 reads its rows otherwise
+        check_calendar_rule(dataclasses.replace(data.preprocessing, calendar_version=2), None,
+                            f"{path}: cannot resume: {saved}",
+                            "finish it with the version that started it, or start over with output.overwrite=true")
 
 
 @dataclass
