@@ -303,7 +303,17 @@ def main() -> None:
             profile_trainer(cfg, data, steps, n_params, peak)
         print(f"total {time.perf_counter() - start:.0f} s")
         return
-    specs = [tuple(int(v) for v in spec.split("x")) for spec in configs.split(",")]
+    def parse(spec: str, flag: str) -> tuple[int, int]:
+        # said before anything is measured: a bad one met in the loop lost the table of every path before it
+        try:
+            batch, accum = (int(v) for v in spec.split("x"))
+        except ValueError:
+            ap.error(f"{flag}: {spec!r} is not BATCHxACCUMULATION (e.g. 1024x1)")
+        if batch < 1 or accum < 1:
+            ap.error(f"{flag}: {spec!r} needs a batch and an accumulation of at least 1")
+        return batch, accum
+
+    specs = [parse(spec, "--configs") for spec in configs.split(",")]
     # Measured in this order, each path over every configuration before the next path, so that a
     # --budget cut leaves the least important figures out: the Trainer (eager, then CUDA graphs),
     # transformers.Trainer with and without torch_compile, the bare loop, the other compile modes.
@@ -319,7 +329,7 @@ def main() -> None:
         for item in args.paths.split(","):
             what, _, only = item.partition("@")
             path, _, mode = what.partition(":")
-            order.append((names[path], mode, only or None))
+            order.append((names[path], mode, parse(only, "--paths") if only else None))
     if hf_reason is not None:
         print(f"transformers.Trainer: not timed ({hf_reason})")
         order = [o for o in order if o[0] != "transformers.Trainer"]
@@ -331,7 +341,7 @@ def main() -> None:
                                pre.horizon, pre.seq_len).num_parameters()
         for path, mode, only in order:
             # a path given with its configuration (``@1024x1``) runs that one, whatever --configs says
-            for batch, accum in specs if only is None else [tuple(int(v) for v in only.split("x"))]:
+            for batch, accum in specs if only is None else [only]:
                 spec = f"{batch}x{accum}"
                 steps = args.steps or (max(10, 200 // accum) if batch < 512 else 30) if gpu else max(2, 4 // accum)
                 label = f"{batch} x {accum}".ljust(9) + f" {path} [{mode}]"

@@ -1,6 +1,9 @@
 """Shipping a model: an ONNX file that fails its check never lies at --out, and ensemble members that
 keep other rows of the same data are refused, not combined."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -135,3 +138,39 @@ def test_the_onnx_graph_of_a_mean_ensemble_of_copies_is_the_model_s_own(tmp_path
     one = onnx_session(export_onnx(copies[0], tmp_path / "m.onnx")).run(None, feeds)[0]
     three = onnx_session(export_onnx(ens, tmp_path / "ens.onnx")).run(None, feeds)[0]
     np.testing.assert_allclose(three, one, rtol=0, atol=1e-7)
+
+
+def test_an_export_leaves_the_file_of_another_export_to_the_same_out_running(tmp_path):
+    """Each export swept every ``.NAME.tmp-*.onnx`` beside --out, another export's to the same --out
+    still being written and checked too: that export then failed (onnxruntime's NoSuchFile traceback,
+    or a WriteError) though nothing was wrong with it. Only a file of a process that no longer runs
+    is swept."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from hftraining.inference import export as E
+
+    d = make_model_dir(tmp_path / "model", model=dict(type="ridge", ridge_lags=10))
+    out = tmp_path / "model.onnx"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        running = tmp_path / f".model.onnx.tmp-{other.pid}.onnx"
+        running.write_bytes(b"another export's graph")
+        killed = tmp_path / f".model.onnx.tmp-{gone}.onnx"
+        killed.write_bytes(b"a killed export's graph")
+        E.export_onnx(d, out)
+        assert running.read_bytes() == b"another export's graph"
+        assert not killed.exists()
+        assert [i.name for i in E.onnx_session(out).get_inputs()] == ["x", "past"]
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_members_whose_jump_rule_checks_nothing_are_not_refused(tmp_path):
+    """``data.jump_threshold=0`` checks no jump, so ``jumps=drop`` keeps every row as ``flag`` does: such
+    members read the same rows and build an ensemble."""
+    a = make_model_dir(tmp_path / "a")
+    b = make_model_dir(tmp_path / "b", "data.jumps=drop", "data.jump_threshold=0", seed=1)
+    build_ensemble([a, b], tmp_path / "ens")

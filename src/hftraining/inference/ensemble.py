@@ -176,8 +176,11 @@ def _row_rules(pre: dict[str, Any]) -> dict[str, Any]:
     data = pre.get("data") if isinstance(pre.get("data"), dict) else {}
     fields = DataConfig.__dataclass_fields__
     out = {k: data.get(k, fields[k].default) for k in SHARED_ROW_RULES}
+    threshold = data.get("jump_threshold", fields["jump_threshold"].default)
+    if out["jumps"] != "flag" and isinstance(threshold, (int, float)) and threshold <= 0:
+        out["jumps"] = "flag"  # a threshold of 0 checks no jump: every row kept, as when jumps are flagged
     if out["jumps"] != "flag":
-        out["jump_threshold"] = data.get("jump_threshold", fields["jump_threshold"].default)
+        out["jump_threshold"] = threshold
     return out
 
 

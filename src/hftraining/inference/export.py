@@ -127,13 +127,31 @@ def export_onnx(model_dir: str | Path, out: str | Path, check: bool = True) -> P
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}.onnx"
     try:
         with writing(out):
-            for stale in out.parent.glob(f".{glob.escape(out.name)}.tmp-*.onnx"):  # left by an export that was killed
-                stale.unlink(missing_ok=True)
+            for stale in out.parent.glob(f".{glob.escape(out.name)}.tmp-*.onnx*"):
+                if _left_behind(stale):  # by an export that was killed; not another one's still writing
+                    stale.unlink(missing_ok=True)
             _write_checked(w, fc, tmp, out, check)
             os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+        tmp.with_name(tmp.name + ".data").unlink(missing_ok=True)  # weights over 1.5 GB: inlined by onnx.load
     return out
+
+
+def _left_behind(path: Path) -> bool:
+    """Whether the temporary file ``path`` (``.NAME.tmp-PID.onnx``, ``.data`` beside it) is of an export that
+    no longer runs: another export to the same --out at the same time writes and checks its own, which
+    removing would fail."""
+    pid = path.name.rsplit(".tmp-", 1)[-1].split(".")[0]
+    if not pid.isdigit() or int(pid) <= 0:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: a live process of another user
+        return False
+    return False
 
 
 def _write_checked(w: OnnxForecaster, fc: Forecaster, path: Path, out: Path, check: bool) -> None:
