@@ -322,3 +322,22 @@ def test_bench_gpu_runs_on_the_cpu_and_measures_a_path_at_its_own_configuration(
     assert len(rows) == 1, out
     micro, samples, mfu = (c.strip() for c in rows[0].strip("|").split("|")[2:])
     assert float(micro) > 0 and float(samples.replace(",", "")) > 0 and mfu.endswith("%")
+
+
+def test_device_rows_serve_only_the_splits_that_share_them():
+    """``data.device_cache`` copies the training split's rows to the device and gathers every split's
+    batches there: a split with rows of its own (not the panel's) is not gathered from another's rows
+    but takes the host path. The meta device stands for a GPU (nothing is computed)."""
+    import dataclasses
+
+    from hftraining.core.config import load_config
+    from hftraining.data.pipeline import prepare
+
+    cfg = load_config(None, ["data.symbols=[AEM, WPM]", "data.sequence_length=24", "data.prediction_horizon=4"])
+    data = prepare(cfg.data)
+    on = data.on_device("meta", cfg.data)
+    assert on.train.device_rows is not None
+    assert on.val.device_rows is on.train.device_rows and on.test.device_rows is on.train.device_rows
+    own = dataclasses.replace(data, val=dataclasses.replace(data.val, features=data.val.features.copy()))
+    on = own.on_device("meta", cfg.data)
+    assert on.val.device_rows is None and on.test.device_rows is on.train.device_rows

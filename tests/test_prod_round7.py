@@ -174,3 +174,18 @@ def test_members_whose_jump_rule_checks_nothing_are_not_refused(tmp_path):
     a = make_model_dir(tmp_path / "a")
     b = make_model_dir(tmp_path / "b", "data.jumps=drop", "data.jump_threshold=0", seed=1)
     build_ensemble([a, b], tmp_path / "ens")
+
+
+def test_an_export_through_a_link_replaces_the_file_it_names(tmp_path):
+    """``--out current.onnx`` where current.onnx links to v3.onnx: the link stays and v3.onnx gets the new
+    graph, as a write through the link did (renaming onto the link replaced it by a file)."""
+    pytest.importorskip("onnxscript")
+    from hftraining.inference import export as E
+
+    d = make_model_dir(tmp_path / "model", model=dict(type="ridge", ridge_lags=10))
+    (tmp_path / "v3.onnx").write_bytes(b"an older graph")
+    link = tmp_path / "current.onnx"
+    link.symlink_to("v3.onnx")
+    E.export_onnx(d, link, check=False)
+    assert link.is_symlink() and (tmp_path / "v3.onnx").read_bytes() != b"an older graph"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current.onnx", "model", "v3.onnx"]

@@ -33,7 +33,7 @@ from hftraining.data.splits import (
     purged_kfold, purged_split, row_fold, rows_before, union_calendar,
 )
 from hftraining.data.store import fitted_statistics, load_rows, window_index
-from hftraining.data.windows import WindowSet, device_rows_for, index_windows, window_runs
+from hftraining.data.windows import DeviceRows, WindowSet, device_rows_for, index_windows, window_runs
 
 __all__ = ["FrameSource", "Rows", "build_rows"]  # re-exported: the rows of a run are built here or in the store
 
@@ -157,8 +157,16 @@ class PreparedData:
         else:
             placement = (f"rows on the host, batches copied from pinned memory to {device} "
                          f"({gib:.2f} GiB > data.device_cache_max_gb={d.device_cache_max_gb:g})")
-        return PreparedData(self.train.on_device(device, rows), self.val.on_device(device, rows),
-                            self.test.on_device(device, rows), self.preprocessing, self.report, placement)
+        t = self.train
+
+        def own(ws: WindowSet) -> DeviceRows | None:  # the rows copied from train serve a split that shares them
+            same = (ws.features is t.features and ws.label_rows is t.label_rows and ws.target_scale == t.target_scale
+                    and all(a is b or (a is not None and b is not None and np.array_equal(a, b))
+                            for a, b in ((ws.center, t.center), (ws.scale, t.scale))))
+            return rows if same else None
+
+        return PreparedData(t.on_device(device, rows), self.val.on_device(device, own(self.val)),
+                            self.test.on_device(device, own(self.test)), self.preprocessing, self.report, placement)
 
 
 SegmentFn = Callable[[np.ndarray, np.ndarray], dict[str, Segment]]

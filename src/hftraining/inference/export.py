@@ -123,15 +123,17 @@ def export_onnx(model_dir: str | Path, out: str | Path, check: bool = True) -> P
         raise DataError(f"--out {out}: is a folder; expected a .onnx file name")
     out.parent.mkdir(parents=True, exist_ok=True)
     # written and checked beside ``out``, then renamed onto it: a graph that fails the check (or an export
-    # stopped half-way) never lies at ``out``, and an earlier file there stays as it was until then
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}.onnx"
+    # stopped half-way) never lies at ``out``, and an earlier file there stays as it was until then. A link
+    # (current.onnx -> v3.onnx) stays a link: the file it names is the one replaced, as a write through it did
+    dest = Path(os.path.realpath(out)) if out.is_symlink() else out
+    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}.onnx"
     try:
         with writing(out):
-            for stale in out.parent.glob(f".{glob.escape(out.name)}.tmp-*.onnx*"):
+            for stale in dest.parent.glob(f".{glob.escape(dest.name)}.tmp-*.onnx*"):
                 if _left_behind(stale):  # by an export that was killed; not another one's still writing
                     stale.unlink(missing_ok=True)
             _write_checked(w, fc, tmp, out, check)
-            os.replace(tmp, out)
+            os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
         tmp.with_name(tmp.name + ".data").unlink(missing_ok=True)  # weights over 1.5 GB: inlined by onnx.load
