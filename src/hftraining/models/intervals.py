@@ -33,10 +33,33 @@ GRID = 1001
 what ACI reads its changing quantile from after the calibration windows are gone."""
 
 
+def _missing_as_inf(scores: np.ndarray) -> np.ndarray:
+    """``scores`` with NaN (a NaN forecast or quantile) as +inf: such a window's interval covers
+    nothing (the report counts it a miss), so it ranks above every bound. Left NaN, it sorted last
+    but a rank landing on it gave a NaN radius, every interval of the step NaN (and inf once saved),
+    and one NaN made all of ACI's score grid NaN."""
+    s = np.asarray(scores, dtype=np.float64)
+    return np.where(np.isnan(s), np.inf, s)
+
+
+def _grid(s: np.ndarray) -> np.ndarray:
+    """(H, GRID) quantiles of the scores ``s`` (n, H) at GRID even probabilities (linear between order
+    statistics); where that interpolation meets an infinite score (inf − inf), the higher order
+    statistic: the exact value at an order statistic's own probability, inf between it and an inf."""
+    q = np.linspace(0, 1, GRID)
+    with np.errstate(invalid="ignore"):
+        g = np.quantile(s, q, axis=0)
+    bad = np.isnan(g)
+    if bad.any():
+        g[bad] = np.quantile(s, q, axis=0, method="higher")[bad]
+    return g.T
+
+
 def conformal_radius(scores: np.ndarray, level: float) -> float:
-    """The ⌈(n + 1)·level⌉-th smallest of ``scores`` (n,) (inf when that rank exceeds n, or n = 0):
-    the split-conformal bound that covers a new exchangeable score with probability ≥ ``level``."""
-    s = np.asarray(scores, dtype=np.float64).ravel()
+    """The ⌈(n + 1)·level⌉-th smallest of ``scores`` (n,) (inf when that rank exceeds n, or n = 0; a
+    NaN score counts as +inf): the split-conformal bound that covers a new exchangeable score with
+    probability ≥ ``level``."""
+    s = _missing_as_inf(scores).ravel()
     n = s.size
     k = math.ceil((n + 1) * level - 1e-12)
     if n == 0 or k > n:
@@ -99,8 +122,7 @@ class Calibration:
             radius[k] = [conformal_radius(s[:, h], level) for h in range(H)]
         grid = alpha = None
         if method == "aci":
-            s = scores(pred, true, "split")
-            grid = np.quantile(s, np.linspace(0, 1, GRID), axis=0).T if n else np.full((H, GRID), np.inf)  # (H, GRID)
+            grid = _grid(_missing_as_inf(scores(pred, true, "split"))) if n else np.full((H, GRID), np.inf)  # (H, GRID)
             alpha = np.tile(1.0 - np.asarray(levels, np.float64)[:, None], (1, H))
         return cls(method, list(levels), radius, int(n), grid, float(gamma), alpha, pairs)
 
@@ -135,7 +157,8 @@ class Calibration:
                 lo, hi = quantiles[..., lo_i] - self.radius[k], quantiles[..., hi_i] + self.radius[k]
                 # a negative radius (a head wider than it needs) can cross a narrow window's band: an empty
                 # interval, given as the point between them (it covers nothing either; width 0, not negative)
-                mid = (lo + hi) / 2
+                with np.errstate(invalid="ignore"):  # inf radius: −inf + inf, never picked
+                    mid = (lo + hi) / 2
                 out[level] = (np.where(lo > hi, mid, lo), np.where(lo > hi, mid, hi))
                 continue
             r = self.radius[k] if self.method == "split" else np.array(
@@ -202,7 +225,9 @@ def aci_bounds(cal: Calibration, pred: np.ndarray, true: np.ndarray, dates: np.n
             lo[:, rows, h] = pred[rows, h][None, :] - r[:, None]
             hi[:, rows, h] = pred[rows, h][None, :] + r[:, None]
             y = true[rows, h][None, :]
-            miss = (y < lo[:, rows, h]) | (y > hi[:, rows, h])  # (K, n)
+            # not inside: a NaN forecast's NaN interval is a miss, as the report counts it (``y < NaN`` is
+            # False: it moved α as a hit, narrowing every later interval)
+            miss = ~((y >= lo[:, rows, h]) & (y <= hi[:, rows, h]))  # (K, n)
             step = pending[:, :, h]  # a view: the updates land in ``pending``
             np.add.at(step, due[rows, h], (cal.gamma / len(rows) * (target[:, None] - miss)).T)
     alpha += pending[D]  # every outcome in ``true`` is known once the data ends: the α a new forecast uses
