@@ -61,7 +61,7 @@ def test_the_verdict_says_when_too_few_calibration_windows_leave_a_level_unbound
     y = rng.normal(size=(300, 2))
     rep = interval_report(cal.bounds(np.zeros_like(y)), y, d, np.tile(np.arange(3), 100), "split")
     assert rep["levels"]["0.9"]["unbounded"] == 1.0 and rep["levels"]["0.8"]["unbounded"] == 0.0
-    why = "(calibrated on fewer than the 9 windows a 90% interval needs)"
+    why = "(calibrated on fewer than the 9 windows a 90% interval needs, counting those with a finite forecast)"
     assert f"90% unbounded in 100% of the intervals {why}" in rep["sentence"]
     assert "80% unbounded" not in rep["sentence"]
     bounded = interval_report(cal.bounds(np.zeros_like(y)) | {0.9: (-np.ones_like(y), np.ones_like(y))}, y, d,

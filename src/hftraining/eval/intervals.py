@@ -204,11 +204,12 @@ def interval_report(bounds: dict[float, tuple[np.ndarray, np.ndarray]], true: np
 
 
 def _why_unbounded(method: str, level: float) -> str:
-    """Why a conformal interval at ``level`` has no bound: the rank it needs exceeds the calibration windows."""
+    """Why a conformal interval at ``level`` has no bound: the rank it needs exceeds the calibration windows
+    with a finite forecast (a NaN forecast's residual ranks above every bound)."""
     if method == "aci":
         return "ACI's level asked for a rank beyond the calibration windows"
     need = math.ceil(round(level / (1 - level), 9))  # ⌈(n + 1)·level⌉ <= n  <=>  n >= level / (1 − level)
-    return f"calibrated on fewer than the {need} windows a {level:.0%} interval needs"
+    return f"calibrated on fewer than the {need} windows a {level:.0%} interval needs, counting those with a finite forecast"
 
 
 def calibrate(model, val, target_scale: float, ev, batch_size: int, device="cpu", precision: str = "fp32",
