@@ -228,3 +228,4 @@ def test_a_rank_ic_of_one_date_is_not_called_insignificant():
     verdict = score(fc)["verdict"]
     assert "not tested (a t test over the dates needs at least 2)" in verdict, verdict
     assert "not significantly different from 0" not in verdict, verdict
+    assert "nan" not in verdict, verdict  # t and ICIR of one date: a dash, not "nan"

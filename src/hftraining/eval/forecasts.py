@@ -389,7 +389,8 @@ def cs_verdict(result: dict[str, Any], fc: Forecasts, level: float = SIGNIFICANC
                 f"its cost over {label(best)}")
     m, t = cs["mean"], cs["t_stat"]
     p = _ic_p_value(cs)
-    text = f"step-1 rank IC = {m:.4f} (t = {t:.2f}, ICIR {cs['icir']:.3f}, {cs['n_dates']} dates)"
+    num = lambda v, spec: "—" if v is None or math.isnan(v) else format(v, spec)  # noqa: E731 (inf: no spread, shown)
+    text = f"step-1 rank IC = {m:.4f} (t = {num(t, '.2f')}, ICIR {num(cs['icir'], '.3f')}, {cs['n_dates']} dates)"
     if not math.isfinite(m):
         return f"{text}: the rank IC could not be computed (a forecast or a realisation is not finite)"
     if math.isfinite(p) and p < level:

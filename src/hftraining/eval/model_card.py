@@ -10,7 +10,10 @@ model.safetensors and preprocessing.json are read).
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ from hftraining.core.errors import writing
 from hftraining.core.fmt import fmt
 from hftraining.data.labels import CROSS_SECTIONAL, UNITS
 from hftraining.eval.forecasts import DIRECTION_NOTE, direction_p_text, label
-from hftraining.eval.report import p_text
+from hftraining.eval.report import md_text, p_text
 from hftraining.models import ForecastModel
 
 CARD_NAME = "README.md"
@@ -96,6 +99,17 @@ def _value(v: Any) -> str:
     return "—" if v is None else str(v)
 
 
+def _code(text: Any, in_table: bool = False) -> str:
+    """``text`` as a Markdown code span, whatever it holds: fenced by more backticks than its longest
+    run of them, on one line, and inside a table with its ``|`` escaped (GFM ends a cell there even
+    inside code)."""
+    flat = " ".join(str(text).splitlines())
+    fence = "`" * (1 + max((len(r) for r in re.findall("`+", flat)), default=0))
+    pad = " " if flat.startswith("`") or flat.endswith("`") else ""
+    span = f"{fence}{pad}{flat}{pad}{fence}"
+    return span.replace("|", "\\|") if in_table else span
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *("| " + " | ".join(str(c) for c in r) + " |" for r in rows), ""]
@@ -157,11 +171,11 @@ def _metrics_section(result: dict[str, Any]) -> list[str]:
 
 def _data_section(cfg: dict[str, Any], rep: dict[str, Any]) -> list[str]:
     data_dir = _get(cfg, "data.data_dir")
-    rows = [["source", f"`{data_dir}`" if data_dir else "the sample data bundled with hftraining"]]
+    rows = [["source", _code(data_dir, in_table=True) if data_dir else "the sample data bundled with hftraining"]]
     symbols = list(rep.get("symbols") or [])
     if symbols:
         more = ", …" if len(symbols) > MAX_SYMBOLS else ""
-        rows.append(["symbols", f"{len(symbols)}: {', '.join(symbols[:MAX_SYMBOLS])}{more}"])
+        rows.append(["symbols", f"{len(symbols)}: {', '.join(map(md_text, symbols[:MAX_SYMBOLS]))}{more}"])
     split = rep.get("split") or {}
     spans = [span for per in (split.get("symbols") or {}).values() for span in per.values() if span]
     if spans:
@@ -209,7 +223,7 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
             meta["strongest_baseline_by_mse"] = (result.get("strongest_baseline") or {}).get("name")
         meta["verdict"] = result.get("verdict")
     lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=10_000).rstrip(), "---", "",
-             f"# {folder.parent.name or folder.name}: a {mtype} forecaster", "",
+             f"# {md_text(folder.parent.name or folder.name)}: a {mtype} forecaster", "",
              f"A `{mtype}` model ({n_params:,} parameters) that forecasts {_what(target, H)} from the "
              f"last {L} rows of {len(columns)} feature columns, trained for {step:,} optimizer steps with hftraining "
              f"{__version__}"
@@ -224,19 +238,19 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
         lines += ["## Test metrics", ""] + _metrics_section(result)
     else:
         lines += [f"Test metrics were not computed: {not_evaluated}. There is no verdict; "
-                  f"`hftraining evaluate {folder.parent}` scores the model beside the baselines.", ""]
+                  f"{_code(f'hftraining evaluate {shlex.quote(str(folder.parent))}')} scores the model beside the baselines.", ""]
     lines += ["## Data", ""] + _data_section(c, data_report)
     scaler = preprocessing.get("scaler") or {}
     lines += ["## Features", "",
-              f"Indicators (`data.features`): {', '.join(f'`{f}`' for f in preprocessing.get('features') or []) or '—'}; "
-              f"the {len(columns)} input columns: {', '.join(f'`{col}`' for col in columns) or '—'}. Scaler: "
+              f"Indicators (`data.features`): {', '.join(map(_code, preprocessing.get('features') or [])) or '—'}; "
+              f"the {len(columns)} input columns: {', '.join(map(_code, columns)) or '—'}. Scaler: "
               f"{scaler.get('kind', '—')}{' per symbol' if scaler.get('per_symbol') else ''}, fitted on the training split.", ""]
-    lines += ["## Key config", ""] + _table(["key", "value"], [[f"`{k}`", _value(_get(c, k))] for k in CONFIG_KEYS])
+    lines += ["## Key config", ""] + _table(["key", "value"], [[f"`{k}`", md_text(_value(_get(c, k)))] for k in CONFIG_KEYS])
     need = data_report.get("rows_needed")
     lines += ["## How to use", "", "```python", "from hftraining.inference.forecaster import Forecaster", "",
-              f'fc = Forecaster.from_pretrained("{folder}")',
+              f"fc = Forecaster.from_pretrained({json.dumps(str(folder), ensure_ascii=False)})",
               'forecasts = fc.predict("my_prices/")  # a CSV/Parquet file, folder or glob of OHLCV rows; one row per symbol × step',
-              "```", "", "```bash", f"hftraining predict {folder} --data my_prices/ --out forecasts.csv", "```", "",
+              "```", "", "```bash", f"hftraining predict {shlex.quote(str(folder))} --data my_prices/ --out forecasts.csv", "```", "",
               (f"Each symbol needs at least {need} rows of history. " if need else "")
               + ("Forecasts are log returns (and the implied prices)" if target == "return" else
                  f"Forecasts are {UNITS.get(target, target)} (column `forecast_{target}`), not prices")

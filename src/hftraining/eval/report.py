@@ -16,6 +16,7 @@ import html
 import io
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,27 @@ def _num(v: Any, spec: str = ".4g") -> str:
     return str(v)
 
 
+_MD_SPECIAL = re.compile(r"[\\`*\[\]|]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+_MD_ENTITY = {"<": "&lt;", "&": "&amp;", "$": "&#36;", "~": "&#126;"}  # no backslash escape in every dialect
+
+
+def md_text(text: Any) -> str:
+    """``text`` as literal Markdown inline text, fit for a table cell or a heading: the characters
+    that would start emphasis, code, a link, raw HTML, an entity, math or strikethrough, or end a
+    table cell, are escaped, and line breaks become spaces (as HTML shows them). A symbol is whatever
+    a file's ``symbol`` column holds: ``A|B`` split its row into two cells and ``<b>`` was markup.
+    An underscore inside a word (``seasonal_naive``) starts nothing and is left alone."""
+    flat = " ".join(str(text).splitlines())
+    flat = re.sub("[<&$~]", lambda m: _MD_ENTITY[m.group(0)], flat)
+    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), flat)
+
+
+def mpl_text(text: Any) -> str:
+    """``text`` for a matplotlib title or label: a ``$`` is escaped, since two of them start math
+    text (a symbol ``$X^$`` failed the whole report with a mathtext parse error)."""
+    return str(text).replace("$", r"\$")
+
+
 def p_text(p: Any) -> str:
     """A p-value as the verdicts show it (:func:`~hftraining.core.fmt.fmt_p` at the verdict's level)."""
     return fmt_p(p, SIGNIFICANCE)
@@ -61,13 +83,13 @@ class _Doc:
     def __init__(self, title: str, files_dir: Path):
         self.title = title
         self.html: list[str] = []
-        self.md: list[str] = [f"# {title}", ""]
+        self.md: list[str] = [f"# {md_text(title)}", ""]
         self.files_dir = files_dir
         self.images: list[tuple[str, bytes]] = []
 
     def heading(self, text: str) -> None:
         self.html.append(f"<h2>{html.escape(text)}</h2>")
-        self.md += [f"## {text}", ""]
+        self.md += [f"## {md_text(text)}", ""]
 
     def para(self, text: str) -> None:
         self.html.append(f"<p>{html.escape(text)}</p>")
@@ -77,9 +99,8 @@ class _Doc:
         cells = lambda r, tag: "".join(f"<{tag}>{html.escape(str(c))}</{tag}>" for c in r)  # noqa: E731
         self.html.append("<table><tr>" + cells(header, "th") + "</tr>"
                          + "".join("<tr>" + cells(r, "td") + "</tr>" for r in rows) + "</table>")
-        esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731
-        self.md += ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
-        self.md += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+        self.md += ["| " + " | ".join(map(md_text, header)) + " |", "|" + "---|" * len(header)]
+        self.md += ["| " + " | ".join(map(md_text, r)) + " |" for r in rows]
         self.md.append("")
 
     def figure(self, fig, name: str, caption: str) -> None:
@@ -175,7 +196,7 @@ def _config_section(doc: _Doc, cfg: dict[str, Any] | None) -> None:
 def _data_section(doc: _Doc, rep: dict[str, Any] | None) -> None:
     if not rep:
         return
-    doc.heading("Data")
+    doc.heading("Data of the training run (data_report.json)")  # whatever data this report scores
     rows = [["symbols", ", ".join(rep.get("symbols", []))],
             ["skipped symbols", ", ".join(rep.get("skipped_symbols", [])) or "none"]]
     for split, n in (rep.get("windows") or {}).items():
@@ -350,7 +371,7 @@ def _forecast_plots(doc: _Doc, fc) -> None:
             ys += [path[: len(tt)], [np.nan]]
         if xs:
             ax.plot(_years(np.concatenate(xs)), np.concatenate(ys), color="C1", lw=1)
-        ax.set_title(f"{fc.symbols[k]}: close and {H}-step forecast paths (orange)", fontsize=10)
+        ax.set_title(f"{mpl_text(fc.symbols[k])}: close and {H}-step forecast paths (orange)", fontsize=10)
     axes[-1, 0].set_xlabel("date")
     for ax in axes[:, 0]:
         _date_ticks(ax)
@@ -388,17 +409,17 @@ def _backtest_section(doc: _Doc, bt: dict[str, Any] | None, strongest: str | Non
     for w in warnings:
         doc.para("WARNING " + w)
     curves = bt.get("curves") or {}
-    if not curves:
+    names = ["model", *([strongest] if strongest else []), "buy_and_hold", "naive:drift"]
+    names = [n for n in dict.fromkeys(names) if n in curves and len(curves[n][1])]  # the strongest baseline once
+    if not names:  # no period to draw (one date): no empty axes
         return
     fig, (a1, a2) = _subplots(2, 1, figsize=(10, 5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
-    names = ["model", *([strongest] if strongest else []), "buy_and_hold", "naive:drift"]
-    for name in dict.fromkeys(names):  # the strongest baseline the verdict names, once
-        if name in curves and len(curves[name][1]):
-            x, eq = equity_points(*curves[name], bt["dates"])
-            t = _years(x)
-            shown_name = f"{name} (strongest baseline)" if name == strongest else name
-            a1.plot(t, eq, label=shown_name)
-            a2.plot(t, eq / np.maximum.accumulate(eq) - 1.0, label=shown_name)  # eq starts at 1: the first peak
+    for name in names:
+        x, eq = equity_points(*curves[name], bt["dates"])
+        t = _years(x)
+        shown_name = f"{name} (strongest baseline)" if name == strongest else name
+        a1.plot(t, eq, label=shown_name)
+        a2.plot(t, eq / np.maximum.accumulate(eq) - 1.0, label=shown_name)  # eq starts at 1: the first peak
     a1.set_title("equity (net of costs, start = 1)"), a1.legend(fontsize=8)
     a2.set_title("drawdown"), a2.legend(fontsize=8), a2.set_xlabel("date")
     _date_ticks(a2)
