@@ -12,6 +12,7 @@ request whose rows the two rules read otherwise is refused in one line.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -257,3 +258,50 @@ def test_a_run_of_calendar_version_2_is_not_resumed_where_the_rules_differ(panel
     code = cli.main(args + [f"training.resume_from_checkpoint={run / 'checkpoints' / 'step-00000002'}"])
     err = capsys.readouterr().err
     assert code == 2 and "cannot resume" in err and "M1" in err and "calendar_version 2" in err, err
+
+
+def test_a_folder_of_calendar_version_1_refuses_a_request_read_as_dates(panel, tmp_path):
+    """Version 1 read every stamp as an instant; an intraday model of it loads, and a request whose last
+    bars are daily stamps at 00:00 UTC (after hourly ones: no spacing warning) reads them as dates now."""
+    folder, _ = panel
+    old = tmp_path / "v1"
+    shutil.copytree(folder, old)
+    pre = json.loads((old / "preprocessing.json").read_text(encoding="utf-8"))
+    del pre["calendar_version"]  # written before the key: version 1
+    (old / "preprocessing.json").write_text(json.dumps(pre), encoding="utf-8")
+    fc = Forecaster.from_pretrained(old)
+    hourly = pd.date_range("2024-01-01", periods=24 * 60, freq="h", tz="UTC")
+    daily = pd.date_range(hourly[-1].normalize() + pd.Timedelta(days=1), periods=25, freq="D", tz="UTC")
+    f = synth_ohlcv(len(hourly) + len(daily), seed=9)
+    f["timestamp"] = hourly.append(daily).astype("datetime64[ns, UTC]")
+    fc.predict({"X": f.head(24 * 60)})  # hourly bars: both rules read instants
+    with pytest.raises(DataError, match="X: row .*calendar_version 1.*retrain"):
+        fc.predict({"X": f})
+
+
+def test_predicting_a_training_file_warns_of_no_other_spacing(panel, caplog):
+    """M1 (daily bars, then hourly) trained on its own file: its recorded spacing is that of its last bars."""
+    folder, data = panel
+    fc = Forecaster.from_pretrained(folder)
+    caplog.set_level(logging.WARNING, logger="hftraining")
+    fc.predict({"M1": _frame(data, "M1")})
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "apart" in r.getMessage()]
+    assert said == [], said
+
+
+def test_an_ensemble_refuses_members_of_another_calendar_version(panel, tmp_path):
+    """The ensemble reads a request by its first member's rule: a member of version 2 would be fed inputs
+    its rule read otherwise (alone, it refuses M1's file)."""
+    from hftraining.inference.ensemble import build_ensemble
+
+    folder, data = panel
+    new, old = tmp_path / "v3", tmp_path / "v2"
+    shutil.copytree(folder, new)
+    shutil.copytree(folder, old)
+    pre = json.loads((old / "preprocessing.json").read_text(encoding="utf-8"))
+    pre["calendar_version"] = 2
+    (old / "preprocessing.json").write_text(json.dumps(pre), encoding="utf-8")
+    with pytest.raises(DataError):
+        Forecaster.from_pretrained(old).predict({"M1": _frame(data, "M1")})
+    with pytest.raises(DataError, match="calendar_version"):
+        build_ensemble([new, old], tmp_path / "ens")

@@ -388,41 +388,51 @@ def date_stamps(ns: np.ndarray, bar_seconds: float | None = None) -> np.ndarray:
     if not at.size:
         return out
     k = OWN_SPACING_GAPS
-    early, late = at[at < k], at[at >= k]
     if _known(bar_seconds):  # the frame is the end of a history: these rows had their gaps in training
-        out[early] = bar_seconds * 1e9 >= DAILY_BARS
-    else:  # the first rows of a history: the gaps they have
-        out[early] = [i == 0 or bar_spacing(np.diff(ns[: i + 1])) >= DAILY_BARS for i in early]
-    if late.size:
-        out[late] = _daily_windows(np.diff(ns), late, k)
+        out[at[at < k]] = bar_seconds * 1e9 >= DAILY_BARS
+        at = at[at >= k]
+    else:  # the first rows of a history: the gaps they have (row 0, none: a date when at midnight)
+        at = at[at > 0]
+    if at.size:
+        out[at] = _daily_windows(np.diff(ns), at, k)
     return out
 
 
 def _daily_windows(gaps: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
-    """Whether :func:`bar_spacing` of the ``k`` gaps ending at each of ``rows`` (row i: ``gaps[i-k:i]``) is at
-    least :data:`DAILY_BARS`, without a median per row: that is a median of at least DAILY_BARS and under
-    :data:`SESSION_SHARE` of the gaps under 18 hours (otherwise the spacing is under 18 hours). Counts of
-    the gaps below DAILY_BARS decide the median except where exactly the upper middle gap reaches it."""
-    def count(mask: np.ndarray) -> np.ndarray:  # trues among the k gaps of each row
+    """Whether :func:`bar_spacing` of the (up to) ``k`` gaps ending at each of ``rows`` (row i >= 1:
+    ``gaps[max(0, i-k):i]``) is at least :data:`DAILY_BARS`, without a median per row: that is a median of
+    at least DAILY_BARS and under :data:`SESSION_SHARE` of the gaps under 18 hours (otherwise the spacing
+    is under 18 hours). Counts of the gaps below DAILY_BARS decide the median except where exactly the
+    upper middle gap of an even window reaches it (a median per such row; a loop for the first rows only,
+    fewer than ``k``, instead of a bar_spacing call for each first row of every symbol)."""
+    w = np.minimum(rows, k)  # each row's window
+
+    def count(mask: np.ndarray) -> np.ndarray:  # trues among the gaps of each row's window
         c = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
-        return c[rows] - c[rows - k]
+        return c[rows] - c[rows - w]
 
     short = count(gaps < _SHORT_NS)
     below = count(gaps < DAILY_BARS)
-    lo, hi = (k - 1) // 2, k // 2  # the median's order statistics (one for an odd k)
+    lo, hi = (w - 1) // 2, w // 2  # the median's order statistics (one for an odd window)
     daily = below <= lo  # both middle gaps at least DAILY_BARS
     mixed = np.flatnonzero((below > lo) & (below <= hi))  # the lower middle gap under it, the upper not
-    if mixed.size:
-        windows = np.lib.stride_tricks.sliding_window_view(gaps, k)[rows[mixed] - k]
-        daily[mixed] = np.median(windows, axis=1) >= DAILY_BARS
-    return daily & ~(short / k >= SESSION_SHARE)
+    full = mixed[w[mixed] == k]
+    if full.size:
+        windows = np.lib.stride_tricks.sliding_window_view(gaps, k)[rows[full] - k]
+        daily[full] = np.median(windows, axis=1) >= DAILY_BARS
+    for j in mixed[w[mixed] < k]:
+        daily[j] = np.median(gaps[: rows[j]]) >= DAILY_BARS
+    return daily & ~(short / w >= SESSION_SHARE)
 
 
-def _frame_dates(ns: np.ndarray, bar_seconds: float | None) -> np.ndarray:
+def _frame_dates(ns: np.ndarray, bar_seconds: float | None, version: int = 2) -> np.ndarray:
     """The mask :func:`date_stamps` gave under calendar_version 2: by the spacing of the whole frame (by
-    ``bar_seconds`` for a frame of at most :data:`OWN_SPACING_GAPS` bars), rows after a row included.
-    Only to tell where a model of that version read its inputs otherwise (:func:`calendar_rule_change`)."""
+    ``bar_seconds`` for a frame of at most :data:`OWN_SPACING_GAPS` bars), rows after a row included;
+    under version 1, no row (every stamp an instant). Only to tell where a model of that version read its
+    inputs otherwise (:func:`calendar_rule_change`)."""
     ns = np.asarray(ns, dtype=np.int64)
+    if version == 1:
+        return np.zeros(len(ns), dtype=bool)
     midnight = ns % _DAY_NS == 0
     if _known(bar_seconds) and len(ns) <= OWN_SPACING_GAPS:
         daily = bar_seconds * 1e9 >= DAILY_BARS
@@ -437,7 +447,8 @@ def calendar_rule_matters(specs: list[str], tz: str) -> bool:
     return bool(TIME_FEATURES & {parse_spec(s)[0] for s in specs}) and _offsets(tz)[1]
 
 
-def calendar_rule_change(ns: np.ndarray, specs: list[str], tz: str, bar_seconds: float | None = None) -> int | None:
+def calendar_rule_change(ns: np.ndarray, specs: list[str], tz: str, bar_seconds: float | None = None,
+                         version: int = 2) -> int | None:
     """The first row of sorted int64 UTC ``ns`` whose ``calendar`` or ``hour`` features (of ``specs``, in the
     zone ``tz``) calendar_version 2 computed otherwise than this version (:func:`date_stamps`: that one
     read a frame's midnights by the spacing of all its bars), or None: a row one rule reads as a date and
@@ -448,7 +459,7 @@ def calendar_rule_change(ns: np.ndarray, specs: list[str], tz: str, bar_seconds:
         return None
     names = {parse_spec(s)[0] for s in specs}
     ns = np.asarray(ns, dtype=np.int64)
-    differ = np.flatnonzero(date_stamps(ns, bar_seconds) != _frame_dates(ns, bar_seconds))
+    differ = np.flatnonzero(date_stamps(ns, bar_seconds) != _frame_dates(ns, bar_seconds, version))
     differ = differ[differ > 0]
     if not differ.size:
         return None

@@ -582,8 +582,8 @@ def check_bar_spacing(pre: Preprocessing, rows: Rows, where: str = "preprocessin
     own = pre.symbol_bar_seconds or {}
     times = rows.symbol_times()
     off = lambda now, trained: now / trained > BAR_SPACING_RATIO or now / trained < 1 / BAR_SPACING_RATIO  # noqa: E731
-    unlike = [(sym, now, own[sym]) for sym, t in zip(rows.symbols, times) if sym in own
-              for now in [_pooled_seconds([t])] if now is not None and off(now, own[sym])]
+    unlike = [(sym, now, own[sym]) for sym, t in zip(rows.symbols, times) if sym in own  # as recorded: its last bars
+              for now in [_pooled_seconds([t[-OWN_SPACING_GAPS - 1:]])] if now is not None and off(now, own[sym])]
     if unlike:
         sym, now, trained = unlike[0]
         more = f" (and {len(unlike) - 1} more symbol(s))" if len(unlike) > 1 else ""
@@ -686,7 +686,7 @@ def check_calendar_rule(pre: Preprocessing, frames: Mapping[str, pd.DataFrame] |
     bars, or the first rows of one); nothing to check for the other versions (1 is refused where it
     differs, when its folder is loaded) or without ``calendar``/``hour`` features off UTC's clock."""
     d = pre.data_config()
-    if pre.calendar_version != 2 or not calendar_rule_matters(pre.features, d.timezone):
+    if pre.calendar_version not in (1, 2) or not calendar_rule_matters(pre.features, d.timezone):
         return
     own = pre.symbol_bar_seconds or {}
     if frames is None:
@@ -695,11 +695,11 @@ def check_calendar_rule(pre: Preprocessing, frames: Mapping[str, pd.DataFrame] |
         ts = pd.DatetimeIndex(frame["timestamp"])
         ts = (ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")).as_unit("ns")
         spacing = None if own is None else own.get(sym, pre.bar_seconds)
-        row = calendar_rule_change(ts.asi8, pre.features, d.timezone, spacing)
+        row = calendar_rule_change(ts.asi8, pre.features, d.timezone, spacing, pre.calendar_version)
         if row is not None:
             raise DataError(f"{where}: {sym}: row {row} ({ts[row].isoformat()}): this model's calendar/hour features "
-                            f"were computed by calendar_version 2, which read a bar at UTC midnight by the spacing "
-                            f"of its whole frame; this version reads it by the bars up to it, and the two differ "
+                            f"were computed by calendar_version {pre.calendar_version}, which read a bar at UTC midnight "
+                            f"{'as an instant' if pre.calendar_version == 1 else 'by the spacing of its whole frame'}; this version reads it by the bars up to it, and the two differ "
                             f"here (data.timezone={d.timezone}); {fix}")
 
 

@@ -38,6 +38,7 @@ from hftraining.core.config import DataConfig, EvaluationConfig, at_evaluation, 
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.core.files import replace_folder
 from hftraining.core.jsonio import write_json
+from hftraining.data.features import calendar_rule_matters
 from hftraining.data.pipeline import Preprocessing, apply
 from hftraining.inference.folders import (
     ENSEMBLE_NAME,
@@ -160,6 +161,12 @@ def check_shared_preprocessing(dirs: list[Path]) -> dict[str, Any]:
                 )
         for key in SHARED_DATA_KEYS:  # members forecast from the first member's rows and windows
             same_data(d, p, key)
+        v, ref_v = p.get("calendar_version", 1), ref.get("calendar_version", 1)
+        if v != ref_v and calendar_rule_matters(ref.get("features") or [], (ref.get("data") or {}).get("timezone") or "UTC"):
+            # the ensemble reads requests by the first member's rule: a member of another one would be fed its inputs
+            raise DataError(f"{d}: preprocessing.json key 'calendar_version' differs from {dirs[0]}'s ({shown(v)} vs "
+                            f"{shown(ref_v)}): their calendar/hour features read some stamps otherwise; ensemble members "
+                            "must be trained by one version")
         rules, ref_rules = _row_rules(p), _row_rules(ref)
         key = next((k for k in rules if rules[k] != ref_rules[k]), None)
         if key is not None:  # another rule keeps other rows of the same data: not that member's own forecast

@@ -264,8 +264,8 @@ def check_same_calendar(cfg: Config, data: PreparedData, path: Path) -> None:
                            f"{path}: cannot resume: {saved}",
                            "finish it with the version that started it, or start over with output.overwrite=true",
                            stamps=last)
-    if then == 2:  # version 2 read a frame's midnights by all its bars: refused where version 3 reads its rows otherwise
-        check_calendar_rule(dataclasses.replace(data.preprocessing, calendar_version=2), None,
+    if then in (1, 2):  # 1 read every midnight as an instant, 2 by all its frame's bars: refused where 3 reads otherwise
+        check_calendar_rule(dataclasses.replace(data.preprocessing, calendar_version=then), None,
                             f"{path}: cannot resume: {saved}",
                             "finish it with the version that started it, or start over with output.overwrite=true")
 
