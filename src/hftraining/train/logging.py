@@ -118,6 +118,8 @@ class RunLogger:
                 )
                 if any(k.startswith("eval_") for k in record):
                     self.info(text)
+                elif self._file_handler:  # the bar shows it; train.log keeps the line, as without a bar
+                    self._file_handler.emit(logging.LogRecord("hftraining", logging.INFO, "", 0, text, None, None))
             else:
                 self.info(text)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import logging
 import math
@@ -284,17 +285,26 @@ class CsvTracker(Tracker):
         self.last: dict[str, Any] | None = None  # the last row written (a later record of its step joins it)
         rows: list[dict[str, Any]] = []
         if resume_step is not None and self.path.exists():
-            with open(self.path, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                self.fields = list(reader.fieldnames or self.fields)
-                rows = [r for r in reader if r.get("step") and int(r["step"]) <= resume_step]
+            text = self.path.read_text(encoding="utf-8")
+            # a last row without its newline was cut (a full disk, a kill): "1" of "12,..." read as step 1
+            reader = csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1], newline=""))
+            self.fields = list(reader.fieldnames or self.fields)
+            rows = [r for r in reader if r.get("step") and int(r["step"]) <= resume_step]
         self._rewrite(rows)
 
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
-        with open(self.path, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=self.fields)
-            w.writeheader()
-            w.writerows(rows)
+        """Write the whole file beside it, then put it in place: a full disk or a kill while the file is
+        rewritten (at each validation) left it truncated, its rows up to the checkpoint lost for good."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                w = csv.DictWriter(f, fieldnames=self.fields)
+                w.writeheader()
+                w.writerows(rows)
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def on_log(self, step, record):
         with writing(self.path):
@@ -331,7 +341,9 @@ class MlflowTracker(Tracker):
 
     A run killed after a checkpoint had logged steps past it, which the resumed run redoes; MLflow's
     metric history cannot be edited, so a redone step already in it is not logged again (the history
-    keeps one value per step: the killed run's, which a deterministic resume redoes bit for bit).
+    keeps one value per step: the killed run's, which a deterministic resume redoes bit for bit). The
+    ``test_*`` numbers of a finished run resumed from an earlier checkpoint are not logged again when
+    they are the same; a changed one (other ``evaluation.*`` settings) is, so the run shows eval.json's.
 
     MLflow's usage telemetry is turned off (``MLFLOW_DISABLE_TELEMETRY=true`` unless set): the run
     talks to no server but its store. A store that cannot be opened is one line (at once for a SQLite
@@ -351,7 +363,7 @@ class MlflowTracker(Tracker):
         params = {k: v[:MAX_PARAM_VAL_LENGTH] for k, v in full.items()}
         self.cut = {k: len(v) for k, v in full.items() if len(v) > MAX_PARAM_VAL_LENGTH}  # key → full length
         self.full, self.limit = (full if self.cut else None), MAX_PARAM_VAL_LENGTH
-        self.logged: dict[str, set[int]] = {}  # key → the steps past the checkpoint a killed run logged
+        self.logged: dict[str, dict[int, float]] = {}  # key → {step: value} past the checkpoint, as logged before
         self.step, self.where = resume_step or 0, f" to {shown_url(uri)}"  # the last step logged, the store
         try:
             if uri.startswith("sqlite:"):
@@ -384,7 +396,8 @@ class MlflowTracker(Tracker):
             run = self.client.get_run(self.run_id)
             self.client.update_run(self.run_id, status="RUNNING")
             for key in run.data.metrics:
-                steps = {m.step for m in self.client.get_metric_history(self.run_id, key) if m.step > resume_step}
+                history = self.client.get_metric_history(self.run_id, key)
+                steps = {m.step: m.value for m in history if m.step > resume_step}
                 if steps:
                     self.logged[key] = steps
             # a param cannot change in MLflow: a resumed run adds the keys it lacks and records the
@@ -433,8 +446,9 @@ class MlflowTracker(Tracker):
             self._metrics(step, {k: v for k, v in scalars(record).items() if step not in self.logged.get(k, ())})
 
     def on_eval(self, step, metrics):
+        values = {f"test_{k}": v for k, v in scalars(metrics).items()}
         with self.reaching(f"the test metrics of step {step}", AFTER_TRAINING):
-            self._metrics(step, {f"test_{k}": v for k, v in scalars(metrics).items()})
+            self._metrics(step, {k: v for k, v in values.items() if self.logged.get(k, {}).get(step) != v})
 
     def on_end(self, verdict, artifacts, failed):
         with self.reaching(f"the end of the run (step {self.step})", "" if failed else AFTER_TRAINING):

@@ -43,6 +43,7 @@ from hftraining.optim.stepper import TrainOptimizer
 from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import DistInfo, all_gather_rows, all_reduce_max, all_reduce_sum, barrier
 from hftraining.train.logging import RunLogger
+from hftraining.train.tracking import build_trackers
 
 
 class NonFiniteError(UserError):
@@ -169,6 +170,7 @@ def check_config(cfg: Config, info: DistInfo) -> tuple[str, str]:
             f"training.compile: {t.compile!r} needs batches of one shape, and data.batching=dates makes a batch "
             "of every symbol of its dates (the size varies); use training.compile=none"
         )
+    build_trackers(cfg.output)  # a tracking package not installed: said before output.overwrite removes a run
     return precision, mode
 
 
