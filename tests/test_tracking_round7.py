@@ -152,3 +152,18 @@ def test_a_missing_tracking_package_is_said_before_overwrite_removes_the_earlier
     assert main(["train", *base, "output.overwrite=true", "output.report_to=[mlflow]"]) == 2
     assert "mlflow" in capsys.readouterr().err
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_train_log_holds_what_the_run_said_before_its_trainer(tmp_path, capsys):
+    """train.log is the console log: ``output.overwrite`` starting over (and the data's warnings) were
+    said before the trainer opened train.log, so only the console had them."""
+    from hftraining.cli import main
+
+    run = tmp_path / "run"
+    base = tiny(run, "output.tensorboard=false", "output.progress_bar=never")
+    assert main(["train", *base]) == 0
+    capsys.readouterr()
+    assert main(["train", *base, "output.overwrite=true"]) == 0
+    assert "starting over" in capsys.readouterr().err
+    text = (run / "train.log").read_text(encoding="utf-8")
+    assert text.count("output.overwrite: starting over") == 1, text

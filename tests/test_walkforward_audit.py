@@ -71,10 +71,17 @@ def test_every_row_a_fold_reads_is_dated_before_its_test_block(tmp_path, monkeyp
         pooled["fc"] = out[0]
         return out
 
+    real_run = wf.training_run
+
+    def training_run(fcfg, data, *args, **kwargs):  # every fold is prepared before the first trains
+        fold["k"] = next(k for k, (p, _) in prepared.items() if p is data)
+        return real_run(fcfg, data, *args, **kwargs)
+
     monkeypatch.setattr(WindowSet, "batch", batch)
     monkeypatch.setattr(scaling.Scaler, "fit_rows", fit_rows)
     monkeypatch.setattr(wf, "prepare_fold", prepare_fold)
     monkeypatch.setattr(wf, "pool_forecasts", pool)
+    monkeypatch.setattr(wf, "training_run", training_run)
     cfg = load_config(None, tiny(
         tmp_path / "run", "model.hidden_size=8", f"data.sequence_length={L}", f"data.prediction_horizon={H}",
         f"data.embargo={EMB}", f"data.data_dir={tmp_path / 'data'}", "data.symbols=null", "data.cache_dir=null",

@@ -6,14 +6,48 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from hftraining.core.config import Config
 from hftraining.core.errors import UserError
 from hftraining.train.tracking import Tracker, build_trackers
 
 log = logging.getLogger("hftraining")
+
+
+class _Held(logging.Handler):
+    """Keeps the records said before a run's train.log opens (see :func:`held_records`)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+_held: _Held | None = None
+
+
+@contextmanager
+def held_records() -> Iterator[None]:
+    """Keep what the ``hftraining`` logger says from here until a :class:`RunLogger` opens train.log,
+    which then writes it first: train.log is the console log, and the lines of a run said before its
+    trainer exists (the data's warnings, ``output.overwrite`` starting over, which checkpoint a resume
+    takes) were only on the console. Nested holds are one hold."""
+    global _held
+    if _held is not None:
+        yield
+        return
+    _held = held = _Held()
+    log.addHandler(held)
+    try:
+        yield
+    finally:
+        log.removeHandler(held)
+        _held = None
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -77,6 +111,11 @@ class RunLogger:
             log.setLevel(logging.INFO)  # train.log gets INFO even when the library is used without the CLI
         fh = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        if _held is not None:  # what the run said before train.log opened, first (held_records)
+            log.removeHandler(_held)
+            for record in _held.records:
+                fh.handle(record)
+            _held.records.clear()
         log.addHandler(fh)
         self._file_handler = fh
         try:

@@ -37,7 +37,7 @@ from hftraining.models import ForecastModel
 from hftraining.models.registry import check_buildable
 from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import DistInfo, barrier, cleanup, init_distributed
-from hftraining.train.logging import RunLogger, log
+from hftraining.train.logging import RunLogger, held_records, log
 from hftraining.train.trainer import Trainer, TrainerState, check_config, check_cross_section
 
 RUN_FILES = ("metrics.jsonl", "metrics.csv", "tracking.json", "train.log", "eval.json", "report.html", "report.md")
@@ -303,6 +303,13 @@ def build_trainer(
     a model built by the caller instead of ``model.type`` (the ETT benchmark's multivariate ones)."""
     if info is None:
         info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
+    with held_records():  # what is said before the trainer opens train.log goes into it too
+        return _build_trainer(cfg, data, info, on_evaluate, model)
+
+
+def _build_trainer(cfg: Config, data: PreparedData | None, info: DistInfo,
+                   on_evaluate: Callable[[int, dict[str, float]], None] | None, model: ForecastModel | None) -> Trainer:
+    """:func:`build_trainer`'s work."""
     check_config(cfg, info)  # before the run folder and the data: a mistake costs no feature build
     if model is None:  # a model's own mistake (season_length past the window) before the run folder is cleared
         check_buildable(cfg.model, cfg.data.prediction_horizon, cfg.data.sequence_length,

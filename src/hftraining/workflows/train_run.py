@@ -29,7 +29,7 @@ from hftraining.models.folder import INTERVALS_FILE
 from hftraining.models.registry import check_buildable
 from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import DistInfo, barrier, cleanup, init_distributed
-from hftraining.train.logging import log
+from hftraining.train.logging import held_records, log
 from hftraining.train.runner import (RUN_FILES, RUN_FOLDERS, TrainedRun, check_output_dir, check_resumable,
                                      check_same_data, finished_checkpoint, prepare_run_dir, training_run)
 from hftraining.train.trainer import check_config, check_cross_section
@@ -278,7 +278,7 @@ def train(cfg: Config, data: PreparedData | None = None,
                         "start over with output.overwrite=true, or give another output.output_dir")
     info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     try:
-        with run_folder_lock(root) if info.is_main else nullcontext():  # the other ranks write nothing of their own
+        with run_folder_lock(root) if info.is_main else nullcontext(), held_records():  # train.log gets them too
             return _train(cfg, data, on_evaluate, root, earlier, info)
     finally:
         cleanup(info)
