@@ -34,6 +34,7 @@ from hftraining.eval.selection import FLAT_RTOL  # one rule for returns with no 
 
 LOOKAHEAD_HIT_RATE = 0.75  # a daily hit rate above this over many periods is not a forecast, it is a leak
 LOOKAHEAD_MIN_POSITIONS = 100
+FEW_PERIODS = 20  # fewer periods than this: the backtest's settings warn that its annualised figures rest on them
 
 
 SESSION_GAP = 3.0  # intraday: a gap longer than this many median bar spacings ends a session
@@ -600,6 +601,9 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
         ppy, how = float(ev.periods_per_year), "evaluation.periods_per_year"
     else:
         ppy, how = infer_periods_per_year(dates, guessed)
+    if 0 < len(dates) - 1 < FEW_PERIODS:  # annualising a handful of returns: a figure, not evidence
+        guessed.append(f"the annualised figures (annual return, volatility, Sharpe, Sortino, Calmar, IR) rest on "
+                       f"{len(dates) - 1} periods" + (" only" if len(dates) > 2 else ""))
     past_vol = grid(fc.past_vol)
     qvol = _quantile_vol(fc)
     model_vol = grid(qvol) if qvol is not None else past_vol

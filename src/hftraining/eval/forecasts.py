@@ -506,14 +506,14 @@ def format_table(result: dict[str, Any], title: str = "test") -> str:
     if cross_sectional:  # a cross-sectional label leads with its cross-section
         lines += _cross_section_lines(result) + [result["verdict"], "pooled (the MSE comparisons):"]
     lines += [f"{'forecast':<22}{'MSE':>12}{'MAE':>12}{'dir.acc':>9}{'PT p':>9}{'IC':>9}{'IC pool':>9}{'DM stat':>9}"
-              f"{'DM p':>9}"]
+              f"{'DM p':>10}"]
     dm = result.get("dm", {})
     for name, m in rows:
         d = dm.get(name.split(":")[-1], {}) if name != "model" else {}
         lines.append(
             f"{name:<22}{_fmt(m['mse'], '>12.6g')}{_fmt(m['mae'], '>12.6g')}{_fmt(m['directional_accuracy'], '>9.4f')}"
             f"{direction_p_text(m):>9}{_fmt(m.get('ic'), '>9.4f')}{_fmt(m.get('ic_pooled'), '>9.4f')}"
-            f"{_fmt(d.get('statistic'), '>9.3f')}{fmt_p(d.get('p_value'), SIGNIFICANCE):>9}"
+            f"{_fmt(d.get('statistic'), '>9.3f')}{fmt_p(d.get('p_value'), SIGNIFICANCE):>10}"
         )
     if not cross_sectional:
         lines += _cross_section_lines(result)

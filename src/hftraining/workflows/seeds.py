@@ -18,6 +18,7 @@ from hftraining.core.jsonio import read_json, write_json
 from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.data.pipeline import prepare
 from hftraining.eval.forecasts import SIGNIFICANCE
+from hftraining.eval.model_card import verdict_baseline
 from hftraining.inference.ensemble import build_ensemble
 from hftraining.models.registry import MODELS
 from hftraining.train.distributed import barrier, cleanup, init_distributed
@@ -113,6 +114,8 @@ FIGURES = {
     "mse": ("model", "mse"),
     "directional_accuracy": ("model", "directional_accuracy"),
     "rank_ic": ("model", "cross_section", "rank_ic", "mean"),
+    "rank_ic_vs_strongest": ("cross_section_strongest", "difference", "mean"),
+    "rank_ic_p_vs_strongest": ("cross_section_strongest", "difference", "p_value"),
     "sharpe": ("backtest", "strategies", "model", "sharpe"),
 }
 """Figure of seeds.json → where it lies in each seed's eval.json (a figure a run has not: null)."""
@@ -158,14 +161,21 @@ def seed_summary(evals: list[dict[str, Any]]) -> dict[str, Any]:
                         "std": float(vals.std(ddof=1)) if vals.size >= 2 else None,
                         "min": float(vals.min()) if vals.size else None, "max": float(vals.max()) if vals.size else None}
     better = [k for k, ev in enumerate(evals) if beats_strongest(ev)]
-    strongest = [(ev.get("strongest_baseline") or {}).get("name") for ev in evals]
-    return {"n_seeds": len(evals), "seeds": per_seed, "strongest_baseline": strongest, "spread": spread,
-            "significantly_better": better}
+    named = [verdict_baseline(ev) for ev in evals]  # the baseline each verdict judges (by rank IC for a cs label)
+    return {"n_seeds": len(evals), "seeds": per_seed, "strongest_baseline": [n for n, _ in named],
+            "strongest_baseline_by": [by for _, by in named], "spread": spread, "significantly_better": better}
 
 
 def format_seed_summary(summary: dict[str, Any]) -> str:
     """One line: the spread of the MSE ratio to the strongest baseline and how many seeds beat it."""
     n, r = summary["n_seeds"], summary["spread"]["mse_vs_strongest"]
+    if "rank IC" in summary.get("strongest_baseline_by", []):  # a cross-sectional verdict reads the rank IC difference
+        d = summary["spread"]["rank_ic_vs_strongest"]
+        if d["n"]:
+            std = f" ± {d['std']:.4f}" if d["std"] is not None else ""
+            return (f"seeds: step-1 rank IC − strongest baseline's (by rank IC) = {d['mean']:.4f}{std} (min {d['min']:.4f}, "
+                    f"max {d['max']:.4f}) over {d['n']} seeds; {len(summary['significantly_better'])} of {n} significantly "
+                    f"better (as each seed's verdict judges it, at {SIGNIFICANCE:g})")
     if r["n"] == 0:
         return f"seeds: {n} seeds trained; no MSE ratio to a strongest baseline to compare"
     std = f" ± {r['std']:.4f}" if r["std"] is not None else ""

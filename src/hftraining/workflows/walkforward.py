@@ -145,6 +145,8 @@ def _fold_summary(res: dict[str, Any]) -> dict[str, Any]:
         "directional_accuracy": res["model"]["directional_accuracy"],
         "directional_p": res["model"].get("directional_p"),  # step-1 Pesaran–Timmermann (metrics.point_metrics)
         "ic": res["model"]["ic"],
+        # step-1 rank IC: what a cross-sectional label's verdict reads (``ic`` averages every step's)
+        "rank_ic": ((res["model"].get("cross_section") or {}).get("rank_ic") or {}).get("mean"),
         "dm_statistic": res["dm_vs_zero"]["statistic"],
         "dm_p_value": res["dm_vs_zero"]["p_value"],
         "sharpe": (bt.get("model") or {}).get("sharpe"),
@@ -282,7 +284,7 @@ def _walk_forward(cfg: Config, n_folds: int, scheme: str, mode: str, base) -> di
         log.warning(no_intervals)
     bt = backtest_forecasts(pooled_fc, cfg.evaluation)
     pooled["backtest"] = {"settings": bt["settings"], "strategies": bt["strategies"]}
-    keys = ["mse_vs_zero", "directional_accuracy", "ic", "sharpe", "buy_and_hold_sharpe"]
+    keys = ["mse_vs_zero", "directional_accuracy", "ic", "rank_ic", "sharpe", "buy_and_hold_sharpe"]
     # the forecasts' strategies only: not the benchmarks that trade no forecast (buy-and-hold, equal weight)
     candidates = {name: c for name, c in bt["curves"].items() if name == "model" or name.startswith(("naive:", "fitted:"))}
     out = {
@@ -302,11 +304,11 @@ def format_walkforward(res: dict[str, Any]) -> str:
     """Per-fold table, the 95% intervals over folds and the pooled out-of-sample verdict."""
     lines = [f"walk-forward: {res['n_folds']} folds, {res['scheme']} training windows, {res['mode']}, embargo {res['embargo']} rows",
              f"{'fold':>4} {'test period':<23}{'train':>7}{'test':>6}{'MSE/zero':>9}{'dir.acc':>8}{'PT p':>9}{'IC':>8}"
-             f"{'DM p':>9}{'Sharpe':>8}{'B&H':>7}"]
+             f"{'rankIC1':>8}{'DM p':>10}{'Sharpe':>8}{'B&H':>7}"]
     for f in res["folds"]:  # p-values as everywhere (fmt_p): never rounded up to the level, nor down to 0
         lines.append(f"{f['fold']:>4} {f['test_from'] + '..' + f['test_to']:<23}{f['train_windows']:>7}{f['n_windows']:>6}"
                      f"{fmt(f['mse_vs_zero'], '>9.4f')}{fmt(f['directional_accuracy'], '>8.4f')}{direction_p_text(f):>9}"
-                     f"{fmt(f['ic'], '>8.4f')}{fmt_p(f['dm_p_value'], SIGNIFICANCE):>9}{fmt(f['sharpe'], '>8.2f')}"
+                     f"{fmt(f['ic'], '>8.4f')}{fmt(f.get('rank_ic'), '>8.4f')}{fmt_p(f['dm_p_value'], SIGNIFICANCE):>10}{fmt(f['sharpe'], '>8.2f')}"
                      f"{fmt(f['buy_and_hold_sharpe'], '>7.2f')}")
     lines.append("mean over folds [95% t-interval]:")
     for k, a in res["aggregate"].items():  # a fold whose value is undefined (a flat book's Sharpe) is left out: said
