@@ -1,11 +1,14 @@
-"""Tracking across a resume: a finished run resumed from an earlier checkpoint scores the test split
-again at the same step; MLflow's history (which cannot be edited) holds each test number once."""
+"""Tracking and the run's logs: MLflow's history across a resume (a finished run resumed from an earlier
+checkpoint scores the test split again at the same step), metrics.csv on a full disk or a cut row,
+train.log with a progress bar and for what a run says before its trainer, a missing tracking package."""
 
+import logging
 from importlib.util import find_spec
 
 import pytest
 
 from hftraining.core.config import Config
+from hftraining.train.logging import held_records, log
 from hftraining.train.tracking import MlflowTracker, read_tracking
 from conftest import tiny  # noqa: E402
 from test_train_tracking_audit import no_mlflow_env  # noqa: E402,F401  (a fixture)
@@ -167,3 +170,18 @@ def test_train_log_holds_what_the_run_said_before_its_trainer(tmp_path, capsys):
     assert "starting over" in capsys.readouterr().err
     text = (run / "train.log").read_text(encoding="utf-8")
     assert text.count("output.overwrite: starting over") == 1, text
+
+
+def test_a_held_warning_reaches_stderr_without_logging_set_up(monkeypatch, capsys):
+    """Library use with no logging configured: Python prints a warning on stderr (its last resort);
+    a hold for train.log keeps the record and must not swallow it (no train.log may ever open)."""
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # pytest's capture handler stands for a configured app
+    monkeypatch.setattr(log, "handlers", [])
+    monkeypatch.setattr(log, "propagate", True)
+    log.warning("before any hold")
+    assert "before any hold" in capsys.readouterr().err  # what the library did without a hold
+    with held_records():
+        log.warning("warning: said while held")
+        logging.getLogger("hftraining.data.pipeline").warning("warning: a child logger's")
+    err = capsys.readouterr().err
+    assert "said while held" in err and "a child logger's" in err

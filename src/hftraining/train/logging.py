@@ -26,6 +26,23 @@ class _Held(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
+        # the only handler of a library use without logging set up: what logging's last resort would have
+        # printed (a warning on stderr) is printed still, not kept for a train.log that may never open
+        last = logging.lastResort
+        if last is not None and record.levelno >= last.level and not _other_handler(record.name, self):
+            last.handle(record)
+
+
+def _other_handler(name: str, held: logging.Handler) -> bool:
+    """Whether a record of logger ``name`` reaches a handler besides ``held`` (as ``Logger.callHandlers`` walks)."""
+    c: logging.Logger | None = logging.getLogger(name)
+    while c is not None:
+        if any(h is not held for h in c.handlers):
+            return True
+        if not c.propagate:
+            return False
+        c = c.parent
+    return False
 
 
 _held: _Held | None = None
