@@ -183,5 +183,6 @@ def test_dlinear_forecaster_bf16_forecast_is_fp32_and_fp32_is_unchanged():
         s, t = decompose(h, 5)
         assert torch.equal(ref, m.seasonal(s.flatten(1)) + m.trend(t.flatten(1)))  # fp32: the same sum, bit for bit
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            hs, ht = m.seasonal(s.flatten(1)), m.trend(t.flatten(1))
-    assert got.dtype == torch.float32 and torch.equal(got, hs.float() + ht.float())
+            hs = m.seasonal(s.flatten(1))
+        ht = m.trend(t.flatten(1))  # the trend map, which carries the inputs' level, in fp32 (trend_fp32)
+    assert got.dtype == torch.float32 and torch.equal(got, hs.float() + ht)
