@@ -184,3 +184,11 @@ def test_dlinear_keeps_a_features_level_under_bf16():
                 y = net(x, past=past).prediction
             rms.append((y.float() - ref).pow(2).mean().sqrt().item())
     assert 0 < rms[0] and rms[2] < 1.5 * rms[0] and rms[1] < 1.5 * rms[0], rms
+
+
+def test_a_symbol_missing_from_the_bundled_sample_names_it():
+    """``data.symbols=[NOPE]`` with no ``data.data_dir`` said "not found in the data (None)"."""
+    from hftraining.data.pipeline import prepare
+
+    with pytest.raises(DataError, match=r"'NOPE' not found in the data \(data.data_dir unset: the bundled sample, .*sample_data\)"):
+        prepare(load_config(None, ["data.symbols=[NOPE]"]).data)

@@ -158,7 +158,8 @@ def units(d: DataConfig) -> list[Unit]:
             elif wanted is None or io.symbol_of(f) in wanted or _has_symbol_column(f):
                 out.append(Unit("file", str(f)))  # a file of one other symbol is not read at all
     if not out and d.symbols:
-        raise DataError(f"data.symbols: {d.symbols[0]!r} not found in the data ({d.data_dir})")
+        where = d.data_dir if d.data_dir is not None else f"data.data_dir unset: the bundled sample, {io.sample_data_dir()}"
+        raise DataError(f"data.symbols: {d.symbols[0]!r} not found in the data ({where})")
     return out
 
 
