@@ -153,6 +153,7 @@ def test_card_of_a_cross_sectional_label_names_the_baseline_its_verdict_names_an
     assert meta["test_metrics"]["rank_ic_diff_p_vs_strongest_baseline"] == diff["p_value"]
     assert "| naive:repeat (strongest baseline by rank IC) |" in body and "| naive:drift (strongest baseline by MSE) |" in body
     assert "log returns" not in body and "forecast_cs_rank" in body and "ranks of the 1-step log return" in body
+    assert "| `data.target` | cs_rank |" in body and "| `model.loss` | mse |" in body  # the label and loss it was trained for
 
 
 def test_card_of_best_weights_says_which_step_they_are(tmp_path, monkeypatch):

@@ -31,8 +31,9 @@ from hftraining.models import ForecastModel
 CARD_NAME = "README.md"
 NOT_EVALUATED = "the folder was written before the test-split evaluation, which has not run"
 CONFIG_KEYS = (
-    "model.type", "model.hidden_size", "model.num_layers", "model.num_heads", "model.dropout",
-    "data.sequence_length", "data.prediction_horizon", "data.batch_size", "data.scaler",
+    "model.type", "model.hidden_size", "model.num_layers", "model.num_heads", "model.dropout", "model.loss",
+    "data.target", "data.sequence_length", "data.prediction_horizon", "data.batching", "data.batch_size",
+    "training.gradient_accumulation_steps", "data.scaler",
     "training.optimizer", "training.learning_rate", "training.lr_scheduler", "training.max_steps",
     "training.precision", "training.seed",
 )
