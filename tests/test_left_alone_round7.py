@@ -192,3 +192,15 @@ def test_a_symbol_missing_from_the_bundled_sample_names_it():
 
     with pytest.raises(DataError, match=r"'NOPE' not found in the data \(data.data_dir unset: the bundled sample, .*sample_data\)"):
         prepare(load_config(None, ["data.symbols=[NOPE]"]).data)
+
+
+def test_a_verdict_of_the_val_split_says_it_is_not_out_of_sample(tmp_path):
+    """``evaluate --split val`` gave plain p-values on the split that chose the checkpoint and the fitted
+    baselines' settings; its verdict now says so (the test split's does not)."""
+    from hftraining.workflows.evaluate_run import IN_SAMPLE, evaluate_model_dir
+
+    run = tmp_path / "run"
+    assert main(["train", *tiny(run, "training.max_steps=2", "evaluation.report=false")]) == 0
+    val, _ = evaluate_model_dir(run, split="val")
+    test, _ = evaluate_model_dir(run, split="test")
+    assert val["verdict"].endswith(IN_SAMPLE["val"]) and "out-of-sample" not in test["verdict"]

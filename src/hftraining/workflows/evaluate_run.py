@@ -130,6 +130,16 @@ def load_for_eval(path, data=None, split: str = "test",
     return fc, ws
 
 
+IN_SAMPLE = {
+    "val": "(Scored on the val split, which chose the checkpoint, early stopping and the fitted baselines' settings: "
+           "not an out-of-sample test.)",
+    "train": "(Scored on the train split, which the model and the fitted baselines were fitted on: not an "
+             "out-of-sample test.)",
+    "all": "(Scored on every split, the ones the model was fitted and selected on included: not an out-of-sample test.)",
+}
+"""What the verdict of a split other than test adds: its significance is not out of sample."""
+
+
 def fitted_baselines(path) -> dict[str, ForecastModel]:
     """The fitted baselines saved with the run of ``path`` (``<run>/baselines/<name>/``, or an ensemble's
     copy of its members'); {} for a bare model folder, whose evaluation then has the naive baselines only."""
@@ -161,6 +171,8 @@ def evaluate_model_dir(path, data=None, split: str = "test",
                            quantiles_scaled=outs.get("quantiles"), levels=f.quantile_levels,
                            fitted=fitted_baselines(path))
     result = {"split": split, "model_dir": str(f.model_dir), **score(fc)}
+    if split != "test":  # the p-values test a model (and baselines) this split selected or trained: said with them
+        result["verdict"] += " " + IN_SAMPLE[split]
     if changes:  # the training data read again differ from the rows training read: not eval.json's evaluation
         result["data_changes"] = changes
     if f.calibration is not None:  # the folder's conformal intervals (aci: walked along ``ws`` from the nominal level)
