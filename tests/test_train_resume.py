@@ -60,7 +60,7 @@ def _kill_when(out: Path, step: int) -> int:
     return proc.returncode
 
 
-@pytest.mark.parametrize("kill_after", [10, 35])  # epoch 0 spans 30 steps: both kills land mid-epoch
+@pytest.mark.parametrize("kill_after", [10, pytest.param(35, marks=pytest.mark.slow)])  # epoch 0 spans 30 steps: both kills land mid-epoch (35: in the slow suite)
 def test_sigkill_and_resume_is_bit_identical(uninterrupted, tmp_path, kill_after):
     out = tmp_path / "run"
     rc = _kill_when(out, kill_after)

@@ -347,6 +347,7 @@ def _uneven_panel(folder):
     return folder
 
 
+@pytest.mark.slow  # 14 s; date batches of unequal size across two processes are in the default suite by tests/test_train_ddp.py and tests/test_train_cross_section.py
 def test_date_batches_of_unequal_size_under_two_processes_equal_one(tmp_path):
     # DDP averages the ranks' gradients: with model.loss=mse a rank holding a date of 2 windows weighed
     # as much as one holding a date of 6, unlike one process holding both dates.
