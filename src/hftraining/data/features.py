@@ -479,6 +479,13 @@ def _known(bar_seconds) -> bool:
             and bool(np.isfinite(bar_seconds)) and bar_seconds > 0)
 
 
+def utc_stamps(stamps) -> pd.DatetimeIndex:
+    """``stamps`` (a timestamp column) as a nanosecond UTC index: zone-less stamps are UTC, as the readers
+    take them (pandas 3 may hand microsecond units, whose ``asi8`` would not be nanoseconds)."""
+    ts = pd.DatetimeIndex(stamps)
+    return (ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")).as_unit("ns")
+
+
 def local_frame(frame: pd.DataFrame, tz: str | None, bar_seconds: float | None = None) -> pd.DataFrame:
     """``frame`` with its ``timestamp`` column converted to the time zone ``tz`` (``data.timezone``, an
     IANA name; naive timestamps are UTC, as the readers take them), which the time features read;
@@ -491,8 +498,7 @@ def local_frame(frame: pd.DataFrame, tz: str | None, bar_seconds: float | None =
     if tz is None or "timestamp" not in frame.columns:
         return frame
     zone = time_zone(tz, "data.timezone")
-    ts = pd.DatetimeIndex(frame["timestamp"])
-    ts = (ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")).as_unit("ns")
+    ts = utc_stamps(frame["timestamp"])
     dates = date_stamps(ts.asi8, bar_seconds)
     if dates.any():
         day = ts[dates].tz_localize(None).tz_localize(zone, ambiguous=np.ones(int(dates.sum()), dtype=bool),

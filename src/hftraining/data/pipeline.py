@@ -21,7 +21,7 @@ from hftraining.core.config import DataConfig, duration_ns, saved_data_section, 
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import (
     CALENDAR_VERSION, OWN_SPACING_GAPS, SETTLE_MEASURABLE, bar_spacing, calendar_rule_change, calendar_rule_matters,
-    EmptyVolume, check_specs, drop_volume_features, feature_columns, settle_unknown, volume_is_empty,
+    EmptyVolume, check_specs, drop_volume_features, feature_columns, settle_unknown, utc_stamps, volume_is_empty,
 )
 from hftraining.data.labels import CHANGED_IN, LABEL_VERSION, row_labels
 from hftraining.data.provenance import check_source_rows, data_changes, source_rows
@@ -692,8 +692,7 @@ def check_calendar_rule(pre: Preprocessing, frames: Mapping[str, pd.DataFrame] |
     if frames is None:
         frames, own = training_frames(pre), None  # as training computed them: by the frames' own gaps
     for sym, frame in frames.items():
-        ts = pd.DatetimeIndex(frame["timestamp"])
-        ts = (ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")).as_unit("ns")
+        ts = utc_stamps(frame["timestamp"])
         spacing = None if own is None else own.get(sym, pre.bar_seconds)
         row = calendar_rule_change(ts.asi8, pre.features, d.timezone, spacing, pre.calendar_version)
         if row is not None:

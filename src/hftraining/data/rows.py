@@ -18,7 +18,7 @@ from hftraining.core.config import DataConfig
 from hftraining.core.errors import DataError
 from hftraining.data.features import (
     OWN_SPACING_GAPS, PANEL_FEATURES, bar_spacing, build_features, feature_columns, feature_settle, feature_warmup, panel_specs,
-    parse_spec, symbol_specs,
+    parse_spec, symbol_specs, utc_stamps,
 )
 
 
@@ -162,8 +162,7 @@ def symbol_rows(frame: pd.DataFrame, specs: list[str], symbol: str, min_rows: in
 
 def _frame_spacing(frame: pd.DataFrame) -> float | None:
     """The spacing in seconds of ``frame``'s last stamps (:attr:`SymbolRows.spacing`), or None for fewer than two."""
-    ts = pd.DatetimeIndex(frame["timestamp"][-OWN_SPACING_GAPS - 1:])
-    ts = (ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")).as_unit("ns")
+    ts = utc_stamps(frame["timestamp"][-OWN_SPACING_GAPS - 1:])
     spacing = bar_spacing(np.diff(ts.asi8))
     return None if spacing is None else spacing / 1e9
 
