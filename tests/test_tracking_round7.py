@@ -185,3 +185,23 @@ def test_a_held_warning_reaches_stderr_without_logging_set_up(monkeypatch, capsy
         logging.getLogger("hftraining.data.pipeline").warning("warning: a child logger's")
     err = capsys.readouterr().err
     assert "said while held" in err and "a child logger's" in err
+
+
+def test_a_training_warning_reaches_stderr_without_logging_set_up(tmp_path, monkeypatch, capsys):
+    """Library use with no logging configured: once train.log is open, a warning said during training
+    goes to the file AND to stderr, as Python prints it without our handler; INFO lines stay in the file."""
+    from hftraining.train.logging import RunLogger
+
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    monkeypatch.setattr(log, "handlers", [])
+    monkeypatch.setattr(log, "propagate", True)
+    rl = RunLogger(tmp_path / "run", config=None, progress_bar="never")
+    try:
+        log.warning("warning: said during training")
+        log.info("an info line")
+    finally:
+        rl.close()
+    err = capsys.readouterr().err
+    assert "said during training" in err and "an info line" not in err
+    text = (tmp_path / "run" / "train.log").read_text(encoding="utf-8")
+    assert "said during training" in text and "an info line" in text

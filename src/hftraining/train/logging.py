@@ -28,9 +28,27 @@ class _Held(logging.Handler):
         self.records.append(record)
         # the only handler of a library use without logging set up: what logging's last resort would have
         # printed (a warning on stderr) is printed still, not kept for a train.log that may never open
-        last = logging.lastResort
-        if last is not None and record.levelno >= last.level and not _other_handler(record.name, self):
-            last.handle(record)
+        _last_resort(record, self)
+
+
+def _last_resort(record: logging.LogRecord, ours: logging.Handler) -> None:
+    """Hand ``record`` to logging's last resort (a warning on stderr) when ``ours`` is the only handler
+    it reaches: a handler of ours must not silence what Python would have printed without it."""
+    last = logging.lastResort
+    if last is not None and record.levelno >= last.level and not _other_handler(record.name, ours):
+        last.handle(record)
+
+
+class _RunFileHandler(logging.FileHandler):
+    """train.log; in library use without logging set up, its warnings reach stderr too (see :class:`_Held`)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        _last_resort(record, self)
+
+    def write(self, record: logging.LogRecord) -> None:
+        """The file only: a line the console has already shown (or the error on its way to the caller)."""
+        super().emit(record)
 
 
 def _other_handler(name: str, held: logging.Handler) -> bool:
@@ -115,7 +133,7 @@ class RunLogger:
                  progress_bar: str = "auto", total_steps: int = 0, resume_step: int | None = None):
         self.enabled = enabled
         self.run_dir = run_dir
-        self._file_handler: logging.Handler | None = None
+        self._file_handler: _RunFileHandler | None = None
         self._trackers: list[Tracker] = []
         self._ended = False
         self._bar = None
@@ -126,7 +144,7 @@ class RunLogger:
         run_dir.mkdir(parents=True, exist_ok=True)
         if log.level == logging.NOTSET or log.level > logging.INFO:
             log.setLevel(logging.INFO)  # train.log gets INFO even when the library is used without the CLI
-        fh = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+        fh = _RunFileHandler(run_dir / "train.log", encoding="utf-8")
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         if _held is not None:  # what the run said before train.log opened, first (held_records)
             log.removeHandler(_held)
@@ -154,7 +172,7 @@ class RunLogger:
         if self._bar is not None:
             self._bar.write(msg % args if args else msg, file=sys.stderr)
             if self._file_handler:  # the bar owns the terminal: write the file directly
-                self._file_handler.emit(logging.LogRecord("hftraining", logging.INFO, "", 0, msg, args, None))
+                self._file_handler.write(logging.LogRecord("hftraining", logging.INFO, "", 0, msg, args, None))
         else:
             log.info(msg, *args)
 
@@ -175,7 +193,7 @@ class RunLogger:
                 if any(k.startswith("eval_") for k in record):
                     self.info(text)
                 elif self._file_handler:  # the bar shows it; train.log keeps the line, as without a bar
-                    self._file_handler.emit(logging.LogRecord("hftraining", logging.INFO, "", 0, text, None, None))
+                    self._file_handler.write(logging.LogRecord("hftraining", logging.INFO, "", 0, text, None, None))
             else:
                 self.info(text)
 
@@ -215,7 +233,7 @@ class RunLogger:
         if self.enabled:
             self.finish(failed=error is not None)
         if self._file_handler is not None and error is not None:
-            self._file_handler.emit(logging.LogRecord("hftraining", logging.ERROR, "", 0, "run stopped: %s",
+            self._file_handler.write(logging.LogRecord("hftraining", logging.ERROR, "", 0, "run stopped: %s",
                                                       (stopped_by(error),), None))
         if self._file_handler is not None:
             log.removeHandler(self._file_handler)
