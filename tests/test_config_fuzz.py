@@ -3,6 +3,7 @@ config is loaded (before any data is read or any run folder touched), never a tr
 or a value silently read as another."""
 
 import dataclasses
+import json
 import types
 import typing
 from pathlib import Path
@@ -249,3 +250,120 @@ def test_no_symbol_long_enough_names_the_sample_data_and_stays_one_short_line(tm
     text = str(e.value)
     assert text.startswith("the bundled sample data (data.data_dir): no symbol has enough rows")
     assert "and 7 more" in text and len(text) < 1000 and "XPO" not in text
+
+
+@pytest.mark.parametrize("text, where", [
+    ("model:\n  type: transformer\ndata:\n  sequence_length: [1, 2\ntraining:\n  max_steps: 3\n",
+     "line 5, column 9: expected ',' or ']', but got ':' (while parsing a flow sequence, line 4)"),
+    ('model:\n  type: "abc\n', "line 3, column 1: found unexpected end of stream (while scanning a quoted scalar, line 2)"),
+    ("model:\n\ttype: x\n", "line 2, column 1: found character '\\t' that cannot start any token (while scanning for the next token)"),
+    ("data:\n  jumps: drop\n    embargo: 2\n", "line 3, column 12: mapping values are not allowed here"),
+    ("model: {type: x}\n---\ndata: {}\n",
+     "line 2, column 1: but found another document (expected a single document in the stream, line 1)"),
+])
+def test_yaml_syntax_error_names_its_line(tmp_path, capsys, text, where):
+    """A YAML mistake was said by PyYAML's first line alone ("c.yaml: not valid YAML: while parsing a flow
+    sequence"), which names neither the line nor what is wrong."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert _error([], path) == f"{path}: not valid YAML: {where}"
+    assert cli.main(["train", "--config", str(path), f"output.output_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"hftraining: error: {path}: not valid YAML: {where}\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_json_syntax_error_names_its_line(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{"model": {"type": "x",}\n}')
+    assert _error([], path).startswith(f"{path}: not valid JSON: Expecting property name enclosed in double quotes: line 1")
+
+
+@pytest.mark.parametrize("value", ['"5"', '"-5"', "' 30 '"])
+def test_max_gap_without_a_unit_is_refused(value):
+    """pandas reads "5" as 5 nanoseconds, shorter than any bar spacing: every window spanned a gap and
+    the run stopped after reading the data, telling the user to raise data.max_gap."""
+    text = _error([f"data.max_gap={value}"])
+    assert text.startswith("data.max_gap: ") and text.endswith("has no unit (e.g. 30min, 4h, 3D)")
+
+
+def test_max_gap_with_a_unit_still_loads():
+    for text in ("30min", "4h", "3D", "1 day", "90s"):
+        assert load_config(None, [f"data.max_gap={text}"]).data.max_gap == text
+
+
+@pytest.mark.parametrize("key", ["training.ddp_timeout", "tune.heartbeat_seconds", "tune.stale_after_seconds",
+                                 "serve.request_timeout_s", "serve.keep_alive_timeout_s", "serve.header_timeout_s"])
+def test_a_time_in_seconds_beyond_a_year_is_refused(key):
+    """``training.ddp_timeout: 1e14`` loaded, then stopped every rank of a torchrun group with
+    ``timedelta``'s OverflowError; a heartbeat of 1e10 s killed its thread ("timestamp out of range")."""
+    extra = ["tune.stale_after_seconds=1e15"] if key == "tune.heartbeat_seconds" else []
+    assert _error([*extra, f"{key}=1e14"]).startswith(f"{key}: must be at most 31,536,000 seconds (a year), got 1e+14")
+    below = {"tune.heartbeat_seconds": ["tune.stale_after_seconds=31536000", "tune.heartbeat_seconds=31535999"]}
+    load_config(None, below.get(key, [f"{key}=31536000"]))  # a year itself is accepted
+
+
+def test_serve_timeout_flag_beyond_a_year_is_refused(tmp_path, capsys):
+    assert cli.main(["serve", str(tmp_path / "no-model"), "--request-timeout", "1e308"]) == 2
+    assert capsys.readouterr().err.startswith("hftraining: error: serve.request_timeout_s: must be at most")
+
+
+def test_data_check_set_without_equals_names_what_was_written(capsys):
+    """``data check --set jumps`` was refused as "override 'data.jumps': ...", a text the user never wrote."""
+    sample = Path(cli.__file__).parent / "sample_data" / "AEM.csv"
+    assert cli.main(["data", "check", str(sample), "--set", "jumps"]) == 2
+    assert capsys.readouterr().err == "hftraining: error: override 'jumps': expected section.key=value\n"
+
+
+@pytest.mark.parametrize("section, key, hint", list(_keys()), ids=lambda v: str(v))
+def test_every_key_through_an_override_and_a_file_names_itself(tmp_path, section, key, hint):
+    """For every key: null where it is not optional, a bool where no bool goes (``True`` is an int to
+    Python), a number or text where a bool goes, a list where text goes, and a misspelt sibling; each is
+    one line that starts with the key, from an override and from a file, and a file's error names the file."""
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+    wrong = [] if optional or hint is typing.Any else [("null", None)]
+    if not _is(hint, bool) and hint is not typing.Any and typing.get_origin(hint) is not dict:
+        wrong.append(("true", True))
+    if _is(hint, bool):
+        wrong += [("1", 1), ("yes-please", "yes-please")]
+    if _is(hint, str) or typing.get_origin(hint) is typing.Literal:
+        wrong.append(("[a]", ["a"]))
+    path = tmp_path / "c.json"
+    for text, value in wrong:
+        assert _error([f"{section}.{key}={text}"], None).startswith(f"{section}.{key}")
+        path.write_text(json.dumps({section: {key: value}}))
+        assert _error([], path).startswith(f"{path}: {section}.{key}")
+    typo = f"{section}.{key}x"
+    assert _error([f"{typo}=1"], None).startswith(f"{typo}: unknown key")
+    path.write_text(json.dumps({section: {f"{key}x": 1}}))
+    assert _error([], path).startswith(f"{path}: {typo}: unknown key")
+
+
+@pytest.mark.parametrize("override, section, key, meant", [
+    ("training.learning_rate=1e-3", "training", "learning_rate", 0.001),
+    ("training.learning_rate=5e-5", "training", "learning_rate", 5e-05),
+    ("data.symbols=[WPM, AEM]", "data", "symbols", ["AEM", "WPM"]),
+    ("data.symbols=[0700, '007']", "data", "symbols", ["007", "0700"]),
+    ("data.data_dir=null", "data", "data_dir", None),
+    ("evaluation.max_val_windows=null", "evaluation", "max_val_windows", None),
+    ("training.max_steps=1_000", "training", "max_steps", 1000),
+    ("training.max_steps=2e3", "training", "max_steps", 2000),
+    ("output.experiment_name=2024-07-01", "output", "experiment_name", "2024-07-01"),
+    ("output.experiment_name='run #2'", "output", "experiment_name", "run #2"),
+    ("training.optimizer_kwargs={betas: [0.9, 0.95], eps: 1e-6}", "training", "optimizer_kwargs",
+     {"betas": [0.9, 0.95], "eps": 1e-06}),
+    ("data.split_dates={val: 2024-07-01, test: '2025-01-02'}", "data", "split_dates",
+     {"val": "2024-07-01", "test": "2025-01-02"}),
+])
+def test_an_override_means_what_it_says(override, section, key, meant):
+    got = getattr(getattr(load_config(None, [override]), section), key)
+    assert got == meant and type(got) is type(meant)
+
+
+@pytest.mark.parametrize("name", ["c.json", "c.yaml"])
+def test_a_config_written_with_a_byte_order_mark_loads(tmp_path, name):
+    """A JSON config saved with a UTF-8 byte-order mark (Notepad, PowerShell 5's ``Out-File``) was refused
+    as "Unexpected UTF-8 BOM (decode using utf-8-sig)"; the same file as YAML loaded."""
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"training": {"max_steps": 3}}).encode())
+    assert load_config(path).training.max_steps == 3

@@ -321,7 +321,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _data_config(args: argparse.Namespace, data_dir=None):
     """The data section of ``--config`` with ``--set`` overrides (``data.`` may be left out)."""
     # a key with a section of its own keeps it: `--set dat.jumps=drop` was read as data.dat.jumps and said so
-    sets = [s if "." in s.partition("=")[0] else f"data.{s}" for s in args.set]
+    # and one without "=" is refused as written: `--set jumps` was said as "override 'data.jumps': ..."
+    sets = [s if "." in s.partition("=")[0] or "=" not in s else f"data.{s}" for s in args.set]
     d = load_config(args.config, sets).data
     if data_dir is not None:
         d.data_dir = data_dir

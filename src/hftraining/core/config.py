@@ -489,6 +489,13 @@ MAX_SEED = 2**32 - 1
 """Largest ``training.seed``/``tune.seed``: NumPy's legacy seeding takes 0..2**32 - 1."""
 MAX_CONFIG_INT = 2**63 - 1
 """Largest integer (in size) a config key may hold: what int64 holds (numpy and torch take no larger)."""
+MAX_SECONDS = 365 * 86400
+"""Longest time a config key in seconds may give (a year): ``training.ddp_timeout: 1e14`` stopped every
+rank of a torchrun group with a traceback (``timedelta`` holds no more than 999,999,999 days, a thread's
+wait no more than 2**63 ns), and a longer wait is no wait at all."""
+SECONDS_KEYS = ("training.ddp_timeout", "tune.heartbeat_seconds", "tune.stale_after_seconds", "serve.request_timeout_s",
+                "serve.keep_alive_timeout_s", "serve.header_timeout_s")
+"""The config keys that are a time in seconds (at most :data:`MAX_SECONDS`)."""
 
 _SHOWN = reprlib.Repr()
 _SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxtuple, _SHOWN.maxdict = 3, 8, 8, 8
@@ -766,7 +773,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_CONFIG_BYTES + 1)  # never more than the limit, whatever the file is
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark (Windows editors write one) is not JSON's error
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
     except UnicodeDecodeError as e:
@@ -775,14 +782,30 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: larger than a config may be ({MAX_CONFIG_BYTES:,} bytes)")
     try:
         raw = parse_text(text, str(path), json_only=path.suffix.lower() == ".json")
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        msg = str(e).splitlines()[0]
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {msg}") from None
+    except json.JSONDecodeError as e:  # its text ends with "line 4 column 2 (char 31)"
+        raise ConfigError(f"{path}: not valid JSON: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {yaml_error_line(e)}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     return raw
+
+
+def yaml_error_line(e: yaml.YAMLError) -> str:
+    """PyYAML's error on one line with where it is: "line 5, column 9: expected ',' or ']', but got ':'
+    (while parsing a flow sequence, line 4)". Its first line alone ("while parsing a flow sequence")
+    named neither the line nor what was wrong."""
+    problem, mark = getattr(e, "problem", None), getattr(e, "problem_mark", None)
+    context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if not problem:
+        return " ".join(str(e).split())[:300]
+    problem = " ".join(str(problem).split())
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+    if context:
+        text += f" ({context}" + (f", line {context_mark.line + 1})" if context_mark else ")")
+    return text
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -999,6 +1022,11 @@ def validate(cfg: Config) -> None:
     if not 0 < cfg.serve.port < 65536:
         raise ConfigError(f"serve.port: must be in 1..65535, got {cfg.serve.port}")
     positive("serve", cfg.serve, "max_body_bytes", "max_symbols", "max_rows", "request_timeout_s", "keep_alive_timeout_s")
+    for name in SECONDS_KEYS:
+        section, _, key = name.partition(".")
+        seconds = getattr(getattr(cfg, section), key)
+        if seconds > MAX_SECONDS:
+            raise ConfigError(f"{name}: must be at most {MAX_SECONDS:,} seconds (a year), got {seconds:g}")
     for i, origin in enumerate(cfg.serve.cors_origins):
         if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
             raise ConfigError(f"serve.cors_origins[{i}]: {shown(origin)} is not an origin (scheme://host[:port], no path) or '*'")
@@ -1076,7 +1104,10 @@ def time_zone(name: str, key: str) -> zoneinfo.ZoneInfo:
 
 
 def duration_ns(text: str, key: str) -> int:
-    """A positive duration (``"30min"``, ``"4h"``, ``"3D"``) as int64 ns; ConfigError naming ``key`` otherwise."""
+    """A positive duration (``"30min"``, ``"4h"``, ``"3D"``) as int64 ns; ConfigError naming ``key`` otherwise.
+    A number without a unit is refused: pandas reads ``"5"`` as 5 nanoseconds (and ``"5.5"`` as an error)."""
+    if re.fullmatch(r"\s*[-+]?\d+\s*", str(text)):
+        raise ConfigError(f"{key}: {shown(text)} has no unit (e.g. 30min, 4h, 3D)")
     try:
         ns = int(pd.Timedelta(str(text)).value)
     except (ValueError, TypeError):
