@@ -1,6 +1,7 @@
 """Optimizer registry. ``training.optimizer`` selects by name: ours first (``OPTIMIZERS``), then
 any optimizer of pytorch-optimizer by its (case-insensitive) name. An unknown name, an unknown
-keyword in ``training.optimizer_kwargs`` or a bad value is a ConfigError; never a silent fallback.
+keyword in ``training.optimizer_kwargs``, a value of another type than the keyword holds (read from the
+constructor's signature), a NaN or a value the constructor refuses is a ConfigError; never a silent fallback.
 
 A setting the chosen optimizer would ignore is a ConfigError too, where it is away from its default:
 ``training.weight_decay`` with one that has no weight decay (Amos, SM3, Nero...), ``training.adam_beta1``/
@@ -40,6 +41,7 @@ import dataclasses
 import difflib
 import importlib
 import inspect
+import math
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -182,8 +184,9 @@ LIBRARY_DEFAULTS: dict[str, Callable[[TrainingConfig], dict[str, Any]]] = {
     "ranger21": lambda t: {"disable_lr_scheduler": True},
     # its own 500-step warmup ran from 1e-5 to the unscheduled rate, ignoring the schedule
     "apollodqn": lambda t: {"warmup_steps": 0},
-    # biases and norms (1-D tensors) ran at its lr_1d (3e-3) whatever training.learning_rate said
-    "mars": lambda t: {"lr_1d": t.learning_rate},
+    # biases and norms (1-D tensors) ran at its lr_1d (3e-3) whatever training.learning_rate said, and were
+    # decayed by its weight_decay_1d (0.1), whatever training.weight_decay said (a nonzero one is refused below)
+    "mars": lambda t: {"lr_1d": t.learning_rate, "weight_decay_1d": 0.0},
 }
 
 
@@ -218,23 +221,70 @@ def _resolve(t: TrainingConfig) -> tuple[str, Spec]:
     return name, Spec(_library().load_optimizer(name), LIBRARY_DEFAULTS.get(name, lambda t: {}))
 
 
-def _accepted(cls: type) -> set[str]:
+def _parameters(cls: type) -> dict[str, inspect.Parameter]:
     """Keyword arguments the constructor names. A ``**kwargs`` catch-all swallows typos, so it does
     not count, except in our own subclasses, which pass it on to their base (walked up)."""
-    names: set[str] = set()
+    named: dict[str, inspect.Parameter] = {}
     for klass in cls.__mro__:
         if "__init__" not in vars(klass):
             continue
         params = inspect.signature(klass.__init__).parameters.values()
-        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        for p in params:
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("self", "params"):
+                named.setdefault(p.name, p)
         if not (klass.__module__.startswith("hftraining.") and any(p.kind == p.VAR_KEYWORD for p in params)):
             break
-    return names - {"self", "params"}
+    return named
+
+
+def _accepted(cls: type) -> set[str]:
+    """Keyword arguments the constructor names (see :func:`_parameters`)."""
+    return set(_parameters(cls))
+
+
+# What a keyword holds, read from its annotation where that names one type alone and the default agrees
+# (``bool | float``, ``Optional[bool]`` and the like are left to the constructor).
+_KINDS: tuple[tuple[tuple[Any, ...], Callable[[Any], bool], str], ...] = (
+    ((bool, "bool"), lambda v: isinstance(v, bool), "true or false"),
+    ((int, "int"), lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    ((float, "float"), lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    ((torch.dtype, "torch.dtype"), lambda v: isinstance(v, torch.dtype), "a torch dtype (float32, bfloat16, ...)"),
+)
+
+
+def _check_value(name: str, key: str, value: Any, param: inspect.Parameter) -> None:
+    """ConfigError for an ``optimizer_kwargs`` value of another type than the constructor's keyword holds,
+    or a NaN. Most constructors check ranges only: ``amsgrad: 1`` or ``momentum_dtype: bf16`` was taken
+    and failed at the first step, after the data were read, in a traceback; ``update_period: 2.5`` made
+    Sophia refresh its Hessian at steps 0, 5, 10...; ``momentum: .nan`` turned every weight into NaN."""
+    def nan(v: Any) -> bool:
+        return (isinstance(v, float) and math.isnan(v)) or (isinstance(v, tuple) and any(nan(x) for x in v))
+
+    if nan(value):
+        raise ConfigError(f"training.optimizer_kwargs.{key}: {name} cannot use NaN, got {value!r}")
+    if value is None:
+        return
+    if key.endswith("dtype") and isinstance(value, str):  # a name torch does not have as a dtype
+        raise ConfigError(f"training.optimizer_kwargs.{key}: {name} needs a torch dtype (float32, bfloat16, ...), "
+                          f"got {value!r}")
+    default, ann = param.default, param.annotation
+    if isinstance(default, tuple) and str(ann).startswith("tuple"):
+        if not isinstance(value, tuple):
+            raise ConfigError(f"training.optimizer_kwargs.{key}: {name} needs a list ({list(default)!r} by default), "
+                              f"got {value!r}")
+        return
+    for annotations, fits, what in _KINDS:
+        if ann in annotations and (default is inspect.Parameter.empty or type(default) is annotations[0]
+                                   or annotations[0] is float and type(default) is int):
+            if not fits(value):
+                raise ConfigError(f"training.optimizer_kwargs.{key}: {name} needs {what}, got {value!r}")
+            return
 
 
 def _optimizer_kwargs(name: str, spec: Spec, t: TrainingConfig) -> dict[str, Any]:
     """Constructor keywords: the config's, then ``optimizer_kwargs`` on top; checked by name."""
-    accepted = _accepted(spec.cls)
+    params = _parameters(spec.cls)
+    accepted = set(params)
     user = {}
     for key, value in t.optimizer_kwargs.items():
         if key in ("lr", "params"):
@@ -247,8 +297,9 @@ def _optimizer_kwargs(name: str, spec: Spec, t: TrainingConfig) -> dict[str, Any
             )
         if isinstance(value, list):  # YAML/JSON have no tuples (betas)
             value = tuple(value)
-        if key.endswith("dtype") and isinstance(value, str):
-            value = getattr(torch, value, value)
+        if key.endswith("dtype") and isinstance(value, str) and isinstance(getattr(torch, value, None), torch.dtype):
+            value = getattr(torch, value)
+        _check_value(name, key, value, params[key])
         user[key] = value
     kwargs = {k: v for k, v in spec.from_config(t).items() if k in accepted}
     kwargs.update(user)
@@ -266,6 +317,12 @@ def _optimizer_kwargs(name: str, spec: Spec, t: TrainingConfig) -> dict[str, Any
         raise ConfigError(
             f"training.optimizer_kwargs.adamw_wd: {name}'s AdamW part holds only biases, norms and embeddings, "
             f"which are never decayed (training.weight_decay); remove it (got {kwargs['adamw_wd']!r})"
+        )
+    if name == "mars" and kwargs.get("weight_decay_1d", 0) != 0:
+        # MARS decays 1-D tensors by it instead of their group's weight decay: biases and norms, never decayed
+        raise ConfigError(
+            f"training.optimizer_kwargs.weight_decay_1d: mars applies it to 1-D tensors (biases, norms), which are "
+            f"never decayed (training.weight_decay); remove it (got {kwargs['weight_decay_1d']!r})"
         )
     return kwargs
 
@@ -351,6 +408,18 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
+def _library_errors() -> tuple[type[Exception], ...]:
+    """pytorch-optimizer's own exceptions, with which its constructors refuse a value besides ValueError
+    (``NegativeLRError`` for Muon's ``adamw_lr: -1``, ``NegativeStepError`` for Sophia's ``update_period: 0``):
+    they are no ValueError and left the command in a traceback. Empty while the library is not imported (an
+    optimizer of ours or torch's is being built)."""
+    module = sys.modules.get("pytorch_optimizer.base.exception")
+    if module is None:
+        return ()
+    return tuple(v for v in vars(module).values()
+                 if isinstance(v, type) and issubclass(v, Exception) and v.__module__ == module.__name__)
+
+
 def build_optimizer(model: nn.Module, t: TrainingConfig) -> torch.optim.Optimizer:
     """The optimizer named by ``t.optimizer`` over ``model``'s parameter groups."""
     name, spec = _resolve(t)
@@ -366,7 +435,10 @@ def build_optimizer(model: nn.Module, t: TrainingConfig) -> torch.optim.Optimize
                 g.update(_muon_adamw_group(spec, t))
     try:
         return spec.cls(groups, **kwargs)
-    except (TypeError, ValueError, NotImplementedError) as e:  # pytorch-optimizer's errors are ValueErrors
+    except torch.OutOfMemoryError:  # a RuntimeError, but no value of the config's
+        raise
+    except (TypeError, ValueError, NotImplementedError, RuntimeError, *_library_errors()) as e:
+        # RuntimeError: torch's refusals (adamw's fused with foreach: true or differentiable: true)
         msg = " ".join(str(e).split())
         raise ConfigError(f"training.optimizer_kwargs: {name}: {msg}") from None
     except ImportError as e:  # an optional dependency of that optimizer
