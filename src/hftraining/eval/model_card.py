@@ -25,7 +25,7 @@ from hftraining.core.errors import writing
 from hftraining.core.fmt import fmt
 from hftraining.data.labels import CROSS_SECTIONAL, UNITS
 from hftraining.eval.forecasts import DIRECTION_NOTE, direction_p_text, label
-from hftraining.eval.report import md_text, p_text
+from hftraining.eval.report import effective_batch, md_text, p_text, trained_world_size
 from hftraining.models import ForecastModel
 
 CARD_NAME = "README.md"
@@ -197,13 +197,20 @@ def _data_section(cfg: dict[str, Any], rep: dict[str, Any]) -> list[str]:
 
 def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], preprocessing: dict[str, Any],
                model: ForecastModel, step: int, result: dict[str, Any] | None = None,
-               not_evaluated: str = NOT_EVALUATED, weights_step: int | None = None) -> str:
+               not_evaluated: str = NOT_EVALUATED, weights_step: int | None = None,
+               world_size: int | None = None) -> str:
     """The card's Markdown for the model folder ``folder``: ``result`` is eval.json's content (None:
     the test metrics were not computed, for the reason ``not_evaluated``); ``step``: optimizer steps trained;
     ``weights_step``: the step whose weights the folder holds when it is not the last
-    (``training.load_best_model_at_end``: the best validation score's)."""
+    (``training.load_best_model_at_end``: the best validation score's); ``world_size``: the processes
+    it trained with (default: as the run folder around ``folder`` records it,
+    :func:`~hftraining.eval.report.trained_world_size`): ``data.batch_size`` is per process, so the key
+    config states the batch of an optimizer step too."""
     folder = Path(folder)
     c = cfg.to_dict()
+    if world_size is None:
+        world_size = trained_world_size(folder.parent)
+    batch = effective_batch(c, world_size)
     mtype = cfg.model.type
     n_params = model.num_parameters()
     H, L = preprocessing.get("horizon"), preprocessing.get("seq_len")
@@ -213,7 +220,10 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
         "library_name": "hftraining", "tags": ["time-series-forecasting", "finance", "hftraining", mtype],
         "model_type": mtype, "parameters": n_params, "trained_steps": int(step),
         **({"weights_from_step": int(weights_step)} if weights_step is not None else {}),
-        "horizon": H, "sequence_length": L, "symbols": list(data_report.get("symbols") or []),
+        "horizon": H, "sequence_length": L,
+        **({"world_size": int(world_size)} if world_size is not None else {}),
+        **({"effective_batch": batch[0], "effective_batch_unit": batch[1]} if batch is not None else {}),
+        "symbols": list(data_report.get("symbols") or []),
         "evaluated": bool(result),
     }
     if result:
@@ -246,7 +256,12 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
               f"Indicators (`data.features`): {', '.join(map(_code, preprocessing.get('features') or [])) or '—'}; "
               f"the {len(columns)} input columns: {', '.join(map(_code, columns)) or '—'}. Scaler: "
               f"{scaler.get('kind', '—')}{' per symbol' if scaler.get('per_symbol') else ''}, fitted on the training split.", ""]
-    lines += ["## Key config", ""] + _table(["key", "value"], [[f"`{k}`", md_text(_value(_get(c, k)))] for k in CONFIG_KEYS])
+    rows = [[f"`{k}`", md_text(_value(_get(c, k)))] for k in CONFIG_KEYS]
+    if world_size is not None:  # data.batch_size is per process: what one optimizer step averaged over
+        rows.append(["processes (world size)", str(world_size)])
+    if batch is not None:
+        rows.append(["effective batch", md_text(batch[2])])
+    lines += ["## Key config", ""] + _table(["key", "value"], rows)
     need = data_report.get("rows_needed")
     lines += ["## How to use", "", "```python", "from hftraining.inference.forecaster import Forecaster", "",
               f"fc = Forecaster.from_pretrained({json.dumps(str(folder), ensure_ascii=False)})",

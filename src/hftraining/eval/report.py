@@ -43,6 +43,39 @@ def _read_json(path: Path) -> Any:
         return None  # a missing or broken side file only drops its section of the report
 
 
+def trained_world_size(run_dir: str | Path) -> int | None:
+    """The number of processes the run ``run_dir`` trained with (its last stretch, when a resume changed
+    it): ``rng.world_size`` of its newest checkpoint's trainer_state.json, which saves every rank's
+    random states. None without a readable checkpoint (a model fitted without gradient steps has none)."""
+    root = Path(run_dir) / "checkpoints"
+    try:
+        steps = sorted((p for p in root.iterdir() if re.fullmatch(r"step-\d+", p.name)), key=lambda p: int(p.name[5:]))
+    except OSError:
+        return None
+    for folder in reversed(steps):
+        state = _read_json(folder / "trainer_state.json")
+        w = (state.get("rng") or {}).get("world_size") if isinstance(state, dict) else None
+        if isinstance(w, int) and not isinstance(w, bool) and w >= 1:
+            return w
+    return None
+
+
+def effective_batch(cfg: dict[str, Any], world_size: int | None) -> tuple[int, str, str] | None:
+    """(the batch of one optimizer step, its unit: ``windows`` or ``dates``, the sentence that derives it) from the config dict ``cfg``
+    (config.json's content) and the processes trained with: ``data.batch_size`` windows (or
+    ``data.dates_per_batch`` as-of dates under ``data.batching: dates``) per process and micro-batch,
+    × ``training.gradient_accumulation_steps`` × the world size. None when the world size is unknown."""
+    data, training = cfg.get("data") or {}, cfg.get("training") or {}
+    dates = data.get("batching") == "dates"
+    per, accum = data.get("dates_per_batch" if dates else "batch_size"), training.get("gradient_accumulation_steps", 1)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (per, accum, world_size)):
+        return None
+    unit = "as-of dates (every symbol of each)" if dates else "windows"
+    total = per * accum * world_size
+    return total, "dates" if dates else "windows", (f"{total:,} {unit} per optimizer step: {per} per micro-batch × {accum} accumulation "
+                   f"step{'s' * (accum != 1)} × {world_size} process{'es' * (world_size != 1)}")
+
+
 def _num(v: Any, spec: str = ".4g") -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "—"
@@ -172,15 +205,18 @@ def _subplots(nrows: int = 1, ncols: int = 1, figsize=(6, 4), **kw):
     return fig, axes
 
 
-def _config_section(doc: _Doc, cfg: dict[str, Any] | None) -> None:
+def _config_section(doc: _Doc, cfg: dict[str, Any] | None, world_size: int | None = None) -> None:
+    """The key settings of config.json; ``world_size``: the processes the run trained with
+    (:func:`trained_world_size`), which with the per-process batch gives the batch of an optimizer step."""
     if not cfg:
         return
     doc.heading("Configuration")
     keys = {
         "model": ["type", "hidden_size", "num_heads", "num_layers", "dropout", "quantiles"],
-        "data": ["data_dir", "symbols", "sequence_length", "prediction_horizon", "batch_size", "features",
-                 "train_ratio", "val_ratio", "embargo", "scaler"],
-        "training": ["optimizer", "learning_rate", "lr_scheduler", "max_steps", "weight_decay", "precision", "seed"],
+        "data": ["data_dir", "symbols", "sequence_length", "prediction_horizon", "batching", "batch_size",
+                 "features", "train_ratio", "val_ratio", "embargo", "scaler"],
+        "training": ["optimizer", "learning_rate", "lr_scheduler", "max_steps", "gradient_accumulation_steps",
+                     "weight_decay", "precision", "seed"],
         "evaluation": ["backtest_positions", "backtest_long_only", "backtest_max_gross", "backtest_cost_bps",
                        "backtest_slippage_bps", "backtest_signal"],
     }
@@ -190,6 +226,11 @@ def _config_section(doc: _Doc, cfg: dict[str, Any] | None) -> None:
             if k in (cfg.get(sec) or {}):
                 v = cfg[sec][k]
                 rows.append([f"{sec}.{k}", ", ".join(map(str, v)) if isinstance(v, list) else v])
+    if world_size is not None:  # data.batch_size is per process: what one optimizer step averaged over
+        rows.append(["processes (world size)", world_size])
+        batch = effective_batch(cfg, world_size)
+        if batch is not None:
+            rows.append(["effective batch", batch[2]])
     doc.table(["key", "value"], rows)
 
 
@@ -518,7 +559,7 @@ def write_report(
     doc = _Doc(title or f"hftraining report: {run.name}", out / "report_files")
     if result:
         _verdict_section(doc, result, backtest)
-    _config_section(doc, _read_json(run / "config.json"))
+    _config_section(doc, _read_json(run / "config.json"), trained_world_size(run))
     _data_section(doc, _read_json(run / "data_report.json"))
     metrics = run / "metrics.jsonl"  # a killed run's half-written last line is skipped; a corrupt line: DataError
     _training_section(doc, read_jsonl(metrics) if metrics.is_file() else [])

@@ -370,7 +370,8 @@ def training_run(
             final = ckpt.save_final(run_dir, trainer.model, data.preprocessing.to_dict())
             # the card says "not evaluated" until the caller's test evaluation rewrites it
             write_model_card(final, cfg, data.report, data.preprocessing.to_dict(), trainer.model, trainer.state.global_step,
-                             weights_step=trainer.weights_step())
+                             weights_step=trainer.weights_step(),
+                             world_size=info.world_size if trainer.state.global_step else None)
         yield TrainedRun(cfg, run_dir, data, trainer.model, trainer.state, info, trainer.device,
                          trainer.precision, trainer.logger, trainer.weights_step())
         if info.is_main:

@@ -19,6 +19,12 @@ they are reused only when training continues from a checkpoint.
 A backend's service failing mid-run (MLflow's store, W&B's process) stops the run with one line naming
 it and the step (:meth:`Tracker.reaching`); a step's checkpoint is written after its records, so the
 checkpoints kept are those whose steps every backend holds, and ``--resume`` logs the rest once.
+
+Groups of runs (``train --seeds``, walk-forward, tune): with mlflow, one parent run per group
+(:class:`TrackingGroup`, recorded in the group folder's :data:`GROUP_FILE`), each seed, fold or trial
+nested under it, the group's aggregates logged to it. TensorBoard needs nothing of the kind: each
+member writes ``<member>/tensorboard/`` inside the group folder, so ``tensorboard --logdir <group
+folder>`` shows the members side by side, named by their folders.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import os
 import re
 import secrets
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -347,7 +354,12 @@ class MlflowTracker(Tracker):
 
     MLflow's usage telemetry is turned off (``MLFLOW_DISABLE_TELEMETRY=true`` unless set): the run
     talks to no server but its store. A store that cannot be opened is one line (at once for a SQLite
-    file); a password in its URI is masked in every message and in tracking.json."""
+    file); a password in its URI is masked in every message and in tracking.json.
+
+    A member of a group (:meth:`TrackingGroup.member`: a seed, a fold, a trial) is created in its
+    parent's store (without ``MLFLOW_TRACKING_URI``: ``<group folder>/mlruns.db``, artifacts in
+    ``<group folder>/mlartifacts/``) with the tags ``mlflow.parentRunId``, ``hftraining.group`` and
+    ``hftraining.member``; resumed, it keeps its run id and is tagged again with the parent it continues under."""
 
     name = "mlflow"
 
@@ -357,7 +369,8 @@ class MlflowTracker(Tracker):
         from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
         env_uri = os.environ.get("MLFLOW_TRACKING_URI")
-        uri = env_uri or f"sqlite:///{(run_dir / 'mlruns.db').resolve()}"
+        self.member = _member  # a seed, fold or trial of a group: its parent's store, nested under it
+        uri = self.member.uri if self.member else env_uri or f"sqlite:///{(run_dir / 'mlruns.db').resolve()}"
         stored = read_tracking(run_dir).get(self.name) if resume_step is not None else None
         full = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in flat_config(config).items()}
         params = {k: v[:MAX_PARAM_VAL_LENGTH] for k, v in full.items()}
@@ -368,7 +381,8 @@ class MlflowTracker(Tracker):
         try:
             if uri.startswith("sqlite:"):
                 check_sqlite_store(uri)
-            self._open(run_dir, config, resume_step, stored, uri, own_store=not env_uri, params=params)
+            store_dir = (self.member.own_store if self.member else None if env_uri else run_dir)
+            self._open(run_dir, config, resume_step, stored, uri, store_dir, params=params)
         except mlflow_errors() as e:
             why = reason(e)
             if stored:
@@ -384,8 +398,11 @@ class MlflowTracker(Tracker):
         return mlflow_errors()
 
     def _open(self, run_dir: Path, config: Config, resume_step: int | None, stored: dict[str, Any] | None,
-              uri: str, own_store: bool, params: dict[str, str]) -> None:
-        """Continue the run ``stored`` (tracking.json's entry) or create one; log the params it lacks."""
+              uri: str, store_dir: Path | None, params: dict[str, str]) -> None:
+        """Continue the run ``stored`` (tracking.json's entry) or create one; log the params it lacks.
+        ``store_dir``: the folder whose ``mlartifacts/`` a new experiment's artifacts go to (the store
+        is its ``mlruns.db``), None under ``MLFLOW_TRACKING_URI``. A group's member (:class:`TrackingGroup`)
+        gets its tags, the parent's id among them, also when it resumes."""
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
         from mlflow.utils.validation import MAX_PARAMS_TAGS_PER_BATCH
@@ -407,16 +424,19 @@ class MlflowTracker(Tracker):
                 if k in logged and logged[k] != v:
                     self.client.set_tag(self.run_id, f"resumed.{k}", v)
             params = {k: v for k, v in params.items() if k not in logged}
+            for k, v in (self.member.tags if self.member else {}).items():
+                self.client.set_tag(self.run_id, k, v)
         else:
             name = config.output.experiment_name
             exp = self.client.get_experiment_by_name(name)
             if exp is not None:
                 exp_id = exp.experiment_id
             else:
-                artifacts = (run_dir / "mlartifacts").resolve().as_uri() if own_store else None
+                artifacts = (store_dir / "mlartifacts").resolve().as_uri() if store_dir is not None else None
                 exp_id = self.client.create_experiment(name, artifact_location=artifacts)
-            run = self.client.create_run(exp_id, run_name=run_dir.name,
-                                         tags={"hftraining.run_dir": str(run_dir.resolve())})
+            run = self.client.create_run(exp_id, run_name=self._run_name(run_dir),
+                                         tags={"hftraining.run_dir": str(run_dir.resolve()),
+                                               **(self.member.tags if self.member else {})})
             self.run_id = run.info.run_id
             store_tracking(run_dir, self.name, {"tracking_uri": shown_url(uri), "experiment_id": exp_id,
                                                 "run_id": self.run_id})
@@ -430,6 +450,13 @@ class MlflowTracker(Tracker):
             log.warning("warning: output.report_to mlflow: MLflow keeps a param's first %s characters, so %s%s %s "
                         "logged cut; every param's full value is in the run's artifact %s", f"{self.limit:,}", named,
                         more, "is" if len(self.cut) == 1 else "are", FULL_PARAMS)
+
+    def _run_name(self, run_dir: Path) -> str:
+        """The run folder's name; a group member's is its path in the group folder (``trial-0003/fold-0``)."""
+        if self.member is not None:
+            with contextlib.suppress(ValueError):
+                return run_dir.resolve().relative_to(self.member.folder.resolve()).as_posix()
+        return run_dir.name
 
     def _metrics(self, step: int, values: dict[str, float]) -> None:
         import time
@@ -520,6 +547,199 @@ class WandbTracker(Tracker):
                         art.add_file(str(p))
                 self.run.log_artifact(art)
             self.run.finish(exit_code=1 if failed else 0)
+
+
+# ---------------------------------------------------------------------------------- groups of runs
+
+GROUP_FILE = "tracking_group.json"
+"""In a group's folder (``train --seeds``'s run folder, ``<run>/walkforward/``, tune's ``--out``):
+{"mlflow": {tracking_uri (its password masked), experiment_id, run_id, kind}}, the parent run of its
+members. Not ``tracking.json``: a seeds run folder holding that file would read as a single run's."""
+_member: "GroupMember | None" = None
+"""The group member that a run started now belongs to (:meth:`TrackingGroup.member`), read by
+:class:`MlflowTracker` when it opens the member's MLflow run."""
+
+
+class GroupMember:
+    """What a member's MLflow run needs of its group: the store, the parent run, and its tags."""
+
+    def __init__(self, folder: Path, uri: str, own_store: Path | None, parent_id: str, kind: str, ids: dict[str, int]):
+        self.folder, self.uri, self.own_store, self.parent_id = folder, uri, own_store, parent_id
+        self.tags = {"mlflow.parentRunId": parent_id, "hftraining.group": kind,
+                     "hftraining.member": " ".join(f"{k}={v}" for k, v in ids.items()),
+                     **{f"hftraining.{k}": str(v) for k, v in ids.items()}}
+
+
+def _group_store(folder: Path) -> tuple[str, Path | None]:
+    """(store URI, the group folder when the store is its own) for the runs of a group in ``folder``:
+    ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<folder>/mlruns.db``: one store for the parent and
+    its members (nesting needs one), where a run alone keeps its own."""
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if env_uri:
+        return env_uri, None
+    return f"sqlite:///{(folder / 'mlruns.db').resolve()}", folder
+
+
+class TrackingGroup:
+    """The MLflow parent run of a ``train --seeds``, walk-forward or tune: every member's run (a seed,
+    a fold, a trial) is nested under it (tag ``mlflow.parentRunId``) with tags ``hftraining.group``
+    (the kind) and ``hftraining.member`` (``seed=0``, ``fold=2``, ``trial=7``), and the group's
+    aggregates are the parent's metrics, their JSON its artifacts (:meth:`finish`). Inactive (every
+    method does nothing) unless ``output.report_to`` names mlflow, and on every rank but the main one
+    of a torchrun group. Start it with :func:`start_group`; a tune worker joins its study's with
+    :func:`join_group`."""
+
+    def __init__(self, folder: Path, kind: str, client: Any = None, run_id: str | None = None,
+                 uri: str = "", own_store: Path | None = None):
+        self.folder, self.kind, self.client, self.run_id = folder, kind, client, run_id
+        self.uri, self.own_store, self.where = uri, own_store, f" to {shown_url(uri)}"
+
+    @property
+    def active(self) -> bool:
+        return self.run_id is not None
+
+    @contextlib.contextmanager
+    def member(self, **ids: int) -> Iterator[None]:
+        """Runs started inside (``with group.member(seed=0): train(...)``) are members with these ids."""
+        global _member
+        if not self.active:
+            yield
+            return
+        before, _member = _member, GroupMember(self.folder, self.uri, self.own_store, self.run_id, self.kind, ids)
+        try:
+            yield
+        finally:
+            _member = before
+
+    def finish(self, metrics: dict[str, Any], artifacts: list[Path] | tuple[Path, ...] = (),
+               tags: dict[str, str] | None = None) -> None:
+        """Log the group's aggregates (the finite numbers of ``metrics``), its artifacts and tags, and
+        end the parent run FINISHED."""
+        if not self.active:
+            return
+        from mlflow.entities import Metric
+
+        with self._reaching("the group's aggregates"):
+            now = int(time.time() * 1000)
+            values = [Metric(k, v, now, 0) for k, v in scalars(metrics).items()]
+            for i in range(0, len(values), 1000):  # MLflow's batch limit: 1,000 metrics
+                self.client.log_batch(self.run_id, metrics=values[i:i + 1000])
+            for k, v in (tags or {}).items():
+                self.client.set_tag(self.run_id, k, str(v))
+            for p in artifacts:
+                if Path(p).is_file():
+                    self.client.log_artifact(self.run_id, str(p))
+            self.client.set_terminated(self.run_id, "FINISHED")
+        self.run_id = None  # ended: no later end marks it failed
+
+    def fail(self) -> None:
+        """End the parent run FAILED (the group stopped by an exception, which is on its way out: a
+        store that fails here too is said as a warning, not raised over it)."""
+        if not self.active:
+            return
+        try:
+            self.client.set_terminated(self.run_id, "FAILED")
+        except mlflow_errors() as e:
+            log.warning("mlflow: ending the %s parent run failed: %s", self.kind, reason(e))
+        self.run_id = None
+
+    @contextlib.contextmanager
+    def _reaching(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except mlflow_errors() as e:
+            raise UserError(f"output.report_to: mlflow could not log {what}{self.where} ({reason(e)}); "
+                            f"the {self.kind} runs' own files are written") from None
+
+
+def _group_active(output: OutputConfig) -> bool:
+    """Whether a group's parent run is this process's to open: mlflow tracks, and this is the main rank."""
+    return "mlflow" in resolved_report_to(output) and int(os.environ.get("RANK", "0")) == 0
+
+
+def start_group(config: Config, folder: Path, kind: str, name: str, params: dict[str, Any],
+                resume: bool) -> TrackingGroup:
+    """The parent run of a group of runs in ``folder`` (see :class:`TrackingGroup`), in the experiment
+    ``output.experiment_name``, named ``name``, with ``params``. ``resume``: continue the parent
+    recorded in ``folder``'s :data:`GROUP_FILE` (a resumed ``train --seeds``, a tune continuing its
+    study), whose members keep their runs; else a new parent, recorded there in place of an earlier
+    one, which gets the tag ``hftraining.superseded_by`` (its members were the folders a fresh start
+    removed: two parents never claim one member, a member's parent being its one tag)."""
+    if not _group_active(config.output):
+        return TrackingGroup(folder, kind)
+    no_mlflow_telemetry()
+    _require("mlflow", "mlflow")
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+    uri, own = _group_store(folder)
+    stored = read_tracking_group(folder)
+    params = {k: (v if isinstance(v, str) else json.dumps(v))[:MAX_PARAM_VAL_LENGTH] for k, v in params.items()}
+    try:
+        if uri.startswith("sqlite:"):
+            check_sqlite_store(uri)
+        client = MlflowClient(tracking_uri=uri)
+        if resume and stored and stored.get("kind") == kind:
+            run_id = stored["run_id"]
+            logged = client.get_run(run_id).data.params
+            client.update_run(run_id, status="RUNNING")
+            for k, v in params.items():  # a param cannot change: a differing value is a tag, as a resumed run's
+                if k in logged and logged[k] != v:
+                    client.set_tag(run_id, f"resumed.{k}", v)
+            params = {k: v for k, v in params.items() if k not in logged}
+            exp_id = stored["experiment_id"]
+        else:
+            exp = client.get_experiment_by_name(config.output.experiment_name)
+            if exp is not None:
+                exp_id = exp.experiment_id
+            else:
+                artifacts = (own / "mlartifacts").resolve().as_uri() if own is not None else None
+                exp_id = client.create_experiment(config.output.experiment_name, artifact_location=artifacts)
+            run_id = client.create_run(exp_id, run_name=name, tags={
+                "hftraining.group": kind, "hftraining.run_dir": str(folder.resolve())}).info.run_id
+            if stored and stored.get("run_id"):
+                with contextlib.suppress(*mlflow_errors()):  # an earlier parent in another store, or deleted
+                    client.set_tag(stored["run_id"], "hftraining.superseded_by", run_id)
+            write_json(folder / GROUP_FILE, {"mlflow": {"tracking_uri": shown_url(uri), "experiment_id": exp_id,
+                                                        "run_id": run_id, "kind": kind}})
+        if params:
+            client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+    except mlflow_errors() as e:
+        if resume and stored:
+            raise UserError(f"{folder / GROUP_FILE}: MLflow parent run {stored['run_id']} cannot be continued in "
+                            f"{shown_url(uri)} ({reason(e)}); set MLFLOW_TRACKING_URI to the store that holds it, "
+                            "or delete the file to start a new parent run") from None
+        raise UserError(f"output.report_to: mlflow cannot start the {kind} parent run in {shown_url(uri)} "
+                        f"({reason(e)}); check MLFLOW_TRACKING_URI") from None
+    return TrackingGroup(folder, kind, client, run_id, uri, own)
+
+
+def join_group(config: Config, folder: Path, kind: str) -> TrackingGroup:
+    """The group recorded in ``folder`` by :func:`start_group` in another process (a tune worker's
+    study), for its members only: the parent is ended by the process that started it. Inactive when
+    none is recorded."""
+    stored = read_tracking_group(folder) if _group_active(config.output) else None
+    if not stored or stored.get("kind") != kind:
+        return TrackingGroup(folder, kind)
+    from mlflow.tracking import MlflowClient
+
+    uri, own = _group_store(folder)
+    return TrackingGroup(folder, kind, MlflowClient(tracking_uri=uri), stored["run_id"], uri, own)
+
+
+def read_tracking_group(folder: Path) -> dict[str, Any] | None:
+    """The parent run recorded in ``folder``'s :data:`GROUP_FILE` (its mlflow entry), or None."""
+    path = Path(folder) / GROUP_FILE
+    if not path.exists():
+        return None
+    try:
+        entry = read_json(path)["mlflow"]
+        if not isinstance(entry, dict) or not isinstance(entry.get("run_id"), str):
+            raise ValueError("no mlflow run_id")
+        return entry
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise UserError(f"{path}: cannot read ({e}); delete it to start a new parent run") from None
 
 
 TRACKERS: dict[str, type[Tracker]] = {

@@ -22,6 +22,7 @@ from hftraining.eval.model_card import verdict_baseline
 from hftraining.inference.ensemble import build_ensemble
 from hftraining.models.registry import MODELS
 from hftraining.train.distributed import barrier, cleanup, init_distributed
+from hftraining.train.tracking import start_group
 from hftraining.train.trainer import check_config
 from hftraining.workflows.train_run import (check_report_importable, check_splits, remove, run_folder_lock, seed_runs,
                                             shown, single_run, train)
@@ -80,28 +81,50 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
         stale = (single + ([] if cfg.training.resume_from_checkpoint else earlier)) if cfg.output.overwrite else []
         data = prepare(cfg.data)  # one preprocessing for every seed: the members share it by construction
         check_splits(cfg, data)  # an empty test split is said before an earlier run is removed or a seed trains
-        if stale:  # once the data are built: a data mistake leaves the earlier run as it was
-            _on_main_rank(cfg, lambda: remove(root, stale))
-        for k in range(n):
-            sub = dataclasses.replace(
-                cfg,
-                training=dataclasses.replace(cfg.training, seed=cfg.training.seed + k),
-                output=dataclasses.replace(cfg.output, output_dir=str(root / f"seed-{k}")),
-            )
-            log.info("seed %d of %d: training.seed=%d → %s", k + 1, n, sub.training.seed, sub.output.output_dir)
-            train(sub, data)
-        if n >= 2:
-            def combine() -> None:
-                # exactly seed-0 .. seed-<n-1>, replacing an earlier ensemble/ whole (a resumed run rebuilds it)
-                build_ensemble([root / f"seed-{k}" for k in range(n)], root / "ensemble", method, overwrite=True)
-                summary = seed_summary([read_json(root / f"seed-{k}" / "eval.json") for k in range(n)])
-                write_json(root / "ensemble" / SUMMARY_NAME, summary)
-                log.info("%s", format_seed_summary(summary))
+        # one MLflow parent run of the seeds (output.report_to: mlflow), continued by a resumed run; opened
+        # before an earlier run is removed: a store that cannot be used leaves it as it was
+        group = start_group(cfg, root, "seeds", root.name, {"seeds": n, "ensemble_method": method,
+                                                            "training.seed": cfg.training.seed},
+                            resume=bool(cfg.training.resume_from_checkpoint))
+        try:
+            if stale:  # once the data are built: a data mistake leaves the earlier run as it was
+                _on_main_rank(cfg, lambda: remove(root, stale))
+            for k in range(n):
+                sub = dataclasses.replace(
+                    cfg,
+                    training=dataclasses.replace(cfg.training, seed=cfg.training.seed + k),
+                    output=dataclasses.replace(cfg.output, output_dir=str(root / f"seed-{k}")),
+                )
+                log.info("seed %d of %d: training.seed=%d → %s", k + 1, n, sub.training.seed, sub.output.output_dir)
+                with group.member(seed=k):
+                    train(sub, data)
+            summary: dict[str, Any] = {}
+            if n >= 2:
+                def combine() -> None:
+                    # exactly seed-0 .. seed-<n-1>, replacing an earlier ensemble/ whole (a resumed run rebuilds it)
+                    build_ensemble([root / f"seed-{k}" for k in range(n)], root / "ensemble", method, overwrite=True)
+                    summary.update(seed_summary([read_json(root / f"seed-{k}" / "eval.json") for k in range(n)]))
+                    write_json(root / "ensemble" / SUMMARY_NAME, summary)
+                    log.info("%s", format_seed_summary(summary))
 
-            _on_main_rank(cfg, combine)
-            log.info("ensemble of %d seeds (%s): %s (the seeds' test figures: %s)", n, method, root / "ensemble",
-                     root / "ensemble" / SUMMARY_NAME)
+                _on_main_rank(cfg, combine)
+                log.info("ensemble of %d seeds (%s): %s (the seeds' test figures: %s)", n, method, root / "ensemble",
+                         root / "ensemble" / SUMMARY_NAME)
+            group.finish(summary_metrics(summary) if summary else {"n_seeds": n},
+                         [root / "ensemble" / SUMMARY_NAME] if summary else [])
+        except BaseException:
+            group.fail()
+            raise
     return root
+
+
+def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """seeds.json's spread as flat metrics (the MLflow parent run's): ``<figure>_mean``, ``_std``,
+    ``_min``, ``_max`` and ``_n`` (the seeds that have the figure), ``n_seeds``, ``n_significantly_better``."""
+    out: dict[str, Any] = {"n_seeds": summary["n_seeds"], "n_significantly_better": len(summary["significantly_better"])}
+    for name, s in summary["spread"].items():
+        out.update({f"{name}_{k}": v for k, v in s.items() if v is not None})
+    return out
 
 
 SUMMARY_NAME = "seeds.json"

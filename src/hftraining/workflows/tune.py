@@ -96,6 +96,7 @@ from hftraining.data.splits import union_calendar
 from hftraining.eval.backtest import backtest_forecasts
 from hftraining.eval.forecasts import collect_forecasts
 from hftraining.train.logging import setup_console_logging
+from hftraining.train.tracking import TrackingGroup, join_group, read_tracking, read_tracking_group, start_group
 from hftraining.train.runner import TrainedRun, training_run
 from hftraining.train.trainer import NonFiniteError, OutOfMemory
 from hftraining.eval.selection import format_selection, selection_stats
@@ -412,6 +413,8 @@ class Objective:
         self.config_path, self.overrides, self.space, self.out = config_path, list(overrides), space, out
         self._data = None  # the prepared data (one per fold), reused while no data.* key is searched
         self.fold_steps = fold_steps(load_config(config_path, overrides), space)
+        # the study's MLflow parent run (output.report_to: mlflow), started by run_tune, perhaps in another process
+        self.group = join_group(load_config(config_path, overrides), out, "tune")
 
     def _prepared(self, trial, cfg: Config, values: dict[str, Any]) -> list:
         if self._data is None or any(k.startswith("data.") for k in self.space):
@@ -477,7 +480,9 @@ class Objective:
             # the test split is never scored while tuning; a fold's folder is locked as the trial's
             fold_lock = run_folder_lock(run_cfg.run_dir()) if len(datas) > 1 and int(os.environ.get("RANK", "0")) == 0 \
                 else nullcontext()
-            with fold_lock, training_run(run_cfg, data, on_evaluate=on_evaluate, save_final=False) as run:
+            ids = {"trial": trial.number, **({"fold": k} if len(datas) > 1 else {})}
+            with fold_lock, self.group.member(**ids), \
+                    training_run(run_cfg, data, on_evaluate=on_evaluate, save_final=False) as run:
                 if run.is_main:
                     curves.append(validation_curve(run))  # the split it is scored on, backtested
                 kept = kept_score(run, reports)
@@ -844,7 +849,16 @@ def run_tune(
             raise UserError(f"--trials 0: no study {name!r} in --storage {shown_url(storage)} to report on")
         study = optuna.load_study(study_name=name, storage=backend)
         out.mkdir(parents=True, exist_ok=True)
-        return write_study_report(study, cfg, config_path, overrides, space, out)
+        # the study's MLflow parent run, when it has one, gets the aggregates of the study as stored
+        group = (start_group(cfg, out, "tune", out.name, group_params(name, cfg, space), resume=True)
+                 if read_tracking_group(out) is not None else TrackingGroup(out, "tune"))
+        try:
+            summary = write_study_report(study, cfg, config_path, overrides, space, out)
+        except BaseException:
+            group.fail()
+            raise
+        finish_group(group, study, out)
+        return summary
     check_unowned_trials(out, name, name in optuna.get_all_study_names(backend))
     try:
         study = optuna.create_study(study_name=name, storage=backend, direction="minimize",
@@ -857,6 +871,60 @@ def run_tune(
     before = {t.number for t in study.get_trials(deepcopy=False)}
     log.info("study %r in %s: %d trial(s), %d worker(s), objective eval_%s on the validation split",
              name, shown_url(storage), trials, workers, cfg.evaluation.metric)
+    # one MLflow parent run of the study (output.report_to: mlflow), continued by every tune of it into --out;
+    # the workers' trials find it in <out>/tracking_group.json
+    group = start_group(cfg, out, "tune", out.name, group_params(name, cfg, space), resume=True)
+    try:
+        study, summary = _run_study(study, cfg, config_path, overrides, space, out, trials, workers, storage, name,
+                                    backend)
+    except BaseException:
+        group.fail()
+        raise
+    failed_all = all_failed(study, before)
+    if failed_all is not None:  # the report is written; the command still says that nothing worked
+        group.fail()
+        print(summary)
+        raise UserError(failed_all)
+    finish_group(group, study, out)
+    return summary
+
+
+def group_params(name: str, cfg: Config, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The params of a study's MLflow parent run: the study, its objective and its search space."""
+    return {"study": name, "objective": f"eval_{cfg.evaluation.metric}", "tune.folds": cfg.tune.folds,
+            "search_space": space}
+
+
+def finish_group(group: TrackingGroup, study, out: Path) -> None:
+    """End the study's MLflow parent run with its aggregates: the trials per state, the best trial's
+    value and number (tags ``best_trial`` and, for a trial of one run, ``best_run_id``: its MLflow run),
+    the selection statistics; artifacts best.json, selection.json, trials.csv, best_config.yaml."""
+    if not group.active:
+        return
+    State = _optuna().trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    metrics: dict[str, Any] = {f"n_{s.name.lower()}": sum(t.state == s for t in trials)
+                               for s in (State.COMPLETE, State.PRUNED, State.FAIL)}
+    metrics["n_trials"] = len(trials)
+    tags: dict[str, str] = {}
+    best = read_json(out / "best.json") if (out / "best.json").is_file() else None
+    if best is not None:
+        metrics.update(best_value=best["value"], best_trial=best["trial"])
+        tags["best_trial"] = str(best["trial"])
+        entry = read_tracking(out / f"trial-{best['trial']:04d}").get("mlflow") or {}
+        if entry.get("run_id"):
+            tags["best_run_id"] = entry["run_id"]
+    sel = read_json(out / "selection.json") if (out / "selection.json").is_file() else {}
+    metrics.update(selection_dsr=sel.get("dsr"), selection_pbo=sel.get("pbo"))
+    group.finish({k: v for k, v in metrics.items() if v is not None},
+                 [out / n for n in ("best.json", "selection.json", "trials.csv", "best_config.yaml")], tags)
+
+
+def _run_study(study, cfg: Config, config_path, overrides, space, out: Path, trials: int, workers: int, storage: str,
+               name: str, backend) -> tuple[Any, str]:
+    """:func:`run_tune`'s trials (in this process or ``workers`` processes) and the report → (the study
+    as stored after them, the report's summary)."""
+    optuna = _optuna()
     if workers == 1:
         run_trials(study, Objective(config_path, overrides, space, out), trials)
     else:
@@ -883,12 +951,7 @@ def run_tune(
             if len(study.get_trials(deepcopy=False, states=(Complete,))) == done_before:
                 raise UserError(f"tune --workers {workers}: {what} and no trial completed: {cause}")
             log.warning("%s: %s", what, cause)
-    summary = write_study_report(study, cfg, config_path, overrides, space, out)
-    failed_all = all_failed(study, before)
-    if failed_all is not None:  # the report is written; the command still says that nothing worked
-        print(summary)
-        raise UserError(failed_all)
-    return summary
+    return study, write_study_report(study, cfg, config_path, overrides, space, out)
 
 
 OWNER_FILE = "study.json"

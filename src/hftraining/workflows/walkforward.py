@@ -62,9 +62,11 @@ from hftraining.data.windows import WindowSet
 from hftraining.eval.backtest import backtest_forecasts, format_backtest
 from hftraining.eval.forecasts import SIGNIFICANCE, Forecasts, direction_p_text, format_table, score
 from hftraining.eval.intervals import format_intervals, interval_report
+from hftraining.eval.model_card import headline_metrics
 from hftraining.eval.selection import format_selection, selection_stats
 from hftraining.train.distributed import barrier, cleanup, init_distributed
 from hftraining.train.runner import check_output_dir, training_run
+from hftraining.train.tracking import TrackingGroup, start_group
 from hftraining.train.trainer import check_config
 from hftraining.workflows.train_run import (check_report_importable, evaluate_test, needs_validation, remove,
                                             run_folder_lock, split_sizes)
@@ -239,6 +241,7 @@ def _walk_forward(cfg: Config, n_folds: int, scheme: str, mode: str, base) -> di
     info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     folds, parts, methods = [], [], []
     prev_state = None
+    group = TrackingGroup(base, "walkforward")  # inactive until the folds are checked
     try:
         # every fold's splits are checked before the earlier walk-forward is removed and before any fold trains;
         # the folds are kept for training (prepared once, their data warnings said once): they share the panel's
@@ -248,6 +251,11 @@ def _walk_forward(cfg: Config, n_folds: int, scheme: str, mode: str, base) -> di
         for k in range(n_folds):
             prepared.append(prepare_fold(cfg, source, k, n_folds, scheme))
             check_fold(cfg, prepared[k], k, scheme)
+        # one MLflow parent run of the folds (output.report_to: mlflow): every walk-forward trains its folds anew;
+        # opened before the earlier walk-forward is removed: a store that cannot be used leaves it as it was
+        group = start_group(cfg, base, "walkforward", f"{cfg.run_dir().name}-walkforward",
+                            {"folds": n_folds, "scheme": scheme, "mode": mode, "data.embargo": cfg.data.embargo},
+                            resume=False)
         if earlier and info.is_main:  # output.overwrite: no fold of the earlier walk-forward stays beside the new ones
             remove(base, earlier)
         barrier(info)
@@ -259,7 +267,7 @@ def _walk_forward(cfg: Config, n_folds: int, scheme: str, mode: str, base) -> di
             fcfg.output.overwrite = True
             fcfg.training.resume_from_checkpoint = None
             init = prev_state if mode == "finetune" else None  # continue from the previous fold's weights
-            with training_run(fcfg, data, info, init_weights=init) as run:
+            with group.member(fold=k + 1), training_run(fcfg, data, info, init_weights=init) as run:
                 if run.is_main:
                     res, fc, _ = evaluate_test(run)
                 prev_state = {n: t.detach().clone() for n, t in run.model.state_dict().items()}
@@ -270,10 +278,41 @@ def _walk_forward(cfg: Config, n_folds: int, scheme: str, mode: str, base) -> di
                           "test_from": first, "test_to": last, **_fold_summary(res)})
             parts.append(fc)
             methods.append((res.get("intervals") or {}).get("method"))
+    except BaseException:
+        if info.is_main:
+            group.fail()
+        raise
     finally:
         cleanup(info)
     if not info.is_main:
         return {}
+    try:
+        out = _pooled(cfg, folds, parts, methods, scheme, mode, n_folds, base)
+    except BaseException:
+        group.fail()
+        raise
+    group.finish(walkforward_metrics(out), [base / "walkforward.json"])
+    return out
+
+
+def walkforward_metrics(res: dict[str, Any]) -> dict[str, float]:
+    """walkforward.json's aggregates as flat metrics (the MLflow parent run's): ``<key>_mean``, ``_std``,
+    ``_ci_low``, ``_ci_high``, ``_n`` over the folds; ``pooled_<headline>`` of the pooled out-of-sample
+    forecasts (:func:`~hftraining.eval.model_card.headline_metrics`); ``selection_dsr``, ``selection_pbo``."""
+    out: dict[str, Any] = {"n_folds": res["n_folds"]}
+    for key, a in res["aggregate"].items():
+        out.update({f"{key}_{k}": v for k, v in a.items()})
+    out.update({f"pooled_{k}": v for k, v in headline_metrics(res["pooled"]).items()})
+    sharpe = ((res["pooled"].get("backtest") or {}).get("strategies", {}).get("model") or {}).get("sharpe")
+    out["pooled_sharpe"] = sharpe
+    sel = res.get("selection") or {}
+    out.update(selection_dsr=sel.get("dsr"), selection_pbo=sel.get("pbo"))
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _pooled(cfg: Config, folds: list, parts: list, methods: list, scheme: str, mode: str, n_folds: int,
+            base) -> dict[str, Any]:
+    """The folds pooled: walkforward.json's content, written."""
     pooled_fc, no_intervals = pool_forecasts(parts, methods, scheme, cfg.evaluation.intervals)
     pooled = score(pooled_fc)
     if pooled_fc.intervals is not None:  # each window scored by its own fold's calibration (module docstring)
