@@ -608,19 +608,21 @@ def volume_is_empty(frame: pd.DataFrame) -> bool:
     return len(frame) > 0 and "volume" in frame.columns and not np.isfinite(frame["volume"].to_numpy(np.float64)).any()
 
 
-def drop_volume_features(d: DataConfig, symbols: list[str]) -> tuple[DataConfig, dict[str, str]]:
+def drop_volume_features(d: DataConfig, symbols: list[str],
+                         why: str = "volume column is empty") -> tuple[DataConfig, dict[str, str]]:
     """The one rule for symbols without volume: when any symbol of a run has an empty volume column,
     the features that need volume are dropped for every symbol → (data section with the remaining
     ``features``, {dropped spec: why}). Logged; nothing changes when ``symbols`` is empty. A
-    DataError when no feature would be left."""
+    DataError when no feature would be left. ``why``: the symbols' reason (training's other one: no
+    volume before the first validation date, :func:`hftraining.data.pipeline.prepare`)."""
     dropped = volume_features(d.features) if symbols else []
     if not dropped:
         return d, {}
     names = ", ".join(symbols[:3]) + (f" and {len(symbols) - 3} more" if len(symbols) > 3 else "")
-    why = f"volume column is empty ({names})"
+    why = f"{why} ({names})"
     kept = [s for s in d.features if s not in dropped]
     if not kept:
-        raise DataError(f"data.features: every feature ({', '.join(dropped)}) needs volume, and the {why}")
+        raise DataError(f"data.features: every feature ({', '.join(dropped)}) needs volume: {why}")
     log.warning("data: features %s dropped for every symbol: %s", ", ".join(dropped), why)
     return dataclasses.replace(d, features=kept), {s: why for s in dropped}
 

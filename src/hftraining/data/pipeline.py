@@ -8,6 +8,7 @@ validator, the feature store, training, evaluation and prediction all apply it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from hftraining.core.config import DataConfig, duration_ns, saved_data_section, 
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import (
     CALENDAR_VERSION, OWN_SPACING_GAPS, SETTLE_MEASURABLE, bar_spacing, calendar_rule_change, calendar_rule_matters,
-    EmptyVolume, check_specs, drop_volume_features, feature_columns, settle_unknown, utc_stamps, volume_is_empty,
+    EmptyVolume, check_specs, drop_volume_features, feature_columns, settle_unknown, utc_stamps, volume_features,
+    volume_is_empty,
 )
 from hftraining.data.labels import CHANGED_IN, LABEL_VERSION, row_labels
 from hftraining.data.provenance import check_source_rows, data_changes, source_rows
@@ -33,6 +35,7 @@ from hftraining.data.splits import (
     purged_kfold, purged_split, row_fold, rows_before, union_calendar,
 )
 from hftraining.data.store import fitted_statistics, load_rows, window_index
+from hftraining.data.validate import first_volume
 from hftraining.data.windows import DeviceRows, WindowSet, device_rows_for, index_windows, window_runs
 
 __all__ = ["FrameSource", "Rows", "build_rows"]  # re-exported: the rows of a run are built here or in the store
@@ -381,13 +384,19 @@ class PanelRows:
     rows: Rows
     report: dict[str, Any]
     dropped: dict[str, str]  # dropped feature spec → why
+    volume_from: dict[str, int | None] | None = None
+    """Each symbol's first row with volume, ns (None: no row has volume); None: not known (no check
+    of the volume before the first validation date, :func:`prepare`)."""
+    lean: "PanelRows | None" = field(default=None, repr=False, compare=False)
+    """The same panel without its volume features, once a cut has needed it (shared by the folds)."""
 
 
 def panel_rows(d: DataConfig) -> PanelRows:
     """The rows of ``d`` (:func:`data_rows`: through the store); a symbol without volume drops the
     volume features for all (:func:`~hftraining.data.features.drop_volume_features`). The store
     remembers which inputs hold one, so only the first run of them reads up to it before the build
-    without volume features."""
+    without volume features. A symbol whose volume starts after the first validation date is
+    :func:`prepare`'s to find, once the cut is known."""
     check_specs(d.features)
     try:
         rows, report = data_rows(d)
@@ -395,7 +404,40 @@ def panel_rows(d: DataConfig) -> PanelRows:
     except EmptyVolume as e:
         d, dropped = drop_volume_features(d, [e.symbol])
         rows, report = data_rows(d)
-    return PanelRows(d, rows, report, dropped)
+    volume_from = report.pop("volume_from", None)
+    return PanelRows(d, rows, report, dropped, volume_from)
+
+
+def _lean_panel(panel: PanelRows, d: DataConfig, dropped: dict[str, str]) -> PanelRows:
+    """``panel`` without the volume features (``d``): read once through the store, then kept on ``panel``."""
+    if panel.lean is None or panel.lean.d.features != d.features:
+        rows, report = data_rows(d)
+        report.pop("volume_from", None)
+        panel.lean = PanelRows(d, rows, report, {**panel.dropped, **dropped})
+    return panel.lean
+
+
+def no_volume_before_validation(rows: Rows, volume_from: Mapping[str, int | None],
+                                segs: list[dict[str, Segment]], purged: bool = False) -> list[str]:
+    """The symbols with rows before their first validation row (the rows of ``segs``' training segment
+    and those before it; ``purged``: every row the folds read) none of which reports volume
+    (``volume_from``: each symbol's first row with volume, :func:`~hftraining.data.validate.first_volume`).
+    The "no volume" rule of training reads these rows only, so a volume column that is empty (or 0)
+    up to some date in the validation or test period decides alike whether the rows after are there;
+    a symbol with no row before it says nothing about the training period."""
+    out = []
+    for k, sym in enumerate(rows.symbols):
+        if sym not in volume_from:
+            continue
+        seg = segs[k]
+        stop = max(s.stop for s in seg.values()) if purged else seg["train"].stop
+        if stop <= 0:
+            continue
+        t = rows.times[rows.rows(k)]
+        first = volume_from[sym]
+        if first is None or (stop < len(t) and first >= int(t[stop])):
+            out.append(sym)
+    return out
 
 
 def prepare(
@@ -415,6 +457,14 @@ def prepare(
     ``data.batching: dates`` it counts as-of dates (:meth:`WindowSet.every_nth_date`). A
     calendar split's cut dates are saved in the preprocessing, so evaluation and prediction cut new
     data at the same dates; a fold is saved instead, so evaluation scores the fold's own test block.
+
+    A symbol without volume drops the volume features for every symbol: one whose whole volume column
+    is empty (validation, :func:`panel_rows`), and one none of whose rows before its first validation
+    row reports volume (:func:`no_volume_before_validation`; a walk-forward fold decides on its first
+    fold's cut, so the folds keep one feature list; purged k-fold, which trains on rows after its test
+    blocks, on every row its folds read), so rows dated in the validation or test period never decide
+    the features trained on. A streamed source (neither a mapping nor :class:`PanelRows`) is checked
+    for an empty column only. The cut is then made again on the rows without the volume features.
     """
     check_specs(d.features)
     unknown = settle_unknown(d.features)
@@ -422,20 +472,49 @@ def prepare(
         log.warning("data.features: %s do not settle within %d rows: every forecast of this model will depend on "
                     "the whole history it is given (its settled_rows is unknown)", ", ".join(unknown), SETTLE_MEASURABLE)
     dropped: dict[str, str] = {}  # a symbol without volume drops the volume features for all (features.py)
+    volume_from: Mapping[str, int | None] | None = None  # each symbol's first row with volume (None: not known)
     if frames is None:
         frames = panel_rows(d)
     if isinstance(frames, Mapping):
         d, dropped = drop_volume_features(d, [s for s, f in frames.items() if volume_is_empty(f)])
+        volume_from = {s: first_volume(f) for s, f in frames.items()}
     if isinstance(frames, PanelRows):
         d, rows, report, dropped = frames.d, frames.rows, dict(frames.report), dict(frames.dropped)
-    min_hist = min_history(d)
+        volume_from = frames.volume_from
     needed = RowsNeeded.of(d)
     if isinstance(frames, PanelRows):
         skipped = report.pop("skipped_symbols")
     else:
         report = {}
         rows, skipped = build_rows(frames, d.features, needed.usable, capacity, tz=d.timezone)
-        del frames  # a streamed source is released as it is consumed; a mapping stays with its owner
+
+    def cut(rows: Rows) -> tuple[list[np.ndarray], np.ndarray, tuple[int, int] | None, list[dict[str, Segment]]]:
+        times = rows.symbol_times()
+        calendar = union_calendar(times)
+        cuts = resolve_cuts(d, calendar) if fold is None else None
+        seg_fn = split_segments(d, cuts) if fold is None else fold_split(d, fold)
+        return times, calendar, cuts, [seg_fn(t, calendar) for t in times]
+
+    times, calendar, cuts, segs = cut(rows)
+    if volume_from is not None and volume_features(d.features) and rows.symbols:
+        # "no volume" is decided on the rows before the first validation date (a walk-forward's: its first
+        # fold's, so that every fold keeps one feature list), never on the rows after it
+        purged = fold is not None and fold.scheme == "purged_kfold"
+        first = segs if fold is None or purged else [fold_split(d, dataclasses.replace(fold, k=0))(t, calendar) for t in times]
+        late = no_volume_before_validation(rows, volume_from, first, purged)
+        if late:
+            d, more = drop_volume_features(d, late, "no volume before the first validation date")
+            dropped.update(more)
+            needed = RowsNeeded.of(d)
+            if isinstance(frames, PanelRows):
+                lean = _lean_panel(frames, d, more)
+                rows, report = lean.rows, dict(lean.report)
+                skipped = report.pop("skipped_symbols")
+            else:
+                rows, skipped = build_rows(frames, d.features, needed.usable, capacity, tz=d.timezone)
+            times, calendar, cuts, segs = cut(rows)
+    del frames  # a streamed source is released as it is consumed; a mapping stays with its owner
+    min_hist = min_history(d)
     if skipped:
         log.warning("skipped %d symbol(s) with too few usable rows: %s", len(skipped), ", ".join(skipped))
     unusable = report.get("too_few_rows") or {}
@@ -447,11 +526,6 @@ def prepare(
     report["calendar_version"] = CALENDAR_VERSION  # a resumed run's time features must be computed alike
     if not rows.symbols:
         raise DataError(f"data: no symbol has the {needed.rows} rows one window needs ({needed.why})")
-    times = rows.symbol_times()
-    calendar = union_calendar(times)
-    cuts = resolve_cuts(d, calendar) if fold is None else None
-    seg_fn = split_segments(d, cuts) if fold is None else fold_split(d, fold)
-    segs = [seg_fn(t, calendar) for t in times]
     data_section = {k: v for k, v in vars(d).items()}
     if cuts is not None:  # the dates, not the ratios: new data is cut where the training data was
         data_section["split_dates"] = {"val": _iso(cuts[0]), "test": _iso(cuts[1])}

@@ -73,11 +73,11 @@ from hftraining.data.features import EmptyVolume, feature_columns, panel_specs, 
 from hftraining.data.rows import Rows, SymbolRows, fill_panel_features, symbol_rows
 from hftraining.data.sources import Collector, Unit, input_files, read_unit, units
 from hftraining.data.rows import RowsNeeded
-from hftraining.data.validate import TooFewRows, check_policy
+from hftraining.data.validate import TooFewRows, check_policy, first_volume
 
 log = logging.getLogger(__name__)
 
-FORMAT = 17  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
+FORMAT = 18  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
 # 6: window indices and statistics carry digests; data.symbols selects a long CSV's rows, the date range cuts
 # every layout, YYYYMMDD is decided by the bulk of a column; 7: the date range is cut before validation,
 # a long file's rows without a symbol are reported, CSV symbols are text, Alpha158 is exact on constant windows;
@@ -96,7 +96,8 @@ FORMAT = 17  # bump when the stored layout or a feature's formula changes (5: an
 # microseconds in one epoch column, stamps with and without a zone refused; 16: each symbol's bar spacing, of
 # all its frame's stamps, in the index, kept in a model folder so its few rows are read as training read them;
 # 17: a bar at UTC midnight is a date by the gaps up to it, not by the whole frame (calendar_version 3), and
-# each symbol's spacing in the index is that of its last bars)
+# each symbol's spacing in the index is that of its last bars; 18: the early end of the outlier_timestamp rule reads
+# the first rows only, the index holds each symbol's first row with volume (volume_from))
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",
@@ -371,16 +372,18 @@ def store_key(us: list[Unit], d: DataConfig, needed: RowsNeeded) -> str:
 
 
 def _job(unit: Unit, d: DataConfig, needed: RowsNeeded):
-    """Read, validate and compute one unit → (unit, {symbol: arrays or None}, report, too-few-rows error)."""
+    """Read, validate and compute one unit → (unit, {symbol: arrays or None}, report, too-few-rows error,
+    {symbol: its first row with volume, :func:`~hftraining.data.validate.first_volume`})."""
     try:
         frames, report = read_unit(unit, d, needed)
     except TooFewRows as e:
-        return unit, {}, None, str(e)
-    got = {}
+        return unit, {}, None, str(e), {}
+    got, firsts = {}, {}
     for sym, frame in frames.items():
         r = symbol_rows(frame, symbol_specs(d.features), sym, needed.usable, tz=d.timezone)  # panel features: after every symbol
         got[sym] = None if r is None else dataclasses.astuple(r)
-    return unit, got, report, None
+        firsts[sym] = first_volume(frame)
+    return unit, got, report, None, firsts
 
 
 def _results(us: list[Unit], d: DataConfig, needed: RowsNeeded) -> Iterator[tuple]:
@@ -473,13 +476,16 @@ class _Sink:
 
 def _build(d: DataConfig, us: list[Unit], needed: RowsNeeded, folder: Path | None):
     """Build every symbol's rows into ``folder`` (or memory) → (symbols, starts, lengths, report, skipped,
-    arrays (in memory only), the blake2b digest of each file as written, each symbol's bar spacing)."""
+    arrays (in memory only), the blake2b digest of each file as written, each symbol's bar spacing, each
+    symbol's first row with volume)."""
     col = Collector(d, needed)
     F = len(feature_columns(d.features))
     sink = _Sink(folder, F)
     skipped: list[str] = []
+    firsts: dict[str, int | None] = {}
     try:
-        for unit, got, report, too_few in _results(us, d, needed):
+        for unit, got, report, too_few, volume_from in _results(us, d, needed):
+            firsts.update(volume_from)
             if too_few is not None:
                 col.skip(unit, too_few)
                 continue
@@ -513,7 +519,7 @@ def _build(d: DataConfig, us: list[Unit], needed: RowsNeeded, folder: Path | Non
     starts = [sink.where[s][0] for s in order]
     lengths = [sink.where[s][1] for s in order]
     spacings = [sink.spacing[s] for s in order]
-    return order, starts, lengths, col.report(), skipped, arrays, digests, spacings
+    return order, starts, lengths, col.report(), skipped, arrays, digests, spacings, [firsts.get(s) for s in order]
 
 
 @contextmanager
@@ -599,6 +605,8 @@ def _open(folder: Path) -> tuple[Rows, dict[str, Any]] | str | None:
         spacings = [None if v is None else float(v) for v in index["spacings"]]
         if len(spacings) != len(index["symbols"]):
             return f"index.json: {len(spacings)} spacings for {len(index['symbols'])} symbols"
+        if len(index["volume_from"]) != len(index["symbols"]):
+            return f"index.json: {len(index['volume_from'])} volume_from for {len(index['symbols'])} symbols"
         rows = Rows(list(index["symbols"]), np.asarray(index["starts"], np.int64), np.asarray(index["lengths"], np.int64),
                     **arrays, spacings=spacings)
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -641,7 +649,8 @@ def load_rows(d: DataConfig, needed: RowsNeeded) -> tuple[Rows, dict[str, Any]]:
     The report is the validation report of the rows plus ``"cache": "hit" | "miss" | "rebuilt" (a
     damaged entry, set aside) | "off" | "unwritable"`` (a store that cannot be written and holds no
     usable entry: built in memory, with a warning) and
-    ``"skipped_symbols"``: symbols whose features leave fewer than ``min_rows`` rows."""
+    ``"skipped_symbols"``: symbols whose features leave fewer than ``min_rows`` rows, and ``"volume_from"``:
+    each symbol's first row with volume (:func:`~hftraining.data.validate.first_volume`), for the pipeline."""
     check_policy(d)
     us = units(d)
     if d.cache_dir is None:
@@ -684,13 +693,13 @@ def load_rows(d: DataConfig, needed: RowsNeeded) -> tuple[Rows, dict[str, Any]]:
                 tmp.mkdir(parents=True)
             try:
                 try:
-                    order, starts, lengths, report, skipped, _, digests, spacings = _build(d, us, needed, tmp)
+                    order, starts, lengths, report, skipped, _, digests, spacings, firsts = _build(d, us, needed, tmp)
                 except EmptyVolume as e:  # remembered, so the next run drops the volume features at once
                     atomic_write(no_volume, lambda t: write_json(t, {"symbol": e.symbol, "specs": e.specs}, indent=None))
                     raise
                 index = {
                     "format": FORMAT, "key": key, "version": hftraining.__version__,
-                    "symbols": order, "starts": starts, "lengths": lengths, "spacings": spacings,
+                    "symbols": order, "starts": starts, "lengths": lengths, "spacings": spacings, "volume_from": firsts,
                     "n_rows": _total(tmp), "n_features": len(feature_columns(d.features)),
                     "features": list(d.features), "feature_columns": feature_columns(d.features),
                     "report": report, "skipped_symbols": skipped, "digests": digests,
@@ -717,7 +726,15 @@ def _served(hit: tuple[Rows, dict[str, Any]], status: str, folder: Path) -> tupl
         said = index["report"].get(key)
         if status == "hit" and isinstance(said, dict):
             log.warning("%s", said.get("why"))
-    return rows, {**index["report"], "skipped_symbols": index["skipped_symbols"], "cache": status, "store": str(folder)}
+    return rows, {**index["report"], "skipped_symbols": index["skipped_symbols"], "cache": status, "store": str(folder),
+                  "volume_from": _volume_from(rows.symbols, index["volume_from"])}
+
+
+def _volume_from(symbols: list[str], firsts: list[Any]) -> dict[str, int | None]:
+    """{symbol: ns of its first row with volume (None: no row has volume)}: the report's ``volume_from``,
+    which the pipeline takes out (:func:`hftraining.data.pipeline.panel_rows`) to decide "no volume"
+    on the rows before the first validation date."""
+    return {sym: None if v is None else int(v) for sym, v in zip(symbols, firsts)}
 
 
 def _read_no_volume(path: Path) -> tuple[str, list[str]] | None:
@@ -730,9 +747,9 @@ def _read_no_volume(path: Path) -> tuple[str, list[str]] | None:
 
 
 def _in_memory(d: DataConfig, us: list[Unit], needed: RowsNeeded, status: str) -> tuple[Rows, dict[str, Any]]:
-    order, starts, lengths, report, skipped, arrays, _, spacings = _build(d, us, needed, None)
+    order, starts, lengths, report, skipped, arrays, _, spacings, firsts = _build(d, us, needed, None)
     rows = Rows(order, np.asarray(starts, np.int64), np.asarray(lengths, np.int64), **arrays, spacings=spacings)
-    return rows, {**report, "skipped_symbols": skipped, "cache": status}
+    return rows, {**report, "skipped_symbols": skipped, "cache": status, "volume_from": _volume_from(order, firsts)}
 
 
 def _total(folder: Path) -> int:

@@ -28,14 +28,21 @@ rows, at least one — are outliers when the gap that separates them from the ot
 than (a) the whole time span of those other rows, (b) 100× the median spacing of consecutive rows
 and (c) :data:`OUTLIER_MIN_GAP` (7 days, so that a weekend or a holiday in intraday data is never
 one). One row dated 2087 (or 1987) in a 2020–2024 file is that one row, dropped, not a row sorted
-to the end. The rule depends on the file only, never on the clock, so a file's report (and the
-feature store's entry for it) does not change with the day it is checked.
+to the end. The late end is judged by the rows before it; the early end by a bounded look-ahead:
+a group of the first ``k`` rows by the first 100·``k`` rows only (their span and median spacing;
+:data:`OUTLIER_ROWS_PER`), so the rows of a validation or test period later in the file never
+decide whether an early (training) row is dropped. The rule depends on the file only, never on
+the clock, so a file's report (and the feature store's entry for it) does not change with the day
+it is checked.
 
 An entirely empty volume column (every cell empty, NaN or 0: FX, indices) is not a per-row defect:
 the rows are kept with NaN volume, the report lists the symbol under ``volume_empty`` and the
 features of ``data.features`` that need volume under ``dropped_features`` (training drops them
-for every symbol; see :func:`hftraining.data.features.drop_volume_features`). A missing volume
-column is still an error.
+for every symbol; see :func:`hftraining.data.features.drop_volume_features`). Training also drops
+them when a symbol reports no volume in its rows before the first validation date, whatever the
+rows after report (:func:`first_volume`, :func:`hftraining.data.pipeline.prepare`); this report,
+which knows no split, lists the whole file's ``volume_empty`` only. A missing volume column is
+still an error.
 
 Close and Adj Close: with both columns, ``data.price_adjustment`` (default ``adjusted``) takes
 the close from Adj Close and multiplies open/high/low by Adj Close / Close of the row (volume is
@@ -83,6 +90,7 @@ RULES = (
 )
 OUTLIER_MIN_GAP = 7 * 86400 * 10**9  # ns: the shortest gap that can make a timestamp an outlier
 OUTLIER_SPACINGS = 100  # ... and it must exceed this many median spacings
+OUTLIER_ROWS_PER = 100  # rows read per outlier row: at most 1% of the rows are outliers at each end
 CLOSE_WHY = {
     "adjusted": {"used": "Adj Close", "why": "data.price_adjustment=adjusted: the close is Adj Close and "
                  "open/high/low are scaled by Adj Close / Close of the row, so returns include splits and dividends"},
@@ -272,10 +280,25 @@ def stamp_phases(t: np.ndarray, zoneless: bool = False) -> dict[str, Any] | None
     return {"spacing": spacing, "phases": phases, "span": [int(t[0]), int(t[-1])], "zoneless": bool(zoneless)}
 
 
+def first_volume(frame: pd.DataFrame) -> int | None:
+    """The time (int64 ns UTC) of the first row of a validated frame that reports volume (> 0), None when
+    none does. Training decides "no volume" on the rows before the first validation date with it
+    (:func:`hftraining.data.pipeline.prepare`), not on the whole file (``volume_empty``), so a volume
+    column reported only from some later date on does not decide what training sees."""
+    vol = frame["volume"].to_numpy(np.float64)
+    has = np.flatnonzero(np.isfinite(vol) & (vol > 0))
+    return None if not len(has) else int(pd.DatetimeIndex(frame["timestamp"]).as_unit("ns").asi8[has[0]])
+
+
 def _outlier_timestamps(t: np.ndarray) -> np.ndarray:
     """Mask of the rows of ``t`` (int64 ns, any order) that the ``outlier_timestamp`` rule drops
     (see the module docstring): outermost rows cut off from the others by a gap longer than the
-    others' span, :data:`OUTLIER_SPACINGS` median spacings and :data:`OUTLIER_MIN_GAP`."""
+    others' span, :data:`OUTLIER_SPACINGS` median spacings and :data:`OUTLIER_MIN_GAP`.
+
+    The late end is judged by the rows before it. The early end reads a bounded look-ahead only: a
+    group of its first ``k`` rows by the first :data:`OUTLIER_ROWS_PER` · ``k`` rows of the file (the
+    group is at most 1% of them; one row may always be judged), so whether an early row is dropped
+    never depends on the rows dated after those (a validation or test period), however many there are."""
     n = len(t)
     out = np.zeros(n, dtype=bool)
     if n < 3:
@@ -286,8 +309,22 @@ def _outlier_timestamps(t: np.ndarray) -> np.ndarray:
     if not len(positive):
         return out
     floor = max(float(OUTLIER_SPACINGS) * exact_median(positive), float(OUTLIER_MIN_GAP))
-    budget = max(1, n // 100)  # rows per end that may be outliers
+    budget = max(1, n // OUTLIER_ROWS_PER)  # rows the late end may drop (all rows lie before them)
     lo, hi = 0, n  # the kept rows are s[lo:hi]
+
+    def early(k: int) -> bool:
+        """Whether the ``k`` rows after s[:lo] are an outlier group, read from the first rows only."""
+        m = lo + k  # rows dropped at the early end with this group
+        read = min(hi, OUTLIER_ROWS_PER * m)
+        if m > 1 and OUTLIER_ROWS_PER * m > hi or m + 1 >= read:
+            return False  # more than 1% of the rows (or none left to judge it by)
+        g = float(s[m] - s[m - 1])
+        if g <= float(OUTLIER_MIN_GAP) or g <= float(s[read - 1] - s[m]):
+            return False  # cheap tests first: the median below reads up to ``read`` rows
+        head = np.diff(s[:read])
+        head = head[head > 0]
+        return g > float(OUTLIER_SPACINGS) * exact_median(head)
+
     changed = True
     while changed:
         changed = False
@@ -295,8 +332,8 @@ def _outlier_timestamps(t: np.ndarray) -> np.ndarray:
             if hi - k - 1 > lo and (g := float(s[hi - k] - s[hi - k - 1])) > floor and g > float(s[hi - k - 1] - s[lo]):
                 hi, changed = hi - k, True
                 break
-        for k in range(budget - lo, 0, -1):  # the early end
-            if lo + k + 1 < hi and (g := float(s[lo + k] - s[lo + k - 1])) > floor and g > float(s[hi - 1] - s[lo + k]):
+        for k in range(max(1, hi // OUTLIER_ROWS_PER) - lo, 0, -1):  # the early end, the largest group first
+            if early(k):
                 lo, changed = lo + k, True
                 break
     if lo:
