@@ -464,6 +464,23 @@ def simulate(weights: np.ndarray, returns: np.ndarray, dates: np.ndarray, cost_b
     return Simulation(np.asarray(dates)[:-1], net, gross, turnover, hits, int(active.sum()))
 
 
+def annual_return(total: float, periods: int, periods_per_year: float) -> float:
+    """The annualised return of ``total`` (a simple return) earned over ``periods`` periods:
+    ``(1 + total) ** (periods_per_year / periods) - 1``, computed in logs, as
+    ``expm1(periods_per_year / periods * log1p(total))``. Past the float range it is +inf (a JSON null,
+    a dash in the tables) where Python's power raised OverflowError: a short test split of second bars
+    (periods_per_year in the millions) compounds a few percent past 1e308. -1 for a total loss; NaN for
+    a NaN total."""
+    if math.isnan(total):
+        return float("nan")
+    if total <= -1:
+        return -1.0
+    try:
+        return math.expm1(periods_per_year / periods * math.log1p(total))
+    except OverflowError:  # the exponent past log(1.8e308) = 709.8
+        return float("inf")
+
+
 def performance(sim: Simulation, periods_per_year: float) -> dict[str, Any]:
     """Total and annualised return, annualised volatility, Sharpe, Sortino (risk-free rate 0), maximum
     drawdown (a negative fraction of the peak), Calmar, turnover and hit rate of a simulation. Returns
@@ -476,7 +493,7 @@ def performance(sim: Simulation, periods_per_year: float) -> dict[str, Any]:
         return {"n_periods": 0}
     equity = np.cumprod(1.0 + r)
     total = float(equity[-1] - 1.0)
-    ann = float((1.0 + total) ** (periods_per_year / T) - 1.0) if total > -1 else -1.0
+    ann = annual_return(total, T, periods_per_year)
     # returns equal on every period (to rounding: 0.1 + 0.2 is not 0.3) have no spread: volatility 0 and no
     # Sharpe ratio, not the 1e-17 that the mean's rounding leaves (an equal-weight book of steady trends read 1e17)
     sd = (0.0 if float(np.ptp(r)) <= FLAT_RTOL * abs(float(r.mean())) else float(r.std(ddof=1))) if T > 1 else nan
@@ -498,9 +515,13 @@ def performance(sim: Simulation, periods_per_year: float) -> dict[str, Any]:
         "hit_rate": sim.hits / sim.positions_taken if sim.positions_taken else nan,
         "cost_drag": float((sim.gross_returns - sim.returns).sum()),
     }
+    if math.isinf(ann):  # null in eval.json, a dash in the tables: said, not left to read as missing
+        out["warning"] = (f"annual return past the float range (null in eval.json): a total return of {total:.4g} "
+                          f"over {T} periods, at {periods_per_year:g} periods a year")
     if sim.positions_taken >= LOOKAHEAD_MIN_POSITIONS and out["hit_rate"] > LOOKAHEAD_HIT_RATE:
-        out["warning"] = (f"hit rate {out['hit_rate']:.2f} over {sim.positions_taken} positions is implausible for a "
-                          "forecast: check the signal for look-ahead (a future return in the inputs)")
+        text = (f"hit rate {out['hit_rate']:.2f} over {sim.positions_taken} positions is implausible for a "
+                "forecast: check the signal for look-ahead (a future return in the inputs)")
+        out["warning"] = f"{out['warning']}; {text}" if "warning" in out else text
     return out
 
 
@@ -710,6 +731,17 @@ def portfolio_label(s: dict[str, Any]) -> str:
     return text + (f", rebalance every {every} periods" if every > 1 else "") + ignored
 
 
+def _cell(v: Any, spec: str) -> str:
+    """:func:`fmt` of ``v``, or 2 significant digits (after a space) where the fixed-point text would be
+    wider than the column (annualised at 1e308 periods a year, a volatility of 1e154 is 155 digits long)."""
+    text = fmt(v, spec)
+    width = int(spec.lstrip("<>^").split(".")[0])
+    if len(text) <= width:
+        return text
+    pct = spec.endswith("%")
+    return format(" " + format(v * 100 if pct else v, ".2g") + ("%" if pct else ""), f">{width}")
+
+
 def format_backtest(res: dict[str, Any]) -> str:
     """An aligned table of every strategy's metrics."""
     s = res["settings"]
@@ -726,9 +758,9 @@ def format_backtest(res: dict[str, Any]) -> str:
             lines.append(f"{name:<22} (no periods)")
             continue
         lines.append(
-            f"{name:<22}{fmt(m['total_return'], '>9.2%')}{fmt(m['annual_return'], '>9.2%')}{fmt(m['annual_volatility'], '>8.2%')}"
-            f"{fmt(m['sharpe'], '>8.2f')}{fmt(m['sortino'], '>8.2f')}{fmt(m['max_drawdown'], '>8.2%')}{fmt(m['calmar'], '>8.2f')}"
-            f"{fmt(m['turnover'], '>7.3f')}{fmt(m['hit_rate'], '>7.3f')}" + (fmt(m.get('information_ratio'), '>7.2f') if has_ir else "")
+            f"{name:<22}{_cell(m['total_return'], '>9.2%')}{_cell(m['annual_return'], '>9.2%')}{_cell(m['annual_volatility'], '>8.2%')}"
+            f"{_cell(m['sharpe'], '>8.2f')}{_cell(m['sortino'], '>8.2f')}{_cell(m['max_drawdown'], '>8.2%')}{_cell(m['calmar'], '>8.2f')}"
+            f"{_cell(m['turnover'], '>7.3f')}{_cell(m['hit_rate'], '>7.3f')}" + (_cell(m.get('information_ratio'), '>7.2f') if has_ir else "")
         )
         if "warning" in m:
             lines.append(f"  warning ({name}): {m['warning']}")

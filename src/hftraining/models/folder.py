@@ -45,19 +45,12 @@ from hftraining.data.pipeline import check_symbol_bar_seconds, check_symbol_spli
 from hftraining.data.provenance import check_source_rows
 from hftraining.data.splits import Fold
 from hftraining.models.intervals import GRID, METHODS, Calibration, cqr_pair
-from hftraining.models.registry import build_model
+from hftraining.models.registry import CAPS, DIM_CAPS, MAX_PARAMETERS, build_model  # the limits a run is checked against
 
 MAX_JSON_BYTES = 16 << 20
 """Largest config.json / preprocessing.json / ensemble.json read (16 MiB)."""
 MAX_HEADER_BYTES = 16 << 20
 """Largest safetensors header read (16 MiB; a 25M-parameter model's is under 20 KB)."""
-MAX_PARAMETERS = 1_000_000_000
-"""Most parameters a loaded model may have (4 GB of float32)."""
-CAPS = {"hidden_size": 65_536, "num_heads": 4_096, "num_layers": 1_024, "intermediate_size": 1 << 20,
-        "patch_len": 1 << 16, "patch_stride": 1 << 16, "moving_avg": 1 << 16, "season_length": 1 << 20,
-        "ridge_lags": 1 << 16}
-"""Largest value of the model keys that decide a model's size (checked before it is built)."""
-DIM_CAPS = {"n_features": 100_000, "horizon": 100_000, "seq_len": 1_000_000}
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
           "BOOL": torch.bool}

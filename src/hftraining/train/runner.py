@@ -29,7 +29,7 @@ from hftraining import optim
 from hftraining.core.config import Config, resume_conflicts, save_config
 from hftraining.core.errors import UserError
 from hftraining.core.jsonio import read_json, write_json
-from hftraining.data.features import check_calendar_version
+from hftraining.data.features import check_calendar_version, feature_columns
 from hftraining.data.pipeline import PreparedData, check_calendar_rule, prepare
 from hftraining.data.provenance import check_source_rows
 from hftraining.eval.model_card import card_meta, write_model_card
@@ -313,7 +313,7 @@ def _build_trainer(cfg: Config, data: PreparedData | None, info: DistInfo,
     check_config(cfg, info)  # before the run folder and the data: a mistake costs no feature build
     if model is None:  # a model's own mistake (season_length past the window) before the run folder is cleared
         check_buildable(cfg.model, cfg.data.prediction_horizon, cfg.data.sequence_length,
-                        cfg.training.gradient_checkpointing)
+                        cfg.training.gradient_checkpointing, n_features=len(feature_columns(cfg.data.features)))
     run_dir, resume_path = prepare_run_dir(cfg, info)
     seed_everything(cfg.training.seed)
     if data is None:

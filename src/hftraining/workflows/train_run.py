@@ -18,6 +18,7 @@ import pandas as pd
 from hftraining.core.config import Config
 from hftraining.core.errors import DataError, UserError
 from hftraining.core.jsonio import read_json, write_json
+from hftraining.data.features import feature_columns
 from hftraining.data.pipeline import PreparedData, prepare
 from hftraining.eval.backtest import backtest_forecasts, format_backtest
 from hftraining.eval.forecasts import Forecasts, collect_forecasts, fit_baselines, format_table, score
@@ -289,7 +290,8 @@ def _train(cfg: Config, data: PreparedData | None, on_evaluate: Callable[[int, d
            root: Path, earlier: list[str], info: DistInfo) -> dict[str, Any]:
     """:func:`train`'s work, in the process group ``info`` and under the run folder's lock."""
     check_config(cfg, info)  # before output.overwrite removes anything
-    check_buildable(cfg.model, cfg.data.prediction_horizon, cfg.data.sequence_length, cfg.training.gradient_checkpointing)
+    check_buildable(cfg.model, cfg.data.prediction_horizon, cfg.data.sequence_length, cfg.training.gradient_checkpointing,
+                    n_features=len(feature_columns(cfg.data.features)))  # at most: no volume drops some
     done = finished_checkpoint(cfg)
     spec = cfg.training.resume_from_checkpoint
     # a resume continues a run whose splits were checked when it started (its data must be the same): its
