@@ -68,6 +68,7 @@ unbiased test score.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -79,6 +80,7 @@ import time
 import typing
 import warnings
 from contextlib import nullcontext
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +93,7 @@ from hftraining.core.config import Config, ConfigDumper, TrainingConfig, check_v
 from hftraining.core.errors import ConfigError, UserError
 from hftraining.core.fmt import fmt_time, shown_url
 from hftraining.core.jsonio import read_json, write_json
+from hftraining.data.features import check_specs, feature_columns
 from hftraining.data.pipeline import PanelRows, panel_rows, prepare, resolve_cuts, split_segments
 from hftraining.data.splits import union_calendar
 from hftraining.eval.backtest import backtest_forecasts
@@ -98,7 +101,9 @@ from hftraining.eval.forecasts import collect_forecasts
 from hftraining.train.logging import setup_console_logging
 from hftraining.train.tracking import TrackingGroup, join_group, read_tracking, read_tracking_group, start_group
 from hftraining.train.runner import TrainedRun, training_run
-from hftraining.train.trainer import NonFiniteError, OutOfMemory
+from hftraining.models.registry import check_buildable
+from hftraining.train.distributed import DistInfo, resolve_device
+from hftraining.train.trainer import NonFiniteError, OutOfMemory, check_config
 from hftraining.eval.selection import format_selection, selection_stats
 from hftraining.workflows.train_run import check_report_importable, run_folder_lock
 from hftraining.workflows.walkforward import prepare_fold
@@ -250,6 +255,119 @@ def check_objective(cfg: Config, space: dict[str, dict[str, Any]]) -> None:
         raise ConfigError("tune.search_space.model.loss: with evaluation.metric=loss each trial is scored by its own "
                           "loss (squared error or minus an IC), which are not comparable; score every trial by one "
                           "metric (evaluation.metric: mse, neg_ic or neg_rank_ic)")
+
+
+MAX_SPACE_CHECKS = 256
+"""At most this many combinations of drawable values are checked by :func:`check_space_values`."""
+
+
+def drawable_values(spec: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(label, value) of values a trial can draw from a parsed spec, for :func:`check_space_values`: every
+    choice; of a range its low, its high (as Optuna adjusts it to the step grid) and a value between."""
+    if "choices" in spec:
+        seen: dict[str, tuple[str, Any]] = {}
+        for c in spec["choices"]:
+            seen.setdefault(json.dumps(c, sort_keys=True), (f"choice {json.dumps(c)}", c))
+        return list(seen.values())
+    low, high, step = spec["low"], spec["high"], spec["step"]
+    if spec["type"] == "int":
+        step = step or 1
+        high = low + (high - low) // step * step
+        mid = low + (high - low) // step // 2 * step
+    elif step is not None:  # Optuna's grid, in decimals (0.1 steps stay 0.1 steps)
+        d_low, d_step = Decimal(str(low)), Decimal(str(step))
+        n = (Decimal(str(high)) - d_low) // d_step
+        high, mid = float(d_low + n * d_step), float(d_low + n // 2 * d_step)
+    else:
+        mid = (low + high) / 2
+    out = [("low", low), ("high", high), ("the value", mid)]
+    return [(f"{label} {v!r}", v) for i, (label, v) in enumerate(out) if v not in [w for _, w in out[:i]]]
+
+
+def trial_overrides(values: dict[str, Any], run_dir: Path) -> list[str]:
+    """The overrides a trial adds to the command's: its drawn values and its run folder."""
+    return _value_overrides(values) + [f"output.output_dir={json.dumps(str(run_dir))}", "output.overwrite=true",
+                                       "output.progress_bar=never", "training.resume_from_checkpoint=null"]
+
+
+def _trial_config_error(config_path, overrides: list[str], values: dict[str, Any], run_dir: Path,
+                        built: dict[str, None] | None = None) -> UserError | None:
+    """What a trial drawing ``values`` would refuse before its data are read, else None: the config
+    (:func:`~hftraining.core.config.load_config`), its feature names (:func:`~hftraining.data.features.check_specs`,
+    on a few rows of made-up prices), the trainer's checks (:func:`~hftraining.train.trainer.check_config`) and the
+    model's constructor (:func:`~hftraining.models.registry.check_buildable`, on the meta device). ``built``: the
+    features and models checked already (a key of the training section builds the same model)."""
+    built = {} if built is None else built
+    try:
+        cfg = load_config(config_path, overrides + trial_overrides(values, run_dir))
+        t = cfg.training
+        if repr(cfg.data.features) not in built:
+            check_specs(cfg.data.features)
+            built[repr(cfg.data.features)] = None
+        world, local = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+        check_config(cfg, DistInfo(int(os.environ.get("RANK", "0")), world, local, resolve_device(t.device, local)))
+        model = repr((cfg.model, cfg.data.prediction_horizon, cfg.data.sequence_length, t.gradient_checkpointing,
+                      cfg.data.features))
+        if model not in built:
+            check_buildable(cfg.model, cfg.data.prediction_horizon, cfg.data.sequence_length, t.gradient_checkpointing,
+                            n_features=len(feature_columns(cfg.data.features)))
+            built[model] = None
+    except UserError as e:
+        return e
+    return None
+
+
+def check_space_values(config_path, overrides: list[str], space: dict[str, dict[str, Any]], out: Path) -> None:
+    """A ConfigError, before the study or ``--out`` is created, when a trial could draw values that the
+    config refuses: the trial would stop the tune (perhaps after hours of others) with an error that does
+    not say it came from the search space. Checked as a trial checks before its data are read
+    (:func:`_trial_config_error`), on the values of :func:`drawable_values` of every key, all their
+    combinations (or, past :data:`MAX_SPACE_CHECKS`, each value with the other keys at their lows and at
+    their highs, and a seeded sample). Only drawable combinations are checked: a value refused with the
+    config's own value of another searched key, which no trial uses, is not refused. The error names
+    ``tune.search_space.<key>`` and the value when that value fails whatever the other keys draw, else
+    the combination."""
+    keys = list(space)
+    values = {k: drawable_values(space[k]) for k in keys}
+    sizes = [len(values[k]) for k in keys]
+    if math.prod(sizes) <= MAX_SPACE_CHECKS:
+        combos = list(itertools.product(*[range(n) for n in sizes]))
+    else:
+        picked = {tuple(0 for _ in sizes), tuple(min(1, n - 1) for n in sizes)}  # all lows, all highs
+        for i, n in enumerate(sizes):
+            for j in range(n):
+                for other in (0, 1):
+                    picked.add(tuple(j if m == i else min(other, sizes[m] - 1) for m in range(len(keys))))
+        rng = np.random.default_rng(0)
+        while len(picked) < MAX_SPACE_CHECKS:
+            picked.add(tuple(int(rng.integers(n)) for n in sizes))
+        combos = sorted(picked)
+    run_dir = out / "trial-0000"
+    tried: dict[tuple[int, ...], UserError | None] = {}
+    built: dict[str, None] = {}
+    for c in combos:
+        tried[c] = _trial_config_error(config_path, overrides, {k: values[k][j][1] for k, j in zip(keys, c)}, run_dir,
+                                       built)
+    bad = next((c for c in combos if tried[c] is not None), None)
+    if bad is None:
+        return
+    why = " ".join(str(tried[bad]).split())
+    base = _trial_config_error(config_path, overrides, {}, run_dir, built)  # the config with no value drawn
+    for i, k in enumerate(keys):
+        if any(tried[c] is None for c in combos if c[i] == bad[i]):
+            continue  # it trains with some values of the other keys
+        # the value is to blame when another value of the key trains, or when it alone breaks the config
+        if any(tried[c] is None for c in combos if c[i] != bad[i]) or base is None and _trial_config_error(
+                config_path, overrides, {k: values[k][bad[i]][1]}, run_dir, built) is not None:
+            others = " whatever the other searched keys draw" if len(keys) > 1 else ""
+            fix = "remove the choice" if "choices" in space[k] else "narrow the range"
+            raise ConfigError(f"tune.search_space.{k}: {values[k][bad[i]][0]} fails{others}: {why}; a trial that "
+                              f"draws it would stop the tune, so {fix}")
+    if base is not None and all(e is not None for e in tried.values()):
+        raise base  # a mistake of the config itself, whatever the search space draws
+    drawn = ", ".join(f"{k}={json.dumps(values[k][j][1])}" for k, j in zip(keys, bad))
+    raise ConfigError(f"tune.search_space: a trial that draws {drawn} fails: {why}; it would stop the tune, so "
+                      "narrow the ranges or the choices so that every combination trains")
 
 
 def suggest(trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -452,10 +570,7 @@ class Objective:
         """:meth:`_run`'s work, under the lock of the trial's folder ``trial_dir``."""
         optuna = _optuna()
         values = suggest(trial, self.space)
-        cfg = load_config(self.config_path, self.overrides + _value_overrides(values) + [
-            f"output.output_dir={json.dumps(str(trial_dir))}", "output.overwrite=true", "output.progress_bar=never",
-            "training.resume_from_checkpoint=null",
-        ])
+        cfg = load_config(self.config_path, self.overrides + trial_overrides(values, trial_dir))
         metric = cfg.evaluation.metric
         datas = self._prepared(trial, cfg, values)
         log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in values.items()))
@@ -463,9 +578,8 @@ class Objective:
         for k, data in enumerate(datas):
             run_cfg = cfg
             if len(datas) > 1:
-                run_cfg = load_config(self.config_path, self.overrides + _value_overrides(values) + [
-                    f"output.output_dir={json.dumps(str(trial_dir / f'fold-{k}'))}", "output.overwrite=true",
-                    "output.progress_bar=never", "training.resume_from_checkpoint=null"])
+                run_cfg = load_config(self.config_path,
+                                      self.overrides + trial_overrides(values, trial_dir / f"fold-{k}"))
             offset = k * self.fold_steps  # one step axis over the folds, the same for every trial, for the pruner
             reports: list[float] = []
 
@@ -831,6 +945,8 @@ def run_tune(
         raise ConfigError("output.output_dir: tune writes each trial to <--out>/trial-NNNN; give --out instead")
     name = study_name or cfg.tune.study_name or cfg.output.experiment_name
     out = Path(out) if out else Path("runs") / f"tune-{name}"
+    if trials > 0:  # a value no trial could train stops the tune now, not at the trial that draws it
+        check_space_values(config_path, overrides, space, out)
     # every argument is checked before anything is created: a mistake leaves no folder or file behind
     blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:
