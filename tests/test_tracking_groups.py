@@ -157,6 +157,12 @@ def test_tune_trials_nest_under_the_study_parent_which_names_the_best_trial(tmp_
     trials = {store.get_run(member_id(out / f"trial-{n:04d}")).data.tags["hftraining.member"] for n in range(3)}
     assert trials == {"trial=0", "trial=1", "trial=2"}
     assert store.get_run(parent.info.run_id).data.metrics["n_trials"] == 3
+    # --trials 0 (the report only) writes its report whatever the group file holds when mlflow is not asked for
+    (out / "tracking_group.json").write_text('{"mlflow": "x"}')
+    written = (out / "best.json").read_text()
+    (out / "best.json").unlink()
+    run_tune(str(cfg), 0, out=out, overrides=[*over, "output.report_to=[jsonl]"])
+    assert json.loads((out / "best.json").read_text())["trial"] == json.loads(written)["trial"]
 
 
 # ---------------------------------------------------------------------------------- the world size a run trained with

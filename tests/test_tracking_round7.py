@@ -205,3 +205,19 @@ def test_a_training_warning_reaches_stderr_without_logging_set_up(tmp_path, monk
     assert "said during training" in err and "an info line" not in err
     text = (tmp_path / "run" / "train.log").read_text(encoding="utf-8")
     assert "said during training" in text and "an info line" in text
+
+
+def test_a_held_warning_reaches_stderr_once_when_train_log_opens(tmp_path, monkeypatch, capsys):
+    """Library use with no logging configured: a warning held for train.log is printed on stderr when
+    it is said and written to train.log when that opens, not printed a second time."""
+    from hftraining.train.logging import RunLogger
+
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    monkeypatch.setattr(log, "handlers", [])
+    monkeypatch.setattr(log, "propagate", True)
+    with held_records():
+        log.warning("warning: said before train.log opened")
+        rl = RunLogger(tmp_path / "run", config=None, progress_bar="never")
+        rl.close()
+    assert capsys.readouterr().err.count("said before train.log opened") == 1
+    assert "said before train.log opened" in (tmp_path / "run" / "train.log").read_text(encoding="utf-8")

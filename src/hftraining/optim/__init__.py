@@ -408,6 +408,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
+_DEVICE_ERRORS: tuple[type[Exception], ...] = (torch.AcceleratorError,) if hasattr(torch, "AcceleratorError") else ()
+"""A device's own failure (a CUDA error surfacing while the optimizer's state is made): not a config value."""
+
+
 def _library_errors() -> tuple[type[Exception], ...]:
     """pytorch-optimizer's own exceptions, with which its constructors refuse a value besides ValueError
     (``NegativeLRError`` for Muon's ``adamw_lr: -1``, ``NegativeStepError`` for Sophia's ``update_period: 0``):
@@ -435,7 +439,7 @@ def build_optimizer(model: nn.Module, t: TrainingConfig) -> torch.optim.Optimize
                 g.update(_muon_adamw_group(spec, t))
     try:
         return spec.cls(groups, **kwargs)
-    except torch.OutOfMemoryError:  # a RuntimeError, but no value of the config's
+    except (torch.OutOfMemoryError, *_DEVICE_ERRORS):  # RuntimeErrors, but no value of the config's
         raise
     except (TypeError, ValueError, NotImplementedError, RuntimeError, *_library_errors()) as e:
         # RuntimeError: torch's refusals (adamw's fused with foreach: true or differentiable: true)

@@ -149,7 +149,7 @@ class RunLogger:
         if _held is not None:  # what the run said before train.log opened, first (held_records)
             log.removeHandler(_held)
             for record in _held.records:
-                fh.handle(record)
+                fh.write(record)  # shown on the console (or by the last resort) when it was said
             _held.records.clear()
         log.addHandler(fh)
         self._file_handler = fh

@@ -385,6 +385,13 @@ class MlflowTracker(Tracker):
             self._open(run_dir, config, resume_step, stored, uri, store_dir, params=params)
         except mlflow_errors() as e:
             why = reason(e)
+            if stored and self.member is not None and stored.get("tracking_uri") != shown_url(uri):
+                # a seed of a --seeds run started before groups existed: its run is in its own store
+                raise UserError(
+                    f"{run_dir / TRACKING_FILE}: MLflow run {stored['run_id']} is in {stored.get('tracking_uri')}, not "
+                    f"in its group's store {shown_url(uri)} ({why}); start the group again with "
+                    "output.overwrite=true, or remove the mlflow entry to start a new MLflow run"
+                ) from None
             if stored:
                 raise UserError(
                     f"{run_dir / TRACKING_FILE}: MLflow run {stored['run_id']} cannot be continued in {shown_url(uri)} "

@@ -99,7 +99,7 @@ from hftraining.data.splits import union_calendar
 from hftraining.eval.backtest import backtest_forecasts
 from hftraining.eval.forecasts import collect_forecasts
 from hftraining.train.logging import setup_console_logging
-from hftraining.train.tracking import TrackingGroup, join_group, read_tracking, read_tracking_group, start_group
+from hftraining.train.tracking import GROUP_FILE, TrackingGroup, join_group, read_tracking, start_group
 from hftraining.train.runner import TrainedRun, training_run
 from hftraining.models.registry import check_buildable
 from hftraining.train.distributed import DistInfo, resolve_device
@@ -965,15 +965,11 @@ def run_tune(
             raise UserError(f"--trials 0: no study {name!r} in --storage {shown_url(storage)} to report on")
         study = optuna.load_study(study_name=name, storage=backend)
         out.mkdir(parents=True, exist_ok=True)
-        # the study's MLflow parent run, when it has one, gets the aggregates of the study as stored
-        group = (start_group(cfg, out, "tune", out.name, group_params(name, cfg, space), resume=True)
-                 if read_tracking_group(out) is not None else TrackingGroup(out, "tune"))
-        try:
-            summary = write_study_report(study, cfg, config_path, overrides, space, out)
-        except BaseException:
-            group.fail()
-            raise
-        finish_group(group, study, out)
+        summary = write_study_report(study, cfg, config_path, overrides, space, out)
+        # the study's MLflow parent run, when it has one, gets the aggregates of the study as stored, once the
+        # report is written (a store that cannot be used costs no report; without mlflow the file is not read)
+        if (out / GROUP_FILE).is_file():
+            finish_group(start_group(cfg, out, "tune", out.name, group_params(name, cfg, space), resume=True), study, out)
         return summary
     check_unowned_trials(out, name, name in optuna.get_all_study_names(backend))
     try:
