@@ -701,7 +701,10 @@ def feature_columns(specs: list[str]) -> list[str]:
 
 @functools.lru_cache(maxsize=64)
 def _feature_columns(specs: tuple[str, ...]) -> tuple[str, ...]:
-    """:func:`feature_columns`, computed once per list of specs (Alpha158's takes about a second)."""
+    """:func:`feature_columns`, computed once per list of specs (Alpha158's takes about a second). A bad
+    spec is :func:`check_specs`'s one-line ConfigError, not the indicator's own exception (a run sizes
+    its model with this before its data are read)."""
+    check_specs(list(specs))
     return tuple(compute_features(_probe(256), symbol_specs(list(specs)) + panel_specs(list(specs))).columns)
 
 

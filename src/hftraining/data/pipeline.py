@@ -477,7 +477,8 @@ def prepare(
         frames = panel_rows(d)
     if isinstance(frames, Mapping):
         d, dropped = drop_volume_features(d, [s for s, f in frames.items() if volume_is_empty(f)])
-        volume_from = {s: first_volume(f) for s, f in frames.items()}
+        if volume_features(d.features):  # frames of a library caller may have no volume column at all
+            volume_from = {s: first_volume(f) for s, f in frames.items()}
     if isinstance(frames, PanelRows):
         d, rows, report, dropped = frames.d, frames.rows, dict(frames.report), dict(frames.dropped)
         volume_from = frames.volume_from

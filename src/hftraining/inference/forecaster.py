@@ -198,7 +198,7 @@ class Forecaster:
         return frames, report["files"]
 
     @staticmethod
-    def dropped_rows(reports: list[dict[str, Any]]) -> list[str]:
+    def dropped_rows(reports: list[dict[str, Any]], scored: bool = False) -> list[str]:
         """One warning for each file (or symbol's frame) of ``reports`` (:meth:`load_with_reports`) of
         which the training rules dropped rows (a NaN cell, a duplicate timestamp, a timestamp far
         beyond the others, ...): the forecast is made without them, so a dropped latest row means a
@@ -206,7 +206,8 @@ class Forecaster:
         and one for each file of which ``data.invalid_values=ffill`` filled cells from the row before
         (a latest close filled so is yesterday's price under today's date). Each line names the file,
         the rules and their rows (lines of a CSV file, 1-based rows of a Parquet file, 0-based
-        positions of a frame)."""
+        positions of a frame). ``scored``: the lines of an evaluation (``evaluate --data``: the rows
+        are not scored, the windows cut from the rows kept) instead of a forecast's."""
         out = []
         for rep in reports:
             unit = {"line": "lines", "row": "rows"}.get(rep["row_numbers"], "positions")
@@ -227,13 +228,14 @@ class Forecaster:
                 if not parts:
                     continue
                 if kind == "dropped":
+                    use = ("not scored: the windows are cut from the rows kept" if scored else
+                           "not used: the forecast is from the rows kept (its as_of is the latest of them)")
                     out.append(f"{rep['file']}: {rep['rows_dropped']} row(s) dropped by the validation rules the model "
-                               f"was trained with ({'; '.join(parts)}) and not used: the forecast is from the rows kept "
-                               f"(its as_of is the latest of them){see}")
+                               f"was trained with ({'; '.join(parts)}) and {use}{see}")
                 else:
                     out.append(f"{rep['file']}: {total} row(s) with values filled from the row before "
-                               f"(data.invalid_values=ffill, as the model was trained: {'; '.join(parts)}): the forecast "
-                               f"reads the filled values{see}")
+                               f"(data.invalid_values=ffill, as the model was trained: {'; '.join(parts)}): the "
+                               f"{'windows read' if scored else 'forecast reads'} the filled values{see}")
         return out
 
     # ------------------------------------------------------------------ windows and forecasts

@@ -215,6 +215,12 @@ def check_same_data(report: dict[str, Any], path: Path) -> None:
                         f"range 0 by 1, this version by their standard deviation ({'; '.join(cols[:3])}"
                         f"{f' and {len(cols) - 3} more' if len(cols) > 3 else ''}): its weights were trained on other "
                         "inputs; finish it with the version that started it, or start over with output.overwrite=true")
+    was, now_dropped = (raw.get("dropped_features") if isinstance(raw, dict) else None), report.get("dropped_features") or {}
+    if isinstance(was, dict) and sorted(was) != sorted(now_dropped):  # the model's inputs: another input layer
+        raise UserError(f"{path}: cannot resume: the run dropped the features {json.dumps(sorted(was))} ({saved}), "
+                        f"these data drop {json.dumps(sorted(now_dropped))} ({'; '.join(sorted(set(now_dropped.values()))) or 'none'}): "
+                        "its weights take other inputs; finish it with the version and data that started it, or start "
+                        "over with output.overwrite=true")
     changed = [k for k in then if then[k] != now.get(k)]  # what a report of an older version lacks is not compared
     if changed == ["symbols"]:
         raise UserError(f"{path}: cannot resume: the run took its symbols in the order {json.dumps(then['symbols'])} "

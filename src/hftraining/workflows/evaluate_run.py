@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from dataclasses import asdict
@@ -25,7 +26,7 @@ from hftraining.core.config import (
 )
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.io import sample_data_dir
-from hftraining.data.pipeline import Preprocessing
+from hftraining.data.pipeline import Preprocessing, apply
 from hftraining.data.windows import WindowSet
 from hftraining.eval import metrics as M
 from hftraining.eval.backtest import backtest_forecasts
@@ -43,6 +44,8 @@ from hftraining.inference.folders import (
 from hftraining.inference.forecaster import Forecaster
 from hftraining.models import ForecastModel, folder, load_preprocessing
 from hftraining.train.runner import EVALUATIONS_DIR  # a fresh run in the folder removes it with the rest
+
+log = logging.getLogger(__name__)
 
 
 def trained_preprocessing(path) -> Preprocessing:
@@ -118,13 +121,26 @@ def evaluation_config(path, overrides: list[str] | tuple[str, ...] = ()) -> Eval
     return ev
 
 
-def load_for_eval(path, data=None, split: str = "test",
-                  changes: list[str] | None = None) -> tuple[Forecaster, WindowSet]:
+def load_for_eval(path, data=None, split: str = "test", changes: list[str] | None = None,
+                  dropped: list[str] | None = None) -> tuple[Forecaster, WindowSet]:
     """(Forecaster, WindowSet) of a run/model folder on ``split`` of ``data`` (default: the data it
     was trained on, read again: what differs from the rows training read is a warning, and is added
-    to ``changes`` when given: :func:`hftraining.data.pipeline.apply`); an empty split is a DataError."""
+    to ``changes`` when given: :func:`hftraining.data.pipeline.apply`); an empty split is a DataError.
+    Rows of ``data`` that the training's validation rules drop (a duplicate timestamp, a NaN close)
+    are not scored: one warning line per file names them (:meth:`Forecaster.dropped_rows`), added to ``dropped``
+    when given, as ``predict`` says so, not silently; the training data read again drops what training
+    dropped (its data_report.json says so)."""
     fc = Forecaster.from_pretrained(path)
-    ws = fc.windows(data, split, changes)
+    if data is None:
+        ws = fc.windows(data, split, changes)
+    else:
+        frames, reports = fc.load_with_reports(data)
+        for line in Forecaster.dropped_rows(reports, scored=True):
+            log.warning("warning: %s", line)
+            if dropped is not None:
+                dropped.append(line)
+        where = str(fc.model_dir / "preprocessing.json") if fc.model_dir is not None else "preprocessing.json"
+        ws = apply(fc.preprocessing, frames, split, where, changes)  # as Forecaster.windows(data) reads them
     if len(ws) == 0:
         raise DataError(f"data: the {split} split yields no window")
     return fc, ws
@@ -163,7 +179,8 @@ def evaluate_model_dir(path, data=None, split: str = "test",
     ``--set evaluation.*`` applied (:func:`evaluation_config`); default: the run's."""
     ev = ev if ev is not None else evaluation_config(path)
     changes: list[str] = []
-    f, ws = load_for_eval(path, data, split, changes)
+    dropped: list[str] = []
+    f, ws = load_for_eval(path, data, split, changes, dropped)
     ws = ws.last_dates(ev.max_test_windows)
     outs = f.outputs(ws)
     scale = f.preprocessing.target_scale
@@ -175,6 +192,8 @@ def evaluate_model_dir(path, data=None, split: str = "test",
         result["verdict"] += " " + IN_SAMPLE[split]
     if changes:  # the training data read again differ from the rows training read: not eval.json's evaluation
         result["data_changes"] = changes
+    if dropped:  # rows of --data the training rules dropped: not scored, said beside the numbers
+        result["dropped_rows"] = dropped
     if f.calibration is not None:  # the folder's conformal intervals (aci: walked along ``ws`` from the nominal level)
         fc.intervals, _ = forecast_intervals(f.calibration, fc.pred["model"], fc.true, fc.dates, fc.quantiles,
                                              known=outcome_times(ws))

@@ -538,7 +538,6 @@ class Objective:
         if self._data is None or any(k.startswith("data.") for k in self.space):
             t = cfg.tune
             source = panel_rows(cfg.data)  # the features once, through the store; each fold its own splits
-            check_test_split(trial.study, source, values)
             if t.folds >= 2:
                 # folds of the rows before the test split only: the configuration chosen here is
                 # scored on that split afterwards, so no trial may see it
@@ -546,6 +545,9 @@ class Objective:
                               for k in range(t.folds)]
             else:
                 self._data = [prepare(cfg.data, source)]
+            # the test split of the rows the trial was cut from: without the volume features when a symbol
+            # reports no volume before the first validation date (prepare reads them again without them)
+            check_test_split(trial.study, source.lean or source, values)
         for k, d in enumerate(self._data):
             if len(d.val) == 0:
                 where = f" of walk-forward fold {k}" if len(self._data) > 1 else ""
