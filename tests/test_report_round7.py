@@ -119,3 +119,18 @@ def test_a_report_of_other_data_says_its_data_section_is_the_training_data(run, 
     assert sorted(r[0] for r in rows) == sorted(NAMES)  # scored on the other data's symbols
     heading = md[:md.index("| item |")].rsplit("\n## ", 1)[1].splitlines()[0]
     assert "training run" in heading  # the training data's report, not the data scored here
+
+
+def test_a_report_written_over_another_keeps_only_its_own_plots(tmp_path):
+    """evaluate twice into one --report-dir (4 symbols, then one): the first report's IC plot stayed
+    beside a report of one symbol, read as its own."""
+    from hftraining.eval import report as R
+
+    first = R._Doc("first", tmp_path / "report_files")
+    first.images += [("curves", b"a"), ("ic_over_time", b"b")]
+    first.write(tmp_path)
+    second = R._Doc("second", tmp_path / "report_files")
+    second.images += [("curves", b"c")]
+    second.write(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "report_files").iterdir()) == ["curves.png"]
+    assert (tmp_path / "report_files" / "curves.png").read_bytes() == b"c"

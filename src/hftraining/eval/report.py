@@ -157,6 +157,10 @@ class _Doc:
         with writing(out_dir / "report.*"):  # disk full, no permission: one line naming the file
             out_dir.mkdir(parents=True, exist_ok=True)
             self.files_dir.mkdir(parents=True, exist_ok=True)
+            drawn = {f"{name}.png" for name, _ in self.images}
+            for old in self.files_dir.glob("*.png"):  # an earlier report's plot this one does not draw (it
+                if old.name not in drawn and old.is_file() and not old.is_symlink():  # read as this one's)
+                    old.unlink()
             for name, png in self.images:
                 (self.files_dir / f"{name}.png").write_bytes(png)
             html_path.write_text(page, encoding="utf-8")
