@@ -448,6 +448,12 @@ def resolve_resume(spec: str, ckpt_root: Path, main: bool = True) -> Path | None
     path = Path(spec)
     if not path.is_dir():
         raise UserError(f"training.resume_from_checkpoint: {path} is not a checkpoint folder")
+    if not (path / STATE_FILE).exists():  # a run folder or its checkpoints/ named: no damage, a folder too high
+        held = list_checkpoints(path / "checkpoints") or list_checkpoints(path)
+        if held:
+            raise UserError(f"training.resume_from_checkpoint: {path} is not a checkpoint folder but holds "
+                            f"checkpoints: name one of them (the newest is {held[-1][1]}), or continue the run's "
+                            "newest with --resume (training.resume_from_checkpoint=auto)")
     try:
         verified = verify_checkpoint(path)
     except CheckpointError as e:

@@ -27,7 +27,7 @@ import torch
 
 from hftraining import optim
 from hftraining.core.config import Config, resume_conflicts, save_config
-from hftraining.core.errors import UserError
+from hftraining.core.errors import ConfigError, UserError
 from hftraining.core.jsonio import read_json, write_json
 from hftraining.data.features import check_calendar_version, feature_columns
 from hftraining.data.pipeline import PreparedData, check_calendar_rule, prepare
@@ -89,6 +89,12 @@ def prepare_run_dir(cfg: Config, info: DistInfo) -> tuple[Path, Path | None]:
         path = ckpt.resolve_resume(t.resume_from_checkpoint, ckpt_root, main=info.is_main)
         if path is not None:
             check_resumable(cfg, path)
+            step = read_json(path / ckpt.STATE_FILE)["global_step"]
+            if step > t.max_steps:  # no step would train: final/ would hold more steps than config.json says
+                raise ConfigError(
+                    f"training.max_steps: {t.max_steps} is below step {step} of the checkpoint resumed ({path}): "
+                    f"a resumed run cannot take steps back; resume with training.max_steps of at least {step}, "
+                    "or name an earlier checkpoint in training.resume_from_checkpoint")
             return run_dir, path
         # nothing to resume: a fresh start, cleaned as one (a run killed before its first checkpoint left
         # its metrics.jsonl, train.log and TensorBoard events, which the new run's would have joined)

@@ -42,7 +42,7 @@ from hftraining.models.registry import check_model
 from hftraining.optim.stepper import TrainOptimizer
 from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import DistInfo, all_gather_rows, all_reduce_max, all_reduce_sum, barrier
-from hftraining.train.logging import RunLogger
+from hftraining.train.logging import RunLogger, log
 from hftraining.train.tracking import build_trackers
 
 
@@ -627,11 +627,24 @@ class Trainer:
         t = self.cfg.training
         if t.load_best_model_at_end and self.opt is not None:
             best = self.best_checkpoint_path()
-            if best is None:  # no validation window, so no score: say so rather than pretend
+            if best is None and self.state.best_step is not None:  # turned on by a resume after the best was scored
+                if self.info.is_main:
+                    log.warning("warning: training.load_best_model_at_end: the best step %d (eval_%s=%.6g) was scored "
+                                "without a checkpoint (the setting was off then), so the final model is the last "
+                                "step's", self.state.best_step, self.cfg.evaluation.metric, self.state.best_metric)
+            elif best is None:  # no validation window, so no score: say so rather than pretend
                 self.logger.info("training.load_best_model_at_end: no validation score, the final model is the last step's")
             elif not best.is_dir():
                 raise UserError(f"training.load_best_model_at_end: the best checkpoint {best} is gone")
             else:
+                try:  # checked as a resumed checkpoint is: a changed byte would load other weights, silently
+                    ckpt.verify_checkpoint(best)
+                except ckpt.CheckpointError as e:
+                    raise UserError(
+                        f"training.load_best_model_at_end: the best checkpoint {best} fails verification: {e}; "
+                        "continue with --resume and training.load_best_model_at_end=false to keep the last "
+                        "step's weights, or start over"
+                    ) from None
                 ckpt.load_weights(best, self.model)
                 ckpt.load_optimizer(best, self.optimizer)
                 self.logger.info("final model = best checkpoint (step %s, eval_%s=%.6g)",

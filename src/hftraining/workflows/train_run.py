@@ -252,13 +252,13 @@ def evaluate_test(run: TrainedRun) -> tuple[dict[str, Any], Forecasts | None, di
         html_path, _ = write_report(run.run_dir, result or None, fc, bt, run.run_dir,
                                     title=f"hftraining run {run.run_dir.name}")
         run.logger.info("report: %s", html_path)
+    if result:  # before the card, which marks the run finished: a kill between the two scores it again
+        run.logger.log_test(run.state.global_step, headline_metrics(result))
     final = run.run_dir / "final"
     if final.is_dir():
         write_model_card(final, cfg, data.report, pre.to_dict(), run.model, run.state.global_step, result or None,
                          not_evaluated="the test split yields no window", weights_step=run.weights_step,
                          world_size=run.info.world_size if run.state.global_step else None)
-    if result:
-        run.logger.log_test(run.state.global_step, headline_metrics(result))
     run.logger.finish(result.get("verdict"), [p for p in (final, html_path) if p is not None and p.exists()])
     return result, fc, bt
 
