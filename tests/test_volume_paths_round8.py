@@ -105,3 +105,14 @@ def test_frames_without_a_volume_column_prepare_when_no_feature_needs_volume():
     frames = {s: synth_ohlcv(200, seed=i).drop(columns="volume") for i, s in enumerate("AB")}
     d = DataConfig(sequence_length=10, prediction_horizon=2, features=["log_return_1"], cache_dir=None)
     assert len(prepare(d, frames).train) > 0
+
+
+def test_frames_without_a_volume_column_drop_the_volume_features():
+    """With the default features (volume_ratio_20 among them) frames without a volume column were a
+    KeyError: they are read as having an empty one, the volume features dropped for every symbol."""
+    from hftraining.core.config import DataConfig
+    from hftraining.data.pipeline import prepare
+
+    frames = {s: synth_ohlcv(300, seed=i).drop(columns="volume") for i, s in enumerate("AB")}
+    p = prepare(DataConfig(sequence_length=10, prediction_horizon=2, cache_dir=None), frames)
+    assert "volume_ratio_20" in p.report["dropped_features"] and len(p.train) > 0

@@ -604,8 +604,10 @@ def volume_features(specs: list[str]) -> list[str]:
 
 
 def volume_is_empty(frame: pd.DataFrame) -> bool:
-    """Whether a validated frame has rows and no volume in any of them (its volume column was empty)."""
-    return len(frame) > 0 and "volume" in frame.columns and not np.isfinite(frame["volume"].to_numpy(np.float64)).any()
+    """Whether a frame has rows and no volume in any of them (its volume column empty, or none: a library
+    caller's frames), so the volume features are dropped as for an empty column, not a KeyError."""
+    return len(frame) > 0 and ("volume" not in frame.columns
+                               or not np.isfinite(frame["volume"].to_numpy(np.float64)).any())
 
 
 def drop_volume_features(d: DataConfig, symbols: list[str],
