@@ -64,6 +64,7 @@ from hftraining.eval.forecasts import SIGNIFICANCE, Forecasts, direction_p_text,
 from hftraining.eval.intervals import format_intervals, interval_report
 from hftraining.eval.model_card import headline_metrics
 from hftraining.eval.selection import format_selection, selection_stats
+from hftraining.models.registry import check_model
 from hftraining.train.distributed import barrier, cleanup, init_distributed
 from hftraining.train.runner import check_output_dir, training_run
 from hftraining.train.tracking import TrackingGroup, start_group
@@ -195,7 +196,8 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
     one run folder per fold under ``<run>/walkforward/`` (each with its eval.json). Each fold's test
     windows are predicted once, by the fold's own test evaluation. Under torchrun the other ranks
     train with the main one and return {}. ``data.split_dates`` is a ConfigError (the folds would
-    ignore it). Nothing resumes (``training.resume_from_checkpoint`` is a
+    ignore it), as is ``mode="finetune"`` of a model fitted without gradient steps (each fold's fit
+    would replace the weights it started from). Nothing resumes (``training.resume_from_checkpoint`` is a
     ConfigError): every fold trains from its start, and ``output.overwrite`` removes an earlier
     walk-forward only once the config is checked and the features are built. One walk-forward at a
     time writes ``<run>/walkforward`` (:func:`~hftraining.workflows.train_run.run_folder_lock`): a
@@ -206,6 +208,12 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
         raise ConfigError(f"--scheme: {scheme!r} is not one of {', '.join(SCHEMES)}")
     if mode == "finetune" and scheme == "purged_kfold":
         raise ConfigError("--mode finetune: the folds of purged k-fold are not in time order; use --mode retrain")
+    if mode == "finetune" and not check_model(cfg.model).needs_training:
+        # ridge and LightGBM are fitted anew on each fold's windows, the naive forecasts have nothing to fit: the
+        # previous fold's model would be loaded and then replaced, and walkforward.json would say "finetune"
+        raise ConfigError(f"--mode finetune: model.type {cfg.model.type!r} is fitted without gradient steps, anew on "
+                          "each fold's training windows, so no fold would start from the previous fold's model; "
+                          "use --mode retrain")
     if cfg.data.split_dates is not None:
         # the folds are cut at data.train_ratio of the calendar: the dates would be ignored, and a test period
         # kept apart with them would be trained on and scored by the later folds
@@ -273,9 +281,11 @@ def _walk_forward(cfg: Config, n_folds: int, scheme: str, mode: str, base) -> di
                 prev_state = {n: t.detach().clone() for n, t in run.model.state_dict().items()}
             if not info.is_main:
                 continue
-            first, last = target_period(data.test.last_dates(cfg.evaluation.max_test_windows))  # the windows scored
+            scored = data.test.last_dates(cfg.evaluation.max_test_windows)  # the windows scored
+            first, last = target_period(scored)
             folds.append({"fold": k + 1, "train_windows": len(data.train), "val_windows": len(data.val),
-                          "test_from": first, "test_to": last, **_fold_summary(res)})
+                          "test_from": first, "test_to": last, "test_cut": len(scored) < len(data.test),
+                          **_fold_summary(res)})
             parts.append(fc)
             methods.append((res.get("intervals") or {}).get("method"))
     except BaseException:
@@ -323,6 +333,14 @@ def _pooled(cfg: Config, folds: list, parts: list, methods: list, scheme: str, m
         log.warning(no_intervals)
     bt = backtest_forecasts(pooled_fc, cfg.evaluation)
     pooled["backtest"] = {"settings": bt["settings"], "strategies": bt["strategies"]}
+    cut = [f["fold"] for f in folds[:-1] if f.get("test_cut")]
+    if cut:  # the pooled dates jump from a cut block's last scored date to the next block's first
+        pooled["backtest_note"] = (
+            f"evaluation.max_test_windows cut the test block of fold(s) {', '.join(map(str, cut))}: the pooled "
+            "backtest books the rows between such a fold's last scored date and the next fold's first as one "
+            "period, which its Sharpe, volatility, drawdown and the selection statistics read; raise "
+            "evaluation.max_test_windows to score every test row")
+        log.warning("warning: %s", pooled["backtest_note"])
     keys = ["mse_vs_zero", "directional_accuracy", "ic", "rank_ic", "sharpe", "buy_and_hold_sharpe"]
     # the forecasts' strategies only: not the benchmarks that trade no forecast (buy-and-hold, equal weight)
     candidates = {name: c for name, c in bt["curves"].items() if name == "model" or name.startswith(("naive:", "fitted:"))}
@@ -363,6 +381,8 @@ def format_walkforward(res: dict[str, Any]) -> str:
         lines.append(res["pooled"]["intervals_note"])
     bt = dict(res["pooled"]["backtest"])
     lines.append(format_backtest(bt))
+    if res["pooled"].get("backtest_note"):
+        lines.append(res["pooled"]["backtest_note"])
     if res.get("selection"):
         lines.append(format_selection(res["selection"], "the model's strategy"))
     lines.append(f"fold runs and walkforward.json: {res['run_dir']}")
