@@ -219,7 +219,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
     (None: no key, see :func:`check_exposure`)."""
     _require()
     cfg = cfg or ServeConfig()
-    from anyio import to_thread
+    from anyio import CapacityLimiter, to_thread
     from fastapi import FastAPI, File, Form, Request, UploadFile
     from fastapi.exceptions import RequestValidationError
     from fastapi.middleware.cors import CORSMiddleware
@@ -349,17 +349,20 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
             warnings = [w.replace(path, shown) for w in warnings]
         return {"forecasts": json_safe(out.to_dict(orient="records")), "warnings": list(warnings)}
 
-    slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop → its asyncio.Semaphore
+    slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop → its semaphore and thread limiter
 
     async def in_thread(work):
         """``work()`` on a worker thread, answered 503 after ``request_timeout_s`` (the thread is left
         to finish: Python cannot stop it, and its result is dropped). At most ``serve.max_predictions``
         run at once, those left running past their deadline included: a thread frees its slot when it
-        ends, not when its request gives up, so timed-out work cannot pile up without bound."""
+        ends, not when its request gives up, so timed-out work cannot pile up without bound. Their
+        threads come from a limiter of their own, not anyio's default one (40 threads, shared with
+        FastAPI's sync routes and file uploads): with the default, predictions beyond 40 waited however
+        large ``max_predictions`` was, and 40 running left an upload waiting for a thread."""
         loop = asyncio.get_running_loop()
-        sem = slots.get(loop)
-        if sem is None:
-            sem = slots[loop] = asyncio.Semaphore(max_predictions)
+        if loop not in slots:
+            slots[loop] = asyncio.Semaphore(max_predictions), CapacityLimiter(max_predictions)
+        sem, threads = slots[loop]
         lock, state = threading.Lock(), {"ran": False, "dropped": False}
 
         def run():
@@ -380,7 +383,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
             async with asyncio.timeout(cfg.request_timeout_s):
                 await sem.acquire()
                 held = True
-                return await to_thread.run_sync(run, abandon_on_cancel=True)
+                return await to_thread.run_sync(run, abandon_on_cancel=True, limiter=threads)
         except TimeoutError:
             waited = "" if held else (f" waiting for one of the {max_predictions} prediction slots (serve.max_predictions, all "
                                       "taken, some by predictions still running past their own limit)")
@@ -397,13 +400,18 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
         if n > cfg.max_rows:
             raise Refused(413, f"request: {n} rows exceeds the limit of {cfg.max_rows} (serve.max_rows, --max-rows)")
 
+    # async: answered on the event loop, never queued for a worker thread behind running predictions
     @app.get("/health")
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/model")
-    def model() -> dict[str, Any]:
+    async def model() -> dict[str, Any]:
         return info
+
+    # HEAD as GET without the body (FastAPI routes a GET alone: a monitor's HEAD was a 405), kept out of the schema
+    for path, endpoint in (("/health", health), ("/model", model)):
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
 
     @app.post("/predict", response_model=PredictResponse)
     async def predict(req: PredictRequest) -> dict[str, Any]:
