@@ -248,13 +248,14 @@ def _ic_per_group(pred: np.ndarray, true: np.ndarray, a: np.ndarray, b: np.ndarr
     starts = np.flatnonzero(np.r_[True, inv[order][1:] != inv[order][:-1]])
     const = (np.maximum.reduceat(pred[order], starts) == np.minimum.reduceat(pred[order], starts)) | (
         np.maximum.reduceat(true[order], starts) == np.minimum.reduceat(true[order], starts))
-    da = a - (np.bincount(inv, weights=a, minlength=G) / n)[inv]  # demeaned per date: no cancellation
-    db = b - (np.bincount(inv, weights=b, minlength=G) / n)[inv]
-    cov = np.bincount(inv, weights=da * db, minlength=G)
-    va, vb = np.bincount(inv, weights=da * da, minlength=G), np.bincount(inv, weights=db * db, minlength=G)
-    ok = (n >= min_size) & ~const & (bad | ((va > 0) & (vb > 0)))
+    # a date holding ±inf (an overflowed forecast) is ``bad``: its IC is NaN whatever inf − inf gives here
     with np.errstate(invalid="ignore", divide="ignore"):
+        da = a - (np.bincount(inv, weights=a, minlength=G) / n)[inv]  # demeaned per date: no cancellation
+        db = b - (np.bincount(inv, weights=b, minlength=G) / n)[inv]
+        cov = np.bincount(inv, weights=da * db, minlength=G)
+        va, vb = np.bincount(inv, weights=da * da, minlength=G), np.bincount(inv, weights=db * db, minlength=G)
         ic = np.clip(cov / np.sqrt(va * vb), -1.0, 1.0)
+    ok = (n >= min_size) & ~const & (bad | ((va > 0) & (vb > 0)))
     ic[bad] = np.nan
     return ok, ic
 
@@ -341,8 +342,9 @@ def ic_summary(ic_series: np.ndarray, lag: int) -> dict[str, Any]:
     (without the factor a true null was rejected 5.6% of the time at 5% over 15 dates). ``lag``:
     H − 1 for an H-step target (consecutive dates' targets share H − 1 returns), 0 for step 1.
     ``positive_share``: the share of dates with IC > 0; ``n_dates``: T. NaN statistics when a value is undefined (no date;
-    one date for std, ICIR and t). ICs within :data:`SAME_IC` of each other on every date have no spread (std 0,
-    t infinite, or 0 when they are 0), whatever their last bits.
+    one date for std, ICIR and t; a NaN IC among the dates for all of them, the share of positive dates included).
+    ICs within :data:`SAME_IC` of each other on every date have no spread (std 0, t infinite, or 0 when they are 0),
+    whatever their last bits.
     """
     ic = np.asarray(ic_series, dtype=np.float64).ravel()
     T = int(ic.size)
@@ -351,7 +353,8 @@ def ic_summary(ic_series: np.ndarray, lag: int) -> dict[str, Any]:
     if T == 0:
         return out
     mean = float(ic.mean())
-    out["mean"], out["positive_share"] = mean, float(np.mean(ic > 0))
+    # a NaN IC (a date holding a non-finite value) has no sign: the share is as undefined as the mean
+    out["mean"], out["positive_share"] = mean, float(np.mean(ic > 0)) if math.isfinite(mean) else nan
     if T < 2 or not math.isfinite(mean):
         return out
     # the same value on every date has no spread: exactly 0, not the 1e-17 that the mean's rounding leaves
@@ -608,10 +611,15 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lag: int) -> dict[st
     DM = mean(d) / sqrt(LRV / T) (LRV: :func:`dm_long_run_variance`, the larger of the rectangular
     and the Bartlett estimate), and the statistic reported is
     DM · sqrt((T + 1 − 2H + H(H − 1)/T) / T), two-sided p-value from Student's t with T − 1 degrees
-    of freedom. Negative means a has the smaller loss.
+    of freedom. Negative means a has the smaller loss. A loss that is not finite (a NaN or overflowed
+    forecast) leaves the test undefined: NaN statistic and p-value, the kernel saying why.
     """
-    d = np.asarray(loss_a, dtype=np.float64) - np.asarray(loss_b, dtype=np.float64)
-    T, H = d.size, lag + 1
+    with np.errstate(invalid="ignore"):  # inf − inf: both forecasts overflowed on a date
+        d = np.asarray(loss_a, dtype=np.float64) - np.asarray(loss_b, dtype=np.float64)
+        T, H = d.size, lag + 1
+        if T and not np.isfinite(d).all():
+            return {"statistic": float("nan"), "p_value": float("nan"), "mean_diff": float(d.mean()), "n": int(T),
+                    "lag": int(lag), "kernel": "none (a loss is not finite)"}
     correction = (T + 1 - 2 * H + H * (H - 1) / T) / T if T else 0.0
     # H ≥ T: every pair of dates shares realised returns; the long-run variance cannot be estimated and the
     # correction, 0 at H = T and T + 1, grows again beyond (a 200-step forecast over 11 dates read p = 1.5e-35)
