@@ -567,8 +567,9 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
     """Parse to datetime64[ns, UTC]; unparseable cells become NaT.
 
-    Strings: ISO 8601 (with or without a UTC offset) or one other format inferred from the first
-    cell, month-first, day-first or (a two-digit year) year-first (:func:`_day_or_month_first`), and
+    Strings: ISO 8601 (with or without a UTC offset) or, when ISO 8601 reads less than half of the
+    rows, one other format inferred from the first cell it does not read, month-first, day-first or
+    (a two-digit year) year-first (:func:`_day_or_month_first`), and
     applied to every cell (so ``01/02/2020`` never means two different days in one file). Each
     distinct cell is parsed once.
     Numbers: YYYYMMDD dates when most values (more than half) are integers from 19000101 to
@@ -627,8 +628,11 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
         rows = np.bincount(codes[codes >= 0], minlength=len(cells))  # how many rows hold each cell
         got = pd.to_datetime(cells, format="ISO8601", utc=True, errors="coerce")
         n_bad = int(rows[got.isna().to_numpy()].sum())
-        if n_bad > len(text) // 2:  # mostly not ISO: try the format of the first cell
-            alt = _day_or_month_first(cells, codes, rows, path)
+        if n_bad > len(text) // 2:  # mostly not ISO: try the format of the first cell ISO does not read
+            # (not the first cell: a file that turns from 2020-01-02 to 01/03/2020 after some rows was
+            # tried in ISO 8601 again, and its later rows, most of it, were all dropped)
+            first = next((c for c in cells[got.isna().to_numpy()].dropna() if c), "")
+            alt = _day_or_month_first(cells, codes, rows, path, first)
             if alt is not None and int(rows[alt.isna().to_numpy()].sum()) < n_bad:
                 got = alt
         ts = pd.Series(got.array.take(codes, allow_fill=True), index=text.index)
@@ -794,12 +798,14 @@ def _date_readings(first: str, sample: pd.Series) -> list[tuple[str, dict]]:
             orders.append(("year-first", "%y", "%m", "%d"))
         return [(name, {"format": sep.join(fields) + clock, **({"date_only": sep.join(fields)} if clock else {})})
                 for name, *fields in orders]
-    readings = [("month-first", {"dayfirst": False})]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "parsing dates in %d/%m/%Y format when dayfirst=False"
         formats = [guess_datetime_format(first, dayfirst=d) if first else None for d in (False, True)]
+    # the format guessed from ``first`` is given, not left to pandas, which guesses it from the column's
+    # first cell (another cell than ``first`` where the file starts in ISO 8601)
+    readings = [("month-first", {"format": formats[0]} if formats[0] else {"dayfirst": False})]
     if formats[0] is None or formats[1] != formats[0]:  # else day-first reads every cell as month-first does
-        readings.append(("day-first", {"dayfirst": True}))
+        readings.append(("day-first", {"format": formats[1]} if formats[1] else {"dayfirst": True}))
     for fmt in dict.fromkeys(f for f in formats if f):
         # "May" is a month's full and short name: a first cell in May makes either guess (19-May-2045:
         # %d-%B-%Y), and the other months' cells of the file would all fail; the other spelling is a reading too
@@ -809,9 +815,10 @@ def _date_readings(first: str, sample: pd.Series) -> list[tuple[str, dict]]:
     return readings
 
 
-def _day_or_month_first(cells: pd.Series, codes: np.ndarray, rows: np.ndarray, path: Path | str = "?") -> pd.Series | None:
-    """Non-ISO date strings read in the format of the first cell (:func:`_date_readings`): month-first
-    (``01/02/2020`` is 2 January in the US), day-first (2 January in Europe: ``02/01/2020``,
+def _day_or_month_first(cells: pd.Series, codes: np.ndarray, rows: np.ndarray, path: Path | str = "?",
+                        first: str | None = None) -> pd.Series | None:
+    """Non-ISO date strings read in the format of the first non-ISO cell (:func:`_date_readings`):
+    month-first (``01/02/2020`` is 2 January in the US), day-first (2 January in Europe: ``02/01/2020``,
     ``02.01.2020``) and, for a two-digit first number, year-first (``20/01/02``: 2 January 2020, as
     Asian exports write it); the reading that parses more cells wins, then the one whose rows are more
     often in time order (oldest first or newest first, whichever fits more rows: a newest-first file
@@ -825,11 +832,12 @@ def _day_or_month_first(cells: pd.Series, codes: np.ndarray, rows: np.ndarray, p
     eleven months at each new year (its span alone would choose it).
 
     ``cells``: the column's distinct cells, ``codes``: each row's cell (-1: empty), ``rows``: how many
-    rows hold each cell. Returns the reading of each distinct cell (NaT where it does not parse).
+    rows hold each cell, ``first``: the cell whose format the readings take (default: the first
+    cell). Returns the reading of each distinct cell (NaT where it does not parse).
     A reading is first tried on a sample of the distinct cells: one that fails on more rows there than
     the best reading does on all of them cannot win, and is not parsed in full."""
-    present = cells.dropna()
-    first = next((c for c in present if c), "")
+    if first is None:
+        first = next((c for c in cells.dropna() if c), "")
     step = max(1, len(cells) // DATE_SAMPLE)
     sample = cells.iloc[::step]
     readings = _date_readings(first, sample[sample.notna() & (sample != "")])

@@ -460,12 +460,29 @@ def _mixed_days(stamps: dict[Any, tuple[str, list[list[int]]]]) -> dict[str, Any
     return {"times_utc": dict(sorted(groups.items())), "first_day": day, "why": why}
 
 
+def claim(seen: dict[str, tuple[str, str]], where: str, symbols: list[str]) -> None:
+    """Record that the unit ``where`` holds ``symbols`` (``seen``: {case-folded symbol: (symbol, unit)}
+    of the units before it); a DataError naming both units for a symbol one of them already holds,
+    spelled alike or in another case only (``AEM.csv`` and ``aem.CSV``, which a case-insensitive disk
+    cannot even hold side by side): read as two symbols, one history would be twice in the panel, in
+    its cross-sections and in the backtest's portfolio."""
+    for sym in symbols:
+        other = seen.get(sym.casefold())
+        if other is not None:
+            if other[0] == sym:
+                raise DataError(f"{where}: symbol {sym!r} also appears in {other[1]}")
+            raise DataError(f"{where}: symbol {sym!r} is symbol {other[0]!r} of {other[1]} in another case (one symbol "
+                            "twice?): keep one of them, or rename one")
+        seen[sym.casefold()] = (sym, where)
+
+
 class Collector:
     """The dataset-wide rules over the units' results, and the run's validation report."""
 
     def __init__(self, d: DataConfig, needed: RowsNeeded):
         self.d, self.needed = d, needed
         self.origin: dict[str, str] = {}
+        self.seen: dict[str, tuple[str, str]] = {}  # case-folded symbol: (symbol, unit), for :func:`claim`
         self.reports: list[dict[str, Any]] = []
         self.skipped: dict[str, str] = {}
         self.stamps: dict[str, tuple[str, Any]] = {}  # symbol: (file, stamp runs of daily bars or phases of intraday ones)
@@ -475,10 +492,8 @@ class Collector:
         self.skipped[u.symbol or io.symbol_of(Path(u.path))] = why
 
     def add(self, u: Unit, symbols: list[str], report: dict[str, Any]) -> None:
-        for sym in symbols:
-            if sym in self.origin:
-                raise DataError(f"{u.name}: symbol {sym!r} also appears in {self.origin[sym]}")
-            self.origin[sym] = u.name
+        claim(self.seen, u.name, symbols)
+        self.origin.update(dict.fromkeys(symbols, u.name))
         self.skipped.update(report.get("skipped_symbols", {}))
         self.stamps.update({sym: (report["file"], runs) for sym, runs in report.pop("stamps", {}).items()})
         self.reports.append(report)

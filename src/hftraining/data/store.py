@@ -77,7 +77,7 @@ from hftraining.data.validate import TooFewRows, check_policy, first_volume
 
 log = logging.getLogger(__name__)
 
-FORMAT = 18  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
+FORMAT = 19  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
 # 6: window indices and statistics carry digests; data.symbols selects a long CSV's rows, the date range cuts
 # every layout, YYYYMMDD is decided by the bulk of a column; 7: the date range is cut before validation,
 # a long file's rows without a symbol are reported, CSV symbols are text, Alpha158 is exact on constant windows;
@@ -97,7 +97,9 @@ FORMAT = 18  # bump when the stored layout or a feature's formula changes (5: an
 # all its frame's stamps, in the index, kept in a model folder so its few rows are read as training read them;
 # 17: a bar at UTC midnight is a date by the gaps up to it, not by the whole frame (calendar_version 3), and
 # each symbol's spacing in the index is that of its last bars; 18: the early end of the outlier_timestamp rule reads
-# the first rows only, the index holds each symbol's first row with volume (volume_from))
+# the first rows only, the index holds each symbol's first row with volume (volume_from); 19: a row with a bad
+# price/volume cell gives way to a clean row of its timestamp, non-ISO dates take the format of the first
+# cell ISO 8601 does not read)
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",

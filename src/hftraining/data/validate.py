@@ -12,7 +12,8 @@ rule                   what it catches                                          
 ``bad_timestamp``      empty or unparseable timestamp                              dropped
 ``outlier_timestamp``  a timestamp far outside the file's range (see below)        dropped
 ``unsorted_timestamp`` a row earlier than a row above it                           ``unsorted_timestamps``: sort (repaired) | drop | error
-``duplicate_timestamp`` a timestamp seen in another row                            ``duplicate_timestamps``: keep first | last | error
+``duplicate_timestamp`` a timestamp seen in another row (a row with a bad          ``duplicate_timestamps``: keep first | last | error
+                       price/volume cell yields to one without: a dividend row)
 ``non_numeric``        a price/volume cell that is not a number (the report        ``invalid_values``: drop | ffill | error
                        names each column, its count and a first example)
 ``nan_or_inf``         a price/volume cell that is empty, NaN or ±Inf              ``invalid_values``
@@ -478,11 +479,15 @@ def validate_frame(
             if cfg.duplicate_timestamps == "error":
                 raise DataError(f"{_where(source, int(rows.line[same_prev][0]), unit)}: duplicate timestamp"
                                 " (data.duplicate_timestamps=error)")
-            if cfg.duplicate_timestamps == "last":
-                dup = np.zeros(len(t), dtype=bool)
-                dup[:-1] = same_prev[1:]
-            else:
-                dup = same_prev
+            # the first (or last) row of each timestamp among those without a bad cell: a Yahoo table's
+            # "0.175 Dividend" or "2:1 Stock Split" row beside the day's bar is not kept in its place
+            # (dropped later, or under ffill filled with the day before's prices, while the bar was gone)
+            group = np.cumsum(~same_prev) - 1
+            pos = np.arange(len(t))
+            order = np.lexsort((pos if cfg.duplicate_timestamps == "first" else -pos,
+                                _flawed(rows, ("volume",) if vol_empty else ()), group))
+            dup = np.ones(len(t), dtype=bool)
+            dup[order[np.r_[True, group[order][1:] != group[order][:-1]]]] = False
             drop(dup, "duplicate_timestamp")
 
     _value_rules(rows, rep, cfg, source, unit, raw_text, ("volume",) if vol_empty else ())
@@ -496,6 +501,18 @@ def validate_frame(
     })
     rep.rows_kept = len(out)
     return out, rep
+
+
+def _flawed(rows: _Rows, skip: tuple[str, ...] = ()) -> np.ndarray:
+    """(n,) bool: the rows with a price or volume cell that :func:`_value_rules` drops or fills (not a
+    number, empty, NaN or ±Inf, a price <= 0, a volume < 0); ``skip``: columns not checked."""
+    c = rows.cols
+    bad = np.zeros(len(rows), dtype=bool)
+    for col in io.OHLCV:
+        if col not in skip:
+            v = c[col]
+            bad |= c[f"_text_{col}"] | ~np.isfinite(v) | ((v < 0) if col == "volume" else (v <= 0))
+    return bad
 
 
 def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str, raw_text: dict,
@@ -651,9 +668,12 @@ def validate_table(
             frames[sym] = frame
             sub.symbols[sym] = 0
         elif 0 < len(frame) < needed.rows:
+            # the rules that dropped rows are named: "50 rows kept" of a 300-row file said nothing of why
+            why = ", ".join(f"{r} {e['dropped']}" for r, e in sub.rules.items() if e["dropped"])
+            kept = f"{len(frame)} rows kept" + (f" ({sub.rows_dropped} dropped: {why})" if why else "")
             sub.count("too_few_rows", "dropped", np.zeros(len(frame), dtype=np.int64))
             sub.rules["too_few_rows"]["rows"] = []  # the whole symbol: no row is at fault
-            sub.skipped_symbols[sym] = f"{len(frame)} rows kept, {needed.rows} needed for one window"
+            sub.skipped_symbols[sym] = f"{kept}, {needed.rows} needed for one window"
             sub.rows_kept = 0
         elif len(frame):
             frames[sym] = frame
