@@ -84,7 +84,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     setup_console_logging()
     if args.seeds is not None:  # with --resume, every seed-<k>/ resumes and ensemble/ is rebuilt
         root = train_seeds(cfg, args.seeds)
-        print(f"trained {args.seeds} seed(s) into {root}/seed-<k>/" + (f"; ensemble: {root / 'ensemble'}" if args.seeds > 1 else ""))
+        if args.seeds == 1:  # no ensemble of one: the run folder to evaluate, predict or serve is the seed's own
+            print(f"trained 1 seed into {root / 'seed-0'} (no ensemble of one seed: give that folder to evaluate or predict)")
+        else:
+            print(f"trained {args.seeds} seeds into {root}/seed-<k>/; ensemble: {root / 'ensemble'}")
         return 0
     train(cfg)
     return 0

@@ -39,8 +39,8 @@ from safetensors.torch import save_file
 from hftraining.core.config import (
     Config, DataConfig, EvaluationConfig, ModelConfig, OutputConfig, TrainingConfig, validate,
 )
-from hftraining.core.errors import ConfigError, DataError
-from hftraining.core.jsonio import dumps, read_jsonl
+from hftraining.core.errors import ConfigError, DataError, writing
+from hftraining.core.jsonio import read_jsonl, write_json
 from hftraining.data.pipeline import PreparedData, Preprocessing
 from hftraining.data.scaling import Scaler
 from hftraining.data.splits import Segment, window_ends
@@ -611,7 +611,8 @@ def run_ett(
     result["total_seconds"] = time.perf_counter() - t0
     if save_predictions:
         tensors = {f"{n.replace(' ', '_')}/{split}": p.contiguous() for n, pair in members.items() for split, p in zip(("val", "test"), pair)}
-        save_file(tensors, str(save_predictions), metadata={"dataset": dataset, "horizon": str(horizon), "seq_len": str(seq_len)})
+        with writing(save_predictions):  # a full disk, no permission: one line naming the file
+            save_file(tensors, str(save_predictions), metadata={"dataset": dataset, "horizon": str(horizon), "seq_len": str(seq_len)})
     return result
 
 
@@ -644,6 +645,31 @@ def format_table(results: list[dict[str, Any]]) -> str:
     lines += [f"  {r['dataset']} H={r['horizon']}: {r['ours']['name']}" for r in results]
     lines.append("seconds: wall time of the cell (fits, training and evaluation)")
     return "\n".join(lines)
+
+
+def check_output_files(files: dict[str, str | Path | None], data_dir: str | Path) -> None:
+    """A ConfigError naming the flag when an output file of ``files`` (flag → path, None: not given) is a
+    folder, is another flag's file, is a dataset's CSV in ``data_dir``, or its folder cannot be made;
+    made here when missing. Checked before
+    the first cell: a file that cannot be written was an error (not naming the file, for
+    ``--save-predictions``) once the cell had run, which takes hours for a trained model."""
+    seen: dict[Path, str] = {}
+    for flag, path in files.items():
+        if not path:
+            continue
+        p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"{flag} {path}: a folder; give a file name")
+        if p.resolve() in seen:
+            raise ConfigError(f"{flag} {path}: also given as {seen[p.resolve()]}; give each its own file")
+        seen[p.resolve()] = flag
+        if p.resolve() in {(Path(data_dir) / f"{name}.csv").resolve() for name in DATASETS}:
+            raise ConfigError(f"{flag} {path}: would overwrite the input data; choose a file outside --data")
+        if not p.parent.is_dir():
+            if p.parent.exists():
+                raise ConfigError(f"{flag} {path}: {p.parent} is not a folder")
+            with writing(p.parent):
+                p.parent.mkdir(parents=True, exist_ok=True)
 
 
 def run_suite(
@@ -685,6 +711,7 @@ def run_suite(
             check_cell(ds, h, seq_len, tuple(linear_lookbacks))
         if model != "linear":
             validate(Config(model=cfg, data=DataConfig(sequence_length=seq_len)))  # model.moving_avg > 0, within --seq-len
+    check_output_files({"--out": out, "--save-predictions": save_predictions}, data_dir)  # last: it makes a missing folder
     results = []
     for ds in datasets:
         cfg = cfgs[ds]
@@ -696,5 +723,5 @@ def run_suite(
             log(f"{ds} H={h}: ours ({r['ours']['name']}) test mse {r['ours']['test']['mse']:.4f} mae {r['ours']['test']['mae']:.4f}; "
                 f"linear map {r['linear_map']['test']['mse']:.4f}; {r.get('total_seconds', 0):.0f}s")
             if out:
-                Path(out).write_text(dumps({"machine": f"{torch.get_num_threads()} CPU threads", "results": results}, indent=1) + "\n")
+                write_json(out, {"machine": f"{torch.get_num_threads()} CPU threads", "results": results}, indent=1)
     return results

@@ -493,6 +493,37 @@ def check_test_split(study, source: PanelRows, values: dict[str, Any]) -> None:
                       "for every trial with data.split_dates (data.split=calendar)")
 
 
+OBJECTIVE_ATTR = "objective"
+"""Study user attribute: the settings that define what its trials' scores measure (:func:`objective_settings`)."""
+
+
+def objective_settings(cfg: Config) -> dict[str, Any]:
+    """The values in ``cfg`` of the settings that define a trial's score: :data:`OBJECTIVE_KEYS` and the
+    folds it is the mean over (``tune.folds``, ``tune.fold_scheme``)."""
+    keys = (*OBJECTIVE_KEYS, "tune.folds", "tune.fold_scheme")
+    return {key: getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) for key in keys}
+
+
+def check_objective_unchanged(study, cfg: Config, record: bool = True) -> None:
+    """A ConfigError naming the key when ``cfg`` scores trials otherwise than the stored trials of
+    ``study`` were scored (its :data:`OBJECTIVE_ATTR`, recorded here by the study's first tune): the
+    best trial is the lowest score of them all, and an MSE beside an MAE, or scores of another horizon,
+    would be compared as one objective (and reported under this config's metric name). A study that
+    records none (stored before it was recorded) gets ``cfg``'s when ``record`` (a tune that runs trials)."""
+    here = objective_settings(cfg)
+    stored = study.user_attrs.get(OBJECTIVE_ATTR)
+    if stored is None:
+        if record:
+            study.set_user_attr(OBJECTIVE_ATTR, here)
+        return
+    changed = [k for k in here if k in stored and stored[k] != here[k]]
+    if changed:
+        key = changed[0]
+        raise ConfigError(f"{key}: study {study.study_name!r} scored its trials with {key}={json.dumps(stored[key])}, "
+                          f"this config gives {json.dumps(here[key])}, and the two scores would be compared as one "
+                          f"objective: give {key}={json.dumps(stored[key])}, or another --study (and --out)")
+
+
 def _date(ns: int | None) -> str:
     return "none" if ns is None else fmt_time(ns)  # none: a symbol without test rows
 
@@ -966,6 +997,7 @@ def run_tune(
         if name not in optuna.get_all_study_names(backend):
             raise UserError(f"--trials 0: no study {name!r} in --storage {shown_url(storage)} to report on")
         study = optuna.load_study(study_name=name, storage=backend)
+        check_objective_unchanged(study, cfg, record=False)  # the report names this config's metric for the stored scores
         out.mkdir(parents=True, exist_ok=True)
         summary = write_study_report(study, cfg, config_path, overrides, space, out)
         # the study's MLflow parent run, when it has one, gets the aggregates of the study as stored, once the
@@ -979,6 +1011,7 @@ def run_tune(
                                     sampler=_sampler(optuna, cfg), pruner=_pruner(optuna, cfg), load_if_exists=True)
     except ValueError as e:  # e.g. a stored study of that name with another direction
         raise UserError(f"--storage {shown_url(storage)}: {str(e).splitlines()[0]}") from None
+    check_objective_unchanged(study, cfg)  # before --out is made or a trial runs
     out.mkdir(parents=True, exist_ok=True)
     claim_owner(out, name)
     fail_stale_trials(study, cfg.tune.stale_after_seconds, out)
@@ -1192,6 +1225,21 @@ def study_selection(trials: list, best_number: int | None, out: Path) -> dict[st
     return sel
 
 
+def best_trial_config(out: Path, number: int, config_path, overrides, values: dict[str, Any]) -> tuple[Config, str | None]:
+    """(the config trial ``number`` trained, None): its run folder's config.json (its first fold's with
+    ``tune.folds``), whatever the command that reports it gives (a ``--trials 0`` report without the
+    first tune's overrides wrote a best config the trial never trained); where the trial's folder is not
+    in ``out`` (run on another machine, not gathered yet): (``--config`` with ``overrides`` and the
+    trial's drawn ``values``, a note that says so)."""
+    trial_dir = out / f"trial-{number:04d}"
+    for path in (trial_dir / "config.json", trial_dir / "fold-0" / "config.json"):
+        if path.is_file():
+            return load_config(path), None
+    note = (f"{trial_dir / 'config.json'} is not in --out: --config and its overrides with the trial's values, "
+            "which may differ from what the trial trained")
+    return load_config(config_path, list(overrides) + _value_overrides(values)), note
+
+
 def write_study_report(study, cfg: Config, config_path, overrides, space, out: Path) -> str:
     """trials.csv, best_config.yaml, best.json, selection.json, importance.png → the summary text."""
     optuna = _optuna()
@@ -1232,19 +1280,21 @@ def write_study_report(study, cfg: Config, config_path, overrides, space, out: P
     sel_brief = {k: sel[k] for k in ("dsr", "dsr_skipped", "pbo", "pbo_skipped", "n_trials", "n_tried", "n_periods")}
     if best is not None:
         values = _params_to_values(best.params, space)
-        best_cfg = load_config(config_path, list(overrides) + _value_overrides(values))
+        best_cfg, note = best_trial_config(out, best.number, config_path, overrides, values)
         d = best_cfg.to_dict()
         d.pop("tune", None)
+        d["output"] = cfg.to_dict()["output"]  # the trial's own run folder and overwrite are the tune's, not a run's
         d["output"]["output_dir"] = None
         d["output"]["experiment_name"] = f"{study.study_name}-best"
         header_line = (f"# best trial {best.number} of study {study.study_name}: eval_{cfg.evaluation.metric} = {best.value:.6g}"
-                       f" (validation split)\n# hftraining train --config {out / 'best_config.yaml'}\n")
+                       f" (validation split)\n# hftraining train --config {out / 'best_config.yaml'}\n"
+                       + (f"# {note}\n" if note else ""))
         (out / "best_config.yaml").write_text(header_line + yaml.dump(d, Dumper=ConfigDumper, sort_keys=False), encoding="utf-8")
         write_json(out / "best.json", {"trial": best.number, "value": best.value, "metric": f"eval_{cfg.evaluation.metric}",
                                        "params": values, "selection": sel_brief})
         lines.append(f"best: trial {best.number}, eval_{cfg.evaluation.metric} = {best.value:.6g}: "
                      + ", ".join(f"{k}={v}" for k, v in values.items()))
-        lines.append(f"best config: {out / 'best_config.yaml'}")
+        lines.append(f"best config: {out / 'best_config.yaml'}" + (f" ({note})" if note else ""))
     else:
         lines.append("no trial completed: no best config")
     lines.append(format_selection(sel, f"the best trial {best.number}" if best else "the best trial"))
