@@ -44,6 +44,7 @@ from hftraining.inference.folders import (
     ENSEMBLE_NAME,
     FITTED_BASELINES_DIR,
     baselines_dir,
+    check_training_data,
     is_ensemble,
     resolve_model_dir,
     run_config_section,
@@ -196,7 +197,7 @@ def validation_scores(dirs: list[Path], pre: dict[str, Any]) -> list[float]:
     forecast in the precision it forecasts in alone (its run's: :func:`run_precision`), as its own
     ``evaluate --split val`` scores it."""
     prep = Preprocessing.from_dict(pre)
-    ws = apply(prep, None, "val")
+    ws = _validation_windows(prep, dirs[0])
     batch_size = prep.data_config().eval_batch_size
     if len(ws) == 0:
         raise DataError(f"{dirs[0]}: the validation split of the training data yields no window (data.val_ratio)")
@@ -207,6 +208,17 @@ def validation_scores(dirs: list[Path], pre: dict[str, Any]) -> list[float]:
         pred = predict_scaled(model, ws, batch_size, precision=run_precision(d)).astype(np.float64)
         scores.append(float(np.mean((pred - true) ** 2)) * pre["target_scale"] ** 2)
     return scores
+
+
+def _validation_windows(pre: Preprocessing, first: Path):
+    """The validation windows of the members' training data (the first member's ``first`` recorded
+    ``data.data_dir``, read again): what a weighted ensemble's weights and its intervals are fit on. A
+    relative data_dir that is not there from the current folder is a DataError naming ``first``'s
+    preprocessing.json, not the bare path the reader would name."""
+    check_training_data(pre.data_config().data_dir, str(first / "preprocessing.json"),
+                        "run `hftraining ensemble` from the folder training ran in: a weighted ensemble's weights "
+                        "and its intervals are fit on the members' validation split of that data")
+    return apply(pre, None, "val")
 
 
 def members_evaluation(dirs: list[Path]) -> dict[str, Any] | None:
@@ -351,7 +363,7 @@ def _calibrate(out: Path, first: Path) -> None:
         raise DataError(f"{first / folder.INTERVALS_FILE}: cqr intervals are calibrated around a quantile head, and "
                         "the ensemble has none (its members' model.quantiles differ): give the members the same "
                         "model.quantiles, or calibrate them with evaluation.interval_method=split or aci")
-    ws = apply(pre, None, "val")
+    ws = _validation_windows(pre, first)
     if len(ws) == 0:
         return
     batch_size = pre.data_config().eval_batch_size

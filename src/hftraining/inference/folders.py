@@ -40,6 +40,9 @@ def resolve_model_dir(path: str | Path) -> Path:
     if any((p / "checkpoints").glob("step-*")):  # a run stopped before its end: nothing to forecast with yet
         raise DataError(f"{p}: an unfinished run (checkpoints/, no final/): finish it with `hftraining train` "
                         "and --resume, then give the run folder")
+    if p.is_dir() and any(c.is_dir() and c.name.startswith("seed-") and c.name[5:].isdigit() for c in p.iterdir()):
+        raise DataError(f"{p}: the folder of a `train --seeds` run without ensemble/ (one seed, or stopped before the "
+                        "ensemble was built): give one of its seed-<k>/ folders, or finish it with --resume")
     if (p / "trainer_state.json").exists() and p.name.startswith("step-"):
         raise DataError(f"{p}: a training checkpoint, not a model folder: give the run folder once the run is "
                         "finished (its final/)")
@@ -49,12 +52,26 @@ def resolve_model_dir(path: str | Path) -> Path:
     )
 
 
+def check_training_data(spec: Any, where: str, remedy: str) -> None:
+    """The training data of a model, read again from its recorded ``data.data_dir`` ``spec``, must be
+    there: a relative path is read from the current folder, so from another one the one-line DataError
+    says where the path came from (``where``: its preprocessing.json) and what to do (``remedy``),
+    where the reader's own error would name a path the user never typed."""
+    if not isinstance(spec, str) or any(ch in spec for ch in "*?[") or Path(spec).exists():
+        return  # the bundled sample (None), a list or a glob: read (and refused) as training read them
+    raise DataError(f"{where}: data.data_dir={spec} (the data the model was trained on) is not there"
+                    + (f" from {Path.cwd()}" if not Path(spec).is_absolute() else "") + f"; {remedy}")
+
+
 def run_folder(path: str | Path) -> Path | None:
     """The run folder of a run path or of a run's ``final/`` (the one holding config.json and final/),
     or None. Only ``final/`` is a run's own model: any other folder inside a run folder (an ensemble
     written there with ``ensemble --out <run>/x``, a copied model) is not that run's, and evaluating it
-    with the run's config.json, fitted baselines and report place would score it as another model."""
+    with the run's config.json, fitted baselines and report place would score it as another model. A link
+    to a run's ``final/`` is that run's: its precision, settings and fitted baselines, as the path it names."""
     p = Path(path)
+    if p.is_symlink():  # a link to a run's final/ (current -> runs/x/final) is that run's model, not a bare folder
+        p = p.resolve()
     for cand in ((p, p.parent) if p.name == "final" else (p,)):
         if (cand / "final").is_dir() and (cand / "config.json").exists():
             return cand

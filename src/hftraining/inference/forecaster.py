@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,7 +19,7 @@ import pandas as pd
 import torch
 
 from hftraining.core.config import DataConfig
-from hftraining.core.errors import DataError
+from hftraining.core.errors import ConfigError, DataError
 from hftraining.data import io
 from hftraining.data.features import SETTLE_MEASURABLE, SETTLE_TOLERANCE, panel_specs, settle_unknown, unsettled_specs
 from hftraining.data.pipeline import Preprocessing, apply, latest_windows
@@ -27,14 +28,36 @@ from hftraining.data.sources import load_and_validate
 from hftraining.data.validate import MAX_ROWS_LISTED, VALUE_RULES, validate_frame
 from hftraining.data.windows import WindowSet
 from hftraining.inference.ensemble import load_ensemble
-from hftraining.inference.folders import is_ensemble, resolve_model_dir, run_precision
+from hftraining.inference.folders import check_training_data, is_ensemble, resolve_model_dir, run_precision
 from hftraining.models import ForecastModel, load_preprocessing
 from hftraining.models.folder import read_calibration
 from hftraining.models.intervals import Calibration
 from hftraining.models.outputs import CLASS_NAMES
-from hftraining.models.predict import predict_outputs
+from hftraining.models.predict import PRECISIONS, predict_outputs
 
 log = logging.getLogger(__name__)
+
+
+DATA_KINDS = ("a file, folder or glob of OHLCV rows (or a list of them), a DataFrame with a 'symbol' column, "
+              "or {symbol: DataFrame}")
+
+
+def _check_data(data) -> None:
+    """``data`` of :meth:`Forecaster.load` is one of :data:`DATA_KINDS`: a DataError naming what it is
+    otherwise. None above all: as a data_dir it means the bundled sample, whose tickers would be
+    forecast instead of the user's (the training data, read again, are :meth:`Forecaster.windows`'s)."""
+    if isinstance(data, (str, os.PathLike, pd.DataFrame, dict)):
+        return
+    if data is None:
+        raise DataError(f"data: None; give {DATA_KINDS}")
+    if not isinstance(data, (list, tuple)):
+        raise DataError(f"data: a {type(data).__name__} cannot be read; give {DATA_KINDS}")
+    if not data:
+        raise DataError(f"data: an empty list; give {DATA_KINDS}")
+    for i, item in enumerate(data):
+        if not isinstance(item, (str, os.PathLike)):
+            raise DataError(f"data: item {i} of the list is a {type(item).__name__}, not a path; a list holds files, "
+                            "folders or globs (pass frames as {symbol: DataFrame})")
 
 
 class Forecaster:
@@ -42,6 +65,8 @@ class Forecaster:
 
     def __init__(self, model: torch.nn.Module, preprocessing: Preprocessing, model_dir: Path | None = None,
                  device: torch.device | str = "cpu", precision: str = "fp32"):
+        if precision not in PRECISIONS:  # said as the model loads, not as a traceback at its first forecast
+            raise ConfigError(f"precision={precision!r}: not one of {', '.join(PRECISIONS)}")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.preprocessing = preprocessing
@@ -152,6 +177,7 @@ class Forecaster:
     def load_with_reports(self, data, strict: bool = False) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]]]:
         """:meth:`load` and the validation report of each file (or symbol's frame) read: which rows
         the training rules dropped, repaired or flagged (:mod:`hftraining.data.validate`)."""
+        _check_data(data)
         wide = io.ticker_frames(data, "frame") if isinstance(data, pd.DataFrame) else None
         if wide is not None:  # yfinance.download's frame: a level of prices and one of tickers, a frame each
             data = {sym: frame for sym, (frame, _) in wide.items()}
@@ -251,13 +277,9 @@ class Forecaster:
     def _check_training_data(self, where: str) -> None:
         """The training data, read again from the recorded ``data.data_dir``, must be there: a relative path
         is read from the current folder, so from another one the error says where the path came from."""
-        spec = self.preprocessing.data_config().data_dir
-        if not isinstance(spec, str) or any(ch in spec for ch in "*?[") or Path(spec).exists():
-            return  # the bundled sample (None), a list or a glob: read (and refused) as training read them
-        raise DataError(f"{where}: data.data_dir={spec} (the data the model was trained on) is not there"
-                        + (f" from {Path.cwd()}" if not Path(spec).is_absolute() else "")
-                        + "; run from the folder training ran in, or give the data (evaluate --data, "
-                        "Forecaster.windows(data))")
+        check_training_data(self.preprocessing.data_config().data_dir, where,
+                            "run from the folder training ran in, or give the data (evaluate --data, "
+                            "Forecaster.windows(data))")
 
     def outputs(self, ws: WindowSet) -> dict[str, np.ndarray]:
         """Every output of the model for the windows of ``ws`` in scaled target units
