@@ -78,8 +78,16 @@ def log_return(f: pd.DataFrame, k: int = 1) -> dict[str, np.ndarray]:
 
 @FEATURES.register("rsi")
 def rsi(f: pd.DataFrame, n: int = 14) -> dict[str, np.ndarray]:
-    """Wilder's relative strength index, 0..100."""
-    return {f"rsi_{n}": talib.RSI(f["close"].to_numpy(), timeperiod=n)}
+    """Wilder's relative strength index, 0..100; 50 while the close has not moved since the first row.
+
+    RSI is 100 · gain / (gain + loss) of the smoothed gains and losses, undefined (0 / 0) until the
+    first move: TA-Lib gives 0 there, the most oversold reading, for a history that opens flat (a
+    new listing before its first trade, a peg); 50 is the middle. Any move keeps the sum positive."""
+    close = f["close"].to_numpy()
+    out = talib.RSI(close, timeperiod=n)
+    unmoved = ~np.maximum.accumulate(close != close[0]) if len(close) else np.zeros(0, bool)
+    out[unmoved & ~np.isnan(out)] = 50.0
+    return {f"rsi_{n}": out}
 
 
 @FEATURES.register("macd")
@@ -119,11 +127,16 @@ def bbands(f: pd.DataFrame, n: int = 20, k: float = 2) -> dict[str, np.ndarray]:
 
 @FEATURES.register("volume_ratio")
 def volume_ratio(f: pd.DataFrame, n: int = 20) -> dict[str, np.ndarray]:
-    """Volume over its trailing n-row mean (1 where that mean is 0)."""
+    """Volume over its trailing n-row mean (1 where the n rows traded nothing).
+
+    Whether they traded is read from their largest volume, exactly: TA-Lib's mean is a running sum,
+    which after a run of zero volumes leaves a residue of the earlier ones (±5e-10 for volumes of
+    1e6), so a test of the mean made the ratio 0 or 1 by the residue's sign."""
     vol = f["volume"].to_numpy()
     mean = talib.SMA(vol, timeperiod=n)
+    traded = (vol if n == 1 else talib.MAX(vol, timeperiod=n)) > 0  # MAX needs 2 rows; volumes are >= 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(mean > 0, vol / mean, 1.0)
+        out = np.where(traded, vol / mean, 1.0)
     out[np.isnan(mean)] = np.nan
     return {f"volume_ratio_{n}": out}
 
@@ -147,11 +160,26 @@ def atr(f: pd.DataFrame, n: int = 14) -> dict[str, np.ndarray]:
 
 @FEATURES.register("stoch")
 def stoch(f: pd.DataFrame, k: int = 14, smooth_k: int = 3, d: int = 3) -> dict[str, np.ndarray]:
-    """Slow stochastic oscillator %K and %D (simple moving averages), 0..100."""
+    """Slow stochastic oscillator %K and %D (simple moving averages), 0..100; a fast %K of 50 where
+    the ``k`` rows' highest high equals their lowest low (the close in the middle, as ``bbands``
+    gives 0.5 for a window without spread).
+
+    The fast %K, 100 · (close - lowest low) / (highest high - lowest low), is 0 / 0 over a window of
+    one price (a suspension, minute bars without trades): TA-Lib gives 0 there, the close at its
+    low, the most oversold reading. The slow lines are moving averages of the fast %K, so adding 50
+    times the moving averages of those windows' indicator gives them their 50."""
+    high, low = f["high"].to_numpy(), f["low"].to_numpy()
     slowk, slowd = talib.STOCH(
-        f["high"].to_numpy(), f["low"].to_numpy(), f["close"].to_numpy(),
+        high, low, f["close"].to_numpy(),
         fastk_period=k, slowk_period=smooth_k, slowk_matype=0, slowd_period=d, slowd_matype=0,
     )
+    hi, lo = (high, low) if k == 1 else (talib.MAX(high, timeperiod=k), talib.MIN(low, timeperiod=k))  # MAX needs 2 rows
+    flat = (hi == lo).astype(np.float64)
+    if flat.any():  # only then is a fast %K undefined (no moving averages of an all-zero indicator)
+        flat[: k - 1] = np.nan  # the rows before the first full window (SMA starts after them)
+        share = talib.SMA(flat, timeperiod=smooth_k)  # (n,) share of the slow %K's fast values that are flat
+        slowk = slowk + 50.0 * share
+        slowd = slowd + 50.0 * talib.SMA(share, timeperiod=d)
     p = f"{k}_{smooth_k}_{d}"
     return {f"stoch_k_{p}": slowk, f"stoch_d_{p}": slowd}
 
