@@ -87,6 +87,10 @@ def corrupt(rows: list[list[str]], rng: np.random.Generator) -> None:
         dup = list(rows[i])
         dup[1:5] = [f"{float(x) * 1.01:.2f}" if _num(x) else x for x in dup[1:5]]
         rows.insert(i + 1 + int(rng.integers(0, 4)), dup)
+    # a Yahoo table's event row on a bar's date, before or after the bar: a duplicate with bad cells
+    for _ in range(2):
+        i = int(rng.integers(0, n))
+        rows.insert(i + int(rng.integers(0, 2)), [rows[i][0], "0.175 Dividend", "", "", "", ""])
     # a row moved up, before rows dated earlier than it
     i = int(rng.integers(4, len(rows)))
     rows.insert(i - 3, rows.pop(i))
@@ -163,7 +167,9 @@ def reference(numbered: list[tuple[int, list[str]]], cfg: DataConfig):
     groups = [list(g) for _, g in itertools.groupby(seq, key=lambda x: x[1][0])]
     if any(len(g) > 1 for g in groups):
         errors.append(("duplicate_timestamp", next(g[1][0] for g in groups if len(g) > 1)))
-    keep = [g[0] if cfg.duplicate_timestamps == "first" else g[-1] for g in groups]
+    # among a timestamp's rows, one with a bad price/volume cell gives way to one without (a dividend row)
+    pools = [[x for x in g if all(cell_rule(c, x[1][i + 1]) is None for i, c in enumerate(COLS))] or g for g in groups]
+    keep = [p[0] if cfg.duplicate_timestamps == "first" else p[-1] for p in pools]
     ev["duplicate_timestamp", "dropped"] |= {x[0] for g, k in zip(groups, keep) for x in g if x is not k}
     seq = keep
 

@@ -255,7 +255,9 @@ def _ic_per_group(pred: np.ndarray, true: np.ndarray, a: np.ndarray, b: np.ndarr
         cov = np.bincount(inv, weights=da * db, minlength=G)
         va, vb = np.bincount(inv, weights=da * da, minlength=G), np.bincount(inv, weights=db * db, minlength=G)
         ic = np.clip(cov / np.sqrt(va * vb), -1.0, 1.0)
-    ok = (n >= min_size) & ~const & (bad | ((va > 0) & (vb > 0)))
+    # a date holding a non-finite value counts (NaN) even when "constant": every forecast +inf on a date
+    # is max == min, and leaving that date out scored the model on its finite dates
+    ok = (n >= min_size) & (bad | (~const & (va > 0) & (vb > 0)))
     ic[bad] = np.nan
     return ok, ic
 
