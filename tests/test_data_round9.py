@@ -113,3 +113,23 @@ def test_too_few_rows_names_the_rules_that_dropped_the_others(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(path) in err[0]
     assert "90 rows kept (60 dropped: bad_timestamp 60), 98 needed for one window" in err[0]
+
+
+def test_data_check_refuses_one_symbol_in_two_files_as_training_does(tmp_path, capsys):
+    """``data check`` on a folder holding ``AEM.csv`` and ``AEM.csv.gz`` (or ``aem.CSV``) printed two
+    clean reports and exited 0 while ``train`` on it stops: the later file is now an error line naming
+    both, exit 2, and the first file's report is still printed."""
+    from hftraining.cli import main
+
+    raw = _bars()
+    raw.to_csv(tmp_path / "AEM.csv", index=False)
+    for other in ("AEM.csv.gz", "aem.CSV"):
+        folder = tmp_path / other.replace(".", "_")
+        folder.mkdir()
+        raw.to_csv(folder / "AEM.csv", index=False)
+        raw.to_csv(folder / other, index=False)
+        assert main(["data", "check", str(folder)]) == 2
+        out, err = capsys.readouterr()
+        assert out.count("rows in") == 1, out
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "AEM" in lines[0] and str(folder) in lines[0], err

@@ -97,7 +97,7 @@ def main() -> None:
     early.loc[80, "Date"] = "1987-03-02"  # line 82: long before the others
     write("outlier_timestamp_early.csv", csv_text(early))
     write("empty_volume.csv", csv_text(base.assign(Volume="")))  # FX/index data: no volume at all
-    fx = pd.concat([base.assign(Symbol="AAA"), clean(seed=3).assign(Symbol="FXB", Volume="")])
+    fx = pd.concat([base.assign(Symbol="FXA"), clean(seed=3).assign(Symbol="FXB", Volume="")])
     write("empty_volume_long.csv", csv_text(fx))  # one of two symbols has no volume
     write("zero_volume.csv", csv_text(base.assign(Volume=0)))  # "no volume" written as zeros
     adj = base.copy()

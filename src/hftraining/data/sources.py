@@ -577,7 +577,8 @@ def check_paths(paths: list[str], cfg: DataConfig,
     Parquet files, hive datasets: exactly what training reads) → (reports of usable units, one error
     line per unusable unit, the panel's stamp warnings: ``mixed_stamps`` (:func:`mixed_stamps`) and
     ``zoneless_stamps`` (:func:`zoneless_stamps`) of the files checked together, where they apply). An
-    unusable unit never stops the others. Files checked together get training's warnings, logged once."""
+    unusable unit never stops the others. Files checked together get training's warnings, logged once, and its
+    rule that a symbol lives in one unit (:func:`claim`): the later of two units holding it is an error line."""
     check_policy(cfg)
     reports: list[dict[str, Any]] = []
     errors: list[str] = []
@@ -587,6 +588,7 @@ def check_paths(paths: list[str], cfg: DataConfig,
             specs += [p] if is_dataset(Path(p)) else [str(f) for f in io.resolve_paths(p)]
         except DataError as e:
             errors.append(str(e))
+    seen: dict[str, tuple[str, str]] = {}  # a symbol in two files (or in two cases) is training's error too
     for spec in specs:
         try:
             found = units(replace(cfg, data_dir=spec))
@@ -595,7 +597,9 @@ def check_paths(paths: list[str], cfg: DataConfig,
             continue
         for u in found:
             try:
-                reports.append(read_unit(u, cfg, needed)[1])
+                frames, report = read_unit(u, cfg, needed)
+                claim(seen, u.name, list(frames))
+                reports.append(report)
             except DataError as e:
                 errors.append(str(e))
     # the files checked together are a panel, as training reads them: a trading day stamped at different
