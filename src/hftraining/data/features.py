@@ -85,8 +85,10 @@ def rsi(f: pd.DataFrame, n: int = 14) -> dict[str, np.ndarray]:
     new listing before its first trade, a peg); 50 is the middle. Any move keeps the sum positive."""
     close = f["close"].to_numpy()
     out = talib.RSI(close, timeperiod=n)
-    unmoved = ~np.maximum.accumulate(close != close[0]) if len(close) else np.zeros(0, bool)
-    out[unmoved & ~np.isnan(out)] = 50.0
+    moved = close != close[0] if len(close) else np.zeros(0, bool)
+    first_move = int(moved.argmax()) if moved.any() else len(close)  # rows before it: the close has not moved
+    head = out[:first_move]
+    head[~np.isnan(head)] = 50.0
     return {f"rsi_{n}": out}
 
 

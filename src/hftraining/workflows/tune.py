@@ -509,19 +509,27 @@ def check_objective_unchanged(study, cfg: Config, record: bool = True) -> None:
     ``study`` were scored (its :data:`OBJECTIVE_ATTR`, recorded here by the study's first tune): the
     best trial is the lowest score of them all, and an MSE beside an MAE, or scores of another horizon,
     would be compared as one objective (and reported under this config's metric name). A study that
-    records none (stored before it was recorded) gets ``cfg``'s when ``record`` (a tune that runs trials)."""
+    records none (stored before it was recorded), or whose trials hold no score (:func:`holds_scores`:
+    each failed, or the tune that made it stopped before its first trial), gets ``cfg``'s when ``record``
+    (a tune that runs trials)."""
     here = objective_settings(cfg)
     stored = study.user_attrs.get(OBJECTIVE_ATTR)
-    if stored is None:
-        if record:
-            study.set_user_attr(OBJECTIVE_ATTR, here)
-        return
-    changed = [k for k in here if k in stored and stored[k] != here[k]]
-    if changed:
+    changed = [k for k in here if k in stored and stored[k] != here[k]] if stored is not None else []
+    if changed and holds_scores(study):
         key = changed[0]
         raise ConfigError(f"{key}: study {study.study_name!r} scored its trials with {key}={json.dumps(stored[key])}, "
                           f"this config gives {json.dumps(here[key])}, and the two scores would be compared as one "
                           f"objective: give {key}={json.dumps(stored[key])}, or another --study (and --out)")
+    if record and (stored is None or changed):
+        study.set_user_attr(OBJECTIVE_ATTR, here)
+
+
+def holds_scores(study) -> bool:
+    """Whether a trial of ``study`` holds a score the next ones would be compared with: complete,
+    pruned (its validation reports), or running (scored as it ends, perhaps by another worker). A
+    failed trial's is never compared, so a study of failed trials only is scored by the next config."""
+    State = _optuna().trial.TrialState
+    return bool(study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED, State.RUNNING)))
 
 
 def _date(ns: int | None) -> str:
