@@ -32,7 +32,7 @@ from hftraining.data.scaling import Scaler, check_own_rows, target_scale
 from hftraining.data.sources import load_and_validate
 from hftraining.data.splits import (
     SPLITS, Fold, Segment, calendar_cuts, calendar_fold, calendar_purged_fold, calendar_split, chronological_split,
-    purged_kfold, purged_split, row_fold, rows_before, union_calendar,
+    purged_kfold, purged_split, row_fold, rows_before, union_calendar, window_ends,
 )
 from hftraining.data.store import fitted_statistics, load_rows, window_index
 from hftraining.data.validate import first_volume
@@ -575,6 +575,7 @@ def prepare(
                           min_hist, gap, report.get("store"), labels)
         for name in SPLITS
     }
+    cut_out = gap_cut_symbols(rows, segs, sets, d, min_hist) if gap is not None else {}  # before dates are thinned
     if by_dates:
         sets.update({name: sets[name].every_nth_date(d.stride) for name in trained})
     if len(sets["train"]) == 0:
@@ -593,7 +594,28 @@ def prepare(
         raise DataError("data: the training split yields no window; lower data.sequence_length or add rows")
     report["windows"] = {name: len(ws) for name, ws in sets.items()}
     report["symbols"] = rows.symbols
+    if cut_out:
+        report["max_gap_without_windows"] = cut_out
+        log.warning("data.max_gap %s leaves %s without windows that their rows hold without it: no run of their "
+                    "rows between gaps longer than it holds the %d rows a window needs (an illiquid symbol's "
+                    "missing bars, a halt); raise data.max_gap or lower data.sequence_length", d.max_gap,
+                    "; ".join(f"{sym} ({', '.join(names)})" for sym, names in cut_out.items()),
+                    d.sequence_length + d.prediction_horizon)
     return PreparedData(sets["train"], sets["val"], sets["test"], pre, report)
+
+
+def gap_cut_symbols(rows: Rows, segs: list[dict[str, Segment]], sets: dict[str, WindowSet], d: DataConfig,
+                    min_hist: int) -> dict[str, list[str]]:
+    """{symbol: the splits in which ``data.max_gap`` leaves it no window though its segment holds windows
+    without the gap}: a symbol whose bars are too sparse (or too often halted) for a run of a window's rows
+    between two gaps is otherwise left out of a split's training or scores without a word."""
+    out: dict[str, list[str]] = {}
+    for name in SPLITS:
+        have = np.bincount(sets[name].symbol_ids, minlength=len(rows.symbols))
+        for k, sym in enumerate(rows.symbols):
+            if not have[k] and len(window_ends(segs[k][name], d.sequence_length, d.prediction_horizon, 1, min_hist)):
+                out.setdefault(sym, []).append(name)
+    return out
 
 
 def training_frames(pre: Preprocessing) -> dict[str, pd.DataFrame]:

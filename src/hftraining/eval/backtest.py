@@ -67,6 +67,20 @@ def trades_at_weekends(dates: np.ndarray) -> bool:
     return bool(quiet > WEEKEND_SHARE * len(t))
 
 
+def trading_days(session_starts: np.ndarray) -> np.ndarray:
+    """(D,) indices of the sessions that open a trading day, of (S,) sorted int64 ns session starts: a day is
+    the sessions that start less than ``DAILY[0]`` days (18 hours) after its first. A lunch break (Tokyo,
+    Hong Kong, Shanghai) or a halt splits a day into sessions; the next day's first opens about 24 hours
+    after the day's first (23 to 25 across daylight saving), and a night session and the day session
+    after it (21:00 and 09:00) are one day."""
+    s = np.asarray(session_starts, dtype=np.int64)
+    out, i = [], 0
+    while i < len(s):
+        out.append(i)
+        i = int(np.searchsorted(s, s[i] + int(DAILY[0] * 86_400 * 10**9), side="left"))
+    return np.asarray(out, dtype=np.int64)
+
+
 def infer_periods_per_year(dates: np.ndarray, warnings: list[str] | None = None) -> tuple[float, str]:
     """Periods per year of a (T,) int64 ns timestamp axis, and how it was decided; a guess that the
     dates cannot settle is said in ``warnings`` (appended to, when given).
@@ -86,16 +100,19 @@ def infer_periods_per_year(dates: np.ndarray, warnings: list[str] | None = None)
     a session split it into parts, whose median length times their number counted 0.7 to 1.3 times the
     bars there are), else the median bars of a session × sessions per year, counted from the session
     starts when they span ``SESSION_SPAN_DAYS`` days or more, else one session per trading day (252, or
-    365 when the session starts trade at weekends). Bars around the clock (one session longer than a
-    day) are bars per day × 365 (or 252 when the bars do not trade at weekends), times the share of the
-    bar steps inside the sessions that hold a bar (missing bars). Two bars a session (4-hour bars of a
+    365 when the session starts trade at weekends); when a break inside the day (Tokyo's and Hong Kong's
+    lunch, a halt, a few missing bars in a row) splits days into sessions, the median bars of a trading day
+    (:func:`trading_days`) × 252 (or 365), not those of a session (which counted half the bars of a
+    lunch-break market, 0.08 times those of minute bars 30% missing). Bars around the clock (one session
+    longer than a day) are bars per day × 365 (or 252 when the bars do not trade at weekends), times the
+    share of the bar steps inside the sessions that hold a bar (missing bars). Two bars a session (4-hour bars of a
     6.5-hour session: 09:30 and 13:30) have an overnight spacing as their median: when
     ``SESSION_SHARE`` of the spacings are under 0.75 days they are intraday bars all the same, spaced as
     those spacings are (not 252 daily bars a year). The first and last
-    sessions may be cut by the data: with fewer than 3 sessions the longest one gives the bars per
-    session (the median of two cut sessions counts fewer bars than a whole one holds), and a warning
-    says that it may be short: the last 100 dates of minute bars (``evaluation.max_test_windows`` over
-    500 symbols) are 100 bars of one session, not 390.
+    sessions may be cut by the data: with fewer than 3 sessions (trading days, when a day holds several)
+    the longest one gives the bars per session (the median of two cut sessions counts fewer bars than a
+    whole one holds), and a warning says that it may be short: the last 100 dates of minute bars
+    (``evaluation.max_test_windows`` over 500 symbols) are 100 bars of one session, not 390.
     """
     u = np.unique(np.asarray(dates, dtype=np.int64))
     if len(u) < 2:
@@ -146,18 +163,30 @@ def infer_periods_per_year(dates: np.ndarray, warnings: list[str] | None = None)
             per_year = (starts[-1] - starts[1]) * 365.25 / whole
             return per_year, (f"{sessions}: {per_year:.1f} bars per year, counted in the {len(starts) - 2} sessions "
                               f"between the first and the last ({whole:.0f} days; median {per_session:g} bars per session)")
+        days = trading_days(u[starts])  # the first session of each day: a lunch break splits a day in two
+        unit = "bars per session"
         if len(starts) >= 2 and span >= SESSION_SPAN_DAYS:
             per_year = (len(starts) - 1) * 365.25 / span
             how = f"{per_year:.1f} sessions per year (counted over {span:.0f} days)"
+        elif len(days) < len(starts):  # several sessions a day: bars per day × days per year, not per session
+            day_bars = np.diff(np.append(starts[days], len(u)))
+            per_session = float(np.median(day_bars[1:-1])) if len(days) >= 3 else float(day_bars.max())
+            counted_as = (f"median {per_session:g}" if len(days) >= 3 else f"one day: {per_session:g}" if len(days) == 1
+                          else f"the longer of 2 days: {per_session:g}")
+            unit = (f"bars per day ({len(starts)} sessions on {len(days)} day{'s' if len(days) > 1 else ''}: "
+                    "a break inside a day ends one)")
+            per_year = 365.0 if trades_at_weekends(u[starts[days]]) else 252.0
+            how = f"{per_year:g} days per year (fewer than {SESSION_SPAN_DAYS:g} days to count them over)"
         else:
             per_year = 365.0 if trades_at_weekends(u[starts]) else 252.0
             how = f"{per_year:g} sessions per year (fewer than {SESSION_SPAN_DAYS:g} days to count them over)"
-        if len(lengths) < 3 and warnings is not None:
-            warnings.append(f"periods per year from {len(lengths)} session{'s' if len(lengths) > 1 else ''} of intraday "
+        if len(days) < 3 and warnings is not None:
+            what = "session" if len(days) == len(starts) else "day"
+            warnings.append(f"periods per year from {len(days)} {what}{'s' if len(days) > 1 else ''} of intraday "
                             f"bars, which the first and last dates may cut (a short test split, evaluation.max_test_windows): "
-                            f"a whole session may hold more than {per_session:g} bars; set evaluation.periods_per_year "
+                            f"a whole {what} may hold more than {per_session:g} bars; set evaluation.periods_per_year "
                             f"(e.g. {390 * 252} for one-minute bars of a 6.5-hour session, 252 sessions a year)")
-        return per_session * per_year, f"{sessions}: {counted_as} bars per session × {how}"
+        return per_session * per_year, f"{sessions}: {counted_as} {unit} × {how}"
     return 365.25 / med, f"median spacing {med:.1f} days: {365.25 / med:.2f} per year"
 
 
