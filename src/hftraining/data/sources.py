@@ -588,6 +588,12 @@ def check_paths(paths: list[str], cfg: DataConfig,
             specs += [p] if is_dataset(Path(p)) else [str(f) for f in io.resolve_paths(p)]
         except DataError as e:
             errors.append(str(e))
+    # a file named twice (a folder and a file in it, overlapping globs) is checked once: read twice, its
+    # symbols would be claimed twice, an error naming the file as its own duplicate
+    first: dict[Path, str] = {}
+    for s in specs:
+        first.setdefault(Path(s).resolve(), s)
+    specs = list(first.values())
     seen: dict[str, tuple[str, str]] = {}  # a symbol in two files (or in two cases) is training's error too
     for spec in specs:
         try:

@@ -67,17 +67,26 @@ def trades_at_weekends(dates: np.ndarray) -> bool:
     return bool(quiet > WEEKEND_SHARE * len(t))
 
 
-def trading_days(session_starts: np.ndarray) -> np.ndarray:
-    """(D,) indices of the sessions that open a trading day, of (S,) sorted int64 ns session starts: a day is
-    the sessions that start less than ``DAILY[0]`` days (18 hours) after its first. A lunch break (Tokyo,
-    Hong Kong, Shanghai) or a halt splits a day into sessions; the next day's first opens about 24 hours
-    after the day's first (23 to 25 across daylight saving), and a night session and the day session
-    after it (21:00 and 09:00) are one day."""
+def trading_days(session_starts: np.ndarray, session_lasts: np.ndarray) -> np.ndarray:
+    """(D,) indices of the sessions that open a trading day, of (S,) sorted int64 ns session starts and
+    the (S,) times of their last bars: a day is the sessions that start less than ``DAILY[0]`` days (18
+    hours) after its first. A lunch break (Tokyo, Hong Kong, Shanghai) or a halt splits a day into
+    sessions; the next day's first opens about 24 hours after the day's first (23 to 25 across daylight
+    saving), and a night session and the day session after it (21:00 and 09:00) are one day. The data's
+    first session may be the tail of one the data cut (a test split from 15:35, or from 06:00 of a
+    market open 23 hours a day): the next session opens less than 18 hours after it, but its last bar is
+    a day or more after it, so it opens a day of its own (the first day counted the cut tail's bars
+    beside a whole session's). A later day opens where a session opens, about a day after the one before."""
     s = np.asarray(session_starts, dtype=np.int64)
+    e = np.asarray(session_lasts, dtype=np.int64)  # sessions do not overlap: sorted as the starts are
+    day = 86_400 * 10**9
     out, i = [], 0
     while i < len(s):
         out.append(i)
-        i = int(np.searchsorted(s, s[i] + int(DAILY[0] * 86_400 * 10**9), side="left"))
+        j = int(np.searchsorted(s, s[i] + int(DAILY[0] * day), side="left"))
+        if i == 0:  # the first day: no session ending a day or more after the data's first bar
+            j = max(min(j, int(np.searchsorted(e, s[0] + day, side="left"))), 1)
+        i = j
     return np.asarray(out, dtype=np.int64)
 
 
@@ -163,7 +172,7 @@ def infer_periods_per_year(dates: np.ndarray, warnings: list[str] | None = None)
             per_year = (starts[-1] - starts[1]) * 365.25 / whole
             return per_year, (f"{sessions}: {per_year:.1f} bars per year, counted in the {len(starts) - 2} sessions "
                               f"between the first and the last ({whole:.0f} days; median {per_session:g} bars per session)")
-        days = trading_days(u[starts])  # the first session of each day: a lunch break splits a day in two
+        days = trading_days(u[starts], u[np.append(starts[1:], len(u)) - 1])  # a lunch break splits a day in two
         unit = "bars per session"
         if len(starts) >= 2 and span >= SESSION_SPAN_DAYS:
             per_year = (len(starts) - 1) * 365.25 / span
