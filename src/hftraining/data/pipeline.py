@@ -599,7 +599,8 @@ def prepare(
         log.warning("data.max_gap %s leaves %s without windows that their rows hold without it: no run of their "
                     "rows between gaps longer than it holds the %d rows a window needs (an illiquid symbol's "
                     "missing bars, a halt); raise data.max_gap or lower data.sequence_length", d.max_gap,
-                    "; ".join(f"{sym} ({', '.join(names)})" for sym, names in cut_out.items()),
+                    "; ".join(f"{sym} ({', '.join(names)})" for sym, names in list(cut_out.items())[:5])
+                    + (f"; and {len(cut_out) - 5} more (data_report.json: max_gap_without_windows)" if len(cut_out) > 5 else ""),
                     d.sequence_length + d.prediction_horizon)
     return PreparedData(sets["train"], sets["val"], sets["test"], pre, report)
 
