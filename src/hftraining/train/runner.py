@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import random
 import shutil
@@ -164,6 +165,9 @@ def check_resumable(cfg: Config, path: Path) -> None:
     # such a value was refused resumes with it set back to its default
     conflicts = [c for c in conflicts if not (c[0].startswith("training.") and c[0][9:] in optim.SETTINGS
                                               and not optim.uses_setting(cfg.training, c[0][9:]))]
+    # the optimizer is chosen by its name in any case (AdamW is adamw): another spelling builds the same one
+    conflicts = [c for c in conflicts if not (c[0] == "training.optimizer" and isinstance(c[1], str)
+                                              and c[1].lower() == str(c[2]).lower())]
     if conflicts:
         shown = ", ".join(f"{k}={json.dumps(now)} (the checkpoint's: {json.dumps(then)})" for k, then, now in conflicts[:3])
         more = f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else ""
@@ -187,9 +191,45 @@ def set_aside_later_checkpoints(info: DistInfo, run_dir: Path, path: Path) -> No
     barrier(info)
 
 
+TRAINED_ROWS = "trained_rows"
+"""data_report.json's key (written by a run, not by ``data check``): each symbol's SHA-1 of the dates and
+closes of its rows up to the last one a training or validation window reads (:func:`trained_rows`)."""
+
+
+def trained_rows(data: PreparedData) -> dict[str, str]:
+    """Each symbol's SHA-1 of the dates and closes of its rows, from its first to the last row its training
+    and validation windows read (inputs and targets), as read and validated (no arithmetic: the same on
+    every machine). A resume on files whose prices were revised inside that span (an adjustment for a
+    dividend or a split, a corrected bar) keeps every date and window count, and continued on other inputs
+    with another scaler, silently; rows of the test split alone may change or be added."""
+    sets = [ws for ws in (data.train, data.val) if len(ws)]
+    if not sets:
+        return {}
+    base = sets[0]
+    last = np.full(len(base.symbols), -1, dtype=np.int64)  # (S,) the last row a window of each symbol reads
+    for ws in sets:
+        np.maximum.at(last, ws.symbol_ids, ws.ends.astype(np.int64) + ws.horizon)
+    out = {}
+    for k, sym in enumerate(base.symbols):
+        if last[k] < 0:  # no training or validation window reads it
+            continue
+        rows = slice(int(base.segment_first[k]), min(int(last[k]) + 1, len(base.row_times)))
+        h = hashlib.sha1(usedforsecurity=False)
+        h.update(np.ascontiguousarray(base.row_times[rows], dtype="<i8").data)
+        h.update(np.ascontiguousarray(base.row_close[rows], dtype="<f8").data)
+        out[sym] = h.hexdigest()
+    return out
+
+
+def run_report(data: PreparedData) -> dict[str, Any]:
+    """What a run writes as its data_report.json: the data's report and :func:`trained_rows`."""
+    return {**data.report, TRAINED_ROWS: trained_rows(data)}
+
+
 def _trained_on(report: dict[str, Any]) -> dict[str, Any]:
-    """What of a data report the training depends on: the training and validation windows and where
-    each symbol's training and validation rows begin and end (the test split may grow)."""
+    """What of a data report the training depends on: the training and validation windows, where
+    each symbol's training and validation rows begin and end (the test split may grow) and, last,
+    their dates and closes (:data:`TRAINED_ROWS`, where the report holds them)."""
     windows, split = report.get("windows") or {}, report.get("split") or {}
     out = {f"windows.{k}": windows[k] for k in ("train", "val") if k in windows}
     if "val_from" in split:
@@ -198,6 +238,8 @@ def _trained_on(report: dict[str, Any]) -> dict[str, Any]:
         out.update({f"split.symbols.{sym}.{k}": parts[k] for k in ("train", "val") if k in (parts or {})})
     if split.get("symbols"):  # their order is the windows' (a run started before FORMAT 13 took data.symbols' or the files')
         out["symbols"] = list(split["symbols"])
+    digests = report.get(TRAINED_ROWS) or {}
+    out.update({f"{TRAINED_ROWS}.{sym}": digests[sym] for sym in sorted(digests)})
     return json.loads(json.dumps(out))
 
 
@@ -206,8 +248,9 @@ def check_same_data(report: dict[str, Any], path: Path) -> None:
     (``report``) are not those the checkpoint's run trained on (its data_report.json, written when it
     started, beside ``checkpoints/``): rows added to or removed from the files move the split, so the
     sampler's position would count through other windows, scaled by another scaler, and data_report.json
-    would be rewritten to say the new ones, silently. Rows added after the validation split (the test
-    split grown) change nothing trained on and pass."""
+    would be rewritten to say the new ones, silently; so do prices revised inside the training and
+    validation rows (:data:`TRAINED_ROWS`). Rows added after the validation split (the test split grown)
+    change nothing trained on and pass."""
     saved = path.parent.parent / "data_report.json"
     try:
         then = _trained_on(read_json(saved))
@@ -227,7 +270,8 @@ def check_same_data(report: dict[str, Any], path: Path) -> None:
                         f"these data drop {json.dumps(sorted(now_dropped))} ({'; '.join(sorted(set(now_dropped.values()))) or 'none'}): "
                         "its weights take other inputs; finish it with the version and data that started it, or start "
                         "over with output.overwrite=true")
-    changed = [k for k in then if then[k] != now.get(k)]  # what a report of an older version lacks is not compared
+    # what a report of an older version lacks is not compared, nor the digests of rows a caller did not take
+    changed = [k for k in then if then[k] != now.get(k) and (k in now or not k.startswith(f"{TRAINED_ROWS}."))]
     if changed == ["symbols"]:
         raise UserError(f"{path}: cannot resume: the run took its symbols in the order {json.dumps(then['symbols'])} "
                         f"({saved}), this version in name order ({json.dumps(now['symbols'])}): its sampler's position "
@@ -241,6 +285,13 @@ def check_same_data(report: dict[str, Any], path: Path) -> None:
                         f"{json.dumps(then.get(k))}) on rows split where the run split them: this version cuts the "
                         "windows otherwise (data.stride under data.batching=dates keeps whole dates since 2026-12-05); "
                         "finish it with the version that started it, or start over with output.overwrite=true")
+    if changed and changed[0].startswith(f"{TRAINED_ROWS}."):  # the same dates and windows, other prices
+        syms = [k.split(".", 1)[1] for k in changed]
+        raise UserError(f"{path}: cannot resume on other data: the dates or closes of {', '.join(syms[:3])}"
+                        f"{f' and {len(syms) - 3} more' if len(syms) > 3 else ''} up to the last training or validation "
+                        f"window differ from those the run trained on ({saved}: {TRAINED_ROWS}); the files under "
+                        "data.data_dir changed since the run started (prices revised?): resume with the data as they "
+                        "were, or start over with output.overwrite=true")
     if changed:
         k = changed[0]
         more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
@@ -338,7 +389,7 @@ def _build_trainer(cfg: Config, data: PreparedData | None, info: DistInfo,
                         "training starts at step 0", run_dir)
         clear_run_dir(info, run_dir)
     else:
-        check_same_data(data.report, resume_path)
+        check_same_data(run_report(data), resume_path)
         check_same_calendar(cfg, data, resume_path)
         if cfg.training.resume_from_checkpoint != "auto":
             set_aside_later_checkpoints(info, run_dir, resume_path)
@@ -375,7 +426,7 @@ def training_run(
             trainer.model.load_state_dict(init_weights)
         if info.is_main:
             save_config(cfg, run_dir / "config.json")
-            write_json(run_dir / "data_report.json", data.report)
+            write_json(run_dir / "data_report.json", run_report(data))
         trainer.fit()
         trainer.final_weights()
         if save_final and info.is_main:

@@ -16,6 +16,7 @@ import copy
 import gc
 import json
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from hftraining import optim
 from hftraining.core.config import AUTO_COMPILE, Config, resolved_precision
-from hftraining.core.errors import ConfigError, UserError
+from hftraining.core.errors import ConfigError, UserError, writing
 from hftraining.core.jsonio import dumps, read_jsonl
 from hftraining.data import augment
 from hftraining.data.pipeline import PreparedData
@@ -702,8 +703,17 @@ def _whole_dates(times: np.ndarray, n: int) -> int:
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
     """Drop the records a killed run logged after the checkpoint it resumes from (they are redone),
-    and a last line it left half-written (:func:`read_jsonl`), written back as the tracker writes them."""
+    and a last line it left half-written (:func:`read_jsonl`), written back as the tracker writes them:
+    beside the file, then put in place. Rewritten in place, a write that failed (a full disk, a kill)
+    left it cut short, the records up to the checkpoint lost for good."""
     if not path.exists():
         return
     keep = [rec for rec in read_jsonl(path) if rec.get("step", 0) <= last_step]
-    path.write_text("".join(dumps(rec, indent=None) + "\n" for rec in keep), encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with writing(path):
+            tmp.write_text("".join(dumps(rec, indent=None) + "\n" for rec in keep), encoding="utf-8")
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -32,7 +32,8 @@ from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import DistInfo, barrier, cleanup, init_distributed
 from hftraining.train.logging import held_records, log
 from hftraining.train.runner import (RUN_FILES, RUN_FOLDERS, TrainedRun, check_output_dir, check_resumable,
-                                     check_same_data, finished_checkpoint, prepare_run_dir, training_run)
+                                     check_same_data, finished_checkpoint, prepare_run_dir, run_report,
+                                     training_run)
 from hftraining.train.trainer import check_config, check_cross_section
 
 SINGLE_RUN = ("config.json", *RUN_FOLDERS, *RUN_FILES, "data_report.json", FITTED_BASELINES_DIR)
@@ -309,7 +310,7 @@ def _train(cfg: Config, data: PreparedData | None, on_evaluate: Callable[[int, d
     barrier(info)
     if done is not None:  # --resume of a finished run: checked as any resume, then left as it is
         check_resumable(cfg, done)
-        check_same_data((data if data is not None else prepare(cfg.data)).report, done)  # a data mistake too
+        check_same_data(run_report(data if data is not None else prepare(cfg.data)), done)  # a data mistake too
         if info.is_main:
             state = read_json(done / ckpt.STATE_FILE)
             early = bool(state.get("stopped_early"))
