@@ -246,8 +246,11 @@ def _ic_per_group(pred: np.ndarray, true: np.ndarray, a: np.ndarray, b: np.ndarr
     # constant inside a date: its min equals its max (exact, unlike a variance compared with a tolerance)
     order = code_order(inv, G)
     starts = np.flatnonzero(np.r_[True, inv[order][1:] != inv[order][:-1]])
-    const = (np.maximum.reduceat(pred[order], starts) == np.minimum.reduceat(pred[order], starts)) | (
-        np.maximum.reduceat(true[order], starts) == np.minimum.reduceat(true[order], starts))
+    # of finite values: every forecast +inf on a date is max == min, but an overflow, not a constant forecast
+    const = np.zeros(G, dtype=bool)
+    for side in (pred[order], true[order]):
+        top = np.maximum.reduceat(side, starts)
+        const |= (top == np.minimum.reduceat(side, starts)) & np.isfinite(top)
     # a date holding ±inf (an overflowed forecast) is ``bad``: its IC is NaN whatever inf − inf gives here
     with np.errstate(invalid="ignore", divide="ignore"):
         da = a - (np.bincount(inv, weights=a, minlength=G) / n)[inv]  # demeaned per date: no cancellation
@@ -255,9 +258,9 @@ def _ic_per_group(pred: np.ndarray, true: np.ndarray, a: np.ndarray, b: np.ndarr
         cov = np.bincount(inv, weights=da * db, minlength=G)
         va, vb = np.bincount(inv, weights=da * da, minlength=G), np.bincount(inv, weights=db * db, minlength=G)
         ic = np.clip(cov / np.sqrt(va * vb), -1.0, 1.0)
-    # a date holding a non-finite value counts (NaN) even when "constant": every forecast +inf on a date
-    # is max == min, and leaving that date out scored the model on its finite dates
-    ok = (n >= min_size) & (bad | (~const & (va > 0) & (vb > 0)))
+    # a date holding a non-finite value counts (NaN) unless a side is constant (a zero forecast has no IC
+    # whatever the realisations): a date of +inf forecasts left out scored the model on its finite dates
+    ok = (n >= min_size) & ~const & (bad | ((va > 0) & (vb > 0)))
     ic[bad] = np.nan
     return ok, ic
 
