@@ -1,4 +1,4 @@
-"""Folders written whole or not at all (a model folder, an ensemble folder)."""
+"""Files and folders written whole or not at all (a model folder, an ensemble folder, a log rewritten)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,22 @@ from pathlib import Path
 from typing import Callable
 
 from hftraining.core.errors import writing
+
+
+def replace_file(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp)`` on a sibling of ``path``, then rename it over ``path``: a failure (a full disk,
+    a kill) leaves the earlier file whole, where a rewrite in place left it cut short. The sibling is
+    removed on failure; an I/O failure is a one-line :class:`~hftraining.core.errors.WriteError`."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with writing(path):
+            write(tmp)
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def replace_folder(out: str | os.PathLike, write: Callable[[Path], None]) -> Path:

@@ -45,6 +45,7 @@ from typing import Any, Iterator
 
 from hftraining.core.config import Config, OutputConfig, resolved_report_to
 from hftraining.core.errors import UserError, WriteError, is_io_error, writing
+from hftraining.core.files import replace_file
 from hftraining.core.fmt import shown_url
 from hftraining.core.jsonio import dumps, read_json, write_json
 
@@ -302,16 +303,13 @@ class CsvTracker(Tracker):
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
         """Write the whole file beside it, then put it in place: a full disk or a kill while the file is
         rewritten (at each validation) left it truncated, its rows up to the checkpoint lost for good."""
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
+        def write(tmp: Path) -> None:
             with open(tmp, "w", newline="", encoding="utf-8") as f:
                 w = csv.DictWriter(f, fieldnames=self.fields)
                 w.writeheader()
                 w.writerows(rows)
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+
+        replace_file(self.path, write)
 
     def on_log(self, step, record):
         with writing(self.path):

@@ -16,7 +16,6 @@ import copy
 import gc
 import json
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -29,7 +28,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from hftraining import optim
 from hftraining.core.config import AUTO_COMPILE, Config, resolved_precision
-from hftraining.core.errors import ConfigError, UserError, writing
+from hftraining.core.errors import ConfigError, UserError
+from hftraining.core.files import replace_file
 from hftraining.core.jsonio import dumps, read_jsonl
 from hftraining.data import augment
 from hftraining.data.pipeline import PreparedData
@@ -709,11 +709,5 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     if not path.exists():
         return
     keep = [rec for rec in read_jsonl(path) if rec.get("step", 0) <= last_step]
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with writing(path):
-            tmp.write_text("".join(dumps(rec, indent=None) + "\n" for rec in keep), encoding="utf-8")
-            os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    text = "".join(dumps(rec, indent=None) + "\n" for rec in keep)
+    replace_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
