@@ -6,6 +6,7 @@ applied the same way everywhere, and a forecast served is the forecast that was 
 
 from __future__ import annotations
 
+import platform
 from contextlib import nullcontext
 from typing import Callable, Iterator
 
@@ -27,6 +28,19 @@ def autocast_context(device: torch.device | str, precision: str):
         return nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def cpu_has_bf16() -> bool | None:
+    """Whether this CPU has the bf16 instructions that torch's bf16 matrix products run on (x86:
+    AVX512-BF16 or AMX). Without them torch computes bf16 in software: on this project's AVX2 machine
+    the quickstart trained in 228 s under bf16 autocast against 29 s in fp32. None where it cannot
+    tell (another architecture, a torch without the probes)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if any(p is None for p in probes):
+        return None
+    return any(bool(p()) for p in probes)
 
 
 @torch.no_grad()

@@ -35,7 +35,8 @@ from hftraining.data.pipeline import PreparedData, check_calendar_rule, prepare
 from hftraining.data.provenance import check_source_rows
 from hftraining.eval.model_card import card_meta, write_model_card
 from hftraining.models import ForecastModel
-from hftraining.models.registry import check_buildable
+from hftraining.models.predict import cpu_has_bf16
+from hftraining.models.registry import check_buildable, check_model
 from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import DistInfo, barrier, cleanup, init_distributed
 from hftraining.train.logging import RunLogger, held_records, log
@@ -373,7 +374,12 @@ def build_trainer(
 def _build_trainer(cfg: Config, data: PreparedData | None, info: DistInfo,
                    on_evaluate: Callable[[int, dict[str, float]], None] | None, model: ForecastModel | None) -> Trainer:
     """:func:`build_trainer`'s work."""
-    check_config(cfg, info)  # before the run folder and the data: a mistake costs no feature build
+    precision, _ = check_config(cfg, info)  # before the run folder and the data: a mistake costs no feature build
+    if (precision == "bf16" and info.device.type == "cpu" and info.is_main and cpu_has_bf16() is False
+            and (model is not None or check_model(cfg.model).needs_training)):
+        log.warning("warning: training.precision bf16 on a CPU without bf16 instructions (AVX512-BF16 or AMX): torch "
+                    "computes it in software, several times slower than fp32 (the quickstart: 228 s against 29 s); "
+                    "training.use_mixed_precision=false (or training.precision=fp32) trains in fp32")
     if model is None:  # a model's own mistake (season_length past the window) before the run folder is cleared
         check_buildable(cfg.model, cfg.data.prediction_horizon, cfg.data.sequence_length,
                         cfg.training.gradient_checkpointing, n_features=len(feature_columns(cfg.data.features)))
