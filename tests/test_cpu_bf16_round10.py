@@ -33,8 +33,16 @@ def test_bf16_training_on_a_cpu_without_bf16_instructions_says_so_once_and_names
     _train(tmp_path, "training.use_mixed_precision=true")
     said = _said(logged)
     assert len(said) == 1 and said[0].startswith("warning: training.precision bf16"), said
-    assert "training.use_mixed_precision=false" in said[0] and "training.precision=fp32" in said[0]
+    assert said[0].endswith("training.use_mixed_precision=false trains in fp32"), said
     assert SAID in (tmp_path / "run" / "train.log").read_text()  # said before train.log opened, kept in it
+
+
+def test_the_warning_names_the_key_the_config_used(tmp_path, logged, monkeypatch):
+    # training.precision=bf16 outranks use_mixed_precision: turning that off would change nothing
+    monkeypatch.setattr(runner, "cpu_has_bf16", lambda: False)
+    _train(tmp_path, "training.precision=bf16")
+    said = _said(logged)
+    assert len(said) == 1 and said[0].endswith("training.precision=fp32 trains in fp32"), said
 
 
 @pytest.mark.parametrize("has, extra", [(True, "training.use_mixed_precision=true"),  # the CPU runs bf16 itself

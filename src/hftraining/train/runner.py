@@ -377,9 +377,10 @@ def _build_trainer(cfg: Config, data: PreparedData | None, info: DistInfo,
     precision, _ = check_config(cfg, info)  # before the run folder and the data: a mistake costs no feature build
     if (precision == "bf16" and info.device.type == "cpu" and info.is_main and cpu_has_bf16() is False
             and (model is not None or check_model(cfg.model).needs_training)):
+        fix = "training.precision=fp32" if cfg.training.precision == "bf16" else "training.use_mixed_precision=false"
         log.warning("warning: training.precision bf16 on a CPU without bf16 instructions (AVX512-BF16 or AMX): torch "
                     "computes it in software, several times slower than fp32 (the quickstart: 228 s against 29 s); "
-                    "training.use_mixed_precision=false (or training.precision=fp32) trains in fp32")
+                    "%s trains in fp32", fix)
     if model is None:  # a model's own mistake (season_length past the window) before the run folder is cleared
         check_buildable(cfg.model, cfg.data.prediction_horizon, cfg.data.sequence_length,
                         cfg.training.gradient_checkpointing, n_features=len(feature_columns(cfg.data.features)))
