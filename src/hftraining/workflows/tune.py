@@ -67,6 +67,7 @@ unbiased test score.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import json
@@ -846,14 +847,25 @@ def _pruner(optuna, cfg: Config):
     t = cfg.tune
     if t.pruner == "none":
         return optuna.pruners.NopPruner()
+    # with tune.folds, fold k reports at steps (k·F, (k+1)·F] (F: :func:`fold_steps`; a model without gradient
+    # steps reports once, at k·F, which the rule below reads as that fold's only report)
+    per_fold = fold_steps(cfg, parse_space(t.search_space)) if t.folds >= 2 else None
 
     class WarmupMedian(optuna.pruners.MedianPruner):
         """Median pruning that waits for ``pruner_warmup_evals`` reports of a trial (counted in
-        evaluations, not steps, so it does not depend on ``evaluation.eval_steps``)."""
+        evaluations, not steps, so it does not depend on ``evaluation.eval_steps``). With
+        ``tune.folds`` a trial is judged by its reports of the fold it trains: Optuna's median rule
+        compares the trial's best report so far with the other trials' at this step, and a best taken
+        from an earlier fold (another period, whose scores may all be lower) would shield every later
+        fold from pruning."""
 
         def prune(self, study, trial) -> bool:
             if len(trial.intermediate_values) < t.pruner_warmup_evals:
                 return False
+            if per_fold and trial.last_step is not None:
+                start = (trial.last_step - 1) // per_fold * per_fold  # the fold's steps are (start, start + F]
+                trial = copy.copy(trial)
+                trial.intermediate_values = {s: v for s, v in trial.intermediate_values.items() if s > start}
             return super().prune(study, trial)
 
     return WarmupMedian(n_startup_trials=t.pruner_startup_trials, n_warmup_steps=0)

@@ -196,7 +196,8 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
     one run folder per fold under ``<run>/walkforward/`` (each with its eval.json). Each fold's test
     windows are predicted once, by the fold's own test evaluation. Under torchrun the other ranks
     train with the main one and return {}. ``data.split_dates`` is a ConfigError (the folds would
-    ignore it), as is ``mode="finetune"`` of a model fitted without gradient steps (each fold's fit
+    ignore it), as are early stopping and the best checkpoint under ``purged_kfold`` (its folds have no
+    validation windows to score), and ``mode="finetune"`` of a model fitted without gradient steps (each fold's fit
     would replace the weights it started from). Nothing resumes (``training.resume_from_checkpoint`` is a
     ConfigError): every fold trains from its start, and ``output.overwrite`` removes an earlier
     walk-forward only once the config is checked and the features are built. One walk-forward at a
@@ -214,6 +215,13 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
         raise ConfigError(f"--mode finetune: model.type {cfg.model.type!r} is fitted without gradient steps, anew on "
                           "each fold's training windows, so no fold would start from the previous fold's model; "
                           "use --mode retrain")
+    needs = needs_validation(cfg, intervals=False)
+    if scheme == "purged_kfold" and needs:
+        # its validation windows join the training ones (prepare_fold): no score would stop a fold early or pick
+        # its best checkpoint, and every fold trained to training.max_steps and exited 0
+        raise ConfigError(f"--scheme purged_kfold: {', '.join(needs)} need{'s' * (len(needs) == 1)} validation windows, "
+                          "and purged k-fold trains on them (no fold has a validation split); unset "
+                          f"{'them' if len(needs) > 1 else 'it'}, or use --scheme expanding or rolling")
     if cfg.data.split_dates is not None:
         # the folds are cut at data.train_ratio of the calendar: the dates would be ignored, and a test period
         # kept apart with them would be trained on and scored by the later folds
