@@ -24,7 +24,7 @@ DAY = 86_400 * 10**9
 
 def ref_spearman(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.ravel(a), np.ravel(b)
-    if a.size < 3 or np.all(a == a[0]) or np.all(b == b[0]):
+    if a.size < 3 or np.all(a == a[0]) or np.all(b == b[0]) or not (np.isfinite(a).all() and np.isfinite(b).all()):
         return float("nan")
     return float(np.corrcoef(stats.rankdata(a), stats.rankdata(b))[0, 1])
 

@@ -313,6 +313,8 @@ def _score(fc: Forecasts) -> dict[str, Any]:
             "name": best, "mse": finite[best], "dm": result["dm"][best],
             "mse_ratio": M.mse_ratio(pooled["model"]["mse"], finite[best]),
         }
+    else:  # no bar to clear: the verdict says why rather than name none without a word
+        result["strongest_baseline_note"] = _no_strongest_baseline(fc)
     result["mse_verdict"] = verdict(result)
     result["cross_section_dates"] = cross_section_dates(dates)
     result["cross_section_verdict"] = cs_verdict(result, fc)
@@ -323,6 +325,19 @@ def _score(fc: Forecasts) -> dict[str, Any]:
         # IC that is not finite): the strongest baseline by MSE is then the bar the verdict names
         result["verdict"] += f"; on squared error: {result['mse_verdict']}"
     return result
+
+
+def _no_strongest_baseline(fc: Forecasts) -> str:
+    """Why no baseline has a finite test MSE, so that none is the strongest: a realised label that is
+    not finite leaves every forecast's MSE undefined (an ``excess_return`` label whose date's returns
+    overflowed, or forecasts built by hand); otherwise every baseline's forecast is not finite."""
+    if not len(fc):
+        return "there is no window to score"
+    bad = int((~np.isfinite(fc.true)).any(axis=1).sum())
+    if bad:
+        return (f"{bad} of the {len(fc)} windows {'have' if bad > 1 else 'has'} a realised label that is not finite "
+                "(NaN or ±inf): no forecast's MSE is defined, a baseline's no more than the model's")
+    return "no baseline's forecast has a finite MSE"
 
 
 def _ic_difference(fc: Forecasts, a: str, b: str) -> dict[str, Any]:
@@ -374,7 +389,8 @@ def cs_verdict(result: dict[str, Any], fc: Forecasts, level: float = SIGNIFICANC
     strongest baseline by rank IC and a paired test of the per-date rank IC difference (recorded
     under ``result["cross_section_strongest"]``); "not worth its cost" unless the model's rank IC
     is significantly higher. A model whose forecast is constant across the symbols of every date
-    ranks nothing: not worth its cost over a baseline that does rank."""
+    ranks nothing, and one whose rank IC is not finite (a NaN or overflowed forecast) has none: not worth
+    its cost over a baseline that does rank."""
     cs = result["model"]["cross_section"]["rank_ic"]
     base = {k: v["cross_section"]["rank_ic"]["mean"] for k, v in result["baselines"].items()
             if math.isfinite(v["cross_section"]["rank_ic"]["mean"])}
@@ -382,17 +398,16 @@ def cs_verdict(result: dict[str, Any], fc: Forecasts, level: float = SIGNIFICANC
         text = _no_rank_ic(result)
         if not base or not result.get("cross_section_dates"):
             return text
-        best = max(base, key=base.get)
-        result["cross_section_strongest"] = {"name": best, "rank_ic": base[best],
-                                             "difference": _ic_difference(fc, "model", best)}
-        return (f"{text}; strongest baseline by rank IC {label(best)} = {base[best]:.4f}, so the model is not worth "
-                f"its cost over {label(best)}")
+        return _unranked_verdict(text, result, fc, base)
     m, t = cs["mean"], cs["t_stat"]
     p = _ic_p_value(cs)
     num = lambda v, spec: "—" if v is None or math.isnan(v) else format(v, spec)  # noqa: E731 (inf: no spread, shown)
     text = f"step-1 rank IC = {m:.4f} (t = {num(t, '.2f')}, ICIR {num(cs['icir'], '.3f')}, {cs['n_dates']} dates)"
     if not math.isfinite(m):
-        return f"{text}: the rank IC could not be computed (a forecast or a realisation is not finite)"
+        text += ": the rank IC could not be computed (a forecast or a realisation is not finite)"
+        if not base:  # the realisation itself: no baseline ranks either (the verdict adds the MSE one's)
+            return text
+        return _unranked_verdict(text, result, fc, base)  # the model's forecast: the bar is still named
     if math.isfinite(p) and p < level:
         text += f": {'significantly positive' if m > 0 else 'significantly NEGATIVE'} (at {level:g})"
     elif not math.isfinite(p):  # one date: a rank IC with no spread to test it against
@@ -415,6 +430,17 @@ def cs_verdict(result: dict[str, Any], fc: Forecasts, level: float = SIGNIFICANC
     return f"{text}: no significant difference, so the model is not worth its cost over {name}"
 
 
+def _unranked_verdict(text: str, result: dict[str, Any], fc: Forecasts, base: dict[str, float]) -> str:
+    """``text`` on a model with no rank IC of its own, then the strongest baseline by rank IC (``base``:
+    the baselines' finite rank ICs), recorded under ``result["cross_section_strongest"]``, which the
+    model does not clear."""
+    best = max(base, key=base.get)
+    result["cross_section_strongest"] = {"name": best, "rank_ic": base[best],
+                                         "difference": _ic_difference(fc, "model", best)}
+    return (f"{text}; strongest baseline by rank IC {label(best)} = {base[best]:.4f}, so the model is not worth "
+            f"its cost over {label(best)}")
+
+
 def _disagree(ratio: float, dm: dict[str, Any]) -> bool:
     """Whether the pooled MSE ratio (each window weighs the same) and the DM statistic (each date
     weighs the same) point in opposite directions, as they can on a panel whose dates hold
@@ -433,7 +459,8 @@ def verdict(result: dict[str, Any], level: float = SIGNIFICANCE) -> str:
     lowest test MSE of every naive and fitted baseline): a model that does not beat it is not worth
     its cost. A DM test that cannot be computed (fewer dates than the horizon needs, a forecast that
     is not finite) beats nothing: the strongest baseline is still named, and the model is not worth
-    its cost over it."""
+    its cost over it. With no baseline of finite MSE to name (a realised label that is not finite), it
+    says why (``result["strongest_baseline_note"]``) and claims no worth for the model."""
     ratio, dm = result["mse_vs_zero"], result.get("dm_vs_zero") or {}
     p = dm.get("p_value", float("nan"))
     head_ = f"model MSE / zero-forecast MSE = {ratio:.4f}, Diebold–Mariano p = {fmt_p(p, level)}"
@@ -449,7 +476,8 @@ def verdict(result: dict[str, Any], level: float = SIGNIFICANCE) -> str:
         text = f"{head_}: the model is significantly WORSE than the zero-return forecast (at {level:g})"
     sb = result.get("strongest_baseline")
     if not sb:
-        return text
+        why = result.get("strongest_baseline_note")
+        return f"{text}; no strongest baseline: {why}; the model is not shown to be worth its cost" if why else text
     name, r_b, p_b = label(sb["name"]), sb["mse_ratio"], sb["dm"].get("p_value", float("nan"))
     against = f"; strongest baseline {name}: model MSE / its MSE = {r_b:.4f}, DM p = {fmt_p(p_b, level)}"
     if not math.isfinite(p_b):

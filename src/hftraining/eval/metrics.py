@@ -142,10 +142,12 @@ def pesaran_timmermann(pred: np.ndarray, true: np.ndarray, cluster: np.ndarray |
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation of two flat arrays (ties get average ranks); NaN when either is constant
-    or holds a NaN. The ranks are :func:`scipy.stats.rankdata`'s, value for value (exact half-integers),
+    or holds a value that is not finite: an overflowed (±inf) forecast is no rank, as it leaves its
+    date's cross-sectional IC NaN (:func:`cross_sectional_ic_series`), so the pooled IC beside it is
+    undefined too. The ranks are :func:`scipy.stats.rankdata`'s, value for value (exact half-integers),
     without its per-call overhead: a panel's per-symbol metrics call this thousands of times."""
     a, b = np.ravel(a), np.ravel(b)
-    if a.size < 3 or np.all(a == a[0]) or np.all(b == b[0]) or np.isnan(a).any() or np.isnan(b).any():
+    if a.size < 3 or np.all(a == a[0]) or np.all(b == b[0]) or not (np.isfinite(a).all() and np.isfinite(b).all()):
         return float("nan")
     return float(np.corrcoef(_group_ranks(a), _group_ranks(b))[0, 1])
 
@@ -410,7 +412,8 @@ def point_metrics(pred: np.ndarray, true: np.ndarray, dates: np.ndarray, *,
 
     ``pred``, ``true``: (N, K) with K horizon steps (or K = 1); ``dates``: (N,) forecast origin
     of each row. ``ic``: the per-date cross-sectional Spearman IC, averaged over every (date, step)
-    cross-section with at least 3 symbols; ``ic_pooled``: one Spearman correlation over all pairs.
+    cross-section with at least 3 symbols; ``ic_pooled``: one Spearman correlation over all pairs (NaN
+    when a forecast or a realisation is not finite, as the per-date IC of its date).
     ``directional_test``: the :func:`pesaran_timmermann` test of the first column (step 1, as the
     step-1 rank IC; a single step's own column when K = 1), the pairs of one date clustered (its
     Rao–Scott design effect); ``directional_p`` its one-sided p-value (NaN: undefined, e.g. a
@@ -480,8 +483,10 @@ def segment_point_metrics(pred: np.ndarray, true: np.ndarray, starts: np.ndarray
     with np.errstate(invalid="ignore", divide="ignore"):
         out["directional_accuracy"] = np.where((kept > 0) & ~nan, np.bincount(seg, weights=score, minlength=S) / kept,
                                                np.nan)
-    # Spearman: every segment's ranks in one sort, then np.corrcoef of the segments where it is defined
-    ok = (lengths >= 3) & ~nan
+    # Spearman: every segment's ranks in one sort, then np.corrcoef of the segments where it is defined (no
+    # value that is not finite: ±inf is no rank, as in :func:`spearman`)
+    bad = np.bincount(seg, weights=~(np.isfinite(p) & np.isfinite(t)), minlength=S) > 0
+    ok = (lengths >= 3) & ~bad
     if ok.any():
         const = (np.maximum.reduceat(p, first) == np.minimum.reduceat(p, first)) | (
             np.maximum.reduceat(t, first) == np.minimum.reduceat(t, first))

@@ -84,6 +84,14 @@ def _num(v: Any, spec: str = ".4g") -> str:
     return str(v)
 
 
+def _mse_ratio(a: Any, b: Any) -> float | None:
+    """:func:`~hftraining.eval.metrics.mse_ratio` of two MSEs as ``score()`` or eval.json holds them; None
+    where one is missing (eval.json writes a MSE that is not finite as null: a report written from it
+    failed on None / float)."""
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    return M.mse_ratio(float(a), float(b)) if number(a) and number(b) else None
+
+
 _MD_SPECIAL = re.compile(r"[\\`*\[\]|]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
 _MD_ENTITY = {"<": "&lt;", "&": "&amp;", "$": "&#36;", "~": "&#126;"}  # no backslash escape in every dialect
 
@@ -327,7 +335,7 @@ def _metrics_section(doc: _Doc, result: dict[str, Any], fc=None) -> None:
     if sym:
         zero = result["per_symbol"].get("zero", {})
         rows = [[s, m["n_windows"], _num(m["mse"], ".5g"), _num(zero.get(s, {}).get("mse"), ".5g"),
-                 _num(m["mse"] / zero[s]["mse"] if s in zero and zero[s]["mse"] else None, ".4f"),
+                 _num(_mse_ratio(m["mse"], zero.get(s, {}).get("mse")), ".4f"),
                  _num(m["directional_accuracy"], ".4f"), direction_p_text(m), _num(m["ic_pooled"], ".4f")]
                 for s, m in sym.items()]
         doc.table(["symbol", "windows", "model MSE", f"{forecast_label('zero')} MSE", "ratio", "dir. acc.",
@@ -524,7 +532,7 @@ def _verdict_section(doc: _Doc, result: dict[str, Any], bt: dict[str, Any] | Non
         for name, m, strat in (("model", result["model"], strategies.get("model")),
                                (f"{shown} (strongest baseline)", base, strategies.get(shown))):
             cs = m.get("cross_section", {}).get("rank_ic", {})
-            rows.append([name, _num(m["mse"], ".6g"), _num(M.mse_ratio(m["mse"], zero_mse), ".4f"),
+            rows.append([name, _num(m["mse"], ".6g"), _num(_mse_ratio(m["mse"], zero_mse), ".4f"),
                          _num(cs.get("mean"), ".4f"), _num(cs.get("t_stat"), ".2f"), _num((strat or {}).get("sharpe"), ".2f")])
         doc.table(["forecast", "MSE", "MSE / zero", "rank IC (step 1)", "rank IC t", "backtest Sharpe"], rows)
         if cs_first:
