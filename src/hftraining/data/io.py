@@ -7,8 +7,10 @@ Accepted inputs: a file, a folder of files or a glob (or a list of them); one fi
 symbol is the file name without its extensions: ``AAPL.csv.gz`` is ``AAPL``) or one long file with a
 ``symbol`` column. Column names are matched case-insensitively with common aliases (``Date``,
 ``Datetime``, ``Vol``, Binance's ``open_time``, Alpaca's and Polygon's ``t`` and ``window_start``,
-MetaTrader's ``<DATE>`` ...); two columns of one such name are a DataError (:func:`one_name_each`);
-``Adj Close`` is kept as ``adj_close`` beside ``close`` (the validator applies
+MetaTrader's ``<DATE>``, Nasdaq.com's ``Close/Last``, Investing.com's ``Vol.`` ...); two columns of one
+such name are a DataError (:func:`one_name_each`); Investing.com's ``Price`` is the close beside Open,
+High and Low (:func:`price_close`). ``Adj Close`` (Alpha Vantage's ``adjusted_close``, Tiingo's
+``adjClose``) is kept as ``adj_close`` beside ``close`` (the validator applies
 ``data.price_adjustment``) and is the close when there is no other. CSV files may be compressed
 (``.csv.gz``, ``.csv.bz2``, ``.csv.zst``, read as they are), may use ``,`` ``;`` tab or ``|`` as
 delimiter (sniffed from the header) and may start with a UTF-8 byte-order mark. A yfinance download
@@ -16,14 +18,18 @@ as ``df.to_csv()`` writes it (header lines ``Price``, ``Ticker`` and ``Date``) i
 ticker; a first column without a name that holds text (``df.to_csv()`` of a frame indexed by time)
 is the timestamp when no column is named as one. A first line of numbers (no header line: Binance's
 klines are told their header), a line above the header, or a file that is not UTF-8 text
-(compressed, Parquet, Excel, UTF-16) is a one-line error saying what to do.
+(compressed, Parquet, Excel, UTF-16), and a JSON reply or an HTML page saved under a ``.csv`` name,
+are one-line errors saying what to do.
 
 Numbers: with a ``,`` delimiter the decimal mark is ``.`` and a quoted ``"1,234,567"`` (groups of
 three) is a number. With another delimiter the decimal mark is sniffed from the first rows: a
 decimal comma (``101,5``) when such cells outnumber decimal-point ones (``101.5``, ``1,234,567``);
 then ``.`` separates thousands (``1.234.567,5``). A cell that fits neither stays text, and the
-validator reports it (``non_numeric``, naming the column). Timestamps with a UTC offset are
-converted to UTC; naive ones are taken as UTC (a column mixing the two is a DataError:
+validator reports it (``non_numeric``, naming the column). A ``$`` before a price is read
+(Nasdaq.com's ``$182.52``), a volume may end in ``K``, ``M`` or ``B`` (Investing.com's ``1.23M``),
+and the validator takes a cell ``-`` for an empty one (:data:`EMPTY_CELLS`). Timestamps with a UTC
+offset, or ending in a time zone's name (the IBKR API's ``20240102 09:30:00 US/Eastern``:
+:func:`_named_zones`), are converted to UTC; naive ones are taken as UTC (a column mixing the two is a DataError:
 :func:`one_zone_rule`), a plain date (``2024-01-02``) as its UTC midnight (the time features read
 a daily bar so stamped as that date in ``data.timezone``: :func:`hftraining.data.features.date_stamps`).
 Dates that are not ISO 8601 are read month-first (``01/02/2020``: 2 January) or day-first
@@ -74,6 +80,10 @@ _COMMA_DECIMAL = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+|\d{1,3}(?:\.\
 # ... or a decimal point: 101.5  1,234.5  and 1,234,567 (two "," groups: no decimal-comma number)
 _POINT_DECIMAL = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)\.\d+(?:[eE][+-]?\d+)?|[+-]?\d{1,3}(?:,\d{3}){2,}")
 _EITHER = re.compile(r"[+-]?\d{1,3}\.\d{3}")  # 1.234: one thousand two hundred and thirty-four, or not: no vote
+DOLLAR = re.compile(r"^([+-]?)\$\s*")  # a dollar sign before a number: $182.52, -$0.35
+SCALED = r"^(.*?\d)\s*([KMBkmb])$"  # a volume in thousands, millions or billions: 456.7K, 1.23M, 2B
+SCALE = {"K": 1e3, "M": 1e6, "B": 1e9}
+EMPTY_CELLS = ("", "-")  # a price or volume cell that holds no value: "-" is Investing.com's volume of an index
 
 # lower-cased alias → canonical name. An exact canonical name beats an alias ("close" beats "adj close").
 ALIASES = {
@@ -82,9 +92,10 @@ ALIASES = {
     "t": "timestamp", "window_start": "timestamp",  # Alpaca's and Polygon's bars (t, o, h, l, c, v; vw, n not
     # read) and Polygon's flat files (ticker, volume, open, close, high, low, window_start in ns, transactions)
     "open": "open", "o": "open", "high": "high", "h": "high", "low": "low", "l": "low",
-    "close": "close", "c": "close",
+    "close": "close", "c": "close", "close/last": "close",  # Nasdaq.com's historical quotes
     "adj close": "adj_close", "adj_close": "adj_close", "adjclose": "adj_close", "adjusted close": "adj_close",
-    "volume": "volume", "vol": "volume", "v": "volume", "symbol": "symbol", "ticker": "symbol",
+    "adjusted_close": "adj_close",  # Alpha Vantage's daily adjusted series
+    "volume": "volume", "vol": "volume", "vol.": "volume", "v": "volume", "symbol": "symbol", "ticker": "symbol",
 }
 CANONICAL = ("timestamp", *OHLCV, "adj_close", "symbol")
 
@@ -101,6 +112,17 @@ def name_key(name: Any) -> str:
 def canonical_name(name: Any) -> str | None:
     """The canonical name of a column (``timestamp``, ``open``, ... ``symbol``), or None."""
     return ALIASES.get(name_key(name))
+
+
+def price_close(names: list[Any]) -> Any | None:
+    """The column named ``Price`` when it is the close, else None: Investing.com's exports name their
+    close so, beside ``Open``, ``High`` and ``Low`` and without a ``Close`` or ``Adj Close`` column. A
+    ``Price`` column without the bar's other prices (a trade's price) is no close: such a file is still
+    "missing column 'close'"."""
+    canon = {canonical_name(n) for n in names}
+    if canon & {"close", "adj_close"} or not {"open", "high", "low"} <= canon:
+        return None
+    return next((n for n in names if name_key(n) == "price"), None)
 
 
 def sample_data_dir() -> Path:
@@ -262,7 +284,7 @@ def _decimal_mark(lines: list[str], sep: str, names: list[str]) -> str:
     such as ``1.234`` (either notation) does not count."""
     if sep == ",":
         return "."
-    cols = [i for i, n in enumerate(names) if canonical_name(n) in NUMERIC]
+    cols = [i for i, n in enumerate(names) if canonical_name(n) in NUMERIC or n == price_close(names)]
     comma = point = 0
     try:
         for row in csv.reader(lines, delimiter=sep):
@@ -277,11 +299,23 @@ def _decimal_mark(lines: list[str], sep: str, names: list[str]) -> str:
     return "," if comma > point else "."
 
 
-def parse_numbers(values: pd.Series, decimal: str = ".") -> np.ndarray:
+def parse_numbers(values: pd.Series, decimal: str = ".", scaled: bool = False) -> np.ndarray:
     """Cells of a text column → float64, NaN where a cell is empty or not a number in the file's
-    notation (``decimal``: see the module docstring; the validator tells the two apart)."""
+    notation (``decimal``: see the module docstring; the validator tells the two apart). A leading
+    ``$`` is the dollar prices of Nasdaq.com's exports (``$182.52``, ``-$0.35``). ``scaled``: a
+    volume column, whose cells may end in ``K``, ``M`` or ``B`` (thousands, millions, billions:
+    Investing.com's ``1.23M``)."""
     text = values.astype("string").str.strip()
+    if text.str.contains("$", regex=False).fillna(False).any():
+        text = text.str.replace(DOLLAR, r"\1", regex=True)
     num = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    if scaled:
+        suffix = text.str.extract(SCALED, expand=True)
+        has = suffix[1].notna().to_numpy(bool) & np.isnan(num)
+        if has.any():
+            size = suffix[1][has].str.upper().map(SCALE).to_numpy(np.float64)
+            num[has] = parse_numbers(suffix[0][has], decimal) * size
+            text = text.mask(pd.Series(has, index=text.index))  # read: not again below
     if decimal == ",":
         # "1.5" is not a number in a decimal-comma file ("1.500" is one thousand five hundred)
         num[text.str.contains(r"[.,]", regex=True).fillna(False).to_numpy(bool)] = np.nan
@@ -413,6 +447,8 @@ def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
         canon = canonical_name(col)
         if canon:
             by_canon.setdefault(canon, []).append(col)
+    if (price := price_close(list(df.columns))) is not None:
+        by_canon["close"] = [price]
     split = _date_and_time(df, by_canon.get("timestamp", []))
     if split is not None:
         date, time = split
@@ -444,15 +480,19 @@ def read_table(path: Path) -> pd.DataFrame:
         else:
             sep, names, decimal, n_head = _sniff(path)
             one_name_each(names, path)  # pandas would rename a second "Close" to "Close.1", read as no column
-            if _numbers_only(names):
-                raise DataError(f"{path}: line 1 holds numbers, not column names ({_clip(sep.join(names))}): add a "
+            if (instead := _not_a_table(path, names)) is not None:
+                raise DataError(f"{path}: {instead}")
+            if _numbers_only(names) or _bar_only(names):
+                what = "numbers" if _numbers_only(names) else "a date and numbers"
+                raise DataError(f"{path}: line 1 holds {what}, not column names ({_clip(sep.join(names))}): add a "
                                 f"header line naming the columns, e.g. {_header_for(names)}")
             # fast path: an ISO 8601 timestamp column is parsed by the reader (a column that does not
             # parse stays text and goes through parse_timestamps, cell by cell)
             ts_cols = [n for n in names if canonical_name(n) == "timestamp"]
             dates = {"parse_dates": ts_cols[:1], "date_format": "ISO8601"} if len(ts_cols) == 1 and names.count(ts_cols[0]) == 1 else {}
             # a decimal-comma file: its numbers are read as text and parsed here ("1.234" is 1234, not 1.234)
-            text = {n: str for n in names if canonical_name(n) in NUMERIC} if decimal == "," else {}
+            numeric = [n for n in names if canonical_name(n) in NUMERIC or n == price_close(names)]
+            text = {n: str for n in numeric} if decimal == "," else {}
             # symbols are names, never numbers: "000001" keeps its zeros, and 7203 stays "7203" beside an empty cell
             text.update({n: str for n in names if canonical_name(n) == "symbol"})
             # a yfinance download: its three header lines are replaced by one (the names _sniff found)
@@ -512,6 +552,37 @@ def _numbers_only(names: list[str]) -> bool:
     return bool(cells) and bool(pd.to_numeric(pd.Series(cells), errors="coerce").notna().all())
 
 
+# a cell of a date, a time or a number, and nothing else: 2024.01.02  00:00  1.1034  2024-01-02T09:30:00Z
+_DATA_CELL = re.compile(r"[\d.:/ TZ+-]*\d[\d.:/ TZ+-]*")
+
+
+def _bar_only(names: list[str]) -> bool:
+    """Whether a CSV file's first line is a bar where its column names should be, a date or time
+    among numbers: MetaTrader 4's history export (``2024.01.02,00:00,1.1034,...``) writes no header
+    line. It was "missing column 'timestamp' (columns: 2024.01.02, 00:00, 1.1034, ...)"."""
+    cells = [n.strip() for n in names if n.strip()]
+    return len(cells) > 1 and all(_DATA_CELL.fullmatch(c) for c in cells)
+
+
+def _not_a_table(path: Path, names: list[str]) -> str | None:
+    """What a ``.csv`` file holds when its first line opens a JSON document or an HTML page instead of
+    naming columns, and what to do; else None. A script that saves a download as it comes saves an
+    API's JSON reply (Alpha Vantage's ``{"Information": "... rate limit ..."}``, Polygon's
+    ``{"results": [...]}``) or a site's error or sign-in page; the error was "missing column
+    'timestamp' (columns: {)"."""
+    first = ",".join(names).lstrip()
+    if first.startswith("{") or re.match(r"\[\s*(?:[{\[\"\d-]|$)", first):  # an object or an array ("[Date]" is a name)
+        body = " ".join(line.strip() for line in _head_lines(path)[:6])
+        return (f"a JSON document, not CSV text ({_clip(body, 100)}): an API's reply saved under a .csv name (an error "
+                "or rate-limit message?): fetch the data again, or write its bars as CSV with a header line")
+    if re.match(r"<(?:!doctype\s+html|html|\?xml)\b", first, re.IGNORECASE):
+        title = re.search(r"<title>(.*?)</title>", " ".join(_head_lines(path)[:50]), re.IGNORECASE | re.DOTALL)
+        seen = f" titled {_clip(title.group(1).strip())}" if title else ""
+        return (f"an HTML page{seen}, not CSV text: a site's error, sign-in or robot-check page saved under a .csv "
+                "name: download the CSV again (from a browser, or with the site's API)")
+    return None
+
+
 BINANCE_KLINE = ("open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,"
                  "taker_buy_quote_volume,ignore")
 
@@ -523,6 +594,8 @@ def _header_for(cells: list[str]) -> str:
     num = pd.to_numeric(pd.Series(cells), errors="coerce")
     if len(cells) == 12 and num.iloc[0] >= 1e11 and num.iloc[6] > num.iloc[0]:
         return f"{BINANCE_KLINE} (Binance's klines)"
+    if len(cells) > 2 and re.fullmatch(_TIME_OF_DAY, cells[1].strip()):  # the date, then the time of day
+        return "date,time,open,high,low,close,volume"
     return "timestamp,open,high,low,close,volume"
 
 
@@ -622,8 +695,9 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
                     else:
                         ts.loc[m] = pd.NaT
             ts = ts.where(~_coarser_unit(num, unit, ts))
+    elif (named := _named_zones(text := values.astype("string").str.strip(), path)) is not None:
+        ts = named
     else:
-        text = values.astype("string").str.strip()
         cells, codes = _distinct(text)
         rows = np.bincount(codes[codes >= 0], minlength=len(cells))  # how many rows hold each cell
         got = pd.to_datetime(cells, format="ISO8601", utc=True, errors="coerce")
@@ -645,7 +719,38 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
     return ts.astype("datetime64[ns, UTC]")
 
 
-ZONE = re.compile(r"(?:[zZ]|\s?(?:UTC|GMT)|[+-]\d{2}(?::?\d{2})?)$")  # a stamp's zone or UTC offset, at its end
+# a stamp ending in a time zone's name, as the IBKR API writes its bars: 20240102 09:30:00 US/Eastern
+NAMED_ZONE = r"(.*\d)\s+([A-Za-z][\w+-]*(?:/[\w+-]+)+)"
+
+
+def _named_zones(text: pd.Series, path: Path | str) -> pd.Series | None:
+    """Timestamps that end in an IANA time zone's name (``20240102 09:30:00 US/Eastern``,
+    ``2024-01-02 09:30:00 America/New_York``) → datetime64[ns, UTC]: the stamp is read as the others
+    are (:func:`parse_timestamps`), as that zone's local time. None unless most of the first cells
+    end so; a cell without a zone, or a local time that the zone skips or holds twice (a change of
+    daylight saving time), becomes NaT, which the validator reports as ``bad_timestamp``. A name
+    that is no time zone is a DataError naming the file and the cell. Before, every such stamp was
+    a ``bad_timestamp``."""
+    head = text.iloc[:1000].dropna()
+    if not len(head) or 2 * int(head.str.fullmatch(NAMED_ZONE).sum()) <= len(head):
+        return None
+    parts = text.str.extract(f"^{NAMED_ZONE}$")
+    out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+    for zone in parts[1].dropna().unique():
+        at = (parts[1] == zone).fillna(False).to_numpy(bool)
+        local = parse_timestamps(parts[0][at], path).dt.tz_localize(None)
+        try:
+            got = local.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
+        except (KeyError, ValueError):  # an unknown zone (zoneinfo's and pytz's errors are KeyErrors)
+            cell = text[at].iloc[0]
+            raise DataError(f"{path}: timestamp {cell!r}: {zone!r} is not a time zone: write an IANA name "
+                            "(America/New_York) or the UTC offset (2024-01-02T09:30:00-05:00)") from None
+        out[at] = got.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    return out
+
+
+# a stamp's zone or UTC offset, at its end (a zone's name too: US/Eastern)
+ZONE = re.compile(r"(?:[zZ]|\s?(?:UTC|GMT)|[+-]\d{2}(?::?\d{2})?|\s[A-Za-z][\w+-]*(?:/[\w+-]+)+)$")
 CLOCK = re.compile(r"\d{1,2}:\d{2}")  # a time of day
 
 
@@ -666,8 +771,10 @@ def zoneless(values: pd.Series) -> bool:
     return 2 * int(timed.str.contains(ZONE, regex=True).fillna(False).sum()) < len(timed)
 
 
-# a time of day and, right after it, a zone or UTC offset: 09:30:00-05:00, 09:30Z, 09:30:00.5 +0100, 09:30 UTC
-ZONED_CLOCK = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s?(?:[zZ]|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$")
+# a time of day and, right after it, a zone or UTC offset: 09:30:00-05:00, 09:30Z, 09:30:00.5 +0100, 09:30 UTC,
+# 09:30:00 US/Eastern
+ZONED_CLOCK = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?"
+                         r"(?:\s?(?:[zZ]|UTC|GMT|[+-]\d{2}(?::?\d{2})?)|\s[A-Za-z][\w+-]*(?:/[\w+-]+)+)$")
 
 
 def one_zone_rule(values: pd.Series, where: Path | str, first: int = 2, unit: str = "line",

@@ -77,7 +77,7 @@ from hftraining.data.validate import TooFewRows, check_policy, first_volume
 
 log = logging.getLogger(__name__)
 
-FORMAT = 20  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
+FORMAT = 21  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
 # 6: window indices and statistics carry digests; data.symbols selects a long CSV's rows, the date range cuts
 # every layout, YYYYMMDD is decided by the bulk of a column; 7: the date range is cut before validation,
 # a long file's rows without a symbol are reported, CSV symbols are text, Alpha158 is exact on constant windows;
@@ -100,7 +100,9 @@ FORMAT = 20  # bump when the stored layout or a feature's formula changes (5: an
 # the first rows only, the index holds each symbol's first row with volume (volume_from); 19: a row with a bad
 # price/volume cell gives way to a clean row of its timestamp, non-ISO dates take the format of the first
 # cell ISO 8601 does not read; 20: stoch reads a fast %K of 50 over a window of one price, rsi 50 until the
-# close first moves, volume_ratio 1 over a window without volume, decided exactly)
+# close first moves, volume_ratio 1 over a window without volume, decided exactly; 21: Nasdaq.com's Close/Last
+# and $ prices, Investing.com's Price and K/M/B volumes, a '-' cell is empty, Alpha Vantage's adjusted_close is
+# the adjusted close, stamps ending in a zone's name are that zone's times)
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",

@@ -16,7 +16,7 @@ rule                   what it catches                                          
                        price/volume cell yields to one without: a dividend row)
 ``non_numeric``        a price/volume cell that is not a number (the report        ``invalid_values``: drop | ffill | error
                        names each column, its count and a first example)
-``nan_or_inf``         a price/volume cell that is empty, NaN or ±Inf              ``invalid_values``
+``nan_or_inf``         a price/volume cell that is empty (or ``-``), NaN or ±Inf   ``invalid_values``
 ``non_positive_price`` open/high/low/close <= 0                                    ``invalid_values``
 ``negative_volume``    volume < 0 (0 is allowed)                                   ``invalid_values``
 ``ohlc_inconsistent``  high < max(open, close) or low > min(open, close)           ``ohlc_violations``: clip | drop | error
@@ -36,7 +36,7 @@ decide whether an early (training) row is dropped. The rule depends on the file 
 the clock, so a file's report (and the feature store's entry for it) does not change with the day
 it is checked.
 
-An entirely empty volume column (every cell empty, NaN or 0: FX, indices) is not a per-row defect:
+An entirely empty volume column (every cell empty, ``-``, NaN or 0: FX, indices) is not a per-row defect:
 the rows are kept with NaN volume, the report lists the symbol under ``volume_empty`` and the
 features of ``data.features`` that need volume under ``dropped_features`` (training drops them
 for every symbol; see :func:`hftraining.data.features.drop_volume_features`). Training also drops
@@ -410,9 +410,10 @@ def validate_frame(
             cols[col] = raw.to_numpy(dtype=np.float64, na_value=np.nan)
             text_bad[col] = np.zeros(len(raw), dtype=bool)
         else:
-            num = io.parse_numbers(raw, decimal)
+            num = io.parse_numbers(raw, decimal, scaled=col == "volume")  # 1.23M: Investing.com's volumes
             stripped = raw.astype("string").str.strip()
-            text_bad[col] = (np.isnan(num) & stripped.notna().to_numpy() & (stripped != "").fillna(False).to_numpy())
+            empty = stripped.isin(io.EMPTY_CELLS).fillna(False).to_numpy()  # "", and "-" (no value)
+            text_bad[col] = np.isnan(num) & stripped.notna().to_numpy() & ~empty
             raw_text[col] = raw.to_numpy(dtype=object)
             cols[col] = num
     if "adj_close" in cols:  # both Close and Adj Close (a lone Adj Close was read as the close)
