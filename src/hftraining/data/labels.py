@@ -107,14 +107,25 @@ def segment_ranks(v: np.ndarray, sizes: np.ndarray) -> np.ndarray:
 def universe_return(returns: np.ndarray, inv: np.ndarray) -> np.ndarray:
     """(D,) float64 log return of the equal-weight universe on each date: ``log(mean_j exp(r_j))`` over
     the finite returns of date ``inv`` (N,) int labels 0..D−1 (a portfolio re-equalised every
-    period); NaN for a date without one."""
+    period); NaN for a date without one. A date whose ``exp`` overflows (a return above ~709, a price
+    multiplied by more than 1e308 in one bar) is computed about its largest return (log-sum-exp). It
+    read +inf: every excess-return label of that date read −inf, and the market features (pandas'
+    rolling sums skip an inf) skipped the date. The other dates keep the plain sum, bit for bit."""
     r = np.asarray(returns, dtype=np.float64)
     ok = np.isfinite(r)
     D = int(inv.max()) + 1 if inv.size else 0
     n = np.bincount(inv[ok], minlength=D)
-    total = np.bincount(inv[ok], weights=np.exp(r[ok]), minlength=D)
+    with np.errstate(over="ignore"):
+        total = np.bincount(inv[ok], weights=np.exp(r[ok]), minlength=D)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, np.log(total / np.maximum(n, 1)), np.nan)
+        out = np.where(n > 0, np.log(total / np.maximum(n, 1)), np.nan)
+        over = np.isinf(total)
+        if over.any():
+            top = np.full(D, -np.inf)
+            np.maximum.at(top, inv[ok], r[ok])
+            shifted = np.bincount(inv[ok], weights=np.exp(r[ok] - top[inv[ok]]), minlength=D)
+            out[over] = top[over] + np.log(shifted[over] / n[over])
+    return out
 
 
 def row_labels(returns: np.ndarray, times: np.ndarray, target: str) -> np.ndarray | None:
