@@ -79,8 +79,7 @@ def test_an_overflowed_forecast_leaves_the_pooled_ic_undefined_as_the_per_date_i
 @pytest.mark.parametrize("target", ["return", "cs_rank"])
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_a_realisation_that_is_not_finite_leaves_no_baseline_and_the_verdict_says_why(bad, target, tmp_path):
-    """A realised label that is not finite (an ``excess_return`` label of a date whose returns overflowed,
-    or forecasts built by hand) leaves every forecast's MSE undefined, so no baseline is the strongest:
+    """A realised label that is not finite (forecasts built by hand through the Python API) leaves every forecast's MSE undefined, so no baseline is the strongest:
     the verdict dropped the comparison without a word ("... the DM test could not be computed" and
     nothing after it). It now says why no baseline is named and that the model is not shown to be worth
     its cost, in eval.json, the console and the report."""

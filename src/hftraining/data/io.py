@@ -281,7 +281,7 @@ def _yfinance_names(path: Path, lines: list[str], sep: str) -> list[str] | None:
 def _decimal_mark(lines: list[str], sep: str, names: list[str]) -> str:
     """``","`` when the numeric columns of a file not delimited by ``,`` hold more decimal-comma
     cells (``101,5``, ``1.234.567``) than decimal-point ones (``101.5``); else ``"."``. A cell
-    such as ``1.234`` (either notation) does not count."""
+    such as ``1.234`` (either notation) does not count; a leading ``$`` is not looked at (``$182,52``)."""
     if sep == ",":
         return "."
     cols = [i for i, n in enumerate(names) if canonical_name(n) in NUMERIC or n == price_close(names)]
@@ -289,7 +289,7 @@ def _decimal_mark(lines: list[str], sep: str, names: list[str]) -> str:
     try:
         for row in csv.reader(lines, delimiter=sep):
             for i in cols:
-                cell = row[i].strip() if i < len(row) else ""
+                cell = DOLLAR.sub(r"\1", row[i].strip()) if i < len(row) else ""  # $182,52 votes as 182,52
                 if _EITHER.fullmatch(cell):
                     continue
                 comma += bool(_COMMA_DECIMAL.fullmatch(cell))
@@ -564,6 +564,11 @@ def _bar_only(names: list[str]) -> bool:
     return len(cells) > 1 and all(_DATA_CELL.fullmatch(c) for c in cells)
 
 
+# the start of a JSON object or array: {"key"  {  []  [{  [[  ["a"  [1,  [1]. A column named {id}, [Date] or [1]
+# beside others opens a header line, not a document (``[1],Date,...``: no JSON array goes on after its "]")
+JSON_START = re.compile(r'\{\s*(?:"|\}|$)|\[\s*(?:[{\["\]]|$|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?\s*(?:,|\]\s*$))')
+
+
 def _not_a_table(path: Path, names: list[str]) -> str | None:
     """What a ``.csv`` file holds when its first line opens a JSON document or an HTML page instead of
     naming columns, and what to do; else None. A script that saves a download as it comes saves an
@@ -571,7 +576,7 @@ def _not_a_table(path: Path, names: list[str]) -> str | None:
     ``{"results": [...]}``) or a site's error or sign-in page; the error was "missing column
     'timestamp' (columns: {)"."""
     first = ",".join(names).lstrip()
-    if first.startswith("{") or re.match(r"\[\s*(?:[{\[\"\d-]|$)", first):  # an object or an array ("[Date]" is a name)
+    if JSON_START.match(first):
         body = " ".join(line.strip() for line in _head_lines(path)[:6])
         return (f"a JSON document, not CSV text ({_clip(body, 100)}): an API's reply saved under a .csv name (an error "
                 "or rate-limit message?): fetch the data again, or write its bars as CSV with a header line")
@@ -727,10 +732,13 @@ def _named_zones(text: pd.Series, path: Path | str) -> pd.Series | None:
     """Timestamps that end in an IANA time zone's name (``20240102 09:30:00 US/Eastern``,
     ``2024-01-02 09:30:00 America/New_York``) → datetime64[ns, UTC]: the stamp is read as the others
     are (:func:`parse_timestamps`), as that zone's local time. None unless most of the first cells
-    end so; a cell without a zone, or a local time that the zone skips or holds twice (a change of
-    daylight saving time), becomes NaT, which the validator reports as ``bad_timestamp``. A name
-    that is no time zone is a DataError naming the file and the cell. Before, every such stamp was
-    a ``bad_timestamp``."""
+    end so; a cell with a UTC offset instead (``2024-01-02T09:30:00-05:00``) is read as it says; a
+    cell without a zone, or a local time that the zone skips or holds twice (a change of daylight
+    saving time), becomes NaT, which the validator reports as ``bad_timestamp``. A date without a
+    time of day (``20240102 US/Eastern``) names a day, as a plain date does: its UTC midnight, not
+    the instant its local midnight is (Tokyo's 2024-01-04 would be 3 January in UTC, and a daily
+    file so stamped would not line up with the plain dates of another). A name that is no time zone
+    is a DataError naming the file and the cell. Before, every such stamp was a ``bad_timestamp``."""
     head = text.iloc[:1000].dropna()
     if not len(head) or 2 * int(head.str.fullmatch(NAMED_ZONE).sum()) <= len(head):
         return None
@@ -738,14 +746,20 @@ def _named_zones(text: pd.Series, path: Path | str) -> pd.Series | None:
     out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
     for zone in parts[1].dropna().unique():
         at = (parts[1] == zone).fillna(False).to_numpy(bool)
-        local = parse_timestamps(parts[0][at], path).dt.tz_localize(None)
+        day = parse_timestamps(parts[0][at], path)
+        local = day.dt.tz_localize(None)
         try:
             got = local.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
         except (KeyError, ValueError):  # an unknown zone (zoneinfo's and pytz's errors are KeyErrors)
             cell = text[at].iloc[0]
             raise DataError(f"{path}: timestamp {cell!r}: {zone!r} is not a time zone: write an IANA name "
                             "(America/New_York) or the UTC offset (2024-01-02T09:30:00-05:00)") from None
-        out[at] = got.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+        got = got.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+        dated = ~parts[0][at].str.contains(CLOCK, regex=True).fillna(False).to_numpy(bool)
+        out[at] = got.where(~dated, day)
+    offset = (parts[1].isna() & text.str.contains(ZONE, regex=True)).fillna(False).to_numpy(bool)
+    if offset.any():  # one_zone_rule refused a column that mixes these with stamps without a zone
+        out[offset] = parse_timestamps(text[offset], path)
     return out
 
 

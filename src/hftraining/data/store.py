@@ -102,7 +102,8 @@ FORMAT = 21  # bump when the stored layout or a feature's formula changes (5: an
 # cell ISO 8601 does not read; 20: stoch reads a fast %K of 50 over a window of one price, rsi 50 until the
 # close first moves, volume_ratio 1 over a window without volume, decided exactly; 21: Nasdaq.com's Close/Last
 # and $ prices, Investing.com's Price and K/M/B volumes, a '-' cell is empty, Alpha Vantage's adjusted_close is
-# the adjusted close, stamps ending in a zone's name are that zone's times; the market features of a date
+# the adjusted close, stamps ending in a zone's name are that zone's times (a date so ending is its UTC
+# midnight, offset stamps among them read as they say); the market features of a date
 # whose universe return overflowed exp)
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (

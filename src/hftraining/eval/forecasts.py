@@ -329,8 +329,8 @@ def _score(fc: Forecasts) -> dict[str, Any]:
 
 def _no_strongest_baseline(fc: Forecasts) -> str:
     """Why no baseline has a finite test MSE, so that none is the strongest: a realised label that is
-    not finite leaves every forecast's MSE undefined (an ``excess_return`` label whose date's returns
-    overflowed, or forecasts built by hand); otherwise every baseline's forecast is not finite."""
+    not finite leaves every forecast's MSE undefined (forecasts built by hand through the Python API: the
+    data pipeline's labels are finite); otherwise every baseline's forecast is not finite."""
     if not len(fc):
         return "there is no window to score"
     bad = int((~np.isfinite(fc.true)).any(axis=1).sum())
@@ -343,11 +343,16 @@ def _no_strongest_baseline(fc: Forecasts) -> str:
 def _ic_difference(fc: Forecasts, a: str, b: str) -> dict[str, Any]:
     """The per-date step-1 rank IC of forecast ``a`` minus that of ``b`` on the dates where both are
     defined: its :func:`metrics.ic_summary` (a paired test: is ``a``'s rank IC higher?) and the
-    two-sided p-value of its t statistic (:func:`_ic_p_value`)."""
+    two-sided p-value of its t statistic (:func:`_ic_p_value`). A date where one IC is NaN (a value that is
+    not finite) counts as a NaN difference even where the other forecast ranks nothing (constant there): it
+    leaves that forecast's mean rank IC undefined, and a difference over the other dates read a gain the
+    verdict does not grant."""
     da, ia = M.cross_sectional_ic_series(fc.pred[a][:, 0], fc.true[:, 0], fc.dates, min_size=CS_MIN_SYMBOLS, rank=True)
     db, ib = M.cross_sectional_ic_series(fc.pred[b][:, 0], fc.true[:, 0], fc.dates, min_size=CS_MIN_SYMBOLS, rank=True)
-    _, ka, kb = np.intersect1d(da, db, return_indices=True)  # the dates where both are defined
-    out = M.ic_summary(ia[ka] - ib[kb], lag=CS_LAG)
+    both, ka, kb = np.intersect1d(da, db, return_indices=True)  # the dates where both are defined
+    lone = np.setdiff1d(np.union1d(da[np.isnan(ia)], db[np.isnan(ib)]), both)  # a NaN IC the other side lacks
+    order = np.argsort(np.r_[both, lone], kind="stable")  # date order
+    out = M.ic_summary(np.r_[ia[ka] - ib[kb], np.full(lone.size, np.nan)][order], lag=CS_LAG)
     out["p_value"] = _ic_p_value(out)
     return out
 
