@@ -14,23 +14,7 @@ from hftraining.core.config import DataConfig
 from hftraining.data import io
 from hftraining.data.sources import load_and_validate
 
-N = 300
-
-
-def _bars(sym: str = "AEM") -> pd.DataFrame:
-    """The last ``N`` daily bars of a bundled file (Date, open, high, low, close, volume)."""
-    return pd.read_csv(io.sample_data_dir() / f"{sym}.csv").tail(N).reset_index(drop=True)
-
-
-def _load(path):
-    frames, report = load_and_validate(DataConfig(data_dir=str(path), cache_dir=None))
-    (frame,) = frames.values()
-    (rep,) = report["files"]
-    return frame, rep
-
-
-def _dates(raw: pd.DataFrame) -> np.ndarray:
-    return pd.DatetimeIndex(pd.to_datetime(raw["Date"])).tz_localize("UTC").as_unit("ns").asi8
+from test_data_round10 import N, _bars, _dates, _load  # noqa: E402  (N bundled bars, the reader, their dates)
 
 
 def _same_bars(frame: pd.DataFrame, raw: pd.DataFrame, rtol: float = 1e-12) -> None:
