@@ -220,6 +220,9 @@ class Trainer:
         self._graphs = self.compile_mode in CUDA_GRAPH_MODES and self.device.type == "cuda"  # see CUDA_GRAPH_MODES
         self.forward_loss = self._build_forward_loss() if self.model.needs_training else None
         self._params = [p for p in self.model.parameters() if p.requires_grad]
+        # state the forward itself updates (BatchNorm's running statistics): put back when a step is skipped
+        saved = set(self.model.state_dict())
+        self._stat_buffers = [b for name, b in self.model.named_buffers() if name in saved]
         self._pending: list[_Pending] = []
         self._window = _LogWindow()
         self._part_names: list[str] = []  # of the loss, in the order it returns them
@@ -332,12 +335,14 @@ class Trainer:
         """One optimizer step over ``gradient_accumulation_steps`` micro-batches, queued on the device
         without the host waiting for it: the loss, its parts, the gradient norm and the non-finite
         flag stay device tensors until :meth:`read_back`. A step whose loss or gradient is not finite
-        (on any rank) is skipped on the device: the weights and the optimizer's state stay, the step
-        still counts (see :class:`~hftraining.optim.stepper.TrainOptimizer`)."""
+        (on any rank) is skipped on the device: the weights, the optimizer's state and the running
+        statistics its forward updated (PatchTST's BatchNorm) stay, the step still counts (see
+        :class:`~hftraining.optim.stepper.TrainOptimizer`)."""
         t = self.cfg.training
         accum = t.gradient_accumulation_steps
         opt = self.opt
         lr, create_graph = opt.lr, opt.create_graph()
+        stats_before = [b.clone() for b in self._stat_buffers]
         self.zero_grad()
         # drawn first (their sizes weigh the losses), noting an epoch that ends at any of them: with
         # accumulation it may end at a micro-batch before the step's last (save_on_epoch_end)
@@ -386,6 +391,10 @@ class Trainer:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self._params if p.grad is not None], foreach=True)
         skip = (~(torch.isfinite(stats[0]) & torch.isfinite(grad_norm))).float()  # 0-dim on the device
         all_reduce_max(skip, self.info)  # every rank skips together
+        if stats_before:  # a skipped step's forward must not leave its statistics (a NaN batch's: NaN forever)
+            skipped = skip.bool()
+            for b, before in zip(self._stat_buffers, stats_before):
+                b.copy_(torch.where(skipped, before, b))
         opt.step(skip)
         used = self.scaler._get_scale_async() if self.scaler is not None else None  # the scale this step used
         scale = used.detach().double().reshape(1) if used is not None else stats.new_ones(1)  # a copy: update() changes it
