@@ -7,24 +7,14 @@ import torch
 from hftraining.core.config import load_config
 from hftraining.train.runner import build_trainer
 from conftest import tiny  # noqa: E402
+from test_train_trainer import _inject_nan  # noqa: E402
 
 QUICK = ["evaluation.report=false", "training.save_steps=0", "evaluation.eval_steps=0"]
 
 
 def _poison(trainer, bad_calls):
     """Put a NaN in the training batches drawn on the call numbers in ``bad_calls`` (1-based)."""
-    original = trainer.data.train.batch
-    calls = {"n": 0}
-
-    def batch(idx):
-        out = original(idx)
-        calls["n"] += 1
-        if calls["n"] in bad_calls:
-            out["x"] = out["x"].clone()
-            out["x"][0, -1, 0] = float("nan")
-        return out
-
-    trainer.data.train.batch = batch
+    _inject_nan(trainer.data, bad_calls)
 
 
 def _stats(model):
