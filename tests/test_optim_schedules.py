@@ -13,7 +13,9 @@ KINDS = ["constant", "linear", "cosine", "cosine_restarts", "wsd"]
 
 
 def cfg(kind, **kw):
-    base = dict(lr_scheduler=kind, max_steps=100, warmup_steps=10, min_lr_ratio=0.1, num_cycles=3, decay_ratio=0.2)
+    # num_cycles only where it is read: another schedule refuses a value away from the default
+    base = dict(lr_scheduler=kind, max_steps=100, warmup_steps=10, min_lr_ratio=0.1,
+                num_cycles=3 if kind == "cosine_restarts" else 1, decay_ratio=0.2)
     base.update(kw)
     return TrainingConfig(**base)
 

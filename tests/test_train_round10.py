@@ -51,3 +51,39 @@ def test_a_skipped_nan_step_leaves_patchtst_s_batchnorm_statistics_and_validatio
         assert np.isfinite(metrics["mse"]) and np.isfinite(metrics["loss"])
     finally:
         tr.close()
+
+
+def test_a_schedule_key_the_schedule_does_not_read_is_one_line(tmp_path, capsys):
+    """``min_lr_ratio`` with ``constant``, ``num_cycles`` without ``cosine_restarts``, ``decay_ratio`` without
+    ``wsd``: the run trained as if the key were not there and exited 0. Now exit 2 before any data is read,
+    naming the key and the schedules that read it; a schedule that reads it trains."""
+    from hftraining.cli import main
+
+    for setting, sched in (("training.min_lr_ratio=0.01", "constant"), ("training.num_cycles=3", "cosine"),
+                           ("training.decay_ratio=0.5", "linear")):
+        args = tiny(tmp_path / "run", "training.max_steps=2", *QUICK, f"training.lr_scheduler={sched}", setting)
+        assert main(["train", *args]) == 2
+        err = capsys.readouterr().err
+        key = setting.split("=")[0]
+        assert err.count("\n") == 1 and f"{key}: lr_scheduler {sched} does not use it" in err, err
+        assert not (tmp_path / "run").exists()
+    assert main(["train", *tiny(tmp_path / "ok", "training.max_steps=2", *QUICK, "training.lr_scheduler=wsd",
+                                "training.decay_ratio=0.5", "training.min_lr_ratio=0.01")]) == 0
+
+
+def test_tune_refuses_a_searched_schedule_key_a_searched_schedule_ignores_before_any_trial():
+    import pytest
+
+    from hftraining.core.errors import ConfigError
+    from hftraining.workflows import tune
+
+    cfg = load_config(None, ['tune.search_space={"training.lr_scheduler": {"choices": ["constant", "cosine"]}, '
+                             '"training.min_lr_ratio": {"type": "float", "low": 0.0, "high": 0.2}}'])
+    with pytest.raises(ConfigError, match=r"tune.search_space.training.min_lr_ratio: constant \(a choice of "
+                                          r"training.lr_scheduler\) does not use it"):
+        tune.check_searched_settings(cfg, tune.parse_space(cfg.tune.search_space))
+    # the base config's value, not searched, under a searched schedule that ignores it: said before a trial
+    cfg = load_config(None, ["training.min_lr_ratio=0.01",
+                             'tune.search_space={"training.lr_scheduler": {"choices": ["cosine", "constant"]}}'])
+    with pytest.raises(ConfigError, match=r"training.lr_scheduler: choice constant: training.min_lr_ratio: "):
+        tune.check_searched_settings(cfg, tune.parse_space(cfg.tune.search_space))

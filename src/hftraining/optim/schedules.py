@@ -13,12 +13,29 @@ def warmup_steps(t: TrainingConfig) -> int:
     return t.warmup_steps if t.warmup_steps is not None else int(round(t.warmup_ratio * t.max_steps))
 
 
+SCHEDULE_SETTINGS = {
+    "min_lr_ratio": ("linear", "cosine", "cosine_restarts", "wsd"),  # the floor every decay reaches
+    "num_cycles": ("cosine_restarts",),
+    "decay_ratio": ("wsd",),
+}
+"""Schedule keys of ``training`` → the ``lr_scheduler`` values whose formula reads them."""
+
+
 def check_schedule(t: TrainingConfig) -> None:
-    """ConfigError for schedule values the formulas cannot use."""
+    """ConfigError for schedule values the formulas cannot use, and for a key of :data:`SCHEDULE_SETTINGS`
+    set away from its default under a schedule that does not read it (``min_lr_ratio: 0.01`` with
+    ``constant`` trained at the peak rate to the end without a word). The config does not record which
+    keys a user wrote, so a value equal to the default counts as not set."""
     if t.lr_scheduler == "cosine_restarts" and t.num_cycles < 1:
         raise ConfigError(f"training.num_cycles: must be >= 1 for cosine_restarts, got {t.num_cycles}")
     if t.lr_scheduler == "wsd" and not 0 < t.decay_ratio <= 1:
         raise ConfigError(f"training.decay_ratio: must be in (0, 1] for wsd, got {t.decay_ratio}")
+    defaults = TrainingConfig()
+    for key, schedules in SCHEDULE_SETTINGS.items():
+        value = getattr(t, key)
+        if t.lr_scheduler not in schedules and value != getattr(defaults, key):
+            raise ConfigError(f"training.{key}: lr_scheduler {t.lr_scheduler} does not use it (got {value!r}); remove "
+                              f"the key or choose a schedule that reads it ({', '.join(schedules)})")
 
 
 def lr_multiplier(step: int, t: TrainingConfig) -> float:

@@ -90,6 +90,7 @@ import torch
 import yaml
 
 from hftraining import optim
+from hftraining.optim.schedules import SCHEDULE_SETTINGS, check_schedule
 from hftraining.core.config import Config, ConfigDumper, TrainingConfig, check_value, load_config, parse_override
 from hftraining.core.errors import ConfigError, UserError
 from hftraining.core.fmt import fmt_time, shown_url
@@ -245,6 +246,24 @@ def check_searched_settings(cfg: Config, space: dict[str, dict[str, Any]]) -> No
                 how = "a choice of training.optimizer" if "training.optimizer" in space else "training.optimizer"
                 raise ConfigError(f"tune.search_space.{key}: {name} ({how}) does not use it; "
                                   "search it only with optimizers that do")
+    # the same for the schedule's own keys (min_lr_ratio, num_cycles, decay_ratio) and training.lr_scheduler
+    searched = [k for k in space if k.startswith("training.") and k.split(".", 1)[1] in SCHEDULE_SETTINGS]
+    chosen = space.get("training.lr_scheduler", {}).get("choices", [cfg.training.lr_scheduler])
+    if "training.lr_scheduler" in space:
+        defaults = TrainingConfig()
+        for name in chosen:
+            t = dataclasses.replace(cfg.training, lr_scheduler=name,
+                                    **{k.split(".", 1)[1]: getattr(defaults, k.split(".", 1)[1]) for k in searched})
+            try:
+                check_schedule(t)
+            except ConfigError as e:
+                raise ConfigError(f"tune.search_space.training.lr_scheduler: choice {name}: {e}") from None
+    for key in searched:
+        for name in chosen:
+            if name not in SCHEDULE_SETTINGS[key.split(".", 1)[1]]:
+                how = "a choice of training.lr_scheduler" if "training.lr_scheduler" in space else "training.lr_scheduler"
+                raise ConfigError(f"tune.search_space.{key}: {name} ({how}) does not use it; "
+                                  "search it only with schedules that do")
 
 
 def check_objective(cfg: Config, space: dict[str, dict[str, Any]]) -> None:
