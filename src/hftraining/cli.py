@@ -282,10 +282,26 @@ def _is_stdout(st: os.stat_result) -> bool:
         return False
 
 
+def _refuse_other_format(out: str) -> None:
+    """A ConfigError for a ``--out`` file name whose suffix names another format than the CSV text
+    ``predict`` writes (``forecasts.parquet``, ``.json``): it wrote CSV text under that name and exited
+    0, and the reader of the file failed later. A name without a suffix, and what is not a regular
+    file (``/dev/stdout``, a FIFO), are written as they are."""
+    suffix = Path(out).suffix.lower()
+    try:
+        special = not stat.S_ISREG(os.stat(out).st_mode)
+    except OSError:
+        special = False
+    if suffix and suffix != ".csv" and not special:
+        raise ConfigError(f"--out {out}: predict writes CSV text; give a .csv file name (a {suffix} file would hold "
+                          "CSV)")
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     setup_console_logging, Forecaster = _lazy("setup_console_logging", "Forecaster")
     if args.out:
         _refuse_out_in_inputs(args.out, [args.model_dir], args.data)
+        _refuse_other_format(args.out)
     setup_console_logging(logging.WARNING)  # warnings on stderr (e.g. fewer rows than settled_rows); stdout: the CSV
     table = Forecaster.from_pretrained(args.model_dir).predict(args.data)
     if args.out:

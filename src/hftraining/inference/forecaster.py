@@ -24,8 +24,8 @@ from hftraining.data import io
 from hftraining.data.features import SETTLE_MEASURABLE, SETTLE_TOLERANCE, panel_specs, settle_unknown, unsettled_specs
 from hftraining.data.pipeline import Preprocessing, apply, latest_windows
 from hftraining.data.rows import RowsNeeded
-from hftraining.data.sources import load_and_validate
-from hftraining.data.validate import MAX_ROWS_LISTED, VALUE_RULES, validate_frame
+from hftraining.data.sources import load_and_validate, zoneless_stamps
+from hftraining.data.validate import MAX_ROWS_LISTED, VALUE_RULES, stamp_phases, stamp_runs, validate_frame
 from hftraining.data.windows import WindowSet
 from hftraining.inference.ensemble import load_ensemble
 from hftraining.inference.folders import check_training_data, is_ensemble, resolve_model_dir, run_precision
@@ -177,6 +177,14 @@ class Forecaster:
     def load_with_reports(self, data, strict: bool = False) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]]]:
         """:meth:`load` and the validation report of each file (or symbol's frame) read: which rows
         the training rules dropped, repaired or flagged (:mod:`hftraining.data.validate`)."""
+        frames, reports, _, _ = self._read(data, strict)
+        return frames, reports
+
+    def _read(self, data, strict: bool) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]], list[str], bool]:
+        """:meth:`load_with_reports`, the warnings on how the stamps read (intraday stamps without a zone
+        under a ``data.timezone`` other than UTC, read as UTC: :func:`~hftraining.data.sources.zoneless_stamps`;
+        daily files that stamp a day at different times: ``mixed_stamps``), and whether those were logged
+        already (the files' are, as the reader logs them for training; the frames' are not)."""
         _check_data(data)
         wide = io.ticker_frames(data, "frame") if isinstance(data, pd.DataFrame) else None
         if wide is not None:  # yfinance.download's frame: a level of prices and one of tickers, a frame each
@@ -196,7 +204,7 @@ class Forecaster:
             positions = {}
         if isinstance(data, dict):
             d = self.data_config(strict=strict)
-            out, reports = {}, []
+            out, reports, stamps = {}, [], {}
             for sym, frame in data.items():
                 if not isinstance(frame, pd.DataFrame):
                     raise DataError(f"{sym}: expected a DataFrame of OHLCV rows, got {type(frame).__name__}")
@@ -219,9 +227,15 @@ class Forecaster:
                 out[str(sym)], rep = validate_frame(table, d, str(sym), first_row=0, unit="row",  # row = 0-based position
                                                     line=line)
                 reports.append({**rep.to_dict(), "row_numbers": "position"})  # 0-based, as its errors say
-            return out, reports
+                if "timestamp" in table.columns and len(out[str(sym)]):  # intraday bars: their stamps' zone, as a file's
+                    t = pd.DatetimeIndex(out[str(sym)]["timestamp"]).asi8
+                    if not stamp_runs(t) and (phases := stamp_phases(t, io.zoneless(table["timestamp"]))):
+                        stamps[str(sym)] = (str(sym), phases)
+            local = zoneless_stamps(stamps, d.timezone)
+            return out, reports, [] if local is None else [local["why"]], False
         frames, report = load_and_validate(self.data_config(data, strict))  # too short a symbol: see latest_windows
-        return frames, report["files"]
+        lines = [report[k]["why"] for k in ("mixed_stamps", "zoneless_stamps") if k in report]
+        return frames, report["files"], lines, True
 
     @staticmethod
     def dropped_rows(reports: list[dict[str, Any]], scored: bool = False) -> list[str]:
@@ -380,6 +394,36 @@ class Forecaster:
                        "to it as well")
         return out
 
+    def other_universe(self, ws: WindowSet) -> list[str]:
+        """A model with panel features (``market``) or of a label taken across the symbols of each date
+        (``data.target`` other than ``return``) reads the symbols sent as the universe: its inputs (the
+        universe's return, each row's past label) are those of training only when they are the symbols
+        training read (``source_rows`` of preprocessing.json). One warning naming the training symbols
+        not sent and the symbols sent that training did not read, when there are any (the forecast is
+        made, from the universe sent); none for a model of one symbol or one that records no symbols, nor
+        for a symbol sent alone (:meth:`alone_in_panel` names it; a cross-sectional label refuses it)."""
+        d = self.preprocessing.data_config()
+        trained = self.preprocessing.source_rows
+        across = ([f"its features {', '.join(panel_specs(d.features))}"] if panel_specs(d.features) else []) + (
+            [f"its label (data.target={d.target}), an input too"] if d.target != "return" else [])
+        if not across or len(ws) == 0 or not trained or len(trained) < 2:
+            return []
+        sent = {ws.symbols[i] for i in np.unique(ws.symbol_ids)}
+        if len(sent) < 2:  # a symbol sent alone: named by alone_in_panel, refused by check_cross_section
+            return []
+        missing, added = sorted(set(trained) - sent), sorted(sent - set(trained))
+        if not missing and not added:
+            return []
+
+        def listed(names: list[str]) -> str:
+            return ", ".join(names[:MAX_ROWS_LISTED]) + (f", ... ({len(names)} in all)" if len(names) > MAX_ROWS_LISTED else "")
+
+        parts = ([f"{listed(missing)} of them not sent"] if missing else []) + (
+            [f"{listed(added)} sent but not among them"] if added else [])
+        return [f"universe: the model was trained on {len(trained)} symbols, {' and '.join(parts)}; "
+                f"{' and '.join(across)} take the symbols sent as the universe of each date, so its inputs are not "
+                "those of training: send the rows of the symbols it was trained on, up to the same dates"]
+
     def predict(self, data, strict: bool = False, warnings: list[str] | None = None,
                 check: Callable[[dict[str, pd.DataFrame], list[dict[str, Any]]], None] | None = None) -> pd.DataFrame:
         """Forecasts from the latest window of each symbol in ``data`` (path, frame or {symbol: frame}).
@@ -398,12 +442,14 @@ class Forecaster:
         A symbol with fewer than :meth:`settled_rows` rows (every symbol, when that is unknown) is
         forecast with a warning (:meth:`unsettled`), and so is a file of which validation dropped rows
         (:meth:`dropped_rows`) and, for a model with ``market`` features, a symbol whose latest row no
-        other symbol sent shares (:meth:`alone_in_panel`): logged, or appended to ``warnings`` when
-        given. ``check(frames, reports)``: called with the rows read (:meth:`load_with_reports`)
+        other symbol sent shares (:meth:`alone_in_panel`); for such a model or one of a label taken
+        across symbols, symbols sent other than those it was trained on (:meth:`other_universe`); and
+        intraday stamps without a zone, read as UTC, under a ``data.timezone`` other than UTC (as
+        training warns of them): logged, or appended to ``warnings`` when given. ``check(frames, reports)``: called with the rows read (:meth:`load_with_reports`)
         before anything is forecast, to refuse them by raising (the server counts the symbols of an
         upload against its limit: a file's are known only once read).
         """
-        frames, reports = self.load_with_reports(data, strict)
+        frames, reports, stamp_lines, logged = self._read(data, strict)
         if check is not None:
             check(frames, reports)
         for rep in reports:  # a symbol sent is forecast, or the answer is an error naming it
@@ -411,7 +457,8 @@ class Forecaster:
                 raise DataError(f"{rep['file']}: symbol {sym}: {why}: it cannot be forecast")
         ws = self.latest_windows(frames)
         table = self.forecast_table(ws, self.outputs(ws))
-        found = self.dropped_rows(reports) + self.unsettled(frames) + self.alone_in_panel(ws)
+        found = (([] if logged and warnings is None else stamp_lines)  # a file's were logged as it was read
+                 + self.dropped_rows(reports) + self.unsettled(frames) + self.alone_in_panel(ws) + self.other_universe(ws))
         if warnings is None:
             for line in found:
                 log.warning(line)

@@ -184,7 +184,10 @@ def _frames(bars_by_symbol: dict[str, list], min_rows: int) -> dict[str, pd.Data
                 if not inside:
                     raise UserError(f"symbols.{sym}[{i}].timestamp: {t.isoformat()} is outside the supported "
                                     f"range {TS_MIN:%Y-%m-%d} .. {TS_MAX:%Y-%m-%d}")
-            cols["timestamp"] = pd.to_datetime(ts, utc=True)
+            # read as UTC either way; stamps all without an offset stay zone-less, so that under a data.timezone
+            # other than UTC intraday ones are named in "warnings" as a file's are (they may be local times)
+            naive = all(t.tzinfo is None for t in ts)
+            cols["timestamp"] = pd.to_datetime(ts) if naive else pd.to_datetime(ts, utc=True)
         elif all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in ts):
             cols["timestamp"] = np.asarray(ts, dtype=np.float64)
         else:
