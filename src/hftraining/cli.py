@@ -285,9 +285,12 @@ def _is_stdout(st: os.stat_result) -> bool:
 def _refuse_other_format(out: str) -> None:
     """A ConfigError for a ``--out`` file name whose suffix names another format than the CSV text
     ``predict`` writes (``forecasts.parquet``, ``.json``): it wrote CSV text under that name and exited
-    0, and the reader of the file failed later. A name without a suffix, and what is not a regular
-    file (``/dev/stdout``, a FIFO), are written as they are."""
+    0, and the reader of the file failed later. A name without a suffix, one whose last dot starts a
+    number rather than a format (``forecasts.2024.06.01``, ``run.1``: no letter), and what is not a
+    regular file (``/dev/stdout``, a FIFO), are written as they are."""
     suffix = Path(out).suffix.lower()
+    if not any(c.isalpha() for c in suffix):
+        suffix = ""
     try:
         special = not stat.S_ISREG(os.stat(out).st_mode)
     except OSError:
