@@ -228,42 +228,36 @@ def parse_space(space: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def check_searched_settings(cfg: Config, space: dict[str, dict[str, Any]]) -> None:
     """A ConfigError, before any trial, for a searched optimizer setting (``optim.SETTINGS``) that an optimizer
     the trials may use ignores: its trials would differ in nothing, and the first that draws a value away from
-    the default would stop the search (:func:`hftraining.optim.check_compatibility` refuses it)."""
-    searched = [k for k in space if k.startswith("training.") and k.split(".", 1)[1] in optim.SETTINGS]
-    chosen = space.get("training.optimizer", {}).get("choices", [cfg.training.optimizer])
-    if "training.optimizer" in space:  # the settings not searched hold for every choice: one a choice ignores stops the search
+    the default would stop the search (:func:`hftraining.optim.check_compatibility` refuses it). The same for
+    the schedule's keys (``SCHEDULE_SETTINGS``) and the schedules the trials may use (:func:`check_schedule`)."""
+    _check_searched_keys(cfg, space, "optimizer", optim.SETTINGS, optim.check_compatibility, optim.uses_setting,
+                         "optimizers")
+    _check_searched_keys(cfg, space, "lr_scheduler", SCHEDULE_SETTINGS, check_schedule,
+                         lambda t, key: t.lr_scheduler in SCHEDULE_SETTINGS[key], "schedules")
+
+
+def _check_searched_keys(cfg: Config, space: dict[str, dict[str, Any]], choice: str, keys, check, uses,
+                         kind: str) -> None:
+    """:func:`check_searched_settings` for ``training.<choice>`` (its searched choices, or the config's value)
+    and the searched ``training`` keys of ``keys`` that a choice may ignore: ``check(t)`` refuses a
+    choice under the settings not searched, ``uses(t, key)`` says whether ``t``'s choice reads ``key``."""
+    field = f"training.{choice}"
+    searched = [k.split(".", 1)[1] for k in space if k.startswith("training.") and k.split(".", 1)[1] in keys]
+    chosen = space.get(field, {}).get("choices", [getattr(cfg.training, choice)])
+    if field in space:  # the settings not searched hold for every choice: one a choice ignores stops the search
         defaults = TrainingConfig()
         for name in chosen:
-            t = dataclasses.replace(cfg.training, optimizer=name,
-                                    **{k.split(".", 1)[1]: getattr(defaults, k.split(".", 1)[1]) for k in searched})
+            t = dataclasses.replace(cfg.training, **{choice: name}, **{k: getattr(defaults, k) for k in searched})
             try:
-                optim.check_compatibility(t)
+                check(t)
             except ConfigError as e:
-                raise ConfigError(f"tune.search_space.training.optimizer: choice {name}: {e}") from None
+                raise ConfigError(f"tune.search_space.{field}: choice {name}: {e}") from None
     for key in searched:
         for name in chosen:
-            if not optim.uses_setting(dataclasses.replace(cfg.training, optimizer=name), key.split(".", 1)[1]):
-                how = "a choice of training.optimizer" if "training.optimizer" in space else "training.optimizer"
-                raise ConfigError(f"tune.search_space.{key}: {name} ({how}) does not use it; "
-                                  "search it only with optimizers that do")
-    # the same for the schedule's own keys (min_lr_ratio, num_cycles, decay_ratio) and training.lr_scheduler
-    searched = [k for k in space if k.startswith("training.") and k.split(".", 1)[1] in SCHEDULE_SETTINGS]
-    chosen = space.get("training.lr_scheduler", {}).get("choices", [cfg.training.lr_scheduler])
-    if "training.lr_scheduler" in space:
-        defaults = TrainingConfig()
-        for name in chosen:
-            t = dataclasses.replace(cfg.training, lr_scheduler=name,
-                                    **{k.split(".", 1)[1]: getattr(defaults, k.split(".", 1)[1]) for k in searched})
-            try:
-                check_schedule(t)
-            except ConfigError as e:
-                raise ConfigError(f"tune.search_space.training.lr_scheduler: choice {name}: {e}") from None
-    for key in searched:
-        for name in chosen:
-            if name not in SCHEDULE_SETTINGS[key.split(".", 1)[1]]:
-                how = "a choice of training.lr_scheduler" if "training.lr_scheduler" in space else "training.lr_scheduler"
-                raise ConfigError(f"tune.search_space.{key}: {name} ({how}) does not use it; "
-                                  "search it only with schedules that do")
+            if not uses(dataclasses.replace(cfg.training, **{choice: name}), key):
+                how = f"a choice of {field}" if field in space else field
+                raise ConfigError(f"tune.search_space.training.{key}: {name} ({how}) does not use it; "
+                                  f"search it only with {kind} that do")
 
 
 def check_objective(cfg: Config, space: dict[str, dict[str, Any]]) -> None:
