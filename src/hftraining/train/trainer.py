@@ -391,11 +391,14 @@ class Trainer:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self._params if p.grad is not None], foreach=True)
         skip = (~(torch.isfinite(stats[0]) & torch.isfinite(grad_norm))).float()  # 0-dim on the device
         all_reduce_max(skip, self.info)  # every rank skips together
-        if stats_before:  # a skipped step's forward must not leave its statistics (a NaN batch's: NaN forever)
+        opt.step(skip)
+        # a skipped step's forward must not leave its statistics (a NaN batch's: NaN forever); put back
+        # after the optimizer's step: Sophia's Hessian-vector product differentiates BatchNorm's backward,
+        # which saved the running statistics, and an in-place write before it is an autograd error
+        if stats_before:
             skipped = skip.bool()
             for b, before in zip(self._stat_buffers, stats_before):
                 b.copy_(torch.where(skipped, before, b))
-        opt.step(skip)
         used = self.scaler._get_scale_async() if self.scaler is not None else None  # the scale this step used
         scale = used.detach().double().reshape(1) if used is not None else stats.new_ones(1)  # a copy: update() changes it
         if self.scaler is not None:
