@@ -139,7 +139,7 @@ def test_a_missing_tracking_package_is_said_before_overwrite_removes_the_earlier
     from hftraining.cli import main
 
     run = tmp_path / "run"
-    base = tiny(run, "output.tensorboard=false", "output.progress_bar=never")
+    base = tiny(run, "training.max_steps=2", "training.save_steps=0", "evaluation.eval_steps=0")
     assert main(["train", *base]) == 0
     before = sorted(p.name for p in run.iterdir())
     real = builtins.__import__
@@ -163,7 +163,7 @@ def test_train_log_holds_what_the_run_said_before_its_trainer(tmp_path, capsys):
     from hftraining.cli import main
 
     run = tmp_path / "run"
-    base = tiny(run, "output.tensorboard=false", "output.progress_bar=never")
+    base = tiny(run, "training.max_steps=2", "training.save_steps=0", "evaluation.eval_steps=0")
     assert main(["train", *base]) == 0
     capsys.readouterr()
     assert main(["train", *base, "output.overwrite=true"]) == 0
