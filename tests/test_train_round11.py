@@ -40,3 +40,31 @@ def test_sophia_trains_patchtst_in_fp32_and_a_skipped_step_keeps_its_statistics(
         assert np.isfinite(metrics["mse"])
     finally:
         tr.close()
+
+
+MODELS = ["transformer", "patchtst", "dlinear"]
+OPTIMIZERS = ["adamw", "gpro", "lion", "lamb", "adan", "adafactor", "sophia", "sgd"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_takes_steps_with_every_optimizer(tmp_path, model, optimizer, precision):
+    """Two accumulated steps of each pair on the tiny data (the zoo benchmark's loss-falls runs of every
+    pair are in the slow suite): every parameter stays finite and the weights move."""
+    cfg = load_config(None, tiny(tmp_path / "run", *QUICK, f"model.type={model}", f"training.optimizer={optimizer}",
+                                 f"training.precision={precision}", "training.max_steps=2", "data.batch_size=8", "data.sequence_length=30",
+                                 "training.gradient_accumulation_steps=2"))
+    tr = build_trainer(cfg)
+    try:
+        weights = [p.detach().clone() for p in tr.model.parameters()]
+        tr.model.train()
+        tr.opt.train()
+        tr.train_step()
+        tr.train_step()
+        tr.read_back()
+        assert tr.state.skipped_steps == 0
+        assert all(torch.isfinite(p).all() for p in tr.model.parameters())
+        assert any(not torch.equal(p.detach(), w) for p, w in zip(tr.model.parameters(), weights))
+    finally:
+        tr.close()
