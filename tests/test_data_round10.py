@@ -120,14 +120,13 @@ def test_an_investing_com_download_is_read_with_its_volume_suffixes(tmp_path, da
 
 def test_a_price_column_without_the_bars_other_prices_is_no_close(tmp_path, capsys):
     """``Price`` is the close beside Open, High and Low only: a file of trades (time, price, volume)
-    is not read as close-only bars, and a file with a Close keeps it."""
+    is not read as close-only bars, and beside a Close it is an error naming both."""
     raw = _bars()
     pd.DataFrame({"timestamp": raw["Date"], "price": raw["close"], "volume": raw["volume"]}).to_csv(
         tmp_path / "T.csv", index=False)
     assert "missing column 'close'" in _one_line_error(capsys, tmp_path / "T.csv")
     raw.assign(price=raw["close"] * 2).to_csv(tmp_path / "B.csv", index=False)
-    frame, _ = _load(tmp_path / "B.csv")
-    np.testing.assert_allclose(frame["close"], raw["close"], rtol=1e-12)
+    assert "columns 'close' and 'price' would both be read as the close" in _one_line_error(capsys, tmp_path / "B.csv")
 
 
 def test_alpha_vantage_s_adjusted_close_is_the_adjusted_close(tmp_path):

@@ -7,9 +7,11 @@ Accepted inputs: a file, a folder of files or a glob (or a list of them); one fi
 symbol is the file name without its extensions: ``AAPL.csv.gz`` is ``AAPL``) or one long file with a
 ``symbol`` column. Column names are matched case-insensitively with common aliases (``Date``,
 ``Datetime``, ``Vol``, Binance's ``open_time``, Alpaca's and Polygon's ``t`` and ``window_start``,
-MetaTrader's ``<DATE>``, Nasdaq.com's ``Close/Last``, Investing.com's ``Vol.`` ...); two columns of one
-such name are a DataError (:func:`one_name_each`); Investing.com's ``Price`` is the close beside Open,
-High and Low (:func:`price_close`). ``Adj Close`` (Alpha Vantage's ``adjusted_close``, Tiingo's
+MetaTrader's ``<DATE>``, SQL Server's ``[Date]``, Nasdaq.com's ``Close/Last``, Investing.com's ``Vol.``
+and its German and Spanish names, ``Datum``/``Fecha``, ``Zuletzt``/``Último`` ...); two columns of one
+such name, or of two names read as one price or the volume, are a DataError (:func:`one_name_each`,
+:func:`one_column_each`); Investing.com's ``Price`` is the close beside Open, High and Low
+(:func:`price_close`). ``Adj Close`` (Alpha Vantage's ``adjusted_close``, Tiingo's
 ``adjClose``) is kept as ``adj_close`` beside ``close`` (the validator applies
 ``data.price_adjustment``) and is the close when there is no other. CSV files may be compressed
 (``.csv.gz``, ``.csv.bz2``, ``.csv.zst``, read as they are), may use ``,`` ``;`` tab or ``|`` as
@@ -21,10 +23,11 @@ klines are told their header), a line above the header, or a file that is not UT
 (compressed, Parquet, Excel, UTF-16), and a JSON reply or an HTML page saved under a ``.csv`` name,
 are one-line errors saying what to do.
 
-Numbers: with a ``,`` delimiter the decimal mark is ``.`` and a quoted ``"1,234,567"`` (groups of
-three) is a number. With another delimiter the decimal mark is sniffed from the first rows: a
-decimal comma (``101,5``) when such cells outnumber decimal-point ones (``101.5``, ``1,234,567``);
-then ``.`` separates thousands (``1.234.567,5``). A cell that fits neither stays text, and the
+Numbers: the decimal mark is sniffed from the first rows: a decimal comma (``101,5``) when such
+cells outnumber decimal-point ones (``101.5``, ``1,234,567``); then ``.`` separates thousands
+(``1.234.567,5``). With a ``,`` delimiter only quoted cells hold a comma (Investing.com's German
+download: ``"17.936,65"``), and a quoted ``"1,234,567"`` (groups of three) is a number with ``.``
+as the decimal mark. A cell that fits neither stays text, and the
 validator reports it (``non_numeric``, naming the column). A ``$`` before a price is read
 (Nasdaq.com's ``$182.52``), a volume may end in ``K``, ``M`` or ``B`` (Investing.com's ``1.23M``),
 and the validator takes a cell ``-`` for an empty one (:data:`EMPTY_CELLS`). Timestamps with a UTC
@@ -49,6 +52,7 @@ import glob
 import gzip
 import logging
 import re
+import unicodedata
 import warnings
 import zlib
 from importlib import resources
@@ -80,6 +84,7 @@ _COMMA_DECIMAL = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+|\d{1,3}(?:\.\
 # ... or a decimal point: 101.5  1,234.5  and 1,234,567 (two "," groups: no decimal-comma number)
 _POINT_DECIMAL = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)\.\d+(?:[eE][+-]?\d+)?|[+-]?\d{1,3}(?:,\d{3}){2,}")
 _EITHER = re.compile(r"[+-]?\d{1,3}\.\d{3}")  # 1.234: one thousand two hundred and thirty-four, or not: no vote
+_COMMA_GROUPS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+")  # 1,234 in a ","-delimited file: thousands, or not: no vote
 DOLLAR = re.compile(r"^([+-]?)\$\s*")  # a dollar sign before a number: $182.52, -$0.35
 SCALED = r"^(.*?\d)\s*([KMBkmb])$"  # a volume in thousands, millions or billions: 456.7K, 1.23M, 2B
 SCALE = {"K": 1e3, "M": 1e6, "B": 1e9}
@@ -96,15 +101,21 @@ ALIASES = {
     "adj close": "adj_close", "adj_close": "adj_close", "adjclose": "adj_close", "adjusted close": "adj_close",
     "adjusted_close": "adj_close",  # Alpha Vantage's daily adjusted series
     "volume": "volume", "vol": "volume", "vol.": "volume", "v": "volume", "symbol": "symbol", "ticker": "symbol",
+    # Investing.com's German and Spanish downloads (Datum/Fecha, Zuletzt/Último, Eröffn./Apertura, Hoch/Máximo,
+    # Tief/Mínimo, Vol.; their "+/- %" and "% var." are not read)
+    "datum": "timestamp", "zuletzt": "close", "eröffn.": "open", "hoch": "high", "tief": "low",
+    "fecha": "timestamp", "último": "close", "apertura": "open", "máximo": "high", "mínimo": "low",
 }
 CANONICAL = ("timestamp", *OHLCV, "adj_close", "symbol")
 
 
 def name_key(name: Any) -> str:
-    """A column name as it is looked up in :data:`ALIASES`: stripped, lower-cased and without the
-    angle brackets of MetaTrader's exports (``<DATE>``, ``<CLOSE>``)."""
-    text = str(name).strip()
-    if text.startswith("<") and text.endswith(">"):
+    """A column name as it is looked up in :data:`ALIASES`: stripped, lower-cased, in Unicode's composed
+    form (``Último`` typed on a Mac is ``U`` and an accent) and without the angle brackets of
+    MetaTrader's exports (``<DATE>``, ``<CLOSE>``) or the square ones of SQL Server's and some Excel
+    exports (``[Date]``, ``[Close]``)."""
+    text = unicodedata.normalize("NFC", str(name).strip())
+    if text[:1] + text[-1:] in ("<>", "[]"):
         text = text[1:-1].strip()
     return text.lower()
 
@@ -119,10 +130,38 @@ def price_close(names: list[Any]) -> Any | None:
     close so, beside ``Open``, ``High`` and ``Low`` and without a ``Close`` or ``Adj Close`` column. A
     ``Price`` column without the bar's other prices (a trade's price) is no close: such a file is still
     "missing column 'close'"."""
-    canon = {canonical_name(n) for n in names}
-    if canon & {"close", "adj_close"} or not {"open", "high", "low"} <= canon:
+    if {canonical_name(n) for n in names} & {"close", "adj_close"}:
+        return None
+    return _price_beside_bar(names)
+
+
+def _price_beside_bar(names: list[Any]) -> Any | None:
+    """The column named ``Price`` beside ``Open``, ``High`` and ``Low`` (a close, were there no other), or None."""
+    if not {"open", "high", "low"} <= {canonical_name(n) for n in names}:
         return None
     return next((n for n in names if name_key(n) == "price"), None)
+
+
+def one_column_each(names: list[Any], path: Path | str) -> None:
+    """A DataError naming both columns when two columns of different names would each be read as one
+    price or the volume: ``Price`` beside ``Close`` (or beside a lone ``Adj Close``, then the close)
+    and the bar's other prices, ``Close`` and ``Close/Last``, ``Volume`` and ``Vol.``. The exact name
+    was taken and the other ignored without a word, though nothing tells which holds the values (a
+    one-letter alias, ``c`` or ``v``, still yields to a spelled-out name)."""
+    by_canon: dict[str, list[Any]] = {}
+    for n in names:
+        if (canon := canonical_name(n)) in NUMERIC and len(name_key(n)) > 1:
+            by_canon.setdefault(canon, []).append(n)
+    if "close" not in by_canon and "adj_close" in by_canon:  # a lone Adj Close is the close
+        by_canon["close"] = by_canon.pop("adj_close")
+    if (price := _price_beside_bar(names)) is not None:
+        by_canon.setdefault("close", []).append(price)
+    for canon, cols in by_canon.items():
+        if len(cols) > 1:
+            what = "the volume" if canon == "volume" else f"the {canon.replace('adj_close', 'adjusted close')}"
+            first, second = (str(c).strip() for c in cols[:2])
+            raise DataError(f"{path}: columns {first!r} and {second!r} would both be read as {what}: which one "
+                            "holds it cannot be told: keep one of them, or rename the other")
 
 
 def sample_data_dir() -> Path:
@@ -279,18 +318,19 @@ def _yfinance_names(path: Path, lines: list[str], sep: str) -> list[str] | None:
 
 
 def _decimal_mark(lines: list[str], sep: str, names: list[str]) -> str:
-    """``","`` when the numeric columns of a file not delimited by ``,`` hold more decimal-comma
-    cells (``101,5``, ``1.234.567``) than decimal-point ones (``101.5``); else ``"."``. A cell
-    such as ``1.234`` (either notation) does not count; a leading ``$`` is not looked at (``$182,52``)."""
-    if sep == ",":
-        return "."
+    """``","`` when the numeric columns of a file hold more decimal-comma cells (``101,5``,
+    ``1.234.567``) than decimal-point ones (``101.5``); else ``"."``. A cell such as ``1.234``
+    (either notation) does not count; a leading ``$`` is not looked at (``$182,52``). In a file
+    delimited by ``,`` only a quoted cell can hold a comma (Investing.com's German and Spanish
+    downloads: ``"17.936,65"``), and one that reads as thousands grouped by commas (``"1,234"``,
+    ``"12,345,678"``: English downloads write volumes so) does not count either."""
     cols = [i for i, n in enumerate(names) if canonical_name(n) in NUMERIC or n == price_close(names)]
     comma = point = 0
     try:
         for row in csv.reader(lines, delimiter=sep):
             for i in cols:
                 cell = DOLLAR.sub(r"\1", row[i].strip()) if i < len(row) else ""  # $182,52 votes as 182,52
-                if _EITHER.fullmatch(cell):
+                if _EITHER.fullmatch(cell) or sep == "," and _COMMA_GROUPS.fullmatch(cell):
                     continue
                 comma += bool(_COMMA_DECIMAL.fullmatch(cell))
                 point += bool(_POINT_DECIMAL.fullmatch(cell))
@@ -398,7 +438,7 @@ def one_name_each(names: list[Any], path: Path | str) -> None:
     ``Close`` ``Close.1``, which no alias matches)."""
     seen: set[str] = set()
     for n in names:
-        if canonical_name(n) is None:
+        if canonical_name(n) is None and name_key(n) != "price":  # Price: Investing.com's close
             continue
         if (k := name_key(n)) in seen:
             raise DataError(f"{path}: two columns are named {str(n).strip()!r}: which one to read cannot be told (several "
@@ -442,6 +482,7 @@ def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     date alone would give every bar of a day one timestamp. Two columns named alike are a DataError
     (:func:`one_name_each`)."""
     one_name_each(list(df.columns), path)
+    one_column_each(list(df.columns), path)
     by_canon: dict[str, list[Any]] = {}
     for col in df.columns:
         canon = canonical_name(col)
@@ -702,6 +743,8 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
             ts = ts.where(~_coarser_unit(num, unit, ts))
     elif (named := _named_zones(text := values.astype("string").str.strip(), path)) is not None:
         ts = named
+    elif (named := _abbreviated_zones(text, path)) is not None:
+        ts = named
     else:
         cells, codes = _distinct(text)
         rows = np.bincount(codes[codes >= 0], minlength=len(cells))  # how many rows hold each cell
@@ -722,6 +765,71 @@ def parse_timestamps(values: pd.Series, path: Path | str = "?") -> pd.Series:
         lo, hi = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
         ts = ts.where((ts >= lo) & (ts <= hi))
     return ts.astype("datetime64[ns, UTC]")
+
+
+# a zone's abbreviation after a time of day (12/05/2024 03:30 PM EST) → its UTC offset, or the IANA zone of
+# one that names a local time through the year (ET: New York's, -05:00 in winter and -04:00 in summer)
+ZONE_ABBREVIATIONS = {
+    "EST": "-05:00", "EDT": "-04:00", "CDT": "-05:00", "MST": "-07:00", "MDT": "-06:00", "PST": "-08:00",
+    "PDT": "-07:00", "AKST": "-09:00", "AKDT": "-08:00", "HST": "-10:00", "WET": "+00:00", "WEST": "+01:00",
+    "CET": "+01:00", "CEST": "+02:00", "EET": "+02:00", "EEST": "+03:00", "MSK": "+03:00", "HKT": "+08:00",
+    "SGT": "+08:00", "JST": "+09:00", "KST": "+09:00", "AEST": "+10:00", "AEDT": "+11:00", "NZST": "+12:00",
+    "NZDT": "+13:00", "UTC": "+00:00", "GMT": "+00:00",
+    "ET": "America/New_York", "CT": "America/Chicago", "MT": "America/Denver", "PT": "America/Los_Angeles",
+}
+# abbreviations several zones share: a DataError (CST beside CDT is US Central time)
+AMBIGUOUS_ZONES = {
+    "CST": "US Central time (-06:00) and China's (+08:00)", "IST": "India's (+05:30), Israel's (+02:00) and "
+    "Ireland's (+01:00)", "BST": "British summer time (+01:00) and Bangladesh's (+06:00)",
+    "AST": "Atlantic time (-04:00) and Arabia's (+03:00)",
+}
+_ABBREVIATIONS = "|".join(sorted({*ZONE_ABBREVIATIONS, *AMBIGUOUS_ZONES}, key=lambda z: (-len(z), z)))
+# a stamp with a time of day (and AM or PM), then two to four capitals: 12/05/2024 03:30 PM EST
+ABBREVIATED_ZONE = r"(.*\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:\s?[AaPp]\.?[Mm]\.?)?)\s+([A-Z]{2,4})"
+
+
+def _abbreviated_zones(text: pd.Series, path: Path | str) -> pd.Series | None:
+    """Timestamps that end in a zone's abbreviation (``12/05/2024 03:30 PM EST``, ``2024-07-01 09:30
+    EDT``, ``... 15:30 CET``) → datetime64[ns, UTC]: the stamps without it are read together, as the
+    others are (:func:`parse_timestamps`: one format for the whole column, AM and PM read), at the
+    abbreviation's UTC offset (:data:`ZONE_ABBREVIATIONS`; ``ET``, ``CT``, ``MT`` and ``PT`` are the
+    local times of New York, Chicago, Denver and Los Angeles, and a local time the zone skips or holds
+    twice becomes NaT). None unless most of the first cells end so (``UTC`` and ``GMT`` aside, which
+    the readers take as they are). An abbreviation that several zones share (``IST``, and ``CST``
+    unless the column holds ``CDT``) or that names no zone is a DataError naming the file and the
+    cell; a cell with a UTC offset instead is read as it says. Before, every such stamp was a
+    ``bad_timestamp`` (pandas reads no abbreviation but UTC's)."""
+    head = text.iloc[:1000].dropna()
+    abbr = head.str.extract(f"^{ABBREVIATED_ZONE}$")[1]
+    if not len(head) or 2 * int((abbr.notna() & ~abbr.isin(["UTC", "GMT", "AM", "PM"])).sum()) <= len(head):
+        return None
+    parts = text.str.extract(f"^{ABBREVIATED_ZONE}$")
+    abbr = parts[1].where(~parts[1].isin(["AM", "PM"]))  # 03:30 PM: a time of day without a zone
+    offsets = dict(ZONE_ABBREVIATIONS)
+    if abbr.eq("CDT").any():
+        offsets["CST"] = "-06:00"  # winter's CST beside summer's CDT: US Central time
+    unknown = abbr.notna() & ~abbr.isin(list(offsets))
+    if unknown.any():
+        cell, name = text[unknown].iloc[0], abbr[unknown].iloc[0]
+        what = f"names {AMBIGUOUS_ZONES[name]}" if name in AMBIGUOUS_ZONES else "is no time zone this reader knows"
+        raise DataError(f"{path}: timestamp {cell!r}: {name!r} {what}: write the UTC offset "
+                        "(2024-12-05T15:30:00-05:00) or an IANA name (2024-12-05 15:30:00 America/New_York)")
+    at = abbr.notna().to_numpy(bool)
+    local = parse_timestamps(parts[0][at], path).dt.tz_localize(None)
+    out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+    zones = abbr[at].map(offsets)
+    for zone in zones.dropna().unique():
+        mine = (zones == zone).to_numpy(bool)
+        if "/" in zone:
+            got = local[mine].dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
+        else:
+            sign, hours, minutes = (-1 if zone[0] == "-" else 1), int(zone[1:3]), int(zone[4:6])
+            got = (local[mine] - sign * pd.Timedelta(hours=hours, minutes=minutes)).dt.tz_localize("UTC")
+        out[local[mine].index] = got.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    offset = (~at & text.str.contains(ZONE, regex=True).fillna(False).to_numpy(bool))
+    if offset.any():  # one_zone_rule refused a column that mixes these with stamps without a zone
+        out[offset] = parse_timestamps(text[offset], path)
+    return out
 
 
 # a stamp ending in a time zone's name, as the IBKR API writes its bars: 20240102 09:30:00 US/Eastern
@@ -763,8 +871,9 @@ def _named_zones(text: pd.Series, path: Path | str) -> pd.Series | None:
     return out
 
 
-# a stamp's zone or UTC offset, at its end (a zone's name too: US/Eastern)
-ZONE = re.compile(r"(?:[zZ]|\s?(?:UTC|GMT)|[+-]\d{2}(?::?\d{2})?|\s[A-Za-z][\w+-]*(?:/[\w+-]+)+)$")
+# a stamp's zone or UTC offset, at its end (a zone's name too: US/Eastern; or its abbreviation: 03:30 PM EST)
+ZONE = re.compile(r"(?:[zZ]|\s?(?:UTC|GMT)|[+-]\d{2}(?::?\d{2})?|\s[A-Za-z][\w+-]*(?:/[\w+-]+)+"
+                  rf"|\s(?:{_ABBREVIATIONS}))$")
 CLOCK = re.compile(r"\d{1,2}:\d{2}")  # a time of day
 
 
@@ -788,7 +897,8 @@ def zoneless(values: pd.Series) -> bool:
 # a time of day and, right after it, a zone or UTC offset: 09:30:00-05:00, 09:30Z, 09:30:00.5 +0100, 09:30 UTC,
 # 09:30:00 US/Eastern
 ZONED_CLOCK = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?"
-                         r"(?:\s?(?:[zZ]|UTC|GMT|[+-]\d{2}(?::?\d{2})?)|\s[A-Za-z][\w+-]*(?:/[\w+-]+)+)$")
+                         r"(?:\s?(?:[zZ]|UTC|GMT|[+-]\d{2}(?::?\d{2})?)|\s[A-Za-z][\w+-]*(?:/[\w+-]+)+"
+                         rf"|(?:\s?[AaPp]\.?[Mm]\.?)?\s(?:{_ABBREVIATIONS}))$")
 
 
 def one_zone_rule(values: pd.Series, where: Path | str, first: int = 2, unit: str = "line",

@@ -77,7 +77,7 @@ from hftraining.data.validate import TooFewRows, check_policy, first_volume
 
 log = logging.getLogger(__name__)
 
-FORMAT = 21  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
+FORMAT = 22  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
 # 6: window indices and statistics carry digests; data.symbols selects a long CSV's rows, the date range cuts
 # every layout, YYYYMMDD is decided by the bulk of a column; 7: the date range is cut before validation,
 # a long file's rows without a symbol are reported, CSV symbols are text, Alpha158 is exact on constant windows;
@@ -104,7 +104,9 @@ FORMAT = 21  # bump when the stored layout or a feature's formula changes (5: an
 # and $ prices, Investing.com's Price and K/M/B volumes, a '-' cell is empty, Alpha Vantage's adjusted_close is
 # the adjusted close, stamps ending in a zone's name are that zone's times (a date so ending is its UTC
 # midnight, offset stamps among them read as they say); the market features of a date
-# whose universe return overflowed exp)
+# whose universe return overflowed exp); 22: a newest-first file is read in reverse under every
+# unsorted_timestamps policy, [bracketed] names, zone abbreviations (EST, ET, ...), Investing.com's German and
+# Spanish downloads with decimal commas in a comma-delimited file, two columns read as one close or volume refused)
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",

@@ -50,6 +50,13 @@ the close from Adj Close and multiplies open/high/low by Adj Close / Close of th
 unchanged), or (``raw``) takes Close and ignores Adj Close; the report's ``close_column`` says
 which and why. A file with only Adj Close uses it as the close.
 
+Newest first: a symbol whose rows the file lists newest first (more steps between consecutive rows
+go back in time than forward: Investing.com's and Nasdaq.com's downloads, broker statements) is read
+in reverse whatever ``unsorted_timestamps`` says; each row the reversal moves is listed as repaired
+under ``unsorted_timestamp`` and the report's ``newest_first`` names the symbol. The policy then
+judges the rows out of place in that order (under ``error``, a newest-first file was refused at its
+second row; under ``drop``, all its rows but the first were dropped).
+
 Date range: rows dated outside [``data.start_date``, ``data.end_date``) (UTC) are not read. They are
 cut right after the timestamps are parsed, before every rule, so the rules see the same rows in
 every layout (a Parquet scan that pushes the range down never reads them): a bad cell of the first
@@ -119,6 +126,7 @@ class Report:
     volume_empty: list[str] = field(default_factory=list)  # symbols whose volume column is empty
     dropped_features: dict[str, str] = field(default_factory=dict)  # spec of data.features → why
     close_column: dict[str, str] | None = None  # with Close and Adj Close: which one is the close, and why
+    newest_first: list[str] = field(default_factory=list)  # symbols whose rows the file lists newest first
     dated: int = 0  # rows with a usable timestamp in the date range (not reported: whether a symbol is empty there)
     # symbol → :func:`stamp_runs` of its daily bars, or :func:`stamp_phases` of its intraday bars
     stamps: dict[str, Any] = field(default_factory=dict)
@@ -159,6 +167,7 @@ class Report:
             self.note_columns(rule, e.get("columns", {}))
         self.symbols.update(other.symbols)
         self.volume_empty += [s for s in other.volume_empty if s not in self.volume_empty]
+        self.newest_first += [s for s in other.newest_first if s not in self.newest_first]
         self.dropped_features.update(other.dropped_features)
         self.close_column = self.close_column or other.close_column
         self.skipped_symbols.update(other.skipped_symbols)
@@ -182,6 +191,7 @@ class Report:
             "volume_empty": self.volume_empty,
             "dropped_features": self.dropped_features,
             "close_column": self.close_column,
+            "newest_first": self.newest_first,
             **({"stamps": self.stamps} if self.stamps else {}),  # read by the panel's check (sources.py), then removed
         }
 
@@ -289,6 +299,25 @@ def first_volume(frame: pd.DataFrame) -> int | None:
     vol = frame["volume"].to_numpy(np.float64)
     has = np.flatnonzero(np.isfinite(vol) & (vol > 0))
     return None if not len(has) else int(pd.DatetimeIndex(frame["timestamp"]).as_unit("ns").asi8[has[0]])
+
+
+def newest_first(t: np.ndarray) -> bool:
+    """Whether rows (int64 ns ``t``, in the file's order) are listed newest first: more steps between
+    consecutive rows go back in time than forward. Broker statements and the downloads of
+    Investing.com and Nasdaq.com list them so; such a file is a time series read from its end, not a
+    file out of order, and ``data.unsorted_timestamps`` judges only the rows out of place in it."""
+    steps = np.diff(np.asarray(t, dtype=np.int64))
+    return int((steps < 0).sum()) > int((steps > 0).sum())
+
+
+def reversed_order(t: np.ndarray) -> np.ndarray:
+    """(n,) the positions of ``t`` read from the last row to the first, rows of one timestamp that are
+    neighbours kept in the file's order (the first of them is still the first for
+    ``data.duplicate_timestamps``)."""
+    n = len(t)
+    back = np.arange(n)[::-1]
+    run = np.cumsum(np.r_[True, t[back][1:] != t[back][:-1]])  # runs of one timestamp, read backwards
+    return back[np.lexsort((back, run))]
 
 
 def _outlier_timestamps(t: np.ndarray) -> np.ndarray:
@@ -455,12 +484,22 @@ def validate_frame(
     drop(bad_ts, "bad_timestamp")
     drop(_outlier_timestamps(rows.cols["ts"]), "outlier_timestamp")
 
-    # order: sort (repair), drop or error
+    # order: a file listed newest first is read in reverse (reported); then sort (repair), drop or error
     t = rows.cols["ts"]
     if len(t) > 1:
+        moved = None
+        if newest_first(t):
+            prev_max = np.maximum.accumulate(t)
+            moved = np.r_[False, t[1:] < prev_max[:-1]]  # in the file's order: rows the reversal moves
+            order = reversed_order(t)
+            rows.take(order)
+            moved, t = moved[order], rows.cols["ts"]
+            rep.newest_first.append(symbol or source)
         prev_max = np.maximum.accumulate(t)
         late = np.zeros(len(t), dtype=bool)
         late[1:] = t[1:] < prev_max[:-1]
+        if moved is not None:  # the rows the reversal put in order: repaired, whatever the policy says of the others
+            rep.count("unsorted_timestamp", "repaired", rows.line[moved & ~late])
         if late.any():
             if cfg.unsorted_timestamps == "error":
                 raise DataError(f"{_where(source, int(rows.line[late][0]), unit)}: timestamp earlier than a row above it"
@@ -728,6 +767,9 @@ def format_report(rep: dict[str, Any]) -> str:
         lines.append(f"  skipped symbol {sym}: {why}")
     if rep["derived_columns"]:
         lines.append(f"  no {'/'.join(rep['derived_columns'])} column: taken from the close")
+    if rep.get("newest_first"):
+        which = "" if len(rep["symbols"]) <= 1 else f" ({', '.join(rep['newest_first'])})"
+        lines.append(f"  rows listed newest first{which}: read in reverse (each row moved: unsorted_timestamp, repaired)")
     if rep.get("close_column"):
         lines.append(f"  close: {rep['close_column']['used']} ({rep['close_column']['why']})")
     if rep.get("volume_empty"):
