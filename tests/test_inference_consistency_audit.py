@@ -107,7 +107,7 @@ def test_the_same_rows_give_the_same_forecasts_and_name_the_same_row_on_every_pa
         np.testing.assert_array_equal(np.asarray(got, dtype=np.float64), want)
     as_of = api["as_of"][0].isoformat()
     assert as_of.startswith(rows["Date"].iloc[-1])
-    assert cli["as_of"][0] == str(api["as_of"][0]) and body["forecasts"][0]["as_of"] == upload["forecasts"][0]["as_of"] == as_of
+    assert cli["as_of"][0] == as_of and body["forecasts"][0]["as_of"] == upload["forecasts"][0]["as_of"] == as_of
     # one line each naming the dropped row: line (the header is line 1) or 0-based position
     named = {"cli": (cli_said, f"line {last + 2}"), "api": ([w for w in api_said if "dropped" in w], f"position {last}"),
              "json": ([w for w in body["warnings"] if "dropped" in w], f"position {last}"),

@@ -33,7 +33,8 @@ _LAZY = {
     "format_table": "hftraining.eval.forecasts", "format_intervals": "hftraining.eval.intervals",
     "write_report": "hftraining.eval.report", "build_ensemble": "hftraining.inference.ensemble",
     "export_onnx": "hftraining.inference.export", "run_folder": "hftraining.inference.folders",
-    "Forecaster": "hftraining.inference.forecaster", "build_server": "hftraining.inference.serve",
+    "Forecaster": "hftraining.inference.forecaster", "iso_as_of": "hftraining.inference.forecaster",
+    "build_server": "hftraining.inference.serve",
     "resolve_api_key": "hftraining.inference.serve", "run_server": "hftraining.inference.serve",
     "setup_console_logging": "hftraining.train.logging", "ett": "hftraining.workflows.ett",
     "evaluate_and_backtest": "hftraining.workflows.evaluate_run", "evaluation_config": "hftraining.workflows.evaluate_run",
@@ -301,12 +302,12 @@ def _refuse_other_format(out: str) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    setup_console_logging, Forecaster = _lazy("setup_console_logging", "Forecaster")
+    setup_console_logging, Forecaster, iso_as_of = _lazy("setup_console_logging", "Forecaster", "iso_as_of")
     if args.out:
         _refuse_out_in_inputs(args.out, [args.model_dir], args.data)
         _refuse_other_format(args.out)
     setup_console_logging(logging.WARNING)  # warnings on stderr (e.g. fewer rows than settled_rows); stdout: the CSV
-    table = Forecaster.from_pretrained(args.model_dir).predict(args.data)
+    table = iso_as_of(Forecaster.from_pretrained(args.model_dir).predict(args.data))  # as the server writes it
     if args.out:
         into_stdout = _write_csv(table, args.out)
         # not after the CSV when the CSV is standard output (`--out /dev/stdout | consumer`)

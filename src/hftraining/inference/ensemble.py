@@ -154,6 +154,7 @@ def check_shared_preprocessing(dirs: list[Path]) -> dict[str, Any]:
 
     for d, p in zip(dirs[1:], pres[1:]):
         same_data(d, p, "target")  # first: another label has another target scale, which would be named instead
+        _same_clock(d, p, dirs[0], ref)  # before the scaler, whose statistics of the time features it shifts
         for key in SHARED_KEYS:
             if p.get(key) != ref.get(key):
                 raise DataError(
@@ -175,6 +176,20 @@ def check_shared_preprocessing(dirs: list[Path]) -> dict[str, Any]:
                             f"{shown(ref_rules[key])}); ensemble members must forecast from the same rows, so they "
                             "must be trained with the same validation rules")
     return ref
+
+
+def _same_clock(d: Path, pre: dict[str, Any], first: Path, ref: dict[str, Any]) -> None:
+    """A DataError naming ``data.timezone`` when the member ``d`` read its time features (``calendar``,
+    ``hour``) on another clock than the first member ``first``: the ensemble computes every member's inputs
+    in the first member's zone (New York's 09:30 bar is hour 14:30 in UTC), so that member's part would
+    not be its own forecast. A zone that is always UTC's (``Etc/UTC``) reads as UTC; without time
+    features the zone acts on no input, and members of other zones combine."""
+    tz, ref_tz = ((q.get("data") or {}).get("timezone") or "UTC" for q in (pre, ref))
+    specs = ref.get("features") or []
+    if tz != ref_tz and (calendar_rule_matters(specs, tz) or calendar_rule_matters(specs, ref_tz)):
+        raise DataError(f"{d}: preprocessing.json key data.timezone differs from {first}'s ({shown(tz)} vs "
+                        f"{shown(ref_tz)}): their calendar/hour features read the clock of another zone; ensemble "
+                        "members must be trained with the same data.timezone")
 
 
 def _row_rules(pre: dict[str, Any]) -> dict[str, Any]:

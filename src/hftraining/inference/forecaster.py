@@ -33,7 +33,7 @@ from hftraining.models import ForecastModel, load_preprocessing
 from hftraining.models.folder import read_calibration
 from hftraining.models.intervals import Calibration
 from hftraining.models.outputs import CLASS_NAMES
-from hftraining.models.predict import PRECISIONS, predict_outputs
+from hftraining.models.predict import PRECISIONS, cpu_has_bf16, predict_outputs
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,20 @@ def _check_data(data) -> None:
                             "folders or globs (pass frames as {symbol: DataFrame})")
 
 
+def iso_as_of(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` of :meth:`Forecaster.predict` with ``as_of`` as ISO 8601 text with its zone
+    (``2024-01-02T00:00:00+00:00``): one form for every text a forecast is written to (the server's JSON,
+    ``predict``'s CSV, where pandas would write ``2024-01-02 00:00:00+00:00``), so a client parses either alike."""
+    return table.assign(as_of=table["as_of"].map(lambda t: t.isoformat()))
+
+
+def _has_layers(model: torch.nn.Module) -> bool:
+    """Whether ``model`` (or a member of an ensemble) is a network trained by gradient steps, whose forward
+    a software bf16 slows down; ridge, LightGBM and the naive models are not, as training does not warn of
+    them either."""
+    return any(getattr(m, "needs_training", True) for m in (getattr(model, "members", None) or [model]))
+
+
 class Forecaster:
     """``Forecaster.from_pretrained(dir).predict(data)`` → one row per symbol × horizon step."""
 
@@ -76,6 +90,13 @@ class Forecaster:
         self.calibration: Calibration | None = None  # the conformal intervals (``intervals.json``), if any
         if model_dir is not None:
             self.calibration = read_calibration(model_dir, preprocessing.horizon, self.quantile_levels)
+        if (model_dir is not None and precision == "bf16" and self.device.type == "cpu" and cpu_has_bf16() is False
+                and _has_layers(model)):
+            # said once, as the folder loads (predict, serve; not again for an ensemble's members scored alone):
+            # the forecasts stay those eval.json scored in bf16
+            log.warning("precision bf16 on a CPU without bf16 instructions (AVX512-BF16 or AMX): torch computes the "
+                        "forecasts in software, several times slower than fp32; they are the forecasts evaluation "
+                        "scored (Forecaster.from_pretrained(..., precision='fp32') is faster, within bf16 rounding)")
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: torch.device | str = "cpu", precision: str | None = None) -> "Forecaster":

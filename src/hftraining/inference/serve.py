@@ -51,7 +51,7 @@ from hftraining.core.config import ServeConfig
 from hftraining.core.errors import DataError, UserError
 from hftraining.core.jsonio import json_safe, read_jsonl
 from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble, run_folder
-from hftraining.inference.forecaster import Forecaster
+from hftraining.inference.forecaster import Forecaster, iso_as_of
 from hftraining.inference.serve_asgi import AccessLog, ApiKey, BodyLimit
 from hftraining.models import folder
 from hftraining.models.outputs import CLASS_NAMES
@@ -93,14 +93,19 @@ def _read_json(directory: Path, name: str) -> Any:
 
 
 def model_info(fc) -> dict[str, Any]:
-    """What ``GET /model`` answers: config, preprocessing summary and training metrics."""
+    """What ``GET /model`` answers: config, preprocessing summary and training metrics. The summary says
+    what the forecasts are (``target``: ``return`` forecasts log returns, another label its own units, as
+    the columns ``forecast_<target>`` name it) and the zone whose clock the time features read
+    (``timezone``): a bare model folder or an ensemble has no run config.json that would say them."""
     d = Path(fc.model_dir) if fc.model_dir else None
     pre = fc.preprocessing
+    data = pre.data_config()
     info: dict[str, Any] = {
         "model_dir": str(d) if d else None,
         "kind": "ensemble" if hasattr(fc.model, "members") else "model",
         "preprocessing": {"features": pre.features, "feature_columns": pre.feature_columns,
-                          "sequence_length": pre.seq_len, "horizon": pre.horizon, "target_scale": pre.target_scale},
+                          "sequence_length": pre.seq_len, "horizon": pre.horizon, "target_scale": pre.target_scale,
+                          "target": data.target, "timezone": data.timezone},
         "min_rows": fc.min_rows(),
         "settled_rows": fc.settled_rows(),
         "quantile_levels": fc.quantile_levels,
@@ -347,7 +352,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
                                 "file of one symbol without that column")
 
         out = fc.predict(data, strict=True, warnings=warnings, check=check)
-        out["as_of"] = out["as_of"].map(lambda t: t.isoformat())
+        out = iso_as_of(out)
         if path is not None:
             warnings = [w.replace(path, shown) for w in warnings]
         return {"forecasts": json_safe(out.to_dict(orient="records")), "warnings": list(warnings)}
