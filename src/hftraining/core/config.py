@@ -861,6 +861,20 @@ def named_keys(message: str) -> set[str]:
     return names
 
 
+
+def _distinct_columns(key: str, levels: list[float], label: Any, columns: str) -> None:
+    """A ConfigError when two of ``levels`` print alike in the forecast table's column names (``label``:
+    0.9 and 0.90000001 are both ``lower_90``, 0.1 listed twice two ``return_q0.1``): one column would
+    overwrite the other. ``columns``: the column names, with the label as ``{1}`` (``{0}``: the target)."""
+    seen: dict[str, float] = {}
+    for q in levels:
+        text = label(q)
+        if text in seen:
+            same = "is listed twice" if seen[text] == q else f"and {shown(seen[text])} print alike"
+            raise ConfigError(f"{key}: level {shown(q)} {same} in {shown(levels)}: they would share "
+                              f"{columns.format('<target>', text)}; keep one")
+        seen[text] = q
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that a type check cannot express."""
     m, d, t, e = cfg.model, cfg.data, cfg.training, cfg.evaluation
@@ -930,6 +944,7 @@ def validate(cfg: Config) -> None:
     for q in m.quantiles:
         if not 0 < q < 1:
             raise ConfigError(f"model.quantiles: every level must be in (0, 1), got {q}")
+    _distinct_columns("model.quantiles", m.quantiles, lambda q: f"{q:g}", "the forecast column {}_q{}")
     if not (0 < d.train_ratio < 1 and 0 <= d.val_ratio < 1 and d.train_ratio + d.val_ratio < 1):
         raise ConfigError(
             f"data.train_ratio/data.val_ratio: need 0 < train, 0 <= val and train + val < 1, got {d.train_ratio}, {d.val_ratio}"
@@ -1038,6 +1053,7 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"evaluation.intervals: every level must be in (0, 1), got {shown(q)}")
     if len(set(e.intervals)) != len(e.intervals):
         raise ConfigError(f"evaluation.intervals: a level is listed twice in {e.intervals}")
+    _distinct_columns("evaluation.intervals", e.intervals, lambda q: f"{q * 100:g}", "the forecast columns lower_{1}/upper_{1}")
     if not 0 <= e.aci_gamma < 1:
         raise ConfigError(f"evaluation.aci_gamma: must be in [0, 1), got {shown(e.aci_gamma)}")
     if e.interval_method == "cqr":

@@ -22,6 +22,7 @@ from hftraining.core.fmt import fmt as _fmt, fmt_p
 from hftraining.data.labels import CROSS_SECTIONAL, UNITS
 from hftraining.data.windows import WindowSet
 from hftraining.eval import metrics as M
+from hftraining.eval.intervals import level_labels
 from hftraining.models import ForecastModel, build_model
 from hftraining.models.predict import predict_outputs, predict_scaled
 
@@ -291,9 +292,11 @@ def _score(fc: Forecasts) -> dict[str, Any]:
         pooled[name]["cross_section"] = cross_section(p, true, dates, codes)
     if fc.quantiles is not None and len(fc):
         pin = M.pinball_loss(fc.quantiles, true, fc.levels)
-        pooled["model"]["pinball"] = {f"q{q:g}": v for q, v in zip(fc.levels, pin)}
+        pooled["model"]["pinball"] = {f"q{key}": v for key, v in zip(level_labels(fc.levels), pin)}
         pooled["model"]["pinball_mean"] = float(np.mean(pin))
         pooled["model"]["coverage"] = M.coverage(fc.quantiles, true, fc.levels)
+        # windows with a quantile that is not finite: no coverage (NaN), which the table and report say
+        pooled["model"]["quantiles_not_finite"] = int((~np.isfinite(fc.quantiles)).any(axis=(1, 2)).sum())
     result["model"] = pooled["model"]
     result["baselines"] = {k: v for k, v in pooled.items() if k != "model"}
     result["mse_vs_zero"] = M.mse_ratio(pooled["model"]["mse"], pooled["zero"]["mse"])
@@ -315,6 +318,9 @@ def _score(fc: Forecasts) -> dict[str, Any]:
         }
     else:  # no bar to clear: the verdict says why rather than name none without a word
         result["strongest_baseline_note"] = _no_strongest_baseline(fc)
+    # windows whose model forecast or realised label is not finite (any step): why a figure is undefined
+    result["not_finite"] = {"model": int((~np.isfinite(fc.pred["model"])).any(axis=1).sum()),
+                            "label": int((~np.isfinite(true)).any(axis=1).sum())}
     result["mse_verdict"] = verdict(result)
     result["cross_section_dates"] = cross_section_dates(dates)
     result["cross_section_verdict"] = cs_verdict(result, fc)
@@ -409,7 +415,8 @@ def cs_verdict(result: dict[str, Any], fc: Forecasts, level: float = SIGNIFICANC
     num = lambda v, spec: "—" if v is None or math.isnan(v) else format(v, spec)  # noqa: E731 (inf: no spread, shown)
     text = f"step-1 rank IC = {m:.4f} (t = {num(t, '.2f')}, ICIR {num(cs['icir'], '.3f')}, {cs['n_dates']} dates)"
     if not math.isfinite(m):
-        text += ": the rank IC could not be computed (a forecast or a realisation is not finite)"
+        text = (f"step-1 rank IC undefined over the {cs['n_dates']} dates: the rank IC could not be computed "
+                f"({_step1_not_finite(fc)})")
         if not base:  # the realisation itself: no baseline ranks either (the verdict adds the MSE one's)
             return text
         return _unranked_verdict(text, result, fc, base)  # the model's forecast: the bar is still named
@@ -425,7 +432,10 @@ def cs_verdict(result: dict[str, Any], fc: Forecasts, level: float = SIGNIFICANC
     diff = _ic_difference(fc, "model", best)
     result["cross_section_strongest"] = {"name": best, "rank_ic": base[best], "difference": diff}
     name, d, pd_ = label(best), diff["mean"], diff["p_value"]
-    text += f"; strongest baseline by rank IC {name} = {base[best]:.4f}, model − it = {d:.4f} per date (paired p = {fmt_p(pd_, level)})"
+    gap = (f"model − it = {d:.4f} per date (paired p = {fmt_p(pd_, level)})" if math.isfinite(d) else
+           "model − it undefined (no date on which both rank the symbols)" if not diff["n_dates"] else
+           "model − it undefined (a rank IC that is not finite on a date)")
+    text += f"; strongest baseline by rank IC {name} = {base[best]:.4f}, {gap}"
     if not math.isfinite(pd_):  # a test that cannot be computed shows no gain: the model beats nothing
         return f"{text}: the paired test could not be computed, so the model is not worth its cost over {name}"
     if pd_ < level and d > 0:
@@ -433,6 +443,27 @@ def cs_verdict(result: dict[str, Any], fc: Forecasts, level: float = SIGNIFICANC
     if pd_ < level:
         return f"{text}: {name} ranks significantly better, so the model is not worth its cost"
     return f"{text}: no significant difference, so the model is not worth its cost over {name}"
+
+
+def _step1_not_finite(fc: Forecasts) -> str:
+    """Why a step-1 rank IC is undefined: how many windows' step-1 model forecast, or realised label, is not finite."""
+    parts = [f"{what} is not finite in {k} of the {len(fc)} windows" for what, k in (
+        ("the realised step-1 label", int((~np.isfinite(fc.true[:, 0])).sum())),
+        ("the model's step-1 forecast", int((~np.isfinite(fc.pred["model"][:, 0])).sum()))) if k]
+    return " and ".join(parts) or "a forecast or a realisation is not finite"
+
+
+def _ratio_text(head: str, ratio: float, result: dict[str, Any]) -> str:
+    """``head`` = the MSE ratio, or in words why it is undefined: a forecast or a realised label that is not
+    finite (``result["not_finite"]``: windows), or two MSEs of 0. An infinite ratio of finite forecasts
+    (a zero forecast that is exact) is shown as such."""
+    nf = result.get("not_finite") or {}
+    if math.isfinite(ratio) or (math.isinf(ratio) and not (nf.get("model") or nf.get("label"))):
+        return f"{head} = {ratio:.4f}"
+    n = result.get("n_windows")
+    why = [f"{what} is not finite in {k} of the {n} windows" for what, k in
+           (("a realised label", nf.get("label")), ("the model's forecast", nf.get("model"))) if k]
+    return f"{head} is undefined ({' and '.join(why) or 'both MSEs are 0 or not a number'})"
 
 
 def _unranked_verdict(text: str, result: dict[str, Any], fc: Forecasts, base: dict[str, float]) -> str:
@@ -468,9 +499,10 @@ def verdict(result: dict[str, Any], level: float = SIGNIFICANCE) -> str:
     says why (``result["strongest_baseline_note"]``) and claims no worth for the model."""
     ratio, dm = result["mse_vs_zero"], result.get("dm_vs_zero") or {}
     p = dm.get("p_value", float("nan"))
-    head_ = f"model MSE / zero-forecast MSE = {ratio:.4f}, Diebold–Mariano p = {fmt_p(p, level)}"
+    ratio_ = _ratio_text("model MSE / zero-forecast MSE", ratio, result)
+    head_ = f"{ratio_}, Diebold–Mariano p = {fmt_p(p, level)}"
     if not math.isfinite(p):
-        text = f"model MSE / zero-forecast MSE = {ratio:.4f}; the DM test could not be computed"
+        text = f"{ratio_}; the DM test could not be computed"
     elif p >= level:
         text = f"{head_}: no significant difference from the zero-return forecast (at {level:g})"
     elif _disagree(ratio, dm):
@@ -484,7 +516,7 @@ def verdict(result: dict[str, Any], level: float = SIGNIFICANCE) -> str:
         why = result.get("strongest_baseline_note")
         return f"{text}; no strongest baseline: {why}; the model is not shown to be worth its cost" if why else text
     name, r_b, p_b = label(sb["name"]), sb["mse_ratio"], sb["dm"].get("p_value", float("nan"))
-    against = f"; strongest baseline {name}: model MSE / its MSE = {r_b:.4f}, DM p = {fmt_p(p_b, level)}"
+    against = f"; strongest baseline {name}: {_ratio_text('model MSE / its MSE', r_b, result)}, DM p = {fmt_p(p_b, level)}"
     if not math.isfinite(p_b):
         return f"{text}{against}: the DM test could not be computed, so the model is not worth its cost over {name}"
     if p_b < level and _disagree(r_b, sb["dm"]):
@@ -553,8 +585,9 @@ def format_table(result: dict[str, Any], title: str = "test") -> str:
         if result.get("cross_section_verdict") and result["model"].get("cross_section", {}).get("rank_ic", {}).get("n_dates"):
             lines.append(f"  {result['cross_section_verdict']}")
     if "pinball_mean" in result["model"]:
-        cov = ", ".join(f"{k} {v:.3f}" for k, v in result["model"]["coverage"].items())
-        lines.append(f"quantile head: mean pinball loss {result['model']['pinball_mean']:.6g}; coverage {cov}")
+        cov = ", ".join(f"{k} {_fmt(v, '.3f')}" for k, v in result["model"]["coverage"].items())
+        lines.append(f"quantile head: mean pinball loss {_fmt(result['model']['pinball_mean'], '.6g')}; coverage {cov}"
+                     + quantile_note(result))
     if any("directional_p" in m for _, m in rows):
         lines.append(DIRECTION_NOTE)
     if dm:
@@ -564,6 +597,16 @@ def format_table(result: dict[str, Any], title: str = "test") -> str:
     if not (cross_sectional and (result.get("verdict") or "").endswith(mse_text)):  # not printed twice
         lines.append(mse_text)
     return "\n".join(lines)
+
+
+def quantile_note(result: dict[str, Any]) -> str:
+    """"" or why the quantile head's coverage is undefined: how many windows have a quantile that is not
+    finite (a failure to forecast, never a hit)."""
+    bad = result["model"].get("quantiles_not_finite") or 0
+    if not bad:
+        return ""
+    return (f" (undefined: a quantile is not finite in {bad} of the {result['n_windows']} windows, and a NaN or ±inf "
+            "quantile covers nothing)")
 
 
 def _cross_section_lines(result: dict[str, Any]) -> list[str]:

@@ -124,7 +124,8 @@ def christoffersen(sequences: list[np.ndarray], clusters: list[np.ndarray] | Non
 def winkler(lo: np.ndarray, hi: np.ndarray, y: np.ndarray, level: float) -> float:
     """Mean Winkler score at ``level`` = 1 − α: width, plus 2/α times the distance by which y falls outside."""
     a = 1.0 - level
-    w = (hi - lo) + (2 / a) * np.maximum(lo - y, 0) + (2 / a) * np.maximum(y - hi, 0)
+    with np.errstate(invalid="ignore"):  # a bound of +inf on both sides (an overflowed forecast): NaN, no warning
+        w = (hi - lo) + (2 / a) * np.maximum(lo - y, 0) + (2 / a) * np.maximum(y - hi, 0)
     return float(np.mean(w)) if w.size else math.nan
 
 
@@ -142,6 +143,41 @@ def rolling_coverage(inside: np.ndarray, dates: np.ndarray, window: int = ROLLIN
     return u[window - 1:], (ch[window:] - ch[:-window]) / np.maximum(cn[window:] - cn[:-window], 1)
 
 
+def level_labels(levels: list[float], percent: bool = False) -> list[str]:
+    """One label per level, distinct wherever the levels are: ``f"{level:g}"`` (eval.json's keys, "0.9") or,
+    with ``percent``, ``f"{level:.0%}"`` ("90%"), with more digits for every level where two would print
+    alike (0.9 and 0.90000001 are "0.9" and "0.90000001", "90.000000%" and "90.000001%"), since one label
+    keyed two levels' figures and the second overwrote the first. Levels equal to the last digit keep
+    their place in the list as a suffix ("0.1", "0.1 #2")."""
+    vals = [float(v) for v in levels]
+    for digits in (range(0, 16) if percent else range(6, 18)):
+        out = [format(v, f".{digits}%" if percent else f".{digits}g") for v in vals]
+        if len(set(out)) == len(set(vals)):
+            break
+    seen: dict[str, int] = {}
+    for i, text in enumerate(out):
+        seen[text] = seen.get(text, 0) + 1
+        out[i] = text if seen[text] == 1 else f"{text} #{seen[text]}"
+    return out
+
+
+def interval_cells(lo: np.ndarray, hi: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
+    """Each interval [lo, hi] (any shape) against its realisation ``true`` (same shape), as bools:
+    ``scored``: the realisation is finite (a missing label is no test of the interval: neither hit nor
+    miss); ``unbounded``: (−inf, +inf), a conformal level with too few calibration windows or ACI at
+    α ≤ 0 (it covers); ``nan``: a bound is NaN (a NaN forecast; a miss); ``infinite``: any other bound
+    that is not finite (an overflowed forecast or quantile, e.g. a quantile head's +inf upper quantile: a
+    failure to forecast, a miss, where ``true <= +inf`` would count it a hit); ``inside``: scored and
+    covered by an interval that is finite or unbounded."""
+    scored = np.isfinite(true)
+    unbounded = (lo == -np.inf) & (hi == np.inf)
+    nan = np.isnan(lo) | np.isnan(hi)
+    infinite = ~nan & ~unbounded & (np.isinf(lo) | np.isinf(hi))
+    with np.errstate(invalid="ignore"):
+        inside = scored & ~infinite & (true >= lo) & (true <= hi)
+    return {"scored": scored, "unbounded": unbounded, "nan": nan, "infinite": infinite, "inside": inside}
+
+
 def interval_report(bounds: dict[float, tuple[np.ndarray, np.ndarray]], true: np.ndarray, dates: np.ndarray,
                     symbol_ids: np.ndarray, method: str, level_sig: float = SIGNIFICANCE,
                     in_sample: str | None = None) -> dict[str, Any]:
@@ -150,47 +186,70 @@ def interval_report(bounds: dict[float, tuple[np.ndarray, np.ndarray]], true: np
     windows are not out of sample (e.g. "the val split holds the windows the intervals were
     calibrated on"), or None: the coverage is then reported but no calibration is claimed either
     way (``calibrated`` is None), since on its own calibration windows split conformal covers by
-    construction and on the training windows the residuals are the fit's."""
+    construction and on the training windows the residuals are the fit's.
+
+    A realisation that is not finite (a missing label) is left out of every figure but the width, and
+    ``no_realisation`` counts the (window, step) intervals left out; a bound that is not finite other
+    than an unbounded interval is a miss (:func:`interval_cells`), and ``not_finite`` gives its share.
+    The levels are keyed by :func:`level_labels`."""
     out: dict[str, Any] = {"method": method, "levels": {}}
-    order = np.lexsort((np.asarray(dates), np.asarray(symbol_ids)))  # by symbol, then date
-    bad, unbounded = [], []
-    for level, (lo, hi) in bounds.items():
-        inside = (true >= lo) & (true <= hi)  # (W, H)
-        miss1 = ~inside[:, 0]
-        # each symbol's run of the (symbol, date) order: split where the symbol changes (a mask per symbol
-        # over every window was symbols × windows: 1.25 GB at 2,000 symbols × 160 dates)
-        sorted_ids = np.asarray(symbol_ids)[order]
-        cut = np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1
-        k = kupiec(int(miss1.sum()), int(miss1.size), 1 - level, miss1, dates)
-        runs = (np.split(miss1[order], cut), np.split(np.asarray(dates)[order], cut)) if len(order) else ([], [])
+    true, dates, symbol_ids = np.asarray(true), np.asarray(dates), np.asarray(symbol_ids)
+    scored = np.isfinite(true)  # (W, H)
+    out["no_realisation"] = int((~scored).sum())
+    s1 = scored[:, 0] if true.ndim == 2 and true.shape[1] else np.zeros(len(true), bool)  # step-1 windows scored
+    d1, ids1 = dates[s1], symbol_ids[s1]
+    order = np.lexsort((d1, ids1))  # by symbol, then date
+    # each symbol's run of the (symbol, date) order: split where the symbol changes (a mask per symbol
+    # over every window was symbols × windows: 1.25 GB at 2,000 symbols × 160 dates)
+    sorted_ids = ids1[order]
+    cut = np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1
+    keys, pct = level_labels(list(bounds)), level_labels(list(bounds), percent=True)
+    bad, unbounded, parts = [], [], []
+    for key, lab, (level, (lo, hi)) in zip(keys, pct, bounds.items()):
+        cell = interval_cells(lo, hi, true)
+        inside = cell["inside"]  # (W, H)
+        miss1 = ~inside[s1, 0]
+        k = kupiec(int(miss1.sum()), int(miss1.size), 1 - level, miss1, d1)
+        runs = (np.split(miss1[order], cut), np.split(d1[order], cut)) if len(order) else ([], [])
         c = christoffersen(*runs)
-        _, roll = rolling_coverage(inside[:, 0], dates)
-        width = hi - lo
-        bounded = ~np.isinf(width)  # an infinite radius; a NaN forecast has a NaN interval, not an unbounded one
-        nan = np.isnan(width)
+        _, roll = rolling_coverage(inside[s1, 0], d1)
+        with np.errstate(invalid="ignore"):
+            width = np.where(cell["infinite"], np.nan, hi - lo)  # an overflowed bound has no width
+        n_scored = scored.sum(axis=0)
         entry = {
-            "coverage": float(inside.mean()) if inside.size else math.nan,
-            "coverage_per_step": [float(v) for v in inside.mean(axis=0)],
-            "mean_width_per_step": [float(np.mean(width[:, h])) if bounded[:, h].all() else math.inf
-                                    for h in range(true.shape[1])],
-            "winkler_per_step": [winkler(lo[:, h], hi[:, h], true[:, h], level) for h in range(true.shape[1])],
+            "coverage": float(inside.sum() / scored.sum()) if scored.any() else math.nan,
+            "coverage_per_step": [float(inside[:, h].sum() / n_scored[h]) if n_scored[h] else math.nan
+                                  for h in range(true.shape[1])],
+            "mean_width_per_step": [math.inf if cell["unbounded"][:, h].any() else float(np.mean(width[:, h]))
+                                    if len(width) else math.nan for h in range(true.shape[1])],
+            "winkler_per_step": [winkler(lo[scored[:, h], h], hi[scored[:, h], h], true[scored[:, h], h], level)
+                                 for h in range(true.shape[1])],
             "kupiec": k, "christoffersen": c,
             "rolling_coverage": {"dates": ROLLING_DATES, "min": float(roll.min()) if roll.size else math.nan,
                                  "max": float(roll.max()) if roll.size else math.nan},
-            "unbounded": float((~bounded).mean()) if bounded.size else 0.0,  # share of the intervals with no bound
+            "unbounded": float(cell["unbounded"].mean()) if cell["unbounded"].size else 0.0,  # share with no bound
+            "not_finite": float(cell["infinite"].mean()) if cell["infinite"].size else 0.0,  # share overflowed
         }
-        out["levels"][f"{level:g}"] = entry
-        if not bounded.all():
-            unbounded.append(f"{level:.0%} unbounded in {(~bounded).mean():.0%} of the intervals "
+        out["levels"][key] = entry
+        parts.append(f"{lab}: {entry['coverage_per_step'][0]:.3f}" if s1.any() else f"{lab}: undefined")
+        if cell["unbounded"].any():
+            unbounded.append(f"{lab} unbounded in {cell['unbounded'].mean():.0%} of the intervals "
                              f"({_why_unbounded(method, level)})")
-        if nan.any():
-            unbounded.append(f"{level:.0%} not a number in {nan.mean():.0%} of the intervals "
+        if cell["infinite"].any():
+            unbounded.append(f"{lab} not finite in {cell['infinite'].mean():.0%} of the intervals (a bound is "
+                             "±inf there: the forecast or its quantile overflowed; counted as misses, not as covered)")
+        if cell["nan"].any():
+            unbounded.append(f"{lab} not a number in {cell['nan'].mean():.0%} of the intervals "
                              "(the forecast is NaN there; counted as misses)")
         for name, test in (("Kupiec", k), ("Christoffersen", c)):
             if math.isfinite(test["p_value"]) and test["p_value"] < level_sig:
-                bad.append(f"{level:.0%} fails {name} (p = {fmt_p(test['p_value'], SIGNIFICANCE)})")
-    parts = ", ".join(f"{lv:.0%}: {v['coverage_per_step'][0]:.3f}" for lv, v in zip(bounds, out["levels"].values()))
-    head = f"{method} conformal intervals, step-1 coverage {parts}" + "".join(f"; {u}" for u in unbounded)
+                bad.append(f"{lab} fails {name} (p = {fmt_p(test['p_value'], SIGNIFICANCE)})")
+    if out["no_realisation"]:
+        left = (f"{out['no_realisation']} of the {true.size} intervals left out (their realisation is not finite: "
+                "a missing label is neither a hit nor a miss)")
+        unbounded.append(left if s1.any() else f"{left}; no step-1 interval has a realisation, so there is no coverage "
+                         "to test")
+    head = f"{method} conformal intervals, step-1 coverage {', '.join(parts)}" + "".join(f"; {u}" for u in unbounded)
     if in_sample:
         out["in_sample"] = in_sample
         out["sentence"] = (f"{head}: in sample ({in_sample}), so these numbers say nothing about calibration; "
@@ -244,14 +303,20 @@ def forecast_intervals(cal: Calibration, pred: np.ndarray, true: np.ndarray | No
     return cal.bounds(pred, quantiles), cal
 
 
+def _num(v: Any, spec: str) -> str:
+    """``format(v, spec)``; a dash where the figure is undefined (NaN, or null read back from eval.json), "inf"
+    for an unbounded width."""
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
 def format_intervals(rep: dict[str, Any]) -> list[str]:
     """Table lines: coverage per step, mean width and Winkler score of step 1, the two tests' p-values."""
     lines = [f"intervals ({rep['method']} conformal): level, coverage per step, step-1 mean width, Winkler, "
              "Kupiec p, Christoffersen p"]
-    for lv, e in rep["levels"].items():
-        cov = " ".join(f"{c:.3f}" for c in e["coverage_per_step"])
-        lines.append(f"  {float(lv):.0%}  coverage {cov}  width {e['mean_width_per_step'][0]:.4g}  "
-                     f"Winkler {e['winkler_per_step'][0]:.4g}  Kupiec p {fmt_p(e['kupiec']['p_value'], SIGNIFICANCE)}  "
+    for lab, e in zip(level_labels([float(lv) for lv in rep["levels"]], percent=True), rep["levels"].values()):
+        cov = " ".join(_num(c, ".3f") for c in e["coverage_per_step"])
+        lines.append(f"  {lab}  coverage {cov}  width {_num(e['mean_width_per_step'][0], '.4g')}  "
+                     f"Winkler {_num(e['winkler_per_step'][0], '.4g')}  Kupiec p {fmt_p(e['kupiec']['p_value'], SIGNIFICANCE)}  "
                      f"Christoffersen p {fmt_p(e['christoffersen']['p_value'], SIGNIFICANCE)}")
     lines.append(rep["sentence"])
     return lines

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import special, stats
 
 from hftraining.data.labels import code_order, segment_ranks
-from hftraining.eval.intervals import design_effect
+from hftraining.eval.intervals import design_effect, level_labels
 
 MIN_CROSS_SECTION = 3  # fewest symbols on a date for its cross-sectional IC to count
 
@@ -390,19 +390,21 @@ def pinball_loss(q_pred: np.ndarray, true: np.ndarray, levels: list[float]) -> l
 def coverage(q_pred: np.ndarray, true: np.ndarray, levels: list[float]) -> dict[str, float]:
     """Calibration of a quantile forecast: for each level, the share of realisations at or below the
     forecast quantile (ideal: the level itself); for each symmetric pair (q, 1−q), the share inside
-    the interval (ideal: 1 − 2q). Every share NaN when a quantile or a realisation is NaN (as
-    :func:`pinball_loss`): a NaN quantile compares false, and would count as a realisation above it
-    and outside the interval."""
+    the interval (ideal: 1 − 2q). Every share NaN when a quantile is not finite or a realisation is NaN
+    (as :func:`pinball_loss`, NaN or inf there): a NaN quantile compares false, and would count as a
+    realisation above it and outside the interval; an infinite one compares true on one side, and a head
+    that emits ±inf would read a perfect coverage beside an infinite pinball loss. Keys by
+    :func:`intervals.level_labels`, distinct for distinct levels and widths."""
     out: dict[str, float] = {}
-    nan = bool(np.isnan(q_pred).any() or np.isnan(true).any())
+    nan = bool((~np.isfinite(q_pred)).any() or np.isnan(true).any())
     below = true[..., None] <= q_pred  # (W, H, Q)
-    for i, q in enumerate(levels):
-        out[f"below_q{q:g}"] = math.nan if nan else float(below[..., i].mean())
-    for i, lo in enumerate(levels):
-        for j, hi in enumerate(levels):
-            if lo < 0.5 and abs(lo + hi - 1.0) < 1e-9:
-                inside = (true >= q_pred[..., i]) & (true <= q_pred[..., j])
-                out[f"interval_{hi - lo:.0%}"] = math.nan if nan else float(inside.mean())
+    for i, key in enumerate(level_labels(levels)):
+        out[f"below_q{key}"] = math.nan if nan else float(below[..., i].mean())
+    pairs = [(i, j) for i, lo in enumerate(levels) for j, hi in enumerate(levels) if lo < 0.5 and abs(lo + hi - 1.0) < 1e-9]
+    widths = level_labels([round(levels[j] - levels[i], 12) for i, j in pairs], percent=True)
+    for (i, j), key in zip(pairs, widths):
+        inside = (true >= q_pred[..., i]) & (true <= q_pred[..., j])
+        out[f"interval_{key}"] = math.nan if nan else float(inside.mean())
     return out
 
 

@@ -25,6 +25,7 @@ from hftraining.core.errors import writing
 from hftraining.core.fmt import fmt
 from hftraining.data.labels import CROSS_SECTIONAL, UNITS
 from hftraining.eval.forecasts import DIRECTION_NOTE, direction_p_text, label
+from hftraining.eval.intervals import level_labels
 from hftraining.eval.report import effective_batch, md_text, p_text, trained_world_size
 from hftraining.models import ForecastModel
 
@@ -153,8 +154,9 @@ def _metrics_section(result: dict[str, Any]) -> list[str]:
         iv = result["intervals"]
         lines += [f"Forecast intervals (`intervals.json`, {iv['method']} conformal, returned by `predict` as "
                   "lower_<level>/upper_<level>): " + "; ".join(
-                      f"{float(lv):.0%}: step-1 coverage {fmt(e['coverage_per_step'][0], '.3f')}, mean width "
-                      f"{fmt(e['mean_width_per_step'][0], '.4g')}" for lv, e in iv["levels"].items())
+                      f"{lab}: step-1 coverage {fmt(e['coverage_per_step'][0], '.3f')}, mean width "
+                      f"{fmt(e['mean_width_per_step'][0], '.4g')}"
+                      for lab, e in zip(level_labels([float(lv) for lv in iv["levels"]], percent=True), iv["levels"].values()))
                   + f". {iv['sentence']}.", ""]
     dm = result.get("dm") or {}
     tests = [n for n in dict.fromkeys(["zero"] + ([sb["name"]] if sb else [])) if n in dm]

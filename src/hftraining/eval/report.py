@@ -28,8 +28,9 @@ from hftraining.core.jsonio import read_jsonl
 from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.eval import metrics as M
 from hftraining.eval.backtest import portfolio_label
-from hftraining.eval.forecasts import DIRECTION_NOTE, SIGNIFICANCE, direction_p_text, label as forecast_label
-from hftraining.eval.intervals import ROLLING_DATES, rolling_coverage
+from hftraining.eval.forecasts import (DIRECTION_NOTE, SIGNIFICANCE, direction_p_text, label as forecast_label,
+                                      quantile_note)
+from hftraining.eval.intervals import ROLLING_DATES, interval_cells, level_labels, rolling_coverage
 
 MAX_PRICE_SYMBOLS = 3
 DPI = 72  # small PNGs: the report must stay fast to write and light to open
@@ -344,6 +345,8 @@ def _metrics_section(doc: _Doc, result: dict[str, Any], fc=None) -> None:
         rows = [[k, _num(v, ".6g")] for k, v in result["model"]["pinball"].items()]
         rows.append(["mean pinball loss", _num(result["model"]["pinball_mean"], ".6g")])
         rows += [[f"coverage {k}", _num(v, ".3f")] for k, v in result["model"]["coverage"].items()]
+        if quantile_note(result):
+            rows.append(["coverage", quantile_note(result).strip(" ()")])
         doc.table(["quantile head", "value"], rows)
     _cross_section(doc, result, fc)
 
@@ -604,21 +607,22 @@ def _interval_section(doc: _Doc, rep: dict[str, Any], fc) -> None:
              "symbol (both on step 1 alone: step h of one date realises the return of step h − 1 of the next, so over all "
              "steps one return would be scored up to H times); both LRs divided by their Rao–Scott design effect over dates, "
              "since the misses of one date's symbols come together.")
-    rows = [[f"{float(lv):.0%}", " ".join(f"{c:.3f}" for c in e["coverage_per_step"]),
+    rows = [[lab, " ".join(_num(c, ".3f") for c in e["coverage_per_step"]),
              _num(e["mean_width_per_step"][0], ".4g"), _num(e["winkler_per_step"][0], ".4g"),
              p_text(e["kupiec"]["p_value"]), p_text(e["christoffersen"]["p_value"]),
              f"{_num(e['rolling_coverage']['min'], '.3f')} – {_num(e['rolling_coverage']['max'], '.3f')}"]
-            for lv, e in rep["levels"].items()]
+            for lab, e in zip(level_labels([float(lv) for lv in rep["levels"]], percent=True), rep["levels"].values())]
     doc.table(["level", "coverage per step", "step-1 width", "step-1 Winkler", "Kupiec p", "Christoffersen p",
                f"{rep['levels'][next(iter(rep['levels']))]['rolling_coverage']['dates']}-date coverage range"], rows)
     doc.para(rep["sentence"])
     if fc is None or not fc.intervals or len(fc) == 0:
         return
     fig, ax = _subplots(figsize=(10, 3))
+    labs = level_labels(list(fc.intervals), percent=True)
     for i, (level, (lo, hi)) in enumerate(fc.intervals.items()):
-        inside = (fc.true[:, 0] >= lo[:, 0]) & (fc.true[:, 0] <= hi[:, 0])
-        d, cov = rolling_coverage(inside, fc.dates)
-        ax.plot(_years(d), cov, color=f"C{i}", lw=1.2, label=f"{level:.0%} interval, {ROLLING_DATES}-date coverage")
+        cell = interval_cells(lo[:, 0], hi[:, 0], fc.true[:, 0])  # the coverage eval.json gives: a missing label left out
+        d, cov = rolling_coverage(cell["inside"][cell["scored"]], fc.dates[cell["scored"]])
+        ax.plot(_years(d), cov, color=f"C{i}", lw=1.2, label=f"{labs[i]} interval, {ROLLING_DATES}-date coverage")
         ax.axhline(level, color=f"C{i}", lw=0.8, ls="--")
     ax.set_ylim(0, 1.02), ax.set_xlabel("date"), ax.legend(fontsize=8, loc="lower left")
     ax.yaxis.set_major_formatter(_percent())
