@@ -206,3 +206,28 @@ def test_levels_that_would_share_a_forecast_column_are_refused_in_the_config(ove
     with pytest.raises(ConfigError, match=re.escape(said)):
         load_config(None, overrides)
     load_config(None, ["evaluation.intervals=[0.8, 0.9]", "model.quantiles=[0.05, 0.1, 0.9, 0.95]"])
+
+
+def test_aci_takes_a_missing_label_for_no_outcome_not_a_miss():
+    """ACI's α moved as if a window with a NaN label had missed (α fell by γ(1 − α) a date, every later
+    interval wider) while the report leaves such a window out of the coverage; with every step-1 label
+    missing α stays where it started, and with a few missing it moves as without those windows."""
+    from hftraining.models.intervals import Calibration, aci_bounds
+
+    rng = np.random.default_rng(3)
+    D, S, H, gamma, level = 30, 4, 2, 0.01, 0.9
+    cal = Calibration.fit(np.zeros((200, H)), rng.normal(size=(200, H)), [level], "aci", gamma=gamma)
+    d = np.repeat(np.arange(D), S)
+    pred, true = rng.normal(size=(D * S, H)) * 0.1, rng.normal(size=(D * S, H))
+    known = d[:, None] + np.arange(1, H + 1)
+    gone = true.copy()
+    gone[:, 0] = np.nan
+    _, alpha = aci_bounds(cal, pred, gone, d, known)
+    assert alpha[0, 0] == pytest.approx(1 - level)
+    # the last symbol's labels missing: α moves as on the other three symbols alone
+    some = true.copy()
+    some[S - 1::S, 0] = np.nan
+    keep = np.arange(D * S) % S != S - 1
+    _, got = aci_bounds(cal, pred, some, d, known)
+    _, want = aci_bounds(cal, pred[keep], true[keep], d[keep], known[keep])
+    np.testing.assert_allclose(got[:, 0], want[:, 0], rtol=1e-12)

@@ -37,6 +37,7 @@ from torch import nn
 
 from hftraining.core.errors import DataError, UserError, writing
 from hftraining.data.labels import UNITS
+from hftraining.inference.folders import run_precision
 from hftraining.inference.forecaster import Forecaster
 
 OPSET = 18
@@ -91,8 +92,10 @@ def _require(module: str) -> None:
 
 
 def wrapper_for(model_dir: str | Path) -> tuple[OnnxForecaster, Forecaster]:
-    """(OnnxForecaster, Forecaster) of a model/run/ensemble folder."""
-    fc = Forecaster.from_pretrained(model_dir)
+    """(OnnxForecaster, Forecaster) of a model/run/ensemble folder. The Forecaster is in fp32, as the graph
+    computes: at a run's bf16 it would warn, as it loads on a CPU without bf16 instructions, of a slow
+    software forward that an export never runs."""
+    fc = Forecaster.from_pretrained(model_dir, precision="fp32")
     w = OnnxForecaster(fc.model, fc.preprocessing.target_scale, len(fc.quantile_levels), fc.has_classes)
     return w, fc
 
@@ -132,7 +135,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, check: bool = True) -> P
             for stale in dest.parent.glob(f".{glob.escape(dest.name)}.tmp-*.onnx*"):
                 if _left_behind(stale):  # by an export that was killed; not another one's still writing
                     stale.unlink(missing_ok=True)
-            _write_checked(w, fc, tmp, out, check)
+            _write_checked(w, fc, tmp, out, check, _evaluated_precision(model_dir, fc))
             os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -156,7 +159,13 @@ def _left_behind(path: Path) -> bool:
     return False
 
 
-def _write_checked(w: OnnxForecaster, fc: Forecaster, path: Path, out: Path, check: bool) -> None:
+def _evaluated_precision(model_dir: str | Path, fc: Forecaster) -> str:
+    """The precision the run of ``model_dir`` (an ensemble: its members', recorded in ensemble.json) was
+    evaluated in, which predict and serve forecast in: ``fc`` is in the graph's fp32 (:func:`wrapper_for`)."""
+    return fc.model.precision if hasattr(fc.model, "members") else run_precision(model_dir)
+
+
+def _write_checked(w: OnnxForecaster, fc: Forecaster, path: Path, out: Path, check: bool, evaluated: str) -> None:
     """Export ``w`` (the model of ``fc``) to ``path`` with its metadata; with ``check``, require ONNX
     Runtime's outputs within :data:`TOLERANCE` of PyTorch's on random inputs (batch 1 and 3): a
     UserError naming ``out``, the file it is written for, otherwise."""
@@ -189,7 +198,7 @@ def _write_checked(w: OnnxForecaster, fc: Forecaster, path: Path, out: Path, che
         **({"hftraining.classification_threshold": json.dumps(class_threshold(fc.model))} if fc.has_classes else {}),
         # the graph computes in fp32; predict, serve and evaluate use the run's precision (bf16 on a
         # bf16-trained model), so their forecasts differ from the graph's by bf16 rounding
-        "hftraining.precision": "fp32 (the run evaluated in " + fc.precision + ")",
+        "hftraining.precision": "fp32 (the run evaluated in " + evaluated + ")",
     }
     for k, v in meta.items():
         entry = proto.metadata_props.add()

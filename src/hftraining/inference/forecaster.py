@@ -63,8 +63,15 @@ def _check_data(data) -> None:
 def iso_as_of(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` of :meth:`Forecaster.predict` with ``as_of`` as ISO 8601 text with its zone
     (``2024-01-02T00:00:00+00:00``): one form for every text a forecast is written to (the server's JSON,
-    ``predict``'s CSV, where pandas would write ``2024-01-02 00:00:00+00:00``), so a client parses either alike."""
-    return table.assign(as_of=table["as_of"].map(lambda t: t.isoformat()))
+    ``predict``'s CSV, where pandas would write ``2024-01-02 00:00:00+00:00``), so a client parses either alike.
+    Every stamp has the digits of a second the finest one needs, as pandas writes a column: a symbol's
+    ``…T23:00:00+00:00`` beside another's ``…T23:00:00.250000+00:00`` would make ``pd.read_csv(...,
+    parse_dates=["as_of"])``, which reads every row in the first one's format, leave the column as text."""
+    stamps = list(table["as_of"])
+    spec = ("nanoseconds" if any(t.nanosecond for t in stamps) else
+            "microseconds" if any(t.microsecond % 1000 for t in stamps) else
+            "milliseconds" if any(t.microsecond for t in stamps) else "seconds")
+    return table.assign(as_of=table["as_of"].map(lambda t: t.isoformat(timespec=spec)))
 
 
 def _has_layers(model: torch.nn.Module) -> bool:

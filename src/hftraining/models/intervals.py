@@ -199,7 +199,8 @@ def aci_bounds(cal: Calibration, pred: np.ndarray, true: np.ndarray, dates: np.n
     its ``known``: the intervals of a date never depend on an outcome that is not yet known then,
     also when symbols trade on different calendars (a symbol's next row may be several dates of the
     others later). Each forecast date weighs as one update per step, the share of its n forecasts
-    whose interval missed: each interval moves α by γ/n × (1 − level − miss) once its outcome is known.
+    whose interval missed: each interval moves α by γ/n × (1 − level − miss) once its outcome is known
+    (n: the forecasts of the date whose label is finite; a missing label is no outcome and moves α neither way).
     """
     dates, known = np.asarray(dates), np.asarray(known)
     W, H = pred.shape
@@ -228,8 +229,12 @@ def aci_bounds(cal: Calibration, pred: np.ndarray, true: np.ndarray, dates: np.n
             # not inside: a NaN forecast's NaN interval is a miss, as the report counts it (``y < NaN`` is
             # False: it moved α as a hit, narrowing every later interval)
             miss = ~((y >= lo[:, rows, h]) & (y <= hi[:, rows, h]))  # (K, n)
+            # a missing (not finite) label is no outcome: it moves α neither way, as the report leaves it
+            # out of the coverage (it moved α as a miss, widening every later interval)
+            seen = np.isfinite(true[rows, h])
             step = pending[:, :, h]  # a view: the updates land in ``pending``
-            np.add.at(step, due[rows, h], (cal.gamma / len(rows) * (target[:, None] - miss)).T)
+            np.add.at(step, due[rows[seen], h],
+                      (cal.gamma / max(int(seen.sum()), 1) * (target[:, None] - miss[:, seen])).T)
     alpha += pending[D]  # every outcome in ``true`` is known once the data ends: the α a new forecast uses
     return {level: (lo[k], hi[k]) for k, level in enumerate(cal.levels)}, alpha
 
