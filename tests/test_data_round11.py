@@ -79,8 +79,8 @@ def test_a_row_out_of_place_in_a_newest_first_file_follows_the_order_policy(tmp_
     pd.concat([new.iloc[:50], new.iloc[[60]], new.iloc[50:60], new.iloc[61:]]).to_csv(tmp_path / "AEM.csv", index=False)
     if policy == "error":
         assert _one_line_error(capsys, tmp_path / "AEM.csv", "--set", "unsorted_timestamps=error") == (
-            f"hftraining: error: {tmp_path / 'AEM.csv'}: line 52: timestamp earlier than a row above it "
-            "(data.unsorted_timestamps=error)")
+            f"hftraining: error: {tmp_path / 'AEM.csv'}: line 52: timestamp earlier than a row below it "
+            "(the file lists its rows newest first) (data.unsorted_timestamps=error)")
         return
     frame, rep = _load(tmp_path / "AEM.csv", unsorted_timestamps=policy)
     assert rep["newest_first"] == ["AEM"]

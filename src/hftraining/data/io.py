@@ -27,11 +27,11 @@ Numbers: the decimal mark is sniffed from the first rows: a decimal comma (``101
 cells outnumber decimal-point ones (``101.5``, ``1,234,567``); then ``.`` separates thousands
 (``1.234.567,5``). With a ``,`` delimiter only quoted cells hold a comma (Investing.com's German
 download: ``"17.936,65"``), and a quoted ``"1,234,567"`` (groups of three) is a number with ``.``
-as the decimal mark. A cell that fits neither stays text, and the
-validator reports it (``non_numeric``, naming the column). A ``$`` before a price is read
-(Nasdaq.com's ``$182.52``), a volume may end in ``K``, ``M`` or ``B`` (Investing.com's ``1.23M``),
-and the validator takes a cell ``-`` for an empty one (:data:`EMPTY_CELLS`). Timestamps with a UTC
-offset, or ending in a time zone's name (the IBKR API's ``20240102 09:30:00 US/Eastern``:
+as the decimal mark, but beside German or Spanish price names a ``"151,234"`` is 151.234. A cell
+that fits neither stays text, and the validator reports it (``non_numeric``, naming the column). A
+``$`` before a price is read (Nasdaq.com's ``$182.52``), a volume may end in ``K``, ``M`` or ``B``
+(Investing.com's ``1.23M``), and the validator takes a cell ``-`` for an empty one (:data:`EMPTY_CELLS`).
+Timestamps with a UTC offset, or ending in a time zone's name (the IBKR API's ``20240102 09:30:00 US/Eastern``:
 :func:`_named_zones`), are converted to UTC; naive ones are taken as UTC (a column mixing the two is a DataError:
 :func:`one_zone_rule`), a plain date (``2024-01-02``) as its UTC midnight (the time features read
 a daily bar so stamped as that date in ``data.timezone``: :func:`hftraining.data.features.date_stamps`).
@@ -106,6 +106,10 @@ ALIASES = {
     "datum": "timestamp", "zuletzt": "close", "eröffn.": "open", "hoch": "high", "tief": "low",
     "fecha": "timestamp", "último": "close", "apertura": "open", "máximo": "high", "mínimo": "low",
 }
+# price names of a download in a language that writes a decimal comma: its quoted "151,234" is 151.234 (USD/JPY
+# at three decimals), not thousands as in an English download (:func:`_decimal_mark`)
+DECIMAL_COMMA_NAMES = frozenset({"zuletzt", "eröffn.", "hoch", "tief", "último", "apertura", "máximo", "mínimo"})
+_GROUPED_DOTS = re.compile(r"\d\.\d{3}\.\d{3}")  # 1.234.567: the only decimal-comma number a cell without a comma holds
 CANONICAL = ("timestamp", *OHLCV, "adj_close", "symbol")
 
 
@@ -162,6 +166,24 @@ def one_column_each(names: list[Any], path: Path | str) -> None:
             first, second = (str(c).strip() for c in cols[:2])
             raise DataError(f"{path}: columns {first!r} and {second!r} would both be read as {what}: which one "
                             "holds it cannot be told: keep one of them, or rename the other")
+
+
+def empty_twins(df: pd.DataFrame) -> list[Any]:
+    """The price and volume columns of ``df`` that hold no value (every cell empty, NaN or ``-``) beside
+    another column read as the same price or the volume (``Volume`` beside an empty ``Vol``): there is
+    nothing to tell apart, and the one with values is read (of twins all empty, the first is kept).
+    Cells are looked at only where two such columns meet."""
+    by_canon: dict[str, list[Any]] = {}
+    for n in df.columns:
+        if (canon := canonical_name(n)) in NUMERIC:
+            by_canon.setdefault(canon, []).append(n)
+    out: list[Any] = []
+    for cols in by_canon.values():
+        if len(cols) > 1:
+            text = {c: df[c].astype("string").str.strip() for c in cols}
+            empty = [c for c in cols if bool((text[c].isna() | text[c].isin(EMPTY_CELLS)).all())]
+            out += empty[1:] if len(empty) == len(cols) else empty
+    return out
 
 
 def sample_data_dir() -> Path:
@@ -323,14 +345,23 @@ def _decimal_mark(lines: list[str], sep: str, names: list[str]) -> str:
     (either notation) does not count; a leading ``$`` is not looked at (``$182,52``). In a file
     delimited by ``,`` only a quoted cell can hold a comma (Investing.com's German and Spanish
     downloads: ``"17.936,65"``), and one that reads as thousands grouped by commas (``"1,234"``,
-    ``"12,345,678"``: English downloads write volumes so) does not count either."""
+    ``"12,345,678"``: English downloads write volumes so) does not count either, unless the prices are
+    named in such a language (:data:`DECIMAL_COMMA_NAMES`: ``"151,234"`` is then a decimal comma).
+    A ``,``-delimited file without a quote or a ``1.234.567`` holds no decimal-comma cell: ``"."``,
+    without reading its cells."""
+    if sep == "," and not any('"' in line for line in lines) and not _GROUPED_DOTS.search("\n".join(lines)):
+        return "."
     cols = [i for i, n in enumerate(names) if canonical_name(n) in NUMERIC or n == price_close(names)]
+    comma_names = sep == "," and any(name_key(n) in DECIMAL_COMMA_NAMES for n in names)
     comma = point = 0
     try:
         for row in csv.reader(lines, delimiter=sep):
             for i in cols:
                 cell = DOLLAR.sub(r"\1", row[i].strip()) if i < len(row) else ""  # $182,52 votes as 182,52
-                if _EITHER.fullmatch(cell) or sep == "," and _COMMA_GROUPS.fullmatch(cell):
+                if _EITHER.fullmatch(cell):
+                    continue
+                if sep == "," and _COMMA_GROUPS.fullmatch(cell):
+                    comma += int(comma_names and cell.count(",") == 1)  # "151,234" beside Zuletzt/Hoch/Tief: 151.234
                     continue
                 comma += bool(_COMMA_DECIMAL.fullmatch(cell))
                 point += bool(_POINT_DECIMAL.fullmatch(cell))
@@ -480,8 +511,11 @@ def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     are. A timestamp split into a ``Date`` and a ``Time`` column (a time of day) is joined into one
     (``Date Time``; a time column of HHMMSS numbers, as stooq writes it, too: :func:`_hhmmss`): the
     date alone would give every bar of a day one timestamp. Two columns named alike are a DataError
-    (:func:`one_name_each`)."""
+    (:func:`one_name_each`), as are two read as one price or the volume (:func:`one_column_each`)
+    unless one of them holds no value (:func:`empty_twins`: it is dropped)."""
     one_name_each(list(df.columns), path)
+    if twins := empty_twins(df):
+        df = df.drop(columns=twins)
     one_column_each(list(df.columns), path)
     by_canon: dict[str, list[Any]] = {}
     for col in df.columns:

@@ -77,7 +77,7 @@ from hftraining.data.validate import TooFewRows, check_policy, first_volume
 
 log = logging.getLogger(__name__)
 
-FORMAT = 22  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
+FORMAT = 23  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
 # 6: window indices and statistics carry digests; data.symbols selects a long CSV's rows, the date range cuts
 # every layout, YYYYMMDD is decided by the bulk of a column; 7: the date range is cut before validation,
 # a long file's rows without a symbol are reported, CSV symbols are text, Alpha158 is exact on constant windows;
@@ -106,7 +106,9 @@ FORMAT = 22  # bump when the stored layout or a feature's formula changes (5: an
 # midnight, offset stamps among them read as they say); the market features of a date
 # whose universe return overflowed exp); 22: a newest-first file is read in reverse under every
 # unsorted_timestamps policy, [bracketed] names, zone abbreviations (EST, ET, ...), Investing.com's German and
-# Spanish downloads with decimal commas in a comma-delimited file, two columns read as one close or volume refused)
+# Spanish downloads with decimal commas in a comma-delimited file, two columns read as one close or volume refused; 23: of a timestamp's rows in a newest-first
+# file the file's first/last is kept, German/Spanish "151,234" is a decimal comma, an empty twin of a price/volume
+# column is dropped)
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",

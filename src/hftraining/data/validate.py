@@ -55,7 +55,8 @@ go back in time than forward: Investing.com's and Nasdaq.com's downloads, broker
 in reverse whatever ``unsorted_timestamps`` says; each row the reversal moves is listed as repaired
 under ``unsorted_timestamp`` and the report's ``newest_first`` names the symbol. The policy then
 judges the rows out of place in that order (under ``error``, a newest-first file was refused at its
-second row; under ``drop``, all its rows but the first were dropped).
+second row; under ``drop``, all its rows but the first were dropped). Of rows sharing a timestamp,
+``duplicate_timestamps`` keeps the first or the last in the file, neighbours or not.
 
 Date range: rows dated outside [``data.start_date``, ``data.end_date``) (UTC) are not read. They are
 cut right after the timestamps are parsed, before every rule, so the rules see the same rows in
@@ -502,7 +503,9 @@ def validate_frame(
             rep.count("unsorted_timestamp", "repaired", rows.line[moved & ~late])
         if late.any():
             if cfg.unsorted_timestamps == "error":
-                raise DataError(f"{_where(source, int(rows.line[late][0]), unit)}: timestamp earlier than a row above it"
+                where = ("a row above it" if moved is None else  # a newest-first file: out of place among older rows
+                         "a row below it (the file lists its rows newest first)")
+                raise DataError(f"{_where(source, int(rows.line[late][0]), unit)}: timestamp earlier than {where}"
                                 " (data.unsorted_timestamps=error)")
             if cfg.unsorted_timestamps == "drop":
                 drop(late, "unsorted_timestamp")
@@ -523,7 +526,9 @@ def validate_frame(
             # "0.175 Dividend" or "2:1 Stock Split" row beside the day's bar is not kept in its place
             # (dropped later, or under ffill filled with the day before's prices, while the bar was gone)
             group = np.cumsum(~same_prev) - 1
-            pos = np.arange(len(t))
+            # first and last by the row's place in the file: in a file read in reverse, rows of one timestamp
+            # that are not neighbours (a repeated DST hour, a bar listed twice) meet in the reversed order
+            pos = rows.cols["_pos"]
             order = np.lexsort((pos if cfg.duplicate_timestamps == "first" else -pos,
                                 _flawed(rows, ("volume",) if vol_empty else ()), group))
             dup = np.ones(len(t), dtype=bool)
