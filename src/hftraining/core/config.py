@@ -89,7 +89,8 @@ class ModelConfig:
     need ``data.batching: dates`` and compare each horizon step separately; ``ic`` learns from dates
     with at least 3 symbols (``rank`` from 2)."""
     loss_weights: dict[str, float] = field(default_factory=dict)
-    """Weights of the loss components by name (``mse``, ``classification``, ``quantile``); missing ones are 1."""
+    """Weights of the loss components by name (``mse``/``ic``/``rank``, ``classification``, ``quantile``); missing
+    ones are 1; not all of the model's parts may be 0."""
 
 
 @dataclass

@@ -50,6 +50,13 @@ def check_loss_weights(cfg: ModelConfig) -> None:
         )
     if "quantile" in cfg.loss_weights and not cfg.quantiles:
         raise ConfigError("model.loss_weights: 'quantile' is weighted but model.quantiles is empty (head disabled)")
+    # every part the model computes at weight 0: the loss is 0 and every gradient 0, so the run "trained"
+    # (weight decay alone moving the weights) and exited 0 with an untrained model scored as trained
+    parts = [cfg.loss, *(["classification"] if cfg.classification_threshold > 0 else []),
+             *(["quantile"] if cfg.quantiles else [])]
+    if all(cfg.loss_weights.get(name, 1.0) == 0 for name in parts):
+        raise ConfigError(f"model.loss_weights: every loss part of the model ({', '.join(parts)}) has weight 0, so the "
+                          "loss and every gradient would be 0 and the run would learn nothing; give one a positive weight")
 
 
 def direction_labels(returns: torch.Tensor, threshold: float) -> torch.Tensor:
