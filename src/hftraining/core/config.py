@@ -442,7 +442,7 @@ class TuneConfig:
     pruner_startup_trials: int = 2
     """Complete trials before pruning starts."""
     pruner_warmup_evals: int = 1
-    """Evaluations of a trial before it may be pruned."""
+    """Evaluations of a trial before it may be pruned (with ``tune.folds``: of each fold)."""
     folds: int = 0
     """0: score each trial on the validation split of one run; K >= 2: train once per walk-forward fold
     (:mod:`hftraining.workflows.walkforward`) of the rows before the test split and score the mean

@@ -333,6 +333,10 @@ def selection_stats(series: dict[Any, tuple[np.ndarray, np.ndarray]], chosen: An
     elif N == 1 and n_tried > 1:
         out["dsr_skipped"] = (f"1 of the {n_tried} trials has an out-of-sample series: the spread of the trials' "
                               "Sharpe ratios, which sets the best of them by chance, is unknown")
+    elif n_tried > N and T and np.all(m == m[:, :1]):  # as one series among n_tried: no spread to deflate by
+        out["dsr_skipped"] = (f"the {N} trials with an out-of-sample series have identical series and {n_tried - N} "
+                              "others have none: the spread of the trials' Sharpe ratios, which sets the best of them "
+                              "by chance, is unknown")
     elif T < 2:
         out["dsr_skipped"] = f"{T} date(s) common to the {N} trials' series: a Sharpe ratio needs at least 2"
     elif not all(np.isfinite(sharpes)):

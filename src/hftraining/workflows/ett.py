@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -50,9 +51,10 @@ from hftraining.models.base import ForecastModel
 from hftraining.models.dlinear import DLinearMultivariate
 from hftraining.models.outputs import ForecastOutput
 from hftraining.models.patchtst import PatchTSTMultivariate
-from hftraining.models.predict import predict_scaled
+from hftraining.models.predict import cpu_has_bf16, predict_scaled
 from hftraining.models.ridge import solve_penalised
 from hftraining.train.runner import training_run
+from hftraining.workflows.train_run import SOFTWARE_BF16, said_once
 
 DATASETS = ("ETTh1", "ETTh2", "ETTm1", "ETTm2")
 HORIZONS = (96, 192, 336, 720)
@@ -335,6 +337,16 @@ class TrainSettings:
     seed: int = 2021
 
 
+SOFTWARE_BF16_ETT = "warning: --bf16 on a CPU without bf16 instructions"
+"""How :func:`run_ett`'s warning about bf16 autocast computed in software begins."""
+
+
+def software_bf16(s: TrainSettings) -> bool:
+    """Whether ``--bf16`` trains on a CPU that computes bf16 in software (the trainer's device ``auto``:
+    the CPU when no GPU is seen)."""
+    return s.bf16 and not torch.cuda.is_available() and cpu_has_bf16() is False
+
+
 def check_settings(s: TrainSettings) -> None:
     """A ConfigError naming the flag of a training setting out of range (before any cell runs: a
     batch size of 0 divided by zero, 0 epochs trained nothing and failed at the end)."""
@@ -590,7 +602,13 @@ def run_ett(
         if on_linear:
             net = OnLinearMap(lin, net)
         log(f"training {model} ({sum(p.numel() for p in net.parameters()):,} parameters), {settings}")
-        train = train_model(net, data, settings, Path(run_dir) / f"{dataset}-H{horizon}-{model}", model_cfg, log)
+        # the trainer's own warning names training.precision, which this command has no flag for
+        with said_once(SOFTWARE_BF16, said=True):
+            if software_bf16(settings):
+                logging.getLogger("hftraining").warning(
+                    "%s (AVX512-BF16 or AMX): torch computes it in software, several times slower than fp32; "
+                    "without --bf16 it trains and predicts in fp32", SOFTWARE_BF16_ETT)
+            train = train_model(net, data, settings, Path(run_dir) / f"{dataset}-H{horizon}-{model}", model_cfg, log)
         name = model + (" on the linear map" if on_linear else "")
         precision = "bf16" if settings.bf16 else "fp32"
         members[name] = tuple(forecasts(train["model"], data, split, precision) for split in ("val", "test"))
@@ -630,12 +648,14 @@ def format_table(results: list[dict[str, Any]]) -> str:
     head = ["dataset", "H", "ours (test)", "linear map", *PUBLISHED_COLUMNS, "ours/P64", "ours/linear", "seconds"]
     rows = [head]
     for r in results:
-        pub = PUBLISHED.get((r["dataset"], r["horizon"]), ())
+        # a horizon the papers did not publish (any --horizon runs) has a dash in their columns: a row short of
+        # them stopped the command at this table, after every cell had run
+        pub = PUBLISHED.get((r["dataset"], r["horizon"]))
         ours, lin = r["ours"]["test"], r["linear_map"]["test"]
-        p64 = pub[0][0] if pub else float("nan")
         rows.append([
             r["dataset"], str(r["horizon"]), f"{ours['mse']:.3f}/{ours['mae']:.3f}", f"{lin['mse']:.3f}/{lin['mae']:.3f}",
-            *[f"{m:.3f}/{a:.3f}" for m, a in pub], f"{ours['mse'] / p64:.3f}", f"{ours['mse'] / lin['mse']:.3f}",
+            *([f"{m:.3f}/{a:.3f}" for m, a in pub] if pub else ["—"] * len(PUBLISHED_COLUMNS)),
+            f"{ours['mse'] / pub[0][0]:.3f}" if pub else "—", f"{ours['mse'] / lin['mse']:.3f}",
             f"{r.get('total_seconds', r['linear_map']['fit_seconds']):.0f}",
         ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
@@ -713,15 +733,16 @@ def run_suite(
             validate(Config(model=cfg, data=DataConfig(sequence_length=seq_len)))  # model.moving_avg > 0, within --seq-len
     check_output_files({"--out": out, "--save-predictions": save_predictions}, data_dir)  # last: it makes a missing folder
     results = []
-    for ds in datasets:
-        cfg = cfgs[ds]
-        for h in horizons:
-            r = run_ett(data_dir, ds, h, model, seq_len, cfg, settings, model_kwargs, ridge, ensemble, log=log,
-                        save_predictions=save_predictions, linear_lookbacks=tuple(linear_lookbacks),
-                        time_of_day=time_of_day, run_dir=run_dir)
-            results.append(r)
-            log(f"{ds} H={h}: ours ({r['ours']['name']}) test mse {r['ours']['test']['mse']:.4f} mae {r['ours']['test']['mae']:.4f}; "
-                f"linear map {r['linear_map']['test']['mse']:.4f}; {r.get('total_seconds', 0):.0f}s")
-            if out:
-                write_json(out, {"machine": f"{torch.get_num_threads()} CPU threads", "results": results}, indent=1)
+    with said_once(SOFTWARE_BF16_ETT):  # said once for all the cells
+        for ds in datasets:
+            cfg = cfgs[ds]
+            for h in horizons:
+                r = run_ett(data_dir, ds, h, model, seq_len, cfg, settings, model_kwargs, ridge, ensemble, log=log,
+                            save_predictions=save_predictions, linear_lookbacks=tuple(linear_lookbacks),
+                            time_of_day=time_of_day, run_dir=run_dir)
+                results.append(r)
+                log(f"{ds} H={h}: ours ({r['ours']['name']}) test mse {r['ours']['test']['mse']:.4f} mae {r['ours']['test']['mae']:.4f}; "
+                    f"linear map {r['linear_map']['test']['mse']:.4f}; {r.get('total_seconds', 0):.0f}s")
+                if out:
+                    write_json(out, {"machine": f"{torch.get_num_threads()} CPU threads", "results": results}, indent=1)
     return results

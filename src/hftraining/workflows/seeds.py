@@ -24,8 +24,8 @@ from hftraining.models.registry import MODELS
 from hftraining.train.distributed import barrier, cleanup, init_distributed
 from hftraining.train.tracking import start_group
 from hftraining.train.trainer import check_config
-from hftraining.workflows.train_run import (check_report_importable, check_splits, remove, run_folder_lock, seed_runs,
-                                            shown, single_run, train)
+from hftraining.workflows.train_run import (check_report_importable, check_splits, remove, run_folder_lock, said_once,
+                                            seed_runs, shown, single_run, train)
 
 log = logging.getLogger("hftraining")
 
@@ -62,7 +62,8 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
         cleanup(info)
     # one train --seeds at a time in a run folder: a second one's output.overwrite removed the first's seed-0
     # while it trained (the seeds' own folders are locked by train)
-    with run_folder_lock(root) if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
+    # every seed builds its own trainer: a warning each would repeat (bf16 computed in software) is said once
+    with run_folder_lock(root) if int(os.environ.get("RANK", "0")) == 0 else nullcontext(), said_once():
         single, earlier = single_run(root), seed_runs(root)
         if single and not cfg.output.overwrite:
             raise UserError(f"{root}: holds a single training run ({shown(single)}); --seeds would write its seed-<k>/ "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import importlib
+import logging
 import os
 import re
 import shutil
@@ -39,6 +40,39 @@ from hftraining.train.trainer import check_config, check_cross_section
 SINGLE_RUN = ("config.json", *RUN_FOLDERS, *RUN_FILES, "data_report.json", FITTED_BASELINES_DIR)
 """What one ``hftraining train`` writes into its run folder (not ``train --seeds``, whose runs are
 its ``seed-<k>/`` folders): a folder holding any of them holds a single run."""
+
+
+SOFTWARE_BF16 = "warning: training.precision bf16 on a CPU without bf16 instructions"
+"""How the warning of :func:`~hftraining.train.runner.build_trainer` about bf16 autocast computed in
+software begins (:func:`said_once`)."""
+
+
+class _Once(logging.Filter):
+    """Lets the first record of the ``hftraining`` logger that begins with ``start`` through and drops the
+    later ones (all of them when ``said``)."""
+
+    def __init__(self, start: str, said: bool):
+        super().__init__()
+        self.start, self.said = start, said
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith(self.start):
+            return True
+        said, self.said = self.said, True
+        return not said
+
+
+@contextmanager
+def said_once(start: str = SOFTWARE_BF16, said: bool = False) -> Iterator[None]:
+    """While in the block, a warning that every run of a command repeats (each tune trial, walk-forward
+    fold or seed builds its own trainer) reaches the console and the first run's train.log once; ``said``:
+    it has been said already (by another process of the command, or in the command's own words)."""
+    once = _Once(start, said)
+    log.addFilter(once)
+    try:
+        yield
+    finally:
+        log.removeFilter(once)
 
 
 def seed_runs(root: Path) -> list[str]:

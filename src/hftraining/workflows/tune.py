@@ -107,7 +107,7 @@ from hftraining.models.registry import check_buildable
 from hftraining.train.distributed import DistInfo, resolve_device
 from hftraining.train.trainer import NonFiniteError, OutOfMemory, check_config
 from hftraining.eval.selection import format_selection, selection_stats
-from hftraining.workflows.train_run import check_report_importable, run_folder_lock
+from hftraining.workflows.train_run import check_report_importable, run_folder_lock, said_once
 from hftraining.workflows.walkforward import prepare_fold
 
 log = logging.getLogger("hftraining")
@@ -867,18 +867,19 @@ def _pruner(optuna, cfg: Config):
     class WarmupMedian(optuna.pruners.MedianPruner):
         """Median pruning that waits for ``pruner_warmup_evals`` reports of a trial (counted in
         evaluations, not steps, so it does not depend on ``evaluation.eval_steps``). With
-        ``tune.folds`` a trial is judged by its reports of the fold it trains: Optuna's median rule
-        compares the trial's best report so far with the other trials' at this step, and a best taken
-        from an earlier fold (another period, whose scores may all be lower) would shield every later
-        fold from pruning."""
+        ``tune.folds`` a trial is judged by its reports of the fold it trains, and the warm-up is
+        counted in them (each fold starts a new run, whose first evaluations are as unsettled as the
+        first fold's): Optuna's median rule compares the trial's best report so far with the other
+        trials' at this step, and a best taken from an earlier fold (another period, whose scores may
+        all be lower) would shield every later fold from pruning."""
 
         def prune(self, study, trial) -> bool:
-            if len(trial.intermediate_values) < t.pruner_warmup_evals:
-                return False
             if per_fold and trial.last_step is not None:
                 start = (trial.last_step - 1) // per_fold * per_fold  # the fold's steps are (start, start + F]
                 trial = copy.copy(trial)
                 trial.intermediate_values = {s: v for s, v in trial.intermediate_values.items() if s > start}
+            if len(trial.intermediate_values) < t.pruner_warmup_evals:
+                return False
             return super().prune(study, trial)
 
     return WarmupMedian(n_startup_trials=t.pruner_startup_trials, n_warmup_steps=0)
@@ -959,10 +960,11 @@ def _one_line(e: BaseException) -> str:
     return line if len(line) <= 1000 else line[:997] + "..."
 
 
-def _worker(config_path, overrides, storage, study_name, out, n_trials, threads, errors) -> None:
+def _worker(config_path, overrides, storage, study_name, out, n_trials, threads, errors, said: bool = False) -> None:
     """One worker process: run ``n_trials`` of the shared study. An error is also put on ``errors``
     (a SimpleQueue) as one line, for the parent to report; a UserError ends the worker with exit
-    code 2 and no traceback (the parent prints the line)."""
+    code 2 and no traceback (the parent prints the line). ``said``: another worker says the warnings
+    every trial would repeat (:func:`~hftraining.workflows.train_run.said_once`)."""
     try:
         setup_console_logging()
         torch.set_num_threads(threads)
@@ -971,7 +973,8 @@ def _worker(config_path, overrides, storage, study_name, out, n_trials, threads,
         space = parse_space(cfg.tune.search_space)
         study = optuna.load_study(study_name=study_name, storage=_storage(optuna, storage),
                                   sampler=_sampler(optuna, cfg), pruner=_pruner(optuna, cfg))
-        run_trials(study, Objective(config_path, overrides, space, Path(out)), n_trials)
+        with said_once(said=said):
+            run_trials(study, Objective(config_path, overrides, space, Path(out)), n_trials)
     except UserError as e:
         errors.put(_one_line(e))
         sys.exit(e.exit_code)
@@ -1106,7 +1109,8 @@ def _run_study(study, cfg: Config, config_path, overrides, space, out: Path, tri
     as stored after them, the report's summary)."""
     optuna = _optuna()
     if workers == 1:
-        run_trials(study, Objective(config_path, overrides, space, out), trials)
+        with said_once():  # every trial builds its own trainer: a warning each would repeat is said once
+            run_trials(study, Objective(config_path, overrides, space, out), trials)
     else:
         Complete = optuna.trial.TrialState.COMPLETE
         done_before = len(study.get_trials(deepcopy=False, states=(Complete,)))
@@ -1114,8 +1118,12 @@ def _run_study(study, cfg: Config, config_path, overrides, space, out: Path, tri
         errors = ctx.SimpleQueue()  # one line per failed worker
         shares = [trials // workers + (i < trials % workers) for i in range(workers)]
         threads = max(1, (os.cpu_count() or 1) // workers)
-        procs = [ctx.Process(target=_worker, args=(config_path, overrides, storage, name, str(out), n, threads, errors))
-                 for n in shares if n]
+        # a warning every trial would repeat (bf16 computed in software) is said by the first worker alone,
+        # unless the precision is searched (the first worker's trials may all draw fp32)
+        alone = not any(k in space for k in ("training.precision", "training.use_mixed_precision"))
+        procs = [ctx.Process(target=_worker, args=(config_path, overrides, storage, name, str(out), n, threads, errors,
+                                                   alone and i > 0))
+                 for i, n in enumerate(n for n in shares if n)]
         for p in procs:
             p.start()
         for p in procs:

@@ -70,7 +70,7 @@ from hftraining.train.runner import check_output_dir, training_run
 from hftraining.train.tracking import TrackingGroup, start_group
 from hftraining.train.trainer import check_config
 from hftraining.workflows.train_run import (check_report_importable, evaluate_test, needs_validation, remove,
-                                            run_folder_lock, split_sizes)
+                                            run_folder_lock, said_once, split_sizes)
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,8 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
     base = cfg.run_dir() / "walkforward"
     # one walk-forward at a time in a folder, as one train per run folder: a second one started with
     # output.overwrite removed the folds the first was training, and both exited 0 with mixed folders
-    with run_folder_lock(base) if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
+    # every fold builds its own trainer: a warning each would repeat (bf16 computed in software) is said once
+    with run_folder_lock(base) if int(os.environ.get("RANK", "0")) == 0 else nullcontext(), said_once():
         return _walk_forward(cfg, n_folds, scheme, mode, base)
 
 
