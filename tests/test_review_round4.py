@@ -29,13 +29,14 @@ def test_predict_out_dev_stdout_into_a_pipe_is_the_csv_alone(tmp_path):
             "    def from_pretrained(path):\n"
             "        return F()\n"
             "    def predict(self, data):\n"
-            "        return pd.DataFrame({'symbol': ['A', 'A'], 'step': [1, 2]})\n"
+            "        return pd.DataFrame({'symbol': ['A', 'A'], 'as_of': pd.to_datetime(['2024-01-02'] * 2, utc=True),"
+            " 'step': [1, 2]})\n"
             "cli.Forecaster = F\n"
             f"sys.exit(cli.main(['predict', {str(tmp_path / 'model')!r}, '--data', {str(tmp_path / 'data')!r}, "
             "'--out', '/dev/stdout']))")
     done = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["symbol,step", "A,1", "A,2"]
+    assert done.stdout.splitlines() == ["symbol,as_of,step", "A,2024-01-02T00:00:00+00:00,1", "A,2024-01-02T00:00:00+00:00,2"]
     assert "wrote 2 forecasts" in done.stderr
 
 

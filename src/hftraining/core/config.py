@@ -90,7 +90,7 @@ class ModelConfig:
     with at least 3 symbols (``rank`` from 2)."""
     loss_weights: dict[str, float] = field(default_factory=dict)
     """Weights of the loss components by name (``mse``/``ic``/``rank``, ``classification``, ``quantile``); missing
-    ones are 1; not all of the model's parts may be 0."""
+    ones are 1; not all of the parts of a model trained by gradient steps may be 0."""
 
 
 @dataclass

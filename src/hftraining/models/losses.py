@@ -50,8 +50,13 @@ def check_loss_weights(cfg: ModelConfig) -> None:
         )
     if "quantile" in cfg.loss_weights and not cfg.quantiles:
         raise ConfigError("model.loss_weights: 'quantile' is weighted but model.quantiles is empty (head disabled)")
-    # every part the model computes at weight 0: the loss is 0 and every gradient 0, so the run "trained"
-    # (weight decay alone moving the weights) and exited 0 with an untrained model scored as trained
+
+
+def check_loss_learns(cfg: ModelConfig) -> None:
+    """Raise ConfigError when every loss part a model trained by gradient steps computes has weight 0:
+    the loss is 0 and every gradient 0, so the run "trained" (weight decay alone moving the weights) and
+    exited 0 with an untrained model scored as trained. A model fitted otherwise (ridge, LightGBM, the naive
+    baselines) does not read the weights, and a model folder is loaded whatever they are."""
     parts = [cfg.loss, *(["classification"] if cfg.classification_threshold > 0 else []),
              *(["quantile"] if cfg.quantiles else [])]
     if all(cfg.loss_weights.get(name, 1.0) == 0 for name in parts):

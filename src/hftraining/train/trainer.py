@@ -37,7 +37,7 @@ from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.data.windows import DateSampler, EpochSampler, WindowSet, date_groups, to_device
 from hftraining.eval import metrics
 from hftraining.models import ForecastModel, build_model
-from hftraining.models.losses import MIN_MEMBERS, compute_loss, term_counts, weighted_total
+from hftraining.models.losses import MIN_MEMBERS, check_loss_learns, compute_loss, term_counts, weighted_total
 from hftraining.models.predict import autocast_context, predict_scaled
 from hftraining.models.registry import check_model
 from hftraining.optim.stepper import TrainOptimizer
@@ -140,7 +140,9 @@ def check_config(cfg: Config, info: DistInfo) -> tuple[str, str]:
     combinations (ConfigErrors naming the key) → (precision, compile mode). The run calls it first, so a
     mistake costs no feature build."""
     t = cfg.training
-    if not check_model(cfg.model).needs_training:  # fitted on the windows as they are: augmentation would not act
+    if check_model(cfg.model).needs_training:
+        check_loss_learns(cfg.model)
+    else:  # fitted on the windows as they are: augmentation would not act
         for key in ("augment_noise_std", "augment_scale_std", "augment_jitter"):
             if getattr(cfg.data, key):
                 raise ConfigError(f"data.{key}: model.type {cfg.model.type!r} takes no gradient steps (it is fitted "

@@ -53,6 +53,7 @@ from hftraining.models.outputs import ForecastOutput
 from hftraining.models.patchtst import PatchTSTMultivariate
 from hftraining.models.predict import cpu_has_bf16, predict_scaled
 from hftraining.models.ridge import solve_penalised
+from hftraining.train.logging import held_records
 from hftraining.train.runner import training_run
 from hftraining.workflows.train_run import SOFTWARE_BF16, said_once
 
@@ -602,8 +603,9 @@ def run_ett(
         if on_linear:
             net = OnLinearMap(lin, net)
         log(f"training {model} ({sum(p.numel() for p in net.parameters()):,} parameters), {settings}")
-        # the trainer's own warning names training.precision, which this command has no flag for
-        with said_once(SOFTWARE_BF16, said=True):
+        # the trainer's own warning names training.precision, which this command has no flag for; held, this
+        # one opens the cell's train.log as the trainer's did
+        with said_once(SOFTWARE_BF16, said=True), held_records():
             if software_bf16(settings):
                 logging.getLogger("hftraining").warning(
                     "%s (AVX512-BF16 or AMX): torch computes it in software, several times slower than fp32; "

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -49,14 +50,16 @@ software begins (:func:`said_once`)."""
 
 class _Once(logging.Filter):
     """Lets the first record of the ``hftraining`` logger that begins with ``start`` through and drops the
-    later ones (all of them when ``said``)."""
+    later ones (all of them when ``said``), of the thread that made it alone: the logger is the process's,
+    and a run in another thread (library use) is not the command's and says its own."""
 
     def __init__(self, start: str, said: bool):
         super().__init__()
         self.start, self.said = start, said
+        self.thread = threading.get_ident()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.getMessage().startswith(self.start):
+        if threading.get_ident() != self.thread or not record.getMessage().startswith(self.start):
             return True
         said, self.said = self.said, True
         return not said

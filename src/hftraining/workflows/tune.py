@@ -1119,8 +1119,9 @@ def _run_study(study, cfg: Config, config_path, overrides, space, out: Path, tri
         shares = [trials // workers + (i < trials % workers) for i in range(workers)]
         threads = max(1, (os.cpu_count() or 1) // workers)
         # a warning every trial would repeat (bf16 computed in software) is said by the first worker alone,
-        # unless the precision is searched (the first worker's trials may all draw fp32)
-        alone = not any(k in space for k in ("training.precision", "training.use_mixed_precision"))
+        # unless the precision or the model is searched (the first worker's trials may all draw fp32, or a
+        # model without gradient steps, which trains no bf16)
+        alone = not any(k in space for k in ("training.precision", "training.use_mixed_precision", "model.type"))
         procs = [ctx.Process(target=_worker, args=(config_path, overrides, storage, name, str(out), n, threads, errors,
                                                    alone and i > 0))
                  for i, n in enumerate(n for n in shares if n)]
