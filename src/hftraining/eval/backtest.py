@@ -635,7 +635,9 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
     ``per_symbol``, ``backtest_positions`` under ``topk``; :func:`hftraining.core.config.backtest_ignored`)
     is named in ``settings["warning"]``: only a config that skipped the check gets here (the check refuses it
     wherever a config is validated: training, and ``evaluate``/``backtest``, which resolve ``auto`` by the
-    label the model was trained on). Returns
+    label the model was trained on). A ``topk`` portfolio on dates that never have two symbols with a row (a
+    single symbol) can hold nothing: ``settings["topk_held"]`` is 0 and ``settings["warning"]`` says so
+    (:func:`topk_holds_nothing_text`). Returns
     {"strategies": {name: metrics}, "settings": ..., "curves": {name: (dates, returns)}, "dates": (T,) int64
     ns} (arrays, for the report): a curve's ``dates`` (T - 1,) are the decision dates that open its periods
     (:class:`Simulation`); ``"dates"`` is every date of the panel, so the period opened at ``dates[k]``
@@ -745,13 +747,28 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
         settings.update(topk=ev.backtest_topk, topk_dropout=ev.backtest_topk_dropout,
                         topk_rule="on each rebalancing date: long the top k by the signal, short the bottom k "
                                   "(long-only: none), equal weight; dropout n: at most n names swapped per side")
+        # the most symbols with a row on one date: a book ranks at least two of them against each other
+        most = int(have.sum(axis=1).max()) if len(dates) else 0
         side = N if ev.backtest_long_only else N // 2  # the most names a side can hold (long-short: both equal)
-        if ev.backtest_topk > side:
+        if most < 2:
+            settings["topk_held"] = 0
+            text = topk_holds_nothing_text(portfolio_from, N)
+            settings["warning"] = f"{settings['warning']}; {text}" if "warning" in settings else text
+        elif ev.backtest_topk > side:
             settings["topk_held"] = side
             text = (f"evaluation.backtest_topk: {ev.backtest_topk} is more than the {N} symbols allow: each side "
                     f"holds at most {side}" + ("" if ev.backtest_long_only else " (long-short: half of them)"))
             settings["warning"] = f"{settings['warning']}; {text}" if "warning" in settings else text
     return {"settings": settings, "strategies": out, "curves": curves, "dates": dates}
+
+
+def topk_holds_nothing_text(portfolio_from: str, n_symbols: int) -> str:
+    """The line saying that a top-k book holds nothing on any date: no date has two of the ``n_symbols``
+    symbols with a row, and the book ranks a date's symbols against each other (``portfolio_from``: how
+    the portfolio was chosen, as ``settings["portfolio_from"]``)."""
+    return (f"{portfolio_from}: topk ranks the symbols of a date against each other, and no date has 2 of the "
+            f"{n_symbols} symbol{'s' if n_symbols != 1 else ''} with a forecast: the book holds nothing, and the model "
+            f"and every baseline read 0")
 
 
 def portfolio_label(s: dict[str, Any]) -> str:

@@ -99,11 +99,13 @@ class Forecaster:
             self.calibration = read_calibration(model_dir, preprocessing.horizon, self.quantile_levels)
         if (model_dir is not None and precision == "bf16" and self.device.type == "cpu" and cpu_has_bf16() is False
                 and _has_layers(model)):
-            # said once, as the folder loads (predict, serve; not again for an ensemble's members scored alone):
-            # the forecasts stay those eval.json scored in bf16
+            # said once, as the folder loads (predict, serve, evaluate, backtest; not again for an ensemble's
+            # members scored alone): the forecasts stay those eval.json scored in bf16. The fp32 option is the
+            # Python API's alone, and not the run's precision that evaluate and backtest score
             log.warning("precision bf16 on a CPU without bf16 instructions (AVX512-BF16 or AMX): torch computes the "
-                        "forecasts in software, several times slower than fp32; they are the forecasts evaluation "
-                        "scored (Forecaster.from_pretrained(..., precision='fp32') is faster, within bf16 rounding)")
+                        "forecasts in software, several times slower than fp32; they stay in bf16, the run's precision "
+                        "that evaluation scores (a Python caller may load the folder with "
+                        "Forecaster.from_pretrained(..., precision='fp32'): faster, within bf16 rounding of them)")
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: torch.device | str = "cpu", precision: str | None = None) -> "Forecaster":

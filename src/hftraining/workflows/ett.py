@@ -478,8 +478,10 @@ def train_model(net: torch.nn.Module, data: EttData, s: TrainSettings, run_dir: 
 
 
 def forecasts(model: torch.nn.Module, data: EttData, split: str, precision: str = "fp32") -> torch.Tensor:
-    """(n, H, C) forecasts of a trained :class:`ChannelModel` for every window of a split."""
-    return torch.from_numpy(predict_scaled(model, data.windows[split], EVAL_BATCH, "cpu", precision))
+    """(n, H, C) forecasts of a trained :class:`ChannelModel` for every window of a split, on the device
+    its parameters are on (the one it trained on: a GPU's model is not predicted on the CPU)."""
+    device = next(model.parameters()).device
+    return torch.from_numpy(predict_scaled(model, data.windows[split], EVAL_BATCH, device, precision))
 
 
 # --------------------------------------------------------------------------------------------

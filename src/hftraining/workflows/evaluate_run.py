@@ -29,7 +29,7 @@ from hftraining.data.io import sample_data_dir
 from hftraining.data.pipeline import Preprocessing, apply
 from hftraining.data.windows import WindowSet
 from hftraining.eval import metrics as M
-from hftraining.eval.backtest import backtest_forecasts
+from hftraining.eval.backtest import backtest_forecasts, topk_holds_nothing_text
 from hftraining.eval.forecasts import FITTED_BASELINES, Forecasts, collect_forecasts, score
 from hftraining.eval.intervals import forecast_intervals, interval_report, outcome_times
 from hftraining.inference.ensemble import check_shared_preprocessing, ensemble_evaluation, read_ensemble_meta
@@ -219,10 +219,16 @@ def evaluate_and_backtest(path, data=None, split: str = "test",
                           ev: EvaluationConfig | None = None) -> tuple[dict[str, Any], Forecasts, dict[str, Any]]:
     """Score (:func:`evaluate_model_dir`) and backtest (:func:`hftraining.eval.backtest.backtest_forecasts`)
     the model of a run/model folder; ``ev``: EvaluationConfig (default: the run's). Returns
-    (result with a "backtest" entry, Forecasts, backtest with its curves)."""
+    (result with a "backtest" entry, Forecasts, backtest with its curves). A ``topk`` portfolio that holds
+    nothing on any date (no date with two symbols: a single symbol) is a ConfigError naming the key: every
+    strategy it trades would read 0, not a result (training only warns: its run is kept)."""
     ev = ev if ev is not None else evaluation_config(path)
     result, fc = evaluate_model_dir(path, data, split, ev)
     bt = backtest_forecasts(fc, ev)
+    s = bt["settings"]
+    if s.get("topk_held") == 0:
+        raise ConfigError(f"{topk_holds_nothing_text(s['portfolio_from'], s['n_symbols'])}; "
+                          f"set evaluation.backtest_portfolio=per_symbol (backtest: --portfolio per_symbol)")
     result["backtest"] = {"settings": bt["settings"], "strategies": bt["strategies"]}
     return result, fc, bt
 
