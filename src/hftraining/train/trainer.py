@@ -68,6 +68,9 @@ class TrainerState:
     global_step: int = 0
     skipped_steps: int = 0
     consecutive_nonfinite: int = 0
+    nonfinite_since: int | None = None  # the first step of the run of ``consecutive_nonfinite`` (None: no such run)
+    # whether a step of that run had a NaN/Inf in its windows; if none had, the weights are what is non-finite
+    nonfinite_windows: bool = False
     best_metric: float | None = None
     best_step: int | None = None
     best_checkpoint: str | None = None  # the folder name (step-N) under checkpoints/ of the best step, if saved
@@ -89,7 +92,9 @@ class _Pending:
     step: int  # global step after it
     idx: np.ndarray  # windows of all its micro-batches, to name them in an error (a NaN may be in any)
     lr: float  # the learning rate its update used
-    stats: torch.Tensor  # (P + 4,) float64 on the device: loss, P loss parts, grad norm, skipped (0/1), loss scale
+    # (P + 5,) float64 on the device: loss, P loss parts, grad norm, skipped (0/1), loss scale, and 1 when a
+    # window of the step (on any rank) holds a NaN/Inf
+    stats: torch.Tensor
 
 
 @dataclass
@@ -229,6 +234,7 @@ class Trainer:
         self._window = _LogWindow()
         self._part_names: list[str] = []  # of the loss, in the order it returns them
         self._last_lr = 0.0
+        self._last_eval: tuple[int, dict[str, float]] | None = None  # (step, metrics) of the last validation
         self._epoch_ended = False  # whether the last step drew an epoch's last batch
         resume_step = None
         if self.resume_path is not None:
@@ -353,10 +359,13 @@ class Trainer:
             batches.append(self.sampler.next_batch())
             self._epoch_ended = self._epoch_ended or self.sampler.at_epoch_end()
         shares = self._micro_shares(batches)
-        micro_stats = []
+        micro_stats, finite_in = [], []
         for micro, idx in enumerate(batches):
             self._window.samples += len(idx)  # this rank's: summed over the ranks at the record (date batches vary)
             b = self._batch(idx)
+            # whether the windows themselves are finite: a step non-finite on finite windows is the weights' doing
+            finite_in.append(torch.isfinite(b["x"]).all() & torch.isfinite(b["past"]).all()
+                             & torch.isfinite(b["y"]).all())  # 0-dim on the device
             sync = self.ddp is None or micro == accum - 1  # DDP reduces gradients on the last micro-batch
             with (nullcontext() if sync else self.ddp.no_sync()), opt.hessian_context():
                 try:
@@ -393,6 +402,8 @@ class Trainer:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self._params if p.grad is not None], foreach=True)
         skip = (~(torch.isfinite(stats[0]) & torch.isfinite(grad_norm))).float()  # 0-dim on the device
         all_reduce_max(skip, self.info)  # every rank skips together
+        bad_windows = (~torch.stack(finite_in).all()).double().reshape(1)  # (1,) 1: a window of the step is not finite
+        all_reduce_max(bad_windows, self.info)  # on any rank
         opt.step(skip)
         # a skipped step's forward must not leave its statistics (a NaN batch's: NaN forever); put back
         # after the optimizer's step: Sophia's Hessian-vector product differentiates BatchNorm's backward,
@@ -407,7 +418,7 @@ class Trainer:
             self.scaler.update()
         self.state.global_step += 1
         self._pending.append(_Pending(self.state.global_step, np.concatenate(batches), lr, torch.cat(
-            [stats, grad_norm.detach().double().reshape(1), skip.double().reshape(1), scale])))
+            [stats, grad_norm.detach().double().reshape(1), skip.double().reshape(1), scale, bad_windows])))
 
     def _micro_shares(self, batches: list[np.ndarray]) -> dict[str, list[float]] | dict[str, list[torch.Tensor]] | None:
         """Per loss part, the factor on each micro-batch's value that makes the accumulated gradient that
@@ -444,29 +455,59 @@ class Trainer:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        rows = torch.stack([p.stats for p in pending]).cpu().numpy()  # (steps, P + 4)
+        rows = torch.stack([p.stats for p in pending]).cpu().numpy()  # (steps, P + 5)
         limit = self.cfg.training.max_consecutive_nonfinite
-        w = self._window
+        w, st = self._window, self.state
         for p, r in zip(pending, rows):
-            loss, grad_norm, skipped, scale = r[0], r[-3], r[-2], r[-1]
+            loss, grad_norm, skipped, scale, bad_windows = r[0], r[-4], r[-3], r[-2], r[-1]
             if skipped > 0:
-                self.state.skipped_steps += 1
+                st.skipped_steps += 1
                 w.skipped = True
                 if self.scaler is not None and np.isfinite(loss) and scale > 1:
                     continue  # an overflow of the loss-scaled gradients
-                self.state.consecutive_nonfinite += 1
-                if self.state.consecutive_nonfinite >= limit:
+                if st.consecutive_nonfinite == 0:
+                    st.nonfinite_since, st.nonfinite_windows = p.step, False
+                elif st.nonfinite_since is None:  # resumed from a checkpoint that did not note the run: windows unknown
+                    st.nonfinite_since, st.nonfinite_windows = p.step - st.consecutive_nonfinite, True
+                st.consecutive_nonfinite += 1
+                st.nonfinite_windows = st.nonfinite_windows or bool(bad_windows > 0)
+                if st.consecutive_nonfinite >= limit:
                     raise NonFiniteError(
-                        f"training stopped: {self.state.consecutive_nonfinite} optimizer steps in a row had a "
-                        f"non-finite loss or gradient (last at step {p.step}, {self._describe(p.idx)}); last good "
-                        f"checkpoint kept in {self.ckpt_root} (training.max_consecutive_nonfinite={limit})"
+                        f"training stopped: {st.consecutive_nonfinite} optimizer steps in a row had a non-finite loss "
+                        f"or gradient (last at step {p.step}, {self._nonfinite_cause(p.idx)}); "
+                        f"{self._checkpoint_before()} (training.max_consecutive_nonfinite={limit})"
                     )
             else:
-                self.state.consecutive_nonfinite = 0
+                st.consecutive_nonfinite, st.nonfinite_since, st.nonfinite_windows = 0, None, False
                 w.losses.append(float(loss))
                 w.grad_norm = float(grad_norm)
-                w.parts = {k: w.parts.get(k, 0.0) + float(v) for k, v in zip(self._part_names, r[1:-3])}
+                w.parts = {k: w.parts.get(k, 0.0) + float(v) for k, v in zip(self._part_names, r[1:-4])}
         self._last_lr = pending[-1].lr
+
+    def _nonfinite_cause(self, idx: np.ndarray | None) -> str:
+        """What made the current run of non-finite steps non-finite: the windows of its last step (``idx``;
+        None: not named) when a step of the run had a NaN/Inf in its windows, else the weights of the step
+        before the run, with which every step on finite windows has a non-finite loss or gradient (an update
+        too large: the weights, or what they make of the windows, overflow; the learning rate)."""
+        st = self.state
+        if st.nonfinite_windows:
+            return self._describe(idx) if idx is not None else "a NaN/Inf in their windows"
+        if st.nonfinite_since <= 1:
+            return "every window of the run is finite: the weights it started from give a non-finite loss"
+        return (f"every window since step {st.nonfinite_since} is finite: the weights diverged at step "
+                f"{st.nonfinite_since - 1}'s update; lower training.learning_rate ({self.cfg.training.learning_rate:g}) "
+                "and start over with output.overwrite=true")
+
+    def _checkpoint_before(self) -> str:
+        """Which checkpoint still holds weights from before the current run of non-finite steps: one saved
+        before its first step or, when the weights themselves are what is non-finite (see
+        :meth:`_nonfinite_cause`), before the update that made them so: those saved since hold them."""
+        st = self.state
+        first_bad = st.nonfinite_since if st.nonfinite_windows else st.nonfinite_since - 1  # its weights are not good
+        kept = [p for s, p in ckpt.list_checkpoints(self.ckpt_root) if s < first_bad]
+        if kept:
+            return f"the last checkpoint with weights from before step {first_bad}: {kept[-1]}"
+        return f"no checkpoint in {self.ckpt_root} holds weights from before step {first_bad}"
 
     def _log_training(self, step: int) -> None:
         """The training record of ``step``: the mean loss and loss parts of the steps since the last record
@@ -554,6 +595,7 @@ class Trainer:
     def _validate(self, step: int, max_batches: int | None) -> dict[str, float]:
         """Score the validation split, log it, track the best step, call ``on_evaluate``."""
         metrics = self.evaluate(self.val_windows, max_batches)
+        self._last_eval = (step, metrics)
         self.logger.log({"step": step, **{f"eval_{k}": v for k, v in metrics.items()}})
         self._after_eval(metrics)
         if self.on_evaluate is not None:
@@ -624,6 +666,45 @@ class Trainer:
                 self.save_checkpoint()
             if eval_now or save:
                 self._window.start += time.perf_counter() - paused
+        self._check_end()
+
+    def _check_end(self) -> None:
+        """A run that ends (``training.max_steps``, early stopping) on steps skipped as non-finite, fewer in
+        a row than ``training.max_consecutive_nonfinite``: a NonFiniteError (exit 2) when its final weights
+        forecast NaN/Inf on the validation windows (or are not finite, or, without validation windows, every
+        forward of those steps was non-finite on finite windows), as the abort would have been; a warning
+        otherwise (the weights are those of the step before them). The final model of an earlier best
+        checkpoint (``load_best_model_at_end``) is not those weights: a warning."""
+        st, t = self.state, self.cfg.training
+        if not st.consecutive_nonfinite:
+            return
+        k, last = st.consecutive_nonfinite, st.global_step
+        if st.nonfinite_since is None:  # resumed at its last step from a checkpoint that did not note the run
+            st.nonfinite_since, st.nonfinite_windows = last - k + 1, True
+        since = st.nonfinite_since
+        scored = self._last_eval[1] if self._last_eval is not None and self._last_eval[0] == last else None
+        if scored is None and len(self.val_windows):
+            scored = self.evaluate(self.val_windows, self.cfg.evaluation.max_eval_batches)
+        weights_bad = not all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        if weights_bad:
+            forecast = "the final weights are not finite"
+        elif scored is not None:
+            forecast = (None if math.isfinite(scored["mse"])
+                        else "the final weights forecast NaN/Inf on the validation windows")
+        else:
+            forecast = None if st.nonfinite_windows else "no validation window to check the final model on"
+        cause, limit, best = self._nonfinite_cause(None), t.max_consecutive_nonfinite, self.weights_step()
+        if forecast is not None and best is None:
+            raise NonFiniteError(
+                f"training diverged: its last {k} optimizer steps (steps {since} to {last}) had a non-finite loss or "
+                f"gradient ({cause}) and {forecast}; {self._checkpoint_before()} "
+                f"(training.max_consecutive_nonfinite={limit} stops such a run after that many)")
+        if self.info.is_main:
+            kept = f"the best checkpoint's (step {best})" if best is not None else f"the weights of step {since - 1}"
+            log.warning("warning: the last %d optimizer steps (steps %d to %d) were skipped for a non-finite loss or "
+                        "gradient (%s)%s: the final model is %s; lower training.max_consecutive_nonfinite (%d) to "
+                        "stop such a run after fewer", k, since, last, cause,
+                        f" and {forecast}" if forecast is not None else "", kept, limit)
 
     def weights_step(self) -> int | None:
         """The step whose weights :meth:`final_weights` keeps when it is not the last one (the best
