@@ -400,10 +400,11 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(self._params, t.max_grad_norm, foreach=True)
         else:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self._params if p.grad is not None], foreach=True)
-        skip = (~(torch.isfinite(stats[0]) & torch.isfinite(grad_norm))).float()  # 0-dim on the device
-        all_reduce_max(skip, self.info)  # every rank skips together
-        bad_windows = (~torch.stack(finite_in).all()).double().reshape(1)  # (1,) 1: a window of the step is not finite
-        all_reduce_max(bad_windows, self.info)  # on any rank
+        # (2,) on the device, one all-reduce for both: whether the step is skipped (every rank skips together)
+        # and whether a window of the step, on any rank, is not finite
+        flags = torch.stack([~(torch.isfinite(stats[0]) & torch.isfinite(grad_norm)), ~torch.stack(finite_in).all()]).float()
+        all_reduce_max(flags, self.info)
+        skip, bad_windows = flags[0], flags[1:].double()  # 0-dim; (1,)
         opt.step(skip)
         # a skipped step's forward must not leave its statistics (a NaN batch's: NaN forever); put back
         # after the optimizer's step: Sophia's Hessian-vector product differentiates BatchNorm's backward,
