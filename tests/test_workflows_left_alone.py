@@ -171,8 +171,14 @@ def test_tune_without_matplotlib_is_one_line(tmp_path, monkeypatch, capsys):
     pytest.importorskip("optuna")
     for name in [n for n in sys.modules if n == "matplotlib" or n.startswith("matplotlib.")] + ["matplotlib"]:
         monkeypatch.setitem(sys.modules, name, None)
-    monkeypatch.delitem(sys.modules, "hftraining.workflows.tune", raising=False)
+    import hftraining.workflows as workflows
+
+    # the module imported afresh below must not outlive the test (a later test patching the module it
+    # imported would patch another): the CLI's run_tune is taken off first, while its lookup (PEP 562, on
+    # hasattr) still finds the module imported before, so that one is put back; so is the package's attribute
     monkeypatch.delattr("hftraining.cli.run_tune", raising=False)
+    monkeypatch.setattr(workflows, "tune", sys.modules.get("hftraining.workflows.tune"), raising=False)
+    monkeypatch.delitem(sys.modules, "hftraining.workflows.tune", raising=False)
     cfg = tmp_path / "tune.yaml"
     cfg.write_text(yaml.safe_dump(TUNE))
     rc = main(["tune", "--config", str(cfg), "--trials", "1", "--out", str(tmp_path / "out")])
