@@ -5,8 +5,8 @@ A checkpoint is a folder ``checkpoints/step-NNNNNNNN/`` holding
   optimizer.safetensors, optimizer.json  the optimizer state (tensors / everything else)
   trainer_state.json                     step, epoch, data order, scheduler, early stopping, the non-finite
                                          steps (skipped, in a row, where the run of them began and whether a
-                                         window of it was non-finite), the fp16 gradient scaler
-                                         (``grad_scaler``), the RNGs' JSON part (``rng``)
+                                         window of it was non-finite), the last step whose update was applied,
+                                         the fp16 gradient scaler (``grad_scaler``), the RNGs' JSON part (``rng``)
   rng.safetensors                        torch's RNG states, of every process
   config.json                            the resolved config
 It is written to a hidden temporary folder, every file fsync'ed, then renamed into place: a

@@ -71,6 +71,10 @@ class TrainerState:
     nonfinite_since: int | None = None  # the first step of the run of ``consecutive_nonfinite`` (None: no such run)
     # whether a step of that run had a NaN/Inf in its windows; if none had, the weights are what is non-finite
     nonfinite_windows: bool = False
+    # the last step whose update the optimizer applied (0: none, the weights the run started from; None: not
+    # known, a checkpoint written before it was noted): the step before a run of non-finite steps may be one
+    # fp16's loss scaler skipped, which changed no weight
+    updated_step: int | None = 0
     best_metric: float | None = None
     best_step: int | None = None
     best_checkpoint: str | None = None  # the folder name (step-N) under checkpoints/ of the best step, if saved
@@ -310,6 +314,8 @@ class Trainer:
         raw = ckpt.load_checkpoint(path, self.model, self.optimizer, self.info, self.scaler)  # this rank's RNGs, the scaler
         known = set(TrainerState.__dataclass_fields__)
         self.state = TrainerState(**{k: v for k, v in raw.items() if k in known})
+        if "updated_step" not in raw:  # a checkpoint written before it was noted: not 0, which says "none"
+            self.state.updated_step = None
         self.sampler.load_state_dict(self.state.sampler)
         self.opt.load_schedule(self.state.scheduler)  # the next step's rate from this run's schedule
         self.logger.info("resumed from %s at step %d", path, self.state.global_step)
@@ -480,6 +486,7 @@ class Trainer:
                     )
             else:
                 st.consecutive_nonfinite, st.nonfinite_since, st.nonfinite_windows = 0, None, False
+                st.updated_step = p.step
                 w.losses.append(float(loss))
                 w.grad_norm = float(grad_norm)
                 w.parts = {k: w.parts.get(k, 0.0) + float(v) for k, v in zip(self._part_names, r[1:-4])}
@@ -493,18 +500,28 @@ class Trainer:
         st = self.state
         if st.nonfinite_windows:
             return self._describe(idx) if idx is not None else "a NaN/Inf in their windows"
-        if st.nonfinite_since <= 1:
+        updated = self._last_update()
+        if updated < 1:
             return "every window of the run is finite: the weights it started from give a non-finite loss"
         return (f"every window since step {st.nonfinite_since} is finite: the weights diverged at step "
-                f"{st.nonfinite_since - 1}'s update; lower training.learning_rate ({self.cfg.training.learning_rate:g}) "
+                f"{updated}'s update; lower training.learning_rate ({self.cfg.training.learning_rate:g}) "
                 "and start over with output.overwrite=true")
+
+    def _last_update(self) -> int:
+        """The step whose update made the weights of the current run of non-finite steps (0: none). Not
+        always the step before the run: fp16's loss scaler skips steps whose scaled gradients overflow,
+        with a finite loss, outside the run and without an update (a diverging fp16 run does so until its
+        scale has come down to 1). Unknown after a resume from a checkpoint that did not note it: the step
+        before the run."""
+        st = self.state
+        return st.updated_step if st.updated_step is not None else st.nonfinite_since - 1
 
     def _checkpoint_before(self) -> str:
         """Which checkpoint still holds weights from before the current run of non-finite steps: one saved
         before its first step or, when the weights themselves are what is non-finite (see
         :meth:`_nonfinite_cause`), before the update that made them so: those saved since hold them."""
         st = self.state
-        first_bad = st.nonfinite_since if st.nonfinite_windows else st.nonfinite_since - 1  # its weights are not good
+        first_bad = st.nonfinite_since if st.nonfinite_windows else self._last_update()  # its weights are not good
         kept = [p for s, p in ckpt.list_checkpoints(self.ckpt_root) if s < first_bad]
         if kept:
             return f"the last checkpoint with weights from before step {first_bad}: {kept[-1]}"
@@ -701,7 +718,7 @@ class Trainer:
                 f"gradient ({cause}) and {forecast}; {self._checkpoint_before()} "
                 f"(training.max_consecutive_nonfinite={limit} stops such a run after that many)")
         if self.info.is_main:
-            kept = f"the best checkpoint's (step {best})" if best is not None else f"the weights of step {since - 1}"
+            kept = f"the best checkpoint's (step {best})" if best is not None else f"the weights of step {self._last_update()}"
             log.warning("warning: the last %d optimizer steps (steps %d to %d) were skipped for a non-finite loss or "
                         "gradient (%s)%s: the final model is %s; lower training.max_consecutive_nonfinite (%d) to "
                         "stop such a run after fewer", k, since, last, cause,
