@@ -22,8 +22,8 @@ from hftraining.core.config import DataConfig, duration_ns, saved_data_section, 
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import (
     CALENDAR_VERSION, OWN_SPACING_GAPS, SETTLE_MEASURABLE, bar_spacing, calendar_rule_change, calendar_rule_matters,
-    EmptyVolume, check_specs, drop_volume_features, feature_columns, settle_unknown, utc_stamps, volume_features,
-    volume_is_empty,
+    EmptyVolume, check_specs, drop_volume_features, feature_columns, panel_specs, settle_unknown, utc_stamps,
+    volume_features, volume_is_empty,
 )
 from hftraining.data.labels import CHANGED_IN, LABEL_VERSION, row_labels
 from hftraining.data.provenance import check_source_rows, data_changes, source_rows
@@ -523,6 +523,16 @@ def prepare(
         log.warning("skipped %d symbol(s) that validation left unusable: %s", len(unusable),
                     "; ".join(f"{s}: {why}" for s, why in unusable.items()))
     report["skipped_symbols"] = skipped
+    crossed = [what for what, used in (("market features", bool(panel_specs(d.features))),
+                                       (f"labels (data.target={d.target})", d.target != "return")) if used]
+    mixed = mixed_spacings(rows) if crossed else {}
+    if mixed:  # said, not refused: a panel of one spacing per symbol is the supported case
+        report["mixed_spacings"] = mixed
+        by = sorted(mixed.items(), key=lambda kv: kv[1])
+        log.warning("data: the panel mixes bars of other spacings (%s: %s; %s: %s), and its %s are computed across the "
+                    "symbols of each timestamp: a bar is stamped at its start (a daily bar with its date), so the "
+                    "shorter bars stamped during a longer one read its return before it happened; give every symbol "
+                    "bars of one spacing", by[0][0], _span(by[0][1]), by[-1][0], _span(by[-1][1]), " and ".join(crossed))
     report["dropped_features"] = dropped
     report["calendar_version"] = CALENDAR_VERSION  # a resumed run's time features must be computed alike
     if not rows.symbols:
@@ -541,7 +551,11 @@ def prepare(
     if d.scale_per_symbol:
         bare = next((sym for sym, seg in zip(rows.symbols, segs) if len(seg["train"]) == 0 and sym not in idle), None)
         if bare is not None:
-            when = f" (its rows start on or after the first validation date {_iso(cuts[0])[:10]})" if cuts else ""
+            # its rows are those after the features' warm-up: a file listed before the cut may have none before it
+            k, warm = rows.symbols.index(bare), needed.warmup
+            when = (f" (its rows start on or after the first validation date {_iso(cuts[0])[:10]}: the first, after the "
+                    f"features' warm-up of {warm} row{'' if warm == 1 else 's'}, is dated "
+                    f"{_iso(int(rows.times[rows.starts[k]]))[:10]})" if cuts else "")
             raise DataError(f"{bare}: no training rows to fit its own scaler{when}; drop it from data.symbols "
                             "or set data.scale_per_symbol=false")
     train_slices = {
@@ -637,6 +651,20 @@ def _pooled_seconds(times: list[np.ndarray]) -> float | None:
     gaps = [np.diff(t) for t in times if len(t) > 1]
     spacing = bar_spacing(np.concatenate(gaps)) if gaps else None
     return spacing / 1e9 if spacing is not None else None
+
+
+def mixed_spacings(rows: Rows) -> dict[str, float]:
+    """Each symbol's bar spacing in seconds (:func:`bar_spacing` of all its rows) when the panel holds
+    spacings more than :data:`BAR_SPACING_RATIO` apart (daily bars beside hourly ones), else {}. The
+    cross-section of a timestamp (``market``, the ``excess_return`` and ``cs_*`` labels) then holds a
+    longer bar stamped at its start beside shorter bars that close before it does: a daily bar stamped
+    with its date enters the market features and labels of the hourly bars of that day, hours before its
+    close."""
+    own = {sym: s for sym, t in zip(rows.symbols, rows.symbol_times())
+           if (s := _pooled_seconds([t])) is not None and s > 0}
+    if len(own) < 2 or max(own.values()) <= BAR_SPACING_RATIO * min(own.values()):
+        return {}
+    return own
 
 
 def symbol_bar_seconds(rows: Rows) -> dict[str, float]:
