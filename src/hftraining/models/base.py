@@ -45,6 +45,10 @@ class ForecastModel(nn.Module):
     exportable = True
     """False for a model with no ONNX graph (LightGBM's trees): ``hftraining export`` says so."""
     """True for a model fitted in closed form by ``fit_windows(train, val)`` instead of gradient steps (ridge)."""
+    settings: frozenset[str] = frozenset()
+    """The ``model.*`` keys (ModelConfig fields) this model type reads, beside those every run reads
+    (:data:`registry.EVERY_MODEL`); a run that sets another one away from its default is told that
+    it has no effect (:func:`registry.unread_settings`)."""
     heads: frozenset[str] = frozenset()
     """Optional heads this model has when configured (``outputs.HEADS``); asking a model for a head
     it lacks is a ConfigError at build time (see :func:`registry.build_model`), never a silent None."""
@@ -61,6 +65,13 @@ class ForecastModel(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor | None = None, past: torch.Tensor | None = None
     ) -> ForecastOutput:  # pragma: no cover
         raise NotImplementedError
+
+    @classmethod
+    def check_run_settings(cls, cfg: ModelConfig, horizon: int, seq_len: int) -> None:
+        """ConfigErrors (one line naming the key) for settings of a run's own model that the constructor
+        would bend to fit windows of ``seq_len`` rows and ``horizon`` steps. Checked before a run reads
+        its data (:func:`registry.check_buildable`), not when a model folder is loaded or a fitted
+        baseline is built with its default settings for the run's window; none for most models."""
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         if enabled and not self.supports_gradient_checkpointing:

@@ -70,6 +70,8 @@ class DriftBaseline(Baseline):
 class SeasonalNaiveBaseline(Baseline):
     """The return one season (``model.season_length`` rows) before each forecast step."""
 
+    settings = frozenset({"season_length"})
+
     def __init__(self, cfg: ModelConfig, n_features: int, horizon: int, seq_len: int):
         super().__init__(cfg, n_features, horizon, seq_len)
         if cfg.season_length > seq_len:

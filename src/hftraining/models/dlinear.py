@@ -91,6 +91,8 @@ class DLinear(ForecastModel):
     decomposed, and the two heads read all channels' seasonal and trend parts: (B, (F+1)·L) → (B, H)
     each, the next H log returns. Padded steps (``mask`` False) are zeroed first."""
 
+    settings = frozenset({"moving_avg"})  # two linear maps: no width, depth, heads or dropout
+
     def __init__(self, cfg: ModelConfig, n_features: int, horizon: int, seq_len: int):
         super().__init__(cfg, n_features, horizon, seq_len)
         _check_kernel(cfg, seq_len)

@@ -102,6 +102,9 @@ class LightGBMForecaster(RidgeForecaster):
     """LightGBM per forecast step on the last row's features and the recent returns, early-stopped on validation."""
 
     exportable = False
+    settings = frozenset({"ridge_lags", "lightgbm_learning_rate", "lightgbm_num_leaves", "lightgbm_min_data_in_leaf",
+                          "lightgbm_feature_fraction", "lightgbm_bagging_fraction", "lightgbm_lambda_l2",
+                          "lightgbm_rounds", "lightgbm_early_stopping", "lightgbm_rounds_without_validation"})
     fitted_how = "by gradient boosting (early-stopped on the validation windows)"  # said in the training log
 
     def __init__(self, cfg: ModelConfig, n_features: int, horizon: int, seq_len: int):
@@ -129,12 +132,15 @@ class LightGBMForecaster(RidgeForecaster):
     @torch.no_grad()
     def fit_windows(self, train: WindowSet, val: WindowSet) -> dict[str, float]:
         """One booster per step on ``train``, early-stopped on ``val`` (a fixed number of rounds
-        without validation windows) → {"rounds": mean rounds kept, "val_mse"} (scaled units)."""
+        without validation windows) → {"rounds": mean rounds kept, "splits": splits in all the kept
+        trees, "val_mse"} (scaled units). The training log prints them: 0 splits is a model whose every
+        tree is one leaf, one constant forecast per step whatever the window (a
+        ``model.lightgbm_min_data_in_leaf`` more than half the windows a round draws)."""
         lgb = _lgb()
         train, val = train.on_device("cpu"), val.on_device("cpu")  # LightGBM fits on the host
         A, Y = self._design_matrix(train)
         Av, Yv = self._design_matrix(val) if len(val) else (None, None)
-        self.boosters, rounds, se = [], [], 0.0
+        self.boosters, rounds, splits, se = [], [], 0, 0.0
         c = self.cfg
         params = lightgbm_params(c)
         # the design matrix is binned once for all steps (the same boosters as a Dataset per step); only
@@ -156,7 +162,9 @@ class LightGBMForecaster(RidgeForecaster):
             self.boosters.append(lgb.Booster(model_str=text))
             setattr(self, f"booster_{h}", torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8))
             rounds.append(self.boosters[-1].current_iteration())
-        return {"rounds": float(np.mean(rounds)), "val_mse": se / Yv.size if Av is not None else float("nan")}
+            splits += sum(int(n) - 1 for n in re.findall(r"^num_leaves=(\d+)$", text, re.M))  # a tree of n leaves: n - 1
+        return {"rounds": float(np.mean(rounds)), "splits": float(splits),
+                "val_mse": se / Yv.size if Av is not None else float("nan")}
 
     def variable_shape_keys(self) -> frozenset[str]:
         return frozenset(f"booster_{h}" for h in range(self.horizon))  # each booster's text has its own length

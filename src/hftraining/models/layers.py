@@ -42,14 +42,16 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
     Each element gets 16 random bits (see :mod:`hftraining.models._mask_numba`: a counter-based
     hash seeded by one draw from torch's global RNG) and is dropped when they fall in the lowest
     ``round(p * 65536)`` of the 65,536 values: p is rounded to a multiple of 2^-16 (0.15 →
-    0.149994) and ``scale = 1 / (1 - that p)`` keeps the expectation exact. The mask is uint8
+    0.149994) and ``scale = 1 / (1 - that p)`` keeps the expectation exact. A p within 2^-17 of 1
+    (``model.dropout: 0.999999``, allowed as below 1) keeps 1 value in 65,536, as ``F.dropout``
+    keeps some: rounded to 1 it divided by zero in the first training step. The mask is uint8
     rather than bool: torch's CPU kernels vectorise bf16 × uint8 and not bf16 with bool.
     """
     # imported here, not with the module: Numba's import (about 0.2 s) is paid by the first training-mode
     # dropout on CPU, not by inference (eval mode draws no mask); compiled on first use
     keep_words = importlib.import_module("hftraining.models._mask_numba").keep_words
     n = math.prod(shape)
-    dropped = round(p * 65536)
+    dropped = min(round(p * 65536), 65535)
     seed = int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64)) % 2**64
     words = torch.empty(((n + 3) // 4, 4), dtype=torch.uint8, device=device)
     keep_words(np.uint64(seed), np.uint64(dropped), words.numpy())

@@ -251,6 +251,8 @@ class PatchTST(ForecastModel):
     predict the same way (the trainer passes ``past`` in both)."""
 
     supports_gradient_checkpointing = True
+    settings = frozenset({"hidden_size", "num_heads", "num_layers", "intermediate_size", "dropout", "patch_len",
+                          "patch_stride"})  # no pooling: the flatten head reads every patch
 
     def __init__(self, cfg: ModelConfig, n_features: int, horizon: int, seq_len: int):
         super().__init__(cfg, n_features, horizon, seq_len)

@@ -39,6 +39,32 @@ def check_heads(cfg: ModelConfig, model_cls: type) -> None:
                               f"remove the key or choose another model.type")
 
 
+EVERY_MODEL = frozenset({"type", "loss", "loss_weights", "quantiles", "classification_threshold"})
+"""The ``model.*`` keys every model type answers to: a loss or a head it cannot use is refused by name
+(:func:`check_heads`, :func:`~hftraining.models.losses.check_loss_weights`, the trainer's loss check)."""
+
+
+def unread_settings(cfg: ModelConfig) -> list[str]:
+    """``model.key=value`` of each key ``cfg`` sets away from its default that its ``model.type`` does not
+    read (:attr:`ForecastModel.settings`): ``model.dropout`` for DLinear, ``model.pooling`` for PatchTST,
+    ``model.patch_len`` for the transformer. They change nothing in the run; a config shared by several
+    model types (``--config configs/quickstart.yaml model.type=lightgbm``) sets some, so they are said,
+    not refused."""
+    read = MODELS.get(cfg.type).settings | EVERY_MODEL
+    default = ModelConfig()
+    return [f"model.{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)
+            if f.name not in read and getattr(cfg, f.name) != getattr(default, f.name)]
+
+
+def unread_settings_warning(cfg: ModelConfig) -> str | None:
+    """The one-line warning a run says for :func:`unread_settings` (None when there is none)."""
+    unread = unread_settings(cfg)
+    if not unread:
+        return None
+    return (f"warning: model.type {cfg.type!r} does not read {', '.join(unread)}: "
+            f"{'it has' if len(unread) == 1 else 'they have'} no effect on this run")
+
+
 def check_model(cfg: ModelConfig) -> type:
     """The model class of ``cfg.type``, once the model section's type, loss weights and heads are known
     to fit it (ConfigErrors naming the key): what can be checked before any data is read."""
@@ -130,10 +156,11 @@ def check_buildable(cfg: ModelConfig, horizon: int, seq_len: int, gradient_check
     """Check the model of ``cfg`` for windows of ``seq_len`` rows and ``horizon`` steps (``n_features``
     input columns) before the run folder is touched: its size (:func:`check_size`), then the model built
     once on the meta device (nothing allocated, no weight drawn) and dropped, so that a ConfigError its
-    constructor raises (``model.season_length`` longer than the window,
+    settings check (:meth:`ForecastModel.check_run_settings`: ``model.ridge_lags`` longer than the window)
+    or its constructor raises (``model.season_length`` longer than the window,
     ``training.gradient_checkpointing`` on a model without it) is said too. Raised while the trainer was
     built, it came after ``output.overwrite`` had removed the earlier run."""
-    check_model(cfg)
+    check_model(cfg).check_run_settings(cfg, horizon, seq_len)
     check_size(cfg, n_features, horizon, seq_len)
     with torch.device("meta"):
         build_model(cfg, n_features, horizon, seq_len).set_gradient_checkpointing(gradient_checkpointing)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from hftraining.core.config import ModelConfig
+from hftraining.core.errors import ConfigError
 from hftraining.data.windows import WindowSet, eval_batches
 from hftraining.models.base import ForecastModel
 from hftraining.models.outputs import ForecastOutput
@@ -44,9 +45,20 @@ class RidgeForecaster(ForecastModel):
 
     needs_training = False  # no gradient steps: fitted in closed form by :meth:`fit_windows`
     fits_on_data = True
+    settings = frozenset({"ridge_lags", "ridge_lambdas"})
+
+    @classmethod
+    def check_run_settings(cls, cfg: ModelConfig, horizon: int, seq_len: int) -> None:
+        """``model.ridge_lags`` longer than the window is a ConfigError: the model would read the
+        window's ``seq_len`` returns and no more, a smaller model than the config says."""
+        if cfg.ridge_lags > seq_len:
+            raise ConfigError(f"model.ridge_lags: {cfg.ridge_lags} returns are more than the input window holds "
+                              f"(data.sequence_length={seq_len}); choose at most {seq_len}")
 
     def __init__(self, cfg: ModelConfig, n_features: int, horizon: int, seq_len: int):
         super().__init__(cfg, n_features, horizon, seq_len)
+        # at most the window: the fitted baselines beside a run keep their default 20 lags whatever the
+        # run's window (a run's own ridge or LightGBM is refused past it: check_run_settings)
         self.lags = min(cfg.ridge_lags, seq_len)
         self.register_buffer("weight", torch.zeros(n_features + self.lags + 1, horizon))  # (D+1, H)
         self.register_buffer("penalty", torch.zeros(()))  # the chosen λ (relative), 0 until fitted

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from hftraining.core.config import ModelConfig
+from hftraining.core.errors import ConfigError
 from hftraining.models.base import ForecastModel
 from hftraining.models.layers import dropout, last_valid, masked_mean, use_fast_dropout
 from hftraining.models.outputs import HEADS, N_CLASSES, ForecastOutput
@@ -87,10 +88,16 @@ class TransformerForecaster(ForecastModel):
 
     supports_gradient_checkpointing = True
     heads = frozenset(HEADS)
+    settings = frozenset({"hidden_size", "num_heads", "num_layers", "intermediate_size", "dropout", "pooling"})
 
     def __init__(self, cfg: ModelConfig, n_features: int, horizon: int, seq_len: int):
         super().__init__(cfg, n_features, horizon, seq_len)
         d = cfg.hidden_size
+        if d < 2:
+            # a LayerNorm over one value returns its bias whatever the value: the final norm would make
+            # every window's pooled vector, and so its forecast, the same constant
+            raise ConfigError(f"model.hidden_size: {d} gives the transformer a forecast that cannot depend on its "
+                              "input (its layer norms over a single value return their bias); use at least 2")
         ff = cfg.intermediate_size or 4 * d
         self.input_proj = nn.Linear(n_features, d)
         self.register_buffer("positions", sinusoidal_positions(seq_len, d), persistent=False)

@@ -36,7 +36,7 @@ from hftraining.data.provenance import check_source_rows
 from hftraining.eval.model_card import card_meta, write_model_card
 from hftraining.models import ForecastModel
 from hftraining.models.predict import cpu_has_bf16
-from hftraining.models.registry import check_buildable, check_model
+from hftraining.models.registry import check_buildable, check_model, unread_settings_warning
 from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import DistInfo, barrier, cleanup, init_distributed
 from hftraining.train.logging import RunLogger, held_records, log
@@ -381,6 +381,8 @@ def _build_trainer(cfg: Config, data: PreparedData | None, info: DistInfo,
         log.warning("warning: training.precision bf16 on a CPU without bf16 instructions (AVX512-BF16 or AMX): torch "
                     "computes it in software, several times slower than fp32 (the quickstart: 228 s against 29 s); "
                     "%s trains in fp32", fix)
+    if model is None and info.is_main and (unread := unread_settings_warning(cfg.model)):
+        log.warning("%s", unread)  # a config shared by several model types: said, not refused
     if model is None:  # a model's own mistake (season_length past the window) before the run folder is cleared
         check_buildable(cfg.model, cfg.data.prediction_horizon, cfg.data.sequence_length,
                         cfg.training.gradient_checkpointing, n_features=len(feature_columns(cfg.data.features)))
