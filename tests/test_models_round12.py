@@ -194,3 +194,12 @@ def test_a_run_says_in_its_log_which_settings_its_model_type_does_not_read(tmp_p
     lines = [ln for ln in (run / "train.log").read_text().splitlines() if "does not read" in ln]
     assert len(lines) == 1 and "model.type 'dlinear' does not read" in lines[0]
     assert "model.dropout=0.3" in lines[0] and "model.pooling=mean" in lines[0] and "model.moving_avg" not in lines[0]
+
+
+@pytest.mark.parametrize("model_type", ["dlinear", "ridge", "zero"])
+def test_a_model_type_without_heads_is_not_refused_over_them(model_type):
+    # hidden_size and num_heads do nothing for these types: their ratio was refused
+    cfg = load_config(None, [f"model.type={model_type}", "model.hidden_size=15", "model.num_heads=4"])
+    assert "model.hidden_size=15" in unread_settings(cfg.model)
+    with pytest.raises(ConfigError, match="model.num_heads: 4 does not divide"):
+        load_config(None, ["model.type=transformer", "model.hidden_size=15", "model.num_heads=4"])

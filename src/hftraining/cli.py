@@ -18,8 +18,8 @@ import stat
 import sys
 from pathlib import Path
 
-from hftraining.core.config import (MAX_SEED, Config, ServeConfig, TrainingConfig, load_config, parse_override,
-                                    section_from_dict, validate)
+from hftraining.core.config import (MAX_SEED, SECTIONS, Config, ServeConfig, TrainingConfig, load_config,
+                                    parse_override, section_from_dict, validate)
 from hftraining.core.errors import ConfigError, UserError, WriteError, io_cause, is_io_error
 from hftraining.core.jsonio import dumps
 from hftraining.data.synth import DEFAULT_SESSION, DEFAULT_TZ, write_synth
@@ -66,9 +66,39 @@ def _lazy(*names: str):
     return values[0] if len(names) == 1 else values
 
 
+def _given(text: str) -> str:
+    """A text argument as given; an empty one (`--out "$OUT"` with OUT unset) is refused. It was read as not
+    given (`--config ""`: the defaults, `predict --out ""`: the CSV on standard output, `--report-dir ""`: the
+    run folder) or as the working folder (`evaluate ""`, `--data ""`, `data synth --out ""`)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is empty (an unset variable?); give a value")
+    return text
+
+
+class _Once(argparse.Action):
+    """A flag that stores one value: given twice (`--out a.csv ... --out b.csv`, `--config a.yaml --config
+    b.yaml`), an error, not the last one silently winning (as for a flag and its `--set`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        seen = namespace.__dict__.setdefault("_flags_given", set())
+        if self.dest in seen:
+            raise argparse.ArgumentError(self, "given twice; give it once")
+        seen.add(self.dest)
+        setattr(namespace, self.dest, values)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line and exit 2, not argparse's usage block
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def add_argument(self, *names, **kwargs):
+        """argparse's, with a text argument refused empty (:func:`_given`) unless it has a type of its own,
+        and a flag that stores one value refused twice (:class:`_Once`)."""
+        if kwargs.get("action") in (None, "store", "append") and "type" not in kwargs:
+            kwargs["type"] = _given
+        if names and names[0].startswith("-") and kwargs.get("action") in (None, "store"):
+            kwargs["action"] = _Once
+        return super().add_argument(*names, **kwargs)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -346,6 +376,10 @@ def _data_config(args: argparse.Namespace, data_dir=None):
     # a key with a section of its own keeps it: `--set dat.jumps=drop` was read as data.dat.jumps and said so
     # and one without "=" is refused as written: `--set jumps` was said as "override 'data.jumps': ..."
     sets = [s if "." in s.partition("=")[0] or "=" not in s else f"data.{s}" for s in args.set]
+    for text in sets:  # `--set training.max_steps=3` was accepted and did nothing
+        (section, key), _ = parse_override(text)
+        if section in SECTIONS and section != "data":
+            raise ConfigError(f"{section}.{key}: only data.* settings apply here")
     d = load_config(args.config, sets).data
     if data_dir is not None:
         d.data_dir = data_dir
@@ -515,7 +549,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     se = sub.add_parser("serve", help="serve forecasts over HTTP (needs the serve extra)")
     se.add_argument("model_dir", metavar="MODEL_DIR")
-    se.add_argument("--host", help=f"address to listen on (serve.host, default {ServeConfig.host})")
+    # --host, --cors-origin and --api-key are checked (an empty one too) as serve.host, serve.cors_origins and
+    # by resolve_api_key, whose messages name them: type=str leaves them to those checks
+    se.add_argument("--host", type=str, help=f"address to listen on (serve.host, default {ServeConfig.host})")
     se.add_argument("--port", type=int, help=f"TCP port (serve.port, default {ServeConfig.port})")
     se.add_argument("--max-body-bytes", type=int,
                     help=f"larger requests get 413 (serve.max_body_bytes, default {ServeConfig.max_body_bytes})")
@@ -535,12 +571,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     se.add_argument("--max-predictions", type=int,
                     help=f"most predictions running at once, timed-out ones still running included; a request beyond "
                          f"waits within its timeout (serve.max_predictions, default {ServeConfig.max_predictions})")
-    se.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+    se.add_argument("--cors-origin", action="append", type=str, metavar="ORIGIN",
                     help="allow browser calls from ORIGIN (repeatable; serve.cors_origins, default none: no CORS headers)")
     se.add_argument("--docs", action="store_true", default=None,
                     help="serve the interactive docs /docs and /redoc, whose scripts a browser loads from a CDN "
                          "(serve.docs, default off; /openapi.json is always served)")
-    se.add_argument("--api-key", metavar="KEY",
+    se.add_argument("--api-key", type=str, metavar="KEY",
                     help="require 'Authorization: Bearer KEY' on every route but /health (prefer the environment "
                          "variable HFTRAINING_API_KEY: a flag shows in the process list)")
     se.add_argument("--insecure", action="store_true",

@@ -612,6 +612,32 @@ def check_keys_once(node: yaml.Node, where: str) -> None:
                 stack.append((v, name))
 
 
+def unconstructible(loader: yaml.SafeLoader, node: yaml.Node, where: str, text: str) -> str | None:
+    """The message for the first scalar under ``node`` that ``loader`` cannot construct: a date the
+    calendar has not (``start_date: 2024-13-45``, which YAML reads as a date, not as text), ``!!int x``;
+    with its line when ``text`` has several. None if every scalar constructs."""
+    stack, seen = [node], set()
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if isinstance(n, yaml.ScalarNode):
+            construct = loader.yaml_constructors.get(n.tag)
+            try:
+                if construct is not None:
+                    construct(loader, n)
+            except ValueError as e:
+                kind = "date" if n.tag.endswith(":timestamp") else n.tag.rsplit(":", 1)[-1]
+                line = f"line {n.start_mark.line + 1}: " if "\n" in text.strip() else ""
+                return f"{where}: {line}{shown(n.value)} is not a valid {kind} ({e})"
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend(reversed(n.value))
+        elif isinstance(n, yaml.MappingNode):
+            stack.extend(v for kv in reversed(n.value) for v in kv)
+    return None
+
+
 def parse_text(text: str, where: str, json_only: bool = False) -> Any:
     """YAML (or JSON) text of a config or an override → Python values, bounded: at most
     :data:`MAX_CONFIG_BYTES`, :data:`MAX_CONFIG_VALUES` values and :data:`MAX_CONFIG_DEPTH` levels.
@@ -627,7 +653,10 @@ def parse_text(text: str, where: str, json_only: bool = False) -> Any:
                 node = loader.get_single_node()
                 if node is not None:
                     check_keys_once(node, where)
-                raw = None if node is None else loader.construct_document(node)
+                try:
+                    raw = None if node is None else loader.construct_document(node)
+                except ValueError as e:  # a scalar its tag cannot hold (2024-13-45, !!int x): no YAMLError
+                    raise ConfigError(unconstructible(loader, node, where, text) or f"{where}: {e}") from None
             finally:
                 loader.dispose()
     except RecursionError:
@@ -933,7 +962,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.loss: {m.loss!r} compares the symbols of each date, which needs data.batching=dates "
                           f"(got {d.batching!r})")
     positive("training", t, "learning_rate", "max_steps", "gradient_accumulation_steps", "logging_steps", "max_consecutive_nonfinite")
-    if m.hidden_size % m.num_heads:
+    if m.type in ("transformer", "patchtst") and m.hidden_size % m.num_heads:  # the others read neither key
         raise ConfigError(f"model.num_heads: {m.num_heads} does not divide model.hidden_size {m.hidden_size}")
     if not 0 <= m.dropout < 1:
         raise ConfigError(f"model.dropout: must be in [0, 1), got {m.dropout}")
