@@ -176,18 +176,24 @@ def evaluate_model_dir(path, data=None, split: str = "test",
     """Score the model of a run/model folder on ``split`` of ``data`` (default: the data it was
     trained on), beside the naive forecasts and the run's fitted baselines → (result, Forecasts).
     ``ev``: the evaluation settings (``evaluation.max_test_windows``), e.g. with the command's
-    ``--set evaluation.*`` applied (:func:`evaluation_config`); default: the run's."""
+    ``--set evaluation.*`` applied (:func:`evaluation_config`); default: the run's. A split that
+    ``max_test_windows`` cuts is said as eval.json says it: ``windows_scored`` of ``windows_in_split``."""
     ev = ev if ev is not None else evaluation_config(path)
     changes: list[str] = []
     dropped: list[str] = []
-    f, ws = load_for_eval(path, data, split, changes, dropped)
-    ws = ws.last_dates(ev.max_test_windows)
+    f, whole = load_for_eval(path, data, split, changes, dropped)
+    ws = whole.last_dates(ev.max_test_windows)
+    # a cut split is said as eval.json says it (evaluate_test): the counts, and the report's sentence on them
+    cut = {} if len(ws) == len(whole) else {"windows_scored": len(ws), "windows_in_split": len(whole)}
+    if cut:
+        log.info("scoring the %s windows of the last %d dates: %d of %d windows (evaluation.max_test_windows)",
+                 split, len(set(ws.times.tolist())), len(ws), len(whole))
     outs = f.outputs(ws)
     scale = f.preprocessing.target_scale
     fc = collect_forecasts(None, ws, scale, f.batch_size, pred_scaled=outs["prediction"],
                            quantiles_scaled=outs.get("quantiles"), levels=f.quantile_levels,
                            fitted=fitted_baselines(path))
-    result = {"split": split, "model_dir": str(f.model_dir), **score(fc)}
+    result = {"split": split, "model_dir": str(f.model_dir), **cut, **score(fc)}
     if split != "test":  # the p-values test a model (and baselines) this split selected or trained: said with them
         result["verdict"] += " " + IN_SAMPLE[split]
     if changes:  # the training data read again differ from the rows training read: not eval.json's evaluation

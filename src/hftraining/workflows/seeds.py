@@ -23,9 +23,8 @@ from hftraining.inference.ensemble import build_ensemble
 from hftraining.models.registry import MODELS
 from hftraining.train.distributed import barrier, cleanup, init_distributed
 from hftraining.train.tracking import start_group
-from hftraining.train.trainer import check_config
-from hftraining.workflows.train_run import (check_report_importable, check_splits, remove, run_folder_lock, said_once,
-                                            seed_runs, shown, single_run, train)
+from hftraining.workflows.train_run import (check_before_data, check_report_importable, check_splits, remove,
+                                            run_folder_lock, said_once, seed_runs, shown, single_run, train)
 
 log = logging.getLogger("hftraining")
 
@@ -57,7 +56,7 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
     root = cfg.run_dir()
     info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     try:
-        check_config(cfg, info)  # before anything is removed or read: a mistake costs no feature build
+        check_before_data(cfg, info)  # before anything is removed or read: a mistake costs no feature build
     finally:
         cleanup(info)
     # one train --seeds at a time in a run folder: a second one's output.overwrite removed the first's seed-0

@@ -301,6 +301,18 @@ def evaluate_test(run: TrainedRun) -> tuple[dict[str, Any], Forecasts | None, di
     return result, fc, bt
 
 
+def check_before_data(cfg: Config, info: DistInfo) -> None:
+    """What of ``cfg`` is checked before any data is read, on the devices of ``info``: the trainer's settings
+    (:func:`~hftraining.train.trainer.check_config`) and the model itself, built on the meta device
+    (:func:`~hftraining.models.registry.check_buildable`: ``model.season_length`` past the window,
+    ``training.gradient_checkpointing`` on a model without it, a model too large). Every
+    command that starts over with ``output.overwrite`` (train, ``train --seeds``, walkforward) calls it before
+    it removes an earlier run, which the trainer's own check came after."""
+    check_config(cfg, info)
+    check_buildable(cfg.model, cfg.data.prediction_horizon, cfg.data.sequence_length, cfg.training.gradient_checkpointing,
+                    n_features=len(feature_columns(cfg.data.features)))  # at most: no volume drops some
+
+
 def train(cfg: Config, data: PreparedData | None = None,
           on_evaluate: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Train (or resume) the run of ``cfg``, then evaluate it on the test split; returns eval.json's
@@ -327,9 +339,7 @@ def train(cfg: Config, data: PreparedData | None = None,
 def _train(cfg: Config, data: PreparedData | None, on_evaluate: Callable[[int, dict[str, float]], None] | None,
            root: Path, earlier: list[str], info: DistInfo) -> dict[str, Any]:
     """:func:`train`'s work, in the process group ``info`` and under the run folder's lock."""
-    check_config(cfg, info)  # before output.overwrite removes anything
-    check_buildable(cfg.model, cfg.data.prediction_horizon, cfg.data.sequence_length, cfg.training.gradient_checkpointing,
-                    n_features=len(feature_columns(cfg.data.features)))  # at most: no volume drops some
+    check_before_data(cfg, info)  # before output.overwrite removes anything
     done = finished_checkpoint(cfg)
     spec = cfg.training.resume_from_checkpoint
     # a resume continues a run whose splits were checked when it started (its data must be the same): its

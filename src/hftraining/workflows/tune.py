@@ -92,7 +92,7 @@ import yaml
 from hftraining import optim
 from hftraining.optim.schedules import SCHEDULE_SETTINGS, check_schedule
 from hftraining.core.config import Config, ConfigDumper, TrainingConfig, check_value, load_config, parse_override
-from hftraining.core.errors import ConfigError, UserError
+from hftraining.core.errors import ConfigError, DataError, UserError
 from hftraining.core.fmt import fmt_time, shown_url
 from hftraining.core.jsonio import read_json, write_json
 from hftraining.data.features import check_specs, feature_columns
@@ -594,8 +594,12 @@ class Objective:
             if t.folds >= 2:
                 # folds of the rows before the test split only: the configuration chosen here is
                 # scored on that split afterwards, so no trial may see it
-                self._data = [prepare_fold(cfg, source, k, t.folds, t.fold_scheme, before_test=True)
-                              for k in range(t.folds)]
+                self._data = []
+                for k in range(t.folds):
+                    try:
+                        self._data.append(prepare_fold(cfg, source, k, t.folds, t.fold_scheme, before_test=True))
+                    except DataError as e:  # the fold whose rows fall short is named, as its folder fold-<k>/
+                        raise DataError(f"tune.folds: walk-forward fold {k} of {t.folds} ({t.fold_scheme}): {e}") from None
             else:
                 self._data = [prepare(cfg.data, source)]
             # the test split of the rows the trial was cut from: without the volume features when a symbol

@@ -68,9 +68,9 @@ from hftraining.models.registry import check_model
 from hftraining.train.distributed import barrier, cleanup, init_distributed
 from hftraining.train.runner import check_output_dir, training_run
 from hftraining.train.tracking import TrackingGroup, start_group
-from hftraining.train.trainer import check_config
-from hftraining.workflows.train_run import (check_report_importable, evaluate_test, needs_validation, remove,
-                                            run_folder_lock, said_once, split_sizes)
+from hftraining.train.trainer import check_cross_section
+from hftraining.workflows.train_run import (check_before_data, check_report_importable, evaluate_test, needs_validation,
+                                            remove, run_folder_lock, said_once, split_sizes)
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def _walk_forward(cfg: Config, n_folds: int, scheme: str, mode: str, base) -> di
     check_output_dir(base)  # said before the features are built, not after the first fold's
     info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     try:
-        check_config(cfg, info)  # before the earlier walk-forward is removed: a config mistake costs none of it
+        check_before_data(cfg, info)  # before the earlier walk-forward is removed: a config mistake costs none of it
     finally:
         cleanup(info)
     source = panel_rows(cfg.data)  # every symbol's features once, through the store; each fold cuts its own splits
@@ -266,8 +266,12 @@ def _walk_forward(cfg: Config, n_folds: int, scheme: str, mode: str, base) -> di
         # once it has them) and its labels, and is released once it has trained
         prepared: list[PreparedData | None] = []
         for k in range(n_folds):
-            prepared.append(prepare_fold(cfg, source, k, n_folds, scheme))
+            try:
+                prepared.append(prepare_fold(cfg, source, k, n_folds, scheme))
+            except DataError as e:  # the fold whose rows fall short is named (with expanding, fold 1 has the fewest)
+                raise DataError(f"walkforward fold {k + 1} of {n_folds} ({scheme}): {e}") from None
             check_fold(cfg, prepared[k], k, scheme)
+            check_cross_section(cfg, prepared[k].train)  # a cross-sectional label of one symbol, as its trainer would
         # one MLflow parent run of the folds (output.report_to: mlflow): every walk-forward trains its folds anew;
         # opened before the earlier walk-forward is removed: a store that cannot be used leaves it as it was
         group = start_group(cfg, base, "walkforward", f"{cfg.run_dir().name}-walkforward",
