@@ -8,9 +8,12 @@ folder (``ensemble.json``, see :mod:`hftraining.inference.ensemble`); all three 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import math
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +26,7 @@ from hftraining.core.errors import ConfigError, DataError
 from hftraining.data import io
 from hftraining.data.features import SETTLE_MEASURABLE, SETTLE_TOLERANCE, panel_specs, settle_unknown, unsettled_specs
 from hftraining.data.pipeline import Preprocessing, apply, latest_windows
+from hftraining.data.pipeline import log as pipeline_log
 from hftraining.data.rows import RowsNeeded
 from hftraining.data.sources import load_and_validate, zoneless_stamps
 from hftraining.data.validate import MAX_ROWS_LISTED, VALUE_RULES, stamp_phases, stamp_runs, validate_frame
@@ -30,7 +34,7 @@ from hftraining.data.windows import WindowSet
 from hftraining.inference.ensemble import load_ensemble
 from hftraining.inference.folders import check_training_data, is_ensemble, resolve_model_dir, run_precision
 from hftraining.models import ForecastModel, load_preprocessing
-from hftraining.models.folder import read_calibration
+from hftraining.models.folder import INTERVALS_FILE, read_calibration
 from hftraining.models.intervals import Calibration
 from hftraining.models.outputs import CLASS_NAMES
 from hftraining.models.predict import PRECISIONS, cpu_has_bf16, predict_outputs
@@ -81,6 +85,50 @@ def _has_layers(model: torch.nn.Module) -> bool:
     return any(getattr(m, "needs_training", True) for m in (getattr(model, "members", None) or [model]))
 
 
+@contextlib.contextmanager
+def _kept(into: list[str] | None, logger: logging.Logger):
+    """The warnings ``logger`` logs on this thread while inside go to ``into`` instead (None: logged as
+    ever). The data layer logs what it notices as it builds a forecast's windows; a caller that gathers
+    a forecast's warnings (the server's answer, whose log the client never reads) must see them too.
+    Other threads' records (the server's concurrent predictions) pass through untouched."""
+    if into is None:
+        yield
+        return
+    me = threading.get_ident()
+
+    def keep(record: logging.LogRecord) -> bool:
+        if record.thread != me or record.levelno < logging.WARNING:
+            return True
+        into.append(record.getMessage().removeprefix("warning: "))
+        return False
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
+def _usable_device(device: torch.device | str) -> torch.device:
+    """``device`` as a torch device this machine has; a ConfigError naming it otherwise, as the model loads
+    (torch's own is an AssertionError on ``.to("cuda")`` without CUDA, or an error at the first forecast)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device={device!r}: not a device (cpu, cuda, cuda:N)") from None
+    if dev.type == "cpu":
+        return dev
+    backend = getattr(torch, dev.type, None)  # torch.cuda, torch.xpu, ...; MPS answers in torch.backends
+    available = (getattr(backend, "is_available", None)
+                 or getattr(getattr(torch.backends, dev.type, None), "is_available", None))
+    if available is None or not available():
+        raise ConfigError(f"device={device!r}: {dev.type.upper()} is not available on this machine; use device='cpu'")
+    count = getattr(backend, "device_count", None)
+    if dev.index is not None and count is not None and dev.index >= count():
+        raise ConfigError(f"device={device!r}: this machine has {count()} {dev.type.upper()} device(s)")
+    return dev
+
+
 class Forecaster:
     """``Forecaster.from_pretrained(dir).predict(data)`` → one row per symbol × horizon step."""
 
@@ -88,7 +136,7 @@ class Forecaster:
                  device: torch.device | str = "cpu", precision: str = "fp32"):
         if precision not in PRECISIONS:  # said as the model loads, not as a traceback at its first forecast
             raise ConfigError(f"precision={precision!r}: not one of {', '.join(PRECISIONS)}")
-        self.device = torch.device(device)
+        self.device = _usable_device(device)
         self.model = model.to(self.device).eval()
         self.preprocessing = preprocessing
         self.model_dir = model_dir
@@ -341,11 +389,13 @@ class Forecaster:
         """(W, H) forecasts (in the label's units: log returns by default) for the windows of ``ws``."""
         return self.outputs(ws)["prediction"].astype(np.float64) * self.preprocessing.target_scale
 
-    def latest_windows(self, frames: dict[str, pd.DataFrame]) -> WindowSet:
+    def latest_windows(self, frames: dict[str, pd.DataFrame], warnings: list[str] | None = None) -> WindowSet:
         """The most recent input window of each symbol; too short a history is a DataError naming it,
         and so is a window whose latest row no other symbol shares when the label is taken across
-        symbols (:meth:`check_cross_section`)."""
-        ws = latest_windows(self.preprocessing, frames)
+        symbols (:meth:`check_cross_section`). What the data layer warns of as it builds them (bars
+        spaced unlike the training bars) is appended to ``warnings`` when given, else logged."""
+        with _kept(warnings, pipeline_log):
+            ws = latest_windows(self.preprocessing, frames)
         self.check_inputs(ws)
         self.check_cross_section(ws)
         return ws
@@ -473,7 +523,8 @@ class Forecaster:
         forecast with a warning (:meth:`unsettled`), and so is a file of which validation dropped rows
         (:meth:`dropped_rows`) and, for a model with ``market`` features, a symbol whose latest row no
         other symbol sent shares (:meth:`alone_in_panel`); for such a model or one of a label taken
-        across symbols, symbols sent other than those it was trained on (:meth:`other_universe`); and
+        across symbols, symbols sent other than those it was trained on (:meth:`other_universe`); an
+        interval level the calibration leaves unbounded, -inf/+inf (:meth:`unbounded`); and
         intraday stamps without a zone, read as UTC, under a ``data.timezone`` other than UTC (as
         training warns of them): logged, or appended to ``warnings`` when given. ``check(frames, reports)``: called with the rows read (:meth:`load_with_reports`)
         before anything is forecast, to refuse them by raising (the server counts the symbols of an
@@ -485,16 +536,43 @@ class Forecaster:
         for rep in reports:  # a symbol sent is forecast, or the answer is an error naming it
             for sym, why in rep.get("skipped_symbols", {}).items():
                 raise DataError(f"{rep['file']}: symbol {sym}: {why}: it cannot be forecast")
-        ws = self.latest_windows(frames)
+        spacing: list[str] = []  # bars spaced unlike training's: the server's answer says it, not only its log
+        ws = self.latest_windows(frames, None if warnings is None else spacing)
         table = self.forecast_table(ws, self.outputs(ws))
         found = (([] if logged and warnings is None else stamp_lines)  # a file's were logged as it was read
-                 + self.dropped_rows(reports) + self.unsettled(frames) + self.alone_in_panel(ws) + self.other_universe(ws))
+                 + spacing + self.dropped_rows(reports) + self.unsettled(frames) + self.alone_in_panel(ws)
+                 + self.other_universe(ws) + self.unbounded(table))
         if warnings is None:
             for line in found:
                 log.warning(line)
         else:
             warnings.extend(found)
         return table
+
+    def unbounded(self, table: pd.DataFrame) -> list[str]:
+        """One warning for each interval level of ``table`` (:meth:`forecast_table`) with a bound that is not
+        finite: a level the calibration cannot bound (fewer calibration windows than it needs, 999 for 99.9%;
+        validation forecasts that were not finite; aci's α for it walked down to 0) is (−inf, +inf). A CSV
+        holds that as -inf/inf, JSON cannot: the server's answer has null there, which would otherwise read as
+        a value missing, not as an interval that covers everything."""
+        cal = self.calibration
+        if cal is None or len(table) == 0:
+            return []
+        out = []
+        for level in cal.levels:
+            lo, hi = f"lower_{level * 100:g}", f"upper_{level * 100:g}"
+            bad = ~(np.isfinite(table[lo].to_numpy()) & np.isfinite(table[hi].to_numpy()))
+            if not bad.any():
+                continue
+            need = math.ceil(level / (1 - level) - 1e-9)  # fewest n with ⌈(n + 1)·level⌉ <= n
+            why = (f"calibrated on {cal.n} windows, fewer than the {need} a {level * 100:g}% interval needs"
+                   if cal.n < need else "aci's miss rate for it has walked down to 0" if cal.method == "aci"
+                   else "validation forecasts that were not finite count as residuals above every bound")
+            steps = sorted({int(k) for k in table.loc[bad, "step"]})
+            out.append(f"{lo}, {hi}: the {level * 100:g}% interval is unbounded (-inf, +inf) at step(s) "
+                       f"{', '.join(map(str, steps))} ({int(bad.sum())} of {len(table)} forecasts): the model's "
+                       f"{INTERVALS_FILE} ({cal.method}) {why}; -inf/inf in CSV, null in JSON")
+        return out
 
     def forecast_table(self, ws: WindowSet, outs: dict[str, np.ndarray]) -> pd.DataFrame:
         """The table of :meth:`predict` from the windows and the raw outputs of the model."""

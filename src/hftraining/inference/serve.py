@@ -96,7 +96,9 @@ def model_info(fc) -> dict[str, Any]:
     """What ``GET /model`` answers: config, preprocessing summary and training metrics. The summary says
     what the forecasts are (``target``: ``return`` forecasts log returns, another label its own units, as
     the columns ``forecast_<target>`` name it) and the zone whose clock the time features read
-    (``timezone``): a bare model folder or an ensemble has no run config.json that would say them."""
+    (``timezone``): a bare model folder or an ensemble has no run config.json that would say them. Also the
+    autocast ``precision`` the forecasts are computed in and their conformal ``intervals`` (null without).
+    An ensemble's ``config`` is null and ``member_configs`` holds each member's config.json."""
     d = Path(fc.model_dir) if fc.model_dir else None
     pre = fc.preprocessing
     data = pre.data_config()
@@ -110,13 +112,18 @@ def model_info(fc) -> dict[str, Any]:
         "settled_rows": fc.settled_rows(),
         "quantile_levels": fc.quantile_levels,
         "classes": list(CLASS_NAMES) if fc.has_classes else [],
+        "precision": fc.precision,
+        "intervals": _intervals_info(fc.calibration),
     }
     if d is None:
         return json_safe(info)
     if is_ensemble(d):
         info["ensemble"] = _read_json(d, ENSEMBLE_NAME)
         members = info["ensemble"].get("members") if isinstance(info["ensemble"], dict) else None
-        info["config"] = _read_json(d / members[0], "config.json") if members and isinstance(members[0], str) else None
+        # each member's own: the first one's alone described an ensemble of a transformer and ridge as a transformer
+        info["config"] = None
+        info["member_configs"] = [_read_json(d / m, "config.json") if isinstance(m, str) else None
+                                  for m in (members if isinstance(members, list) else [])]
     else:
         info["config"] = _read_json(d, "config.json")
     # the run folder of a run's ``final/`` only: never any folder that happens to hold a bare model or
@@ -136,6 +143,16 @@ def model_info(fc) -> dict[str, Any]:
         info["run_config"] = _read_json(run, "config.json")
     info["training_metrics"] = metrics
     return json_safe(info)
+
+
+def _intervals_info(cal) -> dict[str, Any] | None:
+    """``GET /model``'s ``intervals``: the conformal intervals the forecasts carry (the model folder's
+    intervals.json), None without them: their method, levels, the forecast columns that hold them and the
+    validation windows they were calibrated on."""
+    if cal is None:
+        return None
+    return {"method": cal.method, "levels": list(cal.levels), "calibration_windows": cal.n,
+            "columns": [c for q in cal.levels for c in (f"lower_{q * 100:g}", f"upper_{q * 100:g}")]}
 
 
 def _loc(loc: tuple | list) -> str:
@@ -270,7 +287,9 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
             "from the rows kept; and one per symbol sent fewer than GET /model's settled_rows rows (every symbol when it "
             "is null): forecast, but its recursive indicators (RSI, MACD) have not settled, so the forecast may differ "
             "from the full-history one; and, for a model with market features, one per symbol whose latest row no other "
-            "symbol sent shares (the market features then read its return alone)"))
+            "symbol sent shares (the market features then read its return alone); one when the bars sent are spaced "
+            "unlike those the model trained on (minute bars to a model of daily bars); and one per interval level that "
+            "is unbounded (its lower_/upper_ bounds are -inf/+inf, which JSON holds as null)"))
 
     # the schema is open with a key too: nothing of the model folder goes into it (GET /model has it)
     app = FastAPI(title="hftraining forecaster", version="1",
