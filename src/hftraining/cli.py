@@ -671,7 +671,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                     help="csv / parquet: a file per symbol; parquet-dataset: hive folders symbol=NAME/")
     sy.add_argument("--session", default=None, metavar="HH:MM-HH:MM",
                     help=f"bars finer than a day: trading hours on business days (default {DEFAULT_SESSION}; 24h: around the clock)")
-    sy.add_argument("--tz", default=DEFAULT_TZ, help=f"time zone of --session (default {DEFAULT_TZ})")
+    sy.add_argument("--tz", default=None, help=f"time zone of --session (default {DEFAULT_TZ})")
     sy.set_defaults(func=_cmd_data_synth)
     return p
 

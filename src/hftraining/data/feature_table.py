@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from hftraining.core.config import DataConfig
-from hftraining.core.errors import DataError
+from hftraining.core.errors import DataError, writing
+from hftraining.core.files import replace_file
 from hftraining.data.features import feature_columns
 from hftraining.data.pipeline import panel_rows
 
@@ -40,20 +43,23 @@ def feature_table(cfg: DataConfig) -> tuple[pd.DataFrame, dict]:
 
 
 def write_feature_table(cfg: DataConfig, out: str | Path) -> tuple[int, int]:
-    """Write :func:`feature_table` to ``out`` (CSV or Parquet by its extension) → (rows, symbols)."""
+    """Write :func:`feature_table` to ``out`` (CSV or Parquet by its extension) → (rows, symbols). The
+    table is written beside ``out`` and renamed onto it: a failure or Ctrl-C mid-write leaves an earlier
+    ``out`` whole (it was left cut short); an I/O failure is a one-line
+    :class:`~hftraining.core.errors.WriteError`."""
     out = Path(out)
     fmt = FORMATS.get(out.suffix.lower())
     if fmt is None:
         raise DataError(f"{out}: unknown output format {out.suffix!r}; use .csv or .parquet")
     table, _ = feature_table(cfg)
-    try:
+    if fmt == "csv":
+        ts = table["timestamp"].dt
+        whole = bool(((ts.microsecond == 0) & (ts.nanosecond == 0)).all())  # else bars of 500ms wrote each second twice
+        table = table.assign(timestamp=ts.strftime("%Y-%m-%dT%H:%M:%SZ" if whole else "%Y-%m-%dT%H:%M:%S.%fZ"))
+    with writing(out):
         out.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "csv":
-            ts = table["timestamp"].dt
-            whole = bool(((ts.microsecond == 0) & (ts.nanosecond == 0)).all())  # else bars of 500ms wrote each second twice
-            table.assign(timestamp=ts.strftime("%Y-%m-%dT%H:%M:%SZ" if whole else "%Y-%m-%dT%H:%M:%S.%fZ")).to_csv(out, index=False)
-        else:
-            table.to_parquet(out, index=False)
-    except OSError as e:
-        raise DataError(f"{out}: cannot write ({e.strerror})") from None
+    # a link (latest.parquet -> v3.parquet) stays a link: the file it names is replaced, as a write through it did
+    dest = Path(os.path.realpath(out)) if out.is_symlink() else out
+    # the format is given, not read from the temporary file's name
+    replace_file(dest, partial(table.to_csv if fmt == "csv" else table.to_parquet, index=False))
     return len(table), table["symbol"].nunique()

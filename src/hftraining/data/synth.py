@@ -6,6 +6,8 @@ and volume >= 0, so the validator keeps every row.
 
 from __future__ import annotations
 
+import re
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +15,13 @@ import pandas as pd
 
 from hftraining.core.config import time_zone
 from hftraining.core.errors import DataError
+from hftraining.core.files import replace_file
+from hftraining.data.io import is_data_file
 
 DEFAULT_SESSION = "09:30-16:00"  # bars finer than a day: a US equity session ...
 DEFAULT_TZ = "America/New_York"  # ... in its exchange's time zone
 FORMATS = ("csv", "parquet", "parquet-dataset")
+SYNTH_NAME = re.compile(r"(symbol=)?SYN\d{3,}")  # what write_synth names its files (by their stem) and partitions
 # EGARCH(1,1) on log variance: h_t = ω + β h_{t-1} + α (|z_{t-1}| - E|z|) + γ z_{t-1}
 BETA, ALPHA, GAMMA = 0.97, 0.12, -0.06
 DAILY_VOL = 0.02  # long-run volatility of one bar's log return
@@ -27,7 +32,7 @@ MEAN_REVERSION = 1 - 1e-4  # AR(1) coefficient of the log price
 
 
 def synth_ohlcv(rows: int, seed: int = 0, start: str = "2000-01-03", freq: str = "B", price: float = 100.0,
-                session: str | None = None, tz: str = DEFAULT_TZ) -> pd.DataFrame:
+                session: str | None = None, tz: str | None = None) -> pd.DataFrame:
     """One symbol: ``rows`` bars → frame with timestamp (UTC), open, high, low, close, volume.
     ``session`` (bars finer than a day only): see :func:`bar_times`."""
     from scipy.signal import lfilter  # here: its import takes about a second, which only synthesis needs
@@ -81,14 +86,17 @@ def _session(session: str) -> tuple[pd.Timedelta, pd.Timedelta] | None:
     return open_, close
 
 
-def bar_times(rows: int, freq: str, start: str, session: str | None = None, tz: str = DEFAULT_TZ) -> pd.DatetimeIndex:
+def bar_times(rows: int, freq: str, start: str, session: str | None = None, tz: str | None = None) -> pd.DatetimeIndex:
     """``rows`` bar times (UTC). Bars of a day or longer: ``pd.date_range(start, freq=freq)``. Bars
     finer than a day trade in a session: ``session`` ``"HH:MM-HH:MM"`` in the timezone ``tz`` on business
     days (default 09:30-16:00 America/New_York: 390 one-minute bars a day, with overnight and weekend
-    gaps; the UTC times follow daylight saving), or ``"24h"`` for bars around the clock."""
+    gaps; the UTC times follow daylight saving), or ``"24h"`` for bars around the clock. ``tz`` None:
+    :data:`DEFAULT_TZ`; a ``tz`` given for bars without session hours (daily bars, ``"24h"``) is refused,
+    as it would change nothing."""
     if rows < 1:
         raise DataError(f"synth: rows must be >= 1, got {rows}")
-    time_zone(tz, "synth: --tz")  # a name not in the time zone database: one line naming it
+    if tz is not None:
+        time_zone(tz, "synth: --tz")  # a name not in the time zone database: one line naming it
     try:
         pd.tseries.frequencies.to_offset(freq)
     except (ValueError, TypeError):
@@ -96,7 +104,12 @@ def bar_times(rows: int, freq: str, start: str, session: str | None = None, tz: 
     step = _offset(freq)
     if step is None and session is not None:
         raise DataError(f"synth: --session applies to bars shorter than a day, not --freq {freq}")
+    if step is None and tz is not None:
+        raise DataError(f"synth: --tz applies to the session of bars shorter than a day, not --freq {freq}")
     hours = _session(session or DEFAULT_SESSION) if step is not None else None
+    if hours is None and tz is not None:
+        raise DataError(f"synth: --tz applies to a session's hours, not --session {session}")
+    tz = tz or DEFAULT_TZ
     try:
         if hours is None:
             return pd.date_range(start, periods=rows, freq=freq, tz="UTC").astype("datetime64[ns, UTC]")
@@ -122,22 +135,30 @@ def _symbols(symbols: int, seed: int):
 
 
 def synth_frames(symbols: int, rows: int, seed: int = 0, freq: str = "B", session: str | None = None,
-                 tz: str = DEFAULT_TZ) -> dict[str, pd.DataFrame]:
+                 tz: str | None = None) -> dict[str, pd.DataFrame]:
     """``symbols`` independent series named SYN000, SYN001, ... (each with its own seed and start price)."""
     return {name: synth_ohlcv(rows, seed=s, freq=freq, price=price, session=session, tz=tz)
             for name, s, price in _symbols(symbols, seed)}
 
 
 def write_synth(out_dir: str | Path, symbols: int, rows: int, seed: int = 0, freq: str = "B", fmt: str = "csv",
-                session: str | None = None, tz: str = DEFAULT_TZ) -> list[Path]:
+                session: str | None = None, tz: str | None = None) -> list[Path]:
     """Write the series of :func:`synth_frames` into ``out_dir``, one symbol at a time (memory: one
     symbol): a file per symbol (``csv``, ``parquet``) or a hive-partitioned Parquet dataset
-    (``parquet-dataset``: ``symbol=SYN000/part-0.parquet``) → the paths written."""
+    (``parquet-dataset``: ``symbol=SYN000/part-0.parquet``) → the paths written. Each file is written
+    beside its name and renamed onto it (a failure or Ctrl-C leaves no file cut short). A folder holding
+    data files other than synth's is refused: reading it later would mix them with the synthetic ones."""
     if fmt not in FORMATS:
         raise DataError(f"synth: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     specs = _symbols(symbols, seed)
     bar_times(rows, freq, "2000-01-03", session, tz)  # fail before writing anything
     out = Path(out_dir)
+    if out.is_dir():
+        other = sorted(p.name for p in out.iterdir() if not SYNTH_NAME.fullmatch(p.name.split(".")[0])
+                       and ((p.is_file() and is_data_file(p)) or (p.is_dir() and p.name.startswith("symbol="))))
+        if other:
+            raise DataError(f"{out}: holds data files other than synth's ({other[0]}{', ...' if len(other) > 1 else ''}), "
+                            "which a later train on it would read with the synthetic ones; choose a new or empty --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -149,14 +170,14 @@ def write_synth(out_dir: str | Path, symbols: int, rows: int, seed: int = 0, fre
             p = out / f"{name}.csv"
             ts = frame["timestamp"]
             whole = bool((ts.dt.microsecond == 0).all() and (ts.dt.nanosecond == 0).all())  # else sub-second bars
-            frame.assign(timestamp=ts.dt.strftime("%Y-%m-%dT%H:%M:%SZ" if whole else "%Y-%m-%dT%H:%M:%S.%fZ")).to_csv(
-                p, index=False, float_format="%.6f")
+            frame = frame.assign(timestamp=ts.dt.strftime("%Y-%m-%dT%H:%M:%SZ" if whole else "%Y-%m-%dT%H:%M:%S.%fZ"))
+            replace_file(p, partial(frame.to_csv, index=False, float_format="%.6f"))
         elif fmt == "parquet":
             p = out / f"{name}.parquet"
-            frame.to_parquet(p, index=False)
+            replace_file(p, partial(frame.to_parquet, index=False))
         else:
             p = out / f"symbol={name}" / "part-0.parquet"
             p.parent.mkdir(exist_ok=True)
-            frame.to_parquet(p, index=False, row_group_size=1_000_000)
+            replace_file(p, partial(frame.to_parquet, index=False, row_group_size=1_000_000))
         paths.append(p)
     return paths

@@ -306,8 +306,12 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
         if not overwrite:
             raise DataError(f"{out}: already holds an ensemble; pass --overwrite to replace it, or choose another --out")
     dirs = [_member_dir(p) for p in model_dirs]
-    if len({d.resolve() for d in dirs}) != len(dirs):
-        raise DataError("ensemble: the same model folder is given twice")
+    first: dict[Path, int] = {}
+    for i, d in enumerate(dirs):
+        j = first.setdefault(d.resolve(), i)
+        if j != i:  # the two arguments as typed (runs/a and runs/a/final name one model)
+            given = str(model_dirs[j]) if str(model_dirs[j]) == str(model_dirs[i]) else f"{model_dirs[j]} and {model_dirs[i]}"
+            raise DataError(f"ensemble: the same model folder is given twice ({given})")
     for d in dirs:  # the copy of a member would copy the ensemble being written into it, again and again
         if out.resolve().is_relative_to(d.resolve()):
             raise DataError(f"{out}: inside the member folder {d}; choose an --out outside the members")

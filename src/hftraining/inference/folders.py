@@ -20,6 +20,10 @@ FITTED_BASELINES_DIR = "baselines"
 against, one model folder each (``baselines/ridge/``, ``baselines/lightgbm/``)."""
 
 
+RUN_MARKS = (FITTED_BASELINES_DIR, "data_report.json", "checkpoints", "eval.json")
+"""What a training run writes beside its ``final/``: a folder holding ``final/`` and any of them is a run folder."""
+
+
 def is_ensemble(directory: str | Path) -> bool:
     return (Path(directory) / ENSEMBLE_NAME).exists()
 
@@ -68,13 +72,18 @@ def run_folder(path: str | Path) -> Path | None:
     or None. Only ``final/`` is a run's own model: any other folder inside a run folder (an ensemble
     written there with ``ensemble --out <run>/x``, a copied model) is not that run's, and evaluating it
     with the run's config.json, fitted baselines and report place would score it as another model. A link
-    to a run's ``final/`` is that run's: its precision, settings and fitted baselines, as the path it names."""
+    to a run's ``final/`` is that run's: its precision, settings and fitted baselines, as the path it names.
+    A run folder (:data:`RUN_MARKS` beside ``final/``) without its config.json is a DataError."""
     p = Path(path)
     if p.is_symlink():  # a link to a run's final/ (current -> runs/x/final) is that run's model, not a bare folder
         p = p.resolve()
     for cand in ((p, p.parent) if p.name == "final" else (p,)):
         if (cand / "final").is_dir() and (cand / "config.json").exists():
             return cand
+        if (cand / "final").is_dir() and any((cand / name).exists() for name in RUN_MARKS):
+            # read as a bare model, it would drop the run's evaluation settings and fitted baselines
+            raise DataError(f"{cand}: a run folder without config.json; restore it, or copy final/ out to use it as a "
+                            "model folder")
     return None
 
 

@@ -751,9 +751,29 @@ def _scheme(url: str) -> str:
     return scheme
 
 
+JOURNAL_LINE_BYTES = 1 << 20
+"""How much of a journal's first line :func:`_is_journal` reads (its first record creates the study: well under this)."""
+
+
+def _is_journal(storage: str, path: Path) -> bool:
+    """Whether the file ``path`` begins as Optuna's journal file does: one JSON object per line, each an
+    operation with its ``op_code`` (``JournalFileBackend.append_logs``; the first creates the study)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(JOURNAL_LINE_BYTES)
+    except OSError as e:
+        raise UserError(f"--storage {storage}: cannot read {path} ({e.strerror})") from None
+    try:
+        record = json.loads(first)
+    except ValueError:  # not JSON, or not text (UnicodeDecodeError)
+        return False
+    return isinstance(record, dict) and "op_code" in record
+
+
 def storage_url(storage: str | None, workers: int, out: Path) -> str:
     """The storage URL of the study: ``--storage`` checked against ``--workers`` (SQLite takes one
-    worker), or the default journal file ``<out>/tune.journal``."""
+    worker), or the default journal file ``<out>/tune.journal``. A journal file given that is not empty
+    must be an Optuna journal (Optuna appended to any file, then failed to read it), and is left as it was."""
     if storage is None:
         return f"journal://{(out / 'tune.journal').resolve()}"
     scheme = _scheme(storage)
@@ -766,6 +786,9 @@ def storage_url(storage: str | None, workers: int, out: Path) -> str:
             raise UserError(f"--storage {storage}: a journal takes an absolute path, journal:///abs/path.log")
         if not Path(path).parent.is_dir() and Path(path).parent.resolve() != out.resolve():  # --out: made by tune
             raise UserError(f"--storage {storage}: folder {Path(path).parent} does not exist")
+        if Path(path).is_file() and Path(path).stat().st_size > 0 and not _is_journal(storage, Path(path)):
+            # Optuna would append a record to it, then fail to read it back ("Expecting value: line 1 column 1")
+            raise ConfigError(f"--storage {storage}: {path} is not an Optuna journal; give a new file or a study's journal")
     if scheme == "sqlite" and (db := storage_file(storage)) is not None:  # SQLite said "unable to open database file"
         folder = db.parent if db.is_absolute() else (Path.cwd() / db).parent
         if not folder.is_dir() and folder.resolve() != out.resolve():
