@@ -654,17 +654,27 @@ def _pooled_seconds(times: list[np.ndarray]) -> float | None:
 
 
 def mixed_spacings(rows: Rows) -> dict[str, float]:
-    """Each symbol's bar spacing in seconds (:func:`bar_spacing` of all its rows) when the panel holds
-    spacings more than :data:`BAR_SPACING_RATIO` apart (daily bars beside hourly ones), else {}. The
+    """Each symbol's bar spacing in seconds (:func:`_bar_length` of its rows) when the panel holds
+    spacings :data:`BAR_SPACING_RATIO` or more apart (daily bars beside hourly ones), else {}. The
     cross-section of a timestamp (``market``, the ``excess_return`` and ``cs_*`` labels) then holds a
     longer bar stamped at its start beside shorter bars that close before it does: a daily bar stamped
     with its date enters the market features and labels of the hourly bars of that day, hours before its
-    close."""
-    own = {sym: s for sym, t in zip(rows.symbols, rows.symbol_times())
-           if (s := _pooled_seconds([t])) is not None and s > 0}
-    if len(own) < 2 or max(own.values()) <= BAR_SPACING_RATIO * min(own.values()):
+    close. Twice apart is such a mix too (an hourly bar stamped 14:30 in the cross-section of the
+    30-minute bar of 14:30, which closes half an hour before it), and the commonest (30 and 60 minutes)."""
+    own = {sym: s for sym, t in zip(rows.symbols, rows.symbol_times()) if (s := _bar_length(t)) is not None}
+    if len(own) < 2 or max(own.values()) < BAR_SPACING_RATIO * min(own.values()):
         return {}
     return own
+
+
+def _bar_length(times: np.ndarray) -> float | None:
+    """The seconds one bar of a symbol's stamps ``times`` (int64 ns) spans, for :func:`mixed_spacings`: the
+    gap that a tenth of its gaps are at most (None without a positive gap). Not their median: a symbol that
+    trades on half the days (or in a few of the minutes) of the others has daily (minute) bars with a
+    median gap of two days or more, which is no longer bar; a stray row or two cannot make it shorter."""
+    gaps = np.diff(times)
+    gaps = gaps[gaps > 0]
+    return float(np.quantile(gaps, 0.1, method="lower")) / 1e9 if len(gaps) else None
 
 
 def symbol_bar_seconds(rows: Rows) -> dict[str, float]:

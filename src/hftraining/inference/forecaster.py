@@ -85,6 +85,29 @@ def _has_layers(model: torch.nn.Module) -> bool:
     return any(getattr(m, "needs_training", True) for m in (getattr(model, "members", None) or [model]))
 
 
+class _Keeper(logging.Filter):
+    """A logger's one filter for :func:`_kept`, installed once and never removed: the list each thread
+    gathers into is this thread's own. A filter of each forecast added to the logger and removed as it
+    ends changed the logger's list of filters while another thread's record was going through it, and
+    that record then skipped the next filter: its forecast's own, so the warning went to the log and
+    not into its answer."""
+
+    def __init__(self):
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        into = getattr(self.local, "into", None)
+        if into is None or record.levelno < logging.WARNING:
+            return True
+        into.append(record.getMessage().removeprefix("warning: "))
+        return False
+
+
+_keepers: dict[str, _Keeper] = {}
+_keepers_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def _kept(into: list[str] | None, logger: logging.Logger):
     """The warnings ``logger`` logs on this thread while inside go to ``into`` instead (None: logged as
@@ -94,19 +117,15 @@ def _kept(into: list[str] | None, logger: logging.Logger):
     if into is None:
         yield
         return
-    me = threading.get_ident()
-
-    def keep(record: logging.LogRecord) -> bool:
-        if record.thread != me or record.levelno < logging.WARNING:
-            return True
-        into.append(record.getMessage().removeprefix("warning: "))
-        return False
-
-    logger.addFilter(keep)
+    with _keepers_lock:
+        keeper = _keepers.setdefault(logger.name, _Keeper())
+        if keeper not in logger.filters:  # once per logger (again if its filters were cleared)
+            logger.addFilter(keeper)
+    before, keeper.local.into = getattr(keeper.local, "into", None), into
     try:
         yield
     finally:
-        logger.removeFilter(keep)
+        keeper.local.into = before
 
 
 def _usable_device(device: torch.device | str) -> torch.device:
