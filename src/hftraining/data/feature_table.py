@@ -51,6 +51,10 @@ def write_feature_table(cfg: DataConfig, out: str | Path) -> tuple[int, int]:
     fmt = FORMATS.get(out.suffix.lower())
     if fmt is None:
         raise DataError(f"{out}: unknown output format {out.suffix!r}; use .csv or .parquet")
+    # a link (latest.parquet -> v3.parquet) stays a link: the file it names is replaced, as a write through it did
+    dest = Path(os.path.realpath(out)) if out.is_symlink() else out
+    if dest.is_dir():  # else the rename onto it failed naming the temporary file beside it, after all the features
+        raise DataError(f"--out {out}: is a folder; expected a .csv or .parquet file name")
     table, _ = feature_table(cfg)
     if fmt == "csv":
         ts = table["timestamp"].dt
@@ -58,8 +62,6 @@ def write_feature_table(cfg: DataConfig, out: str | Path) -> tuple[int, int]:
         table = table.assign(timestamp=ts.strftime("%Y-%m-%dT%H:%M:%SZ" if whole else "%Y-%m-%dT%H:%M:%S.%fZ"))
     with writing(out):
         out.parent.mkdir(parents=True, exist_ok=True)
-    # a link (latest.parquet -> v3.parquet) stays a link: the file it names is replaced, as a write through it did
-    dest = Path(os.path.realpath(out)) if out.is_symlink() else out
     # the format is given, not read from the temporary file's name
     replace_file(dest, partial(table.to_csv if fmt == "csv" else table.to_parquet, index=False))
     return len(table), table["symbol"].nunique()
