@@ -593,9 +593,11 @@ def format_table(result: dict[str, Any], title: str = "test") -> str:
     if dm:
         lines.append("DM: model vs each baseline on squared error (negative: the model's loss is lower); "
                      f"losses averaged over symbols per date, lag {result['horizon'] - 1}, Harvey–Leybourne–Newbold t")
-    mse_text = result.get("mse_verdict") or result.get("verdict") or verdict(result)
-    if not (cross_sectional and (result.get("verdict") or "").endswith(mse_text)):  # not printed twice
-        lines.append(mse_text)
+    headline = result.get("verdict") or result.get("mse_verdict") or verdict(result)
+    if not cross_sectional:  # the verdict is the squared error's, with what evaluate adds to it (a split in sample):
+        lines.append(headline)  # printing mse_verdict instead dropped that "not an out-of-sample test"
+    elif result.get("mse_verdict") and result["mse_verdict"] not in headline:  # printed above when in it
+        lines.append(result["mse_verdict"])
     return "\n".join(lines)
 
 

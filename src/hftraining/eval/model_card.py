@@ -248,6 +248,8 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
     lines += ["## Verdict", ""]
     if result:
         lines += [result.get("verdict") or "—", ""]
+        if _cs_strongest(result) and result.get("mse_verdict"):  # as the report and the console: a rank-IC verdict
+            lines += [f"On squared error: {result['mse_verdict']}.", ""]  # says nothing of the MSE tests the card lists
         lines += ["## Test metrics", ""] + _metrics_section(result)
     else:
         lines += [f"Test metrics were not computed: {not_evaluated}. There is no verdict; "

@@ -400,8 +400,11 @@ def _forecast_plots(doc: _Doc, fc) -> None:
     pred, true = fc.pred["model"][:, 0], fc.true[:, 0]
     fig, ax = _subplots(figsize=(4.5, 4))
     ax.scatter(pred, true, s=4, alpha=0.4)
-    lim = float(np.nanpercentile(np.abs(true), 99)) or 1.0
-    ax.set_ylim(-lim, lim)
+    # the scale of the finite labels only: a label that is NaN or ±inf (forecasts built by hand) made the
+    # limit NaN or inf, which matplotlib refuses, and the whole report failed
+    finite = np.abs(true[np.isfinite(true)])
+    lim = float(np.percentile(finite, 99)) if finite.size else 0.0
+    ax.set_ylim(-(lim or 1.0), lim or 1.0)
     ax.axhline(0, color="grey", lw=0.5), ax.axvline(0, color="grey", lw=0.5)
     what = "log return" if fc.target == "return" else fc.target
     ax.set_xlabel(f"forecast 1-step {what}"), ax.set_ylabel(f"realised 1-step {what}")
@@ -457,8 +460,13 @@ def _backtest_section(doc: _Doc, bt: dict[str, Any] | None, strongest: str | Non
                      _num(m["sharpe"], ".2f"), _num(m["sortino"], ".2f"), _num(m["max_drawdown"], ".2%"),
                      _num(m["calmar"], ".2f"), _num(m["turnover"], ".3f"), _num(m["hit_rate"], ".3f")]
                     + ([_num(m.get("information_ratio"), ".2f")] if has_ir else []))
-    doc.table(["strategy", "total", "annual", "vol", "Sharpe", "Sortino", "max DD", "Calmar", "turnover", "hit rate"]
-              + (["IR vs equal weight"] if has_ir else []), rows)
+    if rows:
+        doc.table(["strategy", "total", "annual", "vol", "Sharpe", "Sortino", "max DD", "Calmar", "turnover", "hit rate"]
+                  + (["IR vs equal weight"] if has_ir else []), rows)
+    else:  # one date: no period from one date's close to the next (the table was a header without a row)
+        n = s["n_dates"]
+        doc.para(f"No strategy has a period to backtest: a period runs from one forecast date's close to the next, and "
+                 f"the forecasts have {n} date{'' if n == 1 else 's'}.")
     warnings = [f"{n}: {m['warning']}" for n, m in bt["strategies"].items() if "warning" in m]
     if "warning" in s:
         warnings.append(f"settings: {s['warning']}")
