@@ -142,3 +142,16 @@ def test_the_console_verdict_of_a_split_in_sample_says_it_is_not_out_of_sample(t
     lines = out.splitlines()
     assert ev["verdict"] in lines
     assert sum(ev["mse_verdict"] in line for line in lines) == 1
+
+
+def test_intervals_with_no_miss_on_few_dates_are_not_said_calibrated():
+    # no miss: Christoffersen cannot be computed, and on 8 windows Kupiec cannot reject 0 misses of 0.8
+    # nominal: the sentence said "calibrated (Kupiec and Christoffersen do not reject)" of a test never run
+    from hftraining.eval.intervals import interval_report
+    n = 8
+    true = np.zeros((n, 1))
+    lo, hi = true - 1.0, true + 1.0
+    rep = interval_report({0.8: (lo, hi)}, true, np.arange(n), np.zeros(n, dtype=int), "split")
+    assert rep["calibrated"] is None
+    assert "not shown calibrated" in rep["sentence"] and "80% Christoffersen could not be computed" in rep["sentence"]
+    assert "calibrated (Kupiec and Christoffersen" not in rep["sentence"]

@@ -204,7 +204,7 @@ def interval_report(bounds: dict[float, tuple[np.ndarray, np.ndarray]], true: np
     sorted_ids = ids1[order]
     cut = np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1
     keys, pct = level_labels(list(bounds)), level_labels(list(bounds), percent=True)
-    bad, unbounded, parts = [], [], []
+    bad, unbounded, parts, untested = [], [], [], []
     for key, lab, (level, (lo, hi)) in zip(keys, pct, bounds.items()):
         cell = interval_cells(lo, hi, true)
         inside = cell["inside"]  # (W, H)
@@ -244,6 +244,8 @@ def interval_report(bounds: dict[float, tuple[np.ndarray, np.ndarray]], true: np
         for name, test in (("Kupiec", k), ("Christoffersen", c)):
             if math.isfinite(test["p_value"]) and test["p_value"] < level_sig:
                 bad.append(f"{lab} fails {name} (p = {fmt_p(test['p_value'], SIGNIFICANCE)})")
+            elif not math.isfinite(test["p_value"]):
+                untested.append(f"{lab} {name}")
     if out["no_realisation"]:
         left = (f"{out['no_realisation']} of the {true.size} intervals left out (their realisation is not finite: "
                 "a missing label is neither a hit nor a miss)")
@@ -254,6 +256,11 @@ def interval_report(bounds: dict[float, tuple[np.ndarray, np.ndarray]], true: np
         out["in_sample"] = in_sample
         out["sentence"] = (f"{head}: in sample ({in_sample}), so these numbers say nothing about calibration; "
                            "score a split the model neither trained nor was calibrated on (test)")
+        out["calibrated"] = None
+        return out
+    if not bad and untested:  # a test that could not be computed (no miss, one date) rejects nothing: no claim
+        out["sentence"] = (f"{head}: not shown calibrated ({', '.join(untested)} could not be computed: too few "
+                           f"misses or dates; the tests that could do not reject at {level_sig:g})")
         out["calibrated"] = None
         return out
     out["sentence"] = (f"{head}: calibrated (Kupiec and Christoffersen do not reject at {level_sig:g})" if not bad
