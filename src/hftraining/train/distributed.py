@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from hftraining.core.errors import ConfigError
+from hftraining.core.errors import ConfigError, UserError
 
 
 @dataclass
@@ -224,6 +224,34 @@ def _wait_for_main(info: DistInfo, key: str) -> None:
                                "(training.ddp_timeout) while this rank waited for it at a barrier")
         time.sleep(pause)
         pause = min(2 * pause, 0.2)
+
+
+class PeerLost(UserError):
+    """A collective of this rank failed because another process of the group had stopped (its own error,
+    a kill): that process's line, or torchrun's summary of its exit, says why."""
+
+
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+"""What Gloo's transport says when the process at the other end of a collective has gone."""
+
+
+def peer_lost(e: BaseException, info: DistInfo) -> PeerLost | None:
+    """``e`` as a :class:`PeerLost` when it, or an exception it was raised from, is a collective failing
+    because another rank stopped (:data:`PEER_LOST`); None otherwise. A mistake found on one rank alone
+    (an out-of-memory batch, a file it cannot read) ended that rank with its one line, and every rank
+    waiting for it in a collective then printed a traceback of its own ("Connection closed by peer"),
+    which buried that line."""
+    if not info.enabled:
+        return None
+    seen: BaseException | None = e
+    while seen is not None:
+        found = next((m for m in PEER_LOST if m in str(seen)), None) if isinstance(seen, RuntimeError) else None
+        if found is not None:
+            return PeerLost(f"rank {info.rank}: another process of the group stopped "
+                            f"({found.lower()} in a collective); its own error, or torchrun's summary of its exit, "
+                            "says why")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def cleanup(info: DistInfo) -> None:

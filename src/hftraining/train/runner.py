@@ -38,7 +38,7 @@ from hftraining.models import ForecastModel
 from hftraining.models.predict import cpu_has_bf16
 from hftraining.models.registry import check_buildable, check_model, unread_settings_warning
 from hftraining.train import checkpoint as ckpt
-from hftraining.train.distributed import DistInfo, barrier, cleanup, init_distributed
+from hftraining.train.distributed import DistInfo, barrier, cleanup, init_distributed, peer_lost
 from hftraining.train.logging import RunLogger, held_records, log
 from hftraining.train.trainer import Trainer, TrainerState, check_config, check_cross_section
 
@@ -449,6 +449,11 @@ def training_run(
         if info.is_main:
             trainer.logger.info("run folder: %s", run_dir)
         barrier(info)  # the other ranks wait while the main rank evaluates
+    except RuntimeError as e:  # a rank that stopped has said why: the others say so in one line, not a traceback
+        lost = peer_lost(e, info)
+        if lost is None:
+            raise
+        raise lost from None
     finally:
         try:
             if trainer is not None:
