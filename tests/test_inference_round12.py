@@ -104,7 +104,7 @@ def test_a_device_this_machine_lacks_is_refused_in_one_line_as_the_model_loads(p
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError) as e:
         Forecaster.from_pretrained(d, device="cuda")
-    assert str(e.value) == "device='cuda': CUDA is not available on this machine; use device='cpu'"
+    assert str(e.value) == "device='cuda': CUDA is not available on this machine; use cpu"
     with pytest.raises(ConfigError, match=r"^device='gpu': not a device \(cpu, cuda, cuda:N\)$"):
         Forecaster.from_pretrained(d, device="gpu")
     # the CPU, by name or as a torch device, forecasts as the default does

@@ -37,7 +37,7 @@ from hftraining.models import ForecastModel, load_preprocessing
 from hftraining.models.folder import INTERVALS_FILE, read_calibration
 from hftraining.models.intervals import Calibration
 from hftraining.models.outputs import CLASS_NAMES
-from hftraining.models.predict import PRECISIONS, cpu_has_bf16, predict_outputs
+from hftraining.models.predict import PRECISIONS, cpu_has_bf16, predict_outputs, usable_device
 
 log = logging.getLogger(__name__)
 
@@ -128,26 +128,6 @@ def _kept(into: list[str] | None, logger: logging.Logger):
         keeper.local.into = before
 
 
-def _usable_device(device: torch.device | str) -> torch.device:
-    """``device`` as a torch device this machine has; a ConfigError naming it otherwise, as the model loads
-    (torch's own is an AssertionError on ``.to("cuda")`` without CUDA, or an error at the first forecast)."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device={device!r}: not a device (cpu, cuda, cuda:N)") from None
-    if dev.type == "cpu":
-        return dev
-    backend = getattr(torch, dev.type, None)  # torch.cuda, torch.xpu, ...; MPS answers in torch.backends
-    available = (getattr(backend, "is_available", None)
-                 or getattr(getattr(torch.backends, dev.type, None), "is_available", None))
-    if available is None or not available():
-        raise ConfigError(f"device={device!r}: {dev.type.upper()} is not available on this machine; use device='cpu'")
-    count = getattr(backend, "device_count", None)
-    if dev.index is not None and count is not None and dev.index >= count():
-        raise ConfigError(f"device={device!r}: this machine has {count()} {dev.type.upper()} device(s)")
-    return dev
-
-
 class Forecaster:
     """``Forecaster.from_pretrained(dir).predict(data)`` → one row per symbol × horizon step."""
 
@@ -155,7 +135,7 @@ class Forecaster:
                  device: torch.device | str = "cpu", precision: str = "fp32"):
         if precision not in PRECISIONS:  # said as the model loads, not as a traceback at its first forecast
             raise ConfigError(f"precision={precision!r}: not one of {', '.join(PRECISIONS)}")
-        self.device = _usable_device(device)
+        self.device = usable_device(device, "device")
         self.model = model.to(self.device).eval()
         self.preprocessing = preprocessing
         self.model_dir = model_dir

@@ -14,10 +14,32 @@ import numpy as np
 import torch
 from torch import nn
 
+from hftraining.core.errors import ConfigError
 from hftraining.data.windows import WindowSet, eval_batches
 from hftraining.models.outputs import ForecastOutput
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def usable_device(spec: str | torch.device, key: str, names: str = "cpu, cuda, cuda:N") -> torch.device:
+    """``spec`` as a torch device this machine has, else a ConfigError naming ``key`` (``training.device``,
+    a Forecaster's ``device``): torch's own is an AssertionError on ``.to("cuda")`` without CUDA, or an
+    error at the first forward. ``names``: the device names the message offers."""
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"{key}={spec!r}: not a device ({names})") from None
+    if dev.type == "cpu":
+        return dev
+    backend = getattr(torch, dev.type, None)  # torch.cuda, torch.xpu, ...; MPS answers in torch.backends
+    available = (getattr(backend, "is_available", None)
+                 or getattr(getattr(torch.backends, dev.type, None), "is_available", None))
+    if available is None or not available():
+        raise ConfigError(f"{key}={spec!r}: {dev.type.upper()} is not available on this machine; use cpu")
+    count = getattr(backend, "device_count", None)
+    if dev.index is not None and count is not None and dev.index >= count():
+        raise ConfigError(f"{key}={spec!r}: this machine has {count()} {dev.type.upper()} device(s)")
+    return dev
 
 
 def autocast_context(device: torch.device | str, precision: str):

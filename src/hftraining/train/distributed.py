@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from hftraining.core.errors import ConfigError, UserError
+from hftraining.models.predict import usable_device
 
 
 @dataclass
@@ -38,12 +39,7 @@ class DistInfo:
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     if spec == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError:
-        raise ConfigError(f"training.device: {spec!r} is not a device (auto, cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"training.device: {spec!r} requested but CUDA is not available")
+    dev = usable_device(spec, "training.device", "auto, cpu, cuda, cuda:N")
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device(f"cuda:{local_rank}")
     return dev
