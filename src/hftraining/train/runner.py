@@ -371,10 +371,26 @@ def build_trainer(
         return _build_trainer(cfg, data, info, on_evaluate, model)
 
 
+def check_before_data(cfg: Config, info: DistInfo, model: ForecastModel | None = None) -> str:
+    """What of ``cfg`` is checked before any data is read, on the devices of ``info`` → the autocast
+    precision: the trainer's settings (:func:`~hftraining.train.trainer.check_config`) and, unless the
+    caller built ``model``, the model itself, built on the meta device
+    (:func:`~hftraining.models.registry.check_buildable`: ``model.season_length`` past the window,
+    ``training.gradient_checkpointing`` on a model without it, a model too large). Every command that
+    starts over with ``output.overwrite`` (train, ``train --seeds``, walkforward) calls it before it
+    removes an earlier run, which the trainer's own check came after."""
+    precision, _ = check_config(cfg, info)
+    if model is None:  # a model's own mistake (season_length past the window) before the run folder is cleared
+        check_buildable(cfg.model, cfg.data.prediction_horizon, cfg.data.sequence_length,
+                        cfg.training.gradient_checkpointing,
+                        n_features=len(feature_columns(cfg.data.features)))  # at most: no volume drops some
+    return precision
+
+
 def _build_trainer(cfg: Config, data: PreparedData | None, info: DistInfo,
                    on_evaluate: Callable[[int, dict[str, float]], None] | None, model: ForecastModel | None) -> Trainer:
     """:func:`build_trainer`'s work."""
-    precision, _ = check_config(cfg, info)  # before the run folder and the data: a mistake costs no feature build
+    precision = check_before_data(cfg, info, model)  # before the run folder and the data: a mistake costs no feature build
     if (precision == "bf16" and info.device.type == "cpu" and info.is_main and cpu_has_bf16() is False
             and (model is not None or check_model(cfg.model).needs_training)):
         fix = "training.precision=fp32" if cfg.training.precision == "bf16" else "training.use_mixed_precision=false"
@@ -383,9 +399,6 @@ def _build_trainer(cfg: Config, data: PreparedData | None, info: DistInfo,
                     "%s trains in fp32", fix)
     if model is None and info.is_main and (unread := unread_settings_warning(cfg.model)):
         log.warning("%s", unread)  # a config shared by several model types: said, not refused
-    if model is None:  # a model's own mistake (season_length past the window) before the run folder is cleared
-        check_buildable(cfg.model, cfg.data.prediction_horizon, cfg.data.sequence_length,
-                        cfg.training.gradient_checkpointing, n_features=len(feature_columns(cfg.data.features)))
     run_dir, resume_path = prepare_run_dir(cfg, info)
     seed_everything(cfg.training.seed)
     if data is None:

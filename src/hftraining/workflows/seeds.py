@@ -22,9 +22,10 @@ from hftraining.eval.model_card import verdict_baseline
 from hftraining.inference.ensemble import build_ensemble
 from hftraining.models.registry import MODELS
 from hftraining.train.distributed import barrier, cleanup, init_distributed
+from hftraining.train.runner import check_before_data
 from hftraining.train.tracking import start_group
-from hftraining.workflows.train_run import (check_before_data, check_report_importable, check_splits, remove,
-                                            run_folder_lock, said_once, seed_runs, shown, single_run, train)
+from hftraining.workflows.train_run import (check_report_importable, check_splits, remove, run_folder_lock, said_once,
+                                            seed_runs, shown, single_run, train)
 
 log = logging.getLogger("hftraining")
 

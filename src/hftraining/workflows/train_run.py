@@ -20,7 +20,6 @@ import pandas as pd
 from hftraining.core.config import Config
 from hftraining.core.errors import DataError, UserError
 from hftraining.core.jsonio import read_json, write_json
-from hftraining.data.features import feature_columns
 from hftraining.data.pipeline import PreparedData, prepare
 from hftraining.eval.backtest import backtest_forecasts, format_backtest
 from hftraining.eval.forecasts import Forecasts, collect_forecasts, fit_baselines, format_table, score
@@ -29,14 +28,13 @@ from hftraining.eval.model_card import headline_metrics, write_model_card
 from hftraining.eval.report import write_report
 from hftraining.inference.folders import FITTED_BASELINES_DIR
 from hftraining.models.folder import INTERVALS_FILE
-from hftraining.models.registry import check_buildable
 from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import DistInfo, barrier, cleanup, init_distributed
 from hftraining.train.logging import held_records, log
-from hftraining.train.runner import (RUN_FILES, RUN_FOLDERS, TrainedRun, check_output_dir, check_resumable,
-                                     check_same_data, finished_checkpoint, prepare_run_dir, run_report,
+from hftraining.train.runner import (RUN_FILES, RUN_FOLDERS, TrainedRun, check_before_data, check_output_dir,
+                                     check_resumable, check_same_data, finished_checkpoint, prepare_run_dir, run_report,
                                      training_run)
-from hftraining.train.trainer import check_config, check_cross_section
+from hftraining.train.trainer import check_cross_section
 
 SINGLE_RUN = ("config.json", *RUN_FOLDERS, *RUN_FILES, "data_report.json", FITTED_BASELINES_DIR)
 """What one ``hftraining train`` writes into its run folder (not ``train --seeds``, whose runs are
@@ -299,18 +297,6 @@ def evaluate_test(run: TrainedRun) -> tuple[dict[str, Any], Forecasts | None, di
                          world_size=run.info.world_size if run.state.global_step else None)
     run.logger.finish(result.get("verdict"), [p for p in (final, html_path) if p is not None and p.exists()])
     return result, fc, bt
-
-
-def check_before_data(cfg: Config, info: DistInfo) -> None:
-    """What of ``cfg`` is checked before any data is read, on the devices of ``info``: the trainer's settings
-    (:func:`~hftraining.train.trainer.check_config`) and the model itself, built on the meta device
-    (:func:`~hftraining.models.registry.check_buildable`: ``model.season_length`` past the window,
-    ``training.gradient_checkpointing`` on a model without it, a model too large). Every
-    command that starts over with ``output.overwrite`` (train, ``train --seeds``, walkforward) calls it before
-    it removes an earlier run, which the trainer's own check came after."""
-    check_config(cfg, info)
-    check_buildable(cfg.model, cfg.data.prediction_horizon, cfg.data.sequence_length, cfg.training.gradient_checkpointing,
-                    n_features=len(feature_columns(cfg.data.features)))  # at most: no volume drops some
 
 
 def train(cfg: Config, data: PreparedData | None = None,

@@ -66,10 +66,10 @@ from hftraining.eval.model_card import headline_metrics
 from hftraining.eval.selection import format_selection, selection_stats
 from hftraining.models.registry import check_model
 from hftraining.train.distributed import barrier, cleanup, init_distributed
-from hftraining.train.runner import check_output_dir, training_run
+from hftraining.train.runner import check_before_data, check_output_dir, training_run
 from hftraining.train.tracking import TrackingGroup, start_group
 from hftraining.train.trainer import check_cross_section
-from hftraining.workflows.train_run import (check_before_data, check_report_importable, evaluate_test, needs_validation,
+from hftraining.workflows.train_run import (check_report_importable, evaluate_test, needs_validation,
                                             remove, run_folder_lock, said_once, split_sizes)
 
 log = logging.getLogger(__name__)
