@@ -85,6 +85,11 @@ def _has_layers(model: torch.nn.Module) -> bool:
     return any(getattr(m, "needs_training", True) for m in (getattr(model, "members", None) or [model]))
 
 
+def bound_columns(level: float) -> tuple[str, str]:
+    """The forecast columns of the interval at ``level``: ``lower_90``, ``upper_90``."""
+    return f"lower_{level * 100:g}", f"upper_{level * 100:g}"
+
+
 class _Keeper(logging.Filter):
     """A logger's one filter for :func:`_kept`, installed once and never removed: the list each thread
     gathers into is this thread's own. A filter of each forecast added to the logger and removed as it
@@ -559,7 +564,7 @@ class Forecaster:
             return []
         out = []
         for level in cal.levels:
-            lo, hi = f"lower_{level * 100:g}", f"upper_{level * 100:g}"
+            lo, hi = bound_columns(level)
             bad = ~(np.isfinite(table[lo].to_numpy()) & np.isfinite(table[hi].to_numpy()))
             if not bad.any():
                 continue
@@ -594,7 +599,8 @@ class Forecaster:
         if self.calibration is not None:  # per level: the interval of each step's forecast (label units)
             q = outs["quantiles"].astype(np.float64) * s if "quantiles" in outs else None
             for level, (lo, hi) in self.calibration.bounds(pred, q).items():
-                rows[f"lower_{level * 100:g}"], rows[f"upper_{level * 100:g}"] = lo.reshape(-1), hi.reshape(-1)
+                low, high = bound_columns(level)
+                rows[low], rows[high] = lo.reshape(-1), hi.reshape(-1)
         if "quantiles" in outs:  # named after the label they are quantiles of: return_q0.9, cs_rank_q0.9
             q = outs["quantiles"].astype(np.float64) * s  # (S, H, Q)
             for i, level in enumerate(self.quantile_levels):

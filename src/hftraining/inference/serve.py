@@ -51,7 +51,7 @@ from hftraining.core.config import ServeConfig
 from hftraining.core.errors import DataError, UserError
 from hftraining.core.jsonio import json_safe, read_jsonl
 from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble, run_folder
-from hftraining.inference.forecaster import Forecaster, iso_as_of
+from hftraining.inference.forecaster import Forecaster, bound_columns, iso_as_of
 from hftraining.inference.serve_asgi import AccessLog, ApiKey, BodyLimit
 from hftraining.models import folder
 from hftraining.models.outputs import CLASS_NAMES
@@ -152,7 +152,7 @@ def _intervals_info(cal) -> dict[str, Any] | None:
     if cal is None:
         return None
     return {"method": cal.method, "levels": list(cal.levels), "calibration_windows": cal.n,
-            "columns": [c for q in cal.levels for c in (f"lower_{q * 100:g}", f"upper_{q * 100:g}")]}
+            "columns": [c for q in cal.levels for c in bound_columns(q)]}
 
 
 def _loc(loc: tuple | list) -> str:
