@@ -630,7 +630,9 @@ def unconstructible(loader: yaml.SafeLoader, node: yaml.Node, where: str, text: 
             except ValueError as e:
                 kind = "date" if n.tag.endswith(":timestamp") else n.tag.rsplit(":", 1)[-1]
                 line = f"line {n.start_mark.line + 1}: " if "\n" in text.strip() else ""
-                return f"{where}: {line}{shown(n.value)} is not a valid {kind} ({e})"
+                # YAML reads an unquoted 2024-02-30 as a date whatever the key: a text key (a run's name) needs quotes
+                text_hint = f'; as text (a name) it needs quotes in YAML: "{n.value}"' if kind == "date" else ""
+                return f"{where}: {line}{shown(n.value)} is not a valid {kind} ({e}){text_hint}"
         elif isinstance(n, yaml.SequenceNode):
             stack.extend(reversed(n.value))
         elif isinstance(n, yaml.MappingNode):

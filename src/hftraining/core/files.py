@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -13,15 +14,24 @@ from hftraining.core.errors import writing
 def replace_file(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Run ``write(tmp)`` on a sibling of ``path``, then rename it over ``path``: a failure (a full disk,
     a kill) leaves the earlier file whole, where a rewrite in place left it cut short. The sibling is
-    removed on failure; an I/O failure is a one-line :class:`~hftraining.core.errors.WriteError`."""
+    removed on failure; an I/O failure is a one-line :class:`~hftraining.core.errors.WriteError` naming
+    ``path``. The sibling is hidden and named by the process (``.NAME.tmp-PID``): two processes writing
+    the same file each rename a whole one (a shared ``NAME.tmp`` interleaved their bytes), and one that
+    died leaves no file a folder's reader would list."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with writing(path):
-            write(tmp)
-            os.replace(tmp, path)
+            try:
+                write(tmp)
+                os.replace(tmp, path)
+            except OSError as e:
+                if e.filename is not None and Path(e.filename) == tmp:
+                    e.filename = str(path)  # the user's file, not the sibling they never named
+                raise
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a folder that is gone or not one: the failure above says why
+            tmp.unlink(missing_ok=True)
         raise
     return path
 

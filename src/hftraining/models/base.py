@@ -40,11 +40,11 @@ class ForecastModel(nn.Module):
     supports_gradient_checkpointing = False
     needs_training = True
     fits_on_data = False
+    """True for a model fitted by ``fit_windows(train, val)`` instead of gradient steps (ridge, LightGBM)."""
     fitted_how = "in closed form"
     """How :meth:`fit_windows` fits the model, as the training log says it (``fits_on_data`` models)."""
     exportable = True
     """False for a model with no ONNX graph (LightGBM's trees): ``hftraining export`` says so."""
-    """True for a model fitted in closed form by ``fit_windows(train, val)`` instead of gradient steps (ridge)."""
     settings: frozenset[str] = frozenset()
     """The ``model.*`` keys (ModelConfig fields) this model type reads, beside those every run reads
     (:data:`registry.EVERY_MODEL`); a run that sets another one away from its default is told that

@@ -41,7 +41,9 @@ def check_heads(cfg: ModelConfig, model_cls: type) -> None:
 
 EVERY_MODEL = frozenset({"type", "loss", "loss_weights", "quantiles", "classification_threshold"})
 """The ``model.*`` keys every model type answers to: a loss or a head it cannot use is refused by name
-(:func:`check_heads`, :func:`~hftraining.models.losses.check_loss_weights`, the trainer's loss check)."""
+(:func:`check_heads`, :func:`~hftraining.models.losses.check_loss_weights`, the trainer's loss check).
+``loss_weights`` weighs the parts of a loss that gradient steps descend: a model fitted otherwise (ridge,
+LightGBM, the naive baselines) does not read it (:func:`unread_settings`)."""
 
 
 def unread_settings(cfg: ModelConfig) -> list[str]:
@@ -50,7 +52,8 @@ def unread_settings(cfg: ModelConfig) -> list[str]:
     ``model.patch_len`` for the transformer. They change nothing in the run; a config shared by several
     model types (``--config configs/quickstart.yaml model.type=lightgbm``) sets some, so they are said,
     not refused."""
-    read = MODELS.get(cfg.type).settings | EVERY_MODEL
+    model_cls = MODELS.get(cfg.type)
+    read = model_cls.settings | (EVERY_MODEL if model_cls.needs_training else EVERY_MODEL - {"loss_weights"})
     default = ModelConfig()
     return [f"model.{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)
             if f.name not in read and getattr(cfg, f.name) != getattr(default, f.name)]

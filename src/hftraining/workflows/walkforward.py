@@ -271,7 +271,10 @@ def _walk_forward(cfg: Config, n_folds: int, scheme: str, mode: str, base) -> di
             except DataError as e:  # the fold whose rows fall short is named (with expanding, fold 1 has the fewest)
                 raise DataError(f"walkforward fold {k + 1} of {n_folds} ({scheme}): {e}") from None
             check_fold(cfg, prepared[k], k, scheme)
-            check_cross_section(cfg, prepared[k].train)  # a cross-sectional label of one symbol, as its trainer would
+            try:
+                check_cross_section(cfg, prepared[k].train)  # a cross-sectional label of one symbol, as its trainer would
+            except ConfigError as e:  # fold 1 of an expanding walk-forward may hold one symbol where the panel has more
+                raise ConfigError(f"walkforward fold {k + 1} of {n_folds} ({scheme}): {e}") from None
         # one MLflow parent run of the folds (output.report_to: mlflow): every walk-forward trains its folds anew;
         # opened before the earlier walk-forward is removed: a store that cannot be used leaves it as it was
         group = start_group(cfg, base, "walkforward", f"{cfg.run_dir().name}-walkforward",

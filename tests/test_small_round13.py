@@ -1,0 +1,96 @@
+"""Small fixes: each test fails on the code before its fix."""
+from __future__ import annotations
+
+import pytest
+
+from hftraining.core.config import ModelConfig
+from hftraining.models.registry import MODELS, unread_settings, unread_settings_warning
+
+
+@pytest.mark.parametrize("model_type", sorted(MODELS.names()))
+def test_loss_weights_are_said_to_do_nothing_for_a_model_fitted_without_gradient_steps(model_type):
+    # ridge, LightGBM and the naive models are fitted by squared error (or not at all): weighting the loss's
+    # parts changes nothing, so the key is named like any other unread setting; a gradient-trained model reads it
+    cfg = ModelConfig(type=model_type, loss_weights={"mse": 2.0})
+    if MODELS.get(model_type).needs_training:
+        assert unread_settings(cfg) == []
+    else:
+        assert unread_settings(cfg) == ["model.loss_weights={'mse': 2.0}"]
+        assert "model.loss_weights" in unread_settings_warning(cfg)
+
+
+def test_a_file_written_whole_goes_through_a_hidden_sibling_of_this_process(tmp_path):
+    import os
+
+    from hftraining.core.files import replace_file
+    from hftraining.data.io import resolve_paths
+
+    (tmp_path / "AAA.csv").write_text("timestamp,close\n2024-01-02,1\n")
+    seen = []
+
+    def write(tmp):
+        seen.append(tmp)
+        tmp.write_text("timestamp,close\n2024-01-02,2\n")
+        # a write killed here leaves the sibling behind: no reader of the folder lists it, and a second
+        # process writing the same file at once writes a sibling of its own
+        assert resolve_paths(tmp_path) == [tmp_path / "AAA.csv"]
+
+    replace_file(tmp_path / "AAA.csv", write)
+    assert seen[0].name == f".AAA.csv.tmp-{os.getpid()}"
+    assert (tmp_path / "AAA.csv").read_text().endswith(",2\n") and sorted(tmp_path.iterdir()) == [tmp_path / "AAA.csv"]
+
+
+def test_a_failed_write_names_the_users_file_and_its_cause_not_the_temporary_one(tmp_path):
+    import errno
+
+    from hftraining.core.errors import WriteError
+    from hftraining.core.files import replace_file
+
+    def full_disk(tmp):
+        tmp.write_text("part")
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+
+    with pytest.raises(WriteError) as e:
+        replace_file(tmp_path / "out.parquet", full_disk)
+    assert str(e.value) == f"{tmp_path / 'out.parquet'}: cannot write (No space left on device)"
+    assert list(tmp_path.iterdir()) == []  # the partial sibling removed
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(WriteError, match="afile/x.csv: cannot write"):  # was a raw NotADirectoryError from the cleanup
+        replace_file(tmp_path / "afile" / "x.csv", lambda tmp: tmp.write_text("x"))
+
+
+def test_a_name_yaml_reads_as_an_impossible_date_is_refused_with_how_to_give_it_as_text():
+    from hftraining.core.config import load_config
+    from hftraining.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["output.experiment_name=2024-02-30"])
+    assert str(e.value).endswith("""as text (a name) it needs quotes in YAML: "2024-02-30\"""")
+    assert load_config(None, ['output.experiment_name="2024-02-30"']).output.experiment_name == "2024-02-30"
+
+
+def test_walkforward_names_the_fold_whose_training_dates_hold_one_symbol(tmp_path, capsys):
+    """WPM listed late: an expanding walk-forward's first fold trains on AEM alone, where a cross-sectional
+    label is 0 on every date. The error named data.target but not the fold, though the panel has two symbols."""
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import tiny
+
+    from hftraining.cli import main
+    from hftraining.data.io import sample_data_dir
+
+    data = tmp_path / "data"
+    data.mkdir()
+    src = sample_data_dir()
+    (data / "AEM.csv").write_text((src / "AEM.csv").read_text())
+    wpm = pd.read_csv(src / "WPM.csv")
+    wpm.iloc[len(wpm) * 3 // 5:].to_csv(data / "WPM.csv", index=False)
+    args = tiny(tmp_path / "run", "training.max_steps=2", "training.save_steps=0", "evaluation.eval_steps=2",
+                "evaluation.intervals=[]", "evaluation.report=false", f"data.data_dir={data}", "data.target=cs_rank")
+    assert main(["walkforward", "--folds", "3", *args]) == 2
+    last = capsys.readouterr().err.rstrip("\n").splitlines()[-1]
+    assert last.startswith("hftraining: error: walkforward fold 1 of 3 (expanding): data.target: cs_rank"), last
