@@ -24,7 +24,7 @@ from hftraining.data.windows import WindowSet
 from hftraining.eval import metrics as M
 from hftraining.eval.intervals import level_labels
 from hftraining.models import ForecastModel, build_model
-from hftraining.models.predict import predict_outputs, predict_scaled
+from hftraining.models.predict import class_threshold as model_class_threshold, predict_outputs, predict_scaled
 
 BASELINES = ("zero", "repeat", "drift", "seasonal_naive")
 FITTED_BASELINES = ("ridge", "lightgbm")
@@ -104,6 +104,8 @@ class Forecasts:
     intervals: dict[float, tuple[np.ndarray, np.ndarray]] | None = None  # level → model (lower, upper) (W, H)
     prev_time: np.ndarray | None = None  # (W,) int64 ns of the row before each origin's row (NO_TIME: none); the
     # backtest earns rows without a window between two dates through the close (backtest.span_returns)
+    class_probs: np.ndarray | None = None  # (W, H, 3) sell/hold/buy probabilities of the model's buy/hold/sell head
+    class_threshold: float = 0.0  # the ± label that cuts its classes (model.classification_threshold)
 
     def __len__(self) -> int:
         return len(self.true)
@@ -120,6 +122,8 @@ class Forecasts:
         index = {s: i for i, s in enumerate(symbols)}
         cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
         has_q = _same_levels("quantiles", [None if p.quantiles is None else tuple(p.levels) for p in parts])
+        has_c = _same_levels("class probabilities",
+                             [None if p.class_probs is None else (p.class_threshold,) for p in parts])
         return cls(
             pred={k: np.concatenate([p.pred[k] for p in parts]) for k in parts[0].pred},
             true=cat("true"), dates=cat("dates"),
@@ -130,6 +134,8 @@ class Forecasts:
             levels=list(parts[0].levels) if has_q else [], target=parts[0].target,
             prev_time=cat("prev_time") if all(p.prev_time is not None for p in parts) else None,
             intervals=_concat_intervals(parts),
+            class_probs=np.concatenate([p.class_probs for p in parts]) if has_c else None,
+            class_threshold=parts[0].class_threshold if has_c else 0.0,
         )
 
 
@@ -166,17 +172,20 @@ def collect_forecasts(
     quantiles_scaled: np.ndarray | None = None,
     levels: list[float] | None = None,
     fitted: dict[str, torch.nn.Module] | None = None,
+    class_probs: np.ndarray | None = None,
+    class_threshold: float = 0.0,
 ) -> Forecasts:
     """Forecasts of ``model`` (or the given ``pred_scaled`` (n, H), for the first n windows, and
-    ``quantiles_scaled`` (n, H, Q) at ``levels``), of every naive baseline and of the ``fitted``
-    baselines (:func:`fit_baselines`) on the same windows, converted to log-return units
-    (× ``target_scale``)."""
+    ``quantiles_scaled`` (n, H, Q) at ``levels``, ``class_probs`` (n, H, 3) of classes cut at
+    ± ``class_threshold``), of every naive baseline and of the ``fitted`` baselines
+    (:func:`fit_baselines`) on the same windows, converted to log-return units (× ``target_scale``)."""
     if levels is None:
         levels = list(getattr(getattr(model, "cfg", None), "quantiles", None) or [])
     if pred_scaled is None:
         assert model is not None, "collect_forecasts needs a model or pred_scaled"
         outs = predict_outputs(model, ws, batch_size, device, precision)
-        pred_scaled, quantiles_scaled = outs["prediction"], outs.get("quantiles")
+        pred_scaled, quantiles_scaled, class_probs = outs["prediction"], outs.get("quantiles"), outs.get("class_probs")
+        class_threshold = model_class_threshold(model) if class_probs is not None else 0.0
     n = len(pred_scaled)
     sub = head(ws, n)
     preds = {"model": pred_scaled.astype(np.float64) * target_scale}
@@ -208,6 +217,8 @@ def collect_forecasts(
         levels=list(levels) if quantiles_scaled is not None and levels else [],
         target=getattr(ws, "target", "return"),
         prev_time=prev_time,
+        class_probs=None if class_probs is None else class_probs[:n].astype(np.float64),
+        class_threshold=float(class_threshold) if class_probs is not None else 0.0,
     )
 
 
@@ -297,6 +308,9 @@ def _score(fc: Forecasts) -> dict[str, Any]:
         pooled["model"]["coverage"] = M.coverage(fc.quantiles, true, fc.levels)
         # windows with a quantile that is not finite: no coverage (NaN), which the table and report say
         pooled["model"]["quantiles_not_finite"] = int((~np.isfinite(fc.quantiles)).any(axis=(1, 2)).sum())
+    if fc.class_probs is not None and len(fc):
+        pooled["model"]["classes"] = M.class_scores(fc.class_probs, true, dates, fc.class_threshold)
+        pooled["model"]["classes"]["verdict"] = class_verdict(pooled["model"]["classes"])
     result["model"] = pooled["model"]
     result["baselines"] = {k: v for k, v in pooled.items() if k != "model"}
     result["mse_vs_zero"] = M.mse_ratio(pooled["model"]["mse"], pooled["zero"]["mse"])
@@ -588,6 +602,8 @@ def format_table(result: dict[str, Any], title: str = "test") -> str:
         cov = ", ".join(f"{k} {_fmt(v, '.3f')}" for k, v in result["model"]["coverage"].items())
         lines.append(f"quantile head: mean pinball loss {_fmt(result['model']['pinball_mean'], '.6g')}; coverage {cov}"
                      + quantile_note(result))
+    if "classes" in result["model"]:
+        lines.append(result["model"]["classes"]["verdict"])
     if any("directional_p" in m for _, m in rows):
         lines.append(DIRECTION_NOTE)
     if dm:
@@ -599,6 +615,29 @@ def format_table(result: dict[str, Any], title: str = "test") -> str:
     elif result.get("mse_verdict") and result["mse_verdict"] not in headline:  # printed above when in it
         lines.append(result["mse_verdict"])
     return "\n".join(lines)
+
+
+def class_verdict(c: dict[str, Any], level: float = SIGNIFICANCE) -> str:
+    """One sentence on the buy/hold/sell head (:func:`metrics.class_scores` ``c``): its log loss against the
+    constant forecast of the scored windows' own class shares, "beats" only when the Diebold–Mariano test
+    rejects equality in the model's favour, and its accuracy beside always forecasting the most common class."""
+    shares = ", ".join(f"{k} {_fmt(v, '.3f')}" for k, v in c["shares"].items())
+    head_ = (f"buy/hold/sell head (classes cut at ±{c['threshold']:g}): log loss {_fmt(c['log_loss'], '.4f')} vs "
+             f"{_fmt(c['log_loss_shares'], '.4f')} of the windows' own class shares ({shares}; a constant that knows "
+             f"them in advance)")
+    if c["not_finite"]:
+        return (f"{head_}: undefined, a probability or label is not finite in {c['not_finite']} windows; "
+                "the head is not shown to have skill")
+    p = c["dm"]["p_value"]
+    acc = f"; accuracy {_fmt(c['accuracy'], '.4f')} vs {_fmt(c['accuracy_shares'], '.4f')} always the most common class"
+    if not math.isfinite(p):
+        return f"{head_}, the DM test could not be computed: the head is not shown to have skill{acc}"
+    said = f"{head_}, DM p = {fmt_p(p, level)}"
+    if p >= level:
+        return f"{said}: no significant difference, the head is not shown to have skill{acc}"
+    if c["dm"]["statistic"] < 0:
+        return f"{said}: the head beats the class shares (significant at {level:g}){acc}"
+    return f"{said}: the head is significantly WORSE than the class shares (at {level:g}){acc}"
 
 
 def quantile_note(result: dict[str, Any]) -> str:

@@ -408,6 +408,55 @@ def coverage(q_pred: np.ndarray, true: np.ndarray, levels: list[float]) -> dict[
     return out
 
 
+CLASS_NAMES = ("sell", "hold", "buy")
+"""The buy/hold/sell head's classes, in the order of its probabilities (``models.outputs.SELL, HOLD, BUY``)."""
+LOG_LOSS_FLOOR = 1e-15
+"""The smallest probability a log loss reads (a class given probability 0 that happens costs ~34.5, not inf)."""
+
+
+def class_scores(probs: np.ndarray, true: np.ndarray, dates: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Scores of (W, H, 3) sell/hold/buy probabilities against the classes of the (W, H) labels cut at
+    ± ``threshold`` as the training loss cuts them (sell below −threshold, buy above, hold between and on
+    the boundaries): the mean log loss, the mean Brier score (the squared distance of the probabilities
+    to the one-hot class, summed over classes) and the accuracy of the most probable class, over windows
+    and steps. Beside them, the constant forecast of the scored windows' own class shares: the best
+    constant by log loss on these windows, which knows their shares in advance (an oracle no model can
+    know), so a model that beats it has skill a class share alone does not give; its accuracy is the
+    share of the most common class. ``dm``: the Diebold–Mariano test of the two log losses (each
+    window's mean over its steps, averaged over the symbols of each date, lag H − 1; negative: the
+    model's loss is lower). A probability or label that is not finite leaves every score NaN
+    (``not_finite`` counts those windows): a failure to forecast, never a hit."""
+    probs, true = np.asarray(probs, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    W, H = true.shape
+    labels = np.where(true > threshold, 2, np.where(true < -threshold, 0, 1))  # (W, H)
+    bad = ~(np.isfinite(probs).all(axis=-1) & np.isfinite(true))  # (W, H)
+    shares = np.bincount(labels[~bad], minlength=3) / max(int((~bad).sum()), 1)
+    out: dict[str, Any] = {
+        "threshold": float(threshold), "n": int(W * H),
+        "shares": {c: float(v) for c, v in zip(CLASS_NAMES, shares)},
+        "not_finite": int(bad.any(axis=1).sum()),
+    }
+    if bad.any() or W == 0:
+        nan = math.nan
+        out.update(log_loss=nan, brier=nan, accuracy=nan, log_loss_shares=nan, brier_shares=nan,
+                   accuracy_shares=nan, dm=diebold_mariano(np.full(1, nan), np.full(1, nan), lag=H - 1))
+        return out
+    onehot = np.eye(3)[labels]  # (W, H, 3)
+    picked = np.take_along_axis(probs, labels[..., None], axis=-1)[..., 0]
+    ll = -np.log(np.clip(picked, LOG_LOSS_FLOOR, 1.0))  # (W, H)
+    ll_shares = -np.log(np.clip(shares[labels], LOG_LOSS_FLOOR, 1.0))
+    out.update(
+        log_loss=float(ll.mean()), brier=float(((probs - onehot) ** 2).sum(axis=-1).mean()),
+        accuracy=float((probs.argmax(axis=-1) == labels).mean()),
+        log_loss_shares=float(ll_shares.mean()), brier_shares=float(((shares - onehot) ** 2).sum(axis=-1).mean()),
+        accuracy_shares=float(shares.max()),
+    )
+    out["dm"] = diebold_mariano(per_date_mean(ll.mean(axis=1), dates), per_date_mean(ll_shares.mean(axis=1), dates),
+                                lag=H - 1)
+    out["dm"]["loss"] = "log loss, mean over steps and over the symbols of each date"
+    return out
+
+
 def point_metrics(pred: np.ndarray, true: np.ndarray, dates: np.ndarray, *,
                   date_codes: np.ndarray | None = None) -> dict[str, Any]:
     """MSE, MAE, directional accuracy and information coefficients of (N, K) forecasts.

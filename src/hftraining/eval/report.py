@@ -348,6 +348,13 @@ def _metrics_section(doc: _Doc, result: dict[str, Any], fc=None) -> None:
         if quantile_note(result):
             rows.append(["coverage", quantile_note(result).strip(" ()")])
         doc.table(["quantile head", "value"], rows)
+    c = result["model"].get("classes")
+    if c:
+        doc.table(["buy/hold/sell head", "model", "the windows' class shares"],
+                  [["log loss", _num(c["log_loss"], ".4f"), _num(c["log_loss_shares"], ".4f")],
+                   ["Brier score", _num(c["brier"], ".4f"), _num(c["brier_shares"], ".4f")],
+                   ["accuracy", _num(c["accuracy"], ".4f"), _num(c["accuracy_shares"], ".4f")]])
+        doc.para(c["verdict"])
     _cross_section(doc, result, fc)
 
 

@@ -39,6 +39,7 @@ from hftraining.core.errors import DataError, UserError, writing
 from hftraining.data.labels import UNITS
 from hftraining.inference.folders import run_precision
 from hftraining.inference.forecaster import Forecaster
+from hftraining.models.predict import class_threshold
 
 OPSET = 18
 TOLERANCE = 1e-4
@@ -75,13 +76,6 @@ def units(target: str) -> str:
         out, past = f"{UNITS[target]} (data.target={target} labels)", f"each row's data.target={target} label"
     return (f"{out} (prediction, quantiles); probabilities sell/hold/buy (class_probs); "
             f"input past: {past} / target_scale (hftraining.preprocessing)")
-
-
-def class_threshold(model: nn.Module) -> float:
-    """The ``model.classification_threshold`` that cuts the sell/hold/buy classes of ``model`` (an
-    ensemble's: its members' common one)."""
-    t = getattr(model, "classification_threshold", None)
-    return float(t if t is not None else model.cfg.classification_threshold)
 
 
 def _require(module: str) -> None:

@@ -138,3 +138,10 @@ def predict_scaled(
 ) -> np.ndarray:
     """(W, H) forecasts in scaled target units (the ``prediction`` of :func:`predict_outputs`)."""
     return predict_outputs(model, ws, batch_size, device, precision, max_batches)["prediction"]
+
+
+def class_threshold(model: nn.Module) -> float:
+    """The ``model.classification_threshold`` that cuts the sell/hold/buy classes of ``model`` (an
+    ensemble's: its members' common one)."""
+    t = getattr(model, "classification_threshold", None)
+    return float(t if t is not None else model.cfg.classification_threshold)

@@ -43,6 +43,7 @@ from hftraining.inference.folders import (
 )
 from hftraining.inference.forecaster import Forecaster
 from hftraining.models import ForecastModel, folder, load_preprocessing
+from hftraining.models.predict import class_threshold
 from hftraining.train.runner import EVALUATIONS_DIR  # a fresh run in the folder removes it with the rest
 
 log = logging.getLogger(__name__)
@@ -192,7 +193,8 @@ def evaluate_model_dir(path, data=None, split: str = "test",
     scale = f.preprocessing.target_scale
     fc = collect_forecasts(None, ws, scale, f.batch_size, pred_scaled=outs["prediction"],
                            quantiles_scaled=outs.get("quantiles"), levels=f.quantile_levels,
-                           fitted=fitted_baselines(path))
+                           fitted=fitted_baselines(path), class_probs=outs.get("class_probs"),
+                           class_threshold=class_threshold(f.model) if "class_probs" in outs else 0.0)
     result = {"split": split, "model_dir": str(f.model_dir), **cut, **score(fc)}
     if split != "test":  # the p-values test a model (and baselines) this split selected or trained: said with them
         result["verdict"] += " " + IN_SAMPLE[split]
