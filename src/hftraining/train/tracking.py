@@ -211,13 +211,20 @@ class TensorBoardTracker(Tracker):
     name = "tensorboard"
 
     def on_start(self, run_dir, config, resume_step):
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
         from torch.utils.tensorboard import SummaryWriter
 
         self.step, self.broken = 0, False
         self.dir = run_dir / "tensorboard"
+        # Every start writes a session START at its first step (purge_step): TensorBoard hides what the
+        # run's earlier files hold from that step on. Its Python loader takes a run's first START for
+        # the run's beginning, not a restart: a fresh start writes one at step 0 so that a resume's is
+        # a restart; a resume writes its START twice, for a run whose fresh start wrote none.
+        purge = 0 if resume_step is None else resume_step + 1
         with writing(self.dir):
-            self.writer = SummaryWriter(log_dir=str(self.dir),
-                                        purge_step=None if resume_step is None else resume_step + 1)
+            self.writer = SummaryWriter(log_dir=str(self.dir), purge_step=purge)
+            if resume_step is not None:
+                self.writer.file_writer.add_event(Event(step=purge, session_log=SessionLog(status=SessionLog.START)))
         self._excepthook = threading.excepthook  # restored by on_end
         threading.excepthook = self._quiet_writer_thread
 
