@@ -45,6 +45,9 @@ DAILY = (0.75, 1.5)  # days: a median spacing below the first is intraday; daily
 WEEKLY = (6.5, 7.5)  # days: the median spacing of weekly bars (a holiday moves a bar by a day, not the median)
 WEEKEND_SHARE = 1 / 7  # more than this share of the dates on the two quietest weekdays: a market open at weekends
 TOPK_BLOCK = 4096  # dates ranked together by :func:`_topk_books` (its arrays: a few times the block's signal)
+# hours from Monday 00:00 UTC: Saturday 12:00 to Sunday 10:00 UTC, when a market closed on the Saturday and
+# Sunday of its own time zone (UTC-12 to UTC+14: FX from Friday 17:00 to Sunday 17:00 New York too) is closed
+WEEKEND_WINDOW = (5 * 24 + 12, 6 * 24 + 10)
 
 
 def trades_at_weekends(dates: np.ndarray) -> bool:
@@ -65,6 +68,23 @@ def trades_at_weekends(dates: np.ndarray) -> bool:
     dow = (t // 86_400_000_000_000 + 3) % 7  # 1970-01-01 was a Thursday; floor division, so pre-1970 too
     quiet = np.sort(np.bincount(dow, minlength=7))[:2].sum()
     return bool(quiet > WEEKEND_SHARE * len(t))
+
+
+def weekend_share(t: np.ndarray, step: float) -> float | None:
+    """Of (T,) sorted int64 ns timestamps ``t`` of bars ``step`` ns apart around the clock: the share of the
+    bar steps that hold a bar in the whole ``WEEKEND_WINDOW`` windows (Saturday 12:00 to Sunday 10:00 UTC)
+    that the bars span, or None when they span none. A market closed at weekends in any time zone has no
+    bar there (0); one open every day (crypto) fills them (1, less its missing bars). It settles bars of
+    fewer than 6 days, which :func:`trades_at_weekends` cannot (a weekday market holds every weekday then)."""
+    hour, week = 3_600 * 10**9, 7 * 86_400 * 10**9
+    monday = 4 * 86_400 * 10**9  # 1970-01-05, the first Monday
+    lo, hi = (h * hour for h in WEEKEND_WINDOW)
+    first = monday + lo + -(-(int(t[0]) - monday - lo) // week) * week  # the first window that opens on or after t[0]
+    opens = np.arange(first, int(t[-1]) - (hi - lo) + 1, week, dtype=np.int64)  # windows that close by t[-1]
+    if len(opens) == 0:
+        return None
+    held = np.searchsorted(t, opens + (hi - lo), side="left") - np.searchsorted(t, opens, side="left")
+    return min(float(held.sum()) / (len(opens) * (hi - lo) / step), 1.0)
 
 
 def trading_days(session_starts: np.ndarray, session_lasts: np.ndarray) -> np.ndarray:
@@ -114,7 +134,10 @@ def infer_periods_per_year(dates: np.ndarray, warnings: list[str] | None = None)
     (:func:`trading_days`) × 252 (or 365), not those of a session (which counted half the bars of a
     lunch-break market, 0.08 times those of minute bars 30% missing). Bars around the clock (one session
     longer than a day) are bars per day × 365 (or 252 when the bars do not trade at weekends), times the
-    share of the bar steps inside the sessions that hold a bar (missing bars). Two bars a session (4-hour bars of a
+    share of the bar steps inside the sessions that hold a bar (missing bars); bars of fewer than 6 days,
+    whose weekdays cannot show weekend trading, trade at weekends when they fill half the steps of the
+    weekends they span (:func:`weekend_share`), and a warning names ``evaluation.periods_per_year`` when
+    they span no weekend (crypto and FX look alike on weekdays). Two bars a session (4-hour bars of a
     6.5-hour session: 09:30 and 13:30) have an overnight spacing as their median: when
     ``SESSION_SHARE`` of the spacings are under 0.75 days they are intraday bars all the same, spaced as
     those spacings are (not 252 daily bars a year). The first and last
@@ -166,6 +189,15 @@ def infer_periods_per_year(dates: np.ndarray, warnings: list[str] | None = None)
             filled = min(float(inside.sum()) * step / float(gaps[inside].sum()), 1.0)  # a bar in each step: 1
             per_day = 86_400e9 / step * filled
             held = "" if filled == 1 else f" ({filled:.1%} of the {bar} steps inside the sessions hold a bar)"
+            if year_days == 252.0:  # fewer than 6 days of bars cannot show weekend trading by their weekdays
+                share = weekend_share(u, float(step))
+                if share is not None and share >= 0.5:
+                    year_days, held = 365.0, f"{held} (bars through a weekend)"
+                elif share is None and warnings is not None:
+                    warnings.append(f"periods per year of bars around the clock over {(u[-1] - u[0]) / 86_400e9:.1f} days "
+                                    f"that hold no whole weekend (Saturday 12:00 to Sunday 10:00 UTC): {per_day:g} bars a "
+                                    f"day × 252 days, as a market closed at weekends (FX); one open every day (crypto) "
+                                    f"trades 365: set evaluation.periods_per_year (e.g. {per_day * 365:g})")
             return per_day * year_days, f"intraday around the clock: {per_day:g} bars of {bar} per day × {year_days:g} days{held}"
         whole = (u[starts[-1]] - u[starts[1]]) / 86_400e9 if len(starts) >= 3 else 0.0  # days of the uncut sessions
         if whole >= SESSION_SPAN_DAYS:  # their bars counted: missing bars, half days and holidays as they occur
@@ -627,6 +659,11 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
     are earned through the close: with ``fc.prev_time`` (each window's previous row), the period that
     spans them earns the close's change over them (:func:`span_returns`).
 
+    A forecast that is not finite (NaN or ±inf: an overflowed model, or one step of the ``mean`` signal) takes
+    no position, and a position held there is sold: each forecast's metrics count those (date, symbol)
+    forecasts of its rebalancing dates with a row (the last date opens no period; a symbol's last row sells
+    it anyway) as ``no_forecast`` and carry a ``warning`` when there are any.
+
     Under ``vol_scaled`` a forecast whose volatility forecast is NaN or <= 0 takes no position
     (:func:`no_volatility`): each strategy's metrics count those (date, symbol) forecasts of its
     rebalancing dates as ``no_volatility`` (those that would take a position: non-zero, positive when
@@ -703,14 +740,23 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     rule = "topk" if portfolio == "topk" else ev.backtest_positions
     ignored = backtest_ignored(ev, portfolio)
+    traded = have & ~closed & rebalancing(len(dates), every)[:, None]  # the forecasts a book trades on
+    traded[-1:] = False  # the last date opens no period
     for name, pred in fc.pred.items():
-        sig = pred[:, 0] if ev.backtest_signal == "step1" else pred.mean(axis=1)
+        sig = grid(pred[:, 0] if ev.backtest_signal == "step1" else pred.mean(axis=1))
         key = label(name)  # model, naive:drift, fitted:ridge
         own = name == "model" and qvol is not None  # the model's volatility: its widest quantile interval
-        out[key], sim = run(grid(sig), model_vol if own else past_vol,
+        out[key], sim = run(sig, model_vol if own else past_vol,
                             rule, ev.backtest_long_only, ev.backtest_max_gross, every,
                             vol_from="the model's widest quantile interval" if own else "the window's past volatility")
         curves[key] = (sim.dates, sim.returns)
+        # forecasts that are not finite (an overflowed model) take no position: counted and said, not dropped silently
+        n = int((traded & ~np.isfinite(sig)).sum())
+        out[key]["no_forecast"] = n
+        if n:
+            text = (f"{n} of {int(traded.sum())} forecasts ({ev.backtest_signal}) are not finite (NaN or ±inf): they "
+                    "took no position (a position held there was sold)")
+            out[key]["warning"] = f"{out[key]['warning']}; {text}" if "warning" in out[key] else text
     ones = np.where(np.isfinite(R), 1.0, np.nan)
     out["buy_and_hold"], sim = run(ones, past_vol, "sign", True, 1.0, every=len(dates) + 1)  # bought on the first date only
     curves["buy_and_hold"] = (sim.dates, sim.returns)
