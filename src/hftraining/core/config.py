@@ -268,7 +268,9 @@ class TrainingConfig:
     """``auto`` (latest complete checkpoint of the run folder) or a checkpoint path."""
     max_consecutive_nonfinite: int = 5
     """Stop after this many optimizer steps in a row skipped for a NaN/Inf loss or gradient. A run that ends
-    on such steps with a final model that forecasts NaN/Inf is the same error."""
+    on such steps with a final model that forecasts NaN/Inf is the same error. So is a run whose last applied
+    update (followed by no step, or only by fp16 loss-scaler skips) leaves weights that are not finite or
+    forecast NaN/Inf."""
     early_stopping_patience: int = 0
     """Stop after this many evaluations without improvement (0 disables)."""
     early_stopping_threshold: float = 0.0

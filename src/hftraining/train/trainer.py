@@ -516,12 +516,14 @@ class Trainer:
         st = self.state
         return st.updated_step if st.updated_step is not None else st.nonfinite_since - 1
 
-    def _checkpoint_before(self) -> str:
+    def _checkpoint_before(self, first_bad: int | None = None) -> str:
         """Which checkpoint still holds weights from before the current run of non-finite steps: one saved
         before its first step or, when the weights themselves are what is non-finite (see
-        :meth:`_nonfinite_cause`), before the update that made them so: those saved since hold them."""
+        :meth:`_nonfinite_cause`), before the update that made them so: those saved since hold them.
+        ``first_bad``: the step whose weights are not good, when the caller knows it."""
         st = self.state
-        first_bad = st.nonfinite_since if st.nonfinite_windows else self._last_update()  # its weights are not good
+        if first_bad is None:  # its weights are not good
+            first_bad = st.nonfinite_since if st.nonfinite_windows else self._last_update()
         kept = [p for s, p in ckpt.list_checkpoints(self.ckpt_root) if s < first_bad]
         if kept:
             return f"the last checkpoint with weights from before step {first_bad}: {kept[-1]}"
@@ -691,26 +693,20 @@ class Trainer:
         a row than ``training.max_consecutive_nonfinite``: a NonFiniteError (exit 2) when its final weights
         forecast NaN/Inf on the validation windows (or are not finite, or, without validation windows, every
         forward of those steps was non-finite on finite windows), as the abort would have been; a warning
-        otherwise (the weights are those of the step before them). The final model of an earlier best
-        checkpoint (``load_best_model_at_end``) is not those weights: a warning."""
+        otherwise (the weights are those of the step before them). A run that ends on no such step is
+        checked too (:meth:`_check_last_update`). The final model of an earlier best checkpoint
+        (``load_best_model_at_end``) is not those weights: a warning."""
         st, t = self.state, self.cfg.training
         if not st.consecutive_nonfinite:
+            self._check_last_update()
             return
         k, last = st.consecutive_nonfinite, st.global_step
         if st.nonfinite_since is None:  # resumed at its last step from a checkpoint that did not note the run
             st.nonfinite_since, st.nonfinite_windows = last - k + 1, True
         since = st.nonfinite_since
-        scored = self._last_eval[1] if self._last_eval is not None and self._last_eval[0] == last else None
-        if scored is None and len(self.val_windows):
-            scored = self.evaluate(self.val_windows, self.cfg.evaluation.max_eval_batches)
-        weights_bad = not all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
-        if weights_bad:
-            forecast = "the final weights are not finite"
-        elif scored is not None:
-            forecast = (None if math.isfinite(scored["mse"])
-                        else "the final weights forecast NaN/Inf on the validation windows")
-        else:
-            forecast = None if st.nonfinite_windows else "no validation window to check the final model on"
+        forecast = self._final_weights_fault()
+        if forecast is None and not len(self.val_windows) and not st.nonfinite_windows:
+            forecast = "no validation window to check the final model on"
         cause, limit, best = self._nonfinite_cause(None), t.max_consecutive_nonfinite, self.weights_step()
         if forecast is not None and best is None:
             raise NonFiniteError(
@@ -723,6 +719,48 @@ class Trainer:
                         "gradient (%s)%s: the final model is %s; lower training.max_consecutive_nonfinite (%d) to "
                         "stop such a run after fewer", k, since, last, cause,
                         f" and {forecast}" if forecast is not None else "", kept, limit)
+
+    def _check_last_update(self) -> None:
+        """A run that ends on no step counted as non-finite, with final weights that are not finite or forecast
+        NaN/Inf on the validation windows: the last update the optimizer applied (``TrainerState.updated_step``)
+        diverged and nothing after it was counted. It was the run's last step, or the steps after it were fp16's
+        loss-scaler skips (a finite loss, overflowing scaled gradients: a diverging fp16 run has up to 16 of them,
+        its scale halving from 65536 to 1, before a step counts). A NonFiniteError (exit 2) naming that update and
+        the last checkpoint from before it, as the abort does; a warning when the final model is an earlier best
+        checkpoint (``load_best_model_at_end``). A healthy run whose last steps are ordinary scaler skips has
+        finite weights and forecasts, and ends as it is."""
+        st, t = self.state, self.cfg.training
+        fault = self._final_weights_fault()
+        if fault is None:
+            return
+        last, u = st.global_step, st.updated_step
+        if u is None:  # resumed from a checkpoint that did not note it, and no update applied since
+            made = "the last update the optimizer applied (the checkpoint resumed from does not note which)"
+        else:
+            made = f"step {u}'s update, the last the optimizer applied" if u else "no update: the weights the run started from"
+        if u is not None and u < last:
+            made += f"; steps {u + 1} to {last} were skipped by fp16's loss scaler (a finite loss, overflowing scaled gradients)"
+        best = self.weights_step()
+        if best is None:
+            raise NonFiniteError(
+                f"training diverged: {fault}, made by {made}; lower training.learning_rate ({t.learning_rate:g}) and "
+                f"start over with output.overwrite=true" + (f"; {self._checkpoint_before(u)}" if u else ""))
+        if self.info.is_main:
+            log.warning("warning: %s, made by %s: the final model is the best checkpoint's (step %d)", fault, made, best)
+
+    def _final_weights_fault(self) -> str | None:
+        """What is wrong with the last step's weights: not finite, or forecasting NaN/Inf on the validation
+        windows (as scored at the last step, else scored now: on every rank, a collective). None: neither,
+        or no validation window to tell."""
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            return "the final weights are not finite"
+        last = self.state.global_step
+        scored = self._last_eval[1] if self._last_eval is not None and self._last_eval[0] == last else None
+        if scored is None and len(self.val_windows):
+            scored = self.evaluate(self.val_windows, self.cfg.evaluation.max_eval_batches)
+        if scored is not None and not math.isfinite(scored["mse"]):
+            return "the final weights forecast NaN/Inf on the validation windows"
+        return None
 
     def weights_step(self) -> int | None:
         """The step whose weights :meth:`final_weights` keeps when it is not the last one (the best
