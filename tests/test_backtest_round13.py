@@ -40,8 +40,15 @@ def _clock(start, n, freq="1h"):
     return pd.date_range(start, periods=n, freq=freq, tz="UTC").as_unit("ns").asi8
 
 
-@pytest.mark.parametrize("start,n,freq", [("2024-01-05", 100, "1h"), ("2024-01-06 03:00", 130, "1h"),
-                                          ("2024-01-05 20:00", 5000, "1min"), ("2024-01-04", 1440, "5min")])
+@pytest.mark.parametrize("start,n,freq", [
+    ("2024-01-05", 100, "1h"), ("2024-01-06 03:00", 130, "1h"), ("2024-01-05 20:00", 5000, "1min"),
+    ("2024-01-04", 1440, "5min"),
+    # starting or ending inside a weekend (they were 252 days and "no whole weekend"; tests/test_review_round13.py)
+    ("2024-01-06 13:00", 100, "1h"),  # Saturday 13:00 to Wednesday: the rest of one weekend
+    ("2024-01-06 18:00", 5 * 1440, "1min"),  # 5 days of minute bars from Saturday evening
+    ("2024-01-07 08:00", 96, "1h"),  # Sunday 08:00 UTC: two hours of the weekend
+    ("2024-01-01 13:00", 5 * 24 + 1, "1h"),  # Monday 13:00 to Saturday 13:00: ends inside the weekend
+])
 def test_bars_around_the_clock_through_a_weekend_annualise_on_365_days(start, n, freq):
     """A test split of hourly or minute crypto bars shorter than 6 days (evaluation.max_test_windows =
     50,000 over 10 symbols of minute bars is 3.5 days) holds every weekday it spans, so the weekdays

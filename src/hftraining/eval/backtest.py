@@ -72,19 +72,24 @@ def trades_at_weekends(dates: np.ndarray) -> bool:
 
 def weekend_share(t: np.ndarray, step: float) -> float | None:
     """Of (T,) sorted int64 ns timestamps ``t`` of bars ``step`` ns apart around the clock: the share of the
-    bar steps that hold a bar in the whole ``WEEKEND_WINDOW`` windows (Saturday 12:00 to Sunday 10:00 UTC)
-    that the bars span, or None when they span none. A market closed at weekends in any time zone has no
-    bar there (0); one open every day (crypto) fills them (1, less its missing bars). It settles bars of
-    fewer than 6 days, which :func:`trades_at_weekends` cannot (a weekday market holds every weekday then)."""
+    bar steps that hold a bar in the ``WEEKEND_WINDOW`` windows (Saturday 12:00 to Sunday 10:00 UTC) that
+    the bars reach, each cut to the bars' first to last step (a split that starts or ends inside a weekend
+    holds that part of it), or None when they reach less than one step of any. A market closed at weekends
+    in any time zone has no bar there (0); one open every day (crypto) fills them (1, less its missing
+    bars). It settles bars of fewer than 6 days, which :func:`trades_at_weekends` cannot (a weekday market
+    holds every weekday then)."""
     hour, week = 3_600 * 10**9, 7 * 86_400 * 10**9
     monday = 4 * 86_400 * 10**9  # 1970-01-05, the first Monday
     lo, hi = (h * hour for h in WEEKEND_WINDOW)
-    first = monday + lo + -(-(int(t[0]) - monday - lo) // week) * week  # the first window that opens on or after t[0]
-    opens = np.arange(first, int(t[-1]) - (hi - lo) + 1, week, dtype=np.int64)  # windows that close by t[-1]
-    if len(opens) == 0:
+    start, end = int(t[0]), int(t[-1]) + int(step)  # the last bar's step ends a step after it
+    first = monday + lo + ((start - monday - hi) // week + 1) * week  # the first window that closes after t[0]
+    opens = np.arange(first, end, week, dtype=np.int64)  # the windows that open before the last bar's step ends
+    lo_cut, hi_cut = np.maximum(opens, start), np.minimum(opens + (hi - lo), end)
+    steps = float((hi_cut - lo_cut).sum()) / step
+    if steps < 1:
         return None
-    held = np.searchsorted(t, opens + (hi - lo), side="left") - np.searchsorted(t, opens, side="left")
-    return min(float(held.sum()) / (len(opens) * (hi - lo) / step), 1.0)
+    held = np.searchsorted(t, hi_cut, side="left") - np.searchsorted(t, lo_cut, side="left")
+    return min(float(held.sum()) / steps, 1.0)
 
 
 def trading_days(session_starts: np.ndarray, session_lasts: np.ndarray) -> np.ndarray:
@@ -136,8 +141,9 @@ def infer_periods_per_year(dates: np.ndarray, warnings: list[str] | None = None)
     longer than a day) are bars per day × 365 (or 252 when the bars do not trade at weekends), times the
     share of the bar steps inside the sessions that hold a bar (missing bars); bars of fewer than 6 days,
     whose weekdays cannot show weekend trading, trade at weekends when they fill half the steps of the
-    weekends they span (:func:`weekend_share`), and a warning names ``evaluation.periods_per_year`` when
-    they span no weekend (crypto and FX look alike on weekdays). Two bars a session (4-hour bars of a
+    weekend hours they reach, a split that starts or ends inside a weekend included (:func:`weekend_share`),
+    and a warning names ``evaluation.periods_per_year`` when they reach none (crypto and FX look alike on
+    weekdays). Two bars a session (4-hour bars of a
     6.5-hour session: 09:30 and 13:30) have an overnight spacing as their median: when
     ``SESSION_SHARE`` of the spacings are under 0.75 days they are intraday bars all the same, spaced as
     those spacings are (not 252 daily bars a year). The first and last

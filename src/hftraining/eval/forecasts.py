@@ -620,7 +620,10 @@ def format_table(result: dict[str, Any], title: str = "test") -> str:
 def class_verdict(c: dict[str, Any], level: float = SIGNIFICANCE) -> str:
     """One sentence on the buy/hold/sell head (:func:`metrics.class_scores` ``c``): its log loss against the
     constant forecast of the scored windows' own class shares, "beats" only when the Diebold–Mariano test
-    rejects equality in the model's favour, and its accuracy beside always forecasting the most common class."""
+    rejects equality in the model's favour and the pooled log losses agree (each window weighs the same there,
+    each date in the test: on a panel whose dates hold different numbers of symbols they can point in opposite
+    directions, and then no direction is claimed), and its accuracy beside always forecasting the most common
+    class."""
     shares = ", ".join(f"{k} {_fmt(v, '.3f')}" for k, v in c["shares"].items())
     head_ = (f"buy/hold/sell head (classes cut at ±{c['threshold']:g}): log loss {_fmt(c['log_loss'], '.4f')} vs "
              f"{_fmt(c['log_loss_shares'], '.4f')} of the windows' own class shares ({shares}; a constant that knows "
@@ -635,7 +638,11 @@ def class_verdict(c: dict[str, Any], level: float = SIGNIFICANCE) -> str:
     said = f"{head_}, DM p = {fmt_p(p, level)}"
     if p >= level:
         return f"{said}: no significant difference, the head is not shown to have skill{acc}"
-    if c["dm"]["statistic"] < 0:
+    diff, stat = c["log_loss"] - c["log_loss_shares"], c["dm"]["statistic"]
+    if diff != 0 and stat != 0 and (diff < 0) != (stat < 0):  # as the MSE verdict's _disagree
+        return (f"{said}: the pooled log loss and the per-date DM test point in opposite directions (dates hold "
+                f"different numbers of symbols), so no claim is made: the head is not shown to have skill{acc}")
+    if stat < 0:
         return f"{said}: the head beats the class shares (significant at {level:g}){acc}"
     return f"{said}: the head is significantly WORSE than the class shares (at {level:g}){acc}"
 

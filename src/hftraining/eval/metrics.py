@@ -430,7 +430,8 @@ def class_scores(probs: np.ndarray, true: np.ndarray, dates: np.ndarray, thresho
     W, H = true.shape
     labels = np.where(true > threshold, 2, np.where(true < -threshold, 0, 1))  # (W, H)
     bad = ~(np.isfinite(probs).all(axis=-1) & np.isfinite(true))  # (W, H)
-    shares = np.bincount(labels[~bad], minlength=3) / max(int((~bad).sum()), 1)
+    n_ok = int((~bad).sum())  # no finite (window, step): no share, not a share of 0
+    shares = np.bincount(labels[~bad], minlength=3) / n_ok if n_ok else np.full(3, math.nan)
     out: dict[str, Any] = {
         "threshold": float(threshold), "n": int(W * H),
         "shares": {c: float(v) for c, v in zip(CLASS_NAMES, shares)},
@@ -438,8 +439,9 @@ def class_scores(probs: np.ndarray, true: np.ndarray, dates: np.ndarray, thresho
     }
     if bad.any() or W == 0:
         nan = math.nan
+        none = np.full(1, nan) if W else np.zeros(0)  # no window: no date to test, not a loss that is not finite
         out.update(log_loss=nan, brier=nan, accuracy=nan, log_loss_shares=nan, brier_shares=nan,
-                   accuracy_shares=nan, dm=diebold_mariano(np.full(1, nan), np.full(1, nan), lag=H - 1))
+                   accuracy_shares=nan, dm=diebold_mariano(none, none, lag=H - 1))
         return out
     onehot = np.eye(3)[labels]  # (W, H, 3)
     picked = np.take_along_axis(probs, labels[..., None], axis=-1)[..., 0]

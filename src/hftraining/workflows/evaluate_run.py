@@ -198,6 +198,8 @@ def evaluate_model_dir(path, data=None, split: str = "test",
     result = {"split": split, "model_dir": str(f.model_dir), **cut, **score(fc)}
     if split != "test":  # the p-values test a model (and baselines) this split selected or trained: said with them
         result["verdict"] += " " + IN_SAMPLE[split]
+        if "classes" in result["model"]:  # the head's DM test too: its own line on the console and in the report
+            result["model"]["classes"]["verdict"] += " " + IN_SAMPLE[split]
     if changes:  # the training data read again differ from the rows training read: not eval.json's evaluation
         result["data_changes"] = changes
     if dropped:  # rows of --data the training rules dropped: not scored, said beside the numbers
