@@ -48,7 +48,11 @@ still an error.
 Close and Adj Close: with both columns, ``data.price_adjustment`` (default ``adjusted``) takes
 the close from Adj Close and multiplies open/high/low by Adj Close / Close of the row (volume is
 unchanged), or (``raw``) takes Close and ignores Adj Close; the report's ``close_column`` says
-which and why. A file with only Adj Close uses it as the close.
+which and why. A file with only Adj Close uses it as the close. Under ``adjusted`` a row whose Close
+or Adj Close is bad (empty, text, <= 0) has a bad close: the value rules report it under the close's
+rule, in column ``close`` (Close's cell) or ``adj_close`` (Adj Close's, where Close is good), and
+never as a NaN or Inf of the open/high/low the ratio could not scale; ``ffill`` fills that row's
+whole bar from the previous kept row.
 
 Newest first: a symbol whose rows the file lists newest first (more steps between consecutive rows
 go back in time than forward: Investing.com's and Nasdaq.com's downloads, broker statements) is read
@@ -446,21 +450,30 @@ def validate_frame(
             text_bad[col] = np.isnan(num) & stripped.notna().to_numpy() & ~empty
             raw_text[col] = raw.to_numpy(dtype=object)
             cols[col] = num
+    extra: dict[str, np.ndarray] = {}  # per row, with Close and Adj Close adjusted: see just below
     if "adj_close" in cols:  # both Close and Adj Close (a lone Adj Close was read as the close)
         rep.close_column = dict(CLOSE_WHY[cfg.price_adjustment])
         adj, adj_bad, adj_raw = cols.pop("adj_close"), text_bad.pop("adj_close"), raw_text.pop("adj_close", None)
         if cfg.price_adjustment == "adjusted":
+            # the row's ratio needs both closes. A bad one (empty, 0, text) is the close's defect, under its own
+            # rule and named in errors (Close's cell where Close is bad, else Adj Close's); open/high/low of
+            # that row keep their own cells, so no NaN or Inf of the ratio is reported as theirs (an empty
+            # Adj Close was "nan in column 'open'"), and ffill fills them with the close (:func:`_value_rules`)
+            close, close_text = cols["close"], text_bad["close"]
+            close_ok = np.isfinite(close) & (close > 0) & ~close_text
+            adjustable = close_ok & np.isfinite(adj) & (adj > 0) & ~adj_bad
             with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = adj / cols["close"]
+                ratio = adj / close
             for col in ("open", "high", "low"):
                 if col in cols:
-                    cols[col] = cols[col] * ratio  # NaN where the close or Adj Close is bad: that row is dropped
+                    cols[col] = np.where(adjustable, cols[col] * ratio, cols[col])
             close_raw = raw_text.get("close")
             if adj_raw is not None or close_raw is not None:  # error messages quote the text of the bad cell
                 a = adj_raw if adj_raw is not None else adj.astype(object)
-                c0 = close_raw if close_raw is not None else cols["close"].astype(object)
-                raw_text["close"] = np.where(adj_bad | ~text_bad["close"], a, c0)
-            cols["close"], text_bad["close"] = adj, text_bad["close"] | adj_bad
+                c0 = close_raw if close_raw is not None else close.astype(object)
+                raw_text["close"] = np.where(close_ok, a, c0)
+            cols["close"], text_bad["close"] = np.where(close_ok, adj, close), np.where(close_ok, adj_bad, close_text)
+            extra["_adj_cell"], extra["_unadjusted"] = close_ok, ~adjustable
     # an entirely empty volume column (FX, indices), or one of zeros only (how some sources write
     # "no volume"): NaN, never a per-row defect
     vol = cols["volume"]
@@ -475,7 +488,7 @@ def validate_frame(
             rep.derived_columns.append(col)
 
     rows = _Rows(line, {"ts": ts_ns, **cols, **{f"_text_{k}": v for k, v in text_bad.items()},
-                        "_pos": np.arange(len(ts_ns))})
+                        "_pos": np.arange(len(ts_ns)), **extra})
 
     def drop(mask: np.ndarray, rule: str) -> None:
         if mask.any():
@@ -581,11 +594,22 @@ def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: s
     any_bad = np.logical_or.reduce(list(row_bad.values())) if n else np.zeros(0, bool)
     if not any_bad.any():
         return
+    adj_cell = c.get("_adj_cell")  # with Close and Adj Close adjusted: the close's bad cell is Adj Close's
+
+    def named(col: str, m: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """``col``'s cells of mask ``m`` by the file's column they come from (close: Close or Adj Close)."""
+        if col != "close" or adj_cell is None:
+            return [(col, m)]
+        return [("close", m & ~adj_cell), ("adj_close", m & adj_cell)]
+
     columns = {}
     for col, m in cell_bad["non_numeric"].items():
         if m.any() and col in raw_text:  # a column derived from the close is not named again
-            i = int(np.flatnonzero(m)[np.argmin(rows.line[m])])
-            columns[col] = {"count": int(m.sum()), "line": int(rows.line[i]), "value": str(raw_text[col][c["_pos"][i]])}
+            for name, mm in named(col, m):
+                if mm.any():
+                    i = int(np.flatnonzero(mm)[np.argmin(rows.line[mm])])
+                    columns[name] = {"count": int(mm.sum()), "line": int(rows.line[i]),
+                                     "value": str(raw_text[col][c["_pos"][i]])}
     if cfg.invalid_values == "error":
         i = int(np.argmax(any_bad))
         for rule in VALUE_RULES:
@@ -594,8 +618,9 @@ def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: s
                     raw = raw_text.get(col)
                     val = raw[c["_pos"][i]] if raw is not None else float(c[col][i])
                     val = float(val) if isinstance(val, (float, np.floating)) else val
+                    name = next(n for n, mm in named(col, m) if mm[i])
                     raise DataError(f"{_where(source, int(rows.line[i]), unit)}: {rule.replace('_', ' ')} "
-                                    f"{val!r} in column {col!r} (data.invalid_values=error)")
+                                    f"{val!r} in column {name!r} (data.invalid_values=error)")
     if cfg.invalid_values == "drop":
         taken = np.zeros(n, dtype=bool)
         for rule in VALUE_RULES:
@@ -614,6 +639,8 @@ def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: s
     no_past = pos < first_clean
     for col in checked:
         bad = np.logical_or.reduce([cell_bad[r][col] for r in VALUE_RULES if col in cell_bad[r]])
+        if col in ("open", "high", "low") and "_unadjusted" in c:
+            bad = bad | c["_unadjusted"]  # a row without both closes: its open/high/low cannot be adjusted
         if not bad.any():
             continue
         src = np.maximum.accumulate(np.where(bad, -1, pos))
@@ -741,10 +768,24 @@ def validate_table(
             what = f" for symbol {sym}" if "symbol" in table.columns else ""
             raise TooFewRows(f"{path}: too few rows{what}: {reason} ({needed.why})")
         detail = "".join(f"; {d}" for d in column_details(rep.rules.get("non_numeric", {}), unit))
+        # a price column with no value in any row (a vendor's empty Open): "nan_or_inf 299" named no column
+        detail += "".join(f"; column {col!r} holds no value in any row" for col in empty_columns(table, cfg))
         raise DataError(f"{path}: no usable rows (all {rep.rows_in} dropped: "
                         + ", ".join(f"{r} {e['dropped']}" for r, e in rep.rules.items() if e["dropped"]) + ")" + detail)
     rep.skipped_symbols.update(emptied)
     return frames, rep
+
+
+def empty_columns(table: pd.DataFrame, cfg: DataConfig) -> list[str]:
+    """The price columns of ``table`` (canonical names; Adj Close where it is read: ``data.price_adjustment``
+    ``adjusted``) whose every cell is empty, ``-``, NaN or ±Inf."""
+    out = []
+    for col in (*io.PRICE_COLUMNS, *(("adj_close",) if cfg.price_adjustment == "adjusted" else ())):
+        if col in table.columns:
+            text = table[col].astype("string").str.strip()
+            if (text.isna() | text.isin(io.EMPTY_CELLS) | text.str.lower().isin(("nan", "inf", "-inf"))).all():
+                out.append(col)
+    return out
 
 
 def column_details(entry: dict[str, Any], unit: str) -> list[str]:
