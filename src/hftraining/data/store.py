@@ -4,7 +4,8 @@ An entry is a folder ``<data.cache_dir>/<key>/`` of four flat binary files and a
 
     features.f32   (N, F) float32, C order   returns.f32  (N,) float32 (1-step log returns)
     times.i64      (N,) int64 ns UTC         close.f64    (N,) float64
-    index.json     symbols, starts, lengths, feature columns, the validation report
+    index.json     symbols, starts, lengths, feature columns, the validation report, the warnings
+                   the build logged (said again to each run the entry serves, as a build says them)
 
 (with ``verified.json``), so a :class:`~hftraining.data.rows.Rows` is four read-only ``np.memmap``
 views: nothing is loaded,
@@ -13,11 +14,12 @@ same pages of the page cache instead of holding its own copy.
 
 The key hashes the inputs' contents (each file's blake2b digest, remembered per path, size,
 modification and change time in ``file-digests.json`` so a warm start does not re-read gigabytes;
-any write moves the change time, which user space cannot set back), the data
-settings that change rows (features, validation policies, symbols, date range), the rows a symbol
-needs, the package version and the versions of the libraries that read and compute the rows (TA-Lib,
-NumPy, pandas, PyArrow: an upgrade may change an indicator's values or how a file is read). Changing one input byte or one feature
-parameter builds a new entry; nothing else does.
+any write moves the change time, which user space cannot set back) and their paths as written (the
+report names each file so), the data settings that change rows (features, validation policies,
+symbols, date range), the rows a symbol needs and why (the report gives the reason for a symbol
+with fewer), the package version and the versions of the libraries that read and compute the rows
+(TA-Lib, NumPy, pandas, PyArrow: an upgrade may change an indicator's values or how a file is
+read). Changing one input byte or one feature parameter builds a new entry; nothing else does.
 
 Building reads, validates and computes one unit (a file, or one symbol of a Parquet dataset) at a
 time, in ``data.num_workers`` processes, and appends each symbol's rows to the files, so memory
@@ -55,8 +57,10 @@ import multiprocessing
 import os
 import shutil
 import signal
+import threading
 import uuid
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -67,7 +71,7 @@ import talib
 
 import hftraining
 from hftraining.core.config import DataConfig
-from hftraining.core.errors import DataError, WriteError, io_cause
+from hftraining.core.errors import ConfigError, DataError, WriteError, io_cause
 from hftraining.core.jsonio import dumps as json_dumps, write_json
 from hftraining.data.features import EmptyVolume, feature_columns, panel_specs, symbol_specs
 from hftraining.data.rows import Rows, SymbolRows, fill_panel_features, symbol_rows
@@ -77,7 +81,7 @@ from hftraining.data.validate import TooFewRows, check_policy, first_volume
 
 log = logging.getLogger(__name__)
 
-FORMAT = 23  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
+FORMAT = 25  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
 # 6: window indices and statistics carry digests; data.symbols selects a long CSV's rows, the date range cuts
 # every layout, YYYYMMDD is decided by the bulk of a column; 7: the date range is cut before validation,
 # a long file's rows without a symbol are reported, CSV symbols are text, Alpha158 is exact on constant windows;
@@ -108,7 +112,10 @@ FORMAT = 23  # bump when the stored layout or a feature's formula changes (5: an
 # unsorted_timestamps policy, [bracketed] names, zone abbreviations (EST, ET, ...), Investing.com's German and
 # Spanish downloads with decimal commas in a comma-delimited file, two columns read as one close or volume refused; 23: of a timestamp's rows in a newest-first
 # file the file's first/last is kept, German/Spanish "151,234" is a decimal comma, an empty twin of a price/volume
-# column is dropped)
+# column is dropped; 24: the key holds the inputs' paths as written and the reason for the rows needed, which the
+# report gives; the index (and a stats file) holds the warnings the build (the fit) logged, said again to each run
+# it serves; 25: a bad Close or Adj Close under price_adjustment=adjusted is the close's defect (report and ffill
+# values))
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",
@@ -201,6 +208,44 @@ def spec_key(spec: Any) -> str:
 def _array_digest(a: np.ndarray) -> str:
     """blake2b of an array's bytes as :meth:`numpy.ndarray.tofile` writes them."""
     return hashlib.blake2b(np.ascontiguousarray(a).data, digest_size=16).hexdigest()
+
+
+class _Said(logging.Handler):
+    """The warnings this thread logs meanwhile, as [logger name, message]."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.said: list[list[str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.said.append([record.name, record.getMessage()])
+
+
+@contextmanager
+def _saying() -> Iterator[list[list[str]]]:
+    """The warnings logged (under ``hftraining``) while the block runs: what computing a result said,
+    kept with it so that each run it is served to says them too (:func:`_say`)."""
+    said = _Said()
+    root = logging.getLogger("hftraining")
+    root.addHandler(said)
+    try:
+        yield said.said
+    finally:
+        root.removeHandler(said)
+
+
+def _say(said: list[list[str]]) -> None:
+    """Log again the warnings ``said`` (:func:`_saying`) under their loggers' names."""
+    for name, message in said:
+        logging.getLogger(name).warning("%s", message)
+
+
+def _said_pairs(said: Any) -> bool:
+    """Whether ``said`` (read from a file) is a list of [logger name, message]."""
+    return isinstance(said, list) and all(isinstance(w, list) and len(w) == 2 and all(isinstance(x, str) for x in w)
+                                          for w in said)
 
 
 def _damaged_file(entry: Path, why: str, redo: str) -> None:
@@ -336,7 +381,9 @@ def fitted_statistics(entry: str | None, spec: dict[str, Any], fit: Callable[[],
     """``fit()`` (a JSON-able dict: the scaler and target statistics of a split), remembered in the
     store entry ``entry`` as ``stats-<key>.json`` (key: ``spec``, the settings and training rows) so a
     later run on the same rows and split (every rank, every warm start) reads it instead of passing
-    over every training row again (7 s at 70 million rows). JSON floats round-trip exactly. The file
+    over every training row again (7 s at 70 million rows). JSON floats round-trip exactly. The
+    warnings the fit logged (a robust scaler's columns scaled by their standard deviation, a symbol
+    left unscaled in some columns) are kept with it and said again to each run that reads it. The file
     holds its own digest: one that does not match (or a spec that is not ``spec``) is damaged, a
     warning names it and the statistics are fitted again."""
     path = None if entry is None else Path(entry) / f"stats-{spec_key(spec)}.json"
@@ -344,16 +391,19 @@ def fitted_statistics(entry: str | None, spec: dict[str, Any], fit: Callable[[],
         saved = _read_record(path)
         if isinstance(saved, dict):
             try:
-                if saved["spec"] == json.loads(json.dumps(spec)) and isinstance(saved["stats"], dict):
+                if (saved["spec"] == json.loads(json.dumps(spec)) and isinstance(saved["stats"], dict)
+                        and _said_pairs(saved["said"])):
+                    _say(saved["said"])
                     return saved["stats"]
                 saved = f"{path.name}: written for other statistics"
             except KeyError as e:
                 saved = f"{path.name}: no {e.args[0]!r}"
         if saved is not None:
             _damaged_file(path.parent, saved, "the statistics are fitted again")
-    stats = fit()
+    with _saying() as said:
+        stats = fit()
     if path is not None:
-        _write_record(path, {"spec": spec, "stats": stats})
+        _write_record(path, {"spec": spec, "stats": stats, "said": said})
     return stats
 
 
@@ -367,15 +417,22 @@ def _libraries() -> dict[str, str]:
 
 
 def store_key(us: list[Unit], d: DataConfig, needed: RowsNeeded) -> str:
-    """Hex digest of the units, their files' contents, the keyed data settings and ``needed``."""
+    """Hex digest of the units, their files' contents, the keyed data settings and ``needed``.
+
+    The units' paths are keyed as written, and ``needed`` with its reason: the entry's validation
+    report names each file by that path and gives that reason for a symbol with too few rows, so a
+    folder copied or moved elsewhere (or named by a relative path), or another ``sequence_length``
+    and ``prediction_horizon`` of the same sum, gets an entry whose report says what a build of it
+    says, not what the first build of those contents said."""
     files = input_files(us)
     h = hashlib.blake2b(digest_size=16)
-    settings = {**{k: getattr(d, k) for k in KEYED_FIELDS}, "rows_needed": needed.rows, "libraries": _libraries()}
+    settings = {**{k: getattr(d, k) for k in KEYED_FIELDS}, "rows_needed": needed.rows, "rows_needed_why": needed.why,
+                "libraries": _libraries()}
     h.update(json.dumps({"format": FORMAT, "version": hftraining.__version__, **settings}, sort_keys=True).encode())
-    h.update(json.dumps([[u.kind, Path(u.path).name, u.symbol] for u in us]).encode())
+    h.update(json.dumps([[u.kind, u.path, u.symbol] for u in us]).encode())
     cache = None if d.cache_dir is None else Path(d.cache_dir)
     for f, dig in zip(files, file_digests(files, cache)):
-        h.update(f"\0{f.parent.name}/{f.name}\0{dig}".encode())
+        h.update(f"\0{f}\0{dig}".encode())
     return h.hexdigest()
 
 
@@ -384,21 +441,25 @@ def store_key(us: list[Unit], d: DataConfig, needed: RowsNeeded) -> str:
 
 def _job(unit: Unit, d: DataConfig, needed: RowsNeeded):
     """Read, validate and compute one unit → (unit, {symbol: arrays or None}, report, too-few-rows error,
-    {symbol: its first row with volume, :func:`~hftraining.data.validate.first_volume`})."""
-    try:
-        frames, report = read_unit(unit, d, needed)
-    except TooFewRows as e:
-        return unit, {}, None, str(e), {}
-    got, firsts = {}, {}
-    for sym, frame in frames.items():
-        r = symbol_rows(frame, symbol_specs(d.features), sym, needed.usable, tz=d.timezone)  # panel features: after every symbol
-        got[sym] = None if r is None else dataclasses.astuple(r)
-        firsts[sym] = first_volume(frame)
-    return unit, got, report, None, firsts
+    {symbol: its first row with volume, :func:`~hftraining.data.validate.first_volume`}, the warnings
+    logged meanwhile (dates read one of two ways, ...): kept in the entry, so each run it serves says them)."""
+    with _saying() as said:
+        try:
+            frames, report = read_unit(unit, d, needed)
+        except TooFewRows as e:
+            return unit, {}, None, str(e), {}, said
+        got, firsts = {}, {}
+        for sym, frame in frames.items():
+            # panel features: after every symbol
+            r = symbol_rows(frame, symbol_specs(d.features), sym, needed.usable, tz=d.timezone)
+            got[sym] = None if r is None else dataclasses.astuple(r)
+            firsts[sym] = first_volume(frame)
+        return unit, got, report, None, firsts, said
 
 
 def _results(us: list[Unit], d: DataConfig, needed: RowsNeeded) -> Iterator[tuple]:
-    """:func:`_job` of every unit, in order; ``data.num_workers`` processes, a few units ahead."""
+    """:func:`_job` of every unit, in order; ``data.num_workers`` processes, a few units ahead (a
+    worker's warnings are logged here, where the run's logging is set up)."""
     if d.num_workers <= 0 or len(us) <= 1:
         for u in us:
             yield _job(u, d, needed)
@@ -410,10 +471,18 @@ def _results(us: list[Unit], d: DataConfig, needed: RowsNeeded) -> Iterator[tupl
         pending = [pool.submit(_job, u, d, needed) for u in us[:ahead]]
         nxt = len(pending)
         while pending:
-            res = pending.pop(0).result()
+            unit = us[nxt - len(pending)]  # the unit of the first pending job
+            try:
+                res = pending.pop(0).result()
+            except BrokenProcessPool:
+                raise DataError(f"data.num_workers={d.num_workers}: a build worker process died while {unit.name} "
+                                "and the units after it were read (out of memory? a script run with workers needs its "
+                                "code under `if __name__ == \"__main__\":`); set data.num_workers=0 to build in this "
+                                "process") from None
             if nxt < len(us):
                 pending.append(pool.submit(_job, us[nxt], d, needed))
                 nxt += 1
+            _say(res[-1])
             yield res
 
 
@@ -488,15 +557,17 @@ class _Sink:
 def _build(d: DataConfig, us: list[Unit], needed: RowsNeeded, folder: Path | None):
     """Build every symbol's rows into ``folder`` (or memory) → (symbols, starts, lengths, report, skipped,
     arrays (in memory only), the blake2b digest of each file as written, each symbol's bar spacing, each
-    symbol's first row with volume)."""
+    symbol's first row with volume, the warnings logged while the units were read (:func:`_job`))."""
     col = Collector(d, needed)
     F = len(feature_columns(d.features))
     sink = _Sink(folder, F)
     skipped: list[str] = []
     firsts: dict[str, int | None] = {}
+    said: list[list[str]] = []
     try:
-        for unit, got, report, too_few, volume_from in _results(us, d, needed):
+        for unit, got, report, too_few, volume_from, warned in _results(us, d, needed):
             firsts.update(volume_from)
+            said += warned
             if too_few is not None:
                 col.skip(unit, too_few)
                 continue
@@ -530,7 +601,8 @@ def _build(d: DataConfig, us: list[Unit], needed: RowsNeeded, folder: Path | Non
     starts = [sink.where[s][0] for s in order]
     lengths = [sink.where[s][1] for s in order]
     spacings = [sink.spacing[s] for s in order]
-    return order, starts, lengths, col.report(), skipped, arrays, digests, spacings, [firsts.get(s) for s in order]
+    firsts_in_order = [firsts.get(s) for s in order]
+    return order, starts, lengths, col.report(), skipped, arrays, digests, spacings, firsts_in_order, said
 
 
 @contextmanager
@@ -618,6 +690,8 @@ def _open(folder: Path) -> tuple[Rows, dict[str, Any]] | str | None:
             return f"index.json: {len(spacings)} spacings for {len(index['symbols'])} symbols"
         if len(index["volume_from"]) != len(index["symbols"]):
             return f"index.json: {len(index['volume_from'])} volume_from for {len(index['symbols'])} symbols"
+        if not _said_pairs(index["warnings"]):
+            return "index.json: warnings are not [logger, message] pairs"
         rows = Rows(list(index["symbols"]), np.asarray(index["starts"], np.int64), np.asarray(index["lengths"], np.int64),
                     **arrays, spacings=spacings)
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -662,6 +736,12 @@ def load_rows(d: DataConfig, needed: RowsNeeded) -> tuple[Rows, dict[str, Any]]:
     usable entry: built in memory, with a warning) and
     ``"skipped_symbols"``: symbols whose features leave fewer than ``min_rows`` rows, and ``"volume_from"``:
     each symbol's first row with volume (:func:`~hftraining.data.validate.first_volume`), for the pipeline."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        # a worker process importing the script that started it (spawn), whose code reads the data at import:
+        # the worker would wait for the lock its parent holds while the parent waits for the worker
+        raise ConfigError("data.num_workers: a worker process, starting, ran the script that started it, which reads "
+                          "the data again; put the script's code under `if __name__ == \"__main__\":` (or set "
+                          "data.num_workers=0)")
     check_policy(d)
     us = units(d)
     if d.cache_dir is None:
@@ -704,7 +784,7 @@ def load_rows(d: DataConfig, needed: RowsNeeded) -> tuple[Rows, dict[str, Any]]:
                 tmp.mkdir(parents=True)
             try:
                 try:
-                    order, starts, lengths, report, skipped, _, digests, spacings, firsts = _build(d, us, needed, tmp)
+                    order, starts, lengths, report, skipped, _, digests, spacings, firsts, said = _build(d, us, needed, tmp)
                 except EmptyVolume as e:  # remembered, so the next run drops the volume features at once
                     atomic_write(no_volume, lambda t: write_json(t, {"symbol": e.symbol, "specs": e.specs}, indent=None))
                     raise
@@ -713,7 +793,7 @@ def load_rows(d: DataConfig, needed: RowsNeeded) -> tuple[Rows, dict[str, Any]]:
                     "symbols": order, "starts": starts, "lengths": lengths, "spacings": spacings, "volume_from": firsts,
                     "n_rows": _total(tmp), "n_features": len(feature_columns(d.features)),
                     "features": list(d.features), "feature_columns": feature_columns(d.features),
-                    "report": report, "skipped_symbols": skipped, "digests": digests,
+                    "report": report, "skipped_symbols": skipped, "digests": digests, "warnings": said,
                 }
                 index["index_digest"] = _index_digest(json.loads(json.dumps(index)))  # as a reader parses it
                 with _writing_entry(root):
@@ -733,6 +813,8 @@ def _served(hit: tuple[Rows, dict[str, Any]], status: str, folder: Path) -> tupl
     """(rows, report) of the opened entry ``folder``, logged with its ``status``."""
     rows, index = hit
     log.info("feature store %s: %s (%d symbols, %d rows)", status, folder, len(rows.symbols), len(rows.returns))
+    if status == "hit":  # said at the build; said again to each run it serves
+        _say(index["warnings"])
     for key in ("mixed_stamps", "zoneless_stamps"):  # said at the build; said again to each run it serves
         said = index["report"].get(key)
         if status == "hit" and isinstance(said, dict):
@@ -758,7 +840,7 @@ def _read_no_volume(path: Path) -> tuple[str, list[str]] | None:
 
 
 def _in_memory(d: DataConfig, us: list[Unit], needed: RowsNeeded, status: str) -> tuple[Rows, dict[str, Any]]:
-    order, starts, lengths, report, skipped, arrays, _, spacings, firsts = _build(d, us, needed, None)
+    order, starts, lengths, report, skipped, arrays, _, spacings, firsts, _ = _build(d, us, needed, None)
     rows = Rows(order, np.asarray(starts, np.int64), np.asarray(lengths, np.int64), **arrays, spacings=spacings)
     return rows, {**report, "skipped_symbols": skipped, "cache": status, "volume_from": _volume_from(order, firsts)}
 
