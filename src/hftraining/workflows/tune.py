@@ -30,11 +30,12 @@ the study as stored (e.g. once every machine has finished). Each trial's sampler
 ``(tune.seed, trial number)``: trial numbers are unique in a study, so parallel workers never
 replay each other's draws, and one worker is reproducible.
 
-A trial whose drawn values fail (a non-finite validation metric, a loss that diverges past
+A trial whose drawn values fail (a combination the config refuses that :func:`check_space_values`
+did not check, a non-finite validation metric, a loss that diverges past
 ``training.max_consecutive_nonfinite``, out of memory) is stored as failed with its reason (the
 ``fail_reason`` attribute, printed in the report) and the next trial runs; when every trial of the
 run failed so, the report is written and the command exits 2 with the first reason. Any other
-error stores its trial as failed and stops its worker (:func:`run_trials`). A
+error stores its trial as failed, with its one line as the reason, and stops its worker (:func:`run_trials`). A
 :class:`~hftraining.core.errors.UserError` stays one line (exit 2): with one worker it is raised as
 it is; with ``--workers K`` each worker hands its error to the parent, which raises it as one
 UserError line when workers failed and no trial of the run completed (else it warns and reports).
@@ -68,6 +69,7 @@ unbiased test score.
 from __future__ import annotations
 
 import copy
+import csv
 import dataclasses
 import itertools
 import json
@@ -333,8 +335,9 @@ def _trial_config_error(config_path, overrides: list[str], values: dict[str, Any
 
 def check_space_values(config_path, overrides: list[str], space: dict[str, dict[str, Any]], out: Path) -> None:
     """A ConfigError, before the study or ``--out`` is created, when a trial could draw values that the
-    config refuses: the trial would stop the tune (perhaps after hours of others) with an error that does
-    not say it came from the search space. Checked as a trial checks before its data are read
+    config refuses: each trial that draws them would fail (perhaps after hours of others), or, before
+    trials checked their draws (:class:`RefusedDraw`), stop the tune with an error that did not say it
+    came from the search space. Checked as a trial checks before its data are read
     (:func:`_trial_config_error`), on the values of :func:`drawable_values` of every key, all their
     combinations (or, past :data:`MAX_SPACE_CHECKS`, each value with the other keys at their lows and at
     their highs, and a seeded sample). Only drawable combinations are checked: a value refused with the
@@ -574,6 +577,13 @@ def fold_steps(cfg: Config, space: dict[str, dict[str, Any]]) -> int:
     return int(max(spec["choices"]) if "choices" in spec else spec["high"])
 
 
+class RefusedDraw(ConfigError):
+    """The config refuses the values a trial drew, a combination :func:`check_space_values` did not
+    check (a hidden size between a range's low, middle and high that the searched heads do not divide):
+    the trial fails with this line, naming the drawn values, and the search goes on
+    (:func:`config_failure`), as for values whose loss diverges."""
+
+
 class Objective:
     """One trial: train the config with the drawn values (once, or once per walk-forward fold);
     return the validation score of the weights each run keeps (:func:`kept_score`; the mean over
@@ -583,6 +593,7 @@ class Objective:
     def __init__(self, config_path: str | None, overrides: list[str], space: dict[str, dict[str, Any]], out: Path):
         self.config_path, self.overrides, self.space, self.out = config_path, list(overrides), space, out
         self._data = None  # the prepared data (one per fold), reused while no data.* key is searched
+        self._built: dict[str, None] = {}  # features and models the drawn values' checks have built
         self.fold_steps = fold_steps(load_config(config_path, overrides), space)
         # the study's MLflow parent run (output.report_to: mlflow), started by run_tune, perhaps in another process
         self.group = join_group(load_config(config_path, overrides), out, "tune")
@@ -629,6 +640,10 @@ class Objective:
         """:meth:`_run`'s work, under the lock of the trial's folder ``trial_dir``."""
         optuna = _optuna()
         values = suggest(trial, self.space)
+        refused = _trial_config_error(self.config_path, self.overrides, values, trial_dir, self._built)
+        if refused is not None:  # a combination check_space_values did not reach: this trial's outcome
+            drawn = ", ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
+            raise RefusedDraw(f"tune.search_space: {drawn}: {' '.join(str(refused).split())}")
         cfg = load_config(self.config_path, self.overrides + trial_overrides(values, trial_dir))
         metric = cfg.evaluation.metric
         datas = self._prepared(trial, cfg, values)
@@ -913,13 +928,14 @@ def _pruner(optuna, cfg: Config):
 
 
 def config_failure(e: BaseException) -> str | None:
-    """The one-line reason when ``e`` says that a trial's drawn values cannot be trained (its loss
-    diverged: :class:`~hftraining.train.trainer.NonFiniteError`; it ran out of memory: the trainer's
-    :class:`~hftraining.train.trainer.OutOfMemory` or ``torch.OutOfMemoryError`` behind an error), else None. Such a trial
-    is an outcome of the search, as a non-finite validation metric is, not a fault of the command."""
+    """The one-line reason when ``e`` says that a trial's drawn values cannot be trained (the config
+    refuses them: :class:`RefusedDraw`; its loss diverged: :class:`~hftraining.train.trainer.NonFiniteError`;
+    it ran out of memory: the trainer's :class:`~hftraining.train.trainer.OutOfMemory` or
+    ``torch.OutOfMemoryError`` behind an error), else None. Such a trial is an outcome of the search, as a
+    non-finite validation metric is, not a fault of the command."""
     seen = e
     while seen is not None:
-        if isinstance(seen, (NonFiniteError, OutOfMemory, torch.OutOfMemoryError)):
+        if isinstance(seen, (RefusedDraw, NonFiniteError, OutOfMemory, torch.OutOfMemoryError)):
             return _one_line(e)
         seen = seen.__cause__ or seen.__context__
     return None
@@ -932,14 +948,22 @@ def _fail(study, trial, why: str) -> None:
     study.tell(trial, state=_optuna().trial.TrialState.FAIL)
 
 
+def _stopped(study, trial, e: BaseException) -> None:
+    """Tell ``trial`` FAIL for an error that stops its worker, with the error's one line (:func:`_one_line`)
+    in its :data:`FAIL_REASON` attribute: the report of the study (``--trials 0``, or the next tune's)
+    says why it failed, as it does for a trial whose drawn values failed."""
+    trial.set_user_attr(FAIL_REASON, _one_line(e))
+    study.tell(trial, state=_optuna().trial.TrialState.FAIL)
+
+
 def run_trials(study, objective: Objective, n_trials: int) -> None:
     """Run ``n_trials`` trials of ``study`` one after the other, through Optuna's ask-and-tell
     interface (``study.ask``/``study.tell``): what ``study.optimize(..., catch=())`` does, without its
     WARNING log of a failed trial's traceback. A pruned trial is told PRUNED. A trial whose drawn
-    values fail (a non-finite validation metric, a diverging loss, out of memory:
+    values fail (refused by the config, a non-finite validation metric, a diverging loss, out of memory:
     :func:`config_failure`) is told FAIL with its reason and the next trial runs. Any other error
-    (a missing data folder, a bug) is told FAIL and propagates (a :class:`UserError` stays the one
-    line the CLI prints)."""
+    (a missing data folder, a bug, Ctrl-C) is told FAIL with its one line as the reason and propagates
+    (a :class:`UserError` stays the one line the CLI prints)."""
     optuna = _optuna()
     State = optuna.trial.TrialState
     for _ in range(n_trials):
@@ -953,10 +977,10 @@ def run_trials(study, objective: Objective, n_trials: int) -> None:
         except Exception as e:
             why = config_failure(e)
             if why is None:
-                study.tell(trial, state=State.FAIL)
+                _stopped(study, trial, e)
                 raise
-        except BaseException:  # Ctrl-C
-            study.tell(trial, state=State.FAIL)
+        except BaseException as e:  # Ctrl-C
+            _stopped(study, trial, e)
             raise
         if why is not None:
             if torch.cuda.is_available():  # the failed run's tensors went with its traceback
@@ -1309,6 +1333,17 @@ def best_trial_config(out: Path, number: int, config_path, overrides, values: di
     return load_config(config_path, list(overrides) + _value_overrides(values)), note
 
 
+def write_trials_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    """The summary table as CSV (RFC 4180 quoting, :mod:`csv`): a number as Python writes it, a list or
+    dict as its JSON, None as an empty cell. The JSON of a list or dict written by hand, with its quotes
+    escaped by backslashes, was split at its commas by CSV readers (the columns after it shifted)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(["" if v is None else json.dumps(v) if isinstance(v, (list, dict)) else repr(v)
+                     if isinstance(v, float) else str(v) for v in r] for r in rows)
+
+
 def write_study_report(study, cfg: Config, config_path, overrides, space, out: Path) -> str:
     """trials.csv, best_config.yaml, best.json, selection.json, importance.png → the summary text."""
     optuna = _optuna()
@@ -1319,17 +1354,18 @@ def write_study_report(study, cfg: Config, config_path, overrides, space, out: P
     rows = []
     for t in trials:
         dur = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        values = _params_to_values(t.params, space)  # a choice of lists/dicts: the value, not Optuna's label
         rows.append([t.number, t.state.name.lower(), t.value, len(t.intermediate_values), dur,
-                     *[t.params.get(k) for k in keys]])
-    (out / "trials.csv").write_text(
-        "\n".join(",".join("" if v is None else json.dumps(v) if not isinstance(v, (int, float)) else repr(v) for v in r)
-                  for r in [header, *rows]) + "\n", encoding="utf-8")
+                     *[values.get(k) for k in keys]])
+    write_trials_csv(out / "trials.csv", header, rows)
 
     def fmt(v: Any) -> str:
         if v is None:
             return "—"
         if isinstance(v, float):
             return f"{v:.6g}"
+        if isinstance(v, (list, dict)):
+            return json.dumps(v)
         return str(v)
 
     widths = [max(len(fmt(r[i])) if r is not header else len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
