@@ -131,7 +131,10 @@ def test_check_each_file(name, capsys):
         _assert_report(name, rep)
     else:
         assert code == 2
-        assert result["files"] == []
+        # too few rows: the file's report (status skipped) stays beside its error line
+        skipped = [r for r in result["files"] if r["status"] == "skipped"]
+        assert result["files"] == skipped and len(skipped) == (1 if "too few rows" in EXPECTED[name][1] else 0)
+        assert all(r["rows_in"] == r["rows_kept"] + r["rows_dropped"] and r["rows_kept"] == 0 for r in skipped)
         lines = errout.strip().splitlines()
         assert len(lines) == 1, lines
         assert lines[0].startswith(f"hftraining: error: {BAD / name}: ")
@@ -150,7 +153,8 @@ def test_check_whole_corpus_subprocess():
     assert "Traceback" not in proc.stderr + proc.stdout
     assert proc.returncode == 2
     result = json.loads(proc.stdout)
-    reports = {Path(r["file"]).name: r for r in result["files"]}
+    reports = {Path(r["file"]).name: r for r in result["files"] if r["status"] == "ok"}
+    assert sorted(Path(r["file"]).name for r in result["files"] if r["status"] != "ok") == ["one_row.csv", "too_short.csv"]
     assert sorted(reports) == sorted(n for n, e in EXPECTED.items() if e[0] == "ok")
     for name, rep in reports.items():
         _assert_report(name, rep)
@@ -183,7 +187,7 @@ def test_check_each_file_subprocess(name):
         assert proc.returncode == 0 and proc.stderr == ""
         assert proc.stdout.startswith(f"{BAD / name}: {EXPECTED[name][1]} rows in, {EXPECTED[name][2]} kept")
     else:
-        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.returncode == 2 and (proc.stdout == "") == ("too few rows" not in EXPECTED[name][1])
         assert len(proc.stderr.strip().splitlines()) == 1
 
 

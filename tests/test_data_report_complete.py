@@ -91,7 +91,7 @@ def corrupt(rows: list[list[str]], rng: np.random.Generator) -> None:
     for _ in range(2):
         i = int(rng.integers(0, n))
         rows.insert(i + int(rng.integers(0, 2)), [rows[i][0], "0.175 Dividend", "", "", "", ""])
-    # a row moved up, before rows dated earlier than it
+    # a row moved up three places, before rows dated earlier than it (one row out of place)
     i = int(rng.integers(4, len(rows)))
     rows.insert(i - 3, rows.pop(i))
     # blank lines and one timestamp far in the future (outlier_timestamp)
@@ -149,11 +149,20 @@ def reference(numbered: list[tuple[int, list[str]]], cfg: DataConfig):
     ev.update({("outlier_timestamp", "dropped"): {x[0] for x in outlier}} if outlier else {})
     seq = [x for x in seq if not x[1][0].startswith("2087")]
 
-    # order (ISO dates compare as text)
-    late, top = [], ""
-    for line, r in seq:
-        late.append(r[0] < top)
-        top = max(top, r[0])
+    # order (ISO dates compare as text): the rows out of place are the fewest whose removal leaves the
+    # others in order, those outside the longest non-decreasing run through the file, the earliest lines
+    # kept where several are as long. A row moved up three places is one row out of place, not the three
+    # rows it now stands before (they are in order among the rest): ``drop`` drops it alone, ``sort``
+    # moves it alone, ``error`` names its line.
+    dates = [r[0] for _, r in seq]
+    longest = [1] * len(dates)  # the longest run in order that starts at each row
+    for i in reversed(range(len(dates))):
+        longest[i] = 1 + max((longest[j] for j in range(i + 1, len(dates)) if dates[j] >= dates[i]), default=0)
+    need, last, late = max(longest, default=0), "", []
+    for d, m in zip(dates, longest):
+        late.append(not (m == need and d >= last))
+        if not late[-1]:
+            need, last = need - 1, d
     if any(late):
         errors.append(("unsorted_timestamp", next(x[0] for x, lt in zip(seq, late) if lt)))
         if cfg.unsorted_timestamps == "sort":

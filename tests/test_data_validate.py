@@ -59,12 +59,13 @@ def test_duplicates_keep_first_or_last():
 
 
 def test_unsorted_sort_or_drop():
-    df = raw(20).iloc[[0, 1, 2, 5, 3, 4, 6, 7]].reset_index(drop=True)  # line 5 (row 5) before rows 3, 4
+    # line 5 (row 5) before rows 3, 4: that one row is out of place
+    df = raw(20).iloc[[0, 1, 2, 5, 3, 4, 6, 7]].reset_index(drop=True)
     sorted_, rep = validate_frame(df, DataConfig(), "f")
     assert sorted_["timestamp"].is_monotonic_increasing and len(sorted_) == 8
-    assert rep.rules["unsorted_timestamp"] == {"dropped": 0, "repaired": 2, "flagged": 0, "rows": [6, 7]}
+    assert rep.rules["unsorted_timestamp"] == {"dropped": 0, "repaired": 1, "flagged": 0, "rows": [5]}
     dropped, rep = validate_frame(df, DataConfig(unsorted_timestamps="drop"), "f")
-    assert len(dropped) == 6 and dropped["timestamp"].is_monotonic_increasing
+    assert len(dropped) == 7 and dropped["timestamp"].is_monotonic_increasing
 
 
 def test_rows_in_equals_kept_plus_dropped_under_random_damage():

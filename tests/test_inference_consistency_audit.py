@@ -118,7 +118,9 @@ def test_the_same_rows_give_the_same_forecasts_and_name_the_same_row_on_every_pa
     dup = pd.concat([rows, rows.iloc[[-1]]], ignore_index=True)
     with TestClient(create_app(model_dir)) as client:
         r = client.post("/predict", json={"symbols": {"AEM": _bars(dup)}})
-    assert r.status_code == 422 and r.json()["error"] == f"AEM: row {len(rows)}: duplicate timestamp (data.duplicate_timestamps=error)"
+    stamp = pd.Timestamp(rows["Date"].iloc[-1], tz="UTC").isoformat()  # the row, the row it repeats and their timestamp
+    assert r.status_code == 422 and r.json()["error"] == (f"AEM: row {len(rows)}: duplicate timestamp {stamp} of row "
+                                                          f"{len(rows) - 1} (data.duplicate_timestamps=error)")
     said = []
     fc.predict({"AEM": dup}, warnings=said)
     assert any(f"duplicate_timestamp: position {len(rows)})" in w for w in said), said

@@ -256,7 +256,17 @@ def _unnamed_rows(u: Unit) -> dict[str, Any]:
 
 
 def read_unit(u: Unit, d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """Read and validate one unit → ({symbol: validated frame}, its report as a dict)."""
+    """Read and validate one unit → ({symbol: validated frame}, its report as a dict). A unit none of
+    whose symbols keeps ``needed.rows`` rows gives no frame and its whole report, status ``skipped``
+    (``too_few_rows``: each symbol's one-line reason): the rows it read are reported as a usable
+    unit's are, so that a run's totals and ``data check`` account for every one of them."""
+    try:
+        return _read_unit(u, d, needed)
+    except TooFewRows as e:
+        return {}, e.report
+
+
+def _read_unit(u: Unit, d: DataConfig, needed: RowsNeeded) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     if u.kind == "long" and not u.symbol:
         return {}, _unnamed_rows(u)
     if u.kind == "file":  # CSV (compressed or not) or a Parquet file, read whole
@@ -488,13 +498,17 @@ class Collector:
         self.stamps: dict[str, tuple[str, Any]] = {}  # symbol: (file, stamp runs of daily bars or phases of intraday ones)
 
     def skip(self, u: Unit, why: str) -> None:
-        """A unit with too few rows in all (its DataError): skipped and reported, not fatal."""
+        """A unit with too few rows in all, known by its error only: skipped and named, not fatal
+        (:func:`read_unit` gives such a unit's report, which :meth:`add` takes with its rows)."""
         self.skipped[u.symbol or io.symbol_of(Path(u.path))] = why
 
     def add(self, u: Unit, symbols: list[str], report: dict[str, Any]) -> None:
+        """A unit's symbols and report (status ``skipped``: a unit with too few rows in all, listed with its
+        rows and under ``too_few_rows``, :func:`read_unit`)."""
         claim(self.seen, u.name, symbols)
         self.origin.update(dict.fromkeys(symbols, u.name))
         self.skipped.update(report.get("skipped_symbols", {}))
+        self.skipped.update(report.get("too_few_rows", {}))
         self.stamps.update({sym: (report["file"], runs) for sym, runs in report.pop("stamps", {}).items()})
         self.reports.append(report)
 
@@ -548,11 +562,7 @@ def validated(d: DataConfig, needed: RowsNeeded = ANY_ROWS, collector: Collector
     check_policy(d)
     col = collector or Collector(d, needed)
     for u in units(d):
-        try:
-            frames, rep = read_unit(u, d, needed)
-        except TooFewRows as e:
-            col.skip(u, str(e))
-            continue
+        frames, rep = read_unit(u, d, needed)
         col.add(u, list(frames), rep)
         yield from frames.items()
 
@@ -563,8 +573,9 @@ def load_and_validate(d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[dic
     The report is JSON-serialisable: ``{"files": [per-unit reports], "rows_in", "rows_kept",
     "rows_dropped", "too_few_rows": {symbol: reason}, "rows_needed"}``. Symbols with fewer than
     ``needed.rows`` kept rows, and a long file's symbols with every row dropped (the file keeping
-    others), are skipped and listed under ``too_few_rows`` with the reason; any other unusable input
-    is a :class:`DataError`.
+    others), are skipped and listed under ``too_few_rows`` with the reason; a file skipped whole is
+    in ``files`` too (status ``skipped``, its rows reported), so ``rows_in == rows_kept +
+    rows_dropped`` over every row read; any other unusable input is a :class:`DataError`.
     """
     col = Collector(d, needed)
     frames = dict(validated(d, needed, col))
@@ -574,8 +585,9 @@ def load_and_validate(d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[dic
 def check_paths(paths: list[str], cfg: DataConfig,
                 needed: RowsNeeded = ANY_ROWS) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
     """``hftraining data check``: validate every unit of ``paths`` (files, folders, globs, long
-    Parquet files, hive datasets: exactly what training reads) → (reports of usable units, one error
-    line per unusable unit, the panel's stamp warnings: ``mixed_stamps`` (:func:`mixed_stamps`) and
+    Parquet files, hive datasets: exactly what training reads) → (reports of the units read, one error
+    line per unusable unit (a unit with too few rows, which training skips, has both: its report,
+    status ``skipped``, lists its rows), the panel's stamp warnings: ``mixed_stamps`` (:func:`mixed_stamps`) and
     ``zoneless_stamps`` (:func:`zoneless_stamps`) of the files checked together, where they apply). An
     unusable unit never stops the others. Files checked together get training's warnings, logged once, and its
     rule that a symbol lives in one unit (:func:`claim`): the later of two units holding it is an error line."""
@@ -608,6 +620,9 @@ def check_paths(paths: list[str], cfg: DataConfig,
                 reports.append(report)
             except DataError as e:
                 errors.append(str(e))
+                continue
+            if report["status"] == "skipped":  # unusable for training: its error line, beside its report
+                errors.append(next(iter(report["too_few_rows"].values())))
     # the files checked together are a panel, as training reads them: a trading day stamped at different
     # times in different files is the warning training gives (Collector.report), said here once on stderr
     stamps = {(r["file"], sym): (r["file"], runs) for r in reports for sym, runs in r.pop("stamps", {}).items()}

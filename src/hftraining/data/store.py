@@ -81,7 +81,7 @@ from hftraining.data.validate import TooFewRows, check_policy, first_volume
 
 log = logging.getLogger(__name__)
 
-FORMAT = 25  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
+FORMAT = 26  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
 # 6: window indices and statistics carry digests; data.symbols selects a long CSV's rows, the date range cuts
 # every layout, YYYYMMDD is decided by the bulk of a column; 7: the date range is cut before validation,
 # a long file's rows without a symbol are reported, CSV symbols are text, Alpha158 is exact on constant windows;
@@ -115,7 +115,8 @@ FORMAT = 25  # bump when the stored layout or a feature's formula changes (5: an
 # column is dropped; 24: the key holds the inputs' paths as written and the reason for the rows needed, which the
 # report gives; the index (and a stats file) holds the warnings the build (the fit) logged, said again to each run
 # it serves; 25: a bad Close or Adj Close under price_adjustment=adjusted is the close's defect (report and ffill
-# values))
+# values); 26: the rows out of order are the fewest whose removal leaves the rest sorted (one misdated row, not the
+# rows after it); a file skipped for too few rows keeps its report (status skipped) in the entry's report)
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",

@@ -11,7 +11,7 @@ rule                   what it catches                                          
 ``missing_symbol``     long file: empty ``symbol`` cell                            dropped
 ``bad_timestamp``      empty or unparseable timestamp                              dropped
 ``outlier_timestamp``  a timestamp far outside the file's range (see below)        dropped
-``unsorted_timestamp`` a row earlier than a row above it                           ``unsorted_timestamps``: sort (repaired) | drop | error
+``unsorted_timestamp`` a row out of time order (the fewest such: see below)        ``unsorted_timestamps``: sort (repaired) | drop | error
 ``duplicate_timestamp`` a timestamp seen in another row (a row with a bad          ``duplicate_timestamps``: keep first | last | error
                        price/volume cell yields to one without: a dividend row)
 ``non_numeric``        a price/volume cell that is not a number (the report        ``invalid_values``: drop | ffill | error
@@ -54,6 +54,16 @@ rule, in column ``close`` (Close's cell) or ``adj_close`` (Adj Close's, where Cl
 never as a NaN or Inf of the open/high/low the ratio could not scale; ``ffill`` fills that row's
 whole bar from the previous kept row.
 
+Out of order: the rows ``unsorted_timestamp`` reports are the fewest whose removal leaves the others in
+time order (:func:`out_of_order`; of equally few, the later lines): one row dated 2031 in a 2020-2026
+file, or a row moved up three places, is that one row, which ``drop`` drops, ``sort`` moves and
+``error`` names, not the rows below it that are earlier than it (until 2026-12-06 every row earlier than
+a row above it was reported, so one misdated row dropped the rest of the file under ``drop``).
+
+Too few rows: a file (or Parquet unit) none of whose symbols keeps the rows one window needs is
+skipped with its whole report, status ``skipped`` (:class:`TooFewRows` carries it): each rule's rows,
+the kept rows counted under ``too_few_rows``, and ``too_few_rows`` naming each symbol's reason in one line.
+
 Newest first: a symbol whose rows the file lists newest first (more steps between consecutive rows
 go back in time than forward: Investing.com's and Nasdaq.com's downloads, broker statements) is read
 in reverse whatever ``unsorted_timestamps`` says; each row the reversal moves is listed as repaired
@@ -82,6 +92,7 @@ Row numbers in the report are the file's 1-based line numbers for CSV (the heade
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,6 +143,8 @@ class Report:
     dropped_features: dict[str, str] = field(default_factory=dict)  # spec of data.features → why
     close_column: dict[str, str] | None = None  # with Close and Adj Close: which one is the close, and why
     newest_first: list[str] = field(default_factory=list)  # symbols whose rows the file lists newest first
+    status: str = "ok"  # "skipped": no symbol kept the rows one window needs (:class:`TooFewRows`)
+    too_few_rows: dict[str, str] = field(default_factory=dict)  # skipped: {symbol: the one-line reason}
     dated: int = 0  # rows with a usable timestamp in the date range (not reported: whether a symbol is empty there)
     # symbol → :func:`stamp_runs` of its daily bars, or :func:`stamp_phases` of its intraday bars
     stamps: dict[str, Any] = field(default_factory=dict)
@@ -184,7 +197,7 @@ class Report:
         assert self.rows_in == self.rows_kept + self.rows_dropped, (self.file, self.rows_in, self.rows_kept)
         return {
             "file": self.file,
-            "status": "ok",
+            "status": self.status,
             "rows_in": self.rows_in,
             "rows_kept": self.rows_kept,
             "rows_dropped": self.rows_dropped,
@@ -197,6 +210,7 @@ class Report:
             "dropped_features": self.dropped_features,
             "close_column": self.close_column,
             "newest_first": self.newest_first,
+            **({"too_few_rows": self.too_few_rows} if self.too_few_rows else {}),
             **({"stamps": self.stamps} if self.stamps else {}),  # read by the panel's check (sources.py), then removed
         }
 
@@ -223,7 +237,15 @@ def date_range(cfg: DataConfig) -> tuple[int | None, int | None]:
 
 class TooFewRows(DataError):
     """A unit none of whose symbols keeps the rows one window needs (:class:`~hftraining.data.rows.RowsNeeded`):
-    skipped and reported by the loop over units, not fatal to the run."""
+    skipped and reported by the loop over units, not fatal to the run. ``report``: the unit's report
+    (status ``skipped``), every row it read and what became of it, as a usable unit's."""
+
+    def __init__(self, message: str, report: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.report = report
+
+    def __reduce__(self):
+        return type(self), (str(self), self.report)
 
 
 class _Rows:
@@ -323,6 +345,40 @@ def reversed_order(t: np.ndarray) -> np.ndarray:
     back = np.arange(n)[::-1]
     run = np.cumsum(np.r_[True, t[back][1:] != t[back][:-1]])  # runs of one timestamp, read backwards
     return back[np.lexsort((back, run))]
+
+
+def out_of_order(t: np.ndarray) -> np.ndarray:
+    """(n,) bool: the rows of ``t`` (int64 ns, in reading order) that ``unsorted_timestamp`` judges: the
+    fewest whose removal leaves the others in time order (non-decreasing: equal stamps are the duplicate
+    rule's), the complement of a longest non-decreasing subsequence. Of several such subsequences the
+    one that keeps the earliest rows is kept (two neighbours swapped: the second is out of place). One
+    misdated row (a 2031 in a 2020-2026 file, a row moved up three places) is that one row, not the rows
+    after it that are earlier than it. O(n log n): patience sorting gives the longest run that can start
+    at each row, and the rows are then taken greedily from the first."""
+    t = np.asarray(t, dtype=np.int64)
+    n = len(t)
+    out = np.zeros(n, dtype=bool)
+    if n < 2 or bool((t[1:] >= t[:-1]).all()):
+        return out
+    # longest non-decreasing subsequence starting at each row: read from the end, that is a longest
+    # non-decreasing one of -t ending there (bisect_right: equal stamps extend a run)
+    tails: list[int] = []
+    longest = np.empty(n, dtype=np.int64)
+    for j, v in enumerate((-t[::-1]).tolist()):
+        k = bisect.bisect_right(tails, v)
+        if k == len(tails):
+            tails.append(v)
+        else:
+            tails[k] = v
+        longest[n - 1 - j] = k + 1
+    need, last = len(tails), None  # rows still to keep; the stamp of the last row kept
+    keep = np.zeros(n, dtype=bool)
+    for i, (v, m) in enumerate(zip(t.tolist(), longest.tolist())):
+        if m == need and (last is None or v >= last):  # the earliest row a longest subsequence can go on with
+            keep[i], last, need = True, v, need - 1
+            if need == 0:
+                break
+    return ~keep
 
 
 def _outlier_timestamps(t: np.ndarray) -> np.ndarray:
@@ -509,16 +565,21 @@ def validate_frame(
             rows.take(order)
             moved, t = moved[order], rows.cols["ts"]
             rep.newest_first.append(symbol or source)
-        prev_max = np.maximum.accumulate(t)
-        late = np.zeros(len(t), dtype=bool)
-        late[1:] = t[1:] < prev_max[:-1]
+        late = out_of_order(t)
         if moved is not None:  # the rows the reversal put in order: repaired, whatever the policy says of the others
             rep.count("unsorted_timestamp", "repaired", rows.line[moved & ~late])
         if late.any():
             if cfg.unsorted_timestamps == "error":
-                where = ("a row above it" if moved is None else  # a newest-first file: out of place among older rows
-                         "a row below it (the file lists its rows newest first)")
-                raise DataError(f"{_where(source, int(rows.line[late][0]), unit)}: timestamp earlier than {where}"
+                i = int(np.argmax(late))  # the first row out of place, in the order the rule reads them
+                # the rows before it are in order: it is earlier than the row before it, or else later than
+                # the next row kept (between the two, it would not be out of place)
+                earlier = i > 0 and t[i] < t[i - 1]
+                if moved is None:
+                    where = "earlier than a row above it" if earlier else "later than a row below it"
+                else:  # a newest-first file: out of place among older rows (below it) or newer ones (above it)
+                    where = ("earlier than a row below it" if earlier else "later than a row above it") + \
+                        " (the file lists its rows newest first)"
+                raise DataError(f"{_where(source, int(rows.line[i]), unit)}: timestamp {where}"
                                 " (data.unsorted_timestamps=error)")
             if cfg.unsorted_timestamps == "drop":
                 drop(late, "unsorted_timestamp")
@@ -532,9 +593,11 @@ def validate_frame(
         same_prev = np.zeros(len(t), dtype=bool)
         same_prev[1:] = t[1:] == t[:-1]
         if same_prev.any():
-            if cfg.duplicate_timestamps == "error":
-                raise DataError(f"{_where(source, int(rows.line[same_prev][0]), unit)}: duplicate timestamp"
-                                " (data.duplicate_timestamps=error)")
+            if cfg.duplicate_timestamps == "error":  # the row, the row it repeats and their timestamp
+                i = int(np.argmax(same_prev))
+                stamp = pd.Timestamp(int(t[i]), unit="ns", tz="UTC").isoformat()
+                raise DataError(f"{_where(source, int(rows.line[i]), unit)}: duplicate timestamp {stamp} of "
+                                f"{unit} {int(rows.line[i - 1])} (data.duplicate_timestamps=error)")
             # the first (or last) row of each timestamp among those without a bad cell: a Yahoo table's
             # "0.175 Dividend" or "2:1 Stock Split" row beside the day's bar is not kept in its place
             # (dropped later, or under ffill filled with the day before's prices, while the bar was gone)
@@ -571,6 +634,18 @@ def _flawed(rows: _Rows, skip: tuple[str, ...] = ()) -> np.ndarray:
             v = c[col]
             bad |= c[f"_text_{col}"] | ~np.isfinite(v) | ((v < 0) if col == "volume" else (v <= 0))
     return bad
+
+
+def _cell_text(val: Any) -> str:
+    """How an error line quotes a bad cell after its rule's name: ``'abc'``, ``-3.0``, ``inf``; a cell
+    without a value (empty, or the NaN/null a reader made of it) as ``: empty cell`` (it read ``nan or
+    inf nan``), a ``-`` as ``: empty cell '-'``."""
+    text = val.strip() if isinstance(val, str) else None
+    if val is None or val is pd.NA or (isinstance(val, float) and np.isnan(val)) or text == "":
+        return ": empty cell"
+    if text in io.EMPTY_CELLS:
+        return f": empty cell {text!r}"
+    return f" {val!r}"
 
 
 def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str, raw_text: dict,
@@ -619,8 +694,8 @@ def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: s
                     val = raw[c["_pos"][i]] if raw is not None else float(c[col][i])
                     val = float(val) if isinstance(val, (float, np.floating)) else val
                     name = next(n for n, mm in named(col, m) if mm[i])
-                    raise DataError(f"{_where(source, int(rows.line[i]), unit)}: {rule.replace('_', ' ')} "
-                                    f"{val!r} in column {name!r} (data.invalid_values=error)")
+                    raise DataError(f"{_where(source, int(rows.line[i]), unit)}: {rule.replace('_', ' ')}"
+                                    f"{_cell_text(val)} in column {name!r} (data.invalid_values=error)")
     if cfg.invalid_values == "drop":
         taken = np.zeros(n, dtype=bool)
         for rule in VALUE_RULES:
@@ -708,8 +783,9 @@ def validate_table(
     column (default: the file's, :func:`io.symbol_of`); ``decimal``: the decimal mark of its text
     cells. Symbols with fewer than ``needed.rows`` kept rows are dropped under ``too_few_rows``, and a
     long file's symbol with every row dropped is listed in ``skipped_symbols`` with the rules that
-    dropped its rows; a table left with no symbol is a :class:`TooFewRows` (or a DataError when
-    nothing was usable)."""
+    dropped its rows; a table left with no symbol is a :class:`TooFewRows` carrying the table's report
+    (status ``skipped``, ``too_few_rows``: each such symbol's one-line reason), or a DataError when
+    nothing was usable."""
     if len(table) == 0:
         raise DataError(f"{path}: no data rows (header only)")
     for col in ("timestamp", "close", "volume"):
@@ -764,9 +840,13 @@ def validate_table(
         rep.dropped_features = {f: f"volume column is empty{which}" for f in volume_features(cfg.features)}
     if not frames:
         if rep.skipped_symbols:
-            sym, reason = next(iter(rep.skipped_symbols.items()))
-            what = f" for symbol {sym}" if "symbol" in table.columns else ""
-            raise TooFewRows(f"{path}: too few rows{what}: {reason} ({needed.why})")
+            # the report of a file skipped whole keeps its rows (its rules' lines), as a usable file's
+            long = "symbol" in table.columns
+            rep.too_few_rows = {sym: f"{path}: too few rows{f' for symbol {sym}' if long else ''}: {reason} ({needed.why})"
+                                for sym, reason in rep.skipped_symbols.items()}
+            rep.skipped_symbols.update(emptied)
+            rep.status = "skipped"
+            raise TooFewRows(next(iter(rep.too_few_rows.values())), rep.to_dict())
         detail = "".join(f"; {d}" for d in column_details(rep.rules.get("non_numeric", {}), unit))
         # a price column with no value in any row (a vendor's empty Open): "nan_or_inf 299" named no column
         detail += "".join(f"; column {col!r} holds no value in any row" for col in empty_columns(table, cfg))
