@@ -734,6 +734,7 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
             with np.errstate(invalid="ignore"):
                 decided = have & np.isfinite(sig) & ((sig > 0) if long_only else (sig != 0))
             decided &= rebalancing(len(dates), every)[:, None]
+            decided[-1:] = False  # the last date opens no period: its forecasts are never traded (as no_forecast)
             n = int((decided & no_volatility(vol)).sum())
             perf["no_volatility"] = n
             if n:
