@@ -7,7 +7,8 @@ Accepted inputs: a file, a folder of files or a glob (or a list of them); one fi
 symbol is the file name without its extensions: ``AAPL.csv.gz`` is ``AAPL``) or one long file with a
 ``symbol`` column. Column names are matched case-insensitively with common aliases (``Date``,
 ``Datetime``, ``Vol``, Binance's ``open_time``, Alpaca's and Polygon's ``t`` and ``window_start``,
-MetaTrader's ``<DATE>``, SQL Server's ``[Date]``, Nasdaq.com's ``Close/Last``, Investing.com's ``Vol.``
+MetaTrader's ``<DATE>``, SQL Server's ``[Date]``, Dukascopy's ``Gmt time`` and ``Local time`` (with its
+offset), Nasdaq.com's ``Close/Last``, Investing.com's ``Vol.``
 and its German and Spanish names, ``Datum``/``Fecha``, ``Zuletzt``/``Último`` ...); two columns of one
 such name, or of two names read as one price or the volume, are a DataError (:func:`one_name_each`,
 :func:`one_column_each`); Investing.com's ``Price`` is the close beside Open, High and Low
@@ -19,9 +20,9 @@ delimiter (sniffed from the header) and may start with a UTF-8 byte-order mark. 
 as ``df.to_csv()`` writes it (header lines ``Price``, ``Ticker`` and ``Date``) is read for one
 ticker; a first column without a name that holds text (``df.to_csv()`` of a frame indexed by time)
 is the timestamp when no column is named as one. A first line of numbers (no header line: Binance's
-klines are told their header), a line above the header, or a file that is not UTF-8 text
-(compressed, Parquet, Excel, UTF-16), and a JSON reply or an HTML page saved under a ``.csv`` name,
-are one-line errors saying what to do.
+klines are told their header, other files a name for each field in their order: :func:`_bar_names`),
+a line above the header, or a file that is not UTF-8 text (compressed, Parquet, Excel, UTF-16), and
+a JSON reply or an HTML page saved under a ``.csv`` name, are one-line errors saying what to do.
 
 Numbers: the decimal mark is sniffed from the first rows: a decimal comma (``101,5``) when such
 cells outnumber decimal-point ones (``101.5``, ``1,234,567``); then ``.`` separates thousands
@@ -105,6 +106,9 @@ ALIASES = {
     # Tief/Mínimo, Vol.; their "+/- %" and "% var." are not read)
     "datum": "timestamp", "zuletzt": "close", "eröffn.": "open", "hoch": "high", "tief": "low",
     "fecha": "timestamp", "último": "close", "apertura": "open", "máximo": "high", "mínimo": "low",
+    # Dukascopy's downloads: "Gmt time" (01.03.2024 00:00:00.000, GMT) or "Local time" (... GMT+0100, its offset
+    # written; a "Local time" column without one is a DataError: :func:`canonical_columns`)
+    "gmt time": "timestamp", "local time": "timestamp",
 }
 # price names of a download in a language that writes a decimal comma: its quoted "151,234" is 151.234 (USD/JPY
 # at three decimals), not thousands as in an English download (:func:`_decimal_mark`)
@@ -512,7 +516,8 @@ def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     (``Date Time``; a time column of HHMMSS numbers, as stooq writes it, too: :func:`_hhmmss`): the
     date alone would give every bar of a day one timestamp. Two columns named alike are a DataError
     (:func:`one_name_each`), as are two read as one price or the volume (:func:`one_column_each`)
-    unless one of them holds no value (:func:`empty_twins`: it is dropped)."""
+    unless one of them holds no value (:func:`empty_twins`: it is dropped), no volume beside volumes
+    of a unit (:func:`_named_volumes`) and a ``Local time`` without its offset."""
     one_name_each(list(df.columns), path)
     if twins := empty_twins(df):
         df = df.drop(columns=twins)
@@ -540,7 +545,35 @@ def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
         rename[(exact or spelled or cols)[0]] = canon
     # an alias that lost to another column must not keep a name that shadows a canonical one
     out = df.drop(columns=[c for cols in by_canon.values() for c in cols if c not in rename and c in CANONICAL])
+    _named_volumes(out, by_canon, path)
+    stamp = next((c for c, canon in rename.items() if canon == "timestamp"), None)
+    if stamp is not None and name_key(stamp) == "local time" and zoneless(out[stamp]):
+        cell = out[stamp].dropna().astype("string").iloc[0]
+        raise DataError(f"{path}: column {str(stamp).strip()!r} holds local times without a UTC offset (e.g. {cell!r}): "
+                        "read as UTC they would be hours off: download GMT times ('Gmt time'), or write the offset "
+                        "(01.03.2024 01:00:00.000 GMT+0100)")
     return out.rename(columns=rename)
+
+
+# a column named for volume in some unit, not read as the volume: Volume BTC, Volume USDT (CryptoDataDownload),
+# Volume_(BTC), Volume_(Currency) (Kaggle's older Bitcoin history)
+_UNIT_VOLUME = re.compile(r"vol(?:ume)?[\s_(.-]+\S")
+
+
+def _named_volumes(df: pd.DataFrame, by_canon: dict[str, list[Any]], path: Path | str) -> None:
+    """A DataError when no column is read as the volume but columns are named for one in a unit
+    (CryptoDataDownload's ``Volume BTC`` and ``Volume USDT``, of a pair's base and quote asset):
+    it was "missing column 'volume' ... data without volume (FX, an index): add an empty volume column",
+    and the bars' volume was lost. Which one to read is the user's to say: the base asset's is the
+    volume of Binance's klines."""
+    if "volume" in by_canon:
+        return
+    named = [str(c).strip() for c in df.columns if canonical_name(c) is None and _UNIT_VOLUME.match(name_key(c))]
+    if named:
+        listed = " and ".join(repr(c) for c in named[:2]) + (f" (and {len(named) - 2} more)" if len(named) > 2 else "")
+        raise DataError(f"{path}: no column is named volume, but {listed} {'name volumes' if len(named) > 1 else 'names one'}: "
+                        "rename the one to read 'volume' (a pair's base-asset volume, 'Volume BTC' of BTC/USDT, is "
+                        "the volume of Binance's klines)")
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -560,7 +593,7 @@ def read_table(path: Path) -> pd.DataFrame:
             if _numbers_only(names) or _bar_only(names):
                 what = "numbers" if _numbers_only(names) else "a date and numbers"
                 raise DataError(f"{path}: line 1 holds {what}, not column names ({_clip(sep.join(names))}): add a "
-                                f"header line naming the columns, e.g. {_header_for(names)}")
+                                f"header line naming the columns, e.g. {_header_for(names, _first_rows(path, sep))}")
             # fast path: an ISO 8601 timestamp column is parsed by the reader (a column that does not
             # parse stays text and goes through parse_timestamps, cell by cell)
             ts_cols = [n for n in names if canonical_name(n) == "timestamp"]
@@ -627,6 +660,16 @@ def _numbers_only(names: list[str]) -> bool:
     return bool(cells) and bool(pd.to_numeric(pd.Series(cells), errors="coerce").notna().all())
 
 
+def _first_rows(path: Path, sep: str) -> list[list[str]]:
+    """The first data lines of a CSV file without a header line, split: those after its first line
+    (a line of numbers that names columns, ``0,1,2,...``, is no bar), or its first alone."""
+    lines = _head_lines(path)[: SNIFF_ROWS + 1]
+    try:
+        return list(csv.reader(lines[1:] or lines[:1], delimiter=sep))
+    except csv.Error:
+        return []
+
+
 # a cell of a date, a time or a number, and nothing else: 2024.01.02  00:00  1.1034  2024-01-02T09:30:00Z
 _DATA_CELL = re.compile(r"[\d.:/ TZ+-]*\d[\d.:/ TZ+-]*")
 
@@ -667,16 +710,57 @@ BINANCE_KLINE = ("open_time,open,high,low,close,volume,close_time,quote_volume,c
                  "taker_buy_quote_volume,ignore")
 
 
-def _header_for(cells: list[str]) -> str:
-    """The header line to suggest for a file whose first line is numbers: Binance's kline names for
-    its 12 fields (an open time in milliseconds or microseconds, the close time after it), else the
-    six of an OHLCV file (a file of 12 columns given those six names was the next error)."""
+def _header_for(cells: list[str], rows: list[list[str]] | None = None) -> str:
+    """The header line to suggest for a file whose first line is numbers (``cells``; ``rows``: its
+    first data lines, split): Binance's kline names for its 12 fields (an open time in milliseconds or
+    microseconds, the close time after it), else a name for each field (:func:`_bar_names`): a
+    header of fewer names than fields was the next error, and one that put the open where a file
+    holds its low (Coinbase's candles: time, low, high, open, close, volume) read every bar wrong, each
+    row "repaired" by the OHLC rule."""
     num = pd.to_numeric(pd.Series(cells), errors="coerce")
     if len(cells) == 12 and num.iloc[0] >= 1e11 and num.iloc[6] > num.iloc[0]:
         return f"{BINANCE_KLINE} (Binance's klines)"
-    if len(cells) > 2 and re.fullmatch(_TIME_OF_DAY, cells[1].strip()):  # the date, then the time of day
-        return "date,time,open,high,low,close,volume"
-    return "timestamp,open,high,low,close,volume"
+    dated = len(cells) > 2 and re.fullmatch(_TIME_OF_DAY, cells[1].strip())  # the date, then the time of day
+    stamp = ["date", "time"] if dated else ["timestamp"]
+    names, note = _bar_names(rows or [cells], len(stamp), len(cells))
+    return ",".join(stamp + names) + note
+
+
+def _bar_names(rows: list[list[str]], first: int, n: int) -> tuple[list[str], str]:
+    """(names of fields ``first`` .. ``n - 1``, a note on their order) of a file without a header,
+    from its rows' numbers: of the four fields after the timestamp, the one that is each row's lowest
+    is the low and the one that is each row's highest the high (the others the open, then the close;
+    the usual open, high, low, close where the rows do not tell); after them a field inside each
+    row's low and high is a ``vwap`` (Kraken's OHLC API writes it before the volume), then come the
+    ``volume``, a field of whole numbers (``trades``: Kraken's OHLCVT files), then ``other`` fields."""
+    usual = ["open", "high", "low", "close", "volume"]
+    grid = pd.DataFrame([r for r in rows if len(r) == n]).apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    if n - first < 4 or not len(grid) or np.isnan(grid[:, first:]).any():
+        return usual[: max(n - first, 0)] + [f"other{i + 1}" for i in range(first + 5, n)], ""
+    prices = grid[:, first : first + 4]
+    lows = [j for j in range(4) if (prices[:, j] == prices.min(axis=1)).all()]
+    highs = [j for j in range(4) if (prices[:, j] == prices.max(axis=1)).all()]
+    names = ["open", "high", "low", "close"]
+    note = ""
+    if len(lows) == 1 and len(highs) == 1 and (lows[0], highs[0]) != (2, 1):
+        rest = iter(["open", "close"])
+        names = ["low" if j == lows[0] else "high" if j == highs[0] else next(rest) for j in range(4)]
+        lo, hi = first + lows[0] + 1, first + highs[0] + 1
+        note = (" (Coinbase's candles: fields 2 and 3 are each row's lowest and highest price)"
+                if (lo, hi) == (2, 3) else f" (field {lo} is each row's lowest price and field {hi} its highest: "
+                "check which of the others is the open)")
+    low, high = prices[:, names.index("low")], prices[:, names.index("high")]
+    for j in range(first + 4, n):
+        col = grid[:, j]
+        if "vwap" not in names and "volume" not in names and ((col >= low) & (col <= high)).all():
+            names.append("vwap")
+        elif "volume" not in names:
+            names.append("volume")
+        elif "trades" not in names and (col == np.floor(col)).all():
+            names.append("trades")
+        else:
+            names.append(f"other{j + 1}")
+    return names, note
 
 
 def _unnamed_index(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -475,7 +476,9 @@ def claim(seen: dict[str, tuple[str, str]], where: str, symbols: list[str]) -> N
     of the units before it); a DataError naming both units for a symbol one of them already holds,
     spelled alike or in another case only (``AEM.csv`` and ``aem.CSV``, which a case-insensitive disk
     cannot even hold side by side): read as two symbols, one history would be twice in the panel, in
-    its cross-sections and in the backtest's portfolio."""
+    its cross-sections and in the backtest's portfolio. Two of Binance's period files of one symbol
+    and interval (``BTCUSDT-1m-2024-03``, ``BTCUSDT-1m-2024-04``) are that DataError too: each month was
+    a symbol of its own, alone at its dates."""
     for sym in symbols:
         other = seen.get(sym.casefold())
         if other is not None:
@@ -484,6 +487,17 @@ def claim(seen: dict[str, tuple[str, str]], where: str, symbols: list[str]) -> N
             raise DataError(f"{where}: symbol {sym!r} is symbol {other[0]!r} of {other[1]} in another case (one symbol "
                             "twice?): keep one of them, or rename one")
         seen[sym.casefold()] = (sym, where)
+        if (part := BINANCE_PERIOD.fullmatch(sym)) is not None:
+            key = "\0" + part.group(1).casefold()  # no symbol's key: a name holds no NUL
+            if (other := seen.get(key)) is not None:
+                raise DataError(f"{where}: symbol {sym!r} and symbol {other[0]!r} of {other[1]} are one history's "
+                                "periods (Binance's monthly or daily files), read as two symbols: join them into one file "
+                                f"per symbol ({part.group(2)}.csv)")
+            seen[key] = (sym, where)
+
+
+# the name of one of Binance's period files (data.binance.vision): SYMBOL-INTERVAL-YYYY-MM or -YYYY-MM-DD
+BINANCE_PERIOD = re.compile(r"((.+)-(?:\d+[smhdwM]|1mo))-\d{4}-\d{2}(?:-\d{2})?")
 
 
 class Collector:
@@ -492,7 +506,7 @@ class Collector:
     def __init__(self, d: DataConfig, needed: RowsNeeded):
         self.d, self.needed = d, needed
         self.origin: dict[str, str] = {}
-        self.seen: dict[str, tuple[str, str]] = {}  # case-folded symbol: (symbol, unit), for :func:`claim`
+        self.seen: dict[str, tuple[str, str]] = {}  # case-folded symbol (or period file stem): (symbol, unit), for :func:`claim`
         self.reports: list[dict[str, Any]] = []
         self.skipped: dict[str, str] = {}
         self.stamps: dict[str, tuple[str, Any]] = {}  # symbol: (file, stamp runs of daily bars or phases of intraday ones)
