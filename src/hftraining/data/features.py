@@ -61,7 +61,7 @@ def _check_lag(name: str, k: int) -> None:
     how many rows follow it) and made the warm-up n - 3 rows; ``return_0`` failed with a broadcasting
     error."""
     if not _whole(k) or k < 1:
-        raise ConfigError(f"data.features: {name}_{k:g}: the lag must be >= 1 row, a whole number of rows")
+        raise ConfigError(f"data.features: {name}_{k}: the lag must be >= 1 row, a whole number of rows")
 
 
 def _whole(x) -> bool:
@@ -77,7 +77,7 @@ def _check_rows(spec: str, *counts) -> None:
     too small for the indicator is TA-Lib's own error (``rsi_1``), which :func:`check_specs` states."""
     bad = next((c for c in counts if not _whole(c)), None)
     if bad is not None:
-        raise ConfigError(f"data.features: {spec}: windows and periods are whole numbers of rows, got {bad:g}")
+        raise ConfigError(f"data.features: {spec}: windows and periods are whole numbers of rows, got {bad}")
 
 
 def _lag_log_return(close: np.ndarray, k: int) -> np.ndarray:
@@ -100,7 +100,7 @@ def rsi(f: pd.DataFrame, n: int = 14) -> dict[str, np.ndarray]:
     RSI is 100 · gain / (gain + loss) of the smoothed gains and losses, undefined (0 / 0) until the
     first move: TA-Lib gives 0 there, the most oversold reading, for a history that opens flat (a
     new listing before its first trade, a peg); 50 is the middle. Any move keeps the sum positive."""
-    _check_rows(f"rsi_{n:g}", n)
+    _check_rows(f"rsi_{n}", n)
     close = f["close"].to_numpy()
     out = talib.RSI(close, timeperiod=n)
     moved = close != close[0] if len(close) else np.zeros(0, bool)
@@ -113,7 +113,7 @@ def rsi(f: pd.DataFrame, n: int = 14) -> dict[str, np.ndarray]:
 @FEATURES.register("macd")
 def macd(f: pd.DataFrame, fast: int = 12, slow: int = 26, signal: int = 9) -> dict[str, np.ndarray]:
     """MACD line, signal and histogram, each divided by the close."""
-    _check_rows(f"macd_{fast:g}_{slow:g}_{signal:g}", fast, slow, signal)
+    _check_rows(f"macd_{fast}_{slow}_{signal}", fast, slow, signal)
     if not fast < slow:  # TA-Lib swaps them without a word (macd_26_12_9 was macd_12_26_9); equal ones give 0
         raise ConfigError(f"data.features: macd_{fast}_{slow}_{signal}: the fast period must be shorter than the slow one")
     close = f["close"].to_numpy()
@@ -128,7 +128,7 @@ _SQUARES_UNDERFLOW = 2.0 ** -480  # below it a square is under 2^-960: variances
 @FEATURES.register("bbands")
 def bbands(f: pd.DataFrame, n: int = 20, k: float = 2) -> dict[str, np.ndarray]:
     """Bollinger position (0 at the lower band, 1 at the upper) and width (band span / middle)."""
-    _check_rows(f"bbands_{n:g}_{k:g}", n)  # k, the band width in standard deviations, may be a fraction
+    _check_rows(f"bbands_{n}_{k}", n)  # k, the band width in standard deviations, may be a fraction
     if not k > 0:  # TA-Lib takes any k: 0 made bb_pos a constant 0.5, a negative k also bb_width < 0
         raise ConfigError(f"data.features: bbands_{n}_{k:g}: the band width must be > 0 standard deviations")
     close = f["close"].to_numpy()
@@ -154,7 +154,7 @@ def volume_ratio(f: pd.DataFrame, n: int = 20) -> dict[str, np.ndarray]:
     Whether they traded is read from their largest volume, exactly: TA-Lib's mean is a running sum,
     which after a run of zero volumes leaves a residue of the earlier ones (±5e-10 for volumes of
     1e6), so a test of the mean made the ratio 0 or 1 by the residue's sign."""
-    _check_rows(f"volume_ratio_{n:g}", n)
+    _check_rows(f"volume_ratio_{n}", n)
     vol = f["volume"].to_numpy()
     mean = talib.SMA(vol, timeperiod=n)
     traded = (vol if n == 1 else talib.MAX(vol, timeperiod=n)) > 0  # MAX needs 2 rows; volumes are >= 0
@@ -177,7 +177,7 @@ def simple_return(f: pd.DataFrame, k: int = 1) -> dict[str, np.ndarray]:
 @FEATURES.register("atr")
 def atr(f: pd.DataFrame, n: int = 14) -> dict[str, np.ndarray]:
     """Wilder's average true range divided by the close (a ratio, not a price)."""
-    _check_rows(f"atr_{n:g}", n)
+    _check_rows(f"atr_{n}", n)
     close = f["close"].to_numpy()
     return {f"atr_{n}": talib.ATR(f["high"].to_numpy(), f["low"].to_numpy(), close, timeperiod=n) / close}
 
@@ -192,7 +192,7 @@ def stoch(f: pd.DataFrame, k: int = 14, smooth_k: int = 3, d: int = 3) -> dict[s
     one price (a suspension, minute bars without trades): TA-Lib gives 0 there, the close at its
     low, the most oversold reading. The slow lines are moving averages of the fast %K, so adding 50
     times the moving averages of those windows' indicator gives them their 50."""
-    _check_rows(f"stoch_{k:g}_{smooth_k:g}_{d:g}", k, smooth_k, d)
+    _check_rows(f"stoch_{k}_{smooth_k}_{d}", k, smooth_k, d)
     high, low = f["high"].to_numpy(), f["low"].to_numpy()
     slowk, slowd = talib.STOCH(
         high, low, f["close"].to_numpy(),
@@ -212,7 +212,7 @@ def stoch(f: pd.DataFrame, k: int = 14, smooth_k: int = 3, d: int = 3) -> dict[s
 @FEATURES.register("obv")
 def obv(f: pd.DataFrame, n: int = 20) -> dict[str, np.ndarray]:
     """On-balance volume change over n rows divided by the volume traded in them, -1..1 (0 without volume)."""
-    _check_rows(f"obv_{n:g}", n)
+    _check_rows(f"obv_{n}", n)
     vol = f["volume"].to_numpy()
     ob = talib.OBV(f["close"].to_numpy(), vol)
     change = np.full_like(ob, np.nan)
@@ -227,7 +227,7 @@ def obv(f: pd.DataFrame, n: int = 20) -> dict[str, np.ndarray]:
 @FEATURES.register("volatility")
 def volatility(f: pd.DataFrame, n: int = 20) -> dict[str, np.ndarray]:
     """Standard deviation (population) of the 1-row log returns over the last n rows."""
-    _check_rows(f"volatility_{n:g}", n)
+    _check_rows(f"volatility_{n}", n)
     r = _lag_log_return(f["close"].to_numpy(), 1)
     return {f"volatility_{n}": talib.STDDEV(r, timeperiod=n, nbdev=1)}
 
@@ -235,7 +235,7 @@ def volatility(f: pd.DataFrame, n: int = 20) -> dict[str, np.ndarray]:
 @FEATURES.register("dist_high")
 def dist_high(f: pd.DataFrame, n: int = 20) -> dict[str, np.ndarray]:
     """close / (highest high of the last n rows) - 1, <= 0."""
-    _check_rows(f"dist_high_{n:g}", n)
+    _check_rows(f"dist_high_{n}", n)
     close = f["close"].to_numpy()
     return {f"dist_high_{n}": close / talib.MAX(f["high"].to_numpy(), timeperiod=n) - 1.0}
 
@@ -243,7 +243,7 @@ def dist_high(f: pd.DataFrame, n: int = 20) -> dict[str, np.ndarray]:
 @FEATURES.register("dist_low")
 def dist_low(f: pd.DataFrame, n: int = 20) -> dict[str, np.ndarray]:
     """close / (lowest low of the last n rows) - 1, >= 0."""
-    _check_rows(f"dist_low_{n:g}", n)
+    _check_rows(f"dist_low_{n}", n)
     close = f["close"].to_numpy()
     return {f"dist_low_{n}": close / talib.MIN(f["low"].to_numpy(), timeperiod=n) - 1.0}
 
@@ -293,8 +293,8 @@ def market_columns(returns: np.ndarray, times: np.ndarray, windows=()) -> dict[s
     one timestamp are that date's universe; each window reads that date and the dates before it."""
     bad = next((w for w in windows if not _whole(w) or w < 1), None)
     if bad is not None:  # int() truncated a fraction: market_2.5 wrote MKT_RET2 and MKT_STD2
-        spec = "_".join(["market", *(f"{w:g}" for w in windows)])
-        raise ConfigError(f"data.features: {spec}: windows are whole numbers of dates >= 1, got {bad:g}")
+        spec = "_".join(["market", *(f"{w}" for w in windows)])
+        raise ConfigError(f"data.features: {spec}: windows are whole numbers of dates >= 1, got {bad}")
     windows = tuple(int(w) for w in windows) or MARKET_WINDOWS
     _, inv = np.unique(np.asarray(times), return_inverse=True)
     inv = inv.reshape(-1)

@@ -81,7 +81,7 @@ from hftraining.data.validate import TooFewRows, check_policy, first_volume
 
 log = logging.getLogger(__name__)
 
-FORMAT = 26  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
+FORMAT = 27  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
 # 6: window indices and statistics carry digests; data.symbols selects a long CSV's rows, the date range cuts
 # every layout, YYYYMMDD is decided by the bulk of a column; 7: the date range is cut before validation,
 # a long file's rows without a symbol are reported, CSV symbols are text, Alpha158 is exact on constant windows;
@@ -116,7 +116,9 @@ FORMAT = 26  # bump when the stored layout or a feature's formula changes (5: an
 # report gives; the index (and a stats file) holds the warnings the build (the fit) logged, said again to each run
 # it serves; 25: a bad Close or Adj Close under price_adjustment=adjusted is the close's defect (report and ffill
 # values); 26: the rows out of order are the fewest whose removal leaves the rest sorted (one misdated row, not the
-# rows after it); a file skipped for too few rows keeps its report (status skipped) in the entry's report)
+# rows after it); a file skipped for too few rows keeps its report (status skipped) in the entry's report; 27: a
+# file of Close and Adj Close without open/high/low takes Adj Close alone (a row with an empty Close was dropped or
+# filled from the row before), and two of Binance's period files of one symbol are refused (each was a symbol))
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",
@@ -212,23 +214,48 @@ def _array_digest(a: np.ndarray) -> str:
 
 
 class _Said(logging.Handler):
-    """The warnings this thread logs meanwhile, as [logger name, message]."""
+    """The warnings this thread logs meanwhile, as [logger name, message]. ``shown``: a record that reaches
+    no handler but those that keep records (``_hft_keeps``) goes to logging's last resort (a warning on
+    stderr), as it would without them: keeping the warnings must not silence them in a library use without
+    logging set up. False in a build worker, whose warnings its parent logs (:func:`_results`)."""
 
-    def __init__(self) -> None:
+    _hft_keeps = True  # holds records, shows none: not a handler that makes the last resort needless
+
+    def __init__(self, shown: bool = True) -> None:
         super().__init__(logging.WARNING)
         self.thread = threading.get_ident()
+        self.shown = shown
         self.said: list[list[str]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.thread == self.thread:
             self.said.append([record.name, record.getMessage()])
+        last = logging.lastResort
+        if self.shown and last is not None and record.levelno >= last.level and self._shows(record.name):
+            last.handle(record)
+
+    def _shows(self, name: str) -> bool:
+        """Whether this handler is the one to show a record of logger ``name``: no handler that is not a keeper
+        reaches it (as ``Logger.callHandlers`` walks) and this is the first keeper that does (once, whatever
+        the threads keeping records)."""
+        keepers: list[logging.Handler] = []
+        c: logging.Logger | None = logging.getLogger(name)
+        while c is not None:
+            for h in c.handlers:
+                if not getattr(h, "_hft_keeps", False):
+                    return False
+                keepers.append(h)
+            if not c.propagate:
+                break
+            c = c.parent
+        return bool(keepers) and keepers[0] is self
 
 
 @contextmanager
-def _saying() -> Iterator[list[list[str]]]:
+def _saying(shown: bool = True) -> Iterator[list[list[str]]]:
     """The warnings logged (under ``hftraining``) while the block runs: what computing a result said,
-    kept with it so that each run it is served to says them too (:func:`_say`)."""
-    said = _Said()
+    kept with it so that each run it is served to says them too (:func:`_say`). ``shown``: see :class:`_Said`."""
+    said = _Said(shown)
     root = logging.getLogger("hftraining")
     root.addHandler(said)
     try:
@@ -440,11 +467,12 @@ def store_key(us: list[Unit], d: DataConfig, needed: RowsNeeded) -> str:
 # ----------------------------------------------------------------------------------------- build
 
 
-def _job(unit: Unit, d: DataConfig, needed: RowsNeeded):
+def _job(unit: Unit, d: DataConfig, needed: RowsNeeded, worker: bool = False):
     """Read, validate and compute one unit → (unit, {symbol: arrays or None}, report, too-few-rows error,
     {symbol: its first row with volume, :func:`~hftraining.data.validate.first_volume`}, the warnings
-    logged meanwhile (dates read one of two ways, ...): kept in the entry, so each run it serves says them)."""
-    with _saying() as said:
+    logged meanwhile (dates read one of two ways, ...): kept in the entry, so each run it serves says them).
+    ``worker``: run in a build worker, whose parent logs them (:func:`_results`)."""
+    with _saying(shown=not worker) as said:
         try:
             frames, report = read_unit(unit, d, needed)
         except TooFewRows as e:
@@ -469,7 +497,7 @@ def _results(us: list[Unit], d: DataConfig, needed: RowsNeeded) -> Iterator[tupl
     with ProcessPoolExecutor(max_workers=d.num_workers, mp_context=ctx, initializer=_die_with_parent,
                              initargs=(os.getpid(),)) as pool:
         ahead = 2 * d.num_workers
-        pending = [pool.submit(_job, u, d, needed) for u in us[:ahead]]
+        pending = [pool.submit(_job, u, d, needed, True) for u in us[:ahead]]
         nxt = len(pending)
         while pending:
             unit = us[nxt - len(pending)]  # the unit of the first pending job
@@ -481,7 +509,7 @@ def _results(us: list[Unit], d: DataConfig, needed: RowsNeeded) -> Iterator[tupl
                                 "code under `if __name__ == \"__main__\":`); set data.num_workers=0 to build in this "
                                 "process") from None
             if nxt < len(us):
-                pending.append(pool.submit(_job, us[nxt], d, needed))
+                pending.append(pool.submit(_job, us[nxt], d, needed, True))
                 nxt += 1
             _say(res[-1])
             yield res

@@ -55,7 +55,8 @@ def _other_handler(name: str, held: logging.Handler) -> bool:
     """Whether a record of logger ``name`` reaches a handler besides ``held`` (as ``Logger.callHandlers`` walks)."""
     c: logging.Logger | None = logging.getLogger(name)
     while c is not None:
-        if any(h is not held for h in c.handlers):
+        # a handler that only keeps records (the feature store's, for its entry) shows nothing either
+        if any(h is not held and not getattr(h, "_hft_keeps", False) for h in c.handlers):
             return True
         if not c.propagate:
             return False
