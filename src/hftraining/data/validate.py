@@ -52,7 +52,8 @@ which and why. A file with only Adj Close uses it as the close. Under ``adjusted
 or Adj Close is bad (empty, text, <= 0) has a bad close: the value rules report it under the close's
 rule, in column ``close`` (Close's cell) or ``adj_close`` (Adj Close's, where Close is good), and
 never as a NaN or Inf of the open/high/low the ratio could not scale; ``ffill`` fills that row's
-whole bar from the previous kept row.
+whole bar from the previous kept row. A file without open, high and low has nothing to scale: its
+close is Adj Close alone, whatever its Close cell holds.
 
 Out of order: the rows ``unsorted_timestamp`` reports are the fewest whose removal leaves the others in
 time order (:func:`out_of_order`; of equally few, the later lines): one row dated 2031 in a 2020-2026
@@ -517,6 +518,10 @@ def validate_frame(
             # Adj Close was "nan in column 'open'"), and ffill fills them with the close (:func:`_value_rules`)
             close, close_text = cols["close"], text_bad["close"]
             close_ok = np.isfinite(close) & (close > 0) & ~close_text
+            if not any(col in cols for col in ("open", "high", "low")):
+                # nothing to scale (Date, Close, Adj Close, Volume): the close is Adj Close's cell alone (a row whose
+                # Close was empty beside a good Adj Close was dropped, or under ffill took the day before's close)
+                close_ok = np.ones(len(close), dtype=bool)
             adjustable = close_ok & np.isfinite(adj) & (adj > 0) & ~adj_bad
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = adj / close
@@ -689,7 +694,9 @@ def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: s
         i = int(np.argmax(any_bad))
         for rule in VALUE_RULES:
             for col, m in cell_bad[rule].items():
-                if m[i]:
+                # a column taken from the close (a file of Date, Close, Volume) is not the file's: the close's
+                # cell is named, as it is ('abc' in column 'close', not "empty cell in column 'open'")
+                if m[i] and col not in rep.derived_columns:
                     raw = raw_text.get(col)
                     val = raw[c["_pos"][i]] if raw is not None else float(c[col][i])
                     val = float(val) if isinstance(val, (float, np.floating)) else val

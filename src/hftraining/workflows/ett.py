@@ -762,6 +762,12 @@ def run_suite(
     after every cell so a long run keeps what it finished."""
     # every cell's flags are checked before the first runs: a mistake is not found hours in
     settings = settings or TrainSettings()
+    for flag, given in (("--dataset", list(datasets)), ("--horizon", list(horizons))):
+        # a cell named twice ran twice (hours for a trained model, into the same run folder) and was two rows
+        # of the table; with --save-predictions it was "one file holds one dataset × horizon, got 2"
+        twice = next((v for i, v in enumerate(given) if v in given[:i]), None)
+        if twice is not None:
+            raise ConfigError(f"{flag}: {twice} given twice; name each once")
     if save_predictions and len(datasets) * len(horizons) > 1:
         raise ConfigError(f"--save-predictions: one file holds one dataset × horizon, got {len(datasets)} dataset(s) × "
                           f"{len(horizons)} horizon(s); run one cell per file")
