@@ -94,3 +94,30 @@ def test_walkforward_names_the_fold_whose_training_dates_hold_one_symbol(tmp_pat
     assert main(["walkforward", "--folds", "3", *args]) == 2
     last = capsys.readouterr().err.rstrip("\n").splitlines()[-1]
     assert last.startswith("hftraining: error: walkforward fold 1 of 3 (expanding): data.target: cs_rank"), last
+
+
+def test_a_file_whose_rows_nearly_all_break_the_ohlc_rule_is_refused_as_misnamed(tmp_path):
+    """Coinbase's candles (time, low, high, open, close, volume) given the usual six names: every low read
+    as the open, every row "repaired" by the clip rule and the file read as wrong prices with exit 0. Now a
+    one-line error naming the column that holds each row's lowest price, under every policy; a file with a
+    few broken bars is still clipped as before."""
+    import pandas as pd
+
+    from hftraining.core.config import DataConfig
+    from hftraining.core.errors import DataError
+    from hftraining.data.io import sample_data_dir
+    from hftraining.data.validate import validate_frame
+
+    df = pd.read_csv(sample_data_dir() / "AEM.csv").iloc[:200]
+    frame = pd.DataFrame({"timestamp": pd.to_datetime(df["Date"], utc=True), "open": df["low"], "high": df["high"],
+                          "low": df["open"], "close": df["close"], "volume": df["volume"]})
+    for policy in ("clip", "drop", "error"):
+        with pytest.raises(DataError) as e:
+            validate_frame(frame, DataConfig(ohlc_violations=policy), "f.csv")
+        msg = str(e.value)
+        assert msg.startswith("f.csv: high and low do not cover open and close in ") and "likely misnamed" in msg
+        assert "the column read as 'open' is the lowest price in 100% of rows" in msg, msg
+    right = frame.rename(columns={"open": "low", "low": "open"})
+    right.loc[5, "high"] = right.loc[5, "low"] * 0.9  # one broken bar: clipped as before
+    out, rep = validate_frame(right, DataConfig(), "f.csv")
+    assert len(out) == 200 and rep.rules["ohlc_inconsistent"]["repaired"] == 1

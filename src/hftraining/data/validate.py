@@ -737,6 +737,35 @@ def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: s
     rep.note_columns("non_numeric", columns)
 
 
+MISNAMED_SHARE = 0.5
+"""More than this share of a file's rows (of at least :data:`MISNAMED_MIN_ROWS`) whose high and low do not
+cover their open and close: the columns are misnamed, not the bars broken."""
+MISNAMED_MIN_ROWS = 10
+
+
+def _check_ohlc_names(rows: _Rows, bad: np.ndarray, source: str) -> None:
+    """A DataError when most rows break the OHLC rule: a header that names the prices in another order
+    (Coinbase's candles are time, low, high, open, close) makes nearly every row break it, and clipping (or
+    dropping) them all read a file of wrong prices without a word. The error names which column holds each
+    row's lowest and highest price, when one does in most rows."""
+    n = len(bad)
+    if n < MISNAMED_MIN_ROWS or bad.mean() <= MISNAMED_SHARE:
+        return
+    names = ("open", "high", "low", "close")
+    prices = np.stack([rows.cols[k] for k in names], axis=1)  # (n, 4)
+    hint = []
+    for what, pick in (("lowest", np.argmin), ("highest", np.argmax)):
+        counts = np.bincount(pick(prices, axis=1), minlength=4) / n
+        k = int(np.argmax(counts))
+        if counts[k] > MISNAMED_SHARE:
+            hint.append(f"the column read as {names[k]!r} is the {what} price in {counts[k]:.0%} of rows")
+    raise DataError(f"{source}: high and low do not cover open and close in {int(bad.sum())} of {n} rows "
+                    f"({bad.mean():.0%}): the price columns are likely misnamed"
+                    + (f" ({'; '.join(hint)})" if hint else "")
+                    + "; name each column by its values (the low is each row's lowest price, the high its highest): "
+                    "no data.ohlc_violations policy repairs a file whose rows nearly all break the rule")
+
+
 def _ohlc_rule(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str) -> None:
     c = rows.cols
     top = np.maximum(c["open"], c["close"])
@@ -744,6 +773,7 @@ def _ohlc_rule(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str
     bad = (c["high"] < top) | (c["low"] > bottom)
     if not bad.any():
         return
+    _check_ohlc_names(rows, bad, source)
     if cfg.ohlc_violations == "error":
         i = int(np.argmax(bad))
         raise DataError(f"{_where(source, int(rows.line[i]), unit)}: high {c['high'][i]:g} / low {c['low'][i]:g} do not "
