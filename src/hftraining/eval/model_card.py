@@ -10,6 +10,7 @@ model.safetensors and preprocessing.json are read).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -20,13 +21,14 @@ from typing import Any
 import yaml
 
 from hftraining import __version__
-from hftraining.core.config import Config
+from hftraining.core.config import Config, ModelConfig
 from hftraining.core.errors import writing
 from hftraining.core.fmt import fmt
 from hftraining.data.labels import CROSS_SECTIONAL, UNITS
 from hftraining.eval.forecasts import DIRECTION_NOTE, direction_p_text, label
 from hftraining.eval.intervals import level_labels
-from hftraining.eval.report import effective_batch, md_text, p_text, trained_world_size
+from hftraining.eval.report import (config_value, effective_batch, md_text, p_text, scored_text, split_text,
+                                    trained_world_size)
 from hftraining.models import ForecastModel
 
 CARD_NAME = "README.md"
@@ -38,8 +40,23 @@ CONFIG_KEYS = (
     "training.optimizer", "training.learning_rate", "training.lr_scheduler", "training.max_steps",
     "training.precision", "training.seed",
 )
-"""The config keys the card lists (the full resolved config is the run folder's config.json)."""
+"""The config keys the card lists (the full resolved config is the run folder's config.json), as far as the
+model reads them (:func:`config_keys`)."""
+GRADIENT_KEYS = frozenset({"data.batching", "data.batch_size", "training.gradient_accumulation_steps", "training.optimizer",
+                           "training.learning_rate", "training.lr_scheduler", "training.max_steps"})
+"""The keys of the gradient loop, which a model fitted without optimizer steps (ridge, LightGBM, a naive rule) never reads."""
 MAX_SYMBOLS = 20  # symbols named on the card; more are counted
+
+
+def config_keys(model: ForecastModel) -> list[str]:
+    """The keys of :data:`CONFIG_KEYS` that ``model`` reads, with its type's own ``model.*`` settings
+    (:attr:`~hftraining.models.base.ForecastModel.settings`) in the place of the transformer's: the card of a
+    DLinear or a ridge model listed a width, depth, heads and dropout that it does not have (the training log
+    says they have no effect), and of a model fitted without optimizer steps, an optimizer, a learning rate
+    and a batch."""
+    own = type(model).settings
+    keys = ["model.type", *(f"model.{f.name}" for f in dataclasses.fields(ModelConfig) if f.name in own), "model.loss"]
+    return keys + [k for k in CONFIG_KEYS if not k.startswith("model.") and (model.needs_training or k not in GRADIENT_KEYS)]
 
 
 def headline_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -95,12 +112,6 @@ def _get(cfg: dict[str, Any], dotted: str) -> Any:
     return (cfg.get(section) or {}).get(key)
 
 
-def _value(v: Any) -> str:
-    if isinstance(v, list):
-        return ", ".join(map(str, v)) or "—"
-    return "—" if v is None else str(v)
-
-
 def _code(text: Any, in_table: bool = False) -> str:
     """``text`` as a Markdown code span, whatever it holds: fenced by more backticks than its longest
     run of them, on one line, and inside a table with its ``|`` escaped (GFM ends a cell there even
@@ -144,8 +155,9 @@ def _metrics_section(result: dict[str, Any]) -> list[str]:
     table = [[name, fmt(m.get("mse"), ".6g"), fmt(m.get("mae"), ".6g"), fmt(m.get("directional_accuracy"), ".4f"),
               direction_p_text(m), fmt(((m.get("cross_section") or {}).get("rank_ic") or {}).get("mean"), ".4f"),
               ratio(m.get("mse"))] for name, m in rows]
-    lines = [f"Test split: {result.get('n_windows')} windows × {result.get('horizon')} steps, {result.get('n_symbols')} "
-             f"symbols, {result.get('n_dates')} dates; {result.get('units', 'log returns')} (`eval.json` in the run folder "
+    # a split cut by evaluation.max_test_windows says so: "Test split: 240 windows" beside the data table's 2,080
+    lines = [f"Test split: {result.get('n_windows')} windows{scored_text(result)} × {result.get('horizon')} steps, "
+             f"{result.get('n_symbols')} symbols, {result.get('n_dates')} dates; {result.get('units', 'log returns')} (`eval.json` in the run folder "
              "has every metric, per step and per symbol, and the backtest).", ""]
     lines += _table(["forecast", "MSE", "MAE", "directional accuracy", "PT p (step 1)", "rank IC (step 1)", "MSE / zero"],
                     table)
@@ -153,7 +165,7 @@ def _metrics_section(result: dict[str, Any]) -> list[str]:
     if result.get("intervals"):  # the conformal intervals saved beside the weights (intervals.json)
         iv = result["intervals"]
         lines += [f"Forecast intervals (`intervals.json`, {iv['method']} conformal, returned by `predict` as "
-                  "lower_<level>/upper_<level>): " + "; ".join(
+                  "`lower_<level>`/`upper_<level>`): " + "; ".join(
                       f"{lab}: step-1 coverage {fmt(e['coverage_per_step'][0], '.3f')}, mean width "
                       f"{fmt(e['mean_width_per_step'][0], '.4g')}"
                       for lab, e in zip(level_labels([float(lv) for lv in iv["levels"]], percent=True), iv["levels"].values()))
@@ -185,12 +197,8 @@ def _data_section(cfg: dict[str, Any], rep: dict[str, Any]) -> list[str]:
         rows.append(["dates", f"{min(s[0] for s in spans)[:10]} → {max(s[1] for s in spans)[:10]}"])
     if "rows_kept" in rep:
         rows.append(["rows", f"{rep['rows_kept']:,} kept of {rep.get('rows_in', rep['rows_kept']):,} read"])
-    if split:
-        cuts = [f"validation from {split['val_from'][:10]}" if split.get("val_from") else "",
-                f"test from {split['test_from'][:10]}" if split.get("test_from") else ""]
-        text = ", ".join(c for c in cuts if c)
-        rows.append(["split", f"{split.get('mode', '—')}" + (f": {text}" if text else "")
-                     + f"; embargo {split.get('embargo_rows', 0)} rows"])
+    if split:  # each split's dates: a walk-forward fold has no shared cut date, and its card named none
+        rows.append(["split", md_text(split_text(split))])
     windows = rep.get("windows") or {}
     if windows:
         rows.append(["windows", ", ".join(f"{k} {v:,}" for k, v in windows.items())])
@@ -235,16 +243,22 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
         if meta["strongest_baseline_by"] != "MSE":  # what the *_vs_strongest_baseline MSE numbers compare with
             meta["strongest_baseline_by_mse"] = (result.get("strongest_baseline") or {}).get("name")
         meta["verdict"] = result.get("verdict")
+    if model.needs_training:
+        made, how = f" ({n_params:,} parameters)", f"trained for {step:,} optimizer steps"
+    else:  # its fitted values are no trainable parameters, and it took no optimizer step: "0 parameters", "0 steps"
+        how = (f"fitted {model.fitted_how}" if model.fits_on_data else "a fixed rule with nothing fitted") + ", no optimizer step,"
+        made = ""
+    around = ["the resolved config", "the data report", *(["the checkpoints"] if model.needs_training else []),
+              *(["`eval.json`", *(["the report"] if cfg.evaluation.report else [])] if result else [])]
     lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=10_000).rstrip(), "---", "",
              f"# {md_text(folder.parent.name or folder.name)}: a {mtype} forecaster", "",
-             f"A `{mtype}` model ({n_params:,} parameters) that forecasts {_what(target, H)} from the "
-             f"last {L} rows of {len(columns)} feature columns, trained for {step:,} optimizer steps with hftraining "
-             f"{__version__}"
+             f"A `{mtype}` model{made} that forecasts {_what(target, H)} from the "
+             f"last {L} rows of {len(columns)} feature columns, {how} with hftraining {__version__}"
              + (f" (the weights are step {weights_step:,}'s, its best validation score: "
                 "training.load_best_model_at_end)" if weights_step is not None else "")
              + ". This folder holds `config.json` (the architecture), `model.safetensors` (the weights) and "
              "`preprocessing.json` (features, scaler, window), all that loading needs; the run folder around it "
-             "holds the resolved config, the data report, the checkpoints, `eval.json` and the report.", ""]
+             f"holds {', '.join(around[:-1])} and {around[-1]}.", ""]
     lines += ["## Verdict", ""]
     if result:
         lines += [result.get("verdict") or "—", ""]
@@ -260,7 +274,7 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
               f"Indicators (`data.features`): {', '.join(map(_code, preprocessing.get('features') or [])) or '—'}; "
               f"the {len(columns)} input columns: {', '.join(map(_code, columns)) or '—'}. Scaler: "
               f"{scaler.get('kind', '—')}{' per symbol' if scaler.get('per_symbol') else ''}, fitted on the training split.", ""]
-    rows = [[f"`{k}`", md_text(_value(_get(c, k)))] for k in CONFIG_KEYS]
+    rows = [[f"`{k}`", md_text(config_value(_get(c, k)))] for k in config_keys(model)]
     if world_size is not None:  # data.batch_size is per process: what one optimizer step averaged over
         rows.append(["processes (world size)", str(world_size)])
     if batch is not None:

@@ -85,6 +85,48 @@ def _num(v: Any, spec: str = ".4g") -> str:
     return str(v)
 
 
+def config_value(v: Any) -> str:
+    """A config value as the report's and the model card's tables show it: a list joined by commas, and a
+    setting left unset (None: ``data.data_dir`` of the bundled data; an empty ``model.quantiles``) as a
+    dash, as every missing figure (it read "None", or an empty cell)."""
+    if isinstance(v, list):
+        return ", ".join(map(str, v)) or "—"
+    return "—" if v is None else str(v)
+
+
+SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
+
+
+def _when(iso: str) -> str:
+    """A timestamp of data_report.json (ISO 8601, UTC) as the split's text shows it: the date, with the time
+    of day where it is not midnight (a cut inside a day of intraday bars: its date alone put that day's
+    earlier bars in the wrong split)."""
+    day, _, time = str(iso).partition("T")
+    if time[:8] in ("", "00:00:00"):
+        return day
+    return f"{day} {time[:5] if time[5:8] == ':00' else time[:8]} UTC"
+
+
+def split_text(split: dict[str, Any]) -> str | None:
+    """The cut of the data in words, from data_report.json's ``split``: the mode, the shared cut dates of a
+    calendar split (``calendar: validation from 2024-05-17, test from 2025-04-17; embargo 0 rows``) or,
+    without them, each split's first and last date over the symbols (``split.symbols``): a walk-forward
+    fold and a per-symbol split have no shared cut date, and such a card said only ``calendar; embargo 0
+    rows``, no date of the period its verdict was scored on. None without a split."""
+    if not split:
+        return None
+    cuts = [f"{SPLIT_NAMES[k[:-5]]} from {_when(split[k])}" for k in ("val_from", "test_from") if split.get(k)]
+    if not cuts:
+        spans: dict[str, list[list[str]]] = {}
+        for per in (split.get("symbols") or {}).values():
+            for name, span in (per or {}).items():
+                if span:
+                    spans.setdefault(name, []).append(span)
+        cuts = [f"{SPLIT_NAMES.get(name, name)} {_when(min(s[0] for s in got))} → {_when(max(s[1] for s in got))}"
+                for name in dict.fromkeys([*SPLIT_NAMES, *spans]) if (got := spans.get(name))]
+    return f"{split.get('mode', '—')}" + (f": {', '.join(cuts)}" if cuts else "") + f"; embargo {split.get('embargo_rows', 0)} rows"
+
+
 def _mse_ratio(a: Any, b: Any) -> float | None:
     """:func:`~hftraining.eval.metrics.mse_ratio` of two MSEs as ``score()`` or eval.json holds them; None
     where one is missing (eval.json writes a MSE that is not finite as null: a report written from it
@@ -237,8 +279,7 @@ def _config_section(doc: _Doc, cfg: dict[str, Any] | None, world_size: int | Non
     for sec, names in keys.items():
         for k in names:
             if k in (cfg.get(sec) or {}):
-                v = cfg[sec][k]
-                rows.append([f"{sec}.{k}", ", ".join(map(str, v)) if isinstance(v, list) else v])
+                rows.append([f"{sec}.{k}", config_value(cfg[sec][k])])
     if world_size is not None:  # data.batch_size is per process: what one optimizer step averaged over
         rows.append(["processes (world size)", world_size])
         batch = effective_batch(cfg, world_size)
@@ -253,6 +294,9 @@ def _data_section(doc: _Doc, rep: dict[str, Any] | None) -> None:
     doc.heading("Data of the training run (data_report.json)")  # whatever data this report scores
     rows = [["symbols", ", ".join(rep.get("symbols", []))],
             ["skipped symbols", ", ".join(rep.get("skipped_symbols", [])) or "none"]]
+    cut = split_text(rep.get("split") or {})
+    if cut:  # the training run's dates per split (a dict, which the loop below leaves out: no date was named)
+        rows.append(["split", cut])
     for split, n in (rep.get("windows") or {}).items():
         rows.append([f"{split} windows", n])
     for k, v in rep.items():
@@ -292,11 +336,18 @@ def _training_section(doc: _Doc, recs: list[dict[str, Any]]) -> None:
             doc.figure(fig, "validation_metrics", "Validation metrics over training (dashed: the zero-return forecast)")
 
 
+def scored_text(result: dict[str, Any]) -> str:
+    """What a split cut by ``evaluation.max_test_windows`` scored, as eval.json says it (``windows_scored`` of
+    ``windows_in_split``), to follow the count of windows; empty when the whole split was scored."""
+    if "windows_scored" not in result:
+        return ""
+    return (f" (the last dates' {result['windows_scored']} of the split's {result['windows_in_split']} windows: "
+            "evaluation.max_test_windows)")
+
+
 def _metrics_section(doc: _Doc, result: dict[str, Any], fc=None) -> None:
     doc.heading(f"Forecast metrics ({result.get('split', 'test')} split)")
-    scored = (f" (the last dates' {result['windows_scored']} of the split's {result['windows_in_split']} windows: "
-              "evaluation.max_test_windows)" if "windows_scored" in result else "")
-    doc.para(f"{result['n_windows']} windows{scored} × {result['horizon']} steps, {result.get('n_symbols', '?')} symbols, "
+    doc.para(f"{result['n_windows']} windows{scored_text(result)} × {result['horizon']} steps, {result.get('n_symbols', '?')} symbols, "
              f"{result.get('n_dates', '?')} dates; {result.get('units', 'log returns')}. IC: Spearman correlation of forecast and realised "
              "return across symbols per date and step, averaged over every (date, step) with at least 3 symbols; "
              "IC pooled: over all pairs.")
