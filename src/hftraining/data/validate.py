@@ -94,6 +94,7 @@ Row numbers in the report are the file's 1-based line numbers for CSV (the heade
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -617,7 +618,7 @@ def validate_frame(
             drop(dup, "duplicate_timestamp")
 
     _value_rules(rows, rep, cfg, source, unit, raw_text, ("volume",) if vol_empty else ())
-    _ohlc_rule(rows, rep, cfg, source, unit)
+    _ohlc_rule(rows, rep, cfg, source, unit, symbol)
     _jump_rule(rows, rep, cfg, source, unit)
 
     c = rows.cols
@@ -739,41 +740,52 @@ def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: s
 
 MISNAMED_SHARE = 0.5
 """More than this share of a file's rows (of at least :data:`MISNAMED_MIN_ROWS`) whose high and low do not
-cover their open and close: the columns are misnamed, not the bars broken."""
+cover their open and close, while another order of the four price columns breaks the rule in at most
+:data:`RENAMED_SHARE` of them: the columns are misnamed, not the bars broken."""
 MISNAMED_MIN_ROWS = 10
+RENAMED_SHARE = 0.1
+"""A feed that opens each bar at the previous close (a thin bar's ticks all above or below it) breaks the rule in
+most rows too, under every order of its columns: its rows are clipped (or dropped) as before, not refused."""
 
 
-def _check_ohlc_names(rows: _Rows, bad: np.ndarray, source: str) -> None:
-    """A DataError when most rows break the OHLC rule: a header that names the prices in another order
-    (Coinbase's candles are time, low, high, open, close) makes nearly every row break it, and clipping (or
-    dropping) them all read a file of wrong prices without a word. The error names which column holds each
+def _check_ohlc_names(rows: _Rows, bad: np.ndarray, source: str, unit: str, symbol: str | None) -> None:
+    """A DataError when most rows break the OHLC rule and another order of the price columns would keep
+    it: a header that names the prices in another order (Coinbase's candles are time, low, high, open, close)
+    makes nearly every row break it, and clipping (or dropping) them all read a file of wrong prices without
+    a word. The error names the symbol (one of a long file's), the first such row and which column holds each
     row's lowest and highest price, when one does in most rows."""
     n = len(bad)
     if n < MISNAMED_MIN_ROWS or bad.mean() <= MISNAMED_SHARE:
         return
     names = ("open", "high", "low", "close")
     prices = np.stack([rows.cols[k] for k in names], axis=1)  # (n, 4)
+    fits = min(float(((p[:, 1] < np.maximum(p[:, 0], p[:, 3])) | (p[:, 2] > np.minimum(p[:, 0], p[:, 3]))).mean())
+               for p in (prices[:, list(order)] for order in itertools.permutations(range(4))))
+    if fits > RENAMED_SHARE:
+        return
     hint = []
-    for what, pick in (("lowest", np.argmin), ("highest", np.argmax)):
+    for what, pick, own in (("lowest", np.argmin, "low"), ("highest", np.argmax, "high")):
         counts = np.bincount(pick(prices, axis=1), minlength=4) / n
         k = int(np.argmax(counts))
-        if counts[k] > MISNAMED_SHARE:
+        if counts[k] > MISNAMED_SHARE and names[k] != own:  # the column named for it is not news
             hint.append(f"the column read as {names[k]!r} is the {what} price in {counts[k]:.0%} of rows")
-    raise DataError(f"{source}: high and low do not cover open and close in {int(bad.sum())} of {n} rows "
-                    f"({bad.mean():.0%}): the price columns are likely misnamed"
-                    + (f" ({'; '.join(hint)})" if hint else "")
+    whose = f" of symbol {symbol!r}" if symbol is not None else ""
+    raise DataError(f"{source}: high and low do not cover open and close in {int(bad.sum())} of {n} rows{whose} "
+                    f"({bad.mean():.0%}, the first in {unit} {int(rows.line[int(np.argmax(bad))])}): the price "
+                    "columns are likely misnamed" + (f" ({'; '.join(hint)})" if hint else "")
                     + "; name each column by its values (the low is each row's lowest price, the high its highest): "
                     "no data.ohlc_violations policy repairs a file whose rows nearly all break the rule")
 
 
-def _ohlc_rule(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str) -> None:
+def _ohlc_rule(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str,
+               symbol: str | None = None) -> None:
     c = rows.cols
     top = np.maximum(c["open"], c["close"])
     bottom = np.minimum(c["open"], c["close"])
     bad = (c["high"] < top) | (c["low"] > bottom)
     if not bad.any():
         return
-    _check_ohlc_names(rows, bad, source)
+    _check_ohlc_names(rows, bad, source, unit, symbol)
     if cfg.ohlc_violations == "error":
         i = int(np.argmax(bad))
         raise DataError(f"{_where(source, int(rows.line[i]), unit)}: high {c['high'][i]:g} / low {c['low'][i]:g} do not "
