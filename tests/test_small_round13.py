@@ -121,3 +121,37 @@ def test_a_file_whose_rows_nearly_all_break_the_ohlc_rule_is_refused_as_misnamed
     right.loc[5, "high"] = right.loc[5, "low"] * 0.9  # one broken bar: clipped as before
     out, rep = validate_frame(right, DataConfig(), "f.csv")
     assert len(out) == 200 and rep.rules["ohlc_inconsistent"]["repaired"] == 1
+
+
+@pytest.mark.parametrize("fields, told", [
+    ("ohlc_adj_volume", "timestamp,open,high,low,close,adj_close,volume"),
+    ("close", "timestamp,close"),
+    ("close_volume", "timestamp,close,volume"),
+])
+def test_a_header_less_file_is_told_names_that_read_its_fields_right(tmp_path, capsys, fields, told):
+    """Yahoo's columns without a header, whose Adj Close sits below each row's low (years of dividends
+    since): the hint named it ``volume`` (after "trades" and "vwap" were learnt), and following it read the
+    Adj Close as the volume without a word. A file of closes was told ``open``, and following that failed."""
+    import pandas as pd
+
+    from hftraining.cli import main
+    from hftraining.data.io import sample_data_dir
+
+    df = pd.read_csv(sample_data_dir() / "AEM.csv").iloc[:120]
+    cols = {"ohlc_adj_volume": [df["open"], df["high"], df["low"], df["close"], df["close"] * 0.8, df["volume"]],
+            "close": [df["close"]], "close_volume": [df["close"], df["volume"]]}[fields]
+    body = pd.concat([df["Date"], *cols], axis=1)
+    path = tmp_path / "AEM.csv"
+    body.to_csv(path, index=False, header=False)
+    assert main(["data", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"e.g. {told}" in err, err
+    named = tmp_path / "named" / "AEM.csv"
+    named.parent.mkdir()
+    body.to_csv(named, index=False, header=told.split(","))
+    if fields == "close":  # closes alone: the next line asks for an empty volume column, as for FX
+        assert main(["data", "check", str(named)]) == 2
+        assert "missing column 'volume'" in capsys.readouterr().err
+        return
+    assert main(["data", "check", str(named), "--json"]) == 0  # the hint followed reads the file
+    capsys.readouterr()

@@ -732,10 +732,16 @@ def _bar_names(rows: list[list[str]], first: int, n: int) -> tuple[list[str], st
     is the low and the one that is each row's highest the high (the others the open, then the close;
     the usual open, high, low, close where the rows do not tell); after them a field inside each
     row's low and high is a ``vwap`` (Kraken's OHLC API writes it before the volume), then come the
-    ``volume``, a field of whole numbers (``trades``: Kraken's OHLCVT files), then ``other`` fields."""
+    ``volume``, a field of whole numbers (``trades``: Kraken's OHLCVT files), then ``other`` fields.
+    A field of prices is never told ``volume``: one in a constant ratio to the close is the
+    ``adj_close`` (Yahoo's Adj Close below a row's low after dividends read as the volume, silently),
+    another priced field ``other``. Fewer than four fields after the timestamp are the ``close``,
+    then the ``volume`` (a file of closes was told ``open``)."""
     usual = ["open", "high", "low", "close", "volume"]
     grid = pd.DataFrame([r for r in rows if len(r) == n]).apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
-    if n - first < 4 or not len(grid) or np.isnan(grid[:, first:]).any():
+    if n - first < 4:
+        return ["close", "volume"][: max(n - first, 0)] + [f"other{i + 1}" for i in range(first + 2, n)], ""
+    if not len(grid) or np.isnan(grid[:, first:]).any():
         return usual[: max(n - first, 0)] + [f"other{i + 1}" for i in range(first + 5, n)], ""
     prices = grid[:, first : first + 4]
     lows = [j for j in range(4) if (prices[:, j] == prices.min(axis=1)).all()]
@@ -750,10 +756,19 @@ def _bar_names(rows: list[list[str]], first: int, n: int) -> tuple[list[str], st
                 if (lo, hi) == (2, 3) else f" (field {lo} is each row's lowest price and field {hi} its highest: "
                 "check which of the others is the open)")
     low, high = prices[:, names.index("low")], prices[:, names.index("high")]
+    close = prices[:, names.index("close")]
     for j in range(first + 4, n):
         col = grid[:, j]
-        if "vwap" not in names and "volume" not in names and ((col >= low) & (col <= high)).all():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = col / close
+            steady = len(col) > 1 and bool((np.abs(ratio[1:] / ratio[:-1] - 1) < 1e-4).mean() >= 0.75)
+        priced = bool(((col >= low / 2) & (col <= high * 2)).all())  # a price, not a count of units traded
+        if "adj_close" not in names and "volume" not in names and priced and steady and (ratio > 0).all():
+            names.append("adj_close")
+        elif "vwap" not in names and "volume" not in names and ((col >= low) & (col <= high)).all():
             names.append("vwap")
+        elif priced and "volume" not in names:
+            names.append(f"other{j + 1}")
         elif "volume" not in names:
             names.append("volume")
         elif "trades" not in names and (col == np.floor(col)).all():
