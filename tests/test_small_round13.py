@@ -155,3 +155,35 @@ def test_a_header_less_file_is_told_names_that_read_its_fields_right(tmp_path, c
         return
     assert main(["data", "check", str(named), "--json"]) == 0  # the hint followed reads the file
     capsys.readouterr()
+
+
+def test_a_change_of_the_data_layers_code_builds_a_new_store_entry(tmp_path):
+    """The entry's key held FORMAT and the package version, not the code that computed the rows: a checkout
+    whose feature or reader code changed without a FORMAT bump was served rows computed the old way."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import hftraining
+
+    src = tmp_path / "src"
+    shutil.copytree(Path(hftraining.__file__).parent, src / "hftraining",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    cache = tmp_path / "cache"
+    script = ("from hftraining.core.config import DataConfig\nfrom hftraining.data.pipeline import data_rows\n"
+              f"data_rows(DataConfig(symbols=['AEM'], cache_dir={str(cache)!r}, sequence_length=20, "
+              "prediction_horizon=3, features=['log_return_1']))\n")
+
+    def build():
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr[-2000:]
+        return sorted(p.name for p in cache.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    first = build()
+    assert len(first) == 1 and build() == first  # the same code: the entry is served
+    features = src / "hftraining" / "data" / "features.py"
+    features.write_text(features.read_text() + "\n# a change of the code that computes the rows\n")
+    assert len(build()) == 2  # a new entry, not the old rows

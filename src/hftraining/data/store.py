@@ -49,6 +49,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import errno
+import functools
 import fcntl
 import hashlib
 import json
@@ -445,6 +446,17 @@ def _libraries() -> dict[str, str]:
     return {"talib": talib.__version__, "numpy": np.__version__, "pandas": pd.__version__, "pyarrow": pyarrow.__version__}
 
 
+@functools.lru_cache(maxsize=1)
+def _code() -> str:
+    """Digest of the data layer's source (every module of ``hftraining.data``, which read, validate and
+    compute the stored rows): a checkout whose reading or feature code changed builds new entries, where an
+    entry keyed by :data:`FORMAT` alone served rows computed the old way until someone bumped it."""
+    h = hashlib.blake2b(digest_size=16)
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 def store_key(us: list[Unit], d: DataConfig, needed: RowsNeeded) -> str:
     """Hex digest of the units, their files' contents, the keyed data settings and ``needed``.
 
@@ -457,7 +469,8 @@ def store_key(us: list[Unit], d: DataConfig, needed: RowsNeeded) -> str:
     h = hashlib.blake2b(digest_size=16)
     settings = {**{k: getattr(d, k) for k in KEYED_FIELDS}, "rows_needed": needed.rows, "rows_needed_why": needed.why,
                 "libraries": _libraries()}
-    h.update(json.dumps({"format": FORMAT, "version": hftraining.__version__, **settings}, sort_keys=True).encode())
+    h.update(json.dumps({"format": FORMAT, "version": hftraining.__version__, "code": _code(), **settings},
+                        sort_keys=True).encode())
     h.update(json.dumps([[u.kind, u.path, u.symbol] for u in us]).encode())
     cache = None if d.cache_dir is None else Path(d.cache_dir)
     for f, dig in zip(files, file_digests(files, cache)):
