@@ -733,10 +733,15 @@ def _bar_names(rows: list[list[str]], first: int, n: int) -> tuple[list[str], st
     the usual open, high, low, close where the rows do not tell); after them a field inside each
     row's low and high is a ``vwap`` (Kraken's OHLC API writes it before the volume), then come the
     ``volume``, a field of whole numbers (``trades``: Kraken's OHLCVT files), then ``other`` fields.
-    A field of prices is never told ``volume``: one in a constant ratio to the close is the
-    ``adj_close`` (Yahoo's Adj Close below a row's low after dividends read as the volume, silently),
-    another priced field ``other``. Fewer than four fields after the timestamp are the ``close``,
-    then the ``volume`` (a file of closes was told ``open``)."""
+    A field of prices is never told ``volume``: one in a constant ratio to the close over the bars
+    that moved is the ``adj_close`` (Yahoo's Adj Close below a row's low after dividends read as the
+    volume, silently; a third of the close after decades of them too), another field near the prices
+    that moves as little as the close ``other``. A volume near the prices (a coin at 50,000 trading
+    30,000 a day, a penny stock trading 1-3 shares) changes far more from row to row: it stays the
+    ``volume`` (it was told ``other``, and Kraken's trades after it the volume). Kraken's vwap of
+    single-trade bars equals their close: a ratio over bars without a range is no sign of an
+    ``adj_close``. Fewer than four fields after the timestamp are the ``close``, then the ``volume``
+    (a file of closes was told ``open``)."""
     usual = ["open", "high", "low", "close", "volume"]
     grid = pd.DataFrame([r for r in rows if len(r) == n]).apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
     if n - first < 4:
@@ -757,13 +762,18 @@ def _bar_names(rows: list[list[str]], first: int, n: int) -> tuple[list[str], st
                 "check which of the others is the open)")
     low, high = prices[:, names.index("low")], prices[:, names.index("high")]
     close = prices[:, names.index("close")]
+    moved = (high > low)[1:] & (high > low)[:-1]  # pairs of rows that both have a range
+    with np.errstate(divide="ignore", invalid="ignore"):
+        close_moves = np.median(np.abs(np.diff(np.log(close)))) if len(close) > 1 else 0.0
     for j in range(first + 4, n):
         col = grid[:, j]
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = col / close
-            steady = len(col) > 1 and bool((np.abs(ratio[1:] / ratio[:-1] - 1) < 1e-4).mean() >= 0.75)
-        priced = bool(((col >= low / 2) & (col <= high * 2)).all())  # a price, not a count of units traded
-        if "adj_close" not in names and "volume" not in names and priced and steady and (ratio > 0).all():
+            steady = bool(moved.any()) and bool((np.abs(ratio[1:] / ratio[:-1] - 1) < 1e-4)[moved].mean() >= 0.75)
+            moves = np.median(np.abs(np.diff(np.log(col)))) if len(col) > 1 else 0.0
+        # a price, not a count of units traded: near the prices, and changing from row to row as the close does
+        priced = bool(((col >= low / 2) & (col <= high * 2)).all()) and bool(moves <= 3 * close_moves)
+        if "adj_close" not in names and "volume" not in names and steady and (ratio > 0).all():
             names.append("adj_close")
         elif "vwap" not in names and "volume" not in names and ((col >= low) & (col <= high)).all():
             names.append("vwap")

@@ -198,7 +198,7 @@ def _data_section(cfg: dict[str, Any], rep: dict[str, Any]) -> list[str]:
     if "rows_kept" in rep:
         rows.append(["rows", f"{rep['rows_kept']:,} kept of {rep.get('rows_in', rep['rows_kept']):,} read"])
     if split:  # each split's dates: a walk-forward fold has no shared cut date, and its card named none
-        rows.append(["split", md_text(split_text(split))])
+        rows.append(["split", md_text(split_text(split, rep.get("scheme")))])
     windows = rep.get("windows") or {}
     if windows:
         rows.append(["windows", ", ".join(f"{k} {v:,}" for k, v in windows.items())])

@@ -107,12 +107,15 @@ def _when(iso: str) -> str:
     return f"{day} {time[:5] if time[5:8] == ':00' else time[:8]} UTC"
 
 
-def split_text(split: dict[str, Any]) -> str | None:
+def split_text(split: dict[str, Any], scheme: str | None = None) -> str | None:
     """The cut of the data in words, from data_report.json's ``split``: the mode, the shared cut dates of a
     calendar split (``calendar: validation from 2024-05-17, test from 2025-04-17; embargo 0 rows``) or,
     without them, each split's first and last date over the symbols (``split.symbols``): a walk-forward
     fold and a per-symbol split have no shared cut date, and such a card said only ``calendar; embargo 0
-    rows``, no date of the period its verdict was scored on. None without a split."""
+    rows``, no date of the period its verdict was scored on. ``scheme``: the walk-forward scheme of a
+    fold (data_report.json's ``scheme``): a fold of ``purged_kfold`` trains on the rows on both sides of its
+    test block, and the "val" segment holds those after it (no fold of it has validation rows): they are
+    said as training dates, before and after the test's. None without a split."""
     if not split:
         return None
     cuts = [f"{SPLIT_NAMES[k[:-5]]} from {_when(split[k])}" for k in ("val_from", "test_from") if split.get(k)]
@@ -121,9 +124,21 @@ def split_text(split: dict[str, Any]) -> str | None:
         for per in (split.get("symbols") or {}).values():
             for name, span in (per or {}).items():
                 if span:
-                    spans.setdefault(name, []).append(span)
-        cuts = [f"{SPLIT_NAMES.get(name, name)} {_when(min(s[0] for s in got))} → {_when(max(s[1] for s in got))}"
-                for name in dict.fromkeys([*SPLIT_NAMES, *spans]) if (got := spans.get(name))]
+                    spans.setdefault("train" if scheme == "purged_kfold" and name == "val" else name, []).append(span)
+
+        def dates(got: list[list[str]]) -> str:
+            return f"{_when(min(s[0] for s in got))} → {_when(max(s[1] for s in got))}"
+
+        test_from = min((s[0] for s in spans.get("test", [])), default=None)
+        for name in dict.fromkeys([*SPLIT_NAMES, *spans]):
+            got = spans.get(name)
+            if not got:
+                continue
+            if name == "train" and scheme == "purged_kfold" and test_from is not None:
+                sides = [[s for s in got if s[1] < test_from], [s for s in got if s[1] >= test_from]]
+                cuts.append("train " + " and ".join(dates(side) for side in sides if side))
+            else:
+                cuts.append(f"{SPLIT_NAMES.get(name, name)} {dates(got)}")
     return f"{split.get('mode', '—')}" + (f": {', '.join(cuts)}" if cuts else "") + f"; embargo {split.get('embargo_rows', 0)} rows"
 
 
@@ -294,7 +309,7 @@ def _data_section(doc: _Doc, rep: dict[str, Any] | None) -> None:
     doc.heading("Data of the training run (data_report.json)")  # whatever data this report scores
     rows = [["symbols", ", ".join(rep.get("symbols", []))],
             ["skipped symbols", ", ".join(rep.get("skipped_symbols", [])) or "none"]]
-    cut = split_text(rep.get("split") or {})
+    cut = split_text(rep.get("split") or {}, rep.get("scheme"))
     if cut:  # the training run's dates per split (a dict, which the loop below leaves out: no date was named)
         rows.append(["split", cut])
     for split, n in (rep.get("windows") or {}).items():
