@@ -52,10 +52,13 @@ import errno
 import functools
 import fcntl
 import hashlib
+import importlib
+import importlib.util
 import json
 import logging
 import multiprocessing
 import os
+import pkgutil
 import shutil
 import signal
 import threading
@@ -450,10 +453,18 @@ def _libraries() -> dict[str, str]:
 def _code() -> str:
     """Digest of the data layer's source (every module of ``hftraining.data``, which read, validate and
     compute the stored rows): a checkout whose reading or feature code changed builds new entries, where an
-    entry keyed by :data:`FORMAT` alone served rows computed the old way until someone bumped it."""
+    entry keyed by :data:`FORMAT` alone served rows computed the old way until someone bumped it.
+    The modules are those Python imports, read through their loaders: an editor's lock file beside them
+    (Emacs's ``.#features.py``, a link to nowhere) failed every build with a traceback, and a package
+    imported from a zip archive (or installed without its sources) hashed no file, a constant."""
     h = hashlib.blake2b(digest_size=16)
-    for f in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    names = ["", *sorted(f".{m.name}" for m in pkgutil.iter_modules(importlib.import_module(__package__).__path__))]
+    for name in names:
+        spec = importlib.util.find_spec(__package__ + name)
+        if spec is None or spec.origin is None or not hasattr(spec.loader, "get_data"):
+            raise ConfigError(f"data.cache_dir: the code of module {__package__ + name} cannot be read, and the "
+                              "store's key holds it; set data.cache_dir=null (rows computed in memory)")
+        h.update(name.encode() + b"\0" + spec.loader.get_data(spec.origin))
     return h.hexdigest()
 
 

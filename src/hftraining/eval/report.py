@@ -115,29 +115,35 @@ def split_text(split: dict[str, Any], scheme: str | None = None) -> str | None:
     rows``, no date of the period its verdict was scored on. ``scheme``: the walk-forward scheme of a
     fold (data_report.json's ``scheme``): a fold of ``purged_kfold`` trains on the rows on both sides of its
     test block, and the "val" segment holds those after it (no fold of it has validation rows): they are
-    said as training dates, before and after the test's. None without a split."""
+    said as training dates, before and after the test's, each side by the symbol's own test block (a
+    per-symbol split's blocks differ by symbol: a symbol's rows before a later block read as after the
+    first, and its card named training dates across the test's). None without a split."""
     if not split:
         return None
     cuts = [f"{SPLIT_NAMES[k[:-5]]} from {_when(split[k])}" for k in ("val_from", "test_from") if split.get(k)]
     if not cuts:
+        symbols = [per or {} for per in (split.get("symbols") or {}).values()]
+        test_from = min((per["test"][0] for per in symbols if per.get("test")), default=None)
         spans: dict[str, list[list[str]]] = {}
-        for per in (split.get("symbols") or {}).values():
-            for name, span in (per or {}).items():
-                if span:
+        after: list[list[str]] = []  # purged k-fold: training rows after the symbol's test block
+        for per in symbols:
+            block = per["test"][0] if per.get("test") else test_from  # a symbol without test rows: the fold's
+            for name, span in per.items():
+                if not span:
+                    continue
+                if scheme == "purged_kfold" and name in ("train", "val") and block is not None and span[1] >= block:
+                    after.append(span)
+                else:
                     spans.setdefault("train" if scheme == "purged_kfold" and name == "val" else name, []).append(span)
 
         def dates(got: list[list[str]]) -> str:
             return f"{_when(min(s[0] for s in got))} → {_when(max(s[1] for s in got))}"
 
-        test_from = min((s[0] for s in spans.get("test", [])), default=None)
         for name in dict.fromkeys([*SPLIT_NAMES, *spans]):
             got = spans.get(name)
-            if not got:
-                continue
-            if name == "train" and scheme == "purged_kfold" and test_from is not None:
-                sides = [[s for s in got if s[1] < test_from], [s for s in got if s[1] >= test_from]]
-                cuts.append("train " + " and ".join(dates(side) for side in sides if side))
-            else:
+            if name == "train" and after:
+                cuts.append("train " + " and ".join(dates(side) for side in (got, after) if side))
+            elif got:
                 cuts.append(f"{SPLIT_NAMES.get(name, name)} {dates(got)}")
     return f"{split.get('mode', '—')}" + (f": {', '.join(cuts)}" if cuts else "") + f"; embargo {split.get('embargo_rows', 0)} rows"
 
