@@ -14,6 +14,7 @@ from hftraining.eval.backtest import backtest_forecasts, infer_periods_per_year
 from hftraining.eval.forecasts import Forecasts
 
 YAHOO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "yahoo"
+needs_yahoo = pytest.mark.skipif(not (YAHOO / "CAVA.csv").exists(), reason=f"the Yahoo files are not in {YAHOO}")
 COST = (5.0 + 2.0) / 1e4  # the defaults: backtest_cost_bps + backtest_slippage_bps
 
 
@@ -201,6 +202,7 @@ def _reference(R, S, rule, long_only=False, k=2, gross=1.0, every=1, cost=COST):
     return np.array(net), np.array(turn), hits, taken
 
 
+@needs_yahoo
 @pytest.mark.parametrize("rule,long_only,every", [("sign", False, 1), ("sign", True, 1), ("sign", False, 5),
                                                   ("topk", False, 1), ("topk", True, 1), ("topk", False, 5)])
 @pytest.mark.parametrize("signal", ["step1", "mean"])
@@ -232,6 +234,7 @@ def test_the_backtest_of_the_yahoo_files_is_the_readmes_book(rule, long_only, ev
                                rtol=0, atol=1e-13)
 
 
+@needs_yahoo
 @pytest.mark.parametrize("portfolio,every", [("per_symbol", 1), ("per_symbol", 5), ("topk", 1), ("topk", 5)])
 def test_forecasts_that_are_not_finite_take_no_position_and_are_counted(portfolio, every):
     """A model whose forecasts overflow (±inf) or are NaN in some windows had them dropped from the book
@@ -257,6 +260,7 @@ def test_forecasts_that_are_not_finite_take_no_position_and_are_counted(portfoli
     np.testing.assert_allclose(res["curves"]["model"][1], net, rtol=0, atol=1e-13)  # as no forecast
 
 
+@needs_yahoo
 def test_tied_forecasts_and_a_single_symbol_on_the_yahoo_files():
     """Forecasts all equal on every date: the per-symbol sign book is long every symbol with a row (the
     equal-weight universe, less its costs), the top-k book ranks nothing and holds nothing. One symbol
