@@ -511,11 +511,6 @@ class Collector:
         self.skipped: dict[str, str] = {}
         self.stamps: dict[str, tuple[str, Any]] = {}  # symbol: (file, stamp runs of daily bars or phases of intraday ones)
 
-    def skip(self, u: Unit, why: str) -> None:
-        """A unit with too few rows in all, known by its error only: skipped and named, not fatal
-        (:func:`read_unit` gives such a unit's report, which :meth:`add` takes with its rows)."""
-        self.skipped[u.symbol or io.symbol_of(Path(u.path))] = why
-
     def add(self, u: Unit, symbols: list[str], report: dict[str, Any]) -> None:
         """A unit's symbols and report (status ``skipped``: a unit with too few rows in all, listed with its
         rows and under ``too_few_rows``, :func:`read_unit`)."""

@@ -81,7 +81,7 @@ from hftraining.data.features import EmptyVolume, feature_columns, panel_specs, 
 from hftraining.data.rows import Rows, SymbolRows, fill_panel_features, symbol_rows
 from hftraining.data.sources import Collector, Unit, input_files, read_unit, units
 from hftraining.data.rows import RowsNeeded
-from hftraining.data.validate import TooFewRows, check_policy, first_volume
+from hftraining.data.validate import check_policy, first_volume
 
 log = logging.getLogger(__name__)
 
@@ -493,22 +493,20 @@ def store_key(us: list[Unit], d: DataConfig, needed: RowsNeeded) -> str:
 
 
 def _job(unit: Unit, d: DataConfig, needed: RowsNeeded, worker: bool = False):
-    """Read, validate and compute one unit → (unit, {symbol: arrays or None}, report, too-few-rows error,
-    {symbol: its first row with volume, :func:`~hftraining.data.validate.first_volume`}, the warnings
-    logged meanwhile (dates read one of two ways, ...): kept in the entry, so each run it serves says them).
-    ``worker``: run in a build worker, whose parent logs them (:func:`_results`)."""
+    """Read, validate and compute one unit → (unit, {symbol: arrays or None}, report (a unit with too few
+    rows in all: status ``skipped``, no symbol), {symbol: its first row with volume,
+    :func:`~hftraining.data.validate.first_volume`}, the warnings logged meanwhile (dates read one of two
+    ways, ...): kept in the entry, so each run it serves says them). ``worker``: run in a build worker,
+    whose parent logs them (:func:`_results`)."""
     with _saying(shown=not worker) as said:
-        try:
-            frames, report = read_unit(unit, d, needed)
-        except TooFewRows as e:
-            return unit, {}, None, str(e), {}, said
+        frames, report = read_unit(unit, d, needed)
         got, firsts = {}, {}
         for sym, frame in frames.items():
             # panel features: after every symbol
             r = symbol_rows(frame, symbol_specs(d.features), sym, needed.usable, tz=d.timezone)
             got[sym] = None if r is None else dataclasses.astuple(r)
             firsts[sym] = first_volume(frame)
-        return unit, got, report, None, firsts, said
+        return unit, got, report, firsts, said
 
 
 def _results(us: list[Unit], d: DataConfig, needed: RowsNeeded) -> Iterator[tuple]:
@@ -619,12 +617,9 @@ def _build(d: DataConfig, us: list[Unit], needed: RowsNeeded, folder: Path | Non
     firsts: dict[str, int | None] = {}
     said: list[list[str]] = []
     try:
-        for unit, got, report, too_few, volume_from, warned in _results(us, d, needed):
+        for unit, got, report, volume_from, warned in _results(us, d, needed):
             firsts.update(volume_from)
             said += warned
-            if too_few is not None:
-                col.skip(unit, too_few)
-                continue
             col.add(unit, list(got), report)
             for sym, arrays in got.items():
                 if arrays is None:
