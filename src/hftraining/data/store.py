@@ -76,6 +76,7 @@ import talib
 import hftraining
 from hftraining.core.config import DataConfig
 from hftraining.core.errors import ConfigError, DataError, WriteError, io_cause
+from hftraining.core.logs import handlers_reached, keeps_only
 from hftraining.core.jsonio import dumps as json_dumps, write_json
 from hftraining.data.features import EmptyVolume, feature_columns, panel_specs, symbol_specs
 from hftraining.data.rows import Rows, SymbolRows, fill_panel_features, symbol_rows
@@ -243,17 +244,8 @@ class _Said(logging.Handler):
         """Whether this handler is the one to show a record of logger ``name``: no handler that is not a keeper
         reaches it (as ``Logger.callHandlers`` walks) and this is the first keeper that does (once, whatever
         the threads keeping records)."""
-        keepers: list[logging.Handler] = []
-        c: logging.Logger | None = logging.getLogger(name)
-        while c is not None:
-            for h in c.handlers:
-                if not getattr(h, "_hft_keeps", False):
-                    return False
-                keepers.append(h)
-            if not c.propagate:
-                break
-            c = c.parent
-        return bool(keepers) and keepers[0] is self
+        reached = handlers_reached(name)
+        return bool(reached) and all(keeps_only(h) for h in reached) and reached[0] is self
 
 
 @contextmanager

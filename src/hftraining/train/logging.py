@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 from hftraining.core.config import Config
 from hftraining.core.errors import UserError
+from hftraining.core.logs import handlers_reached, keeps_only
 from hftraining.train.tracking import Tracker, build_trackers
 
 log = logging.getLogger("hftraining")
@@ -53,15 +54,8 @@ class _RunFileHandler(logging.FileHandler):
 
 def _other_handler(name: str, held: logging.Handler) -> bool:
     """Whether a record of logger ``name`` reaches a handler besides ``held`` (as ``Logger.callHandlers`` walks)."""
-    c: logging.Logger | None = logging.getLogger(name)
-    while c is not None:
-        # a handler that only keeps records (the feature store's, for its entry) shows nothing either
-        if any(h is not held and not getattr(h, "_hft_keeps", False) for h in c.handlers):
-            return True
-        if not c.propagate:
-            return False
-        c = c.parent
-    return False
+    # a handler that only keeps records (the feature store's, for its entry) shows nothing either
+    return any(h is not held and not keeps_only(h) for h in handlers_reached(name))
 
 
 _held: _Held | None = None
