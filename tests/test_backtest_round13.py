@@ -49,6 +49,7 @@ def _clock(start, n, freq="1h"):
     ("2024-01-06 18:00", 5 * 1440, "1min"),  # 5 days of minute bars from Saturday evening
     ("2024-01-07 08:00", 96, "1h"),  # Sunday 08:00 UTC: two hours of the weekend
     ("2024-01-01 13:00", 5 * 24 + 1, "1h"),  # Monday 13:00 to Saturday 13:00: ends inside the weekend
+    ("2024-01-07 09:30", 96, "1h"),  # a bar at Sunday 09:30 UTC, half a step before the window closes
 ])
 def test_bars_around_the_clock_through_a_weekend_annualise_on_365_days(start, n, freq):
     """A test split of hourly or minute crypto bars shorter than 6 days (evaluation.max_test_windows =
@@ -77,7 +78,7 @@ def test_bars_around_the_clock_that_hold_no_weekend_say_their_days_per_year_are_
     res = backtest_forecasts(_forecasts(stamps, R, np.ones((96, 2, 1))), _ev())
     s = res["settings"]
     assert s["periods_per_year"] == 24 * 252
-    assert "no whole weekend" in s["warning"] and "evaluation.periods_per_year (e.g. 8760)" in s["warning"]
+    assert "less than one bar step of a weekend" in s["warning"] and "evaluation.periods_per_year (e.g. 8760)" in s["warning"]
     set_ = backtest_forecasts(_forecasts(stamps, R, np.ones((96, 2, 1))), _ev("periods_per_year=8760"))["settings"]
     assert set_["periods_per_year"] == 8760 and "warning" not in set_
 

@@ -74,7 +74,7 @@ def weekend_share(t: np.ndarray, step: float) -> float | None:
     """Of (T,) sorted int64 ns timestamps ``t`` of bars ``step`` ns apart around the clock: the share of the
     bar steps that hold a bar in the ``WEEKEND_WINDOW`` windows (Saturday 12:00 to Sunday 10:00 UTC) that
     the bars reach, each cut to the bars' first to last step (a split that starts or ends inside a weekend
-    holds that part of it), or None when they reach less than one step of any. A market closed at weekends
+    holds that part of it), or None when they reach less than one step of any and hold no bar in it. A market closed at weekends
     in any time zone has no bar there (0); one open every day (crypto) fills them (1, less its missing
     bars). It settles bars of fewer than 6 days, which :func:`trades_at_weekends` cannot (a weekday market
     holds every weekday then)."""
@@ -86,10 +86,10 @@ def weekend_share(t: np.ndarray, step: float) -> float | None:
     opens = np.arange(first, end, week, dtype=np.int64)  # the windows that open before the last bar's step ends
     lo_cut, hi_cut = np.maximum(opens, start), np.minimum(opens + (hi - lo), end)
     steps = float((hi_cut - lo_cut).sum()) / step
-    if steps < 1:
+    held = int((np.searchsorted(t, hi_cut, side="left") - np.searchsorted(t, lo_cut, side="left")).sum())
+    if steps < 1 and not held:  # a bar inside a window settles it, even in less than one step of it
         return None
-    held = np.searchsorted(t, hi_cut, side="left") - np.searchsorted(t, lo_cut, side="left")
-    return min(float(held.sum()) / steps, 1.0)
+    return min(held / steps, 1.0)
 
 
 def trading_days(session_starts: np.ndarray, session_lasts: np.ndarray) -> np.ndarray:
@@ -201,7 +201,7 @@ def infer_periods_per_year(dates: np.ndarray, warnings: list[str] | None = None)
                     year_days, held = 365.0, f"{held} (bars through a weekend)"
                 elif share is None and warnings is not None:
                     warnings.append(f"periods per year of bars around the clock over {(u[-1] - u[0]) / 86_400e9:.1f} days "
-                                    f"that hold no whole weekend (Saturday 12:00 to Sunday 10:00 UTC): {per_day:g} bars a "
+                                    f"that reach less than one bar step of a weekend (Saturday 12:00 to Sunday 10:00 UTC): {per_day:g} bars a "
                                     f"day × 252 days, as a market closed at weekends (FX); one open every day (crypto) "
                                     f"trades 365: set evaluation.periods_per_year (e.g. {per_day * 365:g})")
             return per_day * year_days, f"intraday around the clock: {per_day:g} bars of {bar} per day × {year_days:g} days{held}"
