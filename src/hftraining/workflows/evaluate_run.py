@@ -25,6 +25,7 @@ from hftraining.core.config import (
     validate,
 )
 from hftraining.core.errors import ConfigError, DataError
+from hftraining.core.jsonio import read_json
 from hftraining.data.io import sample_data_dir
 from hftraining.data.pipeline import Preprocessing, apply
 from hftraining.data.windows import WindowSet
@@ -32,6 +33,7 @@ from hftraining.eval import metrics as M
 from hftraining.eval.backtest import backtest_forecasts, topk_holds_nothing_text
 from hftraining.eval.forecasts import FITTED_BASELINES, Forecasts, collect_forecasts, score
 from hftraining.eval.intervals import forecast_intervals, interval_report, outcome_times
+from hftraining.eval.model_card import CARD_NAME, NOT_EVALUATED, card_meta
 from hftraining.inference.ensemble import check_shared_preprocessing, ensemble_evaluation, read_ensemble_meta
 from hftraining.inference.folders import (
     ENSEMBLE_NAME,
@@ -43,6 +45,7 @@ from hftraining.inference.folders import (
 )
 from hftraining.inference.forecaster import Forecaster
 from hftraining.models import ForecastModel, folder, load_preprocessing
+from hftraining.models.folder import INTERVALS_FILE
 from hftraining.models.predict import class_threshold
 from hftraining.train.runner import EVALUATIONS_DIR  # a fresh run in the folder removes it with the rest
 
@@ -157,9 +160,66 @@ IN_SAMPLE = {
 """What the verdict of a split other than test adds: its significance is not out of sample."""
 
 
+def run_scores(path) -> dict[str, Any] | None:
+    """The eval.json training wrote into the run folder of ``path`` (the test split scored), or None: a bare
+    model or ensemble folder, or a run not scored. One that cannot be read is a DataError naming it."""
+    run = run_folder(path)
+    if run is None or not (run / "eval.json").exists():
+        return None
+    try:
+        scored = read_json(run / "eval.json")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"{run / 'eval.json'}: cannot read ({getattr(e, 'strerror', None) or e}); restore it, or "
+                        "copy final/ out to evaluate it as a model folder") from None
+    if not isinstance(scored, dict):
+        raise DataError(f"{run / 'eval.json'}: expected a JSON object, got {type(scored).__name__}")
+    return scored
+
+
+def _unscored(run: Path) -> bool:
+    """Whether the run folder ``run`` was stopped after its model was saved and before its test split was scored:
+    its model card still says the evaluation has not run (:data:`~hftraining.eval.model_card.NOT_EVALUATED`)."""
+    card = run / "final" / CARD_NAME
+    meta = card_meta(card)
+    if meta is None or meta.get("evaluated") is not False or (run / "eval.json").exists():
+        return False
+    try:
+        return NOT_EVALUATED in card.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def check_scored_run(path) -> None:
+    """A DataError naming the missing file when the run folder of ``path`` lacks what its own evaluation scored:
+    a fitted baseline its eval.json judges the model against (``<run>/baselines/<name>/``), or the conformal
+    intervals it scored (``final/intervals.json``); or when the run was stopped before its test split was scored,
+    so its fitted baselines were never saved. Scored without them, the verdict would be judged against the naive
+    baselines alone (naming a weaker strongest baseline than the run's own) or the intervals left out, silently."""
+    run, root = run_folder(path), baselines_dir(path)
+    if run is None or root is None:
+        return
+    scored = run_scores(path)
+    stopped = scored is None and _unscored(run)
+    named = FITTED_BASELINES if stopped else [n for n in FITTED_BASELINES if n in ((scored or {}).get("baselines") or {})]
+    for name in named:
+        if not (root / name).is_dir():
+            why = (f"the run was stopped before its test split was scored ({run / 'final' / CARD_NAME}: not evaluated), "
+                   "so the fitted baselines its verdict is judged against were never saved; finish it with "
+                   "`hftraining train --resume`" if stopped else
+                   f"{run / 'eval.json'} judges the model against fitted:{name}, scored again from there; restore it")
+            raise DataError(f"{root / name}: missing: {why}, or copy final/ out to evaluate it as a bare model folder "
+                            "against the naive baselines alone")
+    cal = run / "final" / INTERVALS_FILE
+    if scored is not None and scored.get("intervals") and not cal.exists():
+        raise DataError(f"{cal}: missing: {run / 'eval.json'} scores the model's conformal intervals, calibrated on the "
+                        "validation split and saved there; restore it, or copy final/ out to evaluate it as a model "
+                        "folder without intervals")
+
+
 def fitted_baselines(path) -> dict[str, ForecastModel]:
     """The fitted baselines saved with the run of ``path`` (``<run>/baselines/<name>/``, or an ensemble's
-    copy of its members'); {} for a bare model folder, whose evaluation then has the naive baselines only."""
+    copy of its members'); {} for a bare model folder, whose evaluation then has the naive baselines only
+    (a run missing one of its own: :func:`check_scored_run`)."""
     root = baselines_dir(path)
     if root is None or not root.is_dir():
         return {}
@@ -180,6 +240,7 @@ def evaluate_model_dir(path, data=None, split: str = "test",
     ``--set evaluation.*`` applied (:func:`evaluation_config`); default: the run's. A split that
     ``max_test_windows`` cuts is said as eval.json says it: ``windows_scored`` of ``windows_in_split``."""
     ev = ev if ev is not None else evaluation_config(path)
+    check_scored_run(path)  # before the data are read
     changes: list[str] = []
     dropped: list[str] = []
     f, whole = load_for_eval(path, data, split, changes, dropped)

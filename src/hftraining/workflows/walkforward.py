@@ -87,8 +87,11 @@ def prepare_fold(cfg: Config, source: PanelRows | dict, k: int, n_folds: int, sc
     ``before_test``: folds of the rows before the data's own test split only (tune)."""
     data = prepare(cfg.data, source, fold=Fold(k, n_folds, scheme, before_test))
     if scheme == "purged_kfold" and len(data.val) and len(data.train):
-        # the training windows after the test block join those before it (same row arrays)
-        data = dataclasses.replace(data, train=data.train.join(data.val), val=data.val.subset(slice(0, 0)))
+        # the training windows after the test block join those before it (same row arrays); the report's window
+        # counts (data_report.json, the run's report and model card) are those the fold trains and validates on
+        train, val = data.train.join(data.val), data.val.subset(slice(0, 0))
+        windows = {**data.report.get("windows", {}), "train": len(train), "val": len(val)}
+        data = dataclasses.replace(data, train=train, val=val, report={**data.report, "windows": windows})
     return data
 
 
