@@ -29,8 +29,9 @@ def decompose(x: torch.Tensor, kernel: int) -> tuple[torch.Tensor, torch.Tensor]
     shorten the series by one step and break its linear layers)."""
     front, back = (kernel - 1) // 2, kernel // 2
     padded = torch.cat([x[..., :1].expand(*x.shape[:-1], front), x, x[..., -1:].expand(*x.shape[:-1], back)], dim=-1)
-    n, c, _ = padded.shape
-    trend = F.avg_pool1d(padded.reshape(n * c, 1, -1), kernel, stride=1).view(n, c, -1)  # (N, C, L)
+    n, c, L = x.shape
+    # lengths spelled out, not -1: a batch of no windows has no size to infer them from
+    trend = F.avg_pool1d(padded.reshape(n * c, 1, L + kernel - 1), kernel, stride=1).view(n, c, L)  # (N, C, L)
     return x - trend, trend
 
 

@@ -366,6 +366,16 @@ def read_calibration(folder: str | Path, horizon: int, quantile_levels: list[flo
     if not (isinstance(levels, list) and levels and all(
             isinstance(q, (int, float)) and not isinstance(q, bool) and 0 < q < 1 for q in levels)):
         raise DataError(f"{path}: levels must be numbers in (0, 1), got {shown(raw['levels'])}")
+    # each level is served as the columns lower_<pct>/upper_<pct>: two levels that print alike (listed
+    # twice, or 0.9 and 0.9000001) would share them, one level's bounds silently overwriting the other's
+    # (evaluation.intervals refuses the same in a config)
+    seen: dict[str, float] = {}
+    for q in levels:
+        pct = f"{q * 100:g}"
+        if pct in seen:
+            raise DataError(f"{path}: levels {shown(seen[pct])} and {shown(q)} would share the forecast columns "
+                            f"lower_{pct}/upper_{pct}; keep one")
+        seen[pct] = q
 
     def table(key: str, rows: int, cols: int, low: float = 0.0) -> None:
         v = raw.get(key)

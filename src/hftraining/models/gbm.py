@@ -11,6 +11,7 @@ the CPU inside the one batched forward; there is no ONNX graph for it (export sa
 
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -61,9 +62,12 @@ def check_booster_text(text: str, width: int) -> None:
     """Raise ValueError (naming what is wrong) unless ``text`` is a LightGBM text model of one
     regression tree per iteration over ``width`` inputs whose trees are whole: ``tree_sizes`` match
     the tree blocks, every array has the length ``num_leaves`` gives, every child and feature index
-    is in range, every number parses. LightGBM's own parser ends the whole process (a C++ fatal
-    error, SIGABRT) on a malformed tree instead of raising, so a model folder's booster is read
-    here first: a damaged or hostile folder is then a one-line error like any other."""
+    is in range, every number parses, every leaf value is finite. LightGBM's own parser ends the whole
+    process (a C++ fatal error, SIGABRT) on a malformed tree instead of raising, so a model folder's
+    booster is read here first: a damaged or hostile folder is then a one-line error like any other.
+    A leaf value is what a forecast adds up: a NaN or an infinity there (which LightGBM parses) made
+    every window reaching that leaf forecast NaN or ±inf, where any other model's folder with such a
+    weight is refused (:func:`hftraining.models.folder.load_weights`)."""
     start, end = text.find("\nTree="), text.find("\nend of trees")
     if start < 0 or end < start:
         raise ValueError("no trees (or no 'end of trees')")
@@ -91,6 +95,8 @@ def check_booster_text(text: str, width: int) -> None:
         for key, values in arrays.items():
             if len(values) != want[key] or (key in _INTS and any(v != int(v) for v in values)):
                 raise ValueError(f"tree {k}: {key} has {len(values)} values, num_leaves={n} needs {want[key]}")
+        if not all(math.isfinite(v) for v in arrays["leaf_value"]):
+            raise ValueError(f"tree {k}: leaf_value holds NaN or infinite values")
         if n > 1 and (any(key not in arrays for key in _INTERNAL[:6])
                       or any(not -n <= c <= n - 2 for c in arrays["left_child"] + arrays["right_child"])
                       or any(not 0 <= j < width for j in arrays["split_feature"])):

@@ -274,7 +274,7 @@ class PatchTST(ForecastModel):
         if pad is not None:
             pad = pad.repeat_interleave(c, dim=0)  # (B·C, P), same order as z
         h = self.encoder(z, pad, checkpointing=self.gradient_checkpointing)  # (B·C, P, d)
-        y = self.head(self.head_dropout(h.reshape(b, -1)))  # (B, H)
+        y = self.head(self.head_dropout(h.reshape(b, self.head.in_features)))  # (B, H); a batch of no windows too
         if past is not None:
             y = y * scale[:, :, -1] + loc[:, :, -1]  # back to the target's units
         return ForecastOutput(prediction=y)
