@@ -157,6 +157,11 @@ EXCLUDED = {
     "friendlysam": "needs a closure that re-runs forward and backward",
     "lbfgs": "needs a closure that re-runs forward and backward",
     "alig": "needs a closure that returns the loss",
+    # given no closure they read the loss as 0 at every step, a loss without a trend: their loss-driven scaling
+    # (and shadow weights) never acted, and nothing said so
+    **dict.fromkeys(("emonavi", "emofact", "emolynx"),
+                    "scales its steps by the trend of the loss, read from a closure that returns the loss, which "
+                    "the trainer's step() does not pass (without one that scaling never acts)"),
     "lomo": "fuses the update into backward; not a step() optimizer",
     "adalomo": "fuses the update into backward; not a step() optimizer",
     "lookahead": "a wrapper of another optimizer, not an optimizer",

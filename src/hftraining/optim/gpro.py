@@ -42,7 +42,8 @@ DEFAULT_RHO = {"rms": 1.0, "frobenius": 0.5}
 class GPro(torch.optim.Optimizer):
     """Adam with a per-tensor cap on the update's RMS (or Frobenius norm); decoupled weight decay.
 
-    ``rho=None`` takes the projection's default (1.0 for ``rms``, 0.5 for ``frobenius``).
+    ``rho=None`` takes the projection's default (1.0 for ``rms``, 0.5 for ``frobenius``); ``rho=inf`` caps
+    nothing (Adam with decoupled weight decay), on every implementation.
     ``implementation``: ``auto``, ``numba``, ``fused`` or ``foreach`` (module docstring). The numba
     and fused paths keep a scratch buffer for u that is not part of the checkpointed state.
     """
@@ -145,7 +146,10 @@ class GPro(torch.optim.Optimizer):
         norms = torch._foreach_norm(updates, 2, dtype=dtype)
         if group["projection"] == "rms":  # scalars, not a host tensor copied over: no synchronisation
             norms = torch._foreach_div(norms, [math.sqrt(u.numel()) for u in updates])
-        return group["rho"] / torch.stack(norms).clamp_min(group["rho"])  # (n,)
+        # A cap beyond the dtype's range (rho: .inf, no projection, as the numba kernel takes it) caps nothing:
+        # taken as the largest finite value, not inf/inf = NaN in every weight or clamp_min's overflow error.
+        rho = min(group["rho"], torch.finfo(dtype).max)
+        return rho / torch.stack(norms).clamp_min(rho)  # (n,)
 
     def _apply(self, group: dict[str, Any], params: list[torch.Tensor], updates: list[torch.Tensor], lr_sign: float,
                found_inf: torch.Tensor | None = None) -> None:

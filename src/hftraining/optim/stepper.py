@@ -124,7 +124,13 @@ class TrainOptimizer:
     def eval(self, keep_train_weights: bool = True) -> None:
         """Evaluation weights in the model (schedule-free averaging; a no-op for other optimizers).
         ``keep_train_weights``: set the training weights aside for :meth:`train` (a copy of the
-        parameters while evaluating); False when training is over."""
+        parameters while evaluating); False when training is over.
+
+        Before any update was applied (every step so far skipped: fp16's scaler finding its scale, a NaN
+        batch) there is nothing averaged yet and the evaluation weights are the training weights: SPlus's
+        switch read its average from a state it did not have yet (a KeyError)."""
+        if not self.optimizer.state:
+            return
         if keep_train_weights and self._train_weights is None and _has_eval_weights(self.optimizer):
             self._train_weights = [p.detach().clone() for p in _params(self.optimizer)]
         set_train_mode(self.optimizer, False)
