@@ -336,17 +336,7 @@ class Forecaster:
             see = "" if unit == "positions" else "; `hftraining data check` lists every row"
             for kind, rules in (("dropped", rep["rules"]), ("repaired", {r: rep["rules"][r] for r in VALUE_RULES
                                                                          if r in rep["rules"]})):
-                parts, total = [], 0
-                for rule, e in rules.items():
-                    if not e[kind]:
-                        continue
-                    total += e[kind]
-                    if sum(bool(e[k]) for k in ("dropped", "repaired", "flagged")) > 1:  # its rows mix the kinds
-                        parts.append(f"{rule}: {e[kind]} row(s)")
-                        continue
-                    shown = e["rows"][:MAX_ROWS_LISTED]
-                    more = ", ..." if e[kind] > len(shown) else ""
-                    parts.append(f"{rule}: {unit if len(shown) > 1 or more else unit[:-1]} {', '.join(map(str, shown))}{more}")
+                parts, total = Forecaster._rule_rows(rules, kind, unit)
                 if not parts:
                     continue
                 if kind == "dropped":
@@ -359,6 +349,38 @@ class Forecaster:
                                f"(data.invalid_values=ffill, as the model was trained: {'; '.join(parts)}): the "
                                f"{'windows read' if scored else 'forecast reads'} the filled values{see}")
         return out
+
+    @staticmethod
+    def _rule_rows(rules: dict[str, dict[str, Any]], kind: str, unit: str) -> tuple[list[str], int]:
+        """(one part per rule of ``rules`` that ``kind`` (dropped, repaired) rows: the rule and its rows
+        in ``unit`` (lines, rows, positions), their count) for :meth:`dropped_rows` and :meth:`check_usable_rows`."""
+        parts, total = [], 0
+        for rule, e in rules.items():
+            if not e[kind]:
+                continue
+            total += e[kind]
+            if sum(bool(e[k]) for k in ("dropped", "repaired", "flagged")) > 1:  # its rows mix the kinds
+                parts.append(f"{rule}: {e[kind]} row(s)")
+                continue
+            shown = e["rows"][:MAX_ROWS_LISTED]
+            more = ", ..." if e[kind] > len(shown) else ""
+            parts.append(f"{rule}: {unit if len(shown) > 1 or more else unit[:-1]} {', '.join(map(str, shown))}{more}")
+        return parts, total
+
+    def check_usable_rows(self, frames: dict[str, pd.DataFrame], reports: list[dict[str, Any]]) -> None:
+        """A symbol's frame left with fewer than :meth:`min_rows` rows once validation dropped some is a
+        DataError that says which rules dropped which of them (0-based positions), as a file's too-short
+        symbol says why: "0 usable rows" of a frame (a request) of 120 rows whose timestamps could not be
+        read said nothing of the rows sent."""
+        need = RowsNeeded.of(self.preprocessing.data_config(), targets=False)
+        for sym, frame in frames.items():
+            rep = next((r for r in reports if r["file"] == sym and r["row_numbers"] == "position"), None)
+            if len(frame) >= need.rows or rep is None or not rep["rows_dropped"]:
+                continue
+            parts, _ = self._rule_rows(rep["rules"], "dropped", "positions")
+            raise DataError(f"{sym}: {len(frame)} usable rows of the {rep['rows_in']} given, the model needs {need.rows} "
+                            f"({need.why}): {rep['rows_dropped']} row(s) dropped by the validation rules the model was "
+                            f"trained with ({'; '.join(parts)})")
 
     # ------------------------------------------------------------------ windows and forecasts
     def windows(self, data=None, split: str = "test", changes: list[str] | None = None) -> WindowSet:
@@ -540,6 +562,7 @@ class Forecaster:
         for rep in reports:  # a symbol sent is forecast, or the answer is an error naming it
             for sym, why in rep.get("skipped_symbols", {}).items():
                 raise DataError(f"{rep['file']}: symbol {sym}: {why}: it cannot be forecast")
+        self.check_usable_rows(frames, reports)
         spacing: list[str] = []  # bars spaced unlike training's: the server's answer says it, not only its log
         ws = self.latest_windows(frames, None if warnings is None else spacing)
         table = self.forecast_table(ws, self.outputs(ws))

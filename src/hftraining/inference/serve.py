@@ -40,7 +40,7 @@ import tempfile
 import threading
 import weakref
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, time, timezone
 from pathlib import Path
 from typing import Annotated, Any, Optional, Union
 
@@ -50,6 +50,7 @@ import pandas as pd
 from hftraining.core.config import ServeConfig
 from hftraining.core.errors import DataError, UserError
 from hftraining.core.jsonio import json_safe, read_jsonl
+from hftraining.data.io import symbol_of
 from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble, run_folder
 from hftraining.inference.forecaster import Forecaster, bound_columns, iso_as_of
 from hftraining.inference.serve_asgi import AccessLog, ApiKey, BodyLimit
@@ -209,13 +210,34 @@ def _frames(bars_by_symbol: dict[str, list], min_rows: int) -> dict[str, pd.Data
             # read as UTC either way; stamps all without an offset stay zone-less, so that under a data.timezone
             # other than UTC intraday ones are named in "warnings" as a file's are (they may be local times)
             naive = all(t.tzinfo is None for t in ts)
+            if not naive:
+                _one_zone(sym, ts)
             cols["timestamp"] = pd.to_datetime(ts) if naive else pd.to_datetime(ts, utc=True)
         elif all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in ts):
             cols["timestamp"] = np.asarray(ts, dtype=np.float64)
-        else:
-            raise UserError(f"symbols.{sym}: timestamps mix text and numbers")
+        else:  # the first row whose kind is not the first row's: a request of 10,000 rows names the one to fix
+            number = [isinstance(t, (int, float)) and not isinstance(t, bool) for t in ts]
+            odd = next(i for i, n in enumerate(number) if n != number[0])
+            raise UserError(f"symbols.{sym}[{odd}].timestamp: {'a number' if number[odd] else 'a date or time'}, but "
+                            f"symbols.{sym}[0].timestamp is {'a number' if number[0] else 'a date or time'}: timestamps "
+                            "mix text and numbers; send them all one way")
         frames[sym] = pd.DataFrame(cols)
     return frames
+
+
+def _one_zone(sym: str, ts: list[datetime]) -> None:
+    """A UserError naming the first stamp of ``ts`` (a request's symbol ``sym``) with a time of day but no
+    zone or UTC offset when another has one, as a file or frame of such stamps is refused
+    (:func:`hftraining.data.io.one_zone_rule`): taken as UTC, a local 09:30 beside New York offsets lands
+    five hours before its neighbours. A stamp at midnight without one is a date (``2024-01-02``), as there."""
+    bare = next((i for i, t in enumerate(ts) if t.tzinfo is None and t.time() != time(0)), None)
+    if bare is None:
+        return
+    zoned = next(i for i, t in enumerate(ts) if t.tzinfo is not None)
+    raise UserError(f"symbols.{sym}[{bare}].timestamp: {ts[bare].isoformat()} has no zone or UTC offset, but "
+                    f"symbols.{sym}[{zoned}].timestamp {ts[zoned].isoformat()} has one: stamps that mix them cannot be "
+                    "read one way (one without would be taken as UTC): send every timestamp with its offset, or all "
+                    "of them in UTC")
 
 
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
@@ -230,6 +252,20 @@ def numeric_text(v: Any) -> Any:
         text = v.strip()
         return int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
     return v
+
+
+PACKED = ((b"\x1f\x8b", "gzip-compressed data"), (b"BZh", "bzip2-compressed data"),
+          (b"\x28\xb5\x2f\xfd", "zstd-compressed data"), (b"PAR1", "a Parquet file"))
+"""The first bytes of an upload that is not CSV text but a file the readers read under another name: the
+reader's advice (``name it .csv.gz``) does not help an upload, which is always read as CSV text, and
+its lines could not be counted against ``serve.max_rows`` before it is unpacked."""
+
+
+def _check_upload(data: bytes, shown: str) -> None:
+    """A UserError naming the upload ``shown`` when ``data`` is compressed or Parquet (:data:`PACKED`)."""
+    what = next((what for magic, what in PACKED if data.startswith(magic)), None)
+    if what is not None:
+        raise UserError(f"{shown}: {what}: /predict/csv reads CSV text; upload it as uncompressed CSV")
 
 
 def _csv_rows(data: bytes) -> int:
@@ -262,7 +298,8 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
 
         model_config = ConfigDict(extra="forbid")
         timestamp: Annotated[Union[datetime, StrictInt, Price], BeforeValidator(numeric_text)] = Field(  # NaN/Inf: a 422, as a price's
-            description="ISO 8601 (UTC when no offset), or a number (also as text) read as a CSV file's: Unix epoch "
+            description="ISO 8601 (UTC when no offset; stamps at a time of day with and without one in a symbol's rows are "
+                        "a 422, as in a file), or a number (also as text) read as a CSV file's: Unix epoch "
                         "seconds, milliseconds above 1e11, YYYYMMDD dates when most rows are")
         open: Optional[Price] = None
         high: Optional[Price] = None
@@ -448,10 +485,12 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
     @app.post("/predict/csv", response_model=PredictResponse)
     async def predict_csv(file: UploadFile = File(..., description="CSV of OHLCV rows"),
                           symbol: Optional[str] = Form(None, description="symbol of a one-symbol file (one without a symbol column)")) -> dict[str, Any]:
-        name = symbol or Path(file.filename or "upload").stem
+        # the symbol of a file named AEM.csv.gz is AEM, as a data folder's file of that name (not "AEM.csv")
+        name = symbol or symbol_of(Path(file.filename or "upload"))
         if not SYMBOL.fullmatch(name):
             raise UserError(f"symbol: {name!r} is not a symbol name ({SYMBOL_RULE})")
         data = await file.read()
+        _check_upload(data, f"file {file.filename or name}")
         check_rows(_csv_rows(data))
 
         def work() -> dict[str, Any]:
