@@ -316,9 +316,8 @@ def _score(fc: Forecasts) -> dict[str, Any]:
     result["mse_vs_zero"] = M.mse_ratio(pooled["model"]["mse"], pooled["zero"]["mse"])
     result["dm"] = {name: M.dm_test(fc.pred["model"], fc.pred[name], true, dates) for name in fc.pred if name != "model"}
     result["dm_vs_zero"] = result["dm"]["zero"]
-    result["dm_vs_zero_per_step"] = [
-        M.diebold_mariano(M.per_date_mean((fc.pred["model"][:, h] - true[:, h]) ** 2, dates),
-                          M.per_date_mean((fc.pred["zero"][:, h] - true[:, h]) ** 2, dates), lag=h)
+    result["dm_vs_zero_per_step"] = [  # step h + 1 alone: its paths share h realised returns
+        M.dm_test(fc.pred["model"][:, h:h + 1], fc.pred["zero"][:, h:h + 1], true[:, h:h + 1], dates, lag=h)
         for h in range(H)
     ]
     result["per_step"] = {name: _step_metrics(p, true, dates, codes) for name, p in fc.pred.items()}

@@ -424,7 +424,8 @@ def class_scores(probs: np.ndarray, true: np.ndarray, dates: np.ndarray, thresho
     know), so a model that beats it has skill a class share alone does not give; its accuracy is the
     share of the most common class. ``dm``: the Diebold–Mariano test of the two log losses (each
     window's mean over its steps, averaged over the symbols of each date, lag H − 1; negative: the
-    model's loss is lower). A probability or label that is not finite leaves every score NaN
+    model's loss is lower; a mean difference within the float32 rounding of the probabilities is none,
+    p = 1). A probability or label that is not finite leaves every score NaN
     (``not_finite`` counts those windows): a failure to forecast, never a hit."""
     probs, true = np.asarray(probs, dtype=np.float64), np.asarray(true, dtype=np.float64)
     W, H = true.shape
@@ -453,8 +454,10 @@ def class_scores(probs: np.ndarray, true: np.ndarray, dates: np.ndarray, thresho
         log_loss_shares=float(ll_shares.mean()), brier_shares=float(((shares - onehot) ** 2).sum(axis=-1).mean()),
         accuracy_shares=float(shares.max()),
     )
+    # the head's float32 probabilities are known to their last digit: p(1 ± FORECAST_ULP) moves −log p by at
+    # most −log(1 − FORECAST_ULP) (the shares are float64 counts, exact to the losses' own rounding)
     out["dm"] = diebold_mariano(per_date_mean(ll.mean(axis=1), dates), per_date_mean(ll_shares.mean(axis=1), dates),
-                                lag=H - 1)
+                                lag=H - 1, resolution=-math.log1p(-FORECAST_ULP))
     out["dm"]["loss"] = "log loss, mean over steps and over the symbols of each date"
     return out
 
@@ -629,6 +632,13 @@ def segment_pesaran_timmermann_p(pred: np.ndarray, true: np.ndarray, codes: np.n
 # --------------------------------------------------------------------------------------------
 # Diebold–Mariano
 
+FORECAST_ULP = float(np.finfo(np.float32).eps)
+"""2⁻²³: how precisely a forecast is known, relative to its size. Models, their ONNX exports and the window
+store compute in float32, so a forecast's last float32 digit differs between devices, batch sizes and export
+paths; a loss difference that moving forecasts by that much could make is rounding, not skill."""
+LOSS_ULP = float(np.finfo(np.float64).eps)
+"""2⁻⁵²: the relative rounding of a loss held in float64 (0.1 + 0.2 and 0.3 are one loss)."""
+
 
 def newey_west_variance(d: np.ndarray, lag: int) -> float:
     """Long-run variance of the mean-zero part of ``d`` (T,) with Bartlett weights 1 − k/(lag+1).
@@ -665,7 +675,8 @@ def dm_long_run_variance(d: np.ndarray, lag: int) -> tuple[float, str]:
     return (rectangular, "rectangular") if rectangular >= bartlett else (bartlett, "bartlett")
 
 
-def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lag: int) -> dict[str, Any]:
+def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lag: int,
+                    resolution: np.ndarray | float = 0.0) -> dict[str, Any]:
     """Diebold–Mariano test of equal expected loss of forecasts a and b, with the small-sample
     correction of Harvey, Leybourne and Newbold (1997).
 
@@ -676,27 +687,40 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lag: int) -> dict[st
     DM · sqrt((T + 1 − 2H + H(H − 1)/T) / T), two-sided p-value from Student's t with T − 1 degrees
     of freedom. Negative means a has the smaller loss. A loss that is not finite (a NaN or overflowed
     forecast) leaves the test undefined: NaN statistic and p-value, the kernel saying why.
+
+    ``resolution`` ((T,) or a scalar, ≥ 0): per date, how far the rounding of the forecasts behind the
+    losses can move d (:func:`squared_error_rounding`; 0: forecasts taken as exact); the float64 rounding
+    of the losses themselves, 2⁻⁵²·(|loss_a| + |loss_b|), is added. A mean difference no larger than the
+    mean of that bound (``resolution`` in the result) is one rounding alone can make or erase, so it is no
+    difference: statistic 0, p = 1, whatever its t: the class shares as a float32 head's probabilities
+    are the float64 shares but for ~1e-8 of their log loss, the same way on every date, and read
+    p = 1e-217 ("beats the class shares").
     """
     with np.errstate(invalid="ignore"):  # inf − inf: both forecasts overflowed on a date
-        d = np.asarray(loss_a, dtype=np.float64) - np.asarray(loss_b, dtype=np.float64)
+        la, lb = np.asarray(loss_a, dtype=np.float64), np.asarray(loss_b, dtype=np.float64)
+        d = la - lb
         T, H = d.size, lag + 1
+        bound = float(np.mean(resolution + LOSS_ULP * (np.abs(la) + np.abs(lb)))) if T else float("nan")
         if T and not np.isfinite(d).all():
             return {"statistic": float("nan"), "p_value": float("nan"), "mean_diff": float(d.mean()), "n": int(T),
-                    "lag": int(lag), "kernel": "none (a loss is not finite)"}
+                    "lag": int(lag), "kernel": "none (a loss is not finite)", "resolution": bound}
     correction = (T + 1 - 2 * H + H * (H - 1) / T) / T if T else 0.0
     # H ≥ T: every pair of dates shares realised returns; the long-run variance cannot be estimated and the
     # correction, 0 at H = T and T + 1, grows again beyond (a 200-step forecast over 11 dates read p = 1.5e-35)
     if T < 2 or H >= T or correction <= 0:
         return {"statistic": float("nan"), "p_value": float("nan"), "mean_diff": float(d.mean()) if T else float("nan"),
-                "n": int(T), "lag": int(lag), "kernel": "none (too few dates)"}
+                "n": int(T), "lag": int(lag), "kernel": "none (too few dates)", "resolution": bound}
     lrv, kernel = dm_long_run_variance(d, lag)
     mean = float(d.mean())
-    if lrv <= 0:
-        stat = 0.0 if mean == 0 else math.copysign(math.inf, mean)
+    if abs(mean) <= bound:  # within rounding (0 included): no difference to test
+        stat = 0.0
+    elif lrv <= 0:
+        stat = math.copysign(math.inf, mean)
     else:
         stat = mean / math.sqrt(lrv / T) * math.sqrt(correction)
     p = float(2.0 * stats.t.sf(abs(stat), df=T - 1))
-    return {"statistic": float(stat), "p_value": p, "mean_diff": mean, "n": int(T), "lag": int(lag), "kernel": kernel}
+    return {"statistic": float(stat), "p_value": p, "mean_diff": mean, "n": int(T), "lag": int(lag), "kernel": kernel,
+            "resolution": bound}
 
 
 def per_date_mean(values: np.ndarray, dates: np.ndarray) -> np.ndarray:
@@ -709,13 +733,26 @@ def per_date_mean(values: np.ndarray, dates: np.ndarray) -> np.ndarray:
     return sums / counts
 
 
-def dm_test(pred_a: np.ndarray, pred_b: np.ndarray, true: np.ndarray, dates: np.ndarray) -> dict[str, Any]:
+def squared_error_rounding(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """(W,) per window of (W, H) forecasts ``pred``, the most that moving each forecast by its last float32
+    digit (:data:`FORECAST_ULP` of its size) can move its squared error, averaged over the H steps:
+    |(f + δ − y)² − (f − y)²| ≤ |δ|·(2|f − y| + |δ|) with |δ| ≤ FORECAST_ULP·|f|."""
+    delta = FORECAST_ULP * np.abs(pred)
+    return (delta * (2.0 * np.abs(pred - true) + delta)).mean(axis=1)
+
+
+def dm_test(pred_a: np.ndarray, pred_b: np.ndarray, true: np.ndarray, dates: np.ndarray,
+            lag: int | None = None) -> dict[str, Any]:
     """DM test on squared errors of (W, H) forecasts a vs b: the loss of a window is its mean squared
     error over the H steps, averaged over the symbols of each date, then tested at lag H − 1 (the
-    H-step paths of consecutive dates share H − 1 realised returns; see :func:`diebold_mariano`)."""
+    H-step paths of consecutive dates share H − 1 realised returns; see :func:`diebold_mariano`), or at
+    ``lag`` (one step h of an H-step forecast, passed as a (W, 1) column: h − 1). A mean difference within
+    the float32 rounding of the two forecasts (:func:`squared_error_rounding`) is no difference."""
     H = true.shape[1]
     la = per_date_mean(((pred_a - true) ** 2).mean(axis=1), dates)
     lb = per_date_mean(((pred_b - true) ** 2).mean(axis=1), dates)
-    out = diebold_mariano(la, lb, lag=H - 1)
+    with np.errstate(invalid="ignore"):  # a forecast that is not finite: the test is undefined anyway
+        res = per_date_mean(squared_error_rounding(pred_a, true) + squared_error_rounding(pred_b, true), dates)
+    out = diebold_mariano(la, lb, lag=H - 1 if lag is None else lag, resolution=res)
     out["loss"] = "squared error, mean over steps and over the symbols of each date"
     return out
