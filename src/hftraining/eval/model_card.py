@@ -22,7 +22,7 @@ import yaml
 
 from hftraining import __version__
 from hftraining.core.config import Config, ModelConfig
-from hftraining.core.errors import writing
+from hftraining.core.errors import DataError, writing
 from hftraining.core.fmt import fmt
 from hftraining.data.labels import CROSS_SECTIONAL, UNITS
 from hftraining.eval.forecasts import DIRECTION_NOTE, direction_p_text, label
@@ -30,6 +30,7 @@ from hftraining.eval.intervals import level_labels
 from hftraining.eval.report import (config_value, effective_batch, md_text, p_text, scored_text, split_text,
                                     trained_world_size)
 from hftraining.models import ForecastModel
+from hftraining.models import folder as folder_files
 
 CARD_NAME = "README.md"
 NOT_EVALUATED = "the folder was written before the test-split evaluation, which has not run"
@@ -266,8 +267,11 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
             lines += [f"On squared error: {result['mse_verdict']}.", ""]  # says nothing of the MSE tests the card lists
         lines += ["## Test metrics", ""] + _metrics_section(result)
     else:
-        lines += [f"Test metrics were not computed: {not_evaluated}. There is no verdict; "
-                  f"{_code(f'hftraining evaluate {shlex.quote(str(folder.parent))}')} scores the model beside the baselines.", ""]
+        # a run stopped before its test split was scored has no fitted baselines to judge it against: finishing it scores it
+        how = ("finishing the run (`hftraining train` again with `--resume`; a walk-forward fold: the walk-forward again "
+               "with output.overwrite=true) scores the model beside the baselines" if not_evaluated == NOT_EVALUATED else
+               f"{_code(f'hftraining evaluate {shlex.quote(str(folder.parent))}')} scores the model beside the baselines")
+        lines += [f"Test metrics were not computed: {not_evaluated}. There is no verdict; {how}.", ""]
     lines += ["## Data", ""] + _data_section(c, data_report)
     scaler = preprocessing.get("scaler") or {}
     lines += ["## Features", "",
@@ -295,9 +299,10 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
 def card_meta(path: str | Path) -> dict[str, Any] | None:
     """The front matter of the model card ``path`` (``final/README.md``) as written by :func:`model_card`,
     or None for a card that is missing or not one of ours."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+    path = Path(path)
+    try:  # as the folder's other files: a regular file inside it, bounded (a pipe or a link to /dev/zero is no card)
+        text = folder_files.read_file(path.parent, path.name, folder_files.MAX_JSON_BYTES).decode("utf-8")
+    except (DataError, UnicodeDecodeError):
         return None
     end = text.find("\n---\n", 4)
     if not text.startswith("---\n") or end < 0:

@@ -25,9 +25,9 @@ from hftraining.core.config import (
     validate,
 )
 from hftraining.core.errors import ConfigError, DataError
-from hftraining.core.jsonio import read_json
 from hftraining.data.io import sample_data_dir
 from hftraining.data.pipeline import Preprocessing, apply
+from hftraining.data.splits import Fold
 from hftraining.data.windows import WindowSet
 from hftraining.eval import metrics as M
 from hftraining.eval.backtest import backtest_forecasts, topk_holds_nothing_text
@@ -160,16 +160,24 @@ IN_SAMPLE = {
 """What the verdict of a split other than test adds: its significance is not out of sample."""
 
 
+MAX_EVAL_JSON_BYTES = 256 << 20
+"""Largest eval.json of a run that :func:`run_scores` reads. It grows with the symbols, the horizon and the
+forecasts scored (about 35 KB a symbol at horizon 24), past the 16 MiB a model folder's JSON files may have."""
+
+
 def run_scores(path) -> dict[str, Any] | None:
     """The eval.json training wrote into the run folder of ``path`` (the test split scored), or None: a bare
-    model or ensemble folder, or a run not scored. One that cannot be read is a DataError naming it."""
+    model or ensemble folder, or a run not scored. One that cannot be read is a DataError naming it. Read as
+    the run's config.json is (untrusted): a regular file inside the run folder, bounded, so a link to
+    /dev/zero or a named pipe there is refused rather than read without end."""
     run = run_folder(path)
     if run is None or not (run / "eval.json").exists():
         return None
+    data = folder.read_file(run, "eval.json", MAX_EVAL_JSON_BYTES)
     try:
-        scored = read_json(run / "eval.json")
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise DataError(f"{run / 'eval.json'}: cannot read ({getattr(e, 'strerror', None) or e}); restore it, or "
+        scored = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise DataError(f"{run / 'eval.json'}: cannot read ({e}); restore it, or "
                         "copy final/ out to evaluate it as a model folder") from None
     if not isinstance(scored, dict):
         raise DataError(f"{run / 'eval.json'}: expected a JSON object, got {type(scored).__name__}")
@@ -180,13 +188,24 @@ def _unscored(run: Path) -> bool:
     """Whether the run folder ``run`` was stopped after its model was saved and before its test split was scored:
     its model card still says the evaluation has not run (:data:`~hftraining.eval.model_card.NOT_EVALUATED`)."""
     card = run / "final" / CARD_NAME
+    try:  # as the model folder's other files: a regular file inside it, bounded (not a link to /dev/zero, a pipe)
+        text = folder.read_file(run / "final", CARD_NAME, folder.MAX_JSON_BYTES).decode("utf-8")
+    except (DataError, UnicodeDecodeError):
+        return False  # no card of ours
     meta = card_meta(card)
     if meta is None or meta.get("evaluated") is not False or (run / "eval.json").exists():
         return False
+    return NOT_EVALUATED in text
+
+
+def _fold(run: Path) -> Fold | None:
+    """The walk-forward fold the model of the run folder ``run`` was trained on (``final/preprocessing.json``),
+    or None: a run of its own, or a preprocessing.json that loading the model names as it reads it."""
     try:
-        return NOT_EVALUATED in card.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return False
+        pre = folder.read_json(run / "final", "preprocessing.json")
+        return Fold.from_dict(pre["fold"]) if isinstance(pre, dict) and "fold" in pre else None
+    except (DataError, ValueError):
+        return None
 
 
 def check_scored_run(path) -> None:
@@ -203,9 +222,13 @@ def check_scored_run(path) -> None:
     named = FITTED_BASELINES if stopped else [n for n in FITTED_BASELINES if n in ((scored or {}).get("baselines") or {})]
     for name in named:
         if not (root / name).is_dir():
+            fold = _fold(run) if stopped else None
+            # a walk-forward's folds do not resume (train --resume there reads the data without the fold's cut)
+            finish = ("finish it with `hftraining train --resume`" if fold is None else
+                      f"it is {fold}, and a walk-forward does not resume: run the walk-forward again with "
+                      "output.overwrite=true")
             why = (f"the run was stopped before its test split was scored ({run / 'final' / CARD_NAME}: not evaluated), "
-                   "so the fitted baselines its verdict is judged against were never saved; finish it with "
-                   "`hftraining train --resume`" if stopped else
+                   f"so the fitted baselines its verdict is judged against were never saved; {finish}" if stopped else
                    f"{run / 'eval.json'} judges the model against fitted:{name}, scored again from there; restore it")
             raise DataError(f"{root / name}: missing: {why}, or copy final/ out to evaluate it as a bare model folder "
                             "against the naive baselines alone")
