@@ -146,7 +146,10 @@ def compute_loss(
         fn = ic_loss if cfg.loss == "ic" else listnet_loss
         parts = {cfg.loss: fn(pred, target, groups.float())}
     if out.class_logits is not None:
-        labels = direction_labels(target * target_scale, cfg.classification_threshold)  # (B, H)
+        # in float64, as the evaluation cuts its labels (float64 label × target_scale against the threshold):
+        # in float32 the threshold and the product round, and a label within that rounding of ±threshold
+        # trained as one class and was scored as another
+        labels = direction_labels(target.double() * target_scale, cfg.classification_threshold)  # (B, H)
         parts["classification"] = F.cross_entropy(out.class_logits.float().flatten(0, 1), labels.flatten())
     if out.quantiles is not None:
         parts["quantile"] = pinball_loss(out.quantiles.float(), target, cfg.quantiles)
