@@ -275,6 +275,33 @@ def _write_checkpoint(tmp: Path, final: Path, ckpt_root: Path, model: torch.nn.M
     return final
 
 
+def copy_checkpoint(src: Path, ckpt_root: Path) -> Path:
+    """Copy checkpoint folder ``src`` into ``ckpt_root`` under its own name, as a checkpoint is written
+    (a hidden temporary folder, every file fsync'ed, then renamed into place); return the copy. A copy
+    that fails (disk full) removes what it wrote and is a :class:`WriteError`."""
+    final = ckpt_root / src.name
+    tmp = ckpt_root / f".tmp-{src.name}-{os.getpid()}"
+    try:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        shutil.copytree(src, tmp)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        if final.exists():
+            _remove(final)
+        os.rename(tmp, final)
+        _fsync_dir(ckpt_root)
+    except Exception as e:
+        if not is_io_error(e):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise WriteError(f"{final}: cannot copy checkpoint {src} ({io_cause(e)})") from None
+    return final
+
+
 def _sha256_file(path: Path) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
@@ -408,6 +435,11 @@ def set_aside_after(ckpt_root: Path, step: int) -> list[Path]:
     return [_set_aside(path, "superseded") for s, path in _step_folders(ckpt_root) if s > step]
 
 
+def in_folder(path: Path, ckpt_root: Path) -> bool:
+    """Whether checkpoint folder ``path`` lies in ``ckpt_root`` (a run's ``checkpoints/``), links resolved."""
+    return Path(path).resolve().parent == Path(ckpt_root).resolve()
+
+
 def _latest_verified(ckpt_root: Path, main: bool) -> Path | None:
     """The newest checkpoint that verifies (or cannot be verified: written before checksums)."""
     folders = _step_folders(ckpt_root)
@@ -475,7 +507,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     load_optimizer(path, optimizer)
     state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     state.pop("checksums", None)
-    restore_rng(state.pop("rng"), load_file(str(path / "rng.safetensors")), info, path)
+    restore_rng(state.pop("rng"), _load_tensors(path, "rng.safetensors"), info, path)
     scaler_state = state.pop("grad_scaler", None)
     if scaler is not None and scaler.is_enabled():
         if scaler_state:
@@ -491,7 +523,7 @@ def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
     """Load a checkpoint's optimizer state into ``optimizer`` in place, every state tensor in the
     dtype it was saved in."""
     opt_meta = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
-    saved = optimizer_state_from_flat(load_file(str(path / "optimizer.safetensors")), opt_meta)
+    saved = optimizer_state_from_flat(_load_tensors(path, "optimizer.safetensors"), opt_meta)
     optimizer.load_state_dict(saved)
     _restore_state_dtypes(optimizer, saved)
 
@@ -525,7 +557,19 @@ def _restore_state_dtypes(optimizer: torch.optim.Optimizer, saved: dict[str, Any
 
 def load_weights(folder: Path, model: torch.nn.Module) -> None:
     """Load the model weights of a checkpoint (or model) folder into ``model`` in place."""
-    model.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))
+    model.load_state_dict(_load_tensors(Path(folder), "model.safetensors"))
+
+
+def _load_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    """The tensors of safetensors file ``name`` in ``folder``. One that cannot be read (cut short, not
+    safetensors: a checkpoint written before checksums is loaded unverified) is a :class:`CheckpointError`
+    naming the file; safetensors' own message named none."""
+    try:
+        return load_file(str(folder / name))
+    except Exception as e:
+        if not is_io_error(e):
+            raise
+        raise CheckpointError(f"{folder / name}: cannot be read ({io_cause(e)})") from None
 
 
 def save_final(run_dir: Path, model: ForecastModel, preprocessing: dict[str, Any]) -> Path:

@@ -180,15 +180,24 @@ def set_aside_later_checkpoints(info: DistInfo, run_dir: Path, path: Path) -> No
     """A run resumed from a checkpoint named explicitly takes a course of its own from its step: the
     run folder's later checkpoints (of the course it left) are set aside as ``step-N.superseded``, with
     a warning, so that the next ``--resume`` continues this run (it continued the newest of them,
-    silently discarding the steps trained since). Done once the data are built, as every change to
-    the run folder."""
+    silently discarding the steps trained since). A checkpoint of another run folder sets aside every
+    checkpoint of this one: none is of the course resumed (kept, an earlier one was taken for this
+    run's, by ``--resume`` after a damaged newest checkpoint and by ``load_best_model_at_end`` when
+    its name was the best's). Done once the data are built, as every change to the run folder."""
     if info.is_main:
         step = read_json(path / ckpt.STATE_FILE)["global_step"]
-        aside = [p.name.rsplit(".", 1)[0] for p in ckpt.set_aside_after(run_dir / "checkpoints", step)]
+        foreign = not ckpt.in_folder(path, run_dir / "checkpoints")
+        aside = [p.name.rsplit(".", 1)[0] for p in ckpt.set_aside_after(run_dir / "checkpoints", -1 if foreign else step)]
         if aside:
-            log.warning("warning: resuming from %s (step %d): the run's later checkpoints (%s) are set aside as "
-                        "step-N.superseded, so that --resume continues this course of the run, not the one it left",
-                        path, step, ", ".join(aside[:3]) + (f" and {len(aside) - 3} more" if len(aside) > 3 else ""))
+            shown = ", ".join(aside[:3]) + (f" and {len(aside) - 3} more" if len(aside) > 3 else "")
+            if foreign:
+                log.warning("warning: resuming from %s (step %d), a checkpoint of another run folder: this run folder's "
+                            "checkpoints (%s) are set aside as step-N.superseded, so that --resume continues the "
+                            "course resumed, not another run's", path, step, shown)
+            else:
+                log.warning("warning: resuming from %s (step %d): the run's later checkpoints (%s) are set aside as "
+                            "step-N.superseded, so that --resume continues this course of the run, not the one it "
+                            "left", path, step, shown)
     barrier(info)
 
 

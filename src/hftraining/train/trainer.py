@@ -319,6 +319,31 @@ class Trainer:
         self.sampler.load_state_dict(self.state.sampler)
         self.opt.load_schedule(self.state.scheduler)  # the next step's rate from this run's schedule
         self.logger.info("resumed from %s at step %d", path, self.state.global_step)
+        if self.state.best_checkpoint and not ckpt.in_folder(path, self.ckpt_root):
+            self._adopt_best_checkpoint(path.parent / Path(self.state.best_checkpoint).name)
+
+    def _adopt_best_checkpoint(self, src: Path) -> None:
+        """A checkpoint of another run folder (named in ``training.resume_from_checkpoint``) names the
+        best step's checkpoint ``src`` of that folder, which this run's ``checkpoints/`` does not hold:
+        with ``training.load_best_model_at_end`` it is verified and copied there, where the final model
+        is read from and rotation keeps it; without, this run holds no checkpoint of the best step (a
+        later resume that turns the setting on says so). Looked up by its name in this run's folder,
+        the best checkpoint was "gone" after the last step, or another run's of that name was loaded."""
+        if not self.cfg.training.load_best_model_at_end:
+            self.state.best_checkpoint = None
+            return
+        try:  # on every rank: each reads the copy at the end, and a refusal must be every rank's
+            if not (src / ckpt.STATE_FILE).is_file():
+                raise ckpt.CheckpointError("it is missing")
+            ckpt.verify_checkpoint(src)
+        except ckpt.CheckpointError as e:
+            raise UserError(f"training.load_best_model_at_end: the best checkpoint {src} of the run resumed (step "
+                            f"{self.state.best_step}) cannot be used: {e}; resume with "
+                            "training.load_best_model_at_end=false to keep the last step's weights") from None
+        if self.info.is_main:
+            ckpt.copy_checkpoint(src, self.ckpt_root)
+            self.logger.info("best checkpoint (step %s) copied from %s", self.state.best_step, src)
+        barrier(self.info)
 
     # ------------------------------------------------------------------ steps
     def _describe(self, idx: np.ndarray) -> str:
