@@ -116,7 +116,7 @@ def bar_times(rows: int, freq: str, start: str, session: str | None = None, tz: 
         open_, close = hours
         per_day = int((close - open_) // step)
         if per_day < 1:
-            raise DataError(f"synth: --session {session} holds no bar of --freq {freq}")
+            raise DataError(f"synth: --session {session or DEFAULT_SESSION} holds no bar of --freq {freq}")
         days = pd.bdate_range(start, periods=-(-rows // per_day))
         bars = pd.to_timedelta(open_.value + step.value * np.arange(per_day), unit="ns").to_numpy()
         local = (days.values[:, None] + bars[None, :]).ravel()[:rows]
