@@ -234,7 +234,6 @@ def test_the_quickstart_s_min_rows_and_settled_rows_are_the_readme_s():
 
 # --------------------------------------------------------------------- sentences the code falls short of
 
-@pytest.mark.xfail(strict=True, reason="a JSON config's duplicate key names neither its lines nor its section")
 def test_a_json_key_given_twice_names_both_its_lines_and_its_section(tmp_path):
     """README: "A key or section written twice in a file is an error naming both lines" — a JSON config
     too (JSON text is YAML 1.2 flow, so its lines can be read as a YAML file's are)."""

@@ -681,16 +681,16 @@ OVERRIDE = re.compile(r"[A-Za-z_]\w*\.[\w.]+=")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser(sys.argv[1:] if argv is None else argv)
-    # overrides may stand on both sides of a flag (`train --config q.yaml a.b=1 --resume c.d=2`): argparse takes
-    # one run of a positional list, so those after a flag come back unparsed and join the list here
-    args, rest = parser.parse_known_args(argv)
-    if rest:
-        if hasattr(args, "overrides") and all(OVERRIDE.match(a) for a in rest):
-            args.overrides = [*args.overrides, *rest]
-        else:
-            parser.parse_args(argv)  # argparse's own error (exit 2) naming what it does not know
-    try:
+    try:  # Ctrl-C while the parser is built (`bench ett` imports the training stack first) is said as in a command
+        parser = build_parser(sys.argv[1:] if argv is None else argv)
+        # overrides may stand on both sides of a flag (`train --config q.yaml a.b=1 --resume c.d=2`): argparse takes
+        # one run of a positional list, so those after a flag come back unparsed and join the list here
+        args, rest = parser.parse_known_args(argv)
+        if rest:
+            if hasattr(args, "overrides") and all(OVERRIDE.match(a) for a in rest):
+                args.overrides = [*args.overrides, *rest]
+            else:
+                parser.parse_args(argv)  # argparse's own error (exit 2) naming what it does not know
         return args.func(args)
     except UserError as e:
         print(f"hftraining: error: {e}", file=sys.stderr)

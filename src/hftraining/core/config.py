@@ -8,6 +8,7 @@ the key. Defaults live here and nowhere else.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import datetime
 import difflib
@@ -585,11 +586,12 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def check_keys_once(node: yaml.Node, where: str) -> None:
+def check_keys_once(node: yaml.Node, where: str, language: str = "YAML") -> None:
     """Raise ConfigError when a YAML mapping names a key twice (a section given twice included):
     PyYAML would keep the last one silently, dropping the first (a whole section, for a section).
     Keys a ``<<`` merge brings in may be overridden, as YAML intends. Each node is visited once,
-    however many aliases repeat it."""
+    however many aliases repeat it. ``language``: what the text was written in, for the message (a
+    JSON file's nodes are read as YAML's, its objects being YAML flow mappings)."""
     seen: set[int] = set()
     stack: list[tuple[yaml.Node, str]] = [(node, "")]
     while stack:
@@ -609,7 +611,7 @@ def check_keys_once(node: yaml.Node, where: str) -> None:
                 line = k.start_mark.line + 1
                 if (k.tag, k.value) in first:
                     raise ConfigError(f"{where}: {name_shown(name)} is given twice (lines {first[k.tag, k.value]} and "
-                                      f"{line}); only one may stay (YAML would keep the last and drop the first)")
+                                      f"{line}); only one may stay ({language} would keep the last and drop the first)")
                 first[k.tag, k.value] = line
                 stack.append((v, name))
 
@@ -666,6 +668,12 @@ def parse_text(text: str, where: str, json_only: bool = False) -> Any:
     except RecursionError:
         raise ConfigError(f"{where}: nested deeper than {MAX_CONFIG_DEPTH} levels") from None
     except _KeyTwice as e:
+        # JSON is YAML flow (with no tab outside a string, where JSON allows none): its nodes name the key's
+        # section and both lines, as for a YAML file; text PyYAML does not read keeps the shorter message
+        with contextlib.suppress(yaml.YAMLError, RecursionError):
+            node = yaml.compose(text.replace("\t", " "), Loader=ConfigLoader)
+            if node is not None:
+                check_keys_once(node, where, "JSON")
         raise ConfigError(f"{where}: {name_shown(e.args[0])} is given twice in one object; only one may stay "
                           "(JSON would keep the last and drop the first)") from None
     check_bounds(raw, where)
@@ -750,7 +758,7 @@ def section_from_dict(cls: type, raw: Any, name: str) -> Any:
     for key, value in raw.items():
         if key not in known:
             raise ConfigError(f"{name}.{name_shown(key)}: unknown key; valid keys: {', '.join(sorted(known))}"
-                              + did_you_mean(key, known, f"{name}."))
+                              + (in_other_sections(key, cls) or did_you_mean(key, known, f"{name}.")))
         kwargs[key] = check_value(value, hints[key], f"{name}.{key}")
     return cls(**kwargs)
 
@@ -763,6 +771,19 @@ def did_you_mean(name: Any, valid: Any, prefix: str = "") -> str:
     after ``prefix``), or "" when none is close."""
     close = difflib.get_close_matches(name, list(valid), n=1) if isinstance(name, str) and len(name) <= 200 else []
     return f"; did you mean {prefix}{close[0]}?" if close else ""
+
+
+def in_other_sections(key: Any, cls: type) -> str:
+    """``"; did you mean data.batch_size?"`` for a key written under a section other than its own
+    (``training.batch_size``), naming every section that has it (``model.seed``: training.seed or
+    tune.seed), or "" when no other section of :class:`Config` has a key of that name. A close spelling
+    in the section written (``training.eval_steps`` beside ``max_steps``) would name the wrong key."""
+    sections = typing.get_type_hints(Config)
+    if cls not in sections.values() or not isinstance(key, str):  # not a section of the tree: no other to name
+        return ""
+    owners = [f"{section}.{key}" for section, other in sections.items()
+              if other is not cls and key in {f.name for f in dataclasses.fields(other)}]
+    return f"; did you mean {' or '.join(owners)}?" if owners else ""
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
@@ -857,8 +878,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if raw.get(section) is None:  # `training:` with every key commented out is an empty section
             raw[section] = {}
         sec = raw[section]
-        if not isinstance(sec, dict):
-            raise ConfigError(f"{section}: expected a mapping of keys")
+        if not isinstance(sec, dict):  # the file's section, not the override, is what to fix: named as without one
+            raise ConfigError(f"{path}: {section}: expected a mapping of keys, got {type(sec).__name__}")
         sec[key] = value
     try:
         return config_from_dict(raw)
