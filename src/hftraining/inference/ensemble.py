@@ -369,10 +369,10 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
 
 def _calibrate(out: Path, first: Path) -> None:
     """Calibrate the ensemble's own conformal intervals when its members have them: the levels,
-    method and γ of the first member's ``intervals.json``, on the validation split of the training
-    data (the members' intervals do not combine into the ensemble's), from the forecasts the ensemble
-    makes: in its recorded precision, as a run calibrates in its own; aci's α then walked over the test
-    windows, as a run saves its own (:func:`_aci_after_test`)."""
+    method and γ of the first member's ``intervals.json``, on the validation windows of the training
+    data that member was calibrated on (the members' intervals do not combine into the ensemble's),
+    from the forecasts the ensemble makes: in its recorded precision, as a run calibrates in its own;
+    aci's α then walked over the test windows, as a run saves its own (:func:`_aci_after_test`)."""
     model, pre = load_ensemble(out)
     q_levels = list(getattr(model, "quantile_levels", None) or [])
     ref = folder.read_calibration(first, pre.horizon, list(folder.model_spec(first)[0].quantiles))  # as that member reads it
@@ -382,7 +382,10 @@ def _calibrate(out: Path, first: Path) -> None:
         raise DataError(f"{first / folder.INTERVALS_FILE}: cqr intervals are calibrated around a quantile head, and "
                         "the ensemble has none (its members' model.quantiles differ): give the members the same "
                         "model.quantiles, or calibrate them with evaluation.interval_method=split or aci")
-    ws = _validation_windows(pre, first)
+    # a run calibrates on the windows of the split's last dates, at most its evaluation.max_val_windows
+    # (hftraining.eval.intervals.calibrate), and its calibration counts them (n): the same whole dates again.
+    # The whole split gave an ensemble of a run and its own copy other radii than the run's
+    ws = _validation_windows(pre, first).last_dates(ref.n)
     if len(ws) == 0:
         return
     batch_size = pre.data_config().eval_batch_size
