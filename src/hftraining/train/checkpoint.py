@@ -417,7 +417,7 @@ def _warn_unverifiable(path: Path) -> None:
                 "verified; resuming from it as it is", path)
 
 
-def _set_aside(path: Path, why: str = "damaged") -> Path:
+def set_aside(path: Path, why: str = "damaged") -> Path:
     """Rename a checkpoint out of the ``step-N`` namespace (kept for inspection) as ``step-N.<why>``."""
     aside, k = path.with_name(f"{path.name}.{why}"), 1
     while aside.exists():
@@ -432,7 +432,7 @@ def set_aside_after(ckpt_root: Path, step: int) -> list[Path]:
     resumed from an earlier checkpoint named explicitly takes another course from there, and the later
     checkpoints of the course it left were still the newest, so the next ``auto`` resume continued
     that one (and rotation deleted the new course's checkpoints first). Returns the folders set aside."""
-    return [_set_aside(path, "superseded") for s, path in _step_folders(ckpt_root) if s > step]
+    return [set_aside(path, "superseded") for s, path in _step_folders(ckpt_root) if s > step]
 
 
 def in_folder(path: Path, ckpt_root: Path) -> bool:
@@ -458,7 +458,7 @@ def _latest_verified(ckpt_root: Path, main: bool) -> Path | None:
             if found is None:
                 log.warning("warning: checkpoint %s fails verification: %s", path, why)
             else:
-                aside = _set_aside(path)
+                aside = set_aside(path)
                 log.warning("warning: checkpoint %s fails verification: %s; not resuming from it (set aside as %s), "
                             "resuming from %s instead", path, why, aside.name, found)
         if legacy:

@@ -176,6 +176,10 @@ def check_resumable(cfg: Config, path: Path) -> None:
                         "and optimizer; resume without the change, or start over with output.overwrite=true")
 
 
+RUN_LOGS = ("metrics.jsonl", "metrics.csv", "tracking.json", "tensorboard")
+"""What a run folder logs of its course: the records, and the ids of its MLflow and W&B runs."""
+
+
 def set_aside_later_checkpoints(info: DistInfo, run_dir: Path, path: Path) -> None:
     """A run resumed from a checkpoint named explicitly takes a course of its own from its step: the
     run folder's later checkpoints (of the course it left) are set aside as ``step-N.superseded``, with
@@ -183,17 +187,26 @@ def set_aside_later_checkpoints(info: DistInfo, run_dir: Path, path: Path) -> No
     silently discarding the steps trained since). A checkpoint of another run folder sets aside every
     checkpoint of this one: none is of the course resumed (kept, an earlier one was taken for this
     run's, by ``--resume`` after a damaged newest checkpoint and by ``load_best_model_at_end`` when
-    its name was the best's). Done once the data are built, as every change to the run folder."""
+    its name was the best's); and its logs (:data:`RUN_LOGS`, as ``<name>.superseded``): their records up
+    to the step resumed were another run's, mixed with this one's in metrics.jsonl and metrics.csv, and
+    tracking.json's ids continued that run's MLflow and W&B runs. The logs start at the step resumed, in
+    new tracking runs. Done once the data are built, as every change to the run folder."""
     if info.is_main:
         step = read_json(path / ckpt.STATE_FILE)["global_step"]
         foreign = not ckpt.in_folder(path, run_dir / "checkpoints")
         aside = [p.name.rsplit(".", 1)[0] for p in ckpt.set_aside_after(run_dir / "checkpoints", -1 if foreign else step)]
-        if aside:
+        logs = [name for name in (RUN_LOGS if foreign else ()) if (run_dir / name).exists()]
+        for name in logs:
+            ckpt.set_aside(run_dir / name, "superseded")
+        if aside or logs:
             shown = ", ".join(aside[:3]) + (f" and {len(aside) - 3} more" if len(aside) > 3 else "")
             if foreign:
+                what = [f"checkpoints ({shown}) are set aside as step-N.superseded, so that --resume continues the "
+                        "course resumed, not another run's"] if aside else []
+                what += [f"logs ({', '.join(logs)}) are set aside as <name>.superseded: this run logs from step "
+                         f"{step + 1} on, in new MLflow and W&B runs"] if logs else []
                 log.warning("warning: resuming from %s (step %d), a checkpoint of another run folder: this run folder's "
-                            "checkpoints (%s) are set aside as step-N.superseded, so that --resume continues the "
-                            "course resumed, not another run's", path, step, shown)
+                            "%s", path, step, "; its ".join(what))
             else:
                 log.warning("warning: resuming from %s (step %d): the run's later checkpoints (%s) are set aside as "
                             "step-N.superseded, so that --resume continues this course of the run, not the one it "

@@ -96,8 +96,8 @@ class _Pending:
     step: int  # global step after it
     idx: np.ndarray  # windows of all its micro-batches, to name them in an error (a NaN may be in any)
     lr: float  # the learning rate its update used
-    # (P + 5,) float64 on the device: loss, P loss parts, grad norm, skipped (0/1), loss scale, and 1 when a
-    # window of the step (on any rank) holds a NaN/Inf
+    # (P + 6,) float64 on the device: loss, P loss parts, grad norm, skipped (0/1), loss scale, 1 when a window
+    # of the step (on any rank) holds a NaN/Inf, and 1 when the loss (on any rank) is not finite
     stats: torch.Tensor
 
 
@@ -163,6 +163,12 @@ def check_config(cfg: Config, info: DistInfo) -> tuple[str, str]:
     if precision == "fp16" and info.device.type != "cuda":
         raise ConfigError("training.precision: fp16 needs CUDA (use bf16 on CPU)")
     optim.check_compatibility(t)
+    numba = t.optimizer.lower() == "gpro" and t.optimizer_kwargs.get("implementation") == "numba"
+    if numba and info.device.type != "cpu":
+        # GPro's Numba kernel updates CPU tensors only: on another device its first step was a RuntimeError, after
+        # the data were read
+        raise ConfigError(f"training.optimizer_kwargs.implementation: 'numba' is gpro's CPU kernel, and this run trains "
+                          f"on {info.device}; use 'auto' (the fused torch ops there) or training.device=cpu")
     if info.enabled and optim.needs_double_backward(t):
         raise ConfigError(
             f"training.optimizer: {t.optimizer!r} needs a double backward for its Hessian estimate, which "
@@ -431,11 +437,15 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(self._params, t.max_grad_norm, foreach=True)
         else:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self._params if p.grad is not None], foreach=True)
-        # (2,) on the device, one all-reduce for both: whether the step is skipped (every rank skips together)
-        # and whether a window of the step, on any rank, is not finite
-        flags = torch.stack([~(torch.isfinite(stats[0]) & torch.isfinite(grad_norm)), ~torch.stack(finite_in).all()]).float()
+        # (3,) on the device, one all-reduce for all: whether the step is skipped (every rank skips together),
+        # whether a window of the step, on any rank, is not finite, and whether the loss, on any rank, is not
+        # finite (read_back tells fp16's scaler overflows from non-finite steps by it: by this rank's own loss,
+        # the ranks counted a NaN of one rank's differently, one stopped and the others waited in a collective)
+        loss_finite = torch.isfinite(stats[0])
+        flags = torch.stack([~(loss_finite & torch.isfinite(grad_norm)), ~torch.stack(finite_in).all(),
+                             ~loss_finite]).float()
         all_reduce_max(flags, self.info)
-        skip, bad_windows = flags[0], flags[1:].double()  # 0-dim; (1,)
+        skip, bad = flags[0], flags[1:].double()  # 0-dim; (2,): bad windows, bad loss
         opt.step(skip)
         # a skipped step's forward must not leave its statistics (a NaN batch's: NaN forever); put back
         # after the optimizer's step: Sophia's Hessian-vector product differentiates BatchNorm's backward,
@@ -450,7 +460,7 @@ class Trainer:
             self.scaler.update()
         self.state.global_step += 1
         self._pending.append(_Pending(self.state.global_step, np.concatenate(batches), lr, torch.cat(
-            [stats, grad_norm.detach().double().reshape(1), skip.double().reshape(1), scale, bad_windows])))
+            [stats, grad_norm.detach().double().reshape(1), skip.double().reshape(1), scale, bad])))
 
     def _micro_shares(self, batches: list[np.ndarray]) -> dict[str, list[float]] | dict[str, list[torch.Tensor]] | None:
         """Per loss part, the factor on each micro-batch's value that makes the accumulated gradient that
@@ -483,19 +493,20 @@ class Trainer:
 
         A step fp16's gradient scaler skipped with a finite loss while its scale was above 1 is the
         scaler finding its scale (the scaled gradients overflowed; it halves the scale): counted as
-        skipped, but not as one of the non-finite steps in a row that stop the run."""
+        skipped, but not as one of the non-finite steps in a row that stop the run. "A finite loss" is every
+        rank's (all-reduced in :meth:`train_step`), so every rank counts the same steps and stops at the same one."""
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        rows = torch.stack([p.stats for p in pending]).cpu().numpy()  # (steps, P + 5)
+        rows = torch.stack([p.stats for p in pending]).cpu().numpy()  # (steps, P + 6)
         limit = self.cfg.training.max_consecutive_nonfinite
         w, st = self._window, self.state
         for p, r in zip(pending, rows):
-            loss, grad_norm, skipped, scale, bad_windows = r[0], r[-4], r[-3], r[-2], r[-1]
+            loss, grad_norm, skipped, scale, bad_windows, bad_loss = r[0], r[-5], r[-4], r[-3], r[-2], r[-1]
             if skipped > 0:
                 st.skipped_steps += 1
                 w.skipped = True
-                if self.scaler is not None and np.isfinite(loss) and scale > 1:
+                if self.scaler is not None and not bad_loss and scale > 1:
                     continue  # an overflow of the loss-scaled gradients
                 if st.consecutive_nonfinite == 0:
                     st.nonfinite_since, st.nonfinite_windows = p.step, False
@@ -514,7 +525,7 @@ class Trainer:
                 st.updated_step = p.step
                 w.losses.append(float(loss))
                 w.grad_norm = float(grad_norm)
-                w.parts = {k: w.parts.get(k, 0.0) + float(v) for k, v in zip(self._part_names, r[1:-4])}
+                w.parts = {k: w.parts.get(k, 0.0) + float(v) for k, v in zip(self._part_names, r[1:-5])}
         self._last_lr = pending[-1].lr
 
     def _nonfinite_cause(self, idx: np.ndarray | None) -> str:
@@ -609,7 +620,7 @@ class Trainer:
             "mse": mse,
             "mae": metrics.mae(pred * s, true * s),
             "directional_accuracy": metrics.directional_accuracy(pred, true),
-            "mse_vs_zero": mse / zero if zero > 0 else float("nan"),
+            "mse_vs_zero": metrics.mse_ratio(mse, zero),  # as eval.json: +inf when the zero forecast is exact
         }
         if cross_sectional(self.cfg):  # minus the mean per-(date, step) IC: lower is better, as for a loss
             dates = ws.times[:n]
