@@ -29,7 +29,7 @@ from hftraining.data.labels import CHANGED_IN, LABEL_VERSION, row_labels
 from hftraining.data.provenance import check_source_rows, data_changes, source_rows
 from hftraining.data.rows import FrameSource, Rows, RowsNeeded, build_rows, min_history
 from hftraining.data.scaling import Scaler, check_own_rows, target_scale
-from hftraining.data.sources import load_and_validate
+from hftraining.data.sources import load_and_validate, long_gaps, long_gaps_found, long_gaps_listed, unread_files
 from hftraining.data.splits import (
     SPLITS, Fold, Segment, calendar_cuts, calendar_fold, calendar_purged_fold, calendar_split, chronological_split,
     purged_kfold, purged_split, row_fold, rows_before, union_calendar, window_ends,
@@ -396,7 +396,9 @@ def panel_rows(d: DataConfig) -> PanelRows:
     volume features for all (:func:`~hftraining.data.features.drop_volume_features`). The store
     remembers which inputs hold one, so only the first run of them reads up to it before the build
     without volume features. A symbol whose volume starts after the first validation date is
-    :func:`prepare`'s to find, once the cut is known."""
+    :func:`prepare`'s to find, once the cut is known. Files of a data folder that look like prices but are not
+    read (:func:`~hftraining.data.sources.unread_files`: ``BIDU.csv.zip``) are a warning, and ``unread_files``
+    in the report."""
     check_specs(d.features)
     try:
         rows, report = data_rows(d)
@@ -405,6 +407,10 @@ def panel_rows(d: DataConfig) -> PanelRows:
         d, dropped = drop_volume_features(d, [e.symbol])
         rows, report = data_rows(d)
     volume_from = report.pop("volume_from", None)
+    unread = unread_files(d.data_dir)  # said each run: the store's key knows only the files read
+    if unread is not None:
+        report["unread_files"] = unread
+        log.warning("%s", unread["why"])
     return PanelRows(d, rows, report, dropped, volume_from)
 
 
@@ -413,6 +419,8 @@ def _lean_panel(panel: PanelRows, d: DataConfig, dropped: dict[str, str]) -> Pan
     if panel.lean is None or panel.lean.d.features != d.features:
         rows, report = data_rows(d)
         report.pop("volume_from", None)
+        if "unread_files" in panel.report:  # said once, by panel_rows
+            report["unread_files"] = panel.report["unread_files"]
         panel.lean = PanelRows(d, rows, report, {**panel.dropped, **dropped})
     return panel.lean
 
@@ -608,6 +616,11 @@ def prepare(
         raise DataError("data: the training split yields no window; lower data.sequence_length or add rows")
     report["windows"] = {name: len(ws) for name, ws in sets.items()}
     report["symbols"] = rows.symbols
+    holes = long_gaps_found({sym: long_gaps(t, gap) for sym, t in zip(rows.symbols, times)}, d.max_gap,
+                            "data_report.json: long_gaps")
+    if holes is not None:  # windows read across a symbol's halt as if its bars were consecutive: said, not refused
+        report["long_gaps"] = holes
+        log.warning("%s", holes["why"])
     if cut_out:
         report["max_gap_without_windows"] = cut_out
         log.warning("data.max_gap %s leaves %s without windows that their rows hold without it: no run of their "
@@ -842,7 +855,10 @@ def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> Windo
     """The most recent input window of each symbol (no targets: they lie in the future); a symbol
     with fewer rows than :meth:`RowsNeeded.of` (``targets=False``) is a DataError naming it. With
     ``data.max_gap``, a window never reads back over a longer gap, as in training: after one it
-    needs ``seq_len`` real rows (a DataError naming the symbol and the gap otherwise)."""
+    needs ``seq_len`` real rows (a DataError naming the symbol and the gap otherwise). A window that reads
+    across a hole in a symbol's rows that ``data.max_gap`` does not keep out
+    (:func:`~hftraining.data.sources.long_gaps`: a symbol back from a months-long halt) is a warning naming
+    the symbol and the hole: the forecast reads the bars on either side as consecutive."""
     d = pre.data_config()
     needed = RowsNeeded.of(d, targets=False)
     if not frames:
@@ -869,6 +885,20 @@ def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> Windo
                 after = pd.Timestamp(int(t[cut[-1] + 1]), tz="UTC").isoformat()
                 raise DataError(f"{sym}: {len(t) - cut[-1] - 1} rows since the gap before {after} (longer than "
                                 f"data.max_gap {d.max_gap}); after a gap the model needs {pre.seq_len} rows, as in training")
+    # a hole inside the latest window (a symbol back from a halt), which training names too (prepare): the window
+    # reads the bars on either side as consecutive; one that starts at the first row after it reads none, as
+    # data.max_gap defines a window after a gap
+    holes = {}
+    for k, sym in enumerate(rows.symbols):
+        t = rows.times[int(rows.starts[k]):int(ends[k]) + 1]
+        first = int(t[max(len(t) - pre.seq_len, 0)])
+        if found := [h for h in long_gaps(t, gap) if h[1] > first]:
+            holes[sym] = found
+    if holes:
+        log.warning("warning: data: the latest window of %s reads across a gap in its rows (%s): the bars on either "
+                    "side as consecutive, the return over it as one bar's (data.max_gap %s); a forecast from %d rows "
+                    "after the gap reads none", ", ".join(sorted(holes)), long_gaps_listed(holes),
+                    "not set" if d.max_gap is None else f"{d.max_gap} is longer", pre.seq_len)
     return WindowSet(
         features=rows.features, returns=rows.returns, ends=ends,
         symbol_ids=np.arange(len(rows.symbols), dtype=np.int32), segment_first=rows.starts.copy(),

@@ -59,10 +59,15 @@ def check_source_rows(raw: Any, where: str) -> dict[str, tuple[int, int, str]]:
     return out
 
 
-def _when(ns: int) -> str:
-    """A date as the data show it: the day alone for a daily bar."""
+DAY = 86400 * 10**9  # ns
+
+
+def _when(ns: int, times: np.ndarray) -> str:
+    """A date as the data show it: the day alone when every stamp of the symbol's ``times`` (int64 ns) is a
+    UTC midnight (daily bars written as dates); else the instant, so that an hourly bar at 00:00 is not read
+    as its whole day ("5 rows after 2024-01-31" of bars from 01:00 that day on)."""
     t = pd.Timestamp(ns, tz="UTC")
-    return t.date().isoformat() if t == t.normalize() else t.isoformat()
+    return t.date().isoformat() if not (np.asarray(times, dtype=np.int64) % DAY).any() else t.isoformat()
 
 
 def data_changes(recorded: dict[str, tuple[int, int, str]], rows: Rows) -> tuple[list[str], dict[str, int]]:
@@ -81,10 +86,11 @@ def data_changes(recorded: dict[str, tuple[int, int, str]], rows: Rows) -> tuple
         if sl.stop - sl.start >= n and _rows_digest(rows, slice(sl.start, sl.start + n)) == digest:
             same[sym] = n
             if sl.stop - sl.start > n:
-                changes.append(f"{sym}: {sl.stop - sl.start - n} rows after {_when(last)}")
+                changes.append(f"{sym}: {sl.stop - sl.start - n} rows after {_when(last, rows.times[sl])}")
         else:
             now = rows_before(rows.times[sl], last + 1)
-            changes.append(f"{sym}: its rows up to {_when(last)} differ from training's ({n} rows then, {now} now)")
+            changes.append(f"{sym}: its rows up to {_when(last, rows.times[sl])} differ from training's ({n} rows then, "
+                           f"{now} now)")
     present = set(rows.symbols)
     changes += [f"{sym}: gone (the model was trained on it)" for sym in recorded if sym not in present]
     return changes, same

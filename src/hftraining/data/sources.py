@@ -30,7 +30,10 @@ check``) logs the same warning for the files it checks. Intraday bars of files s
 phases of their spacing (hourly bars at :00 in one file, :30 in the others), which never share a
 date, get a warning of their own kept there too (:func:`mixed_phases`); intraday stamps written
 without a zone under a ``data.timezone`` other than UTC, read as UTC, are named in a warning
-(``zoneless_stamps``, :func:`zoneless_stamps`). Nothing is re-stamped.
+(``zoneless_stamps``, :func:`zoneless_stamps`). Nothing is re-stamped. A symbol's rows with a hole far longer than
+a weekend or a holiday (:func:`long_gaps`: a three-month halt in daily bars) that ``data.max_gap`` does not keep
+windows out of are named in a warning too (``long_gaps``: by :func:`check_paths`, and by training in
+``data_report.json``); nothing is filled.
 
 A :class:`Unit` is what one worker reads and validates at a time; :class:`Collector` combines the
 units' reports into the validation report of the run and applies the dataset-wide rules (a
@@ -49,7 +52,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from hftraining.core.config import DataConfig
+from hftraining.core.config import DataConfig, duration_ns
 from hftraining.core.errors import DataError
 from hftraining.data import io
 from hftraining.data.rows import ANY_ROWS, RowsNeeded
@@ -162,6 +165,34 @@ def units(d: DataConfig) -> list[Unit]:
         where = d.data_dir if d.data_dir is not None else f"data.data_dir unset: the bundled sample, {io.sample_data_dir()}"
         raise DataError(f"data.symbols: {d.symbols[0]!r} not found in the data ({where})")
     return out
+
+
+# names a folder's file may end in that look like prices the readers do not take (io.SUFFIXES): compressed other
+# than gzip/bzip2/zstd (Binance's monthly .zip files), tab-separated or plain text, Excel, Feather, JSON
+UNREAD_SUFFIXES = (".zip", ".xz", ".7z", ".tar", ".tgz", ".gz", ".bz2", ".zst", ".tsv", ".txt", ".xls", ".xlsx",
+                   ".feather", ".json")
+
+
+def unread_files(data_dir: Any) -> dict[str, Any] | None:
+    """The files of the folders ``data_dir`` names (a path or a list; None: the bundled sample) that look like
+    a symbol's prices but are not read (a name ending in :data:`UNREAD_SUFFIXES`, not in a suffix the
+    readers take: ``BIDU.csv.zip``, ``ALNY.csv.xz``, ``WPM.xlsx``) → ``{"files": [...], "why": line}``, or None.
+    A folder is read for its ``.csv``, ``.csv.gz``/``.bz2``/``.zst``, ``.parquet`` and ``.pq`` files only, so
+    such a symbol was left out of the panel without a word (a folder of nothing else is an error already).
+    Globs name the files they mean; a ``symbol=`` dataset reads its own folders."""
+    specs = data_dir if isinstance(data_dir, (list, tuple)) else [data_dir]
+    found: list[str] = []
+    for spec in specs:
+        p = Path(spec) if spec is not None else io.sample_data_dir()
+        if p.is_dir() and not is_dataset(p):
+            found += [str(f) for f in sorted(p.iterdir()) if f.is_file() and not io.is_data_file(f)
+                      and f.name.lower().endswith(UNREAD_SUFFIXES)]
+    if not found:
+        return None
+    listed = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    why = (f"data: {listed}: not read (a folder's data files are .csv, .csv.gz, .csv.bz2, .csv.zst, .parquet and .pq "
+           "files): unpack or convert them to one of these to read them, or move them out of the folder")
+    return {"files": found, "why": why}
 
 
 def _has_symbol_column(path: Path) -> bool:
@@ -419,6 +450,66 @@ def zoneless_stamps(stamps: dict[Any, tuple[str, Any]], timezone: str) -> dict[s
     return {"files": files, "timezone": timezone, "why": why}
 
 
+LONG_GAP_DAYS = 7  # a gap between a symbol's rows longer than this many days ...
+LONG_GAP_BARS = 20  # ... and than this many of its own bars is a hole in its data, not a weekend or a holiday
+
+
+def long_gaps(times: np.ndarray, max_gap: int | None = None) -> list[list[int]]:
+    """The holes in one symbol's sorted stamps ``times`` (int64 ns UTC) that its windows read across:
+    ``[[last stamp before, first stamp after], ...]`` for each gap between consecutive rows longer than
+    :data:`LONG_GAP_DAYS` days and :data:`LONG_GAP_BARS` times the symbol's bar (the gap a tenth of its
+    gaps are at most, so a symbol that trades on half the days still has daily bars), and not longer than
+    ``max_gap`` (``data.max_gap`` in ns; None: no window is kept out of a gap). A weekend, a holiday or an
+    exchange's week-long closure is none; a three-month halt of one symbol of a daily panel is one: its
+    last bar before and its first bar after sit side by side in a window, and the return over the gap is
+    read as one bar's (a feature, and the label of one step)."""
+    t = np.asarray(times, dtype=np.int64)
+    gaps = np.diff(t)
+    positive = gaps[gaps > 0]
+    if not len(positive):
+        return []
+    bar = int(np.quantile(positive, 0.1, method="lower"))
+    long = (gaps > LONG_GAP_DAYS * 86400 * 10**9) & (gaps > LONG_GAP_BARS * bar)
+    if max_gap is not None:
+        long &= gaps <= max_gap
+    return [[int(t[i]), int(t[i + 1])] for i in np.flatnonzero(long)]
+
+
+def long_gaps_found(found: dict[str, list[list[int]]], max_gap: str | None, where: str) -> dict[str, Any] | None:
+    """The warning about the holes of :func:`long_gaps` (``found``: {symbol, or how the check names one:
+    its holes}; ``max_gap``: ``data.max_gap`` as set; ``where``: the key that keeps them, e.g.
+    ``data_report.json: long_gaps``) → ``{"symbols": {name: [[from, to], ...]}, "why": line}`` (ISO
+    stamps), or None without a hole."""
+    found = {k: v for k, v in found.items() if v}
+    if not found:
+        return None
+    setting = ("data.max_gap is not set" if max_gap is None else f"data.max_gap {max_gap} is longer than these gaps")
+    why = (f"data: gaps inside a symbol's rows longer than {LONG_GAP_DAYS} days and {LONG_GAP_BARS} of its bars "
+           f"({long_gaps_listed(found)}): {setting}, so a window reads the bars before and after such a gap as "
+           "consecutive, and the return over it as one bar's (an input, and the label of one step); set data.max_gap "
+           f"(e.g. {LONG_GAP_DAYS}D) to keep windows out of them, or leave the symbol out ({where})")
+    iso = lambda ns: pd.Timestamp(ns, tz="UTC").isoformat()  # noqa: E731
+    return {"symbols": {n: [[iso(a), iso(b)] for a, b in found[n]] for n in sorted(found)}, "why": why}
+
+
+def long_gaps_listed(found: dict[str, list[list[int]]]) -> str:
+    """``found`` (:func:`long_gaps` of each name, none empty) as a phrase: each name's longest hole, with the
+    count of the others (``HALT: no row from 2021-02-26 to 2021-06-01 (95 days)``), five names at most."""
+
+    def when(ns: int) -> str:
+        t = pd.Timestamp(ns, tz="UTC")
+        return t.date().isoformat() if t == t.normalize() else t.strftime("%Y-%m-%d %H:%M UTC")
+
+    def longest(holes: list[list[int]]) -> str:
+        a, b = max(holes, key=lambda h: h[1] - h[0])
+        more = f" and {len(holes) - 1} more" if len(holes) > 1 else ""
+        return f"{when(a)} to {when(b)} ({round((b - a) / (86400 * 10**9), 1):g} days){more}"
+
+    names = sorted(found)
+    listed = "; ".join(f"{n}: no row from {longest(found[n])}" for n in names[:5])
+    return listed + (f"; and {len(names) - 5} more symbols" if len(names) > 5 else "")
+
+
 def _mixed_days(stamps: dict[Any, tuple[str, list[list[int]]]]) -> dict[str, Any] | None:
     """:func:`mixed_stamps` of daily bars."""
     spans: dict[int, list[tuple[int, int]]] = {}
@@ -597,7 +688,8 @@ def check_paths(paths: list[str], cfg: DataConfig,
     Parquet files, hive datasets: exactly what training reads) → (reports of the units read, one error
     line per unusable unit (a unit with too few rows, which training skips, has both: its report,
     status ``skipped``, lists its rows), the panel's stamp warnings: ``mixed_stamps`` (:func:`mixed_stamps`) and
-    ``zoneless_stamps`` (:func:`zoneless_stamps`) of the files checked together, where they apply). An
+    ``zoneless_stamps`` (:func:`zoneless_stamps`) of the files checked together, and ``long_gaps``
+    (:func:`long_gaps_found`: holes in a symbol's rows that its windows would read across), where they apply). An
     unusable unit never stops the others. Files checked together get training's warnings, logged once, and its
     rule that a symbol lives in one unit (:func:`claim`): the later of two units holding it is an error line."""
     check_policy(cfg)
@@ -616,6 +708,8 @@ def check_paths(paths: list[str], cfg: DataConfig,
         first.setdefault(Path(s).resolve(), s)
     specs = list(first.values())
     seen: dict[str, tuple[str, str]] = {}  # a symbol in two files (or in two cases) is training's error too
+    max_gap = None if cfg.max_gap is None else duration_ns(cfg.max_gap, "data.max_gap")
+    holes: dict[str, list[list[int]]] = {}  # how the check names a symbol: its holes (long_gaps)
     for spec in specs:
         try:
             found = units(replace(cfg, data_dir=spec))
@@ -630,6 +724,9 @@ def check_paths(paths: list[str], cfg: DataConfig,
             except DataError as e:
                 errors.append(str(e))
                 continue
+            for sym, frame in frames.items():  # a long file's symbols by name, as its report names the file
+                own = u.kind != "file" or io.symbol_of(Path(u.path)) == sym
+                holes[u.name if own else f"{u.name}[symbol={sym}]"] = long_gaps(_stamps_ns(frame), max_gap)
             if report["status"] == "skipped":  # unusable for training: its error line, beside its report
                 errors.append(next(iter(report["too_few_rows"].values())))
     # the files checked together are a panel, as training reads them: a trading day stamped at different
@@ -641,4 +738,17 @@ def check_paths(paths: list[str], cfg: DataConfig,
     local = zoneless_stamps(stamps, cfg.timezone)
     if local is not None:
         log.warning("%s", local["why"])
-    return reports, errors, {k: v for k, v in (("mixed_stamps", mixed), ("zoneless_stamps", local)) if v is not None}
+    gaps = long_gaps_found(holes, cfg.max_gap, "data check --json: long_gaps")
+    if gaps is not None:
+        log.warning("%s", gaps["why"])
+    unread = unread_files(paths)
+    if unread is not None:
+        log.warning("%s", unread["why"])
+    found = (("mixed_stamps", mixed), ("zoneless_stamps", local), ("long_gaps", gaps), ("unread_files", unread))
+    return reports, errors, {k: v for k, v in found if v is not None}
+
+
+def _stamps_ns(frame: pd.DataFrame) -> np.ndarray:
+    """A validated frame's timestamps as int64 ns UTC."""
+    ts = pd.DatetimeIndex(frame["timestamp"])
+    return (ts.tz_convert("UTC") if ts.tz is not None else ts).as_unit("ns").asi8
