@@ -697,6 +697,7 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
         R = span_returns(R, have, dates, grid(fc.last_close), prev)
     later = np.flip(np.logical_or.accumulate(np.flip(have, axis=0), axis=0), axis=0)  # a row on the date or after
     absent = ~have & later  # a gap; after a symbol's last row it is gone: sold at its last price, never carried
+    n_with = int(have.any(axis=0).sum())  # the symbols with a window in the split (a delisted one of the panel has none)
     closed = have.copy()  # a symbol's last row before the last date: sold there, its forecast not traded
     closed[:-1] &= ~later[1:]
     closed[-1:] = False  # the last date opens no period
@@ -777,7 +778,7 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
         "portfolio": portfolio, "portfolio_from": portfolio_from, "rebalance": every,
         "positions": ev.backtest_positions, "long_only": ev.backtest_long_only, "max_gross": ev.backtest_max_gross,
         "cost_bps": ev.backtest_cost_bps, "slippage_bps": ev.backtest_slippage_bps, "signal": ev.backtest_signal,
-        "periods_per_year": ppy, "periods_per_year_from": how, "n_dates": int(len(dates)), "n_symbols": N,
+        "periods_per_year": ppy, "periods_per_year_from": how, "n_dates": int(len(dates)), "n_symbols": n_with,
         "timing": "weights decided at the close of t from forecasts made with data up to t, held over (t, t+1]",
         "no_row": "a symbol without a row on a date is not traded there: it keeps its previous weight (and its "
                   "top-k place), drifted, and earns the return over the gap with the next row; a symbol whose last window "
@@ -805,7 +806,7 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
         side = N if ev.backtest_long_only else N // 2  # the most names a side can hold (long-short: both equal)
         if most < 2:
             settings["topk_held"] = 0
-            text = topk_holds_nothing_text(portfolio_from, N)
+            text = topk_holds_nothing_text(portfolio_from, n_with)
             settings["warning"] = f"{settings['warning']}; {text}" if "warning" in settings else text
         elif ev.backtest_topk > side:
             settings["topk_held"] = side
