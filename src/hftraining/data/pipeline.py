@@ -317,7 +317,7 @@ def _window_set(rows: Rows, segments: list[Segment], pre: Preprocessing, stride:
         segment_first=rows.starts + np.array([seg.read_from for seg in segments], dtype=np.int64),
         row_times=rows.times, row_close=rows.close,
         symbols=rows.symbols, seq_len=pre.seq_len, horizon=pre.horizon, **_scaling(rows, pre, ids),
-        labels=labels, target=pre.data.get("target", "return"),
+        labels=labels, target=pre.data.get("target", DataConfig.target),
         run_starts=window_runs(rows, segments, L, H, min_history, max_gap),
     )
 
