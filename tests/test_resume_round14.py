@@ -57,7 +57,7 @@ def test_a_checkpoint_of_another_run_folder_takes_nothing_of_this_folder_s_check
     assert all((final[k] == expected[k]).all() for k in expected)
     assert not all((final[k] == other_best[k]).all() for k in expected)
     names = sorted(p.name for p in (fork / "checkpoints").iterdir())
-    assert names == [BEST, f"{BEST}.superseded", FORKED_AT + ".superseded", "step-00000008",
+    assert names == [BEST, f"{BEST}.superseded", FORKED_AT, FORKED_AT + ".superseded", "step-00000008",
                      "step-00000008.superseded"], names
     warned = [r.getMessage() for r in logged if r.levelno == logging.WARNING]
     assert len(warned) == 1 and "another run folder" in warned[0] and "superseded" in warned[0], warned
@@ -96,3 +96,18 @@ def test_a_damaged_checkpoint_written_before_checksums_is_a_line_naming_its_file
             _train(run, "training.resume_from_checkpoint=auto", "training.load_best_model_at_end=false")
         msg = str(err.value)
         assert "\n" not in msg and str(f) in msg and "cannot be read" in msg, msg
+
+
+@pytest.mark.parametrize("best", ["true", "false"])
+def test_the_checkpoint_resumed_from_another_run_folder_is_this_folder_s_too(source, tmp_path, best):
+    """Every checkpoint of this folder is set aside: until the fork's first save it held only the copied best (an
+    earlier step) or nothing, so a --resume after a crash there restarted from that step or from step 0. The
+    checkpoint resumed is copied in, so --resume continues from it."""
+    fork = tmp_path / "fork"
+    state = _train(fork, f"training.resume_from_checkpoint={source / 'checkpoints' / FORKED_AT}", "training.max_steps=6",
+                   f"training.load_best_model_at_end={best}")
+    assert state.global_step == 6
+    copied = fork / "checkpoints" / FORKED_AT
+    assert verify_checkpoint(copied) is True
+    assert (copied / "model.safetensors").read_bytes() == \
+        (source / "checkpoints" / FORKED_AT / "model.safetensors").read_bytes()

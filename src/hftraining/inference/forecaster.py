@@ -369,18 +369,23 @@ class Forecaster:
 
     def check_usable_rows(self, frames: dict[str, pd.DataFrame], reports: list[dict[str, Any]]) -> None:
         """A symbol's frame left with fewer than :meth:`min_rows` rows once validation dropped some is a
-        DataError that says which rules dropped which of them (0-based positions), as a file's too-short
-        symbol says why: "0 usable rows" of a frame (a request) of 120 rows whose timestamps could not be
-        read said nothing of the rows sent."""
+        DataError that says which rules dropped which of them (0-based positions of a frame; lines of a
+        CSV file or upload, rows of a Parquet file, of one symbol): "0 usable rows" of a frame (a request)
+        of 120 rows whose timestamps could not be read said nothing of the rows sent, nor "40 usable rows"
+        of a file of 200. A file of several symbols numbers its dropped rows among all of theirs, which
+        would not say which are this symbol's: it is named as before."""
         need = RowsNeeded.of(self.preprocessing.data_config(), targets=False)
         for sym, frame in frames.items():
-            rep = next((r for r in reports if r["file"] == sym and r["row_numbers"] == "position"), None)
+            rep = next((r for r in reports if (r["file"] == sym and r["row_numbers"] == "position")
+                        or (r["row_numbers"] != "position" and list(r.get("symbols") or {}) == [sym])), None)
             if len(frame) >= need.rows or rep is None or not rep["rows_dropped"]:
                 continue
-            parts, _ = self._rule_rows(rep["rules"], "dropped", "positions")
-            raise DataError(f"{sym}: {len(frame)} usable rows of the {rep['rows_in']} given, the model needs {need.rows} "
-                            f"({need.why}): {rep['rows_dropped']} row(s) dropped by the validation rules the model was "
-                            f"trained with ({'; '.join(parts)})")
+            unit = {"line": "lines", "row": "rows"}.get(rep["row_numbers"], "positions")
+            parts, _ = self._rule_rows(rep["rules"], "dropped", unit)
+            given = "given" if unit == "positions" else f"in {rep['file']}"
+            raise DataError(f"{sym}: {len(frame)} usable rows of the {rep['rows_in']} {given}, the model needs "
+                            f"{need.rows} ({need.why}): {rep['rows_dropped']} row(s) dropped by the validation rules the "
+                            f"model was trained with ({'; '.join(parts)})")
 
     # ------------------------------------------------------------------ windows and forecasts
     def windows(self, data=None, split: str = "test", changes: list[str] | None = None) -> WindowSet:

@@ -32,6 +32,7 @@ and response shapes and the ``serve`` limits every 413 names anyway.
 
 
 import asyncio
+import codecs
 import ipaddress
 import logging
 import re
@@ -50,7 +51,7 @@ import pandas as pd
 from hftraining.core.config import ServeConfig
 from hftraining.core.errors import DataError, UserError
 from hftraining.core.jsonio import json_safe, read_jsonl
-from hftraining.data.io import symbol_of
+from hftraining.data.io import SNIFF_BYTES, symbol_of
 from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble, run_folder
 from hftraining.inference.forecaster import Forecaster, bound_columns, iso_as_of
 from hftraining.inference.serve_asgi import AccessLog, ApiKey, BodyLimit
@@ -229,8 +230,13 @@ def _one_zone(sym: str, ts: list[datetime]) -> None:
     """A UserError naming the first stamp of ``ts`` (a request's symbol ``sym``) with a time of day but no
     zone or UTC offset when another has one, as a file or frame of such stamps is refused
     (:func:`hftraining.data.io.one_zone_rule`): taken as UTC, a local 09:30 beside New York offsets lands
-    five hours before its neighbours. A stamp at midnight without one is a date (``2024-01-02``), as there."""
-    bare = next((i for i, t in enumerate(ts) if t.tzinfo is None and t.time() != time(0)), None)
+    five hours before its neighbours. A stamp at midnight without one is a date (``2024-01-02``), as there,
+    among stamps that are all at midnight (daily bars); among bars at other times of day (hourly bars around
+    the clock) it is the midnight bar, as ``2024-01-02 00:00:00`` is in a file, and taken as UTC it landed
+    hours away from its zoned neighbours (JSON does not tell ``2024-01-02`` from ``2024-01-02T00:00:00``)."""
+    if all(t.time() == time(0) for t in ts):
+        return
+    bare = next((i for i, t in enumerate(ts) if t.tzinfo is None), None)
     if bare is None:
         return
     zoned = next(i for i, t in enumerate(ts) if t.tzinfo is not None)
@@ -262,10 +268,17 @@ its lines could not be counted against ``serve.max_rows`` before it is unpacked.
 
 
 def _check_upload(data: bytes, shown: str) -> None:
-    """A UserError naming the upload ``shown`` when ``data`` is compressed or Parquet (:data:`PACKED`)."""
+    """A UserError naming the upload ``shown`` when ``data`` is compressed or Parquet (:data:`PACKED`): its
+    first bytes are such a file's and its head (what the reader sniffs) is not UTF-8 text, as the readers
+    tell a data file (:func:`hftraining.data.io._head_lines`). CSV text whose first column is named
+    ``PAR1`` or ``BZh...`` begins with those bytes too, and is read as the CSV it is."""
     what = next((what for magic, what in PACKED if data.startswith(magic)), None)
-    if what is not None:
-        raise UserError(f"{shown}: {what}: /predict/csv reads CSV text; upload it as uncompressed CSV")
+    if what is None:
+        return
+    try:  # final=False: a character cut at the end of the head is no decoding error
+        codecs.getincrementaldecoder("utf-8")().decode(data[:SNIFF_BYTES], final=False)
+    except UnicodeDecodeError:
+        raise UserError(f"{shown}: {what}: /predict/csv reads CSV text; upload it as uncompressed CSV") from None
 
 
 def _csv_rows(data: bytes) -> int:

@@ -325,8 +325,15 @@ class Trainer:
         self.sampler.load_state_dict(self.state.sampler)
         self.opt.load_schedule(self.state.scheduler)  # the next step's rate from this run's schedule
         self.logger.info("resumed from %s at step %d", path, self.state.global_step)
-        if self.state.best_checkpoint and not ckpt.in_folder(path, self.ckpt_root):
-            self._adopt_best_checkpoint(path.parent / Path(self.state.best_checkpoint).name)
+        if not ckpt.in_folder(path, self.ckpt_root):
+            # a checkpoint of another run folder is this run's course from its step: copied here, so that a
+            # --resume before this run's first save continues from it (this folder's own checkpoints were set
+            # aside: --resume found only the copied best, an earlier step, or nothing and started over)
+            if self.info.is_main:
+                ckpt.copy_checkpoint(path, self.ckpt_root)
+            barrier(self.info)
+            if self.state.best_checkpoint:
+                self._adopt_best_checkpoint(path.parent / Path(self.state.best_checkpoint).name)
 
     def _adopt_best_checkpoint(self, src: Path) -> None:
         """A checkpoint of another run folder (named in ``training.resume_from_checkpoint``) names the
@@ -346,7 +353,7 @@ class Trainer:
             raise UserError(f"training.load_best_model_at_end: the best checkpoint {src} of the run resumed (step "
                             f"{self.state.best_step}) cannot be used: {e}; resume with "
                             "training.load_best_model_at_end=false to keep the last step's weights") from None
-        if self.info.is_main:
+        if self.info.is_main and not (self.ckpt_root / src.name).exists():  # the step resumed is copied already
             ckpt.copy_checkpoint(src, self.ckpt_root)
             self.logger.info("best checkpoint (step %s) copied from %s", self.state.best_step, src)
         barrier(self.info)
