@@ -444,7 +444,7 @@ class TuneConfig:
     pruner: Literal["median", "none"] = "median"
     """Stop a trial whose validation metric at an evaluation is worse than the median of earlier trials at that step."""
     pruner_startup_trials: int = 2
-    """Complete trials before pruning starts."""
+    """Complete trials before pruning starts; with ``sampler: tpe`` also TPE's random first trials (at least 1)."""
     pruner_warmup_evals: int = 1
     """Evaluations of a trial before it may be pruned (with ``tune.folds``: of each fold)."""
     folds: int = 0
@@ -799,6 +799,7 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
         sections[name] = section_from_dict(hints[name], value, name)
     cfg = Config(**sections)
     validate(cfg)
+    check_ignored(cfg)
     return cfg
 
 
@@ -842,8 +843,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid JSON: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {yaml_error_line(e)}") from None
-    if raw is None:
-        return {}
+    if raw is None:  # 0 bytes, or only comments: every default would run, as if no --config were given
+        raise ConfigError(f"{path}: holds no settings (empty, or only comments); point --config at the file that "
+                          "has them, or leave --config out to use the defaults")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     return raw
@@ -1151,6 +1153,50 @@ def backtest_ignored_text(e: EvaluationConfig, portfolio: str, why: str | None =
             f"to use {'it' if len(keys) == 1 else 'them'}, or leave {'it' if len(keys) == 1 else 'them'} at the default ({resets})")
 
 
+def check_ignored(cfg: Config) -> None:
+    """ConfigError naming both keys for a key set away from its default beside a choice that does not read
+    it, which the run would otherwise go on without: ``training.use_mixed_precision: true`` under
+    ``training.precision: fp32`` (precision outranks it), ``data.train_ratio``/``val_ratio`` beside
+    ``data.split_dates`` (the dates cut the splits; with ``tune.folds`` the ratios cut the folds before the
+    test date), ``data.batch_size`` under ``data.batching: dates`` and ``data.dates_per_batch`` under
+    ``windows``, ``evaluation.aci_gamma`` under another ``interval_method`` than ``aci``,
+    and ``tune.pruner_warmup_evals`` under ``tune.pruner: none`` (``tune.pruner_startup_trials`` is read there
+    too, by TPE as its count of random first trials). The config does not record which keys a user wrote, so
+    a value equal to the default counts as not set.
+
+    Run on a config being loaded (:func:`config_from_dict`), not by :func:`validate`, which also checks a
+    model folder's saved sections when it is loaded: a preprocessing.json records the cut dates a run
+    resolved beside the ratios that found them, and a folder trained before this check keeps loading."""
+    d, t, e, tune = cfg.data, cfg.training, cfg.evaluation, cfg.tune
+    dd, de, dtune = DataConfig(), EvaluationConfig(), TuneConfig()
+    if t.use_mixed_precision and t.precision == "fp32":
+        raise ConfigError("training.use_mixed_precision: true is ignored under training.precision=fp32, which outranks "
+                          "it (the run trains in fp32); set training.use_mixed_precision=false, or training.precision=auto "
+                          "(or bf16) to train in bf16")
+    ratios = [k for k in ("train_ratio", "val_ratio") if getattr(d, k) != getattr(dd, k)]
+    if d.split_dates is not None and ratios and tune.folds < 2:
+        one = len(ratios) == 1
+        raise ConfigError(f"{'/'.join(f'data.{k}' for k in ratios)}: {', '.join(shown(getattr(d, k)) for k in ratios)} "
+                          f"{'is' if one else 'are'} ignored beside data.split_dates, whose dates cut the validation and "
+                          f"test splits; remove data.split_dates to cut at the ratios, or leave {'it' if one else 'them'} "
+                          f"at the default ({', '.join(f'data.{k}={getattr(dd, k)}' for k in ratios)})")
+    if d.batching == "dates" and d.batch_size != dd.batch_size:
+        raise ConfigError(f"data.batch_size: {d.batch_size} is ignored under data.batching=dates, whose micro-batch holds "
+                          f"every window of data.dates_per_batch={d.dates_per_batch} dates; set data.dates_per_batch, or "
+                          f"leave data.batch_size at the default ({dd.batch_size})")
+    if d.batching == "windows" and d.dates_per_batch != dd.dates_per_batch:
+        raise ConfigError(f"data.dates_per_batch: {d.dates_per_batch} is ignored under data.batching=windows, whose "
+                          f"micro-batch holds data.batch_size={d.batch_size} windows; set data.batching=dates to batch by "
+                          f"dates, or leave data.dates_per_batch at the default ({dd.dates_per_batch})")
+    if e.interval_method != "aci" and e.aci_gamma != de.aci_gamma:
+        raise ConfigError(f"evaluation.aci_gamma: {shown(e.aci_gamma)} is ignored under evaluation.interval_method="
+                          f"{e.interval_method} (only aci updates its level); set evaluation.interval_method=aci, or leave "
+                          f"evaluation.aci_gamma at the default ({de.aci_gamma})")
+    if tune.pruner == "none" and tune.pruner_warmup_evals != dtune.pruner_warmup_evals:
+        raise ConfigError(f"tune.pruner_warmup_evals: {tune.pruner_warmup_evals} is ignored under tune.pruner=none (no "
+                          f"trial is pruned); set tune.pruner=median, or leave it at the default ({dtune.pruner_warmup_evals})")
+
+
 def split_date_ns(text: str, key: str) -> int:
     """A cut date of ``data.split_dates`` as int64 ns UTC (a date without a zone is UTC);
     ConfigError naming ``key`` when it is not a date."""
@@ -1249,6 +1295,9 @@ def resume_conflicts(saved: dict[str, Any], cfg: Config) -> list[tuple[str, Any,
             was, now_ = before.get(k), after.get(k)
             if name == "data.symbols" and isinstance(was, list) and isinstance(now_, list):
                 was, now_ = sorted(was), sorted(now_)  # a set: the run takes them in name order either way
+            if name in ("data.train_ratio", "data.val_ratio") and before.get("split_dates") is not None \
+                    and before.get("split_dates") == after.get("split_dates"):
+                continue  # the same dates cut both runs' splits: the ratios saved beside them cut nothing
             if name not in RESUME_MAY_CHANGE and k in before and was != now_:
                 out.append((name, before[k], after.get(k)))
     return out

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from hftraining.core.errors import DataError, writing
+from hftraining.core.files import replace_file
 
 
 _NESTED = frozenset({dict, list, tuple})  # the containers laid out over lines when they hold one
@@ -111,11 +112,21 @@ def _indented(obj: Any, indent: str, allow_nan: bool) -> str:
 
 
 def write_json(path: str | Path, obj: Any, indent: int | None = 2, exact: bool = False) -> Path:
-    """Write ``obj`` as JSON (UTF-8, trailing newline) to ``path``: strict, or ``exact`` (checkpoints)."""
+    """Write ``obj`` as JSON (UTF-8, trailing newline) to ``path``: strict, or ``exact`` (checkpoints).
+
+    A regular file (or a new one) is written whole or not at all (:func:`~hftraining.core.files.replace_file`):
+    a full disk or a kill mid-write leaves the earlier config.json or eval.json as it was, where a rewrite in
+    place left it cut short. A symbolic link (``/dev/stdout``, a link a user keeps to the file) and anything
+    that is not a regular file (a FIFO, a device) are written through in place: a rename would put a regular
+    file where the link was (and detach the file a shell sent ``/dev/stdout`` to) or fail beside a device."""
     path = Path(path)
     text = dumps(obj, indent, exact) + "\n"
     with writing(path):  # disk full, no permission: one line naming the file
-        path.write_text(text, encoding="utf-8")
+        whole = not path.is_symlink() and (path.is_file() or not path.exists())
+        if not whole:
+            path.write_text(text, encoding="utf-8")
+    if whole:
+        replace_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
 
 
