@@ -162,3 +162,26 @@ def test_a_checkpoint_of_another_run_folder_into_a_new_folder_sets_nothing_aside
     assert _steps(fork) == ([4, 6], [4, 6])
     assert not [p for p in fork.iterdir() if p.name.endswith(".superseded")]
     assert not [r for r in logged if r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize("batching,key", [("windows", "data.batch_size"), ("dates", "data.dates_per_batch")])
+def test_out_of_memory_names_the_key_that_sizes_the_micro_batch(tmp_path, monkeypatch, batching, key):
+    """Under date batches a micro-batch holds data.dates_per_batch dates' windows and data.batch_size is not read
+    (a config that sets it there is refused): running out of memory said to lower data.batch_size."""
+    import hftraining.train.trainer as trainer_mod
+    from hftraining.train.runner import build_trainer
+
+    cfg = load_config(None, tiny(tmp_path / "run", "training.max_steps=1", "training.save_steps=0",
+                                 "evaluation.eval_steps=0", f"data.batching={batching}"))
+    tr = build_trainer(cfg)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(trainer_mod, "compute_loss", out_of_memory)
+    tr.model.train()
+    with pytest.raises(trainer_mod.OutOfMemory) as err:
+        tr.train_step()
+    msg = str(err.value)
+    assert msg.startswith(f"{key}: ") and f"lower {key}" in msg, msg
+    assert ("data.batch_size" in msg) == (batching == "windows"), msg

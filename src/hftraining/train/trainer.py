@@ -429,10 +429,13 @@ class Trainer:
                         scaled = self.scaler.scale(scaled)
                     scaled.backward(create_graph=create_graph)
                 except torch.OutOfMemoryError:
+                    # the key that sizes the micro-batch: under date batches, data.batch_size is not read
+                    key, size = (("data.dates_per_batch", f"{self.cfg.data.dates_per_batch} dates ({len(idx)} windows)")
+                                 if self.cfg.data.batching == "dates" else
+                                 ("data.batch_size", f"{self.cfg.data.batch_size} windows"))
                     raise OutOfMemory(
-                        f"data.batch_size: {self.cfg.data.batch_size} windows of {self.data.preprocessing.seq_len} "
-                        f"steps do not fit in {self.device} memory; lower data.batch_size (and raise "
-                        "training.gradient_accumulation_steps to keep the batch per optimizer step)"
+                        f"{key}: {size} of {self.data.preprocessing.seq_len} steps do not fit in {self.device} memory; "
+                        f"lower {key} (and raise training.gradient_accumulation_steps to keep the batch per optimizer step)"
                     ) from None
                 except RuntimeError as e:
                     raise RuntimeError(f"training batch failed at {self._describe(idx)}: {e}") from e
