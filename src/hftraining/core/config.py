@@ -1162,14 +1162,18 @@ def check_ignored(cfg: Config) -> None:
     ``windows``, ``evaluation.aci_gamma`` under another ``interval_method`` than ``aci``,
     and ``tune.pruner_warmup_evals`` under ``tune.pruner: none`` (``tune.pruner_startup_trials`` is read there
     too, by TPE as its count of random first trials). The config does not record which keys a user wrote, so
-    a value equal to the default counts as not set.
+    a value equal to the default counts as not set. A choice that ``tune.search_space`` searches
+    (``data.batching``, ``training.precision``, ``evaluation.interval_method``) reads the key in the trials that
+    draw the option reading it: a tune over both batchings, each with its own size, is a search, not a mistake
+    (refused there, the whole tune was refused before its first trial, as a combination some trial could draw).
 
     Run on a config being loaded (:func:`config_from_dict`), not by :func:`validate`, which also checks a
     model folder's saved sections when it is loaded: a preprocessing.json records the cut dates a run
     resolved beside the ratios that found them, and a folder trained before this check keeps loading."""
     d, t, e, tune = cfg.data, cfg.training, cfg.evaluation, cfg.tune
     dd, de, dtune = DataConfig(), EvaluationConfig(), TuneConfig()
-    if t.use_mixed_precision and t.precision == "fp32":
+    fixed = lambda key: key not in tune.search_space  # noqa: E731 - a searched choice is drawn per trial
+    if t.use_mixed_precision and t.precision == "fp32" and fixed("training.precision"):
         raise ConfigError("training.use_mixed_precision: true is ignored under training.precision=fp32, which outranks "
                           "it (the run trains in fp32); set training.use_mixed_precision=false, or training.precision=auto "
                           "(or bf16) to train in bf16")
@@ -1180,15 +1184,15 @@ def check_ignored(cfg: Config) -> None:
                           f"{'is' if one else 'are'} ignored beside data.split_dates, whose dates cut the validation and "
                           f"test splits; remove data.split_dates to cut at the ratios, or leave {'it' if one else 'them'} "
                           f"at the default ({', '.join(f'data.{k}={getattr(dd, k)}' for k in ratios)})")
-    if d.batching == "dates" and d.batch_size != dd.batch_size:
+    if d.batching == "dates" and d.batch_size != dd.batch_size and fixed("data.batching"):
         raise ConfigError(f"data.batch_size: {d.batch_size} is ignored under data.batching=dates, whose micro-batch holds "
                           f"every window of data.dates_per_batch={d.dates_per_batch} dates; set data.dates_per_batch, or "
                           f"leave data.batch_size at the default ({dd.batch_size})")
-    if d.batching == "windows" and d.dates_per_batch != dd.dates_per_batch:
+    if d.batching == "windows" and d.dates_per_batch != dd.dates_per_batch and fixed("data.batching"):
         raise ConfigError(f"data.dates_per_batch: {d.dates_per_batch} is ignored under data.batching=windows, whose "
                           f"micro-batch holds data.batch_size={d.batch_size} windows; set data.batching=dates to batch by "
                           f"dates, or leave data.dates_per_batch at the default ({dd.dates_per_batch})")
-    if e.interval_method != "aci" and e.aci_gamma != de.aci_gamma:
+    if e.interval_method != "aci" and e.aci_gamma != de.aci_gamma and fixed("evaluation.interval_method"):
         raise ConfigError(f"evaluation.aci_gamma: {shown(e.aci_gamma)} is ignored under evaluation.interval_method="
                           f"{e.interval_method} (only aci updates its level); set evaluation.interval_method=aci, or leave "
                           f"evaluation.aci_gamma at the default ({de.aci_gamma})")

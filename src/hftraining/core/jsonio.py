@@ -9,8 +9,11 @@ hyperparameter included, so there non-finite floats are kept as Python's ``Infin
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import stat
 from json.encoder import c_make_encoder, encode_basestring_ascii  # what json.dumps writes with (the C one, or None)
 from pathlib import Path
 from typing import Any, Callable
@@ -118,16 +121,36 @@ def write_json(path: str | Path, obj: Any, indent: int | None = 2, exact: bool =
     a full disk or a kill mid-write leaves the earlier config.json or eval.json as it was, where a rewrite in
     place left it cut short. A symbolic link (``/dev/stdout``, a link a user keeps to the file) and anything
     that is not a regular file (a FIFO, a device) are written through in place: a rename would put a regular
-    file where the link was (and detach the file a shell sent ``/dev/stdout`` to) or fail beside a device."""
+    file where the link was (and detach the file a shell sent ``/dev/stdout`` to) or fail beside a device. A
+    file rewritten keeps its permission bits (a ``tracking.json`` a user made ``0600`` stays private), and one
+    this process may not write (made read-only to keep it) is refused, as a rewrite in place was: the sibling
+    renamed over it is created with the process's umask, and a rename needs no permission on the file."""
     path = Path(path)
     text = dumps(obj, indent, exact) + "\n"
     with writing(path):  # disk full, no permission: one line naming the file
         whole = not path.is_symlink() and (path.is_file() or not path.exists())
         if not whole:
             path.write_text(text, encoding="utf-8")
+        mode = _mode(path) if whole else None
+        if mode is not None and not os.access(path, os.W_OK):  # a rename would replace a file it may not write
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+        if mode is not None:
+            os.chmod(tmp, mode)
+
     if whole:
-        replace_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        replace_file(path, write)
     return path
+
+
+def _mode(path: Path) -> int | None:
+    """The permission bits of file ``path``, or None where there is none yet."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return None
 
 
 def read_json(path: str | Path) -> Any:

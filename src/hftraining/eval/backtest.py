@@ -803,14 +803,16 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
                                   "(long-only: none), equal weight; dropout n: at most n names swapped per side")
         # the most symbols with a row on one date: a book ranks at least two of them against each other
         most = int(have.sum(axis=1).max()) if len(dates) else 0
-        side = N if ev.backtest_long_only else N // 2  # the most names a side can hold (long-short: both equal)
+        # the most names a side can hold (long-short: both equal), of the symbols the split trades (a panel
+        # symbol without a window there is never ranked)
+        side = n_with if ev.backtest_long_only else n_with // 2
         if most < 2:
             settings["topk_held"] = 0
             text = topk_holds_nothing_text(portfolio_from, n_with)
             settings["warning"] = f"{settings['warning']}; {text}" if "warning" in settings else text
         elif ev.backtest_topk > side:
             settings["topk_held"] = side
-            text = (f"evaluation.backtest_topk: {ev.backtest_topk} is more than the {N} symbols allow: each side "
+            text = (f"evaluation.backtest_topk: {ev.backtest_topk} is more than the {n_with} symbols allow: each side "
                     f"holds at most {side}" + ("" if ev.backtest_long_only else " (long-short: half of them)"))
             settings["warning"] = f"{settings['warning']}; {text}" if "warning" in settings else text
     return {"settings": settings, "strategies": out, "curves": curves, "dates": dates}

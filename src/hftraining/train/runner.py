@@ -415,7 +415,9 @@ def _build_trainer(cfg: Config, data: PreparedData | None, info: DistInfo,
     precision = check_before_data(cfg, info, model)  # before the run folder and the data: a mistake costs no feature build
     if (precision == "bf16" and info.device.type == "cpu" and info.is_main and cpu_has_bf16() is False
             and (model is not None or check_model(cfg.model).needs_training)):
-        fix = "training.precision=fp32" if cfg.training.precision == "bf16" else "training.use_mixed_precision=false"
+        # the fix a config load takes: precision=fp32 beside use_mixed_precision: true is refused as ignored
+        fix = ("training.use_mixed_precision=false" if cfg.training.precision != "bf16" else "training.precision=fp32"
+               + (" with training.use_mixed_precision=false" if cfg.training.use_mixed_precision else ""))
         log.warning("warning: training.precision bf16 on a CPU without bf16 instructions (AVX512-BF16 or AMX): torch "
                     "computes it in software, several times slower than fp32 (the quickstart: 228 s against 29 s); "
                     "%s trains in fp32", fix)
