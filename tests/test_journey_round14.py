@@ -179,3 +179,15 @@ def test_a_folder_mixing_formats_names_the_files_it_does_not_read(daily, tmp_pat
         assert cli.main(["data", "check", str(folder), "--json"]) == 0
     assert "unread_files" not in json.loads(capsys.readouterr().out)
     assert not [r for r in caplog.records if "not read" in r.getMessage()]
+
+
+def test_a_folder_s_metadata_json_is_not_named_as_an_unread_price_file(tmp_path):
+    """A dataset's folder often holds its metadata as JSON (``dataset-metadata.json``): not a price file, so not a
+    warning on every run."""
+    from hftraining.data.sources import unread_files
+
+    (tmp_path / "AEM.csv").write_text("Date,Close,Volume\n2024-01-02,1,1\n")
+    (tmp_path / "dataset-metadata.json").write_text("{}")
+    assert unread_files(str(tmp_path)) is None
+    (tmp_path / "WPM.txt").write_text("Date,Close,Volume\n2024-01-02,1,1\n")  # Stooq's daily files are .txt
+    assert unread_files(str(tmp_path))["files"] == [str(tmp_path / "WPM.txt")]

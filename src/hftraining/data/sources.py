@@ -168,9 +168,10 @@ def units(d: DataConfig) -> list[Unit]:
 
 
 # names a folder's file may end in that look like prices the readers do not take (io.SUFFIXES): compressed other
-# than gzip/bzip2/zstd (Binance's monthly .zip files), tab-separated or plain text, Excel, Feather, JSON
+# than gzip/bzip2/zstd (Binance's monthly .zip files), tab-separated or plain text (Stooq's .txt), Excel, Feather;
+# not .json, which a dataset's folder holds as its metadata far more often than as prices
 UNREAD_SUFFIXES = (".zip", ".xz", ".7z", ".tar", ".tgz", ".gz", ".bz2", ".zst", ".tsv", ".txt", ".xls", ".xlsx",
-                   ".feather", ".json")
+                   ".feather")
 
 
 def unread_files(data_dir: Any) -> dict[str, Any] | None:
