@@ -43,7 +43,7 @@ from hftraining.train.runner import build_trainer
 from hftraining.train.trainer import CUDA_GRAPH_MODES
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_trainer import _WindowBatches, hf_missing  # noqa: E402
+from bench_trainer import _WindowBatches, hf_missing, without_validation  # noqa: E402
 
 PRODUCTION = ["model.hidden_size=512", "model.num_heads=16", "model.num_layers=8", "model.dropout=0.15"]
 TINY = ["model.hidden_size=32", "model.num_heads=4", "model.num_layers=2", "model.dropout=0.1"]
@@ -98,8 +98,7 @@ def warm_trainer(cfg, data):
 
 def time_trainer(cfg, data, steps: int) -> float:
     """Seconds per optimizer step of ``Trainer.fit`` (logging every 10 steps, no evaluation, no checkpoint)."""
-    trainer = warm_trainer(cfg, data)
-    trainer.data.val = trainer.data.val.subset(slice(0, 0))
+    trainer = without_validation(warm_trainer(cfg, data))
     trainer.save_checkpoint = trainer.read_back
     trainer.state.global_step = 0
     sync(trainer.device)
@@ -288,28 +287,10 @@ def main() -> None:
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     start = time.perf_counter()
-    configs = args.configs or ("32x4,1024x1,32x1" if gpu else "8x1,8x2")
-    modes = (args.modes or (",".join(MODES) if gpu else "none,default")).split(",")
-    model = PRODUCTION if gpu else TINY
-    hf_reason = "--no-hf" if args.no_hf else hf_missing()
-    peak = bf16_matmul_peak(device)
-    name = torch.cuda.get_device_name(device) if gpu else f"CPU ({os.cpu_count()} cores)"
-    print(f"device: {name}; torch {torch.__version__}; bf16 matmul peak measured: {peak / 1e12:.3g} TFLOP/s"
-          + ("" if gpu else " (smoke run: tiny model)"), flush=True)
-    if args.profile:
-        spec, _, mode = args.profile.partition(":")
-        batch, accum = (int(v) for v in spec.split("x"))
-        steps = args.steps or (10 if gpu else 2)
-        with tempfile.TemporaryDirectory() as tmp:
-            data = prepare(config(model, 32, 1, 1, args.device, "none", tmp).data)
-            pre = data.preprocessing
-            cfg = config(model, batch, accum, steps + 3, args.device, mode or "none", os.path.join(tmp, "run"))
-            n_params = build_model(cfg.model, len(pre.feature_columns), pre.horizon, pre.seq_len).num_parameters()
-            profile_trainer(cfg, data, steps, n_params, peak)
-        print(f"total {time.perf_counter() - start:.0f} s")
-        return
+
+    # every flag is checked before anything is measured: a misspelt one met in the loop lost the
+    # figures of every path before it, or a GPU session's minutes
     def parse(spec: str, flag: str) -> tuple[int, int]:
-        # said before anything is measured: a bad one met in the loop lost the table of every path before it
         try:
             batch, accum = (int(v) for v in spec.split("x"))
         except ValueError:
@@ -318,23 +299,53 @@ def main() -> None:
             ap.error(f"{flag}: {spec!r} needs a batch and an accumulation of at least 1")
         return batch, accum
 
+    def mode_of(flag: str, mode: str, allowed: list[str], item: str | None = None) -> str:
+        if mode not in allowed:
+            ap.error(f"{flag}: {mode!r}{f' in {item!r}' if item else ''} is not one of {', '.join(allowed)}")
+        return mode
+
+    configs = args.configs or ("32x4,1024x1,32x1" if gpu else "8x1,8x2")
+    modes = [mode_of("--modes", m, MODES) for m in (args.modes or (",".join(MODES) if gpu else "none,default")).split(",")]
     specs = [parse(spec, "--configs") for spec in configs.split(",")]
+    if args.profile:
+        spec, _, mode = args.profile.partition(":")
+        (batch, accum), mode = parse(spec, "--profile"), mode_of("--profile", mode or "none", MODES, args.profile)
     # Measured in this order, each path over every configuration before the next path, so that a
     # --budget cut leaves the least important figures out: the Trainer (eager, then CUDA graphs),
     # transformers.Trainer with and without torch_compile, the bare loop, the other compile modes.
     order = [("hftraining Trainer", "none"), ("hftraining Trainer", "reduce-overhead")]
-    if hf_reason is None:
-        order += [("transformers.Trainer", "torch_compile"), ("transformers.Trainer", "none")]
+    order += [("transformers.Trainer", "torch_compile"), ("transformers.Trainer", "none")]
     order += [("bare loop", "none"), ("bare loop", "reduce-overhead" if gpu else "default")]
     order += [("hftraining Trainer", m) for m in ("default", "max-autotune")]
     order = [(p, m, None) for p, m in order if p != "hftraining Trainer" or m in modes]
     if args.paths:  # e.g. hf:none,bare:reduce-overhead,trainer:max-autotune@1024x1
-        names = {"trainer": "hftraining Trainer", "hf": "transformers.Trainer", "bare": "bare loop"}
+        names = {"trainer": ("hftraining Trainer", MODES), "hf": ("transformers.Trainer", ["none", "torch_compile"]),
+                 "bare": ("bare loop", MODES)}
         order = []
         for item in args.paths.split(","):
             what, _, only = item.partition("@")
             path, _, mode = what.partition(":")
-            order.append((names[path], mode, parse(only, "--paths") if only else None))
+            if path not in names:
+                ap.error(f"--paths: {item!r}: {path!r} is not one of {', '.join(names)}")
+            order.append((names[path][0], mode_of("--paths", mode, names[path][1], item),
+                          parse(only, "--paths") if only else None))
+
+    model = PRODUCTION if gpu else TINY
+    hf_reason = "--no-hf" if args.no_hf else hf_missing()
+    peak = bf16_matmul_peak(device)
+    name = torch.cuda.get_device_name(device) if gpu else f"CPU ({os.cpu_count()} cores)"
+    print(f"device: {name}; torch {torch.__version__}; bf16 matmul peak measured: {peak / 1e12:.3g} TFLOP/s"
+          + ("" if gpu else " (smoke run: tiny model)"), flush=True)
+    if args.profile:
+        steps = args.steps or (10 if gpu else 2)
+        with tempfile.TemporaryDirectory() as tmp:
+            data = prepare(config(model, 32, 1, 1, args.device, "none", tmp).data)
+            pre = data.preprocessing
+            cfg = config(model, batch, accum, steps + 3, args.device, mode, os.path.join(tmp, "run"))
+            n_params = build_model(cfg.model, len(pre.feature_columns), pre.horizon, pre.seq_len).num_parameters()
+            profile_trainer(cfg, data, steps, n_params, peak)
+        print(f"total {time.perf_counter() - start:.0f} s")
+        return
     if hf_reason is not None:
         print(f"transformers.Trainer: not timed ({hf_reason})")
         order = [o for o in order if o[0] != "transformers.Trainer"]

@@ -74,6 +74,10 @@ def main() -> None:
     p.add_argument("--stat", choices=["median", "min"], default="median",
                    help="statistic of the timed steps; min resists load from other processes")
     args = p.parse_args()
+    known = list(dict.fromkeys(name for _, name, _ in OPTIMIZERS))
+    for name in args.only or ():  # a misspelt name timed nothing but the reference
+        if name not in known:
+            p.error(f"--only: {name!r} is not one of {', '.join(known)}")
     stat = getattr(statistics, args.stat) if args.stat == "median" else min
 
     torch.manual_seed(0)

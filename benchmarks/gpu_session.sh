@@ -8,12 +8,17 @@
 #
 # Wheels the device image lacks (ta-lib, pytorch_optimizer, ...) are installed from .whl/ when it is
 # there: run ../shared/tools/device-wheels first and carry .whl to the device. Each step has its own
-# time limit, so one that hangs leaves the others their figures. A smoke run on a CPU machine:
+# time limit, so one that hangs leaves the others their figures, and the part ends within LIMIT
+# seconds (default 580). A smoke run on a CPU machine:
 #   PY=.venv/bin/python WHEELS=0 OUT=/tmp/gpu-out bash benchmarks/gpu_session.sh checks
 set -u
 part=${1:-checks}
 out=${OUT:-gpu-out}
 py=${PY:-python3}
+# each step gets its own limit or what is left of LIMIT (the device run's 600 s, less its start), so a
+# slow wheel install or earlier step shortens the last step instead of the run being killed unfinished
+limit=${LIMIT:-580}
+left() { local l=$(( limit - SECONDS )); [ "$l" -gt "$1" ] && l=$1; [ "$l" -lt 1 ] && l=1; echo "$l"; }
 mkdir -p "$out"
 if [ "${WHEELS:-1}" = 1 ] && compgen -G ".whl/*.whl" >/dev/null; then
     "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -29,17 +34,17 @@ case "$part" in
 checks)
     # the compiled and CUDA-graphed step against eager (gradients, losses, dropout per micro-batch,
     # resume), no host synchronisation between logging steps, device batches, out of memory, fp16 resume
-    timeout 150 "$py" -m pytest -q -m "not slow" tests/test_devices.py -k "cuda or steady_state or out_of_memory or fp16_resume" \
+    timeout "$(left 150)" "$py" -m pytest -q -m "not slow" tests/test_devices.py -k "cuda or steady_state or out_of_memory or fp16_resume" \
         -rfE --durations=10 2>&1 | tee "$out/tests.txt" | tail -25
     # where a batch-1024 step's GPU time goes (default mode: kernels inside CUDA graphs are not attributed)
-    timeout 120 "$py" benchmarks/bench_gpu.py --profile 1024x1:default 2>&1 | grep -v USDT | tee "$out/profile.txt"
+    timeout "$(left 120)" "$py" benchmarks/bench_gpu.py --profile 1024x1:default 2>&1 | grep -v USDT | tee "$out/profile.txt"
     # the seed config's kernels a step, eager (the bare loop: 719, 3.6 ms of GPU work in 22.7 ms)
-    timeout 60 "$py" benchmarks/bench_gpu.py --profile 32x4:none 2>&1 | grep -v USDT | tee -a "$out/profile.txt"
+    timeout "$(left 60)" "$py" benchmarks/bench_gpu.py --profile 32x4:none 2>&1 | grep -v USDT | tee -a "$out/profile.txt"
     # max-autotune at 1024 x 1 (its kernel search takes minutes; reduce-overhead there: 23.1 micro-steps/s)
-    timeout 230 "$py" benchmarks/bench_gpu.py --paths "trainer:max-autotune@1024x1" 2>&1 | tee "$out/autotune.txt"
+    timeout "$(left 230)" "$py" benchmarks/bench_gpu.py --paths "trainer:max-autotune@1024x1" 2>&1 | tee "$out/autotune.txt"
     ;;
 bench)
-    timeout 570 "$py" benchmarks/bench_gpu.py --budget "${BUDGET:-420}" 2>&1 | tee "$out/bench.txt"
+    timeout "$(left 570)" "$py" benchmarks/bench_gpu.py --budget "${BUDGET:-420}" 2>&1 | tee "$out/bench.txt"
     ;;
 *)
     echo "usage: bash benchmarks/gpu_session.sh checks|bench" >&2
