@@ -270,9 +270,9 @@ def evaluate_model_dir(path, data=None, split: str = "test",
     ws = whole.last_dates(ev.max_test_windows)
     # a cut split is said as eval.json says it (evaluate_test): the counts, and the report's sentence on them
     cut = {} if len(ws) == len(whole) else {"windows_scored": len(ws), "windows_in_split": len(whole)}
-    if cut:
-        log.info("scoring the %s windows of the last %d dates: %d of %d windows (evaluation.max_test_windows)",
-                 split, len(set(ws.times.tolist())), len(ws), len(whole))
+    if cut:  # on stderr (evaluate shows no info lines): the console's table counts the windows scored alone
+        log.warning("scoring the %s windows of the last %d dates: %d of %d windows (evaluation.max_test_windows)",
+                    split, len(set(ws.times.tolist())), len(ws), len(whole))
     outs = f.outputs(ws)
     scale = f.preprocessing.target_scale
     fc = collect_forecasts(None, ws, scale, f.batch_size, pred_scaled=outs["prediction"],
@@ -280,8 +280,12 @@ def evaluate_model_dir(path, data=None, split: str = "test",
                            fitted=fitted_baselines(path), class_probs=outs.get("class_probs"),
                            class_threshold=class_threshold(f.model) if "class_probs" in outs else 0.0)
     result = {"split": split, "model_dir": str(f.model_dir), **cut, **score(fc)}
-    if split != "test":  # the p-values test a model (and baselines) this split selected or trained: said with them
-        result["verdict"] += " " + IN_SAMPLE[split]
+    if split != "test":  # the p-values test a model (and baselines) this split selected or trained: said with them,
+        # in every verdict sentence the console and the report print (a return's cross-section one, a
+        # cross-sectional label's squared-error one), not only the headline's
+        for key in ("verdict", "mse_verdict", "cross_section_verdict"):
+            if result.get(key):
+                result[key] += " " + IN_SAMPLE[split]
         if "classes" in result["model"]:  # the head's DM test too: its own line on the console and in the report
             result["model"]["classes"]["verdict"] += " " + IN_SAMPLE[split]
     if changes:  # the training data read again differ from the rows training read: not eval.json's evaluation
@@ -320,6 +324,10 @@ def evaluate_and_backtest(path, data=None, split: str = "test",
     result, fc = evaluate_model_dir(path, data, split, ev)
     bt = backtest_forecasts(fc, ev)
     s = bt["settings"]
+    if split != "test":  # `backtest --split val` prints the table alone: its Sharpe ratios said in sample beside it
+        text = IN_SAMPLE[split].strip("().")
+        text = text[0].lower() + text[1:]
+        s["warning"] = f"{s['warning']}; {text}" if "warning" in s else text
     if s.get("topk_held") == 0:
         raise ConfigError(f"{topk_holds_nothing_text(s['portfolio_from'], s['n_symbols'])}; "
                           f"set evaluation.backtest_portfolio=per_symbol (backtest: --portfolio per_symbol)")

@@ -88,6 +88,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import yaml
 
@@ -1333,6 +1334,30 @@ def best_trial_config(out: Path, number: int, config_path, overrides, values: di
     return load_config(config_path, list(overrides) + _value_overrides(values)), note
 
 
+def chosen_period_note(out: Path, number: int) -> str | None:
+    """The sentence that says on which dates trial ``number`` was chosen (the first and last date of its
+    validation split, of every fold's with ``tune.folds``, as its ``data_report.json`` states them), and that a
+    walk-forward of its config scores those dates again: its folds whose test blocks reach into them are not
+    out of sample for the choice. None where the trial's folder is not in ``out`` (run on another machine, not
+    gathered yet) or its data_report.json cannot be read: the report of the study is written all the same."""
+    trial_dir = out / f"trial-{number:04d}"
+    try:
+        spans = []
+        for path in [trial_dir / "data_report.json", *sorted(trial_dir.glob("fold-*/data_report.json"))]:
+            if path.is_file():
+                symbols = ((read_json(path).get("split") or {}).get("symbols") or {}).values()
+                spans += [s["val"] for s in symbols if isinstance(s, dict) and s.get("val")]
+        if not spans:
+            return None
+        first = fmt_time(min(pd.Timestamp(a).value for a, _ in spans))
+        last = fmt_time(max(pd.Timestamp(b).value for _, b in spans))
+    except (OSError, ValueError, TypeError, AttributeError):  # JSONDecodeError is a ValueError
+        return None
+    return (f"chosen on the validation dates {first} to {last}: a walkforward of this config scores them again, so "
+            f"its folds whose test blocks reach into {first}..{last} are not out of sample for this choice "
+            "(selection.json measures the choice)")
+
+
 def write_trials_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
     """The summary table as CSV (RFC 4180 quoting, :mod:`csv`): a number as Python writes it, a list or
     dict as its JSON, None as an empty cell. The JSON of a list or dict written by hand, with its quotes
@@ -1391,15 +1416,21 @@ def write_study_report(study, cfg: Config, config_path, overrides, space, out: P
         d["output"] = cfg.to_dict()["output"]  # the trial's own run folder and overwrite are the tune's, not a run's
         d["output"]["output_dir"] = None
         d["output"]["experiment_name"] = f"{study.study_name}-best"
+        chosen_on = chosen_period_note(out, best.number)
+        # the score the study ranks by: with tune.folds (the study's, checked unchanged), the mean over the folds
+        scored_on = ("validation split" if cfg.tune.folds < 2 else
+                     f"mean of {cfg.tune.folds} walk-forward folds' validation splits")
         header_line = (f"# best trial {best.number} of study {study.study_name}: eval_{cfg.evaluation.metric} = {best.value:.6g}"
-                       f" (validation split)\n# hftraining train --config {out / 'best_config.yaml'}\n"
-                       + (f"# {note}\n" if note else ""))
+                       f" ({scored_on})\n# hftraining train --config {out / 'best_config.yaml'}\n"
+                       + (f"# {note}\n" if note else "") + (f"# {chosen_on}\n" if chosen_on else ""))
         (out / "best_config.yaml").write_text(header_line + yaml.dump(d, Dumper=ConfigDumper, sort_keys=False), encoding="utf-8")
         write_json(out / "best.json", {"trial": best.number, "value": best.value, "metric": f"eval_{cfg.evaluation.metric}",
                                        "params": values, "selection": sel_brief})
         lines.append(f"best: trial {best.number}, eval_{cfg.evaluation.metric} = {best.value:.6g}: "
                      + ", ".join(f"{k}={v}" for k, v in values.items()))
         lines.append(f"best config: {out / 'best_config.yaml'}" + (f" ({note})" if note else ""))
+        if chosen_on:
+            lines.append(chosen_on)
     else:
         lines.append("no trial completed: no best config")
     lines.append(format_selection(sel, f"the best trial {best.number}" if best else "the best trial"))
