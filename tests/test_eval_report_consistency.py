@@ -16,7 +16,7 @@ import yaml
 from hftraining.core.config import load_config
 from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.eval.forecasts import SIGNIFICANCE, Forecasts, label, score
-from hftraining.eval.report import write_report
+from hftraining.eval.report import sentence, write_report
 from hftraining.workflows.train_run import train
 from conftest import tiny  # noqa: E402
 
@@ -127,7 +127,9 @@ def check_report(md: str, ev: dict) -> None:
         check(list(got.groups()[:4]), [d["mean"], d["t_stat"], d["p_value"]], p_columns=(3,))
     else:
         if ev["model"]["cross_section"]["rank_ic"]["n_dates"]:  # as the console prints it
-            assert f"On the cross-section: {ev['cross_section_verdict']}." in top
+            # one full stop: a verdict that ends in one (or in its in-sample note) gets no second
+            assert sentence(f"On the cross-section: {ev['cross_section_verdict']}") in top
+            assert ".." not in top.replace("...", "")
         got = re.search(r"Diebold–Mariano, model against (\S+): statistic (\S+), p = (\S+)\.", top)
         assert got and got[1] == label(sb["name"])
         check(list(got.groups()), [sb["dm"]["statistic"], sb["dm"]["p_value"]], p_columns=(2,))

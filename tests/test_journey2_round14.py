@@ -141,3 +141,13 @@ def test_tune_says_which_dates_chose_the_best_config(tmp_path, capsys):
              ["split"]["symbols"].values() if s.get("val")]
     first, last = min(a for a, _ in spans)[:10], max(b for _, b in spans)[:10]
     assert f"# chosen on the validation dates {first} to {last}: " in "\n".join(header)
+
+
+def test_a_verdict_sentence_ending_in_its_in_sample_note_gets_no_second_full_stop():
+    """The report wraps the squared-error and cross-section verdicts as sentences; ``evaluate --split val`` ends
+    them with its in-sample note (".)"), and the report printed ".)." after it."""
+    from hftraining.eval.report import sentence
+
+    assert sentence("On squared error: not worth its cost") == "On squared error: not worth its cost."
+    note = "On squared error: not worth its cost (Scored on the val split: not an out-of-sample test.)"
+    assert sentence(note) == note and sentence("done.") == "done."

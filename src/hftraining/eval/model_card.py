@@ -27,7 +27,7 @@ from hftraining.core.fmt import fmt
 from hftraining.data.labels import CROSS_SECTIONAL, UNITS
 from hftraining.eval.forecasts import DIRECTION_NOTE, direction_p_text, label
 from hftraining.eval.intervals import level_labels
-from hftraining.eval.report import (config_value, effective_batch, md_text, p_text, scored_text, split_text,
+from hftraining.eval.report import (config_value, effective_batch, md_text, p_text, scored_text, sentence, split_text,
                                     trained_world_size)
 from hftraining.models import ForecastModel
 from hftraining.models import folder as folder_files
@@ -264,7 +264,7 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
     if result:
         lines += [result.get("verdict") or "—", ""]
         if _cs_strongest(result) and result.get("mse_verdict"):  # as the report and the console: a rank-IC verdict
-            lines += [f"On squared error: {result['mse_verdict']}.", ""]  # says nothing of the MSE tests the card lists
+            lines += [sentence(f"On squared error: {result['mse_verdict']}"), ""]  # says nothing of the MSE tests the card lists
         lines += ["## Test metrics", ""] + _metrics_section(result)
     else:
         # a run stopped before its test split was scored has no fitted baselines to judge it against: finishing it scores it

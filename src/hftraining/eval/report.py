@@ -177,6 +177,12 @@ def mpl_text(text: Any) -> str:
     return str(text).replace("$", r"\$")
 
 
+def sentence(text: str) -> str:
+    """``text`` ended by a full stop, unless it ends in one already (a verdict of another split ends with its
+    in-sample note, "...: not an out-of-sample test.)")."""
+    return text if text.endswith((".", ".)")) else text + "."
+
+
 def p_text(p: Any) -> str:
     """A p-value as the verdicts show it (:func:`~hftraining.core.fmt.fmt_p` at the verdict's level)."""
     return fmt_p(p, SIGNIFICANCE)
@@ -634,10 +640,10 @@ def _verdict_section(doc: _Doc, result: dict[str, Any], bt: dict[str, Any] | Non
                      f"p = {p_text(sb['dm'].get('p_value'))}.")
     doc.para(result.get("verdict", ""))
     if cs_first and result.get("mse_verdict"):
-        doc.para(f"On squared error: {result['mse_verdict']}.")
+        doc.para(sentence(f"On squared error: {result['mse_verdict']}"))
     rank_dates = ((result["model"].get("cross_section") or {}).get("rank_ic") or {}).get("n_dates")
     if not cs_first and rank_dates and result.get("cross_section_verdict"):  # as the console prints it
-        doc.para(f"On the cross-section: {result['cross_section_verdict']}.")
+        doc.para(sentence(f"On the cross-section: {result['cross_section_verdict']}"))
 
 
 def write_report(
