@@ -58,12 +58,17 @@ def _run(script, *args):
                           timeout=120, cwd=ROOT)
 
 
+SLOW = pytest.mark.slow  # a process each (about 4 s): one case of each flag in the default suite
+
+
 @pytest.mark.parametrize("args,says", [
     (["--paths", "trainr:none"], "--paths: 'trainr:none': 'trainr' is not one of trainer, hf, bare"),
-    (["--paths", "trainer:max-autotun@1024x1"], "--paths: 'max-autotun' in 'trainer:max-autotun@1024x1' is not one of"),
-    (["--paths", "hf:reduce-overhead"], "--paths: 'reduce-overhead' in 'hf:reduce-overhead' is not one of none, torch_compile"),
+    pytest.param(["--paths", "trainer:max-autotun@1024x1"],
+                 "--paths: 'max-autotun' in 'trainer:max-autotun@1024x1' is not one of", marks=SLOW),
+    pytest.param(["--paths", "hf:reduce-overhead"],
+                 "--paths: 'reduce-overhead' in 'hf:reduce-overhead' is not one of none, torch_compile", marks=SLOW),
     (["--profile", "1024:default"], "--profile: '1024' is not BATCHxACCUMULATION"),
-    (["--profile", "1024x1:defualt"], "--profile: 'defualt' in '1024x1:defualt' is not one of"),
+    pytest.param(["--profile", "1024x1:defualt"], "--profile: 'defualt' in '1024x1:defualt' is not one of", marks=SLOW),
     (["--modes", "none,defualt"], "--modes: 'defualt' is not one of"),
 ])
 def test_bench_gpu_refuses_a_misspelt_path_or_mode_before_measuring(args, says):
