@@ -92,6 +92,7 @@ def test_synth_intraday_sessions_and_parquet_dataset(tmp_path, capsys):
 
 
 
+@pytest.mark.slow  # over 10 s here; `make test-all` runs it
 def test_the_readme_synth_example_runs(tmp_path):
     """Every ``hftraining data synth`` command of the README's command list works as written (its
     --out pointed at a temporary folder)."""

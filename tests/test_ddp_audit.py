@@ -36,6 +36,7 @@ else:
 '''
 
 
+@pytest.mark.slow  # over 10 s here; `make test-all` runs it
 def test_ranks_wait_for_the_main_rank_s_own_work_beyond_ddp_timeout(tmp_path):
     """The end of a run: rank 0 evaluates the test split and writes the report while the others wait at a
     barrier. Bounded by ``training.ddp_timeout``, that wait failed rank 1 once the evaluation outlasted it, and

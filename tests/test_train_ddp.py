@@ -125,6 +125,7 @@ def test_distributed_setup_errors_name_what_is_wrong(monkeypatch):
         init_distributed("cpu", 60)
 
 
+@pytest.mark.slow  # over 10 s here; `make test-all` runs it
 def test_date_batches_under_two_processes_equal_one(tmp_path):
     """data.batching=dates with the IC loss: two ranks of one date each train exactly like one
     process of two dates (every date of these four symbols holds all four, so each date weighs the

@@ -49,6 +49,7 @@ sys.exit(main(sys.argv[1:]))
 '''
 
 
+@pytest.mark.slow  # over 10 s here; `make test-all` runs it
 def test_fp16_ddp_a_nan_loss_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     """Under fp16 a skipped step with a finite loss and a scale above 1 is the scaler's overflow, not counted: the
     loss looked at was the rank's own, so the rank with the finite loss did not count a NaN of the other rank's
