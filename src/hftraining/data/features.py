@@ -28,13 +28,19 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-import talib
 
 from hftraining.core.config import DataConfig, shown, time_zone
-from hftraining.core.errors import ConfigError, DataError
+from hftraining.core.errors import ConfigError, DataError, UserError
 from hftraining.core.registry import Registry
 from hftraining.data.alpha158 import alpha158 as alpha158_table
 from hftraining.data.labels import universe_return
+
+try:  # a dependency, never stood in for by pandas' rolling operators (other values, no warning)
+    import talib
+except ImportError as e:  # not installed, or its wheel cannot load: one line naming the package, not a traceback
+    cause = (str(e).splitlines() or [type(e).__name__])[0]
+    raise UserError(f"the features need TA-Lib, and the package ta-lib cannot be imported ({cause}): "
+                    f"pip install 'ta-lib>=0.6.5'") from None
 
 log = logging.getLogger(__name__)
 
@@ -781,18 +787,36 @@ def _probe(n: int) -> pd.DataFrame:
     })
 
 
+_WARMUP_PROBE = 4096  # rows of the first probe a spec's warm-up is measured on; doubled for a longer look-back
+_WARMUP_PROBE_MAX = 1 << 20  # TA-Lib's periods go up to 100,000 rows (MACD's and STOCH's add two or three)
+
+
+@functools.lru_cache(maxsize=256)
+def _spec_warmup(spec: str) -> int:
+    """Leading rows the one spec ``spec`` leaves NaN, measured on the probe (:func:`_probe`), whose rows
+    are doubled until one is past the warm-up: a window longer than the first probe (``volatility_5000``,
+    ``dist_high_10080``: a week of minute bars) is a look-back like any other. ConfigError beyond
+    :data:`_WARMUP_PROBE_MAX` rows."""
+    n = _WARMUP_PROBE
+    while True:
+        valid = np.isfinite(compute_features(_probe(n), [spec]).to_numpy()).all(axis=1)
+        if valid.any():
+            return int(np.argmax(valid))
+        if n >= _WARMUP_PROBE_MAX:
+            raise ConfigError(f"data.features: {spec} needs more than {n} rows of warm-up")
+        n *= 2
+
+
 @functools.lru_cache(maxsize=64)
 def _warmup(specs: tuple[str, ...]) -> int:
-    n = 4096
-    feats = compute_features(_probe(n), list(specs)).to_numpy()
-    valid = np.isfinite(feats).all(axis=1)
-    if not valid.any():
-        raise ConfigError(f"data.features: {list(specs)} need more than {n} rows of warm-up")
-    return int(np.argmax(valid))
+    # every spec alone (the probe's rows are finite from a spec's warm-up on), so a long look-back never
+    # computes the others, Alpha158's 158 columns say, on its longer probe
+    return max((_spec_warmup(s) for s in specs), default=0)
 
 
 def feature_warmup(specs: list[str]) -> int:
-    """Leading rows that ``specs`` leave NaN (dropped by :func:`build_features`)."""
+    """Leading rows that ``specs`` leave NaN (dropped by :func:`build_features`): the longest of their
+    look-backs, however long."""
     return _warmup(tuple(specs))
 
 
