@@ -33,6 +33,7 @@ _LAZY = {
     "format_table": "hftraining.eval.forecasts", "format_intervals": "hftraining.eval.intervals",
     "write_report": "hftraining.eval.report", "build_ensemble": "hftraining.inference.ensemble",
     "export_onnx": "hftraining.inference.export", "run_folder": "hftraining.inference.folders",
+    "is_ensemble": "hftraining.inference.folders", "resolve_model_dir": "hftraining.inference.folders",
     "Forecaster": "hftraining.inference.forecaster", "iso_as_of": "hftraining.inference.forecaster",
     "build_server": "hftraining.inference.serve",
     "resolve_api_key": "hftraining.inference.serve", "run_server": "hftraining.inference.serve",
@@ -169,6 +170,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     evaluation_config, evaluate_and_backtest, report_dir, write_report, run_folder = _lazy(
         "evaluation_config", "evaluate_and_backtest", "report_dir", "write_report", "run_folder")
+    is_ensemble, resolve_model_dir = _lazy("is_ensemble", "resolve_model_dir")
     format_table, format_intervals, format_backtest = _lazy("format_table", "format_intervals", "format_backtest")
     ev = evaluation_config(args.path, args.set)
     if args.report_dir and (args.no_report or not ev.report):  # asked where to write a report that is not written
@@ -186,7 +188,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         where = report_dir(args.path, args.report_dir, args.split, args.data, ev, result=result)
         changed = ["data changed since training"] if result.get("data_changes") else []
         what = ", ".join([f"{args.split} split", *([f"data {args.data}"] if args.data else changed), *args.set])
-        html_path, _ = write_report(where, result, fc, bt, run_folder(args.path),
+        # an ensemble folder is no run folder, but its report states its method and members (ensemble.json)
+        own = run_folder(args.path) or (ens if is_ensemble(ens := resolve_model_dir(args.path)) else None)
+        html_path, _ = write_report(where, result, fc, bt, own,
                                     title=f"hftraining evaluate: {args.path} ({what})")
         result["report"] = str(html_path)
     if args.json:

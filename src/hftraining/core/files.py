@@ -10,6 +10,8 @@ from typing import Callable
 
 from hftraining.core.errors import writing
 
+ENSEMBLE_NAME = "ensemble.json"  # an ensemble folder's description (inference/ensemble.py writes it, eval/report.py reads it)
+
 
 def replace_file(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Run ``write(tmp)`` on a sibling of ``path``, then rename it over ``path``: a failure (a full disk,

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from hftraining.core.errors import writing
+from hftraining.core.files import ENSEMBLE_NAME
 from hftraining.core.fmt import fmt_p
 from hftraining.core.jsonio import read_jsonl
 from hftraining.data.labels import CROSS_SECTIONAL
@@ -202,9 +203,11 @@ class _Doc:
         self.html.append(f"<h2>{html.escape(text)}</h2>")
         self.md += [f"## {md_text(text)}", ""]
 
-    def para(self, text: str) -> None:
+    def para(self, text: str, literal: bool = False) -> None:
+        """A paragraph; ``literal``: ``text`` holds names from the data (a symbol ``<b>x</b>``, a file ``a_*.csv``),
+        so its Markdown is escaped (:func:`md_text`) as a table cell's is."""
         self.html.append(f"<p>{html.escape(text)}</p>")
-        self.md += [text, ""]
+        self.md += [md_text(text) if literal else text, ""]
 
     def table(self, header: list[str], rows: list[list[Any]]) -> None:
         cells = lambda r, tag: "".join(f"<{tag}>{html.escape(str(c))}</{tag}>" for c in r)  # noqa: E731
@@ -330,6 +333,17 @@ def _data_section(doc: _Doc, rep: dict[str, Any] | None) -> None:
         if k not in ("symbols", "skipped_symbols", "windows") and isinstance(v, (int, float, str)):
             rows.append([k, v])
     doc.table(["item", "value"], rows)
+    warned = [(k, rep[k]["why"]) for k in DATA_WARNINGS if isinstance(rep.get(k), dict) and rep[k].get("why")]
+    if warned:  # said to the console as the data were read; a reader of the report alone saw none of them
+        doc.heading("Data warnings")
+        for key, why in warned:
+            doc.para(f"{key}: {why}", literal=True)
+
+
+DATA_WARNINGS = ("long_gaps", "unread_files", "mixed_stamps", "zoneless_stamps")
+"""The keys of data_report.json that hold a warning about the data read (each ``{..., "why": line}``: windows
+read across a symbol's halt, files of the folder not read, days or bars stamped at other times by other files,
+zoneless intraday stamps read as UTC): the report's "Data warnings" states each line."""
 
 
 def _training_section(doc: _Doc, recs: list[dict[str, Any]]) -> None:
@@ -667,6 +681,7 @@ def write_report(
     doc = _Doc(title or f"hftraining report: {run.name}", out / "report_files")
     if result:
         _verdict_section(doc, result, backtest)
+    _ensemble_section(doc, _read_json(run / ENSEMBLE_NAME))
     _config_section(doc, _read_json(run / "config.json"), trained_world_size(run))
     _data_section(doc, _read_json(run / "data_report.json"))
     metrics = run / "metrics.jsonl"  # a killed run's half-written last line is skipped; a corrupt line: DataError
@@ -678,6 +693,35 @@ def write_report(
         _interval_section(doc, result["intervals"], fc)
     _backtest_section(doc, backtest, _strongest_label(result))
     return doc.write(out)
+
+
+
+
+def _ensemble_section(doc: _Doc, meta: Any) -> None:
+    """What an ensemble folder's forecast is, from its ensemble.json ``meta``: the method that combines the
+    members, each member's share of the forecast (``weighted``: its weight of ensemble.json, normalised as the
+    ensemble normalises it; ``mean``: 1/M; ``median``: none) beside the folder it was copied from and its
+    validation MSE (what ``weighted`` weighs by). Nothing for a run folder (no ensemble.json). The metric
+    table's ``member:member-<k>`` rows are these members."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("members"), list) or not meta["members"]:
+        return
+    members, method = meta["members"], meta.get("method")
+    n = len(members)
+    weights, sources, scores = (meta.get(k) if isinstance(meta.get(k), list) and len(meta[k]) == n else [None] * n
+                                for k in ("weights", "sources", "validation_mse"))
+    if method == "weighted" and all(isinstance(w, (int, float)) for w in weights) and sum(weights) > 0:
+        shares = [w / sum(weights) for w in weights]
+        how = "the weighted mean, weights ∝ 1 / each member's validation MSE"
+    elif method == "median":
+        shares, how = [None] * n, "the median (no weights)"
+    else:
+        shares, how = [1.0 / n] * n, "the mean, equal weights"
+    doc.heading("Ensemble")
+    doc.para(f"The forecast is {how}, of {n} members' forecasts (ensemble.json, method {method}); each member's "
+             "test metrics are its row member:<member> of the forecast metrics.", literal=True)
+    doc.table(["member", "copied from", "weight", "validation MSE"],
+              [[Path(str(m)).name, config_value(src), _num(w, ".4f"), _num(v, ".6g")]
+               for m, src, w, v in zip(members, sources, shares, scores)])
 
 
 def _strongest_label(result: dict[str, Any] | None) -> str | None:

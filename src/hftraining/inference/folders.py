@@ -7,12 +7,10 @@ from typing import Any
 
 from hftraining.core.config import TrainingConfig, resolved_precision, section_from_dict
 from hftraining.core.errors import ConfigError, DataError
+from hftraining.core.files import ENSEMBLE_NAME
 from hftraining.models import folder
 from hftraining.models.base import CONFIG_NAME as MODEL_CONFIG
 from hftraining.models.base import WEIGHTS_NAME as MODEL_WEIGHTS
-
-ENSEMBLE_NAME = "ensemble.json"
-"""The file that makes a folder an ensemble folder (see :mod:`hftraining.inference.ensemble`)."""
 
 
 FITTED_BASELINES_DIR = "baselines"

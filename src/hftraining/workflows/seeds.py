@@ -17,7 +17,7 @@ from hftraining.core.errors import ConfigError, UserError
 from hftraining.core.jsonio import read_json, write_json
 from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.data.pipeline import prepare
-from hftraining.eval.forecasts import SIGNIFICANCE
+from hftraining.eval.forecasts import SIGNIFICANCE, label
 from hftraining.eval.model_card import verdict_baseline
 from hftraining.inference.ensemble import build_ensemble
 from hftraining.models.registry import MODELS
@@ -187,24 +187,42 @@ def seed_summary(evals: list[dict[str, Any]]) -> dict[str, Any]:
     better = [k for k, ev in enumerate(evals) if beats_strongest(ev)]
     named = [verdict_baseline(ev) for ev in evals]  # the baseline each verdict judges (by rank IC for a cs label)
     return {"n_seeds": len(evals), "seeds": per_seed, "strongest_baseline": [n for n, _ in named],
-            "strongest_baseline_by": [by for _, by in named], "spread": spread, "significantly_better": better}
+            "strongest_baseline_by": [by for _, by in named],
+            # what mse_vs_strongest compares with: the strongest by MSE (a cross-sectional verdict names another)
+            "strongest_baseline_by_mse": [(ev.get("strongest_baseline") or {}).get("name") for ev in evals],
+            "spread": spread, "significantly_better": better}
+
+
+def baselines_named(names: list[str | None]) -> str:
+    """The baselines the seeds are compared with (``names``, one a seed: seeds.json's ``strongest_baseline``), as
+    the console names them: ``fitted:ridge``, or ``fitted:ridge in 2 seeds, naive:drift in 1`` where they differ."""
+    counts: dict[str, int] = {}
+    for name in names:
+        if name is not None:
+            counts[label(name)] = counts.get(label(name), 0) + 1
+    if len(counts) <= 1:
+        return next(iter(counts), "none")
+    return ", ".join(f"{name} in {k} seed{'s' * (k != 1)}" for name, k in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def format_seed_summary(summary: dict[str, Any]) -> str:
-    """One line: the spread of the MSE ratio to the strongest baseline and how many seeds beat it."""
+    """One line: the spread of the MSE ratio to the strongest baseline, named, and how many seeds beat it."""
     n, r = summary["n_seeds"], summary["spread"]["mse_vs_strongest"]
+    named = baselines_named(summary.get("strongest_baseline") or [])
     if "rank IC" in summary.get("strongest_baseline_by", []):  # a cross-sectional verdict reads the rank IC difference
         d = summary["spread"]["rank_ic_vs_strongest"]
         if d["n"]:
             std = f" ± {d['std']:.4f}" if d["std"] is not None else ""
             return (f"seeds: step-1 rank IC − strongest baseline's (by rank IC) = {d['mean']:.4f}{std} (min {d['min']:.4f}, "
-                    f"max {d['max']:.4f}) over {d['n']} seeds; {len(summary['significantly_better'])} of {n} significantly "
-                    f"better (as each seed's verdict judges it, at {SIGNIFICANCE:g})")
+                    f"max {d['max']:.4f}) over {d['n']} seeds, against {named}; {len(summary['significantly_better'])} of {n} "
+                    f"significantly better (as each seed's verdict judges it, at {SIGNIFICANCE:g})")
     if r["n"] == 0:
         return f"seeds: {n} seeds trained; no MSE ratio to a strongest baseline to compare"
     std = f" ± {r['std']:.4f}" if r["std"] is not None else ""
+    if any(by != "MSE" for by in summary.get("strongest_baseline_by", [])):  # the ratio's baselines are those by MSE
+        named = baselines_named(summary.get("strongest_baseline_by_mse") or []) + " (by MSE)"
     return (f"seeds: test MSE / strongest baseline's = {r['mean']:.4f}{std} (min {r['min']:.4f}, max {r['max']:.4f}) "
-            f"over {r['n']} seeds; {len(summary['significantly_better'])} of {n} significantly better "
+            f"over {r['n']} seeds, against {named}; {len(summary['significantly_better'])} of {n} significantly better "
             f"(as each seed's verdict judges it, at {SIGNIFICANCE:g})")
 
 

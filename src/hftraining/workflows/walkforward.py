@@ -347,9 +347,8 @@ def _pooled(cfg: Config, folds: list, parts: list, methods: list, scheme: str, m
     if pooled_fc.intervals is not None:  # each window scored by its own fold's calibration (module docstring)
         pooled["intervals"] = interval_report(pooled_fc.intervals, pooled_fc.true, pooled_fc.dates,
                                               pooled_fc.symbol_ids, methods[0])
-    elif no_intervals:
+    elif no_intervals:  # said once: by format_walkforward beside the pooled table (and in walkforward.json)
         pooled["intervals_note"] = no_intervals
-        log.warning(no_intervals)
     bt = backtest_forecasts(pooled_fc, cfg.evaluation)
     pooled["backtest"] = {"settings": bt["settings"], "strategies": bt["strategies"]}
     cut = [f["fold"] for f in folds[:-1] if f.get("test_cut")]
@@ -358,8 +357,7 @@ def _pooled(cfg: Config, folds: list, parts: list, methods: list, scheme: str, m
             f"evaluation.max_test_windows cut the test block of fold(s) {', '.join(map(str, cut))}: the pooled "
             "backtest books the rows between such a fold's last scored date and the next fold's first as one "
             "period, which its Sharpe, volatility, drawdown and the selection statistics read; raise "
-            "evaluation.max_test_windows to score every test row")
-        log.warning("warning: %s", pooled["backtest_note"])
+            "evaluation.max_test_windows to score every test row")  # said by format_walkforward, once
     keys = ["mse_vs_zero", "directional_accuracy", "ic", "rank_ic", "sharpe", "buy_and_hold_sharpe"]
     # the forecasts' strategies only: not the benchmarks that trade no forecast (buy-and-hold, equal weight)
     candidates = {name: c for name, c in bt["curves"].items() if name == "model" or name.startswith(("naive:", "fitted:"))}
