@@ -331,6 +331,9 @@ def _score(fc: Forecasts) -> dict[str, Any]:
         }
     else:  # no bar to clear: the verdict says why rather than name none without a word
         result["strongest_baseline_note"] = _no_strongest_baseline(fc)
+    # a baseline whose forecast is not finite in some windows has no MSE to rank it by: it is left out of the
+    # strongest, said with its windows, never ranked on rows other than the model's
+    result["baselines_not_finite"] = _not_finite_windows(fc, slice(None))
     # windows whose model forecast or realised label is not finite (any step): why a figure is undefined
     result["not_finite"] = {"model": int((~np.isfinite(fc.pred["model"])).any(axis=1).sum()),
                             "label": int((~np.isfinite(true)).any(axis=1).sum())}
@@ -344,6 +347,23 @@ def _score(fc: Forecasts) -> dict[str, Any]:
         # IC that is not finite): the strongest baseline by MSE is then the bar the verdict names
         result["verdict"] += f"; on squared error: {result['mse_verdict']}"
     return result
+
+
+def _not_finite_windows(fc: Forecasts, steps: slice) -> dict[str, int]:
+    """Baseline name → how many windows have a forecast that is not finite (NaN or ±inf) at ``steps``, for
+    the baselines that have any: those are left out of the strongest baseline (their MSE, or rank IC, is
+    undefined), and the verdict names them (:func:`_left_out`)."""
+    bad = {k: int((~np.isfinite(p[:, steps])).any(axis=1).sum()) for k, p in fc.pred.items() if k != "model"}
+    return {k: n for k, n in bad.items() if n}
+
+
+def _left_out(bad: dict[str, int], n_windows: int | None, by: str) -> str:
+    """"" or the clause naming the baselines ``bad`` (:func:`_not_finite_windows`) left out of the strongest
+    baseline ``by`` a figure (MSE, rank IC) that their forecast leaves undefined."""
+    if not bad:
+        return ""
+    names = "; ".join(f"{label(k)}, whose forecast is not finite in {n} of the {n_windows} windows" for k, n in bad.items())
+    return f" (left out, its {by} undefined: {names})"
 
 
 def _no_strongest_baseline(fc: Forecasts) -> str:
@@ -418,11 +438,13 @@ def cs_verdict(result: dict[str, Any], fc: Forecasts, level: float = SIGNIFICANC
     cs = result["model"]["cross_section"]["rank_ic"]
     base = {k: v["cross_section"]["rank_ic"]["mean"] for k, v in result["baselines"].items()
             if math.isfinite(v["cross_section"]["rank_ic"]["mean"])}
+    # a baseline whose step-1 forecast is not finite on a date has no rank IC: left out of the strongest, and said
+    left = _left_out({k: n for k, n in _not_finite_windows(fc, slice(0, 1)).items() if k not in base}, len(fc), "rank IC")
     if not cs["n_dates"]:
         text = _no_rank_ic(result)
         if not base or not result.get("cross_section_dates"):
-            return text
-        return _unranked_verdict(text, result, fc, base)
+            return f"{text}; no baseline to rank against{left}" if left and result.get("cross_section_dates") else text
+        return _unranked_verdict(text, result, fc, base, left)
     m, t = cs["mean"], cs["t_stat"]
     p = _ic_p_value(cs)
     num = lambda v, spec: "—" if v is None or math.isnan(v) else format(v, spec)  # noqa: E731 (inf: no spread, shown)
@@ -431,8 +453,8 @@ def cs_verdict(result: dict[str, Any], fc: Forecasts, level: float = SIGNIFICANC
         text = (f"step-1 rank IC undefined over the {cs['n_dates']} dates: the rank IC could not be computed "
                 f"({_step1_not_finite(fc)})")
         if not base:  # the realisation itself: no baseline ranks either (the verdict adds the MSE one's)
-            return text
-        return _unranked_verdict(text, result, fc, base)  # the model's forecast: the bar is still named
+            return f"{text}; no baseline to rank against{left}" if left else text
+        return _unranked_verdict(text, result, fc, base, left)  # the model's forecast: the bar is still named
     if math.isfinite(p) and p < level:
         text += f": {'significantly positive' if m > 0 else 'significantly NEGATIVE'} (at {level:g})"
     elif not math.isfinite(p):  # one date: a rank IC with no spread to test it against
@@ -440,7 +462,7 @@ def cs_verdict(result: dict[str, Any], fc: Forecasts, level: float = SIGNIFICANC
     else:
         text += f": not significantly different from 0 (p = {fmt_p(p, level)})"
     if not base:
-        return text
+        return f"{text}; no baseline to rank against{left}" if left else text
     best = max(base, key=base.get)
     diff = _ic_difference(fc, "model", best)
     result["cross_section_strongest"] = {"name": best, "rank_ic": base[best], "difference": diff}
@@ -448,7 +470,7 @@ def cs_verdict(result: dict[str, Any], fc: Forecasts, level: float = SIGNIFICANC
     gap = (f"model − it = {d:.4f} per date (paired p = {fmt_p(pd_, level)})" if math.isfinite(d) else
            "model − it undefined (no date on which both rank the symbols)" if not diff["n_dates"] else
            "model − it undefined (a rank IC that is not finite on a date)")
-    text += f"; strongest baseline by rank IC {name} = {base[best]:.4f}, {gap}"
+    text += f"; strongest baseline by rank IC {name}{left} = {base[best]:.4f}, {gap}"
     if not math.isfinite(pd_):  # a test that cannot be computed shows no gain: the model beats nothing
         return f"{text}: the paired test could not be computed, so the model is not worth its cost over {name}"
     if pd_ < level and d > 0:
@@ -479,14 +501,14 @@ def _ratio_text(head: str, ratio: float, result: dict[str, Any]) -> str:
     return f"{head} is undefined ({' and '.join(why) or 'both MSEs are 0 or not a number'})"
 
 
-def _unranked_verdict(text: str, result: dict[str, Any], fc: Forecasts, base: dict[str, float]) -> str:
+def _unranked_verdict(text: str, result: dict[str, Any], fc: Forecasts, base: dict[str, float], left: str = "") -> str:
     """``text`` on a model with no rank IC of its own, then the strongest baseline by rank IC (``base``:
-    the baselines' finite rank ICs), recorded under ``result["cross_section_strongest"]``, which the
-    model does not clear."""
+    the baselines' finite rank ICs; ``left``: :func:`_left_out` of those without one), recorded under
+    ``result["cross_section_strongest"]``, which the model does not clear."""
     best = max(base, key=base.get)
     result["cross_section_strongest"] = {"name": best, "rank_ic": base[best],
                                          "difference": _ic_difference(fc, "model", best)}
-    return (f"{text}; strongest baseline by rank IC {label(best)} = {base[best]:.4f}, so the model is not worth "
+    return (f"{text}; strongest baseline by rank IC {label(best)}{left} = {base[best]:.4f}, so the model is not worth "
             f"its cost over {label(best)}")
 
 
@@ -529,7 +551,9 @@ def verdict(result: dict[str, Any], level: float = SIGNIFICANCE) -> str:
         why = result.get("strongest_baseline_note")
         return f"{text}; no strongest baseline: {why}; the model is not shown to be worth its cost" if why else text
     name, r_b, p_b = label(sb["name"]), sb["mse_ratio"], sb["dm"].get("p_value", float("nan"))
-    against = f"; strongest baseline {name}: {_ratio_text('model MSE / its MSE', r_b, result)}, DM p = {fmt_p(p_b, level)}"
+    left = _left_out(result.get("baselines_not_finite") or {}, result.get("n_windows"), "MSE")
+    against = (f"; strongest baseline {name}{left}: {_ratio_text('model MSE / its MSE', r_b, result)}, "
+               f"DM p = {fmt_p(p_b, level)}")
     if not math.isfinite(p_b):
         return f"{text}{against}: the DM test could not be computed, so the model is not worth its cost over {name}"
     if p_b < level and _disagree(r_b, sb["dm"]):
