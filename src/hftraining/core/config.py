@@ -221,7 +221,7 @@ class TrainingConfig:
     """Second-moment decay of the same optimizers (Adafactor: only a cap on its step-dependent decay); in
     [0, 1); a value other than the default is an error with an optimizer that keeps its own."""
     adam_epsilon: float = 1e-8
-    """Denominator epsilon of ``adamw``, ``gpro``, ``lamb``, ``adan`` and Muon's AdamW part; >= 0; a value
+    """Denominator epsilon of ``adamw``, ``gpro``, ``lamb``, ``adan`` and Muon's AdamW part; > 0; a value
     other than the default is an error with any other optimizer."""
     optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments passed to the optimizer's constructor. Muon and its variants leave biases and
@@ -231,7 +231,8 @@ class TrainingConfig:
     lr_scheduler: Literal["constant", "linear", "cosine", "cosine_restarts", "wsd"] = "cosine"
     """Learning-rate schedule after linear warmup; counts optimizer steps."""
     warmup_ratio: float = 0.05
-    """Warmup length as a share of ``max_steps`` (ignored when ``warmup_steps`` is set)."""
+    """Warmup length as a share of ``max_steps``, rounded to the nearest step (a half up); ignored when
+    ``warmup_steps`` is set."""
     warmup_steps: Optional[int] = None
     """Warmup length in optimizer steps."""
     min_lr_ratio: float = 0.1
@@ -289,7 +290,9 @@ class TrainingConfig:
     under ``torchrun --max-restarts`` the failure restarts the group instead of hanging it. The main
     rank's own work (a checkpoint, the test evaluation) is waited for as long as the main rank is alive."""
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
-    """Scale the learning rate with the data-parallel world size."""
+    """Scale the learning rate with the data-parallel world size (``linear``: × processes, ``sqrt``: × their
+    square root). A run resumed at another world size takes the rate of its new one, as a run started there
+    would (the schedule's position is kept), with a warning."""
     compile: Literal["auto", "none", "default", "reduce-overhead", "max-autotune"] = "auto"
     """``torch.compile`` the training forward and loss (its backward too) in this mode: ``default``
     (kernel fusion), ``reduce-overhead`` (also CUDA graphs, replayed per micro-batch), ``max-autotune``
@@ -498,6 +501,10 @@ MAX_SECONDS = 365 * 86400
 """Longest time a config key in seconds may give (a year): ``training.ddp_timeout: 1e14`` stopped every
 rank of a torchrun group with a traceback (``timedelta`` holds no more than 999,999,999 days, a thread's
 wait no more than 2**63 ns), and a longer wait is no wait at all."""
+MIN_DDP_TIMEOUT = 1.0
+"""Shortest ``training.ddp_timeout`` (seconds). torch counts it in whole milliseconds: below 1 ms it was 0, and
+the first rank's own connection to the group's store timed out at once in a 30-line traceback; and the
+processes of a group need seconds to start and meet."""
 SECONDS_KEYS = ("training.ddp_timeout", "tune.heartbeat_seconds", "tune.stale_after_seconds", "serve.request_timeout_s",
                 "serve.keep_alive_timeout_s", "serve.header_timeout_s")
 """The config keys that are a time in seconds (at most :data:`MAX_SECONDS`)."""
@@ -1052,13 +1059,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"training.num_cycles: must be >= 1, got {t.num_cycles}")
     if not 0 < t.decay_ratio <= 1:
         raise ConfigError(f"training.decay_ratio: must be in (0, 1], got {shown(t.decay_ratio)}")
-    if not t.ddp_timeout > 0:
-        raise ConfigError(f"training.ddp_timeout: must be > 0 seconds, got {shown(t.ddp_timeout)}")
+    if not t.ddp_timeout >= MIN_DDP_TIMEOUT:
+        raise ConfigError(f"training.ddp_timeout: must be at least {MIN_DDP_TIMEOUT:g} second, got {shown(t.ddp_timeout)}")
     for name in ("adam_beta1", "adam_beta2"):
         if not 0 <= getattr(t, name) < 1:
             raise ConfigError(f"training.{name}: must be in [0, 1), got {shown(getattr(t, name))}")
-    if not t.adam_epsilon >= 0:
-        raise ConfigError(f"training.adam_epsilon: must be >= 0, got {shown(t.adam_epsilon)}")
+    if not t.adam_epsilon > 0:  # 0: a parameter whose gradient is exactly 0 divides 0 by 0 and turns NaN at once
+        raise ConfigError(f"training.adam_epsilon: must be > 0, got {shown(t.adam_epsilon)}")
     if not 0 <= t.min_lr_ratio <= 1:
         raise ConfigError(f"training.min_lr_ratio: must be in [0, 1], got {t.min_lr_ratio}")
     if not 0 <= t.warmup_ratio < 1:

@@ -1,7 +1,8 @@
 """Optimizer registry. ``training.optimizer`` selects by name: ours first (``OPTIMIZERS``), then
 any optimizer of pytorch-optimizer by its (case-insensitive) name. An unknown name, an unknown
 keyword in ``training.optimizer_kwargs``, a value of another type than the keyword holds (read from the
-constructor's signature), a NaN or a value the constructor refuses is a ConfigError; never a silent fallback.
+constructor's signature), a NaN, a value the constructor refuses or one outside the range the method has
+(``RANGES``: SGD's momentum in [0, 1), Adam's epsilon > 0...) is a ConfigError; never a silent fallback.
 
 A setting the chosen optimizer would ignore is a ConfigError too, where it is away from its default:
 ``training.weight_decay`` with one that has no weight decay (Amos, SM3, Nero...), ``training.adam_beta1``/
@@ -286,6 +287,37 @@ def _check_value(name: str, key: str, value: Any, param: inspect.Parameter) -> N
             return
 
 
+_POSITIVE = (0.0, True, math.inf, True)
+RANGES: dict[tuple[str, str], tuple[float, bool, float, bool]] = {
+    # (optimizer or "*" for every one, keyword) -> (low, low excluded, high, high excluded)
+    # torch's SGD and RMSprop (and SGDP) refuse only a negative momentum: at 1 the buffer never forgets a gradient
+    # and every step is larger than the last (the run diverged without a word), above 1 it grows geometrically
+    ("*", "momentum"): (0.0, False, 1.0, True),
+    ("scion", "momentum"): (0.0, True, 1.0, False),  # the weight of the new gradient (1: no momentum)
+    ("scionlight", "momentum"): (0.0, True, 1.0, False),
+    ("*", "dampening"): (0.0, False, 1.0, False),  # above 1 the gradient enters with its sign flipped: an ascent
+    ("*", "warmup_steps"): (0.0, False, math.inf, False),  # a negative warmup was read as none
+    # Adam's denominator: with eps 0 a parameter whose gradient is exactly 0 (a head whose loss weight is 0)
+    # divides 0 by 0 and turns NaN at the first step
+    ("adamw", "eps"): _POSITIVE, ("gpro", "eps"): _POSITIVE, ("lamb", "eps"): _POSITIVE, ("adan", "eps"): _POSITIVE,
+    ("sophia", "eps"): _POSITIVE,  # its floor on the Hessian estimate, by which the momentum is divided
+    ("*", "adamw_eps"): _POSITIVE,  # Muon's AdamW part
+}
+"""Documented ranges of ``optimizer_kwargs`` keywords that a constructor does not check itself."""
+
+
+def _check_range(name: str, key: str, value: Any) -> None:
+    """ConfigError naming ``training.optimizer_kwargs.<key>`` for a number outside its :data:`RANGES` entry."""
+    bounds = RANGES.get((name, key)) or RANGES.get(("*", key))
+    if bounds is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    low, low_out, high, high_out = bounds
+    if value < low or (low_out and value == low) or value > high or (high_out and value == high):
+        text = (f"{'>' if low_out else '>='} {low:g}" if high == math.inf
+                else f"in {'(' if low_out else '['}{low:g}, {high:g}{')' if high_out else ']'}")
+        raise ConfigError(f"training.optimizer_kwargs.{key}: {name} needs it {text}, got {value!r}")
+
+
 def _optimizer_kwargs(name: str, spec: Spec, t: TrainingConfig) -> dict[str, Any]:
     """Constructor keywords: the config's, then ``optimizer_kwargs`` on top; checked by name."""
     params = _parameters(spec.cls)
@@ -443,7 +475,7 @@ def build_optimizer(model: nn.Module, t: TrainingConfig) -> torch.optim.Optimize
                 g["weight_decay"] = 0.0
                 g.update(_muon_adamw_group(spec, t))
     try:
-        return spec.cls(groups, **kwargs)
+        optimizer = spec.cls(groups, **kwargs)
     except (torch.OutOfMemoryError, *_DEVICE_ERRORS):  # RuntimeErrors, but no value of the config's
         raise
     except (TypeError, ValueError, NotImplementedError, RuntimeError, *_library_errors()) as e:
@@ -452,6 +484,9 @@ def build_optimizer(model: nn.Module, t: TrainingConfig) -> torch.optim.Optimize
         raise ConfigError(f"training.optimizer_kwargs: {name}: {msg}") from None
     except ImportError as e:  # an optional dependency of that optimizer
         raise ConfigError(f"training.optimizer: {name} needs a package that is not installed: {e}") from None
+    for key, value in t.optimizer_kwargs.items():  # after the constructor's own checks, whose messages stay
+        _check_range(name, key, value)
+    return optimizer
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, t: TrainingConfig) -> torch.optim.lr_scheduler.LambdaLR:

@@ -9,8 +9,12 @@ from hftraining.core.errors import ConfigError
 
 
 def warmup_steps(t: TrainingConfig) -> int:
-    """Warmup length in optimizer steps: ``warmup_steps`` if set, else ``warmup_ratio · max_steps``."""
-    return t.warmup_steps if t.warmup_steps is not None else int(round(t.warmup_ratio * t.max_steps))
+    """Warmup length in optimizer steps: ``warmup_steps`` if set, else ``warmup_ratio · max_steps`` rounded
+    to the nearest step, a half up (``round`` took halves to the even step: 0.5 of 5 steps warmed up for 2,
+    0.5 of 7 for 4)."""
+    if t.warmup_steps is not None:
+        return t.warmup_steps
+    return math.floor(t.warmup_ratio * t.max_steps + 0.5)
 
 
 SCHEDULE_SETTINGS = {

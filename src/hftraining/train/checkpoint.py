@@ -20,7 +20,8 @@ and ``rank{r}.cuda`` (a GPU run). On resume each rank restores its own, so a run
 same number of processes continues every random stream (dropout, augmentation) bit for bit. At
 another number the weights, optimizer, schedule and data position still continue exactly, but no
 random stream can: rank r takes rank r's saved states, a rank beyond those saved takes rank 0's,
-and a warning says so. A rank on a GPU resuming a checkpoint that holds no CUDA state for it
+and a warning says so. Under ``training.lr_scaling`` the peak learning rate is the new world size's, as a
+run started with it has (the schedule's position is kept), and a warning says so too. A rank on a GPU resuming a checkpoint that holds no CUDA state for it
 (written on the CPU) keeps the CUDA generator seeded by ``training.seed``, with a warning. Older
 checkpoints (``rng`` without ``ranks``: rank 0's states only, ``torch`` and ``cuda.N`` for every
 GPU rank 0 saw) restore those on every rank (each rank's GPU from its device's ``cuda.N``), with a
@@ -504,9 +505,11 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     scaler's (``scaler``) are restored too, as the module docstring says."""
     info = info if info is not None else DistInfo()
     load_weights(path, model)
+    peaks = [g.get("initial_lr") for g in optimizer.param_groups]  # this run's, scaled by its world size
     load_optimizer(path, optimizer)
     state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     state.pop("checksums", None)
+    _keep_peak_rates(state, optimizer, peaks, info, path)
     restore_rng(state.pop("rng"), _load_tensors(path, "rng.safetensors"), info, path)
     scaler_state = state.pop("grad_scaler", None)
     if scaler is not None and scaler.is_enabled():
@@ -517,6 +520,27 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
                         "checkpoints held it): fp16's loss scale restarts at %g; overflow skips after the resume may "
                         "fall on other steps than in an uninterrupted run", path, scaler.get_scale())
     return state
+
+
+def _keep_peak_rates(state: dict[str, Any], optimizer: torch.optim.Optimizer, peaks: list[float | None], info: DistInfo,
+                     path: Path) -> None:
+    """Keep the peak rates ``peaks`` the optimizer was built with (``training.learning_rate`` scaled by this
+    run's world size under ``training.lr_scaling``) over the checkpoint's, in its parameter groups and in the
+    schedule's ``base_lrs``. The learning rate and ``lr_scaling`` cannot change on a resume, so they differ
+    only when the world size did: a run of 2 processes resumed on 4 under ``linear`` kept the rate scaled by
+    2, while its batch of an optimizer step held the windows of 4 (a run started on 4 scales by 4)."""
+    sched = state.get("scheduler") or {}
+    saved = sched.get("base_lrs")
+    if None in peaks or not isinstance(saved, list) or len(saved) != len(peaks) or saved == peaks:
+        return
+    for g, peak in zip(optimizer.param_groups, peaks):
+        g["initial_lr"] = peak
+    sched["base_lrs"] = list(peaks)
+    if info.is_main:
+        was = (state.get("rng") or {}).get("world_size", "?")
+        log.warning("warning: checkpoint %s trained at a peak learning rate of %g with %s process(es); this run has %d "
+                    "and scales training.learning_rate to %g (training.lr_scaling), as a run started with %d would",
+                    path, saved[0], was, info.world_size, peaks[0], info.world_size)
 
 
 def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from hftraining.core.config import MIN_DDP_TIMEOUT
 from hftraining.core.errors import ConfigError, UserError
 from hftraining.models.predict import usable_device
 
@@ -83,8 +84,8 @@ def _bind_world_defaults_before_the_group() -> None:
 def init_distributed(device_spec: str, timeout: float) -> DistInfo:
     """Join the torchrun process group (gloo on CPU, nccl on CUDA) when there is one; ``timeout``
     (seconds, ``training.ddp_timeout``) bounds every wait for the other ranks."""
-    if not timeout > 0:
-        raise ConfigError(f"training.ddp_timeout: must be > 0 seconds, got {timeout}")
+    if not timeout >= MIN_DDP_TIMEOUT:
+        raise ConfigError(f"training.ddp_timeout: must be at least {MIN_DDP_TIMEOUT:g} second, got {timeout}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
