@@ -710,7 +710,8 @@ def _ensemble_section(doc: _Doc, meta: Any) -> None:
     weights, sources, scores = (meta.get(k) if isinstance(meta.get(k), list) and len(meta[k]) == n else [None] * n
                                 for k in ("weights", "sources", "validation_mse"))
     if method == "weighted" and all(isinstance(w, (int, float)) for w in weights) and sum(weights) > 0:
-        shares = [w / sum(weights) for w in weights]
+        top = max(weights)  # divided by the largest first, as the ensemble does: weights near 1e308 sum to inf
+        shares = [(w / top) / sum(v / top for v in weights) for w in weights]
         how = "the weighted mean, weights ∝ 1 / each member's validation MSE"
     elif method == "median":
         shares, how = [None] * n, "the median (no weights)"
