@@ -195,8 +195,13 @@ def sample_data_dir() -> Path:
     return Path(str(resources.files("hftraining") / "sample_data"))
 
 
-def resolve_paths(spec: str | Path | list | None) -> list[Path]:
-    """A file, a folder, a glob (or a list of them) → the data files, sorted. ``None``: sample data."""
+def resolve_paths(spec: str | Path | list | None, links: bool = False) -> list[Path]:
+    """A file, a folder, a glob (or a list of them) → the data files, sorted. ``None``: sample data.
+    A folder's hidden files (:func:`is_hidden`: macOS's ``._AAPL.csv``) are not read; training and
+    ``data check`` name them (:func:`~hftraining.data.sources.unread_files`). A folder's data file that is a
+    link to nothing (a drive not mounted) is a DataError naming it and its target, which would otherwise leave
+    its symbol out unsaid; ``links``: listed instead, for a reader of each file alone to refuse
+    (``data check``, which checks the folder's other files)."""
     if spec is None:
         spec = sample_data_dir()
     specs = spec if isinstance(spec, (list, tuple)) else [spec]
@@ -204,25 +209,52 @@ def resolve_paths(spec: str | Path | list | None) -> list[Path]:
     for s in specs:
         p = Path(s)
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if is_data_file(f) and f.is_file())
-            if not found:
-                raise DataError(f"{p}: folder holds no .csv, .csv.gz/.bz2/.zst or .parquet files")
-            out += found
+            dangling = sorted(f for f in p.iterdir() if is_data_file(f) and not is_hidden(f) and _dangling(f))
+            if dangling and not links:
+                _dangling_error(dangling[0])
+            found = sorted(f for f in p.iterdir() if is_data_file(f) and f.is_file() and not is_hidden(f))
+            if not found and not dangling:
+                hidden = sorted(f.name for f in p.iterdir() if is_data_file(f) and f.is_file())
+                also = f" (hidden files such as {hidden[0]} are not read)" if hidden else ""
+                raise DataError(f"{p}: folder holds no .csv, .csv.gz/.bz2/.zst or .parquet files{also}")
+            out += sorted(found + dangling)
         elif p.is_file():
             out.append(p)
         elif any(ch in str(s) for ch in "*?["):
             found = sorted(Path(f) for f in glob.glob(str(s)) if is_data_file(Path(f)))
             if not found:
                 raise DataError(f"{s}: glob matches no .csv, .csv.gz/.bz2/.zst or .parquet files")
+            if not links and (dangling := [f for f in found if _dangling(f)]):
+                _dangling_error(dangling[0])
             out += found
+        elif _dangling(p):
+            _dangling_error(p)
         else:
             raise DataError(f"{p}: no such file or folder")
     return out
 
 
+def _dangling(path: Path) -> bool:
+    """Whether ``path`` is a link to nothing."""
+    return path.is_symlink() and not path.exists()
+
+
+def _dangling_error(path: Path) -> None:
+    raise DataError(f"{path}: a link to {path.readlink()}, which is not there: restore what it links to, or remove "
+                    "the link")
+
+
 def is_data_file(path: Path) -> bool:
     """Whether a folder's or glob's file is read: its name ends in one of :data:`SUFFIXES`."""
     return path.name.lower().endswith(SUFFIXES)
+
+
+def is_hidden(path: Path) -> bool:
+    """Whether a folder's file is hidden (its name starts with ``.``) and so not read: macOS writes
+    ``._AAPL.csv`` beside ``AAPL.csv`` on a drive or in an archive (binary AppleDouble metadata, not
+    prices), editors and sync tools their own dot files. A file named on its own, or by a glob that
+    names dot files, is read."""
+    return path.name.startswith(".")
 
 
 def is_parquet(path: Path) -> bool:

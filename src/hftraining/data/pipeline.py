@@ -29,7 +29,9 @@ from hftraining.data.labels import CHANGED_IN, LABEL_VERSION, row_labels
 from hftraining.data.provenance import check_source_rows, data_changes, source_rows
 from hftraining.data.rows import FrameSource, Rows, RowsNeeded, build_rows, min_history
 from hftraining.data.scaling import Scaler, check_own_rows, target_scale
-from hftraining.data.sources import load_and_validate, long_gaps, long_gaps_found, long_gaps_listed, unread_files
+from hftraining.data.sources import (
+    load_and_validate, long_gaps_found, long_gaps_listed, panel_long_gaps, unread_files,
+)
 from hftraining.data.splits import (
     SPLITS, Fold, Segment, calendar_cuts, calendar_fold, calendar_purged_fold, calendar_split, chronological_split,
     purged_kfold, purged_split, row_fold, rows_before, union_calendar, window_ends,
@@ -616,7 +618,7 @@ def prepare(
         raise DataError("data: the training split yields no window; lower data.sequence_length or add rows")
     report["windows"] = {name: len(ws) for name, ws in sets.items()}
     report["symbols"] = rows.symbols
-    holes = long_gaps_found({sym: long_gaps(t, gap) for sym, t in zip(rows.symbols, times)}, d.max_gap,
+    holes = long_gaps_found(panel_long_gaps(dict(zip(rows.symbols, times)), gap), d.max_gap,  # not the panel's closures
                             "data_report.json: long_gaps")
     if holes is not None:  # windows read across a symbol's halt as if its bars were consecutive: said, not refused
         report["long_gaps"] = holes
@@ -857,7 +859,8 @@ def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> Windo
     ``data.max_gap``, a window never reads back over a longer gap, as in training: after one it
     needs ``seq_len`` real rows (a DataError naming the symbol and the gap otherwise). A window that reads
     across a hole in a symbol's rows that ``data.max_gap`` does not keep out
-    (:func:`~hftraining.data.sources.long_gaps`: a symbol back from a months-long halt) is a warning naming
+    (:func:`~hftraining.data.sources.long_gaps`: a symbol back from a months-long halt; not a closure the other
+    symbols sent share, :func:`~hftraining.data.sources.panel_long_gaps`) is a warning naming
     the symbol and the hole: the forecast reads the bars on either side as consecutive."""
     d = pre.data_config()
     needed = RowsNeeded.of(d, targets=False)
@@ -888,11 +891,13 @@ def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> Windo
     # a hole inside the latest window (a symbol back from a halt), which training names too (prepare): the window
     # reads the bars on either side as consecutive; one that starts at the first row after it reads none, as
     # data.max_gap defines a window after a gap
+    # (not a closure of the whole market, which the other symbols sent share: panel_long_gaps)
+    times = {sym: rows.times[int(rows.starts[k]):int(ends[k]) + 1] for k, sym in enumerate(rows.symbols)}
     holes = {}
-    for k, sym in enumerate(rows.symbols):
-        t = rows.times[int(rows.starts[k]):int(ends[k]) + 1]
+    for sym, found in panel_long_gaps(times, gap).items():
+        t = times[sym]
         first = int(t[max(len(t) - pre.seq_len, 0)])
-        if found := [h for h in long_gaps(t, gap) if h[1] > first]:
+        if found := [h for h in found if h[1] > first]:
             holes[sym] = found
     if holes:
         log.warning("warning: data: the latest window of %s reads across a gap in its rows (%s): the bars on either "

@@ -33,7 +33,9 @@ without a zone under a ``data.timezone`` other than UTC, read as UTC, are named 
 (``zoneless_stamps``, :func:`zoneless_stamps`). Nothing is re-stamped. A symbol's rows with a hole far longer than
 a weekend or a holiday (:func:`long_gaps`: a three-month halt in daily bars) that ``data.max_gap`` does not keep
 windows out of are named in a warning too (``long_gaps``: by :func:`check_paths`, and by training in
-``data_report.json``); nothing is filled.
+``data_report.json``), unless the whole panel shares it (:func:`panel_long_gaps`: Golden Week in hourly bars);
+nothing is filled. A folder's hidden files (macOS's ``._AAPL.csv``) are not read, and are named
+(:func:`unread_files`) as its zipped files are.
 
 A :class:`Unit` is what one worker reads and validates at a time; :class:`Collector` combines the
 units' reports into the validation report of the run and applies the dataset-wide rules (a
@@ -177,23 +179,59 @@ UNREAD_SUFFIXES = (".zip", ".xz", ".7z", ".tar", ".tgz", ".gz", ".bz2", ".zst", 
 def unread_files(data_dir: Any) -> dict[str, Any] | None:
     """The files of the folders ``data_dir`` names (a path or a list; None: the bundled sample) that look like
     a symbol's prices but are not read (a name ending in :data:`UNREAD_SUFFIXES`, not in a suffix the
-    readers take: ``BIDU.csv.zip``, ``ALNY.csv.xz``, ``WPM.xlsx``) → ``{"files": [...], "why": line}``, or None.
+    readers take: ``BIDU.csv.zip``, ``ALNY.csv.xz``, ``WPM.xlsx``; a hidden file, :func:`~hftraining.data.io.is_hidden`,
+    named as a data file: macOS's ``._AAPL.csv``, also inside a dataset's ``symbol=`` folders; and a data
+    file beside a dataset's ``symbol=`` folders, which are all that is read of it)
+    → ``{"files": [...], "why": line}``, or None; a file another item of ``data_dir`` names is read, not named.
     A folder is read for its ``.csv``, ``.csv.gz``/``.bz2``/``.zst``, ``.parquet`` and ``.pq`` files only, so
     such a symbol was left out of the panel without a word (a folder of nothing else is an error already).
     Globs name the files they mean; a ``symbol=`` dataset reads its own folders."""
     specs = data_dir if isinstance(data_dir, (list, tuple)) else [data_dir]
-    found: list[str] = []
+    found: list[Path] = []
+    hidden: list[Path] = []
+    loose: list[Path] = []
     for spec in specs:
         p = Path(spec) if spec is not None else io.sample_data_dir()
-        if p.is_dir() and not is_dataset(p):
-            found += [str(f) for f in sorted(p.iterdir()) if f.is_file() and not io.is_data_file(f)
-                      and f.name.lower().endswith(UNREAD_SUFFIXES)]
-    if not found:
+        if p.is_dir() and is_dataset(p):
+            hidden += [f for q in sorted(p.iterdir()) if q.is_dir() and q.name.startswith(PARTITION)
+                       for f in sorted(q.iterdir()) if f.is_file() and io.is_hidden(f) and io.is_parquet(f)]
+            files = [f for f in sorted(p.iterdir()) if f.is_file()]
+            loose += [f for f in files if io.is_data_file(f) and not io.is_hidden(f)]
+            hidden += [f for f in files if io.is_data_file(f) and io.is_hidden(f)]
+        elif p.is_dir():
+            files = [f for f in sorted(p.iterdir()) if f.is_file()]
+            found += [f for f in files if not io.is_data_file(f) and f.name.lower().endswith(UNREAD_SUFFIXES)]
+            hidden += [f for f in files if io.is_data_file(f) and io.is_hidden(f)]
+    if not found and not hidden and not loose:
         return None
-    listed = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
-    why = (f"data: {listed}: not read (a folder's data files are .csv, .csv.gz, .csv.bz2, .csv.zst, .parquet and .pq "
-           "files): unpack or convert them to one of these to read them, or move them out of the folder")
-    return {"files": found, "why": why}
+    read: set[Path] = set()  # a file that another item of data_dir names (a file, a glob) is read
+    for spec in specs:
+        if spec is None or not is_dataset(Path(spec)):
+            try:
+                read.update(f.resolve() for f in io.resolve_paths(spec))
+            except DataError:
+                pass  # the reader's own error
+    found, hidden, loose = ([str(f) for f in fs if f.resolve() not in read] for fs in (found, hidden, loose))
+    if not found and not hidden and not loose:
+        return None
+    whys = []
+    for names, what in ((found, "a folder's data files are .csv, .csv.gz, .csv.bz2, .csv.zst, .parquet and .pq files): "
+                                "unpack or convert them to one of these to read them, or move them out of the folder"),
+                        (hidden, "hidden files, whose name starts with '.', such as the ._AAPL.csv metadata macOS writes "
+                                 "beside AAPL.csv, are not prices): rename one that holds prices to read it"),
+                        (loose, "a folder of symbol= folders is a hive-partitioned dataset, read by those folders only): "
+                                "move each into a symbol=NAME/ folder as Parquet, or name it in data.data_dir beside the "
+                                "folder")):
+        if names:
+            listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            whys.append(f"{listed}: not read ({what}")
+    return {"files": found + hidden + loose, "why": "data: " + "; ".join(whys)}
+
+
+def partition_files(folder: Path) -> list[Path]:
+    """The Parquet files of a dataset's ``symbol=`` folder that are read, sorted: not its hidden ones
+    (:func:`~hftraining.data.io.is_hidden`: macOS's ``._part-0.parquet``, which pyarrow's own discovery skips too)."""
+    return [f for f in sorted(folder.glob("*.parquet")) + sorted(folder.glob("*.pq")) if not io.is_hidden(f)]
 
 
 def _has_symbol_column(path: Path) -> bool:
@@ -212,7 +250,7 @@ def input_files(us: list[Unit]) -> list[Path]:
     files: set[Path] = set()
     for u in us:
         p = Path(u.path)
-        files.update(sorted(p.glob("*.parquet")) + sorted(p.glob("*.pq")) if u.kind == "partition" else [p])
+        files.update(partition_files(p) if u.kind == "partition" else [p])
     return sorted(files)
 
 
@@ -316,7 +354,7 @@ def _read_unit(u: Unit, d: DataConfig, needed: RowsNeeded) -> tuple[dict[str, pd
         return frames, rep.to_dict()
     if u.kind == "partition":
         p = Path(u.path)
-        files = sorted(p.glob("*.parquet")) + sorted(p.glob("*.pq"))
+        files = partition_files(p)
         if not files:
             raise DataError(f"{p}: partition holds no .parquet files")
         table = _scan(files, d, None, None)
@@ -461,7 +499,8 @@ def long_gaps(times: np.ndarray, max_gap: int | None = None) -> list[list[int]]:
     :data:`LONG_GAP_DAYS` days and :data:`LONG_GAP_BARS` times the symbol's bar (the gap a tenth of its
     gaps are at most, so a symbol that trades on half the days still has daily bars), and not longer than
     ``max_gap`` (``data.max_gap`` in ns; None: no window is kept out of a gap). A weekend, a holiday or an
-    exchange's week-long closure is none; a three-month halt of one symbol of a daily panel is one: its
+    exchange's week-long closure of daily bars is none (a closure of intraday bars the whole panel shares:
+    :func:`panel_long_gaps`); a three-month halt of one symbol of a daily panel is one: its
     last bar before and its first bar after sit side by side in a window, and the return over the gap is
     read as one bar's (a feature, and the label of one step)."""
     t = np.asarray(times, dtype=np.int64)
@@ -474,6 +513,37 @@ def long_gaps(times: np.ndarray, max_gap: int | None = None) -> list[list[int]]:
     if max_gap is not None:
         long &= gaps <= max_gap
     return [[int(t[i]), int(t[i + 1])] for i in np.flatnonzero(long)]
+
+
+def panel_long_gaps(times: dict[str, np.ndarray], max_gap: int | None = None) -> dict[str, list[list[int]]]:
+    """{name: :func:`long_gaps` of its sorted stamps} for the symbols of one panel (``times``: {symbol, or how
+    a check names one: int64 ns UTC}), less the gaps that are the panel's calendar: one inside which no other
+    symbol has a row while another symbol's rows reach from before it to after it, as the whole market's
+    closure leaves it (Golden Week in hourly Tokyo bars, a nine-day Lunar New Year in 4-hour bars). Such a
+    gap is every symbol's, as a weekend is, and naming it for each symbol said nothing of any one of them;
+    a halt of one symbol while the others trade keeps its warning, and so does a symbol alone in the
+    panel or alone across its gap (nothing tells a closure from a hole there). One sort of the panel's
+    stamps, only when some symbol has a gap."""
+    found = {name: long_gaps(t, max_gap) for name, t in times.items()}
+    holes = [(name, h) for name, hs in found.items() for h in hs]
+    if not holes:
+        return found
+    own = [np.asarray(t, dtype=np.int64) for t in times.values() if len(t)]
+    stamps = np.concatenate(own)
+    stamps.sort()  # in place: one copy of the panel's stamps
+    firsts, lasts = np.sort([t[0] for t in own]), np.sort([t[-1] for t in own])
+    a = np.array([h[0] for _, h in holes], dtype=np.int64)
+    b = np.array([h[1] for _, h in holes], dtype=np.int64)
+    inside = np.searchsorted(stamps, b, "left") - np.searchsorted(stamps, a, "right")  # rows of any symbol in (a, b)
+    # with no row inside, a symbol that has a row after a has one at or after b: those whose rows span the gap,
+    # its own symbol among them
+    spanning = np.searchsorted(firsts, a, "right") - np.searchsorted(lasts, a, "right")
+    calendar = (inside == 0) & (spanning >= 2)
+    out: dict[str, list[list[int]]] = {name: [] for name in found}
+    for (name, h), shared in zip(holes, calendar):
+        if not shared:
+            out[name].append(h)
+    return out
 
 
 def long_gaps_found(found: dict[str, list[list[int]]], max_gap: str | None, where: str) -> dict[str, Any] | None:
@@ -672,7 +742,8 @@ def load_and_validate(d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[dic
     """Read and validate every unit of ``d.data_dir`` → ({symbol: frame}, report).
 
     The report is JSON-serialisable: ``{"files": [per-unit reports], "rows_in", "rows_kept",
-    "rows_dropped", "too_few_rows": {symbol: reason}, "rows_needed"}``. Symbols with fewer than
+    "rows_dropped", "too_few_rows": {symbol: reason}, "rows_needed"}`` (and the warnings' keys: ``mixed_stamps``,
+    ``zoneless_stamps``, ``unread_files``: :func:`unread_files`, logged as well). Symbols with fewer than
     ``needed.rows`` kept rows, and a long file's symbols with every row dropped (the file keeping
     others), are skipped and listed under ``too_few_rows`` with the reason; a file skipped whole is
     in ``files`` too (status ``skipped``, its rows reported), so ``rows_in == rows_kept +
@@ -680,7 +751,12 @@ def load_and_validate(d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[dic
     """
     col = Collector(d, needed)
     frames = dict(validated(d, needed, col))
-    return {s: frames[s] for s in col.order()}, col.report()
+    out, report = {s: frames[s] for s in col.order()}, col.report()
+    unread = unread_files(d.data_dir)  # a folder's files left out (BIDU.csv.zip, ._AEM.csv): said as training says them
+    if unread is not None:
+        log.warning("%s", unread["why"])
+        report["unread_files"] = unread
+    return out, report
 
 
 def check_paths(paths: list[str], cfg: DataConfig,
@@ -690,7 +766,8 @@ def check_paths(paths: list[str], cfg: DataConfig,
     line per unusable unit (a unit with too few rows, which training skips, has both: its report,
     status ``skipped``, lists its rows), the panel's stamp warnings: ``mixed_stamps`` (:func:`mixed_stamps`) and
     ``zoneless_stamps`` (:func:`zoneless_stamps`) of the files checked together, and ``long_gaps``
-    (:func:`long_gaps_found`: holes in a symbol's rows that its windows would read across), where they apply). An
+    (:func:`long_gaps_found`: holes in a symbol's rows that its windows would read across, less the closures the
+    files checked together share: :func:`panel_long_gaps`), where they apply). An
     unusable unit never stops the others. Files checked together get training's warnings, logged once, and its
     rule that a symbol lives in one unit (:func:`claim`): the later of two units holding it is an error line."""
     check_policy(cfg)
@@ -699,7 +776,7 @@ def check_paths(paths: list[str], cfg: DataConfig,
     specs: list[str] = []
     for p in paths:  # one spec per file (or dataset), so that one unreadable file spoils only itself
         try:
-            specs += [p] if is_dataset(Path(p)) else [str(f) for f in io.resolve_paths(p)]
+            specs += [p] if is_dataset(Path(p)) else [str(f) for f in io.resolve_paths(p, links=True)]
         except DataError as e:
             errors.append(str(e))
     # a file named twice (a folder and a file in it, overlapping globs) is checked once: read twice, its
@@ -710,7 +787,7 @@ def check_paths(paths: list[str], cfg: DataConfig,
     specs = list(first.values())
     seen: dict[str, tuple[str, str]] = {}  # a symbol in two files (or in two cases) is training's error too
     max_gap = None if cfg.max_gap is None else duration_ns(cfg.max_gap, "data.max_gap")
-    holes: dict[str, list[list[int]]] = {}  # how the check names a symbol: its holes (long_gaps)
+    held: dict[str, np.ndarray] = {}  # how the check names a symbol: its stamps, for the holes (panel_long_gaps)
     for spec in specs:
         try:
             found = units(replace(cfg, data_dir=spec))
@@ -727,7 +804,7 @@ def check_paths(paths: list[str], cfg: DataConfig,
                 continue
             for sym, frame in frames.items():  # a long file's symbols by name, as its report names the file
                 own = u.kind != "file" or io.symbol_of(Path(u.path)) == sym
-                holes[u.name if own else f"{u.name}[symbol={sym}]"] = long_gaps(_stamps_ns(frame), max_gap)
+                held[u.name if own else f"{u.name}[symbol={sym}]"] = _stamps_ns(frame)
             if report["status"] == "skipped":  # unusable for training: its error line, beside its report
                 errors.append(next(iter(report["too_few_rows"].values())))
     # the files checked together are a panel, as training reads them: a trading day stamped at different
@@ -739,7 +816,7 @@ def check_paths(paths: list[str], cfg: DataConfig,
     local = zoneless_stamps(stamps, cfg.timezone)
     if local is not None:
         log.warning("%s", local["why"])
-    gaps = long_gaps_found(holes, cfg.max_gap, "data check --json: long_gaps")
+    gaps = long_gaps_found(panel_long_gaps(held, max_gap), cfg.max_gap, "data check --json: long_gaps")
     if gaps is not None:
         log.warning("%s", gaps["why"])
     unread = unread_files(paths)

@@ -14,7 +14,8 @@ same pages of the page cache instead of holding its own copy.
 
 The key hashes the inputs' contents (each file's blake2b digest, remembered per path, size,
 modification and change time in ``file-digests.json`` so a warm start does not re-read gigabytes;
-any write moves the change time, which user space cannot set back) and their paths as written (the
+any write moves the change time, which user space cannot set back; a file hashed within a clock tick of
+its last write is hashed again, :func:`file_digests`) and their paths as written (the
 report names each file so), the data settings that change rows (features, validation policies,
 symbols, date range), the rows a symbol needs and why (the report gives the reason for a symbol
 with fewer), the package version and the versions of the libraries that read and compute the rows
@@ -62,6 +63,7 @@ import pkgutil
 import shutil
 import signal
 import threading
+import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -71,7 +73,6 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
-import talib
 
 import hftraining
 from hftraining.core.config import DataConfig
@@ -79,6 +80,8 @@ from hftraining.core.errors import ConfigError, DataError, WriteError, io_cause
 from hftraining.core.logs import handlers_reached, keeps_only
 from hftraining.core.jsonio import dumps as json_dumps, write_json
 from hftraining.data.features import EmptyVolume, feature_columns, panel_specs, symbol_specs
+# after data.features, whose import is one line naming the package where TA-Lib cannot load (not a traceback)
+import talib  # noqa: E402
 from hftraining.data.rows import Rows, SymbolRows, fill_panel_features, symbol_rows
 from hftraining.data.sources import Collector, Unit, input_files, read_unit, units
 from hftraining.data.rows import RowsNeeded
@@ -153,9 +156,18 @@ def _file_stamp(path: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
+# the coarsest clock tick of a file's times (FAT: 2 s; HFS+, ext3 and many NFS servers: 1 s): a file written
+# within it of being hashed could be written again with the same times
+STAMP_TICK_NS = 2 * 10**9
+
+
 def file_digests(files: list[Path], cache_dir: Path | None) -> list[str]:
     """The content digest of each file; remembered under ``cache_dir`` by (path, size, mtime, ctime),
-    so an unchanged file is not read again (any write changes its mtime and ctime)."""
+    so an unchanged file is not read again (any write changes its mtime and ctime). A remembered digest
+    is trusted only when the file's times were a clock tick (:data:`STAMP_TICK_NS`) older than the moment
+    it was hashed (``seen``): on a file system that keeps whole seconds, a file rewritten to the same size
+    within the second it was hashed in keeps its times, and its old digest would key the new content to
+    the entry of the old (git's "racily clean" files); such a file is hashed again."""
     memo: dict[str, Any] = {}
     memo_path = None if cache_dir is None else cache_dir / DIGESTS
     if memo_path is not None and memo_path.is_file():
@@ -167,12 +179,17 @@ def file_digests(files: list[Path], cache_dir: Path | None) -> list[str]:
             memo = {}
     out, changed = [], False
     for f in files:
-        stamp = _file_stamp(f)
-        key = str(f.resolve())
-        got = memo.get(key)
-        if not (isinstance(got, dict) and got.get("stamp") == stamp and isinstance(got.get("digest"), str)):
-            got, changed = {"stamp": stamp, "digest": _digest(f)}, True
-            memo[key] = got
+        now = time.time_ns()  # before the stat: a write after it moves the times past the tick
+        try:
+            stamp = _file_stamp(f)
+            key = str(f.resolve())
+            got = memo.get(key)
+            if not (isinstance(got, dict) and got.get("stamp") == stamp and isinstance(got.get("digest"), str)
+                    and isinstance(got.get("seen"), int) and got["seen"] - max(stamp[1], stamp[2]) >= STAMP_TICK_NS):
+                got, changed = {"stamp": stamp, "digest": _digest(f), "seen": now}, True
+                memo[key] = got
+        except OSError as e:  # removed since it was listed, unreadable: the reader's one line, not a traceback
+            raise DataError(f"{f}: cannot read ({e.strerror or type(e).__name__})") from None
         out.append(got["digest"])
     if changed and memo_path is not None:  # a read-only cache folder: digests are recomputed next time
         atomic_write(memo_path, lambda tmp: tmp.write_text(json.dumps(memo), encoding="utf-8"))
