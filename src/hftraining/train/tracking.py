@@ -538,8 +538,11 @@ class WandbTracker(Tracker):
 
     def on_log(self, step, record):
         self.step = step
+        values = {panel_tag(k): v for k, v in scalars(record).items()}
+        if not values:  # every value non-finite: no row of the step alone, as TensorBoard and MLflow hold none
+            return
         with self.reaching(f"step {step}", STOPPED.format(step=step)):
-            self.run.log({"step": step, **{panel_tag(k): v for k, v in scalars(record).items()}})
+            self.run.log({"step": step, **values})
 
     def on_eval(self, step, metrics):
         with self.reaching(f"the test metrics of step {step}", AFTER_TRAINING):

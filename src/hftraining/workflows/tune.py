@@ -8,7 +8,9 @@ validation windows, the same for every trial; nor ``model.loss`` scored by ``eva
 :func:`check_objective`). Every trial of a study keeps one test split: a drawn value that moves it
 (``data.features`` whose warm-up rows move a calendar cut made at ratios, say) stops the tune with a
 one-line error (:func:`check_test_split`), since a trial's validation dates would then be another's
-test dates; ``data.split_dates`` fixes the cut for all of them.
+test dates; ``data.split_dates`` fixes the cut for all of them. A study is continued only with the search
+space its trials drew from (:func:`check_space_unchanged`) and on the rows before the test split they were
+cut from (:func:`check_data_unchanged`): its best trial is chosen among trials of one search on one data set.
 
 Objective: ``evaluation.metric`` (lower is better) on **validation** data (the last evaluation, or
 the best one with ``training.load_best_model_at_end``): the validation split of one training run
@@ -71,6 +73,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import hashlib
 import itertools
 import json
 import logging
@@ -388,24 +391,94 @@ def check_space_values(config_path, overrides: list[str], space: dict[str, dict[
                       "narrow the ranges or the choices so that every combination trains")
 
 
-def suggest(trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Draw one value per key of the (parsed) space → {section.key: value}."""
-    values = {}
-    for key, spec in space.items():
-        if "choices" in spec:
-            # Optuna stores choices as JSON-able scalars: lists/dicts are chosen by index
-            choices = spec["choices"]
-            if all(c is None or isinstance(c, (str, int, float, bool)) for c in choices):
-                values[key] = trial.suggest_categorical(key, choices)
+def _choice_labels(choices: list[Any]) -> list[Any]:
+    """What Optuna stores for a choice: the choices when each is a JSON scalar, else each one's JSON (a list
+    or dict is drawn as its label and given back by :func:`suggest` and :func:`_params_to_values`)."""
+    if all(c is None or isinstance(c, (str, int, float, bool)) for c in choices):
+        return list(choices)
+    return [json.dumps(c) for c in choices]
+
+
+def space_distributions(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The Optuna distribution that :func:`suggest` draws each key of the (parsed) space from, as the study
+    stores it with each trial (a range's high moved onto its step grid, as Optuna moves it)."""
+    dist = _optuna().distributions
+    out: dict[str, Any] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna's note that a high off the step grid is moved onto it
+        for key, spec in space.items():
+            if "choices" in spec:
+                out[key] = dist.CategoricalDistribution(_choice_labels(spec["choices"]))
+            elif spec["type"] == "int":
+                out[key] = dist.IntDistribution(spec["low"], spec["high"], log=spec["log"], step=spec["step"] or 1)
             else:
-                labels = [json.dumps(c) for c in choices]
-                values[key] = choices[labels.index(trial.suggest_categorical(key, labels))]
-        elif spec["type"] == "int":
-            kw = {"step": spec["step"]} if spec["step"] else {}
-            values[key] = trial.suggest_int(key, spec["low"], spec["high"], log=spec["log"], **kw)
+                out[key] = dist.FloatDistribution(spec["low"], spec["high"], log=spec["log"], step=spec["step"])
+    return out
+
+
+def suggest(trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Draw one value per key of the (parsed) space → {section.key: value}, from :func:`space_distributions`."""
+    dist = _optuna().distributions
+    values = {}
+    for key, d in space_distributions(space).items():
+        if isinstance(d, dist.CategoricalDistribution):
+            choices, labels = space[key]["choices"], list(d.choices)
+            values[key] = choices[labels.index(trial.suggest_categorical(key, labels))]
+        elif isinstance(d, dist.IntDistribution):
+            values[key] = trial.suggest_int(key, d.low, d.high, step=d.step, log=d.log)
         else:
-            values[key] = trial.suggest_float(key, spec["low"], spec["high"], log=spec["log"], step=spec["step"])
+            values[key] = trial.suggest_float(key, d.low, d.high, step=d.step, log=d.log)
     return values
+
+
+def _spec_text(d) -> str:
+    """A stored distribution as the search space entry that draws from it (:func:`space_distributions`)."""
+    dist = _optuna().distributions
+    if isinstance(d, dist.CategoricalDistribution):
+        return f"{{choices: {json.dumps(list(d.choices))}}}"
+    kind = "int" if isinstance(d, dist.IntDistribution) else "float"
+    step = "" if d.step is None or kind == "int" and d.step == 1 else f", step: {d.step!r}"
+    return f"{{type: {kind}, low: {d.low!r}, high: {d.high!r}, log: {str(d.log).lower()}{step}}}"
+
+
+def _storable(old, new) -> bool:
+    """Whether Optuna stores a draw from ``new`` beside a trial's draw of the same key from ``old``: the same
+    kind and log scale, and for a choice the same choices (a range may move)."""
+    if type(old) is not type(new):
+        return False
+    if isinstance(old, _optuna().distributions.CategoricalDistribution):
+        return old == new
+    return old.log == new.log
+
+
+def check_space_unchanged(study, space: dict[str, dict[str, Any]]) -> None:
+    """A ConfigError naming the key, before any trial, when ``space`` is not the search space the stored
+    trials of ``study`` drew from: a trial that holds a score (complete, pruned or running) drew the key
+    from another range or choices, or drew a key no longer searched, or a complete or pruned one did not
+    draw a key searched now (it trained the config's value). The best trial would be chosen among trials
+    of two searches (the sampler learning from draws outside the space it now draws from), and a trial
+    drawing changed choices stopped the tune with Optuna's traceback. A failed trial holds no score: a
+    change is refused for it only where Optuna cannot store the new draw beside its own (other choices,
+    another kind or log scale, :func:`_storable`)."""
+    State = _optuna().trial.TrialState
+    want = space_distributions(space)
+    scored = (State.COMPLETE, State.PRUNED, State.RUNNING)
+    why = None
+    for t in study.get_trials(deepcopy=False):
+        for key, d in t.distributions.items():
+            if key not in want:
+                if t.state in scored:
+                    why = key, f"trial {t.number} drew it from {_spec_text(d)}, this config does not search it"
+            elif d != want[key] and (t.state in scored or not _storable(d, want[key])):
+                why = key, f"trial {t.number} drew it from {_spec_text(d)}, this config gives {_spec_text(want[key])}"
+            if why:
+                break
+        if not why and t.state in scored[:2] and (missing := [k for k in want if k not in t.distributions]):
+            why = missing[0], f"trial {t.number} trained the config's value, this config searches it"
+        if why:
+            raise ConfigError(f"tune.search_space.{why[0]}: study {study.study_name!r} searched another space "
+                              f"({why[1]}), and the best trial would be chosen among two searches: give the space "
+                              "the study drew from, or another --study (and --out)")
 
 
 def _value_overrides(values: dict[str, Any]) -> list[str]:
@@ -509,6 +582,54 @@ def check_test_split(study, source: PanelRows, values: dict[str, Any]) -> None:
     raise ConfigError(f"tune.search_space: {drawn} moves {where} from {_date(stored.get(key))} (earlier trials) to "
                       f"{_date(here.get(key))}, so trials would be scored on another trial's test dates; fix the cut "
                       "for every trial with data.split_dates (data.split=calendar)")
+
+
+DATA_ATTR = "data_rows"
+"""Study user attribute prefix: ``data_rows.<key>`` holds each symbol's SHA-1 of the rows before the test
+split that the trials drawing one set of ``data.*`` values (``<key>``: their hash) were cut from
+(:func:`check_data_unchanged`)."""
+
+
+def rows_before_test(source: PanelRows) -> dict[str, str]:
+    """Each symbol's SHA-1 of the dates and closes of its rows of ``source`` before its test split (its
+    training and validation rows, as read and validated: the same on every machine; the rows the features'
+    warm-up drops are not among them)."""
+    cuts, rows = first_test_dates(source), source.rows
+    out = {}
+    for k, sym in enumerate(rows.symbols):
+        times, close = rows.times[rows.rows(k)], rows.close[rows.rows(k)]
+        cut = cuts.get("*", cuts.get(sym))
+        n = len(times) if cut is None else int(np.searchsorted(times, cut))
+        h = hashlib.sha1(usedforsecurity=False)
+        h.update(np.ascontiguousarray(times[:n], dtype="<i8").data)
+        h.update(np.ascontiguousarray(close[:n], dtype="<f8").data)
+        out[sym] = h.hexdigest()
+    return out
+
+
+def check_data_unchanged(study, source: PanelRows, values: dict[str, Any]) -> None:
+    """A DataError naming a symbol when the rows before the test split that a trial is cut from are not those
+    the study's earlier trials drawing the same ``data.*`` values were cut from (recorded by the first of
+    them, :data:`DATA_ATTR`, in the study storage): the files changed between two tunes of the study (prices
+    revised for a split, a bar corrected, a symbol's file added or removed), and the best trial would be chosen
+    among scores of other data. Rows of the test split alone may change or be added."""
+    drawn = {k: v for k, v in values.items() if k.startswith("data.")}
+    key = hashlib.sha1(json.dumps(drawn, sort_keys=True).encode(), usedforsecurity=False).hexdigest()[:16]
+    attr = f"{DATA_ATTR}.{key}"
+    here = rows_before_test(source)
+    stored = study.user_attrs.get(attr)
+    if stored is None:
+        study.set_user_attr(attr, here)
+        return
+    sym = next((s for s in sorted(set(here) | set(stored)) if here.get(s) != stored.get(s)), None)
+    if sym is None:
+        return
+    earlier = f"the earlier trials of study {study.study_name!r}"
+    what = (f"symbol {sym}, whose rows {earlier} were scored on, is not in the data" if sym not in here else
+            f"symbol {sym} is not among the symbols {earlier} were scored on" if sym not in stored else
+            f"symbol {sym}'s dates or closes before the test split are not those {earlier} were scored on")
+    raise DataError(f"data.data_dir: {what} (the files changed), so the trials would be compared on other data: "
+                    "give the data the study started with, or another --study (and --out)")
 
 
 OBJECTIVE_ATTR = "objective"
@@ -617,6 +738,7 @@ class Objective:
             # the test split of the rows the trial was cut from: without the volume features when a symbol
             # reports no volume before the first validation date (prepare reads them again without them)
             check_test_split(trial.study, source.lean or source, values)
+            check_data_unchanged(trial.study, source.lean or source, values)
         for k, d in enumerate(self._data):
             if len(d.val) == 0:
                 where = f" of walk-forward fold {k}" if len(self._data) > 1 else ""
@@ -1086,6 +1208,7 @@ def run_tune(
             raise UserError(f"--trials 0: no study {name!r} in --storage {shown_url(storage)} to report on")
         study = optuna.load_study(study_name=name, storage=backend)
         check_objective_unchanged(study, cfg, record=False)  # the report names this config's metric for the stored scores
+        check_space_unchanged(study, space)  # the report's columns are this space's keys
         out.mkdir(parents=True, exist_ok=True)
         summary = write_study_report(study, cfg, config_path, overrides, space, out)
         # the study's MLflow parent run, when it has one, gets the aggregates of the study as stored, once the
@@ -1100,6 +1223,7 @@ def run_tune(
     except ValueError as e:  # e.g. a stored study of that name with another direction
         raise UserError(f"--storage {shown_url(storage)}: {str(e).splitlines()[0]}") from None
     check_objective_unchanged(study, cfg)  # before --out is made or a trial runs
+    check_space_unchanged(study, space)
     out.mkdir(parents=True, exist_ok=True)
     claim_owner(out, name)
     fail_stale_trials(study, cfg.tune.stale_after_seconds, out)
