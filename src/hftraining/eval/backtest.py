@@ -522,6 +522,14 @@ class Simulation:
     hits: int  # positions whose sign matched the asset's return
     positions_taken: int  # (period, symbol) pairs with a non-zero position and a non-zero return
 
+    @classmethod
+    def join(cls, parts: list["Simulation"]) -> "Simulation":
+        """The periods of ``parts`` (books of successive date ranges) one after another: a period's return is
+        its own book's, and none spans from one part's last date to the next part's first."""
+        cat = lambda name: np.concatenate([getattr(s, name) for s in parts])  # noqa: E731
+        return cls(cat("dates"), cat("returns"), cat("gross_returns"), cat("turnover"),
+                   sum(s.hits for s in parts), sum(s.positions_taken for s in parts))
+
 
 def simulate(weights: np.ndarray, returns: np.ndarray, dates: np.ndarray, cost_bps: float = 0.0, slippage_bps: float = 0.0) -> Simulation:
     """Hold ``weights[t]`` (T, N) from the close of t to the close of t + 1, earning ``returns[t + 1]``
@@ -640,7 +648,7 @@ def _quantile_vol(fc) -> np.ndarray | None:
     return (fc.quantiles[:, 0, j] - fc.quantiles[:, 0, i]) / z
 
 
-def backtest_forecasts(fc, ev) -> dict[str, Any]:
+def backtest_forecasts(fc, ev, starts: np.ndarray | list[int] | None = None) -> dict[str, Any]:
     """Backtest the model's forecasts, each baseline's, buy-and-hold and the equal-weight universe on
     the same dates.
 
@@ -685,6 +693,19 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
     ns} (arrays, for the report): a curve's ``dates`` (T - 1,) are the decision dates that open its periods
     (:class:`Simulation`); ``"dates"`` is every date of the panel, so the period opened at ``dates[k]``
     ends at the close of ``dates[k + 1]``, where its return is realised.
+
+    ``starts`` (int64 ns): dates on which every book starts afresh, as a backtest of the dates from there
+    on would (the rows before such a date were not scored: a walk-forward fold whose test block
+    ``evaluation.max_test_windows`` cut to its last dates). The period from the date before it is not
+    booked: held over rows without forecasts — years of them — one period's simple return could pass
+    -100% (a short position over a price that tripled), which no book of gross ≤ 1 traded each period
+    can lose. Each part between them is backtested as a backtest of its own dates is (bought on its first
+    date, marked at its last, a symbol whose rows end inside it sold there), and the parts' periods are
+    joined (:meth:`Simulation.join`): its curves skip the period opened at a part's last date, and
+    ``settings["restarts"]`` lists the dates (YYYY-MM-DD, with the time of day for intraday dates). The
+    periods per year are inferred from the dates of the longest part: counted over the whole span, the
+    unscored dates between the parts read as missing bars (two months of minute bars a year apart
+    counted 22,700 bars a year, not 98,000).
     """
     N = len(fc.symbols)
     dates, grid = panels(fc.dates, fc.symbol_ids, N)
@@ -695,25 +716,46 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
         prev = np.full((len(dates), N), NO_TIME, dtype=np.int64)
         prev[np.searchsorted(dates, np.asarray(fc.dates, dtype=np.int64)), np.asarray(fc.symbol_ids)] = prev_time
         R = span_returns(R, have, dates, grid(fc.last_close), prev)
-    later = np.flip(np.logical_or.accumulate(np.flip(have, axis=0), axis=0), axis=0)  # a row on the date or after
-    absent = ~have & later  # a gap; after a symbol's last row it is gone: sold at its last price, never carried
+    T = len(dates)
+    # the parts booked on their own: [cuts[j], cuts[j + 1]) (one part without ``starts``)
+    at = np.searchsorted(dates, np.asarray([] if starts is None else starts, dtype=np.int64))
+    cuts = [0, *sorted(set(at[(at > 0) & (at < T)].tolist())), T]
+    parts = [slice(a, b) for a, b in zip(cuts, cuts[1:])]
+    absent, closed = np.zeros_like(have), np.zeros_like(have)
+    opens = np.ones(T, dtype=bool)  # the dates that open a period: not a part's last date
+    every = int(ev.backtest_rebalance)
+    for p in parts:
+        h = have[p]
+        later = np.flip(np.logical_or.accumulate(np.flip(h, axis=0), axis=0), axis=0)  # a row on the date or after
+        absent[p] = ~h & later  # a gap; after a symbol's last row it is gone: sold at its last price, never carried
+        closed[p] = h  # a symbol's last row before the part's last date: sold there, its forecast not traded
+        closed[p][:-1] &= ~later[1:]
+        closed[p.stop - 1:p.stop] = False  # a part's last date opens no period
+        opens[p.stop - 1:p.stop] = False
     n_with = int(have.any(axis=0).sum())  # the symbols with a window in the split (a delisted one of the panel has none)
-    closed = have.copy()  # a symbol's last row before the last date: sold there, its forecast not traded
-    closed[:-1] &= ~later[1:]
-    closed[-1:] = False  # the last date opens no period
+
+    def trades(every: int) -> np.ndarray:
+        """(T,) bool: the dates a book rebalancing every ``every``-th date of its part trades on."""
+        return np.concatenate([rebalancing(p.stop - p.start, every) for p in parts]) & opens
+
     guessed: list[str] = []  # what the dates cannot settle about the periods per year
     if ev.periods_per_year:
         ppy, how = float(ev.periods_per_year), "evaluation.periods_per_year"
-    else:
-        ppy, how = infer_periods_per_year(dates, guessed)
-    if 0 < len(dates) - 1 < FEW_PERIODS:  # annualising a handful of returns: a figure, not evidence
+    else:  # the dates between two parts, not scored, are no bars: the bars a year are counted in one part
+        longest = max(parts, key=lambda p: p.stop - p.start)
+        ppy, how = infer_periods_per_year(dates[longest], guessed)
+        if len(parts) > 1:
+            how = (f"{how}; counted in the longest of the {len(parts)} parts booked apart "
+                   f"({longest.stop - longest.start} of {T} dates)")
+    n_periods = int(opens.sum())
+    if 0 < n_periods < FEW_PERIODS:  # annualising a handful of returns: a figure, not evidence
         guessed.append(f"the annualised figures (annual return, volatility, Sharpe, Sortino, Calmar, IR) rest on "
-                       f"{len(dates) - 1} periods" + (" only" if len(dates) > 2 else ""))
+                       f"{n_periods} periods" + (" only" if n_periods > 1 else ""))
     past_vol = grid(fc.past_vol)
     qvol = _quantile_vol(fc)
     model_vol = grid(qvol) if qvol is not None else past_vol
 
-    portfolio, every = ev.backtest_portfolio, int(ev.backtest_rebalance)
+    portfolio = ev.backtest_portfolio
     portfolio_from = "evaluation.backtest_portfolio"
     if portfolio == "auto":
         cs = getattr(fc, "target", "return") in CROSS_SECTIONAL
@@ -723,19 +765,21 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
     def run(sig: np.ndarray, vol: np.ndarray, rule: str, long_only: bool, gross: float, every: int = 1,
             cost: bool = True, vol_from: str = "the window's past volatility") -> tuple[dict[str, Any], Simulation]:
         sig = np.where(closed, np.nan, sig)
-        if rule == "topk":
-            w = topk_weights(sig, ev.backtest_topk, ev.backtest_topk_dropout, long_only, gross, every, absent)[0]
-            w = hold(w, R, every, absent, gross, closed)
-        else:  # a symbol without a row keeps its drifted weight and counts with its last forecast
-            w = positions(carry_forward(sig, absent), carry_forward(vol, absent), rule, long_only, gross)
-            w = hold(w, R, every, absent, gross, closed)
-        sim = simulate(w, R, dates, ev.backtest_cost_bps if cost else 0.0, ev.backtest_slippage_bps if cost else 0.0)
+        sims = []
+        for p in parts:  # each part's book on its own (one part without ``starts``)
+            if rule == "topk":
+                w = topk_weights(sig[p], ev.backtest_topk, ev.backtest_topk_dropout, long_only, gross, every, absent[p])[0]
+            else:  # a symbol without a row keeps its drifted weight and counts with its last forecast
+                w = positions(carry_forward(sig[p], absent[p]), carry_forward(vol[p], absent[p]), rule, long_only, gross)
+            w = hold(w, R[p], every, absent[p], gross, closed[p])
+            sims.append(simulate(w, R[p], dates[p], ev.backtest_cost_bps if cost else 0.0,
+                                 ev.backtest_slippage_bps if cost else 0.0))
+        sim = sims[0] if len(sims) == 1 else Simulation.join(sims)
         perf = performance(sim, ppy)
         if rule == "vol_scaled":  # forecasts that ask for a position on a date that trades, with no volatility to size it
             with np.errstate(invalid="ignore"):
                 decided = have & np.isfinite(sig) & ((sig > 0) if long_only else (sig != 0))
-            decided &= rebalancing(len(dates), every)[:, None]
-            decided[-1:] = False  # the last date opens no period: its forecasts are never traded (as no_forecast)
+            decided &= trades(every)[:, None]  # a part's last date opens no period: never traded (as no_forecast)
             n = int((decided & no_volatility(vol)).sum())
             perf["no_volatility"] = n
             if n:
@@ -748,8 +792,7 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     rule = "topk" if portfolio == "topk" else ev.backtest_positions
     ignored = backtest_ignored(ev, portfolio)
-    traded = have & ~closed & rebalancing(len(dates), every)[:, None]  # the forecasts a book trades on
-    traded[-1:] = False  # the last date opens no period
+    traded = have & ~closed & trades(every)[:, None]  # the forecasts a book trades on (a part's last date opens no period)
     for name, pred in fc.pred.items():
         sig = grid(pred[:, 0] if ev.backtest_signal == "step1" else pred.mean(axis=1))
         key = label(name)  # model, naive:drift, fitted:ridge
@@ -766,7 +809,7 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
                     "took no position (a position held there was sold)")
             out[key]["warning"] = f"{out[key]['warning']}; {text}" if "warning" in out[key] else text
     ones = np.where(np.isfinite(R), 1.0, np.nan)
-    out["buy_and_hold"], sim = run(ones, past_vol, "sign", True, 1.0, every=len(dates) + 1)  # bought on the first date only
+    out["buy_and_hold"], sim = run(ones, past_vol, "sign", True, 1.0, every=len(dates) + 1)  # bought on a part's first date only
     curves["buy_and_hold"] = (sim.dates, sim.returns)
     out["equal_weight"], sim = run(ones, past_vol, "sign", True, ev.backtest_max_gross, cost=False)
     curves["equal_weight"] = (sim.dates, sim.returns)
@@ -792,6 +835,10 @@ def backtest_forecasts(fc, ev) -> dict[str, Any]:
         "equal_weight": "the universe: equal weight long in every symbol with data, gross = max_gross, re-equalised "
                         "each period, no costs (the benchmark of information_ratio)",
     }
+    if len(parts) > 1:  # the dates a book starts afresh on: the period before each is not booked
+        at = np.array([dates[p.start] for p in parts[1:]], dtype="datetime64[ns]")
+        midnight = bool(np.all(at == at.astype("datetime64[D]")))
+        settings["restarts"] = [str(d.astype("datetime64[D]" if midnight else "datetime64[s]")).replace("T", " ") for d in at]
     if ignored:
         settings["ignored"] = [f"evaluation.{k}" for k in ignored]
         settings["warning"] = backtest_ignored_text(ev, portfolio, portfolio_from)
@@ -877,6 +924,9 @@ def format_backtest(res: dict[str, Any]) -> str:
             lines.append(f"  warning ({name}): {m['warning']}")
     if has_ir:
         lines.append("IR: information ratio against equal_weight (annualised mean / std of the active return)")
+    if s.get("restarts"):
+        lines.append(f"every book starts afresh on {', '.join(s['restarts'])}: the period from the date before "
+                     f"{'each' if len(s['restarts']) > 1 else 'it'} is not booked (no forecast was scored over its rows)")
     if "warning" in s:
         lines.append(f"warning (settings): {s['warning']}")
     return "\n".join(lines)

@@ -260,6 +260,7 @@ def _walk_forward(cfg: Config, n_folds: int, scheme: str, mode: str, base) -> di
     source = panel_rows(cfg.data)  # every symbol's features once, through the store; each fold cuts its own splits
     info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     folds, parts, methods = [], [], []
+    starts: list[int] = []  # the first scored date of each fold whose test block was cut: the pooled books start afresh there
     prev_state = None
     group = TrackingGroup(base, "walkforward")  # inactive until the folds are checked
     try:
@@ -307,6 +308,8 @@ def _walk_forward(cfg: Config, n_folds: int, scheme: str, mode: str, base) -> di
                           **_fold_summary(res)})
             parts.append(fc)
             methods.append((res.get("intervals") or {}).get("method"))
+            if len(scored) < len(data.test):  # its first rows were not scored: no forecast holds a book over them
+                starts.append(int(scored.times.min()))
     except BaseException:
         if info.is_main:
             group.fail()
@@ -316,7 +319,7 @@ def _walk_forward(cfg: Config, n_folds: int, scheme: str, mode: str, base) -> di
     if not info.is_main:
         return {}
     try:
-        out = _pooled(cfg, folds, parts, methods, scheme, mode, n_folds, base)
+        out = _pooled(cfg, folds, parts, methods, scheme, mode, n_folds, base, starts)
     except BaseException:
         group.fail()
         raise
@@ -340,8 +343,13 @@ def walkforward_metrics(res: dict[str, Any]) -> dict[str, float]:
 
 
 def _pooled(cfg: Config, folds: list, parts: list, methods: list, scheme: str, mode: str, n_folds: int,
-            base) -> dict[str, Any]:
-    """The folds pooled: walkforward.json's content, written."""
+            base, starts: list[int] | None = None) -> dict[str, Any]:
+    """The folds pooled: walkforward.json's content, written. The pooled backtest books the folds' test
+    dates in calendar order (purged k-fold's folds too), each (date, symbol) once; ``starts`` (int64 ns): the
+    first scored date of each fold whose test block ``evaluation.max_test_windows`` cut to its last dates,
+    where every book starts afresh (:func:`~hftraining.eval.backtest.backtest_forecasts`): the rows before it,
+    not scored, are no period of the pooled backtest. Between two folds whose scored rows meet, the H - 1
+    rows without a window are earned through the close, as within a fold."""
     pooled_fc, no_intervals = pool_forecasts(parts, methods, scheme, cfg.evaluation.intervals)
     pooled = score(pooled_fc)
     if pooled_fc.intervals is not None:  # each window scored by its own fold's calibration (module docstring)
@@ -349,15 +357,20 @@ def _pooled(cfg: Config, folds: list, parts: list, methods: list, scheme: str, m
                                               pooled_fc.symbol_ids, methods[0])
     elif no_intervals:  # said once: by format_walkforward beside the pooled table (and in walkforward.json)
         pooled["intervals_note"] = no_intervals
-    bt = backtest_forecasts(pooled_fc, cfg.evaluation)
+    # every fold scored whole (no starts): one book over the folds, the H - 1 rows between two earned through the close
+    bt = (backtest_forecasts(pooled_fc, cfg.evaluation, starts=starts) if starts
+          else backtest_forecasts(pooled_fc, cfg.evaluation))
     pooled["backtest"] = {"settings": bt["settings"], "strategies": bt["strategies"]}
-    cut = [f["fold"] for f in folds[:-1] if f.get("test_cut")]
-    if cut:  # the pooled dates jump from a cut block's last scored date to the next block's first
+    # the folds in calendar order of their scored dates: a cut fold's unscored first rows follow the one before it
+    order = sorted(range(len(folds)), key=lambda k: folds[k]["test_from"])
+    after = [folds[order[j - 1]]["fold"] for j in range(1, len(order)) if folds[order[j]].get("test_cut")]
+    if after:  # the pooled dates jump from a fold's last scored date over the next fold's unscored first rows
         pooled["backtest_note"] = (
-            f"evaluation.max_test_windows cut the test block of fold(s) {', '.join(map(str, cut))}: the pooled "
-            "backtest books the rows between such a fold's last scored date and the next fold's first as one "
-            "period, which its Sharpe, volatility, drawdown and the selection statistics read; raise "
-            "evaluation.max_test_windows to score every test row")  # said by format_walkforward, once
+            f"evaluation.max_test_windows cut the test blocks to their last dates: the pooled backtest starts "
+            f"every book afresh after fold(s) {', '.join(map(str, after))}: the next fold's first rows were not "
+            "scored, and the period over them is not booked (its Sharpe, volatility, drawdown and the selection "
+            "statistics read the folds' scored periods); raise evaluation.max_test_windows to score and book "
+            "every test row")  # said by format_walkforward, once
     keys = ["mse_vs_zero", "directional_accuracy", "ic", "rank_ic", "sharpe", "buy_and_hold_sharpe"]
     # the forecasts' strategies only: not the benchmarks that trade no forecast (buy-and-hold, equal weight)
     candidates = {name: c for name, c in bt["curves"].items() if name == "model" or name.startswith(("naive:", "fitted:"))}
