@@ -359,7 +359,7 @@ def main() -> None:
             # a path given with its configuration (``@1024x1``) runs that one, whatever --configs says
             for batch, accum in specs if only is None else [only]:
                 spec = f"{batch}x{accum}"
-                steps = args.steps or (max(10, 200 // accum) if batch < 512 else 30) if gpu else max(2, 4 // accum)
+                steps = args.steps or ((max(10, 200 // accum) if batch < 512 else 30) if gpu else max(2, 4 // accum))
                 label = f"{batch} x {accum}".ljust(9) + f" {path} [{mode}]"
                 if args.budget is not None and time.perf_counter() - start > args.budget:
                     print(f"{label:<58} not measured (--budget {args.budget:g} s spent)", flush=True)
