@@ -39,6 +39,22 @@ def _trials(tmp_path):
     return optuna.load_study(study_name="s", storage=storage).get_trials()
 
 
+
+def study_config(tmp_path: Path) -> tuple[Path, Path]:
+    """(a tiny tune config's path, the folder of copies of two bundled symbols' files it reads), split by
+    fixed dates, so rows added to a file's end fall in its test split."""
+    bundled = Path(hftraining.__file__).parent / "sample_data"
+    sample = tmp_path / "prices"
+    sample.mkdir()
+    for sym in ("AEM", "WPM"):
+        shutil.copy(bundled / f"{sym}.csv", sample / f"{sym}.csv")
+    cfg = copy.deepcopy(TINY)
+    cfg["data"].update(data_dir=str(sample), symbols=None, split="calendar",
+                       split_dates={"val": "2024-01-02", "test": "2025-01-02"})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, sample
+
 def test_a_study_continued_with_another_search_space_is_one_line_naming_the_key(tmp_path, capsys):
     """Other choices stopped the tune with Optuna's traceback (CategoricalDistribution does not support
     dynamic value space); a moved range, a key added or removed ran on, and the best trial was chosen among
@@ -125,16 +141,7 @@ def test_a_study_continued_on_changed_files_is_one_line_naming_the_symbol(tmp_pa
     study: the second tune's trials were scored on other data than the first's and compared with them, and a
     symbol's file added to the folder was trained on with the same test cut. Each is now one line naming the
     symbol; rows added to the test split alone (the cut fixed by data.split_dates) continue the study."""
-    bundled = Path(hftraining.__file__).parent / "sample_data"
-    sample = tmp_path / "prices"
-    sample.mkdir()
-    for sym in ("AEM", "WPM"):
-        shutil.copy(bundled / f"{sym}.csv", sample / f"{sym}.csv")
-    cfg = copy.deepcopy(TINY)
-    cfg["data"].update(data_dir=str(sample), symbols=None, split="calendar",
-                       split_dates={"val": "2024-01-02", "test": "2025-01-02"})
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path, sample = study_config(tmp_path)
     cmd = ["tune", "--config", str(path), "--trials", "1", "--out", str(tmp_path / "o"), "--study", "s"]
     assert main(cmd) == 0, capsys.readouterr().err
     capsys.readouterr()
@@ -147,7 +154,7 @@ def test_a_study_continued_on_changed_files_is_one_line_naming_the_symbol(tmp_pa
     assert err[-1].startswith("hftraining: error: data.data_dir: symbol AEM's dates or closes before the test split "
                               "are not those the earlier trials of study 's' were scored on"), err
     aem.to_csv(sample / "AEM.csv", index=False)
-    shutil.copy(bundled / "WPM.csv", sample / "XYZ.csv")
+    shutil.copy(sample / "WPM.csv", sample / "XYZ.csv")
     assert main(cmd) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("hftraining: error: data.data_dir: symbol XYZ is not among the symbols"), err

@@ -607,22 +607,34 @@ def rows_before_test(source: PanelRows) -> dict[str, str]:
     return out
 
 
-def check_data_unchanged(study, source: PanelRows, values: dict[str, Any]) -> None:
+def check_data_unchanged(study, source: PanelRows, values: dict[str, Any], number: int | None = None) -> None:
     """A DataError naming a symbol when the rows before the test split that a trial is cut from are not those
     the study's earlier trials drawing the same ``data.*`` values were cut from (recorded by the first of
     them, :data:`DATA_ATTR`, in the study storage): the files changed between two tunes of the study (prices
     revised for a split, a bar corrected, a symbol's file added or removed), and the best trial would be chosen
-    among scores of other data. Rows of the test split alone may change or be added."""
+    among scores of other data. Rows of the test split alone may change or be added. While no trial but
+    ``number`` (the one being prepared) holds a score (each failed: its loss diverged on a bad bar, say, or
+    its tune was stopped), nothing is compared: the data of this trial is recorded, as the first trial's."""
     drawn = {k: v for k, v in values.items() if k.startswith("data.")}
     key = hashlib.sha1(json.dumps(drawn, sort_keys=True).encode(), usedforsecurity=False).hexdigest()[:16]
     attr = f"{DATA_ATTR}.{key}"
     here = rows_before_test(source)
-    stored = study.user_attrs.get(attr)
+    attrs = study.user_attrs
+    stored = attrs.get(attr)
     if stored is None:
         study.set_user_attr(attr, here)
         return
     sym = next((s for s in sorted(set(here) | set(stored)) if here.get(s) != stored.get(s)), None)
     if sym is None:
+        return
+    State = _optuna().trial.TrialState
+    if not any(t.number != number for t in study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED,
+                                                                                    State.RUNNING))):
+        # no score to compare with: the files the failed trials read (of any data.* values) are forgotten
+        for k in attrs:
+            if k.startswith(f"{DATA_ATTR}.") and k != attr and attrs[k] is not None:
+                study.set_user_attr(k, None)
+        study.set_user_attr(attr, here)
         return
     earlier = f"the earlier trials of study {study.study_name!r}"
     what = (f"symbol {sym}, whose rows {earlier} were scored on, is not in the data" if sym not in here else
@@ -738,7 +750,7 @@ class Objective:
             # the test split of the rows the trial was cut from: without the volume features when a symbol
             # reports no volume before the first validation date (prepare reads them again without them)
             check_test_split(trial.study, source.lean or source, values)
-            check_data_unchanged(trial.study, source.lean or source, values)
+            check_data_unchanged(trial.study, source.lean or source, values, trial.number)
         for k, d in enumerate(self._data):
             if len(d.val) == 0:
                 where = f" of walk-forward fold {k}" if len(self._data) > 1 else ""
