@@ -131,7 +131,7 @@ def cell_rule(col: str, text: str) -> str | None:
     return "non_positive_price" if v <= 0 else None
 
 
-def reference(numbered: list[tuple[int, list[str]]], cfg: DataConfig):
+def reference(numbered: list[tuple[int, list[str]]], cfg: DataConfig, barred: frozenset = frozenset()):
     """One symbol's (line, text row)s → (events {(rule, action): {line}}, kept [(line, timestamp text,
     {col: value})], errors [(rule, line)]: the first row each rule's policy ``error`` would stop at)."""
     ev: dict[tuple[str, str], set[int]] = defaultdict(set)
@@ -183,7 +183,8 @@ def reference(numbered: list[tuple[int, list[str]]], cfg: DataConfig):
     seq = keep
 
     # values: drop under the first rule a row breaks, or fill each bad cell from the previous kept row
-    out, last = [], None
+    # (``barred``: rows that a later rule drops, which lend no value)
+    out, last, lender, lent_by = [], None, None, {}
     for line, r in seq:
         rules = {c: cell_rule(c, r[i + 1]) for i, c in enumerate(COLS)}
         broken = [rule for rule in VALUE_RULES if rule in rules.values()]
@@ -196,10 +197,13 @@ def reference(numbered: list[tuple[int, list[str]]], cfg: DataConfig):
             continue
         else:
             vals = {c: float(r[i + 1]) if rules[c] is None else last[c] for i, c in enumerate(COLS)}
+            lent_by[line] = {lender[c] for c in COLS if rules[c] is not None}
             for rule in broken:
                 ev[rule, "repaired"].add(line)
         out.append((line, r[0], vals))
-        last = vals
+        if line not in barred:
+            last = vals
+            lender = {c: line if rules[c] is None else lender[c] for c in COLS}
     seq = out
 
     # high/low must cover open and close
@@ -224,6 +228,11 @@ def reference(numbered: list[tuple[int, list[str]]], cfg: DataConfig):
         ev["jump", action] |= {seq[i][0] for i in jumps}
         if cfg.jumps == "drop":
             seq = [x for i, x in enumerate(seq) if i not in set(jumps)]
+    # a row a later rule dropped lends no value: the rules again without it as a source
+    kept = {x[0] for x in seq}
+    lent = {s for ss in lent_by.values() for s in ss if s not in kept}
+    if lent:
+        return reference(numbered, cfg, barred | lent)
     return {k: v for k, v in ev.items() if v}, seq, errors
 
 

@@ -175,15 +175,19 @@ class Report:
     def rows_dropped(self) -> int:
         return sum(e["dropped"] for e in self.rules.values())
 
-    def merge(self, other: "Report") -> None:
-        self.rows_in += other.rows_in
-        self.rows_kept += other.rows_kept
+    def merge_rules(self, other: "Report") -> None:
+        """Add ``other``'s rule entries (counts, rows, columns) to this report's."""
         for rule, e in other.rules.items():
             mine = self.rules.setdefault(rule, {"dropped": 0, "repaired": 0, "flagged": 0, "rows": []})
             for k in ("dropped", "repaired", "flagged"):
                 mine[k] += e[k]
             mine["rows"] = _union(mine["rows"], e["rows"])
             self.note_columns(rule, e.get("columns", {}))
+
+    def merge(self, other: "Report") -> None:
+        self.rows_in += other.rows_in
+        self.rows_kept += other.rows_kept
+        self.merge_rules(other)
         self.symbols.update(other.symbols)
         self.volume_empty += [s for s in other.volume_empty if s not in self.volume_empty]
         self.newest_first += [s for s in other.newest_first if s not in self.newest_first]
@@ -616,9 +620,7 @@ def validate_frame(
             dup[order[np.r_[True, group[order][1:] != group[order][:-1]]]] = False
             drop(dup, "duplicate_timestamp")
 
-    _value_rules(rows, rep, cfg, source, unit, raw_text, ("volume",) if vol_empty else ())
-    _ohlc_rule(rows, rep, cfg, source, unit, symbol)
-    _jump_rule(rows, rep, cfg, source, unit)
+    _bar_rules(rows, rep, cfg, source, unit, raw_text, ("volume",) if vol_empty else (), symbol)
 
     c = rows.cols
     out = pd.DataFrame({
@@ -653,9 +655,34 @@ def _cell_text(val: Any) -> str:
     return f" {val!r}"
 
 
+def _bar_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str, raw_text: dict,
+               skip: tuple[str, ...], symbol: str | None) -> None:
+    """The value rules, then the OHLC and jump rules, on the sorted rows without duplicates. Under ``ffill``
+    a cell takes its value from the previous row that is kept in the end: a row that the OHLC or the jump
+    rule drops (a spike's bar, a bar whose high is under its low) lends no value to the rows after it, or
+    its dropped prices would be kept in their bars (or drop them: a close filled from a bar whose high is
+    under its low stood outside its own bar). The rules run again without such a row as a source until no
+    filled cell holds a value of a dropped row (once, unless a dropped row lent a value)."""
+    barred = np.zeros(len(rows), dtype=bool)
+    while True:
+        out = _Rows(rows.line, dict(rows.cols))
+        sub = Report(file=rep.file, row_numbers=rep.row_numbers, derived_columns=rep.derived_columns)
+        _, lender = _value_rules(out, sub, cfg, source, unit, raw_text, skip, barred)
+        _ohlc_rule(out, sub, cfg, source, unit, symbol)
+        _jump_rule(out, sub, cfg, source, unit)
+        lent = lender[~np.isin(lender, out.cols["_pos"])]  # a dropped row that lent a value (kept or not)
+        if not len(lent):
+            break
+        barred |= np.isin(rows.cols["_pos"], lent)  # grows every time round: the loop ends
+    rows.line, rows.cols = out.line, out.cols
+    rep.merge_rules(sub)
+
+
 def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str, raw_text: dict,
-                 skip: tuple[str, ...] = ()) -> None:
-    """``skip``: columns not checked (an empty volume column)."""
+                 skip: tuple[str, ...] = (), barred: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``skip``: columns not checked (an empty volume column); ``barred``: (n,) rows no cell is filled from
+    (:func:`_bar_rules`). Returns (``_pos`` of each filled cell's row, ``_pos`` of the row it was filled from)."""
+    none = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     c = rows.cols
     n = len(rows)
     checked = [col for col in io.OHLCV if col not in skip]
@@ -673,7 +700,7 @@ def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: s
     row_bad = {r: np.logical_or.reduce(list(m.values())) if m else np.zeros(n, bool) for r, m in cell_bad.items()}
     any_bad = np.logical_or.reduce(list(row_bad.values())) if n else np.zeros(0, bool)
     if not any_bad.any():
-        return
+        return none
     adj_cell = c.get("_adj_cell")  # with Close and Adj Close adjusted: the close's bad cell is Adj Close's
 
     def named(col: str, m: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -711,22 +738,28 @@ def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: s
             taken |= m
         rows.take(~taken)
         rep.note_columns("non_numeric", columns)
-        return
+        return none
     # ffill: each bad cell takes the previous kept row's value of its column. The rows before the first
     # clean row are all bad and have no previous kept row: dropped (a cell filled from one of them
     # would come from a dropped row). From the first clean row on, every row is kept, so the previous
-    # kept row's (filled) value is the column's last good value.
+    # kept row's (filled) value is the column's last good value. A barred row lends nothing: a bad cell
+    # with no row to take it from drops its row too.
     pos = np.arange(n)
     first_clean = n if any_bad.all() else int(np.argmin(any_bad))
     no_past = pos < first_clean
+    lends = np.ones(n, dtype=bool) if barred is None else ~barred
+    fills = []
     for col in checked:
         bad = np.logical_or.reduce([cell_bad[r][col] for r in VALUE_RULES if col in cell_bad[r]])
         if col in ("open", "high", "low") and "_unadjusted" in c:
             bad = bad | c["_unadjusted"]  # a row without both closes: its open/high/low cannot be adjusted
         if not bad.any():
             continue
-        src = np.maximum.accumulate(np.where(bad, -1, pos))
-        c[col] = np.where(src >= 0, c[col][np.maximum(src, 0)], np.nan)
+        src = np.maximum.accumulate(np.where(bad | ~lends, -1, pos))
+        c[col] = np.where(bad & (src >= 0), c[col][np.maximum(src, 0)], np.where(bad, np.nan, c[col]))
+        no_past |= bad & (src < 0)
+        fills.append((bad, src))
+    filled = [(c["_pos"][m], c["_pos"][src[m]]) for bad, src in fills for m in [bad & ~no_past]]
     taken = np.zeros(n, dtype=bool)
     for rule in VALUE_RULES:
         m = row_bad[rule] & no_past & ~taken
@@ -735,6 +768,7 @@ def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: s
         rep.count(rule, "repaired", rows.line[row_bad[rule] & ~no_past])
     rows.take(~taken)
     rep.note_columns("non_numeric", columns)
+    return (np.concatenate([f for f, _ in filled]), np.concatenate([s for _, s in filled])) if filled else none
 
 
 MISNAMED_SHARE = 0.5
