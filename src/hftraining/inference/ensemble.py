@@ -6,7 +6,8 @@ referenced, so the folder can be moved or served on its own)::
 
     ensemble.json          {"format_version", "method", "weights", "members": [...], "sources", "validation_mse",
                             "evaluation": the evaluation settings the members' runs share, or null,
-                            "precision": the members' runs' autocast precision, or null}
+                            "precision": the members' runs' autocast precision, or null,
+                            "member_digests": each member's files as copied (:data:`DIGESTS_KEY`)}
     preprocessing.json     the members' common preprocessing
     members/member-0/      config.json, model.safetensors, preprocessing.json of member 0
     members/member-1/      ...
@@ -24,8 +25,10 @@ levels). It forecasts under the autocast precision its members' runs trained and
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,7 @@ from hftraining.inference.folders import (
     run_precision,
 )
 from hftraining.models import ForecastModel, ForecastOutput, folder, load_preprocessing
+from hftraining.models.base import CONFIG_NAME, PREPROCESSING_NAME, WEIGHTS_NAME
 from hftraining.models.intervals import Calibration, aci_bounds, calibrate_windows
 from hftraining.models.predict import PRECISIONS, predict_scaled
 
@@ -75,6 +79,13 @@ PRECISION_KEY = "precision"
 and scored their test split in, the ensemble's default precision (:attr:`EnsembleModel.precision`); null when
 the members' runs differ in it (the ensemble then forecasts in fp32, as a folder written before it was
 recorded, which has no such key)."""
+DIGESTS_KEY = "member_digests"
+"""The key of ensemble.json that holds, per member, the sha256 of the files its forecast is computed from
+(:data:`MEMBER_FILES`) as they were copied: the weights of a ``weighted`` ensemble, its intervals and the
+members' validation MSE were fit on those members, so a member whose files changed since (another run's
+``final/`` copied over it) is refused as the folder loads, naming it, never served with the old weights
+and intervals. A folder written before it was recorded has none and loads as before."""
+MEMBER_FILES = (CONFIG_NAME, WEIGHTS_NAME, PREPROCESSING_NAME)
 
 
 class EnsembleModel(nn.Module):
@@ -282,6 +293,36 @@ def members_precision(dirs: list[Path]) -> str | None:
 # ---------------------------------------------------------------------------------- build / load
 
 
+def member_digest(member: Path) -> str:
+    """sha256 (hex) of the member folder's :data:`MEMBER_FILES`, each after its name and size, read as a
+    model folder's files are (regular files inside it: :func:`hftraining.models.folder.regular_file`)."""
+    h = hashlib.sha256()
+    for name in MEMBER_FILES:
+        path = folder.regular_file(member, name, 1 << 62)  # bounded by the model's own checks as it loaded
+        try:
+            with open(path, "rb") as fh:
+                h.update(f"{name}\0{os.fstat(fh.fileno()).st_size}\0".encode())
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(chunk)
+        except OSError as e:
+            raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    return h.hexdigest()
+
+
+def _check_digests(directory: Path, meta: dict[str, Any], dirs: list[Path]) -> None:
+    """Each member of the ensemble folder ``directory`` holds the files it was built with (:data:`DIGESTS_KEY`,
+    when recorded); a DataError naming the first member that does not."""
+    digests = meta.get(DIGESTS_KEY)
+    if digests is None:
+        return
+    for m, want in zip(dirs, digests):
+        if member_digest(m) != want:
+            raise DataError(f"{m}: its {', '.join(MEMBER_FILES)} are not those the ensemble was built with "
+                            f"({directory / ENSEMBLE_NAME}: {DIGESTS_KEY}), and its weights, validation MSE and "
+                            "intervals were fit on those: rebuild it from the members' folders with `hftraining "
+                            "ensemble ... --overwrite`")
+
+
 def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = "mean", *,
                    overwrite: bool = False) -> Path:
     """Write an ensemble folder of ``model_dirs`` (run or model folders) to ``out``.
@@ -355,6 +396,7 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
         (tmp / "members").mkdir()
         for name, d in zip(meta["members"], dirs):
             shutil.copytree(d, tmp / name, ignore=shutil.ignore_patterns("*.onnx"))
+        meta[DIGESTS_KEY] = [member_digest(tmp / name) for name in meta["members"]]  # as copied
         write_json(tmp / "preprocessing.json", pre)
         # the bar the members were scored against goes with them: fitted on the same windows (their
         # preprocessing is shared), so an ensemble of runs is judged against ridge and LightGBM too
@@ -421,7 +463,8 @@ def read_ensemble_meta(directory: str | Path) -> dict[str, Any]:
     folder): a known method, 2 to :data:`MAX_MEMBERS` members, each a folder inside the ensemble folder,
     weights (if any; ``weighted`` needs them) finite, non-negative and not all zero, one per member, and
     the evaluation section (if any) one a run's config.json could hold (keys this version does not know
-    are left out, as there), the precision (if any) one of fp32, bf16, fp16."""
+    are left out, as there), the precision (if any) one of fp32, bf16, fp16, the members' digests (if any)
+    one sha256 per member."""
     path = Path(directory) / ENSEMBLE_NAME
     meta = folder.read_json(directory, ENSEMBLE_NAME)
     if not isinstance(meta, dict):
@@ -457,6 +500,11 @@ def read_ensemble_meta(directory: str | Path) -> dict[str, Any]:
     p = meta.get(PRECISION_KEY)
     if p is not None and (not isinstance(p, str) or p not in PRECISIONS):
         raise DataError(f"{path}: {PRECISION_KEY}: {shown(p)} is not one of {', '.join(PRECISIONS)} or null")
+    g = meta.get(DIGESTS_KEY)
+    if g is not None and not (isinstance(g, list) and len(g) == len(members) and all(
+            isinstance(x, str) and len(x) == 64 and all(c in "0123456789abcdef" for c in x) for x in g)):
+        raise DataError(f"{path}: {DIGESTS_KEY}: expected {len(members)} sha256 digests (64 hex digits), one per "
+                        f"member, or null; got {shown(g)}")
     return meta
 
 
@@ -470,14 +518,19 @@ def ensemble_evaluation(directory: str | Path) -> dict[str, Any]:
 
 def load_ensemble(directory: str | Path) -> tuple[EnsembleModel, Preprocessing]:
     """(model, preprocessing) of an ensemble folder; the model's ``precision`` is the one recorded (fp32 when
-    none is: the members' runs differed in it, or the folder was written before it was recorded)."""
+    none is: the members' runs differed in it, or the folder was written before it was recorded). A member
+    whose files differ from those it was built with (:data:`DIGESTS_KEY`) is a DataError naming it."""
     d = Path(directory)
     meta = read_ensemble_meta(d)
     dirs = [folder.inside(d, name, str(d / ENSEMBLE_NAME)) for name in meta["members"]]
     for m in dirs:
         if not m.exists():
             raise DataError(f"{d / ENSEMBLE_NAME}: member folder {m} is missing")
+        if is_ensemble(m):  # its ensemble.json, not a model's config.json: said so, as `hftraining ensemble` says it
+            raise DataError(f"{m}: is an ensemble; members must be single model folders (an ensemble of ensembles "
+                            "is one ensemble of all their members: `hftraining ensemble` of their folders)")
     pre = check_shared_preprocessing(dirs)
     members = [ForecastModel.from_pretrained(m) for m in dirs]
+    _check_digests(d, meta, dirs)  # once each member's files are known to be a model's
     model = EnsembleModel(members, meta["method"], meta.get("weights"), meta.get(PRECISION_KEY) or "fp32")
     return model, Preprocessing.from_dict(pre)

@@ -64,6 +64,24 @@ def _check_data(data) -> None:
                             "folders or globs (pass frames as {symbol: DataFrame})")
 
 
+def _one_symbol(table: pd.DataFrame, sym: str) -> None:
+    """The frame given as ``{sym: frame}`` (its columns matched, ``table``) holds rows of ``sym`` alone: a
+    ``symbol`` column naming others (the long frame of several symbols, or another symbol's rows under this
+    key) is a DataError naming them. Its rows were read as ``sym``'s whatever the column said: another
+    symbol's prices forecast under this name, or several symbols' rows as one, a timestamp's rows beyond
+    the first dropped as duplicates. A file's ``symbol`` column names its symbols (so would the frame given
+    as it is); the column equal to the key (``dict(tuple(df.groupby("symbol")))``) reads as before."""
+    if "symbol" not in table.columns:
+        return
+    names = table["symbol"].astype("string").str.strip().dropna()
+    others = sorted(set(names[names != ""]) - {sym, sym.strip()})
+    if others:
+        listed = ", ".join(others[:3]) + (f", ... ({len(others)} in all)" if len(others) > 3 else "")
+        raise DataError(f"{sym}: the frame's 'symbol' column names {listed}, not {sym}: pass a frame of several "
+                        "symbols as it is (not in a dict: a forecast for each symbol of its column), or only "
+                        f"{sym}'s rows under {sym}")
+
+
 def iso_as_of(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` of :meth:`Forecaster.predict` with ``as_of`` as ISO 8601 text with its zone
     (``2024-01-02T00:00:00+00:00``): one form for every text a forecast is written to (the server's JSON,
@@ -265,8 +283,9 @@ class Forecaster:
     def _read(self, data, strict: bool) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]], list[str], bool]:
         """:meth:`load_with_reports`, the warnings on how the stamps read (intraday stamps without a zone
         under a ``data.timezone`` other than UTC, read as UTC: :func:`~hftraining.data.sources.zoneless_stamps`;
-        daily files that stamp a day at different times: ``mixed_stamps``), and whether those were logged
-        already (the files' are, as the reader logs them for training; the frames' are not)."""
+        daily files that stamp a day at different times: ``mixed_stamps``) and on a folder's files not read
+        (:func:`~hftraining.data.sources.unread_files`), and whether those were logged already (the files'
+        are, as the reader logs them for training; the frames' are not)."""
         _check_data(data)
         wide = io.ticker_frames(data, "frame") if isinstance(data, pd.DataFrame) else None
         if wide is not None:  # yfinance.download's frame: a level of prices and one of tickers, a frame each
@@ -304,6 +323,7 @@ class Forecaster:
                 table = io.canonical_columns(io.parquet_frame(frame), Path(f"<{sym}>"))
                 if len(table) == 0:
                     raise DataError(f"{sym}: no rows")
+                _one_symbol(table, str(sym))
                 if "timestamp" in table.columns:  # stamps with and without a zone, as in a file: refused
                     io.one_zone_rule(table["timestamp"], str(sym), 0, "row", line)
                 out[str(sym)], rep = validate_frame(table, d, str(sym), first_row=0, unit="row",  # row = 0-based position
@@ -316,7 +336,8 @@ class Forecaster:
             local = zoneless_stamps(stamps, d.timezone)
             return out, reports, [] if local is None else [local["why"]], False
         frames, report = load_and_validate(self.data_config(data, strict))  # too short a symbol: see latest_windows
-        lines = [report[k]["why"] for k in ("mixed_stamps", "zoneless_stamps") if k in report]
+        # a folder's files left unread (XPO.csv.zip) too: a caller gathering the warnings misses no symbol unsaid
+        lines = [report[k]["why"] for k in ("mixed_stamps", "zoneless_stamps", "unread_files") if k in report]
         return frames, report["files"], lines, True
 
     @staticmethod
@@ -557,7 +578,8 @@ class Forecaster:
         across symbols, symbols sent other than those it was trained on (:meth:`other_universe`); an
         interval level the calibration leaves unbounded, -inf/+inf (:meth:`unbounded`); and
         intraday stamps without a zone, read as UTC, under a ``data.timezone`` other than UTC (as
-        training warns of them): logged, or appended to ``warnings`` when given. ``check(frames, reports)``: called with the rows read (:meth:`load_with_reports`)
+        training warns of them); and a folder's files that look like a symbol's prices but are not read
+        (``XPO.csv.zip``): logged, or appended to ``warnings`` when given. ``check(frames, reports)``: called with the rows read (:meth:`load_with_reports`)
         before anything is forecast, to refuse them by raising (the server counts the symbols of an
         upload against its limit: a file's are known only once read).
         """
