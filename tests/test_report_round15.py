@@ -19,23 +19,33 @@ SAMPLE = Path(__file__).resolve().parents[1] / "src" / "hftraining" / "sample_da
 QUICK = ("training.max_steps=4", "training.save_steps=0", "evaluation.eval_steps=0", "evaluation.baseline_max_windows=200")
 
 
+
+def warned_folder(d: Path, stamped: str = "WPM", holed: str = "NIO") -> Path:
+    """Folder ``d`` of price files that draw data_report.json's warnings: AEM as bundled, WPM's daily bars
+    stamped at 05:00 UTC under symbol ``stamped`` (mixed_stamps), NIO with a three-month hole under symbol
+    ``holed`` (long_gaps; a long file with a symbol column where that is not the file's name) and an
+    unreadable ``BIDU.csv.zip`` (unread_files)."""
+    d.mkdir()
+    pd.read_csv(SAMPLE / "AEM.csv").to_csv(d / "AEM.csv", index=False)
+    w = pd.read_csv(SAMPLE / "WPM.csv")
+    w["Date"] = w["Date"] + "T05:00:00+00:00"
+    w.to_csv(d / f"{stamped}.csv", index=False)
+    n = pd.read_csv(SAMPLE / "NIO.csv")
+    n = n[(n["Date"] < "2021-02-01") | (n["Date"] > "2021-05-15")]
+    if holed != "NIO":
+        n.insert(0, "symbol", holed)
+    n.to_csv(d / ("NIO.csv" if holed == "NIO" else "long.csv"), index=False)
+    (d / "BIDU.csv.zip").write_bytes(b"PK")
+    return d
+
+
 @pytest.fixture(scope="module")
 def warned_run(tmp_path_factory):
     """A tiny run on a folder whose data draw every warning of data_report.json: a file the readers do not take
     (``BIDU.csv.zip``: unread_files), daily bars stamped at 05:00 UTC beside others at 00:00 (mixed_stamps) and a
     symbol with a three-month hole (long_gaps); the symbols are named ``a&b`` and ``<b>x</b>``."""
     root = tmp_path_factory.mktemp("warned")
-    d = root / "data"
-    d.mkdir()
-    pd.read_csv(SAMPLE / "AEM.csv").to_csv(d / "AEM.csv", index=False)
-    w = pd.read_csv(SAMPLE / "WPM.csv")
-    w["Date"] = w["Date"] + "T05:00:00+00:00"
-    w.to_csv(d / "a&b.csv", index=False)
-    n = pd.read_csv(SAMPLE / "NIO.csv")
-    n = n[(n["Date"] < "2021-02-01") | (n["Date"] > "2021-05-15")]
-    n.insert(0, "symbol", "<b>x</b>")
-    n.to_csv(d / "long.csv", index=False)
-    (d / "BIDU.csv.zip").write_bytes(b"PK")
+    d = warned_folder(root / "data", "a&b", "<b>x</b>")
     out = root / "run"
     train(load_config(None, tiny(out, "data.symbols=null", f"data.data_dir={d}", *QUICK)))
     return out

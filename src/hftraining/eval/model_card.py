@@ -1,7 +1,8 @@
 """The model card: ``README.md`` in every model folder ``<run>/final/``, like a Hugging Face model folder.
 
 It states what the model is (type, parameters, inputs), the data it learned from (source, symbols,
-dates, rows, split dates), the features, the key config, the test-split metrics beside the zero
+dates, rows, each split's period and a calendar split's cut dates) with its warnings (those data_report.json
+holds), the features, the key config, the test-split metrics beside the zero
 forecast and the strongest baseline with the verdict and the Pesaran–Timmermann p-value of each
 one's step-1 forecast signs (exactly as in eval.json; the YAML front matter holds the unrounded
 headline numbers) and how to load it. Loading ignores the file (only config.json,
@@ -27,8 +28,8 @@ from hftraining.core.fmt import fmt
 from hftraining.data.labels import CROSS_SECTIONAL, UNITS
 from hftraining.eval.forecasts import DIRECTION_NOTE, direction_p_text, label
 from hftraining.eval.intervals import level_labels
-from hftraining.eval.report import (config_value, effective_batch, md_text, p_text, scored_text, sentence, split_text,
-                                    trained_world_size)
+from hftraining.eval.report import (config_value, data_warnings, effective_batch, md_text, p_text, scored_text, sentence,
+                                    split_text, trained_world_size)
 from hftraining.models import ForecastModel
 from hftraining.models import folder as folder_files
 
@@ -157,7 +158,9 @@ def _metrics_section(result: dict[str, Any]) -> list[str]:
               direction_p_text(m), fmt(((m.get("cross_section") or {}).get("rank_ic") or {}).get("mean"), ".4f"),
               ratio(m.get("mse"))] for name, m in rows]
     # a split cut by evaluation.max_test_windows says so: "Test split: 240 windows" beside the data table's 2,080
-    lines = [f"Test split: {result.get('n_windows')} windows{scored_text(result)} × {result.get('horizon')} steps, "
+    split = result.get("split") or "test"
+    lines = [f"{split.capitalize()} split: {result.get('n_windows')} windows{scored_text(result)} × "
+             f"{result.get('horizon')} steps, "
              f"{result.get('n_symbols')} symbols, {result.get('n_dates')} dates; {result.get('units', 'log returns')} (`eval.json` in the run folder "
              "has every metric, per step and per symbol, and the backtest).", ""]
     lines += _table(["forecast", "MSE", "MAE", "directional accuracy", "PT p (step 1)", "rank IC (step 1)", "MSE / zero"],
@@ -185,25 +188,44 @@ def _metrics_section(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _count(v: Any) -> str:
+    """A count of data_report.json with thousands separators (anything else as it is: a report of another version)."""
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else md_text(v)
+
+
 def _data_section(cfg: dict[str, Any], rep: dict[str, Any]) -> list[str]:
+    """The data table (source, symbols, dates, rows, each split's period, windows) and, when data_report.json
+    ``rep`` holds any, its warnings (:func:`~hftraining.eval.report.data_warnings`, as the report states them):
+    the card travels with the model, without the log that said them as the data were read. A report of an
+    older version lacks keys: their rows are left out."""
     data_dir = _get(cfg, "data.data_dir")
     rows = [["source", _code(data_dir, in_table=True) if data_dir else "the sample data bundled with hftraining"]]
     symbols = list(rep.get("symbols") or [])
     if symbols:
         more = ", …" if len(symbols) > MAX_SYMBOLS else ""
         rows.append(["symbols", f"{len(symbols)}: {', '.join(map(md_text, symbols[:MAX_SYMBOLS]))}{more}"])
-    split = rep.get("split") or {}
-    spans = [span for per in (split.get("symbols") or {}).values() for span in per.values() if span]
+    split = rep.get("split") if isinstance(rep.get("split"), dict) else {}
+    per = split.get("symbols") if isinstance(split.get("symbols"), dict) else {}
+    spans = [span for each in per.values() if isinstance(each, dict) for span in each.values()
+             if isinstance(span, (list, tuple)) and len(span) == 2]
     if spans:
         rows.append(["dates", f"{min(s[0] for s in spans)[:10]} → {max(s[1] for s in spans)[:10]}"])
     if "rows_kept" in rep:
-        rows.append(["rows", f"{rep['rows_kept']:,} kept of {rep.get('rows_in', rep['rows_kept']):,} read"])
-    if split:  # each split's dates: a walk-forward fold has no shared cut date, and its card named none
+        rows.append(["rows", f"{_count(rep['rows_kept'])} kept of {_count(rep.get('rows_in', rep['rows_kept']))} read"])
+    if split:  # each split's period, and a calendar split's cut dates: as the report's data table says them
         rows.append(["split", md_text(split_text(split, rep.get("scheme")))])
-    windows = rep.get("windows") or {}
+    if rep.get("fold") is not None:  # a walk-forward fold's split is its own blocks, not data.split's cut
+        fold = f"fold {rep['fold']} of {rep.get('folds', '—')}, scheme {rep.get('scheme', '—')}"
+        rows.append(["walk-forward", md_text(fold)])
+    windows = rep.get("windows") if isinstance(rep.get("windows"), dict) else {}
     if windows:
-        rows.append(["windows", ", ".join(f"{k} {v:,}" for k, v in windows.items())])
-    return _table(["", ""], rows)
+        rows.append(["windows", ", ".join(f"{md_text(k)} {_count(v)}" for k, v in windows.items())])
+    lines = _table(["", ""], rows)
+    warned = data_warnings(rep)
+    if warned:
+        lines += ["## Data warnings", "", "Said as the data were read, and kept in the run folder's `data_report.json`:", "",
+                  *(f"- `{key}`: {md_text(why)}" for key, why in warned), ""]
+    return lines
 
 
 def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], preprocessing: dict[str, Any],
@@ -227,6 +249,7 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
     H, L = preprocessing.get("horizon"), preprocessing.get("seq_len")
     columns = list(preprocessing.get("feature_columns") or [])
     target = cfg.data.target
+    warned = [key for key, _ in data_warnings(data_report)]  # the keys of the card's "Data warnings"
     meta: dict[str, Any] = {
         "library_name": "hftraining", "tags": ["time-series-forecasting", "finance", "hftraining", mtype],
         "model_type": mtype, "parameters": n_params, "trained_steps": int(step),
@@ -235,10 +258,14 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
         **({"world_size": int(world_size)} if world_size is not None else {}),
         **({"effective_batch": batch[0], "effective_batch_unit": batch[1]} if batch is not None else {}),
         "symbols": list(data_report.get("symbols") or []),
+        **({"data_warnings": warned} if warned else {}),
         "evaluated": bool(result),
     }
     if result:
-        meta["test_metrics"] = {k: (v if math.isfinite(v) else None) for k, v in headline_metrics(result).items()}
+        split = result.get("split") or "test"
+        if split != "test":  # numbers of a split the model was fitted or selected on are no test metrics
+            meta["metrics_split"] = split
+        meta[f"{split}_metrics"] = {k: (v if math.isfinite(v) else None) for k, v in headline_metrics(result).items()}
         # the baseline the verdict names (a cross-sectional label: the strongest by rank IC)
         meta["strongest_baseline"], meta["strongest_baseline_by"] = verdict_baseline(result)
         if meta["strongest_baseline_by"] != "MSE":  # what the *_vs_strongest_baseline MSE numbers compare with
@@ -265,7 +292,9 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
         lines += [result.get("verdict") or "—", ""]
         if _cs_strongest(result) and result.get("mse_verdict"):  # as the report and the console: a rank-IC verdict
             lines += [sentence(f"On squared error: {result['mse_verdict']}"), ""]  # says nothing of the MSE tests the card lists
-        lines += ["## Test metrics", ""] + _metrics_section(result)
+        split = result.get("split") or "test"
+        lines += ["## Test metrics" if split == "test" else
+                  f"## Metrics on the {split} split: in-sample, not an out-of-sample test", ""] + _metrics_section(result)
     else:
         # a run stopped before its test split was scored has no fitted baselines to judge it against: finishing it scores it
         how = ("finishing the run (`hftraining train` again with `--resume`; a walk-forward fold: the walk-forward again "

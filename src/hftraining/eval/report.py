@@ -26,6 +26,7 @@ from hftraining.core.errors import writing
 from hftraining.core.files import ENSEMBLE_NAME
 from hftraining.core.fmt import fmt_p
 from hftraining.core.jsonio import read_jsonl
+from hftraining.data.pipeline import _span as span_text
 from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.eval import metrics as M
 from hftraining.eval.backtest import portfolio_label
@@ -110,43 +111,56 @@ def _when(iso: str) -> str:
 
 def split_text(split: dict[str, Any], scheme: str | None = None) -> str | None:
     """The cut of the data in words, from data_report.json's ``split``: the mode, the shared cut dates of a
-    calendar split (``calendar: validation from 2024-05-17, test from 2025-04-17; embargo 0 rows``) or,
-    without them, each split's first and last date over the symbols (``split.symbols``): a walk-forward
-    fold and a per-symbol split have no shared cut date, and such a card said only ``calendar; embargo 0
-    rows``, no date of the period its verdict was scored on. ``scheme``: the walk-forward scheme of a
-    fold (data_report.json's ``scheme``): a fold of ``purged_kfold`` trains on the rows on both sides of its
-    test block, and the "val" segment holds those after it (no fold of it has validation rows): they are
-    said as training dates, before and after the test's, each side by the symbol's own test block (a
-    per-symbol split's blocks differ by symbol: a symbol's rows before a later block read as after the
-    first, and its card named training dates across the test's). None without a split."""
-    if not split:
+    calendar split, then each split's first and last date over the symbols (``split.symbols``, :func:`_periods`):
+    ``calendar: validation from 2024-05-17, test from 2025-04-17 (train 2020-02-20 → 2024-05-16, validation
+    2024-05-17 → 2025-04-16, test 2025-04-17 → 2026-03-18); embargo 0 rows``. The cut dates alone said where
+    the splits meet, not the period the model trained on (its first date is the data's first after the
+    features' warm-up) nor where the test ends; a walk-forward fold and a per-symbol split have no shared cut
+    date, and such a card said only ``calendar; embargo 0 rows``. ``scheme``: the walk-forward scheme of a fold
+    (data_report.json's ``scheme``, :func:`_periods`). None without a split; a report of an older version
+    without ``split.symbols`` gives the cut dates alone."""
+    if not isinstance(split, dict) or not split:
         return None
     cuts = [f"{SPLIT_NAMES[k[:-5]]} from {_when(split[k])}" for k in ("val_from", "test_from") if split.get(k)]
-    if not cuts:
-        symbols = [per or {} for per in (split.get("symbols") or {}).values()]
-        test_from = min((per["test"][0] for per in symbols if per.get("test")), default=None)
-        spans: dict[str, list[list[str]]] = {}
-        after: list[list[str]] = []  # purged k-fold: training rows after the symbol's test block
-        for per in symbols:
-            block = per["test"][0] if per.get("test") else test_from  # a symbol without test rows: the fold's
-            for name, span in per.items():
-                if not span:
-                    continue
-                if scheme == "purged_kfold" and name in ("train", "val") and block is not None and span[1] >= block:
-                    after.append(span)
-                else:
-                    spans.setdefault("train" if scheme == "purged_kfold" and name == "val" else name, []).append(span)
+    periods = _periods(split, scheme)
+    said = f"{', '.join(cuts)} ({', '.join(periods)})" if cuts and periods else ", ".join(cuts or periods)
+    return f"{split.get('mode', '—')}" + (f": {said}" if said else "") + f"; embargo {split.get('embargo_rows', 0)} rows"
 
-        def dates(got: list[list[str]]) -> str:
-            return f"{_when(min(s[0] for s in got))} → {_when(max(s[1] for s in got))}"
 
-        for name in dict.fromkeys([*SPLIT_NAMES, *spans]):
-            got = spans.get(name)
-            if name == "train" and after:
-                cuts.append("train " + " and ".join(dates(side) for side in (got, after) if side))
-            elif got:
-                cuts.append(f"{SPLIT_NAMES.get(name, name)} {dates(got)}")
-    return f"{split.get('mode', '—')}" + (f": {', '.join(cuts)}" if cuts else "") + f"; embargo {split.get('embargo_rows', 0)} rows"
+def _periods(split: dict[str, Any], scheme: str | None = None) -> list[str]:
+    """Each split's first and last date over the symbols of data_report.json's ``split`` (``split.symbols``:
+    {symbol: {split: [first, last] or null}}), in the order train, validation, test: ``["train 2020-02-20 →
+    2024-05-16", ...]``. ``scheme``: the walk-forward scheme of a fold: a fold of ``purged_kfold`` trains on the
+    rows on both sides of its test block, and the "val" segment holds those after it (no fold of it has
+    validation rows): they are said as training dates, before and after the test's, each side by the symbol's
+    own test block (a per-symbol split's blocks differ by symbol: a symbol's rows before a later block read as
+    after the first, and its card named training dates across the test's). An entry that is not a
+    [first, last] pair is left out."""
+    symbols = [{k: v for k, v in per.items() if isinstance(v, (list, tuple)) and len(v) == 2}
+               for per in (split.get("symbols") or {}).values() if isinstance(per, dict)] \
+        if isinstance(split.get("symbols"), dict) else []
+    test_from = min((per["test"][0] for per in symbols if per.get("test")), default=None)
+    spans: dict[str, list[list[str]]] = {}
+    after: list[list[str]] = []  # purged k-fold: training rows after the symbol's test block
+    for per in symbols:
+        block = per["test"][0] if per.get("test") else test_from  # a symbol without test rows: the fold's
+        for name, span in per.items():
+            if scheme == "purged_kfold" and name in ("train", "val") and block is not None and span[1] >= block:
+                after.append(span)
+            else:
+                spans.setdefault("train" if scheme == "purged_kfold" and name == "val" else name, []).append(span)
+
+    def dates(got: list[list[str]]) -> str:
+        return f"{_when(min(s[0] for s in got))} → {_when(max(s[1] for s in got))}"
+
+    out = []
+    for name in dict.fromkeys([*SPLIT_NAMES, *spans]):
+        got = spans.get(name)
+        if name == "train" and after:
+            out.append("train " + " and ".join(dates(side) for side in (got, after) if side))
+        elif got:
+            out.append(f"{SPLIT_NAMES.get(name, name)} {dates(got)}")
+    return out
 
 
 def _mse_ratio(a: Any, b: Any) -> float | None:
@@ -323,7 +337,7 @@ def _data_section(doc: _Doc, rep: dict[str, Any] | None) -> None:
         return
     doc.heading("Data of the training run (data_report.json)")  # whatever data this report scores
     rows = [["symbols", ", ".join(rep.get("symbols", []))],
-            ["skipped symbols", ", ".join(rep.get("skipped_symbols", [])) or "none"]]
+            ["skipped symbols", ", ".join(skipped_symbols(rep)) or "none"]]
     cut = split_text(rep.get("split") or {}, rep.get("scheme"))
     if cut:  # the training run's dates per split (a dict, which the loop below leaves out: no date was named)
         rows.append(["split", cut])
@@ -333,17 +347,79 @@ def _data_section(doc: _Doc, rep: dict[str, Any] | None) -> None:
         if k not in ("symbols", "skipped_symbols", "windows") and isinstance(v, (int, float, str)):
             rows.append([k, v])
     doc.table(["item", "value"], rows)
-    warned = [(k, rep[k]["why"]) for k in DATA_WARNINGS if isinstance(rep.get(k), dict) and rep[k].get("why")]
+    warned = data_warnings(rep)
     if warned:  # said to the console as the data were read; a reader of the report alone saw none of them
         doc.heading("Data warnings")
         for key, why in warned:
             doc.para(f"{key}: {why}", literal=True)
 
 
-DATA_WARNINGS = ("long_gaps", "unread_files", "mixed_stamps", "zoneless_stamps")
-"""The keys of data_report.json that hold a warning about the data read (each ``{..., "why": line}``: windows
-read across a symbol's halt, files of the folder not read, days or bars stamped at other times by other files,
-zoneless intraday stamps read as UTC): the report's "Data warnings" states each line."""
+DATA_WARNINGS = ("long_gaps", "unread_files", "mixed_stamps", "zoneless_stamps", "mixed_spacings",
+                 "max_gap_without_windows", "too_few_rows", "skipped_symbols")
+"""The keys of data_report.json that hold a warning about the data read: windows read across a symbol's halt
+(``long_gaps``), files of the folder not read (``unread_files``), days or bars stamped at other times by other
+files (``mixed_stamps``), zoneless intraday stamps read as UTC (``zoneless_stamps``), each ``{..., "why": line}``;
+a panel of bars of other spacings under a cross-section (``mixed_spacings``: {symbol: seconds}), symbols that
+``data.max_gap`` leaves without windows in a split (``max_gap_without_windows``: {symbol: [split, ...]}), and
+symbols left out for too few rows, by validation (``too_few_rows``: {symbol: line}) or after the features'
+warm-up (``skipped_symbols``: [symbol, ...]). The report's "Data warnings" and the model card state each in one
+line (:func:`data_warnings`)."""
+MAX_WARNED = 5  # symbols a warning line names; more are counted
+
+
+def skipped_symbols(rep: dict[str, Any]) -> list[str]:
+    """The symbols of the data read that the run left out for too few rows, from data_report.json's content
+    ``rep``: those validation left unusable (``too_few_rows``) and those the features' warm-up left short
+    (``skipped_symbols``), in that order, each once. The report's "skipped symbols" read the second alone, and
+    said "none" of a run that left a short file's symbol out."""
+    found = [rep.get(k) for k in ("too_few_rows", "skipped_symbols")]
+    return list(dict.fromkeys(str(s) for v in found if isinstance(v, (list, dict)) for s in v))
+
+
+def _named(items: list[str]) -> str:
+    """The first :data:`MAX_WARNED` of ``items`` joined, and how many more (thousands of skipped symbols: one line)."""
+    more = f"; and {len(items) - MAX_WARNED} more" if len(items) > MAX_WARNED else ""
+    return "; ".join(items[:MAX_WARNED]) + more
+
+
+def _seconds(v: Any) -> str:
+    """A bar spacing of ``mixed_spacings`` in words (``1 day``, ``30 minutes``)."""
+    return span_text(float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
+def data_warnings(rep: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """[(key, its one line)] for each warning of :data:`DATA_WARNINGS` the data report ``rep``
+    (data_report.json's content) holds, in that order; [] for none, or no report. A key whose value is
+    empty is no warning (``too_few_rows: {}``); one of a shape this version does not write (a report of an
+    older version) is named, pointing at the file, rather than left out."""
+    out: list[tuple[str, str]] = []
+    for key in DATA_WARNINGS:
+        v = (rep or {}).get(key)
+        if not v:
+            continue
+        if key in DATA_WARNINGS[:4] and isinstance(v, dict) and isinstance(v.get("why"), str):
+            line = v["why"]  # (the others are keyed by symbol: a symbol may be named "why")
+        elif key == "mixed_spacings" and isinstance(v, dict):
+            line = (f"the panel mixes bars of other spacings ({_named([f'{s}: {_seconds(t)}' for s, t in v.items()])}), "
+                    "and its market features or cross-sectional labels are computed across the symbols of each "
+                    "timestamp: a longer bar, stamped at its start, enters the cross-section of the shorter bars that "
+                    "close before it does")
+        elif key == "max_gap_without_windows" and isinstance(v, dict):
+            line = (f"data.max_gap leaves {len(v)} symbol{'s' * (len(v) != 1)} without windows in a split that their "
+                    "rows hold windows for without it (no run of their rows between longer gaps holds a window): "
+                    + _named([f"{s} ({', '.join(map(str, splits)) if isinstance(splits, list) else splits})"
+                              for s, splits in v.items()]))
+        elif key == "too_few_rows" and isinstance(v, dict):
+            line = (f"{len(v)} symbol{'s' * (len(v) != 1)} left out by validation, with fewer rows than one window "
+                    f"needs: {_named([str(why) for why in v.values()])}")
+        elif key == "skipped_symbols" and isinstance(v, (list, dict)):
+            names = [str(s) for s in v]
+            line = (f"{len(names)} symbol{'s' * (len(names) != 1)} left out with fewer rows than one window needs "
+                    f"after the features' warm-up: {_named(names)}")
+        else:
+            line = "see data_report.json"
+        out.append((key, line))
+    return out
 
 
 def _training_section(doc: _Doc, recs: list[dict[str, Any]]) -> None:
