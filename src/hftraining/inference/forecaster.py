@@ -70,10 +70,16 @@ def _one_symbol(table: pd.DataFrame, sym: str) -> None:
     key) is a DataError naming them. Its rows were read as ``sym``'s whatever the column said: another
     symbol's prices forecast under this name, or several symbols' rows as one, a timestamp's rows beyond
     the first dropped as duplicates. A file's ``symbol`` column names its symbols (so would the frame given
-    as it is); the column equal to the key (``dict(tuple(df.groupby("symbol")))``) reads as before."""
+    as it is); the column equal to the key (``dict(tuple(df.groupby("symbol")))``) reads as before. Numeric
+    codes read with a blank cell among them are floats: 7203.0 names the key 7203 (``{"7203": frame}``)."""
     if "symbol" not in table.columns:
         return
-    names = table["symbol"].astype("string").str.strip().dropna()
+    col = table["symbol"]
+    if pd.api.types.is_float_dtype(col.dtype):
+        codes = col.dropna()
+        if bool(((codes % 1 == 0) & (codes.abs() < 2.0**53)).all()):  # whole numbers: written as integers
+            col = col.astype("Int64")
+    names = col.astype("string").str.strip().dropna()
     others = sorted(set(names[names != ""]) - {sym, sym.strip()})
     if others:
         listed = ", ".join(others[:3]) + (f", ... ({len(others)} in all)" if len(others) > 3 else "")
