@@ -194,10 +194,10 @@ def _without(frame: pd.DataFrame, start: str, end: str) -> pd.DataFrame:
 
 
 def _hourly(symbols, closed=("2024-04-27", "2024-05-06")) -> dict[str, pd.DataFrame]:
-    """Hourly bars around the clock, 60 days from April 2024, every symbol closed from 27 April to 6 May
-    (a nine-day Golden Week)."""
-    return {s: _without(synth_ohlcv(24 * 60, seed=k, start="2024-04-01", freq="1h", session="24h"), *closed)
-            for k, s in enumerate(symbols)}
+    """Hourly bars around the clock on business days (an exchange's: no bar on a weekend), 60 days from April
+    2024, every symbol closed from 27 April to 6 May (a nine-day Golden Week)."""
+    return {s: _without(synth_ohlcv(24 * 60, seed=k, start="2024-04-01", freq="1h", session="00:00-24:00", tz="UTC"),
+                        *closed) for k, s in enumerate(symbols)}
 
 
 def _gap_lines(caplog) -> list[str]:
@@ -213,7 +213,7 @@ def test_a_closure_the_whole_panel_shares_is_no_hole(caplog):
     frames["CCC"] = _without(frames["CCC"], "2024-05-15", "2024-05-25")
     with caplog.at_level(logging.WARNING):
         p = prepare(_config(), frames)
-    assert p.report["long_gaps"]["symbols"] == {"CCC": [["2024-05-14T23:00:00+00:00", "2024-05-25T00:00:00+00:00"]]}
+    assert p.report["long_gaps"]["symbols"] == {"CCC": [["2024-05-14T23:00:00+00:00", "2024-05-27T00:00:00+00:00"]]}
 
 
 def test_a_gap_no_other_symbol_spans_stays_named(caplog):
@@ -236,7 +236,7 @@ def test_data_check_of_a_folder_leaves_out_the_shared_closure(tmp_path, capsys, 
     with caplog.at_level(logging.WARNING):
         assert cli.main(["data", "check", str(folder), "--json"]) == 0
     found = json.loads(capsys.readouterr().out)["long_gaps"]
-    assert found["symbols"] == {str(folder / "BBB.csv"): [["2024-05-14T23:00:00+00:00", "2024-05-25T00:00:00+00:00"]]}
+    assert found["symbols"] == {str(folder / "BBB.csv"): [["2024-05-14T23:00:00+00:00", "2024-05-27T00:00:00+00:00"]]}
 
 
 def test_a_forecast_across_the_shared_closure_says_nothing_of_a_gap(caplog):

@@ -30,7 +30,7 @@ from hftraining.data.provenance import check_source_rows, data_changes, source_r
 from hftraining.data.rows import FrameSource, Rows, RowsNeeded, build_rows, min_history
 from hftraining.data.scaling import Scaler, check_own_rows, target_scale
 from hftraining.data.sources import (
-    load_and_validate, long_gaps_found, long_gaps_listed, panel_long_gaps, unread_files,
+    load_and_validate, long_gaps_found, long_gaps_listed, panel_gaps, panel_long_gaps, unread_files,
 )
 from hftraining.data.splits import (
     SPLITS, Fold, Segment, calendar_cuts, calendar_fold, calendar_purged_fold, calendar_split, chronological_split,
@@ -82,6 +82,11 @@ class Preprocessing:
     """How its time features read a stamp (:data:`~hftraining.data.features.CALENDAR_VERSION`; 1 for a folder
     written before it was kept): a request to a model of version 2 whose rows this version reads otherwise
     is refused (:func:`check_calendar_rule`)."""
+    closures: list[list[str]] | None = None
+    """The gaps the training panel shared (:func:`~hftraining.data.sources.panel_gaps`: an exchange's
+    closure, ``[[last stamp before, first stamp after], ...]`` ISO UTC), which training named for no symbol:
+    a forecast is silent on them too, though a request of one symbol cannot tell a closure from a halt
+    (:func:`latest_windows`); None without one, or for a folder written before they were kept."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -105,6 +110,8 @@ class Preprocessing:
             out["bar_seconds"] = self.bar_seconds
         if self.symbol_bar_seconds is not None:
             out["symbol_bar_seconds"] = self.symbol_bar_seconds
+        if self.closures is not None:
+            out["closures"] = self.closures
         return out
 
     @classmethod
@@ -126,6 +133,8 @@ class Preprocessing:
             symbol_bar_seconds=(check_symbol_bar_seconds(d["symbol_bar_seconds"], "preprocessing.json")
                                 if "symbol_bar_seconds" in d else None),
             calendar_version=d.get("calendar_version", 1),
+            closures=[[_iso(a), _iso(b)] for a, b in check_closures(d["closures"], "preprocessing.json")]
+            if "closures" in d else None,
         )
 
     def data_config(self) -> DataConfig:
@@ -209,6 +218,27 @@ def symbol_split_dates(rows: Rows, segs: list[dict[str, Segment]]) -> dict[str, 
         t = rows.times[rows.rows(k)]
         at = lambda i: int(t[i]) if i < len(t) else int(t[-1]) + 1  # noqa: E731
         out[sym] = {"val": _iso(at(segs[k]["train"].stop)), "test": _iso(at(segs[k]["val"].stop))}
+    return out
+
+
+def check_closures(raw: Any, where: str) -> list[list[int]]:
+    """``closures`` of a preprocessing.json (untrusted) → ``[[from ns, to ns], ...]``; a DataError naming
+    ``where`` and the entry for anything but pairs of UTC stamps, the first before the second (never
+    ignored: a wrong one would silence a forecast's warning of a halt)."""
+    if not isinstance(raw, list):
+        raise DataError(f"{where}: closures: expected [[from, to], ...], got {shown(raw)}")
+    out = []
+    for i, pair in enumerate(raw):
+        try:
+            if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(x, str) for x in pair):
+                raise ValueError
+            a, b = (pd.Timestamp(x) for x in pair)
+            if a.tz is None or b.tz is None or not a < b:
+                raise ValueError
+        except ValueError:
+            raise DataError(f"{where}: closures[{i}]: expected [from, to] as ISO stamps with a zone, from before to, "
+                            f"got {shown(pair)}") from None
+        out.append([int(a.value), int(b.value)])
     return out
 
 
@@ -542,7 +572,7 @@ def prepare(
         log.warning("data: the panel mixes bars of other spacings (%s: %s; %s: %s), and its %s are computed across the "
                     "symbols of each timestamp: a bar is stamped at its start (a daily bar with its date), so the "
                     "shorter bars stamped during a longer one read its return before it happened; give every symbol "
-                    "bars of one spacing", by[0][0], _span(by[0][1]), by[-1][0], _span(by[-1][1]), " and ".join(crossed))
+                    "bars of one spacing", by[0][0], span_text(by[0][1]), by[-1][0], span_text(by[-1][1]), " and ".join(crossed))
     report["dropped_features"] = dropped
     report["calendar_version"] = CALENDAR_VERSION  # a resumed run's time features must be computed alike
     if not rows.symbols:
@@ -591,6 +621,9 @@ def prepare(
         symbol_bar_seconds=symbol_bar_seconds(rows),
     )
     gap = _max_gap(d)
+    holes, closures = panel_gaps(dict(zip(rows.symbols, times)), gap)  # the panel's closures are no symbol's holes
+    if closures:  # kept, so that a forecast of one symbol is as silent on them as training
+        pre.closures = [[_iso(a), _iso(b)] for a, b in closures]
     # the windows trained on are strided: purged k-fold's "val" windows (after the test block) join them
     trained = ("train", "val") if fold is not None and fold.scheme == "purged_kfold" else ("train",)
     by_dates = d.batching == "dates"  # the stride counts as-of dates, so each kept date keeps every symbol
@@ -618,8 +651,7 @@ def prepare(
         raise DataError("data: the training split yields no window; lower data.sequence_length or add rows")
     report["windows"] = {name: len(ws) for name, ws in sets.items()}
     report["symbols"] = rows.symbols
-    holes = long_gaps_found(panel_long_gaps(dict(zip(rows.symbols, times)), gap), d.max_gap,  # not the panel's closures
-                            "data_report.json: long_gaps")
+    holes = long_gaps_found(holes, d.max_gap, "data_report.json: long_gaps")
     if holes is not None:  # windows read across a symbol's halt as if its bars were consecutive: said, not refused
         report["long_gaps"] = holes
         log.warning("%s", holes["why"])
@@ -740,7 +772,7 @@ def check_bar_spacing(pre: Preprocessing, rows: Rows, where: str = "preprocessin
         more = f" (and {len(unlike) - 1} more symbol(s))" if len(unlike) > 1 else ""
         log.warning("warning: data: the bars are %s apart (median) for %s%s, the model trained on its bars %s "
                     "apart (%s: symbol_bar_seconds): its features and its %d-step horizon span other periods than "
-                    "in training; give it bars of its own frequency", _span(now), sym, more, _span(trained), where,
+                    "in training; give it bars of its own frequency", span_text(now), sym, more, span_text(trained), where,
                     pre.horizon)
     trained = pre.bar_seconds
     now = _pooled_seconds([t for sym, t in zip(rows.symbols, times) if sym not in own])
@@ -749,10 +781,10 @@ def check_bar_spacing(pre: Preprocessing, rows: Rows, where: str = "preprocessin
     if off(now, trained):
         log.warning("warning: data: the bars are %s apart (median), the model trained on bars %s apart (%s: "
                     "bar_seconds): its features and its %d-step horizon span other periods than in training; "
-                    "give it bars of its own frequency", _span(now), _span(trained), where, pre.horizon)
+                    "give it bars of its own frequency", span_text(now), span_text(trained), where, pre.horizon)
 
 
-def _span(seconds: float) -> str:
+def span_text(seconds: float) -> str:
     for unit, n in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
         if seconds >= n:
             v = seconds / n
@@ -860,7 +892,8 @@ def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> Windo
     needs ``seq_len`` real rows (a DataError naming the symbol and the gap otherwise). A window that reads
     across a hole in a symbol's rows that ``data.max_gap`` does not keep out
     (:func:`~hftraining.data.sources.long_gaps`: a symbol back from a months-long halt; not a closure the other
-    symbols sent share, :func:`~hftraining.data.sources.panel_long_gaps`) is a warning naming
+    symbols sent share, :func:`~hftraining.data.sources.panel_long_gaps`, nor one the training panel shared,
+    :attr:`Preprocessing.closures`, as training named none) is a warning naming
     the symbol and the hole: the forecast reads the bars on either side as consecutive."""
     d = pre.data_config()
     needed = RowsNeeded.of(d, targets=False)
@@ -891,10 +924,12 @@ def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> Windo
     # a hole inside the latest window (a symbol back from a halt), which training names too (prepare): the window
     # reads the bars on either side as consecutive; one that starts at the first row after it reads none, as
     # data.max_gap defines a window after a gap
-    # (not a closure of the whole market, which the other symbols sent share: panel_long_gaps)
+    # (not a closure of the whole market, which the other symbols sent share, or the training panel did: a
+    # request of one symbol is silent on the closures training was silent on)
     times = {sym: rows.times[int(rows.starts[k]):int(ends[k]) + 1] for k, sym in enumerate(rows.symbols)}
     holes = {}
-    for sym, found in panel_long_gaps(times, gap).items():
+    known = check_closures(pre.closures, "preprocessing.json") if pre.closures is not None else None
+    for sym, found in panel_long_gaps(times, gap, known).items():
         t = times[sym]
         first = int(t[max(len(t) - pre.seq_len, 0)])
         if found := [h for h in found if h[1] > first]:

@@ -26,7 +26,7 @@ from hftraining.core.errors import writing
 from hftraining.core.files import ENSEMBLE_NAME
 from hftraining.core.fmt import fmt_p
 from hftraining.core.jsonio import read_jsonl
-from hftraining.data.pipeline import _span as span_text
+from hftraining.data.pipeline import span_text
 from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.eval import metrics as M
 from hftraining.eval.backtest import portfolio_label

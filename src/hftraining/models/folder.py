@@ -41,7 +41,7 @@ from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import feature_columns
 from hftraining.data.features import check_calendar_version
 from hftraining.data.labels import CHANGE_NOTE, CHANGED_IN, LABEL_VERSION
-from hftraining.data.pipeline import check_symbol_bar_seconds, check_symbol_split_dates
+from hftraining.data.pipeline import check_closures, check_symbol_bar_seconds, check_symbol_split_dates
 from hftraining.data.provenance import check_source_rows
 from hftraining.data.splits import Fold
 from hftraining.models.intervals import GRID, METHODS, Calibration, cqr_pair
@@ -292,6 +292,8 @@ def check_preprocessing(folder: str | Path, n_features: int, horizon: int, seq_l
     recorded = check_source_rows(pre["source_rows"], where) if "source_rows" in pre else {}
     if "symbol_bar_seconds" in pre:  # named with the folder's path (Preprocessing.from_dict says preprocessing.json)
         check_symbol_bar_seconds(pre["symbol_bar_seconds"], str(path))
+    if "closures" in pre:
+        check_closures(pre["closures"], str(path))
     check_label_version(pre.get("label_version", 1), data.target, path)
     last = [ns for _, ns, _ in recorded.values()] or None  # each symbol's last stamp, int64 ns UTC
     check_calendar_version(pre.get("calendar_version", 1), features, data.timezone, pre.get("bar_seconds"), str(path),
