@@ -238,6 +238,9 @@ def test_a_moved_test_cut_names_both_dates_exactly(monkeypatch):
         def __init__(self, stored):
             self.user_attrs = {tune.TEST_SPLIT_ATTR: stored}
 
+        def get_trials(self, deepcopy=True, states=None):
+            return [type("Trial", (), {"number": 0})()]  # a scored trial: the moved cut is refused
+
     for stored, here, said in (
         ({"*": ns("2025-05-23T09:30:00.100")}, {"*": ns("2025-05-23T09:30:00.200")},
          "moves the shared test cut from 2025-05-23T09:30:00.100 (earlier trials) to 2025-05-23T09:30:00.200,"),

@@ -10,7 +10,9 @@ validation windows, the same for every trial; nor ``model.loss`` scored by ``eva
 one-line error (:func:`check_test_split`), since a trial's validation dates would then be another's
 test dates; ``data.split_dates`` fixes the cut for all of them. A study is continued only with the search
 space its trials drew from (:func:`check_space_unchanged`) and on the rows before the test split they were
-cut from (:func:`check_data_unchanged`): its best trial is chosen among trials of one search on one data set.
+cut from (:func:`check_data_unchanged`; whatever the searched keys that do not change a symbol's rows, such as
+``data.sequence_length``, draw): its best trial is chosen among trials of one search on one data set. A study
+whose trials all failed holds no score to compare with, and takes the cut and the rows of its next trial.
 
 Objective: ``evaluation.metric`` (lower is better) on **validation** data (the last evaluation, or
 the best one with ``training.load_best_model_at_end``): the validation split of one training run
@@ -97,13 +99,14 @@ import yaml
 
 from hftraining import optim
 from hftraining.optim.schedules import SCHEDULE_SETTINGS, check_schedule
-from hftraining.core.config import Config, ConfigDumper, TrainingConfig, check_value, load_config, parse_override
+from hftraining.core.config import Config, ConfigDumper, DataConfig, TrainingConfig, check_value, load_config, parse_override
 from hftraining.core.errors import ConfigError, DataError, UserError
 from hftraining.core.fmt import fmt_time, shown_url
 from hftraining.core.jsonio import read_json, write_json
 from hftraining.data.features import check_specs, feature_columns
 from hftraining.data.pipeline import PanelRows, panel_rows, prepare, resolve_cuts, split_segments
 from hftraining.data.splits import union_calendar
+from hftraining.data.store import KEYED_FIELDS
 from hftraining.eval.backtest import backtest_forecasts
 from hftraining.eval.forecasts import collect_forecasts
 from hftraining.train.logging import setup_console_logging
@@ -562,12 +565,22 @@ def first_test_dates(source: PanelRows) -> dict[str, int | None]:
     return out
 
 
-def check_test_split(study, source: PanelRows, values: dict[str, Any]) -> None:
+def scored_besides(study, number: int | None) -> bool:
+    """Whether a trial of ``study`` other than ``number`` (the one being prepared) holds a score the
+    next ones are compared with (:func:`holds_scores`)."""
+    State = _optuna().trial.TrialState
+    return any(t.number != number for t in study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED,
+                                                                                    State.RUNNING)))
+
+
+def check_test_split(study, source: PanelRows, values: dict[str, Any], number: int | None = None) -> None:
     """Every trial of a study keeps one test split: the first trial prepared records where it starts
     (:data:`TEST_SPLIT_ATTR`, in the study storage, so across workers and machines), and a trial whose
     drawn values (``data.features`` with its warm-up rows, ``data.symbols``, ...) move it is a
     ConfigError: its validation dates would be another trial's test dates, and the choice among the
-    trials would depend on the test split of the one chosen."""
+    trials would depend on the test split of the one chosen. While no trial but ``number`` (the one being
+    prepared) holds a score (each failed), nothing is compared: this trial's test split is recorded, as the
+    first trial's (a study of failed trials is continued after its config or files moved the cut)."""
     here = first_test_dates(source)
     stored = study.user_attrs.get(TEST_SPLIT_ATTR)
     if stored is None:
@@ -575,6 +588,9 @@ def check_test_split(study, source: PanelRows, values: dict[str, Any]) -> None:
         return
     moved = sorted(k for k in set(here) | set(stored) if here.get(k) != stored.get(k))
     if not moved:
+        return
+    if not scored_besides(study, number):  # no score to compare with
+        study.set_user_attr(TEST_SPLIT_ATTR, here)
         return
     key = moved[0]
     where = "the shared test cut" if key == "*" else f"symbol {key}'s first test date"
@@ -586,8 +602,18 @@ def check_test_split(study, source: PanelRows, values: dict[str, Any]) -> None:
 
 DATA_ATTR = "data_rows"
 """Study user attribute prefix: ``data_rows.<key>`` holds each symbol's SHA-1 of the rows before the test
-split that the trials drawing one set of ``data.*`` values (``<key>``: their hash) were cut from
-(:func:`check_data_unchanged`)."""
+split that the trials drawing one set of :data:`ROW_SETTINGS` values (``<key>``: their hash) were cut from,
+None for a symbol left out for too few rows (:func:`check_data_unchanged`)."""
+DATA_SETTINGS_ATTR = "data_settings"
+"""Study user attribute prefix: ``data_settings.<key>`` holds the :data:`ROW_SETTINGS` values the record
+``data_rows.<key>`` was made with, to name the one a later tune changed."""
+ROW_SETTINGS = ("data_dir", *KEYED_FIELDS)
+"""The data settings that change which files are read and a symbol's dates and closes: the folder and the
+feature store's keyed settings (symbols, features and their warm-up, the validation policies, the date range,
+the price adjustment, the time zone). A searched key outside them (``data.sequence_length``,
+``data.batch_size``, ``data.scaler``) cuts its trials from the same rows, so they share one record; the rows a
+window needs (``data.sequence_length``, ``data.min_history``, ``data.min_rows``) only decide whether a short
+symbol is left out (:func:`short_symbols`)."""
 
 
 def rows_before_test(source: PanelRows) -> dict[str, str]:
@@ -607,40 +633,74 @@ def rows_before_test(source: PanelRows) -> dict[str, str]:
     return out
 
 
-def check_data_unchanged(study, source: PanelRows, values: dict[str, Any], number: int | None = None) -> None:
-    """A DataError naming a symbol when the rows before the test split that a trial is cut from are not those
-    the study's earlier trials drawing the same ``data.*`` values were cut from (recorded by the first of
-    them, :data:`DATA_ATTR`, in the study storage): the files changed between two tunes of the study (prices
-    revised for a split, a bar corrected, a symbol's file added or removed), and the best trial would be chosen
-    among scores of other data. Rows of the test split alone may change or be added. While no trial but
-    ``number`` (the one being prepared) holds a score (each failed: its loss diverged on a bad bar, say, or
-    its tune was stopped), nothing is compared: the data of this trial is recorded, as the first trial's."""
-    drawn = {k: v for k, v in values.items() if k.startswith("data.")}
+def short_symbols(source: PanelRows) -> set[str]:
+    """The symbols of ``source`` left out for too few rows (the feature rows one window needs, or the
+    validated rows): whether a symbol is depends on the rows a window needs, not only on its file."""
+    report = source.report or {}
+    files = report.get("files") or []
+    return (set(report.get("skipped_symbols") or []) | set(report.get("too_few_rows") or {})
+            | {s for f in files if isinstance(f, dict) for s in (f.get("skipped_symbols") or {})})
+
+
+def check_data_unchanged(study, source: PanelRows, values: dict[str, Any], number: int | None = None,
+                         d: DataConfig | None = None) -> None:
+    """A UserError naming a symbol when the rows before the test split that a trial is cut from are not those
+    the study's earlier trials drawing the same :data:`ROW_SETTINGS` values were cut from (recorded by the
+    first of them, :data:`DATA_ATTR`, in the study storage), and the best trial would be chosen among scores of
+    other data: a ConfigError naming the data setting that changed between two tunes of the study (the
+    settings recorded, :data:`DATA_SETTINGS_ATTR`, against those of ``d``, the trial's data section as its
+    config gives it, default ``source``'s), else a DataError saying the files
+    changed (prices revised for a split, a bar corrected, a symbol's file added or removed), or either for a
+    record made without its settings. Rows of the test split alone may change or be added. A symbol left out
+    for too few rows by one trial (:func:`short_symbols`: its draw of ``data.sequence_length``, say) is not
+    compared, and the first trial that keeps it records its rows. While no trial but ``number`` (the one
+    being prepared) holds a score (each failed: its loss diverged on a bad bar, say, or its tune was stopped),
+    nothing is compared: the data of this trial is recorded, as the first trial's."""
+    drawn = {k: v for k, v in values.items() if k.startswith("data.") and k[len("data."):] in ROW_SETTINGS}
     key = hashlib.sha1(json.dumps(drawn, sort_keys=True).encode(), usedforsecurity=False).hexdigest()[:16]
-    attr = f"{DATA_ATTR}.{key}"
+    attr, settings_attr = f"{DATA_ATTR}.{key}", f"{DATA_SETTINGS_ATTR}.{key}"
     here = rows_before_test(source)
+    short = short_symbols(source) - set(here)
+    d = source.d if d is None else d
+    settings = json.loads(json.dumps({f"data.{k}": getattr(d, k) for k in ROW_SETTINGS}))  # as the storage holds it
     attrs = study.user_attrs
     stored = attrs.get(attr)
     if stored is None:
-        study.set_user_attr(attr, here)
+        study.set_user_attr(attr, {**dict.fromkeys(sorted(short)), **here})
+        study.set_user_attr(settings_attr, settings)
         return
-    sym = next((s for s in sorted(set(here) | set(stored)) if here.get(s) != stored.get(s)), None)
+    # a symbol short on either side is not compared (its length, not its file, may leave it out)
+    sym = next((s for s in sorted(set(here) | set(stored))
+                if s not in short and stored.get(s, "") is not None and here.get(s) != stored.get(s)), None)
     if sym is None:
+        merged = {**dict.fromkeys(sorted(short - set(stored))), **stored,
+                  **{s: h for s, h in here.items() if stored.get(s) is None}}
+        if merged != stored:  # symbols first kept (or first left out) by this trial's draw
+            study.set_user_attr(attr, merged)
         return
-    State = _optuna().trial.TrialState
-    if not any(t.number != number for t in study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED,
-                                                                                    State.RUNNING))):
-        # no score to compare with: the files the failed trials read (of any data.* values) are forgotten
+    if not scored_besides(study, number):
+        # no score to compare with: the files the failed trials read (of any drawn settings) are forgotten
         for k in attrs:
-            if k.startswith(f"{DATA_ATTR}.") and k != attr and attrs[k] is not None:
+            if k.startswith((f"{DATA_ATTR}.", f"{DATA_SETTINGS_ATTR}.")) and k not in (attr, settings_attr) \
+                    and attrs[k] is not None:
                 study.set_user_attr(k, None)
-        study.set_user_attr(attr, here)
+        study.set_user_attr(attr, {**dict.fromkeys(sorted(short)), **here})
+        study.set_user_attr(settings_attr, settings)
         return
     earlier = f"the earlier trials of study {study.study_name!r}"
     what = (f"symbol {sym}, whose rows {earlier} were scored on, is not in the data" if sym not in here else
             f"symbol {sym} is not among the symbols {earlier} were scored on" if sym not in stored else
             f"symbol {sym}'s dates or closes before the test split are not those {earlier} were scored on")
-    raise DataError(f"data.data_dir: {what} (the files changed), so the trials would be compared on other data: "
+    then = attrs.get(settings_attr)
+    changed = [k for k in settings if then is not None and k in then and then[k] != settings[k]]
+    if changed:
+        k = changed[0]
+        raise ConfigError(f"{k}: {what} ({k} was {json.dumps(then[k])} for them, this config gives "
+                          f"{json.dumps(settings[k])}), so the trials would be compared on other data: give "
+                          f"{k}={json.dumps(then[k])}, or another --study (and --out)")
+    why = ("the files changed" if then is not None else
+           f"the files changed, or one of the data settings {', '.join(f'data.{k}' for k in ROW_SETTINGS)}")
+    raise DataError(f"data.data_dir: {what} ({why}), so the trials would be compared on other data: "
                     "give the data the study started with, or another --study (and --out)")
 
 
@@ -749,8 +809,8 @@ class Objective:
                 self._data = [prepare(cfg.data, source)]
             # the test split of the rows the trial was cut from: without the volume features when a symbol
             # reports no volume before the first validation date (prepare reads them again without them)
-            check_test_split(trial.study, source.lean or source, values)
-            check_data_unchanged(trial.study, source.lean or source, values, trial.number)
+            check_test_split(trial.study, source.lean or source, values, trial.number)
+            check_data_unchanged(trial.study, source.lean or source, values, trial.number, cfg.data)
         for k, d in enumerate(self._data):
             if len(d.val) == 0:
                 where = f" of walk-forward fold {k}" if len(self._data) > 1 else ""
