@@ -67,6 +67,12 @@ def _lazy(*names: str):
     return values[0] if len(names) == 1 else values
 
 
+def _one_line(text: str) -> str:
+    """``text`` on one line: a line break in what it quotes (a path or value holding one) as a space, so that
+    an error stays the one line on stderr that a script reads."""
+    return " ".join(text.splitlines())
+
+
 def _given(text: str) -> str:
     """A text argument as given; an empty one (`--out "$OUT"` with OUT unset) is refused. It was read as not
     given (`--config ""`: the defaults, `predict --out ""`: the CSV on standard output, `--report-dir ""`: the
@@ -89,8 +95,25 @@ class _Once(argparse.Action):
 
 
 class _Parser(argparse.ArgumentParser):
+    def parse_known_args(self, args=None, namespace=None):
+        self._words = list(sys.argv[1:] if args is None else args)  # for error(): what this parser was given
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str):  # one line and exit 2, not argparse's usage block
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        # a flag where a command is awaited (`hftraining --version`, `hftraining data --json`) was said as
+        # "the following arguments are required: command", naming neither the flag nor its mistake
+        unknown = self._unknown_flags() if message.startswith("the following arguments are required") else []
+        if unknown:
+            message = f"unrecognized arguments: {' '.join(unknown)}"
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see --help)\n")
+
+    def _unknown_flags(self) -> list[str]:
+        """The words given to this parser before ``--`` that read as flags it does not have (nor abbreviate)."""
+        words = getattr(self, "_words", [])
+        words = words[:words.index("--")] if "--" in words else words
+        known = self._option_string_actions
+        return [w for w in words if w.startswith("-") and len(w) > 1 and not self._negative_number_matcher.match(w)
+                and not any(o.startswith(w.split("=", 1)[0]) for o in known)]
 
     def add_argument(self, *names, **kwargs):
         """argparse's, with a text argument refused empty (:func:`_given`) unless it has a type of its own,
@@ -400,7 +423,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
         for rep in reports:
             print(format_report(rep))
     for line in errors:
-        print(f"hftraining: error: {line}", file=sys.stderr)
+        print(f"hftraining: error: {_one_line(line)}", file=sys.stderr)
     return 2 if errors else 0
 
 
@@ -508,10 +531,17 @@ def _add_bench_ett(suites, full: bool = True) -> None:
     p.set_defaults(func=_cmd_bench_ett)
 
 
-def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The parser of every command. Given the command line ``argv``, ``bench ett``'s own flags are added
-    only if a word of it is ``bench`` (see :func:`_add_bench_ett`): the parser of any other command line
-    is built without importing the training stack."""
+def _names_ett(argv: list[str]) -> bool:
+    """Whether the command line ``argv`` may be ``bench ett``: a word ``ett`` after ``bench``. ``bench
+    --help``, ``bench`` alone and ``bench foo`` use no suite's flags, and imported the training stack for
+    them (10 s where any other ``--help`` takes 1)."""
+    return "bench" in argv and "ett" in argv[argv.index("bench") + 1:]
+
+
+def build_parser(argv: list[str] | None = None, *, ett: bool | None = None) -> argparse.ArgumentParser:
+    """The parser of every command. ``bench ett``'s own flags are added if ``ett``, by default if a word
+    of the command line ``argv`` is ``bench`` (see :func:`_add_bench_ett`): the parser of any other
+    command line is built without importing the training stack."""
     p = _Parser(prog="hftraining", description="Train and honestly evaluate forecasters on OHLCV data.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -647,7 +677,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     ls.set_defaults(func=_cmd_list)
 
     be = sub.add_parser("bench", help="public benchmarks: `bench ett --help` (the ETT protocol of the papers)")
-    _add_bench_ett(be.add_subparsers(dest="suite", required=True, parser_class=_Parser), argv is None or "bench" in argv)
+    _add_bench_ett(be.add_subparsers(dest="suite", required=True, parser_class=_Parser),
+                   (argv is None or "bench" in argv) if ett is None else ett)
 
     data = sub.add_parser("data", help="check, featurise or synthesise OHLCV files")
     dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -686,7 +717,8 @@ OVERRIDE = re.compile(r"[A-Za-z_]\w*\.[\w.]+=")
 
 def main(argv: list[str] | None = None) -> int:
     try:  # Ctrl-C while the parser is built (`bench ett` imports the training stack first) is said as in a command
-        parser = build_parser(sys.argv[1:] if argv is None else argv)
+        words = sys.argv[1:] if argv is None else argv
+        parser = build_parser(words, ett=_names_ett(words))
         # overrides may stand on both sides of a flag (`train --config q.yaml a.b=1 --resume c.d=2`): argparse takes
         # one run of a positional list, so those after a flag come back unparsed and join the list here
         args, rest = parser.parse_known_args(argv)
@@ -697,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.parse_args(argv)  # argparse's own error (exit 2) naming what it does not know
         return args.func(args)
     except UserError as e:
-        print(f"hftraining: error: {e}", file=sys.stderr)
+        print(f"hftraining: error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("hftraining: interrupted", file=sys.stderr)
@@ -709,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
         if not is_io_error(e):
             raise
         name = getattr(e, "filename", None)
-        print(f"hftraining: error: {f'{name}: ' if name else ''}{io_cause(e)}", file=sys.stderr)
+        print(f"hftraining: error: {_one_line(f'{name}: ' if name else '')}{io_cause(e)}", file=sys.stderr)
         return 2
 
 

@@ -98,9 +98,11 @@ def bar_times(rows: int, freq: str, start: str, session: str | None = None, tz: 
     if tz is not None:
         time_zone(tz, "synth: --tz")  # a name not in the time zone database: one line naming it
     try:
-        pd.tseries.frequencies.to_offset(freq)
+        n = pd.tseries.frequencies.to_offset(freq).n
     except (ValueError, TypeError):
         raise DataError(f"synth: --freq {freq!r} is not a pandas frequency (e.g. 1min, 5min, 1h, B, D)") from None
+    if n <= 0:  # 0D divided by zero, -1min gave bars of mismatched lengths: tracebacks
+        raise DataError(f"synth: --freq {freq!r}: must be a positive frequency (e.g. 1min, 5min, 1h, B, D)")
     step = _offset(freq)
     if step is None and session is not None:
         raise DataError(f"synth: --session applies to bars shorter than a day, not --freq {freq}")
