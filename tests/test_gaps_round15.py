@@ -61,7 +61,8 @@ def _reference(times: dict[str, np.ndarray], closures=()) -> dict[str, list[list
             inside = any(((u > a) & (u < b)).any() for u in times.values())
             edged = any(((u <= a) & (u >= a - DAY)).any() and ((u >= b) & (u <= b + DAY)).any()
                         for other, u in times.items() if other != name)
-            edged |= any(a - DAY <= c <= a and b <= e <= b + DAY for c, e in closures)
+            edged |= any((a - DAY <= c <= a and b <= e <= b + DAY)
+                     or (abs(a - c) < DAY and abs(b - e) < DAY and np.sign(a - c) == np.sign(b - e)) for c, e in closures)
             if inside or not edged or every_day:
                 out[name].append([a, b])
     return out

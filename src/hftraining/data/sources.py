@@ -588,7 +588,11 @@ def panel_gaps(times: dict[str, np.ndarray], max_gap: int | None = None,
         before, after = t[np.maximum(lo - 1, 0)], t[np.minimum(hi, len(t) - 1)]
         edged += (lo > 0) & (hi < len(t)) & (before >= a - CLOSURE_EDGE_NS) & (after <= b + CLOSURE_EDGE_NS)
     for c, e in closures or ():  # the training panel's closure: its rows at c and e, none between
-        edged += (c <= a) & (c >= a - CLOSURE_EDGE_NS) & (e >= b) & (e <= b + CLOSURE_EDGE_NS)
+        # or the same closure in stamps of another hour: both edges moved the same way by under a day (daily bars
+        # stamped at New York's midnight, 05:00 UTC, or 04:00 after a clock change inside it, by a model trained
+        # on dates); not a symbol missing the last bar before it (its first edge earlier, its second the same)
+        moved = (np.abs(a - c) < CLOSURE_EDGE_NS) & (np.abs(b - e) < CLOSURE_EDGE_NS) & (np.sign(a - c) == np.sign(b - e))
+        edged += ((c <= a) & (c >= a - CLOSURE_EDGE_NS) & (e >= b) & (e <= b + CLOSURE_EDGE_NS)) | moved
     shared_gap = ~inside & (edged >= 2)  # its own symbol and another
     out: dict[str, list[list[int]]] = {name: [] for name in found}
     shared: set[tuple[int, int]] = set()
