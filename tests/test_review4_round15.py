@@ -61,3 +61,14 @@ def test_a_forecast_in_stamps_of_another_hour_is_silent_on_a_closure_training_sh
     with caplog.at_level(logging.WARNING):
         latest_windows(pre, {"AAA": halted})
     assert _named(caplog)
+
+
+def test_the_report_s_skipped_symbols_row_names_a_few_and_counts_the_rest(tmp_path):
+    """The data table joined every skipped symbol into one cell: 5,000 short files made a row of 5,000 names."""
+    from hftraining.eval.report import MAX_WARNED, _data_section, _Doc  # noqa: PLC0415
+
+    skipped = [f"S{i:04d}" for i in range(5000)]
+    doc = _Doc("t", tmp_path)
+    _data_section(doc, {"symbols": ["AEM"], "skipped_symbols": skipped})
+    row = next(line for line in doc.md if line.startswith("| skipped symbols |"))
+    assert f"S{MAX_WARNED - 1:04d}, and {5000 - MAX_WARNED} more" in row and f"S{MAX_WARNED:04d}" not in row

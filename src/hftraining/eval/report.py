@@ -337,7 +337,7 @@ def _data_section(doc: _Doc, rep: dict[str, Any] | None) -> None:
         return
     doc.heading("Data of the training run (data_report.json)")  # whatever data this report scores
     rows = [["symbols", ", ".join(rep.get("symbols", []))],
-            ["skipped symbols", ", ".join(skipped_symbols(rep)) or "none"]]
+            ["skipped symbols", _named(skipped_symbols(rep), ", ") or "none"]]
     cut = split_text(rep.get("split") or {}, rep.get("scheme"))
     if cut:  # the training run's dates per split (a dict, which the loop below leaves out: no date was named)
         rows.append(["split", cut])
@@ -376,10 +376,11 @@ def skipped_symbols(rep: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(str(s) for v in found if isinstance(v, (list, dict)) for s in v))
 
 
-def _named(items: list[str]) -> str:
-    """The first :data:`MAX_WARNED` of ``items`` joined, and how many more (thousands of skipped symbols: one line)."""
-    more = f"; and {len(items) - MAX_WARNED} more" if len(items) > MAX_WARNED else ""
-    return "; ".join(items[:MAX_WARNED]) + more
+def _named(items: list[str], sep: str = "; ") -> str:
+    """The first :data:`MAX_WARNED` of ``items`` joined by ``sep``, and how many more (thousands of skipped
+    symbols: one line)."""
+    more = f"{sep}and {len(items) - MAX_WARNED} more" if len(items) > MAX_WARNED else ""
+    return sep.join(items[:MAX_WARNED]) + more
 
 
 def _seconds(v: Any) -> str:
