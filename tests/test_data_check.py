@@ -80,8 +80,8 @@ EXPECTED = {
     "duplicate_rows.csv": ok(N + 2, N, duplicate_timestamp=(2, 0, 0, [32, 73])),
     "unsorted_rows.csv": ok(N, N, unsorted_timestamp=(0, 1, 0, [23])),
     "blank_lines.csv": ok(N + 2, N, blank_line=(2, 0, 0, [41, 81])),
-    "split_jump.csv": ok(N, N, jump=(0, 0, 1, [62])),
-    "huge_value.csv": ok(N, N, ohlc_inconsistent=(0, 1, 0, [72]), jump=(0, 0, 2, [72, 73])),
+    "split_jump.csv": ok(N, N, jump=(0, 0, 3, [62, 63, 64])),  # a new level: its 4th row kept
+    "huge_value.csv": ok(N, N, ohlc_inconsistent=(0, 1, 0, [72]), jump=(0, 0, 1, [72])),
     "long_format.csv": ok(N + 21, N, missing_symbol=(1, 0, 0, [132]), too_few_rows=(20, 0, 0, [])),
 }
 

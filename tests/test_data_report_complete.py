@@ -220,8 +220,19 @@ def reference(numbered: list[tuple[int, list[str]]], cfg: DataConfig, barred: fr
         out.append((line, ts, v))
     seq = out
 
-    # jumps: one pass over the kept closes
-    jumps = [i for i in range(1, len(seq)) if abs(math.log(seq[i][2]["close"] / seq[i - 1][2]["close"])) > THRESHOLD]
+    # jumps: each close against the last kept close; the 4th of consecutive jumps that agree (each within the
+    # threshold of the one before) is kept, a new level
+    jumps, ref, run = [], 0, 0
+    for i in range(1, len(seq)):
+        close = seq[i][2]["close"]
+        if abs(math.log(close / seq[ref][2]["close"])) <= THRESHOLD:
+            ref, run = i, 0
+            continue
+        run = run + 1 if run and abs(math.log(close / seq[i - 1][2]["close"])) <= THRESHOLD else 1
+        if run == 4:
+            ref, run = i, 0
+        else:
+            jumps.append(i)
     if jumps:
         errors.append(("jump", seq[jumps[0]][0]))
         action = "dropped" if cfg.jumps == "drop" else "flagged"

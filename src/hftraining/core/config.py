@@ -173,9 +173,9 @@ class DataConfig:
     unsorted_timestamps: Literal["sort", "drop", "error"] = "sort"
     """Rows earlier than a preceding row: sort the file by time, drop those rows, or stop."""
     jump_threshold: float = 0.5
-    """A close-to-close move with |log return| above this is a suspicious jump (e.g. an unadjusted split); 0 disables."""
+    """A close more than this |log return| from the last kept close is a suspicious jump (e.g. an unadjusted split); 0 disables."""
     jumps: Literal["flag", "drop", "error"] = "flag"
-    """Suspicious jumps: only report them, drop the row, or stop."""
+    """Suspicious jumps: only report them, drop the row, or stop; 4 rows in a row at one new level make it the level, kept from its 4th row."""
     price_adjustment: Literal["adjusted", "raw"] = "adjusted"
     """A file with both ``Close`` and ``Adj Close``: ``adjusted`` takes the close from ``Adj Close`` and
     scales open/high/low by Adj Close / Close of the same row (returns then include splits and

@@ -20,7 +20,8 @@ rule                   what it catches                                          
 ``non_positive_price`` open/high/low/close <= 0                                    ``invalid_values``
 ``negative_volume``    volume < 0 (0 is allowed)                                   ``invalid_values``
 ``ohlc_inconsistent``  high < max(open, close) or low > min(open, close)           ``ohlc_violations``: clip | drop | error
-``jump``               |log(close_t / close_t-1)| > ``jump_threshold``              ``jumps``: flag | drop | error
+``jump``               a close > ``jump_threshold`` (|log return|) from the last   ``jumps``: flag | drop | error
+                       kept close, until a new level holds (see below)
 ``too_few_rows``       fewer kept rows than one window needs                       file/symbol unusable
 =====================  ==========================================================  =======================
 
@@ -61,6 +62,17 @@ file, or a row moved up three places, is that one row, which ``drop`` drops, ``s
 ``error`` names, not the rows below it that are earlier than it (until 2026-12-06 every row earlier than
 a row above it was reported, so one misdated row dropped the rest of the file under ``drop``).
 
+Jumps: a close whose |log return| from the last kept close (not the row before it in the file)
+exceeds ``jump_threshold`` (default 0.5: a move of x1.65 or /1.65; 0 checks none) is a jump, until
+:data:`JUMP_LEVEL_ROWS` (4) consecutive rows have jumped from that close to a level they agree on (each
+within the threshold of the row before it): the 4th is kept and the rows after it are judged by it. So a
+spike of one to three bars is dropped whole and the good bar after it is kept, and a level that holds (a
+split under ``data.price_adjustment: raw``, a real re-pricing) costs three rows, not the rest of the file.
+Whether a row is a jump reads that row and the rows before it only. ``flag`` lists (and ``error`` stops
+at the first of) the rows ``drop`` drops. Validated again, the kept rows lose nothing unless a new level
+was taken: there its kept row is a jump from the kept row before it, which a rule that reads no later row
+cannot tell from the first bar of a spike, so the level costs three rows again.
+
 Too few rows: a file (or Parquet unit) none of whose symbols keeps the rows one window needs is
 skipped with its whole report, status ``skipped`` (:class:`TooFewRows` carries it): each rule's rows,
 the kept rows counted under ``too_few_rows``, and ``too_few_rows`` naming each symbol's reason in one line.
@@ -94,6 +106,7 @@ Row numbers in the report are the file's 1-based line numbers for CSV (the heade
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -839,16 +852,58 @@ def _ohlc_rule(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str
     c["low"] = np.minimum(c["low"], bottom)
 
 
+JUMP_LEVEL_ROWS = 4
+"""Consecutive rows whose closes all jump from the last kept close, each within ``jump_threshold`` of the one
+before it, that make a new level: the last of them is kept, and the rows after it are judged by it. A spike
+of up to 3 rows (a bad print, a few bars on another scale) is dropped whole, and a level that holds (a split
+under ``data.price_adjustment: raw``, a real re-pricing) costs 3 rows; judged by the last kept close alone,
+every row after a split would be a jump."""
+
+
+def jump_rows(close: np.ndarray, threshold: float, level_rows: int = JUMP_LEVEL_ROWS) -> np.ndarray:
+    """(n,) bool: the rows of the (n,) positive ``close`` (time order) that the ``jump`` rule drops (flags,
+    stops at): a close more than ``threshold`` (|log return|) from the last close kept, unless it is the
+    ``level_rows``-th of consecutive such rows that agree (each within ``threshold`` of the row before it):
+    that row is kept, a new level. Causal: whether row t is a jump reads rows <= t only. ``threshold`` 0:
+    none is.
+
+    Until 2026-12-06 each close was compared with the row before it in the file: of a spike of two bars
+    (100, 400, 400, 100) the first bar and the good bar after it were dropped and the second bar, the bad
+    one, was kept."""
+    n = len(close)
+    out = np.zeros(n, dtype=bool)
+    if threshold <= 0 or n < 2:
+        return out
+    starts = np.flatnonzero(np.abs(np.log(close[1:] / close[:-1])) > threshold) + 1
+    if not len(starts):
+        return out
+    c, k = close.item, 0  # a Python float per row read
+    # between jumps every row is kept and the last kept row is the one before: only the rows from a jump
+    # up to the next row kept are walked one by one
+    while k < len(starts):
+        i, ref, run = int(starts[k]), int(starts[k]) - 1, 0
+        while i < n:
+            if not abs(math.log(c(i) / c(ref))) > threshold:
+                break  # back at the last kept row's level: kept
+            run = run + 1 if run and not abs(math.log(c(i) / c(i - 1))) > threshold else 1
+            if run == level_rows:
+                break  # a level that held: kept, and the rows after it are judged by it
+            out[i] = True
+            i += 1
+        k = int(np.searchsorted(starts, i, side="right"))
+    return out
+
+
 def _jump_rule(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str) -> None:
+    """``flag`` and ``error`` flag (stop at) the rows ``drop`` drops (:func:`jump_rows`)."""
     if cfg.jump_threshold <= 0 or len(rows) < 2:
         return
     close = rows.cols["close"]
-    jump = np.zeros(len(close), dtype=bool)
-    jump[1:] = np.abs(np.log(close[1:] / close[:-1])) > cfg.jump_threshold
+    jump = jump_rows(close, cfg.jump_threshold)
     if not jump.any():
         return
     if cfg.jumps == "error":
-        i = int(np.argmax(jump))
+        i = int(np.argmax(jump))  # every row before it is kept: the last kept close is the row before
         raise DataError(f"{_where(source, int(rows.line[i]), unit)}: close moves from {close[i - 1]:g} to {close[i]:g} "
                         f"(|log return| > data.jump_threshold={cfg.jump_threshold:g}; data.jumps=error)")
     if cfg.jumps == "drop":
