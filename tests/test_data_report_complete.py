@@ -131,9 +131,12 @@ def cell_rule(col: str, text: str) -> str | None:
     return "non_positive_price" if v <= 0 else None
 
 
-def reference(numbered: list[tuple[int, list[str]]], cfg: DataConfig, barred: frozenset = frozenset()):
+def reference(numbered: list[tuple[int, list[str]]], cfg: DataConfig, barred: frozenset = frozenset(),
+              doomed: frozenset = frozenset(), attempt: int = 0):
     """One symbol's (line, text row)s → (events {(rule, action): {line}}, kept [(line, timestamp text,
-    {col: value})], errors [(rule, line)]: the first row each rule's policy ``error`` would stop at)."""
+    {col: value})], errors [(rule, line)]: the first row each rule's policy ``error`` would stop at).
+    ``barred``: rows that lend no value; ``doomed``: rows whose bad cells are not filled (dropped); ``attempt``:
+    the pass of the value, OHLC and jump rules (three at most)."""
     ev: dict[tuple[str, str], set[int]] = defaultdict(set)
     errors: list[tuple[str, int]] = []
     seq = []
@@ -192,7 +195,7 @@ def reference(numbered: list[tuple[int, list[str]]], cfg: DataConfig, barred: fr
             errors.append((broken[0], line))
         if not broken:
             vals = {c: float(r[i + 1]) for i, c in enumerate(COLS)}
-        elif cfg.invalid_values == "drop" or last is None:
+        elif cfg.invalid_values == "drop" or last is None or line in doomed:
             ev[broken[0], "dropped"].add(line)
             continue
         else:
@@ -239,11 +242,15 @@ def reference(numbered: list[tuple[int, list[str]]], cfg: DataConfig, barred: fr
         ev["jump", action] |= {seq[i][0] for i in jumps}
         if cfg.jumps == "drop":
             seq = [x for i, x in enumerate(seq) if i not in set(jumps)]
-    # a row a later rule dropped lends no value: the rules again without it as a source
+    # a row a later rule dropped lends no value: the rules again without it as a source; where a row still
+    # took a value from a row dropped then, once more with that row's bad cells unfilled
     kept = {x[0] for x in seq}
     lent = {s for ss in lent_by.values() for s in ss if s not in kept}
-    if lent:
-        return reference(numbered, cfg, barred | lent)
+    if lent and attempt == 0:
+        return reference(numbered, cfg, barred | lent, doomed, 1)
+    if lent and attempt == 1:
+        lost = {line for line, ss in lent_by.items() if ss - kept}
+        return reference(numbered, cfg, barred, doomed | lost, 2)
     return {k: v for k, v in ev.items() if v}, seq, errors
 
 

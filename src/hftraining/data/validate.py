@@ -674,27 +674,41 @@ def _bar_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str
     a cell takes its value from the previous row that is kept in the end: a row that the OHLC or the jump
     rule drops (a spike's bar, a bar whose high is under its low) lends no value to the rows after it, or
     its dropped prices would be kept in their bars (or drop them: a close filled from a bar whose high is
-    under its low stood outside its own bar). The rules run again without such a row as a source until no
-    filled cell holds a value of a dropped row (once, unless a dropped row lent a value)."""
+    under its low stood outside its own bar). At most :data:`BAR_PASSES` passes: once, unless a dropped row
+    lent a value; then again without the rows the first pass dropped as sources; then, where a row still
+    took a value from a row the rules then dropped, with that row's bad cells unfilled (the row dropped
+    under its value rule). Barring rows one pass at a time chained: a level change with every other bar
+    empty barred one lender per pass, its run time grew with the square of the rows (87 s for 10,000), and
+    the new level's bars were all dropped as jumps from the old one."""
     barred = np.zeros(len(rows), dtype=bool)
-    while True:
+    doomed = np.zeros(len(rows), dtype=bool)
+    for attempt in range(BAR_PASSES):
         out = _Rows(rows.line, dict(rows.cols))
         sub = Report(file=rep.file, row_numbers=rep.row_numbers, derived_columns=rep.derived_columns)
-        _, lender = _value_rules(out, sub, cfg, source, unit, raw_text, skip, barred)
+        filled, lender = _value_rules(out, sub, cfg, source, unit, raw_text, skip, barred | doomed, doomed)
         _ohlc_rule(out, sub, cfg, source, unit, symbol)
         _jump_rule(out, sub, cfg, source, unit)
-        lent = lender[~np.isin(lender, out.cols["_pos"])]  # a dropped row that lent a value (kept or not)
-        if not len(lent):
+        lost = ~np.isin(lender, out.cols["_pos"])  # a cell filled from a row dropped since (kept or not)
+        if not lost.any():
             break
-        barred |= np.isin(rows.cols["_pos"], lent)  # grows every time round: the loop ends
+        if attempt == 0:
+            barred |= np.isin(rows.cols["_pos"], lender[lost])
+        else:
+            doomed |= np.isin(rows.cols["_pos"], filled[lost])
     rows.line, rows.cols = out.line, out.cols
     rep.merge_rules(sub)
 
 
+BAR_PASSES = 3
+"""Passes of the value, OHLC and jump rules at most (:func:`_bar_rules`): each is linear in the rows."""
+
+
 def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str, raw_text: dict,
-                 skip: tuple[str, ...] = (), barred: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``skip``: columns not checked (an empty volume column); ``barred``: (n,) rows no cell is filled from
-    (:func:`_bar_rules`). Returns (``_pos`` of each filled cell's row, ``_pos`` of the row it was filled from)."""
+                 skip: tuple[str, ...] = (), barred: np.ndarray | None = None,
+                 unfilled: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``skip``: columns not checked (an empty volume column); ``barred``: (n,) rows no cell is filled from;
+    ``unfilled``: (n,) rows whose bad cells are not filled, dropped under their value rule (:func:`_bar_rules`).
+    Returns (``_pos`` of each filled cell's row, ``_pos`` of the row it was filled from)."""
     none = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     c = rows.cols
     n = len(rows)
@@ -760,6 +774,8 @@ def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: s
     pos = np.arange(n)
     first_clean = n if any_bad.all() else int(np.argmin(any_bad))
     no_past = pos < first_clean
+    if unfilled is not None:
+        no_past |= unfilled & any_bad
     lends = np.ones(n, dtype=bool) if barred is None else ~barred
     fills = []
     for col in checked:
