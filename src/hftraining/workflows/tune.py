@@ -565,12 +565,22 @@ def first_test_dates(source: PanelRows) -> dict[str, int | None]:
     return out
 
 
+PREPARED_ATTR = "prepared"
+"""Trial user attribute: set once the trial's data passed :func:`check_test_split` and
+:func:`check_data_unchanged`, so that the trial, while it runs, holds a score to come (:func:`scored_besides`)."""
+
+
 def scored_besides(study, number: int | None) -> bool:
     """Whether a trial of ``study`` other than ``number`` (the one being prepared) holds a score the
-    next ones are compared with (:func:`holds_scores`)."""
+    next ones are compared with (:func:`holds_scores`): complete, pruned, or running on data that passed
+    the checks (:data:`PREPARED_ATTR`). A running trial still preparing holds none yet: two workers
+    continuing a study of failed trials on corrected files each saw the other's trial, and both were
+    refused for the files the failed trials read."""
     State = _optuna().trial.TrialState
-    return any(t.number != number for t in study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED,
-                                                                                    State.RUNNING)))
+    if any(t.number != number for t in study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED))):
+        return True
+    return any(t.number != number and t.user_attrs.get(PREPARED_ATTR)
+               for t in study.get_trials(deepcopy=False, states=(State.RUNNING,)))
 
 
 def check_test_split(study, source: PanelRows, values: dict[str, Any], number: int | None = None) -> None:
@@ -842,6 +852,7 @@ class Objective:
         cfg = load_config(self.config_path, self.overrides + trial_overrides(values, trial_dir))
         metric = cfg.evaluation.metric
         datas = self._prepared(trial, cfg, values)
+        trial.set_user_attr(PREPARED_ATTR, True)  # its data is the study's: a score to come (scored_besides)
         log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in values.items()))
         fold_values, curves = [], []
         for k, data in enumerate(datas):
