@@ -43,7 +43,7 @@ def _error(overrides, path=QUICKSTART) -> str:
     # negative counts and thresholds that were read as 0 or refused only after the data were read
     ("data.min_rows=-1", "data.min_rows: must be >= 0, got -1"),
     ("data.jump_threshold=-0.5", "data.jump_threshold: must be >= 0, got -0.5"),
-    ("training.ddp_timeout=-1", "training.ddp_timeout: must be > 0"),
+    ("training.ddp_timeout=-1", "training.ddp_timeout: must be at least 1 second"),
     # schedule values checked whatever training.lr_scheduler says (a tune may switch it)
     ("training.num_cycles=0", "training.num_cycles: must be >= 1, got 0"),
     ("training.decay_ratio=2", "training.decay_ratio: must be in (0, 1], got 2.0"),

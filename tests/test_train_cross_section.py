@@ -178,6 +178,7 @@ def test_accumulated_date_batches_of_unequal_size_give_the_gradient_of_their_uni
     assert parts == pytest.approx({k: float(v.detach()) for k, v in union_parts.items()}, rel=1e-5)
 
 
+@pytest.mark.slow  # over 20 s of subprocesses here; `make test-all` runs it
 def test_uneven_date_batches_with_heads_under_two_processes_equal_one(tmp_path):
     """DDP averages the ranks' gradients: with model.loss ic and the quantile and buy/hold/sell heads, a
     rank holding a date of 3 windows weighed as much in the heads' parts as one holding a date of 7, unlike

@@ -163,6 +163,7 @@ def two_rank_resume(tmp_path_factory):
     return full, resumed, proc.stderr
 
 
+@pytest.mark.slow  # the shared 2-rank run and its resume: over 30 s here; `make test-all` runs it
 def test_two_process_resume_continues_every_rank_s_random_streams(two_rank_resume):
     """A 2-rank run resumed from its step-4 checkpoint ends with the weights of the 2-rank run that
     went on, bit for bit, with dropout and noise augmentation drawing from every rank's RNGs. The
@@ -224,6 +225,7 @@ def test_every_logged_record_s_loss_is_the_weighted_sum_of_its_logged_parts(tmp_
         assert r["loss_ic"] + 0.5 * r["loss_quantile"] == pytest.approx(r["loss"], rel=1e-6, abs=1e-9), r["step"]
 
 
+@pytest.mark.slow  # the shared 2-rank run and its resume: over 30 s here; `make test-all` runs it
 def test_two_process_resume_writes_the_uninterrupted_run_s_next_training_record(two_rank_resume):
     """A checkpoint inside a log window (logging every 3 steps, saving every 4) holds every rank's pending
     steps: the 2-rank run resumed from step 4 logs, at steps 6 and 8, exactly the records of the 2-rank run
