@@ -50,8 +50,8 @@ def test_a_misspelt_key_still_gets_the_closest_key_of_its_section():
 # ------------------------------------------------------------------------------- Ctrl-C
 
 def test_ctrl_c_while_the_parser_is_built_is_one_line_and_130(monkeypatch, capsys):
-    """``bench ett`` imports the training stack while its parser is built (seconds): Ctrl-C then was a
-    KeyboardInterrupt traceback, where Ctrl-C inside any command is one line and exit 130."""
+    """Ctrl-C while the parser is built (``bench ett``'s, here) was a KeyboardInterrupt traceback, where
+    Ctrl-C inside any command is one line and exit 130."""
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 

@@ -24,6 +24,7 @@ from hftraining.core.errors import ConfigError, UserError, WriteError, io_cause,
 from hftraining.core.jsonio import dumps
 from hftraining.data.synth import DEFAULT_SESSION, DEFAULT_TZ, write_synth
 from hftraining.data.synth import FORMATS as SYNTH_FORMATS
+from hftraining.workflows import ett_protocol
 
 _LAZY = {
     "torch": "torch", "models": "hftraining.models", "optim": "hftraining.optim",
@@ -489,21 +490,18 @@ def _cmd_bench_ett(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_bench_ett(suites, full: bool = True) -> None:
-    """The ``bench ett`` parser; not ``full``: its name and help alone (its description, choices and defaults
-    come from hftraining.workflows.ett, which imports the training stack)."""
-    help_ = "the ETT long-horizon benchmark under the published protocol"
-    if not full:
-        suites.add_parser("ett", help=help_)
-        return
-    ett = _lazy("ett")
-    p = suites.add_parser("ett", help=help_, description=ett.__doc__.split("\n\n")[0])
+def _add_bench_ett(suites) -> None:
+    """The ``bench ett`` parser: its description, choices and defaults come from
+    hftraining.workflows.ett_protocol, which imports no torch (the benchmark itself, hftraining.workflows.ett,
+    imports the training stack: 5 to 9 s for a ``--help``)."""
+    e = ett_protocol
+    p = suites.add_parser("ett", help="the ETT long-horizon benchmark under the published protocol", description=e.SUMMARY)
     p.add_argument("--data", required=True, help="folder with ETTh1.csv … ETTm2.csv")
-    p.add_argument("--dataset", nargs="+", default=["ETTh1"], choices=ett.DATASETS)
-    p.add_argument("--horizon", nargs="+", type=int, default=[96])
-    p.add_argument("--model", default="patchtst", choices=["patchtst", "dlinear", "linear"])
-    p.add_argument("--seq-len", type=int, default=336)
-    p.add_argument("--ridge", type=float, default=1e-6, help="λ of the closed-form map, relative to the Gram diagonal")
+    p.add_argument("--dataset", nargs="+", default=[e.DATASET], choices=e.DATASETS)
+    p.add_argument("--horizon", nargs="+", type=int, default=[e.HORIZON])
+    p.add_argument("--model", default=e.MODEL, choices=e.MODELS)
+    p.add_argument("--seq-len", type=int, default=e.SEQ_LEN)
+    p.add_argument("--ridge", type=float, default=e.RIDGE, help="λ of the closed-form map, relative to the Gram diagonal")
     p.add_argument("--no-ensemble", action="store_true", help="report the trained model alone")
     p.add_argument("--linear-lookbacks", nargs="*", type=int, default=[],
                    help="also fit plain and centred closed-form maps at these L; ours = the members' average chosen on val")
@@ -515,7 +513,7 @@ def _add_bench_ett(suites, full: bool = True) -> None:
     p.add_argument("--head-dropout", type=float, help="patchtst: dropout before the flatten head")
     p.add_argument("--subtract-last", action="store_true", help="RevIN (patchtst) / input (dlinear) subtracts the last value")
     p.add_argument("--on-linear", action="store_true", help="patchtst: train a correction on top of the closed-form map at --seq-len")
-    s = ett.TrainSettings
+    s = e.TrainSettings
     p.add_argument("--epochs", type=int, default=s.epochs)
     p.add_argument("--batch-size", type=int, default=s.batch_size)
     p.add_argument("--lr", type=float, default=s.lr)
@@ -527,21 +525,13 @@ def _add_bench_ett(suites, full: bool = True) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     p.add_argument("--out", help="write the results as JSON to this file")
     p.add_argument("--save-predictions", help="write val/test forecasts to this safetensors file (one dataset × horizon)")
-    p.add_argument("--run-dir", default="runs/ett", help="folder of the trained models' run folders (checkpoints, metrics.jsonl)")
+    p.add_argument("--run-dir", default=e.RUN_DIR, help="folder of the trained models' run folders (checkpoints, metrics.jsonl)")
     p.set_defaults(func=_cmd_bench_ett)
 
 
-def _names_ett(argv: list[str]) -> bool:
-    """Whether the command line ``argv`` may be ``bench ett``: a word ``ett`` after ``bench``. ``bench
-    --help``, ``bench`` alone and ``bench foo`` use no suite's flags, and imported the training stack for
-    them (10 s where any other ``--help`` takes 1)."""
-    return "bench" in argv and "ett" in argv[argv.index("bench") + 1:]
-
-
-def build_parser(argv: list[str] | None = None, *, ett: bool | None = None) -> argparse.ArgumentParser:
-    """The parser of every command. ``bench ett``'s own flags are added if ``ett``, by default if a word
-    of the command line ``argv`` is ``bench`` (see :func:`_add_bench_ett`): the parser of any other
-    command line is built without importing the training stack."""
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, ``bench ett``'s flags included, built without importing torch or the
+    training stack (:func:`_add_bench_ett`): the same whatever the command line ``argv``."""
     p = _Parser(prog="hftraining", description="Train and honestly evaluate forecasters on OHLCV data.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -677,8 +667,7 @@ def build_parser(argv: list[str] | None = None, *, ett: bool | None = None) -> a
     ls.set_defaults(func=_cmd_list)
 
     be = sub.add_parser("bench", help="public benchmarks: `bench ett --help` (the ETT protocol of the papers)")
-    _add_bench_ett(be.add_subparsers(dest="suite", required=True, parser_class=_Parser),
-                   (argv is None or "bench" in argv) if ett is None else ett)
+    _add_bench_ett(be.add_subparsers(dest="suite", required=True, parser_class=_Parser))
 
     data = sub.add_parser("data", help="check, featurise or synthesise OHLCV files")
     dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -716,9 +705,8 @@ OVERRIDE = re.compile(r"[A-Za-z_]\w*\.[\w.]+=")
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:  # Ctrl-C while the parser is built (`bench ett` imports the training stack first) is said as in a command
-        words = sys.argv[1:] if argv is None else argv
-        parser = build_parser(words, ett=_names_ett(words))
+    try:  # Ctrl-C while the parser is built is said as in a command
+        parser = build_parser(sys.argv[1:] if argv is None else argv)
         # overrides may stand on both sides of a flag (`train --config q.yaml a.b=1 --resume c.d=2`): argparse takes
         # one run of a positional list, so those after a flag come back unparsed and join the list here
         args, rest = parser.parse_known_args(argv)

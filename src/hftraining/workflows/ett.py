@@ -56,10 +56,12 @@ from hftraining.models.predict import cpu_has_bf16, predict_scaled
 from hftraining.models.ridge import solve_penalised
 from hftraining.train.logging import held_records
 from hftraining.train.runner import training_run
+# what `bench ett`'s parser reads (its --help imports no torch), re-exported: ett.DATASETS, ett.TrainSettings
+from hftraining.workflows.ett_protocol import (  # noqa: F401
+    DATASET, DATASETS, HORIZON, HORIZONS, MODEL, MODELS, RIDGE, RUN_DIR, SEQ_LEN, SUMMARY, TrainSettings,
+)
 from hftraining.workflows.train_run import SOFTWARE_BF16, said_once
 
-DATASETS = ("ETTh1", "ETTh2", "ETTm1", "ETTm2")
-HORIZONS = (96, 192, 336, 720)
 COLUMNS = ("date", "HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT")
 
 # Published MSE/MAE, multivariate, normalised scale: PAPER_TABLES.md §2 (PatchTST Table 3 for
@@ -332,27 +334,6 @@ def phases(data: "EttData", split: str, period: int) -> torch.Tensor:
 # Trained models: the package's trainer lifecycle
 
 
-@dataclass
-class TrainSettings:
-    """The benchmark's training flags; :func:`trainer_config` turns them into the package's config."""
-
-    epochs: int = 10
-    """Passes over the training windows (early stopping may end sooner)."""
-    batch_size: int = 128
-    """Windows per step (each holds C channel series)."""
-    lr: float = 1e-3
-    """Peak learning rate of a cosine schedule with a 5% linear warmup, down to 10%."""
-    weight_decay: float = 0.0
-    """AdamW's decoupled weight decay (the reference scripts use none)."""
-    patience: int = 3
-    """Stop after this many evaluations without a lower val MSE."""
-    evals_per_epoch: int = 2
-    """Val evaluations (checkpoint candidates) per epoch."""
-    bf16: bool = False
-    """bfloat16 autocast for the forward pass; time it first: BatchNorm and PatchTST's small matmuls gain little on CPU."""
-    seed: int = 2021
-
-
 SOFTWARE_BF16_ETT = "warning: --bf16 on a CPU without bf16 instructions"
 """How :func:`run_ett`'s warning about bf16 autocast computed in software begins."""
 
@@ -567,20 +548,20 @@ def linear_members(values: np.ndarray, dataset: str, horizon: int, lookbacks: tu
 
 def run_ett(
     data_dir: str | Path,
-    dataset: str = "ETTh1",
-    horizon: int = 96,
-    model: str = "patchtst",
-    seq_len: int = 336,
+    dataset: str = DATASET,
+    horizon: int = HORIZON,
+    model: str = MODEL,
+    seq_len: int = SEQ_LEN,
     model_cfg: ModelConfig | None = None,
     settings: TrainSettings | None = None,
     model_kwargs: dict[str, Any] | None = None,
-    ridge: float = 1e-6,
+    ridge: float = RIDGE,
     ensemble: bool = True,
     log: Callable[[str], None] = print,
     save_predictions: str | Path | None = None,
     linear_lookbacks: tuple[int, ...] = (),
     time_of_day: bool = True,
-    run_dir: str | Path = "runs/ett",
+    run_dir: str | Path = RUN_DIR,
     values: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Run one dataset × horizon (a trained model's run folder: ``run_dir/<dataset>-H<horizon>-<model>``). Always: the closed-form linear map at ``seq_len`` (the reference).
@@ -743,18 +724,18 @@ def run_suite(
     data_dir: str | Path,
     datasets: list[str],
     horizons: list[int],
-    model: str = "patchtst",
-    seq_len: int = 336,
+    model: str = MODEL,
+    seq_len: int = SEQ_LEN,
     model_overrides: dict[str, Any] | None = None,
     model_kwargs: dict[str, Any] | None = None,
     settings: TrainSettings | None = None,
-    ridge: float = 1e-6,
+    ridge: float = RIDGE,
     ensemble: bool = True,
     linear_lookbacks: tuple[int, ...] = (),
     time_of_day: bool = True,
     out: str | Path | None = None,
     save_predictions: str | Path | None = None,
-    run_dir: str | Path = "runs/ett",
+    run_dir: str | Path = RUN_DIR,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """``hftraining bench ett``: :func:`run_ett` for every dataset × horizon. ``model_overrides``:
