@@ -136,7 +136,7 @@ def reference(numbered: list[tuple[int, list[str]]], cfg: DataConfig, barred: fr
     """One symbol's (line, text row)s → (events {(rule, action): {line}}, kept [(line, timestamp text,
     {col: value})], errors [(rule, line)]: the first row each rule's policy ``error`` would stop at).
     ``barred``: rows that lend no value; ``doomed``: rows whose bad cells are not filled (dropped); ``attempt``:
-    the pass of the value, OHLC and jump rules (three at most)."""
+    the pass of the value, OHLC and jump rules."""
     ev: dict[tuple[str, str], set[int]] = defaultdict(set)
     errors: list[tuple[str, int]] = []
     seq = []
@@ -248,9 +248,9 @@ def reference(numbered: list[tuple[int, list[str]]], cfg: DataConfig, barred: fr
     lent = {s for ss in lent_by.values() for s in ss if s not in kept}
     if lent and attempt == 0:
         return reference(numbered, cfg, barred | lent, doomed, 1)
-    if lent and attempt == 1:
+    if lent and attempt >= 1:
         lost = {line for line, ss in lent_by.items() if ss - kept}
-        return reference(numbered, cfg, barred, doomed | lost, 2)
+        return reference(numbered, cfg, barred, doomed | lost, attempt + 1)
     return {k: v for k, v in ev.items() if v}, seq, errors
 
 

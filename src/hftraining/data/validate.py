@@ -674,15 +674,19 @@ def _bar_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str
     a cell takes its value from the previous row that is kept in the end: a row that the OHLC or the jump
     rule drops (a spike's bar, a bar whose high is under its low) lends no value to the rows after it, or
     its dropped prices would be kept in their bars (or drop them: a close filled from a bar whose high is
-    under its low stood outside its own bar). At most :data:`BAR_PASSES` passes: once, unless a dropped row
+    under its low stood outside its own bar). Passes: once, unless a dropped row
     lent a value; then again without the rows the first pass dropped as sources; then, where a row still
     took a value from a row the rules then dropped, with that row's bad cells unfilled (the row dropped
-    under its value rule). Barring rows one pass at a time chained: a level change with every other bar
-    empty barred one lender per pass, its run time grew with the square of the rows (87 s for 10,000), and
-    the new level's bars were all dropped as jumps from the old one."""
+    under its value rule), and so on until no kept or dropped row took a value from a row dropped in the end
+    (each such pass unfills rows no pass filled before: it ends). Barring rows one pass at a time chained: a
+    level change with every other bar empty barred one lender per pass, its run time grew with the square of
+    the rows (87 s for 10,000), and the new level's bars were all dropped as jumps from the old one. Stopping
+    after the third pass kept rows whose cells a dropped row had filled: those passes are few (at most 5 on
+    such a level change), each linear in the rows."""
     barred = np.zeros(len(rows), dtype=bool)
     doomed = np.zeros(len(rows), dtype=bool)
-    for attempt in range(BAR_PASSES):
+    attempt = 0
+    while True:
         out = _Rows(rows.line, dict(rows.cols))
         sub = Report(file=rep.file, row_numbers=rep.row_numbers, derived_columns=rep.derived_columns)
         filled, lender = _value_rules(out, sub, cfg, source, unit, raw_text, skip, barred | doomed, doomed)
@@ -693,14 +697,19 @@ def _bar_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str
             break
         if attempt == 0:
             barred |= np.isin(rows.cols["_pos"], lender[lost])
-        else:
+        elif attempt < UNFILL_PASSES:  # a doomed row is filled nowhere: each pass dooms rows not doomed before
             doomed |= np.isin(rows.cols["_pos"], filled[lost])
+        else:  # a chain no file seen needs: every filled row is dropped instead, and the next pass is the last
+            doomed |= np.isin(rows.cols["_pos"], filled)
+        attempt += 1
     rows.line, rows.cols = out.line, out.cols
     rep.merge_rules(sub)
 
 
-BAR_PASSES = 3
-"""Passes of the value, OHLC and jump rules at most (:func:`_bar_rules`): each is linear in the rows."""
+UNFILL_PASSES = 16
+"""Passes of :func:`_bar_rules` that leave unfilled only the rows that took a value from a dropped row (at
+most 5 on the files tried); after them, every row whose bad cells were filled is dropped instead, so the run
+time stays linear in the rows whatever the file."""
 
 
 def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str, raw_text: dict,
