@@ -33,6 +33,18 @@ def _error(capsys) -> str:
     return err[-1]
 
 
+def _failed_study(path: Path, out: Path, monkeypatch, capsys) -> None:
+    """Study 's' in ``out`` with one trial, failed (its loss diverged): no score, its objective recorded."""
+    def diverged(*args, **kwargs):
+        raise NonFiniteError("training: 3 optimizer steps in a row had a non-finite loss")
+
+    with monkeypatch.context() as m:
+        m.setattr(tune, "training_run", diverged)
+        main(_cmd(path, out))
+    capsys.readouterr()
+    assert [t.state.name for t in _study(out).get_trials()] == ["FAIL"]
+
+
 def test_a_study_searching_sequence_length_is_refused_on_changed_files(tmp_path, capsys):
     """Each drawn data.sequence_length had its own record of the files, so a trial drawing a length no earlier
     trial drew was never compared: a bar corrected between two tunes went unnoticed and its score was ranked
@@ -93,14 +105,7 @@ def test_a_study_of_failed_trials_takes_a_moved_test_cut(tmp_path, capsys, monke
     path, _ = study_config(tmp_path)
     out = tmp_path / "o"
 
-    def diverged(*args, **kwargs):
-        raise NonFiniteError("training: 3 optimizer steps in a row had a non-finite loss")
-
-    with monkeypatch.context() as m:
-        m.setattr(tune, "training_run", diverged)
-        main(_cmd(path, out))
-    capsys.readouterr()
-    assert [t.state.name for t in _study(out).get_trials()] == ["FAIL"]
+    _failed_study(path, out, monkeypatch, capsys)
     moved = 'data.split_dates={"val": "2024-01-02", "test": "2024-07-01"}'
     assert main(_cmd(path, out, moved)) == 0, capsys.readouterr().err
     assert [t.state.name for t in _study(out).get_trials()] == ["FAIL", "COMPLETE"]

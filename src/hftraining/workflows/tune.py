@@ -725,18 +725,20 @@ def objective_settings(cfg: Config) -> dict[str, Any]:
     return {key: getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) for key in keys}
 
 
-def check_objective_unchanged(study, cfg: Config, record: bool = True) -> None:
+def check_objective_unchanged(study, cfg: Config, record: bool = True, number: int | None = None) -> None:
     """A ConfigError naming the key when ``cfg`` scores trials otherwise than the stored trials of
     ``study`` were scored (its :data:`OBJECTIVE_ATTR`, recorded here by the study's first tune): the
     best trial is the lowest score of them all, and an MSE beside an MAE, or scores of another horizon,
     would be compared as one objective (and reported under this config's metric name). A study that
     records none (stored before it was recorded), or whose trials hold no score (:func:`holds_scores`:
     each failed, or the tune that made it stopped before its first trial), gets ``cfg``'s when ``record``
-    (a tune that runs trials)."""
+    (a tune that runs trials). Each trial checks again as its data is (``number``, the one being prepared):
+    two tunes started while no trial held a score each recorded their own, and the first trial prepared
+    keeps its objective for the study."""
     here = objective_settings(cfg)
     stored = study.user_attrs.get(OBJECTIVE_ATTR)
     changed = [k for k in here if k in stored and stored[k] != here[k]] if stored is not None else []
-    if changed and holds_scores(study):
+    if changed and scored_besides(study, number):
         key = changed[0]
         raise ConfigError(f"{key}: study {study.study_name!r} scored its trials with {key}={json.dumps(stored[key])}, "
                           f"this config gives {json.dumps(here[key])}, and the two scores would be compared as one "
@@ -746,11 +748,12 @@ def check_objective_unchanged(study, cfg: Config, record: bool = True) -> None:
 
 
 def holds_scores(study) -> bool:
-    """Whether a trial of ``study`` holds a score the next ones would be compared with: complete,
-    pruned (its validation reports), or running (scored as it ends, perhaps by another worker). A
-    failed trial's is never compared, so a study of failed trials only is scored by the next config."""
-    State = _optuna().trial.TrialState
-    return bool(study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED, State.RUNNING)))
+    """Whether a trial of ``study`` holds a score the next ones would be compared with, as a trial's data
+    is (:func:`scored_besides`): complete, pruned (its validation reports), or running on data that passed
+    the checks (scored as it ends, perhaps by another worker). A failed trial's is never compared, nor is a
+    running one's still preparing (it checks the objective before it holds a score), so a study of failed
+    trials only is scored by the next config."""
+    return scored_besides(study, None)
 
 
 def _date(ns: int | None) -> str:
@@ -852,6 +855,7 @@ class Objective:
         cfg = load_config(self.config_path, self.overrides + trial_overrides(values, trial_dir))
         metric = cfg.evaluation.metric
         datas = self._prepared(trial, cfg, values)
+        check_objective_unchanged(trial.study, cfg, number=trial.number)  # another tune's trial may hold a score now
         trial.set_user_attr(PREPARED_ATTR, True)  # its data is the study's: a score to come (scored_besides)
         log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in values.items()))
         fold_values, curves = [], []
@@ -1305,11 +1309,13 @@ def run_tune(
                                     sampler=_sampler(optuna, cfg), pruner=_pruner(optuna, cfg), load_if_exists=True)
     except ValueError as e:  # e.g. a stored study of that name with another direction
         raise UserError(f"--storage {shown_url(storage)}: {str(e).splitlines()[0]}") from None
+    # a dead worker's trial, still "running", holds no score to come: failed first (a live worker's beats), so
+    # that it does not refuse another objective or space
+    fail_stale_trials(study, cfg.tune.stale_after_seconds, out)
     check_objective_unchanged(study, cfg)  # before --out is made or a trial runs
     check_space_unchanged(study, space)
     out.mkdir(parents=True, exist_ok=True)
     claim_owner(out, name)
-    fail_stale_trials(study, cfg.tune.stale_after_seconds, out)
     before = {t.number for t in study.get_trials(deepcopy=False)}
     log.info("study %r in %s: %d trial(s), %d worker(s), objective eval_%s on the validation split",
              name, shown_url(storage), trials, workers, cfg.evaluation.metric)
