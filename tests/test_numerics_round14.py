@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import tiny
+from test_train_cross_section import one_step
 from hftraining.core.config import ModelConfig, load_config
 from hftraining.eval import metrics
 from hftraining.models import build_model
@@ -156,15 +157,7 @@ def test_accumulated_window_batches_give_the_gradient_of_their_union(tmp_path, p
     ws = tr.data.train
     padded = np.flatnonzero(ws.ends - ws.segment_first[ws.symbol_ids] < cfg.data.sequence_length - 1)
     idx = np.concatenate([padded[:6], np.random.default_rng(0).choice(len(ws), 6, replace=False)])
-    draws = iter([idx[0:4], idx[4:8], idx[8:12]])
-    tr.sampler.next_batch = lambda: next(draws)
-    start = {k: v.clone() for k, v in tr.model.state_dict().items()}
-    tr.model.train()
-    tr.opt.train()
-    tr.train_step()
-    tr.read_back()
-    accumulated = [p.grad.clone() for p in tr.model.parameters()]
-    logged = tr._window.losses[-1]
+    start, accumulated, logged = one_step(tr, [idx[0:4], idx[4:8], idx[8:12]])
 
     tr.model.load_state_dict(start)
     tr.model.zero_grad(set_to_none=True)

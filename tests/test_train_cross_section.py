@@ -58,6 +58,19 @@ def _rank_ic(model, ws) -> float:
     return metrics.mean_cross_sectional_ic(pred, ws.targets().astype(np.float64), ws.times, rank=True)
 
 
+def one_step(tr, batches: list) -> tuple[dict, list, float]:
+    """One optimizer step of trainer ``tr`` over the micro-batches of window indices ``batches`` (its sampler's
+    draws replaced) → (the weights before it, each parameter's accumulated gradient, the step's logged loss)."""
+    draws = iter(batches)
+    tr.sampler.next_batch = lambda: next(draws)
+    start = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    tr.model.train()
+    tr.opt.train()
+    tr.train_step()
+    tr.read_back()
+    return start, [p.grad.clone() for p in tr.model.parameters()], tr._window.losses[-1]
+
+
 @pytest.mark.parametrize("loss", ["ic", "rank"])
 def test_a_cross_sectional_loss_learns_the_cross_section(panel, tmp_path, loss):
     cfg = load_config(None, [*BASE, f"data.data_dir={panel}", f"output.output_dir={tmp_path / 'run'}",
@@ -155,15 +168,8 @@ def test_accumulated_date_batches_of_unequal_size_give_the_gradient_of_their_uni
     ws = tr.data.train
     dates, sizes = np.unique(ws.times, return_counts=True)
     small, large = (np.flatnonzero(ws.times == dates[np.flatnonzero(sizes == n)[0]]) for n in (3, 7))
-    draws = iter([small, large])
-    tr.sampler.next_batch = lambda: next(draws)
-    start = {k: v.clone() for k, v in tr.model.state_dict().items()}
-    tr.model.train()
-    tr.opt.train()
-    tr.train_step()
-    tr.read_back()
-    accumulated = [p.grad.clone() for p in tr.model.parameters()]
-    logged, parts = tr._window.losses[-1], tr._window.parts
+    start, accumulated, logged = one_step(tr, [small, large])
+    parts = tr._window.parts
 
     tr.model.load_state_dict(start)  # the weights both gradients are taken at
     tr.model.zero_grad(set_to_none=True)

@@ -4,9 +4,6 @@ than the CPU is a config error before the data are read."""
 
 import csv
 import logging
-import os
-import subprocess
-import sys
 from importlib.util import find_spec
 
 import pytest
@@ -20,6 +17,7 @@ from hftraining.train.runner import training_run
 from hftraining.train.trainer import check_config
 from hftraining.train.tracking import read_tracking
 from conftest import tiny  # noqa: E402
+from test_ddp_round12 import failed_torchrun  # noqa: E402
 from test_train_resume import logged  # noqa: E402,F401 - a fixture
 from test_train_tracking_audit import no_mlflow_env  # noqa: E402,F401 - a fixture
 
@@ -60,12 +58,7 @@ def test_fp16_ddp_a_nan_loss_on_one_rank_stops_every_rank_at_the_same_step(tmp_p
     cfg = tiny(tmp_path / "run", "training.max_steps=12", "training.save_steps=0", "training.logging_steps=4",
                "evaluation.eval_steps=0", "evaluation.report=false", "training.max_consecutive_nonfinite=3",
                "training.optimizer=sgd", "training.learning_rate=0.01", "training.device=cpu", "data.batch_size=8")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "--monitor-interval=3", str(driver), "train", *cfg],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    err = proc.stderr
-    assert proc.returncode != 0
-    lines = [l for l in err.splitlines() if l.startswith("hftraining: error:")]
+    err, lines = failed_torchrun(driver, cfg)
     stopped = [l for l in lines if "training stopped: 3 optimizer steps in a row had a non-finite loss" in l]
     assert len(stopped) == 2, err[-3000:]  # every rank's own line, none waiting for another
     assert all("last at step 5," in l for l in stopped), stopped
