@@ -707,9 +707,10 @@ def _bar_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str
 
 
 UNFILL_PASSES = 16
-"""Passes of :func:`_bar_rules` that leave unfilled only the rows that took a value from a dropped row (at
-most 5 on the files tried); after them, every row whose bad cells were filled is dropped instead, so the run
-time stays linear in the rows whatever the file."""
+"""Passes of :func:`_bar_rules` before its fallback: the first, one that bars the rows the first dropped as
+sources, then those that leave unfilled only the rows that took a value from a dropped row (5 passes in all at
+most on the files tried); after them, every row whose bad cells were filled is dropped instead, so the run time
+stays linear in the rows whatever the file."""
 
 
 def _value_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str, raw_text: dict,
