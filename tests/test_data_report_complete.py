@@ -233,6 +233,8 @@ def reference(numbered: list[tuple[int, list[str]]], cfg: DataConfig, barred: fr
             continue
         run = run + 1 if run and abs(math.log(close / seq[i - 1][2]["close"])) <= THRESHOLD else 1
         if run == 4:
+            if jumps[0] > ref and i < 7:  # the file's first level: the fewer than 4 rows before it are the jump
+                jumps = list(range(i - 3))
             ref, run = i, 0
         else:
             jumps.append(i)
@@ -251,6 +253,8 @@ def reference(numbered: list[tuple[int, list[str]]], cfg: DataConfig, barred: fr
     if lent and attempt >= 1:
         lost = {line for line, ss in lent_by.items() if ss - kept}
         return reference(numbered, cfg, barred, doomed | lost, attempt + 1)
+    if lent_by and barred & kept:  # a kept row lent nothing: again, with the rows kept now the only lenders
+        return reference(numbered, cfg, frozenset(x[0] for x in numbered) - kept, doomed, attempt + 1)
     return {k: v for k, v in ev.items() if v}, seq, errors
 
 
