@@ -12,12 +12,17 @@ offset), Nasdaq.com's ``Close/Last``, Investing.com's ``Vol.``
 and its German and Spanish names, ``Datum``/``Fecha``, ``Zuletzt``/``Último`` ...); two columns of one
 such name, or of two names read as one price or the volume, are a DataError (:func:`one_name_each`,
 :func:`one_column_each`); Investing.com's ``Price`` is the close beside Open, High and Low
-(:func:`price_close`). ``Adj Close`` (Alpha Vantage's ``adjusted_close``, Tiingo's
+(:func:`price_close`); of two columns named as the timestamp (``Date`` beside ``Datetime``) the one
+of more distinct cells is read (:func:`_finest`). ``Adj Close`` (Alpha Vantage's ``adjusted_close``, Tiingo's
 ``adjClose``) is kept as ``adj_close`` beside ``close`` (the validator applies
 ``data.price_adjustment``) and is the close when there is no other. CSV files may be compressed
 (``.csv.gz``, ``.csv.bz2``, ``.csv.zst``, read as they are), may use ``,`` ``;`` tab or ``|`` as
-delimiter (sniffed from the header) and may start with a UTF-8 byte-order mark. A yfinance download
-as ``df.to_csv()`` writes it (header lines ``Price``, ``Ticker`` and ``Date``) is read for one
+delimiter (sniffed from the header) and may start with a UTF-8 byte-order mark or blank lines; data
+lines may end in a delimiter the header line lacks (:func:`_trailing_field`), and a line of nothing
+but white space is a blank line (:func:`_blank_lines`). A header line repeated below line 1 in another
+column order (two exports joined) is a DataError naming its line (:func:`_other_headers`). A
+yfinance download as ``df.to_csv()`` writes it (header lines ``Price``, ``Ticker`` and ``Date``), or
+as ``df.to_parquet()`` keeps it (two levels of columns: :func:`_one_ticker`), is read for one
 ticker; a first column without a name that holds text (``df.to_csv()`` of a frame indexed by time)
 is the timestamp when no column is named as one. A first line of numbers (no header line: Binance's
 klines are told their header, other files a name for each field in their order: :func:`_bar_names`),
@@ -52,6 +57,7 @@ import csv
 import glob
 import gzip
 import logging
+import os
 import re
 import unicodedata
 import warnings
@@ -121,11 +127,12 @@ def name_key(name: Any) -> str:
     """A column name as it is looked up in :data:`ALIASES`: stripped, lower-cased, in Unicode's composed
     form (``Último`` typed on a Mac is ``U`` and an accent) and without the angle brackets of
     MetaTrader's exports (``<DATE>``, ``<CLOSE>``) or the square ones of SQL Server's and some Excel
-    exports (``[Date]``, ``[Close]``)."""
+    exports (``[Date]``, ``[Close]``), nor the footnote marks of Yahoo Finance's table of prices (``Close*``,
+    ``Adj Close**``: copied from the page into a sheet, it was "missing column 'close'")."""
     text = unicodedata.normalize("NFC", str(name).strip())
     if text[:1] + text[-1:] in ("<>", "[]"):
         text = text[1:-1].strip()
-    return text.lower()
+    return text.rstrip("*").rstrip().lower()
 
 
 def canonical_name(name: Any) -> str | None:
@@ -240,8 +247,27 @@ def _dangling(path: Path) -> bool:
 
 
 def _dangling_error(path: Path) -> None:
+    """A DataError for a link to nothing: its target, or the chain of links that leads back into itself
+    (``a.csv -> b.csv -> a.csv``, or a link to itself), which is no missing file to restore."""
+    chain = _link_chain(path)
+    if chain[-1].is_symlink():  # back at a link of the chain, or too many links to follow (the system's ELOOP)
+        raise DataError(f"{path}: a link loop ({' -> '.join(map(str, chain))}): point the link at the file itself, or "
+                        "remove it")
     raise DataError(f"{path}: a link to {path.readlink()}, which is not there: restore what it links to, or remove "
                     "the link")
+
+
+LINK_HOPS = 40  # the links one path may lead through before the system gives up (Linux's MAXSYMLINKS)
+
+
+def _link_chain(path: Path) -> list[Path]:
+    """The links ``path`` leads through, itself first, each target as it would be opened (relative to its
+    link's folder), up to the first that is no link, that the chain has passed before or that is
+    :data:`LINK_HOPS` links away."""
+    chain = [path]
+    while chain[-1].is_symlink() and chain[-1] not in chain[:-1] and len(chain) <= LINK_HOPS:
+        chain.append(Path(os.path.normpath(chain[-1].parent / chain[-1].readlink())))
+    return chain
 
 
 def is_data_file(path: Path) -> bool:
@@ -332,14 +358,19 @@ def _not_text(head: bytes, e: UnicodeDecodeError) -> str:
 
 def _sniff_header(path: Path) -> tuple[str, list[str]]:
     """(delimiter, column names) from the first line of a CSV file."""
-    sep, names, _, _ = _sniff(path)
+    sep, names, *_ = _sniff(path)
     return sep, names
 
 
-def _sniff(path: Path) -> tuple[str, list[str], str, int]:
-    """(delimiter, column names, decimal mark, header lines) from the first lines of a CSV file.
-    Header lines: 1, or 3 for a yfinance download (:func:`_yfinance_names`)."""
+def _sniff(path: Path) -> tuple[str, list[str], str, int, bool]:
+    """(delimiter, column names, decimal mark, header lines, whether the data lines end in a delimiter
+    the header does not: :func:`_trailing_field`) from the first lines of a CSV file.
+    Header lines: 1, or 3 for a yfinance download (:func:`_yfinance_names`), and the blank lines above
+    them, which are not read (pandas took an empty first line for the header: "line 1 ('') has 0
+    field(s), the data rows 6: remove any title ...")."""
     lines = _head_lines(path)
+    above = next((i for i, text in enumerate(lines) if text.strip()), 0)
+    lines = lines[above:]
     line = lines[0] if lines else ""
     sep = ","
     if "," not in line and line:
@@ -349,8 +380,24 @@ def _sniff(path: Path) -> tuple[str, list[str], str, int]:
     names = next(csv.reader([line], delimiter=sep), [])
     yf = _yfinance_names(path, lines[:3], sep)
     if yf is not None:
-        return sep, yf, ".", 3
-    return sep, names, _decimal_mark(lines[1 : SNIFF_ROWS + 1], sep, names), 1
+        return sep, yf, ".", above + 3, _trailing_field(lines[3 : SNIFF_ROWS + 3], sep, len(yf))
+    rows = lines[1 : SNIFF_ROWS + 1]
+    return sep, names, _decimal_mark(rows, sep, names), above + 1, _trailing_field(rows, sep, len(names))
+
+
+def _trailing_field(lines: list[str], sep: str, n: int) -> bool:
+    """Whether the data lines of a CSV file end in one field more than the ``n`` its header names, empty
+    in the first of them, and none in more: a delimiter after each line's last value that the header line
+    lacks (as some banks' and brokers' exports write ``;`` after every value). pandas took such a file's
+    first field for the rows' index and read every column one to the left: it was "line 1 has 6
+    field(s), the data rows 7: remove any title ... line above the column names". A line that holds a
+    value in that field is named by :func:`_drop_trailing`."""
+    try:
+        rows = [r for r in csv.reader(lines, delimiter=sep) if any(c.strip() for c in r)]
+    except csv.Error:  # a malformed line: the reader reports it
+        return False
+    return (bool(rows) and len(rows[0]) == n + 1 and not rows[0][-1].strip()
+            and all(len(r) <= n + 1 for r in rows))
 
 
 def _yfinance_names(path: Path, lines: list[str], sep: str) -> list[str] | None:
@@ -574,6 +621,8 @@ def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     for canon, cols in by_canon.items():
         exact = [c for c in cols if name_key(c) == canon]
         spelled = [c for c in cols if len(name_key(c)) > 1]  # Date before a one-letter t (a counter, a temperature)
+        if canon == "timestamp" and not exact and len(spelled) > 1:
+            spelled = _finest(df, spelled)
         rename[(exact or spelled or cols)[0]] = canon
     # an alias that lost to another column must not keep a name that shadows a canonical one
     out = df.drop(columns=[c for cols in by_canon.values() for c in cols if c not in rename and c in CANONICAL])
@@ -585,6 +634,16 @@ def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
                         "read as UTC they would be hours off: download GMT times ('Gmt time'), or write the offset "
                         "(01.03.2024 01:00:00.000 GMT+0100)")
     return out.rename(columns=rename)
+
+
+def _finest(df: pd.DataFrame, cols: list[Any]) -> list[Any]:
+    """``cols`` (columns each named as the timestamp: ``Date`` beside ``Datetime``, or beside ``time`` of
+    epoch seconds) with the one of most distinct cells in the first rows first (of equals, the earlier): a
+    day's date beside each bar's time stamps every bar of that day alike. ``Date`` was read, and all but
+    each day's first intraday bar were dropped as ``duplicate_timestamp``."""
+    head = df[cols].iloc[:1000]
+    n = [int(head[c].replace("", np.nan).nunique()) for c in cols]
+    return sorted(cols, key=lambda c: -n[cols.index(c)])
 
 
 # a column named for volume in some unit, not read as the volume: Volume BTC, Volume USDT (CryptoDataDownload),
@@ -616,9 +675,9 @@ def read_table(path: Path) -> pd.DataFrame:
     ``attrs["decimal"]``: the file's decimal mark, for :func:`parse_numbers` of its text cells."""
     try:
         if is_parquet(path):
-            df = parquet_frame(_read_parquet(path))
+            df = _one_ticker(_read_parquet(path), path)
         else:
-            sep, names, decimal, n_head = _sniff(path)
+            sep, names, decimal, n_head, trailing = _sniff(path)
             one_name_each(names, path)  # pandas would rename a second "Close" to "Close.1", read as no column
             if (instead := _not_a_table(path, names)) is not None:
                 raise DataError(f"{path}: {instead}")
@@ -637,6 +696,9 @@ def read_table(path: Path) -> pd.DataFrame:
             text.update({n: str for n in names if canonical_name(n) == "symbol"})
             # a yfinance download: its three header lines are replaced by one (the names _sniff found)
             head = {"header": None, "names": names, "skiprows": n_head} if n_head > 1 else {}
+            if trailing:  # a delimiter at the end of the data lines: the empty field it opens is read, then dropped
+                head = {"header": None, "names": [*names, TRAILING], "skiprows": n_head}
+                text[TRAILING] = str
             df = pd.read_csv(path, sep=sep, encoding="utf-8-sig", skip_blank_lines=False, low_memory=False,
                              compression=compression(path), dtype=text or None, **dates, **head)
     except pd.errors.EmptyDataError:
@@ -659,9 +721,82 @@ def read_table(path: Path) -> pd.DataFrame:
         df.index = pd.RangeIndex(n_head - 1, n_head - 1 + len(df))  # row i: line i + 2 of the file
         if (below := _line_breaks_above(df)) is not None:
             df.index = df.index + below
+        if TRAILING in df.columns:
+            df = _drop_trailing(df, path, len(names))
+        _other_headers(df, path)
         df = _unnamed_index(df, names)
+        df = _blank_lines(df)
     df = canonical_columns(df, path)
     df.attrs["decimal"] = "." if is_parquet(path) else decimal  # the validator parses text cells with it
+    return df
+
+
+TRAILING = "\0trailing"  # the name read_table gives the empty field after a data line's trailing delimiter
+
+
+def _drop_trailing(df: pd.DataFrame, path: Path, n: int) -> pd.DataFrame:
+    """``df`` without the field after the data lines' trailing delimiter (:func:`_trailing_field`); a
+    DataError naming the first line that holds a value there (a column the header does not name)."""
+    extra = df[TRAILING].astype("string").str.strip()
+    held = (extra.notna() & (extra != "")).fillna(False).to_numpy(bool)
+    if held.any():
+        i = int(np.flatnonzero(held)[0])
+        raise DataError(f"{path}: line {df.index[i] + 2} has a value ({_clip(str(extra.iloc[i]))}) in field "
+                        f"{n + 1}, past the {n} columns line 1 names (the lines above end in an empty field there): "
+                        "name every column in line 1")
+    return df.drop(columns=TRAILING)
+
+
+def _other_headers(df: pd.DataFrame, path: Path) -> None:
+    """A DataError naming the first line below line 1 that is a header line naming the columns read in
+    another order (``Date,Close,High,Low,Open,Volume`` below ``Date,Open,High,Low,Close,Volume``): files
+    of two layouts joined into one (``cat a.csv b.csv``). Its line was dropped as a ``bad_timestamp``, and
+    every line below it was read in line 1's order, opens as closes, without a word. A header line in
+    line 1's order (each cell that names a column read names line 1's column there, in any case or alias)
+    is dropped and reported as before. Looked for among the cells of the first timestamp column that hold
+    no digit, in a file whose price and volume columns were read as text."""
+    stamp = next((c for c in df.columns if canonical_name(c) == "timestamp"), None)
+    if stamp is None or not (df[stamp].dtype == object or isinstance(df[stamp].dtype, pd.StringDtype)):
+        return
+    if any(pd.api.types.is_numeric_dtype(df[c]) for c in df.columns if canonical_name(c) in OHLCV):
+        return  # a column of numbers holds no name: no line below line 1 names the columns
+    text = df[stamp].astype("string")
+    maybe = np.flatnonzero((text.notna() & ~text.str.contains(r"\d", regex=True)).fillna(False).to_numpy(bool))
+
+    def layout(cells) -> list[str | None]:  # the name each column is read as (Investing.com's Price too)
+        return [canonical_name(c) or ("price" if name_key(c) == "price" else None) for c in cells]
+
+    want = layout(df.columns)
+    for i in maybe:
+        if canonical_name(text.iloc[i]) != "timestamp":
+            continue
+        cells = ["" if pd.isna(c) else str(c) for c in df.iloc[i]]
+        if any(got is not None and got != w for got, w in zip(layout(cells), want)):  # a cell naming another column
+            raise DataError(f"{path}: line {df.index[i] + 2} is a header line naming the columns in another order "
+                            f"({_clip(','.join(c.strip() for c in cells).rstrip(','))}) than line 1 "
+                            f"({_clip(','.join(map(str, df.columns)))}): the lines below it would be read in line 1's "
+                            "order (files of two layouts joined?): write every part in one column order")
+
+
+def _blank_lines(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the cells of its rows that hold nothing but white space (a line of spaces or a tab,
+    ``"   "``, or of blank fields, ``" , ,"``) made empty: such a line is a blank line, which the
+    validator drops and reports as ``blank_line`` as it does an empty one. Its blank first cell was read
+    as a timestamp that does not parse, a ``bad_timestamp``. Text columns are looked at only on the rows
+    whose other columns are all empty."""
+    text = [c for c in df.columns if df[c].dtype == object or isinstance(df[c].dtype, pd.StringDtype)]
+    if not text or not len(df):
+        return df
+    maybe = df.drop(columns=text).isna().to_numpy().all(axis=1)
+    for col in text:
+        at = np.flatnonzero(maybe)
+        if not len(at):
+            return df
+        cells = df[col].iloc[at].astype("string").str.strip()
+        maybe[at[~(cells.isna() | (cells == "")).fillna(True).to_numpy(bool)]] = False
+    if maybe.any():
+        df = df.copy()
+        df.iloc[np.flatnonzero(maybe), [df.columns.get_loc(c) for c in text]] = np.nan
     return df
 
 
@@ -848,6 +983,28 @@ def parquet_frame(df: pd.DataFrame) -> pd.DataFrame:
     if "timestamp" not in canon(df.columns) and isinstance(df.index, pd.DatetimeIndex):
         return df.reset_index(names="timestamp")
     return df.reset_index(drop=True)
+
+
+def _one_ticker(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """:func:`parquet_frame` of a Parquet file's frame; a yfinance download saved as it came
+    (``yf.download("AEM").to_parquet(...)``: columns of two levels, prices and tickers) is read for its one
+    ticker, as its CSV is (:func:`_yfinance_names`), its rows numbered as in the file. It was "missing column
+    'timestamp' (columns: ('Date', ''), ('Close', 'AEM'), ...)". A download of several tickers is a
+    DataError (one file per ticker is read)."""
+    tickers = ticker_frames(df, str(path))
+    if tickers is None:
+        return parquet_frame(df)
+    if len(tickers) > 1:
+        names = sorted(tickers)
+        at = next(i for i in range(2) if names[0] in {str(v).strip() for v in df.columns.get_level_values(i)})
+        level = df.columns.names[at] if df.columns.names[at] is not None else at
+        raise DataError(f"{path}: a yfinance download of {len(names)} tickers ({', '.join(names[:3])}"
+                        f"{', ...' if len(names) > 3 else ''}): write one file per ticker, e.g. df.xs("
+                        f"{names[0]!r}, axis=1, level={level!r}).to_parquet('{names[0]}.parquet')")
+    ((frame, rows),) = tickers.values()
+    out = parquet_frame(frame)
+    out.index = pd.Index(rows)
+    return out
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

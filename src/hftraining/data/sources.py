@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -208,10 +209,10 @@ def unread_files(data_dir: Any) -> dict[str, Any] | None:
     for spec in specs:
         if spec is None or not is_dataset(Path(spec)):
             try:
-                read.update(f.resolve() for f in io.resolve_paths(spec))
+                read.update(_real(f) for f in io.resolve_paths(spec))
             except DataError:
                 pass  # the reader's own error
-    found, hidden, loose = ([str(f) for f in fs if f.resolve() not in read] for fs in (found, hidden, loose))
+    found, hidden, loose = ([str(f) for f in fs if _real(f) not in read] for fs in (found, hidden, loose))
     if not found and not hidden and not loose:
         return None
     whys = []
@@ -226,6 +227,12 @@ def unread_files(data_dir: Any) -> dict[str, Any] | None:
             listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
             whys.append(f"{listed}: not read ({what}")
     return {"files": found + hidden + loose, "why": "data: " + "; ".join(whys)}
+
+
+def _real(path: Path | str) -> Path:
+    """The file ``path`` names, links followed, to tell two names of one file apart from two files; a link
+    loop is itself (``Path.resolve`` raised a RuntimeError traceback there: the reader names the loop)."""
+    return Path(os.path.realpath(path))
 
 
 def partition_files(folder: Path) -> list[Path]:
@@ -841,7 +848,7 @@ def check_paths(paths: list[str], cfg: DataConfig,
     # symbols would be claimed twice, an error naming the file as its own duplicate
     first: dict[Path, str] = {}
     for s in specs:
-        first.setdefault(Path(s).resolve(), s)
+        first.setdefault(_real(s), s)
     specs = list(first.values())
     seen: dict[str, tuple[str, str]] = {}  # a symbol in two files (or in two cases) is training's error too
     max_gap = None if cfg.max_gap is None else duration_ns(cfg.max_gap, "data.max_gap")
