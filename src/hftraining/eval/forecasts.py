@@ -8,6 +8,7 @@ so a baseline is scored on exactly the windows, inputs and units the model saw.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -178,7 +179,9 @@ def collect_forecasts(
     """Forecasts of ``model`` (or the given ``pred_scaled`` (n, H), for the first n windows, and
     ``quantiles_scaled`` (n, H, Q) at ``levels``, ``class_probs`` (n, H, 3) of classes cut at
     ± ``class_threshold``), of every naive baseline and of the ``fitted`` baselines
-    (:func:`fit_baselines`) on the same windows, converted to log-return units (× ``target_scale``)."""
+    (:func:`fit_baselines`) on the same windows, converted to log-return units (× ``target_scale``). Given
+    forecasts for more windows than ``ws`` holds, or for another number of steps, are a one-line ValueError
+    naming both (:func:`_check_given`)."""
     if levels is None:
         levels = list(getattr(getattr(model, "cfg", None), "quantiles", None) or [])
     if pred_scaled is None:
@@ -186,7 +189,7 @@ def collect_forecasts(
         outs = predict_outputs(model, ws, batch_size, device, precision)
         pred_scaled, quantiles_scaled, class_probs = outs["prediction"], outs.get("quantiles"), outs.get("class_probs")
         class_threshold = model_class_threshold(model) if class_probs is not None else 0.0
-    n = len(pred_scaled)
+    n = _check_given(ws, pred_scaled, quantiles_scaled, class_probs)
     sub = head(ws, n)
     preds = {"model": pred_scaled.astype(np.float64) * target_scale}
     n_features = ws.features.shape[1] if ws.features.ndim == 2 else 1
@@ -220,6 +223,23 @@ def collect_forecasts(
         class_probs=None if class_probs is None else class_probs[:n].astype(np.float64),
         class_threshold=float(class_threshold) if class_probs is not None else 0.0,
     )
+
+
+def _check_given(ws: WindowSet, pred: np.ndarray, quantiles: np.ndarray | None, probs: np.ndarray | None) -> int:
+    """How many windows ``pred`` (n, H) forecasts, the first n of ``ws``: a ValueError naming both lengths when
+    it holds more rows than ``ws`` has windows or another number of steps than its horizon, or when the
+    quantiles (n, H, Q) or class probabilities (n, H, 3) given with it cover fewer rows or other steps (numpy
+    failed on them later with a broadcasting error that named neither)."""
+    shape = np.shape(pred)
+    if len(shape) != 2 or shape[0] > len(ws) or shape[1] != ws.horizon:
+        raise ValueError(f"collect_forecasts: pred_scaled has shape {shape}, for at most the {len(ws)} windows of "
+                         f"{ws.horizon} steps given: expected (n, {ws.horizon}) with n ≤ {len(ws)}")
+    n = shape[0]
+    for what, given in (("quantiles_scaled", quantiles), ("class_probs", probs)):
+        if given is not None and (np.ndim(given) != 3 or len(given) < n or np.shape(given)[1] != ws.horizon):
+            raise ValueError(f"collect_forecasts: {what} has shape {np.shape(given)}, for the {n} windows of "
+                             f"{ws.horizon} steps of pred_scaled: expected ({n}, {ws.horizon}, ...)")
+    return n
 
 
 def date_codes(dates: np.ndarray) -> np.ndarray:
@@ -331,9 +351,11 @@ def _score(fc: Forecasts) -> dict[str, Any]:
         }
     else:  # no bar to clear: the verdict says why rather than name none without a word
         result["strongest_baseline_note"] = _no_strongest_baseline(fc)
-    # a baseline whose forecast is not finite in some windows has no MSE to rank it by: it is left out of the
-    # strongest, said with its windows, never ranked on rows other than the model's
-    result["baselines_not_finite"] = _not_finite_windows(fc, slice(None))
+    # a baseline whose forecast, or its squared error (a finite forecast too large to square), is not finite in
+    # some windows has no MSE to rank it by: it is left out of the strongest, said with its windows, never ranked
+    # on rows other than the model's
+    result["baselines_not_finite"] = _not_finite_windows(fc, slice(None), squared=True)
+    result["baselines_mse_overflow"] = _overflow_windows(fc)
     # windows whose model forecast or realised label is not finite (any step): why a figure is undefined
     result["not_finite"] = {"model": int((~np.isfinite(fc.pred["model"])).any(axis=1).sum()),
                             "label": int((~np.isfinite(true)).any(axis=1).sum())}
@@ -349,21 +371,48 @@ def _score(fc: Forecasts) -> dict[str, Any]:
     return result
 
 
-def _not_finite_windows(fc: Forecasts, steps: slice) -> dict[str, int]:
-    """Baseline name → how many windows have a forecast that is not finite (NaN or ±inf) at ``steps``, for
-    the baselines that have any: those are left out of the strongest baseline (their MSE, or rank IC, is
-    undefined), and the verdict names them (:func:`_left_out`)."""
-    bad = {k: int((~np.isfinite(p[:, steps])).any(axis=1).sum()) for k, p in fc.pred.items() if k != "model"}
+def _not_finite_windows(fc: Forecasts, steps: slice, squared: bool = False) -> dict[str, int]:
+    """Baseline name → how many windows have a forecast that is not finite (NaN or ±inf) at ``steps`` (with
+    ``squared``, also a finite forecast whose squared error overflows against a finite label:
+    :func:`_overflow_windows`), for the baselines that have any: those are left out of the strongest baseline
+    (their MSE, or rank IC, is undefined), and the verdict names them (:func:`_left_out`)."""
+    over = _overflow_windows(fc) if squared else {}
+    bad = {k: int((~np.isfinite(p[:, steps])).any(axis=1).sum()) + over.get(k, 0)
+           for k, p in fc.pred.items() if k != "model"}
     return {k: n for k, n in bad.items() if n}
 
 
-def _left_out(bad: dict[str, int], n_windows: int | None, by: str) -> str:
+def _overflow_windows(fc: Forecasts) -> dict[str, int]:
+    """Baseline name → how many windows have a finite forecast and a finite label whose squared error is not
+    finite (1e200 squares to inf), for the baselines that have any: their MSE is infinite, so they are left
+    out of the strongest by MSE as a forecast that is not finite is."""
+    out = {}
+    for k, p in fc.pred.items():
+        if k == "model":
+            continue
+        with np.errstate(over="ignore", invalid="ignore"):
+            sq_bad = ~np.isfinite((p - fc.true) ** 2) & np.isfinite(fc.true)
+        n = int((sq_bad.any(axis=1) & np.isfinite(p).all(axis=1)).sum())
+        if n:
+            out[k] = n
+    return out
+
+
+def _left_out(bad: dict[str, int], n_windows: int | None, by: str, overflow: dict[str, int] | None = None) -> str:
     """"" or the clause naming the baselines ``bad`` (:func:`_not_finite_windows`) left out of the strongest
-    baseline ``by`` a figure (MSE, rank IC) that their forecast leaves undefined."""
+    baseline ``by`` a figure (MSE, rank IC) that their forecast leaves undefined; ``overflow``
+    (:func:`_overflow_windows`): how many of those windows hold a finite forecast whose squared error is not."""
     if not bad:
         return ""
-    names = "; ".join(f"{label(k)}, whose forecast is not finite in {n} of the {n_windows} windows" for k, n in bad.items())
-    return f" (left out, its {by} undefined: {names})"
+    overflow = overflow or {}
+
+    def why(k: str, n: int) -> str:
+        o = overflow.get(k, 0)
+        parts = ([f"whose forecast is not finite in {n - o}"] if n - o else []) + (
+            [f"whose squared error overflows (a finite forecast too large to square) in {o}"] if o else [])
+        return f"{label(k)}, {' and '.join(parts)} of the {n_windows} windows"
+
+    return f" (left out, its {by} undefined: {'; '.join(why(k, n) for k, n in bad.items())})"
 
 
 def _no_strongest_baseline(fc: Forecasts) -> str:
@@ -463,14 +512,17 @@ def cs_verdict(result: dict[str, Any], fc: Forecasts, level: float = SIGNIFICANC
         text += f": not significantly different from 0 (p = {fmt_p(p, level)})"
     if not base:
         return f"{text}; no baseline to rank against{left}" if left else text
-    best = max(base, key=base.get)
+    best = _strongest_by_rank_ic(result, fc, base)
+    if best is None:
+        return f"{text}; {_NO_COMMON_DATE}{left}"
     diff = _ic_difference(fc, "model", best)
-    result["cross_section_strongest"] = {"name": best, "rank_ic": base[best], "difference": diff}
+    result["cross_section_strongest"] = {"name": best, "rank_ic": base[best], "difference": diff,
+                                         "compared_on_dates": result["baselines_rank_ic_common"]["n_dates"]}
     name, d, pd_ = label(best), diff["mean"], diff["p_value"]
     gap = (f"model − it = {d:.4f} per date (paired p = {fmt_p(pd_, level)})" if math.isfinite(d) else
            "model − it undefined (no date on which both rank the symbols)" if not diff["n_dates"] else
            "model − it undefined (a rank IC that is not finite on a date)")
-    text += f"; strongest baseline by rank IC {name}{left} = {base[best]:.4f}, {gap}"
+    text += f"; {_strongest_text(result, base, best, left)}, {gap}"
     if not math.isfinite(pd_):  # a test that cannot be computed shows no gain: the model beats nothing
         return f"{text}: the paired test could not be computed, so the model is not worth its cost over {name}"
     if pd_ < level and d > 0:
@@ -505,11 +557,44 @@ def _unranked_verdict(text: str, result: dict[str, Any], fc: Forecasts, base: di
     """``text`` on a model with no rank IC of its own, then the strongest baseline by rank IC (``base``:
     the baselines' finite rank ICs; ``left``: :func:`_left_out` of those without one), recorded under
     ``result["cross_section_strongest"]``, which the model does not clear."""
-    best = max(base, key=base.get)
+    best = _strongest_by_rank_ic(result, fc, base)
+    if best is None:
+        return f"{text}; {_NO_COMMON_DATE}{left}"
     result["cross_section_strongest"] = {"name": best, "rank_ic": base[best],
-                                         "difference": _ic_difference(fc, "model", best)}
-    return (f"{text}; strongest baseline by rank IC {label(best)}{left} = {base[best]:.4f}, so the model is not worth "
-            f"its cost over {label(best)}")
+                                         "difference": _ic_difference(fc, "model", best),
+                                         "compared_on_dates": result["baselines_rank_ic_common"]["n_dates"]}
+    return f"{text}; {_strongest_text(result, base, best, left)}, so the model is not worth its cost over {label(best)}"
+
+
+_NO_COMMON_DATE = ("no date on which every baseline with a rank IC ranks the symbols (each ranks on dates the others "
+                   "do not), so none is the strongest by rank IC")
+
+
+def _strongest_by_rank_ic(result: dict[str, Any], fc: Forecasts, base: dict[str, float]) -> str | None:
+    """The strongest of the baselines ``base`` (name → its own finite mean step-1 rank IC) by their mean rank
+    IC over the dates on which every one of them ranks the symbols (a forecast the same for every symbol of a
+    date ranks nothing there), the first listed on a tie; None when no date is ranked by all. Compared over
+    one set of dates, as the model is compared with the one chosen (:func:`_ic_difference`, over the dates
+    both rank): each over its own dates, a forecast that ranks on a few dates (constant on the others) could
+    win by their luck. Recorded under ``result["baselines_rank_ic_common"]`` ({"n_dates", "rank_ic": name →
+    mean over them}; equal to the own means when every baseline ranks on the same dates)."""
+    series = {k: M.cross_sectional_ic_series(fc.pred[k][:, 0], fc.true[:, 0], fc.dates, min_size=CS_MIN_SYMBOLS,
+                                             rank=True) for k in base}
+    common = functools.reduce(np.intersect1d, [d for d, _ in series.values()])
+    means = {k: (float(ic.mean()) if d.size == common.size else float(ic[np.isin(d, common)].mean()))
+             if common.size else float("nan") for k, (d, ic) in series.items()}
+    result["baselines_rank_ic_common"] = {"n_dates": int(common.size), "rank_ic": means,
+                                          "same_dates": all(d.size == common.size for d, _ in series.values())}
+    return max(means, key=means.get) if common.size else None
+
+
+def _strongest_text(result: dict[str, Any], base: dict[str, float], best: str, left: str) -> str:
+    """"strongest baseline by rank IC NAME = its mean", saying the dates it was chosen on when the baselines
+    rank on different dates (:func:`_strongest_by_rank_ic`)."""
+    common = result["baselines_rank_ic_common"]
+    over = "" if common["same_dates"] else (
+        f" (the highest mean over the {common['n_dates']} dates every baseline ranks: {common['rank_ic'][best]:.4f})")
+    return f"strongest baseline by rank IC {label(best)}{left} = {base[best]:.4f}{over}"
 
 
 def _disagree(ratio: float, dm: dict[str, Any]) -> bool:
@@ -551,7 +636,8 @@ def verdict(result: dict[str, Any], level: float = SIGNIFICANCE) -> str:
         why = result.get("strongest_baseline_note")
         return f"{text}; no strongest baseline: {why}; the model is not shown to be worth its cost" if why else text
     name, r_b, p_b = label(sb["name"]), sb["mse_ratio"], sb["dm"].get("p_value", float("nan"))
-    left = _left_out(result.get("baselines_not_finite") or {}, result.get("n_windows"), "MSE")
+    left = _left_out(result.get("baselines_not_finite") or {}, result.get("n_windows"), "MSE",
+                     result.get("baselines_mse_overflow"))
     against = (f"; strongest baseline {name}{left}: {_ratio_text('model MSE / its MSE', r_b, result)}, "
                f"DM p = {fmt_p(p_b, level)}")
     if not math.isfinite(p_b):
@@ -681,7 +767,7 @@ def quantile_note(result: dict[str, Any]) -> str:
 
 
 def _cross_section_lines(result: dict[str, Any]) -> list[str]:
-    """The step-1 cross-sectional IC of the model and of the best baseline by rank-IC mean."""
+    """The step-1 cross-sectional IC of the model and of the strongest baseline by rank IC (the verdict's)."""
     cs = result["model"].get("cross_section")
     if not cs:
         return []
@@ -692,7 +778,10 @@ def _cross_section_lines(result: dict[str, Any]) -> list[str]:
     rows = [("model", cs)]
     base = {k: v["cross_section"] for k, v in result["baselines"].items()
             if "cross_section" in v and math.isfinite(v["cross_section"]["rank_ic"]["mean"])}
-    if base:
+    chosen = (result.get("cross_section_strongest") or {}).get("name")  # the verdict's (over common dates)
+    if chosen in base:
+        rows.append((label(chosen), base[chosen]))
+    elif base and "baselines_rank_ic_common" not in result:  # an evaluation written before it was recorded
         best = max(base, key=lambda k: base[k]["rank_ic"]["mean"])
         rows.append((label(best), base[best]))
 

@@ -24,7 +24,18 @@ MIN_CROSS_SECTION = 3  # fewest symbols on a date for its cross-sectional IC to 
 
 
 def mse(pred: np.ndarray, true: np.ndarray) -> float:
-    return float(np.mean((pred - true) ** 2)) if np.size(true) else float("nan")
+    """Mean squared error; NaN of no value. Infinite only when a squared error is (a forecast or label that
+    is not finite, or one too large to square): finite squares whose sum overflows are averaged scaled by
+    the largest of them, so such a forecast keeps a finite MSE to be ranked by."""
+    if not np.size(true):
+        return float("nan")
+    with np.errstate(over="ignore", invalid="ignore"):  # said by the result: inf, or NaN
+        sq = (pred - true) ** 2
+        m = float(np.mean(sq))
+    if math.isinf(m) and np.isfinite(sq).all():
+        top = float(sq.max())
+        m = float(np.mean(sq / top)) * top
+    return m
 
 
 def mae(pred: np.ndarray, true: np.ndarray) -> float:
