@@ -37,7 +37,7 @@ def test_the_abort_blames_the_weights_and_names_the_last_checkpoint_from_before_
     # SGD at rate 100: steps 1 and 2 are applied with a finite loss; after step 2's update every step's gradient
     # overflows on finite windows, and every step from 3 on is skipped. The error named the windows of step 5
     # and said "last good checkpoint kept" of a folder whose newest checkpoints (2 to 4) hold the diverged weights.
-    cfg = load_config(None, tiny(tmp_path / "run", *QUICK, "training.optimizer=sgd", "training.learning_rate=100",
+    cfg = load_config(None, tiny(tmp_path / "run", *QUICK, "training.optimizer=sgd", "training.learning_rate=100", "training.weight_decay=0",
                                  "training.max_grad_norm=0", "training.max_steps=12", "training.save_steps=1",
                                  "training.save_total_limit=10", "training.max_consecutive_nonfinite=3"))
     tr = build_trainer(cfg)
@@ -61,7 +61,7 @@ def test_a_run_that_reaches_max_steps_on_overflowed_weights_exits_2_saying_so(tm
     # learning rate 1e30: step 1's update leaves weights near 1e30, every later step is skipped, and with
     # training.max_steps before the abort's limit the run exited 0, its eval metrics null, its forecast NaN
     run = tmp_path / "run"
-    args = tiny(run, *QUICK, "training.learning_rate=1e30", "training.max_steps=4", "training.save_steps=2")
+    args = tiny(run, *QUICK, "training.learning_rate=1e30", "training.weight_decay=0", "training.max_steps=4", "training.save_steps=2")
     assert main(["train", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "last 3 optimizer steps (steps 2 to 4)" in err and "weights diverged at step 1's update" in err, err

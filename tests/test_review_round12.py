@@ -20,7 +20,7 @@ def test_a_diverging_run_under_the_loss_scaler_names_the_overflowing_update_and_
     # windows. The scaler (a CPU GradScaler stands in for fp16's CUDA one: fp16 needs CUDA), at scale 4,
     # skips steps 3 and 4 as its own overflows (scale 4, then 2), and steps 5 to 7 count. The error said
     # "the weights diverged at step 4's update" and named step 3's checkpoint, which holds step 2's weights.
-    cfg = load_config(None, tiny(tmp_path / "run", *QUICK, "training.optimizer=sgd", "training.learning_rate=100",
+    cfg = load_config(None, tiny(tmp_path / "run", *QUICK, "training.optimizer=sgd", "training.learning_rate=100", "training.weight_decay=0",
                                  "training.max_grad_norm=0", "training.max_steps=12", "training.save_steps=1",
                                  "training.save_total_limit=10", "training.max_consecutive_nonfinite=3"))
     tr = build_trainer(cfg)

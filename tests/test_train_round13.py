@@ -32,7 +32,7 @@ def test_an_fp16_run_ending_on_loss_scaler_skips_after_a_diverging_update_exits_
     # windows with a finite loss. From scale 65536 the scaler skips steps 3 to 8 as its own overflows (it
     # would take 16 before a step counted), so no step was non-finite "in a row": the run ended with exit 0
     # and a final model whose fp16 forecasts are Inf (eval.json null)
-    cfg = load_config(None, tiny(tmp_path / "run", *QUICK, "training.optimizer=sgd", "training.learning_rate=100",
+    cfg = load_config(None, tiny(tmp_path / "run", *QUICK, "training.optimizer=sgd", "training.learning_rate=100", "training.weight_decay=0",
                                  "training.max_grad_norm=0", "training.max_steps=8", "training.save_steps=1",
                                  "training.save_total_limit=10"))
     tr = build_trainer(cfg)
@@ -59,7 +59,7 @@ def test_a_run_whose_very_last_update_diverges_exits_2_without_a_final_model(tmp
     # after it is skipped; the run exited 0, its eval metrics null (with 4 steps it was already an error), and so
     # did its --resume
     run = tmp_path / "run"
-    args = tiny(run, *QUICK, "training.learning_rate=1e30", "training.max_steps=1")
+    args = tiny(run, *QUICK, "training.learning_rate=1e30", "training.weight_decay=0", "training.max_steps=1")
     assert main(["train", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "training diverged: the final weights" in err and "made by step 1's update" in err, err
@@ -74,7 +74,7 @@ def test_a_run_whose_very_last_update_diverges_exits_2_without_a_final_model(tmp
 
 def test_a_diverged_last_update_under_load_best_model_at_end_keeps_the_best_checkpoint_with_a_warning(tmp_path, caplog):
     # the best step's checkpoint is the final model, not the diverged weights: no error, said in a warning
-    cfg = load_config(None, tiny(tmp_path / "run", *QUICK, "training.optimizer=sgd", "training.learning_rate=100",
+    cfg = load_config(None, tiny(tmp_path / "run", *QUICK, "training.optimizer=sgd", "training.learning_rate=100", "training.weight_decay=0",
                                  "training.max_grad_norm=0", "training.max_steps=8", "training.save_steps=0",
                                  "evaluation.eval_steps=1", "training.load_best_model_at_end=true"))
     tr = build_trainer(cfg)

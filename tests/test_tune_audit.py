@@ -128,7 +128,7 @@ def _run(tmp_path, cfg, trials, out="o", study="s"):
 def test_a_diverging_trial_is_recorded_and_the_search_goes_on(tmp_path, capsys):
     """A learning rate whose loss turns non-finite is a result of the search, like a NaN validation
     metric: its trial fails with the reason, the other trials run and the report is written."""
-    cfg = dict(TINY, training={**TINY["training"], "max_consecutive_nonfinite": 1},
+    cfg = dict(TINY, training={**TINY["training"], "max_consecutive_nonfinite": 1, "weight_decay": 0.0},
                tune={**TINY["tune"], "search_space": {"training.learning_rate": {"choices": [1e-3, 1e30]}}})
     rc, trials = _run(tmp_path, cfg, 4)
     printed = capsys.readouterr().out
@@ -144,7 +144,7 @@ def test_a_diverging_trial_is_recorded_and_the_search_goes_on(tmp_path, capsys):
 
 
 def test_every_trial_failing_writes_the_report_and_exits_2(tmp_path, capsys):
-    cfg = dict(TINY, training={**TINY["training"], "max_consecutive_nonfinite": 1},
+    cfg = dict(TINY, training={**TINY["training"], "max_consecutive_nonfinite": 1, "weight_decay": 0.0},
                tune={**TINY["tune"], "search_space": {"training.learning_rate": {"choices": [1e30]}}})
     rc, trials = _run(tmp_path, cfg, 2)
     out, err = capsys.readouterr()

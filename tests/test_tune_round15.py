@@ -82,7 +82,7 @@ def test_a_study_continued_with_another_search_space_is_one_line_naming_the_key(
 def test_a_study_of_failed_trials_only_takes_a_moved_range(tmp_path, capsys):
     """A failed trial holds no score: a range moved after every trial diverged is the next search, not
     refused (Optuna stores the new draws beside the failed ones)."""
-    diverging = {"max_consecutive_nonfinite": 1}
+    diverging = {"max_consecutive_nonfinite": 1, "weight_decay": 0.0}  # a decay of 1e30 x wd is refused at load
     assert _tune(tmp_path, {"training.learning_rate": {"type": "float", "low": 1e29, "high": 1e30}}, 1, diverging) == 2
     moved = {"training.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}}
     assert _tune(tmp_path, moved, 1, diverging) == 0, capsys.readouterr().err

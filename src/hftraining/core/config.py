@@ -710,8 +710,11 @@ def check_value(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: {shown(value)} is not one of {', '.join(map(repr, args))}")
         return value
     if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {shown(value)}")
+        if not isinstance(value, (list, tuple)):  # `data.symbols=AAPL`: one item is still a list, [AAPL]
+            item = shown(value)[1:-1] if isinstance(value, str) else shown(value)
+            one = f"; one item is written as a list too: [{item}]" if isinstance(value, (str, int, float)) \
+                and not isinstance(value, bool) else ""
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {shown(value)}{one}")
         return [check_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
@@ -747,8 +750,21 @@ def check_value(value: Any, tp: Any, key: str) -> Any:
             return value
         if isinstance(value, (datetime.date, datetime.datetime)):  # YAML reads 2024-07-01 as a date
             return value.isoformat()
-        raise ConfigError(f"{key}: expected a string, got {shown(value)}")
+        raise ConfigError(f"{key}: expected a string, got {shown(value)}{quote_hint(value)}")
     raise TypeError(f"unsupported config type {tp} for {key}")  # a bug in this file, not user input
+
+
+def quote_hint(value: Any) -> str:
+    """What to write for text that YAML read as another type, for the message refusing ``value`` where text is
+    needed: the ticker ``ON`` (ON Semiconductor) or the run name ``no`` are the booleans true and false to
+    YAML, ``1e3`` or ``2024`` a number, and the message said "got True" or "got 1000.0", which the user
+    never wrote. "" for any other value (a list, a mapping, null)."""
+    if isinstance(value, bool):
+        return ("; YAML reads an unquoted on/off/yes/no/true/false (lower, title or upper case) as a boolean: "
+                "quote the text (\"ON\", 'no')")
+    if isinstance(value, (int, float)):
+        return "; YAML reads an unquoted number as a number: quote the text (\"1e3\", '2024')"
+    return ""
 
 
 def section_from_dict(cls: type, raw: Any, name: str) -> Any:
@@ -853,8 +869,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if raw is None:  # 0 bytes, or only comments: every default would run, as if no --config were given
         raise ConfigError(f"{path}: holds no settings (empty, or only comments); point --config at the file that "
                           "has them, or leave --config out to use the defaults")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    if not isinstance(raw, dict):  # a list of sections ("- training: ..."), or one value
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level (training: ..., data: ...), "
+                          f"got {type(raw).__name__} {shown(raw)}")
     return raw
 
 

@@ -44,6 +44,7 @@ import importlib
 import inspect
 import math
 import sys
+import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
@@ -52,7 +53,7 @@ from torch import nn
 from hftraining.core.config import TrainingConfig, resolved_precision
 from hftraining.core.errors import ConfigError
 from hftraining.optim.gpro import GPro
-from hftraining.optim.schedules import check_schedule, lr_multiplier, warmup_steps
+from hftraining.optim.schedules import Schedule, check_schedule, lr_multiplier, warmup_steps
 from hftraining.optim.state import optimizer_state_from_flat, optimizer_state_to_flat
 from hftraining.core.registry import Registry
 
@@ -490,9 +491,58 @@ def build_optimizer(model: nn.Module, t: TrainingConfig) -> torch.optim.Optimize
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, t: TrainingConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """LambdaLR over optimizer steps; ``get_last_lr()`` is the rate the next ``step()`` uses."""
+    """LambdaLR over optimizer steps; ``get_last_lr()`` is the rate the next ``step()`` uses. Its state
+    holds the schedule's resolved lengths (:class:`~hftraining.optim.schedules.Schedule`)."""
     check_schedule(t)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(step, t))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, Schedule(t))
+
+
+def decay_factor(t: TrainingConfig) -> float | None:
+    """The factor by which ``training.weight_decay`` alone multiplies a decayed weight in the optimizer's first
+    step at the peak rate ``training.learning_rate``, measured: a 2 x 2 weight of ones takes one step with and
+    one without the decay, on the same small gradient (through the trainer's Hessian steps for Sophia), and
+    the factor is 1 plus the difference (the decay's own move of a weight of 1). Decoupled decay (AdamW,
+    Lion, most of pytorch-optimizer's) gives 1 - lr × wd, one that ignores the rate (``fixed_decay``) 1 - wd,
+    and plain SGD's coupled decay 1 - lr × wd too, while Adam's coupled decay (divided by the gradient's
+    scale) stays near 1: measured, because a constructor's ``weight_decouple`` flag says neither what its
+    default does nor how the library's hundred-odd classes apply it. None: the probe's weights came out
+    non-finite (a method that divides by a norm of the gradient), which says nothing about the decay."""
+
+    def after(c: TrainingConfig) -> torch.Tensor:
+        layer = nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            layer.weight.fill_(1.0)
+        opt = build_optimizer(layer, c)
+        with hessian_context(opt, 0), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")  # freed below
+            (0.5e-3 * layer.weight.pow(2).sum()).backward(create_graph=needs_create_graph(opt, 0))
+        opt.step()
+        opt.zero_grad(set_to_none=True)  # a gradient with its graph holds the weight: the cycle is broken here
+        return layer.weight.detach()
+
+    with torch.random.fork_rng(devices=[]):  # some methods draw noise: not from the run's seeded generator
+        moved = after(t) - after(dataclasses.replace(t, weight_decay=0.0))
+    factor = 1.0 + float(moved.min())
+    return factor if math.isfinite(factor) else None
+
+
+def _check_decay(name: str, t: TrainingConfig) -> None:
+    """ConfigError naming ``training.learning_rate`` and ``training.weight_decay`` and their product when the
+    decay multiplies a decayed weight by 0 or less at a step (:func:`decay_factor`): with decoupled decay,
+    ``learning_rate × weight_decay >= 1`` zeroed every matrix at once (1) or flipped its sign at every step
+    (above 1, growing without a bound past 2), and the run trained on, its loss a plateau or NaN."""
+    defaults = TrainingConfig()
+    if t.weight_decay == 0 or (t.learning_rate, t.weight_decay) == (defaults.learning_rate, defaults.weight_decay):
+        return  # no decay; the defaults keep every optimizer's weights (tests/test_settings_round16.py): no probe
+    factor = decay_factor(t)
+    if factor is not None and factor < 1e-6:  # 0 up to float32's rounding of 1 - 1
+        raise ConfigError(
+            f"training.learning_rate/weight_decay: {t.learning_rate:g} x {t.weight_decay:g} = "
+            f"{t.learning_rate * t.weight_decay:g}: {name}'s weight decay would multiply every decayed weight by "
+            f"{0.0 if abs(factor) < 1e-6 else factor:.3g} at each step at the peak rate (zeroing it, or "
+            "flipping its sign); lower one of them (a decay keeps each weight's sign: learning_rate x weight_decay "
+            "well below 1, typically 1e-6 to 1e-3)"
+        )
 
 
 def needs_create_graph(optimizer: torch.optim.Optimizer, step: int) -> bool:
@@ -522,8 +572,8 @@ def set_train_mode(optimizer: torch.optim.Optimizer, train: bool) -> None:
 def check_compatibility(t: TrainingConfig) -> None:
     """Raise ConfigError for an optimizer/schedule setting that cannot work, before any work is done:
     unknown name or keyword, a value the optimizer refuses, a weight decay or Adam setting it would
-    ignore (``SETTINGS``), bad schedule values, and fp16 loss
-    scaling with Sophia (the scale would enter its Hessian estimate)."""
+    ignore (``SETTINGS``), a decay that would zero or flip the weights (:func:`decay_factor`), bad
+    schedule values, and fp16 loss scaling with Sophia (the scale would enter its Hessian estimate)."""
     name, spec = _resolve(t)
     _optimizer_kwargs(name, spec, t)
     _check_settings_used(t)
@@ -532,6 +582,7 @@ def check_compatibility(t: TrainingConfig) -> None:
     # initialisation must not draw from the run's seeded generator (the model's weights would change)
     with torch.random.fork_rng(devices=[]):
         build_optimizer(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), t)
+    _check_decay(name, t)
     check_schedule(t)
     if name == "sophia":
         # Gradient checkpointing works: non-reentrant checkpoints support the double backward

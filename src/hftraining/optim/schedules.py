@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from hftraining.core.config import TrainingConfig
 from hftraining.core.errors import ConfigError
@@ -42,16 +43,53 @@ def check_schedule(t: TrainingConfig) -> None:
                               f"the key or choose a schedule that reads it ({', '.join(schedules)})")
 
 
-def lr_multiplier(step: int, t: TrainingConfig) -> float:
+WARMUP_FROM = ("max_steps", "warmup_ratio", "warmup_steps")
+"""The ``training`` keys the warmup length is resolved from (:func:`warmup_steps`)."""
+
+
+def resolved_lengths(t: TrainingConfig) -> dict[str, Any]:
+    """The schedule's lengths resolved from ``t`` (JSON values): ``warmup``, the warmup in optimizer steps,
+    and ``warmup_from``, the keys of :data:`WARMUP_FROM` it was resolved from. Every other length of the
+    schedule (the decay's span, a restart's step, wsd's decay start) follows from ``warmup`` and
+    ``max_steps`` without rounding."""
+    return {"warmup": warmup_steps(t), "warmup_from": {k: getattr(t, k) for k in WARMUP_FROM}}
+
+
+class Schedule:
+    """:func:`lr_multiplier` of a run as the callable ``LambdaLR`` calls, holding the lengths it resolved
+    (:func:`resolved_lengths`) as its state. ``LambdaLR.state_dict()`` saves a callable object's
+    ``__dict__``, so a checkpoint's ``scheduler.lr_lambdas`` holds them (the config it keeps, a slot, is
+    not saved), and ``load_state_dict`` puts them back: a run resumed with the same settings warms up for
+    the steps its checkpoint did, whatever this version's rounding of ``warmup_ratio × max_steps`` says
+    (0.5 of 5 steps was 2 before it rounded a half up, 3 since). A resume that changes a key of
+    :data:`WARMUP_FROM` (``max_steps`` raised to train on) resolves the warmup anew from the new settings,
+    as a run started with them would; a checkpoint written before the lengths were saved (its
+    ``lr_lambdas`` hold null) resolves them as this version does."""
+
+    __slots__ = ("t", "__dict__")
+
+    def __init__(self, t: TrainingConfig):
+        self.t = t
+        self.__dict__.update(resolved_lengths(t))
+
+    def __call__(self, step: int) -> float:
+        if self.__dict__.get("warmup_from") != {k: getattr(self.t, k) for k in WARMUP_FROM}:
+            self.__dict__.update(resolved_lengths(self.t))  # restored from a run with other settings
+        return lr_multiplier(step, self.t, self.__dict__["warmup"])
+
+
+def lr_multiplier(step: int, t: TrainingConfig, warm: int | None = None) -> float:
     """Factor on the peak learning rate for the update made at optimizer step ``step`` (0-based).
 
     Linear warmup from 1/(warmup+1) to 1 (never 0, so the first update does something); the peak
     at step ``warmup``; then the chosen decay, which reaches ``min_lr_ratio`` at the last update
     (step ``max_steps - 1``) and stays there. ``cosine_restarts`` runs ``num_cycles`` cosine
     cycles, each from the peak down to the floor; ``wsd`` stays at the peak, then decays
-    linearly over the last ``decay_ratio`` of the post-warmup steps.
+    linearly over the last ``decay_ratio`` of the post-warmup steps. ``warm``: the warmup length
+    (default: :func:`warmup_steps`; a resumed run's :class:`Schedule` passes its checkpoint's).
     """
-    warm = warmup_steps(t)
+    if warm is None:
+        warm = warmup_steps(t)
     if step < warm:
         return (step + 1) / (warm + 1)
     if t.lr_scheduler == "constant":

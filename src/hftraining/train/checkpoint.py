@@ -3,9 +3,12 @@
 A checkpoint is a folder ``checkpoints/step-NNNNNNNN/`` holding
   model.safetensors                      the model's weights
   optimizer.safetensors, optimizer.json  the optimizer state (tensors / everything else)
-  trainer_state.json                     step, epoch, data order, scheduler, early stopping, the non-finite
-                                         steps (skipped, in a row, where the run of them began and whether a
-                                         window of it was non-finite), the last step whose update was applied,
+  trainer_state.json                     step, epoch, data order, scheduler (its position and, in its
+                                         ``lr_lambdas``, the warmup in steps it resolved and the settings it
+                                         resolved it from: :class:`~hftraining.optim.schedules.Schedule`),
+                                         early stopping, the non-finite steps (skipped, in a row, where the
+                                         run of them began and whether a window of it was non-finite), the
+                                         last step whose update was applied,
                                          the fp16 gradient scaler (``grad_scaler``), the RNGs' JSON part (``rng``)
   rng.safetensors                        torch's RNG states, of every process
   config.json                            the resolved config
