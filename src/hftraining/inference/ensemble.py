@@ -7,11 +7,14 @@ referenced, so the folder can be moved or served on its own)::
     ensemble.json          {"format_version", "method", "weights", "members": [...], "sources", "validation_mse",
                             "evaluation": the evaluation settings the members' runs share, or null,
                             "precision": the members' runs' autocast precision, or null,
-                            "member_digests": each member's files as copied (:data:`DIGESTS_KEY`)}
+                            "member_digests": each member's files as copied (:data:`DIGESTS_KEY`),
+                            "member_metrics": each member's run's test and validation figures (:data:`METRICS_KEY`)}
     preprocessing.json     the members' common preprocessing
-    members/member-0/      config.json, model.safetensors, preprocessing.json of member 0
+    members/member-0/      config.json, model.safetensors, preprocessing.json of member 0 (and its run's card, README.md)
     members/member-1/      ...
     intervals.json         the ensemble's own conformal intervals, when its first member has them
+    README.md              the ensemble's own description: members, weights, where they were copied from
+    data_report.json       the data report the members' runs share, when they are runs' and share one
 
 ``Forecaster.from_pretrained(folder)`` loads it and predicts like a single model: the combined
 forecast is the mean, median or weighted mean of the members' forecasts (scaled target units);
@@ -40,7 +43,7 @@ from torch import nn
 from hftraining.core.config import DataConfig, EvaluationConfig, at_evaluation, section_from_dict, shown
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.core.files import replace_folder
-from hftraining.core.jsonio import write_json
+from hftraining.core.jsonio import read_jsonl, write_json
 from hftraining.data.features import calendar_rule_matters
 from hftraining.data.pipeline import Preprocessing, apply
 from hftraining.inference.folders import (
@@ -86,6 +89,20 @@ members' validation MSE were fit on those members, so a member whose files chang
 ``final/`` copied over it) is refused as the folder loads, naming it, never served with the old weights
 and intervals. A folder written before it was recorded has none and loads as before."""
 MEMBER_FILES = (CONFIG_NAME, WEIGHTS_NAME, PREPROCESSING_NAME)
+METRICS_KEY = "member_metrics"
+"""The key of ensemble.json that holds, per member, the training metrics of the run it was copied from
+(:func:`run_metrics`: its ``test`` figures from eval.json, its last ``validation`` record), or null for a member
+that is not a run's model: what ``GET /model`` serves as the ensemble's ``training_metrics``, since the folder
+is served apart from those runs. A folder written before it was recorded has none."""
+README_NAME = "README.md"
+"""The ensemble folder's own description (:func:`ensemble_readme`): its members, weights and where they came
+from. Each ``members/member-<k>/README.md`` is the card of the run that member was copied from."""
+DATA_REPORT_NAME = "data_report.json"
+"""The data report the members' runs share (:func:`members_data_report`), copied into the ensemble folder."""
+MAX_METRICS_BYTES = 256 << 20
+"""Largest ``metrics.jsonl`` of a run that :func:`run_metrics` reads its last validation record from."""
+TEST_KEYS = ("split", "step", "n_windows", "horizon", "model", "mse_vs_zero", "verdict")
+"""The keys of a run's eval.json that :func:`run_metrics` gives as its ``test`` metrics."""
 
 
 class EnsembleModel(nn.Module):
@@ -166,6 +183,7 @@ def check_shared_preprocessing(dirs: list[Path]) -> dict[str, Any]:
     for d, p in zip(dirs[1:], pres[1:]):
         same_data(d, p, "target")  # first: another label has another target scale, which would be named instead
         _same_clock(d, p, dirs[0], ref)  # before the scaler, whose statistics of the time features it shifts
+        _same_symbols(d, p, dirs[0], ref)  # before the scaler, which other symbols' rows fit otherwise
         for key in SHARED_KEYS:
             if p.get(key) != ref.get(key):
                 raise DataError(
@@ -201,6 +219,36 @@ def _same_clock(d: Path, pre: dict[str, Any], first: Path, ref: dict[str, Any]) 
         raise DataError(f"{d}: preprocessing.json key data.timezone differs from {first}'s ({shown(tz)} vs "
                         f"{shown(ref_tz)}): their calendar/hour features read the clock of another zone; ensemble "
                         "members must be trained with the same data.timezone")
+
+
+def trained_symbols(pre: dict[str, Any]) -> tuple[list[str], str] | None:
+    """(the symbols a model of preprocessing ``pre`` was trained on, sorted; the key of preprocessing.json
+    that says them): those training read (``source_rows``), else those its per-symbol scaler was fit on
+    (``scaler.params``); None when its folder records neither."""
+    scaler = pre.get("scaler") if isinstance(pre.get("scaler"), dict) else {}
+    for key, names in (("source_rows", pre.get("source_rows")),
+                       ("scaler.params", scaler.get("params") if scaler.get("per_symbol") else None)):
+        if isinstance(names, dict) and names:
+            return sorted(map(str, names)), key
+    return None
+
+
+def _same_symbols(d: Path, pre: dict[str, Any], first: Path, ref: dict[str, Any]) -> None:
+    """A DataError naming the symbols the member ``d`` and the first member ``first`` were not both trained on:
+    their scalers and target scale are fit on other rows, and the key that differs (``scaler``) said nothing of
+    why. Members that record no symbols are compared by those keys alone."""
+    mine, theirs = trained_symbols(pre), trained_symbols(ref)
+    if mine is None or theirs is None or mine[0] == theirs[0]:
+        return
+
+    def listed(names: list[str]) -> str:
+        return ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+
+    only, missing = sorted(set(mine[0]) - set(theirs[0])), sorted(set(theirs[0]) - set(mine[0]))
+    parts = ([f"on {listed(only)}, which {first} was not"] if only else []) + (
+        [f"not on {listed(missing)}, which {first} was"] if missing else [])
+    raise DataError(f"{d}: trained {' and '.join(parts)} (preprocessing.json: {mine[1]}); ensemble members must be "
+                    "trained on the same symbols (their scaler and target scale are fit on those symbols' rows)")
 
 
 def _row_rules(pre: dict[str, Any]) -> dict[str, Any]:
@@ -323,6 +371,133 @@ def _check_digests(directory: Path, meta: dict[str, Any], dirs: list[Path]) -> N
                             "ensemble ... --overwrite`")
 
 
+def _read_json(directory: Path, name: str) -> Any:
+    """The JSON of ``directory/name`` read as a model folder's files are (bounded, a regular file inside the
+    folder: :func:`hftraining.models.folder.read_json`); None when it is absent or cannot be used."""
+    try:
+        return folder.read_json(directory, name)
+    except DataError:
+        return None
+
+
+def run_metrics(run: Path) -> dict[str, Any]:
+    """The training metrics of the run folder ``run``: ``test``, the test split's figures of its eval.json
+    (:data:`TEST_KEYS`), and ``validation``, the last validation record of its metrics.jsonl; each left out
+    when its file is (or eval.json cannot be read). metrics.jsonl is read bounded, inside the run folder; a
+    half-written last line is skipped, a corrupt one elsewhere is a DataError."""
+    metrics: dict[str, Any] = {}
+    if (run / "eval.json").exists() or (run / "eval.json").is_symlink():
+        ev = _read_json(run, "eval.json")
+        ev = ev if isinstance(ev, dict) else {}
+        metrics["test"] = {k: ev.get(k) for k in TEST_KEYS if k in ev}
+    if (run / "metrics.jsonl").exists() or (run / "metrics.jsonl").is_symlink():
+        evals = [r for r in read_jsonl(folder.regular_file(run, "metrics.jsonl", MAX_METRICS_BYTES)) if "eval_mse" in r]
+        if evals:
+            metrics["validation"] = evals[-1]
+    return metrics
+
+
+def _ensemble_of(member: Path) -> tuple[Path, dict[str, Any], int] | None:
+    """(the ensemble folder, its ensemble.json, the member's index) when ``member`` is a member folder of an
+    ensemble (``<ensemble>/members/member-<k>``, given as a member of another ensemble): what that ensemble
+    recorded of the run it was copied from is that member's. None otherwise, or when it cannot be read."""
+    ens = member.parent.parent
+    if member.parent.name != "members" or not is_ensemble(ens):
+        return None
+    try:
+        meta = read_ensemble_meta(ens)
+    except DataError:
+        return None
+    name = f"members/{member.name}"
+    return (ens, meta, meta["members"].index(name)) if name in meta["members"] else None
+
+
+def member_metrics(member: Path) -> dict[str, Any] | None:
+    """:func:`run_metrics` of the run the member folder ``member`` is the model of (its ``final/``), or those an
+    ensemble recorded for it (a member of one: :func:`_ensemble_of`); None for a bare model folder."""
+    run = run_folder(member)
+    if run is not None:
+        return run_metrics(run)
+    of = _ensemble_of(member)
+    recorded = of[1].get(METRICS_KEY) if of is not None else None
+    return recorded[of[2]] if isinstance(recorded, list) else None
+
+
+DATA_REPORT_RUN_KEYS = ("cache", "store")
+"""Keys of a run's data report that say how that run read its rows (the feature store hit or missed), not
+which rows: members' reports that differ in these alone are of the same data."""
+
+
+def members_data_report(dirs: list[Path]) -> tuple[dict[str, Any] | None, str]:
+    """(the data report the runs of the members ``dirs`` share, the first member's; or None, and why): every
+    member must be a run's model (or an ensemble's member: the report that ensemble carries) whose
+    data_report.json can be read, and the reports must agree but for :data:`DATA_REPORT_RUN_KEYS`."""
+    reports = []
+    for d in dirs:
+        run = run_folder(d)
+        if run is None and (of := _ensemble_of(d)) is not None:
+            run = of[0]  # a member of an ensemble: the report that ensemble carries is its run's
+        if run is None:
+            return None, f"{d} is not a run's model (no run folder with a {DATA_REPORT_NAME} around it)"
+        rep = _read_json(run, DATA_REPORT_NAME)
+        if not isinstance(rep, dict):
+            return None, f"{run / DATA_REPORT_NAME} is missing or cannot be read"
+        reports.append((run, rep))
+    (first, ref), *others = reports
+    for run, rep in others:
+        key = next((k for k in sorted({*ref, *rep}) if k not in DATA_REPORT_RUN_KEYS and ref.get(k) != rep.get(k)), None)
+        if key is not None:
+            return None, f"the members' runs read other data ({first / DATA_REPORT_NAME} and {run / DATA_REPORT_NAME} differ in {key!r})"
+    return ref, ""
+
+
+def _label(pre: dict[str, Any]) -> str:
+    target = (pre.get("data") or {}).get("target") or "return"
+    return "the log return of the close" if target == "return" else f"its label (data.target={target})"
+
+
+def ensemble_readme(meta: dict[str, Any], models: list[ForecastModel], pre: dict[str, Any], *, intervals: Any,
+                    baselines: bool, data_report: str) -> str:
+    """The ensemble folder's README.md: what it forecasts, how it combines which members (weights, validation MSE,
+    each member's model and the folder it was copied from), its precision, intervals, fitted baselines and data
+    report, and that each member's own README.md is the card of the run it was copied from."""
+    n = len(meta["members"])
+    how = {"mean": "mean", "median": "median", "weighted": "weighted mean"}[meta["method"]]
+    weights = meta["weights"] or ([None] * n)
+    mse = meta["validation_mse"] or ([None] * n)
+    lines = ["---", "library_name: hftraining", "tags:", "- time-series-forecasting", "- hftraining", "- ensemble",
+             "model_type: ensemble", f"method: {meta['method']}", f"members: {n}",
+             f"horizon: {pre['horizon']}", f"sequence_length: {pre['seq_len']}", "---", "",
+             f"# An ensemble of {n} models ({meta['method']})", "",
+             f"Forecasts the next {pre['horizon']} steps of {_label(pre)} "
+             f"from the last {pre['seq_len']} rows as the {how} of its members' forecasts "
+             + ("(weights ∝ 1 / validation MSE). " if meta["method"] == "weighted" else "(equal weights). ")
+             + "Written by hftraining (`hftraining ensemble`, or `train --seeds`); `ensemble.json` holds what follows "
+             "as data, `preprocessing.json` the members' shared preprocessing.", "",
+             "| member | model | weight | validation MSE | copied from |", "|---|---|---|---|---|"]
+    for name, m, w, v, src in zip(meta["members"], models, weights, mse, meta["sources"]):
+        lines.append(f"| `{name}` | {m.cfg.type} | {'—' if w is None else f'{w:.4f}'} | "
+                     f"{'—' if v is None else f'{v:.6g}'} | `{src}` |")
+    lines += ["", "Each `members/member-<k>/README.md` is the model card of the run that member was copied from: its "
+              "paths and test figures are that run's, not this ensemble's (`hftraining evaluate` of this folder scores "
+              "the ensemble itself)."
+              + ("" if meta["method"] == "weighted" else " Validation MSE is measured for a `weighted` ensemble only."), ""]
+    precision = meta.get(PRECISION_KEY)
+    lines.append(f"- Precision: {precision} (the members' runs')." if precision else
+                 "- Precision: none recorded (the members' runs differ, or are not runs): forecasts in fp32.")
+    lines.append(f"- Intervals: {intervals.method} at {', '.join(f'{q:g}' for q in intervals.levels)}, calibrated on "
+                 f"{intervals.n} validation windows of the ensemble's own forecasts (`intervals.json`)." if intervals is not None
+                 else "- Intervals: none (forecasts are points only).")
+    lines.append(f"- Fitted baselines: `{FITTED_BASELINES_DIR}/`, copied from the first member's run that has them (the "
+                 "members share their windows)." if baselines else
+                 "- Fitted baselines: none (no member is a run's with fitted baselines).")
+    lines.append(f"- Evaluation settings: those of the members' runs (`{EVALUATION_KEY}` in ensemble.json)."
+                 if meta.get(EVALUATION_KEY) is not None else "- Evaluation settings: none recorded (the defaults apply).")
+    lines.append(f"- Data report: `{DATA_REPORT_NAME}`, the one the members' runs share." if not data_report else
+                 f"- Data report: none ({data_report}).")
+    return "\n".join(lines) + "\n"
+
+
 def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = "mean", *,
                    overwrite: bool = False) -> Path:
     """Write an ensemble folder of ``model_dirs`` (run or model folders) to ``out``.
@@ -390,7 +565,10 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
         "validation_mse": scores,
         EVALUATION_KEY: evaluation,
         PRECISION_KEY: precision,
+        # each member's run's own figures: the folder is served apart from those runs (GET /model)
+        METRICS_KEY: [member_metrics(d) for d in dirs],
     }
+    report, no_report = members_data_report(dirs)
 
     def write(tmp: Path) -> None:
         (tmp / "members").mkdir()
@@ -403,23 +581,28 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
         fitted = next((b for b in map(baselines_dir, dirs) if b is not None and b.is_dir()), None)
         if fitted is not None:
             shutil.copytree(fitted, tmp / FITTED_BASELINES_DIR)
+        if report is not None:
+            write_json(tmp / DATA_REPORT_NAME, report)
         write_json(tmp / ENSEMBLE_NAME, meta)
-        _calibrate(tmp, dirs[0])
+        cal = _calibrate(tmp, dirs[0])
+        readme = ensemble_readme(meta, models, pre, intervals=cal, baselines=fitted is not None, data_report=no_report)
+        (tmp / README_NAME).write_text(readme, encoding="utf-8")
 
     return replace_folder(out, write)
 
 
-def _calibrate(out: Path, first: Path) -> None:
+def _calibrate(out: Path, first: Path) -> Calibration | None:
     """Calibrate the ensemble's own conformal intervals when its members have them: the levels,
     method and γ of the first member's ``intervals.json``, on the validation windows of the training
     data that member was calibrated on (the members' intervals do not combine into the ensemble's),
     from the forecasts the ensemble makes: in its recorded precision, as a run calibrates in its own;
-    aci's α then walked over the test windows, as a run saves its own (:func:`_aci_after_test`)."""
+    aci's α then walked over the test windows, as a run saves its own (:func:`_aci_after_test`). Returns the
+    calibration written, None when there is none."""
     model, pre = load_ensemble(out)
     q_levels = list(getattr(model, "quantile_levels", None) or [])
     ref = folder.read_calibration(first, pre.horizon, list(folder.model_spec(first)[0].quantiles))  # as that member reads it
     if ref is None:
-        return
+        return None
     if ref.method == "cqr" and not q_levels:
         raise DataError(f"{first / folder.INTERVALS_FILE}: cqr intervals are calibrated around a quantile head, and "
                         "the ensemble has none (its members' model.quantiles differ): give the members the same "
@@ -429,13 +612,14 @@ def _calibrate(out: Path, first: Path) -> None:
     # The whole split gave an ensemble of a run and its own copy other radii than the run's
     ws = _validation_windows(pre, first).last_dates(ref.n)
     if len(ws) == 0:
-        return
+        return None
     batch_size = pre.data_config().eval_batch_size
     cal = calibrate_windows(model, ws, pre.target_scale, ref.levels, ref.method, ref.gamma, batch_size,
                             precision=model.precision, q_levels=q_levels)
     if cal.method == "aci":
         cal = _aci_after_test(model, pre, cal, out, batch_size)
     write_json(out / folder.INTERVALS_FILE, cal.to_dict())
+    return cal
 
 
 def _aci_after_test(model: EnsembleModel, pre: Preprocessing, cal: Calibration, out: Path, batch_size: int) -> Calibration:
@@ -464,7 +648,7 @@ def read_ensemble_meta(directory: str | Path) -> dict[str, Any]:
     weights (if any; ``weighted`` needs them) finite, non-negative and not all zero, one per member, and
     the evaluation section (if any) one a run's config.json could hold (keys this version does not know
     are left out, as there), the precision (if any) one of fp32, bf16, fp16, the members' digests (if any)
-    one sha256 per member."""
+    one sha256 per member, the members' metrics (if any) a mapping or null per member."""
     path = Path(directory) / ENSEMBLE_NAME
     meta = folder.read_json(directory, ENSEMBLE_NAME)
     if not isinstance(meta, dict):
@@ -500,6 +684,11 @@ def read_ensemble_meta(directory: str | Path) -> dict[str, Any]:
     p = meta.get(PRECISION_KEY)
     if p is not None and (not isinstance(p, str) or p not in PRECISIONS):
         raise DataError(f"{path}: {PRECISION_KEY}: {shown(p)} is not one of {', '.join(PRECISIONS)} or null")
+    mm = meta.get(METRICS_KEY)
+    if mm is not None and not (isinstance(mm, list) and len(mm) == len(members)
+                               and all(x is None or isinstance(x, dict) for x in mm)):
+        raise DataError(f"{path}: {METRICS_KEY}: expected {len(members)} mappings or nulls, one per member, or null; "
+                        f"got {shown(mm)}")
     g = meta.get(DIGESTS_KEY)
     if g is not None and not (isinstance(g, list) and len(g) == len(members) and all(
             isinstance(x, str) and len(x) == 64 and all(c in "0123456789abcdef" for c in x) for x in g)):

@@ -17,6 +17,21 @@ and ``serve``, which pass the padding mask; the graph does not take one. The fil
 (``hftraining.preprocessing``) so that a consumer can rebuild the inputs, the output names and, with
 ``class_probs``, the ``model.classification_threshold`` that cuts its classes (``hftraining.classification_threshold``).
 
+The conformal intervals that ``predict`` and ``serve`` give beside a forecast (the folder's ``intervals.json``)
+are not computed by the graph but are in its metadata, ``hftraining.intervals`` (JSON; ``null`` for a model
+without them), in the label's units::
+
+    {"method": "split" | "aci" | "cqr", "levels": [0.8, 0.9], "calibration_windows": n,
+     "columns": [["lower_80", "upper_80"], ...],     the forecast columns predict and serve name them by
+     "radius": [[r_1, ..., r_H], ...],               (levels, horizon); null: unbounded (-inf, +inf)
+     "around": "prediction" | "quantiles",
+     "quantile_indices": [[lo, hi], ...],            cqr: the quantiles output's columns of each level
+     "rule": the bounds in words}
+
+split and aci: ``prediction[:, h] ± radius[k][h]`` (aci at the miss rate saved with the model, as predict and
+serve apply it: the graph's consumer sees no outcomes to adapt it by); cqr: ``quantiles[:, h, lo] −
+radius[k][h]`` and ``quantiles[:, h, hi] + radius[k][h]``, both their midpoint where the lower exceeds the upper.
+
 Exporter: ``torch.onnx.export(..., dynamo=True)`` (torch.export + onnxscript). The older
 TorchScript exporter cannot export PatchTST (``Unfold`` with a dynamic size) and drops the ``past``
 input of models that ignore it; the dynamo exporter handles every model of the registry.
@@ -27,9 +42,11 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import math
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +55,7 @@ from torch import nn
 from hftraining.core.errors import DataError, UserError, writing
 from hftraining.data.labels import UNITS
 from hftraining.inference.folders import run_precision
-from hftraining.inference.forecaster import Forecaster
+from hftraining.inference.forecaster import Forecaster, bound_columns
 from hftraining.models.predict import class_threshold
 
 OPSET = 18
@@ -76,6 +93,37 @@ def units(target: str) -> str:
         out, past = f"{UNITS[target]} (data.target={target} labels)", f"each row's data.target={target} label"
     return (f"{out} (prediction, quantiles); probabilities sell/hold/buy (class_probs); "
             f"input past: {past} / target_scale (hftraining.preprocessing)")
+
+
+def intervals_metadata(fc: Forecaster) -> dict[str, Any] | None:
+    """``hftraining.intervals`` of the file (see the module's docstring): the radius of each level and step
+    that predict and serve put around the forecast of ``fc`` (its ``intervals.json`` as it stands); None
+    without intervals."""
+    cal = fc.calibration
+    if cal is None:
+        return None
+    horizon = fc.preprocessing.horizon
+    if cal.method == "cqr":
+        radius = np.asarray(cal.radius, dtype=np.float64)  # (K, H), around the quantile pair (may be negative)
+    else:  # split: the radius; aci: the radius at its saved α, as Calibration.bounds applies it
+        zero = np.zeros((1, horizon))
+        radius = np.stack([hi[0] for _, hi in cal.bounds(zero).values()])  # (K, H)
+    cqr = cal.method == "cqr"
+    rule = ("lower = quantiles[:, h, lo] - radius[k][h], upper = quantiles[:, h, hi] + radius[k][h] "
+            "(quantile_indices[k] = [lo, hi]; where lower > upper, both are their midpoint)" if cqr else
+            "lower = prediction[:, h] - radius[k][h], upper = prediction[:, h] + radius[k][h]")
+    return {
+        "method": cal.method,
+        "levels": [float(q) for q in cal.levels],
+        "calibration_windows": int(cal.n),
+        "columns": [list(bound_columns(q)) for q in cal.levels],
+        "radius": [[float(r) if math.isfinite(r) else None for r in row] for row in radius.tolist()],
+        "around": "quantiles" if cqr else "prediction",
+        "quantile_indices": [list(map(int, p)) for p in cal.q_pairs] if cqr else None,
+        "rule": f"{rule}; step h = 0..{horizon - 1}, level k as in levels; a null radius is unbounded (-inf, +inf); "
+                + ("aci's radius at the miss rate saved with the model (it adapts no further); " if cal.method == "aci" else "")
+                + "units: those of prediction",
+    }
 
 
 def _require(module: str) -> None:
@@ -188,6 +236,8 @@ def _write_checked(w: OnnxForecaster, fc: Forecaster, path: Path, out: Path, che
         "hftraining.outputs": json.dumps(names),
         "hftraining.quantile_levels": json.dumps(fc.quantile_levels),
         "hftraining.units": units(fc.preprocessing.data_config().target),
+        # the conformal intervals predict and serve give: the graph computes the forecast, these the band around it
+        "hftraining.intervals": json.dumps(intervals_metadata(fc)),
         # what sell/hold/buy mean: the future return below -threshold, within ±, above + (log-return units)
         **({"hftraining.classification_threshold": json.dumps(class_threshold(fc.model))} if fc.has_classes else {}),
         # the graph computes in fp32; predict, serve and evaluate use the run's precision (bf16 on a

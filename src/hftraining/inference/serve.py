@@ -4,7 +4,7 @@ Endpoints (the OpenAPI schema is at ``/openapi.json``; with ``serve.docs`` the i
 and ``/redoc``, whose scripts a browser loads from a CDN):
 
     GET  /health        {"status": "ok"}
-    GET  /model         the model's config, preprocessing and training metrics
+    GET  /model         the model's config, preprocessing and training metrics (an ensemble's: each member's run's)
     POST /predict       JSON {"symbols": {"AEM": [{"timestamp", "open", "high", "low", "close", "volume"}, ...]}}
     POST /predict/csv   multipart upload: ``file`` (CSV; one symbol, or a ``symbol`` column) and ``symbol``
 
@@ -19,8 +19,9 @@ can be measured (e.g. ``rsi_1700``): every symbol's forecast then carries a warn
 the forecast depends on the whole history sent.
 The rows go through exactly the validation and features of training. Bad input is a 4xx whose
 ``error`` names the field (``symbols.AEM[3].close: Input should be a finite number``); a request
-beyond a limit of the ``serve`` section is a 413 naming the limit and its key, a request without the
-API key (when one is set) a 401, a prediction slower than ``serve.request_timeout_s`` a 503.
+beyond a limit of the ``serve`` section is a 413 naming the limit and its key (whatever else is wrong with
+it), a ``POST /predict`` body without a JSON Content-Type (``curl -d`` sends a form's) a 415 naming the header,
+a request without the API key (when one is set) a 401, a prediction slower than ``serve.request_timeout_s`` a 503.
 A failing request never stops the server. The middlewares are in :mod:`.serve_asgi`.
 
 With an API key, ``/health`` and the API's description (:data:`DOCS_PATHS`: the schema and the docs
@@ -50,8 +51,9 @@ import pandas as pd
 
 from hftraining.core.config import ServeConfig
 from hftraining.core.errors import DataError, UserError
-from hftraining.core.jsonio import json_safe, read_jsonl
+from hftraining.core.jsonio import json_safe
 from hftraining.data.io import SNIFF_BYTES, symbol_of
+from hftraining.inference.ensemble import METRICS_KEY, run_metrics
 from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble, run_folder
 from hftraining.inference.forecaster import Forecaster, bound_columns, iso_as_of
 from hftraining.inference.serve_asgi import AccessLog, ApiKey, BodyLimit
@@ -78,10 +80,6 @@ def _require():
         import uvicorn  # noqa: F401
     except ImportError:
         raise UserError("serve needs FastAPI and uvicorn: pip install -e '.[serve]' (in the hftraining checkout)") from None
-
-
-MAX_METRICS_BYTES = 256 << 20
-"""Largest ``metrics.jsonl`` of the run that ``GET /model`` reads its last validation record from."""
 
 
 def _read_json(directory: Path, name: str) -> Any:
@@ -133,18 +131,32 @@ def model_info(fc) -> dict[str, Any]:
     run = run_folder(d) or (d.parent if d.name == "final" else None)
     metrics: dict[str, Any] = {}
     if run is not None:
-        if (run / "eval.json").exists() or (run / "eval.json").is_symlink():
-            ev = _read_json(run, "eval.json")
-            ev = ev if isinstance(ev, dict) else {}
-            metrics["test"] = {k: ev.get(k) for k in ("split", "step", "n_windows", "horizon", "model", "mse_vs_zero", "verdict") if k in ev}
-        if (run / "metrics.jsonl").exists() or (run / "metrics.jsonl").is_symlink():
-            # bounded and inside the run folder; a half-written last line is skipped, a corrupt one elsewhere is a DataError
-            evals = [r for r in read_jsonl(folder.regular_file(run, "metrics.jsonl", MAX_METRICS_BYTES)) if "eval_mse" in r]
-            if evals:
-                metrics["validation"] = evals[-1]
+        metrics = run_metrics(run)
         info["run_config"] = _read_json(run, "config.json")
+    elif isinstance(info.get("ensemble"), dict):
+        metrics = _ensemble_metrics(info["ensemble"])
     info["training_metrics"] = metrics
     return json_safe(info)
+
+
+def _ensemble_metrics(meta: dict[str, Any]) -> dict[str, Any]:
+    """``GET /model``'s ``training_metrics`` of an ensemble (its ensemble.json ``meta``): ``members``, one entry
+    each: its folder, the folder it was copied from, its validation MSE (a ``weighted`` ensemble's; null for the
+    others) and the ``test`` and ``validation`` figures of the run it was copied from (recorded as the ensemble
+    was built: :data:`~hftraining.inference.ensemble.METRICS_KEY`; absent for a member that is not a run's, and
+    in a folder written before they were recorded). The ensemble itself is scored by ``hftraining evaluate``."""
+    names = meta.get("members") if isinstance(meta.get("members"), list) else []
+
+    def nth(key: str, k: int) -> Any:
+        v = meta.get(key)
+        return v[k] if isinstance(v, list) and k < len(v) else None
+
+    members = []
+    for k, name in enumerate(names):
+        entry = {"member": name, "source": nth("sources", k), "validation_mse": nth("validation_mse", k)}
+        recorded = nth(METRICS_KEY, k)
+        members.append({**entry, **(recorded if isinstance(recorded, dict) else {})})
+    return {"members": members}
 
 
 def _intervals_info(cal) -> dict[str, Any] | None:
@@ -168,6 +180,28 @@ def _loc(loc: tuple | list) -> str:
         else:
             out += ("." if out else "") + str(part)
     return out or "body"
+
+
+def _is_json_type(value: str | None) -> bool:
+    """Whether the Content-Type ``value`` is one FastAPI reads a body as JSON under: ``application/json`` or
+    ``application/*+json``, parameters (``; charset=utf-8``) aside."""
+    if not value:
+        return False
+    kind = value.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in words: ``an array``, ``a string``, ``a number``, ``true``, ``null``."""
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "null" if value is None else type(value).__name__
 
 
 class Refused(Exception):
@@ -361,8 +395,24 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(AccessLog)
 
+    def too_many_symbols(n: int | str) -> str:
+        return f"symbols: {n} symbols exceeds the limit of {cfg.max_symbols} (serve.max_symbols, --max-symbols)"
+
+    def too_many_rows(n: int) -> str:
+        return f"request: {n} rows exceeds the limit of {cfg.max_rows} (serve.max_rows, --max-rows)"
+
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):
+        body = getattr(exc, "body", None)
+        if isinstance(body, dict) and isinstance(body.get("symbols"), dict):
+            # a request beyond a limit is the 413 of that limit whatever else is wrong with it: a bad row first
+            # answered 422, and once fixed the same request was refused for its size
+            symbols = body["symbols"]
+            if len(symbols) > cfg.max_symbols:
+                return JSONResponse({"error": too_many_symbols(len(symbols))}, status_code=413)
+            rows = sum(len(bars) for bars in symbols.values() if isinstance(bars, list))
+            if rows > cfg.max_rows:
+                return JSONResponse({"error": too_many_rows(rows)}, status_code=413)
         errs = exc.errors()
         first = errs[0] if errs else {"loc": ("body",), "msg": "invalid request"}
         if first.get("type") == "json_invalid":
@@ -370,10 +420,19 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
             msg = "body: not valid JSON" + (f" (at character {pos})" if pos is not None else "")
         elif tuple(first.get("loc", ())) == ("body", "file") and first.get("type") != "missing":
             msg = "file: expected a file upload (a multipart part with a filename)"
+        elif first.get("type") == "model_attributes_type" and tuple(first.get("loc", ())) == ("body",):
+            # the body read as no JSON object: FastAPI parses it as JSON only under a JSON Content-Type (curl -d
+            # sends application/x-www-form-urlencoded), and pydantic's "valid dictionary" said neither
+            declared = request.headers.get("content-type")
+            if not _is_json_type(declared):
+                return JSONResponse({"error": f"body: Content-Type {(declared or 'missing')[:100]}, not application/json: send "
+                                              "the request as JSON with that header (curl -H 'Content-Type: "
+                                              "application/json' -d @request.json)"}, status_code=415)
+            msg = (f"body: expected a JSON object {{\"symbols\": {{SYMBOL: [rows]}}}}, got "
+                   f"{_json_kind(first.get('input'))}")
         elif first.get("type") == "too_long" and tuple(first.get("loc", ())) == ("body", "symbols"):
             n = len(first["input"]) if isinstance(first.get("input"), dict) else "more"
-            return JSONResponse({"error": f"symbols: {n} symbols exceeds the limit of {cfg.max_symbols} "
-                                          "(serve.max_symbols, --max-symbols)"}, status_code=413)
+            return JSONResponse({"error": too_many_symbols(n)}, status_code=413)
         else:
             loc = tuple(first.get("loc", ()))
             if len(loc) > 1 and loc[-2] == "timestamp" and loc[-1] in ("datetime", "int", "float"):  # its union's member
@@ -475,7 +534,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
 
     def check_rows(n: int) -> None:
         if n > cfg.max_rows:
-            raise Refused(413, f"request: {n} rows exceeds the limit of {cfg.max_rows} (serve.max_rows, --max-rows)")
+            raise Refused(413, too_many_rows(n))
 
     # async: answered on the event loop, never queued for a worker thread behind running predictions
     @app.get("/health")

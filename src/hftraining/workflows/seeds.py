@@ -19,7 +19,7 @@ from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.data.pipeline import prepare
 from hftraining.eval.forecasts import SIGNIFICANCE, label
 from hftraining.eval.model_card import verdict_baseline
-from hftraining.inference.ensemble import build_ensemble
+from hftraining.inference.ensemble import README_NAME, build_ensemble
 from hftraining.models.registry import MODELS
 from hftraining.train.distributed import barrier, cleanup, init_distributed
 from hftraining.train.runner import check_before_data
@@ -106,6 +106,10 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
                     build_ensemble([root / f"seed-{k}" for k in range(n)], root / "ensemble", method, overwrite=True)
                     summary.update(seed_summary([read_json(root / f"seed-{k}" / "eval.json") for k in range(n)]))
                     write_json(root / "ensemble" / SUMMARY_NAME, summary)
+                    with open(root / "ensemble" / README_NAME, "a", encoding="utf-8") as fh:  # the folder's own card
+                        fh.write(f"- Seeds: the members are seeds {cfg.training.seed}..{cfg.training.seed + n - 1} "
+                                 f"(training.seed) of one run; `{SUMMARY_NAME}` holds each seed's test figures and "
+                                 f"their spread: {format_seed_summary(summary)}\n")
                     log.info("%s", format_seed_summary(summary))
 
                 _on_main_rank(cfg, combine)
