@@ -43,9 +43,8 @@ def _refused_up_front(rc, err, out, db):
 
 @pytest.mark.parametrize("space, start", [
     # wholly invalid: the first trial stopped the tune, after the study and --out were made
-    ({"training.seed": {"type": "int", "low": -5, "high": -1}},
-     "hftraining: error: tune.search_space.training.seed: low -5 fails: "
-     "training.seed: must be in 0..4294967295, got -5"),
+    ({"model.num_layers": {"type": "int", "low": -5, "high": -1}},
+     "hftraining: error: tune.search_space.model.num_layers: low -5 fails: model.num_layers: must be > 0, got -5"),
     # partly invalid: trials drawing a valid value trained first, then one above 1 stopped the tune
     ({"model.dropout": {"type": "float", "low": 0.5, "high": 1.5}},
      "hftraining: error: tune.search_space.model.dropout: high 1.5 fails: model.dropout: must be in [0, 1), got 1.5"),

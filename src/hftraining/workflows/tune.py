@@ -3,12 +3,13 @@
 The search space is the config's ``tune.search_space``: ``section.key`` → a range
 (``{type: int|float, low, high, log, step}``) or a choice (``{choices: [...]}``), for any key of
 the config tree except ``output.*``, ``tune.*``, ``serve.*``, the keys that place the test split
-(:data:`SPLIT_KEYS`) and those that define the objective (:data:`OBJECTIVE_KEYS`: its metric and
+(:data:`SPLIT_KEYS`), those that define the objective (:data:`OBJECTIVE_KEYS`: its metric and
 validation windows, the same for every trial; nor ``model.loss`` scored by ``evaluation.metric: loss``,
-:func:`check_objective`). Every trial of a study keeps one test split: a drawn value that moves it
-(``data.features`` whose warm-up rows move a calendar cut made at ratios, say) stops the tune with a
-one-line error (:func:`check_test_split`), since a trial's validation dates would then be another's
-test dates; ``data.split_dates`` fixes the cut for all of them. A study is continued only with the search
+:func:`check_objective`) and the seed (:data:`SEED_KEYS`: the best of N seeds is the luckiest run).
+Every trial of a study keeps one test split: a drawn value that moves it (``data.features`` whose
+warm-up rows move a calendar cut made at ratios, say) stops the tune with a one-line error
+(:func:`check_test_split`), since a trial's validation dates would then be another's test dates;
+``data.split_dates`` fixes the cut for all of them. A study is continued only with the search
 space its trials drew from (:func:`check_space_unchanged`) and on the rows before the test split they were
 cut from (:func:`check_data_unchanged`; whatever the searched keys that do not change a symbol's rows, such as
 ``data.sequence_length``, draw): its best trial is chosen among trials of one search on one data set. A study
@@ -30,7 +31,8 @@ several processes on one machine, or on a shared file system); the default is
 psycopg 3, the ``tune`` extra; name another as ``postgresql+DRIVER://``) and ``mysql://...`` are
 Optuna's RDB storage, for several machines. ``sqlite:///path.db`` only with one worker: Optuna
 advises against SQLite for parallel processes. ``--trials 0`` runs nothing and writes the report of
-the study as stored (e.g. once every machine has finished). Each trial's sampler is seeded from
+the study as stored (e.g. once every machine has finished), after failing the trials of dead workers
+(:func:`fail_stale_trials`) as a tune that runs trials does. Each trial's sampler is seeded from
 ``(tune.seed, trial number)``: trial numbers are unique in a study, so parallel workers never
 replay each other's draws, and one worker is reproducible.
 
@@ -50,9 +52,10 @@ of trials written before ``study.json``: :func:`check_unowned_trials`). Each tri
 while it trains (:func:`~hftraining.workflows.train_run.run_folder_lock`: a ``train`` into it is
 refused, or refuses the trial) and must be new (:func:`check_new_trial`: the same study name in another
 ``--storage`` numbers its trials from 0 too). It holds ``trial-NNNN/`` run folders,
-``trials.csv`` (the summary table), ``best_config.yaml`` (a full config with the best values, for
-``hftraining train --config``), ``best.json`` and ``importance.png`` (Optuna's parameter-importance
-plot, matplotlib backend).
+``trials.csv`` (the summary table; only a completed trial has a score in it), ``best_config.yaml`` (a
+full config with the best values, for ``hftraining train --config``; its header says that no trial was
+scored on the test split), ``best.json`` and ``importance.png`` (Optuna's parameter-importance plot,
+matplotlib backend).
 
 Selection bias: the best of N trials is the maximum of N noisy scores. Each trial therefore records
 its out-of-sample return series in ``trial-NNNN/oos_returns.json`` (ISO dates and per-period
@@ -87,7 +90,7 @@ import threading
 import time
 import typing
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -99,7 +102,8 @@ import yaml
 
 from hftraining import optim
 from hftraining.optim.schedules import SCHEDULE_SETTINGS, check_schedule
-from hftraining.core.config import Config, ConfigDumper, DataConfig, TrainingConfig, check_value, load_config, parse_override
+from hftraining.core.config import (Config, ConfigDumper, DataConfig, TrainingConfig, check_value, did_you_mean,
+                                    in_other_sections, load_config, parse_override)
 from hftraining.core.errors import ConfigError, DataError, UserError
 from hftraining.core.fmt import fmt_time, shown_url
 from hftraining.core.jsonio import read_json, write_json
@@ -131,6 +135,9 @@ OBJECTIVE_KEYS = ("evaluation.metric", "evaluation.max_eval_batches", "evaluatio
 """Keys that define the objective: searched, trials would be scored by other metrics, on other validation
 windows, or on another label or horizon (a cs_rank MSE against a return MSE; 1 step against 20), and the
 lowest score would pick a metric, a subset or the easiest task, not a configuration."""
+SEED_KEYS = ("training.seed",)
+"""Keys that draw the luck of a run, not a configuration: searched, the best trial would be the seed whose
+validation score came out lowest, a maximum of noise that the test split does not repeat."""
 OOS_FILE = "oos_returns.json"  # a trial's out-of-sample return series, in its run folder
 TRIALS_ARE = ("Optuna trials, each one configuration, backtested on the split it is scored on; N: every trial judged "
               "on it, pruned and failed ones included")
@@ -156,11 +163,15 @@ def _field_type(key: str) -> Any:
     section, name = parts
     hints = typing.get_type_hints(Config)
     if section not in hints or section in UNSEARCHABLE:
-        valid = ", ".join(s for s in hints if s not in UNSEARCHABLE)
-        raise ConfigError(f"{where}: section {section!r} cannot be searched; valid: {valid}")
+        valid = [s for s in hints if s not in UNSEARCHABLE]
+        keys = [f"{s}.{f}" for s in valid for f in typing.get_type_hints(hints[s])]
+        hint = did_you_mean(key, keys) if section not in hints else ""  # trainng.learning_rate: training.learning_rate
+        raise ConfigError(f"{where}: section {section!r} cannot be searched; valid: {', '.join(valid)}{hint}")
     fields = typing.get_type_hints(hints[section])
-    if name not in fields:
-        raise ConfigError(f"{where}: unknown key; valid keys of {section}: {', '.join(sorted(fields))}")
+    if name not in fields:  # a key of another section (training.batch_size) or a misspelt one is named
+        hint = (in_other_sections(name, hints[section]) or did_you_mean(name, fields, f"{section}.")
+                or f"; valid keys of {section}: {', '.join(sorted(fields))}")
+        raise ConfigError(f"{where}: unknown key{hint}")
     if key in SPLIT_KEYS:
         raise ConfigError(f"{where}: moves the test split, so trials would be scored on another trial's test dates; "
                           "set it in the config, not in the search space")
@@ -168,6 +179,10 @@ def _field_type(key: str) -> Any:
         raise ConfigError(f"{where}: sets what a trial is scored by (the metric, which validation windows, the label "
                           "or its horizon), so "
                           "trials drawing other values would not be comparable; set it in the config, not in the search space")
+    if key in SEED_KEYS:
+        raise ConfigError(f"{where}: the best of several seeds on the validation split is the luckiest run, not a "
+                          "better configuration; set it in the config, not in the search space (train --seeds N "
+                          "trains N seeds of one configuration)")
     return fields[name]
 
 
@@ -1049,19 +1064,50 @@ def _storage(optuna, url: str):
         journal = getattr(optuna.storages, "journal", None)  # optuna >= 4; JournalFileStorage before
         backend = journal.JournalFileBackend if journal is not None else optuna.storages.JournalFileStorage
         return optuna.storages.JournalStorage(backend(url[len("journal://"):]))
-    import sqlalchemy.exc  # optional dependency, Optuna's own
-
     # a busy timeout for SQLite: the report reads while a trial may write
-    kw = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if scheme == "sqlite" else {}
+    kw = {"engine_kwargs": {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}}} if scheme == "sqlite" else {}
     try:
-        return optuna.storages.RDBStorage(url, **kw)
+        with storage_errors(url):
+            return optuna.storages.RDBStorage(url, **kw)
     except ImportError as e:  # the database driver SQLAlchemy imports for this URL
         cause = e.__cause__ if isinstance(e.__cause__, ImportError) else e  # Optuna re-raises SQLAlchemy's
         name = cause.name or str(cause)
         raise UserError(f"--storage {shown_url(url)}: database driver {name!r} is not installed: "
                         f"{DRIVER_PIP.get(name, f'pip install {name}')}") from None
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:  # unreachable server, bad URL, no database
+    except ValueError as e:  # a bad URL
         first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise UserError(f"--storage {shown_url(url)}: {first}") from None
+
+
+SQLITE_BUSY_SECONDS = 60
+"""How long a SQLite storage waits for a lock another process holds before its statement fails."""
+
+
+@contextmanager
+def storage_errors(url: str | None):
+    """Turns an error of the study's database (``url``; None: the default journal file) into one UserError
+    line naming ``--storage``: an unreachable server, a missing database, or a SQLite file that another
+    process held locked for :data:`SQLITE_BUSY_SECONDS` (a ``sqlite3`` shell inside a transaction). SQLAlchemy's
+    error arrives as it is, or, once a study is open, behind Optuna's ``StorageInternalError``, whose own
+    message speaks of invalid data in the commit and whose traceback stopped the tune."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as e:
+        if url is None or _scheme(url) not in ("sqlite", *RDB_SCHEMES):
+            raise
+        import sqlalchemy.exc  # Optuna's own dependency (RDB storage)
+
+        seen = e
+        while seen is not None and not isinstance(seen, sqlalchemy.exc.SQLAlchemyError):
+            seen = seen.__cause__ or seen.__context__
+        if seen is None:
+            raise
+        first = next((ln.strip() for ln in str(seen).splitlines() if ln.strip()), type(seen).__name__)
+        if "database is locked" in first:
+            first += (f" (another process held a lock on it for {SQLITE_BUSY_SECONDS} s: end that process, "
+                      "then tune again)")
         raise UserError(f"--storage {shown_url(url)}: {first}") from None
 
 
@@ -1232,9 +1278,10 @@ def _worker(config_path, overrides, storage, study_name, out, n_trials, threads,
         optuna = _optuna()
         cfg = load_config(config_path, overrides)
         space = parse_space(cfg.tune.search_space)
-        study = optuna.load_study(study_name=study_name, storage=_storage(optuna, storage),
-                                  sampler=_sampler(optuna, cfg), pruner=_pruner(optuna, cfg))
-        with said_once(said=said):
+        with storage_errors(storage):
+            study = optuna.load_study(study_name=study_name, storage=_storage(optuna, storage),
+                                      sampler=_sampler(optuna, cfg), pruner=_pruner(optuna, cfg))
+        with storage_errors(storage), said_once(said=said):
             run_trials(study, Objective(config_path, overrides, space, Path(out)), n_trials)
     except UserError as e:
         errors.put(_one_line(e))
@@ -1256,7 +1303,14 @@ def run_tune(
     """Run ``trials`` trials (split over ``workers`` processes) of the study in ``storage`` (a URL,
     see :func:`storage_url`; default the journal ``<out>/tune.journal``); write the report files
     (this process only, once the workers are done). ``trials == 0``: run none, report the stored
-    study. Returns the printed summary."""
+    study. Returns the printed summary. An error of the study's database is one line (:class:`storage_errors`)."""
+    with storage_errors(storage):
+        return _tune(config_path, trials, storage, study_name, workers, out, overrides)
+
+
+def _tune(config_path: str | None, trials: int, storage: str | None, study_name: str | None, workers: int,
+          out: str | Path | None, overrides: list[str] | tuple[str, ...]) -> str:
+    """:func:`run_tune`'s work."""
     optuna = _optuna()
     overrides = list(overrides)
     cfg = load_config(config_path, overrides)
@@ -1294,6 +1348,9 @@ def run_tune(
         if name not in optuna.get_all_study_names(backend):
             raise UserError(f"--trials 0: no study {name!r} in --storage {shown_url(storage)} to report on")
         study = optuna.load_study(study_name=name, storage=backend)
+        # a dead worker's trial is failed as the next tune would fail it: the report does not list it as running,
+        # and it does not refuse this config's objective or space
+        fail_stale_trials(study, cfg.tune.stale_after_seconds, out)
         check_objective_unchanged(study, cfg, record=False)  # the report names this config's metric for the stored scores
         check_space_unchanged(study, space)  # the report's columns are this space's keys
         out.mkdir(parents=True, exist_ok=True)
@@ -1571,6 +1628,17 @@ def chosen_period_note(out: Path, number: int) -> str | None:
             "(selection.json measures the choice)")
 
 
+def untested_note(study) -> str:
+    """The sentence that says no trial of ``study`` was scored on the test split (:class:`Objective` stops each
+    run before its test evaluation, and folds are cut from the rows before it), naming where the split starts
+    when the study recorded one shared cut (:data:`TEST_SPLIT_ATTR`): the best score is a validation score, and
+    the test split is still out of sample for the choice."""
+    cut = (study.user_attrs.get(TEST_SPLIT_ATTR) or {}).get("*")
+    where = f" (from {_date(cut)})" if cut is not None else ""
+    return (f"no trial was scored on the test split{where}: a train of this config scores it once, out of sample "
+            "for this choice")
+
+
 def write_trials_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
     """The summary table as CSV (RFC 4180 quoting, :mod:`csv`): a number as Python writes it, a list or
     dict as its JSON, None as an empty cell. The JSON of a list or dict written by hand, with its quotes
@@ -1593,7 +1661,10 @@ def write_study_report(study, cfg: Config, config_path, overrides, space, out: P
     for t in trials:
         dur = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
         values = _params_to_values(t.params, space)  # a choice of lists/dicts: the value, not Optuna's label
-        rows.append([t.number, t.state.name.lower(), t.value, len(t.intermediate_values), dur,
+        # only a completed trial has a score: Optuna gives a pruned one its last report as its value, which a user
+        # sorting the table by the score would take for the score of a configuration it never finished training
+        score = t.value if t.state == State.COMPLETE else None
+        rows.append([t.number, t.state.name.lower(), score, len(t.intermediate_values), dur,
                      *[values.get(k) for k in keys]])
     write_trials_csv(out / "trials.csv", header, rows)
 
@@ -1634,7 +1705,7 @@ def write_study_report(study, cfg: Config, config_path, overrides, space, out: P
         scored_on = ("validation split" if cfg.tune.folds < 2 else
                      f"mean of {cfg.tune.folds} walk-forward folds' validation splits")
         header_line = (f"# best trial {best.number} of study {study.study_name}: eval_{cfg.evaluation.metric} = {best.value:.6g}"
-                       f" ({scored_on})\n# hftraining train --config {out / 'best_config.yaml'}\n"
+                       f" ({scored_on})\n# {untested_note(study)}\n# hftraining train --config {out / 'best_config.yaml'}\n"
                        + (f"# {note}\n" if note else "") + (f"# {chosen_on}\n" if chosen_on else ""))
         (out / "best_config.yaml").write_text(header_line + yaml.dump(d, Dumper=ConfigDumper, sort_keys=False), encoding="utf-8")
         write_json(out / "best.json", {"trial": best.number, "value": best.value, "metric": f"eval_{cfg.evaluation.metric}",
@@ -1642,6 +1713,7 @@ def write_study_report(study, cfg: Config, config_path, overrides, space, out: P
         lines.append(f"best: trial {best.number}, eval_{cfg.evaluation.metric} = {best.value:.6g}: "
                      + ", ".join(f"{k}={v}" for k, v in values.items()))
         lines.append(f"best config: {out / 'best_config.yaml'}" + (f" ({note})" if note else ""))
+        lines.append(untested_note(study))
         if chosen_on:
             lines.append(chosen_on)
     else:
