@@ -147,12 +147,15 @@ def level_labels(levels: list[float], percent: bool = False) -> list[str]:
     """One label per level, distinct wherever the levels are: ``f"{level:g}"`` (eval.json's keys, "0.9") or,
     with ``percent``, ``f"{level:.0%}"`` ("90%"), with more digits for every level where two would print
     alike (0.9 and 0.90000001 are "0.9" and "0.90000001", "90.000000%" and "90.000001%"), since one label
-    keyed two levels' figures and the second overwrote the first. Levels equal to the last digit keep
-    their place in the list as a suffix ("0.1", "0.1 #2")."""
+    keyed two levels' figures and the second overwrote the first, or where a label would read as another
+    level (0.995 is "99.5%", where "100%" claimed intervals that always cover; 0.975 is "97.5%", not "98%").
+    Levels equal to the last digit keep their place in the list as a suffix ("0.1", "0.1 #2")."""
     vals = [float(v) for v in levels]
+    unit = 100.0 if percent else 1.0
     for digits in (range(0, 16) if percent else range(6, 18)):
         out = [format(v, f".{digits}%" if percent else f".{digits}g") for v in vals]
-        if len(set(out)) == len(set(vals)):
+        if len(set(out)) == len(set(vals)) and all(
+                math.isclose(float(t.rstrip("%")) / unit, v, rel_tol=1e-12) for t, v in zip(out, vals)):
             break
     seen: dict[str, int] = {}
     for i, text in enumerate(out):
@@ -234,7 +237,7 @@ def interval_report(bounds: dict[float, tuple[np.ndarray, np.ndarray]], true: np
         parts.append(f"{lab}: {entry['coverage_per_step'][0]:.3f}" if s1.any() else f"{lab}: undefined")
         if cell["unbounded"].any():
             unbounded.append(f"{lab} unbounded in {cell['unbounded'].mean():.0%} of the intervals "
-                             f"({_why_unbounded(method, level)})")
+                             f"({_why_unbounded(method, level, lab)})")
         if cell["infinite"].any():
             unbounded.append(f"{lab} not finite in {cell['infinite'].mean():.0%} of the intervals (a bound is "
                              "±inf there: the forecast or its quantile overflowed; counted as misses, not as covered)")
@@ -269,13 +272,14 @@ def interval_report(bounds: dict[float, tuple[np.ndarray, np.ndarray]], true: np
     return out
 
 
-def _why_unbounded(method: str, level: float) -> str:
+def _why_unbounded(method: str, level: float, label: str) -> str:
     """Why a conformal interval at ``level`` has no bound: the rank it needs exceeds the calibration windows
-    with a finite forecast (a NaN forecast's residual ranks above every bound)."""
+    with a finite forecast (a NaN forecast's residual ranks above every bound). ``label``: the level as the
+    report prints it (:func:`level_labels`)."""
     if method == "aci":
         return "ACI's level asked for a rank beyond the calibration windows"
     need = math.ceil(round(level / (1 - level), 9))  # ⌈(n + 1)·level⌉ <= n  <=>  n >= level / (1 − level)
-    return f"calibrated on fewer than the {need} windows a {level:.0%} interval needs, counting those with a finite forecast"
+    return f"calibrated on fewer than the {need} windows a {label} interval needs, counting those with a finite forecast"
 
 
 def calibrate(model, val, target_scale: float, ev, batch_size: int, device="cpu", precision: str = "fp32",

@@ -141,7 +141,8 @@ class LightGBMForecaster(RidgeForecaster):
         without validation windows) → {"rounds": mean rounds kept, "splits": splits in all the kept
         trees, "val_mse"} (scaled units). The training log prints them: 0 splits is a model whose every
         tree is one leaf, one constant forecast per step whatever the window (a
-        ``model.lightgbm_min_data_in_leaf`` more than half the windows a round draws)."""
+        ``model.lightgbm_min_data_in_leaf`` more than half the windows a round draws). A round draws
+        ``model.lightgbm_bagging_fraction`` of the training windows, at least one."""
         lgb = _lgb()
         train, val = train.on_device("cpu"), val.on_device("cpu")  # LightGBM fits on the host
         A, Y = self._design_matrix(train)
@@ -149,6 +150,12 @@ class LightGBMForecaster(RidgeForecaster):
         self.boosters, rounds, splits, se = [], [], 0, 0.0
         c = self.cfg
         params = lightgbm_params(c)
+        if int(params["bagging_fraction"] * len(A)) < 1:
+            # LightGBM bags int(fraction × windows) windows a round, and none (fewer windows than 1 / fraction: one
+            # training window at the default 0.8, evaluation.baseline_max_windows=1) failed the fit with "Check
+            # failed: (num_data) > (0)". A fraction of the windows, at least one: 1.5 / n bags int(1.5) = 1 whatever
+            # the rounding of the product (1 / n × n can fall just below 1)
+            params["bagging_fraction"] = min(1.0, 1.5 / len(A))
         # the design matrix is binned once for all steps (the same boosters as a Dataset per step); only
         # the label changes. With its raw data freed, a Dataset lgb.train would have to bin again (a
         # setting that changes the binning) is an error, not a silent rebuild per step.
