@@ -545,19 +545,21 @@ def _hhmmss(values: pd.Series) -> pd.Series | None:
 
 
 def one_name_each(names: list[Any], path: Path | str) -> None:
-    """A DataError when two columns are named alike (``Close`` twice, or ``Close`` and ``close``) and
+    """A DataError when two columns are named alike (``Close`` twice, ``Close`` and ``close`` or ``Close*``) and
     the name is one that is read (a timestamp, a price, the volume, the symbol): nothing tells which
     holds the values. A table of several tickers whose ticker level was dropped is such a table; the
     first column was read before, under one symbol's name (pandas names a CSV file's second
     ``Close`` ``Close.1``, which no alias matches)."""
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for n in names:
         if canonical_name(n) is None and name_key(n) != "price":  # Price: Investing.com's close
             continue
         if (k := name_key(n)) in seen:
-            raise DataError(f"{path}: two columns are named {str(n).strip()!r}: which one to read cannot be told (several "
+            name, first = str(n).strip(), seen[k]
+            also = "" if name.lower() == first.lower() else f" and {first!r}"  # Close* beside Close: both named close
+            raise DataError(f"{path}: two columns are named {name!r}{also}: which one to read cannot be told (several "
                             "tickers' columns under one name?): keep one column of each name, one file or frame per symbol")
-        seen.add(k)
+        seen[k] = str(n).strip()
 
 
 def ticker_frames(df: pd.DataFrame, where: str) -> dict[str, tuple[pd.DataFrame, np.ndarray]] | None:
@@ -566,10 +568,17 @@ def ticker_frames(df: pd.DataFrame, where: str) -> dict[str, tuple[pd.DataFrame,
     either order, as ``yfinance.download`` gives them (for one ticker too); None for a frame with one
     level of column names. A ticker's rows are those with a value in one of its columns (a download
     of several tickers holds every ticker's dates; another market's holidays are not the ticker's
-    bars). Any other frame of several column levels is a DataError naming ``where``."""
+    bars). A column named in one level only (``('Date', '')``: the download's index, reset into a column
+    before it was saved) is every ticker's: it was read as a ticker named ``''``. Any other frame of
+    several column levels is a DataError naming ``where``."""
     cols = df.columns
     if not isinstance(cols, pd.MultiIndex):
         return None
+    shared = [c for c in cols if cols.nlevels == 2 and sum(bool(str(v).strip()) for v in c) == 1]
+    if len(shared) < len(cols):
+        cols = cols.drop(shared)
+    else:  # no column named in both levels: none is a ticker's
+        shared = []
     # the level of prices: yfinance names it Price; else the one of more price names, "close" among them
     # (tickers such as C, V or T are price names too)
     names = [{canonical_name(v) for v in set(cols.get_level_values(i))} - {None} for i in range(cols.nlevels)]
@@ -582,9 +591,13 @@ def ticker_frames(df: pd.DataFrame, where: str) -> dict[str, tuple[pd.DataFrame,
                         "with one level of column names")
     level = 1 - price
     out = {}
+    body = df[cols] if shared else df
+    index = df[shared].set_axis([next(str(v) for v in c if str(v).strip()) for c in shared], axis=1)
     for ticker in dict.fromkeys(cols.get_level_values(level)):
-        part = df.xs(ticker, axis=1, level=level)
+        part = body.xs(ticker, axis=1, level=level)
         has = part.notna().to_numpy().any(axis=1)
+        if shared:
+            part = pd.concat([index, part], axis=1)
         out[str(ticker).strip()] = (part[has], np.flatnonzero(has))
     return out
 
@@ -764,7 +777,8 @@ def _other_headers(df: pd.DataFrame, path: Path) -> None:
     maybe = np.flatnonzero((text.notna() & ~text.str.contains(r"\d", regex=True)).fillna(False).to_numpy(bool))
 
     def layout(cells) -> list[str | None]:  # the name each column is read as (Investing.com's Price too)
-        return [canonical_name(c) or ("price" if name_key(c) == "price" else None) for c in cells]
+        price = "close" if price_close(cells) is not None else "price"  # Price beside Open, High, Low: the close
+        return [canonical_name(c) or (price if name_key(c) == "price" else None) for c in cells]
 
     want = layout(df.columns)
     for i in maybe:
