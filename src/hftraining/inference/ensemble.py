@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import math
 import os
@@ -66,6 +67,8 @@ METHODS = ("mean", "median", "weighted")
 FORMAT_VERSION = folder.FORMAT_VERSION
 # preprocessing keys that must agree between members for them to see the same inputs
 SHARED_KEYS = ("features", "feature_columns", "scaler", "target_scale", "seq_len", "horizon", "symbol_split_dates")
+# the keys of SHARED_KEYS fit on (or cut from) the rows of the symbols training read
+SYMBOL_FIT_KEYS = ("scaler", "target_scale", "symbol_split_dates")
 # data keys that decide which rows and windows a member forecasts from, and what its label is
 SHARED_DATA_KEYS = ("target", "min_history", "max_gap", "price_adjustment", "split_dates")
 # the validation rules that decide which rows of new data a member forecasts from (the ensemble applies the
@@ -100,7 +103,8 @@ from. Each ``members/member-<k>/README.md`` is the card of the run that member w
 DATA_REPORT_NAME = "data_report.json"
 """The data report the members' runs share (:func:`members_data_report`), copied into the ensemble folder."""
 MAX_METRICS_BYTES = 256 << 20
-"""Largest ``metrics.jsonl`` of a run that :func:`run_metrics` reads its last validation record from."""
+"""Largest ``metrics.jsonl`` and ``eval.json`` of a run that :func:`run_metrics` reads: an eval.json grows with
+the symbols and the horizon (about 35 KB a symbol at horizon 24), past the 16 MiB of a model folder's JSON files."""
 TEST_KEYS = ("split", "step", "n_windows", "horizon", "model", "mse_vs_zero", "verdict")
 """The keys of a run's eval.json that :func:`run_metrics` gives as its ``test`` metrics."""
 
@@ -236,9 +240,13 @@ def trained_symbols(pre: dict[str, Any]) -> tuple[list[str], str] | None:
 def _same_symbols(d: Path, pre: dict[str, Any], first: Path, ref: dict[str, Any]) -> None:
     """A DataError naming the symbols the member ``d`` and the first member ``first`` were not both trained on:
     their scalers and target scale are fit on other rows, and the key that differs (``scaler``) said nothing of
-    why. Members that record no symbols are compared by those keys alone."""
+    why. Members that record no symbols are compared by those keys alone, and so are members whose
+    :data:`SYMBOL_FIT_KEYS` agree: a symbol only one of them read gave no row to fit (its rows all after the
+    validation cut, with one scaler for all symbols), so both members see the same inputs and combine as they are."""
     mine, theirs = trained_symbols(pre), trained_symbols(ref)
     if mine is None or theirs is None or mine[0] == theirs[0]:
+        return
+    if all(pre.get(key) == ref.get(key) for key in SYMBOL_FIT_KEYS):
         return
 
     def listed(names: list[str]) -> str:
@@ -387,7 +395,10 @@ def run_metrics(run: Path) -> dict[str, Any]:
     half-written last line is skipped, a corrupt one elsewhere is a DataError."""
     metrics: dict[str, Any] = {}
     if (run / "eval.json").exists() or (run / "eval.json").is_symlink():
-        ev = _read_json(run, "eval.json")
+        try:  # bounded and inside the run folder, as metrics.jsonl: a panel's eval.json outgrows a model folder's JSON
+            ev = json.loads(folder.read_file(run, "eval.json", MAX_METRICS_BYTES).decode("utf-8"))
+        except (DataError, UnicodeDecodeError, ValueError, RecursionError):
+            ev = None
         ev = ev if isinstance(ev, dict) else {}
         metrics["test"] = {k: ev.get(k) for k in TEST_KEYS if k in ev}
     if (run / "metrics.jsonl").exists() or (run / "metrics.jsonl").is_symlink():
