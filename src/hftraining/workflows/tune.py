@@ -1095,7 +1095,11 @@ def storage_errors(url: str | None):
     except UserError:
         raise
     except Exception as e:
-        if url is None or _scheme(url) not in ("sqlite", *RDB_SCHEMES):
+        try:
+            scheme = None if url is None else _scheme(url)
+        except UserError:  # not a storage URL (storage_url refuses it later): the error met first is not the storage's
+            scheme = None
+        if scheme not in ("sqlite", *RDB_SCHEMES):
             raise
         import sqlalchemy.exc  # Optuna's own dependency (RDB storage)
 
