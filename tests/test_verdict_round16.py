@@ -49,20 +49,22 @@ def test_the_strongest_baseline_by_rank_ic_is_the_best_on_the_dates_every_baseli
     assert own["drift"]["mean"] > own["repeat"]["mean"]
     assert r["cross_section_strongest"]["name"] == "repeat"
     common = r["baselines_rank_ic_common"]
-    assert common["n_dates"] == D // 2 and common["rank_ic"]["repeat"] == pytest.approx(1.0)
+    assert common["n_dates"] == D and common["rank_ic"]["repeat"] == own["repeat"]["mean"]
+    assert common["rank_ic"]["drift"] == pytest.approx(own["drift"]["mean"] / 2)  # 0 on the dates it ranks nothing
     assert common["rank_ic"]["repeat"] > common["rank_ic"]["drift"]
-    assert r["cross_section_strongest"]["compared_on_dates"] == D // 2
-    assert (f"strongest baseline by rank IC naive:repeat = {own['repeat']['mean']:.4f} (the highest mean over the "
-            f"{D // 2} dates every baseline ranks: 1.0000)") in r["verdict"]
+    assert r["cross_section_strongest"]["compared_on_dates"] == D
+    assert (f"strongest baseline by rank IC naive:repeat = {own['repeat']['mean']:.4f} (the highest mean over the {D} "
+            f"dates a baseline ranks, counting 0 where one ranks nothing: {own['repeat']['mean']:.4f})") in r["verdict"]
     # the console's cross-section rows show the baseline the verdict names
     lines = format_table(r).splitlines()
     assert any(line.strip().startswith("naive:repeat") and "Rank IC" in line for line in lines)
     assert not any(line.strip().startswith("naive:drift") and "Rank IC" in line for line in lines)
 
 
-def test_baselines_that_rank_on_disjoint_dates_name_no_strongest_by_rank_ic_and_the_mse_verdict_follows():
-    """naive:repeat ranks the odd dates alone and naive:drift the even ones: no date compares them, so neither
-    is named the bar by rank IC (each over its own dates, the luckier half won), and the squared error judges."""
+def test_baselines_that_rank_on_disjoint_dates_are_compared_over_all_their_dates():
+    """naive:repeat ranks the odd dates alone and naive:drift the even ones: each counts 0 on the dates it ranks
+    nothing, so the stronger over all the dates is the bar by rank IC (each over its own dates, the luckier
+    half won)."""
     rng, dates, ids, true = _panel()
     odd = (dates // (86_400 * 10**9)) % 2 == 1
     pred = {"model": true + rng.normal(0, 0.01, true.shape), "zero": np.zeros_like(true),
@@ -70,10 +72,12 @@ def test_baselines_that_rank_on_disjoint_dates_name_no_strongest_by_rank_ic_and_
             "drift": np.where(~odd[:, None], true + rng.normal(0, 0.008, true.shape), 0.0),
             "seasonal_naive": np.zeros_like(true)}
     r = score(_by_hand(pred, true, dates, ids, "cs_rank"))
-    assert "cross_section_strongest" not in r and r["baselines_rank_ic_common"]["n_dates"] == 0
-    assert ("no date on which every baseline with a rank IC ranks the symbols (each ranks on dates the others do "
-            "not), so none is the strongest by rank IC; on squared error: ") in r["verdict"]
-    assert r["verdict"].endswith(r["mse_verdict"])
+    own = {k: r["baselines"][k]["cross_section"]["rank_ic"]["mean"] for k in ("repeat", "drift")}
+    common = r["baselines_rank_ic_common"]
+    assert common["n_dates"] == D and not common["same_dates"]
+    assert common["rank_ic"] == pytest.approx({k: own[k] / 2 for k in own})  # each 0 on the other's dates
+    assert r["cross_section_strongest"]["name"] == max(own, key=own.get)
+    assert "on squared error: " not in r["verdict"]
 
 
 def test_baselines_ranking_on_the_same_dates_keep_their_own_means_and_the_plain_sentence():

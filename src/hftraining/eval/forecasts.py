@@ -513,8 +513,6 @@ def cs_verdict(result: dict[str, Any], fc: Forecasts, level: float = SIGNIFICANC
     if not base:
         return f"{text}; no baseline to rank against{left}" if left else text
     best = _strongest_by_rank_ic(result, fc, base)
-    if best is None:
-        return f"{text}; {_NO_COMMON_DATE}{left}"
     diff = _ic_difference(fc, "model", best)
     result["cross_section_strongest"] = {"name": best, "rank_ic": base[best], "difference": diff,
                                          "compared_on_dates": result["baselines_rank_ic_common"]["n_dates"]}
@@ -558,34 +556,30 @@ def _unranked_verdict(text: str, result: dict[str, Any], fc: Forecasts, base: di
     the baselines' finite rank ICs; ``left``: :func:`_left_out` of those without one), recorded under
     ``result["cross_section_strongest"]``, which the model does not clear."""
     best = _strongest_by_rank_ic(result, fc, base)
-    if best is None:
-        return f"{text}; {_NO_COMMON_DATE}{left}"
     result["cross_section_strongest"] = {"name": best, "rank_ic": base[best],
                                          "difference": _ic_difference(fc, "model", best),
                                          "compared_on_dates": result["baselines_rank_ic_common"]["n_dates"]}
     return f"{text}; {_strongest_text(result, base, best, left)}, so the model is not worth its cost over {label(best)}"
 
 
-_NO_COMMON_DATE = ("no date on which every baseline with a rank IC ranks the symbols (each ranks on dates the others "
-                   "do not), so none is the strongest by rank IC")
-
-
-def _strongest_by_rank_ic(result: dict[str, Any], fc: Forecasts, base: dict[str, float]) -> str | None:
+def _strongest_by_rank_ic(result: dict[str, Any], fc: Forecasts, base: dict[str, float]) -> str:
     """The strongest of the baselines ``base`` (name → its own finite mean step-1 rank IC) by their mean rank
-    IC over the dates on which every one of them ranks the symbols (a forecast the same for every symbol of a
-    date ranks nothing there), the first listed on a tie; None when no date is ranked by all. Compared over
-    one set of dates, as the model is compared with the one chosen (:func:`_ic_difference`, over the dates
-    both rank): each over its own dates, a forecast that ranks on a few dates (constant on the others) could
-    win by their luck. Recorded under ``result["baselines_rank_ic_common"]`` ({"n_dates", "rank_ic": name →
-    mean over them}; equal to the own means when every baseline ranks on the same dates)."""
+    IC over the dates on which any of them ranks the symbols, a baseline counting 0 on a date where it ranks
+    nothing (its forecast the same for every symbol: no information on that cross-section), the first listed on
+    a tie. Compared over one set of dates: each over its own dates, a forecast that ranks on a few dates (constant
+    on the others) could win by their luck; over the dates every one ranks, such a forecast cut the comparison of
+    the others to those few dates, and a baseline that ranks well on all the others lost the bar to a weaker one
+    (or, ranking on other dates than it, left no bar at all). Recorded under ``result["baselines_rank_ic_common"]``
+    ({"n_dates", "rank_ic": name → mean over them, "same_dates"}; equal to the own means when every baseline
+    ranks on the same dates)."""
     series = {k: M.cross_sectional_ic_series(fc.pred[k][:, 0], fc.true[:, 0], fc.dates, min_size=CS_MIN_SYMBOLS,
                                              rank=True) for k in base}
-    common = functools.reduce(np.intersect1d, [d for d, _ in series.values()])
-    means = {k: (float(ic.mean()) if d.size == common.size else float(ic[np.isin(d, common)].mean()))
-             if common.size else float("nan") for k, (d, ic) in series.items()}
-    result["baselines_rank_ic_common"] = {"n_dates": int(common.size), "rank_ic": means,
-                                          "same_dates": all(d.size == common.size for d, _ in series.values())}
-    return max(means, key=means.get) if common.size else None
+    union = functools.reduce(np.union1d, [d for d, _ in series.values()])
+    means = {k: float(ic.mean()) if d.size == union.size else float(ic.sum()) / union.size
+             for k, (d, ic) in series.items()}
+    result["baselines_rank_ic_common"] = {"n_dates": int(union.size), "rank_ic": means,
+                                          "same_dates": all(d.size == union.size for d, _ in series.values())}
+    return max(means, key=means.get)
 
 
 def _strongest_text(result: dict[str, Any], base: dict[str, float], best: str, left: str) -> str:
@@ -593,7 +587,8 @@ def _strongest_text(result: dict[str, Any], base: dict[str, float], best: str, l
     rank on different dates (:func:`_strongest_by_rank_ic`)."""
     common = result["baselines_rank_ic_common"]
     over = "" if common["same_dates"] else (
-        f" (the highest mean over the {common['n_dates']} dates every baseline ranks: {common['rank_ic'][best]:.4f})")
+        f" (the highest mean over the {common['n_dates']} dates a baseline ranks, counting 0 where one ranks nothing: "
+        f"{common['rank_ic'][best]:.4f})")
     return f"strongest baseline by rank IC {label(best)}{left} = {base[best]:.4f}{over}"
 
 
@@ -778,7 +773,7 @@ def _cross_section_lines(result: dict[str, Any]) -> list[str]:
     rows = [("model", cs)]
     base = {k: v["cross_section"] for k, v in result["baselines"].items()
             if "cross_section" in v and math.isfinite(v["cross_section"]["rank_ic"]["mean"])}
-    chosen = (result.get("cross_section_strongest") or {}).get("name")  # the verdict's (over common dates)
+    chosen = (result.get("cross_section_strongest") or {}).get("name")  # the verdict's (_strongest_by_rank_ic)
     if chosen in base:
         rows.append((label(chosen), base[chosen]))
     elif base and "baselines_rank_ic_common" not in result:  # an evaluation written before it was recorded

@@ -540,7 +540,10 @@ def segment_point_metrics(pred: np.ndarray, true: np.ndarray, starts: np.ndarray
         sel = starts[seg] + (np.arange(seg.size) - first[seg])
         p, t = pred[sel], true[sel]
     diff = p - t
-    out = {"mse": _segment_means(diff**2, first, lengths), "mae": _segment_means(np.abs(diff), first, lengths)}
+    with np.errstate(over="ignore", invalid="ignore"):  # said by the result, as mse's
+        out = {"mse": _segment_means(diff**2, first, lengths), "mae": _segment_means(np.abs(diff), first, lengths)}
+    for j in np.flatnonzero(np.isinf(out["mse"])):  # finite squares whose sum overflows: mse's scaled mean
+        out["mse"][j] = mse(p[first[j]:first[j] + lengths[j]], t[first[j]:first[j] + lengths[j]])
     # the accuracy's scores are 0, ½ or 1: their sums are exact in any order, so a bincount is the mean's value
     nan = np.bincount(seg, weights=np.isnan(p) | np.isnan(t), minlength=S) > 0  # segments holding a NaN
     keep = t != 0

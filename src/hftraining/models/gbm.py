@@ -139,10 +139,11 @@ class LightGBMForecaster(RidgeForecaster):
     def fit_windows(self, train: WindowSet, val: WindowSet) -> dict[str, float]:
         """One booster per step on ``train``, early-stopped on ``val`` (a fixed number of rounds
         without validation windows) → {"rounds": mean rounds kept, "splits": splits in all the kept
-        trees, "val_mse"} (scaled units). The training log prints them: 0 splits is a model whose every
-        tree is one leaf, one constant forecast per step whatever the window (a
-        ``model.lightgbm_min_data_in_leaf`` more than half the windows a round draws). A round draws
-        ``model.lightgbm_bagging_fraction`` of the training windows, at least one."""
+        trees, "val_mse", "bagging_fraction": the share of the windows a round drew} (scaled units). The
+        training log prints them: 0 splits is a model whose every tree is one leaf, one constant forecast
+        per step whatever the window (a ``model.lightgbm_min_data_in_leaf`` more than half the windows a
+        round draws). A round draws ``model.lightgbm_bagging_fraction`` of the training windows, at least
+        one (the setting raised, and the log says so by the fraction drawn)."""
         lgb = _lgb()
         train, val = train.on_device("cpu"), val.on_device("cpu")  # LightGBM fits on the host
         A, Y = self._design_matrix(train)
@@ -177,7 +178,8 @@ class LightGBMForecaster(RidgeForecaster):
             rounds.append(self.boosters[-1].current_iteration())
             splits += sum(int(n) - 1 for n in re.findall(r"^num_leaves=(\d+)$", text, re.M))  # a tree of n leaves: n - 1
         return {"rounds": float(np.mean(rounds)), "splits": float(splits),
-                "val_mse": se / Yv.size if Av is not None else float("nan")}
+                "val_mse": se / Yv.size if Av is not None else float("nan"),
+                "bagging_fraction": float(params["bagging_fraction"])}
 
     def variable_shape_keys(self) -> frozenset[str]:
         return frozenset(f"booster_{h}" for h in range(self.horizon))  # each booster's text has its own length
