@@ -711,9 +711,12 @@ def check_value(value: Any, tp: Any, key: str) -> Any:
         return value
     if origin is list:
         if not isinstance(value, (list, tuple)):  # `data.symbols=AAPL`: one item is still a list, [AAPL]
-            item = shown(value)[1:-1] if isinstance(value, str) else shown(value)
-            one = f"; one item is written as a list too: [{item}]" if isinstance(value, (str, int, float)) \
-                and not isinstance(value, bool) else ""
+            one = ""
+            if args[0] is str and isinstance(value, (bool, int, float)):  # `symbols: ON`: [True] is refused too;
+                one = f"; one item is written as a list too, [...]{quote_hint(value)}"  # the text needs its quotes
+            elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                item = shown(value)[1:-1] if isinstance(value, str) else shown(value)
+                one = f"; one item is written as a list too: [{item}]"
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {shown(value)}{one}")
         return [check_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:

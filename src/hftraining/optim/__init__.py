@@ -500,30 +500,42 @@ def build_scheduler(optimizer: torch.optim.Optimizer, t: TrainingConfig) -> torc
 def decay_factor(t: TrainingConfig) -> float | None:
     """The factor by which ``training.weight_decay`` alone multiplies a decayed weight in the optimizer's first
     step at the peak rate ``training.learning_rate``, measured: a 2 x 2 weight of ones takes one step with and
-    one without the decay, on the same small gradient (through the trainer's Hessian steps for Sophia), and
+    one without the decay, on the same gradient (through the trainer's Hessian steps for Sophia), and
     the factor is 1 plus the difference (the decay's own move of a weight of 1). Decoupled decay (AdamW,
     Lion, most of pytorch-optimizer's) gives 1 - lr × wd, one that ignores the rate (``fixed_decay``) 1 - wd,
     and plain SGD's coupled decay 1 - lr × wd too, while Adam's coupled decay (divided by the gradient's
     scale) stays near 1: measured, because a constructor's ``weight_decouple`` flag says neither what its
-    default does nor how the library's hundred-odd classes apply it. None: the probe's weights came out
-    non-finite (a method that divides by a norm of the gradient), which says nothing about the decay."""
+    default does nor how the library's hundred-odd classes apply it. Some divide the decay by the gradient's
+    scale (AdamS by the root mean square of its second moment: 1 - lr × wd / RMS), so the probe
+    steps on a small gradient (1e-3 a weight) and on a large one (1 a weight, as large as an element of a
+    gradient clipped to the default ``max_grad_norm`` of 1 can be) and gives the larger factor, the least the
+    decay can do: a flip at both scales is a decay too strong for any gradient, a flip at the small one alone
+    refused AdamS at 0.01 x 0.2, whose decay a run's gradients decide.
+    Each step draws the same noise (Kron's) from a generator seeded alike, so the factor is the
+    decay's alone and the same whatever the run's generator holds. None: the probe's weights came out
+    non-finite at both scales (a method that divides by a norm of the gradient), which says nothing about
+    the decay."""
 
-    def after(c: TrainingConfig) -> torch.Tensor:
+    def after(c: TrainingConfig, scale: float) -> torch.Tensor:
+        torch.default_generator.manual_seed(0)  # CPU's, inside fork_rng below (torch.manual_seed reseeds CUDA's)
         layer = nn.Linear(2, 2, bias=False)
         with torch.no_grad():
             layer.weight.fill_(1.0)
         opt = build_optimizer(layer, c)
         with hessian_context(opt, 0), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")  # freed below
-            (0.5e-3 * layer.weight.pow(2).sum()).backward(create_graph=needs_create_graph(opt, 0))
+            (0.5 * scale * layer.weight.pow(2).sum()).backward(create_graph=needs_create_graph(opt, 0))
         opt.step()
         opt.zero_grad(set_to_none=True)  # a gradient with its graph holds the weight: the cycle is broken here
         return layer.weight.detach()
 
+    factors = []
     with torch.random.fork_rng(devices=[]):  # some methods draw noise: not from the run's seeded generator
-        moved = after(t) - after(dataclasses.replace(t, weight_decay=0.0))
-    factor = 1.0 + float(moved.min())
-    return factor if math.isfinite(factor) else None
+        for scale in (1e-3, 1.0):
+            factor = 1.0 + float((after(t, scale) - after(dataclasses.replace(t, weight_decay=0.0), scale)).min())
+            if math.isfinite(factor):
+                factors.append(factor)
+    return max(factors) if factors else None
 
 
 def _check_decay(name: str, t: TrainingConfig) -> None:
