@@ -92,6 +92,7 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "check_compatibility",
+    "check_scaled_decay",
     "hessian_context",
     "lr_multiplier",
     "needs_create_graph",
@@ -497,6 +498,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, t: TrainingConfig) -> torc
     return torch.optim.lr_scheduler.LambdaLR(optimizer, Schedule(t))
 
 
+# Keywords that turn an optimizer's own warmup of its rate off, for the decay probe: schedule-free methods scale
+# the rate of their first ``warmup_steps`` steps by step / warmup_steps, so a probe of their first step measured
+# the decay at a fraction of the peak rate, which a run reaches once that warmup is over.
+_OWN_WARMUP_OFF: dict[str, dict[str, Any]] = {
+    "schedulefreesgd": {"warmup_steps": 0},
+    "schedulefreeadamw": {"warmup_steps": 0},
+}
+
+
 def decay_factor(t: TrainingConfig) -> float | None:
     """The factor by which ``training.weight_decay`` alone multiplies a decayed weight in the optimizer's first
     step at the peak rate ``training.learning_rate``, measured: a 2 x 2 weight of ones takes one step with and
@@ -512,9 +522,14 @@ def decay_factor(t: TrainingConfig) -> float | None:
     decay can do: a flip at both scales is a decay too strong for any gradient, a flip at the small one alone
     refused AdamS at 0.01 x 0.2, whose decay a run's gradients decide.
     Each step draws the same noise (Kron's) from a generator seeded alike, so the factor is the
-    decay's alone and the same whatever the run's generator holds. None: the probe's weights came out
+    decay's alone and the same whatever the run's generator holds. An optimizer's own warmup of its rate
+    (schedule-free methods' ``optimizer_kwargs.warmup_steps``) is off in the probe (``_OWN_WARMUP_OFF``): its
+    first step is at the peak rate. None: the probe's weights came out
     non-finite at both scales (a method that divides by a norm of the gradient), which says nothing about
     the decay."""
+    name = _resolve(t)[0]
+    if name in _OWN_WARMUP_OFF:
+        t = dataclasses.replace(t, optimizer_kwargs={**t.optimizer_kwargs, **_OWN_WARMUP_OFF[name]})
 
     def after(c: TrainingConfig, scale: float) -> torch.Tensor:
         torch.default_generator.manual_seed(0)  # CPU's, inside fork_rng below (torch.manual_seed reseeds CUDA's)
@@ -538,23 +553,56 @@ def decay_factor(t: TrainingConfig) -> float | None:
     return max(factors) if factors else None
 
 
-def _check_decay(name: str, t: TrainingConfig) -> None:
+def _check_decay(name: str, t: TrainingConfig, scaled: tuple[int, float] | None = None) -> None:
     """ConfigError naming ``training.learning_rate`` and ``training.weight_decay`` and their product when the
     decay multiplies a decayed weight by 0 or less at a step (:func:`decay_factor`): with decoupled decay,
     ``learning_rate × weight_decay >= 1`` zeroed every matrix at once (1) or flipped its sign at every step
-    (above 1, growing without a bound past 2), and the run trained on, its loss a plateau or NaN."""
+    (above 1, growing without a bound past 2), and the run trained on, its loss a plateau or NaN. ``scaled``:
+    (world size, the peak rate ``training.lr_scaling`` makes of ``training.learning_rate`` there), the rate
+    probed and named instead. A decay whose factor is the same at half the rate (``fixed_decay``: 1 - wd)
+    is named by ``training.weight_decay`` alone: a lower learning rate would not help it."""
     defaults = TrainingConfig()
-    if t.weight_decay == 0 or (t.learning_rate, t.weight_decay) == (defaults.learning_rate, defaults.weight_decay):
+    default = (t.learning_rate, t.weight_decay) == (defaults.learning_rate, defaults.weight_decay)
+    if t.weight_decay == 0 or (default and scaled is None):
         return  # no decay; the defaults keep every optimizer's weights (tests/test_settings_round16.py): no probe
-    factor = decay_factor(t)
-    if factor is not None and factor < 1e-6:  # 0 up to float32's rounding of 1 - 1
+    rate = t.learning_rate if scaled is None else scaled[1]
+    probe = t if scaled is None else dataclasses.replace(t, learning_rate=rate)
+    factor = decay_factor(probe)
+    if factor is None or factor >= 1e-6:  # 0 up to float32's rounding of 1 - 1
+        return
+    shown = f"{0.0 if abs(factor) < 1e-6 else factor:.3g}"
+    half = decay_factor(dataclasses.replace(probe, learning_rate=rate / 2))
+    if half is not None and abs(half - factor) < 1e-4:  # the rate does not enter the decay
+        fixed = " (training.optimizer_kwargs.fixed_decay: true)" if t.optimizer_kwargs.get("fixed_decay") else ""
         raise ConfigError(
-            f"training.learning_rate/weight_decay: {t.learning_rate:g} x {t.weight_decay:g} = "
-            f"{t.learning_rate * t.weight_decay:g}: {name}'s weight decay would multiply every decayed weight by "
-            f"{0.0 if abs(factor) < 1e-6 else factor:.3g} at each step at the peak rate (zeroing it, or "
-            "flipping its sign); lower one of them (a decay keeps each weight's sign: learning_rate x weight_decay "
-            "well below 1, typically 1e-6 to 1e-3)"
+            f"training.weight_decay: {t.weight_decay:g}: {name}'s weight decay{fixed} does not scale with the "
+            f"learning rate and would multiply every decayed weight by {shown} at each step (zeroing it, or "
+            "flipping its sign); lower it (a decay that ignores the rate keeps each weight's sign with "
+            "weight_decay well below 1)"
         )
+    if scaled is None:
+        what = f"{t.learning_rate:g} x {t.weight_decay:g} = {t.learning_rate * t.weight_decay:g}"
+        fix = "lower one of them"
+    else:
+        what = (f"{t.learning_rate:g} x {t.weight_decay:g} under training.lr_scaling: {t.lr_scaling} at world size "
+                f"{scaled[0]} steps at a peak rate of {rate:g}, and {rate:g} x {t.weight_decay:g} = "
+                f"{rate * t.weight_decay:g}")
+        fix = "lower one of them or set training.lr_scaling: none"
+    raise ConfigError(
+        f"training.learning_rate/weight_decay: {what}: {name}'s weight decay would multiply every decayed weight "
+        f"by {shown} at each step at the peak rate (zeroing it, or flipping its sign); {fix} (a decay keeps each "
+        "weight's sign: learning_rate x weight_decay well below 1, typically 1e-6 to 1e-3)"
+    )
+
+
+def check_scaled_decay(t: TrainingConfig, world_size: int, learning_rate: float) -> None:
+    """:func:`check_compatibility`'s decay check at the peak rate ``learning_rate`` that a run on ``world_size``
+    processes steps at: ``training.lr_scaling`` (linear, sqrt) multiplies ``training.learning_rate`` by the world
+    size, or its root, once the optimizer is built (``optim.stepper.LR_SCALING``), so a rate and decay accepted
+    on one process can flip the weights on eight. A ConfigError naming ``training.lr_scaling``, the world size
+    and the scaled rate; nothing to probe where the rate is ``training.learning_rate`` itself."""
+    if learning_rate != t.learning_rate:
+        _check_decay(_resolve(t)[0], t, (world_size, learning_rate))
 
 
 def needs_create_graph(optimizer: torch.optim.Optimizer, step: int) -> bool:

@@ -40,7 +40,7 @@ from hftraining.models import ForecastModel, build_model
 from hftraining.models.losses import MIN_MEMBERS, check_loss_learns, compute_loss, term_counts, weighted_total
 from hftraining.models.predict import autocast_context, predict_scaled
 from hftraining.models.registry import check_model
-from hftraining.optim.stepper import TrainOptimizer
+from hftraining.optim.stepper import LR_SCALING, TrainOptimizer
 from hftraining.train import checkpoint as ckpt
 from hftraining.train.distributed import DistInfo, all_gather_rows, all_reduce_max, all_reduce_sum, barrier
 from hftraining.train.logging import RunLogger, log
@@ -163,6 +163,8 @@ def check_config(cfg: Config, info: DistInfo) -> tuple[str, str]:
     if precision == "fp16" and info.device.type != "cuda":
         raise ConfigError("training.precision: fp16 needs CUDA (use bf16 on CPU)")
     optim.check_compatibility(t)
+    # the peak rate TrainOptimizer steps at on this world size (lr_scaling), which the decay must survive too
+    optim.check_scaled_decay(t, info.world_size, t.learning_rate * LR_SCALING[t.lr_scaling](info.world_size))
     numba = t.optimizer.lower() == "gpro" and t.optimizer_kwargs.get("implementation") == "numba"
     if numba and info.device.type != "cpu":
         # GPro's Numba kernel updates CPU tensors only: on another device its first step was a RuntimeError, after
