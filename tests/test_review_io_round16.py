@@ -46,7 +46,7 @@ def test_a_yfinance_download_reset_before_it_was_saved_as_parquet_is_read_for_it
 def test_a_reset_download_of_several_tickers_names_the_tickers_only(tmp_path):
     _download(["AEM", "WPM"]).reset_index().to_parquet(tmp_path / "BOTH.parquet")
     with pytest.raises(DataError, match=r"BOTH\.parquet: a yfinance download of 2 tickers \(AEM, WPM\): write one "
-                                        r"file per ticker, e\.g\. df\.xs\('AEM', axis=1, level="):
+                                        r"file per ticker, e\.g\. df\.set_index\('Date'\)\.xs\('AEM', axis=1, level="):
         read_table(tmp_path / "BOTH.parquet")
 
 

@@ -362,12 +362,13 @@ def _sniff_header(path: Path) -> tuple[str, list[str]]:
     return sep, names
 
 
-def _sniff(path: Path) -> tuple[str, list[str], str, int, bool]:
+def _sniff(path: Path) -> tuple[str, list[str], str, int, bool, int]:
     """(delimiter, column names, decimal mark, header lines, whether the data lines end in a delimiter
-    the header does not: :func:`_trailing_field`) from the first lines of a CSV file.
+    the header does not: :func:`_trailing_field`, the header's first line) from the first lines of a CSV file.
     Header lines: 1, or 3 for a yfinance download (:func:`_yfinance_names`), and the blank lines above
     them, which are not read (pandas took an empty first line for the header: "line 1 ('') has 0
-    field(s), the data rows 6: remove any title ...")."""
+    field(s), the data rows 6: remove any title ..."); the header's line is the first below them, the one
+    errors name (they named line 1, a blank line, when blank lines sat above the header)."""
     lines = _head_lines(path)
     above = next((i for i, text in enumerate(lines) if text.strip()), 0)
     lines = lines[above:]
@@ -380,9 +381,9 @@ def _sniff(path: Path) -> tuple[str, list[str], str, int, bool]:
     names = next(csv.reader([line], delimiter=sep), [])
     yf = _yfinance_names(path, lines[:3], sep)
     if yf is not None:
-        return sep, yf, ".", above + 3, _trailing_field(lines[3 : SNIFF_ROWS + 3], sep, len(yf))
+        return sep, yf, ".", above + 3, _trailing_field(lines[3 : SNIFF_ROWS + 3], sep, len(yf)), above + 1
     rows = lines[1 : SNIFF_ROWS + 1]
-    return sep, names, _decimal_mark(rows, sep, names), above + 1, _trailing_field(rows, sep, len(names))
+    return sep, names, _decimal_mark(rows, sep, names), above + 1, _trailing_field(rows, sep, len(names)), above + 1
 
 
 def _trailing_field(lines: list[str], sep: str, n: int) -> bool:
@@ -690,13 +691,13 @@ def read_table(path: Path) -> pd.DataFrame:
         if is_parquet(path):
             df = _one_ticker(_read_parquet(path), path)
         else:
-            sep, names, decimal, n_head, trailing = _sniff(path)
+            sep, names, decimal, n_head, trailing, top = _sniff(path)
             one_name_each(names, path)  # pandas would rename a second "Close" to "Close.1", read as no column
             if (instead := _not_a_table(path, names)) is not None:
                 raise DataError(f"{path}: {instead}")
             if _numbers_only(names) or _bar_only(names):
                 what = "numbers" if _numbers_only(names) else "a date and numbers"
-                raise DataError(f"{path}: line 1 holds {what}, not column names ({_clip(sep.join(names))}): add a "
+                raise DataError(f"{path}: line {top} holds {what}, not column names ({_clip(sep.join(names))}): add a "
                                 f"header line naming the columns, e.g. {_header_for(names, _first_rows(path, sep))}")
             # fast path: an ISO 8601 timestamp column is parsed by the reader (a column that does not
             # parse stays text and goes through parse_timestamps, cell by cell)
@@ -708,9 +709,10 @@ def read_table(path: Path) -> pd.DataFrame:
             # symbols are names, never numbers: "000001" keeps its zeros, and 7203 stays "7203" beside an empty cell
             text.update({n: str for n in names if canonical_name(n) == "symbol"})
             # a yfinance download: its three header lines are replaced by one (the names _sniff found)
-            head = {"header": None, "names": names, "skiprows": n_head} if n_head > 1 else {}
+            # (so are blank lines above the header): names given to pandas as it names a header's (Note, Note.1)
+            head = {"header": None, "names": _header_names(names), "skiprows": n_head} if n_head > 1 else {}
             if trailing:  # a delimiter at the end of the data lines: the empty field it opens is read, then dropped
-                head = {"header": None, "names": [*names, TRAILING], "skiprows": n_head}
+                head = {"header": None, "names": [*_header_names(names), TRAILING], "skiprows": n_head}
                 text[TRAILING] = str
             df = pd.read_csv(path, sep=sep, encoding="utf-8-sig", skip_blank_lines=False, low_memory=False,
                              compression=compression(path), dtype=text or None, **dates, **head)
@@ -727,7 +729,7 @@ def read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: cannot read ({msg})") from None
     if not is_parquet(path) and not isinstance(df.index, pd.RangeIndex):
         # pandas takes the first field(s) of each row as an index when every data row has more fields than the header
-        raise DataError(f"{path}: line 1 ({_clip(sep.join(names))}) has {len(names)} field(s), the data rows "
+        raise DataError(f"{path}: line {top} ({_clip(sep.join(names))}) has {len(names)} field(s), the data rows "
                         f"{len(names) + df.index.nlevels}: remove any title, comment or 'sep=' line above the column "
                         "names, or name every column")
     if not is_parquet(path):
@@ -735,8 +737,8 @@ def read_table(path: Path) -> pd.DataFrame:
         if (below := _line_breaks_above(df)) is not None:
             df.index = df.index + below
         if TRAILING in df.columns:
-            df = _drop_trailing(df, path, len(names))
-        _other_headers(df, path)
+            df = _drop_trailing(df, path, len(names), top)
+        _other_headers(df, path, top)
         df = _unnamed_index(df, names)
         df = _blank_lines(df)
     df = canonical_columns(df, path)
@@ -747,25 +749,47 @@ def read_table(path: Path) -> pd.DataFrame:
 TRAILING = "\0trailing"  # the name read_table gives the empty field after a data line's trailing delimiter
 
 
-def _drop_trailing(df: pd.DataFrame, path: Path, n: int) -> pd.DataFrame:
+def _header_names(names: list[str]) -> list[str]:
+    """A header line's names as pandas names the columns it reads from one: an empty name is ``Unnamed: i``
+    (``i`` its field), and a name met before gets ``.1``, ``.2``, ... (``Note``, ``Note.1``), skipping one the
+    header holds (``x, x, x.1`` → ``x, x.2, x.1``), the named columns before the unnamed ones. Handed to pandas
+    as ``names`` (a header below blank lines, or data lines ending in a delimiter), two columns of one name that
+    is not read (two ``Note`` columns) made the file "cannot read (Duplicate names are not allowed.)"."""
+    out = [n if n != "" else f"Unnamed: {i}" for i, n in enumerate(names)]
+    unnamed = [i for i, n in enumerate(names) if n == ""]
+    counts: dict[str, int] = {}
+    for i in [i for i in range(len(out)) if names[i] != ""] + unnamed:
+        old = col = out[i]
+        count = counts.get(col, 0)
+        while count > 0:
+            counts[old] = count + 1
+            col = f"{old}.{count}"
+            count = count + 1 if col in out else counts.get(col, 0)
+        out[i] = col
+        counts[col] = count + 1
+    return out
+
+
+def _drop_trailing(df: pd.DataFrame, path: Path, n: int, top: int = 1) -> pd.DataFrame:
     """``df`` without the field after the data lines' trailing delimiter (:func:`_trailing_field`); a
-    DataError naming the first line that holds a value there (a column the header does not name)."""
+    DataError naming the first line that holds a value there (a column the header, line ``top``, does not name)."""
     extra = df[TRAILING].astype("string").str.strip()
     held = (extra.notna() & (extra != "")).fillna(False).to_numpy(bool)
     if held.any():
         i = int(np.flatnonzero(held)[0])
         raise DataError(f"{path}: line {df.index[i] + 2} has a value ({_clip(str(extra.iloc[i]))}) in field "
-                        f"{n + 1}, past the {n} columns line 1 names (the lines above end in an empty field there): "
-                        "name every column in line 1")
+                        f"{n + 1}, past the {n} columns line {top} names (the lines above end in an empty field "
+                        f"there): name every column in line {top}")
     return df.drop(columns=TRAILING)
 
 
-def _other_headers(df: pd.DataFrame, path: Path) -> None:
-    """A DataError naming the first line below line 1 that is a header line naming the columns read in
-    another order (``Date,Close,High,Low,Open,Volume`` below ``Date,Open,High,Low,Close,Volume``): files
-    of two layouts joined into one (``cat a.csv b.csv``). Its line was dropped as a ``bad_timestamp``, and
-    every line below it was read in line 1's order, opens as closes, without a word. A header line in
-    line 1's order (each cell that names a column read names line 1's column there, in any case or alias)
+def _other_headers(df: pd.DataFrame, path: Path, top: int = 1) -> None:
+    """A DataError naming the first line below the header (line ``top``: 1, or the first below blank lines)
+    that is a header line naming the columns read in another order (``Date,Close,High,Low,Open,Volume``
+    below ``Date,Open,High,Low,Close,Volume``): files of two layouts joined into one (``cat a.csv b.csv``).
+    Its line was dropped as a ``bad_timestamp``, and every line below it was read in the header's order,
+    opens as closes, without a word. A header line in the header's order (each cell that names a column
+    read names the header's column there, in any case or alias)
     is dropped and reported as before. Looked for among the cells of the first timestamp column that hold
     no digit, in a file whose price and volume columns were read as text."""
     stamp = next((c for c in df.columns if canonical_name(c) == "timestamp"), None)
@@ -787,9 +811,9 @@ def _other_headers(df: pd.DataFrame, path: Path) -> None:
         cells = ["" if pd.isna(c) else str(c) for c in df.iloc[i]]
         if any(got is not None and got != w for got, w in zip(layout(cells), want)):  # a cell naming another column
             raise DataError(f"{path}: line {df.index[i] + 2} is a header line naming the columns in another order "
-                            f"({_clip(','.join(c.strip() for c in cells).rstrip(','))}) than line 1 "
-                            f"({_clip(','.join(map(str, df.columns)))}): the lines below it would be read in line 1's "
-                            "order (files of two layouts joined?): write every part in one column order")
+                            f"({_clip(','.join(c.strip() for c in cells).rstrip(','))}) than line {top} "
+                            f"({_clip(','.join(map(str, df.columns)))}): the lines below it would be read in line "
+                            f"{top}'s order (files of two layouts joined?): write every part in one column order")
 
 
 def _blank_lines(df: pd.DataFrame) -> pd.DataFrame:
@@ -817,17 +841,27 @@ def _blank_lines(df: pd.DataFrame) -> pd.DataFrame:
 def _line_breaks_above(df: pd.DataFrame) -> np.ndarray | None:
     """(n,) the line breaks inside quoted cells (``"a note\non two lines"``) of the rows above each
     row, or None when no cell holds one: a row starts that many lines below its position, and the
-    report names the line a user sees. Looked for among each text column's distinct cells first."""
+    report names the line a user sees. Looked for in each text column first (:func:`_holds_line_break`)."""
     breaks = None
     for col in df.columns:
         if df[col].dtype != object and not isinstance(df[col].dtype, pd.StringDtype):
             continue
-        distinct = pd.Series(pd.unique(df[col].dropna().to_numpy()), dtype="string")
-        if not distinct.str.contains("[\r\n]", regex=True).any():
+        if not _holds_line_break(df[col]):
             continue
         n = df[col].astype("string").str.count(r"\r\n|\r|\n").fillna(0).to_numpy(np.int64)
         breaks = n if breaks is None else breaks + n
     return None if breaks is None else np.r_[0, np.cumsum(breaks)[:-1]]
+
+
+def _holds_line_break(values: pd.Series) -> bool:
+    """Whether a cell of a text column holds a ``\\n`` or ``\\r``. A column of pandas' text type is searched
+    as it is stored, for each character without a pattern (in a decimal-comma file every price column is
+    text: making each one's distinct cells a new column to search took a third of the read of a million
+    rows); a column of Python objects among its distinct cells, each as text."""
+    if isinstance(values.dtype, pd.StringDtype):
+        return any(bool(values.str.contains(ch, regex=False).fillna(False).any()) for ch in "\n\r")
+    distinct = pd.Series(pd.unique(values.dropna().to_numpy()), dtype="string")
+    return bool(distinct.str.contains("[\r\n]", regex=True).any())
 
 
 def _clip(text: str, n: int = 60) -> str:
@@ -843,8 +877,10 @@ def _numbers_only(names: list[str]) -> bool:
 
 def _first_rows(path: Path, sep: str) -> list[list[str]]:
     """The first data lines of a CSV file without a header line, split: those after its first line
-    (a line of numbers that names columns, ``0,1,2,...``, is no bar), or its first alone."""
-    lines = _head_lines(path)[: SNIFF_ROWS + 1]
+    (a line of numbers that names columns, ``0,1,2,...``, is no bar), or its first alone; blank lines
+    above the first are not looked at (:func:`_sniff`)."""
+    lines = _head_lines(path)
+    lines = lines[next((i for i, text in enumerate(lines) if text.strip()), 0) :][: SNIFF_ROWS + 1]
     try:
         return list(csv.reader(lines[1:] or lines[:1], delimiter=sep))
     except csv.Error:
@@ -1004,21 +1040,39 @@ def _one_ticker(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     (``yf.download("AEM").to_parquet(...)``: columns of two levels, prices and tickers) is read for its one
     ticker, as its CSV is (:func:`_yfinance_names`), its rows numbered as in the file. It was "missing column
     'timestamp' (columns: ('Date', ''), ('Close', 'AEM'), ...)". A download of several tickers is a
-    DataError (one file per ticker is read)."""
+    DataError (one file per ticker is read) showing a command that writes one ticker's file
+    (:func:`_one_ticker_hint`)."""
     tickers = ticker_frames(df, str(path))
     if tickers is None:
         return parquet_frame(df)
     if len(tickers) > 1:
         names = sorted(tickers)
-        at = next(i for i in range(2) if names[0] in {str(v).strip() for v in df.columns.get_level_values(i)})
-        level = df.columns.names[at] if df.columns.names[at] is not None else at
         raise DataError(f"{path}: a yfinance download of {len(names)} tickers ({', '.join(names[:3])}"
-                        f"{', ...' if len(names) > 3 else ''}): write one file per ticker, e.g. df.xs("
-                        f"{names[0]!r}, axis=1, level={level!r}).to_parquet('{names[0]}.parquet')")
+                        f"{', ...' if len(names) > 3 else ''}): write one file per ticker, e.g. "
+                        f"{_one_ticker_hint(df.columns, names[0])}")
     ((frame, rows),) = tickers.values()
     out = parquet_frame(frame)
     out.index = pd.Index(rows)
     return out
+
+
+def _one_ticker_hint(cols: pd.MultiIndex, ticker: str) -> str:
+    """The command that writes ``ticker``'s file of a download of several tickers whose columns are ``cols``
+    (:func:`ticker_frames`). A column named in one level only (``('Date', '')``: the index, reset into a column)
+    is made the index while ``df.xs`` picks the ticker's columns, and a column again: ``df.xs`` alone dropped it,
+    and the file written so was "missing column 'timestamp'"."""
+    at = next(i for i in range(2) if ticker in {str(v).strip() for v in cols.get_level_values(i)})
+    level = cols.names[at] if cols.names[at] is not None else at
+    pick = f"xs({ticker!r}, axis=1, level={level!r})"
+    shared = [c for c in cols if sum(bool(str(v).strip()) for v in c) == 1]
+    if not shared or len(shared) == len(cols):
+        return f"df.{pick}.to_parquet('{ticker}.parquet')"
+    names = [next(str(v) for v in c if str(v).strip()) for c in shared]
+    if all(str(c[0]).strip() for c in shared):  # named in the first level, as reset_index() names the index
+        keys = repr(names[0]) if len(names) == 1 else repr(names)
+        return f"df.set_index({keys}).{pick}.reset_index().to_parquet('{ticker}.parquet')"
+    return (f"df.set_index({[tuple(c) for c in shared]!r}).{pick}.rename_axis({names!r}).reset_index()"
+            f".to_parquet('{ticker}.parquet')")
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
