@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
 from hftraining.core.config import TrainingConfig, resolved_precision, section_from_dict
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.core.files import ENSEMBLE_NAME
+from hftraining.data.io import _link_chain
 from hftraining.models import folder
 from hftraining.models.base import CONFIG_NAME as MODEL_CONFIG
 from hftraining.models.base import WEIGHTS_NAME as MODEL_WEIGHTS
@@ -38,6 +40,7 @@ def resolve_model_dir(path: str | Path) -> Path:
     if (p / MODEL_CONFIG).exists() and (p / MODEL_WEIGHTS).exists():
         return p
     if not p.exists():
+        _not_a_link_loop(p)
         raise DataError(f"{p}: no such run or model folder")
     if any((p / "checkpoints").glob("step-*")):  # a run stopped before its end: nothing to forecast with yet
         raise DataError(f"{p}: an unfinished run (checkpoints/, no final/): finish it with `hftraining train` "
@@ -74,7 +77,7 @@ def run_folder(path: str | Path) -> Path | None:
     A run folder (:data:`RUN_MARKS` beside ``final/``) without its config.json is a DataError."""
     p = Path(path)
     if p.is_symlink():  # a link to a run's final/ (current -> runs/x/final) is that run's model, not a bare folder
-        p = p.resolve()
+        p = _link_target(p)
     for cand in ((p, p.parent) if p.name == "final" else (p,)):
         if (cand / "final").is_dir() and (cand / "config.json").exists():
             return cand
@@ -83,6 +86,28 @@ def run_folder(path: str | Path) -> Path | None:
             raise DataError(f"{cand}: a run folder without config.json; restore it, or copy final/ out to use it as a "
                             "model folder")
     return None
+
+
+def _not_a_link_loop(p: Path) -> None:
+    """A DataError for a model path ``p`` that is a link leading back into itself (``a -> b -> a``, a link to
+    itself), with its chain of links: there is no folder to restore, where "no such run or model folder" said so."""
+    chain = _link_chain(p)
+    if chain[-1].is_symlink():  # back at a link of the chain, or too many links to follow (the system's ELOOP)
+        raise DataError(f"{p}: a link loop ({' -> '.join(map(str, chain))}): point the link at the model folder "
+                        "itself, or remove it")
+
+
+def _link_target(p: Path) -> Path:
+    """The folder the link ``p`` leads to; a link loop is a DataError naming ``p`` (``resolve`` raised
+    ``RuntimeError: Symlink loop`` before Python 3.13, and leaves a loop unresolved since)."""
+    _not_a_link_loop(p)
+    try:
+        return p.resolve()
+    except (OSError, RuntimeError) as e:  # a loop further on, in a folder of the path a link names
+        if isinstance(e, OSError) and e.errno != errno.ELOOP:
+            raise
+        raise DataError(f"{p}: a link into a link loop ({p} -> {p.readlink()}): point the link at the model folder "
+                        "itself, or remove it") from None
 
 
 def baselines_dir(path: str | Path) -> Path | None:

@@ -35,6 +35,7 @@ and response shapes and the ``serve`` limits every 413 names anyway.
 import asyncio
 import codecs
 import ipaddress
+import json
 import logging
 import re
 import socket
@@ -98,7 +99,8 @@ def model_info(fc) -> dict[str, Any]:
     the columns ``forecast_<target>`` name it) and the zone whose clock the time features read
     (``timezone``): a bare model folder or an ensemble has no run config.json that would say them. Also the
     autocast ``precision`` the forecasts are computed in and their conformal ``intervals`` (null without).
-    An ensemble's ``config`` is null and ``member_configs`` holds each member's config.json."""
+    An ensemble's ``config`` is null, ``member_configs`` holds each member's config.json and ``ensemble`` its
+    ensemble.json but for the members' recorded run figures, which ``training_metrics.members`` holds."""
     d = Path(fc.model_dir) if fc.model_dir else None
     pre = fc.preprocessing
     data = pre.data_config()
@@ -117,9 +119,12 @@ def model_info(fc) -> dict[str, Any]:
     }
     if d is None:
         return json_safe(info)
+    meta = None
     if is_ensemble(d):
-        info["ensemble"] = _read_json(d, ENSEMBLE_NAME)
-        members = info["ensemble"].get("members") if isinstance(info["ensemble"], dict) else None
+        meta = _read_json(d, ENSEMBLE_NAME)
+        # its members' run figures are served once, as training_metrics.members (beside each member's source)
+        info["ensemble"] = {k: v for k, v in meta.items() if k != METRICS_KEY} if isinstance(meta, dict) else meta
+        members = meta.get("members") if isinstance(meta, dict) else None
         # each member's own: the first one's alone described an ensemble of a transformer and ridge as a transformer
         info["config"] = None
         info["member_configs"] = [_read_json(d / m, "config.json") if isinstance(m, str) else None
@@ -133,8 +138,8 @@ def model_info(fc) -> dict[str, Any]:
     if run is not None:
         metrics = run_metrics(run)
         info["run_config"] = _read_json(run, "config.json")
-    elif isinstance(info.get("ensemble"), dict):
-        metrics = _ensemble_metrics(info["ensemble"])
+    elif isinstance(meta, dict):
+        metrics = _ensemble_metrics(meta)
     info["training_metrics"] = metrics
     return json_safe(info)
 
@@ -202,6 +207,53 @@ def _json_kind(value: Any) -> str:
     if isinstance(value, (int, float)):
         return "a number"
     return "null" if value is None else type(value).__name__
+
+
+REPEATED_KEY = "hftraining.repeated_key"
+"""The request scope's entry for a JSON body with a key given twice in one object: the key's location."""
+
+
+class _Repeated(dict):
+    """A JSON object that gives a key more than once; ``repeated``: the first such key (json.loads keeps its
+    last value)."""
+
+    repeated: str = ""
+
+
+def loads_once(body: bytes | str) -> tuple[Any, tuple | None]:
+    """``json.loads(body)`` and the location of the first key given twice in one of its objects
+    (``("symbols", "AEM")``, in the order of the text), or None: json.loads keeps the last value of such a
+    key with no word said, so ``{"symbols": {"AEM": [...], "AEM": [...]}}`` was forecast from the second
+    list alone, the first dropped."""
+    twice = False
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal twice
+        obj = dict(items)
+        if len(obj) == len(items):
+            return obj
+        twice, seen, out = True, set(), _Repeated(obj)
+        out.repeated = next(k for k, _ in items if k in seen or seen.add(k))
+        return out
+
+    value = json.loads(body, object_pairs_hook=pairs)
+    if not twice:
+        return value, None
+    stack: list[tuple[tuple, Any]] = [((), value)]  # depth first, without recursion: a body may nest deeply
+    while stack:
+        loc, v = stack.pop()
+        if isinstance(v, _Repeated):
+            return value, (*loc, v.repeated)
+        if isinstance(v, dict):
+            stack.extend(((*loc, k), x) for k, x in reversed(v.items()))
+        elif isinstance(v, list):
+            stack.extend(((*loc, i), x) for i, x in reversed(list(enumerate(v))))
+    return value, None
+
+
+def repeated_key_error(loc: tuple) -> str:
+    """The 422 line of a key given twice at ``loc`` (:func:`loads_once`)."""
+    return f"{_loc(loc)}: given twice in one JSON object (only its last value would be read); send each key once"
 
 
 class Refused(Exception):
@@ -332,6 +384,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
     from fastapi.exceptions import RequestValidationError
     from fastapi.middleware.cors import CORSMiddleware
     from fastapi.responses import JSONResponse
+    from fastapi.routing import APIRoute
     from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -385,6 +438,29 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
                   swagger_ui_oauth2_redirect_url=DOCS_PATHS[2] if cfg.docs else None,
                   redoc_url=DOCS_PATHS[3] if cfg.docs else None)
     app.state.forecaster = fc
+
+    class OnceRequest(Request):
+        """A request whose JSON body notes a key given twice in one object (:func:`loads_once`) in its scope."""
+
+        async def json(self) -> Any:
+            if not hasattr(self, "_json"):
+                self._json, where = loads_once(await self.body())
+                if where is not None:
+                    self.scope[REPEATED_KEY] = where
+            return self._json
+
+    class OnceRoute(APIRoute):
+        """A route that reads a JSON body as :class:`OnceRequest` does (FastAPI parses it before the endpoint runs)."""
+
+        def get_route_handler(self):
+            handler = super().get_route_handler()
+
+            async def route(request: Request):
+                return await handler(OnceRequest(request.scope, request.receive))
+
+            return route
+
+    app.router.route_class = OnceRoute  # the routes below
     # outermost first: access log, CORS (answers preflights), API key, body limit (add_middleware prepends)
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes, timeout_s=cfg.request_timeout_s)
     if api_key is not None:
@@ -413,6 +489,8 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
             rows = sum(len(bars) for bars in symbols.values() if isinstance(bars, list))
             if rows > cfg.max_rows:
                 return JSONResponse({"error": too_many_rows(rows)}, status_code=413)
+        if request.scope.get(REPEATED_KEY) is not None:  # a field error may be of the value kept of the two
+            return JSONResponse({"error": repeated_key_error(request.scope[REPEATED_KEY])}, status_code=422)
         errs = exc.errors()
         first = errs[0] if errs else {"loc": ("body",), "msg": "invalid request"}
         if first.get("type") == "json_invalid":
@@ -550,8 +628,10 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
 
     @app.post("/predict", response_model=PredictResponse)
-    async def predict(req: PredictRequest) -> dict[str, Any]:
+    async def predict(req: PredictRequest, request: Request) -> dict[str, Any]:
         check_rows(sum(map(len, req.symbols.values())))
+        if request.scope.get(REPEATED_KEY) is not None:  # {"AEM": [...], "AEM": [...]}: one list would be dropped
+            raise UserError(repeated_key_error(request.scope[REPEATED_KEY]))
         return await in_thread(lambda: forecast(_frames(req.symbols, info["min_rows"])))
 
     @app.post("/predict/csv", response_model=PredictResponse)

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from hftraining.core.config import Config
-from hftraining.core.errors import ConfigError, UserError
+from hftraining.core.errors import ConfigError, UserError, writing
+from hftraining.core.files import replace_file
 from hftraining.core.jsonio import read_json, write_json
 from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.data.pipeline import prepare
@@ -106,10 +107,14 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
                     build_ensemble([root / f"seed-{k}" for k in range(n)], root / "ensemble", method, overwrite=True)
                     summary.update(seed_summary([read_json(root / f"seed-{k}" / "eval.json") for k in range(n)]))
                     write_json(root / "ensemble" / SUMMARY_NAME, summary)
-                    with open(root / "ensemble" / README_NAME, "a", encoding="utf-8") as fh:  # the folder's own card
-                        fh.write(f"- Seeds: the members are seeds {cfg.training.seed}..{cfg.training.seed + n - 1} "
-                                 f"(training.seed) of one run; `{SUMMARY_NAME}` holds each seed's test figures and "
-                                 f"their spread: {format_seed_summary(summary)}\n")
+                    # the folder's own card, rewritten whole: a full disk is one line naming it, the card left as it was
+                    card = root / "ensemble" / README_NAME
+                    with writing(card):
+                        text = card.read_text(encoding="utf-8") + (
+                            f"- Seeds: the members are seeds {cfg.training.seed}..{cfg.training.seed + n - 1} "
+                            f"(training.seed) of one run; `{SUMMARY_NAME}` holds each seed's test figures and "
+                            f"their spread: {format_seed_summary(summary)}\n")
+                    replace_file(card, lambda tmp: tmp.write_text(text, encoding="utf-8"))
                     log.info("%s", format_seed_summary(summary))
 
                 _on_main_rank(cfg, combine)
