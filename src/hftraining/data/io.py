@@ -249,7 +249,7 @@ def _dangling(path: Path) -> bool:
 def _dangling_error(path: Path) -> None:
     """A DataError for a link to nothing: its target, or the chain of links that leads back into itself
     (``a.csv -> b.csv -> a.csv``, or a link to itself), which is no missing file to restore."""
-    chain = _link_chain(path)
+    chain = link_chain(path)
     if chain[-1].is_symlink():  # back at a link of the chain, or too many links to follow (the system's ELOOP)
         raise DataError(f"{path}: a link loop ({' -> '.join(map(str, chain))}): point the link at the file itself, or "
                         "remove it")
@@ -260,7 +260,7 @@ def _dangling_error(path: Path) -> None:
 LINK_HOPS = 40  # the links one path may lead through before the system gives up (Linux's MAXSYMLINKS)
 
 
-def _link_chain(path: Path) -> list[Path]:
+def link_chain(path: Path) -> list[Path]:
     """The links ``path`` leads through, itself first, each target as it would be opened (relative to its
     link's folder), up to the first that is no link, that the chain has passed before or that is
     :data:`LINK_HOPS` links away."""

@@ -9,7 +9,7 @@ from typing import Any
 from hftraining.core.config import TrainingConfig, resolved_precision, section_from_dict
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.core.files import ENSEMBLE_NAME
-from hftraining.data.io import _link_chain
+from hftraining.data.io import link_chain
 from hftraining.models import folder
 from hftraining.models.base import CONFIG_NAME as MODEL_CONFIG
 from hftraining.models.base import WEIGHTS_NAME as MODEL_WEIGHTS
@@ -91,7 +91,7 @@ def run_folder(path: str | Path) -> Path | None:
 def _not_a_link_loop(p: Path) -> None:
     """A DataError for a model path ``p`` that is a link leading back into itself (``a -> b -> a``, a link to
     itself), with its chain of links: there is no folder to restore, where "no such run or model folder" said so."""
-    chain = _link_chain(p)
+    chain = link_chain(p)
     if chain[-1].is_symlink():  # back at a link of the chain, or too many links to follow (the system's ELOOP)
         raise DataError(f"{p}: a link loop ({' -> '.join(map(str, chain))}): point the link at the model folder "
                         "itself, or remove it")
