@@ -134,3 +134,17 @@ def test_rows_below_a_quoted_cell_over_several_lines_keep_their_lines(tmp_path, 
     assert list(read_table(path).index) == [0, 1, 4, 5, 6, 7, 9, 10, 11, 12]  # line - 2
     reports, errors, _ = check_paths([str(path)], DataConfig(cache_dir=None))
     assert not errors and reports[0]["rules"]["non_numeric"]["rows"] == [12]
+
+
+@pytest.mark.parametrize("above", ["\x0c\n", "\x0b\n", "\u2028\n", "\x1c\n"])
+def test_a_line_break_python_sees_and_pandas_does_not_above_the_header_loses_no_row(tmp_path, above):
+    """The lines above the header were counted with ``str.splitlines``, which also breaks at a form feed,
+    ``\\x0b``, ``\\x1c``-``\\x1e`` and U+2028; pandas breaks at ``\\n``, ``\\r\\n`` and ``\\r`` only, so it was told
+    to skip one line too many: the header was skipped, and the first data row read as the header, lost."""
+    rows = _rows()
+    path = tmp_path / "X.csv"
+    path.write_text(above + "\n" + HEADER + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    frames, _ = _read(path)
+    frame = frames["X"]
+    assert len(frame) == len(rows), frame
+    assert float(frame["close"].iloc[0]) == 101.25

@@ -332,7 +332,15 @@ def _head_lines(path: Path) -> list[str]:
         text = head.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: {_not_text(head, e)}") from None
-    return text.splitlines() if text.strip() else []
+    if not text.strip():
+        return []
+    # the line breaks pandas reads (not str.splitlines's form feed, \x0b, \x1c-\x1e, \x85, U+2028/9: counted as
+    # lines above a header, pandas was told to skip one more line than there was, and lost the first data row)
+    lines = PANDAS_LINE_BREAK.split(text)
+    return lines[:-1] if lines[-1] == "" else lines
+
+
+PANDAS_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 # the first bytes of files that are not CSV text → what they are and what to do
