@@ -252,8 +252,12 @@ def loads_once(body: bytes | str) -> tuple[Any, tuple | None]:
 
 
 def repeated_key_error(loc: tuple) -> str:
-    """The 422 line of a key given twice at ``loc`` (:func:`loads_once`)."""
-    return f"{_loc(loc)}: given twice in one JSON object (only its last value would be read); send each key once"
+    """The 422 line of a key given twice at ``loc`` (:func:`loads_once`): ``symbols.AEM[0].close``, a top-level
+    key named ``body`` too (:func:`_loc` drops a field error's leading "body", which this location lacks)."""
+    where = "body" if not loc or isinstance(loc[0], int) else ""
+    for part in loc:
+        where += f"[{part}]" if isinstance(part, int) else ("." if where else "") + str(part)
+    return f"{where}: given twice in one JSON object (only its last value would be read); send each key once"
 
 
 class Refused(Exception):
