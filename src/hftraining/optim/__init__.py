@@ -43,10 +43,12 @@ import difflib
 import importlib
 import inspect
 import math
+import random
 import sys
 import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -521,10 +523,11 @@ def decay_factor(t: TrainingConfig) -> float | None:
     gradient clipped to the default ``max_grad_norm`` of 1 can be) and gives the larger factor, the least the
     decay can do: a flip at both scales is a decay too strong for any gradient, a flip at the small one alone
     refused AdamS at 0.01 x 0.2, whose decay a run's gradients decide.
-    Each step draws the same noise (Kron's) from a generator seeded alike, so the factor is the
-    decay's alone and the same whatever the run's generator holds. An optimizer's own warmup of its rate
-    (schedule-free methods' ``optimizer_kwargs.warmup_steps``) is off in the probe (``_OWN_WARMUP_OFF``): its
-    first step is at the peak rate. None: the probe's weights came out
+    Each step draws the same noise (Kron's) from generators seeded alike, torch's and NumPy's and Python's
+    (Kron draws its rebalancing from NumPy's), which are put back as they were: the factor is the decay's
+    alone, and a run seeded before its trainer's check draws what it drew without it. An optimizer's own
+    warmup of its rate (schedule-free methods' ``optimizer_kwargs.warmup_steps``) is off in the probe
+    (``_OWN_WARMUP_OFF``): its first step is at the peak rate. None: the probe's weights came out
     non-finite at both scales (a method that divides by a norm of the gradient), which says nothing about
     the decay."""
     name = _resolve(t)[0]
@@ -533,6 +536,8 @@ def decay_factor(t: TrainingConfig) -> float | None:
 
     def after(c: TrainingConfig, scale: float) -> torch.Tensor:
         torch.default_generator.manual_seed(0)  # CPU's, inside fork_rng below (torch.manual_seed reseeds CUDA's)
+        np.random.seed(0)
+        random.seed(0)
         layer = nn.Linear(2, 2, bias=False)
         with torch.no_grad():
             layer.weight.fill_(1.0)
@@ -545,11 +550,16 @@ def decay_factor(t: TrainingConfig) -> float | None:
         return layer.weight.detach()
 
     factors = []
-    with torch.random.fork_rng(devices=[]):  # some methods draw noise: not from the run's seeded generator
-        for scale in (1e-3, 1.0):
-            factor = 1.0 + float((after(t, scale) - after(dataclasses.replace(t, weight_decay=0.0), scale)).min())
-            if math.isfinite(factor):
-                factors.append(factor)
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=[]):  # some methods draw noise: not from the run's seeded generators
+            for scale in (1e-3, 1.0):
+                factor = 1.0 + float((after(t, scale) - after(dataclasses.replace(t, weight_decay=0.0), scale)).min())
+                if math.isfinite(factor):
+                    factors.append(factor)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
     return max(factors) if factors else None
 
 
