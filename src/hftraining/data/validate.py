@@ -97,8 +97,10 @@ row in the range is not forward-filled from a row before it, a jump into the ran
 Repairs: ``sort`` reorders rows by time (stable); ``ffill`` replaces a bad cell by the same column's
 value in the previous kept row (a row with no previous kept row — every bad row before the first row
 without a bad cell — is dropped: never back-filled, never filled from a dropped row);
-``clip`` sets high = max(open, high, close) and low = min(open, low, close). A row that breaks several
-rules is counted as dropped under the first rule that drops it, so
+``clip`` sets high = max(open, high, close) and low = min(open, low, close). Under ``ffill``, a symbol whose
+filled cells still came from rows the rules dropped after :data:`UNFILL_PASSES` passes has every filled row
+dropped instead, under its value rule, and the report's ``ffill_fallback`` says so ({symbol: one line}).
+A row that breaks several rules is counted as dropped under the first rule that drops it, so
 ``rows_in == rows_kept + rows_dropped`` holds for every file. Each rule's ``rows`` lists every row it
 dropped, repaired or flagged (sorted; :func:`format_report` prints the first :data:`MAX_ROWS_LISTED`).
 Row numbers in the report are the file's 1-based line numbers for CSV (the header is line 1) and
@@ -161,6 +163,8 @@ class Report:
     newest_first: list[str] = field(default_factory=list)  # symbols whose rows the file lists newest first
     status: str = "ok"  # "skipped": no symbol kept the rows one window needs (:class:`TooFewRows`)
     too_few_rows: dict[str, str] = field(default_factory=dict)  # skipped: {symbol: the one-line reason}
+    # {symbol: one line}: under ffill, the rows :func:`_bar_rules` dropped instead of filling (:data:`UNFILL_PASSES`)
+    ffill_fallback: dict[str, str] = field(default_factory=dict)
     dated: int = 0  # rows with a usable timestamp in the date range (not reported: whether a symbol is empty there)
     # symbol → :func:`stamp_runs` of its daily bars, or :func:`stamp_phases` of its intraday bars
     stamps: dict[str, Any] = field(default_factory=dict)
@@ -211,6 +215,7 @@ class Report:
         self.skipped_symbols.update(other.skipped_symbols)
         self.derived_columns = sorted(set(self.derived_columns) | set(other.derived_columns))
         self.stamps.update(other.stamps)
+        self.ffill_fallback.update(other.ffill_fallback)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable; rules in their order of application, only those that fired."""
@@ -231,6 +236,7 @@ class Report:
             "close_column": self.close_column,
             "newest_first": self.newest_first,
             **({"too_few_rows": self.too_few_rows} if self.too_few_rows else {}),
+            **({"ffill_fallback": self.ffill_fallback} if self.ffill_fallback else {}),
             **({"stamps": self.stamps} if self.stamps else {}),  # read by the panel's check (sources.py), then removed
         }
 
@@ -747,8 +753,15 @@ def _bar_rules(rows: _Rows, rep: Report, cfg: DataConfig, source: str, unit: str
         if not lost.any() and not stale:
             break
         if attempt >= UNFILL_PASSES:  # a chain no file seen needs: every filled row is dropped instead, and
-            # no row lends, so the next pass fills nothing and is the last
-            doomed |= np.isin(rows.cols["_pos"], filled)
+            # no row lends, so the next pass fills nothing and is the last. The report names it: the rows are
+            # counted under their value rules, which alone did not say that their cells could have been filled
+            now = np.isin(rows.cols["_pos"], filled)
+            k, passes = int((now & ~doomed).sum()), attempt + 1
+            rep.ffill_fallback[symbol or source] = (
+                f"{source}: data.invalid_values=ffill: after {passes} pass{'es' if passes > 1 else ''} a filled cell "
+                f"still came from a row dropped since, so {k} {'row was' if k == 1 else 'rows were'} dropped instead "
+                "of filled (each under its value rule)")
+            doomed |= now
             barred[:] = True
         elif not lost.any():  # only kept rows lend now: the next pass fills each cell from the last kept row
             barred = ~kept
@@ -1028,6 +1041,12 @@ def validate_table(
     nothing was usable."""
     if len(table) == 0:
         raise DataError(f"{path}: no data rows (header only)")
+    if table.isna().to_numpy().all():
+        # every line blank: no column is at fault ("column 'open' holds no value in any row" was said of each)
+        n = len(table)
+        what = (f"header and {n} blank line{'s' if n > 1 else ''} only" if unit == "line"
+                else f"{n} row{'s' if n > 1 else ''}, every cell empty")
+        raise DataError(f"{path}: no data rows ({what})")
     for col in ("timestamp", "close", "volume"):
         if col not in table.columns:
             raise DataError(f"{path}: missing column {col!r} (columns: {', '.join(map(str, table.columns))})"
@@ -1131,6 +1150,8 @@ def format_report(rep: dict[str, Any]) -> str:
         lines += [f"    {d}" for d in column_details(e, rep["row_numbers"])]
     for sym, why in rep["skipped_symbols"].items():
         lines.append(f"  skipped symbol {sym}: {why}")
+    for sym, why in rep.get("ffill_fallback", {}).items():
+        lines.append(f"  ffill fallback{f' ({sym})' if len(rep['symbols']) > 1 else ''}: {why}")
     if rep["derived_columns"]:
         lines.append(f"  no {'/'.join(rep['derived_columns'])} column: taken from the close")
     if rep.get("newest_first"):
