@@ -22,16 +22,22 @@ def _windows(features: np.ndarray, returns: np.ndarray, seq_len: int, horizon: i
                      symbols=["A"], seq_len=seq_len, horizon=horizon)
 
 
-@pytest.mark.parametrize("windows, fraction", [(1, 0.8), (150, 0.005)])
-def test_lightgbm_fits_on_fewer_windows_than_its_bagging_fraction_draws_one_from(windows, fraction):
-    # LightGBM bags int(fraction × windows) windows a round: none, and the fit (a run's own model, or the fitted
-    # baseline beside every run, after the model had trained) ended in "LightGBMError: Check failed: (num_data) > (0)"
-    pytest.importorskip("lightgbm")
+def lightgbm_windows(windows: int) -> tuple[WindowSet, WindowSet, int, int]:
+    """``windows`` training windows and 34 validation windows of 2 random features, 5 rows long, 2 steps ahead."""
     rng = np.random.default_rng(0)
     seq_len, horizon = 5, 2
     n = seq_len + horizon + windows - 1
     train = _windows(rng.normal(size=(n, 2)), rng.normal(size=n), seq_len, horizon)
     val = _windows(rng.normal(size=(40, 2)), rng.normal(size=40), seq_len, horizon)
+    return train, val, seq_len, horizon
+
+
+@pytest.mark.parametrize("windows, fraction", [(1, 0.8), (150, 0.005)])
+def test_lightgbm_fits_on_fewer_windows_than_its_bagging_fraction_draws_one_from(windows, fraction):
+    # LightGBM bags int(fraction × windows) windows a round: none, and the fit (a run's own model, or the fitted
+    # baseline beside every run, after the model had trained) ended in "LightGBMError: Check failed: (num_data) > (0)"
+    pytest.importorskip("lightgbm")
+    train, val, seq_len, horizon = lightgbm_windows(windows)
     assert len(train) == windows
     m = build_model(ModelConfig(type="lightgbm", ridge_lags=5, lightgbm_bagging_fraction=fraction), 2, horizon, seq_len)
     fit = m.fit_windows(train, val)

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from hftraining.core.config import ModelConfig
-from hftraining.data.windows import WindowSet
 from hftraining.eval.forecasts import Forecasts, score
 from hftraining.models import build_model
+
+from test_models_round16 import lightgbm_windows  # noqa: E402
 
 D, N = 40, 5
 DAY = 86_400 * 10**9
@@ -81,26 +82,13 @@ def test_per_symbol_mse_is_the_pooled_mse_when_the_sum_of_squares_overflows():
         assert math.isfinite(r["per_step"]["model"][h]["mse"])
 
 
-def _windows(features: np.ndarray, returns: np.ndarray, seq_len: int, horizon: int) -> WindowSet:
-    n = len(returns)
-    ends = np.arange(seq_len - 1, n - horizon, dtype=np.int64)
-    return WindowSet(features=features.astype(np.float32), returns=returns.astype(np.float32), ends=ends,
-                     symbol_ids=np.zeros(len(ends), np.int32), segment_first=np.zeros(1, np.int64),
-                     row_times=np.arange(n, dtype=np.int64) * DAY, row_close=np.exp(np.cumsum(returns)),
-                     symbols=["A"], seq_len=seq_len, horizon=horizon)
-
-
 @pytest.mark.parametrize("windows, fraction, drawn", [(1, 0.8, 1.0), (150, 0.005, 0.01), (150, 0.8, 0.8)])
 def test_lightgbm_fit_says_the_bagging_fraction_it_drew(windows, fraction, drawn):
     """Fewer training windows than 1 / model.lightgbm_bagging_fraction: each round draws one window, a higher
     fraction than the setting, and the fit's log line (its returned figures) said nothing of it. A fit that
     draws at least one window keeps the setting, in the boosters too."""
     pytest.importorskip("lightgbm")
-    rng = np.random.default_rng(0)
-    seq_len, horizon = 5, 2
-    n = seq_len + horizon + windows - 1
-    train = _windows(rng.normal(size=(n, 2)), rng.normal(size=n), seq_len, horizon)
-    val = _windows(rng.normal(size=(40, 2)), rng.normal(size=40), seq_len, horizon)
+    train, val, seq_len, horizon = lightgbm_windows(windows)
     m = build_model(ModelConfig(type="lightgbm", ridge_lags=5, lightgbm_bagging_fraction=fraction), 2, horizon, seq_len)
     fit = m.fit_windows(train, val)
     assert fit["bagging_fraction"] == pytest.approx(drawn)

@@ -17,22 +17,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import tiny  # noqa: E402
+from test_inference_round12 import SYMBOLS, pre  # noqa: E402,F401 (a fixture)
 
 from hftraining.cli import main  # noqa: E402
-from hftraining.core.config import ModelConfig, load_config  # noqa: E402
+from hftraining.core.config import ModelConfig  # noqa: E402
 from hftraining.data.io import sample_data_dir  # noqa: E402
-from hftraining.data.pipeline import prepare  # noqa: E402
 from hftraining.models import build_model  # noqa: E402
-
-SYMBOLS = ("AEM", "WPM")
-
-
-@pytest.fixture(scope="module")
-def pre():
-    cfg = load_config(None, ["data.sequence_length=20", "data.prediction_horizon=3",
-                             f"data.symbols=[{', '.join(SYMBOLS)}]"])
-    return prepare(cfg.data).preprocessing.to_dict()
-
 
 def _run(pre: dict, root: Path, seed: int) -> Path:
     """A run folder as training leaves one (config.json, final/, eval.json, metrics.jsonl) around a seeded

@@ -18,6 +18,8 @@ from hftraining.core.errors import DataError
 from hftraining.data import validate
 from hftraining.data.sources import Unit, read_unit
 
+from test_review_validate_round16 import lines  # noqa: E402
+
 HEADER = "Date,Open,High,Low,Close,Volume\n"
 FFILL = {"invalid_values": "ffill", "jumps": "drop"}
 
@@ -25,19 +27,7 @@ FFILL = {"invalid_values": "ffill", "jumps": "drop"}
 def spiky_rows(seed: int, n: int = 300, empty_share: float = 0.4) -> str:
     """``n`` daily bars drifting up, spikes of one to five bars (x3, /3) a few bars apart, ``empty_share`` of the
     cells empty after 3 clean rows: the files that need the most passes of the rules under ``ffill``."""
-    rng = np.random.default_rng(seed)
-    close = 100.0 * 1.002 ** np.arange(n)
-    i = 3
-    while i < n:
-        b = int(rng.integers(1, 6))
-        close[i:i + b] *= float(rng.choice([3.0, 1 / 3]))
-        i += b + int(rng.integers(1, 10))
-    cells = np.stack([close, close * 1.01, close * 0.99, close, rng.integers(1000, 9999, n)], axis=1)
-    empty = rng.random((n, 5)) < empty_share
-    empty[:3] = False
-    days = pd.date_range("2020-01-01", periods=n, freq="D")
-    return HEADER + "".join(f"{d:%Y-%m-%d}," + ",".join("" if empty[r, k] else f"{cells[r, k]:.6g}" for k in range(5))
-                            + "\n" for r, d in enumerate(days))
+    return HEADER + "".join(lines(np.random.default_rng(seed), n, empty_share, clean_first=3))
 
 
 def bar(day: int, close: float, volume: str = "1000", empty_close: bool = False) -> str:
