@@ -261,13 +261,24 @@ LINK_HOPS = 40  # the links one path may lead through before the system gives up
 
 
 def link_chain(path: Path) -> list[Path]:
-    """The links ``path`` leads through, itself first, each target as it would be opened (relative to its
-    link's folder), up to the first that is no link, that the chain has passed before or that is
-    :data:`LINK_HOPS` links away."""
-    chain = [path]
-    while chain[-1].is_symlink() and chain[-1] not in chain[:-1] and len(chain) <= LINK_HOPS:
-        chain.append(Path(os.path.normpath(chain[-1].parent / chain[-1].readlink())))
+    """The links ``path`` leads through, itself first, each target as it would be opened: relative to the
+    real folder of its link, its folders followed as the system follows them (a target through a linked
+    folder and then ``..`` leads out of the folder linked to, not back out of the link), its last name
+    not (it may be the next link); up to the first that is no link, that the chain has passed before
+    or that is :data:`LINK_HOPS` links away."""
+    chain, seen = [path], [_located(path)]
+    while chain[-1].is_symlink() and seen[-1] not in seen[:-1] and len(chain) <= LINK_HOPS:
+        chain.append(_located(Path(os.path.realpath(chain[-1].parent)) / chain[-1].readlink()))
+        seen.append(chain[-1])
     return chain
+
+
+def _located(path: Path) -> Path:
+    """``path`` with its folders followed (links, ``..``) and its last name kept as it is, so that a link is
+    named where it is, whichever way ``path`` reaches it."""
+    if path.name in ("", ".."):  # a folder that ``..`` names: no link of its own
+        return Path(os.path.realpath(path))
+    return Path(os.path.realpath(path.parent)) / path.name
 
 
 def is_data_file(path: Path) -> bool:

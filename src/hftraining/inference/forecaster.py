@@ -353,7 +353,8 @@ class Forecaster:
         beyond the others, ...): the forecast is made without them, so a dropped latest row means a
         forecast from an earlier row (its ``as_of``), and a dropped duplicate the other row's prices;
         and one for each file of which ``data.invalid_values=ffill`` filled cells from the row before
-        (a latest close filled so is yesterday's price under today's date). Each line names the file,
+        (a latest close filled so is yesterday's price under today's date), and the report's line for
+        each symbol whose filled rows were dropped instead (``ffill_fallback``). Each line names the file,
         the rules and their rows (lines of a CSV file, 1-based rows of a Parquet file, 0-based
         positions of a frame). ``scored``: the lines of an evaluation (``evaluate --data``: the rows
         are not scored, the windows cut from the rows kept) instead of a forecast's."""
@@ -375,6 +376,9 @@ class Forecaster:
                     out.append(f"{rep['file']}: {total} row(s) with values filled from the row before "
                                f"(data.invalid_values=ffill, as the model was trained: {'; '.join(parts)}): the "
                                f"{'windows read' if scored else 'forecast reads'} the filled values{see}")
+            # rows that ffill could not fill from a kept row, dropped instead: counted above under their value
+            # rule, which does not say that the model's rules would have filled them
+            out += list(rep.get("ffill_fallback", {}).values())
         return out
 
     @staticmethod

@@ -847,6 +847,8 @@ class Objective:
 
     def __call__(self, trial) -> float:
         cfg = load_config(self.config_path, self.overrides)
+        # how long this worker may go silent, for whoever judges it (a tune or report of another config)
+        trial.set_user_attr(STALE_AFTER, cfg.tune.stale_after_seconds)
         fail_stale_trials(trial.study, cfg.tune.stale_after_seconds, self.out)
         with Heartbeat(trial, cfg.tune.heartbeat_seconds):
             return self._run(trial)
@@ -917,6 +919,8 @@ class Objective:
 
 HEARTBEAT = "heartbeat"
 """User attribute of a running trial: the Unix time its worker last said it was alive."""
+STALE_AFTER = "stale_after_seconds"
+"""User attribute of a trial: its worker's ``tune.stale_after_seconds``, recorded as the trial starts."""
 STALE_FILE = "STALE.json"
 
 
@@ -950,18 +954,22 @@ class Heartbeat:
 
 def fail_stale_trials(study, stale_after: float, out: Path) -> list[int]:
     """Mark failed every trial still "running" whose last heartbeat (or start, if it never beat) is
-    more than ``stale_after`` seconds old: its worker died. Their folders under ``out`` get
-    ``STALE.json`` saying so (kept, not deleted: a partial run can be looked at). Returns their numbers."""
+    more than ``stale_after`` seconds old, and more than its own worker's ``tune.stale_after_seconds``
+    (:data:`STALE_AFTER`, the larger of the two): its worker died. A tune or a ``--trials 0`` report
+    of a config with a smaller value than the workers' fails none of their live trials, whose beats
+    may be that far apart. Their folders under ``out`` get ``STALE.json`` saying so (kept, not
+    deleted: a partial run can be looked at). Returns their numbers."""
     optuna = _optuna()
     now = time.time()
     failed = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         start = t.datetime_start.timestamp() if t.datetime_start else now
         last = float(t.user_attrs.get(HEARTBEAT, start))
-        if now - last <= stale_after:
+        limit = max(stale_after, float(t.user_attrs.get(STALE_AFTER, stale_after)))
+        if now - last <= limit:
             continue
         study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-        why = f"no heartbeat for {now - last:.0f} s (tune.stale_after_seconds={stale_after:g}): its worker died"
+        why = f"no heartbeat for {now - last:.0f} s (tune.stale_after_seconds={limit:g}): its worker died"
         folder = out / f"trial-{t.number:04d}"
         if folder.is_dir():
             write_json(folder / STALE_FILE, {"trial": t.number, "state": "fail", "why": why, "marked_at": now})
