@@ -55,8 +55,12 @@ def test_a_baseline_ranking_on_a_few_dates_does_not_hand_the_bar_to_a_weaker_bas
     # a baseline counts 0 on a date where it ranks nothing: lightgbm's 2 dates weigh 2 of the 40
     ic = own["lightgbm"]["mean"] * 2 / D
     assert common["rank_ic"]["lightgbm"] == pytest.approx(ic) and common["rank_ic"]["ridge"] == own["ridge"]["mean"]
-    assert (f"strongest baseline by rank IC fitted:ridge = {own['ridge']['mean']:.4f} (the highest mean over the {D} "
+    assert f"strongest baseline by rank IC fitted:ridge = {own['ridge']['mean']:.4f}" in r["verdict"]
+    # the dates it was chosen over are said where they changed the choice (over its own dates lightgbm's 2 won)
+    first = max((k for k in own if math.isfinite(own[k]["mean"])), key=lambda k: own[k]["mean"])
+    said = (f"strongest baseline by rank IC fitted:ridge = {own['ridge']['mean']:.4f} (the highest mean over the {D} "
             "dates a baseline ranks, counting 0 where one ranks nothing: ") in r["verdict"]
+    assert said == (first != "ridge"), (first, r["verdict"])
 
 
 def test_per_symbol_mse_is_the_pooled_mse_when_the_sum_of_squares_overflows():

@@ -584,9 +584,11 @@ def _strongest_by_rank_ic(result: dict[str, Any], fc: Forecasts, base: dict[str,
 
 def _strongest_text(result: dict[str, Any], base: dict[str, float], best: str, left: str) -> str:
     """"strongest baseline by rank IC NAME = its mean", saying the dates it was chosen on when the baselines
-    rank on different dates (:func:`_strongest_by_rank_ic`)."""
+    rank on different dates and that changed the choice or its figure (:func:`_strongest_by_rank_ic`; a
+    baseline chosen alike over its own dates, and ranking on all of them, needs no second figure)."""
     common = result["baselines_rank_ic_common"]
-    over = "" if common["same_dates"] else (
+    alike = max(base, key=base.get) == best and common["rank_ic"][best] == base[best]
+    over = "" if common["same_dates"] or alike else (
         f" (the highest mean over the {common['n_dates']} dates a baseline ranks, counting 0 where one ranks nothing: "
         f"{common['rank_ic'][best]:.4f})")
     return f"strongest baseline by rank IC {label(best)}{left} = {base[best]:.4f}{over}"
