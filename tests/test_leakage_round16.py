@@ -28,8 +28,9 @@ from hftraining.core.config import DataConfig
 from hftraining.core.errors import DataError
 from hftraining.data.pipeline import prepare
 from hftraining.data.splits import Fold
-from hftraining.data.synth import synth_ohlcv
 from hftraining.data.windows import WindowSet
+
+from test_leakage_round8 import _changed_from, _random_panel, _seen  # noqa: E402
 
 N_FOLDS = 3
 CALENDAR = (0, 7, 9)
@@ -37,23 +38,8 @@ CALENDAR = (0, 7, 9)
 
 
 def _panel(rng: np.random.Generator) -> dict[str, pd.DataFrame]:
-    """2-4 symbols of daily, business-day or hourly (New York session) bars, listed on random dates,
-    of random lengths, half of them with runs of missing rows."""
-    out = {}
-    for i in range(int(rng.integers(2, 5))):
-        freq = str(rng.choice(["B", "D", "1h"]))
-        n = int(rng.integers(80, 260)) * (6 if freq == "1h" else 1)
-        start = pd.Timestamp("2024-01-01") + pd.Timedelta(days=int(rng.integers(0, 120)))
-        f = synth_ohlcv(n, seed=int(rng.integers(10**6)), start=str(start.date()), freq=freq,
-                        session="09:30-16:00" if freq == "1h" else None)
-        if rng.random() < 0.5:
-            holes: set[int] = set()
-            for _ in range(int(rng.integers(1, 5))):
-                a = int(rng.integers(1, len(f) - 10))
-                holes |= set(range(a, a + int(rng.integers(1, 8))))
-            f = f.drop(index=sorted(holes)).reset_index(drop=True)
-        out[f"S{i}"] = f
-    return out
+    """2-4 symbols of 80 to 259 days of bars (:func:`test_leakage_round8._random_panel`)."""
+    return _random_panel(rng, fewest=80)
 
 
 def _config(rng: np.random.Generator, split: str) -> DataConfig:
@@ -71,32 +57,6 @@ def _config(rng: np.random.Generator, split: str) -> DataConfig:
 def _target_rows(ws: WindowSet) -> np.ndarray:
     """(W, H) row of every target step of every window."""
     return ws.ends[:, None].astype(np.int64) + np.arange(1, ws.horizon + 1)
-
-
-def _seen(ws: WindowSet) -> dict[str, np.ndarray]:
-    """What a model is given by a window set: symbols, as-of times, scaled inputs, past labels, masks, targets."""
-    out = {"symbol": np.asarray(ws.symbols)[ws.symbol_ids], "time": np.asarray(ws.times)}
-    if len(ws):
-        b = ws.batch(np.arange(len(ws)))
-        out.update(x=b["x"].numpy(), past=b["past"].numpy(), y=b["y"].numpy(),
-                   mask=b["mask"].numpy() if "mask" in b else np.ones(b["past"].shape, dtype=bool))
-    return out
-
-
-def _changed_from(frames: dict[str, pd.DataFrame], cut: dict[str, int], seed: int) -> dict[str, pd.DataFrame]:
-    """Each symbol's bars dated on or after its ``cut`` moved to a new random path (still valid bars)."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for sym, f in frames.items():
-        hit = pd.DatetimeIndex(f["timestamp"]).asi8 >= cut.get(sym, np.iinfo(np.int64).max)
-        f, n = f.copy(), int(hit.sum())
-        if n:
-            factor = np.exp(np.cumsum(rng.normal(0.0, 0.03, n)))
-            cols = ["open", "high", "low", "close"]
-            f.loc[hit, cols] = f.loc[hit, cols].to_numpy() * factor[:, None]
-            f.loc[hit, "volume"] = np.round(f.loc[hit, "volume"].to_numpy() * rng.uniform(0.2, 5.0, n))
-        out[sym] = f
-    return out
 
 
 def _fold(d: DataConfig, panel, k: int, scheme: str, before_test: bool):

@@ -40,13 +40,13 @@ def _times(f: pd.DataFrame) -> np.ndarray:
     return pd.DatetimeIndex(f["timestamp"]).asi8
 
 
-def _random_panel(rng: np.random.Generator) -> dict[str, pd.DataFrame]:
+def _random_panel(rng: np.random.Generator, fewest: int = 60) -> dict[str, pd.DataFrame]:
     """2-4 symbols of daily, business-day or hourly (New York session) bars, listed on random dates,
-    of random lengths, half of them with runs of missing rows."""
+    of random lengths (``fewest`` to 259 days), half of them with runs of missing rows."""
     out = {}
     for i in range(int(rng.integers(2, 5))):
         freq = str(rng.choice(["B", "D", "1h"]))
-        rows = int(rng.integers(60, 260)) * (6 if freq == "1h" else 1)
+        rows = int(rng.integers(fewest, 260)) * (6 if freq == "1h" else 1)
         start = pd.Timestamp("2024-01-01") + pd.Timedelta(days=int(rng.integers(0, 120)))
         f = synth_ohlcv(rows, seed=int(rng.integers(10**6)), start=str(start.date()), freq=freq,
                         session="09:30-16:00" if freq == "1h" else None)
@@ -81,12 +81,13 @@ def _with_cuts(kw: dict, panel: dict[str, pd.DataFrame]) -> tuple[DataConfig, in
     return DataConfig(**kw, split_dates={"val": val.isoformat(), "test": test.isoformat()}), val.value, test.value
 
 
-def _changed_from(frames: dict[str, pd.DataFrame], cut: int, seed: int) -> dict[str, pd.DataFrame]:
-    """Every symbol's bars dated on or after ``cut`` moved to a new random path (still valid bars)."""
+def _changed_from(frames: dict[str, pd.DataFrame], cut: int | dict[str, int], seed: int) -> dict[str, pd.DataFrame]:
+    """Every symbol's bars dated on or after ``cut`` (or its own cut, where ``cut`` maps symbols to theirs: the
+    others unchanged) moved to a new random path (still valid bars)."""
     rng = np.random.default_rng(seed)
     out = {}
     for sym, f in frames.items():
-        hit = _times(f) >= cut
+        hit = _times(f) >= (cut.get(sym, np.iinfo(np.int64).max) if isinstance(cut, dict) else cut)
         f, n = f.copy(), int(hit.sum())
         if n:
             factor = np.exp(np.cumsum(rng.normal(0.0, 0.03, n)))
