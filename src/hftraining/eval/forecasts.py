@@ -354,8 +354,8 @@ def _score(fc: Forecasts) -> dict[str, Any]:
     # a baseline whose forecast, or its squared error (a finite forecast too large to square), is not finite in
     # some windows has no MSE to rank it by: it is left out of the strongest, said with its windows, never ranked
     # on rows other than the model's
-    result["baselines_not_finite"] = _not_finite_windows(fc, slice(None), squared=True)
-    result["baselines_mse_overflow"] = _overflow_windows(fc)
+    result["baselines_mse_overflow"] = over = _overflow_windows(fc)
+    result["baselines_not_finite"] = _not_finite_windows(fc, slice(None), over)
     # windows whose model forecast or realised label is not finite (any step): why a figure is undefined
     result["not_finite"] = {"model": int((~np.isfinite(fc.pred["model"])).any(axis=1).sum()),
                             "label": int((~np.isfinite(true)).any(axis=1).sum())}
@@ -371,12 +371,12 @@ def _score(fc: Forecasts) -> dict[str, Any]:
     return result
 
 
-def _not_finite_windows(fc: Forecasts, steps: slice, squared: bool = False) -> dict[str, int]:
-    """Baseline name → how many windows have a forecast that is not finite (NaN or ±inf) at ``steps`` (with
-    ``squared``, also a finite forecast whose squared error overflows against a finite label:
-    :func:`_overflow_windows`), for the baselines that have any: those are left out of the strongest baseline
+def _not_finite_windows(fc: Forecasts, steps: slice, over: dict[str, int] | None = None) -> dict[str, int]:
+    """Baseline name → how many windows have a forecast that is not finite (NaN or ±inf) at ``steps``, plus
+    ``over``'s windows (:func:`_overflow_windows`: a finite forecast whose squared error overflows against a
+    finite label), for the baselines that have any: those are left out of the strongest baseline
     (their MSE, or rank IC, is undefined), and the verdict names them (:func:`_left_out`)."""
-    over = _overflow_windows(fc) if squared else {}
+    over = over or {}
     bad = {k: int((~np.isfinite(p[:, steps])).any(axis=1).sum()) + over.get(k, 0)
            for k, p in fc.pred.items() if k != "model"}
     return {k: n for k, n in bad.items() if n}

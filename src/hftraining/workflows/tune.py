@@ -1315,7 +1315,7 @@ def run_tune(
     """Run ``trials`` trials (split over ``workers`` processes) of the study in ``storage`` (a URL,
     see :func:`storage_url`; default the journal ``<out>/tune.journal``); write the report files
     (this process only, once the workers are done). ``trials == 0``: run none, report the stored
-    study. Returns the printed summary. An error of the study's database is one line (:class:`storage_errors`)."""
+    study. Returns the printed summary. An error of the study's database is one line (:func:`storage_errors`)."""
     with storage_errors(storage):
         return _tune(config_path, trials, storage, study_name, workers, out, overrides)
 
