@@ -34,7 +34,7 @@ from hftraining.data.sources import (
 )
 from hftraining.data.splits import (
     SPLITS, Fold, Segment, calendar_cuts, calendar_fold, calendar_purged_fold, calendar_split, chronological_split,
-    purged_kfold, purged_split, row_fold, rows_before, union_calendar, window_ends,
+    purged_kfold, purged_split, row_fold, rows_before, rows_closed_by, union_calendar, window_ends,
 )
 from hftraining.data.store import fitted_statistics, load_rows, window_index
 from hftraining.data.validate import first_volume
@@ -183,9 +183,10 @@ class PreparedData:
                             self.test.on_device(device, own(self.test)), self.preprocessing, self.report, placement)
 
 
-SegmentFn = Callable[[np.ndarray, np.ndarray], dict[str, Segment]]
-"""(one symbol's row times, the panel's calendar) → {"train": Segment, "val": ..., "test": ...} in
-the symbol's own row numbers (times are int64 ns UTC, the calendar their sorted union)."""
+SegmentFn = Callable[[np.ndarray, np.ndarray, int], dict[str, Segment]]
+"""(one symbol's row times, the panel's calendar, its bar length in a panel of mixed bar lengths or 0:
+:func:`split_bars`) → {"train": Segment, "val": ..., "test": ...} in the symbol's own row numbers (times
+are int64 ns UTC, the calendar their sorted union)."""
 
 
 def resolve_cuts(d: DataConfig, calendar: np.ndarray) -> tuple[int, int] | None:
@@ -205,8 +206,8 @@ def split_segments(d: DataConfig, cuts: tuple[int, int] | None) -> SegmentFn:
     """The train/val/test segments of ``d``: at the shared ``cuts`` (calendar) or at each symbol's
     row shares (per_symbol)."""
     if cuts is None:
-        return lambda times, calendar: chronological_split(len(times), d.train_ratio, d.val_ratio, d.embargo)
-    return lambda times, calendar: calendar_split(times, cuts[0], cuts[1], d.embargo)
+        return lambda times, calendar, bar: chronological_split(len(times), d.train_ratio, d.val_ratio, d.embargo)
+    return lambda times, calendar, bar: calendar_split(times, cuts[0], cuts[1], d.embargo, bar)
 
 
 def symbol_split_dates(rows: Rows, segs: list[dict[str, Segment]]) -> dict[str, dict[str, str]]:
@@ -270,12 +271,12 @@ def fold_split(d: DataConfig, fold: Fold) -> SegmentFn:
     cut = _folds(d, fold)
     if not fold.before_test:
         return cut
-    def before_test(t: np.ndarray, cal: np.ndarray) -> dict[str, Segment]:
+    def before_test(t: np.ndarray, cal: np.ndarray, bar: int) -> dict[str, Segment]:
         cuts = resolve_cuts(d, cal)
         if cuts is None:  # per_symbol: the symbol's first test row, the embargo before it excluded
-            n = split_segments(d, None)(t, cal)["val"].stop
-            return cut(t[:n], cal)
-        return cut(t[:rows_before(t, cuts[1])], cal[cal < cuts[1]])
+            n = split_segments(d, None)(t, cal, bar)["val"].stop
+            return cut(t[:n], cal, bar)
+        return cut(t[:rows_closed_by(t, cuts[1], bar)], cal[cal < cuts[1]], bar)
 
     return before_test
 
@@ -285,16 +286,16 @@ def _folds(d: DataConfig, fold: Fold) -> SegmentFn:
     L, H, emb, k, n = d.sequence_length, d.prediction_horizon, d.embargo, fold.k, fold.n_folds
     if fold.scheme == "purged_kfold":
         if d.split == "calendar":
-            return lambda t, cal: purged_split(calendar_purged_fold(t, cal, k, n, L, H, emb), len(t))
+            return lambda t, cal, bar: purged_split(calendar_purged_fold(t, cal, k, n, L, H, emb, bar), len(t))
 
-        def per_symbol(t: np.ndarray, cal: np.ndarray) -> dict[str, Segment]:
+        def per_symbol(t: np.ndarray, cal: np.ndarray, bar: int) -> dict[str, Segment]:
             folds = purged_kfold(len(t), n, L, H, emb)
             return purged_split(folds[k] if folds else None, len(t))
 
         return per_symbol
     if d.split == "calendar":
-        return lambda t, cal: calendar_fold(t, cal, k, n, L, emb, d.train_ratio, d.val_ratio, fold.scheme)
-    return lambda t, cal: row_fold(len(t), k, n, L, emb, d.train_ratio, d.val_ratio, fold.scheme)
+        return lambda t, cal, bar: calendar_fold(t, cal, k, n, L, emb, d.train_ratio, d.val_ratio, fold.scheme, bar)
+    return lambda t, cal, bar: row_fold(len(t), k, n, L, emb, d.train_ratio, d.val_ratio, fold.scheme)
 
 
 def _iso(ns: int) -> str:
@@ -534,14 +535,15 @@ def prepare(
         calendar = union_calendar(times)
         cuts = resolve_cuts(d, calendar) if fold is None else None
         seg_fn = split_segments(d, cuts) if fold is None else fold_split(d, fold)
-        return times, calendar, cuts, [seg_fn(t, calendar) for t in times]
+        return times, calendar, cuts, [seg_fn(t, calendar, bar) for t, bar in zip(times, split_bars(times))]
 
     times, calendar, cuts, segs = cut(rows)
     if volume_from is not None and volume_features(d.features) and rows.symbols:
         # "no volume" is decided on the rows before the first validation date (a walk-forward's: its first
         # fold's, so that every fold keeps one feature list), never on the rows after it
         purged = fold is not None and fold.scheme == "purged_kfold"
-        first = segs if fold is None or purged else [fold_split(d, dataclasses.replace(fold, k=0))(t, calendar) for t in times]
+        first = segs if fold is None or purged else [fold_split(d, dataclasses.replace(fold, k=0))(t, calendar, bar)
+                                                     for t, bar in zip(times, split_bars(times))]
         late = no_volume_before_validation(rows, volume_from, first, purged)
         if late:
             d, more = drop_volume_features(d, late, "no volume before the first validation date")
@@ -701,27 +703,37 @@ def _pooled_seconds(times: list[np.ndarray]) -> float | None:
 
 
 def mixed_spacings(rows: Rows) -> dict[str, float]:
-    """Each symbol's bar spacing in seconds (:func:`_bar_length` of its rows) when the panel holds
+    """Each symbol's bar spacing in seconds (:func:`_bar_ns` of its rows) when the panel holds
     spacings :data:`BAR_SPACING_RATIO` or more apart (daily bars beside hourly ones), else {}. The
     cross-section of a timestamp (``market``, the ``excess_return`` and ``cs_*`` labels) then holds a
     longer bar stamped at its start beside shorter bars that close before it does: a daily bar stamped
     with its date enters the market features and labels of the hourly bars of that day, hours before its
     close. Twice apart is such a mix too (an hourly bar stamped 14:30 in the cross-section of the
     30-minute bar of 14:30, which closes half an hour before it), and the commonest (30 and 60 minutes)."""
-    own = {sym: s for sym, t in zip(rows.symbols, rows.symbol_times()) if (s := _bar_length(t)) is not None}
-    if len(own) < 2 or max(own.values()) < BAR_SPACING_RATIO * min(own.values()):
-        return {}
+    return {sym: ns / 1e9 for sym, ns in zip(rows.symbols, split_bars(rows.symbol_times())) if ns}
+
+
+def split_bars(times: list[np.ndarray]) -> list[int]:
+    """Each symbol's bar length in ns (:func:`_bar_ns` of its stamps ``times``) when the panel holds bar
+    lengths :data:`BAR_SPACING_RATIO` or more apart, else 0 for every symbol (0 too for a symbol without a
+    positive gap). A calendar cut can then fall inside a longer bar (an hourly stamp inside a daily bar):
+    that bar closes after the cut, so it is a target of neither period
+    (:func:`~hftraining.data.splits.rows_closed_by`)."""
+    own = [_bar_ns(t) for t in times]
+    known = [ns for ns in own if ns]
+    if len(known) < 2 or max(known) < BAR_SPACING_RATIO * min(known):
+        return [0] * len(times)
     return own
 
 
-def _bar_length(times: np.ndarray) -> float | None:
-    """The seconds one bar of a symbol's stamps ``times`` (int64 ns) spans, for :func:`mixed_spacings`: the
-    gap that a tenth of its gaps are at most (None without a positive gap). Not their median: a symbol that
-    trades on half the days (or in a few of the minutes) of the others has daily (minute) bars with a
-    median gap of two days or more, which is no longer bar; a stray row or two cannot make it shorter."""
+def _bar_ns(times: np.ndarray) -> int:
+    """The ns one bar of a symbol's stamps ``times`` (int64 ns) spans, for :func:`split_bars`: the gap that a
+    tenth of its gaps are at most (0 without a positive gap). Not their median: a symbol that trades on half
+    the days (or in a few of the minutes) of the others has daily (minute) bars with a median gap of two
+    days or more, which is no longer bar; a stray row or two cannot make it shorter."""
     gaps = np.diff(times)
     gaps = gaps[gaps > 0]
-    return float(np.quantile(gaps, 0.1, method="lower")) / 1e9 if len(gaps) else None
+    return int(np.quantile(gaps, 0.1, method="lower")) if len(gaps) else 0
 
 
 def symbol_bar_seconds(rows: Rows) -> dict[str, float]:
@@ -855,8 +867,8 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
         # per_symbol: a symbol the model trained on is cut at its own saved dates, so no window of new data
         # it scores holds a target the model trained or validated on; another symbol at its row shares
         own = check_symbol_split_dates(pre.symbol_split_dates, where) if pre.symbol_split_dates is not None else {}
-        segs = [(calendar_split(t, *own[sym], d.embargo) if sym in own else seg_fn(t, calendar))[split]
-                for sym, t in zip(rows.symbols, times)]
+        segs = [(calendar_split(t, *own[sym], d.embargo) if sym in own else seg_fn(t, calendar, bar))[split]
+                for sym, t, bar in zip(rows.symbols, times, split_bars(times))]
     return _window_set(rows, segs, pre, 1, min_hist, _max_gap(d), labels=_labels(rows, d))
 
 

@@ -232,51 +232,74 @@ def rows_before(times: np.ndarray, date: int) -> int:
     return int(np.searchsorted(times, date, side="left"))
 
 
-def calendar_split(times: np.ndarray, val_from: int, test_from: int, embargo: int = 0) -> dict[str, Segment]:
+def rows_closed_by(times: np.ndarray, date: int, bar_ns: int = 0) -> int:
+    """Number of a symbol's rows (sorted ``times``, ns, each the start of a bar ``bar_ns`` long) whose bar
+    has closed by ``date``: dated at most ``date - bar_ns``. With ``bar_ns`` 0 (a panel of one bar length,
+    whose cut dates never fall inside a bar), the rows dated before ``date`` (:func:`rows_before`).
+
+    In a panel of daily bars beside hourly ones a cut can fall inside a day: the daily bar stamped at that
+    midnight closes after the cut, hours into the period of the hourly bars after it. Such a bar is a
+    target of neither the period before the cut (it would train on the later period's moves) nor, as it
+    starts before the cut, of the period after it: it is left out (purged) of the earlier period."""
+    return rows_before(times, date - bar_ns + 1) if bar_ns > 0 else rows_before(times, date)
+
+
+def calendar_split(times: np.ndarray, val_from: int, test_from: int, embargo: int = 0,
+                   bar_ns: int = 0) -> dict[str, Segment]:
     """One symbol's row segments when the panel is cut at shared dates: training rows are dated
     before ``val_from``, validation rows from ``val_from`` and test rows from ``test_from``;
     ``embargo`` of the symbol's own rows is left out after each cut (as :func:`chronological_split`).
     Windows are cut inside the segments (:func:`window_ends`), so no training target is dated on or
-    after ``val_from`` for any symbol."""
+    after ``val_from`` for any symbol. With ``bar_ns`` (the symbol's bar length, in a panel of mixed bar
+    lengths), a training or validation bar also closes by the next cut (:func:`rows_closed_by`)."""
     a, b, n = rows_before(times, val_from), rows_before(times, test_from), len(times)
-    return {"train": Segment(0, a), "val": Segment(min(a + embargo, b), b), "test": Segment(min(b + embargo, n), n)}
+    train_end, val_end = rows_closed_by(times, val_from, bar_ns), rows_closed_by(times, test_from, bar_ns)
+    val_start = min(a + embargo, b)
+    return {"train": Segment(0, train_end), "val": Segment(val_start, max(val_start, val_end)),
+            "test": Segment(min(b + embargo, n), n)}
 
 
 def calendar_fold(times: np.ndarray, calendar: np.ndarray, k: int, n_folds: int, seq_len: int, embargo: int,
-                  train_ratio: float, val_ratio: float, scheme: str = "expanding") -> dict[str, Segment]:
+                  train_ratio: float, val_ratio: float, scheme: str = "expanding", bar_ns: int = 0) -> dict[str, Segment]:
     """One symbol's segments of walk-forward fold ``k`` (0-based) with folds cut at shared dates.
 
     The first ``train_ratio`` share of the calendar is the initial training span; the rest is cut
     into ``n_folds`` test blocks of dates [D_k, D_k+1). Training covers the dates before D_k
     (``expanding``) or as many dates as the initial span (``rolling``); its last ``val_ratio`` share
     of dates is validation. ``embargo`` of the symbol's own rows is left out before validation and
-    before the test block; test windows read their inputs from the ``seq_len`` rows before D_k."""
+    before the test block; test windows read their inputs from the ``seq_len`` rows before D_k. With
+    ``bar_ns`` (the symbol's bar length, in a panel of mixed bar lengths), a training or validation bar
+    also closes by the next period's first date (:func:`rows_closed_by`)."""
     n = len(calendar)
     n0 = int(n * train_ratio)
     b = [n0 + (n - n0) * j // n_folds for j in range(n_folds + 1)]
     start = 0 if scheme == "expanding" else max(0, b[k] - n0)
     v = b[k] - int((b[k] - start) * val_ratio)  # first validation date (index into the calendar)
     row = lambda i: rows_before(times, calendar_date(calendar, i))  # noqa: E731
-    first, end = row(start), max(row(start), row(b[k]) - embargo)
+    closed = lambda i: rows_closed_by(times, calendar_date(calendar, i), bar_ns)  # noqa: E731
+    first, end = row(start), max(row(start), min(row(b[k]) - embargo, closed(b[k])))
     if v < b[k]:
         val = Segment(min(row(v), end), end)
-        train = Segment(first, max(first, row(v) - embargo))
+        train = Segment(first, max(first, min(row(v) - embargo, closed(v))))
     else:
         val, train = Segment(end, end), Segment(first, end)
     return {"train": train, "val": val, "test": block(row(b[k]), row(b[k + 1]), seq_len)}
 
 
 def calendar_purged_fold(times: np.ndarray, calendar: np.ndarray, k: int, n_folds: int, seq_len: int,
-                         horizon: int, embargo: int) -> PurgedFold:
+                         horizon: int, embargo: int, bar_ns: int = 0) -> PurgedFold:
     """Purged k-fold with the test blocks cut at shared dates: block ``k`` holds the dates
     [E_k, E_k+1) of ``n_folds`` equal shares of the calendar. A symbol's test windows have all
     their targets in the block; its training windows have every target before E_k, or after the
     block's last row plus ``embargo`` rows, so no training target of any symbol is dated inside
-    any symbol's test block."""
+    any symbol's test block. With ``bar_ns`` (the symbol's bar length, in a panel of mixed bar
+    lengths), its bars before the block and, but for the last block, in it also close by the next
+    block's first date (:func:`rows_closed_by`): no bar's span holds the dates of another period."""
     n = len(calendar)
-    row = lambda j: rows_before(times, calendar_date(calendar, j * n // n_folds))  # noqa: E731
-    a, z = row(k), row(k + 1)
-    test = block(a, z, seq_len)  # targets from row a, inputs from a - L
-    before = Segment(0, a)  # last origin a - 1 - H: targets end before row a
+    date = lambda j: calendar_date(calendar, j * n // n_folds)  # noqa: E731
+    a, z = rows_before(times, date(k)), rows_before(times, date(k + 1))
+    test_end = z if k + 1 >= n_folds else max(a, rows_closed_by(times, date(k + 1), bar_ns))
+    test = block(a, test_end, seq_len)  # targets from row a, inputs from a - L
+    before = Segment(0, rows_closed_by(times, date(k), bar_ns))  # last origin a - 1 - H: targets end before row a
     after = block(z + embargo, len(times), seq_len)  # first origin z + embargo - 1: targets from z + embargo
     return PurgedFold(tuple(s for s in (before, after) if len(window_ends(s, seq_len, horizon))), test)

@@ -575,7 +575,7 @@ def first_test_dates(source: PanelRows) -> dict[str, int | None]:
     seg_fn = split_segments(d, None)
     out: dict[str, int | None] = {}
     for sym, t in zip(source.rows.symbols, times):
-        seg = seg_fn(t, calendar)["test"]
+        seg = seg_fn(t, calendar, 0)["test"]
         out[sym] = int(t[seg.start]) if len(seg) else None
     return out
 
