@@ -26,7 +26,7 @@ import numpy as np
 from scipy import stats
 
 from hftraining.core.config import backtest_ignored, backtest_ignored_text
-from hftraining.core.fmt import fmt
+from hftraining.core.fmt import fmt, fmt_time
 from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.data.features import SESSION_SHARE  # the one rule: two bars a session are intraday bars
 from hftraining.eval.forecasts import NO_TIME, label
@@ -287,9 +287,21 @@ def no_volatility(vol: np.ndarray) -> np.ndarray:
 
 def _drift(w: np.ndarray, simple: np.ndarray) -> np.ndarray:
     """Weights ``w`` (.., N) held over a period of simple returns ``simple`` → the weights at its end, as
-    shares of the capital then (the same arithmetic as the drift in :func:`simulate`)."""
-    gross = (w * simple).sum(axis=-1)
-    return w * (1.0 + simple) / (1.0 + gross)[..., None]
+    shares of the capital then (the same arithmetic as the drift in :func:`simulate`; past a period that
+    took the whole capital (:func:`ruin`) they are not finite, and :func:`simulate` trades nothing there)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        gross = (w * simple).sum(axis=-1)
+        return w * (1.0 + simple) / (1.0 + gross)[..., None]
+
+
+def ruin(returns: np.ndarray) -> int | None:
+    """The first period of the (T,) simple returns of a book that took all its capital (a return of -100%
+    or worse: a book levered by ``evaluation.backtest_max_gross`` > 1 through a fall of 1 / gross, a short
+    through a rise of as much), or None. No capital is left to trade after it: compounded on, a capital
+    below 0 turned the next loss into a gain (a book wiped out read -76% in total) and divided the next
+    drift by 0."""
+    bust = np.flatnonzero(1.0 + np.asarray(returns, dtype=np.float64) <= 0.0)
+    return int(bust[0]) if bust.size else None
 
 
 def rebalancing(T: int, every: int = 1) -> np.ndarray:
@@ -526,6 +538,12 @@ class Simulation:
     def join(cls, parts: list["Simulation"]) -> "Simulation":
         """The periods of ``parts`` (books of successive date ranges) one after another: a period's return is
         its own book's, and none spans from one part's last date to the next part's first."""
+        for j, s in enumerate(parts):  # a book that lost its capital (:func:`ruin`) has none to start afresh with
+            if ruin(s.returns) is not None:
+                zero = [cls(p.dates, np.zeros(len(p.dates)), np.zeros(len(p.dates)), np.zeros(len(p.dates)), 0, 0)
+                        for p in parts[j + 1:]]
+                parts = [*parts[: j + 1], *zero]
+                break
         cat = lambda name: np.concatenate([getattr(s, name) for s in parts])  # noqa: E731
         return cls(cat("dates"), cat("returns"), cat("gross_returns"), cat("turnover"),
                    sum(s.hits for s in parts), sum(s.positions_taken for s in parts))
@@ -537,12 +555,18 @@ def simulate(weights: np.ndarray, returns: np.ndarray, dates: np.ndarray, cost_b
     w = np.nan_to_num(np.asarray(weights, dtype=np.float64))
     simple = np.expm1(np.nan_to_num(np.asarray(returns, dtype=np.float64)))  # (T, N)
     held, earned = w[:-1], simple[1:]  # the timing: weights of t against the return of t + 1
-    gross = (held * earned).sum(axis=1)  # (T-1,)
-    # weights just before the trade at t: those of t-1 after drifting over the period ending at t
-    drifted = np.zeros_like(w)
-    drifted[1:] = w[:-1] * (1.0 + simple[1:]) / (1.0 + gross)[:, None]
-    turnover = np.abs(w - drifted).sum(axis=1)[:-1]  # trades at t = 0..T-2 (the last date trades nothing)
-    net = gross - turnover * (cost_bps + slippage_bps) / 1e4
+    # past a period that took the whole capital the arithmetic divides by 0: those periods are set to 0 below
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        gross = (held * earned).sum(axis=1)  # (T-1,)
+        # weights just before the trade at t: those of t-1 after drifting over the period ending at t
+        drifted = np.zeros_like(w)
+        drifted[1:] = w[:-1] * (1.0 + simple[1:]) / (1.0 + gross)[:, None]
+        turnover = np.abs(w - drifted).sum(axis=1)[:-1]  # trades at t = 0..T-2 (the last date trades nothing)
+        net = gross - turnover * (cost_bps + slippage_bps) / 1e4
+    k = ruin(net)
+    if k is not None:  # no capital left after period k: nothing held, traded or earned (:func:`ruin`)
+        gross[k + 1:], turnover[k + 1:], net[k + 1:] = 0.0, 0.0, 0.0
+        held, earned = held[: k + 1], earned[: k + 1]
     active = (held != 0) & (earned != 0)
     hits = int((np.sign(held) == np.sign(earned))[active].sum())
     return Simulation(np.asarray(dates)[:-1], net, gross, turnover, hits, int(active.sum()))
@@ -575,6 +599,9 @@ def performance(sim: Simulation, periods_per_year: float) -> dict[str, Any]:
     nan = float("nan")
     if T == 0:
         return {"n_periods": 0}
+    bust = ruin(r)
+    if bust is not None:  # no capital left after it (as :func:`simulate` books it): its later periods earn nothing
+        r = np.where(np.arange(T) > bust, 0.0, r)
     equity = np.cumprod(1.0 + r)
     total = float(equity[-1] - 1.0)
     ann = annual_return(total, T, periods_per_year)
@@ -599,9 +626,16 @@ def performance(sim: Simulation, periods_per_year: float) -> dict[str, Any]:
         "hit_rate": sim.hits / sim.positions_taken if sim.positions_taken else nan,
         "cost_drag": float((sim.gross_returns - sim.returns).sum()),
     }
+    if bust is not None:
+        later = T - bust - 1
+        out["warning"] = (f"the book lost all its capital in the period from {fmt_time(sim.dates[bust])} (a return of "
+                          f"{r[bust]:.1%}: a gross exposure g, evaluation.backtest_max_gross, loses it all in a move of "
+                          f"1/g against it): it holds nothing after it, and its {later} later period{'s' if later != 1 else ''} "
+                          "read 0")
     if math.isinf(ann):  # null in eval.json, a dash in the tables: said, not left to read as missing
-        out["warning"] = (f"annual return past the float range (null in eval.json): a total return of {total:.4g} "
-                          f"over {T} periods, at {periods_per_year:g} periods a year")
+        text = (f"annual return past the float range (null in eval.json): a total return of {total:.4g} "
+                f"over {T} periods, at {periods_per_year:g} periods a year")
+        out["warning"] = f"{out['warning']}; {text}" if "warning" in out else text
     if sim.positions_taken >= LOOKAHEAD_MIN_POSITIONS and out["hit_rate"] > LOOKAHEAD_HIT_RATE:
         text = (f"hit rate {out['hit_rate']:.2f} over {sim.positions_taken} positions is implausible for a "
                 "forecast: check the signal for look-ahead (a future return in the inputs)")
