@@ -161,7 +161,13 @@ def check_resumable(cfg: Config, path: Path) -> None:
     (:data:`~hftraining.core.config.RESUME_FIXED`: the model's shapes, the windows and their order,
     the optimizer): the weights would not load, or the sampler's position would count through other
     windows, silently."""
-    conflicts = resume_conflicts(read_json(path / "config.json"), cfg)
+    saved = read_json(path / "config.json")
+    conflicts = resume_conflicts(saved, cfg)
+    # data.eval_batch_size may change, but evaluation.max_eval_batches counts batches of it: another size scores
+    # other validation windows, and the kept best score and early stopping's patience would be compared with them
+    was = (saved.get("data") or {}).get("eval_batch_size") if isinstance(saved, dict) else None
+    if cfg.evaluation.max_eval_batches is not None and isinstance(was, int) and was != cfg.data.eval_batch_size:
+        conflicts.append(("data.eval_batch_size", was, cfg.data.eval_batch_size))
     # a setting the optimizer ignores (optim.SETTINGS) built nothing the checkpoint holds: a run started before
     # such a value was refused resumes with it set back to its default
     conflicts = [c for c in conflicts if not (c[0].startswith("training.") and c[0][9:] in optim.SETTINGS
