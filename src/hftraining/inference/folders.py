@@ -76,6 +76,8 @@ def run_folder(path: str | Path) -> Path | None:
     to a run's ``final/`` is that run's: its precision, settings and fitted baselines, as the path it names.
     A run folder (:data:`RUN_MARKS` beside ``final/``) without its config.json is a DataError."""
     p = Path(path)
+    if p.name in ("", ".."):  # "." or "..": the folder itself, whose name tells a run's final/ from a bare folder
+        p = p.resolve()
     if p.is_symlink():  # a link to a run's final/ (current -> runs/x/final) is that run's model, not a bare folder
         p = _link_target(p)
     for cand in ((p, p.parent) if p.name == "final" else (p,)):

@@ -381,6 +381,28 @@ class Forecaster:
             out += list(rep.get("ffill_fallback", {}).values())
         return out
 
+    def flagged_rows(self, reports: list[dict[str, Any]]) -> list[str]:
+        """One warning for each file (or symbol's frame) of ``reports`` with rows the training rules
+        flagged and kept: under ``data.jumps=flag`` (the default) a close more than
+        ``data.jump_threshold`` in |log return| from the last kept close (an unadjusted split, a bad
+        print) stays among the rows, and the forecast reads that return as it is. Training's data report
+        lists such rows; a forecast has no report, so the line names the file, the rule and its rows
+        (lines of a CSV file, 1-based rows of a Parquet file, 0-based positions of a frame)."""
+        d = self.preprocessing.data_config()
+        out = []
+        for rep in reports:
+            unit = {"line": "lines", "row": "rows"}.get(rep["row_numbers"], "positions")
+            parts, total = self._rule_rows(rep["rules"], "flagged", unit)
+            if not parts:
+                continue
+            see = "" if unit == "positions" else "; `hftraining data check` lists every row"
+            why = (f" (data.jumps={d.jumps}: a close more than data.jump_threshold={d.jump_threshold:g} in |log return| "
+                   "from the last kept close, e.g. an unadjusted split or a bad print)"
+                   if (rep["rules"].get("jump") or {}).get("flagged") else "")
+            out.append(f"{rep['file']}: {total} row(s) flagged by the validation rules the model was trained with "
+                       f"({'; '.join(parts)}) and read by the forecast as they are{why}{see}")
+        return out
+
     @staticmethod
     def _rule_rows(rules: dict[str, dict[str, Any]], kind: str, unit: str) -> tuple[list[str], int]:
         """(one part per rule of ``rules`` that ``kind`` (dropped, repaired) rows: the rule and its rows
@@ -583,7 +605,8 @@ class Forecaster:
         ``p_hold``, ``p_buy`` when it has the buy/hold/sell head. ``strict``: see :meth:`data_config`.
         A symbol with fewer than :meth:`settled_rows` rows (every symbol, when that is unknown) is
         forecast with a warning (:meth:`unsettled`), and so is a file of which validation dropped rows
-        (:meth:`dropped_rows`) and, for a model with ``market`` features, a symbol whose latest row no
+        (:meth:`dropped_rows`) or flagged rows it keeps (a jump under ``data.jumps=flag``:
+        :meth:`flagged_rows`) and, for a model with ``market`` features, a symbol whose latest row no
         other symbol sent shares (:meth:`alone_in_panel`); for such a model or one of a label taken
         across symbols, symbols sent other than those it was trained on (:meth:`other_universe`); an
         interval level the calibration leaves unbounded, -inf/+inf (:meth:`unbounded`); and
@@ -604,8 +627,8 @@ class Forecaster:
         ws = self.latest_windows(frames, None if warnings is None else spacing)
         table = self.forecast_table(ws, self.outputs(ws))
         found = (([] if logged and warnings is None else stamp_lines)  # a file's were logged as it was read
-                 + spacing + self.dropped_rows(reports) + self.unsettled(frames) + self.alone_in_panel(ws)
-                 + self.other_universe(ws) + self.unbounded(table))
+                 + spacing + self.dropped_rows(reports) + self.flagged_rows(reports) + self.unsettled(frames)
+                 + self.alone_in_panel(ws) + self.other_universe(ws) + self.unbounded(table))
         if warnings is None:
             for line in found:
                 log.warning(line)
