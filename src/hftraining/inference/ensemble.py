@@ -277,7 +277,9 @@ def _row_rules(pre: dict[str, Any]) -> dict[str, Any]:
 def validation_scores(dirs: list[Path], pre: dict[str, Any]) -> list[float]:
     """Validation MSE (log-return units) of each member, on the validation split of its training data,
     forecast in the precision it forecasts in alone (its run's: :func:`run_precision`), as its own
-    ``evaluate --split val`` scores it."""
+    ``evaluate --split val`` scores it. A member whose forecast of a validation window is not finite (its
+    MSE inf, weight 0 and its NaN part of every combined forecast; or NaN, and so every weight) is a DataError
+    naming it."""
     prep = Preprocessing.from_dict(pre)
     ws = _validation_windows(prep, dirs[0])
     batch_size = prep.data_config().eval_batch_size
@@ -288,6 +290,11 @@ def validation_scores(dirs: list[Path], pre: dict[str, Any]) -> list[float]:
     for d in dirs:
         model = ForecastModel.from_pretrained(d)
         pred = predict_scaled(model, ws, batch_size, precision=run_precision(d)).astype(np.float64)
+        bad = int((~np.isfinite(pred)).any(axis=tuple(range(1, pred.ndim))).sum())
+        if bad:  # MSE inf: weight 0, yet 0 x inf makes every combined forecast NaN; MSE NaN: every weight NaN
+            raise DataError(f"{d}: the model's forecasts are not finite numbers for {bad} of the {len(ws)} validation "
+                            "window(s), so its validation MSE and its weight in a weighted ensemble are undefined; its "
+                            "weights or preprocessing.json are broken: leave it out of the ensemble")
         scores.append(float(np.mean((pred - true) ** 2)) * pre["target_scale"] ** 2)
     return scores
 
