@@ -29,7 +29,8 @@ from hftraining.data.pipeline import Preprocessing, apply, latest_windows
 from hftraining.data.pipeline import log as pipeline_log
 from hftraining.data.rows import RowsNeeded
 from hftraining.data.sources import load_and_validate, zoneless_stamps
-from hftraining.data.validate import MAX_ROWS_LISTED, VALUE_RULES, stamp_phases, stamp_runs, validate_frame
+from hftraining.data.validate import (MAX_ROWS_LISTED, VALUE_RULES, jump_rows, stamp_phases, stamp_runs,
+                                      validate_frame)
 from hftraining.data.windows import WindowSet
 from hftraining.inference.ensemble import load_ensemble
 from hftraining.inference.folders import check_training_data, is_ensemble, resolve_model_dir, run_precision
@@ -381,26 +382,50 @@ class Forecaster:
             out += list(rep.get("ffill_fallback", {}).values())
         return out
 
-    def flagged_rows(self, reports: list[dict[str, Any]]) -> list[str]:
+    def flagged_rows(self, reports: list[dict[str, Any]], frames: dict[str, pd.DataFrame]) -> list[str]:
         """One warning for each file (or symbol's frame) of ``reports`` with rows the training rules
-        flagged and kept: under ``data.jumps=flag`` (the default) a close more than
-        ``data.jump_threshold`` in |log return| from the last kept close (an unadjusted split, a bad
-        print) stays among the rows, and the forecast reads that return as it is. Training's data report
-        lists such rows; a forecast has no report, so the line names the file, the rule and its rows
-        (lines of a CSV file, 1-based rows of a Parquet file, 0-based positions of a frame)."""
+        flagged and kept that the forecast reads: under ``data.jumps=flag`` (the default) a close more
+        than ``data.jump_threshold`` in |log return| from the last kept close (an unadjusted split, a bad
+        print) stays among the rows, and the forecast reads that return as it is when it lies among the
+        latest :meth:`settled_rows` rows of its symbol in ``frames`` (the rows read, validated), the rows
+        the forecast depends on (every row when that is unknown). A flagged row older than those changes
+        no forecast: none is said for it. Training's data report lists such rows; a forecast has no
+        report, so the line names the file, the rule and its rows (lines of a CSV file, 1-based rows of
+        a Parquet file, 0-based positions of a frame) and, when only some of them are read, the dates of
+        those."""
         d = self.preprocessing.data_config()
+        settled = self.settled_rows()
         out = []
         for rep in reports:
             unit = {"line": "lines", "row": "rows"}.get(rep["row_numbers"], "positions")
             parts, total = self._rule_rows(rep["rules"], "flagged", unit)
             if not parts:
                 continue
+            read: list[str] = []  # "<symbol> <date>" of each flagged row the forecast reads
+            for sym in (list(rep.get("symbols") or {}) or [rep["file"]]):
+                frame = frames.get(sym)
+                if frame is None or not len(frame):
+                    continue
+                # the rows the rule flagged, by their place among the symbol's kept rows: the rule judged
+                # these closes (no rule after it drops a row), so it flags the same ones again
+                flags = jump_rows(frame["close"].to_numpy(np.float64), d.jump_threshold)
+                first = 0 if settled is None else max(0, len(frame) - settled)
+                read += [f"{sym} {pd.Timestamp(frame['timestamp'].iloc[i]).isoformat()}"
+                         for i in first + np.flatnonzero(flags[first:])]
+            if not read:
+                continue
             see = "" if unit == "positions" else "; `hftraining data check` lists every row"
             why = (f" (data.jumps={d.jumps}: a close more than data.jump_threshold={d.jump_threshold:g} in |log return| "
                    "from the last kept close, e.g. an unadjusted split or a bad print)"
                    if (rep["rules"].get("jump") or {}).get("flagged") else "")
+            if len(read) >= total:
+                use = "and read by the forecast as they are"
+            else:  # the others lie before the rows the forecast depends on
+                shown = ", ".join(read[:MAX_ROWS_LISTED]) + (", ..." if len(read) > MAX_ROWS_LISTED else "")
+                use = (f"of which the forecast reads {len(read)} as they are, among the latest {settled} rows of a "
+                       f"symbol that it depends on ({shown})")
             out.append(f"{rep['file']}: {total} row(s) flagged by the validation rules the model was trained with "
-                       f"({'; '.join(parts)}) and read by the forecast as they are{why}{see}")
+                       f"({'; '.join(parts)}) {use}{why}{see}")
         return out
 
     @staticmethod
@@ -605,8 +630,8 @@ class Forecaster:
         ``p_hold``, ``p_buy`` when it has the buy/hold/sell head. ``strict``: see :meth:`data_config`.
         A symbol with fewer than :meth:`settled_rows` rows (every symbol, when that is unknown) is
         forecast with a warning (:meth:`unsettled`), and so is a file of which validation dropped rows
-        (:meth:`dropped_rows`) or flagged rows it keeps (a jump under ``data.jumps=flag``:
-        :meth:`flagged_rows`) and, for a model with ``market`` features, a symbol whose latest row no
+        (:meth:`dropped_rows`) or flagged rows it keeps among those the forecast reads (a jump under
+        ``data.jumps=flag``: :meth:`flagged_rows`) and, for a model with ``market`` features, a symbol whose latest row no
         other symbol sent shares (:meth:`alone_in_panel`); for such a model or one of a label taken
         across symbols, symbols sent other than those it was trained on (:meth:`other_universe`); an
         interval level the calibration leaves unbounded, -inf/+inf (:meth:`unbounded`); and
@@ -627,7 +652,7 @@ class Forecaster:
         ws = self.latest_windows(frames, None if warnings is None else spacing)
         table = self.forecast_table(ws, self.outputs(ws))
         found = (([] if logged and warnings is None else stamp_lines)  # a file's were logged as it was read
-                 + spacing + self.dropped_rows(reports) + self.flagged_rows(reports) + self.unsettled(frames)
+                 + spacing + self.dropped_rows(reports) + self.flagged_rows(reports, frames) + self.unsettled(frames)
                  + self.alone_in_panel(ws) + self.other_universe(ws) + self.unbounded(table))
         if warnings is None:
             for line in found:
