@@ -49,6 +49,13 @@ class ForecastModel(nn.Module):
     """The ``model.*`` keys (ModelConfig fields) this model type reads, beside those every run reads
     (:data:`registry.EVERY_MODEL`); a run that sets another one away from its default is told that
     it has no effect (:func:`registry.unread_settings`)."""
+    fp32_heads: bool | None = None
+    """Models with learned output heads set it True: under a bf16 (fp16) autocast the heads read the encoder's
+    output in fp32 and forecast in fp32. A bf16 forecast holds 8 significant bits, so forecasts of nearby
+    windows tie (the quickstart's transformer gave 74 distinct step-1 forecasts for 512 test windows), and a
+    rank IC or a top-k book reads ties. False for a folder written before 2026-12-07 (its ``config.json``
+    has no ``fp32_heads``): it forecasts as its eval.json scored. None: no such heads (DLinear keeps its
+    own fp32 sum, ridge runs in fp32, LightGBM and the naive baselines in float64)."""
     heads: frozenset[str] = frozenset()
     """Optional heads this model has when configured (``outputs.HEADS``); asking a model for a head
     it lacks is a ConfigError at build time (see :func:`registry.build_model`), never a silent None."""
@@ -96,6 +103,7 @@ class ForecastModel(nn.Module):
             "n_features": self.n_features,
             "horizon": self.horizon,
             "seq_len": self.seq_len,
+            **({} if self.fp32_heads is None else {"fp32_heads": self.fp32_heads}),
         }
 
     def save_pretrained(self, directory: str | Path, preprocessing: dict[str, Any] | None = None) -> Path:
@@ -127,6 +135,8 @@ class ForecastModel(nn.Module):
         expected = folder.expected_tensors(cfg, n_features, horizon, seq_len, d / CONFIG_NAME)
         state = folder.load_weights(d, expected, map_location)
         model = build_model(cfg, n_features, horizon, seq_len)
+        if model.fp32_heads is not None:
+            model.fp32_heads = folder.fp32_heads(d)
         try:
             model.load_state_dict(state)
         except Exception as e:  # e.g. a LightGBM booster's text that does not parse

@@ -138,6 +138,19 @@ def check_format_version(args: dict[str, Any], path: Path) -> None:
                         f"{FORMAT_VERSION}); upgrade hftraining to load it")
 
 
+def fp32_heads(folder: str | Path) -> bool:
+    """``fp32_heads`` of ``folder/config.json``: whether the model's output heads run in fp32 under an
+    autocast (:attr:`~hftraining.models.base.ForecastModel.fp32_heads`). A folder written before the key
+    (2026-12-07) computed them in the autocast's precision, and still does: its forecasts are those its
+    eval.json scored. A DataError for anything but true or false."""
+    path = Path(folder) / "config.json"
+    args = read_json(folder, "config.json")
+    v = args.get("fp32_heads", False) if isinstance(args, dict) else False
+    if not isinstance(v, bool):
+        raise DataError(f"{path}: fp32_heads must be true or false, got {shown(v)}")
+    return v
+
+
 def model_spec(folder: str | Path) -> tuple[ModelConfig, int, int, int]:
     """(model config, n_features, horizon, seq_len) of ``folder/config.json``, checked."""
     path = Path(folder) / "config.json"

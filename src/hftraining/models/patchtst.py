@@ -261,6 +261,7 @@ class PatchTST(ForecastModel):
         self.encoder = _encoder_from_config(cfg, seq_len)
         self.head_dropout = Dropout(cfg.dropout)
         self.head = nn.Linear(self.n_channels * self.encoder.n_patches * cfg.hidden_size, horizon)
+        self.fp32_heads = True
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, past: torch.Tensor | None = None
@@ -274,7 +275,12 @@ class PatchTST(ForecastModel):
         if pad is not None:
             pad = pad.repeat_interleave(c, dim=0)  # (B·C, P), same order as z
         h = self.encoder(z, pad, checkpointing=self.gradient_checkpointing)  # (B·C, P, d)
-        y = self.head(self.head_dropout(h.reshape(b, self.head.in_features)))  # (B, H); a batch of no windows too
+        flat = self.head_dropout(h.reshape(b, self.head.in_features))  # (B, C·P·d); a batch of no windows too
+        if self.fp32_heads:
+            with torch.autocast(flat.device.type, enabled=False):  # forecasts in fp32: see ForecastModel.fp32_heads
+                y = self.head(flat.to(self.head.weight.dtype))  # (B, H)
+        else:
+            y = self.head(flat)  # (B, H)
         if past is not None:
             y = y * scale[:, :, -1] + loc[:, :, -1]  # back to the target's units
         return ForecastOutput(prediction=y)

@@ -111,6 +111,7 @@ class TransformerForecaster(ForecastModel):
             for _ in range(cfg.num_layers)
         )
         self.norm = nn.LayerNorm(d)
+        self.fp32_heads = True
         self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(d, horizon))
         # optional heads: absent (not merely unused) when disabled, so the production config has
         # exactly the documented parameter count and old checkpoints load strictly
@@ -153,6 +154,13 @@ class TransformerForecaster(ForecastModel):
         self, x: torch.Tensor, mask: torch.Tensor | None = None, past: torch.Tensor | None = None
     ) -> ForecastOutput:
         z = self.encode(x, mask)  # (B, d)
+        if self.fp32_heads:
+            with torch.autocast(z.device.type, enabled=False):  # forecasts in fp32: see ForecastModel.fp32_heads
+                return self._heads(z.to(self.norm.weight.dtype))
+        return self._heads(z)
+
+    def _heads(self, z: torch.Tensor) -> ForecastOutput:
+        """Pooled (B, d) → the forecast and the optional heads' outputs."""
         B = z.shape[0]
         out = ForecastOutput(prediction=self.head(z))  # (B, H)
         if self.class_head is not None:
