@@ -5,7 +5,8 @@ The search space is the config's ``tune.search_space``: ``section.key`` → a ra
 the config tree except ``output.*``, ``tune.*``, ``serve.*``, the keys that place the test split
 (:data:`SPLIT_KEYS`), those that define the objective (:data:`OBJECTIVE_KEYS`: its metric and
 validation windows, the same for every trial; nor ``model.loss`` scored by ``evaluation.metric: loss``,
-:func:`check_objective`) and the seed (:data:`SEED_KEYS`: the best of N seeds is the luckiest run).
+nor ``data.eval_batch_size`` under ``evaluation.max_eval_batches``, :func:`check_objective`) and the seed
+(:data:`SEED_KEYS`: the best of N seeds is the luckiest run).
 Every trial of a study keeps one test split: a drawn value that moves it (``data.features`` whose
 warm-up rows move a calendar cut made at ratios, say) stops the tune with a one-line error
 (:func:`check_test_split`), since a trial's validation dates would then be another's test dates;
@@ -288,7 +289,13 @@ def check_objective(cfg: Config, space: dict[str, dict[str, Any]]) -> None:
     """A ConfigError, before any trial, for ``model.loss`` searched while ``evaluation.metric`` is ``loss``:
     each trial would be scored by the loss it trains (squared error of the scaled target, or minus an IC),
     and the lowest number would pick the loss whose scale is smaller (minus a negative IC beats any MSE of
-    order 1), not the better model."""
+    order 1), not the better model. And for ``data.eval_batch_size`` searched under
+    ``evaluation.max_eval_batches``, which counts batches of that size: each size scores other validation
+    windows (the first 32 or the first 512), and the lowest score would pick the easiest windows."""
+    if cfg.evaluation.max_eval_batches is not None and "data.eval_batch_size" in space:
+        raise ConfigError("tune.search_space.data.eval_batch_size: evaluation.max_eval_batches counts batches of that "
+                          "size, so trials drawing other sizes would be scored on other validation windows; set it in "
+                          "the config, not in the search space")
     if cfg.evaluation.metric == "loss" and "model.loss" in space and len(set(space["model.loss"]["choices"])) > 1:
         raise ConfigError("tune.search_space.model.loss: with evaluation.metric=loss each trial is scored by its own "
                           "loss (squared error or minus an IC), which are not comparable; score every trial by one "
@@ -734,10 +741,14 @@ OBJECTIVE_ATTR = "objective"
 
 
 def objective_settings(cfg: Config) -> dict[str, Any]:
-    """The values in ``cfg`` of the settings that define a trial's score: :data:`OBJECTIVE_KEYS` and the
-    folds it is the mean over (``tune.folds``, ``tune.fold_scheme``)."""
+    """The values in ``cfg`` of the settings that define a trial's score: :data:`OBJECTIVE_KEYS`, the
+    folds it is the mean over (``tune.folds``, ``tune.fold_scheme``) and, under
+    ``evaluation.max_eval_batches`` (which counts batches of it: another size scores other validation
+    windows), ``data.eval_batch_size`` (null without the cap: every window is scored whatever the size)."""
     keys = (*OBJECTIVE_KEYS, "tune.folds", "tune.fold_scheme")
-    return {key: getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) for key in keys}
+    out = {key: getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) for key in keys}
+    out["data.eval_batch_size"] = cfg.data.eval_batch_size if cfg.evaluation.max_eval_batches is not None else None
+    return out
 
 
 def check_objective_unchanged(study, cfg: Config, record: bool = True, number: int | None = None) -> None:
