@@ -924,13 +924,20 @@ def portfolio_label(s: dict[str, Any]) -> str:
 
 
 def _cell(v: Any, spec: str) -> str:
-    """:func:`fmt` of ``v``, or 2 significant digits (after a space) where the fixed-point text would be
-    wider than the column (annualised at 1e308 periods a year, a volatility of 1e154 is 155 digits long)."""
+    """:func:`fmt` of ``v`` with a space before it: where the text would fill the column (a drawdown of a
+    book that lost more than its capital, -112.50%, beside a Sortino of -3.04 read "-3.04-112.50%"), with
+    fewer decimals, and 2 significant digits where the fixed-point text is wider than the column even
+    without decimals (annualised at 1e308 periods a year, a volatility of 1e154 is 155 digits long)."""
     text = fmt(v, spec)
     width = int(spec.lstrip("<>^").split(".")[0])
-    if len(text) <= width:
+    if len(text) < width or text.startswith(" "):
         return text
-    pct = spec.endswith("%")
+    kind, digits = spec[-1], int(spec.split(".")[1][:-1])
+    for d in range(digits - 1, -1, -1):
+        text = format(v, f".{d}{kind}")
+        if len(text) < width:
+            return format(text, f">{width}")
+    pct = kind == "%"
     return format(" " + format(v * 100 if pct else v, ".2g") + ("%" if pct else ""), f">{width}")
 
 

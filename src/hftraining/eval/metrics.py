@@ -264,8 +264,9 @@ def _ic_per_group(pred: np.ndarray, true: np.ndarray, a: np.ndarray, b: np.ndarr
     for side in (pred[order], true[order]):
         top = np.maximum.reduceat(side, starts)
         const |= (top == np.minimum.reduceat(side, starts)) & np.isfinite(top)
-    # a date of values past 1e100 in size (a diverging model's forecasts) squares past the float range, and one
-    # below 1e-100 towards its bottom: its values are divided by their largest first (a correlation is the same)
+    # a date of values past 1e50 in size (a diverging model's forecasts) squares past the float range in the
+    # product of the two sides' sums of squares, and one below 1e-50 towards its bottom: its values are divided
+    # by their largest first (a correlation is the same)
     a, b = _in_range(a, order, starts, inv), _in_range(b, order, starts, inv)
     # a date holding ±inf (an overflowed forecast) is ``bad``: its IC is NaN whatever inf − inf gives here
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -281,17 +282,23 @@ def _ic_per_group(pred: np.ndarray, true: np.ndarray, a: np.ndarray, b: np.ndarr
     return ok, ic
 
 
-SQUARE_RANGE = 1e100
+SQUARE_RANGE = 1e50
 """Values larger than this in size, or a group whose largest is smaller than its inverse, are scaled before
-their products are summed (:func:`_ic_per_group`): squared, they would pass the float range or lose their digits."""
+their products are summed (:func:`_ic_per_group`): the product of a date's two sums of squares (forecasts and
+realisations both far from 1) would pass the float range or lose its digits. At most 1e50 in size, each sum
+is at most n·4e100 and their product stays finite; at least 1e-50, a date whose values differ at all (by
+1e-16 of their size) keeps it above 1e-280."""
 
 
 def _in_range(x: np.ndarray, order: np.ndarray, starts: np.ndarray, inv: np.ndarray) -> np.ndarray:
     """``x`` (n,) with each group (``inv``; ``order`` sorts the groups, ``starts`` opens each in that order)
     whose largest finite |value| is beyond :data:`SQUARE_RANGE` (or not 0 and below its inverse) divided by
     that value; ``x`` itself when none is (every other group bit for bit)."""
-    with np.errstate(invalid="ignore"):
-        top = np.maximum.reduceat(np.abs(x[order]), starts)  # NaN or inf: a bad group, left as it is
+    size = np.abs(x)
+    with np.errstate(invalid="ignore"):  # NaN compares False
+        if not ((size > SQUARE_RANGE) | ((size < 1.0 / SQUARE_RANGE) & (size > 0))).any():
+            return x  # no value far from 1 (the usual case): no gather and group reduction over every value
+        top = np.maximum.reduceat(size[order], starts)  # NaN or inf: a bad group, left as it is
         far = np.isfinite(top) & (top > 0) & ((top > SQUARE_RANGE) | (top < 1.0 / SQUARE_RANGE))
     return x / np.where(far, top, 1.0)[inv] if far.any() else x
 
