@@ -18,6 +18,7 @@ from hftraining.data.synth import bar_times, synth_ohlcv
 from hftraining.eval.forecasts import label
 from hftraining.eval.model_card import headline_metrics, model_card
 from hftraining.eval.report import md_text, p_text, write_report
+from hftraining.inference.forecaster import Forecaster
 from hftraining.models import ForecastModel, build_model
 from hftraining.workflows.evaluate_run import evaluate_model_dir
 from hftraining.workflows.train_run import train
@@ -207,7 +208,8 @@ def test_every_figure_the_card_states_is_eval_json_or_data_report_json(run):
     for name in ("zero", sb):
         dm = ev["dm"][name]
         assert f"{label(name)}: statistic {fmt(dm['statistic'], '.3f')}, p = {p_text(dm['p_value'])}" in body
-    assert f"Each symbol needs at least {rep['rows_needed']} rows of history." in body
+    need = Forecaster.from_pretrained(run / "final").min_rows()  # a forecast's rows, not training's rows_needed
+    assert f"Each symbol needs at least {need:,} rows of history (" in body and need < rep["rows_needed"]
 
 
 def test_a_card_of_metrics_on_another_split_says_they_are_in_sample(run):

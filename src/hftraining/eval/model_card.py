@@ -26,10 +26,11 @@ from hftraining.core.config import Config, ModelConfig
 from hftraining.core.errors import DataError, writing
 from hftraining.core.fmt import fmt
 from hftraining.data.labels import CROSS_SECTIONAL, UNITS
+from hftraining.data.rows import RowsNeeded
 from hftraining.eval.forecasts import DIRECTION_NOTE, direction_p_text, label
 from hftraining.eval.intervals import level_labels
-from hftraining.eval.report import (config_value, data_warnings, effective_batch, md_text, p_text, scored_text, sentence,
-                                    split_text, trained_world_size)
+from hftraining.eval.report import (GRADIENT_KEYS, config_value, data_warnings, effective_batch, md_text, p_text,
+                                    scored_text, sentence, split_text, trained_world_size)
 from hftraining.models import ForecastModel
 from hftraining.models import folder as folder_files
 
@@ -44,9 +45,6 @@ CONFIG_KEYS = (
 )
 """The config keys the card lists (the full resolved config is the run folder's config.json), as far as the
 model reads them (:func:`config_keys`)."""
-GRADIENT_KEYS = frozenset({"data.batching", "data.batch_size", "training.gradient_accumulation_steps", "training.optimizer",
-                           "training.learning_rate", "training.lr_scheduler", "training.max_steps"})
-"""The keys of the gradient loop, which a model fitted without optimizer steps (ridge, LightGBM, a naive rule) never reads."""
 MAX_SYMBOLS = 20  # symbols named on the card; more are counted
 
 
@@ -313,16 +311,34 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
     if batch is not None:
         rows.append(["effective batch", md_text(batch[2])])
     lines += ["## Key config", ""] + _table(["key", "value"], rows)
-    need = data_report.get("rows_needed")
     lines += ["## How to use", "", "```python", "from hftraining.inference.forecaster import Forecaster", "",
               f"fc = Forecaster.from_pretrained({json.dumps(str(folder), ensure_ascii=False)})",
               'forecasts = fc.predict("my_prices/")  # a CSV/Parquet file, folder or glob of OHLCV rows; one row per symbol × step',
               "```", "", "```bash", f"hftraining predict {shlex.quote(str(folder))} --data my_prices/ --out forecasts.csv", "```", "",
-              (f"Each symbol needs at least {need} rows of history. " if need else "")
+              history_text(cfg)
               + ("Forecasts are log returns (and the implied prices)" if target == "return" else
                  f"Forecasts are {UNITS.get(target, target)} (column `forecast_{target}`), not prices")
               + "; inputs go through the preprocessing saved here.", ""]
     return "\n".join(lines)
+
+
+def history_text(cfg: Config) -> str:
+    """The rows of history a forecast needs per symbol, in words, as ``predict`` and ``serve`` count them
+    (:meth:`~hftraining.data.rows.RowsNeeded.of` without target rows: the features' warm-up and one input window,
+    the ``min_rows`` of ``GET /model``), and the rows after which its features have settled
+    (:meth:`~hftraining.data.rows.RowsNeeded.settled`, ``settled_rows``): from fewer, a recursive indicator (RSI,
+    MACD) still depends on how much history is sent. The card said data_report.json's ``rows_needed``, what a
+    symbol needs to join *training* (the horizon's target rows too): more rows than a forecast needs, and fewer
+    than one that history no longer changes."""
+    need, settled = RowsNeeded.of(cfg.data, targets=False), RowsNeeded.settled(cfg.data)
+    text = f"Each symbol needs at least {need.rows:,} rows of history ({need.why}) for a forecast"
+    if settled is None:
+        return (text + "; its features do not settle within the rows that can be measured, so a forecast depends on "
+                "all the history it is given. ")
+    if settled.rows > need.rows:
+        text += (f", and {settled.rows:,} ({settled.why}) for one that more history would not change: from fewer, "
+                 "recursive indicators (RSI, MACD) have not settled")
+    return text + ". "
 
 
 def card_meta(path: str | Path) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ display needed).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import json
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from hftraining.core.config import ModelConfig
 from hftraining.core.errors import writing
 from hftraining.core.files import ENSEMBLE_NAME
 from hftraining.core.fmt import fmt_p
@@ -33,6 +35,7 @@ from hftraining.eval.backtest import portfolio_label
 from hftraining.eval.forecasts import (DIRECTION_NOTE, SIGNIFICANCE, direction_p_text, label as forecast_label,
                                       quantile_note)
 from hftraining.eval.intervals import ROLLING_DATES, interval_cells, level_labels, rolling_coverage
+from hftraining.models import MODELS
 
 MAX_PRICE_SYMBOLS = 3
 DPI = 72  # small PNGs: the report must stay fast to write and light to open
@@ -304,14 +307,35 @@ def _subplots(nrows: int = 1, ncols: int = 1, figsize=(6, 4), **kw):
     return fig, axes
 
 
+GRADIENT_KEYS = frozenset({"data.batching", "data.batch_size", "training.gradient_accumulation_steps",
+                           "training.optimizer", "training.learning_rate", "training.lr_scheduler", "training.max_steps",
+                           "training.weight_decay"})
+"""The keys of the gradient loop, which a model fitted without optimizer steps (ridge, LightGBM, a naive rule) never
+reads: the report's configuration table and the model card leave them out for such a model."""
+
+
+def model_reads(model_type: Any) -> tuple[list[str], bool] | None:
+    """(the ``model.*`` settings of its own that ``model_type`` reads, in the config's order; whether it trains by
+    optimizer steps), from the model registry (:attr:`~hftraining.models.base.ForecastModel.settings`); None for
+    a type this version does not register. The report's configuration table listed ``model.hidden_size``,
+    ``num_heads``, ``num_layers`` and ``dropout``, the optimizer, the learning rate, the steps and the batch of
+    every run: a ridge or LightGBM model read as a 512-wide transformer trained for 1,000 steps, and its own
+    settings (``model.ridge_lags``, ``model.ridge_lambdas``) were not shown."""
+    if not isinstance(model_type, str) or model_type not in MODELS.names():
+        return None
+    cls = MODELS.get(model_type)
+    return [f.name for f in dataclasses.fields(ModelConfig) if f.name in cls.settings], bool(cls.needs_training)
+
+
 def _config_section(doc: _Doc, cfg: dict[str, Any] | None, world_size: int | None = None) -> None:
     """The key settings of config.json; ``world_size``: the processes the run trained with
     (:func:`trained_world_size`), which with the per-process batch gives the batch of an optimizer step."""
     if not cfg:
         return
     doc.heading("Configuration")
+    reads = model_reads((cfg.get("model") or {}).get("type"))
     keys = {
-        "model": ["type", "hidden_size", "num_heads", "num_layers", "dropout", "quantiles"],
+        "model": ["type", *(reads[0] if reads else ("hidden_size", "num_heads", "num_layers", "dropout")), "quantiles"],
         "data": ["data_dir", "symbols", "sequence_length", "prediction_horizon", "batching", "batch_size",
                  "features", "train_ratio", "val_ratio", "embargo", "scaler"],
         "training": ["optimizer", "learning_rate", "lr_scheduler", "max_steps", "gradient_accumulation_steps",
@@ -319,12 +343,13 @@ def _config_section(doc: _Doc, cfg: dict[str, Any] | None, world_size: int | Non
         "evaluation": ["backtest_positions", "backtest_long_only", "backtest_max_gross", "backtest_cost_bps",
                        "backtest_slippage_bps", "backtest_signal"],
     }
+    trained = reads is None or reads[1]  # a model fitted without optimizer steps reads no gradient loop's setting
     rows = []
     for sec, names in keys.items():
         for k in names:
-            if k in (cfg.get(sec) or {}):
+            if k in (cfg.get(sec) or {}) and (trained or f"{sec}.{k}" not in GRADIENT_KEYS):
                 rows.append([f"{sec}.{k}", config_value(cfg[sec][k])])
-    if world_size is not None:  # data.batch_size is per process: what one optimizer step averaged over
+    if world_size is not None and trained:  # data.batch_size is per process: what one optimizer step averaged over
         rows.append(["processes (world size)", world_size])
         batch = effective_batch(cfg, world_size)
         if batch is not None:
