@@ -61,7 +61,7 @@ from hftraining.inference.folders import (
 from hftraining.models import ForecastModel, ForecastOutput, folder, load_preprocessing
 from hftraining.models.base import CONFIG_NAME, PREPROCESSING_NAME, WEIGHTS_NAME
 from hftraining.models.intervals import Calibration, aci_bounds, calibrate_windows
-from hftraining.models.predict import PRECISIONS, predict_scaled
+from hftraining.models.predict import PRECISIONS, predict_outputs, predict_scaled
 
 METHODS = ("mean", "median", "weighted")
 FORMAT_VERSION = folder.FORMAT_VERSION
@@ -274,12 +274,44 @@ def _row_rules(pre: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def validation_scores(dirs: list[Path], pre: dict[str, Any]) -> list[float]:
+def combined_outputs(models: list[ForecastModel]) -> tuple[str, ...]:
+    """The outputs of :func:`~hftraining.models.predict.predict_outputs` that an ensemble of ``models`` combines
+    (as :class:`EnsembleModel` does): ``prediction``; ``quantiles`` when the members share their levels;
+    ``class_probs`` when they share one ``model.classification_threshold`` above 0."""
+    levels = [list(m.cfg.quantiles) for m in models]
+    thresholds = [m.cfg.classification_threshold for m in models]
+    return ("prediction",) + (("quantiles",) if levels[0] and all(lv == levels[0] for lv in levels) else ()) + (
+        ("class_probs",) if thresholds[0] > 0 and all(t == thresholds[0] for t in thresholds) else ())
+
+
+def finite_member_outputs(d: Path, model: nn.Module, ws, batch_size: int, precision: str, outputs: tuple[str, ...],
+                          method: str) -> dict[str, np.ndarray]:
+    """:func:`~hftraining.models.predict.predict_outputs` of the member ``d`` (loaded as ``model``) for the
+    validation windows ``ws``; a DataError naming ``d``, the outputs among ``outputs`` (those the ensemble
+    combines) that are not finite and for how many windows, and why an ensemble of ``method`` refuses it: a
+    folder written with it would fail at every forecast, naming the ensemble, not the member."""
+    outs = predict_outputs(model, ws, batch_size, precision=precision)
+    bad = sorted(k for k in outputs if k in outs and not np.isfinite(outs[k]).all())
+    if bad:
+        n = int(np.any([(~np.isfinite(outs[k])).reshape(len(outs[k]), -1).any(axis=1) for k in bad], axis=0).sum())
+        if method == "weighted" and "prediction" in bad:
+            why = "its validation MSE and its weight in a weighted ensemble are undefined"
+        elif method == "median":  # the median of two is their mean; of more, the others' alone
+            why = "a median of the members' forecasts is not finite either or silently leaves it out"
+        else:
+            why = f"every {'weighted ' if method == 'weighted' else ''}mean of the members' forecasts is not finite either"
+        raise DataError(f"{d}: the model's forecasts are not finite numbers for {n} of the {len(ws)} validation "
+                        f"window(s) (its {', '.join(bad)}), so {why}; its weights or preprocessing.json are broken: "
+                        "leave it out of the ensemble")
+    return outs
+
+
+def validation_scores(dirs: list[Path], pre: dict[str, Any], outputs: tuple[str, ...] = ("prediction",)) -> list[float]:
     """Validation MSE (log-return units) of each member, on the validation split of its training data,
     forecast in the precision it forecasts in alone (its run's: :func:`run_precision`), as its own
     ``evaluate --split val`` scores it. A member whose forecast of a validation window is not finite (its
-    MSE inf, weight 0 and its NaN part of every combined forecast; or NaN, and so every weight) is a DataError
-    naming it."""
+    MSE inf, weight 0 and its NaN part of every combined forecast; or NaN, and so every weight), or whose
+    other ``outputs`` the ensemble combines (:func:`combined_outputs`) are not, is a DataError naming it."""
     prep = Preprocessing.from_dict(pre)
     ws = _validation_windows(prep, dirs[0])
     batch_size = prep.data_config().eval_batch_size
@@ -289,12 +321,9 @@ def validation_scores(dirs: list[Path], pre: dict[str, Any]) -> list[float]:
     scores = []
     for d in dirs:
         model = ForecastModel.from_pretrained(d)
-        pred = predict_scaled(model, ws, batch_size, precision=run_precision(d)).astype(np.float64)
-        bad = int((~np.isfinite(pred)).any(axis=tuple(range(1, pred.ndim))).sum())
-        if bad:  # MSE inf: weight 0, yet 0 x inf makes every combined forecast NaN; MSE NaN: every weight NaN
-            raise DataError(f"{d}: the model's forecasts are not finite numbers for {bad} of the {len(ws)} validation "
-                            "window(s), so its validation MSE and its weight in a weighted ensemble are undefined; its "
-                            "weights or preprocessing.json are broken: leave it out of the ensemble")
+        # MSE inf: weight 0, yet 0 x inf makes every combined forecast NaN; MSE NaN: every weight NaN
+        pred = finite_member_outputs(d, model, ws, batch_size, run_precision(d), outputs,
+                                     "weighted")["prediction"].astype(np.float64)
         scores.append(float(np.mean((pred - true) ** 2)) * pre["target_scale"] ** 2)
     return scores
 
@@ -569,7 +598,7 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
             "; ".join(f"{d}: {t:g}" for d, t in zip(dirs, thresholds)))
     evaluation = members_evaluation(dirs)
     precision = members_precision(dirs)
-    scores = validation_scores(dirs, pre) if method == "weighted" else None
+    scores = validation_scores(dirs, pre, combined_outputs(models)) if method == "weighted" else None
     weights = None
     if scores is not None:
         inv = np.array([1.0 / max(s, 1e-30) for s in scores])
@@ -602,20 +631,24 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
         if report is not None:
             write_json(tmp / DATA_REPORT_NAME, report)
         write_json(tmp / ENSEMBLE_NAME, meta)
-        cal = _calibrate(tmp, dirs[0])
+        cal = _calibrate(tmp, dirs)
         readme = ensemble_readme(meta, models, pre, intervals=cal, baselines=fitted is not None, data_report=no_report)
         (tmp / README_NAME).write_text(readme, encoding="utf-8")
 
     return replace_folder(out, write)
 
 
-def _calibrate(out: Path, first: Path) -> Calibration | None:
+def _calibrate(out: Path, dirs: list[Path]) -> Calibration | None:
     """Calibrate the ensemble's own conformal intervals when its members have them: the levels,
     method and γ of the first member's ``intervals.json``, on the validation windows of the training
     data that member was calibrated on (the members' intervals do not combine into the ensemble's),
     from the forecasts the ensemble makes: in its recorded precision, as a run calibrates in its own;
     aci's α then walked over the test windows, as a run saves its own (:func:`_aci_after_test`). Returns the
-    calibration written, None when there is none."""
+    calibration written, None when there is none. ``dirs``: the members' folders, as given (``dirs[0]`` the
+    first member). A member whose forecasts of those windows are not finite is a DataError naming it: the mean
+    (and the median of two) would be NaN at every forecast and the radii unbounded, the median of more would
+    hide it."""
+    first = dirs[0]
     model, pre = load_ensemble(out)
     q_levels = list(getattr(model, "quantile_levels", None) or [])
     ref = folder.read_calibration(first, pre.horizon, list(folder.model_spec(first)[0].quantiles))  # as that member reads it
@@ -632,6 +665,10 @@ def _calibrate(out: Path, first: Path) -> Calibration | None:
     if len(ws) == 0:
         return None
     batch_size = pre.data_config().eval_batch_size
+    if model.method != "weighted":  # a weighted ensemble's members were checked on every validation window
+        outputs = combined_outputs(list(model.members))
+        for d, member in zip(dirs, model.members):
+            finite_member_outputs(d, member, ws, batch_size, model.precision, outputs, model.method)
     cal = calibrate_windows(model, ws, pre.target_scale, ref.levels, ref.method, ref.gamma, batch_size,
                             precision=model.precision, q_levels=q_levels)
     if cal.method == "aci":
