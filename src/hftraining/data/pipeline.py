@@ -184,7 +184,7 @@ class PreparedData:
 
 
 SegmentFn = Callable[[np.ndarray, np.ndarray, int], dict[str, Segment]]
-"""(one symbol's row times, the panel's calendar, its bar length in a panel of mixed bar lengths or 0:
+"""(one symbol's row times, the panel's calendar, its bar length (0: unknown):
 :func:`split_bars`) → {"train": Segment, "val": ..., "test": ...} in the symbol's own row numbers (times
 are int64 ns UTC, the calendar their sorted union)."""
 
@@ -710,20 +710,21 @@ def mixed_spacings(rows: Rows) -> dict[str, float]:
     with its date enters the market features and labels of the hourly bars of that day, hours before its
     close. Twice apart is such a mix too (an hourly bar stamped 14:30 in the cross-section of the
     30-minute bar of 14:30, which closes half an hour before it), and the commonest (30 and 60 minutes)."""
-    return {sym: ns / 1e9 for sym, ns in zip(rows.symbols, split_bars(rows.symbol_times())) if ns}
+    own = {sym: ns for sym, ns in zip(rows.symbols, split_bars(rows.symbol_times())) if ns}
+    if len(own) < 2 or max(own.values()) < BAR_SPACING_RATIO * min(own.values()):
+        return {}
+    return {sym: ns / 1e9 for sym, ns in own.items()}
 
 
 def split_bars(times: list[np.ndarray]) -> list[int]:
-    """Each symbol's bar length in ns (:func:`_bar_ns` of its stamps ``times``) when the panel holds bar
-    lengths :data:`BAR_SPACING_RATIO` or more apart, else 0 for every symbol (0 too for a symbol without a
-    positive gap). A calendar cut can then fall inside a longer bar (an hourly stamp inside a daily bar):
-    that bar closes after the cut, so it is a target of neither period
-    (:func:`~hftraining.data.splits.rows_closed_by`)."""
-    own = [_bar_ns(t) for t in times]
-    known = [ns for ns in own if ns]
-    if len(known) < 2 or max(known) < BAR_SPACING_RATIO * min(known):
-        return [0] * len(times)
-    return own
+    """Each symbol's bar length in ns (:func:`_bar_ns` of its stamps ``times``; 0 for a symbol without a
+    positive gap), for the calendar cuts. A cut date can fall inside a bar: a daily bar beside hourly ones,
+    a daily bar stamped at midnight beside daily bars stamped at 05:00, an hourly bar beside bars of the
+    half hour. That bar closes after the cut, so it is a target of neither period
+    (:func:`~hftraining.data.splits.rows_closed_by`); a symbol whose bars no cut falls inside is cut as by
+    its rows' dates alone. Each symbol's own: the same when it is cut alone (a model's data re-cut for
+    evaluation or prediction on fewer symbols than it trained on)."""
+    return [_bar_ns(t) for t in times]
 
 
 def _bar_ns(times: np.ndarray) -> int:

@@ -233,15 +233,22 @@ def rows_before(times: np.ndarray, date: int) -> int:
 
 
 def rows_closed_by(times: np.ndarray, date: int, bar_ns: int = 0) -> int:
-    """Number of a symbol's rows (sorted ``times``, ns, each the start of a bar ``bar_ns`` long) whose bar
-    has closed by ``date``: dated at most ``date - bar_ns``. With ``bar_ns`` 0 (a panel of one bar length,
-    whose cut dates never fall inside a bar), the rows dated before ``date`` (:func:`rows_before`).
+    """Number of a symbol's rows (sorted ``times``, ns, each the start of a bar ``bar_ns`` long, or shorter:
+    a bar ends at the latest where the next row starts) whose bar has closed by ``date``: dated at most
+    ``date - bar_ns``, or followed by a row dated at most ``date``. With ``bar_ns`` 0, the rows dated before
+    ``date`` (:func:`rows_before`).
 
-    In a panel of daily bars beside hourly ones a cut can fall inside a day: the daily bar stamped at that
-    midnight closes after the cut, hours into the period of the hourly bars after it. Such a bar is a
-    target of neither the period before the cut (it would train on the later period's moves) nor, as it
-    starts before the cut, of the period after it: it is left out (purged) of the earlier period."""
-    return rows_before(times, date - bar_ns + 1) if bar_ns > 0 else rows_before(times, date)
+    A cut date of a panel is a stamp of one of its symbols, and can fall inside another symbol's bar:
+    inside a daily bar beside hourly ones, inside the daily bar stamped at midnight beside daily bars
+    stamped at 05:00 (another exchange's midnight), inside the hourly bar of 14:00 beside bars of 14:30.
+    That bar closes after the cut, in the period after it: it is a target of neither the period before the
+    cut (it would train on the later period's moves) nor, as it starts before the cut, of the period after
+    it: it is left out (purged) of the earlier period. Where the cut falls inside no bar (bars of one
+    length on one grid) the count is :func:`rows_before`'s; a bar shorter than ``bar_ns`` (the day a clock
+    moves, 23 hours) closes at the next row."""
+    if bar_ns <= 0:
+        return rows_before(times, date)
+    return max(rows_before(times, date - bar_ns + 1), rows_before(times, date + 1) - 1)
 
 
 def calendar_split(times: np.ndarray, val_from: int, test_from: int, embargo: int = 0,
@@ -250,8 +257,8 @@ def calendar_split(times: np.ndarray, val_from: int, test_from: int, embargo: in
     before ``val_from``, validation rows from ``val_from`` and test rows from ``test_from``;
     ``embargo`` of the symbol's own rows is left out after each cut (as :func:`chronological_split`).
     Windows are cut inside the segments (:func:`window_ends`), so no training target is dated on or
-    after ``val_from`` for any symbol. With ``bar_ns`` (the symbol's bar length, in a panel of mixed bar
-    lengths), a training or validation bar also closes by the next cut (:func:`rows_closed_by`)."""
+    after ``val_from`` for any symbol. With ``bar_ns`` (the symbol's bar length: a cut
+    can fall inside one of its bars), a training or validation bar also closes by the next cut (:func:`rows_closed_by`)."""
     a, b, n = rows_before(times, val_from), rows_before(times, test_from), len(times)
     train_end, val_end = rows_closed_by(times, val_from, bar_ns), rows_closed_by(times, test_from, bar_ns)
     val_start = min(a + embargo, b)
@@ -268,7 +275,7 @@ def calendar_fold(times: np.ndarray, calendar: np.ndarray, k: int, n_folds: int,
     (``expanding``) or as many dates as the initial span (``rolling``); its last ``val_ratio`` share
     of dates is validation. ``embargo`` of the symbol's own rows is left out before validation and
     before the test block; test windows read their inputs from the ``seq_len`` rows before D_k. With
-    ``bar_ns`` (the symbol's bar length, in a panel of mixed bar lengths), a training or validation bar
+    ``bar_ns`` (the symbol's bar length: a cut can fall inside one of its bars), a training or validation bar
     also closes by the next period's first date (:func:`rows_closed_by`)."""
     n = len(calendar)
     n0 = int(n * train_ratio)
@@ -292,8 +299,8 @@ def calendar_purged_fold(times: np.ndarray, calendar: np.ndarray, k: int, n_fold
     [E_k, E_k+1) of ``n_folds`` equal shares of the calendar. A symbol's test windows have all
     their targets in the block; its training windows have every target before E_k, or after the
     block's last row plus ``embargo`` rows, so no training target of any symbol is dated inside
-    any symbol's test block. With ``bar_ns`` (the symbol's bar length, in a panel of mixed bar
-    lengths), its bars before the block and, but for the last block, in it also close by the next
+    any symbol's test block. With ``bar_ns`` (the symbol's bar length: a cut can
+    fall inside one of its bars), its bars before the block and, but for the last block, in it also close by the next
     block's first date (:func:`rows_closed_by`): no bar's span holds the dates of another period."""
     n = len(calendar)
     date = lambda j: calendar_date(calendar, j * n // n_folds)  # noqa: E731
