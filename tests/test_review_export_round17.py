@@ -3,27 +3,16 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from hftraining.core.config import ModelConfig, load_config
-from hftraining.data.pipeline import prepare
 from hftraining.inference.forecaster import Forecaster
-from hftraining.models import build_model
 
-SAMPLE = __import__("hftraining").__path__[0] + "/sample_data/AEM.csv"
+from test_export_round17 import SAMPLE, model_dir  # noqa: E402,F401  (the module's model folder)
 
 
 @pytest.fixture(scope="module")
-def fc(tmp_path_factory):
-    """A model folder with real preprocessing and random weights (what is checked needs no training)."""
-    d = tmp_path_factory.mktemp("model") / "final"
-    cfg = load_config(None, ["data.symbols=[AEM]", "data.sequence_length=24", "data.prediction_horizon=4"])
-    pre = prepare(cfg.data).preprocessing
-    torch.manual_seed(0)
-    m = build_model(ModelConfig(hidden_size=8, num_heads=2, num_layers=1), len(pre.feature_columns), pre.horizon,
-                    pre.seq_len)
-    m.save_pretrained(d, preprocessing=pre.to_dict())
-    return Forecaster.from_pretrained(d)
+def fc(model_dir):
+    """The random-weight model folder of tests/test_export_round17.py, loaded."""
+    return Forecaster.from_pretrained(model_dir)
 
 
 def _spiked(*rows: int) -> pd.DataFrame:
