@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from fractions import Fraction
 from typing import Any
 
 from hftraining.core.config import TrainingConfig
@@ -12,10 +14,11 @@ from hftraining.core.errors import ConfigError
 def warmup_steps(t: TrainingConfig) -> int:
     """Warmup length in optimizer steps: ``warmup_steps`` if set, else ``warmup_ratio · max_steps`` rounded
     to the nearest step, a half up (``round`` took halves to the even step: 0.5 of 5 steps warmed up for 2,
-    0.5 of 7 for 4)."""
+    0.5 of 7 for 4). The product is taken of the ratio as written, in decimal: the float product fell just
+    below a half (0.35 × 90 = 31.499999999999996), so 0.35 of 90 steps warmed up for 31, not 31.5 up to 32."""
     if t.warmup_steps is not None:
         return t.warmup_steps
-    return math.floor(t.warmup_ratio * t.max_steps + 0.5)
+    return math.floor(Fraction(repr(float(t.warmup_ratio))) * t.max_steps + Fraction(1, 2))
 
 
 SCHEDULE_SETTINGS = {
@@ -33,6 +36,24 @@ def check_schedule(t: TrainingConfig) -> None:
     keys a user wrote, so a value equal to the default counts as not set."""
     if t.lr_scheduler == "cosine_restarts" and t.num_cycles < 1:
         raise ConfigError(f"training.num_cycles: must be >= 1 for cosine_restarts, got {t.num_cycles}")
+    if t.lr_scheduler == "cosine_restarts" and t.num_cycles > 1:
+        # a cycle needs two decay steps: the peak, then a step down. Shorter ones sampled the cosine at a
+        # stride of a cycle or more: 10 cycles over 10 decay steps stayed at the peak to the last step, 12 over
+        # 19 rose as often as it fell; the run trained on without a restart where one was asked for
+        warm = warmup_steps(t)
+        span = t.max_steps - 1 - warm  # the decay's steps after its first (lr_multiplier)
+        if 2 * t.num_cycles > span:
+            # the fewest steps that hold them; a warmup_ratio's warmup grows with max_steps, so a lower bound
+            # ((1 - ratio)·max_steps - 1/2 steps at most follow the warmup) and up from there
+            low = (2 * t.num_cycles + 0.5) / (1 - t.warmup_ratio) if t.warmup_steps is None else 0
+            enough = max(t.max_steps + 1, warm + 1 + 2 * t.num_cycles, math.floor(low) - 1)
+            while 2 * t.num_cycles > enough - 1 - warmup_steps(dataclasses.replace(t, max_steps=enough)):
+                enough += 1
+            raise ConfigError(
+                f"training.num_cycles: {t.num_cycles} cosine cycles need at least 2 steps each, but training.max_steps "
+                f"{t.max_steps} after a warmup of {warm} leaves {max(span, 0)} before the last update (at the floor); "
+                f"set it to at most {max(span // 2, 1)} or raise training.max_steps to at least {enough}"
+            )
     if t.lr_scheduler == "wsd" and not 0 < t.decay_ratio <= 1:
         raise ConfigError(f"training.decay_ratio: must be in (0, 1] for wsd, got {t.decay_ratio}")
     defaults = TrainingConfig()
