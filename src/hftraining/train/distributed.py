@@ -199,28 +199,50 @@ def barrier(info: DistInfo) -> None:
     if not info.enabled:
         return
     n = next(_BARRIERS)
-    if info.store is not None:
-        key = f"main_rank_at_barrier/{n}"
-        if info.is_main:
-            info.store.set(key, "1")
-        else:
-            _wait_for_main(info, key)
-    dist.barrier()
+    try:
+        if info.store is not None:
+            key = f"main_rank_at_barrier/{n}"
+            if info.is_main:
+                info.store.set(key, "1")
+            else:
+                _wait_for_main(info, key)
+        dist.barrier()
+    except RuntimeError as e:  # a rank that stopped has said why: the others say so in one line, not a traceback
+        lost = peer_lost(e, info)
+        if lost is None:
+            raise
+        raise lost from None
+
+
+MAIN_LEFT_KEY = "main_rank_left"
+"""Set in the group's store by the main rank as it leaves the group (:func:`cleanup`): a rank waiting for it
+at a :func:`barrier` then knows that it will not come (it stopped on an error of its own)."""
 
 
 def _wait_for_main(info: DistInfo, key: str) -> None:
-    """Until the main rank has set ``key`` in the group's store; a RuntimeError once its pulse has not
-    moved for ``info.timeout`` seconds (its process is gone)."""
+    """Until the main rank has set ``key`` in the group's store; a :class:`PeerLost` at once when it left the
+    group instead (:data:`MAIN_LEFT_KEY`) or its store is gone with its process (a group formed without
+    torchrun's agent, whose store the main rank holds), or once its pulse has not moved for ``info.timeout``
+    seconds (its process is gone). Until 2026-12-07 a main rank that stopped on its own error left the others
+    waiting out ``training.ddp_timeout`` (1800 s by default) and each then printed a traceback."""
     pause, beats, heard = 0.001, None, time.monotonic()
-    while not info.store.check([key]):  # polled: a timed-out store.wait() logs a warning each time
-        now = info.store.add(_Pulse.KEY, 0)
-        if now != beats:
-            beats, heard = now, time.monotonic()
-        elif time.monotonic() - heard > info.timeout:
-            raise RuntimeError(f"rank {info.rank}: the main rank gave no sign of life for {info.timeout:g} s "
+    try:
+        while not info.store.check([key]):  # polled: a timed-out store.wait() logs a warning each time
+            if info.store.check([MAIN_LEFT_KEY]):
+                raise PeerLost(f"rank {info.rank}: the main rank stopped while this rank waited for it at a barrier; "
+                               "its own error, or torchrun's summary of its exit, says why")
+            now = info.store.add(_Pulse.KEY, 0)
+            if now != beats:
+                beats, heard = now, time.monotonic()
+            elif time.monotonic() - heard > info.timeout:
+                raise PeerLost(f"rank {info.rank}: the main rank gave no sign of life for {info.timeout:g} s "
                                "(training.ddp_timeout) while this rank waited for it at a barrier")
-        time.sleep(pause)
-        pause = min(2 * pause, 0.2)
+            time.sleep(pause)
+            pause = min(2 * pause, 0.2)
+    except dist.DistNetworkError:  # the store went with the main rank's process
+        raise PeerLost(f"rank {info.rank}: the main rank stopped while this rank waited for it at a barrier (the "
+                       "group's store, which its process held, is gone); its own error, or the launcher's summary "
+                       "of its exit, says why") from None
 
 
 class PeerLost(UserError):
@@ -252,6 +274,14 @@ def peer_lost(e: BaseException, info: DistInfo) -> PeerLost | None:
 
 
 def cleanup(info: DistInfo) -> None:
+    """Leave the process group. The main rank first says so in the group's store (:data:`MAIN_LEFT_KEY`):
+    every barrier it entered was met by every rank, so a rank still waiting for it at one waits for a main
+    rank that stopped on an error of its own, and stops too, in one line (:func:`_wait_for_main`)."""
+    if info.enabled and info.is_main and info.store is not None:
+        try:
+            info.store.set(MAIN_LEFT_KEY, "1")
+        except RuntimeError:  # the store is gone (torchrun's agent stopped): the waiting ranks hear its silence
+            pass
     if info.enabled:
         _Pulse.stop()
     if info.enabled and dist.is_initialized():
