@@ -9,7 +9,9 @@ A checkpoint is a folder ``checkpoints/step-NNNNNNNN/`` holding
                                          early stopping, the non-finite steps (skipped, in a row, where the
                                          run of them began and whether a window of it was non-finite), the
                                          last step whose update was applied,
-                                         the fp16 gradient scaler (``grad_scaler``), the RNGs' JSON part (``rng``)
+                                         the fp16 gradient scaler (``grad_scaler``), the RNGs' JSON part (``rng``),
+                                         whether the model's heads run in fp32 (``fp32_heads``, a model that has
+                                         such heads: :attr:`~hftraining.models.base.ForecastModel.fp32_heads`)
   rng.safetensors                        torch's RNG states, of every process
   config.json                            the resolved config
 It is written to a hidden temporary folder, every file fsync'ed, then renamed into place: a
@@ -70,6 +72,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from hftraining.core.config import shown
 from hftraining.core.errors import UserError, WriteError, io_cause, is_io_error
 from hftraining.core.jsonio import write_json
 from hftraining.inference.folders import FITTED_BASELINES_DIR
@@ -236,6 +239,8 @@ def save_checkpoint(
         rng = [rng_state()]
     if scaler is not None and scaler.is_enabled():
         trainer_state = {**trainer_state, "grad_scaler": scaler.state_dict()}
+    if getattr(model, "fp32_heads", None) is not None:
+        trainer_state = {**trainer_state, "fp32_heads": model.fp32_heads}
     try:
         ckpt_root.mkdir(parents=True, exist_ok=True)
         return _write_checkpoint(tmp, final, ckpt_root, model, optimizer, trainer_state, config, rng)
@@ -505,13 +510,20 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
                     scaler: torch.amp.GradScaler | None = None) -> dict[str, Any]:
     """Restore model and optimizer in place and return the trainer state; this rank's random states
     (``info``: rank, world size and device; default: one process on the CPU) and the fp16 gradient
-    scaler's (``scaler``) are restored too, as the module docstring says."""
+    scaler's (``scaler``) are restored too, as the module docstring says. The model's heads keep the
+    precision the checkpoint trained them in (``fp32_heads``; a checkpoint written before it was saved:
+    the autocast's), so the run continues as it would have."""
     info = info if info is not None else DistInfo()
     load_weights(path, model)
     peaks = [g.get("initial_lr") for g in optimizer.param_groups]  # this run's, scaled by its world size
     load_optimizer(path, optimizer)
     state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     state.pop("checksums", None)
+    fp32_heads = state.pop("fp32_heads", False)
+    if getattr(model, "fp32_heads", None) is not None:
+        if not isinstance(fp32_heads, bool):
+            raise CheckpointError(f"{path / STATE_FILE}: fp32_heads must be true or false, got {shown(fp32_heads)}")
+        model.fp32_heads = fp32_heads
     _keep_peak_rates(state, optimizer, peaks, info, path)
     restore_rng(state.pop("rng"), _load_tensors(path, "rng.safetensors"), info, path)
     scaler_state = state.pop("grad_scaler", None)
