@@ -11,7 +11,6 @@ model.safetensors and preprocessing.json are read).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
@@ -22,15 +21,15 @@ from typing import Any
 import yaml
 
 from hftraining import __version__
-from hftraining.core.config import Config, ModelConfig
+from hftraining.core.config import Config
 from hftraining.core.errors import DataError, writing
 from hftraining.core.fmt import fmt
 from hftraining.data.labels import CROSS_SECTIONAL, UNITS
 from hftraining.data.rows import RowsNeeded
 from hftraining.eval.forecasts import DIRECTION_NOTE, direction_p_text, label
 from hftraining.eval.intervals import level_labels
-from hftraining.eval.report import (GRADIENT_KEYS, config_value, data_warnings, effective_batch, md_text, p_text,
-                                    scored_text, sentence, split_text, trained_world_size)
+from hftraining.eval.report import (config_value, data_warnings, effective_batch, md_text, model_keys, p_text,
+                                    scored_text, sentence, split_text, trained_world_size, unread_keys)
 from hftraining.models import ForecastModel
 from hftraining.models import folder as folder_files
 
@@ -39,7 +38,7 @@ NOT_EVALUATED = "the folder was written before the test-split evaluation, which 
 CONFIG_KEYS = (
     "model.type", "model.hidden_size", "model.num_layers", "model.num_heads", "model.dropout", "model.loss",
     "data.target", "data.sequence_length", "data.prediction_horizon", "data.batching", "data.batch_size",
-    "training.gradient_accumulation_steps", "data.scaler",
+    "data.dates_per_batch", "training.gradient_accumulation_steps", "data.scaler",
     "training.optimizer", "training.learning_rate", "training.lr_scheduler", "training.max_steps",
     "training.precision", "training.seed",
 )
@@ -48,15 +47,19 @@ model reads them (:func:`config_keys`)."""
 MAX_SYMBOLS = 20  # symbols named on the card; more are counted
 
 
-def config_keys(model: ForecastModel) -> list[str]:
+def config_keys(model: ForecastModel, cfg: dict[str, Any] | None = None) -> list[str]:
     """The keys of :data:`CONFIG_KEYS` that ``model`` reads, with its type's own ``model.*`` settings
-    (:attr:`~hftraining.models.base.ForecastModel.settings`) in the place of the transformer's: the card of a
+    (:attr:`~hftraining.models.base.ForecastModel.settings`) in the place of the transformer's, its loss and the
+    keys of the heads it has (:func:`~hftraining.eval.report.model_keys`): the card of a
     DLinear or a ridge model listed a width, depth, heads and dropout that it does not have (the training log
     says they have no effect), and of a model fitted without optimizer steps, an optimizer, a learning rate
-    and a batch."""
-    own = type(model).settings
-    keys = ["model.type", *(f"model.{f.name}" for f in dataclasses.fields(ModelConfig) if f.name in own), "model.loss"]
-    return keys + [k for k in CONFIG_KEYS if not k.startswith("model.") and (model.needs_training or k not in GRADIENT_KEYS)]
+    and a batch. ``cfg``: config.json's content, whose ``data.batching`` says which batch size was read
+    (:func:`~hftraining.eval.report.unread_keys`): a dates-batched card listed ``data.batch_size``, which that
+    batching ignores, and not ``data.dates_per_batch``."""
+    own, trained = model_keys(type(model))
+    unread = unread_keys(cfg or {}, trained)
+    keys = ["model.type", *(f"model.{k}" for k in own)]
+    return keys + [k for k in CONFIG_KEYS if not k.startswith("model.") and k not in unread]
 
 
 def headline_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -305,7 +308,7 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
               f"Indicators (`data.features`): {', '.join(map(_code, preprocessing.get('features') or [])) or '—'}; "
               f"the {len(columns)} input columns: {', '.join(map(_code, columns)) or '—'}. Scaler: "
               f"{scaler.get('kind', '—')}{' per symbol' if scaler.get('per_symbol') else ''}, fitted on the training split.", ""]
-    rows = [[f"`{k}`", md_text(config_value(_get(c, k)))] for k in config_keys(model)]
+    rows = [[f"`{k}`", md_text(config_value(_get(c, k)))] for k in config_keys(model, c)]
     if world_size is not None:  # data.batch_size is per process: what one optimizer step averaged over
         rows.append(["processes (world size)", str(world_size)])
     if batch is not None:

@@ -96,6 +96,8 @@ def config_value(v: Any) -> str:
     dash, as every missing figure (it read "None", or an empty cell)."""
     if isinstance(v, list):
         return ", ".join(map(str, v)) or "—"
+    if isinstance(v, dict):  # model.loss_weights: name: weight, as the config writes them
+        return ", ".join(f"{k}: {w}" for k, w in v.items()) or "—"
     return "—" if v is None else str(v)
 
 
@@ -307,48 +309,84 @@ def _subplots(nrows: int = 1, ncols: int = 1, figsize=(6, 4), **kw):
     return fig, axes
 
 
-GRADIENT_KEYS = frozenset({"data.batching", "data.batch_size", "training.gradient_accumulation_steps",
-                           "training.optimizer", "training.learning_rate", "training.lr_scheduler", "training.max_steps",
-                           "training.weight_decay"})
+GRADIENT_KEYS = frozenset({"data.batching", "data.batch_size", "data.dates_per_batch",
+                           "training.gradient_accumulation_steps", "training.optimizer", "training.learning_rate",
+                           "training.lr_scheduler", "training.max_steps", "training.weight_decay"})
 """The keys of the gradient loop, which a model fitted without optimizer steps (ridge, LightGBM, a naive rule) never
 reads: the report's configuration table and the model card leave them out for such a model."""
+HEAD_KEYS = (("quantile", "quantiles"), ("classification", "classification_threshold"))
+"""(head, the ``model.*`` key that asks for it) of :data:`~hftraining.models.outputs.HEADS`."""
+BACKTEST_KEYS = {"backtest_positions": "positions", "backtest_long_only": "long_only", "backtest_max_gross": "max_gross",
+                 "backtest_cost_bps": "cost_bps", "backtest_slippage_bps": "slippage_bps", "backtest_signal": "signal"}
+"""The ``evaluation.*`` keys of the backtest the configuration table lists → their names in the backtest's
+``settings``, which hold the values the backtest ran with."""
+
+
+def model_keys(cls: type) -> tuple[list[str], bool]:
+    """(the ``model.*`` settings the model class ``cls`` reads beside ``model.type``, in the config's order: its
+    own (:attr:`~hftraining.models.base.ForecastModel.settings`), the loss (and the weights of its parts, for a
+    model trained by optimizer steps), and the keys of the heads it has; whether it trains by optimizer steps).
+    The report's table left out ``model.loss`` (an IC or ListNet loss leaves the forecast's scale free: the MSE
+    figures of such a model are not those of an MSE fit), and the report and the card
+    ``model.classification_threshold``: a buy/hold/sell head's classes were nowhere said."""
+    own = [f.name for f in dataclasses.fields(ModelConfig) if f.name in cls.settings]
+    trained = bool(cls.needs_training)
+    common = ["loss", *(["loss_weights"] if trained else []), *(key for head, key in HEAD_KEYS if head in cls.heads)]
+    return own + common, trained
 
 
 def model_reads(model_type: Any) -> tuple[list[str], bool] | None:
-    """(the ``model.*`` settings of its own that ``model_type`` reads, in the config's order; whether it trains by
-    optimizer steps), from the model registry (:attr:`~hftraining.models.base.ForecastModel.settings`); None for
-    a type this version does not register. The report's configuration table listed ``model.hidden_size``,
+    """:func:`model_keys` of the registered model type ``model_type``; None for a type this version does not
+    register. The report's configuration table listed ``model.hidden_size``,
     ``num_heads``, ``num_layers`` and ``dropout``, the optimizer, the learning rate, the steps and the batch of
     every run: a ridge or LightGBM model read as a 512-wide transformer trained for 1,000 steps, and its own
     settings (``model.ridge_lags``, ``model.ridge_lambdas``) were not shown."""
     if not isinstance(model_type, str) or model_type not in MODELS.names():
         return None
-    cls = MODELS.get(model_type)
-    return [f.name for f in dataclasses.fields(ModelConfig) if f.name in cls.settings], bool(cls.needs_training)
+    return model_keys(MODELS.get(model_type))
 
 
-def _config_section(doc: _Doc, cfg: dict[str, Any] | None, world_size: int | None = None) -> None:
+def unread_keys(cfg: dict[str, Any], trained: bool) -> set[str]:
+    """The dotted keys of config.json's content ``cfg`` that the run did not read, of those the report and the
+    card list: the gradient loop's for a model fitted without optimizer steps (:data:`GRADIENT_KEYS`), and the
+    batch size of the batching not chosen: ``data.batch_size`` under ``data.batching: dates`` (whose micro-batch
+    is ``data.dates_per_batch`` dates), ``data.dates_per_batch`` under ``windows``. The table of a dates-batched
+    run listed the batch_size it ignored, and not the dates_per_batch it batched by."""
+    dates = (cfg.get("data") or {}).get("batching") == "dates"
+    return (set() if trained else set(GRADIENT_KEYS)) | {"data.dates_per_batch" if not dates else "data.batch_size"}
+
+
+def _config_section(doc: _Doc, cfg: dict[str, Any] | None, world_size: int | None = None,
+                    backtest: dict[str, Any] | None = None) -> None:
     """The key settings of config.json; ``world_size``: the processes the run trained with
-    (:func:`trained_world_size`), which with the per-process batch gives the batch of an optimizer step."""
+    (:func:`trained_world_size`), which with the per-process batch gives the batch of an optimizer step;
+    ``backtest``: the backtest of this report, whose settings (:data:`BACKTEST_KEYS`) are given instead of
+    config.json's: ``hftraining evaluate --set evaluation.backtest_cost_bps=50`` backtests at 50 bps, and the
+    table said the run's 5."""
     if not cfg:
         return
     doc.heading("Configuration")
     reads = model_reads((cfg.get("model") or {}).get("type"))
     keys = {
-        "model": ["type", *(reads[0] if reads else ("hidden_size", "num_heads", "num_layers", "dropout")), "quantiles"],
-        "data": ["data_dir", "symbols", "sequence_length", "prediction_horizon", "batching", "batch_size",
-                 "features", "train_ratio", "val_ratio", "embargo", "scaler"],
+        "model": ["type", *(reads[0] if reads else ("hidden_size", "num_heads", "num_layers", "dropout", "loss",
+                                                    "quantiles"))],
+        "data": ["data_dir", "symbols", "target", "sequence_length", "prediction_horizon", "batching", "batch_size",
+                 "dates_per_batch", "features", "train_ratio", "val_ratio", "embargo", "scaler"],
         "training": ["optimizer", "learning_rate", "lr_scheduler", "max_steps", "gradient_accumulation_steps",
                      "weight_decay", "precision", "seed"],
-        "evaluation": ["backtest_positions", "backtest_long_only", "backtest_max_gross", "backtest_cost_bps",
-                       "backtest_slippage_bps", "backtest_signal"],
+        "evaluation": list(BACKTEST_KEYS),
     }
     trained = reads is None or reads[1]  # a model fitted without optimizer steps reads no gradient loop's setting
+    unread = unread_keys(cfg, trained)
+    ran = (backtest or {}).get("settings") or {}
+    values = {**{sec: dict(cfg.get(sec) or {}) for sec in keys},
+              "evaluation": {**(cfg.get("evaluation") or {}),
+                             **{k: ran[name] for k, name in BACKTEST_KEYS.items() if name in ran}}}
     rows = []
     for sec, names in keys.items():
         for k in names:
-            if k in (cfg.get(sec) or {}) and (trained or f"{sec}.{k}" not in GRADIENT_KEYS):
-                rows.append([f"{sec}.{k}", config_value(cfg[sec][k])])
+            if k in values[sec] and f"{sec}.{k}" not in unread:
+                rows.append([f"{sec}.{k}", config_value(values[sec][k])])
     if world_size is not None and trained:  # data.batch_size is per process: what one optimizer step averaged over
         rows.append(["processes (world size)", world_size])
         batch = effective_batch(cfg, world_size)
@@ -784,7 +822,7 @@ def write_report(
     if result:
         _verdict_section(doc, result, backtest)
     _ensemble_section(doc, _read_json(run / ENSEMBLE_NAME))
-    _config_section(doc, _read_json(run / "config.json"), trained_world_size(run))
+    _config_section(doc, _read_json(run / "config.json"), trained_world_size(run), backtest)
     _data_section(doc, _read_json(run / "data_report.json"))
     metrics = run / "metrics.jsonl"  # a killed run's half-written last line is skipped; a corrupt line: DataError
     _training_section(doc, read_jsonl(metrics) if metrics.is_file() else [])
