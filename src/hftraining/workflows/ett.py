@@ -26,7 +26,6 @@ benchmark's own: the protocol's borders, the closed-form maps and the val-chosen
 from __future__ import annotations
 
 import functools
-import io
 import logging
 import math
 import time
@@ -49,9 +48,9 @@ from hftraining.data.splits import Segment, window_ends
 from hftraining.data.windows import WindowSet
 from hftraining.eval import metrics as M
 from hftraining.models.base import ForecastModel
-from hftraining.models.dlinear import DLinearMultivariate
+from hftraining.models.dlinear import DLinear, DLinearMultivariate
 from hftraining.models.outputs import ForecastOutput
-from hftraining.models.patchtst import PatchTSTMultivariate
+from hftraining.models.patchtst import PatchTST, PatchTSTMultivariate
 from hftraining.models.predict import cpu_has_bf16, predict_scaled
 from hftraining.models.ridge import solve_penalised
 from hftraining.train.logging import held_records
@@ -97,7 +96,10 @@ def load_ett(data_dir: str | Path, dataset: str) -> np.ndarray:
     The dates must be the dataset's regular grid from :data:`START` (hourly for ETTh, 15 minutes for
     ETTm, no gaps, PAPER_TABLES.md §0): the borders count rows and the time-of-day members take a
     row's phase from its index, so another file under the name (ETTm rows in ETTh1.csv) or a
-    missing row would otherwise move every split and phase without a word."""
+    missing row would otherwise move every split and phase without a word. Every row holds the
+    header's 8 fields: a row with more (a value split by a comma) shifted its values into other
+    channels, its last dropped, without a word. Errors name the file's line (1-based, the header
+    line 1) and column; blank lines are skipped."""
     if dataset not in DATASETS:
         raise ConfigError(f"--dataset: unknown {dataset!r}; valid: {', '.join(DATASETS)}")
     path = Path(data_dir) / f"{dataset}.csv"
@@ -107,23 +109,51 @@ def load_ett(data_dir: str | Path, dataset: str) -> np.ndarray:
             if tuple(header) != COLUMNS:
                 raise DataError(f"{path}: header {','.join(header)!r}, expected {','.join(COLUMNS)!r}")
             body = fh.read()
-        values = np.loadtxt(io.StringIO(body), delimiter=",", usecols=range(1, len(COLUMNS)), dtype=np.float64, ndmin=2)
-        dates = np.loadtxt(io.StringIO(body), delimiter=",", usecols=0, dtype="datetime64[s]", ndmin=1)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file (expected the ETT-small CSVs in --data)") from None
-    except ValueError as e:
-        raise DataError(f"{path}: unreadable value ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    lines, numbers = [], []  # the data rows and their 1-based line numbers in the file
+    for i, line in enumerate(body.splitlines()):
+        if not line.strip():
+            continue
+        if line.count(",") != len(COLUMNS) - 1:
+            raise DataError(f"{path}: line {i + 2}: {line.count(',') + 1} fields, expected {len(COLUMNS)} "
+                            f"({','.join(COLUMNS)})")
+        lines.append(line)
+        numbers.append(i + 2)
+    if not lines:
+        return np.empty((0, len(COLUMNS) - 1), dtype=np.float64)
+    try:
+        values = np.loadtxt(lines, delimiter=",", usecols=range(1, len(COLUMNS)), dtype=np.float64, ndmin=2, comments=None)
+        dates = np.loadtxt(lines, delimiter=",", usecols=0, dtype="datetime64[s]", ndmin=1, comments=None)
+    except ValueError:
+        raise DataError(f"{path}: {_unreadable(lines, numbers)}") from None
     if not np.isfinite(values).all():
-        row = int(np.argwhere(~np.isfinite(values))[0, 0]) + 2  # 1-based, after the header
-        raise DataError(f"{path}: non-finite value on line {row}")
+        row = int(np.argwhere(~np.isfinite(values))[0, 0])
+        col = COLUMNS[1 + int(np.argwhere(~np.isfinite(values[row]))[0, 0])]
+        raise DataError(f"{path}: line {numbers[row]}, column {col}: non-finite value")
     step = row_step(dataset)
     expected = START.astype("datetime64[s]") + np.arange(len(dates)) * step.astype("timedelta64[s]")
     bad = np.flatnonzero(dates != expected)
     if bad.size:
         i = int(bad[0])
-        raise DataError(f"{path}: line {i + 2}: date {dates[i]}, expected {expected[i]} ({dataset} rows are "
+        raise DataError(f"{path}: line {numbers[i]}: date {dates[i]}, expected {expected[i]} ({dataset} rows are "
                         f"{'15-minute' if dataset.startswith('ETTm') else 'hourly'} steps from {START.astype('datetime64[m]')} without gaps)")
     return values
+
+
+def _unreadable(lines: list[str], numbers: list[int]) -> str:
+    """``unreadable value on line N, column NAME: 'text' is not a number`` (or a date) for the first
+    field of ``lines`` that does not parse (numpy's own message counted rows from 0 after the header:
+    two fewer than the file's line, and from the first blank line on more)."""
+    for line, n in zip(lines, numbers):
+        for k, (name, text) in enumerate(zip(COLUMNS, line.split(","))):
+            try:
+                np.datetime64(text.strip(), "s") if k == 0 else float(text)
+            except ValueError:
+                return f"unreadable value on line {n}, column {name}: {text!r} is not a {'date' if k == 0 else 'number'}"
+    return "unreadable value"
 
 
 def read_datasets(data_dir: str | Path, datasets: list[str]) -> dict[str, np.ndarray]:
@@ -616,7 +646,8 @@ def run_ett(
         precision = "bf16" if settings.bf16 else "fp32"
         members[name] = tuple(forecasts(train["model"], data, split, precision) for split in ("val", "test"))
         result["trained"] = {
-            "model_config": {k: getattr(model_cfg, k) for k in ("hidden_size", "num_heads", "num_layers", "intermediate_size", "dropout", "patch_len", "patch_stride", "moving_avg")},
+            # the settings the model reads (DLinear's record listed a width, depth and dropout it does not have)
+            "model_config": {k: getattr(model_cfg, k) for k in MODEL_KEYS if k in MODEL_SETTINGS.get(model, MODEL_KEYS)},
             "model_kwargs": model_kwargs or {},
             "settings": vars(settings),
             "val": scores(members[name][0], Yva), "test": scores(members[name][1], Yte),
@@ -651,6 +682,26 @@ def published_windows(n: int) -> int:
     """How many of ``n`` test windows PatchTST's published figures scored: whole batches of
     :data:`PATCHTST_TEST_BATCH`, in order (the test loader does not shuffle)."""
     return n // PATCHTST_TEST_BATCH * PATCHTST_TEST_BATCH
+
+
+MODEL_KEYS = ("hidden_size", "num_heads", "num_layers", "intermediate_size", "dropout", "patch_len", "patch_stride", "moving_avg")
+"""The model.* keys a trained model of the benchmark may be given (``bench ett --hidden-size`` …)."""
+MODEL_SETTINGS: dict[str, frozenset[str]] = {"patchtst": PatchTST.settings, "dlinear": DLinear.settings, "linear": frozenset()}
+"""model → the keys of :data:`MODEL_KEYS` its network reads (the multivariate PatchTST and DLinear read what
+the package's PatchTST and DLinear do: the patch encoder's sizes; the moving average's kernel)."""
+
+
+def check_model_overrides(model: str, overrides: dict[str, Any] | None) -> None:
+    """A ConfigError naming the flag of a model setting ``model`` does not read: ``--model dlinear
+    --hidden-size 64`` trained the DLinear it always did, and ``--out`` recorded hidden_size 64."""
+    reads = MODEL_SETTINGS.get(model)
+    if reads is None:
+        return
+    for key in overrides or {}:
+        if key not in reads:
+            flags = ", ".join(f"--{k.replace('_', '-')}" for k in MODEL_KEYS if k in reads)
+            raise ConfigError(f"--{key.replace('_', '-')}: not a setting of --model {model} "
+                              + (f"(it reads {flags})" if flags else "(the closed-form map trains nothing)"))
 
 
 def default_model_config(model: str, dataset: str) -> ModelConfig:
@@ -756,6 +807,7 @@ def run_suite(
         raise ConfigError(f"--ridge: must be >= 0 and finite, got {ridge}")
     if model != "linear":
         check_settings(settings)
+    check_model_overrides(model, model_overrides)  # a flag the model does not read is not ignored
     cfgs = {}
     for ds in datasets:
         cfg = cfgs[ds] = default_model_config(model, ds)
