@@ -274,7 +274,8 @@ class TrainingConfig:
     update (followed by no step, or only by fp16 loss-scaler skips) leaves weights that are not finite or
     forecast NaN/Inf."""
     early_stopping_patience: int = 0
-    """Stop after this many evaluations without improvement (0 disables)."""
+    """Stop after this many evaluations without improvement (0 disables); needs periodic evaluations
+    (``evaluation.eval_steps`` > 0)."""
     early_stopping_threshold: float = 0.0
     """Minimum improvement of the metric that resets the patience. It also decides the best step
     (the checkpoint ``load_best_model_at_end`` keeps), as Keras' ``min_delta`` does: a later score
@@ -1187,6 +1188,7 @@ def check_ignored(cfg: Config) -> None:
     ``data.split_dates`` (the dates cut the splits; with ``tune.folds`` the ratios cut the folds before the
     test date), ``data.batch_size`` under ``data.batching: dates`` and ``data.dates_per_batch`` under
     ``windows``, ``evaluation.aci_gamma`` under another ``interval_method`` than ``aci``,
+    ``training.early_stopping_patience`` under ``evaluation.eval_steps: 0`` (one validation, at the last step),
     and ``tune.pruner_warmup_evals`` under ``tune.pruner: none`` (``tune.pruner_startup_trials`` is read there
     too, by TPE as its count of random first trials). The config does not record which keys a user wrote, so
     a value equal to the default counts as not set. A choice that ``tune.search_space`` searches
@@ -1223,6 +1225,11 @@ def check_ignored(cfg: Config) -> None:
         raise ConfigError(f"evaluation.aci_gamma: {shown(e.aci_gamma)} is ignored under evaluation.interval_method="
                           f"{e.interval_method} (only aci updates its level); set evaluation.interval_method=aci, or leave "
                           f"evaluation.aci_gamma at the default ({de.aci_gamma})")
+    if t.early_stopping_patience and e.eval_steps == 0 and fixed("evaluation.eval_steps"):
+        raise ConfigError(f"training.early_stopping_patience: {t.early_stopping_patience} is ignored under "
+                          "evaluation.eval_steps=0, whose only validation is at the last step (nothing is left to stop); "
+                          "set evaluation.eval_steps to validate every that many steps, or "
+                          "training.early_stopping_patience=0")
     if tune.pruner == "none" and tune.pruner_warmup_evals != dtune.pruner_warmup_evals:
         raise ConfigError(f"tune.pruner_warmup_evals: {tune.pruner_warmup_evals} is ignored under tune.pruner=none (no "
                           f"trial is pruned); set tune.pruner=median, or leave it at the default ({dtune.pruner_warmup_evals})")

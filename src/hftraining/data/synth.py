@@ -29,6 +29,8 @@ JUMP_PROB, JUMP_SCALE = 0.003, 0.05  # jumps stay far below the validator's defa
 T_DOF = 5.0
 MAX_MOVE = 0.3  # cap on one bar's |log return|, below the validator's default jump threshold
 MEAN_REVERSION = 1 - 1e-4  # AR(1) coefficient of the log price
+MAX_SYMBOLS = 100_000  # a file (or partition) each
+MAX_ROWS = 50_000_000  # per symbol, generated whole in memory: about 180 bytes a row at the peak (9 GB)
 
 
 def synth_ohlcv(rows: int, seed: int = 0, start: str = "2000-01-03", freq: str = "B", price: float = 100.0,
@@ -95,6 +97,9 @@ def bar_times(rows: int, freq: str, start: str, session: str | None = None, tz: 
     as it would change nothing."""
     if rows < 1:
         raise DataError(f"synth: rows must be >= 1, got {rows}")
+    if rows > MAX_ROWS:  # one symbol's rows are generated whole: beyond, its memory ran out in a traceback
+        raise DataError(f"synth: rows must be at most {MAX_ROWS:,} per symbol (each is generated whole in memory), "
+                        f"got {rows:,}")
     if tz is not None:
         time_zone(tz, "synth: --tz")  # a name not in the time zone database: one line naming it
     try:
@@ -119,19 +124,30 @@ def bar_times(rows: int, freq: str, start: str, session: str | None = None, tz: 
         per_day = int((close - open_) // step)
         if per_day < 1:
             raise DataError(f"synth: --session {session or DEFAULT_SESSION} holds no bar of --freq {freq}")
-        days = pd.bdate_range(start, periods=-(-rows // per_day))
+        # in ns (past 2262: OutOfBoundsDatetime); pandas keeps these days in microseconds, whose sum with the bars'
+        # ns wrapped around in numpy without a word (a million 30min bars ended in 1710, written with exit code 0)
+        days = pd.bdate_range(start, periods=-(-rows // per_day)).as_unit("ns")
+        if int(days.asi8[-1]) + open_.value + step.value * (per_day - 1) > pd.Timestamp.max.value:
+            raise OverflowError("the last bar is after 2262-04-11, the last time a nanosecond timestamp holds")
         bars = pd.to_timedelta(open_.value + step.value * np.arange(per_day), unit="ns").to_numpy()
         local = (days.values[:, None] + bars[None, :]).ravel()[:rows]
-        return pd.DatetimeIndex(local).tz_localize(tz).tz_convert("UTC").astype("datetime64[ns, UTC]")
+        out = pd.DatetimeIndex(local).tz_localize(tz).tz_convert("UTC").astype("datetime64[ns, UTC]")
+        if len(out) > 1 and not (np.diff(out.asi8) > 0).all():  # bars follow each other, whatever the zone did
+            raise OverflowError("the bar times do not increase")
+        return out
     except (ValueError, OverflowError) as e:  # e.g. 10 million business days run past the year 2262
         msg = str(e).splitlines()[0]
-        raise DataError(f"synth: {rows} rows at frequency {freq!r} do not fit ({msg}); use a finer --freq such as 1min") from None
+        finer = "" if step is not None and step <= pd.Timedelta("1min") else " such as 1min"
+        raise DataError(f"synth: {rows:,} rows at frequency {freq!r} do not fit ({msg}); use a finer --freq{finer} "
+                        "or fewer --rows") from None
 
 
 def _symbols(symbols: int, seed: int):
     """(name, seed, start price) of each synthetic symbol."""
     if symbols < 1:
         raise DataError(f"synth: symbols must be >= 1, got {symbols}")
+    if symbols > MAX_SYMBOLS:  # 99999999999 was a MemoryError traceback (their start prices), else a disk filled with files
+        raise DataError(f"synth: symbols must be at most {MAX_SYMBOLS:,} (a file each), got {symbols:,}")
     prices = np.random.default_rng(seed).uniform(5, 500, symbols)
     return [(f"SYN{i:03d}", seed * 100_003 + i, float(prices[i])) for i in range(symbols)]
 
@@ -167,7 +183,11 @@ def write_synth(out_dir: str | Path, symbols: int, rows: int, seed: int = 0, fre
         raise DataError(f"{out}: cannot create folder ({e.strerror})") from None
     paths = []
     for name, s, price in specs:
-        frame = synth_ohlcv(rows, seed=s, freq=freq, price=price, session=session, tz=tz)
+        try:
+            frame = synth_ohlcv(rows, seed=s, freq=freq, price=price, session=session, tz=tz)
+        except MemoryError:  # under MAX_ROWS, but more than this machine has free
+            raise DataError(f"synth: {rows:,} rows of one symbol do not fit in memory (about {rows * 180 / 1e9:.1f} GB "
+                            "at the peak); use fewer --rows") from None
         if fmt == "csv":
             p = out / f"{name}.csv"
             ts = frame["timestamp"]
