@@ -639,11 +639,12 @@ def set_train_mode(optimizer: torch.optim.Optimizer, train: bool) -> None:
         fn()
 
 
-def check_compatibility(t: TrainingConfig) -> None:
+def check_compatibility(t: TrainingConfig, *, lengths: bool = True) -> None:
     """Raise ConfigError for an optimizer/schedule setting that cannot work, before any work is done:
     unknown name or keyword, a value the optimizer refuses, a weight decay or Adam setting it would
     ignore (``SETTINGS``), a decay that would zero or flip the weights (:func:`decay_factor`), bad
-    schedule values, and fp16 loss scaling with Sophia (the scale would enter its Hessian estimate)."""
+    schedule values, and fp16 loss scaling with Sophia (the scale would enter its Hessian estimate).
+    ``lengths``: :func:`~hftraining.optim.schedules.check_schedule`'s."""
     name, spec = _resolve(t)
     _optimizer_kwargs(name, spec, t)
     _check_settings_used(t)
@@ -653,7 +654,7 @@ def check_compatibility(t: TrainingConfig) -> None:
     with torch.random.fork_rng(devices=[]):
         build_optimizer(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), t)
     _check_decay(name, t)
-    check_schedule(t)
+    check_schedule(t, lengths=lengths)
     if name == "sophia":
         # Gradient checkpointing works: non-reentrant checkpoints support the double backward
         # (tests/test_optim.py); reentrant ones leave gradients without a graph and Sophia says so.

@@ -29,13 +29,30 @@ SCHEDULE_SETTINGS = {
 """Schedule keys of ``training`` → the ``lr_scheduler`` values whose formula reads them."""
 
 
-def check_schedule(t: TrainingConfig) -> None:
+def check_schedule(t: TrainingConfig, *, lengths: bool = True) -> None:
     """ConfigError for schedule values the formulas cannot use, and for a key of :data:`SCHEDULE_SETTINGS`
     set away from its default under a schedule that does not read it (``min_lr_ratio: 0.01`` with
     ``constant`` trained at the peak rate to the end without a word). The config does not record which
-    keys a user wrote, so a value equal to the default counts as not set."""
+    keys a user wrote, so a value equal to the default counts as not set. ``lengths``: also
+    :func:`check_cycles`, which reads ``max_steps`` and the warmup; a tune checking a choice against the
+    config's other settings leaves it out, since a searched ``max_steps`` or warmup is not the config's."""
     if t.lr_scheduler == "cosine_restarts" and t.num_cycles < 1:
         raise ConfigError(f"training.num_cycles: must be >= 1 for cosine_restarts, got {t.num_cycles}")
+    if lengths:
+        check_cycles(t)
+    if t.lr_scheduler == "wsd" and not 0 < t.decay_ratio <= 1:
+        raise ConfigError(f"training.decay_ratio: must be in (0, 1] for wsd, got {t.decay_ratio}")
+    defaults = TrainingConfig()
+    for key, schedules in SCHEDULE_SETTINGS.items():
+        value = getattr(t, key)
+        if t.lr_scheduler not in schedules and value != getattr(defaults, key):
+            raise ConfigError(f"training.{key}: lr_scheduler {t.lr_scheduler} does not use it (got {value!r}); remove "
+                              f"the key or choose a schedule that reads it ({', '.join(schedules)})")
+
+
+def check_cycles(t: TrainingConfig) -> None:
+    """ConfigError naming ``training.num_cycles`` when ``cosine_restarts`` has more cycles than the steps after
+    the warmup hold (each needs 2), with the ``max_steps`` that would hold them."""
     if t.lr_scheduler == "cosine_restarts" and t.num_cycles > 1:
         # a cycle needs two decay steps: the peak, then a step down. Shorter ones sampled the cosine at a
         # stride of a cycle or more: 10 cycles over 10 decay steps stayed at the peak to the last step, 12 over
@@ -54,14 +71,6 @@ def check_schedule(t: TrainingConfig) -> None:
                 f"{t.max_steps} after a warmup of {warm} leaves {max(span, 0)} before the last update (at the floor); "
                 f"set it to at most {max(span // 2, 1)} or raise training.max_steps to at least {enough}"
             )
-    if t.lr_scheduler == "wsd" and not 0 < t.decay_ratio <= 1:
-        raise ConfigError(f"training.decay_ratio: must be in (0, 1] for wsd, got {t.decay_ratio}")
-    defaults = TrainingConfig()
-    for key, schedules in SCHEDULE_SETTINGS.items():
-        value = getattr(t, key)
-        if t.lr_scheduler not in schedules and value != getattr(defaults, key):
-            raise ConfigError(f"training.{key}: lr_scheduler {t.lr_scheduler} does not use it (got {value!r}); remove "
-                              f"the key or choose a schedule that reads it ({', '.join(schedules)})")
 
 
 WARMUP_FROM = ("max_steps", "warmup_ratio", "warmup_steps")

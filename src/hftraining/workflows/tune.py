@@ -254,10 +254,12 @@ def check_searched_settings(cfg: Config, space: dict[str, dict[str, Any]]) -> No
     """A ConfigError, before any trial, for a searched optimizer setting (``optim.SETTINGS``) that an optimizer
     the trials may use ignores: its trials would differ in nothing, and the first that draws a value away from
     the default would stop the search (:func:`hftraining.optim.check_compatibility` refuses it). The same for
-    the schedule's keys (``SCHEDULE_SETTINGS``) and the schedules the trials may use (:func:`check_schedule`)."""
-    _check_searched_keys(cfg, space, "optimizer", optim.SETTINGS, optim.check_compatibility, optim.uses_setting,
-                         "optimizers")
-    _check_searched_keys(cfg, space, "lr_scheduler", SCHEDULE_SETTINGS, check_schedule,
+    the schedule's keys (``SCHEDULE_SETTINGS``) and the schedules the trials may use (:func:`check_schedule`).
+    Neither checks whether the cosine cycles fit the steps (``lengths=False``): ``max_steps`` or the warmup may be
+    searched, so the config's own are not what a trial trains; :func:`check_space_values` checks the drawn ones."""
+    _check_searched_keys(cfg, space, "optimizer", optim.SETTINGS,
+                         lambda t: optim.check_compatibility(t, lengths=False), optim.uses_setting, "optimizers")
+    _check_searched_keys(cfg, space, "lr_scheduler", SCHEDULE_SETTINGS, lambda t: check_schedule(t, lengths=False),
                          lambda t, key: t.lr_scheduler in SCHEDULE_SETTINGS[key], "schedules")
 
 
