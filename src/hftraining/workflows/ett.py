@@ -114,7 +114,9 @@ def load_ett(data_dir: str | Path, dataset: str) -> np.ndarray:
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     lines, numbers = [], []  # the data rows and their 1-based line numbers in the file
-    for i, line in enumerate(body.splitlines()):
+    # the file is read with universal newlines (\r\n and \r are \n): split there alone, as an editor counts lines
+    # (str.splitlines also breaks at \f, \x1c-\x1e, \x85, U+2028/9: every later line number was off)
+    for i, line in enumerate(body.split("\n")):
         if not line.strip():
             continue
         if line.count(",") != len(COLUMNS) - 1:
@@ -125,8 +127,7 @@ def load_ett(data_dir: str | Path, dataset: str) -> np.ndarray:
     if not lines:
         return np.empty((0, len(COLUMNS) - 1), dtype=np.float64)
     try:
-        values = np.loadtxt(lines, delimiter=",", usecols=range(1, len(COLUMNS)), dtype=np.float64, ndmin=2, comments=None)
-        dates = np.loadtxt(lines, delimiter=",", usecols=0, dtype="datetime64[s]", ndmin=1, comments=None)
+        values, dates = _parse(lines)
     except ValueError:
         raise DataError(f"{path}: {_unreadable(lines, numbers)}") from None
     if not np.isfinite(values).all():
@@ -143,17 +144,39 @@ def load_ett(data_dir: str | Path, dataset: str) -> np.ndarray:
     return values
 
 
+def _parse(lines: list[str], column: int | None = None) -> Any:
+    """The rows' values (n, 7) float64 and dates (n,) datetime64[s], or the one ``column`` of COLUMNS (0: the
+    dates); numpy's ValueError for a field it does not read."""
+    kw: dict[str, Any] = {"delimiter": ",", "comments": None}
+    if column is not None:
+        return np.loadtxt(lines, usecols=column, dtype="datetime64[s]" if column == 0 else np.float64, ndmin=1, **kw)
+    values = np.loadtxt(lines, usecols=range(1, len(COLUMNS)), dtype=np.float64, ndmin=2, **kw)
+    return values, np.loadtxt(lines, usecols=0, dtype="datetime64[s]", ndmin=1, **kw)
+
+
 def _unreadable(lines: list[str], numbers: list[int]) -> str:
     """``unreadable value on line N, column NAME: 'text' is not a number`` (or a date) for the first
-    field of ``lines`` that does not parse (numpy's own message counted rows from 0 after the header:
-    two fewer than the file's line, and from the first blank line on more)."""
-    for line, n in zip(lines, numbers):
-        for k, (name, text) in enumerate(zip(COLUMNS, line.split(","))):
-            try:
-                np.datetime64(text.strip(), "s") if k == 0 else float(text)
-            except ValueError:
-                return f"unreadable value on line {n}, column {name}: {text!r} is not a {'date' if k == 0 else 'number'}"
-    return "unreadable value"
+    field of ``lines`` that :func:`_parse` does not read (numpy's own message counted rows from 0 after the
+    header: two fewer than the file's line, and from the first blank line on more). The row is found by
+    halving with the same parser, not Python's float: '1_000' or full-width digits, which float reads and
+    numpy does not, are named too."""
+
+    def reads(chunk: list[str], column: int | None = None) -> bool:
+        try:
+            _parse(chunk, column)
+        except ValueError:
+            return False
+        return True
+
+    lo, hi = 0, len(lines)  # lines[lo:hi] holds the first row numpy does not read
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if reads(lines[lo:mid]) else (lo, mid)
+    fields = lines[lo].split(",")
+    for k, name in enumerate(COLUMNS):
+        if not reads([lines[lo]], k):
+            return f"unreadable value on line {numbers[lo]}, column {name}: {fields[k]!r} is not a {'date' if k == 0 else 'number'}"
+    return f"unreadable value on line {numbers[lo]}"
 
 
 def read_datasets(data_dir: str | Path, datasets: list[str]) -> dict[str, np.ndarray]:
