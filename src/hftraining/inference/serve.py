@@ -24,6 +24,11 @@ it), a ``POST /predict`` body without a JSON Content-Type (``curl -d`` sends a f
 a request without the API key (when one is set) a 401, a prediction slower than ``serve.request_timeout_s`` a 503.
 A failing request never stops the server. The middlewares are in :mod:`.serve_asgi`.
 
+The model is loaded once, and again when the files it was read from change (:func:`folder_state`: a
+retrained ``final/``, a link pointed at another folder): the next request is answered by the folder as it
+is then, a 503 naming the folder while it cannot be loaded (removed, half-written); a request in flight
+keeps the model it started with, and a forecast is never made by one folder's weights and described by another's.
+
 With an API key, ``/health`` and the API's description (:data:`DOCS_PATHS`: the schema and the docs
 pages) stay open, so a browser can show the docs; the schema declares the bearer key, so the docs'
 "Authorize" button sends it with "Try it out". The schema holds nothing of the model folder (no
@@ -37,8 +42,10 @@ import codecs
 import ipaddress
 import json
 import logging
+import os
 import re
 import socket
+import sys
 import tempfile
 import threading
 import weakref
@@ -55,7 +62,7 @@ from hftraining.core.errors import DataError, UserError
 from hftraining.core.jsonio import json_safe
 from hftraining.data.io import SNIFF_BYTES, symbol_of
 from hftraining.inference.ensemble import METRICS_KEY, run_metrics
-from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble, run_folder
+from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble, resolve_model_dir, run_folder
 from hftraining.inference.forecaster import Forecaster, bound_columns, iso_as_of
 from hftraining.inference.serve_asgi import AccessLog, ApiKey, BodyLimit
 from hftraining.models import folder
@@ -144,6 +151,64 @@ def model_info(fc) -> dict[str, Any]:
     return json_safe(info)
 
 
+MODEL_FILES = ("config.json", "model.safetensors", "preprocessing.json", "intervals.json", ENSEMBLE_NAME)
+"""The files of a model or ensemble folder a server reads (an ensemble's members: the first three of each)."""
+RUN_FILES = ("config.json", "eval.json", "metrics.jsonl")
+"""The files of a run folder a server reads: the run's precision and ``GET /model``'s ``run_config`` and metrics."""
+LOAD_TRIES = 3
+"""Loads of a model folder that changed while it was read before the server gives up on it."""
+
+
+def _file_state(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:  # absent (or unreadable: its load says why)
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def folder_state(model_dir: str | Path) -> tuple:
+    """What the files a server reads of the model path ``model_dir`` (a run, model or ensemble folder, or a
+    link to one) are now: the folder it resolves to, and the device, inode, size and modification time of
+    each of its files (:data:`MODEL_FILES`, each member's of an ensemble, :data:`RUN_FILES` of its run). Equal
+    states: the same files. A folder replaced whole (a retrain saving ``final/``), a file rewritten, a link
+    pointed at another folder change it; a path that resolves to no model folder is ``("unreadable", why)``."""
+    try:
+        d = resolve_model_dir(model_dir)
+        run = run_folder(d) or (d.parent if d.name == "final" else None)
+        members = sorted(e.path for e in os.scandir(d / "members") if e.is_dir()) if (d / "members").is_dir() else []
+    except (UserError, OSError) as e:
+        return ("unreadable", str(e))
+    paths = ([d / n for n in MODEL_FILES] + [Path(m) / n for m in members for n in MODEL_FILES[:3]]
+             + ([run / n for n in RUN_FILES] if run is not None else []))
+    return os.path.realpath(d), tuple(_file_state(p) for p in paths)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The model a server answers with: its forecaster, ``GET /model``'s answer of it (:func:`model_info`)
+    and the :func:`folder_state` of the files both were read from."""
+
+    fc: Forecaster
+    info: dict[str, Any]
+    state: tuple
+
+
+def load_model(model_dir: str | Path, tries: int = LOAD_TRIES) -> Loaded:
+    """The :class:`Loaded` of ``model_dir``, its files unchanged from before the forecaster was read until
+    after ``GET /model``'s answer was: a folder replaced while it was read (a training run saving it) is read
+    again, up to ``tries`` times, so the weights, preprocessing and description served are of one folder.
+    A DataError when it kept changing; a folder that cannot be loaded raises as it loads."""
+    for _ in range(tries):
+        before = folder_state(model_dir)
+        fc = Forecaster.from_pretrained(model_dir)
+        info = model_info(fc)
+        if folder_state(model_dir) == before:
+            return Loaded(fc, info, before)
+    raise DataError(f"{model_dir}: changed on disk while it was read ({tries} times): wait until whatever writes it "
+                    "(a training run saving it?) has finished")
+
+
 def _ensemble_metrics(meta: dict[str, Any]) -> dict[str, Any]:
     """``GET /model``'s ``training_metrics`` of an ensemble (its ensemble.json ``meta``): ``members``, one entry
     each: its folder, the folder it was copied from, its validation MSE (a ``weighted`` ensemble's; null for the
@@ -208,6 +273,10 @@ def _json_kind(value: Any) -> str:
         return "a number"
     return "null" if value is None else type(value).__name__
 
+
+UNREADABLE = "not valid JSON: "
+"""How the reason of a JSON body that cannot be read at all (bytes that are not text, nesting beyond Python's
+recursion limit) begins, as the request hands it to FastAPI's JSON error and the 422 reads it back."""
 
 REPEATED_KEY = "hftraining.repeated_key"
 """The request scope's entry for a JSON body with a key given twice in one object: the key's location."""
@@ -371,6 +440,23 @@ def _check_upload(data: bytes, shown: str) -> None:
         raise UserError(f"{shown}: {what}: /predict/csv reads CSV text; upload it as uncompressed CSV") from None
 
 
+FORM_FIELDS = ("file", "symbol")
+"""The fields of a ``POST /predict/csv`` form."""
+
+
+def _check_form_fields(names: list[str]) -> None:
+    """A UserError for a ``POST /predict/csv`` form (the names of its parts, in order) that gives a field twice
+    or one it does not have: of two ``file`` parts (``curl -F file=@AEM.csv -F file=@WPM.csv``) the last alone
+    was forecast, the first dropped with no word said, and a misspelt ``symbols`` field was ignored, the
+    forecast named after the file instead, where a JSON body's unknown key is refused."""
+    for name in names:
+        if name not in FORM_FIELDS:
+            raise UserError(f"{name[:64]!r}: not a field of the /predict/csv form ({', '.join(FORM_FIELDS)})")
+        if names.count(name) > 1:
+            more = ("; upload one file per request, or one CSV with a 'symbol' column" if name == "file" else "")
+            raise UserError(f"{name}: given {names.count(name)} times in one form (only the last would be read){more}")
+
+
 def _csv_rows(data: bytes) -> int:
     """Data lines of a CSV upload: its non-blank lines after the header."""
     return max(0, sum(1 for line in data.splitlines() if line.strip()) - 1)
@@ -392,8 +478,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
     from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    fc = Forecaster.from_pretrained(model_dir)
-    info = model_info(fc)
+    loaded = load_model(model_dir)
     max_predictions = cfg.max_predictions
     Price = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
@@ -441,14 +526,61 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
                   openapi_url=DOCS_PATHS[0], docs_url=DOCS_PATHS[1] if cfg.docs else None,
                   swagger_ui_oauth2_redirect_url=DOCS_PATHS[2] if cfg.docs else None,
                   redoc_url=DOCS_PATHS[3] if cfg.docs else None)
-    app.state.forecaster = fc
+    app.state.forecaster = loaded.fc
+    served: dict[str, Any] = {"now": loaded, "failed": None}  # failed: (folder_state, the 503's line) of a failed load
+    reload_lock = threading.Lock()
+
+    def refused_reload(why: str) -> str:
+        return (f"model: {model_dir} changed on disk since the server loaded it and cannot be loaded now ({why}); the "
+                "request was not served (the server loads the folder again as soon as it can)")
+
+    def reload() -> Loaded:
+        """On a worker thread: the model of the folder as it is now, loaded once by one thread while the
+        others wait for it; a folder that cannot be loaded (removed, half-written) is a 503 until it changes."""
+        with reload_lock:
+            state = folder_state(model_dir)
+            if state == served["now"].state:  # another request's thread has loaded it
+                return served["now"]
+            if served["failed"] is not None and served["failed"][0] == state:
+                raise Refused(503, served["failed"][1])
+            try:
+                new = load_model(model_dir)
+            except (UserError, OSError) as e:
+                served["failed"] = (state, refused_reload(" ".join(str(e).split())))
+                log.warning(served["failed"][1])
+                raise Refused(503, served["failed"][1]) from None
+            served["now"], served["failed"] = new, None
+            app.state.forecaster = new.fc
+            log.info("%s changed on disk: loaded again (%s)", model_dir, new.info.get("model_dir"))
+            return new
+
+    async def current() -> Loaded:
+        """The model to answer a request with: the one loaded, while the files it was read from are unchanged
+        (a few stat calls); else the folder as it is now (:func:`reload`): never a forecast of one folder's
+        weights described by another's files, nor of a model no longer on disk. A request in flight keeps
+        the model it started with."""
+        now, state = served["now"], folder_state(model_dir)
+        if state == now.state:
+            return now
+        failed = served["failed"]
+        if failed is not None and failed[0] == state:
+            raise Refused(503, failed[1])
+        return await to_thread.run_sync(reload)
 
     class OnceRequest(Request):
         """A request whose JSON body notes a key given twice in one object (:func:`loads_once`) in its scope."""
 
         async def json(self) -> Any:
             if not hasattr(self, "_json"):
-                self._json, where = loads_once(await self.body())
+                body = await self.body()
+                try:
+                    self._json, where = loads_once(body)
+                except UnicodeDecodeError as e:  # FastAPI answered these (and the next) 400 "There was an error parsing the body"
+                    raise json.JSONDecodeError(f"{UNREADABLE}not {e.encoding.upper()} text (byte 0x{body[e.start]:02x} at byte {e.start}); "
+                                               "send the JSON as UTF-8", "", e.start) from None
+                except RecursionError:
+                    raise json.JSONDecodeError(f"{UNREADABLE}nested too deeply (arrays or objects within each other "
+                                               f"beyond Python's limit of {sys.getrecursionlimit()})", "", 0) from None
                 if where is not None:
                     self.scope[REPEATED_KEY] = where
             return self._json
@@ -499,7 +631,9 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
         first = errs[0] if errs else {"loc": ("body",), "msg": "invalid request"}
         if first.get("type") == "json_invalid":
             pos = next((p for p in first.get("loc", ())[1:] if isinstance(p, int)), None)
-            msg = "body: not valid JSON" + (f" (at character {pos})" if pos is not None else "")
+            why = str((first.get("ctx") or {}).get("error", ""))
+            msg = (f"body: {why}" if why.startswith(UNREADABLE) else
+                   "body: not valid JSON" + (f" (at character {pos})" if pos is not None else ""))
         elif tuple(first.get("loc", ())) == ("body", "file") and first.get("type") != "missing":
             msg = "file: expected a file upload (a multipart part with a filename)"
         elif first.get("type") == "model_attributes_type" and tuple(first.get("loc", ())) == ("body",):
@@ -541,7 +675,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
         log.exception("request %s %s failed", request.method, request.url.path)
         return JSONResponse({"error": f"internal error ({type(exc).__name__}); the request was not served"}, status_code=500)
 
-    def forecast(data, path: str | None = None, shown: str = "", symbol: str | None = None) -> dict[str, Any]:
+    def forecast(fc: Forecaster, data, path: str | None = None, shown: str = "", symbol: str | None = None) -> dict[str, Any]:
         """The answer of a request: :meth:`Forecaster.predict`'s table of ``data`` and its warnings
         (``path``, a temporary file, named ``shown`` in them). An upload's symbols are known once it is
         read: more than ``serve.max_symbols`` is the 413 a request body gets, and its form field
@@ -625,7 +759,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
 
     @app.get("/model")
     async def model() -> dict[str, Any]:
-        return info
+        return (await current()).info
 
     # HEAD as GET without the body (FastAPI routes a GET alone: a monitor's HEAD was a 405), kept out of the schema
     for path, endpoint in (("/health", health), ("/model", model)):
@@ -636,10 +770,11 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
         check_rows(sum(map(len, req.symbols.values())))
         if request.scope.get(REPEATED_KEY) is not None:  # {"AEM": [...], "AEM": [...]}: one list would be dropped
             raise UserError(repeated_key_error(request.scope[REPEATED_KEY]))
-        return await in_thread(lambda: forecast(_frames(req.symbols, info["min_rows"])))
+        now = await current()
+        return await in_thread(lambda: forecast(now.fc, _frames(req.symbols, now.info["min_rows"])))
 
     @app.post("/predict/csv", response_model=PredictResponse)
-    async def predict_csv(file: UploadFile = File(..., description="CSV of OHLCV rows"),
+    async def predict_csv(request: Request, file: UploadFile = File(..., description="CSV of OHLCV rows"),
                           symbol: Optional[str] = Form(None, description="symbol of a one-symbol file (one without a symbol column)")) -> dict[str, Any]:
         # the symbol of a file named AEM.csv.gz is AEM, as a data folder's file of that name (not "AEM.csv")
         name = symbol or symbol_of(Path(file.filename or "upload"))
@@ -648,13 +783,15 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
         data = await file.read()
         _check_upload(data, f"file {file.filename or name}")
         check_rows(_csv_rows(data))
+        _check_form_fields([k for k, _ in (await request.form()).multi_items()])  # FastAPI's parse, kept by the request
+        now = await current()
 
         def work() -> dict[str, Any]:
             with tempfile.TemporaryDirectory(prefix="hftraining-upload-") as tmp:
                 path = Path(tmp) / f"{name}.csv"
                 path.write_bytes(data)
                 try:
-                    return forecast(str(path), str(path), f"file {file.filename or name}", symbol or None)
+                    return forecast(now.fc, str(path), str(path), f"file {file.filename or name}", symbol or None)
                 except UserError as e:  # name the upload, not the temporary file
                     raise UserError(str(e).replace(str(path), f"file {file.filename or name}")) from None
 
