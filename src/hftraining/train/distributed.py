@@ -3,6 +3,7 @@ environment (WORLD_SIZE unset or 1) everything here is a no-op."""
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import threading
@@ -52,17 +53,68 @@ def _attempt_store(rank: int, world: int, timeout: timedelta) -> dist.Store:
     Under ``torchrun --standalone`` the agent's store outlives a restart, and torch does not prefix
     the process group's keys per attempt (it assumes a fresh store): a restarted rank could read the
     address its dead peer published and fail with "Connection refused" (or wait for it until the
-    timeout). The prefix gives every attempt keys of its own."""
-    missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
-    if missing:
-        raise ConfigError(f"WORLD_SIZE={world} but {' and '.join(missing)} not set: launch with torchrun (see README)")
-    use_agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    store = dist.TCPStore(
-        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size=world,
-        is_master=not use_agent_store and rank == 0, timeout=timeout, multi_tenant=not use_agent_store,
-    )
+    timeout). The prefix gives every attempt keys of its own. One connection serves every group of the
+    process (:data:`_ATTEMPT`): a rank joining a later group hears on it that the main rank's process
+    ended before it formed that group (:func:`_wait_for_main_to_join`)."""
+    global _ATTEMPT
+    if _ATTEMPT is None:
+        missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
+        if missing:
+            raise ConfigError(f"WORLD_SIZE={world} but {' and '.join(missing)} not set: launch with torchrun (see README)")
+        use_agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        store = dist.TCPStore(
+            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size=world,
+            is_master=not use_agent_store and rank == 0, timeout=timeout, multi_tenant=not use_agent_store,
+        )
+        _ATTEMPT = dist.PrefixStore(f"hftraining/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+        if rank == 0:
+            atexit.register(_main_process_ends, _ATTEMPT)
+    _ATTEMPT.set_timeout(timeout)
     # and every group of the process (train --seeds forms one per seed, in the same order on every rank) its own
-    return dist.PrefixStore(f"hftraining/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/group_{next(_GROUPS)}", store)
+    return dist.PrefixStore(f"group_{next(_GROUPS)}", _ATTEMPT)
+
+
+_ATTEMPT: dist.Store | None = None
+"""This process's connection to the group's store, keys prefixed by the attempt (None before its first group)."""
+
+MAIN_PROCESS_ENDED_KEY = "main_process_ended"
+"""Set in the attempt's store as the main rank's process ends: a rank waiting for it to form a later group
+(``train --seeds`` forms one per seed) then knows it never will (it stopped on an error of its own between
+the groups, such as a run folder that another process holds)."""
+
+
+def _main_process_ends(store: dist.Store) -> None:
+    try:
+        store.set(MAIN_PROCESS_ENDED_KEY, "1")
+    except RuntimeError:  # the store is gone (torchrun's agent stopped): the waiting ranks' own timeout ends them
+        pass
+
+
+MAIN_JOINED_KEY = "main_rank_joined"
+"""Set in a group's store by the main rank as it forms the group (:func:`init_distributed`)."""
+
+
+def _wait_for_main_to_join(info_rank: int, group: dist.Store, timeout: float) -> None:
+    """Until the main rank has come to form the group of store ``group``; a :class:`PeerLost` at once when its
+    process ended first (:data:`MAIN_PROCESS_ENDED_KEY`) or its store went with it, or after ``timeout``
+    seconds (``training.ddp_timeout``). Until 2026-12-07 such a rank waited in torch's rendezvous for a main
+    rank that had stopped between two groups, until ``training.ddp_timeout`` (1800 s by default), and then
+    printed a traceback (on one node torchrun ended it, without a word)."""
+    pause, start = 0.001, time.monotonic()
+    try:
+        while not group.check([MAIN_JOINED_KEY]):
+            if _ATTEMPT is not None and _ATTEMPT.check([MAIN_PROCESS_ENDED_KEY]):
+                raise PeerLost(f"rank {info_rank}: the main rank stopped before it formed the next process group; "
+                               "its own error, or torchrun's summary of its exit, says why")
+            if time.monotonic() - start > timeout:
+                raise PeerLost(f"rank {info_rank}: the main rank did not come to form the process group within "
+                               f"{timeout:g} s (training.ddp_timeout)")
+            time.sleep(pause)
+            pause = min(2 * pause, 0.2)
+    except dist.DistNetworkError:  # the store went with the main rank's process
+        raise PeerLost(f"rank {info_rank}: the main rank stopped before it formed the next process group (the "
+                       "group's store, which its process held, is gone); its own error, or the launcher's summary "
+                       "of its exit, says why") from None
 
 
 _GROUPS = itertools.count()
@@ -102,6 +154,10 @@ def init_distributed(device_spec: str, timeout: float) -> DistInfo:
         limit = timedelta(seconds=timeout)
         _bind_world_defaults_before_the_group()
         store = _attempt_store(rank, world, limit)
+        if rank == 0:
+            store.set(MAIN_JOINED_KEY, "1")
+        else:
+            _wait_for_main_to_join(rank, store, timeout)
         dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=limit)
         if rank == 0:
             _Pulse.start(store, timeout)
