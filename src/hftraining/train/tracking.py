@@ -109,6 +109,28 @@ def store_tracking(run_dir: Path, name: str, entry: dict[str, Any]) -> None:
     write_json(Path(run_dir) / TRACKING_FILE, {**read_tracking(run_dir), name: entry})
 
 
+def cut_params(values: dict[str, Any], limit: int) -> tuple[dict[str, str], dict[str, str], dict[str, int]]:
+    """MLflow params of ``values`` (a string kept, anything else as JSON) → (each cut to MLflow's first
+    ``limit`` characters, each whole, {key: whole length} of those cut)."""
+    full = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in values.items()}
+    return ({k: v[:limit] for k, v in full.items()}, full,
+            {k: len(v) for k, v in full.items() if len(v) > limit})
+
+
+def log_full_params(client: Any, run_id: str, full: dict[str, str], cut: dict[str, int], limit: int,
+                    run: str = "the run") -> None:
+    """When MLflow's limit cut a param (``cut``): every param's whole value as the artifact
+    :data:`FULL_PARAMS` of the run, and a warning naming the keys cut."""
+    if not cut:
+        return
+    client.log_dict(run_id, full, FULL_PARAMS)
+    named = ", ".join(f"{k} ({n:,} characters)" for k, n in list(cut.items())[:5])
+    more = f" and {len(cut) - 5} more" if len(cut) > 5 else ""
+    log.warning("warning: output.report_to mlflow: MLflow keeps a param's first %s characters, so %s%s %s "
+                "logged cut; every param's full value is in %s's artifact %s", f"{limit:,}", named,
+                more, "is" if len(cut) == 1 else "are", run, FULL_PARAMS)
+
+
 def no_mlflow_telemetry() -> None:
     """Keep MLflow from sending usage telemetry (it does by default since 3.x, from a thread of its own):
     a run talks to no server but the tracking store it is given. ``MLFLOW_DISABLE_TELEMETRY`` set by
@@ -214,7 +236,8 @@ class TensorBoardTracker(Tracker):
         from tensorboard.compat.proto.event_pb2 import Event, SessionLog
         from torch.utils.tensorboard import SummaryWriter
 
-        self.step, self.broken = 0, False
+        # the last step logged (the verdict's): a resume that trains no step scores its checkpoint's
+        self.step, self.resume_step, self.broken = resume_step or 0, resume_step, False
         self.dir = run_dir / "tensorboard"
         # Every start writes a session START at its first step (purge_step): TensorBoard hides what the
         # run's earlier files hold from that step on. Its Python loader takes a run's first START for
@@ -248,7 +271,31 @@ class TensorBoardTracker(Tracker):
         self._scalars({panel_tag(k): v for k, v in scalars(record).items()}, step)
 
     def on_eval(self, step, metrics):
+        if self.resume_step is not None and step <= self.resume_step:
+            self._restart_at(step)
         self._scalars({panel_tag(f"test_{k}"): v for k, v in scalars(metrics).items()}, step)
+
+    def _restart_at(self, step: int) -> None:
+        """A run stopped while its test split was scored (after its test/* scalars, before its model
+        card), resumed: it trains nothing and scores the test split again at the step the earlier
+        session scored, where TensorBoard then showed every test/* value twice (and the verdict at
+        step 0). A START at that step hides what the earlier sessions wrote from it on; the train/*
+        and eval/* values of the step, which this session does not log again, are written after it."""
+        from tensorboard.backend.event_processing import event_accumulator as ea
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+        try:
+            with writing(self.dir):
+                self.writer.flush()
+                acc = ea.EventAccumulator(str(self.dir), size_guidance={ea.SCALARS: 0})  # every point, not a sample
+                acc.Reload()
+                kept = {tag: e.value for tag in acc.Tags()[ea.SCALARS] if not tag.startswith("test/")
+                        for e in acc.Scalars(tag) if e.step == step}
+                self.writer.file_writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
+        except WriteError:
+            self.broken = True  # the run stops with this error: on_end only closes
+            raise
+        self._scalars(kept, step)
 
     def on_end(self, verdict, artifacts, failed):
         try:
@@ -377,11 +424,9 @@ class MlflowTracker(Tracker):
         self.member = _member  # a seed, fold or trial of a group: its parent's store, nested under it
         uri = self.member.uri if self.member else env_uri or f"sqlite:///{(run_dir / 'mlruns.db').resolve()}"
         stored = read_tracking(run_dir).get(self.name) if resume_step is not None else None
-        full = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in flat_config(config).items()}
-        params = {k: v[:MAX_PARAM_VAL_LENGTH] for k, v in full.items()}
-        self.cut = {k: len(v) for k, v in full.items() if len(v) > MAX_PARAM_VAL_LENGTH}  # key → full length
-        self.full, self.limit = (full if self.cut else None), MAX_PARAM_VAL_LENGTH
-        self.logged: dict[str, dict[int, float]] = {}  # key → {step: value} past the checkpoint, as logged before
+        params, self.full, self.cut = cut_params(flat_config(config), MAX_PARAM_VAL_LENGTH)  # cut: key → full length
+        self.limit = MAX_PARAM_VAL_LENGTH
+        self.logged: dict[str, dict[int, float]] = {}  # key → {step: value} from the checkpoint on, as logged before
         self.step, self.where = resume_step or 0, f" to {shown_url(uri)}"  # the last step logged, the store
         try:
             if uri.startswith("sqlite:"):
@@ -426,7 +471,8 @@ class MlflowTracker(Tracker):
             self.client.update_run(self.run_id, status="RUNNING")
             for key in run.data.metrics:
                 history = self.client.get_metric_history(self.run_id, key)
-                steps = {m.step: m.value for m in history if m.step > resume_step}
+                # from the checkpoint's step on: a run stopped while it was scored is scored again at that step
+                steps = {m.step: m.value for m in history if m.step >= resume_step}
                 if steps:
                     self.logged[key] = steps
             # a param cannot change in MLflow: a resumed run adds the keys it lacks and records the
@@ -455,13 +501,7 @@ class MlflowTracker(Tracker):
         items = [Param(k, v) for k, v in params.items()]
         for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
-        if self.full is not None:  # MLflow's limit cut a value: the whole of each is an artifact, and a warning says so
-            self.client.log_dict(self.run_id, self.full, FULL_PARAMS)
-            named = ", ".join(f"{k} ({n:,} characters)" for k, n in list(self.cut.items())[:5])
-            more = f" and {len(self.cut) - 5} more" if len(self.cut) > 5 else ""
-            log.warning("warning: output.report_to mlflow: MLflow keeps a param's first %s characters, so %s%s %s "
-                        "logged cut; every param's full value is in the run's artifact %s", f"{self.limit:,}", named,
-                        more, "is" if len(self.cut) == 1 else "are", FULL_PARAMS)
+        log_full_params(self.client, self.run_id, self.full, self.cut, self.limit)
 
     def _run_name(self, run_dir: Path) -> str:
         """The run folder's name; a group member's is its path in the group folder (``trial-0003/fold-0``)."""
@@ -679,7 +719,9 @@ def start_group(config: Config, folder: Path, kind: str, name: str, params: dict
     recorded in ``folder``'s :data:`GROUP_FILE` (a resumed ``train --seeds``, a tune continuing its
     study), whose members keep their runs; else a new parent, recorded there in place of an earlier
     one, which gets the tag ``hftraining.superseded_by`` (its members were the folders a fresh start
-    removed: two parents never claim one member, a member's parent being its one tag)."""
+    removed: two parents never claim one member, a member's parent being its one tag). A param longer
+    than MLflow keeps (a large search space) is logged cut, as a run's is (:class:`MlflowTracker`):
+    a warning names it and every param's whole value is the parent's artifact :data:`FULL_PARAMS`."""
     if not _group_active(config.output):
         return TrackingGroup(folder, kind)
     no_mlflow_telemetry()
@@ -690,7 +732,7 @@ def start_group(config: Config, folder: Path, kind: str, name: str, params: dict
 
     uri, own = _group_store(folder)
     stored = read_tracking_group(folder)
-    params = {k: (v if isinstance(v, str) else json.dumps(v))[:MAX_PARAM_VAL_LENGTH] for k, v in params.items()}
+    params, full, cut = cut_params(params, MAX_PARAM_VAL_LENGTH)
     try:
         if uri.startswith("sqlite:"):
             check_sqlite_store(uri)
@@ -720,6 +762,7 @@ def start_group(config: Config, folder: Path, kind: str, name: str, params: dict
                                                         "run_id": run_id, "kind": kind}})
         if params:
             client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+        log_full_params(client, run_id, full, cut, MAX_PARAM_VAL_LENGTH, f"the {kind} parent run")
     except mlflow_errors() as e:
         if resume and stored:
             raise UserError(f"{folder / GROUP_FILE}: MLflow parent run {stored['run_id']} cannot be continued in "
