@@ -813,8 +813,10 @@ def in_other_sections(key: Any, cls: type) -> str:
     return f"; did you mean {' or '.join(owners)}?" if owners else ""
 
 
-def config_from_dict(raw: dict[str, Any]) -> Config:
-    """Build and validate a :class:`Config` from a nested mapping."""
+def config_from_dict(raw: dict[str, Any], refuse_ignored: bool = True) -> Config:
+    """Build and validate a :class:`Config` from a nested mapping. ``refuse_ignored`` False: a key that
+    :func:`check_ignored` would refuse is kept (a run folder's config.json written before such a rule, whose
+    run went on without the key)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a mapping of sections, got {type(raw).__name__}")
     hints = typing.get_type_hints(Config)
@@ -826,7 +828,8 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
         sections[name] = section_from_dict(hints[name], value, name)
     cfg = Config(**sections)
     validate(cfg)
-    check_ignored(cfg)
+    if refuse_ignored:
+        check_ignored(cfg)
     return cfg
 
 
@@ -894,8 +897,10 @@ def yaml_error_line(e: yaml.YAMLError) -> str:
     return text
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a YAML/JSON config (or the defaults) and apply ``section.key=value`` overrides."""
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                refuse_ignored: bool = True) -> Config:
+    """Load a YAML/JSON config (or the defaults) and apply ``section.key=value`` overrides
+    (``refuse_ignored``: see :func:`config_from_dict`)."""
     raw: dict[str, Any] = read_config_file(path) if path else {}
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     overridden = set()
@@ -912,7 +917,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{path}: {section}: expected a mapping of keys, got {type(sec).__name__}")
         sec[key] = value
     try:
-        return config_from_dict(raw)
+        return config_from_dict(raw, refuse_ignored)
     except ConfigError as e:
         if path and not named_keys(str(e)) & overridden:
             raise ConfigError(f"{path}: {e}") from None
@@ -1233,6 +1238,30 @@ def check_ignored(cfg: Config) -> None:
     if tune.pruner == "none" and tune.pruner_warmup_evals != dtune.pruner_warmup_evals:
         raise ConfigError(f"tune.pruner_warmup_evals: {tune.pruner_warmup_evals} is ignored under tune.pruner=none (no "
                           f"trial is pruned); set tune.pruner=median, or leave it at the default ({dtune.pruner_warmup_evals})")
+
+
+def reset_ignored(cfg: Config) -> list[str]:
+    """Set back to its default, in place, each key of ``cfg`` that :func:`check_ignored` refuses, and return
+    them as ``"training.early_stopping_patience: 3"`` (the value set back). For a config a run trained whose
+    choices were drawn by a tune (``tune.search_space`` searched ``evaluation.eval_steps`` and the trial drew 0,
+    so its ``training.early_stopping_patience`` acted in no step): written without the search space, the config
+    trains exactly as the trial did, where keeping the key made ``train --config`` of it a refusal."""
+    out: list[str] = []
+    for _ in range(16):  # one key or pair a refusal; far fewer rules than this
+        try:
+            check_ignored(cfg)
+            return out
+        except ConfigError as e:
+            keys = sorted(named_keys(str(e)))
+            if not keys:
+                raise
+            for key in keys:
+                section, name = key.split(".")
+                sec = getattr(cfg, section)
+                out.append(f"{key}: {shown(getattr(sec, name))}")
+                setattr(sec, name, getattr(type(sec)(), name))
+    check_ignored(cfg)
+    return out
 
 
 def split_date_ns(text: str, key: str) -> int:

@@ -127,7 +127,9 @@ def bar_times(rows: int, freq: str, start: str, session: str | None = None, tz: 
         # in ns (past 2262: OutOfBoundsDatetime); pandas keeps these days in microseconds, whose sum with the bars'
         # ns wrapped around in numpy without a word (a million 30min bars ended in 1710, written with exit code 0)
         days = pd.bdate_range(start, periods=-(-rows // per_day)).as_unit("ns")
-        if int(days.asi8[-1]) + open_.value + step.value * (per_day - 1) > pd.Timestamp.max.value:
+        # the last bar written (the last day's later bars are cut off): a session whose close would pass the limit
+        # on that day, with rows ending before it, fits
+        if int(days.asi8[-1]) + open_.value + step.value * ((rows - 1) % per_day) > pd.Timestamp.max.value:
             raise OverflowError("the last bar is after 2262-04-11, the last time a nanosecond timestamp holds")
         bars = pd.to_timedelta(open_.value + step.value * np.arange(per_day), unit="ns").to_numpy()
         local = (days.values[:, None] + bars[None, :]).ravel()[:rows]

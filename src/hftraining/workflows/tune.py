@@ -103,8 +103,8 @@ import yaml
 
 from hftraining import optim
 from hftraining.optim.schedules import SCHEDULE_SETTINGS, check_schedule
-from hftraining.core.config import (Config, ConfigDumper, DataConfig, TrainingConfig, check_value, did_you_mean,
-                                    in_other_sections, load_config, parse_override)
+from hftraining.core.config import (Config, ConfigDumper, DataConfig, TrainingConfig, TuneConfig, check_value,
+                                    did_you_mean, in_other_sections, load_config, parse_override, reset_ignored)
 from hftraining.core.errors import ConfigError, DataError, UserError
 from hftraining.core.fmt import fmt_time, shown_url
 from hftraining.core.jsonio import read_json, write_json
@@ -1622,11 +1622,11 @@ def best_trial_config(out: Path, number: int, config_path, overrides, values: di
     trial's drawn ``values``, a note that says so)."""
     trial_dir = out / f"trial-{number:04d}"
     for path in (trial_dir / "config.json", trial_dir / "fold-0" / "config.json"):
-        if path.is_file():
-            return load_config(path), None
+        if path.is_file():  # a key the trial's choices ignored is set back where best_config.yaml is written
+            return load_config(path, refuse_ignored=False), None
     note = (f"{trial_dir / 'config.json'} is not in --out: --config and its overrides with the trial's values, "
             "which may differ from what the trial trained")
-    return load_config(config_path, list(overrides) + _value_overrides(values)), note
+    return load_config(config_path, list(overrides) + _value_overrides(values), refuse_ignored=False), note
 
 
 def chosen_period_note(out: Path, number: int) -> str | None:
@@ -1720,6 +1720,10 @@ def write_study_report(study, cfg: Config, config_path, overrides, space, out: P
     if best is not None:
         values = _params_to_values(best.params, space)
         best_cfg, note = best_trial_config(out, best.number, config_path, overrides, values)
+        # without its search space, a key the trial's drawn choices ignored (early stopping under eval_steps 0) is
+        # refused by `train --config best_config.yaml`; at its default it trains as the trial did
+        best_cfg.tune = TuneConfig()
+        unused = reset_ignored(best_cfg)
         d = best_cfg.to_dict()
         d.pop("tune", None)
         d["output"] = cfg.to_dict()["output"]  # the trial's own run folder and overwrite are the tune's, not a run's
@@ -1731,7 +1735,9 @@ def write_study_report(study, cfg: Config, config_path, overrides, space, out: P
                      f"mean of {cfg.tune.folds} walk-forward folds' validation splits")
         header_line = (f"# best trial {best.number} of study {study.study_name}: eval_{cfg.evaluation.metric} = {best.value:.6g}"
                        f" ({scored_on})\n# {untested_note(study)}\n# hftraining train --config {out / 'best_config.yaml'}\n"
-                       + (f"# {note}\n" if note else "") + (f"# {chosen_on}\n" if chosen_on else ""))
+                       + (f"# {note}\n" if note else "") + (f"# {chosen_on}\n" if chosen_on else "")
+                       + (f"# set back to the default, as the trial's choices ignored it: {'; '.join(unused)}\n"
+                          if unused else ""))
         (out / "best_config.yaml").write_text(header_line + yaml.dump(d, Dumper=ConfigDumper, sort_keys=False), encoding="utf-8")
         write_json(out / "best.json", {"trial": best.number, "value": best.value, "metric": f"eval_{cfg.evaluation.metric}",
                                        "params": values, "selection": sel_brief})
