@@ -39,6 +39,7 @@ and response shapes and the ``serve`` limits every 413 names anyway.
 
 import asyncio
 import codecs
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -56,6 +57,7 @@ from typing import Annotated, Any, Optional, Union
 
 import numpy as np
 import pandas as pd
+import torch
 
 from hftraining.core.config import ServeConfig
 from hftraining.core.errors import DataError, UserError
@@ -157,14 +159,31 @@ RUN_FILES = ("config.json", "eval.json", "metrics.jsonl")
 """The files of a run folder a server reads: the run's precision and ``GET /model``'s ``run_config`` and metrics."""
 LOAD_TRIES = 3
 """Loads of a model folder that changed while it was read before the server gives up on it."""
+RACY_S = 2.0
+"""Seconds within which a file's recorded times may not tell two writes apart (a filesystem that keeps whole
+seconds, FAT's two): a folder loaded within them of its newest file's time is read once more after them."""
 
 
-def _file_state(path: Path) -> tuple[int, int, int, int] | None:
+def _file_state(path: Path) -> tuple[int, int, int, int, int] | None:
     try:
         st = os.stat(path)
     except OSError:  # absent (or unreadable: its load says why)
         return None
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+    # the change time too: a copy that keeps the modification time (cp -p, rsync --inplace -t, touch -r) sets it
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _recheck_at(state: tuple, taken: float) -> float | None:
+    """When a folder whose :func:`folder_state` ``state`` was taken at ``taken`` (seconds since the epoch) must
+    be read again: a file written in place, at its size, within :data:`RACY_S` of its newest file's time may
+    keep every time of the state; None when the state was taken after that (a later write shows)."""
+    times = [t for f in (state[1] if len(state) == 2 and isinstance(state[1], tuple) else ()) if f for t in f[3:]]
+    newest = max(times, default=None)
+    return None if newest is None or taken > newest / 1e9 + RACY_S else newest / 1e9 + RACY_S
+
+
+def _wall_clock() -> float:
+    return datetime.now(timezone.utc).timestamp()
 
 
 def folder_state(model_dir: str | Path) -> tuple:
@@ -192,6 +211,27 @@ class Loaded:
     fc: Forecaster
     info: dict[str, Any]
     state: tuple
+    recheck_at: float | None = None
+    """When the folder must be read once more though its state is unchanged (:func:`_recheck_at`), or None."""
+
+    def due(self) -> bool:
+        """Whether the folder must be read again though its state is unchanged (:attr:`recheck_at` passed)."""
+        return self.recheck_at is not None and _wall_clock() >= self.recheck_at
+
+    def same_model(self, other: "Loaded") -> bool:
+        """Whether ``other`` forecasts and is described exactly as this one (its weights, preprocessing,
+        intervals, precision and ``GET /model`` answer)."""
+        a, b = self.fc, other.fc
+        if type(a.model) is not type(b.model) or a.precision != b.precision or self.info != other.info:
+            return False
+        sa, sb = a.model.state_dict(), b.model.state_dict()
+        if sa.keys() != sb.keys() or any(sa[k].dtype != sb[k].dtype or sa[k].shape != sb[k].shape
+                                         or not torch.equal(sa[k], sb[k]) for k in sa):
+            return False
+        cal = [c.to_dict() if c is not None else None for c in (a.calibration, b.calibration)]
+        return (json.dumps(json_safe(a.preprocessing.to_dict()), sort_keys=True) ==
+                json.dumps(json_safe(b.preprocessing.to_dict()), sort_keys=True)
+                and json.dumps(json_safe(cal[0]), sort_keys=True) == json.dumps(json_safe(cal[1]), sort_keys=True))
 
 
 def load_model(model_dir: str | Path, tries: int = LOAD_TRIES) -> Loaded:
@@ -200,11 +240,12 @@ def load_model(model_dir: str | Path, tries: int = LOAD_TRIES) -> Loaded:
     again, up to ``tries`` times, so the weights, preprocessing and description served are of one folder.
     A DataError when it kept changing; a folder that cannot be loaded raises as it loads."""
     for _ in range(tries):
+        taken = _wall_clock()
         before = folder_state(model_dir)
         fc = Forecaster.from_pretrained(model_dir)
         info = model_info(fc)
         if folder_state(model_dir) == before:
-            return Loaded(fc, info, before)
+            return Loaded(fc, info, before, _recheck_at(before, taken))
     raise DataError(f"{model_dir}: changed on disk while it was read ({tries} times): wait until whatever writes it "
                     "(a training run saving it?) has finished")
 
@@ -538,9 +579,9 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
         """On a worker thread: the model of the folder as it is now, loaded once by one thread while the
         others wait for it; a folder that cannot be loaded (removed, half-written) is a 503 until it changes."""
         with reload_lock:
-            state = folder_state(model_dir)
-            if state == served["now"].state:  # another request's thread has loaded it
-                return served["now"]
+            state, old = folder_state(model_dir), served["now"]
+            if state == old.state and not old.due():  # another request's thread has loaded it
+                return old
             if served["failed"] is not None and served["failed"][0] == state:
                 raise Refused(503, served["failed"][1])
             try:
@@ -549,6 +590,9 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
                 served["failed"] = (state, refused_reload(" ".join(str(e).split())))
                 log.warning(served["failed"][1])
                 raise Refused(503, served["failed"][1]) from None
+            if new.same_model(old):  # read again after RACY_S (or only touched): the model loaded is the folder's
+                served["now"], served["failed"] = dataclasses.replace(old, state=new.state, recheck_at=new.recheck_at), None
+                return served["now"]
             served["now"], served["failed"] = new, None
             app.state.forecaster = new.fc
             log.info("%s changed on disk: loaded again (%s)", model_dir, new.info.get("model_dir"))
@@ -560,7 +604,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
         weights described by another's files, nor of a model no longer on disk. A request in flight keeps
         the model it started with."""
         now, state = served["now"], folder_state(model_dir)
-        if state == now.state:
+        if state == now.state and not now.due():
             return now
         failed = served["failed"]
         if failed is not None and failed[0] == state:
