@@ -280,22 +280,47 @@ class TensorBoardTracker(Tracker):
         card), resumed: it trains nothing and scores the test split again at the step the earlier
         session scored, where TensorBoard then showed every test/* value twice (and the verdict at
         step 0). A START at that step hides what the earlier sessions wrote from it on; the train/*
-        and eval/* values of the step, which this session does not log again, are written after it."""
-        from tensorboard.backend.event_processing import event_accumulator as ea
+        and eval/* values of the step, which this session does not log again, are written after it.
+        Event files that cannot be read back (one damaged, a file of another kind named like them) stop
+        nothing: a warning says the step's test/* values may show twice, and no START hides the values
+        that could not be written again."""
         from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 
         try:
             with writing(self.dir):
                 self.writer.flush()
-                acc = ea.EventAccumulator(str(self.dir), size_guidance={ea.SCALARS: 0})  # every point, not a sample
-                acc.Reload()
-                kept = {tag: e.value for tag in acc.Tags()[ea.SCALARS] if not tag.startswith("test/")
-                        for e in acc.Scalars(tag) if e.step == step}
+            kept = self._read_back(step)
+            if kept is None:
+                return
+            with writing(self.dir):
                 self.writer.file_writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
         except WriteError:
             self.broken = True  # the run stops with this error: on_end only closes
             raise
         self._scalars(kept, step)
+
+    def _read_back(self, step: int) -> dict[str, float] | None:
+        """Every train/* and eval/* value at ``step`` as TensorBoard shows the event files now; None, with
+        a warning, when they cannot be read. TensorBoard's loader says "Detected out of order event.step
+        likely caused by a TensorFlow restart ... Removing N scalars" of each restart an earlier start
+        wrote: those lines of this reading are not the user's to see (TensorBoard's own reading says them)."""
+        from tensorboard.backend.event_processing import event_accumulator as ea
+
+        quiet = _DropPurgeLines()
+        tb_log = logging.getLogger("tensorboard")
+        tb_log.addFilter(quiet)
+        try:
+            acc = ea.EventAccumulator(str(self.dir), size_guidance={ea.SCALARS: 0})  # every point, not a sample
+            acc.Reload()
+            return {tag: e.value for tag in acc.Tags()[ea.SCALARS] if not tag.startswith("test/")
+                    for e in acc.Scalars(tag) if e.step == step}
+        except Exception as e:  # noqa: BLE001 - reading back for display: it never stops a trained run
+            log.warning("warning: output.report_to tensorboard: the event files in %s cannot be read back (%s), so "
+                        "TensorBoard may show the test/* values of step %d twice, the earlier ones too",
+                        self.dir, reason(e), step)
+            return None
+        finally:
+            tb_log.removeFilter(quiet)
 
     def on_end(self, verdict, artifacts, failed):
         try:
@@ -310,6 +335,13 @@ class TensorBoardTracker(Tracker):
                 self.writer.close()
         finally:
             threading.excepthook = self._excepthook
+
+
+class _DropPurgeLines(logging.Filter):
+    """TensorBoard's loader's line for each restart it applies (see :meth:`TensorBoardTracker._read_back`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Detected out of order event.step")
 
 
 class JsonlTracker(Tracker):
