@@ -62,9 +62,10 @@ def check_booster_text(text: str, width: int) -> None:
     """Raise ValueError (naming what is wrong) unless ``text`` is a LightGBM text model of one
     regression tree per iteration over ``width`` inputs whose trees are whole: ``tree_sizes`` match
     the tree blocks, every array has the length ``num_leaves`` gives, every child and feature index
-    is in range, every number parses, every leaf value is finite. LightGBM's own parser ends the whole
-    process (a C++ fatal error, SIGABRT) on a malformed tree instead of raising, so a model folder's
-    booster is read here first: a damaged or hostile folder is then a one-line error like any other.
+    is in range and the children make a tree (:func:`_check_tree_shape`), every number parses, every
+    leaf value is finite. LightGBM's own parser ends the whole process (a C++ fatal error, SIGABRT) on
+    a malformed tree instead of raising, so a model folder's booster is read here first: a damaged or
+    hostile folder is then a one-line error like any other.
     A leaf value is what a forecast adds up: a NaN or an infinity there (which LightGBM parses) made
     every window reaching that leaf forecast NaN or ±inf, where any other model's folder with such a
     weight is refused (:func:`hftraining.models.folder.load_weights`)."""
@@ -101,6 +102,30 @@ def check_booster_text(text: str, width: int) -> None:
                       or any(not -n <= c <= n - 2 for c in arrays["left_child"] + arrays["right_child"])
                       or any(not 0 <= j < width for j in arrays["split_feature"])):
             raise ValueError(f"tree {k}: a split or child index out of range")
+        if n > 1:
+            _check_tree_shape(k, n, arrays["left_child"], arrays["right_child"])
+
+
+def _check_tree_shape(k: int, n: int, left: list[float], right: list[float]) -> None:
+    """Raise ValueError unless the child indices of tree ``k`` (``n`` leaves) make a tree: from the root
+    every split and every leaf is reached exactly once. Indices in range are not enough: a child that points
+    back to a split above it (``left_child=0`` at the root) made LightGBM walk that loop for ever at the
+    first forecast, so ``predict`` and ``serve`` hung instead of refusing the folder; two splits sharing a
+    child is no tree LightGBM writes either."""
+    seen_split, seen_leaf, todo = [False] * (n - 1), [False] * n, [0]
+    seen_split[0] = True
+    while todo:
+        node = todo.pop()
+        for child in (int(left[node]), int(right[node])):
+            seen, at = (seen_split, child) if child >= 0 else (seen_leaf, ~child)
+            if seen[at]:
+                what = f"split {at}" if child >= 0 else f"leaf {at}"
+                raise ValueError(f"tree {k}: {what} is reached twice (its child indices make no tree)")
+            seen[at] = True
+            if child >= 0:
+                todo.append(child)
+    if not (all(seen_split) and all(seen_leaf)):
+        raise ValueError(f"tree {k}: a split or leaf is never reached (its child indices make no tree)")
 
 
 @MODELS.register("lightgbm")
