@@ -1158,6 +1158,10 @@ def validate(cfg: Config) -> None:
     twice = sorted({n for n in cfg.output.report_to if cfg.output.report_to.count(n) > 1})
     if twice:
         raise ConfigError(f"output.report_to: {', '.join(twice)} listed more than once")
+    name = Path(cfg.output.experiment_name)  # the run folder runs/<experiment_name>: `..` wrote the run into the working folder
+    if cfg.output.output_dir is None and (name.is_absolute() or ".." in name.parts or not name.parts):
+        raise ConfigError(f"output.experiment_name: {shown(cfg.output.experiment_name)} is not a folder inside runs/ (the run folder is "
+                          "runs/<experiment_name>); give a name inside it, or the run folder as output.output_dir")
 
 
 BACKTEST_PORTFOLIO_KEYS = {"backtest_positions": "per_symbol", "backtest_topk": "topk", "backtest_topk_dropout": "topk"}

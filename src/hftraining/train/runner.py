@@ -34,6 +34,7 @@ from hftraining.data.features import check_calendar_version, feature_columns
 from hftraining.data.pipeline import PreparedData, check_calendar_rule, prepare
 from hftraining.data.provenance import check_source_rows
 from hftraining.eval.model_card import card_meta, write_model_card
+from hftraining.inference.folders import FITTED_BASELINES_DIR
 from hftraining.models import ForecastModel
 from hftraining.models.predict import cpu_has_bf16
 from hftraining.models.registry import check_buildable, check_model, unread_settings_warning
@@ -115,13 +116,14 @@ def prepare_run_dir(cfg: Config, info: DistInfo) -> tuple[Path, Path | None]:
 
 
 def clear_run_dir(info: DistInfo, run_dir: Path) -> None:
-    """A fresh start: remove what an earlier run left in ``run_dir`` (:data:`RUN_FOLDERS`, :data:`RUN_FILES`)."""
+    """A fresh start: remove what an earlier run left in ``run_dir`` (:data:`RUN_FOLDERS`, :data:`RUN_FILES`, and
+    its fitted baselines, which ``evaluate`` scored beside the new model when the new run wrote none)."""
     ckpt_root = run_dir / "checkpoints"
     if info.is_main:
         if ckpt.list_checkpoints(ckpt_root):  # output.overwrite: said, never silent
             log.warning("output.overwrite: starting over in %s; the earlier run's checkpoints, final model, logs and "
                         "reports are removed", run_dir)
-        for name in RUN_FOLDERS:
+        for name in (*RUN_FOLDERS, FITTED_BASELINES_DIR):
             shutil.rmtree(run_dir / name, ignore_errors=True)
         for name in RUN_FILES:
             (run_dir / name).unlink(missing_ok=True)

@@ -9,6 +9,7 @@ import importlib
 import logging
 import os
 import re
+import shlex
 import shutil
 import threading
 from contextlib import contextmanager, nullcontext
@@ -353,7 +354,7 @@ def _train(cfg: Config, data: PreparedData | None, on_evaluate: Callable[[int, d
                     "train longer" if early else "raise training.max_steps to train on")
             log.warning("warning: %s: the run is finished (step %d, %s) and scored (eval.json): --resume trains "
                         "and scores nothing, the run folder is left as it is; %s, or score it again with "
-                        "`hftraining evaluate %s`", root, state["global_step"], why, more, root)
+                        "`hftraining evaluate %s`", root, state["global_step"], why, more, shlex.quote(str(root)))
         return read_json(root / "eval.json") if info.is_main else {}
     with training_run(cfg, data, info, on_evaluate=on_evaluate) as run:
         return evaluate_test(run)[0] if run.is_main else {}
