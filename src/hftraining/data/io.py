@@ -1566,10 +1566,20 @@ def _warn_undecided(path: Path | str, cells: pd.Series, chosen: tuple, others: l
 
 def split_symbols(df: pd.DataFrame, path: Path) -> dict[str, pd.DataFrame]:
     """{symbol: rows} of one read table; the symbol is the ``symbol`` column or the file stem.
-    Rows with an empty symbol are returned under the key ``""`` (the validator drops them)."""
+    Rows with an empty symbol are returned under the key ``""`` (the validator drops them).
+    A float column whose values are all whole numbers holds integer codes (pandas reads a column of
+    integers with an empty cell as floats): they are named as integers, ``7203``, as the same codes
+    without the empty cell, a ``{7203: frame}`` dict, the file ``7203.parquet`` and a long Parquet
+    file's scan name them, not ``7203.0`` (a symbol the model was never trained on)."""
     if "symbol" not in df.columns:
         return {symbol_of(path): df}
-    sym = df["symbol"].astype("string").str.strip()
+    col = df["symbol"]
+    if pd.api.types.is_float_dtype(col.dtype):
+        v = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        v = v[~np.isnan(v)]
+        if np.isfinite(v).all() and (v == np.trunc(v)).all() and (np.abs(v) < 2.0 ** 63).all():
+            col = col.astype("Int64")
+    sym = col.astype("string").str.strip()
     out = {}
     for name, idx in sym.fillna("").groupby(sym.fillna(""), sort=True).groups.items():
         out[str(name)] = df.loc[idx].drop(columns="symbol")

@@ -589,11 +589,46 @@ def annual_return(total: float, periods: int, periods_per_year: float) -> float:
         return float("inf")
 
 
-def performance(sim: Simulation, periods_per_year: float) -> dict[str, Any]:
+def bust_text(sim: Simulation, bust: int, max_gross: float | None = None) -> str:
+    """What the warning of a book that lost all its capital in period ``bust`` of ``sim`` (:func:`ruin`) says:
+    when, and what took the capital: the positions (a gross exposure above 1, up to ``max_gross``,
+    ``evaluation.backtest_max_gross``, when given, through a move of 1/g against it; an unlevered book through
+    a short's rise of 100% or more) or the trading costs, beyond what the positions lost; and how many
+    later periods read 0 (none when it is the last period)."""
+    net, gross, turnover = (float(a[bust]) for a in (sim.returns, sim.gross_returns, sim.turnover))
+    costs = gross - net
+    T = len(sim.returns)
+    later = T - bust - 1
+    when = f"in {'its last period, ' if later == 0 else 'the period '}from {fmt_time(sim.dates[bust])}"
+    if gross <= -1.0:  # the positions alone lost it all
+        if max_gross is None:
+            how = ("a book of gross exposure g loses it all in a move of 1/g against it: a levered one (g > 1, "
+                   "evaluation.backtest_max_gross) in a move of less than 100%, an unlevered one only through its "
+                   "shorts, in a rise of 100% or more")
+        elif max_gross > 1.0:
+            how = (f"a gross exposure g, up to evaluation.backtest_max_gross={max_gross:g}, loses it all in a move of "
+                   f"1/g against it ({1.0 / max_gross:.0%} at g={max_gross:g}), a short in a rise of 1/g or more")
+        else:  # no leverage: a long book cannot lose more than it holds, a short can
+            how = (f"an unlevered book (evaluation.backtest_max_gross={max_gross:g}) loses it all only through its "
+                   "short positions, a short of weight w in a rise of 1/w or more (100% for a whole book short)")
+        why = (f"a return of {net:.1%}, the positions' {gross:.1%} and {costs:.1%} of trading costs: {how}" if costs > 0
+               else f"a return of {net:.1%}: {how}")
+    else:  # the positions left capital; the costs of the period's trades took the rest
+        bps = costs / turnover * 1e4 if turnover > 0 else float("nan")
+        why = (f"a return of {net:.1%}: the positions' {gross:+.1%} and trading costs of {costs:.1%} of the capital, "
+               f"a turnover of {turnover:.2f} at {bps:g} bps (evaluation.backtest_cost_bps + backtest_slippage_bps)")
+    after = ("" if later == 0 else
+             f": it holds nothing after it, and its {later} later period{'s' if later != 1 else ''} read 0")
+    return f"the book lost all its capital {when} ({why}){after}"
+
+
+def performance(sim: Simulation, periods_per_year: float, max_gross: float | None = None) -> dict[str, Any]:
     """Total and annualised return, annualised volatility, Sharpe, Sortino (risk-free rate 0), maximum
     drawdown (a negative fraction of the peak), Calmar, turnover and hit rate of a simulation. Returns
     that do not vary (within ``FLAT_RTOL`` of their mean) have volatility 0 and a NaN Sharpe ratio, as
-    :func:`hftraining.eval.selection.sharpe_ratio`."""
+    :func:`hftraining.eval.selection.sharpe_ratio`. ``max_gross``: the book's cap on gross exposure
+    (``evaluation.backtest_max_gross``), named by the warning of a book that lost all its capital
+    (:func:`bust_text`)."""
     r = sim.returns
     T = len(r)
     nan = float("nan")
@@ -627,11 +662,7 @@ def performance(sim: Simulation, periods_per_year: float) -> dict[str, Any]:
         "cost_drag": float((sim.gross_returns - sim.returns).sum()),
     }
     if bust is not None:
-        later = T - bust - 1
-        out["warning"] = (f"the book lost all its capital in the period from {fmt_time(sim.dates[bust])} (a return of "
-                          f"{r[bust]:.1%}: a gross exposure g, evaluation.backtest_max_gross, loses it all in a move of "
-                          f"1/g against it): it holds nothing after it, and its {later} later period{'s' if later != 1 else ''} "
-                          "read 0")
+        out["warning"] = bust_text(sim, bust, max_gross)
     if math.isinf(ann):  # null in eval.json, a dash in the tables: said, not left to read as missing
         text = (f"annual return past the float range (null in eval.json): a total return of {total:.4g} "
                 f"over {T} periods, at {periods_per_year:g} periods a year")
@@ -809,7 +840,7 @@ def backtest_forecasts(fc, ev, starts: np.ndarray | list[int] | None = None) -> 
             sims.append(simulate(w, R[p], dates[p], ev.backtest_cost_bps if cost else 0.0,
                                  ev.backtest_slippage_bps if cost else 0.0))
         sim = sims[0] if len(sims) == 1 else Simulation.join(sims)
-        perf = performance(sim, ppy)
+        perf = performance(sim, ppy, gross)
         if rule == "vol_scaled":  # forecasts that ask for a position on a date that trades, with no volatility to size it
             with np.errstate(invalid="ignore"):
                 decided = have & np.isfinite(sig) & ((sig > 0) if long_only else (sig != 0))

@@ -12,6 +12,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 
 from hftraining.core.config import (
     AT_EVALUATION,
@@ -28,6 +30,7 @@ from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.io import sample_data_dir
 from hftraining.data.pipeline import Preprocessing, apply
 from hftraining.data.splits import Fold
+from hftraining.data.validate import MAX_ROWS_LISTED, jump_rows
 from hftraining.data.windows import WindowSet
 from hftraining.eval import metrics as M
 from hftraining.eval.backtest import backtest_forecasts, topk_holds_nothing_text
@@ -126,19 +129,24 @@ def evaluation_config(path, overrides: list[str] | tuple[str, ...] = ()) -> Eval
 
 
 def load_for_eval(path, data=None, split: str = "test", changes: list[str] | None = None,
-                  dropped: list[str] | None = None) -> tuple[Forecaster, WindowSet]:
+                  dropped: list[str] | None = None,
+                  read: list[tuple[dict[str, pd.DataFrame], list[dict[str, Any]]]] | None = None,
+                  ) -> tuple[Forecaster, WindowSet]:
     """(Forecaster, WindowSet) of a run/model folder on ``split`` of ``data`` (default: the data it
     was trained on, read again: what differs from the rows training read is a warning, and is added
     to ``changes`` when given: :func:`hftraining.data.pipeline.apply`); an empty split is a DataError.
     Rows of ``data`` that the training's validation rules drop (a duplicate timestamp, a NaN close)
     are not scored: one warning line per file names them (:meth:`Forecaster.dropped_rows`), added to ``dropped``
     when given, as ``predict`` says so, not silently; the training data read again drops what training
-    dropped (its data_report.json says so)."""
+    dropped (its data_report.json says so). ``read``: given, the rows of ``data`` validated and their reports
+    (:meth:`Forecaster.load_with_reports`) are appended to it (for :func:`flagged_scored_rows`)."""
     fc = Forecaster.from_pretrained(path)
     if data is None:
         ws = fc.windows(data, split, changes)
     else:
         frames, reports = fc.load_with_reports(data)
+        if read is not None:
+            read.append((frames, reports))
         for line in Forecaster.dropped_rows(reports, scored=True):
             log.warning("warning: %s", line)
             if dropped is not None:
@@ -148,6 +156,56 @@ def load_for_eval(path, data=None, split: str = "test", changes: list[str] | Non
     if len(ws) == 0:
         raise DataError(f"data: the {split} split yields no window")
     return fc, ws
+
+
+def flagged_scored_rows(fc: Forecaster, reports: list[dict[str, Any]], frames: dict[str, pd.DataFrame],
+                        ws: WindowSet) -> list[str]:
+    """One warning for each file (or symbol's frame) of ``reports`` with rows the training rules flagged and
+    kept (a jump under ``data.jumps=flag``) that the scored windows ``ws`` read: the rows of a symbol from
+    :meth:`Forecaster.settled_rows` before its first window's last input row (its inputs and the history of
+    their features; every earlier row when that is unknown) to its last window's last target. The line
+    names them as :meth:`Forecaster.flagged_rows` names those a forecast reads (which reads the latest rows
+    of a symbol only: the scored windows read the whole split), and, when only some are read, their dates."""
+    d = fc.preprocessing.data_config()
+    settled = fc.settled_rows()
+    reach: dict[str, tuple[int, int]] = {}  # symbol -> (first, last) time in ns of the rows its windows read
+    for k, sym in enumerate(ws.symbols):
+        ends = ws.ends[ws.symbol_ids == k].astype(np.int64)
+        if len(ends):
+            reach[sym] = (int(ws.row_times[ends.min()]), int(ws.row_times[ends.max() + ws.horizon]))
+    out = []
+    for rep in reports:
+        unit = {"line": "lines", "row": "rows"}.get(rep["row_numbers"], "positions")
+        parts, total = Forecaster._rule_rows(rep["rules"], "flagged", unit)
+        if not parts:
+            continue
+        read: list[str] = []  # "<symbol> <date>" of each flagged row the scored windows read
+        for sym in (list(rep.get("symbols") or {}) or [rep["file"]]):
+            frame = frames.get(sym)
+            if frame is None or not len(frame) or sym not in reach:
+                continue
+            t = pd.DatetimeIndex(frame["timestamp"]).asi8
+            first_end, last = np.searchsorted(t, reach[sym][0]), np.searchsorted(t, reach[sym][1], side="right")
+            start = 0 if settled is None else max(0, int(first_end) - settled + 1)
+            # the rows the rule flagged, by their place among the symbol's kept rows (as Forecaster.flagged_rows)
+            flags = jump_rows(frame["close"].to_numpy(np.float64), d.jump_threshold)
+            read += [f"{sym} {pd.Timestamp(frame['timestamp'].iloc[i]).isoformat()}"
+                     for i in start + np.flatnonzero(flags[start:last])]
+        if not read:
+            continue
+        see = "" if unit == "positions" else "; `hftraining data check` lists every row"
+        why = (f" (data.jumps={d.jumps}: a close more than data.jump_threshold={d.jump_threshold:g} in |log return| "
+               "from the last kept close, e.g. an unadjusted split or a bad print)"
+               if (rep["rules"].get("jump") or {}).get("flagged") else "")
+        if len(read) >= total:
+            use = "and read by the scored windows as they are (their inputs, the features' history or their targets)"
+        else:  # the others lie outside the rows the scored windows read
+            shown = ", ".join(read[:MAX_ROWS_LISTED]) + (", ..." if len(read) > MAX_ROWS_LISTED else "")
+            use = (f"of which the scored windows read {len(read)} as they are (their inputs, the features' history "
+                   f"or their targets: {shown})")
+        out.append(f"{rep['file']}: {total} row(s) flagged by the validation rules the model was trained with "
+                   f"({'; '.join(parts)}) {use}{why}{see}")
+    return out
 
 
 IN_SAMPLE = {
@@ -266,8 +324,13 @@ def evaluate_model_dir(path, data=None, split: str = "test",
     check_scored_run(path)  # before the data are read
     changes: list[str] = []
     dropped: list[str] = []
-    f, whole = load_for_eval(path, data, split, changes, dropped)
+    read: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+    f, whole = load_for_eval(path, data, split, changes, dropped, read)
     ws = whole.last_dates(ev.max_test_windows)
+    # rows of --data the jump rule flagged and kept, read by the windows scored: said as the dropped ones are
+    flagged = [line for frames, reports in read for line in flagged_scored_rows(f, reports, frames, ws)]
+    for line in flagged:
+        log.warning("warning: %s", line)
     # a cut split is said as eval.json says it (evaluate_test): the counts, and the report's sentence on them
     cut = {} if len(ws) == len(whole) else {"windows_scored": len(ws), "windows_in_split": len(whole)}
     if cut:  # on stderr (evaluate shows no info lines): the console's table counts the windows scored alone
@@ -292,6 +355,8 @@ def evaluate_model_dir(path, data=None, split: str = "test",
         result["data_changes"] = changes
     if dropped:  # rows of --data the training rules dropped: not scored, said beside the numbers
         result["dropped_rows"] = dropped
+    if flagged:  # rows of --data flagged and kept (data.jumps=flag) that the scored windows read
+        result["flagged_rows"] = flagged
     if f.calibration is not None:  # the folder's conformal intervals (aci: walked along ``ws`` from the nominal level)
         fc.intervals, _ = forecast_intervals(f.calibration, fc.pred["model"], fc.true, fc.dates, fc.quantiles,
                                              known=outcome_times(ws))

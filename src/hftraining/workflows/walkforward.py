@@ -238,6 +238,14 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
     if cfg.evaluation.report:  # each fold's report is written after it trained: said before the first one trains
         check_report_importable()
     base = cfg.run_dir() / "walkforward"
+    # the config is checked in a process group formed before the folder's lock is taken (as train --seeds does):
+    # under torchrun a main rank refused the lock then stops after a group of its own, and the other ranks, gone
+    # on to form the next group, hear it at once (train.distributed) instead of waiting training.ddp_timeout
+    info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
+    try:
+        check_before_data(cfg, info)  # before the earlier walk-forward is removed: a config mistake costs none of it
+    finally:
+        cleanup(info)
     # one walk-forward at a time in a folder, as one train per run folder: a second one started with
     # output.overwrite removed the folds the first was training, and both exited 0 with mixed folders
     # every fold builds its own trainer: a warning each would repeat (bf16 computed in software) is said once
@@ -252,11 +260,6 @@ def _walk_forward(cfg: Config, n_folds: int, scheme: str, mode: str, base) -> di
         raise UserError(f"{base}: holds an earlier walk-forward ({', '.join(earlier[:3])}{', ...' if len(earlier) > 3 else ''}); "
                         "start over with output.overwrite=true, or give another output.output_dir")
     check_output_dir(base)  # said before the features are built, not after the first fold's
-    info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
-    try:
-        check_before_data(cfg, info)  # before the earlier walk-forward is removed: a config mistake costs none of it
-    finally:
-        cleanup(info)
     source = panel_rows(cfg.data)  # every symbol's features once, through the store; each fold cuts its own splits
     info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     folds, parts, methods = [], [], []
