@@ -62,6 +62,7 @@ import re
 import unicodedata
 import warnings
 import zlib
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -1564,13 +1565,16 @@ def _warn_undecided(path: Path | str, cells: pd.Series, chosen: tuple, others: l
             return
 
 
-def split_symbols(df: pd.DataFrame, path: Path) -> dict[str, pd.DataFrame]:
+def split_symbols(df: pd.DataFrame, path: Path, known: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
     """{symbol: rows} of one read table; the symbol is the ``symbol`` column or the file stem.
     Rows with an empty symbol are returned under the key ``""`` (the validator drops them).
     A float column whose values are all whole numbers holds integer codes (pandas reads a column of
     integers with an empty cell as floats): they are named as integers, ``7203``, as the same codes
     without the empty cell, a ``{7203: frame}`` dict, the file ``7203.parquet`` and a long Parquet
-    file's scan name them, not ``7203.0`` (a symbol the model was never trained on)."""
+    file's scan name them, not ``7203.0`` (a symbol the model was never trained on). ``known``: the
+    symbols a model was trained on; given, such a column is named as they name its codes when they
+    name more of them so: ``7203.0`` as the cells of a long CSV file written from that column read
+    (``df.to_csv``), ``1e+15`` as a long Parquet file's scan names a float code that large."""
     if "symbol" not in df.columns:
         return {symbol_of(path): df}
     col = df["symbol"]
@@ -1578,7 +1582,19 @@ def split_symbols(df: pd.DataFrame, path: Path) -> dict[str, pd.DataFrame]:
         v = col.to_numpy(dtype=np.float64, na_value=np.nan)
         v = v[~np.isnan(v)]
         if np.isfinite(v).all() and (v == np.trunc(v)).all() and (np.abs(v) < 2.0 ** 63).all():
-            col = col.astype("Int64")
+            codes = np.unique(v)
+            names = [str(int(c)) for c in codes]  # exact below 2**63
+            if known is not None and len(codes):
+                import pyarrow as pa
+
+                trained = set(map(str, known))
+                others = (pd.Series(codes).astype("string").tolist(),  # '7203.0', as before the codes were integers
+                          pa.array(codes).cast(pa.string()).to_pylist())  # '1e+15', as a long Parquet file's scan
+                best = sum(n in trained for n in names)
+                for other in others:
+                    if (hits := sum(n in trained for n in other)) > best:
+                        names, best = other, hits
+            col = col.map(dict(zip(codes.tolist(), names)))
     sym = col.astype("string").str.strip()
     out = {}
     for name, idx in sym.fillna("").groupby(sym.fillna(""), sort=True).groups.items():

@@ -303,7 +303,8 @@ class Forecaster:
             table = io.canonical_columns(io.parquet_frame(data), Path("<frame>"))
             if "symbol" not in table.columns:
                 raise DataError("frame: a 'symbol' column is needed to predict from a DataFrame (or pass {symbol: frame})")
-            data = io.split_symbols(table.reset_index(drop=True), Path("<frame>"))
+            # integer codes read as floats (7203.0) named as the model's symbols name them
+            data = io.split_symbols(table.reset_index(drop=True), Path("<frame>"), self.preprocessing.source_rows)
             if "" in data:
                 raise DataError("frame: column 'symbol' is empty in some rows")
             # a row is named by its position in the frame given, not among its symbol's rows
@@ -382,7 +383,8 @@ class Forecaster:
             out += list(rep.get("ffill_fallback", {}).values())
         return out
 
-    def flagged_rows(self, reports: list[dict[str, Any]], frames: dict[str, pd.DataFrame]) -> list[str]:
+    def flagged_rows(self, reports: list[dict[str, Any]], frames: dict[str, pd.DataFrame],
+                     reach: dict[str, tuple[int, int]] | None = None) -> list[str]:
         """One warning for each file (or symbol's frame) of ``reports`` with rows the training rules
         flagged and kept that the forecast reads: under ``data.jumps=flag`` (the default) a close more
         than ``data.jump_threshold`` in |log return| from the last kept close (an unadjusted split, a bad
@@ -392,7 +394,12 @@ class Forecaster:
         no forecast: none is said for it. Training's data report lists such rows; a forecast has no
         report, so the line names the file, the rule and its rows (lines of a CSV file, 1-based rows of
         a Parquet file, 0-based positions of a frame) and, when only some of them are read, the dates of
-        those."""
+        those.
+
+        With ``reach`` ({symbol: (first, last) time in ns}: the last input row of a symbol's first scored
+        window and the last target of its last), the rows scored windows read instead: from
+        :meth:`settled_rows` before the first (their inputs and the history of their features; every
+        earlier row when that is unknown) to the last (``evaluate --data``)."""
         d = self.preprocessing.data_config()
         settled = self.settled_rows()
         out = []
@@ -401,29 +408,38 @@ class Forecaster:
             parts, total = self._rule_rows(rep["rules"], "flagged", unit)
             if not parts:
                 continue
-            read: list[str] = []  # "<symbol> <date>" of each flagged row the forecast reads
+            read: list[str] = []  # "<symbol> <date>" of each flagged row read
             for sym in (list(rep.get("symbols") or {}) or [rep["file"]]):
                 frame = frames.get(sym)
-                if frame is None or not len(frame):
+                if frame is None or not len(frame) or (reach is not None and sym not in reach):
                     continue
+                if reach is None:  # the latest rows, which the forecast depends on
+                    first, last = (0 if settled is None else max(0, len(frame) - settled)), len(frame)
+                else:
+                    t = pd.DatetimeIndex(frame["timestamp"]).asi8
+                    first_end = int(np.searchsorted(t, reach[sym][0]))
+                    first = 0 if settled is None else max(0, first_end - settled + 1)
+                    last = int(np.searchsorted(t, reach[sym][1], side="right"))
                 # the rows the rule flagged, by their place among the symbol's kept rows: the rule judged
                 # these closes (no rule after it drops a row), so it flags the same ones again
                 flags = jump_rows(frame["close"].to_numpy(np.float64), d.jump_threshold)
-                first = 0 if settled is None else max(0, len(frame) - settled)
                 read += [f"{sym} {pd.Timestamp(frame['timestamp'].iloc[i]).isoformat()}"
-                         for i in first + np.flatnonzero(flags[first:])]
+                         for i in first + np.flatnonzero(flags[first:last])]
             if not read:
                 continue
             see = "" if unit == "positions" else "; `hftraining data check` lists every row"
             why = (f" (data.jumps={d.jumps}: a close more than data.jump_threshold={d.jump_threshold:g} in |log return| "
                    "from the last kept close, e.g. an unadjusted split or a bad print)"
                    if (rep["rules"].get("jump") or {}).get("flagged") else "")
-            if len(read) >= total:
-                use = "and read by the forecast as they are"
-            else:  # the others lie before the rows the forecast depends on
-                shown = ", ".join(read[:MAX_ROWS_LISTED]) + (", ..." if len(read) > MAX_ROWS_LISTED else "")
-                use = (f"of which the forecast reads {len(read)} as they are, among the latest {settled} rows of a "
+            shown = ", ".join(read[:MAX_ROWS_LISTED]) + (", ..." if len(read) > MAX_ROWS_LISTED else "")
+            if reach is None:
+                use = ("and read by the forecast as they are" if len(read) >= total else
+                       f"of which the forecast reads {len(read)} as they are, among the latest {settled} rows of a "
                        f"symbol that it depends on ({shown})")
+            else:
+                what = "their inputs, the features' history or their targets"
+                use = (f"and read by the scored windows as they are ({what})" if len(read) >= total else
+                       f"of which the scored windows read {len(read)} as they are ({what}: {shown})")
             out.append(f"{rep['file']}: {total} row(s) flagged by the validation rules the model was trained with "
                        f"({'; '.join(parts)}) {use}{why}{see}")
         return out

@@ -30,7 +30,6 @@ from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.io import sample_data_dir
 from hftraining.data.pipeline import Preprocessing, apply
 from hftraining.data.splits import Fold
-from hftraining.data.validate import MAX_ROWS_LISTED, jump_rows
 from hftraining.data.windows import WindowSet
 from hftraining.eval import metrics as M
 from hftraining.eval.backtest import backtest_forecasts, topk_holds_nothing_text
@@ -163,49 +162,15 @@ def flagged_scored_rows(fc: Forecaster, reports: list[dict[str, Any]], frames: d
     """One warning for each file (or symbol's frame) of ``reports`` with rows the training rules flagged and
     kept (a jump under ``data.jumps=flag``) that the scored windows ``ws`` read: the rows of a symbol from
     :meth:`Forecaster.settled_rows` before its first window's last input row (its inputs and the history of
-    their features; every earlier row when that is unknown) to its last window's last target. The line
-    names them as :meth:`Forecaster.flagged_rows` names those a forecast reads (which reads the latest rows
-    of a symbol only: the scored windows read the whole split), and, when only some are read, their dates."""
-    d = fc.preprocessing.data_config()
-    settled = fc.settled_rows()
+    their features; every earlier row when that is unknown) to its last window's last target
+    (:meth:`Forecaster.flagged_rows` with their ``reach``; a forecast reads the latest rows of a symbol
+    only, the scored windows the whole split), and, when only some are read, their dates."""
     reach: dict[str, tuple[int, int]] = {}  # symbol -> (first, last) time in ns of the rows its windows read
     for k, sym in enumerate(ws.symbols):
         ends = ws.ends[ws.symbol_ids == k].astype(np.int64)
         if len(ends):
             reach[sym] = (int(ws.row_times[ends.min()]), int(ws.row_times[ends.max() + ws.horizon]))
-    out = []
-    for rep in reports:
-        unit = {"line": "lines", "row": "rows"}.get(rep["row_numbers"], "positions")
-        parts, total = Forecaster._rule_rows(rep["rules"], "flagged", unit)
-        if not parts:
-            continue
-        read: list[str] = []  # "<symbol> <date>" of each flagged row the scored windows read
-        for sym in (list(rep.get("symbols") or {}) or [rep["file"]]):
-            frame = frames.get(sym)
-            if frame is None or not len(frame) or sym not in reach:
-                continue
-            t = pd.DatetimeIndex(frame["timestamp"]).asi8
-            first_end, last = np.searchsorted(t, reach[sym][0]), np.searchsorted(t, reach[sym][1], side="right")
-            start = 0 if settled is None else max(0, int(first_end) - settled + 1)
-            # the rows the rule flagged, by their place among the symbol's kept rows (as Forecaster.flagged_rows)
-            flags = jump_rows(frame["close"].to_numpy(np.float64), d.jump_threshold)
-            read += [f"{sym} {pd.Timestamp(frame['timestamp'].iloc[i]).isoformat()}"
-                     for i in start + np.flatnonzero(flags[start:last])]
-        if not read:
-            continue
-        see = "" if unit == "positions" else "; `hftraining data check` lists every row"
-        why = (f" (data.jumps={d.jumps}: a close more than data.jump_threshold={d.jump_threshold:g} in |log return| "
-               "from the last kept close, e.g. an unadjusted split or a bad print)"
-               if (rep["rules"].get("jump") or {}).get("flagged") else "")
-        if len(read) >= total:
-            use = "and read by the scored windows as they are (their inputs, the features' history or their targets)"
-        else:  # the others lie outside the rows the scored windows read
-            shown = ", ".join(read[:MAX_ROWS_LISTED]) + (", ..." if len(read) > MAX_ROWS_LISTED else "")
-            use = (f"of which the scored windows read {len(read)} as they are (their inputs, the features' history "
-                   f"or their targets: {shown})")
-        out.append(f"{rep['file']}: {total} row(s) flagged by the validation rules the model was trained with "
-                   f"({'; '.join(parts)}) {use}{why}{see}")
-    return out
+    return fc.flagged_rows(reports, frames, reach)
 
 
 IN_SAMPLE = {
