@@ -1158,6 +1158,9 @@ def validate(cfg: Config) -> None:
     twice = sorted({n for n in cfg.output.report_to if cfg.output.report_to.count(n) > 1})
     if twice:
         raise ConfigError(f"output.report_to: {', '.join(twice)} listed more than once")
+    for key in ("experiment_name", "output_dir"):  # no folder can be named so: a traceback from the first path call
+        if "\0" in (getattr(cfg.output, key) or ""):
+            raise ConfigError(f"output.{key}: {shown(getattr(cfg.output, key))} holds a NUL character, which no folder name can hold")
     name = Path(cfg.output.experiment_name)  # the run folder runs/<experiment_name>: `..` wrote the run into the working folder
     if cfg.output.output_dir is None and (name.is_absolute() or ".." in name.parts or not name.parts):
         raise ConfigError(f"output.experiment_name: {shown(cfg.output.experiment_name)} is not a folder inside runs/ (the run folder is "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import random
 import shutil
 from contextlib import contextmanager
@@ -123,11 +124,28 @@ def clear_run_dir(info: DistInfo, run_dir: Path) -> None:
         if ckpt.list_checkpoints(ckpt_root):  # output.overwrite: said, never silent
             log.warning("output.overwrite: starting over in %s; the earlier run's checkpoints, final model, logs and "
                         "reports are removed", run_dir)
-        for name in (*RUN_FOLDERS, FITTED_BASELINES_DIR):
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
+        for name in (*RUN_FOLDERS, FITTED_BASELINES_DIR, *RUN_FILES):
+            _remove(run_dir / name)
     barrier(info)
+
+
+def _remove(path: Path) -> None:
+    """Remove ``path`` of an earlier run, or a UserError naming it. A link is removed, never what it leads to:
+    left in place (``rmtree`` refuses links), the new run wrote its final model and fitted baselines through it
+    into another folder. One that cannot be removed (read-only) is said, not skipped: the new run's folder held
+    the earlier run's baselines, which ``evaluate`` scored beside the new model."""
+    try:
+        if path.is_symlink():  # said: a folder put elsewhere by a link (a larger disk) is now written inside the run
+            log.warning("warning: %s: a link (to %s); the link is removed, not what it leads to: this run writes its "
+                        "%s inside the run folder", path, os.readlink(path), path.name)
+            path.unlink()
+        elif path.exists() and not path.is_dir():
+            path.unlink()
+        elif path.exists():
+            shutil.rmtree(path)
+    except OSError as e:
+        raise UserError(f"{path}: an earlier run's, cannot be removed for this run to start over "
+                        f"({e.strerror or type(e).__name__}); remove it, or give another output.output_dir") from None
 
 
 def finished_checkpoint(cfg: Config) -> Path | None:
