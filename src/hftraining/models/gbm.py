@@ -56,19 +56,46 @@ _INTERNAL = ("split_feature", "split_gain", "threshold", "decision_type", "left_
              "internal_value", "internal_weight", "internal_count")  # one value per split: num_leaves - 1
 _LEAF = ("leaf_value", "leaf_weight", "leaf_count")  # one value per leaf
 _INTS = ("split_feature", "decision_type", "left_child", "right_child", "internal_count", "leaf_count")
+# the numbers as LightGBM writes them and reads them back: Python's int/float also read "0_1", "0.1e1", "١"
+# (Arabic-Indic one) or a tab or NBSP between values, which LightGBM's parser reads as other numbers (a root
+# whose left child LightGBM reads as 0 loops for ever at the first forecast) or ends the process on
+_INT_LINE = re.compile(r"(?:-?[0-9]+(?: -?[0-9]+)*)?")  # one space apart, as LightGBM writes them
+# with these characters only (no "_"), what float() reads is a decimal number, nan, inf or infinity: as LightGBM
+_FLOAT_CHARS = re.compile(r"[-+.0-9eEnNaAiIfFtTyY ]*")
+
+
+def _numbers(key: str, value: str) -> list[float] | list[int]:
+    """The numbers of ``key=value`` in a tree block, one space apart, each in a form LightGBM reads as Python
+    does (an integer array: digits only, read as ints); ValueError naming the key and what is not such a number."""
+    tokens = value.split(" ") if value else []
+    if key in _INTS or key == "num_leaves":
+        if not _INT_LINE.fullmatch(value):
+            raise ValueError(f"{key} holds {value[:40]!r}: not integers one space apart, as LightGBM writes them")
+        return [int(token) for token in tokens]
+    try:
+        if not _FLOAT_CHARS.fullmatch(value):
+            raise ValueError
+        return [float(token) for token in tokens]  # an empty token (two spaces) is a ValueError too
+    except ValueError:
+        raise ValueError(f"{key} holds {value[:40]!r}: not numbers one space apart, as LightGBM writes them") from None
 
 
 def check_booster_text(text: str, width: int) -> None:
     """Raise ValueError (naming what is wrong) unless ``text`` is a LightGBM text model of one
     regression tree per iteration over ``width`` inputs whose trees are whole: ``tree_sizes`` match
     the tree blocks, every array has the length ``num_leaves`` gives, every child and feature index
-    is in range and the children make a tree (:func:`_check_tree_shape`), every number parses, every
-    leaf value is finite. LightGBM's own parser ends the whole process (a C++ fatal error, SIGABRT) on
-    a malformed tree instead of raising, so a model folder's booster is read here first: a damaged or
-    hostile folder is then a one-line error like any other.
+    is in range and the children make a tree (:func:`_check_tree_shape`), the text is printable ASCII
+    and every number is written as LightGBM writes it (:func:`_numbers`: one LightGBM reads as another
+    number made the tree checked here not the tree it walks), every leaf value is finite. LightGBM's own
+    parser ends the whole process (a C++ fatal error, SIGABRT) on a malformed tree instead of raising,
+    so a model folder's booster is read here first: a damaged or hostile folder is then a one-line
+    error like any other.
     A leaf value is what a forecast adds up: a NaN or an infinity there (which LightGBM parses) made
     every window reaching that leaf forecast NaN or ±inf, where any other model's folder with such a
     weight is refused (:func:`hftraining.models.folder.load_weights`)."""
+    odd = re.search(r"[^\n\x20-\x7e]", text)
+    if odd:  # LightGBM writes printable ASCII lines; it splits lines and values on other characters than Python
+        raise ValueError(f"character {odd.group()!r} at offset {odd.start()}: LightGBM writes none")
     start, end = text.find("\nTree="), text.find("\nend of trees")
     if start < 0 or end < start:
         raise ValueError("no trees (or no 'end of trees')")
@@ -84,14 +111,16 @@ def check_booster_text(text: str, width: int) -> None:
     for k, block in enumerate(blocks):
         f = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
         try:
-            n = int(f["num_leaves"])
-            arrays = {key: [float(v) for v in f[key].split()] for key in (*_INTERNAL, *_LEAF) if key in f}
+            (n,) = _numbers("num_leaves", f["num_leaves"])
+            arrays = {key: _numbers(key, f[key]) for key in (*_INTERNAL, *_LEAF) if key in f}
+            _numbers("shrinkage", f.get("shrinkage", "1"))  # LightGBM reads it too (and ends the process on "x")
         except (KeyError, ValueError) as e:
             raise ValueError(f"tree {k}: unreadable ({e})") from None
         want = {**{key: n - 1 for key in _INTERNAL}, **{key: n for key in _LEAF}}
         if n == 1 and arrays.get("leaf_weight") == []:  # LightGBM writes no weight for a tree of one leaf
             del arrays["leaf_weight"]
-        if n < 1 or f.get("num_cat", "0") != "0" or f.get("is_linear", "0") != "0" or "leaf_value" not in arrays:
+        # num_cat is required: LightGBM ends the process on a tree without it
+        if n < 1 or f.get("num_cat") != "0" or f.get("is_linear", "0") != "0" or "leaf_value" not in arrays:
             raise ValueError(f"tree {k}: not a plain tree of num_leaves >= 1")
         for key, values in arrays.items():
             if len(values) != want[key] or (key in _INTS and any(v != int(v) for v in values)):
@@ -106,7 +135,7 @@ def check_booster_text(text: str, width: int) -> None:
             _check_tree_shape(k, n, arrays["left_child"], arrays["right_child"])
 
 
-def _check_tree_shape(k: int, n: int, left: list[float], right: list[float]) -> None:
+def _check_tree_shape(k: int, n: int, left: list[int], right: list[int]) -> None:
     """Raise ValueError unless the child indices of tree ``k`` (``n`` leaves) make a tree: from the root
     every split and every leaf is reached exactly once. Indices in range are not enough: a child that points
     back to a split above it (``left_child=0`` at the root) made LightGBM walk that loop for ever at the
