@@ -72,6 +72,40 @@ def test_a_main_rank_that_stops_on_its_own_mistake_stops_the_waiting_rank_at_onc
     assert took < 300
 
 
+def start_two_ranks(script: str) -> list[subprocess.Popen]:
+    """Ranks 0 and 1 of a group of 2 running ``script``, launched without torchrun's agent (the environment
+    set by hand, as a scheduler sets it): the group's store lives in rank 0's process."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    env.pop("TORCHELASTIC_USE_AGENT_STORE", None)
+    return [subprocess.Popen([sys.executable, "-c", script], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in (0, 1)]
+
+
+def torchrun_into_held(out, held, monitor: int, *argv: str) -> tuple[subprocess.CompletedProcess, float]:
+    """(the run, its seconds) of ``hftraining *argv`` under torchrun with 2 processes on a tiny config
+    writing into ``out`` while another process holds the lock of the folder ``held`` (torchrun looks at its
+    workers every ``monitor`` seconds)."""
+    import fcntl
+
+    fd = os.open(held, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a run already going into this folder
+    try:
+        start = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+             f"--monitor-interval={monitor}", "-m", "hftraining", *argv,
+             *tiny(out, "training.max_steps=2",
+                   "training.save_steps=0", "evaluation.eval_steps=0", "training.device=cpu", "data.batch_size=8",
+                   "training.ddp_timeout=600")],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        return proc, time.monotonic() - start
+    finally:
+        os.close(fd)
+
+
 _RANK = '''
 import os, sys
 from hftraining.core.errors import UserError
@@ -93,13 +127,7 @@ def test_a_rank_waiting_for_a_main_rank_killed_outside_torchrun_stops_in_one_lin
     """Launched without torchrun's agent (the environment set by hand or by a scheduler), the group's store
     lives in the main rank's process: killed, a rank waiting for it at a barrier failed with torch's
     DistNetworkError traceback ("Failed to recv, got 0 bytes"); it is one line naming the main rank."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
-    env.pop("TORCHELASTIC_USE_AGENT_STORE", None)
-    procs = [subprocess.Popen([sys.executable, "-c", _RANK], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in (0, 1)]
+    procs = start_two_ranks(_RANK)
     start = time.monotonic()
     (_, _), (out1, err1) = (p.communicate(timeout=120) for p in procs)
     assert procs[0].returncode == 9

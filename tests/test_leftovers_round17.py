@@ -5,14 +5,10 @@ that lost all its capital says what took it, and of its last period no "0 later 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import tiny  # noqa: E402
 from test_backtest_round13 import _ev, _forecasts  # noqa: E402
+from test_ddp_round17 import torchrun_into_held  # noqa: E402
 
 from hftraining.cli import main  # noqa: E402
 from hftraining.core.config import load_config  # noqa: E402
@@ -44,20 +41,8 @@ def test_walkforward_whose_folder_is_held_stops_every_rank_in_one_line(tmp_path)
     any process group was formed, so it stopped without one, and rank 1, gone on to form the config's check group,
     waited for it until training.ddp_timeout (or until torchrun's look at its workers killed it)."""
     run = tmp_path / "run"
-    (run / "walkforward").mkdir(parents=True)
-    fd = os.open(run / "walkforward", os.O_RDONLY | os.O_DIRECTORY)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a walk-forward already running into this folder
-    try:
-        start = time.monotonic()
-        proc = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--monitor-interval=60",
-             "-m", "hftraining", "walkforward", "--folds", "2",
-             *tiny(run, "training.max_steps=2", "training.save_steps=0", "evaluation.eval_steps=0",
-                   "training.device=cpu", "data.batch_size=8", "training.ddp_timeout=600")],
-            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        took = time.monotonic() - start
-    finally:
-        os.close(fd)
+    (run / "walkforward").mkdir(parents=True)  # a walk-forward already running into this folder holds it
+    proc, took = torchrun_into_held(run, run / "walkforward", 60, "walkforward", "--folds", "2")
     err = proc.stderr
     lines = [l for l in err.splitlines() if l.startswith("hftraining: error:")]
     assert proc.returncode != 0

@@ -2,16 +2,11 @@
 a group per seed, after the group that checks the config): the other ranks, which go on to form the next group,
 say so in one line at once, instead of waiting in torch's rendezvous until ``training.ddp_timeout``."""
 
-import fcntl
-import os
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import tiny  # noqa: E402
+from test_ddp_round17 import start_two_ranks, torchrun_into_held  # noqa: E402
 
 
 def _lines(err: str) -> list[str]:
@@ -26,19 +21,7 @@ def test_seeds_whose_run_folder_is_held_stop_every_rank_in_one_line(tmp_path):
     the rank itself ends its wait, in one line naming the main rank."""
     out = tmp_path / "seeds"
     out.mkdir()
-    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a train --seeds already running into this folder
-    try:
-        start = time.monotonic()
-        proc = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--monitor-interval=20",
-             "-m", "hftraining", "train", "--seeds", "2",
-             *tiny(out, "training.max_steps=2", "training.save_steps=0", "evaluation.eval_steps=0",
-                   "training.device=cpu", "data.batch_size=8", "training.ddp_timeout=600")],
-            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        took = time.monotonic() - start
-    finally:
-        os.close(fd)
+    proc, took = torchrun_into_held(out, out, 20, "train", "--seeds", "2")  # a train --seeds holds the folder
     err = proc.stderr
     assert proc.returncode != 0
     assert [l for l in _lines(err) if "another hftraining process is training into this run folder" in l], err[-3000:]
@@ -75,13 +58,7 @@ def test_a_rank_joining_a_group_the_main_rank_never_formed_stops_in_one_line_out
     """Launched without torchrun's agent, the store lives in the main rank's process: a rank forming the next
     group connected anew to a store that had gone with it, retried until ``training.ddp_timeout`` and printed
     torch's traceback. Groups formed one after another (a main rank slower to come) still meet."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
-    env.pop("TORCHELASTIC_USE_AGENT_STORE", None)
-    procs = [subprocess.Popen([sys.executable, "-c", _RANK], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in (0, 1)]
+    procs = start_two_ranks(_RANK)
     start = time.monotonic()
     (out0, err0), (out1, err1) = (p.communicate(timeout=120) for p in procs)
     took = time.monotonic() - start

@@ -113,7 +113,8 @@ def test_every_figure_of_the_evaluation_recomputes_from_the_forecasts(tmp_path, 
             assert cs["std"] == pytest.approx(ic.std(ddof=1), rel=1e-9)
             # Newey–West at lag 0 with the factor T/(T − 1): the one-sample t statistic
             assert cs["t_stat"] == pytest.approx(ic.mean() / (ic.std(ddof=1) / math.sqrt(len(ic))), rel=1e-9)
-            assert cs["positive_share"] == pytest.approx(np.mean(ic > 0))
+            # a date whose IC is 0 in exact arithmetic (cs_rank's tied ranks) reads ±1e-17 in either sum order
+            assert np.mean(ic > 1e-12) - 1e-12 <= cs["positive_share"] <= np.mean(ic > -1e-12) + 1e-12
         for h in range(H):
             assert r["per_step"][name][h]["mse"] == pytest.approx(np.mean((p[:, h] - y[:, h]) ** 2), rel=1e-12)
     # the strongest baseline is the lowest MSE of them all (the first listed on a tie), and the verdict names it
