@@ -244,6 +244,8 @@ class TensorBoardTracker(Tracker):
         # the run's beginning, not a restart: a fresh start writes one at step 0 so that a resume's is
         # a restart; a resume writes its START twice, for a run whose fresh start wrote none.
         purge = 0 if resume_step is None else resume_step + 1
+        if resume_step is not None:
+            after_earlier_event_files(self.dir)
         with writing(self.dir):
             self.writer = SummaryWriter(log_dir=str(self.dir), purge_step=purge)
             if resume_step is not None:
@@ -335,6 +337,19 @@ class TensorBoardTracker(Tracker):
                 self.writer.close()
         finally:
             threading.excepthook = self._excepthook
+
+
+def after_earlier_event_files(folder: Path) -> None:
+    """Return once a new event file of ``folder`` sorts after every one there. TensorBoard reads a run's
+    event files in the order of their names, ``events.out.tfevents.<second opened>.<host>.<pid>.<counter>``,
+    whose counter (the writers a process opened) is not padded: a resume opened in the second of an
+    earlier file of the same process could sort before it (``….10`` before ``….9``), and the earlier
+    session's values then hid the resumed ones. Waits for the next second (at most 1 s), only when the
+    newest file is of this very second (a resume in the process of its first start, within a second)."""
+    seconds = [int(f.name.split(".")[3]) for f in folder.glob("events.out.tfevents.*")
+               if len(f.name.split(".")) > 3 and f.name.split(".")[3].isdigit()]
+    if seconds and max(seconds) == int(time.time()):
+        time.sleep(1.0 - time.time() % 1.0 + 0.01)
 
 
 class _DropPurgeLines(logging.Filter):
