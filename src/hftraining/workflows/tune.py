@@ -104,7 +104,8 @@ import yaml
 from hftraining import optim
 from hftraining.optim.schedules import SCHEDULE_SETTINGS, check_schedule
 from hftraining.core.config import (Config, ConfigDumper, DataConfig, TrainingConfig, TuneConfig, check_value,
-                                    did_you_mean, in_other_sections, load_config, parse_override, reset_ignored)
+                                    did_you_mean, in_other_sections, load_config, parse_override, reset_ignored,
+                                    shown)
 from hftraining.core.errors import ConfigError, DataError, UserError
 from hftraining.core.fmt import fmt_time, shown_url
 from hftraining.core.jsonio import read_json, write_json
@@ -246,6 +247,10 @@ def parse_space(space: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             if not (low.is_integer() and high.is_integer()) or (step is not None and not step.is_integer()):
                 raise ConfigError(f"{where}: an int range needs integer low/high/step")
             low, high, step = int(low), int(high), None if step is None else int(step)
+        if step is not None and Decimal(str(high)) - Decimal(str(low)) < Decimal(str(step)):
+            # Optuna moves high down onto the grid low + k·step: to low, so every trial drew low (its note hidden)
+            raise ConfigError(f"{where}.step: {step} is more than high - low ({high} - {low}), so the range holds only "
+                              f"low ({low}) and every trial would draw it; give a smaller step or a wider range")
         out[key] = {"type": kind, "low": low, "high": high, "log": log_, "step": step}
     return out
 
@@ -261,6 +266,28 @@ def check_searched_settings(cfg: Config, space: dict[str, dict[str, Any]]) -> No
                          lambda t: optim.check_compatibility(t, lengths=False), optim.uses_setting, "optimizers")
     _check_searched_keys(cfg, space, "lr_scheduler", SCHEDULE_SETTINGS, lambda t: check_schedule(t, lengths=False),
                          lambda t, key: t.lr_scheduler in SCHEDULE_SETTINGS[key], "schedules")
+    check_searched_warmup(cfg, space)
+
+
+def check_searched_warmup(cfg: Config, space: dict[str, dict[str, Any]]) -> None:
+    """A ConfigError naming both keys, before any trial, for ``training.warmup_ratio`` searched while every trial
+    sets ``training.warmup_steps`` (the config's, or each value its search can draw), which outranks the ratio
+    (:func:`~hftraining.optim.schedules.warmup_steps`): every trial would train the same warmup, and the study
+    would rank noise as the ratio's effect."""
+    if "training.warmup_ratio" not in space:
+        return
+    spec = space.get("training.warmup_steps")
+    if spec is None:
+        if cfg.training.warmup_steps is None:
+            return
+        how = f"training.warmup_steps={cfg.training.warmup_steps} sets the warmup of every trial"
+    else:
+        if "choices" in spec and any(c is None for c in spec["choices"]):
+            return  # the trials that draw null read the ratio
+        how = "tune.search_space.training.warmup_steps draws a step count for every trial"
+    raise ConfigError(f"tune.search_space.training.warmup_ratio: ignored beside training.warmup_steps, which outranks "
+                      f"it ({how}), so the trials would train one warmup; set training.warmup_steps=null to search "
+                      "the ratio, or search training.warmup_steps instead")
 
 
 def _check_searched_keys(cfg: Config, space: dict[str, dict[str, Any]], choice: str, keys, check, uses,
@@ -454,8 +481,23 @@ def suggest(trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
         elif isinstance(d, dist.IntDistribution):
             values[key] = trial.suggest_int(key, d.low, d.high, step=d.step, log=d.log)
         else:
-            values[key] = trial.suggest_float(key, d.low, d.high, step=d.step, log=d.log)
+            values[key] = on_grid(trial.suggest_float(key, d.low, d.high, step=d.step, log=d.log), space[key])
     return values
+
+
+def on_grid(value: Any, spec: dict[str, Any]) -> Any:
+    """A draw of a stepped float range (``step``) as the decimal point of its grid that Optuna drew: Optuna
+    computes ``low + k·step`` in binary floating point (0.1 + 2 × 0.1 = 0.30000000000000004), and that value,
+    which the search space does not hold, was trained and written to trials.csv, best.json and
+    best_config.yaml. The grid is :func:`drawable_values`'s (the values checked before the tune). Any other
+    value is returned as it is."""
+    if "choices" in spec or spec["type"] != "float" or spec["step"] is None or isinstance(value, bool) \
+            or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return value
+    d_low, d_step = Decimal(str(spec["low"])), Decimal(str(spec["step"]))
+    top = (Decimal(str(spec["high"])) - d_low) // d_step
+    k = min(max(((Decimal(repr(float(value))) - d_low) / d_step).to_integral_value(), Decimal(0)), top)
+    return float(d_low + k * d_step)
 
 
 def _spec_text(d) -> str:
@@ -521,7 +563,7 @@ def _params_to_values(params: dict[str, Any], space: dict[str, dict[str, Any]]) 
         if spec and "choices" in spec and isinstance(v, str) and v not in spec["choices"]:
             out[key] = json.loads(v)
         else:
-            out[key] = v
+            out[key] = on_grid(v, spec) if spec else v  # the value the trial trained (suggest)
     return out
 
 
@@ -1353,6 +1395,8 @@ def _tune(config_path: str | None, trials: int, storage: str | None, study_name:
     if "output.output_dir" in given:  # each trial's run folder is <out>/trial-NNNN, whatever it says
         raise ConfigError("output.output_dir: tune writes each trial to <--out>/trial-NNNN; give --out instead")
     name = study_name or cfg.tune.study_name or cfg.output.experiment_name
+    check_study_name(name, "--study" if study_name else "tune.study_name" if cfg.tune.study_name else
+                     "output.experiment_name")
     out = Path(out) if out else Path("runs") / f"tune-{name}"
     if trials > 0:  # a value no trial could train stops the tune now, not at the trial that draws it
         check_space_values(config_path, overrides, space, out)
@@ -1417,6 +1461,24 @@ def _tune(config_path: str | None, trials: int, storage: str | None, study_name:
         raise UserError(failed_all)
     finish_group(group, study, out)
     return summary
+
+
+def check_study_name(name: str, key: str) -> None:
+    """A ConfigError naming ``key`` (``--study``, ``tune.study_name`` or ``output.experiment_name``, where the
+    study's name came from), before anything runs, for a name that no run folder of ``runs/`` can be named
+    after: one holding a NUL character, an absolute one, or one that climbs with ``..``. The study's
+    ``best_config.yaml`` names its run ``output.experiment_name: <study>-best``, which ``train`` refuses for
+    such a name (the run folder is ``runs/<experiment_name>``), and the default ``--out``,
+    ``runs/tune-<study>``, climbed out of ``runs/`` with it: the study ran its trials, and its best
+    config could not be trained."""
+    if "\0" in name:
+        raise ConfigError(f"{key}: study name {shown(name)} holds a NUL character, which no folder name can hold")
+    path = Path(name)
+    if path.is_absolute() or ".." in path.parts:
+        raise ConfigError(f"{key}: study name {shown(name)} is not a folder name inside runs/: the study's "
+                          f"best_config.yaml would name its run output.experiment_name={shown(name + '-best')}, which "
+                          "train refuses (the run folder is runs/<experiment_name>), and the default --out "
+                          "runs/tune-<study> would be outside runs/; give a relative name without '..'")
 
 
 def group_params(name: str, cfg: Config, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
