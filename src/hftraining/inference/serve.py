@@ -21,12 +21,14 @@ The rows go through exactly the validation and features of training. Bad input i
 ``error`` names the field (``symbols.AEM[3].close: Input should be a finite number``); a request
 beyond a limit of the ``serve`` section is a 413 naming the limit and its key (whatever else is wrong with
 it), a ``POST /predict`` body without a JSON Content-Type (``curl -d`` sends a form's) a 415 naming the header,
-a request without the API key (when one is set) a 401, a prediction slower than ``serve.request_timeout_s`` a 503.
+a request without the API key (when one is set) a 401, a request slower than ``serve.request_timeout_s`` (its
+prediction, or the model folder loaded again or checked on a disk that does not answer) a 503.
 A failing request never stops the server. The middlewares are in :mod:`.serve_asgi`.
 
 The model is loaded once, and again when the files it was read from change (:func:`folder_state`: a
-retrained ``final/``, a link pointed at another folder): the next request is answered by the folder as it
-is then, a 503 naming the folder while it cannot be loaded (removed, half-written); a request in flight
+retrained ``final/``, a link pointed at another folder, an ensemble member wherever its ensemble.json names
+it): the next request is answered by the folder as it is then, a 503 naming the folder while it cannot be
+loaded (removed, half-written; read again each :data:`RETRY_S` meanwhile); a request in flight
 keeps the model it started with, and a forecast is never made by one folder's weights and described by another's.
 
 With an API key, ``/health`` and the API's description (:data:`DOCS_PATHS`: the schema and the docs
@@ -49,6 +51,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time as clock
 import weakref
 from dataclasses import dataclass
 from datetime import datetime, time, timezone
@@ -162,6 +165,10 @@ LOAD_TRIES = 3
 RACY_S = 2.0
 """Seconds within which a file's recorded times may not tell two writes apart (a filesystem that keeps whole
 seconds, FAT's two): a folder loaded within them of its newest file's time is read once more after them."""
+RETRY_S = 1.0
+"""Seconds a failed load of the model folder answers requests 503 before the folder is read again though its
+files look unchanged: a load can fail for a passing reason its files' state does not show (no file descriptor
+left, an I/O error of a network disk, a file rewritten in place within :data:`RACY_S`)."""
 
 
 def _file_state(path: Path) -> tuple[int, int, int, int, int] | None:
@@ -198,9 +205,23 @@ def folder_state(model_dir: str | Path) -> tuple:
         members = sorted(e.path for e in os.scandir(d / "members") if e.is_dir()) if (d / "members").is_dir() else []
     except (UserError, OSError) as e:
         return ("unreadable", str(e))
+    # and those its ensemble.json names (any folder inside it): a member outside members/ changed unseen
+    members += [m for m in _named_members(d) if m not in members]
     paths = ([d / n for n in MODEL_FILES] + [Path(m) / n for m in members for n in MODEL_FILES[:3]]
              + ([run / n for n in RUN_FILES] if run is not None else []))
     return os.path.realpath(d), tuple(_file_state(p) for p in paths)
+
+
+def _named_members(d: Path) -> list[str]:
+    """The member folders the ensemble.json of ``d`` names (none where it has none or it cannot be read: its
+    load says why), as paths inside ``d``."""
+    try:
+        meta = folder.read_json(d, ENSEMBLE_NAME) if is_ensemble(d) else None
+    except (UserError, OSError):
+        return []
+    names = meta.get("members") if isinstance(meta, dict) else None
+    names = names if isinstance(names, list) else []
+    return [os.path.normpath(d / m) for m in names if isinstance(m, str) and m and "\0" not in m]
 
 
 @dataclass(frozen=True)
@@ -368,6 +389,14 @@ def repeated_key_error(loc: tuple) -> str:
     for part in loc:
         where += f"[{part}]" if isinstance(part, int) else ("." if where else "") + str(part)
     return f"{where}: given twice in one JSON object (only its last value would be read); send each key once"
+
+
+class _Late(Exception):
+    """Work on a worker thread that did not end by its request's deadline; ``held``: it had its slot."""
+
+    def __init__(self, held: bool):
+        super().__init__()
+        self.held = held
 
 
 class Refused(Exception):
@@ -568,26 +597,33 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
                   swagger_ui_oauth2_redirect_url=DOCS_PATHS[2] if cfg.docs else None,
                   redoc_url=DOCS_PATHS[3] if cfg.docs else None)
     app.state.forecaster = loaded.fc
-    served: dict[str, Any] = {"now": loaded, "failed": None}  # failed: (folder_state, the 503's line) of a failed load
+    # failed: (folder_state, the 503's line, when to read the folder again: :data:`RETRY_S`) of a failed load
+    served: dict[str, Any] = {"now": loaded, "failed": None}
     reload_lock = threading.Lock()
 
     def refused_reload(why: str) -> str:
         return (f"model: {model_dir} changed on disk since the server loaded it and cannot be loaded now ({why}); the "
                 "request was not served (the server loads the folder again as soon as it can)")
 
+    def still_failed(state: tuple) -> None:
+        """The 503 of the last failed load while the folder is as it was then, for :data:`RETRY_S`."""
+        failed = served["failed"]
+        if failed is not None and failed[0] == state and clock.monotonic() < failed[2]:
+            raise Refused(503, failed[1])
+
     def reload() -> Loaded:
         """On a worker thread: the model of the folder as it is now, loaded once by one thread while the
-        others wait for it; a folder that cannot be loaded (removed, half-written) is a 503 until it changes."""
+        others wait for it; a folder that cannot be loaded (removed, half-written) is a 503 until it changes,
+        and read again every :data:`RETRY_S` meanwhile (the failure may have passed: no file descriptor left)."""
         with reload_lock:
             state, old = folder_state(model_dir), served["now"]
             if state == old.state and not old.due():  # another request's thread has loaded it
                 return old
-            if served["failed"] is not None and served["failed"][0] == state:
-                raise Refused(503, served["failed"][1])
+            still_failed(state)
             try:
                 new = load_model(model_dir)
             except (UserError, OSError) as e:
-                served["failed"] = (state, refused_reload(" ".join(str(e).split())))
+                served["failed"] = (state, refused_reload(" ".join(str(e).split())), clock.monotonic() + RETRY_S)
                 log.warning(served["failed"][1])
                 raise Refused(503, served["failed"][1]) from None
             if new.same_model(old):  # read again after RACY_S (or only touched): the model loaded is the folder's
@@ -598,18 +634,28 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
             log.info("%s changed on disk: loaded again (%s)", model_dir, new.info.get("model_dir"))
             return new
 
-    async def current() -> Loaded:
-        """The model to answer a request with: the one loaded, while the files it was read from are unchanged
-        (a few stat calls); else the folder as it is now (:func:`reload`): never a forecast of one folder's
-        weights described by another's files, nor of a model no longer on disk. A request in flight keeps
-        the model it started with."""
+    def check() -> Loaded:
+        """On a worker thread: the model loaded, while the files it was read from are unchanged (a few stat
+        calls); else the folder as it is now (:func:`reload`)."""
         now, state = served["now"], folder_state(model_dir)
         if state == now.state and not now.due():
             return now
-        failed = served["failed"]
-        if failed is not None and failed[0] == state:
-            raise Refused(503, failed[1])
-        return await to_thread.run_sync(reload)
+        still_failed(state)
+        return reload()
+
+    async def current(deadline: float) -> Loaded:
+        """The model to answer a request with (:func:`check`): never a forecast of one folder's weights
+        described by another's files, nor of a model no longer on disk. A request in flight keeps the model it
+        started with. Off the event loop and within the request's ``deadline`` (a loop time): a folder that takes
+        long to load (or a disk that does not answer a stat) is a 503 at ``serve.request_timeout_s``, not a
+        request (and with a stat, the whole server) waiting for it; one check runs at a time, so threads left
+        waiting on a disk that does not answer cannot pile up."""
+        try:
+            return await bounded(check, deadline, "check", 1)
+        except _Late:
+            raise Refused(503, f"model: checking {model_dir} on disk (its files changed and are being read again, or the "
+                               f"disk does not answer) took longer than the limit of {cfg.request_timeout_s:g} s "
+                               "(serve.request_timeout_s, --request-timeout); the request was not served") from None
 
     class OnceRequest(Request):
         """A request whose JSON body notes a key given twice in one object (:func:`loads_once`) in its scope."""
@@ -745,20 +791,35 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
             warnings = [w.replace(path, shown) for w in warnings]
         return {"forecasts": json_safe(out.to_dict(orient="records")), "warnings": list(warnings)}
 
-    slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop → its semaphore and thread limiter
+    slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop → {pool: its semaphore and thread limiter}
 
-    async def in_thread(work):
-        """``work()`` on a worker thread, answered 503 after ``request_timeout_s`` (the thread is left
-        to finish: Python cannot stop it, and its result is dropped). At most ``serve.max_predictions``
-        run at once, those left running past their deadline included: a thread frees its slot when it
-        ends, not when its request gives up, so timed-out work cannot pile up without bound. Their
-        threads come from a limiter of their own, not anyio's default one (40 threads, shared with
-        FastAPI's sync routes and file uploads): with the default, predictions beyond 40 waited however
-        large ``max_predictions`` was, and 40 running left an upload waiting for a thread."""
+    def deadline_of_request() -> float:
+        return asyncio.get_running_loop().time() + cfg.request_timeout_s
+
+    async def in_thread(work, deadline: float):
+        """``work()`` on a worker thread (:func:`bounded`), answered 503 at ``deadline``. At most
+        ``serve.max_predictions`` run at once, those left running past their deadline included."""
+        try:
+            return await bounded(work, deadline, "predict", max_predictions)
+        except _Late as late:
+            waited = "" if late.held else (f" waiting for one of the {max_predictions} prediction slots (serve.max_predictions, "
+                                           "all taken, some by predictions still running past their own limit)")
+            raise Refused(503, f"prediction: took longer than the limit of {cfg.request_timeout_s:g} s{waited} "
+                               "(serve.request_timeout_s, --request-timeout); the request was not served") from None
+
+    async def bounded(work, deadline: float, pool: str, n: int):
+        """``work()`` on a worker thread of ``pool``, :class:`_Late` at ``deadline`` (a loop time; the thread is
+        left to finish: Python cannot stop it, and its result is dropped). At most ``n`` of a pool run at once,
+        those left running past their deadline included: a thread frees its slot when it ends, not when its
+        request gives up, so timed-out work cannot pile up without bound. Their threads come from a limiter
+        of their own, not anyio's default one (40 threads, shared with FastAPI's sync routes and file
+        uploads): with the default, predictions beyond 40 waited however large ``max_predictions`` was, and
+        40 running left an upload waiting for a thread."""
         loop = asyncio.get_running_loop()
-        if loop not in slots:
-            slots[loop] = asyncio.Semaphore(max_predictions), CapacityLimiter(max_predictions)
-        sem, threads = slots[loop]
+        pools = slots.setdefault(loop, {})
+        if pool not in pools:
+            pools[pool] = asyncio.Semaphore(n), CapacityLimiter(n)
+        sem, threads = pools[pool]
         lock, state = threading.Lock(), {"ran": False, "dropped": False}
 
         def run():
@@ -776,15 +837,12 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
 
         held = False
         try:
-            async with asyncio.timeout(cfg.request_timeout_s):
+            async with asyncio.timeout_at(deadline):
                 await sem.acquire()
                 held = True
                 return await to_thread.run_sync(run, abandon_on_cancel=True, limiter=threads)
         except TimeoutError:
-            waited = "" if held else (f" waiting for one of the {max_predictions} prediction slots (serve.max_predictions, all "
-                                      "taken, some by predictions still running past their own limit)")
-            raise Refused(503, f"prediction: took longer than the limit of {cfg.request_timeout_s:g} s{waited} "
-                               "(serve.request_timeout_s, --request-timeout); the request was not served") from None
+            raise _Late(held) from None
         finally:
             if held:
                 with lock:
@@ -803,7 +861,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
 
     @app.get("/model")
     async def model() -> dict[str, Any]:
-        return (await current()).info
+        return (await current(deadline_of_request())).info
 
     # HEAD as GET without the body (FastAPI routes a GET alone: a monitor's HEAD was a 405), kept out of the schema
     for path, endpoint in (("/health", health), ("/model", model)):
@@ -814,8 +872,9 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
         check_rows(sum(map(len, req.symbols.values())))
         if request.scope.get(REPEATED_KEY) is not None:  # {"AEM": [...], "AEM": [...]}: one list would be dropped
             raise UserError(repeated_key_error(request.scope[REPEATED_KEY]))
-        now = await current()
-        return await in_thread(lambda: forecast(now.fc, _frames(req.symbols, now.info["min_rows"])))
+        deadline = deadline_of_request()
+        now = await current(deadline)
+        return await in_thread(lambda: forecast(now.fc, _frames(req.symbols, now.info["min_rows"])), deadline)
 
     @app.post("/predict/csv", response_model=PredictResponse)
     async def predict_csv(request: Request, file: UploadFile = File(..., description="CSV of OHLCV rows"),
@@ -828,7 +887,8 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
         _check_upload(data, f"file {file.filename or name}")
         check_rows(_csv_rows(data))
         _check_form_fields([k for k, _ in (await request.form()).multi_items()])  # FastAPI's parse, kept by the request
-        now = await current()
+        deadline = deadline_of_request()
+        now = await current(deadline)
 
         def work() -> dict[str, Any]:
             with tempfile.TemporaryDirectory(prefix="hftraining-upload-") as tmp:
@@ -839,7 +899,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
                 except UserError as e:  # name the upload, not the temporary file
                     raise UserError(str(e).replace(str(path), f"file {file.filename or name}")) from None
 
-        return await in_thread(work)
+        return await in_thread(work, deadline)
 
     return app
 
