@@ -7,9 +7,10 @@ read one symbol at a time.
   symbol (the file stem) or a long file with a ``symbol`` column, read whole (:mod:`io`);
 * a **long Parquet file** with a ``symbol`` column: each symbol is scanned on its own with
   ``symbol == S`` (and the date range) pushed down into the Parquet reader, so memory holds one
-  symbol's rows at a time;
-* a **hive-partitioned Parquet dataset**: a folder of ``symbol=SYM/`` folders of Parquet files;
-  a symbol's files are read together (sorted by name), nothing else is opened.
+  symbol's rows at a time; a symbol's blanks around it are not its name, as in a long CSV file;
+* a **hive-partitioned Parquet dataset**: a folder of ``symbol=SYM/`` folders of Parquet files
+  (``SYM`` with its %-escapes decoded, :func:`partition_symbol`); a symbol's files are read together
+  (sorted by name; with the same columns, :func:`same_columns`), nothing else is opened.
 
 ``data.symbols`` selects the symbols in every layout: before anything is read for the two Parquet
 layouts and for one-symbol files (a file of another symbol is not opened), and before validation
@@ -51,6 +52,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -88,6 +90,15 @@ def is_dataset(path: Path) -> bool:
     return path.is_dir() and any(p.is_dir() and p.name.startswith(PARTITION) for p in path.iterdir())
 
 
+def partition_symbol(folder: Path) -> str:
+    """The symbol of a dataset's ``symbol=`` folder: its name after ``symbol=``, %-escapes decoded as pyarrow
+    writes and reads them (``df.to_parquet(path, partition_cols=["symbol"])`` writes ``BTC/USDT`` as
+    ``symbol=BTC%2FUSDT`` and ``BRK B`` as ``symbol=BRK%20B``, which pandas reads back as ``BTC/USDT``). Read
+    undecoded, the symbol was ``BTC%2FUSDT``: ``data.symbols: [BTC/USDT]`` did not find it, and a model trained on
+    the same rows in a long file knew no such symbol."""
+    return unquote(folder.name[len(PARTITION):])
+
+
 def _parquet_columns(path: Path) -> dict[str, str]:
     """{canonical name: the file's column name} of a Parquet file, read from its schema only."""
     import pyarrow.parquet as pq
@@ -120,9 +131,12 @@ def _no_symbol(col) -> "np.ndarray":
 
 
 def _long_symbols(path: Path, column: str) -> tuple[list[str], bool]:
-    """(the distinct values of a long Parquet file's symbol column as text, whether a row has no
+    """(the distinct values of a long Parquet file's symbol column as text, stripped of the blanks around
+    them as a long CSV file's are, :func:`~hftraining.data.io.split_symbols`; whether a row has no
     symbol), read one row group at a time. A DataError for a file without rows or a symbol column
-    that is not text or numbers (a list, a struct)."""
+    that is not text or numbers (a list, a struct). A database's fixed-width column (``CHAR(8)``:
+    ``'AEM     '``) named the symbol with its blanks, which ``data.symbols: [AEM]`` did not find, and
+    ``'AEM'`` beside ``'AEM '`` was two symbols, the rows of one history split between them."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -136,7 +150,7 @@ def _long_symbols(path: Path, column: str) -> tuple[list[str], bool]:
         for i in range(pf.num_row_groups):
             col = pf.read_row_group(i, columns=[column]).column(0)
             values = pc.unique(_symbol_text(col)).to_pylist()
-            seen.update(v for v in values if v is not None and v.strip())
+            seen.update(v.strip() for v in values if v is not None and v.strip())
             blank = blank or any(v is None or not v.strip() for v in values)
     except (OSError, ValueError, pa.ArrowException) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -153,8 +167,8 @@ def units(d: DataConfig) -> list[Unit]:
         p = Path(spec) if spec is not None else None
         if p is not None and is_dataset(p):
             parts = sorted(q for q in p.iterdir() if q.is_dir() and q.name.startswith(PARTITION))
-            out += [Unit("partition", str(q), q.name[len(PARTITION):]) for q in parts
-                    if wanted is None or q.name[len(PARTITION):] in wanted]
+            out += [Unit("partition", str(q), partition_symbol(q)) for q in parts
+                    if wanted is None or partition_symbol(q) in wanted]
             continue
         for f in io.resolve_paths(spec):
             if io.is_parquet(f) and "symbol" in _parquet_columns(f):
@@ -241,6 +255,24 @@ def partition_files(folder: Path) -> list[Path]:
     return [f for f in sorted(folder.glob("*.parquet")) + sorted(folder.glob("*.pq")) if not io.is_hidden(f)]
 
 
+def same_columns(files: list[Path]) -> None:
+    """A DataError naming two of one symbol's Parquet files (a dataset's ``symbol=`` folder) whose columns that are
+    read (a timestamp, a price, the volume, Adj Close, the symbol: :func:`~hftraining.data.io.canonical_name`) differ,
+    and the columns one has that the other lacks. The files are scanned as one table with the first file's columns:
+    a later file's own columns were dropped without a word (its open/high/low taken from the close, its Adj Close
+    ignored, a timestamp column named otherwise read as empty: every row a ``bad_timestamp``)."""
+    if len(files) < 2:
+        return
+    read = [set(_parquet_columns(f).values()) for f in files]
+    for f, cols in zip(files[1:], read[1:]):
+        if cols != read[0]:
+            more, fewer = sorted(cols - read[0]), sorted(read[0] - cols)
+            what = "; ".join(x for x in (f"{f.name} has {', '.join(map(repr, more))}" if more else "",
+                                         f"it lacks {', '.join(map(repr, fewer))}" if fewer else "") if x)
+            raise DataError(f"{f}: its columns differ from those of {files[0].name}, read with it as one symbol's "
+                            f"rows ({what}): write every file of the folder with the same columns")
+
+
 def _has_symbol_column(path: Path) -> bool:
     """Whether a file has a ``symbol`` column (from its header or schema only)."""
     if io.is_parquet(path):
@@ -264,6 +296,7 @@ def input_files(us: list[Unit]) -> list[Path]:
 def _scan(files: list[Path], d: DataConfig, symbol_col: str | None, symbol: str | None) -> pd.DataFrame:
     """The rows of ``files`` (one symbol's) with the symbol and the date range pushed down."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
     cols = _parquet_columns(files[0])
@@ -271,11 +304,11 @@ def _scan(files: list[Path], d: DataConfig, symbol_col: str | None, symbol: str 
     try:
         dataset = ds.dataset([str(f) for f in files], format="parquet")
         flt = None
-        if symbol_col is not None:  # the symbol's rows, compared as text (a column of integer codes too)
-            field = ds.field(symbol_col)
+        if symbol_col is not None:  # the symbol's rows, compared as text (a column of integer codes too),
+            field = ds.field(symbol_col)  # without the blanks around it (:func:`_long_symbols`)
             if not pa.types.is_string(dataset.schema.field(symbol_col).type):
                 field = field.cast(pa.string())
-            flt = field == symbol
+            flt = pc.utf8_trim_whitespace(field) == symbol
         lo, hi = date_range(d)
         ts_col = cols.get("timestamp")
         n_ts = sum(io.canonical_name(n) == "timestamp" for n in dataset.schema.names)
@@ -364,6 +397,7 @@ def _read_unit(u: Unit, d: DataConfig, needed: RowsNeeded) -> tuple[dict[str, pd
         files = partition_files(p)
         if not files:
             raise DataError(f"{p}: partition holds no .parquet files")
+        same_columns(files)
         table = _scan(files, d, None, None)
     else:
         table = _scan([Path(u.path)], d, _parquet_columns(Path(u.path))["symbol"], u.symbol)

@@ -247,6 +247,19 @@ def _missing_hint(col: str) -> str:
     empty volume column, which says "no volume" where a missing one could be a misnamed column."""
     return "; data without volume (FX, an index): add an empty volume column" if col == "volume" else ""
 
+
+def no_durations(values: pd.Series, source: Path | str) -> None:
+    """A DataError for a timestamp column of durations (Parquet's duration, pandas' timedelta64: a time of day that
+    pandas wrote as ``0 days 09:30:00``, a MySQL TIME read by ``pd.read_sql``), which names no date. Read as numbers,
+    its nanoseconds were epoch times: a file of ``0 days``, ``1 days``, ... kept its rows dated 1970 to 1986, and a
+    ``Date`` beside such a ``Time`` column was read as that ``Time`` (bars dated 2027 and 2141, the rest dropped)."""
+    if pd.api.types.is_timedelta64_dtype(values):
+        first = values.dropna()
+        example = f" ({str(first.iloc[0])!r}, ...)" if len(first) else ""
+        raise DataError(f"{source}: the timestamp column holds durations (timedelta){example}, not dates: write the "
+                        "timestamps as dates or date-times (a time of day beside a Date column as HH:MM:SS text)")
+
+
 def check_policy(cfg: DataConfig) -> None:
     if cfg.jump_threshold < 0:
         raise ConfigError(f"data.jump_threshold: must be >= 0 (0 disables), got {cfg.jump_threshold}")
@@ -537,6 +550,7 @@ def validate_frame(
         rep.count("blank_line", "dropped", line[blank])
         df, line = df.loc[~blank], line[~blank]
 
+    no_durations(df["timestamp"], source)
     ts = io.parse_timestamps(df["timestamp"].reset_index(drop=True), source)
     ts_ns = pd.DatetimeIndex(ts).asi8  # NaT: the minimum int64, dropped just below
     bad_ts = ts.isna().to_numpy()
@@ -1051,6 +1065,7 @@ def validate_table(
         if col not in table.columns:
             raise DataError(f"{path}: missing column {col!r} (columns: {', '.join(map(str, table.columns))})"
                             + _missing_hint(col))
+    no_durations(table["timestamp"], path)
     zoneless = io.zoneless(table["timestamp"])  # written without a zone: read as UTC (said for intraday bars)
     if "symbol" in table.columns:  # the dates of a long file read once, in one order for every symbol
         # (io.parse_timestamps: day- or month-first by the whole column, not by each symbol's few rows)
