@@ -734,6 +734,11 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lag: int,
     difference: statistic 0, p = 1, whatever its t: the class shares as a float32 head's probabilities
     are the float64 shares but for ~1e-8 of their log loss, the same way on every date, and read
     p = 1e-217 ("beats the class shares").
+
+    A difference that is the same on every date (its spread within twice that rounding) has no variance to
+    test it by: the statistic is ±inf and the p-value the exact sign test's, every one of the m = ⌈T/H⌉ dates
+    H apart (whose losses share no realised return) of one sign: min(1, 2^(1 − m)), as :func:`ic_summary`'s
+    t for an IC the same on every date.
     """
     with np.errstate(invalid="ignore"):  # inf − inf: both forecasts overflowed on a date
         la, lb = np.asarray(loss_a, dtype=np.float64), np.asarray(loss_b, dtype=np.float64)
@@ -751,13 +756,20 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lag: int,
                 "n": int(T), "lag": int(lag), "kernel": "none (too few dates)", "resolution": bound}
     lrv, kernel = dm_long_run_variance(d, lag)
     mean = float(d.mean())
+    # how far rounding alone can move each date's d: two dates whose d differ by less may be one value
+    rounding = float(np.max(np.broadcast_to(resolution + LOSS_ULP * (np.abs(la) + np.abs(lb)), d.shape)))
     if abs(mean) <= bound:  # within rounding (0 included): no difference to test
-        stat = 0.0
-    elif lrv <= 0:
-        stat = math.copysign(math.inf, mean)
+        stat, p = 0.0, 1.0
+    elif lrv <= 0 or float(d.max() - d.min()) <= 2.0 * rounding:
+        # the same difference on every date: no spread, t infinite (or the 1e16 of the mean's rounding), which
+        # Student's t reads as p = 0 over 4 dates; the exact sign test's p instead, every date of one sign, over
+        # the dates H apart (their H-step losses share no realised return)
+        m = (T - 1) // H + 1
+        stat, p = math.copysign(math.inf, mean), min(1.0, 2.0 ** (1 - m))
+        kernel = f"none (the same difference on every date: sign test over {m} dates)"
     else:
         stat = mean / math.sqrt(lrv / T) * math.sqrt(correction)
-    p = float(2.0 * stats.t.sf(abs(stat), df=T - 1))
+        p = float(2.0 * stats.t.sf(abs(stat), df=T - 1))
     return {"statistic": float(stat), "p_value": p, "mean_diff": mean, "n": int(T), "lag": int(lag), "kernel": kernel,
             "resolution": bound}
 
