@@ -38,6 +38,12 @@ vectorised functions instead of an expression engine. Differences from Qlib, on 
   volume after a row without trades) or NaN (two such rows in a row) where the previous volume is 0;
   Qlib's rolling correlation (pandas') leaves such a row out, so its CORD there is over fewer rows.
   Here that row's log change is 0, the value of a fall to no volume, and every window keeps d rows.
+- **No 1e-12 guard.** Qlib adds 1e-12 to the denominators of KMID2, KUP2, KLOW2, KSFT2, RSV, SUMP,
+  SUMN, SUMD, VMA, VSTD, WVMA and the VSUM columns, in the data's own units. Here they divide exactly,
+  and are 0 where the denominator is 0 (Qlib's value there): the same bars quoted at 1e-10 (a token
+  priced in BTC) or 1e10 give the same columns, where Qlib's KMID2 was 1% and SUMP5 0.6% smaller at
+  1e-10. On the bundled files the two agree to 1e-9 of the value; a sub-cent close's bars, whose
+  range is about 1e-5, move KMID2 by about 1e-7.
 
 Every value at row t uses rows ≤ t only (``tests/test_data_alpha158.py`` changes and removes later
 rows and checks nothing moves).
@@ -52,7 +58,6 @@ import numpy as np
 import pandas as pd
 
 WINDOWS = (5, 10, 20, 30, 60)
-EPS = 1e-12
 BLOCK = 256  # windows per step of the moments kernel
 
 
@@ -207,6 +212,15 @@ def _kernels() -> dict:
     return {fn.__name__: compile_(fn) for fn in (_moments_kernel, _runs_kernel, _arg_kernel, _sorted_kernel)}
 
 
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, 0 where den is 0 (NaN where either is NaN): Qlib's ``num / (den + 1e-12)`` where the
+    guard does not change the value. Qlib's 1e-12 is in the data's own units, so it shrank the ratio
+    where the denominator is small in them, not in fact: a close of 1e-10 (a token quoted in BTC)
+    made KMID2 1% and SUMP5 0.6% smaller than the same bars quoted 1e10 times higher."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den == 0, 0.0 * num, num / den)
+
+
 def _ref(x: np.ndarray, k: int) -> np.ndarray:
     """x shifted k rows down (Qlib's Ref): row t holds x[t - k], NaN for the first k rows."""
     out = np.full_like(x, np.nan)
@@ -329,13 +343,13 @@ def alpha158(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
     def put(name: str, x: np.ndarray) -> None:
         block[:, where[name]] = x
 
-    span = h - lo + EPS
+    span = h - lo
     top, bottom = np.maximum(o, c), np.minimum(o, c)
     for name, x in (
-        ("KMID", (c - o) / o), ("KLEN", (h - lo) / o), ("KMID2", (c - o) / span),
-        ("KUP", (h - top) / o), ("KUP2", (h - top) / span),
-        ("KLOW", (bottom - lo) / o), ("KLOW2", (bottom - lo) / span),
-        ("KSFT", (2 * c - h - lo) / o), ("KSFT2", (2 * c - h - lo) / span),
+        ("KMID", (c - o) / o), ("KLEN", (h - lo) / o), ("KMID2", _ratio(c - o, span)),
+        ("KUP", (h - top) / o), ("KUP2", _ratio(h - top, span)),
+        ("KLOW", (bottom - lo) / o), ("KLOW2", _ratio(bottom - lo, span)),
+        ("KSFT", (2 * c - h - lo) / o), ("KSFT2", _ratio(2 * c - h - lo, span)),
         ("OPEN0", o / c), ("HIGH0", h / c), ("LOW0", lo / c), ("VWAP0", (h + lo + c) / 3 / c),
     ):
         put(name, x)
@@ -356,11 +370,11 @@ def alpha158(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
     for d in WINDOWS:
         mean_c, m_c = _mean(c, d, runs_c), _moments(c, d, log_v)  # the close's (and log volume's) windows, once
         mean_v = _mean(v, d, runs_v)
-        per_v = np.where((v == 0) & (mean_v > 0), mean_v, v + EPS)  # volume 0: the window's mean (see above)
+        per_v = np.where(v == 0, mean_v, v)  # volume 0: the window's mean (see above); a window without any: 0
         slope, r2, resi = _regression(c, d, m_c, runs_c)
         (imax, hi_max), (imin, lo_min) = _arg_extreme(h, d, True), _arg_extreme(lo, d, False)
         qtlu, qtld, rank = _sorted_window(c, d, 0.8, 0.2)
-        sum_move, sum_vmove = _roll(move, d).sum().to_numpy() + EPS, _roll(vmove, d).sum().to_numpy() + EPS
+        sum_move, sum_vmove = _roll(move, d).sum().to_numpy(), _roll(vmove, d).sum().to_numpy()
         sum_up, sum_down = _roll(up, d).sum().to_numpy(), _roll(down, d).sum().to_numpy()
         sum_vup, sum_vdown = _roll(vup, d).sum().to_numpy(), _roll(vdown, d).sum().to_numpy()
         cnt_p, cnt_n = _roll(gain, d).mean().to_numpy(), _roll(loss, d).mean().to_numpy()
@@ -376,7 +390,7 @@ def alpha158(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
             "QTLU": lambda: qtlu / c,
             "QTLD": lambda: qtld / c,
             "RANK": lambda: rank,
-            "RSV": lambda: (c - lo_min) / (hi_max - lo_min + EPS),
+            "RSV": lambda: _ratio(c - lo_min, hi_max - lo_min),
             "IMAX": lambda: imax / d,
             "IMIN": lambda: imin / d,
             "IMXD": lambda: (imax - imin) / d,
@@ -385,15 +399,15 @@ def alpha158(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.nda
             "CNTP": lambda: cnt_p,
             "CNTN": lambda: cnt_n,
             "CNTD": lambda: cnt_p - cnt_n,
-            "SUMP": lambda: sum_up / sum_move,
-            "SUMN": lambda: sum_down / sum_move,
-            "SUMD": lambda: (sum_up - sum_down) / sum_move,
-            "VMA": lambda: mean_v / per_v,
-            "VSTD": lambda: _std(v, d, runs=runs_v) / per_v,
-            "WVMA": lambda: _std(wv, d, runs=runs_wv) / (_mean(wv, d, runs_wv) + EPS),
-            "VSUMP": lambda: sum_vup / sum_vmove,
-            "VSUMN": lambda: sum_vdown / sum_vmove,
-            "VSUMD": lambda: (sum_vup - sum_vdown) / sum_vmove,
+            "SUMP": lambda: _ratio(sum_up, sum_move),
+            "SUMN": lambda: _ratio(sum_down, sum_move),
+            "SUMD": lambda: _ratio(sum_up - sum_down, sum_move),
+            "VMA": lambda: _ratio(mean_v, per_v),
+            "VSTD": lambda: _ratio(_std(v, d, runs=runs_v), per_v),
+            "WVMA": lambda: _ratio(_std(wv, d, runs=runs_wv), _mean(wv, d, runs_wv)),
+            "VSUMP": lambda: _ratio(sum_vup, sum_vmove),
+            "VSUMN": lambda: _ratio(sum_vdown, sum_vmove),
+            "VSUMD": lambda: _ratio(sum_vup - sum_vdown, sum_vmove),
         }
         for name, value in values.items():  # one column at a time: its temporaries are freed before the next
             put(f"{name}{d}", value())

@@ -105,7 +105,12 @@ def rsi(f: pd.DataFrame, n: int = 14) -> dict[str, np.ndarray]:
 
     RSI is 100 · gain / (gain + loss) of the smoothed gains and losses, undefined (0 / 0) until the
     first move: TA-Lib gives 0 there, the most oversold reading, for a history that opens flat (a
-    new listing before its first trade, a peg); 50 is the middle. Any move keeps the sum positive."""
+    new listing before its first trade, a peg); 50 is the middle. Any move keeps the sum positive.
+
+    A row whose close equals the one before keeps the RSI of that row: the smoothed gain and loss
+    both shrink by (n - 1) / n, so their ratio stays. TA-Lib's doubles do not hold it through a long
+    flat stretch: after about 9,500 such rows (rsi_14) both are subnormal and the RSI wandered (43.1
+    read 37.5, 40, 46.2), then both are 0 and it read 50, though no close had moved."""
     _check_rows(f"rsi_{n}", n)
     close = f["close"].to_numpy()
     out = talib.RSI(close, timeperiod=n)
@@ -113,6 +118,11 @@ def rsi(f: pd.DataFrame, n: int = 14) -> dict[str, np.ndarray]:
     first_move = int(moved.argmax()) if moved.any() else len(close)  # rows before it: the close has not moved
     head = out[:first_move]
     head[~np.isnan(head)] = 50.0
+    rows = np.arange(len(close))
+    # row t > n with close_t == close_{t-1}: the value of row t-1 (row n, TA-Lib's first, is the seed)
+    keep = np.zeros(len(close), dtype=bool)
+    keep[n + 1:] = close[n + 1:] == close[n:-1]
+    out = out[np.maximum.accumulate(np.where(keep, 0, rows))] if keep.any() else out
     return {f"rsi_{n}": out}
 
 

@@ -99,12 +99,13 @@ def load_ett(data_dir: str | Path, dataset: str) -> np.ndarray:
     missing row would otherwise move every split and phase without a word. Every row holds the
     header's 8 fields: a row with more (a value split by a comma) shifted its values into other
     channels, its last dropped, without a word. Errors name the file's line (1-based, the header
-    line 1) and column; blank lines are skipped."""
+    line 1) and column; blank lines are skipped. A UTF-8 byte order mark at the start (a file saved
+    by Excel as "CSV UTF-8") is read as the same file without it."""
     if dataset not in DATASETS:
         raise ConfigError(f"--dataset: unknown {dataset!r}; valid: {', '.join(DATASETS)}")
     path = Path(data_dir) / f"{dataset}.csv"
     try:
-        with path.open(encoding="utf-8") as fh:
+        with path.open(encoding="utf-8-sig") as fh:  # a BOM (Excel's "CSV UTF-8") is no part of the header
             header = fh.readline().strip().split(",")
             if tuple(header) != COLUMNS:
                 raise DataError(f"{path}: header {','.join(header)!r}, expected {','.join(COLUMNS)!r}")
