@@ -137,9 +137,13 @@ def test_mlflow_run_holds_params_metrics_verdict_and_artifacts(tracked):
     r = fresh.mlflow_run
     assert r.info.status == "FINISHED"
     assert r.info.run_name == run.name
-    # params: the flattened resolved config, every key
+    # params: the flattened resolved config, every key; device, precision and compile as used, the `auto`
+    # asked for as requested.<key>
     flat = flat_config(fresh.cfg)
-    assert set(r.data.params) == set(flat)
+    requested = {k for k in r.data.params if k.startswith("requested.")}
+    assert set(r.data.params) - requested == set(flat)
+    assert requested == {"requested.training.device", "requested.training.precision", "requested.training.compile"}
+    assert r.data.params["training.precision"] == "fp32" and r.data.params["training.device"] == "cpu"
     assert r.data.params["training.learning_rate"] == str(fresh.cfg.training.learning_rate)
     assert r.data.params["training.max_steps"] == "8"
     assert r.data.params["data.symbols"] == json.dumps(flat["data.symbols"]) == '["AEM", "WPM"]'

@@ -122,10 +122,13 @@ def stopped_by(error: BaseException) -> str:
 class RunLogger:
     """Hands each record to the tracking backends of ``config.output.report_to`` and a line to the
     console/train.log. ``resume_step``: the checkpoint step a resumed run continues from (None: a
-    fresh run). ``config``: the run's config (default: the defaults)."""
+    fresh run). ``config``: the run's config (default: the defaults). ``resolved``: the values the run
+    uses where the config may say ``auto`` (``{"training.precision": "bf16", ...}``), the params'
+    (:func:`~hftraining.train.tracking.run_params`)."""
 
     def __init__(self, run_dir: Path, enabled: bool = True, config: Config | None = None,
-                 progress_bar: str = "auto", total_steps: int = 0, resume_step: int | None = None):
+                 progress_bar: str = "auto", total_steps: int = 0, resume_step: int | None = None,
+                 resolved: dict[str, Any] | None = None):
         self.enabled = enabled
         self.run_dir = run_dir
         self._file_handler: _RunFileHandler | None = None
@@ -150,7 +153,7 @@ class RunLogger:
         self._file_handler = fh
         try:
             for t in trackers:
-                t.on_start(run_dir, config, resume_step)
+                t.on_start(run_dir, config, resume_step, resolved)
                 self._trackers.append(t)
         except BaseException:
             self.close()
@@ -201,15 +204,18 @@ class RunLogger:
         for t in self._trackers if self.enabled else ():
             t.on_eval(step, metrics)
 
-    def finish(self, verdict: str | None = None, artifacts: list[Path] | tuple[Path, ...] = (), failed: bool = False) -> None:
-        """End the tracking runs once: the verdict, the files and folders to attach, the status."""
+    def finish(self, verdict: str | None = None, artifacts: list[Path] | tuple[Path, ...] = (), failed: bool = False,
+               interrupted: bool = False) -> None:
+        """End the tracking runs once: the verdict, the files and folders to attach, the status (``failed``:
+        stopped by an exception; ``interrupted``: by the user's Ctrl-C, which MLflow shows KILLED)."""
         if self._ended:
             return
         self._ended = True
+        failed = failed or interrupted
         error = None
         for t in self._trackers:  # every backend gets its end, even when one of them fails
             try:
-                t.on_end(verdict, [Path(p) for p in artifacts], failed)
+                t.on_end(verdict, [Path(p) for p in artifacts], failed, interrupted)
             except Exception as e:
                 error = error or e
                 if failed:  # the run's own exception is on its way out: do not hide it
@@ -219,14 +225,15 @@ class RunLogger:
 
     def close(self) -> None:
         """Close everything; tracking runs not :meth:`finish`-ed yet end here, as failed when an
-        exception is on its way out (this is called from the run's ``finally``), and train.log ends
-        with the line that says why, as the console does (the CLI's error line is printed after)."""
+        exception is on its way out (this is called from the run's ``finally``; KILLED in MLflow for
+        Ctrl-C), and train.log ends with the line that says why, as the console does (the CLI's error
+        line is printed after)."""
         error = sys.exc_info()[1]
         if self._bar is not None:
             self._bar.close()
             self._bar = None
         if self.enabled:
-            self.finish(failed=error is not None)
+            self.finish(failed=error is not None, interrupted=isinstance(error, KeyboardInterrupt))
         if self._file_handler is not None and error is not None:
             self._file_handler.write(logging.LogRecord("hftraining", logging.ERROR, "", 0, "run stopped: %s",
                                                       (stopped_by(error),), None))

@@ -3,15 +3,18 @@
 :class:`~hftraining.train.logging.RunLogger` (main rank only) starts every backend the config names
 and calls, in this order:
 
-``on_start(run_dir, config, resume_step)``
-    ``resume_step``: the checkpoint step a ``--resume`` continues from (None: a fresh run).
+``on_start(run_dir, config, resume_step, resolved)``
+    ``resume_step``: the checkpoint step a ``--resume`` continues from (None: a fresh run);
+    ``resolved``: the values the run uses for config keys that can ask for ``auto`` (``training.device``,
+    ``training.precision``, ``training.compile``), which the run's params show (:func:`run_params`).
 ``on_log(step, record)``
     each logged record: the training metrics of a logging step, the ``eval_*`` validation metrics.
 ``on_eval(step, metrics)``
     once, the test-split headline numbers of the finished run (``test_*``).
-``on_end(verdict, artifacts, failed)``
+``on_end(verdict, artifacts, failed, interrupted)``
     once, the verdict sentence (None when the test split was not scored), the files and folders
-    to attach (``final/``, ``report.html``), and whether the run ended by an exception.
+    to attach (``final/``, ``report.html``), whether the run ended by an exception, and whether that
+    exception was the user's Ctrl-C (``KeyboardInterrupt``: MLflow's status KILLED, not FAILED).
 
 The ids that let ``--resume`` continue the same MLflow and W&B run are kept in ``<run>/tracking.json``;
 they are reused only when training continues from a checkpoint.
@@ -75,6 +78,32 @@ def flat_config(cfg: Config) -> dict[str, Any]:
     for section, values in cfg.to_dict().items():
         walk(section, values)
     return out
+
+
+def run_params(config: Config, resolved: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The params of a run: the flattened config (:func:`flat_config`) with the value the run used for each
+    key of ``resolved`` (``training.precision: bf16`` where the config says ``auto``), and the value asked
+    for, where it differs, as ``requested.<key>``: runs are compared by what they ran with."""
+    out = flat_config(config)
+    for key, used in (resolved or {}).items():
+        asked = out.get(key)
+        out[key] = used
+        if asked != used:
+            out[f"requested.{key}"] = asked
+    return out
+
+
+def status(failed: bool, interrupted: bool = False) -> str:
+    """The MLflow status a run or a group's parent run ends with: KILLED when the user stopped it (Ctrl-C),
+    FAILED when an exception did, else FINISHED."""
+    return "KILLED" if interrupted else "FAILED" if failed else "FINISHED"
+
+
+def interrupted_now() -> bool:
+    """Whether the exception on its way out (in an ``except`` or ``finally``) is the user's Ctrl-C."""
+    import sys
+
+    return isinstance(sys.exc_info()[1], KeyboardInterrupt)
 
 
 def scalars(record: dict[str, Any]) -> dict[str, float]:
@@ -210,7 +239,8 @@ class Tracker:
             raise UserError(f"output.report_to: {self.name} could not log {what}{self.where} ({reason(e)})"
                             + (f"; {then}" if then else "")) from None
 
-    def on_start(self, run_dir: Path, config: Config, resume_step: int | None) -> None:
+    def on_start(self, run_dir: Path, config: Config, resume_step: int | None,
+                 resolved: dict[str, Any] | None = None) -> None:
         pass
 
     def on_log(self, step: int, record: dict[str, Any]) -> None:
@@ -219,7 +249,7 @@ class Tracker:
     def on_eval(self, step: int, metrics: dict[str, float]) -> None:
         pass
 
-    def on_end(self, verdict: str | None, artifacts: list[Path], failed: bool) -> None:
+    def on_end(self, verdict: str | None, artifacts: list[Path], failed: bool, interrupted: bool = False) -> None:
         pass
 
 
@@ -232,7 +262,7 @@ class TensorBoardTracker(Tracker):
 
     name = "tensorboard"
 
-    def on_start(self, run_dir, config, resume_step):
+    def on_start(self, run_dir, config, resume_step, resolved=None):
         from tensorboard.compat.proto.event_pb2 import Event, SessionLog
         from torch.utils.tensorboard import SummaryWriter
 
@@ -324,7 +354,7 @@ class TensorBoardTracker(Tracker):
         finally:
             tb_log.removeFilter(quiet)
 
-    def on_end(self, verdict, artifacts, failed):
+    def on_end(self, verdict, artifacts, failed, interrupted=False):
         try:
             if self.broken:
                 with contextlib.suppress(OSError):  # the same error, already on its way out
@@ -365,7 +395,7 @@ class JsonlTracker(Tracker):
 
     name = "jsonl"
 
-    def on_start(self, run_dir, config, resume_step):
+    def on_start(self, run_dir, config, resume_step, resolved=None):
         # a fresh start (also --resume with no checkpoint yet) begins the file anew
         self.file = open(run_dir / "metrics.jsonl", "a" if resume_step is not None else "w", encoding="utf-8")
 
@@ -374,7 +404,7 @@ class JsonlTracker(Tracker):
             self.file.write(dumps({"step": step, **{k: v for k, v in record.items() if k != "step"}}, indent=None) + "\n")
             self.file.flush()
 
-    def on_end(self, verdict, artifacts, failed):
+    def on_end(self, verdict, artifacts, failed, interrupted=False):
         self.file.close()
 
 
@@ -388,7 +418,7 @@ class CsvTracker(Tracker):
 
     name = "csv"
 
-    def on_start(self, run_dir, config, resume_step):
+    def on_start(self, run_dir, config, resume_step, resolved=None):
         self.path = run_dir / "metrics.csv"
         self.fields: list[str] = ["step"]
         self.last: dict[str, Any] | None = None  # the last row written (a later record of its step joins it)
@@ -438,8 +468,11 @@ class CsvTracker(Tracker):
 class MlflowTracker(Tracker):
     """An MLflow run in the store of ``MLFLOW_TRACKING_URI``, else ``sqlite:///<run>/mlruns.db`` (artifacts
     under ``<run>/mlartifacts/``), in the experiment ``output.experiment_name``. Params: the flattened
-    resolved config; metrics: every logged step and the ``test_*`` numbers; tag ``verdict``; artifacts:
-    ``final/`` and ``report.html``. ``--resume`` continues the run recorded in tracking.json.
+    resolved config, ``training.device``, ``training.precision`` and ``training.compile`` as the run used
+    them (``requested.<key>``: an ``auto`` asked for, :func:`run_params`); metrics: every logged step and
+    the ``test_*`` numbers; tag ``verdict``; artifacts: ``final/`` and ``report.html``; status FINISHED,
+    KILLED for a run stopped by Ctrl-C, FAILED by another exception or when its end could not be logged
+    whole. ``--resume`` continues the run recorded in tracking.json.
 
     MLflow keeps a param's first 6,000 characters (``MAX_PARAM_VAL_LENGTH``): a longer value (a list of
     a thousand ``data.symbols``) is logged cut, a warning names its key, and every param's full value
@@ -462,7 +495,7 @@ class MlflowTracker(Tracker):
 
     name = "mlflow"
 
-    def on_start(self, run_dir, config, resume_step):
+    def on_start(self, run_dir, config, resume_step, resolved=None):
         no_mlflow_telemetry()
         _require("mlflow", self.name)
         from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
@@ -471,7 +504,8 @@ class MlflowTracker(Tracker):
         self.member = _member  # a seed, fold or trial of a group: its parent's store, nested under it
         uri = self.member.uri if self.member else env_uri or f"sqlite:///{(run_dir / 'mlruns.db').resolve()}"
         stored = read_tracking(run_dir).get(self.name) if resume_step is not None else None
-        params, self.full, self.cut = cut_params(flat_config(config), MAX_PARAM_VAL_LENGTH)  # cut: key → full length
+        # cut: key → full length
+        params, self.full, self.cut = cut_params(run_params(config, resolved), MAX_PARAM_VAL_LENGTH)
         self.limit = MAX_PARAM_VAL_LENGTH
         self.logged: dict[str, dict[int, float]] = {}  # key → {step: value} from the checkpoint on, as logged before
         self.step, self.where = resume_step or 0, f" to {shown_url(uri)}"  # the last step logged, the store
@@ -576,22 +610,29 @@ class MlflowTracker(Tracker):
         with self.reaching(f"the test metrics of step {step}", AFTER_TRAINING):
             self._metrics(step, {k: v for k, v in values.items() if self.logged.get(k, {}).get(step) != v})
 
-    def on_end(self, verdict, artifacts, failed):
+    def on_end(self, verdict, artifacts, failed, interrupted=False):
         with self.reaching(f"the end of the run (step {self.step})", "" if failed else AFTER_TRAINING):
-            if verdict:
-                self.client.set_tag(self.run_id, "verdict", verdict)
-            for p in artifacts:
-                if p.is_dir():
-                    self.client.log_artifacts(self.run_id, str(p), artifact_path=p.name)
-                elif p.exists():
-                    self.client.log_artifact(self.run_id, str(p))
-            self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
+            try:
+                if verdict:
+                    self.client.set_tag(self.run_id, "verdict", verdict)
+                for p in artifacts:
+                    if p.is_dir():
+                        self.client.log_artifacts(self.run_id, str(p), artifact_path=p.name)
+                    elif p.exists():
+                        self.client.log_artifact(self.run_id, str(p))
+            except BaseException:
+                # the end not logged whole (an artifact store full or refusing, Ctrl-C during the upload): the
+                # run ends FAILED (KILLED) where its store still answers, not RUNNING for ever
+                with contextlib.suppress(*mlflow_errors()):
+                    self.client.set_terminated(self.run_id, status(True, interrupted or interrupted_now()))
+                raise
+            self.client.set_terminated(self.run_id, status(failed, interrupted))
 
 
 class WandbTracker(Tracker):
     """A W&B run: project ``WANDB_PROJECT`` or ``output.experiment_name``, files under ``WANDB_DIR`` or the
     run folder (``<dir>/wandb/``); ``WANDB_MODE=offline`` writes it there with no network (``wandb sync``
-    uploads it later). Config: the flattened resolved config; history: every logged step against
+    uploads it later). Config: the run's params (:func:`run_params`); history: every logged step against
     ``step``; summary: the ``test/*`` numbers and ``verdict``; artifact ``<run name>-model`` (type model):
     ``final/`` and ``report.html``. ``--resume`` continues the run id recorded in tracking.json (offline,
     each start writes its own ``offline-run-*-<id>`` folder with that id). W&B's history is append-only:
@@ -599,7 +640,7 @@ class WandbTracker(Tracker):
 
     name = "wandb"
 
-    def on_start(self, run_dir, config, resume_step):
+    def on_start(self, run_dir, config, resume_step, resolved=None):
         wandb = _require("wandb", self.name)
         self.wandb, self.step = wandb, resume_step or 0
         stored = read_tracking(run_dir).get(self.name) if resume_step is not None else None
@@ -609,7 +650,7 @@ class WandbTracker(Tracker):
         Path(wdir).mkdir(parents=True, exist_ok=True)
         try:
             self.run = wandb.init(project=project, id=run_id, name=run_dir.name, dir=wdir, resume="allow",
-                                  config=flat_config(config), allow_val_change=True, reinit="create_new",
+                                  config=run_params(config, resolved), allow_val_change=True, reinit="create_new",
                                   settings=wandb.Settings(console="off"))  # train.log keeps the console
         except wandb.errors.Error as e:  # no API key, no network, a bad WANDB_* setting: the user's to fix
             raise UserError(f"output.report_to: wandb cannot start a run ({reason(e)}); log in with `wandb login` "
@@ -635,7 +676,7 @@ class WandbTracker(Tracker):
         with self.reaching(f"the test metrics of step {step}", AFTER_TRAINING):
             self.run.summary.update({panel_tag(f"test_{k}"): v for k, v in scalars(metrics).items()})
 
-    def on_end(self, verdict, artifacts, failed):
+    def on_end(self, verdict, artifacts, failed, interrupted=False):
         with self.reaching(f"the end of the run (step {self.step})", "" if failed else AFTER_TRAINING):
             if verdict:
                 self.run.summary["verdict"] = verdict
@@ -716,31 +757,44 @@ class TrackingGroup:
     def finish(self, metrics: dict[str, Any], artifacts: list[Path] | tuple[Path, ...] = (),
                tags: dict[str, str] | None = None) -> None:
         """Log the group's aggregates (the finite numbers of ``metrics``), its artifacts and tags, and
-        end the parent run FINISHED."""
+        end the parent run FINISHED. A parent finished before (a resumed ``train --seeds``, a study
+        continued) logs only the aggregates that changed, at the step after the last it holds (step 0:
+        the first finish): its history holds one value a step and none twice, its latest the group's now."""
         if not self.active:
             return
         from mlflow.entities import Metric
 
         with self._reaching("the group's aggregates"):
             now = int(time.time() * 1000)
-            values = [Metric(k, v, now, 0) for k, v in scalars(metrics).items()]
-            for i in range(0, len(values), 1000):  # MLflow's batch limit: 1,000 metrics
-                self.client.log_batch(self.run_id, metrics=values[i:i + 1000])
-            for k, v in (tags or {}).items():
-                self.client.set_tag(self.run_id, k, str(v))
-            for p in artifacts:
-                if Path(p).is_file():
-                    self.client.log_artifact(self.run_id, str(p))
+            latest = self.client.get_run(self.run_id).data.metrics
+            step = 1 + max((m.step for k in latest for m in self.client.get_metric_history(self.run_id, k)),
+                           default=-1)
+            values = [Metric(k, v, now, step) for k, v in scalars(metrics).items() if latest.get(k) != v]
+            try:
+                for i in range(0, len(values), 1000):  # MLflow's batch limit: 1,000 metrics
+                    self.client.log_batch(self.run_id, metrics=values[i:i + 1000])
+                for k, v in (tags or {}).items():
+                    self.client.set_tag(self.run_id, k, str(v))
+                for p in artifacts:
+                    if Path(p).is_file():
+                        self.client.log_artifact(self.run_id, str(p))
+            except BaseException:
+                # not logged whole (an artifact store that refuses, Ctrl-C): the parent ends FAILED (KILLED)
+                # where its store still answers, not RUNNING for ever (no caller's fail() follows a finish)
+                with contextlib.suppress(*mlflow_errors()):
+                    self.client.set_terminated(self.run_id, status(True, interrupted_now()))
+                self.run_id = None
+                raise
             self.client.set_terminated(self.run_id, "FINISHED")
         self.run_id = None  # ended: no later end marks it failed
 
     def fail(self) -> None:
-        """End the parent run FAILED (the group stopped by an exception, which is on its way out: a
-        store that fails here too is said as a warning, not raised over it)."""
+        """End the parent run FAILED, or KILLED when Ctrl-C stopped the group (called with the exception on
+        its way out: a store that fails here too is said as a warning, not raised over it)."""
         if not self.active:
             return
         try:
-            self.client.set_terminated(self.run_id, "FAILED")
+            self.client.set_terminated(self.run_id, status(True, interrupted_now()))
         except mlflow_errors() as e:
             log.warning("mlflow: ending the %s parent run failed: %s", self.kind, reason(e))
         self.run_id = None

@@ -257,6 +257,8 @@ class Trainer:
             self.run_dir, enabled=self.info.is_main, config=cfg,
             progress_bar=cfg.output.progress_bar, total_steps=t.max_steps if self.model.needs_training else 0,
             resume_step=resume_step,
+            resolved={"training.device": str(self.device), "training.precision": self.precision,
+                      "training.compile": self.compile_mode},
         )
 
     @property
