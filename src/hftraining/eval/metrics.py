@@ -735,8 +735,8 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lag: int,
     are the float64 shares but for ~1e-8 of their log loss, the same way on every date, and read
     p = 1e-217 ("beats the class shares").
 
-    A difference that is the same on every date (its spread within twice that rounding) has no variance to
-    test it by: the statistic is ±inf and the p-value the exact sign test's, every one of the m = ⌈T/H⌉ dates
+    A difference that is the same on every date (each date's within its own rounding of one value, every
+    date of one sign) has no variance to test it by: the statistic is ±inf and the p-value the exact sign test's, every one of the m = ⌈T/H⌉ dates
     H apart (whose losses share no realised return) of one sign: min(1, 2^(1 − m)), as :func:`ic_summary`'s
     t for an IC the same on every date.
     """
@@ -756,11 +756,15 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lag: int,
                 "n": int(T), "lag": int(lag), "kernel": "none (too few dates)", "resolution": bound}
     lrv, kernel = dm_long_run_variance(d, lag)
     mean = float(d.mean())
-    # how far rounding alone can move each date's d: two dates whose d differ by less may be one value
-    rounding = float(np.max(np.broadcast_to(resolution + LOSS_ULP * (np.abs(la) + np.abs(lb)), d.shape)))
+    # how far rounding alone can move each date's d: the dates are one value when each lies within its own
+    # rounding of a common one (one date's wide rounding does not make the others' spread rounding), and
+    # every one of them is of the mean's sign (the sign test's claim)
+    rounding = np.broadcast_to(resolution + LOSS_ULP * (np.abs(la) + np.abs(lb)), d.shape)
+    one_value = lrv <= 0 or (float(np.max(d - rounding)) <= float(np.min(d + rounding))
+                             and bool(np.all(d * math.copysign(1.0, mean) > 0)))
     if abs(mean) <= bound:  # within rounding (0 included): no difference to test
         stat, p = 0.0, 1.0
-    elif lrv <= 0 or float(d.max() - d.min()) <= 2.0 * rounding:
+    elif one_value:
         # the same difference on every date: no spread, t infinite (or the 1e16 of the mean's rounding), which
         # Student's t reads as p = 0 over 4 dates; the exact sign test's p instead, every date of one sign, over
         # the dates H apart (their H-step losses share no realised return)

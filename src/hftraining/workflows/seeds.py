@@ -165,7 +165,8 @@ def beats_strongest(ev: dict[str, Any]) -> bool:
     (:func:`~hftraining.eval.model_card.verdict_baseline`): a cross-sectional label's by a rank IC
     significantly higher (paired test), any other label's by an MSE below it with the Diebold–Mariano
     test rejecting equality in that direction, at the verdict's level. A ratio below 1 beside a
-    statistic of the other sign is no claim (the verdict says the two disagree)."""
+    statistic of the other sign is no claim (the verdict says the two disagree). A statistic of ±inf (a difference
+    the same on every date, read by the sign test) is null in eval.json: its direction is the mean difference's."""
     cs = ev.get("cross_section_strongest") if ev.get("target") in CROSS_SECTIONAL else None
     if cs:
         diff = cs.get("difference") or {}
@@ -174,6 +175,8 @@ def beats_strongest(ev: dict[str, Any]) -> bool:
     sb = ev.get("strongest_baseline") or {}
     ratio, dm = sb.get("mse_ratio"), sb.get("dm") or {}
     p, stat = dm.get("p_value"), dm.get("statistic")
+    if stat is None and _finite(p):  # ±inf, written as null: a finite p is the sign test's, in the mean's direction
+        stat = dm.get("mean_diff")
     return _finite(ratio) and _finite(p) and _finite(stat) and ratio < 1 and p < SIGNIFICANCE and stat < 0
 
 
