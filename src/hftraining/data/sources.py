@@ -64,6 +64,8 @@ from hftraining.data.rows import ANY_ROWS, RowsNeeded
 from hftraining.data.validate import Report, TooFewRows, check_policy, date_range, validate_frame, validate_table
 
 PARTITION = "symbol="
+# the folder pyarrow (pandas' ``partition_cols``) writes the rows of a null partition value into
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 log = logging.getLogger("hftraining")
 
 
@@ -95,8 +97,19 @@ def partition_symbol(folder: Path) -> str:
     writes and reads them (``df.to_parquet(path, partition_cols=["symbol"])`` writes ``BTC/USDT`` as
     ``symbol=BTC%2FUSDT`` and ``BRK B`` as ``symbol=BRK%20B``, which pandas reads back as ``BTC/USDT``). Read
     undecoded, the symbol was ``BTC%2FUSDT``: ``data.symbols: [BTC/USDT]`` did not find it, and a model trained on
-    the same rows in a long file knew no such symbol."""
-    return unquote(folder.name[len(PARTITION):])
+    the same rows in a long file knew no such symbol. The blanks around the name are not the symbol's, as in a
+    long file (a padded ``CHAR(8)`` column written with ``partition_cols`` is ``symbol=AEM%20%20%20%20%20``); ``""``
+    for a folder that names no symbol: pyarrow's folder of the rows whose symbol is null
+    (:data:`HIVE_NULL`), ``symbol=`` or blanks, whose rows are reported as a long file's rows without a symbol
+    are. A DataError for a name that is not UTF-8 text once decoded (``symbol=%E9``), which pyarrow refuses too."""
+    raw = folder.name[len(PARTITION):]
+    if raw == HIVE_NULL:
+        return ""
+    try:
+        return unquote(raw, errors="strict").strip()
+    except UnicodeDecodeError:
+        raise DataError(f"{folder}: the folder's name is not UTF-8 text once its %-escapes are decoded ({raw!r}): "
+                        "rename it symbol=SYM, with SYM the symbol in UTF-8 (%-escaped as pyarrow writes it)") from None
 
 
 def _parquet_columns(path: Path) -> dict[str, str]:
@@ -167,8 +180,9 @@ def units(d: DataConfig) -> list[Unit]:
         p = Path(spec) if spec is not None else None
         if p is not None and is_dataset(p):
             parts = sorted(q for q in p.iterdir() if q.is_dir() and q.name.startswith(PARTITION))
-            out += [Unit("partition", str(q), partition_symbol(q)) for q in parts
-                    if wanted is None or partition_symbol(q) in wanted]
+            named = [(q, partition_symbol(q)) for q in parts]
+            # a folder naming no symbol (symbol ""): its rows reported (missing_symbol), as a long file's are
+            out += [Unit("partition", str(q), s) for q, s in named if (wanted is None or s in wanted)]
             continue
         for f in io.resolve_paths(spec):
             if io.is_parquet(f) and "symbol" in _parquet_columns(f):
@@ -255,22 +269,70 @@ def partition_files(folder: Path) -> list[Path]:
     return [f for f in sorted(folder.glob("*.parquet")) + sorted(folder.glob("*.pq")) if not io.is_hidden(f)]
 
 
-def same_columns(files: list[Path]) -> None:
-    """A DataError naming two of one symbol's Parquet files (a dataset's ``symbol=`` folder) whose columns that are
-    read (a timestamp, a price, the volume, Adj Close, the symbol: :func:`~hftraining.data.io.canonical_name`) differ,
-    and the columns one has that the other lacks. The files are scanned as one table with the first file's columns:
-    a later file's own columns were dropped without a word (its open/high/low taken from the close, its Adj Close
-    ignored, a timestamp column named otherwise read as empty: every row a ``bad_timestamp``)."""
+def _read_names(names: list[str]) -> set[str]:
+    """The column names of a Parquet file that are read: a timestamp (a Date and a Time of day both), a price, the
+    volume, Adj Close, the symbol (:func:`~hftraining.data.io.canonical_name`) and Investing.com's ``Price``."""
+    return {n for n in names if io.canonical_name(n) is not None or io.name_key(n) == "price"}
+
+
+def same_columns(files: list[Path]) -> "Any":
+    """The schema one symbol's Parquet files (a dataset's ``symbol=`` folder) are scanned with as one table (None for
+    one file): the first file's columns, each read column (:func:`_read_names`) of the type every file's values fit
+    (int64 volumes beside float ones as floats, as pyarrow's permissive promotion widens them; timestamps of other
+    zones as the first file's zone). A DataError naming two of the files whose read columns differ (the columns one
+    has that the other lacks: a later file's own columns were dropped without a word, its open/high/low taken from
+    the close, its ``Time`` beside ``Date`` dropped and its hourly bars read as one bar a day, its ``Price`` read as
+    no close), or whose read column holds values of another kind (dates beside date-times, which were cut to their
+    dates: every bar of a day but one dropped as a duplicate; stamps with a zone beside stamps without one, which a
+    file may not mix either). Only the files' footers are read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     if len(files) < 2:
-        return
-    read = [set(_parquet_columns(f).values()) for f in files]
-    for f, cols in zip(files[1:], read[1:]):
-        if cols != read[0]:
-            more, fewer = sorted(cols - read[0]), sorted(read[0] - cols)
+        return None
+    schemas = []
+    for f in files:
+        try:
+            schemas.append(pq.read_schema(f))
+        except (OSError, ValueError, pa.ArrowException) as e:
+            raise DataError(f"{f}: cannot read Parquet ({str(e).strip().splitlines()[0]})") from None
+    first, read = schemas[0], _read_names(schemas[0].names)
+    for f, sch in zip(files[1:], schemas[1:]):
+        cols = _read_names(sch.names)
+        if cols != read:
+            more, fewer = sorted(cols - read), sorted(read - cols)
             what = "; ".join(x for x in (f"{f.name} has {', '.join(map(repr, more))}" if more else "",
                                          f"it lacks {', '.join(map(repr, fewer))}" if fewer else "") if x)
             raise DataError(f"{f}: its columns differ from those of {files[0].name}, read with it as one symbol's "
                             f"rows ({what}): write every file of the folder with the same columns")
+    fields = []
+    for field in first:
+        typ = field.type
+        for f, sch in zip(files[1:], schemas[1:]):
+            i = sch.get_field_index(field.name)
+            other = sch.field(i).type if i >= 0 else None
+            if other is None or other == typ:
+                continue
+            try:  # int64 and double: double; float and double: double; ms and ns: ns
+                typ = pa.unify_schemas([pa.schema([(field.name, typ)]), pa.schema([(field.name, other)])],
+                                       promote_options="permissive").field(0).type
+                continue
+            except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
+            if pa.types.is_timestamp(typ) and pa.types.is_timestamp(other) and (typ.tz is None) == (other.tz is None):
+                finer = max(typ.unit, other.unit, key=["s", "ms", "us", "ns"].index)
+                typ = pa.timestamp(finer, tz=typ.tz)  # one instant in either zone
+                continue
+            if field.name not in read:  # a column nothing reads: left out of the scan, not a refusal
+                typ = None
+                break
+            raise DataError(f"{f}: column {field.name!r} holds {other} there and {field.type} in {files[0].name}, read "
+                            "with it as one symbol's rows: write every file of the folder with the same column types "
+                            "(dates beside date-times, or stamps with a zone beside stamps without one, cannot be one "
+                            "column)")
+        if typ is not None:
+            fields.append(pa.field(field.name, typ, nullable=True, metadata=field.metadata))
+    return pa.schema(fields, metadata=first.metadata)
 
 
 def _has_symbol_column(path: Path) -> bool:
@@ -293,8 +355,10 @@ def input_files(us: list[Unit]) -> list[Path]:
     return sorted(files)
 
 
-def _scan(files: list[Path], d: DataConfig, symbol_col: str | None, symbol: str | None) -> pd.DataFrame:
-    """The rows of ``files`` (one symbol's) with the symbol and the date range pushed down."""
+def _scan(files: list[Path], d: DataConfig, symbol_col: str | None, symbol: str | None,
+          schema: Any = None) -> pd.DataFrame:
+    """The rows of ``files`` (one symbol's) with the symbol and the date range pushed down; ``schema``: the one
+    they are read with (:func:`same_columns`), else the first file's."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
@@ -302,7 +366,7 @@ def _scan(files: list[Path], d: DataConfig, symbol_col: str | None, symbol: str 
     cols = _parquet_columns(files[0])
     position = None  # each row's position among the symbol's rows, when the date range skips some
     try:
-        dataset = ds.dataset([str(f) for f in files], format="parquet")
+        dataset = ds.dataset([str(f) for f in files], format="parquet", schema=schema)
         flt = None
         if symbol_col is not None:  # the symbol's rows, compared as text (a column of integer codes too),
             field = ds.field(symbol_col)  # without the blanks around it (:func:`_long_symbols`)
@@ -341,28 +405,37 @@ def _scan(files: list[Path], d: DataConfig, symbol_col: str | None, symbol: str 
 def _unnamed_rows(u: Unit) -> dict[str, Any]:
     """The report of a long Parquet file's rows without a symbol (:class:`Unit` with symbol ``""``):
     each dropped, as ``blank_line`` when it holds no value at all and else ``missing_symbol``, under
-    its 1-based row number in the file (a long CSV file's rows are reported alike)."""
+    its 1-based row number in the file (a long CSV file's rows are reported alike). A dataset's ``symbol=``
+    folder that names no symbol (:func:`partition_symbol`: pyarrow's folder of null symbols) is such rows
+    throughout, numbered across its files as a symbol's rows are; its rows were a symbol named
+    ``__HIVE_DEFAULT_PARTITION__`` (or a blank one) in the panel."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = Path(u.path)
-    column = _parquet_columns(path)["symbol"]
+    partition = u.kind == "partition"
+    files = partition_files(Path(u.path)) if partition else [Path(u.path)]
+    if partition and not files:
+        raise DataError(f"{u.path}: partition holds no .parquet files")
     rep = Report(file=u.name, row_numbers="row")
-    try:
-        pf = pq.ParquetFile(path)
-        offset = 0
-        for i in range(pf.num_row_groups):  # one row group in memory at a time
-            group = pf.read_row_group(i)
-            where = np.flatnonzero(_no_symbol(group.column(column)))
-            if len(where):
-                rows = group.take(pa.array(where)).drop_columns([column]).to_pandas()
-                empty = rows.isna().to_numpy().all(axis=1) if rows.shape[1] else np.ones(len(rows), bool)
-                rep.count("blank_line", "dropped", where[empty] + offset + 1)
-                rep.count("missing_symbol", "dropped", where[~empty] + offset + 1)
-                rep.rows_in += len(where)
-            offset += group.num_rows
-    except (OSError, ValueError, pa.ArrowException) as e:
-        raise DataError(f"{path}: cannot read Parquet ({str(e).strip().splitlines()[0]})") from None
+    offset = 0
+    for path in files:
+        column = None if partition else _parquet_columns(path)["symbol"]
+        try:
+            pf = pq.ParquetFile(path)
+            for i in range(pf.num_row_groups):  # one row group in memory at a time
+                group = pf.read_row_group(i)
+                where = (np.arange(group.num_rows) if column is None
+                         else np.flatnonzero(_no_symbol(group.column(column))))
+                if len(where):
+                    rows = group.take(pa.array(where))
+                    rows = (rows if column is None else rows.drop_columns([column])).to_pandas()
+                    empty = rows.isna().to_numpy().all(axis=1) if rows.shape[1] else np.ones(len(rows), bool)
+                    rep.count("blank_line", "dropped", where[empty] + offset + 1)
+                    rep.count("missing_symbol", "dropped", where[~empty] + offset + 1)
+                    rep.rows_in += len(where)
+                offset += group.num_rows
+        except (OSError, ValueError, pa.ArrowException) as e:
+            raise DataError(f"{path}: cannot read Parquet ({str(e).strip().splitlines()[0]})") from None
     return rep.to_dict()
 
 
@@ -378,7 +451,7 @@ def read_unit(u: Unit, d: DataConfig, needed: RowsNeeded = ANY_ROWS) -> tuple[di
 
 
 def _read_unit(u: Unit, d: DataConfig, needed: RowsNeeded) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    if u.kind == "long" and not u.symbol:
+    if u.kind in ("long", "partition") and not u.symbol:
         return {}, _unnamed_rows(u)
     if u.kind == "file":  # CSV (compressed or not) or a Parquet file, read whole
         path = Path(u.path)
@@ -397,8 +470,7 @@ def _read_unit(u: Unit, d: DataConfig, needed: RowsNeeded) -> tuple[dict[str, pd
         files = partition_files(p)
         if not files:
             raise DataError(f"{p}: partition holds no .parquet files")
-        same_columns(files)
-        table = _scan(files, d, None, None)
+        table = _scan(files, d, None, None, same_columns(files))
     else:
         table = _scan([Path(u.path)], d, _parquet_columns(Path(u.path))["symbol"], u.symbol)
     if "timestamp" in table.columns:  # a Parquet column of text stamps, as a CSV file's
