@@ -25,6 +25,7 @@ benchmark's own: the protocol's borders, the closed-form maps and the val-chosen
 
 from __future__ import annotations
 
+import codecs
 import functools
 import logging
 import math
@@ -105,15 +106,14 @@ def load_ett(data_dir: str | Path, dataset: str) -> np.ndarray:
         raise ConfigError(f"--dataset: unknown {dataset!r}; valid: {', '.join(DATASETS)}")
     path = Path(data_dir) / f"{dataset}.csv"
     try:
-        with path.open(encoding="utf-8-sig") as fh:  # a BOM (Excel's "CSV UTF-8") is no part of the header
-            header = fh.readline().strip().split(",")
-            if tuple(header) != COLUMNS:
-                raise DataError(f"{path}: header {','.join(header)!r}, expected {','.join(COLUMNS)!r}")
-            body = fh.read()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: no such file (expected the ETT-small CSVs in --data)") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    text = _utf8_text(path, raw)
+    header_line, _, body = text.partition("\n")
+    header = header_line.strip().split(",")
+    if tuple(header) != COLUMNS:
+        raise DataError(f"{path}: header {','.join(header)!r}, expected {','.join(COLUMNS)!r}")
     lines, numbers = [], []  # the data rows and their 1-based line numbers in the file
     # the file is read with universal newlines (\r\n and \r are \n): split there alone, as an editor counts lines
     # (str.splitlines also breaks at \f, \x1c-\x1e, \x85, U+2028/9: every later line number was off)
@@ -143,6 +143,29 @@ def load_ett(data_dir: str | Path, dataset: str) -> np.ndarray:
         raise DataError(f"{path}: line {numbers[i]}: date {dates[i]}, expected {expected[i]} ({dataset} rows are "
                         f"{'15-minute' if dataset.startswith('ETTm') else 'hourly'} steps from {START.astype('datetime64[m]')} without gaps)")
     return values
+
+
+def _newlines(text: str) -> str:
+    """``text`` with \\r\\n and \\r read as \\n (universal newlines, as an editor counts lines)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _utf8_text(path: Path, raw: bytes) -> str:
+    """The file's bytes as text (universal newlines), a UTF-8 byte order mark at the start left out (a
+    file saved by Excel as "CSV UTF-8"). Bytes that are not UTF-8 are a DataError naming their offset
+    in the file and their line: the decoder's own offset counted from the start of the chunk it was
+    given (8 KiB reads) and from after the mark, so it pointed elsewhere in any longer file."""
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return _newlines(raw[bom:].decode("utf-8"))
+    except UnicodeDecodeError as e:
+        at = bom + e.start
+        line = _newlines(raw[bom:at].decode("utf-8")).count("\n") + 1
+        marks = (("UTF-32", codecs.BOM_UTF32_LE), ("UTF-32", codecs.BOM_UTF32_BE),  # UTF-32 LE starts as UTF-16 LE
+                 ("UTF-16", codecs.BOM_UTF16_LE), ("UTF-16", codecs.BOM_UTF16_BE))
+        wide = next(((name, mark) for name, mark in marks if raw.startswith(mark)), None)
+        hint = f": {wide[0]} text (byte order mark {wide[1].hex(' ').upper()}); save it as UTF-8" if wide else ""
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {at}, line {line}){hint}") from None
 
 
 def _parse(lines: list[str], column: int | None = None) -> Any:
