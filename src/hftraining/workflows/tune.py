@@ -86,6 +86,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import re
 import sys
 import threading
 import time
@@ -490,13 +491,18 @@ def on_grid(value: Any, spec: dict[str, Any]) -> Any:
     computes ``low + k·step`` in binary floating point (0.1 + 2 × 0.1 = 0.30000000000000004), and that value,
     which the search space does not hold, was trained and written to trials.csv, best.json and
     best_config.yaml. The grid is :func:`drawable_values`'s (the values checked before the tune). Any other
-    value is returned as it is."""
+    value is returned as it is: one off the grid, or beyond its ends, by Optuna's own test of a grid point
+    (``k`` within 1e-8 of a whole number), as a failed trial's draw from a range the space has moved since
+    (it was moved onto the nearest point of the new grid, or its end: 0.8 of 0..0.9 was reported as 0.5)."""
     if "choices" in spec or spec["type"] != "float" or spec["step"] is None or isinstance(value, bool) \
             or not isinstance(value, (int, float)) or not math.isfinite(value):
         return value
     d_low, d_step = Decimal(str(spec["low"])), Decimal(str(spec["step"]))
     top = (Decimal(str(spec["high"])) - d_low) // d_step
-    k = min(max(((Decimal(repr(float(value))) - d_low) / d_step).to_integral_value(), Decimal(0)), top)
+    x = (Decimal(repr(float(value))) - d_low) / d_step
+    k = x.to_integral_value()
+    if not 0 <= k <= top or abs(x - k) >= Decimal("1e-8"):
+        return value
     return float(d_low + k * d_step)
 
 
@@ -555,13 +561,23 @@ def _value_overrides(values: dict[str, Any]) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in values.items()]
 
 
-def _params_to_values(params: dict[str, Any], space: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Optuna's stored params → config values (choices of lists/dicts were stored as JSON labels)."""
+def _params_to_values(params: dict[str, Any], space: dict[str, dict[str, Any]],
+                      distributions: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Optuna's stored params → config values (choices of lists/dicts were stored as JSON labels). A stepped
+    float is the point of the grid the trial drew it from (:func:`on_grid`): of its stored distribution in
+    ``distributions`` (a trial's ``distributions``), else of ``space``. A failed trial may have drawn from a
+    range the space has moved since (:func:`check_space_unchanged`): its value is the one it trained."""
     out = {}
+    dist = _optuna().distributions
     for key, v in params.items():
         spec = space.get(key)
+        d = (distributions or {}).get(key)
         if spec and "choices" in spec and isinstance(v, str) and v not in spec["choices"]:
             out[key] = json.loads(v)
+        elif isinstance(d, dist.FloatDistribution):  # the range the trial drew from, its high on the step grid
+            out[key] = on_grid(v, {"type": "float", "low": d.low, "high": d.high, "step": d.step})
+        elif d is not None:
+            out[key] = v
         else:
             out[key] = on_grid(v, spec) if spec else v  # the value the trial trained (suggest)
     return out
@@ -1737,6 +1753,19 @@ def write_trials_csv(path: Path, header: list[str], rows: list[list[Any]]) -> No
                      if isinstance(v, float) else str(v) for v in r] for r in rows)
 
 
+NOT_YAML = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+"""A character a YAML file cannot hold, even in a comment (PyYAML: "special characters are not allowed")."""
+
+
+def yaml_comment(text: str) -> str:
+    """``text`` as YAML comment lines: each of its lines behind ``# ``, a character YAML cannot hold as its
+    Python escape (``\\x07``). A study name or ``--out`` holding a line break (``--study $'a\\nb: 1'``) wrote its
+    rest as YAML in the header of best_config.yaml, and one holding a control character made the file
+    unreadable: ``train --config best_config.yaml`` refused it (not valid YAML) once every trial had run."""
+    text = NOT_YAML.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    return "# " + "\n# ".join(text.splitlines() or [""]) + "\n"
+
+
 def write_study_report(study, cfg: Config, config_path, overrides, space, out: Path) -> str:
     """trials.csv, best_config.yaml, best.json, selection.json, importance.png → the summary text."""
     optuna = _optuna()
@@ -1747,7 +1776,8 @@ def write_study_report(study, cfg: Config, config_path, overrides, space, out: P
     rows = []
     for t in trials:
         dur = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
-        values = _params_to_values(t.params, space)  # a choice of lists/dicts: the value, not Optuna's label
+        # a choice of lists/dicts: the value, not Optuna's label; a stepped float: its point of the trial's grid
+        values = _params_to_values(t.params, space, t.distributions)
         # only a completed trial has a score: Optuna gives a pruned one its last report as its value, which a user
         # sorting the table by the score would take for the score of a configuration it never finished training
         score = t.value if t.state == State.COMPLETE else None
@@ -1780,7 +1810,7 @@ def write_study_report(study, cfg: Config, config_path, overrides, space, out: P
     write_json(out / "selection.json", sel)
     sel_brief = {k: sel[k] for k in ("dsr", "dsr_skipped", "pbo", "pbo_skipped", "n_trials", "n_tried", "n_periods")}
     if best is not None:
-        values = _params_to_values(best.params, space)
+        values = _params_to_values(best.params, space, best.distributions)
         best_cfg, note = best_trial_config(out, best.number, config_path, overrides, values)
         # without its search space, a key the trial's drawn choices ignored (early stopping under eval_steps 0) is
         # refused by `train --config best_config.yaml`; at its default it trains as the trial did
@@ -1795,11 +1825,13 @@ def write_study_report(study, cfg: Config, config_path, overrides, space, out: P
         # the score the study ranks by: with tune.folds (the study's, checked unchanged), the mean over the folds
         scored_on = ("validation split" if cfg.tune.folds < 2 else
                      f"mean of {cfg.tune.folds} walk-forward folds' validation splits")
-        header_line = (f"# best trial {best.number} of study {study.study_name}: eval_{cfg.evaluation.metric} = {best.value:.6g}"
-                       f" ({scored_on})\n# {untested_note(study)}\n# hftraining train --config {out / 'best_config.yaml'}\n"
-                       + (f"# {note}\n" if note else "") + (f"# {chosen_on}\n" if chosen_on else "")
-                       + (f"# set back to the default, as the trial's choices ignored it: {'; '.join(unused)}\n"
-                          if unused else ""))
+        notes = [f"best trial {best.number} of study {study.study_name}: eval_{cfg.evaluation.metric} = "
+                 f"{best.value:.6g} ({scored_on})", untested_note(study),
+                 f"hftraining train --config {out / 'best_config.yaml'}", *([note] if note else []),
+                 *([chosen_on] if chosen_on else []),
+                 *([f"set back to the default, as the trial's choices ignored it: {'; '.join(unused)}"]
+                   if unused else [])]
+        header_line = "".join(yaml_comment(n) for n in notes)
         (out / "best_config.yaml").write_text(header_line + yaml.dump(d, Dumper=ConfigDumper, sort_keys=False), encoding="utf-8")
         write_json(out / "best.json", {"trial": best.number, "value": best.value, "metric": f"eval_{cfg.evaluation.metric}",
                                        "params": values, "selection": sel_brief})
