@@ -6,6 +6,22 @@ layer per part maps the L inputs to the H outputs; the forecast is their sum.
   every channel (F features plus ``past``, the target's history) → (B, H).
 * :class:`DLinearMultivariate` is the paper's model (B, L, C) → (B, H, C) with the two heads
   shared across channels (``individual=False``), used by the ETT benchmark.
+
+Against the reference code (``cure-lab/LTSF-Linear``, ``models/DLinear.py``, ``individual=False``
+as in its ETT scripts), :class:`DLinearMultivariate` computes the same function of the same weights
+for an odd kernel (``tests/test_models_reference_audit.py``: the replicated edges, (k − 1) // 2 a
+side, the moving average, the two maps and their sum). Where it differs:
+
+* both maps' weights start at 1/L (the window average), the reference's two commented-out lines
+  "to visualize the weights"; its published runs start from ``nn.Linear``'s default. The start
+  changes what training reaches: ETTh1-96 (``bench ett --model dlinear --no-ensemble``, one thread)
+  scored 0.376/0.401 from 1/L and 0.380/0.404 from the default start, against the 0.375/0.399
+  published;
+* an even kernel pads k // 2 steps after and (k − 1) // 2 before (see :func:`decompose`), where the
+  reference returns one step short and its linear maps fail; a kernel longer than the window is
+  refused (the reference repeats edge values for it);
+* there is no ``individual=True`` (one pair of maps per channel), which no ETT script uses;
+* ``subtract_last`` (off by default) is NLinear's normalisation, not part of DLinear.
 """
 
 from __future__ import annotations

@@ -23,6 +23,11 @@ follow the paper's text (a vanilla post-norm encoder) rather than that code's de
   output projection's ``proj_dropout`` and ``dropout_attn``, both ``dropout``);
 * ``head_dropout`` acts on the head's input, the reference's on its output (0 in the ETT scripts).
 
+RevIN's mean, last value and scale are not detached from the graph as the reference's are; the
+inputs never require a gradient, so every parameter's gradient is the same (a training-mode forward
+and backward, BatchNorm on batch statistics, against ``PatchTST_backbone`` run on the same weights:
+outputs, gradients and running statistics agree to float32 rounding; ``tests/test_models_round18.py``).
+
 The flattened head reads (patch, d_model) in patch-major order, the reference's in d_model-major
 order: a fixed permutation of the head's inputs, the same model. ``tests/test_models_reference_audit.py``
 checks the forward against one written out from the reference source. Trained with the
