@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -19,14 +20,19 @@ def replace_file(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     removed on failure; an I/O failure is a one-line :class:`~hftraining.core.errors.WriteError` naming
     ``path``. The sibling is hidden and named by the process (``.NAME.tmp-PID``): two processes writing
     the same file each rename a whole one (a shared ``NAME.tmp`` interleaved their bytes), and one that
-    died leaves no file a folder's reader would list."""
+    died leaves no file a folder's reader would list. The sibling's bytes reach the disk (fsync) before
+    the rename and the rename does after it (the folder fsync'ed): a power loss or a crash of the machine
+    leaves the earlier file or the whole new one, never a new name over bytes that never reached the disk
+    (an empty or cut-short file that a reader of a CSV would take for fewer rows)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with writing(path):
             try:
                 write(tmp)
+                fsync_file(tmp)
                 os.replace(tmp, path)
+                fsync_dir(path.parent)
             except OSError as e:
                 if e.filename is not None and Path(e.filename) == tmp:
                     e.filename = str(path)  # the user's file, not the sibling they never named
@@ -36,6 +42,35 @@ def replace_file(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
             tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush the bytes of file ``path`` to the disk (an I/O failure propagates: the file may not be whole)."""
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+_NO_DIR_FSYNC = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EACCES, errno.EPERM, errno.EISDIR)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush folder ``path``'s entries (a file created or renamed in it) to the disk. A system or file
+    system that cannot fsync a folder (Windows, some network file systems: EINVAL, ENOTSUP, a folder it
+    may not open) is left as it is: the files are whole either way, only the rename's durability rests
+    with the file system; an I/O error (EIO, a full disk) propagates."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as e:
+        if e.errno in _NO_DIR_FSYNC:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in _NO_DIR_FSYNC:
+            raise
+    finally:
+        os.close(fd)
 
 
 def replace_folder(out: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -56,8 +91,9 @@ def replace_folder(out: str | os.PathLike, write: Callable[[Path], None]) -> Pat
             write(tmp)
             for f in tmp.rglob("*"):
                 if f.is_file() and not f.is_symlink():
-                    with open(f, "rb") as fh:
-                        os.fsync(fh.fileno())
+                    fsync_file(f)
+            for f in [*(f for f in tmp.rglob("*") if f.is_dir() and not f.is_symlink()), tmp]:
+                fsync_dir(f)  # the names of the files in it
             if out.exists():
                 os.rename(out, old)
             try:
@@ -66,6 +102,7 @@ def replace_folder(out: str | os.PathLike, write: Callable[[Path], None]) -> Pat
                 if old.exists():
                     os.rename(old, out)  # the earlier folder back, whole
                 raise
+            fsync_dir(out.parent)  # the rename itself
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -20,6 +20,7 @@ from hftraining.core.files import replace_folder
 from hftraining.core.jsonio import write_json
 from hftraining.models import folder
 from hftraining.models.outputs import ForecastOutput
+from hftraining.models.predict import usable_device
 from hftraining.models.registry import build_model
 
 CONFIG_NAME = "config.json"
@@ -124,16 +125,19 @@ class ForecastModel(nn.Module):
         return replace_folder(directory, write)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> "ForecastModel":
-        """Rebuild the model saved in ``directory`` (any registered type) with its weights. The folder
-        is untrusted input: every file is checked before anything is built from it
-        (:mod:`hftraining.models.folder`); a failure is a one-line DataError naming the file."""
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "ForecastModel":
+        """Rebuild the model saved in ``directory`` (any registered type) with its weights, on the device
+        ``map_location`` (``cpu``, ``cuda``, ``cuda:N`` or a ``torch.device``; one this machine lacks is a
+        one-line ConfigError naming ``map_location``, before the folder is read). The folder is untrusted
+        input: every file is checked before anything is built from it (:mod:`hftraining.models.folder`); a
+        failure is a one-line DataError naming the file."""
+        device = usable_device(map_location, "map_location")
         d = Path(directory)
         if not (d / CONFIG_NAME).exists() and not (d / CONFIG_NAME).is_symlink():
             raise DataError(f"{d}: not a model folder (no {CONFIG_NAME})")
         cfg, n_features, horizon, seq_len = folder.model_spec(d)
         expected = folder.expected_tensors(cfg, n_features, horizon, seq_len, d / CONFIG_NAME)
-        state = folder.load_weights(d, expected, map_location)
+        state = folder.load_weights(d, expected)  # read and checked on the CPU, then the model moves whole
         model = build_model(cfg, n_features, horizon, seq_len)
         if model.fp32_heads is not None:
             model.fp32_heads = folder.fp32_heads(d)
@@ -141,7 +145,7 @@ class ForecastModel(nn.Module):
             model.load_state_dict(state)
         except Exception as e:  # e.g. a LightGBM booster's text that does not parse
             raise DataError(f"{d / WEIGHTS_NAME}: cannot be loaded into the model ({' '.join(str(e).split())[:200]})") from None
-        return model
+        return model.to(device)
 
 
 def load_preprocessing(directory: str | Path) -> dict[str, Any]:

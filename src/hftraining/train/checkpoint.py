@@ -517,7 +517,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     load_weights(path, model)
     peaks = [g.get("initial_lr") for g in optimizer.param_groups]  # this run's, scaled by its world size
     load_optimizer(path, optimizer)
-    state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    state = _read_json(path, STATE_FILE)
     state.pop("checksums", None)
     fp32_heads = state.pop("fp32_heads", False)
     if getattr(model, "fp32_heads", None) is not None:
@@ -561,7 +561,7 @@ def _keep_peak_rates(state: dict[str, Any], optimizer: torch.optim.Optimizer, pe
 def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
     """Load a checkpoint's optimizer state into ``optimizer`` in place, every state tensor in the
     dtype it was saved in."""
-    opt_meta = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
+    opt_meta = _read_json(path, "optimizer.json")
     saved = optimizer_state_from_flat(_load_tensors(path, "optimizer.safetensors"), opt_meta)
     optimizer.load_state_dict(saved)
     _restore_state_dtypes(optimizer, saved)
@@ -595,8 +595,29 @@ def _restore_state_dtypes(optimizer: torch.optim.Optimizer, saved: dict[str, Any
 
 
 def load_weights(folder: Path, model: torch.nn.Module) -> None:
-    """Load the model weights of a checkpoint (or model) folder into ``model`` in place."""
-    model.load_state_dict(_load_tensors(Path(folder), "model.safetensors"))
+    """Load the model weights of a checkpoint (or model) folder into ``model`` in place; weights of another
+    model (a checkpoint written before checksums, its file replaced) are a :class:`CheckpointError` naming
+    the file, not torch's list of every key."""
+    state = _load_tensors(Path(folder), "model.safetensors")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        if "Error(s) in loading state_dict" not in str(e):  # not a mismatch of keys or shapes (out of memory)
+            raise
+        raise CheckpointError(f"{Path(folder) / 'model.safetensors'}: holds the weights of another model "
+                              f"({' '.join(str(e).split())[:200]})") from None
+
+
+def _read_json(folder: Path, name: str) -> dict[str, Any]:
+    """The JSON object of file ``name`` in checkpoint ``folder``. One that cannot be read (cut short: a
+    checkpoint written before checksums is loaded unverified) is a :class:`CheckpointError` naming the file."""
+    try:
+        obj = json.loads((folder / name).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{folder / name}: cannot be read ({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{folder / name}: does not hold a JSON object")
+    return obj
 
 
 def _load_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
