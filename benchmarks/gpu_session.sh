@@ -38,7 +38,7 @@ checks)
     # the compiled and CUDA-graphed step against eager (gradients, losses, dropout per micro-batch,
     # resume), no host synchronisation between logging steps, device batches, out of memory, fp16 resume
     s=$(left 150)
-    timeout "$s" "$py" -m pytest -q -m "not slow" tests/test_devices.py -k "cuda or steady_state or out_of_memory or fp16_resume" \
+    timeout "$s" "$py" -m pytest -q -m "not slow" tests/test_devices.py tests/test_checkpoint_round18.py -k "cuda or steady_state or out_of_memory or fp16_resume" \
         -rfE --durations=10 2>&1 | tee "$out/tests.txt" | tail -25
     said "${PIPESTATUS[0]}" "$s" "the CUDA tests" "$out/tests.txt"
     # where a batch-1024 step's GPU time goes (default mode: kernels inside CUDA graphs are not attributed)

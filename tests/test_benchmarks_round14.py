@@ -114,3 +114,5 @@ def test_gpu_session_checks_select_every_cuda_check(tmp_path):
     assert want <= ids, sorted(want - ids)
     assert sum(i.startswith("test_steady_state_steps_never_synchronise_the_host[") for i in ids) == 4, sorted(ids)
     assert not any("cpu" in i.split("[")[-1] for i in ids if "[" in i), sorted(ids)  # the CPU runs them elsewhere
+    loaded = re.findall(r"^tests/test_checkpoint_round18\.py::(\S+)$", proc.stdout, re.M)
+    assert sum(i.startswith("test_from_pretrained_on_cuda_returns_the_model_on_the_gpu[") for i in loaded) == 3, loaded
