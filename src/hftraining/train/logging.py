@@ -213,13 +213,22 @@ class RunLogger:
         self._ended = True
         failed = failed or interrupted
         error = None
+        stop: KeyboardInterrupt | None = None
         for t in self._trackers:  # every backend gets its end, even when one of them fails
             try:
                 t.on_end(verdict, [Path(p) for p in artifacts], failed, interrupted)
+            except KeyboardInterrupt as e:
+                # Ctrl-C while a backend ended (an upload): the backends after it end too, stopped by the user
+                # (MLflow's KILLED, not RUNNING for ever), with nothing more uploaded; the Ctrl-C goes on after
+                stop = stop or e
+                failed = interrupted = True
+                artifacts = ()
             except Exception as e:
                 error = error or e
                 if failed:  # the run's own exception is on its way out: do not hide it
                     log.warning("%s: ending the tracking run failed: %s", t.name, e)
+        if stop is not None:
+            raise stop
         if error is not None and not failed:
             raise error
 

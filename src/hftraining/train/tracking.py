@@ -513,7 +513,16 @@ class MlflowTracker(Tracker):
             if uri.startswith("sqlite:"):
                 check_sqlite_store(uri)
             store_dir = (self.member.own_store if self.member else None if env_uri else run_dir)
-            self._open(run_dir, config, resume_step, stored, uri, store_dir, params=params)
+            self.opened = False  # set once the run is created or set RUNNING again
+            try:
+                self._open(run_dir, config, resume_step, stored, uri, store_dir, params=params)
+            except BaseException:
+                # Ctrl-C or the store failing after the run was opened (a resume reading its history): the
+                # run ends KILLED (FAILED) where its store still answers, not RUNNING for ever
+                if self.opened:
+                    with contextlib.suppress(*mlflow_errors()):
+                        self.client.set_terminated(self.run_id, status(True, interrupted_now()))
+                raise
         except mlflow_errors() as e:
             why = reason(e)
             if stored and self.member is not None and stored.get("tracking_uri") != shown_url(uri):
@@ -550,6 +559,7 @@ class MlflowTracker(Tracker):
             self.run_id = stored["run_id"]
             run = self.client.get_run(self.run_id)
             self.client.update_run(self.run_id, status="RUNNING")
+            self.opened = True
             for key in run.data.metrics:
                 history = self.client.get_metric_history(self.run_id, key)
                 # from the checkpoint's step on: a run stopped while it was scored is scored again at that step
@@ -577,6 +587,7 @@ class MlflowTracker(Tracker):
                                          tags={"hftraining.run_dir": str(run_dir.resolve()),
                                                **(self.member.tags if self.member else {})})
             self.run_id = run.info.run_id
+            self.opened = True
             store_tracking(run_dir, self.name, {"tracking_uri": shown_url(uri), "experiment_id": exp_id,
                                                 "run_id": self.run_id})
         items = [Param(k, v) for k, v in params.items()]
@@ -766,11 +777,11 @@ class TrackingGroup:
 
         with self._reaching("the group's aggregates"):
             now = int(time.time() * 1000)
-            latest = self.client.get_run(self.run_id).data.metrics
-            step = 1 + max((m.step for k in latest for m in self.client.get_metric_history(self.run_id, k)),
-                           default=-1)
-            values = [Metric(k, v, now, step) for k, v in scalars(metrics).items() if latest.get(k) != v]
-            try:
+            try:  # the history read too: Ctrl-C or a store failing there ends the parent as well
+                latest = self.client.get_run(self.run_id).data.metrics
+                step = 1 + max((m.step for k in latest for m in self.client.get_metric_history(self.run_id, k)),
+                               default=-1)
+                values = [Metric(k, v, now, step) for k, v in scalars(metrics).items() if latest.get(k) != v]
                 for i in range(0, len(values), 1000):  # MLflow's batch limit: 1,000 metrics
                     self.client.log_batch(self.run_id, metrics=values[i:i + 1000])
                 for k, v in (tags or {}).items():
@@ -834,36 +845,47 @@ def start_group(config: Config, folder: Path, kind: str, name: str, params: dict
     uri, own = _group_store(folder)
     stored = read_tracking_group(folder)
     params, full, cut = cut_params(params, MAX_PARAM_VAL_LENGTH)
+    opened = None  # the parent run once created or set RUNNING again
     try:
-        if uri.startswith("sqlite:"):
-            check_sqlite_store(uri)
-        client = MlflowClient(tracking_uri=uri)
-        if resume and stored and stored.get("kind") == kind:
-            run_id = stored["run_id"]
-            logged = client.get_run(run_id).data.params
-            client.update_run(run_id, status="RUNNING")
-            for k, v in params.items():  # a param cannot change: a differing value is a tag, as a resumed run's
-                if k in logged and logged[k] != v:
-                    client.set_tag(run_id, f"resumed.{k}", v)
-            params = {k: v for k, v in params.items() if k not in logged}
-            exp_id = stored["experiment_id"]
-        else:
-            exp = client.get_experiment_by_name(config.output.experiment_name)
-            if exp is not None:
-                exp_id = exp.experiment_id
+        try:
+            if uri.startswith("sqlite:"):
+                check_sqlite_store(uri)
+            client = MlflowClient(tracking_uri=uri)
+            if resume and stored and stored.get("kind") == kind:
+                run_id = stored["run_id"]
+                logged = client.get_run(run_id).data.params
+                client.update_run(run_id, status="RUNNING")
+                opened = run_id
+                for k, v in params.items():  # a param cannot change: a differing value is a tag, as a resumed run's
+                    if k in logged and logged[k] != v:
+                        client.set_tag(run_id, f"resumed.{k}", v)
+                params = {k: v for k, v in params.items() if k not in logged}
+                exp_id = stored["experiment_id"]
             else:
-                artifacts = (own / "mlartifacts").resolve().as_uri() if own is not None else None
-                exp_id = client.create_experiment(config.output.experiment_name, artifact_location=artifacts)
-            run_id = client.create_run(exp_id, run_name=name, tags={
-                "hftraining.group": kind, "hftraining.run_dir": str(folder.resolve())}).info.run_id
-            if stored and stored.get("run_id"):
-                with contextlib.suppress(*mlflow_errors()):  # an earlier parent in another store, or deleted
-                    client.set_tag(stored["run_id"], "hftraining.superseded_by", run_id)
-            write_json(folder / GROUP_FILE, {"mlflow": {"tracking_uri": shown_url(uri), "experiment_id": exp_id,
-                                                        "run_id": run_id, "kind": kind}})
-        if params:
-            client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
-        log_full_params(client, run_id, full, cut, MAX_PARAM_VAL_LENGTH, f"the {kind} parent run")
+                exp = client.get_experiment_by_name(config.output.experiment_name)
+                if exp is not None:
+                    exp_id = exp.experiment_id
+                else:
+                    artifacts = (own / "mlartifacts").resolve().as_uri() if own is not None else None
+                    exp_id = client.create_experiment(config.output.experiment_name, artifact_location=artifacts)
+                run_id = client.create_run(exp_id, run_name=name, tags={
+                    "hftraining.group": kind, "hftraining.run_dir": str(folder.resolve())}).info.run_id
+                opened = run_id
+                if stored and stored.get("run_id"):
+                    with contextlib.suppress(*mlflow_errors()):  # an earlier parent in another store, or deleted
+                        client.set_tag(stored["run_id"], "hftraining.superseded_by", run_id)
+                write_json(folder / GROUP_FILE, {"mlflow": {"tracking_uri": shown_url(uri), "experiment_id": exp_id,
+                                                            "run_id": run_id, "kind": kind}})
+            if params:
+                client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+            log_full_params(client, run_id, full, cut, MAX_PARAM_VAL_LENGTH, f"the {kind} parent run")
+        except BaseException:
+            # Ctrl-C or the store failing after the parent was opened: it ends KILLED (FAILED) where its store
+            # still answers, not RUNNING for ever (the group's fail() needs the group this returns)
+            if opened is not None:
+                with contextlib.suppress(*mlflow_errors()):
+                    client.set_terminated(opened, status(True, interrupted_now()))
+            raise
     except mlflow_errors() as e:
         if resume and stored:
             raise UserError(f"{folder / GROUP_FILE}: MLflow parent run {stored['run_id']} cannot be continued in "
