@@ -35,9 +35,10 @@ def test_dm_a_date_of_the_other_sign_is_not_read_as_every_date_of_one_sign():
     resolution = np.r_[1.0, np.full(T - 1, 1e-9)]
     out = M.diebold_mariano(d, np.zeros(T), lag=0, resolution=resolution)
     ref = stats.ttest_1samp(d, 0.0)
-    assert math.isfinite(out["statistic"]) and out["kernel"] == "rectangular"
+    assert math.isfinite(out["statistic"]) and out["kernel"].startswith("rectangular")
     assert out["statistic"] == pytest.approx(ref.statistic, rel=1e-12)
-    assert out["p_value"] == pytest.approx(ref.pvalue, rel=1e-9)
+    assert out["p_t"] == pytest.approx(ref.pvalue, rel=1e-9)
+    assert out["p_value"] == pytest.approx(max(ref.pvalue, 2.0 ** (1 - T)), rel=1e-9)  # no p below the sign test's
 
 
 def test_dm_one_wide_rounding_does_not_make_the_other_dates_one_value():
@@ -51,7 +52,10 @@ def test_dm_one_wide_rounding_does_not_make_the_other_dates_one_value():
     out = M.diebold_mariano(d, np.zeros(T), lag=0, resolution=resolution)
     ref = stats.ttest_1samp(d, 0.0)
     assert out["statistic"] == pytest.approx(ref.statistic, rel=1e-12)
-    assert out["p_value"] == pytest.approx(ref.pvalue, rel=1e-9)
+    assert out["p_t"] == pytest.approx(ref.pvalue, rel=1e-9)
+    # the t p (4.8e-9) is below the sign test's smallest over 20 dates, 2^-19: p is that, and says so
+    assert out["p_value"] == out["p_floor"] == 2.0 ** (1 - T) > ref.pvalue
+    assert out["kernel"] == "rectangular; p raised to the sign test's smallest over 20 dates, 2^(1 − 20)"
 
 
 def test_dm_differences_within_their_own_rounding_still_read_the_sign_test():

@@ -132,8 +132,10 @@ def test_dm_panel_matches_a_loop_over_dates_and_picks_the_larger_variance():
         la = np.array([((a[dates == d] - true[dates == d]) ** 2).mean() for d in np.unique(dates)])
         lb = np.array([((b[dates == d] - true[dates == d]) ** 2).mean() for d in np.unique(dates)])
         stat, p, kernel = _dm_reference(la, lb, H - 1)
-        assert out["n"] == D and out["lag"] == H - 1 and out["kernel"] == kernel
-        assert out["statistic"] == pytest.approx(stat, rel=1e-9) and out["p_value"] == pytest.approx(p, rel=1e-8, abs=1e-300)
+        assert out["n"] == D and out["lag"] == H - 1 and out["kernel"].split(";")[0] == kernel
+        assert out["statistic"] == pytest.approx(stat, rel=1e-9) and out["p_t"] == pytest.approx(p, rel=1e-8, abs=1e-300)
+        # no p below the sign test's smallest over the ⌈D/H⌉ dates H apart
+        assert out["p_value"] == pytest.approx(max(p, 2.0 ** (1 - -(-D // H))), rel=1e-8, abs=1e-300)
         seen.add(kernel)
     assert seen == {"rectangular", "bartlett"}
 
@@ -146,7 +148,8 @@ def test_dm_edge_cases():
     assert math.isnan(gap["p_value"]) and gap["kernel"] == "none (a loss is not finite)"
     two = M.diebold_mariano(np.array([1.0, 2.0]), np.zeros(2), 0)  # 2 dates, step 1: t(1)
     assert two["statistic"] == pytest.approx(1.5 / math.sqrt(0.25 / 2) * math.sqrt(0.5))
-    assert two["p_value"] == pytest.approx(2 * stats.t.sf(two["statistic"], 1))
+    assert two["p_t"] == pytest.approx(2 * stats.t.sf(two["statistic"], 1))
+    assert two["p_value"] == two["p_floor"] == 0.5  # 2 dates can say no more than the sign test's 2^(1 − 2)
 
 
 # ------------------------------------------------------------------------------------------------

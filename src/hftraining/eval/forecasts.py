@@ -698,7 +698,7 @@ def format_table(result: dict[str, Any], title: str = "test") -> str:
         lines.append(
             f"{name:<22}{_fmt(m['mse'], '>12.6g')}{_fmt(m['mae'], '>12.6g')}{_fmt(m['directional_accuracy'], '>9.4f')}"
             f"{direction_p_text(m):>9}{_fmt(m.get('ic'), '>9.4f')}{_fmt(m.get('ic_pooled'), '>9.4f')}"
-            f"{_fmt(d.get('statistic'), '>9.3f')}{fmt_p(d.get('p_value'), SIGNIFICANCE):>10}"
+            f"{M.dm_statistic_text(d):>9}{fmt_p(d.get('p_value'), SIGNIFICANCE):>10}"
         )
     if not cross_sectional:
         lines += _cross_section_lines(result)

@@ -736,9 +736,17 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lag: int,
     p = 1e-217 ("beats the class shares").
 
     A difference that is the same on every date (each date's within its own rounding of one value, every
-    date of one sign) has no variance to test it by: the statistic is ±inf and the p-value the exact sign test's, every one of the m = ⌈T/H⌉ dates
-    H apart (whose losses share no realised return) of one sign: min(1, 2^(1 − m)), as :func:`ic_summary`'s
-    t for an IC the same on every date.
+    date of one sign) has no variance to test it by: the statistic is ±inf and the p-value the exact sign
+    test's, every one of the m = ⌈T/H⌉ dates H apart (whose losses share no realised return) of one sign:
+    2^(1 − m), as :func:`ic_summary`'s t for an IC the same on every date.
+
+    No p-value is below that: p = max(Student-t p, 2^(1 − m)) (:func:`dm_p_floor`). Over few dates the t
+    p of a fixed gain with a little noise falls without bound as the noise shrinks (1e-11, 1e-44 over 4
+    dates) while the same gain without noise reads the sign test's 0.125: the smallest p that m independent
+    dates can give without assuming a distribution bounds them all, so a gain reads no more significant for
+    its noise, and over 5 dates or fewer no difference is significant at 0.05. ``p_t`` is the Student-t p
+    of the statistic reported (0 for ±inf, 1 for 0); ``p_floor`` (2^(1 − m)) is given where it raised p, and
+    the kernel says so.
     """
     with np.errstate(invalid="ignore"):  # inf − inf: both forecasts overflowed on a date
         la, lb = np.asarray(loss_a, dtype=np.float64), np.asarray(loss_b, dtype=np.float64)
@@ -763,19 +771,55 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lag: int,
     one_value = lrv <= 0 or (float(np.max(d - rounding)) <= float(np.min(d + rounding))
                              and bool(np.all(d * math.copysign(1.0, mean) > 0)))
     if abs(mean) <= bound:  # within rounding (0 included): no difference to test
-        stat, p = 0.0, 1.0
-    elif one_value:
+        return {"statistic": 0.0, "p_value": 1.0, "p_t": 1.0, "mean_diff": mean, "n": int(T), "lag": int(lag),
+                "kernel": kernel, "resolution": bound}
+    if one_value:
         # the same difference on every date: no spread, t infinite (or the 1e16 of the mean's rounding), which
         # Student's t reads as p = 0 over 4 dates; the exact sign test's p instead, every date of one sign, over
         # the dates H apart (their H-step losses share no realised return)
-        m = (T - 1) // H + 1
-        stat, p = math.copysign(math.inf, mean), min(1.0, 2.0 ** (1 - m))
-        kernel = f"none (the same difference on every date: sign test over {m} dates)"
+        stat = math.copysign(math.inf, mean)
+        kernel = f"none (the same difference on every date: sign test over {dm_sign_dates(T, lag)} dates)"
     else:
         stat = mean / math.sqrt(lrv / T) * math.sqrt(correction)
-        p = float(2.0 * stats.t.sf(abs(stat), df=T - 1))
-    return {"statistic": float(stat), "p_value": p, "mean_diff": mean, "n": int(T), "lag": int(lag), "kernel": kernel,
-            "resolution": bound}
+    # Student's t (0 for the infinite statistic), then no smaller than the sign test's smallest p over the m dates
+    # H apart: a fixed gain with a little noise read 1e-44 over 4 dates, and without noise the sign test's 0.125
+    p_t, m = float(2.0 * stats.t.sf(abs(stat), df=T - 1)), dm_sign_dates(T, lag)
+    floor = dm_p_floor(T, lag)
+    out = {"statistic": float(stat), "p_value": max(p_t, floor), "p_t": p_t, "mean_diff": mean, "n": int(T),
+           "lag": int(lag), "kernel": kernel, "resolution": bound}
+    if floor > p_t:
+        out["p_floor"] = floor
+        if math.isfinite(stat):
+            out["kernel"] = f"{kernel}; p raised to the sign test's smallest over {m} dates, 2^(1 − {m})"
+    return out
+
+
+def dm_sign_dates(T: int, lag: int) -> int:
+    """m = ⌈T/H⌉ (H = ``lag`` + 1): the dates H apart among T, whose H-step losses share no realised return."""
+    return (T - 1) // (lag + 1) + 1
+
+
+def dm_p_floor(T: int, lag: int) -> float:
+    """The smallest p-value :func:`diebold_mariano` gives over T dates at ``lag``: the exact sign test's of every
+    one of the m = :func:`dm_sign_dates` dates of one sign, 2^(1 − m) (two-sided; 1 for a single date)."""
+    return min(1.0, 2.0 ** (1 - dm_sign_dates(T, lag)))
+
+
+def dm_statistic_text(dm: dict[str, Any], spec: str = ".3f") -> str:
+    """A Diebold–Mariano statistic (a :func:`diebold_mariano` result, or as eval.json holds it) as the report, the
+    model card and the console print it: ``format(statistic, spec)``; "+inf"/"-inf" for the infinite statistic of
+    a difference the same on every date (null in eval.json: its sign is the mean difference's, beside a finite
+    p); "—" where there is no statistic (no test)."""
+    stat, p = dm.get("statistic"), dm.get("p_value")
+    if isinstance(stat, (int, float)) and math.isfinite(stat):
+        return format(stat, spec)
+    if isinstance(stat, float) and math.isinf(stat):
+        return "+inf" if stat > 0 else "-inf"
+    mean = dm.get("mean_diff")
+    if stat is None and isinstance(p, (int, float)) and math.isfinite(p) and isinstance(mean, (int, float)) \
+            and math.isfinite(mean) and mean != 0:
+        return "+inf" if mean > 0 else "-inf"
+    return "—"
 
 
 def per_date_mean(values: np.ndarray, dates: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from hftraining.data.labels import CROSS_SECTIONAL, UNITS
 from hftraining.data.rows import RowsNeeded
 from hftraining.eval.forecasts import DIRECTION_NOTE, direction_p_text, label
 from hftraining.eval.intervals import level_labels
+from hftraining.eval.metrics import dm_statistic_text
 from hftraining.eval.report import (config_value, data_warnings, effective_batch, md_text, model_keys, p_text,
                                     scored_text, sentence, split_text, trained_world_size, unread_keys)
 from hftraining.models import ForecastModel
@@ -179,7 +180,7 @@ def _metrics_section(result: dict[str, Any]) -> list[str]:
     tests = [n for n in dict.fromkeys(["zero"] + ([sb["name"]] if sb else [])) if n in dm]
     if tests:
         lines += ["Diebold–Mariano tests of the model against " + "; ".join(
-            f"{label(n)}: statistic {fmt(dm[n].get('statistic'), '.3f')}, p = {p_text(dm[n].get('p_value'))}"
+            f"{label(n)}: statistic {dm_statistic_text(dm[n])}, p = {p_text(dm[n].get('p_value'))}"
             for n in tests) + " (squared error; negative: the model's loss is lower).", ""]
     if cs:
         d = cs.get("difference") or {}

@@ -541,7 +541,7 @@ def _metrics_section(doc: _Doc, result: dict[str, Any], fc=None) -> None:
         d = dm.get(name, {})
         rows.append([shown, _num(m["mse"], ".6g"), _num(m["mae"], ".6g"), _num(m["directional_accuracy"], ".4f"),
                      direction_p_text(m), _num(m.get("ic"), ".4f"), _num(m.get("ic_pooled"), ".4f"),
-                     _num(d.get("statistic"), ".3f"), p_text(d.get("p_value"))])
+                     M.dm_statistic_text(d), p_text(d.get("p_value"))])
     doc.table(["forecast", "MSE", "MAE", "dir. acc.", "PT p (step 1)", "IC", "IC pooled", "DM stat (model vs)", "DM p"],
               rows)
     doc.para(result.get("verdict", ""))
@@ -790,7 +790,7 @@ def _verdict_section(doc: _Doc, result: dict[str, Any], bt: dict[str, Any] | Non
             doc.para(f"Paired test of the per-date rank IC, model − {shown}: mean {_num(d.get('mean'), '.4f')}, "
                      f"t = {_num(d.get('t_stat'), '.2f')}, p = {p_text(d.get('p_value'))} over {d.get('n_dates')} dates.")
         else:
-            doc.para(f"Diebold–Mariano, model against {shown}: statistic {_num(sb['dm'].get('statistic'), '.3f')}, "
+            doc.para(f"Diebold–Mariano, model against {shown}: statistic {M.dm_statistic_text(sb['dm'])}, "
                      f"p = {p_text(sb['dm'].get('p_value'))}.")
     doc.para(result.get("verdict", ""))
     if cs_first and result.get("mse_verdict"):

@@ -153,8 +153,11 @@ def _fold_summary(res: dict[str, Any]) -> dict[str, Any]:
         "ic": res["model"]["ic"],
         # step-1 rank IC: what a cross-sectional label's verdict reads (``ic`` averages every step's)
         "rank_ic": ((res["model"].get("cross_section") or {}).get("rank_ic") or {}).get("mean"),
+        # ±inf (a difference the same on every date, read by the sign test) is null in walkforward.json, as every
+        # non-finite number: the mean loss difference (model − zero; negative: the model's is lower) gives its sign
         "dm_statistic": res["dm_vs_zero"]["statistic"],
         "dm_p_value": res["dm_vs_zero"]["p_value"],
+        "dm_mean_diff": res["dm_vs_zero"]["mean_diff"],
         "sharpe": (bt.get("model") or {}).get("sharpe"),
         "buy_and_hold_sharpe": (bt.get("buy_and_hold") or {}).get("sharpe"),
         # step-1 coverage of the fold's conformal intervals per level ({} without intervals)
