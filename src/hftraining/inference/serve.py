@@ -66,7 +66,7 @@ from hftraining.core.config import ServeConfig
 from hftraining.core.errors import DataError, UserError
 from hftraining.core.jsonio import json_safe
 from hftraining.data.io import SNIFF_BYTES, symbol_of
-from hftraining.inference.ensemble import METRICS_KEY, run_metrics
+from hftraining.inference.ensemble import MAX_MEMBERS, METRICS_KEY, run_metrics
 from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble, resolve_model_dir, run_folder
 from hftraining.inference.forecaster import Forecaster, bound_columns, iso_as_of
 from hftraining.inference.serve_asgi import AccessLog, ApiKey, BodyLimit
@@ -213,15 +213,18 @@ def folder_state(model_dir: str | Path) -> tuple:
 
 
 def _named_members(d: Path) -> list[str]:
-    """The member folders the ensemble.json of ``d`` names (none where it has none or it cannot be read: its
-    load says why), as paths inside ``d``."""
+    """The member folders the ensemble.json of ``d`` names, as paths inside ``d``: none where it has none, or
+    its members are not those a load reads (a list of 2 to :data:`~hftraining.inference.ensemble.MAX_MEMBERS`
+    folders inside ``d``: a path leading out, or a list of thousands, is refused by the load, which says why,
+    and is not stat'ed on every request), or it cannot be read."""
     try:
         meta = folder.read_json(d, ENSEMBLE_NAME) if is_ensemble(d) else None
+        names = meta.get("members") if isinstance(meta, dict) else None
+        if not isinstance(names, list) or not 2 <= len(names) <= MAX_MEMBERS:
+            return []
+        return [os.path.normpath(folder.inside(d, m, str(d / ENSEMBLE_NAME))) for m in names]
     except (UserError, OSError):
         return []
-    names = meta.get("members") if isinstance(meta, dict) else None
-    names = names if isinstance(names, list) else []
-    return [os.path.normpath(d / m) for m in names if isinstance(m, str) and m and "\0" not in m]
 
 
 @dataclass(frozen=True)
@@ -623,8 +626,10 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
             try:
                 new = load_model(model_dir)
             except (UserError, OSError) as e:
-                served["failed"] = (state, refused_reload(" ".join(str(e).split())), clock.monotonic() + RETRY_S)
-                log.warning(served["failed"][1])
+                line, before = refused_reload(" ".join(str(e).split())), served["failed"]
+                served["failed"] = (state, line, clock.monotonic() + RETRY_S)
+                # once per failure: the same one read again each RETRY_S (a folder removed for good) is not a new line
+                log.log(logging.DEBUG if before is not None and before[1] == line else logging.WARNING, line)
                 raise Refused(503, served["failed"][1]) from None
             if new.same_model(old):  # read again after RACY_S (or only touched): the model loaded is the folder's
                 served["now"], served["failed"] = dataclasses.replace(old, state=new.state, recheck_at=new.recheck_at), None
@@ -639,20 +644,62 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
         calls); else the folder as it is now (:func:`reload`)."""
         now, state = served["now"], folder_state(model_dir)
         if state == now.state and not now.due():
+            served["failed"] = None  # the folder is back as it was loaded: a failure from now on is a new one
             return now
         still_failed(state)
         return reload()
+
+    checks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop → its running and next check
+
+    def start_check(loop: asyncio.AbstractEventLoop, gate: dict[str, Any]) -> None:
+        """On the event loop: the next check (:func:`check`, on a thread of its own) for every request that joined
+        it; when it ends, the next one for those that came meanwhile."""
+        fut, gate["next"], gate["running"] = gate["next"], None, True
+
+        def ended(result: Any, error: BaseException | None) -> None:
+            gate["running"] = False
+            if not fut.done():
+                if error is None:
+                    fut.set_result(result)
+                else:
+                    fut.set_exception(error)
+                    fut.exception()  # its requests may all have given up: retrieved, not logged as never retrieved
+            if gate["next"] is not None:
+                start_check(loop, gate)
+
+        def run() -> None:
+            try:
+                result, error = check(), None
+            except BaseException as e:  # handed to the requests waiting for it
+                result, error = None, e
+            try:
+                loop.call_soon_threadsafe(ended, result, error)
+            except RuntimeError:  # the loop is closed: the server has stopped
+                pass
+
+        # a daemon thread: one left waiting on a disk that does not answer never holds up the process's exit
+        threading.Thread(target=run, name="hftraining-serve-check", daemon=True).start()
 
     async def current(deadline: float) -> Loaded:
         """The model to answer a request with (:func:`check`): never a forecast of one folder's weights
         described by another's files, nor of a model no longer on disk. A request in flight keeps the model it
         started with. Off the event loop and within the request's ``deadline`` (a loop time): a folder that takes
         long to load (or a disk that does not answer a stat) is a 503 at ``serve.request_timeout_s``, not a
-        request (and with a stat, the whole server) waiting for it; one check runs at a time, so threads left
-        waiting on a disk that does not answer cannot pile up."""
+        request (and with a stat, the whole server) waiting for it. One check runs at a time, so threads left
+        waiting on a disk that does not answer cannot pile up; the requests that come while one runs share the
+        next, which starts after they came (it sees the folder as it is then): many requests at once are not
+        each queued behind the others' checks."""
+        loop = asyncio.get_running_loop()
+        gate = checks.setdefault(loop, {"running": False, "next": None})
+        if gate["next"] is None:
+            gate["next"] = loop.create_future()
+        fut = gate["next"]
+        if not gate["running"]:
+            start_check(loop, gate)
         try:
-            return await bounded(check, deadline, "check", 1)
-        except _Late:
+            async with asyncio.timeout_at(deadline):
+                return await asyncio.shield(fut)
+        except TimeoutError:
             raise Refused(503, f"model: checking {model_dir} on disk (its files changed and are being read again, or the "
                                f"disk does not answer) took longer than the limit of {cfg.request_timeout_s:g} s "
                                "(serve.request_timeout_s, --request-timeout); the request was not served") from None
