@@ -91,8 +91,11 @@ def purged_kfold(n_rows: int, n_folds: int, seq_len: int, horizon: int, embargo:
     u0..u1 (targets u0+1..u1+H), a training window is kept only if its targets end before the
     first test target (t ≤ u0 - H, the purge before) or start more than ``embargo`` rows after the
     last test target (t ≥ u1 + H + embargo, the purge after plus the embargo). The purge removes
-    H - 1 windows on each side; the embargo ``embargo`` more after the block (set it ≥ L to keep
-    the training inputs, not only the targets, clear of the test period).
+    H - 1 windows on each side; the embargo ``embargo`` more after the block. The training inputs
+    are clear of the test period only when ``embargo`` ≥ L plus the rows each input row's features
+    read before it (the features' settled rows, at least 1: a return reads the close before its row):
+    with ``embargo`` = L the first window after the block reads a return, or a 20-row indicator, of
+    the block's closes (:func:`hftraining.workflows.walkforward.purged_inputs_note`).
     """
     if n_folds < 2:
         raise ValueError(f"purged k-fold needs at least 2 folds, got {n_folds}")

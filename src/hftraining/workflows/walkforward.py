@@ -12,7 +12,10 @@ fold k (test rows [b_k, b_{k+1})):
 - ``expanding``: training rows [0, b_k − embargo); ``rolling``: the same length as the initial span,
   ending at b_k − embargo; ``purged_kfold``: every row outside the test block, purged and embargoed
   (:func:`hftraining.data.splits.purged_kfold`; the test blocks then cover all rows, so the past
-  is also predicted from the future: a cross-validation, not a simulation of live trading);
+  is also predicted from the future: a cross-validation, not a simulation of live trading; the
+  training windows after a block read its prices as inputs unless ``data.embargo`` is at least
+  ``data.sequence_length`` plus the features' settled rows: :func:`purged_inputs_note`, said as a
+  warning and as ``embargo_note`` in walkforward.json);
 - validation: the most recent ``data.val_ratio`` share of the training rows (expanding/rolling),
   ``data.embargo`` rows apart from training;
 - test windows read their inputs from the L rows before b_k (past information) and all their
@@ -52,10 +55,11 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from hftraining.core.config import Config
+from hftraining.core.config import Config, DataConfig
 from hftraining.core.errors import ConfigError, DataError, UserError
 from hftraining.core.fmt import fmt, fmt_p
 from hftraining.core.jsonio import write_json
+from hftraining.data.features import SETTLE_MEASURABLE, feature_settle, settle_unknown
 from hftraining.data.pipeline import PanelRows, PreparedData, panel_rows, prepare
 from hftraining.data.splits import SCHEMES, Fold
 from hftraining.data.windows import WindowSet
@@ -93,6 +97,32 @@ def prepare_fold(cfg: Config, source: PanelRows | dict, k: int, n_folds: int, sc
         windows = {**data.report.get("windows", {}), "train": len(train), "val": len(val)}
         data = dataclasses.replace(data, train=train, val=val, report={**data.report, "windows": windows})
     return data
+
+
+def purged_inputs_note(d: DataConfig) -> str | None:
+    """Under purged k-fold, the sentence saying that the training windows after each test block read
+    prices of the block, and the ``data.embargo`` that keeps them clear of it; None when ``d``'s does.
+
+    The first training window after a block ends ``embargo`` rows after the block's last row and reads
+    its ``data.sequence_length`` rows, and the features of each of those rows read the rows before it:
+    up to the features' settled rows (:func:`~hftraining.data.features.feature_settle`; a log return reads
+    the close before its row, a 20-row volatility 20 rows). So ``embargo`` must be at least L plus that
+    count (exactly for features of a finite window; for recursive ones, RSI, ATR, MACD, to within their
+    settling tolerance); with L alone, the rows just after the block are computed from its closes."""
+    settle = feature_settle(list(d.features))
+    L, emb = d.sequence_length, d.embargo
+    if settle is not None and emb >= L + settle:
+        return None
+    head = (f"--scheme purged_kfold: data.embargo={emb}: the training windows after each test block read its "
+            f"prices as inputs: a window reads its data.sequence_length {L} rows, ")
+    if settle is None:
+        return head + (f"and {', '.join(settle_unknown(list(d.features)))} read every row before them (they do not "
+                       f"settle within {SETTLE_MEASURABLE} rows), so no data.embargo keeps them clear of the block; "
+                       "use --scheme expanding or rolling to train on no row after a test block")
+    return head + (f"and their features the {settle} rows before each (the features' settled rows), so "
+                   f"data.embargo >= {L + settle} keeps them clear of the block (to within the settling tolerance of "
+                   "recursive features; its targets are purged whatever the embargo); --scheme expanding or rolling "
+                   "trains on no row after a test block")
 
 
 def check_fold(cfg: Config, data: PreparedData, k: int, scheme: str) -> None:
@@ -240,6 +270,9 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
                           "again with output.overwrite=true)")
     if cfg.evaluation.report:  # each fold's report is written after it trained: said before the first one trains
         check_report_importable()
+    note = purged_inputs_note(cfg.data) if scheme == "purged_kfold" else None
+    if note and int(os.environ.get("RANK", "0")) == 0:  # said before any fold trains, and in walkforward.json
+        log.warning("%s", note)
     base = cfg.run_dir() / "walkforward"
     # the config is checked in a process group formed before the folder's lock is taken (as train --seeds does):
     # under torchrun a main rank refused the lock then stops after a group of its own, and the other ranks, gone
@@ -388,6 +421,9 @@ def _pooled(cfg: Config, folds: list, parts: list, methods: list, scheme: str, m
         "selection": selection_stats(candidates, "model", TRIALS_ARE),
         "run_dir": str(base),
     }
+    note = purged_inputs_note(cfg.data) if scheme == "purged_kfold" else None
+    if note:  # the training windows after each test block read its prices (purged_inputs_note)
+        out["embargo_note"] = note
     base.mkdir(parents=True, exist_ok=True)
     write_json(base / "walkforward.json", out)
     return out
