@@ -209,7 +209,12 @@ def folder_state(model_dir: str | Path) -> tuple:
     members += [m for m in _named_members(d) if m not in members]
     paths = ([d / n for n in MODEL_FILES] + [Path(m) / n for m in members for n in MODEL_FILES[:3]]
              + ([run / n for n in RUN_FILES] if run is not None else []))
-    return os.path.realpath(d), tuple(_file_state(p) for p in paths)
+    try:
+        # a link of the path replaced as it is read (removed and made again: ``ln -sfn``) fails the read of its target
+        where = os.path.realpath(d)
+    except OSError as e:
+        return ("unreadable", str(e))
+    return where, tuple(_file_state(p) for p in paths)
 
 
 def _named_members(d: Path) -> list[str]:
@@ -678,7 +683,18 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
                 pass
 
         # a daemon thread: one left waiting on a disk that does not answer never holds up the process's exit
-        threading.Thread(target=run, name="hftraining-serve-check", daemon=True).start()
+        try:
+            threading.Thread(target=run, name="hftraining-serve-check", daemon=True).start()
+        except RuntimeError as e:  # no thread to be had (the process's or the system's limit, memory)
+            # its requests are a 503 now and the next request starts a check again (marked as running, a check that
+            # never runs would be waited for by every later request until its limit, for as long as the server ran)
+            gate["running"] = False
+            line = (f"model: checking {model_dir} on disk needs a thread and none could be started ({e}); the request "
+                    "was not served")
+            log.warning(line)
+            if not fut.done():
+                fut.set_exception(Refused(503, line))
+                fut.exception()  # retrieved: its requests may all have given up
 
     async def current(deadline: float) -> Loaded:
         """The model to answer a request with (:func:`check`): never a forecast of one folder's weights
