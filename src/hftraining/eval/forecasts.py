@@ -442,22 +442,33 @@ def _ic_difference(fc: Forecasts, a: str, b: str) -> dict[str, Any]:
     order = np.argsort(np.r_[both, lone], kind="stable")  # date order
     out = M.ic_summary(np.r_[ia[ka] - ib[kb], np.full(lone.size, np.nan)][order], lag=CS_LAG)
     out["p_value"] = _ic_p_value(out)
+    p_t = _ic_p_value(out, floor=False)
+    if math.isfinite(p_t):
+        out["p_t"] = p_t
+        if out["p_value"] > p_t:
+            out["p_floor"] = out["p_value"]
     return out
 
 
-def _ic_p_value(summary: dict[str, Any]) -> float:
+def _ic_p_value(summary: dict[str, Any], floor: bool = True) -> float:
     """Two-sided p-value of an :func:`metrics.ic_summary` t statistic from Student's t with
     n_dates − 1 degrees of freedom, as the Diebold–Mariano test: over a short test split (tens of
-    dates) the normal would reject a true null too often (8% at a nominal 5% with 15 dates)."""
+    dates) the normal would reject a true null too often (8% at a nominal 5% with 15 dates).
+
+    As the Diebold–Mariano test's, no p is below the exact sign test's smallest over the m = ⌈n/(lag + 1)⌉
+    dates lag + 1 apart, 2^(1 − m) (:func:`metrics.dm_p_floor`): that is the p of an IC the same on every
+    date (t infinite), and a rank IC a little below it on each date, or a gain over a baseline a little
+    uneven across 4 dates, read p = 1e-9 ("significantly positive", "ranks better") where the perfect one
+    read 0.125. ``floor=False``: the Student-t p alone (0 for an infinite t)."""
     t, n = summary["t_stat"], summary["n_dates"]
     if math.isnan(t) or n < 2:
         return float("nan")
-    if math.isinf(t):
-        # the same nonzero value on every date (a perfect ranking, or a leak; or, over a few dates of a few
-        # symbols, whose rank ICs take a handful of values, chance: 3 symbols tie on 2 dates 28% of the time):
-        # the exact sign test's p, every date of one sign, not p = 0 nor "no claim"
-        return min(1.0, 2.0 ** (1 - n))
-    return float(2 * stats.t.sf(abs(t), df=n - 1))
+    lag = int(summary.get("lag") or 0)
+    # an infinite t: the same nonzero value on every date (a perfect ranking, or a leak; or, over a few dates
+    # of a few symbols, whose rank ICs take a handful of values, chance: 3 symbols tie on 2 dates 28% of the
+    # time): the exact sign test's p, every date of one sign, not p = 0 nor "no claim"
+    p_t = 0.0 if math.isinf(t) else float(2 * stats.t.sf(abs(t), df=n - 1))
+    return max(p_t, M.dm_p_floor(n, lag)) if floor else p_t
 
 
 def cross_section_dates(dates: np.ndarray) -> int:
@@ -714,7 +725,8 @@ def format_table(result: dict[str, Any], title: str = "test") -> str:
         lines.append(DIRECTION_NOTE)
     if dm:
         lines.append("DM: model vs each baseline on squared error (negative: the model's loss is lower); "
-                     f"losses averaged over symbols per date, lag {result['horizon'] - 1}, Harvey–Leybourne–Newbold t")
+                     f"losses averaged over symbols per date, lag {result['horizon'] - 1}, Harvey–Leybourne–Newbold t"
+                     f"{M.dm_floor_text(result)}")
     headline = result.get("verdict") or result.get("mse_verdict") or verdict(result)
     if not cross_sectional:  # the verdict is the squared error's, with what evaluate adds to it (a split in sample):
         lines.append(headline)  # printing mse_verdict instead dropped that "not an out-of-sample test"

@@ -805,6 +805,21 @@ def dm_p_floor(T: int, lag: int) -> float:
     return min(1.0, 2.0 ** (1 - dm_sign_dates(T, lag)))
 
 
+def dm_floor_text(result: dict[str, Any]) -> str:
+    """"" or the clause the report and the console add to their description of the Diebold–Mariano tests of
+    ``result`` (a :func:`~hftraining.eval.forecasts.score` result, or eval.json's): no p below the sign test's
+    smallest over the m = :func:`dm_sign_dates` dates H apart, with this split's m and 2^(1 − m), so that a p
+    above the statistic's Student-t p is not read as a misprint. "" for an eval.json written before the floor
+    (no ``p_t``: its p-values are Student's t alone) or without a test over the dates."""
+    dz, H = result.get("dm_vs_zero") or {}, result.get("horizon")
+    n = dz.get("n")
+    if "p_t" not in dz or not isinstance(n, int) or not isinstance(H, int) or n <= H:
+        return ""
+    m = dm_sign_dates(n, H - 1)
+    return (f", no p below the exact sign test's smallest over the {m} dates H = {H} apart of the {n} "
+            f"(2^(1 − {m}) = {dm_p_floor(n, H - 1):.3g}; step h alone: over the dates h apart)")
+
+
 def dm_statistic_text(dm: dict[str, Any], spec: str = ".3f") -> str:
     """A Diebold–Mariano statistic (a :func:`diebold_mariano` result, or as eval.json holds it) as the report, the
     model card and the console print it: ``format(statistic, spec)``; "+inf"/"-inf" for the infinite statistic of

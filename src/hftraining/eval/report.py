@@ -550,8 +550,8 @@ def _metrics_section(doc: _Doc, result: dict[str, Any], fc=None) -> None:
              "accuracy of the step table, and each step is tested there on its own (Pesaran and Timmermann 1992).")
     doc.para("Diebold–Mariano: squared-error loss of each window averaged over its H steps and over the symbols of "
              f"each date; long-run variance to lag H−1 = {result['horizon'] - 1}, the larger of the rectangular (Diebold–Mariano) "
-             "and Bartlett (Newey–West) estimates; the Harvey–Leybourne–Newbold correction and Student's t; a negative "
-             "statistic means the model's loss is lower.")
+             "and Bartlett (Newey–West) estimates; the Harvey–Leybourne–Newbold correction and Student's t"
+             f"{M.dm_floor_text(result)}; a negative statistic means the model's loss is lower.")
     steps = result.get("per_step", {})
     if steps:
         header = (["step"] + [f"{forecast_label(n)} MSE" for n in steps]
