@@ -45,9 +45,16 @@ def replace_file(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
 
 
 def fsync_file(path: str | os.PathLike) -> None:
-    """Flush the bytes of file ``path`` to the disk (an I/O failure propagates: the file may not be whole)."""
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
+    """Flush the bytes of file ``path`` to the disk (an I/O failure propagates: the file may not be whole). A
+    file its owner may write but not read (mode 0o200, kept from the file it replaces) is opened to write."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except PermissionError:
+        fd = os.open(path, os.O_WRONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 _NO_DIR_FSYNC = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EACCES, errno.EPERM, errno.EISDIR)

@@ -59,6 +59,7 @@ named explicitly that fails is an error. A checkpoint written before checksums e
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -72,7 +73,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from hftraining.core.config import shown
+from hftraining.core.config import Config, shown
 from hftraining.core.errors import UserError, WriteError, io_cause, is_io_error
 from hftraining.core.jsonio import write_json
 from hftraining.inference.folders import FITTED_BASELINES_DIR
@@ -525,6 +526,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
             raise CheckpointError(f"{path / STATE_FILE}: fp32_heads must be true or false, got {shown(fp32_heads)}")
         model.fp32_heads = fp32_heads
     _keep_peak_rates(state, optimizer, peaks, info, path)
+    if not isinstance(state.get("rng"), dict):  # a checkpoint written before checksums: unverified
+        raise CheckpointError(f"{path / STATE_FILE}: has no rng object (the random states)")
     restore_rng(state.pop("rng"), _load_tensors(path, "rng.safetensors"), info, path)
     scaler_state = state.pop("grad_scaler", None)
     if scaler is not None and scaler.is_enabled():
@@ -562,7 +565,12 @@ def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
     """Load a checkpoint's optimizer state into ``optimizer`` in place, every state tensor in the
     dtype it was saved in."""
     opt_meta = _read_json(path, "optimizer.json")
-    saved = optimizer_state_from_flat(_load_tensors(path, "optimizer.safetensors"), opt_meta)
+    try:
+        saved = optimizer_state_from_flat(_load_tensors(path, "optimizer.safetensors"), opt_meta)
+    except (ValueError, KeyError, TypeError, IndexError) as e:  # a checkpoint written before checksums: unverified
+        why = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise CheckpointError(f"{path / 'optimizer.json'}: not the optimizer state of this checkpoint "
+                              f"({type(e).__name__}: {' '.join(str(why).split())[:200]})") from None
     optimizer.load_state_dict(saved)
     _restore_state_dtypes(optimizer, saved)
 
@@ -618,6 +626,35 @@ def _read_json(folder: Path, name: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{folder / name}: does not hold a JSON object")
     return obj
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The resolved config checkpoint ``path`` was written with (its config.json): a JSON object, its sections
+    (``model``, ``data``, ...) objects. One that is not (cut short, of another program: a checkpoint written
+    before checksums is resumed unverified) is a :class:`CheckpointError` naming the file (and the section)."""
+    path = Path(path)
+    saved = _read_json(path, "config.json")
+    sections = {f.name for f in dataclasses.fields(Config)}  # a key an older version kept beside them is not read
+    bad = next((k for k, v in saved.items() if k in sections and not isinstance(v, dict)), None)
+    if bad is not None:
+        raise CheckpointError(f"{path / 'config.json'}: section {bad!r} is not a JSON object "
+                              f"(a {type(saved[bad]).__name__})")
+    return saved
+
+
+def read_step(path: Path) -> int:
+    """The step checkpoint ``path`` was written at (``global_step`` of its trainer_state.json). One missing
+    or not a whole number of at least 0 (a checkpoint written before checksums is resumed unverified) is a
+    :class:`CheckpointError` naming the file."""
+    path = Path(path)
+    state = _read_json(path, STATE_FILE)
+    if "global_step" not in state:
+        raise CheckpointError(f"{path / STATE_FILE}: has no global_step")
+    step = state["global_step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{path / STATE_FILE}: global_step must be a whole number of at least 0, "
+                              f"got {shown(step)}")
+    return step
 
 
 def _load_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:

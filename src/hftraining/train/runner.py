@@ -93,7 +93,7 @@ def prepare_run_dir(cfg: Config, info: DistInfo) -> tuple[Path, Path | None]:
         path = ckpt.resolve_resume(t.resume_from_checkpoint, ckpt_root, main=info.is_main)
         if path is not None:
             check_resumable(cfg, path)
-            step = read_json(path / ckpt.STATE_FILE)["global_step"]
+            step = ckpt.read_step(path)
             if step > t.max_steps:  # no step would train: final/ would hold more steps than config.json says
                 raise ConfigError(
                     f"training.max_steps: {t.max_steps} is below step {step} of the checkpoint resumed ({path}): "
@@ -181,7 +181,7 @@ def check_resumable(cfg: Config, path: Path) -> None:
     (:data:`~hftraining.core.config.RESUME_FIXED`: the model's shapes, the windows and their order,
     the optimizer): the weights would not load, or the sampler's position would count through other
     windows, silently."""
-    saved = read_json(path / "config.json")
+    saved = ckpt.read_config(path)  # unverified when written before checksums: cut short, one line
     conflicts = resume_conflicts(saved, cfg)
     # data.eval_batch_size may change, but evaluation.max_eval_batches counts batches of it: another size scores
     # other validation windows, and the kept best score and early stopping's patience would be compared with them
@@ -218,7 +218,7 @@ def set_aside_later_checkpoints(info: DistInfo, run_dir: Path, path: Path) -> No
     tracking.json's ids continued that run's MLflow and W&B runs. The logs start at the step resumed, in
     new tracking runs. Done once the data are built, as every change to the run folder."""
     if info.is_main:
-        step = read_json(path / ckpt.STATE_FILE)["global_step"]
+        step = ckpt.read_step(path)
         foreign = not ckpt.in_folder(path, run_dir / "checkpoints")
         aside = [p.name.rsplit(".", 1)[0] for p in ckpt.set_aside_after(run_dir / "checkpoints", -1 if foreign else step)]
         logs = [name for name in (RUN_LOGS if foreign else ()) if (run_dir / name).exists()]
