@@ -26,6 +26,10 @@ import pandas as pd
 TARGETS = ("return", "excess_return", "cs_zscore", "cs_rank")
 CROSS_SECTIONAL = ("cs_zscore", "cs_rank")
 """Labels that are not returns: evaluation leads with the cross-sectional IC for them."""
+PER_DATE = ("excess_return", *CROSS_SECTIONAL)
+"""Labels taken across the symbols of each date: a symbol alone on its date has label 0 (its excess
+return over itself, its z-score or rank among one), so a panel whose dates never hold two symbols has
+every label 0."""
 RANK_SCALE = 3.46  # as Qlib's CSRankNorm: a uniform rank in (0, 1) minus 0.5, times ≈ √12, has unit std
 LABEL_VERSION = 2
 """The labels' formulas, written in a model folder's preprocessing.json as ``label_version``: 2 centres
@@ -110,16 +114,19 @@ def universe_return(returns: np.ndarray, inv: np.ndarray) -> np.ndarray:
     period); NaN for a date without one. A date whose ``exp`` overflows (a return above ~709, a price
     multiplied by more than 1e308 in one bar) is computed about its largest return (log-sum-exp). It
     read +inf: every excess-return label of that date read −inf, and the market features (pandas'
-    rolling sums skip an inf) skipped the date. The other dates keep the plain sum, bit for bit."""
+    rolling sums skip an inf) skipped the date. So is a date whose ``exp`` sum underflows below
+    float64's normal range (every return below about −708): it read −inf (each label +inf) or lost
+    its digits in subnormals. The other dates keep the plain sum, bit for bit."""
     r = np.asarray(returns, dtype=np.float64)
     ok = np.isfinite(r)
     D = int(inv.max()) + 1 if inv.size else 0
     n = np.bincount(inv[ok], minlength=D)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", under="ignore"):
         total = np.bincount(inv[ok], weights=np.exp(r[ok]), minlength=D)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(n > 0, np.log(total / np.maximum(n, 1)), np.nan)
-        over = np.isinf(total)
+    with np.errstate(invalid="ignore", divide="ignore", under="ignore"):
+        mean = total / np.maximum(n, 1)
+        out = np.where(n > 0, np.log(mean), np.nan)
+        over = np.isinf(total) | ((n > 0) & (mean < np.finfo(np.float64).tiny))  # overflowed, or under the normals
         if over.any():
             top = np.full(D, -np.inf)
             np.maximum.at(top, inv[ok], r[ok])

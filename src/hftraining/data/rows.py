@@ -59,7 +59,7 @@ class RowsNeeded:
         why = " + ".join(parts)
         if targets and d.min_rows > usable:
             usable = d.min_rows
-            why = f"feature warm-up {warmup} + data.min_rows {d.min_rows}"
+            why = f"{parts[0]} + data.min_rows {d.min_rows}"  # the parts add up to the rows, as above
         return cls(max(warmup, 1) + usable, why, max(warmup, 1))
 
     @classmethod
@@ -143,10 +143,15 @@ def symbol_rows(frame: pd.DataFrame, specs: list[str], symbol: str, min_rows: in
     n = len(frame) - start
     if n < max(min_rows, 1):
         return None
-    r = np.log(c_all[start:] / c_all[start - 1 : -1])
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):  # said below, not as a numpy warning
+        r = np.log(c_all[start:] / c_all[start - 1 : -1])
     if not np.isfinite(r).all():
+        # named by its timestamp, as the features' errors are: the validated frame's row numbers are not the file's lines
         bad = start + int(np.flatnonzero(~np.isfinite(r))[0])
-        raise DataError(f"{symbol}: non-finite log return at row {bad} (close {c_all[bad]!r})")
+        when = pd.Timestamp(frame["timestamp"].iloc[bad]).isoformat()
+        raise DataError(f"{symbol}: the log return at {when} is not finite (close {c_all[bad]:.6g} after "
+                        f"{c_all[bad - 1]:.6g}: their ratio is beyond float64's range): the prices are too extreme "
+                        "to compute it from")
     block = block.iloc[start - first :]
     ts = pd.DatetimeIndex(block["timestamp"])
     # in ns whatever the frame's unit (pandas 3 parses text to microseconds): the rows' times are ns

@@ -33,7 +33,7 @@ from hftraining.core.files import replace_file
 from hftraining.core.jsonio import dumps, read_jsonl
 from hftraining.data import augment
 from hftraining.data.pipeline import PreparedData
-from hftraining.data.labels import CROSS_SECTIONAL
+from hftraining.data.labels import CROSS_SECTIONAL, PER_DATE
 from hftraining.data.windows import DateSampler, EpochSampler, WindowSet, date_groups, to_device
 from hftraining.eval import metrics
 from hftraining.models import ForecastModel, build_model
@@ -125,13 +125,13 @@ class _LogWindow:
 
 def check_cross_section(cfg: Config, train: WindowSet) -> None:
     """A cross-sectional label or loss needs dates with several symbols among the training windows
-    ``train``: one symbol's z-score or rank is 0 on every date (every label 0), and an ``ic``/``rank``
+    ``train``: one symbol's excess return, z-score or rank is 0 on every date (every label 0), and an ``ic``/``rank``
     loss learns nothing from a date with fewer than its :data:`MIN_MEMBERS` (loss 0, gradient 0, the
     untrained model then scored as if trained). Called once the data are read, before the run folder
     is cleared: the mistake costs nothing of an earlier run."""
     _, members = np.unique(train.times, return_counts=True)
     most = int(members.max()) if len(members) else 0  # symbols of the fullest training date
-    if cfg.data.target in CROSS_SECTIONAL and most < 2:
+    if cfg.data.target in PER_DATE and most < 2:  # excess_return too: a symbol's excess over itself is 0
         raise ConfigError(f"data.target: {cfg.data.target} scores each symbol against the others of its date, and "
                           "no training date has more than 1 symbol: every label would be 0; use data.target=return "
                           "or more symbols (data.symbols)")
