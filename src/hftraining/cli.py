@@ -16,7 +16,7 @@ import os
 import re
 import stat
 import sys
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from hftraining.core.config import (MAX_SEED, SECTIONS, Config, ServeConfig, TrainingConfig, load_config,
                                     parse_override, section_from_dict, validate)
@@ -133,6 +133,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("--resume: also given as training.resume_from_checkpoint; give one of them")
         overrides.append("training.resume_from_checkpoint=auto")
     cfg = load_config(args.config, overrides)
+    _refuse_folder_is_data(cfg.run_dir(), cfg.data.data_dir,
+                           "output.output_dir" if cfg.output.output_dir else "the run folder (output.experiment_name)")
     if args.seeds is not None and args.seeds > 1 and cfg.training.seed + args.seeds - 1 > MAX_SEED:
         raise ConfigError(f"--seeds {args.seeds}: the seeds training.seed + 0..{args.seeds - 1} would pass the largest seed "
                           f"{MAX_SEED} (training.seed={cfg.training.seed}); lower training.seed")
@@ -158,6 +160,8 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     setup_console_logging, run_tune = _lazy("setup_console_logging", "run_tune")
+    if args.out:
+        _refuse_folder_is_data(args.out, load_config(args.config, args.overrides).data.data_dir, "--out")
     setup_console_logging()
     report = run_tune(args.config, args.trials, storage=args.storage, study_name=args.study, workers=args.workers,
                       out=args.out, overrides=args.overrides)
@@ -284,6 +288,24 @@ def _refuse_out_in_inputs(out: str, folders: list[str], data: str) -> None:
             raise ConfigError(f"--out {out}: would overwrite or join the input data {p}; choose an --out outside it")
     if glob.has_magic(data) and fnmatch.fnmatch(str(target), str(Path(data).absolute())):
         raise ConfigError(f"--out {out}: matches the input data {data}; choose an --out outside it")
+
+
+def _refuse_folder_is_data(folder: str | Path, data: str | None, named: str) -> None:
+    """A ConfigError when the output folder ``folder`` is a folder that the data ``data`` (data.data_dir: a
+    file, folder or glob) are read from: a command writes files at its top (metrics.csv with
+    output.report_to csv, tune's trials.csv) that every later read of the data took for a data file, and
+    refused (the run just trained could no longer be evaluated, the tune not resumed)."""
+    if data is None:
+        return
+    out = Path(folder).resolve()
+    if glob.has_magic(data):  # the folders whose files the glob reads
+        parent = Path(data).absolute().parent
+        hit = PurePath(out).match(str(parent)) if glob.has_magic(str(parent)) else out == parent.resolve()
+    else:
+        hit = Path(data).is_dir() and Path(data).resolve() == out
+    if hit:
+        raise ConfigError(f"{named} {folder}: the folder the data are read from (data.data_dir={data}); the files "
+                          "written there would be read as data from then on: choose another folder")
 
 
 def _write_csv(table, out: str) -> bool:
@@ -700,6 +722,20 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def _printed_result(args: argparse.Namespace) -> str | None:
+    """What the command prints on standard output as its result, held nowhere else (None: a command whose
+    results are files, or whose printing only sums them up)."""
+    if args.command == "predict" and not args.out:
+        return "the forecasts"
+    if args.command == "list":
+        return f"the list of {args.what}"
+    if args.command == "data" and args.data_command == "check":
+        return "the data reports"
+    if args.command == "backtest":
+        return "the backtest"
+    return None
+
+
 OVERRIDE = re.compile(r"[A-Za-z_]\w*\.[\w.]+=")
 """An argument that reads as a config override (``section.key=value``)."""
 
@@ -715,6 +751,11 @@ def main(argv: list[str] | None = None) -> int:
                 args.overrides = [*args.overrides, *rest]
             else:
                 parser.parse_args(argv)  # argparse's own error (exit 2) naming what it does not know
+        # standard output closed (`>&-`): Python's print wrote nothing and predict's to_csv returned its text,
+        # both without an error: the forecasts were lost and the command exited 0
+        if sys.stdout is None and (lost := _printed_result(args)):
+            instead = " or give --out FILE" if args.command == "predict" else ""
+            raise ConfigError(f"standard output is closed: {lost} printed there would be lost; redirect it to a file{instead}")
         return args.func(args)
     except UserError as e:
         print(f"hftraining: error: {_one_line(str(e))}", file=sys.stderr)
