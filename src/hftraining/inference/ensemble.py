@@ -308,8 +308,8 @@ def finite_member_outputs(d: Path, model: nn.Module, ws, batch_size: int, precis
 
 def validation_scores(dirs: list[Path], pre: dict[str, Any], outputs: tuple[str, ...] = ("prediction",)) -> list[float]:
     """Validation MSE (log-return units) of each member, on the validation split of its training data,
-    forecast in the precision it forecasts in alone (its run's: :func:`run_precision`), as its own
-    ``evaluate --split val`` scores it. A member whose forecast of a validation window is not finite (its
+    forecast in the precision it forecasts in alone (its run's, or the ensemble's it is a member of:
+    :func:`member_precision`), as its own ``evaluate --split val`` scores it. A member whose forecast of a validation window is not finite (its
     MSE inf, weight 0 and its NaN part of every combined forecast; or NaN, and so every weight), or whose
     other ``outputs`` the ensemble combines (:func:`combined_outputs`) are not, is a DataError naming it."""
     prep = Preprocessing.from_dict(pre)
@@ -322,7 +322,7 @@ def validation_scores(dirs: list[Path], pre: dict[str, Any], outputs: tuple[str,
     for d in dirs:
         model = ForecastModel.from_pretrained(d)
         # MSE inf: weight 0, yet 0 x inf makes every combined forecast NaN; MSE NaN: every weight NaN
-        pred = finite_member_outputs(d, model, ws, batch_size, run_precision(d), outputs,
+        pred = finite_member_outputs(d, model, ws, batch_size, member_precision(d), outputs,
                                      "weighted")["prediction"].astype(np.float64)
         scores.append(float(np.mean((pred - true) ** 2)) * pre["target_scale"] ** 2)
     return scores
@@ -339,25 +339,59 @@ def _validation_windows(pre: Preprocessing, first: Path):
     return apply(pre, None, "val")
 
 
+def member_precision(d: Path) -> str:
+    """The autocast precision the member folder ``d`` forecasts in: its run's (:func:`run_precision`; fp32 for a
+    bare model folder), or, for a member of an ensemble folder (:func:`_ensemble_of`), the one that ensemble
+    recorded and forecast it in (fp32 when it recorded none)."""
+    if run_folder(d) is None and (of := _ensemble_of(d)) is not None:
+        return of[1].get(PRECISION_KEY) or "fp32"
+    return run_precision(d)
+
+
+def member_evaluation(d: Path) -> tuple[Path, EvaluationConfig] | None:
+    """(where they were read, the evaluation settings) the member folder ``d`` is scored with: its run's
+    config.json, or, for a member of an ensemble folder (:func:`_ensemble_of`), those that ensemble recorded
+    (:data:`EVALUATION_KEY`, the settings of its members' runs); None for a bare model folder, or a member of an
+    ensemble that recorded none."""
+    run = run_folder(d)
+    if run is not None:
+        return run, run_config_section(d, EvaluationConfig, EVALUATION_KEY)
+    of = _ensemble_of(d)
+    if of is None or of[1].get(EVALUATION_KEY) is None:
+        return None
+    return of[0], section_from_dict(EvaluationConfig, ensemble_evaluation(of[0]), EVALUATION_KEY)
+
+
+def member_baselines(d: Path) -> Path | None:
+    """The fitted baselines the member folder ``d`` was scored against: its run's ``baselines/``
+    (:func:`baselines_dir`), or those the ensemble it is a member of carries (:func:`_ensemble_of`); None
+    for a bare model folder."""
+    fitted = baselines_dir(d)
+    if fitted is None and (of := _ensemble_of(d)) is not None:
+        fitted = of[0] / FITTED_BASELINES_DIR
+    return fitted
+
+
 def members_evaluation(dirs: list[Path]) -> dict[str, Any] | None:
     """The evaluation settings that act on a trained model (:func:`at_evaluation`; every such key, a missing
-    one at its default) that the runs of the members ``dirs`` were trained with, when every member is a
-    run's model and those settings agree; else None, with a warning naming the member without a run, or the
-    first key that differs. Keys that acted during training only (``eval_steps``, ``max_val_windows``, ...)
-    may differ. None, without a warning, when no member is a run's (bare model folders are evaluated with
-    the defaults, alone too). A bad value in a run's config.json is a ConfigError naming the file and key."""
-    runs = [run_folder(d) for d in dirs]
-    if all(r is None for r in runs):
+    one at its default) that the runs of the members ``dirs`` were trained with (for a member of an ensemble
+    folder, those that ensemble recorded: :func:`member_evaluation`), when every member has them and they
+    agree; else None, with a warning naming the member without them, or the first key that differs. Keys
+    that acted during training only (``eval_steps``, ``max_val_windows``, ...) may differ. None, without a
+    warning, when no member has them (bare model folders are evaluated with the defaults, alone too). A bad
+    value in a run's config.json is a ConfigError naming the file and key."""
+    found = [member_evaluation(d) for d in dirs]
+    if all(f is None for f in found):
         return None
     log = logging.getLogger("hftraining")
-    bare = next((d for d, r in zip(dirs, runs) if r is None), None)
+    bare = next((d for d, f in zip(dirs, found) if f is None), None)
     if bare is not None:
         log.warning("ensemble: %s is a model folder without its run's config.json: the ensemble records no evaluation "
                     "settings and is evaluated with the defaults (pass --set evaluation.* to evaluate/backtest)", bare)
         return None
-    sections = [{k: v for k, v in dataclasses.asdict(run_config_section(d, EvaluationConfig, EVALUATION_KEY)).items()
-                 if at_evaluation(k)} for d in dirs]
-    for d, r, sec in zip(dirs[1:], runs[1:], sections[1:]):
+    runs = [f[0] for f in found]
+    sections = [{k: v for k, v in dataclasses.asdict(f[1]).items() if at_evaluation(k)} for f in found]
+    for r, sec in zip(runs[1:], sections[1:]):
         key = next((k for k in sections[0] if sec[k] != sections[0][k]), None)
         if key is not None:
             log.warning("ensemble: evaluation.%s differs between the members' runs (%s: %s, %s: %s): the ensemble records "
@@ -368,10 +402,10 @@ def members_evaluation(dirs: list[Path]) -> dict[str, Any] | None:
 
 
 def members_precision(dirs: list[Path]) -> str | None:
-    """The autocast precision the members ``dirs`` forecast in alone (:func:`~hftraining.inference.folders.run_precision`:
-    their runs'; fp32 for a bare model folder), when they agree; else None, with a warning naming two that differ
-    (the ensemble then forecasts in fp32: exact for an fp32 member, within rounding of the others)."""
-    precisions = [run_precision(d) for d in dirs]
+    """The autocast precision the members ``dirs`` forecast in alone (:func:`member_precision`: their runs', or the
+    ensemble's they are members of; fp32 for a bare model folder), when they agree; else None, with a warning naming
+    two that differ (the ensemble then forecasts in fp32: exact for an fp32 member, within rounding of the others)."""
+    precisions = [member_precision(d) for d in dirs]
     other = next((k for k, p in enumerate(precisions) if p != precisions[0]), None)
     if other is None:
         return precisions[0]
@@ -447,7 +481,9 @@ def run_metrics(run: Path) -> dict[str, Any]:
 def _ensemble_of(member: Path) -> tuple[Path, dict[str, Any], int] | None:
     """(the ensemble folder, its ensemble.json, the member's index) when ``member`` is a member folder of an
     ensemble (``<ensemble>/members/member-<k>``, given as a member of another ensemble): what that ensemble
-    recorded of the run it was copied from is that member's. None otherwise, or when it cannot be read."""
+    recorded of the run it was copied from (its precision, evaluation settings, fitted baselines, figures and
+    data report) is that member's. None otherwise, when it cannot be read, or when the member's files are not
+    those that ensemble was built with (:data:`DIGESTS_KEY`: another model copied over it is not that run's)."""
     ens = member.parent.parent
     if member.parent.name != "members" or not is_ensemble(ens):
         return None
@@ -456,7 +492,17 @@ def _ensemble_of(member: Path) -> tuple[Path, dict[str, Any], int] | None:
     except DataError:
         return None
     name = f"members/{member.name}"
-    return (ens, meta, meta["members"].index(name)) if name in meta["members"] else None
+    if name not in meta["members"]:
+        return None
+    k = meta["members"].index(name)
+    digests = meta.get(DIGESTS_KEY)
+    if digests is not None:
+        try:
+            if member_digest(member) != digests[k]:
+                return None
+        except DataError:
+            return None
+    return ens, meta, k
 
 
 def member_metrics(member: Path) -> dict[str, Any] | None:
@@ -625,7 +671,7 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
         write_json(tmp / "preprocessing.json", pre)
         # the bar the members were scored against goes with them: fitted on the same windows (their
         # preprocessing is shared), so an ensemble of runs is judged against ridge and LightGBM too
-        fitted = next((b for b in map(baselines_dir, dirs) if b is not None and b.is_dir()), None)
+        fitted = next((b for b in map(member_baselines, dirs) if b is not None and b.is_dir()), None)
         if fitted is not None:
             shutil.copytree(fitted, tmp / FITTED_BASELINES_DIR)
         if report is not None:
