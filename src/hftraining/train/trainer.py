@@ -123,24 +123,39 @@ class _LogWindow:
         return cls(**copy.deepcopy(state))
 
 
-def check_cross_section(cfg: Config, train: WindowSet) -> None:
+def check_cross_section(cfg: Config, train: WindowSet, val: WindowSet | None = None,
+                        test: WindowSet | None = None) -> None:
     """A cross-sectional label or loss needs dates with several symbols among the training windows
     ``train``: one symbol's excess return, z-score or rank is 0 on every date (every label 0), and an ``ic``/``rank``
     loss learns nothing from a date with fewer than its :data:`MIN_MEMBERS` (loss 0, gradient 0, the
-    untrained model then scored as if trained). Called once the data are read, before the run folder
-    is cleared: the mistake costs nothing of an earlier run."""
-    _, members = np.unique(train.times, return_counts=True)
-    most = int(members.max()) if len(members) else 0  # symbols of the fullest training date
+    untrained model then scored as if trained). So does a validation or test split (``val``, ``test``,
+    when given and not empty) of such a label: where none of its dates holds two symbols (the other
+    symbols' rows do not reach it) every label it is scored on is 0 by construction, and the zero forecast
+    beat every model "significantly". Called once the data are read, before the run folder is cleared:
+    the mistake costs nothing of an earlier run."""
+    most = _fullest_date(train)  # symbols of the fullest training date
     if cfg.data.target in PER_DATE and most < 2:  # excess_return too: a symbol's excess over itself is 0
         raise ConfigError(f"data.target: {cfg.data.target} scores each symbol against the others of its date, and "
                           "no training date has more than 1 symbol: every label would be 0; use data.target=return "
                           "or more symbols (data.symbols)")
+    for name, ws in (("validation", val), ("test", test)):
+        if cfg.data.target in PER_DATE and ws is not None and len(ws) and _fullest_date(ws) < 2:
+            raise ConfigError(f"data.target: {cfg.data.target} scores each symbol against the others of its date, and "
+                              f"no {name} date has more than 1 symbol (the other symbols' rows do not reach its dates): every "
+                              f"{name} label would be 0, and the model scored against zeros; use data.target=return, "
+                              "or symbols whose rows reach the split's dates (data.symbols, data.split_dates)")
     if cfg.model.loss != "mse":  # only models with gradient steps get here (check_config)
         need = MIN_MEMBERS[cfg.model.loss]
         if most < need:
             raise ConfigError(f"model.loss: {cfg.model.loss!r} learns from dates with at least {need} symbols, and "
                               f"no training date has more than {most}: the run would learn nothing; use "
                               "model.loss=mse or more symbols (data.symbols)")
+
+
+def _fullest_date(ws: WindowSet) -> int:
+    """How many windows of ``ws`` share its fullest as-of date (0 for none)."""
+    _, members = np.unique(ws.times, return_counts=True)
+    return int(members.max()) if len(members) else 0
 
 
 def check_config(cfg: Config, info: DistInfo) -> tuple[str, str]:

@@ -242,7 +242,7 @@ def check_splits(cfg: Config, data: PreparedData) -> None:
         raise DataError(f"data: the validation split yields no window ({sizes}; {cause}), and {', '.join(needs)} "
                         f"need{'s' * (len(needs) == 1)} it: {fix}give the validation split more dates (data.val_ratio or "
                         "data.split_dates)")
-    check_cross_section(cfg, data.train)  # a cross-sectional label of one symbol: said before --seeds folders go too
+    check_cross_section(cfg, data.train, data.val, data.test)  # a cross-sectional label of one symbol: said before --seeds folders go too
 
 
 def evaluate_test(run: TrainedRun) -> tuple[dict[str, Any], Forecasts | None, dict[str, Any] | None]:
