@@ -208,6 +208,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "(evaluation.report=false, the run's setting); add --set evaluation.report=true"))
     if args.no_report and ev.report and "evaluation.report" in _set_keys(args.set):  # the last --set said true
         raise ConfigError("--no-report: contradicts --set evaluation.report=true; give one of them")
+    if sys.stdout is None and not ev.report:  # evaluation.report=false (the run's or --set): the scores printed only
+        raise ConfigError("standard output is closed: the evaluation printed there would be lost (no report is written: "
+                          "evaluation.report=false); redirect it to a file")
     if ev.report and not args.no_report:  # said before the scoring, not after it
         _lazy("check_report_importable")(instead=" (or give --no-report)")
     result, fc, bt = evaluate_and_backtest(args.path, args.data, args.split, ev)
@@ -298,11 +301,20 @@ def _refuse_folder_is_data(folder: str | Path, data: str | None, named: str) -> 
     if data is None:
         return
     out = Path(folder).resolve()
-    if glob.has_magic(data):  # the folders whose files the glob reads
-        parent = Path(data).absolute().parent
-        hit = PurePath(out).match(str(parent)) if glob.has_magic(str(parent)) else out == parent.resolve()
-    else:
-        hit = Path(data).is_dir() and Path(data).resolve() == out
+    p = Path(data)
+    # taken as the reader takes it (io.resolve_paths): a folder or a file that exists before a glob, so that a folder
+    # named with brackets (`prices[2024]`) is that folder, not a glob read from its parent
+    if p.is_dir() or p.is_file() or not glob.has_magic(data):
+        hit = p.is_dir() and p.resolve() == out
+    else:  # the folders whose files the glob reads: its folder part, links and `..` of its fixed part followed
+        parts = p.absolute().parent.parts
+        fixed = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+        pattern = Path(os.path.realpath(Path(*parts[:fixed]))).joinpath(*parts[fixed:])
+        if fixed == len(parts):
+            hit = out == pattern
+        else:  # also a folder not made yet that the pattern would read (the run folder), and a link it matches
+            hit = PurePath(out).match(str(pattern)) or any(
+                Path(f).is_dir() and Path(f).resolve() == out for f in glob.glob(str(pattern)))
     if hit:
         raise ConfigError(f"{named} {folder}: the folder the data are read from (data.data_dir={data}); the files "
                           "written there would be read as data from then on: choose another folder")
@@ -733,6 +745,10 @@ def _printed_result(args: argparse.Namespace) -> str | None:
         return "the data reports"
     if args.command == "backtest":
         return "the backtest"
+    if args.command == "evaluate" and args.no_report:  # no report.html/report.md holds the scores
+        return "the evaluation"
+    if args.command == "bench" and not args.out:  # the table of results is written to no file
+        return "the benchmark results"
     return None
 
 
@@ -741,6 +757,34 @@ OVERRIDE = re.compile(r"[A-Za-z_]\w*\.[\w.]+=")
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _main(argv)
+    _flush_stdout()  # what is left after an error already said (a full disk mid-CSV) is dropped, not said again at exit
+    return code
+
+
+def _flush_stdout() -> OSError | None:
+    """Standard output's buffer written out now, not as Python exits, where a full disk (`> file` on it) or a
+    reader gone (`| true`) was said in two lines of "Exception ignored" and exit 120 → the error of a write that
+    failed, or None (also for a reader gone: not an error of ours, as below). What could not be written is
+    dropped, so that the exit does not try it again."""
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except OSError as e:
+        _drop_stdout()
+        return None if isinstance(e, BrokenPipeError) else e
+    except ValueError:  # standard output closed by the command itself: nothing left to write
+        pass
+    return None
+
+
+def _drop_stdout() -> None:
+    """Standard output pointed at the null device: what its buffer holds is dropped at exit, not written again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _main(argv: list[str] | None) -> int:
     try:  # Ctrl-C while the parser is built is said as in a command
         parser = build_parser(sys.argv[1:] if argv is None else argv)
         # overrides may stand on both sides of a flag (`train --config q.yaml a.b=1 --resume c.d=2`): argparse takes
@@ -754,9 +798,16 @@ def main(argv: list[str] | None = None) -> int:
         # standard output closed (`>&-`): Python's print wrote nothing and predict's to_csv returned its text,
         # both without an error: the forecasts were lost and the command exited 0
         if sys.stdout is None and (lost := _printed_result(args)):
-            instead = " or give --out FILE" if args.command == "predict" else ""
+            instead = " or give --out FILE" if args.command in ("predict", "bench") else ""
             raise ConfigError(f"standard output is closed: {lost} printed there would be lost; redirect it to a file{instead}")
-        return args.func(args)
+        code = args.func(args)
+        if (failed := _flush_stdout()) is not None:
+            if code == 0 and (lost := _printed_result(args)):  # the result held nowhere else: not a success
+                raise WriteError(f"standard output: cannot write ({io_cause(failed)}): {lost} not written")
+            # a command whose results are files (train's summary on a full disk): they stand, the lines are said lost
+            print(f"hftraining: warning: standard output: cannot write ({io_cause(failed)}): lines printed there not written",
+                  file=sys.stderr)
+        return code
     except UserError as e:
         print(f"hftraining: error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
@@ -764,7 +815,7 @@ def main(argv: list[str] | None = None) -> int:
         print("hftraining: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of stdout (e.g. `| head`) has gone: not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()
         return 0
     except Exception as e:  # the file system said no (disk full, permission, read-only): one line, exit 2
         if not is_io_error(e):
