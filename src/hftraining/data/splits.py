@@ -93,7 +93,9 @@ def purged_kfold(n_rows: int, n_folds: int, seq_len: int, horizon: int, embargo:
     last test target (t ≥ u1 + H + embargo, the purge after plus the embargo). The purge removes
     H - 1 windows on each side; the embargo ``embargo`` more after the block. The training inputs
     are clear of the test period only when ``embargo`` ≥ L plus the rows each input row's features
-    read before it (the features' settled rows, at least 1: a return reads the close before its row):
+    read before it (the features' settled rows, at least 1: a return reads the close before its row,
+    and every window reads its rows' returns, whatever its features; features and labels across the
+    symbols of a date read each symbol's previous row, further back in a panel of mixed calendars):
     with ``embargo`` = L the first window after the block reads a return, or a 20-row indicator, of
     the block's closes (:func:`hftraining.workflows.walkforward.purged_inputs_note`).
     """

@@ -59,9 +59,10 @@ from hftraining.core.config import Config, DataConfig
 from hftraining.core.errors import ConfigError, DataError, UserError
 from hftraining.core.fmt import fmt, fmt_p
 from hftraining.core.jsonio import write_json
-from hftraining.data.features import SETTLE_MEASURABLE, feature_settle, settle_unknown
+from hftraining.data.features import SETTLE_MEASURABLE, feature_settle, panel_specs, settle_unknown, symbol_specs
+from hftraining.data.labels import PER_DATE
 from hftraining.data.pipeline import PanelRows, PreparedData, panel_rows, prepare
-from hftraining.data.splits import SCHEMES, Fold
+from hftraining.data.splits import SCHEMES, Fold, union_calendar
 from hftraining.data.windows import WindowSet
 from hftraining.eval.backtest import backtest_forecasts, format_backtest
 from hftraining.eval.forecasts import SIGNIFICANCE, Forecasts, direction_p_text, format_table, score
@@ -99,30 +100,56 @@ def prepare_fold(cfg: Config, source: PanelRows | dict, k: int, n_folds: int, sc
     return data
 
 
-def purged_inputs_note(d: DataConfig) -> str | None:
+def purged_inputs_note(d: DataConfig, gap: int = 1) -> str | None:
     """Under purged k-fold, the sentence saying that the training windows after each test block read
     prices of the block, and the ``data.embargo`` that keeps them clear of it; None when ``d``'s does.
 
     The first training window after a block ends ``embargo`` rows after the block's last row and reads
-    its ``data.sequence_length`` rows, and the features of each of those rows read the rows before it:
-    up to the features' settled rows (:func:`~hftraining.data.features.feature_settle`; a log return reads
-    the close before its row, a 20-row volatility 20 rows). So ``embargo`` must be at least L plus that
-    count (exactly for features of a finite window; for recursive ones, RSI, ATR, MACD, to within their
-    settling tolerance); with L alone, the rows just after the block are computed from its closes."""
-    settle = feature_settle(list(d.features))
+    its ``data.sequence_length`` rows, and each of those rows reads the rows before it: its return (the
+    past-return channel every model reads, whatever the features) the close before it, its features up
+    to their settled rows (:func:`~hftraining.data.features.feature_settle`; a 20-row volatility 20 rows).
+    The panel features (``market``) and the labels taken across the symbols of a date (``excess_return``,
+    ``cs_zscore``, ``cs_rank``) read every symbol's return of a date, and a symbol's return reads its own
+    previous row, up to ``gap`` dates of the panel back (:func:`panel_gap`: 3 for a weekday stock beside
+    a coin that trades every day). So ``embargo`` must be at least L plus the most rows any of these
+    reach back (exactly for features of a finite window; for recursive ones, RSI, ATR, MACD, to within
+    their settling tolerance); with L alone, the rows just after the block are computed from its closes."""
+    features = list(d.features)
+    settle = feature_settle(features)
     L, emb = d.sequence_length, d.embargo
-    if settle is not None and emb >= L + settle:
-        return None
     head = (f"--scheme purged_kfold: data.embargo={emb}: the training windows after each test block read its "
             f"prices as inputs: a window reads its data.sequence_length {L} rows, ")
     if settle is None:
-        return head + (f"and {', '.join(settle_unknown(list(d.features)))} read every row before them (they do not "
+        return head + (f"and {', '.join(settle_unknown(features))} read every row before them (they do not "
                        f"settle within {SETTLE_MEASURABLE} rows), so no data.embargo keeps them clear of the block; "
                        "use --scheme expanding or rolling to train on no row after a test block")
-    return head + (f"and their features the {settle} rows before each (the features' settled rows), so "
-                   f"data.embargo >= {L + settle} keeps them clear of the block (to within the settling tolerance of "
-                   "recursive features; its targets are purged whatever the embargo); --scheme expanding or rolling "
-                   "trains on no row after a test block")
+    reach = max(feature_settle(symbol_specs(features)), 1)  # a row's return reads the close before it
+    across = [f"the {', '.join(panel_specs(features))} features"] if panel_specs(features) else []
+    across += [f"the {d.target} labels"] if d.target in PER_DATE else []
+    if panel_specs(features):  # a window of w dates, its first date's returns reaching ``gap`` dates back
+        reach = max(reach, feature_settle(panel_specs(features)) + gap - 1)
+    if d.target in PER_DATE:
+        reach = max(reach, gap)
+    if emb >= L + reach:
+        return None
+    why = ("their returns and features the rows before each (the features' settled rows, and the close "
+           "before a row that its return reads")
+    if across and gap > 1:
+        why += (f"; {' and '.join(across)} read every symbol's return of a date, and a symbol's return reads its "
+                f"previous row, up to {gap} dates of the panel back")
+    return head + (f"and {why}): {reach} rows, so data.embargo >= {L + reach} keeps them clear of the block (to "
+                   "within the settling tolerance of recursive features; its targets are purged whatever the "
+                   "embargo); --scheme expanding or rolling trains on no row after a test block")
+
+
+def panel_gap(source: PanelRows) -> int:
+    """The most dates of the panel (the distinct timestamps of its symbols' rows) that one symbol's
+    return spans: from a row back to the symbol's previous row (1 for a symbol alone, or symbols on one
+    calendar; 3 for a weekday stock's Monday beside a coin that trades every day). What a feature or
+    label taken across the symbols of a date reaches back beyond its own dates (:func:`purged_inputs_note`)."""
+    times = source.rows.symbol_times()
+    calendar = union_calendar(times)
+    return max([1, *(int(np.diff(np.searchsorted(calendar, t)).max()) for t in times if len(t) > 1)])
 
 
 def check_fold(cfg: Config, data: PreparedData, k: int, scheme: str) -> None:
@@ -270,9 +297,6 @@ def walk_forward(cfg: Config, n_folds: int, scheme: str = "expanding", mode: str
                           "again with output.overwrite=true)")
     if cfg.evaluation.report:  # each fold's report is written after it trained: said before the first one trains
         check_report_importable()
-    note = purged_inputs_note(cfg.data) if scheme == "purged_kfold" else None
-    if note and int(os.environ.get("RANK", "0")) == 0:  # said before any fold trains, and in walkforward.json
-        log.warning("%s", note)
     base = cfg.run_dir() / "walkforward"
     # the config is checked in a process group formed before the folder's lock is taken (as train --seeds does):
     # under torchrun a main rank refused the lock then stops after a group of its own, and the other ranks, gone
@@ -297,6 +321,11 @@ def _walk_forward(cfg: Config, n_folds: int, scheme: str, mode: str, base) -> di
                         "start over with output.overwrite=true, or give another output.output_dir")
     check_output_dir(base)  # said before the features are built, not after the first fold's
     source = panel_rows(cfg.data)  # every symbol's features once, through the store; each fold cuts its own splits
+    # said once, by the main rank, before any fold trains, and in walkforward.json: of the features the folds use
+    # (source.d: without the volume features a symbol lacks) and of the panel's dates (panel_gap)
+    note = purged_inputs_note(source.d, panel_gap(source)) if scheme == "purged_kfold" else None
+    if note and int(os.environ.get("RANK", "0")) == 0:
+        log.warning("%s", note)
     info = init_distributed(cfg.training.device, cfg.training.ddp_timeout)
     folds, parts, methods = [], [], []
     starts: list[int] = []  # the first scored date of each fold whose test block was cut: the pooled books start afresh there
@@ -315,7 +344,7 @@ def _walk_forward(cfg: Config, n_folds: int, scheme: str, mode: str, base) -> di
                 raise DataError(f"walkforward fold {k + 1} of {n_folds} ({scheme}): {e}") from None
             check_fold(cfg, prepared[k], k, scheme)
             try:
-                check_cross_section(cfg, prepared[k].train)  # a cross-sectional label of one symbol, as its trainer would
+                check_cross_section(cfg, prepared[k].train, prepared[k].val, prepared[k].test)  # a cross-sectional label of one symbol, as its trainer would
             except ConfigError as e:  # fold 1 of an expanding walk-forward may hold one symbol where the panel has more
                 raise ConfigError(f"walkforward fold {k + 1} of {n_folds} ({scheme}): {e}") from None
         # one MLflow parent run of the folds (output.report_to: mlflow): every walk-forward trains its folds anew;
@@ -358,7 +387,7 @@ def _walk_forward(cfg: Config, n_folds: int, scheme: str, mode: str, base) -> di
     if not info.is_main:
         return {}
     try:
-        out = _pooled(cfg, folds, parts, methods, scheme, mode, n_folds, base, starts)
+        out = _pooled(cfg, folds, parts, methods, scheme, mode, n_folds, base, starts, note)
     except BaseException:
         group.fail()
         raise
@@ -382,7 +411,7 @@ def walkforward_metrics(res: dict[str, Any]) -> dict[str, float]:
 
 
 def _pooled(cfg: Config, folds: list, parts: list, methods: list, scheme: str, mode: str, n_folds: int,
-            base, starts: list[int] | None = None) -> dict[str, Any]:
+            base, starts: list[int] | None = None, embargo_note: str | None = None) -> dict[str, Any]:
     """The folds pooled: walkforward.json's content, written. The pooled backtest books the folds' test
     dates in calendar order (purged k-fold's folds too), each (date, symbol) once; ``starts`` (int64 ns): the
     first scored date of each fold whose test block ``evaluation.max_test_windows`` cut to its last dates,
@@ -421,9 +450,8 @@ def _pooled(cfg: Config, folds: list, parts: list, methods: list, scheme: str, m
         "selection": selection_stats(candidates, "model", TRIALS_ARE),
         "run_dir": str(base),
     }
-    note = purged_inputs_note(cfg.data) if scheme == "purged_kfold" else None
-    if note:  # the training windows after each test block read its prices (purged_inputs_note)
-        out["embargo_note"] = note
+    if embargo_note:  # the training windows after each test block read its prices (purged_inputs_note)
+        out["embargo_note"] = embargo_note
     base.mkdir(parents=True, exist_ok=True)
     write_json(base / "walkforward.json", out)
     return out
