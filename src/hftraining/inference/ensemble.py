@@ -27,6 +27,8 @@ levels). It forecasts under the autocast precision its members' runs trained and
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import json
@@ -435,6 +437,34 @@ def member_digest(member: Path) -> str:
     return h.hexdigest()
 
 
+_DIGEST_MEMO: contextvars.ContextVar[dict[Path, str] | None] = contextvars.ContextVar("member_digest_memo", default=None)
+"""The digests of the members given to one :func:`build_ensemble` (:func:`_member_digest_once`), while it runs."""
+
+
+def _member_digest_once(member: Path) -> str:
+    """:func:`member_digest` of the member folder ``member`` (resolved), computed once while :func:`build_ensemble`
+    runs: asked of each member for its precision, evaluation settings, validation MSE, figures, data report and
+    fitted baselines, a member's weights (gigabytes of them) were read and hashed that many times; one digest also
+    gives every question the same answer (the copies, hashed as written, are not hashed again as the ensemble
+    loads to calibrate its intervals). Outside a build, computed each time: loading a folder reads its members."""
+    memo = _DIGEST_MEMO.get()
+    if memo is None:
+        return member_digest(member)
+    key = Path(member).resolve()
+    if key not in memo:
+        memo[key] = member_digest(member)
+    return memo[key]
+
+
+@contextlib.contextmanager
+def _digests_once():
+    token = _DIGEST_MEMO.set({})
+    try:
+        yield
+    finally:
+        _DIGEST_MEMO.reset(token)
+
+
 def _check_digests(directory: Path, meta: dict[str, Any], dirs: list[Path]) -> None:
     """Each member of the ensemble folder ``directory`` holds the files it was built with (:data:`DIGESTS_KEY`,
     when recorded); a DataError naming the first member that does not."""
@@ -442,7 +472,7 @@ def _check_digests(directory: Path, meta: dict[str, Any], dirs: list[Path]) -> N
     if digests is None:
         return
     for m, want in zip(dirs, digests):
-        if member_digest(m) != want:
+        if _member_digest_once(m) != want:
             raise DataError(f"{m}: its {', '.join(MEMBER_FILES)} are not those the ensemble was built with "
                             f"({directory / ENSEMBLE_NAME}: {DIGESTS_KEY}), and its weights, validation MSE and "
                             "intervals were fit on those: rebuild it from the members' folders with `hftraining "
@@ -484,6 +514,10 @@ def _ensemble_of(member: Path) -> tuple[Path, dict[str, Any], int] | None:
     recorded of the run it was copied from (its precision, evaluation settings, fitted baselines, figures and
     data report) is that member's. None otherwise, when it cannot be read, or when the member's files are not
     those that ensemble was built with (:data:`DIGESTS_KEY`: another model copied over it is not that run's)."""
+    try:  # ``.`` or ``member-0`` from inside members/, ``../member-1``, a link to the member: the folder itself
+        member = Path(member).resolve()
+    except (OSError, RuntimeError):  # a link loop: not a member folder (loading it says so)
+        return None
     ens = member.parent.parent
     if member.parent.name != "members" or not is_ensemble(ens):
         return None
@@ -498,7 +532,7 @@ def _ensemble_of(member: Path) -> tuple[Path, dict[str, Any], int] | None:
     digests = meta.get(DIGESTS_KEY)
     if digests is not None:
         try:
-            if member_digest(member) != digests[k]:
+            if _member_digest_once(member) != digests[k]:
                 return None
         except DataError:
             return None
@@ -614,6 +648,11 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
             raise DataError(f"{out}: exists and is not an ensemble folder; choose another --out")
         if not overwrite:
             raise DataError(f"{out}: already holds an ensemble; pass --overwrite to replace it, or choose another --out")
+    with _digests_once():  # a member of an ensemble folder is checked against its recorded digest once
+        return _build_ensemble(model_dirs, out, method)
+
+
+def _build_ensemble(model_dirs: list[str | Path], out: Path, method: str) -> Path:
     dirs = [_member_dir(p) for p in model_dirs]
     first: dict[Path, int] = {}
     for i, d in enumerate(dirs):
@@ -667,7 +706,7 @@ def build_ensemble(model_dirs: list[str | Path], out: str | Path, method: str = 
         (tmp / "members").mkdir()
         for name, d in zip(meta["members"], dirs):
             shutil.copytree(d, tmp / name, ignore=shutil.ignore_patterns("*.onnx"))
-        meta[DIGESTS_KEY] = [member_digest(tmp / name) for name in meta["members"]]  # as copied
+        meta[DIGESTS_KEY] = [_member_digest_once(tmp / name) for name in meta["members"]]  # as copied
         write_json(tmp / "preprocessing.json", pre)
         # the bar the members were scored against goes with them: fitted on the same windows (their
         # preprocessing is shared), so an ensemble of runs is judged against ridge and LightGBM too

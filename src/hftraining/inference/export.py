@@ -54,7 +54,7 @@ from torch import nn
 
 from hftraining.core.errors import DataError, UserError, writing
 from hftraining.data.labels import UNITS
-from hftraining.inference.folders import run_precision
+from hftraining.inference.ensemble import member_precision
 from hftraining.inference.forecaster import Forecaster, bound_columns
 from hftraining.models.predict import class_threshold
 
@@ -203,8 +203,9 @@ def _left_behind(path: Path) -> bool:
 
 def _evaluated_precision(model_dir: str | Path, fc: Forecaster) -> str:
     """The precision the run of ``model_dir`` (an ensemble: its members', recorded in ensemble.json) was
-    evaluated in, which predict and serve forecast in: ``fc`` is in the graph's fp32 (:func:`wrapper_for`)."""
-    return fc.model.precision if hasattr(fc.model, "members") else run_precision(model_dir)
+    evaluated in, which predict and serve forecast in (a member folder of an ensemble: the one that ensemble recorded,
+    :func:`~hftraining.inference.ensemble.member_precision`): ``fc`` is in the graph's fp32 (:func:`wrapper_for`)."""
+    return fc.model.precision if hasattr(fc.model, "members") else member_precision(Path(model_dir))
 
 
 def _write_checked(w: OnnxForecaster, fc: Forecaster, path: Path, out: Path, check: bool, evaluated: str) -> None:

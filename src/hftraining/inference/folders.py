@@ -151,5 +151,7 @@ def run_config_section(path: str | Path, section: type, name: str) -> Any:
 def run_precision(path: str | Path) -> str:
     """The autocast precision the run of ``path`` trained and scored its test split with (fp32 for a
     bare model folder): forecasting in it reproduces the forecasts eval.json scored. An ensemble
-    folder records its members' in its ensemble.json (:func:`hftraining.inference.ensemble.load_ensemble`)."""
+    folder records its members' in its ensemble.json (:func:`hftraining.inference.ensemble.load_ensemble`), and
+    a member folder of one (``<ensemble>/members/member-<k>``, not a run's) forecasts in the precision that
+    ensemble recorded (:func:`hftraining.inference.ensemble.member_precision`, which predict, serve and export use)."""
     return resolved_precision(run_config_section(path, TrainingConfig, "training"))

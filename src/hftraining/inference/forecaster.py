@@ -32,8 +32,8 @@ from hftraining.data.sources import load_and_validate, zoneless_stamps
 from hftraining.data.validate import (MAX_ROWS_LISTED, VALUE_RULES, jump_rows, stamp_phases, stamp_runs,
                                       validate_frame)
 from hftraining.data.windows import WindowSet
-from hftraining.inference.ensemble import load_ensemble
-from hftraining.inference.folders import check_training_data, is_ensemble, resolve_model_dir, run_precision
+from hftraining.inference.ensemble import load_ensemble, member_precision
+from hftraining.inference.folders import check_training_data, is_ensemble, resolve_model_dir
 from hftraining.models import ForecastModel, load_preprocessing
 from hftraining.models.folder import INTERVALS_FILE, read_calibration
 from hftraining.models.intervals import Calibration
@@ -189,13 +189,14 @@ class Forecaster:
         """Load a run, model or ensemble folder; forecasts run on ``device`` under ``precision``
         (``fp32``, ``bf16``, ``fp16``; default: the run's training precision, see
         :func:`~hftraining.inference.folders.run_precision`; an ensemble's: its members' runs', recorded
-        in its ensemble.json) through the same batched forward as evaluation."""
+        in its ensemble.json; a member folder of an ensemble: the one that ensemble recorded and forecast it in,
+        :func:`~hftraining.inference.ensemble.member_precision`) through the same batched forward as evaluation."""
         d = resolve_model_dir(path)
         if is_ensemble(d):
             model, pre = load_ensemble(d)
             return cls(model, pre, d, device, precision or model.precision)
         return cls(ForecastModel.from_pretrained(d), Preprocessing.from_dict(load_preprocessing(d)), d, device,
-                   precision or run_precision(path))
+                   precision or member_precision(Path(path)))
 
     # ------------------------------------------------------------------ description
     @property
