@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from hftraining.core.config import Config
+from hftraining.core.config import RESUME_FIXED, Config, shown as shown_value
 from hftraining.core.errors import ConfigError, UserError, writing
 from hftraining.core.files import replace_file
 from hftraining.core.jsonio import read_json, write_json
@@ -23,7 +24,7 @@ from hftraining.eval.model_card import verdict_baseline
 from hftraining.inference.ensemble import README_NAME, build_ensemble
 from hftraining.models.registry import MODELS
 from hftraining.train.distributed import barrier, cleanup, init_distributed
-from hftraining.train.runner import check_before_data
+from hftraining.train.runner import check_before_data, finished_checkpoint
 from hftraining.train.tracking import start_group
 from hftraining.workflows.train_run import (check_report_importable, check_splits, remove, run_folder_lock, said_once,
                                             seed_runs, shown, single_run, train)
@@ -79,6 +80,8 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
             raise UserError(f"--seeds {n}: {root} holds seeds of an earlier train --seeds run beyond seed-{n - 1} "
                             f"({shown(extra)}), which a resumed run would leave beside its ensemble: resume with the earlier "
                             "--seeds, or start over with output.overwrite=true and without training.resume_from_checkpoint")
+        if cfg.training.resume_from_checkpoint:  # before the data are read: a mistake costs no feature build
+            check_seeds_alike(cfg, root, n)
         # start over (output.overwrite): nothing of the earlier run(s) stays beside the new seeds, unless they resume
         stale = (single + ([] if cfg.training.resume_from_checkpoint else earlier)) if cfg.output.overwrite else []
         data = prepare(cfg.data)  # one preprocessing for every seed: the members share it by construction
@@ -92,11 +95,7 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
             if stale:  # once the data are built: a data mistake leaves the earlier run as it was
                 _on_main_rank(cfg, lambda: remove(root, stale))
             for k in range(n):
-                sub = dataclasses.replace(
-                    cfg,
-                    training=dataclasses.replace(cfg.training, seed=cfg.training.seed + k),
-                    output=dataclasses.replace(cfg.output, output_dir=str(root / f"seed-{k}")),
-                )
+                sub = seed_config(cfg, root, k)
                 log.info("seed %d of %d: training.seed=%d → %s", k + 1, n, sub.training.seed, sub.output.output_dir)
                 with group.member(seed=k):
                     train(sub, data)
@@ -126,6 +125,59 @@ def train_seeds(cfg: Config, n: int, method: str = "mean") -> Path:
             group.fail()
             raise
     return root
+
+
+def seed_config(cfg: Config, root: Path, k: int) -> Config:
+    """The config of seed ``k`` of the ``train --seeds`` run of ``cfg`` in ``root``: ``training.seed + k``,
+    written into ``root/seed-<k>/``."""
+    return dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=cfg.training.seed + k),
+                               output=dataclasses.replace(cfg.output, output_dir=str(root / f"seed-{k}")))
+
+
+SEEDS_MAY_DIFFER = ("training.seed", "training.resume_from_checkpoint", "training.device", "training.ddp_timeout",
+                    "training.compile", "training.logging_steps", "training.save_steps", "training.save_on_epoch_end",
+                    "training.save_total_limit", "training.gradient_checkpointing", "training.max_consecutive_nonfinite",
+                    "evaluation.report")
+"""The ``training``/``evaluation`` keys in which a seed left as it is by a resume may differ from the seeds
+trained or scored by it: where and how the steps are computed, checkpointed and logged, and whether a report
+is written; none of them changes the weights (beyond the device's rounding) or the test figures."""
+
+
+def check_seeds_alike(cfg: Config, root: Path, n: int) -> None:
+    """A resumed ``train --seeds`` leaves a finished seed as it is (:func:`~hftraining.train.runner.finished_checkpoint`:
+    trained to its last step and scored) and trains or scores the others with ``cfg``: a UserError naming the
+    key when a finished seed's config.json holds another value of a ``training``/``evaluation`` key a resume
+    may change (``training.max_steps`` lowered, another schedule, ``evaluation.max_test_windows``,
+    ``backtest_*``; not :data:`SEEDS_MAY_DIFFER`) while another seed is trained or scored now. Its members
+    would differ in more than the seed (one trained 4 steps, another 2) and ``seeds.json`` would spread figures
+    scored on other test windows or costs (one seed's strongest baseline picked on the last 8 windows, the
+    others' on 416). The keys a resume may not change (:data:`~hftraining.core.config.RESUME_FIXED`) are each
+    seed's own resume's to refuse."""
+    finished, now = [], []
+    for k in range(n):
+        (finished if finished_checkpoint(seed_config(cfg, root, k)) is not None else now).append(k)
+    if not finished or not now:
+        return  # every seed left as it is, or every one trained or scored with cfg: nothing mixed
+    for k in finished:
+        path = root / f"seed-{k}" / "config.json"
+        saved = read_json(path) if path.is_file() else None
+        if not isinstance(saved, dict):
+            continue  # the seed's own resume says what is wrong with it
+        current = seed_config(cfg, root, k).to_dict()
+        for section in ("training", "evaluation"):
+            before, after = saved.get(section), json.loads(json.dumps(current[section]))  # the saved file's types
+            if not isinstance(before, dict):
+                continue  # the seed's own resume says what is wrong with it
+            for key in after:
+                name = f"{section}.{key}"
+                if name in SEEDS_MAY_DIFFER or name in RESUME_FIXED or key not in before or before[key] == after[key]:
+                    continue  # a key the saved config lacks (written by an older version) is not compared
+                raise UserError(
+                    f"--seeds {n}: {root / f'seed-{k}'} is finished with {name}={shown_value(before[key])}, which a "
+                    f"resume leaves as it is, while seed-{now[0]} would be "
+                    f"{'scored' if section == 'evaluation' else 'trained'} with {name}={shown_value(after[key])}: the "
+                    "seeds would differ in more than training.seed (seeds.json would spread figures of unlike runs); "
+                    f"resume with {name}={shown_value(before[key])}, or start over with output.overwrite=true")
 
 
 def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
