@@ -6,16 +6,20 @@ and volume >= 0, so the validator keeps every row.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shutil
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from hftraining.core.config import time_zone
-from hftraining.core.errors import DataError
-from hftraining.core.files import replace_file
+from hftraining.core.errors import DataError, WriteError, io_cause, is_io_error
+from hftraining.core.files import fsync_dir, fsync_file
 from hftraining.data.io import is_data_file
 
 DEFAULT_SESSION = "09:30-16:00"  # bars finer than a day: a US equity session ...
@@ -165,9 +169,14 @@ def write_synth(out_dir: str | Path, symbols: int, rows: int, seed: int = 0, fre
                 session: str | None = None, tz: str | None = None) -> list[Path]:
     """Write the series of :func:`synth_frames` into ``out_dir``, one symbol at a time (memory: one
     symbol): a file per symbol (``csv``, ``parquet``) or a hive-partitioned Parquet dataset
-    (``parquet-dataset``: ``symbol=SYN000/part-0.parquet``) → the paths written. Each file is written
-    beside its name and renamed onto it (a failure or Ctrl-C leaves no file cut short). A folder holding
-    data files other than synth's is refused: reading it later would mix them with the synthetic ones."""
+    (``parquet-dataset``: ``symbol=SYN000/part-0.parquet``) → the paths written. The set is written whole
+    or not at all: every file goes into a hidden folder inside ``out_dir`` first, and only once all are
+    written (a full disk, a failure or Ctrl-C before: the earlier folder as it was, nothing new in it) do
+    they replace the files of an earlier synth there. Such an earlier set is replaced whole: its files
+    that the new one does not write (more symbols, another format) are removed, as a later train would
+    read them with the new ones; the disk holds both sets until the new one is written. A folder holding
+    data files other than synth's is refused: reading it later would mix them with the synthetic ones;
+    its files that are no data (notes.txt) are left as they are."""
     if fmt not in FORMATS:
         raise DataError(f"synth: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     specs = _symbols(symbols, seed)
@@ -183,25 +192,97 @@ def write_synth(out_dir: str | Path, symbols: int, rows: int, seed: int = 0, fre
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"{out}: cannot create folder ({e.strerror})") from None
-    paths = []
-    for name, s, price in specs:
-        try:
-            frame = synth_ohlcv(rows, seed=s, freq=freq, price=price, session=session, tz=tz)
-        except MemoryError:  # under MAX_ROWS, but more than this machine has free
-            raise DataError(f"synth: {rows:,} rows of one symbol do not fit in memory (about {rows * 180 / 1e9:.1f} GB "
-                            "at the peak); use fewer --rows") from None
-        if fmt == "csv":
-            p = out / f"{name}.csv"
-            ts = frame["timestamp"]
-            whole = bool((ts.dt.microsecond == 0).all() and (ts.dt.nanosecond == 0).all())  # else sub-second bars
-            frame = frame.assign(timestamp=ts.dt.strftime("%Y-%m-%dT%H:%M:%SZ" if whole else "%Y-%m-%dT%H:%M:%S.%fZ"))
-            replace_file(p, partial(frame.to_csv, index=False, float_format="%.6f"))
-        elif fmt == "parquet":
-            p = out / f"{name}.parquet"
-            replace_file(p, partial(frame.to_parquet, index=False))
-        else:
-            p = out / f"symbol={name}" / "part-0.parquet"
-            p.parent.mkdir(exist_ok=True)
-            replace_file(p, partial(frame.to_parquet, index=False, row_group_size=1_000_000))
-        paths.append(p)
-    return paths
+    for left in [*out.glob(f"{STAGE}*"), *out.glob(f"{ASIDE}*")]:  # of a synth that was killed
+        if _of_dead_process(left):
+            shutil.rmtree(left, ignore_errors=True)
+    stage, aside = out / f"{STAGE}{os.getpid()}", out / f"{ASIDE}{os.getpid()}"
+    names = []  # the entries of out_dir the new set is made of (a file, or a symbol= folder)
+    try:
+        _io(out, stage.mkdir)
+        for name, s, price in specs:
+            try:
+                frame = synth_ohlcv(rows, seed=s, freq=freq, price=price, session=session, tz=tz)
+            except MemoryError:  # under MAX_ROWS, but more than this machine has free
+                raise DataError(f"synth: {rows:,} rows of one symbol do not fit in memory (about {rows * 180 / 1e9:.1f} "
+                                "GB at the peak); use fewer --rows") from None
+            if fmt == "csv":
+                rel = Path(f"{name}.csv")
+                ts = frame["timestamp"]
+                whole = bool((ts.dt.microsecond == 0).all() and (ts.dt.nanosecond == 0).all())  # else sub-second bars
+                frame = frame.assign(timestamp=ts.dt.strftime("%Y-%m-%dT%H:%M:%SZ" if whole else "%Y-%m-%dT%H:%M:%S.%fZ"))
+                write = partial(frame.to_csv, index=False, float_format="%.6f")
+            elif fmt == "parquet":
+                rel = Path(f"{name}.parquet")
+                write = partial(frame.to_parquet, index=False)
+            else:
+                rel = Path(f"symbol={name}") / "part-0.parquet"
+                _io(out / rel, (stage / rel.parent).mkdir)
+                write = partial(frame.to_parquet, index=False, row_group_size=1_000_000)
+            _io(out / rel, lambda: (write(stage / rel), fsync_file(stage / rel)))
+            names.append(rel.parts[0])
+        for folder in [*(stage / n for n in names if (stage / n).is_dir()), stage]:
+            _io(out, partial(fsync_dir, folder))
+        _put_in_place(out, stage, aside, names)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
+    return [out / n / "part-0.parquet" if fmt == "parquet-dataset" else out / n for n in names]
+
+
+STAGE, ASIDE = ".synth-tmp-", ".synth-old-"  # hidden folders inside --out: the new set, and the earlier one set aside
+
+
+def _io(name: Path, act: Callable[[], object]) -> None:
+    """``act()``; an I/O failure (a full disk, a folder made read-only) is a one-line WriteError naming ``name``,
+    the file of --out it is for, not the hidden folder it is written in first."""
+    try:
+        act()
+    except Exception as e:
+        if not is_io_error(e):
+            raise
+        raise WriteError(f"{name}: cannot write ({io_cause(e)})") from None
+
+
+def _earlier(out: Path) -> list[str]:
+    """The entries of an earlier synth in ``out``: its SYN files (a link to nothing too: a reader refuses it) and
+    symbol=SYN folders."""
+    return sorted(p.name for p in out.iterdir() if SYNTH_NAME.fullmatch(p.name.split(".")[0])
+                  and ((is_data_file(p) and not p.is_dir()) or (p.is_dir() and p.name.startswith("symbol="))))
+
+
+def _put_in_place(out: Path, stage: Path, aside: Path, names: list[str]) -> None:
+    """Rename the earlier set of ``out`` into ``aside``, then the new one (``names``, written whole in ``stage``)
+    into ``out``: renames inside one folder, which need no space. A failure (or Ctrl-C) on the way puts the
+    earlier set back."""
+    moved, placed = [], []
+    try:
+        _io(out, aside.mkdir)
+        for n in _earlier(out):
+            _io(out / n, partial(os.rename, out / n, aside / n))
+            moved.append(n)
+        for n in names:
+            _io(out / n, partial(os.rename, stage / n, out / n))
+            placed.append(n)
+        _io(out, partial(fsync_dir, out))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            for n in placed:
+                os.rename(out / n, stage / n)
+            for n in moved:
+                os.rename(aside / n, out / n)
+        raise
+
+
+def _of_dead_process(path: Path) -> bool:
+    """Whether the hidden folder ``path`` (``.synth-tmp-PID``) is of a synth that no longer runs (not one writing
+    into the same folder now)."""
+    pid = path.name.rsplit("-", 1)[-1]
+    if not pid.isdigit() or int(pid) <= 0:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # a live process of another user
+        return False
+    return int(pid) == os.getpid()  # this process's own, left by an earlier call that failed to remove it

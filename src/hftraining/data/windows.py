@@ -441,6 +441,17 @@ class EpochSampler:
         return {"seed": self.seed, "epoch": self.epoch, "position": self.position}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from ``state`` (:meth:`state_dict`). A state without one of its whole numbers of at least 0
+        (a checkpoint written before checksums, edited or cut: ``{}``) is a DataError, which the caller names
+        the file of (a KeyError or a shuffle of another order than the run's otherwise)."""
+        if not isinstance(state, dict):
+            raise DataError(f"sampler must be an object with seed, epoch and position, got {type(state).__name__}")
+        for key in ("seed", "epoch", "position"):
+            if key not in state:
+                raise DataError(f"sampler has no {key} (the shuffled order's seed, epoch and position)")
+            v = state[key]
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise DataError(f"sampler's {key} must be a whole number of at least 0, got {v!r}")
         self.seed, self.epoch, self.position = state["seed"], state["epoch"], state["position"]
         self._order = None
 

@@ -39,6 +39,7 @@ input of models that ignore it; the dynamo exporter handles every model of the r
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -52,7 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hftraining.core.errors import DataError, UserError, writing
+from hftraining.core.errors import DataError, UserError, WriteError, io_cause, is_io_error
 from hftraining.data.labels import UNITS
 from hftraining.inference.ensemble import member_precision
 from hftraining.inference.forecaster import Forecaster, bound_columns
@@ -166,22 +167,30 @@ def export_onnx(model_dir: str | Path, out: str | Path, check: bool = True) -> P
         raise DataError(f"--out {out}: expected a .onnx file name")
     if out.is_dir():
         raise DataError(f"--out {out}: is a folder; expected a .onnx file name")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    evaluated = _evaluated_precision(model_dir, fc)  # read before writing: a failure to read it is no write's
     # written and checked beside ``out``, then renamed onto it: a graph that fails the check (or an export
     # stopped half-way) never lies at ``out``, and an earlier file there stays as it was until then. A link
     # (current.onnx -> v3.onnx) stays a link: the file it names is the one replaced, as a write through it did
     dest = Path(os.path.realpath(out)) if out.is_symlink() else out
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}.onnx"
     try:
-        with writing(out):
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
             for stale in dest.parent.glob(f".{glob.escape(dest.name)}.tmp-*.onnx*"):
                 if _left_behind(stale):  # by an export that was killed; not another one's still writing
                     stale.unlink(missing_ok=True)
-            _write_checked(w, fc, tmp, out, check, _evaluated_precision(model_dir, fc))
+            _write_checked(w, fc, tmp, out, check, evaluated)
             os.replace(tmp, dest)
+        except Exception as e:  # named as given: a folder made read-only named the hidden file, or its folder alone
+            if not is_io_error(e):
+                raise
+            name = getattr(e, "filename", None)  # a folder of the way to --out (one that is a file): named too
+            where = f"{name}: " if name and not Path(name).name.startswith(f".{dest.name}.tmp-") else ""
+            raise WriteError(f"--out {out}: cannot write ({where}{io_cause(e)})") from None
     finally:
-        tmp.unlink(missing_ok=True)
-        tmp.with_name(tmp.name + ".data").unlink(missing_ok=True)  # weights over 1.5 GB: inlined by onnx.load
+        with contextlib.suppress(OSError):  # a folder that is not there or not one: the failure above says why
+            tmp.unlink(missing_ok=True)
+            tmp.with_name(tmp.name + ".data").unlink(missing_ok=True)  # weights over 1.5 GB: inlined by onnx.load
     return out
 
 

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from hftraining import optim
 from hftraining.core.config import AUTO_COMPILE, Config, resolved_precision
-from hftraining.core.errors import ConfigError, UserError
+from hftraining.core.errors import ConfigError, DataError, UserError
 from hftraining.core.files import replace_file
 from hftraining.core.jsonio import dumps, read_jsonl
 from hftraining.data import augment
@@ -341,7 +341,10 @@ class Trainer:
         self.state = TrainerState(**{k: v for k, v in raw.items() if k in known})
         if "updated_step" not in raw:  # a checkpoint written before it was noted: not 0, which says "none"
             self.state.updated_step = None
-        self.sampler.load_state_dict(self.state.sampler)
+        try:  # a checkpoint written before checksums is loaded unverified: its sampler may be missing or edited
+            self.sampler.load_state_dict(self.state.sampler)
+        except DataError as e:
+            raise ckpt.CheckpointError(f"{path / ckpt.STATE_FILE}: {e}") from None
         self.opt.load_schedule(self.state.scheduler)  # the next step's rate from this run's schedule
         self.logger.info("resumed from %s at step %d", path, self.state.global_step)
         if not ckpt.in_folder(path, self.ckpt_root):
