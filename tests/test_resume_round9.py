@@ -190,6 +190,7 @@ def test_a_failed_rewrite_of_metrics_jsonl_on_resume_keeps_the_records_up_to_the
     assert _records(run, 0) == _records(full, 0)
 
 
+@pytest.mark.slow  # two 8-step runs and a resume for a name's case: kept out of the default suite's time
 def test_the_optimizer_named_in_another_case_resumes(tmp_path):
     """``training.optimizer`` is chosen by its name in any case (``AdamW`` builds adamw): a run started as
     ``AdamW`` and resumed as ``adamw`` was refused as if the optimizer had changed. It continues to where

@@ -28,7 +28,7 @@ def _data(seed: int, n: int):
 
 @pytest.mark.parametrize("settings, stop", [
     ({"num_leaves": 2}, False),
-    ({"num_leaves": 255, "min_data_in_leaf": 1}, False),  # many splits, deep one-sided branches
+    pytest.param({"num_leaves": 255, "min_data_in_leaf": 1}, False, marks=pytest.mark.slow),  # many splits, deep one-sided branches (slow)
     ({"num_leaves": 31, "max_depth": 2}, False),
     ({"num_leaves": 31, "min_data_in_leaf": 1000}, False),  # every tree one leaf
     ({"num_leaves": 7, "min_gain_to_split": 3.0}, False),  # one-leaf trees between split trees
