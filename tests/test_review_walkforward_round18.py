@@ -40,18 +40,7 @@ def mixed(tmp_path_factory) -> tuple[dict[str, pd.DataFrame], str]:
     return out, str(folder)
 
 
-def _changed(frames: dict[str, pd.DataFrame], lo: int, hi: int, seed: int) -> dict[str, pd.DataFrame]:
-    """Every symbol's bars dated in [lo, hi) moved to another random path (still valid bars)."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for sym, f in frames.items():
-        t = pd.to_datetime(f["timestamp"], utc=True).astype("int64").to_numpy()
-        hit = (t >= lo) & (t < hi)
-        f = f.copy()
-        factor = np.exp(np.cumsum(rng.normal(0.0, 0.03, int(hit.sum()))))
-        f.loc[hit, ["open", "high", "low", "close"]] = f.loc[hit, ["open", "high", "low", "close"]].to_numpy() * factor[:, None]
-        out[sym] = f
-    return out
+from test_walkforward_round18 import _changed  # noqa: E402  (a block of bars moved to another path)
 
 
 def _moved(d: DataConfig, frames: dict[str, pd.DataFrame]) -> bool:
