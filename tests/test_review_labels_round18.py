@@ -24,16 +24,7 @@ def _panel(folder: Path, wpm_until: str) -> Path:
     return folder
 
 
-def _train(argv, monkeypatch, capsys, tmp_path):
-    """Exit code and stderr of ``hftraining train`` with ``argv``, run from ``tmp_path``."""
-    from hftraining.cli import main
-    from hftraining.train.logging import log
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(log, "handlers", [h for h in log.handlers if not getattr(h, "_hft_console", False)])
-    capsys.readouterr()
-    rc = main(["train", *argv])
-    return rc, capsys.readouterr().err
+from test_labels_round18 import _train  # noqa: E402  (exit code and stderr of `hftraining train`)
 
 
 @pytest.mark.parametrize("target", ["excess_return", "cs_rank"])
