@@ -7,9 +7,13 @@ and volume >= 0, so the validator keeps every row.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import logging
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -25,7 +29,8 @@ from hftraining.data.io import is_data_file
 DEFAULT_SESSION = "09:30-16:00"  # bars finer than a day: a US equity session ...
 DEFAULT_TZ = "America/New_York"  # ... in its exchange's time zone
 FORMATS = ("csv", "parquet", "parquet-dataset")
-SYNTH_NAME = re.compile(r"(symbol=)?SYN\d{3,}")  # what write_synth names its files (by their stem) and partitions
+OWN_FILE = re.compile(r"SYN\d{3,}\.(csv|parquet)")  # the whole names of the files write_synth writes ...
+OWN_FOLDER = re.compile(r"symbol=SYN\d{3,}")  # ... and of its partitions: nothing else in --out is ever removed
 # EGARCH(1,1) on log variance: h_t = ω + β h_{t-1} + α (|z_{t-1}| - E|z|) + γ z_{t-1}
 BETA, ALPHA, GAMMA = 0.97, 0.12, -0.06
 DAILY_VOL = 0.02  # long-run volatility of one bar's log return
@@ -176,14 +181,17 @@ def write_synth(out_dir: str | Path, symbols: int, rows: int, seed: int = 0, fre
     that the new one does not write (more symbols, another format) are removed, as a later train would
     read them with the new ones; the disk holds both sets until the new one is written. A folder holding
     data files other than synth's is refused: reading it later would mix them with the synthetic ones;
-    its files that are no data (notes.txt) are left as they are."""
+    its files that are no data (notes.txt) are left as they are. Only entries named as synth names them
+    (``SYN000.csv``, ``SYN000.parquet``, ``symbol=SYN000/``) are ever replaced or removed (``SYN000.csv.gz``,
+    ``SYN000.old.csv`` are refused). One synth at a time writes into a folder (a second is a DataError),
+    and an earlier set that a killed synth had moved aside is put back before anything else."""
     if fmt not in FORMATS:
         raise DataError(f"synth: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     specs = _symbols(symbols, seed)
     bar_times(rows, freq, "2000-01-03", session, tz)  # fail before writing anything
     out = Path(out_dir)
-    if out.is_dir():
-        other = sorted(p.name for p in out.iterdir() if not SYNTH_NAME.fullmatch(p.name.split(".")[0])
+    if out.is_dir():  # SYN000.csv.gz, SYN000.old.csv, SYN000.CSV: read by train, but never written (nor removed) here
+        other = sorted(p.name for p in out.iterdir() if not _own(p)
                        and ((p.is_file() and is_data_file(p)) or (p.is_dir() and p.name.startswith("symbol="))))
         if other:
             raise DataError(f"{out}: holds data files other than synth's ({other[0]}{', ...' if len(other) > 1 else ''}), "
@@ -192,11 +200,16 @@ def write_synth(out_dir: str | Path, symbols: int, rows: int, seed: int = 0, fre
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"{out}: cannot create folder ({e.strerror})") from None
-    for left in [*out.glob(f"{STAGE}*"), *out.glob(f"{ASIDE}*")]:  # of a synth that was killed
-        if _of_dead_process(left):
-            shutil.rmtree(left, ignore_errors=True)
+    with _synth_lock(out) as locked:
+        _recover(out, locked)
+        return _write_set(out, fmt, specs, rows, freq, session, tz)
+
+
+def _write_set(out: Path, fmt: str, specs, rows: int, freq: str, session: str | None, tz: str | None) -> list[Path]:
+    """Write the set into a hidden folder of ``out``, then put it in place of an earlier one (:func:`write_synth`)."""
     stage, aside = out / f"{STAGE}{os.getpid()}", out / f"{ASIDE}{os.getpid()}"
     names = []  # the entries of out_dir the new set is made of (a file, or a symbol= folder)
+    done = False
     try:
         _io(out, stage.mkdir)
         for name, s, price in specs:
@@ -223,13 +236,76 @@ def write_synth(out_dir: str | Path, symbols: int, rows: int, seed: int = 0, fre
         for folder in [*(stage / n for n in names if (stage / n).is_dir()), stage]:
             _io(out, partial(fsync_dir, folder))
         _put_in_place(out, stage, aside, names)
+        done = True
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-        shutil.rmtree(aside, ignore_errors=True)
+        # an earlier set that could not all be put back stays hidden in aside: the next synth into out puts it back
+        if aside.is_dir() and (done or not [e for e in aside.iterdir() if e.name != PLACING]):
+            shutil.rmtree(aside, ignore_errors=True)
     return [out / n / "part-0.parquet" if fmt == "parquet-dataset" else out / n for n in names]
 
 
 STAGE, ASIDE = ".synth-tmp-", ".synth-old-"  # hidden folders inside --out: the new set, and the earlier one set aside
+PLACING = ".placing"  # in ASIDE: the earlier set is aside whole, and the new one is being put in its place
+log = logging.getLogger("hftraining")
+
+
+def _own(p: Path) -> bool:
+    """Whether the entry ``p`` of --out is named as write_synth names what it writes (``SYN000.csv``,
+    ``SYN000.parquet``, ``symbol=SYN000/``): only such entries are replaced or removed."""
+    return bool(OWN_FILE.fullmatch(p.name) and not p.is_dir() or OWN_FOLDER.fullmatch(p.name) and p.is_dir())
+
+
+@contextlib.contextmanager
+def _synth_lock(out: Path) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on the folder ``out`` while a synth writes into it → whether it is held. Two
+    synths into one folder at once each moved the other's files aside and both exited 0, the folder holding a
+    mix of both sets; the second one is now a one-line error naming the folder. The lock ends with the
+    process, even a killed one, so a hidden folder found under it is a finished synth's (whatever its PID)."""
+    try:
+        fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise WriteError(f"{out}: cannot write ({io_cause(e)})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                raise DataError(f"{out}: another hftraining process (a data synth) holds this folder now; "
+                                "wait for it to end, or give another --out") from None
+            log.warning("warning: %s: the folder cannot be locked (%s); a second data synth into it at the same time "
+                        "would not be refused", out, os.strerror(e.errno))
+            locked = False
+        yield locked
+    finally:
+        os.close(fd)
+
+
+def _recover(out: Path, locked: bool) -> None:
+    """Undo what a synth that was killed left in ``out``: its hidden new set is removed, and an earlier set it had
+    moved aside is put back (it was removed with it, leaving ``out`` without data). ``locked``: no other synth
+    writes into ``out`` now; else only the folders of processes that no longer run are touched."""
+    for left in sorted(out.glob(f"{ASIDE}*")):
+        if left.name[len(ASIDE):].isdigit() and (locked or _of_dead_process(left)):
+            _put_back(out, left)
+    for left in out.glob(f"{STAGE}*"):
+        if left.name[len(STAGE):].isdigit() and (locked or _of_dead_process(left)):
+            shutil.rmtree(left, ignore_errors=True)
+
+
+def _put_back(out: Path, aside: Path) -> None:
+    """Put the earlier set in ``aside`` back into ``out``. Killed while the new set was put in place (``PLACING``):
+    the set entries in ``out`` are the new set's first ones and are removed first."""
+    if (aside / PLACING).exists():
+        for n in _earlier(out):
+            p = out / n
+            _io(p, p.unlink if p.is_symlink() or not p.is_dir() else partial(shutil.rmtree, p))
+        _io(out, partial(os.unlink, aside / PLACING))
+    for p in sorted(aside.iterdir()):
+        _io(out / p.name, partial(os.rename, p, out / p.name))
+    _io(out, partial(fsync_dir, out))
+    _io(out, aside.rmdir)
 
 
 def _io(name: Path, act: Callable[[], object]) -> None:
@@ -245,9 +321,8 @@ def _io(name: Path, act: Callable[[], object]) -> None:
 
 def _earlier(out: Path) -> list[str]:
     """The entries of an earlier synth in ``out``: its SYN files (a link to nothing too: a reader refuses it) and
-    symbol=SYN folders."""
-    return sorted(p.name for p in out.iterdir() if SYNTH_NAME.fullmatch(p.name.split(".")[0])
-                  and ((is_data_file(p) and not p.is_dir()) or (p.is_dir() and p.name.startswith("symbol="))))
+    symbol=SYN folders, by the whole names write_synth gives them (:func:`_own`)."""
+    return sorted(p.name for p in out.iterdir() if _own(p))
 
 
 def _put_in_place(out: Path, stage: Path, aside: Path, names: list[str]) -> None:
@@ -260,15 +335,21 @@ def _put_in_place(out: Path, stage: Path, aside: Path, names: list[str]) -> None
         for n in _earlier(out):
             _io(out / n, partial(os.rename, out / n, aside / n))
             moved.append(n)
+        for folder in (aside, out):
+            _io(out, partial(fsync_dir, folder))
+        _io(out, lambda: (aside / PLACING).touch())  # from here a killed synth's earlier set is put back by the next
+        _io(out, partial(fsync_dir, aside))
         for n in names:
             _io(out / n, partial(os.rename, stage / n, out / n))
             placed.append(n)
         _io(out, partial(fsync_dir, out))
     except BaseException:
-        with contextlib.suppress(OSError):
-            for n in placed:
+        with contextlib.suppress(OSError):  # what is not put back stays in aside, for the next synth to put back
+            for n in reversed(placed):
                 os.rename(out / n, stage / n)
-            for n in moved:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(aside / PLACING)
+            for n in reversed(moved):
                 os.rename(aside / n, out / n)
         raise
 
