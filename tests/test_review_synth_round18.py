@@ -5,7 +5,6 @@ killed synth had moved aside is put back, not deleted; two synths into one folde
 from __future__ import annotations
 
 import errno
-import os
 import subprocess
 import sys
 import textwrap
