@@ -21,6 +21,7 @@ from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.data.pipeline import prepare
 from hftraining.eval.forecasts import SIGNIFICANCE, label
 from hftraining.eval.model_card import verdict_baseline
+from hftraining.eval.report import effective_batch, trained_world_size
 from hftraining.inference.ensemble import README_NAME, build_ensemble
 from hftraining.models.registry import MODELS
 from hftraining.train.distributed import barrier, cleanup, init_distributed
@@ -143,41 +144,116 @@ trained or scored by it: where and how the steps are computed, checkpointed and 
 is written; none of them changes the weights (beyond the device's rounding) or the test figures."""
 
 
+SEEDS_RESOLVED = ("training.use_mixed_precision", "training.precision", "training.warmup_ratio",
+                  "training.gradient_accumulation_steps", "evaluation.backtest_portfolio")
+"""The ``training``/``evaluation`` keys :func:`seed_differences` compares by what they resolve to, not as
+written: the precision (``use_mixed_precision: true`` is ``precision: bf16``), the warmup (its ratio is
+ignored beside ``warmup_steps``), the batch of an optimizer step (accumulation × ``data.batch_size`` × the
+processes) and the backtest portfolio (``auto`` is the label's)."""
+
+SEEDS_DATA_KEYS = ("augment_noise_std", "augment_scale_std")
+"""The ``data.*`` keys a resume may change (:data:`~hftraining.core.config.RESUME_MAY_CHANGE`) that change the
+weights a seed trains to, besides the batch of an optimizer step (``batch_size``, ``dates_per_batch``) and the
+``eval_batch_size`` that ``evaluation.max_eval_batches`` counts batches of."""
+
+
+def _portfolio(evaluation: dict[str, Any], data: dict[str, Any]) -> Any:
+    """The backtest portfolio ``evaluation.backtest_portfolio`` resolves to under the label ``data.target``."""
+    chosen = evaluation.get("backtest_portfolio")
+    if chosen != "auto":
+        return chosen
+    return "topk" if data.get("target") in CROSS_SECTIONAL else "per_symbol"
+
+
+def _precision(training: dict[str, Any]) -> Any:
+    """The precision ``training.precision`` resolves to (``auto``: bf16 under ``use_mixed_precision``)."""
+    chosen = training.get("precision", "auto")
+    return ("bf16" if training.get("use_mixed_precision") is True else "fp32") if chosen == "auto" else chosen
+
+
+def seed_differences(saved: dict[str, Any], current: dict[str, Any], saved_world: int | None,
+                     world: int) -> list[tuple[str, Any, Any, str]]:
+    """What makes a seed trained or scored with the config dict ``current`` (in ``world`` processes) unlike the
+    finished seed whose config.json is ``saved`` (trained in ``saved_world`` processes, None: unknown, taken as
+    ``world``) → [(key, its value there, its value now, the setting to resume with)]: every ``training``/
+    ``evaluation`` key but :data:`SEEDS_MAY_DIFFER` and :data:`~hftraining.core.config.RESUME_FIXED` (each seed's
+    own resume refuses those), compared as resolved (:data:`SEEDS_RESOLVED`), and the ``data`` keys a resume
+    may change that change the weights (:data:`SEEDS_DATA_KEYS`, the batch of an optimizer step). A key the
+    saved config lacks (written by an older version) is not compared."""
+    out: list[tuple[str, Any, Any, str]] = []
+    sections = {name: (saved.get(name), current.get(name)) for name in ("data", "training", "evaluation")}
+    if not all(isinstance(before, dict) and isinstance(after, dict) for before, after in sections.values()):
+        return out  # the seed's own resume says what is wrong with it
+    (d0, d1), (t0, t1), (e0, e1) = sections["data"], sections["training"], sections["evaluation"]
+
+    def differ(name: str, was: Any, now: Any) -> None:
+        out.append((name, was, now, f"{name}={shown_value(was)}"))
+
+    for section, (before, after) in (("training", (t0, t1)), ("evaluation", (e0, e1))):
+        for key in after:
+            name = f"{section}.{key}"
+            if name in SEEDS_MAY_DIFFER or name in RESUME_FIXED or name in SEEDS_RESOLVED or key not in before:
+                continue
+            if before[key] != after[key]:
+                differ(name, before[key], after[key])
+    if "precision" in t0 and _precision(t0) != _precision(t1):
+        differ("training.precision", _precision(t0), _precision(t1))
+    if "warmup_ratio" in t0 and t0.get("warmup_steps") is None and t1.get("warmup_steps") is None \
+            and t0["warmup_ratio"] != t1.get("warmup_ratio"):
+        differ("training.warmup_ratio", t0["warmup_ratio"], t1.get("warmup_ratio"))
+    if "backtest_portfolio" in e0 and _portfolio(e0, d0) != _portfolio(e1, d1):
+        differ("evaluation.backtest_portfolio", _portfolio(e0, d0), _portfolio(e1, d1))
+    for key in SEEDS_DATA_KEYS:
+        if key in d0 and d0[key] != d1.get(key):
+            differ(f"data.{key}", d0[key], d1.get(key))
+    if e1.get("max_eval_batches") is not None and "eval_batch_size" in d0 and d0["eval_batch_size"] != d1.get("eval_batch_size"):
+        differ("data.eval_batch_size", d0["eval_batch_size"], d1.get("eval_batch_size"))  # other validation windows
+    # the batch of an optimizer step: data.batch_size (or dates_per_batch) per process × accumulation × processes
+    was, now = effective_batch(saved, saved_world or world), effective_batch(current, world)
+    if was is not None and now is not None and was[0] != now[0]:
+        per = "dates_per_batch" if d1.get("batching") == "dates" else "batch_size"
+        accum, accum0 = t1.get("gradient_accumulation_steps", 1), t0.get("gradient_accumulation_steps", 1)
+        if (saved_world or world) == world and d0.get(per) == d1.get(per):  # only the accumulation changed
+            advice = f"training.gradient_accumulation_steps={shown_value(accum0)}"
+        elif was[0] % (accum * world) == 0:  # a per-process batch that makes the finished seed's in this run
+            advice = f"data.{per}={was[0] // (accum * world)}"
+        else:
+            advice = (f"data.{per} and training.gradient_accumulation_steps making {was[0]:,} {was[1]} a step in "
+                      f"{world} process{'es' * (world != 1)}")
+        out.append(("the batch of an optimizer step", was[2], now[2], advice))
+    return out
+
+
 def check_seeds_alike(cfg: Config, root: Path, n: int) -> None:
     """A resumed ``train --seeds`` leaves a finished seed as it is (:func:`~hftraining.train.runner.finished_checkpoint`:
     trained to its last step and scored) and trains or scores the others with ``cfg``: a UserError naming the
-    key when a finished seed's config.json holds another value of a ``training``/``evaluation`` key a resume
-    may change (``training.max_steps`` lowered, another schedule, ``evaluation.max_test_windows``,
-    ``backtest_*``; not :data:`SEEDS_MAY_DIFFER`) while another seed is trained or scored now. Its members
-    would differ in more than the seed (one trained 4 steps, another 2) and ``seeds.json`` would spread figures
-    scored on other test windows or costs (one seed's strongest baseline picked on the last 8 windows, the
-    others' on 416). The keys a resume may not change (:data:`~hftraining.core.config.RESUME_FIXED`) are each
-    seed's own resume's to refuse."""
+    key when a finished seed was trained or scored otherwise (:func:`seed_differences`: ``training.max_steps``
+    lowered, another schedule, batch or augmentation, ``evaluation.max_test_windows``, ``backtest_*``) while
+    another seed is trained or scored now. Its members would differ in more than the seed (one trained 4 steps,
+    another 2) and ``seeds.json`` would spread figures scored on other test windows or costs (one seed's
+    strongest baseline picked on the last 8 windows, the others' on 416). The keys a resume may not change
+    (:data:`~hftraining.core.config.RESUME_FIXED`) are each seed's own resume's to refuse."""
     finished, now = [], []
     for k in range(n):
         (finished if finished_checkpoint(seed_config(cfg, root, k)) is not None else now).append(k)
     if not finished or not now:
         return  # every seed left as it is, or every one trained or scored with cfg: nothing mixed
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     for k in finished:
         path = root / f"seed-{k}" / "config.json"
         saved = read_json(path) if path.is_file() else None
         if not isinstance(saved, dict):
             continue  # the seed's own resume says what is wrong with it
-        current = seed_config(cfg, root, k).to_dict()
-        for section in ("training", "evaluation"):
-            before, after = saved.get(section), json.loads(json.dumps(current[section]))  # the saved file's types
-            if not isinstance(before, dict):
-                continue  # the seed's own resume says what is wrong with it
-            for key in after:
-                name = f"{section}.{key}"
-                if name in SEEDS_MAY_DIFFER or name in RESUME_FIXED or key not in before or before[key] == after[key]:
-                    continue  # a key the saved config lacks (written by an older version) is not compared
-                raise UserError(
-                    f"--seeds {n}: {root / f'seed-{k}'} is finished with {name}={shown_value(before[key])}, which a "
-                    f"resume leaves as it is, while seed-{now[0]} would be "
-                    f"{'scored' if section == 'evaluation' else 'trained'} with {name}={shown_value(after[key])}: the "
-                    "seeds would differ in more than training.seed (seeds.json would spread figures of unlike runs); "
-                    f"resume with {name}={shown_value(before[key])}, or start over with output.overwrite=true")
+        current = json.loads(json.dumps(seed_config(cfg, root, k).to_dict()))  # the saved file's types
+        for name, was, value, advice in seed_differences(saved, current, trained_world_size(root / f"seed-{k}"), world):
+            what = "scored" if name.startswith("evaluation.") else "trained"
+            shown_was, shown_now = (f"={shown_value(was)}", f"={shown_value(value)}") if "." in name else \
+                (f" ({was})", f" ({value})")
+            raise UserError(
+                f"--seeds {n}: {root / f'seed-{k}'} is finished with {name}{shown_was}, which a resume leaves as it "
+                f"is, while seed-{now[0]} would be {what} with {name}{shown_now}: the seeds would differ in more than "
+                f"training.seed (seeds.json would spread figures of unlike runs); resume with {advice}, or start "
+                "over with output.overwrite=true")
 
 
 def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
