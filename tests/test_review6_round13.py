@@ -79,7 +79,7 @@ def test_a_per_symbol_purged_kfold_fold_gives_each_sides_training_dates_by_the_s
     run = out / "walkforward" / "fold-2"
     per = json.loads((run / "data_report.json").read_text())["split"]["symbols"]
     before = [s["train"] for s in per.values() if s["train"] and s["train"][1] < s["test"][0]]
-    after = [s["val"] for s in per.values() if s["val"]]
+    after = [s["train_after_test"] for s in per.values() if s["train_after_test"]]  # val: none in a purged fold
     assert len(before) == 2 and len(after) == 2  # both symbols train on both sides of their own blocks
     assert per["AEM"]["test"][0] < per["ARM"]["train"][1]  # ARM's rows before its block run past AEM's
 

@@ -302,9 +302,18 @@ def _iso(ns: int) -> str:
     return pd.Timestamp(ns, tz="UTC").isoformat()
 
 
-def _split_report(d: DataConfig, cuts: tuple[int, int] | None, rows: Rows, segs: list[dict[str, Segment]]) -> dict[str, Any]:
+TRAIN_AFTER_TEST = "train_after_test"
+"""data_report.json's name (``split.symbols.<symbol>``) of a purged k-fold fold's training rows after its test
+block: the fold has no validation rows (``val`` is null), as its ``windows.val`` of 0 says."""
+
+
+def _split_report(d: DataConfig, cuts: tuple[int, int] | None, rows: Rows, segs: list[dict[str, Segment]],
+                  purged: bool = False) -> dict[str, Any]:
     """The cut of the data for data_report.json: the mode, the shared cut dates (calendar) and each
-    symbol's first and last date per split."""
+    symbol's first and last date per split. ``purged``: the fold of purged k-fold that ``segs`` cut, whose
+    "val" segment holds the training rows after the test block (:func:`~hftraining.data.splits.purged_split`,
+    joined to the training windows by the walk-forward): said as :data:`TRAIN_AFTER_TEST`, the validation
+    split as none (they were listed as ``val``, a validation period of a fold that has none)."""
     out: dict[str, Any] = {"mode": d.split, "embargo_rows": d.embargo}
     if cuts is not None:
         out.update(val_from=_iso(cuts[0]), test_from=_iso(cuts[1]))
@@ -312,6 +321,9 @@ def _split_report(d: DataConfig, cuts: tuple[int, int] | None, rows: Rows, segs:
     for k, sym in enumerate(rows.symbols):
         t = rows.times[rows.rows(k)]
         per[sym] = {name: ([_iso(t[seg.start]), _iso(t[seg.stop - 1])] if len(seg) else None) for name, seg in segs[k].items()}
+        if purged:
+            per[sym][TRAIN_AFTER_TEST] = per[sym]["val"]
+            per[sym]["val"] = None
     out["symbols"] = per
     return out
 
@@ -584,7 +596,7 @@ def prepare(
         data_section["split_dates"] = {"val": _iso(cuts[0]), "test": _iso(cuts[1])}
     # per_symbol: each symbol's own dates, so new rows of a symbol are cut where its training rows were
     per_symbol_dates = symbol_split_dates(rows, segs) if cuts is None and fold is None else None
-    report["split"] = _split_report(d, cuts, rows, segs)
+    report["split"] = _split_report(d, cuts, rows, segs, purged=fold is not None and fold.scheme == "purged_kfold")
     # a symbol no window of this cut reads (a walk-forward fold after its last rows: no validation or test
     # rows, too few training rows for a window) is fitted no scaler of its own: the per-symbol minimum
     # refused the fold after the earlier folds had trained

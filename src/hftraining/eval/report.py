@@ -150,7 +150,7 @@ def _periods(split: dict[str, Any], scheme: str | None = None) -> list[str]:
     for per in symbols:
         block = per["test"][0] if per.get("test") else test_from  # a symbol without test rows: the fold's
         for name, span in per.items():
-            if scheme == "purged_kfold" and name in ("train", "val") and block is not None and span[1] >= block:
+            if scheme == "purged_kfold" and name in ("train", "val", "train_after_test") and block is not None and span[1] >= block:
                 after.append(span)
             else:
                 spans.setdefault("train" if scheme == "purged_kfold" and name == "val" else name, []).append(span)

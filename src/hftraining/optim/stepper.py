@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from hftraining.core.config import TrainingConfig
+from hftraining.core.errors import DataError
 from hftraining.optim import build_optimizer, build_scheduler, hessian_context, needs_create_graph, set_train_mode
 
 LR_SCALING = {"none": lambda w: 1.0, "linear": float, "sqrt": math.sqrt}
@@ -101,9 +102,14 @@ class TrainOptimizer:
         step from this run's schedule: a resume that changes it (``training.max_steps`` raised to train
         on, another ``lr_scheduler`` or warmup) took its first step at the old schedule's rate, and the
         new one only from the second. With the schedule unchanged the rate is the same, bit for bit
-        (``LambdaLR`` computes it the same way)."""
+        (``LambdaLR`` computes it the same way).
+
+        A state without the schedule's position, rates or lengths, or with one of another kind (a
+        checkpoint written before checksums, edited or cut: ``{}``) is a DataError, which the caller
+        names the file of (a ``KeyError: 'lr_lambdas'`` or a TypeError from torch otherwise)."""
         s = self.scheduler
-        s.load_state_dict(state)
+        _check_schedule_state(state, len(self.optimizer.param_groups))
+        s.load_state_dict(dict(state))  # a copy: torch pops and puts back its lr_lambdas
         for g, base, fn in zip(self.optimizer.param_groups, s.base_lrs, s.lr_lambdas, strict=True):
             lr = base * fn(s.last_epoch)
             if isinstance(g["lr"], torch.Tensor):
@@ -134,6 +140,35 @@ class TrainOptimizer:
         if keep_train_weights and self._train_weights is None and _has_eval_weights(self.optimizer):
             self._train_weights = [p.detach().clone() for p in _params(self.optimizer)]
         set_train_mode(self.optimizer, False)
+
+
+def _check_schedule_state(state: Any, groups: int) -> None:
+    """DataError unless ``state`` is a ``LambdaLR`` state that :meth:`TrainOptimizer.load_schedule` can
+    continue from: ``last_epoch`` (the optimizer steps taken) a whole number of at least 0, ``base_lrs``
+    one finite rate a parameter group and ``lr_lambdas`` one entry a group, each null (a checkpoint
+    written before the schedule's lengths were saved) or an object whose ``warmup``, if any, is a whole
+    number of at least 0."""
+    if not isinstance(state, dict):
+        raise DataError(f"scheduler must be an object with last_epoch, base_lrs and lr_lambdas, got {type(state).__name__}")
+    for key, what in (("last_epoch", "the schedule's position"), ("base_lrs", "the peak rate of each parameter group"),
+                      ("lr_lambdas", "the schedule's lengths")):
+        if key not in state:
+            raise DataError(f"scheduler has no {key} ({what})")
+    v = state["last_epoch"]
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise DataError(f"scheduler's last_epoch must be a whole number of at least 0, got {v!r}")
+    rates = state["base_lrs"]
+    if (not isinstance(rates, list) or len(rates) != groups
+            or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r) for r in rates)):
+        raise DataError(f"scheduler's base_lrs must be a list of {groups} finite rates (one a parameter group), got {rates!r}")
+    lambdas = state["lr_lambdas"]
+    if not isinstance(lambdas, list) or len(lambdas) != groups or not all(f is None or isinstance(f, dict) for f in lambdas):
+        raise DataError(f"scheduler's lr_lambdas must be a list of {groups} objects or nulls (one a parameter group), "
+                        f"got {lambdas!r}")
+    for f in lambdas:
+        w = (f or {}).get("warmup", 0)
+        if not isinstance(w, int) or isinstance(w, bool) or w < 0:
+            raise DataError(f"scheduler's lr_lambdas warmup must be a whole number of at least 0, got {w!r}")
 
 
 def _params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:

@@ -341,11 +341,11 @@ class Trainer:
         self.state = TrainerState(**{k: v for k, v in raw.items() if k in known})
         if "updated_step" not in raw:  # a checkpoint written before it was noted: not 0, which says "none"
             self.state.updated_step = None
-        try:  # a checkpoint written before checksums is loaded unverified: its sampler may be missing or edited
+        try:  # a checkpoint written before checksums is loaded unverified: its sampler or schedule may be missing or edited
             self.sampler.load_state_dict(self.state.sampler)
+            self.opt.load_schedule(self.state.scheduler)  # the next step's rate from this run's schedule
         except DataError as e:
             raise ckpt.CheckpointError(f"{path / ckpt.STATE_FILE}: {e}") from None
-        self.opt.load_schedule(self.state.scheduler)  # the next step's rate from this run's schedule
         self.logger.info("resumed from %s at step %d", path, self.state.global_step)
         if not ckpt.in_folder(path, self.ckpt_root):
             # a checkpoint of another run folder is this run's course from its step: copied here, so that a

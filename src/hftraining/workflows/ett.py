@@ -798,11 +798,14 @@ def check_output_files(files: dict[str, str | Path | None], data_dir: str | Path
     folder, is another flag's file, is a dataset's CSV in ``data_dir``, or its folder cannot be made;
     made here when missing. Checked before
     the first cell: a file that cannot be written was an error (not naming the file, for
-    ``--save-predictions``) once the cell had run, which takes hours for a trained model."""
+    ``--save-predictions``) once the cell had run, which takes hours for a trained model. ``-`` is refused:
+    standard output carries the cells' progress and the table (a file named ``-`` was written)."""
     seen: dict[Path, str] = {}
     for flag, path in files.items():
         if not path:
             continue
+        if str(path) == "-":
+            raise ConfigError(f"{flag} -: standard output carries the progress and the table; give a file name")
         p = Path(path)
         if p.is_dir():
             raise ConfigError(f"{flag} {path}: a folder; give a file name")

@@ -36,7 +36,13 @@ from hftraining.eval.backtest import backtest_forecasts, topk_holds_nothing_text
 from hftraining.eval.forecasts import FITTED_BASELINES, Forecasts, collect_forecasts, score
 from hftraining.eval.intervals import forecast_intervals, interval_report, outcome_times
 from hftraining.eval.model_card import CARD_NAME, NOT_EVALUATED, card_meta
-from hftraining.inference.ensemble import check_shared_preprocessing, ensemble_evaluation, read_ensemble_meta
+from hftraining.inference.ensemble import (
+    check_shared_preprocessing,
+    ensemble_evaluation,
+    member_baselines,
+    member_evaluation,
+    read_ensemble_meta,
+)
 from hftraining.inference.folders import (
     ENSEMBLE_NAME,
     baselines_dir,
@@ -86,7 +92,10 @@ def trained_model(path) -> ModelConfig:
 def recorded_evaluation(path) -> dict[str, Any]:
     """The evaluation keys recorded for the model of ``path``: a run's config.json's (of a run folder or
     its ``final/``), an ensemble folder's ensemble.json's (its members' runs' common section, also of the
-    run folder of ``train --seeds N``, via its ``ensemble/``), checked beside the data section the model
+    run folder of ``train --seeds N``, via its ``ensemble/``), or, for a member folder of an ensemble given
+    alone (``<ensemble>/members/member-<k>``), those that ensemble recorded of its members' runs
+    (:func:`~hftraining.inference.ensemble.member_evaluation`; a member whose files were replaced since is
+    a bare model folder), checked beside the data section the model
     was trained with: a bad value is an error naming the file (config.json: ConfigError, ensemble.json:
     DataError); {} for a bare model folder or an ensemble that records none."""
     run = run_folder(path)
@@ -94,9 +103,12 @@ def recorded_evaluation(path) -> dict[str, Any]:
         raw, where, error = run_section(path, EvaluationConfig, "evaluation"), run / "config.json", ConfigError
     else:
         d = resolve_model_dir(path)
-        if not is_ensemble(d):
+        if is_ensemble(d):
+            raw, where, error = ensemble_evaluation(d), d / ENSEMBLE_NAME, DataError
+        elif (member := member_evaluation(d)) is not None:  # scored with the defaults, as a bare folder, before
+            raw, where, error = ensemble_evaluation(member[0]), member[0] / ENSEMBLE_NAME, DataError
+        else:
             return {}
-        raw, where, error = ensemble_evaluation(d), d / ENSEMBLE_NAME, DataError
     try:
         validate(Config(data=trained_data(path), model=trained_model(path),
                         evaluation=section_from_dict(EvaluationConfig, raw, "evaluation")))
@@ -264,9 +276,12 @@ def check_scored_run(path) -> None:
 
 def fitted_baselines(path) -> dict[str, ForecastModel]:
     """The fitted baselines saved with the run of ``path`` (``<run>/baselines/<name>/``, or an ensemble's
-    copy of its members'); {} for a bare model folder, whose evaluation then has the naive baselines only
-    (a run missing one of its own: :func:`check_scored_run`)."""
+    copy of its members', also for one of its member folders given alone:
+    :func:`~hftraining.inference.ensemble.member_baselines`); {} for a bare model folder, whose evaluation
+    then has the naive baselines only (a run missing one of its own: :func:`check_scored_run`)."""
     root = baselines_dir(path)
+    if root is None:  # a member of an ensemble folder: those the ensemble carries (the naive ones alone, before)
+        root = member_baselines(resolve_model_dir(path))
     if root is None or not root.is_dir():
         return {}
     # in the order training fits and prints them (FITTED_BASELINES), not the folder's alphabetical one
