@@ -24,6 +24,7 @@ from hftraining.core.errors import ConfigError, UserError, WriteError, io_cause,
 from hftraining.core.jsonio import dumps
 from hftraining.data.synth import DEFAULT_SESSION, DEFAULT_TZ, write_synth
 from hftraining.data.synth import FORMATS as SYNTH_FORMATS
+from hftraining.train.logging import Terminated, sigterm_as_interrupt, sigterm_by_default
 from hftraining.workflows import ett_protocol
 
 _LAZY = {
@@ -81,6 +82,11 @@ def _given(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError(f"{text!r} is empty (an unset variable?); give a value")
     return text
+
+
+def _file_or_stdout(text: str) -> str | None:
+    """``--out -``: standard output, as most commands read it (None: as not given); it wrote a file named ``-``."""
+    return None if text == "-" else _given(text)
 
 
 class _Once(argparse.Action):
@@ -191,7 +197,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "build_server", "resolve_api_key", "run_server", "setup_console_logging")
     prepared = build_server(args.model_dir, cfg, api_key=resolve_api_key(args.api_key, os.environ), insecure=args.insecure)
     setup_console_logging()  # the access log: one JSON line per request on stderr
-    run_server(prepared)
+    with sigterm_by_default():  # uvicorn's own: a graceful shutdown, then the process ends by SIGTERM
+        run_server(prepared)
     return 0
 
 
@@ -693,7 +700,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="forecast from the latest window of each symbol")
     pr.add_argument("model_dir", metavar="MODEL_DIR")
     pr.add_argument("--data", required=True, help="file, folder or glob of OHLCV data")
-    pr.add_argument("--out", help="CSV file to write (default: stdout)")
+    pr.add_argument("--out", type=_file_or_stdout, help="CSV file to write (default, or -: stdout)")
     pr.set_defaults(func=_cmd_predict)
 
     ls = sub.add_parser("list", help="list registered models, optimizers or features")
@@ -757,7 +764,10 @@ OVERRIDE = re.compile(r"[A-Za-z_]\w*\.[\w.]+=")
 
 
 def main(argv: list[str] | None = None) -> int:
-    code = _main(argv)
+    # SIGTERM (a cluster pre-empting the job, `docker stop`, `kill`, torchrun stopping its workers) ends a command
+    # as Ctrl-C does: it killed the process on the spot, its MLflow run RUNNING for ever and train.log silent
+    with sigterm_as_interrupt():
+        code = _main(argv)
     _flush_stdout()  # what is left after an error already said (a full disk mid-CSV) is dropped, not said again at exit
     return code
 
@@ -811,6 +821,9 @@ def _main(argv: list[str] | None) -> int:
     except UserError as e:
         print(f"hftraining: error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
+    except Terminated:  # `--resume` continues from the last checkpoint, as after Ctrl-C
+        print("hftraining: terminated (SIGTERM)", file=sys.stderr)
+        return 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
     except KeyboardInterrupt:
         print("hftraining: interrupted", file=sys.stderr)
         return 130

@@ -4,8 +4,12 @@ metrics.jsonl, metrics.csv, MLflow, W&B). Only rank 0 logs."""
 
 from __future__ import annotations
 
+import gc
 import logging
+import signal
 import sys
+import threading
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -109,6 +113,73 @@ def setup_console_logging(level: int = logging.INFO) -> None:
     log.propagate = False
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cluster pre-empting the job, ``docker stop``, ``kill``, torchrun stopping its workers), raised
+    in the main thread as the user's Ctrl-C is (:func:`sigterm_as_interrupt`): everything that ends a run on
+    Ctrl-C ends it here too (MLflow's KILLED, a checkpoint written whole or not at all, train.log's last line)."""
+
+    def __init__(self) -> None:
+        super().__init__("SIGTERM")
+
+
+_terminated = False
+"""Whether the SIGTERM of this :func:`sigterm_as_interrupt` has been raised already."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    """The first SIGTERM: forwarded to this process's worker processes (tune's, the feature store's, which a
+    terminal's Ctrl-C reaches with their parent but a ``kill`` of the parent does not: they trained on, and the
+    parent waited for them as it exited), then :class:`Terminated` raised. A later one (a supervisor that signals
+    every process of the job and torchrun forwarding its own) is ignored: the run is already ending, and
+    stopping its end half-way left the MLflow run RUNNING; SIGKILL (or Ctrl-C) still ends it at once."""
+    global _terminated
+    if _terminated:
+        return
+    _terminated = True
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        try:
+            child.terminate()
+        except (OSError, ValueError, AttributeError):  # gone meanwhile, or closed
+            pass
+    raise Terminated()
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``) in the main thread instead
+    of killing the process on the spot, where the MLflow run stayed RUNNING for ever and train.log did not
+    say why it ended. Outside the main thread, or where SIGTERM already has a handler (or is ignored) other
+    than the default, nothing changes; the handler before is restored on the way out."""
+    global _terminated
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    _terminated = False
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _terminated = False
+
+
+@contextmanager
+def sigterm_by_default() -> Iterator[None]:
+    """Inside :func:`sigterm_as_interrupt`, SIGTERM's default back for a while: for a server that handles
+    SIGTERM itself (uvicorn: a graceful shutdown, then the signal raised again to the handler it found, so
+    that the process ends by SIGTERM, which a supervisor such as systemd counts a clean stop, not exit 143)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not _on_sigterm:
+        yield
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def stopped_by(error: BaseException) -> str:
     """One line for the exception that stopped a run: a UserError's own line, else the type and the
     first line of its message."""
@@ -117,6 +188,19 @@ def stopped_by(error: BaseException) -> str:
     if isinstance(error, UserError) and first:
         return first
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def _release_interrupted_calls(error: BaseException) -> None:
+    """Drop what the calls that Ctrl-C (or SIGTERM) interrupted still hold through ``error``'s traceback: the
+    locals of their frames, done with. A write to MLflow's SQLite store interrupted mid-statement kept its
+    cursor there, and with it the database's write lock: the run's end, logged next, waited 20 s for that lock,
+    failed, and left the run RUNNING for ever. The frames still running (the caller's) are left as they are."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__context__
+    gc.collect()  # a cursor in a reference cycle is finalised now, not at some later collection
 
 
 class RunLogger:
@@ -238,6 +322,8 @@ class RunLogger:
         Ctrl-C), and train.log ends with the line that says why, as the console does (the CLI's error
         line is printed after)."""
         error = sys.exc_info()[1]
+        if isinstance(error, KeyboardInterrupt):
+            _release_interrupted_calls(error)
         if self._bar is not None:
             self._bar.close()
             self._bar = None

@@ -116,7 +116,7 @@ from hftraining.data.splits import union_calendar
 from hftraining.data.store import KEYED_FIELDS
 from hftraining.eval.backtest import backtest_forecasts
 from hftraining.eval.forecasts import collect_forecasts
-from hftraining.train.logging import setup_console_logging
+from hftraining.train.logging import Terminated, setup_console_logging, sigterm_as_interrupt
 from hftraining.train.tracking import GROUP_FILE, TrackingGroup, join_group, read_tracking, start_group
 from hftraining.train.runner import TrainedRun, training_run
 from hftraining.models.registry import check_buildable
@@ -1356,19 +1356,24 @@ def _worker(config_path, overrides, storage, study_name, out, n_trials, threads,
     code 2 and no traceback (the parent prints the line). ``said``: another worker says the warnings
     every trial would repeat (:func:`~hftraining.workflows.train_run.said_once`)."""
     try:
-        setup_console_logging()
-        torch.set_num_threads(threads)
-        optuna = _optuna()
-        cfg = load_config(config_path, overrides)
-        space = parse_space(cfg.tune.search_space)
-        with storage_errors(storage):
-            study = optuna.load_study(study_name=study_name, storage=_storage(optuna, storage),
-                                      sampler=_sampler(optuna, cfg), pruner=_pruner(optuna, cfg))
-        with storage_errors(storage), said_once(said=said):
-            run_trials(study, Objective(config_path, overrides, space, Path(out)), n_trials)
+        # the parent's SIGTERM, forwarded, ends the trial as Ctrl-C does (told FAIL, its MLflow run KILLED)
+        with sigterm_as_interrupt():
+            setup_console_logging()
+            torch.set_num_threads(threads)
+            optuna = _optuna()
+            cfg = load_config(config_path, overrides)
+            space = parse_space(cfg.tune.search_space)
+            with storage_errors(storage):
+                study = optuna.load_study(study_name=study_name, storage=_storage(optuna, storage),
+                                          sampler=_sampler(optuna, cfg), pruner=_pruner(optuna, cfg))
+            with storage_errors(storage), said_once(said=said):
+                run_trials(study, Objective(config_path, overrides, space, Path(out)), n_trials)
     except UserError as e:
         errors.put(_one_line(e))
         sys.exit(e.exit_code)
+    except Terminated as e:  # stopped, not a bug: no traceback
+        errors.put(_one_line(e))
+        sys.exit(143)
     except BaseException as e:  # a bug: its traceback is printed by this process as it dies
         errors.put(_one_line(e))
         raise
