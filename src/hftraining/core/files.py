@@ -44,6 +44,20 @@ def replace_file(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     return path
 
 
+def process_ended(pid: str) -> bool:
+    """Whether the process numbered ``pid`` (the digits a temporary file or folder was named by) has ended:
+    False for a live one, of this user or another (PermissionError), and for anything but a positive number."""
+    if not pid.isdigit() or int(pid) <= 0:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # a live process of another user
+        return False
+    return False
+
+
 def fsync_file(path: str | os.PathLike) -> None:
     """Flush the bytes of file ``path`` to the disk (an I/O failure propagates: the file may not be whole). A
     file its owner may write but not read (mode 0o200, kept from the file it replaces) is opened to write."""

@@ -23,7 +23,7 @@ import pandas as pd
 
 from hftraining.core.config import time_zone
 from hftraining.core.errors import DataError, WriteError, io_cause, is_io_error
-from hftraining.core.files import fsync_dir, fsync_file
+from hftraining.core.files import fsync_dir, fsync_file, process_ended
 from hftraining.data.io import is_data_file
 
 DEFAULT_SESSION = "09:30-16:00"  # bars finer than a day: a US equity session ...
@@ -358,12 +358,5 @@ def _of_dead_process(path: Path) -> bool:
     """Whether the hidden folder ``path`` (``.synth-tmp-PID``) is of a synth that no longer runs (not one writing
     into the same folder now)."""
     pid = path.name.rsplit("-", 1)[-1]
-    if not pid.isdigit() or int(pid) <= 0:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # a live process of another user
-        return False
-    return int(pid) == os.getpid()  # this process's own, left by an earlier call that failed to remove it
+    # this process's own was left by an earlier call that failed to remove it
+    return process_ended(pid) or pid == str(os.getpid())

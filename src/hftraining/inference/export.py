@@ -54,6 +54,7 @@ import torch
 from torch import nn
 
 from hftraining.core.errors import DataError, UserError, WriteError, io_cause, is_io_error
+from hftraining.core.files import process_ended
 from hftraining.data.labels import UNITS
 from hftraining.inference.ensemble import member_precision
 from hftraining.inference.forecaster import Forecaster, bound_columns
@@ -198,16 +199,7 @@ def _left_behind(path: Path) -> bool:
     """Whether the temporary file ``path`` (``.NAME.tmp-PID.onnx``, ``.data`` beside it) is of an export that
     no longer runs: another export to the same --out at the same time writes and checks its own, which
     removing would fail."""
-    pid = path.name.rsplit(".tmp-", 1)[-1].split(".")[0]
-    if not pid.isdigit() or int(pid) <= 0:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # PermissionError: a live process of another user
-        return False
-    return False
+    return process_ended(path.name.rsplit(".tmp-", 1)[-1].split(".")[0])
 
 
 def _evaluated_precision(model_dir: str | Path, fc: Forecaster) -> str:
