@@ -77,6 +77,7 @@ def _mlflow_status(run: Path) -> str:
     return client.get_run(json.loads((run / "tracking.json").read_text())["mlflow"]["run_id"]).info.status
 
 
+@pytest.mark.slow  # a real run to its checkpoint, then its end: 20-40 s
 @needs_mlflow
 def test_sigterm_mid_run_ends_it_as_ctrl_c_and_resume_continues(tmp_path):
     run = tmp_path / "run"
@@ -116,6 +117,7 @@ sys.exit(main(sys.argv[1:]))
 '''
 
 
+@pytest.mark.slow  # a real run to its checkpoint, then its end: 20-40 s
 @needs_mlflow
 def test_a_second_sigterm_while_the_run_ends_does_not_cut_its_end_short(tmp_path):
     """A supervisor that signals every process of the job, and torchrun forwarding the SIGTERM it got, send a worker

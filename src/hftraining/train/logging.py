@@ -125,13 +125,32 @@ class Terminated(KeyboardInterrupt):
 _terminated = False
 """Whether the SIGTERM of this :func:`sigterm_as_interrupt` has been raised already."""
 
+_not_ours: tuple = ()
+"""The processes started before :func:`sigterm_as_interrupt` was entered: the program's own (one that calls the
+CLI's ``main`` from Python), which the SIGTERM is not forwarded to."""
+
+
+def _forwarded_to(child) -> bool:
+    """Whether the SIGTERM is passed on to the child process ``child``: one this command started, not a worker of
+    a ``concurrent.futures`` pool (the feature store's build workers). A pool's worker stopped while it sent a
+    result back left part of it in the pipe, and the pool's shutdown, on the way out, waited for the rest for
+    ever: the command hung, and as a second SIGTERM is ignored, only SIGKILL ended it. The pool ends its own
+    workers as the exception passes: they finish the units they hold, then exit."""
+    if any(child is c for c in _not_ours):
+        return False
+    pool = sys.modules.get("concurrent.futures.process")  # not imported: no pool running
+    # each running pool's manager thread holds its worker processes (``executor._processes``)
+    managers = list(getattr(pool, "_threads_wakeups", {}).keys()) if pool is not None else []
+    return not any(child is w for m in managers for w in list(getattr(m, "processes", {}).values()))
+
 
 def _on_sigterm(signum, frame) -> None:
-    """The first SIGTERM: forwarded to this process's worker processes (tune's, the feature store's, which a
-    terminal's Ctrl-C reaches with their parent but a ``kill`` of the parent does not: they trained on, and the
-    parent waited for them as it exited), then :class:`Terminated` raised. A later one (a supervisor that signals
-    every process of the job and torchrun forwarding its own) is ignored: the run is already ending, and
-    stopping its end half-way left the MLflow run RUNNING; SIGKILL (or Ctrl-C) still ends it at once."""
+    """The first SIGTERM: forwarded to the worker processes this command started (tune's, which a terminal's
+    Ctrl-C reaches with their parent but a ``kill`` of the parent does not: they trained on, and the parent
+    waited for them as it exited; :func:`_forwarded_to`), then :class:`Terminated` raised. A later one (a
+    supervisor that signals every process of the job and torchrun forwarding its own) is ignored: the run is
+    already ending, and stopping its end half-way left the MLflow run RUNNING; SIGKILL (or Ctrl-C) still ends
+    it at once."""
     global _terminated
     if _terminated:
         return
@@ -139,6 +158,8 @@ def _on_sigterm(signum, frame) -> None:
     import multiprocessing
 
     for child in multiprocessing.active_children():
+        if not _forwarded_to(child):
+            continue
         try:
             child.terminate()
         except (OSError, ValueError, AttributeError):  # gone meanwhile, or closed
@@ -152,10 +173,12 @@ def sigterm_as_interrupt() -> Iterator[None]:
     of killing the process on the spot, where the MLflow run stayed RUNNING for ever and train.log did not
     say why it ended. Outside the main thread, or where SIGTERM already has a handler (or is ignored) other
     than the default, nothing changes; the handler before is restored on the way out."""
-    global _terminated
+    global _terminated, _not_ours
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
         yield
         return
+    mp = sys.modules.get("multiprocessing")  # not imported yet: no process started before
+    _not_ours = tuple(mp.active_children()) if mp is not None else ()
     _terminated = False
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -163,6 +186,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _terminated = False
+        _not_ours = ()
 
 
 @contextmanager
