@@ -26,7 +26,6 @@ from hftraining.core.errors import DataError  # noqa: E402
 from hftraining.eval.report import split_text  # noqa: E402
 from hftraining.inference.ensemble import build_ensemble  # noqa: E402
 from hftraining.optim.stepper import TrainOptimizer  # noqa: E402
-from hftraining.train.logging import log  # noqa: E402
 from hftraining.workflows.walkforward import prepare_fold  # noqa: E402
 
 
@@ -76,18 +75,8 @@ def test_schedule_state_without_its_position_rates_or_lengths_is_a_data_error():
     assert t.lr == s.lr and t.scheduler.last_epoch == 3 and state["lr_lambdas"] is not None  # the caller's dict kept
 
 
-@pytest.fixture(scope="module")
-def legacy_run(tmp_path_factory) -> Path:
-    """A run folder of 4 steps whose checkpoint holds no checksums (as written before they existed)."""
-    from hftraining.workflows.train_run import train
-
-    run = tmp_path_factory.mktemp("legacy") / "run"
-    train(load_config(None, tiny(run, *COMMON, "training.max_steps=4")))
-    state_file = run / "checkpoints" / "step-00000004" / "trainer_state.json"
-    state = json.loads(state_file.read_text(encoding="utf-8"))
-    del state["checksums"]
-    state_file.write_text(json.dumps(state), encoding="utf-8")
-    return run
+from test_review_checkpoint_round18 import legacy_run  # noqa: E402,F401  (a run whose checkpoint has no checksums)
+from test_small_round18 import resume_with_edited_state  # noqa: E402
 
 
 @pytest.mark.parametrize("edit,says", [(lambda s: s.pop("scheduler"), "scheduler has no last_epoch"),
@@ -98,19 +87,7 @@ def test_resume_of_a_checkpoint_without_its_schedule_state_is_one_line_naming_th
                                                                                         capsys, edit, says):
     """A trainer_state.json without ``scheduler``: a ``KeyError: 'lr_lambdas'`` traceback from torch's LambdaLR,
     naming no file. Now one line naming trainer_state.json, exit 2."""
-    run = tmp_path / "run"
-    shutil.copytree(legacy_run, run)
-    f = run / "checkpoints" / "step-00000004" / "trainer_state.json"
-    state = json.loads(f.read_text(encoding="utf-8"))
-    edit(state)
-    f.write_text(json.dumps(state), encoding="utf-8")
-    monkeypatch.setattr(log, "handlers", [h for h in log.handlers if not getattr(h, "_hft_console", False)])
-    capsys.readouterr()
-    rc = main(["train", "--resume", *tiny(run, *COMMON, "training.max_steps=8")])
-    err = capsys.readouterr().err
-    assert rc == 2, f"exit {rc}: {err[-3000:]}"
-    last = err.strip().splitlines()[-1]
-    assert "Traceback" not in err and last.startswith(f"hftraining: error: {f}: {says}"), err[-3000:]
+    resume_with_edited_state(legacy_run, tmp_path, monkeypatch, capsys, edit, says)
 
 
 # --- bench ett --out - --------------------------------------------------------------------------------------------

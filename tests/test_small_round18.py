@@ -221,6 +221,12 @@ def test_resume_of_a_checkpoint_without_its_sampler_state_is_one_line_naming_the
                                                                                        capsys, edit, says):
     """A trainer_state.json without ``sampler`` (or its ``seed``): a ``KeyError: 'seed'`` traceback from the
     sampler, naming no file. Now one line naming trainer_state.json, exit 2."""
+    resume_with_edited_state(legacy_run, tmp_path, monkeypatch, capsys, edit, says)
+
+
+def resume_with_edited_state(legacy_run, tmp_path, monkeypatch, capsys, edit, says) -> None:
+    """``train --resume`` of a copy of ``legacy_run`` whose trainer_state.json ``edit`` changed: exit 2 and one
+    line naming that file, then ``says``."""
     run = tmp_path / "run"
     shutil.copytree(legacy_run, run)
     f = run / "checkpoints" / "step-00000004" / "trainer_state.json"
