@@ -39,7 +39,18 @@ def mse(pred: np.ndarray, true: np.ndarray) -> float:
 
 
 def mae(pred: np.ndarray, true: np.ndarray) -> float:
-    return float(np.mean(np.abs(pred - true))) if np.size(true) else float("nan")
+    """Mean absolute error; NaN of no value. Infinite only when an absolute error is (a forecast or label that
+    is not finite, or a difference too large to hold): finite errors whose sum overflows are averaged scaled by
+    the largest of them, as :func:`mse`'s squares are."""
+    if not np.size(true):
+        return float("nan")
+    with np.errstate(over="ignore", invalid="ignore"):  # said by the result: inf, or NaN
+        err = np.abs(pred - true)
+        m = float(np.mean(err))
+    if math.isinf(m) and np.isfinite(err).all():
+        top = float(err.max())
+        m = float(np.mean(err / top)) * top
+    return m
 
 
 def mse_ratio(a: float, b: float) -> float:

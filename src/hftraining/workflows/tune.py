@@ -1511,26 +1511,32 @@ def group_params(name: str, cfg: Config, space: dict[str, dict[str, Any]]) -> di
 def finish_group(group: TrackingGroup, study, out: Path) -> None:
     """End the study's MLflow parent run with its aggregates: the trials per state, the best trial's
     value and number (tags ``best_trial`` and, for a trial of one run, ``best_run_id``: its MLflow run),
-    the selection statistics; artifacts best.json, selection.json, trials.csv, best_config.yaml."""
+    the selection statistics; artifacts best.json, selection.json, trials.csv, best_config.yaml. Ctrl-C or an
+    error while they are read (a best trial's tracking.json that cannot be read) ends the parent KILLED
+    (FAILED), not RUNNING (a ``--trials 0`` report sets it RUNNING again to log them, as a tune that runs trials does)."""
     if not group.active:
         return
-    State = _optuna().trial.TrialState
-    trials = study.get_trials(deepcopy=False)
-    metrics: dict[str, Any] = {f"n_{s.name.lower()}": sum(t.state == s for t in trials)
-                               for s in (State.COMPLETE, State.PRUNED, State.FAIL)}
-    metrics["n_trials"] = len(trials)
-    tags: dict[str, str] = {}
-    best = read_json(out / "best.json") if (out / "best.json").is_file() else None
-    if best is not None:
-        metrics.update(best_value=best["value"], best_trial=best["trial"])
-        tags["best_trial"] = str(best["trial"])
-        entry = read_tracking(out / f"trial-{best['trial']:04d}").get("mlflow") or {}
-        if entry.get("run_id"):
-            tags["best_run_id"] = entry["run_id"]
-    sel = read_json(out / "selection.json") if (out / "selection.json").is_file() else {}
-    metrics.update(selection_dsr=sel.get("dsr"), selection_pbo=sel.get("pbo"))
-    group.finish({k: v for k, v in metrics.items() if v is not None},
-                 [out / n for n in ("best.json", "selection.json", "trials.csv", "best_config.yaml")], tags)
+    try:
+        State = _optuna().trial.TrialState
+        trials = study.get_trials(deepcopy=False)
+        metrics: dict[str, Any] = {f"n_{s.name.lower()}": sum(t.state == s for t in trials)
+                                   for s in (State.COMPLETE, State.PRUNED, State.FAIL)}
+        metrics["n_trials"] = len(trials)
+        tags: dict[str, str] = {}
+        best = read_json(out / "best.json") if (out / "best.json").is_file() else None
+        if best is not None:
+            metrics.update(best_value=best["value"], best_trial=best["trial"])
+            tags["best_trial"] = str(best["trial"])
+            entry = read_tracking(out / f"trial-{best['trial']:04d}").get("mlflow") or {}
+            if entry.get("run_id"):
+                tags["best_run_id"] = entry["run_id"]
+        sel = read_json(out / "selection.json") if (out / "selection.json").is_file() else {}
+        metrics.update(selection_dsr=sel.get("dsr"), selection_pbo=sel.get("pbo"))
+        group.finish({k: v for k, v in metrics.items() if v is not None},
+                     [out / n for n in ("best.json", "selection.json", "trials.csv", "best_config.yaml")], tags)
+    except BaseException:
+        group.fail()  # nothing when finish ended it (it ends the parent itself when its logging fails)
+        raise
 
 
 def _run_study(study, cfg: Config, config_path, overrides, space, out: Path, trials: int, workers: int, storage: str,

@@ -467,6 +467,8 @@ def format_walkforward(res: dict[str, Any]) -> str:
                      f"{fmt(f['mse_vs_zero'], '>9.4f')}{fmt(f['directional_accuracy'], '>8.4f')}{direction_p_text(f):>9}"
                      f"{fmt(f['ic'], '>8.4f')}{fmt(f.get('rank_ic'), '>8.4f')}{fmt_p(f['dm_p_value'], SIGNIFICANCE):>10}{fmt(f['sharpe'], '>8.2f')}"
                      f"{fmt(f['buy_and_hold_sharpe'], '>7.2f')}")
+    if res.get("embargo_note"):  # the folds' scores above were trained on windows that read their test blocks' prices
+        lines.append(res["embargo_note"])
     lines.append("mean over folds [95% t-interval]:")
     for k, a in res["aggregate"].items():  # a fold whose value is undefined (a flat book's Sharpe) is left out: said
         short = f" ({a['n']} of {len(res['folds'])} folds defined)" if a.get("n", len(res["folds"])) < len(res["folds"]) else ""
