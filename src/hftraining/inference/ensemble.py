@@ -508,12 +508,18 @@ def run_metrics(run: Path) -> dict[str, Any]:
     return metrics
 
 
+_UNREADABLE_SAID: set[tuple[str, Path]] = set()
+"""(the error of an ensemble.json, its member) that :func:`_ensemble_of` has warned of in this process."""
+
+
 def _ensemble_of(member: Path) -> tuple[Path, dict[str, Any], int] | None:
     """(the ensemble folder, its ensemble.json, the member's index) when ``member`` is a member folder of an
     ensemble (``<ensemble>/members/member-<k>``, given as a member of another ensemble): what that ensemble
     recorded of the run it was copied from (its precision, evaluation settings, fitted baselines, figures and
-    data report) is that member's. None otherwise, when it cannot be read, or when the member's files are not
-    those that ensemble was built with (:data:`DIGESTS_KEY`: another model copied over it is not that run's)."""
+    data report) is that member's. None otherwise, or when the member's files are not those that ensemble was
+    built with (:data:`DIGESTS_KEY`: another model copied over it is not that run's). An ensemble.json that
+    cannot be read or checked is None too, with a warning naming the file (once a process): the member is then
+    read as a bare model folder (fp32, no evaluation settings, fitted baselines or figures of its run)."""
     try:  # ``.`` or ``member-0`` from inside members/, ``../member-1``, a link to the member: the folder itself
         member = Path(member).resolve()
     except (OSError, RuntimeError):  # a link loop: not a member folder (loading it says so)
@@ -523,7 +529,13 @@ def _ensemble_of(member: Path) -> tuple[Path, dict[str, Any], int] | None:
         return None
     try:
         meta = read_ensemble_meta(ens)
-    except DataError:
+    except DataError as e:
+        said = f"{e}"
+        if (said, member) not in _UNREADABLE_SAID:  # asked for its precision, settings, baselines, figures: said once
+            _UNREADABLE_SAID.add((said, member))
+            logging.getLogger("hftraining").warning(
+                "ensemble: %s; its member %s is read as a bare model folder (fp32, without the precision, "
+                "evaluation settings, fitted baselines and figures that ensemble recorded of its run)", said, member)
         return None
     name = f"members/{member.name}"
     if name not in meta["members"]:

@@ -145,11 +145,18 @@ is written; none of them changes the weights (beyond the device's rounding) or t
 
 
 SEEDS_RESOLVED = ("training.use_mixed_precision", "training.precision", "training.warmup_ratio",
-                  "training.gradient_accumulation_steps", "evaluation.backtest_portfolio")
+                  "training.gradient_accumulation_steps", "evaluation.backtest_portfolio", "evaluation.periods_per_year")
 """The ``training``/``evaluation`` keys :func:`seed_differences` compares by what they resolve to, not as
 written: the precision (``use_mixed_precision: true`` is ``precision: bf16``), the warmup (its ratio is
 ignored beside ``warmup_steps``), the batch of an optimizer step (accumulation × ``data.batch_size`` × the
-processes) and the backtest portfolio (``auto`` is the label's)."""
+processes), the backtest portfolio (``auto`` is the label's) and the periods per year (``null`` is what the
+finished seed's backtest inferred from the test dates, as its eval.json records)."""
+
+SEEDS_BEST_STEP = ("evaluation.eval_steps", "training.early_stopping_threshold")
+"""The keys that change only which validated step is the best: the weights and the test figures only under
+early stopping (``training.early_stopping_patience``) or ``training.load_best_model_at_end`` (the schedule-free
+weights an evaluation sets aside are put back bit for bit), so :func:`seed_differences` compares them only
+when either is on in the finished seed's config or in the current one."""
 
 SEEDS_DATA_KEYS = ("augment_noise_std", "augment_scale_std")
 """The ``data.*`` keys a resume may change (:data:`~hftraining.core.config.RESUME_MAY_CHANGE`) that change the
@@ -171,15 +178,33 @@ def _precision(training: dict[str, Any]) -> Any:
     return ("bf16" if training.get("use_mixed_precision") is True else "fp32") if chosen == "auto" else chosen
 
 
+def _picks_best(training: dict[str, Any]) -> bool:
+    """Whether the validated best step acts on the weights: early stopping or ``load_best_model_at_end``."""
+    return bool(training.get("early_stopping_patience")) or training.get("load_best_model_at_end") is True
+
+
+def _periods_per_year(evaluation: dict[str, Any], result: Any) -> Any:
+    """The periods per year ``evaluation.periods_per_year`` resolved to in the backtest of the eval.json
+    ``result`` (null: inferred from the test dates; None when the file records none)."""
+    chosen = evaluation.get("periods_per_year")
+    if chosen:
+        return float(chosen)
+    settings = ((result or {}).get("backtest") or {}).get("settings") if isinstance(result, dict) else None
+    value = settings.get("periods_per_year") if isinstance(settings, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def seed_differences(saved: dict[str, Any], current: dict[str, Any], saved_world: int | None,
-                     world: int) -> list[tuple[str, Any, Any, str]]:
+                     world: int, saved_result: Any = None) -> list[tuple[str, Any, Any, str]]:
     """What makes a seed trained or scored with the config dict ``current`` (in ``world`` processes) unlike the
     finished seed whose config.json is ``saved`` (trained in ``saved_world`` processes, None: unknown, taken as
     ``world``) → [(key, its value there, its value now, the setting to resume with)]: every ``training``/
     ``evaluation`` key but :data:`SEEDS_MAY_DIFFER` and :data:`~hftraining.core.config.RESUME_FIXED` (each seed's
     own resume refuses those), compared as resolved (:data:`SEEDS_RESOLVED`), and the ``data`` keys a resume
-    may change that change the weights (:data:`SEEDS_DATA_KEYS`, the batch of an optimizer step). A key the
-    saved config lacks (written by an older version) is not compared."""
+    may change that change the weights (:data:`SEEDS_DATA_KEYS`, the batch of an optimizer step); the keys of
+    the best step (:data:`SEEDS_BEST_STEP`) only where it acts on the weights. ``saved_result``: the finished
+    seed's eval.json, whose backtest records the periods per year a ``null`` resolved to. A key the saved
+    config lacks (written by an older version) is not compared."""
     out: list[tuple[str, Any, Any, str]] = []
     sections = {name: (saved.get(name), current.get(name)) for name in ("data", "training", "evaluation")}
     if not all(isinstance(before, dict) and isinstance(after, dict) for before, after in sections.values()):
@@ -189,10 +214,13 @@ def seed_differences(saved: dict[str, Any], current: dict[str, Any], saved_world
     def differ(name: str, was: Any, now: Any) -> None:
         out.append((name, was, now, f"{name}={shown_value(was)}"))
 
+    best_acts = _picks_best(t0) or _picks_best(t1)
     for section, (before, after) in (("training", (t0, t1)), ("evaluation", (e0, e1))):
         for key in after:
             name = f"{section}.{key}"
             if name in SEEDS_MAY_DIFFER or name in RESUME_FIXED or name in SEEDS_RESOLVED or key not in before:
+                continue
+            if name in SEEDS_BEST_STEP and not best_acts:
                 continue
             if before[key] != after[key]:
                 differ(name, before[key], after[key])
@@ -201,6 +229,12 @@ def seed_differences(saved: dict[str, Any], current: dict[str, Any], saved_world
     if "warmup_ratio" in t0 and t0.get("warmup_steps") is None and t1.get("warmup_steps") is None \
             and t0["warmup_ratio"] != t1.get("warmup_ratio"):
         differ("training.warmup_ratio", t0["warmup_ratio"], t1.get("warmup_ratio"))
+    if "periods_per_year" in e0 and e0["periods_per_year"] != e1.get("periods_per_year"):
+        # as resolved: a null the finished seed inferred (its eval.json) against the value given now, or as written
+        # where that is unknown (the value a null given now infers is known only once the data are read)
+        was, now = _periods_per_year(e0, saved_result), e1.get("periods_per_year")
+        if was is None or not now or was != float(now):
+            differ("evaluation.periods_per_year", e0["periods_per_year"], e1.get("periods_per_year"))
     if "backtest_portfolio" in e0 and _portfolio(e0, d0) != _portfolio(e1, d1):
         differ("evaluation.backtest_portfolio", _portfolio(e0, d0), _portfolio(e1, d1))
     for key in SEEDS_DATA_KEYS:
@@ -245,8 +279,13 @@ def check_seeds_alike(cfg: Config, root: Path, n: int) -> None:
         if not isinstance(saved, dict):
             continue  # the seed's own resume says what is wrong with it
         current = json.loads(json.dumps(seed_config(cfg, root, k).to_dict()))  # the saved file's types
-        for name, was, value, advice in seed_differences(saved, current, trained_world_size(root / f"seed-{k}"), world):
-            what = "scored" if name.startswith("evaluation.") else "trained"
+        try:  # read when the seed was found finished; unreadable now: the values as written are compared
+            result = read_json(root / f"seed-{k}" / "eval.json")
+        except (OSError, ValueError):
+            result = None
+        for name, was, value, advice in seed_differences(saved, current, trained_world_size(root / f"seed-{k}"), world,
+                                                         result):
+            what = "scored" if name.startswith("evaluation.") and name not in SEEDS_BEST_STEP else "trained"
             shown_was, shown_now = (f"={shown_value(was)}", f"={shown_value(value)}") if "." in name else \
                 (f" ({was})", f" ({value})")
             raise UserError(
