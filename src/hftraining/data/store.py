@@ -526,8 +526,9 @@ def _results(us: list[Unit], d: DataConfig, needed: RowsNeeded) -> Iterator[tupl
             yield _job(u, d, needed)
         return
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's threads
-    with ProcessPoolExecutor(max_workers=d.num_workers, mp_context=ctx, initializer=_die_with_parent,
-                             initargs=(os.getpid(),)) as pool:
+    pool = ProcessPoolExecutor(max_workers=d.num_workers, mp_context=ctx, initializer=_die_with_parent,
+                               initargs=(os.getpid(),))
+    try:
         ahead = 2 * d.num_workers
         pending = [pool.submit(_job, u, d, needed, True) for u in us[:ahead]]
         nxt = len(pending)
@@ -545,6 +546,41 @@ def _results(us: list[Unit], d: DataConfig, needed: RowsNeeded) -> Iterator[tupl
                 nxt += 1
             _say(res[-1])
             yield res
+        pool.shutdown(wait=True)
+    except BaseException:  # Ctrl-C, SIGTERM (``Terminated``), the build's own error, or the caller stopping early
+        _stop(pool)
+        raise
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """End a pool whose results are no longer wanted, without waiting on its pipe. A signal sent to the whole
+    process group (Ctrl-C in a terminal, Slurm's ``scancel``, systemd stopping a service) reaches the workers
+    too, and one stopped while it sent its rows back left part of that message in the pipe: the pool's own
+    shutdown, and the interpreter's on the way out, waited for the rest for ever. The workers are killed (the
+    queued units with them), and the pipe's last writer, this process's end, closed: the pool's reading thread
+    gets end-of-file instead of waiting, and ends."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for p in procs:
+        try:
+            p.kill()
+        except (OSError, ValueError, AttributeError):  # gone meanwhile, or closed
+            pass
+    for p in procs:
+        try:
+            p.join(5)
+        except (OSError, ValueError, AttributeError):
+            pass
+    results = getattr(pool, "_result_queue", None)
+    writer = getattr(results, "_writer", None)
+    if writer is not None:
+        try:
+            writer.close()
+        except OSError:
+            pass
+    manager = getattr(pool, "_executor_manager_thread", None)
+    pool.shutdown(wait=False, cancel_futures=True)
+    if manager is not None:
+        manager.join(5)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -625,16 +661,23 @@ def _build(d: DataConfig, us: list[Unit], needed: RowsNeeded, folder: Path | Non
     skipped: list[str] = []
     firsts: dict[str, int | None] = {}
     said: list[list[str]] = []
+    results = _results(us, d, needed)
     try:
-        for unit, got, report, volume_from, warned in _results(us, d, needed):
-            firsts.update(volume_from)
-            said += warned
-            col.add(unit, list(got), report)
-            for sym, arrays in got.items():
-                if arrays is None:
-                    skipped.append(sym)
-                else:
-                    sink.add(sym, SymbolRows(*arrays))
+        try:
+            for unit, got, report, volume_from, warned in results:
+                firsts.update(volume_from)
+                said += warned
+                col.add(unit, list(got), report)
+                for sym, arrays in got.items():
+                    if arrays is None:
+                        skipped.append(sym)
+                    else:
+                        sink.add(sym, SymbolRows(*arrays))
+        finally:
+            # stopped here (Ctrl-C, SIGTERM, a unit's error): the build workers end now, not when the traceback
+            # that holds this generator is let go (the pool's exit, then, waited on a pipe a stopped worker left
+            # half written)
+            results.close()
     finally:
         sink.close()
     digests = {k: h.hexdigest() for k, h in sink.hashes.items()}
