@@ -6,12 +6,10 @@ member whose files were replaced since is no longer that ensemble's and is read 
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import shutil
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +28,7 @@ ARGS = ["model.hidden_size=8", "data.sequence_length=16", "data.prediction_horiz
         "evaluation.baseline_max_windows=300", "training.precision=bf16", "evaluation.max_test_windows=300"]
 
 
-def _run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        rc = main(list(argv))
-    return rc, out.getvalue(), err.getvalue()
+from test_review_ensemble_round17 import _run  # noqa: E402  (exit code, stdout, stderr of the CLI)
 
 
 @pytest.fixture(scope="module")

@@ -15,16 +15,7 @@ from hftraining.data.rows import RowsNeeded, symbol_rows
 from conftest import tiny  # noqa: E402
 
 
-def _train(argv, monkeypatch, capsys, tmp_path):
-    """Exit code and stderr of ``hftraining train`` with ``argv``, run from ``tmp_path``."""
-    from hftraining.cli import main
-    from hftraining.train.logging import log
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(log, "handlers", [h for h in log.handlers if not getattr(h, "_hft_console", False)])
-    capsys.readouterr()
-    rc = main(["train", *argv])
-    return rc, capsys.readouterr().err
+from test_config_combos_audit import _train  # noqa: E402  (exit code and stderr of `hftraining train`)
 
 
 def test_an_excess_return_label_of_one_symbol_is_refused(tmp_path, monkeypatch, capsys):

@@ -12,17 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from conftest import tiny
 from hftraining.cli import main
-from hftraining.core.config import ModelConfig, load_config
 from hftraining.core.errors import DataError
 from hftraining.data.io import resolve_paths, sample_data_dir
-from hftraining.data.pipeline import prepare
 from hftraining.data.synth import write_synth
 from hftraining.data.windows import EpochSampler
-from hftraining.models import build_model
 from hftraining.train.logging import log
 
 SAMPLE = sample_data_dir() / "AEM.csv"
@@ -127,17 +123,7 @@ def test_synth_removes_what_a_killed_synth_left_in_the_folder(tmp_path):
 # --- export / predict: a model folder ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A model folder with real preprocessing and random weights (what is checked needs no training)."""
-    d = tmp_path_factory.mktemp("model") / "final"
-    cfg = load_config(None, ["data.symbols=[AEM]", "data.sequence_length=24", "data.prediction_horizon=4"])
-    pre = prepare(cfg.data).preprocessing
-    torch.manual_seed(0)
-    m = build_model(ModelConfig(hidden_size=8, num_heads=2, num_layers=1), len(pre.feature_columns), pre.horizon,
-                    pre.seq_len)
-    m.save_pretrained(d, preprocessing=pre.to_dict())
-    return d
+from test_export_round17 import model_dir  # noqa: E402,F401  (a model folder with random weights)
 
 
 def test_export_that_cannot_write_names_out_not_its_temporary_file(model_dir, tmp_path, monkeypatch, capsys):
