@@ -647,7 +647,9 @@ class WandbTracker(Tracker):
     ``step``; summary: the ``test/*`` numbers and ``verdict``; artifact ``<run name>-model`` (type model):
     ``final/`` and ``report.html``. ``--resume`` continues the run id recorded in tracking.json (offline,
     each start writes its own ``offline-run-*-<id>`` folder with that id). W&B's history is append-only:
-    after a kill, the steps logged past the checkpoint appear again when the resumed run redoes them."""
+    after a kill, the steps logged past the checkpoint appear again when the resumed run redoes them.
+    The run ends with exit code 0, 1 when an error stopped it, 255 when Ctrl-C or SIGTERM did (W&B's own
+    code for Ctrl-C), so a stopped run is told from a crashed one."""
 
     name = "wandb"
 
@@ -700,7 +702,8 @@ class WandbTracker(Tracker):
                     else:
                         art.add_file(str(p))
                 self.run.log_artifact(art)
-            self.run.finish(exit_code=1 if failed else 0)
+            # W&B's own code for a run its user stopped with Ctrl-C (its exit hook's), not the 1 of a crash
+            self.run.finish(exit_code=255 if interrupted else 1 if failed else 0)
 
 
 # ---------------------------------------------------------------------------------- groups of runs
