@@ -9,7 +9,7 @@ referenced, so the folder can be moved or served on its own)::
                             "precision": the members' runs' autocast precision, or null,
                             "member_digests": each member's files as copied (:data:`DIGESTS_KEY`),
                             "member_metrics": each member's run's test and validation figures (:data:`METRICS_KEY`)}
-    preprocessing.json     the members' common preprocessing
+    preprocessing.json     the members' common preprocessing (data.embargo the largest of theirs)
     members/member-0/      config.json, model.safetensors, preprocessing.json of member 0 (and its run's card, README.md)
     members/member-1/      ...
     intervals.json         the ensemble's own conformal intervals, when its first member has them
@@ -176,7 +176,8 @@ def _member_dir(path: str | Path) -> Path:
 
 
 def check_shared_preprocessing(dirs: list[Path]) -> dict[str, Any]:
-    """The members' common preprocessing dict; a DataError naming the first key that differs."""
+    """The members' common preprocessing dict (``data.embargo`` the largest of theirs: :func:`_widest_embargo`);
+    a DataError naming the first key that differs."""
     pres = [load_preprocessing(d) for d in dirs]
     ref = pres[0]
 
@@ -190,6 +191,8 @@ def check_shared_preprocessing(dirs: list[Path]) -> dict[str, Any]:
         same_data(d, p, "target")  # first: another label has another target scale, which would be named instead
         _same_clock(d, p, dirs[0], ref)  # before the scaler, whose statistics of the time features it shifts
         _same_symbols(d, p, dirs[0], ref)  # before the scaler, which other symbols' rows fit otherwise
+        _same_split(d, p, dirs[0], ref)  # before the scaler, which other training rows fit otherwise (after the
+        # symbols: other symbols cut a ratio split at other dates of their calendar, and are the cause to name)
         for key in SHARED_KEYS:
             if p.get(key) != ref.get(key):
                 raise DataError(
@@ -210,7 +213,66 @@ def check_shared_preprocessing(dirs: list[Path]) -> dict[str, Any]:
             raise DataError(f"{d}: preprocessing.json key data.{key} differs from {dirs[0]}'s ({shown(rules[key])} vs "
                             f"{shown(ref_rules[key])}); ensemble members must forecast from the same rows, so they "
                             "must be trained with the same validation rules")
-    return ref
+    return _widest_embargo(ref, pres)
+
+
+def _widest_embargo(ref: dict[str, Any], pres: list[dict[str, Any]]) -> dict[str, Any]:
+    """``ref`` (the first member's preprocessing) with the largest ``data.embargo`` of the members' ``pres``:
+    the ensemble's validation and test windows start after every member's embargo, whatever the order the
+    members are given in (the first member's alone scored the ensemble on the rows another left out after
+    its cuts, and the same members in another order on other windows). The members share their cut dates
+    (:func:`_same_split`) and train on the rows before the first, so no other rows are trained on; a stride
+    thins the training windows only, and members of other strides combine as they are."""
+    embargoes = [_data_key(p, "embargo") for p in pres]
+    widest = max(embargoes, key=lambda e: e if isinstance(e, int) and not isinstance(e, bool) else -1)
+    if widest == embargoes[0]:
+        return ref
+    return {**ref, "data": {**(ref.get("data") or {}), "embargo": widest}}
+
+
+def _data_key(pre: dict[str, Any], key: str) -> Any:
+    """``data.<key>`` of a member's preprocessing (its default when the folder lacks it)."""
+    data = pre.get("data") if isinstance(pre.get("data"), dict) else {}
+    return data.get(key, DataConfig.__dataclass_fields__[key].default)
+
+
+SPLIT_KEYS = ("split", "split_dates")
+"""The data keys that say where a member's training rows end and its validation and test rows start (with the
+per-symbol cut dates ``symbol_split_dates`` and a walk-forward ``fold``)."""
+FOLD_KEYS = ("train_ratio", "val_ratio", "start_date", "end_date")
+"""The data keys that also cut a walk-forward fold's periods (its dates are shares of the calendar read)."""
+
+
+def _same_split(d: Path, pre: dict[str, Any], first: Path, ref: dict[str, Any]) -> None:
+    """A DataError naming the split setting in which the member ``d`` and the first member ``first`` differ
+    (``data.split``, ``data.split_dates``, the per-symbol ``symbol_split_dates`` of one symbol, a walk-forward
+    ``fold`` and the ratios and dates that cut it): the ensemble is scored on the first member's validation
+    and test windows, and the dates one member trained on would be another's validation or test dates."""
+    why = ("the rows one member trained on would be dated inside another's validation or test period, and the "
+           "ensemble is scored on the first member's: ensemble members must be trained on one split")
+    fold, ref_fold = pre.get("fold"), ref.get("fold")
+    if fold != ref_fold:
+        raise DataError(f"{d}: preprocessing.json key fold differs from {first}'s ({shown(fold)} vs "
+                        f"{shown(ref_fold)}): {why}")
+    for key in SPLIT_KEYS:
+        mine, theirs = _data_key(pre, key), _data_key(ref, key)
+        if mine != theirs:
+            raise DataError(f"{d}: preprocessing.json key data.{key} differs from {first}'s ({shown(mine)} vs "
+                            f"{shown(theirs)}): {why}")
+    mine, theirs = pre.get("symbol_split_dates"), ref.get("symbol_split_dates")
+    if mine != theirs:
+        a, b = (x if isinstance(x, dict) else {} for x in (mine, theirs))
+        sym = next((s for s in sorted({*a, *b}, key=str) if a.get(s) != b.get(s)), None)
+        where = f"symbol_split_dates.{sym}" if sym is not None else "symbol_split_dates"
+        raise DataError(f"{d}: preprocessing.json key {where} differs from {first}'s "
+                        f"({shown(a.get(sym) if sym is not None else mine)} vs "
+                        f"{shown(b.get(sym) if sym is not None else theirs)}): {why}")
+    if fold is not None:
+        for key in FOLD_KEYS:
+            a, b = _data_key(pre, key), _data_key(ref, key)
+            if a != b:
+                raise DataError(f"{d}: preprocessing.json key data.{key} differs from {first}'s ({shown(a)} vs "
+                                f"{shown(b)}), which cuts the periods of their walk-forward fold: {why}")
 
 
 def _same_clock(d: Path, pre: dict[str, Any], first: Path, ref: dict[str, Any]) -> None:
@@ -630,6 +692,9 @@ def ensemble_readme(meta: dict[str, Any], models: list[ForecastModel], pre: dict
     lines.append(f"- Fitted baselines: `{FITTED_BASELINES_DIR}/`, copied from the first member's run that has them (the "
                  "members share their windows)." if baselines else
                  "- Fitted baselines: none (no member is a run's with fitted baselines).")
+    embargo = _data_key(pre, "embargo")
+    lines.append(f"- Split: the members' cut dates (`preprocessing.json`); its validation and test windows start "
+                 f"{embargo} row(s) after each cut (`data.embargo`, the largest of its members').")
     lines.append(f"- Evaluation settings: those of the members' runs (`{EVALUATION_KEY}` in ensemble.json)."
                  if meta.get(EVALUATION_KEY) is not None else "- Evaluation settings: none recorded (the defaults apply).")
     lines.append(f"- Data report: `{DATA_REPORT_NAME}`, the one the members' runs share." if not data_report else
