@@ -262,6 +262,13 @@ _KINDS: tuple[tuple[tuple[Any, ...], Callable[[Any], bool], str], ...] = (
 )
 
 
+_ANY_LENGTH: dict[tuple[str, str], int] = {
+    ("aggmo", "betas"): 2,  # one momentum buffer a beta, as many as given
+}
+"""Tuple keywords (optimizer, keyword) that take any number of values, at least the one given, where every other
+takes its default's count (a variadic annotation, ``tuple[int, ...]``, says so itself)."""
+
+
 def _check_value(name: str, key: str, value: Any, param: inspect.Parameter) -> None:
     """ConfigError for an ``optimizer_kwargs`` value of another type than the constructor's keyword holds,
     or a NaN. Most constructors check ranges only: ``amsgrad: 1`` or ``momentum_dtype: bf16`` was taken
@@ -282,6 +289,15 @@ def _check_value(name: str, key: str, value: Any, param: inspect.Parameter) -> N
         if not isinstance(value, tuple):
             raise ConfigError(f"training.optimizer_kwargs.{key}: {name} needs a list ({list(default)!r} by default), "
                               f"got {value!r}")
+        # as many values as the method has (Adam's two betas, Adan's three): one too few was an IndexError in the
+        # constructor, one too many a "too many values to unpack" at the first step, after the data were read
+        least = _ANY_LENGTH.get((name, key))
+        if least is not None and len(value) < least:
+            raise ConfigError(f"training.optimizer_kwargs.{key}: {name} needs a list of at least {least} numbers "
+                              f"({list(default)!r} by default), got {list(value)!r}")
+        if least is None and "..." not in str(ann) and len(value) != len(default):
+            raise ConfigError(f"training.optimizer_kwargs.{key}: {name} needs a list of {len(default)} numbers "
+                              f"({list(default)!r} by default), got {list(value)!r}")
         return
     for annotations, fits, what in _KINDS:
         if ann in annotations and (default is inspect.Parameter.empty or type(default) is annotations[0]

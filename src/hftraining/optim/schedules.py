@@ -33,12 +33,13 @@ def check_schedule(t: TrainingConfig, *, lengths: bool = True) -> None:
     """ConfigError for schedule values the formulas cannot use, and for a key of :data:`SCHEDULE_SETTINGS`
     set away from its default under a schedule that does not read it (``min_lr_ratio: 0.01`` with
     ``constant`` trained at the peak rate to the end without a word). The config does not record which
-    keys a user wrote, so a value equal to the default counts as not set. ``lengths``: also
-    :func:`check_cycles`, which reads ``max_steps`` and the warmup; a tune checking a choice against the
-    config's other settings leaves it out, since a searched ``max_steps`` or warmup is not the config's."""
+    keys a user wrote, so a value equal to the default counts as not set. ``lengths``: also :func:`check_warmup`
+    and :func:`check_cycles`, which read ``max_steps`` and the warmup; a tune checking a choice against the
+    config's other settings leaves them out, since a searched ``max_steps`` or warmup is not the config's."""
     if t.lr_scheduler == "cosine_restarts" and t.num_cycles < 1:
         raise ConfigError(f"training.num_cycles: must be >= 1 for cosine_restarts, got {t.num_cycles}")
     if lengths:
+        check_warmup(t)
         check_cycles(t)
     if t.lr_scheduler == "wsd" and not 0 < t.decay_ratio <= 1:
         raise ConfigError(f"training.decay_ratio: must be in (0, 1] for wsd, got {t.decay_ratio}")
@@ -48,6 +49,36 @@ def check_schedule(t: TrainingConfig, *, lengths: bool = True) -> None:
         if t.lr_scheduler not in schedules and value != getattr(defaults, key):
             raise ConfigError(f"training.{key}: lr_scheduler {t.lr_scheduler} does not use it (got {value!r}); remove "
                               f"the key or choose a schedule that reads it ({', '.join(schedules)})")
+
+
+def check_warmup(t: TrainingConfig) -> None:
+    """ConfigError naming the key the warmup was resolved from (``training.warmup_steps``, else
+    ``training.warmup_ratio``) when the warmup leaves the schedule no step: the peak rate comes at step
+    ``warmup``, so a warmup of ``max_steps`` steps never reaches ``training.learning_rate``, and a decay
+    (every schedule but ``constant``) reaches its floor at the last update only if that comes after the
+    peak. ``warmup_steps: 100`` of ``max_steps: 100`` (or ``warmup_ratio: 0.95`` of 10 steps, 10 by
+    rounding) trained the whole run on a rising rate, and ``max_steps - 1`` ended at the peak: the cosine
+    to ``min_lr_ratio`` that was asked for never acted, and nothing said so. No warmup is never refused, nor a
+    decay whose floor is the peak (``min_lr_ratio: 1``) ending there."""
+    warm = warmup_steps(t)
+    last = t.max_steps - 1  # the step of the last update
+    flat = t.lr_scheduler == "constant" or t.min_lr_ratio == 1  # no decay to reach (its floor is the peak)
+    most = last if flat else last - 1  # the longest warmup that leaves the schedule its steps
+    if warm == 0 or warm <= most:
+        return
+    if t.warmup_steps is not None:
+        what = f"training.warmup_steps: {warm}"
+    else:
+        what = (f"training.warmup_ratio: {t.warmup_ratio!r} of training.max_steps {t.max_steps} is a warmup of "
+                f"{warm} step{'s' if warm > 1 else ''}")
+    if flat or warm > last:
+        why = (f"the rate would rise to the last update (step {last}) and never reach training.learning_rate "
+               f"(the peak comes at step {warm})")
+    else:
+        why = (f"the last update (step {last}) would be the peak, so the {t.lr_scheduler} decay to "
+               f"training.min_lr_ratio {t.min_lr_ratio:g} would never act")
+    fix = f"warm up for at most {most} step{'s' if most > 1 else ''}" if most > 0 else "set training.warmup_steps: 0"
+    raise ConfigError(f"{what}: {why}; {fix} or raise training.max_steps")
 
 
 def check_cycles(t: TrainingConfig) -> None:
