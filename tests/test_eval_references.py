@@ -127,11 +127,15 @@ def test_directional_accuracy_is_the_share_of_matching_signs():
 
 
 def test_kupiec_is_the_binomial_likelihood_ratio():
-    """LR = 2 [log Binom(x; n, x/n) − log Binom(x; n, p)] (the binomial coefficient cancels), χ²(1)."""
+    """LR = 2 [log Binom(x; n, x/n) − log Binom(x; n, p)] (the binomial coefficient cancels); its p-value,
+    of independent draws, the exact P(LR(X) ≥ LR(x)) with X ~ Binomial(n, p)."""
     for x, n, p in ((3, 250, 0.01), (17, 200, 0.1), (0, 50, 0.05), (50, 50, 0.2)):
         lr = 2 * (stats.binom.logpmf(x, n, x / n) - stats.binom.logpmf(x, n, p))
+        every = np.arange(n + 1)
+        lrs = 2 * (stats.binom.logpmf(every, n, every / n) - stats.binom.logpmf(every, n, p))
+        exact = stats.binom.pmf(every, n, p)[lrs >= lr - 1e-9 * max(1.0, lr)].sum()
         k = kupiec(x, n, p)
-        assert k["lr"] == pytest.approx(lr, rel=1e-10, abs=1e-12) and k["p_value"] == pytest.approx(stats.chi2.sf(lr, 1))
+        assert k["lr"] == pytest.approx(lr, rel=1e-10, abs=1e-12) and k["p_value"] == pytest.approx(exact, rel=1e-9)
 
 
 def test_christoffersen_of_one_sequence_is_the_pearson_test_of_its_transition_table():

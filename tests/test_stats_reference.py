@@ -139,7 +139,10 @@ def test_kupiec_and_christoffersen_match_their_formulas():
         ll = lambda q: (n - x) * math.log(1 - q) if x < n else 0.0  # noqa: E731
         lr = -2 * ((ll(p) + (x * math.log(p) if x else 0)) - (ll(ph) + (x * math.log(ph) if x else 0)))
         k = I.kupiec(x, n, p)
-        assert k["lr"] == pytest.approx(lr, abs=1e-9) and k["p_value"] == pytest.approx(stats.chi2.sf(lr, 1), abs=1e-12)
+        every = np.arange(n + 1)  # independent draws: the exact binomial p-value of the LR
+        lrs = 2 * (stats.binom.logpmf(every, n, every / n) - stats.binom.logpmf(every, n, p))
+        exact = stats.binom.pmf(every, n, p)[lrs >= lr - 1e-9 * max(1.0, lr)].sum()
+        assert k["lr"] == pytest.approx(lr, abs=1e-9) and k["p_value"] == pytest.approx(min(exact, 1.0), rel=1e-9, abs=1e-15)
         t = np.zeros((2, 2))
         np.add.at(t, (miss[:-1].astype(int), miss[1:].astype(int)), 1)
         c = I.christoffersen([miss])

@@ -219,7 +219,10 @@ def test_pbo_matches_a_direct_cscv_on_uneven_blocks_and_duplicated_trials(T, N, 
 def test_kupiec_with_no_miss_and_with_every_miss(n, p):
     none, every = I.kupiec(0, n, p), I.kupiec(n, n, p)
     assert none["lr"] == pytest.approx(-2 * n * math.log(1 - p)) and every["lr"] == pytest.approx(-2 * n * math.log(p))
-    assert none["p_value"] == pytest.approx(stats.chi2.sf(none["lr"], 1))
+    # no miss: P(X = 0) plus the counts above np at least as unlikely by the LR (exact binomial p-value)
+    k = np.arange(n + 1)
+    lrs = 2 * (stats.binom.logpmf(k, n, k / n) - stats.binom.logpmf(k, n, p))
+    assert none["p_value"] == pytest.approx(stats.binom.pmf(k, n, p)[lrs >= none["lr"] * (1 - 1e-9)].sum(), rel=1e-9)
     # one symbol: one miss per date, so the design effect is 1 and the statistic the classic one
     miss = np.zeros(n, bool)
     assert I.kupiec(0, n, p, miss, np.arange(n)) == none

@@ -874,6 +874,17 @@ def _strongest_label(result: dict[str, Any] | None) -> str | None:
     return forecast_label(sb["name"]) if sb else None
 
 
+def _per_symbol_range(ps: dict[str, Any] | None) -> str:
+    """The lowest and highest step-1 coverage of one symbol, with the symbols and how many symbols' own
+    Kupiec tests reject; a dash where eval.json has none (written before it gave them, or no symbol)."""
+    if not ps or not ps.get("n_symbols"):
+        return "—"
+    if ps["n_symbols"] == 1:
+        return f"{ps['min']['coverage']:.3f} (1 symbol)"
+    return (f"{ps['min']['coverage']:.3f} ({ps['min']['symbol']}) – {ps['max']['coverage']:.3f} ({ps['max']['symbol']}); "
+            f"{ps['kupiec_rejected']} of {ps['n_symbols']} reject at {ps['significance']:g}")
+
+
 def _interval_section(doc: _Doc, rep: dict[str, Any], fc) -> None:
     """Coverage, width, Winkler score and the Kupiec / Christoffersen tests per level, the sentence,
     and the step-1 coverage over time per level beside its nominal level."""
@@ -884,14 +895,19 @@ def _interval_section(doc: _Doc, rep: dict[str, Any], fc) -> None:
              "unconditional coverage of the step-1 intervals; Christoffersen: independence of consecutive step-1 misses per "
              "symbol (both on step 1 alone: step h of one date realises the return of step h − 1 of the next, so over all "
              "steps one return would be scored up to H times); both LRs divided by their Rao–Scott design effect over dates, "
-             "since the misses of one date's symbols come together.")
+             "since the misses of one date's symbols come together. Kupiec's p-value is the exact binomial probability of "
+             "an LR at least as large where that design effect is 1, the χ²(1) tail otherwise (eval.json's reference). "
+             "Coverage and verdict are over the panel's windows pooled, not per symbol; the per-symbol column gives "
+             "the lowest and highest step-1 coverage of one symbol's own windows.")
     rows = [[lab, " ".join(_num(c, ".3f") for c in e["coverage_per_step"]),
              _num(e["mean_width_per_step"][0], ".4g"), _num(e["winkler_per_step"][0], ".4g"),
              p_text(e["kupiec"]["p_value"]), p_text(e["christoffersen"]["p_value"]),
-             f"{_num(e['rolling_coverage']['min'], '.3f')} – {_num(e['rolling_coverage']['max'], '.3f')}"]
+             f"{_num(e['rolling_coverage']['min'], '.3f')} – {_num(e['rolling_coverage']['max'], '.3f')}",
+             _per_symbol_range(e.get("per_symbol"))]
             for lab, e in zip(level_labels([float(lv) for lv in rep["levels"]], percent=True), rep["levels"].values())]
     doc.table(["level", "coverage per step", "step-1 width", "step-1 Winkler", "Kupiec p", "Christoffersen p",
-               f"{rep['levels'][next(iter(rep['levels']))]['rolling_coverage']['dates']}-date coverage range"], rows)
+               f"{rep['levels'][next(iter(rep['levels']))]['rolling_coverage']['dates']}-date coverage range",
+               "step-1 coverage per symbol"], rows)
     doc.para(rep["sentence"])
     if fc is None or not fc.intervals or len(fc) == 0:
         return

@@ -348,7 +348,7 @@ def evaluate_model_dir(path, data=None, split: str = "test",
                                                   f"the {split} split of this data is dated in the period the model "
                                                   f"was {was} on")
         result["intervals"] = interval_report(fc.intervals, fc.true, fc.dates, fc.symbol_ids, f.calibration.method,
-                                              in_sample=in_sample)
+                                              in_sample=in_sample, symbols=fc.symbols)
     if hasattr(f.model, "members"):  # an ensemble: its members scored on the same windows, beside it
         members = {}
         for k, m in enumerate(f.model.members):

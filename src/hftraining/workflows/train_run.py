@@ -274,7 +274,8 @@ def evaluate_test(run: TrainedRun) -> tuple[dict[str, Any], Forecasts | None, di
         if cal is not None:  # calibrated on validation, scored on test; saved as it stands after the test dates
             fc.intervals, cal = forecast_intervals(cal, fc.pred["model"], fc.true, fc.dates, fc.quantiles,
                                                        known=outcome_times(test))
-            result["intervals"] = interval_report(fc.intervals, fc.true, fc.dates, fc.symbol_ids, cal.method)
+            result["intervals"] = interval_report(fc.intervals, fc.true, fc.dates, fc.symbol_ids, cal.method,
+                                                 symbols=fc.symbols)
             if (run.run_dir / "final").is_dir():
                 write_json(run.run_dir / "final" / INTERVALS_FILE, cal.to_dict())
         write_json(run.run_dir / "eval.json", result)

@@ -422,7 +422,7 @@ def _pooled(cfg: Config, folds: list, parts: list, methods: list, scheme: str, m
     pooled = score(pooled_fc)
     if pooled_fc.intervals is not None:  # each window scored by its own fold's calibration (module docstring)
         pooled["intervals"] = interval_report(pooled_fc.intervals, pooled_fc.true, pooled_fc.dates,
-                                              pooled_fc.symbol_ids, methods[0])
+                                              pooled_fc.symbol_ids, methods[0], symbols=pooled_fc.symbols)
     elif no_intervals:  # said once: by format_walkforward beside the pooled table (and in walkforward.json)
         pooled["intervals_note"] = no_intervals
     # every fold scored whole (no starts): one book over the folds, the H - 1 rows between two earned through the close
