@@ -176,12 +176,17 @@ def previous_walk_forward(base) -> list[str]:
 
 
 def target_period(ws: WindowSet) -> tuple[str, str]:
-    """(first, last) date, YYYY-MM-DD, of the realised targets of the windows ``ws``: the out-of-sample
-    period a fold's test block scores, as its data_report.json states it (not the forecast origins,
-    whose first is the last row before the block and whose last lies H rows before its end)."""
+    """(first, last) date of the realised targets of the windows ``ws``: the out-of-sample period a fold's
+    test block scores, as its data_report.json states it (not the forecast origins, whose first is the last
+    row before the block and whose last lies H rows before its end). YYYY-MM-DD when every row is stamped at
+    a UTC midnight (daily bars); else the instant in UTC, ``2024-05-13T18:00Z``: the folds of hourly bars
+    meet inside a day, and their dates alone read as one fold's last day being the next one's first."""
     first = ws.row_times[ws.ends.astype(np.int64) + 1].min()
     last = ws.row_times[ws.ends.astype(np.int64) + ws.horizon].max()
-    return tuple(str(np.datetime64(int(x), "ns"))[:10] for x in (first, last))
+    if not (np.asarray(ws.row_times, dtype=np.int64) % (86_400 * 10**9)).any():
+        return tuple(str(np.datetime64(int(x), "ns"))[:10] for x in (first, last))
+    return tuple(f"{np.datetime_as_string(np.datetime64(int(x), 'ns'), unit='m' if int(x) % 60_000_000_000 == 0 else 'auto')}Z"
+                 for x in (first, last))
 
 
 def _ci(values: list[float], level: float = 0.95) -> dict[str, float]:
@@ -459,11 +464,13 @@ def _pooled(cfg: Config, folds: list, parts: list, methods: list, scheme: str, m
 
 def format_walkforward(res: dict[str, Any]) -> str:
     """Per-fold table, the 95% intervals over folds and the pooled out-of-sample verdict."""
+    # the period column fits the folds' instants (intraday bars: 2024-05-13T18:00Z..2024-05-30T04:00Z)
+    width = max([23, *(len(f"{f['test_from']}..{f['test_to']}") + 1 for f in res["folds"])])
     lines = [f"walk-forward: {res['n_folds']} folds, {res['scheme']} training windows, {res['mode']}, embargo {res['embargo']} rows",
-             f"{'fold':>4} {'test period':<23}{'train':>7}{'test':>6}{'MSE/zero':>9}{'dir.acc':>8}{'PT p':>9}{'IC':>8}"
+             f"{'fold':>4} {'test period':<{width}}{'train':>7}{'test':>6}{'MSE/zero':>9}{'dir.acc':>8}{'PT p':>9}{'IC':>8}"
              f"{'rankIC1':>8}{'DM p':>10}{'Sharpe':>8}{'B&H':>7}"]
     for f in res["folds"]:  # p-values as everywhere (fmt_p): never rounded up to the level, nor down to 0
-        lines.append(f"{f['fold']:>4} {f['test_from'] + '..' + f['test_to']:<23}{f['train_windows']:>7}{f['n_windows']:>6}"
+        lines.append(f"{f['fold']:>4} {f['test_from'] + '..' + f['test_to']:<{width}}{f['train_windows']:>7}{f['n_windows']:>6}"
                      f"{fmt(f['mse_vs_zero'], '>9.4f')}{fmt(f['directional_accuracy'], '>8.4f')}{direction_p_text(f):>9}"
                      f"{fmt(f['ic'], '>8.4f')}{fmt(f.get('rank_ic'), '>8.4f')}{fmt_p(f['dm_p_value'], SIGNIFICANCE):>10}{fmt(f['sharpe'], '>8.2f')}"
                      f"{fmt(f['buy_and_hold_sharpe'], '>7.2f')}")
