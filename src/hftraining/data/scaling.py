@@ -116,6 +116,76 @@ def check_own_rows(counts: dict[str, int]) -> None:
                         "or set data.scale_per_symbol=false")
 
 
+FAR_IQRS = 1000.0
+"""A feature column's training row this many interquartile ranges (of the training rows the scaler is
+fit on) from their median is named in a warning at the fit (:func:`check_far_rows`). Alpha158's VMA
+and VSTD divide by the row's volume: on the 52 shared daily files (2020-2026) a day of GH with 700
+shares beside days of 3 million (2024-05-23) puts VMA10 about 8,000 of them out, HIMS's thin days before
+its merger (100-700 shares beside 680,000) its VSTD columns thousands, and a day of one share beside
+millions about a million; the package's sample files' (``sample_data_dir``) columns, Alpha158's and the other features', stay under it. Such rows set a standard scaler's spread (the rest of the column then
+differs by a small fraction of a unit, and the model hardly sees it), and a robust scaler, whose spread
+they leave alone, puts them thousands of units from the model's other inputs."""
+
+SPREAD_SAMPLE = 200_000
+"""Most rows (evenly spaced over the training rows of a fit) whose median and interquartile range
+:func:`check_far_rows` measures a column's rows against: the maximum and minimum read every row."""
+
+
+def _name(j: int, names: list[str] | None) -> str:
+    return names[j] if names is not None and j < len(names) else f"#{j}"
+
+
+def check_far_rows(parts: dict[str, np.ndarray], params: dict[str, tuple[np.ndarray, np.ndarray]], kind: str,
+                   names: list[str] | None = None) -> list[str]:
+    """Name in one warning the feature columns one of whose training rows lies :data:`FAR_IQRS` or
+    more interquartile ranges from the median of the rows its scaler was fit on (``parts``: each
+    symbol's training rows (N_s, F); ``params``: the fitted (center, scale), per symbol or pooled
+    under :data:`GLOBAL`), with the symbol of the farthest row, how many such rows it has, its value,
+    what the scaler makes of it and the spread left to the column's middle half. → the columns named
+    (``"COLUMN (SYMBOL)"``). A column whose interquartile range is 0 is not measured (the robust
+    scaler's own warning names those that vary)."""
+    groups = [(GLOBAL, parts)] if GLOBAL in params else [(s, {s: p}) for s, p in parts.items() if s in params]
+    found: list[tuple[float, str, str]] = []
+    for key, group in groups:
+        rows = [p for p in group.values() if len(p)]
+        if not rows:
+            continue
+        center, scale = params[key]
+        total = sum(len(p) for p in rows)
+        step = max(1, -(-total // SPREAD_SAMPLE))
+        sample = np.concatenate([p[::step] for p in rows]).astype(np.float64).T.copy()  # (F, n): each column contiguous
+        q25, med, q75 = np.percentile(sample, [25, 50, 75], axis=1)
+        iqr = q75 - q25
+        measured = iqr > 1e-12
+        far = {s: np.maximum(p.max(axis=0).astype(np.float64) - med, med - p.min(axis=0).astype(np.float64))
+               for s, p in group.items() if len(p)}
+        for j in np.flatnonzero(measured):
+            sym = max(far, key=lambda s: far[s][j])
+            dist = far[sym][j] / iqr[j]
+            if not dist >= FAR_IQRS:
+                continue
+            col = group[sym][:, j].astype(np.float64)
+            value = col[np.argmax(np.abs(col - med[j]))]
+            n = int(np.count_nonzero(np.abs(col - med[j]) >= FAR_IQRS * iqr[j]))
+            z = abs(value - center[j]) / scale[j]
+            squeezed = f", its middle half then spanning {iqr[j] / scale[j]:.2g}" if kind == "standard" else ""
+            found.append((dist, f"{_name(j, names)} ({sym})",
+                          f"{_name(j, names)}: {n} row{'' if n == 1 else 's'} of {sym} up to {value:.3g}, "
+                          f"{dist:.3g} interquartile ranges out, scaled to {z:.3g}{squeezed}"))
+    if not found:
+        return []
+    found.sort(key=lambda f: -f[0])
+    more = f"; and {len(found) - 3} more columns" if len(found) > 3 else ""
+    what = ("sets the column's standard deviation, and the other rows differ by a fraction of a unit after scaling"
+            if kind == "standard" else "leaves the spread alone and puts those rows thousands of units from the "
+            "model's other inputs")
+    log.warning("data.scaler %s: feature columns with training rows %d or more interquartile ranges from the median "
+                "(%s%s): the scaler %s. A volume near 0 beside much larger ones (Alpha158's VMA and VSTD divide by the "
+                "row's volume)? Fix those rows, or drop the symbol from data.symbols or the feature from data.features",
+                kind, int(FAR_IQRS), "; ".join(f[2] for f in found[:3]), more, what)
+    return [f[1] for f in found]
+
+
 @dataclass
 class Scaler:
     kind: str = "standard"
@@ -134,6 +204,7 @@ class Scaler:
             self.params = _own_stats(rows_by_symbol, self.kind, names, self.by_std)
         else:
             self.params = {GLOBAL: _stats(np.concatenate(list(rows_by_symbol.values())), self.kind, names, self.by_std)}
+        check_far_rows(rows_by_symbol, self.params, self.kind, names)
         return self
 
     def fit_rows(self, x: np.ndarray, train_rows: dict[str, slice], names: list[str] | None = None) -> "Scaler":
@@ -155,6 +226,7 @@ class Scaler:
             else:
                 self.params = {GLOBAL: _stats(np.concatenate(list(parts.values())).astype(np.float64), self.kind, names,
                                              self.by_std)}
+            check_far_rows(parts, self.params, self.kind, names)
             return self
         n, mean, m2 = 0, None, None
         for p in parts.values():
@@ -171,6 +243,7 @@ class Scaler:
                 n = tot
         std = np.sqrt(m2 / n)
         self.params = {GLOBAL: (mean, np.where(std > 1e-12, std, 1.0))}
+        check_far_rows(parts, self.params, self.kind, names)
         return self
 
     def stats(self, symbol: str) -> tuple[np.ndarray, np.ndarray]:
