@@ -34,6 +34,9 @@ from hftraining.eval.selection import FLAT_RTOL  # one rule for returns with no 
 
 LOOKAHEAD_HIT_RATE = 0.75  # a daily hit rate above this over many periods is not a forecast, it is a leak
 LOOKAHEAD_MIN_POSITIONS = 100
+# and beyond the hit rate its positions get by chance (:func:`chance_hit_rate`): more than this share of the way from
+# that rate to 1 (0.5: above 0.75 where chance is 0.5; above 0.925 for a book long a market that rose 85% of the time)
+LOOKAHEAD_BEYOND_CHANCE = (LOOKAHEAD_HIT_RATE - 0.5) / 0.5
 FEW_PERIODS = 20  # fewer periods than this: the backtest's settings warn that its annualised figures rest on them
 
 
@@ -533,6 +536,9 @@ class Simulation:
     turnover: np.ndarray  # (T-1,) Σ|traded weight| at the start of each period
     hits: int  # positions whose sign matched the asset's return
     positions_taken: int  # (period, symbol) pairs with a non-zero position and a non-zero return
+    longs_taken: int = 0  # of those, the long ones
+    ups: int = 0  # (period, symbol) returns of the panel that rose, held or not
+    moves: int = 0  # (period, symbol) returns of the panel that were not zero, held or not
 
     @classmethod
     def join(cls, parts: list["Simulation"]) -> "Simulation":
@@ -541,12 +547,12 @@ class Simulation:
         for j, s in enumerate(parts):  # a book that lost its capital (:func:`ruin`) has none to start afresh with
             if ruin(s.returns) is not None:
                 zero = [cls(p.dates, np.zeros(len(p.dates)), np.zeros(len(p.dates)), np.zeros(len(p.dates)), 0, 0)
-                        for p in parts[j + 1:]]
+                        for p in parts[j + 1:]]  # held nothing: none of their moves count as chances
                 parts = [*parts[: j + 1], *zero]
                 break
         cat = lambda name: np.concatenate([getattr(s, name) for s in parts])  # noqa: E731
         return cls(cat("dates"), cat("returns"), cat("gross_returns"), cat("turnover"),
-                   sum(s.hits for s in parts), sum(s.positions_taken for s in parts))
+                   *(sum(getattr(s, name) for s in parts) for name in ("hits", "positions_taken", "longs_taken", "ups", "moves")))
 
 
 def simulate(weights: np.ndarray, returns: np.ndarray, dates: np.ndarray, cost_bps: float = 0.0, slippage_bps: float = 0.0) -> Simulation:
@@ -569,7 +575,8 @@ def simulate(weights: np.ndarray, returns: np.ndarray, dates: np.ndarray, cost_b
         held, earned = held[: k + 1], earned[: k + 1]
     active = (held != 0) & (earned != 0)
     hits = int((np.sign(held) == np.sign(earned))[active].sum())
-    return Simulation(np.asarray(dates)[:-1], net, gross, turnover, hits, int(active.sum()))
+    return Simulation(np.asarray(dates)[:-1], net, gross, turnover, hits, int(active.sum()),
+                      int((active & (held > 0)).sum()), int((earned > 0).sum()), int((earned != 0).sum()))
 
 
 def annual_return(total: float, periods: int, periods_per_year: float) -> float:
@@ -622,13 +629,17 @@ def bust_text(sim: Simulation, bust: int, max_gross: float | None = None) -> str
     return f"the book lost all its capital {when} ({why}){after}"
 
 
-def performance(sim: Simulation, periods_per_year: float, max_gross: float | None = None) -> dict[str, Any]:
+def performance(sim: Simulation, periods_per_year: float, max_gross: float | None = None,
+                lookahead: bool = True) -> dict[str, Any]:
     """Total and annualised return, annualised volatility, Sharpe, Sortino (risk-free rate 0), maximum
     drawdown (a negative fraction of the peak), Calmar, turnover and hit rate of a simulation. Returns
     that do not vary (within ``FLAT_RTOL`` of their mean) have volatility 0 and a NaN Sharpe ratio, as
     :func:`hftraining.eval.selection.sharpe_ratio`. ``max_gross``: the book's cap on gross exposure
     (``evaluation.backtest_max_gross``), named by the warning of a book that lost all its capital
-    (:func:`bust_text`)."""
+    (:func:`bust_text`). ``lookahead``: a hit rate above ``LOOKAHEAD_HIT_RATE`` over ``LOOKAHEAD_MIN_POSITIONS``
+    positions or more, and more than ``LOOKAHEAD_BEYOND_CHANCE`` of the way from the rate its positions hit by
+    chance (:func:`chance_hit_rate`) to 1, is a warning naming look-ahead; False for a book that trades no forecast
+    (buy-and-hold, the equal-weight universe), whose signal cannot look ahead."""
     r = sim.returns
     T = len(r)
     nan = float("nan")
@@ -667,11 +678,28 @@ def performance(sim: Simulation, periods_per_year: float, max_gross: float | Non
         text = (f"annual return past the float range (null in eval.json): a total return of {total:.4g} "
                 f"over {T} periods, at {periods_per_year:g} periods a year")
         out["warning"] = f"{out['warning']}; {text}" if "warning" in out else text
-    if sim.positions_taken >= LOOKAHEAD_MIN_POSITIONS and out["hit_rate"] > LOOKAHEAD_HIT_RATE:
+    chance = chance_hit_rate(sim)
+    if (lookahead and sim.positions_taken >= LOOKAHEAD_MIN_POSITIONS and out["hit_rate"] > LOOKAHEAD_HIT_RATE
+            and chance < 1.0 and (out["hit_rate"] - chance) / (1.0 - chance) > LOOKAHEAD_BEYOND_CHANCE):
         text = (f"hit rate {out['hit_rate']:.2f} over {sim.positions_taken} positions is implausible for a "
-                "forecast: check the signal for look-ahead (a future return in the inputs)")
+                "forecast" + (f" (long in {sim.longs_taken / sim.positions_taken:.0%} of them, they would hit {chance:.2f} "
+                              f"by chance: {sim.ups} of the panel's {sim.moves} returns rose)" if abs(chance - 0.5) > 0.005 else "")
+                + ": check the signal for look-ahead (a future return in the inputs)")
         out["warning"] = f"{out['warning']}; {text}" if "warning" in out else text
     return out
+
+
+def chance_hit_rate(sim: Simulation) -> float:
+    """The hit rate that the positions of ``sim`` would have without any forecast skill: its share of long
+    positions times the share of the panel's (period, symbol) returns that rose, plus its share of short
+    positions times the share that fell: 0.5 for returns as often down as up, or a book as often long as short
+    (and when ``sim`` counts no positions or returns). A book long every symbol of a market that rose on 85% of its days (a Treasury-bill
+    fund) hits 0.85 without forecasting anything; a book that forecasts the next return (a look-ahead) hits
+    1.0 wherever it is."""
+    if not sim.moves or not sim.positions_taken:
+        return 0.5
+    up, long = sim.ups / sim.moves, sim.longs_taken / sim.positions_taken
+    return long * up + (1.0 - long) * (1.0 - up)
 
 
 # --------------------------------------------------------------------------------------------
@@ -828,7 +856,8 @@ def backtest_forecasts(fc, ev, starts: np.ndarray | list[int] | None = None) -> 
         portfolio_from = f"evaluation.backtest_portfolio=auto: {'a cross-sectional' if cs else 'a return'} label"
 
     def run(sig: np.ndarray, vol: np.ndarray, rule: str, long_only: bool, gross: float, every: int = 1,
-            cost: bool = True, vol_from: str = "the window's past volatility") -> tuple[dict[str, Any], Simulation]:
+            cost: bool = True, vol_from: str = "the window's past volatility", forecast: bool = True
+            ) -> tuple[dict[str, Any], Simulation]:
         sig = np.where(closed, np.nan, sig)
         sims = []
         for p in parts:  # each part's book on its own (one part without ``starts``)
@@ -840,7 +869,7 @@ def backtest_forecasts(fc, ev, starts: np.ndarray | list[int] | None = None) -> 
             sims.append(simulate(w, R[p], dates[p], ev.backtest_cost_bps if cost else 0.0,
                                  ev.backtest_slippage_bps if cost else 0.0))
         sim = sims[0] if len(sims) == 1 else Simulation.join(sims)
-        perf = performance(sim, ppy, gross)
+        perf = performance(sim, ppy, gross, lookahead=forecast)
         if rule == "vol_scaled":  # forecasts that ask for a position on a date that trades, with no volatility to size it
             with np.errstate(invalid="ignore"):
                 decided = have & np.isfinite(sig) & ((sig > 0) if long_only else (sig != 0))
@@ -874,9 +903,10 @@ def backtest_forecasts(fc, ev, starts: np.ndarray | list[int] | None = None) -> 
                     "took no position (a position held there was sold)")
             out[key]["warning"] = f"{out[key]['warning']}; {text}" if "warning" in out[key] else text
     ones = np.where(np.isfinite(R), 1.0, np.nan)
-    out["buy_and_hold"], sim = run(ones, past_vol, "sign", True, 1.0, every=len(dates) + 1)  # bought on a part's first date only
+    # bought on a part's first date only; the benchmarks trade no forecast: no look-ahead to warn of
+    out["buy_and_hold"], sim = run(ones, past_vol, "sign", True, 1.0, every=len(dates) + 1, forecast=False)
     curves["buy_and_hold"] = (sim.dates, sim.returns)
-    out["equal_weight"], sim = run(ones, past_vol, "sign", True, ev.backtest_max_gross, cost=False)
+    out["equal_weight"], sim = run(ones, past_vol, "sign", True, ev.backtest_max_gross, cost=False, forecast=False)
     curves["equal_weight"] = (sim.dates, sim.returns)
     bench = sim.returns
     for key, m in out.items():
