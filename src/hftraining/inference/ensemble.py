@@ -221,19 +221,45 @@ def _widest_embargo(ref: dict[str, Any], pres: list[dict[str, Any]]) -> dict[str
     the ensemble's validation and test windows start after every member's embargo, whatever the order the
     members are given in (the first member's alone scored the ensemble on the rows another left out after
     its cuts, and the same members in another order on other windows). The members share their cut dates
-    (:func:`_same_split`) and train on the rows before the first, so no other rows are trained on; a stride
-    thins the training windows only, and members of other strides combine as they are."""
+    (:func:`_same_split`) and train on the rows before the first, so no other rows are trained on (an expanding or
+    rolling fold's embargo ends its training rows earlier: members of other ones are refused there; purged k-fold's
+    is after its test block, whose windows it leaves as they are); a stride thins the training windows only, and
+    members of other strides combine as they are."""
     embargoes = [_data_key(p, "embargo") for p in pres]
-    widest = max(embargoes, key=lambda e: e if isinstance(e, int) and not isinstance(e, bool) else -1)
+    widest = _widest(embargoes)
     if widest == embargoes[0]:
         return ref
     return {**ref, "data": {**(ref.get("data") or {}), "embargo": widest}}
 
 
+def _widest(embargoes: list[Any]) -> Any:
+    """The largest of the members' ``data.embargo`` values (a value that is not an integer counts below 0)."""
+    return max(embargoes, key=lambda e: e if isinstance(e, int) and not isinstance(e, bool) else -1)
+
+
+def _widest_first(dirs: list[Path]) -> list[Path]:
+    """The member folders ``dirs``, those of the largest ``data.embargo`` first (each group in the order given):
+    the ensemble is scored on the windows of that embargo (:func:`_widest_embargo`), and the fitted baselines it
+    carries are taken from the first of them that has them, fitted (ridge's penalty, LightGBM's rounds chosen) on
+    those validation windows and scored in that run on the test windows the ensemble is scored on. The first
+    member's were taken whatever its embargo: the same members in another order were judged against other
+    baselines, with other figures and another Diebold-Mariano p-value."""
+    embargoes = [_data_key(load_preprocessing(d), "embargo") for d in dirs]
+    widest = _widest(embargoes)
+    return [d for d, e in zip(dirs, embargoes) if e == widest] + [d for d, e in zip(dirs, embargoes) if e != widest]
+
+
+DATA_KEY_DEFAULTS = {"split": "per_symbol"}
+"""Defaults of the data keys that a folder lacking them was trained with, where they are not the
+:class:`DataConfig` default: a folder written before calendar splits was cut by each symbol's rows (as
+:meth:`Preprocessing.from_dict` reads it), not by the calendar that is the default since."""
+
+
 def _data_key(pre: dict[str, Any], key: str) -> Any:
-    """``data.<key>`` of a member's preprocessing (its default when the folder lacks it)."""
+    """``data.<key>`` of a member's preprocessing (its default when the folder lacks it: :data:`DATA_KEY_DEFAULTS`,
+    else the :class:`DataConfig` default)."""
     data = pre.get("data") if isinstance(pre.get("data"), dict) else {}
-    return data.get(key, DataConfig.__dataclass_fields__[key].default)
+    return data.get(key, DATA_KEY_DEFAULTS.get(key, DataConfig.__dataclass_fields__[key].default))
 
 
 SPLIT_KEYS = ("split", "split_dates")
@@ -273,6 +299,15 @@ def _same_split(d: Path, pre: dict[str, Any], first: Path, ref: dict[str, Any]) 
             if a != b:
                 raise DataError(f"{d}: preprocessing.json key data.{key} differs from {first}'s ({shown(a)} vs "
                                 f"{shown(b)}), which cuts the periods of their walk-forward fold: {why}")
+        a, b = _data_key(pre, "embargo"), _data_key(ref, "embargo")
+        if a != b and not (isinstance(fold, dict) and fold.get("scheme") == "purged_kfold"):
+            # an expanding or rolling fold's training rows end that many rows before its validation rows: other
+            # training rows, whose scaler was named ('scaler' differs: "train them on the same data"). Purged
+            # k-fold's embargo is after the test block: its members combine, scored after the widest
+            raise DataError(f"{d}: preprocessing.json key data.embargo differs from {first}'s ({shown(a)} vs "
+                            f"{shown(b)}), which ends the training rows of their walk-forward fold ({fold.get('scheme')}) "
+                            "that many rows before its validation rows: they were trained on other rows; ensemble "
+                            "members of a walk-forward fold must be trained with one data.embargo")
 
 
 def _same_clock(d: Path, pre: dict[str, Any], first: Path, ref: dict[str, Any]) -> None:
@@ -657,6 +692,22 @@ def _label(pre: dict[str, Any]) -> str:
     return "the log return of the close" if target == "return" else f"its label (data.target={target})"
 
 
+def _split_line(pre: dict[str, Any]) -> str:
+    """The README line of the ensemble's split: where its ``data.embargo`` (the largest of its members') leaves rows
+    out. A split's embargo is after each cut (its validation and test windows start that many rows after it); a
+    walk-forward fold's is before its validation rows and its test block (whose windows start at its first date),
+    a purged k-fold's after its test block (before the training rows that follow it)."""
+    embargo = _data_key(pre, "embargo")
+    fold = pre.get("fold") if isinstance(pre.get("fold"), dict) else None
+    if fold is None:
+        return (f"- Split: the members' cut dates (`preprocessing.json`); its validation and test windows start "
+                f"{embargo} row(s) after each cut (`data.embargo`, the largest of its members').")
+    where = ("after its test block, before the training rows that follow it" if fold.get("scheme") == "purged_kfold"
+             else "before its validation rows and before its test block, whose windows start at its first date")
+    return (f"- Split: the members' walk-forward fold {fold.get('fold')} of {fold.get('folds')} ({fold.get('scheme')}; "
+            f"`preprocessing.json`); {embargo} row(s) are left out {where} (`data.embargo`, the largest of its members').")
+
+
 def ensemble_readme(meta: dict[str, Any], models: list[ForecastModel], pre: dict[str, Any], *, intervals: Any,
                     baselines: bool, data_report: str) -> str:
     """The ensemble folder's README.md: what it forecasts, how it combines which members (weights, validation MSE,
@@ -689,12 +740,11 @@ def ensemble_readme(meta: dict[str, Any], models: list[ForecastModel], pre: dict
     lines.append(f"- Intervals: {intervals.method} at {', '.join(f'{q:g}' for q in intervals.levels)}, calibrated on "
                  f"{intervals.n} validation windows of the ensemble's own forecasts (`intervals.json`)." if intervals is not None
                  else "- Intervals: none (forecasts are points only).")
-    lines.append(f"- Fitted baselines: `{FITTED_BASELINES_DIR}/`, copied from the first member's run that has them (the "
-                 "members share their windows)." if baselines else
+    lines.append(f"- Fitted baselines: `{FITTED_BASELINES_DIR}/`, copied from the first member's run that has them, "
+                 "of the members of the largest `data.embargo` first (fitted and scored on the windows the ensemble is "
+                 "scored on)." if baselines else
                  "- Fitted baselines: none (no member is a run's with fitted baselines).")
-    embargo = _data_key(pre, "embargo")
-    lines.append(f"- Split: the members' cut dates (`preprocessing.json`); its validation and test windows start "
-                 f"{embargo} row(s) after each cut (`data.embargo`, the largest of its members').")
+    lines.append(_split_line(pre))
     lines.append(f"- Evaluation settings: those of the members' runs (`{EVALUATION_KEY}` in ensemble.json)."
                  if meta.get(EVALUATION_KEY) is not None else "- Evaluation settings: none recorded (the defaults apply).")
     lines.append(f"- Data report: `{DATA_REPORT_NAME}`, the one the members' runs share." if not data_report else
@@ -787,7 +837,8 @@ def _build_ensemble(model_dirs: list[str | Path], out: Path, method: str) -> Pat
         write_json(tmp / "preprocessing.json", pre)
         # the bar the members were scored against goes with them: fitted on the same windows (their
         # preprocessing is shared), so an ensemble of runs is judged against ridge and LightGBM too
-        fitted = next((b for b in map(member_baselines, dirs) if b is not None and b.is_dir()), None)
+        # of a member of the largest embargo, when one has them: fitted and scored on the ensemble's windows
+        fitted = next((b for b in map(member_baselines, _widest_first(dirs)) if b is not None and b.is_dir()), None)
         if fitted is not None:
             shutil.copytree(fitted, tmp / FITTED_BASELINES_DIR)
         if report is not None:
