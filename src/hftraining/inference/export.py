@@ -14,7 +14,9 @@ through predict and serve in bf16, so those forecasts and the graph's differ by 
 The batch axis is dynamic; every window is whole (``seq_len`` rows, no padding mask). A model
 trained with ``data.min_history`` below ``seq_len`` forecasts shorter histories through ``predict``
 and ``serve``, which pass the padding mask; the graph does not take one. The file's metadata (``metadata_props``) holds the preprocessing as JSON
-(``hftraining.preprocessing``) so that a consumer can rebuild the inputs, the output names and, with
+(``hftraining.preprocessing``) so that a consumer can rebuild the inputs, how to build them from a symbol's
+rows (``hftraining.inputs``: the feature columns of ``x`` and the rule that scales them, the label ``past``
+holds and its ``target_scale``, the rows a window takes), the output names and, with
 ``class_probs``, the ``model.classification_threshold`` that cuts its classes (``hftraining.classification_threshold``).
 
 The conformal intervals that ``predict`` and ``serve`` give beside a forecast (the folder's ``intervals.json``)
@@ -56,6 +58,7 @@ from torch import nn
 from hftraining.core.errors import DataError, UserError, WriteError, io_cause, is_io_error
 from hftraining.core.files import process_ended
 from hftraining.data.labels import UNITS
+from hftraining.data.scaling import GLOBAL
 from hftraining.inference.ensemble import member_precision
 from hftraining.inference.forecaster import Forecaster, bound_columns
 from hftraining.models.predict import class_threshold
@@ -95,6 +98,39 @@ def units(target: str) -> str:
         out, past = f"{UNITS[target]} (data.target={target} labels)", f"each row's data.target={target} label"
     return (f"{out} (prediction, quantiles); probabilities sell/hold/buy (class_probs); "
             f"input past: {past} / target_scale (hftraining.preprocessing)")
+
+
+def inputs_metadata(fc: Forecaster) -> dict[str, Any]:
+    """``hftraining.inputs`` of the file: what its inputs hold, to be built from a symbol's rows as
+    predict and serve build them. ``x`` takes the features scaled by the model's scaler, not the
+    features as ``hftraining data features`` writes them: raw features give other forecasts without a word."""
+    pre = fc.preprocessing
+    d = pre.data_config()
+    cols, seq_len = list(pre.feature_columns), int(pre.seq_len)
+    per_symbol = bool(pre.scaler.per_symbol)
+    params = ("scaler.params[<symbol>] of hftraining.preprocessing (the scaler was fit per symbol: a symbol "
+              "without its own statistics cannot be forecast)" if per_symbol
+              else f"scaler.params[{GLOBAL!r}] of hftraining.preprocessing (one scaler for every symbol)")
+    label = ("each row's 1-step log return of the close, log(close[t] / close[t-1])" if d.target == "return"
+             else f"each row's data.target={d.target} label")
+    return {
+        "x": {
+            "shape": ["batch", seq_len, len(cols)],
+            "columns": cols,
+            "scaled": True,
+            "scaler_params": "symbol" if per_symbol else GLOBAL,
+            "rule": (f"x[b, t, j] = (feature columns[j] of row t - center[j]) / scale[j], center and scale those of "
+                     f"{params}; the features as `hftraining data features` computes them under the model's data "
+                     "section (hftraining.preprocessing's data), not scaled"),
+        },
+        "past": {
+            "shape": ["batch", seq_len],
+            "target_scale": float(pre.target_scale),
+            "rule": f"past[b, t] = label of row t / target_scale; the label: {label}",
+        },
+        "rows": (f"the latest {seq_len} rows of one symbol, oldest first: row {seq_len - 1} is the forecast's as_of, "
+                 "and prediction[:, h] forecasts the label of the (h + 1)-th bar after it; every row real (no padding mask)"),
+    }
 
 
 def intervals_metadata(fc: Forecaster) -> dict[str, Any] | None:
@@ -238,6 +274,8 @@ def _write_checked(w: OnnxForecaster, fc: Forecaster, path: Path, out: Path, che
         "hftraining.outputs": json.dumps(names),
         "hftraining.quantile_levels": json.dumps(fc.quantile_levels),
         "hftraining.units": units(fc.preprocessing.data_config().target),
+        # how x and past are built: x takes the scaled features, past the labels / target_scale
+        "hftraining.inputs": json.dumps(inputs_metadata(fc)),
         # the conformal intervals predict and serve give: the graph computes the forecast, these the band around it
         "hftraining.intervals": json.dumps(intervals_metadata(fc)),
         # what sell/hold/buy mean: the future return below -threshold, within ±, above + (log-return units)
