@@ -41,13 +41,14 @@ def test_an_undefined_rank_ic_is_no_significant_gain_over_a_baseline_that_skips_
 
 
 def test_the_paired_difference_of_finite_rank_ics_is_unchanged():
-    """Where both forecasts have a rank IC, the difference is taken over the dates both rank on, as
-    before: a baseline constant on one date leaves that date out of the pairing, not the test undefined."""
+    """Where both forecasts have a rank IC, the difference is taken over the dates either ranks on: a
+    baseline constant on one date counts 0 there (it ranks nothing), not the test undefined."""
     fc = _panel(S=6, D=60, target="cs_rank", seed=1)
     fc.pred["repeat"][0:6, 0] = 0.5
     with np.errstate(all="ignore"):
         r = score(fc)
     d = r["cross_section_strongest"]["difference"]
     assert r["cross_section_strongest"]["name"] == "repeat"
-    assert d["n_dates"] == 59 and math.isfinite(d["mean"]) and d["mean"] > 0 and d["p_value"] < 0.05
+    assert d["n_dates"] == 60 and not d["same_dates"]
+    assert math.isfinite(d["mean"]) and d["mean"] > 0 and d["p_value"] < 0.05
     assert "the model ranks better than the strongest baseline" in r["verdict"]

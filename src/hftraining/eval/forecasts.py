@@ -429,18 +429,27 @@ def _no_strongest_baseline(fc: Forecasts) -> str:
 
 
 def _ic_difference(fc: Forecasts, a: str, b: str) -> dict[str, Any]:
-    """The per-date step-1 rank IC of forecast ``a`` minus that of ``b`` on the dates where both are
-    defined: its :func:`metrics.ic_summary` (a paired test: is ``a``'s rank IC higher?) and the
-    two-sided p-value of its t statistic (:func:`_ic_p_value`). A date where one IC is NaN (a value that is
-    not finite) counts as a NaN difference even where the other forecast ranks nothing (constant there): it
-    leaves that forecast's mean rank IC undefined, and a difference over the other dates read a gain the
-    verdict does not grant."""
+    """The per-date step-1 rank IC of forecast ``a`` minus that of ``b`` over the dates where either ranks the
+    symbols, a forecast counting 0 on a date where it ranks nothing (its forecast the same for every symbol:
+    no information on that cross-section, as :func:`_strongest_by_rank_ic` counts a baseline): its
+    :func:`metrics.ic_summary` (a paired test: is ``a``'s rank IC higher?) and the two-sided p-value of its t
+    statistic (:func:`_ic_p_value`). Over the dates both rank, a model that ranks on a few dates (the same
+    forecast for every symbol on the others) was compared on those alone, and its luck there read "ranks
+    better" than a baseline that ranks well on every date. ``same_dates``: whether both rank on the same
+    dates (then the difference of their own means). A date where one IC is NaN (a value that is not finite)
+    counts as a NaN difference: it leaves that forecast's mean rank IC undefined, and a difference over the
+    other dates read a gain the verdict does not grant. A forecast ``a`` that ranks on no date has no difference
+    (n_dates 0)."""
     da, ia = M.cross_sectional_ic_series(fc.pred[a][:, 0], fc.true[:, 0], fc.dates, min_size=CS_MIN_SYMBOLS, rank=True)
     db, ib = M.cross_sectional_ic_series(fc.pred[b][:, 0], fc.true[:, 0], fc.dates, min_size=CS_MIN_SYMBOLS, rank=True)
-    both, ka, kb = np.intersect1d(da, db, return_indices=True)  # the dates where both are defined
-    lone = np.setdiff1d(np.union1d(da[np.isnan(ia)], db[np.isnan(ib)]), both)  # a NaN IC the other side lacks
-    order = np.argsort(np.r_[both, lone], kind="stable")  # date order
-    out = M.ic_summary(np.r_[ia[ka] - ib[kb], np.full(lone.size, np.nan)][order], lag=CS_LAG)
+    # date order; a date whose realisation is the same for every symbol is in neither. A forecast ``a`` that ranks on
+    # no date has no rank IC to compare (the verdict says it ranks nothing): no date, every figure undefined
+    union = np.union1d(da, db) if da.size else da
+    xa, xb = np.zeros(union.size), np.zeros(union.size)
+    if union.size:
+        xa[np.searchsorted(union, da)], xb[np.searchsorted(union, db)] = ia, ib
+    out = M.ic_summary(xa - xb, lag=CS_LAG)
+    out["same_dates"] = bool(da.size == db.size == union.size)
     out["p_value"] = _ic_p_value(out)
     p_t = _ic_p_value(out, floor=False)
     if math.isfinite(p_t):
@@ -528,8 +537,10 @@ def cs_verdict(result: dict[str, Any], fc: Forecasts, level: float = SIGNIFICANC
     result["cross_section_strongest"] = {"name": best, "rank_ic": base[best], "difference": diff,
                                          "compared_on_dates": result["baselines_rank_ic_common"]["n_dates"]}
     name, d, pd_ = label(best), diff["mean"], diff["p_value"]
-    gap = (f"model − it = {d:.4f} per date (paired p = {fmt_p(pd_, level)})" if math.isfinite(d) else
-           "model − it undefined (no date on which both rank the symbols)" if not diff["n_dates"] else
+    over = "" if diff["same_dates"] else (f" over the {diff['n_dates']} dates either ranks, counting 0 where one "
+                                          "ranks nothing")
+    gap = (f"model − it = {d:.4f} per date{over} (paired p = {fmt_p(pd_, level)})" if math.isfinite(d) else
+           "model − it undefined (no date on which either ranks the symbols)" if not diff["n_dates"] else
            "model − it undefined (a rank IC that is not finite on a date)")
     text += f"; {_strongest_text(result, base, best, left)}, {gap}"
     if not math.isfinite(pd_):  # a test that cannot be computed shows no gain: the model beats nothing
