@@ -246,8 +246,10 @@ def interval_report(bounds: dict[float, tuple[np.ndarray, np.ndarray]], true: np
     ``per_symbol`` gives the step-1 coverage of each symbol's own windows (:func:`per_symbol_coverage`;
     ``symbols``: the names of ``symbol_ids``, else the ids), and when the symbols' coverage differs beyond
     chance (a symbol's own Kupiec test rejects at ``level_sig`` divided by the number of symbols, a
-    Bonferroni bound that holds however the symbols' misses are correlated) the sentence says so; the
-    verdict itself stays the pooled one."""
+    Bonferroni bound that holds however the symbols' misses are correlated, and so does a symbol's test
+    against the pooled miss rate: symbols all covered alike below or above the level differ by chance
+    alone, and the pooled test speaks for them) the sentence says so; the verdict itself stays the pooled
+    one."""
     out: dict[str, Any] = {"method": method, "levels": {}}
     true, dates, symbol_ids = np.asarray(true), np.asarray(dates), np.asarray(symbol_ids)
     scored = np.isfinite(true)  # (W, H)
@@ -291,12 +293,15 @@ def interval_report(bounds: dict[float, tuple[np.ndarray, np.ndarray]], true: np
         }
         out["levels"][key] = entry
         ps = entry["per_symbol"]
-        if ps["n_symbols"] >= 2 and ps["smallest_p"]["p_value"] < level_sig / ps["n_symbols"]:
+        # beyond chance (Bonferroni): a symbol's own test rejects, and the symbols are not covered alike
+        vp = ps.get("vs_pooled") or {}
+        if ps["n_symbols"] >= 2 and max(ps["smallest_p"]["p_value"], vp["p_value"]) < level_sig / ps["n_symbols"]:
             spread.append(f"at {lab} from {ps['min']['coverage']:.3f} ({ps['min']['symbol']}) to {ps['max']['coverage']:.3f} "
                           f"({ps['max']['symbol']}) across the {ps['n_symbols']} symbols, {ps['kupiec_rejected']} of "
                           f"which reject their own Kupiec test at {level_sig:g} (the smallest p, "
-                          f"{fmt_p(ps['smallest_p']['p_value'], SIGNIFICANCE)} for {ps['smallest_p']['symbol']}, is below "
-                          f"{level_sig:g}/{ps['n_symbols']}: more than chance)")
+                          f"{fmt_p(ps['smallest_p']['p_value'], SIGNIFICANCE)} for {ps['smallest_p']['symbol']}, and that "
+                          f"of {vp['symbol']}'s {vp['coverage']:.3f} against the pooled {vp['pooled']:.3f}, "
+                          f"{fmt_p(vp['p_value'], SIGNIFICANCE)}, are below {level_sig:g}/{ps['n_symbols']}: more than chance)")
         parts.append(f"{lab}: {entry['coverage_per_step'][0]:.3f}" if s1.any() else f"{lab}: undefined")
         if cell["unbounded"].any():
             unbounded.append(f"{lab} unbounded in {cell['unbounded'].mean():.0%} of the intervals "
@@ -343,7 +348,12 @@ def per_symbol_coverage(inside: np.ndarray, symbol_of: np.ndarray, names: list[s
     window's index into ``names`` → ``n_symbols``, the lowest and highest coverage (``min``, ``max``: symbol,
     coverage, windows), how many symbols' own Kupiec tests reject at ``level_sig`` (``kupiec_rejected``;
     one window per date of a symbol, so each is the exact binomial test) and the smallest of their
-    p-values (``smallest_p``). Ties go to the first symbol in ``names``' order."""
+    p-values (``smallest_p``). ``vs_pooled``: the symbol whose misses are least likely at the miss rate of
+    the windows pooled (the rate every symbol would share if the symbols were covered alike), with its
+    coverage, the pooled coverage and that exact binomial p-value. A symbol's own test against the nominal
+    rate rejects when every symbol misses alike at a rate the pooled test already rejects (intervals too
+    narrow for the whole panel, or a calm test period): that is no difference between symbols, which
+    ``vs_pooled`` alone measures. Ties go to the first symbol in ``names``' order."""
     n = np.bincount(symbol_of, minlength=len(names))
     hits = np.bincount(symbol_of, weights=inside.astype(np.float64), minlength=len(names))
     has = np.flatnonzero(n > 0)
@@ -356,12 +366,20 @@ def per_symbol_coverage(inside: np.ndarray, symbol_of: np.ndarray, names: list[s
         if (x, m) not in seen:
             seen[(x, m)] = kupiec(x, m, 1 - level)["p_value"]
     pv = np.array([seen[(x, m)] for x, m in zip(misses.tolist(), n[has].tolist())])
-    lo, hi, sm = int(np.argmin(cov)), int(np.argmax(cov)), int(np.argmin(pv))
+    rate = float(misses.sum() / n[has].sum())  # the pooled step-1 miss rate
+    alike: dict[tuple[int, int], float] = {}
+    for x, m in zip(misses.tolist(), n[has].tolist()):  # no miss, or every one missed: all symbols alike
+        if (x, m) not in alike:
+            alike[(x, m)] = kupiec(x, m, rate)["p_value"] if 0.0 < rate < 1.0 else 1.0
+    pa = np.array([alike[(x, m)] for x, m in zip(misses.tolist(), n[has].tolist())])
+    lo, hi, sm, sa = int(np.argmin(cov)), int(np.argmax(cov)), int(np.argmin(pv)), int(np.argmin(pa))
     def one(j: int) -> dict[str, Any]:
         return {"symbol": names[has[j]], "coverage": float(cov[j]), "windows": int(n[has[j]])}
     return {"n_symbols": int(has.size), "min": one(lo), "max": one(hi), "kupiec_rejected": int((pv < level_sig).sum()),
             "significance": level_sig,
-            "smallest_p": {"symbol": names[has[sm]], "p_value": float(pv[sm])}}
+            "smallest_p": {"symbol": names[has[sm]], "p_value": float(pv[sm])},
+            "vs_pooled": {"symbol": names[has[sa]], "coverage": float(cov[sa]), "pooled": 1.0 - rate,
+                          "p_value": float(pa[sa])}}
 
 
 def _why_unbounded(method: str, level: float, label: str) -> str:

@@ -175,7 +175,7 @@ def _metrics_section(result: dict[str, Any]) -> list[str]:
                       f"{lab}: step-1 coverage {fmt(e['coverage_per_step'][0], '.3f')}, mean width "
                       f"{fmt(e['mean_width_per_step'][0], '.4g')}"
                       for lab, e in zip(level_labels([float(lv) for lv in iv["levels"]], percent=True), iv["levels"].values()))
-                  + f". {iv['sentence']}.", ""]
+                  + f". {md_text(sentence(iv['sentence']))}", ""]  # it names symbols: literal, as the data table's
     dm = result.get("dm") or {}
     tests = [n for n in dict.fromkeys(["zero"] + ([sb["name"]] if sb else [])) if n in dm]
     if tests:

@@ -908,7 +908,7 @@ def _interval_section(doc: _Doc, rep: dict[str, Any], fc) -> None:
     doc.table(["level", "coverage per step", "step-1 width", "step-1 Winkler", "Kupiec p", "Christoffersen p",
                f"{rep['levels'][next(iter(rep['levels']))]['rolling_coverage']['dates']}-date coverage range",
                "step-1 coverage per symbol"], rows)
-    doc.para(rep["sentence"])
+    doc.para(rep["sentence"], literal=True)  # it names symbols: literal text, as the data table gives them
     if fc is None or not fc.intervals or len(fc) == 0:
         return
     fig, ax = _subplots(figsize=(10, 3))
