@@ -797,7 +797,8 @@ def _cross_section_lines(result: dict[str, Any]) -> list[str]:
         return [f"{head_} {_no_rank_ic(result).removeprefix('cross-section: ')}"]
     rows = [("model", cs)]
     base = {k: v["cross_section"] for k, v in result["baselines"].items()
-            if "cross_section" in v and math.isfinite(v["cross_section"]["rank_ic"]["mean"])}
+            if "cross_section" in v and v["cross_section"]["rank_ic"]["mean"] is not None  # NaN is null in eval.json
+            and math.isfinite(v["cross_section"]["rank_ic"]["mean"])}
     chosen = (result.get("cross_section_strongest") or {}).get("name")  # the verdict's (_strongest_by_rank_ic)
     if chosen in base:
         rows.append((label(chosen), base[chosen]))
