@@ -45,6 +45,8 @@ import inspect
 import math
 import random
 import sys
+import types
+import typing
 import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -269,6 +271,25 @@ _ANY_LENGTH: dict[tuple[str, str], int] = {
 takes its default's count (a variadic annotation, ``tuple[int, ...]``, says so itself)."""
 
 
+def _null_allowed(ann: Any, length: int, i: int) -> bool:
+    """Whether the tuple annotation ``ann`` admits None at place ``i`` of a tuple of ``length`` values: Adafactor's
+    ``tuple[None, float]`` (a first beta of None: no momentum) does; ``tuple[float, float]`` does not."""
+    forms = typing.get_args(ann) if typing.get_origin(ann) in (typing.Union, types.UnionType) else (ann,)
+    for form in forms:
+        if typing.get_origin(form) is not tuple:
+            continue
+        args = typing.get_args(form)
+        if len(args) == 2 and args[1] is Ellipsis:
+            kind = args[0]
+        elif len(args) == length:
+            kind = args[i]
+        else:
+            continue
+        if kind is None or kind is type(None) or type(None) in typing.get_args(kind):
+            return True
+    return False
+
+
 def _check_value(name: str, key: str, value: Any, param: inspect.Parameter) -> None:
     """ConfigError for an ``optimizer_kwargs`` value of another type than the constructor's keyword holds,
     or a NaN. Most constructors check ranges only: ``amsgrad: 1`` or ``momentum_dtype: bf16`` was taken
@@ -298,6 +319,19 @@ def _check_value(name: str, key: str, value: Any, param: inspect.Parameter) -> N
         if least is None and "..." not in str(ann) and len(value) != len(default):
             raise ConfigError(f"training.optimizer_kwargs.{key}: {name} needs a list of {len(default)} numbers "
                               f"({list(default)!r} by default), got {list(value)!r}")
+        # a null where the method reads a number: the library's own check lets a first beta of None through (for
+        # Adafactor's, which turns its momentum off), and every other method stopped at its first step, after the
+        # data were read, on a TypeError traceback (1.0 - None)
+        null = next((i for i, v in enumerate(value) if v is None and not _null_allowed(ann, len(value), i)), None)
+        if null is not None:
+            raise ConfigError(f"training.optimizer_kwargs.{key}: {name} needs a number at place {null + 1}, not null "
+                              f"({list(default)!r} by default), got {list(value)!r}")
+        if least is not None:
+            # the library checks the first three betas only: a fourth of 1.5 grew its momentum buffer without bound
+            # and the run diverged, blamed on the loss
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1 for v in value):
+                raise ConfigError(f"training.optimizer_kwargs.{key}: {name} needs every value a number in [0, 1] "
+                                  f"({list(default)!r} by default), got {list(value)!r}")
         return
     for annotations, fits, what in _KINDS:
         if ann in annotations and (default is inspect.Parameter.empty or type(default) is annotations[0]
@@ -338,6 +372,11 @@ def _check_range(name: str, key: str, value: Any) -> None:
         raise ConfigError(f"training.optimizer_kwargs.{key}: {name} needs it {text}, got {value!r}")
 
 
+def _tuples(value: list[Any]) -> tuple[Any, ...]:
+    """A config's list as a tuple, and each list in it, at any depth."""
+    return tuple(_tuples(v) if isinstance(v, list) else v for v in value)
+
+
 def _optimizer_kwargs(name: str, spec: Spec, t: TrainingConfig) -> dict[str, Any]:
     """Constructor keywords: the config's, then ``optimizer_kwargs`` on top; checked by name."""
     params = _parameters(spec.cls)
@@ -352,8 +391,8 @@ def _optimizer_kwargs(name: str, spec: Spec, t: TrainingConfig) -> dict[str, Any
             raise ConfigError(
                 f"training.optimizer_kwargs: {name} takes no argument {key!r}; valid: {', '.join(sorted(accepted))}"
             )
-        if isinstance(value, list):  # YAML/JSON have no tuples (betas)
-            value = tuple(value)
+        if isinstance(value, list):  # YAML/JSON have no tuples (betas), nor tuples of tuples (Muon's ns_coeffs
+            value = _tuples(value)    # schedule, which as a list of lists was refused as not "coefficient tuples")
         if key.endswith("dtype") and isinstance(value, str) and isinstance(getattr(torch, value, None), torch.dtype):
             value = getattr(torch, value)
         _check_value(name, key, value, params[key])
