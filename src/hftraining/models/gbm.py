@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from hftraining.core.config import ModelConfig
+from hftraining.core.errors import ConfigError
 from hftraining.data.windows import WindowSet
 from hftraining.models.outputs import ForecastOutput
 from hftraining.models.registry import MODELS
@@ -41,6 +42,12 @@ FIXED: dict[str, Any] = {
     "objective": "regression", "bagging_freq": 1, "num_threads": 2, "seed": 0, "deterministic": True,
     "force_row_wise": True, "verbosity": -1,
 }
+
+
+LIMITS = {"lightgbm_num_leaves": 131_072, "lightgbm_min_data_in_leaf": 2**31 - 1, "lightgbm_rounds": 2**31 - 1,
+          "lightgbm_rounds_without_validation": 2**31 - 1}
+"""The most LightGBM takes of each ``model.lightgbm_*`` setting (its own checks, and the C++ int of the round count
+and the leaf size): past them ``lgb.train`` raised "Check failed" at the fit, after the run's features were built."""
 
 
 def lightgbm_params(cfg: ModelConfig) -> dict[str, Any]:
@@ -166,6 +173,15 @@ class LightGBMForecaster(RidgeForecaster):
                           "lightgbm_feature_fraction", "lightgbm_bagging_fraction", "lightgbm_lambda_l2",
                           "lightgbm_rounds", "lightgbm_early_stopping", "lightgbm_rounds_without_validation"})
     fitted_how = "by gradient boosting (early-stopped on the validation windows)"  # said in the training log
+
+    @classmethod
+    def check_run_settings(cls, cfg: ModelConfig, horizon: int, seq_len: int) -> None:
+        """Ridge's check of ``model.ridge_lags``, and a ``model.lightgbm_*`` setting past what LightGBM takes
+        (:data:`LIMITS`) is a ConfigError naming it, before the run reads its data."""
+        super().check_run_settings(cfg, horizon, seq_len)
+        for key, most in LIMITS.items():
+            if getattr(cfg, key) > most:
+                raise ConfigError(f"model.{key}: LightGBM takes at most {most:,}, got {getattr(cfg, key):,}")
 
     def __init__(self, cfg: ModelConfig, n_features: int, horizon: int, seq_len: int):
         _lgb()  # a missing lightgbm is said when the model is built (the run's first check), not at its fit

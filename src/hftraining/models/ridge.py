@@ -30,6 +30,9 @@ from hftraining.models.outputs import ForecastOutput
 from hftraining.models.registry import MODELS
 
 FIT_BATCH = 4096  # windows per chunk of the Gram accumulation (memory, not results)
+MAX_PENALTY = float(np.finfo(np.float32).max)
+"""The largest penalty ``model.ridge_lambdas`` may hold: the model folder records the chosen one as a float32
+(``penalty``), which holds no larger number (recording one ended the fit in a traceback)."""
 
 
 def solve_penalised(gram: torch.Tensor, rhs: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
@@ -50,10 +53,16 @@ class RidgeForecaster(ForecastModel):
     @classmethod
     def check_run_settings(cls, cfg: ModelConfig, horizon: int, seq_len: int) -> None:
         """``model.ridge_lags`` longer than the window is a ConfigError: the model would read the
-        window's ``seq_len`` returns and no more, a smaller model than the config says."""
+        window's ``seq_len`` returns and no more, a smaller model than the config says; so is a penalty of
+        ``model.ridge_lambdas`` above :data:`MAX_PENALTY` (the fit ended in a traceback when it chose one, after
+        the run's features were built)."""
         if cfg.ridge_lags > seq_len:
             raise ConfigError(f"model.ridge_lags: {cfg.ridge_lags} returns are more than the input window holds "
                               f"(data.sequence_length={seq_len}); choose at most {seq_len}")
+        big = [v for v in cfg.ridge_lambdas if v > MAX_PENALTY] if "ridge_lambdas" in cls.settings else []
+        if big:
+            raise ConfigError(f"model.ridge_lambdas: {big[0]:g} is more than the model folder can record as the chosen "
+                              f"penalty (float32, at most {MAX_PENALTY:.4g}); choose smaller penalties")
 
     def __init__(self, cfg: ModelConfig, n_features: int, horizon: int, seq_len: int):
         super().__init__(cfg, n_features, horizon, seq_len)
