@@ -37,6 +37,9 @@ LOOKAHEAD_MIN_POSITIONS = 100
 # and beyond the hit rate its positions get by chance (:func:`chance_hit_rate`): more than this share of the way from
 # that rate to 1 (0.5: above 0.75 where chance is 0.5; above 0.925 for a book long a market that rose 85% of the time)
 LOOKAHEAD_BEYOND_CHANCE = (LOOKAHEAD_HIT_RATE - 0.5) / 0.5
+# and a hit rate that high is less likely than this by chance (one symbol's positions of 500 symbols' books, each
+# hitting as often as chance has it, warn one run in 2,000)
+LOOKAHEAD_P = 1e-6
 FEW_PERIODS = 20  # fewer periods than this: the backtest's settings warn that its annualised figures rest on them
 
 
@@ -539,6 +542,9 @@ class Simulation:
     longs_taken: int = 0  # of those, the long ones
     ups: int = 0  # (period, symbol) returns of the panel that rose, held or not
     moves: int = 0  # (period, symbol) returns of the panel that were not zero, held or not
+    # (5, N) int: each symbol's positions taken, hits and long positions, and its returns that rose and that were not
+    # zero, held or not (:func:`chance_hit_rate`); None: not counted (a simulation made by hand)
+    by_symbol: np.ndarray | None = None
 
     @classmethod
     def join(cls, parts: list["Simulation"]) -> "Simulation":
@@ -551,8 +557,10 @@ class Simulation:
                 parts = [*parts[: j + 1], *zero]
                 break
         cat = lambda name: np.concatenate([getattr(s, name) for s in parts])  # noqa: E731
+        counted = [s.by_symbol for s in parts if s.by_symbol is not None]  # the parts after a ruin hold and count nothing
         return cls(cat("dates"), cat("returns"), cat("gross_returns"), cat("turnover"),
-                   *(sum(getattr(s, name) for s in parts) for name in ("hits", "positions_taken", "longs_taken", "ups", "moves")))
+                   *(sum(getattr(s, name) for s in parts) for name in ("hits", "positions_taken", "longs_taken", "ups", "moves")),
+                   by_symbol=np.sum(counted, axis=0) if counted else None)
 
 
 def simulate(weights: np.ndarray, returns: np.ndarray, dates: np.ndarray, cost_bps: float = 0.0, slippage_bps: float = 0.0) -> Simulation:
@@ -574,9 +582,11 @@ def simulate(weights: np.ndarray, returns: np.ndarray, dates: np.ndarray, cost_b
         gross[k + 1:], turnover[k + 1:], net[k + 1:] = 0.0, 0.0, 0.0
         held, earned = held[: k + 1], earned[: k + 1]
     active = (held != 0) & (earned != 0)
-    hits = int((np.sign(held) == np.sign(earned))[active].sum())
-    return Simulation(np.asarray(dates)[:-1], net, gross, turnover, hits, int(active.sum()),
-                      int((active & (held > 0)).sum()), int((earned > 0).sum()), int((earned != 0).sum()))
+    hit = active & (np.sign(held) == np.sign(earned))
+    by_symbol = np.stack([active.sum(axis=0), hit.sum(axis=0), (active & (held > 0)).sum(axis=0),
+                          (earned > 0).sum(axis=0), (earned != 0).sum(axis=0)]).astype(np.int64)
+    return Simulation(np.asarray(dates)[:-1], net, gross, turnover, int(hit.sum()), int(active.sum()),
+                      *(int(n) for n in by_symbol[[2, 3, 4]].sum(axis=1)), by_symbol=by_symbol)
 
 
 def annual_return(total: float, periods: int, periods_per_year: float) -> float:
@@ -630,7 +640,7 @@ def bust_text(sim: Simulation, bust: int, max_gross: float | None = None) -> str
 
 
 def performance(sim: Simulation, periods_per_year: float, max_gross: float | None = None,
-                lookahead: bool = True) -> dict[str, Any]:
+                lookahead: bool = True, symbols: list[str] | None = None) -> dict[str, Any]:
     """Total and annualised return, annualised volatility, Sharpe, Sortino (risk-free rate 0), maximum
     drawdown (a negative fraction of the peak), Calmar, turnover and hit rate of a simulation. Returns
     that do not vary (within ``FLAT_RTOL`` of their mean) have volatility 0 and a NaN Sharpe ratio, as
@@ -638,7 +648,8 @@ def performance(sim: Simulation, periods_per_year: float, max_gross: float | Non
     (``evaluation.backtest_max_gross``), named by the warning of a book that lost all its capital
     (:func:`bust_text`). ``lookahead``: a hit rate above ``LOOKAHEAD_HIT_RATE`` over ``LOOKAHEAD_MIN_POSITIONS``
     positions or more, and more than ``LOOKAHEAD_BEYOND_CHANCE`` of the way from the rate its positions hit by
-    chance (:func:`chance_hit_rate`) to 1, is a warning naming look-ahead; False for a book that trades no forecast
+    chance (:func:`chance_hit_rate`) to 1, is a warning naming look-ahead, as is such a hit rate of one symbol's
+    positions (:func:`lookahead_text`; ``symbols``: their names); False for a book that trades no forecast
     (buy-and-hold, the equal-weight universe), whose signal cannot look ahead."""
     r = sim.returns
     T = len(r)
@@ -678,28 +689,74 @@ def performance(sim: Simulation, periods_per_year: float, max_gross: float | Non
         text = (f"annual return past the float range (null in eval.json): a total return of {total:.4g} "
                 f"over {T} periods, at {periods_per_year:g} periods a year")
         out["warning"] = f"{out['warning']}; {text}" if "warning" in out else text
-    chance = chance_hit_rate(sim)
-    if (lookahead and sim.positions_taken >= LOOKAHEAD_MIN_POSITIONS and out["hit_rate"] > LOOKAHEAD_HIT_RATE
-            and chance < 1.0 and (out["hit_rate"] - chance) / (1.0 - chance) > LOOKAHEAD_BEYOND_CHANCE):
-        text = (f"hit rate {out['hit_rate']:.2f} over {sim.positions_taken} positions is implausible for a "
-                "forecast" + (f" (long in {sim.longs_taken / sim.positions_taken:.0%} of them, they would hit {chance:.2f} "
-                              f"by chance: {sim.ups} of the panel's {sim.moves} returns rose)" if abs(chance - 0.5) > 0.005 else "")
-                + ": check the signal for look-ahead (a future return in the inputs)")
-        out["warning"] = f"{out['warning']}; {text}" if "warning" in out else text
+    if lookahead:
+        text = lookahead_text(sim, symbols)
+        if text:
+            out["warning"] = f"{out['warning']}; {text}" if "warning" in out else text
     return out
 
 
+def _beyond_chance(hits: int, taken: int, chance: float) -> bool:
+    """Whether ``hits`` of ``taken`` positions is a look-ahead's hit rate: above ``LOOKAHEAD_HIT_RATE`` over
+    ``LOOKAHEAD_MIN_POSITIONS`` or more, more than ``LOOKAHEAD_BEYOND_CHANCE`` of the way from ``chance`` to 1,
+    and as many hits or more by chance less likely than ``LOOKAHEAD_P`` (binomial): near a chance of 1 the way
+    left is within the sampling noise of a few hundred positions (0.96 of 128 positions that hit 0.92 by chance
+    is one in 20)."""
+    rate = hits / taken if taken else 0.0
+    return bool(taken >= LOOKAHEAD_MIN_POSITIONS and rate > LOOKAHEAD_HIT_RATE and chance < 1.0
+                and (rate - chance) / (1.0 - chance) > LOOKAHEAD_BEYOND_CHANCE
+                and stats.binom.sf(hits - 1, taken, chance) < LOOKAHEAD_P)
+
+
+def lookahead_text(sim: Simulation, symbols: list[str] | None = None) -> str | None:
+    """The warning of a book whose hit rate is a look-ahead's (:func:`_beyond_chance`, against
+    :func:`chance_hit_rate`), or, where the book's is not, of the symbols whose own positions' is (against what
+    those positions hit by chance): a future return in the inputs of a few symbols (one file's dates shifted by a
+    row) hits 1.0 there and leaves the book's rate, pooled over the others, near 0.5. ``symbols``: the names of the
+    columns of ``sim.by_symbol``. None: no warning."""
+    chance = chance_hit_rate(sim)
+    if _beyond_chance(sim.hits, sim.positions_taken, chance):
+        return (f"hit rate {sim.hits / sim.positions_taken:.2f} over {sim.positions_taken} positions is implausible for a "
+                "forecast" + (f" (long in {sim.longs_taken / sim.positions_taken:.0%} of them, they would hit {chance:.2f} "
+                              "by chance, each at the share of its symbol's returns that rose)" if abs(chance - 0.5) > 0.005 else "")
+                + ": check the signal for look-ahead (a future return in the inputs)")
+    if sim.by_symbol is None:
+        return None
+    taken, hits, longs, ups, moves = sim.by_symbol
+    found = []
+    for i in np.flatnonzero(taken >= LOOKAHEAD_MIN_POSITIONS):
+        up = ups[i] / moves[i]
+        own = (longs[i] * up + (taken[i] - longs[i]) * (1.0 - up)) / taken[i]
+        if _beyond_chance(int(hits[i]), int(taken[i]), own):
+            name = symbols[i] if symbols is not None and i < len(symbols) else f"#{i}"
+            found.append((hits[i] / taken[i], f"{name} {hits[i] / taken[i]:.2f} over {taken[i]} positions (by chance {own:.2f})"))
+    if not found:
+        return None
+    found.sort(key=lambda f: -f[0])
+    more = f" and {len(found) - 3} more symbols" if len(found) > 3 else ""
+    return (f"the hit rate of {len(found)} symbol{'' if len(found) == 1 else 's'} is implausible for a forecast "
+            f"({'; '.join(f[1] for f in found[:3])}{more}; the book's {sim.hits / sim.positions_taken:.2f} over "
+            f"{sim.positions_taken} positions): check their signal for look-ahead (a future return in their inputs)")
+
+
 def chance_hit_rate(sim: Simulation) -> float:
-    """The hit rate that the positions of ``sim`` would have without any forecast skill: its share of long
-    positions times the share of the panel's (period, symbol) returns that rose, plus its share of short
-    positions times the share that fell: 0.5 for returns as often down as up, or a book as often long as short
-    (and when ``sim`` counts no positions or returns). A book long every symbol of a market that rose on 85% of its days (a Treasury-bill
-    fund) hits 0.85 without forecasting anything; a book that forecasts the next return (a look-ahead) hits
-    1.0 wherever it is."""
-    if not sim.moves or not sim.positions_taken:
+    """The hit rate that the positions of ``sim`` would have without any forecast skill: each position hits
+    as often as its symbol's returns (over the panel's periods, held or not) went its way: a long one at the share
+    of them that rose, a short one at the share that fell. 0.5 for returns as often down as up, or a book as
+    often long as short in each symbol (and when ``sim`` counts no positions). A book long a Treasury-bill fund
+    that rose on 85% of its days hits 0.85 without forecasting anything, beside stocks that rose on half of theirs
+    or not; a book that forecasts the next return (a look-ahead) hits 1.0 wherever it is. A simulation without
+    ``by_symbol`` (made by hand) reads its long share against the share of all its returns that rose."""
+    if not sim.positions_taken:
         return 0.5
-    up, long = sim.ups / sim.moves, sim.longs_taken / sim.positions_taken
-    return long * up + (1.0 - long) * (1.0 - up)
+    if sim.by_symbol is None:
+        if not sim.moves:
+            return 0.5
+        up, long = sim.ups / sim.moves, sim.longs_taken / sim.positions_taken
+        return long * up + (1.0 - long) * (1.0 - up)
+    taken, _, longs, ups, moves = sim.by_symbol.astype(np.float64)
+    up = np.divide(ups, moves, out=np.full(len(ups), 0.5), where=moves > 0)  # a position counts only where it moved
+    return float((longs * up + (taken - longs) * (1.0 - up)).sum() / taken.sum())
 
 
 # --------------------------------------------------------------------------------------------
@@ -869,7 +926,7 @@ def backtest_forecasts(fc, ev, starts: np.ndarray | list[int] | None = None) -> 
             sims.append(simulate(w, R[p], dates[p], ev.backtest_cost_bps if cost else 0.0,
                                  ev.backtest_slippage_bps if cost else 0.0))
         sim = sims[0] if len(sims) == 1 else Simulation.join(sims)
-        perf = performance(sim, ppy, gross, lookahead=forecast)
+        perf = performance(sim, ppy, gross, lookahead=forecast, symbols=list(fc.symbols))
         if rule == "vol_scaled":  # forecasts that ask for a position on a date that trades, with no volatility to size it
             with np.errstate(invalid="ignore"):
                 decided = have & np.isfinite(sig) & ((sig > 0) if long_only else (sig != 0))
