@@ -26,7 +26,7 @@ from hftraining.core.errors import DataError, writing
 from hftraining.core.fmt import fmt
 from hftraining.data.labels import CROSS_SECTIONAL, UNITS
 from hftraining.data.rows import RowsNeeded
-from hftraining.eval.forecasts import DIRECTION_NOTE, direction_p_text, label
+from hftraining.eval.forecasts import DIRECTION_NOTE, direction_p_text, ic_gap_text, label
 from hftraining.eval.intervals import level_labels
 from hftraining.eval.metrics import dm_statistic_text
 from hftraining.eval.report import (config_value, data_warnings, effective_batch, md_text, model_keys, p_text,
@@ -185,7 +185,7 @@ def _metrics_section(result: dict[str, Any]) -> list[str]:
     if cs:
         d = cs.get("difference") or {}
         lines += [f"Step-1 rank IC of the model against the strongest baseline by rank IC, {label(cs['name'])} "
-                  f"({fmt(cs.get('rank_ic'), '.4f')}): model − it = {fmt(d.get('mean'), '.4f')} per date, paired p = "
+                  f"({fmt(cs.get('rank_ic'), '.4f')}): model − it = {ic_gap_text(d, label(cs['name']))}, paired p = "
                   f"{p_text(d.get('p_value'))} over {d.get('n_dates')} dates.", ""]
     return lines
 

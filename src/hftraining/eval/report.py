@@ -32,7 +32,7 @@ from hftraining.data.pipeline import span_text
 from hftraining.data.labels import CROSS_SECTIONAL
 from hftraining.eval import metrics as M
 from hftraining.eval.backtest import portfolio_label
-from hftraining.eval.forecasts import (DIRECTION_NOTE, SIGNIFICANCE, direction_p_text, label as forecast_label,
+from hftraining.eval.forecasts import (DIRECTION_NOTE, SIGNIFICANCE, direction_p_text, ic_gap_text, label as forecast_label,
                                       quantile_note)
 from hftraining.eval.intervals import ROLLING_DATES, interval_cells, level_labels, rolling_coverage
 from hftraining.models import MODELS
@@ -787,7 +787,8 @@ def _verdict_section(doc: _Doc, result: dict[str, Any], bt: dict[str, Any] | Non
         doc.table(["forecast", "MSE", "MSE / zero", "rank IC (step 1)", "rank IC t", "backtest Sharpe"], rows)
         if cs_first:
             d = sb["difference"]
-            doc.para(f"Paired test of the per-date rank IC, model − {shown}: mean {_num(d.get('mean'), '.4f')}, "
+            # where the two rank on other dates, the difference is not of the two means in the table above: say whose
+            doc.para(f"Paired test of the per-date rank IC, model − {shown}: mean {ic_gap_text(d, shown)}, "
                      f"t = {_num(d.get('t_stat'), '.2f')}, p = {p_text(d.get('p_value'))} over {d.get('n_dates')} dates.")
         else:
             doc.para(f"Diebold–Mariano, model against {shown}: statistic {M.dm_statistic_text(sb['dm'])}, "
