@@ -301,32 +301,79 @@ def market(f: pd.DataFrame, *windows: int) -> dict[str, np.ndarray]:
     The first dates of a panel use the dates there are (from one)."""
     close = f["close"].to_numpy(np.float64)
     r = np.r_[np.nan, np.log(close[1:] / close[:-1])]
-    return market_columns(r, pd.DatetimeIndex(f["timestamp"]).asi8, windows)
+    ns = utc_stamps(f["timestamp"]).asi8
+    return market_columns(r, ns, windows, date_stamps(ns))
 
 
-def market_columns(returns: np.ndarray, times: np.ndarray, windows=()) -> dict[str, np.ndarray]:
+def market_columns(returns: np.ndarray, times: np.ndarray, windows=(),
+                   dates: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The :func:`market` columns of rows with 1-step log ``returns`` (N,) at ``times`` (N,): the rows of
-    one timestamp are that date's universe; each window reads that date and the dates before it."""
+    one timestamp are that date's universe; each window reads that date and the dates before it.
+
+    ``dates`` (N,) marks the rows that are dates, not instants (:func:`date_stamps`: daily bars at UTC
+    midnight, whose close is some time of that UTC day; None: none is). Beside instants (a Tokyo file
+    stamped at its 06:00 UTC close, hourly bars) a date is known once its UTC day is over: an instant
+    reads the dates of the days before its own, never its own day's (a New York date closes at 21:00
+    UTC, 15 hours after Tokyo's close of that date), and a date reads the dates up to its own and the
+    instants before its day began, not its own day's (which may close after it does). A date and an
+    instant at one stamp are two dates. A panel of dates alone, or of instants alone, is ordered by its
+    stamps as they are."""
     bad = next((w for w in windows if not _whole(w) or w < 1), None)
     if bad is not None:  # int() truncated a fraction: market_2.5 wrote MKT_RET2 and MKT_STD2
         spec = "_".join(["market", *(f"{w}" for w in windows)])
         raise ConfigError(f"data.features: {spec}: windows are whole numbers of dates >= 1, got {bad}")
     windows = tuple(int(w) for w in windows) or MARKET_WINDOWS
-    _, inv = np.unique(np.asarray(times), return_inverse=True)
-    inv = inv.reshape(-1)
-    e = pd.Series(universe_return(returns, inv))  # (D,) per date
+    times = np.asarray(times, dtype=np.int64).reshape(-1)
+    dates = np.zeros(len(times), dtype=bool) if dates is None else np.asarray(dates, dtype=bool).reshape(-1)
+    if len(dates) != len(times):
+        raise ValueError(f"market_columns: {len(dates)} date marks for {len(times)} rows")  # a caller's bug
+    if dates.all() or not dates.any():
+        _, inv = np.unique(times, return_inverse=True)
+        inv, after = inv.reshape(-1), None
+    else:
+        inv, after = _known_orders(times, dates)
+    e = pd.Series(universe_return(returns, inv))  # (D,) per date, by stamp (a date before an instant stamped then)
     out = {}
     for w in windows:
-        roll = e.rolling(w, min_periods=1)
-        out[f"MKT_RET{w}"] = roll.sum().to_numpy()[inv]
-        out[f"MKT_STD{w}"] = roll.std(ddof=0).to_numpy()[inv]
+        ret, std = _rolling(e, w)
+        if after is not None:  # the instants' windows, over the dates in the order they are known at its end
+            order, is_date = after
+            ret_a, std_a = _rolling(pd.Series(e.to_numpy()[order]), w)
+            ret[order], std[order] = np.where(is_date[order], ret[order], ret_a), np.where(is_date[order], std[order], std_a)
+        out[f"MKT_RET{w}"] = ret[inv]
+        out[f"MKT_STD{w}"] = std[inv]
     return out
+
+
+def _rolling(e: pd.Series, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sum and population std of the last ``w`` values of ``e`` up to each (as many as there are)."""
+    roll = e.rolling(w, min_periods=1)
+    return roll.sum().to_numpy().copy(), roll.std(ddof=0).to_numpy().copy()
+
+
+def _known_orders(times: np.ndarray, dates: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The dates (timestamps) of a panel that mixes dates and instants (:func:`market_columns`) → (inv (N,)
+    each row's date, numbered by stamp, a date before an instant at its stamp, (the dates in the order
+    they are known at a day's end, whether each is a date (D,))). Ordered by stamp, a date's window holds
+    the dates up to its own and the instants before its day; ordered by when each is known (a date at the
+    next midnight, before an instant stamped then), an instant's window holds the instants up to it and
+    the dates of the days before its own."""
+    kind = (~dates).astype(np.int8)  # at one stamp, the date first
+    order = np.lexsort((kind, times))
+    t, k = times[order], kind[order]
+    new = np.r_[True, (t[1:] != t[:-1]) | (k[1:] != k[:-1])]
+    inv = np.empty(len(times), dtype=np.int64)
+    inv[order] = np.cumsum(new) - 1
+    stamp, is_date = t[new], k[new] == 0
+    known = np.where(is_date, stamp + _DAY_NS, stamp)
+    return inv, (np.lexsort((~is_date, known)), is_date)
 
 
 MARKET_WINDOWS = (5, 10, 20, 30, 60)
 PANEL_FEATURES = {"market": market_columns}
 """Features computed across the symbols of each date (after every symbol's rows are built), not per
-symbol, by name: (returns (N,), times (N,), parameters) → columns; they come after the per-symbol ones."""
+symbol, by name: (returns (N,), times (N,), parameters, dates (N,) bool) → columns; they come after the
+per-symbol ones."""
 
 
 def symbol_specs(specs: list[str]) -> list[str]:

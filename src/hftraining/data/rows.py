@@ -17,8 +17,8 @@ import pandas as pd
 from hftraining.core.config import DataConfig
 from hftraining.core.errors import DataError
 from hftraining.data.features import (
-    OWN_SPACING_GAPS, PANEL_FEATURES, bar_spacing, build_features, feature_columns, feature_settle, feature_warmup, panel_specs,
-    parse_spec, symbol_specs, utc_stamps,
+    OWN_SPACING_GAPS, PANEL_FEATURES, bar_spacing, build_features, date_stamps, feature_columns, feature_settle,
+    feature_warmup, panel_specs, parse_spec, symbol_specs, utc_stamps,
 )
 
 
@@ -122,6 +122,10 @@ class SymbolRows:
     last :data:`~hftraining.data.features.OWN_SPACING_GAPS` gaps, fewer in a shorter frame): the one by
     which :func:`~hftraining.data.features.date_stamps`, given no ``bar_seconds``, read its last row, so the
     first rows of a later frame of the symbol, which have fewer gaps before them, are read by it."""
+    dates: np.ndarray | None = None
+    """(n,) bool: the rows that are dates, not instants (:func:`~hftraining.data.features.date_stamps` of the
+    frame's stamps, each read by the gaps up to it): the panel features order a date beside instants by the end
+    of its day (:func:`~hftraining.data.features.market_columns`)."""
 
     def __len__(self) -> int:
         return len(self.returns)
@@ -156,12 +160,16 @@ def symbol_rows(frame: pd.DataFrame, specs: list[str], symbol: str, min_rows: in
     ts = pd.DatetimeIndex(block["timestamp"])
     # in ns whatever the frame's unit (pandas 3 parses text to microseconds): the rows' times are ns
     ts = (ts.tz_convert("UTC") if ts.tz is not None else ts.tz_localize("UTC")).as_unit("ns")
+    # a date or an instant by the gaps up to each row in the whole frame (the warm-up rows' included), as the
+    # time features read it
+    dates = date_stamps(utc_stamps(frame["timestamp"]).asi8, bar_seconds)[start:]
     return SymbolRows(
         features=np.ascontiguousarray(block.iloc[:, 2:].to_numpy(np.float32)),
         returns=r.astype(np.float32),
         times=np.asarray(ts.asi8, dtype=np.int64),
         close=np.ascontiguousarray(c_all[start:]),
         spacing=_frame_spacing(frame),
+        dates=np.ascontiguousarray(dates),
     )
 
 
@@ -204,6 +212,7 @@ def build_rows(
     rets = np.empty(capacity, dtype=np.float32)
     times = np.empty(capacity, dtype=np.int64)
     close = np.empty(capacity, dtype=np.float64)
+    dates = np.zeros(capacity, dtype=bool)
     symbols, starts, lengths, spacings, skipped = [], [], [], [], []
     off = 0
     for sym, frame in frames:
@@ -218,31 +227,34 @@ def build_rows(
         n = len(got)
         feats[off : off + n, :Fs], rets[off : off + n] = got.features, got.returns
         times[off : off + n], close[off : off + n] = got.times, got.close
+        dates[off : off + n] = got.dates
         symbols.append(sym)
         spacings.append(got.spacing)
         starts.append(off)
         lengths.append(n)
         off += n
     # views of the first ``off`` rows: the unused tail (warm-up rows) is a few rows per symbol
-    fill_panel_features(feats[:off], rets[:off], times[:off], all_specs)
+    fill_panel_features(feats[:off], rets[:off], times[:off], all_specs, dates=dates[:off])
     rows = Rows(symbols, np.asarray(starts, np.int64), np.asarray(lengths, np.int64),
                 feats[:off], rets[:off], times[:off], close[:off], spacings)
     return rows, skipped
 
 
 def fill_panel_features(features: np.ndarray, returns: np.ndarray, times: np.ndarray, specs: list[str],
-                        chunk: int = 1 << 22) -> None:
+                        chunk: int = 1 << 22, *, dates: np.ndarray) -> None:
     """Write the columns of the panel features among ``specs`` (:data:`PANEL_FEATURES`, e.g. ``market``)
     into the last columns of ``features`` (N, F) in place (an array, or a writable memmap of a store
     entry being built), computed across the symbols of each date from the rows' ``returns`` and
-    ``times`` (N,); ``chunk`` rows are written at a time. Nothing to do without a panel feature."""
+    ``times`` (N,) and which rows are dates (``dates`` (N,), :attr:`SymbolRows.dates`: a date beside
+    instants is known at the end of its day); ``chunk`` rows are written at a time. Nothing to do
+    without a panel feature."""
     panel = panel_specs(specs)
     if not panel:
         return
     cols: dict[str, np.ndarray] = {}
     for spec in panel:
         name, params = parse_spec(spec)
-        cols.update(PANEL_FEATURES[name](np.asarray(returns), np.asarray(times), params))
+        cols.update(PANEL_FEATURES[name](np.asarray(returns), np.asarray(times), params, np.asarray(dates)))
     block = np.column_stack(list(cols.values())).astype(np.float32)  # (N, P)
     P = block.shape[1]
     for a in range(0, len(block), chunk):

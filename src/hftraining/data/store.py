@@ -610,6 +610,7 @@ class _Sink:
         self.hashes = {k: hashlib.blake2b(digest_size=16) for k in ARRAYS}
         self.offset, self.where = 0, {}
         self.spacing: dict[str, float | None] = {}  # each symbol's bar spacing (SymbolRows.spacing)
+        self.dates: list[np.ndarray] = []  # which rows are dates (SymbolRows.dates), for the panel features
 
     def add(self, sym: str, r: SymbolRows) -> None:
         for k in ARRAYS:
@@ -625,6 +626,7 @@ class _Sink:
                     self.files[k].write(data)
         self.where[sym] = (self.offset, len(r))
         self.spacing[sym] = r.spacing
+        self.dates.append(np.asarray(r.dates, dtype=bool))
         self.offset += len(r)
 
     def close(self) -> None:
@@ -683,14 +685,16 @@ def _build(d: DataConfig, us: list[Unit], needed: RowsNeeded, folder: Path | Non
     digests = {k: h.hexdigest() for k, h in sink.hashes.items()}
     arrays = sink.arrays() if folder is None else None
     if panel_specs(d.features):  # across symbols, now that every symbol's rows are there
+        dates = np.concatenate(sink.dates) if sink.dates else np.zeros(0, dtype=bool)
         if arrays is not None:
-            fill_panel_features(arrays["features"], arrays["returns"], arrays["times"], d.features)
+            fill_panel_features(arrays["features"], arrays["returns"], arrays["times"], d.features, dates=dates)
         elif sink.offset:
             with _writing_entry(folder.parent):
                 n = sink.offset
                 feats = np.memmap(folder / "features.f32", dtype=np.float32, mode="r+", shape=(n, F))
                 fill_panel_features(feats, np.memmap(folder / "returns.f32", dtype=np.float32, mode="r", shape=(n,)),
-                                    np.memmap(folder / "times.i64", dtype=np.int64, mode="r", shape=(n,)), d.features)
+                                    np.memmap(folder / "times.i64", dtype=np.int64, mode="r", shape=(n,)), d.features,
+                                    dates=dates)
                 feats.flush()
                 del feats
                 with open(folder / "features.f32", "rb+") as fh:
