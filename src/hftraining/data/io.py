@@ -6,14 +6,16 @@ A normalised frame has the columns ``timestamp`` (datetime64[ns, UTC]), ``open``
 Accepted inputs: a file, a folder of files or a glob (or a list of them); one file per symbol (the
 symbol is the file name without its extensions: ``AAPL.csv.gz`` is ``AAPL``) or one long file with a
 ``symbol`` column. Column names are matched case-insensitively with common aliases (``Date``,
-``Datetime``, ``Vol``, Binance's ``open_time``, Alpaca's and Polygon's ``t`` and ``window_start``,
+``Datetime``, ``Vol``, Binance's ``open_time`` and ``openTime``, CryptoDataDownload's ``unix``, CoinAPI's
+``time_period_start`` and ``price_open`` ... ``volume_traded``, Alpaca's and Polygon's ``t`` and ``window_start``,
 MetaTrader's ``<DATE>``, SQL Server's ``[Date]``, Dukascopy's ``Gmt time`` and ``Local time`` (with its
 offset), Nasdaq.com's ``Close/Last``, Investing.com's ``Vol.``
 and its German and Spanish names, ``Datum``/``Fecha``, ``Zuletzt``/``Último`` ...); two columns of one
 such name, or of two names read as one price or the volume, are a DataError (:func:`one_name_each`,
 :func:`one_column_each`); Investing.com's ``Price`` is the close beside Open, High and Low
 (:func:`price_close`); of two columns named as the timestamp (``Date`` beside ``Datetime``) the one
-of more distinct cells is read (:func:`_finest`). ``Adj Close`` (Alpha Vantage's ``adjusted_close``, Tiingo's
+of more distinct cells is read (:func:`_finest`), and a ``unix`` beside ``date`` only where both stamp the
+same instants (:func:`_same_instants`). ``Adj Close`` (Alpha Vantage's ``adjusted_close``, Tiingo's
 ``adjClose``) is kept as ``adj_close`` beside ``close`` (the validator applies
 ``data.price_adjustment``) and is the close when there is no other. CSV files may be compressed
 (``.csv.gz``, ``.csv.bz2``, ``.csv.zst``, read as they are), may use ``,`` ``;`` tab or ``|`` as
@@ -116,7 +118,15 @@ ALIASES = {
     # Dukascopy's downloads: "Gmt time" (01.03.2024 00:00:00.000, GMT) or "Local time" (... GMT+0100, its offset
     # written; a "Local time" column without one is a DataError: :func:`canonical_columns`)
     "gmt time": "timestamp", "local time": "timestamp",
+    # crypto exports: CryptoDataDownload's "unix" (seconds or milliseconds, beside its "date"; "Unix Timestamp" in
+    # its older files), the Binance API's openTime (milliseconds), CoinAPI's OHLCV (time_period_start; price_open
+    # ... volume_traded, the base asset's); each unit of epoch numbers is told by their size (:func:`parse_timestamps`)
+    "unix": "timestamp", "unix timestamp": "timestamp", "opentime": "timestamp", "time_period_start": "timestamp",
+    "price_open": "open", "price_high": "high", "price_low": "low", "price_close": "close", "volume_traded": "volume",
 }
+# names of the timestamp that another column may stamp too (CryptoDataDownload's "unix" beside its "date"): read
+# only where the two hold the same instants (:func:`_same_instants`)
+SECOND_STAMPS = frozenset({"unix", "unix timestamp", "opentime", "time_period_start"})
 # price names of a download in a language that writes a decimal comma: its quoted "151,234" is 151.234 (USD/JPY
 # at three decimals), not thousands as in an English download (:func:`_decimal_mark`)
 DECIMAL_COMMA_NAMES = frozenset({"zuletzt", "eröffn.", "hoch", "tief", "último", "apertura", "máximo", "mínimo"})
@@ -651,6 +661,9 @@ def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
         by_canon["timestamp"] = [date]
     if "adj_close" in by_canon and "close" not in by_canon:  # the only close there is
         by_canon["close"] = by_canon.pop("adj_close")
+    stamps = by_canon.get("timestamp", [])
+    if len(stamps) > 1 and any(name_key(c) in SECOND_STAMPS for c in stamps):
+        by_canon["timestamp"] = _same_instants(df, stamps, path)
     rename = {}
     for canon, cols in by_canon.items():
         exact = [c for c in cols if name_key(c) == canon]
@@ -668,6 +681,39 @@ def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
                         "read as UTC they would be hours off: download GMT times ('Gmt time'), or write the offset "
                         "(01.03.2024 01:00:00.000 GMT+0100)")
     return out.rename(columns=rename)
+
+
+def _same_instants(df: pd.DataFrame, cols: list[Any], path: Path | str) -> list[Any]:
+    """``cols`` (columns each named as the timestamp, one of them a :data:`SECOND_STAMPS` name: ``unix``
+    beside ``date``) less those that read no instant in the first and last thousand rows (CryptoDataDownload's
+    older ``2020-04-06 11-PM`` beside its ``unix``), all of them if none reads; a DataError naming two that
+    read (the first two, or two that stamp one of those rows at different instants) unless every row both
+    read is one instant in both: nothing tells which one stamps the bars (``date`` was read, and ``unix``
+    ignored, however far apart they were). Where they agree (CryptoDataDownload's ``unix`` and ``date``,
+    both UTC) the file is read."""
+    sample = df.iloc[:1000] if len(df) <= 2000 else pd.concat([df.iloc[:1000], df.iloc[-1000:]])
+    read = {}
+    for c in cols:
+        try:
+            read[c] = parse_timestamps(sample[c], path)
+        except DataError:  # numbers of no date (a row counter): no instant
+            read[c] = pd.Series(pd.NaT, index=sample.index, dtype="datetime64[ns, UTC]")
+    readable = [c for c in cols if read[c].notna().any()]
+    if len(readable) < 2:
+        return readable or cols
+    first = readable[0]
+    for other in readable[1:]:
+        both = read[first].notna() & read[other].notna()
+        apart = both & (read[first] != read[other])
+        if apart.any() or not both.any():
+            i = apart.idxmax() if apart.any() else read[other].notna().idxmax()
+            where = f"row {i + 1}" if is_parquet(Path(path)) else f"line {i + 2}"
+            shown = (f"{str(first).strip()} {_clip(str(sample.at[i, first]))} beside {str(other).strip()} "
+                     f"{_clip(str(sample.at[i, other]))}, {where}")
+            raise DataError(f"{path}: columns {str(first).strip()!r} and {str(other).strip()!r} could each be the "
+                            f"timestamp, and {'they stamp rows at different instants' if apart.any() else 'no row reads in both'} "
+                            f"({shown}): keep the one that stamps the bars, or rename the other")
+    return readable
 
 
 def _finest(df: pd.DataFrame, cols: list[Any]) -> list[Any]:

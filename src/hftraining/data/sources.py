@@ -604,28 +604,49 @@ def zoneless_stamps(stamps: dict[Any, tuple[str, Any]], timezone: str) -> dict[s
 
 LONG_GAP_DAYS = 7  # a gap between a symbol's rows longer than this many days ...
 LONG_GAP_BARS = 20  # ... and than this many of its own bars is a hole in its data, not a weekend or a holiday
+# (a symbol that trades every day of the week has no weekend nor holiday: longer than LONG_GAP_BARS bars is a hole)
 
 
 def long_gaps(times: np.ndarray, max_gap: int | None = None) -> list[list[int]]:
     """The holes in one symbol's sorted stamps ``times`` (int64 ns UTC) that its windows read across:
     ``[[last stamp before, first stamp after], ...]`` for each gap between consecutive rows longer than
-    :data:`LONG_GAP_DAYS` days and :data:`LONG_GAP_BARS` times the symbol's bar (the gap a tenth of its
-    gaps are at most, so a symbol that trades on half the days still has daily bars), and not longer than
+    :data:`LONG_GAP_BARS` times the symbol's bar (the gap a tenth of its gaps are at most, so a symbol that
+    trades on half the days still has daily bars) and than :data:`LONG_GAP_DAYS` days, and not longer than
     ``max_gap`` (``data.max_gap`` in ns; None: no window is kept out of a gap). A weekend, a holiday or an
     exchange's week-long closure of daily bars is none (a closure of intraday bars the whole panel shares:
     :func:`panel_long_gaps`); a three-month halt of one symbol of a daily panel is one: its
     last bar before and its first bar after sit side by side in a window, and the return over the gap is
-    read as one bar's (a feature, and the label of one step)."""
+    read as one bar's (a feature, and the label of one step). A symbol that trades every day of the week in
+    the four weeks either side of a gap (:func:`trades_every_day`: a crypto feed) has no weekend nor holiday
+    for it to be: there a gap longer than :data:`LONG_GAP_BARS` bars is a hole however short (a one-day
+    outage of hourly bars), where the week's floor had hidden any outage under eight days."""
     t = np.asarray(times, dtype=np.int64)
     gaps = np.diff(t)
     positive = gaps[gaps > 0]
     if not len(positive):
         return []
     bar = int(np.quantile(positive, 0.1, method="lower"))
-    long = (gaps > LONG_GAP_DAYS * 86400 * 10**9) & (gaps > LONG_GAP_BARS * bar)
+    long = gaps > LONG_GAP_BARS * bar
     if max_gap is not None:
         long &= gaps <= max_gap
+    short = long & (gaps <= LONG_GAP_DAYS * 86400 * 10**9)  # a hole only in a feed without closures
+    if short.any():
+        long[short] = _every_day_beside(t, np.flatnonzero(short))
     return [[int(t[i]), int(t[i + 1])] for i in np.flatnonzero(long)]
+
+
+def _every_day_beside(t: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """For each gap ``t[i]`` to ``t[i + 1]`` (``i`` in ``at``) of the sorted stamps ``t``: whether the stamps
+    within :data:`BESIDE_GAP_NS` either side of it (:func:`_beside`) trade every day of the week
+    (:func:`trades_every_day`). Each weekday's stamps are searched for the gaps' edges: a symbol of weekday
+    sessions (every weekend a gap here) costs one pass over its stamps, not one per weekend."""
+    day = (t // 86400_000_000_000 + 3) % 7  # as trades_every_day counts them: 0 is Monday
+    if np.bincount(day, minlength=7).min() == 0:  # no row on some weekday: an exchange's sessions, never every day
+        return np.zeros(len(at), dtype=bool)
+    lo, hi = t[at] - BESIDE_GAP_NS, t[at + 1] + BESIDE_GAP_NS
+    counts = np.stack([np.searchsorted(w, hi, "right") - np.searchsorted(w, lo, "left")
+                       for w in (t[day == k] for k in range(7))])
+    return counts.min(axis=0) * 4 >= counts.max(axis=0)
 
 
 CLOSURE_EDGE_NS = 86400 * 10**9
@@ -726,17 +747,32 @@ def long_gaps_found(found: dict[str, list[list[int]]], max_gap: str | None, wher
     if not found:
         return None
     setting = ("data.max_gap is not set" if max_gap is None else f"data.max_gap {max_gap} is longer than these gaps")
-    why = (f"data: gaps inside a symbol's rows longer than {LONG_GAP_DAYS} days and {LONG_GAP_BARS} of its bars "
+    why = (f"data: gaps inside a symbol's rows longer than {LONG_GAP_BARS} of its bars and, unless it trades every day "
+           f"of the week, {LONG_GAP_DAYS} days "
            f"({long_gaps_listed(found)}): {setting}, so a window reads the bars before and after such a gap as "
            "consecutive, and the return over it as one bar's (an input, and the label of one step); set data.max_gap "
-           f"(e.g. {LONG_GAP_DAYS}D) to keep windows out of them, or leave the symbol out ({where})")
+           f"(e.g. {max_gap_below(found)}) to keep windows out of them, or leave the symbol out ({where})")
     iso = lambda ns: pd.Timestamp(ns, tz="UTC").isoformat()  # noqa: E731
     return {"symbols": {n: [[iso(a), iso(b)] for a, b in found[n]] for n in sorted(found)}, "why": why}
 
 
+def max_gap_below(found: dict[str, list[list[int]]]) -> str:
+    """A ``data.max_gap`` that keeps windows out of every hole of ``found`` (:func:`long_gaps` of each name):
+    ``7D`` (:data:`LONG_GAP_DAYS`) when each is longer, else the whole days, hours or minutes below the
+    shortest (a one-day outage of hourly crypto bars, 25 hours: ``1D``; ``7D`` kept windows across it)."""
+    shortest = min(b - a for holes in found.values() for a, b in holes)
+    if shortest > LONG_GAP_DAYS * 86400 * 10**9:
+        return f"{LONG_GAP_DAYS}D"
+    for unit, ns in (("D", 86400 * 10**9), ("h", 3600 * 10**9), ("min", 60 * 10**9), ("s", 10**9)):
+        if (n := (shortest - 1) // ns) >= 1:
+            return f"{n}{unit}"
+    return f"{max(shortest - 1, 1)}ns"
+
+
 def long_gaps_listed(found: dict[str, list[list[int]]]) -> str:
     """``found`` (:func:`long_gaps` of each name, none empty) as a phrase: each name's longest hole, with the
-    count of the others (``HALT: no row from 2021-02-26 to 2021-06-01 (95 days)``), five names at most."""
+    count of the others (``HALT: no row from 2021-02-26 to 2021-06-01 (95 days)``; under two days in hours:
+    ``BTC: no row from 2024-03-09 23:00 UTC to 2024-03-11 (25 hours)``), five names at most."""
 
     def when(ns: int) -> str:
         t = pd.Timestamp(ns, tz="UTC")
@@ -745,7 +781,9 @@ def long_gaps_listed(found: dict[str, list[list[int]]]) -> str:
     def longest(holes: list[list[int]]) -> str:
         a, b = max(holes, key=lambda h: h[1] - h[0])
         more = f" and {len(holes) - 1} more" if len(holes) > 1 else ""
-        return f"{when(a)} to {when(b)} ({round((b - a) / (86400 * 10**9), 1):g} days){more}"
+        hours = (b - a) / (3600 * 10**9)  # under two days in hours: a 25-hour outage is not "1 days"
+        size = f"{round(hours, 1):g} hours" if hours < 48 else f"{round(hours / 24, 1):g} days"
+        return f"{when(a)} to {when(b)} ({size}){more}"
 
     names = sorted(found)
     listed = "; ".join(f"{n}: no row from {longest(found[n])}" for n in names[:5])
