@@ -144,12 +144,57 @@ def check_cross_section(cfg: Config, train: WindowSet, val: WindowSet | None = N
                               f"no {name} date has more than 1 symbol (the other symbols' rows do not reach its dates): every "
                               f"{name} label would be 0, and the model scored against zeros; use data.target=return, "
                               "or symbols whose rows reach the split's dates (data.symbols, data.split_dates)")
+    ic = ic_metric(cfg)
+    if ic is not None and val is not None and len(val):
+        scored = _scored_validation(cfg, val)
+        if _fullest_date(scored) < metrics.MIN_CROSS_SECTION:
+            # the mean IC over no date is NaN at every evaluation: never a best step, and early stopping
+            # stopped the run after its patience as if the model had stopped improving
+            via = "" if cfg.evaluation.metric == ic else f" (model.loss={cfg.model.loss!r} scores it as {ic})"
+            raise ConfigError(
+                f"evaluation.metric: {cfg.evaluation.metric!r}{via} is the mean IC over the validation dates with at "
+                f"least {metrics.MIN_CROSS_SECTION} symbols, and no validation date scored has more than "
+                f"{_fullest_date(scored)}: every evaluation would score NaN (no best step; early stopping would stop "
+                "the run after its patience); use evaluation.metric=mse, or more symbols (data.symbols)")
     if cfg.model.loss != "mse":  # only models with gradient steps get here (check_config)
         need = MIN_MEMBERS[cfg.model.loss]
         if most < need:
             raise ConfigError(f"model.loss: {cfg.model.loss!r} learns from dates with at least {need} symbols, and "
                               f"no training date has more than {most}: the run would learn nothing; use "
                               "model.loss=mse or more symbols (data.symbols)")
+
+
+def ic_metric(cfg: Config) -> str | None:
+    """The cross-sectional IC (``neg_ic`` or ``neg_rank_ic``) that ``evaluation.metric`` scores validation by:
+    named, or ``loss`` under an ``ic``/``rank`` loss (:meth:`Trainer.evaluate`); None: another metric."""
+    name = cfg.evaluation.metric
+    if name in ("neg_ic", "neg_rank_ic"):
+        return name
+    if name == "loss" and cfg.model.loss != "mse":
+        return "neg_ic" if cfg.model.loss == "ic" else "neg_rank_ic"
+    return None
+
+
+def validation_windows(cfg: Config, val: WindowSet) -> WindowSet:
+    """The windows of validation split ``val`` that every evaluation of the run scores (at most
+    ``evaluation.max_val_windows``): whole dates, date after date, when the cross-section is what is
+    learnt (so evaluation.max_eval_batches also keeps whole dates), else evenly spaced."""
+    if cross_sectional(cfg):
+        val = val.last_dates(cfg.evaluation.max_val_windows)
+        return val.subset(np.argsort(val.times, kind="stable"))
+    return val.thin(cfg.evaluation.max_val_windows)
+
+
+def _scored_validation(cfg: Config, val: WindowSet) -> WindowSet:
+    """What each evaluation scores of split ``val``: :func:`validation_windows` cut by
+    ``evaluation.max_eval_batches`` as :meth:`Trainer.evaluate` cuts them."""
+    kept, e = validation_windows(cfg, val), cfg.evaluation
+    n = len(kept)
+    if e.max_eval_batches is not None:
+        n = min(n, e.max_eval_batches * cfg.data.eval_batch_size)
+        if cross_sectional(cfg) and n < len(kept):
+            n = _whole_dates(kept.times, n)
+    return kept.subset(np.arange(n))
 
 
 def _fullest_date(ws: WindowSet) -> int:
@@ -226,13 +271,7 @@ class Trainer:
         self.run_dir, self.resume_path = run_dir, resume_path
         self.ckpt_root = self.run_dir / "checkpoints"
         self.data = data.on_device(self.device, cfg.data)  # batches made where the model is
-        # the same windows at every evaluation; whole dates, date after date, when the cross-section is
-        # what is learnt (so evaluation.max_eval_batches also keeps whole dates)
-        if cross_sectional(cfg):
-            val = self.data.val.last_dates(cfg.evaluation.max_val_windows)
-            self.val_windows = val.subset(np.argsort(val.times, kind="stable"))
-        else:
-            self.val_windows = self.data.val.thin(cfg.evaluation.max_val_windows)
+        self.val_windows = validation_windows(cfg, self.data.val)  # the same windows at every evaluation
         pre = self.data.preprocessing
         if model is None:  # ``model``: one the caller built (the ETT benchmark's multivariate models)
             model = build_model(cfg.model, len(pre.feature_columns), pre.horizon, pre.seq_len)
@@ -665,12 +704,13 @@ class Trainer:
     def _after_eval(self, metrics: dict[str, float]) -> None:
         """Track the best step and early stopping on ``evaluation.metric``. A NaN score (a model that
         emits NaN, or an IC without a cross-section to measure) is never an improvement: as the
-        best, no later score could beat it."""
+        best, no later score could beat it. Nor is an infinite one: an error of +inf is a forecast that
+        overflowed (as ``_final_weights_fault`` reads it), not a model to keep."""
         name = self.cfg.evaluation.metric
         value = metrics[name]
         t = self.cfg.training
         best = self.state.best_metric
-        if not math.isnan(value) and (best is None or value < best - t.early_stopping_threshold):
+        if math.isfinite(value) and (best is None or value < best - t.early_stopping_threshold):
             self.state.best_metric, self.state.best_step = value, self.state.global_step
             self.state.evals_without_improvement = 0
         else:
