@@ -178,7 +178,10 @@ def test_load_best_model_at_end_writes_the_best_checkpoint_as_final(tiny_overrid
     last = load_file(str(run / "checkpoints" / "step-00000030" / "model.safetensors"))
     assert _weights_equal(final, best)
     assert not _weights_equal(final, last)
-    assert json.loads((run / "eval.json").read_text())["model"]["mse"] > 0  # the test split was scored
+    scored = json.loads((run / "eval.json").read_text())
+    assert scored["model"]["mse"] > 0  # the test split was scored
+    # with the best step's weights, and eval.json says whose (its "step" is the run's last)
+    assert (scored["step"], scored["weights_step"]) == (30, best_step)
 
 
 def test_save_on_epoch_end_checkpoints_every_epoch_end(tiny_overrides):

@@ -267,7 +267,10 @@ def evaluate_test(run: TrainedRun) -> tuple[dict[str, Any], Forecasts | None, di
                                fitted=fitted)
         result_note = {} if len(test) == len(data.test) else {"windows_scored": len(test), "windows_in_split": len(data.test)}
         bt = backtest_forecasts(fc, cfg.evaluation)
-        result = {"split": "test", "step": run.state.global_step, **result_note, **score(fc),
+        # "step": the run's last step (a finished run is told by it); "weights_step": the step whose weights were scored
+        # when load_best_model_at_end kept an earlier one (eval.json read the last step alone, final/ held another's)
+        weights = {} if run.weights_step is None else {"weights_step": int(run.weights_step)}
+        result = {"split": "test", "step": run.state.global_step, **weights, **result_note, **score(fc),
                   "backtest": {"settings": bt["settings"], "strategies": bt["strategies"]}}
         cal = calibrate(run.model, data.val, pre.target_scale, cfg.evaluation, cfg.data.eval_batch_size, run.device,
                         run.precision, list(cfg.model.quantiles))
