@@ -3,7 +3,8 @@
 Endpoints (the OpenAPI schema is at ``/openapi.json``; with ``serve.docs`` the interactive docs at ``/docs``
 and ``/redoc``, whose scripts a browser loads from a CDN):
 
-    GET  /health        {"status": "ok"}
+    GET  /health        {"status": "ok"} while the process runs (liveness)
+    GET  /ready         {"status": "ready", "model": ...} while /predict can be answered, else a 503 saying why
     GET  /model         the model's config, preprocessing and training metrics (an ensemble's: each member's run's)
     POST /predict       JSON {"symbols": {"AEM": [{"timestamp", "open", "high", "low", "close", "volume"}, ...]}}
     POST /predict/csv   multipart upload: ``file`` (CSV; one symbol, or a ``symbol`` column) and ``symbol``
@@ -31,11 +32,22 @@ it): the next request is answered by the folder as it is then, a 503 naming the 
 loaded (removed, half-written; read again each :data:`RETRY_S` meanwhile); a request in flight
 keeps the model it started with, and a forecast is never made by one folder's weights and described by another's.
 
-With an API key, ``/health`` and the API's description (:data:`DOCS_PATHS`: the schema and the docs
-pages) stay open, so a browser can show the docs; the schema declares the bearer key, so the docs'
-"Authorize" button sends it with "Try it out". The schema holds nothing of the model folder (no
-path, symbol, horizon or row count: those are ``GET /model``'s, behind the key), only the request
-and response shapes and the ``serve`` limits every 413 names anyway.
+``GET /ready`` is the readiness probe (a Kubernetes ``readinessProbe``, a load balancer's health check):
+200 ``{"status": "ready", "model": MODEL_DIR}`` (``GET /model``'s ``model_dir``) while the model folder is
+loaded and its files unchanged since, or loaded again now that they changed; 503 ``{"status": "not ready",
+"detail": LINE}`` otherwise, ``LINE`` the one-line reason a ``/predict`` gets its 503 with (the folder
+cannot be loaded, a disk that does not answer within ``serve.request_timeout_s``). It asks the folder
+check the predictions use (:func:`create_app`'s ``current``): probes and requests at once share one check,
+the model is never loaded twice for them, and a disk that does not answer holds neither the event loop nor
+``/health``.
+
+With an API key, ``/health``, ``/ready`` (probes carry no secrets) and the API's description
+(:data:`DOCS_PATHS`: the schema and the docs pages) stay open, so a browser can show the docs; the schema
+declares the bearer key, so the docs' "Authorize" button sends it with "Try it out". ``/ready`` without the
+key answers its status alone (no ``model``; a 503's ``detail`` says to send the key): the folder's path is
+``GET /model``'s. The schema holds nothing of the model folder (no path, symbol, horizon or row count: those
+are ``GET /model``'s, behind the key), only the request and response shapes and the ``serve`` limits every
+413 names anyway.
 """
 
 
@@ -69,7 +81,7 @@ from hftraining.data.io import SNIFF_BYTES, symbol_of
 from hftraining.inference.ensemble import MAX_MEMBERS, METRICS_KEY, run_metrics
 from hftraining.inference.folders import ENSEMBLE_NAME, is_ensemble, resolve_model_dir, run_folder
 from hftraining.inference.forecaster import Forecaster, bound_columns, iso_as_of
-from hftraining.inference.serve_asgi import AccessLog, ApiKey, BodyLimit
+from hftraining.inference.serve_asgi import AccessLog, ApiKey, BodyLimit, has_key
 from hftraining.models import folder
 from hftraining.models.outputs import CLASS_NAMES
 
@@ -83,7 +95,9 @@ API_KEY_ENV = "HFTRAINING_API_KEY"
 DOCS_PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
 """FastAPI's schema and docs pages (these with ``serve.docs`` only): open without the API key (they
 describe the API, not the model)."""
-OPEN_PATHS = ("/health", *DOCS_PATHS)
+PROBE_PATHS = ("/health", "/ready")
+"""The liveness and readiness probes: open without the API key (an orchestrator's probe carries no secret)."""
+OPEN_PATHS = (*PROBE_PATHS, *DOCS_PATHS)
 """The paths a GET or HEAD of needs no API key."""
 
 
@@ -543,7 +557,7 @@ def _csv_rows(data: bytes) -> int:
 def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: str | None = None):
     """The FastAPI application serving ``model_dir`` (a run, model or ensemble folder) with the
     limits of ``cfg`` (default: the ``serve`` section's defaults). ``api_key``: every route but
-    ``GET /health`` and the docs (:data:`OPEN_PATHS`) needs ``Authorization: Bearer <api_key>``
+    ``GET /health``, ``GET /ready`` and the docs (:data:`OPEN_PATHS`) needs ``Authorization: Bearer <api_key>``
     (None: no key, see :func:`check_exposure`)."""
     _require()
     cfg = cfg or ServeConfig()
@@ -595,10 +609,17 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
             "unlike those the model trained on (minute bars to a model of daily bars); and one per interval level that "
             "is unbounded (its lower_/upper_ bounds are -inf/+inf, which JSON holds as null)"))
 
+    class ReadyResponse(BaseModel):
+        status: str = Field(description='"ready" (200), or "not ready" (503: a /predict would be a 503 now)')
+        model: Optional[str] = Field(None, description="the model folder loaded (GET /model's model_dir); with an API "
+                                                       "key, only to a request that sends it")
+        detail: Optional[str] = Field(None, description="why it is not ready: the line a /predict 503 gives now; with "
+                                                        "an API key, only to a request that sends it")
+
     # the schema is open with a key too: nothing of the model folder goes into it (GET /model has it)
     app = FastAPI(title="hftraining forecaster", version="1",
                   description="Forecasts of the next log returns per symbol (GET /model: how many, and the rows needed) "
-                              "from recent OHLCV rows." + (" Every route but /health and these docs needs the API key: "
+                              "from recent OHLCV rows." + (" Every route but /health, /ready and these docs needs the API key: "
                                                           "'Authorization: Bearer <key>' (Authorize)." if api_key else ""),
                   # the docs pages load their scripts from a CDN in the browser: only when asked for
                   openapi_url=DOCS_PATHS[0], docs_url=DOCS_PATHS[1] if cfg.docs else None,
@@ -753,7 +774,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
     # outermost first: access log, CORS (answers preflights), API key, body limit (add_middleware prepends)
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes, timeout_s=cfg.request_timeout_s)
     if api_key is not None:
-        app.add_middleware(ApiKey, key=api_key, timeout_s=cfg.request_timeout_s, open_paths=OPEN_PATHS if cfg.docs else OPEN_PATHS[:2])
+        app.add_middleware(ApiKey, key=api_key, timeout_s=cfg.request_timeout_s, open_paths=OPEN_PATHS if cfg.docs else (*PROBE_PATHS, DOCS_PATHS[0]))
         app.openapi = _with_bearer(app.openapi)
     if cfg.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST"],
@@ -922,12 +943,29 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/ready", response_model=ReadyResponse, response_model_exclude_none=True,
+             responses={503: {"model": ReadyResponse, "description": "not ready: /predict would be a 503 now"}})
+    async def ready(request: Request):
+        """Whether ``/predict`` can be answered now: the folder check the requests use (:func:`current`),
+        shared with them, within ``serve.request_timeout_s``. Open without the API key; without it the
+        answer names nothing of the folder (its path is ``/model``'s, behind the key)."""
+        told = api_key is None or has_key(request.scope, api_key.encode())
+        try:
+            now = await current(deadline_of_request())
+        except Refused as e:
+            if e.status != 503:
+                raise
+            detail = (str(e) if told else
+                      "the model cannot be served now; send the API key ('Authorization: Bearer <key>') for the reason")
+            return JSONResponse({"status": "not ready", "detail": detail}, status_code=503)
+        return {"status": "ready", "model": now.info.get("model_dir") if told else None}
+
     @app.get("/model")
     async def model() -> dict[str, Any]:
         return (await current(deadline_of_request())).info
 
     # HEAD as GET without the body (FastAPI routes a GET alone: a monitor's HEAD was a 405), kept out of the schema
-    for path, endpoint in (("/health", health), ("/model", model)):
+    for path, endpoint in (("/health", health), ("/ready", ready), ("/model", model)):
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
 
     @app.post("/predict", response_model=PredictResponse)

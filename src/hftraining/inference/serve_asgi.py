@@ -117,10 +117,23 @@ class AccessLog:
             }))
 
 
+def _bearer(scope: Scope) -> tuple[bytes, bytes]:
+    """The scheme and token of the request's ``Authorization`` header (empty when it has none)."""
+    scheme, _, token = (_header(scope, b"authorization") or b"").strip().partition(b" ")
+    return scheme, token.strip()
+
+
+def has_key(scope: Scope, key: bytes) -> bool:
+    """Whether the request carries ``Authorization: Bearer <key>`` (the scheme in any case; compared in
+    constant time)."""
+    scheme, token = _bearer(scope)
+    return scheme.lower() == b"bearer" and bool(token) and hmac.compare_digest(token, key)
+
+
 class ApiKey:
-    """Every request needs ``Authorization: Bearer <key>`` (compared in constant time), but a GET or
-    HEAD of one of ``open_paths`` (exact paths: ``/health`` and the API's description, see
-    :func:`hftraining.inference.serve.create_app`); else 401 with ``WWW-Authenticate: Bearer``."""
+    """Every request needs ``Authorization: Bearer <key>`` (compared in constant time: :func:`has_key`), but a
+    GET or HEAD of one of ``open_paths`` (exact paths: the probes ``/health`` and ``/ready`` and the API's
+    description, see :func:`hftraining.inference.serve.create_app`); else 401 with ``WWW-Authenticate: Bearer``."""
 
     def __init__(self, app, key: str, timeout_s: float, open_paths: Iterable[str]):
         self.app, self.key, self.timeout_s = app, key.encode(), timeout_s
@@ -129,11 +142,9 @@ class ApiKey:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (scope["method"], scope["path"]) in self.open:
             return await self.app(scope, receive, send)
-        scheme, _, token = (_header(scope, b"authorization") or b"").strip().partition(b" ")
-        token = token.strip()
-        if scheme.lower() == b"bearer" and token and hmac.compare_digest(token, self.key):
+        if has_key(scope, self.key):
             return await self.app(scope, receive, send)
-        if scheme:
+        if _bearer(scope)[0]:
             error, challenge = "unauthorized: wrong API key", b'Bearer error="invalid_token"'
         else:
             error, challenge = "unauthorized: send the API key as 'Authorization: Bearer <key>'", b"Bearer"
