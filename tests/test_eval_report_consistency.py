@@ -121,7 +121,8 @@ def check_report(md: str, ev: dict) -> None:
         strat = strategies["model" if name == "model" else label(sb["name"])]
         check(rows[name], [m["mse"], m["mse"] / zero if zero else None, rank["mean"], rank["t_stat"], strat["sharpe"]])
     if cs_first:
-        got = re.search(r"model − (\S+): mean (\S+), t = (\S+), p = (\S+) over (\d+) dates\.", top)
+        # "mean D per date", or "mean A − B = D per date over ..." where the two rank on other dates
+        got = re.search(r"model − (\S+): mean (?:\S+ − \S+ = )?(\S+) per date.*?, t = (\S+), p = (\S+) over (\d+) dates\.", top)
         d = sb["difference"]
         assert got and got[1] == label(sb["name"]) and int(got[5]) == d["n_dates"]
         check(list(got.groups()[:4]), [d["mean"], d["t_stat"], d["p_value"]], p_columns=(3,))
