@@ -45,7 +45,7 @@ def test_store_hits_maps_and_rebuilds_only_on_content_or_feature_change(tmp_path
     assert isinstance(again.features, np.memmap) and not again.features.flags.writeable
     _rows_equal(first, again)
     stored = {p.suffix for p in (tmp_path / "cache").rglob("*") if p.is_file()}
-    assert stored <= {".f32", ".i64", ".f64", ".json", ".lock"}  # raw arrays and JSON: never pickle
+    assert stored <= {".f32", ".i64", ".f64", ".b1", ".json", ".lock"}  # raw arrays and JSON: never pickle
     # settings that do not change the rows reuse the entry
     for change in (dict(train_ratio=0.6), dict(embargo=3), dict(scaler="robust"), dict(batch_size=7),
                    dict(max_gap="2D"), dict(num_workers=2)):

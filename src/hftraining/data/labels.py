@@ -135,10 +135,18 @@ def universe_return(returns: np.ndarray, inv: np.ndarray) -> np.ndarray:
     return out
 
 
-def row_labels(returns: np.ndarray, times: np.ndarray, target: str) -> np.ndarray | None:
+def row_labels(returns: np.ndarray, times: np.ndarray, target: str,
+               dates: np.ndarray | None = None) -> np.ndarray | None:
     """(N,) float32 labels of rows with 1-step log ``returns`` (N,) at ``times`` (N,) int64 ns; rows
     of every symbol sharing a timestamp form that date's cross-section. None for ``return`` (the
-    returns are the labels)."""
+    returns are the labels).
+
+    ``dates`` (N,) marks the rows that are dates, not instants (:attr:`hftraining.data.rows.Rows.dates`;
+    None: none is): a date and an instant at one stamp are two cross-sections, as in the ``market``
+    features (:func:`hftraining.data.features.market_columns`). A daily bar stamped with its date (a coin's
+    daily candle at 00:00 UTC) closes at the end of its day, and the hourly bar of 00:00 an hour after it
+    opens: in one cross-section the hourly bar's label read the day's return, and the hourly rows after it
+    read that label as an input (until 2026-12-07)."""
     if target == "return":
         return None
     if target not in TARGETS:
@@ -146,7 +154,17 @@ def row_labels(returns: np.ndarray, times: np.ndarray, target: str) -> np.ndarra
     r = np.asarray(returns, dtype=np.float64)
     if r.size == 0:
         return np.zeros(0, np.float32)
-    inv, _ = pd.factorize(np.asarray(times).reshape(-1), sort=True)  # np.unique's inverse, ~15× faster (a hash)
+    t = np.asarray(times).reshape(-1)
+    marks = None if dates is None else np.asarray(dates, dtype=bool).reshape(-1)
+    if marks is not None and len(marks) != len(t):
+        raise ValueError(f"row_labels: {len(marks)} date marks for {len(t)} rows")  # a caller's bug
+    if marks is not None and marks.any() and not marks.all():  # a date and an instant at one stamp: two groups
+        order = np.lexsort((~marks, t))  # by stamp, the date first
+        ts, ms = t[order], marks[order]
+        inv = np.empty(len(t), dtype=np.int64)
+        inv[order] = np.cumsum(np.r_[True, (ts[1:] != ts[:-1]) | (ms[1:] != ms[:-1])]) - 1
+    else:
+        inv, _ = pd.factorize(t, sort=True)  # np.unique's inverse, ~15× faster (a hash)
     n = np.bincount(inv).astype(np.float64)
     alone = (n < 2)[inv]
     if target == "excess_return":

@@ -369,7 +369,7 @@ def _window_set(rows: Rows, segments: list[Segment], pre: Preprocessing, stride:
 
 def _labels(rows: Rows, d: DataConfig) -> np.ndarray | None:
     """The label of every row of ``rows`` for ``data.target`` (None: the returns themselves)."""
-    return row_labels(rows.returns, rows.times, d.target)
+    return row_labels(rows.returns, rows.times, d.target, rows.dates)
 
 
 def _max_gap(d: DataConfig) -> int | None:

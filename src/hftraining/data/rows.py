@@ -101,6 +101,10 @@ class Rows:
     spacings: list[float] | None = None
     """(S,) each symbol's bar spacing in seconds, of all the rows of its frame (:attr:`SymbolRows.spacing`);
     None where the rows were made otherwise."""
+    dates: np.ndarray | None = None
+    """(N,) bool: the rows that are dates, not instants (:attr:`SymbolRows.dates`): a date and an instant at one
+    stamp (a daily bar of UTC midnight beside the hourly bar of 00:00) are two dates of the panel features and of
+    the labels taken across symbols (:func:`~hftraining.data.labels.row_labels`); None: every row an instant."""
 
     def rows(self, k: int) -> slice:
         return slice(int(self.starts[k]), int(self.starts[k] + self.lengths[k]))
@@ -236,7 +240,7 @@ def build_rows(
     # views of the first ``off`` rows: the unused tail (warm-up rows) is a few rows per symbol
     fill_panel_features(feats[:off], rets[:off], times[:off], all_specs, dates=dates[:off])
     rows = Rows(symbols, np.asarray(starts, np.int64), np.asarray(lengths, np.int64),
-                feats[:off], rets[:off], times[:off], close[:off], spacings)
+                feats[:off], rets[:off], times[:off], close[:off], spacings, dates[:off])
     return rows, skipped
 
 

@@ -89,7 +89,7 @@ from hftraining.data.validate import check_policy, first_volume
 
 log = logging.getLogger(__name__)
 
-FORMAT = 28  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
+FORMAT = 29  # bump when the stored layout or a feature's formula changes (5: an all-zero volume is empty;
 # 6: window indices and statistics carry digests; data.symbols selects a long CSV's rows, the date range cuts
 # every layout, YYYYMMDD is decided by the bulk of a column; 7: the date range is cut before validation,
 # a long file's rows without a symbol are reported, CSV symbols are text, Alpha158 is exact on constant windows;
@@ -127,14 +127,15 @@ FORMAT = 28  # bump when the stored layout or a feature's formula changes (5: an
 # rows after it); a file skipped for too few rows keeps its report (status skipped) in the entry's report; 27: a
 # file of Close and Adj Close without open/high/low takes Adj Close alone (a row with an empty Close was dropped or
 # filled from the row before), and two of Binance's period files of one symbol are refused (each was a symbol); 28:
-# a file whose rows nearly all break the OHLC rule is refused as misnamed, not clipped)
+# a file whose rows nearly all break the OHLC rule is refused as misnamed, not clipped; 29: each row's date mark,
+# dates.b1, for the labels taken across symbols)
 # the DataConfig keys that change which rows are read, validated or computed (with the rows needed)
 KEYED_FIELDS = (
     "symbols", "features", "invalid_values", "ohlc_violations", "duplicate_timestamps",
     "unsorted_timestamps", "jump_threshold", "jumps", "start_date", "end_date", "price_adjustment", "timezone",
 )
-ARRAYS = {"features": np.float32, "returns": np.float32, "times": np.int64, "close": np.float64}
-SUFFIX = {"features": "f32", "returns": "f32", "times": "i64", "close": "f64"}
+ARRAYS = {"features": np.float32, "returns": np.float32, "times": np.int64, "close": np.float64, "dates": np.bool_}
+SUFFIX = {"features": "f32", "returns": "f32", "times": "i64", "close": "f64", "dates": "b1"}
 DIGESTS = "file-digests.json"
 VERIFIED = "verified.json"
 
