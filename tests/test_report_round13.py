@@ -79,7 +79,7 @@ def test_the_reports_configuration_table_shows_a_dash_for_a_setting_left_unset(f
     md = (runs[0] / "report.md").read_text(encoding="utf-8")
     config = next(rows for header, rows in tables(md) if header == ["key", "value"])
     values = dict(config)
-    assert values["data.data_dir"] == "—" and values["model.quantiles"] == "—"
+    assert values["data.data_dir"] == "—" and values["model.quantiles"] == "off"
     assert values["data.prediction_horizon"] == str(cfg["data"]["prediction_horizon"])
     assert not [r for r in config if r[1] in ("None", "", "[]", "nan")]
 

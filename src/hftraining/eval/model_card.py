@@ -4,7 +4,8 @@ It states what the model is (type, parameters, inputs), the data it learned from
 dates, rows, each split's period and a calendar split's cut dates) with its warnings (those data_report.json
 holds), the features, the key config, the test-split metrics beside the zero
 forecast and the strongest baseline with the verdict and the Pesaran–Timmermann p-value of each
-one's step-1 forecast signs (exactly as in eval.json; the YAML front matter holds the unrounded
+one's step-1 forecast signs, the quantile head's pinball loss and coverage and the buy/hold/sell head's
+verdict where the model has them (exactly as in eval.json; the YAML front matter holds the unrounded
 headline numbers) and how to load it. Loading ignores the file (only config.json,
 model.safetensors and preprocessing.json are read).
 """
@@ -26,11 +27,11 @@ from hftraining.core.errors import DataError, writing
 from hftraining.core.fmt import fmt
 from hftraining.data.labels import CROSS_SECTIONAL, UNITS
 from hftraining.data.rows import RowsNeeded
-from hftraining.eval.forecasts import DIRECTION_NOTE, direction_p_text, ic_gap_text, label
+from hftraining.eval.forecasts import DIRECTION_NOTE, direction_p_text, ic_gap_text, label, quantile_note
 from hftraining.eval.intervals import level_labels
 from hftraining.eval.metrics import dm_statistic_text
-from hftraining.eval.report import (config_value, data_warnings, effective_batch, md_text, model_keys, p_text,
-                                    scored_text, sentence, split_text, trained_world_size, unread_keys)
+from hftraining.eval.report import (data_warnings, effective_batch, md_text, model_keys, p_text,
+                                    scored_text, sentence, setting_text, split_text, trained_world_size, unread_keys)
 from hftraining.models import ForecastModel
 from hftraining.models import folder as folder_files
 
@@ -132,7 +133,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
             *("| " + " | ".join(str(c) for c in r) + " |" for r in rows), ""]
 
 
-def _metrics_section(result: dict[str, Any]) -> list[str]:
+def _metrics_section(result: dict[str, Any], run: Path) -> list[str]:
+    """The metrics of ``result`` (eval.json's content, or evaluate's of another split) of the run folder ``run``."""
     zero = result["baselines"].get("zero") or {}
     zero_mse = zero.get("mse")
     sb = result.get("strongest_baseline")
@@ -161,10 +163,13 @@ def _metrics_section(result: dict[str, Any]) -> list[str]:
               ratio(m.get("mse"))] for name, m in rows]
     # a split cut by evaluation.max_test_windows says so: "Test split: 240 windows" beside the data table's 2,080
     split = result.get("split") or "test"
+    # eval.json holds the test split training scored: the metrics of another split are evaluate's
+    where = ("`eval.json` in the run folder has every metric, per step and per symbol, and the backtest" if split == "test" else
+             f"{_code(f'hftraining evaluate {shlex.quote(str(run))} --split {split} --json')} prints every metric of the "
+             f"{split} split, per step and per symbol, and its backtest; the run folder's `eval.json` holds the test split's")
     lines = [f"{split.capitalize()} split: {result.get('n_windows')} windows{scored_text(result)} × "
              f"{result.get('horizon')} steps, "
-             f"{result.get('n_symbols')} symbols, {result.get('n_dates')} dates; {result.get('units', 'log returns')} (`eval.json` in the run folder "
-             "has every metric, per step and per symbol, and the backtest).", ""]
+             f"{result.get('n_symbols')} symbols, {result.get('n_dates')} dates; {result.get('units', 'log returns')} ({where}).", ""]
     lines += _table(["forecast", "MSE", "MAE", "directional accuracy", "PT p (step 1)", "rank IC (step 1)", "MSE / zero"],
                     table)
     lines += [f"Directional accuracy over all {result.get('horizon')} steps. {DIRECTION_NOTE}.", ""]
@@ -187,7 +192,47 @@ def _metrics_section(result: dict[str, Any]) -> list[str]:
         lines += [f"Step-1 rank IC of the model against the strongest baseline by rank IC, {label(cs['name'])} "
                   f"({fmt(cs.get('rank_ic'), '.4f')}): model − it = {ic_gap_text(d, label(cs['name']))}, paired p = "
                   f"{p_text(d.get('p_value'))} over {d.get('n_dates')} dates.", ""]
+    return lines + _heads_lines(result["model"], result)
+
+
+def _heads_lines(m: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """The optional heads' scores of the model's metrics ``m``, as the report and the console give them under
+    eval.json's names: the quantile head's pinball loss per level and mean, and its coverage (with
+    :func:`~hftraining.eval.forecasts.quantile_note`); the buy/hold/sell head's verdict, as eval.json words it.
+    Nothing for a model without them (an eval.json written before a head was scored included)."""
+    lines: list[str] = []
+    if "pinball_mean" in m:
+        pin = ", ".join(f"{_code(k)} {fmt(v, '.6g')}" for k, v in (m.get("pinball") or {}).items())
+        cov = ", ".join(f"{_code(k)} {fmt(v, '.3f')}" for k, v in (m.get("coverage") or {}).items())
+        lines += [f"Quantile head (`model.quantiles`): mean pinball loss {fmt(m['pinball_mean'], '.6g')}"
+                  + (f" ({pin})" if pin else "") + (f"; coverage {cov}" if cov else "")
+                  + md_text(quantile_note(result)) + " (`below_q<level>`: share of realisations at or below the "
+                  "quantile, ideally the level; `interval_<width>`: share inside the central interval, ideally its width).", ""]
+    c = m.get("classes")
+    if isinstance(c, dict) and c.get("verdict"):
+        lines += [md_text(sentence(c["verdict"][0].upper() + c["verdict"][1:])), ""]
     return lines
+
+
+def _heads_meta(m: dict[str, Any]) -> dict[str, Any]:
+    """The front matter's unrounded numbers of the optional heads of the model's metrics ``m`` (none: {})."""
+    def num(v: Any) -> float | None:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        return float(v) if ok else None
+
+    out: dict[str, Any] = {}
+    if "pinball_mean" in m:
+        out["quantile_head"] = {"pinball_mean": num(m["pinball_mean"]),
+                                "pinball": {k: num(v) for k, v in (m.get("pinball") or {}).items()},
+                                "coverage": {k: num(v) for k, v in (m.get("coverage") or {}).items()}}
+    c = m.get("classes")
+    if isinstance(c, dict):
+        out["buy_hold_sell_head"] = {
+            "threshold": num(c.get("threshold")), "log_loss": num(c.get("log_loss")),
+            "log_loss_shares": num(c.get("log_loss_shares")), "accuracy": num(c.get("accuracy")),
+            "accuracy_shares": num(c.get("accuracy_shares")), "dm_p": num((c.get("dm") or {}).get("p_value")),
+            "verdict": c.get("verdict")}
+    return out
 
 
 def _count(v: Any) -> str:
@@ -273,6 +318,7 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
         if meta["strongest_baseline_by"] != "MSE":  # what the *_vs_strongest_baseline MSE numbers compare with
             meta["strongest_baseline_by_mse"] = (result.get("strongest_baseline") or {}).get("name")
         meta["verdict"] = result.get("verdict")
+        meta.update(_heads_meta(result.get("model") or {}))
     if model.needs_training:
         made, how = f" ({n_params:,} parameters)", f"trained for {step:,} optimizer steps"
     else:  # its fitted values are no trainable parameters, and it took no optimizer step: "0 parameters", "0 steps"
@@ -296,7 +342,7 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
             lines += [sentence(f"On squared error: {result['mse_verdict']}"), ""]  # says nothing of the MSE tests the card lists
         split = result.get("split") or "test"
         lines += ["## Test metrics" if split == "test" else
-                  f"## Metrics on the {split} split: in-sample, not an out-of-sample test", ""] + _metrics_section(result)
+                  f"## Metrics on the {split} split: in-sample, not an out-of-sample test", ""] + _metrics_section(result, folder.parent)
     else:
         # a run stopped before its test split was scored has no fitted baselines to judge it against: finishing it scores it
         how = ("finishing the run (`hftraining train` again with `--resume`; a walk-forward fold: the walk-forward again "
@@ -309,7 +355,7 @@ def model_card(folder: str | Path, cfg: Config, data_report: dict[str, Any], pre
               f"Indicators (`data.features`): {', '.join(map(_code, preprocessing.get('features') or [])) or '—'}; "
               f"the {len(columns)} input columns: {', '.join(map(_code, columns)) or '—'}. Scaler: "
               f"{scaler.get('kind', '—')}{' per symbol' if scaler.get('per_symbol') else ''}, fitted on the training split.", ""]
-    rows = [[f"`{k}`", md_text(config_value(_get(c, k)))] for k in config_keys(model, c)]
+    rows = [[f"`{k}`", md_text(setting_text(k, _get(c, k), c))] for k in config_keys(model, c)]
     if world_size is not None:  # data.batch_size is per process: what one optimizer step averaged over
         rows.append(["processes (world size)", str(world_size)])
     if batch is not None:

@@ -101,6 +101,27 @@ def config_value(v: Any) -> str:
     return "—" if v is None else str(v)
 
 
+HEAD_OFF = {"model.quantiles": lambda v: isinstance(v, list) and not v,
+            "model.classification_threshold": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v == 0}
+"""The ``model.*`` keys of a head (:data:`HEAD_KEYS`) → whether a value turns that head off (an empty quantile
+list, a threshold of 0)."""
+
+
+def setting_text(dotted: str, v: Any, cfg: dict[str, Any] | None = None) -> str:
+    """The config value ``v`` of the dotted key ``dotted`` as the report's configuration table and the model card's
+    key config show it: "off" for a head's key at the value that turns the head off (:data:`HEAD_OFF`), the
+    feed-forward width a null ``model.intermediate_size`` stands for (4 × ``model.hidden_size`` of config.json's
+    content ``cfg``), else :func:`config_value`. A transformer without a buy/hold/sell head listed
+    ``model.classification_threshold: 0.0``, read as a threshold in use, and its feed-forward width as a dash."""
+    off = HEAD_OFF.get(dotted)
+    if off is not None and off(v):
+        return "off"
+    hidden = ((cfg or {}).get("model") or {}).get("hidden_size")
+    if dotted == "model.intermediate_size" and v is None and isinstance(hidden, int) and not isinstance(hidden, bool):
+        return f"{4 * hidden} (4 × model.hidden_size)"
+    return config_value(v)
+
+
 SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
 
 
@@ -386,7 +407,7 @@ def _config_section(doc: _Doc, cfg: dict[str, Any] | None, world_size: int | Non
     for sec, names in keys.items():
         for k in names:
             if k in values[sec] and f"{sec}.{k}" not in unread:
-                rows.append([f"{sec}.{k}", config_value(values[sec][k])])
+                rows.append([f"{sec}.{k}", setting_text(f"{sec}.{k}", values[sec][k], cfg)])
     if world_size is not None and trained:  # data.batch_size is per process: what one optimizer step averaged over
         rows.append(["processes (world size)", world_size])
         batch = effective_batch(cfg, world_size)
