@@ -685,13 +685,15 @@ def canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 def _same_instants(df: pd.DataFrame, cols: list[Any], path: Path | str) -> list[Any]:
     """``cols`` (columns each named as the timestamp, one of them a :data:`SECOND_STAMPS` name: ``unix``
-    beside ``date``) less those that read no instant in the first and last thousand rows (CryptoDataDownload's
+    beside ``date``) less those that read no instant in the rows of :func:`_spread_rows` (CryptoDataDownload's
     older ``2020-04-06 11-PM`` beside its ``unix``), all of them if none reads; a DataError naming two that
     read (the first two, or two that stamp one of those rows at different instants) unless every row both
     read is one instant in both: nothing tells which one stamps the bars (``date`` was read, and ``unix``
     ignored, however far apart they were). Where they agree (CryptoDataDownload's ``unix`` and ``date``,
-    both UTC) the file is read."""
-    sample = df.iloc[:1000] if len(df) <= 2000 else pd.concat([df.iloc[:1000], df.iloc[-1000:]])
+    both UTC) the file is read. The rows are spread over the whole file, not only its first and last
+    thousand: a ``date`` of London's clock beside ``unix`` agrees in winter, and a year of hourly bars from
+    January to January was read from ``date`` with its summer's bars an hour late, without a word."""
+    sample = df.iloc[_spread_rows(len(df))]
     read = {}
     for c in cols:
         try:
@@ -714,6 +716,20 @@ def _same_instants(df: pd.DataFrame, cols: list[Any], path: Path | str) -> list[
                             f"timestamp, and {'they stamp rows at different instants' if apart.any() else 'no row reads in both'} "
                             f"({shown}): keep the one that stamps the bars, or rename the other")
     return readable
+
+
+SPREAD_ROWS = 4000  # the rows two time columns are compared on (:func:`_spread_rows`)
+
+
+def _spread_rows(n: int) -> np.ndarray:
+    """Positions of at most :data:`SPREAD_ROWS` of ``n`` rows: the first and last thousand and the rest
+    evenly spaced between them (every row of a smaller file); a clock that moves part of the year (summer
+    time) shows in them, while the whole column of a long file is not parsed twice."""
+    if n <= SPREAD_ROWS:
+        return np.arange(n)
+    edge = SPREAD_ROWS // 4
+    middle = np.linspace(edge, n - edge - 1, SPREAD_ROWS - 2 * edge).astype(np.int64)
+    return np.unique(np.concatenate([np.arange(edge), middle, np.arange(n - edge, n)]))
 
 
 def _finest(df: pd.DataFrame, cols: list[Any]) -> list[Any]:

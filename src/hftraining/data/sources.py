@@ -619,7 +619,11 @@ def long_gaps(times: np.ndarray, max_gap: int | None = None) -> list[list[int]]:
     read as one bar's (a feature, and the label of one step). A symbol that trades every day of the week in
     the four weeks either side of a gap (:func:`trades_every_day`: a crypto feed) has no weekend nor holiday
     for it to be: there a gap longer than :data:`LONG_GAP_BARS` bars is a hole however short (a one-day
-    outage of hourly bars), where the week's floor had hidden any outage under eight days."""
+    outage of hourly bars), where the week's floor had hidden any outage under eight days, unless it is no
+    longer than :data:`LONG_GAP_BARS` times the gap :data:`USUAL_GAP_Q` of its gaps are at most: an illiquid
+    coin's 1-minute bars, absent in the minutes nothing traded, pause for half an hour many times a day as its
+    trading goes, and each such pause was a hole (a hundred and more a month, with a ``data.max_gap`` that cut
+    a tenth to a quarter of its windows); a feed that misses few bars has its bar there."""
     t = np.asarray(times, dtype=np.int64)
     gaps = np.diff(t)
     positive = gaps[gaps > 0]
@@ -631,8 +635,17 @@ def long_gaps(times: np.ndarray, max_gap: int | None = None) -> list[list[int]]:
         long &= gaps <= max_gap
     short = long & (gaps <= LONG_GAP_DAYS * 86400 * 10**9)  # a hole only in a feed without closures
     if short.any():
+        usual = int(np.quantile(positive, USUAL_GAP_Q, method="lower"))  # a bar, or a sparse trader's pause
+        long[short & (gaps <= LONG_GAP_BARS * usual)] = False
+        short &= gaps > LONG_GAP_BARS * usual
+    if short.any():
         long[short] = _every_day_beside(t, np.flatnonzero(short))
     return [[int(t[i]), int(t[i + 1])] for i in np.flatnonzero(long)]
+
+
+USUAL_GAP_Q = 0.99
+"""Of a symbol that trades every day of the week, a gap under :data:`LONG_GAP_DAYS` days is a hole only where
+longer than :data:`LONG_GAP_BARS` times the gap this share of its gaps are at most (:func:`long_gaps`)."""
 
 
 def _every_day_beside(t: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -748,9 +761,9 @@ def long_gaps_found(found: dict[str, list[list[int]]], max_gap: str | None, wher
         return None
     setting = ("data.max_gap is not set" if max_gap is None else f"data.max_gap {max_gap} is longer than these gaps")
     why = (f"data: gaps inside a symbol's rows longer than {LONG_GAP_BARS} of its bars and, unless it trades every day "
-           f"of the week, {LONG_GAP_DAYS} days "
-           f"({long_gaps_listed(found)}): {setting}, so a window reads the bars before and after such a gap as "
-           "consecutive, and the return over it as one bar's (an input, and the label of one step); set data.max_gap "
+           f"of the week, {LONG_GAP_DAYS} days (if it does, {LONG_GAP_BARS} times the gap {USUAL_GAP_Q:.0%} of its "
+           f"gaps are at most) ({long_gaps_listed(found)}): {setting}, so a window reads the bars before and after "
+           "such a gap as consecutive, and the return over it as one bar's (an input, and the label of one step); set data.max_gap "
            f"(e.g. {max_gap_below(found)}) to keep windows out of them, or leave the symbol out ({where})")
     iso = lambda ns: pd.Timestamp(ns, tz="UTC").isoformat()  # noqa: E731
     return {"symbols": {n: [[iso(a), iso(b)] for a, b in found[n]] for n in sorted(found)}, "why": why}
@@ -758,13 +771,14 @@ def long_gaps_found(found: dict[str, list[list[int]]], max_gap: str | None, wher
 
 def max_gap_below(found: dict[str, list[list[int]]]) -> str:
     """A ``data.max_gap`` that keeps windows out of every hole of ``found`` (:func:`long_gaps` of each name):
-    ``7D`` (:data:`LONG_GAP_DAYS`) when each is longer, else the whole days, hours or minutes below the
-    shortest (a one-day outage of hourly crypto bars, 25 hours: ``1D``; ``7D`` kept windows across it)."""
+    the whole days, hours, minutes or seconds below the shortest, in the coarsest of them within a tenth of it
+    (a one-day outage of hourly crypto bars, 25 hours: ``1D``, where ``7D`` kept windows across it; a 47-hour
+    one: ``46h``, not ``1D``; a three-month halt of daily bars: ``94D``). Not ``7D`` for every hole over a
+    week: a hole of weekly or monthly bars is over 20 of them, and ``7D`` is one weekly bar, under one monthly
+    bar: it cut every window of monthly bars ("the training split yields no window")."""
     shortest = min(b - a for holes in found.values() for a, b in holes)
-    if shortest > LONG_GAP_DAYS * 86400 * 10**9:
-        return f"{LONG_GAP_DAYS}D"
     for unit, ns in (("D", 86400 * 10**9), ("h", 3600 * 10**9), ("min", 60 * 10**9), ("s", 10**9)):
-        if (n := (shortest - 1) // ns) >= 1:
+        if (n := (shortest - 1) // ns) >= 1 and 10 * n * ns >= 9 * shortest:
             return f"{n}{unit}"
     return f"{max(shortest - 1, 1)}ns"
 
