@@ -124,7 +124,7 @@ def test_a_cross_sectional_verdict_names_the_strongest_baseline_by_rank_ic_when_
     assert list(rows) == ["model", "naive:repeat (strongest baseline)"]
     assert rows["model"][3] == "—" and rows["naive:repeat (strongest baseline)"][3] == f"{base[best]:.4f}"
     n = r["cross_section_strongest"]["difference"]["n_dates"]
-    assert f"model − naive:repeat: mean —, t = —, p = — over {n} dates" in top
+    assert f"model − naive:repeat: mean — per date, t = —, p = — over {n} dates" in top
 
 
 def test_a_report_written_from_eval_json_shows_a_dash_for_a_mse_that_is_not_finite(tmp_path):

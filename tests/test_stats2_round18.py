@@ -126,7 +126,7 @@ def test_report_and_model_card_print_an_infinite_dm_statistic_as_inf(tmp_path):
 
     res = _inf_result()
     for result in (res, json.loads(dumps(res))):
-        card = "\n".join(model_card._metrics_section(result))
+        card = "\n".join(model_card._metrics_section(result, tmp_path / "run"))
         assert "naive:repeat: statistic -inf, p = 0.00781" in card, card
         doc = report._Doc("t", tmp_path)
         report._metrics_section(doc, result)
