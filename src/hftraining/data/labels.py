@@ -135,6 +135,25 @@ def universe_return(returns: np.ndarray, inv: np.ndarray) -> np.ndarray:
     return out
 
 
+def cross_sections(times: np.ndarray, dates: np.ndarray | None = None) -> np.ndarray:
+    """(N,) int64 code of each row's cross-section, numbered in stamp order: the rows of every symbol at one
+    timestamp ``times`` (N,), a date and an instant at one stamp apart (``dates`` (N,) marks the dates,
+    :attr:`hftraining.data.rows.Rows.dates`; None: none is), the date first. The groups of the labels taken
+    across symbols (:func:`row_labels`), and of the check that a forecast's latest row has another symbol in
+    its cross-section (:meth:`hftraining.inference.forecaster.Forecaster.check_cross_section`)."""
+    t = np.asarray(times).reshape(-1)
+    marks = None if dates is None else np.asarray(dates, dtype=bool).reshape(-1)
+    if marks is not None and len(marks) != len(t):
+        raise ValueError(f"cross_sections: {len(marks)} date marks for {len(t)} rows")  # a caller's bug
+    if marks is None or marks.all() or not marks.any():
+        return pd.factorize(t, sort=True)[0].astype(np.int64, copy=False)  # np.unique's inverse, ~15× faster (a hash)
+    order = np.lexsort((~marks, t))  # by stamp, the date first
+    ts, ms = t[order], marks[order]
+    inv = np.empty(len(t), dtype=np.int64)
+    inv[order] = np.cumsum(np.r_[True, (ts[1:] != ts[:-1]) | (ms[1:] != ms[:-1])]) - 1
+    return inv
+
+
 def row_labels(returns: np.ndarray, times: np.ndarray, target: str,
                dates: np.ndarray | None = None) -> np.ndarray | None:
     """(N,) float32 labels of rows with 1-step log ``returns`` (N,) at ``times`` (N,) int64 ns; rows
@@ -154,17 +173,7 @@ def row_labels(returns: np.ndarray, times: np.ndarray, target: str,
     r = np.asarray(returns, dtype=np.float64)
     if r.size == 0:
         return np.zeros(0, np.float32)
-    t = np.asarray(times).reshape(-1)
-    marks = None if dates is None else np.asarray(dates, dtype=bool).reshape(-1)
-    if marks is not None and len(marks) != len(t):
-        raise ValueError(f"row_labels: {len(marks)} date marks for {len(t)} rows")  # a caller's bug
-    if marks is not None and marks.any() and not marks.all():  # a date and an instant at one stamp: two groups
-        order = np.lexsort((~marks, t))  # by stamp, the date first
-        ts, ms = t[order], marks[order]
-        inv = np.empty(len(t), dtype=np.int64)
-        inv[order] = np.cumsum(np.r_[True, (ts[1:] != ts[:-1]) | (ms[1:] != ms[:-1])]) - 1
-    else:
-        inv, _ = pd.factorize(t, sort=True)  # np.unique's inverse, ~15× faster (a hash)
+    inv = cross_sections(times, dates)
     n = np.bincount(inv).astype(np.float64)
     alone = (n < 2)[inv]
     if target == "excess_return":

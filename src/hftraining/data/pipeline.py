@@ -968,5 +968,5 @@ def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> Windo
         features=rows.features, returns=rows.returns, ends=ends,
         symbol_ids=np.arange(len(rows.symbols), dtype=np.int32), segment_first=rows.starts.copy(),
         row_times=rows.times, row_close=rows.close, symbols=rows.symbols, seq_len=pre.seq_len, horizon=0,
-        **_scaling(rows, pre), labels=_labels(rows, d), target=d.target,
+        **_scaling(rows, pre), labels=_labels(rows, d), target=d.target, row_dates=rows.dates,
     )

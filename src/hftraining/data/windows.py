@@ -54,6 +54,10 @@ class WindowSet:
     """(R,) int64 sorted: the earliest row that may end a window of each run of the set (a symbol's
     segment, or its part between two gaps over ``data.max_gap``); a window belongs to the last run
     starting at or before its end. None: not known (a set built outside :func:`index_windows`)."""
+    row_dates: np.ndarray | None = None
+    """(N,) bool: the rows that are dates, not instants (:attr:`hftraining.data.rows.Rows.dates`), whose
+    cross-section is apart from the instants of their stamp (:func:`hftraining.data.labels.cross_sections`);
+    None: not kept (every row's cross-section is its stamp's)."""
 
     def scaled_features(self, rows, k: int) -> np.ndarray:
         """``features[rows]`` of symbol ``k`` as the model sees them (centered and scaled, float32)."""

@@ -24,6 +24,7 @@ import torch
 from hftraining.core.config import DataConfig
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data import io
+from hftraining.data.labels import cross_sections
 from hftraining.data.features import SETTLE_MEASURABLE, SETTLE_TOLERANCE, panel_specs, settle_unknown, unsettled_specs
 from hftraining.data.pipeline import Preprocessing, apply, latest_windows
 from hftraining.data.pipeline import log as pipeline_log
@@ -571,15 +572,27 @@ class Forecaster:
         if len(alone):
             k = int(alone[0])
             when = pd.Timestamp(int(ws.times[k]), tz="UTC").isoformat()
-            raise DataError(f"{ws.symbols[ws.symbol_ids[k]]}: no other symbol has a row at {when} (its latest row); "
+            raise DataError(f"{ws.symbols[ws.symbol_ids[k]]}: no other symbol has a row at {when} {self._latest(ws, k)}; "
                             f"the model forecasts data.target={target}, a label taken across the symbols of each date "
                             "(an input of the model too): give the other symbols' rows up to that date as well")
 
     @staticmethod
     def _alone(ws: WindowSet) -> np.ndarray:
-        """Indices of the windows of ``ws`` whose latest row no other symbol's row shares."""
-        times, counts = np.unique(ws.row_times, return_counts=True)
-        return np.flatnonzero(counts[np.searchsorted(times, ws.times)] < 2)
+        """Indices of the windows of ``ws`` whose latest row no other symbol's row shares: its cross-section
+        (:func:`~hftraining.data.labels.cross_sections`: a date and an instant at one stamp are two), as the
+        labels and the ``market`` features group rows."""
+        codes = cross_sections(ws.row_times, ws.row_dates)
+        return np.flatnonzero(np.bincount(codes)[codes[ws.ends]] < 2)
+
+    @staticmethod
+    def _latest(ws: WindowSet, k: int) -> str:
+        """"(its latest row)" of window ``k``, saying in a request of dates and instants which it is."""
+        marks = ws.row_dates
+        if marks is None or marks.all() or not marks.any():
+            return "(its latest row)"
+        if marks[ws.ends[k]]:
+            return "(its latest row, a date: a bar stamped at that instant, intraday, is another cross-section)"
+        return "(its latest row, an instant: a daily bar stamped with that date is another cross-section)"
 
     def alone_in_panel(self, ws: WindowSet) -> list[str]:
         """A model with panel features (``market``: the universe's return and volatility over the last
@@ -594,7 +607,7 @@ class Forecaster:
         out = []
         for k in self._alone(ws):
             when = pd.Timestamp(int(ws.times[k]), tz="UTC").isoformat()
-            out.append(f"{ws.symbols[ws.symbol_ids[k]]}: no other symbol has a row at {when} (its latest row): the "
+            out.append(f"{ws.symbols[ws.symbol_ids[k]]}: no other symbol has a row at {when} {self._latest(ws, k)}: the "
                        f"features {', '.join(specs)} take the symbols sent as the universe, so there they read its own "
                        "return alone; if other symbols the model was trained with trade on that date, send their rows up "
                        "to it as well")
