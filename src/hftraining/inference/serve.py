@@ -36,7 +36,9 @@ keeps the model it started with, and a forecast is never made by one folder's we
 200 ``{"status": "ready", "model": MODEL_DIR}`` (``GET /model``'s ``model_dir``) while the model folder is
 loaded and its files unchanged since, or loaded again now that they changed; 503 ``{"status": "not ready",
 "detail": LINE}`` otherwise, ``LINE`` the one-line reason a ``/predict`` gets its 503 with (the folder
-cannot be loaded, a disk that does not answer within ``serve.request_timeout_s``). It asks the folder
+cannot be loaded, a disk that does not answer within ``serve.request_timeout_s``; or every one of the
+``serve.max_predictions`` slots held by a prediction still running past its request's limit, so that a
+``/predict`` waits for one and is a 503 at its own limit). It asks the folder
 check the predictions use (:func:`create_app`'s ``current``): probes and requests at once share one check,
 the model is never loaded twice for them, and a disk that does not answer holds neither the event loop nor
 ``/health``.
@@ -875,7 +877,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
             warnings = [w.replace(path, shown) for w in warnings]
         return {"forecasts": json_safe(out.to_dict(orient="records")), "warnings": list(warnings)}
 
-    slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop → {pool: its semaphore and thread limiter}
+    slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop → {pool: its semaphore, thread limiter and late threads}
 
     def deadline_of_request() -> float:
         return asyncio.get_running_loop().time() + cfg.request_timeout_s
@@ -898,13 +900,19 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
         request gives up, so timed-out work cannot pile up without bound. Their threads come from a limiter
         of their own, not anyio's default one (40 threads, shared with FastAPI's sync routes and file
         uploads): with the default, predictions beyond 40 waited however large ``max_predictions`` was, and
-        40 running left an upload waiting for a thread."""
+        40 running left an upload waiting for a thread. The pool's ``late`` counts the threads still running
+        whose request gave up (:func:`stuck`)."""
         loop = asyncio.get_running_loop()
         pools = slots.setdefault(loop, {})
         if pool not in pools:
-            pools[pool] = asyncio.Semaphore(n), CapacityLimiter(n)
-        sem, threads = pools[pool]
-        lock, state = threading.Lock(), {"ran": False, "dropped": False}
+            pools[pool] = {"sem": asyncio.Semaphore(n), "threads": CapacityLimiter(n), "late": 0}
+        held_by, sem = pools[pool], pools[pool]["sem"]
+        lock, state = threading.Lock(), {"ran": False, "dropped": False, "finished": False, "abandoned": False}
+
+        def freed(abandoned: bool) -> None:  # on the event loop: the thread has ended
+            if abandoned:
+                held_by["late"] -= 1
+            sem.release()
 
         def run():
             with lock:
@@ -914,8 +922,11 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
             try:
                 return work()
             finally:
+                with lock:
+                    state["finished"] = True
+                    abandoned = state["abandoned"]
                 try:
-                    loop.call_soon_threadsafe(sem.release)
+                    loop.call_soon_threadsafe(freed, abandoned)
                 except RuntimeError:  # the loop is closed: the server has stopped
                     pass
 
@@ -924,7 +935,7 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
             async with asyncio.timeout_at(deadline):
                 await sem.acquire()
                 held = True
-                return await to_thread.run_sync(run, abandon_on_cancel=True, limiter=threads)
+                return await to_thread.run_sync(run, abandon_on_cancel=True, limiter=held_by["threads"])
         except TimeoutError:
             raise _Late(held) from None
         finally:
@@ -933,6 +944,21 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
                     if not state["ran"]:  # no thread took it: its slot is freed here
                         state["dropped"] = True
                         sem.release()
+                    elif not state["finished"]:  # its thread runs on, holding the slot, for no request
+                        state["abandoned"] = True
+                        held_by["late"] += 1
+
+    def stuck() -> str | None:
+        """The line of a ``/predict`` that cannot be answered now because every prediction slot is held by a
+        prediction still running past its request's limit (a request waits for one and is a 503 at its own
+        limit), or None."""
+        pools = slots.get(asyncio.get_running_loop(), {})
+        late = pools["predict"]["late"] if "predict" in pools else 0
+        if late < max_predictions:
+            return None
+        return (f"prediction: all {max_predictions} prediction slots (serve.max_predictions, --max-predictions) are held "
+                f"by predictions still running past the limit of {cfg.request_timeout_s:g} s (serve.request_timeout_s, "
+                "--request-timeout): a /predict now waits for one of them to end and is a 503 at that limit")
 
     def check_rows(n: int) -> None:
         if n > cfg.max_rows:
@@ -947,11 +973,16 @@ def create_app(model_dir: str | Path, cfg: ServeConfig | None = None, api_key: s
              responses={503: {"model": ReadyResponse, "description": "not ready: /predict would be a 503 now"}})
     async def ready(request: Request):
         """Whether ``/predict`` can be answered now: the folder check the requests use (:func:`current`),
-        shared with them, within ``serve.request_timeout_s``. Open without the API key; without it the
-        answer names nothing of the folder (its path is ``/model``'s, behind the key)."""
+        shared with them, within ``serve.request_timeout_s``, and a prediction slot not held by a prediction
+        its request gave up on (:func:`stuck`). Open without the API key; without it the answer names nothing
+        of the folder (its path is ``/model``'s, behind the key)."""
         told = api_key is None or has_key(request.scope, api_key.encode())
         try:
             now = await current(deadline_of_request())
+            # the model loads, but every prediction slot is held by predictions their requests gave up on
+            why = stuck()
+            if why is not None:
+                raise Refused(503, why)
         except Refused as e:
             if e.status != 503:
                 raise
@@ -1153,7 +1184,7 @@ def build_server(model_dir: str | Path, cfg: ServeConfig | None = None, api_key:
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False,
                                            timeout_keep_alive=cfg.keep_alive_timeout_s, http=guarded_http(cfg)))
     described = "/docs, /redoc and /openapi.json" if cfg.docs else "/openapi.json"
-    guard = (f"API key required; {described} open without it" if api_key is not None
+    guard = (f"API key required; {described} open without it, as are the probes /health and /ready" if api_key is not None
              else "no API key" + (", --insecure" if insecure else ": loopback only"))
     return Prepared(server, f"serving {model_dir} on {cfg.host}:{cfg.port} ({guard})")
 
