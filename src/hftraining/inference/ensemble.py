@@ -96,9 +96,10 @@ and intervals. A folder written before it was recorded has none and loads as bef
 MEMBER_FILES = (CONFIG_NAME, WEIGHTS_NAME, PREPROCESSING_NAME)
 METRICS_KEY = "member_metrics"
 """The key of ensemble.json that holds, per member, the training metrics of the run it was copied from
-(:func:`run_metrics`: its ``test`` figures from eval.json, its last ``validation`` record), or null for a member
-that is not a run's model: what ``GET /model`` serves as the ensemble's ``training_metrics``, since the folder
-is served apart from those runs. A folder written before it was recorded has none."""
+(:func:`run_metrics`: its ``test`` figures from eval.json, the ``validation`` record of the step whose weights it
+kept), or null for a member that is not a run's model: what ``GET /model`` serves as the ensemble's
+``training_metrics``, since the folder is served apart from those runs. A folder written before it was recorded
+has none."""
 README_NAME = "README.md"
 """The ensemble folder's own description (:func:`ensemble_readme`): its members, weights and where they came
 from. Each ``members/member-<k>/README.md`` is the card of the run that member was copied from."""
@@ -107,7 +108,7 @@ DATA_REPORT_NAME = "data_report.json"
 MAX_METRICS_BYTES = 256 << 20
 """Largest ``metrics.jsonl`` and ``eval.json`` of a run that :func:`run_metrics` reads: an eval.json grows with
 the symbols and the horizon (about 35 KB a symbol at horizon 24), past the 16 MiB of a model folder's JSON files."""
-TEST_KEYS = ("split", "step", "n_windows", "horizon", "model", "mse_vs_zero", "verdict")
+TEST_KEYS = ("split", "step", "weights_step", "n_windows", "horizon", "model", "mse_vs_zero", "verdict")
 """The keys of a run's eval.json that :func:`run_metrics` gives as its ``test`` metrics."""
 
 
@@ -587,7 +588,8 @@ def _read_json(directory: Path, name: str) -> Any:
 
 def run_metrics(run: Path) -> dict[str, Any]:
     """The training metrics of the run folder ``run``: ``test``, the test split's figures of its eval.json
-    (:data:`TEST_KEYS`), and ``validation``, the last validation record of its metrics.jsonl; each left out
+    (:data:`TEST_KEYS`), and ``validation``, the validation record of its metrics.jsonl of the step whose weights
+    the run kept (eval.json's ``weights_step``, under ``load_best_model_at_end``), else the last one; each left out
     when its file is (or eval.json cannot be read). metrics.jsonl is read bounded, inside the run folder; a
     half-written last line is skipped, a corrupt one elsewhere is a DataError."""
     metrics: dict[str, Any] = {}
@@ -600,6 +602,9 @@ def run_metrics(run: Path) -> dict[str, Any]:
         metrics["test"] = {k: ev.get(k) for k in TEST_KEYS if k in ev}
     if (run / "metrics.jsonl").exists() or (run / "metrics.jsonl").is_symlink():
         evals = [r for r in read_jsonl(folder.regular_file(run, "metrics.jsonl", MAX_METRICS_BYTES)) if "eval_mse" in r]
+        # the record of the step whose weights the run kept (eval.json's weights_step: load_best_model_at_end), else the last
+        kept = metrics.get("test", {}).get("weights_step")
+        evals = [r for r in evals if r.get("step") == kept] or evals
         if evals:
             metrics["validation"] = evals[-1]
     return metrics

@@ -453,7 +453,7 @@ def _build_trainer(cfg: Config, data: PreparedData | None, info: DistInfo,
     seed_everything(cfg.training.seed)
     if data is None:
         data = prepare(cfg.data)
-    check_cross_section(cfg, data.train, data.val, data.test)  # before an earlier run is cleared
+    check_cross_section(cfg, data.train, data.val, data.test, resuming=resume_path is not None)  # before an earlier run is cleared
     if resume_path is None:
         if cfg.training.resume_from_checkpoint == "auto" and info.is_main:  # said once the data are read
             # a mistyped output_dir, or a folder whose checkpoints were deleted, would start over unnoticed

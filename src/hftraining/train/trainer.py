@@ -124,7 +124,7 @@ class _LogWindow:
 
 
 def check_cross_section(cfg: Config, train: WindowSet, val: WindowSet | None = None,
-                        test: WindowSet | None = None) -> None:
+                        test: WindowSet | None = None, resuming: bool = False) -> None:
     """A cross-sectional label or loss needs dates with several symbols among the training windows
     ``train``: one symbol's excess return, z-score or rank is 0 on every date (every label 0), and an ``ic``/``rank``
     loss learns nothing from a date with fewer than its :data:`MIN_MEMBERS` (loss 0, gradient 0, the
@@ -132,7 +132,9 @@ def check_cross_section(cfg: Config, train: WindowSet, val: WindowSet | None = N
     when given and not empty) of such a label: where none of its dates holds two symbols (the other
     symbols' rows do not reach it) every label it is scored on is 0 by construction, and the zero forecast
     beat every model "significantly". Called once the data are read, before the run folder is cleared:
-    the mistake costs nothing of an earlier run."""
+    the mistake costs nothing of an earlier run. ``resuming``: the run continues a checkpoint, which keeps
+    its ``evaluation.metric`` and data (:data:`~hftraining.core.config.RESUME_FIXED`), so the way out of a
+    metric no validation date can score is to start over."""
     most = _fullest_date(train)  # symbols of the fullest training date
     if cfg.data.target in PER_DATE and most < 2:  # excess_return too: a symbol's excess over itself is 0
         raise ConfigError(f"data.target: {cfg.data.target} scores each symbol against the others of its date, and "
@@ -155,13 +157,25 @@ def check_cross_section(cfg: Config, train: WindowSet, val: WindowSet | None = N
                 f"evaluation.metric: {cfg.evaluation.metric!r}{via} is the mean IC over the validation dates with at "
                 f"least {metrics.MIN_CROSS_SECTION} symbols, and no validation date scored has more than "
                 f"{_fullest_date(scored)}: every evaluation would score NaN (no best step; early stopping would stop "
-                "the run after its patience); use evaluation.metric=mse, or more symbols (data.symbols)")
+                f"the run after its patience); {_ic_metric_fix(cfg, val, resuming)}")
     if cfg.model.loss != "mse":  # only models with gradient steps get here (check_config)
         need = MIN_MEMBERS[cfg.model.loss]
         if most < need:
             raise ConfigError(f"model.loss: {cfg.model.loss!r} learns from dates with at least {need} symbols, and "
                               f"no training date has more than {most}: the run would learn nothing; use "
                               "model.loss=mse or more symbols (data.symbols)")
+
+
+def _ic_metric_fix(cfg: Config, val: WindowSet, resuming: bool) -> str:
+    """The way out of an IC metric that no validation date scored can compute (:func:`check_cross_section`): the
+    split's own dates of enough symbols cut away by ``evaluation.max_val_windows``/``max_eval_batches``, or none;
+    a resumed run keeps those keys, the metric and the data (``RESUME_FIXED``): it starts over."""
+    keys = ("evaluation.metric=mse, or evaluation.max_val_windows/max_eval_batches (null) that keep the validation "
+            f"dates of {metrics.MIN_CROSS_SECTION} symbols" if _fullest_date(val) >= metrics.MIN_CROSS_SECTION
+            else "evaluation.metric=mse, or more symbols (data.symbols)")
+    if resuming:
+        return f"a resumed run keeps its checkpoint's metric, windows and data: start over (output.overwrite=true) with {keys}"
+    return f"use {keys}"
 
 
 def ic_metric(cfg: Config) -> str | None:
@@ -386,6 +400,13 @@ class Trainer:
         except DataError as e:
             raise ckpt.CheckpointError(f"{path / ckpt.STATE_FILE}: {e}") from None
         self.logger.info("resumed from %s at step %d", path, self.state.global_step)
+        best = self.state.best_metric
+        if best is not None and not math.isfinite(best):
+            # a checkpoint of a run that took a first score of +inf (forecasts that overflowed) for its best: never
+            # the best (_after_eval), and load_best_model_at_end kept those weights after any later non-finite score
+            self.logger.info("the checkpoint's best step %s scored eval_%s=%s, which is never the best: the run has no "
+                             "best step yet", self.state.best_step, self.cfg.evaluation.metric, best)
+            self.state.best_metric = self.state.best_step = self.state.best_checkpoint = None
         if not ckpt.in_folder(path, self.ckpt_root):
             # a checkpoint of another run folder is this run's course from its step: copied here, so that a
             # --resume before this run's first save continues from it (this folder's own checkpoints were set
@@ -892,6 +913,10 @@ class Trainer:
                     log.warning("warning: training.load_best_model_at_end: the best step %d (eval_%s=%.6g) was scored "
                                 "without a checkpoint (the setting was off then), so the final model is the last "
                                 "step's", self.state.best_step, self.cfg.evaluation.metric, self.state.best_metric)
+            elif best is None and self.state.evals_without_improvement:  # scored, never finite (_after_eval)
+                self.logger.info("training.load_best_model_at_end: none of the %d validation scores (eval_%s) was finite, "
+                                 "the final model is the last step's", self.state.evals_without_improvement,
+                                 self.cfg.evaluation.metric)
             elif best is None:  # no validation window, so no score: say so rather than pretend
                 self.logger.info("training.load_best_model_at_end: no validation score, the final model is the last step's")
             elif not best.is_dir():
