@@ -111,15 +111,33 @@ def setting_text(dotted: str, v: Any, cfg: dict[str, Any] | None = None) -> str:
     """The config value ``v`` of the dotted key ``dotted`` as the report's configuration table and the model card's
     key config show it: "off" for a head's key at the value that turns the head off (:data:`HEAD_OFF`), the
     feed-forward width a null ``model.intermediate_size`` stands for (4 × ``model.hidden_size`` of config.json's
-    content ``cfg``), else :func:`config_value`. A transformer without a buy/hold/sell head listed
+    content ``cfg``), each part of the loss with its weight for ``model.loss_weights`` (:func:`loss_weights`), else
+    :func:`config_value`. A transformer without a buy/hold/sell head listed
     ``model.classification_threshold: 0.0``, read as a threshold in use, and its feed-forward width as a dash."""
     off = HEAD_OFF.get(dotted)
     if off is not None and off(v):
         return "off"
-    hidden = ((cfg or {}).get("model") or {}).get("hidden_size")
+    model = (cfg or {}).get("model") or {}
+    if dotted == "model.loss_weights" and isinstance(v, dict) and model:
+        return config_value(loss_weights(model, v))
+    hidden = model.get("hidden_size")
     if dotted == "model.intermediate_size" and v is None and isinstance(hidden, int) and not isinstance(hidden, bool):
         return f"{4 * hidden} (4 × model.hidden_size)"
     return config_value(v)
+
+
+def loss_weights(model: dict[str, Any], weights: dict[str, Any]) -> dict[str, Any]:
+    """Each part of the loss of config.json's ``model`` section with its weight: ``model.loss``, and the
+    buy/hold/sell and quantile heads' parts where the heads are on (:data:`HEAD_OFF`), each at its
+    ``weights`` entry or 1 where it has none, as :mod:`~hftraining.models.losses` weighs them; an entry of
+    no such part is kept as written. ``model.loss_weights: {}`` read "—", as if no loss were weighted, and
+    ``{quantile: 0.5}`` "quantile: 0.5", as if that were the whole loss beside the squared error's 1."""
+    if not isinstance(model.get("loss"), str):  # a config.json without model.loss: the weights as written
+        return dict(weights)
+    parts = [model["loss"]]
+    parts += [part for part, key in (("classification", "classification_threshold"), ("quantile", "quantiles"))
+              if key in model and not HEAD_OFF[f"model.{key}"](model[key])]
+    return {**{part: weights.get(part, 1) for part in parts}, **{k: w for k, w in weights.items() if k not in parts}}
 
 
 SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
@@ -371,10 +389,21 @@ def unread_keys(cfg: dict[str, Any], trained: bool) -> set[str]:
     """The dotted keys of config.json's content ``cfg`` that the run did not read, of those the report and the
     card list: the gradient loop's for a model fitted without optimizer steps (:data:`GRADIENT_KEYS`), and the
     batch size of the batching not chosen: ``data.batch_size`` under ``data.batching: dates`` (whose micro-batch
-    is ``data.dates_per_batch`` dates), ``data.dates_per_batch`` under ``windows``. The table of a dates-batched
-    run listed the batch_size it ignored, and not the dates_per_batch it batched by."""
-    dates = (cfg.get("data") or {}).get("batching") == "dates"
-    return (set() if trained else set(GRADIENT_KEYS)) | {"data.dates_per_batch" if not dates else "data.batch_size"}
+    is ``data.dates_per_batch`` dates), ``data.dates_per_batch`` under ``windows``; ``data.train_ratio`` and
+    ``data.val_ratio`` beside ``data.split_dates`` (unless they cut ``tune.folds``' folds), ``data.split_dates``
+    when null. The table of a dates-batched run listed the batch_size it ignored, and not the dates_per_batch it
+    batched by."""
+    data = cfg.get("data") or {}
+    dates = data.get("batching") == "dates"
+    folds = (cfg.get("tune") or {}).get("folds")
+    # data.split_dates cut the splits, and the ratios are read only where they cut tune.folds' folds
+    # (core.config.check_ignored): the table listed train_ratio 0.7 beside cut dates it did not show
+    if data.get("split_dates") is None:
+        cut = {"data.split_dates"}
+    else:
+        cut = set() if isinstance(folds, int) and folds >= 2 else {"data.train_ratio", "data.val_ratio"}
+    batch = {"data.dates_per_batch" if not dates else "data.batch_size"}
+    return (set() if trained else set(GRADIENT_KEYS)) | batch | cut
 
 
 def _config_section(doc: _Doc, cfg: dict[str, Any] | None, world_size: int | None = None,
@@ -392,7 +421,7 @@ def _config_section(doc: _Doc, cfg: dict[str, Any] | None, world_size: int | Non
         "model": ["type", *(reads[0] if reads else ("hidden_size", "num_heads", "num_layers", "dropout", "loss",
                                                     "quantiles"))],
         "data": ["data_dir", "symbols", "target", "sequence_length", "prediction_horizon", "batching", "batch_size",
-                 "dates_per_batch", "features", "train_ratio", "val_ratio", "embargo", "scaler"],
+                 "dates_per_batch", "features", "split_dates", "train_ratio", "val_ratio", "embargo", "scaler"],
         "training": ["optimizer", "learning_rate", "lr_scheduler", "max_steps", "gradient_accumulation_steps",
                      "weight_decay", "precision", "seed"],
         "evaluation": list(BACKTEST_KEYS),
