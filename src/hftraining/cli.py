@@ -642,7 +642,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                     help="serve the interactive docs /docs and /redoc, whose scripts a browser loads from a CDN "
                          "(serve.docs, default off; /openapi.json is always served)")
     se.add_argument("--api-key", type=str, metavar="KEY",
-                    help="require 'Authorization: Bearer KEY' on every route but /health, /ready and /openapi.json (prefer the environment "
+                    help="require 'Authorization: Bearer KEY' on every route but /health, /ready, /openapi.json and, with --docs, /docs and /redoc (prefer the environment "
                          "variable HFTRAINING_API_KEY: a flag shows in the process list)")
     se.add_argument("--insecure", action="store_true",
                     help="allow a non-loopback --host without an API key")
