@@ -4,19 +4,17 @@ whose trials draw a warmup that leaves the schedule no step, refused before its 
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import warnings
 
 import pytest
 import torch
-import yaml
 from torch import nn
 
 from conftest import tiny
 from hftraining.cli import main
-from hftraining.core.config import TrainingConfig, load_config
+from hftraining.core.config import TrainingConfig
 from hftraining.core.errors import ConfigError
 from hftraining.optim import (build_optimizer, check_compatibility, hessian_context, needs_create_graph,
                               optimizer_state_from_flat, optimizer_state_to_flat)
@@ -127,21 +125,11 @@ def test_a_schedule_of_newton_schulz_coefficients_trains_and_goes_through_a_chec
 
 
 def _checks(tmp_path, training: dict, space: dict) -> None:
-    """What ``hftraining tune`` checks before its first trial: the searched settings, then every value a trial may
-    draw."""
+    """What ``hftraining tune`` checks before its first trial (``test_review_optim_round17``'s, which needs optuna)."""
     pytest.importorskip("optuna")
-    from hftraining.workflows import tune
-    from test_tune_audit import TINY
+    from test_review_optim_round17 import _checks as checks
 
-    c = copy.deepcopy(TINY)
-    c["training"].update(training)
-    c["tune"]["search_space"] = space
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(c))
-    cfg = load_config(str(path), [])
-    parsed = tune.parse_space(cfg.tune.search_space)
-    tune.check_searched_settings(cfg, parsed)
-    tune.check_space_values(str(path), [], parsed, tmp_path / "out")
+    checks(tmp_path, training, space)
 
 
 @pytest.mark.parametrize("training, space, named", [
