@@ -39,6 +39,15 @@ CHANGED_IN = {"cs_rank": 2}
 """label → the :data:`LABEL_VERSION` that last changed its formula."""
 CHANGE_NOTE = {"cs_rank": "centred on every date"}
 """label → what that change did (said when a model of the older formula is refused)."""
+GROUPING_VERSION = 2
+"""How the rows of a panel that mixes dates (daily bars stamped at UTC midnight) and instants are grouped
+into the dates of the labels taken across symbols (:data:`PER_DATE`) and of the ``market`` features, written
+in a model folder's preprocessing.json as ``grouping_version``: 2 (since 2026-12-07) keeps a date and an
+instant at one stamp apart (:func:`cross_sections`) and knows a date beside instants at the end of its UTC
+day (:func:`hftraining.data.features.market_columns`); 1 (a folder without the key) grouped the rows by their
+stamps alone. A panel of dates alone, or of instants alone, is grouped alike by both: a model of version 1
+is refused only where the labels or market features it reads come out otherwise
+(:func:`hftraining.data.pipeline.check_grouping_rule`)."""
 
 UNITS = {
     "return": "log returns",

@@ -21,11 +21,11 @@ import torch
 from hftraining.core.config import DataConfig, duration_ns, saved_data_section, section_from_dict, shown, split_date_ns
 from hftraining.core.errors import ConfigError, DataError
 from hftraining.data.features import (
-    CALENDAR_VERSION, OWN_SPACING_GAPS, SETTLE_MEASURABLE, bar_spacing, calendar_rule_change, calendar_rule_matters,
-    EmptyVolume, check_specs, drop_volume_features, feature_columns, panel_specs, settle_unknown, utc_stamps,
-    volume_features, volume_is_empty,
+    CALENDAR_VERSION, OWN_SPACING_GAPS, PANEL_FEATURES, SETTLE_MEASURABLE, bar_spacing, calendar_rule_change,
+    calendar_rule_matters, EmptyVolume, check_specs, drop_volume_features, feature_columns, panel_specs, parse_spec,
+    settle_unknown, utc_stamps, volume_features, volume_is_empty,
 )
-from hftraining.data.labels import CHANGED_IN, LABEL_VERSION, row_labels
+from hftraining.data.labels import CHANGED_IN, GROUPING_VERSION, LABEL_VERSION, PER_DATE, row_labels
 from hftraining.data.provenance import check_source_rows, data_changes, source_rows
 from hftraining.data.rows import FrameSource, Rows, RowsNeeded, build_rows, min_history
 from hftraining.data.scaling import Scaler, check_own_rows, target_scale
@@ -82,6 +82,11 @@ class Preprocessing:
     """How its time features read a stamp (:data:`~hftraining.data.features.CALENDAR_VERSION`; 1 for a folder
     written before it was kept): a request to a model of version 2 whose rows this version reads otherwise
     is refused (:func:`check_calendar_rule`)."""
+    grouping_version: int = GROUPING_VERSION
+    """How its labels taken across symbols and its ``market`` features grouped a panel of dates beside
+    instants (:data:`~hftraining.data.labels.GROUPING_VERSION`; 1 for a folder written before it was kept): a
+    request to a model of version 1 whose rows this version groups otherwise is refused
+    (:func:`check_grouping_rule`)."""
     closures: list[list[str]] | None = None
     """The gaps the training panel shared (:func:`~hftraining.data.sources.panel_gaps`: an exchange's
     closure, ``[[last stamp before, first stamp after], ...]`` ISO UTC), which training named for no symbol:
@@ -99,6 +104,7 @@ class Preprocessing:
             "data": self.data,
             "label_version": LABEL_VERSION,  # the labels' formulas this model was trained on
             "calendar_version": self.calendar_version,  # how its time features read a stamp (a date: its own day)
+            "grouping_version": self.grouping_version,  # how a date beside instants is grouped across symbols
         }
         if self.fold is not None:
             out["fold"] = self.fold.to_dict()
@@ -133,6 +139,7 @@ class Preprocessing:
             symbol_bar_seconds=(check_symbol_bar_seconds(d["symbol_bar_seconds"], "preprocessing.json")
                                 if "symbol_bar_seconds" in d else None),
             calendar_version=d.get("calendar_version", 1),
+            grouping_version=check_grouping_version(d.get("grouping_version", 1), "preprocessing.json"),
             closures=[[_iso(a), _iso(b)] for a, b in check_closures(d["closures"], "preprocessing.json")]
             if "closures" in d else None,
         )
@@ -589,6 +596,7 @@ def prepare(
                     "bars of one spacing", by[0][0], span_text(by[0][1]), by[-1][0], span_text(by[-1][1]), " and ".join(crossed))
     report["dropped_features"] = dropped
     report["calendar_version"] = CALENDAR_VERSION  # a resumed run's time features must be computed alike
+    report["grouping_version"] = GROUPING_VERSION  # and its labels and market features grouped alike
     if not rows.symbols:
         raise DataError(f"data: no symbol has the {needed.rows} rows one window needs ({needed.why})")
     data_section = {k: v for k, v in vars(d).items()}
@@ -867,6 +875,7 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
         rows, _ = build_rows(frames, pre.features, needed.usable, tz=d.timezone, bar_seconds=pre.bar_seconds,
                              symbol_bar_seconds=pre.symbol_bar_seconds)
         check_bar_spacing(pre, rows, where)
+    check_grouping_rule(pre, rows, where)
     if not rows.symbols:
         raise DataError(f"data: no symbol has the {needed.rows} rows one window needs ({needed.why})")
     if split == "all":
@@ -910,6 +919,80 @@ def check_calendar_rule(pre: Preprocessing, frames: Mapping[str, pd.DataFrame] |
                             f"here (data.timezone={d.timezone}); {fix}")
 
 
+def check_grouping_version(v: Any, where: str) -> int:
+    """A model folder's ``grouping_version`` (1 when absent) → itself; a DataError naming ``where`` when it is
+    not a positive integer, or was written by a newer version (:data:`~hftraining.data.labels.GROUPING_VERSION`)."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise DataError(f"{where}: grouping_version must be a positive integer, got {shown(v)}")
+    if v > GROUPING_VERSION:
+        raise DataError(f"{where}: grouping_version {v} was written by a newer hftraining (this one groups dates and "
+                        f"instants by version {GROUPING_VERSION}); upgrade hftraining to load it")
+    return v
+
+
+def check_grouping_rule(pre: Preprocessing, rows: Rows | None, where: str = "preprocessing.json",
+                        fix: str = "retrain the model", read: np.ndarray | None = None) -> None:
+    """A DataError naming ``where``, the symbol and the row's stamp (and saying ``fix``) when the model of ``pre``
+    grouped a panel of dates beside instants by grouping_version 1 (:data:`~hftraining.data.labels.GROUPING_VERSION`:
+    by the stamps alone) and a label taken across symbols (``data.target`` in
+    :data:`~hftraining.data.labels.PER_DATE`) or a ``market`` feature of a row of ``rows`` (None: the data it was
+    trained on, :func:`data_rows`) that the model reads (``read`` (N,) bool; None: every row) comes out otherwise by
+    this version's rule: a date and an instant at one stamp are two cross-sections, and beside instants a date is
+    known at the end of its UTC day. Nothing to check for a panel of dates alone or of instants alone (grouped alike
+    by both), nor for a model of neither."""
+    if pre.grouping_version >= GROUPING_VERSION:
+        return
+    target = pre.data_config().target
+    panel = panel_specs(pre.features)
+    if target not in PER_DATE and not panel:
+        return
+    if rows is None:
+        rows, _ = data_rows(pre.data_config())
+    marks = rows.dates
+    if (target not in PER_DATE and not panel) or marks is None or len(marks) == 0 or marks.all() or not marks.any():
+        return
+    marks = np.asarray(marks, dtype=bool)
+    read = np.ones(len(marks), dtype=bool) if read is None else np.asarray(read, dtype=bool)
+    returns, times = np.asarray(rows.returns), np.asarray(rows.times)
+    instants = np.zeros(len(marks), dtype=bool)  # every row an instant: grouped by its stamp alone, as version 1 did
+
+    def differ(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+        a, b = np.asarray(old, dtype=np.float32), np.asarray(new, dtype=np.float32)
+        return read & ~np.isclose(a, b, rtol=1e-5, atol=1e-7, equal_nan=True)
+
+    def named(i: int) -> tuple[str, str]:
+        k = int(np.searchsorted(rows.starts, i, side="right")) - 1
+        return rows.symbols[k], pd.Timestamp(int(times[i]), tz="UTC").isoformat()
+
+    if target in PER_DATE:
+        changed = np.flatnonzero(differ(row_labels(returns, times, target), row_labels(returns, times, target, marks)))
+        if len(changed):
+            i = int(changed[0])
+            sym, when = named(i)
+            at = np.flatnonzero(times == times[i])
+            other = next((int(j) for j in at if marks[j] != marks[i]), None)
+            beside = "" if other is None else f" beside {named(other)[0]}'s {'date' if marks[other] else 'instant'}"
+            raise DataError(f"{where}: {sym}: the row at {when} ({'a date' if marks[i] else 'an instant'}{beside} at that "
+                            f"stamp): this model's data.target={target} labels (an input of the model too) were grouped by "
+                            "grouping_version 1, which put a date (a daily bar stamped at UTC midnight) and an instant at "
+                            "one stamp in one cross-section; this version keeps them apart, and its labels differ here; "
+                            f"{fix}")
+    for spec in panel:
+        name, params = parse_spec(spec)
+        old = PANEL_FEATURES[name](returns, times, params, instants)
+        new = PANEL_FEATURES[name](returns, times, params, marks)
+        for col in old:
+            changed = np.flatnonzero(differ(old[col], new[col]))
+            if len(changed):
+                i = int(changed[0])
+                sym, when = named(i)
+                raise DataError(f"{where}: {sym}: {col} of the row at {when} ({'a date' if marks[i] else 'an instant'} "
+                                "of a panel of dates beside instants): this model's market features were computed by "
+                                "grouping_version 1, which read a date (a daily bar stamped at UTC midnight) at its stamp, "
+                                "before it closed; this version knows a date beside instants at the end of its UTC day, "
+                                f"and the two differ here; {fix}")
+
+
 def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> WindowSet:
     """The most recent input window of each symbol (no targets: they lie in the future); a symbol
     with fewer rows than :meth:`RowsNeeded.of` (``targets=False``) is a DataError naming it. With
@@ -937,6 +1020,10 @@ def latest_windows(pre: Preprocessing, frames: dict[str, pd.DataFrame]) -> Windo
         raise DataError(f"{skipped[0]}: fewer rows than the {needed.rows} one input window needs ({needed.why})")
     check_bar_spacing(pre, rows)
     ends = rows.starts + rows.lengths - 1
+    read = np.zeros(len(rows.returns), dtype=bool)  # the rows the latest windows read
+    for k in range(len(rows.symbols)):
+        read[max(int(ends[k]) - pre.seq_len + 1, int(rows.starts[k])):int(ends[k]) + 1] = True
+    check_grouping_rule(pre, rows, read=read)
     gap = _max_gap(d)
     if gap is not None:  # the training windows: none spans a longer gap, and after one L real rows
         for k, sym in enumerate(rows.symbols):

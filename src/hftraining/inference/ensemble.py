@@ -214,7 +214,10 @@ def check_shared_preprocessing(dirs: list[Path]) -> dict[str, Any]:
             raise DataError(f"{d}: preprocessing.json key data.{key} differs from {dirs[0]}'s ({shown(rules[key])} vs "
                             f"{shown(ref_rules[key])}); ensemble members must forecast from the same rows, so they "
                             "must be trained with the same validation rules")
-    return _widest_embargo(ref, pres)
+    common = _widest_embargo(ref, pres)
+    if any(p.get("grouping_version", 1) == 1 for p in pres):  # a member of the older grouping: refused where it differs
+        common = {**common, "grouping_version": 1}  # (check_grouping_rule), never fed the first member's inputs
+    return common
 
 
 def _widest_embargo(ref: dict[str, Any], pres: list[dict[str, Any]]) -> dict[str, Any]:

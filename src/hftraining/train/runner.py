@@ -32,7 +32,7 @@ from hftraining.core.config import Config, resume_conflicts, save_config
 from hftraining.core.errors import ConfigError, UserError
 from hftraining.core.jsonio import read_json, write_json
 from hftraining.data.features import check_calendar_version, feature_columns
-from hftraining.data.pipeline import PreparedData, check_calendar_rule, prepare
+from hftraining.data.pipeline import PreparedData, check_calendar_rule, check_grouping_rule, prepare
 from hftraining.data.provenance import check_source_rows
 from hftraining.eval.model_card import card_meta, write_model_card
 from hftraining.inference.folders import FITTED_BASELINES_DIR
@@ -368,8 +368,13 @@ def check_same_calendar(cfg: Config, data: PreparedData, path: Path) -> None:
     saved = path.parent.parent / "data_report.json"
     try:
         then = read_json(saved).get("calendar_version", 1)
+        grouped = read_json(saved).get("grouping_version", 1)  # 1: its labels and market features grouped by stamp
     except (OSError, ValueError, TypeError, AttributeError):
         return  # not written or unreadable: check_same_data says the same of it
+    if grouped == 1:  # refused where a date beside instants is grouped otherwise now
+        check_grouping_rule(dataclasses.replace(data.preprocessing, grouping_version=1), None,
+                            f"{path}: cannot resume: {saved}",
+                            "finish it with the version that started it, or start over with output.overwrite=true")
     rows = data.preprocessing.source_rows  # each symbol's last stamp, as loading a model folder reads them
     last = [ns for _, ns, _ in check_source_rows(rows, str(saved)).values()] if rows else None
     check_calendar_version(then, data.preprocessing.features, cfg.data.timezone, data.preprocessing.bar_seconds,
