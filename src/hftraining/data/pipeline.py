@@ -590,10 +590,18 @@ def prepare(
     if mixed:  # said, not refused: a panel of one spacing per symbol is the supported case
         report["mixed_spacings"] = mixed
         by = sorted(mixed.items(), key=lambda kv: kv[1])
+        early = read_early(rows, mixed)
+        if early:
+            why = (f"a bar is stamped at its start, so the shorter bars stamped during a longer bar stamped at an "
+                   f"instant, or during a bar of several days stamped with its date, read its return before it closes "
+                   f"({', '.join(early[:5])}{f' and {len(early) - 5} more' if len(early) > 5 else ''})")
+        else:  # daily bars stamped with their dates beside shorter bars (instants): none is read before it closes
+            why = ("its daily bars are stamped with their dates, which the shorter bars read only once their UTC day is "
+                   "over (a date and an instant at one stamp are two cross-sections), so no bar reads a return before "
+                   "it closes, but one date's cross-section still holds returns over other spans")
         log.warning("data: the panel mixes bars of other spacings (%s: %s; %s: %s), and its %s are computed across the "
-                    "symbols of each timestamp: a bar is stamped at its start (a daily bar with its date), so the "
-                    "shorter bars stamped during a longer one read its return before it happened; give every symbol "
-                    "bars of one spacing", by[0][0], span_text(by[0][1]), by[-1][0], span_text(by[-1][1]), " and ".join(crossed))
+                    "symbols of each timestamp: %s; give every symbol bars of one spacing",
+                    by[0][0], span_text(by[0][1]), by[-1][0], span_text(by[-1][1]), " and ".join(crossed), why)
     report["dropped_features"] = dropped
     report["calendar_version"] = CALENDAR_VERSION  # a resumed run's time features must be computed alike
     report["grouping_version"] = GROUPING_VERSION  # and its labels and market features grouped alike
@@ -725,15 +733,36 @@ def _pooled_seconds(times: list[np.ndarray]) -> float | None:
 def mixed_spacings(rows: Rows) -> dict[str, float]:
     """Each symbol's bar spacing in seconds (:func:`_bar_ns` of its rows) when the panel holds
     spacings :data:`BAR_SPACING_RATIO` or more apart (daily bars beside hourly ones), else {}. The
-    cross-section of a timestamp (``market``, the ``excess_return`` and ``cs_*`` labels) then holds a
-    longer bar stamped at its start beside shorter bars that close before it does: a daily bar stamped
-    with its date enters the market features and labels of the hourly bars of that day, hours before its
-    close. Twice apart is such a mix too (an hourly bar stamped 14:30 in the cross-section of the
-    30-minute bar of 14:30, which closes half an hour before it), and the commonest (30 and 60 minutes)."""
+    cross-section of a timestamp (``market``, the ``excess_return`` and ``cs_*`` labels) then holds
+    returns over other spans, and a longer bar stamped at an instant (or a date of several days) beside
+    shorter bars that close before it does (:func:`read_early`; a daily bar stamped with its date is read
+    by the hourly bars of the days after it only: beside instants a date is known at the end of its UTC
+    day). Twice apart is such a mix too (an hourly bar stamped 14:30 in the cross-section of the 30-minute
+    bar of 14:30, which closes half an hour before it), and the commonest (30 and 60 minutes)."""
     own = {sym: ns for sym, ns in zip(rows.symbols, split_bars(rows.symbol_times())) if ns}
     if len(own) < 2 or max(own.values()) < BAR_SPACING_RATIO * min(own.values()):
         return {}
     return {sym: ns / 1e9 for sym, ns in own.items()}
+
+
+def read_early(rows: Rows, mixed: dict[str, float]) -> list[str]:
+    """The symbols of a panel of bars of other spacings (``mixed``: :func:`mixed_spacings`) whose bars the
+    shorter bars of another symbol read before they close: a bar :data:`BAR_SPACING_RATIO` times the shortest
+    or longer, stamped at an instant (a daily bar at 05:00 UTC, an hourly bar beside half-hour bars), or stamped
+    with its date and spanning several days (a weekly bar beside daily ones). A daily bar stamped with its date
+    is not: beside instants it is read at the end of its UTC day, after it closed
+    (:func:`~hftraining.data.features.market_columns`, :func:`~hftraining.data.labels.cross_sections`)."""
+    shortest = min(mixed.values())
+    dates = rows.dates
+    out = []
+    for k, sym in enumerate(rows.symbols):
+        spacing = mixed.get(sym)
+        if spacing is None or spacing < BAR_SPACING_RATIO * shortest:
+            continue
+        dated = dates is not None and bool(np.asarray(dates[rows.rows(k)]).all())
+        if not dated or spacing >= BAR_SPACING_RATIO * 86_400:
+            out.append(sym)
+    return out
 
 
 def split_bars(times: list[np.ndarray]) -> list[int]:
@@ -875,7 +904,6 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
         rows, _ = build_rows(frames, pre.features, needed.usable, tz=d.timezone, bar_seconds=pre.bar_seconds,
                              symbol_bar_seconds=pre.symbol_bar_seconds)
         check_bar_spacing(pre, rows, where)
-    check_grouping_rule(pre, rows, where)
     if not rows.symbols:
         raise DataError(f"data: no symbol has the {needed.rows} rows one window needs ({needed.why})")
     if split == "all":
@@ -891,7 +919,19 @@ def apply(pre: Preprocessing, frames: dict[str, pd.DataFrame] | None = None, spl
         own = check_symbol_split_dates(pre.symbol_split_dates, where) if pre.symbol_split_dates is not None else {}
         segs = [(calendar_split(t, *own[sym], d.embargo) if sym in own else seg_fn(t, calendar, bar))[split]
                 for sym, t, bar in zip(rows.symbols, times, split_bars(times))]
-    return _window_set(rows, segs, pre, 1, min_hist, _max_gap(d), labels=_labels(rows, d))
+    out = _window_set(rows, segs, pre, 1, min_hist, _max_gap(d), labels=_labels(rows, d))
+    if pre.grouping_version < GROUPING_VERSION:  # the rows these windows read: their inputs and their targets
+        check_grouping_rule(pre, rows, where, read=window_rows(out, len(rows.returns)))
+    return out
+
+
+def window_rows(ws: WindowSet, n: int) -> np.ndarray:
+    """(n,) bool: the rows of ``n`` that the windows of ``ws`` read: each window's inputs from its segment's first
+    readable row on (earlier steps are padding) and its targets."""
+    ends = np.asarray(ws.ends, dtype=np.int64)
+    first = np.maximum(ends - ws.seq_len + 1, np.asarray(ws.segment_first, dtype=np.int64)[ws.symbol_ids])
+    edges = np.bincount(first, minlength=n + 1) - np.bincount(np.minimum(ends + ws.horizon + 1, n), minlength=n + 1)
+    return np.cumsum(edges[:n]) > 0
 
 
 def check_calendar_rule(pre: Preprocessing, frames: Mapping[str, pd.DataFrame] | None,
@@ -964,7 +1004,8 @@ def check_grouping_rule(pre: Preprocessing, rows: Rows | None, where: str = "pre
         k = int(np.searchsorted(rows.starts, i, side="right")) - 1
         return rows.symbols[k], pd.Timestamp(int(times[i]), tz="UTC").isoformat()
 
-    if target in PER_DATE:
+    if target in PER_DATE and (read & np.isin(times, np.intersect1d(times[marks], times[~marks]))).any():
+        # a label reads its own cross-section alone: it differs only at a stamp that holds a date and an instant
         changed = np.flatnonzero(differ(row_labels(returns, times, target), row_labels(returns, times, target, marks)))
         if len(changed):
             i = int(changed[0])
