@@ -516,8 +516,9 @@ def data_warnings(rep: dict[str, Any] | None) -> list[tuple[str, str]]:
         elif key == "mixed_spacings" and isinstance(v, dict):
             line = (f"the panel mixes bars of other spacings ({_named([f'{s}: {_seconds(t)}' for s, t in v.items()])}), "
                     "and its market features or cross-sectional labels are computed across the symbols of each "
-                    "timestamp: a longer bar, stamped at its start, enters the cross-section of the shorter bars that "
-                    "close before it does")
+                    "timestamp: a longer bar stamped at an instant, or a bar of several days stamped with its date, "
+                    "enters the cross-section of the shorter bars that close before it does (a daily bar stamped "
+                    "with its date is read from the end of its day: train.log's warning names the symbols)")
         elif key == "max_gap_without_windows" and isinstance(v, dict):
             line = (f"data.max_gap leaves {len(v)} symbol{'s' * (len(v) != 1)} without windows in a split that their "
                     "rows hold windows for without it (no run of their rows between longer gaps holds a window): "
