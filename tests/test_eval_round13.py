@@ -85,6 +85,7 @@ def test_the_verdict_says_skill_only_when_the_dm_test_finds_it():
     assert "undefined" in class_verdict(c) and "beats" not in class_verdict(c)
 
 
+@pytest.mark.slow  # trains whole runs; the default suite keeps under ten minutes on 2 cores
 def test_a_run_with_the_head_scores_it_everywhere_the_evaluation_is_said(tmp_path, capsys):
     from hftraining.cli import main
 

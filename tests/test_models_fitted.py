@@ -149,6 +149,7 @@ def test_lightgbm_fits_per_step_early_stopped_and_reloads_without_pickle(data, t
     np.testing.assert_array_equal(predict_scaled(again, data.test, 256), before)
 
 
+@pytest.mark.slow  # trains whole runs; the default suite keeps under ten minutes on 2 cores
 def test_lightgbm_export_is_a_one_line_error(tmp_path, capsys):
     pytest.importorskip("onnx")
     run = tmp_path / "run"

@@ -131,6 +131,7 @@ def _csv_run(tmp_path, steps: int):
     return run, tracker
 
 
+@pytest.mark.slow  # trains whole runs; the default suite keeps under ten minutes on 2 cores
 def test_a_missing_tracking_package_is_said_before_overwrite_removes_the_earlier_run(tmp_path, monkeypatch, capsys):
     """``output.report_to=[mlflow]`` without the package was found only when the Trainer was built: after
     the data was prepared and, with ``output.overwrite=true``, after the earlier run was removed."""

@@ -39,6 +39,7 @@ def software_bf16(monkeypatch):
     monkeypatch.setattr(ett, "cpu_has_bf16", lambda: False, raising=False)
 
 
+@pytest.mark.slow  # trains whole runs; the default suite keeps under ten minutes on 2 cores
 def test_walkforward_says_software_bf16_once_for_all_its_folds(tmp_path, logged, software_bf16):
     """Each fold built its own trainer and said the warning again: three folds, three lines."""
     run = tmp_path / "run"
@@ -77,6 +78,7 @@ def test_tune_says_software_bf16_once_for_all_its_trials(tmp_path, logged, softw
 
 
 @pytest.mark.skipif(not (ETT_DIR / "ETTh1.csv").exists(), reason=f"ETT CSVs not in {ETT_DIR}")
+@pytest.mark.slow  # trains whole runs; the default suite keeps under ten minutes on 2 cores
 def test_bench_ett_bf16_names_its_own_flag_once(tmp_path, logged, software_bf16, capsys):
     """``bench ett --bf16`` said the trainer's warning, which named training.precision=fp32, a key the
     command has no flag for, once per cell."""
