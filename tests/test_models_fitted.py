@@ -159,6 +159,7 @@ def test_lightgbm_export_is_a_one_line_error(tmp_path, capsys):
     assert "model.type 'lightgbm' has no ONNX graph" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains whole runs; the default suite keeps under ten minutes on 2 cores
 def test_fitted_models_ensemble_and_forecast_like_any_model(tmp_path):
     from hftraining.inference.ensemble import build_ensemble
 

@@ -33,6 +33,7 @@ def _files(root: Path) -> dict[str, bytes]:
 from test_train_resume import logged  # noqa: E402,F401  (the fixture: records of the hftraining logger)
 
 
+@pytest.mark.slow  # trains whole runs; the default suite keeps under ten minutes on 2 cores
 def test_resuming_a_finished_run_leaves_it_as_it_is(tmp_path, logged):
     # it trained nothing, scored the test split again and every tracker got the test metrics twice
     # (TensorBoard's test/mse: two points at step 4; MLflow's history: two entries)
